@@ -1,0 +1,1 @@
+"""Anti-malware knowledge: Security Center, Defender, process fallback, ClamAV."""

@@ -1,0 +1,200 @@
+"""Windows anti-malware: one PowerShell call returning Security Center and Defender as JSON.
+
+The same ``parse_report`` reads what a real PowerShell prints and the recorded
+outputs the tests feed it. When Security Center is absent (Windows Server:
+"Invalid namespace", 0x8004100e) Defender's own status is used; when that is
+absent too, running processes and services of known products are reported as
+"installed, running, state unknown".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.antivirus.model import Product
+from agent.antivirus.productstate import decode_product_state
+
+#: Gathers everything in one process start (PowerShell's cold start costs 0.2-2 s).
+POWERSHELL_SCRIPT = r"""
+$ErrorActionPreference = 'Stop'
+$r = [ordered]@{}
+try {
+  $r.sc = @(Get-CimInstance -Namespace root/SecurityCenter2 -ClassName AntiVirusProduct |
+    Select-Object displayName, instanceGuid, pathToSignedProductExe, productState, timestamp)
+} catch { $r.sc_error = $_.Exception.Message }
+try {
+  $r.mp = Get-CimInstance -Namespace root/Microsoft/Windows/Defender -ClassName MSFT_MpComputerStatus |
+    Select-Object AMServiceEnabled, AntivirusEnabled, RealTimeProtectionEnabled,
+      BehaviorMonitorEnabled, AntivirusSignatureVersion, AntivirusSignatureAge,
+      QuickScanAge, FullScanAge, AMRunningMode, IsTamperProtected, AMProductVersion
+} catch { $r.mp_error = $_.Exception.Message }
+try { $r.os = Get-CimInstance Win32_OperatingSystem | Select-Object Caption, ProductType, Version }
+catch { $r.os_error = $_.Exception.Message }
+$r | ConvertTo-Json -Compress -Depth 3
+"""
+
+#: Defender reports this many days for "never scanned".
+NEVER = 4294967295
+
+#: Process and service names of products common in Vietnamese offices (public
+#: AV tables; whether Bkav and CMC register with Security Center is unconfirmed).
+KNOWN_PRODUCTS: Mapping[str, tuple[str, ...]] = {
+    "Bkav Pro": ("bkavservice.exe", "bka.exe", "bkavutil.exe", "bkavservice"),
+    "CMC Antivirus": ("cmctrayicon.exe", "cmcnecore.exe", "cmcepagent.exe"),
+    "Kaspersky": ("avp.exe", "klnagent.exe", "avp", "klnagent"),
+    "ESET": ("ekrn.exe", "egui.exe", "ekrn"),
+    "Microsoft Defender": ("msmpeng.exe", "nissrv.exe", "windefend"),
+}
+
+
+class BadReport(ValueError):
+    """PowerShell printed something that is not the report the script makes."""
+
+
+@dataclass(frozen=True)
+class WindowsReport:
+    security_center: list[Mapping[str, Any]] | None
+    """None when the namespace is missing or the query failed."""
+    security_center_error: str = ""
+    defender: Mapping[str, Any] | None = None
+    defender_error: str = ""
+    os_caption: str = ""
+    is_server: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_report(text: str) -> WindowsReport:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadReport(f"PowerShell output is not JSON ({exc.msg} at {exc.pos}): "
+                        f"{text[:120]!r}") from None  # fmt: skip
+    if not isinstance(raw, dict):
+        raise BadReport(f"PowerShell output is JSON but not an object: {text[:120]!r}")
+    sc = raw.get("sc")
+    if isinstance(sc, dict):  # ConvertTo-Json flattens a one-element array in some versions
+        sc = [sc]
+    if sc is not None and not (isinstance(sc, list) and all(isinstance(x, dict) for x in sc)):
+        raise BadReport(f"'sc' is not a list of products: {str(sc)[:120]!r}")
+    mp = raw.get("mp")
+    if mp is not None and not isinstance(mp, dict):
+        raise BadReport(f"'mp' is not an object: {str(mp)[:120]!r}")
+    os_info = raw.get("os") if isinstance(raw.get("os"), dict) else {}
+    product_type = os_info.get("ProductType")
+    return WindowsReport(
+        security_center=sc,
+        security_center_error=str(raw.get("sc_error") or ""),
+        defender=mp,
+        defender_error=str(raw.get("mp_error") or ""),
+        os_caption=str(os_info.get("Caption") or ""),
+        # ProductType 1 = workstation, 2 = domain controller, 3 = server.
+        is_server=product_type in (2, 3),
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _age(value: Any) -> float | None:
+    age = _number(value)
+    return None if age is None or age >= NEVER or age < 0 else age
+
+
+def _is_defender(name: str) -> bool:
+    lowered = name.lower()
+    return "defender" in lowered or lowered == "windows security"
+
+
+def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") -> Product:
+    """Defender's state from ``MSFT_MpComputerStatus``."""
+    service = mp.get("AMServiceEnabled")
+    antivirus = mp.get("AntivirusEnabled")
+    running_mode = str(mp.get("AMRunningMode") or "")
+    if service is True and antivirus is True and running_mode.lower() != "passive":
+        state = "on"
+    elif service is False or antivirus is False or running_mode.lower() == "passive":
+        # Passive or disabled Defender is normal beside a third-party product.
+        state = "off"
+    else:
+        state = "unknown"
+    signature_age = _age(mp.get("AntivirusSignatureAge"))
+    scans = [a for a in (_age(mp.get("QuickScanAge")), _age(mp.get("FullScanAge"))) if a is not None]
+    realtime = mp.get("RealTimeProtectionEnabled")
+    return Product(
+        name=name,
+        source="defender",
+        state=state,  # type: ignore[arg-type]
+        up_to_date=None if signature_age is None else True,
+        realtime=realtime if isinstance(realtime, bool) else None,
+        signature_age_days=signature_age,
+        last_scan_age_days=min(scans) if scans else None,
+        owner="microsoft",
+        version=str(mp.get("AntivirusSignatureVersion") or ""),
+        detail=f"running mode {running_mode}" if running_mode else "",
+    )
+
+
+def security_center_products(
+    entries: Iterable[Mapping[str, Any]], defender: Mapping[str, Any] | None
+) -> list[Product]:
+    products: list[Product] = []
+    for entry in entries:
+        name = str(entry.get("displayName") or "unnamed product")[:200]
+        raw_state = entry.get("productState")
+        decoded = decode_product_state(raw_state) if isinstance(raw_state, int) else None
+        if decoded is None or decoded.state == "unknown":
+            products.append(Product(name=name, source="security_center", state="unknown",
+                                    product_state=raw_state if isinstance(raw_state, int) else None,
+                                    detail=f"undecodable productState {raw_state!r}"))  # fmt: skip
+            continue
+        product = Product(
+            name=name,
+            source="security_center",
+            state=decoded.state,
+            up_to_date=decoded.up_to_date,
+            product_state=raw_state,
+            owner=decoded.owner,
+        )
+        if defender is not None and _is_defender(name):
+            # Security Center says on/off; Defender adds ages and real-time state.
+            details = defender_product(defender, name)
+            product = Product(
+                **{
+                    **product.__dict__,
+                    "realtime": details.realtime,
+                    "signature_age_days": details.signature_age_days,
+                    "last_scan_age_days": details.last_scan_age_days,
+                    "version": details.version,
+                }
+            )
+        products.append(product)
+    return products
+
+
+def detected_products(names: Iterable[str]) -> list[Product]:
+    """Products whose processes or services run: installed and running, state unknown."""
+    present = {n.lower() for n in names}
+    found: list[Product] = []
+    for product, markers in KNOWN_PRODUCTS.items():
+        hits = sorted(m for m in markers if m in present)
+        if hits:
+            found.append(Product(name=product, source="process", state="unknown",
+                                 detail="running: " + ", ".join(hits)))  # fmt: skip
+    return found
+
+
+def products_from_report(report: WindowsReport, running: Iterable[str]) -> list[Product]:
+    """Security Center first; Defender where it is absent; processes as the last resort."""
+    if report.security_center:
+        return security_center_products(report.security_center, report.defender)
+    if report.defender is not None:
+        defender = defender_product(report.defender)
+        others = [p for p in detected_products(running) if p.name != "Microsoft Defender"]
+        return [defender, *others]
+    return detected_products(running)

@@ -1,0 +1,105 @@
+"""The small interface every check implements, and what the scheduler gives it."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, Generic, TypeVar
+
+import msgspec
+
+from agent.configtypes import Duration
+from agent.wire import FieldValue, Outcome, Sample, clean_fields
+
+
+class CheckOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Keys every ``[[checks.<kind>]]`` table accepts."""
+
+    name: str = ""
+    """Unique among the agent's checks; defaults to the kind for host and antivirus."""
+    interval: Duration | None = None
+    """How often to run; defaults to the check's own default or ``[agent].interval``."""
+    timeout: Duration | None = None
+    """How long one run may take before it is abandoned and reported as a timeout."""
+
+    def validate(self) -> None:
+        """Cross-field checks that types alone cannot express; raise ValueError."""
+
+
+OptionsT = TypeVar("OptionsT", bound=CheckOptions)
+
+
+class ConfigProblem(ValueError):
+    """An option that is well-typed but unusable; ``key`` names it within the table."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Check(ABC, Generic[OptionsT]):
+    """A check observes one target (or this PC) and returns samples.
+
+    Subclasses validate their options in ``__init__`` without doing I/O, and
+    return failures of the target as samples (``outcome`` down/timeout/...),
+    never as exceptions. The scheduler owns intervals, timeouts, overlap and
+    exception capture.
+    """
+
+    kind: ClassVar[str]
+    options_type: ClassVar[type[CheckOptions]]
+    default_interval: ClassVar[float | None] = None
+    """None: follow ``[agent].interval``."""
+    default_timeout: ClassVar[float] = 30.0
+
+    def __init__(self, options: OptionsT, clock: Callable[[], float] = time.time) -> None:
+        self.options = options
+        self.clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.options.name or self.kind
+
+    def interval(self, agent_interval: float) -> float:
+        if self.options.interval is not None:
+            return float(self.options.interval)
+        return self.default_interval if self.default_interval is not None else agent_interval
+
+    @property
+    def timeout(self) -> float:
+        return float(self.options.timeout) if self.options.timeout else self.default_timeout
+
+    def describe(self) -> str:
+        """One line for ``list-checks`` and the birth message."""
+        return f"{self.kind}:{self.name}"
+
+    @abstractmethod
+    async def collect(self) -> list[Sample]:
+        """Observe the target now; target failures are samples, not exceptions."""
+
+    async def close(self) -> None:
+        """Release what the check holds (sockets, engines) when the agent stops."""
+
+    def sample(
+        self,
+        outcome: Outcome,
+        *,
+        ts: float,
+        item: str = "",
+        target: str = "",
+        fields: dict[str, FieldValue | None] | None = None,
+        tags: dict[str, str] | None = None,
+        error: str = "",
+    ) -> Sample:
+        return Sample(
+            ts=ts,
+            check=self.kind,
+            name=self.name,
+            outcome=outcome,
+            item=item,
+            target=target,
+            fields=clean_fields(fields or {}),
+            tags=tags or {},
+            error=error[:1000],
+        )

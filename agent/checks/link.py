@@ -1,0 +1,148 @@
+"""link: is the dedicated line (TSLCD), the Internet or the LAN reachable, with RTT and loss.
+
+Each check probes one target ``count`` times by ICMP echo, TCP connect or HTTP(S)
+GET. The ``network`` tag keeps TSLCD, Internet and LAN apart so an outage of one
+is not mistaken for another. A probe this process may not send (ICMP without
+permission) reports ``unsupported``, never "down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import statistics
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from agent.checks.base import Check, CheckOptions, ConfigProblem
+from agent.configtypes import Duration
+from agent.probes import (
+    IcmpUnsupported,
+    ProbeResult,
+    http_probe,
+    icmp_probe,
+    open_icmp_socket,
+    resolve,
+    tcp_probe,
+)
+from agent.wire import Sample
+
+#: Pause between the probes of one run, so a short burst of loss is not one sample.
+PROBE_SPACING_S = 0.2
+
+
+class LinkOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    target: str = ""
+    """Host name or address to probe (icmp, tcp); for http the host of ``url``."""
+    method: Literal["icmp", "tcp", "http"] = "icmp"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    url: str = ""
+    network: Literal["tslcd", "internet", "lan"]
+    count: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    verify_tls: bool = True
+    expect_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = []
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigProblem("name", "every link check needs a name, e.g. 'tslcd-province'")
+        if self.method == "http":
+            if not self.url.startswith(("http://", "https://")):
+                raise ConfigProblem("url", "method 'http' needs url = 'http://...' or 'https://...'")
+        elif not self.target:
+            raise ConfigProblem("target", f"method {self.method!r} needs a target host")
+        if self.method == "tcp" and self.port == 0:
+            raise ConfigProblem("port", "method 'tcp' needs a port (1-65535)")
+
+
+class LinkCheck(Check[LinkOptions]):
+    kind: ClassVar[str] = "link"
+    options_type = LinkOptions
+    probe_timeout_default = 2.0
+
+    @property
+    def probe_timeout(self) -> float:
+        return float(self.options.timeout) if self.options.timeout else self.probe_timeout_default
+
+    @property
+    def timeout(self) -> float:
+        # "timeout" in a link table is per probe; the run may take count of them.
+        return self.options.count * (self.probe_timeout + PROBE_SPACING_S) + 5.0
+
+    @property
+    def target(self) -> str:
+        return self.options.url if self.options.method == "http" else self.options.target
+
+    def describe(self) -> str:
+        return f"link:{self.name} ({self.options.method} {self.target}, {self.options.network})"
+
+    async def collect(self) -> list[Sample]:
+        now = self.clock()
+        try:
+            results = await self._probe_all()
+        except IcmpUnsupported as exc:
+            return [self._sample(now, "unsupported", [], str(exc))]
+        except OSError as exc:  # name resolution
+            return [self._sample(now, "down", [], f"cannot resolve {self.options.target}: {exc}")]
+        if any(r.ok for r in results):
+            return [self._sample(now, "ok", results, "")]
+        last = results[-1]
+        return [self._sample(now, last.outcome, results, last.error)]
+
+    async def _probe_all(self) -> list[ProbeResult]:
+        options = self.options
+        timeout = self.probe_timeout
+        results: list[ProbeResult] = []
+        if options.method == "icmp":
+            family, address = await resolve(options.target)
+            sock = open_icmp_socket(family)
+            identifier = random.randrange(1, 0xFFFF)
+            try:
+                for sequence in range(options.count):
+                    if sequence:
+                        await asyncio.sleep(PROBE_SPACING_S)
+                    results.append(
+                        await icmp_probe(sock, family, address, identifier, sequence + 1, timeout)
+                    )
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            return results
+        for attempt in range(options.count):
+            if attempt:
+                await asyncio.sleep(PROBE_SPACING_S)
+            if options.method == "tcp":
+                results.append(await tcp_probe(options.target, options.port, timeout))
+            else:
+                results.append(await http_probe(options.url, timeout, options.verify_tls,
+                                                tuple(options.expect_status)))  # fmt: skip
+        return results
+
+    def _sample(self, now: float, outcome: str, results: list[ProbeResult], error: str) -> Sample:
+        rtts = [r.rtt_s * 1000.0 for r in results if r.ok and r.rtt_s is not None]
+        sent = len(results)
+        received = len(rtts)
+        fields: dict[str, float | int | bool | str | None] = {}
+        if outcome != "unsupported":
+            fields = {
+                "up": 1 if received else 0,
+                "sent": sent,
+                "received": received,
+                "loss_percent": 100.0 * (sent - received) / sent if sent else 100.0,
+                "rtt_ms": statistics.fmean(rtts) if rtts else None,
+                "rtt_min_ms": min(rtts) if rtts else None,
+                "rtt_max_ms": max(rtts) if rtts else None,
+                "status_code": next((r.status_code for r in reversed(results) if r.status_code), None),
+            }
+        return self.sample(
+            outcome,  # type: ignore[arg-type]
+            ts=now,
+            target=self.target,
+            fields=fields,
+            tags={"network": self.options.network, "method": self.options.method},
+            error=error,
+        )
+
+
+

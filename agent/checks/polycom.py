@@ -1,0 +1,114 @@
+"""polycom: can this commune join a video meeting? Reachable, registered, camera and mic OK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from agent.checks.base import Check, ConfigProblem
+from agent.checks.snmpoptions import SnmpConnectionOptions
+from agent.polycom.readiness import EndpointState
+from agent.polycom.rest_reader import RestEndpoint, RestError, read_polycom_rest
+from agent.polycom.snmp_reader import read_polycom_snmp
+from agent.snmp.client import SnmpClient, SnmpError
+from agent.wire import Outcome, Sample
+
+
+class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    method: Literal["snmp", "rest"] = "snmp"
+    password_file: str = ""
+    """REST: a file holding the admin password (the password is never put in this config)."""
+    scheme: Literal["https", "http"] = "https"
+    verify_tls: bool = False
+    """Polycom endpoints ship self-signed certificates; give ca_file and set true to verify."""
+    ca_file: str = ""
+
+    def validate(self) -> None:
+        if self.method == "snmp":
+            self.validate_snmp()
+            return
+        if not self.name:
+            raise ConfigProblem("name", "every device check needs a name, e.g. 'polycom'")
+        if not self.host:
+            raise ConfigProblem("host", "the device's address is required")
+        if not self.user:
+            raise ConfigProblem("user", "method 'rest' needs the device's admin user")
+        if not self.password_file:
+            raise ConfigProblem("password_file", "method 'rest' needs a password_file")
+
+
+class PolycomCheck(Check[PolycomOptions]):
+    kind: ClassVar[str] = "polycom"
+    options_type = PolycomOptions
+    default_timeout = 20.0
+
+    def __init__(self, options: PolycomOptions, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(options, clock)
+        self._client: SnmpClient | None = None
+
+    def describe(self) -> str:
+        return f"polycom:{self.name} ({self.options.method} {self.options.host})"
+
+    async def collect(self) -> list[Sample]:
+        now = self.clock()
+        try:
+            state = await self._read()
+        except (SnmpError, RestError) as exc:
+            outcome: Outcome = exc.outcome if isinstance(exc, SnmpError) else _outcome(exc.outcome)
+            state = EndpointState(reachable=False)
+            return [self._sample(now, outcome, state, str(exc))]
+        except OSError as exc:
+            return [self._sample(now, "error", EndpointState(reachable=False),
+                                 f"cannot read {self.options.password_file}: {exc}")]  # fmt: skip
+        return [self._sample(now, "ok", state, "; ".join(state.notes))]
+
+    async def _read(self) -> EndpointState:
+        if self.options.method == "snmp":
+            if self._client is None:
+                self._client = SnmpClient(self.options.snmp_target(self.timeout))
+            return await read_polycom_snmp(self._client)
+        password = Path(self.options.password_file).read_text(encoding="utf-8").strip()
+        endpoint = RestEndpoint(
+            host=self.options.host,
+            port=self.options.port or (443 if self.options.scheme == "https" else 80),
+            scheme=self.options.scheme,
+            user=self.options.user,
+            password=password,
+            timeout=max(1.0, self.timeout / 4),
+            verify_tls=self.options.verify_tls,
+            ca_file=self.options.ca_file,
+        )
+        return await asyncio.to_thread(read_polycom_rest, endpoint)
+
+    def _sample(self, now: float, outcome: Outcome, state: EndpointState, error: str) -> Sample:
+        return self.sample(
+            outcome,
+            ts=now,
+            target=self.options.host,
+            fields={
+                "up": 1 if state.reachable else 0,
+                "ready": state.ready,
+                "registered": state.registered,
+                "h323_registered": state.h323_registered,
+                "sip_registered": state.sip_registered,
+                "camera_ok": state.camera_ok,
+                "microphone_ok": state.microphone_ok,
+                "in_call": state.in_call,
+                "active_calls": state.active_calls,
+                "active_conferences": state.active_conferences,
+                "uptime_s": state.uptime_s,
+                "model": state.model or None,
+                "software_version": state.software_version or None,
+                "serial": state.serial or None,
+                **state.call_quality,
+            },
+            tags={"method": self.options.method, "family": state.family or "unknown"},
+            error=error,
+        )
+
+
+def _outcome(name: str) -> Outcome:
+    return name if name in ("timeout", "refused", "down", "bad_response") else "error"  # type: ignore[return-value]

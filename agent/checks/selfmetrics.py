@@ -1,0 +1,83 @@
+"""agent: the agent's own health — outbox depth, drops, check errors and durations, publish lag.
+
+Built in (not configured): every agent reports it at ``[agent].interval``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import psutil
+
+from agent import __version__
+from agent.checks.base import Check, CheckOptions
+from agent.outbox import Outbox
+from agent.stats import AgentStats
+from agent.wire import Sample
+
+
+class SelfOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SelfMetricsCheck(Check[SelfOptions]):
+    kind: ClassVar[str] = "agent"
+    options_type = SelfOptions
+    default_timeout = 10.0
+
+    def __init__(self, stats: AgentStats, outbox: Outbox | None,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        super().__init__(SelfOptions(name="agent"), clock)
+        self.stats = stats
+        self.outbox = outbox
+        self._process = psutil.Process(os.getpid())
+        self._process.cpu_percent(None)
+
+    async def collect(self) -> list[Sample]:
+        now = self.clock()
+        with self.stats.lock:
+            publish = self.stats.publish
+            fields: dict[str, float | int | bool | str | None] = {
+                "version": __version__,
+                "connected": publish.connected,
+                "connects": publish.connects,
+                "published": publish.published,
+                "acked": publish.acked,
+                "publish_lag_s": publish.last_lag_s,
+                "outbox_errors": self.stats.outbox_errors,
+            }
+        if self.outbox is not None:
+            outbox = self.outbox.stats()
+            fields.update(
+                outbox_rows=outbox.rows,
+                outbox_bytes=outbox.bytes,
+                outbox_oldest_age_s=None if outbox.oldest_created is None else max(0.0, now - outbox.oldest_created),  # fmt: skip
+                dropped_envelopes=outbox.dropped,
+                dropped_age=outbox.dropped_age,
+                dropped_size=outbox.dropped_size,
+                dropped_error=outbox.dropped_error,
+            )
+        memory = self._process.memory_info()
+        fields.update(rss_bytes=memory.rss, cpu_percent=self._process.cpu_percent(None))
+        samples = [self.sample("ok", ts=now, fields=fields)]
+        for name, check in sorted(self.stats.checks.items()):
+            samples.append(
+                self.sample(
+                    "ok",
+                    ts=now,
+                    item="check",
+                    target=name,
+                    fields={
+                        "runs": check.runs,
+                        "errors": check.errors,
+                        "timeouts": check.timeouts,
+                        "skipped": check.skipped,
+                        "duration_s": check.last_duration_s,
+                        "max_duration_s": check.max_duration_s,
+                    },
+                )
+            )
+        return samples

@@ -1,0 +1,211 @@
+"""commune-agent: the command line of the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from agent import __version__
+from agent.config import Config, ConfigError, load_config, redacted
+
+DEFAULT_CONFIG = "/etc/commune-agent/agent.toml" if sys.platform != "win32" else r"C:\ProgramData\commune-agent\agent.toml"  # fmt: skip
+
+config_option = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG, show_default=True, envvar="COMMUNE_AGENT_CONFIG",
+    help="Agent config file (TOML). Env: COMMUNE_AGENT_CONFIG.",
+)  # fmt: skip
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="commune-agent")
+def main() -> None:
+    """Report this PC's health, anti-malware, dedicated line and commune devices over MQTT.
+
+    \b
+    Example:
+        commune-agent check-config -c /etc/commune-agent/agent.toml
+        commune-agent once -c agent.toml --check host
+        commune-agent run -c agent.toml
+    """
+
+
+@main.command()
+@config_option
+def run(config_path: Path) -> None:
+    """Run the agent until stopped (SIGTERM/Ctrl-C): collect, store in the outbox, publish.
+
+    \b
+    Example:
+        commune-agent run --config /etc/commune-agent/agent.toml
+    """
+    config = _load(config_path)
+    _logging(config.agent.log_level)
+    from agent.outbox import OutboxError
+    from agent.runner import run_agent
+
+    try:
+        asyncio.run(run_agent(config))
+    except OutboxError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@config_option
+@click.option("--check", "only", metavar="NAME", help="Run only the check with this name or kind.")
+def once(config_path: Path, only: str | None) -> None:
+    """Run the checks once and print their envelopes as JSON; nothing is stored or published.
+
+    \b
+    Example:
+        commune-agent once -c agent.toml --check tslcd-province
+    """
+    config = _load(config_path)
+    _logging("warning")
+    from agent.runner import run_once
+
+    envelopes = asyncio.run(run_once(config, only))
+    if only and not envelopes:
+        raise click.ClickException(f"no check named {only!r} in {config_path}")
+    for envelope in envelopes:
+        click.echo(json.dumps(msgspec.to_builtins(envelope), ensure_ascii=False, indent=2))
+
+
+@main.command("check-config")
+@config_option
+@click.option("--show", is_flag=True, help="Print the effective config (secrets hidden).")
+def check_config(config_path: Path, show: bool) -> None:
+    """Validate the config file; exit 1 with the file, key and problem if it is wrong.
+
+    \b
+    Example:
+        commune-agent check-config -c /etc/commune-agent/agent.toml --show
+    """
+    config = _load(config_path)
+    from agent.runner import build_checks
+
+    checks = build_checks(config)
+    click.echo(f"{config_path}: ok — agent {config.agent_id} in "
+               f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks")  # fmt: skip
+    if show:
+        click.echo(json.dumps(_effective(config), ensure_ascii=False, indent=2))
+
+
+def _effective(config: Config) -> dict[str, Any]:
+    data = redacted(config)
+    data["agent"]["id"] = config.agent_id
+    data["outbox"]["path"] = str(config.outbox_path)
+    return data
+
+
+@main.command("list-checks")
+@config_option
+@click.option("--all-kinds", is_flag=True, help="List the kinds of check this agent knows instead.")
+def list_checks(config_path: Path, all_kinds: bool) -> None:
+    """List the configured checks with their interval and timeout.
+
+    \b
+    Example:
+        commune-agent list-checks -c agent.toml
+        commune-agent list-checks --all-kinds
+    """
+    from agent.checks import REGISTRY
+
+    if all_kinds:
+        for kind, check_type in REGISTRY.items():
+            click.echo(f"{kind:10} {(check_type.__module__ and sys.modules[check_type.__module__].__doc__ or '').splitlines()[0]}")  # fmt: skip
+        return
+    config = _load(config_path)
+    from agent.runner import build_checks
+
+    for check in build_checks(config):
+        interval = check.interval(float(config.agent.interval))
+        click.echo(f"{check.describe():60} every {interval:g}s, timeout {check.timeout:g}s")
+    click.echo(f"{'agent:agent (self-metrics)':60} every {float(config.agent.interval):g}s")
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the schema files into this directory instead of printing.")  # fmt: skip
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of the wire contract (envelope and status payloads).
+
+    \b
+    Example:
+        commune-agent schema -o ./schema
+    """
+    from agent.wire import json_schemas
+
+    for name, document in json_schemas().items():
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        if output:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / name).write_text(text, encoding="utf-8")
+            click.echo(f"wrote {output / name}")
+        else:
+            click.echo(text)
+
+
+@main.command("install-service")
+@config_option
+@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path),
+              default="/etc/systemd/system", show_default=True, help="Linux: where to write the unit.")  # fmt: skip
+@click.option("--no-start", is_flag=True, help="Install only; do not enable or start.")
+@click.option("--print", "print_only", is_flag=True, help="Linux: print the unit and change nothing.")
+def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_only: bool) -> None:
+    """Install the agent as a service: a hardened systemd unit, or a Windows service.
+
+    The config is validated first. On Linux the unit runs as the system user
+    commune-agent with CAP_NET_RAW (for ICMP) and its outbox in
+    /var/lib/commune-agent. On Windows see deploy/windows/README.md.
+
+    \b
+    Example:
+        sudo commune-agent install-service -c /etc/commune-agent/agent.toml
+        commune-agent install-service -c agent.toml --print
+    """
+    _load(config_path)
+    from agent import service
+
+    if sys.platform == "win32":
+        from agent import winservice
+
+        winservice.install(config_path.resolve(), start=not no_start)
+        click.echo(f"installed Windows service {winservice.SERVICE_NAME}")
+        return
+    if print_only:
+        click.echo(service.render_unit(service.agent_executable(), str(config_path.resolve())), nl=False)  # fmt: skip
+        return
+    try:
+        for line in service.install_systemd(config_path, unit_dir, start=not no_start):
+            click.echo(line)
+    except (OSError, Exception) as exc:
+        raise click.ClickException(f"install failed: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The agent's TOML config, decoded strictly into frozen typed models.
+
+Unknown keys and bad values are refused at start-up with the file, the key and
+what was expected. Secrets are typed ``Secret`` and print as ``<secret>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from agent.checks.antivirus import AntivirusOptions
+from agent.checks.base import ConfigProblem
+from agent.checks.host import HostOptions
+from agent.checks.link import LinkOptions
+from agent.checks.polycom import PolycomOptions
+from agent.checks.snmp import SnmpOptions
+from agent.configtypes import Duration, Size, decode_hook, encode_hook
+from agent.wire import IDENT_PATTERN, Ident
+
+Struct = msgspec.Struct
+
+
+class AgentSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    province: Ident
+    """Province slug, e.g. "dong-nai"; part of every topic."""
+    commune: Ident
+    """Commune slug, e.g. "la-nga"."""
+    id: str = ""
+    """This agent's id; defaults to the host name (lower case)."""
+    interval: Duration = Duration(60)
+    state_dir: str = ""
+    """Where the outbox lives; defaults to $STATE_DIRECTORY, /var/lib/commune-agent
+    (root), %ProgramData%\\commune-agent (Windows) or ~/.local/state/commune-agent."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MqttSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = "mqtt://127.0.0.1:1883"
+    """mqtt://host:port or mqtts://host:port (TLS)."""
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    """CA bundle to verify the broker (mqtts); empty uses the system's CAs."""
+    cert_file: str = ""
+    """Client certificate, for brokers that authenticate agents by certificate."""
+    key_file: str = ""
+    topic_root: Ident = "commune"
+    keepalive: Duration = Duration(60)
+    inflight: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    """Envelopes published and not yet acknowledged at once."""
+    reconnect_max: Duration = Duration(120)
+    """Longest wait between reconnect attempts (backoff doubles from 1 s up to this)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class OutboxSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str = ""
+    """SQLite file; defaults to <state_dir>/outbox.sqlite."""
+    max_age: Duration = Duration(72 * 3600)
+    max_size: Size = Size(64 * 1024 * 1024)
+
+
+class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: list[HostOptions] = []
+    antivirus: list[AntivirusOptions] = []
+    link: list[LinkOptions] = []
+    snmp: list[SnmpOptions] = []
+    polycom: list[PolycomOptions] = []
+
+
+class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    agent: AgentSection
+    mqtt: MqttSection = MqttSection()
+    outbox: OutboxSection = OutboxSection()
+    checks: ChecksSection = ChecksSection()
+    source: str = ""
+    """The file this was read from (set by load_config, not a config key)."""
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.id or default_agent_id()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.agent.state_dir) if self.agent.state_dir else default_state_dir()
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path) if self.outbox.path else self.state_dir / "outbox.sqlite"
+
+    def check_options(self) -> list[tuple[str, int, Any]]:
+        """(kind, position, options) for every configured check, in config order."""
+        return [
+            (kind, position, options)
+            for kind in ChecksSection.__struct_fields__
+            for position, options in enumerate(getattr(self.checks, kind))
+        ]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+def default_agent_id() -> str:
+    name = socket.gethostname().split(".")[0].lower()
+    cleaned = re.sub(r"[^a-z0-9._-]", "-", name).strip("-._") or "agent"
+    return cleaned[:64]
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "commune-agent"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/commune-agent")
+    return Path.home() / ".local" / "state" / "commune-agent"
+
+
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD_NAME = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+def _explain(error: msgspec.ValidationError) -> tuple[str, str]:
+    """(key, message) from msgspec's "Expected `int`, got `str` - at `$.a.b[0]`"."""
+    match = _MSGSPEC_PATH.match(str(error))
+    assert match is not None
+    message = match.group("message")
+    key = (match.group("path") or "").lstrip(".")
+    field = _FIELD_NAME.search(message)
+    if message.startswith("Object contains unknown field") and field:
+        return _join(key, field.group("field")), "unknown key"
+    if message.startswith("Object missing required field") and field:
+        return _join(key, field.group("field")), "required key is missing"
+    message = message.replace("Invalid enum value", "expected one of the documented values, got")
+    return key or "(top level)", message[0].lower() + message[1:]
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        config = msgspec.convert({**data, "source": source}, Config, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        key, message = _explain(exc)
+        raise ConfigError(f"{source}: {key}: {message}") from None
+    _validate(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    if "source" in data:
+        raise ConfigError(f"{source}: source: unknown key")
+    return parse_config(data, source)
+
+
+def _validate(config: Config, source: str) -> None:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}")
+
+    if config.agent.id and not re.match(IDENT_PATTERN, config.agent.id):
+        raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
+    url = urlsplit(config.mqtt.url)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise fail("mqtt.url", f"expected mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}")  # fmt: skip
+    if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
+        raise fail("mqtt.cert_file", "a client certificate needs both cert_file and key_file")
+    if (config.mqtt.cert_file or config.mqtt.ca_file) and not config.mqtt.tls:
+        raise fail("mqtt.url", "certificates are set but the url is not mqtts://")
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = getattr(config.mqtt, key)
+        if path and not os.access(path, os.R_OK):
+            raise fail(f"mqtt.{key}", f"cannot read {path}")
+    names: dict[str, str] = {}
+    for kind, position, options in config.check_options():
+        where = f"checks.{kind}[{position}]"
+        try:
+            options.validate()
+        except ConfigProblem as exc:
+            raise fail(f"{where}.{exc.key}", str(exc)) from None
+        name = options.name or kind
+        if name in names:
+            raise fail(f"{where}.name", f"duplicate check name {name!r} (also {names[name]})")
+        names[name] = where
+        password_file = getattr(options, "password_file", "")
+        if password_file and not os.access(password_file, os.R_OK):
+            raise fail(f"{where}.password_file", f"cannot read {password_file}")
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as plain data with secrets shown as <secret>, for printing."""
+    data: dict[str, Any] = msgspec.to_builtins(config, enc_hook=encode_hook)
+    data.pop("source", None)
+    return data

@@ -1,0 +1,228 @@
+"""The local outbox: every envelope is committed here before it is published.
+
+A row is deleted only after the broker's PUBACK, so a line outage, a broker
+restart or a kill -9 of the agent loses nothing (delivery is at-least-once).
+The outbox is bounded by age and size; beyond the bound the oldest rows are
+dropped, and every drop is counted in the file itself so the count survives
+restarts and is reported in the agent's self-metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+_COUNTERS = ("next_seq", "dropped_age", "dropped_size", "dropped_error")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    created: float
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    rows: int
+    bytes: int
+    oldest_created: float | None
+    dropped_age: int
+    dropped_size: int
+    dropped_error: int
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_age + self.dropped_size + self.dropped_error
+
+
+class OutboxError(Exception):
+    """The outbox could not store an envelope (disk full, file unwritable)."""
+
+
+class Outbox:
+    def __init__(self, path: Path, max_age: float, max_size: int,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.path = path
+        self.max_age = max_age
+        self.max_size = max_size
+        self.clock = clock
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss too, not only a crash of the agent;
+            # commune offices lose power, and one fsync per check run is cheap.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            for key in _COUNTERS:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
+            self._bytes = int(
+                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+            )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from None
+
+    def _counter(self, key: str) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+    def _bump(self, key: str, amount: int) -> None:
+        if amount:
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key = ?", (amount, key))
+
+    def put(self, topic: str, make_payload: Callable[[int], bytes]) -> int:
+        """Store one envelope; ``make_payload`` receives the next sequence number.
+
+        Returns the sequence number. Raises OutboxError if nothing could be stored
+        (the loss is counted).
+        """
+        with self._lock:
+            now = self.clock()
+            try:
+                return self._put(topic, make_payload, now)
+            except sqlite3.Error as first:
+                log.error("outbox write failed (%s); dropping the oldest tenth and retrying", first)
+                try:
+                    self._db.execute("ROLLBACK") if self._db.in_transaction else None
+                    self._drop_oldest_fraction(0.1)
+                    return self._put(topic, make_payload, now)
+                except sqlite3.Error as second:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    try:
+                        self._bump("dropped_error", 1)
+                    except sqlite3.Error:
+                        pass  # the counter itself cannot be written; the log line stands
+                    raise OutboxError(f"outbox {self.path} cannot store: {second}") from None
+
+    def _put(self, topic: str, make_payload: Callable[[int], bytes], now: float) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._counter("next_seq")
+            payload = make_payload(seq)
+            self._enforce_bounds(now, len(payload))
+            self._db.execute(
+                "INSERT INTO outbox (created, topic, payload) VALUES (?, ?, ?)",
+                (now, topic, payload),
+            )
+            self._bump("next_seq", 1)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._bytes = int(
+                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+            )
+            raise
+        self._bytes += len(payload)
+        return seq
+
+    def _enforce_bounds(self, now: float, incoming: int) -> None:
+        old = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE created < ?",
+            (now - self.max_age,),
+        ).fetchone()
+        if old[0]:
+            self._db.execute("DELETE FROM outbox WHERE created < ?", (now - self.max_age,))
+            self._bump("dropped_age", int(old[0]))
+            self._bytes -= int(old[1])
+            log.warning("outbox: dropped %d envelopes older than %.0f s", old[0], self.max_age)
+        if self._bytes + incoming <= self.max_size:
+            return
+        dropped = 0
+        while self._bytes + incoming > self.max_size:
+            batch = self._db.execute(
+                "SELECT id, LENGTH(payload) FROM outbox ORDER BY id LIMIT 256"
+            ).fetchall()
+            if not batch:
+                break
+            removed: list[int] = []
+            for row_id, size in batch:
+                removed.append(row_id)
+                self._bytes -= int(size)
+                if self._bytes + incoming <= self.max_size:
+                    break
+            self._db.execute("DELETE FROM outbox WHERE id <= ?", (removed[-1],))
+            dropped += len(removed)
+        self._bump("dropped_size", dropped)
+        log.warning("outbox: full (%d bytes max); dropped the %d oldest envelopes",
+                    self.max_size, dropped)  # fmt: skip
+
+    def _drop_oldest_fraction(self, fraction: float) -> None:
+        rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        victims = max(1, int(rows * fraction)) if rows else 0
+        if victims:
+            self._db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                (victims,),
+            )
+            self._bump("dropped_error", victims)
+        self._bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+        )
+
+    def fetch_after(self, after_id: int, limit: int) -> list[Row]:
+        """The oldest rows with id > after_id, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, created, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [Row(int(r[0]), float(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Forget acknowledged rows (one transaction for the whole batch)."""
+        batch = list(ids)
+        if not batch:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                placeholders = ",".join("?" * len(batch))
+                size = self._db.execute(
+                    f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE id IN ({placeholders})",  # noqa: S608
+                    batch,
+                ).fetchone()[0]
+                self._db.execute(f"DELETE FROM outbox WHERE id IN ({placeholders})", batch)  # noqa: S608
+                self._db.execute("COMMIT")
+                self._bytes -= int(size)
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                # Rows stay and are sent again later: a duplicate, never a loss.
+                log.error("outbox: cannot delete acknowledged rows: %s", exc)
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            rows, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
+            counters = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return OutboxStats(
+            rows=int(rows),
+            bytes=self._bytes,
+            oldest_created=float(oldest) if oldest is not None else None,
+            dropped_age=int(counters.get("dropped_age", 0)),
+            dropped_size=int(counters.get("dropped_size", 0)),
+            dropped_error=int(counters.get("dropped_error", 0)),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,40 @@
+"""The agent's own counters, read by the self-metrics check ("agent")."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CheckStats:
+    runs: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+    last_duration_s: float = 0.0
+    max_duration_s: float = 0.0
+
+
+@dataclass
+class PublishStats:
+    connected: bool = False
+    connects: int = 0
+    published: int = 0
+    acked: int = 0
+    last_lag_s: float | None = None
+    """Collection-to-PUBACK delay of the last acknowledged envelope."""
+
+
+@dataclass
+class AgentStats:
+    checks: dict[str, CheckStats] = field(default_factory=dict)
+    publish: PublishStats = field(default_factory=PublishStats)
+    outbox_errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def check(self, name: str) -> CheckStats:
+        stats = self.checks.get(name)
+        if stats is None:
+            stats = self.checks[name] = CheckStats()
+        return stats

@@ -1,0 +1,203 @@
+"""The wire contract between agents and collectors: topics, envelopes, status.
+
+This module is the single definition of what travels over MQTT. The collector
+imports it; nothing here imports the rest of the agent. ``agent/schema/*.json``
+is generated from these types (``commune-agent schema``) for third parties.
+
+Topics (all under a configurable root, default ``commune``)::
+
+    <root>/<province>/<commune>/<agent>/status   retained, QoS 1: Status (birth / will)
+    <root>/<province>/<commune>/<agent>/data     QoS 1, not retained: Envelope
+
+Every data envelope carries the schema version ``v``, the agent's identity
+(which must match the topic), a per-agent sequence number that increases by
+one per envelope across restarts, and samples that each carry their own
+collection time, so replayed backlogs are placed where they happened.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+
+#: Bounds the collector enforces; the agent never produces more.
+MAX_ENVELOPE_BYTES: Final = 256 * 1024
+MAX_SAMPLES: Final = 2000
+MAX_FIELDS: Final = 64
+MAX_TAGS: Final = 16
+MAX_TEXT: Final = 1024
+
+#: A topic segment: no MQTT wildcards or separators, no spaces.
+IDENT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Ident = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN, max_length=64)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+Key = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+#: What happened when the check ran against its target. A target that is down
+#: is data (``down``/``timeout``/``refused``), not an error of the agent.
+Outcome = Literal["ok", "down", "timeout", "refused", "bad_response", "error", "unsupported"]
+OUTCOMES: Final = ("ok", "down", "timeout", "refused", "bad_response", "error", "unsupported")
+
+FieldValue = bool | int | float | Text
+
+TopicKind = Literal["status", "data"]
+
+
+class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One observation of one target by one check run."""
+
+    ts: float
+    """Collection time, Unix seconds (UTC)."""
+    check: Key
+    """Check kind: host, antivirus, link, snmp, polycom, agent."""
+    name: Text
+    """The check instance's name from the agent config."""
+    outcome: Outcome
+    item: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{0,32}$")] = ""
+    """Sub-series of the check ("" for the main record; "disk", "interface", "product")."""
+    target: Text = ""
+    """What was observed: a host, an interface name, a product name, a mount point."""
+    fields: Annotated[dict[Key, FieldValue], msgspec.Meta(max_length=MAX_FIELDS)] = {}
+    tags: Annotated[dict[Key, Text], msgspec.Meta(max_length=MAX_TAGS)] = {}
+    error: Text = ""
+    """Why the outcome is not ok, in words a technician can act on."""
+
+
+class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One check run's results, published on the agent's ``data`` topic."""
+
+    v: int
+    agent: Ident
+    province: Ident
+    commune: Ident
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    """Per-agent sequence number, +1 per envelope, kept across restarts."""
+    ts: float
+    """When the envelope was written to the agent's outbox."""
+    samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
+
+
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The retained ``status`` message: birth (online), Last Will and clean stop (offline)."""
+
+    v: int
+    state: Literal["online", "offline"]
+    agent: Ident
+    province: Ident
+    commune: Ident
+    ts: float = 0.0
+    """When the agent connected or stopped; 0 in a Last Will (time unknown in advance)."""
+    version: Text = ""
+    checks: list[Text] = []
+    reason: Text = ""
+    """Why the agent went offline: "stopped", or "connection lost" in the Last Will."""
+
+
+class WireError(ValueError):
+    """A payload or topic that breaks the contract; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TopicIdentity(msgspec.Struct, frozen=True):
+    province: str
+    commune: str
+    agent: str
+    kind: TopicKind
+
+
+def topic(root: str, province: str, commune: str, agent: str, kind: TopicKind) -> str:
+    return f"{root}/{province}/{commune}/{agent}/{kind}"
+
+
+def parse_topic(root: str, name: str) -> TopicIdentity:
+    """Split ``<root>/<province>/<commune>/<agent>/<kind>``, refusing anything else."""
+    prefix = root + "/"
+    if not name.startswith(prefix):
+        raise WireError("bad_topic", f"topic {name!r} is not under {root!r}")
+    parts = name[len(prefix) :].split("/")
+    if len(parts) != 4 or parts[3] not in ("status", "data"):
+        raise WireError("bad_topic", f"topic {name!r} is not <province>/<commune>/<agent>/<kind>")
+    province, commune, agent, kind = parts
+    return TopicIdentity(province, commune, agent, "status" if kind == "status" else "data")
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_status_decoder = msgspec.json.Decoder(Status)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Envelope | Status) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> Envelope:
+    """Validate a data payload; ``expected`` is the identity read from its topic."""
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise WireError("too_large", f"{len(payload)} bytes > {MAX_ENVELOPE_BYTES}")
+    try:
+        envelope = _envelope_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise WireError("not_json", str(exc)) from None
+    if envelope.v != SCHEMA_VERSION:
+        raise WireError("schema_version", f"v={envelope.v}, this side speaks {SCHEMA_VERSION}")
+    if expected is not None:
+        _check_identity(expected, envelope.province, envelope.commune, envelope.agent)
+    return envelope
+
+
+def decode_status(payload: bytes, expected: TopicIdentity | None = None) -> Status:
+    try:
+        status = _status_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise WireError("not_json", str(exc)) from None
+    if expected is not None:
+        _check_identity(expected, status.province, status.commune, status.agent)
+    return status
+
+
+def _check_identity(expected: TopicIdentity, province: str, commune: str, agent: str) -> None:
+    claimed = (province, commune, agent)
+    if claimed != (expected.province, expected.commune, expected.agent):
+        raise WireError(
+            "identity_mismatch",
+            f"payload claims {'/'.join(claimed)} on the topic of "
+            f"{expected.province}/{expected.commune}/{expected.agent}",
+        )
+
+
+def clean_fields(fields: dict[str, FieldValue | None]) -> dict[str, FieldValue]:
+    """Drop unknown (None) and non-finite values: JSON and line protocol cannot carry them."""
+    return {
+        key: value
+        for key, value in fields.items()
+        if value is not None and not (isinstance(value, float) and not math.isfinite(value))
+    }
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schema documents for the two payloads, keyed by file name."""
+    return {
+        "envelope.schema.json": _titled(msgspec.json.schema(Envelope), "Envelope"),
+        "status.schema.json": _titled(msgspec.json.schema(Status), "Status"),
+    }
+
+
+def _titled(schema: dict[str, object], name: str) -> dict[str, object]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"commune-monitor/{name.lower()}/v{SCHEMA_VERSION}",
+        "title": f"commune-monitor {name} v{SCHEMA_VERSION}",
+        **schema,
+    }
