@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from typing import ClassVar, Literal
 
@@ -147,12 +149,17 @@ async def run_powershell(executable: str, script: str, timeout: float) -> str:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Its own process group, so a hang is ended with everything it started.
+        start_new_session=sys.platform != "win32",
     )  # fmt: skip
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sys.platform == "win32":
+                process.kill()
+            else:
+                os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         raise
     text = stdout.decode("utf-8", "replace").strip()

@@ -1,0 +1,251 @@
+"""Real servers for the tests: Mosquitto, snmpsim, snmpd — each on a free loopback port.
+
+Every server is started from a config written to a temporary directory, waited
+for until it answers, and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_tcp(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class Mosquitto:
+    """A Mosquitto broker; ``stop()``/``start()`` keep the port, to simulate an outage."""
+
+    def __init__(self, workdir: Path, extra: str = "", port: int | None = None,
+                 listener_options: str = "") -> None:  # fmt: skip
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n{listener_options}"
+            f"persistence false\nlog_dest file {workdir / 'mosquitto.log'}\n"
+            f"log_type error\nlog_type warning\nlog_type notice\n"
+            f"{extra if extra else 'allow_anonymous true'}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> Mosquitto:
+        self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            wait_tcp(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start: {self.log[-2000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass
+class Subscriber:
+    """A paho client collecting every message on a topic filter (QoS 1)."""
+
+    port: int
+    topic: str = "#"
+    messages: list[Received] = field(default_factory=list)
+    username: str = ""
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{id(self)}",
+                                  clean_session=False)  # fmt: skip
+        if self.username:
+            self.client.username_pw_set(self.username, self.password)
+        self.client.on_connect = lambda c, *_: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+
+    def start(self) -> Subscriber:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("subscriber did not subscribe")
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def snapshot(self, suffix: str = "") -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def wait_for(self, predicate: object, timeout: float = 20.0, suffix: str = "") -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.snapshot(suffix)
+            if predicate(messages):  # type: ignore[operator]
+                return messages
+            time.sleep(0.05)
+        raise TimeoutError(f"condition not met in {timeout}s; {len(self.snapshot(suffix))} messages")
+
+
+SNMPSIM_LAUNCHER = """
+import sys, dbm.dumb, encodings.idna, encodings.ascii, encodings.utf_8, encodings.latin_1, encodings.hex_codec
+import snmpsim.commands.responder as responder
+sys.argv = ["snmpsim-command-responder"] + sys.argv[1:]
+sys.exit(responder.main())
+"""
+
+
+class SnmpSim:
+    """snmpsim serving ``<community>.snmprec`` files (community = file name).
+
+    As root snmpsim drops privileges to nobody, which cannot read this Python's
+    standard library: the launcher imports what it needs first (test-infra.md).
+    """
+
+    def __init__(self, workdir: Path, records: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.port = free_port(socket.SOCK_DGRAM)
+        self.data = workdir / "data"
+        self.cache = workdir / "cache"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.cache.mkdir(exist_ok=True)
+        for community, text in records.items():
+            (self.data / f"{community}.snmprec").write_text(text)
+        for path in (workdir, self.data, *self.data.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if os.geteuid() == 0:
+            shutil.chown(self.cache, "nobody", "nogroup")
+        (workdir / "launch.py").write_text(SNMPSIM_LAUNCHER)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SnmpSim:
+        args = [sys.executable, str(self.workdir / "launch.py"), f"--data-dir={self.data}",
+                f"--cache-dir={self.cache}", f"--agent-udpv4-endpoint=127.0.0.1:{self.port}"]  # fmt: skip
+        if os.geteuid() == 0:
+            args += ["--process-user=nobody", "--process-group=nogroup"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        community = next(p.stem for p in self.data.glob("*.snmprec"))
+        wait_snmp(self.port, community)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def wait_snmp(port: int, community: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            ["snmpget", "-v2c", "-c", community, "-t", "0.3", "-r", "0", f"127.0.0.1:{port}",
+             "1.3.6.1.2.1.1.3.0"], capture_output=True, check=False,
+        )  # fmt: skip
+        if result.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no SNMP agent answers on udp 127.0.0.1:{port}")
+
+
+class Snmpd:
+    """net-snmp's snmpd with community ``public`` and the v3 user ``monitor`` (SHA/AES)."""
+
+    USER = "monitor"
+    AUTH = "authpass123"
+    PRIV = "privpass123"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port(socket.SOCK_DGRAM)
+        persist = workdir / "persist"
+        persist.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "snmpd.conf"
+        self.conf.write_text(
+            f"agentAddress udp:127.0.0.1:{self.port}\n"
+            "rocommunity public 127.0.0.1\n"
+            f'createUser {self.USER} SHA "{self.AUTH}" AES "{self.PRIV}"\n'
+            f"rouser {self.USER} priv\n"
+            f"[snmp] persistentDir {persist}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Snmpd:
+        self.process = subprocess.Popen(
+            ["snmpd", "-f", "-Lo", "-C", "-c", str(self.conf), "-p", str(self.workdir / "pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_snmp(self.port, "public")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+@contextlib.contextmanager
+def running(server: Mosquitto | SnmpSim | Snmpd) -> Iterator[object]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,174 @@
+"""Windows anti-malware through the same subprocess + parsing path as on a real PC.
+
+No Windows here: a stand-in "powershell" prints outputs recorded in the format
+our PowerShell script produces (tests/data/antivirus), covering every worked
+productState value of domain.md, multi-product PCs, Windows Server, a hang and
+garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.antivirus.productstate import decode_product_state
+from agent.antivirus.windows import detected_products, parse_report, products_from_report
+from agent.checks.antivirus import AntivirusCheck, AntivirusOptions
+from agent.configtypes import Duration
+from agent.wire import Sample
+
+DATA = Path(__file__).parent / "data" / "antivirus"
+
+
+@pytest.mark.parametrize(
+    ("value", "state", "up_to_date", "owner"),
+    [
+        (397568, "on", True, "microsoft"),  # 0x061100 Defender on, up to date
+        (266240, "on", True, "third_party"),  # 0x041000 third-party on
+        (393472, "off", True, "microsoft"),  # 0x060100 Defender off
+        (397584, "on", False, "microsoft"),  # 0x061110 Defender on, out of date
+        (266256, "on", False, "third_party"),  # 0x041010 third-party out of date
+        (262144, "off", True, "third_party"),  # 0x040000 third-party off
+        (270336, "snoozed", True, "third_party"),  # 0x042000
+        (462848, "on", True, "third_party"),  # 0x071000
+    ],
+)
+def test_worked_product_states_decode_as_documented(value: int, state: str, up_to_date: bool,
+                                                    owner: str) -> None:  # fmt: skip
+    decoded = decode_product_state(value)
+    assert (decoded.state, decoded.up_to_date, decoded.owner) == (state, up_to_date, owner)
+
+
+@pytest.mark.parametrize("value", [344064, 0, -1, 0x1000000, 0x041001, 0x044000, 0x041200, 0x041020, 0x001000])  # fmt: skip
+def test_values_outside_the_table_are_unknown_never_guessed(value: int) -> None:
+    decoded = decode_product_state(value)
+    assert decoded.state == "unknown"
+    assert decoded.up_to_date is None
+
+
+def fake_powershell(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "powershell"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def run_check(tmp_path: Path, recorded: str, timeout: float = 30.0) -> list[Sample]:
+    options = AntivirusOptions(
+        source="windows",
+        powershell=fake_powershell(tmp_path, f"cat '{DATA / recorded}'"),
+        timeout=Duration(timeout),
+    )
+    return asyncio.run(AntivirusCheck(options).collect())
+
+
+def products(samples: list[Sample]) -> dict[str, dict[str, object]]:
+    return {s.target: dict(s.fields) | {"source": s.tags["source"]} for s in samples if s.item == "product"}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "verdict"),
+    [
+        ("defender-on.json", "protected"),
+        ("defender-on-outdated.json", "outdated"),
+        ("defender-on-signatures-10-days.json", "outdated"),
+        ("bkav-on-defender-off.json", "protected"),
+        ("kaspersky-outdated-defender-off.json", "outdated"),
+        ("eset-off-defender-off.json", "unprotected"),
+        ("cmc-snoozed.json", "unprotected"),
+        ("eset-on-071000.json", "protected"),
+        ("undecodable-344064.json", "unknown"),
+        ("single-product-not-array.json", "protected"),
+        ("server-defender.json", "protected"),
+    ],
+)
+def test_pc_verdict_from_recorded_outputs(tmp_path: Path, recorded: str, verdict: str) -> None:
+    samples = run_check(tmp_path, recorded)
+    main = samples[0]
+    assert main.outcome == "ok", main.error
+    assert main.fields["verdict"] == verdict
+    assert main.fields["protected"] is (verdict == "protected")
+
+
+def test_multi_product_pc_reports_each_product(tmp_path: Path) -> None:
+    found = products(run_check(tmp_path, "bkav-on-defender-off.json"))
+    assert set(found) == {"Bkav Pro", "Windows Defender"}
+    assert found["Bkav Pro"]["state"] == "on"
+    assert found["Bkav Pro"]["enabled"] is True
+    assert found["Bkav Pro"]["up_to_date"] is True
+    assert found["Bkav Pro"]["product_state"] == 266240
+    # Defender is off (passive beside Bkav): healthy, and its details come from MpComputerStatus.
+    assert found["Windows Defender"]["state"] == "off"
+    assert found["Windows Defender"]["realtime"] is False
+    assert found["Windows Defender"]["signature_age_days"] == 40
+
+
+def test_defender_details_are_merged_into_security_center_entry(tmp_path: Path) -> None:
+    found = products(run_check(tmp_path, "defender-on.json"))
+    defender = found["Windows Defender"]
+    assert defender["realtime"] is True
+    assert defender["signature_age_days"] == 0
+    assert defender["last_scan_age_days"] == 1  # quick scan 1 day ago; full scan never (4294967295)
+    assert defender["version"] == "1.421.117.0"
+
+
+def test_signatures_older_than_the_limit_are_out_of_date_whatever_the_flag(tmp_path: Path) -> None:
+    found = products(run_check(tmp_path, "defender-on-signatures-10-days.json"))
+    assert found["Windows Defender"]["up_to_date"] is False
+    assert found["Windows Defender"]["signature_age_days"] == 10
+
+
+def test_windows_server_falls_back_to_defender(tmp_path: Path) -> None:
+    samples = run_check(tmp_path, "server-defender.json")
+    assert "no Security Center" in samples[0].error
+    found = products(samples)
+    assert found["Microsoft Defender"]["source"] == "defender"
+    assert found["Microsoft Defender"]["state"] == "on"
+
+
+def test_server_without_defender_falls_back_to_running_processes() -> None:
+    report = parse_report((DATA / "server-no-defender.json").read_text())
+    assert report.is_server
+    found = products_from_report(report, ["svchost.exe", "BkavService.exe", "ekrn.exe"])
+    assert {p.name for p in found} == {"Bkav Pro", "ESET"}
+    assert all(p.source == "process" and p.state == "unknown" for p in found)
+    assert "bkavservice.exe" in found[0].detail
+
+
+def test_process_detection_with_nothing_known_finds_nothing() -> None:
+    assert detected_products(["svchost.exe", "explorer.exe"]) == []
+
+
+def test_undecodable_state_is_reported_with_its_raw_value(tmp_path: Path) -> None:
+    found = products(run_check(tmp_path, "undecodable-344064.json"))
+    assert found["Unknown AV"]["state"] == "unknown"
+    assert found["Unknown AV"]["product_state"] == 344064
+    assert "enabled" not in found["Unknown AV"]
+
+
+def test_powershell_that_hangs_is_a_timeout_not_a_crash(tmp_path: Path) -> None:
+    options = AntivirusOptions(source="windows", powershell=fake_powershell(tmp_path, "sleep 30"),
+                               timeout=Duration(6))  # fmt: skip
+    samples = asyncio.run(AntivirusCheck(options).collect())
+    assert samples[0].outcome == "timeout"
+    assert samples[0].fields["verdict"] == "unknown"
+    assert "PowerShell" in samples[0].error
+
+
+@pytest.mark.parametrize("recorded", ["garbage.txt", "not-an-object.json"])
+def test_garbage_output_is_a_bad_response_naming_what_came(tmp_path: Path, recorded: str) -> None:
+    samples = run_check(tmp_path, recorded)
+    assert samples[0].outcome == "bad_response"
+    assert samples[0].fields["verdict"] == "unknown"
+    assert len(samples) == 1
+    expected = "not JSON" if recorded == "garbage.txt" else "not an object"
+    assert expected in samples[0].error
+
+
+def test_missing_powershell_is_an_error_sample(tmp_path: Path) -> None:
+    options = AntivirusOptions(source="windows", powershell=str(tmp_path / "absent"))
+    samples = asyncio.run(AntivirusCheck(options).collect())
+    assert samples[0].outcome == "error"
+    assert "cannot run" in samples[0].error
