@@ -1,0 +1,119 @@
+"""The SQLite outbox: ordering, sequence numbers across restarts, bounds, a full disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox, OutboxError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def payload(size: int = 100) -> object:
+    return lambda seq: f"{seq}:".encode().ljust(size, b"x")
+
+
+def test_rows_come_back_in_order_and_go_only_when_deleted(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", 3600, 10**6)
+    seqs = [box.put("t", payload()) for _ in range(5)]  # type: ignore[arg-type]
+    assert seqs == [0, 1, 2, 3, 4]
+    rows = box.fetch_after(0, 3)
+    assert [r.payload.split(b":")[0] for r in rows] == [b"0", b"1", b"2"]
+    box.delete([rows[0].id, rows[1].id])
+    assert [r.payload.split(b":")[0] for r in box.fetch_after(0, 10)] == [b"2", b"3", b"4"]
+    assert box.stats().rows == 3
+    assert box.stats().bytes == 300
+
+
+def test_sequence_and_rows_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, 3600, 10**6)
+    for _ in range(3):
+        box.put("t", payload())  # type: ignore[arg-type]
+    box.close()
+    reopened = Outbox(path, 3600, 10**6)
+    assert reopened.stats().rows == 3
+    assert reopened.stats().bytes == 300
+    assert reopened.put("t", payload()) == 3  # type: ignore[arg-type]
+
+
+def test_old_envelopes_are_dropped_and_counted(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", max_age=3600, max_size=10**6, clock=clock)
+    for _ in range(4):
+        box.put("t", payload())  # type: ignore[arg-type]
+    clock.now += 3601
+    box.put("t", payload())  # type: ignore[arg-type]
+    stats = box.stats()
+    assert (stats.rows, stats.dropped_age, stats.dropped) == (1, 4, 4)
+
+
+def test_full_outbox_drops_the_oldest_and_counts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_age=10**6, max_size=1000)
+    for _ in range(25):
+        box.put("t", payload(100))  # type: ignore[arg-type]
+    stats = box.stats()
+    assert stats.rows == 10
+    assert stats.bytes == 1000
+    assert stats.dropped_size == 15
+    first = box.fetch_after(0, 1)[0]
+    assert first.payload.startswith(b"15:")
+
+
+def test_counters_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_age=10**6, max_size=500)
+    for _ in range(8):
+        box.put("t", payload(100))  # type: ignore[arg-type]
+    box.close()
+    assert Outbox(path, 10**6, 500).stats().dropped_size == 3
+
+
+def test_a_full_disk_drops_oldest_to_make_room_and_counts(tmp_path: Path) -> None:
+    """The database is capped with max_page_count: SQLite's real 'disk is full' path."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_age=10**6, max_size=10**9)
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages + 6}")
+    stored = 0
+    for _ in range(200):
+        box.put("t", payload(4000))  # type: ignore[arg-type]
+        stored += 1
+    stats = box.stats()
+    assert stored == 200  # every put succeeded by dropping the oldest
+    assert stats.dropped_error > 0
+    assert stats.rows + stats.dropped_error == 200
+    newest = box.fetch_after(0, 1000)[-1]
+    assert newest.payload.startswith(b"199:")
+
+
+def test_an_envelope_larger_than_the_whole_disk_is_refused_cleanly(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_age=10**6, max_size=10**9)
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(OutboxError, match="cannot store"):
+        box.put("t", payload(100_000))  # type: ignore[arg-type]
+    assert box.stats().dropped_error >= 1
+    assert box.put("t", payload(10)) >= 0  # type: ignore[arg-type]  # still usable
+
+
+def test_unwritable_location_is_a_clean_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises((OutboxError, OSError)):
+        Outbox(blocker / "o.sqlite", 1, 1)
+
+
+def test_file_is_in_wal_mode(tmp_path: Path) -> None:
+    Outbox(tmp_path / "o.sqlite", 1, 1).close()
+    with sqlite3.connect(tmp_path / "o.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

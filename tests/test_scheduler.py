@@ -1,0 +1,89 @@
+"""The scheduler owns timeouts, overlap, exception capture and counters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from agent.checks.base import Check, CheckOptions
+from agent.configtypes import Duration
+from agent.scheduler import Scheduler
+from agent.stats import AgentStats
+from agent.wire import Sample
+
+
+class Options(CheckOptions, frozen=True, kw_only=True):
+    delay: float = 0.0
+    explode: bool = False
+
+
+class Probe(Check[Options]):
+    kind: ClassVar[str] = "probe"
+    options_type = Options
+
+    async def collect(self) -> list[Sample]:
+        await asyncio.sleep(self.options.delay)
+        if self.options.explode:
+            raise RuntimeError("boom")
+        return [self.sample("ok", ts=self.clock(), fields={"x": 1})]
+
+
+def scheduler(*checks: Check[Options]) -> tuple[Scheduler, list[tuple[str, list[Sample]]], AgentStats]:
+    stored: list[tuple[str, list[Sample]]] = []
+    stats = AgentStats()
+    sched = Scheduler(list(checks), 1.0, lambda c, s: stored.append((c.name, s)), stats, jitter=False)
+    return sched, stored, stats
+
+
+def test_a_check_that_raises_becomes_an_error_sample() -> None:
+    sched, _, stats = scheduler()
+    check = Probe(Options(name="bad", explode=True))
+    samples = asyncio.run(sched.run_once(check))
+    assert samples[0].outcome == "error"
+    assert "RuntimeError: boom" in samples[0].error
+    assert stats.checks["bad"].errors == 1
+
+
+def test_a_check_past_its_timeout_becomes_a_timeout_sample() -> None:
+    sched, _, stats = scheduler()
+    check = Probe(Options(name="slow", delay=5, timeout=Duration(0.2)))
+    samples = asyncio.run(sched.run_once(check))
+    assert samples[0].outcome == "timeout"
+    assert stats.checks["slow"].timeouts == 1
+    assert stats.checks["slow"].last_duration_s < 1
+
+
+def test_overlapping_runs_are_skipped_and_a_slow_check_delays_no_other() -> None:
+    slow = Probe(Options(name="slow", delay=1.2, interval=Duration(0.3), timeout=Duration(5)))
+    fast = Probe(Options(name="fast", interval=Duration(0.1)))
+    sched, stored, stats = scheduler(slow, fast)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        await sched.run(stop)
+
+    asyncio.run(go())
+    assert stats.checks["slow"].skipped >= 2
+    assert sum(1 for name, _ in stored if name == "fast") >= 8
+    assert sum(1 for name, _ in stored if name == "slow") == 0  # still running at stop: cancelled
+
+
+def test_a_failing_sink_is_counted_and_the_loop_goes_on() -> None:
+    stats = AgentStats()
+    calls = []
+
+    def sink(_check: object, _samples: object) -> None:
+        calls.append(1)
+        raise OSError("disk full")
+
+    sched = Scheduler([Probe(Options(name="p", interval=Duration(0.1)))], 1.0, sink, stats, jitter=False)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.45, stop.set)
+        await sched.run(stop)
+
+    asyncio.run(go())
+    assert len(calls) >= 4
+    assert stats.outbox_errors == len(calls)
