@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import bz2
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,12 +37,13 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnmpSim]:
     }
     for path in sorted((DATA / "polycom").glob("*.snmprec")):
         records[path.stem] = path.read_text()
-    workdir = tmp_path_factory.mktemp("snmpsim")
+    # snmpsim runs as nobody: its files must not sit under pytest's private temp dir.
+    workdir = Path(tempfile.mkdtemp(prefix="commune-snmpsim-"))
     workdir.chmod(0o755)
-    workdir.parent.chmod(0o755)
     server = SnmpSim(workdir, records).start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

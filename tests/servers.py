@@ -184,9 +184,15 @@ class SnmpSim:
                 f"--cache-dir={self.cache}", f"--agent-udpv4-endpoint=127.0.0.1:{self.port}"]  # fmt: skip
         if os.geteuid() == 0:
             args += ["--process-user=nobody", "--process-group=nogroup"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (self.workdir / "snmpsim.log").open("wb") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         community = next(p.stem for p in self.data.glob("*.snmprec"))
-        wait_snmp(self.port, community)
+        try:
+            wait_snmp(self.port, community)
+        except TimeoutError:
+            self.stop()
+            log_text = (self.workdir / "snmpsim.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"snmpsim did not answer: {log_text}") from None
         return self
 
     def stop(self) -> None:
