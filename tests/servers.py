@@ -60,8 +60,12 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            # As root Mosquitto would switch to the mosquitto user, which cannot write here.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"listener {self.port} 127.0.0.1\n{listener_options}"
-            f"persistence false\nlog_dest file {workdir / 'mosquitto.log'}\n"
+            # Persistent, so a test subscriber's session and queue outlive a broker restart.
+            f"persistence true\npersistence_location {workdir}/\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
             f"log_type error\nlog_type warning\nlog_type notice\n"
             f"{extra if extra else 'allow_anonymous true'}\n"
         )
@@ -106,6 +110,7 @@ class Subscriber:
     messages: list[Received] = field(default_factory=list)
     username: str = ""
     password: str = ""
+    ca_file: str = ""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -114,6 +119,8 @@ class Subscriber:
                                   clean_session=False)  # fmt: skip
         if self.username:
             self.client.username_pw_set(self.username, self.password)
+        if self.ca_file:
+            self.client.tls_set(ca_certs=self.ca_file)
         self.client.on_connect = lambda c, *_: c.subscribe(self.topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -255,3 +262,34 @@ def running(server: Mosquitto | SnmpSim | Snmpd) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+class AgentProcess:
+    """``commune-agent run`` as a real process, with its log kept for assertions."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log_path = config.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        stop_process(self.process, sig)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)

@@ -1,0 +1,173 @@
+"""The agent as a real process against a real Mosquitto: birth, data, outages, kill -9.
+
+Every envelope must arrive once or as an exact repeat, in order, with the time
+it was collected — whatever happens to the broker or the agent in between.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import wire
+from agent.wire import Envelope, Status
+from tests.servers import AgentProcess, Mosquitto, Received, SnmpSim, Subscriber
+
+PLACE = 'province = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\n'
+
+
+def agent_config(tmp_path: Path, port: int, interval: str = "0.5s", checks: str = "",
+                 mqtt_extra: str = "", url: str = "") -> Path:  # fmt: skip
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\n{PLACE}interval = "{interval}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[mqtt]\nurl = "{url or f"mqtt://127.0.0.1:{port}"}"\nkeepalive = "5s"\nreconnect_max = "1s"\n'
+        f"{mqtt_extra}\n"
+        f"{checks or '[[checks.host]]'}\n"
+    )
+    return config
+
+
+def envelopes(messages: list[Received]) -> list[Envelope]:
+    identity = wire.TopicIdentity("dong-nai", "la-nga", "pc-01", "data")
+    return [wire.decode_envelope(m.payload, identity) for m in messages if m.topic.endswith("/data")]
+
+
+def statuses(messages: list[Received]) -> list[Status]:
+    return [wire.decode_status(m.payload) for m in messages if m.topic.endswith("/status")]
+
+
+def assert_complete_and_ordered(messages: list[Received]) -> list[Envelope]:
+    """Every seq from 0 to the last, in order; a repeat must be byte-identical."""
+    first_payload: dict[int, bytes] = {}
+    order: list[int] = []
+    for message in messages:
+        if not message.topic.endswith("/data"):
+            continue
+        seq = envelopes([message])[0].seq
+        if seq in first_payload:
+            assert first_payload[seq] == message.payload, f"seq {seq} repeated with other content"
+            continue
+        first_payload[seq] = message.payload
+        order.append(seq)
+    assert order == sorted(order), "envelopes arrived out of order"
+    assert order == list(range(len(order))), f"missing sequence numbers: {sorted(set(range(max(order) + 1)) - set(order))}"  # fmt: skip
+    return envelopes([m for m in messages if m.topic.endswith("/data")])
+
+
+def outbox_rows(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite") as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+def test_birth_and_data_for_every_configured_check(tmp_path: Path, mosquitto: Mosquitto, snmpsim: SnmpSim) -> None:  # fmt: skip
+    checks = f"""
+[[checks.host]]
+[[checks.antivirus]]
+source = "clamav"
+clamd_socket = "{tmp_path / 'no-clamd.sock'}"
+clamav_db_dir = "{tmp_path}"
+[[checks.link]]
+name = "lan-broker"
+network = "lan"
+method = "tcp"
+target = "127.0.0.1"
+port = {mosquitto.port}
+[[checks.snmp]]
+name = "router"
+host = "127.0.0.1"
+port = {snmpsim.port}
+community = "huawei-s5720"
+[[checks.polycom]]
+name = "polycom"
+host = "127.0.0.1"
+port = {snmpsim.port}
+community = "polycom-idle"
+"""
+    subscriber = Subscriber(mosquitto.port, "commune/#").start()
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, interval="2s", checks=checks)).start()
+    try:
+        wanted = {"host", "antivirus", "lan-broker", "router", "polycom", "agent"}
+        messages = subscriber.wait_for(
+            lambda ms: wanted <= {s.name for e in envelopes(ms) for s in e.samples}, timeout=30
+        )
+        births = statuses(messages)
+        assert births[0].state == "online"
+        assert births[0].version
+        assert {c.split(":")[1].split(" ")[0] for c in births[0].checks} == wanted
+        by_name = {s.name: s for e in envelopes(messages) for s in e.samples if not s.item}
+        assert by_name["lan-broker"].fields["up"] == 1
+        assert by_name["router"].fields["sys_name"] == "DUMSYS-05"
+        assert by_name["polycom"].fields["ready"] is True
+        assert by_name["antivirus"].fields["verdict"] == "none"
+        assert by_name["agent"].fields["connected"] is True
+        assert agent.stop() == 0
+        final = subscriber.wait_for(lambda ms: statuses(ms)[-1].state == "offline", suffix="/status")
+        assert statuses(final)[-1].reason == "stopped"
+    finally:
+        if agent.process and agent.process.poll() is None:
+            agent.kill()
+        subscriber.stop()
+    assert "Traceback" not in agent.log
+
+
+def test_broker_outage_loses_nothing_and_keeps_collection_times(tmp_path: Path, mosquitto: Mosquitto) -> None:  # fmt: skip
+    subscriber = Subscriber(mosquitto.port, "commune/+/+/+/data").start()
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, interval="0.3s")).start()
+    try:
+        subscriber.wait_for(lambda ms: len(ms) >= 5)
+        mosquitto.stop()
+        outage_started = time.time()
+        deadline = time.monotonic() + 20
+        while outbox_rows(tmp_path) < 15 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert outbox_rows(tmp_path) >= 15, "the outbox did not grow during the outage"
+        outage_ended = time.time()
+        mosquitto.start()
+        subscriber.wait_for(lambda ms: outbox_rows(tmp_path) <= 2 and len(ms) > 20, timeout=30)
+        time.sleep(1)
+        received = assert_complete_and_ordered(subscriber.snapshot())
+        during = [s.ts for e in received for s in e.samples if outage_started < s.ts < outage_ended]
+        assert len(during) >= 15, "samples collected during the outage keep their own timestamps"
+        assert all(e.ts >= s.ts for e in received for s in e.samples)
+    finally:
+        agent.stop()
+        subscriber.stop()
+    assert "disconnected from broker" in agent.log
+
+
+def test_kill_9_sends_the_last_will_and_a_restart_resumes_the_drain(tmp_path: Path, mosquitto: Mosquitto) -> None:  # fmt: skip
+    config = agent_config(tmp_path, mosquitto.port, interval="0.3s")
+    subscriber = Subscriber(mosquitto.port, "commune/#").start()
+    agent = AgentProcess(config).start()
+    try:
+        subscriber.wait_for(lambda ms: len(envelopes(ms)) >= 3)
+        agent.kill()
+        messages = subscriber.wait_for(lambda ms: statuses(ms)[-1].state == "offline", suffix="/status")
+        will = statuses(messages)[-1]
+        assert (will.reason, will.ts) == ("connection lost", 0.0)
+
+        # A second life with the broker down, killed with a full outbox...
+        agent = AgentProcess(config).start()
+        subscriber.wait_for(lambda ms: statuses(ms)[-1].state == "online", suffix="/status")
+        mosquitto.stop()
+        deadline = time.monotonic() + 20
+        while outbox_rows(tmp_path) < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        agent.kill()
+        stranded = outbox_rows(tmp_path)
+        assert stranded >= 10
+        # ...and a third that drains what the second left.
+        mosquitto.start()
+        agent = AgentProcess(config).start()
+        subscriber.wait_for(lambda ms: outbox_rows(tmp_path) <= 2 and len(envelopes(ms)) > stranded + 3, timeout=30)  # fmt: skip
+        time.sleep(1)
+        assert_complete_and_ordered(subscriber.snapshot("/data"))
+    finally:
+        if agent.process and agent.process.poll() is None:
+            agent.stop(signal.SIGTERM)
+        subscriber.stop()
