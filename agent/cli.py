@@ -15,13 +15,22 @@ import msgspec
 from agent import __version__
 from agent.config import Config, ConfigError, load_config, redacted
 
-DEFAULT_CONFIG = "/etc/commune-agent/agent.toml" if sys.platform != "win32" else r"C:\ProgramData\commune-agent\agent.toml"  # fmt: skip
+DEFAULT_CONFIG = (
+    "/etc/commune-agent/agent.toml"
+    if sys.platform != "win32"
+    else r"C:\ProgramData\commune-agent\agent.toml"
+)
 
 config_option = click.option(
-    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG, show_default=True, envvar="COMMUNE_AGENT_CONFIG",
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    envvar="COMMUNE_AGENT_CONFIG",
     help="Agent config file (TOML). Env: COMMUNE_AGENT_CONFIG.",
-)  # fmt: skip
+)
 
 
 def _load(path: Path) -> Config:
@@ -109,8 +118,10 @@ def check_config(config_path: Path, show: bool) -> None:
     from agent.runner import build_checks
 
     checks = build_checks(config)
-    click.echo(f"{config_path}: ok — agent {config.agent_id} in "
-               f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks")  # fmt: skip
+    click.echo(
+        f"{config_path}: ok — agent {config.agent_id} in "
+        f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks"
+    )
     if show:
         click.echo(json.dumps(_effective(config), ensure_ascii=False, indent=2))
 
@@ -137,7 +148,8 @@ def list_checks(config_path: Path, all_kinds: bool) -> None:
 
     if all_kinds:
         for kind, check_type in REGISTRY.items():
-            click.echo(f"{kind:10} {(check_type.__module__ and sys.modules[check_type.__module__].__doc__ or '').splitlines()[0]}")  # fmt: skip
+            summary = (sys.modules[check_type.__module__].__doc__ or kind).splitlines()[0]
+            click.echo(f"{kind:10} {summary}")
         return
     config = _load(config_path)
     from agent.runner import build_checks
@@ -149,8 +161,12 @@ def list_checks(config_path: Path, all_kinds: bool) -> None:
 
 
 @main.command()
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the schema files into this directory instead of printing.")  # fmt: skip
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the schema files into this directory instead of printing.",
+)
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of the wire contract (envelope and status payloads).
 
@@ -172,10 +188,17 @@ def schema(output: Path | None) -> None:
 
 @main.command("install-service")
 @config_option
-@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path),
-              default="/etc/systemd/system", show_default=True, help="Linux: where to write the unit.")  # fmt: skip
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/etc/systemd/system",
+    show_default=True,
+    help="Linux: where to write the unit.",
+)
 @click.option("--no-start", is_flag=True, help="Install only; do not enable or start.")
-@click.option("--print", "print_only", is_flag=True, help="Linux: print the unit and change nothing.")
+@click.option(
+    "--print", "print_only", is_flag=True, help="Linux: print the unit and change nothing."
+)
 def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_only: bool) -> None:
     """Install the agent as a service: a hardened systemd unit, or a Windows service.
 
@@ -198,7 +221,9 @@ def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_onl
         click.echo(f"installed Windows service {winservice.SERVICE_NAME}")
         return
     if print_only:
-        click.echo(service.render_unit(service.agent_executable(), str(config_path.resolve())), nl=False)  # fmt: skip
+        click.echo(
+            service.render_unit(service.agent_executable(), str(config_path.resolve())), nl=False
+        )
         return
     try:
         for line in service.install_systemd(config_path, unit_dir, start=not no_start):

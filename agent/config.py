@@ -194,7 +194,9 @@ def _validate(config: Config, source: str) -> None:
         raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
     url = urlsplit(config.mqtt.url)
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise fail("mqtt.url", f"expected mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}")  # fmt: skip
+        raise fail(
+            "mqtt.url", f"expected mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}"
+        )
     if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
         raise fail("mqtt.cert_file", "a client certificate needs both cert_file and key_file")
     if (config.mqtt.cert_file or config.mqtt.ca_file) and not config.mqtt.tls:

@@ -9,6 +9,7 @@ restarts and is reported in the agent's self-metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -58,8 +59,9 @@ class OutboxError(Exception):
 
 
 class Outbox:
-    def __init__(self, path: Path, max_age: float, max_size: int,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path, max_age: float, max_size: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
         self.max_age = max_age
         self.max_size = max_size
@@ -76,7 +78,9 @@ class Outbox:
             for key in _COUNTERS:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
             self._bytes = int(
-                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[
+                    0
+                ]
             )
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
@@ -107,10 +111,9 @@ class Outbox:
                 except sqlite3.Error as second:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-                    try:
+                    # If even the counter cannot be written, the log line stands.
+                    with contextlib.suppress(sqlite3.Error):
                         self._bump("dropped_error", 1)
-                    except sqlite3.Error:
-                        pass  # the counter itself cannot be written; the log line stands
                     raise OutboxError(f"outbox {self.path} cannot store: {second}") from None
 
     def _put(self, topic: str, make_payload: Callable[[int], bytes], now: float) -> int:
@@ -129,7 +132,9 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._bytes = int(
-                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[
+                    0
+                ]
             )
             raise
         self._bytes += len(payload)
@@ -163,8 +168,9 @@ class Outbox:
             self._db.execute("DELETE FROM outbox WHERE id <= ?", (removed[-1],))
             dropped += len(removed)
         self._bump("dropped_size", dropped)
-        log.warning("outbox: full (%d bytes max); dropped the %d oldest envelopes",
-                    self.max_size, dropped)  # fmt: skip
+        log.warning(
+            "outbox: full (%d bytes max); dropped the %d oldest envelopes", self.max_size, dropped
+        )
 
     def _drop_oldest_fraction(self, fraction: float) -> None:
         rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -196,12 +202,14 @@ class Outbox:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                # Only "?" placeholders are formatted in; the ids are bound parameters.
                 placeholders = ",".join("?" * len(batch))
+                where = f"WHERE id IN ({placeholders})"
                 size = self._db.execute(
-                    f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE id IN ({placeholders})",  # noqa: S608
+                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox " + where,  # noqa: S608
                     batch,
                 ).fetchone()[0]
-                self._db.execute(f"DELETE FROM outbox WHERE id IN ({placeholders})", batch)  # noqa: S608
+                self._db.execute("DELETE FROM outbox " + where, batch)  # noqa: S608
                 self._db.execute("COMMIT")
                 self._bytes -= int(size)
             except sqlite3.Error as exc:

@@ -1,4 +1,7 @@
-"""Single network probes: ICMP echo, TCP connect, HTTP(S) GET. Each returns a result, never raises."""
+"""Single network probes: ICMP echo, TCP connect, HTTP(S) GET.
+
+Each returns a result and never raises: a target that does not answer is data.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ class IcmpUnsupported(Exception):
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
@@ -48,7 +51,9 @@ def echo_request(identifier: int, sequence: int, family: int) -> bytes:
     header = struct.pack("!BBHHH", kind, 0, 0, identifier & 0xFFFF, sequence & 0xFFFF)
     # The kernel computes ICMPv6 checksums itself; for IPv4 we must.
     checksum = _checksum(header + payload) if family == socket.AF_INET else 0
-    return struct.pack("!BBHHH", kind, 0, checksum, identifier & 0xFFFF, sequence & 0xFFFF) + payload
+    return (
+        struct.pack("!BBHHH", kind, 0, checksum, identifier & 0xFFFF, sequence & 0xFFFF) + payload
+    )
 
 
 def parse_echo_reply(packet: bytes, family: int) -> tuple[int, int] | None:
@@ -90,8 +95,9 @@ async def resolve(host: str, port: int = 0) -> tuple[int, str]:
     return int(family), str(address[0])
 
 
-async def icmp_probe(sock: socket.socket, family: int, address: str, identifier: int,
-                     sequence: int, timeout: float) -> ProbeResult:  # fmt: skip
+async def icmp_probe(
+    sock: socket.socket, family: int, address: str, identifier: int, sequence: int, timeout: float
+) -> ProbeResult:
     """One echo. Datagram sockets get only their own replies (the kernel sets the
     identifier); raw sockets see every ICMP packet, so replies are matched on it."""
     loop = asyncio.get_running_loop()
@@ -123,8 +129,9 @@ async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     except TimeoutError:
         return ProbeResult("timeout", error=f"no TCP answer from {host}:{port} within {timeout:g}s")
     except ConnectionRefusedError:
-        return ProbeResult("refused", time.perf_counter() - started,
-                           error=f"{host}:{port} refused the connection")  # fmt: skip
+        return ProbeResult(
+            "refused", time.perf_counter() - started, error=f"{host}:{port} refused the connection"
+        )
     except OSError as exc:
         return ProbeResult("down", error=f"{host}:{port}: {exc.strerror or exc}")
     rtt = time.perf_counter() - started
@@ -134,8 +141,9 @@ async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     return ProbeResult("ok", rtt)
 
 
-async def http_probe(url: str, timeout: float, verify_tls: bool = True,
-                     expect_status: tuple[int, ...] = ()) -> ProbeResult:  # fmt: skip
+async def http_probe(
+    url: str, timeout: float, verify_tls: bool = True, expect_status: tuple[int, ...] = ()
+) -> ProbeResult:
     """GET the URL; ok when the status is in ``expect_status`` (default: below 400)."""
     parts = urlsplit(url)
     secure = parts.scheme == "https"

@@ -55,8 +55,9 @@ class StatusMessages:
 
 
 class Publisher:
-    def __init__(self, settings: BrokerSettings, outbox: Outbox, status: StatusMessages,
-                 stats: AgentStats) -> None:  # fmt: skip
+    def __init__(
+        self, settings: BrokerSettings, outbox: Outbox, status: StatusMessages, stats: AgentStats
+    ) -> None:
         self.settings = settings
         self.outbox = outbox
         self.status = status
@@ -98,11 +99,21 @@ class Publisher:
 
     # paho's network thread -------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object,
-                    reason: ReasonCode, _properties: object) -> None:  # fmt: skip
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _properties: object,
+    ) -> None:
         if reason.is_failure:
-            log.warning("broker %s:%d refused the connection: %s",
-                        self.settings.host, self.settings.port, reason)  # fmt: skip
+            log.warning(
+                "broker %s:%d refused the connection: %s",
+                self.settings.host,
+                self.settings.port,
+                reason,
+            )
             return
         client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
         with self.stats.lock:
@@ -113,16 +124,28 @@ class Publisher:
         self._connected.set()
         self._wake.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
-                       reason: ReasonCode, _properties: object) -> None:  # fmt: skip
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _properties: object,
+    ) -> None:
         self._connected.clear()
         with self.stats.lock:
             self.stats.publish.connected = False
         if not self._stopping.is_set():
             log.warning("disconnected from broker (%s); the outbox keeps everything", reason)
 
-    def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int,
-                    _reason: ReasonCode, _properties: object) -> None:  # fmt: skip
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        mid: int,
+        _reason: ReasonCode,
+        _properties: object,
+    ) -> None:
         self._acks.append(mid)
         self._wake.set()
 
@@ -150,7 +173,9 @@ class Publisher:
         self._wake.set()
         self._thread.join(timeout=2)
         if self._connected.is_set():
-            info = self._client.publish(self.status.topic, self.status.offline(), qos=1, retain=True)
+            info = self._client.publish(
+                self.status.topic, self.status.offline(), qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
@@ -196,8 +221,11 @@ class Publisher:
     def _rewind_if_stuck(self) -> None:
         if self._pending and time.monotonic() - self._last_progress > REWIND_AFTER_S:
             first = min(row_id for row_id, _ in self._pending.values())
-            log.warning("no acknowledgement for %.0f s; sending %d envelopes again",
-                        REWIND_AFTER_S, len(self._pending))  # fmt: skip
+            log.warning(
+                "no acknowledgement for %.0f s; sending %d envelopes again",
+                REWIND_AFTER_S,
+                len(self._pending),
+            )
             self._pending.clear()
             self._cursor = first - 1
             self._last_progress = time.monotonic()
@@ -211,7 +239,7 @@ class Publisher:
             if not self._connected.is_set():
                 return
             info = self._client.publish(row.topic, row.payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 log.warning("publish refused by the client (%s); will retry", info.rc)
                 return
             self._pending[info.mid] = (row.id, row.created)

@@ -42,14 +42,28 @@ class Identity:
         self.agent = config.agent_id
 
     def topic(self, kind: str) -> str:
-        return topic(self.root, self.province, self.commune, self.agent,
-                     "status" if kind == "status" else "data")  # fmt: skip
+        return topic(
+            self.root,
+            self.province,
+            self.commune,
+            self.agent,
+            "status" if kind == "status" else "data",
+        )
 
     def envelope(self, seq: int, samples: list[Sample]) -> Envelope:
-        return Envelope(v=SCHEMA_VERSION, agent=self.agent, province=self.province,
-                        commune=self.commune, seq=seq, ts=time.time(), samples=samples)  # fmt: skip
+        return Envelope(
+            v=SCHEMA_VERSION,
+            agent=self.agent,
+            province=self.province,
+            commune=self.commune,
+            seq=seq,
+            ts=time.time(),
+            samples=samples,
+        )
 
-    def status(self, state: str, checks: list[str], reason: str = "", ts: float | None = None) -> Status:  # fmt: skip
+    def status(
+        self, state: str, checks: list[str], reason: str = "", ts: float | None = None
+    ) -> Status:
         return Status(
             v=SCHEMA_VERSION,
             state="online" if state == "online" else "offline",
@@ -123,8 +137,14 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
             loop.add_signal_handler(signum, stop.set)
-    log.info("agent %s (%s/%s) starting with %d checks; outbox %s", identity.agent,
-             identity.province, identity.commune, len(checks), config.outbox_path)  # fmt: skip
+    log.info(
+        "agent %s (%s/%s) starting with %d checks; outbox %s",
+        identity.agent,
+        identity.province,
+        identity.commune,
+        len(checks),
+        config.outbox_path,
+    )
     publisher.start()
     try:
         await scheduler.run(stop)

@@ -23,8 +23,14 @@ Sink = Callable[[Check[Any], list[Sample]], None]
 
 
 class Scheduler:
-    def __init__(self, checks: list[Check[Any]], agent_interval: float, sink: Sink,
-                 stats: AgentStats, jitter: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        checks: list[Check[Any]],
+        agent_interval: float,
+        sink: Sink,
+        stats: AgentStats,
+        jitter: bool = True,
+    ) -> None:
         self.checks = checks
         self.agent_interval = agent_interval
         self.sink = sink
@@ -42,7 +48,9 @@ class Scheduler:
         except TimeoutError:
             stats.timeouts += 1
             log.warning("check %s gave no result within %.0f s", check.name, check.timeout)
-            samples = [check.sample("timeout", ts=ts, error=f"check took longer than {check.timeout:g}s")]  # fmt: skip
+            samples = [
+                check.sample("timeout", ts=ts, error=f"check took longer than {check.timeout:g}s")
+            ]
         except Exception as exc:
             stats.errors += 1
             log.exception("check %s failed", check.name)

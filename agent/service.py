@@ -60,7 +60,9 @@ WantedBy=multi-user.target
 
 
 def render_unit(executable: str, config_path: str, user: str = SERVICE_USER) -> str:
-    exec_start = " ".join(shlex.quote(part) for part in (executable, "run", "--config", config_path))
+    exec_start = " ".join(
+        shlex.quote(part) for part in (executable, "run", "--config", config_path)
+    )
     return UNIT_TEMPLATE.format(exec_start=exec_start, user=user)
 
 
@@ -78,10 +80,21 @@ def install_systemd(config_path: Path, unit_dir: Path, start: bool) -> list[str]
     unit.write_text(render_unit(agent_executable(), str(config_path.resolve())), encoding="utf-8")
     unit.chmod(0o644)
     done.append(f"wrote {unit}")
-    if shutil.which("useradd") and subprocess.run(["id", SERVICE_USER], capture_output=True,
-                                                   check=False).returncode != 0:  # fmt: skip
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        SERVICE_USER], check=True)  # fmt: skip
+    if (
+        shutil.which("useradd")
+        and subprocess.run(["id", SERVICE_USER], capture_output=True, check=False).returncode != 0
+    ):
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
+            check=True,
+        )
         done.append(f"created system user {SERVICE_USER}")
     if shutil.which("chgrp"):
         subprocess.run(["chgrp", SERVICE_USER, str(config_path)], check=False)

@@ -53,8 +53,9 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
 class Mosquitto:
     """A Mosquitto broker; ``stop()``/``start()`` keep the port, to simulate an outage."""
 
-    def __init__(self, workdir: Path, extra: str = "", port: int | None = None,
-                 listener_options: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, workdir: Path, extra: str = "", port: int | None = None, listener_options: str = ""
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +78,9 @@ class Mosquitto:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start(self) -> Mosquitto:
-        self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_tcp(self.port)
         except TimeoutError:
@@ -115,8 +117,11 @@ class Subscriber:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{id(self)}",
-                                  clean_session=False)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{os.getpid()}-{id(self)}",
+            clean_session=False,
+        )
         if self.username:
             self.client.username_pw_set(self.username, self.password)
         if self.ca_file:
@@ -128,7 +133,9 @@ class Subscriber:
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+            self.messages.append(
+                Received(message.topic, bytes(message.payload), bool(message.retain))
+            )
 
     def start(self) -> Subscriber:
         self.client.connect("127.0.0.1", self.port)
@@ -145,18 +152,23 @@ class Subscriber:
         with self._lock:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
-    def wait_for(self, predicate: object, timeout: float = 20.0, suffix: str = "") -> list[Received]:
+    def wait_for(
+        self, predicate: object, timeout: float = 20.0, suffix: str = ""
+    ) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             messages = self.snapshot(suffix)
             if predicate(messages):  # type: ignore[operator]
                 return messages
             time.sleep(0.05)
-        raise TimeoutError(f"condition not met in {timeout}s; {len(self.snapshot(suffix))} messages")
+        raise TimeoutError(
+            f"condition not met in {timeout}s; {len(self.snapshot(suffix))} messages"
+        )
 
 
 SNMPSIM_LAUNCHER = """
-import sys, dbm.dumb, encodings.idna, encodings.ascii, encodings.utf_8, encodings.latin_1, encodings.hex_codec
+import sys, dbm.dumb, encodings.idna, encodings.ascii, encodings.utf_8, encodings.latin_1
+import encodings.hex_codec
 import snmpsim.commands.responder as responder
 sys.argv = ["snmpsim-command-responder"] + sys.argv[1:]
 sys.exit(responder.main())
@@ -187,8 +199,13 @@ class SnmpSim:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SnmpSim:
-        args = [sys.executable, str(self.workdir / "launch.py"), f"--data-dir={self.data}",
-                f"--cache-dir={self.cache}", f"--agent-udpv4-endpoint=127.0.0.1:{self.port}"]  # fmt: skip
+        args = [
+            sys.executable,
+            str(self.workdir / "launch.py"),
+            f"--data-dir={self.data}",
+            f"--cache-dir={self.cache}",
+            f"--agent-udpv4-endpoint=127.0.0.1:{self.port}",
+        ]
         if os.geteuid() == 0:
             args += ["--process-user=nobody", "--process-group=nogroup"]
         with (self.workdir / "snmpsim.log").open("wb") as log:
@@ -211,9 +228,21 @@ def wait_snmp(port: int, community: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = subprocess.run(
-            ["snmpget", "-v2c", "-c", community, "-t", "0.3", "-r", "0", f"127.0.0.1:{port}",
-             "1.3.6.1.2.1.1.3.0"], capture_output=True, check=False,
-        )  # fmt: skip
+            [
+                "snmpget",
+                "-v2c",
+                "-c",
+                community,
+                "-t",
+                "0.3",
+                "-r",
+                "0",
+                f"127.0.0.1:{port}",
+                "1.3.6.1.2.1.1.3.0",
+            ],
+            capture_output=True,
+            check=False,
+        )
         if result.returncode == 0:
             return
         time.sleep(0.2)
@@ -245,8 +274,9 @@ class Snmpd:
     def start(self) -> Snmpd:
         self.process = subprocess.Popen(
             ["snmpd", "-f", "-Lo", "-C", "-c", str(self.conf), "-p", str(self.workdir / "pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_snmp(self.port, "public")
         return self
 
@@ -276,8 +306,10 @@ class AgentProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         return self
 
     @property

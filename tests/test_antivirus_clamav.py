@@ -22,8 +22,10 @@ NOW = 1_795_000_000.0
 
 
 def header(version: int, epoch: float) -> bytes:
-    text = (f"ClamAV-VDB:24 Nov 2026 09-18 -0500:{version}:2071234:90:"
-            f"0123456789abcdef0123456789abcdef:sigsig:raynman:{int(epoch)}")  # fmt: skip
+    text = (
+        f"ClamAV-VDB:24 Nov 2026 09-18 -0500:{version}:2071234:90:"
+        f"0123456789abcdef0123456789abcdef:sigsig:raynman:{int(epoch)}"
+    )
     return text.encode().ljust(512, b" ") + b"\x1f\x8b rest of the archive"
 
 
@@ -31,7 +33,9 @@ def test_header_fields_are_read_from_the_end() -> None:
     assert parse_database_header(header(27470, NOW)) == (27470, NOW)
 
 
-@pytest.mark.parametrize("raw", [b"", b"MZ\x90\x00", b"ClamAV-VDB:x:y", b"ClamAV-VDB:a:b:c:d:e:f:g:h:notanumber"])  # fmt: skip
+@pytest.mark.parametrize(
+    "raw", [b"", b"MZ\x90\x00", b"ClamAV-VDB:x:y", b"ClamAV-VDB:a:b:c:d:e:f:g:h:notanumber"]
+)
 def test_bad_headers_are_refused(raw: bytes) -> None:
     with pytest.raises(ValueError, match="ClamAV"):
         parse_database_header(raw)
@@ -42,7 +46,11 @@ def test_the_higher_version_of_cvd_and_cld_wins(tmp_path: Path) -> None:
     (tmp_path / "daily.cld").write_bytes(header(27470, NOW - 86400))
     found = newest_daily_database(str(tmp_path))
     assert found is not None
-    assert (found.version, found.build_epoch, Path(found.path).name) == (27470, NOW - 86400, "daily.cld")
+    assert (found.version, found.build_epoch, Path(found.path).name) == (
+        27470,
+        NOW - 86400,
+        "daily.cld",
+    )
 
 
 @pytest.fixture
@@ -81,7 +89,9 @@ def run(options: AntivirusOptions) -> list:  # type: ignore[type-arg]
 
 def test_clamd_alive_with_fresh_database_is_protected(tmp_path: Path, clamd: Path) -> None:
     (tmp_path / "daily.cld").write_bytes(header(27470, NOW - 86400))
-    samples = run(AntivirusOptions(source="clamav", clamd_socket=str(clamd), clamav_db_dir=str(tmp_path)))
+    samples = run(
+        AntivirusOptions(source="clamav", clamd_socket=str(clamd), clamav_db_dir=str(tmp_path))
+    )
     assert samples[0].fields["verdict"] == "protected"
     product = samples[1]
     assert product.target == "ClamAV"
@@ -92,7 +102,9 @@ def test_clamd_alive_with_fresh_database_is_protected(tmp_path: Path, clamd: Pat
 
 def test_old_database_is_outdated(tmp_path: Path, clamd: Path) -> None:
     (tmp_path / "daily.cvd").write_bytes(header(27000, NOW - 9 * 86400))
-    samples = run(AntivirusOptions(source="clamav", clamd_socket=str(clamd), clamav_db_dir=str(tmp_path)))
+    samples = run(
+        AntivirusOptions(source="clamav", clamd_socket=str(clamd), clamav_db_dir=str(tmp_path))
+    )
     assert samples[0].fields["verdict"] == "outdated"
     assert samples[1].fields["up_to_date"] is False
 
@@ -100,8 +112,11 @@ def test_old_database_is_outdated(tmp_path: Path, clamd: Path) -> None:
 def test_database_without_clamd_is_installed_but_off(tmp_path: Path) -> None:
     (tmp_path / "daily.cvd").write_bytes(header(27470, NOW - 3600))
     started = time.monotonic()
-    samples = run(AntivirusOptions(source="clamav", clamd_socket=str(tmp_path / "no.sock"),
-                                   clamav_db_dir=str(tmp_path)))  # fmt: skip
+    samples = run(
+        AntivirusOptions(
+            source="clamav", clamd_socket=str(tmp_path / "no.sock"), clamav_db_dir=str(tmp_path)
+        )
+    )
     assert time.monotonic() - started < 5
     assert samples[0].fields["verdict"] == "unprotected"
     assert samples[1].fields["state"] == "off"
@@ -109,8 +124,13 @@ def test_database_without_clamd_is_installed_but_off(tmp_path: Path) -> None:
 
 
 def test_no_clamav_at_all_means_no_product(tmp_path: Path) -> None:
-    samples = run(AntivirusOptions(source="clamav", clamd_socket=str(tmp_path / "no.sock"),
-                                   clamav_db_dir=str(tmp_path / "none")))  # fmt: skip
+    samples = run(
+        AntivirusOptions(
+            source="clamav",
+            clamd_socket=str(tmp_path / "no.sock"),
+            clamav_db_dir=str(tmp_path / "none"),
+        )
+    )
     assert samples[0].fields["verdict"] == "none"
     assert samples[0].fields["products"] == 0
     assert len(samples) == 1

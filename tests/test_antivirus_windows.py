@@ -35,13 +35,16 @@ DATA = Path(__file__).parent / "data" / "antivirus"
         (462848, "on", True, "third_party"),  # 0x071000
     ],
 )
-def test_worked_product_states_decode_as_documented(value: int, state: str, up_to_date: bool,
-                                                    owner: str) -> None:  # fmt: skip
+def test_worked_product_states_decode_as_documented(
+    value: int, state: str, up_to_date: bool, owner: str
+) -> None:
     decoded = decode_product_state(value)
     assert (decoded.state, decoded.up_to_date, decoded.owner) == (state, up_to_date, owner)
 
 
-@pytest.mark.parametrize("value", [344064, 0, -1, 0x1000000, 0x041001, 0x044000, 0x041200, 0x041020, 0x001000])  # fmt: skip
+@pytest.mark.parametrize(
+    "value", [344064, 0, -1, 0x1000000, 0x041001, 0x044000, 0x041200, 0x041020, 0x001000]
+)
 def test_values_outside_the_table_are_unknown_never_guessed(value: int) -> None:
     decoded = decode_product_state(value)
     assert decoded.state == "unknown"
@@ -65,7 +68,11 @@ def run_check(tmp_path: Path, recorded: str, timeout: float = 30.0) -> list[Samp
 
 
 def products(samples: list[Sample]) -> dict[str, dict[str, object]]:
-    return {s.target: dict(s.fields) | {"source": s.tags["source"]} for s in samples if s.item == "product"}
+    return {
+        s.target: dict(s.fields) | {"source": s.tags["source"]}
+        for s in samples
+        if s.item == "product"
+    }
 
 
 @pytest.mark.parametrize(
@@ -149,8 +156,9 @@ def test_undecodable_state_is_reported_with_its_raw_value(tmp_path: Path) -> Non
 
 
 def test_powershell_that_hangs_is_a_timeout_not_a_crash(tmp_path: Path) -> None:
-    options = AntivirusOptions(source="windows", powershell=fake_powershell(tmp_path, "sleep 30"),
-                               timeout=Duration(6))  # fmt: skip
+    options = AntivirusOptions(
+        source="windows", powershell=fake_powershell(tmp_path, "sleep 30"), timeout=Duration(6)
+    )
     samples = asyncio.run(AntivirusCheck(options).collect())
     assert samples[0].outcome == "timeout"
     assert samples[0].fields["verdict"] == "unknown"

@@ -60,7 +60,9 @@ def test_defaults_when_only_the_place_is_given() -> None:
 
 def test_secrets_never_print() -> None:
     secret = Secret("s3cr3t-community")
-    assert "s3cr3t" not in repr(secret) and "s3cr3t" not in str(secret) and "s3cr3t" not in f"{secret}"
+    assert (
+        "s3cr3t" not in repr(secret) and "s3cr3t" not in str(secret) and "s3cr3t" not in f"{secret}"
+    )
     assert secret.reveal() == "s3cr3t-community"
 
 

@@ -11,8 +11,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from agent import wire
 from agent.wire import Envelope, Status
 from tests.servers import AgentProcess, Mosquitto, Received, SnmpSim, Subscriber
@@ -20,12 +18,19 @@ from tests.servers import AgentProcess, Mosquitto, Received, SnmpSim, Subscriber
 PLACE = 'province = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\n'
 
 
-def agent_config(tmp_path: Path, port: int, interval: str = "0.5s", checks: str = "",
-                 mqtt_extra: str = "", url: str = "") -> Path:  # fmt: skip
+def agent_config(
+    tmp_path: Path,
+    port: int,
+    interval: str = "0.5s",
+    checks: str = "",
+    mqtt_extra: str = "",
+    url: str = "",
+) -> Path:
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[agent]\n{PLACE}interval = "{interval}"\nstate_dir = "{tmp_path / "state"}"\n'
-        f'[mqtt]\nurl = "{url or f"mqtt://127.0.0.1:{port}"}"\nkeepalive = "5s"\nreconnect_max = "1s"\n'
+        f'[mqtt]\nurl = "{url or f"mqtt://127.0.0.1:{port}"}"\n'
+        'keepalive = "5s"\nreconnect_max = "1s"\n'
         f"{mqtt_extra}\n"
         f"{checks or '[[checks.host]]'}\n"
     )
@@ -34,7 +39,9 @@ def agent_config(tmp_path: Path, port: int, interval: str = "0.5s", checks: str 
 
 def envelopes(messages: list[Received]) -> list[Envelope]:
     identity = wire.TopicIdentity("dong-nai", "la-nga", "pc-01", "data")
-    return [wire.decode_envelope(m.payload, identity) for m in messages if m.topic.endswith("/data")]
+    return [
+        wire.decode_envelope(m.payload, identity) for m in messages if m.topic.endswith("/data")
+    ]
 
 
 def statuses(messages: list[Received]) -> list[Status]:
@@ -55,7 +62,9 @@ def assert_complete_and_ordered(messages: list[Received]) -> list[Envelope]:
         first_payload[seq] = message.payload
         order.append(seq)
     assert order == sorted(order), "envelopes arrived out of order"
-    assert order == list(range(len(order))), f"missing sequence numbers: {sorted(set(range(max(order) + 1)) - set(order))}"  # fmt: skip
+    assert order == list(range(len(order))), (
+        f"missing sequence numbers: {sorted(set(range(max(order) + 1)) - set(order))}"
+    )
     return envelopes([m for m in messages if m.topic.endswith("/data")])
 
 
@@ -64,12 +73,14 @@ def outbox_rows(tmp_path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
 
-def test_birth_and_data_for_every_configured_check(tmp_path: Path, mosquitto: Mosquitto, snmpsim: SnmpSim) -> None:  # fmt: skip
+def test_birth_and_data_for_every_configured_check(
+    tmp_path: Path, mosquitto: Mosquitto, snmpsim: SnmpSim
+) -> None:
     checks = f"""
 [[checks.host]]
 [[checks.antivirus]]
 source = "clamav"
-clamd_socket = "{tmp_path / 'no-clamd.sock'}"
+clamd_socket = "{tmp_path / "no-clamd.sock"}"
 clamav_db_dir = "{tmp_path}"
 [[checks.link]]
 name = "lan-broker"
@@ -89,7 +100,9 @@ port = {snmpsim.port}
 community = "polycom-idle"
 """
     subscriber = Subscriber(mosquitto.port, "commune/#").start()
-    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, interval="2s", checks=checks)).start()
+    agent = AgentProcess(
+        agent_config(tmp_path, mosquitto.port, interval="2s", checks=checks)
+    ).start()
     try:
         wanted = {"host", "antivirus", "lan-broker", "router", "polycom", "agent"}
         messages = subscriber.wait_for(
@@ -106,7 +119,9 @@ community = "polycom-idle"
         assert by_name["antivirus"].fields["verdict"] == "none"
         assert by_name["agent"].fields["connected"] is True
         assert agent.stop() == 0
-        final = subscriber.wait_for(lambda ms: statuses(ms)[-1].state == "offline", suffix="/status")
+        final = subscriber.wait_for(
+            lambda ms: statuses(ms)[-1].state == "offline", suffix="/status"
+        )
         assert statuses(final)[-1].reason == "stopped"
     finally:
         if agent.process and agent.process.poll() is None:
@@ -115,7 +130,9 @@ community = "polycom-idle"
     assert "Traceback" not in agent.log
 
 
-def test_broker_outage_loses_nothing_and_keeps_collection_times(tmp_path: Path, mosquitto: Mosquitto) -> None:  # fmt: skip
+def test_broker_outage_loses_nothing_and_keeps_collection_times(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     subscriber = Subscriber(mosquitto.port, "commune/+/+/+/data").start()
     agent = AgentProcess(agent_config(tmp_path, mosquitto.port, interval="0.3s")).start()
     try:
@@ -140,14 +157,18 @@ def test_broker_outage_loses_nothing_and_keeps_collection_times(tmp_path: Path, 
     assert "disconnected from broker" in agent.log
 
 
-def test_kill_9_sends_the_last_will_and_a_restart_resumes_the_drain(tmp_path: Path, mosquitto: Mosquitto) -> None:  # fmt: skip
+def test_kill_9_sends_the_last_will_and_a_restart_resumes_the_drain(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     config = agent_config(tmp_path, mosquitto.port, interval="0.3s")
     subscriber = Subscriber(mosquitto.port, "commune/#").start()
     agent = AgentProcess(config).start()
     try:
         subscriber.wait_for(lambda ms: len(envelopes(ms)) >= 3)
         agent.kill()
-        messages = subscriber.wait_for(lambda ms: statuses(ms)[-1].state == "offline", suffix="/status")
+        messages = subscriber.wait_for(
+            lambda ms: statuses(ms)[-1].state == "offline", suffix="/status"
+        )
         will = statuses(messages)[-1]
         assert (will.reason, will.ts) == ("connection lost", 0.0)
 
@@ -164,7 +185,9 @@ def test_kill_9_sends_the_last_will_and_a_restart_resumes_the_drain(tmp_path: Pa
         # ...and a third that drains what the second left.
         mosquitto.start()
         agent = AgentProcess(config).start()
-        subscriber.wait_for(lambda ms: outbox_rows(tmp_path) <= 2 and len(envelopes(ms)) > stranded + 3, timeout=30)  # fmt: skip
+        subscriber.wait_for(
+            lambda ms: outbox_rows(tmp_path) <= 2 and len(envelopes(ms)) > stranded + 3, timeout=30
+        )
         time.sleep(1)
         assert_complete_and_ordered(subscriber.snapshot("/data"))
     finally:

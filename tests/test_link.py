@@ -21,7 +21,12 @@ from tests.servers import free_port
 
 
 def collect(**options: object) -> Sample:
-    defaults: dict[str, object] = {"name": "probe", "network": "tslcd", "count": 3, "timeout": Duration(1)}
+    defaults: dict[str, object] = {
+        "name": "probe",
+        "network": "tslcd",
+        "count": 3,
+        "timeout": Duration(1),
+    }
     samples = asyncio.run(LinkCheck(LinkOptions(**(defaults | options))).collect())  # type: ignore[arg-type]
     assert len(samples) == 1
     return samples[0]
@@ -68,7 +73,9 @@ def test_tcp_to_a_silent_host_times_out() -> None:
         filler.connect_ex(("127.0.0.1", port))
         fillers.append(filler)
     try:
-        sample = collect(method="tcp", target="127.0.0.1", port=port, count=2, timeout=Duration(0.5))
+        sample = collect(
+            method="tcp", target="127.0.0.1", port=port, count=2, timeout=Duration(0.5)
+        )
     finally:
         for filler in fillers:
             filler.close()
@@ -129,7 +136,9 @@ def test_http_expected_status_can_be_narrowed(web: str) -> None:
 
 
 def test_http_silence_is_a_timeout(web: str) -> None:
-    sample = collect(method="http", url=f"{web}/slow", network="internet", count=1, timeout=Duration(0.5))
+    sample = collect(
+        method="http", url=f"{web}/slow", network="internet", count=1, timeout=Duration(0.5)
+    )
     assert sample.outcome == "timeout"
 
 
@@ -149,7 +158,8 @@ UNPRIVILEGED = """
 import asyncio, os, sys
 from agent.checks.link import LinkCheck, LinkOptions
 import agent.probes, agent.wire, encodings.idna, random, statistics, concurrent.futures.thread
-check = LinkCheck(LinkOptions(name="p", network="tslcd", method="icmp", target="127.0.0.1", count=2))
+options = LinkOptions(name="p", network="tslcd", method="icmp", target="127.0.0.1", count=2)
+check = LinkCheck(options)
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sample = asyncio.run(check.collect())[0]
 print(sample.outcome, sample.fields.get("up"), sample.error)
@@ -159,8 +169,14 @@ print(sample.outcome, sample.fields.get("up"), sample.error)
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
 def test_icmp_without_permission_is_unsupported_never_down() -> None:
     """As nobody: unprivileged ICMP works only if nogroup is in net.ipv4.ping_group_range."""
-    result = subprocess.run([sys.executable, "-c", UNPRIVILEGED], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent.parent, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", UNPRIVILEGED],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     outcome, up, *error = result.stdout.split(" ", 2)
     if _icmp_allowed_for(65534):

@@ -29,8 +29,15 @@ REST = Path(__file__).parent / "data" / "polycom" / "rest"
 
 def snmp_sample(snmpsim: SnmpSim, community: str, **options: object) -> Sample:
     async def go() -> list[Sample]:
-        check = PolycomCheck(PolycomOptions(name="polycom", host="127.0.0.1", port=snmpsim.port,
-                                            community=Secret(community), **options))  # type: ignore[arg-type]  # fmt: skip
+        check = PolycomCheck(
+            PolycomOptions(
+                name="polycom",
+                host="127.0.0.1",
+                port=snmpsim.port,
+                community=Secret(community),
+                **options,
+            )
+        )  # type: ignore[arg-type]
         try:
             return await check.collect()
         finally:
@@ -47,7 +54,12 @@ def test_idle_registered_group_series_is_ready(snmpsim: SnmpSim) -> None:
     f = sample.fields
     assert (f["up"], f["ready"], f["registered"], f["h323_registered"]) == (1, True, True, True)
     assert "sip_registered" not in f  # SIP disabled: neither registered nor failed
-    assert (f["camera_ok"], f["microphone_ok"], f["in_call"], f["active_calls"]) == (True, True, False, 0)
+    assert (f["camera_ok"], f["microphone_ok"], f["in_call"], f["active_calls"]) == (
+        True,
+        True,
+        False,
+        0,
+    )
     assert f["model"] == "RealPresence Group 500"
     assert f["software_version"] == "6.2.2.8-640008"
     assert f["serial"] == "8213440F8B2CCD"
@@ -57,7 +69,12 @@ def test_idle_registered_group_series_is_ready(snmpsim: SnmpSim) -> None:
 
 def test_in_call_reports_call_quality(snmpsim: SnmpSim) -> None:
     f = snmp_sample(snmpsim, "polycom-incall").fields
-    assert (f["ready"], f["in_call"], f["active_calls"], f["active_conferences"]) == (True, True, 1, 1)
+    assert (f["ready"], f["in_call"], f["active_calls"], f["active_conferences"]) == (
+        True,
+        True,
+        1,
+        1,
+    )
     assert (f["loss_rx_percent"], f["loss_tx_percent"]) == (2.0, 1.0)
     assert (f["latency_rx_ms"], f["jitter_rx_ms"]) == (120.0, 15.0)
 
@@ -76,7 +93,12 @@ def test_registered_over_sip_only_is_ready(snmpsim: SnmpSim) -> None:
 
 def test_camera_failed_is_not_ready(snmpsim: SnmpSim) -> None:
     f = snmp_sample(snmpsim, "polycom-camera-failed").fields
-    assert (f["registered"], f["camera_ok"], f["microphone_ok"], f["ready"]) == (True, False, True, False)
+    assert (f["registered"], f["camera_ok"], f["microphone_ok"], f["ready"]) == (
+        True,
+        False,
+        True,
+        False,
+    )
 
 
 def test_hdx_fallback_reads_quality_and_does_not_guess_readiness(snmpsim: SnmpSim) -> None:
@@ -98,7 +120,9 @@ def test_a_device_that_is_not_a_polycom_is_a_bad_response(snmpsim: SnmpSim) -> N
 
 def test_unreachable_polycom_is_down_and_not_ready() -> None:
     async def go() -> list[Sample]:
-        check = PolycomCheck(PolycomOptions(name="p", host="127.0.0.1", port=free_port(), timeout=Duration(2)))
+        check = PolycomCheck(
+            PolycomOptions(name="p", host="127.0.0.1", port=free_port(), timeout=Duration(2))
+        )
         try:
             return await check.collect()
         finally:
@@ -159,8 +183,11 @@ def replay_server(device: Device) -> http.server.ThreadingHTTPServer:
             device.gets += 1
             if device.expire_after and device.gets % device.expire_after == 0:
                 device.sessions.discard(session)
-            files = {"/rest/system": "system.json", "/rest/system/status": device.status_file,
-                     "/rest/conferences": device.conferences_file}  # fmt: skip
+            files = {
+                "/rest/system": "system.json",
+                "/rest/system/status": device.status_file,
+                "/rest/conferences": device.conferences_file,
+            }
             if self.path not in files:
                 self._send(404, {"error": "not found"})
                 return
@@ -185,9 +212,15 @@ def videoos(tmp_path: Path) -> Iterator[tuple[Device, PolycomOptions]]:
     thread.start()
     password = tmp_path / "polycom.password"
     password.write_text("Polycom-Pass-1\n")
-    options = PolycomOptions(name="studio", host="127.0.0.1", port=server.server_address[1],
-                             method="rest", scheme="http", user="admin",
-                             password_file=str(password))  # fmt: skip
+    options = PolycomOptions(
+        name="studio",
+        host="127.0.0.1",
+        port=server.server_address[1],
+        method="rest",
+        scheme="http",
+        user="admin",
+        password_file=str(password),
+    )
     yield device, options
     server.shutdown()
     server.server_close()
@@ -204,7 +237,13 @@ def test_rest_ready_and_session_closed(videoos: tuple[Device, PolycomOptions]) -
     sample = rest_sample(options)
     assert sample.outcome == "ok", sample.error
     f = sample.fields
-    assert (f["up"], f["ready"], f["registered"], f["camera_ok"], f["microphone_ok"]) == (1, True, True, True, True)  # fmt: skip
+    assert (f["up"], f["ready"], f["registered"], f["camera_ok"], f["microphone_ok"]) == (
+        1,
+        True,
+        True,
+        True,
+        True,
+    )
     assert (f["in_call"], f["active_conferences"]) == (False, 0)
     assert (f["model"], f["serial"], f["uptime_s"]) == ("Studio X50", "8L21304ABC12", 345600.0)
     assert sample.tags == {"method": "rest", "family": "videoos"}
@@ -225,33 +264,60 @@ def test_rest_relogs_in_once_on_403(videoos: tuple[Device, PolycomOptions]) -> N
 @pytest.mark.parametrize(
     ("status_file", "conferences_file", "expected"),
     [
-        ("status-unregistered.json", "conferences-idle.json", {"ready": False, "registered": False}),
+        (
+            "status-unregistered.json",
+            "conferences-idle.json",
+            {"ready": False, "registered": False},
+        ),
         ("status-camera-down.json", "conferences-idle.json", {"ready": False, "camera_ok": False}),
-        ("status-ready.json", "conferences-active.json", {"ready": True, "in_call": True, "active_conferences": 1}),  # fmt: skip
+        (
+            "status-ready.json",
+            "conferences-active.json",
+            {"ready": True, "in_call": True, "active_conferences": 1},
+        ),
     ],
 )
-def test_rest_states(videoos: tuple[Device, PolycomOptions], status_file: str,
-                     conferences_file: str, expected: dict[str, object]) -> None:  # fmt: skip
+def test_rest_states(
+    videoos: tuple[Device, PolycomOptions],
+    status_file: str,
+    conferences_file: str,
+    expected: dict[str, object],
+) -> None:
     device, options = videoos
     device.status_file, device.conferences_file = status_file, conferences_file
     fields = rest_sample(options).fields
     assert {k: fields[k] for k in expected} == expected
 
 
-def test_rest_wrong_password_is_reported_not_raised(videoos: tuple[Device, PolycomOptions], tmp_path: Path) -> None:  # fmt: skip
+def test_rest_wrong_password_is_reported_not_raised(
+    videoos: tuple[Device, PolycomOptions], tmp_path: Path
+) -> None:
     _device, options = videoos
     wrong = tmp_path / "wrong.password"
     wrong.write_text("nope")
-    sample = rest_sample(PolycomOptions(**{**{f: getattr(options, f) for f in options.__struct_fields__},
-                                            "password_file": str(wrong)}))  # fmt: skip
+    sample = rest_sample(
+        PolycomOptions(
+            **{
+                **{f: getattr(options, f) for f in options.__struct_fields__},
+                "password_file": str(wrong),
+            }
+        )
+    )
     assert sample.outcome == "bad_response"
     assert "login refused" in sample.error
     assert sample.fields["ready"] is False
 
 
 def test_rest_unreachable_is_refused() -> None:
-    options = PolycomOptions(name="x", host="127.0.0.1", port=free_port(), method="rest", scheme="http",
-                             user="admin", password_file=__file__)  # fmt: skip
+    options = PolycomOptions(
+        name="x",
+        host="127.0.0.1",
+        port=free_port(),
+        method="rest",
+        scheme="http",
+        user="admin",
+        password_file=__file__,
+    )
     sample = rest_sample(options)
     assert sample.outcome == "refused"
     assert sample.fields["up"] == 0

@@ -32,7 +32,9 @@ def test_64_bit_decrease_is_a_reset_not_a_wrap() -> None:
 def test_never_above_interface_speed() -> None:
     # 10 Mb/s interface = 1.25 MB/s ceiling; a 12.5 MB/s "rate" is a glitch.
     assert counter_rate(reading(0, 0), reading(125_000_000, 10, 2000), ceiling=1_250_000) is None
-    assert counter_rate(reading(0, 0), reading(12_500_000, 10, 2000), ceiling=1_250_000) == 1_250_000
+    assert (
+        counter_rate(reading(0, 0), reading(12_500_000, 10, 2000), ceiling=1_250_000) == 1_250_000
+    )
 
 
 def test_width_change_restarts() -> None:

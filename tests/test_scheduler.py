@@ -28,10 +28,14 @@ class Probe(Check[Options]):
         return [self.sample("ok", ts=self.clock(), fields={"x": 1})]
 
 
-def scheduler(*checks: Check[Options]) -> tuple[Scheduler, list[tuple[str, list[Sample]]], AgentStats]:
+def scheduler(
+    *checks: Check[Options],
+) -> tuple[Scheduler, list[tuple[str, list[Sample]]], AgentStats]:
     stored: list[tuple[str, list[Sample]]] = []
     stats = AgentStats()
-    sched = Scheduler(list(checks), 1.0, lambda c, s: stored.append((c.name, s)), stats, jitter=False)
+    sched = Scheduler(
+        list(checks), 1.0, lambda c, s: stored.append((c.name, s)), stats, jitter=False
+    )
     return sched, stored, stats
 
 
@@ -77,7 +81,9 @@ def test_a_failing_sink_is_counted_and_the_loop_goes_on() -> None:
         calls.append(1)
         raise OSError("disk full")
 
-    sched = Scheduler([Probe(Options(name="p", interval=Duration(0.1)))], 1.0, sink, stats, jitter=False)
+    sched = Scheduler(
+        [Probe(Options(name="p", interval=Duration(0.1)))], 1.0, sink, stats, jitter=False
+    )
 
     async def go() -> None:
         stop = asyncio.Event()

@@ -61,14 +61,17 @@ def interfaces(samples: list[Sample]) -> dict[str, Sample]:
         ("cisco-c3560", "network/switch/cisco-c3560.snmprec.bz2", "Cisco IOS Software, C3560"),
     ],
 )
-def test_real_recordings_match_ground_truth(snmpsim: SnmpSim, community: str, relative: str,
-                                            descr_start: str) -> None:  # fmt: skip
+def test_real_recordings_match_ground_truth(
+    snmpsim: SnmpSim, community: str, relative: str, descr_start: str
+) -> None:
     truth = recording(relative)
     names = snmprec_column(truth, "1.3.6.1.2.1.31.1.1.1.1")
     oper = snmprec_column(truth, "1.3.6.1.2.1.2.2.1.8")
     high_speed = snmprec_column(truth, "1.3.6.1.2.1.31.1.1.1.15")
     hc = snmprec_column(truth, "1.3.6.1.2.1.31.1.1.1.6")
-    [samples] = poll(SnmpOptions(name="dev", host="127.0.0.1", port=snmpsim.port, community=Secret(community)))
+    [samples] = poll(
+        SnmpOptions(name="dev", host="127.0.0.1", port=snmpsim.port, community=Secret(community))
+    )
     main = samples[0]
     assert main.outcome == "ok", main.error
     assert str(main.fields["sys_descr"]).startswith(descr_start)
@@ -89,7 +92,11 @@ def test_real_recordings_match_ground_truth(snmpsim: SnmpSim, community: str, re
 def test_32_bit_counters_when_the_device_has_no_64_bit_ones(snmpsim: SnmpSim) -> None:
     truth = recording("network/router/cisco-unmarked-0.snmprec.bz2")
     hc = snmprec_column(truth, "1.3.6.1.2.1.31.1.1.1.6")
-    [samples] = poll(SnmpOptions(name="old", host="127.0.0.1", port=snmpsim.port, community=Secret("cisco-unmarked")))  # fmt: skip
+    [samples] = poll(
+        SnmpOptions(
+            name="old", host="127.0.0.1", port=snmpsim.port, community=Secret("cisco-unmarked")
+        )
+    )
     counters = {s.tags["ifindex"]: s.fields["counters"] for s in samples if s.item == "interface"}
     assert counters
     assert all(width == (64 if index in hc else 32) for index, width in counters.items())
@@ -97,9 +104,15 @@ def test_32_bit_counters_when_the_device_has_no_64_bit_ones(snmpsim: SnmpSim) ->
 
 
 def test_include_and_exclude_filters(snmpsim: SnmpSim) -> None:
-    options = SnmpOptions(name="sw", host="127.0.0.1", port=snmpsim.port, community=Secret("huawei-s5720"),
-                          interfaces=InterfaceFilter(include=["GigabitEthernet*", "Vlanif*"],
-                                                     exclude=["GigabitEthernet0/0/1"]))  # fmt: skip
+    options = SnmpOptions(
+        name="sw",
+        host="127.0.0.1",
+        port=snmpsim.port,
+        community=Secret("huawei-s5720"),
+        interfaces=InterfaceFilter(
+            include=["GigabitEthernet*", "Vlanif*"], exclude=["GigabitEthernet0/0/1"]
+        ),
+    )
     [samples] = poll(options)
     names = set(interfaces(samples))
     assert names
@@ -109,8 +122,13 @@ def test_include_and_exclude_filters(snmpsim: SnmpSim) -> None:
 
 def test_v2c_rates_from_live_counters(snmpd: Snmpd) -> None:
     """Traffic sent through loopback between two polls shows up as a rate, below the speed."""
-    options = SnmpOptions(name="host", host="127.0.0.1", port=snmpd.port, community=Secret("public"),
-                          interfaces=InterfaceFilter(include=["lo"]))  # fmt: skip
+    options = SnmpOptions(
+        name="host",
+        host="127.0.0.1",
+        port=snmpd.port,
+        community=Secret("public"),
+        interfaces=InterfaceFilter(include=["lo"]),
+    )
 
     async def go() -> list[list[Sample]]:
         check = SnmpCheck(options)
@@ -144,20 +162,40 @@ def test_v2c_rates_from_live_counters(snmpd: Snmpd) -> None:
 
 
 def test_v3_auth_priv(snmpd: Snmpd) -> None:
-    options = SnmpOptions(name="v3", host="127.0.0.1", port=snmpd.port, version="3", user=snmpd.USER,
-                          auth_protocol="SHA", auth_key=Secret(snmpd.AUTH), priv_protocol="AES",
-                          priv_key=Secret(snmpd.PRIV))  # fmt: skip
+    options = SnmpOptions(
+        name="v3",
+        host="127.0.0.1",
+        port=snmpd.port,
+        version="3",
+        user=snmpd.USER,
+        auth_protocol="SHA",
+        auth_key=Secret(snmpd.AUTH),
+        priv_protocol="AES",
+        priv_key=Secret(snmpd.PRIV),
+    )
     [samples] = poll(options)
     assert samples[0].outcome == "ok", samples[0].error
-    truth = subprocess.run(["snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{snmpd.port}",
-                            "1.3.6.1.2.1.1.5.0"], capture_output=True, text=True, check=True)  # fmt: skip
+    truth = subprocess.run(
+        ["snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{snmpd.port}", "1.3.6.1.2.1.1.5.0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert samples[0].fields["sys_name"] == truth.stdout.strip().strip('"')
     assert "lo" in interfaces(samples)
 
 
 def test_v3_wrong_key_is_reported(snmpd: Snmpd) -> None:
-    options = SnmpOptions(name="v3", host="127.0.0.1", port=snmpd.port, version="3", user=snmpd.USER,
-                          auth_key=Secret("not-the-key"), priv_key=Secret(snmpd.PRIV), timeout=Duration(4))  # fmt: skip
+    options = SnmpOptions(
+        name="v3",
+        host="127.0.0.1",
+        port=snmpd.port,
+        version="3",
+        user=snmpd.USER,
+        auth_key=Secret("not-the-key"),
+        priv_key=Secret(snmpd.PRIV),
+        timeout=Duration(4),
+    )
     [samples] = poll(options)
     assert samples[0].outcome in ("bad_response", "timeout")
     assert samples[0].fields["up"] == 0
@@ -165,21 +203,47 @@ def test_v3_wrong_key_is_reported(snmpd: Snmpd) -> None:
 
 
 def test_wrong_community_times_out(snmpd: Snmpd) -> None:
-    [samples] = poll(SnmpOptions(name="x", host="127.0.0.1", port=snmpd.port,
-                                 community=Secret("wrong"), timeout=Duration(2)))  # fmt: skip
+    [samples] = poll(
+        SnmpOptions(
+            name="x",
+            host="127.0.0.1",
+            port=snmpd.port,
+            community=Secret("wrong"),
+            timeout=Duration(2),
+        )
+    )
     assert samples[0].outcome == "timeout"
     assert samples[0].fields == {"up": 0}
 
 
 def test_a_dead_device_does_not_delay_the_others(snmpsim: SnmpSim) -> None:
-    dead = SnmpCheck(SnmpOptions(name="dead", host="127.0.0.1", port=free_port(socket.SOCK_DGRAM),
-                                 timeout=Duration(3), interval=Duration(10)))  # fmt: skip
-    alive = SnmpCheck(SnmpOptions(name="alive", host="127.0.0.1", port=snmpsim.port,
-                                  community=Secret("cisco-c3560"), interval=Duration(0.5)))  # fmt: skip
+    dead = SnmpCheck(
+        SnmpOptions(
+            name="dead",
+            host="127.0.0.1",
+            port=free_port(socket.SOCK_DGRAM),
+            timeout=Duration(3),
+            interval=Duration(10),
+        )
+    )
+    alive = SnmpCheck(
+        SnmpOptions(
+            name="alive",
+            host="127.0.0.1",
+            port=snmpsim.port,
+            community=Secret("cisco-c3560"),
+            interval=Duration(0.5),
+        )
+    )
     stored: list[tuple[str, float, str]] = []
     started = time.monotonic()
-    sched = Scheduler([dead, alive], 60, lambda c, s: stored.append((c.name, time.monotonic() - started, s[0].outcome)),
-                      AgentStats(), jitter=False)  # fmt: skip
+    sched = Scheduler(
+        [dead, alive],
+        60,
+        lambda c, s: stored.append((c.name, time.monotonic() - started, s[0].outcome)),
+        AgentStats(),
+        jitter=False,
+    )
 
     async def go() -> None:
         stop = asyncio.Event()

@@ -5,10 +5,21 @@ import pytest
 from agent.units import format_duration, parse_duration, parse_size
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("60s", 60), ("10m", 600), ("72h", 259200), ("3d", 259200), ("1w", 604800), ("250ms", 0.25),
-    (90, 90), (1.5, 1.5), ("45", 45), (" 2 h ", 7200),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("60s", 60),
+        ("10m", 600),
+        ("72h", 259200),
+        ("3d", 259200),
+        ("1w", 604800),
+        ("250ms", 0.25),
+        (90, 90),
+        (1.5, 1.5),
+        ("45", 45),
+        (" 2 h ", 7200),
+    ],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -19,9 +30,16 @@ def test_bad_durations_say_what_is_expected(bad: object) -> None:
         parse_duration(bad)
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("64MiB", 64 * 2**20), ("500KB", 500_000), ("1GiB", 2**30), (1024, 1024), ("10", 10),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("64MiB", 64 * 2**20),
+        ("500KB", 500_000),
+        ("1GiB", 2**30),
+        (1024, 1024),
+        ("10", 10),
+    ],
+)
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text) == size
 
@@ -32,7 +50,9 @@ def test_bad_sizes(bad: object) -> None:
         parse_size(bad)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(60, "1m"), (90, "90s"), (259200, "3d"), (0.5, "0.5s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(60, "1m"), (90, "90s"), (259200, "3d"), (0.5, "0.5s")]
+)
 def test_format_duration_round_trips(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
     assert parse_duration(text) == seconds

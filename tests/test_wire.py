@@ -17,12 +17,25 @@ IDENTITY = TopicIdentity("dong-nai", "la-nga", "pc-01", "data")
 
 def envelope(**overrides: object) -> Envelope:
     values: dict[str, object] = {
-        "v": 1, "agent": "pc-01", "province": "dong-nai", "commune": "la-nga", "seq": 7,
+        "v": 1,
+        "agent": "pc-01",
+        "province": "dong-nai",
+        "commune": "la-nga",
+        "seq": 7,
         "ts": 1_795_000_000.5,
-        "samples": [Sample(ts=1_795_000_000.0, check="link", name="tslcd", outcome="down",
-                           target="10.0.0.1", fields={"up": 0, "loss_percent": 100.0},
-                           tags={"network": "tslcd"}, error="timeout")],
-    }  # fmt: skip
+        "samples": [
+            Sample(
+                ts=1_795_000_000.0,
+                check="link",
+                name="tslcd",
+                outcome="down",
+                target="10.0.0.1",
+                fields={"up": 0, "loss_percent": 100.0},
+                tags={"network": "tslcd"},
+                error="timeout",
+            )
+        ],
+    }
     values.update(overrides)
     return Envelope(**values)  # type: ignore[arg-type]
 
@@ -37,7 +50,9 @@ def test_round_trip_keeps_every_value() -> None:
 def test_committed_json_schemas_match_the_code() -> None:
     for name, document in wire.json_schemas().items():
         committed = json.loads((SCHEMA_DIR / name).read_text())
-        assert committed == document, f"agent/schema/{name} is stale: run commune-agent schema -o agent/schema"  # fmt: skip
+        assert committed == document, (
+            f"agent/schema/{name} is stale: run commune-agent schema -o agent/schema"
+        )
 
 
 def test_topics_round_trip() -> None:
@@ -46,8 +61,15 @@ def test_topics_round_trip() -> None:
     assert wire.parse_topic("commune", name) == IDENTITY
 
 
-@pytest.mark.parametrize("name", ["other/dong-nai/la-nga/pc-01/data", "commune/dong-nai/la-nga/data",
-                                  "commune/a/b/c/d/data", "commune/dong-nai/la-nga/pc-01/cmd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "other/dong-nai/la-nga/pc-01/data",
+        "commune/dong-nai/la-nga/data",
+        "commune/a/b/c/d/data",
+        "commune/dong-nai/la-nga/pc-01/cmd",
+    ],
+)
 def test_bad_topics_are_refused(name: str) -> None:
     with pytest.raises(WireError) as caught:
         wire.parse_topic("commune", name)
@@ -64,9 +86,21 @@ def test_bad_topics_are_refused(name: str) -> None:
         (wire.encode(envelope(seq=-1)), "invalid", "seq"),
         (b"x" * (wire.MAX_ENVELOPE_BYTES + 1), "too_large", "bytes"),
         (json.dumps({**msgspec.to_builtins(envelope()), "extra": 1}).encode(), "invalid", "extra"),
-        (json.dumps({**msgspec.to_builtins(envelope()), "agent": "pc/01/+"}).encode(), "invalid", "agent"),
-        (json.dumps({**msgspec.to_builtins(envelope()), "samples": [{"ts": 1, "check": "x",
-          "name": "n", "outcome": "exploded"}]}).encode(), "invalid", "outcome"),  # fmt: skip
+        (
+            json.dumps({**msgspec.to_builtins(envelope()), "agent": "pc/01/+"}).encode(),
+            "invalid",
+            "agent",
+        ),
+        (
+            json.dumps(
+                {
+                    **msgspec.to_builtins(envelope()),
+                    "samples": [{"ts": 1, "check": "x", "name": "n", "outcome": "exploded"}],
+                }
+            ).encode(),
+            "invalid",
+            "outcome",
+        ),
     ],
 )
 def test_bad_payloads_name_what_is_wrong(payload: bytes, reason: str, detail: str) -> None:
@@ -87,15 +121,28 @@ def test_too_many_samples_are_refused() -> None:
 
 
 def test_status_round_trip_and_identity() -> None:
-    status = Status(v=1, state="online", agent="pc-01", province="dong-nai", commune="la-nga",
-                    ts=1.0, version="0.1.0", checks=["host:host"])  # fmt: skip
+    status = Status(
+        v=1,
+        state="online",
+        agent="pc-01",
+        province="dong-nai",
+        commune="la-nga",
+        ts=1.0,
+        version="0.1.0",
+        checks=["host:host"],
+    )
     identity = TopicIdentity("dong-nai", "la-nga", "pc-01", "status")
     assert wire.decode_status(wire.encode(status), identity) == status
     with pytest.raises(WireError, match="identity_mismatch"):
-        wire.decode_status(wire.encode(status), TopicIdentity("dong-nai", "la-nga", "pc-09", "status"))
+        wire.decode_status(
+            wire.encode(status), TopicIdentity("dong-nai", "la-nga", "pc-09", "status")
+        )
 
 
 def test_clean_fields_drops_unknown_and_non_finite_values() -> None:
-    assert wire.clean_fields({"a": None, "b": float("nan"), "c": float("inf"), "d": 1.5, "e": False}) == {
-        "d": 1.5, "e": False,
-    }  # fmt: skip
+    assert wire.clean_fields(
+        {"a": None, "b": float("nan"), "c": float("inf"), "d": 1.5, "e": False}
+    ) == {
+        "d": 1.5,
+        "e": False,
+    }

@@ -30,8 +30,13 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     path.chmod(0o600)
 
 
@@ -40,32 +45,46 @@ def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return cert, key
 
 
-def _leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
-          server: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:  # fmt: skip
+def _leaf(
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, server: bool
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                              else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    )  # fmt: skip
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
-        )  # fmt: skip
+        )
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
@@ -76,12 +95,33 @@ def make_pki(directory: Path, client_name: str = "dong-nai.la-nga.pc-01") -> Pki
     server, server_key = _leaf(ca, ca_key, "localhost", server=True)
     client, client_key = _leaf(ca, ca_key, client_name, server=False)
     rogue_client, rogue_client_key = _leaf(rogue, rogue_key, client_name, server=False)
-    paths = Pki(*(directory / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key",
-                                          "rogue-ca.crt", "rogue-client.crt", "rogue-client.key")))  # fmt: skip
-    for cert, path in ((ca, paths.ca), (server, paths.server_cert), (client, paths.client_cert),
-                       (rogue, paths.rogue_ca), (rogue_client, paths.rogue_client_cert)):  # fmt: skip
+    paths = Pki(
+        *(
+            directory / n
+            for n in (
+                "ca.crt",
+                "server.crt",
+                "server.key",
+                "client.crt",
+                "client.key",
+                "rogue-ca.crt",
+                "rogue-client.crt",
+                "rogue-client.key",
+            )
+        )
+    )
+    for cert, path in (
+        (ca, paths.ca),
+        (server, paths.server_cert),
+        (client, paths.client_cert),
+        (rogue, paths.rogue_ca),
+        (rogue_client, paths.rogue_client_cert),
+    ):
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    for key, path in ((server_key, paths.server_key), (client_key, paths.client_key),
-                      (rogue_client_key, paths.rogue_client_key)):  # fmt: skip
+    for key, path in (
+        (server_key, paths.server_key),
+        (client_key, paths.client_key),
+        (rogue_client_key, paths.rogue_client_key),
+    ):
         _write_key(key, path)
     return paths

@@ -10,7 +10,11 @@ from pathlib import Path
 
 from agent.antivirus.model import Product
 
-DEFAULT_SOCKETS = ("/var/run/clamav/clamd.ctl", "/run/clamav/clamd.ctl", "/var/run/clamd.scan/clamd.sock")  # fmt: skip
+DEFAULT_SOCKETS = (
+    "/var/run/clamav/clamd.ctl",
+    "/run/clamav/clamd.ctl",
+    "/var/run/clamd.scan/clamd.sock",
+)
 DEFAULT_TCP = ("127.0.0.1", 3310)
 DEFAULT_DB_DIR = "/var/lib/clamav"
 HEADER_BYTES = 512
@@ -96,18 +100,24 @@ async def query_clamd(address: str, timeout: float) -> ClamdInfo:
         pong = await _clamd_command(address, b"zPING\0", timeout)
         if pong.rstrip(b"\0").strip() != b"PONG":
             return ClamdInfo(False, error=f"clamd at {address} answered {pong[:40]!r} to PING")
-        version = (await _clamd_command(address, b"zVERSION\0", timeout)).rstrip(b"\0").decode(
-            "utf-8", "replace"
+        version = (
+            (await _clamd_command(address, b"zVERSION\0", timeout))
+            .rstrip(b"\0")
+            .decode("utf-8", "replace")
         )
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         return ClamdInfo(False, error=f"clamd at {address}: {exc or type(exc).__name__}")
     # "ClamAV 1.0.7/27470/Mon Nov 24 09:18:00 2026"
     engine, _, rest = version.partition("/")
     daily = rest.split("/", 1)[0]
-    return ClamdInfo(True, engine=engine.strip(), daily_version=int(daily) if daily.isdigit() else None)  # fmt: skip
+    return ClamdInfo(
+        True, engine=engine.strip(), daily_version=int(daily) if daily.isdigit() else None
+    )
 
 
-async def clamav_products(configured_socket: str, db_dir: str, now: float, timeout: float) -> list[Product]:  # fmt: skip
+async def clamav_products(
+    configured_socket: str, db_dir: str, now: float, timeout: float
+) -> list[Product]:
     """Empty when ClamAV is not installed (neither clamd nor a database)."""
     database = newest_daily_database(db_dir)
     clamd = ClamdInfo(False, error="no clamd socket")

@@ -18,7 +18,12 @@ PROVIDER_AUTOUPDATE = 0x02
 PROVIDER_ANTIVIRUS = 0x04
 PROVIDER_ANTISPYWARE = 0x08
 
-_STATES: dict[int, ProductStateName] = {0x0000: "off", 0x1000: "on", 0x2000: "snoozed", 0x3000: "expired"}  # fmt: skip
+_STATES: dict[int, ProductStateName] = {
+    0x0000: "off",
+    0x1000: "on",
+    0x2000: "snoozed",
+    0x3000: "expired",
+}
 _OWNERS = {0x000: "third_party", 0x100: "microsoft"}
 _SIGNATURES = {0x00: True, 0x10: False}
 

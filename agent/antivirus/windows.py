@@ -26,7 +26,8 @@ try {
     Select-Object displayName, instanceGuid, pathToSignedProductExe, productState, timestamp)
 } catch { $r.sc_error = $_.Exception.Message }
 try {
-  $r.mp = Get-CimInstance -Namespace root/Microsoft/Windows/Defender -ClassName MSFT_MpComputerStatus |
+  $r.mp = Get-CimInstance -Namespace root/Microsoft/Windows/Defender `
+      -ClassName MSFT_MpComputerStatus |
     Select-Object AMServiceEnabled, AntivirusEnabled, RealTimeProtectionEnabled,
       BehaviorMonitorEnabled, AntivirusSignatureVersion, AntivirusSignatureAge,
       QuickScanAge, FullScanAge, AMRunningMode, IsTamperProtected, AMProductVersion
@@ -70,8 +71,9 @@ def parse_report(text: str) -> WindowsReport:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadReport(f"PowerShell output is not JSON ({exc.msg} at {exc.pos}): "
-                        f"{text[:120]!r}") from None  # fmt: skip
+        raise BadReport(
+            f"PowerShell output is not JSON ({exc.msg} at {exc.pos}): {text[:120]!r}"
+        ) from None
     if not isinstance(raw, dict):
         raise BadReport(f"PowerShell output is JSON but not an object: {text[:120]!r}")
     sc = raw.get("sc")
@@ -82,7 +84,7 @@ def parse_report(text: str) -> WindowsReport:
     mp = raw.get("mp")
     if mp is not None and not isinstance(mp, dict):
         raise BadReport(f"'mp' is not an object: {str(mp)[:120]!r}")
-    os_info = raw.get("os") if isinstance(raw.get("os"), dict) else {}
+    os_info: dict[str, Any] = raw["os"] if isinstance(raw.get("os"), dict) else {}
     product_type = os_info.get("ProductType")
     return WindowsReport(
         security_center=sc,
@@ -124,7 +126,9 @@ def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") ->
     else:
         state = "unknown"
     signature_age = _age(mp.get("AntivirusSignatureAge"))
-    scans = [a for a in (_age(mp.get("QuickScanAge")), _age(mp.get("FullScanAge"))) if a is not None]
+    scans = [
+        a for a in (_age(mp.get("QuickScanAge")), _age(mp.get("FullScanAge"))) if a is not None
+    ]
     realtime = mp.get("RealTimeProtectionEnabled")
     return Product(
         name=name,
@@ -149,9 +153,15 @@ def security_center_products(
         raw_state = entry.get("productState")
         decoded = decode_product_state(raw_state) if isinstance(raw_state, int) else None
         if decoded is None or decoded.state == "unknown":
-            products.append(Product(name=name, source="security_center", state="unknown",
-                                    product_state=raw_state if isinstance(raw_state, int) else None,
-                                    detail=f"undecodable productState {raw_state!r}"))  # fmt: skip
+            products.append(
+                Product(
+                    name=name,
+                    source="security_center",
+                    state="unknown",
+                    product_state=raw_state if isinstance(raw_state, int) else None,
+                    detail=f"undecodable productState {raw_state!r}",
+                )
+            )
             continue
         product = Product(
             name=name,
@@ -184,8 +194,14 @@ def detected_products(names: Iterable[str]) -> list[Product]:
     for product, markers in KNOWN_PRODUCTS.items():
         hits = sorted(m for m in markers if m in present)
         if hits:
-            found.append(Product(name=product, source="process", state="unknown",
-                                 detail="running: " + ", ".join(hits)))  # fmt: skip
+            found.append(
+                Product(
+                    name=product,
+                    source="process",
+                    state="unknown",
+                    detail="running: " + ", ".join(hits),
+                )
+            )
     return found
 
 

@@ -43,7 +43,7 @@ class AntivirusOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw
 def running_names() -> set[str]:
     """Process names, and on Windows service names, for the fallback detection."""
     names = {p.info["name"] or "" for p in psutil.process_iter(["name"])}
-    if psutil.WINDOWS:
+    if sys.platform == "win32":
         with contextlib.suppress(OSError):
             names.update(s.name() for s in psutil.win_service_iter() if s.status() == "running")
     return {n.lower() for n in names if n}
@@ -68,11 +68,21 @@ class AntivirusCheck(Check[AntivirusOptions]):
         now = self.clock()
         source = self.source()
         if source == "unsupported":
-            return [self.sample("unsupported", ts=now, fields={"verdict": "unknown"},
-                                error=f"no anti-malware reader for {sys.platform}")]  # fmt: skip
+            return [
+                self.sample(
+                    "unsupported",
+                    ts=now,
+                    fields={"verdict": "unknown"},
+                    error=f"no anti-malware reader for {sys.platform}",
+                )
+            ]
         if source == "clamav":
-            products = await clamav_products(self.options.clamd_socket, self.options.clamav_db_dir,
-                                             now, timeout=min(10.0, self.timeout))  # fmt: skip
+            products = await clamav_products(
+                self.options.clamd_socket,
+                self.options.clamav_db_dir,
+                now,
+                timeout=min(10.0, self.timeout),
+            )
             return self._report(now, "ok", products, "", source)
         return await self._collect_windows(now)
 
@@ -82,11 +92,13 @@ class AntivirusCheck(Check[AntivirusOptions]):
         try:
             output = await run_powershell(self.options.powershell, POWERSHELL_SCRIPT, budget)
         except TimeoutError:
-            return self._report(now, "timeout", [], f"PowerShell gave no answer in {budget:g}s",
-                                "windows")  # fmt: skip
+            return self._report(
+                now, "timeout", [], f"PowerShell gave no answer in {budget:g}s", "windows"
+            )
         except OSError as exc:
-            return self._report(now, "error", [], f"cannot run {self.options.powershell}: {exc}",
-                                "windows")  # fmt: skip
+            return self._report(
+                now, "error", [], f"cannot run {self.options.powershell}: {exc}", "windows"
+            )
         try:
             report = parse_report(output)
         except BadReport as exc:
@@ -98,8 +110,9 @@ class AntivirusCheck(Check[AntivirusOptions]):
             note = f"no Security Center ({report.security_center_error[:160]})"
         return self._report(now, "ok", products, note, "windows")
 
-    def _report(self, now: float, outcome: Outcome, products: list[Product], error: str,
-                source: str) -> list[Sample]:  # fmt: skip
+    def _report(
+        self, now: float, outcome: Outcome, products: list[Product], error: str, source: str
+    ) -> list[Sample]:
         limit = float(self.options.max_signature_age) / 86400.0
         products = [apply_signature_limit(p, limit) for p in products]
         pc_verdict = verdict(products) if outcome == "ok" else "unknown"
@@ -144,14 +157,19 @@ class AntivirusCheck(Check[AntivirusOptions]):
 async def run_powershell(executable: str, script: str, timeout: float) -> str:
     """Run the script and return what it printed; TimeoutError kills the process."""
     process = await asyncio.create_subprocess_exec(
-        executable, "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-        "-Command", script,
+        executable,
+        "-NoProfile",
+        "-NonInteractive",
+        "-ExecutionPolicy",
+        "Bypass",
+        "-Command",
+        script,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         # Its own process group, so a hang is ended with everything it started.
         start_new_session=sys.platform != "win32",
-    )  # fmt: skip
+    )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:

@@ -7,7 +7,7 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psutil
 
@@ -17,17 +17,32 @@ from agent.wire import Sample
 #: File systems that are not fixed disks: pseudo, network, optical, snap images.
 NOT_FIXED_FSTYPES = frozenset(
     {
-        "", "autofs", "cdfs", "cifs", "devtmpfs", "fuse.gvfsd-fuse", "iso9660", "nfs",
-        "nfs4", "overlay", "ramfs", "smb3", "smbfs", "squashfs", "tmpfs", "udf",
+        "",
+        "autofs",
+        "cdfs",
+        "cifs",
+        "devtmpfs",
+        "fuse.gvfsd-fuse",
+        "iso9660",
+        "nfs",
+        "nfs4",
+        "overlay",
+        "ramfs",
+        "smb3",
+        "smbfs",
+        "squashfs",
+        "tmpfs",
+        "udf",
     }
-)  # fmt: skip
+)
 
 
 class HostOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-def is_fixed_disk(partition: psutil._common.sdiskpart) -> bool:
+def is_fixed_disk(partition: Any) -> bool:
+    """``partition`` is a psutil disk partition (device, mountpoint, fstype, opts)."""
     # On Windows psutil puts "fixed"/"removable"/"cdrom" in opts; elsewhere
     # only the file-system type tells a real disk from tmpfs or a snap image.
     if psutil.WINDOWS:
@@ -94,9 +109,14 @@ class HostCheck(Check[HostOptions]):
                 usage = psutil.disk_usage(partition.mountpoint)
             except OSError as exc:
                 samples.append(
-                    self.sample("error", ts=now, item="disk", target=partition.mountpoint,
-                                error=f"cannot read usage: {exc}")
-                )  # fmt: skip
+                    self.sample(
+                        "error",
+                        ts=now,
+                        item="disk",
+                        target=partition.mountpoint,
+                        error=f"cannot read usage: {exc}",
+                    )
+                )
                 continue
             samples.append(
                 self.sample(

@@ -17,7 +17,6 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 from agent.checks.base import Check, CheckOptions, ConfigProblem
-from agent.configtypes import Duration
 from agent.probes import (
     IcmpUnsupported,
     ProbeResult,
@@ -49,7 +48,9 @@ class LinkOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only
             raise ConfigProblem("name", "every link check needs a name, e.g. 'tslcd-province'")
         if self.method == "http":
             if not self.url.startswith(("http://", "https://")):
-                raise ConfigProblem("url", "method 'http' needs url = 'http://...' or 'https://...'")
+                raise ConfigProblem(
+                    "url", "method 'http' needs url = 'http://...' or 'https://...'"
+                )
         elif not self.target:
             raise ConfigProblem("target", f"method {self.method!r} needs a target host")
         if self.method == "tcp" and self.port == 0:
@@ -115,8 +116,11 @@ class LinkCheck(Check[LinkOptions]):
             if options.method == "tcp":
                 results.append(await tcp_probe(options.target, options.port, timeout))
             else:
-                results.append(await http_probe(options.url, timeout, options.verify_tls,
-                                                tuple(options.expect_status)))  # fmt: skip
+                results.append(
+                    await http_probe(
+                        options.url, timeout, options.verify_tls, tuple(options.expect_status)
+                    )
+                )
         return results
 
     def _sample(self, now: float, outcome: str, results: list[ProbeResult], error: str) -> Sample:
@@ -133,7 +137,9 @@ class LinkCheck(Check[LinkOptions]):
                 "rtt_ms": statistics.fmean(rtts) if rtts else None,
                 "rtt_min_ms": min(rtts) if rtts else None,
                 "rtt_max_ms": max(rtts) if rtts else None,
-                "status_code": next((r.status_code for r in reversed(results) if r.status_code), None),
+                "status_code": next(
+                    (r.status_code for r in reversed(results) if r.status_code), None
+                ),
             }
         return self.sample(
             outcome,  # type: ignore[arg-type]
@@ -143,6 +149,3 @@ class LinkCheck(Check[LinkOptions]):
             tags={"network": self.options.network, "method": self.options.method},
             error=error,
         )
-
-
-

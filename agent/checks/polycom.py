@@ -61,8 +61,14 @@ class PolycomCheck(Check[PolycomOptions]):
             state = EndpointState(reachable=False)
             return [self._sample(now, outcome, state, str(exc))]
         except OSError as exc:
-            return [self._sample(now, "error", EndpointState(reachable=False),
-                                 f"cannot read {self.options.password_file}: {exc}")]  # fmt: skip
+            return [
+                self._sample(
+                    now,
+                    "error",
+                    EndpointState(reachable=False),
+                    f"cannot read {self.options.password_file}: {exc}",
+                )
+            ]
         return [self._sample(now, "ok", state, "; ".join(state.notes))]
 
     async def _read(self) -> EndpointState:
@@ -70,7 +76,8 @@ class PolycomCheck(Check[PolycomOptions]):
             if self._client is None:
                 self._client = SnmpClient(self.options.snmp_target(self.timeout))
             return await read_polycom_snmp(self._client)
-        password = Path(self.options.password_file).read_text(encoding="utf-8").strip()
+        password_path = Path(self.options.password_file)
+        password = (await asyncio.to_thread(password_path.read_text, encoding="utf-8")).strip()
         endpoint = RestEndpoint(
             host=self.options.host,
             port=self.options.port or (443 if self.options.scheme == "https" else 80),

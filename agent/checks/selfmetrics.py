@@ -28,8 +28,9 @@ class SelfMetricsCheck(Check[SelfOptions]):
     options_type = SelfOptions
     default_timeout = 10.0
 
-    def __init__(self, stats: AgentStats, outbox: Outbox | None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, stats: AgentStats, outbox: Outbox | None, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(SelfOptions(name="agent"), clock)
         self.stats = stats
         self.outbox = outbox
@@ -54,7 +55,9 @@ class SelfMetricsCheck(Check[SelfOptions]):
             fields.update(
                 outbox_rows=outbox.rows,
                 outbox_bytes=outbox.bytes,
-                outbox_oldest_age_s=None if outbox.oldest_created is None else max(0.0, now - outbox.oldest_created),  # fmt: skip
+                outbox_oldest_age_s=None
+                if outbox.oldest_created is None
+                else max(0.0, now - outbox.oldest_created),
                 dropped_envelopes=outbox.dropped,
                 dropped_age=outbox.dropped_age,
                 dropped_size=outbox.dropped_size,

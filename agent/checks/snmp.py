@@ -90,8 +90,13 @@ class SnmpCheck(Check[SnmpOptions]):
         )
         return [main, *interfaces]
 
-    def _interfaces(self, now: float, columns: dict[str, dict[str, SnmpValue]],
-                    polled_at: float, uptime_cs: int | None) -> list[Sample]:  # fmt: skip
+    def _interfaces(
+        self,
+        now: float,
+        columns: dict[str, dict[str, SnmpValue]],
+        polled_at: float,
+        uptime_cs: int | None,
+    ) -> list[Sample]:
         samples: list[Sample] = []
         indexes = sorted(set(columns["descr"]) | set(columns["name"]), key=_index_key)
         seen: set[str] = set()
@@ -105,9 +110,15 @@ class SnmpCheck(Check[SnmpOptions]):
             del self._previous[gone]
         return samples
 
-    def _interface(self, now: float, index: str, name: str,
-                   columns: dict[str, dict[str, SnmpValue]], polled_at: float,
-                   uptime_cs: int | None) -> Sample:  # fmt: skip
+    def _interface(
+        self,
+        now: float,
+        index: str,
+        name: str,
+        columns: dict[str, dict[str, SnmpValue]],
+        polled_at: float,
+        uptime_cs: int | None,
+    ) -> Sample:
         high_speed = integer(columns["high_speed"].get(index))
         speed = integer(columns["speed"].get(index))
         # ifSpeed saturates at 4.29 Gb/s; ifHighSpeed (Mb/s) is right when present.
@@ -129,8 +140,9 @@ class SnmpCheck(Check[SnmpOptions]):
             error_key = f"{direction}_errors"
             if errors is not None:
                 error_reading = CounterReading(errors, 32, polled_at, uptime_cs)
-                rates[f"{direction}_errors_ps"] = counter_rate(previous.get(error_key),
-                                                               error_reading)  # fmt: skip
+                rates[f"{direction}_errors_ps"] = counter_rate(
+                    previous.get(error_key), error_reading
+                )
                 previous[error_key] = error_reading
         oper = integer(columns["oper_status"].get(index))
         return self.sample(
@@ -152,8 +164,13 @@ class SnmpCheck(Check[SnmpOptions]):
         )
 
     @staticmethod
-    def _reading(columns: dict[str, dict[str, SnmpValue]], direction: str, index: str,
-                 polled_at: float, uptime_cs: int | None) -> CounterReading | None:  # fmt: skip
+    def _reading(
+        columns: dict[str, dict[str, SnmpValue]],
+        direction: str,
+        index: str,
+        polled_at: float,
+        uptime_cs: int | None,
+    ) -> CounterReading | None:
         wide = integer(columns[f"hc_{direction}_octets"].get(index))
         if wide is not None:
             return CounterReading(wide, 64, polled_at, uptime_cs)

@@ -28,7 +28,9 @@ def _registered(value: SnmpValue | None) -> bool | None:
 
 
 async def read_polycom_snmp(client: SnmpClient) -> EndpointState:
-    scalars = await client.get([*oids.POLYCOM_SCALARS.values(), oids.SYS_UPTIME, oids.SYS_OBJECT_ID])
+    scalars = await client.get(
+        [*oids.POLYCOM_SCALARS.values(), oids.SYS_UPTIME, oids.SYS_OBJECT_ID]
+    )
     values = {name: scalars.get(oid) for name, oid in oids.POLYCOM_SCALARS.items()}
     uptime = integer(scalars.get(oids.SYS_UPTIME))
     object_id = text(scalars.get(oids.SYS_OBJECT_ID))
@@ -37,8 +39,10 @@ async def read_polycom_snmp(client: SnmpClient) -> EndpointState:
             return await _read_hdx(client, uptime)
         raise SnmpError("bad_response", f"not a Polycom endpoint (sysObjectID {object_id or '?'})")
     sip_rows = (await client.walk([oids.POLYCOM_SIP_REGISTRATION]))[oids.POLYCOM_SIP_REGISTRATION]
-    sip_registered = _registered(values["sip_status"]) if not sip_rows else any(
-        integer(v) == OK for v in sip_rows.values()
+    sip_registered = (
+        _registered(values["sip_status"])
+        if not sip_rows
+        else any(integer(v) == OK for v in sip_rows.values())
     )
     calls = await client.walk(list(oids.POLYCOM_CALLS.values()))
     call_rows = calls[oids.POLYCOM_CALLS["call_id"]]

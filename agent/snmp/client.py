@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.configtypes import Secret
@@ -27,12 +27,12 @@ class SnmpTarget:
     host: str
     port: int = 161
     version: Literal["2c", "3"] = "2c"
-    community: Secret = Secret("public")
+    community: Secret = field(default_factory=lambda: Secret("public"))
     user: str = ""
     auth_protocol: AuthProtocol = "SHA"
-    auth_key: Secret = Secret("")
+    auth_key: Secret = field(default_factory=lambda: Secret(""))
     priv_protocol: PrivProtocol = "AES"
-    priv_key: Secret = Secret("")
+    priv_key: Secret = field(default_factory=lambda: Secret(""))
     timeout: float = 2.0
     retries: int = 1
     max_repetitions: int = 25
@@ -170,10 +170,13 @@ class SnmpClient:
 
         transport = await self._transport()
         error_indication, error_status, error_index, var_binds = await get_cmd(
-            _engine(), self._auth, transport, ContextData(),
+            _engine(),
+            self._auth,
+            transport,
+            ContextData(),
             *(ObjectType(ObjectIdentity(oid)) for oid in oids),
             lookupMib=False,
-        )  # fmt: skip
+        )
         self._check(error_indication, error_status, error_index)
         values: dict[str, SnmpValue] = {}
         for oid, value in var_binds:
@@ -192,11 +195,15 @@ class SnmpClient:
         while cursor:
             names = list(cursor)
             error_indication, error_status, error_index, var_binds = await bulk_cmd(
-                _engine(), self._auth, transport, ContextData(),
-                0, self.target.max_repetitions,
+                _engine(),
+                self._auth,
+                transport,
+                ContextData(),
+                0,
+                self.target.max_repetitions,
                 *(ObjectType(ObjectIdentity(cursor[name])) for name in names),
                 lookupMib=False,
-            )  # fmt: skip
+            )
             self._check(error_indication, error_status, error_index)
             finished = self._absorb(names, var_binds, cursor, results)
             if not var_binds:
@@ -206,8 +213,12 @@ class SnmpClient:
         return results
 
     @staticmethod
-    def _absorb(names: list[str], var_binds: Any, cursor: dict[str, str],
-                results: dict[str, dict[str, SnmpValue]]) -> set[str]:  # fmt: skip
+    def _absorb(
+        names: list[str],
+        var_binds: Any,
+        cursor: dict[str, str],
+        results: dict[str, dict[str, SnmpValue]],
+    ) -> set[str]:
         """Take one GETBULK answer (row-major: repetition x column) into the results."""
         finished: set[str] = set()
         width = len(names)

@@ -30,9 +30,14 @@ IF_X_TABLE: Final = {
     "alias": "1.3.6.1.2.1.31.1.1.1.18",
 }
 OPER_STATUS: Final = {
-    1: "up", 2: "down", 3: "testing", 4: "unknown", 5: "dormant", 6: "not_present",
+    1: "up",
+    2: "down",
+    3: "testing",
+    4: "unknown",
+    5: "dormant",
+    6: "not_present",
     7: "lower_layer_down",
-}  # fmt: skip
+}
 
 # POLYCOM-ENDPOINT-MIB (RealPresence Group Series), enterprise 13885.
 POLYCOM_PREFIX: Final = "1.3.6.1.4.1.13885.101.1"
