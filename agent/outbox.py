@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.stats import OutboxStats
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -38,20 +40,6 @@ class Row:
     created: float
     topic: str
     payload: bytes
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    rows: int
-    bytes: int
-    oldest_created: float | None
-    dropped_age: int
-    dropped_size: int
-    dropped_error: int
-
-    @property
-    def dropped(self) -> int:
-        return self.dropped_age + self.dropped_size + self.dropped_error
 
 
 class OutboxError(Exception):

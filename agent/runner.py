@@ -117,7 +117,7 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     stats = AgentStats()
     outbox = Outbox(config.outbox_path, float(config.outbox.max_age), int(config.outbox.max_size))
     checks = build_checks(config)
-    checks.append(SelfMetricsCheck(stats, outbox))
+    checks.append(SelfMetricsCheck(stats, outbox.stats))
     names = [c.describe() for c in checks]
     status = StatusMessages(
         topic=identity.topic("status"),

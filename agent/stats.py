@@ -6,6 +6,20 @@ import threading
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class OutboxStats:
+    rows: int
+    bytes: int
+    oldest_created: float | None
+    dropped_age: int
+    dropped_size: int
+    dropped_error: int
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_age + self.dropped_size + self.dropped_error
+
+
 @dataclass
 class CheckStats:
     runs: int = 0

@@ -14,8 +14,7 @@ import psutil
 
 from agent import __version__
 from agent.checks.base import Check, CheckOptions
-from agent.outbox import Outbox
-from agent.stats import AgentStats
+from agent.stats import AgentStats, OutboxStats
 from agent.wire import Sample
 
 
@@ -29,11 +28,14 @@ class SelfMetricsCheck(Check[SelfOptions]):
     default_timeout = 10.0
 
     def __init__(
-        self, stats: AgentStats, outbox: Outbox | None, clock: Callable[[], float] = time.time
+        self,
+        stats: AgentStats,
+        outbox_stats: Callable[[], OutboxStats] | None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(SelfOptions(name="agent"), clock)
         self.stats = stats
-        self.outbox = outbox
+        self.outbox_stats = outbox_stats
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
 
@@ -50,8 +52,8 @@ class SelfMetricsCheck(Check[SelfOptions]):
                 "publish_lag_s": publish.last_lag_s,
                 "outbox_errors": self.stats.outbox_errors,
             }
-        if self.outbox is not None:
-            outbox = self.outbox.stats()
+        if self.outbox_stats is not None:
+            outbox = self.outbox_stats()
             fields.update(
                 outbox_rows=outbox.rows,
                 outbox_bytes=outbox.bytes,
