@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -258,4 +261,54 @@ def test_a_dead_device_does_not_delay_the_others(snmpsim: SnmpSim) -> None:
     dead_runs = [(t, outcome) for name, t, outcome in stored if name == "dead"]
     assert len(alive_runs) >= 4
     assert alive_runs[0] < 1.0  # not held behind the dead device's 3 s timeout
-    assert dead_runs and dead_runs[0][1] == "timeout"
+    assert dead_runs and dead_runs[0][1] == "refused"
+
+
+@pytest.fixture
+def garbage_agent() -> Iterator[int]:
+    """A UDP service on the SNMP path that answers every request with junk."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                _data, peer = server.recvfrom(4096)
+            except TimeoutError:
+                continue
+            server.sendto(b"\x30\x82\xff\xffnot snmp at all", peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_a_device_answering_garbage_is_a_bad_response(garbage_agent: int) -> None:
+    [samples] = poll(
+        SnmpOptions(name="junk", host="127.0.0.1", port=garbage_agent, timeout=Duration(3))
+    )
+    assert samples[0].outcome == "bad_response"
+    assert "undecodable" in samples[0].error
+    assert samples[0].fields == {"up": 0}
+
+
+def test_a_plain_v2c_poll_does_not_load_the_snmp_engine(snmpsim: SnmpSim) -> None:
+    """v2c goes through the light protocol layer; only v3 needs pysnmp's engine."""
+    code = (
+        "import asyncio, sys\n"
+        "from agent.checks.snmp import SnmpCheck, SnmpOptions\n"
+        "from agent.configtypes import Secret\n"
+        f"c = SnmpCheck(SnmpOptions(name='r', host='127.0.0.1', port={snmpsim.port}, "
+        "community=Secret('huawei-s5720')))\n"
+        "s = asyncio.run(c.collect())\n"
+        "print(s[0].outcome, len(s), 'pysnmp.entity.engine' in sys.modules, 'pysmi' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["ok", "40", "False", "False"]

@@ -1,18 +1,18 @@
-"""A small asyncio SNMP client over pysnmp 7: GET of scalars and multi-column bulk walks.
+"""A small asyncio SNMP client: GET of scalars and multi-column GETBULK walks.
 
-pysnmp is imported here only, and only when an SNMP-based check is configured,
-so the thousands of PCs that poll nothing over SNMP never pay for it.
+v2c requests go through a light transport on pysnmp's protocol layer; v3 through
+pysnmp's engine. Both are imported only when an SNMP-based check runs, so the
+thousands of PCs that poll nothing over SNMP never pay for them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from agent.configtypes import Secret
-from agent.wire import Outcome
+from agent.snmp.errors import SnmpError
 
 SnmpValue = int | str | bytes
 AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
@@ -20,6 +20,8 @@ PrivProtocol = Literal["DES", "3DES", "AES", "AES192", "AES256"]
 
 MAX_ROWS_PER_COLUMN = 10_000
 """A device that never ends its table must not exhaust the agent's memory."""
+
+__all__ = ["SnmpClient", "SnmpError", "SnmpTarget", "SnmpValue", "close_engine"]
 
 
 @dataclass(frozen=True)
@@ -38,65 +40,39 @@ class SnmpTarget:
     max_repetitions: int = 25
 
 
-class SnmpError(Exception):
-    """The device did not answer usefully; ``outcome`` says how (timeout, down, bad_response)."""
+class Transport(Protocol):
+    async def get(self, oids: list[str]) -> list[tuple[str, Any]]: ...
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
-        super().__init__(message)
-        self.outcome: Outcome = outcome
-
-
-# One engine per event loop: engines are heavy, and pysnmp binds each to its loop.
-_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-
-def _engine() -> Any:
-    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-    loop = asyncio.get_running_loop()
-    engine = _engines.get(loop)
-    if engine is None:
-        engine = SnmpEngine()
-        _engines[loop] = engine
-    return engine
+    async def bulk(self, oids: list[str], max_repetitions: int) -> list[tuple[str, Any]]: ...
 
 
 def close_engine() -> None:
-    """Close this loop's engine (its UDP sockets); call before the loop ends."""
-    loop = asyncio.get_running_loop()
-    engine = _engines.pop(loop, None)
-    if engine is not None:
-        engine.close_dispatcher()
+    """Release the SNMPv3 engine of the running loop, if one was made."""
+    if "agent.snmp.usm" in sys.modules:
+        from agent.snmp.usm import close_engine as close_usm_engine
+
+        close_usm_engine()
 
 
-def _auth_data(target: SnmpTarget) -> Any:
-    from pysnmp.hlapi.v3arch import asyncio as hl
-
+def _transport(target: SnmpTarget) -> Transport:
     if target.version == "2c":
-        return hl.CommunityData(target.community.reveal(), mpModel=1)
-    auth = {
-        "MD5": hl.usmHMACMD5AuthProtocol,
-        "SHA": hl.usmHMACSHAAuthProtocol,
-        "SHA224": hl.usmHMAC128SHA224AuthProtocol,
-        "SHA256": hl.usmHMAC192SHA256AuthProtocol,
-        "SHA384": hl.usmHMAC256SHA384AuthProtocol,
-        "SHA512": hl.usmHMAC384SHA512AuthProtocol,
-    }[target.auth_protocol]
-    priv = {
-        "DES": hl.usmDESPrivProtocol,
-        "3DES": hl.usm3DESEDEPrivProtocol,
-        "AES": hl.usmAesCfb128Protocol,
-        "AES192": hl.usmAesCfb192Protocol,
-        "AES256": hl.usmAesCfb256Protocol,
-    }[target.priv_protocol]
-    auth_key = target.auth_key.reveal() or None
-    priv_key = target.priv_key.reveal() or None
-    return hl.UsmUserData(
+        from agent.snmp.community import CommunityTransport
+
+        return CommunityTransport(
+            target.host, target.port, target.community.reveal(), target.timeout, target.retries
+        )
+    from agent.snmp.usm import UsmTransport
+
+    return UsmTransport(
+        target.host,
+        target.port,
         target.user,
-        authKey=auth_key,
-        privKey=priv_key,
-        authProtocol=auth if auth_key else hl.usmNoAuthProtocol,
-        privProtocol=priv if priv_key else hl.usmNoPrivProtocol,
+        target.auth_protocol,
+        target.auth_key.reveal(),
+        target.priv_protocol,
+        target.priv_key.reveal(),
+        target.timeout,
+        target.retries,
     )
 
 
@@ -133,81 +109,33 @@ def integer(value: SnmpValue | None) -> int | None:
 
 
 def _oid_tuple(oid: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in oid.split(".") if part)
+    return tuple(int(part) for part in oid.split(".") if part.isdigit())
 
 
 class SnmpClient:
     def __init__(self, target: SnmpTarget) -> None:
         self.target = target
-        self._auth = _auth_data(target)
-
-    async def _transport(self) -> Any:
-        from pysnmp.hlapi.v3arch.asyncio import UdpTransportTarget
-
-        try:
-            return await UdpTransportTarget.create(
-                (self.target.host, self.target.port),
-                timeout=self.target.timeout,
-                retries=self.target.retries,
-            )
-        except Exception as exc:  # pysnmp raises its own PySnmpError for bad names
-            raise SnmpError("down", f"cannot resolve {self.target.host}: {exc}") from None
-
-    def _check(self, error_indication: Any, error_status: Any, error_index: Any) -> None:
-        if error_indication:
-            message = str(error_indication)
-            outcome: Outcome = "timeout" if "timeout" in message.lower() else "bad_response"
-            raise SnmpError(outcome, f"{self.target.host}:{self.target.port}: {message}")
-        if error_status and int(error_status) != 0:
-            raise SnmpError(
-                "bad_response",
-                f"{self.target.host}: SNMP error {error_status.prettyPrint()} at {error_index}",
-            )
+        self._transport = _transport(target)
 
     async def get(self, oids: list[str]) -> dict[str, SnmpValue]:
         """Values of the OIDs the device has; missing objects are simply absent."""
-        from pysnmp.hlapi.v3arch.asyncio import ContextData, ObjectIdentity, ObjectType, get_cmd
-
-        transport = await self._transport()
-        error_indication, error_status, error_index, var_binds = await get_cmd(
-            _engine(),
-            self._auth,
-            transport,
-            ContextData(),
-            *(ObjectType(ObjectIdentity(oid)) for oid in oids),
-            lookupMib=False,
-        )
-        self._check(error_indication, error_status, error_index)
         values: dict[str, SnmpValue] = {}
-        for oid, value in var_binds:
+        for oid, value in await self._transport.get(oids):
             converted = to_python(value)
             if converted is not None:
-                values[str(oid)] = converted
+                values[oid] = converted
         return values
 
     async def walk(self, columns: list[str]) -> dict[str, dict[str, SnmpValue]]:
         """Walk several table columns side by side with GETBULK: column -> index -> value."""
-        from pysnmp.hlapi.v3arch.asyncio import ContextData, ObjectIdentity, ObjectType, bulk_cmd
-
-        transport = await self._transport()
         results: dict[str, dict[str, SnmpValue]] = {column: {} for column in columns}
         cursor = {column: column for column in columns}
         while cursor:
             names = list(cursor)
-            error_indication, error_status, error_index, var_binds = await bulk_cmd(
-                _engine(),
-                self._auth,
-                transport,
-                ContextData(),
-                0,
-                self.target.max_repetitions,
-                *(ObjectType(ObjectIdentity(cursor[name])) for name in names),
-                lookupMib=False,
+            var_binds = await self._transport.bulk(
+                [cursor[name] for name in names], self.target.max_repetitions
             )
-            self._check(error_indication, error_status, error_index)
-            finished = self._absorb(names, var_binds, cursor, results)
-            if not var_binds:
-                finished = set(names)
+            finished = self._absorb(names, var_binds, cursor, results) if var_binds else set(names)
             for name in finished:
                 cursor.pop(name, None)
         return results
@@ -215,7 +143,7 @@ class SnmpClient:
     @staticmethod
     def _absorb(
         names: list[str],
-        var_binds: Any,
+        var_binds: list[tuple[str, Any]],
         cursor: dict[str, str],
         results: dict[str, dict[str, SnmpValue]],
     ) -> set[str]:
@@ -226,17 +154,19 @@ class SnmpClient:
             column = names[position % width]
             if column in finished:
                 continue
-            oid_text = str(oid)
             converted = to_python(value)
-            beyond = not oid_text.startswith(column + ".")
+            beyond = not oid.startswith(column + ".")
             # A device that answers an OID not after the previous one would loop forever.
-            not_advancing = _oid_tuple(oid_text) <= _oid_tuple(cursor[column])
+            not_advancing = _oid_tuple(oid) <= _oid_tuple(cursor[column])
             if beyond or converted is None or not_advancing:
                 finished.add(column)
                 continue
             rows = results[column]
-            rows[oid_text[len(column) + 1 :]] = converted
-            cursor[column] = oid_text
+            rows[oid[len(column) + 1 :]] = converted
+            cursor[column] = oid
             if len(rows) >= MAX_ROWS_PER_COLUMN:
                 finished.add(column)
-        return finished
+        # Columns the answer did not advance at all (a truncated response) are done too,
+        # rather than asked again forever.
+        advanced = {names[i % width] for i in range(len(var_binds))}
+        return finished | (set(names) - advanced)

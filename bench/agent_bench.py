@@ -1,0 +1,359 @@
+"""Agent benchmark: memory, CPU per cycle, and backlog drain, with same-run baselines.
+
+    .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
+
+Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
+
+1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
+   every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
+   ran once), sampling the process's RSS and CPU time. Baseline: the RSS of a
+   Python process that only imports the agent's libraries (psutil, paho-mqtt,
+   pysnmp, msgspec) — the floor any Python agent pays.
+2. fills an outbox with ``--backlog`` envelopes (72 h of 6 checks at 60 s) and
+   times an agent draining it into the broker until a subscriber has every
+   one. Baseline: mosquitto_pub (C) publishing the same payloads at QoS 1 to
+   the same broker, timed the same way.
+
+Targets: steady RSS <= 40 MB, growth < 1 MB over the cycles, backlog <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agent import wire  # noqa: E402
+from agent.outbox import Outbox  # noqa: E402
+from tests.servers import Mosquitto, Snmpd, stop_process  # noqa: E402
+
+MB = 1024 * 1024
+
+
+class Counter:
+    """Counts data envelopes per check name as they arrive (QoS 1)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.per_check: dict[str, int] = {}
+        self.total = 0
+        self.seqs: set[int] = set()
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{time.time()}")
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.ready.wait(10)
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        envelope = wire.decode_envelope(bytes(message.payload))
+        with self.lock:
+            self.total += 1
+            self.seqs.add(envelope.seq)
+            for name in {s.name for s in envelope.samples}:
+                self.per_check[name] = self.per_check.get(name, 0) + 1
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def tcp_listener() -> tuple[socket.socket, int]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def agent_config(workdir: Path, port: int, interval: float, checks: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "agent.toml"
+    path.write_text(
+        f'[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "bench"\n'
+        f'interval = "{interval}s"\nstate_dir = "{workdir / "state"}"\nlog_level = "error"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\ninflight = 200\n{checks}\n'
+    )
+    return path
+
+
+def start_agent(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "-c", str(config)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def baseline_rss() -> float:
+    code = (
+        "import psutil, paho.mqtt.client, msgspec, sqlite3, asyncio\n"
+        "from pysnmp.hlapi.v3arch.asyncio import SnmpEngine\n"
+        "import time; time.sleep(0.5); print(psutil.Process().memory_info().rss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout) / MB
+
+
+def measure_memory(
+    workdir: Path, broker: Mosquitto, snmpd: Snmpd, cycles: int, interval: float
+) -> dict[str, float]:
+    listener, port = tcp_listener()
+    checks = (
+        "[[checks.host]]\n"
+        f'[[checks.link]]\nname = "lan"\nnetwork = "lan"\nmethod = "tcp"\ntarget = "127.0.0.1"\n'
+        f"port = {port}\ncount = 1\n"
+        f'[[checks.snmp]]\nname = "router"\nhost = "127.0.0.1"\nport = {snmpd.port}\n'
+        'community = "public"\n'
+    )
+    config = agent_config(workdir, broker.port, interval, checks)
+    counter = Counter(broker.port, "commune/+/+/+/data")
+    agent = start_agent(config)
+    process = psutil.Process(agent.pid)
+
+    def completed() -> int:
+        with counter.lock:
+            names = ("host", "lan", "router")
+            return min(counter.per_check.get(n, 0) for n in names)
+
+    warmup = max(100, cycles // 50)
+    started = time.monotonic()
+    while completed() < warmup:
+        time.sleep(0.2)
+        if time.monotonic() - started > 300:
+            raise RuntimeError("the agent did not warm up")
+    steady_rss = process.memory_info().rss / MB
+    cpu0 = sum(process.cpu_times()[:2])
+    cycles0 = completed()
+    t0 = time.monotonic()
+    peak = steady_rss
+    last_report = t0
+    while completed() < cycles0 + cycles:
+        time.sleep(0.5)
+        rss = process.memory_info().rss / MB
+        peak = max(peak, rss)
+        if time.monotonic() - last_report > 30:
+            last_report = time.monotonic()
+            print(f"  … {completed() - cycles0}/{cycles} cycles, RSS {rss:.1f} MB", flush=True)
+    elapsed = time.monotonic() - t0
+    done = completed() - cycles0
+    final_rss = process.memory_info().rss / MB
+    cpu = sum(process.cpu_times()[:2]) - cpu0
+    stop_process(agent)
+    counter.stop()
+    listener.close()
+    return {
+        "steady_rss_mb": steady_rss,
+        "final_rss_mb": final_rss,
+        "peak_rss_mb": peak,
+        "growth_mb": final_rss - steady_rss,
+        "cycles": done,
+        "elapsed_s": elapsed,
+        "cpu_ms_per_cycle": 1000 * cpu / done,
+    }
+
+
+def fill_backlog(workdir: Path, count: int, topic: str) -> list[bytes]:
+    """``count`` envelopes as 6 checks at 60 s would leave over an outage."""
+    box = Outbox(workdir / "state" / "outbox.sqlite", 10**9, 10**10)
+    kinds = [("host", 8), ("antivirus", 5), ("link", 8), ("link", 8), ("snmp", 9), ("agent", 14)]
+    start = time.time() - count * 10
+    payloads: list[bytes] = []
+    for n in range(count):
+        kind, width = kinds[n % len(kinds)]
+        ts = start + n * 10
+        sample = wire.Sample(
+            ts=ts,
+            check=kind,
+            name=f"{kind}-{n % 2}",
+            outcome="ok",
+            target="10.0.0.1",
+            fields={f"field_{i}": float(i * n % 997) for i in range(width)},
+            tags={"network": "tslcd"},
+        )
+
+        def make(seq: int, sample: wire.Sample = sample, ts: float = ts) -> bytes:
+            envelope = wire.Envelope(
+                v=1,
+                agent="bench",
+                province="dong-nai",
+                commune="la-nga",
+                seq=seq,
+                ts=ts,
+                samples=[sample],
+            )
+            payload = wire.encode(envelope)
+            payloads.append(payload)
+            return payload
+
+        box.put(topic, make)
+    box.close()
+    return payloads
+
+
+def wait_all(counter: Counter, count: int, limit: float = 600) -> float:
+    started = time.monotonic()
+    while True:
+        with counter.lock:
+            if len(counter.seqs) >= count:
+                return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            raise RuntimeError(f"only {len(counter.seqs)}/{count} arrived in {limit}s")
+        time.sleep(0.02)
+
+
+def wait_quiet(counter: Counter, quiet: float = 1.0) -> float:
+    """Seconds until the last message arrived, once none has come for ``quiet`` seconds."""
+    started = time.monotonic()
+    last_total, last_change = -1, started
+    while time.monotonic() - last_change < quiet:
+        with counter.lock:
+            total = counter.total
+        if total != last_total:
+            last_total, last_change = total, time.monotonic()
+        time.sleep(0.02)
+    return last_change - started
+
+
+def paho_publish(port: int, topic: str, payloads: list[bytes], inflight: int) -> None:
+    """A bare paho QoS 1 publisher: no outbox, no ordering bookkeeping."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
+    client.max_inflight_messages_set(inflight)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(topic, payload, qos=1) for payload in payloads]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def measure_drain(workdir: Path, broker: Mosquitto, backlog: int) -> dict[str, float]:
+    topic = "commune/dong-nai/la-nga/bench/data"
+    payloads = fill_backlog(workdir, backlog, topic)
+    size = sum(len(p) for p in payloads)
+
+    # Ceiling: the C client publishing the same payloads at QoS 1; should it
+    # exit with messages still in flight, its rate is taken over what arrived
+    # and the rest is reported as lost.
+    lines = workdir / "payloads.txt"
+    lines.write_bytes(b"\n".join(payloads) + b"\n")
+    counter = Counter(broker.port, topic)
+    started = time.monotonic()
+    with lines.open("rb") as stdin:
+        command = ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-l"]
+        subprocess.run(command, stdin=stdin, check=True)
+    c_seconds = max(time.monotonic() - started, wait_quiet(counter))
+    c_arrived = len(counter.seqs)
+    counter.stop()
+
+    # Baseline: a bare paho publisher (Python, no outbox), same payloads and window.
+    counter = Counter(broker.port, topic)
+    started = time.monotonic()
+    paho_publish(broker.port, topic, payloads, inflight=200)
+    wait_all(counter, backlog)
+    paho_seconds = time.monotonic() - started
+    counter.stop()
+
+    counter = Counter(broker.port, topic)
+    agent = start_agent(agent_config(workdir, broker.port, 3600, ""))
+    drain_s = wait_all(counter, backlog)
+    stop_process(agent)
+    counter.stop()
+    return {
+        "envelopes": backlog,
+        "mb": size / MB,
+        "agent_s": drain_s,
+        "agent_rate": backlog / drain_s,
+        "duplicates": counter.total - len(counter.seqs),
+        "c_rate": c_arrived / c_seconds,
+        "c_lost": backlog - c_arrived,
+        "paho_s": paho_seconds,
+        "paho_rate": backlog / paho_seconds,
+    }
+
+
+def report_memory(memory: dict[str, float], floor: float) -> None:
+    steady = memory["steady_rss_mb"]
+    print(f"  steady RSS   {steady:.1f} MB (x{steady / floor:.2f} the import floor; target <= 40)")
+    print(f"  final RSS    {memory['final_rss_mb']:.1f} MB, peak {memory['peak_rss_mb']:.1f} MB")
+    print(
+        f"  growth       {memory['growth_mb']:+.2f} MB over {memory['cycles']:.0f} cycles"
+        f" ({memory['elapsed_s']:.0f} s; target < 1 MB)"
+    )
+    cpu = memory["cpu_ms_per_cycle"]
+    print(f"  CPU          {cpu:.1f} ms per cycle (= {cpu / 600:.3f} % of a core at 60 s cycles)")
+
+
+def report_drain(drain: dict[str, float]) -> None:
+    print(
+        f"  agent        {drain['agent_s']:.1f} s, {drain['agent_rate']:.0f} msg/s,"
+        f" {drain['mb']:.1f} MB, duplicates {drain['duplicates']:.0f} (target <= 60 s)"
+    )
+    print(
+        f"  bare paho    {drain['paho_s']:.1f} s, {drain['paho_rate']:.0f} msg/s (no outbox);"
+        f" agent/bare = {drain['agent_rate'] / drain['paho_rate']:.2f}"
+    )
+    print(
+        f"  C client     {drain['c_rate']:.0f} msg/s (mosquitto_pub, lost {drain['c_lost']:.0f}"
+        f" at exit); agent/C = {drain['agent_rate'] / drain['c_rate']:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cycles", type=int, default=10_000)
+    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--backlog", type=int, default=26_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
+        workdir = Path(tmp)
+        # The counting subscriber is slower than the publishers: do not let the
+        # broker drop its queue (the default cap is 1,000 QoS 1 messages).
+        broker = Mosquitto(
+            workdir / "mosquitto", extra="allow_anonymous true\nmax_queued_messages 0"
+        ).start()
+        snmpd = Snmpd(workdir / "snmpd").start()
+        try:
+            floor = baseline_rss()
+            print(f"import floor: Python + the agent's libraries imported: {floor:.1f} MB RSS")
+            print(f"memory: {args.cycles} cycles of host + link + snmp every {args.interval}s")
+            report_memory(
+                measure_memory(workdir / "memory", broker, snmpd, args.cycles, args.interval),
+                floor,
+            )
+            print(f"drain: a backlog of {args.backlog} envelopes")
+            report_drain(measure_drain(workdir / "drain", broker, args.backlog))
+        finally:
+            snmpd.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
