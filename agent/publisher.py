@@ -1,10 +1,14 @@
 """Publishing the outbox to MQTT (paho-mqtt 2.x): QoS 1, in order, deleted only on PUBACK.
 
-A drain thread hands rows to paho while the connection is up, keeping at most
-``inflight`` unacknowledged; PUBACKs come back on paho's network thread and are
-applied by the drain thread in batches. paho resends in-flight messages itself
-after a reconnect; should an acknowledgement never come, the drain rewinds and
-sends again (a duplicate, which the collector ignores, never a loss).
+Two threads. The network thread connects, reconnects with backoff and runs
+paho's loop; it owns the connection so that every failure (refused login,
+untrusted certificate, unreachable broker) is logged with its reason, once per
+distinct reason, rather than retried in silence. The drain thread hands rows to
+paho while the connection is up, keeping at most ``inflight`` unacknowledged;
+PUBACKs come back on the network thread and are applied by the drain thread in
+batches. paho resends in-flight messages itself after a reconnect; should an
+acknowledgement never come, the drain rewinds and sends again (a duplicate,
+which the collector ignores, never a loss).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ class Publisher:
         self.stats = stats
         self._connected = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()
+        self._draining.set()
+        self._last_failure = ""
+        self._last_client_error = ""
         self._wake = threading.Event()
         self._acks: collections.deque[int] = collections.deque()
         self._pending: dict[int, tuple[int, float]] = {}  # mid -> (row id, created)
@@ -71,6 +79,7 @@ class Publisher:
         self._last_progress = time.monotonic()
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._drain_loop, name="outbox-drain", daemon=True)
+        self._network = threading.Thread(target=self._network_loop, name="mqtt", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
@@ -90,11 +99,11 @@ class Publisher:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         client.will_set(self.status.topic, self.status.will, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, s.reconnect_max))
         client.max_inflight_messages_set(s.inflight)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_log = self._on_log
         return client
 
     # paho's network thread -------------------------------------------------
@@ -108,13 +117,10 @@ class Publisher:
         _properties: object,
     ) -> None:
         if reason.is_failure:
-            log.warning(
-                "broker %s:%d refused the connection: %s",
-                self.settings.host,
-                self.settings.port,
-                reason,
-            )
+            # Reported by the network loop when this session ends.
+            self._last_client_error = f"broker refused the connection: {reason}"
             return
+        self._last_failure = ""
         client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
         with self.stats.lock:
             self.stats.publish.connected = True
@@ -132,10 +138,11 @@ class Publisher:
         reason: ReasonCode,
         _properties: object,
     ) -> None:
-        self._connected.clear()
         with self.stats.lock:
             self.stats.publish.connected = False
-        if not self._stopping.is_set():
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._stopping.is_set():
             log.warning("disconnected from broker (%s); the outbox keeps everything", reason)
 
     def _on_publish(
@@ -149,12 +156,53 @@ class Publisher:
         self._acks.append(mid)
         self._wake.set()
 
+    def _on_log(self, _client: mqtt.Client, _userdata: object, level: int, message: str) -> None:
+        # paho reports socket and TLS errors (e.g. the broker rejecting our
+        # certificate after the handshake) only here; keep the last one.
+        if level in (mqtt.MQTT_LOG_ERR, mqtt.MQTT_LOG_WARNING):
+            self._last_client_error = message
+
+    def _report_failure(self, reason: str) -> None:
+        """Warn once per distinct reason; the same failure again is only debug."""
+        where = f"{self.settings.host}:{self.settings.port}"
+        if reason != self._last_failure:
+            log.warning(
+                "cannot connect to %s: %s; retrying, the outbox keeps everything", where, reason
+            )
+            self._last_failure = reason
+        else:
+            log.debug("cannot connect to %s: %s", where, reason)
+
+    # network thread ------------------------------------------------------------
+
+    def _network_loop(self) -> None:
+        s = self.settings
+        delay = 1.0
+        while not self._stopping.is_set():
+            self._last_client_error = ""
+            connects = self.stats.publish.connects
+            try:
+                self._client.connect(s.host, s.port, keepalive=s.keepalive)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._report_failure(_describe(exc))
+            else:
+                while not self._stopping.is_set():
+                    if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                        break
+                self._connected.clear()
+                if self.stats.publish.connects > connects:
+                    delay = 1.0  # this session got in: start the backoff over
+                elif not self._stopping.is_set():
+                    self._report_failure(
+                        self._last_client_error or "connection closed before the broker accepted it"
+                    )
+            if not self._stopping.wait(delay):
+                delay = min(delay * 2, float(max(1, s.reconnect_max)))
+
     # lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        s = self.settings
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
-        self._client.loop_start()
+        self._network.start()
         self._thread.start()
 
     def notify(self) -> None:
@@ -169,7 +217,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while self._connected.is_set() and self._pending and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._stopping.set()
+        self._draining.clear()
         self._wake.set()
         self._thread.join(timeout=2)
         if self._connected.is_set():
@@ -180,14 +228,15 @@ class Publisher:
                 info.wait_for_publish(max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not announce offline: %s", exc)
+        self._stopping.set()
         self._client.disconnect()
-        self._client.loop_stop()
+        self._network.join(timeout=2)
         self._apply_acks()
 
     # drain thread ------------------------------------------------------------
 
     def _drain_loop(self) -> None:
-        while not self._stopping.is_set():
+        while self._draining.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
             try:
@@ -248,3 +297,14 @@ class Publisher:
                 self.stats.publish.published += 1
         if len(rows) == room:
             self._wake.set()
+
+
+def _describe(exc: BaseException) -> str:
+    """A connection error in words: the TLS reason where there is one."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: {exc.verify_message or exc.reason} (certificate verify failed; check ca_file)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

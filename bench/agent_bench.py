@@ -109,14 +109,20 @@ def start_agent(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def baseline_rss() -> float:
+def import_rss(modules: str) -> float:
+    """RSS of a Python process that has only imported ``modules`` (comma-separated)."""
     code = (
-        "import psutil, paho.mqtt.client, msgspec, sqlite3, asyncio\n"
-        "from pysnmp.hlapi.v3arch.asyncio import SnmpEngine\n"
-        "import time; time.sleep(0.5); print(psutil.Process().memory_info().rss)"
+        f"import importlib, psutil\nfor m in {modules!r}.split(','): importlib.import_module(m)\n"
+        "print(psutil.Process().memory_info().rss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout) / MB
+
+
+AGENT_LIBRARIES = (
+    "psutil,paho.mqtt.client,msgspec,sqlite3,asyncio,pysnmp.proto.api,pyasn1.codec.ber.decoder"
+)
+ENGINE_LIBRARIES = AGENT_LIBRARIES + ",pysnmp.hlapi.v3arch.asyncio"
 
 
 def measure_memory(
@@ -341,8 +347,10 @@ def main() -> None:
         ).start()
         snmpd = Snmpd(workdir / "snmpd").start()
         try:
-            floor = baseline_rss()
-            print(f"import floor: Python + the agent's libraries imported: {floor:.1f} MB RSS")
+            floor = import_rss(AGENT_LIBRARIES)
+            engine = import_rss(ENGINE_LIBRARIES)
+            print(f"import floor: Python + the libraries this agent loads: {floor:.1f} MB RSS")
+            print(f"  (with pysnmp's engine, as a v3 poller loads it: {engine:.1f} MB)")
             print(f"memory: {args.cycles} cycles of host + link + snmp every {args.interval}s")
             report_memory(
                 measure_memory(workdir / "memory", broker, snmpd, args.cycles, args.interval),

@@ -54,13 +54,19 @@ class Mosquitto:
     """A Mosquitto broker; ``stop()``/``start()`` keep the port, to simulate an outage."""
 
     def __init__(
-        self, workdir: Path, extra: str = "", port: int | None = None, listener_options: str = ""
+        self,
+        workdir: Path,
+        extra: str = "",
+        port: int | None = None,
+        listener_options: str = "",
+        preamble: str = "",
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            f"{preamble}\n"
             # As root Mosquitto would switch to the mosquitto user, which cannot write here.
             f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"listener {self.port} 127.0.0.1\n{listener_options}"
