@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agent.outbox import Outbox
 from agent.publisher import BrokerSettings, Publisher, StatusMessages
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
-from agent.wire import SCHEMA_VERSION, Envelope, Sample, Status, encode, topic
+from agent.wire import SCHEMA_VERSION, Envelope, Sample, Status, encode, split_samples, topic
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,12 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     data_topic = identity.topic("data")
 
     def store(_check: Check[Any], samples: list[Sample]) -> None:
-        outbox.put(data_topic, lambda seq: encode(identity.envelope(seq, samples)))
+        for part in split_samples(samples):
+            outbox.put(data_topic, partial(payload, part))
         publisher.notify()
+
+    def payload(samples: list[Sample], seq: int) -> bytes:
+        return encode(identity.envelope(seq, samples))
 
     scheduler = Scheduler(checks, float(config.agent.interval), store, stats, jitter=jitter)
     loop = asyncio.get_running_loop()

@@ -178,12 +178,39 @@ def _check_identity(expected: TopicIdentity, province: str, commune: str, agent:
 
 
 def clean_fields(fields: dict[str, FieldValue | None]) -> dict[str, FieldValue]:
-    """Drop unknown (None) and non-finite values: JSON and line protocol cannot carry them."""
+    """Drop unknown (None) and non-finite values, which JSON and line protocol cannot
+    carry, and clip text to the contract's bound."""
     return {
-        key: value
+        key: value[:MAX_TEXT] if isinstance(value, str) else value
         for key, value in fields.items()
         if value is not None and not (isinstance(value, float) and not math.isfinite(value))
     }
+
+
+#: Room left for the envelope around its samples (identity, seq, ts).
+_ENVELOPE_OVERHEAD = 1024
+
+
+def split_samples(samples: list[Sample]) -> list[list[Sample]]:
+    """Cut one check run into envelopes within MAX_SAMPLES and MAX_ENVELOPE_BYTES.
+
+    A switch with a thousand interfaces must not produce an envelope the
+    collector refuses; each part gets its own sequence number.
+    """
+    budget = MAX_ENVELOPE_BYTES - _ENVELOPE_OVERHEAD
+    parts: list[list[Sample]] = []
+    current: list[Sample] = []
+    size = 0
+    for sample in samples:
+        sample_size = len(_encoder.encode(sample)) + 1
+        if current and (len(current) >= MAX_SAMPLES or size + sample_size > budget):
+            parts.append(current)
+            current, size = [], 0
+        current.append(sample)
+        size += sample_size
+    if current or not parts:
+        parts.append(current)
+    return parts
 
 
 def json_schemas() -> dict[str, dict[str, object]]:

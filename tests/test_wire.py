@@ -146,3 +146,41 @@ def test_clean_fields_drops_unknown_and_non_finite_values() -> None:
         "d": 1.5,
         "e": False,
     }
+
+
+def test_a_huge_run_is_split_into_envelopes_the_collector_accepts() -> None:
+    """A switch with 3,000 interfaces: several envelopes, each within every bound."""
+    samples = [
+        Sample(
+            ts=1.0,
+            check="snmp",
+            name="core",
+            outcome="ok",
+            item="interface",
+            target=f"GigabitEthernet1/0/{i}",
+            fields={
+                "oper_up": True,
+                "in_bps": 1e6 * i,
+                "alias": "uplink to the province data centre " * 3,
+            },
+            tags={"ifindex": str(i)},
+        )
+        for i in range(3000)
+    ]
+    parts = wire.split_samples(samples)
+    assert len(parts) > 1
+    assert [s for part in parts for s in part] == samples
+    for seq, part in enumerate(parts):
+        payload = wire.encode(envelope(seq=seq, samples=part))
+        assert len(payload) <= wire.MAX_ENVELOPE_BYTES
+        assert wire.decode_envelope(payload, IDENTITY).samples == part
+
+
+def test_small_and_empty_runs_stay_whole() -> None:
+    sample = envelope().samples[0]
+    assert wire.split_samples([sample] * 3) == [[sample] * 3]
+    assert wire.split_samples([]) == [[]]
+
+
+def test_long_text_is_clipped_to_the_contract() -> None:
+    assert wire.clean_fields({"sys_descr": "x" * 5000}) == {"sys_descr": "x" * wire.MAX_TEXT}

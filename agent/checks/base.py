@@ -10,7 +10,7 @@ from typing import ClassVar, Generic, TypeVar
 import msgspec
 
 from agent.configtypes import Duration
-from agent.wire import FieldValue, Outcome, Sample, clean_fields
+from agent.wire import MAX_TEXT, FieldValue, Outcome, Sample, clean_fields
 
 
 class CheckOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -98,8 +98,8 @@ class Check(ABC, Generic[OptionsT]):
             name=self.name,
             outcome=outcome,
             item=item,
-            target=target,
+            target=target[:MAX_TEXT],
             fields=clean_fields(fields or {}),
-            tags=tags or {},
-            error=error[:1000],
+            tags={key: value[:MAX_TEXT] for key, value in (tags or {}).items()},
+            error=error[:MAX_TEXT],
         )
