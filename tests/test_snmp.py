@@ -164,19 +164,23 @@ def test_v2c_rates_from_live_counters(snmpd: Snmpd) -> None:
     assert float(lo_last.fields["in_errors_ps"]) == 0.0
 
 
-def test_v3_auth_priv(snmpd: Snmpd) -> None:
-    options = SnmpOptions(
+def v3(snmpd: Snmpd, auth_key: str, **extra: object) -> SnmpOptions:
+    return SnmpOptions(
         name="v3",
         host="127.0.0.1",
         port=snmpd.port,
         version="3",
         user=snmpd.USER,
         auth_protocol="SHA",
-        auth_key=Secret(snmpd.AUTH),
+        auth_key=Secret(auth_key),
         priv_protocol="AES",
         priv_key=Secret(snmpd.PRIV),
+        **extra,
     )
-    [samples] = poll(options)
+
+
+def test_v3_auth_priv(snmpd: Snmpd) -> None:
+    [samples] = poll(v3(snmpd, snmpd.AUTH))
     assert samples[0].outcome == "ok", samples[0].error
     truth = subprocess.run(
         ["snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{snmpd.port}", "1.3.6.1.2.1.1.5.0"],
@@ -189,17 +193,7 @@ def test_v3_auth_priv(snmpd: Snmpd) -> None:
 
 
 def test_v3_wrong_key_is_reported(snmpd: Snmpd) -> None:
-    options = SnmpOptions(
-        name="v3",
-        host="127.0.0.1",
-        port=snmpd.port,
-        version="3",
-        user=snmpd.USER,
-        auth_key=Secret("not-the-key"),
-        priv_key=Secret(snmpd.PRIV),
-        timeout=Duration(4),
-    )
-    [samples] = poll(options)
+    [samples] = poll(v3(snmpd, "not-the-key", timeout=Duration(4)))
     assert samples[0].outcome in ("bad_response", "timeout")
     assert samples[0].fields["up"] == 0
     assert samples[0].error

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.antivirus.model import Product
+from agent.antivirus.model import Product, ProductStateName
 from agent.antivirus.productstate import decode_product_state
 
 #: Gathers everything in one process start (PowerShell's cold start costs 0.2-2 s).
@@ -118,6 +118,7 @@ def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") ->
     service = mp.get("AMServiceEnabled")
     antivirus = mp.get("AntivirusEnabled")
     running_mode = str(mp.get("AMRunningMode") or "")
+    state: ProductStateName
     if service is True and antivirus is True and running_mode.lower() != "passive":
         state = "on"
     elif service is False or antivirus is False or running_mode.lower() == "passive":
@@ -133,7 +134,7 @@ def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") ->
     return Product(
         name=name,
         source="defender",
-        state=state,  # type: ignore[arg-type]
+        state=state,
         up_to_date=None if signature_age is None else True,
         realtime=realtime if isinstance(realtime, bool) else None,
         signature_age_days=signature_age,

@@ -26,7 +26,7 @@ from agent.probes import (
     resolve,
     tcp_probe,
 )
-from agent.wire import Sample
+from agent.wire import Outcome, Sample
 
 #: Pause between the probes of one run, so a short burst of loss is not one sample.
 PROBE_SPACING_S = 0.2
@@ -123,7 +123,9 @@ class LinkCheck(Check[LinkOptions]):
                 )
         return results
 
-    def _sample(self, now: float, outcome: str, results: list[ProbeResult], error: str) -> Sample:
+    def _sample(
+        self, now: float, outcome: Outcome, results: list[ProbeResult], error: str
+    ) -> Sample:
         rtts = [r.rtt_s * 1000.0 for r in results if r.ok and r.rtt_s is not None]
         sent = len(results)
         received = len(rtts)
@@ -142,7 +144,7 @@ class LinkCheck(Check[LinkOptions]):
                 ),
             }
         return self.sample(
-            outcome,  # type: ignore[arg-type]
+            outcome,
             ts=now,
             target=self.target,
             fields=fields,

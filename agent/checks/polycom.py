@@ -57,9 +57,7 @@ class PolycomCheck(Check[PolycomOptions]):
         try:
             state = await self._read()
         except (SnmpError, RestError) as exc:
-            outcome: Outcome = exc.outcome if isinstance(exc, SnmpError) else _outcome(exc.outcome)
-            state = EndpointState(reachable=False)
-            return [self._sample(now, outcome, state, str(exc))]
+            return [self._sample(now, exc.outcome, EndpointState(reachable=False), str(exc))]
         except OSError as exc:
             return [
                 self._sample(
@@ -115,7 +113,3 @@ class PolycomCheck(Check[PolycomOptions]):
             tags={"method": self.options.method, "family": state.family or "unknown"},
             error=error,
         )
-
-
-def _outcome(name: str) -> Outcome:
-    return name if name in ("timeout", "refused", "down", "bad_response") else "error"  # type: ignore[return-value]

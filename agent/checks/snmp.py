@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from agent.checks.base import Check, CheckOptions
@@ -42,8 +43,8 @@ class SnmpCheck(Check[SnmpOptions]):
     options_type = SnmpOptions
     default_timeout = 20.0
 
-    def __init__(self, options: SnmpOptions, clock: object = time.time) -> None:
-        super().__init__(options, clock)  # type: ignore[arg-type]
+    def __init__(self, options: SnmpOptions, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(options, clock)
         self._client: SnmpClient | None = None
         # ifIndex -> counter name -> last reading, for rates between runs.
         self._previous: dict[str, dict[str, CounterReading]] = {}

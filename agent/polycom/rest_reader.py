@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.polycom.readiness import EndpointState
+from agent.wire import Outcome
 
 GOOD_STATES = frozenset({"up", "all_up", "ok", "registered"})
 BAD_STATES = frozenset({"down", "all_down", "some_down", "failed", "error", "off", "unregistered"})
 
 
 class RestError(Exception):
-    def __init__(self, outcome: str, message: str) -> None:
+    """The device did not answer usefully; ``outcome`` says how."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
         super().__init__(message)
-        self.outcome = outcome
+        self.outcome: Outcome = outcome
 
 
 @dataclass(frozen=True)
