@@ -6,6 +6,7 @@ import asyncio
 import http.server
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -184,3 +185,31 @@ def test_icmp_without_permission_is_unsupported_never_down() -> None:
     else:
         assert (outcome, up) == ("unsupported", "None")
         assert "ping_group_range" in error[0]
+
+
+@pytest.fixture
+def secure_web(tmp_path: Path) -> Iterator[str]:
+    from tests.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://localhost:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_with_an_untrusted_certificate_is_a_bad_response(secure_web: str) -> None:
+    sample = collect(method="http", url=secure_web, network="internet", count=1)
+    assert sample.outcome == "bad_response"
+    assert "TLS" in sample.error and "CERTIFICATE_VERIFY_FAILED" in sample.error
+
+
+def test_https_without_verification_is_up(secure_web: str) -> None:
+    sample = collect(method="http", url=secure_web, network="internet", count=2, verify_tls=False)
+    assert sample.outcome == "ok", sample.error
+    assert sample.fields["status_code"] == 200
