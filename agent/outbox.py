@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-_COUNTERS = ("next_seq", "dropped_age", "dropped_size", "dropped_error")
+_COUNTERS = ("dropped_age", "dropped_size", "dropped_error")
 
 
 @dataclass(frozen=True)
@@ -57,21 +57,57 @@ class Outbox:
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit survives power loss too, not only a crash of the agent;
-            # commune offices lose power, and one fsync per check run is cheap.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            for key in _COUNTERS:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
-            self._bytes = int(
-                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[
-                    0
-                ]
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise OutboxError(f"cannot open outbox {path}: {exc}") from None
+            # A power cut can leave the file damaged. Refusing to start would stop
+            # all reporting for good; set it aside for inspection and go on.
+            aside = self._set_aside()
+            log.error(
+                "outbox %s is damaged (%s): moved to %s; starting a new one", path, exc, aside
             )
+            try:
+                self._db = self._open()
+            except sqlite3.Error as again:
+                raise OutboxError(f"cannot open outbox {path}: {again}") from None
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
+        self._bytes = self._total_bytes()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss too, not only a crash of the agent;
+            # commune offices lose power, and one fsync per check run is cheap.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            # A new outbox (first start, reinstall, a damaged file replaced) numbers
+            # from its creation time in ms, so an agent's sequence never goes back.
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('next_seq', ?)", (int(self.clock() * 1000),)
+            )
+            for key in _COUNTERS:
+                db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
+            db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(self.clock())}")
+        self.path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            companion = self.path.with_name(self.path.name + suffix)
+            if companion.exists():
+                companion.rename(aside.with_name(aside.name + suffix))
+        return aside
+
+    def _total_bytes(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        return int(row[0])
 
     def _counter(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
@@ -119,11 +155,7 @@ class Outbox:
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._bytes = int(
-                self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[
-                    0
-                ]
-            )
+            self._bytes = self._total_bytes()
             raise
         self._bytes += len(payload)
         return seq
@@ -169,9 +201,7 @@ class Outbox:
                 (victims,),
             )
             self._bump("dropped_error", victims)
-        self._bytes = int(
-            self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
-        )
+        self._bytes = self._total_bytes()
 
     def fetch_after(self, after_id: int, limit: int) -> list[Row]:
         """The oldest rows with id > after_id, in order."""

@@ -11,8 +11,9 @@ Topics (all under a configurable root, default ``commune``)::
 
 Every data envelope carries the schema version ``v``, the agent's identity
 (which must match the topic), a per-agent sequence number that increases by
-one per envelope across restarts, and samples that each carry their own
-collection time, so replayed backlogs are placed where they happened.
+one per envelope across restarts and never goes back (a new outbox starts at
+its creation time in ms), and samples that each carry their own collection
+time, so replayed backlogs are placed where they happened.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     province: Ident
     commune: Ident
     seq: Annotated[int, msgspec.Meta(ge=0)]
-    """Per-agent sequence number, +1 per envelope, kept across restarts."""
+    """Per-agent sequence number: +1 per envelope, kept across restarts, never going back."""
     ts: float
     """When the envelope was written to the agent's outbox."""
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]

@@ -23,13 +23,15 @@ def payload(size: int = 100) -> object:
 
 
 def test_rows_come_back_in_order_and_go_only_when_deleted(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.sqlite", 3600, 10**6)
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", 3600, 10**6, clock=clock)
     seqs = [box.put("t", payload()) for _ in range(5)]  # type: ignore[arg-type]
-    assert seqs == [0, 1, 2, 3, 4]
+    first = int(clock.now * 1000)  # a new outbox numbers from its creation time in ms
+    assert seqs == list(range(first, first + 5))
     rows = box.fetch_after(0, 3)
-    assert [r.payload.split(b":")[0] for r in rows] == [b"0", b"1", b"2"]
+    assert [int(r.payload.split(b":")[0]) for r in rows] == seqs[:3]
     box.delete([rows[0].id, rows[1].id])
-    assert [r.payload.split(b":")[0] for r in box.fetch_after(0, 10)] == [b"2", b"3", b"4"]
+    assert [int(r.payload.split(b":")[0]) for r in box.fetch_after(0, 10)] == seqs[2:]
     assert box.stats().rows == 3
     assert box.stats().bytes == 300
 
@@ -37,13 +39,36 @@ def test_rows_come_back_in_order_and_go_only_when_deleted(tmp_path: Path) -> Non
 def test_sequence_and_rows_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     box = Outbox(path, 3600, 10**6)
-    for _ in range(3):
-        box.put("t", payload())  # type: ignore[arg-type]
+    seqs = [box.put("t", payload()) for _ in range(3)]  # type: ignore[arg-type]
     box.close()
     reopened = Outbox(path, 3600, 10**6)
     assert reopened.stats().rows == 3
     assert reopened.stats().bytes == 300
-    assert reopened.put("t", payload()) == 3  # type: ignore[arg-type]
+    assert reopened.put("t", payload()) == seqs[-1] + 1  # type: ignore[arg-type]
+
+
+def test_a_new_outbox_never_numbers_below_an_old_one(tmp_path: Path) -> None:
+    """Reinstalled agent, deleted outbox: the collector must not see old numbers again."""
+    path = tmp_path / "o.sqlite"
+    clock = Clock()
+    old = Outbox(path, 10**6, 10**9, clock=clock)
+    last = [old.put("t", payload()) for _ in range(500)][-1]  # type: ignore[arg-type]
+    old.close()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    clock.now += 1  # any later start
+    assert Outbox(path, 10**6, 10**9, clock=clock).put("t", payload()) > last  # type: ignore[arg-type]
+
+
+def test_a_damaged_file_is_set_aside_and_the_agent_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    path.write_bytes(b"power cut in the middle of a page " * 200)
+    box = Outbox(path, 10**6, 10**9)
+    assert box.put("t", payload()) > 0  # type: ignore[arg-type]
+    assert box.stats().rows == 1
+    aside = [p.name for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1
+    assert (tmp_path / aside[0]).read_bytes().startswith(b"power cut")
 
 
 def test_old_envelopes_are_dropped_and_counted(tmp_path: Path) -> None:
@@ -65,8 +90,9 @@ def test_full_outbox_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     assert stats.rows == 10
     assert stats.bytes == 1000
     assert stats.dropped_size == 15
-    first = box.fetch_after(0, 1)[0]
-    assert first.payload.startswith(b"15:")
+    rows = box.fetch_after(0, 100)
+    numbers = [int(r.payload.split(b":")[0]) for r in rows]
+    assert numbers == list(range(numbers[-1] - 9, numbers[-1] + 1))  # the newest ten
 
 
 def test_counters_survive_a_restart(tmp_path: Path) -> None:
@@ -86,14 +112,14 @@ def test_a_full_disk_drops_oldest_to_make_room_and_counts(tmp_path: Path) -> Non
     box._db.execute(f"PRAGMA max_page_count = {pages + 6}")
     stored = 0
     for _ in range(200):
-        box.put("t", payload(4000))  # type: ignore[arg-type]
+        last = box.put("t", payload(4000))  # type: ignore[arg-type]
         stored += 1
     stats = box.stats()
     assert stored == 200  # every put succeeded by dropping the oldest
     assert stats.dropped_error > 0
     assert stats.rows + stats.dropped_error == 200
     newest = box.fetch_after(0, 1000)[-1]
-    assert newest.payload.startswith(b"199:")
+    assert newest.payload.startswith(f"{last}:".encode())
 
 
 def test_an_envelope_larger_than_the_whole_disk_is_refused_cleanly(tmp_path: Path) -> None:
