@@ -209,9 +209,6 @@ class Publisher:
         """A new envelope is in the outbox."""
         self._wake.set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what can be sent in ``timeout``, announce offline, disconnect."""
         deadline = time.monotonic() + timeout

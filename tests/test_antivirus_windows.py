@@ -129,7 +129,7 @@ def test_signatures_older_than_the_limit_are_out_of_date_whatever_the_flag(tmp_p
 
 def test_windows_server_falls_back_to_defender(tmp_path: Path) -> None:
     samples = run_check(tmp_path, "server-defender.json")
-    assert "no Security Center" in samples[0].error
+    assert "no Security Center on Windows Server" in samples[0].error
     found = products(samples)
     assert found["Microsoft Defender"]["source"] == "defender"
     assert found["Microsoft Defender"]["state"] == "on"

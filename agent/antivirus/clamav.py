@@ -31,7 +31,6 @@ class DatabaseInfo:
 class ClamdInfo:
     alive: bool
     engine: str = ""
-    daily_version: int | None = None
     error: str = ""
 
 
@@ -107,12 +106,8 @@ async def query_clamd(address: str, timeout: float) -> ClamdInfo:
         )
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         return ClamdInfo(False, error=f"clamd at {address}: {exc or type(exc).__name__}")
-    # "ClamAV 1.0.7/27470/Mon Nov 24 09:18:00 2026"
-    engine, _, rest = version.partition("/")
-    daily = rest.split("/", 1)[0]
-    return ClamdInfo(
-        True, engine=engine.strip(), daily_version=int(daily) if daily.isdigit() else None
-    )
+    # "ClamAV 1.0.7/27470/Mon Nov 24 09:18:00 2026": engine / daily version / its date
+    return ClamdInfo(True, engine=version.partition("/")[0].strip())
 
 
 async def clamav_products(

@@ -12,8 +12,6 @@ Verdict = Literal["protected", "outdated", "unprotected", "none", "unknown"]
 unprotected: products found, all off/snoozed/expired. none: no product detected.
 unknown: a product is present whose state cannot be read."""
 
-VERDICTS: tuple[Verdict, ...] = ("protected", "outdated", "unprotected", "none", "unknown")
-
 
 @dataclass(frozen=True)
 class Product:

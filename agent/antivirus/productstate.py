@@ -13,11 +13,6 @@ from dataclasses import dataclass
 
 from agent.antivirus.model import ProductStateName
 
-PROVIDER_FIREWALL = 0x01
-PROVIDER_AUTOUPDATE = 0x02
-PROVIDER_ANTIVIRUS = 0x04
-PROVIDER_ANTISPYWARE = 0x08
-
 _STATES: dict[int, ProductStateName] = {
     0x0000: "off",
     0x1000: "on",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent.antivirus.model import Product, ProductStateName
@@ -61,10 +61,8 @@ class WindowsReport:
     """None when the namespace is missing or the query failed."""
     security_center_error: str = ""
     defender: Mapping[str, Any] | None = None
-    defender_error: str = ""
     os_caption: str = ""
     is_server: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def parse_report(text: str) -> WindowsReport:
@@ -90,7 +88,6 @@ def parse_report(text: str) -> WindowsReport:
         security_center=sc,
         security_center_error=str(raw.get("sc_error") or ""),
         defender=mp,
-        defender_error=str(raw.get("mp_error") or ""),
         os_caption=str(os_info.get("Caption") or ""),
         # ProductType 1 = workstation, 2 = domain controller, 3 = server.
         is_server=product_type in (2, 3),

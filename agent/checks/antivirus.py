@@ -51,7 +51,6 @@ def running_names() -> set[str]:
 
 class AntivirusCheck(Check[AntivirusOptions]):
     kind: ClassVar[str] = "antivirus"
-    options_type = AntivirusOptions
     default_interval = 600.0
     default_timeout = 90.0
 
@@ -107,7 +106,8 @@ class AntivirusCheck(Check[AntivirusOptions]):
         products = products_from_report(report, names)
         note = ""
         if report.security_center is None:
-            note = f"no Security Center ({report.security_center_error[:160]})"
+            where = "Windows Server" if report.is_server else report.os_caption or "this Windows"
+            note = f"no Security Center on {where} ({report.security_center_error[:160]})"
         return self._report(now, "ok", products, note, "windows")
 
     def _report(

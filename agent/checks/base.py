@@ -48,7 +48,6 @@ class Check(ABC, Generic[OptionsT]):
     """
 
     kind: ClassVar[str]
-    options_type: ClassVar[type[CheckOptions]]
     default_interval: ClassVar[float | None] = None
     """None: follow ``[agent].interval``."""
     default_timeout: ClassVar[float] = 30.0

@@ -52,7 +52,6 @@ def is_fixed_disk(partition: Any) -> bool:
 
 class HostCheck(Check[HostOptions]):
     kind: ClassVar[str] = "host"
-    options_type = HostOptions
     default_timeout = 20.0
 
     def __init__(self, options: HostOptions, clock: Callable[[], float] = time.time) -> None:

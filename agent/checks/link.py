@@ -59,7 +59,6 @@ class LinkOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only
 
 class LinkCheck(Check[LinkOptions]):
     kind: ClassVar[str] = "link"
-    options_type = LinkOptions
     probe_timeout_default = 2.0
 
     @property

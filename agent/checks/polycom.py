@@ -42,7 +42,6 @@ class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=T
 
 class PolycomCheck(Check[PolycomOptions]):
     kind: ClassVar[str] = "polycom"
-    options_type = PolycomOptions
     default_timeout = 20.0
 
     def __init__(self, options: PolycomOptions, clock: Callable[[], float] = time.time) -> None:

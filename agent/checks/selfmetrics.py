@@ -24,7 +24,6 @@ class SelfOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only
 
 class SelfMetricsCheck(Check[SelfOptions]):
     kind: ClassVar[str] = "agent"
-    options_type = SelfOptions
     default_timeout = 10.0
 
     def __init__(

@@ -40,7 +40,6 @@ class SnmpOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True
 
 class SnmpCheck(Check[SnmpOptions]):
     kind: ClassVar[str] = "snmp"
-    options_type = SnmpOptions
     default_timeout = 20.0
 
     def __init__(self, options: SnmpOptions, clock: Callable[[], float] = time.time) -> None:

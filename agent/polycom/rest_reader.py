@@ -45,7 +45,6 @@ class VideoOsSession:
     def __init__(self, endpoint: RestEndpoint) -> None:
         self.endpoint = endpoint
         self.cookie = ""
-        self.logins = 0
 
     def _connection(self) -> http.client.HTTPConnection:
         e = self.endpoint
@@ -92,7 +91,6 @@ class VideoOsSession:
 
     def login(self) -> None:
         self.cookie = ""
-        self.logins += 1
         status, _ = self._request(
             "POST",
             "/rest/current/session",
