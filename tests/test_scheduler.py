@@ -69,7 +69,7 @@ def test_overlapping_runs_are_skipped_and_a_slow_check_delays_no_other() -> None
 
     asyncio.run(go())
     assert stats.checks["slow"].skipped >= 2
-    assert sum(1 for name, _ in stored if name == "fast") >= 8
+    assert sum(1 for name, _ in stored if name == "fast") >= 5  # ~10 expected; 0 if blocked
     assert sum(1 for name, _ in stored if name == "slow") == 0  # still running at stop: cancelled
 
 
@@ -91,5 +91,5 @@ def test_a_failing_sink_is_counted_and_the_loop_goes_on() -> None:
         await sched.run(stop)
 
     asyncio.run(go())
-    assert len(calls) >= 4
+    assert len(calls) >= 3
     assert stats.outbox_errors == len(calls)
