@@ -106,14 +106,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def serving(server: http.server.ThreadingHTTPServer, url: str) -> Iterator[str]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def web() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    yield from serving(server, f"http://127.0.0.1:{server.server_address[1]}")
 
 
 def test_http_ok(web: str) -> None:
@@ -196,11 +200,7 @@ def secure_web(tmp_path: Path) -> Iterator[str]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.server_cert, pki.server_key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://localhost:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    yield from serving(server, f"https://localhost:{server.server_address[1]}/")
 
 
 def test_https_with_an_untrusted_certificate_is_a_bad_response(secure_web: str) -> None:
