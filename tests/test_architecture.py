@@ -64,3 +64,10 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_the_collector_takes_only_the_wire_contract_from_the_agent() -> None:
+    collector = AGENT.parent / "collector"
+    for path in collector.rglob("*.py"):
+        from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
+        assert from_agent <= {"agent.wire"}, f"{path} imports {from_agent}"

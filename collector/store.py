@@ -1,0 +1,305 @@
+"""The collector's state store (SQLite, WAL): agents, latest samples, outages.
+
+Everything is applied by the samples' own timestamps, idempotently:
+- a sample not newer than what a subject already holds changes nothing, so a
+  redelivered envelope (at-least-once) is harmless;
+- a backlog replayed after a line outage arrives in order with its original
+  times and so becomes a closed outage in history, exactly where it happened.
+
+Up/down history is kept for subjects whose availability is reported: link
+targets (``up``) and Polycom readiness (``ready``). Only outages are stored;
+the up time is their complement within the time a subject was monitored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agent.wire import Envelope, Sample, Status
+from collector.availability import Outage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    agent_key TEXT PRIMARY KEY,
+    province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'unknown',
+    state_since REAL, status_ts REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    version TEXT NOT NULL DEFAULT '', checks TEXT NOT NULL DEFAULT '[]',
+    last_seen REAL, last_seq INTEGER
+);
+CREATE TABLE IF NOT EXISTS latest (
+    agent_key TEXT NOT NULL, name TEXT NOT NULL, item TEXT NOT NULL, target TEXT NOT NULL,
+    check_kind TEXT NOT NULL, ts REAL NOT NULL, outcome TEXT NOT NULL,
+    fields TEXT NOT NULL, tags TEXT NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (agent_key, name, item, target)
+);
+CREATE TABLE IF NOT EXISTS subjects (
+    id INTEGER PRIMARY KEY,
+    agent_key TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, target TEXT NOT NULL,
+    network TEXT NOT NULL DEFAULT '',
+    monitored_since REAL NOT NULL, state TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL,
+    UNIQUE (agent_key, kind, name, target)
+);
+CREATE TABLE IF NOT EXISTS outages (
+    subject_id INTEGER NOT NULL REFERENCES subjects(id),
+    start REAL NOT NULL, end REAL,
+    PRIMARY KEY (subject_id, start)
+);
+CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL;
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def agent_key(province: str, commune: str, agent: str) -> str:
+    return f"{province}/{commune}/{agent}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: int
+    agent_key: str
+    kind: str
+    name: str
+    target: str
+    network: str
+    monitored_since: float
+    state: str
+    since: float
+
+
+@dataclass(frozen=True)
+class AgentState:
+    agent_key: str
+    province: str
+    commune: str
+    agent: str
+    state: str
+    state_since: float | None
+    reason: str
+    version: str
+    last_seen: float | None
+    last_seq: int | None
+
+
+def _updown(sample: Sample) -> tuple[str, str] | None:
+    """(kind, "up"/"down") for samples that feed availability; None otherwise.
+
+    A check that could not run (unsupported, error) says nothing about the
+    target: no state change.
+    """
+    if sample.item or sample.outcome in ("unsupported", "error"):
+        return None
+    if sample.check == "link" and "up" in sample.fields:
+        return "link", "up" if sample.fields["up"] else "down"
+    if sample.check == "polycom" and isinstance(sample.fields.get("ready"), bool):
+        return "polycom", "up" if sample.fields["ready"] else "down"
+    return None
+
+
+class StateStore:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the collector (kill -9);
+        # acknowledged messages are only acknowledged after that commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # writing -------------------------------------------------------------------
+
+    def apply(
+        self,
+        envelopes: Iterable[Envelope] = (),
+        statuses: Iterable[tuple[Status, float]] = (),
+        received: float | None = None,
+    ) -> None:
+        """Apply a batch in one transaction; when this returns, it is committed."""
+        now = self.clock() if received is None else received
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for status, status_received in statuses:
+                    self._apply_status(status, status_received)
+                for envelope in envelopes:
+                    self._apply_envelope(envelope, now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _ensure_agent(self, key: str, province: str, commune: str, agent: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO agents (agent_key, province, commune, agent) "
+            "VALUES (?, ?, ?, ?)",
+            (key, province, commune, agent),
+        )
+
+    def _apply_status(self, status: Status, received: float) -> None:
+        key = agent_key(status.province, status.commune, status.agent)
+        self._ensure_agent(key, status.province, status.commune, status.agent)
+        # A Last Will carries no time (it was written at connect): it happened on arrival.
+        ts = status.ts or received
+        self._db.execute(
+            """UPDATE agents SET
+                 state = ?1, reason = ?2, status_ts = ?3,
+                 state_since = CASE WHEN state = ?1 THEN state_since ELSE ?3 END,
+                 version = CASE WHEN ?4 != '' THEN ?4 ELSE version END,
+                 checks = CASE WHEN ?5 != '[]' THEN ?5 ELSE checks END
+               WHERE agent_key = ?6 AND status_ts <= ?3""",
+            (status.state, status.reason, ts, status.version, _encode(status.checks).decode(), key),
+        )
+
+    def _apply_envelope(self, envelope: Envelope, received: float) -> None:
+        key = agent_key(envelope.province, envelope.commune, envelope.agent)
+        self._ensure_agent(key, envelope.province, envelope.commune, envelope.agent)
+        self._db.execute(
+            """UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?),
+                                 last_seq = MAX(COALESCE(last_seq, -1), ?)
+               WHERE agent_key = ?""",
+            (received, envelope.seq, key),
+        )
+        for sample in envelope.samples:
+            self._db.execute(
+                """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
+                     check_kind = excluded.check_kind, ts = excluded.ts,
+                     outcome = excluded.outcome, fields = excluded.fields,
+                     tags = excluded.tags, error = excluded.error
+                   WHERE excluded.ts > latest.ts""",
+                (
+                    key,
+                    sample.name,
+                    sample.item,
+                    sample.target,
+                    sample.check,
+                    sample.ts,
+                    sample.outcome,
+                    _encode(sample.fields).decode(),
+                    _encode(sample.tags).decode(),
+                    sample.error,
+                ),
+            )
+            updown = _updown(sample)
+            if updown is not None:
+                self._apply_updown(key, sample, *updown)
+
+    def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> None:
+        row = self._db.execute(
+            "SELECT id, state, last_ts FROM subjects "
+            "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
+            (key, kind, sample.name, sample.target),
+        ).fetchone()
+        ts = sample.ts
+        if row is None:
+            cursor = self._db.execute(
+                """INSERT INTO subjects (agent_key, kind, name, target, network,
+                                         monitored_since, state, since, last_ts)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    key,
+                    kind,
+                    sample.name,
+                    sample.target,
+                    sample.tags.get("network", ""),
+                    ts,
+                    state,
+                    ts,
+                    ts,
+                ),
+            )
+            if state == "down":
+                self._db.execute("INSERT INTO outages VALUES (?, ?, NULL)", (cursor.lastrowid, ts))
+            return
+        subject_id, current, last_ts = row
+        if ts <= last_ts:  # already applied, or older than what we know: changes nothing
+            return
+        if state != current:
+            if state == "down":
+                self._db.execute(
+                    "INSERT OR IGNORE INTO outages VALUES (?, ?, NULL)", (subject_id, ts)
+                )
+            else:
+                self._db.execute(
+                    "UPDATE outages SET end = ? WHERE subject_id = ? AND end IS NULL",
+                    (ts, subject_id),
+                )
+            self._db.execute(
+                "UPDATE subjects SET state = ?, since = ?, last_ts = ? WHERE id = ?",
+                (state, ts, ts, subject_id),
+            )
+        else:
+            self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
+
+    # reading -------------------------------------------------------------------
+
+    def agents(self) -> list[AgentState]:
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
+                          last_seen, last_seq FROM agents ORDER BY agent_key"""
+            ).fetchall()
+        return [AgentState(*row) for row in rows]
+
+    def latest(self, key: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT check_kind, name, item, target, ts, outcome, fields, tags, error
+                   FROM latest WHERE agent_key = ? ORDER BY name, item, target""",
+                (key,),
+            ).fetchall()
+        return [
+            {
+                "check": r[0],
+                "name": r[1],
+                "item": r[2],
+                "target": r[3],
+                "ts": r[4],
+                "outcome": r[5],
+                "fields": msgspec.json.decode(r[6]),
+                "tags": msgspec.json.decode(r[7]),
+                "error": r[8],
+            }
+            for r in rows
+        ]
+
+    def subjects(self, kind: str | None = None) -> list[Subject]:
+        query = (
+            "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since "
+            "FROM subjects"
+        )
+        with self._lock:
+            if kind is None:
+                rows = self._db.execute(query + " ORDER BY id").fetchall()
+            else:
+                rows = self._db.execute(query + " WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+        return [Subject(*row) for row in rows]
+
+    def outages(
+        self, subject_id: int, start: float = 0.0, end: float = float("inf")
+    ) -> list[Outage]:
+        """Outages of a subject that overlap [start, end), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT start, end FROM outages
+                   WHERE subject_id = ? AND start < ? AND (end IS NULL OR end > ?)
+                   ORDER BY start""",
+                (subject_id, end, start),
+            ).fetchall()
+        return [Outage(float(lo), None if hi is None else float(hi)) for lo, hi in rows]

@@ -1,0 +1,186 @@
+"""The collector's state store: idempotent, applied by sample time, exact history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.wire import Envelope, Sample, Status
+from collector.availability import Outage, availability
+from collector.store import StateStore, agent_key
+
+T0 = 1_795_000_000.0
+KEY = agent_key("dong-nai", "la-nga", "pc-01")
+
+
+def link(ts: float, up: bool, name: str = "tslcd", outcome: str = "ok") -> Sample:
+    fields: dict[str, bool | int | float | str] = {
+        "up": int(up),
+        "loss_percent": 0.0 if up else 100.0,
+    }
+    return Sample(
+        ts=ts,
+        check="link",
+        name=name,
+        outcome=outcome if up else "timeout",  # type: ignore[arg-type]
+        target="10.10.1.1",
+        fields=fields,
+        tags={"network": "tslcd"},
+    )
+
+
+def envelope(seq: int, *samples: Sample) -> Envelope:
+    return Envelope(
+        v=1,
+        agent="pc-01",
+        province="dong-nai",
+        commune="la-nga",
+        seq=seq,
+        ts=samples[0].ts if samples else T0,
+        samples=list(samples),
+    )
+
+
+def status(state: str, ts: float, reason: str = "") -> Status:
+    return Status(
+        v=1,
+        state=state,
+        agent="pc-01",
+        province="dong-nai",
+        commune="la-nga",  # type: ignore[arg-type]
+        ts=ts,
+        version="0.1.0",
+        checks=["link:tslcd"],
+        reason=reason,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(tmp_path / "state.sqlite")
+
+
+def backlog() -> list[Envelope]:
+    """Six hours at 60 s: up, then a 3-hour line outage from 01:00 to 04:00, then up."""
+    envelopes = []
+    for minute in range(6 * 60):
+        ts = T0 + minute * 60
+        envelopes.append(envelope(minute, link(ts, not (60 <= minute < 240))))
+    return envelopes
+
+
+def test_a_replayed_three_hour_outage_is_one_exact_closed_outage(store: StateStore) -> None:
+    store.apply(backlog(), received=T0 + 6 * 3600 + 5)  # all of it arrives after the fact
+    [subject] = store.subjects("link")
+    assert (subject.state, subject.monitored_since, subject.network) == ("up", T0, "tslcd")
+    outages = store.outages(subject.id)
+    assert outages == [Outage(T0 + 3600, T0 + 4 * 3600)]
+    result = availability(outages, T0, T0 + 6 * 3600, subject.monitored_since, now=T0 + 6 * 3600)
+    assert result.down_s == 3 * 3600
+    assert result.percent == pytest.approx(50.0)  # by hand: 3 h down of 6 h watched
+
+
+def test_applying_everything_twice_changes_nothing(store: StateStore) -> None:
+    store.apply(backlog(), received=T0 + 6 * 3600)
+    before = (store.subjects(), store.outages(1), store.latest(KEY), store.agents())
+    store.apply(backlog(), received=T0 + 6 * 3600)
+    store.apply(reversed(backlog()), received=T0 + 6 * 3600)
+    assert (store.subjects(), store.outages(1), store.latest(KEY), store.agents()) == before
+
+
+def test_an_outage_still_open_has_no_end(store: StateStore) -> None:
+    store.apply([envelope(0, link(T0, True)), envelope(1, link(T0 + 60, False))])
+    [subject] = store.subjects()
+    assert subject.state == "down"
+    assert store.outages(subject.id) == [Outage(T0 + 60, None)]
+
+
+def test_a_check_that_could_not_run_says_nothing_about_the_line(store: StateStore) -> None:
+    unsupported = Sample(
+        ts=T0 + 60,
+        check="link",
+        name="tslcd",
+        outcome="unsupported",
+        target="10.10.1.1",
+        error="ICMP not permitted",
+    )
+    store.apply([envelope(0, link(T0, True)), envelope(1, unsupported)])
+    [subject] = store.subjects()
+    assert subject.state == "up"
+    assert store.outages(subject.id) == []
+    assert store.latest(KEY)[0]["outcome"] == "unsupported"  # still the latest word
+
+
+def test_latest_keeps_the_newest_sample_whatever_the_arrival_order(store: StateStore) -> None:
+    store.apply([envelope(5, link(T0 + 300, False))])
+    store.apply([envelope(1, link(T0 + 60, True))])  # a late, older sample
+    [latest] = store.latest(KEY)
+    assert (latest["ts"], latest["fields"]["up"], latest["outcome"]) == (T0 + 300, 0, "timeout")
+    assert store.agents()[0].last_seq == 5
+
+
+def test_polycom_readiness_history(store: StateStore) -> None:
+    def polycom(ts: float, ready: bool | None) -> Sample:
+        fields = {"up": 1} if ready is None else {"up": 1, "ready": ready}
+        return Sample(
+            ts=ts, check="polycom", name="polycom", outcome="ok", target="192.0.2.20", fields=fields
+        )
+
+    store.apply(
+        [envelope(i, polycom(T0 + i * 60, r)) for i, r in enumerate([True, False, None, True])]
+    )
+    [subject] = store.subjects("polycom")
+    assert store.outages(subject.id) == [Outage(T0 + 60, T0 + 180)]
+
+
+def test_status_birth_will_and_stale_retained_messages(store: StateStore) -> None:
+    store.apply(statuses=[(status("online", T0), T0 + 1)])
+    store.apply(statuses=[(status("offline", 0.0, "connection lost"), T0 + 500)])  # Last Will
+    agent = store.agents()[0]
+    assert (agent.state, agent.state_since, agent.reason) == (
+        "offline",
+        T0 + 500,
+        "connection lost",
+    )
+    store.apply(statuses=[(status("online", T0 + 100), T0 + 600)])  # an older birth, delivered late
+    assert store.agents()[0].state == "offline"
+    store.apply(statuses=[(status("online", T0 + 700), T0 + 701)])
+    agent = store.agents()[0]
+    assert (agent.state, agent.state_since, agent.version) == ("online", T0 + 700, "0.1.0")
+
+
+def test_outages_are_selected_by_overlap_with_the_window(store: StateStore) -> None:
+    store.apply(backlog())
+    [subject] = store.subjects()
+    assert store.outages(subject.id, T0, T0 + 3600) == []
+    assert store.outages(subject.id, T0 + 3 * 3600, T0 + 5 * 3600) == [
+        Outage(T0 + 3600, T0 + 4 * 3600)
+    ]
+    assert store.outages(subject.id, T0 + 4 * 3600, T0 + 5 * 3600) == []
+
+
+def test_committed_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    first = StateStore(path)
+    first.apply(backlog()[:100])
+    first.close()
+    again = StateStore(path)
+    assert again.subjects()[0].state == "down"
+    assert again.agents()[0].last_seq == 99
+    again.apply(backlog()[100:])
+    assert again.outages(again.subjects()[0].id) == [Outage(T0 + 3600, T0 + 4 * 3600)]
+
+
+def test_a_failed_batch_leaves_no_trace(store: StateStore) -> None:
+    class Broken(Exception):
+        pass
+
+    def envelopes() -> object:
+        yield envelope(0, link(T0, True))
+        raise Broken
+
+    with pytest.raises(Broken):
+        store.apply(envelopes())  # type: ignore[arg-type]
+    assert store.agents() == []
+    assert store.subjects() == []
