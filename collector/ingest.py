@@ -1,0 +1,125 @@
+"""From MQTT messages to committed state: validate, batch, commit, then acknowledge.
+
+The broker keeps a QoS 1 message for our persistent session until we
+acknowledge it, and we acknowledge only after the state store has committed
+it (paho-mqtt 2 ``manual_ack``). A kill -9 between the two means redelivery,
+which the store ignores by construction. A bad message is rejected, counted by
+reason, logged at most once per sender and reason per interval, and
+acknowledged too, so that it is neither redelivered forever nor in the way of
+the good messages behind it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agent.wire import Envelope, Status, WireError, decode_envelope, decode_status, parse_topic
+from collector.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    received: float
+    ack: Callable[[], None]
+    """Tells the broker we are done with this message."""
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    applied_envelopes: int = 0
+    applied_statuses: int = 0
+    acked: int = 0
+    batches: int = 0
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    commit_seconds_total: float = 0.0
+    last_commit_s: float = 0.0
+
+
+class RejectionLog:
+    """Log a rejection at most once per sender and reason per ``interval`` seconds."""
+
+    def __init__(
+        self, interval: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def __call__(self, sender: str, reason: str, detail: str) -> bool:
+        """True when the line was logged; False when it was counted only."""
+        key = (sender, reason)
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] += 1
+            return False
+        more = self._suppressed.pop(key, 0)
+        suffix = f" (and {more} more since the last report)" if more else ""
+        log.warning("rejected a message from %s: %s: %s%s", sender, reason, detail[:300], suffix)
+        self._last[key] = now
+        return True
+
+
+def sender_of(topic: str, root: str) -> str:
+    """Who a message claims to come from, for logs: the topic levels after the root."""
+    rest = topic[len(root) + 1 :] if topic.startswith(root + "/") else topic
+    return "/".join(rest.split("/")[:3])[:200] or "?"
+
+
+class Ingestor:
+    def __init__(self, store: StateStore, root: str, log_interval: float = 300.0) -> None:
+        self.store = store
+        self.root = root
+        self.stats = IngestStats()
+        self.rejections = RejectionLog(log_interval)
+
+    def _reject(self, message: Message, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        self.rejections(sender_of(message.topic, self.root), reason, detail)
+
+    def _decode(self, message: Message) -> Envelope | Status | None:
+        try:
+            identity = parse_topic(self.root, message.topic)
+            if identity.kind == "status":
+                return decode_status(message.payload, identity)
+            return decode_envelope(message.payload, identity)
+        except WireError as exc:
+            self._reject(message, exc.reason, exc.detail)
+            return None
+
+    def process(self, batch: Iterable[Message]) -> None:
+        """Validate a batch, commit the good part in one transaction, then ack everything."""
+        messages = list(batch)
+        envelopes: list[Envelope] = []
+        statuses: list[tuple[Status, float]] = []
+        self.stats.received += len(messages)
+        for message in messages:
+            decoded = self._decode(message)
+            if isinstance(decoded, Envelope):
+                envelopes.append(decoded)
+            elif isinstance(decoded, Status):
+                statuses.append((decoded, message.received))
+        if envelopes or statuses:
+            started = time.perf_counter()
+            received = max(m.received for m in messages)
+            self.store.apply(envelopes, statuses, received=received)
+            elapsed = time.perf_counter() - started
+            self.stats.commit_seconds_total += elapsed
+            self.stats.last_commit_s = elapsed
+            self.stats.applied_envelopes += len(envelopes)
+            self.stats.applied_statuses += len(statuses)
+        self.stats.batches += 1
+        # Only now: everything good is committed, everything bad is counted.
+        for message in messages:
+            message.ack()
+        self.stats.acked += len(messages)
