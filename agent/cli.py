@@ -13,7 +13,8 @@ import click
 import msgspec
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config, redacted
+from agent.config import Config, load_config, redacted
+from agent.configtypes import ConfigError
 
 DEFAULT_CONFIG = (
     "/etc/commune-agent/agent.toml"

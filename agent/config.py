@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +22,14 @@ from agent.checks.host import HostOptions
 from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
 from agent.checks.snmp import SnmpOptions
-from agent.configtypes import Duration, Size, decode_hook, encode_hook
+from agent.configtypes import (
+    ConfigError,
+    Duration,
+    Size,
+    convert_strict,
+    encode_hook,
+    read_toml,
+)
 from agent.wire import IDENT_PATTERN, Ident
 
 Struct = msgspec.Struct
@@ -117,10 +123,6 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
         ]
 
 
-class ConfigError(Exception):
-    """A config that cannot be used; the message names the file and the key."""
-
-
 def default_agent_id() -> str:
     name = socket.gethostname().split(".")[0].lower()
     cleaned = re.sub(r"[^a-z0-9._-]", "-", name).strip("-._") or "agent"
@@ -137,53 +139,17 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "commune-agent"
 
 
-_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_FIELD_NAME = re.compile(r"field `(?P<field>[^`]+)`")
-
-
-def _explain(error: msgspec.ValidationError) -> tuple[str, str]:
-    """(key, message) from msgspec's "Expected `int`, got `str` - at `$.a.b[0]`"."""
-    match = _MSGSPEC_PATH.match(str(error))
-    assert match is not None
-    message = match.group("message")
-    key = (match.group("path") or "").lstrip(".")
-    field = _FIELD_NAME.search(message)
-    if message.startswith("Object contains unknown field") and field:
-        return _join(key, field.group("field")), "unknown key"
-    if message.startswith("Object missing required field") and field:
-        return _join(key, field.group("field")), "required key is missing"
-    message = message.replace("Invalid enum value", "expected one of the documented values, got")
-    return key or "(top level)", message[0].lower() + message[1:]
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    try:
-        config = msgspec.convert({**data, "source": source}, Config, dec_hook=decode_hook)
-    except msgspec.ValidationError as exc:
-        key, message = _explain(exc)
-        raise ConfigError(f"{source}: {key}: {message}") from None
+    config = convert_strict({**data, "source": source}, Config, source)
     _validate(config, source)
     return config
 
 
 def load_config(path: str | Path) -> Config:
-    source = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     if "source" in data:
-        raise ConfigError(f"{source}: source: unknown key")
-    return parse_config(data, source)
+        raise ConfigError(f"{path}: source: unknown key")
+    return parse_config(data, str(path))
 
 
 def _validate(config: Config, source: str) -> None:

@@ -1,11 +1,18 @@
-"""Value types used in config files: durations, sizes and secrets.
+"""Strict TOML config decoding, shared by the agent and the collector.
 
-They are decoded by ``dec_hook`` so that every error carries the key it came from.
+Value types (durations, sizes, secrets) are decoded by ``dec_hook`` so that
+every error carries the key it came from; errors read ``<file>: <key>: <what
+was expected>``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
 
 from agent.units import format_duration, parse_duration, parse_size
 
@@ -68,3 +75,53 @@ def encode_hook(value: Any) -> Any:
     if isinstance(value, Size):
         return int(value)
     raise NotImplementedError(type(value))
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+T = TypeVar("T")
+
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD_NAME = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+def _explain(error: msgspec.ValidationError) -> tuple[str, str]:
+    """(key, message) from msgspec's "Expected `int`, got `str` - at `$.a.b[0]`"."""
+    match = _MSGSPEC_PATH.match(str(error))
+    assert match is not None
+    message = match.group("message")
+    key = (match.group("path") or "").lstrip(".")
+    field = _FIELD_NAME.search(message)
+    if message.startswith("Object contains unknown field") and field:
+        return _join(key, field.group("field")), "unknown key"
+    if message.startswith("Object missing required field") and field:
+        return _join(key, field.group("field")), "required key is missing"
+    message = message.replace("Invalid enum value", "expected one of the documented values, got")
+    return key or "(top level)", message[0].lower() + message[1:]
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def convert_strict(data: dict[str, Any], type_: type[T], source: str) -> T:
+    """Decode plain data into ``type_``; a problem raises ConfigError naming source and key."""
+    try:
+        return msgspec.convert(data, type_, dec_hook=decode_hook)
+    except msgspec.ValidationError as exc:
+        key, message = _explain(exc)
+        raise ConfigError(f"{source}: {key}: {message}") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from agent.checks import REGISTRY
 from agent.cli import main
-from agent.config import ChecksSection, ConfigError, load_config, parse_config
-from agent.configtypes import Secret
+from agent.config import ChecksSection, load_config, parse_config
+from agent.configtypes import ConfigError, Secret
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "deploy" / "agent" / "agent.example.toml"
