@@ -66,8 +66,24 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
     assert result.stdout.strip() == "False"
 
 
-def test_the_collector_takes_only_the_wire_contract_from_the_agent() -> None:
+def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_agent() -> None:
+    """The wire contract, and the dependency-free config value types and decoding."""
     collector = AGENT.parent / "collector"
     for path in collector.rglob("*.py"):
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
-        assert from_agent <= {"agent.wire"}, f"{path} imports {from_agent}"
+        assert from_agent <= {"agent.wire", "agent.configtypes", "agent"}, (
+            f"{path} imports {from_agent}"
+        )
+
+
+def test_config_types_stand_alone() -> None:
+    assert imports(AGENT / "configtypes.py") <= {
+        "__future__",
+        "re",
+        "tomllib",
+        "pathlib",
+        "typing",
+        "msgspec",
+        "agent.units",
+    }
+    assert imports(AGENT / "units.py") <= {"__future__", "re"}

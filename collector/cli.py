@@ -1,0 +1,232 @@
+"""commune-collector: the command line of the collector."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from agent.configtypes import ConfigError
+from collector import __version__
+from collector.availability import availability
+from collector.config import CollectorConfig, load_collector_config
+from collector.store import StateStore
+
+#: Vietnam keeps +07:00 all year (no DST): dates on the command line are local.
+VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="COMMUNE_COLLECTOR_CONFIG",
+    help="Collector config (TOML); without it the embedded defaults are used. "
+    "Env: COMMUNE_COLLECTOR_CONFIG.",
+)
+
+
+def _load(path: Path | None) -> CollectorConfig:
+    try:
+        return load_collector_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _store(config: CollectorConfig, must_exist: bool = True) -> StateStore:
+    path = Path(config.store.path)
+    if must_exist and not path.exists():
+        raise click.ClickException(f"no state store at {path}: has the collector run yet?")
+    return StateStore(path)
+
+
+def _time(value: str) -> float:
+    """'2025-10-01', '2025-10-01 08:30' or ISO 8601; local (+07:00) unless an offset is given."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date like 2025-10-01 or 2025-10-01T08:30"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=VIETNAM)
+    return parsed.timestamp()
+
+
+def _local(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="commune-collector")
+def main() -> None:
+    """The province's collector: ingest agents' reports, keep state and history, answer queries.
+
+    \b
+    Example:
+        commune-collector run -c /etc/commune-collector/collector.toml
+        commune-collector status -c collector.toml
+    """
+
+
+@main.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run until stopped (SIGTERM/Ctrl-C): subscribe, validate, commit, acknowledge.
+
+    \b
+    Example:
+        commune-collector run -c /etc/commune-collector/collector.toml
+    """
+    config = _load(config_path)
+    logging.basicConfig(
+        level=config.collector.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from collector.ingest import Ingestor
+    from collector.mqtt_source import MqttSource, SourceSettings
+
+    store = _store(config, must_exist=False)
+    mqtt = config.mqtt
+    password = Path(mqtt.password_file).read_text().strip() if mqtt.password_file else ""
+    settings = SourceSettings(
+        host=mqtt.host,
+        port=mqtt.port,
+        client_id=config.collector.client_id,
+        root=mqtt.topic_root,
+        provinces=tuple(config.collector.provinces),
+        share_group=config.collector.share_group,
+        username=mqtt.username,
+        password=password,
+        tls=mqtt.tls,
+        ca_file=mqtt.ca_file,
+        cert_file=mqtt.cert_file,
+        key_file=mqtt.key_file,
+        keepalive=int(mqtt.keepalive),
+        receive_window=mqtt.receive_window,
+        session_expiry_s=int(mqtt.session_expiry),
+    )
+    source = MqttSource(settings, Ingestor(store, mqtt.topic_root))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger(__name__).info(
+        "collector %s: store %s, broker %s", __version__, config.store.path, mqtt.url
+    )
+    source.start()
+    stop.wait()
+    source.stop()
+    store.close()
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Validate the config; exit 1 naming the file, the key and the problem.
+
+    \b
+    Example:
+        commune-collector check-config -c /etc/commune-collector/collector.toml
+    """
+    config = _load(config_path)
+    provinces = ", ".join(config.collector.provinces) or "every province"
+    click.echo(
+        f"{config_path or '(embedded defaults)'}: ok — {provinces} from {config.mqtt.url}, "
+        f"store {config.store.path}"
+    )
+
+
+@main.command()
+@config_option
+def status(config_path: Path | None) -> None:
+    """One line per commune: agents online/total, dedicated line and Polycom state now.
+
+    \b
+    Example:
+        commune-collector status -c collector.toml
+    """
+    store = _store(_load(config_path))
+    communes: dict[str, CommuneLine] = collections.defaultdict(CommuneLine)
+    for agent in store.agents():
+        line = communes[f"{agent.province}/{agent.commune}"]
+        line.agents += 1
+        line.online += agent.state == "online"
+    for subject in store.subjects():
+        line = communes["/".join(subject.agent_key.split("/")[:2])]
+        label = f"{subject.network or subject.name}:{subject.state}"
+        (line.links if subject.kind == "link" else line.polycom).append(label)
+    if not communes:
+        click.echo("no agent has reported yet")
+    for commune, line in sorted(communes.items()):
+        click.echo(
+            f"{commune:32} agents {line.online}/{line.agents} online   "
+            f"line {' '.join(sorted(line.links)) or '-'}   "
+            f"polycom {' '.join(sorted(line.polycom)) or '-'}"
+        )
+
+
+@dataclass
+class CommuneLine:
+    agents: int = 0
+    online: int = 0
+    links: list[str] = field(default_factory=list)
+    polycom: list[str] = field(default_factory=list)
+
+
+@main.command("availability")
+@config_option
+@click.option("--commune", required=True, help="Commune slug, e.g. la-nga (or province/commune).")
+@click.option("--from", "start", required=True, help="Start, local time: 2025-10-01.")
+@click.option("--to", "end", required=True, help="End (exclusive), local time: 2025-11-01.")
+@click.option("--target", default=None, help="Only this link or Polycom (check name or target).")
+def availability_command(
+    config_path: Path | None, commune: str, start: str, end: str, target: str | None
+) -> None:
+    """Exact availability and the outage list of a commune's line and Polycom over a period.
+
+    \b
+    Example:
+        commune-collector availability --commune la-nga --from 2025-10-01 --to 2025-11-01
+    """
+    import time
+
+    store = _store(_load(config_path))
+    lo, hi = _time(start), _time(end)
+    if hi <= lo:
+        raise click.BadParameter("--to must be after --from")
+    subjects = [
+        s
+        for s in store.subjects()
+        if commune in (s.agent_key.split("/")[1], "/".join(s.agent_key.split("/")[:2]))
+        and (target is None or target in (s.name, s.target))
+    ]
+    if not subjects:
+        raise click.ClickException(
+            f"nothing recorded for commune {commune!r}"
+            + (f" and target {target!r}" if target else "")
+        )
+    now = time.time()
+    for subject in subjects:
+        outages = store.outages(subject.id, lo, hi)
+        result = availability(outages, lo, hi, subject.monitored_since, now)
+        percent = "no data" if result.percent is None else f"{result.percent:.3f} %"
+        click.echo(
+            f"{subject.agent_key} {subject.kind} {subject.name} ({subject.target}"
+            f"{', ' + subject.network if subject.network else ''}): {percent}, "
+            f"down {result.down_s / 60:.1f} min in {result.outages} outages"
+        )
+        for outage in outages:
+            until = _local(outage.end) if outage.end is not None else "ongoing"
+            click.echo(f"    down {_local(outage.start)} → {until}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The collector's TOML config, decoded strictly like the agent's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
+from agent.wire import IDENT_PATTERN
+
+Slug = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN)]
+
+
+class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    provinces: list[Slug] = []
+    """Provinces this collector owns (topic filter); empty: every province."""
+    share_group: str = ""
+    """Share data topics with the other collectors of this group ($share/<group>/...)."""
+    client_id: str = "commune-collector"
+    """Also the name of the broker session that holds messages while the collector is down."""
+    log_level: str = "info"
+
+
+class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    topic_root: Slug = "commune"
+    keepalive: Duration = Duration(60)
+    receive_window: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 2000
+    """Unacknowledged messages the broker may send at once (MQTT v5 Receive Maximum)."""
+    session_expiry: Duration = Duration(7 * 86400)
+    """How long the broker keeps the collector's messages while it is down."""
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str = "/var/lib/commune-collector/state.sqlite"
+
+
+class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    collector: CollectorSection = CollectorSection()
+    mqtt: MqttSection = MqttSection()
+    store: StoreSection = StoreSection()
+
+
+def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
+    config = convert_strict(data, CollectorConfig, source)
+    url = urlsplit(config.mqtt.url)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise ConfigError(
+            f"{source}: mqtt.url: expected mqtt://host:port or mqtts://host:port, "
+            f"got {config.mqtt.url!r}"
+        )
+    if config.collector.share_group and "/" in config.collector.share_group:
+        raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = getattr(config.mqtt, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{source}: mqtt.{key}: cannot read {path}")
+    return config
+
+
+def load_collector_config(path: str | Path | None) -> CollectorConfig:
+    """The file's config, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        return CollectorConfig()
+    return parse_collector_config(read_toml(path), str(path))

@@ -1,0 +1,136 @@
+"""The collector as a real process: kill -9 in the middle of a stream loses nothing.
+
+A publisher replays an agent's backlog in which the line changes state at every
+envelope, so a single lost or misapplied envelope would merge two outages or
+move a boundary; the outage table is compared with the answer computed by hand.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent import wire
+from agent.wire import Envelope, Sample
+from collector.availability import Outage
+from collector.store import StateStore
+from tests.servers import REPO, Mosquitto, stop_process
+
+T0 = 1_795_000_000.0
+N = 3000
+
+
+def backlog() -> list[bytes]:
+    payloads = []
+    for seq in range(N):
+        up = seq % 2 == 0
+        sample = Sample(
+            ts=T0 + 60 * seq,
+            check="link",
+            name="tslcd",
+            outcome="ok" if up else "timeout",
+            target="10.10.1.1",
+            fields={"up": int(up)},
+            tags={"network": "tslcd"},
+        )
+        payloads.append(
+            wire.encode(
+                Envelope(
+                    v=1,
+                    agent="pc-01",
+                    province="dong-nai",
+                    commune="la-nga",
+                    seq=seq,
+                    ts=T0 + 60 * seq,
+                    samples=[sample],
+                )
+            )
+        )
+    return payloads
+
+
+def start_collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "run", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+
+def last_seq(path: Path) -> int:
+    if not path.exists():
+        return -1
+    store = StateStore(path)
+    try:
+        agents = store.agents()
+        return agents[0].last_seq if agents and agents[0].last_seq is not None else -1
+    finally:
+        store.close()
+
+
+def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    # Mosquitto keeps at most 1,000 messages for an offline session by default and
+    # drops the rest: a collector's broker must be configured for its outages.
+    mosquitto = Mosquitto(
+        tmp_path / "broker", extra="allow_anonymous true\nmax_queued_messages 100000"
+    )
+    mosquitto.start()
+    try:
+        kill_mid_stream(tmp_path, mosquitto)
+    finally:
+        mosquitto.stop()
+
+
+def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    state = tmp_path / "state.sqlite"
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\nreceive_window = 200\n'
+        f'[store]\npath = "{state}"\n[collector]\nclient_id = "collector-e2e"\n'
+    )
+    log = tmp_path / "collector.log"
+    collector = start_collector(config, log)
+    time.sleep(1.5)  # its persistent session exists from here on
+    agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
+    agent.connect("127.0.0.1", mosquitto.port)
+    agent.loop_start()
+    infos = []
+    killed_at = -1
+    for seq, payload in enumerate(backlog()):
+        infos.append(agent.publish("commune/dong-nai/la-nga/pc-01/data", payload, qos=1))
+        if seq == N // 3:
+            time.sleep(0.3)
+            collector.kill()  # SIGKILL, mid-stream
+            collector.wait()
+            killed_at = last_seq(state)
+        if seq % 200 == 0:
+            time.sleep(0.05)
+    for info in infos:
+        info.wait_for_publish(30)
+    agent.loop_stop()
+    assert 0 <= killed_at < N - 1, "the kill must land in the middle of the stream"
+    collector = start_collector(config, log)
+    try:
+        deadline = time.monotonic() + 60
+        while last_seq(state) < N - 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop_process(collector, signal.SIGTERM)
+    store = StateStore(state)
+    [subject] = store.subjects("link")
+    outages = store.outages(subject.id)
+    # Odd sequence numbers are down: each outage ends at the next envelope; N is even, so
+    # the last envelope is down and its outage is still open.
+    expected = [Outage(T0 + 60 * s, T0 + 60 * (s + 1)) for s in range(1, N - 1, 2)]
+    expected.append(Outage(T0 + 60 * (N - 1), None))
+    assert outages == expected
+    assert store.agents()[0].last_seq == N - 1
+    assert "Traceback" not in log.read_text()
