@@ -62,6 +62,11 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert "Example:" in result.output and f"commune-collector {command}" in result.output
 
 
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_is_in_the_readme(command: str) -> None:
+    assert f"commune-collector {command}" in (REPO / "README.md").read_text()
+
+
 def test_availability_over_october_is_exact(config: Path) -> None:
     result = CliRunner().invoke(
         main,
