@@ -40,9 +40,10 @@ def _load(path: Path | None) -> CollectorConfig:
         raise click.ClickException(str(exc)) from None
 
 
-def _store(config: CollectorConfig, must_exist: bool = True) -> StateStore:
+def _store(config: CollectorConfig) -> StateStore:
+    """The existing store, for queries."""
     path = Path(config.store.path)
-    if must_exist and not path.exists():
+    if not path.exists():
         raise click.ClickException(f"no state store at {path}: has the collector run yet?")
     return StateStore(path)
 
@@ -94,7 +95,11 @@ def run(config_path: Path | None) -> None:
     from collector.ingest import Ingestor
     from collector.mqtt_source import MqttSource, SourceSettings
 
-    store = _store(config, must_exist=False)
+    sink_config = config.sink
+    store = StateStore(
+        Path(config.store.path),
+        spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3,
+    )
     mqtt = config.mqtt
     password = Path(mqtt.password_file).read_text().strip() if mqtt.password_file else ""
     settings = SourceSettings(
@@ -114,7 +119,22 @@ def run(config_path: Path | None) -> None:
         receive_window=mqtt.receive_window,
         session_expiry_s=int(mqtt.session_expiry),
     )
-    source = MqttSource(settings, Ingestor(store, mqtt.topic_root))
+    source = MqttSource(settings, Ingestor(store, mqtt.topic_root, spool=sink_config is not None))
+    sink = None
+    if sink_config is not None:
+        from collector.sink import Sink
+
+        token = Path(sink_config.token_file).read_text().strip() if sink_config.token_file else ""
+        sink = Sink(
+            store,
+            sink_config.url,
+            token,
+            sink_config.org,
+            sink_config.bucket,
+            batch_rows=sink_config.batch,
+            timeout_s=float(sink_config.timeout),
+        )
+        sink.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -124,6 +144,8 @@ def run(config_path: Path | None) -> None:
     source.start()
     stop.wait()
     source.stop()
+    if sink is not None:
+        sink.stop()
     store.close()
 
 

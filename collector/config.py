@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
+from agent.configtypes import ConfigError, Duration, Size, convert_strict, read_toml
 from agent.wire import IDENT_PATTERN
 
 Slug = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN)]
@@ -56,10 +56,27 @@ class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     path: str = "/var/lib/commune-collector/state.sqlite"
 
 
+class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An InfluxDB v2 write API (InfluxDB 2.x/3.x/1.8+, VictoriaMetrics)."""
+
+    url: str
+    org: str = ""
+    bucket: str = "commune"
+    token_file: str = ""
+    """A file holding the API token (never in this config)."""
+    batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    """Envelopes per write."""
+    max_spool: Size = Size(1024**3)
+    """Points waiting for the server are kept up to this size; beyond, the oldest go (counted)."""
+    timeout: Duration = Duration(10)
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
     store: StoreSection = StoreSection()
+    sink: SinkSection | None = None
+    """Optional: without it the collector works from its state store alone."""
 
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
@@ -72,6 +89,11 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         )
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
+    if config.sink is not None:
+        if not config.sink.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{source}: sink.url: expected http(s)://host:port")
+        if config.sink.token_file and not os.access(config.sink.token_file, os.R_OK):
+            raise ConfigError(f"{source}: sink.token_file: cannot read {config.sink.token_file}")
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         path = getattr(config.mqtt, key)
         if path and not os.access(path, os.R_OK):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent.wire import Envelope, Status, WireError, decode_envelope, decode_status, parse_topic
+from collector.lineproto import envelope_lines
 from collector.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,13 @@ def sender_of(topic: str, root: str) -> str:
 
 
 class Ingestor:
-    def __init__(self, store: StateStore, root: str, log_interval: float = 300.0) -> None:
+    def __init__(
+        self, store: StateStore, root: str, log_interval: float = 300.0, spool: bool = False
+    ) -> None:
         self.store = store
         self.root = root
+        # With a sink, points are queued in the same transaction as the state.
+        self.to_spool = envelope_lines if spool else None
         self.stats = IngestStats()
         self.rejections = RejectionLog(log_interval)
 
@@ -112,7 +117,7 @@ class Ingestor:
         if envelopes or statuses:
             started = time.perf_counter()
             received = max(m.received for m in messages)
-            self.store.apply(envelopes, statuses, received=received)
+            self.store.apply(envelopes, statuses, received=received, to_spool=self.to_spool)
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed

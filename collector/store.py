@@ -9,6 +9,10 @@ Everything is applied by the samples' own timestamps, idempotently:
 Up/down history is kept for subjects whose availability is reported: link
 targets (``up``) and Polycom readiness (``ready``). Only outages are stored;
 the up time is their complement within the time a subject was monitored.
+
+The ``spool`` table holds time-series points for the sink, written in the same
+transaction as the state they came with: once a batch is committed it is both
+applied and durably queued for InfluxDB, and may be acknowledged.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ CREATE TABLE IF NOT EXISTS outages (
     PRIMARY KEY (subject_id, start)
 );
 CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL;
+CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -106,9 +113,12 @@ def _updown(sample: Sample) -> tuple[str, str] | None:
 
 
 class StateStore:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, spool_max_bytes: int = 1024**3
+    ) -> None:
         self.path = path
         self.clock = clock
+        self.spool_max_bytes = spool_max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -117,6 +127,9 @@ class StateStore:
         # acknowledged messages are only acknowledged after that commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._spool_bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool").fetchone()[0]
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -129,20 +142,50 @@ class StateStore:
         envelopes: Iterable[Envelope] = (),
         statuses: Iterable[tuple[Status, float]] = (),
         received: float | None = None,
+        to_spool: Callable[[Envelope], bytes] | None = None,
     ) -> None:
-        """Apply a batch in one transaction; when this returns, it is committed."""
+        """Apply a batch in one transaction; when this returns, it is committed.
+
+        With ``to_spool``, each envelope's time-series points are queued for the sink
+        in the same transaction.
+        """
         now = self.clock() if received is None else received
         with self._lock:
+            spooled = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for status, status_received in statuses:
                     self._apply_status(status, status_received)
                 for envelope in envelopes:
                     self._apply_envelope(envelope, now)
+                    if to_spool is not None:
+                        lines = to_spool(envelope)
+                        self._db.execute("INSERT INTO spool (lines) VALUES (?)", (lines,))
+                        spooled += len(lines)
+                dropped = self._bound_spool(spooled)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._spool_bytes += spooled - dropped
+
+    def _bound_spool(self, incoming: int) -> int:
+        """Drop the oldest points beyond the spool's bound and count them; bytes dropped."""
+        excess = self._spool_bytes + incoming - self.spool_max_bytes
+        if excess <= 0:
+            return 0
+        dropped_bytes = dropped_rows = 0
+        victims = self._db.execute("SELECT id, LENGTH(lines) FROM spool ORDER BY id").fetchall()
+        for row_id, size in victims:
+            self._db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+            dropped_bytes += int(size)
+            dropped_rows += 1
+            if dropped_bytes >= excess:
+                break
+        self._db.execute(
+            "UPDATE meta SET value = value + ? WHERE key = 'spool_dropped'", (dropped_rows,)
+        )
+        return dropped_bytes
 
     def _ensure_agent(self, key: str, province: str, commune: str, agent: str) -> None:
         self._db.execute(
@@ -246,6 +289,33 @@ class StateStore:
             )
         else:
             self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
+
+    # the sink's spool ------------------------------------------------------------
+
+    def spool_fetch(self, limit: int) -> list[tuple[int, bytes]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, lines FROM spool ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(row_id), bytes(lines)) for row_id, lines in rows]
+
+    def spool_done(self, up_to_id: int) -> None:
+        """The sink accepted everything up to this row."""
+        with self._lock:
+            size = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id <= ?", (up_to_id,)
+            ).fetchone()[0]
+            self._db.execute("DELETE FROM spool WHERE id <= ?", (up_to_id,))
+            self._spool_bytes -= int(size)
+
+    def spool_stats(self) -> tuple[int, int, int]:
+        """(rows, bytes, rows dropped over the bound since the store was made)."""
+        with self._lock:
+            rows = self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+            dropped = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'spool_dropped'"
+            ).fetchone()[0]
+        return int(rows), self._spool_bytes, int(dropped)
 
     # reading -------------------------------------------------------------------
 

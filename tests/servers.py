@@ -331,3 +331,45 @@ class AgentProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
+
+
+class VictoriaMetrics:
+    """VictoriaMetrics: an InfluxDB v2 write endpoint we can read back."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> VictoriaMetrics:
+        self.process = subprocess.Popen(
+            [
+                "victoria-metrics",
+                f"-storageDataPath={self.workdir}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_tcp(self.port, 20)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    def export(self, match: str) -> list[dict[str, object]]:
+        import json
+        import urllib.parse
+        import urllib.request
+
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+        query = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]

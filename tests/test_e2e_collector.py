@@ -76,6 +76,14 @@ def last_seq(path: Path) -> int:
         store.close()
 
 
+def spooled(path: Path) -> int:
+    store = StateStore(path)
+    try:
+        return store.spool_stats()[0]
+    finally:
+        store.close()
+
+
 def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
     # Mosquitto keeps at most 1,000 messages for an offline session by default and
     # drops the rest: a collector's broker must be configured for its outages.
@@ -134,3 +142,41 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
     assert outages == expected
     assert store.agents()[0].last_seq == N - 1
     assert "Traceback" not in log.read_text()
+
+
+def test_agents_data_reaches_the_store_and_victoriametrics(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from tests.servers import VictoriaMetrics
+
+    vm = VictoriaMetrics(tmp_path / "vm").start()
+    state = tmp_path / "state.sqlite"
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n[store]\npath = "{state}"\n'
+        f'[sink]\nurl = "{vm.url}"\norg = "dong-nai"\nbucket = "commune"\n'
+    )
+    collector = start_collector(config, tmp_path / "collector.log")
+    try:
+        time.sleep(1.5)
+        agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
+        agent.connect("127.0.0.1", mosquitto.port)
+        agent.loop_start()
+        infos = [
+            agent.publish("commune/dong-nai/la-nga/pc-01/data", p, qos=1) for p in backlog()[:50]
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
+        agent.loop_stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if last_seq(state) == 49 and spooled(state) == 0:
+                break
+            time.sleep(0.2)
+        [series] = vm.export('{__name__="link_up"}')
+    finally:
+        stop_process(collector, signal.SIGTERM)
+        vm.stop()
+    assert series["values"] == [1 - s % 2 for s in range(50)]
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(50)]
+    assert series["metric"]["commune"] == "la-nga"  # type: ignore[index]

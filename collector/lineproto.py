@@ -1,0 +1,72 @@
+"""Envelopes as InfluxDB line protocol: one measurement per check (and sub-series).
+
+- measurement: the check kind, or ``<kind>_<item>`` for a sub-series
+  (``host_disk``, ``snmp_interface``, ``antivirus_product``, ``agent_check``);
+- tags: province, commune, agent, name (the check instance), target, and the
+  sample's own tags (network, method, ifindex, source, ...); a trailing
+  backslash, which line protocol cannot carry, is dropped (``C:\\`` -> ``C:``);
+- fields: the sample's fields, every number written as a float so a field never
+  changes type between points (InfluxDB refuses that), booleans as booleans,
+  text as strings; plus ``success`` (1 when the outcome is ok) and ``outcome``;
+- timestamp: the sample's collection time, in milliseconds.
+
+A point is keyed by measurement + tags + timestamp, so a redelivered envelope
+overwrites itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+from agent.wire import Envelope, FieldValue, Sample
+
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", "\n": " "})
+_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " "})
+
+
+def _tag(text: str) -> str:
+    # Line protocol cannot escape a trailing backslash (it would escape the space
+    # after it): Windows mount points "C:\\" are written "C:".
+    return text.rstrip("\\").translate(_KEY)
+
+
+def _field(value: FieldValue) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = float(value)
+        return repr(number) if math.isfinite(number) else None
+    text = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{text}"'
+
+
+def sample_line(envelope: Envelope, sample: Sample) -> str:
+    measurement = (f"{sample.check}_{sample.item}" if sample.item else sample.check).translate(
+        _MEASUREMENT
+    )
+    tags = {
+        "province": envelope.province,
+        "commune": envelope.commune,
+        "agent": envelope.agent,
+        "name": sample.name,
+        "target": sample.target,
+        **sample.tags,
+    }
+    tag_text = "".join(
+        f",{_tag(key)}={_tag(value)}" for key, value in sorted(tags.items()) if _tag(value)
+    )
+    fields = {
+        "success": 1.0 if sample.outcome == "ok" else 0.0,
+        "outcome": sample.outcome,
+        **sample.fields,
+    }
+    field_text = ",".join(
+        f"{_tag(key)}={text}"
+        for key, value in fields.items()
+        if (text := _field(value)) is not None
+    )
+    return f"{measurement}{tag_text} {field_text} {round(sample.ts * 1000)}"
+
+
+def envelope_lines(envelope: Envelope) -> bytes:
+    return "\n".join(sample_line(envelope, sample) for sample in envelope.samples).encode()

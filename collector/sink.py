@@ -1,0 +1,120 @@
+"""The time-series sink: drains the store's spool into an InfluxDB v2 write API.
+
+Works with InfluxDB 2.x/3.x/1.8+ and VictoriaMetrics. Points leave the spool
+only when the server has accepted them; while it is down they wait (bounded by
+the store's spool size, drops counted) and are sent in order when it returns.
+A batch the server refuses as bad data (400/422) is split to find the culprit,
+which alone is dropped and counted, so one bad point cannot block the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from collector.store import StateStore
+
+log = logging.getLogger(__name__)
+
+BAD_DATA = (400, 422)
+
+
+@dataclass
+class SinkStats:
+    points_written: int = 0
+    batches_written: int = 0
+    write_errors: int = 0
+    rejected_rows: int = 0
+
+
+class Sink:
+    def __init__(
+        self,
+        store: StateStore,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        batch_rows: int = 500,
+        timeout_s: float = 10.0,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.store = store
+        self.bucket = bucket
+        self.org = org
+        self.batch_rows = batch_rows
+        self.max_backoff_s = max_backoff_s
+        self.stats = SinkStats()
+        self._client = InfluxDBClient(url=url, token=token, org=org, timeout=int(timeout_s * 1000))
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._stop = threading.Event()
+        self._last_error = ""
+        self._thread = threading.Thread(target=self._loop, name="sink", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    def _write(self, rows: list[tuple[int, bytes]]) -> None:
+        body = b"\n".join(lines for _, lines in rows)
+        # "ms": the spool's timestamps are milliseconds (lineproto.py).
+        self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="ms")  # type: ignore[arg-type]
+
+    def _send(self, rows: list[tuple[int, bytes]]) -> None:
+        """Write rows; bad data is bisected and the bad row dropped. Other errors raise."""
+        from influxdb_client.rest import ApiException
+
+        try:
+            self._write(rows)
+        except ApiException as exc:
+            if exc.status not in BAD_DATA:
+                raise
+            if len(rows) == 1:
+                self.stats.rejected_rows += 1
+                log.error(
+                    "the time-series server refused a point as bad data; dropped: %s",
+                    str(exc.body)[:300],
+                )
+                return
+            half = len(rows) // 2
+            self._send(rows[:half])
+            self._send(rows[half:])
+            return
+        self.stats.points_written += sum(lines.count(b"\n") + 1 for _, lines in rows)
+        self.stats.batches_written += 1
+
+    def _report(self, error: Any) -> None:
+        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        self.stats.write_errors += 1
+        if reason != self._last_error:
+            log.warning("time-series server unavailable (%s); points wait in the spool", reason)
+            self._last_error = reason
+
+    def _loop(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            rows = self.store.spool_fetch(self.batch_rows)
+            if not rows:
+                self._stop.wait(0.5)
+                continue
+            try:
+                self._send(rows)
+            except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
+                self._report(exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                continue
+            if self._last_error:
+                log.info("time-series server reachable again; sending the spool")
+                self._last_error = ""
+            delay = 1.0
+            self.store.spool_done(rows[-1][0])

@@ -1,0 +1,211 @@
+"""Line protocol, and the sink against a real VictoriaMetrics (InfluxDB v2 write API)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.wire import Envelope, Sample
+from collector.ingest import Ingestor, Message
+from collector.lineproto import envelope_lines, sample_line
+from collector.sink import Sink
+from collector.store import StateStore
+from tests.servers import VictoriaMetrics, free_port
+
+T0 = 1_795_000_000.0
+
+
+def envelope(seq: int, up: bool = True, agent: str = "pc-01") -> Envelope:
+    ts = T0 + 60 * seq
+    return Envelope(
+        v=1,
+        agent=agent,
+        province="dong-nai",
+        commune="la-nga",
+        seq=seq,
+        ts=ts,
+        samples=[
+            Sample(
+                ts=ts,
+                check="link",
+                name="tslcd",
+                outcome="ok" if up else "timeout",
+                target="10.10.1.1",
+                fields={"up": int(up), "rtt_ms": 3.25, "loss_percent": 0.0 if up else 100.0},
+                tags={"network": "tslcd", "method": "icmp"},
+            ),
+            Sample(
+                ts=ts,
+                check="host",
+                name="host",
+                outcome="ok",
+                item="disk",
+                target="C:\\",
+                fields={"used_percent": 40, "total_bytes": 256_000_000_000},
+            ),
+        ],
+    )
+
+
+def test_line_protocol_shape() -> None:
+    env = envelope(0)
+    line = sample_line(env, env.samples[0])
+    assert line == (
+        "link,agent=pc-01,commune=la-nga,method=icmp,name=tslcd,network=tslcd,province=dong-nai,"
+        'target=10.10.1.1 success=1.0,outcome="ok",up=1.0,rtt_ms=3.25,loss_percent=0.0 '
+        f"{int(T0 * 1000)}"
+    )
+    disk = sample_line(env, env.samples[1])
+    assert disk.startswith("host_disk,") and ",target=C: success=" in disk
+    assert "used_percent=40.0" in disk  # integers are written as floats: one type per field
+
+
+def test_line_protocol_escaping() -> None:
+    sample = Sample(
+        ts=T0,
+        check="snmp",
+        name="core sw",
+        outcome="ok",
+        item="interface",
+        target="Gi0/1, uplink=x",
+        fields={"alias": 'to "HQ"\\', "oper_up": True},
+    )
+    env = Envelope(
+        v=1, agent="pc-01", province="dong-nai", commune="la-nga", seq=0, ts=T0, samples=[sample]
+    )
+    line = sample_line(env, sample)
+    assert "name=core\\ sw" in line
+    assert "target=Gi0/1\\,\\ uplink\\=x" in line
+    assert 'alias="to \\"HQ\\"\\\\"' in line
+    assert "oper_up=true" in line
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    server = VictoriaMetrics(tmp_path / "vm").start()
+    yield server
+    server.stop()
+
+
+def ingest(store: StateStore, envelopes: list[Envelope]) -> None:
+    from agent.wire import encode
+
+    ingestor = Ingestor(store, "commune", spool=True)
+    ingestor.process(
+        Message(f"commune/dong-nai/la-nga/{e.agent}/data", encode(e), time.time(), lambda: None)
+        for e in envelopes
+    )
+
+
+def wait(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise TimeoutError("condition not met")
+
+
+def test_points_land_in_victoriametrics(tmp_path: Path, vm: VictoriaMetrics) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    ingest(store, [envelope(seq, up=seq % 3 != 0) for seq in range(30)])
+    sink = Sink(store, vm.url, token="", org="province", bucket="commune")
+    sink.start()
+    try:
+        wait(lambda: store.spool_stats()[0] == 0)
+    finally:
+        sink.stop()
+    [series] = vm.export('{__name__="link_up"}')
+    assert series["metric"] == {
+        "__name__": "link_up",
+        "agent": "pc-01",
+        "commune": "la-nga",
+        "method": "icmp",
+        "name": "tslcd",
+        "network": "tslcd",
+        "province": "dong-nai",
+        "target": "10.10.1.1",
+    }
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(30)]
+    assert series["values"] == [0 if s % 3 == 0 else 1 for s in range(30)]
+    [disk] = vm.export('{__name__="host_disk_used_percent"}')
+    assert disk["values"] == [40] * 30
+    assert sink.stats.points_written == 60
+
+
+def test_server_down_for_a_while_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    vm = VictoriaMetrics(tmp_path / "vm", port=port)
+    store = StateStore(tmp_path / "state.sqlite")
+    sink = Sink(store, vm.url, token="", org="province", bucket="commune", max_backoff_s=1)
+    sink.start()
+    try:
+        ingest(store, [envelope(seq) for seq in range(20)])
+        time.sleep(2)
+        assert store.spool_stats()[0] == 20  # nobody to write to: all waits
+        assert sink.stats.write_errors >= 1
+        vm.start()
+        ingest(store, [envelope(seq) for seq in range(20, 40)])
+        wait(lambda: store.spool_stats()[0] == 0)
+    finally:
+        sink.stop()
+        vm.stop()
+    vm.start()
+    try:
+        [series] = vm.export('{__name__="link_rtt_ms"}')
+    finally:
+        vm.stop()
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(40)]
+
+
+def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> None:
+    """A server answering 400 to any batch holding agent pc-bad: only that row goes."""
+    accepted: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            bad = b"agent=pc-bad" in body
+            if not bad:
+                accepted.append(body)
+            self.send_response(400 if bad else 204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = StateStore(tmp_path / "state.sqlite")
+    envelopes = [envelope(seq) for seq in range(9)] + [envelope(9, agent="pc-bad")]
+    envelopes += [envelope(seq) for seq in range(10, 16)]
+    ingest(store, envelopes)
+    sink = Sink(
+        store, f"http://127.0.0.1:{server.server_address[1]}", token="", org="o", bucket="b"
+    )
+    sink.start()
+    try:
+        wait(lambda: store.spool_stats()[0] == 0)
+    finally:
+        sink.stop()
+        server.shutdown()
+        server.server_close()
+    assert sink.stats.rejected_rows == 1
+    written = b"\n".join(accepted)
+    assert written.count(b"link,") == 15 and b"pc-bad" not in written
+
+
+def test_the_spool_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
+    size = len(envelope_lines(envelope(0)))
+    store = StateStore(tmp_path / "state.sqlite", spool_max_bytes=10 * size + 5)
+    ingest(store, [envelope(seq) for seq in range(25)])
+    rows, used, dropped = store.spool_stats()
+    assert (rows, dropped) == (10, 15)
+    assert used <= 10 * size + 5
+    assert store.spool_fetch(1)[0][1] == envelope_lines(envelope(15))  # the newest ten are kept
