@@ -5,10 +5,12 @@
 Starts a private Mosquitto. Publisher processes play agents (2,000 per
 process, 3 samples per envelope: host, a disk, the line) and publish at QoS 1
 at ``--rate`` messages/s in total for ``--seconds``. The collector's ingest
-path (MqttSource -> Ingestor -> StateStore, as ``commune-collector run``) runs
-in this process; every message is committed before it is acknowledged.
-Reported: messages/s and samples/s committed, end-to-end latency (publish to
-commit) p50/p99, loss (published minus committed), and, in the same run, the
+path (MqttSource -> Ingestor -> StateStore + spool -> Sink -> VictoriaMetrics,
+as ``commune-collector run`` with a sink) runs in this process; every message is
+committed, with its points spooled, before it is acknowledged.
+Reported: messages/s and samples/s committed, points written to the sink,
+end-to-end latency (publish to commit) p50/p99, loss (published minus
+committed), and, in the same run, the
 drain rate of ``mosquitto_sub`` (C, QoS 1) from the same broker under the same
 publishers at full speed, as the ceiling.
 """
@@ -33,8 +35,9 @@ sys.path.insert(0, str(REPO))
 from agent import wire  # noqa: E402
 from collector.ingest import Ingestor, Message  # noqa: E402
 from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
+from collector.sink import Sink  # noqa: E402
 from collector.store import StateStore  # noqa: E402
-from tests.servers import Mosquitto  # noqa: E402
+from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 
 AGENTS_PER_PUBLISHER = 2000
 
@@ -149,11 +152,14 @@ def run_publishers(port: int, count: int, rate: float, seconds: float) -> int:
 def measure_collector(
     workdir: Path, broker: Mosquitto, rate: float, seconds: float, publishers: int
 ) -> dict[str, float]:
+    vm = VictoriaMetrics(workdir / "vm").start()
     store = StateStore(workdir / "state.sqlite")
-    ingestor = MeasuredIngestor(store, "commune")
+    ingestor = MeasuredIngestor(store, "commune", spool=True)
+    sink = Sink(store, vm.url, token="", org="bench", bucket="commune", batch_rows=2000)
     source = MqttSource(
         SourceSettings(host="127.0.0.1", port=broker.port, client_id="bench-collector"), ingestor
     )
+    sink.start()
     source.start()
     assert source.connected.wait(10)
     started = time.time()
@@ -161,8 +167,14 @@ def measure_collector(
     deadline = time.monotonic() + 120
     while ingestor.stats.applied_envelopes < published and time.monotonic() < deadline:
         time.sleep(0.1)
+    while store.spool_stats()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sink_done = time.time()
+    spool_left = store.spool_stats()[0]
     source.stop()
+    sink.stop()
     store.close()
+    vm.stop()
     span = ingestor.last_commit - started
     lat = sorted(ingestor.latencies)
     return {
@@ -172,6 +184,9 @@ def measure_collector(
         "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
         "rejected": sum(ingestor.stats.rejected.values()),
+        "points": sink.stats.points_written,
+        "sink_rate": sink.stats.points_written / (sink_done - started),
+        "spool_left": spool_left,
     }
 
 
@@ -215,6 +230,11 @@ def report(result: dict[str, float]) -> None:
         f"(lost {lost:.0f}, rejected {result['rejected']:.0f})"
     )
     print(f"  sustained  {result['rate']:.0f} msg/s, {3 * result['rate']:.0f} samples/s")
+    print(
+        f"  sink       {result['points']:.0f} points written to VictoriaMetrics "
+        f"({result['sink_rate']:.0f} points/s over the run; "
+        f"left in spool {result['spool_left']:.0f})"
+    )
     print(
         f"  latency    publish to commit: p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms"
