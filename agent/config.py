@@ -12,7 +12,6 @@ import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -23,6 +22,7 @@ from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
 from agent.checks.snmp import SnmpOptions
 from agent.configtypes import (
+    BrokerUrl,
     ConfigError,
     Duration,
     Size,
@@ -49,7 +49,7 @@ class AgentSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MqttSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class MqttSection(BrokerUrl, Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = "mqtt://127.0.0.1:1883"
     """mqtt://host:port or mqtts://host:port (TLS)."""
     username: str = ""
@@ -65,18 +65,6 @@ class MqttSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
     """Envelopes published and not yet acknowledged at once."""
     reconnect_max: Duration = Duration(120)
     """Longest wait between reconnect attempts (backoff doubles from 1 s up to this)."""
-
-    @property
-    def tls(self) -> bool:
-        return self.url.startswith("mqtts://")
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
 class OutboxSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -158,11 +146,8 @@ def _validate(config: Config, source: str) -> None:
 
     if config.agent.id and not re.match(IDENT_PATTERN, config.agent.id):
         raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
-    url = urlsplit(config.mqtt.url)
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise fail(
-            "mqtt.url", f"expected mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}"
-        )
+    if problem := config.mqtt.url_problem():
+        raise fail("mqtt.url", problem)
     if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
         raise fail("mqtt.cert_file", "a client certificate needs both cert_file and key_file")
     if (config.mqtt.cert_file or config.mqtt.ca_file) and not config.mqtt.tls:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.configtypes import ConfigError, Duration, Size, convert_strict, read_toml
+from agent.configtypes import BrokerUrl, ConfigError, Duration, Size, convert_strict, read_toml
 from agent.wire import IDENT_PATTERN
 
 Slug = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN)]
@@ -25,7 +24,7 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     log_level: str = "info"
 
 
-class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class MqttSection(BrokerUrl, msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = "mqtt://127.0.0.1:1883"
     username: str = ""
     password_file: str = ""
@@ -38,18 +37,6 @@ class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Unacknowledged messages the broker may send at once (MQTT v5 Receive Maximum)."""
     session_expiry: Duration = Duration(7 * 86400)
     """How long the broker keeps the collector's messages while it is down."""
-
-    @property
-    def tls(self) -> bool:
-        return self.url.startswith("mqtts://")
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -81,12 +68,8 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
     config = convert_strict(data, CollectorConfig, source)
-    url = urlsplit(config.mqtt.url)
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise ConfigError(
-            f"{source}: mqtt.url: expected mqtt://host:port or mqtts://host:port, "
-            f"got {config.mqtt.url!r}"
-        )
+    if problem := config.mqtt.url_problem():
+        raise ConfigError(f"{source}: mqtt.url: {problem}")
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     if config.sink is not None:

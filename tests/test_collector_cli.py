@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from agent.wire import Envelope, Sample, Status
 from collector.cli import VIETNAM, main
@@ -55,6 +55,21 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+def availability(config: Path, commune: str, start: str, end: str, *extra: str) -> Result:
+    arguments = [
+        "availability",
+        "-c",
+        str(config),
+        "--commune",
+        commune,
+        "--from",
+        start,
+        "--to",
+        end,
+    ]
+    return CliRunner().invoke(main, [*arguments, *extra])
+
+
 @pytest.mark.parametrize("command", sorted(main.commands))
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])
@@ -68,20 +83,7 @@ def test_every_command_is_in_the_readme(command: str) -> None:
 
 
 def test_availability_over_october_is_exact(config: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "availability",
-            "-c",
-            str(config),
-            "--commune",
-            "la-nga",
-            "--from",
-            "2025-10-01",
-            "--to",
-            "2025-11-01",
-        ],
-    )
+    result = availability(config, "la-nga", "2025-10-01", "2025-11-01")
     assert result.exit_code == 0, result.output
     # By hand: monitored from 10-01 00:00, so the window is all of October (744 h);
     # 3 h down: 741 / 744 = 99.597 %.
@@ -91,60 +93,21 @@ def test_availability_over_october_is_exact(config: Path) -> None:
 
 
 def test_availability_of_a_single_day(config: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "availability",
-            "-c",
-            str(config),
-            "--commune",
-            "dong-nai/la-nga",
-            "--from",
-            "2025-10-02",
-            "--to",
-            "2025-10-03",
-            "--target",
-            "tslcd",
-        ],
+    result = availability(
+        config, "dong-nai/la-nga", "2025-10-02", "2025-10-03", "--target", "tslcd"
     )
     assert result.exit_code == 0, result.output
     assert "87.500 %" in result.output  # 21 of 24 hours
 
 
 def test_availability_of_an_unknown_commune_is_a_clean_error(config: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "availability",
-            "-c",
-            str(config),
-            "--commune",
-            "nowhere",
-            "--from",
-            "2025-10-01",
-            "--to",
-            "2025-11-01",
-        ],
-    )
+    result = availability(config, "nowhere", "2025-10-01", "2025-11-01")
     assert result.exit_code == 1
     assert "nothing recorded for commune 'nowhere'" in result.output
 
 
 def test_bad_dates_are_refused(config: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "availability",
-            "-c",
-            str(config),
-            "--commune",
-            "la-nga",
-            "--from",
-            "October",
-            "--to",
-            "2025-11-01",
-        ],
-    )
+    result = availability(config, "la-nga", "October", "2025-11-01")
     assert result.exit_code == 2
     assert "is not a date" in result.output
 
