@@ -82,6 +82,7 @@ def test_config_types_stand_alone() -> None:
         "re",
         "tomllib",
         "pathlib",
+        "urllib.parse",
         "typing",
         "msgspec",
         "agent.units",
