@@ -37,6 +37,7 @@ def build_checks(config: Config, only: str | None = None) -> list[Check[Any]]:
 
 class Identity:
     def __init__(self, config: Config) -> None:
+        self.interval = float(config.agent.interval)
         self.root = config.mqtt.topic_root
         self.province = config.agent.province
         self.commune = config.agent.commune
@@ -75,6 +76,7 @@ class Identity:
             version=__version__,
             checks=checks,
             reason=reason,
+            interval=self.interval,
         )
 
 

@@ -96,6 +96,9 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     checks: list[Text] = []
     reason: Text = ""
     """Why the agent went offline: "stopped", or "connection lost" in the Last Will."""
+    interval: float = 0.0
+    """The agent's reporting interval in seconds (0: not said); a collector marks an
+    agent offline after a few intervals of silence."""
 
 
 class WireError(ValueError):

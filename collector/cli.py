@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,14 @@ def run(config_path: Path | None) -> None:
         "collector %s: store %s, broker %s", __version__, config.store.path, mqtt.url
     )
     source.start()
-    stop.wait()
+    log = logging.getLogger("collector")
+    # Housekeeping: agents that vanished without a Last Will reaching the broker.
+    while not stop.wait(10.0):
+        silent = store.mark_silent(
+            time.time(), config.collector.offline_after, float(config.collector.default_interval)
+        )
+        if silent:
+            log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
     source.stop()
     if sink is not None:
         sink.stop()
@@ -218,8 +226,6 @@ def availability_command(
     Example:
         commune-collector availability --commune la-nga --from 2025-10-01 --to 2025-11-01
     """
-    import time
-
     store = _store(_load(config_path))
     lo, hi = _time(start), _time(end)
     if hi <= lo:

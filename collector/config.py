@@ -22,6 +22,10 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     client_id: str = "commune-collector"
     """Also the name of the broker session that holds messages while the collector is down."""
     log_level: str = "info"
+    offline_after: Annotated[float, msgspec.Meta(ge=1)] = 3.0
+    """An agent silent for this many of its intervals is marked offline ("silent")."""
+    default_interval: Duration = Duration(60)
+    """For agents whose birth message does not say their interval."""
 
 
 class MqttSection(BrokerUrl, msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS agents (
     state TEXT NOT NULL DEFAULT 'unknown',
     state_since REAL, status_ts REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
     version TEXT NOT NULL DEFAULT '', checks TEXT NOT NULL DEFAULT '[]',
-    last_seen REAL, last_seq INTEGER
+    last_seen REAL, last_seq INTEGER,
+    interval REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS latest (
     agent_key TEXT NOT NULL, name TEXT NOT NULL, item TEXT NOT NULL, target TEXT NOT NULL,
@@ -204,9 +205,18 @@ class StateStore:
                  state = ?1, reason = ?2, status_ts = ?3,
                  state_since = CASE WHEN state = ?1 THEN state_since ELSE ?3 END,
                  version = CASE WHEN ?4 != '' THEN ?4 ELSE version END,
-                 checks = CASE WHEN ?5 != '[]' THEN ?5 ELSE checks END
+                 checks = CASE WHEN ?5 != '[]' THEN ?5 ELSE checks END,
+                 interval = CASE WHEN ?7 > 0 THEN ?7 ELSE interval END
                WHERE agent_key = ?6 AND status_ts <= ?3""",
-            (status.state, status.reason, ts, status.version, _encode(status.checks).decode(), key),
+            (
+                status.state,
+                status.reason,
+                ts,
+                status.version,
+                _encode(status.checks).decode(),
+                key,
+                status.interval,
+            ),
         )
 
     def _apply_envelope(self, envelope: Envelope, received: float) -> None:
@@ -217,6 +227,12 @@ class StateStore:
                                  last_seq = MAX(COALESCE(last_seq, -1), ?)
                WHERE agent_key = ?""",
             (received, envelope.seq, key),
+        )
+        # Data is a sign of life: an agent marked offline for silence is back.
+        self._db.execute(
+            """UPDATE agents SET state = 'online', reason = '', state_since = ?
+               WHERE agent_key = ? AND state = 'offline' AND reason = 'silent'""",
+            (received, key),
         )
         for sample in envelope.samples:
             self._db.execute(
@@ -289,6 +305,36 @@ class StateStore:
             )
         else:
             self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
+
+    def mark_silent(
+        self, now: float, intervals: float = 3.0, default_interval: float = 60.0
+    ) -> list[str]:
+        """Mark offline the online agents silent for ``intervals`` of their interval.
+
+        For agents that vanish without a Last Will reaching the broker. The state
+        starts at their last sign of life. Returns the agents marked.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    """SELECT agent_key FROM agents WHERE state = 'online'
+                       AND COALESCE(last_seen, status_ts) <
+                           ? - ? * (CASE WHEN interval > 0 THEN interval ELSE ? END)""",
+                    (now, intervals, default_interval),
+                ).fetchall()
+                keys = [str(row[0]) for row in rows]
+                self._db.executemany(
+                    """UPDATE agents SET state = 'offline', reason = 'silent',
+                              state_since = COALESCE(last_seen, status_ts)
+                       WHERE agent_key = ?""",
+                    [(key,) for key in keys],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return keys
 
     # the sink's spool ------------------------------------------------------------
 

@@ -110,6 +110,7 @@ community = "polycom-idle"
         births = statuses(messages)
         assert births[0].state == "online"
         assert births[0].version
+        assert births[0].interval == 2.0  # lets the collector spot a silent agent
         assert {c.split(":")[1].split(" ")[0] for c in births[0].checks} == wanted
         by_name = {s.name: s for e in envelopes(messages) for s in e.samples if not s.item}
         assert by_name["lan-broker"].fields["up"] == 1

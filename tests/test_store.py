@@ -150,6 +150,37 @@ def test_status_birth_will_and_stale_retained_messages(store: StateStore) -> Non
     assert (agent.state, agent.state_since, agent.version) == ("online", T0 + 700, "0.1.0")
 
 
+def test_silent_agents_are_marked_offline_after_three_of_their_intervals(store: StateStore) -> None:
+    birth = Status(
+        v=1,
+        state="online",
+        agent="pc-01",
+        province="dong-nai",
+        commune="la-nga",
+        ts=T0,
+        interval=10.0,
+    )
+    other = Status(v=1, state="online", agent="pc-02", province="dong-nai", commune="la-nga", ts=T0)
+    store.apply([envelope(0, link(T0, True))], [(birth, T0), (other, T0)], received=T0)
+    assert store.mark_silent(T0 + 29) == []
+    assert store.mark_silent(T0 + 31) == [KEY]  # 3 x its 10 s interval
+    agent = store.agents()[0]
+    assert (agent.state, agent.reason, agent.state_since) == ("offline", "silent", T0)
+    # pc-02 said no interval: the default (60 s) applies.
+    assert store.mark_silent(T0 + 179) == []
+    assert store.mark_silent(T0 + 181) == [agent_key("dong-nai", "la-nga", "pc-02")]
+    store.apply([envelope(1, link(T0 + 200, True))], received=T0 + 200)  # a sign of life
+    agent = store.agents()[0]
+    assert (agent.state, agent.reason, agent.state_since) == ("online", "", T0 + 200)
+
+
+def test_an_agent_that_said_goodbye_stays_offline_stopped(store: StateStore) -> None:
+    store.apply(statuses=[(status("offline", T0, "stopped"), T0)])
+    assert store.mark_silent(T0 + 10_000) == []
+    store.apply([envelope(0, link(T0 + 20, True))], received=T0 + 20)  # a late backlog
+    assert (store.agents()[0].state, store.agents()[0].reason) == ("offline", "stopped")
+
+
 def test_outages_are_selected_by_overlap_with_the_window(store: StateStore) -> None:
     store.apply(backlog())
     [subject] = store.subjects()
