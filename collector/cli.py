@@ -144,13 +144,20 @@ def run(config_path: Path | None) -> None:
     )
     source.start()
     log = logging.getLogger("collector")
-    # Housekeeping: agents that vanished without a Last Will reaching the broker.
+    # Housekeeping: agents that vanished without a Last Will reaching the broker,
+    # and history past its retention (hourly).
+    next_prune = time.monotonic()
     while not stop.wait(10.0):
         silent = store.mark_silent(
             time.time(), config.collector.offline_after, float(config.collector.default_interval)
         )
         if silent:
             log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
+        if time.monotonic() >= next_prune:
+            pruned = store.prune(time.time() - float(config.store.retention))
+            if pruned:
+                log.info("forgot %d outages older than the retention", pruned)
+            next_prune = time.monotonic() + 3600
     source.stop()
     if sink is not None:
         sink.stop()

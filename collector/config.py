@@ -45,6 +45,8 @@ class MqttSection(BrokerUrl, msgspec.Struct, frozen=True, forbid_unknown_fields=
 
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str = "/var/lib/commune-collector/state.sqlite"
+    retention: Duration = Duration(400 * 86400)
+    """Outage history older than this is forgotten; monthly reports need 13 months."""
 
 
 class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

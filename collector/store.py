@@ -336,6 +336,19 @@ class StateStore:
                 raise
         return keys
 
+    def prune(self, before: float) -> int:
+        """Forget outages that ended before ``before``; returns how many went.
+
+        Open outages are kept whatever their age, and so is each subject's
+        ``monitored_since``: availability over a window that starts after the
+        cut-off is unchanged.
+        """
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
+            )
+        return int(cursor.rowcount)
+
     # the sink's spool ------------------------------------------------------------
 
     def spool_fetch(self, limit: int) -> list[tuple[int, bytes]]:

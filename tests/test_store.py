@@ -181,6 +181,17 @@ def test_an_agent_that_said_goodbye_stays_offline_stopped(store: StateStore) -> 
     assert (store.agents()[0].state, store.agents()[0].reason) == ("offline", "stopped")
 
 
+def test_pruning_forgets_only_closed_outages_before_the_cut(store: StateStore) -> None:
+    store.apply(backlog())  # one outage, 01:00-04:00
+    store.apply([envelope(1000, link(T0 + 7 * 3600, False))])  # and one still open
+    [subject] = store.subjects()
+    assert store.prune(T0 + 3 * 3600) == 0  # ends after the cut: kept
+    assert store.prune(T0 + 5 * 3600) == 1
+    assert store.outages(subject.id) == [Outage(T0 + 7 * 3600, None)]
+    assert store.prune(T0 + 100 * 3600) == 0  # an open outage is never forgotten
+    assert store.subjects()[0].monitored_since == T0
+
+
 def test_outages_are_selected_by_overlap_with_the_window(store: StateStore) -> None:
     store.apply(backlog())
     [subject] = store.subjects()
