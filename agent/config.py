@@ -22,7 +22,7 @@ from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
 from agent.checks.snmp import SnmpOptions
 from agent.configtypes import (
-    BrokerUrl,
+    BrokerSection,
     ConfigError,
     Duration,
     Size,
@@ -49,18 +49,7 @@ class AgentSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MqttSection(BrokerUrl, Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    url: str = "mqtt://127.0.0.1:1883"
-    """mqtt://host:port or mqtts://host:port (TLS)."""
-    username: str = ""
-    password_file: str = ""
-    ca_file: str = ""
-    """CA bundle to verify the broker (mqtts); empty uses the system's CAs."""
-    cert_file: str = ""
-    """Client certificate, for brokers that authenticate agents by certificate."""
-    key_file: str = ""
-    topic_root: Ident = "commune"
-    keepalive: Duration = Duration(60)
+class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
     inflight: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     """Envelopes published and not yet acknowledged at once."""
     reconnect_max: Duration = Duration(120)
@@ -146,16 +135,8 @@ def _validate(config: Config, source: str) -> None:
 
     if config.agent.id and not re.match(IDENT_PATTERN, config.agent.id):
         raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
-    if problem := config.mqtt.url_problem():
-        raise fail("mqtt.url", problem)
-    if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
-        raise fail("mqtt.cert_file", "a client certificate needs both cert_file and key_file")
-    if (config.mqtt.cert_file or config.mqtt.ca_file) and not config.mqtt.tls:
-        raise fail("mqtt.url", "certificates are set but the url is not mqtts://")
-    for key in ("password_file", "ca_file", "cert_file", "key_file"):
-        path = getattr(config.mqtt, key)
-        if path and not os.access(path, os.R_OK):
-            raise fail(f"mqtt.{key}", f"cannot read {path}")
+    if problem := config.mqtt.problem():
+        raise fail(f"mqtt.{problem[0]}", problem[1])
     names: dict[str, str] = {}
     for kind, position, options in config.check_options():
         where = f"checks.{kind}[{position}]"

@@ -7,15 +7,17 @@ was expected>``.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 
 from agent.units import format_duration, parse_duration, parse_size
+from agent.wire import IDENT_PATTERN
 
 
 class Duration(float):
@@ -128,10 +130,21 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-class BrokerUrl:
-    """``mqtt://host:port`` or ``mqtts://host:port`` (TLS), for config sections with a ``url``."""
+class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[mqtt]`` keys the agent and the collector share; each adds its own."""
 
-    url: str
+    url: str = "mqtt://127.0.0.1:1883"
+    """mqtt://host:port or mqtts://host:port (TLS)."""
+    username: str = ""
+    password_file: str = ""
+    """A file holding the password on one line (never in the config)."""
+    ca_file: str = ""
+    """CA bundle to verify the broker (mqtts); empty uses the system's CAs."""
+    cert_file: str = ""
+    """Client certificate, for brokers that authenticate clients by certificate."""
+    key_file: str = ""
+    topic_root: Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN)] = "commune"
+    keepalive: Duration = Duration(60)
 
     @property
     def tls(self) -> bool:
@@ -145,9 +158,22 @@ class BrokerUrl:
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
-    def url_problem(self) -> str:
-        """Why the url is unusable, or "" when it is fine."""
+    def problem(self) -> tuple[str, str] | None:
+        """(key, why) for the first unusable setting, or None."""
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            return f"expected mqtt://host:port or mqtts://host:port, got {self.url!r}"
-        return ""
+            return "url", f"expected mqtt://host:port or mqtts://host:port, got {self.url!r}"
+        if bool(self.cert_file) != bool(self.key_file):
+            return "cert_file", "a client certificate needs both cert_file and key_file"
+        if (self.cert_file or self.ca_file) and not self.tls:
+            return "url", "certificates are set but the url is not mqtts://"
+        for key in ("password_file", "ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path and not os.access(path, os.R_OK):
+                return key, f"cannot read {path}"
+        return None
+
+    def password(self) -> str:
+        if not self.password_file:
+            return ""
+        return Path(self.password_file).read_text(encoding="utf-8").strip()

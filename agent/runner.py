@@ -9,7 +9,6 @@ import signal
 import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -82,15 +81,12 @@ class Identity:
 
 def broker_settings(config: Config, identity: Identity) -> BrokerSettings:
     mqtt = config.mqtt
-    password = ""
-    if mqtt.password_file:
-        password = Path(mqtt.password_file).read_text(encoding="utf-8").strip()
     return BrokerSettings(
         host=mqtt.host,
         port=mqtt.port,
         client_id=f"commune-agent/{identity.province}/{identity.commune}/{identity.agent}"[:128],
         username=mqtt.username,
-        password=password,
+        password=mqtt.password(),
         tls=mqtt.tls,
         ca_file=mqtt.ca_file,
         cert_file=mqtt.cert_file,

@@ -102,7 +102,6 @@ def run(config_path: Path | None) -> None:
         spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3,
     )
     mqtt = config.mqtt
-    password = Path(mqtt.password_file).read_text().strip() if mqtt.password_file else ""
     settings = SourceSettings(
         host=mqtt.host,
         port=mqtt.port,
@@ -111,7 +110,7 @@ def run(config_path: Path | None) -> None:
         provinces=tuple(config.collector.provinces),
         share_group=config.collector.share_group,
         username=mqtt.username,
-        password=password,
+        password=mqtt.password(),
         tls=mqtt.tls,
         ca_file=mqtt.ca_file,
         cert_file=mqtt.cert_file,

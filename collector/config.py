@@ -8,14 +8,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from agent.configtypes import BrokerUrl, ConfigError, Duration, Size, convert_strict, read_toml
-from agent.wire import IDENT_PATTERN
-
-Slug = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN)]
+from agent.configtypes import BrokerSection, ConfigError, Duration, Size, convert_strict, read_toml
+from agent.wire import Ident
 
 
 class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    provinces: list[Slug] = []
+    provinces: list[Ident] = []
     """Provinces this collector owns (topic filter); empty: every province."""
     share_group: str = ""
     """Share data topics with the other collectors of this group ($share/<group>/...)."""
@@ -28,15 +26,7 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """For agents whose birth message does not say their interval."""
 
 
-class MqttSection(BrokerUrl, msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str = ""
-    password_file: str = ""
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    topic_root: Slug = "commune"
-    keepalive: Duration = Duration(60)
+class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
     receive_window: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 2000
     """Unacknowledged messages the broker may send at once (MQTT v5 Receive Maximum)."""
     session_expiry: Duration = Duration(7 * 86400)
@@ -74,8 +64,8 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
     config = convert_strict(data, CollectorConfig, source)
-    if problem := config.mqtt.url_problem():
-        raise ConfigError(f"{source}: mqtt.url: {problem}")
+    if problem := config.mqtt.problem():
+        raise ConfigError(f"{source}: mqtt.{problem[0]}: {problem[1]}")
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     if config.sink is not None:
@@ -83,10 +73,6 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
             raise ConfigError(f"{source}: sink.url: expected http(s)://host:port")
         if config.sink.token_file and not os.access(config.sink.token_file, os.R_OK):
             raise ConfigError(f"{source}: sink.token_file: cannot read {config.sink.token_file}")
-    for key in ("password_file", "ca_file", "cert_file", "key_file"):
-        path = getattr(config.mqtt, key)
-        if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{source}: mqtt.{key}: cannot read {path}")
     return config
 
 

@@ -83,6 +83,8 @@ def test_config_types_stand_alone() -> None:
         "tomllib",
         "pathlib",
         "urllib.parse",
+        "os",
+        "agent.wire",
         "typing",
         "msgspec",
         "agent.units",

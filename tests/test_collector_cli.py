@@ -126,6 +126,9 @@ def test_check_config_errors_name_the_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
     assert result.exit_code == 1
     assert f"{path}: mqtt.url: expected mqtt://host:port" in result.output
+    path.write_text('[mqtt]\nurl = "mqtts://broker:8883"\ncert_file = "/etc/hosts"\n')
+    result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
+    assert f"{path}: mqtt.cert_file: a client certificate needs both" in result.output
     path.write_text("[collector]\nprovinces = ['dong nai']\n")
     result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
     assert "collector.provinces[0]" in result.output
