@@ -68,3 +68,52 @@ def availability(
     if current is not None:
         down += current[1] - current[0]
     return Availability(start, end, end - observed_start, down, count)
+
+
+_FOREVER = float("inf")
+
+
+def _merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    result: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if result and lo <= result[-1][1]:
+            result[-1] = (result[-1][0], max(result[-1][1], hi))
+        else:
+            result.append((lo, hi))
+    return result
+
+
+def _intersection(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    result: list[tuple[float, float]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            result.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return result
+
+
+def all_down(watchers: Iterable[tuple[Iterable[Outage], float]]) -> tuple[list[Outage], float]:
+    """Outages of something several probes watch: down only while every probe says so.
+
+    Each watcher is (its outages, when it began watching). Before a probe began it
+    says nothing, so it does not vote "up". Returns the combined outages and when
+    the first probe began (``inf`` without watchers).
+    """
+    combined: list[tuple[float, float]] | None = None
+    first = _FOREVER
+    for outages, since in watchers:
+        first = min(first, since)
+        not_up = _merged(
+            [(-_FOREVER, since)]
+            + [(o.start, _FOREVER if o.end is None else o.end) for o in outages]
+        )
+        combined = not_up if combined is None else _intersection(combined, not_up)
+    spans = [(max(lo, first), hi) for lo, hi in combined or [] if hi > first]
+    return [Outage(lo, None if hi == _FOREVER else hi) for lo, hi in spans], first

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outages (
     PRIMARY KEY (subject_id, start)
 );
 CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL;
+CREATE INDEX IF NOT EXISTS latest_by_check ON latest(check_kind);
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
@@ -82,6 +83,8 @@ class Subject:
     monitored_since: float
     state: str
     since: float
+    last_ts: float
+    """The newest sample applied: an agent gone silent leaves its subject's state stale."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,27 @@ class AgentState:
     version: str
     last_seen: float | None
     last_seq: int | None
+
+
+@dataclass(frozen=True)
+class LatestSample:
+    agent_key: str
+    check: str
+    name: str
+    item: str
+    target: str
+    ts: float
+    outcome: str
+    fields: dict[str, Any]
+    tags: dict[str, str]
+    error: str
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> LatestSample:
+        fields = msgspec.json.decode(row[7])
+        tags = msgspec.json.decode(row[8])
+        key, check, name, item, target, ts, outcome = row[:7]
+        return cls(key, check, name, item, target, ts, outcome, fields, tags, row[9])
 
 
 def _updown(sample: Sample) -> tuple[str, str] | None:
@@ -386,32 +410,54 @@ class StateStore:
             ).fetchall()
         return [AgentState(*row) for row in rows]
 
-    def latest(self, key: str) -> list[dict[str, Any]]:
+    _LATEST = """SELECT agent_key, check_kind, name, item, target, ts, outcome, fields, tags, error
+                 FROM latest"""
+
+    def latest(self, key: str) -> list[LatestSample]:
+        """An agent's latest sample per check, item and target."""
         with self._lock:
             rows = self._db.execute(
-                """SELECT check_kind, name, item, target, ts, outcome, fields, tags, error
-                   FROM latest WHERE agent_key = ? ORDER BY name, item, target""",
-                (key,),
+                self._LATEST + " WHERE agent_key = ? ORDER BY name, item, target", (key,)
             ).fetchall()
-        return [
-            {
-                "check": r[0],
-                "name": r[1],
-                "item": r[2],
-                "target": r[3],
-                "ts": r[4],
-                "outcome": r[5],
-                "fields": msgspec.json.decode(r[6]),
-                "tags": msgspec.json.decode(r[7]),
-                "error": r[8],
-            }
-            for r in rows
-        ]
+        return [LatestSample.from_row(row) for row in rows]
+
+    def latest_of(self, check: str) -> list[LatestSample]:
+        """Every agent's latest samples of one kind of check (for the province's roll-up)."""
+        with self._lock:
+            rows = self._db.execute(
+                self._LATEST + " WHERE check_kind = ? ORDER BY agent_key, name, item, target",
+                (check,),
+            ).fetchall()
+        return [LatestSample.from_row(row) for row in rows]
+
+    def forget_agents(self, silent_before: float) -> list[str]:
+        """Forget agents not running (offline) whose last sign of life is older than the cut-off.
+
+        A PC that was replaced or reinstalled under another name would otherwise
+        count as "unknown" forever. Only the agent and its latest samples go: the
+        outage history of what it probed stays for the monthly reports.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    """SELECT agent_key FROM agents WHERE state != 'online'
+                       AND COALESCE(last_seen, status_ts) < ?""",
+                    (silent_before,),
+                ).fetchall()
+                keys = [(str(row[0]),) for row in rows]
+                self._db.executemany("DELETE FROM latest WHERE agent_key = ?", keys)
+                self._db.executemany("DELETE FROM agents WHERE agent_key = ?", keys)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [key for (key,) in keys]
 
     def subjects(self, kind: str | None = None) -> list[Subject]:
         query = (
-            "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since "
-            "FROM subjects"
+            "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since, "
+            "last_ts FROM subjects"
         )
         with self._lock:
             if kind is None:

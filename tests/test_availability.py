@@ -65,3 +65,25 @@ def test_outages_outside_the_window_do_not_count() -> None:
         [Outage(T0 - 500, T0 - 100)], T0, T0 + DAY, monitored_since=0, now=T0 + DAY
     )
     assert (result.down_s, result.outages, result.percent) == (0.0, 0, 100.0)
+
+
+def test_a_line_watched_by_two_probes_is_down_only_while_both_say_so() -> None:
+    from collector.availability import all_down
+
+    # Probe A from 0: down 100-200 and 300-open. Probe B from 150: down 150-250.
+    a = ([Outage(100, 200), Outage(300, None)], 0.0)
+    b = ([Outage(150, 250)], 150.0)
+    outages, first = all_down([a, b])
+    # 100-150: B not watching yet, A down -> down. 150-200 both down. 300-: B up -> up.
+    assert first == 0.0
+    assert outages == [Outage(100, 200)]
+    result = availability(outages, 0, 1000, first, now=1000)
+    assert result.down_s == 100 and result.percent == 90.0
+
+
+def test_all_down_with_one_probe_is_that_probe() -> None:
+    from collector.availability import all_down
+
+    outages = [Outage(10, 20), Outage(30, None)]
+    assert all_down([(outages, 5.0)]) == (outages, 5.0)
+    assert all_down([]) == ([], float("inf"))

@@ -123,7 +123,7 @@ def test_good_traffic_lands_and_bad_messages_are_rejected_by_reason(
         "too_large": 4,
         "invalid": 4,
     }
-    assert store.latest(agent_key("dong-nai", "la-nga", "pc-01"))[0]["ts"] == T0 + 39
+    assert store.latest(agent_key("dong-nai", "la-nga", "pc-01"))[0].ts == T0 + 39
 
 
 def test_acknowledged_messages_are_not_delivered_again(

@@ -109,14 +109,14 @@ def test_a_check_that_could_not_run_says_nothing_about_the_line(store: StateStor
     [subject] = store.subjects()
     assert subject.state == "up"
     assert store.outages(subject.id) == []
-    assert store.latest(KEY)[0]["outcome"] == "unsupported"  # still the latest word
+    assert store.latest(KEY)[0].outcome == "unsupported"  # still the latest word
 
 
 def test_latest_keeps_the_newest_sample_whatever_the_arrival_order(store: StateStore) -> None:
     store.apply([envelope(5, link(T0 + 300, False))])
     store.apply([envelope(1, link(T0 + 60, True))])  # a late, older sample
     [latest] = store.latest(KEY)
-    assert (latest["ts"], latest["fields"]["up"], latest["outcome"]) == (T0 + 300, 0, "timeout")
+    assert (latest.ts, latest.fields["up"], latest.outcome) == (T0 + 300, 0, "timeout")
     assert store.agents()[0].last_seq == 5
 
 

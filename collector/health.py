@@ -1,0 +1,621 @@
+"""The health model the IOC reads: per commune, rolled up to the province.
+
+Computed from the state store on request (the store holds the facts; these are
+views of them):
+
+- anti-malware: PCs reporting, protected, signatures too old, unprotected (or
+  no product), unknown (agent silent or state unreadable); % protected over the
+  inventory's expected PCs when it gives them, else over the PCs known;
+- dedicated line (TSLCD): up now, availability over 24 h / 7 d / 30 d from the
+  recorded outages, RTT and loss; a line several PCs probe is down only while
+  every probe says so, so one PC's bad cable does not take the commune's line
+  down;
+- video conference: each Polycom reachable, registered, in a call, ready;
+- router/switch interfaces that are administratively up but not operating;
+- an overall status (ok / warning / critical / no_data) with its reasons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from collector.availability import Outage, all_down, availability
+from collector.inventory import EMPTY, Commune, Inventory
+from collector.store import AgentState, LatestSample, StateStore, Subject
+
+Status = Literal["ok", "warning", "critical", "no_data"]
+_SEVERITY: dict[Status, int] = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+#: The windows the IOC reads availability over.
+WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+
+
+@dataclass
+class Reason:
+    code: str
+    """Stable, for programs and translations: line_down, unprotected, ..."""
+    severity: Status
+    detail: str
+
+
+@dataclass
+class AntiMalware:
+    expected: int | None
+    """PCs the inventory expects; None when it does not say."""
+    reporting: int
+    """PCs whose agent is online and reported its anti-malware state."""
+    protected: int
+    signatures_too_old: int
+    unprotected: int
+    """Products found but all off, or no product at all."""
+    unknown: int
+    """Agent silent (offline) or the product's state unreadable."""
+    not_reporting: int | None
+    """Expected PCs with no agent known at all; None without an expected count."""
+    percent_protected: float | None
+    denominator: int
+    """What the percentage is of: the expected PCs, else the PCs known."""
+
+
+@dataclass
+class Availabilities:
+    last_24h: float | None
+    last_7d: float | None
+    last_30d: float | None
+
+
+@dataclass
+class LineTarget:
+    agent: str
+    name: str
+    target: str
+    network: str
+    up: bool | None
+    """The latest word of a running agent; None when its agent is silent."""
+    since: float
+    rtt_ms: float | None
+    loss_percent: float | None
+    availability: Availabilities
+
+
+@dataclass
+class Line:
+    """The commune's dedicated line (TSLCD), from every probe of it."""
+
+    monitored: bool
+    up: bool | None
+    """None: no running agent probes it now (the line may well be why)."""
+    down_since: float | None
+    availability: Availabilities
+    rtt_ms: float | None
+    """Best RTT among the probes that see the line up."""
+    loss_percent: float | None
+    targets: list[LineTarget]
+    """Every link target probed in the commune, TSLCD, Internet and LAN."""
+
+
+@dataclass
+class PolycomDevice:
+    agent: str
+    name: str
+    target: str
+    reachable: bool
+    registered: bool | None
+    in_call: bool | None
+    ready: bool | None
+    camera_ok: bool | None
+    microphone_ok: bool | None
+    model: str | None
+    ts: float
+    ready_24h: float | None
+    """% of the last 24 h it was ready for a meeting."""
+
+
+@dataclass
+class Polycom:
+    expected: int | None
+    reporting: int
+    reachable: int
+    registered: int
+    in_call: int
+    ready: int
+    devices: list[PolycomDevice]
+
+
+@dataclass
+class Interface:
+    device: str
+    agent: str
+    name: str
+    up: bool | None
+    oper_state: str | None
+    admin_up: bool | None
+    alias: str | None
+    speed_bps: float | None
+
+
+@dataclass
+class Interfaces:
+    devices: int
+    """Routers/switches polled over SNMP."""
+    devices_unreachable: int
+    up: int
+    down: int
+    """Administratively up but not operating: a cable, a port, the far end."""
+    down_list: list[Interface]
+    all: list[Interface]
+
+
+@dataclass
+class CommuneHealth:
+    province: str
+    slug: str
+    name: str
+    code: str
+    status: Status
+    reasons: list[Reason]
+    agents: int
+    agents_online: int
+    antimalware: AntiMalware
+    line: Line
+    polycom: Polycom
+    interfaces: Interfaces
+
+
+@dataclass
+class ProvinceHealth:
+    province: str
+    name: str
+    generated_at: float
+    communes: int
+    communes_by_status: dict[str, int]
+    pcs_expected: int | None
+    pcs_reporting: int
+    pcs_protected: int
+    percent_protected: float | None
+    lines_monitored: int
+    lines_up: int
+    lines_down: int
+    availability_24h: float | None
+    """Mean over the communes whose line is monitored (each commune weighs the same)."""
+    availability_30d: float | None
+    polycoms_expected: int | None
+    polycoms_reporting: int
+    polycoms_ready: int
+
+
+@dataclass
+class _Facts:
+    """Everything the store knows, read once per request and grouped by commune."""
+
+    agents: dict[tuple[str, str], list[AgentState]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    latest: dict[tuple[str, str, str], list[LatestSample]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    subjects: dict[tuple[str, str], list[Subject]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
+def _place(agent_key: str) -> tuple[str, str]:
+    province, commune, _ = agent_key.split("/", 2)
+    return province, commune
+
+
+class HealthModel:
+    def __init__(
+        self,
+        store: StateStore,
+        inventories: Iterable[Inventory] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.inventories = {inv.province: inv for inv in inventories}
+        self._now = clock
+
+    # reading the store ----------------------------------------------------------
+
+    def _facts(self, province: str | None = None, commune: str | None = None) -> _Facts:
+        def wanted(place: tuple[str, str]) -> bool:
+            return (province is None or place[0] == province) and (
+                commune is None or place[1] == commune
+            )
+
+        facts = _Facts()
+        for agent in self.store.agents():
+            if wanted((agent.province, agent.commune)):
+                facts.agents[(agent.province, agent.commune)].append(agent)
+        for check in ("antivirus", "link", "polycom", "snmp"):
+            for sample in self.store.latest_of(check):
+                place = _place(sample.agent_key)
+                if wanted(place):
+                    facts.latest[(*place, check)].append(sample)
+        for subject in self.store.subjects():
+            place = _place(subject.agent_key)
+            if wanted(place):
+                facts.subjects[place].append(subject)
+        return facts
+
+    def places(self, province: str | None = None) -> list[tuple[str, str]]:
+        """Every commune: the inventories' in their order, then the others seen, sorted."""
+        seen = {
+            (a.province, a.commune)
+            for a in self.store.agents()
+            if province is None or a.province == province
+        }
+        listed = [
+            (inv.province, c.slug)
+            for inv in self.inventories.values()
+            if province is None or inv.province == province
+            for c in inv.communes
+        ]
+        return listed + sorted(seen - set(listed))
+
+    def _commune_info(self, province: str, slug: str) -> Commune:
+        inventory = self.inventories.get(province, EMPTY)
+        return inventory.commune(slug) or Commune(slug=slug, name=slug)
+
+    # per commune --------------------------------------------------------------------
+
+    def communes(self, province: str | None = None) -> list[CommuneHealth]:
+        facts = self._facts(province)
+        now = self._now()
+        return [self._commune(facts, p, c, now) for p, c in self.places(province)]
+
+    def commune(self, slug: str, province: str | None = None) -> CommuneHealth | None:
+        matches = [(p, c) for p, c in self.places(province) if c == slug]
+        if not matches:
+            return None
+        p, c = matches[0]
+        return self._commune(self._facts(p, c), p, c, self._now())
+
+    def _commune(self, facts: _Facts, province: str, slug: str, now: float) -> CommuneHealth:
+        info = self._commune_info(province, slug)
+        agents = facts.agents.get((province, slug), [])
+        online = {a.agent_key for a in agents if a.state == "online"}
+        subjects = facts.subjects.get((province, slug), [])
+        antimalware = self._antimalware(
+            info, facts.latest.get((province, slug, "antivirus"), []), online
+        )
+        line = self._line(
+            [s for s in subjects if s.kind == "link"],
+            facts.latest.get((province, slug, "link"), []),
+            online,
+            now,
+        )
+        polycom = self._polycom(
+            info,
+            facts.latest.get((province, slug, "polycom"), []),
+            [s for s in subjects if s.kind == "polycom"],
+            now,
+        )
+        interfaces = self._interfaces(facts.latest.get((province, slug, "snmp"), []))
+        reasons = _reasons(info, agents, online, antimalware, line, polycom, interfaces)
+        status: Status = "no_data" if not agents else "ok"
+        for reason in reasons:
+            if _SEVERITY[reason.severity] > _SEVERITY[status]:
+                status = reason.severity
+        return CommuneHealth(
+            province=province,
+            slug=slug,
+            name=info.name,
+            code=info.code,
+            status=status,
+            reasons=reasons,
+            agents=len(agents),
+            agents_online=len(online),
+            antimalware=antimalware,
+            line=line,
+            polycom=polycom,
+            interfaces=interfaces,
+        )
+
+    @staticmethod
+    def _antimalware(
+        info: Commune,
+        samples: list[LatestSample],
+        online: set[str],
+    ) -> AntiMalware:
+        """Over the PCs with an anti-malware report; an agent without one (an SNMP
+        poller box, say) is not a PC of the count."""
+        verdicts = {
+            s.agent_key: str(s.fields.get("verdict", "unknown")) for s in samples if not s.item
+        }
+        counts: dict[str, int] = defaultdict(int)
+        for key, verdict in verdicts.items():
+            counts[verdict if key in online else "silent"] += 1
+        reporting = sum(n for v, n in counts.items() if v != "silent")
+        unknown = counts["unknown"] + counts["silent"]
+        known = len(verdicts)
+        expected = info.pcs
+        denominator = expected if expected is not None else known
+        return AntiMalware(
+            expected=expected,
+            reporting=reporting,
+            protected=counts["protected"],
+            signatures_too_old=counts["outdated"],
+            unprotected=counts["unprotected"] + counts["none"],
+            unknown=unknown,
+            not_reporting=max(0, expected - known) if expected is not None else None,
+            percent_protected=(100.0 * counts["protected"] / denominator if denominator else None),
+            denominator=denominator,
+        )
+
+    def _windows(self, outages: list[Outage], since: float, now: float) -> Availabilities:
+        values = {
+            name: availability(outages, now - span, now, since, now).percent
+            for name, span in WINDOWS.items()
+        }
+        return Availabilities(values["24h"], values["7d"], values["30d"])
+
+    def _line(
+        self,
+        subjects: list[Subject],
+        samples: list[LatestSample],
+        online: set[str],
+        now: float,
+    ) -> Line:
+        start = now - max(WINDOWS.values())
+        latest = {(s.agent_key, s.name): s for s in samples if not s.item}
+        targets: list[LineTarget] = []
+        tslcd: list[tuple[list[Outage], float]] = []
+        up_now: list[bool] = []
+        best_rtt: float | None = None
+        best_loss: float | None = None
+        for subject in subjects:
+            outages = self.store.outages(subject.id, start, now)
+            sample = latest.get((subject.agent_key, subject.name))
+            running = subject.agent_key in online
+            up = subject.state == "up" if running else None
+            rtt = _number(sample.fields.get("rtt_ms")) if sample else None
+            loss = _number(sample.fields.get("loss_percent")) if sample else None
+            targets.append(
+                LineTarget(
+                    agent=subject.agent_key.rsplit("/", 1)[1],
+                    name=subject.name,
+                    target=subject.target,
+                    network=subject.network,
+                    up=up,
+                    since=subject.since,
+                    rtt_ms=rtt,
+                    loss_percent=loss,
+                    availability=self._windows(outages, subject.monitored_since, now),
+                )
+            )
+            if subject.network != "tslcd" or subject.last_ts < start:
+                continue
+            tslcd.append((outages, subject.monitored_since))
+            if up is not None:
+                up_now.append(up)
+            if up:
+                best_rtt = (
+                    rtt if best_rtt is None or (rtt is not None and rtt < best_rtt) else best_rtt
+                )
+                best_loss = (
+                    loss
+                    if best_loss is None or (loss is not None and loss < best_loss)
+                    else best_loss
+                )
+        combined, since = all_down(tslcd)
+        open_outage = next((o.start for o in combined if o.end is None), None)
+        line_up = any(up_now) if up_now else None
+        return Line(
+            monitored=bool(tslcd),
+            up=line_up,
+            down_since=open_outage if line_up is False else None,
+            availability=(
+                self._windows(combined, since, now) if tslcd else Availabilities(None, None, None)
+            ),
+            rtt_ms=best_rtt,
+            loss_percent=best_loss,
+            targets=targets,
+        )
+
+    def _polycom(
+        self, info: Commune, samples: list[LatestSample], subjects: list[Subject], now: float
+    ) -> Polycom:
+        ready_history = {(s.agent_key, s.name, s.target): s for s in subjects}
+        devices: list[PolycomDevice] = []
+        for sample in samples:
+            if sample.item:
+                continue
+            fields = sample.fields
+            subject = ready_history.get((sample.agent_key, sample.name, sample.target))
+            ready_24h = None
+            if subject is not None:
+                outages = self.store.outages(subject.id, now - DAY, now)
+                ready_24h = availability(
+                    outages, now - DAY, now, subject.monitored_since, now
+                ).percent
+            devices.append(
+                PolycomDevice(
+                    agent=sample.agent_key.rsplit("/", 1)[1],
+                    name=sample.name,
+                    target=sample.target,
+                    reachable=bool(fields.get("up")),
+                    registered=_flag(fields.get("registered")),
+                    in_call=_flag(fields.get("in_call")),
+                    ready=_flag(fields.get("ready")),
+                    camera_ok=_flag(fields.get("camera_ok")),
+                    microphone_ok=_flag(fields.get("microphone_ok")),
+                    model=_text(fields.get("model")),
+                    ts=sample.ts,
+                    ready_24h=ready_24h,
+                )
+            )
+        return Polycom(
+            expected=info.polycoms,
+            reporting=len(devices),
+            reachable=sum(d.reachable for d in devices),
+            registered=sum(d.registered is True for d in devices),
+            in_call=sum(d.in_call is True for d in devices),
+            ready=sum(d.ready is True for d in devices),
+            devices=devices,
+        )
+
+    @staticmethod
+    def _interfaces(samples: list[LatestSample]) -> Interfaces:
+        devices = [s for s in samples if not s.item]
+        interfaces = [
+            Interface(
+                device=s.name,
+                agent=s.agent_key.rsplit("/", 1)[1],
+                name=s.target,
+                up=_flag(s.fields.get("oper_up")),
+                oper_state=_text(s.fields.get("oper_state")),
+                admin_up=(
+                    None
+                    if s.fields.get("admin_status") is None
+                    else s.fields.get("admin_status") == 1
+                ),
+                alias=_text(s.fields.get("alias")),
+                speed_bps=_number(s.fields.get("speed_bps")),
+            )
+            for s in samples
+            if s.item == "interface"
+        ]
+        down = [i for i in interfaces if i.admin_up is True and i.up is False]
+        return Interfaces(
+            devices=len(devices),
+            devices_unreachable=sum(1 for d in devices if not d.fields.get("up")),
+            up=sum(1 for i in interfaces if i.up is True),
+            down=len(down),
+            down_list=down,
+            all=interfaces,
+        )
+
+    # the province -------------------------------------------------------------------
+
+    def province(self, province: str) -> ProvinceHealth:
+        communes = self.communes(province)
+        inventory = self.inventories.get(province, EMPTY)
+        by_status: dict[str, int] = {s: 0 for s in _SEVERITY}
+        for commune in communes:
+            by_status[commune.status] += 1
+        expected = [c.antimalware.expected for c in communes]
+        polycoms_expected = [c.polycom.expected for c in communes]
+        lines = [c.line for c in communes if c.line.monitored]
+        protected = sum(c.antimalware.protected for c in communes)
+        given = [e for e in expected if e is not None]
+        pcs_expected = sum(given) if given else None
+        # Each commune counts its expected PCs, or the PCs it knows when the
+        # inventory does not say.
+        denominator = sum(c.antimalware.denominator for c in communes)
+        return ProvinceHealth(
+            province=province,
+            name=inventory.name or province,
+            generated_at=self._now(),
+            communes=len(communes),
+            communes_by_status=by_status,
+            pcs_expected=pcs_expected,
+            pcs_reporting=sum(c.antimalware.reporting for c in communes),
+            pcs_protected=protected,
+            percent_protected=100.0 * protected / denominator if denominator else None,
+            lines_monitored=len(lines),
+            lines_up=sum(1 for line in lines if line.up is True),
+            lines_down=sum(1 for line in lines if line.up is False),
+            availability_24h=_mean(line.availability.last_24h for line in lines),
+            availability_30d=_mean(line.availability.last_30d for line in lines),
+            polycoms_expected=(
+                sum(e for e in polycoms_expected if e is not None)
+                if any(e is not None for e in polycoms_expected)
+                else None
+            ),
+            polycoms_reporting=sum(c.polycom.reporting for c in communes),
+            polycoms_ready=sum(c.polycom.ready for c in communes),
+        )
+
+    def provinces(self) -> list[str]:
+        return sorted({p for p, _ in self.places()} | set(self.inventories))
+
+
+def _reasons(
+    info: Commune,
+    agents: list[AgentState],
+    online: set[str],
+    antimalware: AntiMalware,
+    line: Line,
+    polycom: Polycom,
+    interfaces: Interfaces,
+) -> list[Reason]:
+    reasons: list[Reason] = []
+
+    def add(code: str, severity: Status, detail: str) -> None:
+        reasons.append(Reason(code, severity, detail))
+
+    if not agents:
+        add("no_data", "no_data", "no agent of this commune has reported")
+        return reasons
+    if not online:
+        add("unreachable", "critical", f"all {len(agents)} agents silent")
+    elif len(online) < len(agents):
+        add(
+            "agents_offline",
+            "warning",
+            f"{len(agents) - len(online)} of {len(agents)} agents offline",
+        )
+    if line.up is False:
+        add("line_down", "critical", "dedicated line (TSLCD) down")
+    elif line.monitored and line.up is None and online:
+        add("line_unknown", "warning", "no running agent probes the dedicated line")
+    elif not line.monitored:
+        add("line_not_monitored", "warning", "no probe of the dedicated line (TSLCD)")
+    if antimalware.unprotected:
+        add(
+            "unprotected", "critical", f"{antimalware.unprotected} PCs without working anti-malware"
+        )
+    if antimalware.signatures_too_old:
+        add(
+            "signatures_too_old",
+            "warning",
+            f"{antimalware.signatures_too_old} PCs with old signatures",
+        )
+    if antimalware.not_reporting:
+        add(
+            "pcs_missing",
+            "warning",
+            f"{antimalware.not_reporting} of {antimalware.expected} expected PCs never reported",
+        )
+    expected_polycoms = info.polycoms or 0
+    if polycom.reporting == 0 and expected_polycoms:
+        add("polycom_not_monitored", "warning", "the Polycom is not polled by any agent")
+    for device in polycom.devices:
+        if not device.reachable:
+            add("polycom_unreachable", "critical", f"Polycom {device.name} unreachable")
+        elif device.ready is False:
+            add("polycom_not_ready", "warning", f"Polycom {device.name} not ready for a meeting")
+    if interfaces.devices_unreachable:
+        add(
+            "device_unreachable",
+            "critical",
+            f"{interfaces.devices_unreachable} router/switch not answering SNMP",
+        )
+    if interfaces.down:
+        names = ", ".join(f"{i.device}:{i.name}" for i in interfaces.down_list[:5])
+        add("interface_down", "warning", f"{interfaces.down} interfaces down ({names})")
+    return reasons
+
+
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
