@@ -93,74 +93,19 @@ def run(config_path: Path | None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from collector.ingest import Ingestor
-    from collector.mqtt_source import MqttSource, SourceSettings
+    from collector.runtime import ApiError, Collector
 
-    sink_config = config.sink
-    store = StateStore(
-        Path(config.store.path),
-        spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3,
-    )
-    mqtt = config.mqtt
-    settings = SourceSettings(
-        host=mqtt.host,
-        port=mqtt.port,
-        client_id=config.collector.client_id,
-        root=mqtt.topic_root,
-        provinces=tuple(config.collector.provinces),
-        share_group=config.collector.share_group,
-        username=mqtt.username,
-        password=mqtt.password(),
-        tls=mqtt.tls,
-        ca_file=mqtt.ca_file,
-        cert_file=mqtt.cert_file,
-        key_file=mqtt.key_file,
-        keepalive=int(mqtt.keepalive),
-        receive_window=mqtt.receive_window,
-        session_expiry_s=int(mqtt.session_expiry),
-    )
-    source = MqttSource(settings, Ingestor(store, mqtt.topic_root, spool=sink_config is not None))
-    sink = None
-    if sink_config is not None:
-        from collector.sink import Sink
-
-        token = Path(sink_config.token_file).read_text().strip() if sink_config.token_file else ""
-        sink = Sink(
-            store,
-            sink_config.url,
-            token,
-            sink_config.org,
-            sink_config.bucket,
-            batch_rows=sink_config.batch,
-            timeout_s=float(sink_config.timeout),
-        )
-        sink.start()
+    try:
+        collector = Collector(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    logging.getLogger(__name__).info(
-        "collector %s: store %s, broker %s", __version__, config.store.path, mqtt.url
-    )
-    source.start()
-    log = logging.getLogger("collector")
-    # Housekeeping: agents that vanished without a Last Will reaching the broker,
-    # and history past its retention (hourly).
-    next_prune = time.monotonic()
-    while not stop.wait(10.0):
-        silent = store.mark_silent(
-            time.time(), config.collector.offline_after, float(config.collector.default_interval)
-        )
-        if silent:
-            log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
-        if time.monotonic() >= next_prune:
-            pruned = store.prune(time.time() - float(config.store.retention))
-            if pruned:
-                log.info("forgot %d outages older than the retention", pruned)
-            next_prune = time.monotonic() + 3600
-    source.stop()
-    if sink is not None:
-        sink.stop()
-    store.close()
+    try:
+        collector.run(stop)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("check-config")

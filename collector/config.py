@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -24,6 +25,8 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """An agent silent for this many of its intervals is marked offline ("silent")."""
     default_interval: Duration = Duration(60)
     """For agents whose birth message does not say their interval."""
+    inventory: list[str] = []
+    """Inventory files (one per province): communes, names, codes, expected PCs/Polycoms."""
 
 
 class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -37,6 +40,8 @@ class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     path: str = "/var/lib/commune-collector/state.sqlite"
     retention: Duration = Duration(400 * 86400)
     """Outage history older than this is forgotten; monthly reports need 13 months."""
+    forget_agents_after: Duration = Duration(30 * 86400)
+    """An agent stopped or silent this long is forgotten (replaced PC); its history stays."""
 
 
 class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -54,12 +59,37 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     timeout: Duration = Duration(10)
 
 
+Role = Literal["read", "technician", "admin"]
+
+
+class ApiToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    """Who holds it, for logs: "ioc", "tech-la-nga"."""
+    role: Role = "read"
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    """SHA-256 of the token, hex; the token itself is never in the config.
+    `commune-collector token NAME` makes one."""
+
+
+class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:8080"
+    """host:port of the HTTP API for the IOC; "" turns it off."""
+    tokens: list[ApiToken] = []
+    open_on_loopback: bool = False
+    """Development only: no token needed. Refused unless ``listen`` is a loopback address."""
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
     store: StoreSection = StoreSection()
     sink: SinkSection | None = None
     """Optional: without it the collector works from its state store alone."""
+    api: ApiSection = ApiSection()
 
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
@@ -68,6 +98,7 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         raise ConfigError(f"{source}: mqtt.{problem[0]}: {problem[1]}")
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
+    _check_api(config.api, source)
     if config.sink is not None:
         if not config.sink.url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: sink.url: expected http(s)://host:port")
@@ -81,3 +112,28 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     if path is None:
         return CollectorConfig()
     return parse_collector_config(read_toml(path), str(path))
+
+
+def _check_api(api: ApiSection, source: str) -> None:
+    if not api.listen:
+        return
+    host, _, port = api.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{source}: api.listen: expected host:port, got {api.listen!r}")
+    names = [t.name for t in api.tokens]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: api.tokens: two tokens have the same name")
+    if api.open_on_loopback and not _is_loopback(api.address()[0]):
+        raise ConfigError(
+            f"{source}: api.open_on_loopback: only allowed when api.listen is a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {host!r}"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

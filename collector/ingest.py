@@ -43,6 +43,9 @@ class IngestStats:
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     commit_seconds_total: float = 0.0
     last_commit_s: float = 0.0
+    lag_s: float = 0.0
+    """Commit time minus the newest envelope's outbox time, last batch: how far behind."""
+    last_commit_at: float = 0.0
 
 
 class RejectionLog:
@@ -122,6 +125,11 @@ class Ingestor:
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed
             self.stats.applied_envelopes += len(envelopes)
+            self.stats.last_commit_at = time.time()
+            if envelopes:
+                self.stats.lag_s = max(
+                    0.0, self.stats.last_commit_at - max(e.ts for e in envelopes)
+                )
             self.stats.applied_statuses += len(statuses)
         self.stats.batches += 1
         # Only now: everything good is committed, everything bad is counted.

@@ -159,6 +159,10 @@ class MqttSource:
                     if self._stopping.wait(1.0):
                         return
 
+    def queued(self) -> int:
+        """Messages received and not yet committed."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         s = self.settings
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -56,6 +56,11 @@ class Sink:
         self._last_error = ""
         self._thread = threading.Thread(target=self._loop, name="sink", daemon=True)
 
+    @property
+    def last_error(self) -> str:
+        """Why the last write failed; empty once a write succeeds."""
+        return self._last_error
+
     def start(self) -> None:
         self._thread.start()
 

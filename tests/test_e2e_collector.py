@@ -7,9 +7,6 @@ move a boundary; the outage table is compared with the answer computed by hand.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from agent import wire
 from agent.wire import Envelope, Sample
 from collector.availability import Outage
 from collector.store import StateStore
-from tests.servers import REPO, Mosquitto, stop_process
+from tests.servers import CollectorProcess, Mosquitto
 
 T0 = 1_795_000_000.0
 N = 3000
@@ -53,16 +50,6 @@ def backlog() -> list[bytes]:
             )
         )
     return payloads
-
-
-def start_collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "run", "-c", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
 
 
 def last_seq(path: Path) -> int:
@@ -98,15 +85,9 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
 
 
 def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    state = tmp_path / "state.sqlite"
-    config = tmp_path / "collector.toml"
-    config.write_text(
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\nreceive_window = 200\n'
-        f'[store]\npath = "{state}"\n[collector]\nclient_id = "collector-e2e"\n'
-    )
-    log = tmp_path / "collector.log"
-    collector = start_collector(config, log)
-    time.sleep(1.5)  # its persistent session exists from here on
+    collector = CollectorProcess(tmp_path / "collector", mosquitto.port).start()
+    state = collector.state
+    time.sleep(1.0)  # its persistent session exists from here on
     agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
     agent.connect("127.0.0.1", mosquitto.port)
     agent.loop_start()
@@ -117,7 +98,6 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
         if seq == N // 3:
             time.sleep(0.3)
             collector.kill()  # SIGKILL, mid-stream
-            collector.wait()
             killed_at = last_seq(state)
         if seq % 200 == 0:
             time.sleep(0.05)
@@ -125,13 +105,13 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
         info.wait_for_publish(30)
     agent.loop_stop()
     assert 0 <= killed_at < N - 1, "the kill must land in the middle of the stream"
-    collector = start_collector(config, log)
+    collector.start()
     try:
         deadline = time.monotonic() + 60
         while last_seq(state) < N - 1 and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        stop_process(collector, signal.SIGTERM)
+        collector.stop()
     store = StateStore(state)
     [subject] = store.subjects("link")
     outages = store.outages(subject.id)
@@ -141,7 +121,7 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
     expected.append(Outage(T0 + 60 * (N - 1), None))
     assert outages == expected
     assert store.agents()[0].last_seq == N - 1
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in collector.log
 
 
 def test_agents_data_reaches_the_store_and_victoriametrics(
@@ -150,15 +130,11 @@ def test_agents_data_reaches_the_store_and_victoriametrics(
     from tests.servers import VictoriaMetrics
 
     vm = VictoriaMetrics(tmp_path / "vm").start()
-    state = tmp_path / "state.sqlite"
-    config = tmp_path / "collector.toml"
-    config.write_text(
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n[store]\npath = "{state}"\n'
-        f'[sink]\nurl = "{vm.url}"\norg = "dong-nai"\nbucket = "commune"\n'
-    )
-    collector = start_collector(config, tmp_path / "collector.log")
+    collector = CollectorProcess(tmp_path / "collector", mosquitto.port, sink_url=vm.url)
+    state = collector.state
+    collector.start()
     try:
-        time.sleep(1.5)
+        time.sleep(1.0)
         agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
         agent.connect("127.0.0.1", mosquitto.port)
         agent.loop_start()
@@ -175,7 +151,7 @@ def test_agents_data_reaches_the_store_and_victoriametrics(
             time.sleep(0.2)
         [series] = vm.export('{__name__="link_up"}')
     finally:
-        stop_process(collector, signal.SIGTERM)
+        collector.stop()
         vm.stop()
     assert series["values"] == [1 - s % 2 for s in range(50)]
     assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(50)]

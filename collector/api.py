@@ -1,0 +1,388 @@
+"""The HTTP API the province's IOC pulls health from (FastAPI).
+
+Every route under /api/v1 and /metrics needs a bearer token from the config
+(stored there as its SHA-256); /healthz answers anyone, it says nothing about
+the communes. ``open_on_loopback`` lifts the token requirement for a
+development instance that only listens on loopback (the config refuses it
+otherwise).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from collector import __version__
+from collector.availability import Outage, all_down, availability
+from collector.config import ApiSection, Role
+from collector.health import CommuneHealth, HealthModel, ProvinceHealth
+from collector.metrics import CONTENT_TYPE, Family, render
+from collector.store import AgentState, StateStore
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Caller:
+    name: str
+    role: Role
+
+
+@dataclass
+class AgentSummary:
+    province: str
+    commune: str
+    agent: str
+    state: str
+    """online, offline (Last Will or silent), or unknown."""
+    reason: str
+    since: float | None
+    version: str
+    last_seen: float | None
+    last_seq: int | None
+
+
+@dataclass
+class SampleView:
+    check: str
+    name: str
+    item: str
+    target: str
+    ts: float
+    outcome: str
+    fields: dict[str, Any]
+    tags: dict[str, str]
+    error: str
+
+
+@dataclass
+class AgentDetail(AgentSummary):
+    samples: list[SampleView] = field(default_factory=list)
+
+
+@dataclass
+class OutageView:
+    start: float
+    end: float | None
+    """None while it lasts."""
+    duration_s: float
+    """Inside the requested window."""
+
+
+@dataclass
+class AvailabilityView:
+    agent: str
+    kind: str
+    """link (a probed target) or polycom (ready for a meeting)."""
+    name: str
+    target: str
+    network: str
+    percent: float | None
+    """None when nothing was observed in the window: no data is not 100 %."""
+    observed_s: float
+    down_s: float
+    outages: list[OutageView]
+
+
+@dataclass
+class AvailabilityReport:
+    commune: str
+    window_start: float
+    window_end: float
+    line: AvailabilityView | None
+    """The commune's dedicated line (TSLCD): down only while every probe of it was down."""
+    subjects: list[AvailabilityView]
+
+
+@dataclass
+class Healthz:
+    status: str
+    version: str
+    detail: dict[str, Any]
+
+
+def _outage_views(outages: list[Outage], start: float, end: float) -> list[OutageView]:
+    views = []
+    for outage in outages:
+        span = outage.clipped(start, end)
+        views.append(
+            OutageView(outage.start, outage.end, span[1] - span[0] if span is not None else 0.0)
+        )
+    return views
+
+
+def _parse_time(value: str | None, default: float, name: str) -> float:
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(
+            422, f"{name}: expected ISO 8601 (2025-10-01T00:00+07:00) or Unix seconds"
+        ) from None
+    if parsed.tzinfo is None:  # Vietnam's local time, like the CLI
+        parsed = parsed.replace(tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    return parsed.timestamp()
+
+
+@dataclass
+class ApiContext:
+    model: HealthModel
+    store: StateStore
+    tokens: dict[str, Caller]
+    """SHA-256 of each token → who holds it."""
+    open_on_loopback: bool
+    metrics: Callable[[], list[Family]]
+    healthz: Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(_context)]
+
+
+def _caller(request: Request, context: Context) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        digest = token_digest(token.strip())
+        for known, who in context.tokens.items():
+            if hmac.compare_digest(known, digest):
+                return who
+        raise HTTPException(
+            401, "unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+    if context.open_on_loopback:
+        return Caller("loopback", "read")
+    raise HTTPException(
+        401, "this API needs Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+Reader = Annotated[Caller, Depends(_caller)]
+router = APIRouter()
+
+
+def _province(context: ApiContext, province: str | None) -> str:
+    if province:
+        return province
+    known = context.model.provinces()
+    if not known:
+        raise HTTPException(404, "no province known yet: no inventory and no agent")
+    return known[0]
+
+
+@router.get("/healthz", response_model=Healthz, tags=["operations"])
+def get_healthz(context: Context) -> JSONResponse:
+    """Liveness and readiness: 200 when the collector ingests, 503 otherwise."""
+    ok, detail = context.healthz()
+    body = {"status": "ok" if ok else "degraded", "version": __version__, "detail": detail}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+def get_metrics(_: Reader, context: Context) -> Response:
+    """The collector's own figures in the Prometheus text format."""
+    return Response(render(context.metrics()), media_type=CONTENT_TYPE)
+
+
+@router.get("/api/v1/province", tags=["health"])
+def get_province(_: Reader, context: Context, province: str | None = None) -> ProvinceHealth:
+    """Province totals: communes by status, PCs protected, lines up, availability, Polycoms."""
+    return context.model.province(_province(context, province))
+
+
+@router.get("/api/v1/communes", tags=["health"])
+def get_communes(
+    _: Reader, context: Context, province: str | None = None, status: str | None = None
+) -> list[CommuneHealth]:
+    """Every commune (the inventory's, then others seen), optionally by status."""
+    communes = context.model.communes(province)
+    return [c for c in communes if status is None or c.status == status]
+
+
+@router.get("/api/v1/communes/{commune}", tags=["health"])
+def get_commune(
+    _: Reader, context: Context, commune: str, province: str | None = None
+) -> CommuneHealth:
+    """One commune in detail: anti-malware, line with every probe, Polycom, interfaces."""
+    found = context.model.commune(commune, province)
+    if found is None:
+        raise HTTPException(404, f"no commune {commune!r} in the inventory or the data")
+    return found
+
+
+@router.get("/api/v1/agents", tags=["agents"])
+def get_agents(
+    _: Reader,
+    context: Context,
+    commune: str | None = None,
+    state: str | None = None,
+    province: str | None = None,
+) -> list[AgentSummary]:
+    """Every agent known, with its state and last sign of life."""
+    return [
+        _summary(a)
+        for a in context.store.agents()
+        if (commune is None or a.commune == commune)
+        and (state is None or a.state == state)
+        and (province is None or a.province == province)
+    ]
+
+
+@router.get("/api/v1/agents/{agent:path}", tags=["agents"])
+def get_agent(_: Reader, context: Context, agent: str, commune: str | None = None) -> AgentDetail:
+    """An agent's latest sample per check, item and target.
+
+    ``agent`` is its id, or province/commune/agent when ids repeat across communes.
+    """
+    matches = [
+        a
+        for a in context.store.agents()
+        if agent in (a.agent, a.agent_key) and (commune is None or a.commune == commune)
+    ]
+    if not matches:
+        raise HTTPException(404, f"no agent {agent!r}")
+    if len(matches) > 1:
+        keys = ", ".join(a.agent_key for a in matches)
+        raise HTTPException(409, f"{agent!r} is ambiguous ({keys}): add ?commune=")
+    found = matches[0]
+    samples = [
+        SampleView(s.check, s.name, s.item, s.target, s.ts, s.outcome, s.fields, s.tags, s.error)
+        for s in context.store.latest(found.agent_key)
+    ]
+    return AgentDetail(**_summary(found).__dict__, samples=samples)
+
+
+@router.get("/api/v1/availability", tags=["health"])
+def get_availability(
+    _: Reader,
+    context: Context,
+    commune: str,
+    target: str | None = None,
+    start: Annotated[str | None, Query(alias="from")] = None,
+    end: Annotated[str | None, Query(alias="to")] = None,
+) -> AvailabilityReport:
+    """Exact availability and outage list from the recorded intervals.
+
+    ``from``/``to``: ISO 8601 (local +07:00 when no offset) or Unix seconds;
+    default the last 24 hours. ``target``: a check name or probed address.
+    """
+    now = time.time()
+    hi = _parse_time(end, now, "to")
+    lo = _parse_time(start, hi - 86400, "from")
+    if hi <= lo:
+        raise HTTPException(422, "to must be after from")
+    subjects = [
+        s
+        for s in context.store.subjects()
+        if s.agent_key.split("/")[1] == commune and (target is None or target in (s.name, s.target))
+    ]
+    if not subjects and context.model.commune(commune) is None:
+        raise HTTPException(404, f"no commune {commune!r}")
+    views: list[AvailabilityView] = []
+    tslcd: list[tuple[list[Outage], float]] = []
+    for subject in subjects:
+        outages = context.store.outages(subject.id, lo, hi)
+        views.append(
+            _availability_view(
+                subject.agent_key.rsplit("/", 1)[1],
+                subject.kind,
+                subject.name,
+                subject.target,
+                subject.network,
+                outages,
+                (lo, hi, subject.monitored_since, now),
+            )
+        )
+        if subject.kind == "link" and subject.network == "tslcd":
+            tslcd.append((outages, subject.monitored_since))
+    line = None
+    if tslcd:
+        combined, since = all_down(tslcd)
+        line = _availability_view("*", "line", "tslcd", "", "tslcd", combined, (lo, hi, since, now))
+    return AvailabilityReport(commune, lo, min(hi, now), line, views)
+
+
+def _availability_view(
+    agent: str,
+    kind: str,
+    name: str,
+    target: str,
+    network: str,
+    outages: list[Outage],
+    window: tuple[float, float, float, float],
+) -> AvailabilityView:
+    """``window``: (from, to, monitored since, now)."""
+    lo, hi, since, now = window
+    result = availability(outages, lo, hi, since, now)
+    return AvailabilityView(
+        agent=agent,
+        kind=kind,
+        name=name,
+        target=target,
+        network=network,
+        percent=result.percent,
+        observed_s=result.observed_s,
+        down_s=result.down_s,
+        outages=_outage_views(outages, lo, min(hi, now)),
+    )
+
+
+def create_app(
+    model: HealthModel,
+    store: StateStore,
+    settings: ApiSection,
+    metrics: Callable[[], list[Family]] = list,
+    healthz: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (True, {}),
+) -> FastAPI:
+    app = FastAPI(
+        title="commune-monitor collector",
+        version=__version__,
+        description=(
+            "Health of the province's communes for the IOC: anti-malware coverage, "
+            "dedicated line (TSLCD) availability, video-conference readiness. "
+            "Send `Authorization: Bearer <token>`; times are Unix seconds."
+        ),
+    )
+    app.state.context = ApiContext(
+        model=model,
+        store=store,
+        tokens={t.sha256: Caller(t.name, t.role) for t in settings.tokens},
+        open_on_loopback=settings.open_on_loopback,
+        metrics=metrics,
+        healthz=healthz,
+    )
+    app.include_router(router)
+    return app
+
+
+def _summary(agent: AgentState) -> AgentSummary:
+    return AgentSummary(
+        province=agent.province,
+        commune=agent.commune,
+        agent=agent.agent,
+        state=agent.state,
+        reason=agent.reason,
+        since=agent.state_since,
+        version=agent.version,
+        last_seen=agent.last_seen,
+        last_seq=agent.last_seq,
+    )

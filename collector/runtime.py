@@ -1,0 +1,248 @@
+"""The running collector: store, MQTT source, optional sink, the IOC's API, housekeeping."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from collector import __version__
+from collector.config import CollectorConfig
+from collector.health import HealthModel
+from collector.ingest import Ingestor
+from collector.inventory import Inventory, load_inventory
+from collector.metrics import Family
+from collector.mqtt_source import MqttSource, SourceSettings
+from collector.store import StateStore
+
+log = logging.getLogger("collector")
+
+#: The broker may be away this long before /healthz says "degraded".
+BROKER_GRACE_S = 30.0
+
+
+class ApiError(RuntimeError):
+    """The API could not start."""
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.inventories: list[Inventory] = [load_inventory(p) for p in config.collector.inventory]
+        sink_config = config.sink
+        path = Path(config.store.path)
+        self.store = StateStore(
+            path, spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3
+        )
+        # The API reads through its own connection: WAL lets it read while ingest commits.
+        self.reader = StateStore(path)
+        self.ingestor = Ingestor(self.store, config.mqtt.topic_root, spool=sink_config is not None)
+        self.source = MqttSource(self._source_settings(), self.ingestor)
+        self.sink: Any = None
+        if sink_config is not None:
+            from collector.sink import Sink
+
+            token_file = sink_config.token_file
+            token = Path(token_file).read_text().strip() if token_file else ""
+            self.sink = Sink(
+                self.store,
+                sink_config.url,
+                token,
+                sink_config.org,
+                sink_config.bucket,
+                batch_rows=sink_config.batch,
+                timeout_s=float(sink_config.timeout),
+            )
+        self.health = HealthModel(self.reader, self.inventories)
+        self._server: Any = None
+        self._server_thread: threading.Thread | None = None
+        self._disconnected_since: float | None = time.monotonic()
+        self._next_prune = time.monotonic()
+        self.started = time.time()
+
+    def _source_settings(self) -> SourceSettings:
+        mqtt, collector = self.config.mqtt, self.config.collector
+        return SourceSettings(
+            host=mqtt.host,
+            port=mqtt.port,
+            client_id=collector.client_id,
+            root=mqtt.topic_root,
+            provinces=tuple(collector.provinces),
+            share_group=collector.share_group,
+            username=mqtt.username,
+            password=mqtt.password(),
+            tls=mqtt.tls,
+            ca_file=mqtt.ca_file,
+            cert_file=mqtt.cert_file,
+            key_file=mqtt.key_file,
+            keepalive=int(mqtt.keepalive),
+            receive_window=mqtt.receive_window,
+            session_expiry_s=int(mqtt.session_expiry),
+        )
+
+    # lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "collector %s: store %s, broker %s, %d communes in the inventory",
+            __version__,
+            self.config.store.path,
+            self.config.mqtt.url,
+            sum(len(i.communes) for i in self.inventories),
+        )
+        if self.sink is not None:
+            self.sink.start()
+        self.source.start()
+        if self.config.api.listen:
+            self._start_api()
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from collector.api import create_app
+
+        api = self.config.api
+        if not api.tokens and not api.open_on_loopback:
+            log.warning("api: no tokens configured: every request but /healthz will be refused")
+        app = create_app(self.health, self.reader, api, self.metrics, self.healthz)
+        host, port = api.address()
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        )
+        self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self._server_thread.start()
+        # uvicorn reports a port it cannot bind by ending its thread: wait to know.
+        while not self._server.started:
+            if not self._server_thread.is_alive():
+                self.stop()
+                raise ApiError(f"api.listen: cannot serve on {api.listen} (address in use?)")
+            time.sleep(0.02)
+        log.info("API for the IOC on http://%s/docs", api.listen)
+
+    def housekeeping(self, now: float | None = None) -> None:
+        """Agents silent too long go offline; old history and long-gone agents go."""
+        now = time.time() if now is None else now
+        collector, store_config = self.config.collector, self.config.store
+        silent = self.store.mark_silent(
+            now, collector.offline_after, float(collector.default_interval)
+        )
+        if silent:
+            log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
+        if time.monotonic() >= self._next_prune:
+            pruned = self.store.prune(now - float(store_config.retention))
+            if pruned:
+                log.info("forgot %d outages older than the retention", pruned)
+            gone = self.store.forget_agents(now - float(store_config.forget_agents_after))
+            if gone:
+                log.info("forgot %d agents gone for good: %s", len(gone), ", ".join(gone[:10]))
+            self._next_prune = time.monotonic() + 3600
+
+    def run(self, stop: threading.Event, every_s: float = 10.0) -> None:
+        self.start()
+        while not stop.wait(every_s):
+            self.housekeeping()
+        self.stop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_thread is not None:
+                self._server_thread.join(timeout=10)
+        self.source.stop()
+        if self.sink is not None:
+            self.sink.stop()
+        self.reader.close()
+        self.store.close()
+
+    # what the API shows about the collector itself ------------------------------------
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        connected = self.source.connected.is_set()
+        now = time.monotonic()
+        if connected:
+            self._disconnected_since = None
+        elif self._disconnected_since is None:
+            self._disconnected_since = now
+        away = 0.0 if connected else now - (self._disconnected_since or now)
+        rows = self.store.spool_stats()[0]
+        detail: dict[str, Any] = {
+            "broker_connected": connected,
+            "broker_away_s": round(away, 1),
+            "ingest_queue": self.source.queued(),
+            "last_commit_at": self.ingestor.stats.last_commit_at or None,
+            "spool_rows": rows,
+        }
+        if self.sink is not None:
+            detail["sink_last_error"] = self.sink.last_error or None
+        return connected or away < BROKER_GRACE_S, detail
+
+    def metrics(self) -> list[Family]:
+        stats = self.ingestor.stats
+        rows, size, dropped = self.store.spool_stats()
+
+        def counter(name: str, help_text: str, value: float) -> Family:
+            return Family(f"commune_collector_{name}", "counter", help_text).add(value)
+
+        def gauge(name: str, help_text: str, value: float) -> Family:
+            return Family(f"commune_collector_{name}", "gauge", help_text).add(value)
+
+        rejected = Family(
+            "commune_collector_messages_rejected_total", "counter", "Messages rejected, by reason."
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add(count, reason=reason)
+        agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
+        by_state: dict[str, int] = {}
+        for agent in self.reader.agents():
+            by_state[agent.state] = by_state.get(agent.state, 0) + 1
+        for state in ("online", "offline", "unknown"):
+            agents.add(by_state.get(state, 0), state=state)
+        families = [
+            Family("commune_collector_info", "gauge", "Version of this collector.").add(
+                1, version=__version__
+            ),
+            counter("messages_received_total", "MQTT messages received.", stats.received),
+            counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
+            rejected,
+            counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
+            counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
+            counter("commit_batches_total", "State store commits.", stats.batches),
+            counter(
+                "commit_seconds_total", "Time spent committing batches.", stats.commit_seconds_total
+            ),
+            gauge("last_commit_seconds", "Duration of the last commit.", stats.last_commit_s),
+            gauge(
+                "lag_seconds",
+                "Last commit time minus the newest committed envelope's outbox time.",
+                stats.lag_s,
+            ),
+            gauge("ingest_queue", "Messages received, waiting for commit.", self.source.queued()),
+            gauge(
+                "broker_connected",
+                "1 while connected to the broker.",
+                float(self.source.connected.is_set()),
+            ),
+            gauge("spool_rows", "Envelopes' points waiting for the time-series sink.", rows),
+            gauge("spool_bytes", "Size of the points waiting for the sink.", size),
+            counter("spool_dropped_total", "Spooled rows dropped over the spool's bound.", dropped),
+            agents,
+        ]
+        if self.sink is not None:
+            sink = self.sink.stats
+            families += [
+                counter("sink_points_written_total", "Points accepted.", sink.points_written),
+                counter(
+                    "sink_batches_written_total",
+                    "Writes the server accepted.",
+                    sink.batches_written,
+                ),
+                counter("sink_write_errors_total", "Failed writes (retried).", sink.write_errors),
+                counter(
+                    "sink_rejected_rows_total",
+                    "Envelopes' points the server refused as bad data (dropped).",
+                    sink.rejected_rows,
+                ),
+            ]
+        return families
