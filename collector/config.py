@@ -57,6 +57,8 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     max_spool: Size = Size(1024**3)
     """Points waiting for the server are kept up to this size; beyond, the oldest go (counted)."""
     timeout: Duration = Duration(10)
+    max_backoff: Duration = Duration(60)
+    """Longest wait between retries while the server is down (doubling from 1 s)."""
 
 
 Role = Literal["read", "technician", "admin"]

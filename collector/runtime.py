@@ -54,6 +54,7 @@ class Collector:
                 sink_config.bucket,
                 batch_rows=sink_config.batch,
                 timeout_s=float(sink_config.timeout),
+                max_backoff_s=float(sink_config.max_backoff),
             )
         self.health = HealthModel(self.reader, self.inventories)
         self._server: Any = None

@@ -398,7 +398,10 @@ class CollectorProcess:
         self.api_port = free_port()
         self.config = workdir / "collector.toml"
         self.log_path = workdir / "collector.log"
-        sink = f'[sink]\nurl = "{sink_url}"\norg = "dong-nai"\nbucket = "commune"\n'
+        sink = (
+            f'[sink]\nurl = "{sink_url}"\norg = "dong-nai"\nbucket = "commune"\n'
+            'max_backoff = "2s"\n'
+        )
         digest = hashlib.sha256(API_TOKEN.encode()).hexdigest()
         self.config.write_text(
             f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nreceive_window = 200\n'
