@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -127,39 +125,72 @@ def check_config(config_path: Path | None) -> None:
 
 @main.command()
 @config_option
-def status(config_path: Path | None) -> None:
-    """One line per commune: agents online/total, dedicated line and Polycom state now.
+@click.option("--province", default=None, help="Only this province (slug).")
+def status(config_path: Path | None, province: str | None) -> None:
+    """One line per commune: status, agents, anti-malware, dedicated line, Polycom, why.
+
+    Communes of the inventory with nothing reporting show as no_data.
 
     \b
     Example:
         commune-collector status -c collector.toml
     """
-    store = _store(_load(config_path))
-    communes: dict[str, CommuneLine] = collections.defaultdict(CommuneLine)
-    for agent in store.agents():
-        line = communes[f"{agent.province}/{agent.commune}"]
-        line.agents += 1
-        line.online += agent.state == "online"
-    for subject in store.subjects():
-        line = communes["/".join(subject.agent_key.split("/")[:2])]
-        label = f"{subject.network or subject.name}:{subject.state}"
-        (line.links if subject.kind == "link" else line.polycom).append(label)
+    from collector.health import HealthModel
+    from collector.inventory import load_inventory
+
+    config = _load(config_path)
+    try:
+        inventories = [load_inventory(p) for p in config.collector.inventory]
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    model = HealthModel(_store(config), inventories)
+    communes = model.communes(province)
     if not communes:
-        click.echo("no agent has reported yet")
-    for commune, line in sorted(communes.items()):
+        click.echo("no commune in the inventory and no agent has reported yet")
+    for c in communes:
+        am, line, polycom = c.antimalware, c.line, c.polycom
+        protected = f"{am.protected}/{am.denominator}" if am.denominator else "-"
+        if line.up is None:
+            line_text = "-" if not line.monitored else "?"
+        else:
+            line_text = "up" if line.up else "DOWN"
+        avail = line.availability.last_24h
+        if avail is not None:
+            line_text += f" {avail:.2f}%"
+        ready = f"{polycom.ready}/{polycom.expected or polycom.reporting}"
+        why = "; ".join(r.detail for r in c.reasons if r.severity != "ok")
         click.echo(
-            f"{commune:32} agents {line.online}/{line.agents} online   "
-            f"line {' '.join(sorted(line.links)) or '-'}   "
-            f"polycom {' '.join(sorted(line.polycom)) or '-'}"
+            f"{c.slug:14} {c.name[:22]:22} {c.status:8} agents {c.agents_online}/{c.agents}  "
+            f"protected {protected:7} line {line_text:12} polycom {ready:5} {why}"
         )
 
 
-@dataclass
-class CommuneLine:
-    agents: int = 0
-    online: int = 0
-    links: list[str] = field(default_factory=list)
-    polycom: list[str] = field(default_factory=list)
+@main.command()
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["read", "technician", "admin"]),
+    default="read",
+    show_default=True,
+    help="read: the IOC (GET only).",
+)
+def token(name: str, role: str) -> None:
+    """Make an API token for NAME: print the token once, and the lines for the config.
+
+    Only the token's SHA-256 goes into the config; give the token to its holder.
+
+    \b
+    Example:
+        commune-collector token ioc --role read
+    """
+    import hashlib
+    import secrets
+
+    value = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    click.echo(f"token (give it to {name}; it is not stored anywhere):\n    {value}\n")
+    click.echo("add to the collector's config:\n")
+    click.echo(f'[[api.tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"')
 
 
 @main.command("availability")

@@ -112,12 +112,60 @@ def test_bad_dates_are_refused(config: Path) -> None:
     assert "is not a date" in result.output
 
 
-def test_status_shows_one_line_per_commune(config: Path) -> None:
+def test_status_shows_every_commune_of_the_inventory(config: Path) -> None:
+    import time
+
+    store = StateStore(config.parent / "state.sqlite")
+    now = time.time()
+    store.apply(
+        [
+            Envelope(
+                v=1,
+                agent="pc-01",
+                province="dong-nai",
+                commune="la-nga",
+                seq=10**6,
+                ts=now,
+                samples=[
+                    Sample(
+                        ts=now,
+                        check="link",
+                        name="tslcd",
+                        outcome="ok",
+                        target="10.10.1.1",
+                        fields={"up": 1},
+                        tags={"network": "tslcd"},
+                    )
+                ],
+            )
+        ]
+    )
+    store.close()
+    inventory = REPO / "deploy" / "inventory" / "dong-nai.toml"
+    config.write_text(config.read_text() + f'[collector]\ninventory = ["{inventory}"]\n')
     result = CliRunner().invoke(main, ["status", "-c", str(config)])
     assert result.exit_code == 0, result.output
-    [line] = result.output.splitlines()
-    assert line.startswith("dong-nai/la-nga")
-    assert "agents 1/1 online" in line and "line tslcd:up" in line
+    lines = result.output.splitlines()
+    assert len(lines) == 9  # the nine communes of the shipped inventory
+    la_nga = lines[0]
+    assert la_nga.startswith("la-nga") and "Xã La Ngà" in la_nga
+    assert "agents 1/1" in la_nga and "line up 100.00%" in la_nga
+    assert all(" no_data " in line for line in lines[1:])
+    assert "Xã Xuân Thành" in lines[-1]
+
+
+def test_token_prints_a_token_and_the_config_lines_with_its_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    result = CliRunner().invoke(main, ["token", "ioc"])
+    assert result.exit_code == 0, result.output
+    token = result.output.splitlines()[1].strip()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    block = result.output[result.output.index("[[api.tokens]]") :]
+    assert f'sha256 = "{digest}"' in block and token not in block
+    path = tmp_path / "collector.toml"
+    path.write_text(block)
+    assert CliRunner().invoke(main, ["check-config", "-c", str(path)]).exit_code == 0
 
 
 def test_check_config_errors_name_the_key(tmp_path: Path) -> None:
