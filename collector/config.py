@@ -11,6 +11,7 @@ import msgspec
 
 from agent.configtypes import BrokerSection, ConfigError, Duration, Size, convert_strict, read_toml
 from agent.wire import Ident
+from collector.inventory import load_inventory
 
 
 class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -101,6 +102,15 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     _check_api(config.api, source)
+    provinces: dict[str, str] = {}
+    for path in config.collector.inventory:
+        inventory = load_inventory(path)  # its errors name the inventory file and key
+        if inventory.province in provinces:
+            raise ConfigError(
+                f"{source}: collector.inventory: {path} and {provinces[inventory.province]} "
+                f"are both for {inventory.province!r}"
+            )
+        provinces[inventory.province] = path
     if config.sink is not None:
         if not config.sink.url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: sink.url: expected http(s)://host:port")
