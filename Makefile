@@ -6,7 +6,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-TYPED  := agent $(if $(wildcard collector/__init__.py),collector)
+TYPED  := agent collector fleet
 
 .PHONY: all run test lint typecheck pytest bench clean venv
 

@@ -1,0 +1,1 @@
+"""commune-fleet: simulated communes publishing like real agents, for demos and benchmarks."""

@@ -1,0 +1,323 @@
+"""Simulated communes: what their agents would publish, with a realistic mix of trouble.
+
+Each commune has PCs (host, anti-malware, dedicated-line probe) and one poller
+box (router interfaces over SNMP, the Polycom, its own line probe). Everything
+is drawn from a seeded random generator, so a run can be replayed exactly:
+
+- anti-malware: most PCs protected; some with old signatures, some with the
+  product switched off, a few with none, a few unreadable (the proportions of
+  ``VERDICTS``);
+- the dedicated line goes down now and then (``outages_per_day``, lasting
+  minutes to hours). While it is down the commune's agents cannot reach the
+  broker: their envelopes wait (like the agent's outbox) and are delivered in
+  order, with their original times, when the line comes back;
+- the Polycom joins the province's meetings (30 minutes every 4 hours for most
+  communes); a few are not registered to the gatekeeper, a few have a failed
+  camera;
+- one router port in a few communes is down (unplugged cable).
+
+Envelopes follow the wire contract (``agent.wire``), one per check run, as a
+real agent sends them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from agent import wire
+from agent.wire import Envelope, Sample, Status
+
+#: verdict: share of PCs.
+VERDICTS = {"protected": 0.86, "outdated": 0.07, "unprotected": 0.03, "none": 0.02, "unknown": 0.02}
+PRODUCTS = ["Windows Defender", "Bkav Pro", "Kaspersky Endpoint Security", "CMC Antivirus"]
+TSLCD_GATEWAY = "10.75.0.1"
+
+Message = tuple[str, bytes, bool]
+"""(topic, payload, retained)."""
+
+
+@dataclass
+class SimAgent:
+    commune: SimCommune
+    agent: str
+    poller: bool
+    verdict: str
+    product: str
+    seq: int = 0
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+@dataclass
+class SimCommune:
+    slug: str
+    rng: random.Random
+    polycom_registered: bool
+    camera_ok: bool
+    joins_meetings: bool
+    port_unplugged: bool
+    outages_per_day: float
+    line_down_until: float = 0.0
+    next_outage_at: float = 0.0
+    held: list[Message] = field(default_factory=list)
+    """Envelopes written while the line is down, delivered when it is back."""
+
+    def line_up(self, now: float) -> bool:
+        if now >= self.next_outage_at and now >= self.line_down_until:
+            if self.next_outage_at:  # an outage starts: minutes to a few hours
+                duration = min(3 * 3600.0, max(60.0, self.rng.expovariate(1 / 900)))
+                self.line_down_until = now + duration
+            self.next_outage_at = (
+                self.line_down_until + self.rng.expovariate(self.outages_per_day / 86400)
+                if self.outages_per_day
+                else float("inf")
+            )
+        return now >= self.line_down_until
+
+
+class Fleet:
+    def __init__(
+        self,
+        province: str,
+        communes: list[str],
+        pcs_per_commune: int,
+        *,
+        seed: int = 1,
+        root: str = "commune",
+        outages_per_day: float = 2.0,
+        version: str = "fleet",
+        interval: float = 60.0,
+    ) -> None:
+        self.province = province
+        self.root = root
+        self.version = version
+        self.interval = interval
+        rng = random.Random(seed)
+        self.communes: list[SimCommune] = []
+        self.agents: list[SimAgent] = []
+        for slug in communes:
+            commune = SimCommune(
+                slug=slug,
+                rng=random.Random(rng.random()),
+                polycom_registered=rng.random() > 0.05,
+                camera_ok=rng.random() > 0.03,
+                joins_meetings=rng.random() > 0.2,
+                port_unplugged=rng.random() < 0.1,
+                outages_per_day=outages_per_day * rng.uniform(0.2, 2.0),
+            )
+            self.communes.append(commune)
+            self.agents.append(SimAgent(commune, "poller", True, "none", ""))
+            for index in range(pcs_per_commune):
+                verdict = rng.choices(list(VERDICTS), weights=list(VERDICTS.values()))[0]
+                self.agents.append(
+                    SimAgent(commune, f"pc-{index + 1:02d}", False, verdict, rng.choice(PRODUCTS))
+                )
+
+    def _topic(self, agent: SimAgent, kind: str) -> str:
+        return f"{self.root}/{self.province}/{agent.commune.slug}/{agent.agent}/{kind}"
+
+    def _status(self, agent: SimAgent, state: str, now: float) -> Message:
+        checks = (
+            ["snmp:router", "polycom:polycom", "link:tslcd-province"]
+            if agent.poller
+            else ["host:host", "antivirus:antivirus", "link:tslcd-province"]
+        )
+        status = Status(
+            v=wire.SCHEMA_VERSION,
+            state=state,  # type: ignore[arg-type]
+            agent=agent.agent,
+            province=self.province,
+            commune=agent.commune.slug,
+            ts=now,
+            version=self.version,
+            checks=checks if state == "online" else [],
+            reason="" if state == "online" else "stopped",
+            interval=self.interval,
+        )
+        return self._topic(agent, "status"), wire.encode(status), True
+
+    def births(self, now: float) -> list[Message]:
+        return [self._status(agent, "online", now) for agent in self.agents]
+
+    def goodbyes(self, now: float) -> list[Message]:
+        return [self._status(agent, "offline", now) for agent in self.agents]
+
+    def cycle(self, agent: SimAgent, now: float) -> list[Message]:
+        """One cycle of an agent's checks: what reaches the broker now (maybe a backlog)."""
+        commune = agent.commune
+        up = commune.line_up(now)
+        samples = (
+            self.poller_samples(commune, now, up)
+            if agent.poller
+            else self._pc_samples(agent, now, up)
+        )
+        envelopes = [
+            Envelope(
+                v=wire.SCHEMA_VERSION,
+                agent=agent.agent,
+                province=self.province,
+                commune=commune.slug,
+                seq=agent.next_seq(),
+                ts=now,
+                samples=group,
+            )
+            for group in samples
+        ]
+        messages = [(self._topic(agent, "data"), wire.encode(e), False) for e in envelopes]
+        if not up:
+            commune.held.extend(messages)
+            return []
+        if commune.held:
+            messages = commune.held + messages
+            commune.held = []
+        return messages
+
+    def _line_sample(self, now: float, up: bool, rng: random.Random) -> Sample:
+        rtt = max(2.0, rng.gauss(18.0, 4.0))
+        lost = 0 if not up else (1 if rng.random() < 0.02 else 0)
+        return Sample(
+            ts=now,
+            check="link",
+            name="tslcd-province",
+            outcome="ok" if up else "timeout",
+            target=TSLCD_GATEWAY,
+            fields={
+                "up": int(up),
+                "sent": 3,
+                "received": 3 - lost if up else 0,
+                "loss_percent": 100.0 * lost / 3 if up else 100.0,
+                **({"rtt_ms": round(rtt, 2)} if up else {}),
+            },
+            tags={"network": "tslcd", "method": "icmp"},
+        )
+
+    def _pc_samples(self, agent: SimAgent, now: float, up: bool) -> list[list[Sample]]:
+        rng = agent.commune.rng
+        host = [
+            Sample(
+                ts=now,
+                check="host",
+                name="host",
+                outcome="ok",
+                fields={
+                    "cpu_percent": round(rng.uniform(2, 60), 1),
+                    "mem_percent": round(rng.uniform(35, 90), 1),
+                    "uptime_s": float(int(now) % 604800),
+                },
+            ),
+            Sample(
+                ts=now,
+                check="host",
+                name="host",
+                outcome="ok",
+                item="disk",
+                target="C:",
+                fields={"used_percent": round(rng.uniform(30, 95), 1)},
+            ),
+        ]
+        verdict = agent.verdict
+        product_state = "on" if verdict in ("protected", "outdated") else "off"
+        antivirus = [
+            Sample(
+                ts=now,
+                check="antivirus",
+                name="antivirus",
+                outcome="ok",
+                fields={
+                    "verdict": verdict,
+                    "protected": verdict == "protected",
+                    "products": 0 if verdict == "none" else 1,
+                    "products_on": int(product_state == "on" and verdict != "none"),
+                },
+                tags={"source": "security_center"},
+            )
+        ]
+        if verdict != "none":
+            antivirus.append(
+                Sample(
+                    ts=now,
+                    check="antivirus",
+                    name="antivirus",
+                    outcome="ok",
+                    item="product",
+                    target=agent.product,
+                    fields={
+                        "state": "unknown" if verdict == "unknown" else product_state,
+                        "up_to_date": verdict == "protected",
+                        "signature_age_days": 0.5 if verdict == "protected" else 9.0,
+                    },
+                    tags={"source": "security_center"},
+                )
+            )
+        return [host, antivirus, [self._line_sample(now, up, rng)]]
+
+    def poller_samples(self, commune: SimCommune, now: float, up: bool) -> list[list[Sample]]:
+        rng = commune.rng
+        ports = {"Gi0/0/1": up, "Gi0/0/2": True, "Gi0/0/3": not commune.port_unplugged}
+        router = [
+            Sample(
+                ts=now,
+                check="snmp",
+                name="router",
+                outcome="ok",
+                target="192.168.1.1",
+                fields={
+                    "up": 1,
+                    "sys_name": f"{commune.slug}-router",
+                    "interfaces": len(ports) + 1,
+                    "interfaces_up": sum(ports.values()),
+                },
+            )
+        ]
+        for name, oper in ports.items():
+            router.append(
+                Sample(
+                    ts=now,
+                    check="snmp",
+                    name="router",
+                    outcome="ok",
+                    item="interface",
+                    target=name,
+                    fields={
+                        "oper_up": oper,
+                        "oper_state": "up" if oper else "down",
+                        "admin_status": 1,
+                        "speed_bps": 1e9,
+                        "in_bps": round(rng.uniform(1e5, 2e7)) if oper else 0.0,
+                    },
+                )
+            )
+        router.append(
+            Sample(
+                ts=now,
+                check="snmp",
+                name="router",
+                outcome="ok",
+                item="interface",
+                target="Gi0/0/4",
+                fields={"oper_up": False, "oper_state": "down", "admin_status": 2},
+            )
+        )
+        in_meeting = commune.joins_meetings and (now % (4 * 3600)) < 1800
+        ready = commune.polycom_registered and commune.camera_ok
+        polycom = Sample(
+            ts=now,
+            check="polycom",
+            name="polycom",
+            outcome="ok",
+            target="192.168.1.20",
+            fields={
+                "up": 1,
+                "ready": ready,
+                "registered": commune.polycom_registered,
+                "in_call": in_meeting and commune.polycom_registered,
+                "camera_ok": commune.camera_ok,
+                "microphone_ok": True,
+                "model": "RealPresence Group 500",
+            },
+            tags={"method": "snmp", "family": "group"},
+        )
+        return [router, [polycom], [self._line_sample(now, up, rng)]]

@@ -1,0 +1,99 @@
+"""The fleet simulator: valid envelopes, a realistic mix, outages delivered late and in order."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent import wire
+from fleet.scenario import VERDICTS, Fleet
+from tests.servers import REPO, CollectorProcess, Mosquitto
+
+T0 = 1_795_000_000.0
+
+
+def decode(topic: str, payload: bytes) -> wire.Envelope | wire.Status:
+    identity = wire.parse_topic("commune", topic)
+    if identity.kind == "status":
+        return wire.decode_status(payload, identity)
+    return wire.decode_envelope(payload, identity)
+
+
+def test_every_message_passes_the_collectors_validation_and_a_seed_replays_exactly() -> None:
+    def run() -> list[tuple[str, bytes, bool]]:
+        fleet = Fleet("dong-nai", ["la-nga", "phu-hoa"], 3, seed=7)
+        messages = fleet.births(T0)
+        for step in range(30):
+            for agent in fleet.agents:
+                messages += fleet.cycle(agent, T0 + 60 * step)
+        return messages + fleet.goodbyes(T0 + 1800)
+
+    first = run()
+    assert first == run()
+    decoded = [decode(topic, payload) for topic, payload, _ in first]
+    assert sum(isinstance(d, wire.Status) for d in decoded) == 2 * 2 * 4
+    checks = {s.check for d in decoded if isinstance(d, wire.Envelope) for s in d.samples}
+    assert checks == {"host", "antivirus", "link", "snmp", "polycom"}
+
+
+def test_the_anti_malware_mix_follows_the_configured_shares() -> None:
+    fleet = Fleet("dong-nai", [f"c{i}" for i in range(40)], 50, seed=3)
+    pcs = [a for a in fleet.agents if not a.poller]
+    for verdict, share in VERDICTS.items():
+        observed = sum(a.verdict == verdict for a in pcs) / len(pcs)
+        assert abs(observed - share) < 0.02, (verdict, observed)
+
+
+def test_envelopes_written_during_an_outage_arrive_after_it_in_order() -> None:
+    fleet = Fleet("dong-nai", ["la-nga"], 1, seed=5, outages_per_day=200)
+    pc = fleet.agents[1]
+    delivered: list[wire.Envelope] = []
+    silent_cycles = 0
+    for step in range(600):
+        messages = fleet.cycle(pc, T0 + 60 * step)
+        silent_cycles += not messages
+        delivered += [d for t, p, _ in messages if isinstance(d := decode(t, p), wire.Envelope)]
+    assert silent_cycles > 0, "the seed must produce an outage"
+    seqs = [e.seq for e in delivered]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    line = [s for e in delivered for s in e.samples if s.check == "link"]
+    down = [s for s in line if s.fields["up"] == 0]
+    assert down, "the outage's probes say down and are delivered late"
+    assert [s.ts for s in line] == sorted(s.ts for s in line)  # their own times, in order
+
+
+def test_the_fleet_command_feeds_a_running_collector(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker", extra="allow_anonymous true").start()
+    inventory = REPO / "deploy" / "inventory" / "dong-nai.toml"
+    collector = CollectorProcess(
+        tmp_path / "collector", broker.port, extra=f'inventory = ["{inventory}"]'
+    ).start()
+    try:
+        time.sleep(1.0)
+        command = [sys.executable, "-m", "fleet.cli", "--broker", f"mqtt://127.0.0.1:{broker.port}"]
+        command += ["--inventory", str(inventory), "--communes", "3", "--pcs", "4"]
+        command += ["--interval", "1", "--duration", "4", "--outages-per-day", "0"]
+        result = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            _, agents = collector.get("/api/v1/agents")
+            assert isinstance(agents, list)
+            if len(agents) == 15 and all(a["state"] == "offline" for a in agents):
+                break
+            time.sleep(0.3)
+        # 3 communes x (4 PCs + a poller), all said goodbye when the fleet stopped.
+        assert len(agents) == 15 and {a["reason"] for a in agents} == {"stopped"}
+        _, province = collector.get("/api/v1/province")
+        assert isinstance(province, dict)
+        assert province["communes"] == 9
+        assert province["communes_by_status"]["no_data"] == 6
+        assert province["polycoms_reporting"] == 3
+        assert province["pcs_reporting"] == 0  # every agent has stopped: their state is unknown
+    finally:
+        collector.stop()
+        broker.stop()
