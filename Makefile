@@ -7,6 +7,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TYPED  := agent collector fleet
+LINTED := $(TYPED) tests bench deploy
 
 .PHONY: all run test lint typecheck pytest bench clean venv
 
@@ -22,8 +23,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests bench
-	$(BIN)/ruff format --check agent tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict $(TYPED)

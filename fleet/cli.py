@@ -39,6 +39,9 @@ def _slugs(inventory: Path | None, communes: int) -> tuple[str, list[str]]:
     help="Take the province and commune slugs from this inventory (its first N communes).",
 )
 @click.option("--communes", default=5, show_default=True, help="Communes to play (N).")
+@click.option(
+    "--exclude", multiple=True, help="Leave this commune out (played by real agents). Repeatable."
+)
 @click.option("--pcs", default=10, show_default=True, help="PCs per commune (M), plus a poller.")
 @click.option("--interval", default=60.0, show_default=True, help="Seconds between check runs.")
 @click.option("--outages-per-day", default=2.0, show_default=True, help="Line outages, mean.")
@@ -48,6 +51,7 @@ def main(
     broker: str,
     inventory: Path | None,
     communes: int,
+    exclude: tuple[str, ...],
     pcs: int,
     interval: float,
     outages_per_day: float,
@@ -71,7 +75,8 @@ def main(
         raise click.BadParameter(
             f"expected mqtt://host:port, got {broker!r}", param_hint="--broker"
         )
-    province, slugs = _slugs(inventory, communes)
+    province, slugs = _slugs(inventory, communes + len(exclude))
+    slugs = [s for s in slugs if s not in exclude][:communes]
     fleet = Fleet(
         province, slugs, pcs, seed=seed, outages_per_day=outages_per_day, interval=interval
     )

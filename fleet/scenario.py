@@ -71,7 +71,7 @@ class SimCommune:
                 duration = min(3 * 3600.0, max(60.0, self.rng.expovariate(1 / 900)))
                 self.line_down_until = now + duration
             self.next_outage_at = (
-                self.line_down_until + self.rng.expovariate(self.outages_per_day / 86400)
+                max(now, self.line_down_until) + self.rng.expovariate(self.outages_per_day / 86400)
                 if self.outages_per_day
                 else float("inf")
             )

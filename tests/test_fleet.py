@@ -46,6 +46,21 @@ def test_the_anti_malware_mix_follows_the_configured_shares() -> None:
         assert abs(observed - share) < 0.02, (verdict, observed)
 
 
+def test_at_two_outages_a_day_a_line_is_up_most_of_the_time() -> None:
+    fleet = Fleet("dong-nai", [f"c{i}" for i in range(20)], 0, seed=11, outages_per_day=2)
+    cycles = delivered = 0
+    down_at_start = 0
+    for step in range(24 * 60):  # a day of minutes
+        if step == 3:
+            down_at_start = sum(not c.line_up(T0 + 180) for c in fleet.communes)
+        for poller in fleet.agents:
+            cycles += 1
+            delivered += bool(fleet.cycle(poller, T0 + 60 * step))
+    # 2 outages of ~15 min a day: ~2 % of cycles held back; never most of them.
+    assert 0 < cycles - delivered < 0.1 * cycles
+    assert down_at_start <= 2  # outages are spread over the day, not all at the start
+
+
 def test_envelopes_written_during_an_outage_arrive_after_it_in_order() -> None:
     fleet = Fleet("dong-nai", ["la-nga"], 1, seed=5, outages_per_day=200)
     pc = fleet.agents[1]
