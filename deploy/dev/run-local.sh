@@ -10,7 +10,7 @@ PORT=${COMMUNE_MQTT_PORT:-18830}
 API_PORT=${COMMUNE_API_PORT:-18080}
 SNMP_PORT=${COMMUNE_SNMP_PORT:-18161}
 INVENTORY=$PWD/deploy/inventory/dong-nai.toml
-RUN=$PWD/run
+RUN=${COMMUNE_RUN_DIR:-$PWD/run}
 
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
@@ -125,6 +125,7 @@ CONF
 mosquitto -c "$RUN/mosquitto.conf" &
 PIDS=$!
 trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; echo; echo "stopped."' EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 50); do
   (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
   sleep 0.1
@@ -134,8 +135,7 @@ done
 "$VENV/bin/commune-collector" check-config -c "$RUN/collector.toml"
 "$VENV/bin/commune-collector" run -c "$RUN/collector.toml" 2>> "$RUN/collector.log" &
 PIDS="$! $PIDS"
-"$VENV/bin/python" deploy/dev/simulated_devices.py --port "$SNMP_PORT" --workdir "$RUN/snmpsim" \
-  >> "$RUN/devices.log" 2>&1 &
+"$VENV/bin/python" deploy/dev/simulated_devices.py --port "$SNMP_PORT" >> "$RUN/devices.log" 2>&1 &
 PIDS="$! $PIDS"
 for _ in $(seq 100); do
   grep -q "simulated router" "$RUN/devices.log" 2>/dev/null && break
@@ -156,13 +156,16 @@ cat <<MSG
   API (IOC)  http://127.0.0.1:$API_PORT/docs      (OpenAPI; no token needed on loopback)
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
              curl -s http://127.0.0.1:$API_PORT/api/v1/communes/la-nga
-  status     $VENV/bin/commune-collector status -c run/collector.toml
-  line       $VENV/bin/commune-collector availability -c run/collector.toml --commune la-nga --from $(date +%F) --to $(date -d tomorrow +%F)
+  status     $VENV/bin/commune-collector status -c $RUN/collector.toml
+  line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $(date +%F) --to $(date -d tomorrow +%F)
   broker     mqtt://127.0.0.1:$PORT   watch: mosquitto_sub -h 127.0.0.1 -p $PORT -t 'commune/#' -v
-  logs       run/*.log      state  run/collector-state.sqlite
+  logs       $RUN/*.log
+  state      $RUN/collector-state.sqlite
   stop       Ctrl-C
 
   Data arrives within 15 s; the first status lines within a minute.
 
 MSG
-"$VENV/bin/commune-agent" run -c "$RUN/agent.toml"
+"$VENV/bin/commune-agent" run -c "$RUN/agent.toml" &
+PIDS="$! $PIDS"
+wait

@@ -5,15 +5,17 @@ as community ``router`` and a Polycom Group endpoint recorded from its MIB
 (tests/data/polycom) as community ``polycom``, on 127.0.0.1:<port> (UDP),
 until stopped. A real agent polls them like the devices of a commune office.
 
-    .venv/bin/python deploy/dev/simulated_devices.py --port 18161 --workdir run/snmpsim
+    .venv/bin/python deploy/dev/simulated_devices.py --port 18161
 """
 
 from __future__ import annotations
 
 import argparse
 import bz2
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -31,15 +33,16 @@ POLYCOM = REPO / "tests" / "data" / "polycom" / "polycom-idle.snmprec"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=18161)
-    parser.add_argument("--workdir", type=Path, default=REPO / "run" / "snmpsim")
     args = parser.parse_args()
     records = {
         "router": bz2.decompress(ROUTER.read_bytes()).decode("latin-1"),
         "polycom": POLYCOM.read_text(),
     }
-    # snmpsim drops root to nobody: its directory must be readable by everyone.
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    server = SnmpSim(args.workdir, records)
+    # snmpsim drops root to nobody: its files must be readable by everyone, which
+    # a directory under a private one (a home, pytest's temp) would not be.
+    workdir = Path(tempfile.mkdtemp(prefix="commune-devices-"))
+    workdir.chmod(0o755)
+    server = SnmpSim(workdir, records)
     server.port = args.port
     server.start()
     print(f"simulated router and Polycom on udp 127.0.0.1:{args.port}", flush=True)
@@ -48,6 +51,7 @@ def main() -> None:
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
