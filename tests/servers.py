@@ -352,6 +352,8 @@ class VictoriaMetrics:
                 f"-storageDataPath={self.workdir}",
                 f"-httpListenAddr=127.0.0.1:{self.port}",
                 "-loggerLevel=ERROR",
+                # Tests write fixed dates; the default 1-month retention would drop them.
+                "-retentionPeriod=100y",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

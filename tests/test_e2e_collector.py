@@ -2,7 +2,8 @@
 
 A publisher replays an agent's backlog in which the line changes state at every
 envelope, so a single lost or misapplied envelope would merge two outages or
-move a boundary; the outage table is compared with the answer computed by hand.
+move a boundary; the outage table is compared with the answer computed by hand,
+and the series in VictoriaMetrics with every point published.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from agent import wire
 from agent.wire import Envelope, Sample
 from collector.availability import Outage
 from collector.store import StateStore
-from tests.servers import CollectorProcess, Mosquitto
+from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
 T0 = 1_795_000_000.0
 N = 3000
@@ -78,14 +79,16 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
         tmp_path / "broker", extra="allow_anonymous true\nmax_queued_messages 100000"
     )
     mosquitto.start()
+    vm = VictoriaMetrics(tmp_path / "vm").start()
     try:
-        kill_mid_stream(tmp_path, mosquitto)
+        kill_mid_stream(tmp_path, mosquitto, vm)
     finally:
+        vm.stop()
         mosquitto.stop()
 
 
-def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    collector = CollectorProcess(tmp_path / "collector", mosquitto.port).start()
+def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto, vm: VictoriaMetrics) -> None:
+    collector = CollectorProcess(tmp_path / "collector", mosquitto.port, sink_url=vm.url).start()
     state = collector.state
     time.sleep(1.0)  # its persistent session exists from here on
     agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
@@ -108,7 +111,7 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
     collector.start()
     try:
         deadline = time.monotonic() + 60
-        while last_seq(state) < N - 1 and time.monotonic() < deadline:
+        while (last_seq(state) < N - 1 or spooled(state)) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         collector.stop()
@@ -121,13 +124,16 @@ def kill_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
     expected.append(Outage(T0 + 60 * (N - 1), None))
     assert outages == expected
     assert store.agents()[0].last_seq == N - 1
+    # Every point reached the time-series server too, once per timestamp, in order.
+    [series] = vm.export('{__name__="link_up"}')
+    assert series["values"] == [1 - s % 2 for s in range(N)]
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(N)]
     assert "Traceback" not in collector.log
 
 
 def test_agents_data_reaches_the_store_and_victoriametrics(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    from tests.servers import VictoriaMetrics
 
     vm = VictoriaMetrics(tmp_path / "vm").start()
     collector = CollectorProcess(tmp_path / "collector", mosquitto.port, sink_url=vm.url)
