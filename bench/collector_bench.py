@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/collector_bench.py [--rate 5000] [--seconds 30] [--publishers 2]
 
-Starts a private Mosquitto. Publisher processes play agents (2,000 per
-process, 3 samples per envelope: host, a disk, the line) and publish at QoS 1
-at ``--rate`` messages/s in total for ``--seconds``. The collector's ingest
+Starts a private Mosquitto. Publisher processes play agents with the fleet
+simulator (``fleet.scenario``; 2,000 agents per process: 40 communes x 49 PCs
+and a poller, one envelope per check run with its realistic samples) and publish
+at QoS 1 at ``--rate`` messages/s in total for ``--seconds``. The collector's ingest
 path (MqttSource -> Ingestor -> StateStore + spool -> Sink -> VictoriaMetrics,
 as ``commune-collector run`` with a sink) runs in this process; every message is
 committed, with its points spooled, before it is acknowledged.
@@ -32,11 +33,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent import wire  # noqa: E402
 from collector.ingest import Ingestor, Message  # noqa: E402
 from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
 from collector.sink import Sink  # noqa: E402
 from collector.store import StateStore  # noqa: E402
+from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 
 AGENTS_PER_PUBLISHER = 2000
@@ -45,13 +46,18 @@ AGENTS_PER_PUBLISHER = 2000
 def publish(
     port: int, index: int, rate: float, seconds: float, done: multiprocessing.Queue
 ) -> None:  # type: ignore[type-arg]
-    """One publisher process: round-robin over its agents at ``rate`` msg/s."""
+    """One publisher process: its own simulated communes, agents in turn, at ``rate`` msg/s."""
+    # 40 communes x (49 PCs + a poller): each agent's cycle is 3 envelopes, one per check.
+    # No line outages here: held-back envelopes would measure the outage, not the collector.
+    communes = [f"c{index}-{i:02d}" for i in range(AGENTS_PER_PUBLISHER // 50)]
+    fleet = Fleet("dong-nai", communes, 49, seed=index + 1, outages_per_day=0)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{index}")
     # No client-side window: paho's own queueing behind a full window stalled long runs.
     client.max_inflight_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
     sent = 0
+    cursor = 0
     started = time.monotonic()
     infos = []
     while True:
@@ -60,52 +66,11 @@ def publish(
             break
         due = int(elapsed * rate) if rate else sent + 200
         while sent < due:
-            agent = sent % AGENTS_PER_PUBLISHER
-            commune = f"c{(index * AGENTS_PER_PUBLISHER + agent) % 95:02d}"
-            name = f"p{index}-{agent:04d}"
-            now = time.time()
-            samples = [
-                wire.Sample(
-                    ts=now,
-                    check="host",
-                    name="host",
-                    outcome="ok",
-                    fields={"cpu_percent": 12.5, "mem_percent": 61.0, "uptime_s": 86400.0},
-                ),
-                wire.Sample(
-                    ts=now,
-                    check="host",
-                    name="host",
-                    outcome="ok",
-                    item="disk",
-                    target="C:\\\\",
-                    fields={"used_percent": 47.0},
-                ),
-                wire.Sample(
-                    ts=now,
-                    check="link",
-                    name="tslcd",
-                    outcome="ok",
-                    target="10.10.1.1",
-                    fields={"up": 1, "rtt_ms": 3.1, "loss_percent": 0.0},
-                    tags={"network": "tslcd"},
-                ),
-            ]
-            envelope = wire.Envelope(
-                v=1,
-                agent=name,
-                province="dong-nai",
-                commune=commune,
-                seq=sent // AGENTS_PER_PUBLISHER,
-                ts=now,
-                samples=samples,
-            )
-            infos.append(
-                client.publish(
-                    f"commune/dong-nai/{commune}/{name}/data", wire.encode(envelope), qos=1
-                )
-            )
-            sent += 1
+            agent = fleet.agents[cursor % len(fleet.agents)]
+            cursor += 1
+            for topic, payload, _ in fleet.cycle(agent, time.time()):
+                infos.append(client.publish(topic, payload, qos=1))
+                sent += 1
         time.sleep(0.005)
     for info in infos:
         info.wait_for_publish(120)
@@ -120,6 +85,7 @@ class MeasuredIngestor(Ingestor):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.latencies: list[float] = []
+        self.samples = 0
         self.first_commit = 0.0
         self.last_commit = 0.0
 
@@ -129,6 +95,7 @@ class MeasuredIngestor(Ingestor):
         self.first_commit = self.first_commit or now
         self.last_commit = now
         for message in batch:
+            self.samples += message.payload.count(b'"check":')
             # The envelope's ts is when it was published (see publish()).
             start = message.payload.find(b'"ts":') + 5
             end = message.payload.find(b",", start)
@@ -181,6 +148,7 @@ def measure_collector(
         "published": published,
         "committed": ingestor.stats.applied_envelopes,
         "rate": ingestor.stats.applied_envelopes / span,
+        "samples_rate": ingestor.samples / span,
         "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
         "rejected": sum(ingestor.stats.rejected.values()),
@@ -229,7 +197,7 @@ def report(result: dict[str, float]) -> None:
         f"  committed  {result['committed']:.0f} of {result['published']:.0f} published "
         f"(lost {lost:.0f}, rejected {result['rejected']:.0f})"
     )
-    print(f"  sustained  {result['rate']:.0f} msg/s, {3 * result['rate']:.0f} samples/s")
+    print(f"  sustained  {result['rate']:.0f} msg/s, {result['samples_rate']:.0f} samples/s")
     print(
         f"  sink       {result['points']:.0f} points written to VictoriaMetrics "
         f"({result['sink_rate']:.0f} points/s over the run; "
