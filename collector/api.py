@@ -25,7 +25,7 @@ from collector.availability import Outage, all_down, availability
 from collector.config import ApiSection, Role
 from collector.health import CommuneHealth, HealthModel, ProvinceHealth
 from collector.metrics import CONTENT_TYPE, Family, render
-from collector.store import AgentState, StateStore
+from collector.store import AgentState, LatestSample, StateStore
 
 
 def token_digest(token: str) -> str:
@@ -53,21 +53,8 @@ class AgentSummary:
 
 
 @dataclass
-class SampleView:
-    check: str
-    name: str
-    item: str
-    target: str
-    ts: float
-    outcome: str
-    fields: dict[str, Any]
-    tags: dict[str, str]
-    error: str
-
-
-@dataclass
 class AgentDetail(AgentSummary):
-    samples: list[SampleView] = field(default_factory=list)
+    samples: list[LatestSample] = field(default_factory=list)
 
 
 @dataclass
@@ -264,11 +251,7 @@ def get_agent(_: Reader, context: Context, agent: str, commune: str | None = Non
         keys = ", ".join(a.agent_key for a in matches)
         raise HTTPException(409, f"{agent!r} is ambiguous ({keys}): add ?commune=")
     found = matches[0]
-    samples = [
-        SampleView(s.check, s.name, s.item, s.target, s.ts, s.outcome, s.fields, s.tags, s.error)
-        for s in context.store.latest(found.agent_key)
-    ]
-    return AgentDetail(**_summary(found).__dict__, samples=samples)
+    return AgentDetail(**_summary(found).__dict__, samples=context.store.latest(found.agent_key))
 
 
 @router.get("/api/v1/availability", tags=["health"])
