@@ -75,6 +75,11 @@ def tslcd(ts: float, up: bool, rtt: float | None = None) -> Sample:
 
 @pytest.fixture
 def model(tmp_path: Path) -> HealthModel:
+    return HealthModel(build_province(tmp_path), [INVENTORY], clock=lambda: NOW)
+
+
+def build_province(tmp_path: Path) -> StateStore:
+    """La Ngà with a bit of every trouble, Phú Hòa with its line down, Biên Hòa silent."""
     store = StateStore(tmp_path / "state.sqlite")
     apply = store.apply
     # La Ngà: four PCs expected, three known, one of them stopped; a poller box.
@@ -124,7 +129,7 @@ def model(tmp_path: Path) -> HealthModel:
     apply(statuses=[birth("phu-hoa", "pc-01")])
     apply([envelope("phu-hoa", "pc-01", antivirus(T0, "none"), tslcd(T0, True))])
     apply([envelope("phu-hoa", "pc-01", tslcd(T0 + 3000, False))])
-    return HealthModel(store, [INVENTORY], clock=lambda: NOW)
+    return store
 
 
 def test_a_commune_with_every_kind_of_problem(model: HealthModel) -> None:

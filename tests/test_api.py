@@ -1,0 +1,127 @@
+"""The IOC's API over real HTTP (uvicorn): answers computed by hand, clean errors, tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from collector.api import create_app
+from collector.config import ApiSection, ApiToken
+from collector.health import HealthModel
+from collector.metrics import Family, render
+from tests.servers import free_port
+from tests.test_health import INVENTORY, T0, build_province
+
+TOKEN = "technician-token"
+
+
+class Served:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def get(self, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+def serve(tmp_path: Path, settings: ApiSection) -> Iterator[Served]:
+    store = build_province(tmp_path)
+    app = create_app(HealthModel(store, [INVENTORY]), store, settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield Served(port)
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Served]:
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    token = ApiToken(name="tech", role="technician", sha256=digest)
+    yield from serve(tmp_path, ApiSection(tokens=[token]))
+
+
+def test_availability_of_the_line_and_each_probe_over_a_window(api: Served) -> None:
+    status, report = api.get(f"/api/v1/availability?commune=la-nga&from={T0}&to={T0 + 3600}")
+    assert status == 200
+    # Both probes were down only 1200-1500: the line lost 300 s of 3,600.
+    line = report["line"]
+    assert line["percent"] == pytest.approx(100 * 3300 / 3600)
+    assert [(o["start"], o["end"]) for o in line["outages"]] == [(T0 + 1200, T0 + 1500)]
+    by_agent = {v["agent"]: v for v in report["subjects"] if v["kind"] == "link"}
+    assert by_agent["pc-02"]["down_s"] == 800  # its own probe: 1000-1800
+    # Local time without an offset is +07:00, like the command line.
+    local = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(T0 + 7 * 3600))
+    assert api.get(f"/api/v1/availability?commune=la-nga&from={local}&to={T0 + 3600}")[1][
+        "window_start"
+    ] == pytest.approx(T0)
+
+
+def test_mistakes_are_clean_errors(api: Served) -> None:
+    status, body = api.get("/api/v1/availability?commune=la-nga&from=yesterday")
+    assert status == 422 and "from: expected ISO 8601" in body["detail"]
+    status, body = api.get(f"/api/v1/availability?commune=la-nga&from={T0}&to={T0}")
+    assert status == 422 and "to must be after from" in body["detail"]
+    assert api.get("/api/v1/availability?commune=nowhere")[0] == 404
+    assert api.get("/api/v1/communes/nowhere")[0] == 404
+    assert api.get("/api/v1/agents/nobody")[0] == 404
+    # pc-01 exists in La Ngà and in Phú Hòa.
+    status, body = api.get("/api/v1/agents/pc-01")
+    assert status == 409 and "dong-nai/la-nga/pc-01" in body["detail"]
+    status, body = api.get("/api/v1/agents/pc-01?commune=phu-hoa")
+    assert status == 200 and body["commune"] == "phu-hoa"
+    assert api.get("/api/v1/agents/dong-nai/phu-hoa/pc-01")[1]["commune"] == "phu-hoa"
+
+
+def test_filters(api: Served) -> None:
+    _, critical = api.get("/api/v1/communes?status=critical")
+    assert [c["slug"] for c in critical] == ["phu-hoa"]
+    _, offline = api.get("/api/v1/agents?state=offline")
+    assert [(a["commune"], a["agent"]) for a in offline] == [("la-nga", "pc-03")]
+
+
+def test_without_tokens_nothing_is_served_but_healthz(tmp_path: Path) -> None:
+    for api in serve(tmp_path, ApiSection()):
+        assert api.get("/api/v1/province", token=None)[0] == 401
+        assert api.get("/api/v1/province", token="guess")[0] == 401
+        assert api.get("/healthz", token=None)[0] == 200
+
+
+def test_open_on_loopback_serves_without_a_token(tmp_path: Path) -> None:
+    for api in serve(tmp_path, ApiSection(open_on_loopback=True)):
+        status, province = api.get("/api/v1/province", token=None)
+        assert status == 200 and province["communes"] == 3
+        assert api.get("/api/v1/province", token="guess")[0] == 401  # a wrong token is wrong
+
+
+def test_prometheus_text_escapes_labels_and_spells_numbers() -> None:
+    family = Family("x_total", "counter", "Things.\nMore.")
+    family.add(3, reason='bad "json"\\')
+    family.add(0.25, reason="ok")
+    assert render([family]) == (
+        "# HELP x_total Things.\\nMore.\n"
+        "# TYPE x_total counter\n"
+        'x_total{reason="bad \\"json\\"\\\\"} 3\n'
+        'x_total{reason="ok"} 0.25\n'
+    )
