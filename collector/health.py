@@ -203,6 +203,8 @@ class _Facts:
     subjects: dict[tuple[str, str], list[Subject]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    outages: dict[int, list[Outage]] = field(default_factory=dict)
+    """Outages of the last 30 days by subject."""
 
 
 def _place(agent_key: str) -> tuple[str, str]:
@@ -224,24 +226,20 @@ class HealthModel:
     # reading the store ----------------------------------------------------------
 
     def _facts(self, province: str | None = None, commune: str | None = None) -> _Facts:
-        def wanted(place: tuple[str, str]) -> bool:
-            return (province is None or place[0] == province) and (
-                commune is None or place[1] == commune
-            )
-
+        place = (
+            "" if province is None else f"{province}/" + ("" if commune is None else f"{commune}/")
+        )
         facts = _Facts()
         for agent in self.store.agents():
-            if wanted((agent.province, agent.commune)):
+            if agent.agent_key.startswith(place):
                 facts.agents[(agent.province, agent.commune)].append(agent)
         for check in ("antivirus", "link", "polycom", "snmp"):
-            for sample in self.store.latest_of(check):
-                place = _place(sample.agent_key)
-                if wanted(place):
-                    facts.latest[(*place, check)].append(sample)
-        for subject in self.store.subjects():
-            place = _place(subject.agent_key)
-            if wanted(place):
-                facts.subjects[place].append(subject)
+            for sample in self.store.latest_of(check, place):
+                facts.latest[(*_place(sample.agent_key), check)].append(sample)
+        for subject in self.store.subjects(place=place):
+            facts.subjects[_place(subject.agent_key)].append(subject)
+        now = self._now()
+        facts.outages = self.store.outages_under(place, now - max(WINDOWS.values()), now)
         return facts
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
@@ -289,12 +287,14 @@ class HealthModel:
             [s for s in subjects if s.kind == "link"],
             facts.latest.get((province, slug, "link"), []),
             online,
+            facts.outages,
             now,
         )
         polycom = self._polycom(
             info,
             facts.latest.get((province, slug, "polycom"), []),
             [s for s in subjects if s.kind == "polycom"],
+            facts.outages,
             now,
         )
         interfaces = self._interfaces(facts.latest.get((province, slug, "snmp"), []))
@@ -361,6 +361,7 @@ class HealthModel:
         subjects: list[Subject],
         samples: list[LatestSample],
         online: set[str],
+        outages_by_subject: dict[int, list[Outage]],
         now: float,
     ) -> Line:
         start = now - max(WINDOWS.values())
@@ -371,7 +372,7 @@ class HealthModel:
         best_rtt: float | None = None
         best_loss: float | None = None
         for subject in subjects:
-            outages = self.store.outages(subject.id, start, now)
+            outages = outages_by_subject.get(subject.id, [])
             sample = latest.get((subject.agent_key, subject.name))
             running = subject.agent_key in online
             up = subject.state == "up" if running else None
@@ -420,7 +421,12 @@ class HealthModel:
         )
 
     def _polycom(
-        self, info: Commune, samples: list[LatestSample], subjects: list[Subject], now: float
+        self,
+        info: Commune,
+        samples: list[LatestSample],
+        subjects: list[Subject],
+        outages_by_subject: dict[int, list[Outage]],
+        now: float,
     ) -> Polycom:
         ready_history = {(s.agent_key, s.name, s.target): s for s in subjects}
         devices: list[PolycomDevice] = []
@@ -431,7 +437,7 @@ class HealthModel:
             subject = ready_history.get((sample.agent_key, sample.name, sample.target))
             ready_24h = None
             if subject is not None:
-                outages = self.store.outages(subject.id, now - DAY, now)
+                outages = outages_by_subject.get(subject.id, [])
                 ready_24h = availability(
                     outages, now - DAY, now, subject.monitored_since, now
                 ).percent

@@ -122,6 +122,11 @@ class LatestSample:
         return cls(key, check, name, item, target, ts, outcome, fields, tags, row[9])
 
 
+def _key_range(place: str) -> tuple[str, str]:
+    """Agent keys under a place prefix, as a range an index can use."""
+    return place, (place + "\U0010ffff") if place else "\U0010ffff"
+
+
 def _updown(sample: Sample) -> tuple[str, str] | None:
     """(kind, "up"/"down") for samples that feed availability; None otherwise.
 
@@ -421,12 +426,15 @@ class StateStore:
             ).fetchall()
         return [LatestSample.from_row(row) for row in rows]
 
-    def latest_of(self, check: str) -> list[LatestSample]:
-        """Every agent's latest samples of one kind of check (for the province's roll-up)."""
+    def latest_of(self, check: str, place: str = "") -> list[LatestSample]:
+        """Every agent's latest samples of one kind of check, optionally under a place
+        ("province/" or "province/commune/"), for the roll-ups."""
+        lo, hi = _key_range(place)
         with self._lock:
             rows = self._db.execute(
-                self._LATEST + " WHERE check_kind = ? ORDER BY agent_key, name, item, target",
-                (check,),
+                self._LATEST + " WHERE check_kind = ? AND agent_key >= ? AND agent_key < ?"
+                " ORDER BY agent_key, name, item, target",
+                (check, lo, hi),
             ).fetchall()
         return [LatestSample.from_row(row) for row in rows]
 
@@ -454,16 +462,20 @@ class StateStore:
                 raise
         return [key for (key,) in keys]
 
-    def subjects(self, kind: str | None = None) -> list[Subject]:
+    def subjects(self, kind: str | None = None, place: str = "") -> list[Subject]:
+        """Subjects with up/down history, optionally of one kind and under a place."""
+        lo, hi = _key_range(place)
         query = (
             "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since, "
-            "last_ts FROM subjects"
+            "last_ts FROM subjects WHERE agent_key >= ? AND agent_key < ?"
         )
         with self._lock:
             if kind is None:
-                rows = self._db.execute(query + " ORDER BY id").fetchall()
+                rows = self._db.execute(query + " ORDER BY id", (lo, hi)).fetchall()
             else:
-                rows = self._db.execute(query + " WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+                rows = self._db.execute(
+                    query + " AND kind = ? ORDER BY id", (lo, hi, kind)
+                ).fetchall()
         return [Subject(*row) for row in rows]
 
     def outages(
@@ -478,3 +490,25 @@ class StateStore:
                 (subject_id, end, start),
             ).fetchall()
         return [Outage(float(lo), None if hi is None else float(hi)) for lo, hi in rows]
+
+    def outages_under(
+        self, place: str, start: float = 0.0, end: float = float("inf")
+    ) -> dict[int, list[Outage]]:
+        """Outages overlapping [start, end) of every subject under a place, by subject id:
+        one query for a roll-up instead of one per subject."""
+        lo, hi = _key_range(place)
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT o.subject_id, o.start, o.end FROM outages o
+                   JOIN subjects s ON s.id = o.subject_id
+                   WHERE s.agent_key >= ? AND s.agent_key < ?
+                     AND o.start < ? AND (o.end IS NULL OR o.end > ?)
+                   ORDER BY o.subject_id, o.start""",
+                (lo, hi, end, start),
+            ).fetchall()
+        result: dict[int, list[Outage]] = {}
+        for subject_id, start_ts, end_ts in rows:
+            result.setdefault(int(subject_id), []).append(
+                Outage(float(start_ts), None if end_ts is None else float(end_ts))
+            )
+        return result
