@@ -11,6 +11,7 @@ the good messages behind it.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import time
@@ -33,6 +34,10 @@ class Message:
     """Tells the broker we are done with this message."""
 
 
+#: Upper bounds (seconds) of the commit-duration histogram.
+COMMIT_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 @dataclass
 class IngestStats:
     received: int = 0
@@ -43,6 +48,8 @@ class IngestStats:
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     commit_seconds_total: float = 0.0
     last_commit_s: float = 0.0
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BOUNDS) + 1))
+    """Commits per duration bucket (COMMIT_BOUNDS, then above them all)."""
     lag_s: float = 0.0
     """Commit time minus the newest envelope's outbox time, last batch: how far behind."""
     last_commit_at: float = 0.0
@@ -124,6 +131,7 @@ class Ingestor:
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed
+            self.stats.commit_buckets[bisect.bisect_left(COMMIT_BOUNDS, elapsed)] += 1
             self.stats.applied_envelopes += len(envelopes)
             self.stats.last_commit_at = time.time()
             if envelopes:

@@ -17,13 +17,29 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass
 class Family:
     name: str
-    kind: Literal["counter", "gauge"]
+    kind: Literal["counter", "gauge", "histogram"]
     help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    """(name suffix, labels, value): the suffix is for a histogram's _bucket/_sum/_count."""
 
-    def add(self, value: float, **labels: str) -> Family:
-        self.samples.append((labels, value))
+    def add(self, value: float, suffix: str = "", **labels: str) -> Family:
+        self.samples.append((suffix, labels, value))
         return self
+
+
+def histogram(
+    name: str, help_text: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> Family:
+    """A histogram from per-bucket counts (not cumulative; the last one is above every bound)."""
+    family = Family(name, "histogram", help_text)
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        family.add(running, "_bucket", le=_number(bound))
+    family.add(sum(counts), "_bucket", le="+Inf")
+    family.add(total, "_sum")
+    family.add(sum(counts), "_count")
+    return family
 
 
 def _escape_label(value: str) -> str:
@@ -44,8 +60,9 @@ def render(families: list[Family]) -> str:
         help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
         lines.append(f"# HELP {family.name} {help_text}")
         lines.append(f"# TYPE {family.name} {family.kind}")
-        for labels, value in family.samples:
+        for suffix, labels, value in family.samples:
             label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
-            name = f"{family.name}{{{label_text}}}" if label_text else family.name
+            base = family.name + suffix
+            name = f"{base}{{{label_text}}}" if label_text else base
             lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"

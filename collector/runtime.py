@@ -11,9 +11,9 @@ from typing import Any
 from collector import __version__
 from collector.config import CollectorConfig
 from collector.health import HealthModel
-from collector.ingest import Ingestor
+from collector.ingest import COMMIT_BOUNDS, Ingestor
 from collector.inventory import Inventory, load_inventory
-from collector.metrics import Family
+from collector.metrics import Family, histogram
 from collector.mqtt_source import MqttSource, SourceSettings
 from collector.store import StateStore
 
@@ -209,9 +209,13 @@ class Collector:
             rejected,
             counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
             counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
-            counter("commit_batches_total", "State store commits.", stats.batches),
-            counter(
-                "commit_seconds_total", "Time spent committing batches.", stats.commit_seconds_total
+            counter("commit_batches_total", "Batches processed.", stats.batches),
+            histogram(
+                "commune_collector_commit_duration_seconds",
+                "State store commit of a batch (apply, spool, fsync).",
+                COMMIT_BOUNDS,
+                stats.commit_buckets,
+                stats.commit_seconds_total,
             ),
             gauge("last_commit_seconds", "Duration of the last commit.", stats.last_commit_s),
             gauge(

@@ -125,3 +125,16 @@ def test_prometheus_text_escapes_labels_and_spells_numbers() -> None:
         'x_total{reason="bad \\"json\\"\\\\"} 3\n'
         'x_total{reason="ok"} 0.25\n'
     )
+
+
+def test_a_histogram_is_cumulative_with_sum_and_count() -> None:
+    from collector.metrics import histogram
+
+    text = render([histogram("h_seconds", "H.", (0.1, 1.0), [2, 1, 4], 9.5)])
+    assert text.splitlines()[2:] == [
+        'h_seconds_bucket{le="0.1"} 2',
+        'h_seconds_bucket{le="1"} 3',
+        'h_seconds_bucket{le="+Inf"} 7',
+        "h_seconds_sum 9.5",
+        "h_seconds_count 7",
+    ]

@@ -176,6 +176,9 @@ community = "polycom-idle"
         }
         assert figures["commune_collector_messages_received_total"] > 0
         assert figures['commune_collector_agents{state="online"}'] == 1
+        commits = figures["commune_collector_commit_duration_seconds_count"]
+        assert commits > 0
+        assert figures['commune_collector_commit_duration_seconds_bucket{le="+Inf"}'] == commits
 
         def link_points() -> list[dict[str, object]]:
             return vm.export('{__name__="link_up",commune="la-nga"}')
