@@ -17,10 +17,11 @@ applied and durably queued for InfluxDB, and may be acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
 """
 
 _encode = msgspec.json.Encoder().encode
+
+
+Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
+"""(connection in the transaction, the batch's envelopes, when it was received)."""
 
 
 def agent_key(province: str, commune: str, agent: str) -> str:
@@ -160,6 +165,26 @@ class StateStore:
         self._spool_bytes = int(
             self._db.execute("SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool").fetchone()[0]
         )
+        self.observers: list[Observer] = []
+        """Called inside each batch's transaction (the alert engine): what they write
+        commits, or rolls back, with the state."""
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The store's connection inside one write transaction (for other tables of the store)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
 
     def close(self) -> None:
         with self._lock:
@@ -180,12 +205,15 @@ class StateStore:
         in the same transaction.
         """
         now = self.clock() if received is None else received
+        envelopes = list(envelopes)
         with self._lock:
             spooled = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for status, status_received in statuses:
                     self._apply_status(status, status_received)
+                for observer in self.observers:
+                    observer(self._db, envelopes, now)
                 for envelope in envelopes:
                     self._apply_envelope(envelope, now)
                     if to_spool is not None:

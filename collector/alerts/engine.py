@@ -1,0 +1,392 @@
+"""Alert lifecycle: pending -> firing -> resolved, by the samples' own times.
+
+One state machine per rule and subject (an agent's check target, an agent, a
+commune), kept in the state store and advanced in the same transaction as the
+samples that drive it — so a redelivered batch changes nothing and a crash
+loses nothing.
+
+- ``for``: the condition must hold from a first sample to a later one at least
+  ``for`` apart; the alert starts when the condition began.
+- ``resolve_after`` (flap damping): a firing alert whose condition turns false
+  waits that long before resolving; if the condition comes back meanwhile it
+  is the same alert (a flap, counted), not a new page.
+- Late data: an alert that fires from samples older than ``late_after`` (a
+  backlog replayed after a line outage) is recorded as late and not paged; if
+  it resolves within the backlog it is history. Should fresh data show it still
+  firing, it is paged then.
+- Sample rules are driven by samples; agent and commune rules by ``tick``
+  (wall clock), which also applies inhibition and repeats.
+
+Notifications are queued in the ``notifications`` table in the same
+transaction; the notifier sends them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from agent.wire import Envelope, Sample
+from collector.alerts.rules import Rule
+from collector.store import AgentState, StateStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_subjects (
+    rule TEXT NOT NULL, subject TEXT NOT NULL,
+    state TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL, alert_id INTEGER,
+    PRIMARY KEY (rule, subject)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL, subject TEXT NOT NULL,
+    province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '', target TEXT NOT NULL DEFAULT '',
+    severity TEXT NOT NULL, state TEXT NOT NULL,
+    started_at REAL NOT NULL, fired_at REAL NOT NULL, resolved_at REAL,
+    value TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '{}',
+    late INTEGER NOT NULL DEFAULT 0, suppressed INTEGER NOT NULL DEFAULT 0,
+    flaps INTEGER NOT NULL DEFAULT 0, notified INTEGER NOT NULL DEFAULT 0,
+    last_notified REAL,
+    acked_by TEXT, acked_at REAL, ack_comment TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts(state, commune);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(started_at);
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    province TEXT NOT NULL DEFAULT '', commune TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '', rule TEXT NOT NULL DEFAULT '',
+    starts REAL NOT NULL, ends REAL NOT NULL,
+    created_by TEXT NOT NULL, created_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL, event TEXT NOT NULL, created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0
+);
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class Subject:
+    key: str
+    province: str
+    commune: str
+    agent: str = ""
+    name: str = ""
+    target: str = ""
+
+
+def sample_subject(envelope: Envelope, sample: Sample) -> Subject:
+    place = f"{envelope.province}/{envelope.commune}/{envelope.agent}"
+    return Subject(
+        key=f"{place}|{sample.name}|{sample.item}|{sample.target}",
+        province=envelope.province,
+        commune=envelope.commune,
+        agent=envelope.agent,
+        name=sample.name,
+        target=sample.target,
+    )
+
+
+def _value_text(rule: Rule, values: dict[str, Any]) -> str:
+    shown = [values.get(c.field) for c in rule.when if c.op not in ("==", "!=")]
+    value = next((v for v in shown if v is not None), None)
+    if value is None:
+        value = values.get(rule.when[0].field)
+    if isinstance(value, float):
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    return "" if value is None else str(value)
+
+
+def install_schema(store: StateStore) -> None:
+    """The alert tables, in the state store (for the engine, the API and the CLI)."""
+    with store.transaction() as db:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        late_after: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = [r for r in rules if r.enabled]
+        self.late_after = late_after
+        self.clock = clock
+        self._sample_rules: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        for rule in self.rules:
+            if rule.on == "sample":
+                self._sample_rules[(rule.check, rule.item)].append(rule)
+        self.by_name = {r.name: r for r in self.rules}
+
+    def install(self, store: StateStore) -> None:
+        install_schema(store)
+        store.observers.append(self.observe)
+
+    # driven by samples ----------------------------------------------------------------
+
+    def observe(
+        self, db: sqlite3.Connection, envelopes: Sequence[Envelope], received: float
+    ) -> None:
+        for envelope in envelopes:
+            for sample in sorted(envelope.samples, key=lambda s: s.ts):
+                rules = self._sample_rules.get((sample.check, sample.item))
+                if not rules:
+                    continue
+                values: dict[str, Any] = {
+                    **sample.fields,
+                    "outcome": sample.outcome,
+                    "success": sample.outcome == "ok",
+                }
+                for rule in rules:
+                    if not rule.in_scope(envelope.province, envelope.commune):
+                        continue
+                    if any(sample.tags.get(k) != v for k, v in rule.tags.items()):
+                        continue
+                    holds = rule.holds(values)
+                    if holds is None:
+                        continue
+                    subject = sample_subject(envelope, sample)
+                    self.step(
+                        db, rule, subject, holds, sample.ts, received, _value_text(rule, values)
+                    )
+
+    def step(
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        subject: Subject,
+        holds: bool,
+        ts: float,
+        now: float,
+        value: str = "",
+        changed_at: float | None = None,
+    ) -> None:
+        """Advance one subject's state machine with an observation at ``ts``.
+
+        ``changed_at``: when the condition's truth last changed, if known better
+        than ``ts`` (an agent's state since); else ``ts``.
+        """
+        row = db.execute(
+            "SELECT state, since, last_ts, alert_id FROM alert_subjects "
+            "WHERE rule = ? AND subject = ?",
+            (rule.name, subject.key),
+        ).fetchone()
+        state, since, last_ts, alert_id = row if row else ("ok", ts, float("-inf"), None)
+        if ts <= last_ts:
+            return  # applied already, or older than what we know
+        at = ts if changed_at is None else changed_at
+        if state == "ok":
+            if holds:
+                state, since = "pending", at
+        elif state == "pending":
+            if not holds:
+                state = "ok"
+        elif state == "firing":
+            if not holds:
+                state, since = "resolving", at
+        elif state == "resolving" and holds:  # it came back before resolving: a flap
+            state = "firing"
+            db.execute("UPDATE alerts SET flaps = flaps + 1 WHERE id = ?", (alert_id,))
+        if state == "pending" and ts - since >= float(rule.for_):
+            state = "firing"
+            alert_id = self._fire(db, rule, subject, since, ts, now, value)
+        elif state == "resolving" and ts - since >= float(rule.resolve_after):
+            self._resolve(db, alert_id, since, now)
+            state, alert_id = "ok", None
+        elif state == "firing" and alert_id is not None:
+            self._refresh(db, alert_id, ts, now, value)
+        db.execute(
+            "INSERT OR REPLACE INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
+            (rule.name, subject.key, state, since, ts, alert_id),
+        )
+
+    def _fire(
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        subject: Subject,
+        started: float,
+        ts: float,
+        now: float,
+        value: str,
+    ) -> int:
+        late = now - ts > self.late_after
+        cursor = db.execute(
+            """INSERT INTO alerts (rule, subject, province, commune, agent, name, target, severity,
+                                   state, started_at, fired_at, value, labels, late)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?)""",
+            (
+                rule.name,
+                subject.key,
+                subject.province,
+                subject.commune,
+                subject.agent,
+                subject.name,
+                subject.target,
+                rule.severity,
+                started,
+                ts,
+                value,
+                _encode(rule.labels).decode(),
+                int(late),
+            ),
+        )
+        alert_id = int(cursor.lastrowid or 0)
+        if not late:
+            self._queue(db, alert_id, "firing", now)
+        return alert_id
+
+    def _refresh(
+        self, db: sqlite3.Connection, alert_id: int, ts: float, now: float, value: str
+    ) -> None:
+        """A firing alert seen again. One that fired from late data but is seen with fresh
+        data still firing is current: page it (once)."""
+        row = db.execute(
+            "SELECT late, notified, suppressed FROM alerts WHERE id = ?", (alert_id,)
+        ).fetchone()
+        db.execute("UPDATE alerts SET value = ? WHERE id = ?", (value, alert_id))
+        late, notified, suppressed = row
+        if late and not notified and not suppressed and now - ts <= self.late_after:
+            queued = db.execute(
+                "SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)
+            ).fetchone()[0]
+            if not queued:
+                self._queue(db, alert_id, "firing", now)
+
+    def _resolve(self, db: sqlite3.Connection, alert_id: int | None, at: float, now: float) -> None:
+        if alert_id is None:
+            return
+        db.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE id = ?", (at, alert_id)
+        )
+        notified = db.execute("SELECT notified FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        pending = db.execute(
+            "SELECT COUNT(*) FROM notifications WHERE alert_id = ? AND event = 'firing'",
+            (alert_id,),
+        ).fetchone()[0]
+        if pending:
+            # Fired and recovered before anyone was told (within the group wait): say nothing.
+            db.execute("DELETE FROM notifications WHERE alert_id = ?", (alert_id,))
+        elif notified and notified[0]:
+            self._queue(db, alert_id, "resolved", now)
+
+    @staticmethod
+    def _queue(db: sqlite3.Connection, alert_id: int, event: str, now: float) -> None:
+        db.execute(
+            "INSERT INTO notifications (alert_id, event, created) VALUES (?, ?, ?)",
+            (alert_id, event, now),
+        )
+
+    # driven by the clock --------------------------------------------------------------
+
+    def tick(self, store: StateStore, now: float | None = None) -> None:
+        """Agent and commune rules, inhibition, repeats."""
+        now = self.clock() if now is None else now
+        agents = store.agents()
+        with store.transaction() as db:
+            communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
+            for agent in agents:
+                communes[(agent.province, agent.commune)].append(agent)
+            for rule in self.rules:
+                if rule.on == "commune":
+                    for (province, commune), members in communes.items():
+                        if rule.in_scope(province, commune):
+                            self._commune_step(db, rule, province, commune, members, now)
+                elif rule.on == "agent":
+                    for agent in agents:
+                        if rule.in_scope(agent.province, agent.commune):
+                            self._agent_step(db, rule, agent, now)
+            self._inhibit(db, now)
+            self._repeat(db, now)
+
+    def _agent_step(
+        self, db: sqlite3.Connection, rule: Rule, agent: AgentState, now: float
+    ) -> None:
+        values = {"state": agent.state, "reason": agent.reason}
+        holds = rule.holds(values)
+        if holds is None:
+            return
+        subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
+        since = agent.state_since if agent.state_since is not None else now
+        self.step(db, rule, subject, holds, now, now, agent.reason or agent.state, changed_at=since)
+
+    def _commune_step(
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        province: str,
+        commune: str,
+        members: list[AgentState],
+        now: float,
+    ) -> None:
+        online = [a for a in members if a.state == "online"]
+        lost = [a for a in members if a.state == "offline" and a.reason != "stopped"]
+        values = {
+            "agents": len(members),
+            "agents_online": len(online),
+            "agents_offline": len(members) - len(online),
+            "agents_lost": len(lost),
+        }
+        holds = rule.holds(values)
+        if holds is None:
+            return
+        # Unreachable since the last of its agents went silent.
+        changes = [a.state_since for a in members if a.state_since is not None]
+        since = max(changes) if changes else now
+        subject = Subject(f"{province}/{commune}", province, commune)
+        self.step(db, rule, subject, holds, now, now, str(len(lost)), changed_at=since)
+
+    def _inhibit(self, db: sqlite3.Connection, now: float) -> None:
+        held: set[tuple[str, str, str]] = set()
+        for rule in self.rules:
+            if not rule.inhibits:
+                continue
+            rows = db.execute(
+                "SELECT province, commune FROM alerts WHERE rule = ? AND state = 'firing'",
+                (rule.name,),
+            ).fetchall()
+            held |= {(p, c, target) for p, c in rows for target in rule.inhibits}
+        rows = db.execute(
+            "SELECT id, rule, province, commune, suppressed, notified, late FROM alerts "
+            "WHERE state = 'firing'"
+        ).fetchall()
+        for alert_id, rule_name, province, commune, suppressed, notified, late in rows:
+            should = (province, commune, rule_name) in held
+            if should == bool(suppressed):
+                continue
+            db.execute("UPDATE alerts SET suppressed = ? WHERE id = ?", (int(should), alert_id))
+            if should:
+                db.execute(
+                    "DELETE FROM notifications WHERE alert_id = ? AND event = 'firing'", (alert_id,)
+                )
+            elif not notified and not late:
+                self._queue(db, alert_id, "firing", now)  # the cause is gone, this is not
+
+    def _repeat(self, db: sqlite3.Connection, now: float) -> None:
+        rows = db.execute(
+            "SELECT id, rule, last_notified FROM alerts WHERE state = 'firing' AND notified = 1 "
+            "AND acked_at IS NULL AND suppressed = 0"
+        ).fetchall()
+        for alert_id, rule_name, last in rows:
+            rule = self.by_name.get(rule_name)
+            if rule is None or not float(rule.repeat) or last is None:
+                continue
+            if now - float(last) >= float(rule.repeat):
+                queued = db.execute(
+                    "SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)
+                ).fetchone()[0]
+                if not queued:
+                    self._queue(db, alert_id, "repeat", now)

@@ -1,0 +1,214 @@
+"""Reading and changing recorded alerts and silences: for the API, the CLI and the console."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from collector.store import StateStore
+
+
+@dataclass
+class Alert:
+    id: int
+    rule: str
+    severity: str
+    state: str
+    """firing or resolved."""
+    province: str
+    commune: str
+    agent: str
+    name: str
+    target: str
+    value: str
+    started_at: float
+    """When the condition began (not when the alert fired)."""
+    fired_at: float
+    resolved_at: float | None
+    late: bool
+    """Fired from data that arrived late (a replayed backlog): recorded, not paged."""
+    suppressed: bool
+    """Held back under another alert (e.g. the commune is unreachable)."""
+    silenced: bool
+    flaps: int
+    acked_by: str | None
+    acked_at: float | None
+    ack_comment: str | None
+    labels: dict[str, str]
+
+
+@dataclass
+class Silence:
+    id: int
+    province: str
+    commune: str
+    agent: str
+    rule: str
+    """Empty fields match everything."""
+    starts: float
+    ends: float
+    created_by: str
+    created_at: float
+    comment: str
+
+
+class NotFound(LookupError):
+    pass
+
+
+#: Queries are this fixed text plus fixed clauses; every value is a bound parameter.
+_SELECT_ALERTS = (
+    "SELECT id, rule, severity, state, province, commune, agent, name, target, value, "
+    "started_at, fired_at, resolved_at, late, suppressed, flaps, acked_by, acked_at, "
+    "ack_comment, labels FROM alerts"
+)
+_SELECT_SILENCES = "SELECT * FROM silences"
+
+
+def _silenced(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> bool:
+    _, rule, _, _, province, commune, agent = row[:7]
+    found = db.execute(
+        """SELECT 1 FROM silences WHERE starts <= ?1 AND ends > ?1
+             AND province IN ('', ?2) AND commune IN ('', ?3) AND agent IN ('', ?4)
+             AND rule IN ('', ?5) LIMIT 1""",
+        (now, province, commune, agent, rule),
+    ).fetchone()
+    return found is not None
+
+
+def silenced(db: sqlite3.Connection, alert_id: int, now: float) -> bool:
+    row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()
+    return row is not None and _silenced(db, row, now)
+
+
+def _alert(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> Alert:
+    return Alert(
+        id=row[0],
+        rule=row[1],
+        severity=row[2],
+        state=row[3],
+        province=row[4],
+        commune=row[5],
+        agent=row[6],
+        name=row[7],
+        target=row[8],
+        value=row[9],
+        started_at=row[10],
+        fired_at=row[11],
+        resolved_at=row[12],
+        late=bool(row[13]),
+        suppressed=bool(row[14]),
+        silenced=_silenced(db, row, now),
+        flaps=row[15],
+        acked_by=row[16],
+        acked_at=row[17],
+        ack_comment=row[18],
+        labels=msgspec.json.decode(row[19]),
+    )
+
+
+def list_alerts(
+    store: StateStore,
+    now: float,
+    *,
+    state: str | None = None,
+    commune: str | None = None,
+    severity: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 500,
+) -> list[Alert]:
+    """Newest first. ``since``/``until``: alerts active at some time in that window."""
+    clauses: list[str] = []
+    params: list[str | float] = []
+    for column, value in (("state", state), ("commune", commune), ("severity", severity)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if rule is not None:
+        clauses.append("rule = ?")
+        params.append(rule)
+    if since is not None:
+        clauses.append("(resolved_at IS NULL OR resolved_at > ?)")
+        params.append(since)
+    if until is not None:
+        clauses.append("started_at < ?")
+        params.append(until)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    with store.reading() as db:
+        rows = db.execute(
+            _SELECT_ALERTS + where + " ORDER BY started_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_alert(db, row, now) for row in rows]
+
+
+def get_alert(store: StateStore, alert_id: int, now: float) -> Alert:
+    with store.reading() as db:
+        row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no alert {alert_id}")
+        return _alert(db, row, now)
+
+
+def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: float) -> Alert:
+    """Who, when, why. Acknowledging stops repeats; acknowledging twice keeps the first."""
+    with store.transaction() as db:
+        found = db.execute("SELECT acked_at FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if found is None:
+            raise NotFound(f"no alert {alert_id}")
+        if found[0] is None:
+            db.execute(
+                "UPDATE alerts SET acked_by = ?, acked_at = ?, ack_comment = ? WHERE id = ?",
+                (by, now, comment, alert_id),
+            )
+            db.execute(
+                "DELETE FROM notifications WHERE alert_id = ? AND event = 'repeat'", (alert_id,)
+            )
+    return get_alert(store, alert_id, now)
+
+
+def add_silence(
+    store: StateStore,
+    *,
+    starts: float,
+    ends: float,
+    created_by: str,
+    now: float,
+    province: str = "",
+    commune: str = "",
+    agent: str = "",
+    rule: str = "",
+    comment: str = "",
+) -> Silence:
+    if ends <= starts:
+        raise ValueError("a silence must end after it starts")
+    if not (province or commune or agent or rule):
+        raise ValueError("a silence needs a commune, an agent or a rule: it cannot mute everything")
+    with store.transaction() as db:
+        cursor = db.execute(
+            """INSERT INTO silences (province, commune, agent, rule, starts, ends, created_by,
+                                     created_at, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (province, commune, agent, rule, starts, ends, created_by, now, comment),
+        )
+        silence_id = int(cursor.lastrowid or 0)
+    return Silence(
+        silence_id, province, commune, agent, rule, starts, ends, created_by, now, comment
+    )
+
+
+def list_silences(store: StateStore, now: float, active_only: bool = True) -> list[Silence]:
+    query = _SELECT_SILENCES + (" WHERE ends > ?" if active_only else "") + " ORDER BY id"
+    with store.reading() as db:
+        rows = db.execute(query, (now,) if active_only else ()).fetchall()
+    return [Silence(*row) for row in rows]
+
+
+def delete_silence(store: StateStore, silence_id: int) -> None:
+    with store.transaction() as db:
+        if db.execute("DELETE FROM silences WHERE id = ?", (silence_id,)).rowcount == 0:
+            raise NotFound(f"no silence {silence_id}")

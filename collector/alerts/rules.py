@@ -1,0 +1,281 @@
+"""Alert rules: structured TOML (field, comparison, threshold, for, severity, scope, labels).
+
+Nothing of a rule is evaluated as code. A rule watches one of three things:
+
+- ``on = "sample"``: the samples of one kind of check (``check``), optionally
+  a sub-series (``item``: disk, interface, product) and tags (``tags``:
+  network = "tslcd"); one alert per agent, check name, item and target;
+- ``on = "agent"``: an agent's state (online/offline, reason);
+- ``on = "commune"``: a commune's agents together (how many, how many online).
+
+Conditions compare a known field with a value (``when``: all must hold, or any
+with ``match = "any"``). The condition must hold for ``for`` before the alert
+fires and be false for ``resolve_after`` before it resolves (flap damping).
+Field names are checked against what the agents send: a typo is a config
+error, not a rule that never fires.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
+from agent.wire import Ident
+
+Op = Literal["==", "!=", ">", ">=", "<", "<="]
+Severity = Literal["info", "warning", "critical"]
+Value = bool | int | float | str
+RuleName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+NUMBER, BOOL, TEXT = "number", "bool", "text"
+
+#: What the agents send, per (check, item): field -> type. From the agent's checks.
+SAMPLE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
+    ("host", ""): {
+        "cpu_percent": NUMBER,
+        "cpu_count": NUMBER,
+        "mem_percent": NUMBER,
+        "mem_total_bytes": NUMBER,
+        "uptime_s": NUMBER,
+        "os": TEXT,
+        "os_version": TEXT,
+    },
+    ("host", "disk"): {"used_percent": NUMBER, "total_bytes": NUMBER, "free_bytes": NUMBER},
+    ("antivirus", ""): {
+        "verdict": TEXT,
+        "protected": BOOL,
+        "products": NUMBER,
+        "products_on": NUMBER,
+    },
+    ("antivirus", "product"): {
+        "state": TEXT,
+        "enabled": BOOL,
+        "up_to_date": BOOL,
+        "realtime": BOOL,
+        "signature_age_days": NUMBER,
+        "last_scan_age_days": NUMBER,
+    },
+    ("link", ""): {
+        "up": NUMBER,
+        "sent": NUMBER,
+        "received": NUMBER,
+        "loss_percent": NUMBER,
+        "rtt_ms": NUMBER,
+        "rtt_min_ms": NUMBER,
+        "rtt_max_ms": NUMBER,
+        "status_code": NUMBER,
+    },
+    ("snmp", ""): {"up": NUMBER, "uptime_s": NUMBER, "interfaces": NUMBER, "interfaces_up": NUMBER},
+    ("snmp", "interface"): {
+        "oper_status": NUMBER,
+        "oper_up": BOOL,
+        "oper_state": TEXT,
+        "admin_status": NUMBER,
+        "speed_bps": NUMBER,
+        "in_bps": NUMBER,
+        "out_bps": NUMBER,
+        "in_errors_ps": NUMBER,
+        "out_errors_ps": NUMBER,
+    },
+    ("polycom", ""): {
+        "up": NUMBER,
+        "ready": BOOL,
+        "registered": BOOL,
+        "sip_registered": BOOL,
+        "camera_ok": BOOL,
+        "microphone_ok": BOOL,
+        "in_call": BOOL,
+        "active_calls": NUMBER,
+        "uptime_s": NUMBER,
+    },
+    ("agent", ""): {
+        "connected": BOOL,
+        "publish_lag_s": NUMBER,
+        "outbox_rows": NUMBER,
+        "outbox_oldest_age_s": NUMBER,
+        "dropped_envelopes": NUMBER,
+        "rss_bytes": NUMBER,
+        "cpu_percent": NUMBER,
+    },
+    ("agent", "check"): {"errors": NUMBER, "timeouts": NUMBER, "skipped": NUMBER},
+}
+#: Every sample also has these, whatever its check.
+COMMON_FIELDS = {"outcome": TEXT, "success": BOOL}
+AGENT_FIELDS = {"state": TEXT, "reason": TEXT}
+COMMUNE_FIELDS = {
+    "agents": NUMBER,
+    "agents_online": NUMBER,
+    "agents_offline": NUMBER,
+    "agents_lost": NUMBER,  # offline without a goodbye: Last Will or silence
+}
+
+
+class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    field: str
+    op: Op
+    value: Value
+
+
+class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: RuleName
+    on: Literal["sample", "agent", "commune"] = "sample"
+    check: str = ""
+    item: str = ""
+    tags: dict[str, str] = {}
+    when: Annotated[list[Condition], msgspec.Meta(min_length=1)]
+    match: Literal["all", "any"] = "all"
+    for_: Duration = msgspec.field(default=Duration(0), name="for")
+    resolve_after: Duration = Duration(0)
+    """The condition must be false this long before the alert resolves: a bouncing
+    line stays one alert instead of paging at every bounce."""
+    severity: Severity = "warning"
+    repeat: Duration = Duration(0)
+    """Notify again this often while firing and unacknowledged; 0: never."""
+    summary: dict[Literal["vi", "en"], str] = {}
+    """Message templates: {commune}, {agent}, {target}, {name}, {value}."""
+    labels: dict[str, str] = {}
+    provinces: list[Ident] = []
+    communes: list[Ident] = []
+    """Scope: only these (empty: all)."""
+    inhibits: list[RuleName] = []
+    """Rules whose alerts in the same commune are suppressed while this one fires."""
+    enabled: bool = True
+
+    def fields(self) -> dict[str, str]:
+        if self.on == "agent":
+            return AGENT_FIELDS
+        if self.on == "commune":
+            return COMMUNE_FIELDS
+        return {**SAMPLE_FIELDS.get((self.check, self.item), {}), **COMMON_FIELDS}
+
+    def in_scope(self, province: str, commune: str) -> bool:
+        return (not self.provinces or province in self.provinces) and (
+            not self.communes or commune in self.communes
+        )
+
+    def holds(self, values: dict[str, Any]) -> bool | None:
+        """Whether the condition holds for these values; None when a field is missing
+        (the sample says nothing about it: no state change)."""
+        results = []
+        for condition in self.when:
+            if condition.field not in values or values[condition.field] is None:
+                return None
+            results.append(_compare(values[condition.field], condition.op, condition.value))
+        return all(results) if self.match == "all" else any(results)
+
+
+def _compare(actual: Any, op: Op, expected: Value) -> bool:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        actual, expected = bool(actual), bool(expected)
+    if op == "==":
+        return bool(actual == expected)
+    if op == "!=":
+        return bool(actual != expected)
+    try:
+        if op == ">":
+            return bool(actual > expected)
+        if op == ">=":
+            return bool(actual >= expected)
+        if op == "<":
+            return bool(actual < expected)
+        return bool(actual <= expected)
+    except TypeError:  # a device sent text where a number was expected
+        return False
+
+
+class RuleFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    rules: list[Rule] = []
+
+
+def _check_rule(rule: Rule, where: str) -> None:
+    if rule.on == "sample":
+        if not any(check == rule.check for check, _ in SAMPLE_FIELDS):
+            known = sorted({c for c, _ in SAMPLE_FIELDS})
+            raise ConfigError(f"{where}.check: expected one of {known}, got {rule.check!r}")
+        if (rule.check, rule.item) not in SAMPLE_FIELDS:
+            items = sorted(i for c, i in SAMPLE_FIELDS if c == rule.check)
+            raise ConfigError(f"{where}.item: {rule.check} has items {items}, not {rule.item!r}")
+    elif rule.check or rule.item or rule.tags:
+        raise ConfigError(f"{where}: check, item and tags are for on = 'sample' rules")
+    fields = rule.fields()
+    for index, condition in enumerate(rule.when):
+        at = f"{where}.when[{index}]"
+        kind = fields.get(condition.field)
+        if kind is None:
+            raise ConfigError(
+                f"{at}.field: {condition.field!r} is not a field of {rule.on} "
+                f"{rule.check or ''} {rule.item or ''}; known: {sorted(fields)}".replace("  ", " ")
+            )
+        value = condition.value
+        if kind == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{at}.value: {condition.field} is a number, got {value!r}")
+        if kind == BOOL and not isinstance(value, bool):
+            raise ConfigError(f"{at}.value: {condition.field} is true or false, got {value!r}")
+        if kind in (BOOL, TEXT) and condition.op not in ("==", "!="):
+            raise ConfigError(f"{at}.op: {condition.field} can only be compared with == or !=")
+        if kind == TEXT and not isinstance(value, str):
+            raise ConfigError(f"{at}.value: {condition.field} is text, got {value!r}")
+    if rule.match == "all" and _contradicts(rule.when):
+        raise ConfigError(f"{where}.when: the conditions can never hold together")
+    for language, template in rule.summary.items():
+        try:
+            template.format(commune="", agent="", target="", name="", value="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{where}.summary.{language}: unknown placeholder {exc}; use "
+                "{commune} {agent} {target} {name} {value}"
+            ) from None
+
+
+def _contradicts(conditions: list[Condition]) -> bool:
+    """Impossible rules: the same field equal to two values, or an empty numeric range."""
+    by_field: dict[str, list[Condition]] = {}
+    for condition in conditions:
+        by_field.setdefault(condition.field, []).append(condition)
+    for same in by_field.values():
+        equal = {repr(c.value) for c in same if c.op == "=="}
+        if len(equal) > 1:
+            return True
+        low = max((float(c.value) for c in same if c.op in (">", ">=")), default=None)
+        high = min((float(c.value) for c in same if c.op in ("<", "<=")), default=None)
+        if low is not None and high is not None:
+            strict = any(c.op in (">", "<") for c in same)
+            if low > high or (low == high and strict):
+                return True
+    return False
+
+
+def parse_rules(data: dict[str, Any], source: str) -> list[Rule]:
+    rules = convert_strict(data, RuleFile, source).rules
+    names: set[str] = set()
+    for index, rule in enumerate(rules):
+        where = f"{source}: rules[{index}]"
+        if rule.name in names:
+            raise ConfigError(f"{where}.name: {rule.name!r} is defined twice")
+        names.add(rule.name)
+        _check_rule(rule, where)
+    for index, rule in enumerate(rules):
+        unknown = [n for n in rule.inhibits if n not in names]
+        if unknown:
+            raise ConfigError(f"{source}: rules[{index}].inhibits: no rule named {unknown[0]!r}")
+    return rules
+
+
+def load_rules(path: str | Path) -> list[Rule]:
+    return parse_rules(read_toml(path), str(path))
+
+
+DEFAULTS = Path(__file__).with_name("defaults.toml")
+
+
+def default_rules() -> list[Rule]:
+    return load_rules(DEFAULTS)
+
+
+def merge(defaults: list[Rule], custom: list[Rule]) -> list[Rule]:
+    """The defaults with the custom rules on top: a custom rule of the same name replaces one."""
+    names = {r.name for r in custom}
+    return [r for r in defaults if r.name not in names] + custom

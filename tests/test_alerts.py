@@ -1,0 +1,482 @@
+"""Alert rules and their lifecycle: each default rule fires, stays quiet, resolves, flaps, and
+late data makes history instead of a page. Times are computed by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.configtypes import ConfigError
+from agent.wire import Envelope, Sample, Status
+from collector.alerts.engine import AlertEngine
+from collector.alerts.records import Alert, acknowledge, add_silence, list_alerts
+from collector.alerts.rules import default_rules, parse_rules
+from collector.store import StateStore
+
+T0 = 1_795_000_000.0
+
+
+class Harness:
+    """A store with the default rules, fed like the collector feeds it, on a clock we set."""
+
+    def __init__(self, tmp_path: Path, rules: Any = None) -> None:
+        self.now = T0
+        self.store = StateStore(tmp_path / "state.sqlite", clock=lambda: self.now)
+        self.engine = AlertEngine(rules or default_rules(), clock=lambda: self.now)
+        self.engine.install(self.store)
+        self.seq: dict[str, int] = {}
+
+    def send(
+        self, ts: float, sample: Sample, agent: str = "pc-01", commune: str = "la-nga"
+    ) -> None:
+        """A sample taken at ``ts`` arriving now (``self.now``, at least ``ts``)."""
+        self.now = max(self.now, ts)
+        self.seq[agent] = self.seq.get(agent, 0) + 1
+        envelope = Envelope(
+            v=1,
+            agent=agent,
+            province="dong-nai",
+            commune=commune,
+            seq=self.seq[agent],
+            ts=ts,
+            samples=[sample],
+        )
+        self.store.apply([envelope], received=self.now)
+
+    def status(
+        self, ts: float, state: str, reason: str = "", agent: str = "pc-01", commune: str = "la-nga"
+    ) -> None:
+        self.now = max(self.now, ts)
+        status = Status(
+            v=1,
+            state=state,
+            agent=agent,
+            province="dong-nai",
+            commune=commune,
+            ts=ts,
+            reason=reason,
+        )  # type: ignore[arg-type]
+        self.store.apply(statuses=[(status, ts)], received=ts)
+
+    def tick(self, at: float) -> None:
+        self.now = at
+        self.engine.tick(self.store, at)
+
+    def alerts(self, rule: str | None = None) -> list[Alert]:
+        return sorted(list_alerts(self.store, self.now, rule=rule), key=lambda a: a.id)
+
+    def queued(self) -> list[tuple[int, str]]:
+        with self.store.reading() as db:
+            rows = db.execute("SELECT alert_id, event FROM notifications ORDER BY id").fetchall()
+        return [(int(a), str(e)) for a, e in rows]
+
+    def delivered(self) -> None:
+        """What the notifier does once it has sent everything queued."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE alerts SET notified = 1, last_notified = ? WHERE id IN "
+                "(SELECT alert_id FROM notifications)",
+                (self.now,),
+            )
+            db.execute("DELETE FROM notifications")
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def sample(check: str, fields: dict[str, Any], **kw: Any) -> Sample:
+    return Sample(
+        ts=0.0,
+        check=check,
+        name=kw.pop("name", check),
+        outcome=kw.pop("outcome", "ok"),
+        item=kw.pop("item", ""),
+        target=kw.pop("target", ""),
+        fields=fields,
+        tags=kw.pop("tags", {}),
+    )
+
+
+def at(ts: float, s: Sample) -> Sample:
+    return Sample(
+        ts=ts,
+        check=s.check,
+        name=s.name,
+        outcome=s.outcome,
+        item=s.item,
+        target=s.target,
+        fields=s.fields,
+        tags=s.tags,
+    )
+
+
+def tslcd(up: bool) -> Sample:
+    return sample(
+        "link",
+        {"up": int(up), "loss_percent": 0.0 if up else 100.0},
+        name="tslcd-province",
+        target="10.75.0.1",
+        tags={"network": "tslcd"},
+        outcome="ok" if up else "timeout",
+    )
+
+
+# -- the dedicated line: the whole lifecycle ------------------------------------------
+
+
+def test_line_down_fires_after_two_minutes_and_resolves_after_two_more(h: Harness) -> None:
+    h.send(T0, at(T0, tslcd(True)))
+    for minute in (1, 2):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    assert h.alerts() == []  # down since T0+60: one minute only
+    h.send(T0 + 180, at(T0 + 180, tslcd(False)))
+    [alert] = h.alerts()
+    assert (alert.rule, alert.severity, alert.state) == ("line_down_tslcd", "critical", "firing")
+    assert (alert.started_at, alert.fired_at, alert.target) == (T0 + 60, T0 + 180, "10.75.0.1")
+    assert h.queued() == [(alert.id, "firing")]
+    h.delivered()
+    h.send(T0 + 240, at(T0 + 240, tslcd(True)))
+    h.send(T0 + 300, at(T0 + 300, tslcd(True)))
+    assert h.alerts()[0].state == "firing"  # up for one minute: not yet
+    h.send(T0 + 360, at(T0 + 360, tslcd(True)))
+    [alert] = h.alerts()
+    assert (alert.state, alert.resolved_at) == ("resolved", T0 + 240)  # when it came back
+    assert h.queued() == [(alert.id, "resolved")]
+
+
+def test_a_short_drop_does_not_fire(h: Harness) -> None:
+    h.send(T0, at(T0, tslcd(False)))
+    h.send(T0 + 60, at(T0 + 60, tslcd(False)))
+    h.send(T0 + 120, at(T0 + 120, tslcd(True)))
+    h.send(T0 + 180, at(T0 + 180, tslcd(False)))
+    assert h.alerts() == [] and h.queued() == []
+
+
+def test_a_bouncing_line_is_one_alert_not_ten_pages(h: Harness) -> None:
+    for minute in range(4):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    h.delivered()
+    # Up one minute, down one minute, five times: never up for the 2 minutes it takes.
+    for minute in range(4, 14):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(minute % 2 == 0)))
+    [alert] = h.alerts()
+    assert alert.state == "firing" and alert.flaps == 5
+    assert h.queued() == []  # no page for any bounce
+
+
+def test_the_same_envelope_twice_changes_nothing(h: Harness) -> None:
+    for minute in range(4):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    before = (h.alerts(), h.queued())
+    h.seq["pc-01"] -= 1  # redelivery of the last envelope
+    h.send(T0 + 180, at(T0 + 180, tslcd(False)))
+    assert (h.alerts(), h.queued()) == before
+
+
+def test_a_replayed_backlog_is_history_not_a_page(h: Harness) -> None:
+    # The line was down 08:00-11:00 while the agents could not publish; the backlog
+    # arrives at 11:05 with every sample's own time.
+    h.now = T0 + 3 * 3600 + 300
+    for minute in range(0, 3 * 60 + 5):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(minute >= 180)))
+    [alert] = h.alerts()
+    assert (alert.state, alert.started_at, alert.resolved_at) == ("resolved", T0, T0 + 10800)
+    assert alert.late
+    assert h.queued() == []  # the last "down" samples were 6 minutes old: no page either
+
+
+def test_a_backlog_that_ends_still_down_pages_once_fresh_data_says_so(h: Harness) -> None:
+    h.now = T0 + 3600
+    for minute in range(0, 10):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    assert h.alerts()[0].late and h.queued() == []
+    h.send(T0 + 3600, at(T0 + 3600, tslcd(False)))  # fresh, still down
+    [alert] = h.alerts()
+    assert alert.late and h.queued() == [(alert.id, "firing")]
+    h.send(T0 + 3660, at(T0 + 3660, tslcd(False)))
+    assert h.queued() == [(alert.id, "firing")]  # paged once
+
+
+# -- every default sample rule: fires, and stays quiet on normal data ----------------------
+
+SAMPLE_RULES = [
+    # rule, bad sample, good sample, minutes to fire
+    (
+        "pc_unprotected",
+        sample("antivirus", {"verdict": "unprotected"}),
+        sample("antivirus", {"verdict": "protected"}),
+        10,
+    ),
+    (
+        "no_antimalware",
+        sample("antivirus", {"verdict": "none"}),
+        sample("antivirus", {"verdict": "outdated"}),
+        0,
+    ),
+    (
+        "signatures_old",
+        sample(
+            "antivirus",
+            {"state": "on", "signature_age_days": 5.0},
+            item="product",
+            target="Bkav Pro",
+        ),
+        sample(
+            "antivirus",
+            {"state": "on", "signature_age_days": 1.0},
+            item="product",
+            target="Bkav Pro",
+        ),
+        0,
+    ),
+    (
+        "line_down_internet",
+        sample("link", {"up": 0}, name="internet", tags={"network": "internet"}),
+        sample("link", {"up": 1}, name="internet", tags={"network": "internet"}),
+        2,
+    ),
+    (
+        "line_down_lan",
+        sample("link", {"up": 0}, name="router", tags={"network": "lan"}),
+        sample("link", {"up": 1}, name="router", tags={"network": "lan"}),
+        2,
+    ),
+    (
+        "line_loss",
+        sample("link", {"up": 1, "loss_percent": 33.3}, tags={"network": "tslcd"}),
+        sample("link", {"up": 1, "loss_percent": 0.0}, tags={"network": "tslcd"}),
+        5,
+    ),
+    (
+        "interface_down",
+        sample(
+            "snmp",
+            {"admin_status": 1, "oper_up": False},
+            item="interface",
+            target="Gi0/0/2",
+            name="router",
+        ),
+        sample(
+            "snmp",
+            {"admin_status": 1, "oper_up": True},
+            item="interface",
+            target="Gi0/0/2",
+            name="router",
+        ),
+        2,
+    ),
+    (
+        "polycom_unreachable",
+        sample("polycom", {"up": 0}, outcome="timeout"),
+        sample("polycom", {"up": 1, "ready": True, "registered": True}),
+        5,
+    ),
+    (
+        "polycom_not_registered",
+        sample("polycom", {"up": 1, "registered": False}),
+        sample("polycom", {"up": 1, "registered": True}),
+        10,
+    ),
+    (
+        "polycom_device_failed",
+        sample("polycom", {"up": 1, "camera_ok": False, "microphone_ok": True}),
+        sample("polycom", {"up": 1, "camera_ok": True, "microphone_ok": True}),
+        5,
+    ),
+    (
+        "disk_full",
+        sample("host", {"used_percent": 95.0}, item="disk", target="C:"),
+        sample("host", {"used_percent": 60.0}, item="disk", target="C:"),
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "minutes"), SAMPLE_RULES, ids=[r[0] for r in SAMPLE_RULES]
+)
+def test_each_default_sample_rule(
+    h: Harness, rule: str, bad: Sample, good: Sample, minutes: int
+) -> None:
+    h.send(T0, at(T0, good))
+    for minute in range(1, minutes + 1):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, bad))
+    if minutes:
+        assert h.alerts(rule) == [], "fired before its time"
+    h.send(T0 + 60 * (minutes + 1), at(T0 + 60 * (minutes + 1), bad))
+    [alert] = h.alerts(rule)
+    assert alert.state == "firing" and alert.started_at == T0 + 60
+    assert [a.rule for a in h.alerts()] == [rule], "no other rule reacts to this sample"
+    # Back to normal for long enough: resolved when it came back.
+    back = T0 + 60 * (minutes + 2)
+    for minute in range(6):
+        h.send(back + 60 * minute, at(back + 60 * minute, good))
+    [alert] = h.alerts(rule)
+    assert (alert.state, alert.resolved_at) == ("resolved", back)
+
+
+@pytest.mark.parametrize("rule", [r[0] for r in SAMPLE_RULES])
+def test_normal_data_fires_nothing(h: Harness, rule: str) -> None:
+    good = next(r[2] for r in SAMPLE_RULES if r[0] == rule)
+    for minute in range(30):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, good))
+    assert h.alerts() == []
+
+
+def test_old_signatures_of_a_product_switched_off_are_no_alert(h: Harness) -> None:
+    passive = sample(
+        "antivirus", {"state": "off", "signature_age_days": 40.0}, item="product", target="Defender"
+    )
+    h.send(T0, at(T0, passive))
+    assert h.alerts() == []
+
+
+def test_a_dedicated_line_outage_is_not_an_internet_outage(h: Harness) -> None:
+    for minute in range(5):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    assert [a.rule for a in h.alerts()] == ["line_down_tslcd"]
+
+
+# -- agents and communes ---------------------------------------------------------------
+
+
+def test_an_agent_lost_for_five_minutes_fires_and_comes_back(h: Harness) -> None:
+    h.status(T0, "online")
+    h.status(T0 + 100, "online", agent="pc-02")  # the commune is still reachable
+    h.status(T0 + 600, "offline", "connection lost")
+    h.tick(T0 + 600 + 240)
+    assert h.alerts() == []
+    h.tick(T0 + 600 + 300)
+    [alert] = h.alerts("agent_offline")
+    assert (alert.agent, alert.started_at, alert.value) == ("pc-01", T0 + 600, "connection lost")
+    h.status(T0 + 1200, "online")
+    h.tick(T0 + 1210)
+    [alert] = h.alerts("agent_offline")
+    assert (alert.state, alert.resolved_at) == ("resolved", T0 + 1200)
+
+
+def test_a_pc_switched_off_for_the_night_is_no_alert(h: Harness) -> None:
+    h.status(T0, "online")
+    h.status(T0 + 600, "offline", "stopped")
+    h.tick(T0 + 12 * 3600)
+    assert h.alerts() == []
+
+
+def test_a_silent_commune_is_one_alert_and_its_agents_are_held_back(h: Harness) -> None:
+    for agent in ("pc-01", "pc-02", "poller"):
+        h.status(T0, "online", agent=agent)
+    for offset, agent in enumerate(("pc-01", "pc-02", "poller")):
+        h.status(T0 + 600 + 20 * offset, "offline", "connection lost", agent=agent)
+    h.tick(T0 + 700)
+    [commune] = h.alerts("commune_unreachable")
+    assert (commune.commune, commune.started_at, commune.state) == ("la-nga", T0 + 640, "firing")
+    h.tick(T0 + 960)  # five minutes after the agents went: their alerts exist, held back
+    agents = h.alerts("agent_offline")
+    assert len(agents) == 3 and all(a.suppressed for a in agents)
+    assert h.queued() == [(commune.id, "firing")]
+    # The line comes back: everything resolves, nothing else was paged.
+    for agent in ("pc-01", "pc-02", "poller"):
+        h.status(T0 + 1200, "online", agent=agent)
+    h.delivered()
+    h.tick(T0 + 1210)
+    assert {a.state for a in h.alerts()} == {"resolved"}
+    assert h.queued() == [(commune.id, "resolved")]
+
+
+# -- acknowledgement, silences, repeats ---------------------------------------------------
+
+
+def test_unacknowledged_critical_alerts_repeat_until_acknowledged(h: Harness) -> None:
+    for minute in range(4):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    h.delivered()
+    [alert] = h.alerts()
+    h.tick(T0 + 180 + 3599)
+    assert h.queued() == []
+    h.tick(T0 + 180 + 3600)  # repeat = 1h for line_down_tslcd
+    assert h.queued() == [(alert.id, "repeat")]
+    h.delivered()
+    acked = acknowledge(h.store, alert.id, "anh.nguyen", "VNPT ticket 4411", h.now)
+    assert (acked.acked_by, acked.ack_comment) == ("anh.nguyen", "VNPT ticket 4411")
+    h.tick(T0 + 180 + 3 * 3600)
+    assert h.queued() == []
+
+
+def test_a_silence_mutes_matching_alerts_for_its_time_only(h: Harness) -> None:
+    silence = add_silence(
+        h.store,
+        starts=T0,
+        ends=T0 + 3600,
+        created_by="tech",
+        now=T0,
+        commune="la-nga",
+        comment="maintenance",
+    )
+    for minute in range(4):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, tslcd(False)))
+    [alert] = h.alerts()
+    assert alert.silenced and silence.id == 1
+    h.now = T0 + 3601
+    assert not h.alerts()[0].silenced
+    with pytest.raises(ValueError, match="cannot mute everything"):
+        add_silence(h.store, starts=T0, ends=T0 + 60, created_by="x", now=T0)
+
+
+# -- rules as config -----------------------------------------------------------------------
+
+
+def rule_error(toml_rule: dict[str, Any]) -> str:
+    base = {"name": "r", "check": "link", "when": [{"field": "up", "op": "==", "value": 0}]}
+    with pytest.raises(ConfigError) as info:
+        parse_rules({"rules": [{**base, **toml_rule}]}, "rules.toml")
+    return str(info.value)
+
+
+def test_rule_mistakes_are_config_errors_naming_the_key() -> None:
+    assert "rules[0].when[0].field: 'up_pct' is not a field" in rule_error(
+        {"when": [{"field": "up_pct", "op": "==", "value": 0}]}
+    )
+    assert "rules[0].check: expected one of" in rule_error({"check": "printer"})
+    assert "rules[0].item: link has items" in rule_error({"item": "disk"})
+    assert "can only be compared with == or !=" in rule_error(
+        {"check": "polycom", "when": [{"field": "ready", "op": ">", "value": True}]}
+    )
+    assert "is a number" in rule_error({"when": [{"field": "up", "op": "==", "value": "down"}]})
+    assert "can never hold together" in rule_error(
+        {
+            "when": [
+                {"field": "loss_percent", "op": ">", "value": 50},
+                {"field": "loss_percent", "op": "<", "value": 20},
+            ]
+        }
+    )
+    assert "no rule named 'nothing'" in rule_error({"inhibits": ["nothing"]})
+    assert "unknown placeholder" in rule_error({"summary": {"vi": "mất {line}"}})
+    assert "rules[0].frequency" in rule_error({"frequency": "1m"}) or "frequency" in rule_error(
+        {"frequency": "1m"}
+    )
+    assert "rules[0].severity" in rule_error({"severity": "urgent"})
+
+
+def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
+    names = {r.name for r in default_rules()}
+    assert names == {
+        "commune_unreachable",
+        "agent_offline",
+        "pc_unprotected",
+        "no_antimalware",
+        "signatures_old",
+        "line_down_tslcd",
+        "line_down_internet",
+        "line_down_lan",
+        "line_loss",
+        "interface_down",
+        "polycom_unreachable",
+        "polycom_not_registered",
+        "polycom_device_failed",
+        "disk_full",
+    }
