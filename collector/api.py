@@ -21,6 +21,18 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from collector import __version__
+from collector.alerts.engine import install_schema
+from collector.alerts.records import (
+    Alert,
+    NotFound,
+    Silence,
+    acknowledge,
+    add_silence,
+    delete_silence,
+    get_alert,
+    list_alerts,
+    list_silences,
+)
 from collector.availability import Outage, all_down, availability
 from collector.config import ApiSection, Role
 from collector.health import CommuneHealth, HealthModel, ProvinceHealth
@@ -156,15 +168,46 @@ def _caller(request: Request, context: Context) -> Caller:
         raise HTTPException(
             401, "unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
-    if context.open_on_loopback:
-        return Caller("loopback", "read")
+    if context.open_on_loopback:  # a development instance on loopback: all it can do
+        return Caller("loopback", "admin")
     raise HTTPException(
         401, "this API needs Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
     )
 
 
 Reader = Annotated[Caller, Depends(_caller)]
+ROLE_RANK: dict[Role, int] = {"read": 0, "technician": 1, "admin": 2}
+
+
+def _technician(caller: Reader) -> Caller:
+    if ROLE_RANK[caller.role] < ROLE_RANK["technician"]:
+        raise HTTPException(403, f"token {caller.name!r} is {caller.role}: it cannot change alerts")
+    return caller
+
+
+Technician = Annotated[Caller, Depends(_technician)]
 router = APIRouter()
+
+
+@dataclass
+class AckRequest:
+    comment: str = ""
+
+
+@dataclass
+class SilenceRequest:
+    """What to mute (empty fields match all; at least one is needed) and for how long."""
+
+    commune: str = ""
+    agent: str = ""
+    rule: str = ""
+    province: str = ""
+    starts: float | None = None
+    """Unix seconds; default now."""
+    ends: float | None = None
+    duration_s: float | None = None
+    """Instead of ``ends``."""
+    comment: str = ""
 
 
 def _province(context: ApiContext, province: str | None) -> str:
@@ -329,6 +372,83 @@ def _availability_view(
     )
 
 
+@router.get("/api/v1/alerts", tags=["alerts"])
+def get_alerts(
+    _: Reader,
+    context: Context,
+    state: str | None = None,
+    commune: str | None = None,
+    severity: str | None = None,
+    rule: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[Alert]:
+    """Alerts, newest first: firing and resolved (the history), filtered."""
+    return list_alerts(
+        context.store,
+        time.time(),
+        state=state,
+        commune=commune,
+        severity=severity,
+        rule=rule,
+        limit=limit,
+    )
+
+
+@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
+def get_one_alert(_: Reader, context: Context, alert_id: int) -> Alert:
+    try:
+        return get_alert(context.store, alert_id, time.time())
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
+def post_ack(who: Technician, context: Context, alert_id: int, body: AckRequest) -> Alert:
+    """Acknowledge: who (the token's name), when, why. Stops the repeats."""
+    try:
+        return acknowledge(context.store, alert_id, who.name, body.comment, time.time())
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/api/v1/silences", tags=["alerts"])
+def get_silences(_: Reader, context: Context, all: bool = False) -> list[Silence]:
+    """Silences in force (``all=true``: also the expired)."""
+    return list_silences(context.store, time.time(), active_only=not all)
+
+
+@router.post("/api/v1/silences", tags=["alerts"], status_code=201)
+def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Silence:
+    """Mute notifications for a commune, an agent or a rule, for a while (maintenance)."""
+    now = time.time()
+    starts = body.starts if body.starts is not None else now
+    ends = body.ends if body.ends is not None else starts + (body.duration_s or 0.0)
+    try:
+        return add_silence(
+            context.store,
+            starts=starts,
+            ends=ends,
+            created_by=who.name,
+            now=now,
+            province=body.province,
+            commune=body.commune,
+            agent=body.agent,
+            rule=body.rule,
+            comment=body.comment,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.delete("/api/v1/silences/{silence_id}", tags=["alerts"], status_code=204)
+def delete_one_silence(_: Technician, context: Context, silence_id: int) -> Response:
+    try:
+        delete_silence(context.store, silence_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(status_code=204)
+
+
 def create_app(
     model: HealthModel,
     store: StateStore,
@@ -345,6 +465,7 @@ def create_app(
             "Send `Authorization: Bearer <token>`; times are Unix seconds."
         ),
     )
+    install_schema(store)  # the alert tables, even before the engine has run
     app.state.context = ApiContext(
         model=model,
         store=store,

@@ -86,6 +86,33 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         return host.strip("[]"), int(port)
 
 
+class RouteSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    urls: list[str] = []
+    """apprise URLs: json://host/path, mailto://..., tgram://..., ..."""
+    urls_file: str = ""
+    """A file of apprise URLs, one per line: for URLs that hold passwords."""
+    severities: list[Literal["info", "warning", "critical"]] = []
+    """Empty: every severity."""
+    communes: list[Ident] = []
+    """Empty: every commune."""
+    language: Literal["vi", "en"] = "vi"
+
+
+class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    defaults: bool = True
+    """The built-in rules; a rule of the same name in ``rules`` replaces one."""
+    rules: list[str] = []
+    """Rule files (TOML)."""
+    late_after: Duration = Duration(600)
+    """An alert fired from samples older than this (a replayed backlog) is history: not paged."""
+    group_wait: Duration = Duration(30)
+    """Events wait this long so that alerts firing together go out as one message."""
+    console_url: str = ""
+    """The console's address, for links in messages."""
+    routes: list[RouteSection] = []
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
@@ -93,6 +120,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     sink: SinkSection | None = None
     """Optional: without it the collector works from its state store alone."""
     api: ApiSection = ApiSection()
+    alerts: AlertsSection = AlertsSection()
 
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
@@ -102,6 +130,7 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     if config.collector.share_group and "/" in config.collector.share_group:
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     _check_api(config.api, source)
+    _check_alerts(config.alerts, source)
     provinces: dict[str, str] = {}
     for path in config.collector.inventory:
         inventory = load_inventory(path)  # its errors name the inventory file and key
@@ -149,3 +178,25 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_alerts(alerts: AlertsSection, source: str) -> None:
+    from collector.alerts.rules import load_rules
+
+    for path in alerts.rules:
+        load_rules(path)  # its errors name the rules file and key
+    names = [r.name for r in alerts.routes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: alerts.routes: two routes have the same name")
+    for index, route in enumerate(alerts.routes):
+        where = f"{source}: alerts.routes[{index}]"
+        if route.urls_file and not os.access(route.urls_file, os.R_OK):
+            raise ConfigError(f"{where}.urls_file: cannot read {route.urls_file}")
+        if not route.urls and not route.urls_file:
+            raise ConfigError(f"{where}: a route needs urls or urls_file")
+        if route.urls:
+            import apprise
+
+            for url in route.urls:
+                if not apprise.Apprise().add(url):
+                    raise ConfigError(f"{where}.urls: apprise does not understand {url!r}")

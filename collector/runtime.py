@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
+from collector.alerts.engine import AlertEngine
+from collector.alerts.notify import Notifier, Route, load_urls
+from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.config import CollectorConfig
 from collector.health import HealthModel
 from collector.ingest import COMMIT_BOUNDS, Ingestor
@@ -21,6 +24,14 @@ log = logging.getLogger("collector")
 
 #: The broker may be away this long before /healthz says "degraded".
 BROKER_GRACE_S = 30.0
+
+
+def load_all_rules(config: CollectorConfig) -> list[Rule]:
+    """The built-in rules (unless turned off) with the configured files' rules on top."""
+    rules = default_rules() if config.alerts.defaults else []
+    for path in config.alerts.rules:
+        rules = merge(rules, load_rules(path))
+    return rules
 
 
 class ApiError(RuntimeError):
@@ -57,6 +68,27 @@ class Collector:
                 max_backoff_s=float(sink_config.max_backoff),
             )
         self.health = HealthModel(self.reader, self.inventories)
+        self.rules = load_all_rules(config)
+        self.engine = AlertEngine(self.rules, late_after=float(config.alerts.late_after))
+        self.engine.install(self.store)
+        alerts = config.alerts
+        self.notifier = Notifier(
+            self.store,
+            [
+                Route(
+                    r.name,
+                    load_urls(r.urls, r.urls_file),
+                    tuple(r.severities),
+                    tuple(r.communes),
+                    r.language,
+                )
+                for r in alerts.routes
+            ],
+            self.rules,
+            names={f"{i.province}/{c.slug}": c.name for i in self.inventories for c in i.communes},
+            group_wait=float(alerts.group_wait),
+            console_url=alerts.console_url,
+        )
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()
@@ -95,6 +127,7 @@ class Collector:
         )
         if self.sink is not None:
             self.sink.start()
+        self.notifier.start()
         self.source.start()
         if self.config.api.listen:
             self._start_api()
@@ -131,6 +164,7 @@ class Collector:
         )
         if silent:
             log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
+        self.engine.tick(self.store, now)
         if time.monotonic() >= self._next_prune:
             pruned = self.store.prune(now - float(store_config.retention))
             if pruned:
@@ -152,6 +186,7 @@ class Collector:
             if self._server_thread is not None:
                 self._server_thread.join(timeout=10)
         self.source.stop()
+        self.notifier.stop()
         if self.sink is not None:
             self.sink.stop()
         self.reader.close()
@@ -178,6 +213,18 @@ class Collector:
         if self.sink is not None:
             detail["sink_last_error"] = self.sink.last_error or None
         return connected or away < BROKER_GRACE_S, detail
+
+    def _alert_family(self) -> Family:
+        family = Family("commune_collector_alerts_firing", "gauge", "Alerts firing, by severity.")
+        with self.reader.reading() as db:
+            rows = dict(
+                db.execute(
+                    "SELECT severity, COUNT(*) FROM alerts WHERE state = 'firing' GROUP BY 1"
+                ).fetchall()
+            )
+        for severity in ("critical", "warning", "info"):
+            family.add(rows.get(severity, 0), severity=severity)
+        return family
 
     def metrics(self) -> list[Family]:
         stats = self.ingestor.stats
@@ -233,6 +280,13 @@ class Collector:
             gauge("spool_bytes", "Size of the points waiting for the sink.", size),
             counter("spool_dropped_total", "Spooled rows dropped over the spool's bound.", dropped),
             agents,
+            self._alert_family(),
+            counter("notifications_sent_total", "Messages delivered.", self.notifier.sent),
+            counter(
+                "notification_failures_total",
+                "Deliveries that failed (retried).",
+                self.notifier.failures,
+            ),
         ]
         if self.sink is not None:
             sink = self.sink.stats

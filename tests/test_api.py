@@ -8,7 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from collector.api import create_app
 from collector.config import ApiSection, ApiToken
 from collector.health import HealthModel
 from collector.metrics import Family, render
+from collector.store import StateStore
 from tests.servers import free_port
 from tests.test_health import INVENTORY, T0, build_province
 
@@ -30,18 +31,33 @@ class Served:
         self.port = port
 
     def get(self, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        return self.call("GET", path, token)
+
+    def call(
+        self, method: str, path: str, token: str | None = TOKEN, body: object = None
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method
+        )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
 
-def serve(tmp_path: Path, settings: ApiSection) -> Iterator[Served]:
+def serve(
+    tmp_path: Path, settings: ApiSection, prepare: Callable[[StateStore], None] | None = None
+) -> Iterator[Served]:
     store = build_province(tmp_path)
+    if prepare is not None:
+        prepare(store)
     app = create_app(HealthModel(store, [INVENTORY]), store, settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
@@ -138,3 +154,70 @@ def test_a_histogram_is_cumulative_with_sum_and_count() -> None:
         "h_seconds_sum 9.5",
         "h_seconds_count 7",
     ]
+
+
+READ_TOKEN = "ioc-read-token"
+
+
+def with_an_alert(store: StateStore) -> None:
+    """Tân Tiến's line down for three minutes: one firing alert, through the real engine."""
+    from agent.wire import Envelope, Sample
+    from collector.alerts.engine import AlertEngine
+    from collector.alerts.rules import default_rules
+
+    AlertEngine(default_rules()).install(store)
+    now = time.time()
+    for minute in range(4):
+        ts = now - 240 + 60 * minute
+        sample = Sample(
+            ts=ts,
+            check="link",
+            name="tslcd",
+            outcome="timeout",
+            target="10.75.0.1",
+            fields={"up": 0},
+            tags={"network": "tslcd"},
+        )
+        store.apply(
+            [
+                Envelope(
+                    v=1,
+                    agent="pc-01",
+                    province="dong-nai",
+                    commune="tan-tien",
+                    seq=minute,
+                    ts=ts,
+                    samples=[sample],
+                )
+            ]
+        )
+
+
+def test_the_iocs_read_token_cannot_ack_or_silence_a_technicians_can(tmp_path: Path) -> None:
+    tokens = [
+        ApiToken(name="ioc", role="read", sha256=hashlib.sha256(READ_TOKEN.encode()).hexdigest()),
+        ApiToken(name="tech", role="technician", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+    ]
+    for api in serve(tmp_path, ApiSection(tokens=tokens), with_an_alert):
+        status, alerts = api.get("/api/v1/alerts?state=firing", token=READ_TOKEN)
+        assert status == 200
+        [alert] = alerts
+        assert (alert["rule"], alert["commune"]) == ("line_down_tslcd", "tan-tien")
+        path = f"/api/v1/alerts/{alert['id']}/ack"
+        status, body = api.call("POST", path, READ_TOKEN, {"comment": "seen"})
+        assert status == 403 and "cannot change alerts" in body["detail"]
+        silence = {"commune": "tan-tien", "duration_s": 3600, "comment": "VNPT works"}
+        assert api.call("POST", "/api/v1/silences", READ_TOKEN, silence)[0] == 403
+        status, acked = api.call("POST", path, TOKEN, {"comment": "VNPT ticket 4411"})
+        assert status == 200
+        assert (acked["acked_by"], acked["ack_comment"]) == ("tech", "VNPT ticket 4411")
+        status, created = api.call("POST", "/api/v1/silences", TOKEN, silence)
+        assert status == 201 and created["created_by"] == "tech"
+        assert created["ends"] - created["starts"] == 3600
+        assert api.get(f"/api/v1/alerts/{alert['id']}")[1]["silenced"] is True
+        assert api.call("DELETE", f"/api/v1/silences/{created['id']}", READ_TOKEN)[0] == 403
+        assert api.call("DELETE", f"/api/v1/silences/{created['id']}", TOKEN)[0] == 204
+        assert api.get("/api/v1/silences")[1] == []
+        status, body = api.call("POST", "/api/v1/silences", TOKEN, {"duration_s": 60})
+        assert status == 422 and "cannot mute everything" in body["detail"]
+        assert api.call("POST", "/api/v1/alerts/999/ack", TOKEN, {})[0] == 404

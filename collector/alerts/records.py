@@ -147,12 +147,18 @@ def list_alerts(
         return [_alert(db, row, now) for row in rows]
 
 
+def read_alert(db: sqlite3.Connection, alert_id: int, now: float) -> Alert | None:
+    """On a connection already held (inside ``store.reading()`` or a transaction)."""
+    row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()
+    return None if row is None else _alert(db, row, now)
+
+
 def get_alert(store: StateStore, alert_id: int, now: float) -> Alert:
     with store.reading() as db:
-        row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"no alert {alert_id}")
-        return _alert(db, row, now)
+        alert = read_alert(db, alert_id, now)
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}")
+    return alert
 
 
 def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: float) -> Alert:

@@ -1,0 +1,273 @@
+"""Sending queued notifications through apprise, routed by severity and commune.
+
+The engine queues an event (firing, resolved, repeat) in the state store in the
+same transaction as the alert's change; this sends them. An event waits
+``group_wait`` first, so that alerts of one rule in one commune that fire
+together (every PC of an office losing the line) go out as one message, and so
+that an alert held back under another (the commune is unreachable) or
+silenced meanwhile is not sent at all. A failed delivery is retried with
+backoff, per route: nothing queued is lost, a route that succeeded is not sent
+the same event twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.alerts.records import Alert, read_alert, silenced
+from collector.alerts.rules import Rule
+from collector.store import StateStore
+
+log = logging.getLogger(__name__)
+
+VIETNAM = dt.timezone(dt.timedelta(hours=7))
+
+WORDS = {
+    "vi": {
+        "firing": "ĐANG XẢY RA",
+        "resolved": "ĐÃ KHẮC PHỤC",
+        "repeat": "NHẮC LẠI (chưa xác nhận)",
+        "critical": "NGHIÊM TRỌNG",
+        "warning": "CẢNH BÁO",
+        "info": "THÔNG TIN",
+        "since": "từ",
+        "until": "đến",
+        "more": "và {n} cảnh báo khác",
+        "ack": 'Xác nhận: commune-collector ack {id} --comment "..."',
+    },
+    "en": {
+        "firing": "FIRING",
+        "resolved": "RESOLVED",
+        "repeat": "REPEAT (not acknowledged)",
+        "critical": "CRITICAL",
+        "warning": "WARNING",
+        "info": "INFO",
+        "since": "since",
+        "until": "until",
+        "more": "and {n} more alerts",
+        "ack": 'Acknowledge: commune-collector ack {id} --comment "..."',
+    },
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    urls: tuple[str, ...]
+    severities: tuple[str, ...] = ()
+    """Empty: every severity."""
+    communes: tuple[str, ...] = ()
+    """Empty: every commune."""
+    language: str = "vi"
+
+    def wants(self, alert: Alert) -> bool:
+        return (not self.severities or alert.severity in self.severities) and (
+            not self.communes or alert.commune in self.communes
+        )
+
+
+def local(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%d/%m/%Y %H:%M")
+
+
+def summary(rule: Rule | None, alert: Alert, language: str, names: dict[str, str]) -> str:
+    commune = names.get(f"{alert.province}/{alert.commune}", alert.commune)
+    template = (rule.summary.get(language) or rule.summary.get("en")) if rule else None  # type: ignore[call-overload]
+    if not template:
+        template = f"{alert.rule}: {{commune}} {{agent}} {{target}} {{value}}"
+    return str(template).format(
+        commune=commune, agent=alert.agent, target=alert.target, name=alert.name, value=alert.value
+    )
+
+
+def compose(
+    event: str,
+    alerts: Sequence[Alert],
+    rule: Rule | None,
+    language: str,
+    names: dict[str, str],
+    console_url: str = "",
+) -> tuple[str, str]:
+    """(title, body) of one message for alerts of one rule, commune and event."""
+    words = WORDS.get(language, WORDS["en"])
+    first = alerts[0]
+    title = f"[{words[event]}] [{words[first.severity]}] {summary(rule, first, language, names)}"
+    if len(alerts) > 1:
+        title += " — " + words["more"].format(n=len(alerts) - 1)
+    lines = []
+    for alert in alerts:
+        when = f"{words['since']} {local(alert.started_at)}"
+        if event == "resolved" and alert.resolved_at is not None:
+            when += f" {words['until']} {local(alert.resolved_at)}"
+        lines.append(f"- {summary(rule, alert, language, names)} ({when}) #{alert.id}")
+    lines.append("")
+    lines.append(words["ack"].format(id=first.id))
+    if console_url:
+        lines.append(f"{console_url.rstrip('/')}/alerts/{first.id}")
+    return title, "\n".join(lines)
+
+
+def send_apprise(urls: Sequence[str], title: str, body: str) -> bool:
+    import apprise
+
+    sender = apprise.Apprise()
+    for url in urls:
+        sender.add(url)
+    return bool(sender.notify(title=title, body=body))
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: StateStore,
+        routes: Sequence[Route],
+        rules: Sequence[Rule],
+        *,
+        names: dict[str, str] | None = None,
+        group_wait: float = 30.0,
+        console_url: str = "",
+        send: Callable[[Sequence[str], str, str], bool] = send_apprise,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.routes = list(routes)
+        self.rules = {r.name: r for r in rules}
+        self.names = names or {}
+        self.group_wait = group_wait
+        self.console_url = console_url
+        self.send = send
+        self.clock = clock
+        self.sent = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="notifier", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("notifier pass failed; retrying")
+
+    def _due(self, now: float) -> list[tuple[int, int, str, int, str]]:
+        with self.store.reading() as db:
+            rows = db.execute(
+                """SELECT id, alert_id, event, attempts, done FROM notifications
+                   WHERE created <= ? AND next_try <= ? ORDER BY id""",
+                (now - self.group_wait, now),
+            ).fetchall()
+        return [(int(a), int(b), str(c), int(d), str(e)) for a, b, c, d, e in rows]
+
+    def run_once(self) -> int:
+        """Send what is due; returns the messages sent."""
+        now = self.clock()
+        due = self._due(now)
+        if not due:
+            return 0
+        dropped: list[int] = []
+        events: list[tuple[int, str, Alert, int, set[str]]] = []
+        with self.store.reading() as db:
+            for note_id, alert_id, event, attempts, done_text in due:
+                alert = read_alert(db, alert_id, now)
+                if alert is None or (
+                    event in ("firing", "repeat")
+                    and (
+                        alert.suppressed
+                        or silenced(db, alert_id, now)
+                        or alert.state != "firing"
+                        or (event == "repeat" and alert.acked_at is not None)
+                    )
+                ):
+                    dropped.append(note_id)
+                    continue
+                done = set(filter(None, done_text.split(",")))
+                events.append((note_id, event, alert, attempts, done))
+        groups: dict[tuple[str, str, str, str], list[tuple[int, Alert]]] = defaultdict(list)
+        for note_id, event, alert, _, routes_done in events:
+            for route in self.routes:
+                if route.wants(alert) and route.name not in routes_done:
+                    groups[(route.name, event, alert.rule, alert.commune)].append((note_id, alert))
+        succeeded: dict[int, set[str]] = defaultdict(set)
+        failed: set[int] = set()
+        sent = 0
+        routes = {r.name: r for r in self.routes}
+        for (route_name, event, rule_name, _), members in groups.items():
+            route = routes[route_name]
+            title, body = compose(
+                event,
+                [a for _, a in members],
+                self.rules.get(rule_name),
+                route.language,
+                self.names,
+                self.console_url,
+            )
+            try:
+                ok = self.send(route.urls, title, body)
+            except Exception as exc:  # a broken URL or plugin must not stop the others
+                log.warning("route %s: %s", route_name, exc)
+                ok = False
+            if ok:
+                sent += 1
+                for note_id, _ in members:
+                    succeeded[note_id].add(route_name)
+            else:
+                self.failures += 1
+                log.warning("route %s could not deliver %s; will retry", route_name, title[:120])
+                failed.update(note_id for note_id, _ in members)
+        self._record(now, dropped, events, succeeded, failed)
+        self.sent += sent
+        return sent
+
+    def _record(
+        self,
+        now: float,
+        dropped: list[int],
+        events: list[tuple[int, str, Alert, int, set[str]]],
+        succeeded: dict[int, set[str]],
+        failed: set[int],
+    ) -> None:
+        with self.store.transaction() as db:
+            for note_id in dropped:
+                db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
+            for note_id, event, alert, attempts, done_before in events:
+                done = done_before | succeeded.get(note_id, set())
+                if note_id in failed:
+                    delay = min(3600.0, 10.0 * 2**attempts)
+                    db.execute(
+                        "UPDATE notifications SET attempts = ?, next_try = ?, done = ? "
+                        "WHERE id = ?",
+                        (attempts + 1, now + delay, ",".join(sorted(done)), note_id),
+                    )
+                    continue
+                db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
+                if event in ("firing", "repeat") and done:
+                    db.execute(
+                        "UPDATE alerts SET notified = 1, last_notified = ? WHERE id = ?",
+                        (now, alert.id),
+                    )
+
+
+def load_urls(urls: Sequence[str], urls_file: str) -> tuple[str, ...]:
+    """Inline URLs and those of a file (one per line, # comments): URLs with passwords
+    belong in a file readable by the collector only."""
+    found = list(urls)
+    if urls_file:
+        for raw in Path(urls_file).read_text(encoding="utf-8").splitlines():
+            url = raw.strip()
+            if url and not url.startswith("#"):
+                found.append(url)
+    return tuple(found)
