@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import signal
 import sys
@@ -15,53 +14,8 @@ import click
 from agent.configtypes import ConfigError
 from collector import __version__
 from collector.availability import availability
-from collector.config import CollectorConfig, load_collector_config
-from collector.store import StateStore
-
-#: Vietnam keeps +07:00 all year (no DST): dates on the command line are local.
-VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="COMMUNE_COLLECTOR_CONFIG",
-    help="Collector config (TOML); without it the embedded defaults are used. "
-    "Env: COMMUNE_COLLECTOR_CONFIG.",
-)
-
-
-def _load(path: Path | None) -> CollectorConfig:
-    try:
-        return load_collector_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _store(config: CollectorConfig) -> StateStore:
-    """The existing store, for queries."""
-    path = Path(config.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no state store at {path}: has the collector run yet?")
-    return StateStore(path)
-
-
-def _time(value: str) -> float:
-    """'2025-10-01', '2025-10-01 08:30' or ISO 8601; local (+07:00) unless an offset is given."""
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date like 2025-10-01 or 2025-10-01T08:30"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=VIETNAM)
-    return parsed.timestamp()
-
-
-def _local(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%Y-%m-%d %H:%M:%S")
+from collector.cli_alerts import ack_command, alerts_command, rules_test, silence_group
+from collector.cli_common import _load, _local, _store, _time, config_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,6 +190,12 @@ def availability_command(
         for outage in outages:
             until = _local(outage.end) if outage.end is not None else "ongoing"
             click.echo(f"    down {_local(outage.start)} → {until}")
+
+
+main.add_command(alerts_command)
+main.add_command(ack_command)
+main.add_command(silence_group)
+main.add_command(rules_test)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
 
 
 def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_agent() -> None:
-    """The wire contract, and the dependency-free config value types and decoding."""
+    """The wire contract, and the dependency-free config value types, units and decoding."""
     collector = AGENT.parent / "collector"
     for path in collector.rglob("*.py"):
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
-        assert from_agent <= {"agent.wire", "agent.configtypes", "agent"}, (
+        assert from_agent <= {"agent.wire", "agent.configtypes", "agent.units", "agent"}, (
             f"{path} imports {from_agent}"
         )
 

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent.wire import Envelope, Sample, Status
-from collector.cli import VIETNAM, main
+from collector.cli import main
+from collector.cli_common import VIETNAM
 from collector.store import StateStore
 
 # 2025-10-01 00:00 local time (+07:00)
