@@ -392,7 +392,9 @@ class CollectorProcess:
         sink_url: str = "",
         extra: str = "",
         client_id: str = "collector-e2e",
+        sections: str = "",
     ) -> None:
+        """``extra``: lines of [collector]; ``sections``: more sections, appended."""
         import hashlib
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -412,6 +414,7 @@ class CollectorProcess:
             f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
             f'[[api.tokens]]\nname = "ioc"\nrole = "read"\nsha256 = "{digest}"\n'
             + (sink if sink_url else "")
+            + sections
         )
         self.process: subprocess.Popen[bytes] | None = None
 

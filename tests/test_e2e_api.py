@@ -279,3 +279,58 @@ def test_victoriametrics_stopped_under_a_running_collector_gets_every_point(
     assert series["values"] == [1 - s % 2 for s in range(300)]
     assert series["timestamps"] == [int((t0 + 60 * s) * 1000) for s in range(300)]
     assert "Traceback" not in collector.log
+
+
+def test_a_running_collector_pages_a_line_outage_to_a_real_receiver(tmp_path: Path) -> None:
+    from tests.test_notify import HttpReceiver
+
+    receiver = HttpReceiver()
+    broker = Mosquitto(tmp_path / "broker", extra="allow_anonymous true").start()
+    routes = (
+        f'[alerts]\ngroup_wait = "1s"\n[[alerts.routes]]\nname = "technicians"\n'
+        f'urls = ["{receiver.url}"]\n'
+    )
+    collector = CollectorProcess(tmp_path / "collector", broker.port, sections=routes).start()
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
+    publisher.connect("127.0.0.1", broker.port)
+    publisher.loop_start()
+    try:
+        t0 = float(int(time.time()) - 240)
+        for seq in range(5):  # down for four minutes, up to now
+            sample = Sample(
+                ts=t0 + 60 * seq,
+                check="link",
+                name="tslcd",
+                outcome="timeout",
+                target="10.75.0.1",
+                fields={"up": 0},
+                tags={"network": "tslcd"},
+            )
+            payload = wire.encode(
+                Envelope(
+                    v=1,
+                    agent="pc-01",
+                    province="dong-nai",
+                    commune="la-nga",
+                    seq=seq,
+                    ts=sample.ts,
+                    samples=[sample],
+                )
+            )
+            publisher.publish(
+                "commune/dong-nai/la-nga/pc-01/data", payload, qos=1
+            ).wait_for_publish(5)
+        wait_until(lambda: receiver.received, timeout=30)
+        [message] = receiver.received
+        assert message["title"].startswith("[ĐANG XẢY RA] [NGHIÊM TRỌNG] Mất đường truyền")
+        status, alerts = collector.get("/api/v1/alerts?state=firing")
+        assert status == 200 and [a["rule"] for a in alerts] == ["line_down_tslcd"]  # type: ignore[union-attr]
+        assert alerts[0]["started_at"] == t0  # type: ignore[index]
+        _, metrics = collector.get("/metrics")
+        assert "commune_collector_notifications_sent_total 1" in str(metrics)
+    finally:
+        publisher.loop_stop()
+        collector.stop()
+        broker.stop()
+        receiver.stop()
+    assert "Traceback" not in collector.log
