@@ -319,7 +319,9 @@ def get_availability(
     subjects = [
         s
         for s in context.store.subjects()
-        if s.agent_key.split("/")[1] == commune and (target is None or target in (s.name, s.target))
+        if s.kind in ("link", "polycom")
+        and s.agent_key.split("/")[1] == commune
+        and (target is None or target in (s.name, s.target))
     ]
     if not subjects and context.model.commune(commune) is None:
         raise HTTPException(404, f"no commune {commune!r}")

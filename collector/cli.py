@@ -169,7 +169,8 @@ def availability_command(
     subjects = [
         s
         for s in store.subjects()
-        if commune in (s.agent_key.split("/")[1], "/".join(s.agent_key.split("/")[:2]))
+        if s.kind in ("link", "polycom")
+        and commune in (s.agent_key.split("/")[1], "/".join(s.agent_key.split("/")[:2]))
         and (target is None or target in (s.name, s.target))
     ]
     if not subjects:

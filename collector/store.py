@@ -7,7 +7,8 @@ Everything is applied by the samples' own timestamps, idempotently:
   times and so becomes a closed outage in history, exactly where it happened.
 
 Up/down history is kept for subjects whose availability is reported: link
-targets (``up``) and Polycom readiness (``ready``). Only outages are stored;
+targets (``up``), Polycom readiness (``ready``) and each PC's anti-malware
+protection and signature freshness (for the monthly report). Only outages are stored;
 the up time is their complement within the time a subject was monitored.
 
 The ``spool`` table holds time-series points for the sink, written in the same
@@ -132,19 +133,30 @@ def _key_range(place: str) -> tuple[str, str]:
     return place, (place + "\U0010ffff") if place else "\U0010ffff"
 
 
-def _updown(sample: Sample) -> tuple[str, str] | None:
-    """(kind, "up"/"down") for samples that feed availability; None otherwise.
+def _updown(sample: Sample) -> list[tuple[str, str]]:
+    """(kind, "up"/"down") for the histories a sample feeds; none for most samples.
 
-    A check that could not run (unsupported, error) says nothing about the
-    target: no state change.
+    - link: the target up or down; polycom: ready for a meeting or not;
+    - antivirus: ``protection`` (down while the PC is not protected) and
+      ``signatures`` (down while they are too old), for the monthly figures.
+
+    A check that could not run (unsupported, error) or a state that cannot be
+    read says nothing: no state change.
     """
     if sample.item or sample.outcome in ("unsupported", "error"):
-        return None
-    if sample.check == "link" and "up" in sample.fields:
-        return "link", "up" if sample.fields["up"] else "down"
-    if sample.check == "polycom" and isinstance(sample.fields.get("ready"), bool):
-        return "polycom", "up" if sample.fields["ready"] else "down"
-    return None
+        return []
+    fields = sample.fields
+    if sample.check == "link" and "up" in fields:
+        return [("link", "up" if fields["up"] else "down")]
+    if sample.check == "polycom" and isinstance(fields.get("ready"), bool):
+        return [("polycom", "up" if fields["ready"] else "down")]
+    if sample.check == "antivirus" and fields.get("verdict") not in (None, "unknown"):
+        verdict = fields["verdict"]
+        return [
+            ("protection", "up" if verdict == "protected" else "down"),
+            ("signatures", "down" if verdict == "outdated" else "up"),
+        ]
+    return []
 
 
 class StateStore:
@@ -312,9 +324,8 @@ class StateStore:
                     sample.error,
                 ),
             )
-            updown = _updown(sample)
-            if updown is not None:
-                self._apply_updown(key, sample, *updown)
+            for kind, state in _updown(sample):
+                self._apply_updown(key, sample, kind, state)
 
     def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> None:
         row = self._db.execute(
