@@ -15,7 +15,7 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -37,6 +37,9 @@ from collector.availability import Outage, all_down, availability
 from collector.config import ApiSection, Role
 from collector.health import CommuneHealth, HealthModel, ProvinceHealth
 from collector.metrics import CONTENT_TYPE, Family, render
+from collector.report.build import MonthlyReport
+from collector.report.build import build as build_report
+from collector.report.render import render as render_report
 from collector.store import AgentState, LatestSample, StateStore
 
 
@@ -449,6 +452,39 @@ def delete_one_silence(_: Technician, context: Context, silence_id: int) -> Resp
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return Response(status_code=204)
+
+
+REPORT_TYPES = {
+    "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+@router.get("/api/v1/reports/monthly", tags=["reports"], response_model=None)
+def get_monthly_report(
+    _: Reader,
+    context: Context,
+    month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2025-10"])],
+    province: str | None = None,
+    format: Literal["json", "md", "csv", "html", "xlsx"] = "json",
+    lang: Literal["vi", "en"] = "vi",
+) -> MonthlyReport | Response:
+    """The monthly figures per commune and for the province, from the recorded intervals;
+    as JSON, or rendered (md, csv, html, xlsx) in Vietnamese or English."""
+    chosen = _province(context, province)
+    inventory = context.model.inventories.get(chosen)
+    try:
+        report = build_report(context.store, chosen, month, inventory)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if format == "json":
+        return report
+    headers = {"Content-Disposition": f'attachment; filename="report-{month}.{format}"'}
+    return Response(
+        render_report(report, format, lang), media_type=REPORT_TYPES[format], headers=headers
+    )
 
 
 def create_app(

@@ -16,6 +16,7 @@ from collector import __version__
 from collector.availability import availability
 from collector.cli_alerts import ack_command, alerts_command, rules_test, silence_group
 from collector.cli_common import _load, _local, _store, _time, config_option
+from collector.cli_report import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -197,6 +198,7 @@ main.add_command(alerts_command)
 main.add_command(ack_command)
 main.add_command(silence_group)
 main.add_command(rules_test)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""commune-collector report: the monthly figures, as the province reports them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from agent.configtypes import ConfigError
+from collector.cli_common import _load, _store, config_option
+from collector.inventory import load_inventory
+from collector.report.build import build
+from collector.report.render import render
+
+
+@click.command("report")
+@config_option
+@click.option("--month", required=True, help="The month, e.g. 2025-10 (local time).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["xlsx", "csv", "html", "md"]),
+    default="md",
+    show_default=True,
+)
+@click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
+@click.option("--province", default=None, help="Province slug (default: the inventory's).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here (xlsx needs it; text formats default to the terminal).",
+)
+def report_command(
+    config_path: Path | None,
+    month: str,
+    fmt: str,
+    lang: str,
+    province: str | None,
+    output: Path | None,
+) -> None:
+    """The monthly report: anti-malware coverage, the dedicated line, conferencing, alerts.
+
+    Per commune of the inventory and for the province, exactly from the
+    recorded intervals.
+
+    \b
+    Example:
+        commune-collector report -c collector.toml --month 2025-10 --format xlsx -o 2025-10.xlsx
+        commune-collector report -c collector.toml --month 2025-10 --lang en
+    """
+    config = _load(config_path)
+    try:
+        inventories = [load_inventory(p) for p in config.collector.inventory]
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if province is None:
+        if not inventories:
+            raise click.ClickException("no inventory in the config: say which --province")
+        province = inventories[0].province
+    inventory = next((i for i in inventories if i.province == province), None)
+    try:
+        report = build(_store(config), province, month, inventory, now=time.time())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    data = render(report, fmt, lang)  # type: ignore[arg-type]
+    if output is not None:
+        output.write_bytes(data)
+        click.echo(f"{output}: {len(report.communes)} communes, {report.month}", err=True)
+    elif fmt == "xlsx":
+        raise click.UsageError("an xlsx report needs --output FILE")
+    else:
+        sys.stdout.write(data.decode())

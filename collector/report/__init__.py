@@ -1,0 +1,1 @@
+"""The monthly report: the figures the province gathers by hand, from the recorded intervals."""

@@ -1,0 +1,294 @@
+"""Building the monthly figures, exactly, from the recorded intervals.
+
+For a month in local time (+07:00), per commune and for the province:
+
+- anti-malware: PCs expected (inventory) and reporting (observed in the month);
+  % protected and % with old signatures are shares of the observed PC-time
+  (each PC's state holds from one report to the next);
+- dedicated data network (TSLCD): availability of the commune's line (down
+  only while every probe of it says so), total downtime, number of outages;
+- online conferencing: Polycoms expected and reporting, % of the time ready;
+- alerts started in the month, by kind, and the mean time to acknowledge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from collector.availability import Outage, all_down, availability
+from collector.inventory import Inventory
+from collector.store import StateStore, Subject
+
+VIETNAM = dt.timezone(dt.timedelta(hours=7))
+
+
+@dataclass
+class CommuneMonth:
+    slug: str
+    name: str
+    code: str
+    pcs_expected: int | None
+    pcs_reporting: int
+    protected_percent: float | None
+    old_signatures_percent: float | None
+    line_availability: float | None
+    line_downtime_s: float
+    line_outages: int
+    polycoms_expected: int | None
+    polycoms_reporting: int
+    polycom_ready_percent: float | None
+    alerts: int
+    alerts_acked: int
+    mean_ack_minutes: float | None
+    pc_observed_s: float = 0.0
+    """PC-time observed, protected, with old signatures: what the shares are of."""
+    pc_protected_s: float = 0.0
+    pc_old_signatures_s: float = 0.0
+    polycom_observed_s: float = 0.0
+    polycom_ready_s: float = 0.0
+
+
+@dataclass
+class AlertKind:
+    rule: str
+    count: int
+    acked: int
+    mean_ack_minutes: float | None
+
+
+@dataclass
+class MonthlyReport:
+    province: str
+    province_name: str
+    month: str
+    start: float
+    end: float
+    generated_at: float
+    communes: list[CommuneMonth]
+    total: CommuneMonth
+    alert_kinds: list[AlertKind]
+
+
+def month_bounds(month: str) -> tuple[float, float]:
+    """[first day 00:00, next month's first day 00:00) in Vietnam's time, as Unix seconds."""
+    if not re.fullmatch(r"\d{4}-\d{2}", month):
+        raise ValueError(f"expected a month like 2025-10, got {month!r}")
+    year, number = int(month[:4]), int(month[5:])
+    if not 1 <= number <= 12:
+        raise ValueError(f"no month {number} in {month!r}")
+    start = dt.datetime(year, number, 1, tzinfo=VIETNAM)
+    end = dt.datetime(year + number // 12, number % 12 + 1, 1, tzinfo=VIETNAM)
+    return start.timestamp(), end.timestamp()
+
+
+@dataclass
+class _Time:
+    observed: float = 0.0
+    down: float = 0.0
+    count: int = 0
+    """Subjects observed at all in the window."""
+
+    def add(
+        self, outages: list[Outage], start: float, end: float, since: float, now: float
+    ) -> None:
+        result = availability(outages, start, end, since, now)
+        if result.observed_s > 0:
+            self.observed += result.observed_s
+            self.down += result.down_s
+            self.count += 1
+
+    def up_percent(self) -> float | None:
+        return 100.0 * (self.observed - self.down) / self.observed if self.observed else None
+
+    def down_percent(self) -> float | None:
+        return 100.0 * self.down / self.observed if self.observed else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def build(
+    store: StateStore,
+    province: str,
+    month: str,
+    inventory: Inventory | None = None,
+    now: float | None = None,
+) -> MonthlyReport:
+    start, end = month_bounds(month)
+    now = time.time() if now is None else now
+    place = f"{province}/"
+    subjects: dict[str, list[Subject]] = defaultdict(list)
+    for subject in store.subjects(place=place):
+        subjects[subject.agent_key.split("/")[1]].append(subject)
+    outages = store.outages_under(place, start, end)
+    alerts = _alerts(store, province, start, end)
+    listed = [c.slug for c in inventory.communes] if inventory else []
+    seen = sorted(set(subjects) | set(alerts) - set(listed))
+    communes = []
+    for slug in listed + [s for s in seen if s not in listed]:
+        info = inventory.commune(slug) if inventory else None
+        communes.append(
+            _commune(
+                slug,
+                info.name if info else slug,
+                info.code if info else "",
+                info.pcs if info else None,
+                info.polycoms if info else None,
+                subjects.get(slug, []),
+                outages,
+                alerts.get(slug, []),
+                (start, end, now),
+            )
+        )
+    return MonthlyReport(
+        province=province,
+        province_name=(inventory.name if inventory and inventory.name else province),
+        month=month,
+        start=start,
+        end=min(end, now),
+        generated_at=now,
+        communes=communes,
+        total=_total(communes, [a for rows in alerts.values() for a in rows]),
+        alert_kinds=_kinds([a for rows in alerts.values() for a in rows]),
+    )
+
+
+def _alerts(
+    store: StateStore, province: str, start: float, end: float
+) -> dict[str, list[tuple[str, float, float | None]]]:
+    """(rule, fired at, acknowledged at) of the alerts that started in the month, by commune."""
+    by_commune: dict[str, list[tuple[str, float, float | None]]] = defaultdict(list)
+    with store.reading() as db:
+        exists = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+        ).fetchone()
+        if not exists:
+            return by_commune
+        rows = db.execute(
+            """SELECT commune, rule, fired_at, acked_at FROM alerts
+               WHERE province = ? AND started_at >= ? AND started_at < ? ORDER BY id""",
+            (province, start, end),
+        ).fetchall()
+    for commune, rule, fired, acked in rows:
+        by_commune[str(commune)].append((str(rule), float(fired), acked))
+    return by_commune
+
+
+def _ack_minutes(alerts: list[tuple[str, float, float | None]]) -> list[float]:
+    return [(acked - fired) / 60.0 for _, fired, acked in alerts if acked is not None]
+
+
+def _commune(
+    slug: str,
+    name: str,
+    code: str,
+    pcs_expected: int | None,
+    polycoms_expected: int | None,
+    subjects: list[Subject],
+    outages: dict[int, list[Outage]],
+    alerts: list[tuple[str, float, float | None]],
+    window: tuple[float, float, float],
+) -> CommuneMonth:
+    start, end, now = window
+    protection, signatures, polycom = _Time(), _Time(), _Time()
+    for subject in subjects:
+        history = outages.get(subject.id, [])
+        if subject.kind == "protection":
+            protection.add(history, start, end, subject.monitored_since, now)
+        elif subject.kind == "signatures":
+            signatures.add(history, start, end, subject.monitored_since, now)
+        elif subject.kind == "polycom":
+            polycom.add(history, start, end, subject.monitored_since, now)
+    probes = [
+        (outages.get(s.id, []), s.monitored_since)
+        for s in subjects
+        if s.kind == "link" and s.network == "tslcd"
+    ]
+    line = None
+    if probes:
+        combined, since = all_down(probes)
+        line = availability(combined, start, end, since, now)
+    acks = _ack_minutes(alerts)
+    return CommuneMonth(
+        slug=slug,
+        name=name,
+        code=code,
+        pcs_expected=pcs_expected,
+        pcs_reporting=protection.count,
+        protected_percent=protection.up_percent(),
+        old_signatures_percent=signatures.down_percent(),
+        line_availability=line.percent if line else None,
+        line_downtime_s=line.down_s if line else 0.0,
+        line_outages=line.outages if line else 0,
+        polycoms_expected=polycoms_expected,
+        polycoms_reporting=polycom.count,
+        polycom_ready_percent=polycom.up_percent(),
+        alerts=len(alerts),
+        alerts_acked=len(acks),
+        mean_ack_minutes=_mean(acks),
+        pc_observed_s=protection.observed,
+        pc_protected_s=protection.observed - protection.down,
+        pc_old_signatures_s=signatures.down,
+        polycom_observed_s=polycom.observed,
+        polycom_ready_s=polycom.observed - polycom.down,
+    )
+
+
+def _share(part: float, whole: float) -> float | None:
+    return 100.0 * part / whole if whole else None
+
+
+def _total(
+    communes: list[CommuneMonth], alerts: list[tuple[str, float, float | None]]
+) -> CommuneMonth:
+    """The province: sums, shares of the summed PC-time and Polycom-time, and the line's
+    availability as the mean over the communes whose line is monitored."""
+    expected = [c.pcs_expected for c in communes if c.pcs_expected is not None]
+    polycoms = [c.polycoms_expected for c in communes if c.polycoms_expected is not None]
+    acks = _ack_minutes(alerts)
+    return CommuneMonth(
+        slug="",
+        name="",
+        code="",
+        pcs_expected=sum(expected) if expected else None,
+        pcs_reporting=sum(c.pcs_reporting for c in communes),
+        protected_percent=_share(
+            sum(c.pc_protected_s for c in communes), sum(c.pc_observed_s for c in communes)
+        ),
+        old_signatures_percent=_share(
+            sum(c.pc_old_signatures_s for c in communes), sum(c.pc_observed_s for c in communes)
+        ),
+        line_availability=_mean(
+            [c.line_availability for c in communes if c.line_availability is not None]
+        ),
+        line_downtime_s=sum(c.line_downtime_s for c in communes),
+        line_outages=sum(c.line_outages for c in communes),
+        polycoms_expected=sum(polycoms) if polycoms else None,
+        polycoms_reporting=sum(c.polycoms_reporting for c in communes),
+        polycom_ready_percent=_share(
+            sum(c.polycom_ready_s for c in communes), sum(c.polycom_observed_s for c in communes)
+        ),
+        alerts=len(alerts),
+        alerts_acked=len(acks),
+        mean_ack_minutes=_mean(acks),
+        pc_observed_s=sum(c.pc_observed_s for c in communes),
+        pc_protected_s=sum(c.pc_protected_s for c in communes),
+        pc_old_signatures_s=sum(c.pc_old_signatures_s for c in communes),
+        polycom_observed_s=sum(c.polycom_observed_s for c in communes),
+        polycom_ready_s=sum(c.polycom_ready_s for c in communes),
+    )
+
+
+def _kinds(alerts: list[tuple[str, float, float | None]]) -> list[AlertKind]:
+    by_rule: dict[str, list[tuple[str, float, float | None]]] = defaultdict(list)
+    for alert in alerts:
+        by_rule[alert[0]].append(alert)
+    return [
+        AlertKind(rule, len(rows), len(_ack_minutes(rows)), _mean(_ack_minutes(rows)))
+        for rule, rows in sorted(by_rule.items(), key=lambda item: (-len(item[1]), item[0]))
+    ]

@@ -1,0 +1,333 @@
+"""The monthly report as Markdown, CSV, HTML or XLSX, in Vietnamese (default) or English.
+
+The Vietnamese layout follows the headings of the province's own reports:
+"Hệ thống phòng chống mã độc", "Mạng truyền số liệu chuyên dùng", "Hội nghị
+truyền hình trực tuyến", then the alerts behind them.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+from collections.abc import Callable
+from typing import Literal
+
+from collector.report.build import VIETNAM, CommuneMonth, MonthlyReport
+
+Language = Literal["vi", "en"]
+Format = Literal["md", "csv", "html", "xlsx"]
+
+TEXT: dict[Language, dict[str, str]] = {
+    "vi": {
+        "title": "BÁO CÁO GIÁM SÁT HẠ TẦNG CÔNG NGHỆ THÔNG TIN CẤP XÃ",
+        "period": "Tháng {month}/{year} — {province}",
+        "generated": "Số liệu tổng hợp tự động từ hệ thống giám sát lúc {when}",
+        "antimalware": "I. Hệ thống phòng chống mã độc",
+        "network": "II. Mạng truyền số liệu chuyên dùng",
+        "conference": "III. Hội nghị truyền hình trực tuyến",
+        "alerts": "IV. Cảnh báo trong tháng",
+        "no": "STT",
+        "commune": "Xã, phường",
+        "code": "Mã ĐVHC",
+        "pcs": "Máy tính báo cáo / dự kiến",
+        "protected": "Tỷ lệ được bảo vệ (%)",
+        "old": "Tỷ lệ mẫu nhận diện cũ (%)",
+        "availability": "Tỷ lệ sẵn sàng đường truyền (%)",
+        "downtime": "Tổng thời gian gián đoạn",
+        "outages": "Số lần gián đoạn",
+        "polycoms": "Thiết bị báo cáo / dự kiến",
+        "ready": "Tỷ lệ thời gian sẵn sàng họp (%)",
+        "alert_count": "Số cảnh báo",
+        "acked": "Đã xác nhận",
+        "ack_time": "Thời gian xác nhận trung bình (phút)",
+        "kind": "Loại cảnh báo",
+        "total": "Toàn tỉnh",
+        "none": "—",
+        "notes": (
+            "Tỷ lệ được bảo vệ và tỷ lệ mẫu nhận diện cũ tính trên tổng thời gian theo dõi "
+            "của các máy tính; đường truyền gián đoạn khi mọi điểm đo của xã cùng báo mất "
+            "kết nối; tỷ lệ toàn tỉnh của đường truyền là trung bình các xã có theo dõi."
+        ),
+    },
+    "en": {
+        "title": "COMMUNE IT MONITORING REPORT",
+        "period": "{month}/{year} — {province}",
+        "generated": "Figures compiled automatically by the monitoring system at {when}",
+        "antimalware": "I. Anti-malware coverage",
+        "network": "II. Dedicated data network (TSLCD)",
+        "conference": "III. Online conferencing",
+        "alerts": "IV. Alerts in the month",
+        "no": "No.",
+        "commune": "Commune",
+        "code": "Code",
+        "pcs": "PCs reporting / expected",
+        "protected": "Protected (%)",
+        "old": "Old signatures (%)",
+        "availability": "Line availability (%)",
+        "downtime": "Total downtime",
+        "outages": "Outages",
+        "polycoms": "Endpoints reporting / expected",
+        "ready": "Ready for meetings (% of time)",
+        "alert_count": "Alerts",
+        "acked": "Acknowledged",
+        "ack_time": "Mean time to acknowledge (min)",
+        "kind": "Kind",
+        "total": "Province",
+        "none": "—",
+        "notes": (
+            "Protected and old-signature shares are of the PCs' total observed time; the line "
+            "is down only while every probe of the commune says so; the province's line "
+            "availability is the mean over the communes monitored."
+        ),
+    },
+}
+
+#: Alert kinds by rule name, for the report's alert table.
+KINDS: dict[Language, dict[str, str]] = {
+    "vi": {
+        "commune_unreachable": "Mất liên lạc với xã",
+        "agent_offline": "Máy mất kết nối",
+        "pc_unprotected": "Máy không được bảo vệ",
+        "no_antimalware": "Máy chưa cài phần mềm phòng chống mã độc",
+        "signatures_old": "Mẫu nhận diện cũ",
+        "line_down_tslcd": "Mất đường truyền chuyên dùng",
+        "line_down_internet": "Mất Internet",
+        "line_down_lan": "Lỗi mạng nội bộ",
+        "line_loss": "Đường truyền mất gói",
+        "interface_down": "Cổng thiết bị mạng không hoạt động",
+        "polycom_unreachable": "Mất kết nối thiết bị hội nghị",
+        "polycom_not_registered": "Thiết bị hội nghị chưa đăng ký",
+        "polycom_device_failed": "Lỗi camera/micro thiết bị hội nghị",
+        "disk_full": "Ổ đĩa đầy",
+    },
+    "en": {},
+}
+
+Cell = str | int | float | None
+Table = tuple[list[str], list[list[Cell]]]
+
+
+def _number(value: float | None, digits: int = 2) -> Cell:
+    return None if value is None else round(value, digits)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}"
+
+
+def _ratio(have: int, expected: int | None) -> str:
+    return f"{have}/{expected}" if expected is not None else f"{have}"
+
+
+def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]:
+    """The report's sections: (heading, (columns, rows)); the last row of each is the total."""
+    t = TEXT[language]
+    rows = [*enumerate(report.communes, 1), (None, report.total)]
+
+    def label(number: int | None, c: CommuneMonth) -> list[Cell]:
+        return [number if number is not None else "", c.name or t["total"]]
+
+    def section(columns: list[str], cells: Callable[[CommuneMonth], list[Cell]]) -> Table:
+        return [t["no"], t["commune"], *columns], [[*label(n, c), *cells(c)] for n, c in rows]
+
+    kinds = KINDS[language]
+    return [
+        (
+            t["antimalware"],
+            section(
+                [t["pcs"], t["protected"], t["old"]],
+                lambda c: [
+                    _ratio(c.pcs_reporting, c.pcs_expected),
+                    _number(c.protected_percent),
+                    _number(c.old_signatures_percent),
+                ],
+            ),
+        ),
+        (
+            t["network"],
+            section(
+                [t["availability"], t["downtime"], t["outages"]],
+                lambda c: [
+                    _number(c.line_availability, 3),
+                    _duration(c.line_downtime_s),
+                    c.line_outages,
+                ],
+            ),
+        ),
+        (
+            t["conference"],
+            section(
+                [t["polycoms"], t["ready"]],
+                lambda c: [
+                    _ratio(c.polycoms_reporting, c.polycoms_expected),
+                    _number(c.polycom_ready_percent),
+                ],
+            ),
+        ),
+        (
+            t["alerts"],
+            (
+                [t["kind"], t["alert_count"], t["acked"], t["ack_time"]],
+                [
+                    [kinds.get(k.rule, k.rule), k.count, k.acked, _number(k.mean_ack_minutes, 1)]
+                    for k in report.alert_kinds
+                ]
+                + [
+                    [
+                        t["total"],
+                        report.total.alerts,
+                        report.total.alerts_acked,
+                        _number(report.total.mean_ack_minutes, 1),
+                    ]
+                ],
+            ),
+        ),
+    ]
+
+
+def _heading(report: MonthlyReport, language: Language) -> list[str]:
+    t = TEXT[language]
+    year, month = report.month.split("-")
+    when = dt.datetime.fromtimestamp(report.generated_at, VIETNAM).strftime("%d/%m/%Y %H:%M")
+    return [
+        t["title"],
+        t["period"].format(month=month, year=year, province=report.province_name),
+        t["generated"].format(when=when),
+    ]
+
+
+def _text(value: Cell, language: Language) -> str:
+    if value is None:
+        return TEXT[language]["none"]
+    if isinstance(value, float) and language == "vi":
+        return f"{value:g}".replace(".", ",")  # Vietnamese decimal comma
+    return str(value)
+
+
+def markdown(report: MonthlyReport, language: Language = "vi") -> str:
+    title, period, generated = _heading(report, language)
+    out = [f"# {title}", "", f"**{period}**", "", f"_{generated}_", ""]
+    for heading, (columns, rows) in tables(report, language):
+        out += [f"## {heading}", "", "| " + " | ".join(columns) + " |"]
+        out.append("|" + "|".join("---" for _ in columns) + "|")
+        out += ["| " + " | ".join(_text(v, language) for v in row) + " |" for row in rows]
+        out.append("")
+    out.append(TEXT[language]["notes"])
+    return "\n".join(out) + "\n"
+
+
+def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
+    """One row per commune with every figure, then the province; numbers with a dot."""
+    t = TEXT[language]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [
+            t["commune"],
+            t["code"],
+            t["pcs"],
+            t["protected"],
+            t["old"],
+            t["availability"],
+            t["downtime"],
+            t["outages"],
+            t["polycoms"],
+            t["ready"],
+            t["alert_count"],
+            t["acked"],
+            t["ack_time"],
+        ]
+    )
+    for c in [*report.communes, report.total]:
+        writer.writerow(
+            [
+                c.name or t["total"],
+                c.code,
+                _ratio(c.pcs_reporting, c.pcs_expected),
+                _number(c.protected_percent),
+                _number(c.old_signatures_percent),
+                _number(c.line_availability, 3),
+                _duration(c.line_downtime_s),
+                c.line_outages,
+                _ratio(c.polycoms_reporting, c.polycoms_expected),
+                _number(c.polycom_ready_percent),
+                c.alerts,
+                c.alerts_acked,
+                _number(c.mean_ack_minutes, 1),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def html_text(report: MonthlyReport, language: Language = "vi") -> str:
+    title, period, generated = _heading(report, language)
+    e = html.escape
+    parts = [
+        f'<!doctype html><html lang="{language}"><head><meta charset="utf-8">',
+        f"<title>{e(title)} — {e(period)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+        "margin-bottom:2em}th,td{border:1px solid #999;padding:4px 8px}td.n{text-align:right}"
+        "tr:last-child{font-weight:bold}</style></head><body>",
+        f"<h1>{e(title)}</h1><p><strong>{e(period)}</strong></p><p><em>{e(generated)}</em></p>",
+    ]
+    for heading, (columns, rows) in tables(report, language):
+        parts.append(f"<h2>{e(heading)}</h2><table><thead><tr>")
+        parts += [f"<th>{e(c)}</th>" for c in columns]
+        parts.append("</tr></thead><tbody>")
+        for row in rows:
+            cells = [
+                f'<td class="n">{e(_text(v, language))}</td>'
+                if isinstance(v, int | float)
+                else f"<td>{e(_text(v, language))}</td>"
+                for v in row
+            ]
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</tbody></table>")
+    parts.append(f"<p>{e(TEXT[language]['notes'])}</p></body></html>")
+    return "".join(parts)
+
+
+def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
+    """A workbook: one sheet per section, numbers as numbers, headings bold."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "Tổng hợp" if language == "vi" else "Summary"
+    for line in _heading(report, language):
+        sheet.append([line])
+    sheet["A1"].font = Font(bold=True, size=14)
+    sheet.append([])
+    sheet.append([TEXT[language]["notes"]])
+    for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
+        ws = workbook.create_sheet(title=f"{index}. {heading.split('. ', 1)[1]}"[:31])
+        ws.append([heading])
+        ws["A1"].font = Font(bold=True, size=12)
+        ws.append(columns)
+        for cell in ws[2]:
+            cell.font = Font(bold=True)
+        for row in rows:
+            ws.append(["" if v is None else v for v in row])
+        for cell in ws[ws.max_row]:
+            cell.font = Font(bold=True)
+        for column in ws.columns:
+            width = max(len(str(c.value or "")) for c in column[1:])
+            ws.column_dimensions[column[0].column_letter].width = min(60, max(8, width + 2))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def render(report: MonthlyReport, fmt: Format, language: Language = "vi") -> bytes:
+    if fmt == "xlsx":
+        return xlsx_bytes(report, language)
+    if fmt == "csv":
+        return csv_text(report, language).encode()
+    if fmt == "html":
+        return html_text(report, language).encode()
+    return markdown(report, language).encode()
