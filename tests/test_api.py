@@ -221,3 +221,21 @@ def test_the_iocs_read_token_cannot_ack_or_silence_a_technicians_can(tmp_path: P
         status, body = api.call("POST", "/api/v1/silences", TOKEN, {"duration_s": 60})
         assert status == 422 and "cannot mute everything" in body["detail"]
         assert api.call("POST", "/api/v1/alerts/999/ack", TOKEN, {})[0] == 404
+
+
+def test_the_monthly_report_as_json_and_rendered(api: Served) -> None:
+    status, report = api.get("/api/v1/reports/monthly?month=2026-11")
+    assert status == 200
+    assert [c["slug"] for c in report["communes"]] == ["la-nga", "phu-hoa", "bien-hoa"]
+    assert report["province_name"] == "Đồng Nai"
+    # La Ngà's line: down 300 s only, while both probes said so.
+    assert report["communes"][0]["line_downtime_s"] == 300
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api.port}/api/v1/reports/monthly?month=2026-11&format=csv&lang=en",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/csv")
+        assert response.read().decode().startswith("Commune,Code,PCs reporting / expected")
+    assert api.get("/api/v1/reports/monthly?month=2026-13")[0] == 422
+    assert api.get("/api/v1/reports/monthly?month=Nov")[0] == 422
