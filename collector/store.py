@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS outages (
 );
 CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL;
 CREATE INDEX IF NOT EXISTS latest_by_check ON latest(check_kind);
+CREATE TABLE IF NOT EXISTS rtt_history (
+    place TEXT NOT NULL, bucket INTEGER NOT NULL, rtt REAL NOT NULL,
+    PRIMARY KEY (place, bucket)
+);
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
@@ -69,6 +73,10 @@ INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
 
 _encode = msgspec.json.Encoder().encode
 
+
+#: The RTT history keeps one value (the best) per commune per this many seconds, 8 days.
+RTT_BUCKET_S = 300
+RTT_KEEP_S = 8 * 86400
 
 Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 """(connection in the transaction, the batch's envelopes, when it was received)."""
@@ -326,6 +334,24 @@ class StateStore:
             )
             for kind, state in _updown(sample):
                 self._apply_updown(key, sample, kind, state)
+            rtt = sample.fields.get("rtt_ms")
+            if (
+                sample.check == "link"
+                and not sample.item
+                and sample.tags.get("network") == "tslcd"
+                and isinstance(rtt, int | float)
+                and not isinstance(rtt, bool)
+            ):
+                # The commune's line RTT for the console's chart: the best probe per 5 minutes.
+                self._db.execute(
+                    """INSERT INTO rtt_history VALUES (?, ?, ?)
+                       ON CONFLICT (place, bucket) DO UPDATE SET rtt = MIN(rtt, excluded.rtt)""",
+                    (
+                        f"{envelope.province}/{envelope.commune}",
+                        int(sample.ts // RTT_BUCKET_S * RTT_BUCKET_S),
+                        float(rtt),
+                    ),
+                )
 
     def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> None:
         row = self._db.execute(
@@ -415,7 +441,20 @@ class StateStore:
             cursor = self._db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
             )
+            self._db.execute(
+                "DELETE FROM rtt_history WHERE bucket < ?", (self.clock() - RTT_KEEP_S,)
+            )
         return int(cursor.rowcount)
+
+    def rtt_history(self, place: str, since: float) -> list[tuple[float, float]]:
+        """(time, best RTT in ms) of a commune's line ("province/commune"), every 5 minutes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT bucket, rtt FROM rtt_history WHERE place = ? AND bucket >= ? "
+                "ORDER BY bucket",
+                (place, since),
+            ).fetchall()
+        return [(float(b), float(r)) for b, r in rows]
 
     # the sink's spool ------------------------------------------------------------
 

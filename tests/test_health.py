@@ -223,3 +223,11 @@ def test_gone_agents_are_forgotten_but_their_line_history_stays(model: HealthMod
     assert "dong-nai/la-nga/pc-03" not in {a.agent_key for a in store.agents()}
     assert store.latest("dong-nai/la-nga/pc-03") == []
     assert len(store.subjects("link")) == 3  # pc-01, pc-02 (La Ngà), pc-01 (Phú Hòa)
+
+
+def test_the_lines_rtt_history_keeps_the_best_probe_per_five_minutes(model: HealthModel) -> None:
+    history = model.store.rtt_history("dong-nai/la-nga", since=0)
+    # T0: pc-01 12 ms and pc-02 30 ms in one bucket; then 11 ms (T0+1500), 25 ms (T0+1800).
+    bucket = T0 // 300 * 300
+    assert history == [(bucket, 12.0), (bucket + 1500, 11.0), (bucket + 1800, 25.0)]
+    assert model.store.rtt_history("dong-nai/phu-hoa", since=0) == []  # no RTT measured
