@@ -34,7 +34,7 @@ from collector.alerts.records import (
     list_silences,
 )
 from collector.availability import Outage, all_down, availability
-from collector.config import ApiSection, Role
+from collector.config import ApiSection, ConsoleSection, Role
 from collector.health import CommuneHealth, HealthModel, ProvinceHealth
 from collector.metrics import CONTENT_TYPE, Family, render
 from collector.report.build import MonthlyReport
@@ -493,6 +493,7 @@ def create_app(
     settings: ApiSection,
     metrics: Callable[[], list[Family]] = list,
     healthz: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (True, {}),
+    console: ConsoleSection | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="commune-monitor collector",
@@ -513,6 +514,14 @@ def create_app(
         healthz=healthz,
     )
     app.include_router(router)
+    if console is not None and console.enabled:
+        from collector.console.auth import Sessions
+        from collector.console.views import Login, login_redirect
+        from collector.console.views import router as console_router
+
+        app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
+        app.include_router(console_router)
+        app.add_exception_handler(Login, login_redirect)
     return app
 
 

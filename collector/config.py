@@ -65,6 +65,15 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 Role = Literal["read", "technician", "admin"]
 
 
+class ConsoleSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The technicians' web console, served with the API (same listen address)."""
+
+    enabled: bool = True
+    secret_file: str = ""
+    """Signs the session cookies; empty: a new secret at each start (everyone logs in again)."""
+    session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+
+
 class ApiToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     """Who holds it, for logs: "ioc", "tech-la-nga"."""
@@ -121,6 +130,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     """Optional: without it the collector works from its state store alone."""
     api: ApiSection = ApiSection()
     alerts: AlertsSection = AlertsSection()
+    console: ConsoleSection = ConsoleSection()
 
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
@@ -131,6 +141,10 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     _check_api(config.api, source)
     _check_alerts(config.alerts, source)
+    if config.console.secret_file and not os.access(config.console.secret_file, os.R_OK):
+        raise ConfigError(
+            f"{source}: console.secret_file: cannot read {config.console.secret_file}"
+        )
     provinces: dict[str, str] = {}
     for path in config.collector.inventory:
         inventory = load_inventory(path)  # its errors name the inventory file and key

@@ -140,7 +140,9 @@ class Collector:
         api = self.config.api
         if not api.tokens and not api.open_on_loopback:
             log.warning("api: no tokens configured: every request but /healthz will be refused")
-        app = create_app(self.health, self.reader, api, self.metrics, self.healthz)
+        app = create_app(
+            self.health, self.reader, api, self.metrics, self.healthz, self.config.console
+        )
         host, port = api.address()
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,1 @@
+"""The technicians' web console: server-rendered pages, Vietnamese by default."""

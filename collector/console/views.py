@@ -1,0 +1,301 @@
+"""The console's pages: overview, commune, agent, alerts; login, language, actions.
+
+Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
+API token opens a session cookie; every form carries a CSRF token. The read
+role sees everything; acknowledging and silencing need technician or admin,
+checked again on every action.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from collector.alerts.records import (
+    NotFound,
+    acknowledge,
+    add_silence,
+    delete_silence,
+    list_alerts,
+    list_silences,
+)
+from collector.api import ROLE_RANK, ApiContext, _context, token_digest
+from collector.availability import all_down
+from collector.console import i18n
+from collector.console.auth import COOKIE, Session, Sessions
+from collector.console.charts import line_week
+
+VIETNAM = dt.timezone(dt.timedelta(hours=7))
+LANG_COOKIE = "commune_lang"
+
+router = APIRouter(include_in_schema=False)
+templates = Environment(
+    loader=PackageLoader("collector.console", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+def _local(ts: float | None, with_date: bool = True) -> str:
+    if ts is None:
+        return "—"
+    moment = dt.datetime.fromtimestamp(ts, VIETNAM)
+    return moment.strftime("%d/%m/%Y %H:%M" if with_date else "%H:%M")
+
+
+def _percent(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f} %"
+
+
+templates.filters["local"] = _local
+templates.filters["percent"] = _percent
+
+
+class Login(Exception):
+    """Not logged in: go to the login page."""
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def _viewer(request: Request) -> Session:
+    context: ApiContext = request.app.state.context
+    session = _sessions(request).read(request.cookies.get(COOKIE), time.time())
+    if session is not None:
+        return session
+    if context.open_on_loopback:
+        return Session("loopback", "admin", float("inf"))
+    raise Login()
+
+
+Viewer = Annotated[Session, Depends(_viewer)]
+Context = Annotated[ApiContext, Depends(_context)]
+
+
+def _technician(request: Request, viewer: Viewer, csrf: Annotated[str, Form()] = "") -> Session:
+    cookie = request.cookies.get(COOKIE)
+    context: ApiContext = request.app.state.context
+    if not (context.open_on_loopback and cookie is None) and not _sessions(request).csrf_ok(
+        cookie, csrf
+    ):
+        raise HTTPException(403, "form expired or forged: reload the page")
+    if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:  # type: ignore[call-overload]
+        raise HTTPException(403, "this account is read-only")
+    return viewer
+
+
+Technician = Annotated[Session, Depends(_technician)]
+
+
+def _language(request: Request) -> str:
+    language = request.cookies.get(LANG_COOKIE, "vi")
+    return language if language in i18n.STRINGS else "vi"
+
+
+def page(request: Request, template: str, viewer: Session | None, **values: Any) -> HTMLResponse:
+    language = _language(request)
+    cookie = request.cookies.get(COOKIE) or ""
+    body = templates.get_template(template).render(
+        t=lambda key: i18n.translate(language, key),
+        reason=lambda code, detail: i18n.reason(language, code, detail),
+        kind=lambda rule: i18n.kind(language, rule),
+        lang=language,
+        viewer=viewer,
+        can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,  # type: ignore[call-overload]
+        csrf=_sessions(request).csrf(cookie) if cookie else "",
+        path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        **values,
+    )
+    return HTMLResponse(body)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, error: str = "") -> HTMLResponse:
+    return page(request, "login.html", None, error=error)
+
+
+@router.post("/login")
+def login(request: Request, token: Annotated[str, Form()] = "", next: str = "/") -> Response:
+    context: ApiContext = request.app.state.context
+    caller = context.tokens.get(token_digest(token.strip())) if token else None
+    if caller is None:
+        return RedirectResponse("/login?error=1", status_code=303)
+    cookie = _sessions(request).issue(caller.name, caller.role, time.time())
+    response = RedirectResponse(next if next.startswith("/") else "/", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=int(_sessions(request).lifetime_s),
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/lang/{language}")
+def set_language(language: str, next: str = "/") -> Response:
+    response = RedirectResponse(next if next.startswith("/") else "/", status_code=303)
+    if language in i18n.STRINGS:
+        response.set_cookie(LANG_COOKIE, language, samesite="lax", max_age=365 * 86400)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, viewer: Viewer, context: Context) -> HTMLResponse:
+    provinces = context.model.provinces()
+    province = provinces[0] if provinces else ""
+    totals = context.model.province(province) if province else None
+    firing = list_alerts(context.store, time.time(), state="firing")
+    return page(
+        request,
+        "overview.html",
+        viewer,
+        province=totals,
+        communes=context.model.communes(province or None),
+        firing=len([a for a in firing if not a.suppressed]),
+    )
+
+
+@router.get("/communes/{slug}", response_class=HTMLResponse)
+def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) -> HTMLResponse:
+    commune = context.model.commune(slug)
+    if commune is None:
+        raise HTTPException(404, f"no commune {slug!r}")
+    now = time.time()
+    week = now - 7 * 86400
+    place = f"{commune.province}/{commune.slug}/"
+    subjects = [s for s in context.store.subjects("link", place=place) if s.network == "tslcd"]
+    outages = context.store.outages_under(place, week, now)
+    combined, since = all_down([(outages.get(s.id, []), s.monitored_since) for s in subjects])
+    language = _language(request)
+    chart = line_week(
+        combined,
+        since,
+        context.store.rtt_history(place.rstrip("/"), week),
+        week,
+        now,
+        tuple(i18n.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+    )
+    pcs = _pcs(context, place)
+    alerts = list_alerts(context.store, now, commune=slug, state="firing")
+    return page(request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts)
+
+
+def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
+    agents = {a.agent_key: a for a in context.store.agents() if a.agent_key.startswith(place)}
+    rows: dict[str, dict[str, Any]] = {}
+    for sample in context.store.latest_of("antivirus", place):
+        row = rows.setdefault(
+            sample.agent_key,
+            {"agent": sample.agent_key.rsplit("/", 1)[1], "key": sample.agent_key, "products": []},
+        )
+        if sample.item == "product":
+            row["products"].append(
+                {
+                    "name": sample.target,
+                    "state": sample.fields.get("state"),
+                    "age": sample.fields.get("signature_age_days"),
+                }
+            )
+        else:
+            row["verdict"] = sample.fields.get("verdict", "unknown")
+            agent = agents.get(sample.agent_key)
+            row["state"] = agent.state if agent else "unknown"
+    return sorted(rows.values(), key=lambda r: str(r["agent"]))
+
+
+@router.get("/agents/{key:path}", response_class=HTMLResponse)
+def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> HTMLResponse:
+    agent = next((a for a in context.store.agents() if a.agent_key == key), None)
+    if agent is None:
+        raise HTTPException(404, f"no agent {key!r}")
+    return page(
+        request, "agent.html", viewer, agent=agent, samples=context.store.latest(agent.agent_key)
+    )
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts_page(
+    request: Request, viewer: Viewer, context: Context, state: str = "firing"
+) -> HTMLResponse:
+    now = time.time()
+    chosen = state if state in ("firing", "resolved") else None
+    return page(
+        request,
+        "alerts.html",
+        viewer,
+        alerts=list_alerts(context.store, now, state=chosen, limit=300),
+        silences=list_silences(context.store, now),
+        state=state,
+    )
+
+
+@router.post("/alerts/{alert_id}/ack")
+def ack_form(
+    who: Technician,
+    context: Context,
+    alert_id: int,
+    comment: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "/alerts",
+) -> Response:
+    try:
+        acknowledge(context.store, alert_id, who.name, comment, time.time())
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return RedirectResponse(back if back.startswith("/") else "/alerts", status_code=303)
+
+
+@router.post("/silences")
+def silence_form(
+    who: Technician,
+    context: Context,
+    commune: Annotated[str, Form()] = "",
+    rule: Annotated[str, Form()] = "",
+    agent: Annotated[str, Form()] = "",
+    hours: Annotated[float, Form(gt=0, le=24 * 30)] = 2.0,
+    comment: Annotated[str, Form()] = "",
+) -> Response:
+    now = time.time()
+    try:
+        add_silence(
+            context.store,
+            starts=now,
+            ends=now + hours * 3600,
+            created_by=who.name,
+            now=now,
+            commune=commune,
+            rule=rule,
+            agent=agent,
+            comment=comment,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return RedirectResponse("/alerts", status_code=303)
+
+
+@router.post("/silences/{silence_id}/delete")
+def silence_delete_form(_: Technician, context: Context, silence_id: int) -> Response:
+    try:
+        delete_silence(context.store, silence_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return RedirectResponse("/alerts", status_code=303)
+
+
+def login_redirect(request: Request, _: Exception) -> Response:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)

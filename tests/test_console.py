@@ -1,0 +1,195 @@
+"""The console in a real browser (Chromium through Playwright) against a collector fed by a real
+agent through Mosquitto: log in, open the overview, drill into a commune, acknowledge an alert
+and see it acknowledged; English toggle; a phone's screen; a read-only account.
+
+Screenshots are kept in test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import REPO, AgentProcess, CollectorProcess, Mosquitto, free_port
+
+pytest.importorskip("playwright")
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+ARTIFACTS = REPO / "test-artifacts" / "console"
+CHROMIUM = os.environ.get("COMMUNE_CHROMIUM", "/usr/bin/chromium")
+TECH_TOKEN = "technician-token-la-nga"
+READ_TOKEN = "ioc-test-token-0123456789"  # CollectorProcess's read-only token
+
+# The line rule without its two minutes, so the test's agent trips it at once.
+RULES = """
+[[rules]]
+name = "line_down_tslcd"
+check = "link"
+tags = { network = "tslcd" }
+when = [{ field = "up", op = "==", value = 0 }]
+severity = "critical"
+summary.vi = "Mất đường truyền số liệu chuyên dùng tại {commune} ({target})"
+summary.en = "Dedicated line (TSLCD) down at {commune} ({target})"
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    broker = Mosquitto(tmp_path / "broker", extra="allow_anonymous true").start()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    inventory = REPO / "deploy" / "inventory" / "dong-nai.toml"
+    digest = hashlib.sha256(TECH_TOKEN.encode()).hexdigest()
+    collector = CollectorProcess(
+        tmp_path / "collector",
+        broker.port,
+        extra=f'inventory = ["{inventory}"]',
+        sections=(
+            f'[alerts]\nrules = ["{rules}"]\n'
+            f'[[api.tokens]]\nname = "tech"\nrole = "technician"\nsha256 = "{digest}"\n'
+        ),
+    ).start()
+    agent_config = tmp_path / "agent.toml"
+    agent_config.write_text(
+        f"""
+[agent]
+province = "dong-nai"
+commune = "la-nga"
+id = "ketoan-01"
+interval = "1s"
+state_dir = "{tmp_path / "state"}"
+[mqtt]
+url = "mqtt://127.0.0.1:{broker.port}"
+[[checks.host]]
+[[checks.antivirus]]
+interval = "2s"
+source = "clamav"
+clamd_socket = "{tmp_path / "no-clamd.sock"}"
+clamav_db_dir = "{tmp_path}"
+[[checks.link]]
+name = "tslcd-province"
+network = "tslcd"
+method = "tcp"
+target = "127.0.0.1"
+port = {free_port()}
+count = 1
+"""
+    )
+    agent = AgentProcess(agent_config).start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, alerts = collector.get("/api/v1/alerts?state=firing&rule=line_down_tslcd")
+            _, la_nga = collector.get("/api/v1/communes/la-nga")
+            if alerts and la_nga["antimalware"]["reporting"]:  # type: ignore[index]
+                break
+            time.sleep(0.3)
+        assert alerts, "the agent's line probe must raise the alert"
+        yield collector
+    finally:
+        agent.stop()
+        collector.stop()
+        broker.stop()
+    assert "Traceback" not in collector.log
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, base: str, token: str) -> None:
+    page.goto(base + "/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Tổng quan")
+
+
+def test_a_technician_drills_into_a_commune_and_acknowledges_its_alert(
+    browser: Browser, collector: CollectorProcess
+) -> None:
+    base = f"http://127.0.0.1:{collector.api_port}"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, base, TECH_TOKEN)
+    # The overview: the province's figures on top, one tile per commune of the inventory.
+    expect(page.locator(".tile")).to_have_count(9)
+    tile = page.locator('.tile[data-commune="la-nga"]')
+    expect(tile).to_have_class("tile critical")
+    expect(page.locator('.tile[data-commune="xuan-thanh"]')).to_contain_text("Không có dữ liệu")
+    shot(page, "1-overview")
+    # Into La Ngà: its line is down, its PC has no anti-malware.
+    tile.click()
+    expect(page.locator("h1")).to_contain_text("Xã La Ngà")
+    expect(page.locator("#line-state")).to_contain_text("mất kết nối")
+    expect(page.locator("#pcs")).to_contain_text("ketoan-01")
+    expect(page.locator("#pcs")).to_contain_text("chưa cài")
+    expect(page.locator("svg.chart")).to_have_count(1)
+    shot(page, "2-commune-la-nga")
+    # The alerts: acknowledge the line's alert with a comment.
+    page.click("header >> text=Cảnh báo")
+    row = page.locator("#alerts tr", has_text="Mất đường truyền chuyên dùng").first
+    row.locator("input[name=comment]").fill("Đã báo VNPT, phiếu 4411")
+    row.locator("button", has_text="Xác nhận").click()
+    expect(page.locator("#alerts")).to_contain_text("Đã xác nhận bởi tech")
+    expect(page.locator("#alerts")).to_contain_text("Đã báo VNPT, phiếu 4411")
+    shot(page, "3-alert-acknowledged")
+    status, alerts = collector.get("/api/v1/alerts?rule=line_down_tslcd")
+    assert status == 200 and alerts[0]["acked_by"] == "tech"  # type: ignore[index]
+    # English, then a phone's screen.
+    page.click("#lang")
+    expect(page.locator("h1")).to_have_text("Alerts")
+    expect(page.locator("#alerts")).to_contain_text("Acknowledged by tech")
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.context.add_cookies(page.context.cookies())
+    phone.goto(base + "/")
+    expect(phone.locator(".tile")).to_have_count(9)
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "the overview must fit a phone's width"
+    shot(phone, "4-overview-phone")
+
+
+def test_the_iocs_read_only_account_sees_but_cannot_act(
+    browser: Browser, collector: CollectorProcess
+) -> None:
+    base = f"http://127.0.0.1:{collector.api_port}"
+    page = browser.new_page()
+    log_in(page, base, READ_TOKEN)
+    page.goto(base + "/alerts")
+    expect(page.locator(".note")).to_contain_text("chỉ xem")
+    expect(page.locator("#alerts form")).to_have_count(0)
+    _, alerts = collector.get("/api/v1/alerts?state=firing&rule=line_down_tslcd")
+    alert_id = alerts[0]["id"]  # type: ignore[index]
+    # A forged post (no CSRF token), and a read-only one with it: both refused.
+    forged = page.request.post(f"{base}/alerts/{alert_id}/ack", form={"comment": "x"})
+    assert forged.status == 403
+    assert collector.get(f"/api/v1/alerts/{alert_id}")[1]["acked_by"] is None  # type: ignore[index]
+    page.goto(base + "/login")
+    page.fill("input[name=token]", "wrong")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("Mã truy cập không đúng")
