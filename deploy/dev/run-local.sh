@@ -153,6 +153,7 @@ cat <<MSG
     5 more      commune-fleet: 8 PCs and a poller each (anti-malware mix, line outages, meetings)
     3 more      nothing reporting: shown as no_data
 
+  console    http://127.0.0.1:$API_PORT/          (technicians; no login on loopback)
   API (IOC)  http://127.0.0.1:$API_PORT/docs      (OpenAPI; no token needed on loopback)
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
              curl -s http://127.0.0.1:$API_PORT/api/v1/communes/la-nga
