@@ -3,6 +3,7 @@ late data makes history instead of a page. Times are computed by hand."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,40 @@ def test_each_default_sample_rule(
         h.send(back + 60 * minute, at(back + 60 * minute, good))
     [alert] = h.alerts(rule)
     assert (alert.state, alert.resolved_at) == ("resolved", back)
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "minutes"), SAMPLE_RULES, ids=[r[0] for r in SAMPLE_RULES]
+)
+def test_each_default_sample_rule_damps_flapping(
+    h: Harness, rule: str, bad: Sample, good: Sample, minutes: int
+) -> None:
+    for minute in range(minutes + 2):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, bad))
+    h.delivered()
+    # Good and bad in turn, a minute each, for ten minutes: never good long enough.
+    turns = [minute % 2 == 1 for minute in range(minutes + 2, minutes + 12)]  # True: good
+    for minute, is_good in zip(range(minutes + 2, minutes + 12), turns, strict=True):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, good if is_good else bad))
+    comebacks = sum(1 for before, now in itertools.pairwise(turns) if before and not now)
+    [alert] = h.alerts(rule)
+    assert alert.state == "firing" and alert.flaps == comebacks >= 4
+    assert h.queued() == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "bad", "good", "minutes"), SAMPLE_RULES, ids=[r[0] for r in SAMPLE_RULES]
+)
+def test_each_default_sample_rule_replayed_late_is_history(
+    h: Harness, rule: str, bad: Sample, good: Sample, minutes: int
+) -> None:
+    h.now = T0 + 6 * 3600  # the backlog of the morning arrives in the afternoon
+    for minute in range(minutes + 30):
+        h.send(T0 + 60 * minute, at(T0 + 60 * minute, bad if minute < minutes + 20 else good))
+    [alert] = h.alerts(rule)
+    assert (alert.state, alert.late, alert.started_at) == ("resolved", True, T0)
+    assert alert.resolved_at == T0 + 60 * (minutes + 20)
+    assert h.queued() == []
 
 
 @pytest.mark.parametrize("rule", [r[0] for r in SAMPLE_RULES])
