@@ -6,8 +6,8 @@ Starts a private Mosquitto. Publisher processes play agents with the fleet
 simulator (``fleet.scenario``; 2,000 agents per process: 40 communes x 49 PCs
 and a poller, one envelope per check run with its realistic samples) and publish
 at QoS 1 at ``--rate`` messages/s in total for ``--seconds``. The collector's ingest
-path (MqttSource -> Ingestor -> StateStore + spool -> Sink -> VictoriaMetrics,
-as ``commune-collector run`` with a sink) runs in this process; every message is
+path (MqttSource -> Ingestor -> StateStore + alert rules + spool -> Sink ->
+VictoriaMetrics, as ``commune-collector run`` with a sink) runs in this process; every message is
 committed, with its points spooled, before it is acknowledged.
 Reported: messages/s and samples/s committed, points written to the sink,
 end-to-end latency (publish to commit) p50/p99, loss (published minus
@@ -33,6 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from collector.alerts.engine import AlertEngine  # noqa: E402
+from collector.alerts.rules import default_rules  # noqa: E402
 from collector.ingest import Ingestor, Message  # noqa: E402
 from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
 from collector.sink import Sink  # noqa: E402
@@ -121,6 +123,8 @@ def measure_collector(
 ) -> dict[str, float]:
     vm = VictoriaMetrics(workdir / "vm").start()
     store = StateStore(workdir / "state.sqlite")
+    # The built-in alert rules evaluate every batch in its transaction, as in `run`.
+    AlertEngine(default_rules()).install(store)
     ingestor = MeasuredIngestor(store, "commune", spool=True)
     sink = Sink(store, vm.url, token="", org="bench", bucket="commune", batch_rows=2000)
     source = MqttSource(

@@ -194,15 +194,17 @@ community = "polycom-idle"
     assert "Traceback" not in agent.log
 
 
-def envelope(seq: int, t0: float) -> bytes:
-    """The line alternates up/down at each envelope: any lost point changes the series."""
+def envelope(seq: int, t0: float, up: bool | None = None) -> bytes:
+    """The line at minute ``seq``; by default it alternates up/down at each envelope, so
+    that any lost point changes the series."""
+    is_up = seq % 2 == 0 if up is None else up
     sample = Sample(
         ts=t0 + 60 * seq,
         check="link",
         name="tslcd",
-        outcome="ok" if seq % 2 == 0 else "timeout",
+        outcome="ok" if is_up else "timeout",
         target="10.75.0.1",
-        fields={"up": 1 - seq % 2},
+        fields={"up": int(is_up)},
         tags={"network": "tslcd"},
     )
     return wire.encode(
@@ -297,26 +299,7 @@ def test_a_running_collector_pages_a_line_outage_to_a_real_receiver(tmp_path: Pa
     try:
         t0 = float(int(time.time()) - 240)
         for seq in range(5):  # down for four minutes, up to now
-            sample = Sample(
-                ts=t0 + 60 * seq,
-                check="link",
-                name="tslcd",
-                outcome="timeout",
-                target="10.75.0.1",
-                fields={"up": 0},
-                tags={"network": "tslcd"},
-            )
-            payload = wire.encode(
-                Envelope(
-                    v=1,
-                    agent="pc-01",
-                    province="dong-nai",
-                    commune="la-nga",
-                    seq=seq,
-                    ts=sample.ts,
-                    samples=[sample],
-                )
-            )
+            payload = envelope(seq, t0, up=False)
             publisher.publish(
                 "commune/dong-nai/la-nga/pc-01/data", payload, qos=1
             ).wait_for_publish(5)
