@@ -18,8 +18,10 @@ DONG_NAI = REPO / "deploy" / "inventory" / "dong-nai.toml"
 def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> None:
     """The sample names files under /etc: give them a home and the whole config is valid."""
     text = SAMPLE.read_text().replace("/etc/commune-collector/", f"{tmp_path}/")
-    for name in ("mqtt-password", "ca.pem", "influx-token"):
+    for name in ("mqtt-password", "ca.pem", "influx-token", "console-secret"):
         (tmp_path / name).write_text("x\n")
+    (tmp_path / "technicians.urls").write_text("mailtos://tech:secret@mail.dong-nai.example\n")
+    (tmp_path / "rules.toml").write_text((SAMPLE.parent / "rules.example.toml").read_text())
     (tmp_path / "inventory").mkdir()
     (tmp_path / "inventory" / "dong-nai.toml").write_text(DONG_NAI.read_text())
     path = tmp_path / "collector.toml"
@@ -30,6 +32,17 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert config.sink is not None and float(config.sink.max_backoff) == 60
     assert config.api.address() == ("0.0.0.0", 8080)
     assert [t.role for t in config.api.tokens] == ["read"]
+    assert [r.name for r in config.alerts.routes] == ["technicians"]
+    assert config.console.session_hours == 12
+
+
+def test_the_example_rules_parse_and_replace_a_builtin_by_name() -> None:
+    from collector.alerts.rules import default_rules, load_rules, merge
+
+    custom = load_rules(SAMPLE.parent / "rules.example.toml")
+    merged = {r.name: r for r in merge(default_rules(), custom)}
+    assert len(merged) == 16  # 14 built-in, one replaced, two added
+    assert merged["signatures_old"].when[1].value == 2
 
 
 def test_the_dong_nai_inventory_names_the_communes_of_the_report() -> None:
