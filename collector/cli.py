@@ -16,6 +16,7 @@ from collector import __version__
 from collector.availability import availability
 from collector.cli_alerts import ack_command, alerts_command, rules_test, silence_group
 from collector.cli_common import _load, _local, _store, _time, config_option
+from collector.cli_enroll import enroll_command, revoke_command
 from collector.cli_report import report_command
 
 
@@ -199,6 +200,8 @@ main.add_command(ack_command)
 main.add_command(silence_group)
 main.add_command(rules_test)
 main.add_command(report_command)
+main.add_command(enroll_command)
+main.add_command(revoke_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""commune-collector enroll / revoke: agents' broker accounts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from collector.enroll import EnrollError, enroll, revoke
+
+ACCOUNTS_FILE = "/etc/mosquitto/commune/passwd"
+place = [
+    click.option("--province", required=True, help="Province slug, e.g. dong-nai."),
+    click.option("--commune", required=True, help="Commune slug, e.g. la-nga."),
+    click.option("--agent", required=True, help="Agent id, e.g. ketoan-01."),
+    click.option(
+        "--passwd-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=ACCOUNTS_FILE,
+        show_default=True,
+        help="Mosquitto's password file.",
+    ),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_place(function: F) -> F:
+    for option in reversed(place):
+        function = option(function)
+    return function
+
+
+@click.command("enroll")
+@with_place
+@click.option("--broker-url", required=True, help="mqtts://broker.dong-nai.example:8883")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("enrolled"),
+    show_default=True,
+    help="Where the agent's config and password go.",
+)
+@click.option("--tslcd-target", default="", help="Address to probe over the dedicated line.")
+@click.option("--replace", is_flag=True, help="Give an enrolled agent a new password.")
+def enroll_command(
+    province: str,
+    commune: str,
+    agent: str,
+    passwd_file: Path,
+    broker_url: str,
+    out_dir: Path,
+    tslcd_target: str,
+    replace: bool,
+) -> None:
+    """Give an agent a broker account and write its ready config.
+
+    Adds "<province>/<commune>/<agent>" to Mosquitto's password file (through
+    mosquitto_passwd) and writes OUT/<account>/agent.toml with mqtt-password
+    (mode 0600) for the agent's PC. Reload Mosquitto afterwards.
+
+    \b
+    Example:
+        commune-collector enroll --province dong-nai --commune la-nga --agent ketoan-01 \\
+            --broker-url mqtts://broker.dong-nai.example:8883 --tslcd-target 10.75.0.1
+        systemctl reload mosquitto
+    """
+    try:
+        done = enroll(
+            province,
+            commune,
+            agent,
+            passwd_file=passwd_file,
+            out_dir=out_dir,
+            broker_url=broker_url,
+            tslcd_target=tslcd_target,
+            replace=replace,
+        )
+    except (EnrollError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"enrolled {done.username}: {done.config} and {done.password_file}")
+    click.echo("reload the broker: systemctl reload mosquitto")
+
+
+@click.command("revoke")
+@with_place
+def revoke_command(province: str, commune: str, agent: str, passwd_file: Path) -> None:
+    """Remove an agent's broker account. Reload Mosquitto afterwards.
+
+    \b
+    Example:
+        commune-collector revoke --province dong-nai --commune la-nga --agent ketoan-01
+        systemctl reload mosquitto
+    """
+    try:
+        username = revoke(province, commune, agent, passwd_file=passwd_file)
+    except (EnrollError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {username}; reload the broker: systemctl reload mosquitto")

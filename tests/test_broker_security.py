@@ -1,0 +1,407 @@
+"""The production broker configuration (deploy/mosquitto/) run by a real Mosquitto: TLS, no
+anonymous access, accounts made by `commune-collector enroll`, and the ACL under which an agent
+writes only its own topics and reads nothing.
+
+The test changes only what the config says it may: /etc/mosquitto/commune/ and
+/var/lib/mosquitto/ (to a temporary directory), the two ports, and `user root` when running
+as root (Mosquitto would otherwise switch to a user that cannot read the temporary files).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from click.testing import CliRunner
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent import wire
+from agent.wire import Envelope, Sample
+from collector.cli import main
+from collector.ingest import Ingestor, Message
+from collector.store import StateStore
+from tests.servers import REPO, AgentProcess, free_port, stop_process, wait_tcp
+from tests.tls import Pki, make_pki
+
+DEPLOY = REPO / "deploy" / "mosquitto"
+COLLECTOR_PASSWORD = "collector-secret-9f2c"
+
+
+@dataclass
+class Broker:
+    password_port: int
+    cert_port: int
+    etc: Path
+    pki: Pki
+    process: subprocess.Popen[bytes]
+    enrolled: Path
+
+    def reload(self) -> None:
+        self.process.send_signal(1)  # SIGHUP: Mosquitto rereads its password file and ACL
+        time.sleep(0.5)
+
+
+def production_config(etc: Path, var: Path, password_port: int, cert_port: int) -> str:
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    for old, new in (
+        ("/etc/mosquitto/commune/", f"{etc}/"),
+        ("/var/lib/mosquitto/", f"{var}/"),
+        ("listener 8883", f"listener {password_port} 127.0.0.1"),
+        ("listener 8884", f"listener {cert_port} 127.0.0.1"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    return ("user root\n" if os.geteuid() == 0 else "") + text
+
+
+def account_password(broker: Broker, account: str) -> str:
+    return (broker.enrolled / account.replace("/", "_") / "mqtt-password").read_text().strip()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    etc, var = tmp_path / "etc", tmp_path / "var"
+    var.mkdir(parents=True)
+    # The PKI's files are named as the config names them: ca.crt, server.crt, server.key.
+    pki = make_pki(etc, client_name="dong-nai/la-nga/pc-02")
+    shutil.copy(DEPLOY / "acl", etc / "acl")
+    passwd = etc / "passwd"
+    enrolled = tmp_path / "enrolled"
+    runner = CliRunner()
+    for agent in ("pc-01", "pc-03"):
+        result = runner.invoke(
+            main,
+            [
+                "enroll",
+                "--province",
+                "dong-nai",
+                "--commune",
+                "la-nga",
+                "--agent",
+                agent,
+                "--passwd-file",
+                str(passwd),
+                "--broker-url",
+                "mqtts://localhost:8883",
+                "--out",
+                str(enrolled),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(passwd), "commune-collector", COLLECTOR_PASSWORD],
+        check=True,
+    )
+    password_port, cert_port = free_port(), free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(production_config(etc, var, password_port, cert_port))
+    log = (tmp_path / "mosquitto.log").open("wb")
+    process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        wait_tcp(password_port)
+        wait_tcp(cert_port)
+        yield Broker(password_port, cert_port, etc, pki, process, enrolled)
+    finally:
+        while Client.opened:
+            Client.opened.pop().close()
+        # Clients the broker refused leave sockets paho dropped while retrying: collect
+        # them here, where their ResourceWarning is expected.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        stop_process(process)
+        log.close()
+
+
+class Client:
+    """A paho MQTT v5 client over TLS that records what the broker answered."""
+
+    opened: list[Client] = []
+
+    def __init__(
+        self,
+        broker: Broker,
+        username: str = "",
+        password: str = "",
+        cert: tuple[Path, Path] | None = None,
+        ca: Path | None = None,
+    ) -> None:
+        self.connack: ReasonCode | None = None
+        self.subacks: list[ReasonCode] = []
+        self.pubacks: list[ReasonCode] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.answered = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        certfile, keyfile = cert if cert else (None, None)
+        self.client.tls_set(
+            ca_certs=str(ca or broker.pki.ca),
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
+        )
+        Client.opened.append(self)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.extend(codes)
+        self.client.on_publish = lambda _c, _u, _m, code, _p: self.pubacks.append(code)
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload))
+        port = broker.cert_port if cert else broker.password_port
+        self.error: Exception | None = None
+        try:
+            self.client.connect("localhost", port, keepalive=10)
+        except (OSError, ssl.SSLError) as exc:
+            self.error = exc
+            self.answered.set()
+            # paho drops the socket of a failed TLS handshake without closing it: collect
+            # it here, where its ResourceWarning is expected, not in a later test.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
+            return
+        self.client.loop_start()
+        self.answered.wait(10)
+
+    def _on_connect(self, _c: object, _u: object, _f: object, code: ReasonCode, _p: object) -> None:
+        self.connack = code
+        if code.is_failure:
+            self.client.disconnect()  # no reconnect churn: the answer is the point
+        else:
+            self.connected.set()
+        self.answered.set()
+
+    def publish(self, topic: str, payload: bytes = b"{}") -> ReasonCode:
+        before = len(self.pubacks)
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while len(self.pubacks) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.pubacks[-1]
+
+    def subscribe(self, topic: str) -> ReasonCode:
+        self.client.subscribe(topic, qos=1)
+        deadline = time.monotonic() + 5
+        while not self.subacks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.subacks[-1]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+def agent_client(broker: Broker, agent: str) -> Client:
+    account = f"dong-nai/la-nga/{agent}"
+    return Client(broker, account, account_password(broker, account))
+
+
+def collector_client(broker: Broker) -> Client:
+    client = Client(broker, "commune-collector", COLLECTOR_PASSWORD)
+    assert client.connected.is_set(), client.connack
+    assert not client.subscribe("commune/#").is_failure
+    return client
+
+
+def test_an_agent_writes_its_own_topics_only(broker: Broker) -> None:
+    collector = collector_client(broker)
+    pc01 = agent_client(broker, "pc-01")
+    assert pc01.connected.is_set(), pc01.connack
+    own = pc01.publish("commune/dong-nai/la-nga/pc-01/data", b'{"mine": 1}')
+    assert not own.is_failure
+    for foreign in (
+        "commune/dong-nai/la-nga/pc-03/data",  # another agent of the same commune
+        "commune/dong-nai/phu-hoa/pc-01/data",  # same id, another commune
+        "commune/dong-nai/la-nga/pc-01/anything",  # its own subtree, not a contract topic
+    ):
+        refused = pc01.publish(foreign, b'{"spoof": 1}')
+        assert refused.is_failure and refused.value == 135, (foreign, refused)  # Not authorized
+    time.sleep(0.5)
+    assert [topic for topic, _ in collector.messages] == ["commune/dong-nai/la-nga/pc-01/data"]
+    pc01.close()
+    collector.close()
+
+
+def test_an_agent_reads_nothing(broker: Broker) -> None:
+    """Mosquitto grants the subscription but the ACL lets nothing through: not other
+    agents' data, not their retained status, not the agent's own topics."""
+    pc03 = agent_client(broker, "pc-03")
+    pc03.client.publish("commune/dong-nai/la-nga/pc-03/status", b"{}", qos=1, retain=True)
+    pc01 = agent_client(broker, "pc-01")
+    for topic in ("commune/#", "commune/dong-nai/la-nga/pc-03/data", "#", "$SYS/#"):
+        pc01.subscribe(topic)
+    pc03.publish("commune/dong-nai/la-nga/pc-03/data", b"{}")
+    pc01.publish("commune/dong-nai/la-nga/pc-01/data", b"{}")
+    collector = collector_client(broker)  # the collector does get the retained status
+    time.sleep(0.8)
+    assert pc01.messages == []
+    assert ("commune/dong-nai/la-nga/pc-03/status", b"{}") in collector.messages
+    pc01.close()
+    pc03.close()
+    collector.close()
+
+
+def test_strangers_cannot_connect(broker: Broker) -> None:
+    wrong = Client(broker, "dong-nai/la-nga/pc-01", "not-the-password")
+    assert wrong.connack is not None and wrong.connack.is_failure
+    nobody = Client(broker)  # anonymous
+    assert nobody.connack is not None and nobody.connack.is_failure
+    rogue = Client(broker, cert=(broker.pki.rogue_client_cert, broker.pki.rogue_client_key))
+    assert not rogue.connected.is_set()  # refused in the TLS handshake
+    no_cert = Client(broker, ca=broker.pki.ca, cert=None)
+    assert no_cert.connack is not None and no_cert.connack.is_failure
+    # An agent that does not trust the broker's certificate does not talk to it either.
+    impostor_check = Client(
+        broker,
+        "dong-nai/la-nga/pc-01",
+        account_password(broker, "dong-nai/la-nga/pc-01"),
+        ca=broker.pki.rogue_ca,
+    )
+    assert not impostor_check.connected.is_set() and impostor_check.error is not None
+
+
+def test_a_client_certificate_is_the_account(broker: Broker) -> None:
+    """pc-02 has no password, only a certificate whose Common Name is its account."""
+    pc02 = Client(broker, cert=(broker.pki.client_cert, broker.pki.client_key))
+    assert pc02.connected.is_set(), pc02.connack
+    assert not pc02.publish("commune/dong-nai/la-nga/pc-02/data").is_failure
+    assert pc02.publish("commune/dong-nai/la-nga/pc-01/data").value == 135
+    pc02.close()
+
+
+def test_a_spoofed_payload_on_an_allowed_topic_is_still_rejected(
+    broker: Broker, tmp_path: Path
+) -> None:
+    collector = collector_client(broker)
+    pc01 = agent_client(broker, "pc-01")
+    sample = Sample(ts=time.time(), check="host", name="host", outcome="ok", fields={"up": 1})
+    claims_pc03 = Envelope(
+        v=1,
+        agent="pc-03",
+        province="dong-nai",
+        commune="la-nga",
+        seq=1,
+        ts=sample.ts,
+        samples=[sample],
+    )
+    assert not pc01.publish(
+        "commune/dong-nai/la-nga/pc-01/data", wire.encode(claims_pc03)
+    ).is_failure
+    time.sleep(0.5)
+    store = StateStore(tmp_path / "state.sqlite")
+    ingestor = Ingestor(store, "commune")
+    ingestor.process(
+        [
+            Message(topic, payload, time.time(), lambda: None)
+            for topic, payload in collector.messages
+        ]
+    )
+    assert ingestor.stats.rejected == {"identity_mismatch": 1}
+    assert store.agents() == []
+    pc01.close()
+    collector.close()
+
+
+def test_an_enrolled_agent_runs_with_its_written_config_until_revoked(
+    broker: Broker, tmp_path: Path
+) -> None:
+    written = broker.enrolled / "dong-nai_la-nga_pc-01"
+    config = written / "agent.toml"
+    assert oct((written / "mqtt-password").stat().st_mode & 0o777) == "0o600"
+    assert oct((broker.etc / "passwd").stat().st_mode & 0o777) == "0o640"
+    text = config.read_text()
+    # Put the files where the written config expects them (here: temporary paths).
+    text = text.replace("/etc/commune-agent/mqtt-password", str(written / "mqtt-password"))
+    text = text.replace("/etc/commune-agent/ca.crt", str(broker.pki.ca))
+    text = text.replace("mqtts://localhost:8883", f"mqtts://localhost:{broker.password_port}")
+    text = text.replace("[agent]\n", f'[agent]\ninterval = "1s"\nstate_dir = "{tmp_path}/state"\n')
+    config.write_text(text)
+    collector = collector_client(broker)
+    agent = AgentProcess(config).start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            t.endswith("/pc-01/data") for t, _ in collector.messages
+        ):
+            time.sleep(0.2)
+        assert any(t == "commune/dong-nai/la-nga/pc-01/status" for t, _ in collector.messages)
+        assert any(t == "commune/dong-nai/la-nga/pc-01/data" for t, _ in collector.messages)
+    finally:
+        agent.stop()
+    result = CliRunner().invoke(
+        main,
+        [
+            "revoke",
+            "--province",
+            "dong-nai",
+            "--commune",
+            "la-nga",
+            "--agent",
+            "pc-01",
+            "--passwd-file",
+            str(broker.etc / "passwd"),
+        ],
+    )
+    assert result.exit_code == 0 and "revoked dong-nai/la-nga/pc-01" in result.output
+    broker.reload()
+    again = agent_client(broker, "pc-01")
+    assert again.connack is not None and again.connack.is_failure
+    result = CliRunner().invoke(
+        main,
+        [
+            "revoke",
+            "--province",
+            "dong-nai",
+            "--commune",
+            "la-nga",
+            "--agent",
+            "pc-01",
+            "--passwd-file",
+            str(broker.etc / "passwd"),
+        ],
+    )
+    assert result.exit_code == 1 and "is not enrolled" in result.output
+    collector.close()
+
+
+def test_enroll_refuses_what_it_should(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = [
+        "enroll",
+        "--province",
+        "dong-nai",
+        "--commune",
+        "la-nga",
+        "--passwd-file",
+        str(tmp_path / "passwd"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    result = runner.invoke(main, [*base, "--agent", "PC 01", "--broker-url", "mqtts://b:8883"])
+    assert result.exit_code == 1 and "agent 'PC 01'" in result.output
+    result = runner.invoke(main, [*base, "--agent", "pc-01", "--broker-url", "mqtt://b:1883"])
+    assert result.exit_code == 1 and "over TLS" in result.output
+    assert (
+        runner.invoke(main, [*base, "--agent", "pc-01", "--broker-url", "mqtts://b:8883"]).exit_code
+        == 0
+    )
+    result = runner.invoke(main, [*base, "--agent", "pc-01", "--broker-url", "mqtts://b:8883"])
+    assert result.exit_code == 1 and "already enrolled" in result.output
+    replaced = runner.invoke(
+        main, [*base, "--agent", "pc-01", "--broker-url", "mqtts://b:8883", "--replace"]
+    )
+    assert replaced.exit_code == 0
