@@ -37,6 +37,7 @@ from collector.availability import Outage, all_down, availability
 from collector.config import ApiSection, ConsoleSection, Role
 from collector.health import CommuneHealth, HealthModel, ProvinceHealth
 from collector.metrics import CONTENT_TYPE, Family, render
+from collector.ratelimit import FailureLimiter
 from collector.report.build import MonthlyReport
 from collector.report.build import build as build_report
 from collector.report.render import render as render_report
@@ -148,6 +149,7 @@ class ApiContext:
     tokens: dict[str, Caller]
     """SHA-256 of each token → who holds it."""
     open_on_loopback: bool
+    limiter: FailureLimiter
     metrics: Callable[[], list[Family]]
     healthz: Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -160,14 +162,35 @@ def _context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(_context)]
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def check_token(context: ApiContext, address: str, token: str) -> Caller | None:
+    """The token's holder, or None; raises 429 while the address is locked out."""
+    wait = context.limiter.retry_after(address)
+    if wait:
+        raise HTTPException(
+            429,
+            "too many wrong tokens from this address: wait",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    digest = token_digest(token.strip())
+    for known, who in context.tokens.items():
+        if hmac.compare_digest(known, digest):
+            context.limiter.succeeded(address)
+            return who
+    context.limiter.failed(address)
+    return None
+
+
 def _caller(request: Request, context: Context) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
-        digest = token_digest(token.strip())
-        for known, who in context.tokens.items():
-            if hmac.compare_digest(known, digest):
-                return who
+        who = check_token(context, client_address(request), token)
+        if who is not None:
+            return who
         raise HTTPException(
             401, "unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
@@ -510,6 +533,7 @@ def create_app(
         store=store,
         tokens={t.sha256: Caller(t.name, t.role) for t in settings.tokens},
         open_on_loopback=settings.open_on_loopback,
+        limiter=FailureLimiter(settings.max_auth_failures, lockout_s=float(settings.auth_lockout)),
         metrics=metrics,
         healthz=healthz,
     )

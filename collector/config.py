@@ -89,6 +89,10 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     tokens: list[ApiToken] = []
     open_on_loopback: bool = False
     """Development only: no token needed. Refused unless ``listen`` is a loopback address."""
+    max_auth_failures: Annotated[int, msgspec.Meta(ge=1)] = 10
+    """Wrong tokens from one address within 5 minutes before it is refused..."""
+    auth_lockout: Duration = Duration(300)
+    """... for this long (HTTP 429)."""
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

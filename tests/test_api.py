@@ -55,10 +55,12 @@ class Served:
 def serve(
     tmp_path: Path, settings: ApiSection, prepare: Callable[[StateStore], None] | None = None
 ) -> Iterator[Served]:
+    from collector.config import ConsoleSection
+
     store = build_province(tmp_path)
     if prepare is not None:
         prepare(store)
-    app = create_app(HealthModel(store, [INVENTORY]), store, settings)
+    app = create_app(HealthModel(store, [INVENTORY]), store, settings, console=ConsoleSection())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -239,3 +241,47 @@ def test_the_monthly_report_as_json_and_rendered(api: Served) -> None:
         assert response.read().decode().startswith("Commune,Code,PCs reporting / expected")
     assert api.get("/api/v1/reports/monthly?month=2026-13")[0] == 422
     assert api.get("/api/v1/reports/monthly?month=Nov")[0] == 422
+
+
+def test_guessing_tokens_gets_an_address_locked_out(tmp_path: Path) -> None:
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    settings = ApiSection(
+        tokens=[ApiToken(name="tech", role="technician", sha256=digest)], max_auth_failures=3
+    )
+    for api in serve(tmp_path, settings):
+        assert [api.get("/api/v1/province", token=f"guess-{i}")[0] for i in range(3)] == [
+            401,
+            401,
+            401,
+        ]
+        status, body = api.get("/api/v1/province")  # even the right token, for a while
+        assert status == 429 and "too many wrong tokens" in body["detail"]
+        # The console's login counts the same failures.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api.port}/login", data=b"token=" + TOKEN.encode(), method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 429 and int(refused.value.headers["Retry-After"]) > 290
+
+
+def test_the_limiter_forgets_after_the_lockout_and_a_success_resets() -> None:
+    from collector.ratelimit import FailureLimiter
+
+    now = [0.0]
+    limiter = FailureLimiter(max_failures=2, window_s=60, lockout_s=100, clock=lambda: now[0])
+    limiter.failed("10.0.0.9")
+    limiter.succeeded("10.0.0.9")
+    limiter.failed("10.0.0.9")
+    assert limiter.retry_after("10.0.0.9") == 0  # one failure since the success
+    limiter.failed("10.0.0.9")
+    assert limiter.retry_after("10.0.0.9") == 100
+    assert limiter.retry_after("10.0.0.10") == 0  # another address
+    now[0] = 100.5
+    assert limiter.retry_after("10.0.0.9") == 0
+    now[0] = 200
+    limiter.failed("10.0.0.9")
+    now[0] = 300  # the earlier failure left the window
+    limiter.failed("10.0.0.9")
+    assert limiter.retry_after("10.0.0.9") == 0

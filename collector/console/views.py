@@ -25,7 +25,7 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
-from collector.api import ROLE_RANK, ApiContext, _context, token_digest
+from collector.api import ROLE_RANK, ApiContext, _context, check_token, client_address
 from collector.availability import all_down
 from collector.console import i18n
 from collector.console.auth import COOKIE, Session, Sessions
@@ -124,7 +124,7 @@ def login_page(request: Request, error: str = "") -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, token: Annotated[str, Form()] = "", next: str = "/") -> Response:
     context: ApiContext = request.app.state.context
-    caller = context.tokens.get(token_digest(token.strip())) if token else None
+    caller = check_token(context, client_address(request), token) if token else None
     if caller is None:
         return RedirectResponse("/login?error=1", status_code=303)
     cookie = _sessions(request).issue(caller.name, caller.role, time.time())
