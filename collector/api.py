@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from collector import __version__
 from collector.alerts.engine import install_schema
@@ -124,8 +127,15 @@ def _outage_views(outages: list[Outage], start: float, end: float) -> list[Outag
     return views
 
 
+#: Unix seconds, or an ISO 8601 date or date-time (local +07:00 without an offset).
+TIME_PATTERN = (
+    r"^(\d+(\.\d+)?|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?)?)$"
+)
+
+
 def _parse_time(value: str | None, default: float, name: str) -> float:
-    if value is None:
+    if value is None or not value.strip():
         return default
     try:
         return float(value)
@@ -135,7 +145,7 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(
-            422, f"{name}: expected ISO 8601 (2025-10-01T00:00+07:00) or Unix seconds"
+            400, f"{name}: expected ISO 8601 (2025-10-01T00:00+07:00) or Unix seconds"
         ) from None
     if parsed.tzinfo is None:  # Vietnam's local time, like the CLI
         parsed = parsed.replace(tzinfo=dt.timezone(dt.timedelta(hours=7)))
@@ -201,6 +211,25 @@ def _caller(request: Request, context: Context) -> Caller:
     )
 
 
+@dataclass
+class Problem:
+    detail: str
+    """What was wrong, in words."""
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents: 401 and 429 (tokens) on every protected one."""
+    meaning = {
+        401: "no token, or a wrong one",
+        403: "the token's role may not do this",
+        404: "no such thing",
+        409: "ambiguous: say more",
+        400: "a value the request carries makes no sense (dates, an empty silence)",
+        429: "too many wrong tokens from this address: wait (Retry-After)",
+    }
+    return {c: {"model": Problem, "description": meaning[c]} for c in (401, 429, *codes)}
+
+
 Reader = Annotated[Caller, Depends(_caller)]
 ROLE_RANK: dict[Role, int] = {"read": 0, "technician": 1, "admin": 2}
 
@@ -236,6 +265,10 @@ class SilenceRequest:
     comment: str = ""
 
 
+#: A row id: SQLite's integers are 64-bit.
+RowId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+
+
 def _province(context: ApiContext, province: str | None) -> str:
     if province:
         return province
@@ -245,7 +278,12 @@ def _province(context: ApiContext, province: str | None) -> str:
     return known[0]
 
 
-@router.get("/healthz", response_model=Healthz, tags=["operations"])
+@router.get(
+    "/healthz",
+    response_model=Healthz,
+    tags=["operations"],
+    responses={503: {"model": Healthz, "description": "not ingesting"}},
+)
 def get_healthz(context: Context) -> JSONResponse:
     """Liveness and readiness: 200 when the collector ingests, 503 otherwise."""
     ok, detail = context.healthz()
@@ -253,19 +291,19 @@ def get_healthz(context: Context) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=_errors())
 def get_metrics(_: Reader, context: Context) -> Response:
     """The collector's own figures in the Prometheus text format."""
     return Response(render(context.metrics()), media_type=CONTENT_TYPE)
 
 
-@router.get("/api/v1/province", tags=["health"])
+@router.get("/api/v1/province", tags=["health"], responses=_errors(404))
 def get_province(_: Reader, context: Context, province: str | None = None) -> ProvinceHealth:
     """Province totals: communes by status, PCs protected, lines up, availability, Polycoms."""
     return context.model.province(_province(context, province))
 
 
-@router.get("/api/v1/communes", tags=["health"])
+@router.get("/api/v1/communes", tags=["health"], responses=_errors())
 def get_communes(
     _: Reader, context: Context, province: str | None = None, status: str | None = None
 ) -> list[CommuneHealth]:
@@ -274,7 +312,7 @@ def get_communes(
     return [c for c in communes if status is None or c.status == status]
 
 
-@router.get("/api/v1/communes/{commune}", tags=["health"])
+@router.get("/api/v1/communes/{commune}", tags=["health"], responses=_errors(404))
 def get_commune(
     _: Reader, context: Context, commune: str, province: str | None = None
 ) -> CommuneHealth:
@@ -285,7 +323,7 @@ def get_commune(
     return found
 
 
-@router.get("/api/v1/agents", tags=["agents"])
+@router.get("/api/v1/agents", tags=["agents"], responses=_errors())
 def get_agents(
     _: Reader,
     context: Context,
@@ -303,7 +341,7 @@ def get_agents(
     ]
 
 
-@router.get("/api/v1/agents/{agent:path}", tags=["agents"])
+@router.get("/api/v1/agents/{agent:path}", tags=["agents"], responses=_errors(404, 409))
 def get_agent(_: Reader, context: Context, agent: str, commune: str | None = None) -> AgentDetail:
     """An agent's latest sample per check, item and target.
 
@@ -323,14 +361,14 @@ def get_agent(_: Reader, context: Context, agent: str, commune: str | None = Non
     return AgentDetail(**_summary(found).__dict__, samples=context.store.latest(found.agent_key))
 
 
-@router.get("/api/v1/availability", tags=["health"])
+@router.get("/api/v1/availability", tags=["health"], responses=_errors(400, 404))
 def get_availability(
     _: Reader,
     context: Context,
     commune: str,
     target: str | None = None,
-    start: Annotated[str | None, Query(alias="from")] = None,
-    end: Annotated[str | None, Query(alias="to")] = None,
+    start: Annotated[str | None, Query(alias="from", pattern=TIME_PATTERN)] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=TIME_PATTERN)] = None,
 ) -> AvailabilityReport:
     """Exact availability and outage list from the recorded intervals.
 
@@ -341,7 +379,7 @@ def get_availability(
     hi = _parse_time(end, now, "to")
     lo = _parse_time(start, hi - 86400, "from")
     if hi <= lo:
-        raise HTTPException(422, "to must be after from")
+        raise HTTPException(400, "to must be after from")
     subjects = [
         s
         for s in context.store.subjects()
@@ -400,7 +438,7 @@ def _availability_view(
     )
 
 
-@router.get("/api/v1/alerts", tags=["alerts"])
+@router.get("/api/v1/alerts", tags=["alerts"], responses=_errors())
 def get_alerts(
     _: Reader,
     context: Context,
@@ -422,16 +460,16 @@ def get_alerts(
     )
 
 
-@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
-def get_one_alert(_: Reader, context: Context, alert_id: int) -> Alert:
+@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=_errors(404))
+def get_one_alert(_: Reader, context: Context, alert_id: RowId) -> Alert:
     try:
         return get_alert(context.store, alert_id, time.time())
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
-def post_ack(who: Technician, context: Context, alert_id: int, body: AckRequest) -> Alert:
+@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=_errors(400, 403, 404))
+def post_ack(who: Technician, context: Context, alert_id: RowId, body: AckRequest) -> Alert:
     """Acknowledge: who (the token's name), when, why. Stops the repeats."""
     try:
         return acknowledge(context.store, alert_id, who.name, body.comment, time.time())
@@ -439,13 +477,13 @@ def post_ack(who: Technician, context: Context, alert_id: int, body: AckRequest)
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/api/v1/silences", tags=["alerts"])
+@router.get("/api/v1/silences", tags=["alerts"], responses=_errors())
 def get_silences(_: Reader, context: Context, all: bool = False) -> list[Silence]:
     """Silences in force (``all=true``: also the expired)."""
     return list_silences(context.store, time.time(), active_only=not all)
 
 
-@router.post("/api/v1/silences", tags=["alerts"], status_code=201)
+@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=_errors(400, 403))
 def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Silence:
     """Mute notifications for a commune, an agent or a rule, for a while (maintenance)."""
     now = time.time()
@@ -465,11 +503,16 @@ def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Sil
             comment=body.comment,
         )
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
 
 
-@router.delete("/api/v1/silences/{silence_id}", tags=["alerts"], status_code=204)
-def delete_one_silence(_: Technician, context: Context, silence_id: int) -> Response:
+@router.delete(
+    "/api/v1/silences/{silence_id}",
+    tags=["alerts"],
+    status_code=204,
+    responses=_errors(403, 404),
+)
+def delete_one_silence(_: Technician, context: Context, silence_id: RowId) -> Response:
     try:
         delete_silence(context.store, silence_id)
     except NotFound as exc:
@@ -485,7 +528,18 @@ REPORT_TYPES = {
 }
 
 
-@router.get("/api/v1/reports/monthly", tags=["reports"], response_model=None)
+@router.get(
+    "/api/v1/reports/monthly",
+    tags=["reports"],
+    response_model=None,
+    responses={
+        **_errors(400, 404),
+        200: {
+            "description": "The figures (format=json) or the rendered report",
+            "content": {media: {} for media in REPORT_TYPES.values()},
+        },
+    },
+)
 def get_monthly_report(
     _: Reader,
     context: Context,
@@ -501,13 +555,28 @@ def get_monthly_report(
     try:
         report = build_report(context.store, chosen, month, inventory)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
     if format == "json":
         return report
     headers = {"Content-Disposition": f'attachment; filename="report-{month}.{format}"'}
     return Response(
         render_report(report, format, lang), media_type=REPORT_TYPES[format], headers=headers
     )
+
+
+async def _with_allow(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 names the methods of the first route matching the path only; a path
+    served by several routes (GET and POST /api/v1/silences) deserves all of them."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods: set[str] = set()
+        for route in request.app.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and hasattr(route, "methods"):
+                methods |= set(route.methods or ())
+        headers["Allow"] = ", ".join(sorted(methods))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 def create_app(
@@ -538,6 +607,7 @@ def create_app(
         healthz=healthz,
     )
     app.include_router(router)
+    app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.console.auth import Sessions
         from collector.console.views import Login, login_redirect

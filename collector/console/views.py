@@ -25,7 +25,14 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
-from collector.api import ROLE_RANK, ApiContext, _context, check_token, client_address
+from collector.api import (
+    ROLE_RANK,
+    ApiContext,
+    RowId,
+    _context,
+    check_token,
+    client_address,
+)
 from collector.availability import all_down
 from collector.console import i18n
 from collector.console.auth import COOKIE, Session, Sessions
@@ -249,7 +256,7 @@ def alerts_page(
 def ack_form(
     who: Technician,
     context: Context,
-    alert_id: int,
+    alert_id: RowId,
     comment: Annotated[str, Form()] = "",
     back: Annotated[str, Form()] = "/alerts",
 ) -> Response:
@@ -289,7 +296,7 @@ def silence_form(
 
 
 @router.post("/silences/{silence_id}/delete")
-def silence_delete_form(_: Technician, context: Context, silence_id: int) -> Response:
+def silence_delete_form(_: Technician, context: Context, silence_id: RowId) -> Response:
     try:
         delete_silence(context.store, silence_id)
     except NotFound as exc:
