@@ -26,6 +26,10 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """An agent silent for this many of its intervals is marked offline ("silent")."""
     default_interval: Duration = Duration(60)
     """For agents whose birth message does not say their interval."""
+    max_clock_ahead: Duration = Duration(300)
+    """Samples timed later than arrival plus this are refused (reason clock_ahead)."""
+    max_sample_age: Duration = Duration(30 * 86400)
+    """Samples older than this are refused (clock_behind): longer than any outbox backlog."""
     inventory: list[str] = []
     """Inventory files (one per province): communes, names, codes, expected PCs/Polycoms."""
 

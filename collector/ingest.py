@@ -81,6 +81,10 @@ class RejectionLog:
         return True
 
 
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, min(ts, 1e11))))
+
+
 def sender_of(topic: str, root: str) -> str:
     """Who a message claims to come from, for logs: the topic levels after the root."""
     rest = topic[len(root) + 1 :] if topic.startswith(root + "/") else topic
@@ -89,10 +93,18 @@ def sender_of(topic: str, root: str) -> str:
 
 class Ingestor:
     def __init__(
-        self, store: StateStore, root: str, log_interval: float = 300.0, spool: bool = False
+        self,
+        store: StateStore,
+        root: str,
+        log_interval: float = 300.0,
+        spool: bool = False,
+        max_ahead_s: float = 300.0,
+        max_age_s: float = 30 * 86400.0,
     ) -> None:
         self.store = store
         self.root = root
+        self.max_ahead_s = max_ahead_s
+        self.max_age_s = max_age_s
         # With a sink, points are queued in the same transaction as the state.
         self.to_spool = envelope_lines if spool else None
         self.stats = IngestStats()
@@ -105,12 +117,42 @@ class Ingestor:
     def _decode(self, message: Message) -> Envelope | Status | None:
         try:
             identity = parse_topic(self.root, message.topic)
+            decoded: Envelope | Status
             if identity.kind == "status":
-                return decode_status(message.payload, identity)
-            return decode_envelope(message.payload, identity)
+                decoded = decode_status(message.payload, identity)
+            else:
+                decoded = decode_envelope(message.payload, identity)
+            self._check_clock(decoded, message.received)
         except WireError as exc:
             self._reject(message, exc.reason, exc.detail)
             return None
+        return decoded
+
+    def _check_clock(self, decoded: Envelope | Status, received: float) -> None:
+        """Times from an agent whose clock is wrong are refused, not stored at the wrong time.
+
+        Ahead: later than arrival plus ``max_ahead_s`` (a future time would also freeze
+        the agent's state and history until that time came). Behind: older than
+        ``max_age_s``, beyond any outbox backlog.
+        """
+        times = (
+            [decoded.ts]
+            if isinstance(decoded, Status)
+            else [decoded.ts, *(s.ts for s in decoded.samples)]
+        )
+        newest, oldest = max(times), min(t for t in times if t) if any(times) else 0.0
+        if newest > received + self.max_ahead_s:
+            raise WireError(
+                "clock_ahead",
+                f"time {_iso(newest)} is {(newest - received) / 3600:.1f} h ahead of the "
+                "collector: fix the agent's clock",
+            )
+        if oldest and oldest < received - self.max_age_s:
+            raise WireError(
+                "clock_behind",
+                f"time {_iso(oldest)} is {(received - oldest) / 86400:.1f} days old, beyond "
+                "any backlog: fix the agent's clock",
+            )
 
     def process(self, batch: Iterable[Message]) -> None:
         """Validate a batch, commit the good part in one transaction, then ack everything."""

@@ -49,7 +49,13 @@ class Collector:
         )
         # The API reads through its own connection: WAL lets it read while ingest commits.
         self.reader = StateStore(path)
-        self.ingestor = Ingestor(self.store, config.mqtt.topic_root, spool=sink_config is not None)
+        self.ingestor = Ingestor(
+            self.store,
+            config.mqtt.topic_root,
+            spool=sink_config is not None,
+            max_ahead_s=float(config.collector.max_clock_ahead),
+            max_age_s=float(config.collector.max_sample_age),
+        )
         self.source = MqttSource(self._source_settings(), self.ingestor)
         self.sink: Any = None
         if sink_config is not None:

@@ -20,7 +20,8 @@ from collector.availability import Outage
 from collector.store import StateStore
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
-T0 = 1_795_000_000.0
+# Recent, on the hour: the collector refuses samples more than 30 days old.
+T0 = float(int(time.time()) // 3600 * 3600 - 3 * 86400)
 N = 3000
 
 

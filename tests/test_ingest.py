@@ -15,12 +15,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample, Status
-from collector.ingest import Ingestor, RejectionLog
+from collector.ingest import Ingestor, Message, RejectionLog
 from collector.mqtt_source import MqttSource, SourceSettings
 from collector.store import StateStore, agent_key
 from tests.servers import Mosquitto
 
-T0 = 1_795_000_000.0
+# Recent, on the hour: the collector refuses samples more than 30 days old.
+T0 = float(int(time.time()) // 3600 * 3600 - 3 * 86400)
 TOPIC = "commune/dong-nai/la-nga/pc-01"
 
 
@@ -212,3 +213,49 @@ def test_topic_filters() -> None:
         "commune/+/+/+/status",
         "commune/+/+/+/data",
     ]
+
+
+def test_an_agent_with_a_wrong_clock_is_refused_by_name_not_stored_at_the_wrong_time(
+    store: StateStore,
+) -> None:
+    from agent.wire import Status
+
+    now = time.time()
+
+    def at(ts: float, seq: int) -> Message:
+        sample = Sample(ts=ts, check="host", name="host", outcome="ok", fields={"up": 1})
+        payload = wire.encode(
+            Envelope(
+                v=1,
+                agent="pc-01",
+                province="dong-nai",
+                commune="la-nga",
+                seq=seq,
+                ts=ts,
+                samples=[sample],
+            )
+        )
+        return Message(f"{TOPIC}/data", payload, now, lambda: None)
+
+    def birth(ts: float) -> Message:
+        status = Status(
+            v=1, state="online", agent="pc-01", province="dong-nai", commune="la-nga", ts=ts
+        )
+        return Message(f"{TOPIC}/status", wire.encode(status), now, lambda: None)
+
+    ingestor = Ingestor(store, "commune")
+    ingestor.process(
+        [
+            at(now + 3600, 1),  # an hour ahead
+            at(now - 40 * 86400, 2),  # 40 days behind
+            birth(now + 86400 * 365),  # a year ahead: would freeze the agent's state
+            at(now - 3 * 86400, 3),  # a three-day backlog: fine
+            at(now + 60, 4),  # a minute ahead: within the tolerance
+        ]
+    )
+    assert ingestor.stats.rejected == {"clock_ahead": 2, "clock_behind": 1}
+    assert ingestor.stats.applied_envelopes == 2
+    [agent] = store.agents()
+    assert agent.last_seq == 4 and agent.state == "unknown"  # the future birth was refused
+    ingestor.process([birth(now)])
+    assert store.agents()[0].state == "online"

@@ -17,7 +17,8 @@ from collector.sink import Sink
 from collector.store import StateStore
 from tests.servers import VictoriaMetrics, free_port
 
-T0 = 1_795_000_000.0
+# Recent, on the hour: the collector refuses samples more than 30 days old.
+T0 = float(int(time.time()) // 3600 * 3600 - 3 * 86400)
 
 
 def envelope(seq: int, up: bool = True, agent: str = "pc-01") -> Envelope:
