@@ -1,0 +1,128 @@
+"""The deployment kit, checked where it cannot run here (no Docker, no Grafana): files parse,
+every referenced file exists, names match what the code provides, and the dashboard's
+queries name measurements, fields and tags the collector writes."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from agent.configtypes import convert_strict
+from collector.alerts.rules import COMMON_FIELDS, SAMPLE_FIELDS
+from collector.config import CollectorConfig
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+COMPOSE = DEPLOY / "compose"
+
+
+def compose() -> dict[str, object]:
+    loaded = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_every_file_the_compose_stack_mounts_or_builds_exists() -> None:
+    services = compose()["services"]
+    assert set(services) == {"mosquitto", "collector", "influxdb", "grafana"}  # type: ignore[arg-type]
+    generated = ("./secrets/", "./certs/")  # the operator's, listed in OPERATIONS.md
+    for name, service in services.items():  # type: ignore[union-attr]
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")) and not source.startswith(generated):
+                assert (COMPOSE / source).exists(), f"{name} mounts missing {source}"
+    build = services["collector"]["build"]  # type: ignore[index]
+    dockerfile = COMPOSE / build["context"] / build["dockerfile"]
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+    operations = (DEPLOY / "OPERATIONS.md").read_text()
+    for secret in compose()["secrets"].values():  # type: ignore[union-attr]
+        assert Path(secret["file"]).name in operations, f"{secret} is not documented"
+
+
+def test_the_brokers_config_finds_everything_it_names_in_the_stack() -> None:
+    mounted = {
+        volume.split(":")[1]
+        for volume in compose()["services"]["mosquitto"]["volumes"]  # type: ignore[index]
+    }
+    config = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    for key in ("cafile", "certfile", "keyfile", "password_file", "acl_file"):
+        for path in re.findall(rf"^{key} (\S+)", config, re.M):
+            assert path in mounted, f"{key} {path} is not mounted"
+    [persistence] = re.findall(r"^persistence_location (\S+)", config, re.M)
+    assert persistence.rstrip("/") in mounted
+
+
+def test_the_collector_config_of_the_stack_is_valid_and_uses_mounted_paths() -> None:
+    data = tomllib.loads((COMPOSE / "collector.toml").read_text())
+    config = convert_strict(data, CollectorConfig, "collector.toml")
+    service = compose()["services"]["collector"]  # type: ignore[index]
+    mounts = [v.split(":")[1] for v in service["volumes"]]
+    secrets = {f"/run/secrets/{s}" for s in service["secrets"]}
+
+    def provided(path: str) -> bool:
+        return path in secrets or any(path == m or path.startswith(m + "/") for m in mounts)
+
+    for path in [
+        *config.collector.inventory,
+        config.mqtt.password_file,
+        config.mqtt.ca_file,
+        config.store.path,
+        config.console.secret_file,
+        config.sink.token_file if config.sink else "",
+    ]:
+        assert provided(path), f"{path} is neither mounted nor a secret"
+    assert service["command"][:2] == ["commune-collector", "run"]
+    assert config.api.address()[1] == int(service["ports"][0].split(":")[1])
+
+
+def test_the_dashboard_asks_for_what_the_collector_writes() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "commune-ioc.json").read_text())
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "influxdb.yml").read_text()
+    )["datasources"][0]
+    measurements = {
+        (f"{check}_{item}" if item else check): {**fields, **COMMON_FIELDS}
+        for (check, item), fields in SAMPLE_FIELDS.items()
+    }
+    # Tags every point carries (lineproto), and the samples' own tags used in filters.
+    tags = {"province", "commune", "agent", "name", "target", "network", "method"}
+    queries = 0
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queries += 1
+            assert panel["datasource"]["uid"] == datasource["uid"]
+            query = target["query"]
+            assert f'from(bucket: "{datasource["jsonData"]["defaultBucket"]}")' in query
+            pairs = re.findall(r'r\._measurement == "(\w+)" and r\._field == "(\w+)"', query)
+            assert pairs, f"panel {panel['title']!r} names no measurement and field"
+            for measurement, field in pairs:
+                assert measurement in measurements, f"{panel['title']}: {measurement}"
+                assert field in measurements[measurement], f"{panel['title']}: {field}"
+            for tag in re.findall(r"r\.(\w+) (?:==|=~)", query):
+                assert tag in tags | {"_measurement", "_field", "_value"}, tag
+    assert queries >= 10
+    assert dashboard["templating"]["list"][0]["name"] == "commune"
+
+
+def test_the_systemd_units_run_the_projects_commands() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for unit, command in (
+        ("commune-agent.service", "commune-agent"),
+        ("commune-collector.service", "commune-collector"),
+    ):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read_string((DEPLOY / "systemd" / unit).read_text())
+        service = parser["Service"]
+        executable = service["ExecStart"].split()[0]
+        assert Path(executable).name == command and command in scripts
+        assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+        assert service["User"] == command
+        assert service["StateDirectory"] == command
