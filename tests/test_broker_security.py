@@ -342,38 +342,14 @@ def test_an_enrolled_agent_runs_with_its_written_config_until_revoked(
         assert any(t == "commune/dong-nai/la-nga/pc-01/data" for t, _ in collector.messages)
     finally:
         agent.stop()
-    result = CliRunner().invoke(
-        main,
-        [
-            "revoke",
-            "--province",
-            "dong-nai",
-            "--commune",
-            "la-nga",
-            "--agent",
-            "pc-01",
-            "--passwd-file",
-            str(broker.etc / "passwd"),
-        ],
-    )
+    revoke = ["revoke", "--province", "dong-nai", "--commune", "la-nga", "--agent", "pc-01"]
+    revoke += ["--passwd-file", str(broker.etc / "passwd")]
+    result = CliRunner().invoke(main, revoke)
     assert result.exit_code == 0 and "revoked dong-nai/la-nga/pc-01" in result.output
     broker.reload()
     again = agent_client(broker, "pc-01")
     assert again.connack is not None and again.connack.is_failure
-    result = CliRunner().invoke(
-        main,
-        [
-            "revoke",
-            "--province",
-            "dong-nai",
-            "--commune",
-            "la-nga",
-            "--agent",
-            "pc-01",
-            "--passwd-file",
-            str(broker.etc / "passwd"),
-        ],
-    )
+    result = CliRunner().invoke(main, revoke)  # twice: it is gone
     assert result.exit_code == 1 and "is not enrolled" in result.output
     collector.close()
 
