@@ -16,6 +16,7 @@ overwrites itself.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from agent.wire import Envelope, FieldValue, Sample
@@ -24,9 +25,11 @@ _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", "\n": " "})
 _KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " "})
 
 
+@functools.lru_cache(maxsize=65536)
 def _tag(text: str) -> str:
     # Line protocol cannot escape a trailing backslash (it would escape the space
     # after it): Windows mount points "C:\\" are written "C:".
+    # Cached: provinces, communes, agents, check names and keys repeat in every point.
     return text.rstrip("\\").translate(_KEY)
 
 

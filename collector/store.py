@@ -298,27 +298,30 @@ class StateStore:
 
     def _apply_envelope(self, envelope: Envelope, received: float) -> None:
         key = agent_key(envelope.province, envelope.commune, envelope.agent)
-        self._ensure_agent(key, envelope.province, envelope.commune, envelope.agent)
+        # One statement: the agent exists, its last sign of life and seq move forward,
+        # and data brings back an agent marked offline for silence.
         self._db.execute(
-            """UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?),
-                                 last_seq = MAX(COALESCE(last_seq, -1), ?)
-               WHERE agent_key = ?""",
-            (received, envelope.seq, key),
+            """INSERT INTO agents (agent_key, province, commune, agent, last_seen, last_seq)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+               ON CONFLICT (agent_key) DO UPDATE SET
+                 last_seen = MAX(COALESCE(last_seen, 0), ?5),
+                 last_seq = MAX(COALESCE(last_seq, -1), ?6),
+                 state_since = CASE WHEN state = 'offline' AND reason = 'silent'
+                                    THEN ?5 ELSE state_since END,
+                 state = CASE WHEN state = 'offline' AND reason = 'silent'
+                              THEN 'online' ELSE state END,
+                 reason = CASE WHEN state = 'offline' AND reason = 'silent'
+                               THEN '' ELSE reason END""",
+            (key, envelope.province, envelope.commune, envelope.agent, received, envelope.seq),
         )
-        # Data is a sign of life: an agent marked offline for silence is back.
-        self._db.execute(
-            """UPDATE agents SET state = 'online', reason = '', state_since = ?
-               WHERE agent_key = ? AND state = 'offline' AND reason = 'silent'""",
-            (received, key),
-        )
-        for sample in envelope.samples:
-            self._db.execute(
-                """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
-                     check_kind = excluded.check_kind, ts = excluded.ts,
-                     outcome = excluded.outcome, fields = excluded.fields,
-                     tags = excluded.tags, error = excluded.error
-                   WHERE excluded.ts > latest.ts""",
+        self._db.executemany(
+            """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
+                 check_kind = excluded.check_kind, ts = excluded.ts,
+                 outcome = excluded.outcome, fields = excluded.fields,
+                 tags = excluded.tags, error = excluded.error
+               WHERE excluded.ts > latest.ts""",
+            [
                 (
                     key,
                     sample.name,
@@ -330,8 +333,11 @@ class StateStore:
                     _encode(sample.fields).decode(),
                     _encode(sample.tags).decode(),
                     sample.error,
-                ),
-            )
+                )
+                for sample in envelope.samples
+            ],
+        )
+        for sample in envelope.samples:
             for kind, state in _updown(sample):
                 self._apply_updown(key, sample, kind, state)
             rtt = sample.fields.get("rtt_ms")

@@ -131,9 +131,20 @@ class AlertEngine:
             if rule.on == "sample":
                 self._sample_rules[(rule.check, rule.item)].append(rule)
         self.by_name = {r.name: r for r in self.rules}
+        self._troubled: set[tuple[str, str]] = set()
+        """(rule, subject) that have ever left "ok" since start, and those the store
+        holds not ok: only they need reading when their condition is false. A key is
+        never removed (a rolled-back transaction must not hide a firing alert)."""
 
     def install(self, store: StateStore) -> None:
         install_schema(store)
+        with store.reading() as db:
+            self._troubled.update(
+                (str(rule), str(subject))
+                for rule, subject in db.execute(
+                    "SELECT rule, subject FROM alert_subjects WHERE state != 'ok'"
+                )
+            )
         store.observers.append(self.observe)
 
     # driven by samples ----------------------------------------------------------------
@@ -160,6 +171,8 @@ class AlertEngine:
                     if holds is None:
                         continue
                     subject = sample_subject(envelope, sample)
+                    if not holds and (rule.name, subject.key) not in self._troubled:
+                        continue  # fine, and never was otherwise: nothing to read or write
                     self.step(
                         db, rule, subject, holds, sample.ts, received, _value_text(rule, values)
                     )
@@ -209,6 +222,8 @@ class AlertEngine:
             state, alert_id = "ok", None
         elif state == "firing" and alert_id is not None:
             self._refresh(db, alert_id, ts, now, value)
+        if state != "ok":
+            self._troubled.add((rule.name, subject.key))
         db.execute(
             "INSERT OR REPLACE INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
             (rule.name, subject.key, state, since, ts, alert_id),
