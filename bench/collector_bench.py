@@ -162,6 +162,30 @@ def measure_collector(
     }
 
 
+def measure_in_process(workdir: Path, cycles: int = 5) -> float:
+    """The commit path alone (decode, state, alert rules, spool), no broker: messages/s."""
+    store = StateStore(workdir / "in-process.sqlite")
+    AlertEngine(default_rules()).install(store)
+    ingestor = Ingestor(store, "commune", spool=True)
+    fleet = Fleet("dong-nai", [f"c{i:03d}" for i in range(40)], 49, seed=9, outages_per_day=0)
+    now = time.time() - cycles * 60
+    total, elapsed = 0, 0.0
+    for cycle in range(cycles):
+        at = now + 60 * cycle
+        batch = [
+            Message(topic, payload, at, lambda: None)
+            for agent in fleet.agents
+            for topic, payload, _ in fleet.cycle(agent, at)
+        ]
+        started = time.perf_counter()
+        for i in range(0, len(batch), 500):
+            ingestor.process(batch[i : i + 500])
+        elapsed += time.perf_counter() - started
+        total += len(batch)
+    store.close()
+    return total / elapsed
+
+
 def measure_ceiling(broker: Mosquitto, seconds: float, publishers: int) -> float:
     drained = Path(tempfile.mkdtemp()) / "drained"
     command = [
@@ -231,6 +255,8 @@ def main() -> None:
                 f"for {args.seconds:.0f} s",
                 flush=True,
             )
+            in_process = measure_in_process(Path(tmp))
+            print(f"  in-process commit path (no broker): {in_process:.0f} msg/s", flush=True)
             result = measure_collector(Path(tmp), broker, args.rate, args.seconds, args.publishers)
             report(result)
             print("ceiling: mosquitto_sub (C, QoS 1), same publishers at full speed", flush=True)
