@@ -71,8 +71,8 @@ def main() -> None:
         model = HealthModel(store)
         subjects = len(store.subjects())
         print(
-            f"province: {args.communes} communes, {len(fleet.agents)} agents, {subjects} probed "
-            f"subjects, {steps} cycles built in {built:.1f} s"
+            f"province: {args.communes} communes, {len(fleet.agents)} agents, {subjects} subjects "
+            f"with history, {steps} cycles built in {built:.1f} s"
         )
         floor = timed(lambda: model._facts("dong-nai"))
         communes = timed(lambda: model.communes("dong-nai"))

@@ -387,7 +387,7 @@ def get_availability(
         and s.agent_key.split("/")[1] == commune
         and (target is None or target in (s.name, s.target))
     ]
-    if not subjects and context.model.commune(commune) is None:
+    if not subjects and commune not in {c for _, c in context.model.places()}:
         raise HTTPException(404, f"no commune {commune!r}")
     views: list[AvailabilityView] = []
     tslcd: list[tuple[list[Outage], float]] = []

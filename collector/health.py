@@ -244,11 +244,7 @@ class HealthModel:
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
         """Every commune: the inventories' in their order, then the others seen, sorted."""
-        seen = {
-            (a.province, a.commune)
-            for a in self.store.agents()
-            if province is None or a.province == province
-        }
+        seen = {(p, c) for p, c in self.store.places() if province is None or p == province}
         listed = [
             (inv.province, c.slug)
             for inv in self.inventories.values()
@@ -501,17 +497,16 @@ class HealthModel:
     # the province -------------------------------------------------------------------
 
     def province(self, province: str) -> ProvinceHealth:
-        communes = self.communes(province)
+        return self.totals(province, self.communes(province))
+
+    def totals(self, province: str, communes: list[CommuneHealth]) -> ProvinceHealth:
+        """The province's figures from its communes' (already computed)."""
         inventory = self.inventories.get(province, EMPTY)
         by_status: dict[str, int] = {s: 0 for s in _SEVERITY}
         for commune in communes:
             by_status[commune.status] += 1
-        expected = [c.antimalware.expected for c in communes]
-        polycoms_expected = [c.polycom.expected for c in communes]
         lines = [c.line for c in communes if c.line.monitored]
         protected = sum(c.antimalware.protected for c in communes)
-        given = [e for e in expected if e is not None]
-        pcs_expected = sum(given) if given else None
         # Each commune counts its expected PCs, or the PCs it knows when the
         # inventory does not say.
         denominator = sum(c.antimalware.denominator for c in communes)
@@ -521,7 +516,7 @@ class HealthModel:
             generated_at=self._now(),
             communes=len(communes),
             communes_by_status=by_status,
-            pcs_expected=pcs_expected,
+            pcs_expected=_sum_given(c.antimalware.expected for c in communes),
             pcs_reporting=sum(c.antimalware.reporting for c in communes),
             pcs_protected=protected,
             percent_protected=100.0 * protected / denominator if denominator else None,
@@ -530,11 +525,7 @@ class HealthModel:
             lines_down=sum(1 for line in lines if line.up is False),
             availability_24h=_mean(line.availability.last_24h for line in lines),
             availability_30d=_mean(line.availability.last_30d for line in lines),
-            polycoms_expected=(
-                sum(e for e in polycoms_expected if e is not None)
-                if any(e is not None for e in polycoms_expected)
-                else None
-            ),
+            polycoms_expected=_sum_given(c.polycom.expected for c in communes),
             polycoms_reporting=sum(c.polycom.reporting for c in communes),
             polycoms_ready=sum(c.polycom.ready for c in communes),
         )
@@ -620,6 +611,12 @@ def _number(value: object) -> float | None:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _sum_given(values: Iterable[int | None]) -> int | None:
+    """The sum of the counts the inventory gives; None when it gives none."""
+    given = [v for v in values if v is not None]
+    return sum(given) if given else None
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

@@ -250,9 +250,7 @@ class Collector:
         for reason, count in sorted(stats.rejected.items()):
             rejected.add(count, reason=reason)
         agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
-        by_state: dict[str, int] = {}
-        for agent in self.reader.agents():
-            by_state[agent.state] = by_state.get(agent.state, 0) + 1
+        by_state = self.reader.agent_counts()
         for state in ("online", "offline", "unknown"):
             agents.add(by_state.get(state, 0), state=state)
         families = [

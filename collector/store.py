@@ -491,6 +491,18 @@ class StateStore:
 
     # reading -------------------------------------------------------------------
 
+    def places(self) -> set[tuple[str, str]]:
+        """(province, commune) of every agent known."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT province, commune FROM agents").fetchall()
+        return {(str(p), str(c)) for p, c in rows}
+
+    def agent_counts(self) -> dict[str, int]:
+        """Agents by state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM agents GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in rows}
+
     def agents(self) -> list[AgentState]:
         with self._lock:
             rows = self._db.execute(

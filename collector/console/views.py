@@ -166,14 +166,15 @@ def set_language(language: str, next: str = "/") -> Response:
 def overview(request: Request, viewer: Viewer, context: Context) -> HTMLResponse:
     provinces = context.model.provinces()
     province = provinces[0] if provinces else ""
-    totals = context.model.province(province) if province else None
+    communes = context.model.communes(province or None)
+    totals = context.model.totals(province, communes) if province else None
     firing = list_alerts(context.store, time.time(), state="firing")
     return page(
         request,
         "overview.html",
         viewer,
         province=totals,
-        communes=context.model.communes(province or None),
+        communes=communes,
         firing=len([a for a in firing if not a.suppressed]),
     )
 
