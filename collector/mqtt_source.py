@@ -1,4 +1,4 @@
-"""The collector's MQTT subscription: a persistent QoS 1 session with manual acknowledgement.
+"""The collector's MQTT subscription: a persistent QoS 1 session, acknowledged after commit.
 
 MQTT v5 on purpose: a v3.1.1 client gets at most Mosquitto's
 ``max_inflight_messages`` (20) unacknowledged messages at a time, which with
@@ -8,27 +8,37 @@ client sets its own window (Receive Maximum). The session outlives restarts
 
 Status topics are subscribed without ``$share``: shared subscriptions never
 receive retained messages. Data may be shared among collectors of a group.
+
+Two threads: the network thread alone touches the socket (an SSL connection
+must not be read and written from two threads at once); it decodes whole reads
+(``mqtt_codec``) and hands the messages over in bulk. The ingest thread commits
+batches; their acknowledgements go back to the network thread, which sends
+them together. Acknowledgements owed on a connection that has since dropped are
+not sent: the broker delivers those messages again on the next connection, and
+the store ignores what it already has.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
-import queue
+import select
+import socket
 import sqlite3
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
+from collector import mqtt_codec as codec
 from collector.ingest import Ingestor, Message
 
 log = logging.getLogger(__name__)
+
+#: Largest packet the broker may send us; larger ones are dropped by the broker.
+MAX_PACKET = 16 * 1024 * 1024
+READ_SIZE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class SourceSettings:
     session_expiry_s: int = 7 * 86400
     max_batch: int = 1000
     max_delay_s: float = 0.05
+    connect_timeout_s: float = 10.0
 
     def topic_filters(self) -> list[str]:
         filters = []
@@ -62,90 +73,231 @@ class SourceSettings:
         return filters
 
 
+class Refused(Exception):
+    """The broker answered, and said no."""
+
+
+class _Acks:
+    """Packet ids committed by the ingest thread, waiting for the network thread to send."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        """Which connection: ids owed to an earlier one are not sent."""
+        self._pending: list[int] = []
+        self._lock = threading.Lock()
+
+    def owe(self, generation: int, packet_id: int) -> None:
+        with self._lock:
+            if generation == self.generation:
+                self._pending.append(packet_id)
+
+    def take(self) -> bytes:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return b"".join(codec.puback(packet_id) for packet_id in pending)
+
+    def next_connection(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._pending = []
+
+
+def _noop() -> None:
+    """Acknowledging a QoS 0 message: nothing to send."""
+
+
 class MqttSource:
     def __init__(self, settings: SourceSettings, ingestor: Ingestor) -> None:
         self.settings = settings
         self.ingestor = ingestor
         self.connected = threading.Event()
-        self._queue: queue.Queue[Message] = queue.Queue()
+        """Connected and subscribed."""
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._arrived = threading.Condition()
+        self._acks = _Acks()
         self._stopping = threading.Event()
-        self._client = self._make_client()
+        self._closing = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._network = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
 
-    def _make_client(self) -> mqtt.Client:
+    # the network thread ----------------------------------------------------------
+
+    def _open(self) -> socket.socket:
         s = self.settings
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not s.tls:
+            return sock
+        context = ssl.create_default_context(cafile=s.ca_file or None)
+        if s.cert_file:
+            context.load_cert_chain(s.cert_file, s.key_file or None)
+        return context.wrap_socket(sock, server_hostname=s.host)
+
+    def _handshake(self, sock: socket.socket, reader: codec.PacketReader) -> int:
+        """CONNECT, CONNACK, SUBSCRIBE, SUBACK; the keepalive the broker wants."""
+        s = self.settings
+        sock.sendall(
+            codec.connect(
+                s.client_id,
+                keepalive=s.keepalive,
+                clean_start=False,
+                username=s.username,
+                password=s.password,
+                session_expiry=s.session_expiry_s,
+                receive_maximum=s.receive_window,
+                maximum_packet_size=MAX_PACKET,
+            )
         )
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        if s.tls:
-            client.tls_set(
-                ca_certs=s.ca_file or None, certfile=s.cert_file or None, keyfile=s.key_file or None
+        connack = self._expect(sock, reader, codec.CONNACK)
+        if connack.reasons[0] >= 0x80:
+            detail = f": {connack.reason_string}" if connack.reason_string else ""
+            raise Refused(f"{codec.reason_text(connack.reasons[0])}{detail}")
+        filters = s.topic_filters()
+        sock.sendall(codec.subscribe(1, filters))
+        suback = self._expect(sock, reader, codec.SUBACK)
+        for topic_filter, reason in zip(filters, suback.reasons, strict=False):
+            if reason >= 0x80:
+                log.error(
+                    "the broker refused the subscription %s: %s",
+                    topic_filter,
+                    codec.reason_text(reason),
+                )
+        log.info("subscribed to %s", ", ".join(filters))
+        return connack.server_keep_alive if connack.server_keep_alive is not None else s.keepalive
+
+    def _expect(self, sock: socket.socket, reader: codec.PacketReader, kind: int) -> codec.Ack:
+        """The next acknowledgement of ``kind``; messages before it are taken in."""
+        found: codec.Ack | None = None
+        while found is None:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionError("the broker closed the connection")
+            # A session's waiting messages may share a read with the CONNACK: keep them all.
+            publishes: list[codec.Publish] = []
+            for packet in reader.feed(data):
+                if isinstance(packet, codec.Publish):
+                    publishes.append(packet)
+                elif isinstance(packet, codec.Ack) and packet.kind == codec.DISCONNECT:
+                    raise Refused(_disconnect_reason(packet))
+                elif isinstance(packet, codec.Ack) and packet.kind == kind:
+                    found = packet
+            if publishes:
+                self._deliver(publishes)
+        return found
+
+    def _deliver(self, publishes: list[codec.Publish]) -> None:
+        received = time.time()
+        generation = self._acks.generation
+        owe = self._acks.owe
+        messages = [
+            Message(
+                p.topic,
+                p.payload,
+                received,
+                functools.partial(owe, generation, p.packet_id) if p.packet_id else _noop,
             )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.reconnect_delay_set(1, 30)
-        return client
+            for p in publishes
+        ]
+        with self._arrived:
+            self._inbox.extend(messages)
+            self._arrived.notify()
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: object, flags: object, reason: ReasonCode, _p: object
-    ) -> None:
-        if reason.is_failure:
-            log.error(
-                "broker %s:%d refused the collector: %s",
-                self.settings.host,
-                self.settings.port,
-                reason,
-            )
-            return
-        options = SubscribeOptions(qos=1)
-        client.subscribe([(f, options) for f in self.settings.topic_filters()])
-        log.info("subscribed to %s", ", ".join(self.settings.topic_filters()))
-        self.connected.set()
+    def _session(self) -> None:
+        """One connection, from connect until it drops or the collector stops."""
+        reader = codec.PacketReader(max_packet=MAX_PACKET)
+        with self._open() as sock:
+            keepalive = self._handshake(sock, reader)
+            self.connected.set()
+            sock.setblocking(False)
+            last_sent = last_heard = time.monotonic()
+            pinged = False
+            while not self._closing.is_set():
+                acks = self._acks.take()
+                if acks:
+                    _send(sock, acks)
+                    last_sent = time.monotonic()
+                if self._stopping.is_set():
+                    # Take nothing new; wait for the last batch's acknowledgements.
+                    self._closing.wait(0.05)
+                    continue
+                pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+                if not pending:
+                    ready, _, _ = select.select([sock, self._wake_reader], [], [], 1.0)
+                    if self._wake_reader in ready:
+                        self._wake_reader.recv(4096)
+                    if sock not in ready:
+                        now = time.monotonic()
+                        if keepalive and now - last_heard > 1.5 * keepalive:
+                            raise ConnectionError(
+                                f"no word from the broker for {keepalive * 1.5:.0f} s"
+                            )
+                        if keepalive and now - last_sent > keepalive / 2 and not pinged:
+                            _send(sock, codec.PINGREQ_PACKET)
+                            last_sent, pinged = now, True
+                        continue
+                try:
+                    data = sock.recv(READ_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    continue
+                if not data:
+                    raise ConnectionError("the broker closed the connection")
+                last_heard, pinged = time.monotonic(), False
+                publishes: list[codec.Publish] = []
+                for packet in reader.feed(data):
+                    if isinstance(packet, codec.Publish):
+                        publishes.append(packet)
+                    elif isinstance(packet, codec.Ack) and packet.kind == codec.DISCONNECT:
+                        raise ConnectionError(_disconnect_reason(packet))
+                if publishes:
+                    self._deliver(publishes)
+            _send(sock, self._acks.take() + codec.DISCONNECT_PACKET)
 
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
-    ) -> None:
-        self.connected.clear()
-        if not self._stopping.is_set():
-            log.warning(
-                "disconnected from the broker (%s); unacknowledged messages will come again", reason
-            )
+    def _run(self) -> None:
+        delay = 1.0
+        last_problem = ""
+        broker = f"{self.settings.host}:{self.settings.port}"
+        while not self._closing.is_set():
+            try:
+                self._session()
+                return
+            except Refused as exc:
+                problem = f"broker {broker} refused the collector: {exc}"
+            except (OSError, codec.ProtocolError) as exc:
+                problem = (
+                    f"lost the broker {broker} ({exc or type(exc).__name__}); "
+                    "unacknowledged messages will come again"
+                )
+            was_connected = self.connected.is_set()
+            self.connected.clear()
+            self._acks.next_connection()
+            if was_connected:
+                delay = 1.0
+            if problem != last_problem or was_connected:
+                (log.warning if was_connected else log.error)("%s", problem)
+                last_problem = problem
+            if self._closing.wait(delay):
+                return
+            delay = min(delay * 2, 30.0)
 
-    def _on_message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        mid, qos = message.mid, message.qos
-
-        def ack() -> None:
-            if qos:
-                client.ack(mid, qos)
-
-        self._queue.put(Message(message.topic, bytes(message.payload), time.time(), ack))
+    # the ingest thread -----------------------------------------------------------
 
     def _next_batch(self) -> list[Message]:
-        try:
-            batch = [self._queue.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.settings.max_delay_s
-        while len(batch) < self.settings.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=max(0.0, remaining))
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
+        limit = self.settings.max_batch
+        with self._arrived:
+            if not self._inbox and not self._arrived.wait_for(lambda: bool(self._inbox), 0.2):
+                return []
+            # A little patience fills the batch: one commit for many messages.
+            deadline = time.monotonic() + self.settings.max_delay_s
+            while len(self._inbox) < limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._arrived.wait(remaining):
+                    break
+            count = min(limit, len(self._inbox))
+            return [self._inbox.popleft() for _ in range(count)]
 
     def _work(self) -> None:
-        while not self._stopping.is_set() or not self._queue.empty():
+        while not self._stopping.is_set() or self._inbox:
             batch = self._next_batch()
             if not batch:
                 continue
@@ -158,24 +310,38 @@ class MqttSource:
                     log.error("state store cannot commit (%s); retrying in 1 s", exc)
                     if self._stopping.wait(1.0):
                         return
+            self._wake_writer.send(b"\x00")  # the network thread sends the acknowledgements
 
     def queued(self) -> int:
         """Messages received and not yet committed."""
-        return self._queue.qsize()
+        return len(self._inbox)
 
     def start(self) -> None:
-        s = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = s.session_expiry_s
-        properties.ReceiveMaximum = s.receive_window
-        self._client.connect_async(
-            s.host, s.port, keepalive=s.keepalive, clean_start=False, properties=properties
-        )
         self._worker.start()
-        self._client.loop_start()
+        self._network.start()
 
     def stop(self) -> None:
+        """Commit what was received, acknowledge it, and leave the session for the next run."""
         self._stopping.set()
         self._worker.join(timeout=10)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._closing.set()
+        self._network.join(timeout=10)
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """Send everything on a non-blocking socket, waiting for room as needed."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            select.select([], [sock], [], 1.0)
+            continue
+        view = view[sent:]
+
+
+def _disconnect_reason(packet: codec.Ack) -> str:
+    detail = f": {packet.reason_string}" if packet.reason_string else ""
+    return f"the broker disconnected us: {codec.reason_text(packet.reasons[0])}{detail}"
