@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import select
 import socket
@@ -40,7 +41,7 @@ from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
 from collector.ingest import Ingestor, Message  # noqa: E402
 from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
-from collector.sink import Sink  # noqa: E402
+from collector.sink_process import SinkProcess, SinkSettings  # noqa: E402
 from collector.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
@@ -189,13 +190,10 @@ def run_publishers(port: int, count: int, agents: int, rate: float, seconds: flo
 
 
 def live_bytes(path: Path) -> int:
-    """The state store's data, excluding free pages and the sink's spool (drained, reused)."""
+    """The state store's pages in use, but the sink's spool's (drained, then reused)."""
     with sqlite3.connect(path) as db:
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        free = db.execute("PRAGMA freelist_count").fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-        spool = db.execute("SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool").fetchone()[0]
-    return int((pages - free) * size - spool)
+        used = db.execute("SELECT SUM(pgsize) FROM dbstat WHERE name != 'spool'").fetchone()[0]
+    return int(used)
 
 
 def memory_kib(field: str) -> int:
@@ -205,9 +203,13 @@ def memory_kib(field: str) -> int:
     return 0
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time of this process, or of another one (the sink's) from /proc."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_collector(
@@ -219,7 +221,8 @@ def measure_collector(
     # The built-in alert rules evaluate every batch in its transaction, as in `run`.
     AlertEngine(default_rules()).install(store)
     ingestor = MeasuredIngestor(store, "commune", spool=True)
-    sink = Sink(store, vm.url, token="", org="bench", bucket="commune", batch_rows=2000)
+    # The sink in its own process, as `commune-collector run` starts it.
+    sink = SinkProcess(path, SinkSettings(vm.url, "", "bench", "commune", batch_rows=2000))
     source = MqttSource(
         SourceSettings(host="127.0.0.1", port=broker.port, client_id="bench-collector"), ingestor
     )
@@ -242,13 +245,16 @@ def measure_collector(
     cpu_used = cpu_seconds() - cpu_started
     while store.spool_stats()[0] and time.monotonic() < deadline:
         time.sleep(0.1)
+    sink_cpu = cpu_seconds(sink.pid)
     sink_done = time.time()
     spool_left = store.spool_stats()[0]
     source.stop()
     sink.stop()
+    points = sink.stats.points_written
     store.close()
     vm.stop()
-    span = ingestor.last_commit - started
+    # From the first commit: starting the publisher processes is not the collector's time.
+    span = ingestor.last_commit - ingestor.first_commit
     lat = sorted(ingestor.latencies)
     committed = ingestor.stats.applied_envelopes
     grown = live_bytes(path) - halfway[0][1]
@@ -261,10 +267,11 @@ def measure_collector(
         "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
         "rejected": sum(ingestor.stats.rejected.values()),
-        "points": sink.stats.points_written,
-        "sink_rate": sink.stats.points_written / (sink_done - started),
+        "points": points,
+        "sink_rate": points / (sink_done - started),
         "spool_left": spool_left,
         "cpu_cores": cpu_used / span,
+        "sink_cpu_cores": sink_cpu / (sink_done - started),
         "rss_mib": memory_kib("VmRSS") / 1024,
         "peak_rss_mib": memory_kib("VmHWM") / 1024,
         "store_mib": live_bytes(path) / 2**20,
@@ -346,7 +353,8 @@ def report(result: dict[str, float], rate: float) -> None:
         f"p99 {result['p99_ms']:.1f} ms"
     )
     print(
-        f"  collector  {result['cpu_cores']:.2f} cores of CPU; RSS {result['rss_mib']:.0f} MiB "
+        f"  collector  {result['cpu_cores']:.2f} cores of CPU (its sink process "
+        f"{result['sink_cpu_cores']:.2f}); RSS {result['rss_mib']:.0f} MiB "
         f"(peak {result['peak_rss_mib']:.0f} MiB, with the benchmark's own bookkeeping)"
     )
     per_day = result["growth_per_message"] * rate * 86400 / 2**20

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent.wire import Envelope, Status, WireError, decode_envelope, decode_status, parse_topic
-from collector.lineproto import envelope_lines
 from collector.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,8 @@ class Ingestor:
         self.root = root
         self.max_ahead_s = max_ahead_s
         self.max_age_s = max_age_s
-        # With a sink, points are queued in the same transaction as the state.
-        self.to_spool = envelope_lines if spool else None
+        # With a sink, envelopes are queued for it in the same transaction as the state.
+        self.spool = spool
         self.stats = IngestStats()
         self.rejections = RejectionLog(log_interval)
 
@@ -158,18 +157,22 @@ class Ingestor:
         """Validate a batch, commit the good part in one transaction, then ack everything."""
         messages = list(batch)
         envelopes: list[Envelope] = []
+        payloads: list[bytes] = []
         statuses: list[tuple[Status, float]] = []
         self.stats.received += len(messages)
         for message in messages:
             decoded = self._decode(message)
             if isinstance(decoded, Envelope):
                 envelopes.append(decoded)
+                payloads.append(message.payload)
             elif isinstance(decoded, Status):
                 statuses.append((decoded, message.received))
         if envelopes or statuses:
             started = time.perf_counter()
             received = max(m.received for m in messages)
-            self.store.apply(envelopes, statuses, received=received, to_spool=self.to_spool)
+            self.store.apply(
+                envelopes, statuses, received=received, spool=payloads if self.spool else None
+            )
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed

@@ -59,19 +59,21 @@ class Collector:
         self.source = MqttSource(self._source_settings(), self.ingestor)
         self.sink: Any = None
         if sink_config is not None:
-            from collector.sink import Sink
+            from collector.sink_process import SinkProcess, SinkSettings
 
             token_file = sink_config.token_file
             token = Path(token_file).read_text().strip() if token_file else ""
-            self.sink = Sink(
-                self.store,
-                sink_config.url,
-                token,
-                sink_config.org,
-                sink_config.bucket,
-                batch_rows=sink_config.batch,
-                timeout_s=float(sink_config.timeout),
-                max_backoff_s=float(sink_config.max_backoff),
+            self.sink = SinkProcess(
+                path,
+                SinkSettings(
+                    sink_config.url,
+                    token,
+                    sink_config.org,
+                    sink_config.bucket,
+                    batch_rows=sink_config.batch,
+                    timeout_s=float(sink_config.timeout),
+                    max_backoff_s=float(sink_config.max_backoff),
+                ),
             )
         self.health = HealthModel(self.reader, self.inventories)
         self.rules = load_all_rules(config)
@@ -173,6 +175,8 @@ class Collector:
         if silent:
             log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
         self.engine.tick(self.store, now)
+        if self.sink is not None:
+            self.sink.ensure_running()
         if time.monotonic() >= self._next_prune:
             pruned = self.store.prune(now - float(store_config.retention))
             if pruned:

@@ -1,10 +1,13 @@
 """The time-series sink: drains the store's spool into an InfluxDB v2 write API.
 
-Works with InfluxDB 2.x/3.x/1.8+ and VictoriaMetrics. Points leave the spool
-only when the server has accepted them; while it is down they wait (bounded by
-the store's spool size, drops counted) and are sent in order when it returns.
-A batch the server refuses as bad data (400/422) is split to find the culprit,
-which alone is dropped and counted, so one bad point cannot block the rest.
+Works with InfluxDB 2.x/3.x/1.8+ and VictoriaMetrics. The spool holds accepted
+envelopes as they arrived; the sink turns them into line protocol (rows written
+by earlier versions already hold line protocol, which never starts with ``{``,
+and are sent as they are). Points leave the spool only when the server has
+accepted them; while it is down they wait (bounded by the store's spool size,
+drops counted) and are sent in order when it returns. A batch the server
+refuses as bad data (400/422) is split to find the culprit, which alone is
+dropped and counted, so one bad point cannot block the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from agent.wire import WireError, decode_envelope
+from collector.lineproto import envelope_lines
 from collector.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,23 @@ class Sink:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+        self.close()
+
+    def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
+
+    def _as_lines(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        converted = []
+        for row_id, payload in rows:
+            if not payload.startswith(b"{"):
+                converted.append((row_id, payload))  # already line protocol
+                continue
+            try:
+                converted.append((row_id, envelope_lines(decode_envelope(payload))))
+            except WireError as exc:  # only if the store was edited by hand: drop, count
+                self.stats.rejected_rows += 1
+                log.error("a spooled envelope cannot be read (%s); dropped", exc)
+        return converted
 
     def _write(self, rows: list[tuple[int, bytes]]) -> None:
         body = b"\n".join(lines for _, lines in rows)
@@ -78,6 +99,8 @@ class Sink:
         """Write rows; bad data is bisected and the bad row dropped. Other errors raise."""
         from influxdb_client.rest import ApiException
 
+        if not rows:
+            return
         try:
             self._write(rows)
         except ApiException as exc:
@@ -104,22 +127,25 @@ class Sink:
             log.warning("time-series server unavailable (%s); points wait in the spool", reason)
             self._last_error = reason
 
+    def step(self, delay: float) -> float:
+        """Send one batch from the spool; how long to wait before the next (backoff)."""
+        rows = self.store.spool_fetch(self.batch_rows)
+        if not rows:
+            return 0.5
+        try:
+            self._send(self._as_lines(rows))
+        except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
+            self._report(exc)
+            return min(max(delay * 2, 1.0), self.max_backoff_s)
+        if self._last_error:
+            log.info("time-series server reachable again; sending the spool")
+            self._last_error = ""
+        self.store.spool_done(rows[-1][0])
+        return 0.0
+
     def _loop(self) -> None:
-        delay = 1.0
+        delay = 0.0
         while not self._stop.is_set():
-            rows = self.store.spool_fetch(self.batch_rows)
-            if not rows:
-                self._stop.wait(0.5)
-                continue
-            try:
-                self._send(rows)
-            except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
-                self._report(exc)
+            delay = self.step(delay)
+            if delay:
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-                continue
-            if self._last_error:
-                log.info("time-series server reachable again; sending the spool")
-                self._last_error = ""
-            delay = 1.0
-            self.store.spool_done(rows[-1][0])

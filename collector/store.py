@@ -182,8 +182,11 @@ class StateStore:
         # acknowledged messages are only acknowledged after that commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._spool_bytes = int(
-            self._db.execute("SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool").fetchone()[0]
+        # The spool's size is kept in the store itself: the sink, in another process,
+        # takes from it while ingest adds. Counted afresh on opening (one statement).
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES "
+            "('spool_bytes', (SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool))"
         )
         self.observers: list[Observer] = []
         """Called inside each batch's transaction (the alert engine): what they write
@@ -217,41 +220,50 @@ class StateStore:
         envelopes: Iterable[Envelope] = (),
         statuses: Iterable[tuple[Status, float]] = (),
         received: float | None = None,
-        to_spool: Callable[[Envelope], bytes] | None = None,
+        spool: Sequence[bytes] | None = None,
     ) -> None:
         """Apply a batch in one transaction; when this returns, it is committed.
 
-        With ``to_spool``, each envelope's time-series points are queued for the sink
-        in the same transaction.
+        ``spool``: each envelope's payload, in order, queued for the time-series sink
+        in the same transaction (the sink turns them into points).
         """
         now = self.clock() if received is None else received
         envelopes = list(envelopes)
         with self._lock:
-            spooled = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for status, status_received in statuses:
                     self._apply_status(status, status_received)
                 for observer in self.observers:
                     observer(self._db, envelopes, now)
+                self._touch_agents(envelopes, now)
                 for envelope in envelopes:
-                    self._apply_envelope(envelope, now)
-                    if to_spool is not None:
-                        lines = to_spool(envelope)
-                        self._db.execute("INSERT INTO spool (lines) VALUES (?)", (lines,))
-                        spooled += len(lines)
-                dropped = self._bound_spool(spooled)
+                    self._apply_envelope(envelope)
+                if spool:
+                    self._db.executemany(
+                        "INSERT INTO spool (lines) VALUES (?)", [(p,) for p in spool]
+                    )
+                    incoming = sum(len(p) for p in spool)
+                    self._bound_spool(incoming)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._spool_bytes += spooled - dropped
 
-    def _bound_spool(self, incoming: int) -> int:
-        """Drop the oldest points beyond the spool's bound and count them; bytes dropped."""
-        excess = self._spool_bytes + incoming - self.spool_max_bytes
+    def _add_spool_bytes(self, change: int) -> int:
+        """Change the spool's recorded size (inside a transaction); the new size."""
+        return int(
+            self._db.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'spool_bytes' RETURNING value",
+                (change,),
+            ).fetchone()[0]
+        )
+
+    def _bound_spool(self, incoming: int) -> None:
+        """Drop the oldest points beyond the spool's bound and count them."""
+        excess = self._add_spool_bytes(incoming) - self.spool_max_bytes
         if excess <= 0:
-            return 0
+            return
         dropped_bytes = dropped_rows = 0
         victims = self._db.execute("SELECT id, LENGTH(lines) FROM spool ORDER BY id").fetchall()
         for row_id, size in victims:
@@ -263,7 +275,7 @@ class StateStore:
         self._db.execute(
             "UPDATE meta SET value = value + ? WHERE key = 'spool_dropped'", (dropped_rows,)
         )
-        return dropped_bytes
+        self._add_spool_bytes(-dropped_bytes)
 
     def _ensure_agent(self, key: str, province: str, commune: str, agent: str) -> None:
         self._db.execute(
@@ -296,11 +308,23 @@ class StateStore:
             ),
         )
 
-    def _apply_envelope(self, envelope: Envelope, received: float) -> None:
-        key = agent_key(envelope.province, envelope.commune, envelope.agent)
-        # One statement: the agent exists, its last sign of life and seq move forward,
-        # and data brings back an agent marked offline for silence.
-        self._db.execute(
+    def _touch_agents(self, envelopes: Sequence[Envelope], received: float) -> None:
+        """Each agent of the batch exists, its last sign of life and seq move forward, and
+        data brings back an agent marked offline for silence: one row per agent, not per
+        envelope (an agent's check runs arrive together)."""
+        newest: dict[str, tuple[str, str, str, float, int]] = {}
+        for envelope in envelopes:
+            key = agent_key(envelope.province, envelope.commune, envelope.agent)
+            seen = newest.get(key)
+            if seen is None or envelope.seq > seen[4]:
+                newest[key] = (
+                    envelope.province,
+                    envelope.commune,
+                    envelope.agent,
+                    received,
+                    envelope.seq,
+                )
+        self._db.executemany(
             """INSERT INTO agents (agent_key, province, commune, agent, last_seen, last_seq)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                ON CONFLICT (agent_key) DO UPDATE SET
@@ -312,8 +336,11 @@ class StateStore:
                               THEN 'online' ELSE state END,
                  reason = CASE WHEN state = 'offline' AND reason = 'silent'
                                THEN '' ELSE reason END""",
-            (key, envelope.province, envelope.commune, envelope.agent, received, envelope.seq),
+            [(key, *row) for key, row in newest.items()],
         )
+
+    def _apply_envelope(self, envelope: Envelope) -> None:
+        key = agent_key(envelope.province, envelope.commune, envelope.agent)
         self._db.executemany(
             """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
@@ -360,12 +387,20 @@ class StateStore:
                 )
 
     def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> None:
+        ts = sample.ts
+        # The common case in one statement: no change of state, a newer observation.
+        if self._db.execute(
+            "UPDATE subjects SET last_ts = ? "
+            "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ? "
+            "AND state = ? AND last_ts < ?",
+            (ts, key, kind, sample.name, sample.target, state, ts),
+        ).rowcount:
+            return
         row = self._db.execute(
             "SELECT id, state, last_ts FROM subjects "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
             (key, kind, sample.name, sample.target),
         ).fetchone()
-        ts = sample.ts
         if row is None:
             cursor = self._db.execute(
                 """INSERT INTO subjects (agent_key, kind, name, target, network,
@@ -403,8 +438,6 @@ class StateStore:
                 "UPDATE subjects SET state = ?, since = ?, last_ts = ? WHERE id = ?",
                 (state, ts, ts, subject_id),
             )
-        else:
-            self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
 
     def mark_silent(
         self, now: float, intervals: float = 3.0, default_interval: float = 60.0
@@ -473,21 +506,23 @@ class StateStore:
 
     def spool_done(self, up_to_id: int) -> None:
         """The sink accepted everything up to this row."""
-        with self._lock:
+        with self.transaction():
             size = self._db.execute(
                 "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id <= ?", (up_to_id,)
             ).fetchone()[0]
             self._db.execute("DELETE FROM spool WHERE id <= ?", (up_to_id,))
-            self._spool_bytes -= int(size)
+            self._add_spool_bytes(-int(size))
 
     def spool_stats(self) -> tuple[int, int, int]:
         """(rows, bytes, rows dropped over the bound since the store was made)."""
         with self._lock:
             rows = self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
-            dropped = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'spool_dropped'"
-            ).fetchone()[0]
-        return int(rows), self._spool_bytes, int(dropped)
+            meta = dict(
+                self._db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('spool_dropped', 'spool_bytes')"
+                ).fetchall()
+            )
+        return int(rows), int(meta["spool_bytes"]), int(meta["spool_dropped"])
 
     # reading -------------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,12 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from agent import wire
 from agent.wire import Envelope, Sample
 from collector.ingest import Ingestor, Message
-from collector.lineproto import envelope_lines, sample_line
+from collector.lineproto import sample_line
 from collector.sink import Sink
+from collector.sink_process import SinkProcess, SinkSettings
 from collector.store import StateStore
 from tests.servers import VictoriaMetrics, free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Recent, on the hour: the collector refuses samples more than 30 days old.
 T0 = float(int(time.time()) // 3600 * 3600 - 3 * 86400)
@@ -139,6 +147,45 @@ def test_points_land_in_victoriametrics(tmp_path: Path, vm: VictoriaMetrics) -> 
     assert sink.stats.points_written == 60
 
 
+def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
+    tmp_path: Path, vm: VictoriaMetrics
+) -> None:
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    ingest(store, [envelope(seq) for seq in range(10)])
+    sink = SinkProcess(path, SinkSettings(vm.url, token="", org="province", bucket="commune"))
+    sink.start()
+    try:
+        wait(lambda: store.spool_stats()[:2] == (0, 0))
+        assert sink.stats.points_written == 20 and sink.last_error == ""
+        os.kill(sink.pid or 0, signal.SIGKILL)
+        wait(lambda: not sink.running)
+        assert "the sink process ended (exit code -9)" in sink.last_error
+        ingest(store, [envelope(seq) for seq in range(10, 15)])
+        sink.ensure_running()  # what the collector's housekeeping does
+        wait(lambda: store.spool_stats()[:2] == (0, 0))
+        assert sink.restarts == 1 and sink.stats.points_written == 10  # the new process's
+    finally:
+        sink.stop()
+    assert not sink.running
+    [series] = vm.export('{__name__="link_up"}')
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(15)]
+    # A collector killed with -9 leaves no sink behind writing on its own.
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from collector.sink_process import SinkProcess, SinkSettings\n"
+        f"sink = SinkProcess(Path({str(path)!r}), SinkSettings({vm.url!r}, '', 'p', 'c'))\n"
+        "sink.start(); print(sink.pid, flush=True); time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()
+    wait(lambda: not Path(f"/proc/{child}").exists(), timeout=10)
+
+
 def test_server_down_for_a_while_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     vm = VictoriaMetrics(tmp_path / "vm", port=port)
@@ -203,10 +250,11 @@ def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> 
 
 
 def test_the_spool_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
-    size = len(envelope_lines(envelope(0)))
+    # The spool holds envelopes as they arrived (the sink makes points of them).
+    size = len(wire.encode(envelope(24)))  # the largest (seq has two digits)
     store = StateStore(tmp_path / "state.sqlite", spool_max_bytes=10 * size + 5)
     ingest(store, [envelope(seq) for seq in range(25)])
     rows, used, dropped = store.spool_stats()
     assert (rows, dropped) == (10, 15)
     assert used <= 10 * size + 5
-    assert store.spool_fetch(1)[0][1] == envelope_lines(envelope(15))  # the newest ten are kept
+    assert store.spool_fetch(1)[0][1] == wire.encode(envelope(15))  # the newest ten are kept

@@ -85,10 +85,14 @@ class Subject:
     target: str = ""
 
 
-def sample_subject(envelope: Envelope, sample: Sample) -> Subject:
+def subject_key(envelope: Envelope, sample: Sample) -> str:
     place = f"{envelope.province}/{envelope.commune}/{envelope.agent}"
+    return f"{place}|{sample.name}|{sample.item}|{sample.target}"
+
+
+def sample_subject(envelope: Envelope, sample: Sample) -> Subject:
     return Subject(
-        key=f"{place}|{sample.name}|{sample.item}|{sample.target}",
+        key=subject_key(envelope, sample),
         province=envelope.province,
         commune=envelope.commune,
         agent=envelope.agent,
@@ -152,9 +156,15 @@ class AlertEngine:
     def observe(
         self, db: sqlite3.Connection, envelopes: Sequence[Envelope], received: float
     ) -> None:
+        # Runs for every sample of every batch: the common case (a fine subject that
+        # never was otherwise) must cost no more than the rule's test.
+        sample_rules, troubled = self._sample_rules, self._troubled
         for envelope in envelopes:
-            for sample in sorted(envelope.samples, key=lambda s: s.ts):
-                rules = self._sample_rules.get((sample.check, sample.item))
+            samples = envelope.samples
+            if len(samples) > 1:
+                samples = sorted(samples, key=lambda s: s.ts)
+            for sample in samples:
+                rules = sample_rules.get((sample.check, sample.item))
                 if not rules:
                     continue
                 values: dict[str, Any] = {
@@ -162,19 +172,26 @@ class AlertEngine:
                     "outcome": sample.outcome,
                     "success": sample.outcome == "ok",
                 }
+                key = ""
                 for rule in rules:
                     if not rule.in_scope(envelope.province, envelope.commune):
                         continue
-                    if any(sample.tags.get(k) != v for k, v in rule.tags.items()):
+                    if rule.tags and any(sample.tags.get(k) != v for k, v in rule.tags.items()):
                         continue
                     holds = rule.holds(values)
                     if holds is None:
                         continue
-                    subject = sample_subject(envelope, sample)
-                    if not holds and (rule.name, subject.key) not in self._troubled:
+                    key = key or subject_key(envelope, sample)
+                    if not holds and (rule.name, key) not in troubled:
                         continue  # fine, and never was otherwise: nothing to read or write
                     self.step(
-                        db, rule, subject, holds, sample.ts, received, _value_text(rule, values)
+                        db,
+                        rule,
+                        sample_subject(envelope, sample),
+                        holds,
+                        sample.ts,
+                        received,
+                        _value_text(rule, values),
                     )
 
     def step(
