@@ -294,6 +294,12 @@ SAMPLE_RULES = [
         sample("host", {"used_percent": 60.0}, item="disk", target="C:"),
         0,
     ),
+    (
+        "outbox_dropped",
+        sample("agent", {"dropped_envelopes": 40, "dropped_new": 40}, name="agent"),
+        sample("agent", {"dropped_envelopes": 40, "dropped_new": 0}, name="agent"),
+        0,
+    ),
 ]
 
 
@@ -514,4 +520,5 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "polycom_not_registered",
         "polycom_device_failed",
         "disk_full",
+        "outbox_dropped",
     }

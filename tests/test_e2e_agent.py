@@ -6,8 +6,12 @@ it was collected — whatever happens to the broker or the agent in between.
 
 from __future__ import annotations
 
+import itertools
+import select
 import signal
+import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -194,3 +198,82 @@ def test_kill_9_sends_the_last_will_and_a_restart_resumes_the_drain(
         if agent.process and agent.process.poll() is None:
             agent.stop(signal.SIGTERM)
         subscriber.stop()
+
+
+class UdpResponder:
+    """A UDP service on the SNMP path: junk answers, or a real device's answers held back."""
+
+    def __init__(self, upstream: int | None = None, delay: float = 0.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.upstream = upstream
+        self.delay = delay
+        self.requests = 0
+        self._relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        peer: tuple[str, int] | None = None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.sock, self._relay], [], [], 0.1)
+            if self.sock in ready:
+                data, peer = self.sock.recvfrom(65535)
+                self.requests += 1
+                if self.upstream is None:
+                    self.sock.sendto(b"\x30\x82\xff\xffnot snmp at all", peer)
+                else:
+                    self._relay.sendto(data, ("127.0.0.1", self.upstream))
+            if self._relay in ready and peer is not None:
+                answer = self._relay.recv(65535)
+                threading.Timer(self.delay, self.sock.sendto, (answer, peer)).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        self._relay.close()
+
+
+def test_a_garbage_device_and_a_slow_one_do_not_hold_back_the_good_one_or_lose_data(
+    tmp_path: Path, mosquitto: Mosquitto, snmpsim: SnmpSim
+) -> None:
+    junk = UdpResponder()
+    slow = UdpResponder(upstream=snmpsim.port, delay=4.0)  # beyond its 2 s timeout
+    checks = "\n".join(
+        f'[[checks.snmp]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'community = "huawei-s5720"\ninterval = "1s"\ntimeout = "2s"\nretries = 0\n'
+        for name, port in (("good", snmpsim.port), ("junk", junk.port), ("slow", slow.port))
+    )
+    subscriber = Subscriber(mosquitto.port, "commune/#").start()
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, "1s", checks)).start()
+    try:
+        messages = subscriber.wait_for(
+            lambda ms: (
+                sum(1 for e in envelopes(ms) for s in e.samples if s.name == "good" and not s.item)
+                >= 8
+            ),
+            timeout=40,
+        )
+        assert agent.process is not None and agent.process.poll() is None, agent.log
+    finally:
+        agent.stop()
+        subscriber.stop()
+        junk.close()
+        slow.close()
+    received = assert_complete_and_ordered(messages)  # nothing lost, nothing out of order
+    main = [s for e in received for s in e.samples if not s.item]
+    good = [s.ts for s in main if s.name == "good" and s.outcome == "ok"]
+    assert len(good) >= 8 and max(b - a for a, b in itertools.pairwise(good)) < 2.5, good
+    assert {s.outcome for s in main if s.name == "junk"} == {"bad_response"}
+    assert {s.outcome for s in main if s.name == "slow"} == {"timeout"}
+    assert junk.requests >= 3 and slow.requests >= 2
+    assert sum(1 for s in main if s.name == "slow") >= 2
+    # The checks themselves kept running: a device's failures are samples, not errors.
+    check_stats = {s.target: s.fields for e in received for s in e.samples if s.item == "check"}
+    for name in ("good", "junk", "slow"):
+        runs = check_stats[name]["runs"]
+        assert check_stats[name]["errors"] == 0 and isinstance(runs, int) and runs >= 2
+    assert "Traceback" not in agent.log

@@ -143,3 +143,30 @@ def test_file_is_in_wal_mode(tmp_path: Path) -> None:
     Outbox(tmp_path / "o.sqlite", 1, 1).close()
     with sqlite3.connect(tmp_path / "o.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_agent_reports_drops_new_since_its_last_sample_for_the_alert(tmp_path: Path) -> None:
+    """The drop counter survives restarts (it is in the file); ``dropped_new`` — what the
+    ``outbox_dropped`` alert watches — tells only drops since the previous sample."""
+    import asyncio
+
+    from agent.checks.selfmetrics import SelfMetricsCheck
+    from agent.stats import AgentStats
+
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, max_age=10**6, max_size=500)
+    for _ in range(8):
+        box.put("t", payload(100))  # type: ignore[arg-type]
+    box.close()
+    box = Outbox(path, max_age=10**6, max_size=500)  # restarted: 3 drops from before
+    check = SelfMetricsCheck(AgentStats(), box.stats)
+
+    def fields() -> tuple[object, object]:
+        [sample, *_] = asyncio.run(check.collect())
+        return sample.fields["dropped_envelopes"], sample.fields["dropped_new"]
+
+    assert fields() == (3, 0)  # reported before the restart
+    for _ in range(4):
+        box.put("t", payload(100))  # type: ignore[arg-type]
+    assert fields() == (7, 4)
+    assert fields() == (7, 0)

@@ -37,6 +37,10 @@ class SelfMetricsCheck(Check[SelfOptions]):
         self.outbox_stats = outbox_stats
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
+        # The outbox's drop counter survives restarts; what it held at start was
+        # reported before. Each sample tells the drops new since the previous one, so a
+        # rule can fire on "data was lost" without remembering counters.
+        self._dropped_reported = outbox_stats().dropped if outbox_stats is not None else 0
 
     async def collect(self) -> list[Sample]:
         now = self.clock()
@@ -60,10 +64,13 @@ class SelfMetricsCheck(Check[SelfOptions]):
                 if outbox.oldest_created is None
                 else max(0.0, now - outbox.oldest_created),
                 dropped_envelopes=outbox.dropped,
+                # A new (replaced) outbox starts counting at 0 again.
+                dropped_new=max(0, outbox.dropped - self._dropped_reported),
                 dropped_age=outbox.dropped_age,
                 dropped_size=outbox.dropped_size,
                 dropped_error=outbox.dropped_error,
             )
+            self._dropped_reported = outbox.dropped
         memory = self._process.memory_info()
         fields.update(rss_bytes=memory.rss, cpu_percent=self._process.cpu_percent(None))
         samples = [self.sample("ok", ts=now, fields=fields)]

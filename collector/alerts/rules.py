@@ -97,6 +97,7 @@ SAMPLE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
         "outbox_rows": NUMBER,
         "outbox_oldest_age_s": NUMBER,
         "dropped_envelopes": NUMBER,
+        "dropped_new": NUMBER,
         "rss_bytes": NUMBER,
         "cpu_percent": NUMBER,
     },

@@ -101,6 +101,7 @@ KINDS: dict[Language, dict[str, str]] = {
         "polycom_not_registered": "Thiết bị hội nghị chưa đăng ký",
         "polycom_device_failed": "Lỗi camera/micro thiết bị hội nghị",
         "disk_full": "Ổ đĩa đầy",
+        "outbox_dropped": "Máy mất dữ liệu do hàng đợi đầy",
     },
     "en": {},
 }
