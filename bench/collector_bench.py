@@ -1,19 +1,25 @@
-"""Collector ingest benchmark: sustained rate, p99 latency, zero loss, broker ceiling.
+"""Collector ingest benchmark: sustained rate, p99 latency, zero loss, CPU, RSS, store growth.
 
-    .venv/bin/python bench/collector_bench.py [--rate 5000] [--seconds 30] [--publishers 2]
+    .venv/bin/python bench/collector_bench.py [--rate 5000] [--seconds 30] [--communes 80]
+    .venv/bin/python bench/collector_bench.py --national --seconds 180
 
-Starts a private Mosquitto. Publisher processes play agents with the fleet
-simulator (``fleet.scenario``; 2,000 agents per process: 40 communes x 49 PCs
-and a poller, one envelope per check run with its realistic samples) and publish
-at QoS 1 at ``--rate`` messages/s in total for ``--seconds``. The collector's ingest
-path (MqttSource -> Ingestor -> StateStore + alert rules + spool -> Sink ->
-VictoriaMetrics, as ``commune-collector run`` with a sink) runs in this process; every message is
-committed, with its points spooled, before it is acknowledged.
-Reported: messages/s and samples/s committed, points written to the sink,
-end-to-end latency (publish to commit) p50/p99, loss (published minus
-committed), and, in the same run, the
-drain rate of ``mosquitto_sub`` (C, QoS 1) from the same broker under the same
-publishers at full speed, as the ceiling.
+Starts a private Mosquitto and VictoriaMetrics. Publisher processes play the
+agents of ``--communes`` simulated communes (``fleet.scenario``: 49 PCs and a
+poller each, one envelope per check run with its realistic samples) and write
+pre-encoded QoS 1 packets at ``--rate`` messages/s in total for ``--seconds``;
+``--national`` is 3,321 communes at their real rate (60 s cycles). The
+collector's path as ``commune-collector run`` wires it runs in this process
+(MqttSource -> Ingestor -> StateStore + alert rules + spool), with the sink in
+its own process writing to VictoriaMetrics; every message is committed before
+it is acknowledged.
+
+Reported: the commit path alone (no broker); messages/s and samples/s
+committed (from the first commit to the last); loss (broker-acknowledged
+minus committed); points written; publish-to-commit latency p50/p99; CPU of
+the collector and of its sink process; RSS; the store's size and growth per
+day at the offered rate (pages in use but the spool's, from half-time to the
+end); and, in the same run, the drain rate of ``mosquitto_sub`` (C, QoS 1)
+from the same broker under the same publishers at full speed, as the ceiling.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import resource
 import select
 import socket
@@ -76,6 +83,8 @@ class RawPublisher:
             if not block:
                 return []
             raise
+        if not data:
+            raise ConnectionError("the broker closed the publisher's connection")
         return self.reader.feed(data)
 
     def publish(self, messages: list[tuple[str, bytes, bool]]) -> None:
@@ -180,7 +189,15 @@ def run_publishers(port: int, count: int, agents: int, rate: float, seconds: flo
     ]
     for process in processes:
         process.start()
-    results = [done.get(timeout=seconds + 400) for _ in processes]
+    results: list[tuple[int, int]] = []
+    deadline = time.monotonic() + seconds + 400
+    while len(results) < count:
+        try:
+            results.append(done.get(timeout=1))
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"publishers failed or stalled (exit codes {failed})") from None
     for process in processes:
         process.join()
     sent = sum(sent for sent, _ in results)
