@@ -212,6 +212,7 @@ class UdpResponder:
         self.requests = 0
         self._relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._stop = threading.Event()
+        self._timers: list[threading.Timer] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -228,11 +229,16 @@ class UdpResponder:
                     self._relay.sendto(data, ("127.0.0.1", self.upstream))
             if self._relay in ready and peer is not None:
                 answer = self._relay.recv(65535)
-                threading.Timer(self.delay, self.sock.sendto, (answer, peer)).start()
+                timer = threading.Timer(self.delay, self.sock.sendto, (answer, peer))
+                self._timers.append(timer)
+                timer.start()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        for timer in self._timers:  # answers still held back: never sent
+            timer.cancel()
+            timer.join()
         self.sock.close()
         self._relay.close()
 
