@@ -48,7 +48,8 @@ from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
 from collector.ingest import Ingestor, Message  # noqa: E402
 from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
-from collector.sink_process import SinkProcess, SinkSettings  # noqa: E402
+from collector.sink import SinkSettings  # noqa: E402
+from collector.sink_process import SinkProcess  # noqa: E402
 from collector.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402

@@ -53,23 +53,14 @@ REASONS = {
     0x9F: "connection rate exceeded",
     0xA2: "wildcard subscriptions not supported",
 }
-#: MQTT 3.1.1 CONNACK return codes.
-REASONS_V4 = {
-    1: "unacceptable protocol version",
-    2: "client identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
 
 
 class ProtocolError(Exception):
     """The broker sent something this client cannot accept; the connection is dropped."""
 
 
-def reason_text(code: int, protocol: int = 5) -> str:
-    names = REASONS if protocol == 5 else REASONS_V4
-    return f"{names.get(code, 'reason')} (0x{code:02x})"
+def reason_text(code: int) -> str:
+    return f"{REASONS.get(code, 'reason')} (0x{code:02x})"
 
 
 # encoding ------------------------------------------------------------------------

@@ -168,23 +168,29 @@ class MqttSource:
 
     def _expect(self, sock: socket.socket, reader: codec.PacketReader, kind: int) -> codec.Ack:
         """The next acknowledgement of ``kind``; messages before it are taken in."""
-        found: codec.Ack | None = None
-        while found is None:
-            data = sock.recv(READ_SIZE)
-            if not data:
-                raise ConnectionError("the broker closed the connection")
-            # A session's waiting messages may share a read with the CONNACK: keep them all.
-            publishes: list[codec.Publish] = []
-            for packet in reader.feed(data):
-                if isinstance(packet, codec.Publish):
-                    publishes.append(packet)
-                elif isinstance(packet, codec.Ack) and packet.kind == codec.DISCONNECT:
-                    raise Refused(_disconnect_reason(packet))
-                elif isinstance(packet, codec.Ack) and packet.kind == kind:
-                    found = packet
-            if publishes:
-                self._deliver(publishes)
-        return found
+        while True:
+            # A session's waiting messages may share a read with the CONNACK: all are kept.
+            for answer in self._take_in(reader, sock.recv(READ_SIZE)):
+                if answer.kind == kind:
+                    return answer
+
+    def _take_in(self, reader: codec.PacketReader, data: bytes) -> list[codec.Ack]:
+        """Decode one read: its messages go to the ingest thread; the broker's answers
+        are returned. A DISCONNECT from the broker ends the connection."""
+        if not data:
+            raise ConnectionError("the broker closed the connection")
+        publishes: list[codec.Publish] = []
+        answers: list[codec.Ack] = []
+        for packet in reader.feed(data):
+            if isinstance(packet, codec.Publish):
+                publishes.append(packet)
+            elif isinstance(packet, codec.Ack):
+                if packet.kind == codec.DISCONNECT:
+                    raise ConnectionError(_disconnect_reason(packet))
+                answers.append(packet)
+        if publishes:
+            self._deliver(publishes)
+        return answers
 
     def _deliver(self, publishes: list[codec.Publish]) -> None:
         received = time.time()
@@ -240,17 +246,8 @@ class MqttSource:
                     data = sock.recv(READ_SIZE)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     continue
-                if not data:
-                    raise ConnectionError("the broker closed the connection")
+                self._take_in(reader, data)
                 last_heard, pinged = time.monotonic(), False
-                publishes: list[codec.Publish] = []
-                for packet in reader.feed(data):
-                    if isinstance(packet, codec.Publish):
-                        publishes.append(packet)
-                    elif isinstance(packet, codec.Ack) and packet.kind == codec.DISCONNECT:
-                        raise ConnectionError(_disconnect_reason(packet))
-                if publishes:
-                    self._deliver(publishes)
             _send(sock, self._acks.take() + codec.DISCONNECT_PACKET)
 
     def _run(self) -> None:

@@ -59,7 +59,8 @@ class Collector:
         self.source = MqttSource(self._source_settings(), self.ingestor)
         self.sink: Any = None
         if sink_config is not None:
-            from collector.sink_process import SinkProcess, SinkSettings
+            from collector.sink import SinkSettings
+            from collector.sink_process import SinkProcess
 
             token_file = sink_config.token_file
             token = Path(token_file).read_text().strip() if token_file else ""

@@ -13,7 +13,6 @@ dropped and counted, so one bad point cannot block the rest.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,45 +33,43 @@ class SinkStats:
     rejected_rows: int = 0
 
 
+@dataclass(frozen=True)
+class SinkSettings:
+    url: str
+    token: str
+    org: str
+    bucket: str
+    batch_rows: int = 500
+    timeout_s: float = 10.0
+    max_backoff_s: float = 60.0
+
+
 class Sink:
-    def __init__(
-        self,
-        store: StateStore,
-        url: str,
-        token: str,
-        org: str,
-        bucket: str,
-        batch_rows: int = 500,
-        timeout_s: float = 10.0,
-        max_backoff_s: float = 60.0,
-    ) -> None:
+    """One batch at a time (``step``); ``sink_process`` runs it in a process of its own."""
+
+    def __init__(self, store: StateStore, settings: SinkSettings) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.store = store
-        self.bucket = bucket
-        self.org = org
-        self.batch_rows = batch_rows
-        self.max_backoff_s = max_backoff_s
+        self.bucket = settings.bucket
+        self.org = settings.org
+        self.batch_rows = settings.batch_rows
+        self.max_backoff_s = settings.max_backoff_s
         self.stats = SinkStats()
-        self._client = InfluxDBClient(url=url, token=token, org=org, timeout=int(timeout_s * 1000))
+        self._client = InfluxDBClient(
+            url=settings.url,
+            token=settings.token,
+            org=settings.org,
+            timeout=int(settings.timeout_s * 1000),
+        )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._stop = threading.Event()
         self._last_error = ""
-        self._thread = threading.Thread(target=self._loop, name="sink", daemon=True)
 
     @property
     def last_error(self) -> str:
         """Why the last write failed; empty once a write succeeds."""
         return self._last_error
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-        self.close()
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -142,10 +139,3 @@ class Sink:
             self._last_error = ""
         self.store.spool_done(rows[-1][0])
         return 0.0
-
-    def _loop(self) -> None:
-        delay = 0.0
-        while not self._stop.is_set():
-            delay = self.step(delay)
-            if delay:
-                self._stop.wait(delay)

@@ -23,23 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.sink import SinkStats
+from collector.sink import SinkSettings, SinkStats
 
 log = logging.getLogger(__name__)
 
 _ERROR_BYTES = 512
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-@dataclass(frozen=True)
-class SinkSettings:
-    url: str
-    token: str
-    org: str
-    bucket: str
-    batch_rows: int = 500
-    timeout_s: float = 10.0
-    max_backoff_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,16 +49,7 @@ def _serve(path: str, settings: SinkSettings, shared: _Shared, parent: int, leve
     from collector.store import StateStore
 
     store = StateStore(Path(path))
-    sink = Sink(
-        store,
-        settings.url,
-        settings.token,
-        settings.org,
-        settings.bucket,
-        batch_rows=settings.batch_rows,
-        timeout_s=settings.timeout_s,
-        max_backoff_s=settings.max_backoff_s,
-    )
+    sink = Sink(store, settings)
     shared.alive.value = 1
     delay = 0.0
     try:
@@ -95,7 +75,7 @@ def _serve(path: str, settings: SinkSettings, shared: _Shared, parent: int, leve
 
 
 class SinkProcess:
-    """Same face as ``Sink`` for the collector: start, stop, stats, last_error."""
+    """The sink as the collector holds it: start, stop, stats, last_error, ensure_running."""
 
     def __init__(self, store_path: Path, settings: SinkSettings) -> None:
         self._context = multiprocessing.get_context("spawn")

@@ -183,9 +183,11 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         # The spool's size is kept in the store itself: the sink, in another process,
-        # takes from it while ingest adds. Counted afresh on opening (one statement).
+        # takes from it while ingest adds, each in its transactions. Counted once, for a
+        # store written before the count was kept (not at every open: the collector, its
+        # API reader and its sink each open the store).
         self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES "
+            "INSERT OR IGNORE INTO meta VALUES "
             "('spool_bytes', (SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool))"
         )
         self.observers: list[Observer] = []

@@ -18,8 +18,8 @@ from agent import wire
 from agent.wire import Envelope, Sample
 from collector.ingest import Ingestor, Message
 from collector.lineproto import sample_line
-from collector.sink import Sink
-from collector.sink_process import SinkProcess, SinkSettings
+from collector.sink import SinkSettings
+from collector.sink_process import SinkProcess
 from collector.store import StateStore
 from tests.servers import VictoriaMetrics, free_port
 
@@ -123,7 +123,7 @@ def wait(predicate: object, timeout: float = 30.0) -> None:
 def test_points_land_in_victoriametrics(tmp_path: Path, vm: VictoriaMetrics) -> None:
     store = StateStore(tmp_path / "state.sqlite")
     ingest(store, [envelope(seq, up=seq % 3 != 0) for seq in range(30)])
-    sink = Sink(store, vm.url, token="", org="province", bucket="commune")
+    sink = SinkProcess(store.path, SinkSettings(vm.url, "", "province", "commune"))
     sink.start()
     try:
         wait(lambda: store.spool_stats()[0] == 0)
@@ -153,7 +153,7 @@ def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
     path = tmp_path / "state.sqlite"
     store = StateStore(path)
     ingest(store, [envelope(seq) for seq in range(10)])
-    sink = SinkProcess(path, SinkSettings(vm.url, token="", org="province", bucket="commune"))
+    sink = SinkProcess(path, SinkSettings(vm.url, "", "province", "commune"))
     sink.start()
     try:
         wait(lambda: store.spool_stats()[:2] == (0, 0))
@@ -173,7 +173,7 @@ def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
     # A collector killed with -9 leaves no sink behind writing on its own.
     script = (
         "import sys, time; from pathlib import Path\n"
-        "from collector.sink_process import SinkProcess, SinkSettings\n"
+        "from collector.sink import SinkSettings\nfrom collector.sink_process import SinkProcess\n"
         f"sink = SinkProcess(Path({str(path)!r}), SinkSettings({vm.url!r}, '', 'p', 'c'))\n"
         "sink.start(); print(sink.pid, flush=True); time.sleep(60)\n"
     )
@@ -190,7 +190,7 @@ def test_server_down_for_a_while_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     vm = VictoriaMetrics(tmp_path / "vm", port=port)
     store = StateStore(tmp_path / "state.sqlite")
-    sink = Sink(store, vm.url, token="", org="province", bucket="commune", max_backoff_s=1)
+    sink = SinkProcess(store.path, SinkSettings(vm.url, "", "province", "commune", max_backoff_s=1))
     sink.start()
     try:
         ingest(store, [envelope(seq) for seq in range(20)])
@@ -234,8 +234,8 @@ def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> 
     envelopes = [envelope(seq) for seq in range(9)] + [envelope(9, agent="pc-bad")]
     envelopes += [envelope(seq) for seq in range(10, 16)]
     ingest(store, envelopes)
-    sink = Sink(
-        store, f"http://127.0.0.1:{server.server_address[1]}", token="", org="o", bucket="b"
+    sink = SinkProcess(
+        store.path, SinkSettings(f"http://127.0.0.1:{server.server_address[1]}", "", "o", "b")
     )
     sink.start()
     try:
