@@ -19,6 +19,7 @@ time, so replayed backlogs are placed where they happened.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -31,19 +32,45 @@ MAX_SAMPLES: Final = 2000
 MAX_FIELDS: Final = 64
 MAX_TAGS: Final = 16
 MAX_TEXT: Final = 1024
+MAX_CHECKS: Final = 256
+#: Integers travel exactly only within ±2^53: beyond, JSON consumers (JavaScript,
+#: the IOC's tools) and the time-series server (floats) lose them.
+MAX_EXACT_INT: Final = 2**53
+#: Times are Unix seconds from 1970 until 2242: a bound, not a policy (the collector
+#: refuses clocks far off by name: clock_ahead, clock_behind).
+MAX_TIME: Final = float(2**33)
+#: The per-agent sequence is stored as a SQLite INTEGER (signed 64 bits).
+MAX_SEQ: Final = 2**63 - 1
+
+
+def whole(pattern: str) -> str:
+    """A pattern that must match the whole string: ``$`` alone also matches before a
+    final newline (``"la-nga\n"``); the look-ahead refuses it, in Python's regular
+    expressions as in JSON Schema's."""
+    return f"^(?:{pattern})$(?!\n)"
+
 
 #: A topic segment: no MQTT wildcards or separators, no spaces.
-IDENT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IDENT_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KEY_PATTERN: Final = whole(r"[a-z][a-z0-9_]{0,63}")
 Ident = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN, max_length=64)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
-Key = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
+Time = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)]
+ExactInt = Annotated[int, msgspec.Meta(ge=-MAX_EXACT_INT, le=MAX_EXACT_INT)]
+FiniteFloat = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 
 #: What happened when the check ran against its target. A target that is down
 #: is data (``down``/``timeout``/``refused``), not an error of the agent.
 Outcome = Literal["ok", "down", "timeout", "refused", "bad_response", "error", "unsupported"]
 OUTCOMES: Final = ("ok", "down", "timeout", "refused", "bad_response", "error", "unsupported")
 
-FieldValue = bool | int | float | Text
+FieldValue = bool | ExactInt | FiniteFloat | Text
+
+#: Tags the collector writes itself from the topic and the sample (who, where, what),
+#: and fields it derives from the outcome: a sample may not set them.
+RESERVED_TAGS: Final = frozenset({"province", "commune", "agent", "name", "target"})
+RESERVED_FIELDS: Final = frozenset({"success", "outcome"})
 
 TopicKind = Literal["status", "data"]
 
@@ -51,14 +78,14 @@ TopicKind = Literal["status", "data"]
 class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One observation of one target by one check run."""
 
-    ts: float
+    ts: Time
     """Collection time, Unix seconds (UTC)."""
     check: Key
     """Check kind: host, antivirus, link, snmp, polycom, agent."""
     name: Text
     """The check instance's name from the agent config."""
     outcome: Outcome
-    item: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{0,32}$")] = ""
+    item: Annotated[str, msgspec.Meta(pattern=whole(r"[a-z0-9_]{0,32}"))] = ""
     """Sub-series of the check ("" for the main record; "disk", "interface", "product")."""
     target: Text = ""
     """What was observed: a host, an interface name, a product name, a mount point."""
@@ -71,13 +98,13 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
 class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One check run's results, published on the agent's ``data`` topic."""
 
-    v: int
+    v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
     agent: Ident
     province: Ident
     commune: Ident
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
     """Per-agent sequence number: +1 per envelope, kept across restarts, never going back."""
-    ts: float
+    ts: Time
     """When the envelope was written to the agent's outbox."""
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
 
@@ -85,18 +112,18 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The retained ``status`` message: birth (online), Last Will and clean stop (offline)."""
 
-    v: int
+    v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
     state: Literal["online", "offline"]
     agent: Ident
     province: Ident
     commune: Ident
-    ts: float = 0.0
+    ts: Time = 0.0
     """When the agent connected or stopped; 0 in a Last Will (time unknown in advance)."""
     version: Text = ""
-    checks: list[Text] = []
+    checks: Annotated[list[Text], msgspec.Meta(max_length=MAX_CHECKS)] = []
     reason: Text = ""
     """Why the agent went offline: "stopped", or "connection lost" in the Last Will."""
-    interval: float = 0.0
+    interval: Annotated[float, msgspec.Meta(ge=0.0, le=7 * 86400.0)] = 0.0
     """The agent's reporting interval in seconds (0: not said); a collector marks an
     agent offline after a few intervals of silence."""
 
@@ -181,14 +208,30 @@ def _check_identity(expected: TopicIdentity, province: str, commune: str, agent:
         )
 
 
+def reserved_names(sample: Sample) -> bool:
+    """Whether a sample sets a tag or field the collector writes itself (it would
+    speak for another place, or fake an outcome)."""
+    return not RESERVED_TAGS.isdisjoint(sample.tags) or not RESERVED_FIELDS.isdisjoint(
+        sample.fields
+    )
+
+
 def clean_fields(fields: dict[str, FieldValue | None]) -> dict[str, FieldValue]:
-    """Drop unknown (None) and non-finite values, which JSON and line protocol cannot
-    carry, and clip text to the contract's bound."""
+    """What the contract carries: unknown (None) and non-finite values dropped, integers
+    beyond ±2^53 (a 64-bit counter) as floats, text clipped to the contract's bound."""
     return {
-        key: value[:MAX_TEXT] if isinstance(value, str) else value
+        key: _carried(value)
         for key, value in fields.items()
         if value is not None and not (isinstance(value, float) and not math.isfinite(value))
     }
+
+
+def _carried(value: FieldValue) -> FieldValue:
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
+        return float(value)
+    return value
 
 
 #: Room left for the envelope around its samples (identity, seq, ts).

@@ -57,9 +57,11 @@ def run(config_path: Path | None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        collector.run(stop)
+        code = collector.run(stop)
     except ApiError as exc:
         raise click.ClickException(str(exc)) from None
+    if code:
+        sys.exit(code)
 
 
 @main.command("check-config")

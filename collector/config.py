@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent.configtypes import BrokerSection, ConfigError, Duration, Size, convert_strict, read_toml
-from agent.wire import Ident
+from agent.wire import Ident, whole
 from collector.inventory import load_inventory
 
 
@@ -82,7 +82,7 @@ class ApiToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     """Who holds it, for logs: "ioc", "tech-la-nga"."""
     role: Role = "read"
-    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=whole("[0-9a-f]{64}"))]
     """SHA-256 of the token, hex; the token itself is never in the config.
     `commune-collector token NAME` makes one."""
 

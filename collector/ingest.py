@@ -7,6 +7,15 @@ which the store ignores by construction. A bad message is rejected, counted by
 reason, logged at most once per sender and reason per interval, and
 acknowledged too, so that it is neither redelivered forever nor in the way of
 the good messages behind it.
+
+"Bad" is not only what breaks the contract: a message the store cannot apply
+(any exception, a bug of ours included) is found by applying the batch again
+message by message, and rejected alone (``apply_failed``); the others commit.
+Only the store itself failing (locked, disk full) holds the batch back, not
+acknowledged, to be tried again. Samples are refused alone where the rest of
+their envelope is good: a sample setting a name the collector writes itself
+(``reserved_name``), or beyond its agent's bounds (``series_limit``,
+``subject_limit``).
 """
 
 from __future__ import annotations
@@ -14,12 +23,23 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.wire import Envelope, Status, WireError, decode_envelope, decode_status, parse_topic
-from collector.store import StateStore
+import msgspec
+
+from agent.wire import (
+    Envelope,
+    Status,
+    WireError,
+    decode_envelope,
+    decode_status,
+    parse_topic,
+    reserved_names,
+)
+from collector.store import Applied, StateStore, agent_key
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +65,8 @@ class IngestStats:
     acked: int = 0
     batches: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    samples_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Samples refused alone (their envelope applied), by reason."""
     commit_seconds_total: float = 0.0
     last_commit_s: float = 0.0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BOUNDS) + 1))
@@ -82,6 +104,9 @@ class RejectionLog:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, min(ts, 1e11))))
+
+
+RESERVED_SHOWN = ("province", "commune", "agent", "name", "target")
 
 
 def sender_of(topic: str, root: str) -> str:
@@ -125,7 +150,25 @@ class Ingestor:
         except WireError as exc:
             self._reject(message, exc.reason, exc.detail)
             return None
+        except Exception as exc:  # a bug of ours must not take the batch with it
+            self._reject(message, "decode_failed", f"{type(exc).__name__}: {exc}")
+            return None
         return decoded
+
+    def _screen(self, envelope: Envelope) -> Envelope:
+        """The envelope without samples that set names the collector writes itself."""
+        kept = [s for s in envelope.samples if not reserved_names(s)]
+        if len(kept) == len(envelope.samples):
+            return envelope
+        refused = len(envelope.samples) - len(kept)
+        self.stats.samples_refused["reserved_name"] += refused
+        self.rejections(
+            agent_key(envelope.province, envelope.commune, envelope.agent),
+            "reserved_name",
+            f"{refused} samples set a tag ({', '.join(sorted(RESERVED_SHOWN))}) or field "
+            "(success, outcome) that the collector writes itself; refused",
+        )
+        return msgspec.structs.replace(envelope, samples=kept)
 
     def _check_clock(self, decoded: Envelope | Status, received: float) -> None:
         """Times from an agent whose clock is wrong are refused, not stored at the wrong time.
@@ -134,19 +177,21 @@ class Ingestor:
         the agent's state and history until that time came). Behind: older than
         ``max_age_s``, beyond any outbox backlog.
         """
+        # A Last Will carries no time (0: it happens on arrival); any other time of 0
+        # is as wrong a clock as any other old time.
         times = (
-            [decoded.ts]
+            [decoded.ts or received]
             if isinstance(decoded, Status)
             else [decoded.ts, *(s.ts for s in decoded.samples)]
         )
-        newest, oldest = max(times), min(t for t in times if t) if any(times) else 0.0
+        newest, oldest = max(times), min(times)
         if newest > received + self.max_ahead_s:
             raise WireError(
                 "clock_ahead",
                 f"time {_iso(newest)} is {(newest - received) / 3600:.1f} h ahead of the "
                 "collector: fix the agent's clock",
             )
-        if oldest and oldest < received - self.max_age_s:
+        if oldest < received - self.max_age_s:
             raise WireError(
                 "clock_behind",
                 f"time {_iso(oldest)} is {(received - oldest) / 86400:.1f} days old, beyond "
@@ -154,38 +199,75 @@ class Ingestor:
             )
 
     def process(self, batch: Iterable[Message]) -> None:
-        """Validate a batch, commit the good part in one transaction, then ack everything."""
+        """Validate a batch, commit the good part in one transaction, then ack everything.
+
+        Raises ``sqlite3.OperationalError`` when the store cannot commit: nothing is
+        acknowledged then, and the batch may be given again.
+        """
         messages = list(batch)
         envelopes: list[Envelope] = []
-        payloads: list[bytes] = []
+        payloads: list[bytes | None] = []
         statuses: list[tuple[Status, float]] = []
+        envelope_of: list[Message] = []
+        status_of: list[Message] = []
         self.stats.received += len(messages)
         for message in messages:
             decoded = self._decode(message)
             if isinstance(decoded, Envelope):
-                envelopes.append(decoded)
-                payloads.append(message.payload)
+                screened = self._screen(decoded)
+                envelopes.append(screened)
+                payloads.append(message.payload if screened is decoded else None)
+                envelope_of.append(message)
             elif isinstance(decoded, Status):
                 statuses.append((decoded, message.received))
+                status_of.append(message)
         if envelopes or statuses:
             started = time.perf_counter()
             received = max(m.received for m in messages)
-            self.store.apply(
-                envelopes, statuses, received=received, spool=payloads if self.spool else None
-            )
+            spool = payloads if self.spool else None
+            try:
+                applied = self.store.apply(envelopes, statuses, received=received, spool=spool)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "a batch of %d messages could not be applied (%s: %s); "
+                    "applying them one by one",
+                    len(messages),
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
+                applied = self.store.apply_each(envelopes, statuses, received=received, spool=spool)
+            self._count(applied, envelope_of, status_of)
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed
             self.stats.commit_buckets[bisect.bisect_left(COMMIT_BOUNDS, elapsed)] += 1
-            self.stats.applied_envelopes += len(envelopes)
+            self.stats.applied_envelopes += len(envelopes) - len(applied.failed_envelopes)
             self.stats.last_commit_at = time.time()
             if envelopes:
                 self.stats.lag_s = max(
                     0.0, self.stats.last_commit_at - max(e.ts for e in envelopes)
                 )
-            self.stats.applied_statuses += len(statuses)
+            self.stats.applied_statuses += len(statuses) - len(applied.failed_statuses)
         self.stats.batches += 1
         # Only now: everything good is committed, everything bad is counted.
         for message in messages:
             message.ack()
         self.stats.acked += len(messages)
+
+    def _count(
+        self, applied: Applied, envelope_of: list[Message], status_of: list[Message]
+    ) -> None:
+        for index, why in applied.failed_envelopes.items():
+            self._reject(envelope_of[index], "apply_failed", why)
+        for index, why in applied.failed_statuses.items():
+            self._reject(status_of[index], "apply_failed", why)
+        for (key, reason), count in applied.refused.items():
+            self.stats.samples_refused[reason] += count
+            self.rejections(
+                key,
+                reason,
+                f"{count} samples refused: the agent is at its bound of "
+                + ("series" if reason == "series_limit" else "subjects with history"),
+            )

@@ -8,6 +8,9 @@
 - fields: the sample's fields, every number written as a float so a field never
   changes type between points (InfluxDB refuses that), booleans as booleans,
   text as strings; plus ``success`` (1 when the outcome is ok) and ``outcome``;
+- identity is written last: a sample's own tags or fields named like the
+  identity tags or the derived fields cannot replace them (the collector also
+  refuses such samples: ``reserved_name``);
 - timestamp: the sample's collection time, in milliseconds.
 
 A point is keyed by measurement + tags + timestamp, so a redelivered envelope
@@ -48,20 +51,20 @@ def sample_line(envelope: Envelope, sample: Sample) -> str:
         _MEASUREMENT
     )
     tags = {
+        **sample.tags,
         "province": envelope.province,
         "commune": envelope.commune,
         "agent": envelope.agent,
         "name": sample.name,
         "target": sample.target,
-        **sample.tags,
     }
     tag_text = "".join(
         f",{_tag(key)}={_tag(value)}" for key, value in sorted(tags.items()) if _tag(value)
     )
     fields = {
+        **sample.fields,
         "success": 1.0 if sample.outcome == "ok" else 0.0,
         "outcome": sample.outcome,
-        **sample.fields,
     }
     field_text = ",".join(
         f"{_tag(key)}={text}"

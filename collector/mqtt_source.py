@@ -120,6 +120,8 @@ class MqttSource:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._network = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._worker = threading.Thread(target=self._work, name="ingest", daemon=True)
+        self.store_error = ""
+        """Why the store last failed to commit; empty once a commit succeeds."""
 
     # the network thread ----------------------------------------------------------
 
@@ -265,6 +267,9 @@ class MqttSource:
                     f"lost the broker {broker} ({exc or type(exc).__name__}); "
                     "unacknowledged messages will come again"
                 )
+            except Exception as exc:  # a bug of ours: a new connection, not a dead thread
+                log.exception("the MQTT connection failed unexpectedly; connecting again")
+                problem = f"unexpected {type(exc).__name__} on the broker connection"
             was_connected = self.connected.is_set()
             self.connected.clear()
             self._acks.next_connection()
@@ -294,24 +299,38 @@ class MqttSource:
             return [self._inbox.popleft() for _ in range(count)]
 
     def _work(self) -> None:
-        while not self._stopping.is_set() or self._inbox:
-            batch = self._next_batch()
-            if not batch:
-                continue
-            while True:
-                try:
-                    self.ingestor.process(batch)
-                    break
-                except sqlite3.Error as exc:
-                    # Not acknowledged: nothing is lost; try again rather than drop.
-                    log.error("state store cannot commit (%s); retrying in 1 s", exc)
-                    if self._stopping.wait(1.0):
-                        return
-            self._wake_writer.send(b"\x00")  # the network thread sends the acknowledgements
+        try:
+            while not self._stopping.is_set() or self._inbox:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                while True:
+                    try:
+                        self.ingestor.process(batch)
+                        self.store_error = ""
+                        break
+                    except sqlite3.OperationalError as exc:
+                        # Not acknowledged: nothing is lost; try again rather than drop.
+                        if not self.store_error:
+                            log.error("state store cannot commit (%s); retrying every 1 s", exc)
+                        self.store_error = str(exc)[:200] or type(exc).__name__
+                        if self._stopping.wait(1.0):
+                            return
+                self._wake_writer.send(b"\x00")  # the network thread sends the acknowledgements
+        except BaseException:
+            # The collector sees the thread gone (/healthz, then exits for a restart).
+            log.critical("the ingest worker died", exc_info=True)
+            raise
 
     def queued(self) -> int:
         """Messages received and not yet committed."""
         return len(self._inbox)
+
+    def dead(self) -> list[str]:
+        """Its threads that have ended without being told to: "mqtt", "ingest"."""
+        if self._stopping.is_set():
+            return []
+        return [t.name for t in (self._network, self._worker) if t.ident and not t.is_alive()]
 
     def start(self) -> None:
         self._worker.start()

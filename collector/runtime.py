@@ -24,6 +24,10 @@ log = logging.getLogger("collector")
 
 #: The broker may be away this long before /healthz says "degraded".
 BROKER_GRACE_S = 30.0
+#: Messages waiting this long with no commit: the ingest is stalled.
+STALL_S = 60.0
+#: Part states that are not a fault of the collector (/healthz stays 200).
+WELL = frozenset({"ok", "reconnecting", "behind"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -102,6 +106,7 @@ class Collector:
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()
         self._next_prune = time.monotonic()
+        self._housekeeping_failed: set[str] = set()
         self.started = time.time()
 
     def _source_settings(self) -> SourceSettings:
@@ -167,31 +172,77 @@ class Collector:
         log.info("API for the IOC on http://%s/docs", api.listen)
 
     def housekeeping(self, now: float | None = None) -> None:
-        """Agents silent too long go offline; old history and long-gone agents go."""
+        """Agents silent too long go offline; old history and long-gone agents go.
+
+        Each task on its own: one that fails (logged, shown by /healthz) does not keep
+        the others from running, and it is tried again next time.
+        """
         now = time.time() if now is None else now
-        collector, store_config = self.config.collector, self.config.store
+        self._task("silence", self._mark_silent, now)
+        self._task("alerts", self.engine.tick, self.store, now)
+        if self.sink is not None:
+            self._task("sink", self.sink.ensure_running)
+        if time.monotonic() >= self._next_prune:
+            self._task("retention", self._prune, now)
+            self._next_prune = time.monotonic() + 3600
+
+    def _task(self, name: str, work: Any, *args: Any) -> None:
+        try:
+            work(*args)
+        except Exception:
+            if name not in self._housekeeping_failed:
+                log.exception("housekeeping: %s failed; trying again at the next round", name)
+            self._housekeeping_failed.add(name)
+        else:
+            self._housekeeping_failed.discard(name)
+
+    def _mark_silent(self, now: float) -> None:
+        collector = self.config.collector
         silent = self.store.mark_silent(
             now, collector.offline_after, float(collector.default_interval)
         )
         if silent:
             log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
-        self.engine.tick(self.store, now)
-        if self.sink is not None:
-            self.sink.ensure_running()
-        if time.monotonic() >= self._next_prune:
-            pruned = self.store.prune(now - float(store_config.retention))
-            if pruned:
-                log.info("forgot %d outages older than the retention", pruned)
-            gone = self.store.forget_agents(now - float(store_config.forget_agents_after))
-            if gone:
-                log.info("forgot %d agents gone for good: %s", len(gone), ", ".join(gone[:10]))
-            self._next_prune = time.monotonic() + 3600
 
-    def run(self, stop: threading.Event, every_s: float = 10.0) -> None:
+    def _prune(self, now: float) -> None:
+        store_config = self.config.store
+        pruned = self.store.prune(now - float(store_config.retention))
+        if pruned:
+            log.info("forgot %d outages older than the retention", pruned)
+        gone = self.store.forget_agents(now - float(store_config.forget_agents_after))
+        if gone:
+            log.info("forgot %d agents gone for good: %s", len(gone), ", ".join(gone[:10]))
+
+    def dead_workers(self) -> list[str]:
+        """Threads that ended without being told to. The collector cannot mend them: it
+        stops, exit status 1, for the service manager to start it afresh."""
+        dead = self.source.dead()
+        if self.notifier.dead():
+            dead.append("notifier")
+        if self._server_thread is not None and not self._server_thread.is_alive():
+            dead.append("api")
+        return dead
+
+    def run(self, stop: threading.Event, every_s: float = 10.0) -> int:
+        """Until ``stop`` is set: 0. When a worker died: 1, after stopping the rest."""
         self.start()
-        while not stop.wait(every_s):
-            self.housekeeping()
+        code = 0
+        next_round = time.monotonic() + every_s
+        while not stop.wait(min(1.0, every_s)):
+            dead = self.dead_workers()
+            if dead:
+                log.critical(
+                    "%s died: stopping with exit status 1 for the service manager to restart "
+                    "the collector (unacknowledged messages come again)",
+                    ", ".join(dead),
+                )
+                code = 1
+                break
+            if time.monotonic() >= next_round:
+                self.housekeeping()
+                next_round = time.monotonic() + every_s
         self.stop()
+        return code
 
     def stop(self) -> None:
         if self._server is not None:
@@ -207,7 +258,11 @@ class Collector:
 
     # what the API shows about the collector itself ------------------------------------
 
-    def healthz(self) -> tuple[bool, dict[str, Any]]:
+    def parts(self) -> dict[str, str]:
+        """Each part of the collector and how it is: "ok", or a word for what is wrong.
+
+        No internal error texts (``/healthz`` answers anyone): those are in the log.
+        """
         connected = self.source.connected.is_set()
         now = time.monotonic()
         if connected:
@@ -215,17 +270,45 @@ class Collector:
         elif self._disconnected_since is None:
             self._disconnected_since = now
         away = 0.0 if connected else now - (self._disconnected_since or now)
-        rows = self.store.spool_stats()[0]
+        parts = {
+            "broker": "ok" if connected else "reconnecting" if away < BROKER_GRACE_S else "away"
+        }
+        dead = set(self.dead_workers())
+        stats = self.ingestor.stats
+        stalled = (
+            self.source.queued() > 0
+            and time.time() - max(stats.last_commit_at, self.started) > STALL_S
+        )
+        parts["mqtt"] = "dead" if "mqtt" in dead else "ok"
+        parts["ingest"] = (
+            "dead"
+            if "ingest" in dead
+            else "store_failing"
+            if self.source.store_error
+            else "stalled"
+            if stalled
+            else "ok"
+        )
+        parts["notifier"] = "dead" if "notifier" in dead else "ok"
+        if self.sink is not None:
+            parts["sink"] = (
+                "behind" if self.sink.running and self.sink.last_error
+                else "ok" if self.sink.running
+                else "dead"
+            )  # fmt: skip
+        for task in sorted(self._housekeeping_failed):
+            parts[f"housekeeping_{task}"] = "failing"
+        return parts
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        parts = self.parts()
         detail: dict[str, Any] = {
-            "broker_connected": connected,
-            "broker_away_s": round(away, 1),
+            "parts": parts,
             "ingest_queue": self.source.queued(),
             "last_commit_at": self.ingestor.stats.last_commit_at or None,
-            "spool_rows": rows,
+            "spool_rows": self.store.spool_stats()[0],
         }
-        if self.sink is not None:
-            detail["sink_last_error"] = self.sink.last_error or None
-        return connected or away < BROKER_GRACE_S, detail
+        return all(state in WELL for state in parts.values()), detail
 
     def _alert_family(self) -> Family:
         family = Family("commune_collector_alerts_firing", "gauge", "Alerts firing, by severity.")

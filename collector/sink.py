@@ -6,8 +6,13 @@ by earlier versions already hold line protocol, which never starts with ``{``,
 and are sent as they are). Points leave the spool only when the server has
 accepted them; while it is down they wait (bounded by the store's spool size,
 drops counted) and are sent in order when it returns. A batch the server
-refuses as bad data (400/422) is split to find the culprit, which alone is
-dropped and counted, so one bad point cannot block the rest.
+refuses as bad data (400, 413, 422) is split to find the culprit, which alone is
+dropped and counted, so one bad point cannot block the rest. A row that cannot
+be turned into line protocol (whatever the error, ours included) is dropped
+alone, counted, before anything is sent. And should the server fail the same
+batch again and again with a server error (5xx) while it answers its health
+check, the batch is split the same way: a row the healthy server keeps failing
+is dropped alone, counted; the spool never waits for ever behind one row.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from agent.wire import WireError, decode_envelope
+from agent.wire import decode_envelope
 from collector.lineproto import envelope_lines
 from collector.store import StateStore
 
 log = logging.getLogger(__name__)
 
-BAD_DATA = (400, 422)
+BAD_DATA = (400, 413, 422)
+#: Failures of the same batch before server errors (5xx) are taken for a bad row.
+SUSPECT_AFTER = 3
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Sink:
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._last_error = ""
+        self._head = (-1, 0)
+        """(first row id of the batch that last failed, failures in a row)."""
 
     @property
     def last_error(self) -> str:
@@ -81,19 +90,39 @@ class Sink:
                 converted.append((row_id, payload))  # already line protocol
                 continue
             try:
-                converted.append((row_id, envelope_lines(decode_envelope(payload))))
-            except WireError as exc:  # only if the store was edited by hand: drop, count
+                converted.append((row_id, self.convert(payload)))
+            except Exception as exc:  # one row, whatever went wrong: drop it, count it
                 self.stats.rejected_rows += 1
-                log.error("a spooled envelope cannot be read (%s); dropped", exc)
+                log.error(
+                    "a spooled envelope cannot be turned into points (%s: %s); dropped",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
         return converted
+
+    @staticmethod
+    def convert(payload: bytes) -> bytes:
+        """A spooled envelope as line protocol."""
+        return envelope_lines(decode_envelope(payload))
 
     def _write(self, rows: list[tuple[int, bytes]]) -> None:
         body = b"\n".join(lines for _, lines in rows)
         # "ms": the spool's timestamps are milliseconds (lineproto.py).
         self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="ms")  # type: ignore[arg-type]
 
-    def _send(self, rows: list[tuple[int, bytes]]) -> None:
-        """Write rows; bad data is bisected and the bad row dropped. Other errors raise."""
+    def _healthy(self) -> bool:
+        """Whether the server says it is well (``/ping``), whatever it did to a write."""
+        try:
+            return bool(self._client.ping())
+        except Exception:
+            return False
+
+    def _send(self, rows: list[tuple[int, bytes]], suspect: bool = False) -> None:
+        """Write rows; bad data is bisected and the bad row dropped. Other errors raise.
+
+        ``suspect``: this batch failed with server errors several times: treat them as
+        bad data too, and drop a single row only while the server says it is healthy.
+        """
         from influxdb_client.rest import ApiException
 
         if not rows:
@@ -101,18 +130,22 @@ class Sink:
         try:
             self._write(rows)
         except ApiException as exc:
-            if exc.status not in BAD_DATA:
+            server_error = exc.status is not None and exc.status >= 500
+            if exc.status not in BAD_DATA and not (suspect and server_error):
                 raise
             if len(rows) == 1:
+                if server_error and not self._healthy():
+                    raise
                 self.stats.rejected_rows += 1
                 log.error(
-                    "the time-series server refused a point as bad data; dropped: %s",
+                    "the time-series server refused a point (%s); dropped: %s",
+                    exc.status,
                     str(exc.body)[:300],
                 )
                 return
             half = len(rows) // 2
-            self._send(rows[:half])
-            self._send(rows[half:])
+            self._send(rows[:half], suspect)
+            self._send(rows[half:], suspect)
             return
         self.stats.points_written += sum(lines.count(b"\n") + 1 for _, lines in rows)
         self.stats.batches_written += 1
@@ -129,11 +162,15 @@ class Sink:
         rows = self.store.spool_fetch(self.batch_rows)
         if not rows:
             return 0.5
+        head, failures = self._head
+        suspect = head == rows[0][0] and failures >= SUSPECT_AFTER
         try:
-            self._send(self._as_lines(rows))
+            self._send(self._as_lines(rows), suspect)
         except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
+            self._head = (rows[0][0], failures + 1 if head == rows[0][0] else 1)
             self._report(exc)
             return min(max(delay * 2, 1.0), self.max_backoff_s)
+        self._head = (-1, 0)
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")
             self._last_error = ""

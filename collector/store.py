@@ -14,22 +14,32 @@ the up time is their complement within the time a subject was monitored.
 The ``spool`` table holds time-series points for the sink, written in the same
 transaction as the state they came with: once a batch is committed it is both
 applied and durably queued for InfluxDB, and may be acknowledged.
+
+What one agent can make the store hold is bounded (``AgentLimits``): series
+(latest rows: check name, item and target) and subjects with history. A sample
+beyond the bound is refused alone, by reason, counted in ``agent_refusals``
+(the ``agent_over_limit`` alert reads it); the rest of its envelope is applied.
+One message that cannot be applied (whatever the exception) does not hold up
+the others: ``apply_each`` applies a batch message by message, each in a
+savepoint of one transaction, and reports the ones that failed.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from agent.wire import Envelope, Sample, Status
+from agent.wire import Envelope, Sample, Status, encode
 from collector.availability import Outage
 
 _SCHEMA = """
@@ -69,6 +79,12 @@ CREATE TABLE IF NOT EXISTS rtt_history (
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
+CREATE TABLE IF NOT EXISTS agent_refusals (
+    agent_key TEXT NOT NULL, reason TEXT NOT NULL,
+    samples INTEGER NOT NULL, total INTEGER NOT NULL, first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (agent_key, reason)
+);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -82,8 +98,38 @@ Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 """(connection in the transaction, the batch's envelopes, when it was received)."""
 
 
+#: Refusals of an agent's samples this recent make its ``samples_refused`` (alerts).
+REFUSALS_WINDOW_S = 900.0
+
+
 def agent_key(province: str, commune: str, agent: str) -> str:
     return f"{province}/{commune}/{agent}"
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    """What one agent may make the store hold; beyond, its new samples are refused."""
+
+    max_series: int = 5000
+    """Latest rows (check name, item, target): a poller of ten 48-port switches
+    holds about 600."""
+    max_subjects: int = 100
+    """Subjects with up/down history (probed targets, Polycoms, anti-malware)."""
+
+
+@dataclass
+class Applied:
+    """What a batch did besides committing."""
+
+    refused: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    """Samples refused, by (agent key, reason): over the agent's series or subjects."""
+    failed_envelopes: dict[int, str] = field(default_factory=dict)
+    """``apply_each``: envelopes (by index) that could not be applied, and why."""
+    failed_statuses: dict[int, str] = field(default_factory=dict)
+
+
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 @dataclass(frozen=True)
@@ -169,11 +215,20 @@ def _updown(sample: Sample) -> list[tuple[str, str]]:
 
 class StateStore:
     def __init__(
-        self, path: Path, clock: Callable[[], float] = time.time, spool_max_bytes: int = 1024**3
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        spool_max_bytes: int = 1024**3,
+        limits: AgentLimits = AgentLimits(),
     ) -> None:
         self.path = path
         self.clock = clock
         self.spool_max_bytes = spool_max_bytes
+        self.limits = limits
+        self._series_bound: dict[str, int] = {}
+        """Per agent, a number of latest rows it holds at most: exact when read, then
+        raised by every envelope's samples, read again only once it nears the limit. A
+        rolled-back transaction leaves it too high, never too low."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -222,35 +277,122 @@ class StateStore:
         envelopes: Iterable[Envelope] = (),
         statuses: Iterable[tuple[Status, float]] = (),
         received: float | None = None,
-        spool: Sequence[bytes] | None = None,
-    ) -> None:
+        spool: Sequence[bytes | None] | None = None,
+    ) -> Applied:
         """Apply a batch in one transaction; when this returns, it is committed.
 
         ``spool``: each envelope's payload, in order, queued for the time-series sink
-        in the same transaction (the sink turns them into points).
+        in the same transaction (the sink turns them into points); None for one that
+        was changed on the way (it is encoded again), and so is one whose samples the
+        store refused in part. Raises whatever stopped the batch; nothing is applied.
         """
         now = self.clock() if received is None else received
         envelopes = list(envelopes)
+        statuses = list(statuses)
+        applied = Applied()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for status, status_received in statuses:
                     self._apply_status(status, status_received)
-                for observer in self.observers:
-                    observer(self._db, envelopes, now)
-                self._touch_agents(envelopes, now)
-                for envelope in envelopes:
-                    self._apply_envelope(envelope)
-                if spool:
-                    self._db.executemany(
-                        "INSERT INTO spool (lines) VALUES (?)", [(p,) for p in spool]
-                    )
-                    incoming = sum(len(p) for p in spool)
-                    self._bound_spool(incoming)
+                self._apply_envelopes(envelopes, spool, now, applied)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._series_bound.clear()
                 raise
+        return applied
+
+    def apply_each(
+        self,
+        envelopes: Sequence[Envelope] = (),
+        statuses: Sequence[tuple[Status, float]] = (),
+        received: float | None = None,
+        spool: Sequence[bytes | None] | None = None,
+    ) -> Applied:
+        """Like ``apply``, one message at a time, each in a savepoint of one transaction:
+        a message that raises is rolled back alone and reported in ``failed_*``.
+
+        The store itself failing (``sqlite3.OperationalError``: locked, disk full, I/O)
+        is not a message's fault: raised as in ``apply`` when no message could be applied.
+        """
+        now = self.clock() if received is None else received
+        applied = Applied()
+        operational: list[sqlite3.OperationalError] = []
+
+        def attempt(work: Callable[[], None]) -> str | None:
+            self._db.execute("SAVEPOINT one")
+            try:
+                work()
+            except Exception as exc:
+                self._db.execute("ROLLBACK TO one")
+                self._db.execute("RELEASE one")
+                self._series_bound.clear()
+                if isinstance(exc, sqlite3.OperationalError):
+                    operational.append(exc)
+                return _failure(exc)
+            self._db.execute("RELEASE one")
+            return None
+
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for index, (status, status_received) in enumerate(statuses):
+                    failed = attempt(functools.partial(self._apply_status, status, status_received))
+                    if failed:
+                        applied.failed_statuses[index] = failed
+                for index, envelope in enumerate(envelopes):
+                    payloads = None if spool is None else [spool[index]]
+                    failed = attempt(
+                        functools.partial(self._apply_envelopes, [envelope], payloads, now, applied)
+                    )
+                    if failed:
+                        applied.failed_envelopes[index] = failed
+                if operational and len(operational) == len(envelopes) + len(statuses):
+                    raise operational[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._series_bound.clear()
+                raise
+        return applied
+
+    def _apply_envelopes(
+        self,
+        envelopes: Sequence[Envelope],
+        spool: Sequence[bytes | None] | None,
+        now: float,
+        applied: Applied,
+    ) -> None:
+        """Inside a transaction: admit each envelope's samples, apply them, let the
+        observers see what was admitted, and spool it."""
+        self._touch_agents(envelopes, now)
+        admitted = [self._apply_envelope(envelope, applied.refused) for envelope in envelopes]
+        for observer in self.observers:
+            observer(self._db, admitted, now)
+        if spool is not None:
+            payloads = [
+                payload if payload is not None and kept is envelope else encode(kept)
+                for envelope, kept, payload in zip(envelopes, admitted, spool, strict=True)
+            ]
+            self._db.executemany("INSERT INTO spool (lines) VALUES (?)", [(p,) for p in payloads])
+            self._bound_spool(sum(len(p) for p in payloads))
+        if applied.refused:
+            self._record_refusals(applied.refused, now)
+
+    def _record_refusals(self, refused: collections.Counter[tuple[str, str]], now: float) -> None:
+        """Count refused samples per agent and reason: over the last window for the
+        alert (a count older than the window starts again), and in total."""
+        self._db.executemany(
+            """INSERT INTO agent_refusals VALUES (?1, ?2, ?3, ?3, ?4, ?4)
+               ON CONFLICT (agent_key, reason) DO UPDATE SET
+                 samples = CASE WHEN last_at < ?4 - ?5 THEN ?3 ELSE samples + ?3 END,
+                 total = total + ?3, last_at = MAX(last_at, ?4)""",
+            [
+                (key, reason, count, now, REFUSALS_WINDOW_S)
+                for (key, reason), count in refused.items()
+            ],
+        )
 
     def _add_spool_bytes(self, change: int) -> int:
         """Change the spool's recorded size (inside a transaction); the new size."""
@@ -341,8 +483,49 @@ class StateStore:
             [(key, *row) for key, row in newest.items()],
         )
 
-    def _apply_envelope(self, envelope: Envelope) -> None:
+    def _admit_series(self, key: str, samples: list[Sample]) -> tuple[list[Sample], int]:
+        """The samples within the agent's bound of series, and how many were refused.
+
+        The common case costs no query: while the bound (what the agent holds at
+        most) leaves room for every sample of the envelope being new, all are in.
+        """
+        limit = self.limits.max_series
+        bound = self._series_bound.get(key)
+        if bound is not None and bound + len(samples) <= limit:
+            self._series_bound[key] = bound + len(samples)
+            return samples, 0
+        held = {
+            (str(name), str(item), str(target))
+            for name, item, target in self._db.execute(
+                "SELECT name, item, target FROM latest WHERE agent_key = ?", (key,)
+            )
+        }
+        kept: list[Sample] = []
+        for sample in samples:
+            series = (sample.name, sample.item, sample.target)
+            if series not in held:
+                if len(held) >= limit:
+                    continue
+                held.add(series)
+            kept.append(sample)
+        self._series_bound[key] = len(held)
+        return kept, len(samples) - len(kept)
+
+    def _apply_envelope(
+        self, envelope: Envelope, refused: collections.Counter[tuple[str, str]]
+    ) -> Envelope:
+        """Apply what the agent's bounds admit of an envelope; the envelope as admitted
+        (the same object when nothing was refused)."""
         key = agent_key(envelope.province, envelope.commune, envelope.agent)
+        samples, over = self._admit_series(key, envelope.samples)
+        if over:
+            refused[(key, "series_limit")] += over
+        kept: list[Sample] = []
+        for sample in samples:
+            if all(self._apply_updown(key, sample, kind, state) for kind, state in _updown(sample)):
+                kept.append(sample)
+            else:
+                refused[(key, "subject_limit")] += 1
         self._db.executemany(
             """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
@@ -363,12 +546,10 @@ class StateStore:
                     _encode(sample.tags).decode(),
                     sample.error,
                 )
-                for sample in envelope.samples
+                for sample in kept
             ],
         )
-        for sample in envelope.samples:
-            for kind, state in _updown(sample):
-                self._apply_updown(key, sample, kind, state)
+        for sample in kept:
             rtt = sample.fields.get("rtt_ms")
             if (
                 sample.check == "link"
@@ -387,8 +568,13 @@ class StateStore:
                         float(rtt),
                     ),
                 )
+        if len(kept) == len(envelope.samples):
+            return envelope
+        return msgspec.structs.replace(envelope, samples=kept)
 
-    def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> None:
+    def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> bool:
+        """Advance a subject's history; False when it would be a new subject beyond the
+        agent's bound (nothing is written)."""
         ts = sample.ts
         # The common case in one statement: no change of state, a newer observation.
         if self._db.execute(
@@ -397,13 +583,18 @@ class StateStore:
             "AND state = ? AND last_ts < ?",
             (ts, key, kind, sample.name, sample.target, state, ts),
         ).rowcount:
-            return
+            return True
         row = self._db.execute(
             "SELECT id, state, last_ts FROM subjects "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
             (key, kind, sample.name, sample.target),
         ).fetchone()
         if row is None:
+            (held,) = self._db.execute(
+                "SELECT COUNT(*) FROM subjects WHERE agent_key = ?", (key,)
+            ).fetchone()
+            if held >= self.limits.max_subjects:
+                return False
             cursor = self._db.execute(
                 """INSERT INTO subjects (agent_key, kind, name, target, network,
                                          monitored_since, state, since, last_ts)
@@ -422,10 +613,10 @@ class StateStore:
             )
             if state == "down":
                 self._db.execute("INSERT INTO outages VALUES (?, ?, NULL)", (cursor.lastrowid, ts))
-            return
+            return True
         subject_id, current, last_ts = row
         if ts <= last_ts:  # already applied, or older than what we know: changes nothing
-            return
+            return True
         if state != current:
             if state == "down":
                 self._db.execute(
@@ -440,6 +631,7 @@ class StateStore:
                 "UPDATE subjects SET state = ?, since = ?, last_ts = ? WHERE id = ?",
                 (state, ts, ts, subject_id),
             )
+        return True
 
     def mark_silent(
         self, now: float, intervals: float = 3.0, default_interval: float = 60.0
@@ -527,6 +719,16 @@ class StateStore:
         return int(rows), int(meta["spool_bytes"]), int(meta["spool_dropped"])
 
     # reading -------------------------------------------------------------------
+
+    def refusals(self, now: float) -> dict[str, int]:
+        """Samples refused per agent in the last ``REFUSALS_WINDOW_S`` (any reason)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent_key, SUM(samples) FROM agent_refusals WHERE last_at >= ? "
+                "GROUP BY agent_key",
+                (now - REFUSALS_WINDOW_S,),
+            ).fetchall()
+        return {str(key): int(count) for key, count in rows}
 
     def places(self) -> set[tuple[str, str]]:
         """(province, commune) of every agent known."""

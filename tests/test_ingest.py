@@ -17,7 +17,7 @@ from agent import wire
 from agent.wire import Envelope, Sample, Status
 from collector.ingest import Ingestor, Message, RejectionLog
 from collector.mqtt_source import MqttSource, SourceSettings
-from collector.store import StateStore, agent_key
+from collector.store import Applied, StateStore, agent_key
 from tests.servers import Mosquitto
 
 # Recent, on the hour: the collector refuses samples more than 30 days old.
@@ -158,11 +158,11 @@ class FlakyStore(StateStore):
 
     failures = 2
 
-    def apply(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+    def apply(self, *args: object, **kwargs: object) -> Applied:  # type: ignore[override]
         if self.failures:
             self.failures -= 1
             raise sqlite3.OperationalError("disk I/O error")
-        super().apply(*args, **kwargs)  # type: ignore[arg-type]
+        return super().apply(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_failing_commit_is_retried_and_nothing_is_acknowledged_before_it(

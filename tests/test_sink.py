@@ -66,11 +66,11 @@ def test_line_protocol_shape() -> None:
     line = sample_line(env, env.samples[0])
     assert line == (
         "link,agent=pc-01,commune=la-nga,method=icmp,name=tslcd,network=tslcd,province=dong-nai,"
-        'target=10.10.1.1 success=1.0,outcome="ok",up=1.0,rtt_ms=3.25,loss_percent=0.0 '
+        'target=10.10.1.1 up=1.0,rtt_ms=3.25,loss_percent=0.0,success=1.0,outcome="ok" '
         f"{int(T0 * 1000)}"
     )
     disk = sample_line(env, env.samples[1])
-    assert disk.startswith("host_disk,") and ",target=C: success=" in disk
+    assert disk.startswith("host_disk,") and ",target=C: used_percent=" in disk
     assert "used_percent=40.0" in disk  # integers are written as floats: one type per field
 
 

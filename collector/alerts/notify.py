@@ -156,6 +156,10 @@ class Notifier:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def dead(self) -> bool:
+        """Started, ended, and not told to."""
+        return bool(self._thread.ident) and not self._thread.is_alive() and not self._stop.is_set()
+
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
             try:

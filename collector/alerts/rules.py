@@ -23,12 +23,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
-from agent.wire import Ident
+from agent.wire import Ident, whole
 
 Op = Literal["==", "!=", ">", ">=", "<", "<="]
 Severity = Literal["info", "warning", "critical"]
 Value = bool | int | float | str
-RuleName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+RuleName = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z][a-z0-9_]{0,63}"))]
 
 NUMBER, BOOL, TEXT = "number", "bool", "text"
 
