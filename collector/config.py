@@ -32,6 +32,11 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """Samples older than this are refused (clock_behind): longer than any outbox backlog."""
     inventory: list[str] = []
     """Inventory files (one per province): communes, names, codes, expected PCs/Polycoms."""
+    max_series_per_agent: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 5000
+    """Latest rows (check name, item, target) one agent may make the store hold; beyond,
+    its new samples are refused (series_limit) and the agent_over_limit alert fires."""
+    max_subjects_per_agent: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    """Subjects with up/down history (probed targets, Polycoms) per agent (subject_limit)."""
 
 
 class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -39,6 +44,9 @@ class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_onl
     """Unacknowledged messages the broker may send at once (MQTT v5 Receive Maximum)."""
     session_expiry: Duration = Duration(7 * 86400)
     """How long the broker keeps the collector's messages while it is down."""
+    max_inbox: Size = Size(64 * 1024**2)
+    """Payloads received and not yet committed at most; beyond, the collector stops
+    reading (QoS 1 waits in the broker) and sheds QoS 0 messages (counted)."""
 
 
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -237,16 +237,38 @@ def _properties(data: bytes, at: int, end: int) -> tuple[dict[int, int | str], i
 
 
 class PacketReader:
-    """Turns the bytes read from a broker, in whatever pieces they come, into packets."""
+    """Turns the bytes read from a broker, in whatever pieces they come, into packets.
+
+    A packet split over many reads is gathered in a growing buffer and decoded once,
+    when it is whole: its bytes are copied a bounded number of times, not once per
+    read (an 8 MiB packet in 1.4 KB reads would otherwise copy ~24 GB).
+    """
 
     def __init__(self, protocol: int = 5, max_packet: int = 16 * 1024 * 1024) -> None:
         self.protocol = protocol
         self.max_packet = max_packet
-        self._buffer = b""
+        self._pending = bytearray()
+        self._needed = 0
+        """Bytes ``_pending`` must hold before a packet can be whole."""
 
     def feed(self, data: bytes) -> list[Packet]:
         """Every whole packet now available, in order; ProtocolError on a malformed one."""
-        buffer = self._buffer + data if self._buffer else data
+        if self._pending:
+            self._pending += data
+            if len(self._pending) < self._needed:
+                return []
+            buffer = bytes(self._pending)
+            self._pending.clear()
+        else:
+            buffer = data
+        packets, at, needed = self._decode(buffer)
+        if at < len(buffer):
+            self._pending += memoryview(buffer)[at:]
+        self._needed = needed
+        return packets
+
+    def _decode(self, buffer: bytes) -> tuple[list[Packet], int, int]:
+        """(packets, where the undecoded rest starts, bytes the next packet needs)."""
         size = len(buffer)
         packets: list[Packet] = []
         at = 0
@@ -269,17 +291,18 @@ class PacketReader:
                     raise ProtocolError("malformed remaining length")
             if length > self.max_packet:
                 raise ProtocolError(f"a packet of {length} bytes exceeds {self.max_packet}")
-            if length < 0 or position + length > size:
-                break
+            if length < 0:
+                return packets, at, 0
             end = position + length
+            if end > size:
+                return packets, at, end - at
             kind = first >> 4
             if kind == PUBLISH:
                 packets.append(self._publish(buffer, first, position, end))
             else:
                 packets.append(self._control(kind, buffer, position, end))
             at = end
-        self._buffer = buffer[at:]
-        return packets
+        return packets, at, 0
 
     def _publish(self, data: bytes, first: int, at: int, end: int) -> Publish:
         qos = (first >> 1) & 0x03

@@ -9,6 +9,13 @@ client sets its own window (Receive Maximum). The session outlives restarts
 Status topics are subscribed without ``$share``: shared subscriptions never
 receive retained messages. Data may be shared among collectors of a group.
 
+Memory is bounded whatever the agents send: the broker sends no packet larger
+than ``MAX_PACKET`` (MQTT 5 Maximum Packet Size; envelopes are at most 256 KiB);
+the inbox between the two threads holds at most ``max_inbox_bytes`` of
+payloads: beyond, the network thread stops reading (QoS 1 waits in the broker,
+within the receive window) and QoS 0 messages, which the broker would not send
+again, are shed and counted; batches are cut at ``max_batch_bytes``.
+
 Two threads: the network thread alone touches the socket (an SSL connection
 must not be read and written from two threads at once); it decodes whole reads
 (``mqtt_codec``) and hands the messages over in bulk. The ingest thread commits
@@ -36,8 +43,10 @@ from collector.ingest import Ingestor, Message
 
 log = logging.getLogger(__name__)
 
-#: Largest packet the broker may send us; larger ones are dropped by the broker.
-MAX_PACKET = 16 * 1024 * 1024
+#: Largest packet the broker may send us; larger ones are dropped by the broker. Room
+#: above the contract's 256 KiB envelopes, so a slightly larger one is still counted
+#: (too_large) rather than vanishing.
+MAX_PACKET = 1024 * 1024
 READ_SIZE = 256 * 1024
 
 
@@ -61,6 +70,10 @@ class SourceSettings:
     receive_window: int = 2000
     session_expiry_s: int = 7 * 86400
     max_batch: int = 1000
+    max_batch_bytes: int = 8 * 1024 * 1024
+    """A batch is cut at this many payload bytes (decoded, they weigh several times more)."""
+    max_inbox_bytes: int = 64 * 1024 * 1024
+    """Payloads received and not yet committed; beyond, reading pauses, QoS 0 is shed."""
     max_delay_s: float = 0.05
     connect_timeout_s: float = 10.0
 
@@ -113,6 +126,9 @@ class MqttSource:
         self.connected = threading.Event()
         """Connected and subscribed."""
         self._inbox: collections.deque[Message] = collections.deque()
+        self._inbox_bytes = 0
+        self.shed_qos0 = 0
+        """QoS 0 messages dropped because the inbox was full."""
         self._arrived = threading.Condition()
         self._acks = _Acks()
         self._stopping = threading.Event()
@@ -198,18 +214,29 @@ class MqttSource:
         received = time.time()
         generation = self._acks.generation
         owe = self._acks.owe
-        messages = [
-            Message(
-                p.topic,
-                p.payload,
-                received,
-                functools.partial(owe, generation, p.packet_id) if p.packet_id else _noop,
+        room = self.settings.max_inbox_bytes - self._inbox_bytes
+        messages = []
+        size = 0
+        for p in publishes:
+            if not p.packet_id and size >= room:
+                self.shed_qos0 += 1  # never sent again by the broker: counted, not held
+                continue
+            size += len(p.payload)
+            messages.append(
+                Message(
+                    p.topic,
+                    p.payload,
+                    received,
+                    functools.partial(owe, generation, p.packet_id) if p.packet_id else _noop,
+                )
             )
-            for p in publishes
-        ]
         with self._arrived:
             self._inbox.extend(messages)
+            self._inbox_bytes += size
             self._arrived.notify()
+
+    def _full(self) -> bool:
+        return self._inbox_bytes >= self.settings.max_inbox_bytes
 
     def _session(self) -> None:
         """One connection, from connect until it drops or the collector stops."""
@@ -229,14 +256,19 @@ class MqttSource:
                     # Take nothing new; wait for the last batch's acknowledgements.
                     self._closing.wait(0.05)
                     continue
-                pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+                paused = self._full()
+                pending = not paused and isinstance(sock, ssl.SSLSocket) and sock.pending()
                 if not pending:
-                    ready, _, _ = select.select([sock, self._wake_reader], [], [], 1.0)
+                    # Paused (the inbox is full): wait for the ingest thread, not the socket.
+                    watched = [self._wake_reader] if paused else [sock, self._wake_reader]
+                    ready, _, _ = select.select(watched, [], [], 1.0)
                     if self._wake_reader in ready:
                         self._wake_reader.recv(4096)
                     if sock not in ready:
                         now = time.monotonic()
-                        if keepalive and now - last_heard > 1.5 * keepalive:
+                        if paused:
+                            last_heard = now  # not reading: the broker's silence is ours
+                        elif keepalive and now - last_heard > 1.5 * keepalive:
                             raise ConnectionError(
                                 f"no word from the broker for {keepalive * 1.5:.0f} s"
                             )
@@ -285,18 +317,24 @@ class MqttSource:
     # the ingest thread -----------------------------------------------------------
 
     def _next_batch(self) -> list[Message]:
-        limit = self.settings.max_batch
+        limit, limit_bytes = self.settings.max_batch, self.settings.max_batch_bytes
         with self._arrived:
             if not self._inbox and not self._arrived.wait_for(lambda: bool(self._inbox), 0.2):
                 return []
             # A little patience fills the batch: one commit for many messages.
             deadline = time.monotonic() + self.settings.max_delay_s
-            while len(self._inbox) < limit:
+            while len(self._inbox) < limit and self._inbox_bytes < limit_bytes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._arrived.wait(remaining):
                     break
-            count = min(limit, len(self._inbox))
-            return [self._inbox.popleft() for _ in range(count)]
+            batch: list[Message] = []
+            size = 0
+            while self._inbox and len(batch) < limit and (not batch or size < limit_bytes):
+                message = self._inbox.popleft()
+                batch.append(message)
+                size += len(message.payload)
+            self._inbox_bytes -= size
+        return batch
 
     def _work(self) -> None:
         try:

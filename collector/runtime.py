@@ -18,7 +18,7 @@ from collector.ingest import COMMIT_BOUNDS, Ingestor
 from collector.inventory import Inventory, load_inventory
 from collector.metrics import Family, histogram
 from collector.mqtt_source import MqttSource, SourceSettings
-from collector.store import StateStore
+from collector.store import AgentLimits, StateStore
 
 log = logging.getLogger("collector")
 
@@ -49,7 +49,12 @@ class Collector:
         sink_config = config.sink
         path = Path(config.store.path)
         self.store = StateStore(
-            path, spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3
+            path,
+            spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3,
+            limits=AgentLimits(
+                max_series=config.collector.max_series_per_agent,
+                max_subjects=config.collector.max_subjects_per_agent,
+            ),
         )
         # The API reads through its own connection: WAL lets it read while ingest commits.
         self.reader = StateStore(path)
@@ -127,6 +132,7 @@ class Collector:
             keepalive=int(mqtt.keepalive),
             receive_window=mqtt.receive_window,
             session_expiry_s=int(mqtt.session_expiry),
+            max_inbox_bytes=int(mqtt.max_inbox),
         )
 
     # lifecycle ---------------------------------------------------------------------
@@ -337,6 +343,13 @@ class Collector:
         )
         for reason, count in sorted(stats.rejected.items()):
             rejected.add(count, reason=reason)
+        refused = Family(
+            "commune_collector_samples_refused_total",
+            "counter",
+            "Samples refused alone (the rest of their envelope applied), by reason.",
+        )
+        for reason, count in sorted(stats.samples_refused.items()):
+            refused.add(count, reason=reason)
         agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
         by_state = self.reader.agent_counts()
         for state in ("online", "offline", "unknown"):
@@ -348,6 +361,12 @@ class Collector:
             counter("messages_received_total", "MQTT messages received.", stats.received),
             counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
             rejected,
+            refused,
+            counter(
+                "messages_shed_total",
+                "QoS 0 messages dropped because the inbox was full.",
+                self.source.shed_qos0,
+            ),
             counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
             counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
             counter("commit_batches_total", "Batches processed.", stats.batches),

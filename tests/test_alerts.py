@@ -521,4 +521,5 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "polycom_device_failed",
         "disk_full",
         "outbox_dropped",
+        "agent_over_limit",
     }

@@ -151,3 +151,26 @@ def test_any_bytes_give_packets_or_a_protocol_error(chunks: list[bytes], protoco
                 assert isinstance(packet, codec.Publish | codec.Ack | codec.Other)
     except codec.ProtocolError as exc:
         assert str(exc)
+
+
+class CountingReader(codec.PacketReader):
+    def __init__(self) -> None:
+        super().__init__(max_packet=16 * 1024 * 1024)
+        self.decoded_bytes = 0
+
+    def _decode(self, buffer: bytes) -> tuple[list[codec.Packet], int, int]:
+        self.decoded_bytes += len(buffer)
+        return super()._decode(buffer)
+
+
+def test_a_big_packet_in_small_reads_is_decoded_once_not_once_per_read() -> None:
+    payload = bytes(range(256)) * (8 * 4096)  # 8 MiB
+    packet = codec.publish("commune/dong-nai/la-nga/pc-01/data", payload, 9)
+    reader = CountingReader()
+    found: list[codec.Packet] = []
+    for at in range(0, len(packet), 1400):
+        found += reader.feed(packet[at : at + 1400])
+    assert [type(p) for p in found] == [codec.Publish]
+    assert isinstance(found[0], codec.Publish) and found[0].payload == payload
+    # The first read, then the whole packet once: not 6,000 growing copies.
+    assert reader.decoded_bytes <= len(packet) + 1400

@@ -329,6 +329,7 @@ class AlertEngine:
         """Agent and commune rules, inhibition, repeats."""
         now = self.clock() if now is None else now
         agents = store.agents()
+        refused = store.refusals(now)
         with store.transaction() as db:
             communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
             for agent in agents:
@@ -341,18 +342,25 @@ class AlertEngine:
                 elif rule.on == "agent":
                     for agent in agents:
                         if rule.in_scope(agent.province, agent.commune):
-                            self._agent_step(db, rule, agent, now)
+                            self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0), now)
             self._inhibit(db, now)
             self._repeat(db, now)
 
     def _agent_step(
-        self, db: sqlite3.Connection, rule: Rule, agent: AgentState, now: float
+        self, db: sqlite3.Connection, rule: Rule, agent: AgentState, refused: int, now: float
     ) -> None:
-        values = {"state": agent.state, "reason": agent.reason}
+        values: dict[str, Any] = {
+            "state": agent.state,
+            "reason": agent.reason,
+            "samples_refused": refused,
+        }
         holds = rule.holds(values)
         if holds is None:
             return
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
+        if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
+            self.step(db, rule, subject, holds, now, now, str(refused))
+            return
         since = agent.state_since if agent.state_since is not None else now
         self.step(db, rule, subject, holds, now, now, agent.reason or agent.state, changed_at=since)
 

@@ -105,7 +105,12 @@ SAMPLE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
 }
 #: Every sample also has these, whatever its check.
 COMMON_FIELDS = {"outcome": TEXT, "success": BOOL}
-AGENT_FIELDS = {"state": TEXT, "reason": TEXT}
+AGENT_FIELDS = {
+    "state": TEXT,
+    "reason": TEXT,
+    # Samples the collector refused in the last 15 minutes: over the agent's bounds.
+    "samples_refused": NUMBER,
+}
 COMMUNE_FIELDS = {
     "agents": NUMBER,
     "agents_online": NUMBER,
