@@ -400,6 +400,11 @@ class Collector:
                 "Deliveries that failed (retried).",
                 self.notifier.failures,
             ),
+            counter(
+                "notifications_abandoned_total",
+                "Events given up after every retry failed.",
+                self.notifier.abandoned,
+            ),
         ]
         if self.sink is not None:
             sink = self.sink.stats

@@ -128,15 +128,9 @@ def test_three_pcs_losing_the_line_make_one_message_per_route(
     h.now += 30
     assert sender.run_once() == 2
     assert http.received[1]["title"].startswith("[ĐÃ KHẮC PHỤC]")
-    assert (
-        "until"
-        in message_from_bytes(smtp.messages[1][2])
-        .get_payload(0)
-        .get_payload(  # type: ignore[union-attr]
-            decode=True
-        )
-        .decode()
-    )
+    resolved = message_from_bytes(smtp.messages[1][2])
+    assert resolved.get_content_type() == "text/plain"  # plain text: no HTML part
+    assert "until" in resolved.get_payload(decode=True).decode()  # type: ignore[union-attr]
 
 
 def test_a_warning_does_not_reach_a_critical_only_route(
@@ -196,3 +190,126 @@ def test_the_route_urls_file_keeps_passwords_out_of_the_config(tmp_path: Path) -
         "json://hook",
         "mailtos://user:secret@mail.example",
     )
+
+
+HOSTILE = '<a href="http://evil.example/x">C:</a> <b>&amp; <i>'
+"""A disk target an agent chose: a link, an entity and tags left open."""
+
+#: What Telegram's Bot API accepts with parse_mode=HTML (core.telegram.org/bots/api
+#: #html-style): these tags, balanced; "<", ">" and "&" elsewhere escaped.
+TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre"}
+
+
+class TelegramApi:
+    """A local stand-in for api.telegram.org checking sendMessage as documented: JSON with
+    chat_id and text; with parse_mode HTML the text must parse, or 400 "can't parse
+    entities", as Telegram answers."""
+
+    def __init__(self) -> None:
+        from html.parser import HTMLParser
+
+        self.accepted: list[dict[str, Any]] = []
+        self.refused = 0
+        outer = self
+
+        class Checker(HTMLParser):
+            def __init__(self) -> None:
+                super().__init__(convert_charrefs=True)
+                self.open: list[str] = []
+                self.bad = ""
+
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                if tag not in TELEGRAM_TAGS:
+                    self.bad = self.bad or f"unsupported start tag {tag!r}"
+                self.open.append(tag)
+
+            def handle_endtag(self, tag: str) -> None:
+                if not self.open or self.open.pop() != tag:
+                    self.bad = self.bad or f"unexpected end tag {tag!r}"
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                problem = ""
+                if not self.path.endswith("/sendMessage") or "chat_id" not in body:
+                    problem = "not a sendMessage with a chat_id"
+                elif body.get("parse_mode") == "HTML":
+                    checker = Checker()
+                    checker.feed(body["text"])
+                    checker.close()
+                    problem = checker.bad or ("unclosed tags" if checker.open else "")
+                if problem:
+                    outer.refused += 1
+                    answer = {"ok": False, "error_code": 400, "description": problem}
+                    self.send_response(400)
+                else:
+                    outer.accepted.append(body)
+                    answer = {"ok": True, "result": {"message_id": len(outer.accepted)}}
+                    self.send_response(200)
+                data = json.dumps(answer).encode()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/bot"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[TelegramApi]:
+    from apprise.plugins.telegram import NotifyTelegram
+
+    api = TelegramApi()
+    # apprise's own Telegram plugin, pointed at the local stand-in instead of the Internet.
+    monkeypatch.setattr(NotifyTelegram, "notify_url", api.base)
+    yield api
+    api.stop()
+
+
+def test_an_agents_text_cannot_put_markup_into_telegram_or_mail(
+    h: Harness, receivers: tuple[HttpReceiver, SmtpReceiver], telegram: TelegramApi
+) -> None:
+    from tests.test_alerts import sample
+
+    _, smtp = receivers
+    routes = [
+        Route("telegram", ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-1001234567",)),
+        Route("mail", (smtp.url,)),
+    ]
+    sender = notifier(h, routes)
+    h.send(T0, at(T0, sample("host", {"used_percent": 97.0}, item="disk", target=HOSTILE)))
+    h.now += 60
+    assert sender.run_once() == 2
+    assert telegram.refused == 0
+    [message] = telegram.accepted
+    assert message["parse_mode"] == "HTML"
+    assert "<a" not in message["text"] and "&lt;a href=" in message["text"]
+    assert "&lt;i&gt;" in message["text"]  # the open tag is text, not markup
+    mail = message_from_bytes(smtp.messages[0][2])
+    assert not mail.is_multipart() and mail.get_content_type() == "text/plain"
+    assert HOSTILE in mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+
+
+def test_an_event_no_route_takes_is_given_up_after_its_attempts(
+    h: Harness, receivers: tuple[HttpReceiver, SmtpReceiver]
+) -> None:
+    from collector.alerts.notify import MAX_ATTEMPTS
+
+    sender = notifier(h, [Route("down", (f"json://127.0.0.1:{free_port()}/hook",))])
+    line_down_on_three_pcs(h)
+    for _ in range(MAX_ATTEMPTS):
+        h.now += 3601
+        sender.run_once()
+    assert sender.abandoned == 3 and sender.failures == MAX_ATTEMPTS
+    with h.store.reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM alerts WHERE state = 'firing'").fetchone()[0] == 3

@@ -7,7 +7,15 @@ together (every PC of an office losing the line) go out as one message, and so
 that an alert held back under another (the commune is unreachable) or
 silenced meanwhile is not sent at all. A failed delivery is retried with
 backoff, per route: nothing queued is lost, a route that succeeded is not sent
-the same event twice.
+the same event twice; an event no route took after ``MAX_ATTEMPTS`` (about a
+day) is given up, logged and counted, so one refused message cannot be retried
+for ever.
+
+Messages carry text an agent controls (targets, names, values). They are
+handed to apprise as plain text (``NotifyFormat.TEXT``): a target whose format
+is HTML (Telegram's ``parse_mode=HTML``, an e-mail's HTML part) gets every
+value escaped, and e-mails go as plain text; no agent can put a link or markup
+into a technician's channel.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from collector.store import StateStore
 log = logging.getLogger(__name__)
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7))
+#: Deliveries of one event before it is given up (backoff 10 s doubling to 1 h: ~20 h).
+MAX_ATTEMPTS = 24
 
 WORDS = {
     "vi": {
@@ -120,7 +130,7 @@ def send_apprise(urls: Sequence[str], title: str, body: str) -> bool:
     sender = apprise.Apprise()
     for url in urls:
         sender.add(url)
-    return bool(sender.notify(title=title, body=body))
+    return bool(sender.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))
 
 
 class Notifier:
@@ -146,6 +156,8 @@ class Notifier:
         self.clock = clock
         self.sent = 0
         self.failures = 0
+        self.abandoned = 0
+        """Events given up after MAX_ATTEMPTS."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notifier", daemon=True)
 
@@ -249,6 +261,17 @@ class Notifier:
                 db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
             for note_id, event, alert, attempts, done_before in events:
                 done = done_before | succeeded.get(note_id, set())
+                if note_id in failed and attempts + 1 >= MAX_ATTEMPTS:
+                    self.abandoned += 1
+                    log.error(
+                        "gave up alert %d's %s notification after %d attempts (routes not "
+                        "reached: see the warnings above); the alert itself stays",
+                        alert.id,
+                        event,
+                        attempts + 1,
+                    )
+                    db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
+                    continue
                 if note_id in failed:
                     delay = min(3600.0, 10.0 * 2**attempts)
                     db.execute(
