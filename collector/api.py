@@ -20,12 +20,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from agent.wire import MAX_TIME
 from collector import __version__
 from collector.alerts.engine import install_schema
 from collector.alerts.records import (
+    MAX_COMMENT,
+    MAX_SILENCE_S,
     Alert,
     NotFound,
     Silence,
@@ -45,6 +49,8 @@ from collector.report.build import MonthlyReport
 from collector.report.build import build as build_report
 from collector.report.render import render as render_report
 from collector.store import AgentState, LatestSample, StateStore
+from collector.webguard import BodyTooLarge, Guard, Network, networks
+from collector.webguard import client_address as _client_address
 
 
 def token_digest(token: str) -> str:
@@ -162,6 +168,8 @@ class ApiContext:
     limiter: FailureLimiter
     metrics: Callable[[], list[Family]]
     healthz: Callable[[], tuple[bool, dict[str, Any]]]
+    proxies: tuple[Network, ...] = ()
+    """Reverse proxies whose forwarded headers are believed."""
 
 
 def _context(request: Request) -> ApiContext:
@@ -173,7 +181,8 @@ Context = Annotated[ApiContext, Depends(_context)]
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "?"
+    context: ApiContext = request.app.state.context
+    return _client_address(request, context.proxies)
 
 
 def check_token(context: ApiContext, address: str, token: str) -> Caller | None:
@@ -244,25 +253,32 @@ Technician = Annotated[Caller, Depends(_technician)]
 router = APIRouter()
 
 
+#: Free text a person types (a comment): bounded like everything else.
+Comment = Annotated[str, Field(max_length=MAX_COMMENT)]
+Name = Annotated[str, Field(max_length=64)]
+#: A time in a request: finite Unix seconds (JSON's Infinity and NaN are refused).
+When = Annotated[float | None, Field(ge=0, le=MAX_TIME, allow_inf_nan=False)]
+
+
 @dataclass
 class AckRequest:
-    comment: str = ""
+    comment: Comment = ""
 
 
 @dataclass
 class SilenceRequest:
     """What to mute (empty fields match all; at least one is needed) and for how long."""
 
-    commune: str = ""
-    agent: str = ""
-    rule: str = ""
-    province: str = ""
-    starts: float | None = None
+    commune: Name = ""
+    agent: Name = ""
+    rule: Name = ""
+    province: Name = ""
+    starts: When = None
     """Unix seconds; default now."""
-    ends: float | None = None
-    duration_s: float | None = None
+    ends: When = None
+    duration_s: Annotated[float | None, Field(gt=0, le=MAX_SILENCE_S, allow_inf_nan=False)] = None
     """Instead of ``ends``."""
-    comment: str = ""
+    comment: Comment = ""
 
 
 #: A row id: SQLite's integers are 64-bit.
@@ -579,6 +595,10 @@ async def _with_allow(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+async def _body_too_large(_: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=413)
+
+
 def create_app(
     model: HealthModel,
     store: StateStore,
@@ -597,6 +617,8 @@ def create_app(
         ),
     )
     install_schema(store)  # the alert tables, even before the engine has run
+    app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.state.context = ApiContext(
         model=model,
         store=store,
@@ -605,6 +627,7 @@ def create_app(
         limiter=FailureLimiter(settings.max_auth_failures, lockout_s=float(settings.auth_lockout)),
         metrics=metrics,
         healthz=healthz,
+        proxies=networks(settings.trusted_proxies),
     )
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)

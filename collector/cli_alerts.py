@@ -96,7 +96,7 @@ def ack_command(config_path: Path | None, alert_id: int, comment: str, by: str |
         alert = acknowledge(
             _opened(config_path), alert_id, by or getpass.getuser(), comment, time.time()
         )
-    except NotFound as exc:
+    except (NotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     when = _local(alert.acked_at or 0)
     click.echo(f"#{alert.id} {alert.rule} acknowledged by {alert.acked_by} at {when}")

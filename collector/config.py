@@ -105,6 +105,9 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """Wrong tokens from one address within 5 minutes before it is refused..."""
     auth_lockout: Duration = Duration(300)
     """... for this long (HTTP 429)."""
+    trusted_proxies: list[str] = []
+    """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For and
+    X-Forwarded-Proto are believed; from anyone else those headers are ignored."""
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -157,10 +160,18 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
     _check_api(config.api, source)
     _check_alerts(config.alerts, source)
-    if config.console.secret_file and not os.access(config.console.secret_file, os.R_OK):
-        raise ConfigError(
-            f"{source}: console.secret_file: cannot read {config.console.secret_file}"
-        )
+    if config.console.secret_file:
+        from collector.console.auth import read_secret
+
+        try:
+            read_secret(config.console.secret_file)
+        except OSError as exc:
+            raise ConfigError(
+                f"{source}: console.secret_file: cannot read {config.console.secret_file} "
+                f"({exc.strerror})"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"{source}: console.secret_file: {exc}") from None
     provinces: dict[str, str] = {}
     for path in config.collector.inventory:
         inventory = load_inventory(path)  # its errors name the inventory file and key
@@ -194,6 +205,12 @@ def _check_api(api: ApiSection, source: str) -> None:
     names = [t.name for t in api.tokens]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: api.tokens: two tokens have the same name")
+    from collector.webguard import networks
+
+    try:
+        networks(api.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: api.trusted_proxies: {exc}") from None
     if api.open_on_loopback and not _is_loopback(api.address()[0]):
         raise ConfigError(
             f"{source}: api.open_on_loopback: only allowed when api.listen is a loopback "

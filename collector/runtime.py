@@ -165,7 +165,16 @@ class Collector:
         )
         host, port = api.address()
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                # Forwarded headers are ours to judge ([api] trusted_proxies, webguard):
+                # uvicorn would believe them from 127.0.0.1, and so anyone on the host.
+                proxy_headers=False,
+            )
         )
         self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         self._server_thread.start()

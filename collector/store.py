@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS rtt_history (
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
+CREATE TABLE IF NOT EXISTS console_logouts (sid TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_refusals (
     agent_key TEXT NOT NULL, reason TEXT NOT NULL,
     samples INTEGER NOT NULL, total INTEGER NOT NULL, first_at REAL NOT NULL,
@@ -677,7 +678,22 @@ class StateStore:
             self._db.execute(
                 "DELETE FROM rtt_history WHERE bucket < ?", (self.clock() - RTT_KEEP_S,)
             )
+            self._db.execute("DELETE FROM console_logouts WHERE expires < ?", (self.clock(),))
         return int(cursor.rowcount)
+
+    # console sessions ended before their time --------------------------------------
+
+    def end_session(self, sid: str, expires: float) -> None:
+        """A console session logged out: refused from now on, until it would have expired."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO console_logouts VALUES (?, ?)", (sid[:64], expires))
+
+    def session_ended(self, sid: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM console_logouts WHERE sid = ?", (sid[:64],)
+            ).fetchone()
+        return row is not None
 
     def rtt_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best RTT in ms) of a commune's line ("province/commune"), every 5 minutes."""

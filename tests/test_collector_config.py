@@ -18,8 +18,9 @@ DONG_NAI = REPO / "deploy" / "inventory" / "dong-nai.toml"
 def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> None:
     """The sample names files under /etc: give them a home and the whole config is valid."""
     text = SAMPLE.read_text().replace("/etc/commune-collector/", f"{tmp_path}/")
-    for name in ("mqtt-password", "ca.pem", "influx-token", "console-secret"):
+    for name in ("mqtt-password", "ca.pem", "influx-token"):
         (tmp_path / name).write_text("x\n")
+    (tmp_path / "console-secret").write_text("k" * 48 + "\n")
     (tmp_path / "technicians.urls").write_text("mailtos://tech:secret@mail.dong-nai.example\n")
     (tmp_path / "rules.toml").write_text((SAMPLE.parent / "rules.example.toml").read_text())
     (tmp_path / "inventory").mkdir()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from agent.wire import IDENT_PATTERN
 from collector.store import StateStore
 
 
@@ -163,6 +166,8 @@ def get_alert(store: StateStore, alert_id: int, now: float) -> Alert:
 
 def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: float) -> Alert:
     """Who, when, why. Acknowledging stops repeats; acknowledging twice keeps the first."""
+    if len(comment) > MAX_COMMENT:
+        raise ValueError(f"a comment is at most {MAX_COMMENT} characters")
     with store.transaction() as db:
         found = db.execute("SELECT acked_at FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         if found is None:
@@ -178,6 +183,12 @@ def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: fl
     return get_alert(store, alert_id, now)
 
 
+#: Longest comment (an acknowledgement, a silence) kept.
+MAX_COMMENT = 1000
+#: Longest silence: a year. A silence meant "for ever" is a rule turned off.
+MAX_SILENCE_S = 366 * 86400.0
+
+
 def add_silence(
     store: StateStore,
     *,
@@ -191,8 +202,19 @@ def add_silence(
     rule: str = "",
     comment: str = "",
 ) -> Silence:
+    if not (math.isfinite(starts) and math.isfinite(ends)):
+        raise ValueError("a silence's start and end must be times, not infinite")
     if ends <= starts:
         raise ValueError("a silence must end after it starts")
+    if ends - starts > MAX_SILENCE_S:
+        raise ValueError("a silence lasts at most a year: turn the rule off instead")
+    if abs(starts - now) > MAX_SILENCE_S:
+        raise ValueError("a silence must start within a year of now")
+    for what, value in (("province", province), ("commune", commune), ("agent", agent)):
+        if value and not re.fullmatch(IDENT_PATTERN, value):
+            raise ValueError(f"{what} {value[:64]!r}: not a slug")
+    if len(rule) > 64 or len(comment) > MAX_COMMENT or len(created_by) > 64:
+        raise ValueError(f"a rule name is at most 64 characters, a comment {MAX_COMMENT}")
     if not (province or commune or agent or rule):
         raise ValueError("a silence needs a commune, an agent or a rule: it cannot mute everything")
     with store.transaction() as db:

@@ -1,9 +1,12 @@
 """The console's pages: overview, commune, agent, alerts; login, language, actions.
 
 Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
-API token opens a session cookie; every form carries a CSRF token. The read
-role sees everything; acknowledging and silencing need technician or admin,
-checked again on every action.
+API token opens a session cookie, checked on every request against the tokens
+configured now and the sessions logged out; every form carries a CSRF token,
+in ``open_on_loopback`` mode too (its anonymous visitor gets a session cookie
+of its own). The read role sees everything; acknowledging and silencing need
+technician or admin, checked again on every action. Redirects go to paths of
+this site only.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from collector.alerts.records import (
+    MAX_COMMENT,
     NotFound,
     acknowledge,
     add_silence,
@@ -32,11 +36,13 @@ from collector.api import (
     _context,
     check_token,
     client_address,
+    token_digest,
 )
 from collector.availability import all_down
 from collector.console import i18n
-from collector.console.auth import COOKIE, Session, Sessions
+from collector.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.console.charts import line_week
+from collector.webguard import safe_next, scheme
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7))
 LANG_COOKIE = "commune_lang"
@@ -72,13 +78,29 @@ def _sessions(request: Request) -> Sessions:
     return sessions
 
 
+def _current(request: Request, session: Session) -> bool:
+    """Whether a signed session still stands: not logged out, and its token still
+    configured with the same name and role (or, without a token, loopback still open)."""
+    context: ApiContext = request.app.state.context
+    if context.store.session_ended(session.sid):
+        return False
+    if session.token == LOOPBACK:
+        return context.open_on_loopback
+    sessions = _sessions(request)
+    return any(
+        sessions.fingerprint(digest) == session.token
+        and (who.name, who.role) == (session.name, session.role)
+        for digest, who in context.tokens.items()
+    )
+
+
 def _viewer(request: Request) -> Session:
     context: ApiContext = request.app.state.context
     session = _sessions(request).read(request.cookies.get(COOKIE), time.time())
-    if session is not None:
+    if session is not None and _current(request, session):
         return session
     if context.open_on_loopback:
-        return Session("loopback", "admin", float("inf"))
+        return Session("loopback", "admin", float("inf"), token=LOOPBACK)
     raise Login()
 
 
@@ -86,12 +108,10 @@ Viewer = Annotated[Session, Depends(_viewer)]
 Context = Annotated[ApiContext, Depends(_context)]
 
 
-def _technician(request: Request, viewer: Viewer, csrf: Annotated[str, Form()] = "") -> Session:
-    cookie = request.cookies.get(COOKIE)
-    context: ApiContext = request.app.state.context
-    if not (context.open_on_loopback and cookie is None) and not _sessions(request).csrf_ok(
-        cookie, csrf
-    ):
+def _technician(
+    request: Request, viewer: Viewer, csrf: Annotated[str, Form(max_length=64)] = ""
+) -> Session:
+    if not _sessions(request).csrf_ok(request.cookies.get(COOKIE), csrf):
         raise HTTPException(403, "form expired or forged: reload the page")
     if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:  # type: ignore[call-overload]
         raise HTTPException(403, "this account is read-only")
@@ -106,9 +126,25 @@ def _language(request: Request) -> str:
     return language if language in i18n.STRINGS else "vi"
 
 
+def _set_session(request: Request, response: Response, cookie: str) -> None:
+    context: ApiContext = request.app.state.context
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=scheme(request, context.proxies) == "https",
+        max_age=int(_sessions(request).lifetime_s),
+    )
+
+
 def page(request: Request, template: str, viewer: Session | None, **values: Any) -> HTMLResponse:
     language = _language(request)
     cookie = request.cookies.get(COOKIE) or ""
+    opened = ""
+    if viewer is not None and viewer.token == LOOPBACK and not viewer.sid:
+        # open_on_loopback's visitor: a session of its own, so its forms carry CSRF tokens.
+        cookie = opened = _sessions(request).issue(viewer.name, viewer.role, time.time())
     body = templates.get_template(template).render(
         t=lambda key: i18n.translate(language, key),
         reason=lambda code, detail: i18n.reason(language, code, detail),
@@ -120,7 +156,10 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         **values,
     )
-    return HTMLResponse(body)
+    response = HTMLResponse(body)
+    if opened:
+        _set_session(request, response, opened)
+    return response
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -129,34 +168,38 @@ def login_page(request: Request, error: str = "") -> HTMLResponse:
 
 
 @router.post("/login")
-def login(request: Request, token: Annotated[str, Form()] = "", next: str = "/") -> Response:
+def login(
+    request: Request,
+    token: Annotated[str, Form(max_length=512)] = "",
+    next: Annotated[str, Query(max_length=512)] = "/",
+) -> Response:
     context: ApiContext = request.app.state.context
     caller = check_token(context, client_address(request), token) if token else None
     if caller is None:
         return RedirectResponse("/login?error=1", status_code=303)
-    cookie = _sessions(request).issue(caller.name, caller.role, time.time())
-    response = RedirectResponse(next if next.startswith("/") else "/", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        max_age=int(_sessions(request).lifetime_s),
-    )
+    sessions = _sessions(request)
+    fingerprint = sessions.fingerprint(token_digest(token.strip()))
+    cookie = sessions.issue(caller.name, caller.role, time.time(), fingerprint)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    _set_session(request, response, cookie)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """Ends the session for good (server-side), not only in this browser."""
+    session = _sessions(request).read(request.cookies.get(COOKIE), time.time())
+    if session is not None and session.sid:
+        context: ApiContext = request.app.state.context
+        context.store.end_session(session.sid, session.expires)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
 
 
 @router.get("/lang/{language}")
-def set_language(language: str, next: str = "/") -> Response:
-    response = RedirectResponse(next if next.startswith("/") else "/", status_code=303)
+def set_language(language: str, next: Annotated[str, Query(max_length=512)] = "/") -> Response:
+    response = RedirectResponse(safe_next(next), status_code=303)
     if language in i18n.STRINGS:
         response.set_cookie(LANG_COOKIE, language, samesite="lax", max_age=365 * 86400)
     return response
@@ -258,25 +301,25 @@ def ack_form(
     who: Technician,
     context: Context,
     alert_id: RowId,
-    comment: Annotated[str, Form()] = "",
-    back: Annotated[str, Form()] = "/alerts",
+    comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
+    back: Annotated[str, Form(max_length=512)] = "/alerts",
 ) -> Response:
     try:
         acknowledge(context.store, alert_id, who.name, comment, time.time())
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    return RedirectResponse(back if back.startswith("/") else "/alerts", status_code=303)
+    return RedirectResponse(safe_next(back, "/alerts"), status_code=303)
 
 
 @router.post("/silences")
 def silence_form(
     who: Technician,
     context: Context,
-    commune: Annotated[str, Form()] = "",
-    rule: Annotated[str, Form()] = "",
-    agent: Annotated[str, Form()] = "",
-    hours: Annotated[float, Form(gt=0, le=24 * 30)] = 2.0,
-    comment: Annotated[str, Form()] = "",
+    commune: Annotated[str, Form(max_length=64)] = "",
+    rule: Annotated[str, Form(max_length=64)] = "",
+    agent: Annotated[str, Form(max_length=64)] = "",
+    hours: Annotated[float, Form(gt=0, le=24 * 30, allow_inf_nan=False)] = 2.0,
+    comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
 ) -> Response:
     now = time.time()
     try:

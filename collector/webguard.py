@@ -1,0 +1,133 @@
+"""Who is asking, and whether to serve: client addresses, proxies, loopback mode, bodies.
+
+- The client's address is the peer's, unless the peer is a configured proxy
+  (``[api] trusted_proxies``): then the nearest address in ``X-Forwarded-For``
+  that is not a trusted proxy. Nobody else can choose the address the lockout
+  counts (or lock someone else out) by sending the header.
+- ``open_on_loopback`` grants anonymous admin to whoever reaches a loopback
+  listener. Two ways around that are closed: a web page that rebinds its own
+  DNS name to 127.0.0.1 (the ``Host`` header must name a loopback address), and
+  a reverse proxy on the same host that would serve the world through it (a
+  request with forwarded headers is refused).
+- Request bodies are bounded (a silence or an acknowledgement is a few hundred
+  bytes).
+- Redirect targets (``next``, ``back``) are paths of this site only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+MAX_BODY = 64 * 1024
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or CIDR blocks; ValueError naming a bad one."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _within(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+    peer = request.client.host if request.client else "?"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _within(hop, trusted):
+            return hop[:64]
+    return peer
+
+
+def scheme(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+    """http or https as the browser sees it: behind a trusted proxy, as the proxy says."""
+    peer = request.client.host if request.client else "?"
+    if trusted and _within(peer, trusted):
+        said = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        if said in ("http", "https"):
+            return said
+    return request.url.scheme
+
+
+def safe_next(target: str, default: str = "/") -> str:
+    """A path on this site, or ``default``: never another site (``//evil.example``)."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(c in target for c in "\r\n\t\\"):
+        return default
+    return target
+
+
+def loopback_problem(request: Request) -> str:
+    """Why a request may not use ``open_on_loopback``'s anonymous access; "" if it may."""
+    if any(name in request.headers for name in FORWARDED_HEADERS):
+        return "forwarded through a proxy: open_on_loopback serves this host only; use tokens"
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name.lower() not in LOOPBACK_HOSTS:
+        return f"Host {host[:100]!r} is not a loopback name: refused (DNS rebinding)"
+    return ""
+
+
+class Guard:
+    """ASGI middleware: bounded bodies for everyone; the loopback checks when open."""
+
+    def __init__(self, app: ASGIApp, open_on_loopback: bool, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.open_on_loopback = open_on_loopback
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.open_on_loopback and (problem := loopback_problem(request)):
+            await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
+            return
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await _too_large(self.max_body)(scope, receive, send)
+            return
+        await self.app(scope, _bounded(receive, self.max_body), send)
+
+
+def _too_large(limit: int) -> Response:
+    return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _bounded(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
+    """The body as it streams in, refused past ``limit`` (chunked bodies declare none)."""
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(f"request body over {limit} bytes")
+        return message
+
+    return bounded
