@@ -22,6 +22,12 @@ place = [
         show_default=True,
         help="Mosquitto's password file.",
     ),
+    click.option(
+        "--broker-group",
+        default="mosquitto",
+        show_default=True,
+        help="The broker's group: it owns the password file (0640) so the broker can read it.",
+    ),
 ]
 
 
@@ -52,6 +58,7 @@ def enroll_command(
     commune: str,
     agent: str,
     passwd_file: Path,
+    broker_group: str,
     broker_url: str,
     out_dir: Path,
     tslcd_target: str,
@@ -59,8 +66,9 @@ def enroll_command(
 ) -> None:
     """Give an agent a broker account and write its ready config.
 
-    Adds "<province>/<commune>/<agent>" to Mosquitto's password file (through
-    mosquitto_passwd) and writes OUT/<account>/agent.toml with mqtt-password
+    Adds "<province>/<commune>/<agent>" to Mosquitto's password file (a salted
+    PBKDF2 hash, as mosquitto_passwd writes it; the password never appears on
+    a command line) and writes OUT/<account>/agent.toml with mqtt-password
     (mode 0600) for the agent's PC. Reload Mosquitto afterwards.
 
     \b
@@ -78,6 +86,7 @@ def enroll_command(
             out_dir=out_dir,
             broker_url=broker_url,
             tslcd_target=tslcd_target,
+            broker_group=broker_group,
             replace=replace,
         )
     except (EnrollError, OSError) as exc:
@@ -88,7 +97,9 @@ def enroll_command(
 
 @click.command("revoke")
 @with_place
-def revoke_command(province: str, commune: str, agent: str, passwd_file: Path) -> None:
+def revoke_command(
+    province: str, commune: str, agent: str, passwd_file: Path, broker_group: str
+) -> None:
     """Remove an agent's broker account. Reload Mosquitto afterwards.
 
     \b
@@ -97,7 +108,9 @@ def revoke_command(province: str, commune: str, agent: str, passwd_file: Path) -
         systemctl reload mosquitto
     """
     try:
-        username = revoke(province, commune, agent, passwd_file=passwd_file)
+        username = revoke(
+            province, commune, agent, passwd_file=passwd_file, broker_group=broker_group
+        )
     except (EnrollError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {username}; reload the broker: systemctl reload mosquitto")

@@ -50,8 +50,49 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
             process.wait(5)
 
 
+_BROKER_HOMES: list[Path] = []
+
+
+def _broker_home() -> Path:
+    """A directory the broker's own user may use. As root, Mosquitto drops to ``mosquitto``
+    (as in production): pytest's temporary directories (0700 root) are out of its reach."""
+    import atexit
+    import pwd
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="commune-mosquitto-"))
+    home.chmod(0o755)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("mosquitto")
+        os.chown(home, user.pw_uid, user.pw_gid)
+    if not _BROKER_HOMES:
+        atexit.register(lambda: [shutil.rmtree(h, ignore_errors=True) for h in _BROKER_HOMES])
+    _BROKER_HOMES.append(home)
+    return home
+
+
+def broker_readable(*paths: Path) -> list[Path]:
+    """Copies of files the broker must read (certificates, keys, a password file), laid out
+    as on a server: in a directory of their own, root:mosquitto, 0640."""
+    import grp
+
+    home = _broker_home()
+    gid = grp.getgrnam("mosquitto").gr_gid if os.geteuid() == 0 else -1
+    copies = []
+    for path in paths:
+        copy = home / path.name
+        shutil.copy(path, copy)
+        copy.chmod(0o640)
+        if gid >= 0:
+            os.chown(copy, 0, gid)
+        copies.append(copy)
+    return copies
+
+
 class Mosquitto:
-    """A Mosquitto broker; ``stop()``/``start()`` keep the port, to simulate an outage."""
+    """A Mosquitto broker, run as its own user (``mosquitto``) when the tests run as root;
+    ``stop()``/``start()`` keep the port and the persistent sessions, to simulate an outage.
+    Files a test hands it (certificates) must be readable by that user."""
 
     def __init__(
         self,
@@ -61,18 +102,16 @@ class Mosquitto:
         listener_options: str = "",
         preamble: str = "",
     ) -> None:
-        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = _broker_home()
         self.port = port or free_port()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "mosquitto.conf"
+        self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text(
             f"{preamble}\n"
-            # As root Mosquitto would switch to the mosquitto user, which cannot write here.
-            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"listener {self.port} 127.0.0.1\n{listener_options}"
             # Persistent, so a test subscriber's session and queue outlive a broker restart.
-            f"persistence true\npersistence_location {workdir}/\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\n"
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             f"log_type error\nlog_type warning\nlog_type notice\n"
             f"{extra if extra else 'allow_anonymous true'}\n"
         )

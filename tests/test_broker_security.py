@@ -3,17 +3,22 @@ anonymous access, accounts made by `commune-collector enroll`, and the ACL under
 writes only its own topics and reads nothing.
 
 The test changes only what the config says it may: /etc/mosquitto/commune/ and
-/var/lib/mosquitto/ (to a temporary directory), the two ports, and `user root` when running
-as root (Mosquitto would otherwise switch to a user that cannot read the temporary files).
+/var/lib/mosquitto/ (to a temporary directory) and the two ports. Run as root (CI), Mosquitto
+drops to its own user, `mosquitto`, as Debian's does: the files are laid out as the
+operator's guide says (root:mosquitto, keys and the password file 0640, the state directory
+the broker's own), so a file the broker cannot read fails here as it would on a server.
 """
 
 from __future__ import annotations
 
 import gc
+import grp
 import os
+import pwd
 import shutil
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import warnings
@@ -30,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent import wire
 from agent.wire import Envelope, Sample
 from collector.cli import main
+from collector.enroll import set_password
 from collector.ingest import Ingestor, Message
 from collector.store import StateStore
 from tests.servers import REPO, AgentProcess, free_port, stop_process, wait_tcp
@@ -63,7 +69,27 @@ def production_config(etc: Path, var: Path, password_port: int, cert_port: int) 
     ):
         assert old in text, old
         text = text.replace(old, new)
-    return ("user root\n" if os.geteuid() == 0 else "") + text
+    return text
+
+
+#: As root, the broker runs as its own user and the files are laid out for it.
+AS_BROKER_USER = os.geteuid() == 0
+BROKER_GROUP = "mosquitto" if AS_BROKER_USER else ""
+
+
+def lay_out_for_the_broker(etc: Path, var: Path) -> None:
+    """/etc/mosquitto/commune/ as the operator's guide says: root:mosquitto, 0750, keys and
+    the password file 0640; the persistence directory the broker's own."""
+    if not AS_BROKER_USER:
+        return
+    gid = grp.getgrnam("mosquitto").gr_gid
+    etc.chmod(0o750)
+    os.chown(etc, 0, gid)
+    for path in etc.iterdir():
+        os.chown(path, 0, gid)
+        path.chmod(0o640 if path.name.endswith((".key", "passwd")) else 0o644)
+    user = pwd.getpwnam("mosquitto")
+    os.chown(var, user.pw_uid, user.pw_gid)
 
 
 def account_password(broker: Broker, account: str) -> str:
@@ -72,7 +98,11 @@ def account_password(broker: Broker, account: str) -> str:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    etc, var = tmp_path / "etc", tmp_path / "var"
+    # Under pytest's own temporary directory (0700 root) the broker's user could not
+    # reach its files: a directory anyone may traverse, as /etc is.
+    home = Path(tempfile.mkdtemp(prefix="commune-broker-"))
+    home.chmod(0o755)
+    etc, var = home / "etc", home / "var"
     var.mkdir(parents=True)
     # The PKI's files are named as the config names them: ca.crt, server.crt, server.key.
     pki = make_pki(etc, client_name="dong-nai/la-nga/pc-02")
@@ -97,13 +127,13 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
                 "mqtts://localhost:8883",
                 "--out",
                 str(enrolled),
+                "--broker-group",
+                BROKER_GROUP,
             ],
         )
         assert result.exit_code == 0, result.output
-    subprocess.run(
-        ["mosquitto_passwd", "-b", str(passwd), "commune-collector", COLLECTOR_PASSWORD],
-        check=True,
-    )
+    set_password(passwd, "commune-collector", COLLECTOR_PASSWORD, BROKER_GROUP)
+    lay_out_for_the_broker(etc, var)
     password_port, cert_port = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(production_config(etc, var, password_port, cert_port))
@@ -112,6 +142,10 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     try:
         wait_tcp(password_port)
         wait_tcp(cert_port)
+        if AS_BROKER_USER:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            assert int(uid) == pwd.getpwnam("mosquitto").pw_uid, "the broker kept root"
         yield Broker(password_port, cert_port, etc, pki, process, enrolled)
     finally:
         while Client.opened:
@@ -123,6 +157,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
             gc.collect()
         stop_process(process)
         log.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 class Client:
@@ -322,7 +357,10 @@ def test_an_enrolled_agent_runs_with_its_written_config_until_revoked(
     written = broker.enrolled / "dong-nai_la-nga_pc-01"
     config = written / "agent.toml"
     assert oct((written / "mqtt-password").stat().st_mode & 0o777) == "0o600"
-    assert oct((broker.etc / "passwd").stat().st_mode & 0o777) == "0o640"
+    passwd = (broker.etc / "passwd").stat()
+    assert oct(passwd.st_mode & 0o777) == "0o640"
+    if AS_BROKER_USER:  # the broker runs as mosquitto: it reads the file through its group
+        assert grp.getgrgid(passwd.st_gid).gr_name == "mosquitto"
     text = config.read_text()
     # Put the files where the written config expects them (here: temporary paths).
     text = text.replace("/etc/commune-agent/mqtt-password", str(written / "mqtt-password"))
@@ -343,7 +381,7 @@ def test_an_enrolled_agent_runs_with_its_written_config_until_revoked(
     finally:
         agent.stop()
     revoke = ["revoke", "--province", "dong-nai", "--commune", "la-nga", "--agent", "pc-01"]
-    revoke += ["--passwd-file", str(broker.etc / "passwd")]
+    revoke += ["--passwd-file", str(broker.etc / "passwd"), "--broker-group", BROKER_GROUP]
     result = CliRunner().invoke(main, revoke)
     assert result.exit_code == 0 and "revoked dong-nai/la-nga/pc-01" in result.output
     broker.reload()
@@ -381,3 +419,36 @@ def test_enroll_refuses_what_it_should(tmp_path: Path) -> None:
         main, [*base, "--agent", "pc-01", "--broker-url", "mqtts://b:8883", "--replace"]
     )
     assert replaced.exit_code == 0
+
+
+def test_enroll_writes_no_value_into_the_config_unchecked_and_runs_no_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_commands(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a command was run: {args}")
+
+    # The password must not travel on a command line (mosquitto_passwd -b shows it in /proc).
+    monkeypatch.setattr(subprocess, "run", no_commands)
+    monkeypatch.setattr(subprocess, "Popen", no_commands)
+    runner = CliRunner()
+    base = ["enroll", "--province", "dong-nai", "--commune", "la-nga", "--agent", "pc-01"]
+    base += ["--passwd-file", str(tmp_path / "passwd"), "--out", str(tmp_path / "out")]
+    base += ["--broker-group", ""]
+    injected = 'mqtts://b:8883"\n[agent]\nprovince = "ha-noi'
+    result = runner.invoke(main, [*base, "--broker-url", injected])
+    assert result.exit_code == 1 and "expected mqtts://host[:port]" in result.output
+    result = runner.invoke(
+        main, [*base, "--broker-url", "mqtts://b:8883", "--tslcd-target", '10.0.0.1"\nx = "1']
+    )
+    assert result.exit_code == 1 and "tslcd target" in result.output
+    result = runner.invoke(
+        main, [*base, "--broker-url", "mqtts://b:8883", "--tslcd-target", "portal.dong-nai.vn"]
+    )
+    assert result.exit_code == 0, result.output
+    import tomllib
+
+    written = tomllib.loads((tmp_path / "out" / "dong-nai_la-nga_pc-01" / "agent.toml").read_text())
+    assert written["agent"] == {"province": "dong-nai", "commune": "la-nga", "id": "pc-01"}
+    assert written["checks"]["link"][0]["target"] == "portal.dong-nai.vn"
+    line = (tmp_path / "passwd").read_text()
+    assert line.startswith("dong-nai/la-nga/pc-01:$7$101$")  # Mosquitto's PBKDF2-SHA512 form

@@ -4,7 +4,6 @@ and the refusals a production broker must make (wrong password, untrusted certif
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent import wire
-from tests.servers import AgentProcess, Mosquitto, Subscriber, free_port
+from collector.enroll import set_password
+from tests.servers import AgentProcess, Mosquitto, Subscriber, broker_readable, free_port
 from tests.tls import Pki, make_pki
 
 USER = "dong-nai.la-nga.pc-01"
@@ -32,9 +32,11 @@ class TlsBroker:
 def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
     pki = make_pki(tmp_path / "pki", client_name=USER)
     passwords = tmp_path / "passwords"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), USER, PASSWORD], check=True)
+    set_password(passwords, USER, PASSWORD)
+    # The broker runs as its own user: its files where it can read them, as on a server.
+    ca, cert, key, passwords = broker_readable(pki.ca, pki.server_cert, pki.server_key, passwords)
     password_port, certificate_port = free_port(), free_port()
-    tls = f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+    tls = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
     broker = Mosquitto(
         tmp_path / "broker",
         preamble="per_listener_settings true",
