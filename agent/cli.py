@@ -123,6 +123,8 @@ def check_config(config_path: Path, show: bool) -> None:
         f"{config_path}: ok — agent {config.agent_id} in "
         f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks"
     )
+    for check in checks:
+        click.echo(f"  {check.describe()}")
     if show:
         click.echo(json.dumps(_effective(config), ensure_ascii=False, indent=2))
 

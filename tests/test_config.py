@@ -76,7 +76,8 @@ def test_check_config_show_hides_secrets(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check-config", "-c", str(config), "--show"])
     assert result.exit_code == 0, result.output
     assert "secret99" not in result.output
-    shown = json.loads(result.output.split("\n", 1)[1])
+    assert "\n  snmp:router" in result.output  # a line per check, then the effective config
+    shown = json.loads(result.output[result.output.index("\n{") + 1 :])
     assert shown["checks"]["snmp"][0]["auth_key"] == "<secret>"
     assert shown["agent"]["id"] == "poller"
     assert shown["agent"]["interval"] == "1m"

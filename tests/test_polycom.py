@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent.checks.polycom import PolycomCheck, PolycomOptions
@@ -23,6 +24,7 @@ from agent.configtypes import Duration, Secret
 from agent.snmp.client import close_engine
 from agent.wire import Sample
 from tests.servers import SnmpSim, free_port
+from tests.tls import Pki
 
 REST = Path(__file__).parent / "data" / "polycom" / "rest"
 
@@ -323,3 +325,58 @@ def test_rest_unreachable_is_refused() -> None:
     sample = rest_sample(options)
     assert sample.outcome == "refused"
     assert sample.fields["up"] == 0
+
+
+@pytest.fixture
+def videoos_tls(
+    tmp_path: Path, videoos: tuple[Device, PolycomOptions]
+) -> Iterator[tuple[PolycomOptions, Pki]]:
+    """The same recorded device behind HTTPS, its certificate signed by a CA of the test's."""
+    import ssl
+
+    from tests.tls import make_pki
+
+    device, plain = videoos
+    pki = make_pki(tmp_path / "pki")
+    server = replay_server(device)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = msgspec.structs.replace(plain, scheme="https", port=server.server_address[1])
+    yield options, pki
+    server.shutdown()
+    server.server_close()
+
+
+def test_rest_with_a_ca_file_verifies_the_device_with_it(
+    videoos_tls: tuple[PolycomOptions, Pki],
+) -> None:
+    options, pki = videoos_tls
+    trusted = msgspec.structs.replace(options, ca_file=str(pki.ca))
+    assert trusted.verifies_tls
+    assert rest_sample(trusted).outcome == "ok"
+    # Another CA: the certificate is checked with it, and refused (it was ignored before).
+    wrong = msgspec.structs.replace(options, ca_file=str(pki.rogue_ca))
+    refused = rest_sample(wrong)
+    assert refused.outcome != "ok" and "certificate" in refused.error.lower()
+    # Without a CA the self-signed device is read, unverified, as it ships.
+    assert not options.verifies_tls and rest_sample(options).outcome == "ok"
+    assert "TLS verified with" in PolycomCheck(trusted).describe()
+    assert "not verified" in PolycomCheck(options).describe()
+
+
+def test_rest_refuses_a_ca_file_it_would_ignore() -> None:
+    from agent.checks.base import ConfigProblem
+
+    options = PolycomOptions(
+        name="studio",
+        host="10.0.0.5",
+        method="rest",
+        user="admin",
+        password_file="/etc/commune-agent/polycom.password",
+        ca_file="/etc/commune-agent/polycom-ca.pem",
+        verify_tls=False,
+    )
+    with pytest.raises(ConfigProblem, match="verify_tls"):
+        options.validate()

@@ -22,9 +22,14 @@ class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=T
     password_file: str = ""
     """REST: a file holding the admin password (the password is never put in this config)."""
     scheme: Literal["https", "http"] = "https"
-    verify_tls: bool = False
-    """Polycom endpoints ship self-signed certificates; give ca_file and set true to verify."""
+    verify_tls: bool | None = None
+    """Check the device's certificate. Default: when ``ca_file`` is given (the CA that
+    signed it); endpoints ship self-signed certificates, so without one, no."""
     ca_file: str = ""
+
+    @property
+    def verifies_tls(self) -> bool:
+        return self.verify_tls if self.verify_tls is not None else bool(self.ca_file)
 
     def validate(self) -> None:
         if self.method == "snmp":
@@ -38,6 +43,13 @@ class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=T
             raise ConfigProblem("user", "method 'rest' needs the device's admin user")
         if not self.password_file:
             raise ConfigProblem("password_file", "method 'rest' needs a password_file")
+        if self.ca_file and self.verify_tls is False:
+            raise ConfigProblem(
+                "verify_tls",
+                "ca_file is given but verify_tls = false: the CA would be ignored; drop one",
+            )
+        if self.ca_file and self.scheme == "http":
+            raise ConfigProblem("ca_file", "scheme 'http' has no certificate to check")
 
 
 class PolycomCheck(Check[PolycomOptions]):
@@ -49,7 +61,15 @@ class PolycomCheck(Check[PolycomOptions]):
         self._client: SnmpClient | None = None
 
     def describe(self) -> str:
-        return f"polycom:{self.name} ({self.options.method} {self.options.host})"
+        options = self.options
+        tls = ""
+        if options.method == "rest" and options.scheme == "https":
+            tls = (
+                f", TLS verified with {options.ca_file or 'the system CAs'}"
+                if options.verifies_tls
+                else ", TLS not verified (self-signed device; set ca_file to verify)"
+            )
+        return f"polycom:{self.name} ({options.method} {options.host}{tls})"
 
     async def collect(self) -> list[Sample]:
         now = self.clock()
@@ -82,7 +102,7 @@ class PolycomCheck(Check[PolycomOptions]):
             user=self.options.user,
             password=password,
             timeout=max(1.0, self.timeout / 4),
-            verify_tls=self.options.verify_tls,
+            verify_tls=self.options.verifies_tls,
             ca_file=self.options.ca_file,
         )
         return await asyncio.to_thread(read_polycom_rest, endpoint)
