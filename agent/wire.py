@@ -179,6 +179,8 @@ def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> En
         raise WireError("invalid", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError("not_json", str(exc)) from None
+    except RecursionError:  # msgspec's answer to "[[[[...": thousands of levels deep
+        raise WireError("not_json", "nested too deeply") from None
     if envelope.v != SCHEMA_VERSION:
         raise WireError("schema_version", f"v={envelope.v}, this side speaks {SCHEMA_VERSION}")
     if expected is not None:
@@ -187,12 +189,16 @@ def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> En
 
 
 def decode_status(payload: bytes, expected: TopicIdentity | None = None) -> Status:
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise WireError("too_large", f"{len(payload)} bytes > {MAX_ENVELOPE_BYTES}")
     try:
         status = _status_decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise WireError("invalid", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError("not_json", str(exc)) from None
+    except RecursionError:
+        raise WireError("not_json", "nested too deeply") from None
     if expected is not None:
         _check_identity(expected, status.province, status.commune, status.agent)
     return status
