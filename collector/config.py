@@ -46,7 +46,7 @@ class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_onl
     """How long the broker keeps the collector's messages while it is down."""
     max_inbox: Size = Size(64 * 1024**2)
     """Payloads received and not yet committed at most; beyond, the collector stops
-    reading (QoS 1 waits in the broker) and sheds QoS 0 messages (counted)."""
+    reading (QoS 1 waits in the broker). QoS 0 messages are refused as read."""
 
 
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

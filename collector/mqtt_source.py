@@ -11,10 +11,11 @@ receive retained messages. Data may be shared among collectors of a group.
 
 Memory is bounded whatever the agents send: the broker sends no packet larger
 than ``MAX_PACKET`` (MQTT 5 Maximum Packet Size; envelopes are at most 256 KiB);
-the inbox between the two threads holds at most ``max_inbox_bytes`` of
-payloads: beyond, the network thread stops reading (QoS 1 waits in the broker,
-within the receive window) and QoS 0 messages, which the broker would not send
-again, are shed and counted; batches are cut at ``max_batch_bytes``.
+QoS 0 messages, which the receive window does not bound and which no agent
+sends (the contract is QoS 1), are refused as they are read (``qos0``, counted,
+never queued); the inbox between the two threads holds at most
+``max_inbox_bytes`` of payloads: beyond, the network thread stops reading and
+QoS 1 waits in the broker; batches are cut at ``max_batch_bytes``.
 
 Two threads: the network thread alone touches the socket (an SSL connection
 must not be read and written from two threads at once); it decodes whole reads
@@ -39,7 +40,7 @@ import time
 from dataclasses import dataclass
 
 from collector import mqtt_codec as codec
-from collector.ingest import Ingestor, Message
+from collector.ingest import Ingestor, Message, sender_of
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class SourceSettings:
     max_batch_bytes: int = 8 * 1024 * 1024
     """A batch is cut at this many payload bytes (decoded, they weigh several times more)."""
     max_inbox_bytes: int = 64 * 1024 * 1024
-    """Payloads received and not yet committed; beyond, reading pauses, QoS 0 is shed."""
+    """Payloads received and not yet committed; beyond, reading pauses."""
     max_delay_s: float = 0.05
     connect_timeout_s: float = 10.0
 
@@ -115,10 +116,6 @@ class _Acks:
             self._pending = []
 
 
-def _noop() -> None:
-    """Acknowledging a QoS 0 message: nothing to send."""
-
-
 class MqttSource:
     def __init__(self, settings: SourceSettings, ingestor: Ingestor) -> None:
         self.settings = settings
@@ -127,8 +124,8 @@ class MqttSource:
         """Connected and subscribed."""
         self._inbox: collections.deque[Message] = collections.deque()
         self._inbox_bytes = 0
-        self.shed_qos0 = 0
-        """QoS 0 messages dropped because the inbox was full."""
+        self.refused_qos0 = 0
+        """QoS 0 messages refused as they were read (the contract is QoS 1)."""
         self._arrived = threading.Condition()
         self._acks = _Acks()
         self._stopping = threading.Event()
@@ -214,22 +211,24 @@ class MqttSource:
         received = time.time()
         generation = self._acks.generation
         owe = self._acks.owe
-        room = self.settings.max_inbox_bytes - self._inbox_bytes
         messages = []
         size = 0
         for p in publishes:
-            if not p.packet_id and size >= room:
-                self.shed_qos0 += 1  # never sent again by the broker: counted, not held
+            if not p.packet_id:
+                # Outside the contract, and a flood of them would queue without bound:
+                # refused here, at the cost of reading them.
+                self.refused_qos0 += 1
+                self.ingestor.rejections(
+                    sender_of(p.topic, self.settings.root),
+                    "qos0",
+                    "a QoS 0 message: agents publish at QoS 1",
+                )
                 continue
             size += len(p.payload)
-            messages.append(
-                Message(
-                    p.topic,
-                    p.payload,
-                    received,
-                    functools.partial(owe, generation, p.packet_id) if p.packet_id else _noop,
-                )
-            )
+            ack = functools.partial(owe, generation, p.packet_id)
+            messages.append(Message(p.topic, p.payload, received, ack))
+        if not messages:
+            return
         with self._arrived:
             self._inbox.extend(messages)
             self._inbox_bytes += size

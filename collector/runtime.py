@@ -350,7 +350,8 @@ class Collector:
         rejected = Family(
             "commune_collector_messages_rejected_total", "counter", "Messages rejected, by reason."
         )
-        for reason, count in sorted(stats.rejected.items()):
+        refused_qos0 = self.source.refused_qos0  # counted where they are read
+        for reason, count in sorted({**stats.rejected, "qos0": refused_qos0}.items()):
             rejected.add(count, reason=reason)
         refused = Family(
             "commune_collector_samples_refused_total",
@@ -367,15 +368,14 @@ class Collector:
             Family("commune_collector_info", "gauge", "Version of this collector.").add(
                 1, version=__version__
             ),
-            counter("messages_received_total", "MQTT messages received.", stats.received),
+            counter(
+                "messages_received_total",
+                "MQTT messages received.",
+                stats.received + refused_qos0,
+            ),
             counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
             rejected,
             refused,
-            counter(
-                "messages_shed_total",
-                "QoS 0 messages dropped because the inbox was full.",
-                self.source.shed_qos0,
-            ),
             counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
             counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
             counter("commit_batches_total", "Batches processed.", stats.batches),
