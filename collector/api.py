@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field
@@ -599,6 +600,14 @@ async def _body_too_large(_: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=413)
 
 
+async def _invalid(_: Request, exc: Exception) -> Response:
+    """422 saying where and what, without echoing the input: it may not even be JSON
+    (``Infinity``), and a 5,000-character comment need not come back."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def create_app(
     model: HealthModel,
     store: StateStore,
@@ -619,6 +628,7 @@ def create_app(
     install_schema(store)  # the alert tables, even before the engine has run
     app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.state.context = ApiContext(
         model=model,
         store=store,

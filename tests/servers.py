@@ -432,8 +432,10 @@ class CollectorProcess:
         extra: str = "",
         client_id: str = "collector-e2e",
         sections: str = "",
+        api: str = "",
     ) -> None:
-        """``extra``: lines of [collector]; ``sections``: more sections, appended."""
+        """``extra``: lines of [collector]; ``api``: lines of [api]; ``sections``: more
+        sections, appended."""
         import hashlib
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -450,7 +452,7 @@ class CollectorProcess:
             f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nreceive_window = 200\n'
             f'[store]\npath = "{self.state}"\n'
             f'[collector]\nclient_id = "{client_id}"\n{extra}\n'
-            f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n{api}\n'
             f'[[api.tokens]]\nname = "ioc"\nrole = "read"\nsha256 = "{digest}"\n'
             + (sink if sink_url else "")
             + sections
