@@ -241,7 +241,14 @@ class Collector:
     def run(self, stop: threading.Event, every_s: float = 10.0) -> int:
         """Until ``stop`` is set: 0. When a worker died: 1, after stopping the rest."""
         self.start()
-        code = 0
+        try:
+            return self.supervise(stop, every_s)
+        finally:
+            self.stop()
+
+    def supervise(self, stop: threading.Event, every_s: float = 10.0) -> int:
+        """Housekeeping every ``every_s``, a look at the workers every second: 0 when told
+        to stop, 1 as soon as a worker is dead."""
         next_round = time.monotonic() + every_s
         while not stop.wait(min(1.0, every_s)):
             dead = self.dead_workers()
@@ -251,13 +258,11 @@ class Collector:
                     "the collector (unacknowledged messages come again)",
                     ", ".join(dead),
                 )
-                code = 1
-                break
+                return 1
             if time.monotonic() >= next_round:
                 self.housekeeping()
                 next_round = time.monotonic() + every_s
-        self.stop()
-        return code
+        return 0
 
     def stop(self) -> None:
         if self._server is not None:

@@ -258,3 +258,111 @@ def test_the_spool_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
     assert (rows, dropped) == (10, 15)
     assert used <= 10 * size + 5
     assert store.spool_fetch(1)[0][1] == wire.encode(envelope(15))  # the newest ten are kept
+
+
+def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_row_a_healthy_server_keeps_failing_with_5xx_is_dropped_alone(tmp_path: Path) -> None:
+    """A server that answers 500 to any batch holding pc-poison but is healthy (/ping 204):
+    after a few tries the batch is split, the row goes alone, counted; never for ever."""
+    accepted: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # /ping, the InfluxDB health check
+            self.send_response(204 if self.path.startswith("/ping") else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            poison = b"agent=pc-poison" in body
+            if not poison:
+                accepted.append(body)
+            self.send_response(500 if poison else 204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = serve(Handler)
+    store = StateStore(tmp_path / "state.sqlite")
+    envelopes = [envelope(seq) for seq in range(5)] + [envelope(5, agent="pc-poison")]
+    envelopes += [envelope(seq) for seq in range(6, 12)]
+    ingest(store, envelopes)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sink = SinkProcess(store.path, SinkSettings(url, "", "o", "b", max_backoff_s=0.2))
+    sink.start()
+    try:
+        wait(lambda: store.spool_stats()[0] == 0, timeout=30)
+    finally:
+        sink.stop()
+        server.shutdown()
+        server.server_close()
+    assert sink.stats.rejected_rows == 1 and sink.stats.write_errors >= 3
+    written = b"\n".join(accepted)
+    assert written.count(b"link,") == 11 and b"pc-poison" not in written
+
+
+def test_while_the_server_is_unwell_nothing_is_dropped(tmp_path: Path) -> None:
+    """5xx to everything and /ping failing: the server is down, not the row: all waits."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = serve(Handler)
+    store = StateStore(tmp_path / "state.sqlite")
+    ingest(store, [envelope(seq) for seq in range(6)])
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sink = SinkProcess(store.path, SinkSettings(url, "", "o", "b", max_backoff_s=0.2))
+    sink.start()
+    try:
+        wait(lambda: sink.stats.write_errors >= 6, timeout=30)
+    finally:
+        sink.stop()
+        server.shutdown()
+        server.server_close()
+    assert sink.stats.rejected_rows == 0 and store.spool_stats()[0] == 6
+
+
+def test_a_row_our_converter_fails_on_is_dropped_alone(tmp_path: Path) -> None:
+    """Whatever the error turning a spooled envelope into points (a bug of ours
+    included), that row alone is dropped, counted; the rest reaches the server."""
+    from collector.sink import Sink
+
+    class Buggy(Sink):
+        @staticmethod
+        def convert(payload: bytes) -> bytes:
+            if b"pc-buggy" in payload:
+                raise ZeroDivisionError("a bug of ours")
+            return Sink.convert(payload)
+
+    vm = VictoriaMetrics(tmp_path / "vm").start()
+    store = StateStore(tmp_path / "state.sqlite")
+    ingest(store, [envelope(0), envelope(1, agent="pc-buggy"), envelope(2)])
+    sink = Buggy(store, SinkSettings(vm.url, "", "o", "b"))
+    try:
+        assert sink.step(0.0) == 0.0
+        assert sink.stats.rejected_rows == 1 and store.spool_stats()[0] == 0
+        [series] = vm.export('{__name__="link_rtt_ms"}')
+        assert series["metric"]["agent"] == "pc-01" and len(series["timestamps"]) == 2
+    finally:
+        sink.close()
+        vm.stop()
+        store.close()
