@@ -3,8 +3,10 @@
 - measurement: the check kind, or ``<kind>_<item>`` for a sub-series
   (``host_disk``, ``snmp_interface``, ``antivirus_product``, ``agent_check``);
 - tags: province, commune, agent, name (the check instance), target, and the
-  sample's own tags (network, method, ifindex, source, ...); a trailing
-  backslash, which line protocol cannot carry, is dropped (``C:\\`` -> ``C:``);
+  sample's own tags (network, method, ifindex, source, ...). Line protocol cannot
+  carry a backslash before a separator or at the end (servers read ``\\\\`` and
+  ``\\,`` differently): those backslashes are dropped (``C:\\`` -> ``C:``); a line
+  break becomes a space;
 - fields: the sample's fields, every number written as a float so a field never
   changes type between points (InfluxDB refuses that), booleans as booleans,
   text as strings; plus ``success`` (1 when the outcome is ok) and ``outcome``;
@@ -21,19 +23,21 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 from agent.wire import Envelope, FieldValue, Sample
 
-_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", "\n": " "})
-_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " "})
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
+_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
+#: Backslashes line protocol cannot carry: before a separator (it would escape it), or last.
+_UNCARRIED = re.compile(r"\\+(?=[,= ]|$)")
 
 
 @functools.lru_cache(maxsize=65536)
 def _tag(text: str) -> str:
-    # Line protocol cannot escape a trailing backslash (it would escape the space
-    # after it): Windows mount points "C:\\" are written "C:".
     # Cached: provinces, communes, agents, check names and keys repeat in every point.
-    return text.rstrip("\\").translate(_KEY)
+    return _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
 
 
 def _field(value: FieldValue) -> str | None:
@@ -42,11 +46,12 @@ def _field(value: FieldValue) -> str | None:
     if isinstance(value, int | float):
         number = float(value)
         return repr(number) if math.isfinite(number) else None
-    text = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    text = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
     return f'"{text}"'
 
 
 def sample_line(envelope: Envelope, sample: Sample) -> str:
+    # Check and item are keys of the contract ([a-z0-9_]): nothing to drop, only to escape.
     measurement = (f"{sample.check}_{sample.item}" if sample.item else sample.check).translate(
         _MEASUREMENT
     )
