@@ -184,3 +184,26 @@ def test_small_and_empty_runs_stay_whole() -> None:
 
 def test_long_text_is_clipped_to_the_contract() -> None:
     assert wire.clean_fields({"sys_descr": "x" * 5000}) == {"sys_descr": "x" * wire.MAX_TEXT}
+
+
+@pytest.mark.parametrize("name", ["la-nga\n", "la-nga\n\n", "\nla-nga", "la nga", "la-nga/x"])
+def test_an_identity_must_be_the_whole_string(name: str) -> None:
+    payload = wire.encode(
+        wire.Envelope(
+            v=1, agent="pc-01", province="dong-nai", commune="la-nga", seq=1, ts=1e9, samples=[]
+        )
+    ).replace(b'"la-nga"', json.dumps(name).encode())
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_envelope(payload)
+    assert caught.value.reason == "invalid"
+
+
+def test_the_agent_never_sends_what_the_collector_refuses() -> None:
+    # A 64-bit counter past 2^53 travels as a float; non-finite values are left out.
+    cleaned = wire.clean_fields({"octets": 2**64 - 1, "nan": float("nan"), "ok": 3, "flag": True})
+    assert cleaned == {"octets": float(2**64 - 1), "ok": 3, "flag": True}
+    sample = wire.Sample(ts=1e9, check="snmp", name="r", outcome="ok", fields=cleaned)
+    envelope = wire.Envelope(
+        v=1, agent="a", province="p", commune="c", seq=0, ts=1e9, samples=[sample]
+    )
+    assert wire.decode_envelope(wire.encode(envelope)) == envelope
