@@ -28,7 +28,9 @@ from agent.configtypes import (
     Size,
     convert_strict,
     encode_hook,
+    read_secret,
     read_toml,
+    resolve_paths,
 )
 from agent.wire import IDENT_PATTERN, Ident
 
@@ -126,6 +128,13 @@ def load_config(path: str | Path) -> Config:
     data = read_toml(path)
     if "source" in data:
         raise ConfigError(f"{path}: source: unknown key")
+    # Relative paths are the config file's neighbours, whatever folder the agent runs in
+    # (a Windows service runs in System32); outbox.path is a file of the state folder.
+    base = Path(path).absolute().parent
+    data = resolve_paths(data, base)
+    outbox = data.get("outbox")
+    if isinstance(outbox, dict) and isinstance(outbox.get("path"), str) and outbox["path"]:
+        outbox["path"] = resolve_paths({"path": outbox["path"]}, base, frozenset({"path"}))["path"]
     return parse_config(data, str(path))
 
 
@@ -149,8 +158,11 @@ def _validate(config: Config, source: str) -> None:
             raise fail(f"{where}.name", f"duplicate check name {name!r} (also {names[name]})")
         names[name] = where
         password_file = getattr(options, "password_file", "")
-        if password_file and not os.access(password_file, os.R_OK):
-            raise fail(f"{where}.password_file", f"cannot read {password_file}")
+        if password_file:
+            try:
+                read_secret(password_file)  # as the service will: readable, decodable, not empty
+            except (OSError, ValueError) as exc:
+                raise fail(f"{where}.password_file", f"cannot read it: {exc}") from None
 
 
 def redacted(config: Config) -> dict[str, Any]:

@@ -118,16 +118,84 @@ def convert_strict(data: dict[str, Any], type_: type[T], source: str) -> T:
         raise ConfigError(f"{source}: {key}: {message}") from None
 
 
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def decode_text(data: bytes) -> str:
+    """A text file as Windows tools write it: UTF-8 with or without a byte-order mark
+    (Notepad, ``Set-Content -Encoding UTF8``) or UTF-16 with one (PowerShell 5.1's ``>``).
+    UnicodeDecodeError for anything else."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(encoding)
+    return data.decode("utf-8")
+
+
+def read_text_file(path: str | Path) -> str:
+    return decode_text(Path(path).read_bytes())
+
+
+def read_secret(path: str | Path) -> str:
+    """A secret kept alone in a file (a password, a token): its first line, without the
+    byte-order mark or the line break an editor adds. ValueError when it is empty."""
+    try:
+        text = read_text_file(path)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 or UTF-16 text") from None
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ValueError(f"{path}: empty")
+    return secret
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_text_file(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: not UTF-8 or UTF-16 text: save it as UTF-8 (with or without BOM)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+#: Config keys naming files or folders, by their last part: relative values are taken
+#: from the config file's folder, not from wherever the process happens to run
+#: (a Windows service starts in System32).
+PATH_KEYS = frozenset(
+    {"password_file", "ca_file", "cert_file", "key_file", "token_file", "secret_file",
+     "urls_file", "state_dir", "clamav_db_dir"}
+)  # fmt: skip
+
+
+def resolve_paths(data: Any, base: Path, keys: frozenset[str] = PATH_KEYS) -> Any:
+    """``data`` with every relative path under ``keys`` joined to ``base`` (nested tables
+    and arrays of tables included); other values untouched."""
+    if isinstance(data, dict):
+        return {
+            key: (
+                str(base / value)
+                if key in keys and isinstance(value, str) and value and not _absolute(value)
+                else resolve_paths(value, base, keys)
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [resolve_paths(item, base, keys) for item in data]
+    return data
+
+
+def _absolute(value: str) -> bool:
+    # Either system's absolute forms: a config written for Windows read on Linux in tests.
+    return Path(value).is_absolute() or bool(re.match(r"^([A-Za-z]:[\\/]|[\\/]{2})", value))
 
 
 class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -171,9 +239,14 @@ class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
             path = getattr(self, key)
             if path and not os.access(path, os.R_OK):
                 return key, f"cannot read {path}"
+        if self.password_file:
+            try:
+                read_secret(self.password_file)
+            except (OSError, ValueError) as exc:
+                return "password_file", str(exc)
         return None
 
     def password(self) -> str:
         if not self.password_file:
             return ""
-        return Path(self.password_file).read_text(encoding="utf-8").strip()
+        return read_secret(self.password_file)

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from agent.configtypes import BrokerSection, ConfigError, Duration, Size, convert_strict, read_toml
+from agent.configtypes import (
+    BrokerSection,
+    ConfigError,
+    Duration,
+    Size,
+    convert_strict,
+    read_toml,
+    resolve_paths,
+)
 from agent.wire import Ident, whole
 from collector.inventory import load_inventory
 
@@ -193,7 +201,20 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     """The file's config, or the embedded defaults when ``path`` is None."""
     if path is None:
         return CollectorConfig()
-    return parse_collector_config(read_toml(path), str(path))
+    # Relative paths are the config file's neighbours, not the working directory's.
+    base = Path(path).absolute().parent
+    data = resolve_paths(read_toml(path), base)
+    for section, key in (("collector", "inventory"), ("alerts", "rules")):
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), list):
+            table[key] = [
+                resolve_paths({"file": item}, base, frozenset({"file"}))["file"]
+                for item in table[key]
+            ]
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
+        store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]
+    return parse_collector_config(data, str(path))
 
 
 def _check_api(api: ApiSection, source: str) -> None:

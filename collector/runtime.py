@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.configtypes import read_secret
 from collector import __version__
 from collector.alerts.engine import AlertEngine
 from collector.alerts.notify import Notifier, Route, load_urls
@@ -72,7 +73,7 @@ class Collector:
             from collector.sink_process import SinkProcess
 
             token_file = sink_config.token_file
-            token = Path(token_file).read_text().strip() if token_file else ""
+            token = read_secret(token_file) if token_file else ""
             self.sink = SinkProcess(
                 path,
                 SinkSettings(

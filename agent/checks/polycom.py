@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from agent.checks.base import Check, ConfigProblem
 from agent.checks.snmpoptions import SnmpConnectionOptions
+from agent.configtypes import read_secret
 from agent.polycom.readiness import EndpointState
 from agent.polycom.rest_reader import RestEndpoint, RestError, read_polycom_rest
 from agent.polycom.snmp_reader import read_polycom_snmp
@@ -77,7 +77,7 @@ class PolycomCheck(Check[PolycomOptions]):
             state = await self._read()
         except (SnmpError, RestError) as exc:
             return [self._sample(now, exc.outcome, EndpointState(reachable=False), str(exc))]
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             return [
                 self._sample(
                     now,
@@ -93,8 +93,7 @@ class PolycomCheck(Check[PolycomOptions]):
             if self._client is None:
                 self._client = SnmpClient(self.options.snmp_target(self.timeout))
             return await read_polycom_snmp(self._client)
-        password_path = Path(self.options.password_file)
-        password = (await asyncio.to_thread(password_path.read_text, encoding="utf-8")).strip()
+        password = await asyncio.to_thread(read_secret, self.options.password_file)
         endpoint = RestEndpoint(
             host=self.options.host,
             port=self.options.port or (443 if self.options.scheme == "https" else 80),
