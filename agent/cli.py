@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -205,33 +206,47 @@ def schema(output: Path | None) -> None:
 def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_only: bool) -> None:
     """Install the agent as a service: a hardened systemd unit, or a Windows service.
 
-    The config is validated first. On Linux the unit runs as the system user
-    commune-agent with CAP_NET_RAW (for ICMP) and its outbox in
-    /var/lib/commune-agent. On Windows see deploy/windows/README.md.
+    The config is validated first. On Linux the unit runs this very installation
+    (the interpreter or console script you invoked, in its venv) as the system
+    user commune-agent, with CAP_NET_RAW (for ICMP) and its outbox in
+    /var/lib/commune-agent. Before writing anything it checks that this user can
+    read the program, the config and every file the config names, and write
+    where the outbox goes, and says what is wrong. On Windows see
+    deploy/windows/README.md.
 
     \b
     Example:
-        sudo commune-agent install-service -c /etc/commune-agent/agent.toml
+        sudo /opt/commune-agent/venv/bin/commune-agent install-service \\
+            -c /etc/commune-agent/agent.toml
         commune-agent install-service -c agent.toml --print
     """
-    _load(config_path)
-    from agent import service
-
+    config = _load(config_path)
     if sys.platform == "win32":
         from agent import winservice
 
         winservice.install(config_path.resolve(), start=not no_start)
         click.echo(f"installed Windows service {winservice.SERVICE_NAME}")
         return
+    from agent import service, systemd
+
     if print_only:
-        click.echo(
-            service.render_unit(service.agent_executable(), str(config_path.resolve())), nl=False
+        click.echo(service.unit(config), nl=False)
+        who = systemd.Account.of(service.SERVICE.name) or systemd.Account.nobody_yet(
+            service.SERVICE.name
         )
+        # The config itself is given to the service's group by a real install.
+        for problem in service.check(config, who):
+            if not problem.startswith(f"{who.name} cannot read {Path(config.source).resolve()}"):
+                click.echo(f"warning: {problem}", err=True)
         return
     try:
-        for line in service.install_systemd(config_path, unit_dir, start=not no_start):
+        for line in service.install(config, unit_dir, start=not no_start):
             click.echo(line)
-    except (OSError, Exception) as exc:
+    except systemd.InstallError as exc:
+        raise click.ClickException(
+            "not installed: the service user would fail:\n  " + "\n  ".join(exc.problems)
+        ) from None
+    except (OSError, subprocess.CalledProcessError) as exc:
         raise click.ClickException(f"install failed: {exc}") from None
 
 

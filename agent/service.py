@@ -1,17 +1,14 @@
-"""Installing the agent as a service: a hardened systemd unit on Linux, a Windows service."""
+"""The agent as a systemd service: its hardened unit, and installing it (agent/systemd.py)."""
 
 from __future__ import annotations
 
-import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-SERVICE_NAME = "commune-agent"
-SERVICE_USER = "commune-agent"
+import agent
+from agent import systemd
+from agent.config import Config
 
-UNIT_TEMPLATE = """\
+UNIT_BODY = """\
 # commune-agent: reports this machine's health, anti-malware, dedicated line and
 # commune devices to the province. Installed by `commune-agent install-service`.
 [Unit]
@@ -29,7 +26,7 @@ Group={user}
 # The outbox lives here: /var/lib/commune-agent, kept across restarts and upgrades.
 StateDirectory=commune-agent
 StateDirectoryMode=0700
-Environment=PYTHONUNBUFFERED=1
+{read_write}Environment=PYTHONUNBUFFERED=1
 # ICMP probes of the dedicated line without root.
 AmbientCapabilities=CAP_NET_RAW
 CapabilityBoundingSet=CAP_NET_RAW
@@ -58,50 +55,76 @@ TasksMax=64
 WantedBy=multi-user.target
 """
 
+SERVICE = systemd.Service(
+    name="commune-agent",
+    module="agent.cli",
+    description="commune-monitor agent",
+    unit_body=UNIT_BODY,
+    state_dir=Path("/var/lib/commune-agent"),
+)
 
-def render_unit(executable: str, config_path: str, user: str = SERVICE_USER) -> str:
-    exec_start = " ".join(
-        shlex.quote(part) for part in (executable, "run", "--config", config_path)
+
+def files_read(config: Config) -> list[Path]:
+    """The config and every file it names, which the service user must read."""
+    paths = [Path(config.source)]
+    mqtt = config.mqtt
+    paths += [
+        Path(p) for p in (mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if p
+    ]
+    for _, _, options in config.check_options():
+        for key in ("password_file", "ca_file"):
+            value = getattr(options, key, "")
+            if value:
+                paths.append(Path(value))
+    return paths
+
+
+def folders_written(config: Config) -> list[Path]:
+    """Where the agent writes outside its StateDirectory (then named in ReadWritePaths=)."""
+    own = SERVICE.state_dir
+    folders = []
+    if config.agent.state_dir and Path(config.agent.state_dir) != own:
+        folders.append(Path(config.agent.state_dir))
+    if config.outbox.path and Path(config.outbox.path).parent != own:
+        folders.append(Path(config.outbox.path).parent)
+    return folders
+
+
+def unit(config: Config) -> str:
+    command = systemd.invoked_command(SERVICE)
+    return systemd.render(SERVICE, command, Path(config.source).absolute(), folders_written(config))
+
+
+def check(config: Config, who: systemd.Account) -> list[str]:
+    """What the service user could not read or write that the agent will need."""
+    return systemd.problems(
+        who,
+        systemd.invoked_command(SERVICE),
+        Path(agent.__file__).parent,
+        files_read(config),
+        folders_written(config),
     )
-    return UNIT_TEMPLATE.format(exec_start=exec_start, user=user)
 
 
-def agent_executable() -> str:
-    found = shutil.which("commune-agent")
-    if found:
-        return str(Path(found).resolve())
-    return str(Path(sys.executable).resolve().parent / "commune-agent")
-
-
-def install_systemd(config_path: Path, unit_dir: Path, start: bool) -> list[str]:
-    """Write the unit, create the service user, enable and start; returns what was done."""
+def install(config: Config, unit_dir: Path, start: bool) -> list[str]:
+    """Create the service user, check what it must read and write, write the unit,
+    enable and start; returns what was done. InstallError names every problem."""
     done: list[str] = []
-    unit = unit_dir / f"{SERVICE_NAME}.service"
-    unit.write_text(render_unit(agent_executable(), str(config_path.resolve())), encoding="utf-8")
-    unit.chmod(0o644)
-    done.append(f"wrote {unit}")
-    if (
-        shutil.which("useradd")
-        and subprocess.run(["id", SERVICE_USER], capture_output=True, check=False).returncode != 0
-    ):
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ],
-            check=True,
-        )
-        done.append(f"created system user {SERVICE_USER}")
-    if shutil.which("chgrp"):
-        subprocess.run(["chgrp", SERVICE_USER, str(config_path)], check=False)
-        config_path.chmod(0o640)
-        done.append(f"{config_path}: group {SERVICE_USER}, mode 0640 (it may hold secrets)")
-    if start and shutil.which("systemctl"):
-        subprocess.run(["systemctl", "daemon-reload"], check=True)
-        subprocess.run(["systemctl", "enable", "--now", SERVICE_NAME], check=True)
-        done.append(f"enabled and started {SERVICE_NAME}")
+    if systemd.create_user(SERVICE.name):
+        done.append(f"created system user {SERVICE.name}")
+    config_path = Path(config.source)
+    systemd.share_with(config_path, SERVICE.name)
+    done.append(f"{config_path}: group {SERVICE.name}, mode 0640 (it may name secrets)")
+    who = systemd.Account.of(SERVICE.name)
+    assert who is not None
+    found = check(config, who)
+    if found:
+        raise systemd.InstallError(found)
+    path = unit_dir / f"{SERVICE.name}.service"
+    path.write_text(unit(config), encoding="utf-8")
+    path.chmod(0o644)
+    done.append(f"wrote {path}")
+    if start:
+        systemd.enable(SERVICE.name)
+        done.append(f"enabled and started {SERVICE.name}")
     return done

@@ -18,6 +18,7 @@ from collector.cli_alerts import ack_command, alerts_command, rules_test, silenc
 from collector.cli_common import _load, _local, _store, _time, config_option
 from collector.cli_enroll import enroll_command, revoke_command
 from collector.cli_report import report_command
+from collector.cli_service import install_service_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -204,6 +205,7 @@ main.add_command(rules_test)
 main.add_command(report_command)
 main.add_command(enroll_command)
 main.add_command(revoke_command)
+main.add_command(install_service_command)
 
 
 if __name__ == "__main__":
