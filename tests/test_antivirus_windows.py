@@ -180,3 +180,54 @@ def test_missing_powershell_is_an_error_sample(tmp_path: Path) -> None:
     samples = asyncio.run(AntivirusCheck(options).collect())
     assert samples[0].outcome == "error"
     assert "cannot run" in samples[0].error
+
+
+@pytest.mark.parametrize(
+    ("mode", "state"),
+    [
+        ("Normal", "on"),
+        ("Passive Mode", "off"),
+        ("SxS Passive Mode", "off"),
+        ("EDR Block Mode", "off"),
+        ("Not running", "off"),
+        (None, "on"),  # builds before 4.18 do not report a mode: the toggles decide
+        ("Passive", "unknown"),  # not a value Defender writes: never taken for active
+        ("Something new", "unknown"),
+    ],
+)
+def test_every_running_mode_defender_reports_is_decoded(mode: str | None, state: str) -> None:
+    from agent.antivirus.windows import defender_product
+
+    # Every toggle true, as on a passive host (mondoohq/mql #10381): only the mode tells.
+    mp = {"AMServiceEnabled": True, "AntivirusEnabled": True, "RealTimeProtectionEnabled": True}
+    product = defender_product({**mp, "AMRunningMode": mode})
+    assert product.state == state
+
+
+@pytest.mark.parametrize(
+    ("name", "products"),
+    [
+        ("ms-docs-get-mpcomputerstatus-2024.json", [("Microsoft Defender", "on", 1.0)]),
+        ("pastebin-GbCihpg9-defender-2022.json", [("Microsoft Defender", "on", 0.0)]),
+        ("mondoo-passive-mode-every-toggle-true.json", [("Microsoft Defender", "off", None)]),
+        ("idera-securitycenter2-defender-397568.json", [("Windows Defender", "on", None)]),
+        (
+            "digirati-symantec-endpoint-protection-462848.json",
+            [("Symantec Endpoint Protection", "on", None)],
+        ),
+    ],
+)
+def test_outputs_published_from_real_machines(
+    name: str, products: list[tuple[str, str, float | None]]
+) -> None:
+    report = parse_report((DATA / name).read_text())
+    found = products_from_report(report, running=[])
+    assert [(p.name, p.state, p.signature_age_days) for p in found] == products
+
+
+def test_a_passive_defender_is_not_protection(tmp_path: Path) -> None:
+    """The headline figure: a PC whose only Defender is passive is not protected by it."""
+    samples = run_check(tmp_path, "mondoo-passive-mode-every-toggle-true.json")
+    assert samples[0].outcome == "ok", samples[0].error
+    assert samples[0].fields["verdict"] == "unprotected"
+    assert samples[0].fields["protected"] is False

@@ -110,17 +110,40 @@ def _is_defender(name: str) -> bool:
     return "defender" in lowered or lowered == "windows security"
 
 
+#: ``AMRunningMode`` as Get-MpComputerStatus spells it (Microsoft's documentation of
+#: Defender's compatibility modes): only "Normal" is Defender protecting the PC. In the
+#: passive modes another product is the antivirus: every toggle may still read true.
+RUNNING_MODES: Mapping[str, str] = {
+    "normal": "active",
+    "passive mode": "passive",
+    "sxs passive mode": "passive",
+    "edr block mode": "passive",
+    "not running": "stopped",
+}
+
+
+def running_mode(value: Any) -> str:
+    """active, passive, stopped; "" when the build does not say (before 4.18); unknown
+    for any other value, never taken for active."""
+    if value is None or value == "":
+        return ""
+    return RUNNING_MODES.get(str(value).strip().lower(), "unknown")
+
+
 def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") -> Product:
     """Defender's state from ``MSFT_MpComputerStatus``."""
     service = mp.get("AMServiceEnabled")
     antivirus = mp.get("AntivirusEnabled")
-    running_mode = str(mp.get("AMRunningMode") or "")
+    raw_mode = str(mp.get("AMRunningMode") or "")
+    mode = running_mode(mp.get("AMRunningMode"))
     state: ProductStateName
-    if service is True and antivirus is True and running_mode.lower() != "passive":
-        state = "on"
-    elif service is False or antivirus is False or running_mode.lower() == "passive":
+    if mode in ("passive", "stopped") or service is False or antivirus is False:
         # Passive or disabled Defender is normal beside a third-party product.
         state = "off"
+    elif mode == "unknown":
+        state = "unknown"
+    elif service is True and antivirus is True:
+        state = "on"  # "Normal", or an older build that does not report its mode
     else:
         state = "unknown"
     signature_age = _age(mp.get("AntivirusSignatureAge"))
@@ -138,7 +161,7 @@ def defender_product(mp: Mapping[str, Any], name: str = "Microsoft Defender") ->
         last_scan_age_days=min(scans) if scans else None,
         owner="microsoft",
         version=str(mp.get("AntivirusSignatureVersion") or ""),
-        detail=f"running mode {running_mode}" if running_mode else "",
+        detail=f"running mode {raw_mode}" if raw_mode else "",
     )
 
 
