@@ -82,9 +82,19 @@ def open_icmp_socket(family: int) -> socket.socket:
         sock.setblocking(False)
         return sock
     reason = os.strerror(last.errno) if last and last.errno else str(last)
-    raise IcmpUnsupported(
-        f"ICMP not permitted ({reason}): add this process's group to "
-        "net.ipv4.ping_group_range or grant CAP_NET_RAW"
+    raise IcmpUnsupported(f"ICMP not permitted ({reason}): {icmp_remedy(sys.platform)}")
+
+
+def icmp_remedy(platform: str) -> str:
+    """What a technician can do about it, on this system."""
+    if platform == "win32":
+        return (
+            "raw ICMP sockets need administrator rights: run the agent as the CommuneAgent "
+            'service (LocalSystem), or probe with method = "tcp"'
+        )
+    return (
+        "add this process's group to net.ipv4.ping_group_range or grant CAP_NET_RAW "
+        '(the systemd unit does), or probe with method = "tcp"'
     )
 
 

@@ -9,6 +9,7 @@ garbage.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,82 @@ def test_a_passive_defender_is_not_protection(tmp_path: Path) -> None:
     assert samples[0].outcome == "ok", samples[0].error
     assert samples[0].fields["verdict"] == "unprotected"
     assert samples[0].fields["protected"] is False
+
+
+# Windows-only paths, exercised with the data a Windows would give -----------------------
+
+VIETNAMESE = "Phần mềm diệt virus Bkav Pro"
+#: The same words as Windows' Vietnamese code page 1258 writes them: â and ê precomposed,
+#: the tone marks combining (it has no precomposed ầ, ề, ệ).
+CP1258_FORM = "Ph\u00e2\u0300n m\u00ea\u0300m di\u00ea\u0323t virus Bkav Pro"
+
+
+def test_the_script_asks_for_ascii_and_utf8_output() -> None:
+    from agent.antivirus.windows import POWERSHELL_SCRIPT
+
+    assert "[Console]::OutputEncoding = [System.Text.Encoding]::UTF8" in POWERSHELL_SCRIPT
+    assert "[^\\x00-\\x7F]" in POWERSHELL_SCRIPT and "'\\u{0:x4}'" in POWERSHELL_SCRIPT
+
+
+def test_non_ascii_names_arrive_intact_in_every_form_powershell_may_print() -> None:
+    from agent.antivirus.windows import decode_output
+
+    report = {"sc": [{"displayName": VIETNAMESE, "productState": 266240}]}
+    escaped = json.dumps(report, ensure_ascii=True).encode("ascii")  # what the script prints
+    composed = CP1258_FORM.encode("cp1258")
+    oem = (
+        json.dumps({"sc": [{"displayName": "X", "productState": 266240}]})
+        .replace('"X"', '"' + CP1258_FORM + '"')
+        .encode("cp1258")
+    )  # an older host ignoring the script's output encoding
+    for data, codec in ((escaped, None), (oem, "cp1258"), (b"\xef\xbb\xbf" + escaped, None)):
+        parsed = parse_report(decode_output(data, codec))
+        assert parsed.security_center is not None
+        [product] = products_from_report(parsed, running=[])
+        assert product.name == VIETNAMESE, data[:60]
+    assert decode_output(composed, "cp1258") == CP1258_FORM
+    assert decode_output(b"\xff\xfe\x00", None)  # undecodable: replaced, never an exception
+
+
+def test_powershell_is_named_by_its_full_path() -> None:
+    from agent.antivirus.windows import windows_powershell
+
+    environ = {"SystemRoot": r"D:\WINDOWS"}
+    assert windows_powershell(environ, False) == (
+        r"D:\WINDOWS\System32\WindowsPowerShell\v1.0\powershell.exe"
+    )
+    # A 32-bit Python on 64-bit Windows: System32 would be the 32-bit SysWOW64.
+    wow = {**environ, "PROCESSOR_ARCHITEW6432": "AMD64"}
+    assert windows_powershell(wow, True) == (
+        r"D:\WINDOWS\Sysnative\WindowsPowerShell\v1.0\powershell.exe"
+    )
+    assert windows_powershell({}, False).startswith("C:\\Windows\\System32\\")
+
+
+def test_processes_that_vanish_or_refuse_while_listed_are_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psutil
+
+    from agent.checks import antivirus
+
+    class Gone:
+        @property
+        def info(self) -> dict[str, str]:
+            raise psutil.NoSuchProcess(4242)
+
+    class Readable:
+        info = {"name": "BKavService.exe"}
+
+    def listing(_: object) -> object:
+        yield Readable()
+        raise psutil.AccessDenied(4)
+
+    monkeypatch.setattr(psutil, "process_iter", listing)
+    assert antivirus.running_names() == {"bkavservice.exe"}
+
+    def vanishing(_: object) -> object:
+        yield Gone()
+
+    monkeypatch.setattr(psutil, "process_iter", vanishing)
+    assert antivirus.running_names() == set()

@@ -213,3 +213,11 @@ def test_https_without_verification_is_up(secure_web: str) -> None:
     sample = collect(method="http", url=secure_web, network="internet", count=2, verify_tls=False)
     assert sample.outcome == "ok", sample.error
     assert sample.fields["status_code"] == 200
+
+
+def test_icmp_not_permitted_says_what_to_do_on_each_system() -> None:
+    from agent.probes import icmp_remedy
+
+    assert "administrator" in icmp_remedy("win32") and "CommuneAgent" in icmp_remedy("win32")
+    assert "ping_group_range" not in icmp_remedy("win32")
+    assert "ping_group_range" in icmp_remedy("linux") and "CAP_NET_RAW" in icmp_remedy("linux")

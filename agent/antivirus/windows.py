@@ -10,6 +10,7 @@ absent too, running processes and services of known products are reported as
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,13 @@ from agent.antivirus.model import Product, ProductStateName
 from agent.antivirus.productstate import decode_product_state
 
 #: Gathers everything in one process start (PowerShell's cold start costs 0.2-2 s).
+#: Its output is ASCII: PowerShell 5.1 writes redirected output in the OEM code page
+#: (1258 on a Vietnamese Windows) and its ConvertTo-Json leaves non-ASCII as it is, so
+#: every other character is written as a JSON \uXXXX escape: product names and
+#: localised WMI errors arrive intact whatever the code page.
 POWERSHELL_SCRIPT = r"""
 $ErrorActionPreference = 'Stop'
+[Console]::OutputEncoding = [System.Text.Encoding]::UTF8
 $r = [ordered]@{}
 try {
   $r.sc = @(Get-CimInstance -Namespace root/SecurityCenter2 -ClassName AntiVirusProduct |
@@ -34,7 +40,8 @@ try {
 } catch { $r.mp_error = $_.Exception.Message }
 try { $r.os = Get-CimInstance Win32_OperatingSystem | Select-Object Caption, ProductType, Version }
 catch { $r.os_error = $_.Exception.Message }
-$r | ConvertTo-Json -Compress -Depth 3
+$json = $r | ConvertTo-Json -Compress -Depth 3
+[regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
 """
 
 #: Defender reports this many days for "never scanned".
@@ -49,6 +56,48 @@ KNOWN_PRODUCTS: Mapping[str, tuple[str, ...]] = {
     "ESET": ("ekrn.exe", "egui.exe", "ekrn"),
     "Microsoft Defender": ("msmpeng.exe", "nissrv.exe", "windefend"),
 }
+
+
+def windows_powershell(environ: Mapping[str, str], python_is_32bit: bool) -> str:
+    """Windows PowerShell 5.1 by its full path: a service's PATH is not a user's, and a
+    ``powershell.exe`` found on PATH could be anything. A 32-bit Python on 64-bit Windows
+    sees a redirected System32 and must name the 64-bit one through ``Sysnative``."""
+    root = environ.get("SystemRoot") or environ.get("SYSTEMROOT") or r"C:\Windows"
+    folder = "System32"
+    if python_is_32bit and environ.get("PROCESSOR_ARCHITEW6432"):
+        folder = "Sysnative"
+    return f"{root}\\{folder}\\WindowsPowerShell\\v1.0\\powershell.exe"
+
+
+def oem_codec() -> str | None:
+    """The console's OEM code page on Windows (cp1258 on a Vietnamese one), else None."""
+    import sys
+
+    if sys.platform != "win32":
+        return None
+    import ctypes
+
+    return f"cp{ctypes.windll.kernel32.GetOEMCP()}"
+
+
+def decode_output(data: bytes, oem: str | None = None) -> str:
+    """What PowerShell printed: UTF-8 (the script asks for it, and writes ASCII), else the
+    OEM code page an older or stricter host used; never an exception."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    if oem:
+        try:
+            return data.decode(oem)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return data.decode("utf-8", "replace")
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    """A name as people read it: composed (cp1258 writes Vietnamese decomposed)."""
+    return unicodedata.normalize("NFC", str(value))[:limit]
 
 
 class BadReport(ValueError):
@@ -86,9 +135,9 @@ def parse_report(text: str) -> WindowsReport:
     product_type = os_info.get("ProductType")
     return WindowsReport(
         security_center=sc,
-        security_center_error=str(raw.get("sc_error") or ""),
+        security_center_error=_text(raw.get("sc_error") or "", 400),
         defender=mp,
-        os_caption=str(os_info.get("Caption") or ""),
+        os_caption=_text(os_info.get("Caption") or ""),
         # ProductType 1 = workstation, 2 = domain controller, 3 = server.
         is_server=product_type in (2, 3),
     )
@@ -170,7 +219,7 @@ def security_center_products(
 ) -> list[Product]:
     products: list[Product] = []
     for entry in entries:
-        name = str(entry.get("displayName") or "unnamed product")[:200]
+        name = _text(entry.get("displayName") or "unnamed product")
         raw_state = entry.get("productState")
         decoded = decode_product_state(raw_state) if isinstance(raw_state, int) else None
         if decoded is None or decoded.state == "unknown":

@@ -20,8 +20,11 @@ from agent.antivirus.model import Product, apply_signature_limit, verdict
 from agent.antivirus.windows import (
     POWERSHELL_SCRIPT,
     BadReport,
+    decode_output,
+    oem_codec,
     parse_report,
     products_from_report,
+    windows_powershell,
 )
 from agent.checks.base import Check, CheckOptions
 from agent.configtypes import Duration
@@ -33,19 +36,30 @@ class AntivirusOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw
     """Signatures older than this count as out of date, whatever the product says."""
     source: Literal["auto", "windows", "clamav"] = "auto"
     """auto: Windows on Windows, ClamAV on Linux, unsupported elsewhere."""
-    powershell: str = "powershell.exe"
-    """The PowerShell to run (Windows PowerShell 5.1 is on every supported Windows)."""
+    powershell: str = ""
+    """The PowerShell to run; default Windows PowerShell 5.1 (on every supported Windows)
+    by its full path, never whatever ``powershell.exe`` is first on PATH."""
     clamd_socket: str = ""
     """clamd's socket path or tcp://host:port; empty tries the Debian/RHEL defaults."""
     clamav_db_dir: str = DEFAULT_DB_DIR
 
 
 def running_names() -> set[str]:
-    """Process names, and on Windows service names, for the fallback detection."""
-    names = {p.info["name"] or "" for p in psutil.process_iter(["name"])}
+    """Process names, and on Windows service names, for the fallback detection.
+
+    Processes and services come and go while they are listed, and some refuse to be
+    read: those are skipped (``psutil.Error`` covers AccessDenied and NoSuchProcess).
+    """
+    names: set[str] = set()
+    with contextlib.suppress(psutil.Error, OSError):
+        for process in psutil.process_iter(["name"]):
+            names.add(process.info.get("name") or "")
     if sys.platform == "win32":
-        with contextlib.suppress(OSError):
-            names.update(s.name() for s in psutil.win_service_iter() if s.status() == "running")
+        with contextlib.suppress(psutil.Error, OSError):
+            for service in psutil.win_service_iter():
+                with contextlib.suppress(psutil.Error, OSError):
+                    if service.status() == "running":
+                        names.add(service.name())
     return {n.lower() for n in names if n}
 
 
@@ -62,6 +76,9 @@ class AntivirusCheck(Check[AntivirusOptions]):
         if sys.platform.startswith("linux"):
             return "clamav"
         return "unsupported"
+
+    def powershell(self) -> str:
+        return self.options.powershell or windows_powershell(os.environ, sys.maxsize <= 2**32)
 
     async def collect(self) -> list[Sample]:
         now = self.clock()
@@ -89,14 +106,14 @@ class AntivirusCheck(Check[AntivirusOptions]):
         # PowerShell gets most of the check's time; what is left parses and reports.
         budget = max(1.0, self.timeout - 5.0)
         try:
-            output = await run_powershell(self.options.powershell, POWERSHELL_SCRIPT, budget)
+            output = await run_powershell(self.powershell(), POWERSHELL_SCRIPT, budget)
         except TimeoutError:
             return self._report(
                 now, "timeout", [], f"PowerShell gave no answer in {budget:g}s", "windows"
             )
         except OSError as exc:
             return self._report(
-                now, "error", [], f"cannot run {self.options.powershell}: {exc}", "windows"
+                now, "error", [], f"cannot run {self.powershell()}: {exc}", "windows"
             )
         try:
             report = parse_report(output)
@@ -180,7 +197,7 @@ async def run_powershell(executable: str, script: str, timeout: float) -> str:
                 os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         raise
-    text = stdout.decode("utf-8", "replace").strip()
+    text = decode_output(stdout, oem_codec()).strip()
     if not text and stderr:
-        return stderr.decode("utf-8", "replace").strip()
+        return decode_output(stderr, oem_codec()).strip()
     return text

@@ -41,13 +41,20 @@ class HostOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only
     pass
 
 
-def is_fixed_disk(partition: Any) -> bool:
-    """``partition`` is a psutil disk partition (device, mountpoint, fstype, opts)."""
+def is_fixed_disk(partition: Any, windows: bool = psutil.WINDOWS) -> bool:
+    """``partition`` is a psutil disk partition (device, mountpoint, fstype, opts).
+
+    A volume without a file system type is skipped like a CD-ROM: on Windows that is
+    a BitLocker-locked or unformatted volume, whose usage cannot be read; reporting it
+    as an error every minute would say nothing a technician can act on.
+    """
+    if not partition.fstype:
+        return False
     # On Windows psutil puts "fixed"/"removable"/"cdrom" in opts; elsewhere
     # only the file-system type tells a real disk from tmpfs or a snap image.
-    if psutil.WINDOWS:
+    if windows:
         return "fixed" in partition.opts.split(",")
-    return partition.fstype.lower() not in NOT_FIXED_FSTYPES
+    return str(partition.fstype).lower() not in NOT_FIXED_FSTYPES
 
 
 class HostCheck(Check[HostOptions]):
