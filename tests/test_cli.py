@@ -138,19 +138,3 @@ def test_schema_command_writes_the_committed_files(tmp_path: Path) -> None:
 
 def test_main_is_a_click_group() -> None:
     assert isinstance(main, click.Group)
-
-
-def test_windows_scripts_name_the_service_and_commands_that_exist() -> None:
-    """No Windows here: check the scripts structurally against the code they call."""
-    from agent.winservice import SERVICE_NAME
-
-    install = (REPO / "deploy" / "windows" / "install-agent.ps1").read_text()
-    uninstall = (REPO / "deploy" / "windows" / "uninstall-agent.ps1").read_text()
-    assert f"Get-Service {SERVICE_NAME}" in install
-    for command in ("check-config", "install-service"):
-        assert f'commune-agent.exe" {command}' in install
-        assert command in main.commands
-    assert "from agent.winservice import remove" in uninstall
-    assert install.count("{") == install.count("}") and install.count("(") == install.count(")")
-    readme = (REPO / "deploy" / "windows" / "README.md").read_text()
-    assert SERVICE_NAME in readme and "install-agent.ps1" in readme
