@@ -25,6 +25,7 @@ from the same broker under the same publishers at full speed, as the ceiling.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -209,7 +210,7 @@ def run_publishers(port: int, count: int, agents: int, rate: float, seconds: flo
 
 def live_bytes(path: Path) -> int:
     """The state store's pages in use, but the sink's spool's (drained, then reused)."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         used = db.execute("SELECT SUM(pgsize) FROM dbstat WHERE name != 'spool'").fetchone()[0]
     return int(used)
 

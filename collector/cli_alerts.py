@@ -225,8 +225,10 @@ def rules_test(rules_file: Path, samples_file: Path, no_defaults: bool) -> None:
         raise click.ClickException(str(exc)) from None
     rules = custom if no_defaults else merge(default_rules(), custom)
     clock = [0.0]
-    with tempfile.TemporaryDirectory(prefix="commune-rules-test-") as tmp:
-        store = StateStore(Path(tmp) / "state.sqlite", clock=lambda: clock[0])
+    with (
+        tempfile.TemporaryDirectory(prefix="commune-rules-test-") as tmp,
+        StateStore(Path(tmp) / "state.sqlite", clock=lambda: clock[0]) as store,
+    ):
         engine = AlertEngine(rules, clock=lambda: clock[0])
         engine.install(store)
         played = bad = 0
@@ -248,7 +250,6 @@ def rules_test(rules_file: Path, samples_file: Path, no_defaults: bool) -> None:
                 bad += 1
                 click.echo(f"{samples_file}:{number}: skipped: {exc}", err=True)
         found = sorted(list_alerts(store, clock[0], limit=100_000), key=lambda a: a.started_at)
-        store.close()
     click.echo(f"{played} messages played, {len(rules)} rules, {len(found)} alerts")
     for a in found:
         where = "/".join(p for p in (a.commune, a.agent, a.target) if p)

@@ -33,11 +33,13 @@ def _load(path: Path | None) -> CollectorConfig:
 
 
 def _store(config: CollectorConfig) -> StateStore:
-    """The existing store, for queries."""
+    """The existing store, for queries; closed when the command ends."""
     path = Path(config.store.path)
     if not path.exists():
         raise click.ClickException(f"no state store at {path}: has the collector run yet?")
-    return StateStore(path)
+    store = StateStore(path)
+    click.get_current_context().call_on_close(store.close)
+    return store
 
 
 def _time(value: str) -> float:

@@ -271,6 +271,12 @@ class StateStore:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # writing -------------------------------------------------------------------
 
     def apply(

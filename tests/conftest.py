@@ -5,10 +5,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import snmpsim_data
 
+from agent.outbox import Outbox
+from collector.store import StateStore
 from tests.servers import Mosquitto, Snmpd, SnmpSim
 
 DATA = Path(__file__).parent / "data"
@@ -51,3 +54,56 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
     server = Snmpd(tmp_path_factory.mktemp("snmpd")).start()
     yield server
     server.stop()
+
+
+# Every store and outbox a test opens is closed when the test ends: Python 3.13 warns of
+# a connection collected unclosed (an error here: filterwarnings), and on Windows an
+# open handle keeps its file locked. Those a module- or session-wide fixture opens are
+# that fixture's to close, when its scope ends.
+class _Opened:
+    """What the running test opened, and whether a wider fixture is being set up."""
+
+    stores: ClassVar[list[StateStore | Outbox]] = []
+    wide_fixtures: ClassVar[int] = 0
+    in_test: ClassVar[bool] = False
+
+
+def _tracked(cls: type[StateStore] | type[Outbox]) -> None:
+    original = cls.__init__
+
+    def init(self: StateStore | Outbox, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if _Opened.in_test and not _Opened.wide_fixtures:
+            _Opened.stores.append(self)
+
+    cls.__init__ = init  # type: ignore[method-assign,assignment]
+
+
+_tracked(StateStore)
+_tracked(Outbox)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
+    wide = fixturedef.scope != "function"
+    _Opened.wide_fixtures += wide
+    try:
+        return (yield)
+    finally:
+        _Opened.wide_fixtures -= wide
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup() -> Iterator[None]:
+    _Opened.in_test = True
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown() -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        _Opened.in_test = False
+        while _Opened.stores:
+            _Opened.stores.pop().close()

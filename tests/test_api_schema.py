@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -14,14 +16,19 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from collector.api import create_app
 from collector.config import ApiSection, ApiToken
 from collector.health import HealthModel
+from collector.store import StateStore
 from tests.test_api import with_an_alert
 from tests.test_health import INVENTORY, build_province
 
 TOKEN = "schema-test-technician"
 
 
+_STORES: list[StateStore] = []
+
+
 def _app():  # type: ignore[no-untyped-def]
     store = build_province(Path(tempfile.mkdtemp(prefix="commune-schema-")))
+    _STORES.append(store)  # made at import, for schemathesis: closed with the module
     with_an_alert(store)
     token = ApiToken(
         name="tech", role="technician", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -33,6 +40,13 @@ def _app():  # type: ignore[no-untyped-def]
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_store() -> Iterator[None]:
+    yield
+    while _STORES:
+        _STORES.pop().close()
 
 
 @schema.parametrize()

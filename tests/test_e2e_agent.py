@@ -6,6 +6,7 @@ it was collected — whatever happens to the broker or the agent in between.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import select
 import signal
@@ -72,7 +73,7 @@ def assert_complete_and_ordered(messages: list[Received]) -> list[Envelope]:
 
 
 def outbox_rows(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite")) as db:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
 

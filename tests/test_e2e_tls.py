@@ -3,6 +3,7 @@ and the refusals a production broker must make (wrong password, untrusted certif
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ def run_agent(tmp_path: Path, tls: TlsBroker, mqtt: str, seconds: float = 0) -> 
 
 
 def outbox_rows(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite")) as db:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
 

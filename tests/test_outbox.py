@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_unwritable_location_is_a_clean_error(tmp_path: Path) -> None:
 
 def test_file_is_in_wal_mode(tmp_path: Path) -> None:
     Outbox(tmp_path / "o.sqlite", 1, 1).close()
-    with sqlite3.connect(tmp_path / "o.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "o.sqlite")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
