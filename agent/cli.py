@@ -231,13 +231,9 @@ def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_onl
 
     if print_only:
         click.echo(service.unit(config), nl=False)
-        who = systemd.Account.of(service.SERVICE.name) or systemd.Account.nobody_yet(
-            service.SERVICE.name
-        )
-        # The config itself is given to the service's group by a real install.
-        for problem in service.check(config, who):
-            if not problem.startswith(f"{who.name} cannot read {Path(config.source).resolve()}"):
-                click.echo(f"warning: {problem}", err=True)
+        found = systemd.preview(service.SERVICE, config_path, lambda w: service.check(config, w))
+        for problem in found:
+            click.echo(f"warning: {problem}", err=True)
         return
     try:
         for line in service.install(config, unit_dir, start=not no_start):

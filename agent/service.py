@@ -107,24 +107,8 @@ def check(config: Config, who: systemd.Account) -> list[str]:
 
 
 def install(config: Config, unit_dir: Path, start: bool) -> list[str]:
-    """Create the service user, check what it must read and write, write the unit,
-    enable and start; returns what was done. InstallError names every problem."""
-    done: list[str] = []
-    if systemd.create_user(SERVICE.name):
-        done.append(f"created system user {SERVICE.name}")
-    config_path = Path(config.source)
-    systemd.share_with(config_path, SERVICE.name)
-    done.append(f"{config_path}: group {SERVICE.name}, mode 0640 (it may name secrets)")
-    who = systemd.Account.of(SERVICE.name)
-    assert who is not None
-    found = check(config, who)
-    if found:
-        raise systemd.InstallError(found)
-    path = unit_dir / f"{SERVICE.name}.service"
-    path.write_text(unit(config), encoding="utf-8")
-    path.chmod(0o644)
-    done.append(f"wrote {path}")
-    if start:
-        systemd.enable(SERVICE.name)
-        done.append(f"enabled and started {SERVICE.name}")
-    return done
+    """Install and start the unit (``systemd.install``); InstallError names every problem."""
+    source = Path(config.source)
+    return systemd.install(
+        SERVICE, source, unit(config), lambda who: check(config, who), unit_dir, start
+    )

@@ -20,7 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +160,47 @@ def problems(
         existing = next((p for p in (path, *path.parents) if p.exists()), path)
         found.append(access_problem(existing, who, 2 | 1 if existing.is_dir() else 2))
     return list(dict.fromkeys(p for p in found if p))
+
+
+def preview(service: Service, config: Path, check: Callable[[Account], list[str]]) -> list[str]:
+    """What would stand in the way, for ``--print``: as the service user if it exists,
+    else as a user about to be created. The config itself is given to the service's
+    group by a real install: not a problem yet."""
+    who = Account.of(service.name) or Account.nobody_yet(service.name)
+    mine = f"{who.name} cannot read {config.resolve()}"
+    return [p for p in check(who) if not p.startswith(mine)]
+
+
+def install(
+    service: Service,
+    config: Path,
+    unit_text: str,
+    check: Callable[[Account], list[str]],
+    unit_dir: Path,
+    start: bool,
+) -> list[str]:
+    """Create the service user, give it the config, check what it must read and write
+    (InstallError naming every problem), write the unit, enable and start it; returns
+    what was done."""
+    done: list[str] = []
+    if create_user(service.name):
+        done.append(f"created system user {service.name}")
+    share_with(config, service.name)
+    done.append(f"{config}: group {service.name}, mode 0640 (it may name secrets)")
+    who = Account.of(service.name)
+    if who is None:
+        raise InstallError([f"the user {service.name} could not be created"])
+    found = check(who)
+    if found:
+        raise InstallError(found)
+    path = unit_dir / f"{service.name}.service"
+    path.write_text(unit_text, encoding="utf-8")
+    path.chmod(0o644)
+    done.append(f"wrote {path}")
+    if start:
+        enable(service.name)
+        done.append(f"enabled and started {service.name}")
+    return done
 
 
 def create_user(name: str) -> bool:

@@ -52,12 +52,11 @@ def install_service_command(
 
     if print_only:
         click.echo(service.unit(config, config_path), nl=False)
-        who = systemd.Account.of(service.SERVICE.name) or systemd.Account.nobody_yet(
-            service.SERVICE.name
+        found = systemd.preview(
+            service.SERVICE, config_path, lambda who: service.check(config, config_path, who)
         )
-        for problem in service.check(config, config_path, who):
-            if not problem.startswith(f"{who.name} cannot read {config_path.resolve()}"):
-                click.echo(f"warning: {problem}", err=True)
+        for problem in found:
+            click.echo(f"warning: {problem}", err=True)
         return
     try:
         for line in service.install(config, config_path, unit_dir, start=not no_start):

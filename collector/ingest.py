@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from agent.wire import (
+    RESERVED_FIELDS,
+    RESERVED_TAGS,
     Envelope,
     Status,
     WireError,
@@ -106,9 +108,6 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, min(ts, 1e11))))
 
 
-RESERVED_SHOWN = ("province", "commune", "agent", "name", "target")
-
-
 def sender_of(topic: str, root: str) -> str:
     """Who a message claims to come from, for logs: the topic levels after the root."""
     rest = topic[len(root) + 1 :] if topic.startswith(root + "/") else topic
@@ -165,8 +164,8 @@ class Ingestor:
         self.rejections(
             agent_key(envelope.province, envelope.commune, envelope.agent),
             "reserved_name",
-            f"{refused} samples set a tag ({', '.join(sorted(RESERVED_SHOWN))}) or field "
-            "(success, outcome) that the collector writes itself; refused",
+            f"{refused} samples set a tag ({', '.join(sorted(RESERVED_TAGS))}) or field "
+            f"({', '.join(sorted(RESERVED_FIELDS))}) that the collector writes itself; refused",
         )
         return msgspec.structs.replace(envelope, samples=kept)
 

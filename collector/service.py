@@ -101,22 +101,12 @@ def check(config: CollectorConfig, source: Path, who: systemd.Account) -> list[s
 
 
 def install(config: CollectorConfig, source: Path, unit_dir: Path, start: bool) -> list[str]:
-    """Like the agent's: the user, the checks, the unit, enabled and started."""
-    done: list[str] = []
-    if systemd.create_user(SERVICE.name):
-        done.append(f"created system user {SERVICE.name}")
-    systemd.share_with(source, SERVICE.name)
-    done.append(f"{source}: group {SERVICE.name}, mode 0640")
-    who = systemd.Account.of(SERVICE.name)
-    assert who is not None
-    found = check(config, source, who)
-    if found:
-        raise systemd.InstallError(found)
-    path = unit_dir / f"{SERVICE.name}.service"
-    path.write_text(unit(config, source), encoding="utf-8")
-    path.chmod(0o644)
-    done.append(f"wrote {path}")
-    if start:
-        systemd.enable(SERVICE.name)
-        done.append(f"enabled and started {SERVICE.name}")
-    return done
+    """Install and start the unit (``systemd.install``); InstallError names every problem."""
+    return systemd.install(
+        SERVICE,
+        source,
+        unit(config, source),
+        lambda who: check(config, source, who),
+        unit_dir,
+        start,
+    )

@@ -297,18 +297,21 @@ class StateStore:
         envelopes = list(envelopes)
         statuses = list(statuses)
         applied = Applied()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for status, status_received in statuses:
-                    self._apply_status(status, status_received)
-                self._apply_envelopes(envelopes, spool, now, applied)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._series_bound.clear()
-                raise
+        with self._batch():
+            for status, status_received in statuses:
+                self._apply_status(status, status_received)
+            self._apply_envelopes(envelopes, spool, now, applied)
         return applied
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """A batch's transaction; rolled back, it leaves the series bounds to be read again."""
+        try:
+            with self.transaction():
+                yield
+        except BaseException:
+            self._series_bound.clear()
+            raise
 
     def apply_each(
         self,
@@ -341,27 +344,20 @@ class StateStore:
             self._db.execute("RELEASE one")
             return None
 
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for index, (status, status_received) in enumerate(statuses):
-                    failed = attempt(functools.partial(self._apply_status, status, status_received))
-                    if failed:
-                        applied.failed_statuses[index] = failed
-                for index, envelope in enumerate(envelopes):
-                    payloads = None if spool is None else [spool[index]]
-                    failed = attempt(
-                        functools.partial(self._apply_envelopes, [envelope], payloads, now, applied)
-                    )
-                    if failed:
-                        applied.failed_envelopes[index] = failed
-                if operational and len(operational) == len(envelopes) + len(statuses):
-                    raise operational[0]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._series_bound.clear()
-                raise
+        with self._batch():
+            for index, (status, status_received) in enumerate(statuses):
+                failed = attempt(functools.partial(self._apply_status, status, status_received))
+                if failed:
+                    applied.failed_statuses[index] = failed
+            for index, envelope in enumerate(envelopes):
+                payloads = None if spool is None else [spool[index]]
+                failed = attempt(
+                    functools.partial(self._apply_envelopes, [envelope], payloads, now, applied)
+                )
+                if failed:
+                    applied.failed_envelopes[index] = failed
+            if operational and len(operational) == len(envelopes) + len(statuses):
+                raise operational[0]
         return applied
 
     def _apply_envelopes(
@@ -374,7 +370,8 @@ class StateStore:
         """Inside a transaction: admit each envelope's samples, apply them, let the
         observers see what was admitted, and spool it."""
         self._touch_agents(envelopes, now)
-        admitted = [self._apply_envelope(envelope, applied.refused) for envelope in envelopes]
+        refused: collections.Counter[tuple[str, str]] = collections.Counter()
+        admitted = [self._apply_envelope(envelope, refused) for envelope in envelopes]
         for observer in self.observers:
             observer(self._db, admitted, now)
         if spool is not None:
@@ -384,8 +381,9 @@ class StateStore:
             ]
             self._db.executemany("INSERT INTO spool (lines) VALUES (?)", [(p,) for p in payloads])
             self._bound_spool(sum(len(p) for p in payloads))
-        if applied.refused:
-            self._record_refusals(applied.refused, now)
+        if refused:
+            self._record_refusals(refused, now)
+            applied.refused.update(refused)
 
     def _record_refusals(self, refused: collections.Counter[tuple[str, str]], now: float) -> None:
         """Count refused samples per agent and reason: over the last window for the

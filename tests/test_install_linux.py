@@ -181,3 +181,40 @@ def test_the_shipped_units_are_what_install_service_writes(name: str) -> None:
     )
     expected = systemd.render(service, [f"/opt/{name}/venv/bin/{name}"], Path(config))
     assert (REPO / "deploy" / "systemd" / f"{name}.service").read_text() == expected
+
+
+def test_a_real_install_checks_as_the_created_user_and_writes_the_unit(root: Path) -> None:
+    """The install itself, but for enabling the unit (no running systemd here): the
+    system user is created, the config given to its group, the unit written; a config
+    the user cannot reach stops it with the reason, before anything is written."""
+    if os.geteuid() != 0:
+        pytest.skip("creating the service user needs root")
+    import grp
+
+    agent = root / "opt" / "commune-agent" / "venv" / "bin" / "commune-agent"
+    config = root / "etc" / "commune-agent" / "agent.toml"
+    units = root / "installed-units"
+    units.mkdir(exist_ok=True)
+    command = [str(agent), "install-service", "-c", str(config), "--no-start"]
+    result = subprocess.run(
+        [*command, "--unit-dir", str(units)],
+        capture_output=True,
+        text=True,
+        env={"PATH": CLEAN_PATH},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (units / "commune-agent.service").read_text().startswith("# commune-agent")
+    assert grp.getgrgid(config.stat().st_gid).gr_name == "commune-agent"
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    hidden = root / "hidden"
+    hidden.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(config, hidden / "agent.toml")
+    refused = subprocess.run(
+        [str(agent), "install-service", "-c", str(hidden / "agent.toml"), "--no-start",
+         "--unit-dir", str(hidden)],
+        capture_output=True, text=True, env={"PATH": CLEAN_PATH}, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert f"commune-agent cannot enter {hidden}" in refused.stderr
+    assert not (hidden / "commune-agent.service").exists()

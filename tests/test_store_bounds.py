@@ -129,3 +129,11 @@ def test_the_store_itself_failing_is_raised_not_blamed_on_a_message(tmp_path: Pa
     with pytest.raises(sqlite3.OperationalError):
         store.apply_each([envelope(0, link(T0, True)), envelope(1, link(T0 + 1, True))])
     assert store.agents() == []
+
+
+def test_refusals_are_counted_once_when_a_batch_is_applied_one_by_one(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.sqlite", limits=AgentLimits(max_series=5))
+    batch = [envelope(n, *interfaces(T0 + n, 10 * n, 8)) for n in range(3)]
+    applied = store.apply_each(batch, received=T0)
+    assert applied.refused == {(KEY, "series_limit"): 3 + 8 + 8}
+    assert store.refusals(T0) == {KEY: 19}
