@@ -12,6 +12,9 @@
 - Request bodies are bounded (a silence or an acknowledgement is a few hundred
   bytes).
 - Redirect targets (``next``, ``back``) are paths of this site only.
+- Every answer says it may not be framed by another site (no clickjacking of the
+  console's acknowledge and silence buttons), sniffed as another type, or leak its
+  address in a Referer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
 MAX_BODY = 64 * 1024
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
@@ -106,7 +115,13 @@ class Guard:
         if declared.isdigit() and int(declared) > self.max_body:
             await _too_large(self.max_body)(scope, receive, send)
             return
-        await self.app(scope, _bounded(receive, self.max_body), send)
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, _bounded(receive, self.max_body), secured)
 
 
 def _too_large(limit: int) -> Response:

@@ -249,3 +249,14 @@ def test_loopback_mode_keeps_csrf_and_refuses_rebinding_and_proxies(
         assert status == 303 and headers["location"] == "/alerts"
     finally:
         process.stop()
+
+
+def test_no_page_can_be_framed_by_another_site(province: Province) -> None:
+    """The console's acknowledge and silence buttons cannot be clickjacked."""
+    for path in ("/", "/alerts", "/login", "/api/v1/province"):
+        _, headers, _ = province.http.request(
+            "GET", path, headers={"Cookie": f"commune_session={province.cookie}"}
+        )
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert headers["x-content-type-options"] == "nosniff"
