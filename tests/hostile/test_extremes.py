@@ -243,3 +243,39 @@ def test_what_the_contract_admits_goes_all_the_way_through(
     failures = whole.notifier.failures
     whole.notifier.run_once()
     assert whole.notifier.failures == failures
+
+
+def test_an_envelope_of_the_most_samples_the_contract_allows_goes_all_the_way(
+    whole: WholePath,
+) -> None:
+    agent = f"pc-{next(whole.agents)}"
+    samples = [
+        wire.Sample(
+            ts=time.time() - 120,
+            check="snmp",
+            name="sw",
+            outcome="ok",
+            item="interface",
+            target=f"g{n}",
+            fields={"in_bps": float(n)},
+        )
+        for n in range(wire.MAX_SAMPLES)
+    ]
+    envelope = wire.Envelope(
+        v=1, agent=agent, province="dong-nai", commune="la-nga", seq=1, ts=time.time(),
+        samples=samples,
+    )  # fmt: skip
+    payload = wire.encode(envelope)
+    assert len(payload) <= wire.MAX_ENVELOPE_BYTES
+    acked: list[bool] = []
+    topic = f"commune/dong-nai/la-nga/{agent}/data"
+    whole.ingestor.process([Message(topic, payload, time.time(), lambda: acked.append(True))])
+    assert acked == [True]
+    key = f"dong-nai/la-nga/{agent}"
+    status, _, body = whole.http.request("GET", f"/api/v1/agents/{urllib.parse.quote(key)}")
+    assert status == 200 and len(strict_json(body.decode())["samples"]) == wire.MAX_SAMPLES
+    assert whole.http.request("GET", "/communes/la-nga")[0] == 200
+    while whole.store.spool_stats()[0]:
+        assert whole.sink.step(0.0) == 0.0
+    series = whole.vm.export(f'{{__name__="snmp_interface_in_bps",agent="{agent}"}}')
+    assert len(series) == wire.MAX_SAMPLES
