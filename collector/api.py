@@ -27,7 +27,6 @@ from starlette.routing import Match
 
 from agent.wire import MAX_TIME
 from collector import __version__
-from collector.alerts.engine import install_schema
 from collector.alerts.records import (
     MAX_COMMENT,
     MAX_SILENCE_S,
@@ -625,7 +624,6 @@ def create_app(
             "Send `Authorization: Bearer <token>`; times are Unix seconds."
         ),
     )
-    install_schema(store)  # the alert tables, even before the engine has run
     app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -19,6 +19,7 @@ from collector.cli_common import _load, _local, _store, _time, config_option
 from collector.cli_enroll import enroll_command, revoke_command
 from collector.cli_report import report_command
 from collector.cli_service import install_service_command
+from collector.store import StateStore
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,11 +49,12 @@ def run(config_path: Path | None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from collector.migrations import StoreTooNew
     from collector.runtime import ApiError, Collector
 
     try:
         collector = Collector(config)
-    except ConfigError as exc:
+    except (ConfigError, StoreTooNew) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -80,6 +82,60 @@ def check_config(config_path: Path | None) -> None:
         f"{config_path or '(embedded defaults)'}: ok — {provinces} from {config.mqtt.url}, "
         f"store {config.store.path}"
     )
+    for line in _schema_plan(Path(config.store.path)):
+        click.echo(f"  {line}")
+
+
+def _schema_plan(path: Path) -> list[str]:
+    """What opening the store would do to its schema, without doing it."""
+    import contextlib
+    import sqlite3
+
+    from collector import migrations
+
+    if not path.exists():
+        return [f"store: none yet; the collector creates it at schema {migrations.LATEST}"]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        current = migrations.version(db)
+        try:
+            todo = migrations.pending(db)
+        except migrations.StoreTooNew as exc:
+            raise click.ClickException(str(exc)) from None
+    if not todo:
+        return [f"store: schema {current}, up to date"]
+    return [f"store: schema {current}; at start the collector applies, in one transaction:"] + [
+        f"  {m.version}: {m.summary}" for m in todo
+    ]
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what would be applied; change nothing.")
+def migrate(config_path: Path | None, dry_run: bool) -> None:
+    """Bring the state store to this collector's schema (`run` does it at start).
+
+    Every migration is applied in one transaction; a store written by a newer
+    collector is refused by name. Back the store up first (deploy/OPERATIONS.md).
+
+    \b
+    Example:
+        commune-collector migrate -c /etc/commune-collector/collector.toml --dry-run
+        commune-collector migrate -c /etc/commune-collector/collector.toml
+    """
+    from collector.migrations import StoreTooNew
+
+    config = _load(config_path)
+    path = Path(config.store.path)
+    for line in _schema_plan(path):
+        click.echo(line)
+    if dry_run or not path.exists():
+        return
+    try:
+        with StateStore(path) as store:
+            applied = store.migrated
+    except StoreTooNew as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"applied {len(applied)} migrations" if applied else "nothing to apply")
 
 
 @main.command()

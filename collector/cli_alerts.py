@@ -13,7 +13,7 @@ import click
 from agent import wire
 from agent.configtypes import ConfigError
 from agent.units import parse_duration
-from collector.alerts.engine import AlertEngine, install_schema
+from collector.alerts.engine import AlertEngine
 from collector.alerts.records import (
     NotFound,
     acknowledge,
@@ -28,9 +28,7 @@ from collector.store import StateStore
 
 
 def _opened(config_path: Path | None) -> StateStore:
-    store = _store(_load(config_path))
-    install_schema(store)
-    return store
+    return _store(_load(config_path))
 
 
 @click.command("alerts")

@@ -37,7 +37,12 @@ def _store(config: CollectorConfig) -> StateStore:
     path = Path(config.store.path)
     if not path.exists():
         raise click.ClickException(f"no state store at {path}: has the collector run yet?")
-    store = StateStore(path)
+    from collector.migrations import StoreTooNew
+
+    try:
+        store = StateStore(path)
+    except StoreTooNew as exc:
+        raise click.ClickException(str(exc)) from None
     click.get_current_context().call_on_close(store.close)
     return store
 

@@ -41,52 +41,7 @@ import msgspec
 
 from agent.wire import Envelope, Sample, Status, encode
 from collector.availability import Outage
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    agent_key TEXT PRIMARY KEY,
-    province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'unknown',
-    state_since REAL, status_ts REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
-    version TEXT NOT NULL DEFAULT '', checks TEXT NOT NULL DEFAULT '[]',
-    last_seen REAL, last_seq INTEGER,
-    interval REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS latest (
-    agent_key TEXT NOT NULL, name TEXT NOT NULL, item TEXT NOT NULL, target TEXT NOT NULL,
-    check_kind TEXT NOT NULL, ts REAL NOT NULL, outcome TEXT NOT NULL,
-    fields TEXT NOT NULL, tags TEXT NOT NULL, error TEXT NOT NULL,
-    PRIMARY KEY (agent_key, name, item, target)
-);
-CREATE TABLE IF NOT EXISTS subjects (
-    id INTEGER PRIMARY KEY,
-    agent_key TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, target TEXT NOT NULL,
-    network TEXT NOT NULL DEFAULT '',
-    monitored_since REAL NOT NULL, state TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL,
-    UNIQUE (agent_key, kind, name, target)
-);
-CREATE TABLE IF NOT EXISTS outages (
-    subject_id INTEGER NOT NULL REFERENCES subjects(id),
-    start REAL NOT NULL, end REAL,
-    PRIMARY KEY (subject_id, start)
-);
-CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL;
-CREATE INDEX IF NOT EXISTS latest_by_check ON latest(check_kind);
-CREATE TABLE IF NOT EXISTS rtt_history (
-    place TEXT NOT NULL, bucket INTEGER NOT NULL, rtt REAL NOT NULL,
-    PRIMARY KEY (place, bucket)
-);
-CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0);
-CREATE TABLE IF NOT EXISTS console_logouts (sid TEXT PRIMARY KEY, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS agent_refusals (
-    agent_key TEXT NOT NULL, reason TEXT NOT NULL,
-    samples INTEGER NOT NULL, total INTEGER NOT NULL, first_at REAL NOT NULL,
-    last_at REAL NOT NULL,
-    PRIMARY KEY (agent_key, reason)
-);
-"""
+from collector.migrations import migrate
 
 _encode = msgspec.json.Encoder().encode
 
@@ -237,15 +192,12 @@ class StateStore:
         # NORMAL in WAL mode: a commit survives a crash of the collector (kill -9);
         # acknowledged messages are only acknowledged after that commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        # The spool's size is kept in the store itself: the sink, in another process,
-        # takes from it while ingest adds, each in its transactions. Counted once, for a
-        # store written before the count was kept (not at every open: the collector, its
-        # API reader and its sink each open the store).
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta VALUES "
-            "('spool_bytes', (SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool))"
-        )
+        try:
+            # The schema's owner brings the file to this collector's version (or refuses).
+            self.migrated = migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
         self.observers: list[Observer] = []
         """Called inside each batch's transaction (the alert engine): what they write
         commits, or rolls back, with the state."""

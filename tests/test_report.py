@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from agent.wire import Envelope, Sample
-from collector.alerts.engine import install_schema
 from collector.cli import main
 from collector.inventory import Commune, Inventory
 from collector.report.build import build, month_bounds
@@ -77,7 +76,6 @@ def alert(
 @pytest.fixture
 def store(tmp_path: Path) -> StateStore:
     store = StateStore(tmp_path / "state.sqlite")
-    install_schema(store)
     # La Ngà. pc-01: protected all month. pc-02: old signatures days 10-20. pc-03: from
     # day 15, switched off for its first day.
     put(store, "la-nga", "pc-01", OCT, "antivirus", verdict="protected")

@@ -43,3 +43,89 @@ def test_a_store_of_an_earlier_release_opens_with_its_history_intact(
     assert found["report"] == expected["report"]
     assert sum(map(len, found["outages"].values())) >= 9
     assert any(a["acked_by"] == "tech-la-nga" for a in found["alerts"])
+
+
+def test_the_upgraded_store_carries_the_latest_schema_version(tmp_path: Path) -> None:
+    from collector import migrations
+
+    shutil.copy(STORES / RELEASES[0] / "state.sqlite", tmp_path / "state.sqlite")
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert [m.version for m in store.migrated] == [m.version for m in migrations.MIGRATIONS]
+    with StateStore(tmp_path / "state.sqlite") as again:
+        assert again.migrated == []  # nothing twice
+    with StateStore(tmp_path / "fresh.sqlite") as fresh, fresh.reading() as db:
+        assert migrations.version(db) == migrations.LATEST
+
+
+def test_a_store_of_a_newer_collector_is_refused_by_name(tmp_path: Path) -> None:
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from collector import migrations
+    from collector.cli import main
+
+    path = tmp_path / "state.sqlite"
+    with StateStore(path):
+        pass
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {migrations.LATEST + 7}")
+    db.close()
+    with pytest.raises(migrations.StoreTooNew, match="written by a newer collector"):
+        StateStore(path)
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[store]\npath = "{path}"\n')
+    for command in (["run"], ["status"], ["migrate"], ["check-config"]):
+        result = CliRunner().invoke(main, [*command, "-c", str(config)])
+        assert result.exit_code == 1, (command, result.output)
+        assert f"schema version {migrations.LATEST + 7}" in result.output, command
+        assert "Traceback" not in result.output
+
+
+def test_migrate_dry_run_says_what_it_would_do_and_does_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / RELEASES[0] / "state.sqlite", path)
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[store]\npath = "{path}"\n')
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["migrate", "-c", str(config), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "schema 0; at start the collector applies" in result.output
+    assert "1: the 0.1.0 store" in result.output and "2: console sessions" in result.output
+    assert path.read_bytes() == before
+    result = CliRunner().invoke(main, ["migrate", "-c", str(config)])
+    assert result.exit_code == 0 and "applied 2 migrations" in result.output
+    result = CliRunner().invoke(main, ["check-config", "-c", str(config)])
+    assert "store: schema 2, up to date" in result.output
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from collector import migrations
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / RELEASES[0] / "state.sqlite", path)
+    broken = migrations.Migration(99, "broken", ("CREATE TABLE extra (x)", "NOT SQL"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
+    monkeypatch.setattr(migrations, "LATEST", 99)
+    with pytest.raises(sqlite3.OperationalError):
+        StateStore(path)
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        db.close()
+    assert "extra" not in tables and "console_logouts" not in tables

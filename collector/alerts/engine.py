@@ -36,42 +36,6 @@ from agent.wire import Envelope, Sample
 from collector.alerts.rules import Rule
 from collector.store import AgentState, StateStore
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_subjects (
-    rule TEXT NOT NULL, subject TEXT NOT NULL,
-    state TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL, alert_id INTEGER,
-    PRIMARY KEY (rule, subject)
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    rule TEXT NOT NULL, subject TEXT NOT NULL,
-    province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '',
-    name TEXT NOT NULL DEFAULT '', target TEXT NOT NULL DEFAULT '',
-    severity TEXT NOT NULL, state TEXT NOT NULL,
-    started_at REAL NOT NULL, fired_at REAL NOT NULL, resolved_at REAL,
-    value TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '{}',
-    late INTEGER NOT NULL DEFAULT 0, suppressed INTEGER NOT NULL DEFAULT 0,
-    flaps INTEGER NOT NULL DEFAULT 0, notified INTEGER NOT NULL DEFAULT 0,
-    last_notified REAL,
-    acked_by TEXT, acked_at REAL, ack_comment TEXT
-);
-CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts(state, commune);
-CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(started_at);
-CREATE TABLE IF NOT EXISTS silences (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    province TEXT NOT NULL DEFAULT '', commune TEXT NOT NULL DEFAULT '',
-    agent TEXT NOT NULL DEFAULT '', rule TEXT NOT NULL DEFAULT '',
-    starts REAL NOT NULL, ends REAL NOT NULL,
-    created_by TEXT NOT NULL, created_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id INTEGER NOT NULL, event TEXT NOT NULL, created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,
-    done TEXT NOT NULL DEFAULT ''
-);
-"""
-
 _encode = msgspec.json.Encoder().encode
 
 
@@ -111,14 +75,6 @@ def _value_text(rule: Rule, values: dict[str, Any]) -> str:
     return "" if value is None else str(value)
 
 
-def install_schema(store: StateStore) -> None:
-    """The alert tables, in the state store (for the engine, the API and the CLI)."""
-    with store.transaction() as db:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-
-
 class AlertEngine:
     def __init__(
         self,
@@ -141,7 +97,7 @@ class AlertEngine:
         never removed (a rolled-back transaction must not hide a firing alert)."""
 
     def install(self, store: StateStore) -> None:
-        install_schema(store)
+        """Follow the store's batches (its schema holds the alert tables)."""
         with store.reading() as db:
             self._troubled.update(
                 (str(rule), str(subject))

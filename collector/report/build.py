@@ -164,11 +164,6 @@ def _alerts(
     """(rule, fired at, acknowledged at) of the alerts that started in the month, by commune."""
     by_commune: dict[str, list[tuple[str, float, float | None]]] = defaultdict(list)
     with store.reading() as db:
-        exists = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
-        ).fetchone()
-        if not exists:
-            return by_commune
         rows = db.execute(
             """SELECT commune, rule, fired_at, acked_at FROM alerts
                WHERE province = ? AND started_at >= ? AND started_at < ? ORDER BY id""",

@@ -1,0 +1,167 @@
+"""The state store's schema, and every change to it, in order: its one owner.
+
+Each migration is a numbered list of statements; the store records the last one it
+has in ``PRAGMA user_version``. Opening a store applies the missing ones, all in one
+transaction (a failure leaves the store as it was), and refuses a store written by a
+newer collector, by name, rather than misread it. Migration 1 is the store of 0.1.0,
+which had no version: its statements create only what is missing, so a 0.1.0 store
+(user_version 0, tables present) and an empty file both become version 1 unchanged.
+
+To change the store: add a migration at the end (never edit one that shipped), and
+an upgrade test from the previous release's store (tests/data/stores/).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    summary: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "the 0.1.0 store: agents, latest samples, up/down history, RTT, the sink's spool, "
+        "alerts, silences, notifications",
+        (
+            """CREATE TABLE IF NOT EXISTS agents (
+            agent_key TEXT PRIMARY KEY,
+            province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'unknown',
+            state_since REAL, status_ts REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '', checks TEXT NOT NULL DEFAULT '[]',
+            last_seen REAL, last_seq INTEGER,
+            interval REAL NOT NULL DEFAULT 0
+        )""",
+            """CREATE TABLE IF NOT EXISTS latest (
+            agent_key TEXT NOT NULL, name TEXT NOT NULL, item TEXT NOT NULL, target TEXT NOT NULL,
+            check_kind TEXT NOT NULL, ts REAL NOT NULL, outcome TEXT NOT NULL,
+            fields TEXT NOT NULL, tags TEXT NOT NULL, error TEXT NOT NULL,
+            PRIMARY KEY (agent_key, name, item, target)
+        )""",
+            """CREATE TABLE IF NOT EXISTS subjects (
+            id INTEGER PRIMARY KEY,
+            agent_key TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, target TEXT NOT NULL,
+            network TEXT NOT NULL DEFAULT '',
+            monitored_since REAL NOT NULL, state TEXT NOT NULL, since REAL NOT NULL,
+            last_ts REAL NOT NULL,
+            UNIQUE (agent_key, kind, name, target)
+        )""",
+            """CREATE TABLE IF NOT EXISTS outages (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            start REAL NOT NULL, end REAL,
+            PRIMARY KEY (subject_id, start)
+        )""",
+            """CREATE INDEX IF NOT EXISTS outages_open ON outages(subject_id) WHERE end IS NULL""",
+            """CREATE INDEX IF NOT EXISTS latest_by_check ON latest(check_kind)""",
+            """CREATE TABLE IF NOT EXISTS rtt_history (
+            place TEXT NOT NULL, bucket INTEGER NOT NULL, rtt REAL NOT NULL,
+            PRIMARY KEY (place, bucket)
+        )""",
+            """CREATE TABLE IF NOT EXISTS spool (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, lines BLOB NOT NULL
+        )""",
+            """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
+            """INSERT OR IGNORE INTO meta VALUES ('spool_dropped', 0)""",
+            # The spool's size, kept here since both processes change it (once, not per open).
+            """INSERT OR IGNORE INTO meta VALUES
+            ('spool_bytes', (SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool))""",
+            """CREATE TABLE IF NOT EXISTS alert_subjects (
+            rule TEXT NOT NULL, subject TEXT NOT NULL,
+            state TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL, alert_id INTEGER,
+            PRIMARY KEY (rule, subject)
+        )""",
+            """CREATE TABLE IF NOT EXISTS alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            rule TEXT NOT NULL, subject TEXT NOT NULL,
+            province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL DEFAULT '',
+            name TEXT NOT NULL DEFAULT '', target TEXT NOT NULL DEFAULT '',
+            severity TEXT NOT NULL, state TEXT NOT NULL,
+            started_at REAL NOT NULL, fired_at REAL NOT NULL, resolved_at REAL,
+            value TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '{}',
+            late INTEGER NOT NULL DEFAULT 0, suppressed INTEGER NOT NULL DEFAULT 0,
+            flaps INTEGER NOT NULL DEFAULT 0, notified INTEGER NOT NULL DEFAULT 0,
+            last_notified REAL,
+            acked_by TEXT, acked_at REAL, ack_comment TEXT
+        )""",
+            """CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts(state, commune)""",
+            """CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(started_at)""",
+            """CREATE TABLE IF NOT EXISTS silences (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            province TEXT NOT NULL DEFAULT '', commune TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '', rule TEXT NOT NULL DEFAULT '',
+            starts REAL NOT NULL, ends REAL NOT NULL,
+            created_by TEXT NOT NULL, created_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT ''
+        )""",
+            """CREATE TABLE IF NOT EXISTS notifications (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alert_id INTEGER NOT NULL, event TEXT NOT NULL, created REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,
+            done TEXT NOT NULL DEFAULT ''
+        )""",
+        ),
+    ),
+    Migration(
+        2,
+        "console sessions logged out before their time; samples refused per agent",
+        (
+            """CREATE TABLE IF NOT EXISTS console_logouts (
+            sid TEXT PRIMARY KEY, expires REAL NOT NULL
+        )""",
+            """CREATE TABLE IF NOT EXISTS agent_refusals (
+            agent_key TEXT NOT NULL, reason TEXT NOT NULL,
+            samples INTEGER NOT NULL, total INTEGER NOT NULL, first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            PRIMARY KEY (agent_key, reason)
+        )""",
+        ),
+    ),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+class StoreTooNew(Exception):
+    """A store written by a newer collector: not to be opened by this one."""
+
+
+def version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def pending(db: sqlite3.Connection) -> list[Migration]:
+    """The migrations this store lacks; StoreTooNew for a store newer than this collector."""
+    current = version(db)
+    if current > LATEST:
+        raise StoreTooNew(
+            f"the state store is at schema version {current}, written by a newer collector; "
+            f"this one knows up to {LATEST}: upgrade the collector (the store is left as it is)"
+        )
+    return [m for m in MIGRATIONS if m.version > current]
+
+
+def migrate(db: sqlite3.Connection) -> list[Migration]:
+    """Bring the store to ``LATEST`` in one transaction; the migrations applied.
+
+    ``db`` is in autocommit mode (``isolation_level=None``). Another process may be
+    migrating the same file: the write lock is taken first, then the version read.
+    """
+    if not pending(db):
+        return []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        todo = pending(db)
+        for migration in todo:
+            for statement in migration.statements:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {LATEST}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return todo
