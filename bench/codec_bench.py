@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from collector import mqtt_codec as codec
+from collector.ingest import codec
 
 
 def rebuild_per_read(pieces: list[bytes]) -> int:

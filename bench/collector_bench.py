@@ -44,14 +44,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from collector import mqtt_codec as codec  # noqa: E402
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
-from collector.ingest import Ingestor, Message  # noqa: E402
-from collector.mqtt_source import MqttSource, SourceSettings  # noqa: E402
-from collector.sink import SinkSettings  # noqa: E402
-from collector.sink_process import SinkProcess  # noqa: E402
-from collector.store import StateStore  # noqa: E402
+from collector.ingest import codec  # noqa: E402
+from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
+from collector.ingest.source import MqttSource, SourceSettings  # noqa: E402
+from collector.outputs.sink import SinkSettings  # noqa: E402
+from collector.outputs.sink_process import SinkProcess  # noqa: E402
+from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 

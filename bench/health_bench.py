@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent import wire  # noqa: E402
-from collector.health import HealthModel  # noqa: E402
-from collector.store import StateStore  # noqa: E402
+from collector.state.health import HealthModel  # noqa: E402
+from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 
 

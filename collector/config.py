@@ -19,7 +19,7 @@ from agent.configtypes import (
     resolve_paths,
 )
 from agent.wire import Ident, whole
-from collector.inventory import load_inventory
+from collector.state.inventory import load_inventory
 
 
 class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -169,7 +169,7 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     _check_api(config.api, source)
     _check_alerts(config.alerts, source)
     if config.console.secret_file:
-        from collector.console.auth import read_secret
+        from collector.web.console.auth import read_secret
 
         try:
             read_secret(config.console.secret_file)
@@ -226,7 +226,7 @@ def _check_api(api: ApiSection, source: str) -> None:
     names = [t.name for t in api.tokens]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: api.tokens: two tokens have the same name")
-    from collector.webguard import networks
+    from collector.web.guard import networks
 
     try:
         networks(api.trusted_proxies)

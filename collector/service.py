@@ -62,7 +62,7 @@ WantedBy=multi-user.target
 
 SERVICE = systemd.Service(
     name="commune-collector",
-    module="collector.cli",
+    module="collector.cli.main",
     description="commune-monitor collector",
     unit_body=UNIT_BODY,
     state_dir=Path("/var/lib/commune-collector"),

@@ -23,7 +23,7 @@ def _slugs(inventory: Path | None, communes: int) -> tuple[str, list[str]]:
     """(province, commune slugs): the inventory's first N, else commune-001..N."""
     if inventory is None:
         return "dong-nai", [f"commune-{i + 1:03d}" for i in range(communes)]
-    from collector.inventory import load_inventory
+    from collector.state.inventory import load_inventory
 
     loaded = load_inventory(inventory)
     return loaded.province, [c.slug for c in loaded.communes[:communes]]

@@ -11,7 +11,7 @@ import pytest
 import snmpsim_data
 
 from agent.outbox import Outbox
-from collector.store import StateStore
+from collector.state.store import StateStore
 from tests.servers import Mosquitto, Snmpd, SnmpSim
 
 DATA = Path(__file__).parent / "data"

@@ -14,7 +14,7 @@ from agent.wire import Envelope, Sample, Status
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import Alert, acknowledge, add_silence, list_alerts
 from collector.alerts.rules import default_rules, parse_rules
-from collector.store import StateStore
+from collector.state.store import StateStore
 
 T0 = 1_795_000_000.0
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.cli import main
-from collector.cli_common import VIETNAM
+from collector.cli.common import VIETNAM
+from collector.cli.main import main
 from tests.test_alerts import T0, Harness, at, tslcd
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from collector.api import create_app
 from collector.config import ApiSection, ApiToken
-from collector.health import HealthModel
-from collector.metrics import Family, render
-from collector.store import StateStore
+from collector.state.health import HealthModel
+from collector.state.store import StateStore
+from collector.web.api import create_app
+from collector.web.metrics import Family, render
 from tests.servers import free_port
 from tests.test_health import INVENTORY, T0, build_province
 
@@ -146,7 +146,7 @@ def test_prometheus_text_escapes_labels_and_spells_numbers() -> None:
 
 
 def test_a_histogram_is_cumulative_with_sum_and_count() -> None:
-    from collector.metrics import histogram
+    from collector.web.metrics import histogram
 
     text = render([histogram("h_seconds", "H.", (0.1, 1.0), [2, 1, 4], 9.5)])
     assert text.splitlines()[2:] == [
@@ -267,7 +267,7 @@ def test_guessing_tokens_gets_an_address_locked_out(tmp_path: Path) -> None:
 
 
 def test_the_limiter_forgets_after_the_lockout_and_a_success_resets() -> None:
-    from collector.ratelimit import FailureLimiter
+    from collector.web.ratelimit import FailureLimiter
 
     now = [0.0]
     limiter = FailureLimiter(max_failures=2, window_s=60, lockout_s=100, clock=lambda: now[0])

@@ -13,10 +13,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from collector.api import create_app
 from collector.config import ApiSection, ApiToken
-from collector.health import HealthModel
-from collector.store import StateStore
+from collector.state.health import HealthModel
+from collector.state.store import StateStore
+from collector.web.api import create_app
 from tests.test_api import with_an_alert
 from tests.test_health import INVENTORY, build_province
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.availability import Outage, availability
+from collector.state.availability import Outage, availability
 
 DAY = 86_400.0
 T0 = 1_793_491_200.0  # 2026-11-01 00:00 +07:00 is not needed: any origin works
@@ -68,7 +68,7 @@ def test_outages_outside_the_window_do_not_count() -> None:
 
 
 def test_a_line_watched_by_two_probes_is_down_only_while_both_say_so() -> None:
-    from collector.availability import all_down
+    from collector.state.availability import all_down
 
     # Probe A from 0: down 100-200 and 300-open. Probe B from 150: down 150-250.
     a = ([Outage(100, 200), Outage(300, None)], 0.0)
@@ -82,7 +82,7 @@ def test_a_line_watched_by_two_probes_is_down_only_while_both_say_so() -> None:
 
 
 def test_all_down_with_one_probe_is_that_probe() -> None:
-    from collector.availability import all_down
+    from collector.state.availability import all_down
 
     outages = [Outage(10, 20), Outage(30, None)]
     assert all_down([(outages, 5.0)]) == (outages, 5.0)

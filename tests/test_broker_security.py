@@ -34,10 +34,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.cli import main
+from collector.cli.main import main
 from collector.enroll import set_password
-from collector.ingest import Ingestor, Message
-from collector.store import StateStore
+from collector.ingest.ingestor import Ingestor, Message
+from collector.state.store import StateStore
 from tests.servers import REPO, AgentProcess, free_port, stop_process, wait_tcp
 from tests.tls import Pki, make_pki
 

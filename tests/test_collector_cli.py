@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent.wire import Envelope, Sample, Status
-from collector.cli import main
-from collector.cli_common import VIETNAM
-from collector.store import StateStore
+from collector.cli.common import VIETNAM
+from collector.cli.main import main
+from collector.state.store import StateStore
 
 # 2025-10-01 00:00 local time (+07:00)
 OCT = dt.datetime(2025, 10, 1, tzinfo=VIETNAM).timestamp()

@@ -8,7 +8,7 @@ import pytest
 
 from agent.configtypes import ConfigError
 from collector.config import load_collector_config, parse_collector_config
-from collector.inventory import load_inventory
+from collector.state.inventory import load_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "deploy" / "collector" / "collector.example.toml"

@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.availability import Outage
-from collector.store import StateStore
+from collector.state.availability import Outage
+from collector.state.store import StateStore
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
 # Recent, on the hour: the collector refuses samples more than 30 days old.

@@ -16,9 +16,9 @@ from agent.config import parse_config
 from agent.configtypes import ConfigError, read_toml
 from collector.alerts.rules import parse_rules
 from collector.config import parse_collector_config
-from collector.ingest import Ingestor, Message
-from collector.inventory import parse_inventory
-from collector.store import StateStore
+from collector.ingest.ingestor import Ingestor, Message
+from collector.state.inventory import parse_inventory
+from collector.state.store import StateStore
 
 IDENTITY = wire.TopicIdentity("dong-nai", "la-nga", "pc-01", "data")
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from agent.wire import Envelope, Sample, Status
-from collector.health import HealthModel
-from collector.inventory import Commune, Inventory
-from collector.store import StateStore
+from collector.state.health import HealthModel
+from collector.state.inventory import Commune, Inventory
+from collector.state.store import StateStore
 
 T0 = 1_795_000_000.0
 NOW = T0 + 3600

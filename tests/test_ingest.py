@@ -15,9 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample, Status
-from collector.ingest import Ingestor, Message, RejectionLog
-from collector.mqtt_source import MqttSource, SourceSettings
-from collector.store import Applied, StateStore, agent_key
+from collector.ingest.ingestor import Ingestor, Message, RejectionLog
+from collector.ingest.source import MqttSource, SourceSettings
+from collector.state.store import Applied, StateStore, agent_key
 from tests.servers import Mosquitto
 
 # Recent, on the hour: the collector refuses samples more than 30 days old.

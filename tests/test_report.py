@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from agent.wire import Envelope, Sample
-from collector.cli import main
-from collector.inventory import Commune, Inventory
-from collector.report.build import build, month_bounds
-from collector.report.render import csv_text, markdown, tables, xlsx_bytes
-from collector.store import StateStore
+from collector.cli.main import main
+from collector.outputs.report.build import build, month_bounds
+from collector.outputs.report.render import csv_text, markdown, tables, xlsx_bytes
+from collector.state.inventory import Commune, Inventory
+from collector.state.store import StateStore
 
 VN = dt.timezone(dt.timedelta(hours=7))
 OCT = dt.datetime(2025, 10, 1, tzinfo=VN).timestamp()

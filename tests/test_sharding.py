@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.store import StateStore
+from collector.state.store import StateStore
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
 N = 200  # envelopes per agent

@@ -16,11 +16,11 @@ import pytest
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.ingest import Ingestor, Message
-from collector.lineproto import sample_line
-from collector.sink import SinkSettings
-from collector.sink_process import SinkProcess
-from collector.store import StateStore
+from collector.ingest.ingestor import Ingestor, Message
+from collector.outputs.lineproto import sample_line
+from collector.outputs.sink import SinkSettings
+from collector.outputs.sink_process import SinkProcess
+from collector.state.store import StateStore
 from tests.servers import VictoriaMetrics, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,7 +173,8 @@ def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
     # A collector killed with -9 leaves no sink behind writing on its own.
     script = (
         "import sys, time; from pathlib import Path\n"
-        "from collector.sink import SinkSettings\nfrom collector.sink_process import SinkProcess\n"
+        "from collector.outputs.sink import SinkSettings\n"
+        "from collector.outputs.sink_process import SinkProcess\n"
         f"sink = SinkProcess(Path({str(path)!r}), SinkSettings({vm.url!r}, '', 'p', 'c'))\n"
         "sink.start(); print(sink.pid, flush=True); time.sleep(60)\n"
     )
@@ -344,7 +345,7 @@ def test_while_the_server_is_unwell_nothing_is_dropped(tmp_path: Path) -> None:
 def test_a_row_our_converter_fails_on_is_dropped_alone(tmp_path: Path) -> None:
     """Whatever the error turning a spooled envelope into points (a bug of ours
     included), that row alone is dropped, counted; the rest reaches the server."""
-    from collector.sink import Sink
+    from collector.outputs.sink import Sink
 
     class Buggy(Sink):
         @staticmethod

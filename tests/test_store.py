@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.wire import Envelope, Sample, Status
-from collector.availability import Outage, availability
-from collector.store import StateStore, agent_key
+from collector.state.availability import Outage, availability
+from collector.state.store import StateStore, agent_key
 
 T0 = 1_795_000_000.0
 KEY = agent_key("dong-nai", "la-nga", "pc-01")

@@ -14,7 +14,7 @@ from agent.wire import Envelope, Sample, decode_envelope, encode
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import list_alerts
 from collector.alerts.rules import default_rules
-from collector.store import AgentLimits, StateStore, agent_key
+from collector.state.store import AgentLimits, StateStore, agent_key
 from tests.test_store import T0, envelope, link, status
 
 KEY = agent_key("dong-nai", "la-nga", "pc-01")

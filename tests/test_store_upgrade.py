@@ -18,7 +18,7 @@ import pytest
 
 from collector.alerts.engine import AlertEngine
 from collector.alerts.rules import default_rules
-from collector.store import StateStore
+from collector.state.store import StateStore
 
 STORES = Path(__file__).parent / "data" / "stores"
 sys.path.insert(0, str(STORES))
@@ -46,7 +46,7 @@ def test_a_store_of_an_earlier_release_opens_with_its_history_intact(
 
 
 def test_the_upgraded_store_carries_the_latest_schema_version(tmp_path: Path) -> None:
-    from collector import migrations
+    from collector.state import migrations
 
     shutil.copy(STORES / RELEASES[0] / "state.sqlite", tmp_path / "state.sqlite")
     with StateStore(tmp_path / "state.sqlite") as store:
@@ -62,8 +62,8 @@ def test_a_store_of_a_newer_collector_is_refused_by_name(tmp_path: Path) -> None
 
     from click.testing import CliRunner
 
-    from collector import migrations
-    from collector.cli import main
+    from collector.cli.main import main
+    from collector.state import migrations
 
     path = tmp_path / "state.sqlite"
     with StateStore(path):
@@ -87,7 +87,7 @@ def test_migrate_dry_run_says_what_it_would_do_and_does_nothing(tmp_path: Path) 
 
     from click.testing import CliRunner
 
-    from collector.cli import main
+    from collector.cli.main import main
 
     path = tmp_path / "state.sqlite"
     shutil.copy(STORES / RELEASES[0] / "state.sqlite", path)
@@ -113,7 +113,7 @@ def test_a_failing_migration_leaves_the_store_as_it_was(
 ) -> None:
     import sqlite3
 
-    from collector import migrations
+    from collector.state import migrations
 
     path = tmp_path / "state.sqlite"
     shutil.copy(STORES / RELEASES[0] / "state.sqlite", path)

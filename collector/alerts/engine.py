@@ -34,7 +34,7 @@ import msgspec
 
 from agent.wire import Envelope, Sample
 from collector.alerts.rules import Rule
-from collector.store import AgentState, StateStore
+from collector.state.store import AgentState, StateStore
 
 _encode = msgspec.json.Encoder().encode
 

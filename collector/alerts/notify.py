@@ -31,7 +31,7 @@ from pathlib import Path
 
 from collector.alerts.records import Alert, read_alert, silenced
 from collector.alerts.rules import Rule
-from collector.store import StateStore
+from collector.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from agent.wire import IDENT_PATTERN
-from collector.store import StateStore
+from collector.state.store import StateStore
 
 
 @dataclass

@@ -32,12 +32,12 @@ from agent import wire
 from collector.alerts.engine import AlertEngine
 from collector.alerts.notify import Notifier, Route
 from collector.alerts.rules import default_rules
-from collector.api import create_app
 from collector.config import ApiSection, ConsoleSection
-from collector.health import HealthModel
-from collector.ingest import Ingestor, Message
-from collector.sink import Sink, SinkSettings
-from collector.store import StateStore
+from collector.ingest.ingestor import Ingestor, Message
+from collector.outputs.sink import Sink, SinkSettings
+from collector.state.health import HealthModel
+from collector.state.store import StateStore
+from collector.web.api import create_app
 from tests.hostile.province import Http
 from tests.servers import VictoriaMetrics, free_port
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.wire import Sample, encode
-from collector import mqtt_codec as codec
+from collector.ingest import codec
 from tests.hostile.province import BAD, Province, envelope, start_province, topic
 
 #: The collector's resident memory may not pass this during the flood (it was 1.9 GB).

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.wire import Envelope
+from collector.app import Collector
 from collector.config import parse_collector_config
-from collector.ingest import Ingestor
-from collector.runtime import Collector
-from collector.store import StateStore
+from collector.ingest.ingestor import Ingestor
+from collector.state.store import StateStore
 from tests.servers import Mosquitto, free_port
 from tests.test_ingest import TOPIC, envelope, publish_all, publisher, source, wait
 

@@ -25,8 +25,14 @@ from agent.wire import Envelope, Sample, Status, encode
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import acknowledge, add_silence, list_alerts, list_silences
 from collector.alerts.rules import default_rules
-from collector.report.build import build
-from collector.store import StateStore
+
+# Where a release keeps them: 0.1.0 had flat modules; later releases group them by stage.
+try:
+    from collector.outputs.report.build import build
+    from collector.state.store import StateStore
+except ImportError:
+    from collector.report.build import build  # type: ignore[no-redef]
+    from collector.store import StateStore  # type: ignore[no-redef]
 
 #: 2026-10-01 00:00 +07:00.
 OCTOBER = 1_790_787_600.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from collector.report.render import KINDS
+from collector.outputs.report.render import KINDS
 
 STRINGS: dict[str, dict[str, str]] = {
     "vi": {

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from agent.configtypes import ConfigError
-from collector.cli_common import _load, _store, config_option
-from collector.inventory import load_inventory
-from collector.report.build import build
-from collector.report.render import render
+from collector.cli.common import _load, _store, config_option
+from collector.outputs.report.build import build
+from collector.outputs.report.render import render
+from collector.state.inventory import load_inventory
 
 
 @click.command("report")

@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from collector.availability import Outage, all_down, availability
-from collector.inventory import Inventory
-from collector.store import StateStore, Subject
+from collector.state.availability import Outage, all_down, availability
+from collector.state.inventory import Inventory
+from collector.state.store import StateStore, Subject
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7))
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from collector.availability import Outage, all_down, availability
-from collector.inventory import EMPTY, Commune, Inventory
-from collector.store import AgentState, LatestSample, StateStore, Subject
+from collector.state.availability import Outage, all_down, availability
+from collector.state.inventory import EMPTY, Commune, Inventory
+from collector.state.store import AgentState, LatestSample, StateStore, Subject
 
 Status = Literal["ok", "warning", "critical", "no_data"]
 _SEVERITY: dict[Status, int] = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}

@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable
 from typing import Literal
 
-from collector.report.build import VIETNAM, CommuneMonth, MonthlyReport
+from collector.outputs.report.build import VIETNAM, CommuneMonth, MonthlyReport
 
 Language = Literal["vi", "en"]
 Format = Literal["md", "csv", "html", "xlsx"]

@@ -14,12 +14,12 @@ from collector.alerts.engine import AlertEngine
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.config import CollectorConfig
-from collector.health import HealthModel
-from collector.ingest import COMMIT_BOUNDS, Ingestor
-from collector.inventory import Inventory, load_inventory
-from collector.metrics import Family, histogram
-from collector.mqtt_source import MqttSource, SourceSettings
-from collector.store import AgentLimits, StateStore
+from collector.ingest.ingestor import COMMIT_BOUNDS, Ingestor
+from collector.ingest.source import MqttSource, SourceSettings
+from collector.state.health import HealthModel
+from collector.state.inventory import Inventory, load_inventory
+from collector.state.store import AgentLimits, StateStore
+from collector.web.metrics import Family, histogram
 
 log = logging.getLogger("collector")
 
@@ -69,8 +69,8 @@ class Collector:
         self.source = MqttSource(self._source_settings(), self.ingestor)
         self.sink: Any = None
         if sink_config is not None:
-            from collector.sink import SinkSettings
-            from collector.sink_process import SinkProcess
+            from collector.outputs.sink import SinkSettings
+            from collector.outputs.sink_process import SinkProcess
 
             token_file = sink_config.token_file
             token = read_secret(token_file) if token_file else ""
@@ -156,7 +156,7 @@ class Collector:
     def _start_api(self) -> None:
         import uvicorn
 
-        from collector.api import create_app
+        from collector.web.api import create_app
 
         api = self.config.api
         if not api.tokens and not api.open_on_loopback:

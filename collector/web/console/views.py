@@ -29,7 +29,8 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
-from collector.api import (
+from collector.state.availability import all_down
+from collector.web.api import (
     ROLE_RANK,
     ApiContext,
     RowId,
@@ -38,18 +39,17 @@ from collector.api import (
     client_address,
     token_digest,
 )
-from collector.availability import all_down
-from collector.console import i18n
-from collector.console.auth import COOKIE, LOOPBACK, Session, Sessions
-from collector.console.charts import line_week
-from collector.webguard import safe_next, scheme
+from collector.web.console import i18n
+from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
+from collector.web.console.charts import line_week
+from collector.web.guard import safe_next, scheme
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7))
 LANG_COOKIE = "commune_lang"
 
 router = APIRouter(include_in_schema=False)
 templates = Environment(
-    loader=PackageLoader("collector.console", "templates"),
+    loader=PackageLoader("collector.web.console", "templates"),
     autoescape=select_autoescape(["html"]),
 )
 

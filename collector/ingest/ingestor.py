@@ -41,7 +41,7 @@ from agent.wire import (
     parse_topic,
     reserved_names,
 )
-from collector.store import Applied, StateStore, agent_key
+from collector.state.store import Applied, StateStore, agent_key
 
 log = logging.getLogger(__name__)
 

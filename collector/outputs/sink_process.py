@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.sink import SinkSettings, SinkStats
+from collector.outputs.sink import SinkSettings, SinkStats
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class _Shared:
 
 def _serve(path: str, settings: SinkSettings, shared: _Shared, parent: int, level: int) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
-    from collector.sink import Sink
-    from collector.store import StateStore
+    from collector.outputs.sink import Sink
+    from collector.state.store import StateStore
 
     store = StateStore(Path(path))
     sink = Sink(store, settings)

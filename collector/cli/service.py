@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from collector.cli_common import _load
+from collector.cli.common import _load
 
 
 @click.command("install-service")

@@ -23,8 +23,8 @@ from collector.alerts.records import (
     list_silences,
 )
 from collector.alerts.rules import default_rules, load_rules, merge
-from collector.cli_common import _load, _local, _store, config_option
-from collector.store import StateStore
+from collector.cli.common import _load, _local, _store, config_option
+from collector.state.store import StateStore
 
 
 def _opened(config_path: Path | None) -> StateStore:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.wire import decode_envelope
-from collector.lineproto import envelope_lines
-from collector.store import StateStore
+from collector.outputs.lineproto import envelope_lines
+from collector.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

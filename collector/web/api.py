@@ -40,17 +40,17 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
-from collector.availability import Outage, all_down, availability
 from collector.config import ApiSection, ConsoleSection, Role
-from collector.health import CommuneHealth, HealthModel, ProvinceHealth
-from collector.metrics import CONTENT_TYPE, Family, render
-from collector.ratelimit import FailureLimiter
-from collector.report.build import MonthlyReport
-from collector.report.build import build as build_report
-from collector.report.render import render as render_report
-from collector.store import AgentState, LatestSample, StateStore
-from collector.webguard import BodyTooLarge, Guard, Network, networks
-from collector.webguard import client_address as _client_address
+from collector.outputs.report.build import MonthlyReport
+from collector.outputs.report.build import build as build_report
+from collector.outputs.report.render import render as render_report
+from collector.state.availability import Outage, all_down, availability
+from collector.state.health import CommuneHealth, HealthModel, ProvinceHealth
+from collector.state.store import AgentState, LatestSample, StateStore
+from collector.web.guard import BodyTooLarge, Guard, Network, networks
+from collector.web.guard import client_address as _client_address
+from collector.web.metrics import CONTENT_TYPE, Family, render
+from collector.web.ratelimit import FailureLimiter
 
 
 def token_digest(token: str) -> str:
@@ -640,9 +640,9 @@ def create_app(
     app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
-        from collector.console.auth import Sessions
-        from collector.console.views import Login, login_redirect
-        from collector.console.views import router as console_router
+        from collector.web.console.auth import Sessions
+        from collector.web.console.views import Login, login_redirect
+        from collector.web.console.views import router as console_router
 
         app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
         app.include_router(console_router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from html import escape
 
-from collector.availability import Outage
+from collector.state.availability import Outage
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7))
 

@@ -40,8 +40,8 @@ from typing import Any
 import msgspec
 
 from agent.wire import Envelope, Sample, Status, encode
-from collector.availability import Outage
-from collector.migrations import migrate
+from collector.state.availability import Outage
+from collector.state.migrations import migrate
 
 _encode = msgspec.json.Encoder().encode
 

@@ -13,13 +13,13 @@ import click
 
 from agent.configtypes import ConfigError
 from collector import __version__
-from collector.availability import availability
-from collector.cli_alerts import ack_command, alerts_command, rules_test, silence_group
-from collector.cli_common import _load, _local, _store, _time, config_option
-from collector.cli_enroll import enroll_command, revoke_command
-from collector.cli_report import report_command
-from collector.cli_service import install_service_command
-from collector.store import StateStore
+from collector.cli.alerts import ack_command, alerts_command, rules_test, silence_group
+from collector.cli.common import _load, _local, _store, _time, config_option
+from collector.cli.enroll import enroll_command, revoke_command
+from collector.cli.report import report_command
+from collector.cli.service import install_service_command
+from collector.state.availability import availability
+from collector.state.store import StateStore
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,8 +49,8 @@ def run(config_path: Path | None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from collector.migrations import StoreTooNew
-    from collector.runtime import ApiError, Collector
+    from collector.app import ApiError, Collector
+    from collector.state.migrations import StoreTooNew
 
     try:
         collector = Collector(config)
@@ -91,7 +91,7 @@ def _schema_plan(path: Path) -> list[str]:
     import contextlib
     import sqlite3
 
-    from collector import migrations
+    from collector.state import migrations
 
     if not path.exists():
         return [f"store: none yet; the collector creates it at schema {migrations.LATEST}"]
@@ -122,7 +122,7 @@ def migrate(config_path: Path | None, dry_run: bool) -> None:
         commune-collector migrate -c /etc/commune-collector/collector.toml --dry-run
         commune-collector migrate -c /etc/commune-collector/collector.toml
     """
-    from collector.migrations import StoreTooNew
+    from collector.state.migrations import StoreTooNew
 
     config = _load(config_path)
     path = Path(config.store.path)
@@ -150,8 +150,8 @@ def status(config_path: Path | None, province: str | None) -> None:
     Example:
         commune-collector status -c collector.toml
     """
-    from collector.health import HealthModel
-    from collector.inventory import load_inventory
+    from collector.state.health import HealthModel
+    from collector.state.inventory import load_inventory
 
     config = _load(config_path)
     try:

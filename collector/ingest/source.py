@@ -39,8 +39,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from collector import mqtt_codec as codec
-from collector.ingest import Ingestor, Message, sender_of
+from collector.ingest import codec
+from collector.ingest.ingestor import Ingestor, Message, sender_of
 
 log = logging.getLogger(__name__)
 

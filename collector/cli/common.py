@@ -9,7 +9,7 @@ import click
 
 from agent.configtypes import ConfigError
 from collector.config import CollectorConfig, load_collector_config
-from collector.store import StateStore
+from collector.state.store import StateStore
 
 #: Vietnam keeps +07:00 all year (no DST): dates on the command line are local.
 VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")
@@ -37,7 +37,7 @@ def _store(config: CollectorConfig) -> StateStore:
     path = Path(config.store.path)
     if not path.exists():
         raise click.ClickException(f"no state store at {path}: has the collector run yet?")
-    from collector.migrations import StoreTooNew
+    from collector.state.migrations import StoreTooNew
 
     try:
         store = StateStore(path)

@@ -1,0 +1,1 @@
+"""Ingest: MQTT in (codec, session), validation, batches committed then acknowledged."""

@@ -1,0 +1,1 @@
+"""State: the store and its schema, availability, the health model, the inventory."""
