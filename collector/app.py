@@ -14,12 +14,13 @@ from collector.alerts.engine import AlertEngine
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.config import CollectorConfig
-from collector.ingest.ingestor import COMMIT_BOUNDS, Ingestor
+from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.state.health import HealthModel
 from collector.state.inventory import Inventory, load_inventory
 from collector.state.store import AgentLimits, StateStore
-from collector.web.metrics import Family, histogram
+from collector.web.figures import figures
+from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
 
@@ -156,7 +157,7 @@ class Collector:
     def _start_api(self) -> None:
         import uvicorn
 
-        from collector.web.api import create_app
+        from collector.web.factory import create_app
 
         api = self.config.api
         if not api.tokens and not api.open_on_loopback:
@@ -331,110 +332,8 @@ class Collector:
         }
         return all(state in WELL for state in parts.values()), detail
 
-    def _alert_family(self) -> Family:
-        family = Family("commune_collector_alerts_firing", "gauge", "Alerts firing, by severity.")
-        with self.reader.reading() as db:
-            rows = dict(
-                db.execute(
-                    "SELECT severity, COUNT(*) FROM alerts WHERE state = 'firing' GROUP BY 1"
-                ).fetchall()
-            )
-        for severity in ("critical", "warning", "info"):
-            family.add(rows.get(severity, 0), severity=severity)
-        return family
-
     def metrics(self) -> list[Family]:
-        stats = self.ingestor.stats
-        rows, size, dropped = self.store.spool_stats()
-
-        def counter(name: str, help_text: str, value: float) -> Family:
-            return Family(f"commune_collector_{name}", "counter", help_text).add(value)
-
-        def gauge(name: str, help_text: str, value: float) -> Family:
-            return Family(f"commune_collector_{name}", "gauge", help_text).add(value)
-
-        rejected = Family(
-            "commune_collector_messages_rejected_total", "counter", "Messages rejected, by reason."
+        sink = self.sink.stats if self.sink is not None else None
+        return figures(
+            self.ingestor.stats, self.source, self.store, self.reader, self.notifier, sink
         )
-        refused_qos0 = self.source.refused_qos0  # counted where they are read
-        for reason, count in sorted({**stats.rejected, "qos0": refused_qos0}.items()):
-            rejected.add(count, reason=reason)
-        refused = Family(
-            "commune_collector_samples_refused_total",
-            "counter",
-            "Samples refused alone (the rest of their envelope applied), by reason.",
-        )
-        for reason, count in sorted(stats.samples_refused.items()):
-            refused.add(count, reason=reason)
-        agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
-        by_state = self.reader.agent_counts()
-        for state in ("online", "offline", "unknown"):
-            agents.add(by_state.get(state, 0), state=state)
-        families = [
-            Family("commune_collector_info", "gauge", "Version of this collector.").add(
-                1, version=__version__
-            ),
-            counter(
-                "messages_received_total",
-                "MQTT messages received.",
-                stats.received + refused_qos0,
-            ),
-            counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
-            rejected,
-            refused,
-            counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
-            counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
-            counter("commit_batches_total", "Batches processed.", stats.batches),
-            histogram(
-                "commune_collector_commit_duration_seconds",
-                "State store commit of a batch (apply, spool, fsync).",
-                COMMIT_BOUNDS,
-                stats.commit_buckets,
-                stats.commit_seconds_total,
-            ),
-            gauge("last_commit_seconds", "Duration of the last commit.", stats.last_commit_s),
-            gauge(
-                "lag_seconds",
-                "Last commit time minus the newest committed envelope's outbox time.",
-                stats.lag_s,
-            ),
-            gauge("ingest_queue", "Messages received, waiting for commit.", self.source.queued()),
-            gauge(
-                "broker_connected",
-                "1 while connected to the broker.",
-                float(self.source.connected.is_set()),
-            ),
-            gauge("spool_rows", "Envelopes' points waiting for the time-series sink.", rows),
-            gauge("spool_bytes", "Size of the points waiting for the sink.", size),
-            counter("spool_dropped_total", "Spooled rows dropped over the spool's bound.", dropped),
-            agents,
-            self._alert_family(),
-            counter("notifications_sent_total", "Messages delivered.", self.notifier.sent),
-            counter(
-                "notification_failures_total",
-                "Deliveries that failed (retried).",
-                self.notifier.failures,
-            ),
-            counter(
-                "notifications_abandoned_total",
-                "Events given up after every retry failed.",
-                self.notifier.abandoned,
-            ),
-        ]
-        if self.sink is not None:
-            sink = self.sink.stats
-            families += [
-                counter("sink_points_written_total", "Points accepted.", sink.points_written),
-                counter(
-                    "sink_batches_written_total",
-                    "Writes the server accepted.",
-                    sink.batches_written,
-                ),
-                counter("sink_write_errors_total", "Failed writes (retried).", sink.write_errors),
-                counter(
-                    "sink_rejected_rows_total",
-                    "Envelopes' points the server refused as bad data (dropped).",
-                    sink.rejected_rows,
-                ),
-            ]
-        return families

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -160,6 +161,29 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     console: ConsoleSection = ConsoleSection()
 
 
+#: The shortest secret that signs console sessions: an empty or short one lets anyone
+#: forge them.
+MIN_SECRET_BYTES = 32
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def read_session_secret(path: str) -> bytes:
+    """The console's signing secret in ``path``; ValueError when too short to be one."""
+    secret = Path(path).read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{path} holds {len(secret)} bytes: a session secret needs at least "
+            f"{MIN_SECRET_BYTES} (head -c 48 /dev/urandom | base64 > {path})"
+        )
+    return secret
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or CIDR blocks (``[api] trusted_proxies``); ValueError naming a bad one."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
     config = convert_strict(data, CollectorConfig, source)
     if problem := config.mqtt.problem():
@@ -169,10 +193,8 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     _check_api(config.api, source)
     _check_alerts(config.alerts, source)
     if config.console.secret_file:
-        from collector.web.console.auth import read_secret
-
         try:
-            read_secret(config.console.secret_file)
+            read_session_secret(config.console.secret_file)
         except OSError as exc:
             raise ConfigError(
                 f"{source}: console.secret_file: cannot read {config.console.secret_file} "
@@ -226,8 +248,6 @@ def _check_api(api: ApiSection, source: str) -> None:
     names = [t.name for t in api.tokens]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: api.tokens: two tokens have the same name")
-    from collector.web.guard import networks
-
     try:
         networks(api.trusted_proxies)
     except ValueError as exc:

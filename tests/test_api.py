@@ -18,7 +18,7 @@ import uvicorn
 from collector.config import ApiSection, ApiToken
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
-from collector.web.api import create_app
+from collector.web.factory import create_app
 from collector.web.metrics import Family, render
 from tests.servers import free_port
 from tests.test_health import INVENTORY, T0, build_province

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from collector.config import ApiSection, ApiToken
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
-from collector.web.api import create_app
+from collector.web.factory import create_app
 from tests.test_api import with_an_alert
 from tests.test_health import INVENTORY, build_province
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import itertools
+import re
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
@@ -96,3 +98,56 @@ def test_the_service_installer_stands_alone() -> None:
     stdlib = {"__future__", "grp", "os", "pwd", "shlex", "shutil", "stat", "subprocess", "sys"}
     stdlib |= {"collections.abc", "dataclasses", "pathlib"}
     assert imports(AGENT / "systemd.py") <= stdlib
+
+
+#: The collector's layers, top first: a module imports only from its own part or below.
+#: alerts, outputs and ingest are siblings and do not import one another.
+LAYERS = (("cli",), ("app",), ("web", "service"), ("config",), ("alerts", "outputs", "ingest"))
+LAYERS += (("state",),)
+COLLECTOR = AGENT.parent / "collector"
+
+
+def _part(module: str) -> str | None:
+    bits = module.split(".")
+    return bits[1] if bits[0] == "collector" and len(bits) > 1 else None
+
+
+def test_the_collectors_imports_flow_one_way() -> None:
+    rank = {part: level for level, parts in enumerate(LAYERS) for part in parts}
+    upward = []
+    for path in COLLECTOR.rglob("*.py"):
+        module = ".".join(path.relative_to(AGENT.parent).with_suffix("").parts)
+        mine = _part(module)
+        if mine not in rank:
+            continue
+        for name in imports(path):
+            other = _part(name)
+            if other in rank and other != mine and rank[other] <= rank[mine]:
+                upward.append(f"{module} imports {name}")
+    assert upward == []
+    assert {p.name.removesuffix(".py") for p in COLLECTOR.iterdir()} - {"__init__", "py"} <= {
+        *rank,
+        "alerts",
+        "__pycache__",
+        "py.typed",
+        "enroll",
+    }, "a module outside the layers"
+
+
+def test_no_import_cycle_inside_the_web() -> None:
+    """The console and the API share who-asks (web/auth.py): neither imports the other."""
+    web = COLLECTOR / "web"
+    assert not any(n.startswith("collector.web.api") for n in imports(web / "console" / "views.py"))
+    assert not any(n.startswith("collector.web.console") for n in imports(web / "api.py"))
+
+
+def test_the_readmes_layout_names_every_part_of_the_collector() -> None:
+    readme = (AGENT.parent / "README.md").read_text()
+    layout = readme.split("## Repository layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"collector/([a-z_]+)", layout))
+    parts = {p.name.removesuffix(".py") for p in COLLECTOR.iterdir() if not p.name.startswith("_")}
+    parts -= {"py", "__pycache__", "py.typed"}
+    assert parts - {"enroll"} <= named, sorted(parts - named)
+    levels = [[layout.index(f"collector/{part}") for part in level] for level in LAYERS]
+    for upper, lower in itertools.pairwise(levels):
+        assert max(upper) < min(lower), "the README lists the layers out of their order"

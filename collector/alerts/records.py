@@ -150,6 +150,14 @@ def list_alerts(
         return [_alert(db, row, now) for row in rows]
 
 
+def firing_by_severity(store: StateStore) -> dict[str, int]:
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT severity, COUNT(*) FROM alerts WHERE state = 'firing' GROUP BY 1"
+        ).fetchall()
+    return {str(severity): int(count) for severity, count in rows}
+
+
 def read_alert(db: sqlite3.Connection, alert_id: int, now: float) -> Alert | None:
     """On a connection already held (inside ``store.reading()`` or a transaction)."""
     row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()

@@ -10,20 +10,13 @@ otherwise).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi import Path as FastApiPath
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from agent.wire import MAX_TIME
 from collector import __version__
@@ -40,27 +33,22 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
-from collector.config import ApiSection, ConsoleSection, Role
 from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.build import build as build_report
 from collector.outputs.report.render import render as render_report
 from collector.state.availability import Outage, all_down, availability
-from collector.state.health import CommuneHealth, HealthModel, ProvinceHealth
-from collector.state.store import AgentState, LatestSample, StateStore
-from collector.web.guard import BodyTooLarge, Guard, Network, networks
-from collector.web.guard import client_address as _client_address
-from collector.web.metrics import CONTENT_TYPE, Family, render
-from collector.web.ratelimit import FailureLimiter
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass
-class Caller:
-    name: str
-    role: Role
+from collector.state.health import CommuneHealth, ProvinceHealth
+from collector.state.store import AgentState, LatestSample
+from collector.web.auth import (
+    ROLE_RANK,
+    ApiContext,
+    Caller,
+    Context,
+    RowId,
+    check_token,
+    client_address,
+)
+from collector.web.metrics import CONTENT_TYPE, render
 
 
 @dataclass
@@ -158,51 +146,6 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
     return parsed.timestamp()
 
 
-@dataclass
-class ApiContext:
-    model: HealthModel
-    store: StateStore
-    tokens: dict[str, Caller]
-    """SHA-256 of each token → who holds it."""
-    open_on_loopback: bool
-    limiter: FailureLimiter
-    metrics: Callable[[], list[Family]]
-    healthz: Callable[[], tuple[bool, dict[str, Any]]]
-    proxies: tuple[Network, ...] = ()
-    """Reverse proxies whose forwarded headers are believed."""
-
-
-def _context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.context
-    return context
-
-
-Context = Annotated[ApiContext, Depends(_context)]
-
-
-def client_address(request: Request) -> str:
-    context: ApiContext = request.app.state.context
-    return _client_address(request, context.proxies)
-
-
-def check_token(context: ApiContext, address: str, token: str) -> Caller | None:
-    """The token's holder, or None; raises 429 while the address is locked out."""
-    wait = context.limiter.retry_after(address)
-    if wait:
-        raise HTTPException(
-            429,
-            "too many wrong tokens from this address: wait",
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
-    digest = token_digest(token.strip())
-    for known, who in context.tokens.items():
-        if hmac.compare_digest(known, digest):
-            context.limiter.succeeded(address)
-            return who
-    context.limiter.failed(address)
-    return None
-
-
 def _caller(request: Request, context: Context) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -240,7 +183,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 Reader = Annotated[Caller, Depends(_caller)]
-ROLE_RANK: dict[Role, int] = {"read": 0, "technician": 1, "admin": 2}
 
 
 def _technician(caller: Reader) -> Caller:
@@ -279,10 +221,6 @@ class SilenceRequest:
     duration_s: Annotated[float | None, Field(gt=0, le=MAX_SILENCE_S, allow_inf_nan=False)] = None
     """Instead of ``ends``."""
     comment: Comment = ""
-
-
-#: A row id: SQLite's integers are 64-bit.
-RowId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
 
 
 def _province(context: ApiContext, province: str | None) -> str:
@@ -578,76 +516,6 @@ def get_monthly_report(
     return Response(
         render_report(report, format, lang), media_type=REPORT_TYPES[format], headers=headers
     )
-
-
-async def _with_allow(request: Request, exc: Exception) -> Response:
-    """Starlette's 405 names the methods of the first route matching the path only; a path
-    served by several routes (GET and POST /api/v1/silences) deserves all of them."""
-    assert isinstance(exc, StarletteHTTPException)
-    headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        methods: set[str] = set()
-        for route in request.app.routes:
-            match, _ = route.matches({**request.scope, "method": "GET"})
-            if match != Match.NONE and hasattr(route, "methods"):
-                methods |= set(route.methods or ())
-        headers["Allow"] = ", ".join(sorted(methods))
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
-
-
-async def _body_too_large(_: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": str(exc)}, status_code=413)
-
-
-async def _invalid(_: Request, exc: Exception) -> Response:
-    """422 saying where and what, without echoing the input: it may not even be JSON
-    (``Infinity``), and a 5,000-character comment need not come back."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
-def create_app(
-    model: HealthModel,
-    store: StateStore,
-    settings: ApiSection,
-    metrics: Callable[[], list[Family]] = list,
-    healthz: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (True, {}),
-    console: ConsoleSection | None = None,
-) -> FastAPI:
-    app = FastAPI(
-        title="commune-monitor collector",
-        version=__version__,
-        description=(
-            "Health of the province's communes for the IOC: anti-malware coverage, "
-            "dedicated line (TSLCD) availability, video-conference readiness. "
-            "Send `Authorization: Bearer <token>`; times are Unix seconds."
-        ),
-    )
-    app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
-    app.add_exception_handler(BodyTooLarge, _body_too_large)
-    app.add_exception_handler(RequestValidationError, _invalid)
-    app.state.context = ApiContext(
-        model=model,
-        store=store,
-        tokens={t.sha256: Caller(t.name, t.role) for t in settings.tokens},
-        open_on_loopback=settings.open_on_loopback,
-        limiter=FailureLimiter(settings.max_auth_failures, lockout_s=float(settings.auth_lockout)),
-        metrics=metrics,
-        healthz=healthz,
-        proxies=networks(settings.trusted_proxies),
-    )
-    app.include_router(router)
-    app.add_exception_handler(StarletteHTTPException, _with_allow)
-    if console is not None and console.enabled:
-        from collector.web.console.auth import Sessions
-        from collector.web.console.views import Login, login_redirect
-        from collector.web.console.views import router as console_router
-
-        app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
-        app.include_router(console_router)
-        app.add_exception_handler(Login, login_redirect)
-    return app
 
 
 def _summary(agent: AgentState) -> AgentSummary:

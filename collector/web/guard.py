@@ -20,12 +20,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from collector.config import Network
 
 FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto")
 SECURITY_HEADERS = (
@@ -36,13 +38,6 @@ SECURITY_HEADERS = (
 )
 MAX_BODY = 64 * 1024
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses or CIDR blocks; ValueError naming a bad one."""
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 def _within(address: str, trusted: tuple[Network, ...]) -> bool:

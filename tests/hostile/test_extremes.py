@@ -37,7 +37,7 @@ from collector.ingest.ingestor import Ingestor, Message
 from collector.outputs.sink import Sink, SinkSettings
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
-from collector.web.api import create_app
+from collector.web.factory import create_app
 from tests.hostile.province import Http
 from tests.servers import VictoriaMetrics, free_port
 

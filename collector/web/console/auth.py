@@ -18,11 +18,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+
+from collector.config import MIN_SECRET_BYTES, read_session_secret
 
 COOKIE = "commune_session"
-#: The shortest secret that signs sessions: an empty or short one lets anyone forge them.
-MIN_SECRET_BYTES = 32
 #: The fingerprint of the open_on_loopback development access (no token).
 LOOPBACK = "loopback"
 
@@ -37,17 +36,6 @@ class Session:
     """Fingerprint of the token the session was opened with (``LOOPBACK`` without one)."""
 
 
-def read_secret(path: str) -> bytes:
-    """The signing secret in ``path``; ValueError when it is too short to be one."""
-    secret = Path(path).read_bytes().strip()
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(
-            f"{path} holds {len(secret)} bytes: a session secret needs at least "
-            f"{MIN_SECRET_BYTES} (head -c 48 /dev/urandom | base64 > {path})"
-        )
-    return secret
-
-
 class Sessions:
     def __init__(self, secret: bytes, lifetime_s: float = 12 * 3600) -> None:
         if len(secret) < MIN_SECRET_BYTES:
@@ -57,7 +45,7 @@ class Sessions:
 
     @classmethod
     def from_file(cls, path: str, lifetime_s: float) -> Sessions:
-        secret = read_secret(path) if path else secrets.token_bytes(32)
+        secret = read_session_secret(path) if path else secrets.token_bytes(32)
         return cls(secret, lifetime_s)
 
     def _sign(self, payload: bytes) -> str:

@@ -30,13 +30,13 @@ from collector.alerts.records import (
     list_silences,
 )
 from collector.state.availability import all_down
-from collector.web.api import (
+from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
     RowId,
-    _context,
     check_token,
     client_address,
+    context_of,
     token_digest,
 )
 from collector.web.console import i18n
@@ -105,7 +105,7 @@ def _viewer(request: Request) -> Session:
 
 
 Viewer = Annotated[Session, Depends(_viewer)]
-Context = Annotated[ApiContext, Depends(_context)]
+Context = Annotated[ApiContext, Depends(context_of)]
 
 
 def _technician(

@@ -1,0 +1,86 @@
+"""Who asks, shared by the API and the console: tokens, their roles, the request's context.
+
+Tokens are configured as their SHA-256; a caller is a token's name and role. Wrong
+tokens count against the client's address (``[api] trusted_proxies`` decide what that
+address is) until it is locked out for a while.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi import Path as FastApiPath
+
+from collector.config import Network, Role
+from collector.state.health import HealthModel
+from collector.state.store import StateStore
+from collector.web.guard import client_address as _client_address
+from collector.web.metrics import Family
+from collector.web.ratelimit import FailureLimiter
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Caller:
+    name: str
+    role: Role
+
+
+ROLE_RANK: dict[Role, int] = {"read": 0, "technician": 1, "admin": 2}
+
+
+@dataclass
+class ApiContext:
+    model: HealthModel
+    store: StateStore
+    tokens: dict[str, Caller]
+    """SHA-256 of each token → who holds it."""
+    open_on_loopback: bool
+    limiter: FailureLimiter
+    metrics: Callable[[], list[Family]]
+    healthz: Callable[[], tuple[bool, dict[str, Any]]]
+    proxies: tuple[Network, ...] = ()
+    """Reverse proxies whose forwarded headers are believed."""
+
+
+def context_of(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(context_of)]
+
+
+def client_address(request: Request) -> str:
+    context: ApiContext = request.app.state.context
+    return _client_address(request, context.proxies)
+
+
+def check_token(context: ApiContext, address: str, token: str) -> Caller | None:
+    """The token's holder, or None; raises 429 while the address is locked out."""
+    wait = context.limiter.retry_after(address)
+    if wait:
+        raise HTTPException(
+            429,
+            "too many wrong tokens from this address: wait",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    digest = token_digest(token.strip())
+    for known, who in context.tokens.items():
+        if hmac.compare_digest(known, digest):
+            context.limiter.succeeded(address)
+            return who
+    context.limiter.failed(address)
+    return None
+
+
+#: A row id: SQLite's integers are 64-bit.
+RowId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]

@@ -1,0 +1,93 @@
+"""The collector's web application: the IOC's API and the technicians' console on one
+address, behind the guard (bodies bounded, loopback mode's checks, security headers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from collector import __version__
+from collector.config import ApiSection, ConsoleSection, networks
+from collector.state.health import HealthModel
+from collector.state.store import StateStore
+from collector.web.api import router
+from collector.web.auth import ApiContext, Caller
+from collector.web.guard import BodyTooLarge, Guard
+from collector.web.metrics import Family
+from collector.web.ratelimit import FailureLimiter
+
+
+async def _with_allow(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 names the methods of the first route matching the path only; a path
+    served by several routes (GET and POST /api/v1/silences) deserves all of them."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods: set[str] = set()
+        for route in request.app.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and hasattr(route, "methods"):
+                methods |= set(route.methods or ())
+        headers["Allow"] = ", ".join(sorted(methods))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def _body_too_large(_: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=413)
+
+
+async def _invalid(_: Request, exc: Exception) -> Response:
+    """422 saying where and what, without echoing the input: it may not even be JSON
+    (``Infinity``), and a 5,000-character comment need not come back."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def create_app(
+    model: HealthModel,
+    store: StateStore,
+    settings: ApiSection,
+    metrics: Callable[[], list[Family]] = list,
+    healthz: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (True, {}),
+    console: ConsoleSection | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="commune-monitor collector",
+        version=__version__,
+        description=(
+            "Health of the province's communes for the IOC: anti-malware coverage, "
+            "dedicated line (TSLCD) availability, video-conference readiness. "
+            "Send `Authorization: Bearer <token>`; times are Unix seconds."
+        ),
+    )
+    app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.state.context = ApiContext(
+        model=model,
+        store=store,
+        tokens={t.sha256: Caller(t.name, t.role) for t in settings.tokens},
+        open_on_loopback=settings.open_on_loopback,
+        limiter=FailureLimiter(settings.max_auth_failures, lockout_s=float(settings.auth_lockout)),
+        metrics=metrics,
+        healthz=healthz,
+        proxies=networks(settings.trusted_proxies),
+    )
+    app.include_router(router)
+    app.add_exception_handler(StarletteHTTPException, _with_allow)
+    if console is not None and console.enabled:
+        from collector.web.console.auth import Sessions
+        from collector.web.console.views import Login, login_redirect
+        from collector.web.console.views import router as console_router
+
+        app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
+        app.include_router(console_router)
+        app.add_exception_handler(Login, login_redirect)
+    return app

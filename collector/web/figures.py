@@ -1,0 +1,125 @@
+"""The collector's own figures for ``/metrics``, read from its running parts at each
+scrape: messages in, refusals by reason, commits, the spool, agents, alerts,
+notifications, the sink."""
+
+from __future__ import annotations
+
+from collector import __version__
+from collector.alerts.notify import Notifier
+from collector.alerts.records import firing_by_severity
+from collector.ingest.ingestor import COMMIT_BOUNDS, IngestStats
+from collector.ingest.source import MqttSource
+from collector.outputs.sink import SinkStats
+from collector.state.store import StateStore
+from collector.web.metrics import Family, histogram
+
+
+def alerts_firing(reader: StateStore) -> Family:
+    family = Family("commune_collector_alerts_firing", "gauge", "Alerts firing, by severity.")
+    counts = firing_by_severity(reader)
+    for severity in ("critical", "warning", "info"):
+        family.add(counts.get(severity, 0), severity=severity)
+    return family
+
+
+def figures(
+    stats: IngestStats,
+    source: MqttSource,
+    store: StateStore,
+    reader: StateStore,
+    notifier: Notifier,
+    sink: SinkStats | None,
+) -> list[Family]:
+    """``store``: the ingest's connection (the spool's counters); ``reader``: the API's."""
+    rows, size, dropped = store.spool_stats()
+
+    def counter(name: str, help_text: str, value: float) -> Family:
+        return Family(f"commune_collector_{name}", "counter", help_text).add(value)
+
+    def gauge(name: str, help_text: str, value: float) -> Family:
+        return Family(f"commune_collector_{name}", "gauge", help_text).add(value)
+
+    rejected = Family(
+        "commune_collector_messages_rejected_total", "counter", "Messages rejected, by reason."
+    )
+    refused_qos0 = source.refused_qos0  # counted where they are read
+    for reason, count in sorted({**stats.rejected, "qos0": refused_qos0}.items()):
+        rejected.add(count, reason=reason)
+    refused = Family(
+        "commune_collector_samples_refused_total",
+        "counter",
+        "Samples refused alone (the rest of their envelope applied), by reason.",
+    )
+    for reason, count in sorted(stats.samples_refused.items()):
+        refused.add(count, reason=reason)
+    agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
+    by_state = reader.agent_counts()
+    for state in ("online", "offline", "unknown"):
+        agents.add(by_state.get(state, 0), state=state)
+    families = [
+        Family("commune_collector_info", "gauge", "Version of this collector.").add(
+            1, version=__version__
+        ),
+        counter(
+            "messages_received_total",
+            "MQTT messages received.",
+            stats.received + refused_qos0,
+        ),
+        counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
+        rejected,
+        refused,
+        counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
+        counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
+        counter("commit_batches_total", "Batches processed.", stats.batches),
+        histogram(
+            "commune_collector_commit_duration_seconds",
+            "State store commit of a batch (apply, spool, fsync).",
+            COMMIT_BOUNDS,
+            stats.commit_buckets,
+            stats.commit_seconds_total,
+        ),
+        gauge("last_commit_seconds", "Duration of the last commit.", stats.last_commit_s),
+        gauge(
+            "lag_seconds",
+            "Last commit time minus the newest committed envelope's outbox time.",
+            stats.lag_s,
+        ),
+        gauge("ingest_queue", "Messages received, waiting for commit.", source.queued()),
+        gauge(
+            "broker_connected",
+            "1 while connected to the broker.",
+            float(source.connected.is_set()),
+        ),
+        gauge("spool_rows", "Envelopes' points waiting for the time-series sink.", rows),
+        gauge("spool_bytes", "Size of the points waiting for the sink.", size),
+        counter("spool_dropped_total", "Spooled rows dropped over the spool's bound.", dropped),
+        agents,
+        alerts_firing(reader),
+        counter("notifications_sent_total", "Messages delivered.", notifier.sent),
+        counter(
+            "notification_failures_total",
+            "Deliveries that failed (retried).",
+            notifier.failures,
+        ),
+        counter(
+            "notifications_abandoned_total",
+            "Events given up after every retry failed.",
+            notifier.abandoned,
+        ),
+    ]
+    if sink is not None:
+        families += [
+            counter("sink_points_written_total", "Points accepted.", sink.points_written),
+            counter(
+                "sink_batches_written_total",
+                "Writes the server accepted.",
+                sink.batches_written,
+            ),
+            counter("sink_write_errors_total", "Failed writes (retried).", sink.write_errors),
+            counter(
+                "sink_rejected_rows_total",
+                "Envelopes' points the server refused as bad data (dropped).",
+                sink.rejected_rows,
+            ),
+        ]
+    return families
