@@ -1,22 +1,28 @@
 # commune-monitor — the two commands:
 #   make run    start a local broker and an agent on this machine, print where to look
 #   make test   lint, type-check and run the whole test suite (real Mosquitto, snmpd, snmpsim)
+# and:
+#   make check  lint, type-check and the tests that need no server (a minute)
+#   make lock   update requirements.lock (every dev/CI dependency, pinned with hashes)
 
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 TYPED  := agent collector fleet
 LINTED := $(TYPED) tests bench deploy
 
-.PHONY: all run test lint typecheck pytest bench clean venv
+.PHONY: all run test check lint typecheck pytest bench clean venv lock
 
 all: test
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, checked against their hashes; then this package itself,
+# built with the locked setuptools (no unlocked build environment).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[collector,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -33,6 +39,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+check: lint typecheck $(STAMP)
+	$(BIN)/pytest -m "not servers" -q
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--extra collector --extra dev --generate-hashes -o $(LOCK)
 
 run: $(STAMP)
 	VENV=$(VENV) deploy/dev/run-local.sh

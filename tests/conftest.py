@@ -107,3 +107,20 @@ def pytest_runtest_teardown() -> Iterator[None]:
         _Opened.in_test = False
         while _Opened.stores:
             _Opened.stores.pop().close()
+
+
+#: Fixtures that start a real server or process; a test using one is a ``servers`` test.
+SERVER_FIXTURES = frozenset(
+    {"mosquitto", "snmpsim", "snmpd", "broker", "tls_broker", "province", "whole", "lone",
+     "collector", "browser", "videoos", "videoos_tls", "receivers", "telegram", "root"}
+)  # fmt: skip
+#: Modules whose tests start servers or processes themselves.
+SERVER_MODULES = ("test_e2e_", "test_sink", "test_sharding", "test_fleet", "test_make_run")
+SERVER_MODULES += ("test_install_linux", "test_broker_security", "test_console", "hostile")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES or any(m in item.nodeid for m in SERVER_MODULES):
+            item.add_marker(pytest.mark.servers)
