@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from agent import wire
 from agent.wire import Envelope, Sample
-from collector.cli.common import VIETNAM
 from collector.cli.main import main
+from collector.common.localtime import VIETNAM
 from tests.test_alerts import T0, Harness, at, tslcd
 
 

@@ -103,7 +103,7 @@ def test_the_service_installer_stands_alone() -> None:
 #: The collector's layers, top first: a module imports only from its own part or below.
 #: alerts, outputs and ingest are siblings and do not import one another.
 LAYERS = (("cli",), ("app",), ("web", "service"), ("config",), ("alerts", "outputs", "ingest"))
-LAYERS += (("state",),)
+LAYERS += (("state",), ("common",))
 COLLECTOR = AGENT.parent / "collector"
 
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent.wire import Envelope, Sample, Status
-from collector.cli.common import VIETNAM
 from collector.cli.main import main
+from collector.common.localtime import VIETNAM
 from collector.state.store import StateStore
 
 # 2025-10-01 00:00 local time (+07:00)

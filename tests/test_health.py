@@ -231,3 +231,16 @@ def test_the_lines_rtt_history_keeps_the_best_probe_per_five_minutes(model: Heal
     bucket = T0 // 300 * 300
     assert history == [(bucket, 12.0), (bucket + 1500, 11.0), (bucket + 1800, 25.0)]
     assert model.store.rtt_history("dong-nai/phu-hoa", since=0) == []  # no RTT measured
+
+
+def test_a_reason_is_translated_from_its_count_not_from_its_english() -> None:
+    from collector.common import words
+
+    assert words.reason("vi", "unprotected", "whatever the English says", 3).endswith(": 3")
+    assert (
+        words.reason("vi", "line_down", "dedicated line (TSLCD) down")
+        == words.REASONS["vi"]["line_down"]
+    )
+    assert words.reason("en", "unprotected", "3 PCs without working anti-malware", 3) == (
+        "3 PCs without working anti-malware"
+    )

@@ -20,7 +20,6 @@ into a technician's channel.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -31,40 +30,14 @@ from pathlib import Path
 
 from collector.alerts.records import Alert, read_alert, silenced
 from collector.alerts.rules import Rule
+from collector.common.localtime import local
+from collector.common.words import NOTIFICATIONS as WORDS
 from collector.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
-VIETNAM = dt.timezone(dt.timedelta(hours=7))
 #: Deliveries of one event before it is given up (backoff 10 s doubling to 1 h: ~20 h).
 MAX_ATTEMPTS = 24
-
-WORDS = {
-    "vi": {
-        "firing": "ĐANG XẢY RA",
-        "resolved": "ĐÃ KHẮC PHỤC",
-        "repeat": "NHẮC LẠI (chưa xác nhận)",
-        "critical": "NGHIÊM TRỌNG",
-        "warning": "CẢNH BÁO",
-        "info": "THÔNG TIN",
-        "since": "từ",
-        "until": "đến",
-        "more": "và {n} cảnh báo khác",
-        "ack": 'Xác nhận: commune-collector ack {id} --comment "..."',
-    },
-    "en": {
-        "firing": "FIRING",
-        "resolved": "RESOLVED",
-        "repeat": "REPEAT (not acknowledged)",
-        "critical": "CRITICAL",
-        "warning": "WARNING",
-        "info": "INFO",
-        "since": "since",
-        "until": "until",
-        "more": "and {n} more alerts",
-        "ack": 'Acknowledge: commune-collector ack {id} --comment "..."',
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -83,8 +56,8 @@ class Route:
         )
 
 
-def local(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%d/%m/%Y %H:%M")
+def shown(ts: float) -> str:
+    return local(ts).strftime("%d/%m/%Y %H:%M")
 
 
 def summary(rule: Rule | None, alert: Alert, language: str, names: dict[str, str]) -> str:
@@ -113,9 +86,9 @@ def compose(
         title += " — " + words["more"].format(n=len(alerts) - 1)
     lines = []
     for alert in alerts:
-        when = f"{words['since']} {local(alert.started_at)}"
+        when = f"{words['since']} {shown(alert.started_at)}"
         if event == "resolved" and alert.resolved_at is not None:
-            when += f" {words['until']} {local(alert.resolved_at)}"
+            when += f" {words['until']} {shown(alert.resolved_at)}"
         lines.append(f"- {summary(rule, alert, language, names)} ({when}) #{alert.id}")
     lines.append("")
     lines.append(words["ack"].format(id=first.id))

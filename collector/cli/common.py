@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
 
 from agent.configtypes import ConfigError
+from collector.common.localtime import local, parse_time
 from collector.config import CollectorConfig, load_collector_config
 from collector.state.store import StateStore
-
-#: Vietnam keeps +07:00 all year (no DST): dates on the command line are local.
-VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")
 
 config_option = click.option(
     "--config",
@@ -50,15 +47,12 @@ def _store(config: CollectorConfig) -> StateStore:
 def _time(value: str) -> float:
     """'2025-10-01', '2025-10-01 08:30' or ISO 8601; local (+07:00) unless an offset is given."""
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        return parse_time(value)
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a date like 2025-10-01 or 2025-10-01T08:30"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=VIETNAM)
-    return parsed.timestamp()
 
 
 def _local(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%Y-%m-%d %H:%M:%S")
+    return local(ts).strftime("%Y-%m-%d %H:%M:%S")

@@ -42,6 +42,9 @@ class Reason:
     """Stable, for programs and translations: line_down, unprotected, ..."""
     severity: Status
     detail: str
+    count: int | None = None
+    """How many (PCs, agents, interfaces) when the reason counts something: what a
+    translation shows, rather than reading it back out of the English detail."""
 
 
 @dataclass
@@ -545,19 +548,20 @@ def _reasons(
 ) -> list[Reason]:
     reasons: list[Reason] = []
 
-    def add(code: str, severity: Status, detail: str) -> None:
-        reasons.append(Reason(code, severity, detail))
+    def add(code: str, severity: Status, detail: str, count: int | None = None) -> None:
+        reasons.append(Reason(code, severity, detail, count))
 
     if not agents:
         add("no_data", "no_data", "no agent of this commune has reported")
         return reasons
     if not online:
-        add("unreachable", "critical", f"all {len(agents)} agents silent")
+        add("unreachable", "critical", f"all {len(agents)} agents silent", len(agents))
     elif len(online) < len(agents):
         add(
             "agents_offline",
             "warning",
             f"{len(agents) - len(online)} of {len(agents)} agents offline",
+            len(agents) - len(online),
         )
     if line.up is False:
         add("line_down", "critical", "dedicated line (TSLCD) down")
@@ -567,19 +571,24 @@ def _reasons(
         add("line_not_monitored", "warning", "no probe of the dedicated line (TSLCD)")
     if antimalware.unprotected:
         add(
-            "unprotected", "critical", f"{antimalware.unprotected} PCs without working anti-malware"
+            "unprotected",
+            "critical",
+            f"{antimalware.unprotected} PCs without working anti-malware",
+            antimalware.unprotected,
         )
     if antimalware.signatures_too_old:
         add(
             "signatures_too_old",
             "warning",
             f"{antimalware.signatures_too_old} PCs with old signatures",
+            antimalware.signatures_too_old,
         )
     if antimalware.not_reporting:
         add(
             "pcs_missing",
             "warning",
             f"{antimalware.not_reporting} of {antimalware.expected} expected PCs never reported",
+            antimalware.not_reporting,
         )
     expected_polycoms = info.polycoms or 0
     if polycom.reporting == 0 and expected_polycoms:
@@ -594,10 +603,16 @@ def _reasons(
             "device_unreachable",
             "critical",
             f"{interfaces.devices_unreachable} router/switch not answering SNMP",
+            interfaces.devices_unreachable,
         )
     if interfaces.down:
         names = ", ".join(f"{i.device}:{i.name}" for i in interfaces.down_list[:5])
-        add("interface_down", "warning", f"{interfaces.down} interfaces down ({names})")
+        add(
+            "interface_down",
+            "warning",
+            f"{interfaces.down} interfaces down ({names})",
+            interfaces.down,
+        )
     return reasons
 
 

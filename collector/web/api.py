@@ -9,7 +9,6 @@ otherwise).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -33,6 +32,7 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
+from collector.common.localtime import parse_time
 from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.build import build as build_report
 from collector.outputs.report.render import render as render_report
@@ -132,18 +132,11 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
     if value is None or not value.strip():
         return default
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(value)
+        return parse_time(value, unix_seconds=True)  # Vietnam's local time, like the CLI
     except ValueError:
         raise HTTPException(
             400, f"{name}: expected ISO 8601 (2025-10-01T00:00+07:00) or Unix seconds"
         ) from None
-    if parsed.tzinfo is None:  # Vietnam's local time, like the CLI
-        parsed = parsed.replace(tzinfo=dt.timezone(dt.timedelta(hours=7)))
-    return parsed.timestamp()
 
 
 def _caller(request: Request, context: Context) -> Caller:

@@ -19,11 +19,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from collector.common.localtime import VIETNAM
 from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import Inventory
 from collector.state.store import StateStore, Subject
-
-VIETNAM = dt.timezone(dt.timedelta(hours=7))
 
 
 @dataclass

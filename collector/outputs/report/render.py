@@ -8,104 +8,19 @@ truyền hình trực tuyến", then the alerts behind them.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import html
 import io
 from collections.abc import Callable
 from typing import Literal
 
-from collector.outputs.report.build import VIETNAM, CommuneMonth, MonthlyReport
+from collector.common.localtime import local
+from collector.common.words import KINDS, Language
+from collector.common.words import REPORT as TEXT
+from collector.outputs.report.build import CommuneMonth, MonthlyReport
 
-Language = Literal["vi", "en"]
 Format = Literal["md", "csv", "html", "xlsx"]
 
-TEXT: dict[Language, dict[str, str]] = {
-    "vi": {
-        "title": "BÁO CÁO GIÁM SÁT HẠ TẦNG CÔNG NGHỆ THÔNG TIN CẤP XÃ",
-        "period": "Tháng {month}/{year} — {province}",
-        "generated": "Số liệu tổng hợp tự động từ hệ thống giám sát lúc {when}",
-        "antimalware": "I. Hệ thống phòng chống mã độc",
-        "network": "II. Mạng truyền số liệu chuyên dùng",
-        "conference": "III. Hội nghị truyền hình trực tuyến",
-        "alerts": "IV. Cảnh báo trong tháng",
-        "no": "STT",
-        "commune": "Xã, phường",
-        "code": "Mã ĐVHC",
-        "pcs": "Máy tính báo cáo / dự kiến",
-        "protected": "Tỷ lệ được bảo vệ (%)",
-        "old": "Tỷ lệ mẫu nhận diện cũ (%)",
-        "availability": "Tỷ lệ sẵn sàng đường truyền (%)",
-        "downtime": "Tổng thời gian gián đoạn",
-        "outages": "Số lần gián đoạn",
-        "polycoms": "Thiết bị báo cáo / dự kiến",
-        "ready": "Tỷ lệ thời gian sẵn sàng họp (%)",
-        "alert_count": "Số cảnh báo",
-        "acked": "Đã xác nhận",
-        "ack_time": "Thời gian xác nhận trung bình (phút)",
-        "kind": "Loại cảnh báo",
-        "total": "Toàn tỉnh",
-        "none": "—",
-        "notes": (
-            "Tỷ lệ được bảo vệ và tỷ lệ mẫu nhận diện cũ tính trên tổng thời gian theo dõi "
-            "của các máy tính; đường truyền gián đoạn khi mọi điểm đo của xã cùng báo mất "
-            "kết nối; tỷ lệ toàn tỉnh của đường truyền là trung bình các xã có theo dõi."
-        ),
-    },
-    "en": {
-        "title": "COMMUNE IT MONITORING REPORT",
-        "period": "{month}/{year} — {province}",
-        "generated": "Figures compiled automatically by the monitoring system at {when}",
-        "antimalware": "I. Anti-malware coverage",
-        "network": "II. Dedicated data network (TSLCD)",
-        "conference": "III. Online conferencing",
-        "alerts": "IV. Alerts in the month",
-        "no": "No.",
-        "commune": "Commune",
-        "code": "Code",
-        "pcs": "PCs reporting / expected",
-        "protected": "Protected (%)",
-        "old": "Old signatures (%)",
-        "availability": "Line availability (%)",
-        "downtime": "Total downtime",
-        "outages": "Outages",
-        "polycoms": "Endpoints reporting / expected",
-        "ready": "Ready for meetings (% of time)",
-        "alert_count": "Alerts",
-        "acked": "Acknowledged",
-        "ack_time": "Mean time to acknowledge (min)",
-        "kind": "Kind",
-        "total": "Province",
-        "none": "—",
-        "notes": (
-            "Protected and old-signature shares are of the PCs' total observed time; the line "
-            "is down only while every probe of the commune says so; the province's line "
-            "availability is the mean over the communes monitored."
-        ),
-    },
-}
-
 #: Alert kinds by rule name, for the report's alert table.
-KINDS: dict[Language, dict[str, str]] = {
-    "vi": {
-        "commune_unreachable": "Mất liên lạc với xã",
-        "agent_offline": "Máy mất kết nối",
-        "pc_unprotected": "Máy không được bảo vệ",
-        "no_antimalware": "Máy chưa cài phần mềm phòng chống mã độc",
-        "signatures_old": "Mẫu nhận diện cũ",
-        "line_down_tslcd": "Mất đường truyền chuyên dùng",
-        "line_down_internet": "Mất Internet",
-        "line_down_lan": "Lỗi mạng nội bộ",
-        "line_loss": "Đường truyền mất gói",
-        "interface_down": "Cổng thiết bị mạng không hoạt động",
-        "polycom_unreachable": "Mất kết nối thiết bị hội nghị",
-        "polycom_not_registered": "Thiết bị hội nghị chưa đăng ký",
-        "polycom_device_failed": "Lỗi camera/micro thiết bị hội nghị",
-        "disk_full": "Ổ đĩa đầy",
-        "outbox_dropped": "Máy mất dữ liệu do hàng đợi đầy",
-    },
-    "en": {},
-}
-
 Cell = str | int | float | None
 Table = tuple[list[str], list[list[Cell]]]
 
@@ -192,7 +107,7 @@ def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]
 def _heading(report: MonthlyReport, language: Language) -> list[str]:
     t = TEXT[language]
     year, month = report.month.split("-")
-    when = dt.datetime.fromtimestamp(report.generated_at, VIETNAM).strftime("%d/%m/%Y %H:%M")
+    when = local(report.generated_at).strftime("%d/%m/%Y %H:%M")
     return [
         t["title"],
         t["period"].format(month=month, year=year, province=report.province_name),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from html import escape
 
+from collector.common.localtime import local
 from collector.state.availability import Outage
-
-VIETNAM = dt.timezone(dt.timedelta(hours=7))
 
 
 def line_week(
@@ -39,7 +37,7 @@ def line_week(
         )
     for outage in outages:
         lo, hi = x(outage.start), x(outage.end if outage.end is not None else end)
-        when = dt.datetime.fromtimestamp(outage.start, VIETNAM).strftime("%d/%m %H:%M")
+        when = local(outage.start).strftime("%d/%m %H:%M")
         parts.append(
             f'<rect class="down" x="{lo}" y="{height - band - 14}" width="{max(hi - lo, 1.5)}" '
             f'height="{band}" fill="#c62828"><title>{escape(down)} {when}</title></rect>'
@@ -56,7 +54,7 @@ def line_week(
         parts.append(f'<text x="0" y="{height - band - 20}" font-size="11">0</text>')
     for day in range(7):  # the last day's label would run off the edge
         ts = start + day * 86400
-        label = dt.datetime.fromtimestamp(ts, VIETNAM).strftime("%d/%m")
+        label = local(ts).strftime("%d/%m")
         parts.append(f'<text x="{x(ts) - 12}" y="{height - 2}" font-size="10">{label}</text>')
     parts.append("</svg>")
     return "".join(parts)

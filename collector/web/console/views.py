@@ -11,7 +11,6 @@ this site only.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -29,6 +28,8 @@ from collector.alerts.records import (
     list_alerts,
     list_silences,
 )
+from collector.common import words
+from collector.common.localtime import local
 from collector.state.availability import all_down
 from collector.web.auth import (
     ROLE_RANK,
@@ -39,12 +40,10 @@ from collector.web.auth import (
     context_of,
     token_digest,
 )
-from collector.web.console import i18n
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_week
 from collector.web.guard import safe_next, scheme
 
-VIETNAM = dt.timezone(dt.timedelta(hours=7))
 LANG_COOKIE = "commune_lang"
 
 router = APIRouter(include_in_schema=False)
@@ -57,7 +56,7 @@ templates = Environment(
 def _local(ts: float | None, with_date: bool = True) -> str:
     if ts is None:
         return "—"
-    moment = dt.datetime.fromtimestamp(ts, VIETNAM)
+    moment = local(ts)
     return moment.strftime("%d/%m/%Y %H:%M" if with_date else "%H:%M")
 
 
@@ -123,7 +122,7 @@ Technician = Annotated[Session, Depends(_technician)]
 
 def _language(request: Request) -> str:
     language = request.cookies.get(LANG_COOKIE, "vi")
-    return language if language in i18n.STRINGS else "vi"
+    return language if language in words.CONSOLE else "vi"
 
 
 def _set_session(request: Request, response: Response, cookie: str) -> None:
@@ -146,9 +145,9 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         # open_on_loopback's visitor: a session of its own, so its forms carry CSRF tokens.
         cookie = opened = _sessions(request).issue(viewer.name, viewer.role, time.time())
     body = templates.get_template(template).render(
-        t=lambda key: i18n.translate(language, key),
-        reason=lambda code, detail: i18n.reason(language, code, detail),
-        kind=lambda rule: i18n.kind(language, rule),
+        t=lambda key: words.translate(language, key),
+        reason=lambda r: words.reason(language, r.code, r.detail, r.count),
+        kind=lambda rule: words.kind(language, rule),
         lang=language,
         viewer=viewer,
         can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,  # type: ignore[call-overload]
@@ -200,7 +199,7 @@ def logout(request: Request) -> Response:
 @router.get("/lang/{language}")
 def set_language(language: str, next: Annotated[str, Query(max_length=512)] = "/") -> Response:
     response = RedirectResponse(safe_next(next), status_code=303)
-    if language in i18n.STRINGS:
+    if language in words.CONSOLE:
         response.set_cookie(LANG_COOKIE, language, samesite="lax", max_age=365 * 86400)
     return response
 
@@ -240,7 +239,7 @@ def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) 
         context.store.rtt_history(place.rstrip("/"), week),
         week,
         now,
-        tuple(i18n.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+        tuple(words.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
     )
     pcs = _pcs(context, place)
     alerts = list_alerts(context.store, now, commune=slug, state="firing")

@@ -1,12 +1,18 @@
-"""The console's words, Vietnamese first."""
+"""The words people read, in Vietnamese and English: one place for the console, the
+monthly report and the notifications.
+
+Vietnamese first: it is what the province works in; English is a toggle (console,
+``--lang en``, a route's ``language``).
+"""
 
 from __future__ import annotations
 
-import re
+from typing import Literal
 
-from collector.outputs.report.render import KINDS
+Language = Literal["vi", "en"]
 
-STRINGS: dict[str, dict[str, str]] = {
+#: The console's words.
+CONSOLE: dict[str, dict[str, str]] = {
     "vi": {
         "app": "Giám sát CNTT cấp xã",
         "overview": "Tổng quan",
@@ -171,6 +177,7 @@ STRINGS: dict[str, dict[str, str]] = {
     },
 }
 
+#: A commune's status reasons (health.py's codes), Vietnamese; English shows the detail.
 REASONS: dict[str, dict[str, str]] = {
     "vi": {
         "no_data": "Chưa có máy nào báo cáo",
@@ -190,18 +197,135 @@ REASONS: dict[str, dict[str, str]] = {
     },
 }
 
+#: The monthly report's words.
+REPORT: dict[Language, dict[str, str]] = {
+    "vi": {
+        "title": "BÁO CÁO GIÁM SÁT HẠ TẦNG CÔNG NGHỆ THÔNG TIN CẤP XÃ",
+        "period": "Tháng {month}/{year} — {province}",
+        "generated": "Số liệu tổng hợp tự động từ hệ thống giám sát lúc {when}",
+        "antimalware": "I. Hệ thống phòng chống mã độc",
+        "network": "II. Mạng truyền số liệu chuyên dùng",
+        "conference": "III. Hội nghị truyền hình trực tuyến",
+        "alerts": "IV. Cảnh báo trong tháng",
+        "no": "STT",
+        "commune": "Xã, phường",
+        "code": "Mã ĐVHC",
+        "pcs": "Máy tính báo cáo / dự kiến",
+        "protected": "Tỷ lệ được bảo vệ (%)",
+        "old": "Tỷ lệ mẫu nhận diện cũ (%)",
+        "availability": "Tỷ lệ sẵn sàng đường truyền (%)",
+        "downtime": "Tổng thời gian gián đoạn",
+        "outages": "Số lần gián đoạn",
+        "polycoms": "Thiết bị báo cáo / dự kiến",
+        "ready": "Tỷ lệ thời gian sẵn sàng họp (%)",
+        "alert_count": "Số cảnh báo",
+        "acked": "Đã xác nhận",
+        "ack_time": "Thời gian xác nhận trung bình (phút)",
+        "kind": "Loại cảnh báo",
+        "total": "Toàn tỉnh",
+        "none": "—",
+        "notes": (
+            "Tỷ lệ được bảo vệ và tỷ lệ mẫu nhận diện cũ tính trên tổng thời gian theo dõi "
+            "của các máy tính; đường truyền gián đoạn khi mọi điểm đo của xã cùng báo mất "
+            "kết nối; tỷ lệ toàn tỉnh của đường truyền là trung bình các xã có theo dõi."
+        ),
+    },
+    "en": {
+        "title": "COMMUNE IT MONITORING REPORT",
+        "period": "{month}/{year} — {province}",
+        "generated": "Figures compiled automatically by the monitoring system at {when}",
+        "antimalware": "I. Anti-malware coverage",
+        "network": "II. Dedicated data network (TSLCD)",
+        "conference": "III. Online conferencing",
+        "alerts": "IV. Alerts in the month",
+        "no": "No.",
+        "commune": "Commune",
+        "code": "Code",
+        "pcs": "PCs reporting / expected",
+        "protected": "Protected (%)",
+        "old": "Old signatures (%)",
+        "availability": "Line availability (%)",
+        "downtime": "Total downtime",
+        "outages": "Outages",
+        "polycoms": "Endpoints reporting / expected",
+        "ready": "Ready for meetings (% of time)",
+        "alert_count": "Alerts",
+        "acked": "Acknowledged",
+        "ack_time": "Mean time to acknowledge (min)",
+        "kind": "Kind",
+        "total": "Province",
+        "none": "—",
+        "notes": (
+            "Protected and old-signature shares are of the PCs' total observed time; the line "
+            "is down only while every probe of the commune says so; the province's line "
+            "availability is the mean over the communes monitored."
+        ),
+    },
+}
+
+#: Alert rules by name, as the report and the console call them.
+KINDS: dict[Language, dict[str, str]] = {
+    "vi": {
+        "commune_unreachable": "Mất liên lạc với xã",
+        "agent_offline": "Máy mất kết nối",
+        "pc_unprotected": "Máy không được bảo vệ",
+        "no_antimalware": "Máy chưa cài phần mềm phòng chống mã độc",
+        "signatures_old": "Mẫu nhận diện cũ",
+        "line_down_tslcd": "Mất đường truyền chuyên dùng",
+        "line_down_internet": "Mất Internet",
+        "line_down_lan": "Lỗi mạng nội bộ",
+        "line_loss": "Đường truyền mất gói",
+        "interface_down": "Cổng thiết bị mạng không hoạt động",
+        "polycom_unreachable": "Mất kết nối thiết bị hội nghị",
+        "polycom_not_registered": "Thiết bị hội nghị chưa đăng ký",
+        "polycom_device_failed": "Lỗi camera/micro thiết bị hội nghị",
+        "disk_full": "Ổ đĩa đầy",
+        "outbox_dropped": "Máy mất dữ liệu do hàng đợi đầy",
+    },
+    "en": {},
+}
+
+#: The notifications' words.
+NOTIFICATIONS: dict[str, dict[str, str]] = {
+    "vi": {
+        "firing": "ĐANG XẢY RA",
+        "resolved": "ĐÃ KHẮC PHỤC",
+        "repeat": "NHẮC LẠI (chưa xác nhận)",
+        "critical": "NGHIÊM TRỌNG",
+        "warning": "CẢNH BÁO",
+        "info": "THÔNG TIN",
+        "since": "từ",
+        "until": "đến",
+        "more": "và {n} cảnh báo khác",
+        "ack": 'Xác nhận: commune-collector ack {id} --comment "..."',
+    },
+    "en": {
+        "firing": "FIRING",
+        "resolved": "RESOLVED",
+        "repeat": "REPEAT (not acknowledged)",
+        "critical": "CRITICAL",
+        "warning": "WARNING",
+        "info": "INFO",
+        "since": "since",
+        "until": "until",
+        "more": "and {n} more alerts",
+        "ack": 'Acknowledge: commune-collector ack {id} --comment "..."',
+    },
+}
+
 
 def translate(language: str, key: str) -> str:
-    return STRINGS.get(language, STRINGS["vi"]).get(key, key)
+    """A console word; the key itself when it has none."""
+    return CONSOLE.get(language, CONSOLE["vi"]).get(key, key)
 
 
-def reason(language: str, code: str, detail: str) -> str:
-    """English: the detail as written. Vietnamese: the reason's name, with its count."""
+def reason(language: str, code: str, detail: str, count: int | None = None) -> str:
+    """A status reason: in English its detail as written; in Vietnamese its name and,
+    when it has one, its count."""
     translated = REASONS.get(language, {}).get(code)
     if translated is None:
         return detail
-    count = re.match(r"(\d+)", detail)
-    return f"{translated}: {count.group(1)}" if count else translated
+    return f"{translated}: {count}" if count is not None else translated
 
 
 def kind(language: str, rule: str) -> str:
