@@ -51,6 +51,7 @@ from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.ingest.source import MqttSource, SourceSettings  # noqa: E402
 from collector.outputs.sink import SinkSettings  # noqa: E402
 from collector.outputs.sink_process import SinkProcess  # noqa: E402
+from collector.outputs.spool import Spool  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
@@ -239,7 +240,8 @@ def measure_collector(
     store = StateStore(path)
     # The built-in alert rules evaluate every batch in its transaction, as in `run`.
     AlertEngine(default_rules()).install(store)
-    ingestor = MeasuredIngestor(store, "commune", spool=True)
+    Spool(store).attach()
+    ingestor = MeasuredIngestor(store, "commune")
     # The sink in its own process, as `commune-collector run` starts it.
     sink = SinkProcess(path, SinkSettings(vm.url, "", "bench", "commune", batch_rows=2000))
     source = MqttSource(
@@ -262,11 +264,11 @@ def measure_collector(
     while ingestor.stats.applied_envelopes < published and time.monotonic() < deadline:
         time.sleep(0.1)
     cpu_used = cpu_seconds() - cpu_started
-    while store.spool_stats()[0] and time.monotonic() < deadline:
+    while Spool(store).stats().rows and time.monotonic() < deadline:
         time.sleep(0.1)
     sink_cpu = cpu_seconds(sink.pid)
     sink_done = time.time()
-    spool_left = store.spool_stats()[0]
+    spool_left = Spool(store).stats().rows
     source.stop()
     sink.stop()
     points = sink.stats.points_written
@@ -302,7 +304,8 @@ def measure_in_process(workdir: Path, cycles: int = 5) -> float:
     """The commit path alone (decode, state, alert rules, spool), no broker: messages/s."""
     store = StateStore(workdir / "in-process.sqlite")
     AlertEngine(default_rules()).install(store)
-    ingestor = Ingestor(store, "commune", spool=True)
+    Spool(store).attach()
+    ingestor = Ingestor(store, "commune")
     fleet = Fleet("dong-nai", [f"c{i:03d}" for i in range(40)], 49, seed=9, outages_per_day=0)
     now = time.time() - cycles * 60
     total, elapsed = 0, 0.0

@@ -16,6 +16,7 @@ from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.config import CollectorConfig
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
+from collector.outputs.spool import Spool
 from collector.state.health import HealthModel
 from collector.state.inventory import Inventory, load_inventory
 from collector.state.store import AgentLimits, StateStore
@@ -52,18 +53,20 @@ class Collector:
         path = Path(config.store.path)
         self.store = StateStore(
             path,
-            spool_max_bytes=int(sink_config.max_spool) if sink_config else 1024**3,
             limits=AgentLimits(
                 max_series=config.collector.max_series_per_agent,
                 max_subjects=config.collector.max_subjects_per_agent,
             ),
         )
+        # With a sink, what each batch admitted is spooled for it in the same transaction.
+        self.spool = Spool(self.store, int(sink_config.max_spool) if sink_config else 1024**3)
+        if sink_config is not None:
+            self.spool.attach()
         # The API reads through its own connection: WAL lets it read while ingest commits.
         self.reader = StateStore(path)
         self.ingestor = Ingestor(
             self.store,
             config.mqtt.topic_root,
-            spool=sink_config is not None,
             max_ahead_s=float(config.collector.max_clock_ahead),
             max_age_s=float(config.collector.max_sample_age),
         )
@@ -328,7 +331,7 @@ class Collector:
             "parts": parts,
             "ingest_queue": self.source.queued(),
             "last_commit_at": self.ingestor.stats.last_commit_at or None,
-            "spool_rows": self.store.spool_stats()[0],
+            "spool_rows": self.spool.stats().rows,
         }
         return all(state in WELL for state in parts.values()), detail
 

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample
+from collector.outputs.spool import Spool
 from collector.state.store import StateStore
 from tests.servers import (
     AgentProcess,
@@ -253,7 +254,7 @@ def test_victoriametrics_stopped_under_a_running_collector_gets_every_point(
         try:
             agents = store.agents()
             seq = agents[0].last_seq if agents and agents[0].last_seq is not None else -1
-            return seq, store.spool_stats()[0]
+            return seq, Spool(store).stats().rows
         finally:
             store.close()
 

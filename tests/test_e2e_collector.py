@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample
+from collector.outputs.spool import Spool
 from collector.state.availability import Outage
 from collector.state.store import StateStore
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
@@ -68,7 +69,7 @@ def last_seq(path: Path) -> int:
 def spooled(path: Path) -> int:
     store = StateStore(path)
     try:
-        return store.spool_stats()[0]
+        return Spool(store).stats().rows
     finally:
         store.close()
 

@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
 from agent.wire import Envelope, Sample
+from collector.outputs.spool import Spool
 from collector.state.store import StateStore
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
@@ -81,7 +82,7 @@ def test_two_collectors_sharded_by_province(tmp_path: Path) -> None:
                 try:
                     done = (
                         all(a.last_seq == N - 1 for a in store.agents())
-                        and not store.spool_stats()[0]
+                        and not Spool(store).stats().rows
                     )
                     count = len(store.agents())
                 finally:

@@ -20,6 +20,7 @@ from collector.ingest.ingestor import Ingestor, Message
 from collector.outputs.lineproto import sample_line
 from collector.outputs.sink import SinkSettings
 from collector.outputs.sink_process import SinkProcess
+from collector.outputs.spool import Spool
 from collector.state.store import StateStore
 from tests.servers import VictoriaMetrics, free_port
 
@@ -104,7 +105,8 @@ def vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
 def ingest(store: StateStore, envelopes: list[Envelope]) -> None:
     from agent.wire import encode
 
-    ingestor = Ingestor(store, "commune", spool=True)
+    Spool(store).attach()
+    ingestor = Ingestor(store, "commune")
     ingestor.process(
         Message(f"commune/dong-nai/la-nga/{e.agent}/data", encode(e), time.time(), lambda: None)
         for e in envelopes
@@ -126,7 +128,7 @@ def test_points_land_in_victoriametrics(tmp_path: Path, vm: VictoriaMetrics) -> 
     sink = SinkProcess(store.path, SinkSettings(vm.url, "", "province", "commune"))
     sink.start()
     try:
-        wait(lambda: store.spool_stats()[0] == 0)
+        wait(lambda: Spool(store).stats().rows == 0)
     finally:
         sink.stop()
     [series] = vm.export('{__name__="link_up"}')
@@ -156,14 +158,14 @@ def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
     sink = SinkProcess(path, SinkSettings(vm.url, "", "province", "commune"))
     sink.start()
     try:
-        wait(lambda: store.spool_stats()[:2] == (0, 0))
+        wait(lambda: _empty(store))
         assert sink.stats.points_written == 20 and sink.last_error == ""
         os.kill(sink.pid or 0, signal.SIGKILL)
         wait(lambda: not sink.running)
         assert "the sink process ended (exit code -9)" in sink.last_error
         ingest(store, [envelope(seq) for seq in range(10, 15)])
         sink.ensure_running()  # what the collector's housekeeping does
-        wait(lambda: store.spool_stats()[:2] == (0, 0))
+        wait(lambda: _empty(store))
         assert sink.restarts == 1 and sink.stats.points_written == 10  # the new process's
     finally:
         sink.stop()
@@ -196,11 +198,11 @@ def test_server_down_for_a_while_loses_nothing(tmp_path: Path) -> None:
     try:
         ingest(store, [envelope(seq) for seq in range(20)])
         time.sleep(2)
-        assert store.spool_stats()[0] == 20  # nobody to write to: all waits
+        assert Spool(store).stats().rows == 20  # nobody to write to: all waits
         assert sink.stats.write_errors >= 1
         vm.start()
         ingest(store, [envelope(seq) for seq in range(20, 40)])
-        wait(lambda: store.spool_stats()[0] == 0)
+        wait(lambda: Spool(store).stats().rows == 0)
     finally:
         sink.stop()
         vm.stop()
@@ -240,7 +242,7 @@ def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> 
     )
     sink.start()
     try:
-        wait(lambda: store.spool_stats()[0] == 0)
+        wait(lambda: Spool(store).stats().rows == 0)
     finally:
         sink.stop()
         server.shutdown()
@@ -253,12 +255,14 @@ def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> 
 def test_the_spool_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
     # The spool holds envelopes as they arrived (the sink makes points of them).
     size = len(wire.encode(envelope(24)))  # the largest (seq has two digits)
-    store = StateStore(tmp_path / "state.sqlite", spool_max_bytes=10 * size + 5)
+    store = StateStore(tmp_path / "state.sqlite")
+    Spool(store, max_bytes=10 * size + 5).attach()
     ingest(store, [envelope(seq) for seq in range(25)])
-    rows, used, dropped = store.spool_stats()
+    spooled = Spool(store).stats()
+    rows, used, dropped = spooled.rows, spooled.bytes, spooled.dropped
     assert (rows, dropped) == (10, 15)
     assert used <= 10 * size + 5
-    assert store.spool_fetch(1)[0][1] == wire.encode(envelope(15))  # the newest ten are kept
+    assert Spool(store).fetch(1)[0][1] == wire.encode(envelope(15))  # the newest ten are kept
 
 
 def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
@@ -299,7 +303,7 @@ def test_a_row_a_healthy_server_keeps_failing_with_5xx_is_dropped_alone(tmp_path
     sink = SinkProcess(store.path, SinkSettings(url, "", "o", "b", max_backoff_s=0.2))
     sink.start()
     try:
-        wait(lambda: store.spool_stats()[0] == 0, timeout=30)
+        wait(lambda: Spool(store).stats().rows == 0, timeout=30)
     finally:
         sink.stop()
         server.shutdown()
@@ -339,7 +343,7 @@ def test_while_the_server_is_unwell_nothing_is_dropped(tmp_path: Path) -> None:
         sink.stop()
         server.shutdown()
         server.server_close()
-    assert sink.stats.rejected_rows == 0 and store.spool_stats()[0] == 6
+    assert sink.stats.rejected_rows == 0 and Spool(store).stats().rows == 6
 
 
 def test_a_row_our_converter_fails_on_is_dropped_alone(tmp_path: Path) -> None:
@@ -357,13 +361,18 @@ def test_a_row_our_converter_fails_on_is_dropped_alone(tmp_path: Path) -> None:
     vm = VictoriaMetrics(tmp_path / "vm").start()
     store = StateStore(tmp_path / "state.sqlite")
     ingest(store, [envelope(0), envelope(1, agent="pc-buggy"), envelope(2)])
-    sink = Buggy(store, SinkSettings(vm.url, "", "o", "b"))
+    sink = Buggy(Spool(store), SinkSettings(vm.url, "", "o", "b"))
     try:
         assert sink.step(0.0) == 0.0
-        assert sink.stats.rejected_rows == 1 and store.spool_stats()[0] == 0
+        assert sink.stats.rejected_rows == 1 and Spool(store).stats().rows == 0
         [series] = vm.export('{__name__="link_rtt_ms"}')
         assert series["metric"]["agent"] == "pc-01" and len(series["timestamps"]) == 2
     finally:
         sink.close()
         vm.stop()
         store.close()
+
+
+def _empty(store: StateStore) -> bool:
+    stats = Spool(store).stats()
+    return (stats.rows, stats.bytes) == (0, 0)

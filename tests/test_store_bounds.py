@@ -14,6 +14,7 @@ from agent.wire import Envelope, Sample, decode_envelope, encode
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import list_alerts
 from collector.alerts.rules import default_rules
+from collector.outputs.spool import Spool
 from collector.state.store import AgentLimits, StateStore, agent_key
 from tests.test_store import T0, envelope, link, status
 
@@ -66,11 +67,12 @@ def test_subjects_with_history_beyond_the_bound_are_refused(tmp_path: Path) -> N
 
 def test_the_spool_gets_what_was_admitted(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s.sqlite", limits=AgentLimits(max_series=5))
+    Spool(store).attach()
     message = envelope(0, *interfaces(T0, 0, 8))
     store.apply([message], received=T0, spool=[encode(message)])
-    [(_, spooled)] = store.spool_fetch(10)
+    [(_, spooled)] = Spool(store).fetch(10)
     assert len(decode_envelope(spooled).samples) == 5
-    assert store.spool_stats()[1] == len(spooled)
+    assert Spool(store).stats().bytes == len(spooled)
 
 
 def test_the_over_limit_alert_names_the_agent(tmp_path: Path) -> None:
@@ -104,6 +106,7 @@ class Poisoned:
 
 def test_one_by_one_the_bad_message_fails_alone(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s.sqlite")
+    Spool(store).attach()
     store.observers.append(Poisoned())
     good = [envelope(n, link(T0 + n, True)) for n in range(3)]
     bad = msgspec.structs.replace(good[0], agent="poison", seq=7)
@@ -116,7 +119,7 @@ def test_one_by_one_the_bad_message_fails_alone(tmp_path: Path) -> None:
     assert "OverflowError" in applied.failed_envelopes[1]
     [agent] = store.agents()
     assert (agent.agent, agent.last_seq) == ("pc-01", 2)
-    assert store.spool_stats()[0] == 3  # the bad one's points are not spooled either
+    assert Spool(store).stats().rows == 3  # the bad one's points are not spooled either
 
 
 def test_the_store_itself_failing_is_raised_not_blamed_on_a_message(tmp_path: Path) -> None:

@@ -120,7 +120,6 @@ class Ingestor:
         store: StateStore,
         root: str,
         log_interval: float = 300.0,
-        spool: bool = False,
         max_ahead_s: float = 300.0,
         max_age_s: float = 30 * 86400.0,
     ) -> None:
@@ -128,8 +127,6 @@ class Ingestor:
         self.root = root
         self.max_ahead_s = max_ahead_s
         self.max_age_s = max_age_s
-        # With a sink, envelopes are queued for it in the same transaction as the state.
-        self.spool = spool
         self.stats = IngestStats()
         self.rejections = RejectionLog(log_interval)
 
@@ -223,9 +220,9 @@ class Ingestor:
         if envelopes or statuses:
             started = time.perf_counter()
             received = max(m.received for m in messages)
-            spool = payloads if self.spool else None
             try:
-                applied = self.store.apply(envelopes, statuses, received=received, spool=spool)
+                # The payloads as received: the store's queues (the sink's spool) take them.
+                applied = self.store.apply(envelopes, statuses, received=received, spool=payloads)
             except sqlite3.OperationalError:
                 raise
             except Exception as exc:
@@ -236,7 +233,9 @@ class Ingestor:
                     type(exc).__name__,
                     str(exc)[:200],
                 )
-                applied = self.store.apply_each(envelopes, statuses, received=received, spool=spool)
+                applied = self.store.apply_each(
+                    envelopes, statuses, received=received, spool=payloads
+                )
             self._count(applied, envelope_of, status_of)
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed

@@ -23,7 +23,7 @@ from typing import Any
 
 from agent.wire import decode_envelope
 from collector.outputs.lineproto import envelope_lines
-from collector.state.store import StateStore
+from collector.outputs.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class SinkSettings:
 class Sink:
     """One batch at a time (``step``); ``sink_process`` runs it in a process of its own."""
 
-    def __init__(self, store: StateStore, settings: SinkSettings) -> None:
+    def __init__(self, spool: Spool, settings: SinkSettings) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        self.store = store
+        self.spool = spool
         self.bucket = settings.bucket
         self.org = settings.org
         self.batch_rows = settings.batch_rows
@@ -159,7 +159,7 @@ class Sink:
 
     def step(self, delay: float) -> float:
         """Send one batch from the spool; how long to wait before the next (backoff)."""
-        rows = self.store.spool_fetch(self.batch_rows)
+        rows = self.spool.fetch(self.batch_rows)
         if not rows:
             return 0.5
         head, failures = self._head
@@ -174,5 +174,5 @@ class Sink:
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")
             self._last_error = ""
-        self.store.spool_done(rows[-1][0])
+        self.spool.done(rows[-1][0])
         return 0.0

@@ -46,10 +46,11 @@ class _Shared:
 def _serve(path: str, settings: SinkSettings, shared: _Shared, parent: int, level: int) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
     from collector.outputs.sink import Sink
+    from collector.outputs.spool import Spool
     from collector.state.store import StateStore
 
     store = StateStore(Path(path))
-    sink = Sink(store, settings)
+    sink = Sink(Spool(store), settings)
     shared.alive.value = 1
     delay = 0.0
     try:

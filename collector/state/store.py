@@ -11,8 +11,8 @@ targets (``up``), Polycom readiness (``ready``) and each PC's anti-malware
 protection and signature freshness (for the monthly report). Only outages are stored;
 the up time is their complement within the time a subject was monitored.
 
-The ``spool`` table holds time-series points for the sink, written in the same
-transaction as the state they came with: once a batch is committed it is both
+What a batch admitted is handed to the store's queues in the same transaction
+(the sink's spool, ``outputs/spool.py``): once a batch is committed it is both
 applied and durably queued for InfluxDB, and may be acknowledged.
 
 What one agent can make the store hold is bounded (``AgentLimits``): series
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -51,6 +51,14 @@ RTT_BUCKET_S = 300
 RTT_KEEP_S = 8 * 86400
 
 Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
+
+
+class Queue(Protocol):
+    """Takes the payloads a batch admitted, in its transaction (outputs/spool.py)."""
+
+    def enqueue(self, db: sqlite3.Connection, payloads: Sequence[bytes]) -> None: ...
+
+
 """(connection in the transaction, the batch's envelopes, when it was received)."""
 
 
@@ -174,12 +182,10 @@ class StateStore:
         self,
         path: Path,
         clock: Callable[[], float] = time.time,
-        spool_max_bytes: int = 1024**3,
         limits: AgentLimits = AgentLimits(),
     ) -> None:
         self.path = path
         self.clock = clock
-        self.spool_max_bytes = spool_max_bytes
         self.limits = limits
         self._series_bound: dict[str, int] = {}
         """Per agent, a number of latest rows it holds at most: exact when read, then
@@ -198,6 +204,9 @@ class StateStore:
         except BaseException:
             self._db.close()
             raise
+        self.queues: list[Queue] = []
+        """Given what each batch admitted, as it is to be sent on, inside its transaction
+        (the sink's spool)."""
         self.observers: list[Observer] = []
         """Called inside each batch's transaction (the alert engine): what they write
         commits, or rolls back, with the state."""
@@ -326,13 +335,13 @@ class StateStore:
         admitted = [self._apply_envelope(envelope, refused) for envelope in envelopes]
         for observer in self.observers:
             observer(self._db, admitted, now)
-        if spool is not None:
+        if spool is not None and self.queues:
             payloads = [
                 payload if payload is not None and kept is envelope else encode(kept)
                 for envelope, kept, payload in zip(envelopes, admitted, spool, strict=True)
             ]
-            self._db.executemany("INSERT INTO spool (lines) VALUES (?)", [(p,) for p in payloads])
-            self._bound_spool(sum(len(p) for p in payloads))
+            for queue in self.queues:
+                queue.enqueue(self._db, payloads)
         if refused:
             self._record_refusals(refused, now)
             applied.refused.update(refused)
@@ -350,33 +359,6 @@ class StateStore:
                 for (key, reason), count in refused.items()
             ],
         )
-
-    def _add_spool_bytes(self, change: int) -> int:
-        """Change the spool's recorded size (inside a transaction); the new size."""
-        return int(
-            self._db.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'spool_bytes' RETURNING value",
-                (change,),
-            ).fetchone()[0]
-        )
-
-    def _bound_spool(self, incoming: int) -> None:
-        """Drop the oldest points beyond the spool's bound and count them."""
-        excess = self._add_spool_bytes(incoming) - self.spool_max_bytes
-        if excess <= 0:
-            return
-        dropped_bytes = dropped_rows = 0
-        victims = self._db.execute("SELECT id, LENGTH(lines) FROM spool ORDER BY id").fetchall()
-        for row_id, size in victims:
-            self._db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
-            dropped_bytes += int(size)
-            dropped_rows += 1
-            if dropped_bytes >= excess:
-                break
-        self._db.execute(
-            "UPDATE meta SET value = value + ? WHERE key = 'spool_dropped'", (dropped_rows,)
-        )
-        self._add_spool_bytes(-dropped_bytes)
 
     def _ensure_agent(self, key: str, province: str, commune: str, agent: str) -> None:
         self._db.execute(
@@ -660,35 +642,6 @@ class StateStore:
                 (place, since),
             ).fetchall()
         return [(float(b), float(r)) for b, r in rows]
-
-    # the sink's spool ------------------------------------------------------------
-
-    def spool_fetch(self, limit: int) -> list[tuple[int, bytes]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, lines FROM spool ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
-        return [(int(row_id), bytes(lines)) for row_id, lines in rows]
-
-    def spool_done(self, up_to_id: int) -> None:
-        """The sink accepted everything up to this row."""
-        with self.transaction():
-            size = self._db.execute(
-                "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id <= ?", (up_to_id,)
-            ).fetchone()[0]
-            self._db.execute("DELETE FROM spool WHERE id <= ?", (up_to_id,))
-            self._add_spool_bytes(-int(size))
-
-    def spool_stats(self) -> tuple[int, int, int]:
-        """(rows, bytes, rows dropped over the bound since the store was made)."""
-        with self._lock:
-            rows = self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
-            meta = dict(
-                self._db.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('spool_dropped', 'spool_bytes')"
-                ).fetchall()
-            )
-        return int(rows), int(meta["spool_bytes"]), int(meta["spool_dropped"])
 
     # reading -------------------------------------------------------------------
 

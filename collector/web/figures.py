@@ -10,6 +10,7 @@ from collector.alerts.records import firing_by_severity
 from collector.ingest.ingestor import COMMIT_BOUNDS, IngestStats
 from collector.ingest.source import MqttSource
 from collector.outputs.sink import SinkStats
+from collector.outputs.spool import Spool
 from collector.state.store import StateStore
 from collector.web.metrics import Family, histogram
 
@@ -31,7 +32,8 @@ def figures(
     sink: SinkStats | None,
 ) -> list[Family]:
     """``store``: the ingest's connection (the spool's counters); ``reader``: the API's."""
-    rows, size, dropped = store.spool_stats()
+    spooled = Spool(store).stats()
+    rows, size, dropped = spooled.rows, spooled.bytes, spooled.dropped
 
     def counter(name: str, help_text: str, value: float) -> Family:
         return Family(f"commune_collector_{name}", "counter", help_text).add(value)

@@ -35,6 +35,7 @@ from collector.alerts.rules import default_rules
 from collector.config import ApiSection, ConsoleSection
 from collector.ingest.ingestor import Ingestor, Message
 from collector.outputs.sink import Sink, SinkSettings
+from collector.outputs.spool import Spool
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.factory import create_app
@@ -139,7 +140,8 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholePath]:
     store = StateStore(workdir / "state.sqlite")
     engine = AlertEngine(default_rules(), late_after=1e9)
     engine.install(store)
-    ingestor = Ingestor(store, "commune", spool=True)
+    Spool(store).attach()
+    ingestor = Ingestor(store, "commune")
     app = create_app(
         HealthModel(store), store, ApiSection(open_on_loopback=True), console=ConsoleSection()
     )
@@ -151,7 +153,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholePath]:
         time.sleep(0.02)
     receiver = Receiver()
     notifier = Notifier(store, [Route("hook", (receiver.url,))], default_rules(), group_wait=0)
-    sink = Sink(store, SinkSettings(vm.url, "", "o", "b"))
+    sink = Sink(Spool(store), SinkSettings(vm.url, "", "o", "b"))
     yield WholePath(
         store, ingestor, engine, sink, vm, Http(port), notifier, receiver, itertools.count()
     )
@@ -227,7 +229,7 @@ def test_what_the_contract_admits_goes_all_the_way_through(
         assert b'href="http://evil.example"' not in body  # the console escapes agents' text
     # The sink: everything admitted reaches the time-series server, under its own tags.
     rejected = whole.sink.stats.rejected_rows
-    while whole.store.spool_stats()[0]:
+    while Spool(whole.store).stats().rows:
         assert whole.sink.step(0.0) == 0.0, whole.sink.last_error
     assert whole.sink.stats.rejected_rows == rejected
     written = whole.vm.export(f'{{__name__=~".*_success",agent="{agent}"}}')
@@ -275,7 +277,7 @@ def test_an_envelope_of_the_most_samples_the_contract_allows_goes_all_the_way(
     status, _, body = whole.http.request("GET", f"/api/v1/agents/{urllib.parse.quote(key)}")
     assert status == 200 and len(strict_json(body.decode())["samples"]) == wire.MAX_SAMPLES
     assert whole.http.request("GET", "/communes/la-nga")[0] == 200
-    while whole.store.spool_stats()[0]:
+    while Spool(whole.store).stats().rows:
         assert whole.sink.step(0.0) == 0.0
     series = whole.vm.export(f'{{__name__="snmp_interface_in_bps",agent="{agent}"}}')
     assert len(series) == wire.MAX_SAMPLES

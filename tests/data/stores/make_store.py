@@ -29,10 +29,21 @@ from collector.alerts.rules import default_rules
 # Where a release keeps them: 0.1.0 had flat modules; later releases group them by stage.
 try:
     from collector.outputs.report.build import build
+    from collector.outputs.spool import Spool
     from collector.state.store import StateStore
 except ImportError:
     from collector.report.build import build  # type: ignore[no-redef]
     from collector.store import StateStore  # type: ignore[no-redef]
+
+    Spool = None  # type: ignore[assignment,misc]  # 0.1.0: the store was its own spool
+
+
+def spool_stats(store: StateStore) -> tuple[int, int, int]:
+    if Spool is None:
+        return store.spool_stats()  # type: ignore[attr-defined,no-any-return]
+    stats = Spool(store).stats()
+    return stats.rows, stats.bytes, stats.dropped
+
 
 #: 2026-10-01 00:00 +07:00.
 OCTOBER = 1_790_787_600.0
@@ -191,7 +202,7 @@ def dump(path: Path, now: float) -> dict[str, object]:
     try:
         subjects = store.subjects()
         report = build(store, PROVINCE, "2026-10", now=now)
-        spool = store.spool_stats()
+        spool = spool_stats(store)
         return {
             "now": now,
             "agents": [dataclasses.asdict(a) for a in store.agents()],
@@ -219,6 +230,8 @@ def main(out: Path) -> None:
     for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
         (out / name).unlink(missing_ok=True)
     store = StateStore(out / "state.sqlite", clock=lambda: OCTOBER + 31 * DAY)
+    if Spool is not None:
+        Spool(store).attach()
     engine = AlertEngine(default_rules(), clock=lambda: OCTOBER + 31 * DAY)
     engine.install(store)
     play(store, engine)
