@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent.checks.antivirus import AntivirusOptions
-from agent.checks.base import ConfigProblem
 from agent.checks.host import HostOptions
 from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
@@ -24,6 +23,7 @@ from agent.checks.snmp import SnmpOptions
 from agent.configtypes import (
     BrokerSection,
     ConfigError,
+    ConfigProblem,
     Duration,
     Size,
     convert_strict,
@@ -144,8 +144,10 @@ def _validate(config: Config, source: str) -> None:
 
     if config.agent.id and not re.match(IDENT_PATTERN, config.agent.id):
         raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
-    if problem := config.mqtt.problem():
-        raise fail(f"mqtt.{problem[0]}", problem[1])
+    try:
+        config.mqtt.validate()
+    except ConfigProblem as exc:
+        raise fail(f"mqtt.{exc.key}", str(exc)) from None
     names: dict[str, str] = {}
     for kind, position, options in config.check_options():
         where = f"checks.{kind}[{position}]"

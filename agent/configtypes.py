@@ -198,6 +198,21 @@ def _absolute(value: str) -> bool:
     return Path(value).is_absolute() or bool(re.match(r"^([A-Za-z]:[\\/]|[\\/]{2})", value))
 
 
+class ConfigProblem(ValueError):
+    """A value that is well-typed but unusable; ``key`` names it within its table. Every
+    section's ``validate()`` raises it; the loader adds the file and the section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def readable(key: str, path: str) -> None:
+    """ConfigProblem when ``path`` is set and cannot be read by this process."""
+    if path and not os.access(path, os.R_OK):
+        raise ConfigProblem(key, f"cannot read {path}")
+
+
 class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The ``[mqtt]`` keys the agent and the collector share; each adds its own."""
 
@@ -226,25 +241,25 @@ class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
-    def problem(self) -> tuple[str, str] | None:
-        """(key, why) for the first unusable setting, or None."""
+    def validate(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            return "url", f"expected mqtt://host:port or mqtts://host:port, got {self.url!r}"
+            raise ConfigProblem(
+                "url", f"expected mqtt://host:port or mqtts://host:port, got {self.url!r}"
+            )
         if bool(self.cert_file) != bool(self.key_file):
-            return "cert_file", "a client certificate needs both cert_file and key_file"
+            raise ConfigProblem(
+                "cert_file", "a client certificate needs both cert_file and key_file"
+            )
         if (self.cert_file or self.ca_file) and not self.tls:
-            return "url", "certificates are set but the url is not mqtts://"
+            raise ConfigProblem("url", "certificates are set but the url is not mqtts://")
         for key in ("password_file", "ca_file", "cert_file", "key_file"):
-            path = getattr(self, key)
-            if path and not os.access(path, os.R_OK):
-                return key, f"cannot read {path}"
+            readable(key, getattr(self, key))
         if self.password_file:
             try:
                 read_secret(self.password_file)
             except (OSError, ValueError) as exc:
-                return "password_file", str(exc)
-        return None
+                raise ConfigProblem("password_file", str(exc)) from None
 
     def password(self) -> str:
         if not self.password_file:

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.configtypes import BrokerSection
 from agent.outbox import Outbox
 from agent.stats import AgentStats
 
@@ -36,18 +37,11 @@ REWIND_AFTER_S = 60.0
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    host: str
-    port: int
+    broker: BrokerSection
+    """The config's [mqtt] section as it is: address, credentials, TLS, keepalive."""
     client_id: str
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive: int = 60
     inflight: int = 100
-    reconnect_max: int = 120
+    reconnect_max: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -82,20 +76,20 @@ class Publisher:
         self._network = threading.Thread(target=self._network_loop, name="mqtt", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
-        s = self.settings
+        s, broker = self.settings, self.settings.broker
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        if s.tls:
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password() or None)
+        if broker.tls:
             client.tls_set(
-                ca_certs=s.ca_file or None,
-                certfile=s.cert_file or None,
-                keyfile=s.key_file or None,
+                ca_certs=broker.ca_file or None,
+                certfile=broker.cert_file or None,
+                keyfile=broker.key_file or None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         client.will_set(self.status.topic, self.status.will, qos=1, retain=True)
@@ -125,7 +119,7 @@ class Publisher:
         with self.stats.lock:
             self.stats.publish.connected = True
             self.stats.publish.connects += 1
-        log.info("connected to %s:%d", self.settings.host, self.settings.port)
+        log.info("connected to %s:%d", self.settings.broker.host, self.settings.broker.port)
         self._last_progress = time.monotonic()
         self._connected.set()
         self._wake.set()
@@ -164,7 +158,7 @@ class Publisher:
 
     def _report_failure(self, reason: str) -> None:
         """Warn once per distinct reason; the same failure again is only debug."""
-        where = f"{self.settings.host}:{self.settings.port}"
+        where = f"{self.settings.broker.host}:{self.settings.broker.port}"
         if reason != self._last_failure:
             log.warning(
                 "cannot connect to %s: %s; retrying, the outbox keeps everything", where, reason
@@ -182,7 +176,9 @@ class Publisher:
             self._last_client_error = ""
             connects = self.stats.publish.connects
             try:
-                self._client.connect(s.host, s.port, keepalive=s.keepalive)
+                self._client.connect(
+                    s.broker.host, s.broker.port, keepalive=int(s.broker.keepalive)
+                )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 self._report_failure(_describe(exc))
             else:

@@ -80,20 +80,11 @@ class Identity:
 
 
 def broker_settings(config: Config, identity: Identity) -> BrokerSettings:
-    mqtt = config.mqtt
     return BrokerSettings(
-        host=mqtt.host,
-        port=mqtt.port,
+        config.mqtt,
         client_id=f"commune-agent/{identity.province}/{identity.commune}/{identity.agent}"[:128],
-        username=mqtt.username,
-        password=mqtt.password(),
-        tls=mqtt.tls,
-        ca_file=mqtt.ca_file,
-        cert_file=mqtt.cert_file,
-        key_file=mqtt.key_file,
-        keepalive=int(mqtt.keepalive),
-        inflight=mqtt.inflight,
-        reconnect_max=int(mqtt.reconnect_max),
+        inflight=config.mqtt.inflight,
+        reconnect_max=float(config.mqtt.reconnect_max),
     )
 
 

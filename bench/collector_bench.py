@@ -44,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from agent.configtypes import BrokerSection  # noqa: E402
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
 from collector.ingest import codec  # noqa: E402
@@ -245,7 +246,10 @@ def measure_collector(
     # The sink in its own process, as `commune-collector run` starts it.
     sink = SinkProcess(path, SinkSettings(vm.url, "", "bench", "commune", batch_rows=2000))
     source = MqttSource(
-        SourceSettings(host="127.0.0.1", port=broker.port, client_id="bench-collector"), ingestor
+        SourceSettings(
+            BrokerSection(url=f"mqtt://127.0.0.1:{broker.port}"), client_id="bench-collector"
+        ),
+        ingestor,
     )
     sink.start()
     source.start()

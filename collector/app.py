@@ -122,19 +122,10 @@ class Collector:
     def _source_settings(self) -> SourceSettings:
         mqtt, collector = self.config.mqtt, self.config.collector
         return SourceSettings(
-            host=mqtt.host,
-            port=mqtt.port,
+            mqtt,
             client_id=collector.client_id,
-            root=mqtt.topic_root,
             provinces=tuple(collector.provinces),
             share_group=collector.share_group,
-            username=mqtt.username,
-            password=mqtt.password(),
-            tls=mqtt.tls,
-            ca_file=mqtt.ca_file,
-            cert_file=mqtt.cert_file,
-            key_file=mqtt.key_file,
-            keepalive=int(mqtt.keepalive),
             receive_window=mqtt.receive_window,
             session_expiry_s=int(mqtt.session_expiry),
             max_inbox_bytes=int(mqtt.max_inbox),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,10 +12,12 @@ import msgspec
 from agent.configtypes import (
     BrokerSection,
     ConfigError,
+    ConfigProblem,
     Duration,
     Size,
     convert_strict,
     read_toml,
+    readable,
     resolve_paths,
 )
 from agent.wire import Ident, whole
@@ -46,6 +47,20 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     its new samples are refused (series_limit) and the agent_over_limit alert fires."""
     max_subjects_per_agent: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
     """Subjects with up/down history (probed targets, Polycoms) per agent (subject_limit)."""
+
+    def validate(self) -> None:
+        if self.share_group and "/" in self.share_group:
+            raise ConfigProblem("share_group", "no '/' allowed")
+        provinces: dict[str, str] = {}
+        for path in self.inventory:
+            inventory = load_inventory(path)  # its errors name the inventory file and key
+            if inventory.province in provinces:
+                raise ConfigProblem(
+                    "inventory",
+                    f"{path} and {provinces[inventory.province]} are both for "
+                    f"{inventory.province!r}",
+                )
+            provinces[inventory.province] = path
 
 
 class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -82,6 +97,11 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     max_backoff: Duration = Duration(60)
     """Longest wait between retries while the server is down (doubling from 1 s)."""
 
+    def validate(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigProblem("url", "expected http(s)://host:port")
+        readable("token_file", self.token_file)
+
 
 Role = Literal["read", "technician", "admin"]
 
@@ -93,6 +113,18 @@ class ConsoleSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     secret_file: str = ""
     """Signs the session cookies; empty: a new secret at each start (everyone logs in again)."""
     session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+
+    def validate(self) -> None:
+        if not self.secret_file:
+            return
+        try:
+            read_session_secret(self.secret_file)
+        except OSError as exc:
+            raise ConfigProblem(
+                "secret_file", f"cannot read {self.secret_file} ({exc.strerror})"
+            ) from None
+        except ValueError as exc:
+            raise ConfigProblem("secret_file", str(exc)) from None
 
 
 class ApiToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +154,26 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
 
+    def validate(self) -> None:
+        if not self.listen:
+            return
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigProblem("listen", f"expected host:port, got {self.listen!r}")
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ConfigProblem("tokens", "two tokens have the same name")
+        try:
+            networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigProblem("trusted_proxies", str(exc)) from None
+        if self.open_on_loopback and not _is_loopback(self.address()[0]):
+            raise ConfigProblem(
+                "open_on_loopback",
+                "only allowed when api.listen is a loopback address "
+                f"(127.0.0.1, ::1, localhost), not {host!r}",
+            )
+
 
 class RouteSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -148,6 +200,26 @@ class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     console_url: str = ""
     """The console's address, for links in messages."""
     routes: list[RouteSection] = []
+
+    def validate(self) -> None:
+        from collector.alerts.rules import load_rules
+
+        for path in self.rules:
+            load_rules(path)  # its errors name the rules file and key
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ConfigProblem("routes", "two routes have the same name")
+        for index, route in enumerate(self.routes):
+            where = f"routes[{index}]"
+            readable(f"{where}.urls_file", route.urls_file)
+            if not route.urls and not route.urls_file:
+                raise ConfigProblem(where, "a route needs urls or urls_file")
+            if route.urls:
+                import apprise
+
+                for url in route.urls:
+                    if not apprise.Apprise().add(url):
+                        raise ConfigProblem(f"{where}.urls", f"apprise does not understand {url!r}")
 
 
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -185,37 +257,24 @@ def networks(entries: Iterable[str]) -> tuple[Network, ...]:
 
 
 def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> CollectorConfig:
+    """Decode and validate: every section checks itself (``validate``), a problem names
+    the file, the section and the key."""
     config = convert_strict(data, CollectorConfig, source)
-    if problem := config.mqtt.problem():
-        raise ConfigError(f"{source}: mqtt.{problem[0]}: {problem[1]}")
-    if config.collector.share_group and "/" in config.collector.share_group:
-        raise ConfigError(f"{source}: collector.share_group: no '/' allowed")
-    _check_api(config.api, source)
-    _check_alerts(config.alerts, source)
-    if config.console.secret_file:
+    sections: list[tuple[str, Any]] = [
+        ("mqtt", config.mqtt),
+        ("collector", config.collector),
+        ("api", config.api),
+        ("alerts", config.alerts),
+        ("console", config.console),
+        ("sink", config.sink),
+    ]
+    for name, section in sections:
+        if section is None:
+            continue
         try:
-            read_session_secret(config.console.secret_file)
-        except OSError as exc:
-            raise ConfigError(
-                f"{source}: console.secret_file: cannot read {config.console.secret_file} "
-                f"({exc.strerror})"
-            ) from None
-        except ValueError as exc:
-            raise ConfigError(f"{source}: console.secret_file: {exc}") from None
-    provinces: dict[str, str] = {}
-    for path in config.collector.inventory:
-        inventory = load_inventory(path)  # its errors name the inventory file and key
-        if inventory.province in provinces:
-            raise ConfigError(
-                f"{source}: collector.inventory: {path} and {provinces[inventory.province]} "
-                f"are both for {inventory.province!r}"
-            )
-        provinces[inventory.province] = path
-    if config.sink is not None:
-        if not config.sink.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{source}: sink.url: expected http(s)://host:port")
-        if config.sink.token_file and not os.access(config.sink.token_file, os.R_OK):
-            raise ConfigError(f"{source}: sink.token_file: cannot read {config.sink.token_file}")
+            section.validate()
+        except ConfigProblem as exc:
+            raise ConfigError(f"{source}: {name}.{exc.key}: {exc}") from None
     return config
 
 
@@ -239,26 +298,6 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     return parse_collector_config(data, str(path))
 
 
-def _check_api(api: ApiSection, source: str) -> None:
-    if not api.listen:
-        return
-    host, _, port = api.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{source}: api.listen: expected host:port, got {api.listen!r}")
-    names = [t.name for t in api.tokens]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: api.tokens: two tokens have the same name")
-    try:
-        networks(api.trusted_proxies)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: api.trusted_proxies: {exc}") from None
-    if api.open_on_loopback and not _is_loopback(api.address()[0]):
-        raise ConfigError(
-            f"{source}: api.open_on_loopback: only allowed when api.listen is a loopback "
-            f"address (127.0.0.1, ::1, localhost), not {host!r}"
-        )
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -266,25 +305,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _check_alerts(alerts: AlertsSection, source: str) -> None:
-    from collector.alerts.rules import load_rules
-
-    for path in alerts.rules:
-        load_rules(path)  # its errors name the rules file and key
-    names = [r.name for r in alerts.routes]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: alerts.routes: two routes have the same name")
-    for index, route in enumerate(alerts.routes):
-        where = f"{source}: alerts.routes[{index}]"
-        if route.urls_file and not os.access(route.urls_file, os.R_OK):
-            raise ConfigError(f"{where}.urls_file: cannot read {route.urls_file}")
-        if not route.urls and not route.urls_file:
-            raise ConfigError(f"{where}: a route needs urls or urls_file")
-        if route.urls:
-            import apprise
-
-            for url in route.urls:
-                if not apprise.Apprise().add(url):
-                    raise ConfigError(f"{where}.urls: apprise does not understand {url!r}")

@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
+from agent.configtypes import BrokerSection
 from agent.wire import Envelope, Sample, Status
 from collector.ingest.ingestor import Ingestor, Message, RejectionLog
 from collector.ingest.source import MqttSource, SourceSettings
@@ -73,7 +74,9 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
 
 def source(port: int, ingestor: Ingestor) -> MqttSource:
     settings = SourceSettings(
-        host="127.0.0.1", port=port, client_id="collector-test", provinces=("dong-nai",)
+        BrokerSection(url=f"mqtt://127.0.0.1:{port}"),
+        client_id="collector-test",
+        provinces=("dong-nai",),
     )
     started = MqttSource(settings, ingestor)
     started.start()
@@ -197,8 +200,7 @@ def test_rejections_are_logged_once_per_sender_and_reason(caplog: pytest.LogCapt
 
 def test_topic_filters() -> None:
     shared = SourceSettings(
-        host="h",
-        port=1,
+        BrokerSection(url="mqtt://h:1"),
         client_id="c",
         provinces=("dong-nai", "binh-duong"),
         share_group="collectors",
@@ -209,7 +211,7 @@ def test_topic_filters() -> None:
         "commune/binh-duong/+/+/status",
         "$share/collectors/commune/binh-duong/+/+/data",
     ]
-    assert SourceSettings(host="h", port=1, client_id="c").topic_filters() == [
+    assert SourceSettings(BrokerSection(url="mqtt://h:1"), client_id="c").topic_filters() == [
         "commune/+/+/+/status",
         "commune/+/+/+/data",
     ]

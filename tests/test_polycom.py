@@ -367,7 +367,7 @@ def test_rest_with_a_ca_file_verifies_the_device_with_it(
 
 
 def test_rest_refuses_a_ca_file_it_would_ignore() -> None:
-    from agent.checks.base import ConfigProblem
+    from agent.configtypes import ConfigProblem
 
     options = PolycomOptions(
         name="studio",

@@ -30,14 +30,6 @@ class CheckOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 OptionsT = TypeVar("OptionsT", bound=CheckOptions)
 
 
-class ConfigProblem(ValueError):
-    """An option that is well-typed but unusable; ``key`` names it within the table."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
 class Check(ABC, Generic[OptionsT]):
     """A check observes one target (or this PC) and returns samples.
 

@@ -16,7 +16,8 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from agent.checks.base import Check, CheckOptions, ConfigProblem
+from agent.checks.base import Check, CheckOptions
+from agent.configtypes import ConfigProblem
 from agent.probes import (
     IcmpUnsupported,
     ProbeResult,

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from agent.checks.base import Check, ConfigProblem
+from agent.checks.base import Check
 from agent.checks.snmpoptions import SnmpConnectionOptions
-from agent.configtypes import read_secret
+from agent.configtypes import ConfigProblem, read_secret
 from agent.polycom.readiness import EndpointState
 from agent.polycom.rest_reader import RestEndpoint, RestError, read_polycom_rest
 from agent.polycom.snmp_reader import read_polycom_snmp

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from agent.checks.base import CheckOptions, ConfigProblem
-from agent.configtypes import Secret
+from agent.checks.base import CheckOptions
+from agent.configtypes import ConfigProblem, Secret
 from agent.snmp.client import AuthProtocol, PrivProtocol, SnmpTarget
 
 

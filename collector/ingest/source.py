@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from agent.configtypes import BrokerSection
 from collector.ingest import codec
 from collector.ingest.ingestor import Ingestor, Message, sender_of
 
@@ -53,21 +54,13 @@ READ_SIZE = 256 * 1024
 
 @dataclass(frozen=True)
 class SourceSettings:
-    host: str
-    port: int
+    broker: BrokerSection
+    """The config's [mqtt] section as it is: address, credentials, TLS, keepalive, root."""
     client_id: str
-    root: str = "commune"
     provinces: tuple[str, ...] = ()
     """Provinces this collector owns; empty: all."""
     share_group: str = ""
     """Share data topics with the other collectors of this group ($share)."""
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive: int = 60
     receive_window: int = 2000
     session_expiry_s: int = 7 * 86400
     max_batch: int = 1000
@@ -77,6 +70,10 @@ class SourceSettings:
     """Payloads received and not yet committed; beyond, reading pauses."""
     max_delay_s: float = 0.05
     connect_timeout_s: float = 10.0
+
+    @property
+    def root(self) -> str:
+        return self.broker.topic_root
 
     def topic_filters(self) -> list[str]:
         filters = []
@@ -140,14 +137,15 @@ class MqttSource:
 
     def _open(self) -> socket.socket:
         s = self.settings
-        sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
+        broker = s.broker
+        sock = socket.create_connection((broker.host, broker.port), timeout=s.connect_timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not s.tls:
+        if not broker.tls:
             return sock
-        context = ssl.create_default_context(cafile=s.ca_file or None)
-        if s.cert_file:
-            context.load_cert_chain(s.cert_file, s.key_file or None)
-        return context.wrap_socket(sock, server_hostname=s.host)
+        context = ssl.create_default_context(cafile=broker.ca_file or None)
+        if broker.cert_file:
+            context.load_cert_chain(broker.cert_file, broker.key_file or None)
+        return context.wrap_socket(sock, server_hostname=broker.host)
 
     def _handshake(self, sock: socket.socket, reader: codec.PacketReader) -> int:
         """CONNECT, CONNACK, SUBSCRIBE, SUBACK; the keepalive the broker wants."""
@@ -155,10 +153,10 @@ class MqttSource:
         sock.sendall(
             codec.connect(
                 s.client_id,
-                keepalive=s.keepalive,
+                keepalive=int(s.broker.keepalive),
                 clean_start=False,
-                username=s.username,
-                password=s.password,
+                username=s.broker.username,
+                password=s.broker.password(),
                 session_expiry=s.session_expiry_s,
                 receive_maximum=s.receive_window,
                 maximum_packet_size=MAX_PACKET,
@@ -179,7 +177,9 @@ class MqttSource:
                     codec.reason_text(reason),
                 )
         log.info("subscribed to %s", ", ".join(filters))
-        return connack.server_keep_alive if connack.server_keep_alive is not None else s.keepalive
+        if connack.server_keep_alive is not None:
+            return connack.server_keep_alive
+        return int(s.broker.keepalive)
 
     def _expect(self, sock: socket.socket, reader: codec.PacketReader, kind: int) -> codec.Ack:
         """The next acknowledgement of ``kind``; messages before it are taken in."""
@@ -286,7 +286,7 @@ class MqttSource:
     def _run(self) -> None:
         delay = 1.0
         last_problem = ""
-        broker = f"{self.settings.host}:{self.settings.port}"
+        broker = f"{self.settings.broker.host}:{self.settings.broker.port}"
         while not self._closing.is_set():
             try:
                 self._session()
