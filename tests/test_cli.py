@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from agent import __version__, systemd
 from agent.cli import main
 from agent.service import SERVICE
+from tests.factories import agent_toml
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(main.commands)
@@ -41,10 +42,7 @@ def test_every_command_is_in_the_readme(command: str) -> None:
 
 def test_once_prints_valid_envelopes_and_publishes_nothing(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(
-        '[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\n'
-        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[[checks.host]]\n'
-    )
+    config.write_text(agent_toml() + '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[[checks.host]]\n')
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "once", "-c", str(config)],
         capture_output=True,

@@ -12,6 +12,7 @@ from agent.checks import REGISTRY
 from agent.cli import main
 from agent.config import ChecksSection, load_config, parse_config
 from agent.configtypes import ConfigError, Secret
+from tests.factories import agent_toml
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "deploy" / "agent" / "agent.example.toml"
@@ -69,8 +70,8 @@ def test_secrets_never_print() -> None:
 def test_check_config_show_hides_secrets(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(
-        '[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "poller"\n'
-        '[[checks.snmp]]\nname = "router"\nhost = "127.0.0.1"\nversion = "3"\nuser = "monitor"\n'
+        agent_toml("poller")
+        + '[[checks.snmp]]\nname = "router"\nhost = "127.0.0.1"\nversion = "3"\nuser = "monitor"\n'
         'auth_key = "authsecret99"\npriv_key = "privsecret99"\ncommunity = "commsecret99"\n'
     )
     result = CliRunner().invoke(main, ["check-config", "-c", str(config), "--show"])

@@ -13,8 +13,9 @@ from agent.cli import main
 from agent.config import load_config
 from agent.configtypes import ConfigError, decode_text, read_secret
 from collector.config import load_collector_config
+from tests.factories import agent_toml
 
-CONFIG = '[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\n# Xã La Ngà\n'
+CONFIG = agent_toml(extra="# Xã La Ngà\n")
 
 #: How each tool writes a file: Notepad and Set-Content -Encoding UTF8 (BOM), PowerShell
 #: 5.1's ">" and Out-File (UTF-16 LE with BOM), an editor (UTF-8), the odd big-endian one.

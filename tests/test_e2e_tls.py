@@ -14,6 +14,7 @@ import pytest
 
 from agent import wire
 from collector.enroll import set_password
+from tests.factories import agent_toml
 from tests.servers import AgentProcess, Mosquitto, Subscriber, broker_readable, free_port
 from tests.tls import Pki, make_pki
 
@@ -56,8 +57,7 @@ def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
 def write_config(tmp_path: Path, mqtt: str) -> Path:
     config = tmp_path / "agent.toml"
     config.write_text(
-        '[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\ninterval = "0.5s"\n'
-        f'state_dir = "{tmp_path / "state"}"\n'
+        agent_toml(extra='interval = "0.5s"\n') + f'state_dir = "{tmp_path / "state"}"\n'
         f'[mqtt]\nreconnect_max = "1s"\n{mqtt}\n'
         "[[checks.host]]\n"
     )

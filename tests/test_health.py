@@ -12,6 +12,7 @@ from agent.wire import Envelope, Sample, Status
 from collector.state.health import HealthModel
 from collector.state.inventory import Commune, Inventory
 from collector.state.store import StateStore
+from tests import factories
 
 T0 = 1_795_000_000.0
 NOW = T0 + 3600
@@ -44,15 +45,7 @@ def sample(ts: float, check: str, name: str, **kw: Any) -> Sample:
 
 def envelope(commune: str, agent: str, *samples: Sample) -> Envelope:
     _seq[agent] = _seq.get(agent, 0) + 1
-    return Envelope(
-        v=1,
-        agent=agent,
-        province="dong-nai",
-        commune=commune,
-        seq=_seq[agent],
-        ts=samples[0].ts,
-        samples=list(samples),
-    )
+    return factories.envelope(_seq[agent], *samples, agent=agent, commune=commune)
 
 
 def birth(commune: str, agent: str, state: str = "online") -> tuple[Status, float]:

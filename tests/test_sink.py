@@ -22,6 +22,7 @@ from collector.outputs.sink import SinkSettings
 from collector.outputs.sink_process import SinkProcess
 from collector.outputs.spool import Spool
 from collector.state.store import StateStore
+from tests import factories
 from tests.servers import VictoriaMetrics, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,34 +32,19 @@ T0 = float(int(time.time()) // 3600 * 3600 - 3 * 86400)
 
 
 def envelope(seq: int, up: bool = True, agent: str = "pc-01") -> Envelope:
+    """A link probe and a disk, a minute apart per seq: two measurements, one tag each."""
     ts = T0 + 60 * seq
-    return Envelope(
-        v=1,
-        agent=agent,
-        province="dong-nai",
-        commune="la-nga",
-        seq=seq,
+    disk = Sample(
         ts=ts,
-        samples=[
-            Sample(
-                ts=ts,
-                check="link",
-                name="tslcd",
-                outcome="ok" if up else "timeout",
-                target="10.10.1.1",
-                fields={"up": int(up), "rtt_ms": 3.25, "loss_percent": 0.0 if up else 100.0},
-                tags={"network": "tslcd", "method": "icmp"},
-            ),
-            Sample(
-                ts=ts,
-                check="host",
-                name="host",
-                outcome="ok",
-                item="disk",
-                target="C:\\",
-                fields={"used_percent": 40, "total_bytes": 256_000_000_000},
-            ),
-        ],
+        check="host",
+        name="host",
+        outcome="ok",
+        item="disk",
+        target="C:\\",
+        fields={"used_percent": 40, "total_bytes": 256_000_000_000},
+    )
+    return factories.envelope(
+        seq, factories.link(ts, up, method="icmp", rtt_ms=3.25), disk, agent=agent
     )
 
 

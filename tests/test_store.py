@@ -9,51 +9,22 @@ import pytest
 from agent.wire import Envelope, Sample, Status
 from collector.state.availability import Outage, availability
 from collector.state.store import StateStore, agent_key
+from tests import factories
 
 T0 = 1_795_000_000.0
 KEY = agent_key("dong-nai", "la-nga", "pc-01")
 
 
 def link(ts: float, up: bool, name: str = "tslcd", outcome: str = "ok") -> Sample:
-    fields: dict[str, bool | int | float | str] = {
-        "up": int(up),
-        "loss_percent": 0.0 if up else 100.0,
-    }
-    return Sample(
-        ts=ts,
-        check="link",
-        name=name,
-        outcome=outcome if up else "timeout",  # type: ignore[arg-type]
-        target="10.10.1.1",
-        fields=fields,
-        tags={"network": "tslcd"},
-    )
+    return factories.link(ts, up, name=name, outcome=outcome if up else "timeout")
 
 
 def envelope(seq: int, *samples: Sample) -> Envelope:
-    return Envelope(
-        v=1,
-        agent="pc-01",
-        province="dong-nai",
-        commune="la-nga",
-        seq=seq,
-        ts=samples[0].ts if samples else T0,
-        samples=list(samples),
-    )
+    return factories.envelope(seq, *samples, ts=samples[0].ts if samples else T0)
 
 
 def status(state: str, ts: float, reason: str = "") -> Status:
-    return Status(
-        v=1,
-        state=state,
-        agent="pc-01",
-        province="dong-nai",
-        commune="la-nga",  # type: ignore[arg-type]
-        ts=ts,
-        version="0.1.0",
-        checks=["link:tslcd"],
-        reason=reason,
-    )
+    return factories.status(state, ts, reason=reason, version="0.1.0", checks=["link:tslcd"])
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.wire import Envelope, Sample, encode
+from tests import factories
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
 
 TECH_TOKEN = "technician-token-hostile-0123"
@@ -36,28 +37,14 @@ def topic(agent: str, kind: str = "data", commune: str = COMMUNE) -> str:
     return f"{ROOT}/{PROVINCE}/{commune}/{agent}/{kind}"
 
 
-def link(ts: float, up: bool = True, **fields: object) -> Sample:
-    values: dict[str, Any] = {"up": int(up), "rtt_ms": 4.5, "loss_percent": 0.0, **fields}
-    return Sample(
-        ts=ts,
-        check="link",
-        name="tslcd",
-        outcome="ok" if up else "timeout",
-        target="10.75.0.1",
-        fields=values,
-        tags={"network": "tslcd", "method": "icmp"},
-    )
+def link(ts: float, up: bool = True, **fields: Any) -> Sample:
+    return factories.link(ts, up, target="10.75.0.1", method="icmp", **({"rtt_ms": 4.5} | fields))
 
 
 def envelope(agent: str, seq: int, samples: list[Sample], commune: str = COMMUNE) -> Envelope:
-    return Envelope(
-        v=1,
-        agent=agent,
-        province=PROVINCE,
-        commune=commune,
-        seq=seq,
-        ts=time.time(),
-        samples=samples,
+    """Stamped now: the collector refuses what is far in the past or future."""
+    return factories.envelope(
+        seq, *samples, agent=agent, province=PROVINCE, commune=commune, ts=time.time()
     )
 
 

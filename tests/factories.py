@@ -1,0 +1,93 @@
+"""What the tests build over and over: samples, envelopes, statuses, an agent's config.
+
+Dong Nai's La Ngà and its PC pc-01 unless told otherwise; every builder takes the
+place and the parts a test cares about, nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agent.wire import Envelope, Sample, Status
+
+PROVINCE, COMMUNE, AGENT = "dong-nai", "la-nga", "pc-01"
+
+
+def link(
+    ts: float,
+    up: bool = True,
+    *,
+    name: str = "tslcd",
+    target: str = "10.10.1.1",
+    network: str = "tslcd",
+    outcome: str | None = None,
+    method: str | None = None,
+    **fields: Any,
+) -> Sample:
+    """A link probe's main sample: up (1) or down (0, a timeout), its loss, more fields."""
+    values: dict[str, Any] = {"up": int(up), **fields}
+    values.setdefault("loss_percent", 0.0 if up else 100.0)
+    return Sample(
+        ts=ts,
+        check="link",
+        name=name,
+        outcome=outcome or ("ok" if up else "timeout"),  # type: ignore[arg-type]
+        target=target,
+        fields=values,
+        tags={"network": network} | ({"method": method} if method else {}),
+    )
+
+
+def envelope(
+    seq: int,
+    *samples: Sample,
+    agent: str = AGENT,
+    commune: str = COMMUNE,
+    province: str = PROVINCE,
+    ts: float | None = None,
+) -> Envelope:
+    """One check run's envelope; its time is its first sample's unless given."""
+    return Envelope(
+        v=1,
+        agent=agent,
+        province=province,
+        commune=commune,
+        seq=seq,
+        ts=ts if ts is not None else (samples[0].ts if samples else 0.0),
+        samples=list(samples),
+    )
+
+
+def status(
+    state: str,
+    ts: float,
+    *,
+    reason: str = "",
+    agent: str = AGENT,
+    commune: str = COMMUNE,
+    province: str = PROVINCE,
+    **extra: Any,
+) -> Status:
+    return Status(
+        v=1,
+        state=state,  # type: ignore[arg-type]
+        agent=agent,
+        province=province,
+        commune=commune,
+        ts=ts,
+        reason=reason,
+        **extra,
+    )
+
+
+def agent_toml(
+    agent: str = AGENT, *, commune: str = COMMUNE, province: str = PROVINCE, extra: str = ""
+) -> str:
+    """An agent config's [agent] table, then whatever the test adds (sections, checks)."""
+    return f'[agent]\nprovince = "{province}"\ncommune = "{commune}"\nid = "{agent}"\n{extra}'
+
+
+def write_agent_config(path: Path, agent: str = AGENT, extra: str = "") -> Path:
+    path.write_text(agent_toml(agent, extra=extra))
+    return path
