@@ -232,7 +232,7 @@ class Fleet:
                     "products": 0 if verdict == "none" else 1,
                     "products_on": int(product_state == "on" and verdict != "none"),
                 },
-                tags={"source": "security_center"},
+                tags={"source": "windows"},  # the reader; each product says where it was found
             )
         ]
         if verdict != "none":
@@ -318,6 +318,6 @@ class Fleet:
                 "microphone_ok": True,
                 "model": "RealPresence Group 500",
             },
-            tags={"method": "snmp", "family": "group"},
+            tags={"method": "snmp", "family": "group_series"},
         )
         return [router, [polycom], [self._line_sample(now, up, rng)]]

@@ -10,7 +10,10 @@ from typing import ClassVar
 import pytest
 import snmpsim_data
 
+from agent import catalogue
+from agent.checks.base import Check
 from agent.outbox import Outbox
+from agent.wire import Sample
 from collector.state.store import StateStore
 from tests.servers import Mosquitto, Snmpd, SnmpSim
 
@@ -81,6 +84,45 @@ def _tracked(cls: type[StateStore] | type[Outbox]) -> None:
 
 _tracked(StateStore)
 _tracked(Outbox)
+
+
+class _Made:
+    """Every sample an agent's check makes while a test runs (None: not watching)."""
+
+    samples: ClassVar[list[Sample] | None] = None
+
+
+def _watch_samples() -> None:
+    original = Check.sample
+
+    def sample(self: Check[object], *args: object, **kwargs: object) -> Sample:  # type: ignore[type-var]
+        made = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if _Made.samples is not None:
+            _Made.samples.append(made)
+        return made
+
+    Check.sample = sample  # type: ignore[assignment,method-assign]
+
+
+_watch_samples()
+
+
+@pytest.fixture(autouse=True)
+def _every_sample_a_check_makes_matches_the_catalogue(
+    request: pytest.FixtureRequest,
+) -> Iterator[None]:
+    """Whatever a test makes the agent's checks observe (recorded antivirus reports,
+    snmpsim devices, live snmpd, Polycom replays, this machine), each sample must be
+    what the field catalogue says; ``off_catalogue`` marks a test that means otherwise."""
+    made: list[Sample] = []
+    _Made.samples = made
+    try:
+        yield
+    finally:
+        _Made.samples = None
+    if request.node.get_closest_marker("off_catalogue") is None:
+        found = [problem for s in made for problem in catalogue.problems(s)]
+        assert not found, f"samples outside the field catalogue: {found[:10]}"
 
 
 @pytest.hookimpl(wrapper=True)

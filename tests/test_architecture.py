@@ -45,6 +45,11 @@ def test_the_wire_contract_stands_alone() -> None:
     assert imports(AGENT / "wire.py") <= allowed
 
 
+def test_the_field_catalogue_stands_with_the_wire_contract() -> None:
+    allowed = {"__future__", "math", "collections.abc", "dataclasses", "typing", "agent.wire"}
+    assert imports(AGENT / "catalogue.py") <= allowed
+
+
 def test_pysnmp_is_loaded_only_by_the_snmp_client() -> None:
     """PCs that poll nothing over SNMP must not pay for pysnmp's import (memory, time)."""
     for path in AGENT.rglob("*.py"):
@@ -69,11 +74,13 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
 
 
 def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_agent() -> None:
-    """The wire contract, and the dependency-free config value types, units and decoding."""
+    """The wire contract and its field catalogue, and the dependency-free config value
+    types, units and decoding."""
     collector = AGENT.parent / "collector"
     for path in collector.rglob("*.py"):
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
-        allowed = {"agent.wire", "agent.configtypes", "agent.units", "agent.systemd", "agent"}
+        allowed = {"agent.wire", "agent.catalogue", "agent.configtypes", "agent.units"}
+        allowed |= {"agent.systemd", "agent"}
         assert from_agent <= allowed, f"{path} imports {from_agent}"
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from agent.catalogue import CATALOGUE, DERIVED
 from agent.configtypes import convert_strict
-from collector.alerts.rules import COMMON_FIELDS, SAMPLE_FIELDS
+from agent.wire import RESERVED_TAGS
 from collector.config import CollectorConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,12 +89,9 @@ def test_the_dashboard_asks_for_what_the_collector_writes() -> None:
     datasource = yaml.safe_load(
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "influxdb.yml").read_text()
     )["datasources"][0]
-    measurements = {
-        (f"{check}_{item}" if item else check): {**fields, **COMMON_FIELDS}
-        for (check, item), fields in SAMPLE_FIELDS.items()
-    }
-    # Tags every point carries (lineproto), and the samples' own tags used in filters.
-    tags = {"province", "commune", "agent", "name", "target", "network", "method"}
+    measurements = {item.measurement: item for item in CATALOGUE.values()}
+    # Tags every point carries (lineproto), and the samples' own tags (the catalogue).
+    tags = set(RESERVED_TAGS) | {tag for item in CATALOGUE.values() for tag in item.tags}
     queries = 0
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
@@ -105,7 +103,8 @@ def test_the_dashboard_asks_for_what_the_collector_writes() -> None:
             assert pairs, f"panel {panel['title']!r} names no measurement and field"
             for measurement, field in pairs:
                 assert measurement in measurements, f"{panel['title']}: {measurement}"
-                assert field in measurements[measurement], f"{panel['title']}: {field}"
+                known = {*measurements[measurement].fields, *DERIVED}
+                assert field in known, f"{panel['title']}: {field}"
             for tag in re.findall(r"r\.(\w+) (?:==|=~)", query):
                 assert tag in tags | {"_measurement", "_field", "_value"}, tag
     assert queries >= 10

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+import pytest
+
 from agent.checks.base import Check, CheckOptions
 from agent.configtypes import Duration
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
 from agent.wire import Sample
+
+#: The scheduler is tested with a check kind of its own ("probe"), not a catalogued one.
+pytestmark = pytest.mark.off_catalogue
 
 
 class Options(CheckOptions, frozen=True, kw_only=True):

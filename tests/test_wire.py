@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent import wire
+from agent import catalogue, wire
 from agent.wire import Envelope, Sample, Status, TopicIdentity, WireError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "agent" / "schema"
@@ -48,7 +48,8 @@ def test_round_trip_keeps_every_value() -> None:
 
 
 def test_committed_json_schemas_match_the_code() -> None:
-    for name, document in wire.json_schemas().items():
+    documents = {**wire.json_schemas(), "fields.json": catalogue.document()}
+    for name, document in documents.items():
         committed = json.loads((SCHEMA_DIR / name).read_text())
         assert committed == document, (
             f"agent/schema/{name} is stale: run commune-agent schema -o agent/schema"

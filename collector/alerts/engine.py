@@ -123,7 +123,9 @@ class AlertEngine:
                 rules = sample_rules.get((sample.check, sample.item))
                 if not rules:
                     continue
+                # Tags first: a condition may name a tag (os), never shadowing a field.
                 values: dict[str, Any] = {
+                    **sample.tags,
                     **sample.fields,
                     "outcome": sample.outcome,
                     "success": sample.outcome == "ok",

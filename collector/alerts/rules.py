@@ -11,8 +11,10 @@ Nothing of a rule is evaluated as code. A rule watches one of three things:
 Conditions compare a known field with a value (``when``: all must hold, or any
 with ``match = "any"``). The condition must hold for ``for`` before the alert
 fires and be false for ``resolve_after`` before it resolves (flap damping).
-Field names are checked against what the agents send: a typo is a config
-error, not a rule that never fires.
+Field and tag names, the values of closed text fields and tags are checked
+against the wire contract's catalogue (``agent/catalogue.py``): a typo is a
+config error, not a rule that never fires. A condition may name a tag (``os``):
+it compares the tag's value.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from agent.catalogue import BOOL, CATALOGUE, DERIVED, NUMBER, TEXT
 from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
 from agent.wire import Ident, whole
 
@@ -30,81 +33,18 @@ Severity = Literal["info", "warning", "critical"]
 Value = bool | int | float | str
 RuleName = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z][a-z0-9_]{0,63}"))]
 
-NUMBER, BOOL, TEXT = "number", "bool", "text"
-
-#: What the agents send, per (check, item): field -> type. From the agent's checks.
+#: What a sample rule can name, per (check, item): field or tag -> type, from the
+#: wire contract's catalogue. A tag is text: ``field = "os"`` compares the sample's
+#: ``os`` tag, like ``tags = {os = "windows"}`` but with every operator.
 SAMPLE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
-    ("host", ""): {
-        "cpu_percent": NUMBER,
-        "cpu_count": NUMBER,
-        "mem_percent": NUMBER,
-        "mem_total_bytes": NUMBER,
-        "uptime_s": NUMBER,
-        "os": TEXT,
-        "os_version": TEXT,
-    },
-    ("host", "disk"): {"used_percent": NUMBER, "total_bytes": NUMBER, "free_bytes": NUMBER},
-    ("antivirus", ""): {
-        "verdict": TEXT,
-        "protected": BOOL,
-        "products": NUMBER,
-        "products_on": NUMBER,
-    },
-    ("antivirus", "product"): {
-        "state": TEXT,
-        "enabled": BOOL,
-        "up_to_date": BOOL,
-        "realtime": BOOL,
-        "signature_age_days": NUMBER,
-        "last_scan_age_days": NUMBER,
-    },
-    ("link", ""): {
-        "up": NUMBER,
-        "sent": NUMBER,
-        "received": NUMBER,
-        "loss_percent": NUMBER,
-        "rtt_ms": NUMBER,
-        "rtt_min_ms": NUMBER,
-        "rtt_max_ms": NUMBER,
-        "status_code": NUMBER,
-    },
-    ("snmp", ""): {"up": NUMBER, "uptime_s": NUMBER, "interfaces": NUMBER, "interfaces_up": NUMBER},
-    ("snmp", "interface"): {
-        "oper_status": NUMBER,
-        "oper_up": BOOL,
-        "oper_state": TEXT,
-        "admin_status": NUMBER,
-        "speed_bps": NUMBER,
-        "in_bps": NUMBER,
-        "out_bps": NUMBER,
-        "in_errors_ps": NUMBER,
-        "out_errors_ps": NUMBER,
-    },
-    ("polycom", ""): {
-        "up": NUMBER,
-        "ready": BOOL,
-        "registered": BOOL,
-        "sip_registered": BOOL,
-        "camera_ok": BOOL,
-        "microphone_ok": BOOL,
-        "in_call": BOOL,
-        "active_calls": NUMBER,
-        "uptime_s": NUMBER,
-    },
-    ("agent", ""): {
-        "connected": BOOL,
-        "publish_lag_s": NUMBER,
-        "outbox_rows": NUMBER,
-        "outbox_oldest_age_s": NUMBER,
-        "dropped_envelopes": NUMBER,
-        "dropped_new": NUMBER,
-        "rss_bytes": NUMBER,
-        "cpu_percent": NUMBER,
-    },
-    ("agent", "check"): {"errors": NUMBER, "timeouts": NUMBER, "skipped": NUMBER},
+    key: {
+        **dict.fromkeys(item.tags, TEXT),
+        **{name: f.type for name, f in item.fields.items()},
+    }
+    for key, item in CATALOGUE.items()
 }
 #: Every sample also has these, whatever its check.
-COMMON_FIELDS = {"outcome": TEXT, "success": BOOL}
+COMMON_FIELDS = {name: f.type for name, f in DERIVED.items()}
 AGENT_FIELDS = {
     "state": TEXT,
     "reason": TEXT,
@@ -224,6 +164,13 @@ def _check_rule(rule: Rule, where: str) -> None:
             raise ConfigError(f"{at}.op: {condition.field} can only be compared with == or !=")
         if kind == TEXT and not isinstance(value, str):
             raise ConfigError(f"{at}.value: {condition.field} is text, got {value!r}")
+        closed = _closed_values(rule, condition.field)
+        if closed and value not in closed:
+            raise ConfigError(
+                f"{at}.value: {condition.field} is one of {list(closed)}, not {value!r}"
+            )
+    if rule.on == "sample":
+        _check_tags(rule, where)
     if rule.match == "all" and _contradicts(rule.when):
         raise ConfigError(f"{where}.when: the conditions can never hold together")
     for language, template in rule.summary.items():
@@ -234,6 +181,34 @@ def _check_rule(rule: Rule, where: str) -> None:
                 f"{where}.summary.{language}: unknown placeholder {exc}; use "
                 "{commune} {agent} {target} {name} {value}"
             ) from None
+
+
+def _closed_values(rule: Rule, name: str) -> tuple[str, ...]:
+    """The values a text field or tag takes, when the catalogue closes the set."""
+    if rule.on != "sample":
+        return ()
+    item = CATALOGUE[(rule.check, rule.item)]
+    declared = item.fields.get(name) or DERIVED.get(name)
+    if declared is not None:
+        return declared.values
+    tag = item.tags.get(name)
+    return tag.values if tag is not None else ()
+
+
+def _check_tags(rule: Rule, where: str) -> None:
+    """A tag filter on a tag these samples never carry, or on a value the tag never
+    takes, would silently match nothing."""
+    item = CATALOGUE[(rule.check, rule.item)]
+    for name, value in rule.tags.items():
+        tag = item.tags.get(name)
+        if tag is None:
+            known = sorted(item.tags)
+            hint = f"; {name} is a field: use when" if name in item.fields else ""
+            raise ConfigError(
+                f"{where}.tags: {item.label} samples have no tag {name!r}; known: {known}{hint}"
+            )
+        if tag.values and value not in tag.values:
+            raise ConfigError(f"{where}.tags.{name}: one of {list(tag.values)}, not {value!r}")
 
 
 def _contradicts(conditions: list[Condition]) -> bool:

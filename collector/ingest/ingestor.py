@@ -15,7 +15,8 @@ Only the store itself failing (locked, disk full) holds the batch back, not
 acknowledged, to be tried again. Samples are refused alone where the rest of
 their envelope is good: a sample setting a name the collector writes itself
 (``reserved_name``), or beyond its agent's bounds (``series_limit``,
-``subject_limit``).
+``subject_limit``). A field the catalogue gives another type (``up`` as text)
+is dropped alone, the rest of its sample kept (``field_type``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent.catalogue import mistyped
 from agent.wire import (
     RESERVED_FIELDS,
     RESERVED_TAGS,
     Envelope,
+    Sample,
     Status,
     WireError,
     decode_envelope,
@@ -69,6 +72,8 @@ class IngestStats:
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     samples_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     """Samples refused alone (their envelope applied), by reason."""
+    fields_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Fields dropped alone (their sample applied), by reason: field_type."""
     commit_seconds_total: float = 0.0
     last_commit_s: float = 0.0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BOUNDS) + 1))
@@ -152,11 +157,17 @@ class Ingestor:
         return decoded
 
     def _screen(self, envelope: Envelope) -> Envelope:
-        """The envelope without samples that set names the collector writes itself."""
-        kept = [s for s in envelope.samples if not reserved_names(s)]
-        if len(kept) == len(envelope.samples):
+        """The envelope without samples that set names the collector writes itself, and
+        without catalogued fields of the wrong type (the rest of their sample kept)."""
+        samples = envelope.samples
+        if any(mistyped(s) for s in samples):
+            samples = [self._typed(envelope, s) for s in samples]
+        kept = [s for s in samples if not reserved_names(s)]
+        if len(kept) == len(envelope.samples) and samples is envelope.samples:
             return envelope
-        refused = len(envelope.samples) - len(kept)
+        refused = len(samples) - len(kept)
+        if not refused:
+            return msgspec.structs.replace(envelope, samples=kept)
         self.stats.samples_refused["reserved_name"] += refused
         self.rejections(
             agent_key(envelope.province, envelope.commune, envelope.agent),
@@ -165,6 +176,20 @@ class Ingestor:
             f"({', '.join(sorted(RESERVED_FIELDS))}) that the collector writes itself; refused",
         )
         return msgspec.structs.replace(envelope, samples=kept)
+
+    def _typed(self, envelope: Envelope, sample: Sample) -> Sample:
+        wrong = mistyped(sample)
+        if not wrong:
+            return sample
+        self.stats.fields_dropped["field_type"] += len(wrong)
+        self.rejections(
+            agent_key(envelope.province, envelope.commune, envelope.agent),
+            "field_type",
+            f"{sample.check} {sample.name}: {', '.join(sorted(wrong))} not of the type the "
+            "field catalogue gives; dropped, the rest of the sample kept",
+        )
+        fields = {k: v for k, v in sample.fields.items() if k not in wrong}
+        return msgspec.structs.replace(sample, fields=fields)
 
     def _check_clock(self, decoded: Envelope | Status, received: float) -> None:
         """Times from an agent whose clock is wrong are refused, not stored at the wrong time.

@@ -1,7 +1,10 @@
 """Envelopes as InfluxDB line protocol: one measurement per check (and sub-series).
 
 - measurement: the check kind, or ``<kind>_<item>`` for a sub-series
-  (``host_disk``, ``snmp_interface``, ``antivirus_product``, ``agent_check``);
+  (``host_disk``, ``snmp_interface``, ``antivirus_product``, ``agent_check``), as
+  the wire contract's catalogue names them (``agent/catalogue.py``, which also
+  gives each field's type: the ingestor drops a catalogued field of another type,
+  which the server would refuse with the whole point);
 - tags: province, commune, agent, name (the check instance), target, and the
   sample's own tags (network, method, ifindex, source, ...). Line protocol cannot
   carry a backslash before a separator or at the end (servers read ``\\\\`` and
@@ -25,6 +28,7 @@ import functools
 import math
 import re
 
+from agent.catalogue import measurement
 from agent.wire import Envelope, FieldValue, Sample
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
@@ -52,9 +56,7 @@ def _field(value: FieldValue) -> str | None:
 
 def sample_line(envelope: Envelope, sample: Sample) -> str:
     # Check and item are keys of the contract ([a-z0-9_]): nothing to drop, only to escape.
-    measurement = (f"{sample.check}_{sample.item}" if sample.item else sample.check).translate(
-        _MEASUREMENT
-    )
+    measurement_text = measurement(sample.check, sample.item).translate(_MEASUREMENT)
     tags = {
         **sample.tags,
         "province": envelope.province,
@@ -76,7 +78,7 @@ def sample_line(envelope: Envelope, sample: Sample) -> str:
         for key, value in fields.items()
         if (text := _field(value)) is not None
     )
-    return f"{measurement}{tag_text} {field_text} {round(sample.ts * 1000)}"
+    return f"{measurement_text}{tag_text} {field_text} {round(sample.ts * 1000)}"
 
 
 def envelope_lines(envelope: Envelope) -> bytes:

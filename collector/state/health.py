@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
 from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import EMPTY, Commune, Inventory
 from collector.state.store import AgentState, LatestSample, StateStore, Subject
@@ -326,7 +327,9 @@ class HealthModel:
         """Over the PCs with an anti-malware report; an agent without one (an SNMP
         poller box, say) is not a PC of the count."""
         verdicts = {
-            s.agent_key: str(s.fields.get("verdict", "unknown")) for s in samples if not s.item
+            s.agent_key: ANTIVIRUS.text(s.fields, "verdict") or "unknown"
+            for s in samples
+            if not s.item
         }
         counts: dict[str, int] = defaultdict(int)
         for key, verdict in verdicts.items():
@@ -375,8 +378,8 @@ class HealthModel:
             sample = latest.get((subject.agent_key, subject.name))
             running = subject.agent_key in online
             up = subject.state == "up" if running else None
-            rtt = _number(sample.fields.get("rtt_ms")) if sample else None
-            loss = _number(sample.fields.get("loss_percent")) if sample else None
+            rtt = LINK.number(sample.fields, "rtt_ms") if sample else None
+            loss = LINK.number(sample.fields, "loss_percent") if sample else None
             targets.append(
                 LineTarget(
                     agent=subject.agent_key.rsplit("/", 1)[1],
@@ -445,13 +448,13 @@ class HealthModel:
                     agent=sample.agent_key.rsplit("/", 1)[1],
                     name=sample.name,
                     target=sample.target,
-                    reachable=bool(fields.get("up")),
-                    registered=_flag(fields.get("registered")),
-                    in_call=_flag(fields.get("in_call")),
-                    ready=_flag(fields.get("ready")),
-                    camera_ok=_flag(fields.get("camera_ok")),
-                    microphone_ok=_flag(fields.get("microphone_ok")),
-                    model=_text(fields.get("model")),
+                    reachable=bool(POLYCOM.number(fields, "up")),
+                    registered=POLYCOM.flag(fields, "registered"),
+                    in_call=POLYCOM.flag(fields, "in_call"),
+                    ready=POLYCOM.flag(fields, "ready"),
+                    camera_ok=POLYCOM.flag(fields, "camera_ok"),
+                    microphone_ok=POLYCOM.flag(fields, "microphone_ok"),
+                    model=POLYCOM.text(fields, "model"),
                     ts=sample.ts,
                     ready_24h=ready_24h,
                 )
@@ -474,15 +477,15 @@ class HealthModel:
                 device=s.name,
                 agent=s.agent_key.rsplit("/", 1)[1],
                 name=s.target,
-                up=_flag(s.fields.get("oper_up")),
-                oper_state=_text(s.fields.get("oper_state")),
+                up=SNMP_INTERFACE.flag(s.fields, "oper_up"),
+                oper_state=SNMP_INTERFACE.text(s.fields, "oper_state"),
                 admin_up=(
                     None
-                    if s.fields.get("admin_status") is None
-                    else s.fields.get("admin_status") == 1
+                    if (admin := SNMP_INTERFACE.number(s.fields, "admin_status")) is None
+                    else admin == 1
                 ),
-                alias=_text(s.fields.get("alias")),
-                speed_bps=_number(s.fields.get("speed_bps")),
+                alias=SNMP_INTERFACE.text(s.fields, "alias"),
+                speed_bps=SNMP_INTERFACE.number(s.fields, "speed_bps"),
             )
             for s in samples
             if s.item == "interface"
@@ -490,7 +493,7 @@ class HealthModel:
         down = [i for i in interfaces if i.admin_up is True and i.up is False]
         return Interfaces(
             devices=len(devices),
-            devices_unreachable=sum(1 for d in devices if not d.fields.get("up")),
+            devices_unreachable=sum(1 for d in devices if not SNMP.number(d.fields, "up")),
             up=sum(1 for i in interfaces if i.up is True),
             down=len(down),
             down_list=down,
@@ -614,18 +617,6 @@ def _reasons(
             interfaces.down,
         )
     return reasons
-
-
-def _flag(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _sum_given(values: Iterable[int | None]) -> int | None:

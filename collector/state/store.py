@@ -6,9 +6,10 @@ Everything is applied by the samples' own timestamps, idempotently:
 - a backlog replayed after a line outage arrives in order with its original
   times and so becomes a closed outage in history, exactly where it happened.
 
-Up/down history is kept for subjects whose availability is reported: link
+Up/down history is kept for subjects whose availability is reported, as the
+wire contract's catalogue declares (``agent.catalogue.histories``): link
 targets (``up``), Polycom readiness (``ready``) and each PC's anti-malware
-protection and signature freshness (for the monthly report). Only outages are stored;
+protection and signature freshness (``verdict``, for the monthly report). Only outages are stored;
 the up time is their complement within the time a subject was monitored.
 
 What a batch admitted is handed to the store's queues in the same transaction
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from agent.catalogue import LINK, histories
 from agent.wire import Envelope, Sample, Status, encode
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
@@ -149,32 +151,6 @@ class LatestSample:
 def _key_range(place: str) -> tuple[str, str]:
     """Agent keys under a place prefix, as a range an index can use."""
     return place, (place + "\U0010ffff") if place else "\U0010ffff"
-
-
-def _updown(sample: Sample) -> list[tuple[str, str]]:
-    """(kind, "up"/"down") for the histories a sample feeds; none for most samples.
-
-    - link: the target up or down; polycom: ready for a meeting or not;
-    - antivirus: ``protection`` (down while the PC is not protected) and
-      ``signatures`` (down while they are too old), for the monthly figures.
-
-    A check that could not run (unsupported, error) or a state that cannot be
-    read says nothing: no state change.
-    """
-    if sample.item or sample.outcome in ("unsupported", "error"):
-        return []
-    fields = sample.fields
-    if sample.check == "link" and "up" in fields:
-        return [("link", "up" if fields["up"] else "down")]
-    if sample.check == "polycom" and isinstance(fields.get("ready"), bool):
-        return [("polycom", "up" if fields["ready"] else "down")]
-    if sample.check == "antivirus" and fields.get("verdict") not in (None, "unknown"):
-        verdict = fields["verdict"]
-        return [
-            ("protection", "up" if verdict == "protected" else "down"),
-            ("signatures", "down" if verdict == "outdated" else "up"),
-        ]
-    return []
 
 
 class StateStore:
@@ -461,7 +437,9 @@ class StateStore:
             refused[(key, "series_limit")] += over
         kept: list[Sample] = []
         for sample in samples:
-            if all(self._apply_updown(key, sample, kind, state) for kind, state in _updown(sample)):
+            if all(
+                self._apply_updown(key, sample, kind, state) for kind, state in histories(sample)
+            ):
                 kept.append(sample)
             else:
                 refused[(key, "subject_limit")] += 1
@@ -489,13 +467,11 @@ class StateStore:
             ],
         )
         for sample in kept:
-            rtt = sample.fields.get("rtt_ms")
             if (
                 sample.check == "link"
                 and not sample.item
                 and sample.tags.get("network") == "tslcd"
-                and isinstance(rtt, int | float)
-                and not isinstance(rtt, bool)
+                and (rtt := LINK.number(sample.fields, "rtt_ms")) is not None
             ):
                 # The commune's line RTT for the console's chart: the best probe per 5 minutes.
                 self._db.execute(
@@ -504,7 +480,7 @@ class StateStore:
                     (
                         f"{envelope.province}/{envelope.commune}",
                         int(sample.ts // RTT_BUCKET_S * RTT_BUCKET_S),
-                        float(rtt),
+                        rtt,
                     ),
                 )
         if len(kept) == len(envelope.samples):

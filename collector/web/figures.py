@@ -54,6 +54,12 @@ def figures(
     )
     for reason, count in sorted(stats.samples_refused.items()):
         refused.add(count, reason=reason)
+    fields_dropped = Family(
+        "commune_collector_fields_dropped_total",
+        "counter",
+        "Fields dropped alone (the rest of their sample applied), by reason.",
+    )
+    fields_dropped.add(stats.fields_dropped["field_type"], reason="field_type")
     agents = Family("commune_collector_agents", "gauge", "Agents known, by state.")
     by_state = reader.agent_counts()
     for state in ("online", "offline", "unknown"):
@@ -70,6 +76,7 @@ def figures(
         counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
         rejected,
         refused,
+        fields_dropped,
         counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
         counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
         counter("commit_batches_total", "Batches processed.", stats.batches),

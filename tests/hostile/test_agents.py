@@ -180,6 +180,29 @@ def test_no_sample_can_speak_for_another_place(
     province.views_answer()
 
 
+def test_a_field_of_the_wrong_type_is_dropped_alone(province: Province) -> None:
+    """``up`` as text would read as up in the history (any non-empty text is true) and
+    clash with the number in the time series, losing the whole point: only it goes."""
+    metric = "commune_collector_fields_dropped_total"
+    before = province.metric(metric, reason="field_type")
+    message = as_json(envelope(BAD, int(now() * 1000) + 7, [link(now(), up=False)]))
+    message["samples"][0]["name"] = "mistyped"
+    message["samples"][0]["fields"] |= {"up": "yes", "rtt_ms": 7.25}
+    province.publish(topic(BAD), json.dumps(message).encode())
+    province.good_lands()
+    wait_for(lambda: province.metric(metric, reason="field_type") > before, 10, "not dropped")
+    _, agent = province.http.get(
+        f"/api/v1/agents/{PROVINCE}/{COMMUNE}/{BAD}", token="technician-token-hostile-0123"
+    )
+    [sample] = [s for s in agent["samples"] if s["name"] == "mistyped"]
+    assert "up" not in sample["fields"] and sample["fields"]["rtt_ms"] == 7.25
+    wait_for(
+        lambda: bool(province.vm.export('{__name__="link_rtt_ms",name="mistyped"}')), 20, "sink"
+    )
+    assert not province.vm.export('{__name__="link_up",name="mistyped"}')
+    province.views_answer()
+
+
 def interfaces(first: int, count: int) -> list[Sample]:
     return [
         Sample(

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from agent.catalogue import ANTIVIRUS, ANTIVIRUS_PRODUCT
 from collector.alerts.records import (
     MAX_COMMENT,
     NotFound,
@@ -258,12 +259,12 @@ def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
             row["products"].append(
                 {
                     "name": sample.target,
-                    "state": sample.fields.get("state"),
-                    "age": sample.fields.get("signature_age_days"),
+                    "state": ANTIVIRUS_PRODUCT.text(sample.fields, "state"),
+                    "age": ANTIVIRUS_PRODUCT.number(sample.fields, "signature_age_days"),
                 }
             )
         else:
-            row["verdict"] = sample.fields.get("verdict", "unknown")
+            row["verdict"] = ANTIVIRUS.text(sample.fields, "verdict") or "unknown"
             agent = agents.get(sample.agent_key)
             row["state"] = agent.state if agent else "unknown"
     return sorted(rows.values(), key=lambda r: str(r["agent"]))
