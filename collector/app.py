@@ -18,6 +18,7 @@ from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
 from collector.state.health import HealthModel
+from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, load_inventory
 from collector.state.store import AgentLimits, StateStore
 from collector.web.figures import figures
@@ -115,8 +116,7 @@ class Collector:
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()
-        self._next_prune = time.monotonic()
-        self._housekeeping_failed: set[str] = set()
+        self.housekeeping = self._housekeeping()
         self.started = time.time()
 
     def _source_settings(self) -> SourceSettings:
@@ -182,47 +182,25 @@ class Collector:
             time.sleep(0.02)
         log.info("API for the IOC on http://%s/docs", api.listen)
 
-    def housekeeping(self, now: float | None = None) -> None:
-        """Agents silent too long go offline; old history and long-gone agents go.
-
-        Each task on its own: one that fails (logged, shown by /healthz) does not keep
-        the others from running, and it is tried again next time.
-        """
-        now = time.time() if now is None else now
-        self._task("silence", self._mark_silent, now)
-        self._task("alerts", self.engine.tick, self.store, now)
+    def _housekeeping(self) -> Housekeeping:
+        collector, store = self.config.collector, self.config.store
+        tasks = [
+            Task(
+                "silence",
+                mark_silent(self.store, collector.offline_after, float(collector.default_interval)),
+            ),
+            Task("alerts", lambda now: self.engine.tick(self.store, now)),
+        ]
         if self.sink is not None:
-            self._task("sink", self.sink.ensure_running)
-        if time.monotonic() >= self._next_prune:
-            self._task("retention", self._prune, now)
-            self._next_prune = time.monotonic() + 3600
-
-    def _task(self, name: str, work: Any, *args: Any) -> None:
-        try:
-            work(*args)
-        except Exception:
-            if name not in self._housekeeping_failed:
-                log.exception("housekeeping: %s failed; trying again at the next round", name)
-            self._housekeeping_failed.add(name)
-        else:
-            self._housekeeping_failed.discard(name)
-
-    def _mark_silent(self, now: float) -> None:
-        collector = self.config.collector
-        silent = self.store.mark_silent(
-            now, collector.offline_after, float(collector.default_interval)
+            tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
+        tasks.append(
+            Task(
+                "retention",
+                retention(self.store, float(store.retention), float(store.forget_agents_after)),
+                every_s=3600.0,
+            )
         )
-        if silent:
-            log.info("%d agents silent, marked offline: %s", len(silent), ", ".join(silent[:10]))
-
-    def _prune(self, now: float) -> None:
-        store_config = self.config.store
-        pruned = self.store.prune(now - float(store_config.retention))
-        if pruned:
-            log.info("forgot %d outages older than the retention", pruned)
-        gone = self.store.forget_agents(now - float(store_config.forget_agents_after))
-        if gone:
-            log.info("forgot %d agents gone for good: %s", len(gone), ", ".join(gone[:10]))
+        return Housekeeping(tasks)
 
     def dead_workers(self) -> list[str]:
         """Threads that ended without being told to. The collector cannot mend them: it
@@ -256,7 +234,7 @@ class Collector:
                 )
                 return 1
             if time.monotonic() >= next_round:
-                self.housekeeping()
+                self.housekeeping.run()
                 next_round = time.monotonic() + every_s
         return 0
 
@@ -312,7 +290,7 @@ class Collector:
                 else "ok" if self.sink.running
                 else "dead"
             )  # fmt: skip
-        for task in sorted(self._housekeeping_failed):
+        for task in sorted(self.housekeeping.failing):
             parts[f"housekeeping_{task}"] = "failing"
         return parts
 
