@@ -420,19 +420,21 @@ DERIVED: Final[Mapping[str, Field]] = {
 }
 
 
+#: The histories each (check, item) moves, for the items that move any.
+_MOVERS: Final = {key: item.histories for key, item in CATALOGUE.items() if item.histories}
+
+
 def histories(sample: Sample) -> list[tuple[str, UpDown]]:
     """(history, "up"/"down") for the histories a sample moves; none for most samples.
 
     A check that could not run (unsupported, error), a field that is missing or of
     the wrong type, or a state that cannot be read says nothing: no state change.
     """
-    if sample.outcome in SILENT_OUTCOMES:
-        return []
-    item = CATALOGUE.get((sample.check, sample.item))
-    if item is None or not item.histories:
+    movers = _MOVERS.get((sample.check, sample.item))
+    if movers is None or sample.outcome in SILENT_OUTCOMES:
         return []
     moved: list[tuple[str, UpDown]] = []
-    for declared, history in item.histories:
+    for declared, history in movers:
         value = sample.fields.get(declared.name)
         if value is not None and (state := history.state(declared.type, value)) is not None:
             moved.append((history.kind, state))
@@ -451,18 +453,23 @@ _ACCEPTED: Final = {
 }
 
 
-def mistyped(sample: Sample) -> list[str]:
+def mistyped(sample: Sample) -> tuple[str, ...]:
     """The catalogued fields of a sample whose value is of another type (``up`` as
     text): read downstream they would be wrong, and in the time-series server they
     would conflict with the field's type and lose the whole point."""
     accepted = _ACCEPTED.get((sample.check, sample.item))
     if accepted is None:
-        return []
-    return [
-        name
-        for name, value in sample.fields.items()
-        if (types := accepted.get(name)) is not None and type(value) not in types
-    ]
+        return ()
+    # Runs for every sample: a plain loop that allocates nothing while all is well.
+    for name, value in sample.fields.items():
+        types = accepted.get(name)
+        if types is not None and type(value) not in types:
+            return tuple(
+                n
+                for n, v in sample.fields.items()
+                if (t := accepted.get(n)) is not None and type(v) not in t
+            )
+    return ()
 
 
 def problems(sample: Sample) -> list[str]:

@@ -102,7 +102,7 @@ def test_the_catalogue_finds_what_departs_from_it() -> None:
     assert problems(msgspec.structs.replace(wrong, check="printer")) == [
         "printer/: not in the catalogue"
     ]
-    assert catalogue.mistyped(wrong) == ["ready"]
+    assert catalogue.mistyped(wrong) == ("ready",)
 
 
 def test_the_conftest_watch_sees_what_checks_make() -> None:

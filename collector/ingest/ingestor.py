@@ -159,22 +159,24 @@ class Ingestor:
     def _screen(self, envelope: Envelope) -> Envelope:
         """The envelope without samples that set names the collector writes itself, and
         without catalogued fields of the wrong type (the rest of their sample kept)."""
-        samples = envelope.samples
-        if any(mistyped(s) for s in samples):
-            samples = [self._typed(envelope, s) for s in samples]
-        kept = [s for s in samples if not reserved_names(s)]
-        if len(kept) == len(envelope.samples) and samples is envelope.samples:
+        # Every envelope passes here: one plain loop while all is well.
+        for sample in envelope.samples:
+            if mistyped(sample) or reserved_names(sample):
+                break
+        else:
             return envelope
-        refused = len(samples) - len(kept)
-        if not refused:
-            return msgspec.structs.replace(envelope, samples=kept)
-        self.stats.samples_refused["reserved_name"] += refused
-        self.rejections(
-            agent_key(envelope.province, envelope.commune, envelope.agent),
-            "reserved_name",
-            f"{refused} samples set a tag ({', '.join(sorted(RESERVED_TAGS))}) or field "
-            f"({', '.join(sorted(RESERVED_FIELDS))}) that the collector writes itself; refused",
-        )
+        typed = [self._typed(envelope, s) for s in envelope.samples]
+        kept = [s for s in typed if not reserved_names(s)]
+        refused = len(typed) - len(kept)
+        if refused:
+            self.stats.samples_refused["reserved_name"] += refused
+            self.rejections(
+                agent_key(envelope.province, envelope.commune, envelope.agent),
+                "reserved_name",
+                f"{refused} samples set a tag ({', '.join(sorted(RESERVED_TAGS))}) or field "
+                f"({', '.join(sorted(RESERVED_FIELDS))}) that the collector writes itself; "
+                "refused",
+            )
         return msgspec.structs.replace(envelope, samples=kept)
 
     def _typed(self, envelope: Envelope, sample: Sample) -> Sample:
