@@ -125,3 +125,11 @@ def test_the_systemd_units_run_the_projects_commands() -> None:
         assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
         assert service["User"] == command
         assert service["StateDirectory"] == command
+
+
+def test_the_metrics_the_operators_book_names_are_the_collectors() -> None:
+    figures = (REPO / "collector" / "web" / "figures.py").read_text()
+    named = set(re.findall(r"commune_collector_(\w+)", (DEPLOY / "OPERATIONS.md").read_text()))
+    assert named, "OPERATIONS.md names no metric"
+    for name in named:
+        assert f'"commune_collector_{name}"' in figures or f'"{name}"' in figures, name
