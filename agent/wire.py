@@ -8,6 +8,8 @@ Topics (all under a configurable root, default ``commune``)::
 
     <root>/<province>/<commune>/<agent>/status   retained, QoS 1: Status (birth / will)
     <root>/<province>/<commune>/<agent>/data     QoS 1, not retained: Envelope
+    <root>/<province>/<commune>/<agent>/config   retained, QoS 1, from the collector:
+                                                 AgentConfig (the checks to run)
 
 Every data envelope carries the schema version ``v``, the agent's identity
 (which must match the topic), a per-agent sequence number that increases by
@@ -18,9 +20,10 @@ time, so replayed backlogs are placed where they happened.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -72,7 +75,7 @@ FieldValue = bool | ExactInt | FiniteFloat | Text
 RESERVED_TAGS: Final = frozenset({"province", "commune", "agent", "name", "target"})
 RESERVED_FIELDS: Final = frozenset({"success", "outcome"})
 
-TopicKind = Literal["status", "data"]
+TopicKind = Literal["status", "data", "config"]
 
 
 class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -126,6 +129,40 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     interval: Annotated[float, msgspec.Meta(ge=0.0, le=7 * 86400.0)] = 0.0
     """The agent's reporting interval in seconds (0: not said); a collector marks an
     agent offline after a few intervals of silence."""
+    config_version: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
+    """The version of the collector's AgentConfig the agent runs (0: none, local only)."""
+    config_hash: Annotated[str, msgspec.Meta(pattern=whole(r"(?:[0-9a-f]{64})?"))] = ""
+
+
+#: An AgentConfig is at most this large; its checks at most this many per kind.
+MAX_CONFIG_BYTES: Final = 256 * 1024
+MAX_CONFIG_CHECKS: Final = 64
+
+
+class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The checks the collector wants one agent to run, retained on its ``config`` topic.
+
+    ``checks`` is the ``[checks]`` table of an agent config, as plain data: the agent
+    decodes it with the same strict decoder as its local file and keeps running its
+    previous config if it does not pass. ``hash`` (SHA-256 of ``config_digest``'s
+    input) names the content; ``version`` goes up by one whenever the content changes.
+    """
+
+    v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    agent: Ident
+    province: Ident
+    commune: Ident
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+    hash: Annotated[str, msgspec.Meta(pattern=whole(r"[0-9a-f]{64}"))]
+    profile: Text = ""
+    """The profile it was made from, for people reading it."""
+    interval: Annotated[float, msgspec.Meta(ge=1.0, le=86400.0)] | None = None
+    """Seconds between the agent's own reports and of checks without an interval."""
+    checks: Annotated[
+        dict[Key, Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_CONFIG_CHECKS)]],
+        msgspec.Meta(max_length=16),
+    ] = {}
+    published: Time = 0.0
 
 
 class WireError(ValueError):
@@ -154,19 +191,48 @@ def parse_topic(root: str, name: str) -> TopicIdentity:
     if not name.startswith(prefix):
         raise WireError("bad_topic", f"topic {name!r} is not under {root!r}")
     parts = name[len(prefix) :].split("/")
-    if len(parts) != 4 or parts[3] not in ("status", "data"):
+    if len(parts) != 4 or parts[3] not in ("status", "data", "config"):
         raise WireError("bad_topic", f"topic {name!r} is not <province>/<commune>/<agent>/<kind>")
     province, commune, agent, kind = parts
-    return TopicIdentity(province, commune, agent, "status" if kind == "status" else "data")
+    kinds: dict[str, TopicKind] = {"status": "status", "data": "data", "config": "config"}
+    return TopicIdentity(province, commune, agent, kinds[kind])
 
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _status_decoder = msgspec.json.Decoder(Status)
+_config_decoder = msgspec.json.Decoder(AgentConfig)
 _encoder = msgspec.json.Encoder()
+_canonical = msgspec.json.Encoder(order="sorted")
 
 
-def encode(message: Envelope | Status) -> bytes:
+def encode(message: Envelope | Status | AgentConfig) -> bytes:
     return _encoder.encode(message)
+
+
+def config_digest(interval: float | None, checks: dict[str, list[dict[str, Any]]]) -> str:
+    """The hash of an AgentConfig's content: its interval and checks, keys sorted."""
+    return hashlib.sha256(_canonical.encode({"interval": interval, "checks": checks})).hexdigest()
+
+
+def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> AgentConfig:
+    """Validate a config payload's form (its checks are the agent config's to judge)."""
+    if len(payload) > MAX_CONFIG_BYTES:
+        raise WireError("too_large", f"{len(payload)} bytes > {MAX_CONFIG_BYTES}")
+    try:
+        config = _config_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise WireError("not_json", str(exc)) from None
+    except RecursionError:
+        raise WireError("not_json", "nested too deeply") from None
+    if config.v != SCHEMA_VERSION:
+        raise WireError("schema_version", f"v={config.v}, this side speaks {SCHEMA_VERSION}")
+    if expected is not None:
+        _check_identity(expected, config.province, config.commune, config.agent)
+    if config_digest(config.interval, config.checks) != config.hash:
+        raise WireError("bad_hash", "the hash does not match the content")
+    return config
 
 
 def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> Envelope:
@@ -267,10 +333,11 @@ def split_samples(samples: list[Sample]) -> list[list[Sample]]:
 
 
 def json_schemas() -> dict[str, dict[str, object]]:
-    """JSON Schema documents for the two payloads, keyed by file name."""
+    """JSON Schema documents for the three payloads, keyed by file name."""
     return {
         "envelope.schema.json": _titled(msgspec.json.schema(Envelope), "Envelope"),
         "status.schema.json": _titled(msgspec.json.schema(Status), "Status"),
+        "config.schema.json": _titled(msgspec.json.schema(AgentConfig), "AgentConfig"),
     }
 
 

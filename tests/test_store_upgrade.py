@@ -18,6 +18,7 @@ import pytest
 
 from collector.alerts.engine import AlertEngine
 from collector.alerts.rules import default_rules
+from collector.state.migrations import LATEST
 from collector.state.store import StateStore
 
 STORES = Path(__file__).parent / "data" / "stores"
@@ -98,13 +99,14 @@ def test_migrate_dry_run_says_what_it_would_do_and_does_nothing(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "schema 0; at start the collector applies" in result.output
     assert "1: the 0.1.0 store" in result.output and "2: console sessions" in result.output
+    assert "3: enrollment" in result.output
     assert path.read_bytes() == before
     result = CliRunner().invoke(main, ["migrate", "-c", str(config)])
-    assert result.exit_code == 0 and "applied 2 migrations" in result.output
+    assert result.exit_code == 0 and f"applied {LATEST} migrations" in result.output
     result = CliRunner().invoke(main, ["check-config", "-c", str(config)])
-    assert "store: schema 2, up to date" in result.output
+    assert f"store: schema {LATEST}, up to date" in result.output
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
     db.close()
 
 

@@ -145,8 +145,10 @@ class Ingestor:
             decoded: Envelope | Status
             if identity.kind == "status":
                 decoded = decode_status(message.payload, identity)
-            else:
+            elif identity.kind == "data":
                 decoded = decode_envelope(message.payload, identity)
+            else:  # never subscribed to: what the collector itself sends to agents
+                raise WireError("bad_topic", f"{message.topic}: not an agent's topic")
             self._check_clock(decoded, message.received)
         except WireError as exc:
             self._reject(message, exc.reason, exc.detail)

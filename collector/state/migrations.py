@@ -122,6 +122,38 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        3,
+        "enrollment: tokens, the agents enrolled and the config each is sent, the audit of "
+        "every enrollment, replacement and revocation; the config version agents report",
+        (
+            """CREATE TABLE enroll_tokens (
+            id TEXT PRIMARY KEY, digest TEXT NOT NULL,
+            province TEXT NOT NULL, commune TEXT NOT NULL, profile TEXT NOT NULL,
+            uses INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0, expires REAL NOT NULL,
+            allow_replace INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL
+        )""",
+            """CREATE TABLE managed_agents (
+            agent_key TEXT PRIMARY KEY,
+            province TEXT NOT NULL, commune TEXT NOT NULL, agent TEXT NOT NULL,
+            username TEXT NOT NULL, profile TEXT NOT NULL, token_id TEXT NOT NULL DEFAULT '',
+            enrolled_at REAL NOT NULL, revoked_at REAL,
+            config_version INTEGER NOT NULL DEFAULT 0, config_hash TEXT NOT NULL DEFAULT '',
+            config_published REAL
+        )""",
+            """CREATE TABLE enrollment_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, event TEXT NOT NULL,
+            province TEXT NOT NULL DEFAULT '', commune TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '', token_id TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '', actor TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+            "CREATE INDEX enrollment_events_place ON enrollment_events (province, commune, at)",
+            "ALTER TABLE agents ADD COLUMN config_version INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE agents ADD COLUMN config_hash TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

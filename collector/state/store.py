@@ -354,7 +354,9 @@ class StateStore:
                  state_since = CASE WHEN state = ?1 THEN state_since ELSE ?3 END,
                  version = CASE WHEN ?4 != '' THEN ?4 ELSE version END,
                  checks = CASE WHEN ?5 != '[]' THEN ?5 ELSE checks END,
-                 interval = CASE WHEN ?7 > 0 THEN ?7 ELSE interval END
+                 interval = CASE WHEN ?7 > 0 THEN ?7 ELSE interval END,
+                 config_version = CASE WHEN ?1 = 'online' THEN ?8 ELSE config_version END,
+                 config_hash = CASE WHEN ?1 = 'online' THEN ?9 ELSE config_hash END
                WHERE agent_key = ?6 AND status_ts <= ?3""",
             (
                 status.state,
@@ -364,6 +366,8 @@ class StateStore:
                 _encode(status.checks).decode(),
                 key,
                 status.interval,
+                status.config_version,
+                status.config_hash,
             ),
         )
 
