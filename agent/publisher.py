@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import collections
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.brokerclient import describe, paho_client
 from agent.configtypes import BrokerSection
 from agent.outbox import Outbox
 from agent.stats import AgentStats
@@ -76,22 +75,8 @@ class Publisher:
         self._network = threading.Thread(target=self._network_loop, name="mqtt", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
-        s, broker = self.settings, self.settings.broker
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password() or None)
-        if broker.tls:
-            client.tls_set(
-                ca_certs=broker.ca_file or None,
-                certfile=broker.cert_file or None,
-                keyfile=broker.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        s = self.settings
+        client = paho_client(s.broker, s.client_id)
         client.will_set(self.status.topic, self.status.will, qos=1, retain=True)
         client.max_inflight_messages_set(s.inflight)
         client.on_connect = self._on_connect
@@ -180,7 +165,7 @@ class Publisher:
                     s.broker.host, s.broker.port, keepalive=int(s.broker.keepalive)
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                self._report_failure(_describe(exc))
+                self._report_failure(describe(exc))
             else:
                 while not self._stopping.is_set():
                     if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
@@ -290,14 +275,3 @@ class Publisher:
                 self.stats.publish.published += 1
         if len(rows) == room:
             self._wake.set()
-
-
-def _describe(exc: BaseException) -> str:
-    """A connection error in words: the TLS reason where there is one."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: {exc.verify_message or exc.reason} (certificate verify failed; check ca_file)"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

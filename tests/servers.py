@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,7 @@ class Mosquitto:
             f"{extra if extra else 'allow_anonymous true'}\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
+        self.dynsec_file: Path | None = None
 
     @property
     def log(self) -> str:
@@ -139,6 +140,42 @@ class Mosquitto:
             if self.process.stderr:
                 self.process.stderr.close()
             self.process = None
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Until the predicate holds; AssertionError naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(what)
+
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+def dynsec_broker(workdir: Path, admin: str, admin_password: str, extra: str = "") -> Mosquitto:
+    """A Mosquitto with the dynamic security plugin and nothing but its admin account
+    (``mosquitto_ctrl dynsec init``), as a province sets one up; the plugin's file is
+    the broker user's, which it rewrites on every change."""
+    import pwd
+
+    broker = Mosquitto(workdir, extra="allow_anonymous false\n" + extra)
+    state = broker.workdir / "dynamic-security.json"
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(state), admin, admin_password],
+        check=True,
+        capture_output=True,
+    )
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("mosquitto")
+        os.chown(state, user.pw_uid, user.pw_gid)
+    broker.conf.write_text(
+        broker.conf.read_text() + f"plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {state}\n"
+    )
+    broker.dynsec_file = state
+    return broker
 
 
 @dataclass

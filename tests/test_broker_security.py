@@ -35,8 +35,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent import wire
 from agent.wire import Envelope, Sample
 from collector.cli.main import main
-from collector.enroll import set_password
 from collector.ingest.ingestor import Ingestor, Message
+from collector.rollout.passwordfile import set_password
 from collector.state.store import StateStore
 from tests.servers import REPO, AgentProcess, free_port, stop_process, wait_tcp
 from tests.tls import Pki, make_pki

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent import wire
-from collector.enroll import set_password
+from collector.rollout.passwordfile import set_password
 from tests.factories import agent_toml
 from tests.servers import AgentProcess, Mosquitto, Subscriber, broker_readable, free_port
 from tests.tls import Pki, make_pki

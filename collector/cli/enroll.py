@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from collector.enroll import EnrollError, enroll, revoke
+from collector.rollout.passwordfile import EnrollError, enroll, revoke
 
 ACCOUNTS_FILE = "/etc/mosquitto/commune/passwd"
 place = [

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.wire import Envelope, Sample, encode
 from tests import factories
-from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics
+from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics, wait_for
 
 TECH_TOKEN = "technician-token-hostile-0123"
 ROOT = "commune"
@@ -172,15 +172,6 @@ class Province:
         for path in pages:
             status, body = self.http.page(path, self.cookie)
             assert status == 200, (path, status, body[:300])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(what)
 
 
 def publisher(port: int) -> mqtt.Client:

@@ -1,0 +1,1 @@
+"""Rolling the agent out: enrollment tokens, broker accounts, check profiles, configs."""

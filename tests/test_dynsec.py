@@ -1,0 +1,183 @@
+"""Agents' accounts through Mosquitto's dynamic security plugin, on a real broker run as
+its own user: what an agent may do, what it may not, and revocation that cuts it off."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.configtypes import BrokerSection
+from collector.rollout.dynsec import (
+    AccountExists,
+    Accounts,
+    AgentTopics,
+    BrokerUnavailable,
+    DynsecAdmin,
+)
+from tests.servers import Mosquitto, Subscriber, dynsec_broker, wait_for
+
+ADMIN, ADMIN_PASSWORD = "commune-admin", "admin-password-for-tests-0123"
+AGENT = "dong-nai/la-nga/pc-01"
+TOPICS = AgentTopics(
+    status=f"commune/{AGENT}/status", data=f"commune/{AGENT}/data", config=f"commune/{AGENT}/config"
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = dynsec_broker(tmp_path, ADMIN, ADMIN_PASSWORD).start()
+    yield server
+    server.stop()
+
+
+def admin_session(broker: Mosquitto, tmp_path: Path) -> DynsecAdmin:
+    secret = tmp_path / "admin.password"
+    secret.write_text(ADMIN_PASSWORD)
+    section = BrokerSection(
+        url=f"mqtt://127.0.0.1:{broker.port}", username=ADMIN, password_file=str(secret)
+    )
+    admin = DynsecAdmin(section, "test-admin")
+    admin.start()
+    assert admin.wait_ready(10), broker.log[-2000:]
+    return admin
+
+
+class Device:
+    """A paho client logged in as one account: what it was granted, what it received."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.granted: dict[str, bool] = {}
+        self.received: list[str] = []
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{username}")
+        self.client.username_pw_set(username, password)
+        self.client.on_message = lambda _c, _u, m: self.received.append(m.topic)
+        self.client.on_disconnect = lambda *_: self.disconnected.set()
+        self.client.on_subscribe = self._subscribed
+        self._topics: dict[int, str] = {}
+        self.refused = self.client.connect("127.0.0.1", port) != 0
+        self.client.loop_start()
+
+    def _subscribed(
+        self, _c: object, _u: object, mid: int, reasons: list[object], _p: object
+    ) -> None:
+        self.granted[self._topics[mid]] = not getattr(reasons[0], "is_failure", True)
+
+    def subscribe(self, topic: str) -> None:
+        _, mid = self.client.subscribe(topic, qos=1)
+        self._topics[mid] = topic
+        wait_for(lambda: topic in self.granted, 5, f"no SUBACK for {topic}")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_an_agent_account_writes_its_own_topics_and_reads_only_its_config(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    admin = admin_session(broker, tmp_path)
+    accounts = Accounts(admin)
+    accounts.ensure_collector("commune-collector", "collector-password-0123", "commune")
+    accounts.create_agent(AGENT, "agent-password-0123", TOPICS)
+    watcher = Subscriber(
+        broker.port, "commune/#", username="commune-collector", password="collector-password-0123"
+    ).start()
+    agent = Device(broker.port, AGENT, "agent-password-0123")
+    try:
+        wait_for(agent.client.is_connected, 5, "the agent could not log in")
+        agent.subscribe(TOPICS.config)
+        agent.subscribe("commune/#")
+        agent.subscribe("commune/dong-nai/la-nga/pc-02/config")
+        assert agent.granted == {
+            TOPICS.config: True,
+            "commune/#": False,
+            "commune/dong-nai/la-nga/pc-02/config": False,
+        }
+        for topic in (TOPICS.data, "commune/dong-nai/la-nga/pc-02/data", TOPICS.config):
+            agent.client.publish(topic, b"{}", qos=1).wait_for_publish(5)
+        # The collector's account may write configs, and the agent receives its own.
+        collector = Device(broker.port, "commune-collector", "collector-password-0123")
+        wait_for(collector.client.is_connected, 5, "the collector could not log in")
+        collector.client.publish(TOPICS.config, b"{}", qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: TOPICS.config in agent.received, 5, "the agent got no config")
+        wait_for(lambda: any(m.topic == TOPICS.config for m in watcher.messages), 5, "no config")
+        time.sleep(0.5)
+        seen = {m.topic for m in watcher.messages}
+        # Only its own data went through: not another PC's data, not its own config.
+        assert TOPICS.data in seen and "commune/dong-nai/la-nga/pc-02/data" not in seen
+        configs = [m for m in watcher.messages if m.topic == TOPICS.config]
+        assert len(configs) == 1  # the collector's, not the agent's attempt
+        collector.stop()
+    finally:
+        agent.stop()
+        watcher.stop()
+        admin.stop()
+
+
+def test_disabling_an_account_cuts_its_live_session_at_once(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    admin = admin_session(broker, tmp_path)
+    accounts = Accounts(admin)
+    accounts.create_agent(AGENT, "agent-password-0123", TOPICS)
+    agent = Device(broker.port, AGENT, "agent-password-0123")
+    try:
+        wait_for(agent.client.is_connected, 5, "the agent could not log in")
+        started = time.monotonic()
+        accounts.disable(AGENT)
+        assert agent.disconnected.wait(1.0), "still connected a second after revocation"
+        assert time.monotonic() - started < 1.0
+    finally:
+        agent.stop()
+    again = Device(broker.port, AGENT, "agent-password-0123")
+    try:
+        assert again.refused or again.disconnected.wait(3)
+        assert not again.client.is_connected()
+    finally:
+        again.stop()
+        admin.stop()
+
+
+def test_an_account_made_twice_is_refused_and_leaves_nothing_behind(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    admin = admin_session(broker, tmp_path)
+    accounts = Accounts(admin)
+    try:
+        accounts.create_agent(AGENT, "agent-password-0123", TOPICS)
+        with pytest.raises(AccountExists):
+            accounts.create_agent(AGENT, "other-password-0123", TOPICS)
+        # The first account is as it was: its own password still logs in.
+        agent = Device(broker.port, AGENT, "agent-password-0123")
+        wait_for(agent.client.is_connected, 5, "the first account was changed")
+        agent.stop()
+        [roles] = admin.run({"command": "listRoles"})
+        listed = roles["data"]["roles"]
+        assert [r for r in listed if "pc-01" in str(r)] == ["commune-agent:" + AGENT]
+        # A replaced PC: a new password, the old one refused.
+        accounts.replace_password(AGENT, "new-password-0123")
+        old = Device(broker.port, AGENT, "agent-password-0123")
+        assert old.refused or old.disconnected.wait(3)
+        old.stop()
+    finally:
+        admin.stop()
+    state = json.loads(Path(str(broker.dynsec_file)).read_text())
+    assert [c["username"] for c in state["clients"]] == [ADMIN, AGENT]
+
+
+def test_no_admin_session_is_said_not_waited_for(tmp_path: Path) -> None:
+    admin = DynsecAdmin(BrokerSection(url="mqtt://127.0.0.1:1"), "nobody")
+    admin.start()
+    try:
+        with pytest.raises(BrokerUnavailable, match="no admin session"):
+            Accounts(admin).create_agent(AGENT, "password-0123", TOPICS)
+    finally:
+        admin.stop()
