@@ -378,6 +378,10 @@ AGENT: Final = _item(
         _number("dropped_error", "dropped as unreadable"),
         _number("rss_bytes", "the agent's resident memory", "bytes"),
         _number("cpu_percent", "the agent's processor use", "%"),
+        _number("config_version", "the version of the collector's config it runs (0: local only)"),
+        _text("config_hash", "that config's content hash"),
+        _number("config_refused_version", "the last config version it refused"),
+        _text("config_error", "why it refused that config (it keeps running the previous one)"),
     ],
 )
 AGENT_CHECK: Final = _item(

@@ -72,6 +72,47 @@ class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     snmp: list[SnmpOptions] = []
     polycom: list[PolycomOptions] = []
 
+    def options(self) -> list[tuple[str, int, Any]]:
+        """(kind, position, options) for every check, in config order."""
+        return [
+            (kind, position, options)
+            for kind in ChecksSection.__struct_fields__
+            for position, options in enumerate(getattr(self, kind))
+        ]
+
+
+def parse_checks(data: dict[str, Any], source: str, key: str = "checks") -> ChecksSection:
+    """A ``[checks]`` table, decoded and validated as the agent runs it: each check's
+    options, names unique. What the collector sends is judged by this very function,
+    on the collector before it sends and on the agent before it applies."""
+    try:
+        checks = convert_strict({"checks": data}, _Checks, source).checks
+    except ConfigError as exc:  # name the key where the caller found the table
+        raise ConfigError(str(exc).replace(f"{source}: checks", f"{source}: {key}", 1)) from None
+    validate_checks(checks, source, key)
+    return checks
+
+
+def validate_checks(checks: ChecksSection, source: str, key: str = "checks") -> None:
+    """What types alone cannot say: each check's own rules, names unique."""
+    names: dict[str, str] = {}
+    for kind, position, options in checks.options():
+        where = f"{key}.{kind}[{position}]"
+        try:
+            options.validate()
+        except ConfigProblem as exc:
+            raise ConfigError(f"{source}: {where}.{exc.key}: {exc}") from None
+        name = options.name or kind
+        if name in names:
+            raise ConfigError(
+                f"{source}: {where}.name: duplicate check name {name!r} (also {names[name]})"
+            )
+        names[name] = where
+
+
+class _Checks(Struct, frozen=True, forbid_unknown_fields=True):
+    checks: ChecksSection
+
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     agent: AgentSection
@@ -95,11 +136,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
     def check_options(self) -> list[tuple[str, int, Any]]:
         """(kind, position, options) for every configured check, in config order."""
-        return [
-            (kind, position, options)
-            for kind in ChecksSection.__struct_fields__
-            for position, options in enumerate(getattr(self.checks, kind))
-        ]
+        return self.checks.options()
 
 
 def default_agent_id() -> str:
@@ -148,17 +185,9 @@ def _validate(config: Config, source: str) -> None:
         config.mqtt.validate()
     except ConfigProblem as exc:
         raise fail(f"mqtt.{exc.key}", str(exc)) from None
-    names: dict[str, str] = {}
+    validate_checks(config.checks, source)
     for kind, position, options in config.check_options():
         where = f"checks.{kind}[{position}]"
-        try:
-            options.validate()
-        except ConfigProblem as exc:
-            raise fail(f"{where}.{exc.key}", str(exc)) from None
-        name = options.name or kind
-        if name in names:
-            raise fail(f"{where}.name", f"duplicate check name {name!r} (also {names[name]})")
-        names[name] = where
         password_file = getattr(options, "password_file", "")
         if password_file:
             try:

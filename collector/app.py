@@ -17,6 +17,7 @@ from collector.config import CollectorConfig
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
+from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, load_inventory
@@ -32,6 +33,8 @@ BROKER_GRACE_S = 30.0
 STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
+#: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
+ADVISORY = frozenset({"dynsec", "profiles", "configs"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -40,6 +43,21 @@ def load_all_rules(config: CollectorConfig) -> list[Rule]:
     for path in config.alerts.rules:
         rules = merge(rules, load_rules(path))
     return rules
+
+
+def rollout_settings(config: CollectorConfig) -> RolloutSettings:
+    assert config.enrollment is not None and config.dynsec is not None
+    enrollment, dynsec = config.enrollment, config.dynsec
+    return RolloutSettings(
+        admin=dynsec,
+        admin_client_id=dynsec.client_id,
+        admin_timeout_s=float(dynsec.timeout),
+        collector=config.mqtt,
+        collector_client_id=f"{config.collector.client_id}-configs",
+        broker_url=enrollment.broker_url,
+        broker_ca_file=enrollment.broker_ca_file,
+        profile_files=tuple(enrollment.profiles),
+    )
 
 
 class ApiError(RuntimeError):
@@ -113,6 +131,9 @@ class Collector:
             group_wait=float(alerts.group_wait),
             console_url=alerts.console_url,
         )
+        self.rollout: Rollout | None = None
+        if config.enrollment is not None and config.dynsec is not None:
+            self.rollout = Rollout(self.store, rollout_settings(config))
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()
@@ -144,6 +165,10 @@ class Collector:
         if self.sink is not None:
             self.sink.start()
         self.notifier.start()
+        if self.rollout is not None:
+            self.rollout.start()
+            # The collector's own account, made or completed before it subscribes with it.
+            self.rollout.prepare_broker()
         self.source.start()
         if self.config.api.listen:
             self._start_api()
@@ -156,8 +181,16 @@ class Collector:
         api = self.config.api
         if not api.tokens and not api.open_on_loopback:
             log.warning("api: no tokens configured: every request but /healthz will be refused")
+        enrollment = self.config.enrollment
         app = create_app(
-            self.health, self.reader, api, self.metrics, self.healthz, self.config.console
+            self.health,
+            self.reader,
+            api,
+            self.metrics,
+            self.healthz,
+            self.config.console,
+            self.rollout,
+            enrollment.max_per_address if enrollment else 600,
         )
         host, port = api.address()
         self._server = uvicorn.Server(
@@ -170,6 +203,8 @@ class Collector:
                 # Forwarded headers are ours to judge ([api] trusted_proxies, webguard):
                 # uvicorn would believe them from 127.0.0.1, and so anyone on the host.
                 proxy_headers=False,
+                ssl_certfile=api.tls_cert_file or None,
+                ssl_keyfile=api.tls_key_file or None,
             )
         )
         self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -180,7 +215,8 @@ class Collector:
                 self.stop()
                 raise ApiError(f"api.listen: cannot serve on {api.listen} (address in use?)")
             time.sleep(0.02)
-        log.info("API for the IOC on http://%s/docs", api.listen)
+        scheme = "https" if api.tls_cert_file else "http"
+        log.info("API for the IOC on %s://%s/docs", scheme, api.listen)
 
     def _housekeeping(self) -> Housekeeping:
         collector, store = self.config.collector, self.config.store
@@ -193,6 +229,8 @@ class Collector:
         ]
         if self.sink is not None:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
+        if self.rollout is not None:
+            tasks.append(Task("rollout", self.rollout.tick))
         tasks.append(
             Task(
                 "retention",
@@ -245,6 +283,8 @@ class Collector:
                 self._server_thread.join(timeout=10)
         self.source.stop()
         self.notifier.stop()
+        if self.rollout is not None:
+            self.rollout.stop()
         if self.sink is not None:
             self.sink.stop()
         self.reader.close()
@@ -290,6 +330,8 @@ class Collector:
                 else "ok" if self.sink.running
                 else "dead"
             )  # fmt: skip
+        if self.rollout is not None:
+            parts.update(self.rollout.parts())
         for task in sorted(self.housekeeping.failing):
             parts[f"housekeeping_{task}"] = "failing"
         return parts
@@ -302,7 +344,8 @@ class Collector:
             "last_commit_at": self.ingestor.stats.last_commit_at or None,
             "spool_rows": self.spool.stats().rows,
         }
-        return all(state in WELL for state in parts.values()), detail
+        well = all(state in WELL for name, state in parts.items() if name not in ADVISORY)
+        return well, detail
 
     def metrics(self) -> list[Family]:
         sink = self.sink.stats if self.sink is not None else None

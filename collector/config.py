@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -149,6 +150,10 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     trusted_proxies: list[str] = []
     """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For and
     X-Forwarded-Proto are believed; from anyone else those headers are ignored."""
+    tls_cert_file: str = ""
+    """Serve HTTPS with this certificate (chain, PEM) and tls_key_file: PCs enrolling
+    from the communes, and the console, reach the collector over the network."""
+    tls_key_file: str = ""
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -167,6 +172,10 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigProblem("trusted_proxies", str(exc)) from None
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigProblem("tls_cert_file", "HTTPS needs both tls_cert_file and tls_key_file")
+        readable("tls_cert_file", self.tls_cert_file)
+        readable("tls_key_file", self.tls_key_file)
         if self.open_on_loopback and not _is_loopback(self.address()[0]):
             raise ConfigProblem(
                 "open_on_loopback",
@@ -222,6 +231,44 @@ class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
                         raise ConfigProblem(f"{where}.urls", f"apprise does not understand {url!r}")
 
 
+class DynsecSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The admin session on the broker's dynamic security plugin, where agents' accounts
+    are made (``mosquitto_ctrl dynsec init`` creates the admin account)."""
+
+    client_id: str = "commune-collector-admin"
+    timeout: Duration = Duration(5)
+    """How long the plugin may take to answer a command."""
+
+
+class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """PCs enroll themselves with a token (``commune-collector enroll-token create``) at
+    ``POST /api/v1/enroll``; their accounts are made through [dynsec]."""
+
+    broker_url: str
+    """What enrolled agents connect to: mqtts://broker.example:8883."""
+    broker_ca_file: str = ""
+    """The CA of the broker's certificate, handed to every enrolled agent (public)."""
+    profiles: list[str] = []
+    """Check profiles, one file per province: what each enrolled agent runs."""
+    max_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 600
+    """Enrollment requests one address may make per hour (a commune office's PCs share
+    one address behind its router)."""
+
+    def validate(self) -> None:
+        parts = urlsplit(self.broker_url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigProblem(
+                "broker_url", f"expected mqtts://host:port, got {self.broker_url!r}"
+            )
+        readable("broker_ca_file", self.broker_ca_file)
+        from collector.rollout.profiles import ProfileError, load_all
+
+        try:
+            load_all(self.profiles)
+        except ProfileError as exc:
+            raise ConfigProblem("profiles", str(exc)) from None
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
@@ -231,6 +278,8 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     api: ApiSection = ApiSection()
     alerts: AlertsSection = AlertsSection()
     console: ConsoleSection = ConsoleSection()
+    dynsec: DynsecSection | None = None
+    enrollment: EnrollmentSection | None = None
 
 
 #: The shortest secret that signs console sessions: an empty or short one lets anyone
@@ -267,6 +316,8 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         ("alerts", config.alerts),
         ("console", config.console),
         ("sink", config.sink),
+        ("dynsec", config.dynsec),
+        ("enrollment", config.enrollment),
     ]
     for name, section in sections:
         if section is None:
@@ -275,6 +326,13 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
             section.validate()
         except ConfigProblem as exc:
             raise ConfigError(f"{source}: {name}.{exc.key}: {exc}") from None
+    if config.enrollment is not None and config.dynsec is None:
+        raise ConfigError(
+            f"{source}: enrollment: needs a [dynsec] section: enrolled agents' accounts are "
+            "made through the broker's dynamic security plugin"
+        )
+    if config.enrollment is not None and not config.api.listen:
+        raise ConfigError(f"{source}: enrollment: PCs enroll through the API: set api.listen")
     return config
 
 
@@ -285,7 +343,11 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     # Relative paths are the config file's neighbours, not the working directory's.
     base = Path(path).absolute().parent
     data = resolve_paths(read_toml(path), base)
-    for section, key in (("collector", "inventory"), ("alerts", "rules")):
+    for section, key in (
+        ("collector", "inventory"),
+        ("alerts", "rules"),
+        ("enrollment", "profiles"),
+    ):
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), list):
             table[key] = [

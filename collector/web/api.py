@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field
 
@@ -40,13 +40,12 @@ from collector.state.availability import Outage, all_down, availability
 from collector.state.health import CommuneHealth, ProvinceHealth
 from collector.state.store import AgentState, LatestSample
 from collector.web.auth import (
-    ROLE_RANK,
     ApiContext,
-    Caller,
     Context,
+    Reader,
     RowId,
-    check_token,
-    client_address,
+    Technician,
+    errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
 
@@ -139,52 +138,6 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
         ) from None
 
 
-def _caller(request: Request, context: Context) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        who = check_token(context, client_address(request), token)
-        if who is not None:
-            return who
-        raise HTTPException(
-            401, "unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
-    if context.open_on_loopback:  # a development instance on loopback: all it can do
-        return Caller("loopback", "admin")
-    raise HTTPException(
-        401, "this API needs Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-@dataclass
-class Problem:
-    detail: str
-    """What was wrong, in words."""
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route documents: 401 and 429 (tokens) on every protected one."""
-    meaning = {
-        401: "no token, or a wrong one",
-        403: "the token's role may not do this",
-        404: "no such thing",
-        409: "ambiguous: say more",
-        400: "a value the request carries makes no sense (dates, an empty silence)",
-        429: "too many wrong tokens from this address: wait (Retry-After)",
-    }
-    return {c: {"model": Problem, "description": meaning[c]} for c in (401, 429, *codes)}
-
-
-Reader = Annotated[Caller, Depends(_caller)]
-
-
-def _technician(caller: Reader) -> Caller:
-    if ROLE_RANK[caller.role] < ROLE_RANK["technician"]:
-        raise HTTPException(403, f"token {caller.name!r} is {caller.role}: it cannot change alerts")
-    return caller
-
-
-Technician = Annotated[Caller, Depends(_technician)]
 router = APIRouter()
 
 
@@ -238,19 +191,19 @@ def get_healthz(context: Context) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=_errors())
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=errors())
 def get_metrics(_: Reader, context: Context) -> Response:
     """The collector's own figures in the Prometheus text format."""
     return Response(render(context.metrics()), media_type=CONTENT_TYPE)
 
 
-@router.get("/api/v1/province", tags=["health"], responses=_errors(404))
+@router.get("/api/v1/province", tags=["health"], responses=errors(404))
 def get_province(_: Reader, context: Context, province: str | None = None) -> ProvinceHealth:
     """Province totals: communes by status, PCs protected, lines up, availability, Polycoms."""
     return context.model.province(_province(context, province))
 
 
-@router.get("/api/v1/communes", tags=["health"], responses=_errors())
+@router.get("/api/v1/communes", tags=["health"], responses=errors())
 def get_communes(
     _: Reader, context: Context, province: str | None = None, status: str | None = None
 ) -> list[CommuneHealth]:
@@ -259,7 +212,7 @@ def get_communes(
     return [c for c in communes if status is None or c.status == status]
 
 
-@router.get("/api/v1/communes/{commune}", tags=["health"], responses=_errors(404))
+@router.get("/api/v1/communes/{commune}", tags=["health"], responses=errors(404))
 def get_commune(
     _: Reader, context: Context, commune: str, province: str | None = None
 ) -> CommuneHealth:
@@ -270,7 +223,7 @@ def get_commune(
     return found
 
 
-@router.get("/api/v1/agents", tags=["agents"], responses=_errors())
+@router.get("/api/v1/agents", tags=["agents"], responses=errors())
 def get_agents(
     _: Reader,
     context: Context,
@@ -288,7 +241,7 @@ def get_agents(
     ]
 
 
-@router.get("/api/v1/agents/{agent:path}", tags=["agents"], responses=_errors(404, 409))
+@router.get("/api/v1/agents/{agent:path}", tags=["agents"], responses=errors(404, 409))
 def get_agent(_: Reader, context: Context, agent: str, commune: str | None = None) -> AgentDetail:
     """An agent's latest sample per check, item and target.
 
@@ -308,7 +261,7 @@ def get_agent(_: Reader, context: Context, agent: str, commune: str | None = Non
     return AgentDetail(**_summary(found).__dict__, samples=context.store.latest(found.agent_key))
 
 
-@router.get("/api/v1/availability", tags=["health"], responses=_errors(400, 404))
+@router.get("/api/v1/availability", tags=["health"], responses=errors(400, 404))
 def get_availability(
     _: Reader,
     context: Context,
@@ -385,7 +338,7 @@ def _availability_view(
     )
 
 
-@router.get("/api/v1/alerts", tags=["alerts"], responses=_errors())
+@router.get("/api/v1/alerts", tags=["alerts"], responses=errors())
 def get_alerts(
     _: Reader,
     context: Context,
@@ -407,7 +360,7 @@ def get_alerts(
     )
 
 
-@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=_errors(404))
+@router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=errors(404))
 def get_one_alert(_: Reader, context: Context, alert_id: RowId) -> Alert:
     try:
         return get_alert(context.store, alert_id, time.time())
@@ -415,7 +368,7 @@ def get_one_alert(_: Reader, context: Context, alert_id: RowId) -> Alert:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=_errors(400, 403, 404))
+@router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=errors(400, 403, 404))
 def post_ack(who: Technician, context: Context, alert_id: RowId, body: AckRequest) -> Alert:
     """Acknowledge: who (the token's name), when, why. Stops the repeats."""
     try:
@@ -424,13 +377,13 @@ def post_ack(who: Technician, context: Context, alert_id: RowId, body: AckReques
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/api/v1/silences", tags=["alerts"], responses=_errors())
+@router.get("/api/v1/silences", tags=["alerts"], responses=errors())
 def get_silences(_: Reader, context: Context, all: bool = False) -> list[Silence]:
     """Silences in force (``all=true``: also the expired)."""
     return list_silences(context.store, time.time(), active_only=not all)
 
 
-@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=_errors(400, 403))
+@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=errors(400, 403))
 def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Silence:
     """Mute notifications for a commune, an agent or a rule, for a while (maintenance)."""
     now = time.time()
@@ -457,7 +410,7 @@ def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Sil
     "/api/v1/silences/{silence_id}",
     tags=["alerts"],
     status_code=204,
-    responses=_errors(403, 404),
+    responses=errors(403, 404),
 )
 def delete_one_silence(_: Technician, context: Context, silence_id: RowId) -> Response:
     try:
@@ -480,7 +433,7 @@ REPORT_TYPES = {
     tags=["reports"],
     response_model=None,
     responses={
-        **_errors(400, 404),
+        **errors(400, 404),
         200: {
             "description": "The figures (format=json) or the rendered report",
             "content": {media: {} for media in REPORT_TYPES.values()},

@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi import Path as FastApiPath
 
 from collector.config import Network, Role
+from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.guard import client_address as _client_address
@@ -49,6 +50,10 @@ class ApiContext:
     healthz: Callable[[], tuple[bool, dict[str, Any]]]
     proxies: tuple[Network, ...] = ()
     """Reverse proxies whose forwarded headers are believed."""
+    rollout: Rollout | None = None
+    """Enrollment and central configs, when [enrollment] is configured."""
+    enroll_limiter: FailureLimiter | None = None
+    """Enrollment requests per address (every request counts)."""
 
 
 def context_of(request: Request) -> ApiContext:
@@ -84,3 +89,66 @@ def check_token(context: ApiContext, address: str, token: str) -> Caller | None:
 
 #: A row id: SQLite's integers are 64-bit.
 RowId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+
+
+# The API's callers: a bearer token (or loopback in development), and what its role may do.
+
+
+def bearer_caller(request: Request, context: Context) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        who = check_token(context, client_address(request), token)
+        if who is not None:
+            return who
+        raise HTTPException(
+            401, "unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+    if context.open_on_loopback:  # a development instance on loopback: all it can do
+        return Caller("loopback", "admin")
+    raise HTTPException(
+        401, "this API needs Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+Reader = Annotated[Caller, Depends(bearer_caller)]
+
+
+def _technician(caller: Reader) -> Caller:
+    if ROLE_RANK[caller.role] < ROLE_RANK["technician"]:
+        raise HTTPException(403, f"token {caller.name!r} is {caller.role}: it cannot change alerts")
+    return caller
+
+
+def _admin(caller: Reader) -> Caller:
+    if ROLE_RANK[caller.role] < ROLE_RANK["admin"]:
+        raise HTTPException(
+            403, f"token {caller.name!r} is {caller.role}: only an admin manages enrollment"
+        )
+    return caller
+
+
+Technician = Annotated[Caller, Depends(_technician)]
+Admin = Annotated[Caller, Depends(_admin)]
+
+
+@dataclass
+class Problem:
+    detail: str
+    """What was wrong, in words."""
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents: 401 and 429 (tokens) on every protected one."""
+    meaning = {
+        401: "no token, or a wrong one",
+        403: "the token's role may not do this",
+        404: "no such thing",
+        409: "ambiguous, or in the way of something that exists",
+        400: "a value the request carries makes no sense (dates, an empty silence)",
+        413: "the body is larger than allowed",
+        422: "a value is not of the documented form",
+        429: "too many wrong tokens from this address: wait (Retry-After)",
+        503: "a part the collector needs for this is away: try again",
+    }
+    return {c: {"model": Problem, "description": meaning[c]} for c in (401, 429, *codes)}

@@ -14,6 +14,7 @@ from starlette.routing import Match
 
 from collector import __version__
 from collector.config import ApiSection, ConsoleSection, networks
+from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.api import router
@@ -21,6 +22,7 @@ from collector.web.auth import ApiContext, Caller
 from collector.web.guard import BodyTooLarge, Guard
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
+from collector.web.rollout import router as rollout_router
 
 
 async def _with_allow(request: Request, exc: Exception) -> Response:
@@ -57,6 +59,8 @@ def create_app(
     metrics: Callable[[], list[Family]] = list,
     healthz: Callable[[], tuple[bool, dict[str, Any]]] = lambda: (True, {}),
     console: ConsoleSection | None = None,
+    rollout: Rollout | None = None,
+    enroll_per_hour: int = 600,
 ) -> FastAPI:
     app = FastAPI(
         title="commune-monitor collector",
@@ -79,8 +83,11 @@ def create_app(
         metrics=metrics,
         healthz=healthz,
         proxies=networks(settings.trusted_proxies),
+        rollout=rollout,
+        enroll_limiter=FailureLimiter(enroll_per_hour, window_s=3600.0, lockout_s=600.0),
     )
     app.include_router(router)
+    app.include_router(rollout_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions

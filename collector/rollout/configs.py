@@ -1,0 +1,186 @@
+"""Sending each enrolled agent its config: retained, on the topic only it may read.
+
+The config is the agent's profile made concrete for it (``profiles.py``). Its
+version goes up by one when its content (hash) changes; it is sent again,
+unchanged, after the collector starts (the broker may have lost its retained
+messages). A version is recorded as sent only once the broker acknowledged it,
+so a config that could not be sent is tried again at the next round. A revoked
+agent's retained config is withdrawn.
+
+The connection is the collector's own account ([mqtt]), allowed to write every
+agent's config topic and nothing else of theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.brokerclient import paho_client
+from agent.configtypes import BrokerSection
+from agent.wire import SCHEMA_VERSION, AgentConfig, encode, topic
+from collector.rollout import registry
+from collector.rollout.profiles import ProfileError, Profiles
+from collector.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    sent: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    """Agent key -> why its config could not be made or sent."""
+
+
+class ConfigSender:
+    def __init__(
+        self,
+        store: StateStore,
+        broker: BrokerSection,
+        client_id: str,
+        profiles: Callable[[], Profiles],
+        clock: Callable[[], float] = time.time,
+        ack_timeout_s: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.root = broker.topic_root
+        self.profiles = profiles
+        self.clock = clock
+        self.ack_timeout_s = ack_timeout_s
+        self._connected = threading.Event()
+        self._client = paho_client(broker, client_id)
+        self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(1, 30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._broker = broker
+        self._lock = threading.Lock()
+        self._resend_all = True
+        self.last: SyncReport = SyncReport()
+        """What the last round did: for /healthz and the console."""
+        self.pending = True
+        """A round is due: the profiles changed, an agent enrolled, or one failed."""
+
+    def _on_connect(
+        self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        if reason.is_failure:
+            log.warning("config sender: the broker refused the connection: %s", reason)
+            return
+        self._connected.set()
+
+    def _on_disconnect(self, *_args: object) -> None:
+        self._connected.clear()
+
+    def start(self) -> None:
+        self._client.connect_async(
+            self._broker.host, self._broker.port, int(self._broker.keepalive)
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def config_topic(self, province: str, commune: str, agent: str) -> str:
+        return topic(self.root, province, commune, agent, "config")
+
+    def sync(self, only: str | None = None) -> SyncReport:
+        """Send every active agent's config that changed (all of them after a start);
+        ``only``: one agent's, changed or not (just enrolled)."""
+        with self._lock:
+            report = self._sync(only)
+            if only is None:
+                self.last = report
+                self.pending = bool(report.failed)
+            elif report.failed:
+                self.pending = True
+            return report
+
+    def _sync(self, only: str | None) -> SyncReport:
+        report = SyncReport()
+        profiles = self.profiles()
+        agents = [
+            m for m in registry.managed(self.store, active=True) if only in (None, m.agent_key)
+        ]
+        outgoing: list[tuple[registry.Managed, AgentConfig, mqtt.MQTTMessageInfo]] = []
+        now = self.clock()
+        for agent in agents:
+            try:
+                wanted = profiles.effective(
+                    agent.province, agent.commune, agent.agent, agent.profile
+                )
+            except ProfileError as exc:
+                report.failed[agent.agent_key] = str(exc)
+                continue
+            changed = wanted.hash != agent.config_hash
+            if not (changed or self._resend_all or only):
+                report.unchanged += 1
+                continue
+            message = AgentConfig(
+                v=SCHEMA_VERSION,
+                agent=agent.agent,
+                province=agent.province,
+                commune=agent.commune,
+                version=agent.config_version + 1 if changed else max(1, agent.config_version),
+                hash=wanted.hash,
+                profile=wanted.profile,
+                interval=wanted.interval,
+                checks=wanted.checks,
+                published=now,
+            )
+            if not self._connected.is_set():
+                report.failed[agent.agent_key] = "not connected to the broker"
+                continue
+            info = self._client.publish(
+                self.config_topic(agent.province, agent.commune, agent.agent),
+                encode(message),
+                qos=1,
+                retain=True,
+            )
+            outgoing.append((agent, message, info))
+        deadline = time.monotonic() + self.ack_timeout_s
+        sent: list[tuple[registry.Managed, AgentConfig]] = []
+        for agent, message, info in outgoing:
+            with contextlib.suppress(RuntimeError, ValueError):  # not sent: said below
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            if info.is_published():
+                sent.append((agent, message))
+            else:
+                report.failed[agent.agent_key] = "the broker did not acknowledge it"
+        if sent:
+            with self.store.transaction() as db:
+                for agent, message in sent:
+                    registry.config_sent(db, agent.agent_key, message.version, message.hash, now)
+        report.sent = [agent.agent_key for agent, _ in sent]
+        if only is None and not report.failed:
+            self._resend_all = False
+        for key, why in report.failed.items():
+            log.warning("config for %s not sent: %s", key, why)
+        return report
+
+    def withdraw(self, province: str, commune: str, agent: str) -> bool:
+        """Clear a revoked agent's retained config (an empty retained message)."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(
+            self.config_topic(province, commune, agent), b"", qos=1, retain=True
+        )
+        try:
+            info.wait_for_publish(self.ack_timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()

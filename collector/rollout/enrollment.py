@@ -1,0 +1,296 @@
+"""Enrolling a PC: a token, the PC's own password, and back what it needs to report.
+
+The PC makes its password itself and sends it once, over HTTPS, with the token;
+nothing secret travels from the collector. In order, so that nothing is left
+half-made:
+
+1. the token gives a use (one conditional UPDATE), the agent's profile must make
+   a valid config for it, and the agent id must be new in the commune (or the
+   token allow replacing it, and the PC ask to);
+2. its broker account is made (or, for a replaced PC, given the new password);
+   if that fails the use is given back;
+3. the agent is recorded with the audit entry; should that fail, the account
+   just made is deleted again;
+4. its config is sent (retained) before the answer, so it is there when the
+   agent first connects.
+
+The store's write lock is never held while the broker is asked: ingest goes on.
+Every refusal is counted by reason and audited with the address it came from.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import msgspec
+
+from agent.wire import Ident, topic
+from collector.rollout import registry, tokens
+from collector.rollout.configs import ConfigSender
+from collector.rollout.dynsec import (
+    AccountExists,
+    Accounts,
+    AgentTopics,
+    BrokerUnavailable,
+    DynsecError,
+)
+from collector.rollout.profiles import ProfileError, Profiles
+from collector.state.store import StateStore, agent_key
+
+log = logging.getLogger(__name__)
+
+
+class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    token: Annotated[str, msgspec.Meta(max_length=128)]
+    agent: Ident
+    """The PC's agent id: its host name in slug form unless the technician chose one."""
+    password: Annotated[str, msgspec.Meta(min_length=24, max_length=128, pattern=r"^[!-~]+$")]
+    """Made on the PC; the broker account's password."""
+    replace: bool = False
+    """This PC takes the place of one enrolled under the same id (tokens that allow it)."""
+
+
+class EnrollTopics(msgspec.Struct, frozen=True):
+    status: str
+    data: str
+    config: str
+
+
+class EnrollAnswer(msgspec.Struct, frozen=True):
+    province: str
+    commune: str
+    agent: str
+    username: str
+    broker_url: str
+    broker_ca: str
+    """The CA that signs the broker's certificate, PEM ("" : the system's CAs)."""
+    profile: str
+    topics: EnrollTopics
+    replaced: bool = False
+
+
+class EnrollRefused(Exception):
+    """``status``: the HTTP status; ``reason``: the counter key; the message: for the PC."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class EnrollSettings:
+    broker_url: str
+    broker_ca: str
+    root: str
+
+
+@dataclass
+class EnrollStats:
+    enrolled: int = 0
+    replaced: int = 0
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+_TOKEN_STATUS = {"malformed": 401, "unknown": 401, "revoked": 403, "expired": 403, "used_up": 403}
+
+
+class Enroller:
+    def __init__(
+        self,
+        store: StateStore,
+        accounts: Accounts,
+        sender: ConfigSender,
+        profiles: Callable[[], Profiles],
+        settings: EnrollSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.sender = sender
+        self.profiles = profiles
+        self.settings = settings
+        self.clock = clock
+        self.stats = EnrollStats()
+
+    def _refuse(
+        self, status: int, reason: str, message: str, address: str, **where: str
+    ) -> EnrollRefused:
+        self.stats.refused[reason] += 1
+        with self.store.transaction() as db:
+            registry.record(
+                db, "refused", self.clock(), address=address, detail=f"{reason}: {message}", **where
+            )
+        return EnrollRefused(status, reason, message)
+
+    def enroll(self, request: EnrollRequest, address: str) -> EnrollAnswer:
+        now = self.clock()
+        token, existing = self._admit(request, address, now)
+        place = {
+            "province": token.province,
+            "commune": token.commune,
+            "agent": request.agent,
+            "token_id": token.id,
+        }
+        key = agent_key(token.province, token.commune, request.agent)
+        topics = AgentTopics(
+            status=topic(
+                self.settings.root, token.province, token.commune, request.agent, "status"
+            ),
+            data=topic(self.settings.root, token.province, token.commune, request.agent, "data"),
+            config=self.sender.config_topic(token.province, token.commune, request.agent),
+        )
+        made = self._account(request, token, existing, topics, address, place)
+        event = "replaced" if existing is not None else "enrolled"
+        try:
+            with self.store.transaction() as db:
+                registry.enrolled(
+                    db,
+                    province=token.province,
+                    commune=token.commune,
+                    agent=request.agent,
+                    username=key,
+                    profile=token.profile,
+                    token_id=token.id,
+                    now=now,
+                )
+                registry.record(db, event, now, address=address, detail=token.profile, **place)
+        except Exception:
+            if made:
+                self.accounts.delete_agent(key)
+            self._give_back(token.id)
+            log.exception("enrollment of %s could not be recorded; its account was undone", key)
+            raise EnrollRefused(
+                503, "store", "the collector could not record it: try again"
+            ) from None
+        if existing is not None:
+            self.stats.replaced += 1
+        else:
+            self.stats.enrolled += 1
+        log.info("%s %s from %s with token %s", event, key, address, token.id)
+        self.sender.sync(only=key)  # retained before the agent first connects
+        return EnrollAnswer(
+            province=token.province,
+            commune=token.commune,
+            agent=request.agent,
+            username=key,
+            broker_url=self.settings.broker_url,
+            broker_ca=self.settings.broker_ca,
+            profile=token.profile,
+            topics=EnrollTopics(topics.status, topics.data, topics.config),
+            replaced=existing is not None,
+        )
+
+    def _admit(
+        self, request: EnrollRequest, address: str, now: float
+    ) -> tuple[tokens.Token, registry.Managed | None]:
+        """The token (one use taken), and the agent enrolled under that id before if any;
+        refused when the profile makes no config for it or the id is taken."""
+        try:
+            with self.store.transaction() as db:
+                token = tokens.take_use(db, request.token, now)
+        except tokens.TokenRefused as exc:
+            raise self._refuse(
+                _TOKEN_STATUS[exc.reason], f"token_{exc.reason}", str(exc), address,
+                token_id=exc.token_id,
+            ) from None  # fmt: skip
+        place = {
+            "province": token.province,
+            "commune": token.commune,
+            "agent": request.agent,
+            "token_id": token.id,
+        }
+        key = agent_key(token.province, token.commune, request.agent)
+        try:
+            self.profiles().effective(token.province, token.commune, request.agent, token.profile)
+        except ProfileError as exc:
+            self._give_back(token.id)
+            log.error("enrollment of %s refused: its profile makes no valid config: %s", key, exc)
+            raise self._refuse(
+                409, "profile", f"the collector has no valid config for this PC: {exc}", address,
+                **place,
+            ) from None  # fmt: skip
+        with self.store.reading() as db:
+            existing = registry.find(db, key)
+        taken = existing is not None and existing.revoked_at is None
+        if taken and not (request.replace and token.allow_replace):
+            self._give_back(token.id)
+            hint = " (this token allows it: enroll with --replace)" if token.allow_replace else ""
+            raise self._refuse(
+                409, "duplicate",
+                f"{request.agent} is enrolled in {token.commune} already: choose another "
+                f"--id{hint}",
+                address, **place,
+            )  # fmt: skip
+        return token, existing
+
+    def _account(
+        self,
+        request: EnrollRequest,
+        token: tokens.Token,
+        existing: registry.Managed | None,
+        topics: AgentTopics,
+        address: str,
+        place: dict[str, str],
+    ) -> bool:
+        """The broker account, made (True) or given the new password (False)."""
+        username = agent_key(token.province, token.commune, request.agent)
+        try:
+            if existing is not None:  # replaced, or enrolled again after a revocation
+                self.accounts.replace_password(username, request.password)
+                return False
+            self.accounts.create_agent(username, request.password, topics)
+            return True
+        except AccountExists:
+            self._give_back(token.id)
+            raise self._refuse(
+                409, "duplicate",
+                f"the broker has an account {username} already: choose another --id",
+                address, **place,
+            ) from None  # fmt: skip
+        except (BrokerUnavailable, DynsecError) as exc:
+            self._give_back(token.id)
+            log.error("enrollment of %s failed at the broker: %s", username, exc)
+            raise self._refuse(
+                503, "broker",
+                "the collector cannot reach the broker to make this PC's account: try again "
+                "in a few minutes",
+                address, **place,
+            ) from None  # fmt: skip
+
+    def _give_back(self, token_id: str) -> None:
+        with self.store.transaction() as db:
+            tokens.give_back(db, token_id)
+
+    def revoke(self, key: str, actor: str, address: str = "") -> registry.Managed:
+        """Disable the account (its live session ends at once), withdraw its config.
+        KeyError for an agent that was never enrolled."""
+        with self.store.reading() as db:
+            agent = registry.find(db, key)
+        if agent is None:
+            raise KeyError(key)
+        self.accounts.disable(agent.username)
+        now = self.clock()
+        with self.store.transaction() as db:
+            registry.revoked(db, key, now)
+            registry.record(
+                db,
+                "revoked",
+                now,
+                province=agent.province,
+                commune=agent.commune,
+                agent=agent.agent,
+                address=address,
+                actor=actor,
+            )
+        self.sender.withdraw(agent.province, agent.commune, agent.agent)
+        log.info("revoked %s (by %s)", key, actor)
+        with self.store.reading() as db:
+            found = registry.find(db, key)
+        assert found is not None
+        return found

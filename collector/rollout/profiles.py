@@ -1,0 +1,301 @@
+"""Check profiles: what each kind of agent runs, per commune, in one file per province.
+
+    province = "dong-nai"
+
+    [vars]                         # every commune's values unless it sets its own
+    portal = "https://dongnai.gov.vn"
+
+    [profiles.office]              # the PCs of a commune office
+    interval = "1m"
+    [[profiles.office.checks.host]]
+    [[profiles.office.checks.link]]
+    name = "tslcd-gateway"
+    network = "tslcd"
+    target = "${gateway}"
+
+    [communes.la-nga]              # one commune's values
+    gateway = "10.75.1.1"
+    snmp_community = { secret_file = "secrets/la-nga.community" }
+
+    [agents."la-nga/poller"]       # one agent's own: another profile, checks, removals
+    profile = "poller"
+    remove = ["link:tslcd-gateway"]
+
+A string that is exactly ``${name}`` becomes the value itself (a number stays a
+number); ``${name}`` inside a longer string is replaced by its text. An agent's
+checks are its profile's, then its own: a check of the same kind and name
+replaces the profile's, a new one is added, ``remove`` drops ``kind:name``.
+
+Every profile is validated for every commune the file lists, and every agent
+override, with the agent's own decoder (``agent.config.parse_checks``) when the
+file is loaded: a bad value is refused here, by file and key, before any agent
+sees it. Secrets (``{ secret_file = ... }``, relative to the file) are read at
+load; they reach only the agent they are for, on its own config topic.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import parse_checks
+from agent.configtypes import ConfigError, read_secret, read_toml
+from agent.units import parse_duration
+from agent.wire import IDENT_PATTERN, config_digest
+
+VAR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+WHOLE_VAR = re.compile(r"\$\{([a-z][a-z0-9_]{0,63})\}")
+Value = str | int | float | bool
+
+
+class ProfileError(ConfigError):
+    pass
+
+
+@dataclass(frozen=True)
+class Effective:
+    """One agent's config as the collector sends it."""
+
+    profile: str
+    interval: float | None
+    checks: dict[str, list[dict[str, Any]]]
+
+    @property
+    def hash(self) -> str:
+        return config_digest(self.interval, self.checks)
+
+
+@dataclass
+class ProvinceProfiles:
+    province: str
+    source: str
+    profiles: dict[str, dict[str, Any]]
+    """Name -> {"interval": seconds or None, "checks": {kind: [options]}} (unsubstituted)."""
+    vars: dict[str, Value] = field(default_factory=dict)
+    communes: dict[str, dict[str, Value]] = field(default_factory=dict)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """"<commune>/<agent>" -> {"profile", "interval", "checks", "remove", "vars"}."""
+
+    def effective(self, commune: str, agent: str, profile: str) -> Effective:
+        """The config for one agent; ProfileError naming the file and key otherwise."""
+        own = self.agents.get(f"{commune}/{agent}", {})
+        name = own.get("profile") or profile
+        if name not in self.profiles:
+            raise ProfileError(
+                f"{self.source}: no profile {name!r} (profiles: {sorted(self.profiles)})"
+            )
+        values = {**self.vars, **self.communes.get(commune, {}), **own.get("vars", {})}
+        base = self.profiles[name]
+        where = f"profiles.{name}"
+        checks = _substituted(base["checks"], values, f"{self.source}: {where}", commune)
+        interval = own.get("interval") or base["interval"]
+        if own:
+            mine = f"{self.source}: agents.{commune}/{agent}"
+            checks = _overridden(
+                checks, _substituted(own.get("checks", {}), values, mine, commune), own
+            )
+        try:
+            parse_checks(checks, self.source, f"{where} for {commune}/{agent}: checks")
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from None
+        return Effective(name, interval, checks)
+
+    def check(self) -> None:
+        """Every profile for every listed commune, and every agent's own, resolve."""
+        places = sorted(self.communes) or ["(any commune)"]
+        for name in self.profiles:
+            for commune in places:
+                self.effective(commune, "(an agent)", name)
+        for key, own in self.agents.items():
+            commune, agent = key.split("/", 1)
+            for name in [own["profile"]] if own.get("profile") else list(self.profiles):
+                self.effective(commune, agent, str(name))
+
+
+def _substituted(
+    checks: dict[str, list[dict[str, Any]]], values: dict[str, Value], where: str, commune: str
+) -> dict[str, list[dict[str, Any]]]:
+    def resolve(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{key}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = WHOLE_VAR.fullmatch(value)
+        if whole:
+            return lookup(whole[1], key)
+        return re.sub(r"\$\{([^}]*)\}", lambda m: str(lookup(m[1], key)), value)
+
+    def lookup(name: str, key: str) -> Value:
+        if name not in values:
+            raise ProfileError(
+                f"{where}.{key}: ${{{name}}} is not set for commune {commune} "
+                f"(set communes.{commune}.{name}, or vars.{name})"
+            )
+        return values[name]
+
+    return {
+        kind: [resolve(options, f"checks.{kind}[{i}]") for i, options in enumerate(entries)]
+        for kind, entries in checks.items()
+    }
+
+
+def _overridden(
+    base: dict[str, list[dict[str, Any]]],
+    own: dict[str, list[dict[str, Any]]],
+    settings: dict[str, Any],
+) -> dict[str, list[dict[str, Any]]]:
+    removed = set(settings.get("remove", []))
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for kind in dict.fromkeys([*base, *own]):
+        mine = {str(o.get("name") or kind): o for o in own.get(kind, [])}
+        entries = [
+            mine.pop(str(o.get("name") or kind), o)
+            for o in base.get(kind, [])
+            if f"{kind}:{o.get('name') or kind}" not in removed
+        ]
+        entries += list(mine.values())
+        if entries:
+            merged[kind] = entries
+    return merged
+
+
+def _values(table: Any, where: str, base: Path) -> dict[str, Value]:
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: expected a table of values")
+    values: dict[str, Value] = {}
+    for name, value in table.items():
+        if not VAR_NAME.fullmatch(name):
+            raise ProfileError(f"{where}.{name}: a name of lower-case letters, digits and '_'")
+        if isinstance(value, dict) and set(value) == {"secret_file"}:
+            path = base / str(value["secret_file"])
+            try:
+                values[name] = read_secret(path)
+            except (OSError, ValueError) as exc:
+                raise ProfileError(f"{where}.{name}: cannot read {path}: {exc}") from None
+        elif isinstance(value, str | int | float | bool):
+            values[name] = value
+        else:
+            raise ProfileError(f"{where}.{name}: a string, a number, true/false or {{secret_file}}")
+    return values
+
+
+def _interval(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+    if not 1.0 <= seconds <= 86400.0:
+        raise ProfileError(f"{where}: between 1s and 1d")
+    return seconds
+
+
+KNOWN = {"province", "vars", "profiles", "communes", "agents"}
+PROFILE_KEYS = {"interval", "checks"}
+AGENT_KEYS = {"profile", "interval", "checks", "remove", "vars"}
+
+
+def parse_profiles(data: dict[str, Any], source: str, base: Path) -> ProvinceProfiles:
+    unknown = set(data) - KNOWN
+    if unknown:
+        raise ProfileError(f"{source}: {sorted(unknown)[0]}: unknown key")
+    province = data.get("province")
+    if not isinstance(province, str) or not re.fullmatch(IDENT_PATTERN, province):
+        raise ProfileError(f'{source}: province: the province\'s slug, e.g. "dong-nai"')
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, table in _tables(data.get("profiles", {}), f"{source}: profiles").items():
+        where = f"{source}: profiles.{name}"
+        if not re.fullmatch(IDENT_PATTERN, name):
+            raise ProfileError(f"{where}: a profile name of letters, digits, '-' or '_'")
+        _only(table, PROFILE_KEYS, where)
+        checks = table.get("checks", {})
+        if not isinstance(checks, dict):
+            raise ProfileError(f"{where}.checks: a table of check kinds")
+        profiles[name] = {"interval": _interval(table.get("interval"), f"{where}.interval")}
+        profiles[name]["checks"] = checks
+    if not profiles:
+        raise ProfileError(f"{source}: profiles: at least one profile")
+    communes = {
+        slug: _values(table, f"{source}: communes.{slug}", base)
+        for slug, table in _tables(data.get("communes", {}), f"{source}: communes").items()
+    }
+    for slug in communes:
+        if not re.fullmatch(IDENT_PATTERN, slug):
+            raise ProfileError(f"{source}: communes.{slug}: a commune's slug")
+    agents: dict[str, dict[str, Any]] = {}
+    for key, table in _tables(data.get("agents", {}), f"{source}: agents").items():
+        where = f"{source}: agents.{key}"
+        commune, _, agent = key.partition("/")
+        if not (re.fullmatch(IDENT_PATTERN, commune) and re.fullmatch(IDENT_PATTERN, agent)):
+            raise ProfileError(f'{where}: named "<commune>/<agent>"')
+        _only(table, AGENT_KEYS, where)
+        own = dict(table)
+        own["interval"] = _interval(table.get("interval"), f"{where}.interval")
+        own["vars"] = _values(table.get("vars", {}), f"{where}.vars", base)
+        remove = table.get("remove", [])
+        if not isinstance(remove, list) or not all(isinstance(r, str) and ":" in r for r in remove):
+            raise ProfileError(f'{where}.remove: a list of "kind:name"')
+        agents[key] = own
+    loaded = ProvinceProfiles(
+        province,
+        source,
+        profiles,
+        _values(data.get("vars", {}), f"{source}: vars", base),
+        communes,
+        agents,
+    )
+    loaded.check()
+    return loaded
+
+
+def _tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ProfileError(f"{where}: a table of tables")
+    return value
+
+
+def _only(table: dict[str, Any], keys: set[str], where: str) -> None:
+    unknown = set(table) - keys
+    if unknown:
+        raise ProfileError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(keys)})")
+
+
+def load_profiles(path: str | Path) -> ProvinceProfiles:
+    path = Path(path)
+    return parse_profiles(copy.deepcopy(read_toml(path)), str(path), path.parent)
+
+
+@dataclass
+class Profiles:
+    """Every province's profiles the collector was given, by province."""
+
+    provinces: dict[str, ProvinceProfiles] = field(default_factory=dict)
+
+    def effective(self, province: str, commune: str, agent: str, profile: str) -> Effective:
+        found = self.provinces.get(province)
+        if found is None:
+            raise ProfileError(f"no check profiles for province {province!r}")
+        return found.effective(commune, agent, profile)
+
+    def has(self, province: str, profile: str) -> bool:
+        found = self.provinces.get(province)
+        return found is not None and profile in found.profiles
+
+
+def load_all(paths: list[str]) -> Profiles:
+    loaded = Profiles()
+    for path in paths:
+        province = load_profiles(path)
+        if province.province in loaded.provinces:
+            raise ProfileError(
+                f"{path}: province {province.province} has profiles in "
+                f"{loaded.provinces[province.province].source} already"
+            )
+        loaded.provinces[province.province] = province
+    return loaded

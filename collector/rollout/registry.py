@@ -1,0 +1,204 @@
+"""The enrolled agents and the audit of every enrollment, replacement and revocation.
+
+An enrolled ("managed") agent has a broker account made by the collector and gets
+its checks from the collector; ``config_version``/``config_hash`` are what was
+last sent to it (its birth message and self-metrics say what it runs). The audit
+keeps who, when, from which address and with which token, refusals included,
+bounded in rows so that a spray of bad requests cannot fill the disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from collector.state.store import StateStore, agent_key
+
+#: Audit rows kept at most; the oldest go first.
+MAX_EVENTS = 200_000
+
+
+@dataclass(frozen=True)
+class Managed:
+    agent_key: str
+    province: str
+    commune: str
+    agent: str
+    username: str
+    profile: str
+    token_id: str
+    enrolled_at: float
+    revoked_at: float | None
+    config_version: int
+    config_hash: str
+    config_published: float | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: float
+    event: str
+    """enrolled, replaced, refused, failed, revoked, token_created, token_revoked."""
+    province: str
+    commune: str
+    agent: str
+    token_id: str
+    address: str
+    actor: str
+    detail: str
+
+
+_SELECT = (
+    "SELECT agent_key, province, commune, agent, username, profile, token_id, enrolled_at, "
+    "revoked_at, config_version, config_hash, config_published FROM managed_agents"
+)
+
+
+def _managed(row: tuple[object, ...]) -> Managed:
+    key, province, commune, agent, username, profile, token, at, revoked, version, hash_, sent = row
+    return Managed(
+        str(key),
+        str(province),
+        str(commune),
+        str(agent),
+        str(username),
+        str(profile),
+        str(token),
+        float(at),  # type: ignore[arg-type]
+        None if revoked is None else float(revoked),  # type: ignore[arg-type]
+        int(version),  # type: ignore[call-overload]
+        str(hash_),
+        None if sent is None else float(sent),  # type: ignore[arg-type]
+    )
+
+
+def find(db: sqlite3.Connection, key: str) -> Managed | None:
+    row = db.execute(_SELECT + " WHERE agent_key = ?", (key,)).fetchone()
+    return _managed(row) if row else None
+
+
+def managed(
+    store: StateStore,
+    province: str | None = None,
+    commune: str | None = None,
+    *,
+    active: bool = False,
+) -> list[Managed]:
+    query, args = _SELECT + " WHERE 1 = 1", []
+    if province:
+        query += " AND province = ?"
+        args.append(province)
+    if commune:
+        query += " AND commune = ?"
+        args.append(commune)
+    if active:
+        query += " AND revoked_at IS NULL"
+    with store.reading() as db:
+        return [_managed(r) for r in db.execute(query + " ORDER BY agent_key", args)]
+
+
+def enrolled(
+    db: sqlite3.Connection,
+    *,
+    province: str,
+    commune: str,
+    agent: str,
+    username: str,
+    profile: str,
+    token_id: str,
+    now: float,
+) -> None:
+    """Enrolled anew, or again (a replaced PC, or after a revocation)."""
+    db.execute(
+        """INSERT INTO managed_agents (agent_key, province, commune, agent, username, profile,
+             token_id, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (agent_key) DO UPDATE SET username = excluded.username,
+             profile = excluded.profile, token_id = excluded.token_id,
+             enrolled_at = excluded.enrolled_at, revoked_at = NULL""",
+        (
+            agent_key(province, commune, agent),
+            province,
+            commune,
+            agent,
+            username,
+            profile,
+            token_id,
+            now,
+        ),
+    )
+
+
+def revoked(db: sqlite3.Connection, key: str, now: float) -> None:
+    db.execute(
+        "UPDATE managed_agents SET revoked_at = COALESCE(revoked_at, ?) WHERE agent_key = ?",
+        (now, key),
+    )
+
+
+def config_sent(db: sqlite3.Connection, key: str, version: int, hash_: str, now: float) -> None:
+    db.execute(
+        """UPDATE managed_agents SET config_version = ?, config_hash = ?, config_published = ?
+           WHERE agent_key = ?""",
+        (version, hash_, now, key),
+    )
+
+
+def record(
+    db: sqlite3.Connection,
+    event: str,
+    now: float,
+    *,
+    province: str = "",
+    commune: str = "",
+    agent: str = "",
+    token_id: str = "",
+    address: str = "",
+    actor: str = "",
+    detail: str = "",
+) -> None:
+    db.execute(
+        """INSERT INTO enrollment_events (at, event, province, commune, agent, token_id,
+             address, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (now, event, province, commune, agent, token_id, address[:64], actor[:64], detail[:500]),
+    )
+    db.execute(
+        "DELETE FROM enrollment_events WHERE id <= (SELECT MAX(id) FROM enrollment_events) - ?",
+        (MAX_EVENTS,),
+    )
+
+
+def events(
+    store: StateStore,
+    province: str | None = None,
+    commune: str | None = None,
+    limit: int = 200,
+) -> list[Event]:
+    query = (
+        "SELECT id, at, event, province, commune, agent, token_id, address, actor, detail "
+        "FROM enrollment_events WHERE 1 = 1"
+    )
+    args: list[object] = []
+    if province:
+        query += " AND province = ?"
+        args.append(province)
+    if commune:
+        query += " AND commune = ?"
+        args.append(commune)
+    with store.reading() as db:
+        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+    return [
+        Event(
+            int(r[0]),
+            float(r[1]),
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            str(r[5]),
+            str(r[6]),
+            str(r[7]),
+            str(r[8]),
+            str(r[9]),
+        )
+        for r in rows
+    ]

@@ -1,0 +1,233 @@
+"""The rollout, as the collector runs it: the admin session, the config sender, the
+enroller, and the profile files (read again whenever one changes on disk or is
+replaced through the API, never applied unless valid)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.configtypes import BrokerSection, ConfigError, read_secret
+from collector.rollout import registry, tokens
+from collector.rollout.configs import ConfigSender
+from collector.rollout.dynsec import Accounts, DynsecAdmin
+from collector.rollout.enrollment import Enroller, EnrollSettings
+from collector.rollout.profiles import ProfileError, Profiles, load_all, parse_profiles
+from collector.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+#: As large as a request body may be (the web guard's bound): a province of 400 communes.
+MAX_PROFILE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    admin: BrokerSection
+    admin_client_id: str
+    admin_timeout_s: float
+    collector: BrokerSection
+    """The collector's own account ([mqtt]): it writes the agents' configs."""
+    collector_client_id: str
+    broker_url: str
+    broker_ca_file: str
+    profile_files: tuple[str, ...]
+
+
+class ProfileFiles:
+    """The loaded profiles, and the files they came from (reloaded when one changes)."""
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.paths = paths
+        self.current = load_all(list(paths))
+        self.error = ""
+        """Why the files on disk are not what runs ("" when they are)."""
+        self._stamps = self._stat()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self.paths:
+            try:
+                info = os.stat(path)
+                stamps.append((info.st_mtime_ns, info.st_size))
+            except OSError:
+                stamps.append((0, 0))
+        return tuple(stamps)
+
+    def __call__(self) -> Profiles:
+        return self.current
+
+    def reload_if_changed(self) -> bool:
+        """True when the files changed and were valid (and now run)."""
+        with self._lock:
+            stamps = self._stat()
+            if stamps == self._stamps:
+                return False
+            self._stamps = stamps
+            try:
+                self.current = load_all(list(self.paths))
+            except (ConfigError, OSError) as exc:
+                self.error = str(exc)
+                log.error("check profiles not applied (the previous ones still run): %s", exc)
+                return False
+            self.error = ""
+            log.info("check profiles reloaded from %s", ", ".join(self.paths))
+            return True
+
+    def path_of(self, province: str) -> Path:
+        found = self.current.provinces.get(province)
+        if found is None:
+            raise KeyError(province)
+        return Path(found.source)
+
+    def replace(self, province: str, text: str) -> None:
+        """A province's file replaced by ``text``: validated first (ProfileError, naming
+        the key), then written atomically, then run."""
+        path = self.path_of(province)
+        if len(text.encode()) > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path}: more than {MAX_PROFILE_BYTES} bytes")
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProfileError(f"{path}: not TOML: {exc}") from None
+        checked = parse_profiles(data, str(path), path.parent)
+        if checked.province != province:
+            raise ProfileError(f"{path}: province: this file is {province}'s")
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+        ) as temporary:
+            temporary.write(text)
+        os.chmod(temporary.name, path.stat().st_mode & 0o777)
+        os.replace(temporary.name, path)
+        self.reload_if_changed()
+
+
+class Rollout:
+    def __init__(
+        self, store: StateStore, settings: RolloutSettings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.profiles = ProfileFiles(settings.profile_files)
+        self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
+        self.accounts = Accounts(self.admin)
+        self.sender = ConfigSender(
+            store, settings.collector, settings.collector_client_id, self.profiles, clock
+        )
+        ca = Path(settings.broker_ca_file).read_text() if settings.broker_ca_file else ""
+        self.enroller = Enroller(
+            store,
+            self.accounts,
+            self.sender,
+            self.profiles,
+            EnrollSettings(settings.broker_url, ca, settings.collector.topic_root),
+            clock,
+        )
+        self._collector_account_ready = False
+
+    def start(self) -> None:
+        self.admin.start()
+        self.sender.start()
+
+    def stop(self) -> None:
+        self.sender.stop()
+        self.admin.stop()
+
+    def prepare_broker(self, timeout: float = 10.0) -> None:
+        """Before the collector subscribes: its own account exists with the rights it
+        needs (read every agent, write their configs). Idempotent."""
+        if not self.admin.wait_ready(timeout):
+            log.warning("dynamic security: no admin session yet; the collector's account is "
+                        "checked again at the next round")  # fmt: skip
+            return
+        collector = self.settings.collector
+        if collector.username:
+            self.accounts.ensure_collector(
+                collector.username, read_secret(collector.password_file)
+                if collector.password_file else "", collector.topic_root,
+            )  # fmt: skip
+        self._collector_account_ready = True
+
+    def tick(self, _now: float) -> None:
+        """Housekeeping: profiles read again if changed; configs sent if anything is due."""
+        if not self._collector_account_ready:
+            self.prepare_broker(timeout=0)
+        if self.profiles.reload_if_changed():
+            self.sender.pending = True
+        if self.sender.pending:
+            self.sender.sync()
+
+    def replace_profiles(self, province: str, text: str, actor: str, address: str) -> None:
+        self.profiles.replace(province, text)
+        with self.store.transaction() as db:
+            registry.record(
+                db, "profiles_changed", self.clock(), province=province, actor=actor,
+                address=address,
+            )  # fmt: skip
+        self.sender.pending = True
+        self.sender.sync()
+
+    def parts(self) -> dict[str, str]:
+        """For /healthz: the admin session, the profile files, configs not sent."""
+        return {
+            "dynsec": "ok" if self.admin.ready else "away",
+            "profiles": "invalid" if self.profiles.error else "ok",
+            "configs": "behind" if self.sender.last.failed else "ok",
+        }
+
+    def create_token(
+        self,
+        *,
+        province: str,
+        commune: str,
+        profile: str,
+        uses: int,
+        ttl_s: float,
+        created_by: str,
+        allow_replace: bool = False,
+    ) -> tuple[tokens.Token, str]:
+        """A token for a commune whose PCs the profile can make configs for."""
+        if not self.profiles().has(province, profile):
+            known = self.profiles().provinces.get(province)
+            names = sorted(known.profiles) if known else []
+            raise ProfileError(
+                f"no profile {profile!r} for {province} (profiles: {names or 'none'})"
+            )
+        self.profiles().effective(province, commune, "(a new agent)", profile)
+        now = self.clock()
+        token, text = tokens.create(
+            self.store,
+            province=province,
+            commune=commune,
+            profile=profile,
+            uses=uses,
+            ttl_s=ttl_s,
+            created_by=created_by,
+            now=now,
+            allow_replace=allow_replace,
+        )
+        with self.store.transaction() as db:
+            registry.record(
+                db, "token_created", now, province=province, commune=commune,
+                token_id=token.id, actor=created_by, detail=f"{uses} uses, profile {profile}",
+            )  # fmt: skip
+        return token, text
+
+    def revoke_token(self, token_id: str, actor: str) -> tokens.Token:
+        token = tokens.revoke(self.store, token_id, self.clock())
+        with self.store.transaction() as db:
+            registry.record(
+                db, "token_revoked", self.clock(), province=token.province,
+                commune=token.commune, token_id=token_id, actor=actor,
+            )  # fmt: skip
+        return token

@@ -1,0 +1,276 @@
+"""Enrollment and central configs over HTTP.
+
+``POST /api/v1/enroll`` is the one route without a bearer token: the enrollment
+token in its body is the credential. Every request counts against its address
+(``[enrollment] max_per_address`` per hour), a wrong token also against the
+address's lockout like a wrong API token. The rest is for admins (tokens,
+profiles, revocation) and readers (how far the rollout has come).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from pydantic import Field
+
+from collector.rollout import registry, tokens
+from collector.rollout.dynsec import BrokerUnavailable, DynsecError
+from collector.rollout.enrollment import EnrollRefused, EnrollRequest
+from collector.rollout.overview import CommuneRollout, communes
+from collector.rollout.profiles import ProfileError
+from collector.rollout.service import MAX_PROFILE_BYTES, Rollout
+from collector.web.auth import (
+    Admin,
+    ApiContext,
+    Context,
+    Reader,
+    Technician,
+    client_address,
+    errors,
+)
+
+router = APIRouter()
+#: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at
+#: the end of the text already, without the contract's look-ahead.
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+_request = msgspec.json.Decoder(EnrollRequest)
+
+
+class TomlResponse(PlainTextResponse):
+    media_type = "application/toml"
+
+
+def _rollout(context: ApiContext) -> Rollout:
+    if context.rollout is None:
+        raise HTTPException(404, "enrollment is not configured on this collector ([enrollment])")
+    return context.rollout
+
+
+@router.post(
+    "/api/v1/enroll",
+    status_code=201,
+    tags=["enrollment"],
+    responses={
+        code: errors(code)[code] for code in (400, 401, 403, 404, 409, 429, 503)
+    },
+)  # fmt: skip
+async def enroll(request: Request, context: Context) -> Response:
+    """A PC enrolls: ``{"token", "agent", "password"[, "replace"]}`` → its identity,
+    broker and topics (``commune-agent enroll`` does this)."""
+    rollout = _rollout(context)
+    address = client_address(request)
+    assert context.enroll_limiter is not None
+    for limiter in (context.enroll_limiter, context.limiter):
+        wait = limiter.retry_after(address)
+        if wait:
+            raise HTTPException(
+                429, "too many enrollment requests from this address: wait",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )  # fmt: skip
+    context.enroll_limiter.failed(address)  # every request counts
+    try:
+        body = _request.decode(await request.body())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        rollout.enroller.stats.refused["malformed"] += 1
+        raise HTTPException(400, f"not an enrollment request: {exc}") from None
+    try:
+        answer = await run_in_threadpool(rollout.enroller.enroll, body, address)
+    except EnrollRefused as exc:
+        if exc.reason in ("token_unknown", "token_malformed"):
+            context.limiter.failed(address)
+        raise HTTPException(exc.status, str(exc)) from None
+    return Response(msgspec.json.encode(answer), 201, media_type="application/json")
+
+
+@dataclass
+class TokenRequest:
+    province: Slug
+    commune: Slug
+    profile: Slug = "office"
+    uses: Annotated[int, Field(ge=1, le=tokens.MAX_USES)] = 60
+    ttl_s: Annotated[float, Field(gt=0, le=tokens.MAX_TTL_S, allow_inf_nan=False)] = 14 * 86400.0
+    allow_replace: bool = False
+
+
+@dataclass
+class TokenCreated:
+    token: str
+    """Shown once: the collector keeps only its hash."""
+    id: str
+    expires: float
+    uses: int
+    windows: str
+    """The command to run on each Windows PC (PowerShell, as administrator)."""
+    linux: str
+
+
+@dataclass
+class TokenList:
+    tokens: list[tokens.Token]
+
+
+def enroll_commands(collector_url: str, token: str) -> tuple[str, str]:
+    """The one-liners a technician runs on each PC."""
+    windows = (
+        "powershell -ExecutionPolicy Bypass -File install-agent.ps1 "
+        f"-Collector {collector_url} -Token {token}"
+    )
+    linux = (
+        f"sudo commune-agent enroll --collector {collector_url} --token {token} "
+        "&& sudo commune-agent install-service"
+    )
+    return windows, linux
+
+
+@router.post(
+    "/api/v1/enrollment/tokens", status_code=201, tags=["enrollment"],
+    responses=errors(400, 403, 404),
+)  # fmt: skip
+def create_token(
+    request: Request, body: TokenRequest, caller: Admin, context: Context
+) -> TokenCreated:
+    """A token for one commune's PCs; the answer holds it, once."""
+    rollout = _rollout(context)
+    try:
+        token, text = rollout.create_token(
+            province=body.province,
+            commune=body.commune,
+            profile=body.profile,
+            uses=body.uses,
+            ttl_s=body.ttl_s,
+            created_by=caller.name,
+            allow_replace=body.allow_replace,
+        )
+    except (ProfileError, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    base = str(request.base_url).rstrip("/")
+    windows, linux = enroll_commands(base, text)
+    return TokenCreated(text, token.id, token.expires, token.uses, windows, linux)
+
+
+@router.get("/api/v1/enrollment/tokens", tags=["enrollment"], responses=errors(403, 404))
+def list_tokens(
+    _: Admin, context: Context, province: Slug | None = None, commune: Slug | None = None
+) -> TokenList:
+    _rollout(context)
+    return TokenList(tokens.tokens(context.store, province, commune))
+
+
+@router.delete(
+    "/api/v1/enrollment/tokens/{token_id}", tags=["enrollment"], responses=errors(403, 404)
+)
+def revoke_token(
+    token_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")], caller: Admin, context: Context
+) -> tokens.Token:
+    """No more PCs enroll with it (those enrolled stay)."""
+    try:
+        return _rollout(context).revoke_token(token_id, caller.name)
+    except KeyError:
+        raise HTTPException(404, f"no token {token_id}") from None
+
+
+@dataclass
+class Rollouts:
+    communes: list[CommuneRollout]
+
+
+@router.get("/api/v1/enrollment/communes", tags=["enrollment"], responses=errors(404))
+def rollout_communes(
+    _: Reader,
+    context: Context,
+    province: Slug,
+    commune: Annotated[Slug | None, Query()] = None,
+) -> Rollouts:
+    """Per commune: PCs expected, enrolled, reporting; tokens; each agent's config."""
+    _rollout(context)
+    found = communes(context.store, list(context.model.inventories.values()), province, time.time())
+    return Rollouts([c for c in found if commune in (None, c.commune)])
+
+
+@dataclass
+class Events:
+    events: list[registry.Event]
+
+
+@router.get("/api/v1/enrollment/events", tags=["enrollment"], responses=errors(403, 404))
+def rollout_events(
+    _: Technician,
+    context: Context,
+    province: Slug | None = None,
+    commune: Slug | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Events:
+    """The audit: enrollments, replacements, refusals, revocations; newest first."""
+    _rollout(context)
+    return Events(registry.events(context.store, province, commune, limit))
+
+
+@router.post(
+    "/api/v1/agents/{province}/{commune}/{agent}/revoke",
+    tags=["enrollment"],
+    responses=errors(403, 404, 503),
+)
+def revoke_agent(
+    request: Request, province: Slug, commune: Slug, agent: Slug, caller: Admin, context: Context
+) -> registry.Managed:
+    """The agent's account is disabled (its live session ends at once), its config withdrawn."""
+    rollout = _rollout(context)
+    try:
+        return rollout.enroller.revoke(
+            f"{province}/{commune}/{agent}", caller.name, client_address(request)
+        )
+    except KeyError:
+        raise HTTPException(404, f"{province}/{commune}/{agent} was never enrolled") from None
+    except (BrokerUnavailable, DynsecError) as exc:
+        raise HTTPException(503, f"the broker could not disable it: {exc}") from None
+
+
+@router.get(
+    "/api/v1/profiles/{province}",
+    response_class=TomlResponse,
+    tags=["enrollment"],
+    responses={
+        code: {**answer, "content": {"application/json": {}}}
+        for code, answer in errors(403, 404).items()
+    },
+)
+def get_profiles(province: Slug, _: Admin, context: Context) -> TomlResponse:
+    """The province's check profiles file as it is on disk (TOML; it may hold secrets)."""
+    try:
+        path = _rollout(context).profiles.path_of(province)
+    except KeyError:
+        raise HTTPException(404, f"no check profiles for {province}") from None
+    return TomlResponse(path.read_text(encoding="utf-8"))
+
+
+@router.put(
+    "/api/v1/profiles/{province}", tags=["enrollment"], responses=errors(403, 404, 413, 422)
+)
+async def put_profiles(
+    province: Slug, request: Request, caller: Admin, context: Context
+) -> dict[str, str]:
+    """Replace the province's check profiles (TOML body): validated like the file at start,
+    for every commune and agent it names, then written and sent to the agents it changes."""
+    rollout = _rollout(context)
+    body = await request.body()
+    if len(body) > MAX_PROFILE_BYTES:
+        raise HTTPException(413, f"more than {MAX_PROFILE_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(422, "not UTF-8") from None
+    try:
+        await run_in_threadpool(
+            rollout.replace_profiles, province, text, caller.name, client_address(request)
+        )
+    except KeyError:
+        raise HTTPException(404, f"no check profiles for {province}") from None
+    except ProfileError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"status": "applied"}
