@@ -14,8 +14,9 @@ import click
 import msgspec
 
 from agent import __version__
+from agent.central import LOCAL, CentralConfig
 from agent.config import Config, load_config, redacted
-from agent.configtypes import ConfigError
+from agent.configtypes import ConfigError, encode_hook
 
 DEFAULT_CONFIG = (
     "/etc/commune-agent/agent.toml"
@@ -79,7 +80,7 @@ def run(config_path: Path) -> None:
 
     try:
         asyncio.run(run_agent(config))
-    except OutboxError as exc:
+    except (OutboxError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
@@ -108,32 +109,63 @@ def once(config_path: Path, only: str | None) -> None:
 
 @main.command("check-config")
 @config_option
-@click.option("--show", is_flag=True, help="Print the effective config (secrets hidden).")
+@click.option(
+    "--show",
+    is_flag=True,
+    help="Print the effective config (secrets hidden) and where each check came from.",
+)
 def check_config(config_path: Path, show: bool) -> None:
-    """Validate the config file; exit 1 with the file, key and problem if it is wrong.
+    """Validate the config file (and the overrides file, and the collector's last config
+    when enrolled); exit 1 with the file, key and problem if one is wrong.
 
     \b
     Example:
         commune-agent check-config -c /etc/commune-agent/agent.toml --show
     """
     config = _load(config_path)
-    from agent.runner import build_checks
+    central = _central(config)
+    from agent.runner import checks_of
 
-    checks = build_checks(config)
+    effective = central.current
+    checks = checks_of(effective.checks)
     click.echo(
         f"{config_path}: ok — agent {config.agent_id} in "
         f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks"
     )
+    if central.enabled:
+        click.echo(
+            f"  collector config: v{central.state.version} ({central.cache_path})"
+            if central.state.version
+            else f"  collector config: none yet (kept in {central.cache_path} once received)"
+        )
+        click.echo(f"  local overrides: {central.overrides_path}"
+                   f"{'' if central.overrides_path.is_file() else ' (none)'}")  # fmt: skip
     for check in checks:
-        click.echo(f"  {check.describe()}")
+        click.echo(f"  {check.describe():50} from {effective.sources[check.name]}")
+    click.echo(f"  {'interval ' + format(effective.interval, 'g') + 's':50} "
+               f"from {effective.interval_source}")  # fmt: skip
     if show:
-        click.echo(json.dumps(_effective(config), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(_effective(config, central), ensure_ascii=False, indent=2))
 
 
-def _effective(config: Config) -> dict[str, Any]:
+def _central(config: Config) -> CentralConfig:
+    try:
+        return CentralConfig(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     data = redacted(config)
     data["agent"]["id"] = config.agent_id
+    if central.current.interval_source != LOCAL:
+        data["agent"]["interval"] = central.current.interval
     data["outbox"]["path"] = str(config.outbox_path)
+    data["checks"] = msgspec.to_builtins(central.current.checks, enc_hook=encode_hook)
+    data["sources"] = {
+        "checks": central.current.sources,
+        "interval": central.current.interval_source,
+    }
     return data
 
 
@@ -156,12 +188,13 @@ def list_checks(config_path: Path, all_kinds: bool) -> None:
             click.echo(f"{kind:10} {summary}")
         return
     config = _load(config_path)
-    from agent.runner import build_checks
+    from agent.runner import checks_of
 
-    for check in build_checks(config):
-        interval = check.interval(float(config.agent.interval))
+    effective = _central(config).current
+    for check in checks_of(effective.checks):
+        interval = check.interval(effective.interval)
         click.echo(f"{check.describe():60} every {interval:g}s, timeout {check.timeout:g}s")
-    click.echo(f"{'agent:agent (self-metrics)':60} every {float(config.agent.interval):g}s")
+    click.echo(f"{'agent:agent (self-metrics)':60} every {effective.interval:g}s")
 
 
 @main.command()

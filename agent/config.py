@@ -65,6 +65,18 @@ class OutboxSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     max_size: Size = Size(64 * 1024 * 1024)
 
 
+class RemoteSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    """Run the checks the collector sends on this agent's config topic (set by
+    ``commune-agent enroll``); the local [checks] and the overrides file still win."""
+    overrides: str = ""
+    """Local overrides (TOML: interval, remove, [checks]); defaults to local.toml next to
+    this file."""
+    cache: str = ""
+    """The last config the collector sent, to start with while it is away; defaults to
+    <state_dir>/central-config.json."""
+
+
 class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: list[HostOptions] = []
     antivirus: list[AntivirusOptions] = []
@@ -119,6 +131,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttSection = MqttSection()
     outbox: OutboxSection = OutboxSection()
     checks: ChecksSection = ChecksSection()
+    remote: RemoteSection = RemoteSection()
     source: str = ""
     """The file this was read from (set by load_config, not a config key)."""
 
@@ -169,6 +182,9 @@ def load_config(path: str | Path) -> Config:
     # (a Windows service runs in System32); outbox.path is a file of the state folder.
     base = Path(path).absolute().parent
     data = resolve_paths(data, base)
+    remote = data.get("remote")
+    if isinstance(remote, dict):
+        remote.update(resolve_paths(remote, base, frozenset({"overrides", "cache"})))
     outbox = data.get("outbox")
     if isinstance(outbox, dict) and isinstance(outbox.get("path"), str) and outbox["path"]:
         outbox["path"] = resolve_paths({"path": outbox["path"]}, base, frozenset({"path"}))["path"]

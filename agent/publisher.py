@@ -44,6 +44,15 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    """A topic the agent reads (its config), and what to do with each message; called
+    on paho's network thread, so it must only hand the payload over."""
+
+    topic: str
+    deliver: Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
 class StatusMessages:
     topic: str
     online: Callable[[], bytes]
@@ -53,9 +62,15 @@ class StatusMessages:
 
 class Publisher:
     def __init__(
-        self, settings: BrokerSettings, outbox: Outbox, status: StatusMessages, stats: AgentStats
+        self,
+        settings: BrokerSettings,
+        outbox: Outbox,
+        status: StatusMessages,
+        stats: AgentStats,
+        subscription: Subscription | None = None,
     ) -> None:
         self.settings = settings
+        self.subscription = subscription
         self.outbox = outbox
         self.status = status
         self.stats = stats
@@ -83,6 +98,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_log = self._on_log
+        client.on_message = self._on_message
         return client
 
     # paho's network thread -------------------------------------------------
@@ -100,6 +116,8 @@ class Publisher:
             self._last_client_error = f"broker refused the connection: {reason}"
             return
         self._last_failure = ""
+        if self.subscription is not None:
+            client.subscribe(self.subscription.topic, qos=1)
         client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
         with self.stats.lock:
             self.stats.publish.connected = True
@@ -134,6 +152,16 @@ class Publisher:
     ) -> None:
         self._acks.append(mid)
         self._wake.set()
+
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        if self.subscription is None or message.topic != self.subscription.topic:
+            return  # the broker's ACL lets nothing else in; be sure anyway
+        try:
+            self.subscription.deliver(bytes(message.payload))
+        except Exception:  # a bad hand-over must not end paho's loop
+            log.exception("could not take the message on %s", message.topic)
 
     def _on_log(self, _client: mqtt.Client, _userdata: object, level: int, message: str) -> None:
         # paho reports socket and TLS errors (e.g. the broker rejecting our
@@ -185,6 +213,11 @@ class Publisher:
     def start(self) -> None:
         self._network.start()
         self._thread.start()
+
+    def announce(self) -> None:
+        """Publish the birth message again (what it says changed: a new config)."""
+        if self._connected.is_set():
+            self._client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
 
     def notify(self) -> None:
         """A new envelope is in the outbox."""

@@ -8,26 +8,43 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from agent import __version__
+from agent.central import CentralConfig, Effective
 from agent.checks import REGISTRY
 from agent.checks.base import Check
 from agent.checks.selfmetrics import SelfMetricsCheck
-from agent.config import Config
+from agent.config import ChecksSection, Config
 from agent.outbox import Outbox
-from agent.publisher import BrokerSettings, Publisher, StatusMessages
+from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscription
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
-from agent.wire import SCHEMA_VERSION, Envelope, Sample, Status, encode, split_samples, topic
+from agent.wire import (
+    SCHEMA_VERSION,
+    Envelope,
+    Sample,
+    Status,
+    TopicKind,
+    encode,
+    split_samples,
+    topic,
+)
 
 log = logging.getLogger(__name__)
 
 
 def build_checks(config: Config, only: str | None = None) -> list[Check[Any]]:
+    """The checks in effect: the collector's last config (when enrolled) with the local
+    ones winning; ``only``: the one with this name or kind."""
+    return checks_of(CentralConfig(config).current.checks, only)
+
+
+def checks_of(section: ChecksSection, only: str | None = None) -> list[Check[Any]]:
     checks: list[Check[Any]] = []
-    for kind, _position, options in config.check_options():
+    for kind, _position, options in section.options():
         check = REGISTRY[kind](options)
         if only is None or only in (check.name, kind):
             checks.append(check)
@@ -42,14 +59,8 @@ class Identity:
         self.commune = config.agent.commune
         self.agent = config.agent_id
 
-    def topic(self, kind: str) -> str:
-        return topic(
-            self.root,
-            self.province,
-            self.commune,
-            self.agent,
-            "status" if kind == "status" else "data",
-        )
+    def topic(self, kind: TopicKind) -> str:
+        return topic(self.root, self.province, self.commune, self.agent, kind)
 
     def envelope(self, seq: int, samples: list[Sample]) -> Envelope:
         return Envelope(
@@ -63,7 +74,12 @@ class Identity:
         )
 
     def status(
-        self, state: str, checks: list[str], reason: str = "", ts: float | None = None
+        self,
+        state: str,
+        checks: list[str],
+        reason: str = "",
+        ts: float | None = None,
+        central: CentralConfig | None = None,
     ) -> Status:
         return Status(
             v=SCHEMA_VERSION,
@@ -76,6 +92,8 @@ class Identity:
             checks=checks,
             reason=reason,
             interval=self.interval,
+            config_version=central.state.version if central else 0,
+            config_hash=central.state.hash if central else "",
         )
 
 
@@ -88,34 +106,95 @@ def broker_settings(config: Config, identity: Identity) -> BrokerSettings:
     )
 
 
-async def close_checks(checks: list[Check[Any]]) -> None:
+async def close_checks(checks: list[Check[Any]], engine: bool = True) -> None:
+    """Close checks; ``engine``: also the shared SNMP engine (at the end only)."""
     for check in checks:
         try:
             await check.close()
         except Exception:
             log.exception("closing check %s", check.name)
-    if "pysnmp" in sys.modules:
+    if engine and "pysnmp" in sys.modules:
         from agent.snmp.client import close_engine
 
         close_engine()
+
+
+class ConfigFollower:
+    """Applies the configs the collector sends while the agent runs: the newest offered
+    payload is judged, its checks built and swapped in without a restart."""
+
+    def __init__(
+        self,
+        central: CentralConfig,
+        scheduler: Scheduler,
+        identity: Identity,
+        built_in: list[Check[Any]],
+    ) -> None:
+        self.central = central
+        self.scheduler = scheduler
+        self.identity = identity
+        self.built_in = built_in
+        self.announce: Callable[[], None] = lambda: None
+        self._latest: bytes | None = None
+        self._offered = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def deliver(self, payload: bytes) -> None:
+        """From paho's thread: only the newest payload matters."""
+        self._loop.call_soon_threadsafe(self._take, payload)
+
+    def _take(self, payload: bytes) -> None:
+        self._latest = payload
+        self._offered.set()
+
+    async def follow(self) -> None:
+        while True:
+            await self._offered.wait()
+            self._offered.clear()
+            payload, self._latest = self._latest or b"", None
+            try:
+                await self.apply(payload)
+            except Exception:  # no config, however wrong, stops the agent
+                log.exception("applying the collector's config failed; keeping the current one")
+
+    async def apply(self, payload: bytes) -> bool:
+        candidate = self.central.offer(payload)
+        if candidate is None:
+            return False
+        try:
+            checks = checks_of(candidate.checks)
+        except Exception as exc:  # a check refusing its options: the config is refused
+            self.central.refuse(payload, f"{type(exc).__name__}: {exc}")
+            return False
+        await self.switch(candidate, checks)
+        self.central.commit(candidate, payload)
+        self.announce()
+        return True
+
+    async def switch(self, effective: Effective, checks: list[Check[Any]]) -> None:
+        retired, started = await self.scheduler.replace(checks + self.built_in, effective.interval)
+        self.identity.interval = effective.interval
+        await close_checks(retired, engine=False)
+        log.info(
+            "checks now: %s (started %s, stopped %s)",
+            ", ".join(c.name for c in self.scheduler.checks),
+            ", ".join(started) or "none",
+            ", ".join(c.name for c in retired) or "none",
+        )
 
 
 async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: bool = True) -> None:
     """Run until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
     identity = Identity(config)
+    central = CentralConfig(config)
+    identity.interval = central.current.interval
     stats = AgentStats()
     outbox = Outbox(config.outbox_path, float(config.outbox.max_age), int(config.outbox.max_size))
-    checks = build_checks(config)
-    checks.append(SelfMetricsCheck(stats, outbox.stats))
-    names = [c.describe() for c in checks]
-    status = StatusMessages(
-        topic=identity.topic("status"),
-        online=lambda: encode(identity.status("online", names)),
-        offline=lambda: encode(identity.status("offline", names, "stopped")),
-        will=encode(identity.status("offline", names, "connection lost", ts=0.0)),
-    )
-    publisher = Publisher(broker_settings(config, identity), outbox, status, stats)
+    built_in: list[Check[Any]] = [
+        SelfMetricsCheck(stats, outbox.stats, extra=central.fields if central.enabled else None)
+    ]
+    checks = checks_of(central.current.checks) + built_in
     data_topic = identity.topic("data")
 
     def store(_check: Check[Any], samples: list[Sample]) -> None:
@@ -126,24 +205,44 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     def payload(samples: list[Sample], seq: int) -> bytes:
         return encode(identity.envelope(seq, samples))
 
-    scheduler = Scheduler(checks, float(config.agent.interval), store, stats, jitter=jitter)
+    scheduler = Scheduler(checks, identity.interval, store, stats, jitter=jitter)
+    follower = ConfigFollower(central, scheduler, identity, built_in)
+
+    def names() -> list[str]:
+        return [c.describe() for c in scheduler.checks]
+
+    status = StatusMessages(
+        topic=identity.topic("status"),
+        online=lambda: encode(identity.status("online", names(), central=central)),
+        offline=lambda: encode(identity.status("offline", names(), "stopped", central=central)),
+        will=encode(identity.status("offline", names(), "connection lost", ts=0.0)),
+    )
+    subscription = (
+        Subscription(identity.topic("config"), follower.deliver) if central.enabled else None
+    )
+    publisher = Publisher(broker_settings(config, identity), outbox, status, stats, subscription)
+    follower.announce = publisher.announce
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
             loop.add_signal_handler(signum, stop.set)
     log.info(
-        "agent %s (%s/%s) starting with %d checks; outbox %s",
+        "agent %s (%s/%s) starting with %d checks%s; outbox %s",
         identity.agent,
         identity.province,
         identity.commune,
         len(checks),
+        f", collector config v{central.state.version}" if central.state.version else "",
         config.outbox_path,
     )
     publisher.start()
+    following = asyncio.create_task(follower.follow(), name="config")
     try:
         await scheduler.run(stop)
     finally:
-        await close_checks(checks)
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await close_checks(scheduler.checks)
         await asyncio.to_thread(publisher.stop)
         outbox.close()
         log.info("agent stopped")

@@ -37,6 +37,7 @@ class Scheduler:
         self.stats = stats
         self.jitter = jitter
         self._runs: set[asyncio.Task[None]] = set()
+        self._loops: dict[str, asyncio.Task[None]] = {}
 
     async def run_once(self, check: Check[Any]) -> list[Sample]:
         """One run of one check, always returning samples: a timeout or a crash is a sample."""
@@ -88,14 +89,66 @@ class Scheduler:
             if next_due < time.monotonic():  # the machine slept: do not run a burst
                 next_due = time.monotonic() + interval
 
+    def _start(self, check: Check[Any]) -> None:
+        self._loops[check.name] = asyncio.create_task(self._loop(check), name=f"loop:{check.name}")
+
     async def run(self, stop: asyncio.Event) -> None:
-        loops = [asyncio.create_task(self._loop(c), name=f"loop:{c.name}") for c in self.checks]
+        for check in self.checks:
+            self._start(check)
         try:
             await stop.wait()
         finally:
+            loops = list(self._loops.values())
             for task in loops:
                 task.cancel()
             runs = list(self._runs)
             for task in runs:
                 task.cancel()
             await asyncio.gather(*loops, *runs, return_exceptions=True)
+
+    async def replace(
+        self, checks: list[Check[Any]], agent_interval: float
+    ) -> tuple[list[Check[Any]], list[str]]:
+        """Run ``checks`` from now on, without a restart: a check whose kind and options
+        are unchanged keeps running on its own rhythm; the others stop (a run under way
+        is cancelled) and the new ones start. Returns the checks that stopped (for the
+        caller to close) and the names of those started."""
+        interval_changed = agent_interval != self.agent_interval
+        self.agent_interval = agent_interval
+        old = {check.name: check for check in self.checks}
+        kept: list[Check[Any]] = []
+        started: list[Check[Any]] = []
+        retired: list[Check[Any]] = []
+        for check in checks:
+            previous = old.pop(check.name, None)
+            if previous is not None and self._unchanged(previous, check, interval_changed):
+                kept.append(previous)
+                continue
+            started.append(check)
+            if previous is not None:
+                retired.append(previous)
+        retired.extend(old.values())
+        for check in retired:
+            task = self._loops.pop(check.name, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._cancel_runs({check.name for check in retired})
+        self.checks = kept + started
+        for check in started:
+            self._start(check)
+        return retired, [check.name for check in started]
+
+    @staticmethod
+    def _unchanged(previous: Check[Any], check: Check[Any], interval_changed: bool) -> bool:
+        return (
+            type(previous) is type(check)
+            and previous.options == check.options
+            # A check that follows [agent].interval starts over on the new one.
+            and not (interval_changed and check.interval(0.0) == 0.0)
+        )
+
+    def _cancel_runs(self, names: set[str]) -> None:
+        for task in list(self._runs):
+            if task.get_name() in names:
+                task.cancel()

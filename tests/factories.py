@@ -91,3 +91,32 @@ def agent_toml(
 def write_agent_config(path: Path, agent: str = AGENT, extra: str = "") -> Path:
     path.write_text(agent_toml(agent, extra=extra))
     return path
+
+
+def central_config(
+    checks: dict[str, list[dict[str, Any]]],
+    *,
+    version: int = 1,
+    interval: float | None = None,
+    agent: str = AGENT,
+    commune: str = COMMUNE,
+    province: str = PROVINCE,
+    profile: str = "office",
+) -> bytes:
+    """The retained AgentConfig the collector would send, hash and all."""
+    from agent.wire import SCHEMA_VERSION, AgentConfig, config_digest, encode
+
+    return encode(
+        AgentConfig(
+            v=SCHEMA_VERSION,
+            agent=agent,
+            province=province,
+            commune=commune,
+            version=version,
+            hash=config_digest(interval, checks),
+            profile=profile,
+            interval=interval,
+            checks=checks,
+            published=1.7e9,
+        )
+    )

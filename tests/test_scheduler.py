@@ -115,3 +115,38 @@ def test_locked_or_unformatted_volumes_are_skipped_like_cdroms() -> None:
     assert not is_fixed_disk(volume("CDFS", "ro,cdrom"), windows=True)
     assert not is_fixed_disk(volume("", "rw"), windows=False)
     assert is_fixed_disk(volume("ext4", "rw"), windows=False)
+
+
+def test_replace_keeps_unchanged_checks_running_and_swaps_the_others() -> None:
+    kept = Probe(Options(name="kept", interval=Duration(0.1)))
+    changed = Probe(Options(name="changed", interval=Duration(0.1)))
+    removed = Probe(Options(name="removed", interval=Duration(0.1)))
+    sched, stored, stats = scheduler(kept, changed, removed)
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        stop = asyncio.Event()
+        running = asyncio.create_task(sched.run(stop))
+        await asyncio.sleep(0.35)
+        runs_before = stats.checks["kept"].runs
+        retired, started = await sched.replace(
+            [
+                Probe(Options(name="kept", interval=Duration(0.1))),  # equal options
+                Probe(Options(name="changed", interval=Duration(0.1), delay=0.01)),
+                Probe(Options(name="added", interval=Duration(0.1))),
+            ],
+            1.0,
+        )
+        stored.clear()
+        await asyncio.sleep(0.35)
+        stop.set()
+        await running
+        assert stats.checks["kept"].runs > runs_before  # counted on, not started over
+        return [c.name for c in retired], started, stats.checks["kept"].runs
+
+    retired, started, _ = asyncio.run(scenario())
+    assert sorted(retired) == ["changed", "removed"]
+    assert sorted(started) == ["added", "changed"]
+    assert [c.name for c in sched.checks] == ["kept", "changed", "added"]
+    assert sched.checks[0] is kept  # the same instance runs on
+    names = {name for name, _ in stored}
+    assert names == {"kept", "changed", "added"}  # nothing from "removed" after the swap

@@ -31,9 +31,12 @@ class SelfMetricsCheck(Check[SelfOptions]):
         stats: AgentStats,
         outbox_stats: Callable[[], OutboxStats] | None,
         clock: Callable[[], float] = time.time,
+        extra: Callable[[], dict[str, float | int | bool | str | None]] | None = None,
     ) -> None:
         super().__init__(SelfOptions(name="agent"), clock)
         self.stats = stats
+        self.extra = extra
+        """More fields of the agent's own (the collector's config it runs)."""
         self.outbox_stats = outbox_stats
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
@@ -71,6 +74,8 @@ class SelfMetricsCheck(Check[SelfOptions]):
                 dropped_error=outbox.dropped_error,
             )
             self._dropped_reported = outbox.dropped
+        if self.extra is not None:
+            fields.update(self.extra())
         memory = self._process.memory_info()
         fields.update(rss_bytes=memory.rss, cpu_percent=self._process.cpu_percent(None))
         samples = [self.sample("ok", ts=now, fields=fields)]
