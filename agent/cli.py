@@ -169,6 +169,96 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     return data
 
 
+@main.command()
+@click.option(
+    "--collector",
+    required=True,
+    metavar="URL",
+    help="The collector's address, e.g. https://collector.example:8443.",
+)
+@click.option(
+    "--token",
+    required=True,
+    envvar="COMMUNE_ENROLL_TOKEN",
+    help="The enrollment token of this commune. Env: COMMUNE_ENROLL_TOKEN.",
+)
+@click.option(
+    "--id",
+    "agent_id",
+    metavar="NAME",
+    help="This agent's id in the commune; default the host name as a slug.",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA that signs the collector's HTTPS certificate (default: the system's).",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Take over an agent id already enrolled (a reinstalled PC; the token must allow it).",
+)
+@click.option("--force", is_flag=True, help="Write over an existing config file.")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    envvar="COMMUNE_AGENT_CONFIG",
+    help="Where to write the agent's config (its password and the broker's CA go beside it).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the collector.",
+)
+def enroll(
+    collector: str,
+    token: str,
+    agent_id: str | None,
+    ca_file: str | None,
+    replace: bool,
+    force: bool,
+    config_path: Path,
+    timeout: float,
+) -> None:
+    """Enroll this PC with the collector: make a broker password here, send it with the
+    commune's token, write the local config (identity and broker). Exit 1 if refused
+    (the reason on one line), 3 if the collector could not be reached (run it again).
+
+    \b
+    Example:
+        sudo commune-agent enroll --collector https://collector.example:8443 \\
+            --token 1a2b3c4d.xxxxxxxx... && sudo commune-agent install-service
+    """  # fmt: skip
+    from agent import enroll as enrolling
+    from agent.config import default_agent_id
+
+    agent = agent_id or default_agent_id()
+    try:
+        url = enrolling.check_request(collector, token, agent)
+        enrolling.preflight(config_path, force)
+        password = enrolling.new_password()
+        answer = enrolling.request(
+            url, token, agent, password, replace=replace, ca_file=ca_file or "", timeout=timeout
+        )
+        written = enrolling.write(config_path, answer, password)
+    except enrolling.EnrollFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(
+        f"enrolled {answer.province}/{answer.commune}/{answer.agent}"
+        f"{' (replacing the previous one)' if answer.replaced else ''}; "
+        f"profile {answer.profile}; wrote {', '.join(str(p) for p in written.files)}"
+    )
+    click.echo(f"next: commune-agent install-service -c {config_path}")
+
+
 @main.command("list-checks")
 @config_option
 @click.option("--all-kinds", is_flag=True, help="List the kinds of check this agent knows instead.")

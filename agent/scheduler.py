@@ -137,6 +137,8 @@ class Scheduler:
         self.checks = kept + started
         for check in started:
             self._start(check)
+        # A check that only changed rhythm (the same instance) runs on: not to be closed.
+        retired = [check for check in retired if all(check is not c for c in started)]
         return retired, [check.name for check in started]
 
     @staticmethod

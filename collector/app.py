@@ -57,7 +57,20 @@ def rollout_settings(config: CollectorConfig) -> RolloutSettings:
         broker_url=enrollment.broker_url,
         broker_ca_file=enrollment.broker_ca_file,
         profile_files=tuple(enrollment.profiles),
+        collector_url=enrollment.collector_url or api_url(config),
     )
+
+
+def api_url(config: CollectorConfig) -> str:
+    """The API's address as [api].listen says it (a wildcard address: this host's name)."""
+    import socket
+
+    host, _, port = config.api.listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    scheme = "https" if config.api.tls_cert_file else "http"
+    return f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
 
 
 class ApiError(RuntimeError):

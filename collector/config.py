@@ -253,6 +253,10 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     max_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 600
     """Enrollment requests one address may make per hour (a commune office's PCs share
     one address behind its router)."""
+    collector_url: str = ""
+    """The address the PCs reach this collector's API at, for the commands that
+    ``enroll-token create`` prints (https://collector.example:8443); defaults to
+    [api].listen."""
 
     def validate(self) -> None:
         parts = urlsplit(self.broker_url)
@@ -261,6 +265,10 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
                 "broker_url", f"expected mqtts://host:port, got {self.broker_url!r}"
             )
         readable("broker_ca_file", self.broker_ca_file)
+        if self.collector_url and urlsplit(self.collector_url).scheme not in ("https", "http"):
+            raise ConfigProblem(
+                "collector_url", f"expected https://host:port, got {self.collector_url!r}"
+            )
         from collector.rollout.profiles import ProfileError, load_all
 
         try:

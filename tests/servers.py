@@ -379,8 +379,10 @@ def running(server: Mosquitto | SnmpSim | Snmpd) -> Iterator[object]:
 class AgentProcess:
     """``commune-agent run`` as a real process, with its log kept for assertions."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        """``env``: variables added to this one's environment (STATE_DIRECTORY...)."""
         self.config = config
+        self.env = env
         self.log_path = config.with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -391,6 +393,7 @@ class AgentProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                env={**os.environ, **self.env} if self.env else None,
             )
         return self
 

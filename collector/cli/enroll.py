@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from collector.cli.common import _load, config_option
 from collector.rollout.passwordfile import EnrollError, enroll, revoke
 
 ACCOUNTS_FILE = "/etc/mosquitto/commune/passwd"
@@ -97,16 +98,35 @@ def enroll_command(
 
 @click.command("revoke")
 @with_place
+@config_option
+@click.option("--by", "actor", default="cli", show_default=True, help="For the audit table.")
 def revoke_command(
-    province: str, commune: str, agent: str, passwd_file: Path, broker_group: str
+    province: str,
+    commune: str,
+    agent: str,
+    passwd_file: Path,
+    broker_group: str,
+    config_path: Path | None,
+    actor: str,
 ) -> None:
-    """Remove an agent's broker account. Reload Mosquitto afterwards.
+    """Cut an agent off the broker. With [enrollment] and [dynsec] in the collector's
+    config (-c): its dynamic-security account is disabled and its live session ends at
+    once, recorded in the audit table. Without: its line leaves Mosquitto's password
+    file (--passwd-file); reload Mosquitto afterwards.
 
     \b
     Example:
-        commune-collector revoke --province dong-nai --commune la-nga --agent ketoan-01
-        systemctl reload mosquitto
+        commune-collector revoke -c /etc/commune-collector/collector.toml \\
+            --province dong-nai --commune la-nga --agent ketoan-01
+        commune-collector revoke --province dong-nai --commune la-nga --agent ketoan-01 \\
+            --passwd-file /etc/mosquitto/commune/passwd && systemctl reload mosquitto
     """
+    if config_path is not None and _load(config_path).enrollment is not None:
+        from collector.cli.tokens import revoke_enrolled
+
+        username = revoke_enrolled(config_path, province, commune, agent, actor)
+        click.echo(f"revoked {username}: its account is disabled and its session closed")
+        return
     try:
         username = revoke(
             province, commune, agent, passwd_file=passwd_file, broker_group=broker_group

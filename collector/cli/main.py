@@ -18,6 +18,7 @@ from collector.cli.common import _load, _local, _store, _time, config_option
 from collector.cli.enroll import enroll_command, revoke_command
 from collector.cli.report import report_command
 from collector.cli.service import install_service_command
+from collector.cli.tokens import token_group
 from collector.state.availability import availability
 from collector.state.store import StateStore
 
@@ -261,6 +262,7 @@ main.add_command(rules_test)
 main.add_command(report_command)
 main.add_command(enroll_command)
 main.add_command(revoke_command)
+main.add_command(token_group)
 main.add_command(install_service_command)
 
 

@@ -195,9 +195,14 @@ class Enroller:
             with self.store.transaction() as db:
                 token = tokens.take_use(db, request.token, now)
         except tokens.TokenRefused as exc:
+            known = exc.token
+            where = (
+                {"province": known.province, "commune": known.commune, "token_id": known.id}
+                if known else {}
+            )  # fmt: skip
             raise self._refuse(
                 _TOKEN_STATUS[exc.reason], f"token_{exc.reason}", str(exc), address,
-                token_id=exc.token_id,
+                agent=request.agent, **where,
             ) from None  # fmt: skip
         place = {
             "province": token.province,

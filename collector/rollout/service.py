@@ -38,6 +38,8 @@ class RolloutSettings:
     broker_url: str
     broker_ca_file: str
     profile_files: tuple[str, ...]
+    collector_url: str = ""
+    """Where PCs reach the API, for the commands printed with a token."""
 
 
 class ProfileFiles:

@@ -35,10 +35,11 @@ MAX_TTL_S = 366 * 86400.0
 
 
 class TokenRefused(Exception):
-    def __init__(self, reason: str, token_id: str = "") -> None:
+    def __init__(self, reason: str, token: Token | None = None) -> None:
         super().__init__(REFUSALS[reason])
         self.reason = reason
-        self.token_id = token_id
+        self.token = token
+        """The token, when the text named a real one (its commune, for the audit)."""
 
 
 @dataclass(frozen=True)
@@ -180,15 +181,29 @@ def take_use(db: sqlite3.Connection, text: str, now: float) -> Token:
     token = _token(row)
     state = token.state(now)
     if state != "active":
-        raise TokenRefused(state, token_id)
+        raise TokenRefused(state, token)
     taken = db.execute(
         "UPDATE enroll_tokens SET used = used + 1 WHERE id = ? AND used < uses", (token_id,)
     )
     if taken.rowcount != 1:
-        raise TokenRefused("used_up", token_id)
+        raise TokenRefused("used_up", token)
     return token
 
 
 def give_back(db: sqlite3.Connection, token_id: str) -> None:
     """A use taken for an enrollment that did not happen."""
     db.execute("UPDATE enroll_tokens SET used = MAX(0, used - 1) WHERE id = ?", (token_id,))
+
+
+def enroll_commands(collector_url: str, token: str) -> tuple[str, str]:
+    """The one-liners a technician runs on each PC: Windows (PowerShell as administrator,
+    beside the kit's install-agent.ps1), then Linux."""
+    windows = (
+        "powershell -NoProfile -ExecutionPolicy Bypass -File install-agent.ps1 "
+        f"-Collector {collector_url} -Token {token}"
+    )
+    linux = (
+        f"sudo commune-agent enroll --collector {collector_url} --token {token} "
+        "&& sudo commune-agent install-service"
+    )
+    return windows, linux

@@ -115,19 +115,6 @@ class TokenList:
     tokens: list[tokens.Token]
 
 
-def enroll_commands(collector_url: str, token: str) -> tuple[str, str]:
-    """The one-liners a technician runs on each PC."""
-    windows = (
-        "powershell -ExecutionPolicy Bypass -File install-agent.ps1 "
-        f"-Collector {collector_url} -Token {token}"
-    )
-    linux = (
-        f"sudo commune-agent enroll --collector {collector_url} --token {token} "
-        "&& sudo commune-agent install-service"
-    )
-    return windows, linux
-
-
 @router.post(
     "/api/v1/enrollment/tokens", status_code=201, tags=["enrollment"],
     responses=errors(400, 403, 404),
@@ -148,9 +135,9 @@ def create_token(
             allow_replace=body.allow_replace,
         )
     except (ProfileError, ValueError) as exc:
-        raise HTTPException(422, str(exc)) from None
-    base = str(request.base_url).rstrip("/")
-    windows, linux = enroll_commands(base, text)
+        raise HTTPException(400, str(exc)) from None
+    base = rollout.settings.collector_url or str(request.base_url).rstrip("/")
+    windows, linux = tokens.enroll_commands(base, text)
     return TokenCreated(text, token.id, token.expires, token.uses, windows, linux)
 
 

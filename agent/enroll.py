@@ -1,0 +1,245 @@
+"""Enrolling this PC with a collector: one token, a password made here, the config written.
+
+The password is generated on the PC and travels once, over HTTPS, with the token;
+the collector creates the broker account for it and answers with this agent's
+identity, the broker's address and CA. Only then are the local files written
+(``agent.toml`` with identity and broker only, the password file, the broker's
+CA), each beside the config and each complete or absent: a refused or failed
+enrollment leaves nothing behind, and the PC can simply run the command again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import msgspec
+
+from agent.wire import IDENT_PATTERN, Ident
+
+#: The token's form (``<id>.<secret>``), checked here so a typo costs no round trip.
+TOKEN_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$"  # noqa: S105 (a form, not a token)
+PASSWORD_FILE = "mqtt-password"  # noqa: S105 (a file name)
+BROKER_CA_FILE = "broker-ca.pem"
+MAX_ANSWER_BYTES = 256 * 1024
+
+#: Exit codes of ``commune-agent enroll``: refused (fix the command or the token), or
+#: the collector could not be reached (run it again later).
+REFUSED, UNREACHABLE = 1, 3
+
+
+class EnrollFailed(Exception):
+    def __init__(self, message: str, exit_code: int = REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Topics(msgspec.Struct, frozen=True):
+    status: str
+    data: str
+    config: str
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """The collector's answer, judged as strictly as anything else that arrives."""
+
+    province: Ident
+    commune: Ident
+    agent: Ident
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    broker_url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^\s/]+$", max_length=256)]
+    broker_ca: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+    profile: Annotated[str, msgspec.Meta(max_length=64)]
+    topics: Topics
+    replaced: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    config: Path
+    files: list[Path]
+    answer: Answer
+
+
+def check_request(collector: str, token: str, agent: str) -> str:
+    """The enrollment URL, or EnrollFailed naming what is wrong before anything is sent."""
+    parts = urlsplit(collector)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise EnrollFailed(f"--collector {collector!r}: expected https://host:port")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise EnrollFailed(
+            f"--collector {collector!r}: the password travels with the request, so it must "
+            "be https:// (http:// only for a collector on this machine)"
+        )
+    if not re.match(TOKEN_PATTERN, token):
+        raise EnrollFailed("--token: not an enrollment token (expected 8 hex, a dot, 43 more)")
+    if not re.match(IDENT_PATTERN, agent):
+        raise EnrollFailed(
+            f"--id {agent!r}: letters, digits, '.', '_' or '-' only, at most 64 "
+            "(it is an MQTT topic level)"
+        )
+    return collector.rstrip("/") + "/api/v1/enroll"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def request(
+    url: str,
+    token: str,
+    agent: str,
+    password: str,
+    *,
+    replace: bool = False,
+    ca_file: str = "",
+    timeout: float = 30.0,
+) -> Answer:
+    body = json.dumps(
+        {"token": token, "agent": agent, "password": password, "replace": replace}
+    ).encode()
+    context = ssl.create_default_context(cafile=ca_file or None)
+    # The scheme is http(s) only: check_request made the URL.
+    http = urllib.request.Request(  # noqa: S310
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(http, timeout=timeout, context=context) as response:  # noqa: S310
+            raw = response.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise _refusal(exc) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        retry = UNREACHABLE
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            retry = REFUSED  # trying again will not help: the CA is wrong
+        raise EnrollFailed(
+            f"cannot reach the collector at {url}: {_words(reason)}"
+            + ("; check --ca" if retry == REFUSED else "; nothing was changed, try again later"),
+            retry,
+        ) from None
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise EnrollFailed("the collector's answer is too large; nothing was written")
+    try:
+        answer = msgspec.json.decode(raw, type=Answer)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise EnrollFailed(
+            f"the collector's answer is not one this agent understands: {exc}"
+        ) from None
+    if answer.agent != agent:
+        raise EnrollFailed(f"the collector enrolled {answer.agent!r}, not {agent!r}")
+    return answer
+
+
+def _words(reason: object) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"TLS: {reason.verify_message or reason.reason}"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def _refusal(error: urllib.error.HTTPError) -> EnrollFailed:
+    detail = ""
+    try:
+        data = json.loads(error.read(64 * 1024) or b"{}")
+        detail = str(data.get("detail", "")) if isinstance(data, dict) else ""
+    except (ValueError, OSError, RecursionError):
+        pass
+    detail = " ".join(detail.split())[:300] or error.reason or "refused"
+    code = UNREACHABLE if error.code in (429, 502, 503, 504) else REFUSED
+    return EnrollFailed(f"the collector refused the enrollment ({error.code}): {detail}", code)
+
+
+def agent_toml(answer: Answer, has_ca: bool, when: float) -> str:
+    topic_root = answer.topics.data.split("/", 1)[0]
+    lines = [
+        f"# Written by commune-agent enroll on {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}:",  # noqa: E501
+        "# identity and broker only. The checks come from the collector (profile "
+        f"{json.dumps(answer.profile)});",
+        "# this PC's own changes go in local.toml next to this file, and win.",
+        "[agent]",
+        f"province = {json.dumps(answer.province)}",
+        f"commune = {json.dumps(answer.commune)}",
+        f"id = {json.dumps(answer.agent)}",
+        "",
+        "[mqtt]",
+        f"url = {json.dumps(answer.broker_url)}",
+        f"username = {json.dumps(answer.username)}",
+        f'password_file = "{PASSWORD_FILE}"',
+    ]
+    if has_ca:
+        lines.append(f'ca_file = "{BROKER_CA_FILE}"')
+    if topic_root != "commune":
+        lines.append(f"topic_root = {json.dumps(topic_root)}")
+    lines += ["", "[remote]", "enabled = true", ""]
+    return "\n".join(lines)
+
+
+def preflight(config: Path, force: bool) -> None:
+    """Before the token is spent: the config may be written, and is not in the way."""
+    if config.exists() and not force:
+        raise EnrollFailed(
+            f"{config} exists: this PC looks enrolled already (--force to enroll it again)"
+        )
+    try:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        probe = config.parent / f".enroll-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EnrollFailed(f"cannot write in {config.parent}: {_words(exc)}") from None
+
+
+def write(config: Path, answer: Answer, password: str, when: float | None = None) -> Written:
+    """The local files, each written whole then renamed into place; agent.toml last, so
+    a config never names a password file that is not there."""
+    folder = config.parent
+    ca = answer.broker_ca.strip()
+    if ca and "-----BEGIN CERTIFICATE-----" not in ca:
+        raise EnrollFailed("the collector sent a broker CA that is not a PEM certificate")
+    files: list[tuple[Path, bytes, int]] = [
+        (folder / PASSWORD_FILE, password.encode() + b"\n", 0o600)
+    ]
+    if ca:
+        files.append((folder / BROKER_CA_FILE, ca.encode() + b"\n", 0o644))
+    text = agent_toml(answer, bool(ca), time.time() if when is None else when)
+    files.append((config, text.encode(), 0o640))
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content, mode in files:
+            partial = path.with_name(path.name + ".enrolling")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            if sys.platform != "win32":
+                os.chmod(partial, mode)  # whatever the umask
+            staged.append((partial, path))
+        for partial, path in staged:
+            os.replace(partial, path)
+    except OSError as exc:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
+        raise EnrollFailed(f"cannot write the local config: {_words(exc)}") from None
+    return Written(config, [path for path, _, _ in files], answer)

@@ -1,0 +1,334 @@
+"""A commune's rollout end to end, with real processes: a Mosquitto running the dynamic
+security plugin as its own user, the collector with enrollment over HTTPS, and twenty
+agent processes that enroll with one token and run the checks the collector sends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.wire import decode_envelope
+from tests.factories import central_config
+from tests.servers import (
+    REPO,
+    AgentProcess,
+    CollectorProcess,
+    Mosquitto,
+    Subscriber,
+    dynsec_broker,
+    wait_for,
+)
+from tests.tls import Pki, make_pki
+
+ADMIN, ADMIN_PASSWORD = "commune-admin", "dynsec-admin-password-0123"
+COLLECTOR_USER, COLLECTOR_PASSWORD = "commune-collector", "collector-password-0123456"
+ADMIN_TOKEN = "rollout-admin-token-0123456789"
+PCS = 20
+
+PROFILES = """
+province = "dong-nai"
+[vars]
+gateway = "127.0.0.1"
+
+[profiles.office]
+interval = "2s"
+[[profiles.office.checks.host]]
+"""
+
+#: The change a technician makes for the whole commune: a probe of the gateway.
+WITH_PROBE = (
+    PROFILES
+    + """
+[[profiles.office.checks.link]]
+name = "gw"
+network = "tslcd"
+method = "tcp"
+target = "${gateway}"
+port = ${port}
+count = 1
+"""
+)
+
+
+@dataclass
+class Site:
+    broker: Mosquitto
+    collector: CollectorProcess
+    pki: Pki
+    profiles: Path
+    root: Path
+
+    def api(
+        self, method: str, path: str, body: bytes | None = None, token: str = ADMIN_TOKEN
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"https://localhost:{self.collector.api_port}{path}", data=body, method=method
+        )
+        request.add_header("Authorization", f"Bearer {token}")
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        try:
+            with urllib.request.urlopen(request, timeout=20, context=context) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def enroll(self, agent: str, token: str, *extra: str) -> subprocess.Popen[bytes]:
+        folder = self.root / "pcs" / agent
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "enroll", "--collector",
+             f"https://localhost:{self.collector.api_port}", "--token", token, "--id", agent,
+             "--ca", str(self.pki.ca), "--config", str(folder / "agent.toml"), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        )  # fmt: skip
+
+    def agent(self, agent: str) -> AgentProcess:
+        folder = self.root / "pcs" / agent
+        return AgentProcess(folder / "agent.toml", env={"STATE_DIRECTORY": str(folder / "state")})
+
+    def observer(self, topic: str = "commune/#") -> Subscriber:
+        """Sees what the collector sees (its own account)."""
+        return Subscriber(
+            self.broker.port, topic, username=COLLECTOR_USER, password=COLLECTOR_PASSWORD
+        ).start()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    pki = make_pki(tmp_path / "pki")
+    broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
+    (tmp_path / "admin.password").write_text(ADMIN_PASSWORD)
+    (tmp_path / "collector.password").write_text(COLLECTOR_PASSWORD)
+    profiles = tmp_path / "dong-nai.profiles.toml"
+    profiles.write_text(PROFILES)
+    collector = CollectorProcess(tmp_path / "collector", broker.port)
+    digest = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    collector.config.write_text(f"""
+[mqtt]
+url = "{url}"
+username = "{COLLECTOR_USER}"
+password_file = "{tmp_path / "collector.password"}"
+[store]
+path = "{collector.state}"
+[collector]
+client_id = "collector-rollout"
+[api]
+listen = "127.0.0.1:{collector.api_port}"
+tls_cert_file = "{pki.server_cert}"
+tls_key_file = "{pki.server_key}"
+[[api.tokens]]
+name = "province-admin"
+role = "admin"
+sha256 = "{digest}"
+[dynsec]
+url = "{url}"
+username = "{ADMIN}"
+password_file = "{tmp_path / "admin.password"}"
+[enrollment]
+broker_url = "{url}"
+profiles = ["{profiles}"]
+""")
+    collector.start()
+    yield Site(broker, collector, pki, profiles, tmp_path)
+    collector.stop()
+    broker.stop()
+
+
+def envelopes(messages: list[Any], agent: str) -> list[Any]:
+    return [decode_envelope(m.payload) for m in messages if m.topic.endswith(f"/{agent}/data")]
+
+
+def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
+    site: Site,
+) -> None:
+    status, created = site.api(
+        "POST", "/api/v1/enrollment/tokens",
+        json.dumps({"province": "dong-nai", "commune": "la-nga", "uses": PCS}).encode(),
+    )  # fmt: skip
+    assert status == 201, created
+    token = created["token"]
+    assert token in created["linux"] and "install-agent.ps1" in created["windows"]
+
+    names = [f"pc-{n:02d}" for n in range(1, PCS + 1)]
+    enrolling = [site.enroll(name, token) for name in names]
+    for name, process in zip(names, enrolling, strict=True):
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (name, err.decode(), site.collector.log[-3000:])
+        assert b"enrolled dong-nai/la-nga/" + name.encode() in out
+    password_file = site.root / "pcs" / "pc-01" / "mqtt-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+
+    # The 21st PC: the token is used up; one line on the PC, nothing written.
+    late = site.enroll("pc-21", token)
+    _, err = late.communicate(timeout=60)
+    assert late.returncode == 1
+    assert "used" in err.decode() and len(err.decode().strip().splitlines()) == 1
+    assert not (site.root / "pcs" / "pc-21" / "agent.toml").exists()
+
+    observer = site.observer()
+    agents = {name: site.agent(name).start() for name in names}
+    try:
+        # Every agent runs the profile's checks, got from the collector, not from its file.
+        observer.wait_for(
+            lambda ms: all(
+                any(s.check == "host" for e in envelopes(ms, n) for s in e.samples) for n in names
+            ),
+            timeout=90,
+        )
+        assert "[checks" not in (site.root / "pcs" / "pc-01" / "agent.toml").read_text()
+
+        isolation(site)
+
+        # Revocation cuts a live agent off within a second. (Mosquitto ends a disabled
+        # client's session without its will, so the agent's own log says when.)
+        asked = time.time()
+        status, revoked = site.api("POST", "/api/v1/agents/dong-nai/la-nga/pc-20/revoke")
+        assert status == 200 and revoked["revoked_at"], revoked
+        wait_for(lambda: "disconnected from broker" in agents["pc-20"].log, 5, "pc-20 cut off")
+        assert disconnected_at(agents["pc-20"].log) - asked < 1.0
+        observer.messages.clear()
+        time.sleep(2.5)  # more than an interval: nothing more from it
+        assert envelopes(observer.snapshot(), "pc-20") == []
+        assert "Not authorized" in agents["pc-20"].log  # and it cannot come back
+        live = names[:-1]
+
+        # A bad profile value is refused by the collector; the file is unchanged.
+        bad = WITH_PROBE.replace("${port}", "0")
+        status, refused = site.api("PUT", "/api/v1/profiles/dong-nai", bad.encode())
+        assert status == 422 and "port" in refused["detail"], refused
+        assert site.profiles.read_text() == PROFILES
+
+        # A change for the commune reaches every agent within one interval, no restart.
+        pids = {n: agents[n].process.pid for n in live if agents[n].process}
+        last_seq = {n: max(e.seq for e in envelopes(observer.snapshot(), n)) for n in live}
+        good = WITH_PROBE.replace("${port}", str(site.broker.port))
+        status, applied = site.api("PUT", "/api/v1/profiles/dong-nai", good.encode())
+        assert status == 200, applied
+        changed = time.monotonic()
+        observer.wait_for(
+            lambda ms: all(
+                any(s.check == "link" and s.name == "gw" for e in envelopes(ms, n)
+                    for s in e.samples)
+                for n in live
+            ),
+            timeout=30,
+        )  # fmt: skip
+        took = time.monotonic() - changed
+        assert took < 2.0 + 2.0 + 1.0  # one interval (2 s), the first-run spread, a margin
+        for name in live:
+            process = agents[name].process
+            assert process is not None and process.poll() is None and process.pid == pids[name]
+            seqs = [e.seq for e in envelopes(observer.snapshot(), name)]
+            assert min(seqs) > last_seq[name] - 50  # seq ran on: the outbox was not reset
+        wait_for(lambda: current_configs(site) == PCS - 1, 30, "every live agent on the new config")
+
+        # A hand-crafted bad config on one agent's topic: refused, the last good one runs.
+        bad_config = central_config(
+            {"link": [{"name": "gw", "network": "tslcd", "target": "x", "count": 0}]},
+            version=99, agent="pc-01",
+        )  # fmt: skip
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hand-crafted")
+        publisher.username_pw_set(COLLECTOR_USER, COLLECTOR_PASSWORD)
+        publisher.connect("127.0.0.1", site.broker.port)
+        publisher.loop_start()
+        publisher.publish(
+            "commune/dong-nai/la-nga/pc-01/config", bad_config, qos=1, retain=True
+        ).wait_for_publish(5)
+        publisher.disconnect()
+        publisher.loop_stop()
+        observer.messages.clear()
+
+        def refused_and_still_probing(ms: list[Any]) -> bool:
+            samples = [s for e in envelopes(ms, "pc-01") for s in e.samples]
+            said = any(
+                s.check == "agent"
+                and s.item == ""
+                and s.fields.get("config_refused_version") == 99
+                and "count" in str(s.fields.get("config_error"))
+                for s in samples
+            )
+            return said and any(s.check == "link" and s.name == "gw" for s in samples)  # fmt: skip
+
+        observer.wait_for(refused_and_still_probing, timeout=20)
+        assert agents["pc-01"].process and agents["pc-01"].process.poll() is None
+        assert "refused the collector's config v99" in agents["pc-01"].log
+
+        wait_for(lambda: "count" in rollout_of(site, "pc-01")["config_error"], 10,
+                 "the console shows why pc-01 runs an older config")  # fmt: skip
+        _, overview = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
+        (commune,) = [c for c in overview["communes"] if c["commune"] == "la-nga"]
+        assert commune["enrolled"] == PCS - 1
+        status, audit = site.api("GET", "/api/v1/enrollment/events?province=dong-nai")
+        kinds = [e["event"] for e in audit["events"]]
+        assert kinds.count("enrolled") == PCS and "revoked" in kinds
+        assert "profiles_changed" in kinds and "refused" in kinds
+    finally:
+        observer.stop()
+        for process in agents.values():
+            process.stop()
+
+
+def disconnected_at(log: str) -> float:
+    line = next(line for line in log.splitlines() if "disconnected from broker" in line)
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def rollout_of(site: Site, agent: str) -> dict[str, Any]:
+    _, overview = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
+    (commune,) = [c for c in overview["communes"] if c["commune"] == "la-nga"]
+    (found,) = [a for a in commune["agents"] if a["agent"] == agent]
+    return dict(found)
+
+
+def current_configs(site: Site) -> int:
+    _, overview = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
+    communes = [c for c in overview["communes"] if c["commune"] == "la-nga"]
+    return int(communes[0]["configs_current"]) if communes else 0
+
+
+def isolation(site: Site) -> None:
+    """An enrolled PC's account: its own topics only."""
+    password = (site.root / "pcs" / "pc-01" / "mqtt-password").read_text().strip()
+    spy = Subscriber(site.broker.port, "commune/dong-nai/la-nga/pc-02/config",
+                     username="dong-nai/la-nga/pc-01", password=password)  # fmt: skip
+    spy.start()
+    own = Subscriber(site.broker.port, "commune/dong-nai/la-nga/pc-01/config",
+                     username="dong-nai/la-nga/pc-01", password=password)  # fmt: skip
+    own.start()
+    watcher = site.observer("commune/dong-nai/la-nga/pc-02/data")
+    try:
+        own.wait_for(lambda ms: len(ms) >= 1, timeout=10)  # its retained config
+        forged = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="forger")
+        forged.username_pw_set("dong-nai/la-nga/pc-01", password)
+        forged.connect("127.0.0.1", site.broker.port)
+        forged.loop_start()
+        forged.publish("commune/dong-nai/la-nga/pc-02/data", b"{}", qos=1).wait_for_publish(5)
+        forged.disconnect()
+        forged.loop_stop()
+        time.sleep(1.0)
+        assert spy.snapshot() == []  # another's config: not delivered
+        assert all(m.payload != b"{}" for m in watcher.snapshot())  # forged data: dropped
+    finally:
+        for client in (spy, own, watcher):
+            client.stop()
