@@ -195,6 +195,12 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     help="CA that signs the collector's HTTPS certificate (default: the system's).",
 )
 @click.option(
+    "--commune",
+    default="",
+    metavar="SLUG",
+    help="The commune this PC is in: a token of another commune is refused.",
+)
+@click.option(
     "--replace",
     is_flag=True,
     help="Take over an agent id already enrolled (a reinstalled PC; the token must allow it).",
@@ -222,6 +228,7 @@ def enroll(
     token: str,
     agent_id: str | None,
     ca_file: str | None,
+    commune: str,
     replace: bool,
     force: bool,
     config_path: Path,
@@ -241,12 +248,13 @@ def enroll(
 
     agent = agent_id or default_agent_id()
     try:
-        url = enrolling.check_request(collector, token, agent)
+        url = enrolling.check_request(collector, token, agent, commune)
         enrolling.preflight(config_path, force)
         password = enrolling.new_password()
         answer = enrolling.request(
-            url, token, agent, password, replace=replace, ca_file=ca_file or "", timeout=timeout
-        )
+            url, token, agent, password, replace=replace, commune=commune,
+            ca_file=ca_file or "", timeout=timeout,
+        )  # fmt: skip
         written = enrolling.write(config_path, answer, password)
     except enrolling.EnrollFailed as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -73,7 +73,7 @@ class Written:
     answer: Answer
 
 
-def check_request(collector: str, token: str, agent: str) -> str:
+def check_request(collector: str, token: str, agent: str, commune: str = "") -> str:
     """The enrollment URL, or EnrollFailed naming what is wrong before anything is sent."""
     parts = urlsplit(collector)
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -90,6 +90,8 @@ def check_request(collector: str, token: str, agent: str) -> str:
             f"--id {agent!r}: letters, digits, '.', '_' or '-' only, at most 64 "
             "(it is an MQTT topic level)"
         )
+    if commune and not re.match(IDENT_PATTERN, commune):
+        raise EnrollFailed(f"--commune {commune!r}: not a commune slug (e.g. la-nga)")
     return collector.rstrip("/") + "/api/v1/enroll"
 
 
@@ -113,12 +115,16 @@ def request(
     password: str,
     *,
     replace: bool = False,
+    commune: str = "",
     ca_file: str = "",
     timeout: float = 30.0,
 ) -> Answer:
-    body = json.dumps(
-        {"token": token, "agent": agent, "password": password, "replace": replace}
-    ).encode()
+    """``commune``: the one the technician means (a token of another is refused)."""
+    fields: dict[str, object] = {"token": token, "agent": agent, "password": password,
+                                 "replace": replace}  # fmt: skip
+    if commune:
+        fields["commune"] = commune
+    body = json.dumps(fields).encode()
     context = ssl.create_default_context(cafile=ca_file or None)
     # The scheme is http(s) only: check_request made the URL.
     http = urllib.request.Request(  # noqa: S310

@@ -22,7 +22,7 @@ from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, load_inventory
 from collector.state.store import AgentLimits, StateStore
-from collector.web.figures import figures
+from collector.web.figures import figures, rollout_figures
 from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
@@ -362,6 +362,9 @@ class Collector:
 
     def metrics(self) -> list[Family]:
         sink = self.sink.stats if self.sink is not None else None
-        return figures(
+        families = figures(
             self.ingestor.stats, self.source, self.store, self.reader, self.notifier, sink
         )
+        if self.rollout is not None:
+            families += rollout_figures(self.rollout)
+        return families

@@ -332,3 +332,108 @@ def isolation(site: Site) -> None:
     finally:
         for client in (spy, own, watcher):
             client.stop()
+
+
+def new_token(site: Site, commune: str = "la-nga", **extra: Any) -> tuple[str, str]:
+    body = {"province": "dong-nai", "commune": commune, "uses": 5, **extra}
+    status, created = site.api("POST", "/api/v1/enrollment/tokens", json.dumps(body).encode())
+    assert status == 201, created
+    return created["token"], created["id"]
+
+
+def refusal(site: Site, agent: str, token: str, *extra: str) -> tuple[int, str]:
+    process = site.enroll(agent, token, *extra)
+    _, err = process.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines  # one line naming the problem
+    assert not (site.root / "pcs" / agent / "agent.toml").exists()
+    assert not (site.root / "pcs" / agent / "mqtt-password").exists()
+    return process.returncode, lines[0]
+
+
+def dynsec_clients(site: Site) -> dict[str, list[str]]:
+    """Username → its roles, as the plugin persisted them."""
+    assert site.broker.dynsec_file is not None
+    data = json.loads(site.broker.dynsec_file.read_text())
+    return {c["username"]: [r["rolename"] for r in c.get("roles", [])] for c in data["clients"]}
+
+
+def dynsec_part(site: Site) -> str:
+    _, health = site.api("GET", "/healthz", token="")
+    return str(health["detail"]["parts"].get("dynsec"))
+
+
+def refused_counts(site: Site) -> dict[str, float]:
+    status, text = site.api("GET", "/metrics")
+    assert status == 200
+    counts = {}
+    for line in str(text).splitlines():
+        if line.startswith("commune_collector_enrollments_refused_total{"):
+            reason = line.split('reason="')[1].split('"')[0]
+            counts[reason] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_bad_enrollments_are_refused_by_reason_and_leave_nothing_behind(site: Site) -> None:
+    token, token_id = new_token(site)
+    other, _ = new_token(site, commune="phu-ly")
+    expiring, _ = new_token(site, ttl_s=1.0)
+    revoked, revoked_id = new_token(site)
+    assert site.api("DELETE", f"/api/v1/enrollment/tokens/{revoked_id}")[0] == 200
+    unknown = token.split(".")[0][::-1] + "." + "A" * 43
+
+    code, line = refusal(site, "pc-01", "not-a-token")
+    assert code == 1 and "--token" in line  # refused on the PC, nothing sent
+    code, line = refusal(site, "PC 01!", token)
+    assert code == 1 and "--id" in line
+    code, line = refusal(site, "pc-01", unknown)
+    assert code == 1 and "401" in line
+    code, line = refusal(site, "pc-01", revoked)
+    assert code == 1 and "revoked" in line
+    time.sleep(1.1)
+    code, line = refusal(site, "pc-01", expiring)
+    assert code == 1 and "expired" in line
+    code, line = refusal(site, "pc-01", other, "--commune", "la-nga")
+    assert code == 1 and "phu-ly" in line
+
+    # A replayed request: the same body again is a duplicate, and spends no second use.
+    request = json.dumps({"token": token, "agent": "pc-02", "password": "p" * 32}).encode()
+    first = site.api("POST", "/api/v1/enroll", request, token="")
+    replayed = site.api("POST", "/api/v1/enroll", request, token="")
+    assert first[0] == 201 and replayed[0] == 409, (first, replayed)
+    _, listed = site.api("GET", "/api/v1/enrollment/tokens?commune=la-nga")
+    (used,) = [t["used"] for t in listed["tokens"] if t["id"] == token_id]
+    assert used == 1
+    code, line = refusal(site, "pc-02", token)
+    assert code == 1 and "enrolled in la-nga already" in line
+
+    counts = refused_counts(site)
+    for reason in ("token_unknown", "token_revoked", "token_expired", "commune", "duplicate"):
+        assert counts[reason] >= 1, (reason, counts)
+    assert counts["token_used_up"] == 0  # every reason is shown, at 0 too
+    # Nothing half-made at the broker: one account, with its role.
+    clients = dynsec_clients(site)
+    agents = {name: roles for name, roles in clients.items() if name.startswith("dong-nai/")}
+    assert agents == {"dong-nai/la-nga/pc-02": ["commune-agent:dong-nai/la-nga/pc-02"]}
+
+
+def test_with_the_broker_or_the_collector_away_the_pc_is_told_to_try_again(
+    site: Site,
+) -> None:
+    token, token_id = new_token(site)
+    site.broker.stop()
+    try:
+        code, line = refusal(site, "pc-01", token)
+        assert code == 3 and "503" in line and "try again" in line, line
+    finally:
+        site.broker.start()
+    _, listed = site.api("GET", "/api/v1/enrollment/tokens?commune=la-nga")
+    assert [t["used"] for t in listed["tokens"] if t["id"] == token_id] == [0]  # given back
+    wait_for(lambda: dynsec_part(site) == "ok", 20, "the admin session back")
+    done = site.enroll("pc-01", token)
+    _out, err = done.communicate(timeout=60)
+    assert done.returncode == 0, err.decode()
+
+    site.collector.stop()
+    code, line = refusal(site, "pc-02", token)
+    assert code == 3 and "cannot reach the collector" in line and "try again" in line

@@ -29,7 +29,7 @@ from typing import Annotated
 
 import msgspec
 
-from agent.wire import Ident, topic
+from agent.wire import Ident, topic, whole
 from collector.rollout import registry, tokens
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import (
@@ -53,6 +53,11 @@ class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """Made on the PC; the broker account's password."""
     replace: bool = False
     """This PC takes the place of one enrolled under the same id (tokens that allow it)."""
+    commune: Annotated[
+        str, msgspec.Meta(pattern=whole(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?"))
+    ] = ""
+    """The commune the technician means to enroll this PC in ("" : the token's): a token
+    of another commune is refused instead of enrolling the PC in the wrong place."""
 
 
 class EnrollTopics(msgspec.Struct, frozen=True):
@@ -96,6 +101,12 @@ class EnrollStats:
     replaced: int = 0
     refused: collections.Counter[str] = field(default_factory=collections.Counter)
 
+
+#: Why an enrollment is refused: the counter's reasons, all shown (at 0) in /metrics.
+REFUSALS = (
+    "token_malformed", "token_unknown", "token_revoked", "token_expired", "token_used_up",
+    "commune", "profile", "duplicate", "broker", "store", "malformed",
+)  # fmt: skip
 
 _TOKEN_STATUS = {"malformed": 401, "unknown": 401, "revoked": 403, "expired": 403, "used_up": 403}
 
@@ -211,6 +222,13 @@ class Enroller:
             "token_id": token.id,
         }
         key = agent_key(token.province, token.commune, request.agent)
+        if request.commune and request.commune != token.commune:
+            self._give_back(token.id)
+            raise self._refuse(
+                403, "commune",
+                f"this token is for {token.commune}, not {request.commune}: use the right one",
+                address, **place,
+            )  # fmt: skip
         try:
             self.profiles().effective(token.province, token.commune, request.agent, token.profile)
         except ProfileError as exc:

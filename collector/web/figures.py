@@ -11,6 +11,8 @@ from collector.ingest.ingestor import COMMIT_BOUNDS, IngestStats
 from collector.ingest.source import MqttSource
 from collector.outputs.sink import SinkStats
 from collector.outputs.spool import Spool
+from collector.rollout.enrollment import REFUSALS as ENROLL_REFUSALS
+from collector.rollout.service import Rollout
 from collector.state.store import StateStore
 from collector.web.metrics import Family, histogram
 
@@ -132,3 +134,22 @@ def figures(
             ),
         ]
     return families
+
+
+def rollout_figures(rollout: Rollout) -> list[Family]:
+    """Enrollments done and refused (by reason), and configs not yet sent."""
+    stats = rollout.enroller.stats
+    enrollments = Family(
+        "commune_collector_enrollments_total", "counter", "PCs enrolled, new or replacing one."
+    )
+    enrollments.add(stats.enrolled, kind="new").add(stats.replaced, kind="replaced")
+    refused = Family(
+        "commune_collector_enrollments_refused_total", "counter", "Enrollments refused, by reason."
+    )
+    for reason in sorted({*ENROLL_REFUSALS, *stats.refused}):
+        refused.add(stats.refused.get(reason, 0), reason=reason)
+    behind = Family(
+        "commune_collector_configs_unsent", "gauge",
+        "Enrolled agents whose config the last round could not make or send.",
+    ).add(len(rollout.sender.last.failed))  # fmt: skip
+    return [enrollments, refused, behind]
