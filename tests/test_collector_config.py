@@ -18,8 +18,12 @@ DONG_NAI = REPO / "deploy" / "inventory" / "dong-nai.toml"
 def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> None:
     """The sample names files under /etc: give them a home and the whole config is valid."""
     text = SAMPLE.read_text().replace("/etc/commune-collector/", f"{tmp_path}/")
-    for name in ("mqtt-password", "ca.pem", "influx-token"):
+    for name in ("mqtt-password", "ca.pem", "influx-token", "dynsec-admin-password"):
         (tmp_path / name).write_text("x\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "dong-nai.toml").write_text(
+        (REPO / "deploy" / "profiles" / "dong-nai.toml").read_text()
+    )
     (tmp_path / "console-secret").write_text("k" * 48 + "\n")
     (tmp_path / "technicians.urls").write_text("mailtos://tech:secret@mail.dong-nai.example\n")
     (tmp_path / "rules.toml").write_text((SAMPLE.parent / "rules.example.toml").read_text())
@@ -35,6 +39,9 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert [t.role for t in config.api.tokens] == ["read"]
     assert [r.name for r in config.alerts.routes] == ["technicians"]
     assert config.console.session_hours == 12
+    assert config.dynsec is not None and config.dynsec.username == "commune-admin"
+    assert config.enrollment is not None
+    assert config.enrollment.profiles == [str(tmp_path / "profiles" / "dong-nai.toml")]
 
 
 def test_the_example_rules_parse_and_replace_a_builtin_by_name() -> None:
