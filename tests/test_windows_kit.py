@@ -78,3 +78,15 @@ def test_the_readme_says_how_to_run_the_scripts_past_the_execution_policy() -> N
     assert SERVICE_NAME in readme and "install-agent.ps1" in readme
     for script in SCRIPTS:
         assert "-ExecutionPolicy Bypass -File" in (KIT / script).read_text()
+
+
+def test_install_enrolls_with_the_agents_own_options_and_keeps_the_token_off_the_line() -> None:
+    body = "\n".join(code("install-agent.ps1"))
+    enroll = main.commands["enroll"]
+    options = {opt for param in enroll.params for opt in getattr(param, "opts", [])}
+    used = set(re.findall(r"'(--[a-z-]+)'", body[body.index("$enroll = @('enroll'") :]))
+    assert used and used <= options, used - options
+    assert "'--token'" not in body  # the environment carries it instead
+    token = next(p for p in enroll.params if p.name == "token")
+    assert token.envvar == "COMMUNE_ENROLL_TOKEN" and "$env:COMMUNE_ENROLL_TOKEN = $Token" in body
+    assert "Test-Path $Installed" in body  # a PC enrolled already is only updated
