@@ -8,7 +8,6 @@ Screenshots are kept in test-artifacts/console/.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest
 from tests.servers import REPO, AgentProcess, CollectorProcess, Mosquitto, free_port
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 ARTIFACTS = REPO / "test-artifacts" / "console"
-CHROMIUM = os.environ.get("COMMUNE_CHROMIUM", "/usr/bin/chromium")
 TECH_TOKEN = "technician-token-la-nga"
 READ_TOKEN = "ioc-test-token-0123456789"  # CollectorProcess's read-only token
 
@@ -36,26 +34,6 @@ severity = "critical"
 summary.vi = "Mất đường truyền số liệu chuyên dùng tại {commune} ({target})"
 summary.en = "Dedicated line (TSLCD) down at {commune} ({target})"
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

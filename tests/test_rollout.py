@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from playwright.sync_api import Browser, expect
 
 from agent.wire import decode_envelope
 from tests.factories import central_config
@@ -33,6 +34,7 @@ from tests.servers import (
     dynsec_broker,
     wait_for,
 )
+from tests.test_console import log_in, shot
 from tests.tls import Pki, make_pki
 
 ADMIN, ADMIN_PASSWORD = "commune-admin", "dynsec-admin-password-0123"
@@ -160,7 +162,7 @@ def envelopes(messages: list[Any], agent: str) -> list[Any]:
 
 
 def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
-    site: Site,
+    site: Site, browser: Browser
 ) -> None:
     status, created = site.api(
         "POST", "/api/v1/enrollment/tokens",
@@ -279,6 +281,7 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
         _, overview = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
         (commune,) = [c for c in overview["communes"] if c["commune"] == "la-nga"]
         assert commune["enrolled"] == PCS - 1
+        console_shows_the_rollout(site, browser)
         status, audit = site.api("GET", "/api/v1/enrollment/events?province=dong-nai")
         kinds = [e["event"] for e in audit["events"]]
         assert kinds.count("enrolled") == PCS and "revoked" in kinds
@@ -292,6 +295,26 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
 def disconnected_at(log: str) -> float:
     line = next(line for line in log.splitlines() if "disconnected from broker" in line)
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def console_shows_the_rollout(site: Site, browser: Browser) -> None:
+    """The technician's view of the same: the commune's row, who is behind and why."""
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    base = f"https://localhost:{site.collector.api_port}"
+    try:
+        log_in(page, base, ADMIN_TOKEN)
+        page.click("header >> text=Triển khai")
+        row = page.locator("#rollout tr[data-commune=la-nga]")
+        expect(row.locator(".enrolled")).to_have_text(str(PCS - 1))
+        expect(row.locator(".current")).to_have_text(str(PCS - 1))
+        behind = page.locator("#behind")
+        expect(behind).to_contain_text("la-nga/pc-01")
+        expect(behind).to_contain_text("count")
+        expect(page.locator("#audit")).to_contain_text("thu hồi")  # pc-20's revocation
+        shot(page, "rollout")
+    finally:
+        context.close()
 
 
 def rollout_of(site: Site, agent: str) -> dict[str, Any]:

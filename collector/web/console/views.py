@@ -1,4 +1,4 @@
-"""The console's pages: overview, commune, agent, alerts; login, language, actions.
+"""The console's pages: overview, commune, agent, alerts, rollout; login, language, actions.
 
 Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
 API token opens a session cookie, checked on every request against the tokens
@@ -31,6 +31,8 @@ from collector.alerts.records import (
 )
 from collector.common import words
 from collector.common.localtime import local
+from collector.rollout import registry
+from collector.rollout.overview import communes
 from collector.state.availability import all_down
 from collector.web.auth import (
     ROLE_RANK,
@@ -294,6 +296,37 @@ def alerts_page(
         silences=list_silences(context.store, now),
         state=state,
     )
+
+
+@router.get("/rollout", response_class=HTMLResponse)
+def rollout_page(
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    province: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """Per commune: PCs expected, enrolled, reporting, on the current config; the agents
+    whose config differs from what the collector wants, and why; the audit."""
+    provinces = sorted(context.model.inventories) or sorted(
+        {m.province for m in registry.managed(context.store)}
+    )
+    chosen = province if province in provinces else (provinces[0] if provinces else "")
+    found = (
+        communes(context.store, list(context.model.inventories.values()), chosen, time.time())
+        if context.rollout is not None and chosen
+        else []
+    )
+    behind = [
+        (c.commune, a)
+        for c in found
+        for a in c.agents
+        if a.revoked_at is None and (not a.config_current or a.config_error)
+    ]
+    events = registry.events(context.store, chosen, None, 50) if context.rollout else []
+    return page(
+        request, "rollout.html", viewer, configured=context.rollout is not None,
+        provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
+    )  # fmt: skip
 
 
 @router.post("/alerts/{alert_id}/ack")
