@@ -15,6 +15,8 @@ Language = Literal["vi", "en"]
 CONSOLE: dict[str, dict[str, str]] = {
     "vi": {
         "rollout": "Triển khai",
+        "commune": "Xã, phường",
+        "code": "Mã đơn vị",
         "rollout_off": "Chưa bật đăng ký máy bằng mã ([enrollment] trong cấu hình bộ thu).",
         "expected_pcs": "Máy dự kiến",
         "enrolled_n": "Đã đăng ký",
@@ -126,6 +128,8 @@ CONSOLE: dict[str, dict[str, str]] = {
     },
     "en": {
         "rollout": "Rollout",
+        "commune": "Commune",
+        "code": "Code",
         "rollout_off": "Enrollment with tokens is off ([enrollment] in the collector's config).",
         "expected_pcs": "PCs expected",
         "enrolled_n": "Enrolled",
