@@ -179,9 +179,9 @@ class Collector:
             self.sink.start()
         self.notifier.start()
         if self.rollout is not None:
+            # The collector's own account is made or completed first: the config sender
+            # and the source log in with it.
             self.rollout.start()
-            # The collector's own account, made or completed before it subscribes with it.
-            self.rollout.prepare_broker()
         self.source.start()
         if self.config.api.listen:
             self._start_api()

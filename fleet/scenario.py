@@ -17,13 +17,17 @@ is drawn from a seeded random generator, so a run can be replayed exactly:
 - one router port in a few communes is down (unplugged cable).
 
 Envelopes follow the wire contract (``agent.wire``), one per check run, as a
-real agent sends them.
+real agent sends them. An agent given a ``Plan`` (the collector's config for it,
+when the fleet enrolls: ``fleet/enrolled.py``) sends the checks that plan names,
+with their names and targets, at its interval; without one, the built-in set.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+import msgspec
 
 from agent import wire
 from agent.wire import Envelope, Sample, Status
@@ -37,6 +41,28 @@ Message = tuple[str, bytes, bool]
 """(topic, payload, retained)."""
 
 
+@dataclass(frozen=True)
+class PlannedCheck:
+    kind: str
+    name: str
+    target: str = ""
+    network: str = "tslcd"
+    method: str = "icmp"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the collector told one agent to run."""
+
+    version: int
+    hash: str
+    interval: float | None
+    checks: tuple[PlannedCheck, ...]
+
+    def names(self) -> list[str]:
+        return [f"{c.kind}:{c.name}" for c in self.checks]
+
+
 @dataclass
 class SimAgent:
     commune: SimCommune
@@ -45,6 +71,7 @@ class SimAgent:
     verdict: str
     product: str
     seq: int = 0
+    plan: Plan | None = None
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -119,9 +146,15 @@ class Fleet:
     def _topic(self, agent: SimAgent, kind: str) -> str:
         return f"{self.root}/{self.province}/{agent.commune.slug}/{agent.agent}/{kind}"
 
-    def _status(self, agent: SimAgent, state: str, now: float) -> Message:
+    def will(self, agent: SimAgent) -> Message:
+        """What the broker says for an agent whose session is lost."""
+        return self._status(agent, "offline", 0.0, "connection lost")
+
+    def _status(self, agent: SimAgent, state: str, now: float, reason: str = "stopped") -> Message:
         checks = (
-            ["snmp:router", "polycom:polycom", "link:tslcd-province"]
+            agent.plan.names()
+            if agent.plan
+            else ["snmp:router", "polycom:polycom", "link:tslcd-province"]
             if agent.poller
             else ["host:host", "antivirus:antivirus", "link:tslcd-province"]
         )
@@ -134,10 +167,21 @@ class Fleet:
             ts=now,
             version=self.version,
             checks=checks if state == "online" else [],
-            reason="" if state == "online" else "stopped",
-            interval=self.interval,
+            reason="" if state == "online" else reason,
+            interval=self.interval_of(agent),
+            config_version=agent.plan.version if agent.plan else 0,
+            config_hash=agent.plan.hash if agent.plan else "",
         )
         return self._topic(agent, "status"), wire.encode(status), True
+
+    def interval_of(self, agent: SimAgent) -> float:
+        if agent.plan is not None and agent.plan.interval is not None:
+            return agent.plan.interval
+        return self.interval
+
+    def status(self, agent: SimAgent, now: float) -> Message:
+        """One agent's birth message (again, after its plan changed)."""
+        return self._status(agent, "online", now)
 
     def births(self, now: float) -> list[Message]:
         return [self._status(agent, "online", now) for agent in self.agents]
@@ -149,11 +193,12 @@ class Fleet:
         """One cycle of an agent's checks: what reaches the broker now (maybe a backlog)."""
         commune = agent.commune
         up = commune.line_up(now)
-        samples = (
-            self.poller_samples(commune, now, up)
-            if agent.poller
-            else self._pc_samples(agent, now, up)
-        )
+        if agent.plan is not None:
+            samples = self._planned(agent, agent.plan, now, up)
+        elif agent.poller:
+            samples = self.poller_samples(commune, now, up)
+        else:
+            samples = self._pc_samples(agent, now, up)
         envelopes = [
             Envelope(
                 v=wire.SCHEMA_VERSION,
@@ -175,15 +220,51 @@ class Fleet:
             commune.held = []
         return messages
 
-    def _line_sample(self, now: float, up: bool, rng: random.Random) -> Sample:
+    def _planned(self, agent: SimAgent, plan: Plan, now: float, up: bool) -> list[list[Sample]]:
+        """The plan's checks, each as the built-in one of its kind, renamed and aimed."""
+        groups: list[list[Sample]] = []
+        commune, rng = agent.commune, agent.commune.rng
+        for check in plan.checks:
+            if check.kind == "link":
+                line_up = up if check.network == "tslcd" else True
+                group = [self._line_sample(now, line_up, rng, check.name, check.target,
+                                           check.network, check.method)]  # fmt: skip
+            elif check.kind in ("host", "antivirus"):
+                host, antivirus, _line = self._pc_samples(agent, now, up)
+                group = host if check.kind == "host" else antivirus
+            elif check.kind in ("snmp", "polycom"):
+                router, polycom, _line = self.poller_samples(commune, now, up)
+                group = router if check.kind == "snmp" else polycom
+            else:
+                continue  # a kind the simulator does not play
+            retargeted = [
+                msgspec.structs.replace(
+                    sample, name=check.name,
+                    target=check.target if check.target and not sample.item else sample.target,
+                )
+                for sample in group
+            ]  # fmt: skip
+            groups.append(retargeted)
+        return groups
+
+    def _line_sample(
+        self,
+        now: float,
+        up: bool,
+        rng: random.Random,
+        name: str = "tslcd-province",
+        target: str = TSLCD_GATEWAY,
+        network: str = "tslcd",
+        method: str = "icmp",
+    ) -> Sample:
         rtt = max(2.0, rng.gauss(18.0, 4.0))
         lost = 0 if not up else (1 if rng.random() < 0.02 else 0)
         return Sample(
             ts=now,
             check="link",
-            name="tslcd-province",
+            name=name,
             outcome="ok" if up else "timeout",
-            target=TSLCD_GATEWAY,
+            target=target,
             fields={
                 "up": int(up),
                 "sent": 3,
@@ -191,7 +272,7 @@ class Fleet:
                 "loss_percent": 100.0 * lost / 3 if up else 100.0,
                 **({"rtt_ms": round(rtt, 2)} if up else {}),
             },
-            tags={"network": "tslcd", "method": "icmp"},
+            tags={"network": network, "method": method},
         )
 
     def _pc_samples(self, agent: SimAgent, now: float, up: bool) -> list[list[Sample]]:

@@ -14,6 +14,21 @@ from pathlib import Path
 from tests.servers import REPO, free_port
 
 
+def rollout_ready(api: int) -> dict[str, dict[str, int]]:
+    """Per commune, once every enrolled agent says it runs the config it was sent (or
+    after 20 s)."""
+    deadline = time.monotonic() + 20
+    url = f"http://127.0.0.1:{api}/api/v1/enrollment/communes?province=dong-nai"
+    while True:
+        with urllib.request.urlopen(url) as r:
+            communes = json.loads(r.read())["communes"]
+        if time.monotonic() > deadline or all(
+            c["configs_current"] == c["enrolled"] for c in communes
+        ):
+            return {c["commune"]: c for c in communes}
+        time.sleep(1)
+
+
 def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -> None:
     api = free_port()
     env = {
@@ -46,6 +61,7 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
                 break
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/v1/communes/la-nga") as r:
             la_nga = json.loads(r.read())
+        rollout = rollout_ready(api)
     finally:
         os.killpg(script.pid, signal.SIGINT)  # Ctrl-C
         output = script.communicate(timeout=30)[0].decode(errors="replace")
@@ -58,6 +74,11 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     assert polycom["agent"] == "poller" and polycom["ready"] is True, polycom
     assert la_nga["interfaces"]["devices"] == 1 and la_nga["interfaces"]["all"]
     assert f"http://127.0.0.1:{api}/docs" in output and "stopped." in output
+    # Every agent came in by enrollment with a token, and runs the profile's checks.
+    assert rollout["la-nga"]["enrolled"] == 2 and rollout["la-nga"]["configs_current"] == 2
+    fleet = [c for slug, c in rollout.items() if slug != "la-nga" and c["enrolled"]]
+    assert len(fleet) == 5 and all(c["enrolled"] == 9 for c in fleet), rollout
+    assert sum(c["configs_current"] for c in fleet) == 45, rollout
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     ).stdout

@@ -137,8 +137,12 @@ class Rollout:
         )
         self._collector_account_ready = False
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
+        """The admin session, then the collector's own account, then the config sender
+        that logs in with it (a broker without the account yet would refuse it, and
+        paho's backoff would keep the configs waiting)."""
         self.admin.start()
+        self.prepare_broker(timeout)
         self.sender.start()
 
     def stop(self) -> None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make run`: a local Mosquitto; the collector (SQLite store only, the IOC API on
-# loopback); an agent for this machine; a simulated commune office whose router
-# and Polycom (snmpsim recordings) are polled by a real agent; and a fleet of
-# simulated communes. Everything lives in ./run; Ctrl-C stops all.
+# `make run`: a local Mosquitto with the dynamic security plugin; the collector
+# (SQLite store only, the IOC API on loopback, enrollment and check profiles);
+# an agent for this machine and a poller box polling a simulated router and
+# Polycom (snmpsim recordings), both enrolled with La Ngà's tokens and running
+# the checks the collector's profiles give them; and a fleet of simulated
+# communes, enrolled the same way. Everything lives in ./run; Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${VENV:-.venv}
@@ -30,11 +32,28 @@ for pair in "$PORT:COMMUNE_MQTT_PORT" "$API_PORT:COMMUNE_API_PORT"; do
   fi
 done
 
-mkdir -p "$RUN/state"
+DYNSEC_PLUGIN=$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -1 || true)
+if [ -z "$DYNSEC_PLUGIN" ]; then
+  echo "make run needs Mosquitto 2's dynamic security plugin (Debian: package mosquitto)" >&2
+  exit 1
+fi
+
+mkdir -p "$RUN/pc/state" "$RUN/poller/state"
+umask 077
+# The broker's accounts: its admin (the collector makes the agents' through it) and
+# the collector's own; made once, kept in ./run.
+[ -s "$RUN/dynsec-admin-password" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$RUN/dynsec-admin-password"
+[ -s "$RUN/collector-password" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$RUN/collector-password"
+if [ ! -s "$RUN/dynamic-security.json" ]; then
+  mosquitto_ctrl dynsec init "$RUN/dynamic-security.json" commune-admin "$(cat "$RUN/dynsec-admin-password")" >/dev/null
+fi
+umask 022
 cat > "$RUN/mosquitto.conf" <<CONF
 $( [ "$(id -u)" = 0 ] && echo "user root" )
 listener $PORT 127.0.0.1
-allow_anonymous true
+allow_anonymous false
+plugin $DYNSEC_PLUGIN
+plugin_opt_config_file $RUN/dynamic-security.json
 persistence false
 # Keep what arrives while the collector is stopped (the default drops beyond 1,000).
 max_queued_messages 100000
@@ -42,9 +61,11 @@ log_dest file $RUN/mosquitto.log
 CONF
 
 cat > "$RUN/collector.toml" <<CONF
-# Written by make run: the collector with its SQLite store only.
+# Written by make run: the collector with its SQLite store only, enrollment on.
 [mqtt]
 url = "mqtt://127.0.0.1:$PORT"
+username = "commune-collector"
+password_file = "$RUN/collector-password"
 
 [store]
 path = "$RUN/collector-state.sqlite"
@@ -57,69 +78,65 @@ inventory = ["$INVENTORY"]
 listen = "127.0.0.1:$API_PORT"
 # Development only: no token needed on loopback.
 open_on_loopback = true
+
+[dynsec]
+url = "mqtt://127.0.0.1:$PORT"
+username = "commune-admin"
+password_file = "$RUN/dynsec-admin-password"
+
+[enrollment]
+broker_url = "mqtt://127.0.0.1:$PORT"
+profiles = ["$RUN/profiles.toml"]
+collector_url = "http://127.0.0.1:$API_PORT"
 CONF
 
-cat > "$RUN/poller.toml" <<CONF
-# Written by make run: the commune office's poller box, polling the simulated
-# router and Polycom (snmpsim on udp $SNMP_PORT) like real ones.
-[agent]
+cat > "$RUN/profiles.toml" <<CONF
+# Written by make run: what every enrolled agent of Đồng Nai runs. Change a value
+# here (an interval, a target) and the agents it concerns run it within a cycle.
 province = "dong-nai"
-commune = "la-nga"
-id = "poller"
+
+[vars]
+gateway = "127.0.0.1"
+broker_port = $PORT
+snmp_port = $SNMP_PORT
+
+[profiles.office]
 interval = "15s"
-state_dir = "$RUN/poller-state"
-
-[mqtt]
-url = "mqtt://127.0.0.1:$PORT"
-
-[[checks.snmp]]
-name = "router"
-host = "127.0.0.1"
-port = $SNMP_PORT
-community = "router"
-
-[[checks.polycom]]
-name = "polycom"
-host = "127.0.0.1"
-port = $SNMP_PORT
-community = "polycom"
-
-[[checks.link]]
-name = "tslcd-province"
-network = "tslcd"
-method = "tcp"
-target = "127.0.0.1"
-port = $PORT
-CONF
-
-cat > "$RUN/agent.toml" <<CONF
-# Written by make run: an agent for this machine in a demo commune.
-[agent]
-province = "dong-nai"
-commune = "la-nga"
-interval = "15s"
-state_dir = "$RUN/state"
-
-[mqtt]
-url = "mqtt://127.0.0.1:$PORT"
-
-[[checks.host]]
-
-[[checks.antivirus]]
+[[profiles.office.checks.host]]
+[[profiles.office.checks.antivirus]]
 interval = "1m"
-
-[[checks.link]]
+[[profiles.office.checks.link]]
 name = "lan-broker"
 network = "lan"
 method = "tcp"
-target = "127.0.0.1"
-port = $PORT
-
-[[checks.link]]
-name = "loopback-icmp"
+target = "\${gateway}"
+port = "\${broker_port}"
+[[profiles.office.checks.link]]
+name = "tslcd-province"
 network = "tslcd"
 method = "icmp"
-target = "127.0.0.1"
+target = "\${gateway}"
+
+# The commune office's poller box: the router and the Polycom (simulated by
+# snmpsim on udp $SNMP_PORT), and its own probe of the line.
+[profiles.poller]
+interval = "15s"
+[[profiles.poller.checks.snmp]]
+name = "router"
+host = "\${gateway}"
+port = "\${snmp_port}"
+community = "router"
+[[profiles.poller.checks.polycom]]
+name = "polycom"
+host = "\${gateway}"
+port = "\${snmp_port}"
+community = "polycom"
+[[profiles.poller.checks.link]]
+name = "tslcd-province"
+network = "tslcd"
+method = "tcp"
+target = "\${gateway}"
+port = "\${broker_port}"
 CONF
 
 mosquitto -c "$RUN/mosquitto.conf" &
@@ -131,35 +148,59 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-"$VENV/bin/commune-agent" check-config -c "$RUN/agent.toml"
 "$VENV/bin/commune-collector" check-config -c "$RUN/collector.toml"
 "$VENV/bin/commune-collector" run -c "$RUN/collector.toml" 2>> "$RUN/collector.log" &
 PIDS="$! $PIDS"
+for _ in $(seq 100); do
+  (echo > /dev/tcp/127.0.0.1/$API_PORT) 2>/dev/null && break
+  sleep 0.2
+done
 "$VENV/bin/python" deploy/dev/simulated_devices.py --port "$SNMP_PORT" >> "$RUN/devices.log" 2>&1 &
 PIDS="$! $PIDS"
 for _ in $(seq 100); do
   grep -q "simulated router" "$RUN/devices.log" 2>/dev/null && break
   sleep 0.2
 done
-"$VENV/bin/commune-agent" run -c "$RUN/poller.toml" >> "$RUN/poller.log" 2>&1 &
+
+# La Ngà's tokens, as a technician makes them, and the two PCs enrolled with them.
+token() {
+  "$VENV/bin/commune-collector" enroll-token create -c "$RUN/collector.toml" --province dong-nai \
+    --commune la-nga --profile "$1" --uses "$2" --ttl 1d --allow-replace --by "make run" 2>> "$RUN/tokens.log"
+}
+OFFICE_TOKEN=$(token office 5)
+POLLER_TOKEN=$(token poller 1)
+enroll() {
+  "$VENV/bin/commune-agent" enroll --collector "http://127.0.0.1:$API_PORT" --token "$1" \
+    --id "$2" --commune la-nga --config "$3" --replace --force
+}
+THIS_PC=$("$VENV/bin/python" -c "from agent.config import default_agent_id; print(default_agent_id())")
+# Each in its own folder, as on its own PC: agent.toml, mqtt-password, the state.
+enroll "$OFFICE_TOKEN" "$THIS_PC" "$RUN/pc/agent.toml"
+enroll "$POLLER_TOKEN" poller "$RUN/poller/agent.toml"
+STATE_DIRECTORY="$RUN/poller/state" "$VENV/bin/commune-agent" run -c "$RUN/poller/agent.toml" >> "$RUN/poller.log" 2>&1 &
 PIDS="$! $PIDS"
-"$VENV/bin/commune-fleet" --broker "mqtt://127.0.0.1:$PORT" --inventory "$INVENTORY" \
-  --exclude la-nga --communes 5 --pcs 8 --interval 15 >> "$RUN/fleet.log" 2>&1 &
+"$VENV/bin/commune-fleet" --broker "mqtt://127.0.0.1:$PORT" --collector "http://127.0.0.1:$API_PORT" \
+  --inventory "$INVENTORY" --exclude la-nga --communes 5 --pcs 8 --interval 15 >> "$RUN/fleet.log" 2>&1 &
 PIDS="$! $PIDS"
 cat <<MSG
 
   Đồng Nai, 9 communes in the inventory:
-    la-nga      this machine's agent + a poller box polling a simulated router and Polycom
-    5 more      commune-fleet: 8 PCs and a poller each (anti-malware mix, line outages, meetings)
+    la-nga      this machine's agent ($THIS_PC) + a poller box polling a simulated router and
+                Polycom: enrolled with La Ngà's tokens, running the checks of $RUN/profiles.toml
+    5 more      commune-fleet: 8 PCs and a poller each, enrolled the same way (anti-malware
+                mix, line outages, meetings)
     3 more      nothing reporting: shown as no_data
 
   console    http://127.0.0.1:$API_PORT/          (technicians; no login on loopback)
+  rollout    http://127.0.0.1:$API_PORT/rollout   (PCs enrolled, reporting, on the current config)
+  tokens     $VENV/bin/commune-collector enroll-token list -c $RUN/collector.toml
   API (IOC)  http://127.0.0.1:$API_PORT/docs      (OpenAPI; no token needed on loopback)
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
              curl -s http://127.0.0.1:$API_PORT/api/v1/communes/la-nga
   status     $VENV/bin/commune-collector status -c $RUN/collector.toml
   line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $(date +%F) --to $(date -d tomorrow +%F)
-  broker     mqtt://127.0.0.1:$PORT   watch: mosquitto_sub -h 127.0.0.1 -p $PORT -t 'commune/#' -v
+  broker     mqtt://127.0.0.1:$PORT   watch: mosquitto_sub -h 127.0.0.1 -p $PORT -t 'commune/#' -v \\
+                 -u commune-collector -P "\$(cat $RUN/collector-password)"
   logs       $RUN/*.log
   state      $RUN/collector-state.sqlite
   stop       Ctrl-C
@@ -167,6 +208,7 @@ cat <<MSG
   Data arrives within 15 s; the first status lines within a minute.
 
 MSG
-"$VENV/bin/commune-agent" run -c "$RUN/agent.toml" &
+"$VENV/bin/commune-agent" check-config -c "$RUN/pc/agent.toml"
+STATE_DIRECTORY="$RUN/pc/state" "$VENV/bin/commune-agent" run -c "$RUN/pc/agent.toml" &
 PIDS="$! $PIDS"
 wait
