@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -116,7 +117,9 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """``request.param``: more [enrollment] lines (indirect parametrization)."""
+    enrollment_extra = str(getattr(request, "param", ""))
     pki = make_pki(tmp_path / "pki")
     broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
     (tmp_path / "admin.password").write_text(ADMIN_PASSWORD)
@@ -150,6 +153,7 @@ password_file = "{tmp_path / "admin.password"}"
 [enrollment]
 broker_url = "{url}"
 profiles = ["{profiles}"]
+{enrollment_extra}
 """)
     collector.start()
     yield Site(broker, collector, pki, profiles, tmp_path)
@@ -460,3 +464,56 @@ def test_with_the_broker_or_the_collector_away_the_pc_is_told_to_try_again(
     site.collector.stop()
     code, line = refusal(site, "pc-02", token)
     assert code == 3 and "cannot reach the collector" in line and "try again" in line
+
+
+def cli(site: Site, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *arguments, "-c", str(site.collector.config)],
+        check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_command_line_makes_tokens_and_revokes_a_live_agent(site: Site) -> None:
+    made = cli(site, "enroll-token", "create", "--province", "dong-nai", "--commune", "la-nga",
+               "--uses", "2", "--ttl", "2h", "--by", "technician-an")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()  # stdout is the token alone, for scripts
+    assert re.fullmatch(r"[0-9a-f]{8}\.[A-Za-z0-9_-]{43}", token), made.stdout
+    assert f"--token {token}" in made.stderr and "install-agent.ps1" in made.stderr
+    listed = cli(site, "enroll-token", "list", "--commune", "la-nga")
+    assert token.split(".")[0] in listed.stdout and "0/2" in listed.stdout, listed.stdout
+    enrolled = site.enroll("pc-01", token)
+    _out, err = enrolled.communicate(timeout=60)
+    assert enrolled.returncode == 0, err.decode()
+    agent = site.agent("pc-01").start()
+    observer = site.observer("commune/dong-nai/la-nga/pc-01/data")
+    try:
+        observer.wait_for(lambda ms: len(ms) >= 1, timeout=30)
+        asked = time.time()
+        revoked = cli(site, "revoke", "--province", "dong-nai", "--commune", "la-nga",
+                      "--agent", "pc-01", "--by", "technician-an")  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+        assert "disabled" in revoked.stdout
+        wait_for(lambda: "disconnected from broker" in agent.log, 5, "pc-01 cut off")
+        assert disconnected_at(agent.log) - asked < 5.0  # the command's own start included
+    finally:
+        observer.stop()
+        agent.stop()
+    spent = cli(site, "enroll-token", "revoke", token.split(".")[0])
+    assert spent.returncode == 0 and "revoked token" in spent.stdout
+    _, audit = site.api("GET", "/api/v1/enrollment/events?province=dong-nai")
+    actors = {(e["event"], e["actor"]) for e in audit["events"]}
+    assert {("token_created", "technician-an"), ("revoked", "technician-an"),
+            ("token_revoked", "cli")} <= actors  # fmt: skip
+
+
+@pytest.mark.parametrize("site", ["max_per_address = 3"], indirect=True)
+def test_one_address_may_enroll_only_so_often(site: Site) -> None:
+    token, _ = new_token(site)
+    codes = []
+    for n in range(4):
+        body = json.dumps({"token": token, "agent": f"pc-{n}", "password": "p" * 32}).encode()
+        codes.append(site.api("POST", "/api/v1/enroll", body, token="")[0])
+    assert codes == [201, 201, 201, 429]
+    code, line = refusal(site, "pc-9", token)
+    assert code == 3 and "429" in line
