@@ -205,6 +205,12 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     is_flag=True,
     help="Take over an agent id already enrolled (a reinstalled PC; the token must allow it).",
 )
+@click.option(
+    "--client-cert",
+    is_flag=True,
+    help="Make a key pair here and get a client certificate for it instead of a password "
+    "(for brokers that authenticate by certificate).",
+)
 @click.option("--force", is_flag=True, help="Write over an existing config file.")
 @click.option(
     "--config",
@@ -230,6 +236,7 @@ def enroll(
     ca_file: str | None,
     commune: str,
     replace: bool,
+    client_cert: bool,
     force: bool,
     config_path: Path,
     timeout: float,
@@ -250,12 +257,16 @@ def enroll(
     try:
         url = enrolling.check_request(collector, token, agent, commune)
         enrolling.preflight(config_path, force)
-        password = enrolling.new_password()
+        credential = (
+            enrolling.new_key_and_csr(agent)
+            if client_cert
+            else enrolling.Credential(password=enrolling.new_password())
+        )
         answer = enrolling.request(
-            url, token, agent, password, replace=replace, commune=commune,
+            url, token, agent, credential, replace=replace, commune=commune,
             ca_file=ca_file or "", timeout=timeout,
         )  # fmt: skip
-        written = enrolling.write(config_path, answer, password)
+        written = enrolling.write(config_path, answer, credential)
     except enrolling.EnrollFailed as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -33,6 +33,7 @@ from agent.wire import IDENT_PATTERN, Ident
 TOKEN_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$"  # noqa: S105 (a form, not a token)
 PASSWORD_FILE = "mqtt-password"  # noqa: S105 (a file name)
 BROKER_CA_FILE = "broker-ca.pem"
+KEY_FILE, CERT_FILE = "agent.key", "agent.crt"
 MAX_ANSWER_BYTES = 256 * 1024
 
 #: Exit codes of ``commune-agent enroll``: refused (fix the command or the token), or
@@ -64,6 +65,43 @@ class Answer(msgspec.Struct, frozen=True):
     profile: Annotated[str, msgspec.Meta(max_length=64)]
     topics: Topics
     replaced: bool = False
+    certificate: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What the PC proves itself with: a password, or a key (kept here) and its CSR."""
+
+    password: str = ""
+    key_pem: bytes = b""
+    csr_pem: str = ""
+
+
+def new_key_and_csr(agent: str) -> Credential:
+    """An EC P-256 key made on this PC, and a CSR for it (the collector sets the name)."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise EnrollFailed(
+            "--client-cert needs the cryptography package: pip install 'commune-monitor[certs]'"
+        ) from None
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return Credential(
+        key_pem=key_pem, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode()
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +150,7 @@ def request(
     url: str,
     token: str,
     agent: str,
-    password: str,
+    credential: Credential | str,
     *,
     replace: bool = False,
     commune: str = "",
@@ -120,8 +158,13 @@ def request(
     timeout: float = 30.0,
 ) -> Answer:
     """``commune``: the one the technician means (a token of another is refused)."""
-    fields: dict[str, object] = {"token": token, "agent": agent, "password": password,
-                                 "replace": replace}  # fmt: skip
+    if isinstance(credential, str):
+        credential = Credential(password=credential)
+    fields: dict[str, object] = {"token": token, "agent": agent, "replace": replace}
+    if credential.csr_pem:
+        fields["csr"] = credential.csr_pem
+    else:
+        fields["password"] = credential.password
     if commune:
         fields["commune"] = commune
     body = json.dumps(fields).encode()
@@ -155,6 +198,8 @@ def request(
         ) from None
     if answer.agent != agent:
         raise EnrollFailed(f"the collector enrolled {answer.agent!r}, not {agent!r}")
+    if credential.csr_pem and "-----BEGIN CERTIFICATE-----" not in answer.certificate:
+        raise EnrollFailed("the collector sent no certificate for this PC's key")
     return answer
 
 
@@ -178,7 +223,7 @@ def _refusal(error: urllib.error.HTTPError) -> EnrollFailed:
     return EnrollFailed(f"the collector refused the enrollment ({error.code}): {detail}", code)
 
 
-def agent_toml(answer: Answer, has_ca: bool, when: float) -> str:
+def agent_toml(answer: Answer, has_ca: bool, when: float, certificate: bool = False) -> str:
     topic_root = answer.topics.data.split("/", 1)[0]
     lines = [
         f"# Written by commune-agent enroll on {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}:",  # noqa: E501
@@ -192,9 +237,11 @@ def agent_toml(answer: Answer, has_ca: bool, when: float) -> str:
         "",
         "[mqtt]",
         f"url = {json.dumps(answer.broker_url)}",
-        f"username = {json.dumps(answer.username)}",
-        f'password_file = "{PASSWORD_FILE}"',
     ]
+    if certificate:  # the certificate's Common Name is the account
+        lines += [f'cert_file = "{CERT_FILE}"', f'key_file = "{KEY_FILE}"']
+    else:
+        lines += [f"username = {json.dumps(answer.username)}", f'password_file = "{PASSWORD_FILE}"']
     if has_ca:
         lines.append(f'ca_file = "{BROKER_CA_FILE}"')
     if topic_root != "commune":
@@ -218,19 +265,29 @@ def preflight(config: Path, force: bool) -> None:
         raise EnrollFailed(f"cannot write in {config.parent}: {_words(exc)}") from None
 
 
-def write(config: Path, answer: Answer, password: str, when: float | None = None) -> Written:
+def write(
+    config: Path, answer: Answer, credential: Credential | str, when: float | None = None
+) -> Written:
     """The local files, each written whole then renamed into place; agent.toml last, so
     a config never names a password file that is not there."""
     folder = config.parent
     ca = answer.broker_ca.strip()
     if ca and "-----BEGIN CERTIFICATE-----" not in ca:
         raise EnrollFailed("the collector sent a broker CA that is not a PEM certificate")
-    files: list[tuple[Path, bytes, int]] = [
-        (folder / PASSWORD_FILE, password.encode() + b"\n", 0o600)
-    ]
+    if isinstance(credential, str):
+        credential = Credential(password=credential)
+    if credential.key_pem:
+        files: list[tuple[Path, bytes, int]] = [
+            (folder / KEY_FILE, credential.key_pem, 0o600),
+            (folder / CERT_FILE, answer.certificate.strip().encode() + b"\n", 0o644),
+        ]
+    else:
+        files = [(folder / PASSWORD_FILE, credential.password.encode() + b"\n", 0o600)]
     if ca:
         files.append((folder / BROKER_CA_FILE, ca.encode() + b"\n", 0o644))
-    text = agent_toml(answer, bool(ca), time.time() if when is None else when)
+    text = agent_toml(
+        answer, bool(ca), time.time() if when is None else when, bool(credential.key_pem)
+    )
     files.append((config, text.encode(), 0o640))
     staged: list[tuple[Path, Path]] = []
     try:

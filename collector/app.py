@@ -58,6 +58,10 @@ def rollout_settings(config: CollectorConfig) -> RolloutSettings:
         broker_ca_file=enrollment.broker_ca_file,
         profile_files=tuple(enrollment.profiles),
         collector_url=enrollment.collector_url or api_url(config),
+        client_ca_cert_file=enrollment.client_ca_cert_file,
+        client_ca_key_file=enrollment.client_ca_key_file,
+        client_cert_days=enrollment.client_cert_days,
+        cert_broker_url=enrollment.cert_broker_url,
     )
 
 

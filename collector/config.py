@@ -257,6 +257,16 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     """The address the PCs reach this collector's API at, for the commands that
     ``enroll-token create`` prints (https://collector.example:8443); defaults to
     [api].listen."""
+    client_ca_cert_file: str = ""
+    """With its key: PCs may enroll with a key pair (``--client-cert``); the collector
+    signs their certificates with this CA, the one the broker's certificate listener
+    trusts. Without: PCs enroll with a password."""
+    client_ca_key_file: str = ""
+    client_cert_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 825
+    """How long a PC's certificate is valid."""
+    cert_broker_url: str = ""
+    """The broker's listener for client certificates (mqtts://broker.example:8884),
+    handed to PCs enrolled with one."""
 
     def validate(self) -> None:
         parts = urlsplit(self.broker_url)
@@ -269,6 +279,23 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
             raise ConfigProblem(
                 "collector_url", f"expected https://host:port, got {self.collector_url!r}"
             )
+        if bool(self.client_ca_cert_file) != bool(self.client_ca_key_file):
+            raise ConfigProblem(
+                "client_ca_key_file", "client certificates need both the CA's certificate and key"
+            )
+        if self.client_ca_cert_file:
+            if not self.cert_broker_url.startswith("mqtts://"):
+                raise ConfigProblem(
+                    "cert_broker_url", "the broker's client-certificate listener, mqtts://host:port"
+                )
+            readable("client_ca_cert_file", self.client_ca_cert_file)
+            readable("client_ca_key_file", self.client_ca_key_file)
+            from collector.rollout.signer import load_signer
+
+            try:
+                load_signer(self.client_ca_cert_file, self.client_ca_key_file, 1)
+            except ValueError as exc:
+                raise ConfigProblem("client_ca_key_file", str(exc)) from None
         from collector.rollout.profiles import ProfileError, load_all
 
         try:
@@ -362,6 +389,12 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
                 resolve_paths({"file": item}, base, frozenset({"file"}))["file"]
                 for item in table[key]
             ]
+    enrollment = data.get("enrollment")
+    if isinstance(enrollment, dict):
+        enrollment.update(resolve_paths(
+            enrollment, base,
+            frozenset({"broker_ca_file", "client_ca_cert_file", "client_ca_key_file"}),
+        ))  # fmt: skip
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
         store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]

@@ -3,11 +3,13 @@ its own user: what an agent may do, what it may not, and revocation that cuts it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,6 +25,7 @@ from collector.rollout.dynsec import (
     DynsecAdmin,
 )
 from tests.servers import Mosquitto, Subscriber, dynsec_broker, wait_for
+from tests.tls import Pki, make_pki
 
 ADMIN, ADMIN_PASSWORD = "commune-admin", "admin-password-for-tests-0123"
 AGENT = "dong-nai/la-nga/pc-01"
@@ -164,7 +167,7 @@ def test_an_account_made_twice_is_refused_and_leaves_nothing_behind(
         listed = roles["data"]["roles"]
         assert [r for r in listed if "pc-01" in str(r)] == ["commune-agent:" + AGENT]
         # A replaced PC: a new password, the old one refused.
-        accounts.replace_password(AGENT, "new-password-0123")
+        accounts.renew(AGENT, "new-password-0123")
         old = Device(broker.port, AGENT, "agent-password-0123")
         assert old.refused or old.disconnected.wait(3)
         old.stop()
@@ -184,9 +187,21 @@ def test_no_admin_session_is_said_not_waited_for(tmp_path: Path) -> None:
         admin.stop()
 
 
-def test_the_shipped_dynsec_config_runs_as_written_as_the_broker_user(tmp_path: Path) -> None:
-    """deploy/mosquitto/dynsec.conf, changed only where it says: TLS on its port, the
-    plugin's file the broker user's, an agent's account made over TLS and working."""
+@dataclass
+class ShippedBroker:
+    password_port: int
+    cert_port: int
+    pki: Pki
+    dynsec_file: Path
+    log: Path
+
+
+@contextlib.contextmanager
+def shipped_broker(
+    tmp_path: Path, admin: str = ADMIN, admin_password: str = ADMIN_PASSWORD
+) -> Iterator[ShippedBroker]:
+    """deploy/mosquitto/dynsec.conf, changed only where it says: its folders and ports;
+    the plugin initialised with the admin account and owned by the broker user."""
     import pwd
     import shutil
     import subprocess
@@ -194,62 +209,71 @@ def test_the_shipped_dynsec_config_runs_as_written_as_the_broker_user(tmp_path: 
 
     from tests.servers import free_port, stop_process, wait_tcp
     from tests.test_broker_security import AS_BROKER_USER, DEPLOY, lay_out_for_the_broker
-    from tests.tls import make_pki
 
     home = Path(tempfile.mkdtemp(prefix="commune-dynsec-"))
     home.chmod(0o755)
     etc, var = home / "etc", home / "var"
     var.mkdir(parents=True)
-    pki = make_pki(etc)
-    for extra in ("client.crt", "client.key", "rogue_ca.crt", "rogue_client.crt"):
-        (etc / extra).unlink(missing_ok=True)
-    subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(var / "dynamic-security.json"), ADMIN,
-         ADMIN_PASSWORD], check=True, capture_output=True,
-    )  # fmt: skip
+    pki = make_pki(tmp_path / "pki")
+    etc.mkdir()
+    for name in ("ca.crt", "server.crt", "server.key"):  # as the config names them
+        shutil.copy(tmp_path / "pki" / name, etc / name)
+    state = var / "dynamic-security.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(state), admin, admin_password],
+                   check=True, capture_output=True)  # fmt: skip
     lay_out_for_the_broker(etc, var)
     if AS_BROKER_USER:
         user = pwd.getpwnam("mosquitto")
-        os.chown(var / "dynamic-security.json", user.pw_uid, user.pw_gid)
-    port = free_port()
+        os.chown(state, user.pw_uid, user.pw_gid)
+    password_port, cert_port = free_port(), free_port()
     text = (DEPLOY / "dynsec.conf").read_text()
     for old, new in (
         ("/etc/mosquitto/commune/", f"{etc}/"),
         ("/var/lib/mosquitto/", f"{var}/"),
-        ("listener 8883", f"listener {port} 127.0.0.1"),
+        ("listener 8883", f"listener {password_port} 127.0.0.1"),
+        ("listener 8884", f"listener {cert_port} 127.0.0.1"),
     ):
         assert old in text, old
         text = text.replace(old, new)
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text)
-    log = (tmp_path / "mosquitto.log").open("wb")
+    log_path = tmp_path / "mosquitto.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
-    secret = tmp_path / "admin.password"
-    secret.write_text(ADMIN_PASSWORD)
-    admin = DynsecAdmin(
-        BrokerSection(url=f"mqtts://localhost:{port}", username=ADMIN,
-                      password_file=str(secret), ca_file=str(pki.ca)),
-        "test-admin",
-    )  # fmt: skip
     try:
-        wait_tcp(port)
-        admin.start()
-        assert admin.wait_ready(10), (tmp_path / "mosquitto.log").read_text()[-2000:]
-        Accounts(admin).create_agent(AGENT, "agent-password-0123", TOPICS)
-        agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-agent")
-        agent.username_pw_set(AGENT, "agent-password-0123")
-        agent.tls_set(ca_certs=str(pki.ca))
-        agent.connect("localhost", port)
-        agent.loop_start()
-        wait_for(agent.is_connected, 5, "the enrolled agent could not log in over TLS")
-        assert agent.publish(TOPICS.data, b"{}", qos=1).wait_for_publish(5) is None
-        agent.disconnect()
-        agent.loop_stop()
-        # The plugin wrote its change into its file: the broker user may write it.
-        state = json.loads((var / "dynamic-security.json").read_text())
-        assert AGENT in [c["username"] for c in state["clients"]]
+        wait_tcp(password_port)
+        wait_tcp(cert_port)
+        yield ShippedBroker(password_port, cert_port, pki, state, log_path)
     finally:
-        admin.stop()
         stop_process(process)
         log.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_shipped_dynsec_config_runs_as_written_as_the_broker_user(tmp_path: Path) -> None:
+    """An agent's account made over TLS works; the plugin may rewrite its own file."""
+    secret = tmp_path / "admin.password"
+    secret.write_text(ADMIN_PASSWORD)
+    with shipped_broker(tmp_path) as broker:
+        admin = DynsecAdmin(
+            BrokerSection(url=f"mqtts://localhost:{broker.password_port}", username=ADMIN,
+                          password_file=str(secret), ca_file=str(broker.pki.ca)),
+            "test-admin",
+        )  # fmt: skip
+        try:
+            admin.start()
+            assert admin.wait_ready(10), broker.log.read_text()[-2000:]
+            Accounts(admin).create_agent(AGENT, "agent-password-0123", TOPICS)
+            agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-agent")
+            agent.username_pw_set(AGENT, "agent-password-0123")
+            agent.tls_set(ca_certs=str(broker.pki.ca))
+            agent.connect("localhost", broker.password_port)
+            agent.loop_start()
+            wait_for(agent.is_connected, 5, "the enrolled agent could not log in over TLS")
+            assert agent.publish(TOPICS.data, b"{}", qos=1).wait_for_publish(5) is None
+            agent.disconnect()
+            agent.loop_stop()
+            state = json.loads(broker.dynsec_file.read_text())
+            assert AGENT in [c["username"] for c in state["clients"]]
+        finally:
+            admin.stop()

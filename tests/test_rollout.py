@@ -36,6 +36,7 @@ from tests.servers import (
     wait_for,
 )
 from tests.test_console import log_in, shot
+from tests.test_dynsec import shipped_broker
 from tests.tls import Pki, make_pki
 
 ADMIN, ADMIN_PASSWORD = "commune-admin", "dynsec-admin-password-0123"
@@ -116,24 +117,25 @@ class Site:
         ).start()
 
 
-@pytest.fixture
-def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
-    """``request.param``: more [enrollment] lines (indirect parametrization)."""
-    enrollment_extra = str(getattr(request, "param", ""))
-    pki = make_pki(tmp_path / "pki")
-    broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
-    (tmp_path / "admin.password").write_text(ADMIN_PASSWORD)
-    (tmp_path / "collector.password").write_text(COLLECTOR_PASSWORD)
-    profiles = tmp_path / "dong-nai.profiles.toml"
-    profiles.write_text(PROFILES)
-    collector = CollectorProcess(tmp_path / "collector", broker.port)
+def collector_toml(
+    collector: CollectorProcess,
+    root: Path,
+    pki: Pki,
+    broker_url: str,
+    ca_line: str,
+    profiles: Path,
+    enrollment_extra: str = "",
+) -> str:
+    """The collector of these tests: its own account, the dynsec admin, HTTPS, enrollment."""
+    (root / "admin.password").write_text(ADMIN_PASSWORD)
+    (root / "collector.password").write_text(COLLECTOR_PASSWORD)
     digest = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
-    url = f"mqtt://127.0.0.1:{broker.port}"
-    collector.config.write_text(f"""
+    return f"""
 [mqtt]
-url = "{url}"
+url = "{broker_url}"
 username = "{COLLECTOR_USER}"
-password_file = "{tmp_path / "collector.password"}"
+password_file = "{root / "collector.password"}"
+{ca_line}
 [store]
 path = "{collector.state}"
 [collector]
@@ -147,14 +149,30 @@ name = "province-admin"
 role = "admin"
 sha256 = "{digest}"
 [dynsec]
-url = "{url}"
+url = "{broker_url}"
 username = "{ADMIN}"
-password_file = "{tmp_path / "admin.password"}"
+password_file = "{root / "admin.password"}"
+{ca_line}
 [enrollment]
-broker_url = "{url}"
+broker_url = "{broker_url}"
 profiles = ["{profiles}"]
 {enrollment_extra}
-""")
+"""  # fmt: skip
+
+
+@pytest.fixture
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """``request.param``: more [enrollment] lines (indirect parametrization)."""
+    enrollment_extra = str(getattr(request, "param", ""))
+    pki = make_pki(tmp_path / "pki")
+    broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
+    profiles = tmp_path / "dong-nai.profiles.toml"
+    profiles.write_text(PROFILES)
+    collector = CollectorProcess(tmp_path / "collector", broker.port)
+    collector.config.write_text(collector_toml(
+        collector, tmp_path, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles,
+        enrollment_extra,
+    ))  # fmt: skip
     collector.start()
     yield Site(broker, collector, pki, profiles, tmp_path)
     collector.stop()
@@ -433,9 +451,12 @@ def test_bad_enrollments_are_refused_by_reason_and_leave_nothing_behind(site: Si
     assert used == 1
     code, line = refusal(site, "pc-02", token)
     assert code == 1 and "enrolled in la-nga already" in line
+    code, line = refusal(site, "pc-03", token, "--client-cert")  # no client CA here
+    assert code == 1 and "does not issue client certificates" in line
 
     counts = refused_counts(site)
-    for reason in ("token_unknown", "token_revoked", "token_expired", "commune", "duplicate"):
+    for reason in ("token_unknown", "token_revoked", "token_expired", "commune", "duplicate",
+                   "csr"):  # fmt: skip
         assert counts[reason] >= 1, (reason, counts)
     assert counts["token_used_up"] == 0  # every reason is shown, at 0 too
     # Nothing half-made at the broker: one account, with its role.
@@ -517,3 +538,74 @@ def test_one_address_may_enroll_only_so_often(site: Site) -> None:
     assert codes == [201, 201, 201, 429]
     code, line = refusal(site, "pc-9", token)
     assert code == 3 and "429" in line
+
+
+def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
+    tmp_path: Path,
+) -> None:
+    """The broker as deploy/mosquitto/dynsec.conf ships it (TLS, a certificate listener);
+    the collector signs the PC's CSR with the province's client CA."""
+    with shipped_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD) as broker:
+        pki = broker.pki
+        profiles = tmp_path / "dong-nai.profiles.toml"
+        profiles.write_text(PROFILES)
+        collector = CollectorProcess(tmp_path / "collector", broker.password_port)
+        url = f"mqtts://localhost:{broker.password_port}"
+        collector.config.write_text(collector_toml(
+            collector, tmp_path, pki, url, f'ca_file = "{pki.ca}"', profiles,
+            f'broker_ca_file = "{pki.ca}"\n'
+            f'cert_broker_url = "mqtts://localhost:{broker.cert_port}"\n'
+            f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n',
+        ))  # fmt: skip
+        collector.start()
+        site = Site(None, collector, pki, profiles, tmp_path)  # type: ignore[arg-type]
+        observer = Subscriber(broker.password_port, "commune/#", username=COLLECTOR_USER,
+                              password=COLLECTOR_PASSWORD, ca_file=str(pki.ca))  # fmt: skip
+        agent: AgentProcess | None = None
+        try:
+            token, token_id = new_token(site)
+            # A malformed CSR: refused by reason, the token's use not spent.
+            bad = json.dumps(
+                {
+                    "token": token,
+                    "agent": "pc-09",
+                    "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n",
+                }
+            ).encode()
+            status, answer = site.api("POST", "/api/v1/enroll", bad, token="")
+            assert status == 400 and "CSR" in answer["detail"], answer
+            assert refused_counts(site)["csr"] == 1
+            enrolled = site.enroll("pc-01", token, "--client-cert")
+            _out, err = enrolled.communicate(timeout=60)
+            assert enrolled.returncode == 0, (err.decode(), collector.log[-2000:])
+            folder = tmp_path / "pcs" / "pc-01"
+            assert (folder / "agent.key").stat().st_mode & 0o777 == 0o600
+            assert not (folder / "mqtt-password").exists()  # no secret came from anywhere
+            config = (folder / "agent.toml").read_text()
+            assert f":{broker.cert_port}" in config and 'cert_file = "agent.crt"' in config
+            from cryptography import x509
+
+            certificate = x509.load_pem_x509_certificate((folder / "agent.crt").read_bytes())
+            assert certificate.subject.rfc4514_string() == "CN=dong-nai/la-nga/pc-01"
+            _, listed = site.api("GET", "/api/v1/enrollment/tokens?commune=la-nga")
+            assert [t["used"] for t in listed["tokens"] if t["id"] == token_id] == [1]
+
+            observer.start()
+            agent = site.agent("pc-01").start()
+            observer.wait_for(
+                lambda ms: any(s.check == "host" for e in envelopes(ms, "pc-01")
+                               for s in e.samples), timeout=30,
+            )  # fmt: skip
+            asked = time.time()
+            status, _ = site.api("POST", "/api/v1/agents/dong-nai/la-nga/pc-01/revoke")
+            assert status == 200
+            wait_for(lambda: "disconnected from broker" in agent.log, 5, "pc-01 cut off")
+            assert disconnected_at(agent.log) - asked < 1.0
+            observer.messages.clear()
+            time.sleep(3.0)  # whether the broker lets the certificate in again or not,
+            assert envelopes(observer.snapshot(), "pc-01") == []  # it may do nothing
+        finally:
+            observer.stop()
+            if agent is not None:
+                agent.stop()
+            collector.stop()

@@ -23,6 +23,8 @@ class Pki:
     rogue_ca: Path
     rogue_client_cert: Path
     rogue_client_key: Path
+    ca_key: Path
+    """The CA's own key: a collector that signs agents' certificates holds it."""
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -128,6 +130,7 @@ def make_pki(directory: Path, client_name: str = "dong-nai.la-nga.pc-01") -> Pki
                 "rogue-ca.crt",
                 "rogue-client.crt",
                 "rogue-client.key",
+                "ca.key",
             )
         )
     )
@@ -143,6 +146,7 @@ def make_pki(directory: Path, client_name: str = "dong-nai.la-nga.pc-01") -> Pki
         (server_key, paths.server_key),
         (client_key, paths.client_key),
         (rogue_client_key, paths.rogue_client_key),
+        (ca_key, paths.ca_key),
     ):
         _write_key(key, path)
     return paths

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -166,7 +167,8 @@ class Accounts:
     def __init__(self, admin: DynsecAdmin) -> None:
         self.admin = admin
 
-    def create_agent(self, username: str, password: str, topics: AgentTopics) -> None:
+    def create_agent(self, username: str, password: str | None, topics: AgentTopics) -> None:
+        """``password`` None: an account for a client certificate (its Common Name)."""
         role = agent_role(username)
         acls = [
             {"acltype": "publishClientSend", "topic": topics.status, "allow": True},
@@ -179,7 +181,7 @@ class Accounts:
             {
                 "command": "createClient",
                 "username": username,
-                "password": password,
+                **({"password": password} if password is not None else {}),
                 "textname": "commune-agent",
                 "roles": [{"rolename": role}],
             },
@@ -192,18 +194,28 @@ class Accounts:
             raise
         _checked([created_role])
 
-    def replace_password(self, username: str, password: str) -> None:
-        """A PC set up again (a new disk, a new Windows): its new password, enabled."""
-        _checked(
-            self.admin.run(
-                {"command": "setClientPassword", "username": username, "password": password},
-                {"command": "enableClient", "username": username},
-            )
+    def renew(self, username: str, password: str | None) -> None:
+        """A PC set up again (a new disk, a new Windows), or enrolled again after a
+        revocation: its new password (a certificate account gets a random one, so the
+        old password is dead too), enabled, its role back."""
+        secret = password if password is not None else secrets.token_urlsafe(32)
+        responses = self.admin.run(
+            {"command": "setClientPassword", "username": username, "password": secret},
+            {"command": "enableClient", "username": username},
+            {"command": "addClientRole", "username": username, "rolename": agent_role(username)},
         )
+        _checked(responses[:2])  # the role may be there already: not an error
 
     def disable(self, username: str) -> None:
-        """The account refused from now on, its live session ended."""
-        _checked(self.admin.run({"command": "disableClient", "username": username}))
+        """The account refused from now on, its live session ended; its role taken away
+        too, so that a client certificate (which Mosquitto 2.0 still lets connect for a
+        disabled client, bug #2999) may do nothing."""
+        responses = self.admin.run(
+            {"command": "disableClient", "username": username},
+            {"command": "removeClientRole", "username": username,
+             "rolename": agent_role(username)},
+        )  # fmt: skip
+        _checked(responses[:1])
 
     def delete_agent(self, username: str) -> None:
         self.admin.run(

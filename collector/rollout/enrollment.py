@@ -40,6 +40,7 @@ from collector.rollout.dynsec import (
     DynsecError,
 )
 from collector.rollout.profiles import ProfileError, Profiles
+from collector.rollout.signer import MAX_CSR_BYTES, CsrRefused, Signer, check_csr
 from collector.state.store import StateStore, agent_key
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,11 @@ class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     token: Annotated[str, msgspec.Meta(max_length=128)]
     agent: Ident
     """The PC's agent id: its host name in slug form unless the technician chose one."""
-    password: Annotated[str, msgspec.Meta(min_length=24, max_length=128, pattern=r"^[!-~]+$")]
-    """Made on the PC; the broker account's password."""
+    password: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^(?:[!-~]{24,128})?$")] = ""
+    """Made on the PC; the broker account's password (or a CSR instead)."""
+    csr: Annotated[str, msgspec.Meta(max_length=MAX_CSR_BYTES)] = ""
+    """A certificate signing request (PEM) for a key the PC made and keeps: the
+    collector answers with a client certificate for the account (see signer.py)."""
     replace: bool = False
     """This PC takes the place of one enrolled under the same id (tokens that allow it)."""
     commune: Annotated[
@@ -66,7 +70,7 @@ class EnrollTopics(msgspec.Struct, frozen=True):
     config: str
 
 
-class EnrollAnswer(msgspec.Struct, frozen=True):
+class EnrollAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     province: str
     commune: str
     agent: str
@@ -77,6 +81,8 @@ class EnrollAnswer(msgspec.Struct, frozen=True):
     profile: str
     topics: EnrollTopics
     replaced: bool = False
+    certificate: str = ""
+    """For a CSR: the PC's client certificate (PEM); its Common Name is ``username``."""
 
 
 class EnrollRefused(Exception):
@@ -93,6 +99,9 @@ class EnrollSettings:
     broker_url: str
     broker_ca: str
     root: str
+    signer: Signer | None = None
+    """Signs the certificates of PCs that send a CSR; None: passwords only."""
+    cert_broker_url: str = ""
 
 
 @dataclass
@@ -105,7 +114,7 @@ class EnrollStats:
 #: Why an enrollment is refused: the counter's reasons, all shown (at 0) in /metrics.
 REFUSALS = (
     "token_malformed", "token_unknown", "token_revoked", "token_expired", "token_used_up",
-    "commune", "profile", "duplicate", "broker", "store", "malformed",
+    "commune", "profile", "duplicate", "broker", "store", "malformed", "csr",
 )  # fmt: skip
 
 _TOKEN_STATUS = {"malformed": 401, "unknown": 401, "revoked": 403, "expired": 403, "used_up": 403}
@@ -139,8 +148,28 @@ class Enroller:
             )
         return EnrollRefused(status, reason, message)
 
+    def _credential(self, request: EnrollRequest, address: str) -> None:
+        """A password or a CSR, not both; a CSR this collector can sign. Checked before
+        the token so a wrong request spends none of its uses."""
+        if bool(request.password) == bool(request.csr):
+            raise self._refuse(400, "malformed", "send a password or a CSR (one of them)",
+                               address, agent=request.agent)  # fmt: skip
+        if not request.csr:
+            return
+        if self.settings.signer is None:
+            raise self._refuse(
+                400, "csr", "this collector does not issue client certificates: enroll with "
+                "a password (without --client-cert)", address, agent=request.agent,
+            )  # fmt: skip
+        try:
+            check_csr(request.csr)
+        except CsrRefused as exc:
+            raise self._refuse(400, "csr", f"CSR refused: {exc}", address,
+                               agent=request.agent) from None  # fmt: skip
+
     def enroll(self, request: EnrollRequest, address: str) -> EnrollAnswer:
         now = self.clock()
+        self._credential(request, address)
         token, existing = self._admit(request, address, now)
         place = {
             "province": token.province,
@@ -156,6 +185,10 @@ class Enroller:
             data=topic(self.settings.root, token.province, token.commune, request.agent, "data"),
             config=self.sender.config_topic(token.province, token.commune, request.agent),
         )
+        certificate = ""
+        if request.csr:
+            assert self.settings.signer is not None
+            certificate = self.settings.signer.sign(request.csr, key)
         made = self._account(request, token, existing, topics, address, place)
         event = "replaced" if existing is not None else "enrolled"
         try:
@@ -190,11 +223,12 @@ class Enroller:
             commune=token.commune,
             agent=request.agent,
             username=key,
-            broker_url=self.settings.broker_url,
+            broker_url=self.settings.cert_broker_url if certificate else self.settings.broker_url,
             broker_ca=self.settings.broker_ca,
             profile=token.profile,
             topics=EnrollTopics(topics.status, topics.data, topics.config),
             replaced=existing is not None,
+            certificate=certificate,
         )
 
     def _admit(
@@ -263,11 +297,13 @@ class Enroller:
     ) -> bool:
         """The broker account, made (True) or given the new password (False)."""
         username = agent_key(token.province, token.commune, request.agent)
+        # A certificate account has no password: none that could be guessed.
+        password = request.password or None
         try:
             if existing is not None:  # replaced, or enrolled again after a revocation
-                self.accounts.replace_password(username, request.password)
+                self.accounts.renew(username, password)
                 return False
-            self.accounts.create_agent(username, request.password, topics)
+            self.accounts.create_agent(username, password, topics)
             return True
         except AccountExists:
             self._give_back(token.id)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.configtypes import BrokerSection, ConfigError, read_secret
 from collector.rollout import registry, tokens
@@ -20,6 +21,9 @@ from collector.rollout.dynsec import Accounts, DynsecAdmin
 from collector.rollout.enrollment import Enroller, EnrollSettings
 from collector.rollout.profiles import ProfileError, Profiles, load_all, parse_profiles
 from collector.state.store import StateStore
+
+if TYPE_CHECKING:
+    from collector.rollout.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,10 @@ class RolloutSettings:
     profile_files: tuple[str, ...]
     collector_url: str = ""
     """Where PCs reach the API, for the commands printed with a token."""
+    client_ca_cert_file: str = ""
+    client_ca_key_file: str = ""
+    client_cert_days: int = 825
+    cert_broker_url: str = ""
 
 
 class ProfileFiles:
@@ -113,6 +121,16 @@ class ProfileFiles:
         self.reload_if_changed()
 
 
+def _signer(settings: RolloutSettings) -> Signer | None:
+    if not settings.client_ca_cert_file:
+        return None
+    from collector.rollout.signer import load_signer
+
+    return load_signer(
+        settings.client_ca_cert_file, settings.client_ca_key_file, settings.client_cert_days
+    )
+
+
 class Rollout:
     def __init__(
         self, store: StateStore, settings: RolloutSettings, clock: Callable[[], float] = time.time
@@ -132,7 +150,13 @@ class Rollout:
             self.accounts,
             self.sender,
             self.profiles,
-            EnrollSettings(settings.broker_url, ca, settings.collector.topic_root),
+            EnrollSettings(
+                settings.broker_url,
+                ca,
+                settings.collector.topic_root,
+                signer=_signer(settings),
+                cert_broker_url=settings.cert_broker_url,
+            ),
             clock,
         )
         self._collector_account_ready = False
