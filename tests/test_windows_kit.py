@@ -90,3 +90,4 @@ def test_install_enrolls_with_the_agents_own_options_and_keeps_the_token_off_the
     token = next(p for p in enroll.params if p.name == "token")
     assert token.envvar == "COMMUNE_ENROLL_TOKEN" and "$env:COMMUNE_ENROLL_TOKEN = $Token" in body
     assert "Test-Path $Installed" in body  # a PC enrolled already is only updated
+    assert "'--client-cert'" in body and '"$Wheel[certs]"' in body  # its key needs cryptography

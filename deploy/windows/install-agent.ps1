@@ -32,6 +32,9 @@
   The commune this PC is in: a token of another commune is refused.
 .PARAMETER CollectorCa
   The CA of the collector's HTTPS certificate, if not one Windows trusts.
+.PARAMETER ClientCert
+  Enroll with a key pair made on this PC and a client certificate instead of a
+  password (installs the agent with its 'certs' extra).
 .PARAMETER Python
   A python.exe (3.11 or newer) to build the venv with. Default: the newest Python 3
   the py launcher knows.
@@ -54,6 +57,7 @@ param(
   [string]$Commune = "",
   [string]$CollectorCa = "",
   [switch]$Reenroll,
+  [switch]$ClientCert,
   [string]$InstallDir = "$env:ProgramFiles\commune-agent",
   [string]$DataDir = "$env:ProgramData\commune-agent",
   [string]$Python = "",
@@ -111,7 +115,8 @@ if ($existing -and $existing.Status -ne 'Stopped') {
 
 $pipArguments = @('-m', 'pip', 'install', '--disable-pip-version-check', '--upgrade')
 if ($Wheelhouse) { $pipArguments += @('--no-index', '--find-links', $Wheelhouse) }
-Invoke-Native 'installing the agent' $VenvPython ($pipArguments + @($Wheel))
+$package = if ($ClientCert) { "$Wheel[certs]" } else { $Wheel }
+Invoke-Native 'installing the agent' $VenvPython ($pipArguments + @($package))
 
 $Installed = Join-Path $DataDir 'agent.toml'
 if ($Config) {
@@ -124,6 +129,7 @@ if ($Config) {
   if ($Commune) { $enroll += @('--commune', $Commune) }
   if ($CollectorCa) { $enroll += @('--ca', $CollectorCa) }
   if ($Reenroll) { $enroll += @('--replace', '--force') }
+  if ($ClientCert) { $enroll += @('--client-cert') }
   Invoke-Native 'enrolling with the collector (exit code 3: unreachable, run again)' $Agent $enroll
   Remove-Item Env:\COMMUNE_ENROLL_TOKEN
 } else {
