@@ -7,6 +7,7 @@ was expected>``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -265,3 +266,13 @@ class BrokerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         if not self.password_file:
             return ""
         return read_secret(self.password_file)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

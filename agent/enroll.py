@@ -10,7 +10,6 @@ enrollment leaves nothing behind, and the PC can simply run the command again.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.configtypes import is_loopback
 from agent.wire import IDENT_PATTERN, Ident
 
 #: The token's form (``<id>.<secret>``), checked here so a typo costs no round trip.
@@ -116,7 +116,7 @@ def check_request(collector: str, token: str, agent: str, commune: str = "") -> 
     parts = urlsplit(collector)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise EnrollFailed(f"--collector {collector!r}: expected https://host:port")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise EnrollFailed(
             f"--collector {collector!r}: the password travels with the request, so it must "
             "be https:// (http:// only for a collector on this machine)"
@@ -131,15 +131,6 @@ def check_request(collector: str, token: str, agent: str, commune: str = "") -> 
     if commune and not re.match(IDENT_PATTERN, commune):
         raise EnrollFailed(f"--commune {commune!r}: not a commune slug (e.g. la-nga)")
     return collector.rstrip("/") + "/api/v1/enroll"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def new_password() -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -214,18 +214,26 @@ def config_digest(interval: float | None, checks: dict[str, list[dict[str, Any]]
     return hashlib.sha256(_canonical.encode({"interval": interval, "checks": checks})).hexdigest()
 
 
-def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> AgentConfig:
-    """Validate a config payload's form (its checks are the agent config's to judge)."""
-    if len(payload) > MAX_CONFIG_BYTES:
-        raise WireError("too_large", f"{len(payload)} bytes > {MAX_CONFIG_BYTES}")
+_Message = TypeVar("_Message")
+
+
+def _decode(decoder: msgspec.json.Decoder[_Message], payload: bytes, limit: int) -> _Message:
+    """One payload by one decoder, every failure a WireError by reason."""
+    if len(payload) > limit:
+        raise WireError("too_large", f"{len(payload)} bytes > {limit}")
     try:
-        config = _config_decoder.decode(payload)
+        return decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise WireError("invalid", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError("not_json", str(exc)) from None
-    except RecursionError:
+    except RecursionError:  # msgspec's answer to "[[[[...": thousands of levels deep
         raise WireError("not_json", "nested too deeply") from None
+
+
+def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> AgentConfig:
+    """Validate a config payload's form (its checks are the agent config's to judge)."""
+    config = _decode(_config_decoder, payload, MAX_CONFIG_BYTES)
     if config.v != SCHEMA_VERSION:
         raise WireError("schema_version", f"v={config.v}, this side speaks {SCHEMA_VERSION}")
     if expected is not None:
@@ -237,16 +245,7 @@ def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> Agen
 
 def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> Envelope:
     """Validate a data payload; ``expected`` is the identity read from its topic."""
-    if len(payload) > MAX_ENVELOPE_BYTES:
-        raise WireError("too_large", f"{len(payload)} bytes > {MAX_ENVELOPE_BYTES}")
-    try:
-        envelope = _envelope_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise WireError("invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise WireError("not_json", str(exc)) from None
-    except RecursionError:  # msgspec's answer to "[[[[...": thousands of levels deep
-        raise WireError("not_json", "nested too deeply") from None
+    envelope = _decode(_envelope_decoder, payload, MAX_ENVELOPE_BYTES)
     if envelope.v != SCHEMA_VERSION:
         raise WireError("schema_version", f"v={envelope.v}, this side speaks {SCHEMA_VERSION}")
     if expected is not None:
@@ -255,16 +254,7 @@ def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> En
 
 
 def decode_status(payload: bytes, expected: TopicIdentity | None = None) -> Status:
-    if len(payload) > MAX_ENVELOPE_BYTES:
-        raise WireError("too_large", f"{len(payload)} bytes > {MAX_ENVELOPE_BYTES}")
-    try:
-        status = _status_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise WireError("invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise WireError("not_json", str(exc)) from None
-    except RecursionError:
-        raise WireError("not_json", "nested too deeply") from None
+    status = _decode(_status_decoder, payload, MAX_ENVELOPE_BYTES)
     if expected is not None:
         _check_identity(expected, status.province, status.commune, status.agent)
     return status

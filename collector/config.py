@@ -17,6 +17,7 @@ from agent.configtypes import (
     Duration,
     Size,
     convert_strict,
+    is_loopback,
     read_toml,
     readable,
     resolve_paths,
@@ -176,7 +177,7 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             raise ConfigProblem("tls_cert_file", "HTTPS needs both tls_cert_file and tls_key_file")
         readable("tls_cert_file", self.tls_cert_file)
         readable("tls_key_file", self.tls_key_file)
-        if self.open_on_loopback and not _is_loopback(self.address()[0]):
+        if self.open_on_loopback and not is_loopback(self.address()[0]):
             raise ConfigProblem(
                 "open_on_loopback",
                 "only allowed when api.listen is a loopback address "
@@ -399,12 +400,3 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
         store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]
     return parse_collector_config(data, str(path))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

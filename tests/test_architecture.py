@@ -90,6 +90,7 @@ def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_ag
 def test_config_types_stand_alone() -> None:
     assert imports(AGENT / "configtypes.py") <= {
         "__future__",
+        "ipaddress",
         "re",
         "tomllib",
         "pathlib",

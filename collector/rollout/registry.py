@@ -55,6 +55,17 @@ _SELECT = (
 )
 
 
+def place_filter(province: str | None, commune: str | None) -> tuple[str, list[object]]:
+    """`` AND province = ? AND commune = ?`` for what is given, and its arguments."""
+    where: str = ""
+    args: list[object] = []
+    for column, value in (("province", province), ("commune", commune)):
+        if value:
+            where += f" AND {column} = ?"
+            args.append(value)
+    return where, args
+
+
 def _managed(row: tuple[object, ...]) -> Managed:
     key, province, commune, agent, username, profile, token, at, revoked, version, hash_, sent = row
     return Managed(
@@ -178,15 +189,9 @@ def events(
         "SELECT id, at, event, province, commune, agent, token_id, address, actor, detail "
         "FROM enrollment_events WHERE 1 = 1"
     )
-    args: list[object] = []
-    if province:
-        query += " AND province = ?"
-        args.append(province)
-    if commune:
-        query += " AND commune = ?"
-        args.append(commune)
+    where, args = place_filter(province, commune)
     with store.reading() as db:
-        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+        rows = db.execute(query + where + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
     return [
         Event(
             int(r[0]),

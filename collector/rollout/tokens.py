@@ -19,6 +19,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from agent.wire import IDENT_PATTERN
+from collector.rollout.registry import place_filter
 from collector.state.store import StateStore
 
 #: What a token's holder may be told went wrong, by the counter key.
@@ -143,16 +144,10 @@ def create(
 def tokens(
     store: StateStore, province: str | None = None, commune: str | None = None
 ) -> list[Token]:
-    query = _SELECT + " WHERE 1 = 1"
-    args: list[str] = []
-    if province:
-        query += " AND province = ?"
-        args.append(province)
-    if commune:
-        query += " AND commune = ?"
-        args.append(commune)
+    where, args = place_filter(province, commune)
+    query = _SELECT + " WHERE 1 = 1" + where + " ORDER BY created_at DESC"
     with store.reading() as db:
-        return [_token(r) for r in db.execute(query + " ORDER BY created_at DESC", args)]
+        return [_token(r) for r in db.execute(query, args)]
 
 
 def revoke(store: StateStore, token_id: str, now: float) -> Token:
