@@ -153,9 +153,19 @@ def read_secret(path: str | Path) -> str:
     return secret
 
 
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text, any failure a ConfigError naming ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib's answer to "a = [[[[...": thousands of levels
+        raise ConfigError(f"{source}: nested too deeply") from None
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(read_text_file(path))
+        return parse_toml(read_text_file(path), str(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
@@ -164,8 +174,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not UTF-8 or UTF-16 text: save it as UTF-8 (with or without BOM)"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 #: Config keys naming files or folders, by their last part: relative values are taken

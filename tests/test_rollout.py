@@ -609,3 +609,38 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             if agent is not None:
                 agent.stop()
             collector.stop()
+
+
+def test_hostile_profiles_and_enrollment_bodies_are_refused_by_reason(site: Site) -> None:
+    """Whatever the body, the collector answers 4xx naming why, changes nothing, and
+    keeps serving."""
+    before = site.profiles.read_text()
+    for body, status, words in [
+        (b"a = " + b"[" * 30_000 + b"]" * 30_000, 422, "nested too deeply"),
+        (b"\xff\xfe not utf-8 \xc3\x28", 422, "UTF-8"),
+        (b"# " + b"x" * 70_000, 413, "bytes"),
+        (PROFILES.replace("dong-nai", "ha-noi").encode(), 422, "province"),
+        (PROFILES.encode() + b"\n[profiles.office.colour]\n", 422, "colour"),
+        (PROFILES.replace('"2s"', '"forever"').encode(), 422, "interval"),
+        (PROFILES.encode() + b'[[profiles.office.checks.link]]\nname = "x"\nnetwork = "tslcd"'
+         b'\ntarget = "${nowhere}"\n', 422, "nowhere"),
+    ]:  # fmt: skip
+        answered, detail = site.api("PUT", "/api/v1/profiles/dong-nai", body)
+        assert answered == status, (body[:60], answered, detail)
+        assert words in str(detail), (words, detail)
+    assert site.profiles.read_text() == before
+    token, _ = new_token(site)
+    for body in (
+        b"[" * 100_000,
+        b'{"token": "' + token.encode() + b'", "agent": "pc-01", "password": ' + b"[" * 50_000,
+        json.dumps({"token": token, "agent": "pc-01\n", "password": "p" * 32}).encode(),
+        json.dumps({"token": token, "agent": "pc-01", "password": "short"}).encode(),
+        json.dumps({"token": token, "agent": "pc-01", "password": "p" * 32, "csr": "x",
+                    "extra": 1}).encode(),
+    ):  # fmt: skip
+        answered, detail = site.api("POST", "/api/v1/enroll", body, token="")
+        assert answered in (400, 413), (body[:60], answered, detail)
+    _, listed = site.api("GET", "/api/v1/enrollment/tokens?commune=la-nga")
+    assert [t["used"] for t in listed["tokens"]] == [0]
+    assert site.api("GET", "/healthz", token="")[0] == 200
+    assert dynsec_part(site) == "ok"

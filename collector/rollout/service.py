@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.configtypes import BrokerSection, ConfigError, read_secret
+from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import Accounts, DynsecAdmin
@@ -103,12 +103,10 @@ class ProfileFiles:
         path = self.path_of(province)
         if len(text.encode()) > MAX_PROFILE_BYTES:
             raise ProfileError(f"{path}: more than {MAX_PROFILE_BYTES} bytes")
-        import tomllib
-
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ProfileError(f"{path}: not TOML: {exc}") from None
+            data = parse_toml(text, str(path))
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from None
         checked = parse_profiles(data, str(path), path.parent)
         if checked.province != province:
             raise ProfileError(f"{path}: province: this file is {province}'s")
