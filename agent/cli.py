@@ -415,7 +415,10 @@ def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_onl
 
     if print_only:
         click.echo(service.unit(config), nl=False)
-        found = systemd.preview(service.SERVICE, config_path, lambda w: service.check(config, w))
+        found = systemd.preview(
+            service.SERVICE, config_path, lambda w: service.check(config, w),
+            service.secrets_beside(config),
+        )  # fmt: skip
         for problem in found:
             click.echo(f"warning: {problem}", err=True)
         return

@@ -79,6 +79,14 @@ def files_read(config: Config) -> list[Path]:
     return paths
 
 
+def secrets_beside(config: Config) -> list[Path]:
+    """The broker secrets in the config's own folder (``commune-agent enroll`` writes
+    them there, root's and 0600): the install gives them to the service's group."""
+    folder = Path(config.source).absolute().parent
+    found = [Path(p) for p in (config.mqtt.password_file, config.mqtt.key_file) if p]
+    return [p for p in found if p.absolute().parent == folder]
+
+
 def folders_written(config: Config) -> list[Path]:
     """Where the agent writes outside its StateDirectory (then named in ReadWritePaths=)."""
     own = SERVICE.state_dir
@@ -110,5 +118,6 @@ def install(config: Config, unit_dir: Path, start: bool) -> list[str]:
     """Install and start the unit (``systemd.install``); InstallError names every problem."""
     source = Path(config.source)
     return systemd.install(
-        SERVICE, source, unit(config), lambda who: check(config, who), unit_dir, start
-    )
+        SERVICE, source, unit(config), lambda who: check(config, who), unit_dir, start,
+        secrets=secrets_beside(config),
+    )  # fmt: skip

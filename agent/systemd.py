@@ -162,13 +162,18 @@ def problems(
     return list(dict.fromkeys(p for p in found if p))
 
 
-def preview(service: Service, config: Path, check: Callable[[Account], list[str]]) -> list[str]:
+def preview(
+    service: Service,
+    config: Path,
+    check: Callable[[Account], list[str]],
+    secrets: Iterable[Path] = (),
+) -> list[str]:
     """What would stand in the way, for ``--print``: as the service user if it exists,
-    else as a user about to be created. The config itself is given to the service's
-    group by a real install: not a problem yet."""
+    else as a user about to be created. The config itself, and its ``secrets``, are
+    given to the service's group by a real install: not a problem yet."""
     who = Account.of(service.name) or Account.nobody_yet(service.name)
-    mine = f"{who.name} cannot read {config.resolve()}"
-    return [p for p in check(who) if not p.startswith(mine)]
+    given = [f"{who.name} cannot read {path.resolve()}" for path in (config, *secrets)]
+    return [p for p in check(who) if not any(p.startswith(mine) for mine in given)]
 
 
 def install(
@@ -178,15 +183,21 @@ def install(
     check: Callable[[Account], list[str]],
     unit_dir: Path,
     start: bool,
+    secrets: Iterable[Path] = (),
 ) -> list[str]:
-    """Create the service user, give it the config, check what it must read and write
-    (InstallError naming every problem), write the unit, enable and start it; returns
-    what was done."""
+    """Create the service user, give it the config and its ``secrets`` (the files
+    beside it that enrollment wrote: the broker password, the key), check what it must
+    read and write (InstallError naming every problem), write the unit, enable and
+    start it; returns what was done."""
     done: list[str] = []
     if create_user(service.name):
         done.append(f"created system user {service.name}")
     share_with(config, service.name)
     done.append(f"{config}: group {service.name}, mode 0640 (it may name secrets)")
+    for secret in secrets:
+        if secret.is_file():
+            share_with(secret, service.name)
+            done.append(f"{secret}: group {service.name}, mode 0640")
     who = Account.of(service.name)
     if who is None:
         raise InstallError([f"the user {service.name} could not be created"])

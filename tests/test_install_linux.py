@@ -218,3 +218,39 @@ def test_a_real_install_checks_as_the_created_user_and_writes_the_unit(root: Pat
     assert refused.returncode == 1
     assert f"commune-agent cannot enter {hidden}" in refused.stderr
     assert not (hidden / "commune-agent.service").exists()
+
+
+def test_an_enrolled_pcs_secrets_are_given_to_the_service_user(root: Path) -> None:
+    """`commune-agent enroll && commune-agent install-service`, as the README says: the
+    password enrollment wrote (root's, 0600) beside the config becomes readable by the
+    service's group, and by nobody else."""
+    if os.geteuid() != 0:
+        pytest.skip("creating the service user needs root")
+    import grp
+
+    agent = root / "opt" / "commune-agent" / "venv" / "bin" / "commune-agent"
+    folder = root / "etc" / "enrolled"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    secret = folder / "mqtt-password"
+    secret.write_text("an-enrolled-password-0123456789\n")
+    secret.chmod(0o600)
+    config = folder / "agent.toml"
+    config.write_text(
+        '[agent]\nprovince = "dong-nai"\ncommune = "la-nga"\nid = "pc-01"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\nusername = "dong-nai/la-nga/pc-01"\n'
+        'password_file = "mqtt-password"\n[remote]\nenabled = true\n'
+    )
+    units = root / "enrolled-units"
+    units.mkdir(exist_ok=True)
+    preview = subprocess.run(
+        [str(agent), "install-service", "-c", str(config), "--print"],
+        capture_output=True, text=True, env={"PATH": CLEAN_PATH}, check=False,
+    )  # fmt: skip
+    assert "mqtt-password" not in preview.stderr, preview.stderr  # the install handles it
+    result = subprocess.run(
+        [str(agent), "install-service", "-c", str(config), "--no-start", "--unit-dir", str(units)],
+        capture_output=True, text=True, env={"PATH": CLEAN_PATH}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert grp.getgrgid(secret.stat().st_gid).gr_name == "commune-agent"
+    assert oct(secret.stat().st_mode & 0o777) == "0o640"
