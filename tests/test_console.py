@@ -167,6 +167,9 @@ def test_the_iocs_read_only_account_sees_but_cannot_act(
     forged = page.request.post(f"{base}/alerts/{alert_id}/ack", form={"comment": "x"})
     assert forged.status == 403
     assert collector.get(f"/api/v1/alerts/{alert_id}")[1]["acked_by"] is None  # type: ignore[index]
+    # A collector without enrollment says so on its rollout page.
+    page.goto(base + "/rollout")
+    expect(page.locator(".note")).to_contain_text("Chưa bật đăng ký máy bằng mã")
     page.goto(base + "/login")
     page.fill("input[name=token]", "wrong")
     page.click("button[type=submit]")
