@@ -141,7 +141,8 @@ class ConfigFollower:
 
     def deliver(self, payload: bytes) -> None:
         """From paho's thread: only the newest payload matters."""
-        self._loop.call_soon_threadsafe(self._take, payload)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the agent is stopping
+            self._loop.call_soon_threadsafe(self._take, payload)
 
     def _take(self, payload: bytes) -> None:
         self._latest = payload
