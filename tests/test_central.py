@@ -149,3 +149,14 @@ def test_the_follower_swaps_checks_without_touching_the_rest(tmp_path: Path) -> 
 
     assert asyncio.run(scenario()) == ["host", "tslcd-gateway"]
     assert central.state.refused_version == 2
+
+
+def test_a_damaged_saved_config_is_ignored_and_the_agent_starts(tmp_path: Path) -> None:
+    path = enrolled(tmp_path)
+    central = CentralConfig(load_config(path))
+    central.cache_path.parent.mkdir(parents=True, exist_ok=True)
+    central.cache_path.write_bytes(central_config(OFFICE)[:-40])  # cut short by a power cut
+    again = CentralConfig(load_config(path))
+    assert again.state.version == 0 and again.current.sources == {}
+    candidate = again.offer(central_config(OFFICE, version=4))
+    assert candidate is not None  # and the next config from the collector runs
