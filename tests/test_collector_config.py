@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from agent.configtypes import ConfigError
+from collector.cli.main import main as collector_main
 from collector.config import load_collector_config, parse_collector_config
 from collector.state.inventory import load_inventory
 
@@ -67,9 +70,54 @@ def test_the_dong_nai_inventory_names_the_communes_of_the_report() -> None:
         "Xã Tân Tiến",
         "Xã Xuân Thành",
     } <= names
-    # Official codes are not guessed: left empty until the province's register fills them.
-    assert all(c.code == "" for c in inventory.communes)
+    # The official register's 95 units, each with its code; the nine keep their slugs.
+    assert len(inventory.communes) == 95 and len({c.code for c in inventory.communes}) == 95
+    codes = {c.slug: c.code for c in inventory.communes}
+    assert codes["la-nga"] == "26227" and codes["loc-thanh"] == "25294"  # not Lộc Thạnh
+    assert sum(c.name.startswith("Phường") for c in inventory.communes) == 23
     assert all(c.polycoms == 1 for c in inventory.communes)
+
+
+def test_the_shipped_inventory_is_what_the_register_writes(tmp_path: Path) -> None:
+    """Run again over itself, the command changes nothing: what ships is the register's."""
+    copy = tmp_path / "dong-nai.toml"
+    copy.write_text(DONG_NAI.read_text())
+    result = CliRunner().invoke(
+        collector_main, ["inventory", "--province", "dong-nai", "--routers", "1",
+                         "--polycoms", "1", "-o", str(copy)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert copy.read_text() == DONG_NAI.read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[communes]]\nslug = "a"\nname = "Xã A"\n[[communes]]\nslug = "a"\nname = "Xã B"\n',
+         "communes[1] (a).slug: 'a' is listed twice (also communes[0])"),
+        ('[[communes]]\nslug = "a"\nname = "Xã A"\ncode = "26227"\n'
+         '[[communes]]\nslug = "b"\nname = "Xã B"\ncode = "26227"\n',
+         "communes[1] (b).code: 26227 is listed twice"),
+        ('[[communes]]\nslug = "a"\nname = "Xã A"\ncode = "00070"\n',
+         "00070 is no unit of Đồng Nai"),
+    ],
+)  # fmt: skip
+def test_an_inventory_that_contradicts_the_register_is_refused_by_name(
+    text: str, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "inventory.toml"
+    path.write_text('province = "dong-nai"\n' + text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_inventory(path)
+    path.write_text('province = "atlantis"\n[[communes]]\nslug = "a"\nname = "Xã A"\n'
+                    'code = "26227"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match="not a province of the official register"):
+        load_inventory(path)
+
+
+def test_the_inventory_command_names_an_unknown_province() -> None:
+    result = CliRunner().invoke(collector_main, ["inventory", "--province", "atlantis"])
+    assert result.exit_code == 1 and "dong-nai" in result.output
 
 
 TOKEN = "0" * 64
@@ -96,7 +144,7 @@ TOKEN = "0" * 64
 def test_config_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "collector.toml"
     path.write_text(toml)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_collector_config(path)
 
 
@@ -108,12 +156,12 @@ def test_config_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> N
         (
             'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n'
             '[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n',
-            "communes[1].slug: 'la-nga' is listed twice",
+            "communes[1] (la-nga).slug: 'la-nga' is listed twice",
         ),
         (
             'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n'
             'code = "26A"\n',
-            "communes[0].code: expected 5 digits",
+            "communes[0] (la-nga).code: expected 5 digits",
         ),
         (
             'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\npcs = -3\n',
@@ -125,7 +173,7 @@ def test_config_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> N
 def test_inventory_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "inventory.toml"
     path.write_text(toml)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_inventory(path)
 
 

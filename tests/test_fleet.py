@@ -105,8 +105,8 @@ def test_the_fleet_command_feeds_a_running_collector(tmp_path: Path) -> None:
         assert len(agents) == 15 and {a["reason"] for a in agents} == {"stopped"}
         _, province = collector.get("/api/v1/province")
         assert isinstance(province, dict)
-        assert province["communes"] == 9
-        assert province["communes_by_status"]["no_data"] == 6
+        assert province["communes"] == 95
+        assert province["communes_by_status"]["no_data"] == 92
         assert province["polycoms_reporting"] == 3
         assert province["pcs_reporting"] == 0  # every agent has stopped: their state is unknown
     finally:

@@ -65,8 +65,8 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     finally:
         os.killpg(script.pid, signal.SIGINT)  # Ctrl-C
         output = script.communicate(timeout=30)[0].decode(errors="replace")
-    assert province["communes"] == 9, output
-    assert province["communes_by_status"]["no_data"] == 3  # type: ignore[index]
+    assert province["communes"] == 95, output  # the official register's units
+    assert province["communes_by_status"]["no_data"] == 95 - 6  # type: ignore[index]
     # 5 fleet communes x 8 PCs + this machine's agent.
     assert province["pcs_reporting"] >= 40 and province["polycoms_reporting"] == 6
     # La Ngà's Polycom and router are snmpsim recordings polled by a real agent.

@@ -15,6 +15,7 @@ import msgspec
 
 from agent.configtypes import ConfigError, convert_strict, read_toml
 from agent.wire import Ident
+from collector.state import register
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 
@@ -48,16 +49,78 @@ EMPTY = Inventory(province="")
 
 
 def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
+    """Decoded strictly; slugs and codes unique; every code one of the province's in the
+    official register (``register.py``)."""
     inventory = convert_strict(data, Inventory, source)
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
+    codes: dict[str, int] = {}
+    official = register.provinces().get(inventory.province)
     for index, commune in enumerate(inventory.communes):
-        where = f"{source}: communes[{index}]"
+        where = f"{source}: communes[{index}] ({commune.slug})"
         if commune.slug in seen:
-            raise ConfigError(f"{where}.slug: {commune.slug!r} is listed twice")
-        seen.add(commune.slug)
-        if commune.code and not _CODE.match(commune.code):
+            raise ConfigError(
+                f"{where}.slug: {commune.slug!r} is listed twice "
+                f"(also communes[{seen[commune.slug]}])"
+            )
+        seen[commune.slug] = index
+        if not commune.code:
+            continue
+        if not _CODE.match(commune.code):
             raise ConfigError(f"{where}.code: expected 5 digits, got {commune.code!r}")
+        if commune.code in codes:
+            raise ConfigError(
+                f"{where}.code: {commune.code} is listed twice "
+                f"(also communes[{codes[commune.code]}])"
+            )
+        codes[commune.code] = index
+        if official is None:
+            raise ConfigError(
+                f"{source}: province: {inventory.province!r} is not a province of the official "
+                f"register, so its codes cannot be checked (commune-collector inventory lists "
+                f"them: {', '.join(sorted(register.provinces()))})"
+            )
+        unit = official.unit(commune.code)
+        if unit is None:
+            raise ConfigError(f"{where}.code: {commune.code} is no unit of {official.name}")
     return inventory
+
+
+def from_register(
+    province: str, existing: Inventory | None = None, defaults: dict[str, int] | None = None
+) -> str:
+    """A province's inventory as TOML, every unit of the register with its official name
+    and code. What ``existing`` says is kept: a commune found there (by code, else by
+    name) keeps its slug, so agents and history under it go on, and its counts;
+    ``defaults`` (e.g. ``{"routers": 1}``) fill the counts it does not give."""
+    defaults = defaults or {}
+    official = register.province(province)
+    kept = {c.code: c for c in existing.communes if c.code} if existing else {}
+    named = {c.name: c for c in existing.communes} if existing else {}
+    lines = [
+        f"# The communes of {official.name}, from the official register (vietnam-provinces:",
+        "# the units after the rearrangement of 1 July 2025), written by",
+        f"#   commune-collector inventory --province {province}",
+        "# Per commune: slug (the topics' commune level, agents' [agent].commune), the",
+        "# official name and code; fill in pcs (PCs expected to run an agent: the",
+        '# denominator of "% protected"), routers and polycoms from the asset register.',
+        f'province = "{province}"',
+        f"name = {_quoted(official.name)}",
+    ]
+    for unit in official.units:
+        before = kept.get(unit.code) or named.get(unit.name)
+        lines += ["", "[[communes]]", f'slug = "{before.slug if before else unit.slug}"',
+                  f"name = {_quoted(unit.name)}", f'code = "{unit.code}"']  # fmt: skip
+        for key in ("pcs", "routers", "polycoms"):
+            value = getattr(before, key) if before else None
+            value = defaults.get(key) if value is None else value
+            lines.append(f"{key} = {value}" if value is not None else f"# {key} = ")
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
 
 
 def load_inventory(path: str | Path) -> Inventory:

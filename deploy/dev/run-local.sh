@@ -184,12 +184,12 @@ PIDS="$! $PIDS"
 PIDS="$! $PIDS"
 cat <<MSG
 
-  Đồng Nai, 9 communes in the inventory:
+  Đồng Nai, its 95 communes from the official register (deploy/inventory/dong-nai.toml):
     la-nga      this machine's agent ($THIS_PC) + a poller box polling a simulated router and
                 Polycom: enrolled with La Ngà's tokens, running the checks of $RUN/profiles.toml
     5 more      commune-fleet: 8 PCs and a poller each, enrolled the same way (anti-malware
                 mix, line outages, meetings)
-    3 more      nothing reporting: shown as no_data
+    89 more     nothing reporting yet: shown as no_data
 
   console    http://127.0.0.1:$API_PORT/          (technicians; no login on loopback)
   rollout    http://127.0.0.1:$API_PORT/rollout   (PCs enrolled, reporting, on the current config)

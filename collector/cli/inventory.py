@@ -1,0 +1,54 @@
+"""commune-collector inventory: a province's inventory from the official register."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from agent.configtypes import ConfigError
+from collector.state import register
+from collector.state.inventory import from_register, load_inventory
+
+
+@click.command("inventory")
+@click.option("--province", required=True, help="Province slug, e.g. dong-nai (--list: all).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here (default: print). An existing file is kept where it agrees: its "
+    "communes keep their slugs and counts.",
+)  # fmt: skip
+@click.option("--routers", type=click.IntRange(0, 100), help="Routers per commune, where unknown.")
+@click.option(
+    "--polycoms", type=click.IntRange(0, 100), help="Polycoms per commune, where unknown."
+)
+def inventory_command(
+    province: str, output: Path | None, routers: int | None, polycoms: int | None
+) -> None:
+    """Write a province's inventory: every commune of the official register (the units
+    after 1 July 2025) with its official name, code and slug; pcs, routers and polycoms
+    to fill in.
+
+    \b
+    Example:
+        commune-collector inventory --province dong-nai --routers 1 --polycoms 1 \\
+            -o /etc/commune-collector/inventory/dong-nai.toml
+    """
+    try:
+        official = register.province(province)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    existing = None
+    if output is not None and output.exists():
+        try:
+            existing = load_inventory(output)
+        except ConfigError as exc:
+            raise click.ClickException(f"the existing file is wrong: {exc}") from None
+    defaults = {k: v for k, v in (("routers", routers), ("polycoms", polycoms)) if v is not None}
+    text = from_register(province, existing, defaults)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}: {len(official.units)} communes of {official.name}", err=True)
