@@ -36,10 +36,13 @@ def paho_client(
     return client
 
 
-def describe(exc: BaseException) -> str:
-    """A connection error in words: the TLS reason where there is one."""
+def describe(exc: BaseException, ca_hint: str = "ca_file") -> str:
+    """A connection error in words: the TLS reason where there is one; ``ca_hint`` names
+    where the CA that would verify it is given (a config key, a command's option)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: {exc.verify_message or exc.reason} (certificate verify failed; check ca_file)"
+        return (
+            f"TLS: {exc.verify_message or exc.reason} (certificate verify failed; check {ca_hint})"
+        )
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:

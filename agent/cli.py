@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,22 @@ DEFAULT_CONFIG = (
     else r"C:\ProgramData\commune-agent\agent.toml"
 )
 
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    envvar="COMMUNE_AGENT_CONFIG",
-    help="Agent config file (TOML). Env: COMMUNE_AGENT_CONFIG.",
-)
+
+def config_path_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--config/-c``: where the agent's config is (or goes), the same for every command."""
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        envvar="COMMUNE_AGENT_CONFIG",
+        help=f"{help_text} Env: COMMUNE_AGENT_CONFIG.",
+    )
+
+
+config_option = config_path_option("Agent config file (TOML).")
 
 
 def _load(path: Path) -> Config:
@@ -212,15 +219,8 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     "(for brokers that authenticate by certificate).",
 )
 @click.option("--force", is_flag=True, help="Write over an existing config file.")
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    envvar="COMMUNE_AGENT_CONFIG",
-    help="Where to write the agent's config (its password and the broker's CA go beside it).",
+@config_path_option(
+    "Where to write the agent's config (its password and the broker's CA go beside it)."
 )
 @click.option(
     "--timeout",

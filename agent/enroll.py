@@ -21,13 +21,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.brokerclient import describe
 from agent.configtypes import is_loopback
-from agent.wire import IDENT_PATTERN, Ident
+from agent.enrollwire import EnrollAnswer, EnrollRequest
+from agent.wire import IDENT_PATTERN
 
 #: The token's form (``<id>.<secret>``), checked here so a typo costs no round trip.
 TOKEN_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$"  # noqa: S105 (a form, not a token)
@@ -45,27 +46,6 @@ class EnrollFailed(Exception):
     def __init__(self, message: str, exit_code: int = REFUSED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class Topics(msgspec.Struct, frozen=True):
-    status: str
-    data: str
-    config: str
-
-
-class Answer(msgspec.Struct, frozen=True):
-    """The collector's answer, judged as strictly as anything else that arrives."""
-
-    province: Ident
-    commune: Ident
-    agent: Ident
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    broker_url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^\s/]+$", max_length=256)]
-    broker_ca: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
-    profile: Annotated[str, msgspec.Meta(max_length=64)]
-    topics: Topics
-    replaced: bool = False
-    certificate: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +88,7 @@ def new_key_and_csr(agent: str) -> Credential:
 class Written:
     config: Path
     files: list[Path]
-    answer: Answer
+    answer: EnrollAnswer
 
 
 def check_request(collector: str, token: str, agent: str, commune: str = "") -> str:
@@ -147,42 +127,17 @@ def request(
     commune: str = "",
     ca_file: str = "",
     timeout: float = 30.0,
-) -> Answer:
+) -> EnrollAnswer:
     """``commune``: the one the technician means (a token of another is refused)."""
     if isinstance(credential, str):
         credential = Credential(password=credential)
-    fields: dict[str, object] = {"token": token, "agent": agent, "replace": replace}
-    if credential.csr_pem:
-        fields["csr"] = credential.csr_pem
-    else:
-        fields["password"] = credential.password
-    if commune:
-        fields["commune"] = commune
-    body = json.dumps(fields).encode()
-    context = ssl.create_default_context(cafile=ca_file or None)
-    # The scheme is http(s) only: check_request made the URL.
-    http = urllib.request.Request(  # noqa: S310
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+    sent = EnrollRequest(
+        token=token, agent=agent, replace=replace, commune=commune,
+        csr=credential.csr_pem, password="" if credential.csr_pem else credential.password,
+    )  # fmt: skip
+    raw = post_json(url, msgspec.to_builtins(sent), ca_file=ca_file, timeout=timeout)
     try:
-        with urllib.request.urlopen(http, timeout=timeout, context=context) as response:  # noqa: S310
-            raw = response.read(MAX_ANSWER_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise _refusal(exc) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        retry = UNREACHABLE
-        if isinstance(reason, ssl.SSLCertVerificationError):
-            retry = REFUSED  # trying again will not help: the CA is wrong
-        raise EnrollFailed(
-            f"cannot reach the collector at {url}: {_words(reason)}"
-            + ("; check --ca" if retry == REFUSED else "; nothing was changed, try again later"),
-            retry,
-        ) from None
-    if len(raw) > MAX_ANSWER_BYTES:
-        raise EnrollFailed("the collector's answer is too large; nothing was written")
-    try:
-        answer = msgspec.json.decode(raw, type=Answer)
+        answer = msgspec.json.decode(raw, type=EnrollAnswer)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise EnrollFailed(
             f"the collector's answer is not one this agent understands: {exc}"
@@ -194,12 +149,46 @@ def request(
     return answer
 
 
-def _words(reason: object) -> str:
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return f"TLS: {reason.verify_message or reason.reason}"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
+def post_json(
+    url: str,
+    fields: dict[str, object],
+    *,
+    ca_file: str = "",
+    timeout: float = 30.0,
+    bearer: str = "",
+    limit: int = MAX_ANSWER_BYTES,
+) -> bytes:
+    """POST ``fields`` as JSON to the collector's API (over HTTPS, verified with
+    ``ca_file`` or the system's CAs); the answer's body, or EnrollFailed saying whether
+    trying again can help."""
+    # The scheme is http(s) only: check_request made the URL.
+    http = urllib.request.Request(  # noqa: S310
+        url, data=json.dumps(fields).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    if bearer:
+        http.add_header("Authorization", f"Bearer {bearer}")
+    context = ssl.create_default_context(cafile=ca_file or None)
+    try:
+        with urllib.request.urlopen(http, timeout=timeout, context=context) as response:  # noqa: S310
+            raw: bytes = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        raise _refusal(exc) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, ssl.SSLCertVerificationError):  # trying again will not help
+            raise EnrollFailed(
+                f"cannot reach the collector at {url}: {describe(reason, '--ca')}"
+            ) from None
+        raise EnrollFailed(
+            f"cannot reach the collector at {url}: "
+            f"{describe(reason) if isinstance(reason, BaseException) else reason}; "
+            "nothing was changed, try again later",
+            UNREACHABLE,
+        ) from None
+    if len(raw) > limit:
+        raise EnrollFailed("the collector's answer is too large; nothing was written")
+    return raw
 
 
 def _refusal(error: urllib.error.HTTPError) -> EnrollFailed:
@@ -214,7 +203,7 @@ def _refusal(error: urllib.error.HTTPError) -> EnrollFailed:
     return EnrollFailed(f"the collector refused the enrollment ({error.code}): {detail}", code)
 
 
-def agent_toml(answer: Answer, has_ca: bool, when: float, certificate: bool = False) -> str:
+def agent_toml(answer: EnrollAnswer, has_ca: bool, when: float, certificate: bool = False) -> str:
     topic_root = answer.topics.data.split("/", 1)[0]
     lines = [
         f"# Written by commune-agent enroll on {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}:",  # noqa: E501
@@ -253,11 +242,11 @@ def preflight(config: Path, force: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise EnrollFailed(f"cannot write in {config.parent}: {_words(exc)}") from None
+        raise EnrollFailed(f"cannot write in {config.parent}: {describe(exc)}") from None
 
 
 def write(
-    config: Path, answer: Answer, credential: Credential | str, when: float | None = None
+    config: Path, answer: EnrollAnswer, credential: Credential | str, when: float | None = None
 ) -> Written:
     """The local files, each written whole then renamed into place; agent.toml last, so
     a config never names a password file that is not there."""
@@ -295,5 +284,5 @@ def write(
     except OSError as exc:
         for partial, _ in staged:
             partial.unlink(missing_ok=True)
-        raise EnrollFailed(f"cannot write the local config: {_words(exc)}") from None
+        raise EnrollFailed(f"cannot write the local config: {describe(exc)}") from None
     return Written(config, [path for path, _, _ in files], answer)

@@ -36,8 +36,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.configtypes import BrokerSection  # noqa: E402
+from agent.enrollwire import EnrollRequest  # noqa: E402
 from collector.rollout import tokens  # noqa: E402
-from collector.rollout.enrollment import EnrollRequest  # noqa: E402
 from collector.rollout.service import Rollout, RolloutSettings  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from tests.servers import dynsec_broker  # noqa: E402

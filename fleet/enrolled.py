@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import enroll as enrolling
 from agent.config import parse_checks
 from agent.configtypes import ConfigError
-from agent.enroll import Answer
+from agent.enrollwire import EnrollAnswer
 from agent.wire import TopicIdentity, WireError, decode_config
 from fleet.scenario import Fleet, Message, Plan, PlannedCheck, SimAgent
 
@@ -35,20 +32,12 @@ class FleetError(Exception):
 def _api(
     collector: str, path: str, body: dict[str, object], api_token: str, ca_file: str
 ) -> dict[str, object]:
-    request = urllib.request.Request(  # noqa: S310 (the URL is checked: http(s) only)
-        collector.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    if api_token:
-        request.add_header("Authorization", f"Bearer {api_token}")
-    context = ssl.create_default_context(cafile=ca_file or None)
+    """A POST on the collector's API (the same request path as enrollment's)."""
+    raw = enrolling.post_json(collector.rstrip("/") + path, body, ca_file=ca_file, bearer=api_token)
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as answer:  # noqa: S310
-            data = json.loads(answer.read(1 << 20))
-    except urllib.error.HTTPError as exc:
-        raise FleetError(f"{path}: {exc.code} {exc.read(2000).decode(errors='replace')}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise FleetError(f"cannot reach the collector at {collector}: {exc}") from None
+        data = json.loads(raw)
+    except ValueError:
+        raise FleetError(f"{path}: not JSON") from None
     if not isinstance(data, dict):
         raise FleetError(f"{path}: not an object")
     return data
@@ -139,7 +128,7 @@ class EnrolledFleet:
         )  # fmt: skip
         return str(created["token"])
 
-    def _connect(self, agent: SimAgent, answer: Answer, password: str) -> None:
+    def _connect(self, agent: SimAgent, answer: EnrollAnswer, password: str) -> None:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"commune-fleet/{answer.province}/{answer.commune}/{answer.agent}",

@@ -80,7 +80,7 @@ def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_ag
     for path in collector.rglob("*.py"):
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
         allowed = {"agent.wire", "agent.catalogue", "agent.configtypes", "agent.units"}
-        allowed |= {"agent.systemd", "agent.brokerclient", "agent"}
+        allowed |= {"agent.systemd", "agent.brokerclient", "agent.enrollwire", "agent"}
         if path.parts[-2:] == ("rollout", "profiles.py"):
             # Profiles are judged by the agent's own decoder before any agent sees them.
             allowed |= {"agent.config"}

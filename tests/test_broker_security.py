@@ -59,8 +59,12 @@ class Broker:
         time.sleep(0.5)
 
 
-def production_config(etc: Path, var: Path, password_port: int, cert_port: int) -> str:
-    text = (DEPLOY / "mosquitto.conf").read_text()
+def production_config(
+    etc: Path, var: Path, password_port: int, cert_port: int, name: str = "mosquitto.conf"
+) -> str:
+    """A shipped broker config (``name`` in deploy/mosquitto/) changed only where it
+    says: its two folders and its two ports."""
+    text = (DEPLOY / name).read_text()
     for old, new in (
         ("/etc/mosquitto/commune/", f"{etc}/"),
         ("/var/lib/mosquitto/", f"{var}/"),

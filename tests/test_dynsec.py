@@ -208,7 +208,11 @@ def shipped_broker(
     import tempfile
 
     from tests.servers import free_port, stop_process, wait_tcp
-    from tests.test_broker_security import AS_BROKER_USER, DEPLOY, lay_out_for_the_broker
+    from tests.test_broker_security import (
+        AS_BROKER_USER,
+        lay_out_for_the_broker,
+        production_config,
+    )
 
     home = Path(tempfile.mkdtemp(prefix="commune-dynsec-"))
     home.chmod(0o755)
@@ -226,15 +230,7 @@ def shipped_broker(
         user = pwd.getpwnam("mosquitto")
         os.chown(state, user.pw_uid, user.pw_gid)
     password_port, cert_port = free_port(), free_port()
-    text = (DEPLOY / "dynsec.conf").read_text()
-    for old, new in (
-        ("/etc/mosquitto/commune/", f"{etc}/"),
-        ("/var/lib/mosquitto/", f"{var}/"),
-        ("listener 8883", f"listener {password_port} 127.0.0.1"),
-        ("listener 8884", f"listener {cert_port} 127.0.0.1"),
-    ):
-        assert old in text, old
-        text = text.replace(old, new)
+    text = production_config(etc, var, password_port, cert_port, "dynsec.conf")
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text)
     log_path = tmp_path / "mosquitto.log"

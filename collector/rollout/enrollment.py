@@ -25,11 +25,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import msgspec
-
-from agent.wire import Ident, topic, whole
+from agent.enrollwire import EnrollAnswer, EnrollRequest, EnrollTopics
+from agent.wire import topic
 from collector.rollout import registry, tokens
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import (
@@ -40,49 +39,13 @@ from collector.rollout.dynsec import (
     DynsecError,
 )
 from collector.rollout.profiles import ProfileError, Profiles
-from collector.rollout.signer import MAX_CSR_BYTES, CsrRefused, Signer, check_csr
+from collector.rollout.signer import CsrRefused, Signer, check_csr
+
+if TYPE_CHECKING:
+    from cryptography import x509
 from collector.state.store import StateStore, agent_key
 
 log = logging.getLogger(__name__)
-
-
-class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    token: Annotated[str, msgspec.Meta(max_length=128)]
-    agent: Ident
-    """The PC's agent id: its host name in slug form unless the technician chose one."""
-    password: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^(?:[!-~]{24,128})?$")] = ""
-    """Made on the PC; the broker account's password (or a CSR instead)."""
-    csr: Annotated[str, msgspec.Meta(max_length=MAX_CSR_BYTES)] = ""
-    """A certificate signing request (PEM) for a key the PC made and keeps: the
-    collector answers with a client certificate for the account (see signer.py)."""
-    replace: bool = False
-    """This PC takes the place of one enrolled under the same id (tokens that allow it)."""
-    commune: Annotated[
-        str, msgspec.Meta(pattern=whole(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?"))
-    ] = ""
-    """The commune the technician means to enroll this PC in ("" : the token's): a token
-    of another commune is refused instead of enrolling the PC in the wrong place."""
-
-
-class EnrollTopics(msgspec.Struct, frozen=True):
-    status: str
-    data: str
-    config: str
-
-
-class EnrollAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
-    province: str
-    commune: str
-    agent: str
-    username: str
-    broker_url: str
-    broker_ca: str
-    """The CA that signs the broker's certificate, PEM ("" : the system's CAs)."""
-    profile: str
-    topics: EnrollTopics
-    replaced: bool = False
-    certificate: str = ""
-    """For a CSR: the PC's client certificate (PEM); its Common Name is ``username``."""
 
 
 class EnrollRefused(Exception):
@@ -120,6 +83,12 @@ REFUSALS = (
 _TOKEN_STATUS = {"malformed": 401, "unknown": 401, "revoked": 403, "expired": 403, "used_up": 403}
 
 
+def _place(token: tokens.Token, request: EnrollRequest) -> dict[str, str]:
+    """Where an enrollment happens, for the audit."""
+    return {"province": token.province, "commune": token.commune, "agent": request.agent,
+            "token_id": token.id}  # fmt: skip
+
+
 class Enroller:
     def __init__(
         self,
@@ -148,35 +117,32 @@ class Enroller:
             )
         return EnrollRefused(status, reason, message)
 
-    def _credential(self, request: EnrollRequest, address: str) -> None:
+    def _credential(
+        self, request: EnrollRequest, address: str
+    ) -> x509.CertificateSigningRequest | None:
         """A password or a CSR, not both; a CSR this collector can sign. Checked before
         the token so a wrong request spends none of its uses."""
         if bool(request.password) == bool(request.csr):
             raise self._refuse(400, "malformed", "send a password or a CSR (one of them)",
                                address, agent=request.agent)  # fmt: skip
         if not request.csr:
-            return
+            return None
         if self.settings.signer is None:
             raise self._refuse(
                 400, "csr", "this collector does not issue client certificates: enroll with "
                 "a password (without --client-cert)", address, agent=request.agent,
             )  # fmt: skip
         try:
-            check_csr(request.csr)
+            return check_csr(request.csr)
         except CsrRefused as exc:
             raise self._refuse(400, "csr", f"CSR refused: {exc}", address,
                                agent=request.agent) from None  # fmt: skip
 
     def enroll(self, request: EnrollRequest, address: str) -> EnrollAnswer:
         now = self.clock()
-        self._credential(request, address)
+        csr = self._credential(request, address)
         token, existing = self._admit(request, address, now)
-        place = {
-            "province": token.province,
-            "commune": token.commune,
-            "agent": request.agent,
-            "token_id": token.id,
-        }
+        place = _place(token, request)
         key = agent_key(token.province, token.commune, request.agent)
         topics = AgentTopics(
             status=topic(
@@ -186,9 +152,9 @@ class Enroller:
             config=self.sender.config_topic(token.province, token.commune, request.agent),
         )
         certificate = ""
-        if request.csr:
+        if csr is not None:
             assert self.settings.signer is not None
-            certificate = self.settings.signer.sign(request.csr, key)
+            certificate = self.settings.signer.sign(csr, key)
         made = self._account(request, token, existing, topics, address, place)
         event = "replaced" if existing is not None else "enrolled"
         try:
@@ -249,12 +215,7 @@ class Enroller:
                 _TOKEN_STATUS[exc.reason], f"token_{exc.reason}", str(exc), address,
                 agent=request.agent, **where,
             ) from None  # fmt: skip
-        place = {
-            "province": token.province,
-            "commune": token.commune,
-            "agent": request.agent,
-            "token_id": token.id,
-        }
+        place = _place(token, request)
         key = agent_key(token.province, token.commune, request.agent)
         if request.commune and request.commune != token.commune:
             self._give_back(token.id)

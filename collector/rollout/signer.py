@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-#: A CSR is a few hundred bytes; anything far larger is not one.
-MAX_CSR_BYTES = 16 * 1024
+from agent.enrollwire import MAX_CSR_BYTES
 
 
 class CsrRefused(ValueError):
@@ -37,9 +36,13 @@ class Signer:
     def ca_pem(self) -> str:
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
 
-    def sign(self, csr_pem: str, account: str, now: datetime.datetime | None = None) -> str:
-        """A certificate for ``account`` over the CSR's key, PEM."""
-        request = check_csr(csr_pem)
+    def sign(
+        self,
+        request: x509.CertificateSigningRequest,
+        account: str,
+        now: datetime.datetime | None = None,
+    ) -> str:
+        """A certificate for ``account`` over the key of a CSR ``check_csr`` passed, PEM."""
         now = now or datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
