@@ -44,6 +44,7 @@ from collector.web.auth import (
     Context,
     Reader,
     RowId,
+    Slug,
     Technician,
     errors,
 )
@@ -444,7 +445,7 @@ def get_monthly_report(
     _: Reader,
     context: Context,
     month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2025-10"])],
-    province: str | None = None,
+    province: Slug | None = None,
     format: Literal["json", "md", "csv", "html", "xlsx"] = "json",
     lang: Literal["vi", "en"] = "vi",
 ) -> MonthlyReport | Response:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as FastApiPath
+from pydantic import Field
 
 from collector.config import Network, Role
 from collector.rollout.service import Rollout
@@ -54,6 +55,11 @@ class ApiContext:
     """Enrollment and central configs, when [enrollment] is configured."""
     enroll_limiter: FailureLimiter | None = None
     """Enrollment requests per address (every request counts)."""
+
+
+#: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at
+#: the end of the text already, without the contract's look-ahead.
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 def context_of(request: Request) -> ApiContext:

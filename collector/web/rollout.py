@@ -19,9 +19,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
+from agent.enrollwire import EnrollRequest
 from collector.rollout import registry, tokens
 from collector.rollout.dynsec import BrokerUnavailable, DynsecError
-from collector.rollout.enrollment import EnrollRefused, EnrollRequest
+from collector.rollout.enrollment import EnrollRefused
 from collector.rollout.overview import CommuneRollout, communes
 from collector.rollout.profiles import ProfileError
 from collector.rollout.service import MAX_PROFILE_BYTES, Rollout
@@ -30,15 +31,13 @@ from collector.web.auth import (
     ApiContext,
     Context,
     Reader,
+    Slug,
     Technician,
     client_address,
     errors,
 )
 
 router = APIRouter()
-#: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at
-#: the end of the text already, without the contract's look-ahead.
-Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 _request = msgspec.json.Decoder(EnrollRequest)
 
 

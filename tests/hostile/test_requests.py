@@ -260,3 +260,15 @@ def test_no_page_can_be_framed_by_another_site(province: Province) -> None:
         assert headers["x-frame-options"] == "DENY"
         assert headers["content-security-policy"] == "frame-ancestors 'none'"
         assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_report_for_a_province_that_is_no_slug_is_refused_not_a_500(
+    province: Province,
+) -> None:
+    """Found by the schema fuzzing: a control character in ?province= reached the xlsx
+    writer, which cannot hold it."""
+    status, _ = province.http.get(
+        "/api/v1/reports/monthly?month=2025-10&format=xlsx&province=%1F", token=TECH_TOKEN
+    )
+    assert status == 422
+    assert province.http.get("/healthz")[0] == 200
