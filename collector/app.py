@@ -128,7 +128,11 @@ class Collector:
             )
         self.health = HealthModel(self.reader, self.inventories)
         self.rules = load_all_rules(config)
-        self.engine = AlertEngine(self.rules, late_after=float(config.alerts.late_after))
+        self.engine = AlertEngine(
+            self.rules,
+            late_after=float(config.alerts.late_after),
+            uplinks={k: v for i in self.inventories for k, v in i.uplinks().items()},
+        )
         self.engine.install(self.store)
         alerts = config.alerts
         self.notifier = Notifier(

@@ -17,6 +17,8 @@ from collector.alerts.rules import default_rules, parse_rules
 from collector.state.store import StateStore
 
 T0 = 1_795_000_000.0
+#: As the inventory gives them: La Ngà's router port to the province.
+UPLINKS = {"dong-nai/la-nga": frozenset({"router:Gi0/0/0"})}
 
 
 class Harness:
@@ -25,7 +27,7 @@ class Harness:
     def __init__(self, tmp_path: Path, rules: Any = None) -> None:
         self.now = T0
         self.store = StateStore(tmp_path / "state.sqlite", clock=lambda: self.now)
-        self.engine = AlertEngine(rules or default_rules(), clock=lambda: self.now)
+        self.engine = AlertEngine(rules or default_rules(), uplinks=UPLINKS, clock=lambda: self.now)
         self.engine.install(self.store)
         self.seq: dict[str, int] = {}
 
@@ -271,6 +273,24 @@ SAMPLE_RULES = [
         2,
     ),
     (
+        "uplink_down",
+        sample(
+            "snmp",
+            {"admin_status": 1, "oper_up": False},
+            item="interface",
+            target="Gi0/0/0",
+            name="router",
+        ),
+        sample(
+            "snmp",
+            {"admin_status": 1, "oper_up": True},
+            item="interface",
+            target="Gi0/0/0",
+            name="router",
+        ),
+        2,
+    ),
+    (
         "polycom_unreachable",
         sample("polycom", {"up": 0}, outcome="timeout"),
         sample("polycom", {"up": 1, "ready": True, "registered": True}),
@@ -332,6 +352,7 @@ def test_each_default_sample_rule(
 def test_each_default_sample_rule_damps_flapping(
     h: Harness, rule: str, bad: Sample, good: Sample, minutes: int
 ) -> None:
+    h.send(T0 - 60, at(T0 - 60, good))  # a port is news only once seen up
     for minute in range(minutes + 2):
         h.send(T0 + 60 * minute, at(T0 + 60 * minute, bad))
     h.delivered()
@@ -352,6 +373,7 @@ def test_each_default_sample_rule_replayed_late_is_history(
     h: Harness, rule: str, bad: Sample, good: Sample, minutes: int
 ) -> None:
     h.now = T0 + 6 * 3600  # the backlog of the morning arrives in the afternoon
+    h.send(T0 - 60, at(T0 - 60, good))
     for minute in range(minutes + 30):
         h.send(T0 + 60 * minute, at(T0 + 60 * minute, bad if minute < minutes + 20 else good))
     [alert] = h.alerts(rule)
@@ -516,6 +538,7 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "line_down_lan",
         "line_loss",
         "interface_down",
+        "uplink_down",
         "polycom_unreachable",
         "polycom_not_registered",
         "polycom_device_failed",
@@ -523,3 +546,39 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "outbox_dropped",
         "agent_over_limit",
     }
+
+
+def port(ts: float, name: str, up: bool, admin: int = 1) -> Sample:
+    fields: dict[str, Any] = {"admin_status": admin, "oper_up": up}
+    return at(ts, sample("snmp", fields, item="interface", target=name, name="router"))
+
+
+def test_a_port_never_seen_up_is_not_news_however_long_it_stays_down(h: Harness) -> None:
+    for minute in range(60):
+        h.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/24", False))
+    assert h.alerts() == []
+    # The day someone plugs a PC in, and unplugs it: now it is news, after its `for`.
+    h.send(T0 + 3600, port(T0 + 3600, "Gi0/0/24", True))
+    for minute in range(1, 4):
+        h.send(T0 + 3600 + 60 * minute, port(T0 + 3600 + 60 * minute, "Gi0/0/24", False))
+    [alert] = h.alerts("interface_down")
+    assert (alert.state, alert.started_at, alert.severity) == ("firing", T0 + 3660, "warning")
+
+
+def test_seen_up_survives_a_restart_of_the_collector(tmp_path: Path) -> None:
+    first = Harness(tmp_path)
+    first.send(T0, port(T0, "Gi0/0/5", True))
+    first.store.close()
+    again = Harness(tmp_path)  # a new engine: what it knows comes from the store
+    again.seq = dict(first.seq)
+    for minute in range(1, 4):
+        again.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/5", False))
+    assert [a.rule for a in again.alerts()] == ["interface_down"]
+
+
+def test_a_port_shut_on_purpose_and_a_port_of_another_commune_are_not_news(h: Harness) -> None:
+    h.send(T0 - 60, port(T0 - 60, "Gi0/0/1", True))  # used, then shut by the technician
+    for minute in range(5):
+        h.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/0", False), commune="phu-hoa")
+        h.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/1", False, admin=2))
+    assert h.alerts() == []

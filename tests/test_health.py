@@ -95,9 +95,9 @@ def build_province(tmp_path: Path) -> StateStore:
     )
     router = sample(T0, "snmp", "router", target="10.1.1.1", fields={"up": 1})
 
-    def port(name: str, oper: bool, admin: int) -> Sample:
+    def port(name: str, oper: bool, admin: int, ts: float = T0) -> Sample:
         return sample(
-            T0,
+            ts,
             "snmp",
             "router",
             item="interface",
@@ -113,11 +113,14 @@ def build_province(tmp_path: Path) -> StateStore:
                 polycom,
                 router,
                 port("Gi0/1", True, 1),
-                port("Gi0/2", False, 1),
+                port("Gi0/2", True, 1),
                 port("Gi0/3", False, 2),
+                port("Gi0/10", False, 1),
             )
         ]
     )
+    # Gi0/2 stops operating; Gi0/10 was never used: an empty socket, not news.
+    apply([envelope("la-nga", "poller", port("Gi0/2", False, 1, T0 + 600))])
     # Phú Hòa: one PC with no anti-malware at all, its line down since 3000.
     apply(statuses=[birth("phu-hoa", "pc-01")])
     apply([envelope("phu-hoa", "pc-01", antivirus(T0, "none"), tslcd(T0, True))])
@@ -146,8 +149,10 @@ def test_a_commune_with_every_kind_of_problem(model: HealthModel) -> None:
     assert (polycom.expected, polycom.reporting, polycom.reachable, polycom.ready) == (1, 1, 1, 0)
     assert polycom.devices[0].ready_24h == 0.0
     interfaces = commune.interfaces
-    assert (interfaces.devices, interfaces.up, interfaces.down) == (1, 1, 1)
+    assert (interfaces.devices, interfaces.up, interfaces.down, interfaces.unused) == (1, 1, 1, 1)
     assert [i.name for i in interfaces.down_list] == ["Gi0/2"]  # Gi0/3 is shut on purpose
+    assert [i.name for i in interfaces.all] == ["Gi0/1", "Gi0/2", "Gi0/3", "Gi0/10"]
+    assert interfaces.down_list[0].since == T0 + 600 and interfaces.down_list[0].seen_up
     assert commune.status == "warning"
     assert {r.code for r in commune.reasons} == {
         "agents_offline",
@@ -237,3 +242,22 @@ def test_a_reason_is_translated_from_its_count_not_from_its_english() -> None:
     assert words.reason("en", "unprotected", "3 PCs without working anti-malware", 3) == (
         "3 PCs without working anti-malware"
     )
+
+
+def test_an_uplink_down_is_critical_even_never_seen_up(tmp_path: Path) -> None:
+    store = build_province(tmp_path)
+    marked = Inventory(
+        province="dong-nai",
+        name="Đồng Nai",
+        communes=[
+            Commune(slug="la-nga", name="Xã La Ngà", pcs=4, uplinks=["router:Gi0/10"]),
+            *INVENTORY.communes[1:],
+        ],
+    )
+    commune = HealthModel(store, [marked], clock=lambda: NOW).commune("la-nga")
+    assert commune is not None
+    interfaces = commune.interfaces
+    assert (interfaces.uplinks_down, interfaces.down, interfaces.unused) == (1, 1, 0)
+    assert commune.status == "critical"
+    [uplink] = [r for r in commune.reasons if r.code == "uplink_down"]
+    assert "router:Gi0/10" in uplink.detail

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ import msgspec
 
 from agent.wire import Envelope, Sample
 from collector.alerts.rules import Rule
-from collector.state.store import AgentState, StateStore
+from collector.state.store import AgentState, StateStore, agent_key
 
 _encode = msgspec.json.Encoder().encode
 
@@ -81,11 +81,16 @@ class AlertEngine:
         rules: Sequence[Rule],
         *,
         late_after: float = 600.0,
+        uplinks: Mapping[str, frozenset[str]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.late_after = late_after
+        self.uplinks = uplinks or {}
+        """The inventory's uplinks per "province/commune": "device:port" or "port"."""
         self.clock = clock
+        self._seen_up: set[str] = set()
+        """Ports seen operating (for ever, once seen): no need to read them again."""
         self._sample_rules: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         for rule in self.rules:
             if rule.on == "sample":
@@ -131,11 +136,16 @@ class AlertEngine:
                     "success": sample.outcome == "ok",
                 }
                 key = ""
+                subject_known = False
                 for rule in rules:
                     if not rule.in_scope(envelope.province, envelope.commune):
                         continue
                     if rule.tags and any(sample.tags.get(k) != v for k, v in rule.tags.items()):
                         continue
+                    if not subject_known and rule.names_subject_fields():
+                        key = key or subject_key(envelope, sample)
+                        values.update(self._port_facts(db, envelope, sample, key))
+                        subject_known = True
                     holds = rule.holds(values)
                     if holds is None:
                         continue
@@ -151,6 +161,27 @@ class AlertEngine:
                         received,
                         _value_text(rule, values),
                     )
+
+    def _port_facts(
+        self, db: sqlite3.Connection, envelope: Envelope, sample: Sample, key: str
+    ) -> dict[str, bool | None]:
+        """``seen_up`` and ``uplink`` of a port: the store has applied this sample
+        already (same transaction), so a port up now was seen up."""
+        marked = self.uplinks.get(f"{envelope.province}/{envelope.commune}", frozenset())
+        uplink = f"{sample.name}:{sample.target}" in marked or sample.target in marked
+        up = sample.fields.get("oper_up")
+        if up is True or key in self._seen_up:
+            self._seen_up.add(key)
+            return {"seen_up": True, "uplink": uplink}
+        row = db.execute(
+            "SELECT first_up FROM ports WHERE agent_key = ? AND device = ? AND port = ?",
+            (agent_key(envelope.province, envelope.commune, envelope.agent), sample.name,
+             sample.target),
+        ).fetchone()  # fmt: skip
+        seen = row is not None and row[0] is not None
+        if seen:
+            self._seen_up.add(key)
+        return {"seen_up": seen, "uplink": uplink}
 
     def step(
         self,

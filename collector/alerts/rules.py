@@ -45,6 +45,13 @@ SAMPLE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
 }
 #: Every sample also has these, whatever its check.
 COMMON_FIELDS = {name: f.type for name, f in DERIVED.items()}
+#: What the collector knows of a sample's subject beyond the sample, per (check, item).
+#: A port: ``seen_up``, it was seen operating since monitoring began (a port never
+#: used is not news when it is down); ``uplink``, the inventory marks it uplink or
+#: important (``uplinks``), down being critical even if never seen up.
+SUBJECT_FIELDS: dict[tuple[str, str], dict[str, str]] = {
+    ("snmp", "interface"): {"seen_up": BOOL, "uplink": BOOL},
+}
 AGENT_FIELDS = {
     "state": TEXT,
     "reason": TEXT,
@@ -95,7 +102,13 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             return AGENT_FIELDS
         if self.on == "commune":
             return COMMUNE_FIELDS
-        return {**SAMPLE_FIELDS.get((self.check, self.item), {}), **COMMON_FIELDS}
+        key = (self.check, self.item)
+        return {**SAMPLE_FIELDS.get(key, {}), **SUBJECT_FIELDS.get(key, {}), **COMMON_FIELDS}
+
+    def names_subject_fields(self) -> bool:
+        """Whether a condition reads what the collector knows of the subject."""
+        extra = SUBJECT_FIELDS.get((self.check, self.item), {})
+        return any(c.field in extra for c in self.when)
 
     def in_scope(self, province: str, commune: str) -> bool:
         return (not self.provinces or province in self.provinces) and (

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
+from collector.common.natural import natural_key
 from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import EMPTY, Commune, Inventory
-from collector.state.store import AgentState, LatestSample, StateStore, Subject
+from collector.state.store import AgentState, LatestSample, Port, StateStore, Subject
 
 Status = Literal["ok", "warning", "critical", "no_data"]
 _SEVERITY: dict[Status, int] = {"no_data": 0, "ok": 1, "warning": 2, "critical": 3}
@@ -142,6 +143,23 @@ class Interface:
     admin_up: bool | None
     alias: str | None
     speed_bps: float | None
+    in_bps: float | None = None
+    out_bps: float | None = None
+    in_errors_ps: float | None = None
+    out_errors_ps: float | None = None
+    since: float | None = None
+    """Operating (or not) since then, as far as monitoring knows."""
+    seen_up: bool = False
+    """Seen operating since monitoring began: down is news only then (or an uplink)."""
+    uplink: bool = False
+    """Marked uplink or important in the inventory."""
+
+    @property
+    def problem(self) -> bool:
+        """Down and it matters: an uplink, or a port that was used (admin up)."""
+        if self.up is not False:
+            return False
+        return self.uplink or (self.admin_up is True and self.seen_up)
 
 
 @dataclass
@@ -151,9 +169,13 @@ class Interfaces:
     devices_unreachable: int
     up: int
     down: int
-    """Administratively up but not operating: a cable, a port, the far end."""
+    """Seen operating and now not, admin up (a cable, a port, the far end), or an
+    uplink not operating."""
     down_list: list[Interface]
     all: list[Interface]
+    uplinks_down: int = 0
+    unused: int = 0
+    """Admin up, not operating, never seen operating: an empty socket, not news."""
 
 
 @dataclass
@@ -209,6 +231,7 @@ class _Facts:
     )
     outages: dict[int, list[Outage]] = field(default_factory=dict)
     """Outages of the last 30 days by subject."""
+    ports: dict[tuple[str, str, str], Port] = field(default_factory=dict)
 
 
 def _place(agent_key: str) -> tuple[str, str]:
@@ -244,6 +267,7 @@ class HealthModel:
             facts.subjects[_place(subject.agent_key)].append(subject)
         now = self._now()
         facts.outages = self.store.outages_under(place, now - max(WINDOWS.values()), now)
+        facts.ports = self.store.ports(place)
         return facts
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
@@ -297,7 +321,9 @@ class HealthModel:
             facts.outages,
             now,
         )
-        interfaces = self._interfaces(facts.latest.get((province, slug, "snmp"), []))
+        interfaces = self._interfaces(
+            facts.latest.get((province, slug, "snmp"), []), facts.ports, frozenset(info.uplinks)
+        )
         reasons = _reasons(info, agents, online, antimalware, line, polycom, interfaces)
         status: Status = "no_data" if not agents else "ok"
         for reason in reasons:
@@ -470,34 +496,50 @@ class HealthModel:
         )
 
     @staticmethod
-    def _interfaces(samples: list[LatestSample]) -> Interfaces:
+    def _interfaces(
+        samples: list[LatestSample],
+        ports: dict[tuple[str, str, str], Port],
+        uplinks: frozenset[str],
+    ) -> Interfaces:
         devices = [s for s in samples if not s.item]
-        interfaces = [
-            Interface(
-                device=s.name,
-                agent=s.agent_key.rsplit("/", 1)[1],
-                name=s.target,
-                up=SNMP_INTERFACE.flag(s.fields, "oper_up"),
-                oper_state=SNMP_INTERFACE.text(s.fields, "oper_state"),
-                admin_up=(
-                    None
-                    if (admin := SNMP_INTERFACE.number(s.fields, "admin_status")) is None
-                    else admin == 1
-                ),
-                alias=SNMP_INTERFACE.text(s.fields, "alias"),
-                speed_bps=SNMP_INTERFACE.number(s.fields, "speed_bps"),
+        interfaces: list[Interface] = []
+        for s in samples:
+            if s.item != "interface":
+                continue
+            port = ports.get((s.agent_key, s.name, s.target))
+            admin = SNMP_INTERFACE.number(s.fields, "admin_status")
+            interfaces.append(
+                Interface(
+                    device=s.name,
+                    agent=s.agent_key.rsplit("/", 1)[1],
+                    name=s.target,
+                    up=SNMP_INTERFACE.flag(s.fields, "oper_up"),
+                    oper_state=SNMP_INTERFACE.text(s.fields, "oper_state"),
+                    admin_up=None if admin is None else admin == 1,
+                    alias=SNMP_INTERFACE.text(s.fields, "alias"),
+                    speed_bps=SNMP_INTERFACE.number(s.fields, "speed_bps"),
+                    in_bps=SNMP_INTERFACE.number(s.fields, "in_bps"),
+                    out_bps=SNMP_INTERFACE.number(s.fields, "out_bps"),
+                    in_errors_ps=SNMP_INTERFACE.number(s.fields, "in_errors_ps"),
+                    out_errors_ps=SNMP_INTERFACE.number(s.fields, "out_errors_ps"),
+                    since=port.since if port else None,
+                    seen_up=port is not None and port.first_up is not None,
+                    uplink=f"{s.name}:{s.target}" in uplinks or s.target in uplinks,
+                )
             )
-            for s in samples
-            if s.item == "interface"
-        ]
-        down = [i for i in interfaces if i.admin_up is True and i.up is False]
+        interfaces.sort(key=lambda i: (i.device, natural_key(i.name)))
+        down = [i for i in interfaces if i.problem]
         return Interfaces(
             devices=len(devices),
             devices_unreachable=sum(1 for d in devices if not SNMP.number(d.fields, "up")),
             up=sum(1 for i in interfaces if i.up is True),
-            down=len(down),
+            down=sum(1 for i in down if not i.uplink),
             down_list=down,
             all=interfaces,
+            uplinks_down=sum(1 for i in down if i.uplink),
+            unused=sum(
+                1 for i in interfaces if i.up is False and i.admin_up is True and not i.problem
+            ),
         )
 
     # the province -------------------------------------------------------------------
@@ -608,8 +650,17 @@ def _reasons(
             f"{interfaces.devices_unreachable} router/switch not answering SNMP",
             interfaces.devices_unreachable,
         )
+    if interfaces.uplinks_down:
+        names = ", ".join(f"{i.device}:{i.name}" for i in interfaces.down_list if i.uplink)
+        add(
+            "uplink_down",
+            "critical",
+            f"{interfaces.uplinks_down} uplinks down ({names[:200]})",
+            interfaces.uplinks_down,
+        )
     if interfaces.down:
-        names = ", ".join(f"{i.device}:{i.name}" for i in interfaces.down_list[:5])
+        names = ", ".join(f"{i.device}:{i.name}" for i in interfaces.down_list if not i.uplink)
+        names = ", ".join(names.split(", ")[:5])
         add(
             "interface_down",
             "warning",

@@ -18,6 +18,7 @@ from agent.wire import Ident
 from collector.state import register
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+Uplink = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=r"^[^\s]+$")]
 
 #: Vietnam's administrative unit codes (mã đơn vị hành chính) are five digits.
 _CODE = re.compile(r"^[0-9]{5}$")
@@ -34,6 +35,10 @@ class Commune(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """PCs expected to run an agent; None: unknown, percentages use those reporting."""
     routers: Count | None = None
     polycoms: Count | None = None
+    uplinks: Annotated[list[Uplink], msgspec.Meta(max_length=200)] = []
+    """Ports that matter even if never seen up, as "device:port" (the SNMP check's name
+    and the port's ifName, e.g. "router:ge-0/0/0") or "port" (on any device): down is
+    critical."""
 
 
 class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -43,6 +48,12 @@ class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
     def commune(self, slug: str) -> Commune | None:
         return next((c for c in self.communes if c.slug == slug), None)
+
+    def uplinks(self) -> dict[str, frozenset[str]]:
+        """Each commune's uplinks by "province/slug", for those that name any."""
+        return {
+            f"{self.province}/{c.slug}": frozenset(c.uplinks) for c in self.communes if c.uplinks
+        }
 
 
 EMPTY = Inventory(province="")
@@ -102,7 +113,8 @@ def from_register(
         f"#   commune-collector inventory --province {province}",
         "# Per commune: slug (the topics' commune level, agents' [agent].commune), the",
         "# official name and code; fill in pcs (PCs expected to run an agent: the",
-        '# denominator of "% protected"), routers and polycoms from the asset register.',
+        '# denominator of "% protected"), routers and polycoms from the asset register;',
+        '# uplinks = ["router:ge-0/0/0"]: ports whose being down is critical.',
         f'province = "{province}"',
         f"name = {_quoted(official.name)}",
     ]
@@ -114,6 +126,8 @@ def from_register(
             value = getattr(before, key) if before else None
             value = defaults.get(key) if value is None else value
             lines.append(f"{key} = {value}" if value is not None else f"# {key} = ")
+        if before and before.uplinks:
+            lines.append(f"uplinks = [{', '.join(_quoted(u) for u in before.uplinks)}]")
     return "\n".join(lines) + "\n"
 
 

@@ -154,6 +154,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE agents ADD COLUMN config_hash TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        4,
+        "ports seen up (quiet port alerts); maintenance windows (muted, excluded from "
+        "availability); escalation: the step an alert reached and its recorded steps",
+        (
+            # One row per router/switch port: when it was first seen operating, and its
+            # operating state since when. Bounded by the agent's latest rows.
+            """CREATE TABLE ports (
+            agent_key TEXT NOT NULL, device TEXT NOT NULL, port TEXT NOT NULL,
+            state TEXT NOT NULL, since REAL NOT NULL, first_up REAL, last_ts REAL NOT NULL,
+            PRIMARY KEY (agent_key, device, port)
+        )""",
+            """CREATE TABLE maintenance (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            province TEXT NOT NULL, commune TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT '',
+            starts REAL NOT NULL, ends REAL NOT NULL,
+            every TEXT NOT NULL DEFAULT '', until REAL,
+            reason TEXT NOT NULL DEFAULT '', comment TEXT NOT NULL DEFAULT '',
+            created_by TEXT NOT NULL, created_at REAL NOT NULL
+        )""",
+            "CREATE INDEX maintenance_place ON maintenance (province, commune)",
+            "ALTER TABLE alerts ADD COLUMN escalation_step INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE alert_steps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL, at REAL NOT NULL,
+            step TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+        )""",
+            "CREATE INDEX alert_steps_by_alert ON alert_steps (alert_id, at)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

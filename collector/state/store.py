@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agent.catalogue import LINK, histories
+from agent.catalogue import LINK, SNMP_INTERFACE, histories
 from agent.wire import Envelope, Sample, Status, encode
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
@@ -81,6 +81,18 @@ class AgentLimits:
     holds about 600."""
     max_subjects: int = 100
     """Subjects with up/down history (probed targets, Polycoms, anti-malware)."""
+
+
+@dataclass(frozen=True)
+class Port:
+    """A router/switch port's operating state, and whether it was ever seen up."""
+
+    agent_key: str
+    device: str
+    port: str
+    state: str
+    since: float
+    first_up: float | None
 
 
 @dataclass
@@ -470,6 +482,26 @@ class StateStore:
                 for sample in kept
             ],
         )
+        ports = [
+            (key, sample.name, sample.target, "up" if up else "down", sample.ts)
+            for sample in kept
+            if sample.check == "snmp"
+            and sample.item == "interface"
+            and (up := SNMP_INTERFACE.flag(sample.fields, "oper_up")) is not None
+        ]
+        if ports:
+            # Whether a port was ever seen operating decides if its being down is news
+            # (a port never used is not a problem); its state since when, for the console.
+            self._db.executemany(
+                """INSERT INTO ports VALUES (?1, ?2, ?3, ?4, ?5, IIF(?4 = 'up', ?5, NULL), ?5)
+                   ON CONFLICT (agent_key, device, port) DO UPDATE SET
+                     since = IIF(excluded.state = ports.state, ports.since, excluded.since),
+                     state = excluded.state,
+                     first_up = COALESCE(ports.first_up, excluded.first_up),
+                     last_ts = excluded.last_ts
+                   WHERE excluded.last_ts > ports.last_ts""",
+                ports,
+            )
         for sample in kept:
             if (
                 sample.check == "link"
@@ -695,12 +727,24 @@ class StateStore:
                 ).fetchall()
                 keys = [(str(row[0]),) for row in rows]
                 self._db.executemany("DELETE FROM latest WHERE agent_key = ?", keys)
+                self._db.executemany("DELETE FROM ports WHERE agent_key = ?", keys)
                 self._db.executemany("DELETE FROM agents WHERE agent_key = ?", keys)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return [key for (key,) in keys]
+
+    def ports(self, place: str = "") -> dict[tuple[str, str, str], Port]:
+        """Router/switch ports under a place by (agent key, device, port)."""
+        lo, hi = _key_range(place)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent_key, device, port, state, since, first_up FROM ports "
+                "WHERE agent_key >= ? AND agent_key < ?",
+                (lo, hi),
+            ).fetchall()
+        return {(r[0], r[1], r[2]): Port(*r) for r in rows}
 
     def subjects(self, kind: str | None = None, place: str = "") -> list[Subject]:
         """Subjects with up/down history, optionally of one kind and under a place."""
