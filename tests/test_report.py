@@ -26,9 +26,9 @@ INVENTORY = Inventory(
     province="dong-nai",
     name="Đồng Nai",
     communes=[
-        Commune(slug="la-nga", name="Xã La Ngà", pcs=3, polycoms=1),
-        Commune(slug="phu-hoa", name="Xã Phú Hòa", pcs=2, polycoms=1),
-        Commune(slug="bien-hoa", name="Phường Biên Hòa", pcs=4),
+        Commune(slug="la-nga", name="Xã La Ngà", code="26227", pcs=3, polycoms=1),
+        Commune(slug="phu-hoa", name="Xã Phú Hòa", code="26221", pcs=2, polycoms=1),
+        Commune(slug="bien-hoa", name="Phường Biên Hòa", code="26068", pcs=4),
     ],
 )
 _seq: dict[str, int] = {}
@@ -121,28 +121,29 @@ EXPECTED_VI = [
     (
         "I. Hệ thống phòng chống mã độc",
         [
-            [1, "Xã La Ngà", "3/3", 85.9, 12.82],
-            [2, "Xã Phú Hòa", "2/2", 50.0, 0.0],
-            [3, "Phường Biên Hòa", "0/4", None, None],
-            ["", "Toàn tỉnh", "5/9", 70.0, 7.14],
+            [1, "Xã La Ngà", "26227", "3/3", 85.9, 12.82],
+            [2, "Xã Phú Hòa", "26221", "2/2", 50.0, 0.0],
+            [3, "Phường Biên Hòa", "26068", "0/4", None, None],
+            ["", "Toàn tỉnh", "", "5/9", 70.0, 7.14],
         ],
     ),
     (
+        # No maintenance window: the figures without maintenance are the same.
         "II. Mạng truyền số liệu chuyên dùng",
         [
-            [1, "Xã La Ngà", 99.597, "3h00", 1],
-            [2, "Xã Phú Hòa", 98.387, "12h00", 1],
-            [3, "Phường Biên Hòa", None, "0h00", 0],
-            ["", "Toàn tỉnh", 98.992, "15h00", 2],
+            [1, "Xã La Ngà", "26227", 99.597, "3h00", 1, 99.597, "0h00"],
+            [2, "Xã Phú Hòa", "26221", 98.387, "12h00", 1, 98.387, "0h00"],
+            [3, "Phường Biên Hòa", "26068", None, "0h00", 0, None, "0h00"],
+            ["", "Toàn tỉnh", "", 98.992, "15h00", 2, 98.992, "0h00"],
         ],
     ),
     (
         "III. Hội nghị truyền hình trực tuyến",
         [
-            [1, "Xã La Ngà", "1/1", 98.39],
-            [2, "Xã Phú Hòa", "0/1", None],
-            [3, "Phường Biên Hòa", "0", None],
-            ["", "Toàn tỉnh", "1/2", 98.39],
+            [1, "Xã La Ngà", "26227", "1/1", 98.39, 98.39],
+            [2, "Xã Phú Hòa", "26221", "0/1", None, None],
+            [3, "Phường Biên Hòa", "26068", "0", None, None],
+            ["", "Toàn tỉnh", "", "1/2", 98.39, 98.39],
         ],
     ),
     (
@@ -184,28 +185,31 @@ def test_markdown_and_csv_in_english(store: StateStore) -> None:
     report = build(store, "dong-nai", "2025-10", INVENTORY, now=OCT + 40 * DAY)
     text = markdown(report, "en")
     assert "## I. Anti-malware coverage" in text
-    assert "| 1 | Xã La Ngà | 3/3 | 85.9 | 12.82 |" in text
-    assert "| | Province | 1/2 | 98.39 |" in text.replace("|  |", "| |")
+    assert "| 1 | Xã La Ngà | 26227 | 3/3 | 85.9 | 12.82 |" in text
+    assert "| | Province | | 1/2 | 98.39 | 98.39 |" in text.replace("|  |", "| |")
     rows = list(csv.reader(io.StringIO(csv_text(report, "en"))))
     assert rows[0][:3] == ["Commune", "Code", "PCs reporting / expected"]
     assert rows[1] == [
         "Xã La Ngà",
-        "",
+        "26227",
         "3/3",
         "85.9",
         "12.82",
         "99.597",
         "3h00",
         "1",
+        "99.597",
+        "0h00",
         "1/1",
+        "98.39",
         "98.39",
         "3",
         "2",
         "60.0",
     ]
-    assert rows[-1][0] == "Province" and rows[-1][10:] == ["4", "3", "43.3"]
+    assert rows[-1][0] == "Province" and rows[-1][13:] == ["4", "3", "43.3"]
     vi = markdown(report, "vi")
-    assert "| 1 | Xã La Ngà | 3/3 | 85,9 | 12,82 |" in vi  # decimal comma
+    assert "| 1 | Xã La Ngà | 26227 | 3/3 | 85,9 | 12,82 |" in vi  # decimal comma
 
 
 def test_month_bounds_are_local_time_and_checked() -> None:
@@ -229,7 +233,9 @@ def test_the_report_command_writes_each_format(store: StateStore, tmp_path: Path
     runner = CliRunner()
     result = runner.invoke(main, ["report", "-c", str(config), "--month", "2025-10"])
     assert result.exit_code == 0, result.output
-    assert "BÁO CÁO GIÁM SÁT" in result.output and "| 1 | Xã La Ngà | 3/3 | 85,9 |" in result.output
+    assert "BÁO CÁO GIÁM SÁT" in result.output and "| 1 | Xã La Ngà |  | 3/3 | 85,9 |" in (
+        result.output
+    )
     # Communes seen but not in this inventory follow it.
     assert "| 2 | phu-hoa |" in result.output
     out = tmp_path / "october.xlsx"
@@ -246,3 +252,14 @@ def test_the_report_command_writes_each_format(store: StateStore, tmp_path: Path
         main, ["report", "-c", str(config), "--month", "2025-10", "--format", "html"]
     )
     assert html.output.startswith('<!doctype html><html lang="vi">')
+
+
+def test_a_month_with_no_data_makes_a_report_that_says_so(tmp_path: Path) -> None:
+    empty = StateStore(tmp_path / "empty.sqlite")
+    report = build(empty, "dong-nai", "2025-06", INVENTORY, now=OCT)
+    assert not report.has_data and [c.pcs_reporting for c in report.communes] == [0, 0, 0]
+    text = markdown(report, "vi")
+    assert "Không có số liệu giám sát trong tháng 06/2025" in text
+    assert "| 1 | Xã La Ngà | 26227 | 0/3 | — | — |" in text  # the communes, no figures
+    assert "No monitoring data for 06/2025" in markdown(report, "en")
+    assert xlsx_bytes(report, "vi")[:2] == b"PK"

@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,15 @@ import make_store  # noqa: E402
 RELEASES = sorted(p.name for p in STORES.iterdir() if (p / "state.sqlite").exists())
 
 
+def known(found: Any, expected: Any) -> Any:
+    """``found`` with only what the earlier release knew: the keys of its dicts."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return {k: known(v, expected[k]) for k, v in found.items() if k in expected}
+    if isinstance(found, list) and isinstance(expected, list) and len(found) == len(expected):
+        return [known(f, e) for f, e in zip(found, expected, strict=True)]
+    return found
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_a_store_of_an_earlier_release_opens_with_its_history_intact(
     release: str, tmp_path: Path
@@ -40,8 +50,14 @@ def test_a_store_of_an_earlier_release_opens_with_its_history_intact(
     store.close()
     found = json.loads(json.dumps(make_store.dump(tmp_path, expected["now"])))
     for part in ("agents", "subjects", "outages", "alerts", "silences", "spool", "latest"):
-        assert found[part] == expected[part], part
-    assert found["report"] == expected["report"]
+        assert known(found[part], expected[part]) == expected[part], part
+    assert known(found["report"], expected["report"]) == expected["report"]
+    # What later releases added reads as nothing happened: no maintenance, no step.
+    assert not any(a["maintenance"] for a in found["alerts"])
+    assert found["report"]["maintenance"] == []
+    for commune in found["report"]["communes"]:
+        assert commune["line_maintenance_s"] == 0.0
+        assert commune["line_availability_excl_maintenance"] == commune["line_availability"]
     assert sum(map(len, found["outages"].values())) >= 9
     assert any(a["acked_by"] == "tech-la-nga" for a in found["alerts"])
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.alerts.records import Alert, read_alert, silenced
+from collector.alerts.records import Alert, muted, read_alert
 from collector.alerts.rules import Rule
 from collector.common.localtime import local
 from collector.common.words import NOTIFICATIONS as WORDS
@@ -176,7 +176,7 @@ class Notifier:
                     event in ("firing", "repeat")
                     and (
                         alert.suppressed
-                        or silenced(db, alert_id, now)
+                        or muted(db, alert_id, now)
                         or alert.state != "firing"
                         or (event == "repeat" and alert.acked_at is not None)
                     )

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from agent.wire import IDENT_PATTERN
+from collector.state import maintenance
 from collector.state.store import StateStore
 
 
@@ -36,6 +37,8 @@ class Alert:
     suppressed: bool
     """Held back under another alert (e.g. the commune is unreachable)."""
     silenced: bool
+    maintenance: bool
+    """In a maintenance window now: not sent, like a silenced one."""
     flaps: int
     acked_by: str | None
     acked_at: float | None
@@ -82,9 +85,22 @@ def _silenced(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> bool:
     return found is not None
 
 
-def silenced(db: sqlite3.Connection, alert_id: int, now: float) -> bool:
+def _in_maintenance(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> bool:
+    """Whether a maintenance window in force covers the alert's place and device."""
+    province, commune, agent, name = row[4:8]
+    rows = db.execute(
+        maintenance.SELECT
+        + """ WHERE province = ? AND commune IN ('', ?) AND agent IN ('', ?)
+             AND device IN ('', ?) AND starts <= ?""",
+        (province, commune, agent, name, now),
+    ).fetchall()
+    return any(maintenance.Window(*found).active(now) for found in rows)
+
+
+def muted(db: sqlite3.Connection, alert_id: int, now: float) -> bool:
+    """Silenced, or in a maintenance window: recorded, not sent."""
     row = db.execute(_SELECT_ALERTS + " WHERE id = ?", (alert_id,)).fetchone()
-    return row is not None and _silenced(db, row, now)
+    return row is not None and (_silenced(db, row, now) or _in_maintenance(db, row, now))
 
 
 def _alert(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> Alert:
@@ -105,6 +121,7 @@ def _alert(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> Alert:
         late=bool(row[13]),
         suppressed=bool(row[14]),
         silenced=_silenced(db, row, now),
+        maintenance=_in_maintenance(db, row, now),
         flaps=row[15],
         acked_by=row[16],
         acked_at=row[17],

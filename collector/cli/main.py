@@ -17,6 +17,7 @@ from collector.cli.alerts import ack_command, alerts_command, rules_test, silenc
 from collector.cli.common import _load, _local, _store, _time, config_option
 from collector.cli.enroll import enroll_command, revoke_command
 from collector.cli.inventory import inventory_command
+from collector.cli.maintenance import maintenance_group
 from collector.cli.report import report_command
 from collector.cli.service import install_service_command
 from collector.cli.tokens import token_group
@@ -259,6 +260,7 @@ def availability_command(
 main.add_command(alerts_command)
 main.add_command(ack_command)
 main.add_command(silence_group)
+main.add_command(maintenance_group)
 main.add_command(rules_test)
 main.add_command(report_command)
 main.add_command(enroll_command)

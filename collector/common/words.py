@@ -278,6 +278,11 @@ REPORT: dict[Language, dict[str, str]] = {
         "protected": "Tỷ lệ được bảo vệ (%)",
         "old": "Tỷ lệ mẫu nhận diện cũ (%)",
         "availability": "Tỷ lệ sẵn sàng đường truyền (%)",
+        "availability_excl": "Tỷ lệ sẵn sàng không tính thời gian bảo trì (%)",
+        "maintenance": "Thời gian bảo trì",
+        "ready_excl": "Tỷ lệ sẵn sàng họp không tính thời gian bảo trì (%)",
+        "no_data": "Không có số liệu giám sát trong tháng {month}/{year}: chưa có máy nào "
+        "của tỉnh báo cáo trong tháng này.",
         "downtime": "Tổng thời gian gián đoạn",
         "outages": "Số lần gián đoạn",
         "polycoms": "Thiết bị báo cáo / dự kiến",
@@ -309,6 +314,11 @@ REPORT: dict[Language, dict[str, str]] = {
         "protected": "Protected (%)",
         "old": "Old signatures (%)",
         "availability": "Line availability (%)",
+        "availability_excl": "Availability without maintenance (%)",
+        "maintenance": "Maintenance time",
+        "ready_excl": "Ready without maintenance (%)",
+        "no_data": "No monitoring data for {month}/{year}: no agent of the province reported "
+        "in this month.",
         "downtime": "Total downtime",
         "outages": "Outages",
         "polycoms": "Endpoints reporting / expected",

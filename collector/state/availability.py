@@ -7,7 +7,7 @@ monitoring of the subject began: time nobody watched is neither up nor down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -29,10 +29,16 @@ class Availability:
     window_start: float
     window_end: float
     observed_s: float
-    """The part of the window during which the subject was monitored."""
+    """The part of the window during which the subject was monitored, less the time
+    excluded (maintenance)."""
     down_s: float
+    """Down time outside what is excluded."""
     outages: int
     """Outages overlapping the window (an outage cut by the window counts once)."""
+    excluded_s: float = 0.0
+    """Time excluded from the figures (maintenance) while monitored."""
+    excluded_down_s: float = 0.0
+    """Down time inside what is excluded: counted by the figure with maintenance."""
 
     @property
     def percent(self) -> float | None:
@@ -41,41 +47,62 @@ class Availability:
             return None
         return 100.0 * (self.observed_s - self.down_s) / self.observed_s
 
+    @property
+    def percent_with_maintenance(self) -> float | None:
+        """The same window, maintenance counted like any other time."""
+        observed = self.observed_s + self.excluded_s
+        if observed <= 0:
+            return None
+        return 100.0 * (observed - self.down_s - self.excluded_down_s) / observed
+
 
 def availability(
-    outages: Iterable[Outage], start: float, end: float, monitored_since: float, now: float
+    outages: Iterable[Outage],
+    start: float,
+    end: float,
+    monitored_since: float,
+    now: float,
+    excluded: Sequence[tuple[float, float]] = (),
 ) -> Availability:
-    """Availability over [start, end), ``end`` capped at ``now``."""
+    """Availability over [start, end), ``end`` capped at ``now``; ``excluded`` spans
+    (maintenance) are left out of both the observed and the down time."""
     end = min(end, now)
     observed_start = max(start, monitored_since)
     if end <= observed_start:
         return Availability(start, end, 0.0, 0.0, 0)
-    # Merge overlaps so that down time is never counted twice.
-    spans = sorted(
+    clipped = [
         span for outage in outages if (span := outage.clipped(observed_start, end)) is not None
+    ]
+    down = merged(clipped)  # overlaps merged: down time is never counted twice
+    down_s = sum(hi - lo for lo, hi in down)
+    if not excluded:
+        return Availability(start, end, end - observed_start, down_s, len(clipped))
+    out = merged(
+        (max(lo, observed_start), min(hi, end)) for lo, hi in excluded if hi > observed_start
     )
-    down = 0.0
-    count = 0
-    current: tuple[float, float] | None = None
-    for lo, hi in spans:
-        count += 1
-        if current is None or lo > current[1]:
-            if current is not None:
-                down += current[1] - current[0]
-            current = (lo, hi)
-        else:
-            current = (current[0], max(current[1], hi))
-    if current is not None:
-        down += current[1] - current[0]
-    return Availability(start, end, end - observed_start, down, count)
+    out = [(lo, hi) for lo, hi in out if hi > lo]
+    out_s = sum(hi - lo for lo, hi in out)
+    down_out = sum(hi - lo for lo, hi in _intersection(down, out))
+    return Availability(
+        start,
+        end,
+        end - observed_start - out_s,
+        down_s - down_out,
+        len(clipped),
+        excluded_s=out_s,
+        excluded_down_s=down_out,
+    )
 
 
 _FOREVER = float("inf")
 
 
-def _merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+def merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Spans sorted, empty ones dropped, merged where they overlap or touch."""
     result: list[tuple[float, float]] = []
     for lo, hi in sorted(spans):
+        if hi <= lo:
+            continue
         if result and lo <= result[-1][1]:
             result[-1] = (result[-1][0], max(result[-1][1], hi))
         else:
@@ -110,7 +137,7 @@ def all_down(watchers: Iterable[tuple[Iterable[Outage], float]]) -> tuple[list[O
     first = _FOREVER
     for outages, since in watchers:
         first = min(first, since)
-        not_up = _merged(
+        not_up = merged(
             [(-_FOREVER, since)]
             + [(o.start, _FOREVER if o.end is None else o.end) for o in outages]
         )

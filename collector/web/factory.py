@@ -20,6 +20,7 @@ from collector.state.store import StateStore
 from collector.web.api import router
 from collector.web.auth import ApiContext, Caller
 from collector.web.guard import BodyTooLarge, Guard
+from collector.web.maintenance import router as maintenance_router
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
 from collector.web.rollout import router as rollout_router
@@ -88,6 +89,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(rollout_router)
+    app.include_router(maintenance_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions

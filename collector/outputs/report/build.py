@@ -17,11 +17,14 @@ import datetime as dt
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from collector.common.localtime import VIETNAM
+from collector.state import maintenance
 from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import Inventory
+from collector.state.maintenance import Span, Window, spans
 from collector.state.store import StateStore, Subject
 
 
@@ -49,6 +52,17 @@ class CommuneMonth:
     pc_old_signatures_s: float = 0.0
     polycom_observed_s: float = 0.0
     polycom_ready_s: float = 0.0
+    line_availability_excl_maintenance: float | None = None
+    """The line's availability with the maintenance windows left out (Zabbix's SLA
+    with excluded downtime); ``line_availability`` counts every hour."""
+    line_maintenance_s: float = 0.0
+    """Maintenance time of the line in the month (windows merged, counted once)."""
+    line_downtime_excl_maintenance_s: float = 0.0
+    polycom_ready_percent_excl_maintenance: float | None = None
+    polycom_maintenance_s: float = 0.0
+    """Maintenance time of the Polycoms (summed over them, like their observed time)."""
+    polycom_observed_excl_s: float = 0.0
+    polycom_ready_excl_s: float = 0.0
 
 
 @dataclass
@@ -70,6 +84,14 @@ class MonthlyReport:
     communes: list[CommuneMonth]
     total: CommuneMonth
     alert_kinds: list[AlertKind]
+    maintenance: list[Window] = field(default_factory=list)
+    """The maintenance windows with time in the month."""
+
+    @property
+    def has_data(self) -> bool:
+        """Whether anything was monitored in the month at all."""
+        t = self.total
+        return bool(t.pcs_reporting or t.line_availability is not None or t.polycoms_reporting)
 
 
 def month_bounds(month: str) -> tuple[float, float]:
@@ -90,18 +112,35 @@ class _Time:
     down: float = 0.0
     count: int = 0
     """Subjects observed at all in the window."""
+    excluded: float = 0.0
+    """Maintenance time within the observed time (counted in ``observed``)."""
+    excluded_down: float = 0.0
+    """Down time within the maintenance (counted in ``down``)."""
 
     def add(
-        self, outages: list[Outage], start: float, end: float, since: float, now: float
+        self,
+        outages: list[Outage],
+        start: float,
+        end: float,
+        since: float,
+        now: float,
+        excluded: Sequence[Span] = (),
     ) -> None:
-        result = availability(outages, start, end, since, now)
-        if result.observed_s > 0:
-            self.observed += result.observed_s
-            self.down += result.down_s
+        result = availability(outages, start, end, since, now, excluded)
+        if result.observed_s + result.excluded_s > 0:
+            self.observed += result.observed_s + result.excluded_s
+            self.down += result.down_s + result.excluded_down_s
+            self.excluded += result.excluded_s
+            self.excluded_down += result.excluded_down_s
             self.count += 1
 
     def up_percent(self) -> float | None:
         return 100.0 * (self.observed - self.down) / self.observed if self.observed else None
+
+    def up_percent_excl(self) -> float | None:
+        observed = self.observed - self.excluded
+        down = self.down - self.excluded_down
+        return 100.0 * (observed - down) / observed if observed > 0 else None
 
     def down_percent(self) -> float | None:
         return 100.0 * self.down / self.observed if self.observed else None
@@ -125,6 +164,7 @@ def build(
     for subject in store.subjects(place=place):
         subjects[subject.agent_key.split("/")[1]].append(subject)
     outages = store.outages_under(place, start, end)
+    windows = maintenance.windows(store, province, start, min(end, now))
     alerts = _alerts(store, province, start, end)
     listed = [c.slug for c in inventory.communes] if inventory else []
     seen = sorted(set(subjects) | set(alerts) - set(listed))
@@ -142,6 +182,7 @@ def build(
                 outages,
                 alerts.get(slug, []),
                 (start, end, now),
+                [w for w in windows if w.commune in ("", slug)],
             )
         )
     return MonthlyReport(
@@ -154,6 +195,7 @@ def build(
         communes=communes,
         total=_total(communes, [a for rows in alerts.values() for a in rows]),
         alert_kinds=_kinds([a for rows in alerts.values() for a in rows]),
+        maintenance=windows,
     )
 
 
@@ -187,6 +229,7 @@ def _commune(
     outages: dict[int, list[Outage]],
     alerts: list[tuple[str, float, float | None]],
     window: tuple[float, float, float],
+    windows: list[Window],
 ) -> CommuneMonth:
     start, end, now = window
     protection, signatures, polycom = _Time(), _Time(), _Time()
@@ -197,16 +240,19 @@ def _commune(
         elif subject.kind == "signatures":
             signatures.add(history, start, end, subject.monitored_since, now)
         elif subject.kind == "polycom":
-            polycom.add(history, start, end, subject.monitored_since, now)
-    probes = [
-        (outages.get(s.id, []), s.monitored_since)
-        for s in subjects
-        if s.kind == "link" and s.network == "tslcd"
-    ]
+            agent = subject.agent_key.rsplit("/", 1)[1]
+            own = [w for w in windows if w.agent in ("", agent) and w.device in ("", subject.name)]
+            polycom.add(history, start, end, subject.monitored_since, now, spans(own, start, end))
+    line_probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"]
+    probes = [(outages.get(s.id, []), s.monitored_since) for s in line_probes]
     line = None
     if probes:
         combined, since = all_down(probes)
-        line = availability(combined, start, end, since, now)
+        # The line is the commune's, whichever PC probes it: windows of the commune, or
+        # of the line's probes by name (tslcd).
+        names = {""} | {s.name for s in line_probes}
+        own = [w for w in windows if not w.agent and w.device in names]
+        line = availability(combined, start, end, since, now, spans(own, start, end))
     acks = _ack_minutes(alerts)
     return CommuneMonth(
         slug=slug,
@@ -216,8 +262,8 @@ def _commune(
         pcs_reporting=protection.count,
         protected_percent=protection.up_percent(),
         old_signatures_percent=signatures.down_percent(),
-        line_availability=line.percent if line else None,
-        line_downtime_s=line.down_s if line else 0.0,
+        line_availability=line.percent_with_maintenance if line else None,
+        line_downtime_s=(line.down_s + line.excluded_down_s) if line else 0.0,
         line_outages=line.outages if line else 0,
         polycoms_expected=polycoms_expected,
         polycoms_reporting=polycom.count,
@@ -230,6 +276,14 @@ def _commune(
         pc_old_signatures_s=signatures.down,
         polycom_observed_s=polycom.observed,
         polycom_ready_s=polycom.observed - polycom.down,
+        line_availability_excl_maintenance=line.percent if line else None,
+        line_maintenance_s=line.excluded_s if line else 0.0,
+        line_downtime_excl_maintenance_s=line.down_s if line else 0.0,
+        polycom_ready_percent_excl_maintenance=polycom.up_percent_excl(),
+        polycom_maintenance_s=polycom.excluded,
+        polycom_observed_excl_s=polycom.observed - polycom.excluded,
+        polycom_ready_excl_s=(polycom.observed - polycom.excluded)
+        - (polycom.down - polycom.excluded_down),
     )
 
 
@@ -275,6 +329,22 @@ def _total(
         pc_old_signatures_s=sum(c.pc_old_signatures_s for c in communes),
         polycom_observed_s=sum(c.polycom_observed_s for c in communes),
         polycom_ready_s=sum(c.polycom_ready_s for c in communes),
+        line_availability_excl_maintenance=_mean(
+            [
+                c.line_availability_excl_maintenance
+                for c in communes
+                if c.line_availability_excl_maintenance is not None
+            ]
+        ),
+        line_maintenance_s=sum(c.line_maintenance_s for c in communes),
+        line_downtime_excl_maintenance_s=sum(c.line_downtime_excl_maintenance_s for c in communes),
+        polycom_ready_percent_excl_maintenance=_share(
+            sum(c.polycom_ready_excl_s for c in communes),
+            sum(c.polycom_observed_excl_s for c in communes),
+        ),
+        polycom_maintenance_s=sum(c.polycom_maintenance_s for c in communes),
+        polycom_observed_excl_s=sum(c.polycom_observed_excl_s for c in communes),
+        polycom_ready_excl_s=sum(c.polycom_ready_excl_s for c in communes),
     )
 
 

@@ -44,10 +44,11 @@ def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]
     rows = [*enumerate(report.communes, 1), (None, report.total)]
 
     def label(number: int | None, c: CommuneMonth) -> list[Cell]:
-        return [number if number is not None else "", c.name or t["total"]]
+        return [number if number is not None else "", c.name or t["total"], c.code]
 
     def section(columns: list[str], cells: Callable[[CommuneMonth], list[Cell]]) -> Table:
-        return [t["no"], t["commune"], *columns], [[*label(n, c), *cells(c)] for n, c in rows]
+        head = [t["no"], t["commune"], t["code"], *columns]
+        return head, [[*label(n, c), *cells(c)] for n, c in rows]
 
     kinds = KINDS[language]
     return [
@@ -65,21 +66,30 @@ def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]
         (
             t["network"],
             section(
-                [t["availability"], t["downtime"], t["outages"]],
+                [
+                    t["availability"],
+                    t["downtime"],
+                    t["outages"],
+                    t["availability_excl"],
+                    t["maintenance"],
+                ],
                 lambda c: [
                     _number(c.line_availability, 3),
                     _duration(c.line_downtime_s),
                     c.line_outages,
+                    _number(c.line_availability_excl_maintenance, 3),
+                    _duration(c.line_maintenance_s),
                 ],
             ),
         ),
         (
             t["conference"],
             section(
-                [t["polycoms"], t["ready"]],
+                [t["polycoms"], t["ready"], t["ready_excl"]],
                 lambda c: [
                     _ratio(c.polycoms_reporting, c.polycoms_expected),
                     _number(c.polycom_ready_percent),
+                    _number(c.polycom_ready_percent_excl_maintenance),
                 ],
             ),
         ),
@@ -108,11 +118,20 @@ def _heading(report: MonthlyReport, language: Language) -> list[str]:
     t = TEXT[language]
     year, month = report.month.split("-")
     when = local(report.generated_at).strftime("%d/%m/%Y %H:%M")
+    generated = t["generated"].format(when=when)
+    if not report.has_data:
+        generated += " " + no_data(report, language)
     return [
         t["title"],
         t["period"].format(month=month, year=year, province=report.province_name),
-        t["generated"].format(when=when),
+        generated,
     ]
+
+
+def no_data(report: MonthlyReport, language: Language) -> str:
+    """What a report of a month with nothing monitored says instead of figures."""
+    year, month = report.month.split("-")
+    return TEXT[language]["no_data"].format(month=month, year=year)
 
 
 def _text(value: Cell, language: Language) -> str:
@@ -150,8 +169,11 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
             t["availability"],
             t["downtime"],
             t["outages"],
+            t["availability_excl"],
+            t["maintenance"],
             t["polycoms"],
             t["ready"],
+            t["ready_excl"],
             t["alert_count"],
             t["acked"],
             t["ack_time"],
@@ -168,8 +190,11 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
                 _number(c.line_availability, 3),
                 _duration(c.line_downtime_s),
                 c.line_outages,
+                _number(c.line_availability_excl_maintenance, 3),
+                _duration(c.line_maintenance_s),
                 _ratio(c.polycoms_reporting, c.polycoms_expected),
                 _number(c.polycom_ready_percent),
+                _number(c.polycom_ready_percent_excl_maintenance),
                 c.alerts,
                 c.alerts_acked,
                 _number(c.mean_ack_minutes, 1),

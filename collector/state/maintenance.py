@@ -1,0 +1,248 @@
+"""Maintenance windows: planned time a commune, a device or the province is expected down.
+
+The power company's cut schedule, VNPT's works on the dedicated line, a PC room
+rebuilt: during a window, notifications are muted (like a silence) and the
+availability figures exclude the time, as Zabbix's SLA does with excluded downtime,
+so the report can give availability with and without maintenance, and the
+maintenance time itself.
+
+A window is one span ``[starts, ends)`` or a recurring one (``every`` day, week or
+month, in Vietnam's time, until ``until``). Its scope: a province, optionally one
+commune, one agent of it, one device (the check's name: ``tslcd``, ``polycom``,
+``router``); an empty part matches everything. Overlapping windows (and overlapping
+occurrences) are merged before anything is counted: never twice.
+
+Bounds: a window must end after it starts; it and its repetitions lie within a
+year of now (a window "for ever" is a rule turned off or a commune removed); an
+occurrence is no longer than its period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from agent.wire import IDENT_PATTERN
+from collector.common.localtime import VIETNAM
+from collector.state.availability import merged
+from collector.state.store import StateStore
+
+Every = Literal["", "day", "week", "month"]
+EVERY: tuple[str, ...] = ("", "day", "week", "month")
+YEAR_S = 366 * 86400.0
+MAX_TEXT = 1000
+_PERIOD_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0}
+"""The shortest each period can be: an occurrence may not last longer."""
+_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+Span = tuple[float, float]
+
+
+class MaintenanceError(ValueError):
+    """A window refused, by name of what is wrong."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Window:
+    id: int
+    province: str
+    commune: str
+    """Empty: every commune of the province."""
+    agent: str
+    device: str
+    """The check's name (tslcd, polycom, router); empty: everything of the place."""
+    starts: float
+    ends: float
+    every: str
+    """"", day, week or month: the window repeats, in Vietnam's time."""
+    until: float | None
+    """A recurring window's last occurrence starts before this."""
+    reason: str
+    comment: str
+    created_by: str
+    created_at: float
+
+    def covers(self, province: str, commune: str, agent: str = "", device: str = "") -> bool:
+        """Whether the window's scope holds this place (an empty part of the window
+        matches all; an empty part of the place is matched only by an empty part)."""
+        return (
+            self.province == province
+            and self.commune in ("", commune)
+            and self.agent in ("", agent)
+            and self.device in ("", device)
+        )
+
+    def occurrences(self, start: float, end: float) -> Iterator[Span]:
+        """The window's spans that overlap [start, end), clipped to it, in order."""
+        length = self.ends - self.starts
+        last = (
+            self.starts if not self.every else min(self.until or self.starts, self.starts + YEAR_S)
+        )
+        index = 0
+        while True:
+            lo = _shifted(self.starts, self.every, index)
+            if lo >= end or (index and lo >= last):
+                return
+            hi = lo + length
+            if hi > start:
+                yield max(lo, start), min(hi, end)
+            if not self.every:
+                return
+            index += 1
+
+    def active(self, now: float) -> bool:
+        return any(True for _ in self.occurrences(now, now + 1e-6))
+
+
+def _shifted(starts: float, every: str, count: int) -> float:
+    """The ``count``-th occurrence's start: the same local time a day, a week or a
+    month later (the same day of the month, or its last day)."""
+    if not count or not every:
+        return starts
+    if every in ("day", "week"):
+        return starts + count * _PERIOD_S[every]  # Vietnam keeps +07:00 all year
+    first = dt.datetime.fromtimestamp(starts, VIETNAM)
+    months = first.month - 1 + count
+    year, month = first.year + months // 12, months % 12 + 1
+    next_month = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=VIETNAM)
+    last_day = (next_month - dt.timedelta(days=1)).day
+    return first.replace(year=year, month=month, day=min(first.day, last_day)).timestamp()
+
+
+def spans(windows: Iterable[Window], start: float, end: float) -> list[Span]:
+    """The merged time the windows cover inside [start, end)."""
+    return merged(span for window in windows for span in window.occurrences(start, end))
+
+
+def check(
+    *,
+    province: str,
+    commune: str,
+    agent: str,
+    device: str,
+    starts: float,
+    ends: float,
+    every: str,
+    until: float | None,
+    reason: str,
+    comment: str,
+    created_by: str,
+    now: float,
+) -> None:
+    """MaintenanceError naming what is wrong with a window to be added."""
+    times = {"starts": starts, "ends": ends} | ({"until": until} if until is not None else {})
+    for name, value in times.items():
+        if not math.isfinite(value):
+            raise MaintenanceError(f"{name}: not a time")
+        if abs(value - now) > YEAR_S:
+            raise MaintenanceError(
+                f"{name}: beyond a year from now: a window lies within a year "
+                "(turn a rule off, or remove the commune, for longer)"
+            )
+    if ends <= starts:
+        raise MaintenanceError("ends: the window ends before it starts")
+    if every not in EVERY:
+        raise MaintenanceError(f"every: one of day, week, month, not {every[:20]!r}")
+    if every:
+        if until is None:
+            raise MaintenanceError("until: a recurring window needs the date it stops")
+        if until <= starts:
+            raise MaintenanceError("until: the repetition stops before the first window")
+        if ends - starts > _PERIOD_S[every]:
+            raise MaintenanceError(f"ends: a window repeated every {every} lasts at most one")
+    elif until is not None:
+        raise MaintenanceError("until: only for a recurring window (every)")
+    for name, place in (("province", province), ("commune", commune), ("agent", agent)):
+        if (place or name == "province") and not re.fullmatch(IDENT_PATTERN, place):
+            raise MaintenanceError(f"{name}: {place[:64]!r} is not a slug")
+    if device and not _DEVICE.match(device):
+        raise MaintenanceError(f"device: {device[:64]!r} is not a check name")
+    if agent and not commune:
+        raise MaintenanceError("agent: an agent is named within its commune")
+    for name, text in (("reason", reason), ("comment", comment), ("created_by", created_by)):
+        if len(text) > MAX_TEXT:
+            raise MaintenanceError(f"{name}: at most {MAX_TEXT} characters")
+
+
+#: Fixed text: every value is a bound parameter.
+SELECT = (
+    "SELECT id, province, commune, agent, device, starts, ends, every, until, reason, "
+    "comment, created_by, created_at FROM maintenance"
+)
+
+
+def add(
+    store: StateStore,
+    *,
+    province: str,
+    starts: float,
+    ends: float,
+    created_by: str,
+    now: float,
+    commune: str = "",
+    agent: str = "",
+    device: str = "",
+    every: str = "",
+    until: float | None = None,
+    reason: str = "",
+    comment: str = "",
+) -> Window:
+    check(
+        province=province,
+        commune=commune,
+        agent=agent,
+        device=device,
+        starts=starts,
+        ends=ends,
+        every=every,
+        until=until,
+        reason=reason,
+        comment=comment,
+        created_by=created_by,
+        now=now,
+    )
+    with store.transaction() as db:
+        cursor = db.execute(
+            "INSERT INTO maintenance (province, commune, agent, device, starts, ends, every, "
+            "until, reason, comment, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (province, commune, agent, device, starts, ends, every, until, reason, comment,
+             created_by, now),
+        )  # fmt: skip
+        window_id = int(cursor.lastrowid or 0)
+    return Window(
+        window_id, province, commune, agent, device, starts, ends, every, until, reason,
+        comment, created_by, now,
+    )  # fmt: skip
+
+
+def windows(
+    store: StateStore,
+    province: str | None = None,
+    start: float = -math.inf,
+    end: float = math.inf,
+) -> list[Window]:
+    """Windows (of a province) with an occurrence that may overlap [start, end)."""
+    query = SELECT + " WHERE starts < ? AND MAX(ends, COALESCE(until, ends) + (ends - starts)) > ?"
+    params: list[object] = [end, start]
+    if province is not None:
+        query += " AND province = ?"
+        params.append(province)
+    with store.reading() as db:
+        rows = db.execute(query + " ORDER BY starts, id", params).fetchall()
+    found = [Window(*row) for row in rows]
+    return [w for w in found if next(w.occurrences(start, end), None) is not None]
+
+
+def remove(store: StateStore, window_id: int) -> None:
+    with store.transaction() as db:
+        if db.execute("DELETE FROM maintenance WHERE id = ?", (window_id,)).rowcount == 0:
+            raise NotFound(f"no maintenance window {window_id}")

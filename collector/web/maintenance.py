@@ -1,0 +1,85 @@
+"""Maintenance windows over HTTP: list, plan, remove (technicians plan, readers list)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Response
+from pydantic import Field
+
+from agent.wire import MAX_TIME
+from collector.state import maintenance
+from collector.state.maintenance import MAX_TEXT, Window
+from collector.web.auth import Context, Reader, RowId, Slug, Technician, errors
+
+router = APIRouter()
+
+Time = Annotated[float, Field(ge=0, le=MAX_TIME, allow_inf_nan=False)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Part = Annotated[str, Field(max_length=64)]
+
+
+@dataclass
+class WindowRequest:
+    """A window: its place (empty parts match all), its span, and how it repeats."""
+
+    province: Slug
+    starts: Time
+    """Unix seconds."""
+    ends: Time
+    commune: Part = ""
+    agent: Part = ""
+    device: Part = ""
+    """The check's name: tslcd, polycom, router…"""
+    every: Literal["", "day", "week", "month"] = ""
+    until: Time | None = None
+    """A repeated window's last occurrence starts before this."""
+    reason: Text = ""
+    comment: Text = ""
+
+
+@router.get("/api/v1/maintenance", tags=["alerts"], responses=errors())
+def get_windows(
+    _: Reader, context: Context, province: Slug | None = None, all: bool = False
+) -> list[Window]:
+    """Windows in force or to come (``all=true``: also past ones)."""
+    start = -float("inf") if all else time.time()
+    return maintenance.windows(context.store, province, start)
+
+
+@router.post("/api/v1/maintenance", tags=["alerts"], status_code=201, responses=errors(400, 403))
+def post_window(who: Technician, context: Context, body: WindowRequest) -> Window:
+    """Plan a window: its alerts are recorded, not sent; the report leaves it out of the
+    availability it gives without maintenance. Refused by name: ends before it starts,
+    beyond a year, a repetition without its end."""
+    try:
+        return maintenance.add(
+            context.store,
+            province=body.province,
+            commune=body.commune,
+            agent=body.agent,
+            device=body.device,
+            starts=body.starts,
+            ends=body.ends,
+            every=body.every,
+            until=body.until,
+            reason=body.reason,
+            comment=body.comment,
+            created_by=who.name,
+            now=time.time(),
+        )
+    except maintenance.MaintenanceError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+@router.delete(
+    "/api/v1/maintenance/{window_id}", tags=["alerts"], status_code=204, responses=errors(403, 404)
+)
+def delete_window(_: Technician, context: Context, window_id: RowId) -> Response:
+    try:
+        maintenance.remove(context.store, window_id)
+    except maintenance.NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(status_code=204)
