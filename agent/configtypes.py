@@ -181,7 +181,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 #: (a Windows service starts in System32).
 PATH_KEYS = frozenset(
     {"password_file", "ca_file", "cert_file", "key_file", "token_file", "secret_file",
-     "urls_file", "state_dir", "clamav_db_dir"}
+     "urls_file", "state_dir", "clamav_db_dir", "secret_key_file"}
 )  # fmt: skip
 
 

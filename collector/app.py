@@ -11,9 +11,11 @@ from typing import Any
 from agent.configtypes import read_secret
 from collector import __version__
 from collector.alerts.engine import AlertEngine
+from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
-from collector.config import CollectorConfig
+from collector.alerts.zalo import ZaloChannel, ZaloSettings
+from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
@@ -77,6 +79,33 @@ def api_url(config: CollectorConfig) -> str:
     return f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
 
 
+def route(section: RouteSection) -> Route:
+    zalo = section.zalo
+    channel = None
+    if zalo is not None:
+        channel = ZaloChannel(
+            ZaloSettings(
+                zalo.app_id, zalo.secret_key_file, zalo.token_file, tuple(zalo.user_ids),
+                zalo.api_url, zalo.oauth_url,
+            )
+        )  # fmt: skip
+    return Route(
+        section.name,
+        load_urls(section.urls, section.urls_file),
+        tuple(section.severities),
+        tuple(section.communes),
+        section.language,
+        zalo=channel,
+        escalation_only=section.escalation_only,
+    )
+
+
+def escalation_steps(config: CollectorConfig) -> list[Escalation]:
+    return [
+        Escalation(float(s.after), s.route, tuple(s.severities)) for s in config.alerts.escalation
+    ]
+
+
 class ApiError(RuntimeError):
     """The API could not start."""
 
@@ -132,23 +161,16 @@ class Collector:
             self.rules,
             late_after=float(config.alerts.late_after),
             uplinks={k: v for i in self.inventories for k, v in i.uplinks().items()},
+            escalation=escalation_steps(config),
         )
         self.engine.install(self.store)
         alerts = config.alerts
         self.notifier = Notifier(
             self.store,
-            [
-                Route(
-                    r.name,
-                    load_urls(r.urls, r.urls_file),
-                    tuple(r.severities),
-                    tuple(r.communes),
-                    r.language,
-                )
-                for r in alerts.routes
-            ],
+            [route(r) for r in alerts.routes],
             self.rules,
             names={f"{i.province}/{c.slug}": c.name for i in self.inventories for c in i.communes},
+            escalation=escalation_steps(config),
             group_wait=float(alerts.group_wait),
             console_url=alerts.console_url,
         )

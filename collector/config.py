@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -185,17 +186,60 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             )
 
 
+ZaloUser = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+
+
+class ZaloSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A Zalo Official Account the collector sends as (alerts/zalo.py)."""
+
+    app_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+    secret_key_file: str
+    """The app's secret key, alone in a file readable by the collector only."""
+    token_file: str
+    """JSON with the OA's refresh_token (and the access token): the collector rewrites
+    it at each renewal, so its folder must be writable by the collector."""
+    user_ids: Annotated[list[ZaloUser], msgspec.Meta(min_length=1, max_length=200)]
+    """Technicians following the OA."""
+    api_url: str = "https://openapi.zalo.me"
+    oauth_url: str = "https://oauth.zaloapp.com"
+
+    def validate(self, where: str) -> None:
+        readable(f"{where}.secret_key_file", self.secret_key_file)
+        readable(f"{where}.token_file", self.token_file)
+        folder = Path(self.token_file).parent
+        if not os.access(folder, os.W_OK):
+            raise ConfigProblem(
+                f"{where}.token_file", f"{folder} is not writable: the tokens are renewed there"
+            )
+        for key, url in (("api_url", self.api_url), ("oauth_url", self.oauth_url)):
+            if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
+                raise ConfigProblem(f"{where}.{key}", f"expected an https:// URL, got {url!r}")
+
+
 class RouteSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     urls: list[str] = []
     """apprise URLs: json://host/path, mailto://..., tgram://..., ..."""
     urls_file: str = ""
     """A file of apprise URLs, one per line: for URLs that hold passwords."""
+    zalo: ZaloSection | None = None
+    """Zalo Official Account messages (besides or instead of the URLs)."""
     severities: list[Literal["info", "warning", "critical"]] = []
     """Empty: every severity."""
     communes: list[Ident] = []
     """Empty: every commune."""
     language: Literal["vi", "en"] = "vi"
+    escalation_only: bool = False
+    """Told only by an escalation step (the head of the IT unit), not at first."""
+
+
+class EscalationStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    after: Duration
+    """Since the alert fired, unacknowledged."""
+    route: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    severities: list[Literal["info", "warning", "critical"]] = msgspec.field(
+        default_factory=lambda: ["critical"]
+    )
 
 
 class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -210,6 +254,8 @@ class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     console_url: str = ""
     """The console's address, for links in messages."""
     routes: list[RouteSection] = []
+    escalation: list[EscalationStep] = []
+    """Steps in order: an alert not acknowledged ``after`` its firing goes to ``route``."""
 
     def validate(self) -> None:
         from collector.alerts.rules import load_rules
@@ -222,14 +268,24 @@ class AlertsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         for index, route in enumerate(self.routes):
             where = f"routes[{index}]"
             readable(f"{where}.urls_file", route.urls_file)
-            if not route.urls and not route.urls_file:
-                raise ConfigProblem(where, "a route needs urls or urls_file")
+            if not route.urls and not route.urls_file and route.zalo is None:
+                raise ConfigProblem(where, "a route needs urls, urls_file or zalo")
+            if route.zalo is not None:
+                route.zalo.validate(f"{where}.zalo")
             if route.urls:
                 import apprise
 
                 for url in route.urls:
                     if not apprise.Apprise().add(url):
                         raise ConfigProblem(f"{where}.urls", f"apprise does not understand {url!r}")
+        after = 0.0
+        for index, step in enumerate(self.escalation):
+            where = f"escalation[{index}]"
+            if step.route not in names:
+                raise ConfigProblem(f"{where}.route", f"no route named {step.route!r}")
+            if float(step.after) <= after:
+                raise ConfigProblem(f"{where}.after", "each step comes after the one before")
+            after = float(step.after)
 
 
 class DynsecSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -75,9 +75,7 @@ def test_repetitions_keep_the_local_time_and_the_day_of_the_month(store: StateSt
     weekly = plan(
         store, commune="la-nga", starts=at(4, 6), ends=at(4, 9), every="week", until=at(26)
     )
-    assert list(weekly.occurrences(OCT, NOV)) == [
-        (at(d, 6), at(d, 9)) for d in (4, 11, 18, 25)
-    ]
+    assert list(weekly.occurrences(OCT, NOV)) == [(at(d, 6), at(d, 9)) for d in (4, 11, 18, 25)]
     monthly = plan(
         store, starts=at(31, 22), ends=at(31, 23), every="month", until=at(1, 0, month=12) + DAY
     )
@@ -184,11 +182,16 @@ def test_a_window_mutes_notifications_but_the_alert_is_recorded(store: StateStor
     [alert] = list_alerts(store, now[0], rule="line_down_tslcd")
     assert alert.state == "firing" and alert.maintenance and not alert.silenced
     assert sent == []
-    # After the window, a line still down is news: the next repeat is sent.
+    # After the window, a line still down is news: it is sent then, once.
     now[0] = at(10, 12) + 1
     engine.tick(store, now[0])
+    notifier.run_once()
     alert = list_alerts(store, now[0], rule="line_down_tslcd")[0]
     assert not alert.maintenance
+    assert len(sent) == 1 and "Mất đường truyền số liệu chuyên dùng" in sent[0]
+    engine.tick(store, now[0] + 60)
+    notifier.run_once()
+    assert len(sent) == 1
 
 
 def test_the_cli_plans_lists_and_removes_windows(tmp_path: Path) -> None:
@@ -208,9 +211,7 @@ def test_the_cli_plans_lists_and_removes_windows(tmp_path: Path) -> None:
     assert "maintenance #1: dong-nai/la-nga  2026-12-05 22:00:00 → 2026-12-06 02:00:00" in (
         result.output
     )
-    wrong = runner.invoke(
-        main, [*base, "--start", "2026-12-06 02:00", "--end", "2026-12-05 22:00"]
-    )
+    wrong = runner.invoke(main, [*base, "--start", "2026-12-06 02:00", "--end", "2026-12-05 22:00"])
     assert wrong.exit_code == 1 and "refused: ends: the window ends before it starts" in (
         wrong.output
     )

@@ -33,6 +33,8 @@ from typing import Any
 import msgspec
 
 from agent.wire import Envelope, Sample
+from collector.alerts.escalation import Escalation, escalation_event
+from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
 from collector.state.store import AgentState, StateStore, agent_key
 
@@ -82,9 +84,11 @@ class AlertEngine:
         *,
         late_after: float = 600.0,
         uplinks: Mapping[str, frozenset[str]] | None = None,
+        escalation: Sequence[Escalation] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
+        self.escalation = list(escalation)
         self.late_after = late_after
         self.uplinks = uplinks or {}
         """The inventory's uplinks per "province/commune": "device:port" or "port"."""
@@ -267,6 +271,7 @@ class AlertEngine:
             ),
         )
         alert_id = int(cursor.lastrowid or 0)
+        record_step(db, alert_id, now, "fired", "late: history, not paged" if late else "")
         if not late:
             self._queue(db, alert_id, "firing", now)
         return alert_id
@@ -294,6 +299,7 @@ class AlertEngine:
         db.execute(
             "UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE id = ?", (at, alert_id)
         )
+        record_step(db, alert_id, now, "resolved")
         notified = db.execute("SELECT notified FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         pending = db.execute(
             "SELECT COUNT(*) FROM notifications WHERE alert_id = ? AND event = 'firing'",
@@ -334,6 +340,8 @@ class AlertEngine:
                             self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0), now)
             self._inhibit(db, now)
             self._repeat(db, now)
+            self._unmuted(db, now)
+            self._escalate(db, now)
 
     def _agent_step(
         self, db: sqlite3.Connection, rule: Rule, agent: AgentState, refused: int, now: float
@@ -420,3 +428,36 @@ class AlertEngine:
                 ).fetchone()[0]
                 if not queued:
                     self._queue(db, alert_id, "repeat", now)
+
+    def _unmuted(self, db: sqlite3.Connection, now: float) -> None:
+        """An alert that fired while silenced or in maintenance and still fires when
+        that ends was never told: tell it now (as Alertmanager does)."""
+        rows = db.execute(
+            """SELECT id FROM alerts a WHERE state = 'firing' AND notified = 0 AND late = 0
+                 AND suppressed = 0 AND acked_at IS NULL
+                 AND EXISTS (SELECT 1 FROM alert_steps s WHERE s.alert_id = a.id
+                             AND s.step = 'muted')
+                 AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.alert_id = a.id)"""
+        ).fetchall()
+        for (alert_id,) in rows:
+            if not muted(db, alert_id, now):
+                self._queue(db, alert_id, "firing", now)
+                record_step(db, alert_id, now, "unmuted")
+
+    def _escalate(self, db: sqlite3.Connection, now: float) -> None:
+        """Each alert takes the steps it is due, in order, once; recorded on it."""
+        for number, step in enumerate(self.escalation, 1):
+            marks = ",".join("?" * len(step.severities))
+            rows = db.execute(
+                f"""SELECT id FROM alerts WHERE state = 'firing' AND acked_at IS NULL
+                     AND suppressed = 0 AND late = 0 AND notified = 1
+                     AND escalation_step < ? AND fired_at <= ? AND severity IN ({marks})""",  # noqa: S608 - placeholders only
+                (number, now - step.after, *step.severities),
+            ).fetchall()
+            for (alert_id,) in rows:
+                if muted(db, alert_id, now):
+                    continue  # planned or silenced: nobody needs waking for it
+                db.execute("UPDATE alerts SET escalation_step = ? WHERE id = ?", (number, alert_id))
+                self._queue(db, alert_id, escalation_event(number), now)
+                record_step(db, alert_id, now, "escalated",
+                            f"step {number}: {step.route} (not acknowledged)")  # fmt: skip

@@ -28,8 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.alerts.records import Alert, muted, read_alert
+from collector.alerts.escalation import Escalation, escalation_step
+from collector.alerts.records import Alert, muted, read_alert, record_step
 from collector.alerts.rules import Rule
+from collector.alerts.zalo import ZaloChannel
 from collector.common.localtime import local
 from collector.common.words import NOTIFICATIONS as WORDS
 from collector.state.store import StateStore
@@ -49,6 +51,9 @@ class Route:
     communes: tuple[str, ...] = ()
     """Empty: every commune."""
     language: str = "vi"
+    zalo: ZaloChannel | None = None
+    escalation_only: bool = False
+    """Told by escalation steps only."""
 
     def wants(self, alert: Alert) -> bool:
         return (not self.severities or alert.severity in self.severities) and (
@@ -70,6 +75,11 @@ def summary(rule: Rule | None, alert: Alert, language: str, names: dict[str, str
     )
 
 
+def after_text(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}" if minutes >= 60 else f"{minutes} min"
+
+
 def compose(
     event: str,
     alerts: Sequence[Alert],
@@ -77,11 +87,18 @@ def compose(
     language: str,
     names: dict[str, str],
     console_url: str = "",
+    escalated_after: dict[int, float] | None = None,
 ) -> tuple[str, str]:
     """(title, body) of one message for alerts of one rule, commune and event."""
+    escalated_after = escalated_after or {}
     words = WORDS.get(language, WORDS["en"])
     first = alerts[0]
-    title = f"[{words[event]}] [{words[first.severity]}] {summary(rule, first, language, names)}"
+    step = escalation_step(event)
+    if step is not None:
+        heading = words["escalation"].format(after=after_text(escalated_after.get(step, 0)))
+    else:
+        heading = words[event]
+    title = f"[{heading}] [{words[first.severity]}] {summary(rule, first, language, names)}"
     if len(alerts) > 1:
         title += " — " + words["more"].format(n=len(alerts) - 1)
     lines = []
@@ -114,6 +131,7 @@ class Notifier:
         rules: Sequence[Rule],
         *,
         names: dict[str, str] | None = None,
+        escalation: Sequence[Escalation] = (),
         group_wait: float = 30.0,
         console_url: str = "",
         send: Callable[[Sequence[str], str, str], bool] = send_apprise,
@@ -123,6 +141,7 @@ class Notifier:
         self.routes = list(routes)
         self.rules = {r.name: r for r in rules}
         self.names = names or {}
+        self.escalation = list(escalation)
         self.group_wait = group_wait
         self.console_url = console_url
         self.send = send
@@ -168,27 +187,31 @@ class Notifier:
         if not due:
             return 0
         dropped: list[int] = []
+        muted_firing: list[int] = []
         events: list[tuple[int, str, Alert, int, set[str]]] = []
         with self.store.reading() as db:
             for note_id, alert_id, event, attempts, done_text in due:
                 alert = read_alert(db, alert_id, now)
+                quiet = event != "resolved" and alert is not None and muted(db, alert_id, now)
                 if alert is None or (
-                    event in ("firing", "repeat")
+                    event != "resolved"
                     and (
                         alert.suppressed
-                        or muted(db, alert_id, now)
+                        or quiet
                         or alert.state != "firing"
-                        or (event == "repeat" and alert.acked_at is not None)
+                        or (event != "firing" and alert.acked_at is not None)
                     )
                 ):
                     dropped.append(note_id)
+                    if quiet and event == "firing" and alert is not None:
+                        muted_firing.append(alert.id)  # to be told when the mute ends
                     continue
                 done = set(filter(None, done_text.split(",")))
                 events.append((note_id, event, alert, attempts, done))
         groups: dict[tuple[str, str, str, str], list[tuple[int, Alert]]] = defaultdict(list)
         for note_id, event, alert, _, routes_done in events:
-            for route in self.routes:
-                if route.wants(alert) and route.name not in routes_done:
+            for route in self._routes_for(event, alert):
+                if route.name not in routes_done:
                     groups[(route.name, event, alert.rule, alert.commune)].append((note_id, alert))
         succeeded: dict[int, set[str]] = defaultdict(set)
         failed: set[int] = set()
@@ -203,9 +226,10 @@ class Notifier:
                 route.language,
                 self.names,
                 self.console_url,
+                {n: step.after for n, step in enumerate(self.escalation, 1)},
             )
             try:
-                ok = self.send(route.urls, title, body)
+                ok = self._deliver(route, title, body)
             except Exception as exc:  # a broken URL or plugin must not stop the others
                 log.warning("route %s: %s", route_name, exc)
                 ok = False
@@ -217,9 +241,28 @@ class Notifier:
                 self.failures += 1
                 log.warning("route %s could not deliver %s; will retry", route_name, title[:120])
                 failed.update(note_id for note_id, _ in members)
-        self._record(now, dropped, events, succeeded, failed)
+        self._record(now, dropped, events, succeeded, failed, muted_firing)
         self.sent += sent
         return sent
+
+    def _routes_for(self, event: str, alert: Alert) -> list[Route]:
+        """An escalation step's route alone; otherwise the routes that want the alert,
+        those kept for escalation left out."""
+        step = escalation_step(event)
+        if step is not None:
+            if not 1 <= step <= len(self.escalation):
+                return []
+            name = self.escalation[step - 1].route
+            return [r for r in self.routes if r.name == name]
+        return [r for r in self.routes if r.wants(alert) and not r.escalation_only]
+
+    def _deliver(self, route: Route, title: str, body: str) -> bool:
+        ok = True
+        if route.urls:
+            ok = self.send(route.urls, title, body)
+        if ok and route.zalo is not None:
+            ok = route.zalo.send(title, body)
+        return ok
 
     def _record(
         self,
@@ -228,10 +271,13 @@ class Notifier:
         events: list[tuple[int, str, Alert, int, set[str]]],
         succeeded: dict[int, set[str]],
         failed: set[int],
+        muted_firing: Sequence[int] = (),
     ) -> None:
         with self.store.transaction() as db:
             for note_id in dropped:
                 db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
+            for alert_id in muted_firing:
+                record_step(db, alert_id, now, "muted", "silence or maintenance")
             for note_id, event, alert, attempts, done_before in events:
                 done = done_before | succeeded.get(note_id, set())
                 if note_id in failed and attempts + 1 >= MAX_ATTEMPTS:
@@ -254,6 +300,12 @@ class Notifier:
                     )
                     continue
                 db.execute("DELETE FROM notifications WHERE id = ?", (note_id,))
+                reached = sorted(succeeded.get(note_id, set()))
+                if reached:  # the alert's steps: who was told what, when
+                    db.execute(
+                        "INSERT INTO alert_steps (alert_id, at, step, detail) VALUES (?, ?, ?, ?)",
+                        (alert.id, now, f"notified {event}", ", ".join(reached)),
+                    )
                 if event in ("firing", "repeat") and done:
                     db.execute(
                         "UPDATE alerts SET notified = 1, last_notified = ? WHERE id = ?",

@@ -189,6 +189,34 @@ def get_alert(store: StateStore, alert_id: int, now: float) -> Alert:
     return alert
 
 
+@dataclass
+class Step:
+    """One thing that happened to an alert: fired, notified (which routes), escalated,
+    acknowledged, resolved."""
+
+    at: float
+    step: str
+    detail: str
+
+
+def record_step(
+    db: sqlite3.Connection, alert_id: int, at: float, step: str, detail: str = ""
+) -> None:
+    db.execute(
+        "INSERT INTO alert_steps (alert_id, at, step, detail) VALUES (?, ?, ?, ?)",
+        (alert_id, at, step, detail[:500]),
+    )
+
+
+def steps(store: StateStore, alert_id: int) -> list[Step]:
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT at, step, detail FROM alert_steps WHERE alert_id = ? ORDER BY at, id",
+            (alert_id,),
+        ).fetchall()
+    return [Step(float(at), str(step), str(detail)) for at, step, detail in rows]
+
+
 def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: float) -> Alert:
     """Who, when, why. Acknowledging stops repeats; acknowledging twice keeps the first."""
     if len(comment) > MAX_COMMENT:
@@ -202,9 +230,13 @@ def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: fl
                 "UPDATE alerts SET acked_by = ?, acked_at = ?, ack_comment = ? WHERE id = ?",
                 (by, now, comment, alert_id),
             )
+            # What is still queued to remind or escalate has no more reason to go.
             db.execute(
-                "DELETE FROM notifications WHERE alert_id = ? AND event = 'repeat'", (alert_id,)
+                "DELETE FROM notifications WHERE alert_id = ? AND event != 'resolved' "
+                "AND event != 'firing'",
+                (alert_id,),
             )
+            record_step(db, alert_id, now, "acked", f"{by}: {comment}" if comment else by)
     return get_alert(store, alert_id, now)
 
 
