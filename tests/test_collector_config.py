@@ -28,6 +28,13 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
         (REPO / "deploy" / "profiles" / "dong-nai.toml").read_text()
     )
     (tmp_path / "console-secret").write_text("k" * 48 + "\n")
+    (tmp_path / "zalo-secret").write_text("AbC123456XyZ\n")
+    (tmp_path / "head-of-it.urls").write_text(
+        "mailtos://alerts:pw@mail.dong-nai.gov.vn?to=it@dong-nai.gov.vn\n"
+    )
+    (tmp_path / "zalo").mkdir()
+    (tmp_path / "zalo" / "zalo-tokens.json").write_text('{"refresh_token": "r"}')
+    text = text.replace("/var/lib/commune-collector/", f"{tmp_path}/zalo/")
     (tmp_path / "technicians.urls").write_text("mailtos://tech:secret@mail.dong-nai.example\n")
     (tmp_path / "rules.toml").write_text((SAMPLE.parent / "rules.example.toml").read_text())
     (tmp_path / "inventory").mkdir()
@@ -40,7 +47,10 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert config.sink is not None and float(config.sink.max_backoff) == 60
     assert config.api.address() == ("0.0.0.0", 8080)
     assert [t.role for t in config.api.tokens] == ["read"]
-    assert [r.name for r in config.alerts.routes] == ["technicians"]
+    assert [r.name for r in config.alerts.routes] == ["technicians", "zalo-duty", "head-of-it"]
+    zalo = config.alerts.routes[1].zalo
+    assert zalo is not None and zalo.token_file == f"{tmp_path}/zalo/zalo-tokens.json"
+    assert [(float(e.after), e.route) for e in config.alerts.escalation] == [(1800, "head-of-it")]
     assert config.console.session_hours == 12
     assert config.dynsec is not None and config.dynsec.username == "commune-admin"
     assert config.enrollment is not None

@@ -115,38 +115,76 @@ def test_a_technician_drills_into_a_commune_and_acknowledges_its_alert(
     base = f"http://127.0.0.1:{collector.api_port}"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log_in(page, base, TECH_TOKEN)
-    # The overview: the province's figures on top, one tile per commune of the inventory.
-    expect(page.locator(".tile")).to_have_count(95)  # the register's units
-    tile = page.locator('.tile[data-commune="la-nga"]')
-    expect(tile).to_have_class("tile critical")
-    expect(page.locator('.tile[data-commune="xuan-thanh"]')).to_contain_text("Không có dữ liệu")
+    # The overview: the province's figures on top, one row per commune of the register,
+    # the worst first: La Ngà (critical) heads the table, the silent ones come last.
+    rows = page.locator("#communes tbody tr")
+    expect(rows).to_have_count(95)
+    expect(rows.first).to_have_attribute("data-commune", "la-nga")
+    expect(rows.first).to_have_class("critical")
+    expect(rows.first.locator("td.code")).to_have_text("26227")
+    expect(page.locator('tr[data-commune="xuan-thanh"]')).to_contain_text("Không có dữ liệu")
+    expect(rows.last).to_have_class("no_data")
+    expect(rows.first.locator("svg.strip rect")).to_have_count(7)  # its line, day by day
     shot(page, "1-overview")
+    # Search by official code, then by name without tone marks; filter by status.
+    page.fill("input[name=q]", "26227")
+    page.click("#filters button[type=submit]")
+    expect(rows).to_have_count(1)
+    page.fill("input[name=q]", "la nga")
+    page.click("#filters button[type=submit]")
+    expect(rows.first).to_have_attribute("data-commune", "la-nga")
+    page.goto(base + "/?status=no_data")
+    expect(page.locator("#communes tbody tr.critical")).to_have_count(0)
+    expect(page.locator("#shown")).to_contain_text("94 / 95")
+    page.goto(base + "/?sort=code")
+    codes = page.locator("#communes td.code").all_inner_texts()
+    assert codes == sorted(codes) and len(codes) == 95, "sorted by official code"
+    page.goto(base + "/")
     # Into La Ngà: its line is down, its PC has no anti-malware.
-    tile.click()
+    rows.first.locator("a").first.click()
     expect(page.locator("h1")).to_contain_text("Xã La Ngà")
+    expect(page.locator("#code")).to_contain_text("26227")
     expect(page.locator("#line-state")).to_contain_text("mất kết nối")
     expect(page.locator("#pcs")).to_contain_text("ketoan-01")
     expect(page.locator("#pcs")).to_contain_text("chưa cài")
     expect(page.locator("svg.chart")).to_have_count(1)
+    # The chart starts when monitoring did (minutes ago), not a grey week before it.
+    start = float(page.locator("svg.chart").get_attribute("data-start") or 0)
+    assert time.time() - start <= 3700, "the chart shows the monitored time"
+    expect(page.locator("svg.chart rect.down")).not_to_have_count(0)
     shot(page, "2-commune-la-nga")
-    # The alerts: acknowledge the line's alert with a comment.
+    # The agent: values with units, grouped by check, no raw floats.
+    page.locator("#pcs a", has_text="ketoan-01").click()
+    expect(page.locator("h3.check").first).to_be_visible()
+    text = page.locator("main").inner_text()
+    assert "rss_bytes=" not in text and " MB" in text and " ms" in text
+    assert not any(len(word) > 12 and word.replace(".", "").isdigit() for word in text.split())
+    shot(page, "5-agent")
+    # The alerts, grouped by rule and commune: acknowledge the group with a comment.
     page.click("header >> text=Cảnh báo")
-    row = page.locator("#alerts tr", has_text="Mất đường truyền chuyên dùng").first
-    row.locator("input[name=comment]").fill("Đã báo VNPT, phiếu 4411")
-    row.locator("button", has_text="Xác nhận").click()
-    expect(page.locator("#alerts")).to_contain_text("Đã xác nhận bởi tech")
-    expect(page.locator("#alerts")).to_contain_text("Đã báo VNPT, phiếu 4411")
+    group = page.locator("details.group", has_text="Mất đường truyền chuyên dùng").first
+    expect(group.locator(".count")).to_have_text("1")
+    group.locator("summary").click()
+    shot(page, "3-alerts-grouped")
+    group.locator("input[name=comment]").first.fill("Đã báo VNPT, phiếu 4411")
+    group.locator("button", has_text="Xác nhận cả nhóm").click()
+    group = page.locator("details.group", has_text="Mất đường truyền chuyên dùng").first
+    group.locator("summary").click()
+    expect(group).to_contain_text("Đã xác nhận bởi tech")
+    expect(group).to_contain_text("Đã báo VNPT, phiếu 4411")
     shot(page, "3-alert-acknowledged")
     status, alerts = collector.get("/api/v1/alerts?rule=line_down_tslcd")
     assert status == 200 and alerts[0]["acked_by"] == "tech"  # type: ignore[index]
+    status, steps = collector.get(f"/api/v1/alerts/{alerts[0]['id']}/steps")  # type: ignore[index]
+    assert status == 200 and [s["step"] for s in steps][-1] == "acked"  # type: ignore[index]
     # English, then a phone's screen.
     page.click("#lang")
     expect(page.locator("h1")).to_have_text("Alerts")
-    expect(page.locator("#alerts")).to_contain_text("Acknowledged by tech")
+    expect(page.locator("#groups")).to_contain_text("Acknowledged by tech")
     phone = browser.new_page(viewport={"width": 390, "height": 844})
     phone.context.add_cookies(page.context.cookies())
     phone.goto(base + "/")
-    expect(phone.locator(".tile")).to_have_count(95)
+    expect(phone.locator("#communes tbody tr")).to_have_count(95)
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the overview must fit a phone's width"
     shot(phone, "4-overview-phone")
@@ -159,8 +197,9 @@ def test_the_iocs_read_only_account_sees_but_cannot_act(
     page = browser.new_page()
     log_in(page, base, READ_TOKEN)
     page.goto(base + "/alerts")
-    expect(page.locator(".note")).to_contain_text("chỉ xem")
-    expect(page.locator("#alerts form")).to_have_count(0)
+    expect(page.locator(".note").first).to_contain_text("chỉ xem")
+    expect(page.locator("#plan")).to_have_count(0)
+    expect(page.locator("#groups form")).to_have_count(0)
     _, alerts = collector.get("/api/v1/alerts?state=firing&rule=line_down_tslcd")
     alert_id = alerts[0]["id"]  # type: ignore[index]
     # A forged post (no CSRF token), and a read-only one with it: both refused.

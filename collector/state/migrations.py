@@ -157,7 +157,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4,
         "ports seen up (quiet port alerts); maintenance windows (muted, excluded from "
-        "availability); escalation: the step an alert reached and its recorded steps",
+        "availability); escalation: the step an alert reached and its recorded steps; "
+        "the line's loss for the chart",
         (
             # One row per router/switch port: when it was first seen operating, and its
             # operating state since when. Bounded by the agent's latest rows.
@@ -182,6 +183,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             step TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
         )""",
             "CREATE INDEX alert_steps_by_alert ON alert_steps (alert_id, at)",
+            # The commune's line loss for the console's chart, beside its RTT: the best
+            # probe per 5 minutes, down buckets (100 %) included.
+            """CREATE TABLE loss_history (
+            place TEXT NOT NULL, bucket INTEGER NOT NULL, loss REAL NOT NULL,
+            PRIMARY KEY (place, bucket)
+        )""",
         ),
     ),
 )

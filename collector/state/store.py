@@ -503,21 +503,23 @@ class StateStore:
                 ports,
             )
         for sample in kept:
-            if (
-                sample.check == "link"
-                and not sample.item
-                and sample.tags.get("network") == "tslcd"
-                and (rtt := LINK.number(sample.fields, "rtt_ms")) is not None
-            ):
-                # The commune's line RTT for the console's chart: the best probe per 5 minutes.
+            if sample.check != "link" or sample.item or sample.tags.get("network") != "tslcd":
+                continue
+            # The commune's line for the console's chart: the best probe per 5 minutes.
+            place = f"{envelope.province}/{envelope.commune}"
+            bucket = int(sample.ts // RTT_BUCKET_S * RTT_BUCKET_S)
+            if (rtt := LINK.number(sample.fields, "rtt_ms")) is not None:
                 self._db.execute(
                     """INSERT INTO rtt_history VALUES (?, ?, ?)
                        ON CONFLICT (place, bucket) DO UPDATE SET rtt = MIN(rtt, excluded.rtt)""",
-                    (
-                        f"{envelope.province}/{envelope.commune}",
-                        int(sample.ts // RTT_BUCKET_S * RTT_BUCKET_S),
-                        rtt,
-                    ),
+                    (place, bucket, rtt),
+                )
+            loss = LINK.number(sample.fields, "loss_percent")
+            if loss is not None and 0 <= loss <= 100:
+                self._db.execute(
+                    """INSERT INTO loss_history VALUES (?, ?, ?)
+                       ON CONFLICT (place, bucket) DO UPDATE SET loss = MIN(loss, excluded.loss)""",
+                    (place, bucket, loss),
                 )
         if len(kept) == len(envelope.samples):
             return envelope
@@ -625,9 +627,11 @@ class StateStore:
             cursor = self._db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
             )
-            self._db.execute(
-                "DELETE FROM rtt_history WHERE bucket < ?", (self.clock() - RTT_KEEP_S,)
-            )
+            for table in ("rtt_history", "loss_history"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE bucket < ?",  # noqa: S608 - two fixed names
+                    (self.clock() - RTT_KEEP_S,),
+                )
             self._db.execute("DELETE FROM console_logouts WHERE expires < ?", (self.clock(),))
         return int(cursor.rowcount)
 
@@ -644,6 +648,16 @@ class StateStore:
                 "SELECT 1 FROM console_logouts WHERE sid = ?", (sid[:64],)
             ).fetchone()
         return row is not None
+
+    def loss_history(self, place: str, since: float) -> list[tuple[float, float]]:
+        """(time, best loss in %) of a commune's line, every 5 minutes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT bucket, loss FROM loss_history WHERE place = ? AND bucket >= ? "
+                "ORDER BY bucket",
+                (place, since),
+            ).fetchall()
+        return [(float(b), float(v)) for b, v in rows]
 
     def rtt_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best RTT in ms) of a commune's line ("province/commune"), every 5 minutes."""

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from agent.catalogue import ANTIVIRUS, ANTIVIRUS_PRODUCT
+from collector.alerts.groups import acknowledge_group, groups
 from collector.alerts.records import (
     MAX_COMMENT,
     NotFound,
@@ -30,9 +31,11 @@ from collector.alerts.records import (
     list_silences,
 )
 from collector.common import words
-from collector.common.localtime import local
+from collector.common.localtime import local, parse_time
+from collector.common.natural import natural_key
 from collector.rollout import registry
 from collector.rollout.overview import communes
+from collector.state import maintenance
 from collector.state.availability import all_down
 from collector.web.auth import (
     ROLE_RANK,
@@ -43,11 +46,15 @@ from collector.web.auth import (
     context_of,
     token_digest,
 )
+from collector.web.console import overview as overview_table
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
-from collector.web.console.charts import line_week
+from collector.web.console.charts import line_chart, strip
+from collector.web.console.values import duration, grouped, shown
 from collector.web.guard import safe_next, scheme
 
 LANG_COOKIE = "commune_lang"
+#: The agent page's order: what the PC is, its protection, its lines, devices, itself.
+CHECK_ORDER = {"host": 0, "antivirus": 1, "link": 2, "snmp": 3, "polycom": 4, "agent": 5}
 
 router = APIRouter(include_in_schema=False)
 templates = Environment(
@@ -208,18 +215,34 @@ def set_language(language: str, next: Annotated[str, Query(max_length=512)] = "/
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(request: Request, viewer: Viewer, context: Context) -> HTMLResponse:
+def overview(
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    status: Annotated[str, Query(max_length=16)] = "",
+    q: Annotated[str, Query(max_length=100)] = "",
+    sort: Annotated[str, Query(max_length=16)] = "status",
+) -> HTMLResponse:
+    """Which communes need someone now: a dense table, worst first, filtered by status
+    and searched by name or official code, each with its line's last seven days."""
     provinces = context.model.provinces()
     province = provinces[0] if provinces else ""
     communes = context.model.communes(province or None)
     totals = context.model.totals(province, communes) if province else None
-    firing = list_alerts(context.store, time.time(), state="firing")
+    now = time.time()
+    firing = list_alerts(context.store, now, state="firing")
+    chosen = status if status in overview_table.ORDER else ""
     return page(
         request,
         "overview.html",
         viewer,
         province=totals,
-        communes=communes,
+        table=overview_table.table(communes, chosen, q, sort),
+        status=chosen,
+        q=q,
+        sort=sort if sort in overview_table.SORTS else "status",
+        strips=overview_table.line_days(context.store, province, now) if province else {},
+        strip=strip,
         firing=len([a for a in firing if not a.suppressed]),
     )
 
@@ -236,17 +259,26 @@ def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) 
     outages = context.store.outages_under(place, week, now)
     combined, since = all_down([(outages.get(s.id, []), s.monitored_since) for s in subjects])
     language = _language(request)
-    chart = line_week(
-        combined,
-        since,
-        context.store.rtt_history(place.rstrip("/"), week),
-        week,
-        now,
-        tuple(words.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+    chart = (
+        line_chart(
+            combined,
+            since,
+            context.store.rtt_history(place.rstrip("/"), week),
+            context.store.loss_history(place.rstrip("/"), week),
+            week,
+            now,
+            tuple(words.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+        )
+        if subjects
+        else ""
     )
     pcs = _pcs(context, place)
     alerts = list_alerts(context.store, now, commune=slug, state="firing")
-    return page(request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts)
+    rate = lambda v: shown("snmp", "interface", "in_bps", v, "", "") if v is not None else "—"  # noqa: E731
+    return page(
+        request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
+        rate=rate, duration=duration, now=now,
+    )  # fmt: skip
 
 
 def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
@@ -277,9 +309,16 @@ def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> 
     agent = next((a for a in context.store.agents() if a.agent_key == key), None)
     if agent is None:
         raise HTTPException(404, f"no agent {key!r}")
-    return page(
-        request, "agent.html", viewer, agent=agent, samples=context.store.latest(agent.agent_key)
+    language = _language(request)
+    yes, no = words.translate(language, "yes"), words.translate(language, "no")
+    samples = sorted(
+        context.store.latest(agent.agent_key),
+        key=lambda s: (CHECK_ORDER.get(s.check, 9), s.check, s.name, s.item, natural_key(s.target)),
     )
+    return page(
+        request, "agent.html", viewer, agent=agent, checks=grouped(samples),
+        value=lambda s, name, v: shown(s.check, s.item, name, v, yes, no),
+    )  # fmt: skip
 
 
 @router.get("/alerts", response_class=HTMLResponse)
@@ -292,10 +331,81 @@ def alerts_page(
         request,
         "alerts.html",
         viewer,
-        alerts=list_alerts(context.store, now, state=chosen, limit=300),
+        groups=groups(context.store, now, state=chosen, limit=2000),
         silences=list_silences(context.store, now),
+        windows=maintenance.windows(context.store, None, now),
+        provinces=context.model.provinces(),
+        names=_names(context),
+        now=now,
         state=state,
     )
+
+
+def _names(context: ApiContext) -> dict[str, str]:
+    """Official names by "province/slug"."""
+    return {
+        f"{inventory.province}/{c.slug}": c.name
+        for inventory in context.model.inventories.values()
+        for c in inventory.communes
+    }
+
+
+@router.post("/alert-groups/ack")
+def group_ack_form(
+    who: Technician,
+    context: Context,
+    province: Annotated[str, Form(max_length=64)],
+    commune: Annotated[str, Form(max_length=64)],
+    rule: Annotated[str, Form(max_length=64)],
+    comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
+    back: Annotated[str, Form(max_length=512)] = "/alerts",
+) -> Response:
+    acknowledge_group(
+        context.store, province=province, commune=commune, rule=rule, by=who.name,
+        comment=comment, now=time.time(),
+    )  # fmt: skip
+    return RedirectResponse(safe_next(back, "/alerts"), status_code=303)
+
+
+def _form_time(value: str, name: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}: not a date and time") from None
+
+
+@router.post("/maintenance")
+def maintenance_form(
+    who: Technician,
+    context: Context,
+    province: Annotated[str, Form(max_length=64)],
+    starts: Annotated[str, Form(max_length=40)],
+    ends: Annotated[str, Form(max_length=40)],
+    commune: Annotated[str, Form(max_length=64)] = "",
+    device: Annotated[str, Form(max_length=64)] = "",
+    every: Annotated[str, Form(max_length=10)] = "",
+    until: Annotated[str, Form(max_length=40)] = "",
+    reason: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    try:
+        maintenance.add(
+            context.store, province=province, commune=commune, device=device,
+            starts=_form_time(starts, "starts"), ends=_form_time(ends, "ends"), every=every,
+            until=_form_time(until, "until") if until else None, reason=reason,
+            created_by=who.name, now=time.time(),
+        )  # fmt: skip
+    except maintenance.MaintenanceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return RedirectResponse("/alerts#maintenance", status_code=303)
+
+
+@router.post("/maintenance/{window_id}/delete")
+def maintenance_delete_form(_: Technician, context: Context, window_id: RowId) -> Response:
+    try:
+        maintenance.remove(context.store, window_id)
+    except maintenance.NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return RedirectResponse("/alerts", status_code=303)
 
 
 @router.get("/rollout", response_class=HTMLResponse)
@@ -351,6 +461,7 @@ def silence_form(
     commune: Annotated[str, Form(max_length=64)] = "",
     rule: Annotated[str, Form(max_length=64)] = "",
     agent: Annotated[str, Form(max_length=64)] = "",
+    province: Annotated[str, Form(max_length=64)] = "",
     hours: Annotated[float, Form(gt=0, le=24 * 30, allow_inf_nan=False)] = 2.0,
     comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
 ) -> Response:
@@ -362,6 +473,7 @@ def silence_form(
             ends=now + hours * 3600,
             created_by=who.name,
             now=now,
+            province=province,
             commune=commune,
             rule=rule,
             agent=agent,
