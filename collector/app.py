@@ -234,6 +234,7 @@ class Collector:
             self.config.console,
             self.rollout,
             enrollment.max_per_address if enrollment else 600,
+            self.config.report.issuing(),
         )
         host, port = api.address()
         self._server = uvicorn.Server(

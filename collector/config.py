@@ -24,6 +24,7 @@ from agent.configtypes import (
     resolve_paths,
 )
 from agent.wire import Ident, whole
+from collector.outputs.report.issuer import Issuer
 from collector.state.inventory import load_inventory
 
 
@@ -361,6 +362,32 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
             raise ConfigProblem("profiles", str(exc)) from None
 
 
+Line = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Who issues the monthly report's Word document (NĐ 30/2020 layout)."""
+
+    issuer_parent: Line = ""
+    """The body above the issuer, e.g. "UBND TỈNH ĐỒNG NAI"; default from the province."""
+    issuer: Line = "SỞ KHOA HỌC VÀ CÔNG NGHỆ"
+    issuer_short: Annotated[str, msgspec.Meta(max_length=30)] = "SKHCN"
+    """In the number: "Số: …/BC-SKHCN"."""
+    place: Line = ""
+    """In the date line ("Đồng Nai, ngày …"); default the province's name."""
+    signer_title: Line = "GIÁM ĐỐC"
+    signer_name: Line = ""
+    recipients: Annotated[list[Line], msgspec.Meta(max_length=30)] = msgspec.field(
+        default_factory=lambda: ["Như trên;", "Lưu: VT."]
+    )
+
+    def issuing(self, number: str = "") -> Issuer:
+        return Issuer(
+            self.issuer_parent, self.issuer, self.issuer_short, number, self.place,
+            self.signer_title, self.signer_name, tuple(self.recipients),
+        )  # fmt: skip
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
@@ -372,6 +399,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     console: ConsoleSection = ConsoleSection()
     dynsec: DynsecSection | None = None
     enrollment: EnrollmentSection | None = None
+    report: ReportSection = ReportSection()
 
 
 #: The shortest secret that signs console sessions: an empty or short one lets anyone

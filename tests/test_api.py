@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -285,3 +286,72 @@ def test_the_limiter_forgets_after_the_lockout_and_a_success_resets() -> None:
     now[0] = 300  # the earlier failure left the window
     limiter.failed("10.0.0.9")
     assert limiter.retry_after("10.0.0.9") == 0
+
+
+def test_alert_groups_their_bulk_actions_and_an_alerts_steps(tmp_path: Path) -> None:
+    tokens = [
+        ApiToken(name="ioc", role="read", sha256=hashlib.sha256(READ_TOKEN.encode()).hexdigest()),
+        ApiToken(name="tech", role="technician", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+    ]
+    for api in serve(tmp_path, ApiSection(tokens=tokens), with_an_alert):
+        status, groups = api.get("/api/v1/alert-groups", token=READ_TOKEN)
+        assert status == 200
+        [group] = groups
+        assert (group["rule"], group["commune"], group["count"], group["severity"]) == (
+            "line_down_tslcd", "tan-tien", 1, "critical",
+        )  # fmt: skip
+        body = {"province": "dong-nai", "commune": "tan-tien", "rule": "line_down_tslcd",
+                "comment": "VNPT ticket 4411"}  # fmt: skip
+        assert api.call("POST", "/api/v1/alert-groups/ack", READ_TOKEN, body)[0] == 403
+        status, acked = api.call("POST", "/api/v1/alert-groups/ack", TOKEN, body)
+        assert status == 200 and acked == {"acknowledged": [group["members"][0]["id"]]}
+        status, steps = api.get(f"/api/v1/alerts/{acked['acknowledged'][0]}/steps")
+        assert [s["step"] for s in steps] == ["fired", "acked"]
+        assert steps[-1]["detail"] == "tech: VNPT ticket 4411 (group)"
+        status, silence = api.call(
+            "POST", "/api/v1/alert-groups/silence", TOKEN, {**body, "duration_s": 7200}
+        )
+        assert status == 201 and (silence["commune"], silence["rule"]) == (
+            "tan-tien", "line_down_tslcd",
+        )  # fmt: skip
+        bad = {**body, "rule": "DROP TABLE"}
+        assert api.call("POST", "/api/v1/alert-groups/ack", TOKEN, bad)[0] == 422
+        assert api.get("/api/v1/alerts/999/steps")[0] == 404
+
+
+def test_maintenance_windows_over_http(api: Served) -> None:
+    now = time.time()
+    window = {"province": "dong-nai", "commune": "la-nga", "device": "tslcd",
+              "starts": now + 3600, "ends": now + 7200, "reason": "VNPT nâng cấp"}  # fmt: skip
+    status, created = api.call("POST", "/api/v1/maintenance", TOKEN, window)
+    assert status == 201 and created["created_by"] == "tech" and created["every"] == ""
+    status, listed = api.get("/api/v1/maintenance?province=dong-nai")
+    assert status == 200 and [w["id"] for w in listed] == [created["id"]]
+    for change, refused in (
+        ({"ends": now + 1800}, "ends: the window ends before it starts"),
+        ({"ends": now + 400 * 86400}, "ends: beyond a year"),
+        ({"every": "week"}, "until: a recurring window needs the date it stops"),
+    ):
+        status, body = api.call("POST", "/api/v1/maintenance", TOKEN, {**window, **change})
+        assert status == 400 and refused in body["detail"], change
+    status, _ = api.call("POST", "/api/v1/maintenance", TOKEN, {**window, "starts": "Infinity"})
+    assert status == 422
+    assert api.call("DELETE", f"/api/v1/maintenance/{created['id']}", TOKEN)[0] == 204
+    assert api.call("DELETE", f"/api/v1/maintenance/{created['id']}", TOKEN)[0] == 404
+
+
+def test_the_monthly_report_as_the_provinces_word_document(api: Served) -> None:
+    from docx import Document
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api.port}/api/v1/reports/monthly?month=2026-11&format=docx",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["content-type"].endswith("wordprocessingml.document")
+        assert 'filename="report-2026-11.docx"' in response.headers["content-disposition"]
+        document = Document(io.BytesIO(response.read()))
+    header = document.tables[0]
+    assert header.rows[0].cells[1].paragraphs[0].text == "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+    assert header.rows[0].cells[0].paragraphs[0].text == "UBND TỈNH ĐỒNG NAI"
+    assert any(p.text.startswith("Hệ thống phòng chống mã độc:") for p in document.paragraphs)

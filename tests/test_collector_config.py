@@ -52,6 +52,7 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert zalo is not None and zalo.token_file == f"{tmp_path}/zalo/zalo-tokens.json"
     assert [(float(e.after), e.route) for e in config.alerts.escalation] == [(1800, "head-of-it")]
     assert config.console.session_hours == 12
+    assert config.report.issuing("12").number == "12" and config.report.issuer_short == "SKHCN"
     assert config.dynsec is not None and config.dynsec.username == "commune-admin"
     assert config.enrollment is not None
     assert config.enrollment.profiles == [str(tmp_path / "profiles" / "dong-nai.toml")]

@@ -21,7 +21,7 @@ from collector.state.inventory import load_inventory
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["xlsx", "csv", "html", "md"]),
+    type=click.Choice(["docx", "xlsx", "csv", "html", "md"]),
     default="md",
     show_default=True,
 )
@@ -31,8 +31,9 @@ from collector.state.inventory import load_inventory
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here (xlsx needs it; text formats default to the terminal).",
+    help="Write here (docx and xlsx need it; text formats default to the terminal).",
 )
+@click.option("--number", default="", help='The docx\'s registered number ("Số: 12/BC-…").')
 def report_command(
     config_path: Path | None,
     month: str,
@@ -40,6 +41,7 @@ def report_command(
     lang: str,
     province: str | None,
     output: Path | None,
+    number: str,
 ) -> None:
     """The monthly report: anti-malware coverage, the dedicated line, conferencing, alerts.
 
@@ -48,8 +50,12 @@ def report_command(
 
     \b
     Example:
+        commune-collector report -c collector.toml --month 2025-10 --format docx -o 2025-10.docx
         commune-collector report -c collector.toml --month 2025-10 --format xlsx -o 2025-10.xlsx
         commune-collector report -c collector.toml --month 2025-10 --lang en
+
+    The docx is the Word document in the state's format (Nghị định 30/2020): the
+    issuing body and signer come from [report] in the config.
     """
     config = _load(config_path)
     try:
@@ -65,11 +71,11 @@ def report_command(
         report = build(_store(config), province, month, inventory, now=time.time())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
-    data = render(report, fmt, lang)  # type: ignore[arg-type]
+    data = render(report, fmt, lang, config.report.issuing(number))  # type: ignore[arg-type]
     if output is not None:
         output.write_bytes(data)
         click.echo(f"{output}: {len(report.communes)} communes, {report.month}", err=True)
-    elif fmt == "xlsx":
-        raise click.UsageError("an xlsx report needs --output FILE")
+    elif fmt in ("xlsx", "docx"):
+        raise click.UsageError(f"a {fmt} report needs --output FILE")
     else:
         sys.stdout.write(data.decode())

@@ -426,6 +426,7 @@ REPORT_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "html": "text/html; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
 
 
@@ -446,11 +447,12 @@ def get_monthly_report(
     context: Context,
     month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2025-10"])],
     province: Slug | None = None,
-    format: Literal["json", "md", "csv", "html", "xlsx"] = "json",
+    format: Literal["json", "md", "csv", "html", "xlsx", "docx"] = "json",
     lang: Literal["vi", "en"] = "vi",
 ) -> MonthlyReport | Response:
     """The monthly figures per commune and for the province, from the recorded intervals;
-    as JSON, or rendered (md, csv, html, xlsx) in Vietnamese or English."""
+    as JSON, or rendered (md, csv, html, xlsx) in Vietnamese or English, or as the
+    Word document the province files (docx, Nghị định 30/2020 layout)."""
     chosen = _province(context, province)
     inventory = context.model.inventories.get(chosen)
     try:
@@ -461,7 +463,9 @@ def get_monthly_report(
         return report
     headers = {"Content-Disposition": f'attachment; filename="report-{month}.{format}"'}
     return Response(
-        render_report(report, format, lang), media_type=REPORT_TYPES[format], headers=headers
+        render_report(report, format, lang, context.issuer),
+        media_type=REPORT_TYPES[format],
+        headers=headers,
     )
 
 

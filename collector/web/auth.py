@@ -18,6 +18,7 @@ from fastapi import Path as FastApiPath
 from pydantic import Field
 
 from collector.config import Network, Role
+from collector.outputs.report.issuer import Issuer
 from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
@@ -55,6 +56,8 @@ class ApiContext:
     """Enrollment and central configs, when [enrollment] is configured."""
     enroll_limiter: FailureLimiter | None = None
     """Enrollment requests per address (every request counts)."""
+    issuer: Issuer | None = None
+    """Who issues the report's Word document ([report])."""
 
 
 #: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at

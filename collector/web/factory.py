@@ -14,6 +14,7 @@ from starlette.routing import Match
 
 from collector import __version__
 from collector.config import ApiSection, ConsoleSection, networks
+from collector.outputs.report.issuer import Issuer
 from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
@@ -63,6 +64,7 @@ def create_app(
     console: ConsoleSection | None = None,
     rollout: Rollout | None = None,
     enroll_per_hour: int = 600,
+    issuer: Issuer | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="commune-monitor collector",
@@ -87,6 +89,7 @@ def create_app(
         proxies=networks(settings.trusted_proxies),
         rollout=rollout,
         enroll_limiter=FailureLimiter(enroll_per_hour, window_s=3600.0, lockout_s=600.0),
+        issuer=issuer,
     )
     app.include_router(router)
     app.include_router(rollout_router)

@@ -63,6 +63,16 @@ class CommuneMonth:
     """Maintenance time of the Polycoms (summed over them, like their observed time)."""
     polycom_observed_excl_s: float = 0.0
     polycom_ready_excl_s: float = 0.0
+    pcs_protected_at_end: int = 0
+    """PCs whose last state in the month was protected (the "4.934/5.000 máy")."""
+    pcs_old_signatures_at_end: int = 0
+    polycoms_ready_at_end: int = 0
+    """Polycoms whose last state in the month was ready for a meeting."""
+    communes_ready: int = 0
+    """Communes whose every Polycom was last ready (1 or 0 for a commune)."""
+    communes_with_polycom: int = 0
+    """Communes expected to have a Polycom (the inventory), or with one reporting."""
+    communes_line_monitored: int = 0
 
 
 @dataclass
@@ -233,8 +243,11 @@ def _commune(
 ) -> CommuneMonth:
     start, end, now = window
     protection, signatures, polycom = _Time(), _Time(), _Time()
+    at_end: dict[str, int] = defaultdict(int)
     for subject in subjects:
         history = outages.get(subject.id, [])
+        if subject.monitored_since < min(end, now) and subject.last_ts >= start:
+            at_end[f"{subject.kind}_{_last_state(subject, history, end, now)}"] += 1
         if subject.kind == "protection":
             protection.add(history, start, end, subject.monitored_since, now)
         elif subject.kind == "signatures":
@@ -284,7 +297,24 @@ def _commune(
         polycom_observed_excl_s=polycom.observed - polycom.excluded,
         polycom_ready_excl_s=(polycom.observed - polycom.excluded)
         - (polycom.down - polycom.excluded_down),
+        pcs_protected_at_end=at_end["protection_up"],
+        pcs_old_signatures_at_end=at_end["signatures_down"],
+        polycoms_ready_at_end=at_end["polycom_up"],
+        communes_ready=int(
+            polycom.count > 0
+            and at_end["polycom_up"] >= max(polycoms_expected or 0, 1)
+            and at_end["polycom_down"] == 0
+        ),
+        communes_with_polycom=int(bool(polycoms_expected) or polycom.count > 0),
+        communes_line_monitored=int(line is not None and line.observed_s + line.excluded_s > 0),
     )
+
+
+def _last_state(subject: Subject, history: list[Outage], end: float, now: float) -> str:
+    """up or down at the last moment the subject was watched in the window."""
+    moment = min(end, now, subject.last_ts)
+    down = any(o.start <= moment and (o.end is None or o.end > moment) for o in history)
+    return "down" if down else "up"
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -345,6 +375,12 @@ def _total(
         polycom_maintenance_s=sum(c.polycom_maintenance_s for c in communes),
         polycom_observed_excl_s=sum(c.polycom_observed_excl_s for c in communes),
         polycom_ready_excl_s=sum(c.polycom_ready_excl_s for c in communes),
+        pcs_protected_at_end=sum(c.pcs_protected_at_end for c in communes),
+        pcs_old_signatures_at_end=sum(c.pcs_old_signatures_at_end for c in communes),
+        polycoms_ready_at_end=sum(c.polycoms_ready_at_end for c in communes),
+        communes_ready=sum(c.communes_ready for c in communes),
+        communes_with_polycom=sum(c.communes_with_polycom for c in communes),
+        communes_line_monitored=sum(c.communes_line_monitored for c in communes),
     )
 
 

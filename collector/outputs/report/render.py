@@ -11,14 +11,15 @@ import csv
 import html
 import io
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from collector.common.localtime import local
 from collector.common.words import KINDS, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
+from collector.outputs.report.sentences import all_sentences
 
-Format = Literal["md", "csv", "html", "xlsx"]
+Format = Literal["md", "csv", "html", "xlsx", "docx"]
 
 #: Alert kinds by rule name, for the report's alert table.
 Cell = str | int | float | None
@@ -145,8 +146,9 @@ def _text(value: Cell, language: Language) -> str:
 def markdown(report: MonthlyReport, language: Language = "vi") -> str:
     title, period, generated = _heading(report, language)
     out = [f"# {title}", "", f"**{period}**", "", f"_{generated}_", ""]
-    for heading, (columns, rows) in tables(report, language):
-        out += [f"## {heading}", "", "| " + " | ".join(columns) + " |"]
+    said = all_sentences(report, language)
+    for index, (heading, (columns, rows)) in enumerate(tables(report, language)):
+        out += [f"## {heading}", "", said[index], "", "| " + " | ".join(columns) + " |"]
         out.append("|" + "|".join("---" for _ in columns) + "|")
         out += ["| " + " | ".join(_text(v, language) for v in row) + " |" for row in rows]
         out.append("")
@@ -214,8 +216,9 @@ def html_text(report: MonthlyReport, language: Language = "vi") -> str:
         "tr:last-child{font-weight:bold}</style></head><body>",
         f"<h1>{e(title)}</h1><p><strong>{e(period)}</strong></p><p><em>{e(generated)}</em></p>",
     ]
-    for heading, (columns, rows) in tables(report, language):
-        parts.append(f"<h2>{e(heading)}</h2><table><thead><tr>")
+    said = all_sentences(report, language)
+    for index, (heading, (columns, rows)) in enumerate(tables(report, language)):
+        parts.append(f"<h2>{e(heading)}</h2><p>{e(said[index])}</p><table><thead><tr>")
         parts += [f"<th>{e(c)}</th>" for c in columns]
         parts.append("</tr></thead><tbody>")
         for row in rows:
@@ -264,7 +267,15 @@ def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
     return buffer.getvalue()
 
 
-def render(report: MonthlyReport, fmt: Format, language: Language = "vi") -> bytes:
+def render(
+    report: MonthlyReport, fmt: Format, language: Language = "vi", issuer: Any = None
+) -> bytes:
+    """``issuer``: the docx's issuing body and signer (docx.Issuer); the docx is in
+    Vietnamese, the language the province files in."""
+    if fmt == "docx":
+        from collector.outputs.report.docx import docx_bytes
+
+        return docx_bytes(report, issuer)
     if fmt == "xlsx":
         return xlsx_bytes(report, language)
     if fmt == "csv":
