@@ -177,6 +177,27 @@ def test_a_technician_drills_into_a_commune_and_acknowledges_its_alert(
     assert status == 200 and alerts[0]["acked_by"] == "tech"  # type: ignore[index]
     status, steps = collector.get(f"/api/v1/alerts/{alerts[0]['id']}/steps")  # type: ignore[index]
     assert status == 200 and [s["step"] for s in steps][-1] == "acked"  # type: ignore[index]
+    # Plan VNPT's works on the line for tomorrow night: listed, refused when backwards.
+    import datetime as dt
+
+    night = dt.datetime.now(dt.timezone(dt.timedelta(hours=7))).replace(
+        hour=22, minute=0, second=0, microsecond=0
+    ) + dt.timedelta(days=1)
+    plan = page.locator("#plan")
+    plan.locator("input[name=commune]").fill("la-nga")
+    plan.locator("input[name=device]").fill("tslcd")
+    plan.locator("input[name=starts]").fill(night.strftime("%Y-%m-%dT%H:%M"))
+    plan.locator("input[name=ends]").fill(
+        (night + dt.timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M")
+    )
+    plan.locator("input[name=reason]").fill("VNPT nâng cấp đường truyền")
+    plan.locator("button[type=submit]").click()
+    expect(page.locator("#maintenance")).to_contain_text("VNPT nâng cấp đường truyền")
+    expect(page.locator("#maintenance")).to_contain_text("Xã La Ngà")
+    status, windows = collector.get("/api/v1/maintenance")
+    assert status == 200 and windows[0]["device"] == "tslcd"  # type: ignore[index]
+    assert windows[0]["ends"] - windows[0]["starts"] == 4 * 3600  # type: ignore[index]
+    shot(page, "6-maintenance-planned")
     # English, then a phone's screen.
     page.click("#lang")
     expect(page.locator("h1")).to_have_text("Alerts")

@@ -70,10 +70,20 @@ def availability(
     observed_start = max(start, monitored_since)
     if end <= observed_start:
         return Availability(start, end, 0.0, 0.0, 0)
-    clipped = [
-        span for outage in outages if (span := outage.clipped(observed_start, end)) is not None
-    ]
-    down = merged(clipped)  # overlaps merged: down time is never counted twice
+    # Clipped inline (this runs for every probe and window of a province's roll-up).
+    clipped: list[tuple[float, float]] = []
+    in_order = True
+    previous_end = -_FOREVER
+    for outage in outages:
+        lo = outage.start if outage.start > observed_start else observed_start
+        hi = end if outage.end is None or outage.end > end else outage.end
+        if hi > lo:
+            in_order = in_order and lo >= previous_end
+            previous_end = hi
+            clipped.append((lo, hi))
+    # Overlaps merged so down time is never counted twice; one subject's own history
+    # (and all_down's) is already in order and disjoint.
+    down = clipped if in_order else merged(clipped)
     down_s = sum(hi - lo for lo, hi in down)
     if not excluded:
         return Availability(start, end, end - observed_start, down_s, len(clipped))
@@ -113,13 +123,19 @@ def merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 def _intersection(
     a: list[tuple[float, float]], b: list[tuple[float, float]]
 ) -> list[tuple[float, float]]:
+    """Both lists sorted and disjoint; written for speed (50 probes of each commune)."""
     result: list[tuple[float, float]] = []
+    append = result.append
     i = j = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+    count_a, count_b = len(a), len(b)
+    while i < count_a and j < count_b:
+        a_lo, a_hi = a[i]
+        b_lo, b_hi = b[j]
+        lo = a_lo if a_lo > b_lo else b_lo
+        hi = a_hi if a_hi < b_hi else b_hi
         if hi > lo:
-            result.append((lo, hi))
-        if a[i][1] < b[j][1]:
+            append((lo, hi))
+        if a_hi < b_hi:
             i += 1
         else:
             j += 1

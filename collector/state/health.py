@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
+from collector.common.localtime import local
 from collector.common.natural import natural_key
 from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import EMPTY, Commune, Inventory
@@ -103,6 +104,16 @@ class Line:
     loss_percent: float | None
     targets: list[LineTarget]
     """Every link target probed in the commune, TSLCD, Internet and LAN."""
+    days: list[Day] = field(default_factory=list)
+    """When asked (the console's overview): availability day by day, oldest first."""
+
+
+@dataclass
+class Day:
+    start: float
+    """The local day's midnight."""
+    percent: float | None
+    """None: not watched that day."""
 
 
 @dataclass
@@ -211,9 +222,11 @@ class ProvinceHealth:
     availability_24h: float | None
     """Mean over the communes whose line is monitored (each commune weighs the same)."""
     availability_30d: float | None
+    """None from the console's overview, which reads a week."""
     polycoms_expected: int | None
     polycoms_reporting: int
     polycoms_ready: int
+    availability_7d: float | None = None
 
 
 @dataclass
@@ -232,6 +245,8 @@ class _Facts:
     outages: dict[int, list[Outage]] = field(default_factory=dict)
     """Outages of the last 30 days by subject."""
     ports: dict[tuple[str, str, str], Port] = field(default_factory=dict)
+    horizon: float = 30 * DAY
+    """How far back the outages were read: availability beyond it is not given."""
 
 
 def _place(agent_key: str) -> tuple[str, str]:
@@ -252,7 +267,9 @@ class HealthModel:
 
     # reading the store ----------------------------------------------------------
 
-    def _facts(self, province: str | None = None, commune: str | None = None) -> _Facts:
+    def _facts(
+        self, province: str | None = None, commune: str | None = None, horizon: float = 0.0
+    ) -> _Facts:
         place = (
             "" if province is None else f"{province}/" + ("" if commune is None else f"{commune}/")
         )
@@ -266,7 +283,8 @@ class HealthModel:
         for subject in self.store.subjects(place=place):
             facts.subjects[_place(subject.agent_key)].append(subject)
         now = self._now()
-        facts.outages = self.store.outages_under(place, now - max(WINDOWS.values()), now)
+        facts.horizon = horizon or max(WINDOWS.values())
+        facts.outages = self.store.outages_under(place, now - facts.horizon, now)
         facts.ports = self.store.ports(place)
         return facts
 
@@ -287,10 +305,20 @@ class HealthModel:
 
     # per commune --------------------------------------------------------------------
 
-    def communes(self, province: str | None = None) -> list[CommuneHealth]:
-        facts = self._facts(province)
+    def communes(
+        self, province: str | None = None, *, detail: bool = True, days: int = 0
+    ) -> list[CommuneHealth]:
+        """Every commune. ``detail=False`` leaves out each probe's own availability (the
+        overview shows the line's); ``days``: the line's last days, one by one."""
+        # The overview's horizon is the week (its strip and its 24 h): reading a month of
+        # every probe's outages is the report's and the API's work, not a glance's.
+        facts = self._facts(province, horizon=0.0 if detail else max(WINDOWS["7d"], days * DAY))
         now = self._now()
-        return [self._commune(facts, p, c, now) for p, c in self.places(province)]
+        spans = local_days(now, days) if days else []
+        return [
+            self._commune(facts, p, c, now, detail=detail, days=spans)
+            for p, c in self.places(province)
+        ]
 
     def commune(self, slug: str, province: str | None = None) -> CommuneHealth | None:
         matches = [(p, c) for p, c in self.places(province) if c == slug]
@@ -299,7 +327,16 @@ class HealthModel:
         p, c = matches[0]
         return self._commune(self._facts(p, c), p, c, self._now())
 
-    def _commune(self, facts: _Facts, province: str, slug: str, now: float) -> CommuneHealth:
+    def _commune(
+        self,
+        facts: _Facts,
+        province: str,
+        slug: str,
+        now: float,
+        *,
+        detail: bool = True,
+        days: list[tuple[float, float]] | None = None,
+    ) -> CommuneHealth:
         info = self._commune_info(province, slug)
         agents = facts.agents.get((province, slug), [])
         online = {a.agent_key for a in agents if a.state == "online"}
@@ -313,6 +350,9 @@ class HealthModel:
             online,
             facts.outages,
             now,
+            detail=detail,
+            days=days or [],
+            horizon=facts.horizon,
         )
         polycom = self._polycom(
             info,
@@ -377,9 +417,13 @@ class HealthModel:
             denominator=denominator,
         )
 
-    def _windows(self, outages: list[Outage], since: float, now: float) -> Availabilities:
+    def _windows(
+        self, outages: list[Outage], since: float, now: float, horizon: float
+    ) -> Availabilities:
         values = {
             name: availability(outages, now - span, now, since, now).percent
+            if span <= horizon
+            else None
             for name, span in WINDOWS.items()
         }
         return Availabilities(values["24h"], values["7d"], values["30d"])
@@ -391,8 +435,13 @@ class HealthModel:
         online: set[str],
         outages_by_subject: dict[int, list[Outage]],
         now: float,
+        *,
+        detail: bool = True,
+        days: list[tuple[float, float]] | None = None,
+        horizon: float = 30 * DAY,
     ) -> Line:
         start = now - max(WINDOWS.values())
+        unknown = Availabilities(None, None, None)
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
         targets: list[LineTarget] = []
         tslcd: list[tuple[list[Outage], float]] = []
@@ -416,7 +465,11 @@ class HealthModel:
                     since=subject.since,
                     rtt_ms=rtt,
                     loss_percent=loss,
-                    availability=self._windows(outages, subject.monitored_since, now),
+                    availability=(
+                        self._windows(outages, subject.monitored_since, now, horizon)
+                        if detail
+                        else unknown
+                    ),
                 )
             )
             if subject.network != "tslcd" or subject.last_ts < start:
@@ -441,11 +494,17 @@ class HealthModel:
             up=line_up,
             down_since=open_outage if line_up is False else None,
             availability=(
-                self._windows(combined, since, now) if tslcd else Availabilities(None, None, None)
+                self._windows(combined, since, now, horizon)
+                if tslcd
+                else Availabilities(None, None, None)
             ),
             rtt_ms=best_rtt,
             loss_percent=best_loss,
             targets=targets,
+            days=[
+                Day(lo, availability(combined, lo, hi, since, now).percent if tslcd else None)
+                for lo, hi in days or []
+            ],
         )
 
     def _polycom(
@@ -572,6 +631,7 @@ class HealthModel:
             lines_up=sum(1 for line in lines if line.up is True),
             lines_down=sum(1 for line in lines if line.up is False),
             availability_24h=_mean(line.availability.last_24h for line in lines),
+            availability_7d=_mean(line.availability.last_7d for line in lines),
             availability_30d=_mean(line.availability.last_30d for line in lines),
             polycoms_expected=_sum_given(c.polycom.expected for c in communes),
             polycoms_reporting=sum(c.polycom.reporting for c in communes),
@@ -668,6 +728,15 @@ def _reasons(
             interfaces.down,
         )
     return reasons
+
+
+def local_days(now: float, count: int) -> list[tuple[float, float]]:
+    """The last ``count`` local days, today included (up to now), as [start, end)."""
+    today = local(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return [
+        (today - (count - 1 - i) * DAY, min(today - (count - 2 - i) * DAY, now))
+        for i in range(count)
+    ]
 
 
 def _sum_given(values: Iterable[int | None]) -> int | None:

@@ -797,16 +797,22 @@ class StateStore:
         lo, hi = _key_range(place)
         with self._lock:
             rows = self._db.execute(
-                """SELECT o.subject_id, o.start, o.end FROM outages o
-                   JOIN subjects s ON s.id = o.subject_id
+                # Ordered as the two indexes already deliver it: no sort of the rows.
+                """SELECT o.subject_id, o.start, o.end FROM subjects s
+                   JOIN outages o ON o.subject_id = s.id
                    WHERE s.agent_key >= ? AND s.agent_key < ?
                      AND o.start < ? AND (o.end IS NULL OR o.end > ?)
-                   ORDER BY o.subject_id, o.start""",
+                   ORDER BY s.agent_key, s.kind, s.name, s.target, o.start""",
                 (lo, hi, end, start),
             ).fetchall()
+        # A province's month is hundreds of thousands of rows: built in one tight pass
+        # (the columns are REAL already).
         result: dict[int, list[Outage]] = {}
+        current = -1
+        found: list[Outage] = []
         for subject_id, start_ts, end_ts in rows:
-            result.setdefault(int(subject_id), []).append(
-                Outage(float(start_ts), None if end_ts is None else float(end_ts))
-            )
+            if subject_id != current:
+                current, found = subject_id, []
+                result[subject_id] = found
+            found.append(Outage(start_ts, end_ts))
         return result

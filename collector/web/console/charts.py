@@ -8,6 +8,7 @@ from html import escape
 
 from collector.common.localtime import local
 from collector.state.availability import Outage
+from collector.state.health import Day
 
 #: The shortest span a chart shows, when monitoring began only just now.
 MIN_SPAN_S = 3600.0
@@ -102,12 +103,12 @@ def _ticks(start: float, end: float) -> list[tuple[float, str]]:
     return ticks
 
 
-def strip(days: Sequence[tuple[float, float | None]], label: str = "") -> str:
+def strip(days: Sequence[Day], label: str = "") -> str:
     """Seven small squares, one per day (its local date, its availability in %): green
     from 99.5 %, orange from 95 %, red below, grey not monitored."""
     parts = [f'<svg class="strip" viewBox="0 0 {len(days) * 12} 10" role="img" '
              f'aria-label="{escape(label)}">']  # fmt: skip
-    for index, (day, percent) in enumerate(days):
+    for index, (day, percent) in enumerate((d.start, d.percent) for d in days):
         color = (
             "#bbb"
             if percent is None

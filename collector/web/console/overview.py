@@ -9,17 +9,12 @@ availability day by day over the last seven days.
 from __future__ import annotations
 
 import unicodedata
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.common.localtime import local
-from collector.state.availability import all_down, availability
 from collector.state.health import CommuneHealth
-from collector.state.store import StateStore
 
-DAY = 86400.0
 #: Worst first; a commune never heard from is last: nothing to fix there yet.
 ORDER = {"critical": 0, "warning": 1, "ok": 2, "no_data": 3}
 SORTS = ("status", "name", "code", "protected", "line", "agents")
@@ -69,30 +64,3 @@ def table(communes: list[CommuneHealth], status: str, query: str, sort: str) -> 
     rows = [c for c in searched if not status or c.status == status]
     rows.sort(key=_key(sort))
     return Table(rows, counts, len(rows), len(communes))
-
-
-def days(now: float, count: int = 7) -> list[tuple[float, float]]:
-    """The last ``count`` local days, today included (up to now), as [start, end)."""
-    today = local(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    return [(today - (count - 1 - i) * DAY, min(today - (count - 2 - i) * DAY, now))
-            for i in range(count)]  # fmt: skip
-
-
-def line_days(
-    store: StateStore, province: str, now: float
-) -> dict[str, list[tuple[float, float | None]]]:
-    """Each commune's line availability per day over the last seven (None: not watched)."""
-    spans = days(now)
-    place = f"{province}/"
-    probes: dict[str, list[Any]] = defaultdict(list)
-    for subject in store.subjects("link", place=place):
-        if subject.network == "tslcd":
-            probes[subject.agent_key.split("/")[1]].append(subject)
-    outages = store.outages_under(place, spans[0][0], now)
-    result: dict[str, list[tuple[float, float | None]]] = {}
-    for commune, subjects in probes.items():
-        combined, since = all_down([(outages.get(s.id, []), s.monitored_since) for s in subjects])
-        result[commune] = [
-            (lo, availability(combined, lo, hi, since, now).percent) for lo, hi in spans
-        ]
-    return result

@@ -227,7 +227,9 @@ def overview(
     and searched by name or official code, each with its line's last seven days."""
     provinces = context.model.provinces()
     province = provinces[0] if provinces else ""
-    communes = context.model.communes(province or None)
+    # The probes' own availability is the commune page's; the overview needs the line's,
+    # and its last seven days.
+    communes = context.model.communes(province or None, detail=False, days=7)
     totals = context.model.totals(province, communes) if province else None
     now = time.time()
     firing = list_alerts(context.store, now, state="firing")
@@ -241,7 +243,6 @@ def overview(
         status=chosen,
         q=q,
         sort=sort if sort in overview_table.SORTS else "status",
-        strips=overview_table.line_days(context.store, province, now) if province else {},
         strip=strip,
         firing=len([a for a in firing if not a.suppressed]),
     )
