@@ -73,6 +73,11 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     [polycom] = la_nga["polycom"]["devices"]
     assert polycom["agent"] == "poller" and polycom["ready"] is True, polycom
     assert la_nga["interfaces"]["devices"] == 1 and la_nga["interfaces"]["all"]
+    # Its switch's unused sockets (never seen up) are not a problem, nor an alert.
+    ports = la_nga["interfaces"]
+    never_up = [i for i in ports["all"] if i["up"] is False and not i["seen_up"]]
+    assert ports["unused"] == sum(1 for i in never_up if i["admin_up"]), ports
+    assert ports["down"] == 0 and "interface_down" not in {r["code"] for r in la_nga["reasons"]}
     assert f"http://127.0.0.1:{api}/docs" in output and "stopped." in output
     # Every agent came in by enrollment with a token, and runs the profile's checks.
     assert rollout["la-nga"]["enrolled"] == 2 and rollout["la-nga"]["configs_current"] == 2

@@ -15,9 +15,9 @@ from collector.alerts.records import (
     MAX_COMMENT,
     Alert,
     Silence,
+    acknowledge_in,
     add_silence,
     list_alerts,
-    record_step,
 )
 from collector.state.store import StateStore
 
@@ -101,16 +101,7 @@ def acknowledge_group(
             )
         ]
         for alert_id in ids:
-            db.execute(
-                "UPDATE alerts SET acked_by = ?, acked_at = ?, ack_comment = ? WHERE id = ?",
-                (by, now, comment, alert_id),
-            )
-            db.execute(
-                "DELETE FROM notifications WHERE alert_id = ? AND event != 'resolved' "
-                "AND event != 'firing'",
-                (alert_id,),
-            )
-            record_step(db, alert_id, now, "acked", f"{by}: {comment} (group)")
+            acknowledge_in(db, alert_id, by, comment, now, "(group)")
     return ids
 
 

@@ -226,18 +226,26 @@ def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: fl
         if found is None:
             raise NotFound(f"no alert {alert_id}")
         if found[0] is None:
-            db.execute(
-                "UPDATE alerts SET acked_by = ?, acked_at = ?, ack_comment = ? WHERE id = ?",
-                (by, now, comment, alert_id),
-            )
-            # What is still queued to remind or escalate has no more reason to go.
-            db.execute(
-                "DELETE FROM notifications WHERE alert_id = ? AND event != 'resolved' "
-                "AND event != 'firing'",
-                (alert_id,),
-            )
-            record_step(db, alert_id, now, "acked", f"{by}: {comment}" if comment else by)
+            acknowledge_in(db, alert_id, by, comment, now)
     return get_alert(store, alert_id, now)
+
+
+def acknowledge_in(
+    db: sqlite3.Connection, alert_id: int, by: str, comment: str, now: float, how: str = ""
+) -> None:
+    """Inside a transaction: who, when, why; the step recorded."""
+    db.execute(
+        "UPDATE alerts SET acked_by = ?, acked_at = ?, ack_comment = ? WHERE id = ?",
+        (by, now, comment, alert_id),
+    )
+    # What is still queued to remind or escalate has no more reason to go.
+    db.execute(
+        "DELETE FROM notifications WHERE alert_id = ? AND event != 'resolved' "
+        "AND event != 'firing'",
+        (alert_id,),
+    )
+    said = f"{by}: {comment}" if comment else by
+    record_step(db, alert_id, now, "acked", f"{said} {how}".rstrip())
 
 
 #: Longest comment (an acknowledgement, a silence) kept.
