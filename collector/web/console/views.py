@@ -222,11 +222,14 @@ def overview(
     status: Annotated[str, Query(max_length=16)] = "",
     q: Annotated[str, Query(max_length=100)] = "",
     sort: Annotated[str, Query(max_length=16)] = "status",
+    province: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     """Which communes need someone now: a dense table, worst first, filtered by status
-    and searched by name or official code, each with its line's last seven days."""
+    and searched by name or official code, each with its line's last seven days; on a
+    collector of several provinces, one province at a time."""
     provinces = context.model.provinces()
-    province = provinces[0] if provinces else ""
+    if province not in provinces:
+        province = provinces[0] if provinces else ""
     # The probes' own availability is the commune page's; the overview needs the line's,
     # and its last seven days.
     communes = context.model.communes(province or None, detail=False, days=7)
@@ -243,6 +246,8 @@ def overview(
         status=chosen,
         q=q,
         sort=sort if sort in overview_table.SORTS else "status",
+        provinces=provinces,
+        chosen_province=province,
         strip=strip,
         firing=len([a for a in firing if not a.suppressed]),
     )

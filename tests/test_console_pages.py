@@ -1,0 +1,79 @@
+"""The console's pages over HTTP without a browser: a collector of several provinces
+shows one at a time, chosen by the overview's selector; a hostile query changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from collector.config import ApiSection, ConsoleSection
+from collector.state.health import HealthModel
+from collector.state.inventory import Commune, Inventory
+from tests.servers import free_port
+from tests.test_health import INVENTORY, build_province
+
+HA_NOI = Inventory(
+    province="ha-noi",
+    name="Hà Nội",
+    communes=[Commune(slug="hoan-kiem", name="Phường Hoàn Kiếm", code="00070")],
+)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Iterator[str]:
+    from collector.web.factory import create_app
+
+    store = build_province(tmp_path)
+    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
+    app = create_app(HealthModel(store, [INVENTORY, HA_NOI]), store, settings,
+                     console=ConsoleSection())  # fmt: skip
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_one_province_at_a_time(base: str) -> None:
+    first = get(base + "/")
+    assert '<select name="province"' in first and 'data-commune="la-nga"' in first
+    assert "hoan-kiem" not in first.split('id="communes"')[1]
+    other = get(base + "/?province=ha-noi")
+    table = other.split('id="communes"')[1]
+    assert 'data-commune="hoan-kiem"' in table and "la-nga" not in table
+    assert "00070" in table and 'href="/?province=ha-noi&status=critical' in other
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"province": "<script>", "status": "x'\"", "sort": "DROP", "q": "%00"},
+        {"q": "ă" * 100},
+    ],
+)
+def test_a_hostile_query_is_bounded_and_escaped(base: str, query: dict[str, str]) -> None:
+    page = get(base + "/?" + urllib.parse.urlencode(query))
+    assert "<script>" not in page  # not echoed, or escaped
+    assert 'data-commune="la-nga"' in page or "0 / 3" in page  # Đồng Nai, searched
+    too_long = base + "/?" + urllib.parse.urlencode({"q": "x" * 101})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(too_long)
+    assert refused.value.code == 422
+    refused.value.close()
