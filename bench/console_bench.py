@@ -17,6 +17,12 @@ loopback), and times, over HTTP from this process:
   in the same run, since the page adds its strips and its HTML to that work;
 - ``GET /healthz``: the floor of one request.
 
+The history ends an hour ago; the "live" overview is timed with the fleet's next
+cycle (every agent, a minute later each time) applied before each request, as
+ingest does while technicians look: lines that changed are read again, the others
+come from the health model's line cache. The first request (nothing cached) is
+reported on its own.
+
 Prints the median and the 95th percentile of each, and the page's ratio to the
 baseline. The issue's bound: the overview in under a second on this machine.
 """
@@ -85,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="commune-console-") as tmp:
         store = StateStore(Path(tmp) / "state.sqlite")
         fleet = Fleet("dong-nai", slugs, args.pcs, seed=1, outages_per_day=args.outages_per_day)
-        now = time.time()
+        now = time.time() - 3600  # the last hour is played live, between requests
         start = now - args.days * 86400
         store.apply(statuses=[(wire.decode_status(p), start) for _, p, _ in fleet.births(start)])
         built = time.perf_counter()
@@ -118,18 +124,39 @@ def main() -> None:
         while not server.started:
             time.sleep(0.02)
         base = f"http://127.0.0.1:{port}"
+        first = time.perf_counter()
         page = fetch(base + "/")()
+        first = 1000 * (time.perf_counter() - first)
         rows = page.count(b"<tr class=")
         print(f"  the overview: {len(page) / 1024:.0f} KiB of HTML, {rows} rows")
         floor = timed(fetch(base + "/healthz"), args.repeat)
         baseline = timed(fetch(base + "/api/v1/communes"), args.repeat)
-        overview = timed(fetch(base + "/"), args.repeat)
+        minute = [0]
+
+        def live() -> bytes:
+            """The fleet's next cycle is ingested (not timed), then the page is read."""
+            minute[0] += 1
+            at = now + 60 * minute[0]
+            batch = [wire.decode_envelope(payload) for agent in fleet.agents
+                     for _, payload, _ in fleet.cycle(agent, at)]  # fmt: skip
+            store.apply(batch)
+            started = time.perf_counter()
+            body = fetch(base + "/")()
+            times.append(1000 * (time.perf_counter() - started))
+            return body
+
+        times: list[float] = []
+        for _ in range(args.repeat):
+            live()
+        times.sort()
+        overview = (statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))])
         searched = timed(fetch(base + "/?q=xuan&status=&sort=code"), args.repeat)
         critical = timed(fetch(base + "/?status=critical"), args.repeat)
+        print(f"  GET / overview, first request      {first:7.1f} ms (nothing cached yet)")
         for label, (median, p95) in (
             ("GET /healthz (floor)", floor),
             ("GET /api/v1/communes (baseline)", baseline),
-            ("GET / overview", overview),
+            ("GET / overview, live", overview),
             ("GET /?q=xuan&sort=code", searched),
             ("GET /?status=critical", critical),
         ):
@@ -139,8 +166,9 @@ def main() -> None:
                 else ""
             )
             print(f"  {label:34} median {median:7.1f} ms  p95 {p95:7.1f} ms{ratio}")
-        verdict = "under" if overview[1] < 1000 else "OVER"
-        print(f"  the overview's p95 is {verdict} the one-second bound")
+        for label, value in (("live p95", overview[1]), ("first request", first)):
+            verdict = "under" if value < 1000 else "OVER"
+            print(f"  the overview's {label} is {verdict} the one-second bound")
         server.should_exit = True
         thread.join(10)
         reader.close()

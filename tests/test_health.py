@@ -261,3 +261,31 @@ def test_an_uplink_down_is_critical_even_never_seen_up(tmp_path: Path) -> None:
     assert commune.status == "critical"
     [uplink] = [r for r in commune.reasons if r.code == "uplink_down"]
     assert "router:Gi0/10" in uplink.detail
+
+
+def test_the_overview_lines_from_the_cache_are_the_lines_computed_in_full(
+    tmp_path: Path,
+) -> None:
+    store = build_province(tmp_path)
+    now = [NOW]
+    model = HealthModel(store, [INVENTORY], clock=lambda: now[0])
+
+    def lines(detail: bool) -> dict[str, tuple[Any, ...]]:
+        return {
+            c.slug: (c.line.up, c.line.down_since, c.line.availability.last_24h,
+                     c.line.availability.last_7d)
+            for c in model.communes("dong-nai", detail=detail, days=0)
+        }  # fmt: skip
+
+    assert lines(False) == lines(True)
+    assert lines(False)["la-nga"][2] == pytest.approx(100 * 3300 / 3600)
+    # Both of La Ngà's probes lose the line again: the cached line follows.
+    now[0] = NOW + 600
+    store.apply([envelope("la-nga", "pc-01", tslcd(NOW + 100, False))])
+    store.apply([envelope("la-nga", "pc-02", tslcd(NOW + 200, False))])
+    cached = lines(False)
+    assert cached == lines(True)
+    assert cached["la-nga"][1] == NOW + 200  # down since the last probe said so
+    # A sample older than what the store holds changes nothing, cache or not.
+    store.apply([envelope("la-nga", "pc-02", tslcd(NOW + 150, True, 9.0))])
+    assert lines(False) == lines(True) == cached

@@ -17,11 +17,12 @@ views of them):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
 from collector.common.localtime import local
@@ -247,6 +248,9 @@ class _Facts:
     ports: dict[tuple[str, str, str], Port] = field(default_factory=dict)
     horizon: float = 30 * DAY
     """How far back the outages were read: availability beyond it is not given."""
+    lines: dict[tuple[str, str], tuple[list[Outage], float]] | None = None
+    """Each commune's combined line, when taken from the cache (``outages`` then holds
+    the Polycoms' only)."""
 
 
 def _place(agent_key: str) -> tuple[str, str]:
@@ -264,11 +268,22 @@ class HealthModel:
         self.store = store
         self.inventories = {inv.province: inv for inv in inventories}
         self._now = clock
+        self._lines: dict[tuple[str, str], tuple[tuple[Any, ...], list[Outage], float]] = {}
+        """Each commune's combined line (outages, monitored since) for the overview, by
+        the state of its probes: a probe's history changes only with its state or its
+        ``since`` (a sample older than what the store holds changes nothing), so the
+        same probes in the same states have the same line. Reading every probe's
+        outages (50 PCs a commune) is then needed only for communes that changed."""
+        self._lines_lock = threading.Lock()
 
     # reading the store ----------------------------------------------------------
 
     def _facts(
-        self, province: str | None = None, commune: str | None = None, horizon: float = 0.0
+        self,
+        province: str | None = None,
+        commune: str | None = None,
+        horizon: float = 0.0,
+        lines_cached: bool = False,
     ) -> _Facts:
         place = (
             "" if province is None else f"{province}/" + ("" if commune is None else f"{commune}/")
@@ -284,9 +299,45 @@ class HealthModel:
             facts.subjects[_place(subject.agent_key)].append(subject)
         now = self._now()
         facts.horizon = horizon or max(WINDOWS.values())
-        facts.outages = self.store.outages_under(place, now - facts.horizon, now)
+        if lines_cached:
+            # The line from the cache (probes that changed are read); the Polycoms' own.
+            facts.lines = self._combined_lines(facts, now)
+            polycoms = [s.id for found in facts.subjects.values() for s in found
+                        if s.kind == "polycom"]  # fmt: skip
+            facts.outages = self.store.outages_of(polycoms, now - facts.horizon, now)
+        else:
+            facts.outages = self.store.outages_under(place, now - facts.horizon, now)
         facts.ports = self.store.ports(place)
         return facts
+
+    def _combined_lines(
+        self, facts: _Facts, now: float
+    ) -> dict[tuple[str, str], tuple[list[Outage], float]]:
+        start = now - max(WINDOWS.values())
+        lines: dict[tuple[str, str], tuple[list[Outage], float]] = {}
+        todo: list[tuple[tuple[str, str], list[Subject], tuple[Any, ...]]] = []
+        with self._lines_lock:
+            for place, subjects in facts.subjects.items():
+                probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"
+                          and s.last_ts >= start]  # fmt: skip
+                key = tuple((s.id, s.state, s.since, s.monitored_since) for s in probes)
+                cached = self._lines.get(place)
+                if cached is not None and cached[0] == key:
+                    lines[place] = (cached[1], cached[2])
+                elif probes:
+                    todo.append((place, probes, key))
+        if todo:
+            outages = self.store.outages_of(
+                [s.id for _, probes, _ in todo for s in probes], now - facts.horizon, now
+            )
+            with self._lines_lock:
+                for place, probes, key in todo:
+                    combined, since = all_down(
+                        [(outages.get(s.id, []), s.monitored_since) for s in probes]
+                    )
+                    self._lines[place] = (key, combined, since)
+                    lines[place] = (combined, since)
+        return lines
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
         """Every commune: the inventories' in their order, then the others seen, sorted."""
@@ -312,7 +363,11 @@ class HealthModel:
         overview shows the line's); ``days``: the line's last days, one by one."""
         # The overview's horizon is the week (its strip and its 24 h): reading a month of
         # every probe's outages is the report's and the API's work, not a glance's.
-        facts = self._facts(province, horizon=0.0 if detail else max(WINDOWS["7d"], days * DAY))
+        facts = self._facts(
+            province,
+            horizon=0.0 if detail else max(WINDOWS["7d"], days * DAY),
+            lines_cached=not detail,
+        )
         now = self._now()
         spans = local_days(now, days) if days else []
         return [
@@ -353,6 +408,7 @@ class HealthModel:
             detail=detail,
             days=days or [],
             horizon=facts.horizon,
+            combined=None if facts.lines is None else facts.lines.get((province, slug), ([], 0.0)),
         )
         polycom = self._polycom(
             info,
@@ -439,7 +495,9 @@ class HealthModel:
         detail: bool = True,
         days: list[tuple[float, float]] | None = None,
         horizon: float = 30 * DAY,
+        combined: tuple[list[Outage], float] | None = None,
     ) -> Line:
+        """``combined``: the line already combined (the overview's cache)."""
         start = now - max(WINDOWS.values())
         unknown = Availabilities(None, None, None)
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
@@ -486,15 +544,15 @@ class HealthModel:
                     if best_loss is None or (loss is not None and loss < best_loss)
                     else best_loss
                 )
-        combined, since = all_down(tslcd)
-        open_outage = next((o.start for o in combined if o.end is None), None)
+        combined_outages, since = all_down(tslcd) if combined is None else combined
+        open_outage = next((o.start for o in combined_outages if o.end is None), None)
         line_up = any(up_now) if up_now else None
         return Line(
             monitored=bool(tslcd),
             up=line_up,
             down_since=open_outage if line_up is False else None,
             availability=(
-                self._windows(combined, since, now, horizon)
+                self._windows(combined_outages, since, now, horizon)
                 if tslcd
                 else Availabilities(None, None, None)
             ),
@@ -502,7 +560,10 @@ class HealthModel:
             loss_percent=best_loss,
             targets=targets,
             days=[
-                Day(lo, availability(combined, lo, hi, since, now).percent if tslcd else None)
+                Day(
+                    lo,
+                    availability(combined_outages, lo, hi, since, now).percent if tslcd else None,
+                )
                 for lo, hi in days or []
             ],
         )

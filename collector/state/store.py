@@ -789,6 +789,25 @@ class StateStore:
             ).fetchall()
         return [Outage(float(lo), None if hi is None else float(hi)) for lo, hi in rows]
 
+    def outages_of(
+        self, subject_ids: Sequence[int], start: float = 0.0, end: float = float("inf")
+    ) -> dict[int, list[Outage]]:
+        """Outages overlapping [start, end) of these subjects, by subject id."""
+        result: dict[int, list[Outage]] = {}
+        with self._lock:
+            for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
+                chunk = list(subject_ids[offset : offset + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"""SELECT subject_id, start, end FROM outages
+                        WHERE subject_id IN ({marks}) AND start < ? AND (end IS NULL OR end > ?)
+                        ORDER BY subject_id, start""",  # noqa: S608 - placeholders only
+                    (*chunk, end, start),
+                ).fetchall()
+                for subject_id, start_ts, end_ts in rows:
+                    result.setdefault(subject_id, []).append(Outage(start_ts, end_ts))
+        return result
+
     def outages_under(
         self, place: str, start: float = 0.0, end: float = float("inf")
     ) -> dict[int, list[Outage]]:
