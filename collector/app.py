@@ -215,6 +215,18 @@ class Collector:
         self.source.start()
         if self.config.api.listen:
             self._start_api()
+            if self.config.console.enabled:
+                # The overview's line cache, filled before the first technician looks.
+                threading.Thread(target=self._warm, name="warm-console", daemon=True).start()
+
+    def _warm(self) -> None:
+        started = time.monotonic()
+        try:
+            self.health.warm()
+        except Exception:  # a failure here costs the first request its speed, no more
+            log.exception("could not warm the console's overview")
+            return
+        log.info("console overview warmed in %.1f s", time.monotonic() - started)
 
     def _start_api(self) -> None:
         import uvicorn

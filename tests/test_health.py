@@ -289,3 +289,20 @@ def test_the_overview_lines_from_the_cache_are_the_lines_computed_in_full(
     # A sample older than what the store holds changes nothing, cache or not.
     store.apply([envelope("la-nga", "pc-02", tslcd(NOW + 150, True, 9.0))])
     assert lines(False) == lines(True) == cached
+
+
+def test_warming_at_start_fills_the_overviews_line_cache(tmp_path: Path) -> None:
+    store = build_province(tmp_path)
+    model = HealthModel(store, [INVENTORY], clock=lambda: NOW)
+    model.warm()
+    reads: list[int] = []
+    real = store.outages_of
+
+    def counted(ids: Any, *args: Any) -> Any:
+        reads.append(len(ids))
+        return real(ids, *args)
+
+    store.outages_of = counted  # type: ignore[method-assign]
+    [la_nga] = [c for c in model.communes("dong-nai", detail=False) if c.slug == "la-nga"]
+    assert la_nga.line.availability.last_24h == pytest.approx(100 * 3300 / 3600)
+    assert reads == [1], "only the Polycom's outages are read: the line comes from the cache"

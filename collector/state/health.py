@@ -36,6 +36,8 @@ _SEVERITY: dict[Status, int] = {"no_data": 0, "ok": 1, "warning": 2, "critical":
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+#: The console overview's strip: the line's last days, one by one.
+OVERVIEW_DAYS = 7
 #: The windows the IOC reads availability over.
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 
@@ -338,6 +340,12 @@ class HealthModel:
                     self._lines[place] = (key, combined, since)
                     lines[place] = (combined, since)
         return lines
+
+    def warm(self) -> None:
+        """Fill the overview's line cache for every province (at start, off the requests'
+        path: the first look at a flapping province reads every probe's week)."""
+        for province in self.provinces():
+            self.communes(province, detail=False, days=OVERVIEW_DAYS)
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
         """Every commune: the inventories' in their order, then the others seen, sorted."""

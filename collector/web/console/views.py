@@ -37,6 +37,7 @@ from collector.rollout import registry
 from collector.rollout.overview import communes
 from collector.state import maintenance
 from collector.state.availability import all_down
+from collector.state.health import OVERVIEW_DAYS
 from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
@@ -232,7 +233,7 @@ def overview(
         province = provinces[0] if provinces else ""
     # The probes' own availability is the commune page's; the overview needs the line's,
     # and its last seven days.
-    communes = context.model.communes(province or None, detail=False, days=7)
+    communes = context.model.communes(province or None, detail=False, days=OVERVIEW_DAYS)
     totals = context.model.totals(province, communes) if province else None
     now = time.time()
     firing = list_alerts(context.store, now, state="firing")
