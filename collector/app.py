@@ -14,7 +14,7 @@ from collector.alerts.engine import AlertEngine
 from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
-from collector.alerts.zalo import ZaloChannel, ZaloSettings
+from collector.alerts.zalo import ZaloChannel
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
@@ -80,15 +80,7 @@ def api_url(config: CollectorConfig) -> str:
 
 
 def route(section: RouteSection) -> Route:
-    zalo = section.zalo
-    channel = None
-    if zalo is not None:
-        channel = ZaloChannel(
-            ZaloSettings(
-                zalo.app_id, zalo.secret_key_file, zalo.token_file, tuple(zalo.user_ids),
-                zalo.api_url, zalo.oauth_url,
-            )
-        )  # fmt: skip
+    channel = None if section.zalo is None else ZaloChannel(section.zalo.settings())
     return Route(
         section.name,
         load_urls(section.urls, section.urls_file),

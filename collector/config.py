@@ -24,6 +24,7 @@ from agent.configtypes import (
     resolve_paths,
 )
 from agent.wire import Ident, whole
+from collector.alerts.zalo import ZaloSettings
 from collector.outputs.report.issuer import Issuer
 from collector.state.inventory import load_inventory
 
@@ -203,6 +204,12 @@ class ZaloSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Technicians following the OA."""
     api_url: str = "https://openapi.zalo.me"
     oauth_url: str = "https://oauth.zaloapp.com"
+
+    def settings(self) -> ZaloSettings:
+        return ZaloSettings(
+            self.app_id, self.secret_key_file, self.token_file, tuple(self.user_ids),
+            self.api_url, self.oauth_url,
+        )  # fmt: skip
 
     def validate(self, where: str) -> None:
         readable(f"{where}.secret_key_file", self.secret_key_file)

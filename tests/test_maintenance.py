@@ -221,3 +221,17 @@ def test_the_cli_plans_lists_and_removes_windows(tmp_path: Path) -> None:
     assert gone.exit_code == 0
     again = runner.invoke(main, ["maintenance", "delete", "1", "-c", str(config)])
     assert again.exit_code == 1 and "no maintenance window 1" in again.output
+
+
+def test_a_long_daily_window_is_asked_about_late_in_its_year(store: StateStore) -> None:
+    nightly = plan(
+        store, commune="la-nga", starts=at(1, 1), ends=at(1, 3), every="day",
+        until=OCT + 300 * DAY,
+    )  # fmt: skip
+    late = OCT + 250 * DAY
+    assert list(nightly.occurrences(late, late + DAY)) == [
+        (late + HOUR, late + 3 * HOUR)  # 01:00-03:00 local, 250 days on
+    ]
+    assert nightly.active(late + 2 * HOUR) and not nightly.active(late + 4 * HOUR)
+    assert list(nightly.occurrences(OCT + 301 * DAY, OCT + 302 * DAY)) == []
+    assert list(nightly.occurrences(OCT - DAY, OCT + 0.5 * HOUR)) == []

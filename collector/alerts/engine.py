@@ -36,6 +36,7 @@ from agent.wire import Envelope, Sample
 from collector.alerts.escalation import Escalation, escalation_event
 from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
+from collector.state.inventory import is_uplink
 from collector.state.store import AgentState, StateStore, agent_key
 
 _encode = msgspec.json.Encoder().encode
@@ -172,7 +173,7 @@ class AlertEngine:
         """``seen_up`` and ``uplink`` of a port: the store has applied this sample
         already (same transaction), so a port up now was seen up."""
         marked = self.uplinks.get(f"{envelope.province}/{envelope.commune}", frozenset())
-        uplink = f"{sample.name}:{sample.target}" in marked or sample.target in marked
+        uplink = is_uplink(marked, sample.name, sample.target)
         up = sample.fields.get("oper_up")
         if up is True or key in self._seen_up:
             self._seen_up.add(key)

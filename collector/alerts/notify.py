@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.alerts.escalation import Escalation, escalation_step
-from collector.alerts.records import Alert, muted, read_alert, record_step
+from collector.alerts.records import Alert, read_alert, record_step
 from collector.alerts.rules import Rule
 from collector.alerts.zalo import ZaloChannel
 from collector.common.localtime import local
@@ -192,7 +192,12 @@ class Notifier:
         with self.store.reading() as db:
             for note_id, alert_id, event, attempts, done_text in due:
                 alert = read_alert(db, alert_id, now)
-                quiet = event != "resolved" and alert is not None and muted(db, alert_id, now)
+                # read_alert says already whether a silence or a window covers it now.
+                quiet = (
+                    event != "resolved"
+                    and alert is not None
+                    and (alert.silenced or alert.maintenance)
+                )
                 if alert is None or (
                     event != "resolved"
                     and (

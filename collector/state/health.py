@@ -28,7 +28,7 @@ from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
 from collector.common.localtime import local
 from collector.common.natural import natural_key
 from collector.state.availability import Outage, all_down, availability
-from collector.state.inventory import EMPTY, Commune, Inventory
+from collector.state.inventory import EMPTY, Commune, Inventory, is_uplink
 from collector.state.store import AgentState, LatestSample, Port, StateStore, Subject
 
 Status = Literal["ok", "warning", "critical", "no_data"]
@@ -652,7 +652,7 @@ class HealthModel:
                     out_errors_ps=SNMP_INTERFACE.number(s.fields, "out_errors_ps"),
                     since=port.since if port else None,
                     seen_up=port is not None and port.first_up is not None,
-                    uplink=f"{s.name}:{s.target}" in uplinks or s.target in uplinks,
+                    uplink=is_uplink(uplinks, s.name, s.target),
                 )
             )
         interfaces.sort(key=lambda i: (i.device, natural_key(i.name)))

@@ -59,6 +59,11 @@ class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 EMPTY = Inventory(province="")
 
 
+def is_uplink(marked: frozenset[str], device: str, port: str) -> bool:
+    """Whether a commune's ``uplinks`` name this port ("device:port", or "port" alone)."""
+    return f"{device}:{port}" in marked or port in marked
+
+
 def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
     """Decoded strictly; slugs and codes unique; every code one of the province's in the
     official register (``register.py``)."""

@@ -11,12 +11,13 @@ import csv
 import html
 import io
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from collector.common.localtime import local
 from collector.common.words import KINDS, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
+from collector.outputs.report.issuer import Issuer
 from collector.outputs.report.sentences import all_sentences
 
 Format = Literal["md", "csv", "html", "xlsx", "docx"]
@@ -268,7 +269,7 @@ def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
 
 
 def render(
-    report: MonthlyReport, fmt: Format, language: Language = "vi", issuer: Any = None
+    report: MonthlyReport, fmt: Format, language: Language = "vi", issuer: Issuer | None = None
 ) -> bytes:
     """``issuer``: the docx's issuing body and signer (docx.Issuer); the docx is in
     Vietnamese, the language the province files in."""
