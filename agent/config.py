@@ -195,7 +195,7 @@ def _validate(config: Config, source: str) -> None:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(f"{source}: {key}: {message}")
 
-    if config.agent.id and not re.match(IDENT_PATTERN, config.agent.id):
+    if config.agent.id and not re.fullmatch(IDENT_PATTERN, config.agent.id):
         raise fail("agent.id", "letters, digits, '.', '_' or '-' only (it is an MQTT topic level)")
     try:
         config.mqtt.validate()

@@ -101,14 +101,14 @@ def check_request(collector: str, token: str, agent: str, commune: str = "") -> 
             f"--collector {collector!r}: the password travels with the request, so it must "
             "be https:// (http:// only for a collector on this machine)"
         )
-    if not re.match(TOKEN_PATTERN, token):
+    if not re.fullmatch(TOKEN_PATTERN, token):
         raise EnrollFailed("--token: not an enrollment token (expected 8 hex, a dot, 43 more)")
-    if not re.match(IDENT_PATTERN, agent):
+    if not re.fullmatch(IDENT_PATTERN, agent):
         raise EnrollFailed(
             f"--id {agent!r}: letters, digits, '.', '_' or '-' only, at most 64 "
             "(it is an MQTT topic level)"
         )
-    if commune and not re.match(IDENT_PATTERN, commune):
+    if commune and not re.fullmatch(IDENT_PATTERN, commune):
         raise EnrollFailed(f"--commune {commune!r}: not a commune slug (e.g. la-nga)")
     return collector.rstrip("/") + "/api/v1/enroll"
 

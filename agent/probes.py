@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import ssl
 import struct
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent.wire import Outcome
+
+# An HTTP status code: three ASCII digits (str.isdigit() also accepts "²").
+_STATUS = re.compile(r"[0-9]{3}")
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ async def http_probe(
         return ProbeResult("down", error=f"{url}: {exc.strerror or exc}")
     rtt = time.perf_counter() - started
     fields = status_line.decode("latin-1", "replace").split()
-    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not _STATUS.fullmatch(fields[1]):
         return ProbeResult("bad_response", rtt, error=f"not an HTTP answer: {status_line[:60]!r}")
     status = int(fields[1])
     good = status in expect_status if expect_status else status < 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,9 @@ from agent.wire import Ident, whole
 from collector.alerts.zalo import ZaloSettings
 from collector.outputs.report.issuer import Issuer
 from collector.state.inventory import load_inventory
+
+# A TCP port in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -167,7 +171,7 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         if not self.listen:
             return
         host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
             raise ConfigProblem("listen", f"expected host:port, got {self.listen!r}")
         names = [t.name for t in self.tokens]
         if len(set(names)) != len(names):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ from collector.config import ApiSection, ApiToken
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.factory import create_app
+from collector.web.guard import Guard
 from collector.web.metrics import Family, render
 from tests.servers import free_port
 from tests.test_health import INVENTORY, T0, build_province
@@ -355,3 +357,41 @@ def test_the_monthly_report_as_the_provinces_word_document(api: Served) -> None:
     assert header.rows[0].cells[1].paragraphs[0].text == "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
     assert header.rows[0].cells[0].paragraphs[0].text == "UBND TỈNH ĐỒNG NAI"
     assert any(p.text.startswith("Hệ thống phòng chống mã độc:") for p in document.paragraphs)
+
+
+@pytest.mark.parametrize(
+    ("declared", "answer"),
+    [
+        (b"0" * 40 + b"70000", 413),  # leading zeros do not hide a large body
+        (b"9" * 5000, 413),  # more digits than int() converts: too large, not a crash
+        ("\u00b2".encode("latin-1"), 200),  # "²": no number, the body is counted instead
+        (b"12", 200),
+    ],
+)
+def test_the_guard_reads_a_declared_length_as_ascii_digits(declared: bytes, answer: int) -> None:
+    """The guard behind any ASGI server: uvicorn refuses some of these itself first."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/silences",
+        "headers": [(b"content-length", declared), (b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+        "scheme": "http",
+        "query_string": b"",
+    }
+    asyncio.run(Guard(app, open_on_loopback=False, max_body=64 * 1024)(scope, receive, send))
+    assert sent[0]["status"] == answer

@@ -140,6 +140,7 @@ TOKEN = "0" * 64
         ('[api]\nlisten = "0.0.0.0:8080"\nopen_on_loopback = true\n', "api.open_on_loopback"),
         ('[api]\nlisten = "8080"\n', "api.listen: expected host:port"),
         ('[api]\nlisten = "127.0.0.1:99999"\n', "api.listen"),
+        ('[api]\nlisten = "127.0.0.1:\u00b2"\n', "api.listen: expected host:port"),
         ('[[api.tokens]]\nname = "ioc"\nsha256 = "secret"\n', "api.tokens[0].sha256"),
         ('[[api.tokens]]\nname = "ioc"\nrole = "root"\nsha256 = "' + TOKEN + '"\n', "role"),
         (
@@ -172,6 +173,11 @@ def test_config_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> N
         (
             'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n'
             'code = "26A"\n',
+            "communes[0] (la-nga).code: expected 5 digits",
+        ),
+        (
+            'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n'
+            'code = "26227\\n"\n',
             "communes[0] (la-nga).code: expected 5 digits",
         ),
         (

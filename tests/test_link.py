@@ -96,6 +96,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/slow":
             threading.Event().wait(3)
+        if self.path == "/superscript":  # "²00" is digits to str.isdigit(), not to int()
+            self.wfile.write("HTTP/1.1 \u00b200 OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1"))
+            return
         status = 503 if self.path == "/broken" else 200
         self.send_response(status)
         self.send_header("Content-Length", "2")
@@ -138,6 +141,12 @@ def test_http_server_error_is_a_bad_response(web: str) -> None:
 def test_http_expected_status_can_be_narrowed(web: str) -> None:
     sample = collect(method="http", url=f"{web}/", network="internet", count=1, expect_status=[204])
     assert sample.outcome == "bad_response"
+
+
+def test_http_status_that_is_no_ascii_number_is_a_bad_response(web: str) -> None:
+    sample = collect(method="http", url=f"{web}/superscript", network="internet", count=1)
+    assert sample.outcome == "bad_response"
+    assert "not an HTTP answer" in sample.error
 
 
 def test_http_silence_is_a_timeout(web: str) -> None:

@@ -58,6 +58,7 @@ def plan(store: StateStore, now: float = OCT, **kw: Any) -> maintenance.Window:
         ({"commune": "La Ngà"}, "commune: 'La Ngà' is not a slug"),
         ({"commune": "", "agent": "pc-01"}, "agent: an agent is named within its commune"),
         ({"device": "a b"}, "device: 'a b' is not a check name"),
+        ({"device": "router\n"}, "device: 'router\\n' is not a check name"),
         ({"reason": "x" * 1001}, "reason: at most 1000 characters"),
         ({"province": "dong-nai\n"}, "province: 'dong-nai\\n' is not a slug"),
     ],

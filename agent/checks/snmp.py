@@ -8,6 +8,7 @@ handle counter wraps and device reboots and are never above the interface speed.
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -18,6 +19,10 @@ from agent.snmp import oids
 from agent.snmp.client import SnmpClient, SnmpError, SnmpValue, integer, text
 from agent.snmp.rates import CounterReading, counter_rate
 from agent.wire import Sample
+
+# One index arc in ASCII digits: the index comes from the device, and
+# str.isdigit() also accepts "²", which int() refuses.
+_ARC = re.compile(r"[0-9]{1,10}")
 
 
 class InterfaceFilter(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -181,4 +186,4 @@ class SnmpCheck(Check[SnmpOptions]):
 
 
 def _index_key(index: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in index.split(".") if p.isdigit())
+    return tuple(int(p) for p in index.split(".") if _ARC.fullmatch(p))

@@ -7,6 +7,7 @@ thousands of PCs that poll nothing over SNMP never pay for them.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -19,6 +20,8 @@ AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
 PrivProtocol = Literal["DES", "3DES", "AES", "AES192", "AES256"]
 
 MAX_ROWS_PER_COLUMN = 10_000
+# One OID arc in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
+_ARC = re.compile(r"[0-9]{1,10}")
 """A device that never ends its table must not exhaust the agent's memory."""
 
 __all__ = ["SnmpClient", "SnmpError", "SnmpTarget", "SnmpValue", "close_engine"]
@@ -109,7 +112,7 @@ def integer(value: SnmpValue | None) -> int | None:
 
 
 def _oid_tuple(oid: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in oid.split(".") if part.isdigit())
+    return tuple(int(part) for part in oid.split(".") if _ARC.fullmatch(part))
 
 
 class SnmpClient:

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import re
 
-_PARTS = re.compile(r"(\d+)")
+# ASCII digits only: str.isdigit() and \d also accept "²" or "٣", which int() refuses
+# or reads differently, and a name comes from an agent.
+_PARTS = re.compile(r"([0-9]+)")
 
 
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     """Sort key: digit runs compare as numbers, the rest as case-folded text.
 
     ``Gi0/0/2`` < ``Gi0/0/10`` < ``Gi0/1/0``; each part is tagged so that a number
-    and a text never compare with each other.
+    and a text never compare with each other. A number compares by its length
+    without leading zeros and then by its digits, which orders any number of
+    digits without converting it (int() refuses more than 4,300 digits).
     """
-    return tuple(
-        (1, int(part)) if part.isdigit() else (0, part.casefold())
-        for part in _PARTS.split(name)
-        if part
-    )
+    key: list[tuple[int, int, str]] = []
+    for index, part in enumerate(_PARTS.split(name)):
+        if not part:
+            continue
+        if index % 2:  # re.split puts the captured digit runs at odd positions
+            digits = part.lstrip("0") or "0"
+            key.append((1, len(digits), digits))
+        else:
+            key.append((0, 0, part.casefold()))
+    return tuple(key)

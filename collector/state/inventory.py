@@ -81,7 +81,7 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
         seen[commune.slug] = index
         if not commune.code:
             continue
-        if not _CODE.match(commune.code):
+        if not _CODE.fullmatch(commune.code):
             raise ConfigError(f"{where}.code: expected 5 digits, got {commune.code!r}")
         if commune.code in codes:
             raise ConfigError(

@@ -167,7 +167,7 @@ def check(
     for name, place in (("province", province), ("commune", commune), ("agent", agent)):
         if (place or name == "province") and not re.fullmatch(IDENT_PATTERN, place):
             raise MaintenanceError(f"{name}: {place[:64]!r} is not a slug")
-    if device and not _DEVICE.match(device):
+    if device and not _DEVICE.fullmatch(device):
         raise MaintenanceError(f"device: {device[:64]!r} is not a check name")
     if agent and not commune:
         raise MaintenanceError("agent: an agent is named within its commune")

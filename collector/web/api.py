@@ -132,11 +132,14 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
     if value is None or not value.strip():
         return default
     try:
-        return parse_time(value, unix_seconds=True)  # Vietnam's local time, like the CLI
+        when = parse_time(value, unix_seconds=True)  # Vietnam's local time, like the CLI
     except ValueError:
         raise HTTPException(
             400, f"{name}: expected ISO 8601 (2025-10-01T00:00+07:00) or Unix seconds"
         ) from None
+    if not 0 <= when <= MAX_TIME:  # also NaN and the infinity of 400 digits
+        raise HTTPException(400, f"{name}: a time between 1970 and {MAX_TIME:.0f} (Unix seconds)")
+    return when
 
 
 router = APIRouter()

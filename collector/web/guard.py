@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -38,6 +39,20 @@ SECURITY_HEADERS = (
 )
 MAX_BODY = 64 * 1024
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+# ASCII digits only: str.isdigit() accepts "²", which int() refuses.
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def _declared_over(declared: str, limit: int) -> bool:
+    """Whether a Content-Length header declares more than ``limit`` bytes.
+
+    Compared by length before converting, so that thousands of digits (which
+    int() refuses past 4,300) are simply too large.
+    """
+    if not _DECIMAL.fullmatch(declared):
+        return False  # absent or malformed: the body is counted as it arrives
+    digits = declared.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
 
 
 def _within(address: str, trusted: tuple[Network, ...]) -> bool:
@@ -107,7 +122,7 @@ class Guard:
             await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
             return
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        if _declared_over(declared, self.max_body):
             await _too_large(self.max_body)(scope, receive, send)
             return
 

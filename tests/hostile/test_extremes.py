@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent import wire
@@ -57,6 +57,9 @@ TEXT = st.text(max_size=60) | st.sampled_from(
         'quote " and \\" and \n newline \r\t tab',
         "Xã La Ngà — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
         "{commune} {0} %s",
+        "\u00b2",  # a digit to str.isdigit(), not to int()
+        "Gi0/\u0663/1\u00b22",
+        "1" * wire.MAX_TEXT,
     ]
 )
 VALUES = st.booleans() | NUMBERS | TEXT
@@ -95,6 +98,13 @@ def samples(draw: st.DrawFn) -> wire.Sample:
         fields=fields,
         tags=draw(st.dictionaries(TAG_KEYS, TEXT, max_size=5)),
         error=draw(TEXT),
+    )
+
+
+def unicode_digits(target: str) -> wire.Sample:
+    """A sample whose names hold characters str.isdigit() accepts and int() refuses."""
+    return wire.Sample(
+        ts=time.time() - 120, check="link", name="tslcd", outcome="ok", target=target
     )
 
 
@@ -183,6 +193,7 @@ def strict_json(text: str) -> Any:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(samples(), min_size=1, max_size=12))
+@example(drawn=[unicode_digits(target="\u00b2"), unicode_digits(target="1\u00b22/\u0663")])
 def test_what_the_contract_admits_goes_all_the_way_through(
     whole: WholePath, drawn: list[wire.Sample]
 ) -> None:

@@ -87,6 +87,45 @@ def test_free_text_and_bodies_are_bounded(province: Province) -> None:
     province.views_answer()
 
 
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "0" * 40 + "99999999",  # leading zeros do not hide a large body
+        "9" * 5000,  # more digits than int() converts
+        "\u00b2",  # "²" is a digit to str.isdigit(), not to int()
+        "\u0663".encode().decode("latin-1"),  # an Arabic-Indic three, sent as UTF-8
+    ],
+)
+def test_a_declared_length_that_is_no_plain_number_is_refused(
+    province: Province, declared: str
+) -> None:
+    """The HTTP server or the guard refuses it; neither answers 500 or waits for the body."""
+    status, _, _ = province.http.request(
+        "POST",
+        "/api/v1/silences",
+        body=b"{}",
+        headers={"Content-Length": declared, "Authorization": f"Bearer {TECH_TOKEN}"},
+    )
+    assert status in (400, 413)
+    province.views_answer()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "to=" + "9" * 400,  # float() makes it infinite
+        "to=" + "1" + "0" * 20,  # finite, past any date a datetime holds
+        "from=0&to=" + "9" * 12,
+        "from=-5&to=10",
+    ],
+)
+def test_a_time_outside_the_contract_is_refused_not_a_500(province: Province, query: str) -> None:
+    status, answer = province.http.get(f"/api/v1/availability?commune=la-nga&{query}", TECH_TOKEN)
+    assert status in (400, 422), (status, answer)
+    status, answer = province.http.get("/api/v1/availability?commune=la-nga", TECH_TOKEN)
+    assert status == 200, answer
+
+
 def test_healthz_names_parts_and_tells_no_internal_errors(province: Province) -> None:
     status, health = province.http.get("/healthz")
     assert status == 200 and health["status"] == "ok"
