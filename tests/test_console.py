@@ -8,6 +8,7 @@ Screenshots are kept in test-artifacts/console/.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,14 +165,16 @@ def test_a_technician_drills_into_a_commune_and_acknowledges_its_alert(
     page.click("header >> text=Cảnh báo")
     group = page.locator("details.group", has_text="Mất đường truyền chuyên dùng").first
     expect(group.locator(".count")).to_have_text("1")
-    group.locator("summary").click()
+    group.locator("summary strong").click()  # not its centre: the commune link may be there
     shot(page, "3-alerts-grouped")
     group.locator("input[name=comment]").first.fill("Đã báo VNPT, phiếu 4411")
     group.locator("button", has_text="Xác nhận cả nhóm").click()
     group = page.locator("details.group", has_text="Mất đường truyền chuyên dùng").first
-    group.locator("summary").click()
+    group.locator("summary strong").click()
     expect(group).to_contain_text("Đã xác nhận bởi tech")
     expect(group).to_contain_text("Đã báo VNPT, phiếu 4411")
+    expect(group).to_have_class(re.compile(r"\bhandled\b"))  # someone is on it: shown so
+    expect(group.locator(".badge.handled")).to_have_text("Đã xác nhận")
     shot(page, "3-alert-acknowledged")
     status, alerts = collector.get("/api/v1/alerts?rule=line_down_tslcd")
     assert status == 200 and alerts[0]["acked_by"] == "tech"  # type: ignore[index]

@@ -139,5 +139,7 @@ def test_twenty_pcs_losing_the_line_are_one_group_acted_on_once(e: Escalating) -
         e.store, province="dong-nai", commune="la-nga", rule="line_down_tslcd",
         by="tech", comment="", now=e.now,
     ) == []  # fmt: skip
+    after = groups(e.store, e.now)
+    assert [(g.commune, g.handled) for g in after] == [("phu-hoa", False), ("la-nga", True)]
     e.at_minute(60)
     assert len(e.sent["head"]) == 1, "only Phú Hòa's group is still unacknowledged"

@@ -4,7 +4,9 @@ Every PC of an office losing the line is twenty alerts of one kind in one place:
 technician acts on them once. A group holds its members (newest first), its worst
 severity, how many fire and how many are acknowledged, and when its first and last
 member started. Groups are ordered as a technician works through them: firing
-before resolved, critical before warning, then the most recent.
+before resolved, those still waiting for someone before those acknowledged (a
+handled critical must not sit above a fresh one), critical before warning, then
+the most recent.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class AlertGroup:
     first_started: float
     last_started: float
     members: list[Alert] = field(default_factory=list)
+
+    @property
+    def handled(self) -> bool:
+        """Firing, and every firing member acknowledged: someone is on it."""
+        return self.firing > 0 and self.unacked == 0
 
     @property
     def key(self) -> str:
@@ -74,7 +81,7 @@ def groups(
         group.last_started = max(group.last_started, alert.started_at)
     return sorted(
         found.values(),
-        key=lambda g: (not g.firing, _RANK.get(g.severity, 9), -g.last_started, g.key),
+        key=lambda g: (not g.firing, g.handled, _RANK.get(g.severity, 9), -g.last_started, g.key),
     )
 
 

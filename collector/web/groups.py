@@ -56,7 +56,8 @@ def get_groups(
     limit: Annotated[int, Query(ge=1, le=5000)] = 5000,
 ) -> list[AlertGroup]:
     """Alerts grouped by rule and commune: count, worst severity, first and last start,
-    the members; firing groups first, critical first."""
+    the members; firing groups first, those still unacknowledged (``unacked``) before
+    those someone is on, then critical first."""
     chosen = None if state == "all" else state
     return groups(context.store, time.time(), state=chosen, commune=commune, rule=rule,
                   limit=limit)  # fmt: skip
