@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 import click
 
 from agent.configtypes import ConfigError
 from collector.state import register
-from collector.state.inventory import from_register, load_inventory
+from collector.state.inventory import from_register, load_inventory, parse_inventory
 
 
 @click.command("inventory")
@@ -23,8 +24,17 @@ from collector.state.inventory import from_register, load_inventory
 @click.option(
     "--polycoms", type=click.IntRange(0, 100), help="Polycoms per commune, where unknown."
 )
+@click.option(
+    "--official-slugs", is_flag=True,
+    help="Communes of the existing file take the register's slug; the one they had goes to "
+    "'formerly', so their agents go on reporting and their history moves with them.",
+)  # fmt: skip
 def inventory_command(
-    province: str, output: Path | None, routers: int | None, polycoms: int | None
+    province: str,
+    output: Path | None,
+    routers: int | None,
+    polycoms: int | None,
+    official_slugs: bool,
 ) -> None:
     """Write a province's inventory: every commune of the official register (the units
     after 1 July 2025) with its official name, code and slug; pcs, routers and polycoms
@@ -33,6 +43,8 @@ def inventory_command(
     \b
     Example:
         commune-collector inventory --province dong-nai --routers 1 --polycoms 1 \\
+            -o /etc/commune-collector/inventory/dong-nai.toml
+        commune-collector inventory --province dong-nai --official-slugs \\
             -o /etc/commune-collector/inventory/dong-nai.toml
     """
     try:
@@ -46,7 +58,11 @@ def inventory_command(
         except ConfigError as exc:
             raise click.ClickException(f"the existing file is wrong: {exc}") from None
     defaults = {k: v for k, v in (("routers", routers), ("polycoms", polycoms)) if v is not None}
-    text = from_register(province, existing, defaults)
+    text = from_register(province, existing, defaults, official_slugs)
+    try:  # what is written must load: e.g. an old slug that is another unit's slug now
+        parse_inventory(tomllib.loads(text), str(output or "the inventory"))
+    except ConfigError as exc:
+        raise click.ClickException(f"not written: {exc}") from None
     if output is None:
         sys.stdout.write(text)
         return

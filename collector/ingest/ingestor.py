@@ -26,7 +26,7 @@ import collections
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -81,6 +81,8 @@ class IngestStats:
     lag_s: float = 0.0
     """Commit time minus the newest envelope's outbox time, last batch: how far behind."""
     last_commit_at: float = 0.0
+    renamed: int = 0
+    """Messages from agents still configured with a commune's former slug."""
 
 
 class RejectionLog:
@@ -127,8 +129,11 @@ class Ingestor:
         log_interval: float = 300.0,
         max_ahead_s: float = 300.0,
         max_age_s: float = 30 * 86400.0,
+        renames: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
         self.store = store
+        self.renames = dict(renames or {})
+        """(province, former slug) -> the commune's slug now (the inventory's formerly)."""
         self.root = root
         self.max_ahead_s = max_ahead_s
         self.max_age_s = max_age_s
@@ -157,6 +162,18 @@ class Ingestor:
             self._reject(message, "decode_failed", f"{type(exc).__name__}: {exc}")
             return None
         return decoded
+
+    def _renamed(self, decoded: Envelope | Status) -> Envelope | Status:
+        """The message as from the commune's slug now, when it names a former one.
+
+        The topic check is done by then: the broker let the agent publish under its own
+        (old) topic, and its messages are kept and counted under the commune it is in.
+        """
+        now = self.renames.get((decoded.province, decoded.commune))
+        if now is None:
+            return decoded
+        self.stats.renamed += 1
+        return msgspec.structs.replace(decoded, commune=now)
 
     def _screen(self, envelope: Envelope) -> Envelope:
         """The envelope without samples that set names the collector writes itself, and
@@ -237,11 +254,15 @@ class Ingestor:
         status_of: list[Message] = []
         self.stats.received += len(messages)
         for message in messages:
-            decoded = self._decode(message)
+            received_as = self._decode(message)
+            decoded = received_as
+            if decoded is not None and self.renames:
+                decoded = self._renamed(decoded)
             if isinstance(decoded, Envelope):
                 screened = self._screen(decoded)
                 envelopes.append(screened)
-                payloads.append(message.payload if screened is decoded else None)
+                # The payload as received serves the spool only when nothing was changed.
+                payloads.append(message.payload if screened is received_as else None)
                 envelope_of.append(message)
             elif isinstance(decoded, Status):
                 statuses.append((decoded, message.received))

@@ -89,11 +89,16 @@ def communes(
 ) -> list[CommuneRollout]:
     """Every commune of the province the inventory lists or an agent or token names."""
     inventory = next((i for i in inventories if i.province == province), None)
+    renames = inventory.renames() if inventory else {}
+
+    def current(commune: str) -> str:  # an agent enrolled under a former slug reports here
+        return renames.get((province, commune), commune)
+
     enrolled = registry.managed(store, province)
     issued = tokens.tokens(store, province)
     running = _running(store, f"{province}/")
     slugs = {c.slug for c in inventory.communes} if inventory else set()
-    slugs |= {m.commune for m in enrolled} | {t.commune for t in issued}
+    slugs |= {current(m.commune) for m in enrolled} | {current(t.commune) for t in issued}
     result = []
     for slug in sorted(slugs):
         info = inventory.commune(slug) if inventory else None
@@ -103,13 +108,14 @@ def communes(
                 profile=m.profile,
                 enrolled_at=m.enrolled_at,
                 revoked_at=m.revoked_at,
-                state=running.get(m.agent_key, ("unknown", 0, ""))[0],
+                state=seen[0],
                 sent_version=m.config_version,
-                running_version=running.get(m.agent_key, ("", 0, ""))[1],
-                config_error=running.get(m.agent_key, ("", 0, ""))[2],
+                running_version=seen[1],
+                config_error=seen[2],
             )
             for m in enrolled
-            if m.commune == slug
+            if current(m.commune) == slug
+            for seen in [running.get(f"{province}/{slug}/{m.agent}", ("unknown", 0, ""))]
         ]
         active = [a for a in agents if a.revoked_at is None]
         result.append(
@@ -128,7 +134,7 @@ def communes(
                         t.id, t.profile, t.uses, t.used, t.expires, t.state(now), t.created_by
                     )
                     for t in issued
-                    if t.commune == slug
+                    if current(t.commune) == slug
                 ],
             )
         )

@@ -276,20 +276,23 @@ class Profiles:
     """Every province's profiles the collector was given, by province."""
 
     provinces: dict[str, ProvinceProfiles] = field(default_factory=dict)
+    renames: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(province, former slug) -> slug now: an agent enrolled under a commune's former
+    slug gets the commune's values (``communes.<slug now>``, ``agents.<slug now>/<id>``)."""
 
     def effective(self, province: str, commune: str, agent: str, profile: str) -> Effective:
         found = self.provinces.get(province)
         if found is None:
             raise ProfileError(f"no check profiles for province {province!r}")
-        return found.effective(commune, agent, profile)
+        return found.effective(self.renames.get((province, commune), commune), agent, profile)
 
     def has(self, province: str, profile: str) -> bool:
         found = self.provinces.get(province)
         return found is not None and profile in found.profiles
 
 
-def load_all(paths: list[str]) -> Profiles:
-    loaded = Profiles()
+def load_all(paths: list[str], renames: dict[tuple[str, str], str] | None = None) -> Profiles:
+    loaded = Profiles(renames=dict(renames or {}))
     for path in paths:
         province = load_profiles(path)
         if province.province in loaded.provinces:

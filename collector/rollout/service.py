@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,14 +48,20 @@ class RolloutSettings:
     client_ca_key_file: str = ""
     client_cert_days: int = 825
     cert_broker_url: str = ""
+    renames: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(province, former slug) -> slug now: the profile values of an agent enrolled under a
+    commune's former slug are the commune's."""
 
 
 class ProfileFiles:
     """The loaded profiles, and the files they came from (reloaded when one changes)."""
 
-    def __init__(self, paths: tuple[str, ...]) -> None:
+    def __init__(
+        self, paths: tuple[str, ...], renames: dict[tuple[str, str], str] | None = None
+    ) -> None:
         self.paths = paths
-        self.current = load_all(list(paths))
+        self.renames = dict(renames or {})
+        self.current = load_all(list(paths), self.renames)
         self.error = ""
         """Why the files on disk are not what runs ("" when they are)."""
         self._stamps = self._stat()
@@ -82,7 +88,7 @@ class ProfileFiles:
                 return False
             self._stamps = stamps
             try:
-                self.current = load_all(list(self.paths))
+                self.current = load_all(list(self.paths), self.renames)
             except (ConfigError, OSError) as exc:
                 self.error = str(exc)
                 log.error("check profiles not applied (the previous ones still run): %s", exc)
@@ -136,7 +142,7 @@ class Rollout:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.profiles = ProfileFiles(settings.profile_files)
+        self.profiles = ProfileFiles(settings.profile_files, settings.renames)
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)
         self.sender = ConfigSender(

@@ -39,6 +39,10 @@ class Commune(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Ports that matter even if never seen up, as "device:port" (the SNMP check's name
     and the port's ifName, e.g. "router:ge-0/0/0") or "port" (on any device): down is
     critical."""
+    formerly: Annotated[list[Ident], msgspec.Meta(max_length=20)] = []
+    """Slugs this commune had before (a rename, or a hand-made slug replaced by the
+    official one): agents still configured with one report here, and the history
+    recorded under it moves here when the collector starts."""
 
 
 class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -48,6 +52,10 @@ class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
     def commune(self, slug: str) -> Commune | None:
         return next((c for c in self.communes if c.slug == slug), None)
+
+    def renames(self) -> dict[tuple[str, str], str]:
+        """(province, former slug) -> the commune's slug now."""
+        return {(self.province, old): c.slug for c in self.communes for old in c.formerly}
 
     def uplinks(self) -> dict[str, frozenset[str]]:
         """Each commune's uplinks by "province/slug", for those that name any."""
@@ -98,16 +106,40 @@ def parse_inventory(data: dict[str, Any], source: str) -> Inventory:
         unit = official.unit(commune.code)
         if unit is None:
             raise ConfigError(f"{where}.code: {commune.code} is no unit of {official.name}")
+    _check_formerly(inventory, seen, source)
     return inventory
 
 
+def _check_formerly(inventory: Inventory, current: dict[str, int], source: str) -> None:
+    """A former slug names one commune, and no commune has it now: otherwise an agent's
+    samples could go to either."""
+    former: dict[str, int] = {}
+    for index, commune in enumerate(inventory.communes):
+        where = f"{source}: communes[{index}] ({commune.slug}).formerly"
+        for old in commune.formerly:
+            if old in current:
+                raise ConfigError(f"{where}: {old!r} is the slug of communes[{current[old]}] now")
+            if old in former:
+                raise ConfigError(
+                    f"{where}: {old!r} is listed twice (also communes[{former[old]}])"
+                )
+            former[old] = index
+
+
 def from_register(
-    province: str, existing: Inventory | None = None, defaults: dict[str, int] | None = None
+    province: str,
+    existing: Inventory | None = None,
+    defaults: dict[str, int] | None = None,
+    official_slugs: bool = False,
 ) -> str:
     """A province's inventory as TOML, every unit of the register with its official name
     and code. What ``existing`` says is kept: a commune found there (by code, else by
     name) keeps its slug, so agents and history under it go on, and its counts;
-    ``defaults`` (e.g. ``{"routers": 1}``) fill the counts it does not give."""
+    ``defaults`` (e.g. ``{"routers": 1}``) fill the counts it does not give.
+
+    ``official_slugs``: a commune found there under another slug takes the register's,
+    and its slug of before goes to ``formerly``: its agents go on reporting under the
+    old one and are counted here, its history moves here."""
     defaults = defaults or {}
     official = register.province(province)
     kept = {c.code: c for c in existing.communes if c.code} if existing else {}
@@ -119,14 +151,21 @@ def from_register(
         "# Per commune: slug (the topics' commune level, agents' [agent].commune), the",
         "# official name and code; fill in pcs (PCs expected to run an agent: the",
         '# denominator of "% protected"), routers and polycoms from the asset register;',
-        '# uplinks = ["router:ge-0/0/0"]: ports whose being down is critical.',
+        '# uplinks = ["router:ge-0/0/0"]: ports whose being down is critical;',
+        '# formerly = ["old-slug"]: slugs it had before (its agents still report so).',
         f'province = "{province}"',
         f"name = {_quoted(official.name)}",
     ]
     for unit in official.units:
         before = kept.get(unit.code) or named.get(unit.name)
-        lines += ["", "[[communes]]", f'slug = "{before.slug if before else unit.slug}"',
-                  f"name = {_quoted(unit.name)}", f'code = "{unit.code}"']  # fmt: skip
+        slug = unit.slug if official_slugs or before is None else before.slug
+        formerly = list(before.formerly) if before else []
+        if before and before.slug != slug and before.slug not in formerly:
+            formerly.append(before.slug)
+        lines += ["", "[[communes]]", f'slug = "{slug}"', f"name = {_quoted(unit.name)}",
+                  f'code = "{unit.code}"']  # fmt: skip
+        if formerly:
+            lines.append(f"formerly = [{', '.join(_quoted(s) for s in formerly)}]")
         for key in ("pcs", "routers", "polycoms"):
             value = getattr(before, key) if before else None
             value = defaults.get(key) if value is None else value

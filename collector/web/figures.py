@@ -81,6 +81,12 @@ def figures(
         fields_dropped,
         counter("envelopes_applied_total", "Envelopes committed.", stats.applied_envelopes),
         counter("statuses_applied_total", "Status messages committed.", stats.applied_statuses),
+        counter(
+            "renamed_messages_total",
+            "Messages from agents configured with a commune's former slug (the inventory's "
+            "formerly), counted under its slug now.",
+            stats.renamed,
+        ),
         counter("commit_batches_total", "Batches processed.", stats.batches),
         histogram(
             "commune_collector_commit_duration_seconds",
