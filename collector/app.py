@@ -23,6 +23,7 @@ from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, load_inventory
+from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
 from collector.web.figures import figures, rollout_figures
 from collector.web.metrics import Family
@@ -47,7 +48,9 @@ def load_all_rules(config: CollectorConfig) -> list[Rule]:
     return rules
 
 
-def rollout_settings(config: CollectorConfig) -> RolloutSettings:
+def rollout_settings(
+    config: CollectorConfig, renames: dict[tuple[str, str], str] | None = None
+) -> RolloutSettings:
     assert config.enrollment is not None and config.dynsec is not None
     enrollment, dynsec = config.enrollment, config.dynsec
     return RolloutSettings(
@@ -64,6 +67,7 @@ def rollout_settings(config: CollectorConfig) -> RolloutSettings:
         client_ca_key_file=enrollment.client_ca_key_file,
         client_cert_days=enrollment.client_cert_days,
         cert_broker_url=enrollment.cert_broker_url,
+        renames=renames or {},
     )
 
 
@@ -115,6 +119,9 @@ class Collector:
                 max_subjects=config.collector.max_subjects_per_agent,
             ),
         )
+        renames = {k: v for i in self.inventories for k, v in i.renames().items()}
+        for table, rows in move_renamed(self.store, renames).items():
+            log.info("moved %d rows of %s from communes' former slugs (formerly)", rows, table)
         # With a sink, what each batch admitted is spooled for it in the same transaction.
         self.spool = Spool(self.store, int(sink_config.max_spool) if sink_config else 1024**3)
         if sink_config is not None:
@@ -126,6 +133,7 @@ class Collector:
             config.mqtt.topic_root,
             max_ahead_s=float(config.collector.max_clock_ahead),
             max_age_s=float(config.collector.max_sample_age),
+            renames=renames,
         )
         self.source = MqttSource(self._source_settings(), self.ingestor)
         self.sink: Any = None
@@ -168,7 +176,7 @@ class Collector:
         )
         self.rollout: Rollout | None = None
         if config.enrollment is not None and config.dynsec is not None:
-            self.rollout = Rollout(self.store, rollout_settings(config))
+            self.rollout = Rollout(self.store, rollout_settings(config, renames))
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()

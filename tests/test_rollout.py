@@ -465,6 +465,44 @@ def test_bad_enrollments_are_refused_by_reason_and_leave_nothing_behind(site: Si
     assert agents == {"dong-nai/la-nga/pc-02": ["commune-agent:dong-nai/la-nga/pc-02"]}
 
 
+def enroll_ok(site: Site, agent: str, token: str) -> None:
+    process = site.enroll(agent, token)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, (err.decode(), site.collector.log[-2000:])
+
+
+def test_a_pc_enrolled_under_a_former_slug_is_not_enrolled_twice(site: Site) -> None:
+    """The inventory renames xa-la-nga to la-nga: pc-01 under the old slug and a new
+    pc-01 under the new one would report as one agent."""
+    old, _ = new_token(site, commune="xa-la-nga")
+    enroll_ok(site, "pc-01", old)
+    inventory = site.root / "dong-nai.toml"
+    inventory.write_text(
+        'province = "dong-nai"\n[[communes]]\nslug = "la-nga"\nname = "Xã La Ngà"\n'
+        'code = "26227"\nformerly = ["xa-la-nga"]\n'
+    )
+    site.collector.stop()
+    config = site.collector.config.read_text()
+    site.collector.config.write_text(
+        config.replace("[collector]\n", f'[collector]\ninventory = ["{inventory}"]\n', 1)
+    )
+    site.collector.start()
+    token, _ = new_token(site)
+    other_pc = site.root / "pcs" / "another-pc" / "agent.toml"  # a second PC, same --id
+    process = site.enroll("pc-01", token, "--config", str(other_pc))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and "under its slug xa-la-nga" in err.decode(), (
+        err,
+        site.collector.log[-3000:],
+    )
+    assert not other_pc.exists()
+    enroll_ok(site, "pc-02", token)
+    _, communes = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
+    slugs = [c["commune"] for c in communes["communes"]]
+    [la_nga] = [c for c in communes["communes"] if c["commune"] == "la-nga"]
+    assert la_nga["enrolled"] == 2 and "xa-la-nga" not in slugs, communes
+
+
 def test_with_the_broker_or_the_collector_away_the_pc_is_told_to_try_again(
     site: Site,
 ) -> None:

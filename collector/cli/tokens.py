@@ -24,8 +24,12 @@ def _rollout(config_path: Path | None) -> tuple[CollectorConfig, Rollout]:
             "config (deploy/collector/collector.example.toml)"
         )
     from collector.app import rollout_settings
+    from collector.state.inventory import load_inventory
 
-    return config, Rollout(_store(config), rollout_settings(config))
+    renames = {
+        k: v for p in config.collector.inventory for k, v in load_inventory(p).renames().items()
+    }
+    return config, Rollout(_store(config), rollout_settings(config, renames))
 
 
 @click.group("enroll-token")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,6 +236,15 @@ class Enroller:
             ) from None  # fmt: skip
         with self.store.reading() as db:
             existing = registry.find(db, key)
+            twin = self._under_another_slug(db, token, request.agent)
+        if twin is not None:  # both would report as one agent of the commune
+            self._give_back(token.id)
+            raise self._refuse(
+                409, "duplicate",
+                f"{request.agent} is enrolled in this commune already, under its slug "
+                f"{twin.commune}: revoke that one first, or choose another --id",
+                address, **place,
+            )  # fmt: skip
         taken = existing is not None and existing.revoked_at is None
         if taken and not (request.replace and token.allow_replace):
             self._give_back(token.id)
@@ -246,6 +256,22 @@ class Enroller:
                 address, **place,
             )  # fmt: skip
         return token, existing
+
+    def _under_another_slug(
+        self, db: sqlite3.Connection, token: tokens.Token, agent: str
+    ) -> registry.Managed | None:
+        """The agent of this id enrolled (not revoked) under another slug of the token's
+        commune (a former one, or the one now): the ingest counts both as one."""
+        renames = self.profiles().renames
+        province = token.province
+        current = renames.get((province, token.commune), token.commune)
+        formerly = {old for (p, old), new in renames.items() if (p, new) == (province, current)}
+        slugs = {current} | formerly
+        for slug in sorted(slugs - {token.commune}):
+            found = registry.find(db, agent_key(province, slug, agent))
+            if found is not None and found.revoked_at is None:
+                return found
+        return None
 
     def _account(
         self,
