@@ -11,6 +11,10 @@ the newer one, under the new slug, is kept, and intervals are merged into it.
 
 Enrollment records (tokens, enrolled agents, the audit) keep the slug they were made
 with: the broker account and the config topic of an agent are named by it.
+
+Once moved, nothing is written under the former slug again (the ingest renames first),
+so a rename done is recorded in ``meta`` and not looked at again: a national collector
+starts with thousands of them.
 """
 
 from __future__ import annotations
@@ -39,8 +43,14 @@ def move_renamed(store: StateStore, renames: Mapping[tuple[str, str], str]) -> d
     if not renames:
         return {}
     with store.transaction() as db:
+        recorded = db.execute("SELECT key FROM meta WHERE key >= 'renamed:' AND key < 'renamed;'")
+        done = {str(row[0]) for row in recorded}
         for (province, old), new in sorted(renames.items()):
+            marker = f"renamed:{province}/{old}>{new}"
+            if marker in done:
+                continue
             _move_one(db, province, old, new, moved)
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (marker, 1))
     return dict(moved)
 
 
@@ -49,8 +59,9 @@ def _move_one(
 ) -> None:
     old_place, new_place = f"{province}/{old}", f"{province}/{new}"
     old_prefix, new_prefix = old_place + "/", new_place + "/"
-    under_old = "substr(agent_key, 1, ?) = ?"
-    old_args = (len(old_prefix), old_prefix)
+    # A range on the key, not substr(): the tables' primary keys lead with agent_key.
+    under_old = "agent_key >= ? AND agent_key < ?"
+    old_args = (old_prefix, old_prefix + "\U0010ffff")
     moved["subjects"] += _move_subjects(db, old_prefix, new_prefix)
     for table in _BY_AGENT_KEY:
         # Where the agent key exists under both slugs, the row under the new one is newer.
@@ -96,8 +107,9 @@ def _move_subjects(db: sqlite3.Connection, old_prefix: str, new_prefix: str) -> 
     """Subjects (what has up/down history) to the new agent keys; a subject that exists
     under both takes the old one's intervals."""
     rows = db.execute(
-        "SELECT id, agent_key, kind, name, target FROM subjects WHERE substr(agent_key, 1, ?) = ?",
-        (len(old_prefix), old_prefix),
+        "SELECT id, agent_key, kind, name, target FROM subjects "
+        "WHERE agent_key >= ? AND agent_key < ?",
+        (old_prefix, old_prefix + "\U0010ffff"),
     ).fetchall()
     for subject_id, key, kind, name, target in rows:
         new_key = new_prefix + key[len(old_prefix) :]
