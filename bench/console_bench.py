@@ -34,7 +34,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -43,7 +42,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import uvicorn  # noqa: E402
 
 from agent import wire  # noqa: E402
 from collector.config import ApiSection, ConsoleSection  # noqa: E402
@@ -52,7 +50,7 @@ from collector.state.inventory import load_inventory  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from collector.web.factory import create_app  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import AppServer  # noqa: E402
 
 INVENTORY = REPO / "deploy" / "inventory" / "dong-nai.toml"
 
@@ -122,13 +120,8 @@ def main() -> None:
         model.warm()
         warming = 1000 * (time.perf_counter() - warming)
         app = create_app(model, reader, settings, console=ConsoleSection())
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}"
+        served = AppServer(app).start()
+        base = served.url
         first = time.perf_counter()
         page = fetch(base + "/")()
         first = 1000 * (time.perf_counter() - first)
@@ -172,8 +165,7 @@ def main() -> None:
         for label, value in (("live p95", overview[1]), ("first request", first)):
             verdict = "under" if value < 1000 else "OVER"
             print(f"  the overview's {label} is {verdict} the one-second bound")
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
         reader.close()
         store.close()
 

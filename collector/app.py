@@ -22,7 +22,7 @@ from collector.outputs.spool import Spool
 from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
-from collector.state.inventory import Inventory, load_inventory
+from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
 from collector.web.figures import figures, rollout_figures
@@ -119,7 +119,7 @@ class Collector:
                 max_subjects=config.collector.max_subjects_per_agent,
             ),
         )
-        renames = {k: v for i in self.inventories for k, v in i.renames().items()}
+        renames = all_renames(self.inventories)
         for table, rows in move_renamed(self.store, renames).items():
             log.info("moved %d rows of %s from communes' former slugs (formerly)", rows, table)
         # With a sink, what each batch admitted is spooled for it in the same transaction.

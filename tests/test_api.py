@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import io
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from collector.config import ApiSection, ApiToken
 from collector.state.health import HealthModel
@@ -23,7 +21,7 @@ from collector.state.store import StateStore
 from collector.web.factory import create_app
 from collector.web.guard import Guard
 from collector.web.metrics import Family, render
-from tests.servers import free_port
+from tests.servers import AppServer
 from tests.test_health import INVENTORY, T0, build_province
 
 TOKEN = "technician-token"
@@ -64,15 +62,9 @@ def serve(
     if prepare is not None:
         prepare(store)
     app = create_app(HealthModel(store, [INVENTORY]), store, settings, console=ConsoleSection())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield Served(port)
-    server.should_exit = True
-    thread.join(10)
+    served = AppServer(app).start()
+    yield Served(served.port)
+    served.stop()
     store.close()
 
 

@@ -3,20 +3,17 @@ shows one at a time, chosen by the overview's selector; a hostile query changes 
 
 from __future__ import annotations
 
-import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from collector.config import ApiSection, ConsoleSection
 from collector.state.health import HealthModel
 from collector.state.inventory import Commune, Inventory
-from tests.servers import free_port
+from tests.servers import AppServer
 from tests.test_health import INVENTORY, build_province
 
 HA_NOI = Inventory(
@@ -34,15 +31,9 @@ def base(tmp_path: Path) -> Iterator[str]:
     settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
     app = create_app(HealthModel(store, [INVENTORY, HA_NOI]), store, settings,
                      console=ConsoleSection())  # fmt: skip
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    served = AppServer(app).start()
+    yield served.url
+    served.stop()
     store.close()
 
 

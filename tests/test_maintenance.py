@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.wire import Envelope, Sample
+from agent.wire import Sample
 from collector.alerts.engine import AlertEngine
 from collector.alerts.notify import Notifier, Route
 from collector.alerts.records import list_alerts
@@ -22,6 +22,7 @@ from collector.outputs.report.build import build
 from collector.state import maintenance
 from collector.state.maintenance import MaintenanceError
 from collector.state.store import StateStore
+from tests.factories import envelope, link
 
 VN = dt.timezone(dt.timedelta(hours=7))
 DAY, HOUR = 86400.0, 3600.0
@@ -90,19 +91,7 @@ def test_repetitions_keep_the_local_time_and_the_day_of_the_month(store: StateSt
 
 
 def put_line(store: StateStore, ts: float, up: bool, agent: str = "pc-01", seq: int = 0) -> None:
-    sample = Sample(
-        ts=ts,
-        check="link",
-        name="tslcd",
-        outcome="ok",
-        target="10.75.0.1",
-        fields={"up": int(up), "loss_percent": 0.0 if up else 100.0},
-        tags={"network": "tslcd"},
-    )
-    envelope = Envelope(
-        v=1, agent=agent, province="dong-nai", commune="la-nga", seq=seq, ts=ts, samples=[sample]
-    )
-    store.apply([envelope], received=ts)
+    store.apply([envelope(seq, link(ts, up, target="10.75.0.1"), agent=agent)], received=ts)
 
 
 def put_polycom(store: StateStore, ts: float, ready: bool, seq: int) -> None:
@@ -110,10 +99,7 @@ def put_polycom(store: StateStore, ts: float, ready: bool, seq: int) -> None:
     sample = Sample(
         ts=ts, check="polycom", name="polycom", outcome="ok", target="10.1.1.20", fields=fields
     )
-    envelope = Envelope(
-        v=1, agent="poller", province="dong-nai", commune="la-nga", seq=seq, ts=ts, samples=[sample]
-    )
-    store.apply([envelope], received=ts)
+    store.apply([envelope(seq, sample, agent="poller")], received=ts)
 
 
 def test_a_month_with_maintenance_left_out_by_hand(store: StateStore) -> None:

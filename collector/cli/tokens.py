@@ -24,11 +24,9 @@ def _rollout(config_path: Path | None) -> tuple[CollectorConfig, Rollout]:
             "config (deploy/collector/collector.example.toml)"
         )
     from collector.app import rollout_settings
-    from collector.state.inventory import load_inventory
+    from collector.state.inventory import all_renames, load_inventory
 
-    renames = {
-        k: v for p in config.collector.inventory for k, v in load_inventory(p).renames().items()
-    }
+    renames = all_renames(load_inventory(path) for path in config.collector.inventory)
     return config, Rollout(_store(config), rollout_settings(config, renames))
 
 

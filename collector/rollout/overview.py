@@ -102,21 +102,24 @@ def communes(
     result = []
     for slug in sorted(slugs):
         info = inventory.commune(slug) if inventory else None
-        agents = [
-            AgentRollout(
-                agent=m.agent,
-                profile=m.profile,
-                enrolled_at=m.enrolled_at,
-                revoked_at=m.revoked_at,
-                state=seen[0],
-                sent_version=m.config_version,
-                running_version=seen[1],
-                config_error=seen[2],
+        agents = []
+        for m in enrolled:
+            if current(m.commune) != slug:
+                continue
+            # What it runs is recorded under the commune's slug now (the ingest renames).
+            state, version, error = running.get(f"{province}/{slug}/{m.agent}", ("unknown", 0, ""))
+            agents.append(
+                AgentRollout(
+                    agent=m.agent,
+                    profile=m.profile,
+                    enrolled_at=m.enrolled_at,
+                    revoked_at=m.revoked_at,
+                    state=state,
+                    sent_version=m.config_version,
+                    running_version=version,
+                    config_error=error,
+                )
             )
-            for m in enrolled
-            if current(m.commune) == slug
-            for seen in [running.get(f"{province}/{slug}/{m.agent}", ("unknown", 0, ""))]
-        ]
         active = [a for a in agents if a.revoked_at is None]
         result.append(
             CommuneRollout(

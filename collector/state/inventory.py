@@ -8,6 +8,7 @@ of being absent, and percentages use the expected counts as denominators
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,6 +66,11 @@ class Inventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 EMPTY = Inventory(province="")
+
+
+def all_renames(inventories: Iterable[Inventory]) -> dict[tuple[str, str], str]:
+    """(province, former slug) -> slug now, over every province's inventory."""
+    return {key: now for inventory in inventories for key, now in inventory.renames().items()}
 
 
 def is_uplink(marked: frozenset[str], device: str, port: str) -> bool:

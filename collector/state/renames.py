@@ -43,15 +43,29 @@ def move_renamed(store: StateStore, renames: Mapping[tuple[str, str], str]) -> d
     if not renames:
         return {}
     with store.transaction() as db:
-        recorded = db.execute("SELECT key FROM meta WHERE key >= 'renamed:' AND key < 'renamed;'")
-        done = {str(row[0]) for row in recorded}
-        for (province, old), new in sorted(renames.items()):
-            marker = f"renamed:{province}/{old}>{new}"
-            if marker in done:
-                continue
+        for province, old, new in pending(db, renames):
             _move_one(db, province, old, new, moved)
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (marker, 1))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_marker(province, old, new), 1)
+            )
     return dict(moved)
+
+
+def pending(
+    db: sqlite3.Connection, renames: Mapping[tuple[str, str], str]
+) -> list[tuple[str, str, str]]:
+    """(province, former slug, slug now) of the renames not yet done in this store."""
+    recorded = db.execute("SELECT key FROM meta WHERE key >= 'renamed:' AND key < 'renamed;'")
+    done = {str(row[0]) for row in recorded}
+    return [
+        (province, old, new)
+        for (province, old), new in sorted(renames.items())
+        if _marker(province, old, new) not in done
+    ]
+
+
+def _marker(province: str, old: str, new: str) -> str:
+    return f"renamed:{province}/{old}>{new}"
 
 
 def _move_one(

@@ -651,23 +651,18 @@ class StateStore:
 
     def loss_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best loss in %) of a commune's line, every 5 minutes."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT bucket, loss FROM loss_history WHERE place = ? AND bucket >= ? "
-                "ORDER BY bucket",
-                (place, since),
-            ).fetchall()
-        return [(float(b), float(v)) for b, v in rows]
+        return self._line_history("SELECT bucket, loss FROM loss_history", place, since)
 
     def rtt_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best RTT in ms) of a commune's line ("province/commune"), every 5 minutes."""
+        return self._line_history("SELECT bucket, rtt FROM rtt_history", place, since)
+
+    def _line_history(self, select: str, place: str, since: float) -> list[tuple[float, float]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT bucket, rtt FROM rtt_history WHERE place = ? AND bucket >= ? "
-                "ORDER BY bucket",
-                (place, since),
+                select + " WHERE place = ? AND bucket >= ? ORDER BY bucket", (place, since)
             ).fetchall()
-        return [(float(b), float(r)) for b, r in rows]
+        return [(float(b), float(v)) for b, v in rows]
 
     # reading -------------------------------------------------------------------
 

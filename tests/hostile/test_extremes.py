@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +39,7 @@ from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.factory import create_app
 from tests.hostile.province import Http
-from tests.servers import VictoriaMetrics, free_port
+from tests.servers import AppServer, VictoriaMetrics
 
 NUMBERS = (
     st.integers(min_value=-(2**53), max_value=2**53)
@@ -155,21 +154,23 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholePath]:
     app = create_app(
         HealthModel(store), store, ApiSection(open_on_loopback=True), console=ConsoleSection()
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    served = AppServer(app).start()
     receiver = Receiver()
     notifier = Notifier(store, [Route("hook", (receiver.url,))], default_rules(), group_wait=0)
     sink = Sink(Spool(store), SinkSettings(vm.url, "", "o", "b"))
     yield WholePath(
-        store, ingestor, engine, sink, vm, Http(port), notifier, receiver, itertools.count()
+        store,
+        ingestor,
+        engine,
+        sink,
+        vm,
+        Http(served.port),
+        notifier,
+        receiver,
+        itertools.count(),
     )
     sink.close()
-    server.should_exit = True
-    thread.join(10)
+    served.stop()
     receiver.server.shutdown()
     receiver.server.server_close()
     store.close()

@@ -39,6 +39,14 @@ def line_chart(
     def x(ts: float) -> float:
         return round(40 + (width - 80) * (min(max(ts, start), end) - start) / span, 1)
 
+    def points(series: list[tuple[float, float]], peak: float) -> str:
+        """The series in the chart's band, ``peak`` at its top."""
+        return " ".join(
+            f"{x(ts)},{round(top_y + (bottom_y - top_y) * (1 - v / peak), 1)}"
+            for ts, v in series
+            if ts >= start
+        )
+
     up, down, _ = labels
     parts = [
         f'<svg class="chart" viewBox="0 0 {width:g} {height:g}" role="img" '
@@ -53,27 +61,18 @@ def line_chart(
             f'<rect class="down" x="{lo}" y="{height - band - 14}" width="{max(hi - lo, 1.5)}" '
             f'height="{band}" fill="#c62828"><title>{escape(down)} {when}</title></rect>'
         )
+
     if rtt:
         peak = max(r for _, r in rtt) or 1.0
-        points = " ".join(
-            f"{x(ts)},{round(top_y + (bottom_y - top_y) * (1 - r / peak), 1)}"
-            for ts, r in rtt
-            if ts >= start
-        )
         parts.append(
-            f'<polyline class="rtt" points="{points}" fill="none" stroke="#1565c0" '
+            f'<polyline class="rtt" points="{points(rtt, peak)}" fill="none" stroke="#1565c0" '
             'stroke-width="1.5"/>'
         )
         parts.append(f'<text x="0" y="{top_y + 4:g}" font-size="11">{peak:.0f} ms</text>')
         parts.append(f'<text x="0" y="{bottom_y:g}" font-size="11">0 ms</text>')
     if loss and any(v > 0 for _, v in loss):
-        points = " ".join(
-            f"{x(ts)},{round(top_y + (bottom_y - top_y) * (1 - v / 100), 1)}"
-            for ts, v in loss
-            if ts >= start
-        )
         parts.append(
-            f'<polyline class="loss" points="{points}" fill="none" stroke="#e65100" '
+            f'<polyline class="loss" points="{points(loss, 100.0)}" fill="none" stroke="#e65100" '
             'stroke-width="1" stroke-dasharray="3 2"/>'
         )
         parts.append(f'<text x="{width - 36:g}" y="{top_y + 4:g}" font-size="11">100 %</text>')
