@@ -137,6 +137,23 @@ def test_the_history_under_a_former_slug_moves_to_the_commune(tmp_path: Path) ->
     assert move_renamed(h.store, RENAMES) == {}  # a second start moves nothing
 
 
+def test_check_config_says_which_histories_the_next_start_moves(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    line_history(h, OLD, range(0, 5), set())
+    path = inventory(tmp_path, LA_NGA + f'formerly = ["{OLD}"]\n')
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "state.sqlite"}"\n[collector]\ninventory = ["{path}"]\n'
+    )
+    said = CliRunner().invoke(collector_main, ["check-config", "-c", str(config)])
+    assert said.exit_code == 0, said.output
+    assert f"moves dong-nai/{OLD}'s history to {NEW}" in said.output
+    assert len(h.store.subjects("link", f"dong-nai/{OLD}/")) == 1  # it said; it moved nothing
+    restart_with(h, RENAMES)
+    said = CliRunner().invoke(collector_main, ["check-config", "-c", str(config)])
+    assert said.exit_code == 0 and "moves" not in said.output, said.output
+
+
 def test_a_subject_under_both_slugs_keeps_both_histories(tmp_path: Path) -> None:
     """A PC re-enrolled under the new slug before the rename was declared."""
     h = Harness(tmp_path)

@@ -21,6 +21,7 @@ from collector.cli.maintenance import maintenance_group
 from collector.cli.report import report_command
 from collector.cli.service import install_service_command
 from collector.cli.tokens import token_group
+from collector.config import CollectorConfig
 from collector.state.availability import availability
 from collector.state.store import StateStore
 
@@ -85,8 +86,28 @@ def check_config(config_path: Path | None) -> None:
         f"{config_path or '(embedded defaults)'}: ok — {provinces} from {config.mqtt.url}, "
         f"store {config.store.path}"
     )
-    for line in _schema_plan(Path(config.store.path)):
+    for line in _schema_plan(Path(config.store.path)) + _renames_plan(config):
         click.echo(f"  {line}")
+
+
+def _renames_plan(config: CollectorConfig) -> list[str]:
+    """The communes whose history the next start moves from a former slug (formerly)."""
+    import contextlib
+    import sqlite3
+
+    from collector.state import renames
+    from collector.state.inventory import all_renames, load_inventory
+
+    wanted = all_renames(load_inventory(path) for path in config.collector.inventory)
+    path = Path(config.store.path)
+    if not wanted or not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        todo = renames.pending(db, wanted)
+    return [
+        f"renamed: at start the collector moves {province}/{old}'s history to {new}"
+        for province, old, new in todo
+    ]
 
 
 def _schema_plan(path: Path) -> list[str]:
