@@ -198,3 +198,22 @@ def test_two_inventories_for_one_province_are_refused(tmp_path: Path) -> None:
     data = {"collector": {"inventory": [str(DONG_NAI), str(DONG_NAI)]}}
     with pytest.raises(ConfigError, match="are both for 'dong-nai'"):
         parse_collector_config(data, "collector.toml")
+
+
+@pytest.mark.parametrize("secret", [b"", b"\n", b"x" * 31, b"  " + b"x" * 31 + b"\n"])
+def test_a_console_secret_too_short_to_sign_is_a_config_error(
+    secret: bytes, tmp_path: Path
+) -> None:
+    # An empty secret lets anyone forge an admin's session cookie.
+    path = tmp_path / "console-secret"
+    path.write_bytes(secret)
+    data = {"console": {"secret_file": str(path)}}
+    with pytest.raises(ConfigError, match=r"console\.secret_file: .* needs at least 32"):
+        parse_collector_config(data, "collector.toml")
+
+
+def test_a_console_secret_of_32_bytes_is_taken(tmp_path: Path) -> None:
+    path = tmp_path / "console-secret"
+    path.write_bytes(b"x" * 32 + b"\n")
+    config = parse_collector_config({"console": {"secret_file": str(path)}}, "collector.toml")
+    assert config.console.secret_file == str(path)
