@@ -27,6 +27,7 @@ from collector.state.availability import availability
 from collector.state.inventory import load_inventory
 from collector.state.renames import move_renamed
 from tests.factories import envelope, link
+from tests.hostile.province import Http
 from tests.servers import API_TOKEN, CollectorProcess, Mosquitto, VictoriaMetrics
 from tests.test_alerts import T0, UPLINKS, Harness
 
@@ -240,10 +241,23 @@ def test_a_renamed_commune_in_the_real_collector(tmp_path: Path, mosquitto: Mosq
         starts = [o["start"] for o in report["line"]["outages"]]
         assert starts == [NOW0 + 60 * s for s in range(1, 40, 2)]
         assert report["line"]["percent"] == 50.0
-        assert second.get(f"/api/v1/availability?commune={OLD}")[0] == 404
         status, commune = second.get(f"/api/v1/communes/{NEW}")
         assert status == 200 and commune["code"] == "26227"  # type: ignore[index]
         assert commune["agents"] == 1  # type: ignore[index]
+        # What the IOC and the technicians asked for under the old slug keeps working.
+        assert second.get(f"/api/v1/availability?commune={OLD}&{window}") == (200, report)
+        status, former = second.get(f"/api/v1/communes/{OLD}")
+        assert status == 200 and former["slug"] == NEW  # type: ignore[index]
+        assert former["agents"] == 1 and former["code"] == "26227"  # type: ignore[index]
+        assert second.get("/api/v1/communes/no-such-place")[0] == 404
+        http = Http(second.api_port)
+        cookie = http.login(API_TOKEN)
+        status, headers, _ = http.request(
+            "GET", f"/communes/{OLD}", headers={"Cookie": f"commune_session={cookie}"}
+        )
+        assert (status, headers.get("location")) == (308, f"/communes/{NEW}")
+        status, page = http.page(f"/communes/{NEW}", cookie)
+        assert status == 200 and "Xã La Ngà" in page
         assert metric(second, "commune_collector_renamed_messages_total") == 20
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not vm.export('{__name__="link_up"}'):

@@ -358,6 +358,16 @@ class HealthModel:
         ]
         return listed + sorted(seen - set(listed))
 
+    def renamed(self, slug: str, province: str | None = None) -> tuple[str, str] | None:
+        """(province, slug now) of a commune the inventory lists ``slug`` as formerly
+        named, for links and bookmarks made before the rename."""
+        for inventory in self.inventories.values():
+            if province is None or inventory.province == province:
+                now = inventory.renames().get((inventory.province, slug))
+                if now is not None:
+                    return inventory.province, now
+        return None
+
     def _commune_info(self, province: str, slug: str) -> Commune:
         inventory = self.inventories.get(province, EMPTY)
         return inventory.commune(slug) or Commune(slug=slug, name=slug)

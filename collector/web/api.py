@@ -220,8 +220,12 @@ def get_communes(
 def get_commune(
     _: Reader, context: Context, commune: str, province: str | None = None
 ) -> CommuneHealth:
-    """One commune in detail: anti-malware, line with every probe, Polycom, interfaces."""
+    """One commune in detail: anti-malware, line with every probe, Polycom, interfaces.
+    A slug the inventory lists as the commune's former one answers for the commune."""
     found = context.model.commune(commune, province)
+    renamed = context.model.renamed(commune, province) if found is None else None
+    if renamed is not None:
+        found = context.model.commune(renamed[1], renamed[0])
     if found is None:
         raise HTTPException(404, f"no commune {commune!r} in the inventory or the data")
     return found
@@ -284,6 +288,9 @@ def get_availability(
     lo = _parse_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
+    known = {c for _, c in context.model.places()}
+    renamed = context.model.renamed(commune) if commune not in known else None
+    commune = renamed[1] if renamed is not None else commune  # the history moved with it
     subjects = [
         s
         for s in context.store.subjects()
@@ -291,7 +298,7 @@ def get_availability(
         and s.agent_key.split("/")[1] == commune
         and (target is None or target in (s.name, s.target))
     ]
-    if not subjects and commune not in {c for _, c in context.model.places()}:
+    if not subjects and commune not in known:
         raise HTTPException(404, f"no commune {commune!r}")
     views: list[AvailabilityView] = []
     tslcd: list[tuple[list[Outage], float]] = []

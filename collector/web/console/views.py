@@ -255,9 +255,12 @@ def overview(
 
 
 @router.get("/communes/{slug}", response_class=HTMLResponse)
-def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) -> HTMLResponse:
+def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) -> Response:
     commune = context.model.commune(slug)
     if commune is None:
+        renamed = context.model.renamed(slug)
+        if renamed is not None:  # a bookmark from before the rename
+            return RedirectResponse(f"/communes/{quote(renamed[1])}", status_code=308)
         raise HTTPException(404, f"no commune {slug!r}")
     now = time.time()
     week = now - 7 * 86400
