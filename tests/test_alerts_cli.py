@@ -39,6 +39,8 @@ def test_list_acknowledge_and_silence(tmp_path: Path) -> None:
     assert code == 0
     assert out.startswith("#1     firing   critical line_down_tslcd")
     assert "la-nga/pc-01/10.75.0.1" in out and local(T0) in out  # local time, +07:00
+    assert run("alerts", "-c", config, "--province", "dong-nai")[1] == out
+    assert run("alerts", "-c", config, "--province", "lam-dong")[1] == "no alert\n"
     code, out = run("ack", "1", "-c", config, "--comment", "VNPT ticket 4411", "--by", "anh")
     assert code == 0 and "acknowledged by anh" in out
     assert "acked by anh: VNPT ticket 4411" in run("alerts", "-c", config)[1]

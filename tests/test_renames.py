@@ -255,7 +255,7 @@ def test_a_renamed_commune_in_the_real_collector(tmp_path: Path, mosquitto: Mosq
         status, headers, _ = http.request(
             "GET", f"/communes/{OLD}", headers={"Cookie": f"commune_session={cookie}"}
         )
-        assert (status, headers.get("location")) == (308, f"/communes/{NEW}")
+        assert (status, headers.get("location")) == (308, f"/communes/{NEW}?province=dong-nai")
         status, page = http.page(f"/communes/{NEW}", cookie)
         assert status == 200 and "Xã La Ngà" in page
         assert metric(second, "commune_collector_renamed_messages_total") == 20

@@ -135,6 +135,7 @@ def list_alerts(
     now: float,
     *,
     state: str | None = None,
+    province: str | None = None,
     commune: str | None = None,
     severity: str | None = None,
     rule: str | None = None,
@@ -145,7 +146,12 @@ def list_alerts(
     """Newest first. ``since``/``until``: alerts active at some time in that window."""
     clauses: list[str] = []
     params: list[str | float] = []
-    for column, value in (("state", state), ("commune", commune), ("severity", severity)):
+    for column, value in (
+        ("state", state),
+        ("province", province),
+        ("commune", commune),
+        ("severity", severity),
+    ):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)

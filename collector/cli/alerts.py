@@ -33,6 +33,7 @@ def _opened(config_path: Path | None) -> StateStore:
 
 @click.command("alerts")
 @config_option
+@click.option("--province", default=None, help="Only this province (slug).")
 @click.option("--commune", default=None, help="Only this commune (slug).")
 @click.option("--state", type=click.Choice(["firing", "resolved"]), default=None)
 @click.option("--severity", type=click.Choice(["critical", "warning", "info"]), default=None)
@@ -40,6 +41,7 @@ def _opened(config_path: Path | None) -> StateStore:
 @click.option("--limit", default=50, show_default=True)
 def alerts_command(
     config_path: Path | None,
+    province: str | None,
     commune: str | None,
     state: str | None,
     severity: str | None,
@@ -56,6 +58,7 @@ def alerts_command(
         _opened(config_path),
         time.time(),
         state=state,
+        province=province,
         commune=commune,
         severity=severity,
         rule=rule,

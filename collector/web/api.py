@@ -358,12 +358,15 @@ def get_alerts(
     severity: str | None = None,
     rule: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    province: str | None = None,
 ) -> list[Alert]:
-    """Alerts, newest first: firing and resolved (the history), filtered."""
+    """Alerts, newest first: firing and resolved (the history), filtered. ``province``
+    tells apart communes of two provinces with one slug (a national collector)."""
     return list_alerts(
         context.store,
         time.time(),
         state=state,
+        province=province,
         commune=commune,
         severity=severity,
         rule=rule,

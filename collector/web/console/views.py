@@ -164,6 +164,7 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,  # type: ignore[call-overload]
         csrf=_sessions(request).csrf(cookie) if cookie else "",
         path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        href=commune_href,
         **values,
     )
     response = HTMLResponse(body)
@@ -254,13 +255,25 @@ def overview(
     )
 
 
+def commune_href(province: str, slug: str) -> str:
+    """A commune's page: by slug, and by province too, since 367 slugs of the register
+    are shared by communes of different provinces (a national collector has both)."""
+    return f"/communes/{quote(slug)}?province={quote(province)}"
+
+
 @router.get("/communes/{slug}", response_class=HTMLResponse)
-def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) -> Response:
-    commune = context.model.commune(slug)
+def commune_page(
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    slug: str,
+    province: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    commune = context.model.commune(slug, province)
     if commune is None:
-        renamed = context.model.renamed(slug)
+        renamed = context.model.renamed(slug, province)
         if renamed is not None:  # a bookmark from before the rename
-            return RedirectResponse(f"/communes/{quote(renamed[1])}", status_code=308)
+            return RedirectResponse(commune_href(*renamed), status_code=308)
         raise HTTPException(404, f"no commune {slug!r}")
     now = time.time()
     week = now - 7 * 86400
@@ -283,7 +296,9 @@ def commune_page(request: Request, viewer: Viewer, context: Context, slug: str) 
         else ""
     )
     pcs = _pcs(context, place)
-    alerts = list_alerts(context.store, now, commune=slug, state="firing")
+    alerts = list_alerts(
+        context.store, now, province=commune.province, commune=slug, state="firing"
+    )
     rate = lambda v: shown("snmp", "interface", "in_bps", v, "", "") if v is not None else "—"  # noqa: E731
     return page(
         request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
