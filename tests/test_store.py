@@ -197,3 +197,41 @@ def test_a_failed_batch_leaves_no_trace(store: StateStore) -> None:
         store.apply(envelopes())  # type: ignore[arg-type]
     assert store.agents() == []
     assert store.subjects() == []
+
+
+class FailsOnce:
+    """An observer that fails the next batch it sees, as a bug of ours would."""
+
+    def __init__(self) -> None:
+        self.armed = True
+
+    def __call__(self, db: object, envelopes: object, received: float) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("a batch that fails")
+
+
+def test_the_lines_best_of_a_bucket_is_kept_across_skipped_writes_and_rollbacks(
+    store: StateStore,
+) -> None:
+    """Most of a commune's probes do not lower a bucket's best and are not written; one
+    that does is, and a rolled-back batch leaves nothing believed written."""
+    bucket = T0 - T0 % 300
+
+    def probe(seq: int, rtt: float, loss: float, agent: str = "pc-01") -> None:
+        sample = factories.link(bucket + seq, rtt_ms=rtt, loss_percent=loss)
+        store.apply([factories.envelope(seq, sample, agent=agent)], received=bucket + seq)
+
+    for seq, rtt, loss in ((1, 30.0, 4.0), (2, 20.0, 9.0), (3, 25.0, 2.0), (4, 20.0, 3.0)):
+        probe(seq, rtt, loss)
+    place = f"{factories.PROVINCE}/{factories.COMMUNE}"
+    assert store.rtt_history(place, since=0) == [(bucket, 20.0)]
+    assert store.loss_history(place, since=0) == [(bucket, 2.0)]
+    failing = FailsOnce()
+    store.observers.append(failing)
+    with pytest.raises(RuntimeError):
+        probe(5, 5.0, 1.0)  # rolled back: 5 ms and 1 % were never stored
+    probe(6, 10.0, 1.5, agent="pc-02")
+    probe(7, 12.0, 1.8)
+    assert store.rtt_history(place, since=0) == [(bucket, 10.0)]
+    assert store.loss_history(place, since=0) == [(bucket, 1.5)]

@@ -96,10 +96,14 @@ class AlertEngine:
         self.clock = clock
         self._seen_up: set[str] = set()
         """Ports seen operating (for ever, once seen): no need to read them again."""
-        self._sample_rules: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        self._sample_rules: dict[tuple[str, str], list[tuple[Rule, bool]]] = defaultdict(list)
+        """Each (check, item)'s rules, with whether the rule reads what the collector
+        knows of the subject (asked once here, not for every sample)."""
         for rule in self.rules:
             if rule.on == "sample":
-                self._sample_rules[(rule.check, rule.item)].append(rule)
+                self._sample_rules[(rule.check, rule.item)].append(
+                    (rule, rule.names_subject_fields())
+                )
         self.by_name = {r.name: r for r in self.rules}
         self._troubled: set[tuple[str, str]] = set()
         """(rule, subject) that have ever left "ok" since start, and those the store
@@ -142,12 +146,12 @@ class AlertEngine:
                 }
                 key = ""
                 subject_known = False
-                for rule in rules:
+                for rule, reads_subject in rules:
                     if not rule.in_scope(envelope.province, envelope.commune):
                         continue
                     if rule.tags and any(sample.tags.get(k) != v for k, v in rule.tags.items()):
                         continue
-                    if not subject_known and rule.names_subject_fields():
+                    if reads_subject and not subject_known:
                         key = key or subject_key(envelope, sample)
                         values.update(self._port_facts(db, envelope, sample, key))
                         subject_known = True

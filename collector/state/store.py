@@ -51,6 +51,14 @@ _encode = msgspec.json.Encoder().encode
 #: The RTT history keeps one value (the best) per commune per this many seconds, 8 days.
 RTT_BUCKET_S = 300
 RTT_KEEP_S = 8 * 86400
+#: The line history's upserts, lowering a commune's best RTT or loss of a 5-minute bucket.
+_RTT_UPSERT = """INSERT INTO rtt_history VALUES (?, ?, ?)
+    ON CONFLICT (place, bucket) DO UPDATE SET rtt = MIN(rtt, excluded.rtt)"""
+_LOSS_UPSERT = """INSERT INTO loss_history VALUES (?, ?, ?)
+    ON CONFLICT (place, bucket) DO UPDATE SET loss = MIN(loss, excluded.loss)"""
+#: Buckets remembered at most: two values of the current bucket for every commune of
+#: the country (3,321) several times over.
+_LINE_BEST_ENTRIES = 50_000
 
 Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 
@@ -179,6 +187,11 @@ class StateStore:
         """Per agent, a number of latest rows it holds at most: exact when read, then
         raised by every envelope's samples, read again only once it nears the limit. A
         rolled-back transaction leaves it too high, never too low."""
+        self._line_best: dict[tuple[str, str, int], float] = {}
+        """(table, commune, bucket) -> the lowest value this process has written to the
+        line's RTT or loss history: a commune's 50 PCs probe one line, and their samples
+        rarely lower the bucket's best, so only those that do are written. Forgotten
+        with a rolled-back batch (what it said was written may not be)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -260,6 +273,7 @@ class StateStore:
                 yield
         except BaseException:
             self._series_bound.clear()
+            self._line_best.clear()
             raise
 
     def apply_each(
@@ -287,6 +301,7 @@ class StateStore:
                 self._db.execute("ROLLBACK TO one")
                 self._db.execute("RELEASE one")
                 self._series_bound.clear()
+                self._line_best.clear()
                 if isinstance(exc, sqlite3.OperationalError):
                     operational.append(exc)
                 return _failure(exc)
@@ -509,21 +524,23 @@ class StateStore:
             place = f"{envelope.province}/{envelope.commune}"
             bucket = int(sample.ts // RTT_BUCKET_S * RTT_BUCKET_S)
             if (rtt := LINK.number(sample.fields, "rtt_ms")) is not None:
-                self._db.execute(
-                    """INSERT INTO rtt_history VALUES (?, ?, ?)
-                       ON CONFLICT (place, bucket) DO UPDATE SET rtt = MIN(rtt, excluded.rtt)""",
-                    (place, bucket, rtt),
-                )
+                self._lower_line_best(_RTT_UPSERT, place, bucket, rtt)
             loss = LINK.number(sample.fields, "loss_percent")
             if loss is not None and 0 <= loss <= 100:
-                self._db.execute(
-                    """INSERT INTO loss_history VALUES (?, ?, ?)
-                       ON CONFLICT (place, bucket) DO UPDATE SET loss = MIN(loss, excluded.loss)""",
-                    (place, bucket, loss),
-                )
+                self._lower_line_best(_LOSS_UPSERT, place, bucket, loss)
         if len(kept) == len(envelope.samples):
             return envelope
         return msgspec.structs.replace(envelope, samples=kept)
+
+    def _lower_line_best(self, upsert: str, place: str, bucket: int, value: float) -> None:
+        cached = (upsert, place, bucket)
+        best = self._line_best.get(cached)
+        if best is not None and best <= value:
+            return  # the bucket holds this or lower already
+        if len(self._line_best) >= _LINE_BEST_ENTRIES:
+            self._line_best.clear()  # a bucket lasts 5 minutes: the old ones are not asked
+        self._db.execute(upsert, (place, bucket, value))
+        self._line_best[cached] = value if best is None else min(best, value)
 
     def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> bool:
         """Advance a subject's history; False when it would be a new subject beyond the
