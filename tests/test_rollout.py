@@ -497,10 +497,18 @@ def test_a_pc_enrolled_under_a_former_slug_is_not_enrolled_twice(site: Site) -> 
     )
     assert not other_pc.exists()
     enroll_ok(site, "pc-02", token)
+    # A token made before the rename puts its next PCs under the commune's slug now.
+    late = site.enroll("pc-03", old)
+    out, err = late.communicate(timeout=60)
+    assert late.returncode == 0, err.decode()
+    assert b"enrolled dong-nai/la-nga/pc-03" in out
+    written = (site.root / "pcs" / "pc-03" / "agent.toml").read_text()
+    assert 'commune = "la-nga"' in written and "xa-la-nga" not in written
     _, communes = site.api("GET", "/api/v1/enrollment/communes?province=dong-nai")
     slugs = [c["commune"] for c in communes["communes"]]
     [la_nga] = [c for c in communes["communes"] if c["commune"] == "la-nga"]
-    assert la_nga["enrolled"] == 2 and "xa-la-nga" not in slugs, communes
+    assert la_nga["enrolled"] == 3 and "xa-la-nga" not in slugs, communes
+    assert "dong-nai/la-nga/pc-03" in dynsec_clients(site)
 
 
 def test_with_the_broker_or_the_collector_away_the_pc_is_told_to_try_again(

@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.enrollwire import EnrollAnswer, EnrollRequest, EnrollTopics
@@ -216,9 +216,15 @@ class Enroller:
                 _TOKEN_STATUS[exc.reason], f"token_{exc.reason}", str(exc), address,
                 agent=request.agent, **where,
             ) from None  # fmt: skip
+        made_for = token.commune
+        renamed = self.profiles().renames.get((token.province, made_for))
+        if renamed is not None:
+            # A token made before the commune took its slug now: its PCs join the
+            # commune under that slug (topics, account, identity), not the former one.
+            token = replace(token, commune=renamed)
         place = _place(token, request)
         key = agent_key(token.province, token.commune, request.agent)
-        if request.commune and request.commune != token.commune:
+        if request.commune and request.commune not in (token.commune, made_for):
             self._give_back(token.id)
             raise self._refuse(
                 403, "commune",
