@@ -157,6 +157,27 @@ def test_a_refusal_is_a_failed_delivery_and_a_long_text_is_cut(
     assert fake.problems == []
 
 
+def test_a_retry_after_a_partial_delivery_goes_only_to_who_did_not_get_it(
+    zalo: tuple[FakeZalo, str], tmp_path: Path
+) -> None:
+    """One technician has unfollowed the OA for a while: the others get the message at
+    once, and the retries never send it to them twice."""
+    fake, url = zalo
+    fake.refuse_user = "222"
+    channel = ZaloChannel(settings(tmp_path, url, ("111", "222", "333")), clock=lambda: T0)
+    assert not channel.send("[ĐANG XẢY RA] Mất đường truyền", "- la-nga")
+    assert [u for u, _ in fake.messages] == ["111", "333"]  # not held up by 222
+    assert not channel.send("[ĐANG XẢY RA] Mất đường truyền", "- la-nga")  # still refused
+    assert [u for u, _ in fake.messages] == ["111", "333"]
+    fake.refuse_user = ""
+    assert channel.send("[ĐANG XẢY RA] Mất đường truyền", "- la-nga")
+    assert [u for u, _ in fake.messages] == ["111", "333", "222"]
+    # Delivered to all, the text is forgotten: the same text later is a new message.
+    assert channel.send("[ĐANG XẢY RA] Mất đường truyền", "- la-nga")
+    assert [u for u, _ in fake.messages] == ["111", "333", "222", "111", "222", "333"]
+    assert fake.problems == []
+
+
 def test_an_alert_reaches_a_technician_on_zalo_through_the_notifier(
     zalo: tuple[FakeZalo, str], tmp_path: Path
 ) -> None:

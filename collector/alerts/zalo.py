@@ -19,6 +19,7 @@ Nothing in a message is markup: the text goes as it is (see notify.py).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 2000
 #: Answers larger than this are not Zalo's.
 MAX_ANSWER = 64 * 1024
+#: Partly delivered texts remembered at most (each is retried until all get it or the
+#: notifier gives the event up).
+MAX_PARTLY = 1000
 #: Renew this long before the access token expires.
 RENEW_BEFORE_S = 600.0
 #: Zalo's error codes for an access token it no longer takes.
@@ -71,35 +75,49 @@ def text_of(title: str, body: str) -> str:
 
 
 class ZaloChannel:
-    """Sends one text to every recipient; True only when all of them got it."""
+    """Sends one text to every recipient; True only when all of them got it. Zalo
+    takes one recipient per call: when some got a text and others did not, the
+    notifier's retry of the same text goes only to those who did not (remembered
+    while the collector runs)."""
 
     def __init__(self, settings: ZaloSettings, clock: Any = time.time) -> None:
         self.settings = settings
         self.clock = clock
         self._lock = threading.Lock()
+        self._partly: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
+        """Texts some recipients got and others not yet: text -> who got it."""
 
     def send(self, title: str, body: str) -> bool:
         text = text_of(title, body)
         with self._lock:
+            got = self._partly.pop(text, set())
             try:
                 token = self._token()
                 for user_id in self.settings.user_ids:
+                    if user_id in got:
+                        continue
                     answer = self._message(token, user_id, text)
                     if answer.get("error") in TOKEN_ERRORS:
                         token = self._renew()
                         answer = self._message(token, user_id, text)
-                    if answer.get("error") != 0:
-                        log.warning(
-                            "Zalo refused the message to %s: %s %s",
-                            user_id,
-                            answer.get("error"),
-                            str(answer.get("message", ""))[:200],
-                        )
-                        return False
+                    if answer.get("error") == 0:
+                        got.add(user_id)
+                        continue
+                    log.warning(
+                        "Zalo refused the message to %s: %s %s",
+                        user_id,
+                        answer.get("error"),
+                        str(answer.get("message", ""))[:200],
+                    )
             except (ZaloError, OSError, ValueError) as exc:
                 log.warning("Zalo: %s", exc)
-                return False
-        return True
+            if all(user_id in got for user_id in self.settings.user_ids):
+                return True
+            if got:
+                self._partly[text] = got
+                while len(self._partly) > MAX_PARTLY:
+                    self._partly.popitem(last=False)
+            return False
 
     # the tokens ----------------------------------------------------------------------
 
