@@ -116,6 +116,32 @@ def test_a_warning_does_not_escalate_and_a_silenced_critical_waits(e: Escalating
     assert all("Internet" not in title for title in e.sent["head"] + e.sent["director"])
 
 
+def test_an_alert_sent_when_its_mute_ends_gives_the_duty_route_its_time_first(
+    e: Escalating,
+) -> None:
+    """The line went down in a silence (VNPT's works) that outlasted both steps: when
+    the silence ends, the technician on duty is told, and the head of the IT unit only
+    30 minutes after that, not at the same moment."""
+    from collector.alerts.records import add_silence
+
+    add_silence(e.store, starts=T0 - 60, ends=T0 + 120 + 150 * 60, created_by="tech",
+                now=T0, commune="la-nga", comment="VNPT works")  # fmt: skip
+    e.line_down()
+    e.at_minute(0)
+    e.at_minute(140)
+    assert e.sent["duty"] == [] and e.sent["head"] == []
+    e.at_minute(151)  # the silence is over: the duty route hears of it now
+    assert len(e.sent["duty"]) == 1 and e.sent["head"] == [] and e.sent["director"] == []
+    e.at_minute(152)
+    assert e.sent["head"] == [] and e.sent["director"] == []
+    e.at_minute(180)
+    assert e.sent["head"] == []
+    e.at_minute(182)  # 30 minutes after the duty route was told
+    assert len(e.sent["head"]) == 1 and e.sent["director"] == []
+    e.at_minute(272)  # two hours after it was told
+    assert len(e.sent["director"]) == 1
+
+
 def test_twenty_pcs_losing_the_line_are_one_group_acted_on_once(e: Escalating) -> None:
     e.line_down(agents=20)
     e.line_down(agents=2, commune="phu-hoa")

@@ -450,14 +450,21 @@ class AlertEngine:
                 record_step(db, alert_id, now, "unmuted")
 
     def _escalate(self, db: sqlite3.Connection, now: float) -> None:
-        """Each alert takes the steps it is due, in order, once; recorded on it."""
+        """Each alert takes the steps it is due, in order, once; recorded on it. A step's
+        ``after`` counts from when the alert was first sent: one that fired in a
+        maintenance window and was sent when it ended gives the technician on duty the
+        same time as any other before waking the next one (a store older than the
+        recorded steps: from its firing)."""
         for number, step in enumerate(self.escalation, 1):
             marks = ",".join("?" * len(step.severities))
             rows = db.execute(
-                f"""SELECT id FROM alerts WHERE state = 'firing' AND acked_at IS NULL
+                f"""SELECT id FROM alerts a WHERE state = 'firing' AND acked_at IS NULL
                      AND suppressed = 0 AND late = 0 AND notified = 1
-                     AND escalation_step < ? AND fired_at <= ? AND severity IN ({marks})""",  # noqa: S608 - placeholders only
-                (number, now - step.after, *step.severities),
+                     AND escalation_step < ? AND severity IN ({marks})
+                     AND COALESCE((SELECT MIN(s.at) FROM alert_steps s
+                                   WHERE s.alert_id = a.id AND s.step = 'notified firing'),
+                                  fired_at) <= ?""",  # noqa: S608 - placeholders only
+                (number, *step.severities, now - step.after),
             ).fetchall()
             for (alert_id,) in rows:
                 if muted(db, alert_id, now):
