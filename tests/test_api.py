@@ -89,6 +89,10 @@ def test_availability_of_the_line_and_each_probe_over_a_window(api: Served) -> N
     assert api.get(f"/api/v1/availability?commune=la-nga&from={local}&to={T0 + 3600}")[1][
         "window_start"
     ] == pytest.approx(T0)
+    # By province too: the same answer in its own, none in another province.
+    window = f"commune=la-nga&from={T0}&to={T0 + 3600}"
+    assert api.get(f"/api/v1/availability?{window}&province=dong-nai") == (status, report)
+    assert api.get(f"/api/v1/availability?{window}&province=lam-dong")[0] == 404
 
 
 def test_mistakes_are_clean_errors(api: Served) -> None:

@@ -277,25 +277,28 @@ def get_availability(
     target: str | None = None,
     start: Annotated[str | None, Query(alias="from", pattern=TIME_PATTERN)] = None,
     end: Annotated[str | None, Query(alias="to", pattern=TIME_PATTERN)] = None,
+    province: str | None = None,
 ) -> AvailabilityReport:
     """Exact availability and outage list from the recorded intervals.
 
     ``from``/``to``: ISO 8601 (local +07:00 when no offset) or Unix seconds;
     default the last 24 hours. ``target``: a check name or probed address.
+    ``province``: the commune's, where two provinces have a commune of that slug.
     """
     now = time.time()
     hi = _parse_time(end, now, "to")
     lo = _parse_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
-    known = {c for _, c in context.model.places()}
-    renamed = context.model.renamed(commune) if commune not in known else None
+    known = {c for _, c in context.model.places(province)}
+    renamed = context.model.renamed(commune, province) if commune not in known else None
     commune = renamed[1] if renamed is not None else commune  # the history moved with it
     subjects = [
         s
         for s in context.store.subjects()
         if s.kind in ("link", "polycom")
         and s.agent_key.split("/")[1] == commune
+        and (province is None or s.agent_key.split("/")[0] == province)
         and (target is None or target in (s.name, s.target))
     ]
     if not subjects and commune not in known:
