@@ -144,14 +144,25 @@ class Province:
         self.publish(topic(GOOD), encode(envelope(GOOD, seq, [link(time.time())])))
         self.good_sent.append(seq)
         key = f"{PROVINCE}/{COMMUNE}/{GOOD}"
-        wait_for(
-            lambda: (
-                (self.http.get(f"/api/v1/agents/{key}", token=TECH_TOKEN)[1] or {}).get("last_seq")
-                == seq
-            ),
-            within_s,
-            f"the good agent's envelope {seq} was not committed within {within_s} s",
-        )
+        try:
+            wait_for(
+                lambda: (
+                    (self.http.get(f"/api/v1/agents/{key}", token=TECH_TOKEN)[1] or {}).get(
+                        "last_seq"
+                    )
+                    == seq
+                ),
+                within_s,
+                f"the good agent's envelope {seq} was not committed within {within_s} s",
+            )
+        except AssertionError as exc:
+            # What each part was doing, for a failure that does not come again on demand.
+            status, health = self.http.get("/healthz")
+            raise AssertionError(
+                f"{exc}\n/healthz {status}: {health}\n"
+                f"collector log: {self.collector.log[-3000:]}\n"
+                f"broker log: {self.broker.log[-2000:]}"
+            ) from None
         return seq
 
     def views_answer(self) -> None:
