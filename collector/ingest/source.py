@@ -17,6 +17,14 @@ never queued); the inbox between the two threads holds at most
 ``max_inbox_bytes`` of payloads: beyond, the network thread stops reading and
 QoS 1 waits in the broker; batches are cut at ``max_batch_bytes``.
 
+A QoS 0 flood can still hold good data back in the broker: once the collector's
+outgoing queue in Mosquitto reaches ``max_queued_messages`` (1,000 by default),
+QoS 1 messages it took from agents meanwhile stay in flight unsent while the
+connection lasts (measured with Mosquitto 2.0.11; later versions drop the
+packet the same way), and are sent on the next connection of the persistent
+session. So once a flood has been quiet for ``FLOOD_QUIET_S``, the collector
+reconnects (``resyncs``).
+
 Two threads: the network thread alone touches the socket (an SSL connection
 must not be read and written from two threads at once); it decodes whole reads
 (``mqtt_codec``) and hands the messages over in bulk. The ingest thread commits
@@ -50,6 +58,14 @@ log = logging.getLogger(__name__)
 #: (too_large) rather than vanishing.
 MAX_PACKET = 1024 * 1024
 READ_SIZE = 256 * 1024
+#: QoS 0 messages in one connection that make it a flood the broker may have held QoS 1
+#: messages back behind (it sends at least ``max_queued_messages`` of them before it
+#: drops: far more than this), how long it must have been quiet before reconnecting, and
+#: the least time between two such reconnections (a stray QoS 0 sender is not a reason
+#: to reconnect every minute; what waits is sent on the next one).
+FLOOD_QOS0 = 10
+FLOOD_QUIET_S = 2.0
+RESYNC_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,11 @@ class MqttSource:
         self._inbox: collections.deque[Message] = collections.deque()
         self._inbox_bytes = 0
         self.refused_qos0 = 0
+        self.resyncs = 0
+        """Reconnections after a QoS 0 flood, for what the broker held back behind it."""
+        self._flood_qos0 = 0
+        self._flood_last = 0.0
+        self._resynced_at = -RESYNC_EVERY_S
         """QoS 0 messages refused as they were read (the contract is QoS 1)."""
         self._arrived = threading.Condition()
         self._acks = _Acks()
@@ -218,6 +239,8 @@ class MqttSource:
                 # Outside the contract, and a flood of them would queue without bound:
                 # refused here, at the cost of reading them.
                 self.refused_qos0 += 1
+                self._flood_qos0 += 1
+                self._flood_last = time.monotonic()
                 self.ingestor.rejections(
                     sender_of(p.topic, self.settings.root),
                     "qos0",
@@ -237,9 +260,20 @@ class MqttSource:
     def _full(self) -> bool:
         return self._inbox_bytes >= self.settings.max_inbox_bytes
 
-    def _session(self) -> None:
-        """One connection, from connect until it drops or the collector stops."""
+    def _flood_over(self) -> bool:
+        """A QoS 0 flood came on this connection and has stopped: time to reconnect."""
+        now = time.monotonic()
+        return (
+            self._flood_qos0 >= FLOOD_QOS0
+            and now - self._flood_last >= FLOOD_QUIET_S
+            and now - self._resynced_at >= RESYNC_EVERY_S
+        )
+
+    def _session(self) -> bool:
+        """One connection, from connect until it drops or the collector stops; True when
+        it ended to be sent again what a QoS 0 flood may have held back."""
         reader = codec.PacketReader(max_packet=MAX_PACKET)
+        self._flood_qos0 = 0
         with self._open() as sock:
             keepalive = self._handshake(sock, reader)
             self.connected.set()
@@ -255,6 +289,10 @@ class MqttSource:
                     # Take nothing new; wait for the last batch's acknowledgements.
                     self._closing.wait(0.05)
                     continue
+                if self._flood_over():
+                    self._resynced_at = time.monotonic()
+                    _send(sock, self._acks.take() + codec.DISCONNECT_PACKET)
+                    return True
                 paused = self._full()
                 pending = not paused and isinstance(sock, ssl.SSLSocket) and sock.pending()
                 if not pending:
@@ -282,6 +320,7 @@ class MqttSource:
                 self._take_in(reader, data)
                 last_heard, pinged = time.monotonic(), False
             _send(sock, self._acks.take() + codec.DISCONNECT_PACKET)
+        return False
 
     def _run(self) -> None:
         delay = 1.0
@@ -289,8 +328,17 @@ class MqttSource:
         broker = f"{self.settings.broker.host}:{self.settings.broker.port}"
         while not self._closing.is_set():
             try:
-                self._session()
-                return
+                if not self._session():
+                    return
+                self.resyncs += 1
+                self.connected.clear()
+                self._acks.next_connection()
+                log.warning(
+                    "connecting again to broker %s after a flood of QoS 0 messages, so that "
+                    "it sends the QoS 1 messages it may have held back behind them",
+                    broker,
+                )
+                continue
             except Refused as exc:
                 problem = f"broker {broker} refused the collector: {exc}"
             except (OSError, codec.ProtocolError) as exc:

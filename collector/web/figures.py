@@ -101,6 +101,12 @@ def figures(
             "Last commit time minus the newest committed envelope's outbox time.",
             stats.lag_s,
         ),
+        counter(
+            "broker_resyncs_total",
+            "Reconnections after a flood of QoS 0 messages, for the QoS 1 messages the "
+            "broker may have held back behind it.",
+            source.resyncs,
+        ),
         gauge("ingest_queue", "Messages received, waiting for commit.", source.queued()),
         gauge(
             "broker_connected",

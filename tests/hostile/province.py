@@ -196,8 +196,10 @@ def publisher(port: int) -> mqtt.Client:
     return client
 
 
-def start_province(workdir: Path, limits: str = "", sections: str = "") -> Iterator[Province]:
-    broker = Mosquitto(workdir / "broker").start()
+def start_province(
+    workdir: Path, limits: str = "", sections: str = "", broker_options: str = ""
+) -> Iterator[Province]:
+    broker = Mosquitto(workdir / "broker", extra=f"allow_anonymous true\n{broker_options}").start()
     vm = VictoriaMetrics(workdir / "vm").start()
     secret = workdir / "console-secret"
     secret.write_text("s" * 48 + "\n")

@@ -5,6 +5,8 @@ the good agent's data behind the flood must land within seconds."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +16,19 @@ import pytest
 
 from agent.wire import Sample, encode
 from collector.ingest import codec
-from tests.hostile.province import BAD, Province, envelope, start_province, topic
+from tests.hostile.province import (
+    BAD,
+    COMMUNE,
+    GOOD,
+    PROVINCE,
+    TECH_TOKEN,
+    Province,
+    envelope,
+    link,
+    start_province,
+    topic,
+)
+from tests.servers import wait_for
 
 #: The collector's resident memory may not pass this during the flood (it was 1.9 GB).
 BOUND_MIB = 512
@@ -91,3 +105,46 @@ def test_a_qos1_flood_is_held_in_the_broker_not_in_the_collector(province: Provi
     print(f"QoS 1 flood of 1,000 x {len(payload)} B: peak RSS {peak:.0f} MiB")
     assert peak < BOUND_MIB, f"peak RSS {peak:.0f} MiB"
     province.views_answer()
+
+
+def test_what_the_broker_held_back_behind_a_qos0_flood_is_fetched_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    """Once the collector's outgoing queue in Mosquitto is full (``max_queued_messages``),
+    a QoS 1 message the broker took from a good agent meanwhile is not sent on that
+    connection: the collector reconnects when the flood is over and the broker sends it
+    then. The collector is held still during the flood (SIGSTOP) so that the queue fills
+    whatever this machine's speed."""
+    province = start_province(tmp_path, broker_options="max_queued_messages 50\n")
+    p = next(province)
+    collector = p.collector.process
+    assert collector is not None
+    try:
+        flooder = socket.create_connection(("127.0.0.1", p.broker.port))
+        flooder.sendall(codec.connect("flooder", keepalive=60, clean_start=True, protocol=4))
+        flooder.recv(4)
+        packet = codec.publish(topic(BAD), big_envelope(1), qos=0, protocol=4)
+        os.kill(collector.pid, signal.SIGSTOP)
+        try:
+            for _ in range(300):
+                flooder.sendall(packet)
+            p.publish(topic(GOOD), encode(envelope(GOOD, 2, [link(time.time())])))
+            time.sleep(0.5)
+        finally:
+            os.kill(collector.pid, signal.SIGCONT)
+        flooder.sendall(codec.DISCONNECT_PACKET)
+        flooder.close()
+        assert "Outgoing messages are being dropped" in p.broker.log  # the queue did fill
+        key = f"{PROVINCE}/{COMMUNE}/{GOOD}"
+        wait_for(
+            lambda: p.http.get(f"/api/v1/agents/{key}", token=TECH_TOKEN)[1]["last_seq"] == 2,
+            20,
+            f"the envelope held back behind the flood never came: {p.collector.log[-2000:]}",
+        )
+        assert p.metric("commune_collector_broker_resyncs_total") == 1
+        assert "after a flood of QoS 0 messages" in p.collector.log
+        p.good_seq = 2
+        p.good_lands()
+        p.views_answer()
+    finally:
+        next(province, None)
