@@ -266,14 +266,16 @@ class Enroller:
     def _under_another_slug(
         self, db: sqlite3.Connection, token: tokens.Token, agent: str
     ) -> registry.Managed | None:
-        """The agent of this id enrolled (not revoked) under another slug of the token's
-        commune (a former one, or the one now): the ingest counts both as one."""
-        renames = self.profiles().renames
+        """The agent of this id enrolled (not revoked) under a former slug of the token's
+        commune (``_admit`` gave the token the commune's slug now): the ingest counts
+        both as one."""
         province = token.province
-        current = renames.get((province, token.commune), token.commune)
-        formerly = {old for (p, old), new in renames.items() if (p, new) == (province, current)}
-        slugs = {current} | formerly
-        for slug in sorted(slugs - {token.commune}):
+        formerly = {
+            old
+            for (p, old), now in self.profiles().renames.items()
+            if (p, now) == (province, token.commune)
+        }
+        for slug in sorted(formerly):
             found = registry.find(db, agent_key(province, slug, agent))
             if found is not None and found.revoked_at is None:
                 return found

@@ -28,7 +28,7 @@ from agent.catalogue import ANTIVIRUS, LINK, POLYCOM, SNMP, SNMP_INTERFACE
 from collector.common.localtime import local
 from collector.common.natural import natural_key
 from collector.state.availability import Outage, all_down, availability
-from collector.state.inventory import EMPTY, Commune, Inventory, is_uplink
+from collector.state.inventory import EMPTY, Commune, Inventory, all_renames, is_uplink
 from collector.state.store import AgentState, LatestSample, Port, StateStore, Subject
 
 Status = Literal["ok", "warning", "critical", "no_data"]
@@ -269,6 +269,7 @@ class HealthModel:
     ) -> None:
         self.store = store
         self.inventories = {inv.province: inv for inv in inventories}
+        self._renames = all_renames(self.inventories.values())
         self._now = clock
         self._lines: dict[tuple[str, str], tuple[tuple[Any, ...], list[Outage], float]] = {}
         """Each commune's combined line (outages, monitored since) for the overview, by
@@ -361,12 +362,8 @@ class HealthModel:
     def renamed(self, slug: str, province: str | None = None) -> tuple[str, str] | None:
         """(province, slug now) of a commune the inventory lists ``slug`` as formerly
         named, for links and bookmarks made before the rename."""
-        for inventory in self.inventories.values():
-            if province is None or inventory.province == province:
-                now = inventory.renames().get((inventory.province, slug))
-                if now is not None:
-                    return inventory.province, now
-        return None
+        found = [(p, now) for (p, old), now in self._renames.items() if old == slug]
+        return next((f for f in found if province in (None, f[0])), None)
 
     def _commune_info(self, province: str, slug: str) -> Commune:
         inventory = self.inventories.get(province, EMPTY)

@@ -290,9 +290,10 @@ def get_availability(
     lo = _parse_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
-    known = {c for _, c in context.model.places(province)}
-    renamed = context.model.renamed(commune, province) if commune not in known else None
-    commune = renamed[1] if renamed is not None else commune  # the history moved with it
+    # A former slug is no commune's slug now (the inventory refuses that): its history
+    # moved to the commune.
+    renamed = context.model.renamed(commune, province)
+    commune = renamed[1] if renamed is not None else commune
     subjects = [
         s
         for s in context.store.subjects()
@@ -301,7 +302,7 @@ def get_availability(
         and (province is None or s.agent_key.split("/")[0] == province)
         and (target is None or target in (s.name, s.target))
     ]
-    if not subjects and commune not in known:
+    if not subjects and commune not in {c for _, c in context.model.places(province)}:
         raise HTTPException(404, f"no commune {commune!r}")
     views: list[AvailabilityView] = []
     tslcd: list[tuple[list[Outage], float]] = []
