@@ -222,3 +222,13 @@ def test_a_long_daily_window_is_asked_about_late_in_its_year(store: StateStore) 
     assert nightly.active(late + 2 * HOUR) and not nightly.active(late + 4 * HOUR)
     assert list(nightly.occurrences(OCT + 301 * DAY, OCT + 302 * DAY)) == []
     assert list(nightly.occurrences(OCT - DAY, OCT + 0.5 * HOUR)) == []
+
+
+def test_every_window_past_and_future_lists_a_repeated_one(store: StateStore) -> None:
+    """``GET /api/v1/maintenance?all=true`` asks from the beginning of time: a weekly
+    window's first repetition is the one to start from, not a NaN."""
+    weekly = plan(
+        store, commune="la-nga", starts=at(2, 8), ends=at(2, 12), every="week", until=at(30)
+    )
+    assert [w.id for w in maintenance.windows(store, None)] == [weekly.id]
+    assert next(weekly.occurrences(-float("inf"), float("inf"))) == (at(2, 8), at(2, 12))

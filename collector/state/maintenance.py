@@ -87,7 +87,7 @@ class Window:
             self.starts if not self.every else min(self.until or self.starts, self.starts + YEAR_S)
         )
         index = 0
-        if self.every in ("day", "week"):
+        if self.every in ("day", "week") and start > self.starts:
             # Fixed periods: begin at the last repetition that can still reach ``start``
             # (asked for every alert the notifier sends, a daily window of a year is long).
             index = max(0, int((start - self.starts - length) // _PERIOD_S[self.every]))

@@ -37,6 +37,13 @@ except ImportError:
 
     Spool = None  # type: ignore[assignment,misc]  # 0.1.0: the store was its own spool
 
+# What 0.2.0 added: enrolled agents with their tokens and audit, maintenance windows.
+try:
+    from collector.rollout import registry, tokens
+    from collector.state import maintenance
+except ImportError:
+    registry = tokens = maintenance = None  # type: ignore[assignment]
+
 
 def spool_stats(store: StateStore) -> tuple[int, int, int]:
     if Spool is None:
@@ -195,6 +202,40 @@ def play(store: StateStore, engine: AlertEngine) -> None:
         commune="tan-phu",
         comment="PC room rebuilt",
     )
+    if registry is not None:
+        enroll(store, ts)
+
+
+def enroll(store: StateStore, now: float) -> None:
+    """0.2.0's rollout: a token of La Nga, two PCs enrolled with it (a password, a client
+    certificate), one replaced, one revoked; a token revoked; a maintenance window."""
+    token, _secret = tokens.create(
+        store, province=PROVINCE, commune="la-nga", profile="office", uses=10,
+        ttl_s=14 * DAY, created_by="province-admin", now=now - 2 * DAY, allow_replace=True,
+    )  # fmt: skip
+    spare, _ = tokens.create(
+        store, province=PROVINCE, commune="tan-phu", profile="office", uses=5,
+        ttl_s=14 * DAY, created_by="province-admin", now=now - 2 * DAY,
+    )  # fmt: skip
+    tokens.revoke(store, spare.id, now - DAY)
+    with store.transaction() as db:
+        for agent, at in (("pc-01", now - DAY), ("pc-02", now - DAY + 60)):
+            registry.enrolled(
+                db, province=PROVINCE, commune="la-nga", agent=agent,
+                username=f"{PROVINCE}/la-nga/{agent}", profile="office", token_id=token.id,
+                now=at,
+            )  # fmt: skip
+            registry.record(db, "enrolled", at, province=PROVINCE, commune="la-nga",
+                            agent=agent, token_id=token.id, address="10.75.1.21")  # fmt: skip
+            registry.config_sent(db, f"{PROVINCE}/la-nga/{agent}", 1, "ab" * 32, at + 1)
+        registry.revoked(db, f"{PROVINCE}/la-nga/pc-02", now - 3600)
+        registry.record(db, "revoked", now - 3600, province=PROVINCE, commune="la-nga",
+                        agent="pc-02", actor="province-admin", address="10.0.0.5")  # fmt: skip
+    maintenance.add(
+        store, province=PROVINCE, commune="la-nga", device="tslcd-province",
+        starts=now + DAY, ends=now + DAY + 4 * 3600, created_by="tech-la-nga", now=now,
+        reason="VNPT works", every="week", until=now + 60 * DAY,
+    )  # fmt: skip
 
 
 def dump(path: Path, now: float) -> dict[str, object]:
@@ -220,9 +261,21 @@ def dump(path: Path, now: float) -> dict[str, object]:
                 for a in store.agents()
             },
             "report": dataclasses.asdict(report),
+            **(rollout(store) if registry is not None else {}),
         }
     finally:
         store.close()
+
+
+def rollout(store: StateStore) -> dict[str, object]:
+    return {
+        "managed": [dataclasses.asdict(m) for m in registry.managed(store)],
+        "tokens": [dataclasses.asdict(t) for t in tokens.tokens(store)],
+        "events": [dataclasses.asdict(e) for e in registry.events(store, limit=1000)],
+        "maintenance": [
+            dataclasses.asdict(w) for w in maintenance.windows(store, None, -float("inf"))
+        ],
+    }
 
 
 def main(out: Path) -> None:
