@@ -16,16 +16,28 @@ from agent.configtypes import BrokerSection
 
 
 def paho_client(
-    broker: BrokerSection, client_id: str, *, clean_session: bool = True
+    broker: BrokerSection,
+    client_id: str,
+    *,
+    clean_session: bool = True,
+    mqtt5: bool = False,
+    username: str | None = None,
+    password: str | None = None,
 ) -> mqtt.Client:
+    """``mqtt5``: MQTT 5, whose DISCONNECT tells why the broker ended the session (the
+    collector's own clients watch for "session taken over"); the session then starts
+    clean. ``username``/``password``: instead of the section's (an account the collector
+    makes itself, with a password that lives in memory only)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=clean_session,
+        protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
+        clean_session=None if mqtt5 else clean_session,
     )
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password() or None)
+    name = broker.username if username is None else username
+    if name:
+        secret = broker.password() if password is None else password
+        client.username_pw_set(name, secret or None)
     if broker.tls:
         client.tls_set(
             ca_certs=broker.ca_file or None,

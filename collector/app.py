@@ -15,6 +15,7 @@ from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.alerts.zalo import ZaloChannel
+from collector.common.sessions import SessionWatch
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
@@ -25,7 +26,7 @@ from collector.state.housekeeping import Housekeeping, Task, mark_silent, retent
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
-from collector.web.figures import figures, rollout_figures
+from collector.web.figures import figures, rollout_figures, session_figures
 from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
@@ -58,7 +59,7 @@ def rollout_settings(
         admin_client_id=dynsec.client_id,
         admin_timeout_s=float(dynsec.timeout),
         collector=config.mqtt,
-        collector_client_id=f"{config.collector.client_id}-configs",
+        publisher_username=publisher_account(config),
         broker_url=enrollment.broker_url,
         broker_ca_file=enrollment.broker_ca_file,
         profile_files=tuple(enrollment.profiles),
@@ -67,8 +68,22 @@ def rollout_settings(
         client_ca_key_file=enrollment.client_ca_key_file,
         client_cert_days=enrollment.client_cert_days,
         cert_broker_url=enrollment.cert_broker_url,
+        client_crl_file=enrollment.client_crl_file,
         renames=renames or {},
     )
+
+
+def session_name(config: CollectorConfig) -> str:
+    """The ingest's client id: its account's name where it has one. The shipped broker
+    configs name every session after its account (use_username_as_clientid), so that
+    no other account can take it over; ``[collector] client_id`` serves brokers without
+    accounts (development)."""
+    return config.mqtt.username or config.collector.client_id
+
+
+def publisher_account(config: CollectorConfig) -> str:
+    """The config publisher's account, made by the collector: one per collector."""
+    return f"{session_name(config)}-configs"
 
 
 def api_url(config: CollectorConfig) -> str:
@@ -162,6 +177,7 @@ class Collector:
             late_after=float(config.alerts.late_after),
             uplinks={k: v for i in self.inventories for k, v in i.uplinks().items()},
             escalation=escalation_steps(config),
+            sessions=self.sessions,
         )
         self.engine.install(self.store)
         alerts = config.alerts
@@ -187,7 +203,7 @@ class Collector:
         mqtt, collector = self.config.mqtt, self.config.collector
         return SourceSettings(
             mqtt,
-            client_id=collector.client_id,
+            client_id=session_name(self.config),
             provinces=tuple(collector.provinces),
             share_group=collector.share_group,
             receive_window=mqtt.receive_window,
@@ -363,6 +379,9 @@ class Collector:
         parts = {
             "broker": "ok" if connected else "reconnecting" if away < BROKER_GRACE_S else "away"
         }
+        session = self.source.watch.state()
+        if session in ("taken_over", "refused"):
+            parts["broker"] = session  # someone else logged in as the collector; or a wrong login
         dead = set(self.dead_workers())
         stats = self.ingestor.stats
         stalled = (
@@ -410,4 +429,12 @@ class Collector:
         )
         if self.rollout is not None:
             families += rollout_figures(self.rollout)
-        return families
+        return families + session_figures(self.sessions())
+
+    def sessions(self) -> list[SessionWatch]:
+        """The collector's own broker sessions: the ingest's, and with enrollment the
+        config publisher's and the dynamic-security admin's."""
+        watches = [self.source.watch]
+        if self.rollout is not None:
+            watches += [self.rollout.sender.watch, self.rollout.admin.watch]
+        return watches

@@ -39,7 +39,9 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     share_group: str = ""
     """Share data topics with the other collectors of this group ($share/<group>/...)."""
     client_id: str = "commune-collector"
-    """Also the name of the broker session that holds messages while the collector is down."""
+    """The broker session's name on a broker without accounts (development). With an
+    [mqtt] username the session is named after the account: the shipped broker configs
+    make every client's id its username (use_username_as_clientid)."""
     log_level: str = "info"
     offline_after: Annotated[float, msgspec.Meta(ge=1)] = 3.0
     """An agent silent for this many of its intervals is marked offline ("silent")."""
@@ -336,6 +338,12 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     cert_broker_url: str = ""
     """The broker's listener for client certificates (mqtts://broker.example:8884),
     handed to PCs enrolled with one."""
+    client_crl_file: str = ""
+    """With client certificates: where the collector keeps the revocation list of the
+    certificates of replaced and revoked PCs (PEM, readable by all), for the broker's
+    certificate listener (``crlfile``). The broker reads it at start and on reload
+    (SIGHUP); until then a revoked certificate names an account that no longer exists,
+    so it can do nothing."""
 
     def validate(self) -> None:
         parts = urlsplit(self.broker_url)
@@ -365,6 +373,16 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
                 load_signer(self.client_ca_cert_file, self.client_ca_key_file, 1)
             except ValueError as exc:
                 raise ConfigProblem("client_ca_key_file", str(exc)) from None
+        if self.client_crl_file:
+            if not self.client_ca_cert_file:
+                raise ConfigProblem(
+                    "client_crl_file", "a revocation list needs the client CA (client_ca_*)"
+                )
+            folder = Path(self.client_crl_file).parent
+            if not os.access(folder, os.W_OK):
+                raise ConfigProblem(
+                    "client_crl_file", f"{folder} is not writable: the collector rewrites it"
+                )
         from collector.rollout.profiles import ProfileError, load_all
 
         try:
@@ -489,7 +507,8 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     if isinstance(enrollment, dict):
         enrollment.update(resolve_paths(
             enrollment, base,
-            frozenset({"broker_ca_file", "client_ca_cert_file", "client_ca_key_file"}),
+            frozenset({"broker_ca_file", "client_ca_cert_file", "client_ca_key_file",
+                       "client_crl_file"}),
         ))  # fmt: skip
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:

@@ -81,8 +81,16 @@ def files_read(config: CollectorConfig, source: Path) -> list[Path]:
 
 
 def folders_written(config: CollectorConfig) -> list[Path]:
+    """Where the collector writes outside its StateDirectory (then in ReadWritePaths=):
+    the store's folder if elsewhere, the client certificates' revocation list's."""
+    folders: list[Path] = []
     store = Path(config.store.path).parent
-    return [] if store == SERVICE.state_dir else [store]
+    if store != SERVICE.state_dir:
+        folders.append(store)
+    crl = config.enrollment.client_crl_file if config.enrollment else ""
+    if crl and Path(crl).parent not in (SERVICE.state_dir, *folders):
+        folders.append(Path(crl).parent)
+    return folders
 
 
 def unit(config: CollectorConfig, source: Path) -> str:

@@ -545,7 +545,53 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "disk_full",
         "outbox_dropped",
         "agent_over_limit",
+        "collector_session_taken_over",
+        "collector_session_refused",
     }
+
+
+def test_a_taken_over_session_of_the_collector_pages_and_resolves_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    """Someone logs in with the collector's own account: the broker ends the collector's
+    session (0x8E). A critical alert with no commune, paged, resolved a quarter of an
+    hour after the last takeover; a refused login, after two minutes."""
+    from collector.common.sessions import RECENT_S, TAKEN_OVER, SessionWatch
+
+    now = [T0]
+    ingest = SessionWatch("ingest", clock=lambda: now[0])
+    dynsec = SessionWatch("dynsec", clock=lambda: now[0])
+    store = StateStore(tmp_path / "state.sqlite")
+    engine = AlertEngine(default_rules(), clock=lambda: now[0], sessions=lambda: [ingest, dynsec])
+    engine.install(store)
+    ingest.up()
+    dynsec.up()
+    engine.tick(store, now[0])
+    assert list_alerts(store, now[0]) == []
+    for _ in range(3):  # the thief and the collector keep kicking each other
+        ingest.down(TAKEN_OVER)
+        ingest.up()
+    now[0] += 10
+    engine.tick(store, now[0])
+    [alert] = list_alerts(store, now[0])
+    assert (alert.rule, alert.severity, alert.state) == (
+        "collector_session_taken_over", "critical", "firing",
+    )  # fmt: skip
+    assert (alert.province, alert.commune, alert.name, alert.value) == ("", "", "ingest", "3")
+    with store.reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1
+    assert ingest.state(now[0]) == "taken_over"
+    now[0] += RECENT_S + 1
+    engine.tick(store, now[0])
+    assert [a.state for a in list_alerts(store, now[0])] == ["resolved"]
+    assert ingest.state(now[0]) == "ok"
+    dynsec.refused(0x86, "bad user name or password")
+    now[0] += 10
+    engine.tick(store, now[0])
+    now[0] += 121
+    engine.tick(store, now[0])
+    firing = list_alerts(store, now[0], state="firing")
+    assert [(a.rule, a.name) for a in firing] == [("collector_session_refused", "dynsec")]
 
 
 def port(ts: float, name: str, up: bool, admin: int = 1) -> Sample:

@@ -60,17 +60,27 @@ class Broker:
 
 
 def production_config(
-    etc: Path, var: Path, password_port: int, cert_port: int, name: str = "mosquitto.conf"
+    etc: Path,
+    var: Path,
+    password_port: int,
+    cert_port: int,
+    name: str = "mosquitto.conf",
+    crl: Path | None = None,
+    deploy: Path = DEPLOY,
 ) -> str:
-    """A shipped broker config (``name`` in deploy/mosquitto/) changed only where it
-    says: its two folders and its two ports."""
-    text = (DEPLOY / name).read_text()
-    for old, new in (
+    """A shipped broker config (``name`` in ``deploy``, deploy/mosquitto/ by default)
+    changed only where it says: its folders and its two ports; ``crl``: the folder of the
+    collector's revocation list, for a config that names one."""
+    text = (deploy / name).read_text()
+    replacements = [
         ("/etc/mosquitto/commune/", f"{etc}/"),
         ("/var/lib/mosquitto/", f"{var}/"),
         ("listener 8883", f"listener {password_port} 127.0.0.1"),
         ("listener 8884", f"listener {cert_port} 127.0.0.1"),
-    ):
+    ]
+    if crl is not None:
+        replacements.append(("/var/lib/commune-crl/", f"{crl}/"))
+    for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new)
     return text

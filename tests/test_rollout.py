@@ -36,7 +36,7 @@ from tests.servers import (
     wait_for,
 )
 from tests.test_console import log_in, shot
-from tests.test_dynsec import shipped_broker
+from tests.test_dynsec import OBSERVER, OBSERVER_PASSWORD, observer_account, shipped_broker
 from tests.tls import Pki, make_pki
 
 ADMIN, ADMIN_PASSWORD = "commune-admin", "dynsec-admin-password-0123"
@@ -111,10 +111,9 @@ class Site:
         return AgentProcess(folder / "agent.toml", env={"STATE_DIRECTORY": str(folder / "state")})
 
     def observer(self, topic: str = "commune/#") -> Subscriber:
-        """Sees what the collector sees (its own account)."""
-        return Subscriber(
-            self.broker.port, topic, username=COLLECTOR_USER, password=COLLECTOR_PASSWORD
-        ).start()
+        """Sees every agent topic (an account of the tests', made before the collector)."""
+        return Subscriber(self.broker.port, topic, username=OBSERVER,
+                          password=OBSERVER_PASSWORD).start()  # fmt: skip
 
 
 def collector_toml(
@@ -166,6 +165,7 @@ def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
     enrollment_extra = str(getattr(request, "param", ""))
     pki = make_pki(tmp_path / "pki")
     broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
+    observer_account(f"mqtt://127.0.0.1:{broker.port}", ADMIN, ADMIN_PASSWORD, tmp_path)
     profiles = tmp_path / "dong-nai.profiles.toml"
     profiles.write_text(PROFILES)
     collector = CollectorProcess(tmp_path / "collector", broker.port)
@@ -273,7 +273,7 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
             version=99, agent="pc-01",
         )  # fmt: skip
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hand-crafted")
-        publisher.username_pw_set(COLLECTOR_USER, COLLECTOR_PASSWORD)
+        publisher.username_pw_set(OBSERVER, OBSERVER_PASSWORD)
         publisher.connect("127.0.0.1", site.broker.port)
         publisher.loop_start()
         publisher.publish(
@@ -352,20 +352,30 @@ def current_configs(site: Site) -> int:
     return int(communes[0]["configs_current"]) if communes else 0
 
 
+def account_of(site: Site, agent: str) -> tuple[str, str]:
+    """The broker account enrollment wrote on the PC: its name and password."""
+    import tomllib
+
+    folder = site.root / "pcs" / agent
+    config = tomllib.loads((folder / "agent.toml").read_text())
+    return config["mqtt"]["username"], (folder / "mqtt-password").read_text().strip()
+
+
 def isolation(site: Site) -> None:
     """An enrolled PC's account: its own topics only."""
-    password = (site.root / "pcs" / "pc-01" / "mqtt-password").read_text().strip()
+    username, password = account_of(site, "pc-01")
+    assert username == "dong-nai/la-nga/pc-01@1"  # the first enrollment of pc-01
     spy = Subscriber(site.broker.port, "commune/dong-nai/la-nga/pc-02/config",
-                     username="dong-nai/la-nga/pc-01", password=password)  # fmt: skip
+                     username=username, password=password)  # fmt: skip
     spy.start()
     own = Subscriber(site.broker.port, "commune/dong-nai/la-nga/pc-01/config",
-                     username="dong-nai/la-nga/pc-01", password=password)  # fmt: skip
+                     username=username, password=password)  # fmt: skip
     own.start()
     watcher = site.observer("commune/dong-nai/la-nga/pc-02/data")
     try:
         own.wait_for(lambda ms: len(ms) >= 1, timeout=10)  # its retained config
         forged = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="forger")
-        forged.username_pw_set("dong-nai/la-nga/pc-01", password)
+        forged.username_pw_set(username, password)
         forged.connect("127.0.0.1", site.broker.port)
         forged.loop_start()
         forged.publish("commune/dong-nai/la-nga/pc-02/data", b"{}", qos=1).wait_for_publish(5)
@@ -462,7 +472,7 @@ def test_bad_enrollments_are_refused_by_reason_and_leave_nothing_behind(site: Si
     # Nothing half-made at the broker: one account, with its role.
     clients = dynsec_clients(site)
     agents = {name: roles for name, roles in clients.items() if name.startswith("dong-nai/")}
-    assert agents == {"dong-nai/la-nga/pc-02": ["commune-agent:dong-nai/la-nga/pc-02"]}
+    assert agents == {"dong-nai/la-nga/pc-02@1": ["commune-agent:dong-nai/la-nga/pc-02@1"]}
 
 
 def enroll_ok(site: Site, agent: str, token: str) -> None:
@@ -508,7 +518,7 @@ def test_a_pc_enrolled_under_a_former_slug_is_not_enrolled_twice(site: Site) -> 
     slugs = [c["commune"] for c in communes["communes"]]
     [la_nga] = [c for c in communes["communes"] if c["commune"] == "la-nga"]
     assert la_nga["enrolled"] == 3 and "xa-la-nga" not in slugs, communes
-    assert "dong-nai/la-nga/pc-03" in dynsec_clients(site)
+    assert "dong-nai/la-nga/pc-03@1" in dynsec_clients(site)
 
 
 def test_with_the_broker_or_the_collector_away_the_pc_is_told_to_try_again(
@@ -560,7 +570,7 @@ def test_the_command_line_makes_tokens_and_revokes_a_live_agent(site: Site) -> N
         revoked = cli(site, "revoke", "--province", "dong-nai", "--commune", "la-nga",
                       "--agent", "pc-01", "--by", "technician-an")  # fmt: skip
         assert revoked.returncode == 0, revoked.stderr
-        assert "disabled" in revoked.stdout
+        assert "the collector removed its account" in revoked.stdout, revoked.stdout
         wait_for(lambda: "disconnected from broker" in agent.log, 5, "pc-01 cut off")
         assert disconnected_at(agent.log) - asked < 5.0  # the command's own start included
     finally:
@@ -601,12 +611,14 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             collector, tmp_path, pki, url, f'ca_file = "{pki.ca}"', profiles,
             f'broker_ca_file = "{pki.ca}"\n'
             f'cert_broker_url = "mqtts://localhost:{broker.cert_port}"\n'
-            f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n',
+            f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n'
+            f'client_crl_file = "{broker.crl}"\n',
         ))  # fmt: skip
+        observer_account(url, ADMIN, ADMIN_PASSWORD, tmp_path, str(pki.ca))
         collector.start()
         site = Site(None, collector, pki, profiles, tmp_path)  # type: ignore[arg-type]
-        observer = Subscriber(broker.password_port, "commune/#", username=COLLECTOR_USER,
-                              password=COLLECTOR_PASSWORD, ca_file=str(pki.ca))  # fmt: skip
+        observer = Subscriber(broker.password_port, "commune/#", username=OBSERVER,
+                              password=OBSERVER_PASSWORD, ca_file=str(pki.ca))  # fmt: skip
         agent: AgentProcess | None = None
         try:
             token, token_id = new_token(site)
@@ -632,7 +644,7 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             from cryptography import x509
 
             certificate = x509.load_pem_x509_certificate((folder / "agent.crt").read_bytes())
-            assert certificate.subject.rfc4514_string() == "CN=dong-nai/la-nga/pc-01"
+            assert certificate.subject.rfc4514_string() == "CN=dong-nai/la-nga/pc-01@1"
             _, listed = site.api("GET", "/api/v1/enrollment/tokens?commune=la-nga")
             assert [t["used"] for t in listed["tokens"] if t["id"] == token_id] == [1]
 
@@ -647,9 +659,23 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             assert status == 200
             wait_for(lambda: "disconnected from broker" in agent.log, 5, "pc-01 cut off")
             assert disconnected_at(agent.log) - asked < 1.0
+            # Its certificate is in the revocation list before its account goes...
+            from cryptography import x509 as x509_
+
+            crl = x509_.load_pem_x509_crl(broker.crl.read_bytes())
+            assert crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+            broker.reload()  # ...which commune-crl-reload.path has the broker reload
             observer.messages.clear()
-            time.sleep(3.0)  # whether the broker lets the certificate in again or not,
+            time.sleep(3.0)  # its account is gone: whether it connects again or not,
             assert envelopes(observer.snapshot(), "pc-01") == []  # it may do nothing
+            # Once the broker had time to reload the list, its session is ended again, and
+            # the handshake refuses its certificate from then on.
+            wait_for(lambda: "certificate verify failed" in broker.log.read_text(), 30,
+                     f"pc-01's certificate refused: {agent.log[-1500:]}")  # fmt: skip
+            ended = agent.log.count("disconnected from broker")
+            time.sleep(3.0)
+            assert "connected to" not in agent.log.split("disconnected from broker")[-1]
+            assert agent.log.count("disconnected from broker") == ended
         finally:
             observer.stop()
             if agent is not None:

@@ -14,8 +14,10 @@ loses nothing.
   backlog replayed after a line outage) is recorded as late and not paged; if
   it resolves within the backlog it is history. Should fresh data show it still
   firing, it is paged then.
-- Sample rules are driven by samples; agent and commune rules by ``tick``
-  (wall clock), which also applies inhibition and repeats.
+- Sample rules are driven by samples; agent, commune and collector rules by
+  ``tick`` (wall clock), which also applies inhibition and repeats. Collector rules
+  read the collector's own broker sessions (``sessions``): an alert about the
+  collector has no province or commune.
 
 Notifications are queued in the ``notifications`` table in the same
 transaction; the notifier sends them.
@@ -36,6 +38,7 @@ from agent.wire import Envelope, Sample
 from collector.alerts.escalation import Escalation, escalation_event
 from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
+from collector.common.sessions import SessionWatch
 from collector.state.inventory import is_uplink
 from collector.state.store import AgentState, StateStore, agent_key
 
@@ -87,8 +90,10 @@ class AlertEngine:
         uplinks: Mapping[str, frozenset[str]] | None = None,
         escalation: Sequence[Escalation] = (),
         clock: Callable[[], float] = time.time,
+        sessions: Callable[[], Sequence[SessionWatch]] = tuple,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
+        self.sessions = sessions
         self.escalation = list(escalation)
         self.late_after = late_after
         self.uplinks = uplinks or {}
@@ -343,6 +348,9 @@ class AlertEngine:
                     for agent in agents:
                         if rule.in_scope(agent.province, agent.commune):
                             self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0), now)
+                elif rule.on == "collector" and not (rule.provinces or rule.communes):
+                    for watch in self.sessions():
+                        self._session_step(db, rule, watch, now)
             self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
@@ -365,6 +373,17 @@ class AlertEngine:
             return
         since = agent.state_since if agent.state_since is not None else now
         self.step(db, rule, subject, holds, now, now, agent.reason or agent.state, changed_at=since)
+
+    def _session_step(
+        self, db: sqlite3.Connection, rule: Rule, watch: SessionWatch, now: float
+    ) -> None:
+        takeovers = watch.recent_takeovers(now)
+        values = {"session": watch.name, "state": watch.state(now), "takeovers": takeovers}
+        holds = rule.holds(values)
+        if holds is None:
+            return
+        subject = Subject(f"collector/{watch.name}", "", "", name=watch.name)
+        self.step(db, rule, subject, holds, now, now, str(takeovers or values["state"]))
 
     def _commune_step(
         self,

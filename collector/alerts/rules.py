@@ -6,7 +6,9 @@ Nothing of a rule is evaluated as code. A rule watches one of three things:
   a sub-series (``item``: disk, interface, product) and tags (``tags``:
   network = "tslcd"); one alert per agent, check name, item and target;
 - ``on = "agent"``: an agent's state (online/offline, reason);
-- ``on = "commune"``: a commune's agents together (how many, how many online).
+- ``on = "commune"``: a commune's agents together (how many, how many online);
+- ``on = "collector"``: the collector's own broker sessions (ingest, configs, dynsec):
+  their state and how often another client took them over.
 
 Conditions compare a known field with a value (``when``: all must hold, or any
 with ``match = "any"``). The condition must hold for ``for`` before the alert
@@ -58,6 +60,12 @@ AGENT_FIELDS = {
     # Samples the collector refused in the last 15 minutes: over the agent's bounds.
     "samples_refused": NUMBER,
 }
+COLLECTOR_FIELDS = {
+    "session": TEXT,  # ingest, configs, dynsec
+    "state": TEXT,  # ok, taken_over, refused, away
+    # Times another client took the session over within the last quarter of an hour.
+    "takeovers": NUMBER,
+}
 COMMUNE_FIELDS = {
     "agents": NUMBER,
     "agents_online": NUMBER,
@@ -74,7 +82,7 @@ class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: RuleName
-    on: Literal["sample", "agent", "commune"] = "sample"
+    on: Literal["sample", "agent", "commune", "collector"] = "sample"
     check: str = ""
     item: str = ""
     tags: dict[str, str] = {}
@@ -102,6 +110,8 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             return AGENT_FIELDS
         if self.on == "commune":
             return COMMUNE_FIELDS
+        if self.on == "collector":
+            return COLLECTOR_FIELDS
         key = (self.check, self.item)
         return {**SAMPLE_FIELDS.get(key, {}), **SUBJECT_FIELDS.get(key, {}), **COMMON_FIELDS}
 

@@ -110,9 +110,11 @@ def revoke_command(
     actor: str,
 ) -> None:
     """Cut an agent off the broker. With [enrollment] and [dynsec] in the collector's
-    config (-c): its dynamic-security account is disabled and its live session ends at
-    once, recorded in the audit table. Without: its line leaves Mosquitto's password
-    file (--passwd-file); reload Mosquitto afterwards.
+    config (-c): recorded in the store and the audit table, then its dynamic-security
+    account is removed (by the running collector, or here when none runs) and its live
+    session ends; its certificate, if it had one, joins the revocation list. Without:
+    its line leaves Mosquitto's password file (--passwd-file); reload Mosquitto
+    afterwards.
 
     \b
     Example:
@@ -124,8 +126,7 @@ def revoke_command(
     if config_path is not None and _load(config_path).enrollment is not None:
         from collector.cli.tokens import revoke_enrolled
 
-        username = revoke_enrolled(config_path, province, commune, agent, actor)
-        click.echo(f"revoked {username}: its account is disabled and its session closed")
+        click.echo(revoke_enrolled(config_path, province, commune, agent, actor))
         return
     try:
         username = revoke(

@@ -145,24 +145,42 @@ def revoke_token_command(config_path: Path | None, token_id: str, actor: str) ->
 def revoke_enrolled(
     config_path: Path | None, province: str, commune: str, agent: str, actor: str
 ) -> str:
-    """Disable an enrolled agent's dynsec account: its live session ends at once."""
-    from collector.rollout.dynsec import BrokerUnavailable, DynsecError
+    """Revoke an enrolled agent: recorded in the store first (what lasts), then its account
+    removed from the broker — by the running collector at its next round (its admin
+    session is not taken over from the command line), or here when none runs. What
+    happened, for the operator."""
+    import time
+
+    from collector.rollout.service import running_collector
 
     _config, rollout = _rollout(config_path)
-    rollout.admin.start()
-    rollout.sender.start()
-    try:
-        if not rollout.admin.wait_ready(10):
-            raise click.ClickException(
-                "cannot reach the broker's dynamic-security admin session ([dynsec])"
-            )
-        rollout.sender.wait_connected(5)
+    key = f"{province}/{commune}/{agent}"
+    if running_collector(rollout.store, time.time()):
         try:
-            managed = rollout.enroller.revoke(f"{province}/{commune}/{agent}", actor)
+            managed, _ = rollout.enroller.revoke(key, actor, "cli", apply=False)
         except KeyError:
-            raise click.ClickException(f"{province}/{commune}/{agent} was never enrolled") from None
-        except (BrokerUnavailable, DynsecError) as exc:
-            raise click.ClickException(f"the broker did not revoke it: {exc}") from None
-        return managed.username
+            raise click.ClickException(f"{key} was never enrolled") from None
+        deadline = time.monotonic() + 60
+        while any(r.username == managed.username for r in rollout.revocations.pending()):
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"revoked {key} (recorded); the running collector has not yet removed its "
+                    f"account {managed.username} from the broker (is the broker away?): it "
+                    "does at its next round"
+                )
+            time.sleep(0.5)
+        return f"revoked {managed.username}: the collector removed its account, ended its session"
+    rollout.start(timeout=10, heartbeat=False)
+    try:
+        try:
+            managed, applied = rollout.enroller.revoke(key, actor, "cli")
+        except KeyError:
+            raise click.ClickException(f"{key} was never enrolled") from None
+        if not applied:
+            raise click.ClickException(
+                f"revoked {key} (recorded); the broker's dynamic-security admin session "
+                "([dynsec]) is out of reach: its account is removed when the collector next runs"
+            )
+        return f"revoked {managed.username}: its account is removed and its session closed"
     finally:
         rollout.stop()

@@ -123,11 +123,22 @@ def connect(
     return _packet(CONNECT << 4, header + payload)
 
 
-def subscribe(packet_id: int, filters: list[str], qos: int = 1) -> bytes:
-    """MQTT 5 SUBSCRIBE; each filter at most ``qos``, retained messages sent on subscribe."""
+#: Subscription options (MQTT 5.0 3.8.3.1) beside the QoS: Retain As Published (messages
+#: keep the retain flag their publisher set), and Retain Handling 2 (no retained message
+#: is sent when subscribing).
+RETAIN_AS_PUBLISHED = 0x08
+NO_RETAINED_ON_SUBSCRIBE = 0x20
+
+
+def subscribe(
+    packet_id: int, filters: list[str], qos: int = 1, options: dict[str, int] | None = None
+) -> bytes:
+    """MQTT 5 SUBSCRIBE; each filter at most ``qos`` with its ``options`` bits (default:
+    none, so retained messages are sent on subscribe)."""
     body = struct.pack("!H", packet_id) + b"\x00"
     for topic_filter in filters:
-        body += _string(topic_filter) + bytes((qos,))
+        extra = (options or {}).get(topic_filter, 0)
+        body += _string(topic_filter) + bytes((qos | extra,))
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 

@@ -7,7 +7,17 @@ client sets its own window (Receive Maximum). The session outlives restarts
 (Session Expiry), so what arrives while the collector is down waits for it.
 
 Status topics are subscribed without ``$share``: shared subscriptions never
-receive retained messages. Data may be shared among collectors of a group.
+receive retained messages. Data may be shared among collectors of a group. No agent
+retains its data (the contract): data topics are subscribed so that the broker sends
+no retained message on subscribing, and with each message's retain flag as its
+publisher set it, so that one an agent did retain is refused (``retained``, counted,
+acknowledged) rather than applied — or, with a plain subscription, replayed to every
+new subscription of every collector.
+
+The session is the collector's account's (the shipped broker configs name every
+client after its account): a DISCONNECT from the broker saying "session taken over"
+(0x8E) means someone logged in with the collector's own credentials; it is counted,
+logged, and reported (``watch``: /healthz, /metrics, the collector's alerts).
 
 Memory is bounded whatever the agents send: the broker sends no packet larger
 than ``MAX_PACKET`` (MQTT 5 Maximum Packet Size; envelopes are at most 256 KiB);
@@ -48,6 +58,7 @@ import time
 from dataclasses import dataclass
 
 from agent.configtypes import BrokerSection
+from collector.common.sessions import TAKEN_OVER, SessionWatch
 from collector.ingest import codec
 from collector.ingest.ingestor import Ingestor, Message, sender_of
 
@@ -103,6 +114,18 @@ class SourceSettings:
 class Refused(Exception):
     """The broker answered, and said no."""
 
+    def __init__(self, message: str, reason: int = 0x80) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Disconnected(ConnectionError):
+    """The broker ended the connection with a DISCONNECT: ``reason`` says why."""
+
+    def __init__(self, message: str, reason: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class _Acks:
     """Packet ids committed by the ingest thread, waiting for the network thread to send."""
@@ -138,6 +161,9 @@ class MqttSource:
         self._inbox: collections.deque[Message] = collections.deque()
         self._inbox_bytes = 0
         self.refused_qos0 = 0
+        self.refused_retained = 0
+        """Data messages their agent retained: refused as they are read."""
+        self.watch = SessionWatch("ingest")
         self.resyncs = 0
         """Reconnections after a QoS 0 flood, for what the broker held back behind it."""
         self._flood_qos0 = 0
@@ -186,9 +212,11 @@ class MqttSource:
         connack = self._expect(sock, reader, codec.CONNACK)
         if connack.reasons[0] >= 0x80:
             detail = f": {connack.reason_string}" if connack.reason_string else ""
-            raise Refused(f"{codec.reason_text(connack.reasons[0])}{detail}")
+            raise Refused(f"{codec.reason_text(connack.reasons[0])}{detail}", connack.reasons[0])
         filters = s.topic_filters()
-        sock.sendall(codec.subscribe(1, filters))
+        data_options = codec.RETAIN_AS_PUBLISHED | codec.NO_RETAINED_ON_SUBSCRIBE
+        options = {f: data_options for f in filters if f.endswith("/data")}
+        sock.sendall(codec.subscribe(1, filters, options=options))
         suback = self._expect(sock, reader, codec.SUBACK)
         for topic_filter, reason in zip(filters, suback.reasons, strict=False):
             if reason >= 0x80:
@@ -222,7 +250,7 @@ class MqttSource:
                 publishes.append(packet)
             elif isinstance(packet, codec.Ack):
                 if packet.kind == codec.DISCONNECT:
-                    raise ConnectionError(_disconnect_reason(packet))
+                    raise Disconnected(_disconnect_reason(packet), packet.reasons[0])
                 answers.append(packet)
         if publishes:
             self._deliver(publishes)
@@ -245,6 +273,17 @@ class MqttSource:
                     sender_of(p.topic, self.settings.root),
                     "qos0",
                     "a QoS 0 message: agents publish at QoS 1",
+                )
+                continue
+            if p.retain and p.topic.endswith("/data"):
+                # Only an agent that retained it can send it so (Retain As Published):
+                # acknowledged, so the broker does not send it again, and never applied.
+                self.refused_retained += 1
+                owe(generation, p.packet_id)
+                self.ingestor.rejections(
+                    sender_of(p.topic, self.settings.root),
+                    "retained",
+                    "a retained data message: agents never retain their data",
                 )
                 continue
             size += len(p.payload)
@@ -277,6 +316,7 @@ class MqttSource:
         with self._open() as sock:
             keepalive = self._handshake(sock, reader)
             self.connected.set()
+            self.watch.up()
             sock.setblocking(False)
             last_sent = last_heard = time.monotonic()
             pinged = False
@@ -340,7 +380,18 @@ class MqttSource:
                 )
                 continue
             except Refused as exc:
+                self.watch.refused(exc.reason, str(exc))
                 problem = f"broker {broker} refused the collector: {exc}"
+            except Disconnected as exc:
+                self.watch.down(exc.reason, str(exc))
+                problem = f"{exc}; unacknowledged messages will come again"
+                if exc.reason == TAKEN_OVER:
+                    problem = (
+                        f"the collector's session on {broker} was taken over: another client "
+                        f"logged in as {self.settings.broker.username or self.settings.client_id!r}"
+                        " (its credentials are in other hands, or a second collector runs "
+                        "with them); connecting again"
+                    )
             except (OSError, codec.ProtocolError) as exc:
                 problem = (
                     f"lost the broker {broker} ({exc or type(exc).__name__}); "
@@ -351,6 +402,7 @@ class MqttSource:
                 problem = f"unexpected {type(exc).__name__} on the broker connection"
             was_connected = self.connected.is_set()
             self.connected.clear()
+            self.watch.down()
             self._acks.next_connection()
             if was_connected:
                 delay = 1.0

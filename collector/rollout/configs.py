@@ -7,8 +7,9 @@ messages). A version is recorded as sent only once the broker acknowledged it,
 so a config that could not be sent is tried again at the next round. A revoked
 agent's retained config is withdrawn.
 
-The connection is the collector's own account ([mqtt]), allowed to write every
-agent's config topic and nothing else of theirs.
+The connection is the config publisher's account (``dynsec.py``): it may write every
+agent's config topic and nothing else; its password is made by the running collector
+and lives in its memory only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
 from agent.wire import SCHEMA_VERSION, AgentConfig, encode, topic
+from collector.common.sessions import TAKEN_OVER, SessionWatch
 from collector.rollout import registry
 from collector.rollout.profiles import ProfileError, Profiles
 from collector.state.store import StateStore
@@ -50,14 +52,18 @@ class ConfigSender:
         profiles: Callable[[], Profiles],
         clock: Callable[[], float] = time.time,
         ack_timeout_s: float = 10.0,
+        username: str | None = None,
     ) -> None:
+        """``username``: the config publisher's account (its password comes with
+        ``credentials``); None: the [mqtt] section's own."""
         self.store = store
         self.root = broker.topic_root
         self.profiles = profiles
         self.clock = clock
         self.ack_timeout_s = ack_timeout_s
+        self.watch = SessionWatch("configs")
         self._connected = threading.Event()
-        self._client = paho_client(broker, client_id)
+        self._client = paho_client(broker, client_id, mqtt5=True, username=username, password="")
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 30)
@@ -75,12 +81,25 @@ class ConfigSender:
         self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         if reason.is_failure:
+            self.watch.refused(reason.value, str(reason))
             log.warning("config sender: the broker refused the connection: %s", reason)
             return
+        self.watch.up()
         self._connected.set()
 
-    def _on_disconnect(self, *_args: object) -> None:
+    def _on_disconnect(
+        self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
         self._connected.clear()
+        self.watch.down(reason.value, str(reason))
+        if reason.value == TAKEN_OVER:
+            log.error("config sender: its session was taken over by another client logged in "
+                      "as the config publisher")  # fmt: skip
+
+    def credentials(self, username: str, password: str) -> None:
+        """The account to log in with from the next connection on (the config publisher's,
+        once the collector has made it)."""
+        self._client.username_pw_set(username, password)
 
     def start(self) -> None:
         self._client.connect_async(

@@ -1,4 +1,5 @@
-"""Agents' broker accounts, made at runtime through Mosquitto's dynamic security plugin.
+"""Agents' broker accounts, and the collector's own, made at runtime through Mosquitto's
+dynamic security plugin.
 
 The collector holds an admin session ([dynsec] in its config) and sends the
 plugin's JSON commands to ``$CONTROL/dynamic-security/v1``, each with its own
@@ -6,19 +7,28 @@ plugin's JSON commands to ``$CONTROL/dynamic-security/v1``, each with its own
 ``.../v1/response`` (which every admin session receives: answers to others'
 commands are ignored). No password file, no broker reload.
 
-Each agent gets one role of its own with literal topics, the simplest to audit:
-publish its ``status`` and ``data``, subscribe to and receive its ``config``;
-nothing else (the plugin's defaults refuse publishing and subscribing). Its
-client is created with that role in the same request as the role; a client
-that cannot be created takes its new role with it, so nothing is left
-half-made. Disabling a client ends its live session at once.
+What each account may do, nothing more (the plugin's default access is set to deny
+everything no role grants, receiving included):
+
+- an agent: publish its ``status`` and ``data``, subscribe to and receive its
+  ``config`` — one role of its own with literal topics, the simplest to audit. Its
+  account name changes with every enrollment (``<province>/<commune>/<agent>@<n>``):
+  a replaced or revoked PC's password or certificate names an account that no longer
+  exists, and a later enrollment of the same id never brings it back;
+- the collector's ingest ([mqtt]): subscribe to and receive agents' status and data;
+- the config publisher (an account of the collector's, ``<[mqtt] username>-configs``,
+  with a new random password at every start that lives in memory only): publish
+  agents' configs.
+
+An agent's client is created with its role in the same request as the role; a client
+that cannot be created takes its new role with it, so nothing is left half-made.
+Deleting a client ends its live session at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import time
 import uuid
@@ -30,13 +40,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
+from collector.common.sessions import SessionWatch
 
 log = logging.getLogger(__name__)
 
 COMMANDS = "$CONTROL/dynamic-security/v1"
 RESPONSES = "$CONTROL/dynamic-security/v1/response"
-#: Of the collector's own accounts: what the ingest and the config publisher may do.
+#: The collector's ingest account's role: read every agent's status and data.
 COLLECTOR_ROLE = "commune-collector"
+#: The config publisher's role: write every agent's config.
+PUBLISHER_ROLE = "commune-config-publisher"
+#: What tells an agent's account from the others (its textname).
+AGENT_TEXTNAME = "commune-agent"
+#: Access no role grants: refused. The plugin's own default lets every client receive
+#: whatever its subscriptions match.
+DEFAULT_ACCESS = ("publishClientSend", "publishClientReceive", "subscribe")
 
 
 class BrokerUnavailable(Exception):
@@ -60,7 +78,8 @@ class DynsecAdmin:
     def __init__(self, broker: BrokerSection, client_id: str, timeout_s: float = 5.0) -> None:
         self.broker = broker
         self.timeout_s = timeout_s
-        self._client = paho_client(broker, client_id)
+        self.watch = SessionWatch("dynsec")
+        self._client = paho_client(broker, client_id, mqtt5=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -70,6 +89,9 @@ class DynsecAdmin:
         self._answers: dict[str, dict[str, Any]] = {}
         self._answered = threading.Condition(self._lock)
         self._subscribe_mid: int | None = None
+        self.sessions = 0
+        """Admin sessions opened so far: a new one may face a broker restarted from an
+        older plugin file, which the collector then brings in line again."""
 
     def start(self) -> None:
         self._client.connect_async(self.broker.host, self.broker.port, int(self.broker.keepalive))
@@ -90,8 +112,10 @@ class DynsecAdmin:
         self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         if reason.is_failure:
+            self.watch.refused(reason.value, str(reason))
             log.warning("dynamic security: the broker refused the admin session: %s", reason)
             return
+        self.watch.up()
         _, self._subscribe_mid = client.subscribe(RESPONSES, qos=1)
         client.on_subscribe = self._on_subscribe
 
@@ -101,11 +125,21 @@ class DynsecAdmin:
         if any(getattr(r, "is_failure", False) for r in reasons):
             log.warning("dynamic security: not allowed to read %s: not an admin account", RESPONSES)
             return
+        self.sessions += 1
         self._ready.set()
         log.info("dynamic security: admin session on %s:%d", self.broker.host, self.broker.port)
 
-    def _on_disconnect(self, *_args: object) -> None:
+    def _on_disconnect(
+        self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
         self._ready.clear()
+        self.watch.down(reason.value, str(reason))
+        if reason.value == 0x8E:
+            log.error(
+                "dynamic security: the admin session was taken over: another client logged "
+                "in with the admin account %r (its password is in other hands, or a second "
+                "collector runs with it)", self.broker.username,
+            )  # fmt: skip
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         try:
@@ -161,11 +195,36 @@ def agent_role(username: str) -> str:
     return f"commune-agent:{username}"
 
 
+def collector_acls(root: str) -> list[dict[str, Any]]:
+    """The ingest reads status and data; configs are not its business."""
+    return [
+        {"acltype": "subscribePattern", "topic": f"{root}/+/+/+/status", "allow": True},
+        {"acltype": "subscribePattern", "topic": f"{root}/+/+/+/data", "allow": True},
+        {"acltype": "subscribePattern", "topic": f"$share/+/{root}/+/+/+/data", "allow": True},
+        {"acltype": "publishClientReceive", "topic": f"{root}/+/+/+/status", "allow": True},
+        {"acltype": "publishClientReceive", "topic": f"{root}/+/+/+/data", "allow": True},
+    ]
+
+
+def publisher_acls(root: str) -> list[dict[str, Any]]:
+    return [{"acltype": "publishClientSend", "topic": f"{root}/+/+/+/config", "allow": True}]
+
+
+def _acl_key(acl: dict[str, Any]) -> tuple[str, str, bool]:
+    return str(acl.get("acltype")), str(acl.get("topic")), bool(acl.get("allow"))
+
+
 class Accounts:
     """Agents' accounts and the collector's own, on the admin session."""
 
     def __init__(self, admin: DynsecAdmin) -> None:
         self.admin = admin
+
+    def deny_by_default(self) -> None:
+        """What no role grants is refused: publishing, subscribing and receiving. Without
+        this, the plugin lets any client receive what its session subscribed to."""
+        acls = [{"acltype": kind, "allow": False} for kind in DEFAULT_ACCESS]
+        _checked(self.admin.run({"command": "setDefaultACLAccess", "acls": acls}))
 
     def create_agent(self, username: str, password: str | None, topics: AgentTopics) -> None:
         """``password`` None: an account for a client certificate (its Common Name)."""
@@ -182,7 +241,7 @@ class Accounts:
                 "command": "createClient",
                 "username": username,
                 **({"password": password} if password is not None else {}),
-                "textname": "commune-agent",
+                "textname": AGENT_TEXTNAME,
                 "roles": [{"rolename": role}],
             },
         )
@@ -194,64 +253,100 @@ class Accounts:
             raise
         _checked([created_role])
 
-    def renew(self, username: str, password: str | None) -> None:
-        """A PC set up again (a new disk, a new Windows), or enrolled again after a
-        revocation: its new password (a certificate account gets a random one, so the
-        old password is dead too), enabled, its role back."""
-        secret = password if password is not None else secrets.token_urlsafe(32)
-        responses = self.admin.run(
-            {"command": "setClientPassword", "username": username, "password": secret},
-            {"command": "enableClient", "username": username},
-            {"command": "addClientRole", "username": username, "rolename": agent_role(username)},
-        )
-        _checked(responses[:2])  # the role may be there already: not an error
-
-    def disable(self, username: str) -> None:
-        """The account refused from now on, its live session ended; its role taken away
-        too, so that a client certificate (which Mosquitto 2.0 still lets connect for a
-        disabled client, bug #2999) may do nothing."""
-        responses = self.admin.run(
-            {"command": "disableClient", "username": username},
-            {"command": "removeClientRole", "username": username,
-             "rolename": agent_role(username)},
-        )  # fmt: skip
-        _checked(responses[:1])
-
     def delete_agent(self, username: str) -> None:
-        self.admin.run(
+        """The account and its role gone (its live session ends at once); an account
+        already gone is not an error. DynsecError for any other refusal."""
+        client, role = self.admin.run(
             {"command": "deleteClient", "username": username},
             {"command": "deleteRole", "rolename": agent_role(username)},
         )
+        for answer, absent in ((client, "Client not found"), (role, "Role not found")):
+            if answer.get("error") and answer.get("error") != absent:
+                _checked([answer])
+
+    def kick(self, username: str) -> None:
+        """End every live session logged in as ``username``, an account that no longer
+        exists (a certificate's, which Mosquitto let in without one): the plugin ends
+        sessions only when it changes an account, so one is made, without a password or
+        a role, and deleted at once."""
+        made, deleted = self.admin.run(
+            {"command": "createClient", "username": username, "textname": "commune-retired"},
+            {"command": "deleteClient", "username": username},
+        )
+        _checked([deleted])
+        if made.get("error") == "Client already exists":  # it is an account again: not ours
+            raise DynsecError("kick", f"{username} is an account again")
+
+    def agent_accounts(self, page: int = 1000) -> list[str]:
+        """Every agent account the plugin holds (made by a collector), page by page."""
+        names: list[str] = []
+        offset = 0
+        while True:
+            [answer] = self.admin.run(
+                {"command": "listClients", "verbose": True, "count": page, "offset": offset}
+            )
+            _checked([answer])
+            clients = answer.get("data", {}).get("clients", [])
+            names += [
+                str(c["username"])
+                for c in clients
+                if isinstance(c, dict) and c.get("textname") == AGENT_TEXTNAME
+            ]
+            offset += len(clients)
+            if len(clients) < page:
+                return names
 
     def ensure_collector(self, username: str, password: str, root: str) -> None:
-        """The collector's own account: read every agent's status and data, write every
-        agent's config. Made if missing, its role set again if it exists."""
-        acls = [
-            {"acltype": "subscribePattern", "topic": f"{root}/#", "allow": True},
-            {"acltype": "subscribePattern", "topic": f"$share/+/{root}/#", "allow": True},
-            {"acltype": "publishClientReceive", "topic": f"{root}/#", "allow": True},
-            {"acltype": "publishClientSend", "topic": f"{root}/+/+/+/config", "allow": True},
+        """The ingest's account: read every agent's status and data. Made if missing; if
+        it exists (a broker set up by an earlier release, whose role also wrote configs
+        and received everything), its role is brought to exactly these rights."""
+        self._ensure_role(COLLECTOR_ROLE, collector_acls(root))
+        self._ensure_client(username, password, COLLECTOR_ROLE, "commune-collector")
+
+    def ensure_publisher(self, username: str, password: str, root: str) -> None:
+        """The config publisher's account: write agents' configs, nothing else; its
+        password set anew (it lives in the running collector's memory only)."""
+        self._ensure_role(PUBLISHER_ROLE, publisher_acls(root))
+        self._ensure_client(username, password, PUBLISHER_ROLE, "commune-config-publisher")
+        _checked(self.admin.run(
+            {"command": "setClientPassword", "username": username, "password": password}
+        ))  # fmt: skip
+
+    def _ensure_role(self, name: str, acls: list[dict[str, Any]]) -> None:
+        [created] = self.admin.run({"command": "createRole", "rolename": name, "acls": acls})
+        if not created.get("error"):
+            return
+        if created.get("error") != "Role already exists":
+            _checked([created])
+        [found] = self.admin.run({"command": "getRole", "rolename": name})
+        _checked([found])
+        held = {_acl_key(a): a for a in found.get("data", {}).get("role", {}).get("acls", [])}
+        wanted = {_acl_key(a): a for a in acls}
+        changes = [
+            {"command": "removeRoleACL", "rolename": name, "acltype": kind, "topic": topic}
+            for (kind, topic, _allow) in held.keys() - wanted.keys()
+        ] + [
+            {"command": "addRoleACL", "rolename": name, **acl}
+            for key, acl in wanted.items()
+            if key not in held
         ]
-        role, client = self.admin.run(
-            {"command": "createRole", "rolename": COLLECTOR_ROLE, "acls": acls},
+        if changes:
+            _checked(self.admin.run(*changes))
+            log.warning("dynamic security: role %s brought to its rights (%d changes)",
+                        name, len(changes))  # fmt: skip
+
+    def _ensure_client(self, username: str, password: str, role: str, textname: str) -> None:
+        [created] = self.admin.run(
             {
                 "command": "createClient",
                 "username": username,
-                "password": password,
-                "textname": "commune-collector",
-                "roles": [{"rolename": COLLECTOR_ROLE}],
-            },
+                **({"password": password} if password else {}),
+                "textname": textname,
+                "roles": [{"rolename": role}],
+            }
         )
-        # An ACL or a role the account holds already is answered with an error: harmless.
-        if role.get("error") == "Role already exists":
-            self.admin.run(
-                *({"command": "addRoleACL", "rolename": COLLECTOR_ROLE, **acl} for acl in acls)
-            )
-        elif role.get("error"):
-            _checked([role])
-        if client.get("error") == "Client already exists":
-            self.admin.run(
-                {"command": "addClientRole", "username": username, "rolename": COLLECTOR_ROLE}
-            )
-        elif client.get("error"):
-            _checked([client])
+        if created.get("error") == "Client already exists":
+            # An error here means it holds the role already.
+            self.admin.run({"command": "addClientRole", "username": username, "rolename": role})
+        elif created.get("error"):
+            _checked([created])

@@ -7,11 +7,16 @@ half-made:
 1. the token gives a use (one conditional UPDATE), the agent's profile must make
    a valid config for it, and the agent id must be new in the commune (or the
    token allow replacing it, and the PC ask to);
-2. its broker account is made (or, for a replaced PC, given the new password);
-   if that fails the use is given back;
-3. the agent is recorded with the audit entry; should that fail, the account
-   just made is deleted again;
-4. its config is sent (retained) before the answer, so it is there when the
+2. its broker account is made: a new one for every enrollment
+   (``<province>/<commune>/<agent>@<n>``), never an earlier one given a new password,
+   so the password or certificate of a replaced or revoked PC names an account that
+   is gone for good; if that fails the use is given back;
+3. the agent is recorded with the audit entry, and the account of its earlier
+   enrollment (if any) retired in the same transaction; should that fail, the
+   account just made is deleted again;
+4. the retired account is removed from the broker (now, or at the next round:
+   ``revocation.py``) and its certificate listed as revoked;
+5. its config is sent (retained) before the answer, so it is there when the
    agent first connects.
 
 The store's write lock is never held while the broker is asked: ingest goes on.
@@ -40,7 +45,8 @@ from collector.rollout.dynsec import (
     DynsecError,
 )
 from collector.rollout.profiles import ProfileError, Profiles
-from collector.rollout.signer import CsrRefused, Signer, check_csr
+from collector.rollout.revocation import Revocations
+from collector.rollout.signer import CsrRefused, Issued, Signer, check_csr
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -99,6 +105,7 @@ class Enroller:
         profiles: Callable[[], Profiles],
         settings: EnrollSettings,
         clock: Callable[[], float] = time.time,
+        revocations: Revocations | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -107,6 +114,7 @@ class Enroller:
         self.settings = settings
         self.clock = clock
         self.stats = EnrollStats()
+        self.revocations = revocations or Revocations(store, accounts, clock=clock)
 
     def _refuse(
         self, status: int, reason: str, message: str, address: str, **where: str
@@ -145,6 +153,8 @@ class Enroller:
         token, existing = self._admit(request, address, now)
         place = _place(token, request)
         key = agent_key(token.province, token.commune, request.agent)
+        generation = (existing.generation if existing is not None else 0) + 1
+        username = registry.account_name(key, generation)
         topics = AgentTopics(
             status=topic(
                 self.settings.root, token.province, token.commune, request.agent, "status"
@@ -152,51 +162,68 @@ class Enroller:
             data=topic(self.settings.root, token.province, token.commune, request.agent, "data"),
             config=self.sender.config_topic(token.province, token.commune, request.agent),
         )
-        certificate = ""
+        issued: Issued | None = None
         if csr is not None:
             assert self.settings.signer is not None
-            certificate = self.settings.signer.sign(csr, key)
-        made = self._account(request, token, existing, topics, address, place)
+            issued = self.settings.signer.sign(csr, username)
         event = "replaced" if existing is not None else "enrolled"
-        try:
-            with self.store.transaction() as db:
-                registry.enrolled(
-                    db,
-                    province=token.province,
-                    commune=token.commune,
-                    agent=request.agent,
-                    username=key,
-                    profile=token.profile,
-                    token_id=token.id,
-                    now=now,
-                )
-                registry.record(db, event, now, address=address, detail=token.profile, **place)
-        except Exception:
-            if made:
-                self.accounts.delete_agent(key)
-            self._give_back(token.id)
-            log.exception("enrollment of %s could not be recorded; its account was undone", key)
-            raise EnrollRefused(
-                503, "store", "the collector could not record it: try again"
-            ) from None
+        with self.revocations.lock:
+            self._account(request, token, username, topics, address, place)
+            try:
+                with self.store.transaction() as db:
+                    registry.enrolled(
+                        db,
+                        province=token.province,
+                        commune=token.commune,
+                        agent=request.agent,
+                        username=username,
+                        profile=token.profile,
+                        token_id=token.id,
+                        now=now,
+                        generation=generation,
+                        cert_serial=issued.serial if issued else "",
+                    )
+                    if existing is not None and existing.username != username:
+                        registry.retire(
+                            db, existing.username, key,
+                            "revoked" if existing.revoked_at is not None else "replaced", now,
+                            existing.cert_serial,
+                        )  # fmt: skip
+                    registry.record(db, event, now, address=address, detail=token.profile, **place)
+            except Exception:
+                self._undo(username)
+                self._give_back(token.id)
+                log.exception("enrollment of %s could not be recorded; its account was undone", key)
+                raise EnrollRefused(
+                    503, "store", "the collector could not record it: try again"
+                ) from None
         if existing is not None:
             self.stats.replaced += 1
+            self.revocations.apply()  # the earlier account goes now (or at the next round)
         else:
             self.stats.enrolled += 1
-        log.info("%s %s from %s with token %s", event, key, address, token.id)
+        log.info("%s %s (account %s) from %s with token %s", event, key, username, address,
+                 token.id)  # fmt: skip
         self.sender.sync(only=key)  # retained before the agent first connects
         return EnrollAnswer(
             province=token.province,
             commune=token.commune,
             agent=request.agent,
-            username=key,
-            broker_url=self.settings.cert_broker_url if certificate else self.settings.broker_url,
+            username=username,
+            broker_url=self.settings.cert_broker_url if issued else self.settings.broker_url,
             broker_ca=self.settings.broker_ca,
             profile=token.profile,
             topics=EnrollTopics(topics.status, topics.data, topics.config),
             replaced=existing is not None,
-            certificate=certificate,
+            certificate=issued.pem if issued else "",
         )
+
+    def _undo(self, username: str) -> None:
+        try:
+            self.accounts.delete_agent(username)
+        except (BrokerUnavailable, DynsecError):  # the sweep finds it: no enrollment has it
+            log.warning("could not delete the account %s just made; the next sweep will",
+                        username)  # fmt: skip
 
     def _admit(
         self, request: EnrollRequest, address: str, now: float
@@ -285,28 +312,22 @@ class Enroller:
         self,
         request: EnrollRequest,
         token: tokens.Token,
-        existing: registry.Managed | None,
+        username: str,
         topics: AgentTopics,
         address: str,
         place: dict[str, str],
-    ) -> bool:
-        """The broker account, made (True) or given the new password (False)."""
-        username = agent_key(token.province, token.commune, request.agent)
-        # A certificate account has no password: none that could be guessed.
+    ) -> None:
+        """The enrollment's own broker account, made (with the PC's password, or none for
+        a certificate: none that could be guessed)."""
         password = request.password or None
         try:
-            if existing is not None:  # replaced, or enrolled again after a revocation
-                self.accounts.renew(username, password)
-                return False
-            self.accounts.create_agent(username, password, topics)
-            return True
-        except AccountExists:
-            self._give_back(token.id)
-            raise self._refuse(
-                409, "duplicate",
-                f"the broker has an account {username} already: choose another --id",
-                address, **place,
-            ) from None  # fmt: skip
+            try:
+                self.accounts.create_agent(username, password, topics)
+            except AccountExists:
+                # Made by an enrollment of this generation that was never recorded (the
+                # collector stopped in between): nobody holds it; make it afresh.
+                self.accounts.delete_agent(username)
+                self.accounts.create_agent(username, password, topics)
         except (BrokerUnavailable, DynsecError) as exc:
             self._give_back(token.id)
             log.error("enrollment of %s failed at the broker: %s", username, exc)
@@ -321,17 +342,21 @@ class Enroller:
         with self.store.transaction() as db:
             tokens.give_back(db, token_id)
 
-    def revoke(self, key: str, actor: str, address: str = "") -> registry.Managed:
-        """Disable the account (its live session ends at once), withdraw its config.
-        KeyError for an agent that was never enrolled."""
+    def revoke(
+        self, key: str, actor: str, address: str = "", *, apply: bool = True
+    ) -> tuple[registry.Managed, bool]:
+        """Revoke an enrolled agent: recorded first (its account retired), then, with
+        ``apply``, its account removed from the broker (its live session ends at once) and
+        its config withdrawn. Returns the agent and whether the broker has done its part
+        (if not, the next round does). KeyError for an agent that was never enrolled."""
         with self.store.reading() as db:
             agent = registry.find(db, key)
         if agent is None:
             raise KeyError(key)
-        self.accounts.disable(agent.username)
         now = self.clock()
         with self.store.transaction() as db:
             registry.revoked(db, key, now)
+            registry.retire(db, agent.username, key, "revoked", now, agent.cert_serial)
             registry.record(
                 db,
                 "revoked",
@@ -342,9 +367,23 @@ class Enroller:
                 address=address,
                 actor=actor,
             )
-        self.sender.withdraw(agent.province, agent.commune, agent.agent)
-        log.info("revoked %s (by %s)", key, actor)
+        applied = False
+        if apply:
+            applied = self.revocations.apply()
+            self.withdraw_configs()
+        pending = "" if applied or not apply else "; the broker's part is pending"
+        log.info("revoked %s (by %s)%s", key, actor, pending)
         with self.store.reading() as db:
             found = registry.find(db, key)
         assert found is not None
-        return found
+        return found, applied
+
+    def withdraw_configs(self) -> None:
+        """The retained configs of revoked agents cleared from the broker (they hold the
+        agents' secrets): now if the config publisher is connected, else next round."""
+        for agent in registry.managed(self.store):
+            if agent.revoked_at is None or agent.config_published is None:
+                continue
+            if self.sender.withdraw(agent.province, agent.commune, agent.agent):
+                with self.store.transaction() as db:
+                    registry.config_withdrawn(db, agent.agent_key)

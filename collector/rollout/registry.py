@@ -1,10 +1,15 @@
-"""The enrolled agents and the audit of every enrollment, replacement and revocation.
+"""The enrolled agents, the accounts retired, and the audit of every enrollment,
+replacement and revocation.
 
 An enrolled ("managed") agent has a broker account made by the collector and gets
 its checks from the collector; ``config_version``/``config_hash`` are what was
-last sent to it (its birth message and self-metrics say what it runs). The audit
-keeps who, when, from which address and with which token, refusals included,
-bounded in rows so that a spray of bad requests cannot fill the disk.
+last sent to it (its birth message and self-metrics say what it runs). Each
+enrollment of an agent id has an account of its own (``<key>@<generation>``); the
+accounts of earlier enrollments, and of a revoked agent, are retired: recorded here
+first, then removed from the broker (at once, or at the next round if the broker is
+away), and their certificates listed as revoked. The audit keeps who, when, from which
+address and with which token, refusals included, bounded in rows so that a spray of
+bad requests cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -32,6 +37,31 @@ class Managed:
     config_version: int
     config_hash: str
     config_published: float | None
+    generation: int = 0
+    """The how-manieth enrollment of this agent id (0: made by 0.2, the account named
+    by the key alone)."""
+    cert_serial: str = ""
+    """The serial (hex) of the client certificate signed for this enrollment, if any."""
+
+
+@dataclass(frozen=True)
+class Retired:
+    """An account that must never log in again."""
+
+    username: str
+    agent_key: str
+    reason: str
+    """replaced (a newer enrollment of the id), revoked, or stray (found at the broker
+    without an enrollment)."""
+    retired_at: float
+    cert_serial: str
+    removed_at: float | None
+    """When the broker was seen without it; None while it may still hold it."""
+
+
+def account_name(key: str, generation: int) -> str:
+    """The broker account of an agent's ``generation``-th enrollment."""
+    return f"{key}@{generation}" if generation else key
 
 
 @dataclass(frozen=True)
@@ -51,7 +81,8 @@ class Event:
 
 _SELECT = (
     "SELECT agent_key, province, commune, agent, username, profile, token_id, enrolled_at, "
-    "revoked_at, config_version, config_hash, config_published FROM managed_agents"
+    "revoked_at, config_version, config_hash, config_published, generation, cert_serial "
+    "FROM managed_agents"
 )
 
 
@@ -67,7 +98,8 @@ def place_filter(province: str | None, commune: str | None) -> tuple[str, list[o
 
 
 def _managed(row: tuple[object, ...]) -> Managed:
-    key, province, commune, agent, username, profile, token, at, revoked, version, hash_, sent = row
+    (key, province, commune, agent, username, profile, token, at, revoked, version, hash_, sent,
+     generation, serial) = row  # fmt: skip
     return Managed(
         str(key),
         str(province),
@@ -81,6 +113,8 @@ def _managed(row: tuple[object, ...]) -> Managed:
         int(version),  # type: ignore[call-overload]
         str(hash_),
         None if sent is None else float(sent),  # type: ignore[arg-type]
+        int(generation),  # type: ignore[call-overload]
+        str(serial),
     )
 
 
@@ -119,14 +153,17 @@ def enrolled(
     profile: str,
     token_id: str,
     now: float,
+    generation: int = 0,
+    cert_serial: str = "",
 ) -> None:
     """Enrolled anew, or again (a replaced PC, or after a revocation)."""
     db.execute(
         """INSERT INTO managed_agents (agent_key, province, commune, agent, username, profile,
-             token_id, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             token_id, enrolled_at, generation, cert_serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (agent_key) DO UPDATE SET username = excluded.username,
              profile = excluded.profile, token_id = excluded.token_id,
-             enrolled_at = excluded.enrolled_at, revoked_at = NULL""",
+             enrolled_at = excluded.enrolled_at, revoked_at = NULL,
+             generation = excluded.generation, cert_serial = excluded.cert_serial""",
         (
             agent_key(province, commune, agent),
             province,
@@ -136,8 +173,71 @@ def enrolled(
             profile,
             token_id,
             now,
+            generation,
+            cert_serial,
         ),
     )
+
+
+def retire(
+    db: sqlite3.Connection, username: str, key: str, reason: str, now: float, cert_serial: str = ""
+) -> None:
+    """``username`` must never log in again: recorded before the broker is asked, so that a
+    failure there is tried again, never forgotten."""
+    db.execute(
+        """INSERT INTO retired_accounts (username, agent_key, reason, retired_at, cert_serial)
+           VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET removed_at = NULL,
+             cert_serial = CASE WHEN excluded.cert_serial != '' THEN excluded.cert_serial
+                                ELSE retired_accounts.cert_serial END""",
+        (username, key, reason, now, cert_serial),
+    )
+
+
+def account_removed(db: sqlite3.Connection, username: str, now: float) -> None:
+    db.execute(
+        "UPDATE retired_accounts SET removed_at = ? WHERE username = ? AND removed_at IS NULL",
+        (now, username),
+    )
+
+
+def retired(store: StateStore, pending_only: bool = False) -> list[Retired]:
+    query = (
+        "SELECT username, agent_key, reason, retired_at, cert_serial, removed_at "
+        "FROM retired_accounts"
+    )
+    if pending_only:
+        query += " WHERE removed_at IS NULL"
+    with store.reading() as db:
+        rows = db.execute(query + " ORDER BY retired_at, username").fetchall()
+    return [
+        Retired(
+            str(name),
+            str(key),
+            str(why),
+            float(at),
+            str(serial),
+            None if gone is None else float(gone),
+        )
+        for name, key, why, at, serial, gone in rows
+    ]
+
+
+def revoked_serials(store: StateStore) -> list[tuple[str, float]]:
+    """Certificates of retired accounts (serial in hex, when retired): the revocation list."""
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT cert_serial, MIN(retired_at) FROM retired_accounts WHERE cert_serial != '' "
+            "GROUP BY cert_serial ORDER BY cert_serial"
+        ).fetchall()
+    return [(str(serial), float(at)) for serial, at in rows]
+
+
+def active_usernames(store: StateStore) -> set[str]:
+    with store.reading() as db:
+        return {
+            str(u)
+            for (u,) in db.execute("SELECT username FROM managed_agents WHERE revoked_at IS NULL")
+        }
 
 
 def revoked(db: sqlite3.Connection, key: str, now: float) -> None:
@@ -152,6 +252,15 @@ def config_sent(db: sqlite3.Connection, key: str, version: int, hash_: str, now:
         """UPDATE managed_agents SET config_version = ?, config_hash = ?, config_published = ?
            WHERE agent_key = ?""",
         (version, hash_, now, key),
+    )
+
+
+def config_withdrawn(db: sqlite3.Connection, key: str) -> None:
+    """A revoked agent's retained config cleared; its version kept, so a config sent after
+    a later enrollment is newer than any the PC ran."""
+    db.execute(
+        "UPDATE managed_agents SET config_hash = '', config_published = NULL WHERE agent_key = ?",
+        (key,),
     )
 
 

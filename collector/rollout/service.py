@@ -1,11 +1,12 @@
 """The rollout, as the collector runs it: the admin session, the config sender, the
-enroller, and the profile files (read again whenever one changes on disk or is
-replaced through the API, never applied unless valid)."""
+enroller, revocations, and the profile files (read again whenever one changes on disk or
+is replaced through the API, never applied unless valid)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
 from collector.rollout.configs import ConfigSender
-from collector.rollout.dynsec import Accounts, DynsecAdmin
+from collector.rollout.dynsec import Accounts, BrokerUnavailable, DynsecAdmin, DynsecError
 from collector.rollout.enrollment import Enroller, EnrollSettings
 from collector.rollout.profiles import ProfileError, Profiles, load_all, parse_profiles
+from collector.rollout.revocation import Revocations
 from collector.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -37,8 +39,8 @@ class RolloutSettings:
     admin_client_id: str
     admin_timeout_s: float
     collector: BrokerSection
-    """The collector's own account ([mqtt]): it writes the agents' configs."""
-    collector_client_id: str
+    """The collector's own account ([mqtt]), the ingest's: made or brought to its rights."""
+    publisher_username: str
     broker_url: str
     broker_ca_file: str
     profile_files: tuple[str, ...]
@@ -48,6 +50,8 @@ class RolloutSettings:
     client_ca_key_file: str = ""
     client_cert_days: int = 825
     cert_broker_url: str = ""
+    client_crl_file: str = ""
+    """Where the revocation list of client certificates goes, for the broker's crlfile."""
     renames: dict[tuple[str, str], str] = field(default_factory=dict)
     """(province, former slug) -> slug now: the profile values of an agent enrolled under a
     commune's former slug are the commune's."""
@@ -135,6 +139,18 @@ def _signer(settings: RolloutSettings) -> Signer | None:
     )
 
 
+#: The store's ``meta`` row where a running collector's rollout says it is alive: the
+#: command line leaves the broker to it rather than taking its admin session over.
+HEARTBEAT = "rollout_seen"
+
+
+def running_collector(store: StateStore, now: float, within_s: float = 60.0) -> bool:
+    """Whether a collector's rollout went round within ``within_s``."""
+    with store.reading() as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (HEARTBEAT,)).fetchone()
+    return row is not None and now - float(row[0]) < within_s
+
+
 class Rollout:
     def __init__(
         self, store: StateStore, settings: RolloutSettings, clock: Callable[[], float] = time.time
@@ -145,9 +161,16 @@ class Rollout:
         self.profiles = ProfileFiles(settings.profile_files, settings.renames)
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)
+        self._publisher_password = secrets.token_urlsafe(32)
         self.sender = ConfigSender(
-            store, settings.collector, settings.collector_client_id, self.profiles, clock
-        )
+            store, settings.collector, settings.publisher_username, self.profiles, clock,
+            username=settings.publisher_username,
+        )  # fmt: skip
+        signer = _signer(settings)
+        self.revocations = Revocations(
+            store, self.accounts, signer, settings.client_crl_file,
+            lambda: set(self.profiles().provinces), clock,
+        )  # fmt: skip
         ca = Path(settings.broker_ca_file).read_text() if settings.broker_ca_file else ""
         self.enroller = Enroller(
             store,
@@ -158,44 +181,105 @@ class Rollout:
                 settings.broker_url,
                 ca,
                 settings.collector.topic_root,
-                signer=_signer(settings),
+                signer=signer,
                 cert_broker_url=settings.cert_broker_url,
             ),
             clock,
+            self.revocations,
         )
-        self._collector_account_ready = False
+        self._heartbeat = False
+        self._stopping = threading.Event()
+        self._prepared_session = 0
+        """The admin session the broker was last brought in line on (0: none yet)."""
+        self._sender_started = False
 
-    def start(self, timeout: float = 10.0) -> None:
-        """The admin session, then the collector's own account, then the config sender
-        that logs in with it (a broker without the account yet would refuse it, and
-        paho's backoff would keep the configs waiting)."""
+    def start(self, timeout: float = 10.0, *, heartbeat: bool = True) -> None:
+        """The admin session, then the accounts (the ingest's, the config publisher's),
+        then the config sender that logs in with its own (a broker without the account
+        yet would refuse it, and paho's backoff would keep the configs waiting)."""
+        self._heartbeat = heartbeat
+        if heartbeat:
+            self.beat(self.clock())
         self.admin.start()
         self.prepare_broker(timeout)
-        self.sender.start()
+        if heartbeat:
+            threading.Thread(target=self._follow_revocations, name="revocations",
+                             daemon=True).start()  # fmt: skip
+
+    def _follow_revocations(self) -> None:
+        """A revocation recorded by the command line (which leaves the broker to the
+        running collector) is carried out within a second, not at the next round."""
+        while not self._stopping.wait(1.0):
+            try:
+                if self.admin.ready and self.revocations.pending():
+                    self.revocations.apply()
+                    self.enroller.withdraw_configs()
+            except Exception:  # the next round tries again; this thread must not die
+                log.exception("carrying out a recorded revocation failed")
+
+    def beat(self, now: float) -> None:
+        """Tell the store a collector runs the rollout (the command line then leaves the
+        broker to it)."""
+        with self.store.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (HEARTBEAT, int(now)))
 
     def stop(self) -> None:
+        self._stopping.set()
         self.sender.stop()
         self.admin.stop()
+        if self._heartbeat:  # stopped: the command line may do the broker's part itself
+            with self.store.transaction() as db:
+                db.execute("DELETE FROM meta WHERE key = ?", (HEARTBEAT,))
 
-    def prepare_broker(self, timeout: float = 10.0) -> None:
-        """Before the collector subscribes: its own account exists with the rights it
-        needs (read every agent, write their configs). Idempotent."""
+    def prepare_broker(self, timeout: float = 10.0) -> bool:
+        """Before the collector subscribes: access no role grants refused; its own
+        accounts exist with exactly the rights they need (the ingest reads agents'
+        status and data, the publisher writes their configs); then the publisher logs
+        in. Idempotent; False while the admin session is away (tried again next round)."""
         if not self.admin.wait_ready(timeout):
-            log.warning("dynamic security: no admin session yet; the collector's account is "
+            log.warning("dynamic security: no admin session yet; the collector's accounts are "
                         "checked again at the next round")  # fmt: skip
-            return
-        collector = self.settings.collector
-        if collector.username:
-            self.accounts.ensure_collector(
-                collector.username, read_secret(collector.password_file)
-                if collector.password_file else "", collector.topic_root,
-            )  # fmt: skip
-        self._collector_account_ready = True
+            return False
+        session = self.admin.sessions
+        try:
+            self.accounts.deny_by_default()
+            collector = self.settings.collector
+            if collector.username:
+                self.accounts.ensure_collector(
+                    collector.username, read_secret(collector.password_file)
+                    if collector.password_file else "", collector.topic_root,
+                )  # fmt: skip
+            self.accounts.ensure_publisher(
+                self.settings.publisher_username, self._publisher_password, collector.topic_root
+            )
+        except (BrokerUnavailable, DynsecError) as exc:
+            log.warning("dynamic security: the collector's accounts not set up yet: %s", exc)
+            return False
+        self.sender.credentials(self.settings.publisher_username, self._publisher_password)
+        if not self._sender_started:
+            self.sender.start()
+            self._sender_started = True
+        self._prepared_session = session
+        self.revocations.sweep(force=True)
+        self.revocations.apply()
+        return True
 
-    def tick(self, _now: float) -> None:
-        """Housekeeping: profiles read again if changed; configs sent if anything is due."""
-        if not self._collector_account_ready:
+    def tick(self, now: float) -> None:
+        """Housekeeping: the broker brought in line (accounts, retired accounts removed,
+        strays swept, the revocation list); profiles read again if changed; configs sent
+        if anything is due. The store hears that a collector runs the rollout."""
+        if self._heartbeat:
+            self.beat(now)
+        if self.admin.sessions != self._prepared_session:
+            # First, or a new admin session: the broker may have restarted from an older
+            # plugin file (a restored backup): its defaults, roles and strays are checked.
             self.prepare_broker(timeout=0)
+        elif self.admin.ready:
+            if self.revocations.pending():
+                self.revocations.apply()
+            self.revocations.sweep()
+        self.revocations.write_crl()
+        self.enroller.withdraw_configs()
         if self.profiles.reload_if_changed():
             self.sender.pending = True
         if self.sender.pending:
@@ -212,12 +296,20 @@ class Rollout:
         self.sender.sync()
 
     def parts(self) -> dict[str, str]:
-        """For /healthz: the admin session, the profile files, configs not sent."""
-        return {
-            "dynsec": "ok" if self.admin.ready else "away",
+        """For /healthz: the admin session, the profile files, configs not sent, accounts
+        retired and not yet removed from the broker, the revocation list."""
+        admin = self.admin.watch.state()
+        sender = self.sender.watch.state()
+        parts = {
+            "dynsec": admin if admin != "ok" else "ok" if self.admin.ready else "away",
             "profiles": "invalid" if self.profiles.error else "ok",
-            "configs": "behind" if self.sender.last.failed else "ok",
-        }
+            "configs": sender if sender == "taken_over" else
+            "behind" if self.sender.last.failed else "ok",
+            "revocations": "pending" if self.revocations.pending() else "ok",
+        }  # fmt: skip
+        if self.revocations.signer is not None and self.settings.client_crl_file:
+            parts["crl"] = "failing" if self.revocations.crl_error else "ok"
+        return parts
 
     def create_token(
         self,

@@ -6,11 +6,19 @@ province's client CA (``[enrollment] client_ca_cert_file``/``client_ca_key_file`
 Only the CSR's public key is taken (its subject is replaced by the account name),
 once its signature proves the PC holds the key. Keys: EC P-256/P-384, or RSA of
 2048 bits and more.
+
+The certificates of retired accounts (a replaced or revoked PC's) are listed in a
+revocation list signed with the same CA (``[enrollment] client_crl_file``), which
+the broker's certificate listener loads (``crlfile``): from its next start or reload
+such a certificate is refused in the TLS handshake. Until then its account no longer
+exists, so it may do nothing.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +49,8 @@ class Signer:
         request: x509.CertificateSigningRequest,
         account: str,
         now: datetime.datetime | None = None,
-    ) -> str:
-        """A certificate for ``account`` over the key of a CSR ``check_csr`` passed, PEM."""
+    ) -> Issued:
+        """A certificate for ``account`` over the key of a CSR ``check_csr`` passed."""
         now = now or datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
@@ -70,7 +78,58 @@ class Signer:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        return certificate.public_bytes(serialization.Encoding.PEM).decode()
+        return Issued(
+            certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            format(certificate.serial_number, "x"),
+        )
+
+    def revocation_list(
+        self, serials: list[tuple[str, float]], now: datetime.datetime | None = None
+    ) -> bytes:
+        """A CRL (PEM) of the certificates ``serials`` (hex serial, when revoked).
+
+        Its next update is ten years on: the broker reads the file at start and at a
+        reload only, and OpenSSL refuses every client certificate once a loaded CRL is
+        past its next update; a broker left running for a year must not lock every PC
+        out. Freshness comes from the collector rewriting the file at each revocation.
+        """
+        now = now or datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=3650))
+        )
+        for serial, at in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(serial, 16))
+                .revocation_date(datetime.datetime.fromtimestamp(at, datetime.UTC))
+                .build()
+            )
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class Issued:
+    pem: str
+    serial: str
+    """Hex, as the revocation list names it."""
+
+
+def write_public(path: Path, content: bytes) -> bool:
+    """Write ``content`` to ``path`` whole (a temporary file renamed), readable by all (the
+    broker's user reads it); False when it held that already."""
+    try:
+        if path.read_bytes() == content:
+            return False
+    except OSError:
+        pass
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
+        out.write(content)
+    os.chmod(out.name, 0o644)
+    os.replace(out.name, path)
+    return True
 
 
 def check_csr(csr_pem: str) -> x509.CertificateSigningRequest:

@@ -191,6 +191,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        5,
+        "revocation that lasts: each enrollment's own broker account and certificate; the "
+        "accounts retired (replaced, revoked) until the broker has removed them",
+        (
+            # The n-th enrollment of an agent id has the account "<key>@<n>" (0: an account
+            # named by the key alone, made by 0.2) and, enrolled with a key pair, the
+            # serial of the certificate the collector signed for it (hex).
+            "ALTER TABLE managed_agents ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE managed_agents ADD COLUMN cert_serial TEXT NOT NULL DEFAULT ''",
+            # Every account that must never log in again, and its certificate (for the
+            # revocation list); removed_at once the broker no longer holds it.
+            """CREATE TABLE retired_accounts (
+            username TEXT PRIMARY KEY, agent_key TEXT NOT NULL, reason TEXT NOT NULL,
+            retired_at REAL NOT NULL, cert_serial TEXT NOT NULL DEFAULT '',
+            removed_at REAL
+        )""",
+            "CREATE INDEX retired_accounts_pending ON retired_accounts (removed_at)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collector import __version__
 from collector.alerts.notify import Notifier
 from collector.alerts.records import firing_by_severity
+from collector.common.sessions import SessionWatch
 from collector.ingest.ingestor import COMMIT_BOUNDS, IngestStats
 from collector.ingest.source import MqttSource
 from collector.outputs.sink import SinkStats
@@ -46,8 +47,9 @@ def figures(
     rejected = Family(
         "commune_collector_messages_rejected_total", "counter", "Messages rejected, by reason."
     )
-    refused_qos0 = source.refused_qos0  # counted where they are read
-    for reason, count in sorted({**stats.rejected, "qos0": refused_qos0}.items()):
+    refused_qos0 = source.refused_qos0  # counted where they are read, as are retained data
+    read_refused = {"qos0": refused_qos0, "retained": source.refused_retained}
+    for reason, count in sorted({**stats.rejected, **read_refused}.items()):
         rejected.add(count, reason=reason)
     refused = Family(
         "commune_collector_samples_refused_total",
@@ -73,7 +75,7 @@ def figures(
         counter(
             "messages_received_total",
             "MQTT messages received.",
-            stats.received + refused_qos0,
+            stats.received + refused_qos0 + source.refused_retained,
         ),
         counter("messages_acked_total", "Messages acknowledged after commit.", stats.acked),
         rejected,
@@ -164,4 +166,35 @@ def rollout_figures(rollout: Rollout) -> list[Family]:
         "commune_collector_configs_unsent", "gauge",
         "Enrolled agents whose config the last round could not make or send.",
     ).add(len(rollout.sender.last.failed))  # fmt: skip
-    return [enrollments, refused, behind]
+    revocations = rollout.revocations.stats
+    retired = Family(
+        "commune_collector_accounts_removed_total",
+        "counter",
+        "Agent accounts removed from the broker: retired (replaced, revoked) or found there "
+        "without an enrollment (stray).",
+    ).add(revocations.removed - revocations.strays, why="retired")
+    retired.add(revocations.strays, why="stray")
+    pending = Family(
+        "commune_collector_accounts_pending_removal", "gauge",
+        "Retired agent accounts the broker may still hold (removed at the next round).",
+    ).add(len(rollout.revocations.pending()))  # fmt: skip
+    return [enrollments, refused, behind, retired, pending]
+
+
+def session_figures(watches: list[SessionWatch]) -> list[Family]:
+    """The collector's own broker sessions (ingest, configs, dynsec): up, taken over,
+    refused."""
+    up = Family("commune_collector_broker_session_up", "gauge",
+                "1 while the session is connected (0 also while it is taken over).")  # fmt: skip
+    takeovers = Family(
+        "commune_collector_broker_session_takeovers_total", "counter",
+        "Times the broker ended the session because another client logged in with its "
+        "account (MQTT 5 reason 0x8E): its credentials are in other hands.",
+    )  # fmt: skip
+    refusals = Family("commune_collector_broker_session_refusals_total", "counter",
+                      "Times the broker refused the session's login.")  # fmt: skip
+    for watch in watches:
+        up.add(float(watch.state() == "ok"), session=watch.name)
+        takeovers.add(watch.takeovers_total, session=watch.name)
+        refusals.add(watch.refusals_total, session=watch.name)
+    return [up, takeovers, refusals]

@@ -21,7 +21,6 @@ from pydantic import Field
 
 from agent.enrollwire import EnrollRequest
 from collector.rollout import registry, tokens
-from collector.rollout.dynsec import BrokerUnavailable, DynsecError
 from collector.rollout.enrollment import EnrollRefused
 from collector.rollout.overview import CommuneRollout, communes
 from collector.rollout.profiles import ProfileError
@@ -200,21 +199,33 @@ def rollout_events(
 @router.post(
     "/api/v1/agents/{province}/{commune}/{agent}/revoke",
     tags=["enrollment"],
-    responses=errors(403, 404, 503),
+    responses={
+        **errors(403, 404),
+        202: {"model": registry.Managed, "description": "recorded; the broker's part pending"},
+    },
 )
 def revoke_agent(
-    request: Request, province: Slug, commune: Slug, agent: Slug, caller: Admin, context: Context
+    request: Request,
+    response: Response,
+    province: Slug,
+    commune: Slug,
+    agent: Slug,
+    caller: Admin,
+    context: Context,
 ) -> registry.Managed:
-    """The agent's account is disabled (its live session ends at once), its config withdrawn."""
+    """Revoked for good: recorded, its account removed from the broker (its live session
+    ends at once), its certificate listed as revoked, its config withdrawn. 202 when the
+    broker is away: recorded, and done at the collector's next round once it is back."""
     rollout = _rollout(context)
     try:
-        return rollout.enroller.revoke(
+        managed, applied = rollout.enroller.revoke(
             f"{province}/{commune}/{agent}", caller.name, client_address(request)
         )
     except KeyError:
         raise HTTPException(404, f"{province}/{commune}/{agent} was never enrolled") from None
-    except (BrokerUnavailable, DynsecError) as exc:
-        raise HTTPException(503, f"the broker could not disable it: {exc}") from None
+    if not applied:
+        response.status_code = 202
+    return managed
 
 
 @router.get(
