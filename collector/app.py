@@ -15,7 +15,7 @@ from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.alerts.zalo import ZaloChannel
-from collector.common.sessions import SessionWatch
+from collector.common.sessions import BrokerUptime, SessionWatch
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
@@ -69,6 +69,7 @@ def rollout_settings(
         client_cert_days=enrollment.client_cert_days,
         cert_broker_url=enrollment.cert_broker_url,
         client_crl_file=enrollment.client_crl_file,
+        crl_reload_s=float(enrollment.client_crl_reload),
         renames=renames or {},
     )
 
@@ -150,7 +151,8 @@ class Collector:
             max_age_s=float(config.collector.max_sample_age),
             renames=renames,
         )
-        self.source = MqttSource(self._source_settings(), self.ingestor)
+        self.uptime = BrokerUptime()
+        self.source = MqttSource(self._source_settings(), self.ingestor, self.uptime)
         self.sink: Any = None
         if sink_config is not None:
             from collector.outputs.sink import SinkSettings
@@ -193,6 +195,7 @@ class Collector:
         self.rollout: Rollout | None = None
         if config.enrollment is not None and config.dynsec is not None:
             self.rollout = Rollout(self.store, rollout_settings(config, renames))
+            self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()

@@ -344,6 +344,10 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     certificate listener (``crlfile``). The broker reads it at start and on reload
     (SIGHUP); until then a revoked certificate names an account that no longer exists,
     so it can do nothing."""
+    client_crl_reload: Duration = Duration(10)
+    """How long the broker may take to reload the list after the collector rewrote it
+    (commune-crl-reload.path: about a second): a revoked certificate's session is ended a
+    second time this long after its account was removed, so that it meets the list."""
 
     def validate(self) -> None:
         parts = urlsplit(self.broker_url)
@@ -373,6 +377,8 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
                 load_signer(self.client_ca_cert_file, self.client_ca_key_file, 1)
             except ValueError as exc:
                 raise ConfigProblem("client_ca_key_file", str(exc)) from None
+        if not 0 <= float(self.client_crl_reload) <= 3600:
+            raise ConfigProblem("client_crl_reload", "between 0s and 1h")
         if self.client_crl_file:
             if not self.client_ca_cert_file:
                 raise ConfigProblem(

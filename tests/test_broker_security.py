@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -175,25 +176,35 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 class Client:
-    """A paho MQTT v5 client over TLS that records what the broker answered."""
+    """A paho MQTT v5 client over TLS that records what the broker answered.
+
+    ``client_id``: the id it asks for (default: paho's random one); ``persistent``: it asks
+    for the session that id has kept (clean start off), as a thief would."""
 
     opened: list[Client] = []
 
     def __init__(
         self,
-        broker: Broker,
+        broker: Broker | Any,
         username: str = "",
         password: str = "",
         cert: tuple[Path, Path] | None = None,
         ca: Path | None = None,
+        client_id: str = "",
+        persistent: bool = False,
     ) -> None:
         self.connack: ReasonCode | None = None
+        self.session_present = False
+        self.disconnects: list[ReasonCode] = []
         self.subacks: list[ReasonCode] = []
         self.pubacks: list[ReasonCode] = []
         self.messages: list[tuple[str, bytes]] = []
         self.connected = threading.Event()
         self.answered = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=client_id
+        )
+        self.client.on_disconnect = lambda _c, _u, _f, code, _p: self.disconnects.append(code)
         if username:
             self.client.username_pw_set(username, password)
         certfile, keyfile = cert if cert else (None, None)
@@ -210,7 +221,7 @@ class Client:
         port = broker.cert_port if cert else broker.password_port
         self.error: Exception | None = None
         try:
-            self.client.connect("localhost", port, keepalive=10)
+            self.client.connect("localhost", port, keepalive=10, clean_start=not persistent)
         except (OSError, ssl.SSLError) as exc:
             self.error = exc
             self.answered.set()
@@ -223,26 +234,28 @@ class Client:
         self.client.loop_start()
         self.answered.wait(10)
 
-    def _on_connect(self, _c: object, _u: object, _f: object, code: ReasonCode, _p: object) -> None:
+    def _on_connect(self, _c: object, _u: object, flags: Any, code: ReasonCode, _p: object) -> None:
         self.connack = code
+        self.session_present = bool(flags.session_present)
         if code.is_failure:
             self.client.disconnect()  # no reconnect churn: the answer is the point
         else:
             self.connected.set()
         self.answered.set()
 
-    def publish(self, topic: str, payload: bytes = b"{}") -> ReasonCode:
+    def publish(self, topic: str, payload: bytes = b"{}", retain: bool = False) -> ReasonCode:
         before = len(self.pubacks)
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
         deadline = time.monotonic() + 5
         while len(self.pubacks) == before and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.pubacks[-1]
 
     def subscribe(self, topic: str) -> ReasonCode:
+        before = len(self.subacks)
         self.client.subscribe(topic, qos=1)
         deadline = time.monotonic() + 5
-        while not self.subacks and time.monotonic() < deadline:
+        while len(self.subacks) == before and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.subacks[-1]
 

@@ -16,8 +16,11 @@ new subscription of every collector.
 
 The session is the collector's account's (the shipped broker configs name every
 client after its account): a DISCONNECT from the broker saying "session taken over"
-(0x8E) means someone logged in with the collector's own credentials; it is counted,
-logged, and reported (``watch``: /healthz, /metrics, the collector's alerts).
+(0x8E), or — from a broker that says nothing, as Mosquitto 2.0.11 — the session closed
+again and again while the broker's uptime (``$SYS/broker/uptime``, read here for every
+session of the collector: ``common/sessions.py``) shows it never stopped, means someone
+logs in with the collector's own credentials; it is counted, logged, and reported
+(``watch``: /healthz, /metrics, the collector's alerts).
 
 Memory is bounded whatever the agents send: the broker sends no packet larger
 than ``MAX_PACKET`` (MQTT 5 Maximum Packet Size; envelopes are at most 256 KiB);
@@ -58,7 +61,7 @@ import time
 from dataclasses import dataclass
 
 from agent.configtypes import BrokerSection
-from collector.common.sessions import TAKEN_OVER, SessionWatch
+from collector.common.sessions import TAKEN_OVER, BrokerUptime, SessionWatch
 from collector.ingest import codec
 from collector.ingest.ingestor import Ingestor, Message, sender_of
 
@@ -119,6 +122,11 @@ class Refused(Exception):
         self.reason = reason
 
 
+class ClosedByBroker(ConnectionError):
+    """The broker closed a sound connection without a word (Mosquitto 2.0.11 does so
+    when another client takes the session, when an account changes, when it stops)."""
+
+
 class Disconnected(ConnectionError):
     """The broker ended the connection with a DISCONNECT: ``reason`` says why."""
 
@@ -153,9 +161,12 @@ class _Acks:
 
 
 class MqttSource:
-    def __init__(self, settings: SourceSettings, ingestor: Ingestor) -> None:
+    def __init__(
+        self, settings: SourceSettings, ingestor: Ingestor, uptime: BrokerUptime | None = None
+    ) -> None:
         self.settings = settings
         self.ingestor = ingestor
+        self.uptime = uptime or BrokerUptime()
         self.connected = threading.Event()
         """Connected and subscribed."""
         self._inbox: collections.deque[Message] = collections.deque()
@@ -164,6 +175,7 @@ class MqttSource:
         self.refused_retained = 0
         """Data messages their agent retained: refused as they are read."""
         self.watch = SessionWatch("ingest")
+        self.uptime.watches.append(self.watch)
         self.resyncs = 0
         """Reconnections after a QoS 0 flood, for what the broker held back behind it."""
         self._flood_qos0 = 0
@@ -218,6 +230,9 @@ class MqttSource:
         options = {f: data_options for f in filters if f.endswith("/data")}
         sock.sendall(codec.subscribe(1, filters, options=options))
         suback = self._expect(sock, reader, codec.SUBACK)
+        # Not needed to ingest: its SUBACK is not waited for (a broker or ACL that refuses
+        # it leaves takeovers to be told by reason codes alone).
+        sock.sendall(codec.subscribe(2, [BrokerUptime.TOPIC], qos=0))
         for topic_filter, reason in zip(filters, suback.reasons, strict=False):
             if reason >= 0x80:
                 log.error(
@@ -242,7 +257,7 @@ class MqttSource:
         """Decode one read: its messages go to the ingest thread; the broker's answers
         are returned. A DISCONNECT from the broker ends the connection."""
         if not data:
-            raise ConnectionError("the broker closed the connection")
+            raise ClosedByBroker("the broker closed the connection")
         publishes: list[codec.Publish] = []
         answers: list[codec.Ack] = []
         for packet in reader.feed(data):
@@ -263,6 +278,9 @@ class MqttSource:
         messages = []
         size = 0
         for p in publishes:
+            if p.topic == BrokerUptime.TOPIC:
+                self.uptime.seen(p.payload)
+                continue
             if not p.packet_id:
                 # Outside the contract, and a flood of them would queue without bound:
                 # refused here, at the cost of reading them.
@@ -386,12 +404,14 @@ class MqttSource:
                 self.watch.down(exc.reason, str(exc))
                 problem = f"{exc}; unacknowledged messages will come again"
                 if exc.reason == TAKEN_OVER:
-                    problem = (
-                        f"the collector's session on {broker} was taken over: another client "
-                        f"logged in as {self.settings.broker.username or self.settings.client_id!r}"
-                        " (its credentials are in other hands, or a second collector runs "
-                        "with them); connecting again"
-                    )
+                    problem = self._taken(broker)
+            except ClosedByBroker as exc:
+                self.watch.down(unexplained=self.connected.is_set())
+                problem = (
+                    f"lost the broker {broker} ({exc}); unacknowledged messages will come again"
+                )
+                if self.watch.state() == "taken_over":
+                    problem = self._taken(broker)
             except (OSError, codec.ProtocolError) as exc:
                 problem = (
                     f"lost the broker {broker} ({exc or type(exc).__name__}); "
@@ -412,6 +432,14 @@ class MqttSource:
             if self._closing.wait(delay):
                 return
             delay = min(delay * 2, 30.0)
+
+    def _taken(self, broker: str) -> str:
+        account = self.settings.broker.username or self.settings.client_id
+        return (
+            f"the collector's session on {broker} is being taken: another client logs in as "
+            f"{account!r} (its credentials are in other hands, or a second collector runs "
+            "with them); connecting again"
+        )
 
     # the ingest thread -----------------------------------------------------------
 

@@ -27,7 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
 from agent.wire import SCHEMA_VERSION, AgentConfig, encode, topic
-from collector.common.sessions import TAKEN_OVER, SessionWatch
+from collector.common.sessions import SessionWatch
 from collector.rollout import registry
 from collector.rollout.profiles import ProfileError, Profiles
 from collector.state.store import StateStore
@@ -62,6 +62,7 @@ class ConfigSender:
         self.clock = clock
         self.ack_timeout_s = ack_timeout_s
         self.watch = SessionWatch("configs")
+        self._started = False
         self._connected = threading.Event()
         self._client = paho_client(broker, client_id, mqtt5=True, username=username, password="")
         self._client.max_inflight_messages_set(1000)
@@ -91,8 +92,8 @@ class ConfigSender:
         self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         self._connected.clear()
-        self.watch.down(reason.value, str(reason))
-        if reason.value == TAKEN_OVER:
+        self.watch.down(reason.value, str(reason), unexplained=self._started and reason.is_failure)
+        if self.watch.state() == "taken_over":
             log.error("config sender: its session was taken over by another client logged in "
                       "as the config publisher")  # fmt: skip
 
@@ -102,6 +103,7 @@ class ConfigSender:
         self._client.username_pw_set(username, password)
 
     def start(self) -> None:
+        self._started = True
         self._client.connect_async(
             self._broker.host, self._broker.port, int(self._broker.keepalive)
         )
@@ -111,6 +113,7 @@ class ConfigSender:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
+        self._started = False
         self._client.disconnect()
         self._client.loop_stop()
 

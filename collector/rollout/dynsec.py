@@ -89,11 +89,13 @@ class DynsecAdmin:
         self._answers: dict[str, dict[str, Any]] = {}
         self._answered = threading.Condition(self._lock)
         self._subscribe_mid: int | None = None
+        self._started = False
         self.sessions = 0
         """Admin sessions opened so far: a new one may face a broker restarted from an
         older plugin file, which the collector then brings in line again."""
 
     def start(self) -> None:
+        self._started = True
         self._client.connect_async(self.broker.host, self.broker.port, int(self.broker.keepalive))
         self._client.loop_start()
 
@@ -105,6 +107,7 @@ class DynsecAdmin:
         return self._ready.is_set()
 
     def stop(self) -> None:
+        self._started = False
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -133,11 +136,11 @@ class DynsecAdmin:
         self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         self._ready.clear()
-        self.watch.down(reason.value, str(reason))
-        if reason.value == 0x8E:
+        self.watch.down(reason.value, str(reason), unexplained=self._started and reason.is_failure)
+        if self.watch.state() == "taken_over":
             log.error(
-                "dynamic security: the admin session was taken over: another client logged "
-                "in with the admin account %r (its password is in other hands, or a second "
+                "dynamic security: the admin session is being taken: another client logs in "
+                "with the admin account %r (its password is in other hands, or a second "
                 "collector runs with it)", self.broker.username,
             )  # fmt: skip
 
@@ -196,8 +199,11 @@ def agent_role(username: str) -> str:
 
 
 def collector_acls(root: str) -> list[dict[str, Any]]:
-    """The ingest reads status and data; configs are not its business."""
+    """The ingest reads status and data (configs are not its business), and the broker's
+    uptime, which tells a kick from a restart (``common/sessions.py``)."""
     return [
+        {"acltype": "subscribeLiteral", "topic": "$SYS/broker/uptime", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "$SYS/broker/uptime", "allow": True},
         {"acltype": "subscribePattern", "topic": f"{root}/+/+/+/status", "allow": True},
         {"acltype": "subscribePattern", "topic": f"{root}/+/+/+/data", "allow": True},
         {"acltype": "subscribePattern", "topic": f"$share/+/{root}/+/+/+/data", "allow": True},
@@ -303,14 +309,19 @@ class Accounts:
         self._ensure_role(COLLECTOR_ROLE, collector_acls(root))
         self._ensure_client(username, password, COLLECTOR_ROLE, "commune-collector")
 
-    def ensure_publisher(self, username: str, password: str, root: str) -> None:
-        """The config publisher's account: write agents' configs, nothing else; its
-        password set anew (it lives in the running collector's memory only)."""
+    def ensure_publisher(
+        self, username: str, password: str, root: str, *, set_password: bool = True
+    ) -> None:
+        """The config publisher's account: write agents' configs, nothing else; with
+        ``set_password``, its password set anew (it lives in the running collector's
+        memory only). The plugin ends the account's live session when it does: only when
+        the password it holds is not this one (a new collector process, a refused login)."""
         self._ensure_role(PUBLISHER_ROLE, publisher_acls(root))
         self._ensure_client(username, password, PUBLISHER_ROLE, "commune-config-publisher")
-        _checked(self.admin.run(
-            {"command": "setClientPassword", "username": username, "password": password}
-        ))  # fmt: skip
+        if set_password:
+            _checked(self.admin.run(
+                {"command": "setClientPassword", "username": username, "password": password}
+            ))  # fmt: skip
 
     def _ensure_role(self, name: str, acls: list[dict[str, Any]]) -> None:
         [created] = self.admin.run({"command": "createRole", "rolename": name, "acls": acls})

@@ -8,7 +8,11 @@ every pending account (its live session ends at once), and, every few minutes, s
 the broker for agent accounts that no active enrollment holds (a broker whose
 ``dynamic-security.json`` was restored from an old backup would otherwise bring back
 every PC ever replaced or revoked). Whatever the order of enrollments, revocations,
-replacements and broker restarts, a retired account does not come back.
+replacements and broker restarts, a retired account does not come back. The same sweep
+makes again the account of an active enrollment with a client certificate that such a
+restore lost (a certificate account has no password to know); a PC with a password
+whose account was lost must enroll again (``--replace``): its password is known to it
+alone.
 
 The certificates of retired accounts go into the revocation list
 (``[enrollment] client_crl_file``) that the broker's certificate listener loads at
@@ -31,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.wire import topic
 from collector.rollout import registry
-from collector.rollout.dynsec import Accounts, BrokerUnavailable, DynsecError
+from collector.rollout.dynsec import Accounts, AgentTopics, BrokerUnavailable, DynsecError
 from collector.rollout.signer import Signer, write_public
 from collector.state.store import StateStore
 
@@ -51,6 +56,8 @@ class RevocationStats:
     """Retired accounts the broker was made to forget."""
     strays: int = 0
     """Agent accounts found at the broker without an enrollment, and removed."""
+    remade: int = 0
+    """Certificate accounts of active enrollments the broker had lost, made again."""
     failures: int = 0
     crl_writes: int = 0
 
@@ -64,6 +71,8 @@ class Revocations:
         crl_file: str = "",
         provinces: Callable[[], set[str]] = set,
         clock: Callable[[], float] = time.time,
+        crl_grace_s: float = CRL_GRACE_S,
+        root: str = "commune",
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -72,6 +81,8 @@ class Revocations:
         self.provinces = provinces
         """Provinces whose agents this collector enrolls: the sweep touches only theirs."""
         self.clock = clock
+        self.crl_grace_s = crl_grace_s
+        self.root = root
         self.lock = threading.RLock()
         """Held while an account is made and recorded, and while the broker is swept: a
         sweep never takes an account being enrolled for a stray."""
@@ -105,10 +116,10 @@ class Revocations:
                         log.info(
                             "deleted the %s account %s; its certificate's session is ended "
                             "again in %.0f s, once the broker has reloaded the revocation "
-                            "list", account.reason, account.username, CRL_GRACE_S,
+                            "list", account.reason, account.username, self.crl_grace_s,
                         )  # fmt: skip
                         continue
-                elif now - deleted < CRL_GRACE_S:
+                elif now - deleted < self.crl_grace_s:
                     continue
                 else:
                     self.accounts.kick(account.username)
@@ -159,6 +170,7 @@ class Revocations:
                 with self.store.transaction() as db:
                     for name in strays:
                         registry.retire(db, name, name.split("@", 1)[0], "stray", now)
+            self._remake_lost(set(found), provinces)
         for name in strays:
             log.warning(
                 "the broker holds the agent account %s, which no active enrollment has (a "
@@ -168,6 +180,27 @@ class Revocations:
         if strays:
             self.apply()
         return strays
+
+    def _remake_lost(self, found: set[str], provinces: set[str]) -> None:
+        for agent in registry.managed(self.store, active=True):
+            if agent.username in found or not agent.cert_serial:
+                continue
+            if agent.province not in provinces:
+                continue
+            topics = AgentTopics(*(
+                topic(self.root, agent.province, agent.commune, agent.agent, kind)
+                for kind in ("status", "data", "config")
+            ))  # fmt: skip
+            try:
+                self.accounts.create_agent(agent.username, None, topics)
+            except (BrokerUnavailable, DynsecError) as exc:
+                log.warning("could not make again the lost account %s: %s", agent.username, exc)
+                continue
+            self.stats.remade += 1
+            log.warning(
+                "the broker had lost the account %s of an active enrollment (a restored plugin "
+                "file?): made again for its certificate", agent.username,
+            )  # fmt: skip
 
     def write_crl(self) -> bool:
         """The revocation list, written when the revoked certificates changed (or the file

@@ -52,6 +52,8 @@ class RolloutSettings:
     cert_broker_url: str = ""
     client_crl_file: str = ""
     """Where the revocation list of client certificates goes, for the broker's crlfile."""
+    crl_reload_s: float = 10.0
+    """How long the broker may take to reload the list once it changed."""
     renames: dict[tuple[str, str], str] = field(default_factory=dict)
     """(province, former slug) -> slug now: the profile values of an agent enrolled under a
     commune's former slug are the commune's."""
@@ -169,7 +171,7 @@ class Rollout:
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
-            lambda: set(self.profiles().provinces), clock,
+            lambda: set(self.profiles().provinces), clock, settings.crl_reload_s,
         )  # fmt: skip
         ca = Path(settings.broker_ca_file).read_text() if settings.broker_ca_file else ""
         self.enroller = Enroller(
@@ -207,15 +209,21 @@ class Rollout:
                              daemon=True).start()  # fmt: skip
 
     def _follow_revocations(self) -> None:
-        """A revocation recorded by the command line (which leaves the broker to the
-        running collector) is carried out within a second, not at the next round."""
+        """Within a second, not at the next round: a revocation recorded by the command
+        line (which leaves the broker to the running collector) is carried out, and a
+        broker come back (maybe from an older plugin file) is brought in line."""
         while not self._stopping.wait(1.0):
             try:
+                refused = self._sender_started and self.sender.watch.state() == "refused"
+                if self.admin.ready and (self.admin.sessions != self._prepared_session or refused):
+                    # A new admin session (the broker back, maybe from an older plugin file),
+                    # or the publisher's password refused (that file held another one).
+                    self.prepare_broker(timeout=0)
                 if self.admin.ready and self.revocations.pending():
                     self.revocations.apply()
                     self.enroller.withdraw_configs()
             except Exception:  # the next round tries again; this thread must not die
-                log.exception("carrying out a recorded revocation failed")
+                log.exception("bringing the broker in line failed")
 
     def beat(self, now: float) -> None:
         """Tell the store a collector runs the rollout (the command line then leaves the
@@ -250,8 +258,10 @@ class Rollout:
                     if collector.password_file else "", collector.topic_root,
                 )  # fmt: skip
             self.accounts.ensure_publisher(
-                self.settings.publisher_username, self._publisher_password, collector.topic_root
-            )
+                self.settings.publisher_username, self._publisher_password, collector.topic_root,
+                set_password=self._sender_started is False
+                or self.sender.watch.state() == "refused",
+            )  # fmt: skip
         except (BrokerUnavailable, DynsecError) as exc:
             log.warning("dynamic security: the collector's accounts not set up yet: %s", exc)
             return False

@@ -185,7 +185,7 @@ def session_figures(watches: list[SessionWatch]) -> list[Family]:
     """The collector's own broker sessions (ingest, configs, dynsec): up, taken over,
     refused."""
     up = Family("commune_collector_broker_session_up", "gauge",
-                "1 while the session is connected (0 also while it is taken over).")  # fmt: skip
+                "1 while the session is connected.")  # fmt: skip
     takeovers = Family(
         "commune_collector_broker_session_takeovers_total", "counter",
         "Times the broker ended the session because another client logged in with its "
@@ -194,7 +194,7 @@ def session_figures(watches: list[SessionWatch]) -> list[Family]:
     refusals = Family("commune_collector_broker_session_refusals_total", "counter",
                       "Times the broker refused the session's login.")  # fmt: skip
     for watch in watches:
-        up.add(float(watch.state() == "ok"), session=watch.name)
+        up.add(float(watch.connected), session=watch.name)
         takeovers.add(watch.takeovers_total, session=watch.name)
         refusals.add(watch.refusals_total, session=watch.name)
     return [up, takeovers, refusals]

@@ -1,0 +1,196 @@
+"""A province's broker as it ships, under attack with real enrolled credentials.
+
+Mosquitto runs deploy/mosquitto/dynsec.conf (TLS, the certificate listener, the revocation
+list) as its own user; `commune-collector run` enrolls PCs over HTTPS with client
+certificates and a CRL; PCs enroll with `commune-agent enroll` as a technician runs it,
+which leaves their credentials on disk — a password, or a key and its certificate. The
+tests then use those credentials as whoever holds such a PC would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.wire import Envelope, Sample, encode
+from tests import factories
+from tests.servers import CollectorProcess, wait_for
+from tests.test_broker_security import Client
+from tests.test_dynsec import OBSERVER, OBSERVER_PASSWORD, ShippedBroker, observer_account
+from tests.test_dynsec import shipped_broker as shipped
+from tests.test_rollout import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    COLLECTOR_PASSWORD,
+    COLLECTOR_USER,
+    PROFILES,
+    Site,
+    collector_toml,
+)
+
+PUBLISHER = f"{COLLECTOR_USER}-configs"
+#: The collector's session names: [mqtt] username, the config publisher's, the admin's,
+#: and the [collector] client_id of the tests' config (which the broker no longer uses).
+PRIVILEGED = (COLLECTOR_USER, PUBLISHER, ADMIN, "collector-rollout")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What enrollment left on a PC."""
+
+    agent: str
+    username: str
+    password: str = ""
+    cert: tuple[Path, Path] | None = None
+
+    def client(self, broker: ShippedBroker, **options: Any) -> Client:
+        return Client(broker, self.username, self.password, cert=self.cert, **options)
+
+
+@dataclass
+class BrokerSite:
+    broker: ShippedBroker
+    collector: CollectorProcess
+    site: Site
+    root: Path
+
+    def token(self, commune: str = "la-nga", uses: int = 20, **extra: Any) -> str:
+        body = {"province": "dong-nai", "commune": commune, "uses": uses, **extra}
+        status, made = self.site.api("POST", "/api/v1/enrollment/tokens", json.dumps(body).encode())
+        assert status == 201, made
+        return str(made["token"])
+
+    def enroll(self, agent: str, token: str, *extra: str, folder: str = "") -> Credentials:
+        """``commune-agent enroll`` in a folder of the PC's own (``folder``: another PC
+        taking the id)."""
+        config = self.root / "pcs" / (folder or agent) / "agent.toml"
+        process = self.site.enroll(agent, token, "--config", str(config), "--force", *extra)
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, (err.decode(), self.collector.log[-2000:])
+        written = tomllib.loads(config.read_text())["mqtt"]
+        if "cert_file" in written:
+            return Credentials(
+                agent, "", cert=(config.parent / "agent.crt", config.parent / "agent.key")
+            )
+        return Credentials(
+            agent, written["username"], (config.parent / "mqtt-password").read_text().strip()
+        )
+
+    def revoke(self, agent: str, commune: str = "la-nga") -> int:
+        status, _ = self.site.api("POST", f"/api/v1/agents/dong-nai/{commune}/{agent}/revoke")
+        return status
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.site.api("GET", path)
+
+    def health(self) -> dict[str, str]:
+        _, body = self.site.api("GET", "/healthz", token="")
+        return dict(body["detail"]["parts"])
+
+    def metric(self, name: str, **labels: str) -> float:
+        status, text = self.site.api("GET", "/metrics")
+        assert status == 200
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in str(text).splitlines():
+            if line.startswith(name) and (not labels or "{" + wanted + "}" in line):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def last_seq(self, agent: str) -> int | None:
+        status, found = self.get(f"/api/v1/agents/dong-nai/la-nga/{agent}")
+        return found.get("last_seq") if status == 200 else None
+
+    def observer(self) -> Client:
+        """Sees every agent topic (an account of the tests', made before the collector)."""
+        watcher = Client(self.broker, OBSERVER, OBSERVER_PASSWORD)
+        assert watcher.connected.is_set(), watcher.connack
+        assert not watcher.subscribe("commune/#").is_failure
+        return watcher
+
+
+def envelope(agent: str, seq: int, commune: str = "la-nga") -> bytes:
+    sample: Sample = factories.link(time.time(), True, target="10.75.0.1", method="icmp")
+    message: Envelope = factories.envelope(
+        seq, sample, agent=agent, province="dong-nai", commune=commune, ts=time.time()
+    )
+    return encode(message)
+
+
+def data_topic(agent: str, commune: str = "la-nga") -> str:
+    return f"commune/dong-nai/{commune}/{agent}/data"
+
+
+class ReloadOnChange:
+    """What deploy/systemd/commune-crl-reload.path does: the broker reloaded (SIGHUP)
+    whenever the revocation list changes."""
+
+    def __init__(self, broker: ShippedBroker) -> None:
+        self.broker = broker
+        self.reloads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            info = self.broker.crl.stat()
+        except OSError:
+            return (0, 0)
+        return (info.st_mtime_ns, info.st_ino)
+
+    def _watch(self) -> None:
+        seen = self._stamp()
+        while not self._stop.wait(0.2):
+            now = self._stamp()
+            if now != seen:
+                seen = now
+                self.broker.reload()
+                self.reloads += 1
+
+    def __enter__(self) -> ReloadOnChange:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@contextlib.contextmanager
+def broker_site(tmp_path: Path, **shipped_options: Any) -> Iterator[BrokerSite]:
+    """``shipped_options``: another release's broker files (see ``shipped_broker``)."""
+    with shipped(tmp_path / "broker", ADMIN, ADMIN_PASSWORD, **shipped_options) as broker:
+        pki = broker.pki
+        profiles = tmp_path / "dong-nai.profiles.toml"
+        profiles.write_text(PROFILES)
+        collector = CollectorProcess(tmp_path / "collector", broker.password_port)
+        url = f"mqtts://localhost:{broker.password_port}"
+        collector.config.write_text(collector_toml(
+            collector, tmp_path, pki, url, f'ca_file = "{pki.ca}"', profiles,
+            f'broker_ca_file = "{pki.ca}"\n'
+            f'cert_broker_url = "mqtts://localhost:{broker.cert_port}"\n'
+            f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n'
+            f'client_crl_file = "{broker.crl}"\nclient_crl_reload = "2s"\n',
+        ))  # fmt: skip
+        observer_account(url, ADMIN, ADMIN_PASSWORD, tmp_path, str(pki.ca))
+        collector.start()
+        site = Site(None, collector, pki, profiles, tmp_path)  # type: ignore[arg-type]
+        here = BrokerSite(broker, collector, site, tmp_path)
+        try:
+            with ReloadOnChange(broker):
+                wait_for(lambda: here.health().get("broker") == "ok", 30, "the collector is in")
+                yield here
+        finally:
+            while Client.opened:
+                Client.opened.pop().close()
+            collector.stop()
+
+
+def collector_credentials() -> tuple[str, str]:
+    return COLLECTOR_USER, COLLECTOR_PASSWORD
