@@ -14,6 +14,7 @@ from collector.config import CollectorConfig
 from collector.rollout import tokens
 from collector.rollout.profiles import ProfileError
 from collector.rollout.service import Rollout
+from collector.state import audit
 
 
 def _rollout(config_path: Path | None) -> tuple[CollectorConfig, Rollout]:
@@ -88,6 +89,10 @@ def create_command(
         )  # fmt: skip
     except (ProfileError, ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    audit.record_alone(
+        rollout.store, audit.cli_actor(), "enroll_token_create", token.created_at,
+        province=province, commune=commune, object=token.id, after=token,
+    )  # fmt: skip
     windows, linux = tokens.enroll_commands(rollout.settings.collector_url, text)
     click.echo(text)
     click.echo(
@@ -139,6 +144,10 @@ def revoke_token_command(config_path: Path | None, token_id: str, actor: str) ->
         token = rollout.revoke_token(token_id, actor)
     except KeyError:
         raise click.ClickException(f"no token {token_id}") from None
+    audit.record_alone(
+        rollout.store, audit.cli_actor(), "enroll_token_revoke", rollout.clock(),
+        province=token.province, commune=token.commune, object=token.id, after=token,
+    )  # fmt: skip
     click.echo(f"revoked token {token.id} of {token.province}/{token.commune}")
 
 
@@ -163,6 +172,11 @@ def revoke_enrolled(
             raise click.ClickException(f"{province}/{commune}/{agent} was never enrolled") from None
         except (BrokerUnavailable, DynsecError) as exc:
             raise click.ClickException(f"the broker did not revoke it: {exc}") from None
+        audit.record_alone(
+            rollout.store, audit.cli_actor(), "agent_revoke", rollout.clock(),
+            province=province, commune=commune, agent=agent, object=managed.agent_key,
+            after=managed,
+        )  # fmt: skip
         return managed.username
     finally:
         rollout.stop()

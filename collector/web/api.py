@@ -139,7 +139,7 @@ TIME_PATTERN = (
 )
 
 
-def _parse_time(value: str | None, default: float, name: str) -> float:
+def query_time(value: str | None, default: float, name: str) -> float:
     if value is None or not value.strip():
         return default
     try:
@@ -312,8 +312,8 @@ def get_availability(
     ``province``: the commune's, where two provinces have a commune of that slug.
     """
     now = time.time()
-    hi = _parse_time(end, now, "to")
-    lo = _parse_time(start, hi - 86400, "from")
+    hi = query_time(end, now, "to")
+    lo = query_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
     # A former slug is no commune's slug now (the inventory refuses that): its history

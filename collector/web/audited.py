@@ -1,4 +1,5 @@
-"""The audit's rows of what operators do through the API and the console.
+"""The audit's rows of what operators do through the API, the console and the command
+line.
 
 Each function returns what the action calls inside its own transaction (``also``):
 the row is written with the action or not at all. ``removable`` also checks, in

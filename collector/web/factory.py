@@ -19,6 +19,7 @@ from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.api import router
+from collector.web.audit import router as audit_router
 from collector.web.auth import ApiContext, caller_of
 from collector.web.groups import router as groups_router
 from collector.web.guard import BodyTooLarge, Guard
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(rollout_router)
     app.include_router(maintenance_router)
     app.include_router(groups_router)
+    app.include_router(audit_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions

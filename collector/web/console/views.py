@@ -13,6 +13,7 @@ the logins and logouts. Redirects go to paths of this site only.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from typing import Annotated, Any
@@ -546,6 +547,36 @@ def rollout_page(
         request, "rollout.html", viewer, configured=context.rollout is not None,
         provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
     )  # fmt: skip
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    action: Annotated[str, Query(max_length=32)] = "",
+    actor: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """What operators did within the scope, newest first: for technicians and admins."""
+    if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:
+        raise HTTPException(403, "this account is read-only: the audit is for technicians")
+    chosen = action if action in audit.ACTIONS else ""
+    entries = audit.entries(
+        context.store, action=chosen or None, actor=actor or None,
+        places=viewer.scope.places(), limit=500,
+    )  # fmt: skip
+    return page(
+        request, "audit.html", viewer, entries=entries, actions=audit.ACTIONS, action=chosen,
+        actor=actor, names=_names(context), change=_change,
+    )  # fmt: skip
+
+
+def _change(entry: audit.Entry) -> str:
+    """Before → after, compact: what a reviewer reads first."""
+    shown = [json.dumps(v, ensure_ascii=False)[:300] for v in (entry.before, entry.after)]
+    if entry.before is None:
+        return shown[1] if entry.after is not None else ""
+    return f"{shown[0]} → {shown[1]}"
 
 
 @router.post("/alerts/{alert_id}/ack")
