@@ -96,12 +96,12 @@ def ack_command(config_path: Path | None, alert_id: int, comment: str, by: str |
     Example:
         commune-collector ack 42 -c collector.toml --comment "VNPT ticket 4411 opened"
     """
-    store, now = _opened(config_path), time.time()
+    store, now, who = _opened(config_path), time.time(), by or getpass.getuser()
     try:
         before = get_alert(store, alert_id, now)
         alert = acknowledge(
-            store, alert_id, by or getpass.getuser(), comment, now,
-            also=audited.ack(cli_actor(), before, comment, now),
+            store, alert_id, who, comment, now,
+            also=audited.ack(cli_actor(), before, who, comment, now),
         )  # fmt: skip
     except (NotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -424,7 +424,7 @@ def post_ack(
         now = time.time()
         return acknowledge(
             context.store, alert_id, who.name, body.comment, now,
-            also=audited.ack(actor_of(request, who), before, body.comment, now),
+            also=audited.ack(actor_of(request, who), before, who.name, body.comment, now),
         )  # fmt: skip
     except NotFound as exc:
         raise not_found(str(exc)) from None

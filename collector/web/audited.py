@@ -32,9 +32,10 @@ Write = Callable[[sqlite3.Connection, P], None]
 
 
 def ack(
-    actor: audit.Actor, alert: Alert, comment: str, now: float
+    actor: audit.Actor, alert: Alert, by: str, comment: str, now: float
 ) -> Callable[[sqlite3.Connection, bool], None]:
-    """One alert acknowledged (``acknowledged`` False: someone had already)."""
+    """One alert acknowledged in the name of ``by`` (``acknowledged`` False: someone had
+    already)."""
 
     def write(db: sqlite3.Connection, acknowledged: bool) -> None:
         audit.record(
@@ -42,7 +43,7 @@ def ack(
             agent=alert.agent, object=str(alert.id),
             before={"rule": alert.rule, "state": alert.state, "acked_by": alert.acked_by},
             after={
-                "acked_by": actor.name if acknowledged else alert.acked_by,
+                "acked_by": by if acknowledged else alert.acked_by,
                 "comment": comment if acknowledged else alert.ack_comment,
             },
         )  # fmt: skip

@@ -593,7 +593,7 @@ def ack_form(
         now = time.time()
         acknowledge(
             context.store, alert_id, who.name, comment, now,
-            also=audited.ack(_actor(request, who), before, comment, now),
+            also=audited.ack(_actor(request, who), before, who.name, comment, now),
         )  # fmt: skip
     except NotFound as exc:
         raise not_found(str(exc)) from None
