@@ -85,7 +85,8 @@ class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_onl
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str = "/var/lib/commune-collector/state.sqlite"
     retention: Duration = Duration(400 * 86400)
-    """Outage history older than this is forgotten; monthly reports need 13 months."""
+    """Outage history (and the operators' audit) older than this is forgotten; monthly
+    reports need 13 months."""
     forget_agents_after: Duration = Duration(30 * 86400)
     """An agent stopped or silent this long is forgotten (replaced PC); its history stays."""
 
