@@ -140,6 +140,7 @@ TIME_PATTERN = (
 
 
 def query_time(value: str | None, default: float, name: str) -> float:
+    """A time a query names (``from``, ``to``), or ``default``; 400 naming it when wrong."""
     if value is None or not value.strip():
         return default
     try:
@@ -209,7 +210,9 @@ def get_healthz(context: Context) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=errors())
+@router.get(
+    "/metrics", response_class=PlainTextResponse, tags=["operations"], responses=errors(404)
+)
 def get_metrics(who: Reader, context: Context) -> Response:
     """The collector's own figures in the Prometheus text format (tokens of every
     province: they count what all the provinces send)."""
@@ -437,7 +440,7 @@ def get_silences(who: Reader, context: Context, all: bool = False) -> list[Silen
     return [s for s in found if who.scope.sees(s.province, s.commune)]
 
 
-@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=errors(400, 403))
+@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=errors(400, 403, 404))
 def post_silence(
     request: Request, who: Technician, context: Context, body: SilenceRequest
 ) -> Silence:

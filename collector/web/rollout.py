@@ -5,8 +5,9 @@ token in its body is the credential. Every request counts against its address
 (``[enrollment] max_per_address`` per hour), a wrong token also against the
 address's lockout like a wrong API token. The rest is for admins (tokens,
 profiles, revocation) and viewers (how far the rollout has come), within their
-token's scope: a province's profiles are for an admin of the whole province, tokens
-and revocations for one of its commune's; each change goes into the audit.
+token's scope: a province's profiles are for an admin of the whole province, a
+commune's tokens and agents for an admin holding the commune; each change goes
+into the audit.
 """
 
 from __future__ import annotations
