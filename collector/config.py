@@ -87,7 +87,8 @@ class MqttSection(BrokerSection, frozen=True, forbid_unknown_fields=True, kw_onl
 class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str = "/var/lib/commune-collector/state.sqlite"
     retention: Duration = Duration(400 * 86400)
-    """Outage history older than this is forgotten; monthly reports need 13 months."""
+    """Outage history (and the operators' audit) older than this is forgotten; monthly
+    reports need 13 months."""
     forget_agents_after: Duration = Duration(30 * 86400)
     """An agent stopped or silent this long is forgotten (replaced PC); its history stays."""
 
@@ -114,7 +115,9 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         readable("token_file", self.token_file)
 
 
-Role = Literal["read", "technician", "admin"]
+Role = Literal["viewer", "technician", "admin", "read"]
+"""viewer reads, technician also acts on alerts, silences and maintenance, admin also
+manages enrollment and profiles; "read" is the viewer's former name, still accepted."""
 
 
 class ConsoleSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -140,11 +143,28 @@ class ConsoleSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 class ApiToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    """Who holds it, for logs: "ioc", "tech-la-nga"."""
-    role: Role = "read"
+    """Who holds it, for logs and the audit: "ioc", "tech-la-nga"."""
+    role: Role = "viewer"
     sha256: Annotated[str, msgspec.Meta(pattern=whole("[0-9a-f]{64}"))]
     """SHA-256 of the token, hex; the token itself is never in the config.
     `commune-collector token NAME` makes one."""
+    provinces: Annotated[list[Ident], msgspec.Meta(max_length=100)] = []
+    """The provinces it sees and acts in; empty: every province of the collector."""
+    communes: Annotated[list[Ident], msgspec.Meta(max_length=1000)] = []
+    """Only these communes of its one province (``provinces`` names exactly one)."""
+
+    def validate(self, where: str) -> None:
+        for key in ("provinces", "communes"):
+            slugs: list[str] = getattr(self, key)
+            twice = sorted({s for s in slugs if slugs.count(s) > 1})
+            if twice:
+                raise ConfigProblem(f"{where}.{key}", f"{', '.join(twice)} listed twice")
+        if self.communes and len(self.provinces) != 1:
+            raise ConfigProblem(
+                f"{where}.communes",
+                "communes are a province's: name exactly one province in provinces "
+                f"(token {self.name!r} names {len(self.provinces)})",
+            )
 
 
 class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -178,6 +198,8 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         names = [t.name for t in self.tokens]
         if len(set(names)) != len(names):
             raise ConfigProblem("tokens", "two tokens have the same name")
+        for index, token in enumerate(self.tokens):
+            token.validate(f"tokens[{index}]")
         try:
             networks(self.trusted_proxies)
         except ValueError as exc:

@@ -46,7 +46,11 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert float(config.store.retention) == 400 * 86400
     assert config.sink is not None and float(config.sink.max_backoff) == 60
     assert config.api.address() == ("0.0.0.0", 8080)
-    assert [t.role for t in config.api.tokens] == ["read"]
+    assert [(t.role, t.provinces, t.communes) for t in config.api.tokens] == [
+        ("viewer", [], []),
+        ("admin", ["dong-nai"], []),
+        ("technician", ["dong-nai"], ["la-nga", "tan-phu"]),
+    ]
     assert [r.name for r in config.alerts.routes] == ["technicians", "zalo-duty", "head-of-it"]
     zalo = config.alerts.routes[1].zalo
     assert zalo is not None and zalo.token_file == f"{tmp_path}/zalo/zalo-tokens.json"

@@ -11,11 +11,13 @@ the most recent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from collector.alerts.records import (
     MAX_COMMENT,
     Alert,
+    Also,
     Silence,
     acknowledge_in,
     add_silence,
@@ -59,10 +61,13 @@ def groups(
     commune: str | None = None,
     rule: str | None = None,
     limit: int = 5000,
+    places: Sequence[tuple[str, str]] | None = None,
 ) -> list[AlertGroup]:
     """The alerts (as ``list_alerts`` filters them) grouped by rule and commune."""
     found: dict[tuple[str, str, str], AlertGroup] = {}
-    for alert in list_alerts(store, now, state=state, commune=commune, rule=rule, limit=limit):
+    for alert in list_alerts(
+        store, now, state=state, commune=commune, rule=rule, limit=limit, places=places
+    ):
         key = (alert.province, alert.commune, alert.rule)
         group = found.get(key)
         if group is None:
@@ -94,8 +99,10 @@ def acknowledge_group(
     by: str,
     comment: str,
     now: float,
+    also: Also[list[int]] | None = None,
 ) -> list[int]:
-    """Acknowledge every firing, unacknowledged alert of the group at once; the ids."""
+    """Acknowledge every firing, unacknowledged alert of the group at once; the ids
+    (``also`` is given them)."""
     if len(comment) > MAX_COMMENT:
         raise ValueError(f"a comment is at most {MAX_COMMENT} characters")
     with store.transaction() as db:
@@ -109,6 +116,8 @@ def acknowledge_group(
         ]
         for alert_id in ids:
             acknowledge_in(db, alert_id, by, comment, now, "(group)")
+        if also is not None:
+            also(db, ids)
     return ids
 
 
@@ -122,6 +131,7 @@ def silence_group(
     by: str,
     comment: str,
     now: float,
+    also: Also[Silence] | None = None,
 ) -> Silence:
     """Mute the group (this rule in this commune) for a while: its members and any new one."""
     if not (province and commune and rule):
@@ -136,4 +146,5 @@ def silence_group(
         commune=commune,
         rule=rule,
         comment=comment,
+        also=also,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -63,6 +64,23 @@ class Silence:
 
 class NotFound(LookupError):
     pass
+
+
+T = TypeVar("T")
+#: Called inside the action's transaction with what it did (the audit's row goes there):
+#: what it writes commits, or rolls back, with the action; raising undoes the action.
+Also = Callable[[sqlite3.Connection, T], None]
+
+
+def place_clause(places: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """``(province = ? AND commune = ?) OR …`` for (province, commune) pairs, "" for any."""
+    either: list[str] = []
+    params: list[str] = []
+    for province, commune in places:
+        parts = [f"{c} = ?" for c, v in (("province", province), ("commune", commune)) if v]
+        either.append("(" + (" AND ".join(parts) or "1 = 1") + ")")
+        params.extend(v for v in (province, commune) if v)
+    return "(" + " OR ".join(either) + ")", params
 
 
 #: Queries are this fixed text plus fixed clauses; every value is a bound parameter.
@@ -142,10 +160,18 @@ def list_alerts(
     since: float | None = None,
     until: float | None = None,
     limit: int = 500,
+    places: Sequence[tuple[str, str]] | None = None,
 ) -> list[Alert]:
-    """Newest first. ``since``/``until``: alerts active at some time in that window."""
+    """Newest first. ``since``/``until``: alerts active at some time in that window.
+    ``places``: only alerts of these (province, commune) pairs, "" for any."""
     clauses: list[str] = []
     params: list[str | float] = []
+    if places is not None:
+        if not places:
+            return []
+        clause, place_params = place_clause(places)
+        clauses.append(clause)
+        params.extend(place_params)
     for column, value in (
         ("state", state),
         ("province", province),
@@ -223,8 +249,16 @@ def steps(store: StateStore, alert_id: int) -> list[Step]:
     return [Step(float(at), str(step), str(detail)) for at, step, detail in rows]
 
 
-def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: float) -> Alert:
-    """Who, when, why. Acknowledging stops repeats; acknowledging twice keeps the first."""
+def acknowledge(
+    store: StateStore,
+    alert_id: int,
+    by: str,
+    comment: str,
+    now: float,
+    also: Also[bool] | None = None,
+) -> Alert:
+    """Who, when, why. Acknowledging stops repeats; acknowledging twice keeps the first.
+    ``also`` is told whether this call acknowledged it (False: it was already)."""
     if len(comment) > MAX_COMMENT:
         raise ValueError(f"a comment is at most {MAX_COMMENT} characters")
     with store.transaction() as db:
@@ -233,6 +267,8 @@ def acknowledge(store: StateStore, alert_id: int, by: str, comment: str, now: fl
             raise NotFound(f"no alert {alert_id}")
         if found[0] is None:
             acknowledge_in(db, alert_id, by, comment, now)
+        if also is not None:
+            also(db, found[0] is None)
     return get_alert(store, alert_id, now)
 
 
@@ -272,6 +308,7 @@ def add_silence(
     agent: str = "",
     rule: str = "",
     comment: str = "",
+    also: Also[Silence] | None = None,
 ) -> Silence:
     if not (math.isfinite(starts) and math.isfinite(ends)):
         raise ValueError("a silence's start and end must be times, not infinite")
@@ -294,10 +331,13 @@ def add_silence(
                                      created_at, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (province, commune, agent, rule, starts, ends, created_by, now, comment),
         )
-        silence_id = int(cursor.lastrowid or 0)
-    return Silence(
-        silence_id, province, commune, agent, rule, starts, ends, created_by, now, comment
-    )
+        silence = Silence(
+            int(cursor.lastrowid or 0), province, commune, agent, rule, starts, ends,
+            created_by, now, comment,
+        )  # fmt: skip
+        if also is not None:
+            also(db, silence)
+    return silence
 
 
 def list_silences(store: StateStore, now: float, active_only: bool = True) -> list[Silence]:
@@ -307,7 +347,12 @@ def list_silences(store: StateStore, now: float, active_only: bool = True) -> li
     return [Silence(*row) for row in rows]
 
 
-def delete_silence(store: StateStore, silence_id: int) -> None:
+def delete_silence(store: StateStore, silence_id: int, also: Also[Silence] | None = None) -> None:
+    """``also`` is given the silence, before it goes."""
     with store.transaction() as db:
-        if db.execute("DELETE FROM silences WHERE id = ?", (silence_id,)).rowcount == 0:
+        row = db.execute(_SELECT_SILENCES + " WHERE id = ?", (silence_id,)).fetchone()
+        if row is None:
             raise NotFound(f"no silence {silence_id}")
+        if also is not None:
+            also(db, Silence(*row))
+        db.execute("DELETE FROM silences WHERE id = ?", (silence_id,))

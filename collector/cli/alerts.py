@@ -19,12 +19,15 @@ from collector.alerts.records import (
     acknowledge,
     add_silence,
     delete_silence,
+    get_alert,
     list_alerts,
     list_silences,
 )
 from collector.alerts.rules import default_rules, load_rules, merge
 from collector.cli.common import _load, _local, _store, config_option
+from collector.state.audit import cli_actor
 from collector.state.store import StateStore
+from collector.web import audited
 
 
 def _opened(config_path: Path | None) -> StateStore:
@@ -93,10 +96,13 @@ def ack_command(config_path: Path | None, alert_id: int, comment: str, by: str |
     Example:
         commune-collector ack 42 -c collector.toml --comment "VNPT ticket 4411 opened"
     """
+    store, now, who = _opened(config_path), time.time(), by or getpass.getuser()
     try:
+        before = get_alert(store, alert_id, now)
         alert = acknowledge(
-            _opened(config_path), alert_id, by or getpass.getuser(), comment, time.time()
-        )
+            store, alert_id, who, comment, now,
+            also=audited.ack(cli_actor(), before, who, comment, now),
+        )  # fmt: skip
     except (NotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     when = _local(alert.acked_at or 0)
@@ -153,6 +159,7 @@ def silence_add(
             agent=agent,
             rule=rule,
             comment=comment,
+            also=audited.silence(cli_actor(), "silence_create", now),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -193,7 +200,10 @@ def silence_delete(config_path: Path | None, silence_id: int) -> None:
         commune-collector silence delete 3 -c collector.toml
     """
     try:
-        delete_silence(_opened(config_path), silence_id)
+        delete_silence(
+            _opened(config_path), silence_id,
+            also=audited.silence(cli_actor(), "silence_delete", time.time()),
+        )  # fmt: skip
     except NotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"silence #{silence_id} deleted")

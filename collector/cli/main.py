@@ -209,28 +209,74 @@ def status(config_path: Path | None, province: str | None) -> None:
 @click.argument("name")
 @click.option(
     "--role",
-    type=click.Choice(["read", "technician", "admin"]),
-    default="read",
+    type=click.Choice(["viewer", "technician", "admin", "read"]),
+    default="viewer",
     show_default=True,
-    help="read: the IOC (GET only).",
+    help="viewer: reads (the IOC); technician: also acknowledges, silences, plans "
+    "maintenance; admin: also enrollment tokens, revocations, check profiles. "
+    "read is viewer's former name.",
 )
-def token(name: str, role: str) -> None:
+@click.option(
+    "--province",
+    "provinces",
+    multiple=True,
+    help="A province it sees and acts in (repeat for several); none: every province.",
+)
+@click.option(
+    "--commune",
+    "communes",
+    multiple=True,
+    help="Only this commune of its one --province (repeat for several).",
+)
+def token(name: str, role: str, provinces: tuple[str, ...], communes: tuple[str, ...]) -> None:
     """Make an API token for NAME: print the token once, and the lines for the config.
 
-    Only the token's SHA-256 goes into the config; give the token to its holder.
+    Only the token's SHA-256 goes into the config; give the token to its holder. It
+    logs in to the console too, with the same role and scope.
 
     \b
     Example:
-        commune-collector token ioc --role read
+        commune-collector token ioc --role viewer
+        commune-collector token tech-la-nga --role technician --province dong-nai \\
+            --commune la-nga --commune tan-phu
+        commune-collector token admin-dong-nai --role admin --province dong-nai
     """
     import hashlib
+    import json
+    import re
     import secrets
+    from typing import cast
 
+    from agent.configtypes import ConfigProblem
+    from agent.wire import IDENT_PATTERN
+    from collector.config import ApiToken, Role
+
+    for option, slugs in (("--province", provinces), ("--commune", communes)):
+        for slug in slugs:
+            if not re.fullmatch(IDENT_PATTERN, slug):
+                raise click.BadParameter(
+                    f"{slug[:64]!r} is not a slug (letters, digits, '.', '_', '-'; "
+                    "as in the inventory: dong-nai, la-nga)",
+                    param_hint=option,
+                )
     value = secrets.token_urlsafe(32)
     digest = hashlib.sha256(value.encode()).hexdigest()
+    role = "viewer" if role == "read" else role
+    made = ApiToken(
+        name=name, role=cast(Role, role), sha256=digest, provinces=list(provinces),
+        communes=list(communes),
+    )  # fmt: skip
+    try:
+        made.validate("token")
+    except ConfigProblem as exc:
+        option = "--commune" if exc.key.endswith("communes") else "--province"
+        raise click.BadParameter(str(exc), param_hint=option) from None
     click.echo(f"token (give it to {name}; it is not stored anywhere):\n    {value}\n")
     click.echo("add to the collector's config:\n")
     click.echo(f'[[api.tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"')
+    for key, slugs in (("provinces", provinces), ("communes", communes)):
+        if slugs:
+            click.echo(f"{key} = {json.dumps(list(slugs))}")
 
 
 @main.command("availability")

@@ -10,6 +10,8 @@ import click
 
 from collector.cli.common import _load, _local, _store, _time, config_option
 from collector.state import maintenance
+from collector.state.audit import cli_actor
+from collector.web import audited
 
 
 @click.group("maintenance")
@@ -68,6 +70,7 @@ def maintenance_add(
             --start "2026-12-07 06:00" --end "2026-12-07 09:00" --every week \\
             --until 2027-02-01 --reason "lịch cắt điện"
     """
+    now = time.time()
     try:
         window = maintenance.add(
             _store(_load(config_path)),
@@ -81,7 +84,8 @@ def maintenance_add(
             until=_time(until) if until else None,
             reason=reason,
             created_by=by or getpass.getuser(),
-            now=time.time(),
+            now=now,
+            also=audited.window(cli_actor(), "maintenance_create", now),
         )
     except maintenance.MaintenanceError as exc:
         raise click.ClickException(f"refused: {exc}") from None
@@ -130,7 +134,10 @@ def maintenance_delete(config_path: Path | None, window_id: int) -> None:
         commune-collector maintenance delete 4 -c collector.toml
     """
     try:
-        maintenance.remove(_store(_load(config_path)), window_id)
+        maintenance.remove(
+            _store(_load(config_path)), window_id,
+            also=audited.window(cli_actor(), "maintenance_delete", time.time()),
+        )  # fmt: skip
     except maintenance.NotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"maintenance #{window_id} deleted")

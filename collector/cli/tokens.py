@@ -11,9 +11,10 @@ from agent.configtypes import ConfigError
 from agent.units import parse_duration
 from collector.cli.common import _load, _local, _store, config_option
 from collector.config import CollectorConfig
-from collector.rollout import tokens
+from collector.rollout import registry, tokens
 from collector.rollout.profiles import ProfileError
 from collector.rollout.service import Rollout
+from collector.state import audit
 
 
 def _rollout(config_path: Path | None) -> tuple[CollectorConfig, Rollout]:
@@ -88,6 +89,10 @@ def create_command(
         )  # fmt: skip
     except (ProfileError, ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    audit.record_alone(
+        rollout.store, audit.cli_actor(), "enroll_token_create", token.created_at,
+        province=province, commune=commune, object=token.id, after=token,
+    )  # fmt: skip
     windows, linux = tokens.enroll_commands(rollout.settings.collector_url, text)
     click.echo(text)
     click.echo(
@@ -139,6 +144,10 @@ def revoke_token_command(config_path: Path | None, token_id: str, actor: str) ->
         token = rollout.revoke_token(token_id, actor)
     except KeyError:
         raise click.ClickException(f"no token {token_id}") from None
+    audit.record_alone(
+        rollout.store, audit.cli_actor(), "enroll_token_revoke", rollout.clock(),
+        province=token.province, commune=token.commune, object=token.id, after=token,
+    )  # fmt: skip
     click.echo(f"revoked token {token.id} of {token.province}/{token.commune}")
 
 
@@ -149,7 +158,6 @@ def revoke_enrolled(
     removed from the broker — by the running collector at its next round (its admin
     session is not taken over from the command line), or here when none runs. What
     happened, for the operator."""
-    import time
 
     from collector.rollout.service import running_collector
 
@@ -160,6 +168,7 @@ def revoke_enrolled(
             managed, _ = rollout.enroller.revoke(key, actor, "cli", apply=False)
         except KeyError:
             raise click.ClickException(f"{key} was never enrolled") from None
+        _audit_revoked(rollout, managed)
         deadline = time.monotonic() + 60
         while any(r.username == managed.username for r in rollout.revocations.pending()):
             if time.monotonic() > deadline:
@@ -176,6 +185,7 @@ def revoke_enrolled(
             managed, applied = rollout.enroller.revoke(key, actor, "cli")
         except KeyError:
             raise click.ClickException(f"{key} was never enrolled") from None
+        _audit_revoked(rollout, managed)
         if not applied:
             raise click.ClickException(
                 f"revoked {key} (recorded); the broker's dynamic-security admin session "
@@ -184,3 +194,11 @@ def revoke_enrolled(
         return f"revoked {managed.username}: its account is removed and its session closed"
     finally:
         rollout.stop()
+
+
+def _audit_revoked(rollout: Rollout, managed: registry.Managed) -> None:
+    audit.record_alone(
+        rollout.store, audit.cli_actor(), "agent_revoke", rollout.clock(),
+        province=managed.province, commune=managed.commune, agent=managed.agent,
+        object=managed.agent_key, after=managed,
+    )  # fmt: skip

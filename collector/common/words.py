@@ -315,6 +315,52 @@ CONSOLE: dict[str, dict[str, str]] = {
     },
 }
 
+# The operators' audit page (console /audit).
+CONSOLE["vi"] |= {
+    "operator_audit": "Nhật ký thao tác",
+    "operator_audit_note": "Ai đã làm gì, khi nào, từ đâu, ở đâu: trong phạm vi của tài khoản.",
+    "all_actions": "Mọi thao tác",
+    "action": "Thao tác",
+    "via": "Qua",
+    "object": "Đối tượng",
+    "change": "Trước → sau",
+    "no_audit": "Chưa có thao tác nào.",
+    "action_ack": "xác nhận cảnh báo",
+    "action_ack_group": "xác nhận nhóm cảnh báo",
+    "action_silence_create": "tạm tắt thông báo",
+    "action_silence_delete": "bỏ tạm tắt",
+    "action_maintenance_create": "lên lịch bảo trì",
+    "action_maintenance_delete": "bỏ lịch bảo trì",
+    "action_profiles_replace": "thay hồ sơ kiểm tra",
+    "action_enroll_token_create": "tạo mã đăng ký",
+    "action_enroll_token_revoke": "thu hồi mã đăng ký",
+    "action_agent_revoke": "thu hồi máy",
+    "action_login": "đăng nhập",
+    "action_logout": "đăng xuất",
+}
+CONSOLE["en"] |= {
+    "operator_audit": "Audit",
+    "operator_audit_note": "Who did what, when, from where, at which place: your scope only.",
+    "all_actions": "Every action",
+    "action": "Action",
+    "via": "Via",
+    "object": "Object",
+    "change": "Before → after",
+    "no_audit": "No action yet.",
+    "action_ack": "alert acknowledged",
+    "action_ack_group": "alert group acknowledged",
+    "action_silence_create": "silence made",
+    "action_silence_delete": "silence removed",
+    "action_maintenance_create": "maintenance planned",
+    "action_maintenance_delete": "maintenance removed",
+    "action_profiles_replace": "check profiles replaced",
+    "action_enroll_token_create": "enrollment token made",
+    "action_enroll_token_revoke": "enrollment token revoked",
+    "action_agent_revoke": "agent revoked",
+    "action_login": "logged in",
+    "action_logout": "logged out",
+}
+
 #: A commune's status reasons (health.py's codes), Vietnamese; English shows the detail.
 REASONS: dict[str, dict[str, str]] = {
     "vi": {

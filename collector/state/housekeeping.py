@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from collector.state import audit
 from collector.state.store import StateStore
 
 log = logging.getLogger("collector.housekeeping")
@@ -74,12 +75,16 @@ def mark_silent(
 def retention(
     store: StateStore, keep_s: float, forget_agents_after_s: float
 ) -> Callable[[float], object]:
-    """History older than ``keep_s`` and agents gone longer than the other bound go."""
+    """History older than ``keep_s`` (outages, the operators' audit) and agents gone
+    longer than the other bound go."""
 
     def work(now: float) -> None:
         pruned = store.prune(now - keep_s)
         if pruned:
             log.info("forgot %d outages older than the retention", pruned)
+        audited = audit.prune(store, now - keep_s)
+        if audited:
+            log.info("forgot %d audit rows older than the retention", audited)
         gone = store.forget_agents(now - forget_agents_after_s)
         if gone:
             log.info("forgot %d agents gone for good: %s", len(gone), ", ".join(gone[:10]))

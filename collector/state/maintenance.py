@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Iterator
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +49,11 @@ class MaintenanceError(ValueError):
 
 class NotFound(LookupError):
     pass
+
+
+#: Called inside the change's transaction with the window (the audit's row goes there);
+#: raising undoes the change.
+Also = Callable[[sqlite3.Connection, "Window"], None]
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ def add(
     until: float | None = None,
     reason: str = "",
     comment: str = "",
+    also: Also | None = None,
 ) -> Window:
     check(
         province=province,
@@ -221,11 +228,13 @@ def add(
             (province, commune, agent, device, starts, ends, every, until, reason, comment,
              created_by, now),
         )  # fmt: skip
-        window_id = int(cursor.lastrowid or 0)
-    return Window(
-        window_id, province, commune, agent, device, starts, ends, every, until, reason,
-        comment, created_by, now,
-    )  # fmt: skip
+        window = Window(
+            int(cursor.lastrowid or 0), province, commune, agent, device, starts, ends, every,
+            until, reason, comment, created_by, now,
+        )  # fmt: skip
+        if also is not None:
+            also(db, window)
+    return window
 
 
 def windows(
@@ -246,7 +255,12 @@ def windows(
     return [w for w in found if next(w.occurrences(start, end), None) is not None]
 
 
-def remove(store: StateStore, window_id: int) -> None:
+def remove(store: StateStore, window_id: int, also: Also | None = None) -> None:
+    """``also`` is given the window, before it goes."""
     with store.transaction() as db:
-        if db.execute("DELETE FROM maintenance WHERE id = ?", (window_id,)).rowcount == 0:
+        row = db.execute(SELECT + " WHERE id = ?", (window_id,)).fetchone()
+        if row is None:
             raise NotFound(f"no maintenance window {window_id}")
+        if also is not None:
+            also(db, Window(*row))
+        db.execute("DELETE FROM maintenance WHERE id = ?", (window_id,))

@@ -211,6 +211,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX retired_accounts_pending ON retired_accounts (removed_at)",
         ),
     ),
+    Migration(
+        6,
+        "the operators' audit: who did what, when, from where, at which place, to what "
+        "(acknowledgements, silences, maintenance, profiles, enrollment, revocations, logins)",
+        (
+            # before/after are JSON bounded by collector/state/audit.py; the table is pruned
+            # by the store's retention like the outage history.
+            """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+            actor TEXT NOT NULL, role TEXT NOT NULL, address TEXT NOT NULL,
+            via TEXT NOT NULL, action TEXT NOT NULL,
+            province TEXT NOT NULL DEFAULT '', commune TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '', object TEXT NOT NULL DEFAULT '',
+            before TEXT NOT NULL DEFAULT 'null', after TEXT NOT NULL DEFAULT 'null'
+        )""",
+            "CREATE INDEX audit_by_time ON audit (at)",
+            "CREATE INDEX audit_by_place ON audit (province, commune, at)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -4,7 +4,9 @@ Every route under /api/v1 and /metrics needs a bearer token from the config
 (stored there as its SHA-256); /healthz answers anyone, it says nothing about
 the communes. ``open_on_loopback`` lifts the token requirement for a
 development instance that only listens on loopback (the config refuses it
-otherwise).
+otherwise). What a token sees and acts on is its scope's (``web/scope.py``):
+lists are filtered, a thing outside answers 404 as one that does not exist,
+/metrics (the collector's own figures) is for tokens of every province.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field
 
@@ -28,7 +30,6 @@ from collector.alerts.records import (
     acknowledge,
     add_silence,
     delete_silence,
-    get_alert,
     list_alerts,
     list_silences,
 )
@@ -39,6 +40,7 @@ from collector.outputs.report.render import render as render_report
 from collector.state.availability import Outage, all_down, availability
 from collector.state.health import CommuneHealth, ProvinceHealth
 from collector.state.store import AgentState, LatestSample
+from collector.web import audited
 from collector.web.auth import (
     ApiContext,
     Context,
@@ -46,9 +48,18 @@ from collector.web.auth import (
     RowId,
     Slug,
     Technician,
+    actor_of,
     errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
+from collector.web.scope import (
+    Scope,
+    alert_in_scope,
+    find_commune,
+    need,
+    need_within,
+    not_found,
+)
 
 
 @dataclass
@@ -128,7 +139,8 @@ TIME_PATTERN = (
 )
 
 
-def _parse_time(value: str | None, default: float, name: str) -> float:
+def query_time(value: str | None, default: float, name: str) -> float:
+    """A time a query names (``from``, ``to``), or ``default``; 400 naming it when wrong."""
     if value is None or not value.strip():
         return default
     try:
@@ -173,10 +185,13 @@ class SilenceRequest:
     comment: Comment = ""
 
 
-def _province(context: ApiContext, province: str | None) -> str:
+def _province(context: ApiContext, scope: Scope, province: str | None) -> str:
+    """The province asked for, or the first one the scope sees; 404 for one unknown or
+    outside the scope (the same words)."""
+    known = scope.provinces_of(context.model.provinces())
     if province:
+        need(province in known, f"no province {province!r}")
         return province
-    known = context.model.provinces()
     if not known:
         raise HTTPException(404, "no province known yet: no inventory and no agent")
     return known[0]
@@ -195,45 +210,56 @@ def get_healthz(context: Context) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=errors())
-def get_metrics(_: Reader, context: Context) -> Response:
-    """The collector's own figures in the Prometheus text format."""
+@router.get(
+    "/metrics", response_class=PlainTextResponse, tags=["operations"], responses=errors(404)
+)
+def get_metrics(who: Reader, context: Context) -> Response:
+    """The collector's own figures in the Prometheus text format (tokens of every
+    province: they count what all the provinces send)."""
+    need(who.scope.everything, "Not Found")
     return Response(render(context.metrics()), media_type=CONTENT_TYPE)
 
 
 @router.get("/api/v1/province", tags=["health"], responses=errors(404))
-def get_province(_: Reader, context: Context, province: str | None = None) -> ProvinceHealth:
-    """Province totals: communes by status, PCs protected, lines up, availability, Polycoms."""
-    return context.model.province(_province(context, province))
+def get_province(who: Reader, context: Context, province: str | None = None) -> ProvinceHealth:
+    """Province totals: communes by status, PCs protected, lines up, availability, Polycoms
+    (over the token's communes when it holds only some)."""
+    chosen = _province(context, who.scope, province)
+    if who.scope.holds(chosen):
+        return context.model.province(chosen)
+    mine = [c for c in context.model.communes(chosen) if who.scope.holds(chosen, c.slug)]
+    return context.model.totals(chosen, mine)
 
 
 @router.get("/api/v1/communes", tags=["health"], responses=errors())
 def get_communes(
-    _: Reader, context: Context, province: str | None = None, status: str | None = None
+    who: Reader, context: Context, province: str | None = None, status: str | None = None
 ) -> list[CommuneHealth]:
     """Every commune (the inventory's, then others seen), optionally by status."""
     communes = context.model.communes(province)
-    return [c for c in communes if status is None or c.status == status]
+    return [
+        c
+        for c in communes
+        if (status is None or c.status == status) and who.scope.holds(c.province, c.slug)
+    ]
 
 
 @router.get("/api/v1/communes/{commune}", tags=["health"], responses=errors(404))
 def get_commune(
-    _: Reader, context: Context, commune: str, province: str | None = None
+    who: Reader, context: Context, commune: str, province: str | None = None
 ) -> CommuneHealth:
     """One commune in detail: anti-malware, line with every probe, Polycom, interfaces.
     A slug the inventory lists as the commune's former one answers for the commune."""
-    found = context.model.commune(commune, province)
-    renamed = context.model.renamed(commune, province) if found is None else None
-    if renamed is not None:
-        found = context.model.commune(renamed[1], renamed[0])
+    place = find_commune(context.model, who.scope, commune, province)
+    found = context.model.commune(place[1], place[0]) if place is not None else None
     if found is None:
-        raise HTTPException(404, f"no commune {commune!r} in the inventory or the data")
+        raise not_found(f"no commune {commune!r} in the inventory or the data")
     return found
 
 
 @router.get("/api/v1/agents", tags=["agents"], responses=errors())
 def get_agents(
-    _: Reader,
+    who: Reader,
     context: Context,
     commune: str | None = None,
     state: str | None = None,
@@ -246,11 +272,12 @@ def get_agents(
         if (commune is None or a.commune == commune)
         and (state is None or a.state == state)
         and (province is None or a.province == province)
+        and who.scope.holds(a.province, a.commune)
     ]
 
 
 @router.get("/api/v1/agents/{agent:path}", tags=["agents"], responses=errors(404, 409))
-def get_agent(_: Reader, context: Context, agent: str, commune: str | None = None) -> AgentDetail:
+def get_agent(who: Reader, context: Context, agent: str, commune: str | None = None) -> AgentDetail:
     """An agent's latest sample per check, item and target.
 
     ``agent`` is its id, or province/commune/agent when ids repeat across communes.
@@ -258,7 +285,9 @@ def get_agent(_: Reader, context: Context, agent: str, commune: str | None = Non
     matches = [
         a
         for a in context.store.agents()
-        if agent in (a.agent, a.agent_key) and (commune is None or a.commune == commune)
+        if agent in (a.agent, a.agent_key)
+        and (commune is None or a.commune == commune)
+        and who.scope.holds(a.province, a.commune)
     ]
     if not matches:
         raise HTTPException(404, f"no agent {agent!r}")
@@ -271,7 +300,7 @@ def get_agent(_: Reader, context: Context, agent: str, commune: str | None = Non
 
 @router.get("/api/v1/availability", tags=["health"], responses=errors(400, 404))
 def get_availability(
-    _: Reader,
+    who: Reader,
     context: Context,
     commune: str,
     target: str | None = None,
@@ -286,14 +315,15 @@ def get_availability(
     ``province``: the commune's, where two provinces have a commune of that slug.
     """
     now = time.time()
-    hi = _parse_time(end, now, "to")
-    lo = _parse_time(start, hi - 86400, "from")
+    hi = query_time(end, now, "to")
+    lo = query_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
     # A former slug is no commune's slug now (the inventory refuses that): its history
     # moved to the commune.
     renamed = context.model.renamed(commune, province)
-    commune = renamed[1] if renamed is not None else commune
+    if renamed is not None and who.scope.holds(*renamed):
+        commune = renamed[1]
     subjects = [
         s
         for s in context.store.subjects()
@@ -301,9 +331,11 @@ def get_availability(
         and s.agent_key.split("/")[1] == commune
         and (province is None or s.agent_key.split("/")[0] == province)
         and (target is None or target in (s.name, s.target))
+        and who.scope.holds_key(s.agent_key)
     ]
-    if not subjects and commune not in {c for _, c in context.model.places(province)}:
-        raise HTTPException(404, f"no commune {commune!r}")
+    places = {(p, c) for p, c in context.model.places(province) if who.scope.holds(p, c)}
+    if not subjects and commune not in {c for _, c in places}:
+        raise not_found(f"no commune {commune!r}")
     views: list[AvailabilityView] = []
     tslcd: list[tuple[list[Outage], float]] = []
     for subject in subjects:
@@ -355,7 +387,7 @@ def _availability_view(
 
 @router.get("/api/v1/alerts", tags=["alerts"], responses=errors())
 def get_alerts(
-    _: Reader,
+    who: Reader,
     context: Context,
     state: str | None = None,
     commune: str | None = None,
@@ -370,40 +402,55 @@ def get_alerts(
         context.store,
         time.time(),
         state=state,
-        province=province,
-        commune=commune,
         severity=severity,
         rule=rule,
         limit=limit,
+        places=who.scope.places(province, commune),
     )
 
 
 @router.get("/api/v1/alerts/{alert_id}", tags=["alerts"], responses=errors(404))
-def get_one_alert(_: Reader, context: Context, alert_id: RowId) -> Alert:
+def get_one_alert(who: Reader, context: Context, alert_id: RowId) -> Alert:
     try:
-        return get_alert(context.store, alert_id, time.time())
+        return alert_in_scope(context.store, who.scope, alert_id)
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
 
 
 @router.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=errors(400, 403, 404))
-def post_ack(who: Technician, context: Context, alert_id: RowId, body: AckRequest) -> Alert:
+def post_ack(
+    request: Request, who: Technician, context: Context, alert_id: RowId, body: AckRequest
+) -> Alert:
     """Acknowledge: who (the token's name), when, why. Stops the repeats."""
     try:
-        return acknowledge(context.store, alert_id, who.name, body.comment, time.time())
+        before = alert_in_scope(context.store, who.scope, alert_id)
+        now = time.time()
+        return acknowledge(
+            context.store, alert_id, who.name, body.comment, now,
+            also=audited.ack(actor_of(request, who), before, who.name, body.comment, now),
+        )  # fmt: skip
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
 
 
 @router.get("/api/v1/silences", tags=["alerts"], responses=errors())
-def get_silences(_: Reader, context: Context, all: bool = False) -> list[Silence]:
-    """Silences in force (``all=true``: also the expired)."""
-    return list_silences(context.store, time.time(), active_only=not all)
+def get_silences(who: Reader, context: Context, all: bool = False) -> list[Silence]:
+    """Silences in force (``all=true``: also the expired) that reach into the token's scope."""
+    found = list_silences(context.store, time.time(), active_only=not all)
+    return [s for s in found if who.scope.sees(s.province, s.commune)]
 
 
-@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=errors(400, 403))
-def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Silence:
-    """Mute notifications for a commune, an agent or a rule, for a while (maintenance)."""
+@router.post("/api/v1/silences", tags=["alerts"], status_code=201, responses=errors(400, 403, 404))
+def post_silence(
+    request: Request, who: Technician, context: Context, body: SilenceRequest
+) -> Silence:
+    """Mute notifications for a commune, an agent or a rule, for a while (maintenance).
+    A token of some provinces or communes mutes within them only (403 for a silence
+    reaching beyond, 404 for a place outside)."""
+    need_within(
+        who.scope, body.province, body.commune, "the silence",
+        f"no commune {body.province}/{body.commune}",
+    )  # fmt: skip
     now = time.time()
     starts = body.starts if body.starts is not None else now
     ends = body.ends if body.ends is not None else starts + (body.duration_s or 0.0)
@@ -419,6 +466,7 @@ def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Sil
             agent=body.agent,
             rule=body.rule,
             comment=body.comment,
+            also=audited.silence(actor_of(request, who), "silence_create", now),
         )
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -430,11 +478,15 @@ def post_silence(who: Technician, context: Context, body: SilenceRequest) -> Sil
     status_code=204,
     responses=errors(403, 404),
 )
-def delete_one_silence(_: Technician, context: Context, silence_id: RowId) -> Response:
+def delete_one_silence(
+    request: Request, who: Technician, context: Context, silence_id: RowId
+) -> Response:
+    write = audited.silence(actor_of(request, who), "silence_delete", time.time())
+    missing = lambda: NotFound(f"no silence {silence_id}")  # noqa: E731
     try:
-        delete_silence(context.store, silence_id)
+        delete_silence(context.store, silence_id, audited.removable(who.scope, missing, write))
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
     return Response(status_code=204)
 
 
@@ -460,7 +512,7 @@ REPORT_TYPES = {
     },
 )
 def get_monthly_report(
-    _: Reader,
+    who: Reader,
     context: Context,
     month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2025-10"])],
     province: Slug | None = None,
@@ -469,11 +521,13 @@ def get_monthly_report(
 ) -> MonthlyReport | Response:
     """The monthly figures per commune and for the province, from the recorded intervals;
     as JSON, or rendered (md, csv, html, xlsx) in Vietnamese or English, or as the
-    Word document the province files (docx, Nghị định 30/2020 layout)."""
-    chosen = _province(context, province)
+    Word document the province files (docx, Nghị định 30/2020 layout). A token of some
+    communes gets the report over its communes: each listed, the totals theirs."""
+    chosen = _province(context, who.scope, province)
     inventory = context.model.inventories.get(chosen)
+    mine = None if who.scope.holds(chosen) else frozenset(who.scope.communes)
     try:
-        report = build_report(context.store, chosen, month, inventory)
+        report = build_report(context.store, chosen, month, inventory, only=mine)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     if format == "json":

@@ -1,8 +1,10 @@
-"""Who asks, shared by the API and the console: tokens, their roles, the request's context.
+"""Who asks, shared by the API and the console: tokens, their roles and scopes, the
+request's context.
 
-Tokens are configured as their SHA-256; a caller is a token's name and role. Wrong
-tokens count against the client's address (``[api] trusted_proxies`` decide what that
-address is) until it is locked out for a while.
+Tokens are configured as their SHA-256; a caller is a token's name, role and scope
+(``collector/web/scope.py``). Wrong tokens count against the client's address
+(``[api] trusted_proxies`` decide what that address is) until it is locked out for a
+while.
 """
 
 from __future__ import annotations
@@ -17,27 +19,37 @@ from fastapi import Depends, HTTPException, Request
 from fastapi import Path as FastApiPath
 from pydantic import Field
 
-from collector.config import Network, Role
+from collector.config import ApiToken, Network
 from collector.outputs.report.issuer import Issuer
 from collector.rollout.service import Rollout
+from collector.state.audit import Actor
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.guard import client_address as _client_address
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
+from collector.web.scope import EVERYWHERE, Scope
 
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caller:
     name: str
-    role: Role
+    role: str
+    """viewer, technician or admin."""
+    scope: Scope = EVERYWHERE
 
 
-ROLE_RANK: dict[Role, int] = {"read": 0, "technician": 1, "admin": 2}
+ROLE_RANK: dict[str, int] = {"viewer": 0, "technician": 1, "admin": 2}
+
+
+def caller_of(token: ApiToken) -> Caller:
+    """Who holds a configured token: "read" (the former name) is a viewer."""
+    role = "viewer" if token.role == "read" else token.role
+    return Caller(token.name, role, Scope(tuple(token.provinces), tuple(token.communes)))
 
 
 @dataclass
@@ -76,6 +88,11 @@ Context = Annotated[ApiContext, Depends(context_of)]
 def client_address(request: Request) -> str:
     context: ApiContext = request.app.state.context
     return _client_address(request, context.proxies)
+
+
+def actor_of(request: Request, who: Caller, via: str = "api") -> Actor:
+    """Who does something, for the audit: the token's holder, from the client's address."""
+    return Actor(who.name, who.role, client_address(request), via)
 
 
 def check_token(context: ApiContext, address: str, token: str) -> Caller | None:

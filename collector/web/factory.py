@@ -19,7 +19,8 @@ from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
 from collector.web.api import router
-from collector.web.auth import ApiContext, Caller
+from collector.web.audit import router as audit_router
+from collector.web.auth import ApiContext, caller_of
 from collector.web.groups import router as groups_router
 from collector.web.guard import BodyTooLarge, Guard
 from collector.web.maintenance import router as maintenance_router
@@ -81,7 +82,7 @@ def create_app(
     app.state.context = ApiContext(
         model=model,
         store=store,
-        tokens={t.sha256: Caller(t.name, t.role) for t in settings.tokens},
+        tokens={t.sha256: caller_of(t) for t in settings.tokens},
         open_on_loopback=settings.open_on_loopback,
         limiter=FailureLimiter(settings.max_auth_failures, lockout_s=float(settings.auth_lockout)),
         metrics=metrics,
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(rollout_router)
     app.include_router(maintenance_router)
     app.include_router(groups_router)
+    app.include_router(audit_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions

@@ -1,4 +1,8 @@
-"""Maintenance windows over HTTP: list, plan, remove (technicians plan, readers list)."""
+"""Maintenance windows over HTTP: list, plan, remove (technicians plan, viewers list).
+
+A token sees the windows that reach into its scope (a province's window reaches each
+of its communes), and plans or removes only windows that lie within it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field
 
 from agent.wire import MAX_TIME
 from collector.state import maintenance
 from collector.state.maintenance import MAX_TEXT, Window
-from collector.web.auth import Context, Reader, RowId, Slug, Technician, errors
+from collector.web import audited
+from collector.web.auth import Context, Reader, RowId, Slug, Technician, actor_of, errors
+from collector.web.scope import need_within, not_found
 
 router = APIRouter()
 
@@ -42,18 +48,27 @@ class WindowRequest:
 
 @router.get("/api/v1/maintenance", tags=["alerts"], responses=errors())
 def get_windows(
-    _: Reader, context: Context, province: Slug | None = None, all: bool = False
+    who: Reader, context: Context, province: Slug | None = None, all: bool = False
 ) -> list[Window]:
     """Windows in force or to come (``all=true``: also past ones)."""
     start = -float("inf") if all else time.time()
-    return maintenance.windows(context.store, province, start)
+    found = maintenance.windows(context.store, province, start)
+    return [w for w in found if who.scope.sees(w.province, w.commune)]
 
 
-@router.post("/api/v1/maintenance", tags=["alerts"], status_code=201, responses=errors(400, 403))
-def post_window(who: Technician, context: Context, body: WindowRequest) -> Window:
+@router.post(
+    "/api/v1/maintenance", tags=["alerts"], status_code=201, responses=errors(400, 403, 404)
+)
+def post_window(request: Request, who: Technician, context: Context, body: WindowRequest) -> Window:
     """Plan a window: its alerts are recorded, not sent; the report leaves it out of the
     availability it gives without maintenance. Refused by name: ends before it starts,
-    beyond a year, a repetition without its end."""
+    beyond a year, a repetition without its end; beyond the token's scope (a token of
+    some communes plans for one of them, not the province)."""
+    need_within(
+        who.scope, body.province, body.commune, "the window",
+        f"no commune {body.province}/{body.commune}",
+    )  # fmt: skip
+    now = time.time()
     try:
         return maintenance.add(
             context.store,
@@ -68,7 +83,8 @@ def post_window(who: Technician, context: Context, body: WindowRequest) -> Windo
             reason=body.reason,
             comment=body.comment,
             created_by=who.name,
-            now=time.time(),
+            now=now,
+            also=audited.window(actor_of(request, who), "maintenance_create", now),
         )
     except maintenance.MaintenanceError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -77,9 +93,13 @@ def post_window(who: Technician, context: Context, body: WindowRequest) -> Windo
 @router.delete(
     "/api/v1/maintenance/{window_id}", tags=["alerts"], status_code=204, responses=errors(403, 404)
 )
-def delete_window(_: Technician, context: Context, window_id: RowId) -> Response:
+def delete_window(
+    request: Request, who: Technician, context: Context, window_id: RowId
+) -> Response:
+    write = audited.window(actor_of(request, who), "maintenance_delete", time.time())
+    missing = lambda: maintenance.NotFound(f"no maintenance window {window_id}")  # noqa: E731
     try:
-        maintenance.remove(context.store, window_id)
+        maintenance.remove(context.store, window_id, audited.removable(who.scope, missing, write))
     except maintenance.NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
     return Response(status_code=204)

@@ -4,7 +4,10 @@
 token in its body is the credential. Every request counts against its address
 (``[enrollment] max_per_address`` per hour), a wrong token also against the
 address's lockout like a wrong API token. The rest is for admins (tokens,
-profiles, revocation) and readers (how far the rollout has come).
+profiles, revocation) and viewers (how far the rollout has come), within their
+token's scope: a province's profiles are for an admin of the whole province, a
+commune's tokens and agents for an admin holding the commune; each change goes
+into the audit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collector.rollout.enrollment import EnrollRefused
 from collector.rollout.overview import CommuneRollout, communes
 from collector.rollout.profiles import ProfileError
 from collector.rollout.service import MAX_PROFILE_BYTES, Rollout
+from collector.state import audit
 from collector.web.auth import (
     Admin,
     ApiContext,
@@ -32,9 +36,11 @@ from collector.web.auth import (
     Reader,
     Slug,
     Technician,
+    actor_of,
     client_address,
     errors,
 )
+from collector.web.scope import Scope, events_in_scope, need, need_within
 
 router = APIRouter()
 _request = msgspec.json.Decoder(EnrollRequest)
@@ -122,6 +128,10 @@ def create_token(
 ) -> TokenCreated:
     """A token for one commune's PCs; the answer holds it, once."""
     rollout = _rollout(context)
+    need_within(
+        caller.scope, body.province, body.commune, "the token",
+        f"no commune {body.province}/{body.commune}",
+    )  # fmt: skip
     try:
         token, text = rollout.create_token(
             province=body.province,
@@ -134,6 +144,12 @@ def create_token(
         )
     except (ProfileError, ValueError) as exc:
         raise HTTPException(400, str(exc)) from None
+    # The rollout writes the token and its event in transactions of its own: the audit's
+    # row follows them (the token's text is never in it).
+    audit.record_alone(
+        context.store, actor_of(request, caller), "enroll_token_create", token.created_at,
+        province=token.province, commune=token.commune, object=token.id, after=token,
+    )  # fmt: skip
     base = rollout.settings.collector_url or str(request.base_url).rstrip("/")
     windows, linux = tokens.enroll_commands(base, text)
     return TokenCreated(text, token.id, token.expires, token.uses, windows, linux)
@@ -141,23 +157,39 @@ def create_token(
 
 @router.get("/api/v1/enrollment/tokens", tags=["enrollment"], responses=errors(403, 404))
 def list_tokens(
-    _: Admin, context: Context, province: Slug | None = None, commune: Slug | None = None
+    caller: Admin, context: Context, province: Slug | None = None, commune: Slug | None = None
 ) -> TokenList:
     _rollout(context)
-    return TokenList(tokens.tokens(context.store, province, commune))
+    found = tokens.tokens(context.store, province, commune)
+    return TokenList([t for t in found if caller.scope.holds(t.province, t.commune)])
 
 
 @router.delete(
     "/api/v1/enrollment/tokens/{token_id}", tags=["enrollment"], responses=errors(403, 404)
 )
 def revoke_token(
-    token_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")], caller: Admin, context: Context
+    request: Request,
+    token_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}$")],
+    caller: Admin,
+    context: Context,
 ) -> tokens.Token:
     """No more PCs enroll with it (those enrolled stay)."""
+    rollout = _rollout(context)
+    before = next((t for t in tokens.tokens(context.store) if t.id == token_id), None)
+    need(
+        before is not None and caller.scope.holds(before.province, before.commune),
+        f"no token {token_id}",
+    )
     try:
-        return _rollout(context).revoke_token(token_id, caller.name)
+        token = rollout.revoke_token(token_id, caller.name)
     except KeyError:
         raise HTTPException(404, f"no token {token_id}") from None
+    audit.record_alone(
+        context.store, actor_of(request, caller), "enroll_token_revoke", rollout.clock(),
+        province=token.province, commune=token.commune, object=token.id,
+        before={"revoked_at": before.revoked_at if before else None}, after=token,
+    )  # fmt: skip
+    return token
 
 
 @dataclass
@@ -167,15 +199,23 @@ class Rollouts:
 
 @router.get("/api/v1/enrollment/communes", tags=["enrollment"], responses=errors(404))
 def rollout_communes(
-    _: Reader,
+    who: Reader,
     context: Context,
     province: Slug,
     commune: Annotated[Slug | None, Query()] = None,
 ) -> Rollouts:
     """Per commune: PCs expected, enrolled, reporting; tokens; each agent's config."""
     _rollout(context)
+    if not who.scope.sees(province):  # as for a province without communes
+        return Rollouts([])
     found = communes(context.store, list(context.model.inventories.values()), province, time.time())
-    return Rollouts([c for c in found if commune in (None, c.commune)])
+    return Rollouts(
+        [
+            c
+            for c in found
+            if commune in (None, c.commune) and who.scope.holds(c.province, c.commune)
+        ]
+    )
 
 
 @dataclass
@@ -185,15 +225,16 @@ class Events:
 
 @router.get("/api/v1/enrollment/events", tags=["enrollment"], responses=errors(403, 404))
 def rollout_events(
-    _: Technician,
+    who: Technician,
     context: Context,
     province: Slug | None = None,
     commune: Slug | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> Events:
-    """The audit: enrollments, replacements, refusals, revocations; newest first."""
+    """Enrollments, replacements, refusals, revocations; newest first (the operators'
+    own actions are also in ``/api/v1/audit``)."""
     _rollout(context)
-    return Events(registry.events(context.store, province, commune, limit))
+    return Events(events_in_scope(context.store, who.scope, province, commune, limit))
 
 
 @router.post(
@@ -217,12 +258,16 @@ def revoke_agent(
     ends at once), its certificate listed as revoked, its config withdrawn. 202 when the
     broker is away: recorded, and done at the collector's next round once it is back."""
     rollout = _rollout(context)
+    key = f"{province}/{commune}/{agent}"
+    need(caller.scope.holds(province, commune), f"{key} was never enrolled")
     try:
-        managed, applied = rollout.enroller.revoke(
-            f"{province}/{commune}/{agent}", caller.name, client_address(request)
-        )
+        managed, applied = rollout.enroller.revoke(key, caller.name, client_address(request))
     except KeyError:
-        raise HTTPException(404, f"{province}/{commune}/{agent} was never enrolled") from None
+        raise HTTPException(404, f"{key} was never enrolled") from None
+    audit.record_alone(
+        context.store, actor_of(request, caller), "agent_revoke", rollout.clock(),
+        province=province, commune=commune, agent=agent, object=key, after=managed,
+    )  # fmt: skip
     if not applied:
         response.status_code = 202
     return managed
@@ -237,8 +282,10 @@ def revoke_agent(
         for code, answer in errors(403, 404).items()
     },
 )
-def get_profiles(province: Slug, _: Admin, context: Context) -> TomlResponse:
-    """The province's check profiles file as it is on disk (TOML; it may hold secrets)."""
+def get_profiles(province: Slug, caller: Admin, context: Context) -> TomlResponse:
+    """The province's check profiles file as it is on disk (TOML; it may hold secrets):
+    for an admin of the whole province."""
+    _whole_province(caller.scope, province)
     try:
         path = _rollout(context).profiles.path_of(province)
     except KeyError:
@@ -253,8 +300,11 @@ async def put_profiles(
     province: Slug, request: Request, caller: Admin, context: Context
 ) -> dict[str, str]:
     """Replace the province's check profiles (TOML body): validated like the file at start,
-    for every commune and agent it names, then written and sent to the agents it changes."""
+    for every commune and agent it names, then written and sent to the agents it changes.
+    For an admin of the whole province; the audit keeps the file's SHA-256 and size
+    before and after, never its text."""
     rollout = _rollout(context)
+    _whole_province(caller.scope, province)
     body = await request.body()
     if len(body) > MAX_PROFILE_BYTES:
         raise HTTPException(413, f"more than {MAX_PROFILE_BYTES} bytes")
@@ -263,6 +313,7 @@ async def put_profiles(
     except UnicodeDecodeError:
         raise HTTPException(422, "not UTF-8") from None
     try:
+        before = await run_in_threadpool(_file_bytes, rollout, province)
         await run_in_threadpool(
             rollout.replace_profiles, province, text, caller.name, client_address(request)
         )
@@ -270,4 +321,23 @@ async def put_profiles(
         raise HTTPException(404, f"no check profiles for {province}") from None
     except ProfileError as exc:
         raise HTTPException(422, str(exc)) from None
+    audit.record_alone(
+        context.store, actor_of(request, caller), "profiles_replace", rollout.clock(),
+        province=province, object=province,
+        before=audit.file_facts(before), after=audit.file_facts(body),
+    )  # fmt: skip
     return {"status": "applied"}
+
+
+def _whole_province(scope: Scope, province: str) -> None:
+    need_within(scope, province, "", "the province's profiles",
+                f"no check profiles for {province}")  # fmt: skip
+
+
+def _file_bytes(rollout: Rollout, province: str) -> bytes | None:
+    """The profiles file as it is (KeyError for a province without one)."""
+    path = rollout.profiles.path_of(province)
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

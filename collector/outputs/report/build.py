@@ -17,7 +17,7 @@ import datetime as dt
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from collector.common.localtime import VIETNAM
@@ -166,17 +166,29 @@ def build(
     month: str,
     inventory: Inventory | None = None,
     now: float | None = None,
+    only: Collection[str] | None = None,
 ) -> MonthlyReport:
+    """``only``: these communes of the province (a token scoped to them): each listed as
+    in the province's report, the totals theirs, the windows that reach them."""
     start, end = month_bounds(month)
     now = time.time() if now is None else now
     place = f"{province}/"
+
+    def mine(slug: str) -> bool:
+        return only is None or slug in only
+
     subjects: dict[str, list[Subject]] = defaultdict(list)
     for subject in store.subjects(place=place):
-        subjects[subject.agent_key.split("/")[1]].append(subject)
+        if mine(subject.agent_key.split("/")[1]):
+            subjects[subject.agent_key.split("/")[1]].append(subject)
     outages = store.outages_under(place, start, end)
-    windows = maintenance.windows(store, province, start, min(end, now))
-    alerts = _alerts(store, province, start, end)
-    listed = [c.slug for c in inventory.communes] if inventory else []
+    windows = [
+        w
+        for w in maintenance.windows(store, province, start, min(end, now))
+        if not w.commune or mine(w.commune)
+    ]
+    alerts = {c: rows for c, rows in _alerts(store, province, start, end).items() if mine(c)}
+    listed = [c.slug for c in inventory.communes if mine(c.slug)] if inventory else []
     seen = sorted(set(subjects) | set(alerts) - set(listed))
     communes = []
     for slug in listed + [s for s in seen if s not in listed]:

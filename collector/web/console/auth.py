@@ -6,7 +6,8 @@ fingerprint of the token used to log in, signed with HMAC-SHA256 under a secret
 everyone out). It is not taken on its word: every request checks it against
 the tokens configured now (a token removed, or given another role, ends its
 sessions) and against the sessions logged out (kept in the state store, so a
-logged-out cookie stays dead across restarts). Forms carry a token derived
+logged-out cookie stays dead across restarts); its scope is the token's as
+configured at each request. Forms carry a token derived
 from the session cookie; a form posted from another site cannot know it, and
 the cookie is SameSite=Strict anyway.
 """
@@ -20,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 
 from collector.config import MIN_SECRET_BYTES, read_session_secret
+from collector.web.scope import EVERYWHERE, Scope
 
 COOKIE = "commune_session"
 #: The fingerprint of the open_on_loopback development access (no token).
@@ -34,6 +36,9 @@ class Session:
     sid: str = ""
     token: str = ""
     """Fingerprint of the token the session was opened with (``LOOPBACK`` without one)."""
+    scope: Scope = EVERYWHERE
+    """The token's scope as configured now (not in the cookie: a changed config changes
+    what the session sees at its next request)."""
 
 
 class Sessions:

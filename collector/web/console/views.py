@@ -1,17 +1,21 @@
-"""The console's pages: overview, commune, agent, alerts, rollout; login, language, actions.
+"""The console's pages: overview, commune, agent, alerts, rollout, audit; login,
+language, actions.
 
 Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
 API token opens a session cookie, checked on every request against the tokens
 configured now and the sessions logged out; every form carries a CSRF token,
 in ``open_on_loopback`` mode too (its anonymous visitor gets a session cookie
-of its own). The read role sees everything; acknowledging and silencing need
-technician or admin, checked again on every action. Redirects go to paths of
-this site only.
+of its own). Each page shows what the token's scope holds (``web/scope.py``), as
+configured now; a viewer reads, acknowledging, silencing and planning need
+technician or admin, checked again on every action, and go into the audit with
+the logins and logouts. Redirects go to paths of this site only.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -35,12 +39,14 @@ from collector.common.localtime import local, parse_time
 from collector.common.natural import natural_key
 from collector.rollout import registry
 from collector.rollout.overview import communes
-from collector.state import maintenance
+from collector.state import audit, maintenance
 from collector.state.availability import all_down
 from collector.state.health import OVERVIEW_DAYS
+from collector.web import audited
 from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
+    Caller,
     RowId,
     check_token,
     client_address,
@@ -52,6 +58,15 @@ from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
 from collector.web.console.values import duration, grouped, shown
 from collector.web.guard import safe_next, scheme
+from collector.web.scope import (
+    Scope,
+    alert_in_scope,
+    events_in_scope,
+    find_commune,
+    need,
+    need_within,
+    not_found,
+)
 
 LANG_COOKIE = "commune_lang"
 #: The agent page's order: what the PC is, its protection, its lines, devices, itself.
@@ -88,27 +103,33 @@ def _sessions(request: Request) -> Sessions:
     return sessions
 
 
-def _current(request: Request, session: Session) -> bool:
-    """Whether a signed session still stands: not logged out, and its token still
-    configured with the same name and role (or, without a token, loopback still open)."""
+def _current(request: Request, session: Session) -> Caller | None:
+    """Who a signed session stands for, while it stands: not logged out, and its token
+    still configured with the same name and role (or, without a token, loopback still
+    open). Its scope is the token's now."""
     context: ApiContext = request.app.state.context
     if context.store.session_ended(session.sid):
-        return False
+        return None
     if session.token == LOOPBACK:
-        return context.open_on_loopback
+        return Caller(session.name, session.role) if context.open_on_loopback else None
     sessions = _sessions(request)
-    return any(
-        sessions.fingerprint(digest) == session.token
-        and (who.name, who.role) == (session.name, session.role)
-        for digest, who in context.tokens.items()
+    return next(
+        (
+            who
+            for digest, who in context.tokens.items()
+            if sessions.fingerprint(digest) == session.token
+            and (who.name, who.role) == (session.name, session.role)
+        ),
+        None,
     )
 
 
 def _viewer(request: Request) -> Session:
     context: ApiContext = request.app.state.context
     session = _sessions(request).read(request.cookies.get(COOKIE), time.time())
-    if session is not None and _current(request, session):
-        return session
+    who = _current(request, session) if session is not None else None
+    if session is not None and who is not None:
+        return replace(session, scope=who.scope)
     if context.open_on_loopback:
         return Session("loopback", "admin", float("inf"), token=LOOPBACK)
     raise Login()
@@ -123,12 +144,16 @@ def _technician(
 ) -> Session:
     if not _sessions(request).csrf_ok(request.cookies.get(COOKIE), csrf):
         raise HTTPException(403, "form expired or forged: reload the page")
-    if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:  # type: ignore[call-overload]
+    if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:
         raise HTTPException(403, "this account is read-only")
     return viewer
 
 
 Technician = Annotated[Session, Depends(_technician)]
+
+
+def _actor(request: Request, who: Session) -> audit.Actor:
+    return audit.Actor(who.name, who.role, client_address(request), "console")
 
 
 def _language(request: Request) -> str:
@@ -161,7 +186,10 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         kind=lambda rule: words.kind(language, rule),
         lang=language,
         viewer=viewer,
-        can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,  # type: ignore[call-overload]
+        can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,
+        within=lambda item: (
+            viewer is not None and viewer.scope.reach(item.province, item.commune) == "inside"
+        ),
         csrf=_sessions(request).csrf(cookie) if cookie else "",
         path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         href=commune_href,
@@ -190,10 +218,25 @@ def login(
         return RedirectResponse("/login?error=1", status_code=303)
     sessions = _sessions(request)
     fingerprint = sessions.fingerprint(token_digest(token.strip()))
-    cookie = sessions.issue(caller.name, caller.role, time.time(), fingerprint)
+    now = time.time()
+    cookie = sessions.issue(caller.name, caller.role, now, fingerprint)
+    session = sessions.read(cookie, now)
+    audit.record_alone(
+        context.store, audit.Actor(caller.name, caller.role, client_address(request), "console"),
+        "login", now, **_home(caller.scope),
+        object=session.sid if session else "", after={"scope": caller.scope.describe()},
+    )  # fmt: skip
     response = RedirectResponse(safe_next(next), status_code=303)
     _set_session(request, response, cookie)
     return response
+
+
+def _home(scope: Scope) -> dict[str, str]:
+    """Where a login or logout is filed: its token's one province (and one commune), so
+    that the province's reviewers see who logged in to it."""
+    province = scope.provinces[0] if len(scope.provinces) == 1 else ""
+    commune = scope.communes[0] if len(scope.communes) == 1 else ""
+    return {"province": province, "commune": commune}
 
 
 @router.post("/logout")
@@ -202,7 +245,13 @@ def logout(request: Request) -> Response:
     session = _sessions(request).read(request.cookies.get(COOKIE), time.time())
     if session is not None and session.sid:
         context: ApiContext = request.app.state.context
+        who = _current(request, session)
         context.store.end_session(session.sid, session.expires)
+        if who is not None:
+            audit.record_alone(
+                context.store, _actor(request, session), "logout", time.time(),
+                **_home(who.scope), object=session.sid,
+            )  # fmt: skip
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
@@ -228,16 +277,21 @@ def overview(
 ) -> HTMLResponse:
     """Which communes need someone now: a dense table, worst first, filtered by status
     and searched by name or official code, each with its line's last seven days; on a
-    collector of several provinces, one province at a time."""
-    provinces = context.model.provinces()
+    collector of several provinces, one province at a time (those of the scope)."""
+    scope = viewer.scope
+    provinces = scope.provinces_of(context.model.provinces())
     if province not in provinces:
         province = provinces[0] if provinces else ""
     # The probes' own availability is the commune page's; the overview needs the line's,
     # and its last seven days.
-    communes = context.model.communes(province or None, detail=False, days=OVERVIEW_DAYS)
+    communes = [
+        c
+        for c in context.model.communes(province or None, detail=False, days=OVERVIEW_DAYS)
+        if scope.holds(c.province, c.slug)
+    ]
     totals = context.model.totals(province, communes) if province else None
     now = time.time()
-    firing = list_alerts(context.store, now, state="firing")
+    firing = list_alerts(context.store, now, state="firing", places=scope.places())
     chosen = status if status in overview_table.ORDER else ""
     return page(
         request,
@@ -269,12 +323,12 @@ def commune_page(
     slug: str,
     province: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    commune = context.model.commune(slug, province)
+    found = find_commune(context.model, viewer.scope, slug, province)
+    if found is not None and found[1] != slug:  # a bookmark from before the rename
+        return RedirectResponse(commune_href(*found), status_code=308)
+    commune = context.model.commune(slug, found[0]) if found is not None else None
     if commune is None:
-        renamed = context.model.renamed(slug, province)
-        if renamed is not None:  # a bookmark from before the rename
-            return RedirectResponse(commune_href(*renamed), status_code=308)
-        raise HTTPException(404, f"no commune {slug!r}")
+        raise not_found(f"no commune {slug!r}")
     now = time.time()
     week = now - 7 * 86400
     place = f"{commune.province}/{commune.slug}/"
@@ -331,9 +385,12 @@ def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
 
 @router.get("/agents/{key:path}", response_class=HTMLResponse)
 def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> HTMLResponse:
-    agent = next((a for a in context.store.agents() if a.agent_key == key), None)
+    agent = next(
+        (a for a in context.store.agents() if a.agent_key == key and viewer.scope.holds_key(key)),
+        None,
+    )
     if agent is None:
-        raise HTTPException(404, f"no agent {key!r}")
+        raise not_found(f"no agent {key!r}")
     language = _language(request)
     yes, no = words.translate(language, "yes"), words.translate(language, "no")
     samples = sorted(
@@ -352,14 +409,22 @@ def alerts_page(
 ) -> HTMLResponse:
     now = time.time()
     chosen = state if state in ("firing", "resolved") else None
+    scope = viewer.scope
     return page(
         request,
         "alerts.html",
         viewer,
-        groups=groups(context.store, now, state=chosen, limit=2000),
-        silences=list_silences(context.store, now),
-        windows=maintenance.windows(context.store, None, now),
-        provinces=context.model.provinces(),
+        groups=groups(context.store, now, state=chosen, limit=2000, places=scope.places()),
+        silences=[
+            s for s in list_silences(context.store, now) if scope.sees(s.province, s.commune)
+        ],
+        windows=[
+            w
+            for w in maintenance.windows(context.store, None, now)
+            if scope.sees(w.province, w.commune)
+        ],
+        provinces=scope.provinces_of(context.model.provinces()),
+        plan_communes=list(scope.communes),
         names=_names(context),
         now=now,
         state=state,
@@ -377,6 +442,7 @@ def _names(context: ApiContext) -> dict[str, str]:
 
 @router.post("/alert-groups/ack")
 def group_ack_form(
+    request: Request,
     who: Technician,
     context: Context,
     province: Annotated[str, Form(max_length=64)],
@@ -385,9 +451,12 @@ def group_ack_form(
     comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
     back: Annotated[str, Form(max_length=512)] = "/alerts",
 ) -> Response:
+    need(who.scope.holds(province, commune), f"no commune {province}/{commune}")
+    now = time.time()
     acknowledge_group(
         context.store, province=province, commune=commune, rule=rule, by=who.name,
-        comment=comment, now=time.time(),
+        comment=comment, now=now,
+        also=audited.ack_group(_actor(request, who), province, commune, rule, comment, now),
     )  # fmt: skip
     return RedirectResponse(safe_next(back, "/alerts"), status_code=303)
 
@@ -401,6 +470,7 @@ def _form_time(value: str, name: str) -> float:
 
 @router.post("/maintenance")
 def maintenance_form(
+    request: Request,
     who: Technician,
     context: Context,
     province: Annotated[str, Form(max_length=64)],
@@ -412,12 +482,15 @@ def maintenance_form(
     until: Annotated[str, Form(max_length=40)] = "",
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
+    need_within(who.scope, province, commune, "the window", f"no commune {province}/{commune}")
+    now = time.time()
     try:
         maintenance.add(
             context.store, province=province, commune=commune, device=device,
             starts=_form_time(starts, "starts"), ends=_form_time(ends, "ends"), every=every,
             until=_form_time(until, "until") if until else None, reason=reason,
-            created_by=who.name, now=time.time(),
+            created_by=who.name, now=now,
+            also=audited.window(_actor(request, who), "maintenance_create", now),
         )  # fmt: skip
     except maintenance.MaintenanceError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -425,11 +498,15 @@ def maintenance_form(
 
 
 @router.post("/maintenance/{window_id}/delete")
-def maintenance_delete_form(_: Technician, context: Context, window_id: RowId) -> Response:
+def maintenance_delete_form(
+    request: Request, who: Technician, context: Context, window_id: RowId
+) -> Response:
+    write = audited.window(_actor(request, who), "maintenance_delete", time.time())
+    missing = lambda: maintenance.NotFound(f"no maintenance window {window_id}")  # noqa: E731
     try:
-        maintenance.remove(context.store, window_id)
+        maintenance.remove(context.store, window_id, audited.removable(who.scope, missing, write))
     except maintenance.NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
     return RedirectResponse("/alerts", status_code=303)
 
 
@@ -441,13 +518,21 @@ def rollout_page(
     province: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     """Per commune: PCs expected, enrolled, reporting, on the current config; the agents
-    whose config differs from what the collector wants, and why; the audit."""
-    provinces = sorted(context.model.inventories) or sorted(
-        {m.province for m in registry.managed(context.store)}
+    whose config differs from what the collector wants, and why; the enrollment events."""
+    scope = viewer.scope
+    provinces = scope.provinces_of(
+        sorted(context.model.inventories)
+        or sorted({m.province for m in registry.managed(context.store)})
     )
     chosen = province if province in provinces else (provinces[0] if provinces else "")
     found = (
-        communes(context.store, list(context.model.inventories.values()), chosen, time.time())
+        [
+            c
+            for c in communes(
+                context.store, list(context.model.inventories.values()), chosen, time.time()
+            )
+            if scope.holds(c.province, c.commune)
+        ]
         if context.rollout is not None and chosen
         else []
     )
@@ -457,15 +542,46 @@ def rollout_page(
         for a in c.agents
         if a.revoked_at is None and (not a.config_current or a.config_error)
     ]
-    events = registry.events(context.store, chosen, None, 50) if context.rollout else []
+    events = events_in_scope(context.store, scope, chosen, None, 50) if context.rollout else []
     return page(
         request, "rollout.html", viewer, configured=context.rollout is not None,
         provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
     )  # fmt: skip
 
 
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    action: Annotated[str, Query(max_length=32)] = "",
+    actor: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """What operators did within the scope, newest first: for technicians and admins."""
+    if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:
+        raise HTTPException(403, "this account is read-only: the audit is for technicians")
+    chosen = action if action in audit.ACTIONS else ""
+    entries = audit.entries(
+        context.store, action=chosen or None, actor=actor or None,
+        places=viewer.scope.places(), limit=500,
+    )  # fmt: skip
+    return page(
+        request, "audit.html", viewer, entries=entries, actions=audit.ACTIONS, action=chosen,
+        actor=actor, names=_names(context), change=_change,
+    )  # fmt: skip
+
+
+def _change(entry: audit.Entry) -> str:
+    """Before → after, compact: what a reviewer reads first."""
+    shown = [json.dumps(v, ensure_ascii=False)[:300] for v in (entry.before, entry.after)]
+    if entry.before is None:
+        return shown[1] if entry.after is not None else ""
+    return f"{shown[0]} → {shown[1]}"
+
+
 @router.post("/alerts/{alert_id}/ack")
 def ack_form(
+    request: Request,
     who: Technician,
     context: Context,
     alert_id: RowId,
@@ -473,14 +589,20 @@ def ack_form(
     back: Annotated[str, Form(max_length=512)] = "/alerts",
 ) -> Response:
     try:
-        acknowledge(context.store, alert_id, who.name, comment, time.time())
+        before = alert_in_scope(context.store, who.scope, alert_id)
+        now = time.time()
+        acknowledge(
+            context.store, alert_id, who.name, comment, now,
+            also=audited.ack(_actor(request, who), before, who.name, comment, now),
+        )  # fmt: skip
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
     return RedirectResponse(safe_next(back, "/alerts"), status_code=303)
 
 
 @router.post("/silences")
 def silence_form(
+    request: Request,
     who: Technician,
     context: Context,
     commune: Annotated[str, Form(max_length=64)] = "",
@@ -490,6 +612,7 @@ def silence_form(
     hours: Annotated[float, Form(gt=0, le=24 * 30, allow_inf_nan=False)] = 2.0,
     comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "",
 ) -> Response:
+    need_within(who.scope, province, commune, "the silence", f"no commune {province}/{commune}")
     now = time.time()
     try:
         add_silence(
@@ -503,6 +626,7 @@ def silence_form(
             rule=rule,
             agent=agent,
             comment=comment,
+            also=audited.silence(_actor(request, who), "silence_create", now),
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -510,11 +634,15 @@ def silence_form(
 
 
 @router.post("/silences/{silence_id}/delete")
-def silence_delete_form(_: Technician, context: Context, silence_id: RowId) -> Response:
+def silence_delete_form(
+    request: Request, who: Technician, context: Context, silence_id: RowId
+) -> Response:
+    write = audited.silence(_actor(request, who), "silence_delete", time.time())
+    missing = lambda: NotFound(f"no silence {silence_id}")  # noqa: E731
     try:
-        delete_silence(context.store, silence_id)
+        delete_silence(context.store, silence_id, audited.removable(who.scope, missing, write))
     except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise not_found(str(exc)) from None
     return RedirectResponse("/alerts", status_code=303)
 
 
