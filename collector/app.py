@@ -68,6 +68,8 @@ def rollout_settings(
         client_cert_days=enrollment.client_cert_days,
         cert_broker_url=enrollment.cert_broker_url,
         renames=renames or {},
+        config_key_file=enrollment.config_key_file,
+        secrets_dir=enrollment.secrets_dir,
     )
 
 

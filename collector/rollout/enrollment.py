@@ -196,6 +196,10 @@ class Enroller:
             topics=EnrollTopics(topics.status, topics.data, topics.config),
             replaced=existing is not None,
             certificate=certificate,
+            # What its configs are signed with: the agent runs no other.
+            config_keys=[k.public_text for k in self.sender.signing().public()]
+            if self.sender.signing is not None
+            else [],
         )
 
     def _admit(

@@ -1,6 +1,7 @@
 """The rollout, as the collector runs it: the admin session, the config sender, the
-enroller, and the profile files (read again whenever one changes on disk or is
-replaced through the API, never applied unless valid)."""
+enroller, the profile files (read again whenever one changes on disk or is
+replaced through the API, never applied unless valid), and the config signing keys
+(read again when a rotation changes them: every config is then signed and sent anew)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ from typing import TYPE_CHECKING
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
+from collector.rollout.configkey import DEFAULT_NAME, KeyFiles
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import Accounts, DynsecAdmin
 from collector.rollout.enrollment import Enroller, EnrollSettings
-from collector.rollout.profiles import ProfileError, Profiles, load_all, parse_profiles
+from collector.rollout.profiles import (
+    ProfileError,
+    Profiles,
+    load_all,
+    parse_profiles,
+    secrets_folder,
+)
 from collector.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -51,17 +59,25 @@ class RolloutSettings:
     renames: dict[tuple[str, str], str] = field(default_factory=dict)
     """(province, former slug) -> slug now: the profile values of an agent enrolled under a
     commune's former slug are the commune's."""
+    config_key_file: str = ""
+    """The config signing key (made there at the first start when missing)."""
+    secrets_dir: str = ""
+    """Where profiles' ``{ secret_file = ... }`` are ("" : each profiles file's folder)."""
 
 
 class ProfileFiles:
     """The loaded profiles, and the files they came from (reloaded when one changes)."""
 
     def __init__(
-        self, paths: tuple[str, ...], renames: dict[tuple[str, str], str] | None = None
+        self,
+        paths: tuple[str, ...],
+        renames: dict[tuple[str, str], str] | None = None,
+        secrets_dir: str = "",
     ) -> None:
         self.paths = paths
         self.renames = dict(renames or {})
-        self.current = load_all(list(paths), self.renames)
+        self.secrets_dir = secrets_dir
+        self.current = load_all(list(paths), self.renames, secrets_dir)
         self.error = ""
         """Why the files on disk are not what runs ("" when they are)."""
         self._stamps = self._stat()
@@ -88,7 +104,7 @@ class ProfileFiles:
                 return False
             self._stamps = stamps
             try:
-                self.current = load_all(list(self.paths), self.renames)
+                self.current = load_all(list(self.paths), self.renames, self.secrets_dir)
             except (ConfigError, OSError) as exc:
                 self.error = str(exc)
                 log.error("check profiles not applied (the previous ones still run): %s", exc)
@@ -113,7 +129,7 @@ class ProfileFiles:
             data = parse_toml(text, str(path))
         except ConfigError as exc:
             raise ProfileError(str(exc)) from None
-        checked = parse_profiles(data, str(path), path.parent)
+        checked = parse_profiles(data, str(path), secrets_folder(path, self.secrets_dir))
         if checked.province != province:
             raise ProfileError(f"{path}: province: this file is {province}'s")
         with tempfile.NamedTemporaryFile(
@@ -123,6 +139,14 @@ class ProfileFiles:
         os.chmod(temporary.name, path.stat().st_mode & 0o777)
         os.replace(temporary.name, path)
         self.reload_if_changed()
+
+
+def config_key_path(settings: RolloutSettings, store: StateStore) -> Path:
+    """``[enrollment] config_key_file``, else a file beside the state store (in the
+    collector's own StateDirectory, the one place its unit may write)."""
+    if settings.config_key_file:
+        return Path(settings.config_key_file)
+    return Path(store.path).with_name(DEFAULT_NAME)
 
 
 def _signer(settings: RolloutSettings) -> Signer | None:
@@ -142,12 +166,14 @@ class Rollout:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.profiles = ProfileFiles(settings.profile_files, settings.renames)
+        self.profiles = ProfileFiles(settings.profile_files, settings.renames, settings.secrets_dir)
+        self.keys = KeyFiles(config_key_path(settings, store))
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)
         self.sender = ConfigSender(
             store, settings.collector, settings.collector_client_id, self.profiles, clock
         )
+        self.sender.signing = self.keys
         ca = Path(settings.broker_ca_file).read_text() if settings.broker_ca_file else ""
         self.enroller = Enroller(
             store,
@@ -198,6 +224,10 @@ class Rollout:
             self.prepare_broker(timeout=0)
         if self.profiles.reload_if_changed():
             self.sender.pending = True
+        if self.keys.reload_if_changed():  # a rotation: every config signed and sent anew
+            self.sender.pending = True
+        if registry.running_versions(self.store):  # a store restored from a backup
+            self.sender.pending = True
         if self.sender.pending:
             self.sender.sync()
 
@@ -212,11 +242,13 @@ class Rollout:
         self.sender.sync()
 
     def parts(self) -> dict[str, str]:
-        """For /healthz: the admin session, the profile files, configs not sent."""
+        """For /healthz: the admin session, the profile files, configs not sent (or
+        signing keys that could not be read again)."""
         return {
             "dynsec": "ok" if self.admin.ready else "away",
             "profiles": "invalid" if self.profiles.error else "ok",
-            "configs": "behind" if self.sender.last.failed else "ok",
+            # Keys that cannot be read after a rotation: the previous ones still sign.
+            "configs": "behind" if self.sender.last.failed or self.keys.error else "ok",
         }
 
     def create_token(
