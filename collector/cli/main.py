@@ -15,6 +15,7 @@ from agent.configtypes import ConfigError
 from collector import __version__
 from collector.cli.alerts import ack_command, alerts_command, rules_test, silence_group
 from collector.cli.common import _load, _local, _store, _time, config_option
+from collector.cli.configkey import config_key_group
 from collector.cli.enroll import enroll_command, revoke_command
 from collector.cli.inventory import inventory_command
 from collector.cli.maintenance import maintenance_group
@@ -287,6 +288,7 @@ main.add_command(report_command)
 main.add_command(enroll_command)
 main.add_command(revoke_command)
 main.add_command(token_group)
+main.add_command(config_key_group)
 main.add_command(inventory_command)
 main.add_command(install_service_command)
 

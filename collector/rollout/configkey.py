@@ -76,6 +76,12 @@ class ConfigKeys:
         return [self.current, *([self.next] if self.next else [])]
 
 
+def key_path(config_key_file: str, store_path: str | Path) -> Path:
+    """``[enrollment] config_key_file``, else a file beside the state store (in the
+    collector's own StateDirectory, the one place its unit may write)."""
+    return Path(config_key_file) if config_key_file else Path(store_path).with_name(DEFAULT_NAME)
+
+
 def next_path(path: Path) -> Path:
     return path.with_name(path.name + ".next")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
-from collector.rollout.configkey import DEFAULT_NAME, KeyFiles
+from collector.rollout.configkey import KeyFiles, key_path
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import Accounts, DynsecAdmin
 from collector.rollout.enrollment import Enroller, EnrollSettings
@@ -141,14 +141,6 @@ class ProfileFiles:
         self.reload_if_changed()
 
 
-def config_key_path(settings: RolloutSettings, store: StateStore) -> Path:
-    """``[enrollment] config_key_file``, else a file beside the state store (in the
-    collector's own StateDirectory, the one place its unit may write)."""
-    if settings.config_key_file:
-        return Path(settings.config_key_file)
-    return Path(store.path).with_name(DEFAULT_NAME)
-
-
 def _signer(settings: RolloutSettings) -> Signer | None:
     if not settings.client_ca_cert_file:
         return None
@@ -167,7 +159,7 @@ class Rollout:
         self.settings = settings
         self.clock = clock
         self.profiles = ProfileFiles(settings.profile_files, settings.renames, settings.secrets_dir)
-        self.keys = KeyFiles(config_key_path(settings, store))
+        self.keys = KeyFiles(key_path(settings.config_key_file, store.path))
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)
         self.sender = ConfigSender(
