@@ -54,7 +54,7 @@ def reports_keys(store: StateStore, agent: str, *keys: str) -> None:
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Path:
+def collector_config(tmp_path: Path) -> Path:
     profiles = tmp_path / "dong-nai.toml"
     profiles.write_text(PROFILES)
     config = tmp_path / "collector.toml"
@@ -72,10 +72,10 @@ def cli(config: Path, *arguments: str) -> tuple[int, str]:
 
 
 def test_a_rotation_on_the_command_line_waits_for_every_active_agent(
-    collector: Path, tmp_path: Path
+    collector_config: Path, tmp_path: Path
 ) -> None:
     key_file = tmp_path / configkey.DEFAULT_NAME
-    code, said = cli(collector, "show")
+    code, said = cli(collector_config, "show")
     assert code == 1 and "the collector makes it at its first start" in said
     current = configkey.load(key_file, create=True).current  # the collector's first start
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -83,24 +83,24 @@ def test_a_rotation_on_the_command_line_waits_for_every_active_agent(
     enroll(store, "pc-01", "pc-02")
     reports_keys(store, "pc-01", current.id)
 
-    code, said = cli(collector, "show")
+    code, said = cli(collector_config, "show")
     assert code == 0, said
     assert f"current: {current.id} {current.public_text} — trusted by 1 of 2" in said
-    code, said = cli(collector, "finish")
+    code, said = cli(collector_config, "finish")
     assert code == 1 and "no rotation under way" in said
 
-    code, said = cli(collector, "rotate")
+    code, said = cli(collector_config, "rotate")
     assert code == 0, said
     following = configkey.load(key_file).next
     assert following is not None and following.id in said
     assert configkey.next_path(key_file).stat().st_mode & 0o777 == 0o600
-    assert cli(collector, "rotate")[0] == 1  # one rotation at a time
-    code, said = cli(collector, "show")
+    assert cli(collector_config, "rotate")[0] == 1  # one rotation at a time
+    code, said = cli(collector_config, "show")
     assert f"next: {following.id}" in said and "trusted by 0 of 2" in said
     assert "not yet: dong-nai/la-nga/pc-01, dong-nai/la-nga/pc-02" in said
 
     reports_keys(store, "pc-01", current.id, following.id)  # it applied an announcing config
-    code, said = cli(collector, "finish")
+    code, said = cli(collector_config, "finish")
     assert code == 1, said
     assert "1 active agents do not trust the next key" in said
     assert "dong-nai/la-nga/pc-02" in said and "pc-01" not in said
@@ -108,7 +108,7 @@ def test_a_rotation_on_the_command_line_waits_for_every_active_agent(
 
     with store.transaction() as db:  # gone for good: revoked, it counts no more
         registry.revoked(db, "dong-nai/la-nga/pc-02", time.time())
-    code, said = cli(collector, "finish")
+    code, said = cli(collector_config, "finish")
     assert code == 0, said
     keys = configkey.load(key_file)
     assert keys.current.id == following.id and keys.next is None
@@ -116,20 +116,20 @@ def test_a_rotation_on_the_command_line_waits_for_every_active_agent(
     store.close()
 
 
-def test_finish_with_force_names_what_it_leaves_behind(collector: Path, tmp_path: Path) -> None:
+def test_finish_with_force_names_what_it_leaves_behind(collector_config: Path, tmp_path: Path) -> None:
     key_file = tmp_path / configkey.DEFAULT_NAME
     configkey.load(key_file, create=True)
     with StateStore(tmp_path / "state.sqlite") as store:
         enroll(store, "pc-01")
-    assert cli(collector, "rotate")[0] == 0
-    code, said = cli(collector, "finish", "--force")
+    assert cli(collector_config, "rotate")[0] == 0
+    code, said = cli(collector_config, "finish", "--force")
     assert code == 0 and "1 agents will refuse them until given the key" in said
 
 
-def test_a_damaged_key_is_named_with_what_to_do(collector: Path, tmp_path: Path) -> None:
+def test_a_damaged_key_is_named_with_what_to_do(collector_config: Path, tmp_path: Path) -> None:
     key_file = tmp_path / configkey.DEFAULT_NAME
     key_file.write_text("not a key\n")
-    code, said = cli(collector, "show")
+    code, said = cli(collector_config, "show")
     assert code == 1 and f"{key_file}: not a config signing key" in said
     assert "config-key fetch" in said
 
