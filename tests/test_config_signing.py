@@ -303,3 +303,48 @@ def test_the_collector_and_the_agent_agree_on_the_form(tmp_path: Path) -> None:
     apply(central, payload)
     assert set(central.trusted) == {A.id, B.id}
     assert keys.state == f"{A.id}>{B.id}"
+
+
+# ---- enrollment and the memory of an agent that follows no collector -----------------
+
+
+def test_enrollment_writes_the_collectors_keys_and_the_agent_trusts_them(tmp_path: Path) -> None:
+    from agent import enroll as enrolling
+    from agent.enrollwire import EnrollAnswer, EnrollTopics
+
+    answer = EnrollAnswer(
+        province="dong-nai", commune="la-nga", agent="pc-01", username="dong-nai/la-nga/pc-01",
+        broker_url="mqtts://broker.example:8883", broker_ca="", profile="office",
+        topics=EnrollTopics(*(f"commune/dong-nai/la-nga/pc-01/{k}" for k in
+                              ("status", "data", "config"))),
+        config_keys=[A.public_text, B.public_text],
+    )  # fmt: skip
+    config = tmp_path / "agent.toml"
+    written = enrolling.write(config, answer, "p" * 32)
+    key_file = tmp_path / KEY_FILE
+    assert key_file in written.files and key_file.stat().st_mode & 0o777 == 0o644
+    assert 'config_key = "config-key.pub"' in config.read_text()
+    loaded = load_config(config)
+    assert loaded.remote.config_key == str(key_file)  # named, relative to agent.toml
+    assert set(CentralConfig(loaded).trusted) == {A.id, B.id}
+
+
+def test_an_agent_that_follows_no_collector_never_loads_cryptography(tmp_path: Path) -> None:
+    """Its Rust extension costs ~6.5 MB of RSS: only a signature check imports it."""
+    import subprocess
+    import sys
+
+    plain = tmp_path / "plain" / "agent.toml"
+    plain.parent.mkdir()
+    plain.write_text(agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n'))
+    enrolled(tmp_path)
+    apply(agent(tmp_path), central_config(OFFICE))  # leaves a cache to verify at start
+    code = (
+        "import sys\nfrom agent.central import CentralConfig\nfrom agent.config import "
+        "load_config\nimport agent.runner, agent.cli\n"
+        "CentralConfig(load_config(sys.argv[1]))\nprint('cryptography' in sys.modules)"
+    )
+    for config, loaded in ((plain, "False"), (tmp_path / "agent.toml", "True")):
+        result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
+                                text=True, check=True)  # fmt: skip
+        assert result.stdout.strip() == loaded, (config, result.stderr)
