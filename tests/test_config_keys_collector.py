@@ -116,7 +116,9 @@ def test_a_rotation_on_the_command_line_waits_for_every_active_agent(
     store.close()
 
 
-def test_finish_with_force_names_what_it_leaves_behind(collector_config: Path, tmp_path: Path) -> None:
+def test_finish_with_force_names_what_it_leaves_behind(
+    collector_config: Path, tmp_path: Path
+) -> None:
     key_file = tmp_path / configkey.DEFAULT_NAME
     configkey.load(key_file, create=True)
     with StateStore(tmp_path / "state.sqlite") as store:
