@@ -244,3 +244,26 @@ def test_the_agents_of_a_0_2_store_are_sent_a_signed_config_above_their_last(
         assert registry.managed(side.store)[0].config_key == side.keys().state
     finally:
         side.close()
+
+
+def test_a_key_made_by_root_belongs_to_the_collectors_folder(tmp_path: Path) -> None:
+    """``sudo commune-collector config-key rotate`` in /var/lib/commune-collector: the
+    service (its own user) must still read the key it made."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    nobody = pwd.getpwnam("nobody")
+    state = tmp_path / "commune-collector"
+    state.mkdir()
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    key_file = state / configkey.DEFAULT_NAME
+    configkey.load(key_file, create=True)
+    configkey.rotate(key_file)
+    for made in (key_file, configkey.next_path(key_file)):
+        info = made.stat()
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nobody.pw_gid), made
+        assert info.st_mode & 0o777 == 0o600
+    configkey.finish(key_file)
+    assert key_file.stat().st_uid == nobody.pw_uid

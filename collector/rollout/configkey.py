@@ -135,8 +135,9 @@ def _restrict(path: Path) -> None:
 
 
 def create_key(path: Path) -> SigningKey:
-    """A new key in ``path``, 0600; FileExistsError if there is one already (two
-    processes making it at once: one wins, the other reads it)."""
+    """A new key in ``path``, 0600, owned by the owner of its folder; FileExistsError if
+    there is one already (two processes making it at once: one wins, the other reads
+    it)."""
     key = _signing_key(Ed25519PrivateKey.generate())
     text = (
         f"# commune-collector config signing key {key.id} (Ed25519, private). Keep it 0600;\n"
@@ -150,10 +151,21 @@ def create_key(path: Path) -> SigningKey:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        _owned_like_its_folder(partial)
         os.link(partial, path)  # never over an existing key
     finally:
         partial.unlink(missing_ok=True)
     return key
+
+
+def _owned_like_its_folder(path: Path) -> None:
+    """Made by root (``sudo commune-collector config-key rotate``) in the collector's
+    StateDirectory, the key is given to that folder's owner: the service, which runs as
+    that user, must read it."""
+    if sys.platform == "win32" or os.geteuid() != 0:
+        return
+    folder = path.parent.stat()
+    os.chown(path, folder.st_uid, folder.st_gid)
 
 
 def load(path: Path, create: bool = False) -> ConfigKeys:
