@@ -289,7 +289,8 @@ class CentralConfig:
 
     def _load_cache(self) -> None:
         try:
-            payload = self.cache_path.read_bytes()[: MAX_SIGNED_CONFIG_BYTES + 4096]
+            with self.cache_path.open("rb") as cache:  # bounded: a wrong file is not read whole
+                payload = cache.read(MAX_SIGNED_CONFIG_BYTES + 4096)
         except FileNotFoundError:
             return
         except OSError as exc:
