@@ -382,6 +382,7 @@ AGENT: Final = _item(
         _text("config_hash", "that config's content hash"),
         _number("config_refused_version", "the last config version it refused"),
         _text("config_error", "why it refused that config (it keeps running the previous one)"),
+        _text("config_keys", "the config signing keys it trusts: their ids, comma-separated"),
     ],
 )
 AGENT_CHECK: Final = _item(

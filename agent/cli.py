@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from agent import __version__
 from agent.central import LOCAL, CentralConfig
 from agent.config import Config, load_config, redacted
+from agent.configkeys import describe as describe_keys
 from agent.configtypes import ConfigError, encode_hook
 
 DEFAULT_CONFIG = (
@@ -145,6 +147,10 @@ def check_config(config_path: Path, show: bool) -> None:
             if central.state.version
             else f"  collector config: none yet (kept in {central.cache_path} once received)"
         )
+        click.echo(f"  config signing keys trusted: {describe_keys(central.trusted)} "
+                   f"(anchored by {central.key_path})")  # fmt: skip
+        if central.state.error:
+            click.echo(f"  warning: {central.state.error}")
         click.echo(f"  local overrides: {central.overrides_path}"
                    f"{'' if central.overrides_path.is_file() else ' (none)'}")  # fmt: skip
     for check in checks:
@@ -275,7 +281,95 @@ def enroll(
         f"{' (replacing the previous one)' if answer.replaced else ''}; "
         f"profile {answer.profile}; wrote {', '.join(str(p) for p in written.files)}"
     )
+    if not answer.config_keys:
+        click.echo(
+            "warning: the collector sent no config signing key: this agent refuses its "
+            f"configs until `commune-agent config-key fetch -c {config_path} --collector "
+            f"{collector}` (a collector older than 0.3?)",
+            err=True,
+        )
     click.echo(f"next: commune-agent install-service -c {config_path}")
+
+
+@main.group("config-key")
+def config_key_group() -> None:
+    """The collector's config signing keys this agent trusts (config-key.pub beside the
+    config): only configs signed by one of them run.
+
+    \b
+    Example:
+        commune-agent config-key show -c /etc/commune-agent/agent.toml
+        sudo commune-agent config-key fetch -c /etc/commune-agent/agent.toml \\
+            --collector https://collector.example:8443
+    """
+
+
+@config_key_group.command("fetch")
+@config_option
+@click.option(
+    "--collector",
+    required=True,
+    metavar="URL",
+    help="The collector's address, e.g. https://collector.example:8443.",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA that signs the collector's HTTPS certificate (default: the system's).",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the collector.")  # fmt: skip
+def config_key_fetch(
+    config_path: Path, collector: str, ca_file: str | None, timeout: float
+) -> None:
+    """Get the collector's config signing keys over HTTPS, verified as for enrollment,
+    and write them to config-key.pub: for a PC enrolled before configs were signed (the
+    upgrade runs it), or to trust anew after the collector's key leaked. Restart the
+    agent to use them. Exit 1 if refused, 3 if the collector could not be reached.
+
+    \b
+    Example:
+        sudo commune-agent config-key fetch -c /etc/commune-agent/agent.toml \\
+            --collector https://collector.example:8443 --ca /etc/commune-agent/collector-ca.pem
+    """
+    from agent import enroll as enrolling
+    from agent.central import default_key_path
+    from agent.configkeys import write_key_file
+    from agent.wire import config_key_id
+
+    config = _load(config_path)
+    path = default_key_path(config)
+    try:
+        keys = enrolling.fetch_config_keys(collector, ca_file or "", timeout)
+        write_key_file(path, keys, f"{collector}, on {time.strftime('%Y-%m-%d %H:%M')}")
+    except enrolling.EnrollFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    ids = ", ".join(config_key_id(k) for k in keys)
+    click.echo(f"wrote {path}: keys {ids}; restart the agent to use them")
+
+
+@config_key_group.command("show")
+@config_option
+def config_key_show(config_path: Path) -> None:
+    """The keys in config-key.pub, the keys this agent trusts now (a rotation may have
+    added or dropped some since), and which one signed the config it runs.
+
+    \b
+    Example:
+        commune-agent config-key show -c /etc/commune-agent/agent.toml
+    """
+    central = _central(_load(config_path))
+    click.echo(f"{central.key_path}: {describe_keys(central.anchor)}")
+    click.echo(f"trusted now: {describe_keys(central.trusted)}")
+    if central.state.signed_by:
+        click.echo(f"the config running (v{central.state.version}) is signed by "
+                   f"{central.state.signed_by}")  # fmt: skip
+    if central.state.error:
+        click.echo(f"warning: {central.state.error}")
 
 
 @main.command("list-checks")

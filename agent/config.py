@@ -11,11 +11,12 @@ import re
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
 from agent.checks.antivirus import AntivirusOptions
+from agent.checks.base import CheckOptions
 from agent.checks.host import HostOptions
 from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
@@ -75,6 +76,10 @@ class RemoteSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     cache: str = ""
     """The last config the collector sent, to start with while it is away; defaults to
     <state_dir>/central-config.json."""
+    config_key: str = ""
+    """The collector's config signing keys (public, one per line): only configs signed by
+    one of them run. Defaults to config-key.pub next to this file (``commune-agent
+    enroll`` and ``commune-agent config-key fetch`` write it)."""
 
 
 class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -93,16 +98,70 @@ class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         ]
 
 
-def parse_checks(data: dict[str, Any], source: str, key: str = "checks") -> ChecksSection:
+#: The options class of each check kind (from ``ChecksSection``), for the keys each may
+#: take from the network.
+OPTIONS: dict[str, type[CheckOptions]] = {
+    field.name: get_args(field.type)[0] for field in msgspec.structs.fields(ChecksSection)
+}
+
+LOCAL_ONLY = "local only: set it in this PC's agent.toml or local.toml"
+
+
+def parse_checks(
+    data: dict[str, Any], source: str, key: str = "checks", *, remote: bool = False
+) -> ChecksSection:
     """A ``[checks]`` table, decoded and validated as the agent runs it: each check's
-    options, names unique. What the collector sends is judged by this very function,
-    on the collector before it sends and on the agent before it applies."""
+    options, names unique. What the collector sends is judged by this very function
+    with ``remote`` (local-only keys refused by name), on the collector before it sends
+    and on the agent before it applies."""
+    if remote:
+        refused = local_only_key(data)
+        if refused:
+            raise ConfigError(f"{source}: {key}.{refused}: {LOCAL_ONLY}")
     try:
         checks = convert_strict({"checks": data}, _Checks, source).checks
     except ConfigError as exc:  # name the key where the caller found the table
         raise ConfigError(str(exc).replace(f"{source}: checks", f"{source}: {key}", 1)) from None
     validate_checks(checks, source, key)
     return checks
+
+
+def local_only_key(data: dict[str, Any]) -> str:
+    """The first local-only key a ``[checks]`` table sets (``antivirus[0].powershell``),
+    nested tables included; "" when none. Read from the table as written, before any
+    default fills in: a key is refused for being sent, whatever its value."""
+    for kind, entries in data.items():
+        options = OPTIONS.get(kind)
+        if options is None or not isinstance(entries, list):
+            continue  # the strict decoder names what is wrong with it
+        for position, entry in enumerate(entries):
+            found = _local_only_in(options, entry)
+            if found:
+                return f"{kind}[{position}].{found}"
+    return ""
+
+
+def _local_only_in(options: type[CheckOptions], entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return ""
+    for name, value in entry.items():
+        if name in options.local_only_keys:
+            return str(name)
+        nested = _nested_options(options, name)
+        if nested is not None:
+            found = _local_only_in(nested, value)
+            if found:
+                return f"{name}.{found}"
+    return ""
+
+
+def _nested_options(options: type[CheckOptions], name: str) -> type[CheckOptions] | None:
+    """The options class of a nested table (snmp's ``interfaces``), if ``name`` is one."""
+    for field in msgspec.structs.fields(options):
+        found = field.type
+        if field.name == name and isinstance(found, type) and issubclass(found, CheckOptions):
+            return found
+    return None
 
 
 def validate_checks(checks: ChecksSection, source: str, key: str = "checks") -> None:
@@ -184,7 +243,7 @@ def load_config(path: str | Path) -> Config:
     data = resolve_paths(data, base)
     remote = data.get("remote")
     if isinstance(remote, dict):
-        remote.update(resolve_paths(remote, base, frozenset({"overrides", "cache"})))
+        remote.update(resolve_paths(remote, base, frozenset({"overrides", "cache", "config_key"})))
     outbox = data.get("outbox")
     if isinstance(outbox, dict) and isinstance(outbox.get("path"), str) and outbox["path"]:
         outbox["path"] = resolve_paths({"path": outbox["path"]}, base, frozenset({"path"}))["path"]

@@ -2,10 +2,14 @@
 
 The password is generated on the PC and travels once, over HTTPS, with the token;
 the collector creates the broker account for it and answers with this agent's
-identity, the broker's address and CA. Only then are the local files written
-(``agent.toml`` with identity and broker only, the password file, the broker's
-CA), each beside the config and each complete or absent: a refused or failed
-enrollment leaves nothing behind, and the PC can simply run the command again.
+identity, the broker's address and CA, and the keys that sign its configs. Only
+then are the local files written (``agent.toml`` with identity and broker only, the
+password file, the broker's CA, ``config-key.pub``), each beside the config and each
+complete or absent: a refused or failed enrollment leaves nothing behind, and the PC
+can simply run the command again.
+
+``fetch_config_keys`` gets the signing keys alone, over the same verified HTTPS: for a
+PC enrolled before configs were signed (``commune-agent config-key fetch``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.brokerclient import describe
+from agent.configkeys import KEY_FILE as CONFIG_KEY_FILE
+from agent.configkeys import decode_public_key, key_file_text
 from agent.configtypes import is_loopback
-from agent.enrollwire import EnrollAnswer, EnrollRequest
-from agent.wire import IDENT_PATTERN
+from agent.enrollwire import ConfigKeys, EnrollAnswer, EnrollRequest
+from agent.wire import IDENT_PATTERN, config_key_id
 
 #: The token's form (``<id>.<secret>``), checked here so a typo costs no round trip.
 TOKEN_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$"  # noqa: S105 (a form, not a token)
@@ -91,16 +97,23 @@ class Written:
     answer: EnrollAnswer
 
 
-def check_request(collector: str, token: str, agent: str, commune: str = "") -> str:
-    """The enrollment URL, or EnrollFailed naming what is wrong before anything is sent."""
+def check_collector(collector: str, why: str) -> str:
+    """The collector's base URL: https://, or http:// on this machine only (``why``: what
+    an eavesdropper could do otherwise)."""
     parts = urlsplit(collector)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise EnrollFailed(f"--collector {collector!r}: expected https://host:port")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise EnrollFailed(
-            f"--collector {collector!r}: the password travels with the request, so it must "
-            "be https:// (http:// only for a collector on this machine)"
+            f"--collector {collector!r}: {why}, so it must be https:// (http:// only for a "
+            "collector on this machine)"
         )
+    return collector.rstrip("/")
+
+
+def check_request(collector: str, token: str, agent: str, commune: str = "") -> str:
+    """The enrollment URL, or EnrollFailed naming what is wrong before anything is sent."""
+    base = check_collector(collector, "the password travels with the request")
     if not re.fullmatch(TOKEN_PATTERN, token):
         raise EnrollFailed("--token: not an enrollment token (expected 8 hex, a dot, 43 more)")
     if not re.fullmatch(IDENT_PATTERN, agent):
@@ -110,7 +123,7 @@ def check_request(collector: str, token: str, agent: str, commune: str = "") -> 
         )
     if commune and not re.fullmatch(IDENT_PATTERN, commune):
         raise EnrollFailed(f"--commune {commune!r}: not a commune slug (e.g. la-nga)")
-    return collector.rstrip("/") + "/api/v1/enroll"
+    return base + "/api/v1/enroll"
 
 
 def new_password() -> str:
@@ -168,6 +181,15 @@ def post_json(
     )  # fmt: skip
     if bearer:
         http.add_header("Authorization", f"Bearer {bearer}")
+    return exchange(http, ca_file=ca_file, timeout=timeout, limit=limit)
+
+
+def exchange(
+    http: urllib.request.Request, *, ca_file: str = "", timeout: float = 30.0,
+    limit: int = MAX_ANSWER_BYTES,
+) -> bytes:  # fmt: skip
+    """One request to the collector's API; its answer's body, or EnrollFailed."""
+    url = http.full_url
     context = ssl.create_default_context(cafile=ca_file or None)
     try:
         with urllib.request.urlopen(http, timeout=timeout, context=context) as response:  # noqa: S310
@@ -226,7 +248,12 @@ def agent_toml(answer: EnrollAnswer, has_ca: bool, when: float, certificate: boo
         lines.append(f'ca_file = "{BROKER_CA_FILE}"')
     if topic_root != "commune":
         lines.append(f"topic_root = {json.dumps(topic_root)}")
-    lines += ["", "[remote]", "enabled = true", ""]
+    lines += ["", "[remote]", "enabled = true"]
+    lines += [
+        "# Only configs signed by one of these keys run.",
+        f'config_key = "{CONFIG_KEY_FILE}"',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -265,6 +292,10 @@ def write(
         files = [(folder / PASSWORD_FILE, credential.password.encode() + b"\n", 0o600)]
     if ca:
         files.append((folder / BROKER_CA_FILE, ca.encode() + b"\n", 0o644))
+    if answer.config_keys:
+        keys = [decode_public_key(k) for k in answer.config_keys]
+        origin = f"the collector, at enrollment on {time.strftime('%Y-%m-%d %H:%M')}"
+        files.append((folder / CONFIG_KEY_FILE, key_file_text(keys, origin).encode(), 0o644))
     text = agent_toml(
         answer, bool(ca), time.time() if when is None else when, bool(credential.key_pem)
     )
@@ -286,3 +317,29 @@ def write(
             partial.unlink(missing_ok=True)
         raise EnrollFailed(f"cannot write the local config: {describe(exc)}") from None
     return Written(config, [path for path, _, _ in files], answer)
+
+
+#: The keys' answer is a few hundred bytes.
+MAX_KEYS_ANSWER_BYTES = 16 * 1024
+
+
+def fetch_config_keys(collector: str, ca_file: str = "", timeout: float = 30.0) -> list[bytes]:
+    """The collector's config signing keys (current, and next during a rotation), from
+    ``GET /api/v1/config-keys`` over HTTPS verified as for enrollment; EnrollFailed."""
+    base = check_collector(collector, "the keys decide which configs this PC runs")
+    url = base + "/api/v1/config-keys"
+    http = urllib.request.Request(url, method="GET")  # noqa: S310 (http(s) only, checked)
+    raw = exchange(http, ca_file=ca_file, timeout=timeout, limit=MAX_KEYS_ANSWER_BYTES)
+    try:
+        answer = msgspec.json.decode(raw, type=ConfigKeys)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise EnrollFailed(
+            f"the collector's keys are not an answer this agent understands: {exc}"
+        ) from None
+    keys = []
+    for key in answer.keys:
+        public = decode_public_key(key.public)
+        if config_key_id(public) != key.id:
+            raise EnrollFailed(f"the collector's key {key.id} does not match its own id")
+        keys.append(public)
+    return keys

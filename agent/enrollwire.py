@@ -4,11 +4,11 @@ strictly, so the two cannot drift apart."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from agent.wire import Ident, whole
+from agent.wire import Ident, KeyId, PublicKey, whole
 
 #: A CSR is a few hundred bytes; anything far larger is not one.
 MAX_CSR_BYTES = 16 * 1024
@@ -53,3 +53,20 @@ class EnrollAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     replaced: bool = False
     certificate: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
     """For a CSR: the PC's client certificate (PEM); its Common Name is ``username``."""
+    config_keys: Annotated[list[PublicKey], msgspec.Meta(max_length=4)] = []
+    """The public halves of the keys that sign this agent's configs: the collector's
+    current one, and the next during a rotation (``config-key.pub`` on the PC)."""
+
+
+class ConfigKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: KeyId
+    public: PublicKey
+    role: Literal["current", "next"]
+    """``next``: made by a rotation, announced in the configs the current key signs."""
+
+
+class ConfigKeys(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``GET /api/v1/config-keys``: the collector's config signing keys (public halves),
+    for ``commune-agent config-key fetch``."""
+
+    keys: Annotated[list[ConfigKey], msgspec.Meta(min_length=1, max_length=4)]

@@ -9,7 +9,8 @@ Topics (all under a configurable root, default ``commune``)::
     <root>/<province>/<commune>/<agent>/status   retained, QoS 1: Status (birth / will)
     <root>/<province>/<commune>/<agent>/data     QoS 1, not retained: Envelope
     <root>/<province>/<commune>/<agent>/config   retained, QoS 1, from the collector:
-                                                 AgentConfig (the checks to run)
+                                                 SignedConfig (an AgentConfig, the
+                                                 checks to run, signed)
 
 Every data envelope carries the schema version ``v``, the agent's identity
 (which must match the topic), a per-agent sequence number that increases by
@@ -134,6 +135,11 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     config_hash: Annotated[str, msgspec.Meta(pattern=whole(r"(?:[0-9a-f]{64})?"))] = ""
 
 
+#: A config signing key's public half: 32 bytes (Ed25519), in base64 (as WireGuard's keys).
+PUBLIC_KEY: Final = r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
+PublicKey = Annotated[str, msgspec.Meta(pattern=whole(PUBLIC_KEY))]
+KeyId = Annotated[str, msgspec.Meta(pattern=whole(r"[0-9a-f]{16}"))]
+
 #: An AgentConfig is at most this large; its checks at most this many per kind.
 MAX_CONFIG_BYTES: Final = 256 * 1024
 MAX_CONFIG_CHECKS: Final = 64
@@ -163,6 +169,44 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
         msgspec.Meta(max_length=16),
     ] = {}
     published: Time = 0.0
+    next_key: Annotated[str, msgspec.Meta(pattern=whole(f"(?:{PUBLIC_KEY})?"))] = ""
+    """During a rotation of the collector's signing key: the public half of the key that
+    signs next. Announced inside a config the current key signed, so only the current
+    key can introduce its successor."""
+
+
+#: Signed configs begin with this before the AgentConfig's bytes: a signature the key
+#: made for anything else (another message, another version of this one) never
+#: verifies as a config.
+CONFIG_SIGNATURE_CONTEXT: Final = b"commune-monitor agent-config v1\n"
+#: A SignedConfig is at most this large: its config in base64, the rest.
+MAX_SIGNED_CONFIG_BYTES: Final = MAX_CONFIG_BYTES * 4 // 3 + 1024
+
+
+class SignedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the collector publishes on an agent's ``config`` topic: the exact bytes of an
+    AgentConfig (JSON) and the Ed25519 signature of ``CONFIG_SIGNATURE_CONTEXT`` followed
+    by them. The agent verifies those very bytes, then decodes them: nothing is
+    re-encoded on either side, so there is no canonical form to get wrong."""
+
+    v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    config: Annotated[bytes, msgspec.Meta(max_length=MAX_CONFIG_BYTES)]
+    """The AgentConfig's JSON bytes (base64 in the JSON)."""
+    key: KeyId
+    """The id of the key that signed (``config_key_id`` of its public half)."""
+    sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+    """The Ed25519 signature (base64 in the JSON)."""
+
+
+def config_key_id(public: bytes) -> str:
+    """A signing key's id: the first 8 bytes of the SHA-256 of its raw public half, in hex.
+    It picks the key to verify with; the signature itself proves who signed."""
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def signed_message(config: bytes) -> bytes:
+    """The exact bytes a config signature covers."""
+    return CONFIG_SIGNATURE_CONTEXT + config
 
 
 class WireError(ValueError):
@@ -201,11 +245,19 @@ def parse_topic(root: str, name: str) -> TopicIdentity:
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _status_decoder = msgspec.json.Decoder(Status)
 _config_decoder = msgspec.json.Decoder(AgentConfig)
+_signed_decoder = msgspec.json.Decoder(SignedConfig)
+
+
+class _Signature(msgspec.Struct):
+    sig: Any = None
+
+
+_signature_only = msgspec.json.Decoder(_Signature)
 _encoder = msgspec.json.Encoder()
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
-def encode(message: Envelope | Status | AgentConfig) -> bytes:
+def encode(message: Envelope | Status | AgentConfig | SignedConfig) -> bytes:
     return _encoder.encode(message)
 
 
@@ -241,6 +293,22 @@ def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> Agen
     if config_digest(config.interval, config.checks) != config.hash:
         raise WireError("bad_hash", "the hash does not match the content")
     return config
+
+
+def decode_signed_config(payload: bytes) -> SignedConfig:
+    """A config topic's payload as a SignedConfig (its signature not yet verified: that
+    takes the keys the agent trusts). ``unsigned`` names a bare AgentConfig."""
+    if len(payload) <= MAX_SIGNED_CONFIG_BYTES:
+        try:
+            unsigned = _signature_only.decode(payload).sig is None
+        except (msgspec.DecodeError, RecursionError):  # incl. ValidationError: said below
+            unsigned = False
+        if unsigned:
+            raise WireError("unsigned", "the config carries no signature")
+    signed = _decode(_signed_decoder, payload, MAX_SIGNED_CONFIG_BYTES)
+    if signed.v != SCHEMA_VERSION:
+        raise WireError("schema_version", f"v={signed.v}, this side speaks {SCHEMA_VERSION}")
+    return signed
 
 
 def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> Envelope:
@@ -323,11 +391,13 @@ def split_samples(samples: list[Sample]) -> list[list[Sample]]:
 
 
 def json_schemas() -> dict[str, dict[str, object]]:
-    """JSON Schema documents for the three payloads, keyed by file name."""
+    """JSON Schema documents for the payloads, keyed by file name (the config topic
+    carries a SignedConfig whose ``config`` bytes are an AgentConfig)."""
     return {
         "envelope.schema.json": _titled(msgspec.json.schema(Envelope), "Envelope"),
         "status.schema.json": _titled(msgspec.json.schema(Status), "Status"),
         "config.schema.json": _titled(msgspec.json.schema(AgentConfig), "AgentConfig"),
+        "signed-config.schema.json": _titled(msgspec.json.schema(SignedConfig), "SignedConfig"),
     }
 
 

@@ -1,6 +1,7 @@
 """Agent benchmark: memory, CPU per cycle, and backlog drain, with same-run baselines.
 
     .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
+    .venv/bin/python bench/agent_bench.py --signing-only
 
 Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
 
@@ -13,6 +14,10 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    times an agent draining it into the broker until a subscriber has every
    one. Baseline: mosquitto_pub (C) publishing the same payloads at QoS 1 to
    the same broker, timed the same way.
+3. what checking the collector's config signatures costs: the RSS of an enrolled
+   agent that applied a signed config (``cryptography`` loaded) against the same
+   agent with the same checks in its own file (never loaded), and the import floor
+   with and without ``cryptography``'s Ed25519.
 
 Targets: steady RSS <= 40 MB, growth < 1 MB over the cycles, backlog <= 60 s.
 """
@@ -123,6 +128,8 @@ AGENT_LIBRARIES = (
     "psutil,paho.mqtt.client,msgspec,sqlite3,asyncio,pysnmp.proto.api,pyasn1.codec.ber.decoder"
 )
 ENGINE_LIBRARIES = AGENT_LIBRARIES + ",pysnmp.hlapi.v3arch.asyncio"
+#: What verifying a config's signature loads (agent/configkeys.py imports it lazily).
+SIGNATURE_LIBRARIES = "cryptography.exceptions,cryptography.hazmat.primitives.asymmetric.ed25519"
 
 
 def measure_memory(
@@ -303,6 +310,50 @@ def measure_drain(workdir: Path, broker: Mosquitto, backlog: int) -> dict[str, f
     }
 
 
+def settled_rss(process: subprocess.Popen[bytes], seconds: float) -> float:
+    """The agent's RSS after ``seconds`` of running (the median of the last samples)."""
+    watched = psutil.Process(process.pid)
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(watched.memory_info().rss / MB)
+        time.sleep(0.2)
+    return sorted(samples[-10:])[len(samples[-10:]) // 2]
+
+
+def measure_signing(workdir: Path, broker: Mosquitto, seconds: float = 8.0) -> dict[str, float]:
+    """RSS of two agents running host + link (tcp) every second: one from its own file
+    (nothing loads cryptography), one enrolled, its checks from a signed config."""
+    from tests.factories import central_config, trust
+
+    checks = {"host": [{}], "link": [{"name": "gw", "network": "tslcd", "method": "tcp",
+              "target": "127.0.0.1", "port": broker.port, "count": 1}]}  # fmt: skip
+    local = agent_config(workdir / "local", broker.port, 1.0,
+                         '[[checks.host]]\n[[checks.link]]\nname = "gw"\nnetwork = "tslcd"\n'
+                         f'method = "tcp"\ntarget = "127.0.0.1"\nport = {broker.port}\n'
+                         "count = 1\n")  # fmt: skip
+    enrolled = agent_config(workdir / "enrolled", broker.port, 1.0, "[remote]\nenabled = true\n")
+    trust(enrolled.parent)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-collector")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    payload = central_config(checks, version=1, interval=1.0, agent="bench")
+    client.publish("commune/dong-nai/la-nga/bench/config", payload, qos=1, retain=True)
+    result = {}
+    for name, config in (("local", local), ("signed", enrolled)):
+        process = start_agent(config)
+        try:
+            result[name] = settled_rss(process, seconds)
+        finally:
+            stop_process(process)
+    cache = enrolled.parent / "state" / "central-config.json"
+    if not cache.exists():
+        raise RuntimeError("the enrolled agent did not apply the signed config")
+    client.disconnect()
+    client.loop_stop()
+    return result
+
+
 def report_memory(memory: dict[str, float], floor: float) -> None:
     steady = memory["steady_rss_mb"]
     print(f"  steady RSS   {steady:.1f} MB (x{steady / floor:.2f} the import floor; target <= 40)")
@@ -337,6 +388,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--backlog", type=int, default=26_000)
+    parser.add_argument("--signing-only", action="store_true", help="Only part 3.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         workdir = Path(tmp)
@@ -348,6 +400,15 @@ def main() -> None:
         snmpd = Snmpd(workdir / "snmpd").start()
         try:
             floor = import_rss(AGENT_LIBRARIES)
+            signing = import_rss(AGENT_LIBRARIES + "," + SIGNATURE_LIBRARIES)
+            print(f"signatures: the import floor {floor:.1f} MB, with cryptography's Ed25519 "
+                  f"{signing:.1f} MB (+{signing - floor:.1f})")  # fmt: skip
+            rss = measure_signing(workdir / "signing", broker)
+            local, signed = rss["local"], rss["signed"]
+            print(f"  an agent from its own file {local:.1f} MB RSS; enrolled, running a "
+                  f"signed config {signed:.1f} MB (+{signed - local:.1f})")  # fmt: skip
+            if args.signing_only:
+                return
             engine = import_rss(ENGINE_LIBRARIES)
             print(f"import floor: Python + the libraries this agent loads: {floor:.1f} MB RSS")
             print(f"  (with pysnmp's engine, as a v3 poller loads it: {engine:.1f} MB)")

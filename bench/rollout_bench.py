@@ -87,7 +87,7 @@ def run(work: Path, port: int, dynsec_file: Path | None, agents: int, communes: 
         admin_client_id="bench-admin",
         admin_timeout_s=30.0,
         collector=BrokerSection(url=url, username=COLLECTOR, password_file=str(work / "collector")),
-        collector_client_id="bench-configs",
+        publisher_username=f"{COLLECTOR}-configs",
         broker_url=url,
         broker_ca_file="",
         profile_files=(str(profiles),),
@@ -171,7 +171,8 @@ def run(work: Path, port: int, dynsec_file: Path | None, agents: int, communes: 
 
 
 def _config_size(rollout: Rollout, store: StateStore) -> int:
-    """The size of one agent's config as sent (the largest profile, here the only one)."""
+    """The size of one agent's config as sent, signed (the largest profile, here the only
+    one)."""
     from agent.wire import SCHEMA_VERSION, AgentConfig, encode
 
     wanted = rollout.profiles().effective("dong-nai", "commune-000", "pc-00000", "office")
@@ -180,7 +181,7 @@ def _config_size(rollout: Rollout, store: StateStore) -> int:
         version=2, hash=wanted.hash, profile="office", interval=wanted.interval,
         checks=wanted.checks, published=time.time(),
     )  # fmt: skip
-    return len(encode(message))
+    return len(encode(rollout.keys().sign(encode(message))))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ def rollout_settings(
         client_crl_file=enrollment.client_crl_file,
         crl_reload_s=float(enrollment.client_crl_reload),
         renames=renames or {},
+        config_key_file=enrollment.config_key_file,
+        secrets_dir=enrollment.secrets_dir,
     )
 
 

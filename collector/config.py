@@ -370,6 +370,14 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     """How long the broker may take to reload the list after the collector rewrote it
     (commune-crl-reload.path: about a second): a revoked certificate's session is ended a
     second time this long after its account was removed, so that it meets the list."""
+    config_key_file: str = ""
+    """The private key that signs every agent's config (Ed25519; 0600, made at the first
+    start when missing); default config-signing.key beside the state store. Its public
+    half is given to PCs at enrollment. Rotate it with ``commune-collector config-key``."""
+    secrets_dir: str = ""
+    """The folder profiles' ``{ secret_file = ... }`` are read from (names relative to
+    it; no absolute path, no '..', no link out of it); default each profiles file's
+    own folder."""
 
     def validate(self) -> None:
         parts = urlsplit(self.broker_url)
@@ -411,12 +419,33 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
                 raise ConfigProblem(
                     "client_crl_file", f"{folder} is not writable: the collector rewrites it"
                 )
+        if self.secrets_dir and not os.path.isdir(self.secrets_dir):
+            raise ConfigProblem("secrets_dir", f"{self.secrets_dir} is not a folder")
+        if self.config_key_file:
+            self._check_key_file()
         from collector.rollout.profiles import ProfileError, load_all
 
         try:
-            load_all(self.profiles)
+            load_all(self.profiles, secrets_dir=self.secrets_dir)
         except ProfileError as exc:
             raise ConfigProblem("profiles", str(exc)) from None
+
+    def _check_key_file(self) -> None:
+        """The key is read if it is there; if not, the collector must be able to make it."""
+        path = Path(self.config_key_file)
+        if not path.exists():
+            if not os.access(path.parent, os.W_OK):
+                raise ConfigProblem(
+                    "config_key_file",
+                    f"{path} does not exist and {path.parent} is not writable to make it",
+                )
+            return
+        from collector.rollout.configkey import read_key
+
+        try:
+            read_key(path)
+        except ConfigError as exc:
+            raise ConfigProblem("config_key_file", str(exc)) from None
 
 
 Line = Annotated[str, msgspec.Meta(max_length=200)]
@@ -536,7 +565,7 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
         enrollment.update(resolve_paths(
             enrollment, base,
             frozenset({"broker_ca_file", "client_ca_cert_file", "client_ca_key_file",
-                       "client_crl_file"}),
+                       "client_crl_file", "config_key_file", "secrets_dir"}),
         ))  # fmt: skip
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:

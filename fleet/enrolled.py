@@ -17,9 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import enroll as enrolling
 from agent.config import parse_checks
+from agent.configkeys import decode_public_key, verify
 from agent.configtypes import ConfigError
 from agent.enrollwire import EnrollAnswer
-from agent.wire import TopicIdentity, WireError, decode_config
+from agent.wire import TopicIdentity, WireError, config_key_id, decode_config, decode_signed_config
 from fleet.scenario import Fleet, Message, Plan, PlannedCheck, SimAgent
 
 log = logging.getLogger("fleet")
@@ -43,10 +44,11 @@ def _api(
     return data
 
 
-def plan_of(payload: bytes, identity: TopicIdentity) -> Plan:
-    """The collector's config for one agent, as the agent would judge it."""
-    message = decode_config(payload, identity)
-    checks = parse_checks(message.checks, f"config v{message.version}")
+def plan_of(payload: bytes, identity: TopicIdentity, keys: dict[str, bytes]) -> Plan:
+    """The collector's config for one agent, as the agent would judge it: signed by one of
+    ``keys``, for this agent, data only."""
+    message = decode_config(verify(decode_signed_config(payload), keys), identity)
+    checks = parse_checks(message.checks, f"config v{message.version}", remote=True)
     planned = []
     for kind, _position, options in checks.options():
         target = str(getattr(options, "target", "") or getattr(options, "host", "") or "")
@@ -70,6 +72,8 @@ class Session:
     client: mqtt.Client
     config_topic: str
     identity: TopicIdentity
+    keys: dict[str, bytes]
+    """The config signing keys the collector gave it at enrollment."""
 
 
 class EnrolledFleet:
@@ -139,6 +143,7 @@ class EnrolledFleet:
             client,
             answer.topics.config,
             TopicIdentity(answer.province, answer.commune, answer.agent, "config"),
+            {config_key_id(k): k for k in map(decode_public_key, answer.config_keys)},
         )
         will_topic, will, _retain = self.fleet.will(agent)
         client.will_set(will_topic, will, qos=1, retain=True)
@@ -153,7 +158,7 @@ class EnrolledFleet:
         if not payload:
             return
         try:
-            plan = plan_of(payload, session.identity)
+            plan = plan_of(payload, session.identity, session.keys)
         except (WireError, ConfigError) as exc:
             log.warning("%s refused its config: %s", session.agent.agent, exc)
             return

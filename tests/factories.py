@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.wire import Envelope, Sample, Status
+from collector.rollout.configkey import ConfigKeys, SigningKey
 
 PROVINCE, COMMUNE, AGENT = "dong-nai", "la-nga", "pc-01"
 
@@ -93,7 +94,26 @@ def write_agent_config(path: Path, agent: str = AGENT, extra: str = "") -> Path:
     return path
 
 
-def central_config(
+def signing_key(seed: int = 1) -> SigningKey:
+    """A config signing key of the tests' own, the same at every run for one seed."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from collector.rollout.configkey import _signing_key
+
+    return _signing_key(Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32))
+
+
+def trust(folder: Path, *keys: SigningKey) -> Path:
+    """config-key.pub beside an agent.toml in ``folder``: the agent trusts these keys
+    (the tests' first key unless told)."""
+    from agent.configkeys import KEY_FILE, write_key_file
+
+    path = folder / KEY_FILE
+    write_key_file(path, [k.public for k in keys or (signing_key(),)], "the tests")
+    return path
+
+
+def agent_config(
     checks: dict[str, list[dict[str, Any]]],
     *,
     version: int = 1,
@@ -102,8 +122,9 @@ def central_config(
     commune: str = COMMUNE,
     province: str = PROVINCE,
     profile: str = "office",
+    next_key: str = "",
 ) -> bytes:
-    """The retained AgentConfig the collector would send, hash and all."""
+    """An AgentConfig's bytes as the collector makes them, hash and all (not signed)."""
     from agent.wire import SCHEMA_VERSION, AgentConfig, config_digest, encode
 
     return encode(
@@ -118,5 +139,26 @@ def central_config(
             interval=interval,
             checks=checks,
             published=1.7e9,
+            next_key=next_key,
         )
     )
+
+
+def signed(config: bytes, key: SigningKey | None = None) -> bytes:
+    """``config``'s bytes signed as the collector signs them (the tests' first key)."""
+    from agent.wire import encode
+
+    return encode(ConfigKeys(key or signing_key()).sign(config))
+
+
+def central_config(
+    checks: dict[str, list[dict[str, Any]]],
+    *,
+    key: SigningKey | None = None,
+    next_key: SigningKey | None = None,
+    **fields: Any,
+) -> bytes:
+    """The retained SignedConfig the collector would send (``agent_config``'s fields),
+    signed with ``key`` (the tests' first one unless told)."""
+    announced = next_key.public_text if next_key else ""
+    return signed(agent_config(checks, next_key=announced, **fields), key)

@@ -16,7 +16,7 @@ from agent.config import load_config
 from agent.runner import ConfigFollower, Identity, checks_of
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
-from tests.factories import agent_toml, central_config
+from tests.factories import agent_config, agent_toml, central_config, signed, trust
 
 OFFICE = {
     "host": [{}],
@@ -29,6 +29,7 @@ def enrolled(tmp_path: Path, extra: str = "", overrides: str | None = None) -> P
     path.write_text(
         agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n[remote]\nenabled = true\n{extra}')
     )
+    trust(tmp_path)
     if overrides is not None:
         (tmp_path / "local.toml").write_text(overrides)
     return path
@@ -59,7 +60,7 @@ def test_an_accepted_config_runs_and_is_kept_for_the_next_start(tmp_path: Path) 
         (central_config({"teleport": [{}]}), "teleport"),
         (central_config(OFFICE, agent="pc-02"), "identity"),
         (central_config({"host": [{}, {}]}), "duplicate"),
-        (central_config(OFFICE).replace(b'"10.75.12.1"', b'"10.75.12.9"'), "hash"),
+        (signed(agent_config(OFFICE).replace(b'"10.75.12.1"', b'"10.75.12.9"')), "hash"),
         (b"{not json", "json"),
         (b"[" * 100_000, ""),
     ],

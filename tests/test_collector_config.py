@@ -27,6 +27,8 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     (tmp_path / "profiles" / "dong-nai.toml").write_text(
         (REPO / "deploy" / "profiles" / "dong-nai.toml").read_text()
     )
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "la-nga.community").write_text("la-nga-ro\n")
     (tmp_path / "console-secret").write_text("k" * 48 + "\n")
     (tmp_path / "zalo-secret").write_text("AbC123456XyZ\n")
     (tmp_path / "head-of-it.urls").write_text(
@@ -60,6 +62,12 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert config.dynsec is not None and config.dynsec.username == "commune-admin"
     assert config.enrollment is not None
     assert config.enrollment.profiles == [str(tmp_path / "profiles" / "dong-nai.toml")]
+    assert config.enrollment.secrets_dir == str(tmp_path / "secrets")
+    from collector.rollout.profiles import load_all
+
+    profiles = load_all(config.enrollment.profiles, secrets_dir=config.enrollment.secrets_dir)
+    poller = profiles.effective("dong-nai", "la-nga", "poller", "poller")
+    assert poller.checks["snmp"][0]["community"] == "la-nga-ro"  # read from the secrets folder
 
 
 def test_the_example_rules_parse_and_replace_a_builtin_by_name() -> None:

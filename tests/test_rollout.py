@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, expect
 
 from agent.wire import decode_envelope
+from collector.rollout.configkey import DEFAULT_NAME, read_key
 from tests.factories import central_config
 from tests.servers import (
     REPO,
@@ -109,6 +110,11 @@ class Site:
     def agent(self, agent: str) -> AgentProcess:
         folder = self.root / "pcs" / agent
         return AgentProcess(folder / "agent.toml", env={"STATE_DIRECTORY": str(folder / "state")})
+
+    @property
+    def signing_key(self) -> Path:
+        """The collector's config signing key, made at its first start beside its store."""
+        return self.collector.state.with_name(DEFAULT_NAME)
 
     def observer(self, topic: str = "commune/#") -> Subscriber:
         """Sees every agent topic (an account of the tests', made before the collector)."""
@@ -202,6 +208,12 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
         assert b"enrolled dong-nai/la-nga/" + name.encode() in out
     password_file = site.root / "pcs" / "pc-01" / "mqtt-password"
     assert password_file.stat().st_mode & 0o777 == 0o600
+    # The key its configs are signed with came with the answer, over the verified HTTPS.
+    trusted = (site.root / "pcs" / "pc-01" / "config-key.pub").read_text()
+    assert read_key(site.signing_key).public_text in trusted
+    assert (
+        'config_key = "config-key.pub"' in (site.root / "pcs" / "pc-01" / "agent.toml").read_text()
+    )
 
     # The 21st PC: the token is used up; one line on the PC, nothing written.
     late = site.enroll("pc-21", token)
@@ -267,10 +279,11 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
             assert min(seqs) > last_seq[name] - 50  # seq ran on: the outbox was not reset
         wait_for(lambda: current_configs(site) == PCS - 1, 30, "every live agent on the new config")
 
-        # A hand-crafted bad config on one agent's topic: refused, the last good one runs.
+        # A hand-crafted bad config on one agent's topic, signed with the collector's own
+        # key (as by someone holding the collector host): refused, the last good one runs.
         bad_config = central_config(
             {"link": [{"name": "gw", "network": "tslcd", "target": "x", "count": 0}]},
-            version=99, agent="pc-01",
+            version=99, agent="pc-01", key=read_key(site.signing_key),
         )  # fmt: skip
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hand-crafted")
         publisher.username_pw_set(OBSERVER, OBSERVER_PASSWORD)
@@ -694,6 +707,10 @@ def test_hostile_profiles_and_enrollment_bodies_are_refused_by_reason(site: Site
         (PROFILES.replace("dong-nai", "ha-noi").encode(), 422, "province"),
         (PROFILES.encode() + b"\n[profiles.office.colour]\n", 422, "colour"),
         (PROFILES.replace('"2s"', '"forever"').encode(), 422, "interval"),
+        (PROFILES.encode() + b'[[profiles.office.checks.antivirus]]\npowershell = "C:/x.exe"\n',
+         422, "checks.antivirus[0].powershell: local only"),
+        (PROFILES.encode() + b'[vars.pw]\nsecret_file = "/etc/mosquitto/dynsec-admin"\n', 422,
+         "vars.pw.secret_file: '/etc/mosquitto/dynsec-admin' is an absolute path"),
         (PROFILES.encode() + b'[[profiles.office.checks.link]]\nname = "x"\nnetwork = "tslcd"'
          b'\ntarget = "${nowhere}"\n', 422, "nowhere"),
     ]:  # fmt: skip

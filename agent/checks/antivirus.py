@@ -32,6 +32,10 @@ from agent.wire import Outcome, Sample
 
 
 class AntivirusOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    remote_keys = CheckOptions.remote_keys | {"max_signature_age", "source"}
+    # A program to run as LocalSystem, a socket, a folder: this PC's own, never the network's.
+    local_only_keys = CheckOptions.local_only_keys | {"powershell", "clamd_socket", "clamav_db_dir"}
+
     max_signature_age: Duration = Duration(3 * 86400)
     """Signatures older than this count as out of date, whatever the product says."""
     source: Literal["auto", "windows", "clamav"] = "auto"

@@ -14,7 +14,18 @@ from agent.wire import MAX_TEXT, FieldValue, Outcome, Sample, clean_fields
 
 
 class CheckOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Keys every ``[[checks.<kind>]]`` table accepts."""
+    """Keys every ``[[checks.<kind>]]`` table accepts.
+
+    Every key is classified where it is declared, in one of two sets of its class:
+    ``remote_keys`` (data the collector may send: which checks, targets, intervals,
+    thresholds, credentials as values) or ``local_only_keys`` (anything naming this PC's
+    own resources: programs, files, sockets, folders). A config from the network that
+    sets a local-only key is refused by the key's name; local files keep every key.
+    A subclass adds its own keys to its parent's sets (a test holds every key classified).
+    """
+
+    remote_keys: ClassVar[frozenset[str]] = frozenset({"name", "interval", "timeout"})
+    local_only_keys: ClassVar[frozenset[str]] = frozenset()
 
     name: str = ""
     """Unique among the agent's checks; defaults to the kind for host and antivirus."""

@@ -34,6 +34,10 @@ PROBE_SPACING_S = 0.2
 
 
 class LinkOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    remote_keys = CheckOptions.remote_keys | {
+        "target", "method", "port", "url", "network", "count", "verify_tls", "expect_status"
+    }  # fmt: skip
+
     target: str = ""
     """Host name or address to probe (icmp, tcp); for http the host of ``url``."""
     method: Literal["icmp", "tcp", "http"] = "icmp"

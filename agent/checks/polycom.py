@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from agent.checks.base import Check
 from agent.checks.snmpoptions import SnmpConnectionOptions
-from agent.configtypes import ConfigProblem, read_secret
+from agent.configtypes import ConfigProblem, Secret, read_secret
 from agent.polycom.readiness import EndpointState
 from agent.polycom.rest_reader import RestEndpoint, RestError, read_polycom_rest
 from agent.polycom.snmp_reader import read_polycom_snmp
@@ -18,9 +18,17 @@ from agent.wire import Outcome, Sample
 
 
 class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    remote_keys = SnmpConnectionOptions.remote_keys | {"method", "password", "scheme", "verify_tls"}
+    # Files of this PC: sent from the network they would make the agent read (and POST to
+    # the device's address) whatever file the sender names.
+    local_only_keys = SnmpConnectionOptions.local_only_keys | {"password_file", "ca_file"}
+
     method: Literal["snmp", "rest"] = "snmp"
+    password: Secret = Secret("")
+    """REST: the admin password as a value, as the collector sends it from its profile's
+    secrets (printed as <secret>)."""
     password_file: str = ""
-    """REST: a file holding the admin password (the password is never put in this config)."""
+    """REST: a file of this PC holding the admin password (local config only)."""
     scheme: Literal["https", "http"] = "https"
     verify_tls: bool | None = None
     """Check the device's certificate. Default: when ``ca_file`` is given (the CA that
@@ -41,8 +49,12 @@ class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=T
             raise ConfigProblem("host", "the device's address is required")
         if not self.user:
             raise ConfigProblem("user", "method 'rest' needs the device's admin user")
-        if not self.password_file:
-            raise ConfigProblem("password_file", "method 'rest' needs a password_file")
+        if bool(self.password) == bool(self.password_file):
+            raise ConfigProblem(
+                "password_file" if self.password_file else "password",
+                "method 'rest' needs the device's password: password (a value) or "
+                "password_file (a file of this PC), one of them",
+            )
         if self.ca_file and self.verify_tls is False:
             raise ConfigProblem(
                 "verify_tls",
@@ -93,7 +105,9 @@ class PolycomCheck(Check[PolycomOptions]):
             if self._client is None:
                 self._client = SnmpClient(self.options.snmp_target(self.timeout))
             return await read_polycom_snmp(self._client)
-        password = await asyncio.to_thread(read_secret, self.options.password_file)
+        password = self.options.password.reveal()
+        if self.options.password_file:
+            password = await asyncio.to_thread(read_secret, self.options.password_file)
         endpoint = RestEndpoint(
             host=self.options.host,
             port=self.options.port or (443 if self.options.scheme == "https" else 80),

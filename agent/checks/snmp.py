@@ -26,6 +26,8 @@ _ARC = re.compile(r"[0-9]{1,10}")
 
 
 class InterfaceFilter(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    remote_keys = CheckOptions.remote_keys | {"include", "exclude"}
+
     include: list[str] = []
     """Shell patterns on the interface name (ifName, else ifDescr); empty = all."""
     exclude: list[str] = []
@@ -37,6 +39,8 @@ class InterfaceFilter(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_
 
 
 class SnmpOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    remote_keys = SnmpConnectionOptions.remote_keys | {"interfaces"}
+
     interfaces: InterfaceFilter = InterfaceFilter()
 
     def validate(self) -> None:

@@ -12,6 +12,12 @@ from agent.snmp.client import AuthProtocol, PrivProtocol, SnmpTarget
 
 
 class SnmpConnectionOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Communities and v3 keys are credentials given as values: the collector may send them.
+    remote_keys = CheckOptions.remote_keys | {
+        "host", "port", "version", "community", "user", "auth_protocol", "auth_key",
+        "priv_protocol", "priv_key", "retries",
+    }  # fmt: skip
+
     host: str = ""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     """0 = the protocol's default (161 for SNMP)."""

@@ -16,6 +16,7 @@ from collector import __version__
 from collector.cli.alerts import ack_command, alerts_command, rules_test, silence_group
 from collector.cli.broker import broker_config_command, client_crl_command
 from collector.cli.common import _load, _local, _store, _time, config_option
+from collector.cli.configkey import config_key_group
 from collector.cli.enroll import enroll_command, revoke_command
 from collector.cli.inventory import inventory_command
 from collector.cli.maintenance import maintenance_group
@@ -336,6 +337,7 @@ main.add_command(revoke_command)
 main.add_command(broker_config_command)
 main.add_command(client_crl_command)
 main.add_command(token_group)
+main.add_command(config_key_group)
 main.add_command(inventory_command)
 main.add_command(install_service_command)
 

@@ -1,11 +1,15 @@
 """Sending each enrolled agent its config: retained, on the topic only it may read.
 
-The config is the agent's profile made concrete for it (``profiles.py``). Its
-version goes up by one when its content (hash) changes; it is sent again,
-unchanged, after the collector starts (the broker may have lost its retained
-messages). A version is recorded as sent only once the broker acknowledged it,
-so a config that could not be sent is tried again at the next round. A revoked
-agent's retained config is withdrawn.
+The config is the agent's profile made concrete for it (``profiles.py``), signed with
+the collector's config signing key (``configkey.py``): the agent runs nothing else.
+Its version goes up when its content (hash) or its keys (the signing key, the next
+one announced during a rotation) change, and is always above both what the store
+recorded as sent and what the agent says it runs (a store restored from an older
+backup would otherwise send versions the agent refuses as replayed). It is sent
+again, unchanged, after the collector starts (the broker may have lost its retained
+messages). A version is recorded as sent only once the broker acknowledged it, so a
+config that could not be sent is tried again at the next round. A revoked agent's
+retained config is withdrawn.
 
 The connection is the config publisher's account (``dynsec.py``): it may write every
 agent's config topic and nothing else; its password is made by the running collector
@@ -26,9 +30,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
-from agent.wire import SCHEMA_VERSION, AgentConfig, encode, topic
+from agent.wire import MAX_CONFIG_BYTES, SCHEMA_VERSION, AgentConfig, encode, topic
 from collector.common.sessions import SessionWatch
 from collector.rollout import registry
+from collector.rollout.configkey import ConfigKeys
 from collector.rollout.profiles import ProfileError, Profiles
 from collector.state.store import StateStore
 
@@ -44,6 +49,9 @@ class SyncReport:
 
 
 class ConfigSender:
+    signing: Callable[[], ConfigKeys] | None = None
+    """The keys that sign every config (set by the rollout); without them nothing is sent."""
+
     def __init__(
         self,
         store: StateStore,
@@ -140,7 +148,12 @@ class ConfigSender:
         ]
         outgoing: list[tuple[registry.Managed, AgentConfig, mqtt.MQTTMessageInfo]] = []
         now = self.clock()
+        keys = self.signing() if self.signing is not None else None
+        ahead = registry.running_versions(self.store)
         for agent in agents:
+            if keys is None:
+                report.failed[agent.agent_key] = "no config signing key"
+                continue
             try:
                 wanted = profiles.effective(
                     agent.province, agent.commune, agent.agent, agent.profile
@@ -148,7 +161,8 @@ class ConfigSender:
             except ProfileError as exc:
                 report.failed[agent.agent_key] = str(exc)
                 continue
-            changed = wanted.hash != agent.config_hash
+            runs = ahead.get(agent.agent_key, 0)
+            changed = wanted.hash != agent.config_hash or agent.config_key != keys.state or runs > 0
             if not (changed or self._resend_all or only):
                 report.unchanged += 1
                 continue
@@ -157,19 +171,29 @@ class ConfigSender:
                 agent=agent.agent,
                 province=agent.province,
                 commune=agent.commune,
-                version=agent.config_version + 1 if changed else max(1, agent.config_version),
+                version=max(agent.config_version, runs) + 1
+                if changed
+                else max(1, agent.config_version),
                 hash=wanted.hash,
                 profile=wanted.profile,
                 interval=wanted.interval,
                 checks=wanted.checks,
                 published=now,
+                next_key=keys.next_public_text,
             )
+            config = encode(message)
+            if len(config) > MAX_CONFIG_BYTES:
+                report.failed[agent.agent_key] = (
+                    f"its config is {len(config)} bytes, more than an agent takes "
+                    f"({MAX_CONFIG_BYTES}): split its checks"
+                )
+                continue
             if not self._connected.is_set():
                 report.failed[agent.agent_key] = "not connected to the broker"
                 continue
             info = self._client.publish(
                 self.config_topic(agent.province, agent.commune, agent.agent),
-                encode(message),
+                encode(keys.sign(config)),
                 qos=1,
                 retain=True,
             )
@@ -186,7 +210,10 @@ class ConfigSender:
         if sent:
             with self.store.transaction() as db:
                 for agent, message in sent:
-                    registry.config_sent(db, agent.agent_key, message.version, message.hash, now)
+                    registry.config_sent(
+                        db, agent.agent_key, message.version, message.hash, now,
+                        keys.state if keys else "",
+                    )  # fmt: skip
         report.sent = [agent.agent_key for agent, _ in sent]
         if only is None and not report.failed:
             self._resend_all = False

@@ -216,6 +216,10 @@ class Enroller:
             topics=EnrollTopics(topics.status, topics.data, topics.config),
             replaced=existing is not None,
             certificate=issued.pem if issued else "",
+            # What its configs are signed with: the agent runs no other.
+            config_keys=[k.public_text for k in self.sender.signing().public()]
+            if self.sender.signing is not None
+            else [],
         )
 
     def _undo(self, username: str) -> None:

@@ -27,10 +27,14 @@ checks are its profile's, then its own: a check of the same kind and name
 replaces the profile's, a new one is added, ``remove`` drops ``kind:name``.
 
 Every profile is validated for every commune the file lists, and every agent
-override, with the agent's own decoder (``agent.config.parse_checks``) when the
-file is loaded: a bad value is refused here, by file and key, before any agent
-sees it. Secrets (``{ secret_file = ... }``, relative to the file) are read at
-load; they reach only the agent they are for, on its own config topic.
+override, with the agent's own decoder for what comes from the network
+(``agent.config.parse_checks`` with ``remote``) when the file is loaded: a bad value,
+or a key only a PC's own config may set (a program, a file: ``powershell``,
+``password_file``...), is refused here, by file and key, before any agent sees it.
+Secrets (``{ secret_file = "la-nga.community" }``) are read at load from the secrets
+folder (``[enrollment] secrets_dir``, default the profiles file's own): a relative
+name inside it, never an absolute path, ``..`` or a link leading out of it. They
+reach only the agent they are for, as values, on its own config topic.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class ProvinceProfiles:
                 checks, _substituted(own.get("checks", {}), values, mine, commune), own
             )
         try:
-            parse_checks(checks, self.source, f"{where} for {commune}/{agent}: checks")
+            parse_checks(checks, self.source, f"{where} for {commune}/{agent}: checks", remote=True)
         except ConfigError as exc:
             raise ProfileError(str(exc)) from None
         return Effective(name, interval, checks)
@@ -164,7 +168,28 @@ def _overridden(
     return merged
 
 
-def _values(table: Any, where: str, base: Path) -> dict[str, Value]:
+def secret_path(secrets: Path, name: object, where: str) -> Path:
+    """The file a ``{ secret_file = name }`` names, inside ``secrets``; ProfileError
+    naming ``where`` (the key) for anything that would read another file."""
+
+    def refuse(why: str) -> ProfileError:
+        return ProfileError(f"{where}: {why}: name a file in the secrets folder {secrets}")
+
+    if not isinstance(name, str) or not name.strip():
+        raise refuse("expected a file name")
+    # Either system's absolute forms (/etc, \\server\share, C:\...), wherever this runs.
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise refuse(f"{name!r} is an absolute path")
+    if ".." in re.split(r"[\\/]", name):
+        raise refuse(f"{name!r} goes up with '..'")
+    folder = secrets.resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder):
+        raise refuse(f"{name!r} is a link to {path}, outside it")
+    return path
+
+
+def _values(table: Any, where: str, secrets: Path) -> dict[str, Value]:
     if not isinstance(table, dict):
         raise ProfileError(f"{where}: expected a table of values")
     values: dict[str, Value] = {}
@@ -172,11 +197,13 @@ def _values(table: Any, where: str, base: Path) -> dict[str, Value]:
         if not VAR_NAME.fullmatch(name):
             raise ProfileError(f"{where}.{name}: a name of lower-case letters, digits and '_'")
         if isinstance(value, dict) and set(value) == {"secret_file"}:
-            path = base / str(value["secret_file"])
+            path = secret_path(secrets, value["secret_file"], f"{where}.{name}.secret_file")
             try:
                 values[name] = read_secret(path)
             except (OSError, ValueError) as exc:
-                raise ProfileError(f"{where}.{name}: cannot read {path}: {exc}") from None
+                raise ProfileError(
+                    f"{where}.{name}.secret_file: cannot read {path}: {exc}"
+                ) from None
         elif isinstance(value, str | int | float | bool):
             values[name] = value
         else:
@@ -201,7 +228,8 @@ PROFILE_KEYS = {"interval", "checks"}
 AGENT_KEYS = {"profile", "interval", "checks", "remove", "vars"}
 
 
-def parse_profiles(data: dict[str, Any], source: str, base: Path) -> ProvinceProfiles:
+def parse_profiles(data: dict[str, Any], source: str, secrets: Path) -> ProvinceProfiles:
+    """``secrets``: the folder ``{ secret_file = ... }`` values are read from."""
     unknown = set(data) - KNOWN
     if unknown:
         raise ProfileError(f"{source}: {sorted(unknown)[0]}: unknown key")
@@ -222,7 +250,7 @@ def parse_profiles(data: dict[str, Any], source: str, base: Path) -> ProvincePro
     if not profiles:
         raise ProfileError(f"{source}: profiles: at least one profile")
     communes = {
-        slug: _values(table, f"{source}: communes.{slug}", base)
+        slug: _values(table, f"{source}: communes.{slug}", secrets)
         for slug, table in _tables(data.get("communes", {}), f"{source}: communes").items()
     }
     for slug in communes:
@@ -237,7 +265,7 @@ def parse_profiles(data: dict[str, Any], source: str, base: Path) -> ProvincePro
         _only(table, AGENT_KEYS, where)
         own = dict(table)
         own["interval"] = _interval(table.get("interval"), f"{where}.interval")
-        own["vars"] = _values(table.get("vars", {}), f"{where}.vars", base)
+        own["vars"] = _values(table.get("vars", {}), f"{where}.vars", secrets)
         remove = table.get("remove", [])
         if not isinstance(remove, list) or not all(isinstance(r, str) and ":" in r for r in remove):
             raise ProfileError(f'{where}.remove: a list of "kind:name"')
@@ -246,7 +274,7 @@ def parse_profiles(data: dict[str, Any], source: str, base: Path) -> ProvincePro
         province,
         source,
         profiles,
-        _values(data.get("vars", {}), f"{source}: vars", base),
+        _values(data.get("vars", {}), f"{source}: vars", secrets),
         communes,
         agents,
     )
@@ -266,9 +294,16 @@ def _only(table: dict[str, Any], keys: set[str], where: str) -> None:
         raise ProfileError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(keys)})")
 
 
-def load_profiles(path: str | Path) -> ProvinceProfiles:
+def load_profiles(path: str | Path, secrets_dir: str = "") -> ProvinceProfiles:
+    """``secrets_dir``: where secret files are ("" : the profiles file's folder)."""
     path = Path(path)
-    return parse_profiles(copy.deepcopy(read_toml(path)), str(path), path.parent)
+    return parse_profiles(
+        copy.deepcopy(read_toml(path)), str(path), secrets_folder(path, secrets_dir)
+    )
+
+
+def secrets_folder(path: Path, secrets_dir: str = "") -> Path:
+    return Path(secrets_dir) if secrets_dir else path.parent
 
 
 @dataclass
@@ -291,10 +326,14 @@ class Profiles:
         return found is not None and profile in found.profiles
 
 
-def load_all(paths: list[str], renames: dict[tuple[str, str], str] | None = None) -> Profiles:
+def load_all(
+    paths: list[str],
+    renames: dict[tuple[str, str], str] | None = None,
+    secrets_dir: str = "",
+) -> Profiles:
     loaded = Profiles(renames=dict(renames or {}))
     for path in paths:
-        province = load_profiles(path)
+        province = load_profiles(path, secrets_dir)
         if province.province in loaded.provinces:
             raise ProfileError(
                 f"{path}: province {province.province} has profiles in "

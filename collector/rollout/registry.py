@@ -42,6 +42,9 @@ class Managed:
     by the key alone)."""
     cert_serial: str = ""
     """The serial (hex) of the client certificate signed for this enrollment, if any."""
+    config_key: str = ""
+    """The keys of the last config sent: the signing key's id, ``>`` and the next key's
+    during a rotation ("" : sent before configs were signed)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ class Event:
 
 _SELECT = (
     "SELECT agent_key, province, commune, agent, username, profile, token_id, enrolled_at, "
-    "revoked_at, config_version, config_hash, config_published, generation, cert_serial "
-    "FROM managed_agents"
+    "revoked_at, config_version, config_hash, config_published, generation, cert_serial, "
+    "config_key FROM managed_agents"
 )
 
 
@@ -99,7 +102,7 @@ def place_filter(province: str | None, commune: str | None) -> tuple[str, list[o
 
 def _managed(row: tuple[object, ...]) -> Managed:
     (key, province, commune, agent, username, profile, token, at, revoked, version, hash_, sent,
-     generation, serial) = row  # fmt: skip
+     generation, serial, config_key) = row  # fmt: skip
     return Managed(
         str(key),
         str(province),
@@ -115,6 +118,7 @@ def _managed(row: tuple[object, ...]) -> Managed:
         None if sent is None else float(sent),  # type: ignore[arg-type]
         int(generation),  # type: ignore[call-overload]
         str(serial),
+        str(config_key),
     )
 
 
@@ -247,11 +251,13 @@ def revoked(db: sqlite3.Connection, key: str, now: float) -> None:
     )
 
 
-def config_sent(db: sqlite3.Connection, key: str, version: int, hash_: str, now: float) -> None:
+def config_sent(
+    db: sqlite3.Connection, key: str, version: int, hash_: str, now: float, signed_by: str = ""
+) -> None:
     db.execute(
-        """UPDATE managed_agents SET config_version = ?, config_hash = ?, config_published = ?
-           WHERE agent_key = ?""",
-        (version, hash_, now, key),
+        """UPDATE managed_agents SET config_version = ?, config_hash = ?, config_published = ?,
+             config_key = ? WHERE agent_key = ?""",
+        (version, hash_, now, signed_by, key),
     )
 
 
@@ -262,6 +268,19 @@ def config_withdrawn(db: sqlite3.Connection, key: str) -> None:
         "UPDATE managed_agents SET config_hash = '', config_published = NULL WHERE agent_key = ?",
         (key,),
     )
+
+
+def running_versions(store: StateStore) -> dict[str, int]:
+    """Per enrolled agent: the config version it last said it runs (its birth message),
+    where that is above what the store recorded as sent: a store restored from an older
+    backup. The next config each is sent must be above it, or the agent refuses it."""
+    with store.reading() as db:
+        rows = db.execute(
+            """SELECT m.agent_key, a.config_version FROM managed_agents m
+               JOIN agents a ON a.agent_key = m.agent_key
+               WHERE m.revoked_at IS NULL AND a.config_version > m.config_version"""
+        ).fetchall()
+    return {str(key): int(version) for key, version in rows}
 
 
 def record(

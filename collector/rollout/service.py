@@ -1,6 +1,7 @@
 """The rollout, as the collector runs it: the admin session, the config sender, the
-enroller, revocations, and the profile files (read again whenever one changes on disk or
-is replaced through the API, never applied unless valid)."""
+enroller, revocations, the profile files (read again whenever one changes on disk or is
+replaced through the API, never applied unless valid), and the config signing keys
+(read again when a rotation changes them: every config is then signed and sent anew)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ from typing import TYPE_CHECKING
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
+from collector.rollout.configkey import KeyFiles, key_path
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import Accounts, BrokerUnavailable, DynsecAdmin, DynsecError
 from collector.rollout.enrollment import Enroller, EnrollSettings
-from collector.rollout.profiles import ProfileError, Profiles, load_all, parse_profiles
+from collector.rollout.profiles import (
+    ProfileError,
+    Profiles,
+    load_all,
+    parse_profiles,
+    secrets_folder,
+)
 from collector.rollout.revocation import Revocations
 from collector.state.store import StateStore
 
@@ -57,17 +65,25 @@ class RolloutSettings:
     renames: dict[tuple[str, str], str] = field(default_factory=dict)
     """(province, former slug) -> slug now: the profile values of an agent enrolled under a
     commune's former slug are the commune's."""
+    config_key_file: str = ""
+    """The config signing key (made there at the first start when missing)."""
+    secrets_dir: str = ""
+    """Where profiles' ``{ secret_file = ... }`` are ("" : each profiles file's folder)."""
 
 
 class ProfileFiles:
     """The loaded profiles, and the files they came from (reloaded when one changes)."""
 
     def __init__(
-        self, paths: tuple[str, ...], renames: dict[tuple[str, str], str] | None = None
+        self,
+        paths: tuple[str, ...],
+        renames: dict[tuple[str, str], str] | None = None,
+        secrets_dir: str = "",
     ) -> None:
         self.paths = paths
         self.renames = dict(renames or {})
-        self.current = load_all(list(paths), self.renames)
+        self.secrets_dir = secrets_dir
+        self.current = load_all(list(paths), self.renames, secrets_dir)
         self.error = ""
         """Why the files on disk are not what runs ("" when they are)."""
         self._stamps = self._stat()
@@ -94,7 +110,7 @@ class ProfileFiles:
                 return False
             self._stamps = stamps
             try:
-                self.current = load_all(list(self.paths), self.renames)
+                self.current = load_all(list(self.paths), self.renames, self.secrets_dir)
             except (ConfigError, OSError) as exc:
                 self.error = str(exc)
                 log.error("check profiles not applied (the previous ones still run): %s", exc)
@@ -119,7 +135,7 @@ class ProfileFiles:
             data = parse_toml(text, str(path))
         except ConfigError as exc:
             raise ProfileError(str(exc)) from None
-        checked = parse_profiles(data, str(path), path.parent)
+        checked = parse_profiles(data, str(path), secrets_folder(path, self.secrets_dir))
         if checked.province != province:
             raise ProfileError(f"{path}: province: this file is {province}'s")
         with tempfile.NamedTemporaryFile(
@@ -160,7 +176,8 @@ class Rollout:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.profiles = ProfileFiles(settings.profile_files, settings.renames)
+        self.profiles = ProfileFiles(settings.profile_files, settings.renames, settings.secrets_dir)
+        self.keys = KeyFiles(key_path(settings.config_key_file, store.path))
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)
         self._publisher_password = secrets.token_urlsafe(32)
@@ -168,10 +185,12 @@ class Rollout:
             store, settings.collector, settings.publisher_username, self.profiles, clock,
             username=settings.publisher_username,
         )  # fmt: skip
+        self.sender.signing = self.keys
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
             lambda: set(self.profiles().provinces), clock, settings.crl_reload_s,
+            settings.collector.topic_root,
         )  # fmt: skip
         ca = Path(settings.broker_ca_file).read_text() if settings.broker_ca_file else ""
         self.enroller = Enroller(
@@ -292,6 +311,10 @@ class Rollout:
         self.enroller.withdraw_configs()
         if self.profiles.reload_if_changed():
             self.sender.pending = True
+        if self.keys.reload_if_changed():  # a rotation: every config signed and sent anew
+            self.sender.pending = True
+        if registry.running_versions(self.store):  # a store restored from a backup
+            self.sender.pending = True
         if self.sender.pending:
             self.sender.sync()
 
@@ -306,15 +329,17 @@ class Rollout:
         self.sender.sync()
 
     def parts(self) -> dict[str, str]:
-        """For /healthz: the admin session, the profile files, configs not sent, accounts
-        retired and not yet removed from the broker, the revocation list."""
+        """For /healthz: the admin session, the profile files, configs not sent (or
+        signing keys that could not be read again), accounts retired and not yet removed
+        from the broker, the revocation list."""
         admin = self.admin.watch.state()
         sender = self.sender.watch.state()
         parts = {
             "dynsec": admin if admin != "ok" else "ok" if self.admin.ready else "away",
             "profiles": "invalid" if self.profiles.error else "ok",
+            # Keys that cannot be read after a rotation: the previous ones still sign.
             "configs": sender if sender == "taken_over" else
-            "behind" if self.sender.last.failed else "ok",
+            "behind" if self.sender.last.failed or self.keys.error else "ok",
             "revocations": "pending" if self.revocations.pending() else "ok",
         }  # fmt: skip
         if self.revocations.signer is not None and self.settings.client_crl_file:

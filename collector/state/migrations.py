@@ -230,6 +230,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_by_place ON audit (province, commune, at)",
         ),
     ),
+    Migration(
+        7,
+        "signed configs: the signing key (and the next one announced) of each agent's last config",
+        (
+            # '' for configs sent before signing: every agent is sent a signed one anew.
+            "ALTER TABLE managed_agents ADD COLUMN config_key TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

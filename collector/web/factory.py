@@ -21,6 +21,7 @@ from collector.state.store import StateStore
 from collector.web.api import router
 from collector.web.audit import router as audit_router
 from collector.web.auth import ApiContext, caller_of
+from collector.web.configkeys import router as config_keys_router
 from collector.web.groups import router as groups_router
 from collector.web.guard import BodyTooLarge, Guard
 from collector.web.maintenance import router as maintenance_router
@@ -94,6 +95,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(rollout_router)
+    app.include_router(config_keys_router)
     app.include_router(maintenance_router)
     app.include_router(groups_router)
     app.include_router(audit_router)
