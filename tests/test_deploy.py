@@ -133,3 +133,35 @@ def test_the_metrics_the_operators_book_names_are_the_collectors() -> None:
     assert named, "OPERATIONS.md names no metric"
     for name in named:
         assert f'"commune_collector_{name}"' in figures or f'"{name}"' in figures, name
+
+
+def test_the_crl_reload_units_watch_what_the_broker_loads() -> None:
+    """commune-crl-reload.path reloads the broker when the list its certificate listener
+    loads changes: systemd accepts both units, and the path is the crlfile's."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    units = DEPLOY / "systemd"
+    crlfile = re.search(
+        r"^crlfile (\S+)$", (DEPLOY / "mosquitto" / "dynsec.conf").read_text(), re.M
+    )
+    assert crlfile is not None
+    watched = re.search(
+        r"^PathChanged=(\S+)$", (units / "commune-crl-reload.path").read_text(), re.M
+    )
+    assert watched is not None and watched.group(1) == crlfile.group(1)
+    service = (units / "commune-crl-reload.service").read_text()
+    assert "ExecStart=/bin/systemctl reload mosquitto.service" in service
+    folder = Path(tempfile.mkdtemp())
+    try:
+        for name in ("commune-crl-reload.path", "commune-crl-reload.service"):
+            shutil.copy(units / name, folder / name)
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", str(folder / "commune-crl-reload.path"),
+             str(folder / "commune-crl-reload.service")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        shutil.rmtree(folder)
