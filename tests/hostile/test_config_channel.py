@@ -286,6 +286,7 @@ def cli(*arguments: str, config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> None:
     from tests.servers import CollectorProcess, dynsec_broker
+    from tests.test_dynsec import observer_account
     from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, Site, collector_toml
     from tests.tls import make_pki
 
@@ -297,6 +298,7 @@ def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> 
     collector.config.write_text(collector_toml(
         collector, tmp_path, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles,
     ))  # fmt: skip
+    observer_account(f"mqtt://127.0.0.1:{broker.port}", ADMIN, ADMIN_PASSWORD, tmp_path)
     collector.start()
     site = Site(broker, collector, pki, profiles, tmp_path)
     observer = site.observer(f"{PLACE}/+/data")
@@ -348,9 +350,10 @@ def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> 
 
         # The old key, leaked, signs nothing this agent runs any more.
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="with-the-old-key")
-        from tests.test_rollout import COLLECTOR_PASSWORD, COLLECTOR_USER
+        from tests.test_dynsec import OBSERVER, OBSERVER_PASSWORD
 
-        publisher.username_pw_set(COLLECTOR_USER, COLLECTOR_PASSWORD)
+        # Whoever holds it and the right to publish configs (the test's observer account).
+        publisher.username_pw_set(OBSERVER, OBSERVER_PASSWORD)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
         forged = central_config(EVIL, version=10**6, interval=1.0, key=old)
@@ -374,6 +377,7 @@ def test_an_agent_of_0_2_gets_the_key_over_https_and_then_follows(tmp_path: Path
     brings until ``config-key fetch`` (the upgrade runs it) gets the key from the
     collector's public route over the verified HTTPS."""
     from tests.servers import CollectorProcess, dynsec_broker
+    from tests.test_dynsec import observer_account
     from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, Site, collector_toml
     from tests.tls import make_pki
 
@@ -385,6 +389,7 @@ def test_an_agent_of_0_2_gets_the_key_over_https_and_then_follows(tmp_path: Path
     collector.config.write_text(collector_toml(
         collector, tmp_path, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles,
     ))  # fmt: skip
+    observer_account(f"mqtt://127.0.0.1:{broker.port}", ADMIN, ADMIN_PASSWORD, tmp_path)
     collector.start()
     site = Site(broker, collector, pki, profiles, tmp_path)
     agent: AgentProcess | None = None
