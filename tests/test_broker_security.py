@@ -479,3 +479,38 @@ def test_enroll_writes_no_value_into_the_config_unchecked_and_runs_no_command(
     assert written["checks"]["link"][0]["target"] == "portal.dong-nai.vn"
     line = (tmp_path / "passwd").read_text()
     assert line.startswith("dong-nai/la-nga/pc-01:$7$101$")  # Mosquitto's PBKDF2-SHA512 form
+
+
+def test_no_agent_takes_the_collectors_session_by_its_client_id(broker: Broker) -> None:
+    """The static config (password file and ACL) names every session after its account
+    too: pc-01 asking for the collector's client id, by password or by certificate, gets
+    a session of its own and none of the collector's messages; the collector is not
+    disconnected."""
+    collector = Client(broker, "commune-collector", COLLECTOR_PASSWORD,
+                       client_id="commune-collector", persistent=True)  # fmt: skip
+    assert collector.connected.is_set(), collector.connack
+    assert not collector.subscribe("commune/#").is_failure
+    by_password = agent_client_as(broker, "pc-01", "commune-collector")
+    by_certificate = Client(broker, cert=(broker.pki.client_cert, broker.pki.client_key),
+                            client_id="commune-collector", persistent=True)  # fmt: skip
+    for thief in (by_password, by_certificate):
+        assert thief.connected.is_set(), thief.connack
+        assert thief.session_present is False
+        thief.subscribe("commune/#")
+        pc03 = agent_client(broker, "pc-03")
+        assert not pc03.publish("commune/dong-nai/la-nga/pc-03/data", b'{"n": 1}').is_failure
+        deadline = time.monotonic() + 5
+        while not collector.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ("commune/dong-nai/la-nga/pc-03/data", b'{"n": 1}') in collector.messages
+        assert thief.messages == [] and collector.disconnects == []
+        collector.messages.clear()
+        thief.close()
+        pc03.close()
+    collector.close()
+
+
+def agent_client_as(broker: Broker, agent: str, client_id: str) -> Client:
+    account = f"dong-nai/la-nga/{agent}"
+    return Client(broker, account, account_password(broker, account), client_id=client_id,
+                  persistent=True)  # fmt: skip

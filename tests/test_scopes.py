@@ -127,6 +127,15 @@ def public_page(path: str) -> Callable[[Site], None]:
     return check
 
 
+def check_config_keys(site: Site) -> None:
+    """The public halves of the config signing keys: anyone may read them (a PC fetches
+    them as it enrolls); nothing of a place."""
+    answer = site.client.call("GET", "/api/v1/config-keys")
+    assert answer.status == 200, answer
+    assert [k["role"] for k in answer.json["keys"]] == ["current"]
+    assert not any(name in answer.text for name in NAMES.values())
+
+
 def check_healthz(site: Site) -> None:
     answer = site.client.call("GET", "/healthz")
     assert answer.status in (200, 503) and answer.json["status"] in ("ok", "degraded")
@@ -628,6 +637,7 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("GET", "/docs/oauth2-redirect"): public_page("/docs/oauth2-redirect"),
     ("GET", "/redoc"): public_page("/redoc"),
     ("POST", "/api/v1/enroll"): check_enroll,
+    ("GET", "/api/v1/config-keys"): check_config_keys,
     ("GET", "/login"): public_page("/login"),
     ("POST", "/login"): check_login,
     ("POST", "/logout"): check_logout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import threading
 import time
 import tomllib
@@ -163,9 +164,17 @@ class ReloadOnChange:
 
 
 @contextlib.contextmanager
-def broker_site(tmp_path: Path, **shipped_options: Any) -> Iterator[BrokerSite]:
-    """``shipped_options``: another release's broker files (see ``shipped_broker``)."""
-    with shipped(tmp_path / "broker", ADMIN, ADMIN_PASSWORD, **shipped_options) as broker:
+def broker_site(
+    tmp_path: Path,
+    passwords: tuple[str, str] = (ADMIN_PASSWORD, COLLECTOR_PASSWORD),
+    store: Path | None = None,
+    **shipped_options: Any,
+) -> Iterator[BrokerSite]:
+    """``passwords``: the plugin's admin and the collector's, where the plugin's file is
+    another release's (``shipped_options``: see ``shipped_broker``); ``store``: a state
+    store to start the collector with (another release's)."""
+    admin_password, collector_password = passwords
+    with shipped(tmp_path / "broker", ADMIN, admin_password, **shipped_options) as broker:
         pki = broker.pki
         profiles = tmp_path / "dong-nai.profiles.toml"
         profiles.write_text(PROFILES)
@@ -178,7 +187,11 @@ def broker_site(tmp_path: Path, **shipped_options: Any) -> Iterator[BrokerSite]:
             f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n'
             f'client_crl_file = "{broker.crl}"\nclient_crl_reload = "2s"\n',
         ))  # fmt: skip
-        observer_account(url, ADMIN, ADMIN_PASSWORD, tmp_path, str(pki.ca))
+        (tmp_path / "admin.password").write_text(admin_password)
+        (tmp_path / "collector.password").write_text(collector_password)
+        if store is not None:
+            shutil.copy(store, collector.state)
+        observer_account(url, ADMIN, admin_password, tmp_path, str(pki.ca))
         collector.start()
         site = Site(None, collector, pki, profiles, tmp_path)  # type: ignore[arg-type]
         here = BrokerSite(broker, collector, site, tmp_path)
