@@ -51,6 +51,8 @@ umask 022
 cat > "$RUN/mosquitto.conf" <<CONF
 $( [ "$(id -u)" = 0 ] && echo "user root" )
 listener $PORT 127.0.0.1
+# As the shipped configs: a session is its account (no PC can take the collector's).
+use_username_as_clientid true
 allow_anonymous false
 plugin $DYNSEC_PLUGIN
 plugin_opt_config_file $RUN/dynamic-security.json
