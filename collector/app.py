@@ -38,7 +38,7 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "configs"})
+ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:

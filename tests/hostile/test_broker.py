@@ -273,3 +273,36 @@ def test_a_restored_plugin_file_brings_back_no_revoked_pc(tmp_path: Path) -> Non
         assert "dong-nai/la-nga/pc-01@1" in json.dumps(json.loads(backup.read_text()))
         wait_for(lambda: not logs_in(bsite, pc), 30, "the restored account swept away")
         assert "removing it" in bsite.collector.log or "removed the" in bsite.collector.log
+
+
+def test_the_collector_says_when_the_broker_refuses_its_login(tmp_path: Path) -> None:
+    """Its account's password changed behind its back (or the account removed): the
+    broker ends the session and refuses the next login; the collector says so
+    (healthz 503 `refused`, the refusals counted)."""
+    from agent.configtypes import BrokerSection
+    from collector.rollout.dynsec import DynsecAdmin
+    from tests.test_rollout import ADMIN_PASSWORD
+
+    with broker_site(tmp_path) as bsite:
+        secret = tmp_path / "intruding-admin.password"
+        secret.write_text(ADMIN_PASSWORD)
+        admin = DynsecAdmin(
+            BrokerSection(url=f"mqtts://localhost:{bsite.broker.password_port}", username=ADMIN,
+                          password_file=str(secret), ca_file=str(bsite.broker.pki.ca)),
+            "someone-else",
+        )  # fmt: skip
+        admin.start()
+        try:
+            assert admin.wait_ready(10)
+            username, _ = collector_credentials()
+            [changed] = admin.run(
+                {"command": "setClientPassword", "username": username, "password": "x" * 32}
+            )
+            assert "error" not in changed, changed
+        finally:
+            admin.stop()
+        wait_for(lambda: bsite.health()["broker"] == "refused", 30, "healthz says refused")
+        assert bsite.site.api("GET", "/healthz", token="")[0] == 503
+        refusals = bsite.metric("commune_collector_broker_session_refusals_total", session="ingest")
+        assert refusals >= 1
+        # The alert waits two minutes of refusals (its `for`): tests/test_alerts.py plays it.
