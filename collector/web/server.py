@@ -266,6 +266,12 @@ class ApiServer:
             ).add(stats.accepted),
             refused,
             timed_out,
+            Family(
+                "commune_collector_http_connections_evicted_total",
+                "counter",
+                "API connections waiting without a request (idle, handshaking, sending "
+                "headers) closed to make room for a new one at the cap in all.",
+            ).add(stats.evicted),
             Family("commune_collector_http_connections_open", "gauge", "API connections open.").add(
                 self.connections.open
             ),
