@@ -68,6 +68,8 @@ class HttpsConnection(http.client.HTTPSConnection):
             socket.socket(socket.AF_INET, socket.SOCK_STREAM), server_hostname=self.host
         )
         self.sock.settimeout(self.timeout)
+        if self.source_address:
+            self.sock.bind(self.source_address)
         self.sock.connect((self.host, self.port))
 
 
