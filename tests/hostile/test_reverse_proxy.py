@@ -76,7 +76,7 @@ class Proxy:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     if not Path(NGINX).exists():
-        pytest.skip("nginx is not installed (.ci/run installs it)")
+        pytest.fail(f"{NGINX} missing: apt-get install nginx (.ci/run does)")
     workdir = tmp_path_factory.mktemp("nginx")
     store = build_province(workdir)
     secret = workdir / "console-secret"
