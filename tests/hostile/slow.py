@@ -163,10 +163,11 @@ class GoodClient:
 
     def _healthz(self) -> int:
         connection: http.client.HTTPConnection
+        timeout = min(10.0, self.give_up_s)  # a server that stopped accepting hangs here
         if self.tls is not None:
-            connection = HttpsConnection("127.0.0.1", self.port, timeout=10, context=self.tls)
+            connection = HttpsConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls)
         else:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request("GET", "/healthz")
             response = connection.getresponse()
