@@ -3,14 +3,15 @@ clients (no reverse proxy needed to survive one).
 
 - Connections are capped where they are accepted, before any TLS work, per client
   address and in all (``connections.CappedListener``), the total kept under the
-  process's open-file limit so that accept() never fails for want of descriptors.
+  process's open-file limit so that accept() never fails for want of descriptors; at
+  the cap in all, a newcomer takes the place of a connection waiting without a request.
 - A TLS handshake, a request's headers, its body, and an idle connection each have a
   deadline (``connections.Connections.sweep``, ``deadlines.DeadlineH11Protocol``);
   a connection serves a bounded number of requests.
 - Log lines about refused and timed-out connections, uvicorn's warnings and asyncio's
   "socket.accept() out of system resource" are written once per reason per minute,
   with a count of what was left out (``quietlog``).
-- ``/metrics`` counts connections refused by reason and timed out by phase
+- ``/metrics`` counts connections refused by reason, evicted, and timed out by phase
   (``ApiServer.figures``).
 """
 
@@ -154,6 +155,7 @@ class ApiServer:
     def start(self, app: ASGIApp) -> ApiServer:
         """Serve ``app``; back once uvicorn is serving (RuntimeError if it could not)."""
         quiet("uvicorn.error")
+        quiet("asyncio")
         limits = self.limits
         config = DeadlineConfig(
             _quiet_disconnects(app),
@@ -164,6 +166,7 @@ class ApiServer:
                 connections=self.connections,
             ),
             loop="asyncio",  # the caps live in the listening socket's accept()
+            ws="none",  # no WebSocket route: an upgrade would leave the deadlines behind
             log_level="warning",
             access_log=False,
             # Forwarded headers are ours to judge ([api] trusted_proxies, web/guard.py):
