@@ -250,48 +250,42 @@ class Collector:
         log.info("console overview warmed in %.1f s", time.monotonic() - started)
 
     def _start_api(self) -> None:
-        import uvicorn
-
         from collector.web.factory import create_app
+        from collector.web.server import ApiServer, ServerLimits
 
         api = self.config.api
         if not api.tokens and not api.open_on_loopback:
             log.warning("api: no tokens configured: every request but /healthz will be refused")
+        host, port = api.address()
+        try:
+            # Bound here, not by uvicorn: the connection caps live in the socket's accept().
+            server = ApiServer(
+                ServerLimits.from_settings(api), host, port, api.tls_cert_file, api.tls_key_file
+            )
+        except OSError as exc:
+            self.stop()
+            raise ApiError(
+                f"api.listen: cannot serve on {api.listen}: {exc.strerror or exc}"
+            ) from None
         enrollment = self.config.enrollment
         app = create_app(
             self.health,
             self.reader,
             api,
-            self.metrics,
+            lambda: [*self.metrics(), *server.figures()],
             self.healthz,
             self.config.console,
             self.rollout,
             enrollment.max_per_address if enrollment else 600,
             self.config.report.issuing(),
         )
-        host, port = api.address()
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-                # Forwarded headers are ours to judge ([api] trusted_proxies, webguard):
-                # uvicorn would believe them from 127.0.0.1, and so anyone on the host.
-                proxy_headers=False,
-                ssl_certfile=api.tls_cert_file or None,
-                ssl_keyfile=api.tls_key_file or None,
-            )
-        )
-        self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
-        self._server_thread.start()
-        # uvicorn reports a port it cannot bind by ending its thread: wait to know.
-        while not self._server.started:
-            if not self._server_thread.is_alive():
-                self.stop()
-                raise ApiError(f"api.listen: cannot serve on {api.listen} (address in use?)")
-            time.sleep(0.02)
+        try:
+            server.start(app)
+        except RuntimeError as exc:
+            self.stop()
+            raise ApiError(f"api.listen: cannot serve on {api.listen}: {exc}") from None
+        # stop() and dead_workers() look at uvicorn's server and its thread.
+        self._server, self._server_thread = server.uvicorn_server, server.thread
         scheme = "https" if api.tls_cert_file else "http"
         log.info("API for the IOC on %s://%s/docs", scheme, api.listen)
 

@@ -184,6 +184,25 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """Serve HTTPS with this certificate (chain, PEM) and tls_key_file: PCs enrolling
     from the communes, and the console, reach the collector over the network."""
     tls_key_file: str = ""
+    # Slow and abusive clients: the server holds on alone (collector/web/server.py).
+    header_timeout: Duration = Duration(10)
+    """A request's line and headers must arrive within this of the connection (after
+    its TLS handshake) or of the previous response."""
+    body_timeout: Duration = Duration(30)
+    """A request's body must arrive within this of its headers (bodies are 64 KiB at
+    most: 30 s is 2 KiB/s)."""
+    keep_alive_timeout: Duration = Duration(5)
+    """A connection idle this long after a response is closed."""
+    max_requests_per_connection: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    """Then the answer says Connection: close."""
+    tls_handshake_timeout: Duration = Duration(10)
+    """A TLS handshake not done within this is ended."""
+    max_connections: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 1000
+    """Open connections in all; past it a new one is closed at once. Kept under the
+    process's open-file limit (systemd's LimitNOFILE) less 256 for the rest."""
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 32
+    """Open connections from one client address (an IPv6 client: its /64). The
+    trusted_proxies are exempt: the proxy bounds its own clients (limit_conn)."""
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -213,6 +232,23 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
                 "open_on_loopback",
                 "only allowed when api.listen is a loopback address "
                 f"(127.0.0.1, ::1, localhost), not {host!r}",
+            )
+        self._validate_limits()
+
+    def _validate_limits(self) -> None:
+        bounds = {
+            "header_timeout": (1, 300), "body_timeout": (1, 600),
+            "keep_alive_timeout": (1, 300), "tls_handshake_timeout": (1, 120),
+        }  # fmt: skip
+        for key, (low, high) in bounds.items():
+            value = float(getattr(self, key))
+            if not low <= value <= high:
+                raise ConfigProblem(key, f"expected between {low} s and {high} s, got {value:g} s")
+        if self.max_connections_per_address > self.max_connections:
+            raise ConfigProblem(
+                "max_connections_per_address",
+                f"{self.max_connections_per_address} is more than max_connections "
+                f"({self.max_connections}): lower it, or raise max_connections",
             )
 
 

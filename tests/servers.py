@@ -33,28 +33,31 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class AppServer:
-    """An ASGI app (the collector's API and console) served by uvicorn in a thread, on a
-    free port: the same server `commune-collector run` uses, without the process."""
+    """An ASGI app (the collector's API and console) served on a free loopback port by the
+    collector's own server (collector/web/server.py: connection caps, deadlines), in a
+    thread: the same server `commune-collector run` uses, without the process."""
 
-    def __init__(self, app: Any) -> None:
-        import uvicorn
+    def __init__(
+        self,
+        app: Any,
+        limits: Any = None,
+        host: str = "127.0.0.1",
+        certfile: str = "",
+        keyfile: str = "",
+    ) -> None:
+        from collector.web.server import ApiServer, ServerLimits
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.app = app
+        self.server = ApiServer(limits or ServerLimits(), host, 0, certfile, keyfile)
+        self.port = self.server.port
+        self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> AppServer:
-        self._thread.start()
-        while not self._server.started:
-            time.sleep(0.02)
+        self.server.start(self.app)
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self.server.stop()
 
 
 def wait_tcp(port: int, timeout: float = 10.0) -> None:

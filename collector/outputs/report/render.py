@@ -17,6 +17,7 @@ from collector.common.localtime import local
 from collector.common.words import KINDS, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
+from collector.outputs.report.cells import csv_cell, keep_text, xlsx_value
 from collector.outputs.report.issuer import Issuer
 from collector.outputs.report.sentences import all_sentences
 
@@ -158,11 +159,16 @@ def markdown(report: MonthlyReport, language: Language = "vi") -> str:
 
 
 def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
-    """One row per commune with every figure, then the province; numbers with a dot."""
+    """One row per commune with every figure, then the province; numbers with a dot.
+    Text that a spreadsheet would take for a formula is escaped (cells.csv_cell)."""
     t = TEXT[language]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
+
+    def row(values: list[Cell]) -> None:
+        writer.writerow([csv_cell(v) for v in values])
+
+    row(
         [
             t["commune"],
             t["code"],
@@ -183,7 +189,7 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
         ]
     )
     for c in [*report.communes, report.total]:
-        writer.writerow(
+        row(
             [
                 c.name or t["total"],
                 c.code,
@@ -236,28 +242,34 @@ def html_text(report: MonthlyReport, language: Language = "vi") -> str:
 
 
 def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
-    """A workbook: one sheet per section, numbers as numbers, headings bold."""
+    """A workbook: one sheet per section, numbers as numbers, headings bold, text as
+    text (never a formula: cells.keep_text)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
+    from openpyxl.worksheet.worksheet import Worksheet
+
+    def append(ws: Worksheet, values: list[Cell]) -> None:
+        ws.append([xlsx_value(v) for v in values])
+        keep_text(ws[ws.max_row])
 
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
     sheet.title = "Tổng hợp" if language == "vi" else "Summary"
     for line in _heading(report, language):
-        sheet.append([line])
+        append(sheet, [line])
     sheet["A1"].font = Font(bold=True, size=14)
     sheet.append([])
-    sheet.append([TEXT[language]["notes"]])
+    append(sheet, [TEXT[language]["notes"]])
     for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
         ws = workbook.create_sheet(title=f"{index}. {heading.split('. ', 1)[1]}"[:31])
-        ws.append([heading])
+        append(ws, [heading])
         ws["A1"].font = Font(bold=True, size=12)
-        ws.append(columns)
+        append(ws, list(columns))
         for cell in ws[2]:
             cell.font = Font(bold=True)
         for row in rows:
-            ws.append(["" if v is None else v for v in row])
+            append(ws, ["" if v is None else v for v in row])
         for cell in ws[ws.max_row]:
             cell.font = Font(bold=True)
         for column in ws.columns:

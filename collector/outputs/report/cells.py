@@ -1,0 +1,60 @@
+"""Text from the inventory (a commune's name, its code) as spreadsheet cells that stay text.
+
+A spreadsheet takes a cell beginning with ``=``, ``+``, ``-`` or ``@`` (and, in some
+locales, their full-width forms) for a formula: ``=HYPERLINK(...)`` or a DDE call in a
+report opened at the province would run what an inventory's author wrote. In CSV such a
+cell is escaped as OWASP advises, with a leading single quote; in XLSX it is written as a
+text cell, marked with Excel's quote prefix so that editing it keeps it text. Numbers stay
+numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # openpyxl is loaded for an XLSX only
+    from openpyxl.cell.cell import Cell as XlsxCell
+    from openpyxl.cell.cell import MergedCell
+
+#: Tab and CR too: a spreadsheet may drop them and read the rest as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Control characters XML 1.0 cannot hold: openpyxl refuses them (the report would fail).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+Value = str | int | float | None
+
+
+def starts_formula(text: str) -> bool:
+    return text.startswith(FORMULA_STARTS)
+
+
+def csv_cell(value: Value) -> Value:
+    """The value for a CSV cell: text that would start a formula gets a leading quote."""
+    if isinstance(value, str) and starts_formula(value):
+        return "'" + value
+    return value
+
+
+def xlsx_value(value: Value) -> Value:
+    """The value for an XLSX cell: text without the control characters XML forbids."""
+    if isinstance(value, str):
+        return _NOT_XML.sub("", value)
+    return value
+
+
+def keep_text(cells: Iterable[XlsxCell | MergedCell]) -> None:
+    """Cells openpyxl took for formulas (text starting with "=") become text again, and
+    every text that a spreadsheet would read as a formula once edited gets the quote
+    prefix."""
+    from openpyxl.cell.cell import Cell as XlsxCell
+
+    for cell in cells:
+        if (
+            isinstance(cell, XlsxCell)
+            and isinstance(cell.value, str)
+            and starts_formula(cell.value)
+        ):
+            cell.data_type = "s"
+            cell.quotePrefix = True
