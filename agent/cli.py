@@ -182,6 +182,15 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     return data
 
 
+#: The collector's HTTPS: a PC enrolling or fetching the config keys checks it.
+collector_ca_option = click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA that signs the collector's HTTPS certificate (default: the system's).",
+)
+
+
 @main.command()
 @click.option(
     "--collector",
@@ -201,12 +210,7 @@ def _effective(config: Config, central: CentralConfig) -> dict[str, Any]:
     metavar="NAME",
     help="This agent's id in the commune; default the host name as a slug.",
 )
-@click.option(
-    "--ca",
-    "ca_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA that signs the collector's HTTPS certificate (default: the system's).",
-)
+@collector_ca_option
 @click.option(
     "--commune",
     default="",
@@ -312,12 +316,7 @@ def config_key_group() -> None:
     metavar="URL",
     help="The collector's address, e.g. https://collector.example:8443.",
 )
-@click.option(
-    "--ca",
-    "ca_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA that signs the collector's HTTPS certificate (default: the system's).",
-)
+@collector_ca_option
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait for the collector.")  # fmt: skip
 def config_key_fetch(

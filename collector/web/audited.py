@@ -63,11 +63,24 @@ def ack_group(
     return write
 
 
-def silence(actor: audit.Actor, action: str, now: float) -> Write[Silence]:
-    """silence_create (the silence after) or silence_delete (the silence before)."""
+class Muting(Placed, Protocol):
+    """A silence or a maintenance window: a place, an agent, an id."""
 
-    def write(db: sqlite3.Connection, found: Silence) -> None:
-        made = action == "silence_create"
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def id(self) -> int: ...
+
+
+M = TypeVar("M", bound=Muting)
+
+
+def _muting(actor: audit.Actor, action: str, now: float) -> Write[M]:
+    """``<kind>_create`` (the thing after) or ``<kind>_delete`` (the thing before)."""
+
+    def write(db: sqlite3.Connection, found: M) -> None:
+        made = action.endswith("_create")
         audit.record(
             db, actor, action, now, province=found.province, commune=found.commune,
             agent=found.agent, object=str(found.id),
@@ -75,20 +88,16 @@ def silence(actor: audit.Actor, action: str, now: float) -> Write[Silence]:
         )  # fmt: skip
 
     return write
+
+
+def silence(actor: audit.Actor, action: str, now: float) -> Write[Silence]:
+    """silence_create (the silence after) or silence_delete (the silence before)."""
+    return _muting(actor, action, now)
 
 
 def window(actor: audit.Actor, action: str, now: float) -> Write[Window]:
     """maintenance_create (the window after) or maintenance_delete (before)."""
-
-    def write(db: sqlite3.Connection, found: Window) -> None:
-        made = action == "maintenance_create"
-        audit.record(
-            db, actor, action, now, province=found.province, commune=found.commune,
-            agent=found.agent, object=str(found.id),
-            before=None if made else found, after=found if made else None,
-        )  # fmt: skip
-
-    return write
+    return _muting(actor, action, now)
 
 
 def removable(scope: Scope, missing: Callable[[], Exception], then: Write[P]) -> Write[P]:

@@ -33,6 +33,7 @@ from agent.wire import Envelope, Sample, decode_envelope
 from collector.rollout.configkey import DEFAULT_NAME, read_key
 from tests.factories import agent_config, agent_toml, central_config, signed, signing_key, trust
 from tests.servers import REPO, AgentProcess, Mosquitto, Received, Subscriber, wait_for
+from tests.test_rollout import Site
 
 PLACE = "commune/dong-nai/la-nga"
 TRUSTED, STRANGER = signing_key(1), signing_key(7)
@@ -284,10 +285,11 @@ def cli(*arguments: str, config: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> None:
+def enrolling_site(tmp_path: Path) -> Site:
+    """A dynsec broker, and a collector enrolling PCs whose profile runs every second."""
     from tests.servers import CollectorProcess, dynsec_broker
     from tests.test_dynsec import observer_account
-    from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, Site, collector_toml
+    from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, collector_toml
     from tests.tls import make_pki
 
     pki = make_pki(tmp_path / "pki")
@@ -300,7 +302,12 @@ def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> 
     ))  # fmt: skip
     observer_account(f"mqtt://127.0.0.1:{broker.port}", ADMIN, ADMIN_PASSWORD, tmp_path)
     collector.start()
-    site = Site(broker, collector, pki, profiles, tmp_path)
+    return Site(broker, collector, pki, profiles, tmp_path)
+
+
+def test_the_signing_key_rotates_without_re_enrolling_anyone(tmp_path: Path) -> None:
+    site = enrolling_site(tmp_path)
+    broker, collector = site.broker, site.collector
     observer = site.observer(f"{PLACE}/+/data")
     agent: AgentProcess | None = None
     try:
@@ -376,22 +383,8 @@ def test_an_agent_of_0_2_gets_the_key_over_https_and_then_follows(tmp_path: Path
     """Enrolled by 0.2: no key on disk, an unsigned cache. It refuses what the broker
     brings until ``config-key fetch`` (the upgrade runs it) gets the key from the
     collector's public route over the verified HTTPS."""
-    from tests.servers import CollectorProcess, dynsec_broker
-    from tests.test_dynsec import observer_account
-    from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, Site, collector_toml
-    from tests.tls import make_pki
-
-    pki = make_pki(tmp_path / "pki")
-    broker = dynsec_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
-    profiles = tmp_path / "dong-nai.profiles.toml"
-    profiles.write_text(PROFILES.replace('interval = "2s"', 'interval = "1s"'))
-    collector = CollectorProcess(tmp_path / "collector", broker.port)
-    collector.config.write_text(collector_toml(
-        collector, tmp_path, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles,
-    ))  # fmt: skip
-    observer_account(f"mqtt://127.0.0.1:{broker.port}", ADMIN, ADMIN_PASSWORD, tmp_path)
-    collector.start()
-    site = Site(broker, collector, pki, profiles, tmp_path)
+    site = enrolling_site(tmp_path)
+    broker, collector = site.broker, site.collector
     agent: AgentProcess | None = None
     try:
         status, created = site.api("POST", "/api/v1/enrollment/tokens", json.dumps(
@@ -421,7 +414,7 @@ def test_an_agent_of_0_2_gets_the_key_over_https_and_then_follows(tmp_path: Path
 
         fetched = subprocess.run(
             [sys.executable, "-m", "agent.cli", "config-key", "fetch", "-c", str(toml),
-             "--collector", f"https://localhost:{collector.api_port}", "--ca", str(pki.ca)],
+             "--collector", f"https://localhost:{collector.api_port}", "--ca", str(site.pki.ca)],
             check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
         assert fetched.returncode == 0, fetched.stderr
