@@ -150,6 +150,7 @@ class EnrolledFleet:
         client.on_connect = lambda c, *_: c.subscribe(session.config_topic, qos=1)
         client.on_message = lambda _c, _u, m: self._config(session, bytes(m.payload))
         client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(1, 5)  # a simulation: back soon after a broker restart
         client.connect(*self.broker)
         client.loop_start()
         self.sessions[id(agent)] = session
@@ -172,6 +173,10 @@ class EnrolledFleet:
             session.client.publish(topic, payload, qos=1, retain=retain)
 
     def close(self) -> None:
+        """Every session told to end first, then each waited for: with the broker gone
+        too (Ctrl-C stops both), each client may sit in its reconnect wait, and waiting
+        for them one after the other would add those waits up."""
         for session in self.sessions.values():
             session.client.disconnect()
+        for session in self.sessions.values():
             session.client.loop_stop()
