@@ -209,6 +209,7 @@ class Rollout:
             self.revocations,
         )
         self._heartbeat = False
+        self._preparing = threading.Lock()
         self._stopping = threading.Event()
         self._prepared_session = 0
         """The admin session the broker was last brought in line on (0: none yet)."""
@@ -262,7 +263,13 @@ class Rollout:
         """Before the collector subscribes: access no role grants refused; its own
         accounts exist with exactly the rights they need (the ingest reads agents'
         status and data, the publisher writes their configs); then the publisher logs
-        in. Idempotent; False while the admin session is away (tried again next round)."""
+        in. Idempotent; False while the admin session is away (tried again next round).
+        The housekeeping round and the revocations' follower may both call it: one at a
+        time."""
+        with self._preparing:
+            return self._prepare_broker(timeout)
+
+    def _prepare_broker(self, timeout: float) -> bool:
         if not self.admin.wait_ready(timeout):
             log.warning("dynamic security: no admin session yet; the collector's accounts are "
                         "checked again at the next round")  # fmt: skip
