@@ -37,7 +37,7 @@ from tests.servers import (
     wait_for,
 )
 from tests.test_console import log_in, shot
-from tests.test_dynsec import OBSERVER, OBSERVER_PASSWORD, observer_account, shipped_broker
+from tests.test_dynsec import OBSERVER, OBSERVER_PASSWORD, observer_account
 from tests.tls import Pki, make_pki
 
 ADMIN, ADMIN_PASSWORD = "commune-admin", "dynsec-admin-password-0123"
@@ -614,22 +614,15 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
 ) -> None:
     """The broker as deploy/mosquitto/dynsec.conf ships it (TLS, a certificate listener);
     the collector signs the PC's CSR with the province's client CA."""
-    with shipped_broker(tmp_path / "broker", ADMIN, ADMIN_PASSWORD) as broker:
-        pki = broker.pki
-        profiles = tmp_path / "dong-nai.profiles.toml"
-        profiles.write_text(PROFILES)
-        collector = CollectorProcess(tmp_path / "collector", broker.password_port)
-        url = f"mqtts://localhost:{broker.password_port}"
-        collector.config.write_text(collector_toml(
-            collector, tmp_path, pki, url, f'ca_file = "{pki.ca}"', profiles,
-            f'broker_ca_file = "{pki.ca}"\n'
-            f'cert_broker_url = "mqtts://localhost:{broker.cert_port}"\n'
-            f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n'
-            f'client_crl_file = "{broker.crl}"\n',
-        ))  # fmt: skip
-        observer_account(url, ADMIN, ADMIN_PASSWORD, tmp_path, str(pki.ca))
-        collector.start()
-        site = Site(None, collector, pki, profiles, tmp_path)  # type: ignore[arg-type]
+    from tests.hostile.brokersite import broker_site
+
+    with broker_site(tmp_path) as shipped:
+        broker, collector, site, pki = (
+            shipped.broker,
+            shipped.collector,
+            shipped.site,
+            shipped.broker.pki,
+        )
         observer = Subscriber(broker.password_port, "commune/#", username=OBSERVER,
                               password=OBSERVER_PASSWORD, ca_file=str(pki.ca))  # fmt: skip
         agent: AgentProcess | None = None
@@ -672,12 +665,10 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             assert status == 200
             wait_for(lambda: "disconnected from broker" in agent.log, 5, "pc-01 cut off")
             assert disconnected_at(agent.log) - asked < 1.0
-            # Its certificate is in the revocation list before its account goes...
-            from cryptography import x509 as x509_
-
-            crl = x509_.load_pem_x509_crl(broker.crl.read_bytes())
+            # Its certificate is in the revocation list before its account goes, which
+            # the broker reloads (brokersite plays commune-crl-reload.path).
+            crl = x509.load_pem_x509_crl(broker.crl.read_bytes())
             assert crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
-            broker.reload()  # ...which commune-crl-reload.path has the broker reload
             observer.messages.clear()
             time.sleep(3.0)  # its account is gone: whether it connects again or not,
             assert envelopes(observer.snapshot(), "pc-01") == []  # it may do nothing
@@ -693,7 +684,6 @@ def test_a_pc_enrolls_with_its_own_key_and_a_revoked_certificate_can_do_nothing(
             observer.stop()
             if agent is not None:
                 agent.stop()
-            collector.stop()
 
 
 def test_hostile_profiles_and_enrollment_bodies_are_refused_by_reason(site: Site) -> None:

@@ -36,8 +36,9 @@ def _options(text: str) -> tuple[dict[str, str], list[Listener]]:
     listeners: list[Listener] = []
     current = top
     for number, raw in enumerate(text.splitlines()):
-        line = raw.split("#", 1)[0] if not raw.lstrip().startswith("#") else ""
-        match = _OPTION.match(line)
+        # Mosquitto takes a line starting with '#' for a comment, nothing else (a '#'
+        # further on is part of the value).
+        match = None if raw.lstrip().startswith("#") else _OPTION.match(raw)
         if not match:
             continue
         name, value = match.group(1), match.group(2) or ""

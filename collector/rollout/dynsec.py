@@ -40,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
+from agent.wire import topic
 from collector.common.sessions import SessionWatch
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,12 @@ class AgentTopics:
     status: str
     data: str
     config: str
+
+    @classmethod
+    def of(cls, root: str, province: str, commune: str, agent: str) -> AgentTopics:
+        """The three topics of an agent, under the topic root."""
+        return cls(*(topic(root, province, commune, agent, kind)
+                     for kind in ("status", "data", "config")))  # fmt: skip
 
 
 def agent_role(username: str) -> str:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.enrollwire import EnrollAnswer, EnrollRequest, EnrollTopics
-from agent.wire import topic
 from collector.rollout import registry, tokens
 from collector.rollout.configs import ConfigSender
 from collector.rollout.dynsec import (
@@ -155,13 +154,7 @@ class Enroller:
         key = agent_key(token.province, token.commune, request.agent)
         generation = (existing.generation if existing is not None else 0) + 1
         username = registry.account_name(key, generation)
-        topics = AgentTopics(
-            status=topic(
-                self.settings.root, token.province, token.commune, request.agent, "status"
-            ),
-            data=topic(self.settings.root, token.province, token.commune, request.agent, "data"),
-            config=self.sender.config_topic(token.province, token.commune, request.agent),
-        )
+        topics = AgentTopics.of(self.settings.root, token.province, token.commune, request.agent)
         issued: Issued | None = None
         if csr is not None:
             assert self.settings.signer is not None
@@ -385,9 +378,7 @@ class Enroller:
     def withdraw_configs(self) -> None:
         """The retained configs of revoked agents cleared from the broker (they hold the
         agents' secrets): now if the config publisher is connected, else next round."""
-        for agent in registry.managed(self.store):
-            if agent.revoked_at is None or agent.config_published is None:
-                continue
+        for agent in registry.unwithdrawn(self.store):
             if self.sender.withdraw(agent.province, agent.commune, agent.agent):
                 with self.store.transaction() as db:
                     registry.config_withdrawn(db, agent.agent_key)

@@ -261,6 +261,15 @@ def config_sent(
     )
 
 
+def unwithdrawn(store: StateStore) -> list[Managed]:
+    """Revoked agents whose retained config the broker may still hold (their secrets)."""
+    with store.reading() as db:
+        rows = db.execute(
+            _SELECT + " WHERE revoked_at IS NOT NULL AND config_published IS NOT NULL"
+        ).fetchall()
+    return [_managed(row) for row in rows]
+
+
 def config_withdrawn(db: sqlite3.Connection, key: str) -> None:
     """A revoked agent's retained config cleared; its version kept, so a config sent after
     a later enrollment is newer than any the PC ran."""

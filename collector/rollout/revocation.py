@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.wire import topic
 from collector.rollout import registry
 from collector.rollout.dynsec import Accounts, AgentTopics, BrokerUnavailable, DynsecError
 from collector.rollout.signer import Signer, write_public
@@ -58,8 +57,6 @@ class RevocationStats:
     """Agent accounts found at the broker without an enrollment, and removed."""
     remade: int = 0
     """Certificate accounts of active enrollments the broker had lost, made again."""
-    failures: int = 0
-    crl_writes: int = 0
 
 
 class Revocations:
@@ -124,7 +121,6 @@ class Revocations:
                 else:
                     self.accounts.kick(account.username)
             except (BrokerUnavailable, DynsecError) as exc:
-                self.stats.failures += 1
                 log.warning(
                     "retired account %s not yet removed from the broker (%s): tried again at "
                     "the next round", account.username, exc,
@@ -187,10 +183,7 @@ class Revocations:
                 continue
             if agent.province not in provinces:
                 continue
-            topics = AgentTopics(*(
-                topic(self.root, agent.province, agent.commune, agent.agent, kind)
-                for kind in ("status", "data", "config")
-            ))  # fmt: skip
+            topics = AgentTopics.of(self.root, agent.province, agent.commune, agent.agent)
             try:
                 self.accounts.create_agent(agent.username, None, topics)
             except (BrokerUnavailable, DynsecError) as exc:
@@ -219,6 +212,5 @@ class Revocations:
             return False
         self.crl_error = ""
         self._crl_serials = serials
-        self.stats.crl_writes += 1
         log.info("client certificate revocation list %s: %d certificates", path, len(serials))
         return True

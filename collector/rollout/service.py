@@ -234,16 +234,29 @@ class Rollout:
         broker come back (maybe from an older plugin file) is brought in line."""
         while not self._stopping.wait(1.0):
             try:
-                refused = self._sender_started and self.sender.watch.state() == "refused"
-                if self.admin.ready and (self.admin.sessions != self._prepared_session or refused):
-                    # A new admin session (the broker back, maybe from an older plugin file),
-                    # or the publisher's password refused (that file held another one).
-                    self.prepare_broker(timeout=0)
-                if self.admin.ready and self.revocations.pending():
-                    self.revocations.apply()
-                    self.enroller.withdraw_configs()
+                self.line_up(round_=False)
             except Exception:  # the next round tries again; this thread must not die
                 log.exception("bringing the broker in line failed")
+
+    def line_up(self, round_: bool = True) -> None:
+        """The broker brought in line with the store: on a new admin session (the broker
+        back, maybe from an older plugin file) or a refused publisher's password (that file
+        held another one), everything ``prepare_broker`` does; else the accounts retired
+        since removed. ``round_`` (the housekeeping round): also the sweep when due, the
+        revocation list, and revoked agents' configs withdrawn. One caller at a time."""
+        with self._preparing:
+            if self.admin.ready:
+                refused = self._sender_started and self.sender.watch.state() == "refused"
+                if self.admin.sessions != self._prepared_session or refused:
+                    self._prepare_broker(timeout=0)
+                elif self.revocations.pending():
+                    self.revocations.apply()
+                    self.enroller.withdraw_configs()
+                if round_:
+                    self.revocations.sweep()
+            if round_:
+                self.revocations.write_crl()
+                self.enroller.withdraw_configs()
 
     def beat(self, now: float) -> None:
         """Tell the store a collector runs the rollout (the command line then leaves the
@@ -263,9 +276,8 @@ class Rollout:
         """Before the collector subscribes: access no role grants refused; its own
         accounts exist with exactly the rights they need (the ingest reads agents'
         status and data, the publisher writes their configs); then the publisher logs
-        in. Idempotent; False while the admin session is away (tried again next round).
-        The housekeeping round and the revocations' follower may both call it: one at a
-        time."""
+        in; strays swept, retired accounts removed. Idempotent; False while the admin
+        session is away (``line_up`` tries again)."""
         with self._preparing:
             return self._prepare_broker(timeout)
 
@@ -306,16 +318,7 @@ class Rollout:
         if anything is due. The store hears that a collector runs the rollout."""
         if self._heartbeat:
             self.beat(now)
-        if self.admin.sessions != self._prepared_session:
-            # First, or a new admin session: the broker may have restarted from an older
-            # plugin file (a restored backup): its defaults, roles and strays are checked.
-            self.prepare_broker(timeout=0)
-        elif self.admin.ready:
-            if self.revocations.pending():
-                self.revocations.apply()
-            self.revocations.sweep()
-        self.revocations.write_crl()
-        self.enroller.withdraw_configs()
+        self.line_up()
         if self.profiles.reload_if_changed():
             self.sender.pending = True
         if self.keys.reload_if_changed():  # a rotation: every config signed and sent anew

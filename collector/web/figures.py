@@ -178,7 +178,12 @@ def rollout_figures(rollout: Rollout) -> list[Family]:
         "commune_collector_accounts_pending_removal", "gauge",
         "Retired agent accounts the broker may still hold (removed at the next round).",
     ).add(len(rollout.revocations.pending()))  # fmt: skip
-    return [enrollments, refused, behind, retired, pending]
+    remade = Family(
+        "commune_collector_accounts_remade_total", "counter",
+        "Certificate accounts of active enrollments the broker had lost (a restored plugin "
+        "file), made again.",
+    ).add(revocations.remade)  # fmt: skip
+    return [enrollments, refused, behind, retired, pending, remade]
 
 
 def session_figures(watches: list[SessionWatch]) -> list[Family]:
