@@ -113,6 +113,59 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
 
 
+#: An agent release's version: one to four dot-separated numbers ("0.3.1"), compared as
+#: numbers (``agent.update.versions``); nothing else, so no two spellings order alike.
+VERSION_PATTERN: Final = whole(r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,3}")
+ReleaseVersion = Annotated[str, msgspec.Meta(pattern=VERSION_PATTERN, max_length=27)]
+
+#: What an agent's update stands at, as its birth reports it.
+UpdateState = Literal[
+    "",  # nothing to report: not under the launcher, or no update ever asked for
+    "idle",  # runs the version asked for
+    "waiting",  # asked for another version; its turn (spread over the fleet) has not come
+    "paused",  # asked for another version, but the rollout is paused
+    "staged",  # downloaded, verified, self-checked: the launcher starts it next
+    "trial",  # the launcher runs a new version that has not yet proven healthy
+    "committed",  # the new version proved healthy and is now the current one
+    "rolled_back",  # the new version failed its trial: the previous one runs again
+    "refused",  # the release was refused (not signed, tampered, below the floor, bad)
+    "failed",  # no update this time (metadata unreachable or expired, disk full, ...)
+]
+
+
+class UpdateReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The agent's update as data the collector shows (never log lines to grep)."""
+
+    state: UpdateState = ""
+    version: Annotated[str, msgspec.Meta(max_length=27)] = ""
+    """The version the state is about (the target of an update, or the one rolled back)."""
+    previous: Annotated[str, msgspec.Meta(max_length=27)] = ""
+    """The version that ran before (rolled back to, after a rollback)."""
+    reason: Text = ""
+    """Why: a refusal's, a failure's or a rollback's cause, in a few words."""
+    ts: Time = 0.0
+    """When the state was reached."""
+    launcher: Annotated[str, msgspec.Meta(max_length=27)] = ""
+    """The launcher's own version (it updates in a slower ring)."""
+
+
+class ReleaseOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Which agent version the collector wants one agent to run (``AgentConfig.release``).
+
+    It grants nothing: the agent installs only a version the current signed TUF targets
+    list, never one below its stored floor, never one it marked bad."""
+
+    version: ReleaseVersion
+    rollout: Ident = ""
+    """The rollout that asks for it (its id), for reports."""
+    ring: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    paused: bool = False
+    """The rollout is paused: start no new download (a staged version still runs)."""
+    spread_s: Annotated[float, msgspec.Meta(ge=0.0, le=7 * 86400.0)] = 0.0
+    """Start within this many seconds of receiving the order, at a point fixed by the
+    agent's id: 5,000 PCs never ask at once."""
+
+
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The retained ``status`` message: birth (online), Last Will and clean stop (offline)."""
 
@@ -133,6 +186,8 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     config_version: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
     """The version of the collector's AgentConfig the agent runs (0: none, local only)."""
     config_hash: Annotated[str, msgspec.Meta(pattern=whole(r"(?:[0-9a-f]{64})?"))] = ""
+    update: UpdateReport | None = None
+    """Where the agent's self-update stands (None: not said, an agent before 0.3)."""
 
 
 #: A config signing key's public half: 32 bytes (Ed25519), in base64 (as WireGuard's keys).
@@ -173,6 +228,8 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     """During a rotation of the collector's signing key: the public half of the key that
     signs next. Announced inside a config the current key signed, so only the current
     key can introduce its successor."""
+    release: ReleaseOrder | None = None
+    """The agent version to run (None: stay on the one running)."""
 
 
 #: Signed configs begin with this before the AgentConfig's bytes: a signature the key
