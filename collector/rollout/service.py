@@ -5,6 +5,7 @@ replaced through the API, never applied unless valid), and the config signing ke
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
@@ -30,6 +33,7 @@ from collector.rollout.profiles import (
     secrets_folder,
 )
 from collector.rollout.revocation import Revocations
+from collector.rollout.rollouts import Rollouts, no_signed_versions
 from collector.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -171,8 +175,14 @@ def running_collector(store: StateStore, now: float, within_s: float = 60.0) -> 
 
 class Rollout:
     def __init__(
-        self, store: StateStore, settings: RolloutSettings, clock: Callable[[], float] = time.time
+        self,
+        store: StateStore,
+        settings: RolloutSettings,
+        clock: Callable[[], float] = time.time,
+        signed_versions: Callable[[], set[str]] = no_signed_versions,
     ) -> None:
+        """``signed_versions``: the agent versions the release repository's signed
+        targets list now (a rollout of another version is refused)."""
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -186,6 +196,10 @@ class Rollout:
             username=settings.publisher_username,
         )  # fmt: skip
         self.sender.signing = self.keys
+        self.releases = Rollouts(store, signed_versions, clock)
+        self.sender.orders = self.releases.orders
+        self._orders_seen = ""
+        """The release orders last sent (their digest): a change makes a round due."""
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
@@ -325,8 +339,23 @@ class Rollout:
             self.sender.pending = True
         if registry.running_versions(self.store):  # a store restored from a backup
             self.sender.pending = True
+        if self.follow_releases():
+            self.sender.pending = True
         if self.sender.pending:
             self.sender.sync()
+
+    def follow_releases(self) -> bool:
+        """The running rollout's gate judged (a ring promoted, or the rollout paused on a
+        breach); True when the release orders changed since the last round (by the gate,
+        or by an operator at the command line or the API)."""
+        happened = self.releases.evaluate()
+        if happened:
+            log.log(logging.WARNING if "paused" in happened else logging.INFO, "%s", happened)
+        orders = self.releases.orders()
+        digest = hashlib.sha256(msgspec.json.encode(sorted(orders.items()))).hexdigest()
+        changed = digest != self._orders_seen
+        self._orders_seen = digest
+        return changed
 
     def replace_profiles(self, province: str, text: str, actor: str, address: str) -> None:
         self.profiles.replace(province, text)

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import msgspec
 
 from agent.catalogue import LINK, SNMP_INTERFACE, histories
-from agent.wire import Envelope, Sample, Status, encode
+from agent.wire import Envelope, Sample, Status, UpdateReport, encode
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 
@@ -395,6 +395,35 @@ class StateStore:
                 status.interval,
                 status.config_version,
                 status.config_hash,
+            ),
+        )
+        if status.state == "online" and status.update is not None and status.update.state:
+            self._apply_update(key, status.update, ts, received)
+
+    def _apply_update(self, key: str, report: UpdateReport, ts: float, received: float) -> None:
+        """The update report of a birth, kept per agent; a report no newer than the one
+        kept (a birth replayed late, or the same one again) changes nothing. ``failures``
+        counts the reports in a row that said refused or failed for the same version."""
+        self._db.execute(
+            """INSERT INTO agent_updates VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                 CASE WHEN ?2 IN ('refused', 'failed') THEN 1 ELSE 0 END)
+               ON CONFLICT (agent_key) DO UPDATE SET
+                 failures = CASE
+                   WHEN ?2 NOT IN ('refused', 'failed') THEN 0
+                   WHEN state IN ('refused', 'failed') AND version = ?3 THEN failures + 1
+                   ELSE 1 END,
+                 state = ?2, version = ?3, previous = ?4, reason = ?5, ts = ?6,
+                 launcher = ?7, received = ?8
+               WHERE ?6 > ts""",
+            (
+                key,
+                report.state,
+                report.version,
+                report.previous,
+                report.reason,
+                report.ts or ts,
+                report.launcher,
+                received,
             ),
         )
 
