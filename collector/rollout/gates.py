@@ -13,6 +13,7 @@ PCs: one lab PC switched off for the night is not a breach).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -88,7 +89,7 @@ def parse_gate(items: Iterable[str], base: Gate | None = None) -> Gate:
 def _value(key: str, value: str) -> float | bool | int:
     try:
         if key == "soak":
-            seconds = parse_duration(value)
+            seconds = 0.0 if re.fullmatch(r"0+[smhd]?", value) else parse_duration(value)
             if not 0 <= seconds <= 30 * _DAY:
                 raise ValueError("from 0 to 30d")
             return seconds

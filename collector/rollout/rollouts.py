@@ -16,12 +16,15 @@ The order grants nothing: the agent installs only what the signed targets list.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from agent.wire import VERSION_PATTERN, ReleaseOrder
 from collector.rollout.gates import Gate, Standing, Verdict, judge
@@ -174,6 +177,8 @@ class Rollouts:
         self.store = store
         self.signed_versions = signed_versions
         self.clock = clock
+        self._orders_seen = ""
+        """The digest of the release orders at the last ``follow``."""
 
     # reading ---------------------------------------------------------------------
 
@@ -443,6 +448,16 @@ class Rollouts:
                 last = rollout.opened + 1 >= len(rollout.rings)
                 return f"rollout {rollout.id}: ring {ring} promoted" + (", done" if last else "")
         return ""
+
+    def follow(self) -> tuple[str, bool]:
+        """The running collector's round: ``evaluate``, then whether the orders changed
+        since the last round (by the gate, or by an operator at the command line or the
+        API): what happened, and whether configs are due."""
+        happened = self.evaluate()
+        orders = sorted(self.orders().items())
+        digest = hashlib.sha256(msgspec.json.encode(orders)).hexdigest()
+        changed, self._orders_seen = digest != self._orders_seen, digest
+        return happened, changed
 
     @staticmethod
     def _locked_state(db: sqlite3.Connection, rollout_id: str) -> str:

@@ -5,7 +5,6 @@ replaced through the API, never applied unless valid), and the config signing ke
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
@@ -16,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import msgspec
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
 from collector.rollout import registry, tokens
@@ -198,8 +195,6 @@ class Rollout:
         self.sender.signing = self.keys
         self.releases = Rollouts(store, signed_versions, clock)
         self.sender.orders = self.releases.orders
-        self._orders_seen = ""
-        """The release orders last sent (their digest): a change makes a round due."""
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
@@ -348,13 +343,9 @@ class Rollout:
         """The running rollout's gate judged (a ring promoted, or the rollout paused on a
         breach); True when the release orders changed since the last round (by the gate,
         or by an operator at the command line or the API)."""
-        happened = self.releases.evaluate()
+        happened, changed = self.releases.follow()
         if happened:
             log.log(logging.WARNING if "paused" in happened else logging.INFO, "%s", happened)
-        orders = self.releases.orders()
-        digest = hashlib.sha256(msgspec.json.encode(sorted(orders.items()))).hexdigest()
-        changed = digest != self._orders_seen
-        self._orders_seen = digest
         return changed
 
     def replace_profiles(self, province: str, text: str, actor: str, address: str) -> None:
