@@ -316,3 +316,56 @@ def test_every_rollout_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(main, ["rollout", command, "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output and "commune-collector rollout" in result.output
+
+
+# ---- alerts ----------------------------------------------------------------------------
+
+
+def firing(store: StateStore) -> dict[tuple[str, str], str]:
+    with store.reading() as db:
+        rows = db.execute("SELECT rule, subject, value FROM alerts WHERE state = 'firing'")
+        return {(r[0], r[1]): r[2] for r in rows if r[0].startswith(("rollout", "agent_update"))}
+
+
+def test_a_breach_and_agents_failing_to_update_raise_alerts(tmp_path: Path) -> None:
+    from collector.alerts.engine import AlertEngine
+    from collector.alerts.rules import default_rules
+
+    with StateStore(tmp_path / "state.sqlite") as store:
+        enroll(store, fleet_keys())
+        engine = AlertEngine(default_rules())
+        engine.install(store)
+        book = Rollouts(store, lambda: {"0.3.0"})
+        rollout = book.start("0.3.0", "lab,100%", GATE, ADMIN, lab=LAB)
+
+        def birth(key: str, state: str, ts: float, reason: str = "") -> None:
+            province, commune, agent = key.split("/")
+            report = UpdateReport(state=state, version="0.3.0", ts=ts, reason=reason)  # type: ignore[arg-type]
+            status = Status(v=1, state="online", agent=agent, province=province,
+                            commune=commune, ts=ts, version="0.2.0", update=report)  # fmt: skip
+            store.apply(statuses=[(status, ts)])
+
+        now = time.time()
+        birth(LAB[0], "committed", now)
+        birth(LAB[1], "rolled_back", now, "crashed 3 times in 60s")
+        pc = "dong-nai/la-nga/pc-00"
+        birth(pc, "failed", now - 30, "metadata expired")
+        birth(pc, "failed", now - 20, "metadata expired")
+        engine.tick(store, now)
+        assert firing(store) == {
+            ("agent_update_rolled_back", LAB[1]): "0.3.0: crashed 3 times in 60s",
+        }
+        birth(pc, "refused", now - 10, "below the floor")  # the third in a row
+        assert book.evaluate() == f"rollout {rollout.id} paused: ring lab: 1 of 2 PCs of the " \
+            "ring rolled back (50.0 % > 1 %)"  # fmt: skip
+        engine.tick(store, now + 1)
+        alerts = firing(store)
+        assert alerts[("agent_update_failing", pc)] == "0.3.0: below the floor"
+        assert (
+            "1 of 2 PCs of the ring rolled back"
+            in alerts[("rollout_paused_by_breach", "collector/rollout")]
+        )
+        # An operator's pause is not a breach; halted, the alert resolves.
+        book.halt(rollout.id, "fixed in 0.3.1", ADMIN)
+        engine.tick(store, now + 2)
+        assert ("rollout_paused_by_breach", "collector/rollout") not in firing(store)

@@ -8,7 +8,8 @@ Nothing of a rule is evaluated as code. A rule watches one of three things:
 - ``on = "agent"``: an agent's state (online/offline, reason);
 - ``on = "commune"``: a commune's agents together (how many, how many online);
 - ``on = "collector"``: the collector's own broker sessions (ingest, configs, dynsec):
-  their state and how often another client took them over.
+  their state and how often another client took them over; and the latest rollout of
+  a release (its state, whether a breach of its gate paused it).
 
 Conditions compare a known field with a value (``when``: all must hold, or any
 with ``match = "any"``). The condition must hold for ``for`` before the alert
@@ -59,12 +60,21 @@ AGENT_FIELDS = {
     "reason": TEXT,
     # Samples the collector refused in the last 15 minutes: over the agent's bounds.
     "samples_refused": NUMBER,
+    # Where its self-update stands (its last birth's report): idle, waiting, paused,
+    # staged, trial, committed, rolled_back, refused, failed; "" : none reported.
+    "update_state": TEXT,
+    # Reports in a row that said refused or failed for the same version.
+    "update_failures": NUMBER,
 }
 COLLECTOR_FIELDS = {
     "session": TEXT,  # ingest, configs, dynsec
     "state": TEXT,  # ok, taken_over, refused, away
     # Times another client took the session over within the last quarter of an hour.
     "takeovers": NUMBER,
+    # The latest rollout of a release: running, paused, halted, done; and whether its
+    # gate paused it (a breach), not an operator.
+    "rollout_state": TEXT,
+    "rollout_breach": BOOL,
 }
 COMMUNE_FIELDS = {
     "agents": NUMBER,

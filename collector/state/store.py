@@ -148,6 +148,28 @@ class AgentState:
 
 
 @dataclass(frozen=True)
+class UpdateStanding:
+    """An agent's last update report (``Status.update``)."""
+
+    state: str
+    version: str
+    reason: str
+    ts: float
+    failures: int
+    """Reports in a row that said refused or failed for the same version."""
+
+
+@dataclass(frozen=True)
+class RolloutStanding:
+    id: str
+    version: str
+    state: str
+    breach: bool
+    """Paused by a breach of its gate."""
+    why: str
+
+
+@dataclass(frozen=True)
 class LatestSample:
     agent_key: str
     check: str
@@ -733,6 +755,25 @@ class StateStore:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM agents GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
+
+    def update_reports(self) -> dict[str, UpdateStanding]:
+        """Agent key -> its last update report (agents that reported one)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent_key, state, version, reason, ts, failures FROM agent_updates"
+            ).fetchall()
+        return {row[0]: UpdateStanding(*row[1:]) for row in rows}
+
+    def latest_rollout(self) -> RolloutStanding | None:
+        """The latest rollout of a release, as the alert rules see it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, version, state, breach, why FROM rollouts "
+                "ORDER BY created_at DESC, id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return RolloutStanding(row[0], row[1], row[2], bool(row[3]), row[4])
 
     def agents(self) -> list[AgentState]:
         with self._lock:
