@@ -369,3 +369,37 @@ def test_a_breach_and_agents_failing_to_update_raise_alerts(tmp_path: Path) -> N
         book.halt(rollout.id, "fixed in 0.3.1", ADMIN)
         engine.tick(store, now + 2)
         assert ("rollout_paused_by_breach", "collector/rollout") not in firing(store)
+
+
+def test_the_agent_page_shows_where_its_update_stands(tmp_path: Path) -> None:
+    """The console over HTTP (a real uvicorn on loopback): the agent's last report."""
+    import urllib.request
+
+    from collector.config import ApiSection, ConsoleSection
+    from collector.state.health import HealthModel
+    from collector.web.factory import create_app
+    from tests.servers import AppServer
+    from tests.test_health import INVENTORY, build_province
+
+    store = build_province(tmp_path)
+    agent = store.agents()[0]
+    report = UpdateReport(state="rolled_back", version="0.3.0", previous="0.2.0", ts=time.time(),
+                          reason="exited 3 times within 60s")  # fmt: skip
+    birth = Status(
+        v=1, state="online", agent=agent.agent, province=agent.province, commune=agent.commune,
+        ts=time.time(), version="0.2.0", update=report,
+    )  # fmt: skip
+    store.apply(statuses=[(birth, time.time())])
+    app = create_app(HealthModel(store, [INVENTORY]), store,
+                     ApiSection(listen="127.0.0.1:0", open_on_loopback=True),
+                     console=ConsoleSection())  # fmt: skip
+    served = AppServer(app).start()
+    try:
+        url = f"{served.url}/agents/{agent.agent_key}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = response.read().decode()
+    finally:
+        served.stop()
+        store.close()
+    assert 'id="update" data-state="rolled_back"' in page
+    assert "0.3.0 — exited 3 times within 60s" in page

@@ -558,11 +558,22 @@ def check_alerts_page(site: Site) -> None:
 
 
 def check_rollout_page(site: Site) -> None:
+    """The communes and, of the release's rollout, each ring counted over the scope."""
+    rollout_id = running_rollout(site)
     for who in (*OUTSIDE, OWN):
         page = page_of(site, who, "/rollout?province=dong-nai")
         shown = set(re.findall(r'<tr data-commune="([^"]+)"', page))
         assert shown == {c for c in PROVINCE_OF if who in (c, PROVINCE_OF[c])}, (who, shown)
         assert "/rollout?province=" not in page  # one province: no picker
+        assert f"{rollout_id} (0.3.0)" in page
+        lab = re.search(r'<tr data-ring="lab"[^>]*>.*?<td class="members">(\d+)<', page, re.S)
+        assert lab is not None and int(lab.group(1)) == (1 if who == "tan-phu" else 0), who
+        counted = sum(map(int, re.findall(r'<span class="version"[^>]*>[^<]*: (\d+)<', page)))
+        _, provinces, communes = SCOPES[who]
+        scope = Scope(provinces, communes)
+        held = [m for m in registry.managed(site.store, active=True)
+                if scope.holds(m.province, m.commune)]  # fmt: skip
+        assert counted == len(held), who
 
 
 def check_audit_page(site: Site) -> None:

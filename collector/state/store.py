@@ -756,11 +756,14 @@ class StateStore:
             rows = self._db.execute("SELECT state, COUNT(*) FROM agents GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
 
-    def update_reports(self) -> dict[str, UpdateStanding]:
-        """Agent key -> its last update report (agents that reported one)."""
+    def update_reports(self, key: str | None = None) -> dict[str, UpdateStanding]:
+        """Agent key -> its last update report (agents that reported one; ``key``: that
+        agent's only)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT agent_key, state, version, reason, ts, failures FROM agent_updates"
+                "SELECT agent_key, state, version, reason, ts, failures FROM agent_updates "
+                "WHERE ?1 IS NULL OR agent_key = ?1",
+                (key,),
             ).fetchall()
         return {row[0]: UpdateStanding(*row[1:]) for row in rows}
 

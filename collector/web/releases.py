@@ -114,14 +114,19 @@ def _view(book: Rollouts, rollout: Record, scope: Scope, with_figures: bool) -> 
 def list_rollouts(who: Reader, context: Context) -> RolloutList:
     """The versions the PCs in scope run, and the rollouts, newest first (the latest with
     each ring's progress over the PCs in scope)."""
-    book = book_of(context)
-    found = book.all(limit=20)
+    return overview(book_of(context), who.scope)
+
+
+def overview(book: Rollouts, scope: Scope, limit: int = 20) -> RolloutList:
+    """The versions the PCs in ``scope`` run; the rollouts, newest first, the latest with
+    each ring's progress over those PCs."""
+    found = book.all(limit=limit)
     versions = Counter(
-        a.version or "?" for a in fleet(book.store) if who.scope.holds(a.province, a.commune)
+        a.version or "?" for a in fleet(book.store) if scope.holds(a.province, a.commune)
     )
     return RolloutList(
         dict(sorted(versions.items())),
-        [_view(book, r, who.scope, with_figures=i == 0) for i, r in enumerate(found)],
+        [_view(book, r, scope, with_figures=i == 0) for i, r in enumerate(found)],
     )
 
 
