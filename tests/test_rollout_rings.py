@@ -403,3 +403,18 @@ def test_the_agent_page_shows_where_its_update_stands(tmp_path: Path) -> None:
         store.close()
     assert 'id="update" data-state="rolled_back"' in page
     assert "0.3.0 — exited 3 times within 60s" in page
+
+
+def test_the_lab_pcs_of_the_config_make_the_lab_ring_and_a_bad_one_is_named(
+    config: Path,
+) -> None:
+    text = config.read_text()
+    config.write_text(text + f'[rollouts]\nlab = ["{LAB[1]}"]\n')
+    code, out = cli(config, "start", "0.3.0", "--rings", "lab,100%", signed={"0.3.0"})
+    assert code == 0, out
+    with StateStore(config.parent / "state.sqlite") as store:
+        latest = Rollouts(store, set).latest()
+        assert latest is not None and latest.lab == (LAB[1],)
+    config.write_text(text + '[rollouts]\nlab = ["not a key"]\n')
+    code, out = cli(config, "status")
+    assert code == 1 and "rollouts.lab" in out

@@ -37,7 +37,7 @@ def signed_versions_of(config: CollectorConfig) -> Callable[[], set[str]]:
 def _book(config_path: Path | None) -> Rollouts:
     config = _load(config_path)
     given = (click.get_current_context().find_root().obj or {}).get("signed_versions")
-    return Rollouts(_store(config), given or signed_versions_of(config))
+    return Rollouts(_store(config), given or signed_versions_of(config), lab=config.rollouts.lab)
 
 
 def _chosen(book: Rollouts, rollout_id: str | None) -> str:
@@ -84,7 +84,8 @@ def rollout_group() -> None:
               help="Gate options over the defaults: soak=1d, soak-weekdays=yes, committed=95, "
               "rollbacks=1, offline=2, offline-min=20 (repeat or separate by commas).")  # fmt: skip
 @click.option("--lab", "lab", multiple=True, metavar="PROVINCE/COMMUNE/AGENT",
-              help="A lab PC (one per anti-malware product); repeat for each.")  # fmt: skip
+              help="A lab PC (one per anti-malware product); repeat for each. Default: "
+              "[rollouts] lab.")  # fmt: skip
 @click.option("--spread", default="1h", show_default=True,
               help="Each PC starts its download at a point within this time: 30m, 2h.")  # fmt: skip
 def start_command(

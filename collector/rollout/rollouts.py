@@ -171,10 +171,13 @@ class Rollouts:
         store: StateStore,
         signed_versions: Callable[[], set[str]],
         clock: Callable[[], float] = time.time,
+        lab: Sequence[str] = (),
     ) -> None:
         """``signed_versions``: the versions the release repository's signed targets list
-        now (a rollout of any other is refused)."""
+        now (a rollout of any other is refused); ``lab``: the lab PCs of a rollout that
+        names none (``[rollouts] lab``)."""
         self.store = store
+        self.lab = tuple(lab)
         self.signed_versions = signed_versions
         self.clock = clock
         self._orders_seen = ""
@@ -291,7 +294,7 @@ class Rollouts:
             )
         agents = fleet(self.store)
         known = {a.key for a in agents}
-        labs = tuple(dict.fromkeys(lab))
+        labs = tuple(dict.fromkeys(lab or self.lab))
         if len(labs) > MAX_LAB:
             raise RolloutError(f"--lab: {len(labs)} lab PCs, at most {MAX_LAB}")
         unknown = [key for key in labs if key not in known]

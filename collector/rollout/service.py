@@ -70,6 +70,8 @@ class RolloutSettings:
     """The config signing key (made there at the first start when missing)."""
     secrets_dir: str = ""
     """Where profiles' ``{ secret_file = ... }`` are ("" : each profiles file's folder)."""
+    lab: tuple[str, ...] = ()
+    """The lab PCs of a rollout that names none (``[rollouts] lab``)."""
 
 
 class ProfileFiles:
@@ -193,7 +195,7 @@ class Rollout:
             username=settings.publisher_username,
         )  # fmt: skip
         self.sender.signing = self.keys
-        self.releases = Rollouts(store, signed_versions, clock)
+        self.releases = Rollouts(store, signed_versions, clock, lab=settings.lab)
         self.sender.orders = self.releases.orders
         signer = _signer(settings)
         self.revocations = Revocations(
