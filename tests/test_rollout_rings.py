@@ -418,3 +418,29 @@ def test_the_lab_pcs_of_the_config_make_the_lab_ring_and_a_bad_one_is_named(
     config.write_text(text + '[rollouts]\nlab = ["not a key"]\n')
     code, out = cli(config, "status")
     assert code == 1 and "rollouts.lab" in out
+
+
+def test_the_config_hash_covers_the_release_order_and_is_unchanged_without_one() -> None:
+    import hashlib
+
+    import msgspec
+
+    from agent.wire import WireError, config_digest
+
+    checks: dict[str, list[dict[str, Any]]] = {"host": [{}]}
+    before_orders = hashlib.sha256(
+        msgspec.json.Encoder(order="sorted").encode({"interval": 60.0, "checks": checks})
+    ).hexdigest()
+    assert config_digest(60.0, checks) == config_digest(60.0, checks, None) == before_orders
+    order = ReleaseOrder("0.3.0", "0.3.0-1", "lab")
+    assert config_digest(60.0, checks, order) not in (
+        before_orders, config_digest(60.0, checks, msgspec.structs.replace(order, paused=True)),
+    )  # fmt: skip
+    config = AgentConfig(
+        v=1, agent="pc-01", province="dong-nai", commune="la-nga", version=2,
+        hash=before_orders, interval=60.0, checks=checks, release=order,
+    )  # fmt: skip
+    with pytest.raises(WireError, match="bad_hash"):
+        decode_config(encode(config))  # an order slipped in under the old hash
+    honest = msgspec.structs.replace(config, hash=config_digest(60.0, checks, order))
+    assert decode_config(encode(honest)).release == order
