@@ -659,7 +659,7 @@ ADMINS_NARROWER = (*OUTSIDE, OWN, "dong-nai")
 
 def running_rollout(site: Site) -> str:
     """The id of a running rollout, started (by an admin of everything) if need be."""
-    site.rollout.releases.signed_versions = lambda: {"0.3.0"}
+    site.rollout.rollouts.signed_versions = lambda: {"0.3.0"}
     listed = site.client.get("/api/v1/rollouts").json["rollouts"]
     if listed and listed[0]["state"] in ("running", "paused"):
         if listed[0]["state"] == "paused":
@@ -674,7 +674,7 @@ def running_rollout(site: Site) -> str:
 def check_rollout_start(site: Site) -> None:
     """Only an admin of every province starts one (a narrower admin: 403, naming nothing
     outside; a viewer: 403 by role); audited."""
-    site.rollout.releases.signed_versions = lambda: {"0.3.0"}
+    site.rollout.rollouts.signed_versions = lambda: {"0.3.0"}
     listed = site.client.get("/api/v1/rollouts").json["rollouts"]
     if listed and listed[0]["state"] in ("running", "paused"):
         site.client.call("POST", f"/api/v1/rollouts/{listed[0]['id']}/halt", "all")

@@ -195,8 +195,8 @@ class Rollout:
             username=settings.publisher_username,
         )  # fmt: skip
         self.sender.signing = self.keys
-        self.releases = Rollouts(store, signed_versions, clock, lab=settings.lab)
-        self.sender.orders = self.releases.orders
+        self.rollouts = Rollouts(store, signed_versions, clock, lab=settings.lab)
+        self.sender.orders = self.rollouts.orders
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
@@ -345,7 +345,7 @@ class Rollout:
         """The running rollout's gate judged (a ring promoted, or the rollout paused on a
         breach); True when the release orders changed since the last round (by the gate,
         or by an operator at the command line or the API)."""
-        happened, changed = self.releases.follow()
+        happened, changed = self.rollouts.follow()
         if happened:
             log.log(logging.WARNING if "paused" in happened else logging.INFO, "%s", happened)
         return changed

@@ -27,8 +27,8 @@ from collector.web.guard import BodyTooLarge, Guard
 from collector.web.maintenance import router as maintenance_router
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
-from collector.web.releases import router as releases_router
 from collector.web.rollout import router as rollout_router
+from collector.web.rollouts import router as rollouts_router
 
 
 async def _with_allow(request: Request, exc: Exception) -> Response:
@@ -96,7 +96,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(rollout_router)
-    app.include_router(releases_router)
+    app.include_router(rollouts_router)
     app.include_router(config_keys_router)
     app.include_router(maintenance_router)
     app.include_router(groups_router)

@@ -42,7 +42,7 @@ from collector.rollout.overview import communes
 from collector.state import audit, maintenance
 from collector.state.availability import all_down
 from collector.state.health import OVERVIEW_DAYS
-from collector.web import audited, releases
+from collector.web import audited, rollouts
 from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
@@ -546,7 +546,7 @@ def rollout_page(
     events = events_in_scope(context.store, scope, chosen, None, 50) if context.rollout else []
     release = None
     if context.rollout is not None:
-        listed = releases.overview(context.rollout.releases, scope, limit=1)
+        listed = rollouts.overview(context.rollout.rollouts, scope, limit=1)
         release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
     return page(
         request, "rollout.html", viewer, configured=context.rollout is not None,

@@ -39,7 +39,7 @@ RolloutId = Annotated[str, Field(pattern=r"^[0-9][0-9.]{0,26}-[0-9]{1,6}$")]
 def book_of(context: ApiContext) -> Rollouts:
     if context.rollout is None:
         raise HTTPException(404, "enrollment is not configured on this collector ([enrollment])")
-    return context.rollout.releases
+    return context.rollout.rollouts
 
 
 @dataclass
