@@ -147,13 +147,15 @@ class Launcher:
                 home.clear_pending()
                 home.clear_trial()
                 self._record_rollback(pending, str(bad[pending]["reason"]), current)
+            elif not home.version_dir(pending).is_dir():  # half-written: not what was staged
+                home.clear_pending()
             else:
                 problem = self._verifies(pending)
                 if not problem:
                     return pending, True
                 self.rollback(pending, f"files of {pending}: {problem}")
         bad = home.bad()
-        if current is not None and current not in bad:
+        if current is not None and current not in bad and home.version_dir(current).is_dir():
             problem = self._verifies(current)
             if not problem:
                 return current, False
@@ -162,16 +164,17 @@ class Launcher:
         return self._fallback_choice()
 
     def _fallback_choice(self) -> tuple[str, bool] | None:
-        """``current`` is unreadable, bad or broken: ``previous``, else the highest
-        installed version at or below the floor (a staged version whose ``pending`` was
-        lost is above it: it never runs untried), that verifies and is not bad."""
+        """``current`` is unreadable, bad or broken: the highest installed version at or
+        below the floor (a staged version whose ``pending`` was lost is above it: it
+        never runs untried; without a floor, ``previous`` first), that verifies and is
+        not bad."""
         home = self.home
         bad, floor = home.bad(), home.floor()
         candidates = [
             v for v in reversed(self._installed()) if not floor or not versions.newer(v, floor)
         ]
         previous = home.previous()
-        if previous is not None:
+        if previous is not None and not floor:  # no floor to go by: the known good one
             candidates.insert(0, previous)
         for version in candidates:
             if version not in bad and not self._verifies(version):

@@ -6,14 +6,17 @@ A power cut can still leave a file empty or unreadable (a filesystem that lost t
 rename's data, a disk error, anti-malware): each reader below then applies one stated
 rule, and none of them leads to a rollback or a crash:
 
-- ``current`` unreadable: the newest installed version that verifies and is not bad
-  runs (and ``current`` is written again with it).
+- ``current`` unreadable, or naming no installed version: the highest installed
+  version at or below the floor that verifies and is not bad runs (and ``current`` is
+  written again with it). A staged version whose ``pending`` was lost
+  is above the floor: it never runs untried.
 - ``previous`` unreadable: there is no rollback target but ``current``.
-- ``pending`` unreadable: nothing is on trial (the agent stages the version again if
-  the collector still asks for it).
+- ``pending`` unreadable, or naming no installed version: nothing is on trial (the
+  agent stages the version again if the collector still asks for it).
 - ``bad`` unreadable: no version is known bad (a bad version would have to be staged
   and fail its trial again to be listed anew).
-- ``floor`` unreadable: the committed version is the floor.
+- ``floor`` unreadable: the committed version is the floor (both unreadable: no floor,
+  and ``previous`` is the first choice).
 - ``decision.json`` unreadable: no decision to report.
 - ``trial.json`` unreadable: the trial starts counting again from now.
 - ``health/<v>.json`` unreadable: not healthy yet (the next reading decides; only T
