@@ -153,6 +153,11 @@ class UpdateFollower:
         self._target = ""
         self._not_before = 0.0
         self._failures = 0
+        self._said: tuple[str, str, str] | None = None
+
+    def _said_now(self) -> tuple[str, str, str] | None:
+        report = self.report()
+        return (report.state, report.version, report.reason) if report else None
 
     def report(self) -> UpdateReport | None:
         """``Status.update`` for the birth."""
@@ -186,7 +191,6 @@ class UpdateFollower:
             self.attempt_ts = time.time()
             if attempt is not None:
                 log.info("update %s: %s %s", attempt.version, attempt.state, attempt.reason)
-            self.announce()
 
     async def step(self) -> bool:
         """One look at the order; True when a version was staged (the agent stops)."""
@@ -208,6 +212,7 @@ class UpdateFollower:
         outcome = await self.stager(wanted.version)
         self._set(outcome)
         if outcome.state == "staged":
+            self.announce_changes()
             self.finish()
             return True
         self._failures += 1
@@ -217,7 +222,17 @@ class UpdateFollower:
         )
         return False
 
+    def announce_changes(self) -> None:
+        """A new birth when what it would say changed (a commit the launcher decided)."""
+        report = self.report()
+        said = (report.state, report.version, report.reason) if report else None
+        if said != self._said:
+            if self._said is not None or said is not None:
+                self.announce()
+            self._said = said
+
     async def follow(self) -> None:
+        self._said = self._said_now()
         while True:
             try:
                 if await self.step():
@@ -225,4 +240,8 @@ class UpdateFollower:
             except Exception:  # an update that goes wrong never stops the agent
                 log.exception("the update step failed; trying again later")
                 self._not_before = time.monotonic() + self.retry_min_s
+            try:
+                self.announce_changes()
+            except Exception:  # a state file unreadable for a moment: said next time
+                log.exception("could not announce the update's state")
             await asyncio.sleep(POLL_S)
