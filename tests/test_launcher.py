@@ -370,3 +370,94 @@ def test_the_follower_waits_its_turn_then_backs_off_and_honours_retry_after(
     assert follow.outcome_of("1.1.0", b"noise\n", b"Traceback\nOSError: disk full\n").reason == (
         "update process: OSError: disk full"
     )
+
+
+# ---- the update process: the fetch contract, refusals, the new version's self-check -------
+
+
+NO_RESULT = "fetch gave no result (exit 1)"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"ok": true, "kind": "", "reason": "", "path": "/h/tuf/downloads/x.zip", '
+         b'"retry_after": null}', ("/h/tuf/downloads/x.zip", "", "", None)),
+        (b'{"ok": false, "kind": "refused", "reason": "revoked", "path": null}',
+         (None, "refused", "fetch: revoked", None)),
+        (b'{"ok": false, "kind": "failed", "reason": "503", "retry_after": 42}',
+         (None, "failed", "fetch: 503", 42.0)),
+        (b'{"ok": false, "kind": "weird", "reason": "x", "retry_after": -1}',
+         (None, "failed", "fetch: x", None)),
+        (b"Traceback (most recent call last):", (None, "failed", NO_RESULT, None)),
+        (b"", (None, "failed", NO_RESULT, None)),
+    ],
+)  # fmt: skip
+def test_the_fetch_modules_json_line_is_read_by_its_contract(
+    line: bytes, expected: tuple[str | None, str, str, float | None]
+) -> None:
+    from agent.update.process import decode_fetch_output
+
+    fetched = decode_fetch_output(b"a log line\n" + line + b"\n", 1)
+    refusal = fetched.refusal
+    got = (
+        str(fetched.path) if fetched.path else None,
+        refusal.state if refusal else "",
+        refusal.reason if refusal else "",
+        refusal.retry_after if refusal else None,
+    )
+    assert got == expected
+
+
+def test_the_fetch_command_line_is_the_contracts(tmp_path: Path) -> None:
+    from agent.update.process import fetch_command
+
+    command = fetch_command(tmp_path, "https://c:8443/releases", "1.1.0", "1.0.0", "/ca.pem")
+    assert command[1:] == [
+        "-m", "agent.update.fetch", "--home", str(tmp_path), "--url", "https://c:8443/releases",
+        "--version", "1.1.0", "--floor", "1.0.0", "--ca-file", "/ca.pem",
+    ]  # fmt: skip
+
+
+SELF_CHECK_FAILS = (
+    "agent/cli.py",
+    '    click.echo(f"self-check passed: agent {__version__}, {len(checks)} check(s)")',
+    '    raise click.ClickException("cannot run on this PC")',
+)
+
+
+def test_staging_runs_the_new_versions_self_check_and_writes_pending(
+    tmp_path: Path, bundles: Path
+) -> None:
+    from agent.update.process import folder_fetcher
+    from agent.update.process import stage as stage_version
+
+    more = build_bundles(tmp_path / "more", [], {"1.4.0": SELF_CHECK_FAILS})
+    home = new_home(tmp_path / "home", bundles)
+    config = tmp_path / "agent.toml"
+    from tests.factories import agent_toml
+
+    config.write_text(agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n[[checks.host]]\n'))
+    staged = stage_version(home, config, "1.1.0", folder_fetcher(bundles))
+    assert (staged.state, home.pending()) == ("staged", "1.1.0")
+    home.clear_pending()
+    refused = stage_version(home, config, "1.4.0", folder_fetcher(more))
+    assert refused.state == "refused" and "cannot run on this PC" in refused.reason
+    assert "cannot run on this PC" in home.bad()["1.4.0"]["reason"]
+    assert home.pending() is None
+    again = stage_version(home, config, "1.4.0", folder_fetcher(more))
+    assert again.state == "refused" and again.reason.startswith("1.4.0 is marked bad")
+    below = stage_version(home, config, "0.9.0", folder_fetcher(bundles))
+    assert (below.state, below.reason) == ("refused", "0.9.0 is below the floor 1.0.0")
+    missing = stage_version(home, config, "2.0.0", folder_fetcher(bundles))
+    assert missing.state == "failed" and "commune-agent-2.0.0.zip" in missing.reason
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "commune-agent-1.5.0.zip").write_bytes(
+        (bundles / "commune-agent-1.1.0.zip").read_bytes()
+    )
+    wrong = stage_version(home, config, "1.5.0", folder_fetcher(tampered))
+    assert (wrong.state, wrong.reason) == (
+        "refused",
+        "bundle: bundle holds version 1.1.0, not 1.5.0",
+    )
