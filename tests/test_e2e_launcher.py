@@ -8,6 +8,8 @@ installed; the collector's order reaches the agent as a signed retained config.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,13 +62,21 @@ def agent_config(folder: Path, port: int, bundles: Path) -> Path:
     return config
 
 
-def order(subscriber: Subscriber, version: str, config_version: int = 1) -> None:
+def order(
+    subscriber: Subscriber,
+    version: str,
+    config_version: int = 1,
+    paused: bool = False,
+    spread_s: float = 0.0,
+) -> None:
     """The collector's signed config for pc-01, asking for ``version``."""
     checks: dict[str, list[dict[str, object]]] = {"host": [{}]}
     message = AgentConfig(
         v=SCHEMA_VERSION, agent="pc-01", province="dong-nai", commune="la-nga",
         version=config_version, hash=config_digest(None, checks), checks=checks,
-        published=1.7e9, release=ReleaseOrder(version=version, rollout="r1", ring="lab"),
+        published=1.7e9, release=ReleaseOrder(
+            version=version, rollout="r1", ring="lab", paused=paused, spread_s=spread_s
+        ),
     )  # fmt: skip
     info = subscriber.client.publish(CONFIG_TOPIC, signed(encode(message)), qos=1, retain=True)
     info.wait_for_publish(10)
@@ -299,3 +309,42 @@ def test_kill_9_of_launcher_and_agent_at_every_step_leaves_a_complete_version(
     assert running_before <= {"1.0.0", "1.1.0"}
     with contextlib.closing(sqlite3.connect(outbox_path(config))) as db:
         db.execute("SELECT COUNT(*) FROM outbox").fetchone()  # the outbox survived whole
+
+
+def test_a_paused_order_and_one_whose_turn_has_not_come_are_reported_and_wait(
+    place: tuple[Home, Path], watcher: Subscriber
+) -> None:
+    home, config = place
+    order(watcher, "1.1.0", paused=True)
+    launcher = LauncherProcess(home, config).start()
+    try:
+        paused = wait_birth(watcher, "1.0.0", "paused")
+        assert paused.update is not None and paused.update.version == "1.1.0"
+        order(watcher, "1.1.0", config_version=2, spread_s=7 * 86400.0)
+        waiting = wait_birth(watcher, "1.0.0", "waiting")
+        assert waiting.update is not None and waiting.update.launcher == "1.0"
+    finally:
+        launcher.stop()
+    assert home.pending() is None and not home.version_dir("1.1.0").exists()
+
+
+def test_stopping_the_launcher_stops_the_agent(
+    place: tuple[Home, Path], watcher: Subscriber
+) -> None:
+    home, config = place
+    launcher = LauncherProcess(home, config).start()
+    assert launcher.process is not None
+    try:
+        wait_birth(watcher, "1.0.0")
+        launcher.process.send_signal(signal.SIGTERM)
+        assert launcher.process.wait(30) == 0
+        with pytest.raises(ProcessLookupError):  # the agent went with it
+            os.killpg(launcher.process.pid, 0)
+    finally:
+        launcher.kill9()
+
+    def stopped() -> bool:  # a clean stop, not the Last Will
+        offline = [s for s in statuses(watcher.snapshot("/status")) if s.state == "offline"]
+        return bool(offline) and offline[-1].reason == "stopped"
+
+    wait_for(stopped, 20, "the agent did not announce a clean stop")
