@@ -272,6 +272,8 @@ LAUNCHER_OWN = {
 def test_the_launcher_imports_only_the_standard_library() -> None:
     for name in install.LAUNCHER_MODULES:
         found = imports(AGENT / "update" / name) - LAUNCHER_OWN
+        if name == "launcher_windows.py":  # the service host: pywin32, on Windows only
+            found -= {"servicemanager", "win32service", "win32serviceutil", "agent.update"}
         outside = {n for n in found if n.split(".")[0] not in sys.stdlib_module_names}
         assert not outside, f"{name} imports {outside}"
     tree = ast.parse((AGENT / "update" / "launcher.py").read_text())
@@ -461,3 +463,19 @@ def test_staging_runs_the_new_versions_self_check_and_writes_pending(
         "refused",
         "bundle: bundle holds version 1.1.0, not 1.5.0",
     )
+
+
+def test_a_second_launcher_on_the_same_home_stops_at_once(tmp_path: Path, bundles: Path) -> None:
+    home = new_home(tmp_path / "home", bundles)
+    first = launcher._hold_lock(home.state / "launcher.lock")
+    assert first is not None
+    script = home.root / "launcher" / "launcher.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--home", str(home.root), "--config", "x.toml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    first.close()
+    assert result.returncode == 1 and "another launcher runs" in result.stderr

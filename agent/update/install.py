@@ -22,7 +22,9 @@ from agent.update import bundle
 from agent.update.state import Home
 
 #: What the launcher imports besides the standard library, copied beside it.
-LAUNCHER_MODULES: Final = ("__init__.py", "versions.py", "bundle.py", "state.py", "launcher.py")
+LAUNCHER_MODULES: Final = (
+    "__init__.py", "versions.py", "bundle.py", "state.py", "launcher.py", "launcher_windows.py",
+)  # fmt: skip
 WRITABLE: Final = ("versions", "state", "tuf")
 _PACKAGE_STUB: Final = '"""The launcher\'s copy of agent.update (standard library only)."""\n'
 
@@ -36,7 +38,8 @@ def install_launcher(home: Path) -> Path:
     (target / "agent" / "__init__.py").write_text(_PACKAGE_STUB, encoding="utf-8")
     for name in LAUNCHER_MODULES:
         shutil.copyfile(source / name, package / name)
-    shutil.copyfile(source / "launcher.py", target / "launcher.py")
+    for script in ("launcher.py", "launcher_windows.py"):
+        shutil.copyfile(source / script, target / script)
     return target / "launcher.py"
 
 

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from agent.update import EXIT_UPDATE, HOME_ENV, bundle, versions
 from agent.update.state import Decision, Health, Home, Trial
@@ -387,6 +387,14 @@ class Launcher:
 
     def run(self) -> int:
         self.home.state.mkdir(parents=True, exist_ok=True)
+        lock = _hold_lock(self.home.state / "launcher.lock")
+        if lock is None:
+            log.error("another launcher runs for %s; this one stops", self.home.root)
+            return 1
+        with lock:
+            return self._run()
+
+    def _run(self) -> int:
         self.remove_leftovers()
         try:
             while True:
@@ -400,6 +408,25 @@ class Launcher:
             self._stop_child()
             log.info("launcher stopped")
             return 0
+
+
+def _hold_lock(path: Path) -> BinaryIO | None:
+    """An exclusive lock on ``path`` held until this process ends (None: another
+    launcher holds it): two launchers on one home would start two agents."""
+    handle = path.open("a+b")
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def _die_with_parent() -> None:
