@@ -333,6 +333,9 @@ def test_an_order_is_refused_when_bad_or_below_the_floor_and_waits_when_paused(
     assert below is not None and below.state == "refused" and "floor 1.0.0" in below.reason
     paused = judge(ReleaseOrder(version="1.1.0", paused=True), "1.0.0", home)
     assert paused is not None and paused.state == "paused"
+    home.set_pending("1.0.0")  # 1.0.0 on trial: it stages nothing before its verdict
+    assert judge(ReleaseOrder(version="1.1.0"), "1.0.0", home) is None
+    home.clear_pending()
     home.mark_bad("1.1.0", "exited 3 times on trial")
     bad = judge(ReleaseOrder(version="1.1.0"), "1.0.0", home)
     assert bad is not None and bad.state == "refused" and "exited 3 times" in bad.reason

@@ -57,8 +57,8 @@ class Attempt:
 def judge(order: ReleaseOrder | None, running: str, home: Home) -> Attempt | None:
     """What to do about ``order`` now: None (nothing asked, or it runs), or a state;
     ``"staged"`` here means: go and stage it."""
-    if order is None or order.version == running:
-        return None
+    if order is None or order.version == running or home.pending() == running:
+        return None  # nothing to do, or this version is on trial: its verdict comes first
     bad = home.bad()
     if order.version in bad:
         return Attempt("refused", order.version, f"marked bad: {bad[order.version]['reason']}")
