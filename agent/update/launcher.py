@@ -139,7 +139,7 @@ class Launcher:
     def choose(self) -> tuple[str, bool] | None:
         """The version to start, and whether it is on trial; None: nothing runnable."""
         home = self.home
-        current, pending, bad = home.current(), home.pending(), home.bad()
+        current, pending, bad = self._repaired_current(), home.pending(), home.bad()
         if pending is not None:
             if pending == current:  # a commit cut short after ``current`` was written
                 self._finish_commit(pending)
@@ -155,13 +155,22 @@ class Launcher:
                     return pending, True
                 self.rollback(pending, f"files of {pending}: {problem}")
         bad = home.bad()
-        if current is not None and current not in bad and home.version_dir(current).is_dir():
+        if current is not None and current not in bad:
             problem = self._verifies(current)
             if not problem:
                 return current, False
             self._fall_back(current, f"files of {current}: {problem}")
             return self._fallback_choice()
         return self._fallback_choice()
+
+    def _repaired_current(self) -> str | None:
+        """``current``, or when it is unreadable or names no installed version, the one
+        its rule picks (written back, so a commit keeps the right ``previous``)."""
+        current = self.home.current()
+        if current is not None and self.home.version_dir(current).is_dir():
+            return current
+        chosen = self._fallback_choice()
+        return chosen[0] if chosen else None
 
     def _fallback_choice(self) -> tuple[str, bool] | None:
         """``current`` is unreadable, bad or broken: the highest installed version at or
