@@ -309,6 +309,12 @@ def test_install_launcher_prints_a_unit_running_the_launcher(tmp_path: Path) -> 
     assert f"ReadWritePaths={home}/versions {home}/state {home}/tuf" in result.output
     assert "KillMode=mixed" in result.output and "User=commune-agent" in result.output
     assert not home.exists()  # --print changes nothing
+    unit = tmp_path / "commune-agent.service"
+    unit.write_text(result.output)
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 # ---- the agent's side: which order it follows, when --------------------------------------
@@ -482,3 +488,20 @@ def test_a_second_launcher_on_the_same_home_stops_at_once(tmp_path: Path, bundle
     )
     first.close()
     assert result.returncode == 1 and "another launcher runs" in result.stderr
+
+
+def test_laying_out_a_home_installs_the_running_agent_as_the_first_version(
+    tmp_path: Path,
+) -> None:
+    import agent
+
+    done = install.lay_out(tmp_path / "home")
+    home = Home(tmp_path / "home")
+    assert home.current() == agent.__version__ == home.floor()
+    assert not bundle.verify_tree(home.version_dir(agent.__version__))
+    assert (home.root / "launcher" / "launcher.py").is_file()
+    assert (home.root / "launcher" / "agent" / "update" / "state.py").is_file()
+    assert done[-1] == f"installed version {agent.__version__}"
+    home.set_current("9.9.9")  # a later run keeps what the launcher decided
+    install.install_version(home.root, Path(agent.__file__).parent.parent, agent.__version__)
+    assert home.current() == "9.9.9"
