@@ -365,34 +365,31 @@ class Launcher:
                 return None, trial
 
     def run_version(self, version: str, on_trial: bool) -> None:
-        """Run ``version`` until something is to be decided: it exited with
-        ``EXIT_UPDATE``, it was rolled back, it broke, ``current`` changed."""
+        """Run ``version`` once, until it exits or a decision ends it; the caller picks
+        (and verifies) the version again before the next start."""
         o, home = self.options, self.home
         trial = self._begin_trial(version) if on_trial else None
-        while True:
-            code, trial = self._watch(version, trial)
-            if code is None:
-                return
-            if code == EXIT_UPDATE:
-                log.info("%s exited to start a staged version", version)
-                return
-            if trial is None:
-                log.warning("%s exited with %s; restarting", version, code)
-                self._wait(o.restart_delay_s)
-                if home.current() != version:
-                    return
-                continue
-            trial = Trial(
-                version, trial.started, trial.exits + 1, trial.baseline_rss, trial.baseline_cpu
-            )
-            home.set_trial(trial)
-            if trial.exits >= o.max_exits:
-                self.rollback(version, f"exited {trial.exits} times on trial (last code {code})")
-                return
-            log.warning(
-                "%s exited with %s on trial (%d of %d)", version, code, trial.exits, o.max_exits
-            )
+        code, trial = self._watch(version, trial)
+        if code is None:
+            return
+        if code == EXIT_UPDATE:
+            log.info("%s exited to start a staged version", version)
+            return
+        if trial is None:
+            log.warning("%s exited with %s; restarting", version, code)
             self._wait(o.restart_delay_s)
+            return
+        trial = Trial(
+            version, trial.started, trial.exits + 1, trial.baseline_rss, trial.baseline_cpu
+        )
+        home.set_trial(trial)
+        if trial.exits >= o.max_exits:
+            self.rollback(version, f"exited {trial.exits} times on trial (last code {code})")
+            return
+        log.warning(
+            "%s exited with %s on trial (%d of %d)", version, code, trial.exits, o.max_exits
+        )
+        self._wait(o.restart_delay_s)
 
     def run(self) -> int:
         self.home.state.mkdir(parents=True, exist_ok=True)
