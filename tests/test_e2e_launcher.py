@@ -11,13 +11,14 @@ import contextlib
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.update import bundle
-from agent.update.state import Home
+from agent.update.state import Home, Trial
 from agent.wire import SCHEMA_VERSION, AgentConfig, ReleaseOrder, Status, config_digest, encode
 from tests.factories import signed, trust
 from tests.servers import Mosquitto, Subscriber, wait_for
@@ -177,6 +178,8 @@ def test_a_version_never_healthy_is_rolled_back_after_t(
 ) -> None:
     home, config = place
     stage(home, bundles, "1.3.0")
+    # Staged ten days ago, then the PC was off: only the time it runs counts.
+    home.set_trial(Trial("1.3.0", time.time() - 10 * 86400, ran_s=0.5))
     launcher = LauncherProcess(home, config, trial_timeout=4).start()
     try:
         trial = wait_birth(watcher, "1.3.0", "trial")

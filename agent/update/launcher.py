@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -53,6 +53,8 @@ LAUNCHER_VERSION: Final = "1.0"
 LAUNCHER_ENV: Final = "COMMUNE_AGENT_LAUNCHER"
 SERVICE_NAME: Final = "CommuneAgent"
 #: Windows: restart after 5 s, 5 s, then 60 s; the failure count resets after a day.
+#: How often the time a version on trial has run is written down.
+TRIAL_SAVE_EVERY_S: Final = 5.0
 FAILURE_ACTIONS: Final = ("reset=", "86400", "actions=", "restart/5000/restart/5000/restart/60000")
 
 
@@ -64,7 +66,8 @@ class Options:
     max_exits: int = 3
     """A version on trial that exits this many times is rolled back."""
     trial_timeout_s: float = 1800.0
-    """A version on trial not healthy within this is rolled back."""
+    """A version on trial not healthy after running this long is rolled back (its running
+    time: a PC switched off overnight does not count against it)."""
     healthy_after_s: float = 600.0
     """A version on trial must run this long without a restart to be committed."""
     restart_delay_s: float = 5.0
@@ -331,17 +334,22 @@ class Launcher:
 
     def _watch(self, version: str, trial: Trial | None) -> tuple[int | None, Trial | None]:
         """Watch one start of ``version`` until it exits (its code) or a decision ended
-        it (None); the trial, None once committed."""
+        it (None); the trial (its running time counted), None once committed."""
         o, home = self.options, self.home
         child = self.child = self._start(version)
-        started = verified = time.monotonic()
+        started = verified = saved = time.monotonic()
+        ran_before = trial.ran_s if trial is not None else 0.0
         while True:
             self._wait(o.poll_s)
             code = child.poll()
+            now = time.monotonic()
+            if trial is not None and (code is not None or now - saved >= TRIAL_SAVE_EVERY_S):
+                saved = now  # the time on trial survives a power cut, give or take this
+                trial = replace(trial, ran_s=ran_before + now - started)
+                home.set_trial(trial)
             if code is not None:
                 self.child = None
                 return code, trial
-            now = time.monotonic()
             if now - verified >= o.verify_every_s:
                 verified = now
                 problem = self._verifies(version)
@@ -359,7 +367,7 @@ class Launcher:
             if not why:
                 self.commit(version, f"healthy after {now - started:.0f} s")
                 trial = None
-            elif self.clock() - trial.started >= o.trial_timeout_s:
+            elif ran_before + now - started >= o.trial_timeout_s:
                 self._stop_child()
                 self.rollback(version, f"not healthy after {o.trial_timeout_s:.0f} s: {why}")
                 return None, trial
@@ -379,9 +387,7 @@ class Launcher:
             log.warning("%s exited with %s; restarting", version, code)
             self._wait(o.restart_delay_s)
             return
-        trial = Trial(
-            version, trial.started, trial.exits + 1, trial.baseline_rss, trial.baseline_cpu
-        )
+        trial = replace(trial, exits=trial.exits + 1)
         home.set_trial(trial)
         if trial.exits >= o.max_exits:
             self.rollback(version, f"exited {trial.exits} times on trial (last code {code})")

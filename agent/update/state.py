@@ -177,19 +177,23 @@ def decision_of(document: dict[str, Any] | None) -> Decision | None:
 
 @dataclass(frozen=True)
 class Trial:
-    """A version on trial: since when (wall clock), how many times it exited, and the
-    level of resources its predecessor used (its last health record), to compare with."""
+    """A version on trial: since when (wall clock), how many times it exited, how long it
+    ran, and the level of resources its predecessor used (its last health record), to
+    compare with."""
 
     version: str
     started: float
     exits: int = 0
     baseline_rss: int = 0
     baseline_cpu: float = 0.0
+    ran_s: float = 0.0
+    """How long it has run on trial, over all its starts."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "started": self.started,
+            "ran_s": self.ran_s,
             "exits": self.exits,
             "baseline_rss": self.baseline_rss,
             "baseline_cpu": self.baseline_cpu,
@@ -338,6 +342,7 @@ class Home:
             exits=int(_number(document.get("exits"))),
             baseline_rss=int(_number(document.get("baseline_rss"))),
             baseline_cpu=_number(document.get("baseline_cpu")),
+            ran_s=_number(document.get("ran_s")),
         )
 
     def set_trial(self, trial: Trial) -> None:
