@@ -505,3 +505,37 @@ def test_laying_out_a_home_installs_the_running_agent_as_the_first_version(
     home.set_current("9.9.9")  # a later run keeps what the launcher decided
     install.install_version(home.root, Path(agent.__file__).parent.parent, agent.__version__)
     assert home.current() == "9.9.9"
+
+
+def test_the_spread_counts_from_when_the_order_first_arrived_across_restarts(
+    tmp_path: Path, bundles: Path
+) -> None:
+    import time
+
+    home = new_home(tmp_path / "home", bundles)
+    order = ReleaseOrder(version="1.1.0", rollout="r1", spread_s=2 * 86400.0)
+    point = spread_delay("pc-01", order.spread_s)
+    asked: list[str] = []
+
+    async def stager(version: str) -> Attempt:
+        asked.append(version)
+        return Attempt("failed", version, "offline")
+
+    def agent_started() -> UpdateFollower:
+        return UpdateFollower(
+            home, "pc-01", "1.0.0", lambda: order, stager, lambda: None, lambda: None
+        )
+
+    assert asyncio.run(agent_started().step()) is False and asked == []  # its turn is later
+    first = read_json(home.state / "order.json")
+    assert first is not None and first["version"] == "1.1.0"
+    # The PC restarts (daily) long after the order arrived: its turn has come.
+    first["first_seen"] = time.time() - point - 60
+    from agent.update.state import write_json
+
+    write_json(home.state / "order.json", first)
+    assert asyncio.run(agent_started().step()) is False and asked == ["1.1.0"]
+    # Another rollout (or version) starts its own spread.
+    order = ReleaseOrder(version="1.1.0", rollout="r2", spread_s=2 * 86400.0)
+    asyncio.run(agent_started().step())
+    assert asked == ["1.1.0"] and read_json(home.state / "order.json")["rollout"] == "r2"  # type: ignore[index]

@@ -3,9 +3,10 @@
 Under the launcher (``COMMUNE_AGENT_HOME`` set) the agent reads ``AgentConfig.release``
 from the collector's config. An order for a version that is not running, not bad, not
 below the floor and not paused is carried out at a point in ``[0, spread_s)`` after it
-arrived, fixed by a stable hash of the agent's id (5,000 PCs never ask at once): the
-update process (``agent.update.process``) runs in a child process, and when it has
-staged the version the agent stops cleanly and exits ``EXIT_UPDATE``. A failure or a
+first arrived (``state/order.json``, so restarts do not reset it), fixed by a stable
+hash of the agent's id (5,000 PCs never ask at once): the update process
+(``agent.update.process``) runs in a child process, and when it has staged the
+version the agent stops cleanly and exits ``EXIT_UPDATE``. A failure or a
 refusal is retried after the collector's ``Retry-After`` or a doubling backoff.
 
 What the birth says (``Status.update``): the attempt in progress (waiting, paused,
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.update import versions
-from agent.update.state import Home
+from agent.update.state import Home, read_json, write_json
 from agent.wire import ReleaseOrder, UpdateReport, UpdateState
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,23 @@ class UpdateFollower:
         report = self.report()
         return (report.state, report.version, report.reason) if report else None
 
+    def _first_seen(self, order: ReleaseOrder) -> float:
+        """When this order first reached this PC (``state/order.json``), so that its
+        spread counts across restarts: a PC rebooted daily still gets its turn within a
+        spread of days. Unreadable: first seen now."""
+        path = self.home.state / "order.json"
+        seen = read_json(path)
+        if seen is not None and (seen.get("version"), seen.get("rollout")) == (
+            order.version,
+            order.rollout,
+        ):
+            ts = seen.get("first_seen")
+            if isinstance(ts, int | float) and 0 < ts <= time.time():
+                return float(ts)
+        now = time.time()
+        write_json(path, {"version": order.version, "rollout": order.rollout, "first_seen": now})
+        return now
+
     def report(self) -> UpdateReport | None:
         """``Status.update`` for the birth."""
         launcher = self.launcher[:27]
@@ -200,11 +218,11 @@ class UpdateFollower:
             self._set(wanted)
             return False
         assert order is not None
-        now = time.monotonic()
+        now = time.time()
         if wanted.version != self._target:
             self._target = wanted.version
             self._failures = 0
-            self._not_before = now + spread_delay(self.agent_id, order.spread_s)
+            self._not_before = self._first_seen(order) + spread_delay(self.agent_id, order.spread_s)
         if now < self._not_before:
             if self.attempt is None or self.attempt.state not in ("refused", "failed"):
                 self._set(Attempt("waiting", wanted.version))
@@ -217,7 +235,7 @@ class UpdateFollower:
             return True
         self._failures += 1
         backoff = min(self.retry_min_s * 2 ** (self._failures - 1), self.retry_max_s)
-        self._not_before = time.monotonic() + (
+        self._not_before = time.time() + (
             outcome.retry_after if outcome.retry_after is not None else backoff
         )
         return False
@@ -239,7 +257,7 @@ class UpdateFollower:
                     return
             except Exception:  # an update that goes wrong never stops the agent
                 log.exception("the update step failed; trying again later")
-                self._not_before = time.monotonic() + self.retry_min_s
+                self._not_before = time.time() + self.retry_min_s
             try:
                 self.announce_changes()
             except Exception:  # a state file unreadable for a moment: said next time
