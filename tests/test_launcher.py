@@ -187,9 +187,13 @@ def test_the_running_version_and_the_rollback_target_are_never_removed(
     unpack(home, bundles, "0.9.0")
     stage(home, bundles, "1.1.0")
     runner = launcher_for(home)
+    for version in ("0.9.0", "1.0.0"):
+        home.health_path(version).parent.mkdir(parents=True, exist_ok=True)
+        home.health_path(version).write_text("{}")
     runner.commit("1.1.0", "healthy")
     installed = sorted(p.name for p in home.versions.iterdir())
     assert installed == ["1.0.0", "1.1.0"]  # 0.9.0 is neither current nor previous
+    assert [p.name for p in home.health_path("1.0.0").parent.iterdir()] == ["1.0.0.json"]
     runner.rollback("1.1.0", "test")  # a later failure: both stay
     assert sorted(p.name for p in home.versions.iterdir()) == ["1.0.0", "1.1.0"]
     assert home.previous() == "1.0.0" and home.floor() == "1.1.0"

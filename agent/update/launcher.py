@@ -249,6 +249,10 @@ class Launcher:
             if version not in keep:
                 shutil.rmtree(home.version_dir(version), ignore_errors=True)
                 log.info("removed version %s", version)
+        with contextlib.suppress(OSError):
+            for record in (home.state / "health").glob("*.json"):
+                if record.stem not in keep:
+                    record.unlink()
 
     def remove_leftovers(self) -> None:
         """Half-unpacked versions of an interrupted staging (no agent runs yet)."""
