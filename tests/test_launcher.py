@@ -543,3 +543,23 @@ def test_the_spread_counts_from_when_the_order_first_arrived_across_restarts(
     order = ReleaseOrder(version="1.1.0", rollout="r2", spread_s=2 * 86400.0)
     asyncio.run(agent_started().step())
     assert asked == ["1.1.0"] and read_json(home.state / "order.json")["rollout"] == "r2"  # type: ignore[index]
+
+
+def test_an_agent_not_run_by_the_launcher_follows_no_release_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.central import CentralConfig
+    from agent.config import load_config
+    from agent.runner import update_follower
+    from agent.update import HOME_ENV
+    from tests.factories import agent_toml
+
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n'))
+    config = load_config(config_path)
+    central = CentralConfig(config)
+    monkeypatch.delenv(HOME_ENV, raising=False)
+    assert update_follower(config, central, lambda: None, lambda: None) is None
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    follower = update_follower(config, central, lambda: None, lambda: None)
+    assert follower is not None and follower.home.root == tmp_path / "home"
