@@ -72,12 +72,13 @@ def order(
 ) -> None:
     """The collector's signed config for pc-01, asking for ``version``."""
     checks: dict[str, list[dict[str, object]]] = {"host": [{}]}
+    order = ReleaseOrder(
+        version=version, rollout="r1", ring="lab", paused=paused, spread_s=spread_s
+    )
     message = AgentConfig(
         v=SCHEMA_VERSION, agent="pc-01", province="dong-nai", commune="la-nga",
-        version=config_version, hash=config_digest(None, checks), checks=checks,
-        published=1.7e9, release=ReleaseOrder(
-            version=version, rollout="r1", ring="lab", paused=paused, spread_s=spread_s
-        ),
+        version=config_version, hash=config_digest(None, checks, order), checks=checks,
+        published=1.7e9, release=order,
     )  # fmt: skip
     info = subscriber.client.publish(CONFIG_TOPIC, signed(encode(message)), qos=1, retain=True)
     info.wait_for_publish(10)
