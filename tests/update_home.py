@@ -75,9 +75,13 @@ class LauncherProcess:
     """``python <home>/launcher/launcher.py`` as the service runs it, in its own process
     group (``kill9`` kills the launcher and the agent together: a power cut)."""
 
-    def __init__(self, home: Home, config: Path, **timings: float) -> None:
+    def __init__(
+        self, home: Home, config: Path, env: dict[str, str] | None = None, **timings: float
+    ) -> None:
+        """``env``: variables added to this one's environment (STATE_DIRECTORY...)."""
         self.home = home
         self.config = config
+        self.env = env or {}
         options = {
             "max-exits": 3,
             "trial-timeout": 30,
@@ -97,6 +101,7 @@ class LauncherProcess:
         command = [sys.executable, str(script), "--home", str(self.home.root)]
         command += ["--config", str(self.config), "--python", sys.executable, *self.arguments]
         environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+        environment.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=environment,
