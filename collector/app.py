@@ -20,13 +20,15 @@ from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
+from collector.release.online import OnlineSigner
+from collector.release.repository import Repository
 from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
-from collector.web.figures import figures, rollout_figures, session_figures
+from collector.web.figures import figures, release_figures, rollout_figures, session_figures
 from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
@@ -74,6 +76,13 @@ def rollout_settings(
         config_key_file=enrollment.config_key_file,
         secrets_dir=enrollment.secrets_dir,
     )
+
+
+def release_signer(config: CollectorConfig) -> OnlineSigner:
+    """The release repository's online re-signing (idle until ``release init``)."""
+    section, store = config.releases, config.store.path
+    repository = Repository(section.repository_path(store), section.expiries())
+    return OnlineSigner(repository, section.keys_dir(store))
 
 
 def session_name(config: CollectorConfig) -> str:
@@ -176,12 +185,14 @@ class Collector:
             )
         self.health = HealthModel(self.reader, self.inventories)
         self.rules = load_all_rules(config)
+        self.releases = release_signer(config)
         self.engine = AlertEngine(
             self.rules,
             late_after=float(config.alerts.late_after),
             uplinks={k: v for i in self.inventories for k, v in i.uplinks().items()},
             escalation=escalation_steps(config),
             sessions=self.sessions,
+            releases=self.releases.roles,
         )
         self.engine.install(self.store)
         alerts = config.alerts
@@ -251,6 +262,7 @@ class Collector:
 
     def _start_api(self) -> None:
         from collector.web.factory import create_app
+        from collector.web.releases import ReleaseFiles
         from collector.web.server import ApiServer, ServerLimits
 
         api = self.config.api
@@ -268,16 +280,22 @@ class Collector:
                 f"api.listen: cannot serve on {api.listen}: {exc.strerror or exc}"
             ) from None
         enrollment = self.config.enrollment
+        releases = ReleaseFiles(
+            self.releases.repository.path,
+            self.config.releases.max_downloads,
+            float(self.config.releases.retry_after),
+        )
         app = create_app(
             self.health,
             self.reader,
             api,
-            lambda: [*self.metrics(), *server.figures()],
+            lambda: [*self.metrics(), *server.figures(), *releases.figures()],
             self.healthz,
             self.config.console,
             self.rollout,
             enrollment.max_per_address if enrollment else 600,
             self.config.report.issuing(),
+            releases,
         )
         try:
             server.start(app)
@@ -302,6 +320,7 @@ class Collector:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
         if self.rollout is not None:
             tasks.append(Task("rollout", self.rollout.tick))
+        tasks.append(Task("releases", self.releases.tick, every_s=60.0))
         tasks.append(
             Task(
                 "retention",
@@ -428,7 +447,7 @@ class Collector:
         )
         if self.rollout is not None:
             families += rollout_figures(self.rollout)
-        return families + session_figures(self.sessions())
+        return families + session_figures(self.sessions()) + release_figures(self.releases)
 
     def sessions(self) -> list[SessionWatch]:
         """The collector's own broker sessions: the ingest's, and with enrollment the

@@ -27,6 +27,7 @@ from agent.configtypes import (
 from agent.wire import Ident, whole
 from collector.alerts.zalo import ZaloSettings
 from collector.outputs.report.issuer import Issuer
+from collector.release.repository import Expiries
 from collector.state.inventory import load_inventory
 
 # A TCP port in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
@@ -519,6 +520,16 @@ class ReleasesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
             raise ConfigProblem("retry_after", "between 1s and 1h")
         if self.online_keys_dir and not os.path.isdir(self.online_keys_dir):
             raise ConfigProblem("online_keys_dir", f"{self.online_keys_dir} is not a folder")
+
+    def expiries(self) -> Expiries:
+        from datetime import timedelta
+
+        return Expiries(
+            root=timedelta(seconds=float(self.root_expiry)),
+            targets=timedelta(seconds=float(self.targets_expiry)),
+            snapshot=timedelta(seconds=float(self.snapshot_expiry)),
+            timestamp=timedelta(seconds=float(self.timestamp_expiry)),
+        )
 
     def repository_path(self, store_path: str) -> Path:
         return Path(self.path) if self.path else Path(store_path).with_name("releases")

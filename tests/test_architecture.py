@@ -81,6 +81,8 @@ def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_ag
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
         allowed = {"agent.wire", "agent.catalogue", "agent.configtypes", "agent.units"}
         allowed |= {"agent.systemd", "agent.brokerclient", "agent.enrollwire", "agent"}
+        # Releases: the bundle format and version order, standard library only.
+        allowed |= {"agent.update", "agent.update.bundle", "agent.update.versions"}
         if path.parts[-2:] == ("rollout", "profiles.py"):
             # Profiles are judged by the agent's own decoder before any agent sees them.
             allowed |= {"agent.config"}
@@ -114,7 +116,7 @@ def test_the_service_installer_stands_alone() -> None:
 #: The collector's layers, top first: a module imports only from its own part or below.
 #: alerts, outputs, ingest and rollout are siblings and do not import one another.
 LAYERS = (("cli",), ("app",), ("web", "service"), ("config",))
-LAYERS += (("alerts", "outputs", "ingest", "rollout"),)
+LAYERS += (("alerts", "outputs", "ingest", "rollout", "release"),)
 LAYERS += (("state",), ("common",))
 COLLECTOR = AGENT.parent / "collector"
 

@@ -8,7 +8,6 @@ Root and targets keys are offline: files the release manager keeps and names wit
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import get_args
 
@@ -18,7 +17,7 @@ from collector.cli.common import _load, config_option
 from collector.config import CollectorConfig
 from collector.release import keys as keyfiles
 from collector.release.keys import ReleaseKey, Role
-from collector.release.repository import Expiries, ReleaseError, Repository, load_online
+from collector.release.repository import ReleaseError, Repository, load_online
 
 key_option = click.option(
     "--key",
@@ -29,18 +28,10 @@ key_option = click.option(
 )
 
 
-def expiries(config: CollectorConfig) -> Expiries:
-    section = config.releases
-    return Expiries(
-        root=timedelta(seconds=float(section.root_expiry)),
-        targets=timedelta(seconds=float(section.targets_expiry)),
-        snapshot=timedelta(seconds=float(section.snapshot_expiry)),
-        timestamp=timedelta(seconds=float(section.timestamp_expiry)),
-    )
-
-
 def _repository(config: CollectorConfig) -> Repository:
-    return Repository(config.releases.repository_path(config.store.path), expiries(config))
+    return Repository(
+        config.releases.repository_path(config.store.path), config.releases.expiries()
+    )
 
 
 def _online_dir(config: CollectorConfig) -> Path:

@@ -175,7 +175,8 @@ class Repository:
         return (self.metadata_dir / "1.root.json").is_file()
 
     def _require(self) -> None:
-        if not self.initialised():
+        """Published, or made and waiting for its first root signatures."""
+        if not self.initialised() and not (self.staged_dir / "root.json").is_file():
             raise ReleaseError(
                 f"{self.path}: no release repository here yet: "
                 "`commune-collector release init` makes it"
