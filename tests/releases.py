@@ -75,9 +75,7 @@ def make_releases(workdir: Path) -> Releases:
     online_dir = workdir / "collector"
     repo = Repository(workdir / "collector" / "releases")
     online = make_online(online_dir)
-    repo.init(
-        [keys["root-a"], keys["root-b"], keys["root-c"]], 2, [keys["targets"]], 1, online
-    )
+    repo.init([keys["root-a"], keys["root-b"], keys["root-c"]], 2, [keys["targets"]], 1, online)
     assert repo.publish(online_dir), "root and targets published"
     return Releases(workdir, repo, keys, online_dir)
 

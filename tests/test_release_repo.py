@@ -193,7 +193,9 @@ def test_a_failing_re_signing_is_counted_and_alerted_before_expiry(tmp_path: Pat
     signer.tick()
     engine.tick(store, now[0])
     [alert] = list_alerts(store, now[0], state="firing")
-    assert (alert.rule, alert.name, alert.province) == ("release_metadata_expiring", "timestamp", "")
+    assert (alert.rule, alert.name, alert.province) == (
+        "release_metadata_expiring", "timestamp", "",
+    )  # fmt: skip
     assert float(alert.value) == pytest.approx(0.4, abs=0.05)
     make_online_again = keyfiles.generate(
         keyfiles.online_key_path(releases.online_dir, "timestamp"), "timestamp"

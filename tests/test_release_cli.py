@@ -1,0 +1,165 @@
+"""commune-collector release ...: the key ceremony and a release's life through the
+command line, as deploy/OPERATIONS.md tells the release manager to run it."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from agent.update import bundle
+from collector.cli.main import main
+from collector.cli.release import release_group
+from collector.release.repository import Repository
+from tests.releases import bundle_of
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "collector.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "var" / "state.sqlite"}"\n')
+    (tmp_path / "var").mkdir()
+    return path
+
+
+def release(config: Path, *arguments: str) -> Result:
+    return CliRunner().invoke(main, ["release", arguments[0], "-c", str(config), *arguments[1:]])
+
+
+def keygen(folder: Path, role: str, name: str) -> Path:
+    path = folder / f"{name}.key"
+    result = CliRunner().invoke(main, ["release", "keygen", role, str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture
+def ceremony(tmp_path: Path, config: Path) -> dict[str, Path]:
+    """Three root keys (2 of 3), a targets key; root-c's holder brings only its .pub."""
+    usb = tmp_path / "usb"
+    keys = {name: keygen(usb, "root", name) for name in ("root-a", "root-b", "root-c")}
+    keys["targets"] = keygen(usb, "targets", "targets")
+    result = release(
+        config, "init",
+        "--root-key", str(keys["root-a"]), "--root-key", str(keys["root-b"]),
+        "--root-key", f"{keys['root-c']}.pub", "--root-threshold", "2",
+        "--targets-key", str(keys["targets"]),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "published: 1.targets.json, 1.root.json, 1.snapshot.json, timestamp.json" in (
+        result.output
+    )
+    return keys
+
+
+@pytest.mark.parametrize("command", sorted(release_group.commands))
+def test_every_release_command_has_help_with_an_example(command: str) -> None:
+    result = CliRunner().invoke(main, ["release", command, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and f"commune-collector release {command}" in result.output
+
+
+def test_keygen_writes_a_private_key_and_never_over_one(tmp_path: Path) -> None:
+    path = keygen(tmp_path, "root", "root-a")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Path(f"{path}.pub").exists()
+    again = CliRunner().invoke(main, ["release", "keygen", "root", str(path)])
+    assert again.exit_code == 1 and "never overwritten" in again.output
+    assert "Traceback" not in again.output
+
+
+def test_a_release_from_build_to_revocation(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    out = tmp_path / "commune-agent-0.9.1.zip"
+    built = CliRunner().invoke(main, ["release", "build", "--version", "0.9.1", "-o", str(out)])
+    assert built.exit_code == 0, built.output
+    assert bundle.read_manifest(out).version == "0.9.1"
+    with zipfile.ZipFile(out) as archive:
+        assert '__version__ = "0.9.1"' in archive.read("agent/__init__.py").decode()
+    staged = release(config, "add", str(out))
+    assert staged.exit_code == 0, staged.output
+    assert "1 more signature(s) of targets's keys" in staged.output
+    listed = release(config, "list")
+    assert "no release signed yet" in listed.output
+    assert "staged targets v2: waiting for signatures" in listed.output
+    signed = release(config, "sign", "--key", str(ceremony["targets"]))
+    assert signed.exit_code == 0, signed.output
+    assert "published: 2.targets.json, 2.snapshot.json, timestamp.json" in signed.output
+    listed = release(config, "list")
+    assert listed.exit_code == 0
+    assert listed.output.startswith("0.9.1 ")
+    assert f"{out.stat().st_size} B" in listed.output
+    assert "root      v1     expires" in listed.output and "2 of [" in listed.output
+    revoked = release(
+        config, "revoke", "0.9.1", "--why", "breaks on Windows 7", "--key", str(ceremony["targets"])
+    )
+    assert revoked.exit_code == 0, revoked.output
+    listed = release(config, "list")
+    assert "no release signed yet" in listed.output
+    assert "0.9.1        revoked" in listed.output and "breaks on Windows 7" in listed.output
+
+
+def test_user_errors_are_one_line_without_a_traceback(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    junk = tmp_path / "junk.zip"
+    junk.write_text("no")
+    for arguments, message in (
+        (("add", str(junk)), "not an agent bundle"),
+        (("sign", "--key", str(ceremony["targets"])), "nothing is staged"),
+        (("revoke", "5.0"), "not in the targets"),
+        (("sign", "--key", str(tmp_path / "missing.key")), "cannot read the key file"),
+        (
+            (
+                "init",
+                "--root-key",
+                str(ceremony["root-a"]),
+                "--targets-key",
+                str(ceremony["targets"]),
+            ),
+            "a release repository is here already",
+        ),
+    ):
+        result = release(config, *arguments)
+        assert result.exit_code == 1, (arguments, result.output)
+        assert message in result.output and "Traceback" not in result.output
+    bad_version = CliRunner().invoke(main, ["release", "build", "--version", "v1"])
+    assert bad_version.exit_code == 2 and "dot-separated numbers" in bad_version.output
+
+
+def test_list_before_init_says_what_to_do(config: Path) -> None:
+    result = release(config, "list")
+    assert result.exit_code == 1 and "release init" in result.output
+
+
+def test_rotating_root_and_targets_with_the_command_line(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    usb = tmp_path / "usb2"
+    new = {name: keygen(usb, "root", name) for name in ("root-d", "root-e", "root-f")}
+    arguments = [a for name in new for a in ("--new-key", str(new[name]))]
+    rotated = release(config, "rotate", "--role", "root", *arguments, "--threshold", "2",
+                      "--key", str(ceremony["root-a"]))  # fmt: skip
+    assert rotated.exit_code == 0, rotated.output
+    # The new keys sign as they are given: only one more old signature is missing.
+    assert "1 more signature(s) of root v1's keys" in rotated.output
+    done = release(config, "sign", "--key", str(ceremony["root-b"]))
+    assert "published: 2.root.json" in done.output, done.output
+    targets_2 = keygen(usb, "targets", "targets-2")
+    rotated = release(config, "rotate", "--role", "targets", "--new-key", str(targets_2),
+                      "--key", str(new["root-d"]), "--key", str(new["root-e"]))  # fmt: skip
+    assert "published: 2.targets.json, 3.root.json" in rotated.output, rotated.output
+    online = release(config, "rotate", "--role", "snapshot",
+                     "--key", str(new["root-d"]), "--key", str(new["root-f"]))  # fmt: skip
+    assert "new snapshot key" in online.output and "published: 4.root.json" in online.output
+    repo = Repository(tmp_path / "var" / "releases")
+    root = repo.root().signed
+    assert root.version == 4 and root.roles["root"].threshold == 2
+    assert not (tmp_path / "var" / "release-snapshot.key.next").exists()
+    added = release(config, "add", str(bundle_of(tmp_path, "1.2")), "--key", str(targets_2))
+    assert "published: 3.targets.json" in added.output, added.output
+    assert repo.signed_versions() == {"1.2"}
