@@ -299,9 +299,10 @@ def _judged(exc: Exception, fetcher: _HttpFetcher, what: str) -> FetchResult:
 
 
 def _local_failure(exc: OSError) -> FetchResult:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return failed(f"disk full: {exc.filename or ''} {exc.strerror}".strip())
-    return failed(f"cannot write here: {exc.filename or ''}: {exc.strerror}")
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # no room, however it is put
+        return failed(f"disk full: {where}{exc.strerror}")
+    return failed(f"cannot write here: {where}{exc.strerror}")
 
 
 def main(argv: list[str] | None = None) -> int:

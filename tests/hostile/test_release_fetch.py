@@ -335,3 +335,51 @@ def test_a_root_signed_by_the_new_keys_alone_is_refused(site: Site) -> None:
         staged.sign(key.signer, append=True)  # type: ignore[arg-type]
     staged.to_file(str(repo.metadata_dir / "2.root.json"))
     refused(agent.get("1.0"), "wrong signature")
+
+
+def test_a_full_disk_is_a_failure_and_leaves_nothing_behind(site: Site) -> None:
+    """The update process writing past what the disk holds (here: a file size limit):
+    failed, disk full; no partial bundle stays."""
+    agent = site.agent()
+    limit = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000)); "
+        "from agent.update.fetch import main; sys.exit(main())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", limit, "--home", str(agent.home), "--url", site.server.url,
+         "--version", "1.0"],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["kind"] == "failed" and answer["reason"].startswith("disk full"), answer
+    assert list(agent.downloads.iterdir()) == []
+
+
+def test_update_root_fetch_trusts_the_collectors_newest_root(site: Site, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    home = tmp_path / "installed-without-root"
+    fetch = ["update-root", "fetch", "--home", str(home), "--collector", site.server.url]
+    result = CliRunner().invoke(main, fetch)
+    assert result.exit_code == 0, result.output
+    assert "root v1" in result.output and "root 2 of" in result.output
+    trusted = home / "tuf" / "root.json"
+    assert trusted.read_bytes() == (site.releases.repo.metadata_dir / "1.root.json").read_bytes()
+    assert ReleaseFetcher(home, site.server.url).get("1.0").ok
+    shown = CliRunner().invoke(main, ["update-root", "show", "--home", str(home)])
+    assert shown.exit_code == 0 and "trusted now: root v1" in shown.output
+    (site.releases.repo.metadata_dir / "root.json").write_text('{"signed": {}}')
+    refused_root = CliRunner().invoke(main, fetch)
+    assert refused_root.exit_code == 1 and "root is refused" in refused_root.output
+    assert trusted.read_bytes() == (site.releases.repo.metadata_dir / "1.root.json").read_bytes()
+    away = CliRunner().invoke(
+        main, ["update-root", "fetch", "--home", str(home), "--collector",
+               f"http://127.0.0.1:{free_port()}"],
+    )  # fmt: skip
+    assert away.exit_code == 3
+    missing = CliRunner().invoke(main, ["update-root", "show", "--home", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "update-root fetch" in missing.output
