@@ -67,8 +67,8 @@ class Releases:
         return found
 
 
-def make_releases(workdir: Path) -> Releases:
-    keys = Keys(workdir / "offline")
+def make_releases(workdir: Path, offline: str = "offline") -> Releases:
+    keys = Keys(workdir / offline)
     for name in ("root-a", "root-b", "root-c"):
         keys.make(name, "root")
     keys.make("targets", "targets")

@@ -303,3 +303,20 @@ def test_no_repository_yet_answers_404(tmp_path: Path) -> None:
         entry.unlink()
     with served(releases) as (server, _):
         assert _get(server.port, "/releases/metadata/timestamp.json")[0] == 404
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files away needs root")
+def test_made_by_root_the_repository_belongs_to_the_collectors_user(tmp_path: Path) -> None:
+    """The release manager runs `sudo commune-collector release ...`; the service, as its
+    own user, must still re-sign in the repository and read its online keys."""
+    state = tmp_path / "var"
+    state.mkdir()
+    os.chown(state, 4321, 4321)
+    keys = Keys(tmp_path / "offline")
+    repo = Repository(state / "releases")
+    repo.init([keys.make("r", "root")], 1, [keys.make("t", "targets")], 1, make_online(state))
+    repo.publish(state)
+    repo.add(bundle_of(tmp_path, "1.0"))
+    made = [repo.path, *repo.path.rglob("*"), *state.glob("release-*")]
+    assert len(made) > 10
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in made} == {(4321, 4321)}

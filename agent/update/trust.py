@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -82,8 +83,15 @@ def download_root(collector: str, ca_file: str = "", timeout: float = 30.0) -> b
 
 
 def install_root(home: Path, data: bytes) -> RootSummary:
-    """Check ``data`` and write it as the trusted root (temporary name, then renamed)."""
+    """Check ``data`` and write it as the trusted root (temporary name, then renamed).
+
+    What the TUF client learnt under the former root is forgotten: trusting a root by
+    hand is starting again (a repository made anew begins at version 1, which the
+    remembered versions would refuse as a rollback)."""
     summary = check_root(data)
+    learnt = home / fetch.TUF_DIR / fetch.METADATA_DIR
+    if learnt.exists():
+        shutil.rmtree(learnt)
     path = root_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".root.")

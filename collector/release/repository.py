@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -140,8 +141,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _owned_like(path: Path, folder: Path) -> None:
+    """Made by root (``sudo commune-collector release ...``), a file or folder of the
+    repository is given to the owner of the collector's folder: the service, running
+    as that user, re-signs snapshot and timestamp in it."""
+    if sys.platform == "win32" or os.geteuid() != 0:
+        return
+    owner = folder.stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def _write_atomic(path: Path, data: bytes, owner_of: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -149,6 +159,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, 0o644)  # public: the web app and every agent read it
+        _owned_like(Path(temporary), owner_of)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -168,6 +179,17 @@ class Repository:
         self.metadata_dir = path / "metadata"
         self.targets_dir = path / "targets"
         self.staged_dir = path / "staged"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        self._folder(path.parent)
+        _write_atomic(path, data, self.path.parent)
+
+    def _folder(self, folder: Path) -> None:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            _owned_like(folder, self.path.parent)
+            if folder != self.path:
+                _owned_like(self.path, self.path.parent)
 
     # reading -----------------------------------------------------------------------
 
@@ -270,8 +292,10 @@ class Repository:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time: the command line and the running collector's re-signing."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / ".lock").open("a") as handle:
+        self._folder(self.path)
+        lock = self.path / ".lock"
+        with lock.open("a") as handle:
+            _owned_like(lock, self.path.parent)
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -309,15 +333,15 @@ class Repository:
             root.roles[role].threshold = threshold
         targets = Targets(version=1, expires=self._expires(self.expiries.targets))
         with self.locked():
-            self.metadata_dir.mkdir(parents=True, exist_ok=True)
-            self.targets_dir.mkdir(parents=True, exist_ok=True)
+            self._folder(self.metadata_dir)
+            self._folder(self.targets_dir)
             self._stage(Metadata(root))
             self._stage(Metadata(targets))
             self._sign_staged([*root_keys, *targets_keys])
 
     def _stage(self, metadata: Metadata[Any]) -> None:
         role = metadata.signed.type
-        _write_atomic(self.staged_dir / f"{role}.json", metadata.to_bytes(_SERIALIZER))
+        self._write(self.staged_dir / f"{role}.json", metadata.to_bytes(_SERIALIZER))
 
     def _next_targets(self) -> Metadata[Targets]:
         """The staged targets to change, or a new version of the published one (its
@@ -359,7 +383,7 @@ class Repository:
                 )
             digest = _sha256(source)
             final = self.targets_dir / f"{digest}.{name}"
-            self.targets_dir.mkdir(parents=True, exist_ok=True)
+            self._folder(self.targets_dir)
             if not final.exists():
                 handle, temporary = tempfile.mkstemp(dir=self.targets_dir, prefix=".add.")
                 os.close(handle)
@@ -368,6 +392,7 @@ class Repository:
                     if _sha256(Path(temporary)) != digest:
                         raise ReleaseError(f"{source} changed while it was being copied")
                     os.chmod(temporary, 0o644)
+                    _owned_like(Path(temporary), self.path.parent)
                     os.replace(temporary, final)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
@@ -497,7 +522,7 @@ class Repository:
             staged = self.staged()
             if "targets" in staged:
                 number = staged["targets"].signed.version
-                _write_atomic(
+                self._write(
                     self.metadata_dir / f"{number}.targets.json",
                     staged["targets"].to_bytes(_SERIALIZER),
                 )
@@ -505,8 +530,8 @@ class Repository:
             if "root" in staged:
                 number = staged["root"].signed.version
                 data = staged["root"].to_bytes(_SERIALIZER)
-                _write_atomic(self.metadata_dir / f"{number}.root.json", data)
-                _write_atomic(self.metadata_dir / "root.json", data)
+                self._write(self.metadata_dir / f"{number}.root.json", data)
+                self._write(self.metadata_dir / "root.json", data)
                 written.append(f"{number}.root.json")
                 if online_dir is not None:
                     _adopt_rotated_online_keys(staged["root"].signed, online_dir)
@@ -556,7 +581,7 @@ class Repository:
                 )
             )
             snapshot.sign(cast(Any, online.snapshot.signer))
-            _write_atomic(
+            self._write(
                 self.metadata_dir / f"{version}.snapshot.json", snapshot.to_bytes(_SERIALIZER)
             )
             written.append(f"{version}.snapshot.json")
@@ -572,7 +597,7 @@ class Repository:
                 )
             )
             timestamp.sign(cast(Any, online.timestamp.signer))
-            _write_atomic(self.metadata_dir / "timestamp.json", timestamp.to_bytes(_SERIALIZER))
+            self._write(self.metadata_dir / "timestamp.json", timestamp.to_bytes(_SERIALIZER))
             written.append("timestamp.json")
         return written
 

@@ -383,3 +383,29 @@ def test_update_root_fetch_trusts_the_collectors_newest_root(site: Site, tmp_pat
     assert away.exit_code == 3
     missing = CliRunner().invoke(main, ["update-root", "show", "--home", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "update-root fetch" in missing.output
+
+
+def test_a_repository_made_anew_is_trusted_after_update_root_fetch(site: Site) -> None:
+    """Two root sticks lost: a new repository, new keys; a PC that knew the old one
+    refuses it (its remembered versions are higher) until given the new root."""
+    from click.testing import CliRunner
+
+    from agent.cli import main
+    from collector.release.keys import ONLINE
+
+    agent = site.agent()
+    for _ in range(3):
+        site.releases.resign_online()
+    assert agent.get("1.0").ok
+    repo = site.releases.repo
+    shutil.move(repo.path, repo.path.with_name("releases.lost"))
+    for role in ONLINE:
+        key = keyfiles.online_key_path(site.releases.online_dir, role)
+        key.rename(key.with_name(key.name + ".lost"))
+    fresh = make_releases(site.releases.workdir, offline="new-sticks")
+    fresh.add("1.0")
+    assert agent.get("1.0").kind == "refused"  # old root: the new root is not signed by it
+    fetch = ["update-root", "fetch", "--home", str(agent.home), "--collector", site.server.url]
+    assert CliRunner().invoke(main, fetch).exit_code == 0
+    result = agent.get("1.0")
+    assert result.ok, result
