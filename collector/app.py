@@ -40,7 +40,7 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl"})
+ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl", "releases"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -245,6 +245,11 @@ class Collector:
             # and the source log in with it.
             self.rollout.start()
         self.source.start()
+        try:
+            # Back after days down: sign what expired before the first PC asks.
+            self.releases.tick()
+        except Exception:  # the housekeeping tries again and says so
+            log.exception("releases: could not re-sign at start")
         if self.config.api.listen:
             self._start_api()
             if self.config.console.enabled:
@@ -425,6 +430,9 @@ class Collector:
             )  # fmt: skip
         if self.rollout is not None:
             parts.update(self.rollout.parts())
+        if self.releases.repository.initialised():
+            # Shown, not failing /healthz: ingest goes on; the expiry alert pages in time.
+            parts["releases"] = "resign_failing" if self.releases.failing() else "ok"
         for task in sorted(self.housekeeping.failing):
             parts[f"housekeeping_{task}"] = "failing"
         return parts
