@@ -28,8 +28,8 @@ def test_the_running_collector_signs_what_the_release_manager_published(tmp_path
     for role, name in (("root", "root"), ("targets", "targets")):
         made = runner.invoke(main, ["release", "keygen", role, str(usb / f"{name}.key")])
         assert made.exit_code == 0, made.output
-    made = runner.invoke(main, ["release", "init", "-c", config, "--root-key",
-                                str(usb / "root.key"), "--targets-key", str(usb / "targets.key")])  # fmt: skip
+    init = ["release", "init", "-c", config, "--root-key", str(usb / "root.key")]
+    made = runner.invoke(main, [*init, "--targets-key", str(usb / "targets.key")])
     assert made.exit_code == 0, made.output
     # The release manager's laptop: the repository's folder, none of the online keys.
     laptop = tmp_path / "laptop.toml"
@@ -39,8 +39,8 @@ def test_the_running_collector_signs_what_the_release_manager_published(tmp_path
         f'path = "{tmp_path / "collector" / "releases"}"\n'
         f'online_keys_dir = "{tmp_path / "no-online-keys"}"\n'
     )
-    added = runner.invoke(main, ["release", "add", "-c", str(laptop),
-                                 str(bundle_of(tmp_path, "2.1")), "--key", str(usb / "targets.key")])  # fmt: skip
+    add = ["release", "add", "-c", str(laptop), str(bundle_of(tmp_path, "2.1"))]
+    added = runner.invoke(main, [*add, "--key", str(usb / "targets.key")])
     assert added.exit_code == 0, added.output
     assert "the running collector signs snapshot and timestamp" in added.output
     try:
