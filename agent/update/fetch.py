@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ REVOKED_FIELD: Final = "x-commune-revoked"
 #: A Retry-After asking for more than this is read as this.
 MAX_RETRY_AFTER_S: Final = 3600.0
 DEFAULT_RETRY_AFTER_S: Final = 60.0
+#: The longest one file may take to arrive (a bundle of a few MB over a slow commune
+#: line takes minutes; a server trickling bytes must not hold the update for ever).
+DEFAULT_DEADLINE_S: Final = 1800.0
 _CHUNK: Final = 64 * 1024
 
 
@@ -113,7 +117,8 @@ class _HttpFetcher(FetcherInterface):
     """urllib3, with the collector's CA, no retries of its own, and what the last answer
     said: a busy server's Retry-After, the bytes a download brought."""
 
-    def __init__(self, ca_file: str, timeout_s: float) -> None:
+    def __init__(self, ca_file: str, timeout_s: float, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
         self.pool = urllib3.PoolManager(
             ca_certs=ca_file or None,
             retries=False,
@@ -122,9 +127,11 @@ class _HttpFetcher(FetcherInterface):
         )
         self.retry_after: float | None = None
         self.received = 0
+        self.started = 0.0
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         self.received = 0
+        self.started = time.monotonic()
         try:
             response = self.pool.request("GET", url, preload_content=False)
         except urllib3.exceptions.TimeoutError as exc:
@@ -141,8 +148,14 @@ class _HttpFetcher(FetcherInterface):
 
     def _chunks(self, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         try:
-            for chunk in response.stream(_CHUNK):
+            # read1: whatever has arrived, so that the deadline is looked at as bytes come.
+            while chunk := response.read1(_CHUNK):
                 self.received += len(chunk)
+                if time.monotonic() - self.started > self.deadline_s:
+                    # A server sending a byte now and then never trips the read timeout.
+                    raise tuf_errors.SlowRetrievalError(
+                        f"not received within {self.deadline_s:.0f} s"
+                    )
                 yield chunk
         except urllib3.exceptions.TimeoutError as exc:
             raise tuf_errors.SlowRetrievalError(str(exc)) from exc
@@ -156,8 +169,16 @@ class ReleaseFetcher:
     """Releases from the collector at ``url`` (https://collector.example:8443), for the
     agent whose home is ``home``."""
 
-    def __init__(self, home: Path, url: str, ca_file: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        home: Path,
+        url: str,
+        ca_file: str = "",
+        timeout_s: float = 30.0,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> None:
         self.home = home
+        self.deadline_s = deadline_s
         base = url.rstrip("/")
         self.metadata_url = f"{base}/releases/metadata/"
         self.targets_url = f"{base}/releases/targets/"
@@ -193,7 +214,7 @@ class ReleaseFetcher:
             )
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.downloads.mkdir(parents=True, exist_ok=True)
-        fetcher = _HttpFetcher(self.ca_file, self.timeout_s)
+        fetcher = _HttpFetcher(self.ca_file, self.timeout_s, self.deadline_s)
         try:
             updater = Updater(
                 str(self.metadata_dir),
@@ -216,6 +237,8 @@ class ReleaseFetcher:
             if why is not None:
                 return refused(f"revoked: {version} ({why})" if why else f"revoked: {version}")
             return refused(f"unlisted: {version} is not in the signed targets")
+        if info.length > bundle.MAX_UNPACKED_BYTES:
+            return refused(f"tampered: the target of {version} is {info.length} bytes, too large")
         if info.custom.get("version") != version:
             return refused(f"tampered: the target of {version} is signed for another version")
         return self._download(updater, fetcher, info, version)
@@ -318,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor", default="", help="Nothing below this version.")
     parser.add_argument("--ca-file", default="", help="The collector's CA (PEM).")
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per read.")
+    parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S,
+                        help="Seconds one file may take in all.")  # fmt: skip
     args = parser.parse_args(argv)
-    result = ReleaseFetcher(args.home, args.url, args.ca_file, args.timeout).get(
-        args.version, args.floor
-    )
+    fetcher = ReleaseFetcher(args.home, args.url, args.ca_file, args.timeout, args.deadline)
+    result = fetcher.get(args.version, args.floor)
     sys.stdout.write(result.to_json() + "\n")
     sys.stdout.flush()
     return {"ok": 0, "refused": 1, "failed": 3}[result.kind]

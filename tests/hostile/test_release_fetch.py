@@ -409,3 +409,42 @@ def test_a_repository_made_anew_is_trusted_after_update_root_fetch(site: Site) -
     assert CliRunner().invoke(main, fetch).exit_code == 0
     result = agent.get("1.0")
     assert result.ok, result
+
+
+def test_a_server_trickling_bytes_is_given_up_at_the_deadline(tmp_path: Path) -> None:
+    """A byte every tenth of a second never trips a read timeout; the deadline ends it."""
+    import socket
+    import threading
+
+    releases = make_releases(tmp_path)
+    home = tmp_path / "pc"
+    (home / "tuf").mkdir(parents=True)
+    shutil.copy(releases.repo.metadata_dir / "1.root.json", home / "tuf" / "root.json")
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(300):  # at most half a minute, whatever happens
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(b"{")
+                except OSError:
+                    return
+                stop.wait(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    agent = ReleaseFetcher(
+        home, f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=5, deadline_s=1.5
+    )
+    started = time.monotonic()
+    result = agent.get("1.0")
+    stop.set()
+    listener.close()
+    failed(result, "unreachable: the collector is too slow")
+    assert time.monotonic() - started < 10
