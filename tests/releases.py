@@ -81,14 +81,18 @@ def make_releases(workdir: Path, offline: str = "offline") -> Releases:
 
 
 @contextlib.contextmanager
-def served(releases: Releases, max_downloads: int = 4) -> Iterator[tuple[AppServer, ReleaseFiles]]:
-    """The collector's web app serving the repository on a loopback port."""
+def served(
+    releases: Releases, max_downloads: int = 4, per_address: int = 32
+) -> Iterator[tuple[AppServer, ReleaseFiles]]:
+    """The collector's web app serving the repository on a loopback port (every client
+    here shares one address: ``per_address`` is its connection cap)."""
     from collector.web.factory import create_app
+    from collector.web.server import ServerLimits
 
     store = StateStore(releases.workdir / "state.sqlite")
     files = ReleaseFiles(releases.repo.path, max_downloads, retry_after_s=5.0)
     app = create_app(HealthModel(store, []), store, ApiSection(), releases=files)
-    server = AppServer(app).start()
+    server = AppServer(app, ServerLimits(max_connections_per_address=per_address)).start()
     try:
         yield server, files
     finally:

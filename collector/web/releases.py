@@ -43,6 +43,8 @@ class ReleaseFiles:
     retry_after_s: float = 60.0
     jitter: random.Random = field(default_factory=random.Random)
     sending: int = 0
+    peak: int = 0
+    """The most bundles ever sent at once."""
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     bytes_sent: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,6 +54,7 @@ class ReleaseFiles:
             if self.sending >= self.max_downloads:
                 return False
             self.sending += 1
+            self.peak = max(self.peak, self.sending)
             return True
 
     def give_back(self) -> None:

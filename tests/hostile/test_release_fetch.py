@@ -448,3 +448,42 @@ def test_a_server_trickling_bytes_is_given_up_at_the_deadline(tmp_path: Path) ->
     listener.close()
     failed(result, "unreachable: the collector is too slow")
     assert time.monotonic() - started < 10
+
+
+def test_many_agents_at_once_are_spread_by_the_cap_and_all_served(tmp_path: Path) -> None:
+    """20 PCs ask at the same moment, 4 bundles at a time: the rest are told to come
+    back (jittered), come back when told, and every one gets the release."""
+    import threading
+
+    releases = make_releases(tmp_path)
+    releases.add("1.0")
+    with served(releases, max_downloads=4, per_address=100) as (server, files):
+        files.retry_after_s = 1.0
+        site = Site(releases, server, files)
+        agents = [site.agent(f"pc-{n}") for n in range(20)]
+        results: dict[int, FetchResult] = {}
+        waits: list[float] = []
+        start = threading.Barrier(len(agents))
+
+        def update(n: int) -> None:
+            start.wait()
+            for _ in range(30):
+                result = agents[n].get("1.0")
+                if result.kind != "failed" or result.retry_after is None:
+                    break
+                waits.append(result.retry_after)
+                time.sleep(result.retry_after)
+            results[n] = result
+
+        began = time.monotonic()
+        threads = [threading.Thread(target=update, args=(n,)) for n in range(len(agents))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        took = time.monotonic() - began
+    assert len(results) == 20 and all(r.ok for r in results.values()), results
+    assert files.peak <= 4 and files.requests[("target", "served")] == 20
+    assert files.requests[("target", "busy")] == len(waits)
+    assert {2.0, 3.0} >= set(waits)
+    print(f"20 agents, cap 4: {len(waits)} busy answers, all served in {took:.1f} s")
