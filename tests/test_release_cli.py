@@ -163,3 +163,21 @@ def test_rotating_root_and_targets_with_the_command_line(
     added = release(config, "add", str(bundle_of(tmp_path, "1.2")), "--key", str(targets_2))
     assert "published: 3.targets.json" in added.output, added.output
     assert repo.signed_versions() == {"1.2"}
+
+
+def test_a_first_root_waiting_for_a_holder_is_listed_then_published(
+    tmp_path: Path, config: Path
+) -> None:
+    usb = tmp_path / "usb"
+    a, b = keygen(usb, "root", "root-a"), keygen(usb, "root", "root-b")
+    targets = keygen(usb, "targets", "targets")
+    made = release(config, "init", "--root-key", str(a), "--root-key", f"{b}.pub",
+                   "--root-threshold", "2", "--targets-key", str(targets))  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "staged root v1: 1 more signature(s) of new root's keys" in made.output
+    listed = release(config, "list")
+    assert listed.exit_code == 0, listed.output
+    assert "staged root v1: waiting for signatures" in listed.output
+    assert "staged targets v1: complete" in listed.output
+    signed = release(config, "sign", "--key", str(b))
+    assert "published: 1.targets.json, 1.root.json" in signed.output, signed.output

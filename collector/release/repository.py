@@ -266,6 +266,9 @@ class Repository:
     def listing(self) -> Listing:
         self._require()
         listing = Listing()
+        if not self.initialised():  # the first root waits for its signatures
+            listing.staged = self.signatures()
+            return listing
         root = self.root().signed
         snapshot, timestamp = self.snapshot(), self.timestamp()
         roles: list[tuple[str, Signed | None]] = [
