@@ -82,7 +82,11 @@ def make_releases(workdir: Path, offline: str = "offline") -> Releases:
 
 @contextlib.contextmanager
 def served(
-    releases: Releases, max_downloads: int = 4, per_address: int = 32
+    releases: Releases,
+    max_downloads: int = 4,
+    per_address: int = 32,
+    certfile: str = "",
+    keyfile: str = "",
 ) -> Iterator[tuple[AppServer, ReleaseFiles]]:
     """The collector's web app serving the repository on a loopback port (every client
     here shares one address: ``per_address`` is its connection cap)."""
@@ -92,7 +96,8 @@ def served(
     store = StateStore(releases.workdir / "state.sqlite")
     files = ReleaseFiles(releases.repo.path, max_downloads, retry_after_s=5.0)
     app = create_app(HealthModel(store, []), store, ApiSection(), releases=files)
-    server = AppServer(app, ServerLimits(max_connections_per_address=per_address)).start()
+    limits = ServerLimits(max_connections_per_address=per_address)
+    server = AppServer(app, limits, certfile=certfile, keyfile=keyfile).start()
     try:
         yield server, files
     finally:

@@ -487,3 +487,22 @@ def test_many_agents_at_once_are_spread_by_the_cap_and_all_served(tmp_path: Path
     assert files.requests[("target", "busy")] == len(waits)
     assert {2.0, 3.0} >= set(waits)
     print(f"20 agents, cap 4: {len(waits)} busy answers, all served in {took:.1f} s")
+
+
+def test_over_https_the_collectors_ca_is_required(tmp_path: Path) -> None:
+    from tests.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    releases = make_releases(tmp_path)
+    releases.add("1.0")
+    with served(releases, certfile=str(pki.server_cert), keyfile=str(pki.server_key)) as (
+        server,
+        files,
+    ):
+        url = f"https://localhost:{server.port}"
+        site = Site(releases, server, files)
+        home = site.agent().home
+        failed(ReleaseFetcher(home, url).get("1.0"), "unreachable:")  # the system's CAs
+        failed(ReleaseFetcher(home, url, str(pki.rogue_ca)).get("1.0"), "unreachable:")
+        result = ReleaseFetcher(home, url, str(pki.ca)).get("1.0")
+        assert result.ok, result
