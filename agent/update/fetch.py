@@ -6,7 +6,8 @@ collector (``<url>/releases/metadata/``) with python-tuf's ``ngclient`` — a ne
 ``commune-agent update-root fetch``) and following the root chain from it — and
 downloads ``commune-agent-<version>.zip`` into ``<home>/tuf/downloads/``: written under a
 temporary name, checked against the signed length and hash and its own manifest, then
-renamed. Whatever happens, the answer is a ``FetchResult``:
+renamed; other versions' bundles there are removed (each was unpacked when fetched).
+Whatever happens, the answer is a ``FetchResult``:
 
 - ``ok``: ``path`` is the verified bundle;
 - ``refused``: what the collector offers is not to be installed — not listed in the
@@ -290,6 +291,10 @@ class ReleaseFetcher:
             return refused(f"tampered: {exc}")
         if manifest.version != version:
             return refused(f"tampered: the bundle holds {manifest.version}, not {version}")
+        for other in path.parent.glob("commune-agent-*.zip"):
+            if other != path:  # unpacked when it was fetched: only the newest is kept
+                with contextlib.suppress(OSError):
+                    other.unlink()
         return FetchResult("ok", f"verified {version}", str(path))
 
 

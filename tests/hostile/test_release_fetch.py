@@ -74,6 +74,9 @@ def test_an_agent_gets_a_signed_release_verified_and_kept(site: Site) -> None:
     again = agent.get("1.0", floor="1.0")  # verified again from the cache, not downloaded
     assert again.ok and again.path == result.path
     assert site.files.requests[("target", "served")] == served_before
+    site.releases.add("1.1")
+    assert agent.get("1.1").ok
+    assert [p.name for p in agent.downloads.iterdir()] == ["commune-agent-1.1.zip"]
 
 
 def test_a_version_the_targets_do_not_list_is_refused(site: Site) -> None:
