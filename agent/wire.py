@@ -318,9 +318,18 @@ def encode(message: Envelope | Status | AgentConfig | SignedConfig) -> bytes:
     return _encoder.encode(message)
 
 
-def config_digest(interval: float | None, checks: dict[str, list[dict[str, Any]]]) -> str:
-    """The hash of an AgentConfig's content: its interval and checks, keys sorted."""
-    return hashlib.sha256(_canonical.encode({"interval": interval, "checks": checks})).hexdigest()
+def config_digest(
+    interval: float | None,
+    checks: dict[str, list[dict[str, Any]]],
+    release: ReleaseOrder | None = None,
+) -> str:
+    """The hash of an AgentConfig's content: its interval and checks, keys sorted, and its
+    release order when it has one (a config without one hashes as before orders existed;
+    a new order is new content, so it is sent again)."""
+    content: dict[str, Any] = {"interval": interval, "checks": checks}
+    if release is not None:
+        content["release"] = msgspec.to_builtins(release)
+    return hashlib.sha256(_canonical.encode(content)).hexdigest()
 
 
 _Message = TypeVar("_Message")
@@ -347,7 +356,7 @@ def decode_config(payload: bytes, expected: TopicIdentity | None = None) -> Agen
         raise WireError("schema_version", f"v={config.v}, this side speaks {SCHEMA_VERSION}")
     if expected is not None:
         _check_identity(expected, config.province, config.commune, config.agent)
-    if config_digest(config.interval, config.checks) != config.hash:
+    if config_digest(config.interval, config.checks, config.release) != config.hash:
         raise WireError("bad_hash", "the hash does not match the content")
     return config
 

@@ -75,6 +75,7 @@ def rollout_settings(
         renames=renames or {},
         config_key_file=enrollment.config_key_file,
         secrets_dir=enrollment.secrets_dir,
+        lab=tuple(config.rollouts.lab),
     )
 
 

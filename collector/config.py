@@ -564,6 +564,22 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         )  # fmt: skip
 
 
+AgentKeyText = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}/[a-z0-9][a-z0-9-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    ),
+]
+
+
+class RolloutsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Rollouts of agent releases in rings (``commune-collector rollout``)."""
+
+    lab: Annotated[list[AgentKeyText], msgspec.Meta(max_length=64)] = []
+    """The lab PCs (province/commune/agent), one per anti-malware product the province
+    runs: the ``lab`` ring when ``rollout start`` names none."""
+
+
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     collector: CollectorSection = CollectorSection()
     mqtt: MqttSection = MqttSection()
@@ -577,6 +593,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     enrollment: EnrollmentSection | None = None
     report: ReportSection = ReportSection()
     releases: ReleasesSection = ReleasesSection()
+    rollouts: RolloutsSection = RolloutsSection()
 
 
 #: The shortest secret that signs console sessions: an empty or short one lets anyone

@@ -23,7 +23,18 @@ from typing import Any
 import pytest
 
 from collector.common.localtime import local
-from tests.scoped import NAMES, PLACES, PROVINCE_OF, Answer, Site, profiles_text, scoped_site
+from collector.rollout import registry
+from collector.web.scope import Scope
+from tests.scoped import (
+    NAMES,
+    PLACES,
+    PROVINCE_OF,
+    SCOPES,
+    Answer,
+    Site,
+    profiles_text,
+    scoped_site,
+)
 
 #: The thing's own place is dong-nai/la-nga; these tokens hold another province, and
 #: another commune of the same province.
@@ -560,11 +571,22 @@ def check_alerts_page(site: Site) -> None:
 
 
 def check_rollout_page(site: Site) -> None:
+    """The communes and, of the release's rollout, each ring counted over the scope."""
+    rollout_id = running_rollout(site)
     for who in (*OUTSIDE, OWN):
         page = page_of(site, who, "/rollout?province=dong-nai")
         shown = set(re.findall(r'<tr data-commune="([^"]+)"', page))
         assert shown == {c for c in PROVINCE_OF if who in (c, PROVINCE_OF[c])}, (who, shown)
         assert "/rollout?province=" not in page  # one province: no picker
+        assert f"{rollout_id} (0.3.0)" in page
+        lab = re.search(r'<tr data-ring="lab"[^>]*>.*?<td class="members">(\d+)<', page, re.S)
+        assert lab is not None and int(lab.group(1)) == (1 if who == "tan-phu" else 0), who
+        counted = sum(map(int, re.findall(r'<span class="version"[^>]*>[^<]*: (\d+)<', page)))
+        _, provinces, communes = SCOPES[who]
+        scope = Scope(provinces, communes)
+        held = [m for m in registry.managed(site.store, active=True)
+                if scope.holds(m.province, m.commune)]  # fmt: skip
+        assert counted == len(held), who
 
 
 def check_audit_page(site: Site) -> None:
@@ -640,6 +662,96 @@ def check_window_delete_form(site: Site) -> None:
     assert audited(site, "maintenance_delete", OWN, str(target))[0]["via"] == "console"
 
 
+# Rollouts of releases: the rollout itself spans every province; its lab PCs, pilot
+# communes and figures are places, shown within the scope.
+
+#: Not la-nga's: its PC is revoked by check_agent_revoke.
+LAB_PC = "dong-nai/tan-phu/pc-enrolled"
+ADMINS_NARROWER = (*OUTSIDE, OWN, "dong-nai")
+
+
+def running_rollout(site: Site) -> str:
+    """The id of a running rollout, started (by an admin of everything) if need be."""
+    site.rollout.rollouts.signed_versions = lambda: {"0.3.0"}
+    listed = site.client.get("/api/v1/rollouts").json["rollouts"]
+    if listed and listed[0]["state"] in ("running", "paused"):
+        if listed[0]["state"] == "paused":
+            site.client.call("POST", f"/api/v1/rollouts/{listed[0]['id']}/resume", "all")
+        return str(listed[0]["id"])
+    body = {"version": "0.3.0", "rings": "lab,50%,100%", "lab": [LAB_PC], "spread_s": 0}
+    made = site.client.call("POST", "/api/v1/rollouts", "all", body=body)
+    assert made.status == 201, made
+    return str(made.json["id"])
+
+
+def check_rollout_start(site: Site) -> None:
+    """Only an admin of every province starts one (a narrower admin: 403, naming nothing
+    outside; a viewer: 403 by role); audited."""
+    site.rollout.rollouts.signed_versions = lambda: {"0.3.0"}
+    listed = site.client.get("/api/v1/rollouts").json["rollouts"]
+    if listed and listed[0]["state"] in ("running", "paused"):
+        site.client.call("POST", f"/api/v1/rollouts/{listed[0]['id']}/halt", "all")
+    body = {"version": "0.3.0", "rings": "lab,100%", "lab": [LAB_PC], "spread_s": 0}
+    for who in (*ADMINS_NARROWER, "viewer-la-nga"):
+        refused = site.client.call("POST", "/api/v1/rollouts", who, body=body)
+        assert refused.status == 403, (who, refused)
+        assert "lam-dong" not in refused.text or who == "lam-dong"
+    unsigned = site.client.call("POST", "/api/v1/rollouts", "all", body={**body, "version": "9.9"})
+    assert unsigned.status == 400 and "not in the signed release" in unsigned.json["detail"]
+    made = site.client.call("POST", "/api/v1/rollouts", "all", body=body)
+    assert made.status == 201, made
+    assert audited(site, "rollout_start", "all", made.json["id"])[0]["after"]["lab"] == [LAB_PC]
+
+
+def check_rollouts(site: Site) -> None:
+    """Every reader sees the rollouts; of the fleet only its places (the lab PC, the
+    versions counted)."""
+    running_rollout(site)
+    everything = site.client.get("/api/v1/rollouts").json
+    assert sum(everything["versions"].values()) == len(registry.managed(site.store, active=True))
+    for who in (*OUTSIDE, OWN, "dong-nai", "viewer-la-nga", "tech-la-nga"):
+        seen = site.client.get("/api/v1/rollouts", who).json
+        assert [r["id"] for r in seen["rollouts"]] == [r["id"] for r in everything["rollouts"]]
+        holds_lab = who in ("tan-phu", "dong-nai")
+        assert seen["rollouts"][0]["lab"] == ([LAB_PC] if holds_lab else []), who
+        _, provinces, communes = SCOPES[who]
+        scope = Scope(provinces, communes)
+        held = [m for m in registry.managed(site.store, active=True)
+                if scope.holds(m.province, m.commune)]  # fmt: skip
+        assert sum(seen["versions"].values()) == len(held), (who, seen["versions"])
+
+
+def check_rollout(site: Site) -> None:
+    """One rollout: 404 alike for an unknown id; each ring counted over the scope."""
+    rollout_id = running_rollout(site)
+    nothing = site.client.get("/api/v1/rollouts/0.0.1-99", OWN)
+    assert nothing.status == 404 and "no rollout '0.0.1-99'" in nothing.json["detail"]
+    for who, lab_members in (("all", 1), ("tan-phu", 1), ("dong-nai", 1), (OWN, 0),
+                             ("viewer-la-nga", 0), ("lam-dong", 0)):  # fmt: skip
+        seen = site.client.get(f"/api/v1/rollouts/{rollout_id}", who)
+        assert seen.status == 200, seen
+        assert seen.json["rings"][0]["members"] == lab_members, who
+
+
+def rollout_action(action: str, before: str, after: str) -> Callable[[Site], None]:
+    def check(site: Site) -> None:
+        rollout_id = running_rollout(site)
+        if before == "paused":
+            site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+        path = f"/api/v1/rollouts/{rollout_id}/{action}"
+        for who in (*ADMINS_NARROWER, "viewer-la-nga"):
+            refused = site.client.call("POST", path, who, body={"why": "scope test"})
+            assert refused.status == 403, (who, refused)
+        unknown = site.client.call("POST", f"/api/v1/rollouts/0.0.1-99/{action}", "all")
+        assert unknown.status == 404
+        done = site.client.call("POST", path, "all", body={"why": "scope test"})
+        assert done.status == 200, done
+        assert done.json["state"] == after
+        assert audited(site, f"rollout_{action}", "all", rollout_id)
+
+    return check
+
+
 #: Every route the app serves, and how its scope is checked. A route missing here
 #: fails the suite: each new route needs a decision.
 DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
@@ -690,6 +802,16 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("POST", "/api/v1/agents/{province}/{commune}/{agent}/revoke"): check_agent_revoke,
     ("GET", "/api/v1/profiles/{province}"): check_profiles_get,
     ("PUT", "/api/v1/profiles/{province}"): check_profiles_put,
+    # Rollouts of releases.
+    ("GET", "/api/v1/rollouts"): check_rollouts,
+    ("POST", "/api/v1/rollouts"): check_rollout_start,
+    ("GET", "/api/v1/rollouts/{rollout_id}"): check_rollout,
+    ("POST", "/api/v1/rollouts/{rollout_id}/pause"): rollout_action("pause", "running", "paused"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/resume"): rollout_action("resume", "paused", "running"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/halt"): rollout_action("halt", "running", "halted"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/promote"): rollout_action(
+        "promote", "running", "running"
+    ),
     # The audit.
     ("GET", "/api/v1/audit"): check_audit,
     # Console pages.

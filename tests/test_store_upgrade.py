@@ -154,3 +154,77 @@ def test_a_failing_migration_leaves_the_store_as_it_was(
     finally:
         db.close()
     assert "extra" not in tables and "console_logouts" not in tables
+
+
+def _birth_with_update(agent: str, state: str, version: str, ts: float) -> Any:
+    from agent.wire import Status, UpdateReport
+
+    return Status(
+        v=1, state="online", agent=agent, province="dong-nai", commune="la-nga", ts=ts,
+        version="0.2.0", update=UpdateReport(state=state, version=version, ts=ts),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _update_rows(store: StateStore) -> list[tuple[Any, ...]]:
+    with store.reading() as db:
+        return db.execute(
+            "SELECT agent_key, state, version, failures FROM agent_updates ORDER BY agent_key"
+        ).fetchall()
+
+
+def test_a_0_2_0_store_takes_update_reports_and_rollouts_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    from collector.rollout.rollouts import Rollouts, fleet
+
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", tmp_path / "state.sqlite")
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert 8 in [m.version for m in store.migrated]
+        assert _update_rows(store) == []  # nothing reported yet: nothing made up
+        book = Rollouts(store, lambda: {"0.3.0"})
+        assert book.latest() is None and book.orders() == {}
+        # The enrolled agent of 0.2.0 is the fleet (the revoked one is not).
+        assert [a.key for a in fleet(store)] == ["dong-nai/la-nga/pc-01"]
+        store.apply(statuses=[(_birth_with_update("pc-01", "committed", "0.3.0", 2e9), 2e9)])
+        assert _update_rows(store) == [("dong-nai/la-nga/pc-01", "committed", "0.3.0", 0)]
+        [agent] = fleet(store)
+        assert agent.update_state == "committed" and agent.version == "0.2.0"
+
+
+def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from collector.rollout import registry
+    from collector.state import migrations
+
+    path = tmp_path / "state.sqlite"
+    seven = tuple(m for m in migrations.MIGRATIONS if m.version <= 7)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", seven)
+        patch.setattr(migrations, "LATEST", 7)
+        with StateStore(path) as store, store.transaction() as db:
+            registry.enrolled(
+                db, province="dong-nai", commune="la-nga", agent="pc-07",
+                username="dong-nai/la-nga/pc-07@1", profile="office", token_id="t", now=1.0,
+            )  # fmt: skip
+            registry.config_sent(db, "dong-nai/la-nga/pc-07", 4, "ab" * 32, 2.0, "k")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 7
+    db.close()
+    with StateStore(path) as store:
+        assert [m.version for m in store.migrated] == [8]
+        [managed] = registry.managed(store)
+        assert (managed.config_version, managed.config_hash, managed.config_key) == (
+            4, "ab" * 32, "k",
+        )  # fmt: skip
+        birth = _birth_with_update("pc-07", "refused", "0.3.0", 3.0)
+        store.apply(statuses=[(birth, 3.0)])
+        store.apply(statuses=[(birth, 4.0)])  # the same birth again (retained): one failure
+        store.apply(statuses=[(_birth_with_update("pc-07", "refused", "0.3.0", 5.0), 5.0)])
+        assert _update_rows(store) == [("dong-nai/la-nga/pc-07", "refused", "0.3.0", 2)]
+        store.apply(statuses=[(_birth_with_update("pc-07", "failed", "0.3.0", 1.0), 6.0)])
+        assert _update_rows(store)[0][1] == "refused"  # an older report changes nothing
+        store.apply(statuses=[(_birth_with_update("pc-07", "committed", "0.3.0", 7.0), 7.0)])
+        assert _update_rows(store) == [("dong-nai/la-nga/pc-07", "committed", "0.3.0", 0)]

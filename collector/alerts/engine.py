@@ -40,7 +40,13 @@ from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
 from collector.common.sessions import SessionWatch
 from collector.state.inventory import is_uplink
-from collector.state.store import AgentState, StateStore, agent_key
+from collector.state.store import (
+    AgentState,
+    RolloutStanding,
+    StateStore,
+    UpdateStanding,
+    agent_key,
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -348,6 +354,8 @@ class AlertEngine:
         now = self.clock() if now is None else now
         agents = store.agents()
         refused = store.refusals(now)
+        updates = store.update_reports()
+        rollout = store.latest_rollout()
         with store.transaction() as db:
             communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
             for agent in agents:
@@ -360,24 +368,35 @@ class AlertEngine:
                 elif rule.on == "agent":
                     for agent in agents:
                         if rule.in_scope(agent.province, agent.commune):
-                            self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0), now)
+                            self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0),
+                                             now, updates.get(agent.agent_key))  # fmt: skip
                 elif rule.on == "collector" and not (rule.provinces or rule.communes):
                     for watch in self.sessions():
                         self._session_step(db, rule, watch, now)
                     for role in self.releases():
                         self._release_step(db, rule, role, now)
+                    if rollout is not None:
+                        self._rollout_step(db, rule, rollout, now)
             self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
 
     def _agent_step(
-        self, db: sqlite3.Connection, rule: Rule, agent: AgentState, refused: int, now: float
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        agent: AgentState,
+        refused: int,
+        now: float,
+        update: UpdateStanding | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "state": agent.state,
             "reason": agent.reason,
             "samples_refused": refused,
+            "update_state": update.state if update else "",
+            "update_failures": update.failures if update else 0,
         }
         holds = rule.holds(values)
         if holds is None:
@@ -385,6 +404,12 @@ class AlertEngine:
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
         if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
             self.step(db, rule, subject, holds, now, now, str(refused))
+            return
+        if any(c.field.startswith("update_") for c in rule.when):
+            # Since the report; the value names the version and why.
+            said = f"{update.version}: {update.reason or update.state}" if update else ""
+            since = update.ts if update and update.ts else now
+            self.step(db, rule, subject, holds, now, now, said, changed_at=since)
             return
         since = agent.state_since if agent.state_since is not None else now
         self.step(db, rule, subject, holds, now, now, agent.reason or agent.state, changed_at=since)
@@ -410,6 +435,16 @@ class AlertEngine:
             return
         subject = Subject(f"collector/release-{role.role}", "", "", name=role.role)
         self.step(db, rule, subject, holds, now, now, str(days))
+
+    def _rollout_step(
+        self, db: sqlite3.Connection, rule: Rule, rollout: RolloutStanding, now: float
+    ) -> None:
+        values = {"rollout_state": rollout.state, "rollout_breach": rollout.breach}
+        holds = rule.holds(values)
+        if holds is None:
+            return
+        subject = Subject("collector/rollout", "", "", name=rollout.id)
+        self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
     def _commune_step(
         self,

@@ -8,7 +8,8 @@ Nothing of a rule is evaluated as code. A rule watches one of three things:
 - ``on = "agent"``: an agent's state (online/offline, reason);
 - ``on = "commune"``: a commune's agents together (how many, how many online);
 - ``on = "collector"``: the collector's own broker sessions (ingest, configs, dynsec):
-  their state and how often another client took them over.
+  their state and how often another client took them over; and the latest rollout of
+  a release (its state, whether a breach of its gate paused it).
 
 Conditions compare a known field with a value (``when``: all must hold, or any
 with ``match = "any"``). The condition must hold for ``for`` before the alert
@@ -59,6 +60,11 @@ AGENT_FIELDS = {
     "reason": TEXT,
     # Samples the collector refused in the last 15 minutes: over the agent's bounds.
     "samples_refused": NUMBER,
+    # Where its self-update stands (its last birth's report): idle, waiting, paused,
+    # staged, trial, committed, rolled_back, refused, failed; "" : none reported.
+    "update_state": TEXT,
+    # Reports in a row that said refused or failed for the same version.
+    "update_failures": NUMBER,
 }
 COLLECTOR_FIELDS = {
     "session": TEXT,  # ingest, configs, dynsec
@@ -70,6 +76,10 @@ COLLECTOR_FIELDS = {
     "expires_in_days": NUMBER,
     # Root within 30 days of expiry, targets within 14, an online role not re-signed.
     "expiring": BOOL,
+    # The latest rollout of a release: running, paused, halted, done; and whether its
+    # gate paused it (a breach), not an operator.
+    "rollout_state": TEXT,
+    "rollout_breach": BOOL,
 }
 COMMUNE_FIELDS = {
     "agents": NUMBER,

@@ -22,6 +22,7 @@ from collector.cli.inventory import inventory_command
 from collector.cli.maintenance import maintenance_group
 from collector.cli.release import release_group
 from collector.cli.report import report_command
+from collector.cli.rollout import rollout_group
 from collector.cli.service import install_service_command
 from collector.cli.tokens import token_group
 from collector.config import CollectorConfig
@@ -342,6 +343,7 @@ main.add_command(config_key_group)
 main.add_command(inventory_command)
 main.add_command(install_service_command)
 main.add_command(release_group)
+main.add_command(rollout_group)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.brokerclient import paho_client
 from agent.configtypes import BrokerSection
-from agent.wire import MAX_CONFIG_BYTES, SCHEMA_VERSION, AgentConfig, encode, topic
+from agent.wire import (
+    MAX_CONFIG_BYTES,
+    SCHEMA_VERSION,
+    AgentConfig,
+    ReleaseOrder,
+    encode,
+    topic,
+)
 from collector.common.sessions import SessionWatch
 from collector.rollout import registry
 from collector.rollout.configkey import ConfigKeys
@@ -51,6 +58,9 @@ class SyncReport:
 class ConfigSender:
     signing: Callable[[], ConfigKeys] | None = None
     """The keys that sign every config (set by the rollout); without them nothing is sent."""
+    orders: Callable[[], dict[str, ReleaseOrder]] | None = None
+    """Agent key -> the release order its config carries (set by the rollout); an order
+    is part of the config's hash, so a changed order is sent like changed checks."""
 
     def __init__(
         self,
@@ -150,6 +160,7 @@ class ConfigSender:
         now = self.clock()
         keys = self.signing() if self.signing is not None else None
         ahead = registry.running_versions(self.store)
+        orders = self.orders() if self.orders is not None and agents else {}
         for agent in agents:
             if keys is None:
                 report.failed[agent.agent_key] = "no config signing key"
@@ -161,6 +172,7 @@ class ConfigSender:
             except ProfileError as exc:
                 report.failed[agent.agent_key] = str(exc)
                 continue
+            wanted = wanted.ordered(orders.get(agent.agent_key))
             runs = ahead.get(agent.agent_key, 0)
             changed = wanted.hash != agent.config_hash or agent.config_key != keys.state or runs > 0
             if not (changed or self._resend_all or only):
@@ -180,6 +192,7 @@ class ConfigSender:
                 checks=wanted.checks,
                 published=now,
                 next_key=keys.next_public_text,
+                release=wanted.release,
             )
             config = encode(message)
             if len(config) > MAX_CONFIG_BYTES:

@@ -40,6 +40,7 @@ reach only the agent they are for, as values, on its own config topic.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from typing import Any
 from agent.config import parse_checks
 from agent.configtypes import ConfigError, read_secret, read_toml
 from agent.units import parse_duration
-from agent.wire import IDENT_PATTERN, config_digest
+from agent.wire import IDENT_PATTERN, ReleaseOrder, config_digest
 
 VAR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 WHOLE_VAR = re.compile(r"\$\{([a-z][a-z0-9_]{0,63})\}")
@@ -66,10 +67,16 @@ class Effective:
     profile: str
     interval: float | None
     checks: dict[str, list[dict[str, Any]]]
+    release: ReleaseOrder | None = None
+    """The agent version to run, from the rollout (``rollouts.py``); None: stay."""
 
     @property
     def hash(self) -> str:
-        return config_digest(self.interval, self.checks)
+        return config_digest(self.interval, self.checks, self.release)
+
+    def ordered(self, release: ReleaseOrder | None) -> Effective:
+        """The same config with ``release`` as its order."""
+        return dataclasses.replace(self, release=release)
 
 
 @dataclass

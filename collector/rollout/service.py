@@ -30,6 +30,7 @@ from collector.rollout.profiles import (
     secrets_folder,
 )
 from collector.rollout.revocation import Revocations
+from collector.rollout.rollouts import Rollouts, no_signed_versions
 from collector.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class RolloutSettings:
     """The config signing key (made there at the first start when missing)."""
     secrets_dir: str = ""
     """Where profiles' ``{ secret_file = ... }`` are ("" : each profiles file's folder)."""
+    lab: tuple[str, ...] = ()
+    """The lab PCs of a rollout that names none (``[rollouts] lab``)."""
 
 
 class ProfileFiles:
@@ -171,8 +174,14 @@ def running_collector(store: StateStore, now: float, within_s: float = 60.0) -> 
 
 class Rollout:
     def __init__(
-        self, store: StateStore, settings: RolloutSettings, clock: Callable[[], float] = time.time
+        self,
+        store: StateStore,
+        settings: RolloutSettings,
+        clock: Callable[[], float] = time.time,
+        signed_versions: Callable[[], set[str]] = no_signed_versions,
     ) -> None:
+        """``signed_versions``: the agent versions the release repository's signed
+        targets list now (a rollout of another version is refused)."""
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -186,6 +195,8 @@ class Rollout:
             username=settings.publisher_username,
         )  # fmt: skip
         self.sender.signing = self.keys
+        self.rollouts = Rollouts(store, signed_versions, clock, lab=settings.lab)
+        self.sender.orders = self.rollouts.orders
         signer = _signer(settings)
         self.revocations = Revocations(
             store, self.accounts, signer, settings.client_crl_file,
@@ -325,8 +336,19 @@ class Rollout:
             self.sender.pending = True
         if registry.running_versions(self.store):  # a store restored from a backup
             self.sender.pending = True
+        if self.follow_releases():
+            self.sender.pending = True
         if self.sender.pending:
             self.sender.sync()
+
+    def follow_releases(self) -> bool:
+        """The running rollout's gate judged (a ring promoted, or the rollout paused on a
+        breach); True when the release orders changed since the last round (by the gate,
+        or by an operator at the command line or the API)."""
+        happened, changed = self.rollouts.follow()
+        if happened:
+            log.log(logging.WARNING if "paused" in happened else logging.INFO, "%s", happened)
+        return changed
 
     def replace_profiles(self, province: str, text: str, actor: str, address: str) -> None:
         self.profiles.replace(province, text)

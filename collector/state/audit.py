@@ -44,6 +44,11 @@ ACTIONS = (
     "agent_revoke",
     "login",
     "logout",
+    "rollout_start",
+    "rollout_pause",
+    "rollout_resume",
+    "rollout_halt",
+    "rollout_promote",
 )
 VIAS = ("api", "console", "cli")
 #: Longest text kept inside before/after (a comment, a reason).

@@ -238,6 +238,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE managed_agents ADD COLUMN config_key TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        8,
+        "self-update: where each agent's update stands (from its birth), and the rollouts of "
+        "a release in rings: their gate, state, each ring's start and promotion",
+        (
+            # The last update report of each agent (Status.update), and how many reports
+            # in a row said refused or failed for the same version (the alert's count).
+            """CREATE TABLE agent_updates (
+            agent_key TEXT PRIMARY KEY,
+            state TEXT NOT NULL, version TEXT NOT NULL DEFAULT '',
+            previous TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
+            ts REAL NOT NULL, launcher TEXT NOT NULL DEFAULT '', received REAL NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0
+        )""",
+            # rings and gate are JSON (collector/rollout/rings.py, gates.py); lab and pilot
+            # are the members fixed at start (agent keys, province/commune), so a ring
+            # never changes under a running rollout. opened: the last ring open (0-based).
+            """CREATE TABLE rollouts (
+            id TEXT PRIMARY KEY, version TEXT NOT NULL,
+            rings TEXT NOT NULL, gate TEXT NOT NULL,
+            lab TEXT NOT NULL DEFAULT '[]', pilot TEXT NOT NULL DEFAULT '[]',
+            spread_s REAL NOT NULL DEFAULT 0,
+            state TEXT NOT NULL, opened INTEGER NOT NULL DEFAULT 0,
+            why TEXT NOT NULL DEFAULT '', breach INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, created_by TEXT NOT NULL,
+            changed_at REAL NOT NULL
+        )""",
+            "CREATE INDEX rollouts_by_time ON rollouts (created_at)",
+            """CREATE TABLE rollout_rings (
+            rollout TEXT NOT NULL REFERENCES rollouts(id), position INTEGER NOT NULL,
+            name TEXT NOT NULL, started_at REAL, promoted_at REAL,
+            promoted_by TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (rollout, position)
+        )""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

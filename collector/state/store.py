@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import msgspec
 
 from agent.catalogue import LINK, SNMP_INTERFACE, histories
-from agent.wire import Envelope, Sample, Status, encode
+from agent.wire import Envelope, Sample, Status, UpdateReport, encode
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 
@@ -145,6 +145,28 @@ class AgentState:
     version: str
     last_seen: float | None
     last_seq: int | None
+
+
+@dataclass(frozen=True)
+class UpdateStanding:
+    """An agent's last update report (``Status.update``)."""
+
+    state: str
+    version: str
+    reason: str
+    ts: float
+    failures: int
+    """Reports in a row that said refused or failed for the same version."""
+
+
+@dataclass(frozen=True)
+class RolloutStanding:
+    id: str
+    version: str
+    state: str
+    breach: bool
+    """Paused by a breach of its gate."""
+    why: str
 
 
 @dataclass(frozen=True)
@@ -395,6 +417,35 @@ class StateStore:
                 status.interval,
                 status.config_version,
                 status.config_hash,
+            ),
+        )
+        if status.state == "online" and status.update is not None and status.update.state:
+            self._apply_update(key, status.update, ts, received)
+
+    def _apply_update(self, key: str, report: UpdateReport, ts: float, received: float) -> None:
+        """The update report of a birth, kept per agent; a report no newer than the one
+        kept (a birth replayed late, or the same one again) changes nothing. ``failures``
+        counts the reports in a row that said refused or failed for the same version."""
+        self._db.execute(
+            """INSERT INTO agent_updates VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                 CASE WHEN ?2 IN ('refused', 'failed') THEN 1 ELSE 0 END)
+               ON CONFLICT (agent_key) DO UPDATE SET
+                 failures = CASE
+                   WHEN ?2 NOT IN ('refused', 'failed') THEN 0
+                   WHEN state IN ('refused', 'failed') AND version = ?3 THEN failures + 1
+                   ELSE 1 END,
+                 state = ?2, version = ?3, previous = ?4, reason = ?5, ts = ?6,
+                 launcher = ?7, received = ?8
+               WHERE ?6 > ts""",
+            (
+                key,
+                report.state,
+                report.version,
+                report.previous,
+                report.reason,
+                report.ts or ts,
+                report.launcher,
+                received,
             ),
         )
 
@@ -704,6 +755,28 @@ class StateStore:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM agents GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
+
+    def update_reports(self, key: str | None = None) -> dict[str, UpdateStanding]:
+        """Agent key -> its last update report (agents that reported one; ``key``: that
+        agent's only)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent_key, state, version, reason, ts, failures FROM agent_updates "
+                "WHERE ?1 IS NULL OR agent_key = ?1",
+                (key,),
+            ).fetchall()
+        return {row[0]: UpdateStanding(*row[1:]) for row in rows}
+
+    def latest_rollout(self) -> RolloutStanding | None:
+        """The latest rollout of a release, as the alert rules see it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, version, state, breach, why FROM rollouts "
+                "ORDER BY created_at DESC, id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return RolloutStanding(row[0], row[1], row[2], bool(row[3]), row[4])
 
     def agents(self) -> list[AgentState]:
         with self._lock:

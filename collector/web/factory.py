@@ -30,6 +30,7 @@ from collector.web.ratelimit import FailureLimiter
 from collector.web.releases import ReleaseFiles
 from collector.web.releases import router as releases_router
 from collector.web.rollout import router as rollout_router
+from collector.web.rollouts import router as rollouts_router
 
 
 async def _with_allow(request: Request, exc: Exception) -> Response:
@@ -98,6 +99,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(rollout_router)
+    app.include_router(rollouts_router)
     app.include_router(config_keys_router)
     app.include_router(maintenance_router)
     app.include_router(groups_router)

@@ -42,7 +42,7 @@ from collector.rollout.overview import communes
 from collector.state import audit, maintenance
 from collector.state.availability import all_down
 from collector.state.health import OVERVIEW_DAYS
-from collector.web import audited
+from collector.web import audited, rollouts
 from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
@@ -400,6 +400,7 @@ def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> 
     return page(
         request, "agent.html", viewer, agent=agent, checks=grouped(samples),
         value=lambda s, name, v: shown(s.check, s.item, name, v, yes, no),
+        update=context.store.update_reports(agent.agent_key).get(agent.agent_key),
     )  # fmt: skip
 
 
@@ -543,9 +544,14 @@ def rollout_page(
         if a.revoked_at is None and (not a.config_current or a.config_error)
     ]
     events = events_in_scope(context.store, scope, chosen, None, 50) if context.rollout else []
+    release = None
+    if context.rollout is not None:
+        listed = rollouts.overview(context.rollout.rollouts, scope, limit=1)
+        release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
     return page(
         request, "rollout.html", viewer, configured=context.rollout is not None,
         provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
+        release=release,
     )  # fmt: skip
 
 
