@@ -566,15 +566,14 @@ def update_root_fetch(home: Path, collector: str, ca_file: str | None, timeout: 
         sudo commune-agent update-root fetch --home /opt/commune-agent \\
             --collector https://collector.example:8443 --ca /etc/commune-agent/collector-ca.pem
     """
-    from agent import enroll as enrolling
     from agent.update import trust
 
     try:
         data = trust.download_root(collector, ca_file or "", timeout)
         summary = trust.install_root(home, data)
-    except enrolling.EnrollFailed as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    except trust.RootUnreachable as exc:
+        click.echo(f"Error: {exc}; nothing was changed", err=True)
+        sys.exit(3)
     except trust.RootRefused as exc:
         raise click.ClickException(f"the collector's root is refused: {exc}") from None
     except OSError as exc:

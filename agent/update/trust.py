@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,13 +75,40 @@ def trusted_now(home: Path) -> RootSummary | None:
         return None
 
 
-def download_root(collector: str, ca_file: str = "", timeout: float = 30.0) -> bytes:
-    """The collector's newest root (``/releases/metadata/root.json``); EnrollFailed."""
-    from agent.enroll import check_collector, exchange
+class RootUnreachable(Exception):
+    """The collector could not be asked (try again later)."""
 
-    base = check_collector(collector, "the root decides which releases this PC installs")
-    request = urllib.request.Request(f"{base}/releases/metadata/root.json", method="GET")  # noqa: S310
-    return exchange(request, ca_file=ca_file, timeout=timeout, limit=MAX_ROOT_BYTES)
+
+def download_root(collector: str, ca_file: str = "", timeout: float = 30.0) -> bytes:
+    """The collector's newest root (``/releases/metadata/root.json``) over HTTPS verified
+    as for enrollment: RootRefused when it answers no, RootUnreachable when it cannot
+    be asked."""
+    from agent.enroll import EnrollFailed, check_collector
+
+    try:
+        base = check_collector(collector, "the root decides which releases this PC installs")
+    except EnrollFailed as exc:
+        raise RootRefused(str(exc)) from None
+    url = f"{base}/releases/metadata/root.json"
+    context = ssl.create_default_context(cafile=ca_file or None)
+    request = urllib.request.Request(url, method="GET")  # noqa: S310 (http(s) only, checked)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:  # noqa: S310
+            data: bytes = answer.read(MAX_ROOT_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (429, 502, 503, 504):
+            raise RootUnreachable(f"{url}: {exc.code} {exc.reason}; try again later") from None
+        raise RootRefused(f"{url}: {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, ssl.SSLCertVerificationError):  # trying again will not help
+            raise RootRefused(
+                f"{url}: {reason.verify_message} (the collector's CA: --ca)"
+            ) from None
+        raise RootUnreachable(f"cannot reach {url}: {reason}; try again later") from None
+    if len(data) > MAX_ROOT_BYTES:
+        raise RootRefused(f"{url}: the answer is too large to be a root")
+    return data
 
 
 def install_root(home: Path, data: bytes) -> RootSummary:

@@ -383,7 +383,10 @@ def test_update_root_fetch_trusts_the_collectors_newest_root(site: Site, tmp_pat
         main, ["update-root", "fetch", "--home", str(home), "--collector",
                f"http://127.0.0.1:{free_port()}"],
     )  # fmt: skip
-    assert away.exit_code == 3
+    assert away.exit_code == 3 and "nothing was changed" in away.output
+    (site.releases.repo.metadata_dir / "root.json").unlink()
+    gone = CliRunner().invoke(main, fetch)
+    assert gone.exit_code == 1 and "404" in gone.output and "Traceback" not in gone.output
     missing = CliRunner().invoke(main, ["update-root", "show", "--home", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "update-root fetch" in missing.output
 
