@@ -217,6 +217,14 @@ class ReleaseFetcher:
         self.downloads.mkdir(parents=True, exist_ok=True)
         fetcher = _HttpFetcher(self.ca_file, self.timeout_s, self.deadline_s)
         try:
+            return self._refresh_and_download(fetcher, version, trusted_root, anchor)
+        finally:
+            fetcher.pool.clear()  # its connections closed now, not whenever collected
+
+    def _refresh_and_download(
+        self, fetcher: _HttpFetcher, version: str, trusted_root: bytes, anchor: Path
+    ) -> FetchResult:
+        try:
             updater = Updater(
                 str(self.metadata_dir),
                 self.metadata_url,

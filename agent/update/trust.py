@@ -96,6 +96,7 @@ def download_root(collector: str, ca_file: str = "", timeout: float = 30.0) -> b
         with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:  # noqa: S310
             data: bytes = answer.read(MAX_ROOT_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        exc.close()
         if exc.code in (429, 502, 503, 504):
             raise RootUnreachable(f"{url}: {exc.code} {exc.reason}; try again later") from None
         raise RootRefused(f"{url}: {exc.code} {exc.reason}") from None
