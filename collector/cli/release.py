@@ -56,8 +56,8 @@ def _sign_and_publish(config: CollectorConfig, repo: Repository, signers: list[R
         click.echo("published: " + ", ".join(written))
         if not any(name == "timestamp.json" for name in written):
             click.echo(
-                f"the online keys are not in {_online_dir(config)}: the running collector "
-                "signs snapshot and timestamp at its next round"
+                f"snapshot and timestamp not signed here (no online keys of this root in "
+                f"{_online_dir(config)}): the running collector signs them within a minute"
             )
         return
     for staged in repo.signatures():
