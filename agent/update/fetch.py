@@ -178,14 +178,14 @@ class ReleaseFetcher:
         timeout_s: float = 30.0,
         deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
-        self.home = home
+        self.home = home.absolute()  # the path answered is the launcher's to open
         self.deadline_s = deadline_s
         base = url.rstrip("/")
         self.metadata_url = f"{base}/releases/metadata/"
         self.targets_url = f"{base}/releases/targets/"
         self.ca_file = ca_file
         self.timeout_s = timeout_s
-        self.tuf_dir = home / TUF_DIR
+        self.tuf_dir = self.home / TUF_DIR
         self.metadata_dir = self.tuf_dir / METADATA_DIR
         self.downloads = self.tuf_dir / DOWNLOADS_DIR
 
