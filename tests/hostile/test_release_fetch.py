@@ -512,3 +512,52 @@ def test_over_https_the_collectors_ca_is_required(tmp_path: Path) -> None:
         failed(ReleaseFetcher(home, url, str(pki.rogue_ca)).get("1.0"), "unreachable:")
         result = ReleaseFetcher(home, url, str(pki.ca)).get("1.0")
         assert result.ok, result
+
+
+#: The update process on a PC whose clock is off by ``sys.argv[1]`` days: TUF reads the
+#: time once per refresh (trusted_metadata_set), the one place a PC's clock enters.
+WRONG_CLOCK = """
+import datetime, sys, types
+from tuf.ngclient._internal import trusted_metadata_set
+days = float(sys.argv.pop(1))
+class Clock(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.datetime.now(tz) + datetime.timedelta(days=days)
+trusted_metadata_set.datetime = types.SimpleNamespace(datetime=Clock, timezone=datetime.timezone)
+from agent.update.fetch import main
+sys.exit(main())
+"""
+
+
+def _update_with_clock_off(site: Site, days: float, version: str = "1.0") -> dict[str, object]:
+    agent = site.agent()
+    command = [sys.executable, "-c", WRONG_CLOCK, str(days), "--home", str(agent.home),
+               "--url", site.server.url, "--version", version]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=60, check=False
+    )
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def test_a_pc_whose_clock_is_ahead_fails_as_expired_and_recovers(site: Site) -> None:
+    ahead = _update_with_clock_off(site, 2)  # the timestamp is valid a day
+    assert ahead["kind"] == "failed" and str(ahead["reason"]).startswith("metadata expired")
+    assert "clock is ahead" in str(ahead["reason"])
+    assert _update_with_clock_off(site, 0)["kind"] == "ok"  # its clock set right
+
+
+def test_a_pc_whose_clock_is_behind_still_refuses_what_it_must(site: Site) -> None:
+    """Behind, expired metadata looks valid: an old timestamp replayed is refused all the
+    same (versions only go up), and a revoked version stays refused."""
+    timestamp = site.releases.repo.metadata_dir / "timestamp.json"
+    old = timestamp.read_bytes()
+    site.releases.repo.revoke("1.0", "bad build")
+    site.releases.sign("targets")
+    behind = _update_with_clock_off(site, -400)
+    assert behind["kind"] == "refused" and str(behind["reason"]).startswith("revoked: 1.0")
+    timestamp.write_bytes(old)  # the timestamp that still listed 1.0
+    replayed = _update_with_clock_off(site, -400)
+    assert replayed["kind"] == "refused", replayed
+    assert str(replayed["reason"]).startswith("metadata rollback")
