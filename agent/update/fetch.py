@@ -180,7 +180,7 @@ class ReleaseFetcher:
     ) -> None:
         self.home = home.absolute()  # the path answered is the launcher's to open
         self.deadline_s = deadline_s
-        base = url.rstrip("/")
+        base = url.rstrip("/").removesuffix("/releases")  # the collector, or its /releases
         self.metadata_url = f"{base}/releases/metadata/"
         self.targets_url = f"{base}/releases/targets/"
         self.ca_file = ca_file
@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         "--url https://collector.example:8443 --version 0.4.0 --floor 0.3.2",
     )
     parser.add_argument("--home", required=True, type=Path, help="The agent's home folder.")
-    parser.add_argument("--url", required=True, help="The collector: https://host:port.")
+    parser.add_argument(
+        "--url", required=True, help="The collector: https://host:port (or .../releases)."
+    )
     parser.add_argument("--version", required=True, help="The release wanted: 0.4.0.")
     parser.add_argument("--floor", default="", help="Nothing below this version.")
     parser.add_argument("--ca-file", default="", help="The collector's CA (PEM).")

@@ -268,8 +268,9 @@ def test_the_module_prints_one_json_line_for_the_launcher(site: Site) -> None:
     answer = json.loads(line)
     assert answer["ok"] is True and answer["kind"] == "ok" and answer["retry_after"] is None
     assert bundle.read_manifest(Path(answer["path"])).version == "1.0"
+    releases_url = [*command[:-2], f"{site.server.url}/releases/", "--version"]  # either form
     done = subprocess.run(
-        [*command, "7.0"], capture_output=True, text=True, cwd=REPO, timeout=60, check=False
+        [*releases_url, "7.0"], capture_output=True, text=True, cwd=REPO, timeout=60, check=False
     )
     assert done.returncode == 1
     assert json.loads(done.stdout) == {
