@@ -3,6 +3,7 @@ command line, as deploy/OPERATIONS.md tells the release manager to run it."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -181,3 +182,14 @@ def test_a_first_root_waiting_for_a_holder_is_listed_then_published(
     assert "staged targets v1: complete" in listed.output
     signed = release(config, "sign", "--key", str(b))
     assert "published: 1.targets.json, 1.root.json" in signed.output, signed.output
+
+
+def test_a_repository_it_cannot_write_to_is_named_not_a_traceback(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    staged = tmp_path / "var" / "releases" / "staged"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.write_text("not a folder")  # a hand-made mess, a full or read-only disk alike
+    result = release(config, "add", str(bundle_of(tmp_path, "1.3")))
+    assert result.exit_code == 1 and f"{staged}: File exists" in result.output, result.output
+    assert "Traceback" not in result.output

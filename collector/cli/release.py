@@ -70,6 +70,14 @@ def _sign_and_publish(config: CollectorConfig, repo: Repository, signers: list[R
                 )
 
 
+def _failure(exc: ReleaseError | OSError) -> click.ClickException:
+    """A refusal as it is; a file the command could not write named with why (run it as
+    the collector's user, or as root: the repository is given to the collector's user)."""
+    if isinstance(exc, OSError):
+        return click.ClickException(f"{exc.filename or 'a file'}: {exc.strerror or exc}")
+    return click.ClickException(str(exc))
+
+
 @click.group("release")
 def release_group() -> None:
     """The agents' signed releases: keys, versions, signatures (TUF), served by the
@@ -148,8 +156,8 @@ def init(
         except ReleaseError:
             online = make_online(folder)
         repo.init(roots, root_threshold, targets, targets_threshold, online)
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
     click.echo(f"release repository in {repo.path}; online keys in {folder}")
     _sign_and_publish(config, repo, [])
 
@@ -199,8 +207,8 @@ def add(config_path: Path | None, bundle_path: Path, key_paths: tuple[Path, ...]
         made = repo.add(bundle_path)
         click.echo(f"staged {made.path}: {made.length} bytes, sha256 {made.sha256}")
         _sign_and_publish(config, repo, signers)
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
 
 
 @release_group.command("sign")
@@ -220,8 +228,8 @@ def sign(config_path: Path | None, key_paths: tuple[Path, ...]) -> None:
     repo = _repository(config)
     try:
         _sign_and_publish(config, repo, _keys(key_paths))
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
 
 
 @release_group.command("revoke")
@@ -245,8 +253,8 @@ def revoke(config_path: Path | None, version: str, why: str, key_paths: tuple[Pa
         repo.revoke(version, why)
         click.echo(f"staged targets without {version}")
         _sign_and_publish(config, repo, signers)
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
 
 
 @release_group.command("rotate")
@@ -291,8 +299,8 @@ def rotate(
         click.echo(f"staged a root giving {role} {len(new)} key(s), threshold {threshold}")
         signing_new = [] if role in keyfiles.ONLINE else new
         _sign_and_publish(config, repo, [*_keys(key_paths), *signing_new])
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
 
 
 @release_group.command("list")
@@ -308,8 +316,8 @@ def list_command(config_path: Path | None) -> None:
     config = _load(config_path)
     try:
         listing = _repository(config).listing()
-    except ReleaseError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ReleaseError, OSError) as exc:
+        raise _failure(exc) from None
     now = time.time()
     for release in listing.releases:
         click.echo(f"{release.version:12} {release.length:>10} B  sha256 {release.sha256}")

@@ -223,7 +223,10 @@ class Repository:
 
     def root(self, version: int | None = None) -> Metadata[Root]:
         self._require()
-        number = version if version is not None else self._versions("root")[-1]
+        published = self._versions("root")
+        if not published:
+            raise ReleaseError(f"{self.metadata_dir}: no root published yet (release list)")
+        number = version if version is not None else published[-1]
         return cast(Metadata[Root], self._read(self.metadata_dir / f"{number}.root.json"))
 
     def targets(self) -> Metadata[Targets]:
