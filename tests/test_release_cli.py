@@ -193,3 +193,39 @@ def test_a_repository_it_cannot_write_to_is_named_not_a_traceback(
     result = release(config, "add", str(bundle_of(tmp_path, "1.3")))
     assert result.exit_code == 1 and f"{staged}: File exists" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ('timestamp_expiry = "8d"', "releases.timestamp_expiry"),
+        ('timestamp_expiry = "10m"', "releases.timestamp_expiry"),
+        ('targets_expiry = "400d"', "releases.targets_expiry"),
+        ('retry_after = "0s"', "releases.retry_after"),
+        ("max_downloads = 0", "releases.max_downloads"),
+        ('online_keys_dir = "no-such-folder"', "releases.online_keys_dir"),
+        ("wrong_key = 1", "wrong_key"),
+    ],
+)
+def test_a_wrong_releases_section_is_refused_by_name(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    from agent.configtypes import ConfigError
+    from collector.config import load_collector_config
+
+    path = tmp_path / "collector.toml"
+    path.write_text(f"[releases]\n{section}\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as caught:
+        load_collector_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_the_releases_section_defaults_beside_the_store(tmp_path: Path) -> None:
+    from collector.config import load_collector_config
+
+    path = tmp_path / "collector.toml"
+    path.write_text('[store]\npath = "var/state.sqlite"\n[releases]\ntimestamp_expiry = "12h"\n')
+    config = load_collector_config(path)
+    assert config.releases.repository_path(config.store.path) == tmp_path / "var" / "releases"
+    assert config.releases.keys_dir(config.store.path) == tmp_path / "var"
+    assert config.releases.expiries().timestamp.total_seconds() == 12 * 3600
