@@ -286,10 +286,12 @@ class Collector:
                 f"api.listen: cannot serve on {api.listen}: {exc.strerror or exc}"
             ) from None
         enrollment = self.config.enrollment
+        section = self.config.releases
         releases = ReleaseFiles(
             self.releases.repository.path,
-            self.config.releases.max_downloads,
-            float(self.config.releases.retry_after),
+            section.max_downloads,
+            float(section.retry_after),
+            section.max_downloads_per_address,
         )
         app = create_app(
             self.health,

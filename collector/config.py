@@ -499,6 +499,10 @@ class ReleasesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     store's folder. The root and targets keys are never here: they are offline."""
     max_downloads: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     """Bundles sent at once; above, ``503`` with ``Retry-After`` (agents come back later)."""
+    max_downloads_per_address: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 4
+    """Bundles sent at once to one address (a commune's PCs share their router's): a few
+    slow readers in one place cannot hold every place. Behind a proxy, the address is
+    the one it forwards ([api] trusted_proxies)."""
     retry_after: Duration = Duration(60)
     """The wait a busy answer asks for, plus up to as much again at random (jitter)."""
     root_expiry: Duration = Duration(365 * 86400)

@@ -229,8 +229,10 @@ def test_nothing_happens_before_init(tmp_path: Path) -> None:
 # Serving.
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def _get(port: int, path: str, source: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -328,3 +330,20 @@ def test_made_by_root_the_repository_belongs_to_the_collectors_user(tmp_path: Pa
     made = [repo.path, *repo.path.rglob("*"), *state.glob("release-*")]
     assert len(made) > 10
     assert {(p.stat().st_uid, p.stat().st_gid) for p in made} == {(4321, 4321)}
+
+
+def test_one_address_holds_only_its_share_of_the_downloads(tmp_path: Path) -> None:
+    """A few slow readers in one place cannot hold every place: the others are served."""
+    releases = make_releases(tmp_path)
+    releases.add("1.0")
+    name = releases.target_file("1.0").name
+    with served(releases, max_downloads=10) as (server, files):
+        files.max_per_address = 2
+        assert files.take("127.0.0.1") and files.take("127.0.0.1")
+        status, headers, _ = _get(server.port, f"/releases/targets/{name}")
+        assert status == 503 and int(headers["retry-after"]) >= 6
+        status, _, body = _get(server.port, f"/releases/targets/{name}", source="127.0.0.2")
+        assert status == 200 and body == releases.target_file("1.0").read_bytes()
+        files.give_back("127.0.0.1")
+        assert _get(server.port, f"/releases/targets/{name}")[0] == 200
+        wait_for(lambda: dict(files.by_address) == {"127.0.0.1": 1}, 10, "places given back")

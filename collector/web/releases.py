@@ -4,8 +4,9 @@
 Public like ``/api/v1/config-keys``: everything there is signed, and an agent trusts it
 for its signatures, not for where it came from. Names are checked against the two
 shapes the repository writes (no traversal, no listing, nothing staged); bundles are
-sent by at most ``[releases] max_downloads`` at once, the rest answered ``503`` with a
-``Retry-After`` jittered so that 5,000 PCs told to wait do not come back together.
+sent by at most ``[releases] max_downloads`` at once (``max_downloads_per_address`` to
+one address), the rest answered ``503`` with a ``Retry-After`` jittered so that 5,000 PCs
+told to wait do not come back together.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from collector.web.auth import client_address
 from collector.web.metrics import Family
 
 router = APIRouter()
@@ -41,25 +43,35 @@ class ReleaseFiles:
     path: Path
     max_downloads: int = 20
     retry_after_s: float = 60.0
+    max_per_address: int = 4
+    """Bundles sent at once to one client address (a commune's PCs share their router's):
+    a few slow readers from one place cannot hold every place."""
     jitter: random.Random = field(default_factory=random.Random)
     sending: int = 0
+    by_address: Counter[str] = field(default_factory=Counter)
     peak: int = 0
     """The most bundles ever sent at once."""
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     bytes_sent: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self) -> bool:
+    def take(self, address: str = "") -> bool:
         with self._lock:
             if self.sending >= self.max_downloads:
                 return False
+            if self.by_address[address] >= self.max_per_address:
+                return False
             self.sending += 1
+            self.by_address[address] += 1
             self.peak = max(self.peak, self.sending)
             return True
 
-    def give_back(self) -> None:
+    def give_back(self, address: str = "") -> None:
         with self._lock:
             self.sending -= 1
+            self.by_address[address] -= 1
+            if self.by_address[address] <= 0:
+                del self.by_address[address]
 
     def count(self, kind: str, outcome: str, size: int = 0) -> None:
         with self._lock:
@@ -101,17 +113,18 @@ class ReleaseFiles:
 class _CappedFile(FileResponse):
     """A bundle whose place under the cap is given back once sent (or abandoned)."""
 
-    def __init__(self, path: Path, files: ReleaseFiles, size: int) -> None:
+    def __init__(self, path: Path, files: ReleaseFiles, size: int, address: str) -> None:
         super().__init__(path, media_type="application/zip", stat_result=os.stat(path))
         self.files = files
         self.size = size
+        self.address = address
         self.headers["Cache-Control"] = "public, max-age=31536000, immutable"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.files.give_back()
+            self.files.give_back(self.address)
 
 
 def _files(request: Request) -> ReleaseFiles:
@@ -143,16 +156,17 @@ def target(request: Request, name: str) -> FileResponse:
     if not TARGET_NAME.fullmatch(name) or not path.is_file():
         files.count("target", "not_found")
         raise HTTPException(404, "no such release")
-    if not files.take():
+    address = client_address(request)
+    if not files.take(address):
         files.count("target", "busy")
         raise HTTPException(
             503, "busy sending releases: come back later",
             headers={"Retry-After": str(files.wait_s())},
         )  # fmt: skip
     try:
-        response = _CappedFile(path, files, path.stat().st_size)
+        response = _CappedFile(path, files, path.stat().st_size, address)
     except OSError:
-        files.give_back()
+        files.give_back(address)
         files.count("target", "not_found")
         raise HTTPException(404, "no such release") from None
     files.count("target", "served", response.size)
