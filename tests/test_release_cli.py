@@ -229,3 +229,24 @@ def test_the_releases_section_defaults_beside_the_store(tmp_path: Path) -> None:
     assert config.releases.repository_path(config.store.path) == tmp_path / "var" / "releases"
     assert config.releases.keys_dir(config.store.path) == tmp_path / "var"
     assert config.releases.expiries().timestamp.total_seconds() == 12 * 3600
+
+
+def test_targets_and_root_signed_again_with_the_same_keys_before_expiry(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    """As OPERATIONS.md says: a new targets version and a new root version, the keys
+    unchanged, each with a fresh expiry."""
+    repo = Repository(tmp_path / "var" / "releases")
+    before_targets, before_root = repo.targets().signed, repo.root().signed
+    roots = ["--key", str(ceremony["root-a"]), "--key", str(ceremony["root-b"])]
+    targets = release(config, "rotate", "--role", "targets",
+                      "--new-key", str(ceremony["targets"]), *roots)  # fmt: skip
+    assert "published: 2.targets.json, 2.root.json" in targets.output, targets.output
+    same = [a for name in ("root-a", "root-b", "root-c")
+            for a in ("--new-key", f"{ceremony[name]}.pub")]  # fmt: skip
+    root = release(config, "rotate", "--role", "root", *same, "--threshold", "2", *roots)
+    assert "published: 3.root.json" in root.output, root.output
+    after_targets, after_root = repo.targets().signed, repo.root().signed
+    assert after_targets.targets == before_targets.targets
+    assert after_targets.expires >= before_targets.expires
+    assert after_root.roles == before_root.roles and after_root.version == 3
