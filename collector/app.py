@@ -208,7 +208,11 @@ class Collector:
         )
         self.rollout: Rollout | None = None
         if config.enrollment is not None and config.dynsec is not None:
-            self.rollout = Rollout(self.store, rollout_settings(config, renames))
+            self.rollout = Rollout(
+                self.store,
+                rollout_settings(config, renames),
+                signed_versions=self.releases.repository.signed_versions,
+            )
             self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
