@@ -41,6 +41,15 @@ def test_a_key_file_is_private_its_public_half_beside_it(tmp_path: Path) -> None
     assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
 
 
+def test_a_public_key_file_naming_another_key_id_is_refused(tmp_path: Path) -> None:
+    key = keyfiles.generate(tmp_path / "root.key", "root")
+    public = keyfiles.public_path(key.path)
+    other = keyfiles.generate(tmp_path / "other.key", "root").keyid
+    public.write_text(public.read_text().replace(key.keyid, other))
+    with pytest.raises(keyfiles.KeyFileError, match="its key id is not its key's"):
+        keyfiles.read(public)
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 Role = Literal["root", "targets", "snapshot", "timestamp"]
@@ -130,8 +130,10 @@ def _read_public(path: Path, data: bytes) -> ReleaseKey:
         public = SSlibKey.from_dict(document["keyid"], dict(document["key"]))
         if role not in ROLES or public.keytype != "ed25519":
             raise ValueError(f"role {role!r}, key type {public.keytype!r}")
-        if SSlibKey.from_dict("x", dict(document["key"])).to_dict() != public.to_dict():
-            raise ValueError("key fields")
+        raw = bytes.fromhex(public.keyval["public"])
+        computed = SSlibKey.from_crypto(Ed25519PublicKey.from_public_bytes(raw))
+        if computed.keyid != public.keyid or computed.to_dict() != public.to_dict():
+            raise ValueError("its key id is not its key's")
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"{path}: not a release public key file ({exc})") from None
     return ReleaseKey(path, role, public, None)
