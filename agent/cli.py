@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -88,11 +89,13 @@ def run(config_path: Path) -> None:
     from agent.runner import run_agent
 
     try:
-        asyncio.run(run_agent(config))
+        code = asyncio.run(run_agent(config))
     except (OutboxError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        pass
+        return
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -467,6 +470,37 @@ def fields(as_json: bool, readme: Path | None) -> None:
     click.echo(f"wrote the field catalogue into {readme}")
 
 
+@main.command("self-check")
+@config_option
+def self_check(config_path: Path) -> None:
+    """Check that this installation can run here: its modules load, the config and the
+    collector's last config build every check, and (in a version folder) every file
+    matches its manifest. The update process runs it with a newly staged version
+    before the launcher may start it; exit 1 with the problem.
+
+    \b
+    Example:
+        commune-agent self-check -c /etc/commune-agent/agent.toml
+    """
+    config = _load(config_path)
+    central = _central(config)
+    import agent
+    from agent import outbox, publisher, scheduler  # noqa: F401  (they must import)
+    from agent.runner import checks_of
+    from agent.update import bundle
+
+    try:
+        checks = checks_of(central.current.checks)
+    except Exception as exc:  # a check refusing its options is this version's verdict
+        raise click.ClickException(f"checks do not build: {type(exc).__name__}: {exc}") from None
+    folder = Path(agent.__file__).resolve().parent.parent
+    if (folder / bundle.MANIFEST).is_file():
+        problems = bundle.verify_tree(folder)
+        if problems:
+            raise click.ClickException(f"{folder}: {len(problems)} file(s) wrong: {problems[0]}")
+    click.echo(f"self-check passed: agent {__version__}, {len(checks)} check(s)")
+
+
 @main.command("install-service")
 @config_option
 @click.option(
@@ -620,6 +654,67 @@ def _roles(roles: dict[str, tuple[int, list[str]]]) -> str:
         f"{name} {threshold} of {', '.join(k[:12] for k in keys)}"
         for name, (threshold, keys) in roles.items()
     )
+
+
+@main.command("install-launcher")
+@config_option
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/opt/commune-agent",
+    show_default=True,
+    help="The agent's home: launcher/, versions/, state/, tuf/.",
+)
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/etc/systemd/system",
+    show_default=True,
+    help="Where to write the unit.",
+)
+@click.option("--no-start", is_flag=True, help="Install only; do not enable or start.")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit and change nothing.")
+def install_launcher(
+    config_path: Path, home: Path, unit_dir: Path, no_start: bool, print_only: bool
+) -> None:
+    """Linux: run the agent under the launcher, which updates it side by side and rolls
+    back a version that fails (deploy/OPERATIONS.md, "Releases"). Lays out the home
+    (the launcher, this agent as the first version) and replaces the commune-agent
+    unit with one that runs the launcher as the user commune-agent.
+
+    \b
+    Example:
+        sudo /opt/commune-agent/venv/bin/commune-agent install-launcher \\
+            -c /etc/commune-agent/agent.toml --home /opt/commune-agent
+        commune-agent install-launcher -c agent.toml --print
+    """
+    config = _load(config_path)
+    from agent import service, systemd
+    from agent.update import install
+
+    home = home.absolute()
+    python = str(Path(sys.executable).absolute())
+    text = install.unit(home, Path(config.source).absolute(), python)
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    try:
+        for line in install.lay_out(home):
+            click.echo(line)
+        for name in install.WRITABLE:
+            systemd.create_user(service.SERVICE.name)
+            shutil.chown(home / name, user=service.SERVICE.name, group=service.SERVICE.name)
+        for line in systemd.install(
+            service.SERVICE, config_path, text, lambda who: service.check(config, who),
+            unit_dir, start=not no_start, secrets=service.secrets_beside(config),
+        ):  # fmt: skip
+            click.echo(line)
+    except systemd.InstallError as exc:
+        raise click.ClickException(
+            "not installed: the service user would fail:\n  " + "\n  ".join(exc.problems)
+        ) from None
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise click.ClickException(f"install failed: {exc}") from None
 
 
 if __name__ == "__main__":

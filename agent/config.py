@@ -82,6 +82,23 @@ class RemoteSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     enroll`` and ``commune-agent config-key fetch`` write it)."""
 
 
+class UpdateSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where the agent takes the releases the collector's config names (run by the
+    launcher only: an agent run another way never updates itself)."""
+
+    url: str = ""
+    """The collector's signed releases (TUF), e.g. "https://collector.example:8443/releases"."""
+    ca_file: str = ""
+    """The CA that signed the collector's HTTPS certificate (default: the system's)."""
+    bundle_dir: str = ""
+    """Lab PCs and tests only: take ``commune-agent-<v>.zip`` from this folder instead of
+    ``url`` (checked against its manifest, not a signature)."""
+    retry_min: Duration = Duration(300)
+    """After a failed or refused attempt, wait this long (doubling up to retry_max) unless
+    the collector said when (Retry-After)."""
+    retry_max: Duration = Duration(6 * 3600)
+
+
 class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: list[HostOptions] = []
     antivirus: list[AntivirusOptions] = []
@@ -191,6 +208,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     outbox: OutboxSection = OutboxSection()
     checks: ChecksSection = ChecksSection()
     remote: RemoteSection = RemoteSection()
+    update: UpdateSection = UpdateSection()
     source: str = ""
     """The file this was read from (set by load_config, not a config key)."""
 
@@ -244,6 +262,9 @@ def load_config(path: str | Path) -> Config:
     remote = data.get("remote")
     if isinstance(remote, dict):
         remote.update(resolve_paths(remote, base, frozenset({"overrides", "cache", "config_key"})))
+    update = data.get("update")
+    if isinstance(update, dict):
+        update.update(resolve_paths(update, base, frozenset({"ca_file", "bundle_dir"})))
     outbox = data.get("outbox")
     if isinstance(outbox, dict) and isinstance(outbox.get("path"), str) and outbox["path"]:
         outbox["path"] = resolve_paths({"path": outbox["path"]}, base, frozenset({"path"}))["path"]

@@ -78,6 +78,9 @@ class Publisher:
         self._stopping = threading.Event()
         self._draining = threading.Event()
         self._draining.set()
+        self.birth_acked = threading.Event()
+        """The broker acknowledged a birth message (the launcher's health needs it)."""
+        self._birth_mid = -1
         self._last_failure = ""
         self._last_client_error = ""
         self._wake = threading.Event()
@@ -118,7 +121,8 @@ class Publisher:
         self._last_failure = ""
         if self.subscription is not None:
             client.subscribe(self.subscription.topic, qos=1)
-        client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
+        birth = client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
+        self._birth_mid = birth.mid
         with self.stats.lock:
             self.stats.publish.connected = True
             self.stats.publish.connects += 1
@@ -150,6 +154,8 @@ class Publisher:
         _reason: ReasonCode,
         _properties: object,
     ) -> None:
+        if mid == self._birth_mid:
+            self.birth_acked.set()
         self._acks.append(mid)
         self._wake.set()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -22,12 +24,19 @@ from agent.outbox import Outbox
 from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscription
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
+from agent.update import EXIT_UPDATE, HOME_ENV
+from agent.update.follow import UpdateFollower, process_stager
+from agent.update.health import HealthReporter
+from agent.update.launcher import LAUNCHER_ENV
+from agent.update.state import Home
 from agent.wire import (
     SCHEMA_VERSION,
     Envelope,
+    ReleaseOrder,
     Sample,
     Status,
     TopicKind,
+    UpdateReport,
     encode,
     split_samples,
     topic,
@@ -80,6 +89,7 @@ class Identity:
         reason: str = "",
         ts: float | None = None,
         central: CentralConfig | None = None,
+        update: UpdateReport | None = None,
     ) -> Status:
         return Status(
             v=SCHEMA_VERSION,
@@ -94,6 +104,7 @@ class Identity:
             interval=self.interval,
             config_version=central.state.version if central else 0,
             config_hash=central.state.hash if central else "",
+            update=update,
         )
 
 
@@ -184,9 +195,73 @@ class ConfigFollower:
         )
 
 
-async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: bool = True) -> None:
-    """Run until ``stop`` is set or SIGTERM/SIGINT arrives."""
+def update_follower(
+    config: Config, central: CentralConfig, announce: Callable[[], None], finish: Callable[[], None]
+) -> UpdateFollower | None:
+    """Under the launcher only: follows ``AgentConfig.release``."""
+    home = os.environ.get(HOME_ENV, "")
+    if not home:
+        return None
+    section = config.update
+
+    def order() -> ReleaseOrder | None:
+        message = central.current.central
+        return message.release if message is not None else None
+
+    stager = process_stager(
+        Path(home), Path(config.source).absolute(), section.url, section.ca_file,
+        section.bundle_dir,
+    )  # fmt: skip
+    return UpdateFollower(
+        Home(Path(home)),
+        config.agent_id,
+        __version__,
+        order,
+        stager,
+        announce,
+        finish,
+        launcher=os.environ.get(LAUNCHER_ENV, ""),
+        retry_min_s=float(section.retry_min),
+        retry_max_s=float(section.retry_max),
+    )
+
+
+async def write_health(health: HealthReporter, every: Callable[[], float]) -> None:
+    while True:
+        await asyncio.to_thread(health.write)
+        await asyncio.sleep(every())
+
+
+def update_tasks(
+    updates: UpdateFollower,
+    stats: AgentStats,
+    scheduler: Scheduler,
+    publisher: Publisher,
+    identity: Identity,
+) -> list[asyncio.Task[None]]:
+    """Under the launcher: the health file it judges a trial by, and the order follower."""
+    health = HealthReporter(
+        updates.home,
+        stats,
+        lambda: [c.name for c in scheduler.checks],
+        publisher.birth_acked.is_set,
+    )
+
+    def health_every() -> float:
+        on_trial = updates.home.pending() == __version__
+        return min(identity.interval, 5.0) if on_trial else 60.0
+
+    return [
+        asyncio.create_task(write_health(health, health_every), name="health"),
+        asyncio.create_task(updates.follow(), name="update"),
+    ]
+
+
+async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: bool = True) -> int:
+    """Run until ``stop`` is set or SIGTERM/SIGINT arrives; the exit code (``EXIT_UPDATE``:
+    a new version is staged for the launcher to start)."""
     stop = stop or asyncio.Event()
+    exit_code = 0
     identity = Identity(config)
     central = CentralConfig(config)
     identity.interval = central.current.interval
@@ -212,10 +287,29 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     def names() -> list[str]:
         return [c.describe() for c in scheduler.checks]
 
+    def publisher_announce() -> None:
+        publisher.announce()  # the publisher is made below, with the birth that reports
+
+    def finish_for_update() -> None:
+        nonlocal exit_code
+        exit_code = EXIT_UPDATE
+        stop.set()
+
+    updates = update_follower(config, central, publisher_announce, finish_for_update)
+
+    def update_report() -> UpdateReport | None:
+        return updates.report() if updates is not None else None
+
+    def offline() -> bytes:
+        reason = "updating" if exit_code == EXIT_UPDATE else "stopped"
+        return encode(identity.status("offline", names(), reason, central=central))
+
     status = StatusMessages(
         topic=identity.topic("status"),
-        online=lambda: encode(identity.status("online", names(), central=central)),
-        offline=lambda: encode(identity.status("offline", names(), "stopped", central=central)),
+        online=lambda: encode(
+            identity.status("online", names(), central=central, update=update_report())
+        ),
+        offline=offline,
         will=encode(identity.status("offline", names(), "connection lost", ts=0.0)),
     )
     subscription = (
@@ -237,16 +331,20 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
         config.outbox_path,
     )
     publisher.start()
-    following = asyncio.create_task(follower.follow(), name="config")
+    tasks = [asyncio.create_task(follower.follow(), name="config")]
+    if updates is not None:
+        tasks += update_tasks(updates, stats, scheduler, publisher, identity)
     try:
         await scheduler.run(stop)
     finally:
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await close_checks(scheduler.checks)
         await asyncio.to_thread(publisher.stop)
         outbox.close()
-        log.info("agent stopped")
+        log.info("agent stopped%s", " to start a staged version" if exit_code else "")
+    return exit_code
 
 
 async def run_once(config: Config, only: str | None = None) -> list[Envelope]:

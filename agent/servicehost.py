@@ -97,7 +97,7 @@ class Lifecycle:
         while not self._done.wait(self._every_s):
             self._report("stop_pending", STOP_WAIT_HINT_MS)
 
-    async def run(self, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    async def run(self, main: Callable[[asyncio.Event], Awaitable[object]]) -> int:
         """Run ``main`` until stopped; the service's exit code (0: stopped as asked)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,84 @@
+"""The running agent's health, written for the launcher (``state/health/<version>.json``).
+
+The launcher commits a version on trial only when this says: the broker acknowledged
+the birth, every check ran at least once without crashing, the version's own files
+still match its manifest, and how much memory and CPU it uses (compared with its
+predecessor's own record).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+import agent
+from agent.stats import AgentStats
+from agent.update import bundle
+from agent.update.state import Health, Home
+
+log = logging.getLogger(__name__)
+
+
+def version_folder() -> Path:
+    """Where the running agent's package was loaded from (``versions/<v>`` under the
+    launcher: ``MANIFEST.json`` sits there)."""
+    return Path(agent.__file__).resolve().parent.parent
+
+
+class HealthReporter:
+    def __init__(
+        self,
+        home: Home,
+        stats: AgentStats,
+        checks: Callable[[], list[str]],
+        birth_acked: Callable[[], bool],
+        verify_every_s: float = 60.0,
+    ) -> None:
+        self.home = home
+        self.stats = stats
+        self.checks = checks
+        self.birth_acked = birth_acked
+        self.verify_every_s = verify_every_s
+        self._process = psutil.Process(os.getpid())
+        self._files_problem = ""
+        self._verified_at = -float("inf")
+
+    def _files(self) -> str:
+        now = time.monotonic()
+        if now - self._verified_at >= self.verify_every_s:
+            self._verified_at = now
+            problems = bundle.verify_tree(version_folder())
+            self._files_problem = problems[0] if problems else ""
+        return self._files_problem
+
+    def measure(self) -> Health:
+        names = self.checks()
+        with self.stats.lock:
+            counters = [self.stats.checks.get(n) for n in names]
+            sampled = sum(1 for c in counters if c is not None and c.runs > c.errors)
+        with self._process.oneshot():
+            rss = int(self._process.memory_info().rss)
+            times = self._process.cpu_times()
+            age = max(1e-3, time.time() - self._process.create_time())
+        return Health(
+            version=agent.__version__,
+            pid=os.getpid(),
+            ts=time.time(),
+            birth_acked=self.birth_acked(),
+            checks_total=len(names),
+            checks_sampled=sampled,
+            files_problem=self._files(),
+            rss_bytes=rss,
+            cpu_fraction=round((times.user + times.system) / age, 4),
+        )
+
+    def write(self) -> None:
+        try:
+            self.home.write_health(self.measure())
+        except (OSError, psutil.Error) as exc:  # a health file missed is retried next time
+            log.warning("could not write the health file: %s", exc)
