@@ -562,3 +562,24 @@ def test_a_pc_whose_clock_is_behind_still_refuses_what_it_must(site: Site) -> No
     replayed = _update_with_clock_off(site, -400)
     assert replayed["kind"] == "refused", replayed
     assert str(replayed["reason"]).startswith("metadata rollback")
+
+
+def test_the_update_process_reads_this_module_by_its_contract(site: Site) -> None:
+    """The launcher's side (agent/update/process.py) runs this module and reads its line:
+    a verified bundle, a refusal and a busy collector come through as they were meant."""
+    from agent.update.process import tuf_fetcher
+
+    agent = site.agent()
+    fetch = tuf_fetcher(agent.home, site.server.url)
+    fetched = fetch("1.0", "0.9")
+    assert fetched.refusal is None and fetched.path is not None
+    assert bundle.read_manifest(fetched.path).version == "1.0"
+    refusal = fetch("1.0", "2.0").refusal
+    assert refusal is not None and (refusal.state, refusal.retry_after) == ("refused", None)
+    assert "below floor" in refusal.reason
+    while site.files.take():
+        pass
+    Path(fetched.path).unlink()
+    busy = fetch("1.0", "").refusal
+    assert busy is not None and busy.state == "failed" and busy.retry_after is not None
+    assert 5 <= busy.retry_after <= 11
