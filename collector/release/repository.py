@@ -492,6 +492,7 @@ class Repository:
             return self._sign_staged(signers)
 
     def _sign_staged(self, signers: list[ReleaseKey]) -> list[str]:
+        signers = list({key.keyid: key for key in signers}.values())  # a key given twice
         staged = self.staged()
         if not staged:
             raise ReleaseError("nothing is staged: add, revoke or rotate first")
