@@ -492,7 +492,12 @@ class Repository:
             return self._sign_staged(signers)
 
     def _sign_staged(self, signers: list[ReleaseKey]) -> list[str]:
-        signers = list({key.keyid: key for key in signers}.values())  # a key given twice
+        # A key given twice signs once; given as its private file and as its .pub, it signs.
+        chosen: dict[str, ReleaseKey] = {}
+        for key in signers:
+            if key.signer is not None or key.keyid not in chosen:
+                chosen[key.keyid] = key
+        signers = list(chosen.values())
         staged = self.staged()
         if not staged:
             raise ReleaseError("nothing is staged: add, revoke or rotate first")
