@@ -560,6 +560,102 @@ def install_service(config_path: Path, unit_dir: Path, no_start: bool, print_onl
         raise click.ClickException(f"install failed: {exc}") from None
 
 
+home_option = click.option(
+    "--home",
+    required=True,
+    envvar="COMMUNE_AGENT_HOME",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's home (runtime, versions, tuf/). Env: COMMUNE_AGENT_HOME.",
+)
+
+
+@main.group("update-root")
+def update_root_group() -> None:
+    """The TUF root this PC trusts for releases (<home>/tuf/root.json): only versions
+    the collector's signed targets list are installed, signed under this root's chain.
+
+    \b
+    Example:
+        commune-agent update-root show --home /opt/commune-agent
+        sudo commune-agent update-root fetch --home /opt/commune-agent \\
+            --collector https://collector.example:8443
+    """
+
+
+@update_root_group.command("fetch")
+@home_option
+@click.option("--collector", required=True, metavar="URL",
+              help="The collector's address, e.g. https://collector.example:8443.")  # fmt: skip
+@collector_ca_option
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the collector.")  # fmt: skip
+def update_root_fetch(home: Path, collector: str, ca_file: str | None, timeout: float) -> None:
+    """Get the collector's newest release root over HTTPS, verified as for enrollment,
+    check it is signed by its own keys, and trust it from now on: for a PC installed
+    without one, or after the root was made anew. Exit 1 if refused, 3 if the
+    collector could not be reached.
+
+    \b
+    Example:
+        sudo commune-agent update-root fetch --home /opt/commune-agent \\
+            --collector https://collector.example:8443 --ca /etc/commune-agent/collector-ca.pem
+    """
+    from agent.update import trust
+
+    try:
+        data = trust.download_root(collector, ca_file or "", timeout)
+        summary = trust.install_root(home, data)
+    except trust.RootUnreachable as exc:
+        click.echo(f"Error: {exc}; nothing was changed", err=True)
+        sys.exit(3)
+    except trust.RootRefused as exc:
+        raise click.ClickException(f"the collector's root is refused: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write {trust.root_path(home)}: {exc.strerror}"
+        ) from None
+    click.echo(
+        f"wrote {trust.root_path(home)}: root v{summary.version}, expires "
+        f"{summary.expires:%Y-%m-%d}, {_roles(summary.roles)}"
+    )
+
+
+@update_root_group.command("show")
+@home_option
+def update_root_show(home: Path) -> None:
+    """The root in <home>/tuf/root.json, and the newest one the TUF client has reached
+    from it by following the chain.
+
+    \b
+    Example:
+        commune-agent update-root show --home /opt/commune-agent
+    """
+    from agent.update import trust
+
+    path = trust.root_path(home)
+    try:
+        summary = trust.check_root(path.read_bytes())
+    except OSError as exc:
+        raise click.ClickException(
+            f"{path}: {exc.strerror}: no release root here (commune-agent update-root fetch)"
+        ) from None
+    except trust.RootRefused as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    click.echo(f"{path}: root v{summary.version}, expires {summary.expires:%Y-%m-%d}, "
+               f"{_roles(summary.roles)}")  # fmt: skip
+    reached = trust.trusted_now(home)
+    if reached is not None:
+        click.echo(f"trusted now: root v{reached.version}, expires {reached.expires:%Y-%m-%d}, "
+                   f"{_roles(reached.roles)}")  # fmt: skip
+
+
+def _roles(roles: dict[str, tuple[int, list[str]]]) -> str:
+    return "; ".join(
+        f"{name} {threshold} of {', '.join(k[:12] for k in keys)}"
+        for name, (threshold, keys) in roles.items()
+    )
+
+
 @main.command("install-launcher")
 @config_option
 @click.option(

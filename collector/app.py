@@ -20,13 +20,15 @@ from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
+from collector.release.online import OnlineSigner
+from collector.release.repository import Repository
 from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
-from collector.web.figures import figures, rollout_figures, session_figures
+from collector.web.figures import figures, release_figures, rollout_figures, session_figures
 from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
@@ -38,7 +40,7 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl"})
+ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl", "releases"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -75,6 +77,13 @@ def rollout_settings(
         secrets_dir=enrollment.secrets_dir,
         lab=tuple(config.rollouts.lab),
     )
+
+
+def release_signer(config: CollectorConfig) -> OnlineSigner:
+    """The release repository's online re-signing (idle until ``release init``)."""
+    section, store = config.releases, config.store.path
+    repository = Repository(section.repository_path(store), section.expiries())
+    return OnlineSigner(repository, section.keys_dir(store))
 
 
 def session_name(config: CollectorConfig) -> str:
@@ -177,12 +186,14 @@ class Collector:
             )
         self.health = HealthModel(self.reader, self.inventories)
         self.rules = load_all_rules(config)
+        self.releases = release_signer(config)
         self.engine = AlertEngine(
             self.rules,
             late_after=float(config.alerts.late_after),
             uplinks={k: v for i in self.inventories for k, v in i.uplinks().items()},
             escalation=escalation_steps(config),
             sessions=self.sessions,
+            releases=self.releases.roles,
         )
         self.engine.install(self.store)
         alerts = config.alerts
@@ -197,7 +208,11 @@ class Collector:
         )
         self.rollout: Rollout | None = None
         if config.enrollment is not None and config.dynsec is not None:
-            self.rollout = Rollout(self.store, rollout_settings(config, renames))
+            self.rollout = Rollout(
+                self.store,
+                rollout_settings(config, renames),
+                signed_versions=self.releases.repository.signed_versions,
+            )
             self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
@@ -235,6 +250,11 @@ class Collector:
             # and the source log in with it.
             self.rollout.start()
         self.source.start()
+        try:
+            # Back after days down: sign what expired before the first PC asks.
+            self.releases.tick()
+        except Exception:  # the housekeeping tries again and says so
+            log.exception("releases: could not re-sign at start")
         if self.config.api.listen:
             self._start_api()
             if self.config.console.enabled:
@@ -252,6 +272,7 @@ class Collector:
 
     def _start_api(self) -> None:
         from collector.web.factory import create_app
+        from collector.web.releases import ReleaseFiles
         from collector.web.server import ApiServer, ServerLimits
 
         api = self.config.api
@@ -269,16 +290,24 @@ class Collector:
                 f"api.listen: cannot serve on {api.listen}: {exc.strerror or exc}"
             ) from None
         enrollment = self.config.enrollment
+        section = self.config.releases
+        releases = ReleaseFiles(
+            self.releases.repository.path,
+            section.max_downloads,
+            float(section.retry_after),
+            section.max_downloads_per_address,
+        )
         app = create_app(
             self.health,
             self.reader,
             api,
-            lambda: [*self.metrics(), *server.figures()],
+            lambda: [*self.metrics(), *server.figures(), *releases.figures()],
             self.healthz,
             self.config.console,
             self.rollout,
             enrollment.max_per_address if enrollment else 600,
             self.config.report.issuing(),
+            releases,
         )
         try:
             server.start(app)
@@ -303,6 +332,7 @@ class Collector:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
         if self.rollout is not None:
             tasks.append(Task("rollout", self.rollout.tick))
+        tasks.append(Task("releases", self.releases.tick, every_s=60.0))
         tasks.append(
             Task(
                 "retention",
@@ -407,6 +437,9 @@ class Collector:
             )  # fmt: skip
         if self.rollout is not None:
             parts.update(self.rollout.parts())
+        if self.releases.repository.initialised():
+            # Shown, not failing /healthz: ingest goes on; the expiry alert pages in time.
+            parts["releases"] = "resign_failing" if self.releases.failing() else "ok"
         for task in sorted(self.housekeeping.failing):
             parts[f"housekeeping_{task}"] = "failing"
         return parts
@@ -429,7 +462,7 @@ class Collector:
         )
         if self.rollout is not None:
             families += rollout_figures(self.rollout)
-        return families + session_figures(self.sessions())
+        return families + session_figures(self.sessions()) + release_figures(self.releases)
 
     def sessions(self) -> list[SessionWatch]:
         """The collector's own broker sessions: the ingest's, and with enrollment the

@@ -27,6 +27,7 @@ from agent.configtypes import (
 from agent.wire import Ident, whole
 from collector.alerts.zalo import ZaloSettings
 from collector.outputs.report.issuer import Issuer
+from collector.release.repository import Expiries
 from collector.state.inventory import load_inventory
 
 # A TCP port in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
@@ -484,6 +485,63 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
             raise ConfigProblem("config_key_file", str(exc)) from None
 
 
+class ReleasesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The agents' signed releases (TUF), served at ``/releases/`` by the API; made and
+    signed with ``commune-collector release``. Served once ``release init`` has made the
+    repository; until then ``/releases/`` answers 404."""
+
+    path: str = ""
+    """The repository (metadata, targets, staged changes); default ``releases`` beside
+    the state store."""
+    online_keys_dir: str = ""
+    """Where the online snapshot and timestamp keys are (release-snapshot.key,
+    release-timestamp.key, 0600): the collector re-signs with them. Default the state
+    store's folder. The root and targets keys are never here: they are offline."""
+    max_downloads: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    """Bundles sent at once; above, ``503`` with ``Retry-After`` (agents come back later)."""
+    max_downloads_per_address: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 4
+    """Bundles sent at once to one address (a commune's PCs share their router's): a few
+    slow readers in one place cannot hold every place. Behind a proxy, the address is
+    the one it forwards ([api] trusted_proxies)."""
+    retry_after: Duration = Duration(60)
+    """The wait a busy answer asks for, plus up to as much again at random (jitter)."""
+    root_expiry: Duration = Duration(365 * 86400)
+    """How long a root version is valid: rotate or re-sign it before (alert at 30 days)."""
+    targets_expiry: Duration = Duration(90 * 86400)
+    """How long a targets version is valid: sign it again before (alert at 14 days)."""
+    snapshot_expiry: Duration = Duration(7 * 86400)
+    timestamp_expiry: Duration = Duration(86400)
+    """Online roles: re-signed by the running collector when half of this is left."""
+
+    def validate(self) -> None:
+        if not 3600 <= float(self.timestamp_expiry) <= float(self.snapshot_expiry):
+            raise ConfigProblem(
+                "timestamp_expiry", "between 1h and snapshot_expiry (re-signed at half of it)"
+            )
+        if not float(self.snapshot_expiry) <= float(self.targets_expiry) <= float(self.root_expiry):
+            raise ConfigProblem("targets_expiry", "between snapshot_expiry and root_expiry")
+        if not 1 <= float(self.retry_after) <= 3600:
+            raise ConfigProblem("retry_after", "between 1s and 1h")
+        if self.online_keys_dir and not os.path.isdir(self.online_keys_dir):
+            raise ConfigProblem("online_keys_dir", f"{self.online_keys_dir} is not a folder")
+
+    def expiries(self) -> Expiries:
+        from datetime import timedelta
+
+        return Expiries(
+            root=timedelta(seconds=float(self.root_expiry)),
+            targets=timedelta(seconds=float(self.targets_expiry)),
+            snapshot=timedelta(seconds=float(self.snapshot_expiry)),
+            timestamp=timedelta(seconds=float(self.timestamp_expiry)),
+        )
+
+    def repository_path(self, store_path: str) -> Path:
+        return Path(self.path) if self.path else Path(store_path).with_name("releases")
+
+    def keys_dir(self, store_path: str) -> Path:
+        return Path(self.online_keys_dir) if self.online_keys_dir else Path(store_path).parent
+
+
 Line = Annotated[str, msgspec.Meta(max_length=200)]
 
 
@@ -538,6 +596,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     dynsec: DynsecSection | None = None
     enrollment: EnrollmentSection | None = None
     report: ReportSection = ReportSection()
+    releases: ReleasesSection = ReleasesSection()
     rollouts: RolloutsSection = RolloutsSection()
 
 
@@ -577,6 +636,7 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
         ("sink", config.sink),
         ("dynsec", config.dynsec),
         ("enrollment", config.enrollment),
+        ("releases", config.releases),
     ]
     for name, section in sections:
         if section is None:
@@ -620,6 +680,9 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
             frozenset({"broker_ca_file", "client_ca_cert_file", "client_ca_key_file",
                        "client_crl_file", "config_key_file", "secrets_dir"}),
         ))  # fmt: skip
+    releases = data.get("releases")
+    if isinstance(releases, dict):
+        releases.update(resolve_paths(releases, base, frozenset({"path", "online_keys_dir"})))
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
         store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]

@@ -547,6 +547,7 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "agent_over_limit",
         "collector_session_taken_over",
         "collector_session_refused",
+        "release_metadata_expiring",
         "rollout_paused_by_breach",
         "agent_update_rolled_back",
         "agent_update_failing",

@@ -73,6 +73,31 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
     assert result.stdout.strip() == "False"
 
 
+def test_tuf_is_loaded_only_by_the_update_process() -> None:
+    """The running agent never loads tuf and urllib3: the update runs them in a process
+    of its own (``python -m agent.update.fetch``); the command line only in a command."""
+    for path in AGENT.rglob("*.py"):
+        if path.parent.name == "update" and path.name in ("fetch.py", "trust.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        for node in top_level:
+            base = f"{node.module}." if isinstance(node, ast.ImportFrom) else ""
+            for name in (base + alias.name for alias in node.names):
+                assert not name.startswith(("tuf", "urllib3")), path
+                assert name not in ("agent.update.fetch", "agent.update.trust"), path
+    code = (
+        "import sys, agent.runner, agent.cli; print(sorted({'tuf', 'urllib3'} & set(sys.modules)))"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_agent() -> None:
     """The wire contract and its field catalogue, the dependency-free config value
     types, units and decoding; and for check profiles, the agent's config decoder."""
@@ -81,6 +106,8 @@ def test_the_collector_takes_only_the_wire_contract_and_config_types_from_the_ag
         from_agent = {n for n in imports(path) if n == "agent" or n.startswith("agent.")}
         allowed = {"agent.wire", "agent.catalogue", "agent.configtypes", "agent.units"}
         allowed |= {"agent.systemd", "agent.brokerclient", "agent.enrollwire", "agent"}
+        # Releases: the bundle format and version order, standard library only.
+        allowed |= {"agent.update", "agent.update.bundle", "agent.update.versions"}
         if path.parts[-2:] == ("rollout", "profiles.py"):
             # Profiles are judged by the agent's own decoder before any agent sees them.
             allowed |= {"agent.config"}
@@ -114,7 +141,7 @@ def test_the_service_installer_stands_alone() -> None:
 #: The collector's layers, top first: a module imports only from its own part or below.
 #: alerts, outputs, ingest and rollout are siblings and do not import one another.
 LAYERS = (("cli",), ("app",), ("web", "service"), ("config",))
-LAYERS += (("alerts", "outputs", "ingest", "rollout"),)
+LAYERS += (("alerts", "outputs", "ingest", "rollout", "release"),)
 LAYERS += (("state",), ("common",))
 COLLECTOR = AGENT.parent / "collector"
 

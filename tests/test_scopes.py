@@ -147,6 +147,19 @@ def check_config_keys(site: Site) -> None:
     assert not any(name in answer.text for name in NAMES.values())
 
 
+def release_files(path: str) -> Callable[[Site], None]:
+    """The signed releases: public, the same answer with any token or none (this site has
+    no release repository: 404 for all); nothing of a place."""
+
+    def check(site: Site) -> None:
+        answers = [site.client.call("GET", path, who) for who in (*OUTSIDE, OWN, "all")]
+        answers.append(site.client.call("GET", path))
+        assert {a.status for a in answers} == {404}, answers
+        assert not any(name in a.text for a in answers for name in NAMES.values())
+
+    return check
+
+
 def check_healthz(site: Site) -> None:
     answer = site.client.call("GET", "/healthz")
     assert answer.status in (200, 503) and answer.json["status"] in ("ok", "degraded")
@@ -750,6 +763,8 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("GET", "/redoc"): public_page("/redoc"),
     ("POST", "/api/v1/enroll"): check_enroll,
     ("GET", "/api/v1/config-keys"): check_config_keys,
+    ("GET", "/releases/metadata/{name}"): release_files("/releases/metadata/timestamp.json"),
+    ("GET", "/releases/targets/{name}"): release_files(f"/releases/targets/{'0' * 64}.x.zip"),
     ("GET", "/login"): public_page("/login"),
     ("POST", "/login"): check_login,
     ("POST", "/logout"): check_logout,

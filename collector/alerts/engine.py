@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -59,6 +59,17 @@ class Subject:
     agent: str = ""
     name: str = ""
     target: str = ""
+
+
+class ReleaseRole(Protocol):
+    """A role of the release repository, as the collector's re-signing job sees it."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def expires(self) -> float: ...
+    @property
+    def expiring(self) -> bool: ...
 
 
 def subject_key(envelope: Envelope, sample: Sample) -> str:
@@ -97,9 +108,11 @@ class AlertEngine:
         escalation: Sequence[Escalation] = (),
         clock: Callable[[], float] = time.time,
         sessions: Callable[[], Sequence[SessionWatch]] = tuple,
+        releases: Callable[[], Sequence[ReleaseRole]] = tuple,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.sessions = sessions
+        self.releases = releases
         self.escalation = list(escalation)
         self.late_after = late_after
         self.uplinks = uplinks or {}
@@ -360,6 +373,8 @@ class AlertEngine:
                 elif rule.on == "collector" and not (rule.provinces or rule.communes):
                     for watch in self.sessions():
                         self._session_step(db, rule, watch, now)
+                    for role in self.releases():
+                        self._release_step(db, rule, role, now)
                     if rollout is not None:
                         self._rollout_step(db, rule, rollout, now)
             self._inhibit(db, now)
@@ -409,6 +424,17 @@ class AlertEngine:
             return
         subject = Subject(f"collector/{watch.name}", "", "", name=watch.name)
         self.step(db, rule, subject, holds, now, now, str(takeovers or values["state"]))
+
+    def _release_step(
+        self, db: sqlite3.Connection, rule: Rule, role: ReleaseRole, now: float
+    ) -> None:
+        days = round((role.expires - now) / 86400, 1)
+        values = {"role": role.role, "expires_in_days": days, "expiring": role.expiring}
+        holds = rule.holds(values)
+        if holds is None:
+            return
+        subject = Subject(f"collector/release-{role.role}", "", "", name=role.role)
+        self.step(db, rule, subject, holds, now, now, str(days))
 
     def _rollout_step(
         self, db: sqlite3.Connection, rule: Rule, rollout: RolloutStanding, now: float

@@ -71,6 +71,11 @@ COLLECTOR_FIELDS = {
     "state": TEXT,  # ok, taken_over, refused, away
     # Times another client took the session over within the last quarter of an hour.
     "takeovers": NUMBER,
+    # The release repository's roles (one subject each: root, targets, snapshot, timestamp).
+    "role": TEXT,
+    "expires_in_days": NUMBER,
+    # Root within 30 days of expiry, targets within 14, an online role not re-signed.
+    "expiring": BOOL,
     # The latest rollout of a release: running, paused, halted, done; and whether its
     # gate paused it (a breach), not an operator.
     "rollout_state": TEXT,

@@ -20,6 +20,7 @@ from collector.cli.configkey import config_key_group
 from collector.cli.enroll import enroll_command, revoke_command
 from collector.cli.inventory import inventory_command
 from collector.cli.maintenance import maintenance_group
+from collector.cli.release import release_group
 from collector.cli.report import report_command
 from collector.cli.rollout import rollout_group
 from collector.cli.service import install_service_command
@@ -341,6 +342,7 @@ main.add_command(token_group)
 main.add_command(config_key_group)
 main.add_command(inventory_command)
 main.add_command(install_service_command)
+main.add_command(release_group)
 main.add_command(rollout_group)
 
 

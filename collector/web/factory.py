@@ -27,6 +27,8 @@ from collector.web.guard import BodyTooLarge, Guard
 from collector.web.maintenance import router as maintenance_router
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
+from collector.web.releases import ReleaseFiles
+from collector.web.releases import router as releases_router
 from collector.web.rollout import router as rollout_router
 from collector.web.rollouts import router as rollouts_router
 
@@ -68,6 +70,7 @@ def create_app(
     rollout: Rollout | None = None,
     enroll_per_hour: int = 600,
     issuer: Issuer | None = None,
+    releases: ReleaseFiles | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="commune-monitor collector",
@@ -101,6 +104,8 @@ def create_app(
     app.include_router(maintenance_router)
     app.include_router(groups_router)
     app.include_router(audit_router)
+    app.state.releases = releases
+    app.include_router(releases_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions

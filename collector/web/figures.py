@@ -12,6 +12,7 @@ from collector.ingest.ingestor import COMMIT_BOUNDS, IngestStats
 from collector.ingest.source import MqttSource
 from collector.outputs.sink import SinkStats
 from collector.outputs.spool import Spool
+from collector.release.online import OnlineSigner
 from collector.rollout.enrollment import REFUSALS as ENROLL_REFUSALS
 from collector.rollout.service import Rollout
 from collector.state.store import StateStore
@@ -203,3 +204,37 @@ def session_figures(watches: list[SessionWatch]) -> list[Family]:
         takeovers.add(watch.takeovers_total, session=watch.name)
         refusals.add(watch.refusals_total, session=watch.name)
     return [up, takeovers, refusals]
+
+
+def release_figures(signer: OnlineSigner) -> list[Family]:
+    """The release repository's roles: when each expires, whether it is close to it, and
+    how the collector's re-signing of the online ones goes."""
+    expires = Family(
+        "commune_collector_release_metadata_expires_seconds",
+        "gauge",
+        "When each role of the release repository expires (Unix seconds): once expired, no "
+        "PC updates.",
+    )
+    expiring = Family(
+        "commune_collector_release_metadata_expiring",
+        "gauge",
+        "1 while a role is close to expiry: root within 30 days, targets within 14, an "
+        "online role with half its validity gone (re-signing fails).",
+    )
+    for role in signer.roles():
+        expires.add(role.expires, role=role.role)
+        expiring.add(int(role.expiring), role=role.role)
+    return [
+        expires,
+        expiring,
+        Family(
+            "commune_collector_release_resign_failures_total",
+            "counter",
+            "Rounds in which the collector could not re-sign snapshot and timestamp.",
+        ).add(signer.failures_total),
+        Family(
+            "commune_collector_release_resigned_total",
+            "counter",
+            "Snapshot and timestamp files signed by the collector.",
+        ).add(signer.resigned_total),
+    ]
