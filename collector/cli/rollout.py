@@ -23,15 +23,17 @@ from collector.rollout.rollouts import (
     RolloutError,
     Rollouts,
     fleet,
-    no_signed_versions,
 )
 from collector.state import audit
 
 
 def signed_versions_of(config: CollectorConfig) -> Callable[[], set[str]]:
     """The versions the release repository's signed targets list (``[releases]``)."""
-    del config
-    return no_signed_versions
+    from collector.release.repository import Repository
+
+    section = config.releases
+    repository = Repository(section.repository_path(config.store.path), section.expiries())
+    return repository.signed_versions
 
 
 def _book(config_path: Path | None) -> Rollouts:
