@@ -127,7 +127,8 @@ UpdateState = Literal[
     "staged",  # downloaded, verified, self-checked: the launcher starts it next
     "trial",  # the launcher runs a new version that has not yet proven healthy
     "committed",  # the new version proved healthy and is now the current one
-    "rolled_back",  # the new version failed its trial: the previous one runs again
+    "rolled_back",  # the new version failed here (self-check or trial), marked bad: the
+    # previous one runs again
     "refused",  # the release was refused (not signed, tampered, below the floor, bad)
     "failed",  # no update this time (metadata unreachable or expired, disk full, ...)
 ]

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 CRASH_AT_START = (
     "agent/runner.py",
     "    stop = stop or asyncio.Event()\n    exit_code = 0\n",
+    "    stop = stop or asyncio.Event()\n    exit_code = 0\n"
     '    raise RuntimeError("a release that crashes at start")\n',
 )
 NEVER_ACKNOWLEDGED = (

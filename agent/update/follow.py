@@ -62,7 +62,9 @@ def judge(order: ReleaseOrder | None, running: str, home: Home) -> Attempt | Non
         return None  # nothing to do, or this version is on trial: its verdict comes first
     bad = home.bad()
     if order.version in bad:
-        return Attempt("refused", order.version, f"marked bad: {bad[order.version]['reason']}")
+        # It failed here (its self-check or its trial): said as a rollback, for as long as
+        # it is asked for, so the rollout's gate keeps counting it.
+        return Attempt("rolled_back", order.version, f"marked bad: {bad[order.version]['reason']}")
     floor = home.floor()
     if not versions.at_least(order.version, floor):
         return Attempt("refused", order.version, f"below the floor {floor}")
