@@ -270,6 +270,7 @@ def enroll(
     try:
         url = enrolling.check_request(collector, token, agent, commune)
         enrolling.preflight(config_path, force)
+        kept_ca = enrolling.collector_ca(ca_file or "")  # read before a token use is spent
         credential = (
             enrolling.new_key_and_csr(agent)
             if client_cert
@@ -279,7 +280,10 @@ def enroll(
             url, token, agent, credential, replace=replace, commune=commune,
             ca_file=ca_file or "", timeout=timeout,
         )  # fmt: skip
-        written = enrolling.write(config_path, answer, credential)
+        written = enrolling.write(
+            config_path, answer, credential, releases_url=f"{collector.rstrip('/')}/releases",
+            collector_ca=kept_ca,
+        )  # fmt: skip
     except enrolling.EnrollFailed as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -656,6 +660,25 @@ def _roles(roles: dict[str, tuple[int, list[str]]]) -> str:
     )
 
 
+def _first_root(home: Path, releases_url: str, ca_file: str) -> str:
+    """Trust the collector's release root when the home has none yet (a PC enrolled, not
+    installed from a kit that carries one); what was done, or what to run later."""
+    from agent.update import trust
+
+    path = trust.root_path(home)
+    if path.exists():
+        return f"kept the release root {path}"
+    if not releases_url:
+        return "no release root: set [update] url, then commune-agent update-root fetch"
+    collector = releases_url.rstrip("/").removesuffix("/releases")
+    try:
+        summary = trust.install_root(home, trust.download_root(collector, ca_file))
+    except (trust.RootUnreachable, trust.RootRefused, OSError) as exc:
+        later = f"commune-agent update-root fetch --home {home} --collector {collector}"
+        return f"warning: no release root yet ({exc}); updates wait for {later}"
+    return f"trusted the collector's release root v{summary.version} ({path})"
+
+
 @main.command("install-launcher")
 @config_option
 @click.option(
@@ -701,6 +724,7 @@ def install_launcher(
     try:
         for line in install.lay_out(home):
             click.echo(line)
+        click.echo(_first_root(home, config.update.url, config.update.ca_file))
         for name in install.WRITABLE:
             systemd.create_user(service.SERVICE.name)
             shutil.chown(home / name, user=service.SERVICE.name, group=service.SERVICE.name)

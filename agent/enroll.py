@@ -40,6 +40,8 @@ from agent.wire import IDENT_PATTERN, config_key_id
 TOKEN_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$"  # noqa: S105 (a form, not a token)
 PASSWORD_FILE = "mqtt-password"  # noqa: S105 (a file name)
 BROKER_CA_FILE = "broker-ca.pem"
+#: The CA of the collector's HTTPS (``--ca``), kept for the releases the launcher fetches.
+COLLECTOR_CA_FILE = "collector-ca.pem"
 KEY_FILE, CERT_FILE = "agent.key", "agent.crt"
 MAX_ANSWER_BYTES = 256 * 1024
 
@@ -128,6 +130,19 @@ def check_request(collector: str, token: str, agent: str, commune: str = "") -> 
 
 def new_password() -> str:
     return secrets.token_urlsafe(32)
+
+
+def collector_ca(path: str) -> bytes:
+    """The CA file given with ``--ca`` (PEM), to keep; empty without one."""
+    if not path:
+        return b""
+    try:
+        data = Path(path).read_bytes()[: 256 * 1024]
+    except OSError as exc:
+        raise EnrollFailed(f"cannot read {path}: {describe(exc)}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise EnrollFailed(f"{path} is not a PEM certificate")
+    return data
 
 
 def request(
@@ -225,7 +240,14 @@ def _refusal(error: urllib.error.HTTPError) -> EnrollFailed:
     return EnrollFailed(f"the collector refused the enrollment ({error.code}): {detail}", code)
 
 
-def agent_toml(answer: EnrollAnswer, has_ca: bool, when: float, certificate: bool = False) -> str:
+def agent_toml(
+    answer: EnrollAnswer,
+    has_ca: bool,
+    when: float,
+    certificate: bool = False,
+    releases_url: str = "",
+    collector_ca: bool = False,
+) -> str:
     topic_root = answer.topics.data.split("/", 1)[0]
     lines = [
         f"# Written by commune-agent enroll on {time.strftime('%Y-%m-%d %H:%M', time.localtime(when))}:",  # noqa: E501
@@ -254,6 +276,16 @@ def agent_toml(answer: EnrollAnswer, has_ca: bool, when: float, certificate: boo
         f'config_key = "{CONFIG_KEY_FILE}"',
         "",
     ]
+    if releases_url:
+        lines += [
+            "[update]",
+            "# Under the launcher: the versions the collector's config names, installed only",
+            "# if its signed release repository (TUF) lists them.",
+            f"url = {json.dumps(releases_url)}",
+        ]
+        if collector_ca:
+            lines.append(f'ca_file = "{COLLECTOR_CA_FILE}"')
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -273,10 +305,17 @@ def preflight(config: Path, force: bool) -> None:
 
 
 def write(
-    config: Path, answer: EnrollAnswer, credential: Credential | str, when: float | None = None
+    config: Path,
+    answer: EnrollAnswer,
+    credential: Credential | str,
+    when: float | None = None,
+    releases_url: str = "",
+    collector_ca: bytes = b"",
 ) -> Written:
     """The local files, each written whole then renamed into place; agent.toml last, so
-    a config never names a password file that is not there."""
+    a config never names a password file that is not there. ``releases_url``: where the
+    launcher takes releases (the collector's ``/releases``); ``collector_ca``: the CA
+    its HTTPS was verified with at enrollment, kept beside the config for them."""
     folder = config.parent
     ca = answer.broker_ca.strip()
     if ca and "-----BEGIN CERTIFICATE-----" not in ca:
@@ -292,13 +331,16 @@ def write(
         files = [(folder / PASSWORD_FILE, credential.password.encode() + b"\n", 0o600)]
     if ca:
         files.append((folder / BROKER_CA_FILE, ca.encode() + b"\n", 0o644))
+    if collector_ca:
+        files.append((folder / COLLECTOR_CA_FILE, collector_ca, 0o644))
     if answer.config_keys:
         keys = [decode_public_key(k) for k in answer.config_keys]
         origin = f"the collector, at enrollment on {time.strftime('%Y-%m-%d %H:%M')}"
         files.append((folder / CONFIG_KEY_FILE, key_file_text(keys, origin).encode(), 0o644))
     text = agent_toml(
-        answer, bool(ca), time.time() if when is None else when, bool(credential.key_pem)
-    )
+        answer, bool(ca), time.time() if when is None else when, bool(credential.key_pem),
+        releases_url, bool(collector_ca),
+    )  # fmt: skip
     files.append((config, text.encode(), 0o640))
     staged: list[tuple[Path, Path]] = []
     try:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from agent.cli import _first_root
 from agent.update.state import Home
 from agent.wire import Status, decode_envelope, decode_status
 from tests.servers import REPO, CollectorProcess, Received, Subscriber, dynsec_broker, wait_for
@@ -161,16 +162,21 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Province]:
             assert enrolled.returncode == 0, err.decode()
             folder = root / "pcs" / pc
             config = folder / "agent.toml"
-            config.write_text(
-                config.read_text()
-                + f'\n[update]\nurl = "https://localhost:{collector.api_port}/releases"\n'
-                f'ca_file = "{pki.ca}"\nretry_min = "2s"\nretry_max = "4s"\n'
-            )
-            home = new_home(folder / "home", bundles, A)  # as the kit installs it
+            text = config.read_text()
+            # The enrollment said where releases come from and kept the collector's CA.
             url = f"https://localhost:{collector.api_port}"
-            fetched = agent_cli("update-root", "fetch", "--home", str(home.root),
-                                "--collector", url, "--ca", str(pki.ca))  # fmt: skip
-            assert fetched.returncode == 0, fetched.stderr
+            assert "[update]\n" in text and f'url = "{url}/releases"' in text, text
+            assert (folder / "collector-ca.pem").read_bytes() == pki.ca.read_bytes()
+            text = text.replace("[update]\n", '[update]\nretry_min = "2s"\nretry_max = "4s"\n')
+            config.write_text(text)
+            home = new_home(folder / "home", bundles, A)  # as the kit installs it
+            if pc in ("pc-01", "pc-02"):
+                fetched = agent_cli("update-root", "fetch", "--home", str(home.root),
+                                    "--collector", url, "--ca", str(pki.ca))  # fmt: skip
+                assert fetched.returncode == 0, fetched.stderr
+            else:  # as install-launcher does for a home without one, from [update]
+                said = _first_root(home.root, f"{url}/releases", str(folder / "collector-ca.pem"))
+                assert said.startswith("trusted the collector's release root v1"), said
             homes[pc] = home
             launchers[pc] = LauncherProcess(
                 home, config, env={"STATE_DIRECTORY": str(folder / "state")}, **TIMINGS
