@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, expect
 
 from agent.cli import _first_root
 from agent.update.state import Home
 from agent.wire import Status, decode_envelope, decode_status
 from tests.servers import REPO, CollectorProcess, Received, Subscriber, dynsec_broker, wait_for
+from tests.test_console import log_in, shot
 from tests.test_dynsec import observer_account
-from tests.test_rollout import ADMIN, ADMIN_PASSWORD, PROFILES, Site, collector_toml
+from tests.test_rollout import ADMIN, ADMIN_PASSWORD, ADMIN_TOKEN, PROFILES, Site, collector_toml
 from tests.tls import make_pki
 from tests.update_home import CRASH_AT_START, LauncherProcess, build_bundles, new_home
 
@@ -193,13 +195,34 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Province]:
         broker.stop()
 
 
+def console_shows_the_paused_rollout(province: Province, browser: Browser) -> None:
+    """The technician's view: the fleet's versions, the lab ring's rollback, and why."""
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    try:
+        log_in(page, f"https://localhost:{province.site.collector.api_port}", ADMIN_TOKEN)
+        page.click("header >> text=Triển khai")
+        expect(page.locator(f"#versions .version[data-version='{B}']")).to_have_text(f"{B}: 4")
+        expect(page.locator("#release")).to_have_attribute("data-state", "paused")
+        # The gate's why, in the page's language.
+        expect(page.locator("#release")).to_contain_text("vòng lab: 1/1 máy của vòng đã quay lại")
+        lab = page.locator("#rings tr[data-ring=lab]")
+        expect(lab.locator(".rolled-back")).to_have_text("1")
+        expect(page.locator("#rings tr[data-ring='100%'] .committed")).to_have_text("0")
+        shot(page, "release-paused")
+        page.set_viewport_size({"width": 390, "height": 844})
+        shot(page, "release-paused-phone")
+    finally:
+        context.close()
+
+
 def seqs(messages: list[Received], agent: str) -> list[int]:
     return [decode_envelope(m.payload).seq for m in messages if m.topic.endswith(f"/{agent}/data")]
 
 
 @pytest.mark.timeout(900)
 def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
-    province: Province,
+    province: Province, browser: Browser
 ) -> None:
     refused = province.rollout("start", "0.9.9", "--rings", "lab,50%,100%", "--lab", LAB_PC,
                                check=False)  # fmt: skip
@@ -253,6 +276,7 @@ def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
         assert all(b.version != B_CRASHING for b in province.births(pc)), pc
         assert province.homes[pc].pending() is None
         assert not (province.homes[pc].root / "versions" / B_CRASHING).exists()
+    console_shows_the_paused_rollout(province, browser)
     province.rollout("halt")
 
     # Revoked: gone from the signed targets, so it can no longer be rolled out.

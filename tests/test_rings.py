@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import re
 from collections import Counter, defaultdict
 
 import pytest
@@ -183,3 +184,23 @@ def test_gate_options_are_read_and_bad_ones_named() -> None:
     for bad, why in refusals:
         with pytest.raises(GateError, match=why):
             parse_gate([bad])
+
+
+def test_every_gate_sentence_reads_back_into_the_consoles_vietnamese() -> None:
+    """The store keeps a breach in English; the console shows it in Vietnamese, read back
+    from the same template, nested "ring ...: why" included. An operator's own words
+    pass as they are."""
+    from collector.rollout.gates import PHRASES, in_words, say
+
+    for key, (english, vietnamese) in PHRASES.items():
+        names = re.findall(r"\{(\w+)\}", english)
+        values = {name: f"7{index}" for index, name in enumerate(names)}
+        if key == "ring":
+            values["why"] = say("none_online")
+        said = in_words(say(key, **values), "vi")
+        expected = vietnamese.format(
+            **{**values, **({"why": PHRASES["none_online"][1]} if key == "ring" else {})}
+        )
+        assert said == expected, (key, said)
+        assert in_words(say(key, **values), "en") == say(key, **values)
+    assert in_words("mất điện ở La Ngà", "vi") == "mất điện ở La Ngà"

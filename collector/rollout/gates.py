@@ -52,9 +52,11 @@ class Gate:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def describe(self) -> str:
-        soak = f"{self.soak_s / 3600:g}h" + (" of weekdays" if self.soak_weekdays else "")
-        return (f"soak {soak}, committed ≥ {self.committed:g} %, rollbacks ≤ "
-                f"{self.rollbacks:g} %, offline ≤ +{self.offline_points:g} points")  # fmt: skip
+        return say(
+            "gate_weekdays" if self.soak_weekdays else "gate",
+            soak=f"{self.soak_s / 3600:g}", committed=f"{self.committed:g}",
+            rollbacks=f"{self.rollbacks:g}", offline=f"{self.offline_points:g}",
+        )  # fmt: skip
 
 
 #: ``--gate`` keys: the name an operator writes -> the field and how it is read.
@@ -129,6 +131,75 @@ def soaked(start: float, end: float, weekdays: bool) -> float:
     return total
 
 
+#: What a gate says, in English (the command line, the API, the store) and Vietnamese
+#: (the console): one template each, so the console reads a stored English sentence
+#: back into its parts (``in_words``) instead of keeping a second copy of the rules.
+PHRASES: dict[str, tuple[str, str]] = {
+    "ring": ("ring {ring}: {why}", "vòng {ring}: {why}"),
+    "rolled_back": (
+        "{n} of {members} PCs of the ring rolled back ({pct} % > {limit} %)",
+        "{n}/{members} máy của vòng đã quay lại bản cũ ({pct} % > {limit} %)",
+    ),
+    "offline": (
+        "{pct} % of the ring offline against {rest} % of the PCs not yet updated "
+        "(more than +{limit} points)",
+        "{pct} % máy của vòng mất kết nối, so với {rest} % máy chưa cập nhật (quá +{limit} điểm)",
+    ),
+    "soaking": ("soaking: {left}h to go", "đang theo dõi: còn {left} giờ"),
+    "none_online": ("no PC of the ring online", "không máy nào của vòng trực tuyến"),
+    "committed": (
+        "{n} of {online} online PCs committed ({pct} % < {limit} %)",
+        "{n}/{online} máy trực tuyến đã cập nhật ({pct} % < {limit} %)",
+    ),
+    "holds": ("holds", "đạt"),
+    "gate": (
+        "soak {soak}h, committed ≥ {committed} %, rollbacks ≤ {rollbacks} %, "
+        "offline ≤ +{offline} points",
+        "theo dõi {soak} giờ, cập nhật ≥ {committed} %, quay lại ≤ {rollbacks} %, "
+        "mất kết nối ≤ +{offline} điểm",
+    ),
+    "gate_weekdays": (
+        "soak {soak}h of weekdays, committed ≥ {committed} %, rollbacks ≤ {rollbacks} %, "
+        "offline ≤ +{offline} points",
+        "theo dõi {soak} giờ ngày làm việc, cập nhật ≥ {committed} %, quay lại ≤ "
+        "{rollbacks} %, mất kết nối ≤ +{offline} điểm",
+    ),
+}
+
+
+def say(key: str, **values: object) -> str:
+    """The English sentence ``key`` with its values."""
+    return PHRASES[key][0].format(**values)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    body = "".join(
+        re.escape(part) if index % 2 == 0 else f"(?P<{part}>.+?)"
+        for index, part in enumerate(parts)
+    )
+    return re.compile(body)
+
+
+_READ_BACK = {key: _pattern(english) for key, (english, _) in PHRASES.items()}
+
+
+def in_words(text: str, language: str) -> str:
+    """An English sentence of this module in ``language`` ("vi" or "en"); any other
+    text (an operator's own words) as it is."""
+    if language == "en":
+        return text
+    for key, pattern in _READ_BACK.items():
+        found = pattern.fullmatch(text)
+        if found:
+            values = {
+                name: in_words(value, language) if name == "why" else value
+                for name, value in found.groupdict().items()
+            }
+            return PHRASES[key][1].format(**values)
+    return text
+
+
 @dataclass(frozen=True)
 class Standing:
     """One PC as a gate sees it."""
@@ -189,26 +260,27 @@ def judge(
     """The gate of a ring opened at ``started``; ``rest``: the PCs not yet updated."""
     got = figures(ring, rest)
     if got.members and got.rolled_back_pct > gate.rollbacks:
-        why = (f"{got.rolled_back} of {got.members} PCs of the ring rolled back "
-               f"({got.rolled_back_pct:.1f} % > {gate.rollbacks:g} %)")  # fmt: skip
+        why = say("rolled_back", n=got.rolled_back, members=got.members,
+                  pct=f"{got.rolled_back_pct:.1f}", limit=f"{gate.rollbacks:g}")  # fmt: skip
         return Verdict(False, why, "", got)
     if (
         got.rest_offline_pct is not None
         and got.members >= max(1, gate.offline_min)
         and got.offline_pct - got.rest_offline_pct > gate.offline_points
     ):
-        return Verdict(False, f"{got.offline_pct:.1f} % of the ring offline against "
-                       f"{got.rest_offline_pct:.1f} % of the PCs not yet updated (more than "
-                       f"+{gate.offline_points:g} points)", "", got)  # fmt: skip
+        why = say("offline", pct=f"{got.offline_pct:.1f}", rest=f"{got.rest_offline_pct:.1f}",
+                  limit=f"{gate.offline_points:g}")  # fmt: skip
+        return Verdict(False, why, "", got)
     if not got.members:
         return Verdict(True, "", "", got)  # nothing to wait for
     done = soaked(started, now, gate.soak_weekdays)
     if done < gate.soak_s:
         left = (gate.soak_s - done) / 3600
-        return Verdict(False, "", f"soaking: {left:.1f}h to go", got)
+        return Verdict(False, "", say("soaking", left=f"{left:.1f}"), got)
     if not got.online:
-        return Verdict(False, "", "no PC of the ring online", got)
+        return Verdict(False, "", say("none_online"), got)
     if got.committed_pct < gate.committed:
-        return Verdict(False, "", f"{got.committed} of {got.online} online PCs committed "
-                       f"({got.committed_pct:.1f} % < {gate.committed:g} %)", got)  # fmt: skip
+        waiting = say("committed", n=got.committed, online=got.online,
+                      pct=f"{got.committed_pct:.1f}", limit=f"{gate.committed:g}")  # fmt: skip
+        return Verdict(False, "", waiting, got)
     return Verdict(True, "", "", got)

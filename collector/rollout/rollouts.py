@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from agent.wire import VERSION_PATTERN, ReleaseOrder
-from collector.rollout.gates import Gate, Standing, Verdict, judge
+from collector.rollout.gates import Gate, Standing, Verdict, judge, say
 from collector.rollout.rings import Member, Ring, RingError, assign, choose_pilot, parse_rings
 from collector.state import audit
 from collector.state.store import StateStore
@@ -439,7 +439,7 @@ class Rollouts:
             if self._locked_state(db, rollout.id) != "running":
                 return ""  # an operator acted meanwhile
             if verdict.breach:
-                why = f"ring {ring}: {verdict.breach}"
+                why = say("ring", ring=ring, why=verdict.breach)
                 db.execute(
                     "UPDATE rollouts SET state = 'paused', why = ?, breach = 1, changed_at = ? "
                     "WHERE id = ?",

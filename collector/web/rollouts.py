@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
-from collector.rollout.gates import GateError, parse_gate
+from collector.rollout.gates import GateError, parse_gate, say
 from collector.rollout.rollouts import (
     DEFAULT_RINGS,
     MAX_LAB,
@@ -94,7 +94,7 @@ def _view(book: Rollouts, rollout: Record, scope: Scope, with_figures: bool) -> 
                  "open" if position <= rollout.opened else "waiting")  # fmt: skip
         gate = ""
         if figures is not None and phase == "open":
-            gate = figures.breach or figures.waiting or "holds"
+            gate = figures.breach or figures.waiting or say("holds")
         got = figures.figures if figures is not None else None
         rings.append(RingView(
             state.name, phase, state.started_at, state.promoted_at, state.promoted_by,

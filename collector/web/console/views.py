@@ -37,7 +37,7 @@ from collector.alerts.records import (
 from collector.common import words
 from collector.common.localtime import local, parse_time
 from collector.common.natural import natural_key
-from collector.rollout import registry
+from collector.rollout import gates, registry
 from collector.rollout.overview import communes
 from collector.state import audit, maintenance
 from collector.state.availability import all_down
@@ -184,6 +184,7 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         t=lambda key: words.translate(language, key),
         reason=lambda r: words.reason(language, r.code, r.detail, r.count),
         kind=lambda rule: words.kind(language, rule),
+        gate_words=lambda text: gates.in_words(text, language),
         lang=language,
         viewer=viewer,
         can_act=viewer is not None and ROLE_RANK.get(viewer.role, 0) >= 1,
