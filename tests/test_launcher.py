@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -564,3 +566,35 @@ def test_an_agent_not_run_by_the_launcher_follows_no_release_order(
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
     follower = update_follower(config, central, lambda: None, lambda: None)
     assert follower is not None and follower.home.root == tmp_path / "home"
+
+
+def test_unsigned_bundles_from_a_folder_are_refused_outside_the_tests(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """``[update] bundle_dir`` skips the signature: a config line or a folder anyone can
+    fill must not make a PC install a version the signed targets do not list."""
+    from agent.update.process import UNSIGNED_BUNDLES_ALLOWED, UNSIGNED_BUNDLES_ENV
+    from tests.factories import agent_toml
+
+    home = new_home(tmp_path / "home", bundles)
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n[[checks.host]]\n'))
+    command = [sys.executable, "-m", "agent.update.process", "--home", str(home.root)]
+    command += ["--config", str(config), "--version", "1.1.0", "--bundle-dir", str(bundles)]
+
+    def stage_with(value: str | None) -> tuple[int, dict[str, object]]:
+        environment = {k: v for k, v in os.environ.items() if k != UNSIGNED_BUNDLES_ENV}
+        if value is not None:
+            environment[UNSIGNED_BUNDLES_ENV] = value
+        done = subprocess.run(
+            command, capture_output=True, env=environment, timeout=120, check=False
+        )
+        return done.returncode, json.loads(done.stdout.decode().splitlines()[-1])
+
+    for value in (None, "1", "yes"):
+        code, outcome = stage_with(value)
+        assert code == 1 and outcome["state"] == "refused", (value, outcome)
+        assert "bundle_dir" in str(outcome["reason"]), outcome
+        assert home.pending() is None and not home.version_dir("1.1.0").exists()
+    code, outcome = stage_with(UNSIGNED_BUNDLES_ALLOWED)
+    assert (code, outcome["state"], home.pending()) == (0, "staged", "1.1.0")
