@@ -598,3 +598,24 @@ def test_unsigned_bundles_from_a_folder_are_refused_outside_the_tests(
         assert home.pending() is None and not home.version_dir("1.1.0").exists()
     code, outcome = stage_with(UNSIGNED_BUNDLES_ALLOWED)
     assert (code, outcome["state"], home.pending()) == (0, "staged", "1.1.0")
+
+
+def test_a_version_folder_that_is_not_the_signed_bundle_is_replaced_not_kept(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """A folder already named for the version (planted, or left by other means) is kept
+    only when its manifest is the bundle's: whole against its own manifest is not enough."""
+    home = new_home(tmp_path / "home", bundles)
+    planted = unpack(home, bundles, "1.1.0")
+    runner = planted / "agent" / "runner.py"
+    runner.write_bytes(runner.read_bytes() + b"\nPLANTED = True\n")
+    manifest = bundle.decode_manifest((planted / bundle.MANIFEST).read_bytes())
+    files = {**manifest.files, "agent/runner.py": bundle._sha256_file(runner)}
+    (planted / bundle.MANIFEST).write_bytes(bundle.Manifest("1.1.0", files).encode())
+    assert bundle.verify_tree(planted) == []  # whole by its own account
+
+    folder = unpack(home, bundles, "1.1.0")
+    assert b"PLANTED" not in (folder / "agent" / "runner.py").read_bytes()
+    signed = bundle.read_manifest(bundles / "commune-agent-1.1.0.zip")
+    assert bundle.decode_manifest((folder / bundle.MANIFEST).read_bytes()) == signed
+    assert bundle.verify_tree(folder) == []

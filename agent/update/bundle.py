@@ -171,13 +171,15 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
 
     Everything is checked before the final rename: the manifest's version is the one
     expected, every member is named in it with its hash, nothing more, nothing less,
-    within the bounds. A version folder that already exists and verifies is kept as is;
-    one that does not verify is replaced (anti-malware may have eaten part of it)."""
+    within the bounds. A version folder that already exists is kept as is only when its
+    manifest is this bundle's and it verifies (whole by its own manifest is not enough:
+    that manifest may not be the signed one); otherwise it is replaced (anti-malware may
+    have eaten part of it)."""
     manifest = read_manifest(bundle)
     if manifest.version != expected_version:
         raise BundleError(f"bundle holds version {manifest.version}, not {expected_version}")
     final = versions_dir / expected_version
-    if final.is_dir() and not verify_tree(final):
+    if final.is_dir() and _installed_manifest(final) == manifest and not verify_tree(final):
         return final
     versions_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=versions_dir, prefix=f".partial-{expected_version}-"))
@@ -199,6 +201,13 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return final
+
+
+def _installed_manifest(folder: Path) -> Manifest | None:
+    try:
+        return decode_manifest((folder / MANIFEST).read_bytes())
+    except (OSError, BundleError):
+        return None
 
 
 def _extract(bundle: Path, manifest: Manifest, into: Path) -> None:
