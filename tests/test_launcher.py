@@ -619,3 +619,45 @@ def test_a_version_folder_that_is_not_the_signed_bundle_is_replaced_not_kept(
     signed = bundle.read_manifest(bundles / "commune-agent-1.1.0.zip")
     assert bundle.decode_manifest((folder / bundle.MANIFEST).read_bytes()) == signed
     assert bundle.verify_tree(folder) == []
+
+
+CHOOSE_AS_SERVICE_USER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1] + "/launcher")
+from agent.update.launcher import Launcher, Options
+os.setgroups([]); os.setgid(int(sys.argv[3])); os.setuid(int(sys.argv[2]))
+print(Launcher(Options(home=Path(sys.argv[1]), config=Path("agent.toml"))).choose())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to lay out for another user")
+def test_a_home_laid_out_by_root_is_runnable_by_the_service_user() -> None:
+    """``install-launcher`` runs as root; the launcher as the service user must read the
+    first version and the state files root wrote (mkdtemp makes version folders 0700)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    scratch = Path(tempfile.mkdtemp(prefix="launcher-home-", dir="/tmp"))  # not pytest's 0700
+    try:
+        scratch.chmod(0o755)
+        home = scratch / "home"
+        install.lay_out(home)
+        install.hand_over(home, "nobody", "nogroup")
+        for name in install.WRITABLE:
+            for path in [home / name, *(home / name).rglob("*")]:
+                assert path.lstat().st_uid == nobody.pw_uid, path
+        assert (home / "launcher" / "launcher.py").stat().st_uid == 0  # the launcher stays root's
+        ids = [str(nobody.pw_uid), str(nobody.pw_gid)]
+        chosen = subprocess.run(
+            [sys.executable, "-c", CHOOSE_AS_SERVICE_USER, str(home), *ids],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        )  # fmt: skip
+        assert chosen.returncode == 0, chosen.stderr
+        import agent
+
+        assert chosen.stdout.strip() == repr((agent.__version__, False))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
