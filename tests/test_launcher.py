@@ -661,3 +661,42 @@ def test_a_home_laid_out_by_root_is_runnable_by_the_service_user() -> None:
         assert chosen.stdout.strip() == repr((agent.__version__, False))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+HOLD_LOCK_AS_NOBODY = """
+import fcntl, os, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    handle = open(sys.argv[1], "rb")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError as exc:
+    print(type(exc).__name__)
+else:
+    print("held")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_another_user_cannot_hold_the_launchers_lock() -> None:
+    """flock needs only a read handle: a lock file others can read lets any local user
+    keep the launcher from starting (it would take them for a second launcher)."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="launcher-lock-", dir="/tmp"))  # not pytest's 0700
+    try:
+        scratch.chmod(0o755)
+        lock = scratch / "launcher.lock"
+        lock.touch(mode=0o644)  # as an earlier launcher left it
+        lock.chmod(0o644)
+        held = launcher._hold_lock(lock)
+        assert held is not None
+        held.close()
+        assert lock.stat().st_mode & 0o777 == 0o600
+        tried = subprocess.run(
+            [sys.executable, "-c", HOLD_LOCK_AS_NOBODY, str(lock)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert tried.stdout.strip() == "PermissionError", tried
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -456,8 +456,10 @@ class Launcher:
 
 def _hold_lock(path: Path) -> BinaryIO | None:
     """An exclusive lock on ``path`` held until this process ends (None: another
-    launcher holds it): two launchers on one home would start two agents."""
-    handle = path.open("a+b")
+    launcher holds it): two launchers on one home would start two agents. The file is
+    the service user's alone: flock needs only a read handle, so a lock file others can
+    read would let any local user keep the launcher from starting."""
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
     try:
         if sys.platform == "win32":
             import msvcrt
@@ -466,6 +468,8 @@ def _hold_lock(path: Path) -> BinaryIO | None:
         else:
             import fcntl
 
+            with contextlib.suppress(OSError):  # one an earlier launcher left readable
+                os.fchmod(handle.fileno(), 0o600)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
