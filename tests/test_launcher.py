@@ -264,6 +264,27 @@ def test_the_launcher_sets_the_services_recovery_actions() -> None:
     assert ran == commands
 
 
+def test_the_launcher_keeps_its_home_to_system_and_the_administrators() -> None:
+    """Users may write folders made at the top of C: (they inherit its ACL): the home's
+    versions and state files would choose the code the service runs as SYSTEM."""
+    home = Path(r"C:\commune-agent")
+    commands = launcher.home_acl_commands("C:\\Windows\\", home)
+    assert commands == [
+        [r"C:\Windows\System32\icacls.exe", str(home), "/inheritance:r", "/grant:r",
+         "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F"],
+    ]  # fmt: skip
+    ran: list[list[str]] = []
+
+    def run(command: list[str]) -> int:
+        ran.append(command)
+        raise OSError("icacls.exe not found")
+
+    assert launcher.protect_home(run, r"C:\Windows", home) == [
+        f"{home} /inheritance:r: icacls.exe not found"
+    ]
+    assert ran == commands
+
+
 # ---- the launcher's imports and its unit ---------------------------------------------------
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"

@@ -58,6 +58,11 @@ SERVICE_NAME: Final = "CommuneAgent"
 #: How often the time a version on trial has run is written down.
 TRIAL_SAVE_EVERY_S: Final = 5.0
 FAILURE_ACTIONS: Final = ("reset=", "86400", "actions=", "restart/5000/restart/5000/restart/60000")
+#: Windows: the home is SYSTEM's and the Administrators' alone, by SID (the names are
+#: translated on a Vietnamese Windows), inherited ACEs dropped. A home outside Program
+#: Files (a folder made at the top of C:) otherwise lets every user write the versions
+#: and the state files, and so choose the code the service runs as SYSTEM.
+HOME_ACL: Final = ("/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F")
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,24 @@ def recovery_commands(system_root: str, service: str = SERVICE_NAME) -> list[lis
     ]
 
 
+def home_acl_commands(system_root: str, home: Path) -> list[list[str]]:
+    """The ``icacls.exe`` command that keeps the home to SYSTEM and the Administrators."""
+    return [[f"{system_root.rstrip(chr(92))}\\System32\\icacls.exe", str(home), *HOME_ACL]]
+
+
 def set_recovery(run: Callable[[list[str]], int], system_root: str) -> list[str]:
     """Apply ``recovery_commands`` with ``run``; what failed (the service still starts)."""
+    return _apply(run, recovery_commands(system_root))
+
+
+def protect_home(run: Callable[[list[str]], int], system_root: str, home: Path) -> list[str]:
+    """Apply ``home_acl_commands`` with ``run``; what failed (the service still starts)."""
+    return _apply(run, home_acl_commands(system_root, home))
+
+
+def _apply(run: Callable[[list[str]], int], commands: list[list[str]]) -> list[str]:
     failed = []
-    for command in recovery_commands(system_root):
+    for command in commands:
         try:
             code = run(command)
         except OSError as exc:
@@ -531,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         system_root = os.environ.get("SYSTEMROOT", r"C:\Windows")
         for problem in set_recovery(_run_quietly, system_root):
             log.warning("could not set the service's recovery actions: %s", problem)
+        for problem in protect_home(_run_quietly, system_root, options.home):
+            log.warning("could not keep the home to SYSTEM and the Administrators: %s", problem)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _s, _f: launcher.stop_requested.set())
     log.info("launcher %s running for %s", LAUNCHER_VERSION, options.home)
