@@ -88,6 +88,16 @@ def test_a_pending_file_cut_to_another_version_is_no_trial_and_no_rollback(
     assert home.pending() is None and home.bad() == {} and home.decision() is None
 
 
+def test_a_pending_version_below_the_floor_is_never_run(tmp_path: Path, bundles: Path) -> None:
+    """Staging refuses a version below the floor; a ``pending`` naming one anyway (an old
+    release replayed into the state folder) is not tried: the floor holds at the last gate."""
+    home = new_home(tmp_path / "home", bundles)
+    unpack(home, bundles, "0.9.0")
+    home.set_pending("0.9.0")
+    assert launcher_for(home).choose() == ("1.0.0", False)
+    assert home.pending() is None and "0.9.0" not in home.bad()
+
+
 def test_an_unreadable_current_runs_the_floor_not_an_untried_version(
     tmp_path: Path, bundles: Path
 ) -> None:

@@ -175,6 +175,9 @@ class Launcher:
                 self._record_rollback(pending, str(bad[pending]["reason"]), current)
             elif not home.version_dir(pending).is_dir():  # half-written: not what was staged
                 home.clear_pending()
+            elif not versions.at_least(pending, home.floor()):  # never staged so: never run
+                log.error("pending %s is below the floor %s: not run", pending, home.floor())
+                home.clear_pending()
             else:
                 problem = self._verifies(pending)
                 if not problem:
