@@ -676,7 +676,11 @@ def test_a_home_laid_out_by_root_is_runnable_by_the_service_user() -> None:
         scratch.chmod(0o755)
         home = scratch / "home"
         install.lay_out(home)
+        secret = scratch / "root-only"
+        secret.mkdir(mode=0o700)
+        (home / "state" / "link").symlink_to(secret)  # a link is given, not what it names
         install.hand_over(home, "nobody", "nogroup")
+        assert secret.stat().st_uid == 0
         for name in install.WRITABLE:
             for path in [home / name, *(home / name).rglob("*")]:
                 assert path.lstat().st_uid == nobody.pw_uid, path

@@ -72,16 +72,18 @@ def hand_over(home: Path, user: str, group: str) -> None:
     """Make ``versions/``, ``state/`` and ``tuf/`` and everything in them the service
     user's: laid out by root, the first version's folder is root's and private (0700) and
     the state files root's (0600), so the launcher run as the service user would find no
-    version it can read and start no agent. Links are not followed."""
+    version it can read and start no agent. Links are not followed, and the walk goes by
+    folder handles (``os.fwalk``): on a home run before, the service user cannot swap a
+    folder for a link to /etc while root walks it."""
     import grp
     import pwd
 
     uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
     for name in WRITABLE:
-        for folder, folders, files in os.walk(home / name):
-            os.chown(folder, uid, gid, follow_symlinks=False)
-            for entry in (*folders, *files):
-                os.chown(os.path.join(folder, entry), uid, gid, follow_symlinks=False)
+        for _folder, folders, files, handle in os.fwalk(home / name):
+            os.chown(handle, uid, gid)  # the folder itself, by its handle
+            for entry in (*folders, *files):  # a link: itself, never what it names
+                os.chown(entry, uid, gid, dir_fd=handle, follow_symlinks=False)
 
 
 def launcher_command(home: Path, config: Path, python: str) -> list[str]:
