@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import time
@@ -725,9 +724,8 @@ def install_launcher(
         for line in install.lay_out(home):
             click.echo(line)
         click.echo(_first_root(home, config.update.url, config.update.ca_file))
-        for name in install.WRITABLE:
-            systemd.create_user(service.SERVICE.name)
-            shutil.chown(home / name, user=service.SERVICE.name, group=service.SERVICE.name)
+        systemd.create_user(service.SERVICE.name)
+        install.hand_over(home, service.SERVICE.name, service.SERVICE.name)
         for line in systemd.install(
             service.SERVICE, config_path, text, lambda who: service.check(config, who),
             unit_dir, start=not no_start, secrets=service.secrets_beside(config),

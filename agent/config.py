@@ -91,8 +91,9 @@ class UpdateSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     ca_file: str = ""
     """The CA that signed the collector's HTTPS certificate (default: the system's)."""
     bundle_dir: str = ""
-    """Lab PCs and tests only: take ``commune-agent-<v>.zip`` from this folder instead of
-    ``url`` (checked against its manifest, not a signature)."""
+    """Tests only: take ``commune-agent-<v>.zip`` from this folder instead of ``url``
+    (checked against its manifest, not a signature). The update process refuses it
+    unless its environment says tests (``agent.update.process.UNSIGNED_BUNDLES_ENV``)."""
     retry_min: Duration = Duration(300)
     """After a failed or refused attempt, wait this long (doubling up to retry_max) unless
     the collector said when (Retry-After)."""

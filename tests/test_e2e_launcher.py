@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -352,3 +353,37 @@ def test_stopping_the_launcher_stops_the_agent(
         return bool(offline) and offline[-1].reason == "stopped"
 
     wait_for(stopped, 20, "the agent did not announce a clean stop")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small filesystem")
+def test_a_full_disk_under_state_neither_stops_the_launcher_nor_the_trial(
+    place: tuple[Home, Path], watcher: Subscriber, bundles: Path
+) -> None:
+    """Any local user can fill the disk: the launcher, unable to write the trial's
+    records, still runs the staged version and commits it once there is room again."""
+    home, config = place
+    stage(home, bundles, "1.1.0")
+    (home.state / "launcher.lock").touch()
+    kept = {p.name: p.read_bytes() for p in home.state.iterdir() if p.is_file()}
+    mount = ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(home.state)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    launcher = None
+    try:
+        for name, data in kept.items():
+            (home.state / name).write_bytes(data)
+        filler = home.state / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as sink:
+            while True:
+                sink.write(b"\0" * 4096)
+                sink.flush()
+        launcher = LauncherProcess(home, config).start()
+        wait_birth(watcher, "1.1.0")
+        wait_for(lambda: "could not write the trial" in launcher.log, 30, "no trial write")
+        assert launcher.process is not None and launcher.process.poll() is None, launcher.log
+        filler.unlink()
+        wait_decision(home, "committed", "1.1.0")
+    finally:
+        if launcher is not None:
+            launcher.stop()
+        subprocess.run(["umount", "-l", str(home.state)], check=False)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,16 @@ def test_a_pending_file_cut_to_another_version_is_no_trial_and_no_rollback(
     (home.state / "pending").write_bytes(b"1.1")  # a valid version, never installed
     assert launcher_for(home).choose() == ("1.0.0", False)
     assert home.pending() is None and home.bad() == {} and home.decision() is None
+
+
+def test_a_pending_version_below_the_floor_is_never_run(tmp_path: Path, bundles: Path) -> None:
+    """Staging refuses a version below the floor; a ``pending`` naming one anyway (an old
+    release replayed into the state folder) is not tried: the floor holds at the last gate."""
+    home = new_home(tmp_path / "home", bundles)
+    unpack(home, bundles, "0.9.0")
+    home.set_pending("0.9.0")
+    assert launcher_for(home).choose() == ("1.0.0", False)
+    assert home.pending() is None and "0.9.0" not in home.bad()
 
 
 def test_an_unreadable_current_runs_the_floor_not_an_untried_version(
@@ -259,6 +271,27 @@ def test_the_launcher_sets_the_services_recovery_actions() -> None:
         return 5 if command[1] == "failureflag" else 0
 
     assert launcher.set_recovery(run, r"C:\Windows") == ["failureflag CommuneAgent: exit 5"]
+    assert ran == commands
+
+
+def test_the_launcher_keeps_its_home_to_system_and_the_administrators() -> None:
+    """Users may write folders made at the top of C: (they inherit its ACL): the home's
+    versions and state files would choose the code the service runs as SYSTEM."""
+    home = Path(r"C:\commune-agent")
+    commands = launcher.home_acl_commands("C:\\Windows\\", home)
+    assert commands == [
+        [r"C:\Windows\System32\icacls.exe", str(home), "/inheritance:r", "/grant:r",
+         "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F"],
+    ]  # fmt: skip
+    ran: list[list[str]] = []
+
+    def run(command: list[str]) -> int:
+        ran.append(command)
+        raise OSError("icacls.exe not found")
+
+    assert launcher.protect_home(run, r"C:\Windows", home) == [
+        f"{home} /inheritance:r: icacls.exe not found"
+    ]
     assert ran == commands
 
 
@@ -564,3 +597,141 @@ def test_an_agent_not_run_by_the_launcher_follows_no_release_order(
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
     follower = update_follower(config, central, lambda: None, lambda: None)
     assert follower is not None and follower.home.root == tmp_path / "home"
+
+
+def test_unsigned_bundles_from_a_folder_are_refused_outside_the_tests(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """``[update] bundle_dir`` skips the signature: a config line or a folder anyone can
+    fill must not make a PC install a version the signed targets do not list."""
+    from agent.update.process import UNSIGNED_BUNDLES_ALLOWED, UNSIGNED_BUNDLES_ENV
+    from tests.factories import agent_toml
+
+    home = new_home(tmp_path / "home", bundles)
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml(extra=f'state_dir = "{tmp_path / "state"}"\n[[checks.host]]\n'))
+    command = [sys.executable, "-m", "agent.update.process", "--home", str(home.root)]
+    command += ["--config", str(config), "--version", "1.1.0", "--bundle-dir", str(bundles)]
+
+    def stage_with(value: str | None) -> tuple[int, dict[str, object]]:
+        environment = {k: v for k, v in os.environ.items() if k != UNSIGNED_BUNDLES_ENV}
+        if value is not None:
+            environment[UNSIGNED_BUNDLES_ENV] = value
+        done = subprocess.run(
+            command, capture_output=True, env=environment, timeout=120, check=False
+        )
+        return done.returncode, json.loads(done.stdout.decode().splitlines()[-1])
+
+    for value in (None, "1", "yes"):
+        code, outcome = stage_with(value)
+        assert code == 1 and outcome["state"] == "refused", (value, outcome)
+        assert "bundle_dir" in str(outcome["reason"]), outcome
+        assert home.pending() is None and not home.version_dir("1.1.0").exists()
+    code, outcome = stage_with(UNSIGNED_BUNDLES_ALLOWED)
+    assert (code, outcome["state"], home.pending()) == (0, "staged", "1.1.0")
+
+
+def test_a_version_folder_that_is_not_the_signed_bundle_is_replaced_not_kept(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """A folder already named for the version (planted, or left by other means) is kept
+    only when its manifest is the bundle's: whole against its own manifest is not enough."""
+    home = new_home(tmp_path / "home", bundles)
+    planted = unpack(home, bundles, "1.1.0")
+    runner = planted / "agent" / "runner.py"
+    runner.write_bytes(runner.read_bytes() + b"\nPLANTED = True\n")
+    manifest = bundle.decode_manifest((planted / bundle.MANIFEST).read_bytes())
+    files = {**manifest.files, "agent/runner.py": bundle._sha256_file(runner)}
+    (planted / bundle.MANIFEST).write_bytes(bundle.Manifest("1.1.0", files).encode())
+    assert bundle.verify_tree(planted) == []  # whole by its own account
+
+    folder = unpack(home, bundles, "1.1.0")
+    assert b"PLANTED" not in (folder / "agent" / "runner.py").read_bytes()
+    signed = bundle.read_manifest(bundles / "commune-agent-1.1.0.zip")
+    assert bundle.decode_manifest((folder / bundle.MANIFEST).read_bytes()) == signed
+    assert bundle.verify_tree(folder) == []
+
+
+CHOOSE_AS_SERVICE_USER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1] + "/launcher")
+from agent.update.launcher import Launcher, Options
+os.setgroups([]); os.setgid(int(sys.argv[3])); os.setuid(int(sys.argv[2]))
+print(Launcher(Options(home=Path(sys.argv[1]), config=Path("agent.toml"))).choose())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to lay out for another user")
+def test_a_home_laid_out_by_root_is_runnable_by_the_service_user() -> None:
+    """``install-launcher`` runs as root; the launcher as the service user must read the
+    first version and the state files root wrote (mkdtemp makes version folders 0700)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    scratch = Path(tempfile.mkdtemp(prefix="launcher-home-", dir="/tmp"))  # not pytest's 0700
+    try:
+        scratch.chmod(0o755)
+        home = scratch / "home"
+        install.lay_out(home)
+        secret = scratch / "root-only"
+        secret.mkdir(mode=0o700)
+        (home / "state" / "link").symlink_to(secret)  # a link is given, not what it names
+        install.hand_over(home, "nobody", "nogroup")
+        assert secret.stat().st_uid == 0
+        for name in install.WRITABLE:
+            for path in [home / name, *(home / name).rglob("*")]:
+                assert path.lstat().st_uid == nobody.pw_uid, path
+        assert (home / "launcher" / "launcher.py").stat().st_uid == 0  # the launcher stays root's
+        ids = [str(nobody.pw_uid), str(nobody.pw_gid)]
+        chosen = subprocess.run(
+            [sys.executable, "-c", CHOOSE_AS_SERVICE_USER, str(home), *ids],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        )  # fmt: skip
+        assert chosen.returncode == 0, chosen.stderr
+        import agent
+
+        assert chosen.stdout.strip() == repr((agent.__version__, False))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+HOLD_LOCK_AS_NOBODY = """
+import fcntl, os, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    handle = open(sys.argv[1], "rb")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError as exc:
+    print(type(exc).__name__)
+else:
+    print("held")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_another_user_cannot_hold_the_launchers_lock() -> None:
+    """flock needs only a read handle: a lock file others can read lets any local user
+    keep the launcher from starting (it would take them for a second launcher)."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="launcher-lock-", dir="/tmp"))  # not pytest's 0700
+    try:
+        scratch.chmod(0o755)
+        lock = scratch / "launcher.lock"
+        lock.touch(mode=0o644)  # as an earlier launcher left it
+        lock.chmod(0o644)
+        held = launcher._hold_lock(lock)
+        assert held is not None
+        held.close()
+        assert lock.stat().st_mode & 0o777 == 0o600
+        tried = subprocess.run(
+            [sys.executable, "-c", HOLD_LOCK_AS_NOBODY, str(lock)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert tried.stdout.strip() == "PermissionError", tried
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

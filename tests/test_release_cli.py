@@ -3,6 +3,7 @@ command line, as deploy/OPERATIONS.md tells the release manager to run it."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import stat
 import zipfile
@@ -90,6 +91,11 @@ def test_a_release_from_build_to_revocation(
     signed = release(config, "sign", "--key", str(ceremony["targets"]))
     assert signed.exit_code == 0, signed.output
     assert "published: 2.targets.json, 2.snapshot.json, timestamp.json" in signed.output
+    # The key holder sees what they sign, whoever staged it: each release and its hash.
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert f"to sign: commune-agent-0.9.1.zip sha256 {digest} ({out.stat().st_size} B)" in (
+        signed.output
+    )
     listed = release(config, "list")
     assert listed.exit_code == 0
     assert listed.output.startswith("0.9.1 ")
@@ -99,6 +105,7 @@ def test_a_release_from_build_to_revocation(
         config, "revoke", "0.9.1", "--why", "breaks on Windows 7", "--key", str(ceremony["targets"])
     )
     assert revoked.exit_code == 0, revoked.output
+    assert "to sign: commune-agent-0.9.1.zip removed" in revoked.output
     listed = release(config, "list")
     assert "no release signed yet" in listed.output
     assert "0.9.1        revoked" in listed.output and "breaks on Windows 7" in listed.output

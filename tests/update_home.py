@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from agent.update import bundle, install
+from agent.update.process import UNSIGNED_BUNDLES_ALLOWED, UNSIGNED_BUNDLES_ENV
 from agent.update.state import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,6 +103,8 @@ class LauncherProcess:
         command = [sys.executable, str(script), "--home", str(self.home.root)]
         command += ["--config", str(self.config), "--python", sys.executable, *self.arguments]
         environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+        # The agents' [update] bundle_dir (unsigned bundles) works only in tests.
+        environment[UNSIGNED_BUNDLES_ENV] = UNSIGNED_BUNDLES_ALLOWED
         environment.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

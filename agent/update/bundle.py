@@ -70,6 +70,7 @@ def decode_manifest(data: bytes) -> Manifest:
         if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
             raise BundleError(f"manifest hash of {name!r} is not a SHA-256")
         checked[name] = digest
+    _distinct_on_windows(checked)
     return Manifest(version, checked)
 
 
@@ -77,8 +78,17 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
+#: Names Windows gives to devices, whatever their extension (``con.py`` is the console).
+_WINDOWS_DEVICES: Final = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"{port}{n}" for port in ("com", "lpt") for n in range(10)}
+)
+#: Characters Windows refuses in a file name (besides ``\\``, ``/`` and ``:``).
+_WINDOWS_FORBIDDEN: Final = frozenset('<>"|?*') | frozenset(map(chr, range(32)))
+
+
 def _safe_name(name: object) -> PurePosixPath:
-    """A member name that stays inside the folder it is unpacked into."""
+    """A member name that stays inside the folder it is unpacked into, and names the same
+    one file on Windows as on Linux."""
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
         raise BundleError(f"bad file name in bundle: {name!r}")
     path = PurePosixPath(name)
@@ -86,7 +96,30 @@ def _safe_name(name: object) -> PurePosixPath:
         raise BundleError(f"file name leaves the version folder: {name!r}")
     if name == MANIFEST:
         raise BundleError("the manifest cannot list itself")
+    for part in path.parts:
+        if part.endswith((".", " ")):  # Windows drops them: another file's name
+            raise BundleError(f"file name ends with a dot or a space: {name!r}")
+        if part.split(".")[0].casefold() in _WINDOWS_DEVICES:
+            raise BundleError(f"file name reserved on Windows: {name!r}")
+        if _WINDOWS_FORBIDDEN.intersection(part):
+            raise BundleError(f"file name not allowed on Windows: {name!r}")
     return path
+
+
+def _distinct_on_windows(names: Iterable[str]) -> None:
+    """No two names the same once case is folded (Windows would write one over the
+    other), and no name both a file and a folder (the unpacking would fail half-way)."""
+    files: dict[str, str] = {}
+    for name in names:
+        folded = name.casefold()
+        if folded in files:
+            raise BundleError(f"file names differ only by case: {files[folded]!r}, {name!r}")
+        files[folded] = name
+    for name in files.values():
+        for parent in PurePosixPath(name).parents:
+            folded = parent.as_posix().casefold()
+            if folded in files:
+                raise BundleError(f"{files[folded]!r} is both a file and a folder")
 
 
 def _sha256_file(path: Path) -> str:
@@ -171,13 +204,15 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
 
     Everything is checked before the final rename: the manifest's version is the one
     expected, every member is named in it with its hash, nothing more, nothing less,
-    within the bounds. A version folder that already exists and verifies is kept as is;
-    one that does not verify is replaced (anti-malware may have eaten part of it)."""
+    within the bounds. A version folder that already exists is kept as is only when its
+    manifest is this bundle's and it verifies (whole by its own manifest is not enough:
+    that manifest may not be the signed one); otherwise it is replaced (anti-malware may
+    have eaten part of it)."""
     manifest = read_manifest(bundle)
     if manifest.version != expected_version:
         raise BundleError(f"bundle holds version {manifest.version}, not {expected_version}")
     final = versions_dir / expected_version
-    if final.is_dir() and not verify_tree(final):
+    if final.is_dir() and _installed_manifest(final) == manifest and not verify_tree(final):
         return final
     versions_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=versions_dir, prefix=f".partial-{expected_version}-"))
@@ -199,6 +234,13 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return final
+
+
+def _installed_manifest(folder: Path) -> Manifest | None:
+    try:
+        return decode_manifest((folder / MANIFEST).read_bytes())
+    except (OSError, BundleError):
+        return None
 
 
 def _extract(bundle: Path, manifest: Manifest, into: Path) -> None:

@@ -10,6 +10,7 @@ replace neither; ``versions/``, ``state/`` and ``tuf/`` are the service user's.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import tempfile
@@ -65,6 +66,24 @@ def lay_out(home: Path) -> list[str]:
     source_root = Path(agent.__file__).resolve().parent.parent
     version = install_version(home, source_root, agent.__version__)
     return [f"installed the launcher as {script}", f"installed version {version}"]
+
+
+def hand_over(home: Path, user: str, group: str) -> None:
+    """Make ``versions/``, ``state/`` and ``tuf/`` and everything in them the service
+    user's: laid out by root, the first version's folder is root's and private (0700) and
+    the state files root's (0600), so the launcher run as the service user would find no
+    version it can read and start no agent. Links are not followed, and the walk goes by
+    folder handles (``os.fwalk``): on a home run before, the service user cannot swap a
+    folder for a link to /etc while root walks it."""
+    import grp
+    import pwd
+
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    for name in WRITABLE:
+        for _folder, folders, files, handle in os.fwalk(home / name):
+            os.chown(handle, uid, gid)  # the folder itself, by its handle
+            for entry in (*folders, *files):  # a link: itself, never what it names
+                os.chown(entry, uid, gid, dir_fd=handle, follow_symlinks=False)
 
 
 def launcher_command(home: Path, config: Path, python: str) -> list[str]:

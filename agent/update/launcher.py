@@ -17,7 +17,9 @@ with ``PYTHONPATH=<home>/versions/<v>`` and ``COMMUNE_AGENT_HOME=<home>``.
   (anti-malware), it is listed bad and ``previous`` runs instead.
 - The agent's exit code ``EXIT_UPDATE`` means a version is staged: start it now.
 - Every decision is written to ``state/decision.json`` (which, when, why); the agent
-  reports it in its birth.
+  reports it in its birth. A write that fails (a full disk: any user can fill it) never
+  stops the launcher: the trial goes on from what it holds, and a decision it could not
+  record stops the agent and is taken again a moment later.
 - Versions other than ``current``, ``previous`` and ``pending`` are removed after a
   commit; those three never are.
 
@@ -56,6 +58,11 @@ SERVICE_NAME: Final = "CommuneAgent"
 #: How often the time a version on trial has run is written down.
 TRIAL_SAVE_EVERY_S: Final = 5.0
 FAILURE_ACTIONS: Final = ("reset=", "86400", "actions=", "restart/5000/restart/5000/restart/60000")
+#: Windows: the home is SYSTEM's and the Administrators' alone, by SID (the names are
+#: translated on a Vietnamese Windows), inherited ACEs dropped. A home outside Program
+#: Files (a folder made at the top of C:) otherwise lets every user write the versions
+#: and the state files, and so choose the code the service runs as SYSTEM.
+HOME_ACL: Final = ("/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F")
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,24 @@ def recovery_commands(system_root: str, service: str = SERVICE_NAME) -> list[lis
     ]
 
 
+def home_acl_commands(system_root: str, home: Path) -> list[list[str]]:
+    """The ``icacls.exe`` command that keeps the home to SYSTEM and the Administrators."""
+    return [[f"{system_root.rstrip(chr(92))}\\System32\\icacls.exe", str(home), *HOME_ACL]]
+
+
 def set_recovery(run: Callable[[list[str]], int], system_root: str) -> list[str]:
     """Apply ``recovery_commands`` with ``run``; what failed (the service still starts)."""
+    return _apply(run, recovery_commands(system_root))
+
+
+def protect_home(run: Callable[[list[str]], int], system_root: str, home: Path) -> list[str]:
+    """Apply ``home_acl_commands`` with ``run``; what failed (the service still starts)."""
+    return _apply(run, home_acl_commands(system_root, home))
+
+
+def _apply(run: Callable[[list[str]], int], commands: list[list[str]]) -> list[str]:
     failed = []
-    for command in recovery_commands(system_root):
+    for command in commands:
         try:
             code = run(command)
         except OSError as exc:
@@ -122,6 +143,8 @@ class Launcher:
         self.clock = clock
         self.stop_requested = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
+        self.trial_kept: Trial | None = None
+        """The trial as this launcher last knew it, should its file not be written."""
 
     # choosing ---------------------------------------------------------------------
     def _verifies(self, version: str) -> str:
@@ -148,9 +171,12 @@ class Launcher:
                 self._finish_commit(pending)
             elif pending in bad:  # a rollback cut short after ``bad`` was written
                 home.clear_pending()
-                home.clear_trial()
+                self._clear_trial()
                 self._record_rollback(pending, str(bad[pending]["reason"]), current)
             elif not home.version_dir(pending).is_dir():  # half-written: not what was staged
+                home.clear_pending()
+            elif not versions.at_least(pending, home.floor()):  # never staged so: never run
+                log.error("pending %s is below the floor %s: not run", pending, home.floor())
                 home.clear_pending()
             else:
                 problem = self._verifies(pending)
@@ -200,7 +226,7 @@ class Launcher:
         home = self.home
         home.raise_floor(version)
         home.clear_pending()
-        home.clear_trial()
+        self._clear_trial()
         decision = home.decision()
         if decision is None or decision.version != version or decision.state != "committed":
             before = home.previous() or ""
@@ -214,7 +240,7 @@ class Launcher:
         home.set_current(version)
         home.raise_floor(version)
         home.clear_pending()
-        home.clear_trial()
+        self._clear_trial()
         home.decide(Decision("committed", version, old or "", why, self.clock()))
         log.info("committed %s (before: %s): %s", version, old or "none", why)
         self.prune()
@@ -224,7 +250,7 @@ class Launcher:
         home = self.home
         home.mark_bad(version, reason)
         home.clear_pending()
-        home.clear_trial()
+        self._clear_trial()
         self._record_rollback(version, reason, home.current())
 
     def _record_rollback(self, version: str, reason: str, to: str | None) -> None:
@@ -301,6 +327,19 @@ class Launcher:
         # The launcher runs no other thread: preexec_fn cannot deadlock on a lock here.
         return subprocess.Popen(command, cwd=folder, env=environment, preexec_fn=preexec)  # noqa: PLW1509
 
+    def _keep_trial(self, trial: Trial) -> None:
+        """Record the trial; a full disk (any user can fill it) does not stop the launcher:
+        it goes on with the record it holds and writes it when it can."""
+        self.trial_kept = trial
+        try:
+            self.home.set_trial(trial)
+        except OSError as exc:
+            log.warning("could not write the trial of %s: %s", trial.version, exc)
+
+    def _clear_trial(self) -> None:
+        self.trial_kept = None
+        self.home.clear_trial()
+
     def _stop_child(self) -> int | None:
         child, self.child = self.child, None
         if child is None:
@@ -323,7 +362,8 @@ class Launcher:
         """The trial of ``version``: the one under way (the launcher restarted), or a new
         one measured against the committed version's last health record."""
         home = self.home
-        trial = home.trial(version)
+        kept = self.trial_kept
+        trial = kept if kept is not None and kept.version == version else home.trial(version)
         if trial is None:
             baseline = home.health(home.current() or "")
             trial = Trial(
@@ -332,8 +372,11 @@ class Launcher:
                 baseline_rss=baseline.rss_bytes if baseline else 0,
                 baseline_cpu=baseline.cpu_fraction if baseline else 0.0,
             )
-            home.set_trial(trial)
-            home.decide(Decision("trial", version, home.current() or "", "", self.clock()))
+            self._keep_trial(trial)
+            try:
+                home.decide(Decision("trial", version, home.current() or "", "", self.clock()))
+            except OSError as exc:  # only reported: the trial goes on
+                log.warning("could not write the decision to try %s: %s", version, exc)
         return trial
 
     def _watch(self, version: str, trial: Trial | None) -> tuple[int | None, Trial | None]:
@@ -350,7 +393,7 @@ class Launcher:
             if trial is not None and (code is not None or now - saved >= TRIAL_SAVE_EVERY_S):
                 saved = now  # the time on trial survives a power cut, give or take this
                 trial = replace(trial, ran_s=ran_before + now - started)
-                home.set_trial(trial)
+                self._keep_trial(trial)
             if code is not None:
                 self.child = None
                 return code, trial
@@ -379,7 +422,7 @@ class Launcher:
     def run_version(self, version: str, on_trial: bool) -> None:
         """Run ``version`` once, until it exits or a decision ends it; the caller picks
         (and verifies) the version again before the next start."""
-        o, home = self.options, self.home
+        o = self.options
         trial = self._begin_trial(version) if on_trial else None
         code, trial = self._watch(version, trial)
         if code is None:
@@ -392,7 +435,7 @@ class Launcher:
             self._wait(o.restart_delay_s)
             return
         trial = replace(trial, exits=trial.exits + 1)
-        home.set_trial(trial)
+        self._keep_trial(trial)
         if trial.exits >= o.max_exits:
             self.rollback(version, f"exited {trial.exits} times on trial (last code {code})")
             return
@@ -414,12 +457,19 @@ class Launcher:
         self.remove_leftovers()
         try:
             while True:
-                chosen = self.choose()
-                if chosen is None:
-                    log.error("no installed version verifies; trying again")
+                try:
+                    chosen = self.choose()
+                    if chosen is None:
+                        log.error("no installed version verifies; trying again")
+                        self._wait(max(self.options.restart_delay_s, 1.0))
+                        continue
+                    self.run_version(*chosen)
+                except OSError as exc:
+                    # A decision not written (disk full): never two agents, never a crash
+                    # (a service that fails to start is no better); chosen again later.
+                    self._stop_child()
+                    log.error("could not record a decision: %s; trying again", exc)
                     self._wait(max(self.options.restart_delay_s, 1.0))
-                    continue
-                self.run_version(*chosen)
         except Stopped:
             self._stop_child()
             log.info("launcher stopped")
@@ -428,8 +478,10 @@ class Launcher:
 
 def _hold_lock(path: Path) -> BinaryIO | None:
     """An exclusive lock on ``path`` held until this process ends (None: another
-    launcher holds it): two launchers on one home would start two agents."""
-    handle = path.open("a+b")
+    launcher holds it): two launchers on one home would start two agents. The file is
+    the service user's alone: flock needs only a read handle, so a lock file others can
+    read would let any local user keep the launcher from starting."""
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
     try:
         if sys.platform == "win32":
             import msvcrt
@@ -438,6 +490,8 @@ def _hold_lock(path: Path) -> BinaryIO | None:
         else:
             import fcntl
 
+            with contextlib.suppress(OSError):  # one an earlier launcher left readable
+                os.fchmod(handle.fileno(), 0o600)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
@@ -499,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         system_root = os.environ.get("SYSTEMROOT", r"C:\Windows")
         for problem in set_recovery(_run_quietly, system_root):
             log.warning("could not set the service's recovery actions: %s", problem)
+        for problem in protect_home(_run_quietly, system_root, options.home):
+            log.warning("could not keep the home to SYSTEM and the Administrators: %s", problem)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _s, _f: launcher.stop_requested.set())
     log.info("launcher %s running for %s", LAUNCHER_VERSION, options.home)

@@ -3,11 +3,12 @@
 The SCM runs ``<home>\\runtime\\python.exe <home>\\launcher\\launcher_windows.py``; the
 home and the config path are the service's registry parameters (``home``, ``config``,
 written by the installer). It reports running at once, sets the service's recovery
-actions (every start: an MSI built with wixl cannot), and runs the launcher until the
-SCM asks it to stop, which stops the agent (then killed after its grace).
+actions and the home's ACL (every start: an MSI built with wixl can do neither), and
+runs the launcher until the SCM asks it to stop, which stops the agent (then killed
+after its grace).
 
 Not tested on Windows here: the launcher it hosts is, on Linux, and the recovery
-commands are tested as data (``launcher.recovery_commands``).
+commands are tested as data (``launcher.recovery_commands``, ``home_acl_commands``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ if sys.platform == "win32":
             system_root = os.environ.get("SYSTEMROOT", r"C:\\Windows")
             for problem in launcher.set_recovery(launcher._run_quietly, system_root):
                 logging.warning("could not set the service's recovery actions: %s", problem)
+            home = self.launcher.home.root
+            for problem in launcher.protect_home(launcher._run_quietly, system_root, home):
+                logging.warning("could not keep the home to SYSTEM and Administrators: %s", problem)
             runner = threading.Thread(target=self.launcher.run, name="launcher")
             runner.start()
             runner.join()

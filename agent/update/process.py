@@ -7,8 +7,10 @@ running agent. Steps, each written so a kill at any point leaves nothing half-na
 1. fetch: ``python -m agent.update.fetch --home H --url U --version V --floor F
    [--ca-file F]`` prints one JSON line ``{"ok", "kind", "reason", "path",
    "retry_after"}``: the verified bundle's local path, or a refusal or a failure.
-   With ``--bundle-dir`` the bundle is taken from a local folder instead (lab PCs and
-   tests; it is then checked against its manifest only, not a signature);
+   With ``--bundle-dir`` the bundle is taken from a local folder instead, checked
+   against its manifest only, not a signature: the tests' seam, refused unless
+   ``COMMUNE_AGENT_UNSIGNED_BUNDLES`` is ``"tests only"`` (a folder anyone can fill, or
+   a config line, must never make a PC install what the signed targets do not list);
 2. unpack into ``versions/.partial-*``, verify, rename to ``versions/<v>``;
 3. the new version's self-check (``commune-agent self-check`` with the new version
    first on ``PYTHONPATH``);
@@ -36,6 +38,9 @@ from agent.update.state import Home
 SELF_CHECK_TIMEOUT_S: Final = 120.0
 FETCH_TIMEOUT_S: Final = 1800.0
 MAX_FETCH_OUTPUT: Final = 64 * 1024
+#: ``--bundle-dir`` is refused unless this variable holds ``UNSIGNED_BUNDLES_ALLOWED``.
+UNSIGNED_BUNDLES_ENV: Final = "COMMUNE_AGENT_UNSIGNED_BUNDLES"
+UNSIGNED_BUNDLES_ALLOWED: Final = "tests only"
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", required=True)
     parser.add_argument("--url", default="", help="the collector's releases URL (TUF)")
     parser.add_argument("--ca-file", default="")
-    parser.add_argument("--bundle-dir", type=Path, help="take bundles from this folder")
+    parser.add_argument(
+        "--bundle-dir", type=Path, help=f"tests only (needs {UNSIGNED_BUNDLES_ENV}): unsigned"
+    )
     args = parser.parse_args(argv)
     if not versions.is_version(args.version):
         outcome = Outcome("refused", f"not a release version: {args.version[:40]!r}")
+    elif (
+        args.bundle_dir is not None
+        and os.environ.get(UNSIGNED_BUNDLES_ENV) != UNSIGNED_BUNDLES_ALLOWED
+    ):
+        outcome = Outcome(
+            "refused",
+            "[update] bundle_dir: unsigned bundles are for the tests only; "
+            "remove it and set [update] url (only signed releases are installed)",
+        )
     else:
         if args.bundle_dir is not None:
             fetcher = folder_fetcher(args.bundle_dir)

@@ -12,7 +12,8 @@ rule, and none of them leads to a rollback or a crash:
   is above the floor: it never runs untried.
 - ``previous`` unreadable: there is no rollback target but ``current``.
 - ``pending`` unreadable, or naming no installed version: nothing is on trial (the
-  agent stages the version again if the collector still asks for it).
+  agent stages the version again if the collector still asks for it). Naming a version
+  below the floor (staging refuses those: not ours): nothing is on trial, it never runs.
 - ``bad`` unreadable: no version is known bad (a bad version would have to be staged
   and fail its trial again to be listed anew).
 - ``floor`` unreadable: the committed version is the floor (both unreadable: no floor,

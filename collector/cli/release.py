@@ -45,10 +45,33 @@ def _keys(paths: tuple[Path, ...], role: Role | None = None) -> list[ReleaseKey]
         raise click.ClickException(str(exc)) from None
 
 
+def _staged_changes(repo: Repository) -> list[str]:
+    """What the staged targets change, release by release with its hash: a key holder
+    signs what is staged, whoever staged it, and must see what that is."""
+    staged = repo.staged().get("targets")
+    if staged is None:
+        return []
+    try:
+        published = dict(repo.targets().signed.targets)
+    except ReleaseError:
+        published = {}
+    lines = []
+    for name, target in sorted(staged.signed.targets.items()):
+        if name not in published or published[name].hashes != target.hashes:
+            digest = target.hashes.get("sha256", "?")
+            lines.append(f"to sign: {name} sha256 {digest} ({target.length} B)")
+    lines += [
+        f"to sign: {name} removed" for name in sorted(set(published) - set(staged.signed.targets))
+    ]
+    return lines
+
+
 def _sign_and_publish(config: CollectorConfig, repo: Repository, signers: list[ReleaseKey]) -> None:
     """Sign what is staged with ``signers`` (if any), publish when complete, say where
     things stand."""
     if signers:
+        for line in _staged_changes(repo):
+            click.echo(line)
         for line in repo.sign(signers):
             click.echo(f"signed {line}")
     written = repo.publish(_online_dir(config))
