@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +80,9 @@ class Publisher:
         self._draining = threading.Event()
         self._draining.set()
         self.birth_acked = threading.Event()
+        self.broker_unreachable = threading.Event()
+        """The last attempt to reach the broker failed below MQTT and TLS (a line down),
+        until a connection is made."""
         """The broker acknowledged a birth message (the launcher's health needs it)."""
         self._birth_mid = -1
         self._last_failure = ""
@@ -128,6 +132,7 @@ class Publisher:
             self.stats.publish.connects += 1
         log.info("connected to %s:%d", self.settings.broker.host, self.settings.broker.port)
         self._last_progress = time.monotonic()
+        self.broker_unreachable.clear()
         self._connected.set()
         self._wake.set()
 
@@ -199,6 +204,8 @@ class Publisher:
                     s.broker.host, s.broker.port, keepalive=int(s.broker.keepalive)
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+                    self.broker_unreachable.set()
                 self._report_failure(describe(exc))
             else:
                 while not self._stopping.is_set():

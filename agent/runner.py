@@ -245,6 +245,7 @@ def update_tasks(
         stats,
         lambda: [c.name for c in scheduler.checks],
         publisher.birth_acked.is_set,
+        broker_unreachable=publisher.broker_unreachable.is_set,
     )
 
     def health_every() -> float:

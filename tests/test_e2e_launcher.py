@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -193,6 +194,41 @@ def test_a_version_never_healthy_is_rolled_back_after_t(
     assert back.update is not None
     assert back.update.reason == "not healthy after 4 s: birth not acknowledged by the broker"
     assert "1.3.0" in home.bad() and home.current() == "1.0.0"
+
+
+def test_a_line_down_through_the_trial_is_not_held_against_the_version(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """The commune's line is down (nothing answers at the broker's address): the new
+    version cannot get its birth acknowledged, through no fault of its own. Its trial
+    clock stops while the agent says the broker is unreachable, so it stays on trial
+    instead of being marked bad for good; past the network grace it is judged anyway."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
+    port = closed.getsockname()[1]
+    try:
+        home = new_home(tmp_path / "home", bundles)
+        config = agent_config(tmp_path, port, bundles)
+        stage(home, bundles, "1.1.0")
+        launcher = LauncherProcess(home, config, trial_timeout=3, network_grace=3600).start()
+        try:
+            wait_for(lambda: (h := home.health("1.1.0")) is not None and h.broker_unreachable,
+                     30, "the agent never said its broker was unreachable")  # fmt: skip
+            time.sleep(6)  # twice the trial timeout, all of it with the line down
+            trial = home.trial("1.1.0")
+            assert home.pending() == "1.1.0" and "1.1.0" not in home.bad(), home.decision()
+            assert trial is not None and trial.waited_s > 3 and trial.ran_s < 3, trial
+        finally:
+            launcher.stop()
+        # No grace: the same trial is judged on its running time.
+        launcher = LauncherProcess(home, config, trial_timeout=3, network_grace=0).start()
+        try:
+            wait_decision(home, "rolled_back", "1.1.0")
+        finally:
+            launcher.stop()
+        assert "birth not acknowledged" in home.bad()["1.1.0"]["reason"]
+    finally:
+        closed.close()
 
 
 @pytest.mark.parametrize("when", ["on trial", "after commit"])

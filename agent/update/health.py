@@ -38,11 +38,13 @@ class HealthReporter:
         checks: Callable[[], list[str]],
         birth_acked: Callable[[], bool],
         verify_every_s: float = 60.0,
+        broker_unreachable: Callable[[], bool] = lambda: False,
     ) -> None:
         self.home = home
         self.stats = stats
         self.checks = checks
         self.birth_acked = birth_acked
+        self.broker_unreachable = broker_unreachable
         self.verify_every_s = verify_every_s
         self._process = psutil.Process(os.getpid())
         self._files_problem = ""
@@ -75,6 +77,7 @@ class HealthReporter:
             files_problem=self._files(),
             rss_bytes=rss,
             cpu_fraction=round((times.user + times.system) / age, 4),
+            broker_unreachable=self.broker_unreachable(),
         )
 
     def write(self) -> None:

@@ -87,6 +87,11 @@ class Options:
     """A new version using more than this many times its predecessor's memory is not
     healthy; CPU likewise (plus 5 points)."""
     cpu_factor: float = 2.0
+    network_grace_s: float = 86400.0
+    """Running time on trial while the broker cannot be reached at all (the commune's
+    line down) is not counted against ``trial_timeout_s``, up to this much: a good
+    version is not marked bad for a line cut, and a version that cannot connect for its
+    own reasons is still judged in the end."""
 
 
 class Stopped(Exception):
@@ -384,15 +389,23 @@ class Launcher:
         it (None); the trial (its running time counted), None once committed."""
         o, home = self.options, self.home
         child = self.child = self._start(version)
-        started = verified = saved = time.monotonic()
-        ran_before = trial.ran_s if trial is not None else 0.0
+        started = verified = saved = last = time.monotonic()
+        ran = trial.ran_s if trial is not None else 0.0
+        waited = trial.waited_s if trial is not None else 0.0
+        health = None
         while True:
             self._wait(o.poll_s)
             code = child.poll()
             now = time.monotonic()
+            step, last = now - last, now
+            cut_off = health is not None and health.pid == child.pid and health.broker_unreachable
+            if cut_off and waited < o.network_grace_s:
+                waited += step  # the line is down: the version is not to blame
+            else:
+                ran += step
             if trial is not None and (code is not None or now - saved >= TRIAL_SAVE_EVERY_S):
                 saved = now  # the time on trial survives a power cut, give or take this
-                trial = replace(trial, ran_s=ran_before + now - started)
+                trial = replace(trial, ran_s=ran, waited_s=waited)
                 self._keep_trial(trial)
             if code is not None:
                 self.child = None
@@ -410,11 +423,12 @@ class Launcher:
                     return None, trial
             if trial is None:
                 continue
-            why = self.judge(home.health(version), child.pid, now - started, trial)
+            health = home.health(version)
+            why = self.judge(health, child.pid, now - started, trial)
             if not why:
                 self.commit(version, f"healthy after {now - started:.0f} s")
                 trial = None
-            elif ran_before + now - started >= o.trial_timeout_s:
+            elif ran >= o.trial_timeout_s:
                 self._stop_child()
                 self.rollback(version, f"not healthy after {o.trial_timeout_s:.0f} s: {why}")
                 return None, trial
@@ -526,6 +540,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--grace", type=float, default=15.0, help="seconds")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds")
     parser.add_argument("--verify-every", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--network-grace", type=float, default=86400.0,
+        help="seconds on trial with the broker unreachable not counted against it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     return Options(
         home=args.home.absolute(),
@@ -538,6 +556,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         grace_s=args.grace,
         poll_s=args.poll,
         verify_every_s=args.verify_every,
+        network_grace_s=max(0.0, args.network_grace),
     )
 
 

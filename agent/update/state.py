@@ -188,13 +188,17 @@ class Trial:
     baseline_rss: int = 0
     baseline_cpu: float = 0.0
     ran_s: float = 0.0
-    """How long it has run on trial, over all its starts."""
+    """How long it has run on trial, over all its starts (counted against it)."""
+    waited_s: float = 0.0
+    """How long it ran while its broker could not be reached at all (a commune line
+    down): not counted against it, up to the launcher's network grace."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "started": self.started,
             "ran_s": self.ran_s,
+            "waited_s": self.waited_s,
             "exits": self.exits,
             "baseline_rss": self.baseline_rss,
             "baseline_cpu": self.baseline_cpu,
@@ -216,6 +220,9 @@ class Health:
     rss_bytes: int
     cpu_fraction: float
     """CPU time over wall time since it started (1.0: one core busy)."""
+    broker_unreachable: bool = False
+    """Its last attempt to reach the broker failed below MQTT and TLS (refused,
+    unreachable, timed out, no name): the network's fault, not the version's."""
 
     @property
     def sampled_all(self) -> bool:
@@ -232,6 +239,7 @@ class Health:
             "files_problem": self.files_problem[:MAX_REASON],
             "rss_bytes": self.rss_bytes,
             "cpu_fraction": self.cpu_fraction,
+            "broker_unreachable": self.broker_unreachable,
         }
 
 
@@ -251,6 +259,7 @@ def health_of(document: dict[str, Any] | None) -> Health | None:
         files_problem=_text(document.get("files_problem")),
         rss_bytes=int(_number(document.get("rss_bytes"))),
         cpu_fraction=_number(document.get("cpu_fraction")),
+        broker_unreachable=document.get("broker_unreachable") is True,
     )
 
 
@@ -344,6 +353,7 @@ class Home:
             baseline_rss=int(_number(document.get("baseline_rss"))),
             baseline_cpu=_number(document.get("baseline_cpu")),
             ran_s=_number(document.get("ran_s")),
+            waited_s=_number(document.get("waited_s")),
         )
 
     def set_trial(self, trial: Trial) -> None:
