@@ -257,3 +257,41 @@ def test_targets_and_root_signed_again_with_the_same_keys_before_expiry(
     assert after_targets.targets == before_targets.targets
     assert after_targets.expires >= before_targets.expires
     assert after_root.roles == before_root.roles and after_root.version == 3
+
+
+def test_a_release_signed_on_a_machine_away_from_the_collector(
+    tmp_path: Path, config: Path, ceremony: dict[str, Path]
+) -> None:
+    """The offline keys never touch the collector host: the release manager copies the
+    repository's metadata to an offline machine, adds and signs there (no online keys:
+    nothing but targets), carries the new files back, and the collector's online signer
+    publishes them. An agent sees the release signed by the offline key."""
+    from collector.release.online import OnlineSigner
+
+    served = tmp_path / "var" / "releases"
+    laptop = tmp_path / "laptop"
+    shutil.copytree(served / "metadata", laptop / "releases" / "metadata")
+    laptop_config = laptop / "collector.toml"
+    laptop_config.write_text(
+        f'[store]\npath = "{laptop / "state.sqlite"}"\n[releases]\npath = "{laptop / "releases"}"\n'
+    )
+    made = bundle_of(tmp_path, "1.4.0")
+    signed = release(laptop_config, "add", str(made), "--key", str(ceremony["targets"]))
+    assert signed.exit_code == 0, signed.output
+    assert "snapshot and timestamp not signed here" in signed.output
+    # Back on the collector: only the new files, the metadata it did not have and the bundle.
+    new = sorted(
+        p.name for p in (laptop / "releases" / "metadata").iterdir()
+        if not (served / "metadata" / p.name).exists()
+    )  # fmt: skip
+    assert new == ["2.targets.json"], new
+    shutil.copy2(laptop / "releases" / "metadata" / new[0], served / "metadata" / new[0])
+    for target in (laptop / "releases" / "targets").iterdir():
+        shutil.copy2(target, served / "targets" / target.name)
+    repo = Repository(served)
+    assert repo.snapshot().signed.meta["targets.json"].version == 1  # type: ignore[union-attr]
+    OnlineSigner(repo, tmp_path / "var").tick()  # the running collector, within a minute
+    assert repo.snapshot().signed.meta["targets.json"].version == 2  # type: ignore[union-attr]
+    assert "1.4.0" in repo.signed_versions()
+    listed = release(config, "list")
+    assert "1.4.0" in listed.output, listed.output
