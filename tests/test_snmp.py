@@ -144,8 +144,10 @@ def test_v2c_rates_from_live_counters(snmpd: Snmpd) -> None:
                 sender.sendto(b"x" * 1000, sink.getsockname())
             sender.close()
             sink.close()
-            # net-snmp caches interface counters for a few seconds: poll until they move.
-            for _ in range(10):
+            # net-snmp caches interface counters for a few seconds (more on a busy
+            # machine): poll until they move.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
                 await asyncio.sleep(1)
                 runs.append(await check.collect())
                 if float(interfaces(runs[-1])["lo"].fields.get("in_bps", 0)) > 0:
