@@ -227,9 +227,7 @@ class Pc:
 
 
 def province(agents: int, communes: int) -> list[Pc]:
-    return [
-        Pc(f"{PROVINCE}/xa-{n % communes:03d}/pc-{n:05d}", n % communes) for n in range(agents)
-    ]
+    return [Pc(f"{PROVINCE}/xa-{n % communes:03d}/pc-{n:05d}", n % communes) for n in range(agents)]
 
 
 def birth(pc: Pc, version: str, now: float, committed: bool) -> tuple[Status, float]:
@@ -269,7 +267,7 @@ class RingTimes:
 class Outcome:
     server: str
     tally: Tally
-    full_s: float
+    full_s: float | None
     """Every PC holds the release."""
     done_s: float | None
     """The rollout marked done (the last ring's gate held)."""
@@ -301,22 +299,33 @@ class Driver:
     async def call(self, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.thread, work, *args)
 
-    async def run(self, server: Server, tally: Tally) -> tuple[float, float | None, list[RingTimes]]:
+    async def run(
+        self, server: Server, tally: Tally
+    ) -> tuple[float | None, float | None, list[RingTimes]]:
         actor = audit.Actor("bench", "admin", "127.0.0.1", "cli")
+        gate, spread = parse_gate([GATE]), self.args.spread
         rollout = await self.call(
-            lambda: self.book.start(NEW, self.args.rings, parse_gate([GATE]), actor,
-                                    lab=self.book.lab, spread_s=self.args.spread)  # fmt: skip
+            lambda: self.book.start(
+                NEW, self.args.rings, gate, actor, lab=self.book.lab, spread_s=spread
+            )
         )
         wall0, started = rollout.created_at, time.monotonic() - (time.time() - rollout.created_at)
         agents: list[asyncio.Task[None]] = []
         done_s: float | None = None
-        while True:
+        next_word = time.monotonic() + 10
+        while time.monotonic() - started < self.args.deadline:
             now = time.time()
             applied, self.unapplied = self.unapplied, []
             if applied:
                 await self.call(self.store.apply, (),
                                 [birth(self.pcs[k], NEW, now, True) for k in applied])  # fmt: skip
-            _, changed = await self.call(self.book.follow)
+            happened, changed = await self.call(self.book.follow)
+            if happened or time.monotonic() >= next_word:
+                next_word = time.monotonic() + 10
+                print(f"  {time.monotonic() - started:6.1f} s: {len(self.finished):,} of "
+                      f"{len(self.pcs):,} PCs hold it, {tally.busy:,} answered 503, "
+                      f"{tally.connection_errors:,} connections refused or cut"
+                      + (f"; {happened}" if happened else ""), flush=True)  # fmt: skip
             if changed:
                 orders = await self.call(self.book.orders)
                 for key, order in orders.items():
@@ -325,18 +334,23 @@ class Driver:
                     self.asked.add(key)
                     delay = spread_delay(self.pcs[key].agent, order.spread_s)
                     agents.append(asyncio.create_task(self.agent(key, delay, server, tally)))
-            state = (await self.call(self.book.get, rollout.id)).state
-            if state == "done" and done_s is None:
+            now_rollout = await self.call(self.book.get, rollout.id)
+            if now_rollout.state == "done" and done_s is None:
                 done_s = time.monotonic() - started
-            if state == "paused":
-                raise SystemExit(f"the rollout paused: {(await self.call(self.book.get, rollout.id)).why}")
+            if now_rollout.state == "paused":
+                raise SystemExit(f"the rollout paused: {now_rollout.why}")
             if done_s is not None and len(self.finished) + len(self.failures) == len(self.pcs):
                 break
             await asyncio.sleep(self.args.round)
-        await asyncio.gather(*agents)
+        else:
+            print(f"  --deadline {self.args.deadline:g} s passed: the rest given up", flush=True)
+            for task in agents:
+                task.cancel()
+        await asyncio.gather(*agents, return_exceptions=True)
         if self.failures:
             raise SystemExit(f"{len(self.failures)} agents failed: {self.failures[:3]}")
-        full_s = max(self.finished.values()) - started
+        everyone = len(self.finished) == len(self.pcs)
+        full_s = max(self.finished.values()) - started if everyone else None
         return full_s, done_s, await self.call(self.rings, rollout.id, wall0, started)
 
     async def agent(self, key: str, delay: float, server: Server, tally: Tally) -> None:
@@ -398,7 +412,7 @@ def one_run(
     finally:
         stop_process(process)
         driver.close()
-    client_cpu = (client.ru_utime + client.ru_stime) - (client_before.ru_utime + client_before.ru_stime)
+    client_cpu = sum(client[:2]) - sum(client_before[:2])  # user and system time
     server_stats = json.loads(stats.read_text()) if stats and stats.exists() else {}
     return Outcome(kind, tally, full_s, done_s, rings, cpu, peak, rss_before, client_cpu,
                    server_stats)  # fmt: skip
@@ -419,7 +433,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     return {
         "server": outcome.server,
         "agents_updated": tally.got,
-        "full_rollout_s": round(outcome.full_s, 2),
+        "full_rollout_s": None if outcome.full_s is None else round(outcome.full_s, 2),
         "rollout_done_s": None if outcome.done_s is None else round(outcome.done_s, 2),
         "rings": [vars(ring) for ring in outcome.rings],
         "requests": tally.total_requests,
@@ -477,12 +491,13 @@ def summed(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def report(runs: list[dict[str, Any]], args: argparse.Namespace, bundle_size: int) -> dict[str, Any]:
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, size: int) -> dict[str, Any]:
     print(f"\nupdate benchmark: {args.agents:,} agents in {args.communes} communes, rings "
           f"{args.rings}, gate {GATE} (otherwise as shipped), spread {args.spread:g} s, round "
-          f"{args.round:g} s, bundle {bundle_size:,} bytes, "
+          f"{args.round:g} s, bundle {size:,} bytes, "
           f"{'plain HTTP' if args.plain else 'HTTPS'}, collector Retry-After "
-          f"{args.retry_after:g}-{2 * args.retry_after + 1:g} s, {args.runs} run(s) each")  # fmt: skip
+          f"{args.retry_after:g}-{2 * args.retry_after + 1:g} s, "
+          f"{args.runs} run(s) each")  # fmt: skip
     for run in runs:
         print(f"\n{run['server']}: rings (opened / promoted / last member holds it, s)")
         for ring in run["rings"]:
@@ -522,6 +537,8 @@ def main() -> None:
                         help="the gate judged every ROUND s, default 1 (quick: 0.2)")  # fmt: skip
     parser.add_argument("--retry-after", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--deadline", type=float, default=900.0,
+                        help="s per server; the PCs not updated by then are given up")  # fmt: skip
     parser.add_argument("--plain", action="store_true", help="HTTP, not HTTPS")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few PCs, seconds")
     parser.add_argument("--json", help="write the figures there too")
@@ -534,9 +551,11 @@ def main() -> None:
         serve_collector(args)
         return
     quick = args.quick
-    defaults = {"agents": (5000, 40), "communes": (95, 8), "lab": (5, 2), "spread": (30.0, 1.0),
-                "round": (1.0, 0.2),
-                "rings": ("lab,pilot:3-communes,10%,50%,100%", "lab,pilot:1-communes,50%,100%")}  # fmt: skip
+    defaults = {
+        "agents": (5000, 40), "communes": (95, 8), "lab": (5, 2), "spread": (30.0, 1.0),
+        "round": (1.0, 0.2),
+        "rings": ("lab,pilot:3-communes,10%,50%,100%", "lab,pilot:1-communes,50%,100%"),
+    }  # fmt: skip
     for name, (full, small) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)

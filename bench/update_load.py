@@ -185,9 +185,7 @@ async def _refresh(connection: Connection, root_version: int, held: Held) -> Non
     held.targets = json.loads(body)["signed"]["targets"]
 
 
-async def update(
-    server: Server, source: str, root_version: int, target: str, tally: Tally
-) -> bool:
+async def update(server: Server, source: str, root_version: int, target: str, tally: Tally) -> bool:
     """One agent's update process, run again until its bundle is in hand: True when it
     got the signed bytes."""
     started = time.monotonic()
