@@ -374,7 +374,8 @@ class Driver:
         out = []
         for state in rollout.ring_states:
             members = [k for k, at in ring_of.items() if at == state.position]
-            last = max((self.finished[k] - started for k in members), default=None)
+            held = [self.finished[k] - started for k in members if k in self.finished]
+            last = max(held) if members and len(held) == len(members) else None
             out.append(RingTimes(
                 state.name, len(members), (state.started_at or wall0) - wall0,
                 state.promoted_at - wall0 if state.promoted_at else None, last,
