@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from agent.update import versions
+from agent.update.state import fsync_dir
 
 MANIFEST: Final = "MANIFEST.json"
 #: A bundle's bounds: an agent version is a few MB; anything far above is not one.
@@ -229,7 +230,7 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
             os.replace(final, retired / "tree")
             shutil.rmtree(retired, ignore_errors=True)
         os.replace(partial, final)
-        _fsync_dir(versions_dir)
+        fsync_dir(versions_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -301,14 +302,4 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_dir(folder)
