@@ -210,18 +210,21 @@ def test_a_line_down_through_the_trial_is_not_held_against_the_version(
         home = new_home(tmp_path / "home", bundles)
         config = agent_config(tmp_path, port, bundles)
         stage(home, bundles, "1.1.0")
-        launcher = LauncherProcess(home, config, trial_timeout=3, network_grace=3600).start()
+        # The trial timeout leaves the agent time to start on a busy machine; what follows
+        # waits on the trial's own record, not on a clock.
+        launcher = LauncherProcess(home, config, trial_timeout=10, network_grace=3600).start()
         try:
             wait_for(lambda: (h := home.health("1.1.0")) is not None and h.broker_unreachable,
-                     30, "the agent never said its broker was unreachable")  # fmt: skip
-            time.sleep(6)  # twice the trial timeout, all of it with the line down
+                     60, "the agent never said its broker was unreachable")  # fmt: skip
+            wait_for(lambda: (t := home.trial("1.1.0")) is not None and t.waited_s > 12,
+                     120, "the line-down time was not set aside")  # fmt: skip
             trial = home.trial("1.1.0")
             assert home.pending() == "1.1.0" and "1.1.0" not in home.bad(), home.decision()
-            assert trial is not None and trial.waited_s > 3 and trial.ran_s < 3, trial
+            assert trial is not None and trial.ran_s < 10, trial  # more than T ran, unheld
         finally:
             launcher.stop()
         # No grace: the same trial is judged on its running time.
-        launcher = LauncherProcess(home, config, trial_timeout=3, network_grace=0).start()
+        launcher = LauncherProcess(home, config, trial_timeout=10, network_grace=0).start()
         try:
             wait_decision(home, "rolled_back", "1.1.0")
         finally:
