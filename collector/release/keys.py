@@ -13,7 +13,6 @@ collector's folder (``[releases] online_keys_dir``), read by the running collect
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
 import os
@@ -25,6 +24,8 @@ from typing import Final, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
+
+from collector.common import keyfile
 
 Role = Literal["root", "targets", "snapshot", "timestamp"]
 ROLES: Final[tuple[Role, ...]] = ("root", "targets", "snapshot", "timestamp")
@@ -154,30 +155,16 @@ def _read_private(path: Path, data: bytes) -> ReleaseKey:
     try:
         if role not in ROLES:
             raise ValueError("no role named in its first line")
-        if len(body) != 1:
-            raise ValueError("expected one line of base64")
-        raw = base64.b64decode(body[0], validate=True)
-        if len(raw) != 32:
-            raise ValueError(f"{len(raw)} bytes, not 32")
-    except (ValueError, binascii.Error) as exc:
+        raw = keyfile.raw_key(body)
+    except ValueError as exc:
         raise KeyFileError(
             f"{path}: not a release key file ({exc}); keys are made by "
             "`commune-collector release keygen`"
         ) from None
-    _restrict(path)
+    keyfile.restrict(path)
     private = Ed25519PrivateKey.from_private_bytes(raw)
     public = SSlibKey.from_crypto(private.public_key())
     return ReleaseKey(path, role, public, CryptoSigner(private, public))
-
-
-def _restrict(path: Path) -> None:
-    """A private key readable by others is made 0600 (copied by hand, unpacked from a
-    backup): it signs what every PC installs."""
-    if sys.platform == "win32":
-        return
-    with contextlib.suppress(OSError):
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
 
 
 def online_key_path(folder: Path, role: Role) -> Path:

@@ -13,8 +13,6 @@ signs and sends every agent's config again.
 from __future__ import annotations
 
 import base64
-import binascii
-import contextlib
 import logging
 import os
 import sys
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.configtypes import ConfigError
 from agent.wire import SCHEMA_VERSION, SignedConfig, config_key_id, signed_message
+from collector.common import keyfile
 
 log = logging.getLogger(__name__)
 
@@ -110,28 +109,15 @@ def read_key(path: Path) -> SigningKey:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith("#")]
     try:
-        if len(lines) != 1:
-            raise ValueError("expected one line of base64")
-        raw = base64.b64decode(lines[0], validate=True)
-        if len(raw) != 32:
-            raise ValueError(f"{len(raw)} bytes, not 32")
-    except (ValueError, binascii.Error) as exc:
+        raw = keyfile.raw_key(lines)
+    except ValueError as exc:
         raise ConfigError(
             f"{path}: not a config signing key ({exc}); move it away and start the "
             "collector to make a new one (agents then need `commune-agent config-key fetch`)"
         ) from None
-    _restrict(path)
+    if keyfile.restrict(path):
+        log.warning("%s was readable by others: made 0600", path)
     return _signing_key(Ed25519PrivateKey.from_private_bytes(raw))
-
-
-def _restrict(path: Path) -> None:
-    """A private key readable by others (copied by hand) is made 0600 and said so."""
-    if sys.platform == "win32":
-        return
-    with contextlib.suppress(OSError):
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
-            log.warning("%s was readable by others: made 0600", path)
 
 
 def create_key(path: Path) -> SigningKey:
