@@ -24,8 +24,11 @@ from agent.update.state import Home
 
 #: What the launcher imports besides the standard library, copied beside it.
 LAUNCHER_MODULES: Final = (
-    "__init__.py", "versions.py", "bundle.py", "state.py", "launcher.py", "launcher_windows.py",
+    "__init__.py", "versions.py", "bundle.py", "state.py", "lock.py", "launcher.py",
+    "launcher_windows.py", "msi_setup.py",
 )  # fmt: skip
+#: The launcher folder's scripts (run by path: the service, the Windows installer).
+LAUNCHER_SCRIPTS: Final = ("launcher.py", "launcher_windows.py", "msi_setup.py")
 WRITABLE: Final = ("versions", "state", "tuf")
 _PACKAGE_STUB: Final = '"""The launcher\'s copy of agent.update (standard library only)."""\n'
 
@@ -39,7 +42,7 @@ def install_launcher(home: Path) -> Path:
     (target / "agent" / "__init__.py").write_text(_PACKAGE_STUB, encoding="utf-8")
     for name in LAUNCHER_MODULES:
         shutil.copyfile(source / name, package / name)
-    for script in ("launcher.py", "launcher_windows.py"):
+    for script in LAUNCHER_SCRIPTS:
         shutil.copyfile(source / script, target / script)
     return target / "launcher.py"
 

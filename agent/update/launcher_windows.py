@@ -2,8 +2,9 @@
 
 The SCM runs ``<home>\\runtime\\python.exe <home>\\launcher\\launcher_windows.py``; the
 home and the config path are the service's registry parameters (``home``, ``config``,
-written by the installer). It reports running at once, sets the service's recovery
-actions and the home's ACL (every start: an MSI built with wixl can do neither), and
+written by the MSI: ``collector.kit.wxs``). It reports running at once, sets the
+service's recovery actions and the home's ACL (every start: an MSI built with wixl can
+do neither), and
 runs the launcher until the SCM asks it to stop, which stops the agent (then killed
 after its grace).
 
@@ -14,6 +15,13 @@ commands are tested as data (``launcher.recovery_commands``, ``home_acl_commands
 from __future__ import annotations
 
 import sys
+
+if __name__ == "__main__":
+    # The embeddable runtime the MSI installs (a ._pth file) runs a script without its
+    # folder on sys.path: the launcher's own copy of agent.update is found from here.
+    from pathlib import Path as _Path
+
+    sys.path.insert(0, str(_Path(__file__).resolve().parent))
 
 if sys.platform == "win32":
     import logging

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from agent.update import HOME_ENV, bundle, versions
+from agent.update.lock import UpdateLock
 from agent.update.state import Home
 
 SELF_CHECK_TIMEOUT_S: Final = 120.0
@@ -166,6 +167,19 @@ def stage(home: Home, config: Path, version: str, fetch: Fetcher) -> Outcome:
     return Outcome("staged", f"{version} staged")
 
 
+def _stage_alone(home: Home, config: Path, version: str, fetch: Fetcher) -> Outcome:
+    """``stage`` under the update lock: never beside another update process, nor while
+    the Windows installer lays out or removes the home (it waits for this one)."""
+    lock = UpdateLock(home.state)
+    try:
+        if not lock.try_acquire():
+            return Outcome("failed", "another update or the installer holds the update lock")
+        with lock:
+            return stage(home, config, version, fetch)
+    except OSError as exc:
+        return Outcome("failed", f"{type(exc).__name__}: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agent.update.process",
@@ -201,10 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fetcher is None:
             outcome = Outcome("failed", "no releases URL: set [update] url in the agent config")
         else:
-            try:
-                outcome = stage(Home(args.home), args.config, args.version, fetcher)
-            except OSError as exc:
-                outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+            outcome = _stage_alone(Home(args.home), args.config, args.version, fetcher)
     print(outcome.line(), flush=True)
     return 0 if outcome.state == "staged" else 1
 

@@ -25,6 +25,7 @@ from collector.cli.report import report_command
 from collector.cli.rollout import rollout_group
 from collector.cli.service import install_service_command
 from collector.cli.tokens import token_group
+from collector.cli.windows_kit import windows_kit_command
 from collector.config import CollectorConfig
 from collector.state.availability import availability
 from collector.state.store import StateStore
@@ -344,6 +345,7 @@ main.add_command(inventory_command)
 main.add_command(install_service_command)
 main.add_command(release_group)
 main.add_command(rollout_group)
+main.add_command(windows_kit_command)
 
 
 if __name__ == "__main__":
