@@ -36,9 +36,7 @@ class UpdateLock:
         os.close(fd)
         return False
 
-    def acquire(
-        self, wait_s: float, sleep: Callable[[float], None] = time.sleep
-    ) -> bool:
+    def acquire(self, wait_s: float, sleep: Callable[[float], None] = time.sleep) -> bool:
         """Try until ``wait_s`` has passed; False if another process still holds it."""
         deadline = time.monotonic() + wait_s
         while not self.try_acquire():

@@ -42,9 +42,9 @@ from typing import Final
 if __name__ == "__main__":  # the embeddable runtime does not put a script's folder first
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent.update import HOME_ENV, bundle, versions  # noqa: E402
-from agent.update.lock import UpdateLock  # noqa: E402
-from agent.update.state import Home, read_json, remove, write_json, write_version  # noqa: E402
+from agent.update import HOME_ENV, bundle, versions
+from agent.update.lock import UpdateLock
+from agent.update.state import Home, read_json, remove, write_json, write_version
 
 KIT_DIR: Final = "kit"
 KIT_FILE: Final = "kit.json"
@@ -52,7 +52,7 @@ UNDO_FILE: Final = "msi-undo.json"
 LOG_FILE: Final = "install.log"
 #: The environment variable that hands the enrollment token to ``commune-agent enroll``
 #: (off its command line).
-TOKEN_ENV: Final = "COMMUNE_ENROLL_TOKEN"
+TOKEN_ENV: Final = "COMMUNE_ENROLL_TOKEN"  # noqa: S105 (a variable's name)
 LOCK_WAIT_S: Final = 300.0
 ENROLL_TIMEOUT_S: Final = 120.0
 EXIT_REFUSED: Final = 1
@@ -186,7 +186,7 @@ def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log:
     command = [sys.executable, "-m", "agent.cli", "enroll", "--collector", server,
                "-c", str(config)]  # fmt: skip
     if kit.collector_ca is not None:
-        command += ["--collector-ca", str(kit.collector_ca)]
+        command += ["--ca", str(kit.collector_ca)]
     if options.agent_id:
         command += ["--id", options.agent_id]
     if options.commune:
@@ -273,7 +273,9 @@ def install(home: Home, config: Path, options: argparse.Namespace, log: Log) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msi_setup.py", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("install", "rollback", "quiesce"))
-    parser.add_argument("--config", type=Path, default=Path(r"C:\ProgramData\commune-agent\agent.toml"))
+    parser.add_argument(
+        "--config", type=Path, default=Path(r"C:\ProgramData\commune-agent\agent.toml")
+    )
     parser.add_argument("--server", default="", help="the collector's https address")
     parser.add_argument("--token", default="", help=f"the enrollment token (or {TOKEN_ENV})")
     parser.add_argument("--agent-id", default="")

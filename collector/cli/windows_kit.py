@@ -59,9 +59,7 @@ def windows_kit_command(
 
     missing = msi.missing_tools()
     if missing:
-        raise click.ClickException(
-            f"{', '.join(missing)} not found: apt install wixl msitools"
-        )
+        raise click.ClickException(f"{', '.join(missing)} not found: apt install wixl msitools")
     config = _load(config_path)
     root = config.releases.repository_path(config.store.path) / "metadata" / "root.json"
     if not root.is_file():

@@ -77,10 +77,10 @@ def check_request(request: KitRequest) -> None:
 
 def build(request: KitRequest, progress: Progress = print) -> Kit:
     check_request(request)
-    from collector.kit import lock, wheels  # pip and packaging: only when building
-
     embed = embedding.check(request.embed_zip, request.embed_sha256)
     progress(f"python.org's embeddable CPython {embed.version}: SHA-256 matches")
+    from collector.kit import lock, wheels  # pip and packaging: only when building
+
     pins = lock.parse_lock(request.lock.read_text(encoding="utf-8"))
     request.out.mkdir(parents=True, exist_ok=True)
     wheel_dir = request.out / "wheels"
@@ -124,8 +124,9 @@ def build(request: KitRequest, progress: Progress = print) -> Kit:
 def write_sums(folder: Path) -> list[Path]:
     """``SHA256SUMS`` (``sha256sum -c`` format) of every file in the kit."""
     files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.name != "SHA256SUMS" and not p.relative_to(folder).as_posix().startswith(".")
+        path for path in folder.rglob("*")
+        if path.is_file() and path.name != "SHA256SUMS"
+        and not path.relative_to(folder).as_posix().startswith(".")  # a build in progress
     )  # fmt: skip
     lines = []
     for path in files:

@@ -40,7 +40,7 @@ class Embed:
 
     @property
     def tag(self) -> str:
-        """"312": the digits in the DLL's, the zip's and the ``._pth``'s names."""
+        """ "312": the digits in the DLL's, the zip's and the ``._pth``'s names."""
         return self.version.replace(".", "")
 
     @property

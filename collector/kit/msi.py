@@ -59,14 +59,36 @@ def _sql(msi: Path, query: str) -> None:
     _run(["msibuild", str(msi), "-q", query])
 
 
+def _literal(value: str | int) -> str:
+    """An SQL literal of the kit's own constants (never outside input): a quote in one
+    would be a bug here, so it is refused rather than escaped."""
+    if isinstance(value, int):
+        return str(value)
+    if "'" in value:
+        raise KitError(f"a quote in an MSI table value: {value!r}")
+    return f"'{value}'"
+
+
+def _insert(msi: Path, name: str, row: dict[str, str | int]) -> None:
+    columns = ", ".join(f"`{column}`" for column in row)
+    values = ", ".join(_literal(value) for value in row.values())
+    _sql(msi, f"INSERT INTO `{name}` ({columns}) VALUES ({values})")  # noqa: S608
+
+
 def harden(msi: Path) -> None:
     """What wixl ignores or lacks: the custom actions with their exact types (``wxs.
     TABLE_ACTIONS``) and the public properties in ``SecureCustomProperties``."""
     for action, row in wxs.TABLE_ACTIONS.items():
-        _sql(msi, "INSERT INTO `CustomAction` (`Action`, `Type`, `Source`, `Target`) "
-                  f"VALUES ('{action}', {row.type}, '{row.source}', '{row.target}')")  # fmt: skip
-        _sql(msi, "INSERT INTO `InstallExecuteSequence` (`Action`, `Condition`, `Sequence`) "
-                  f"VALUES ('{action}', '{row.condition}', {wxs.SEQUENCE[action]})")  # fmt: skip
+        _insert(
+            msi,
+            "CustomAction",
+            {"Action": action, "Type": row.type, "Source": row.source, "Target": row.target},
+        )
+        _insert(
+            msi,
+            "InstallExecuteSequence",
+            {"Action": action, "Condition": row.condition, "Sequence": wxs.SEQUENCE[action]},
+        )
     properties = {row["Property"]: row["Value"] for row in table(msi, "Property")}
     secure = [name for name in properties.get("SecureCustomProperties", "").split(";") if name]
     for name in wxs.PUBLIC_PROPERTIES:
@@ -74,11 +96,8 @@ def harden(msi: Path) -> None:
             secure.append(name)
     value = ";".join(secure)
     if "SecureCustomProperties" in properties:
-        _sql(msi, f"UPDATE `Property` SET `Value` = '{value}' "
-                  "WHERE `Property` = 'SecureCustomProperties'")  # fmt: skip
-    else:
-        _sql(msi, f"INSERT INTO `Property` (`Property`, `Value`) "
-                  f"VALUES ('SecureCustomProperties', '{value}')")  # fmt: skip
+        _sql(msi, "DELETE FROM `Property` WHERE `Property` = 'SecureCustomProperties'")
+    _insert(msi, "Property", {"Property": "SecureCustomProperties", "Value": value})
 
 
 def table(msi: Path, name: str) -> list[Row]:
