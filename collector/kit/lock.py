@@ -26,13 +26,8 @@ from typing import Final
 
 import click
 from packaging import tags
-from packaging.utils import (
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 WINDOWS_PYTHONS: Final = ("3.11", "3.12", "3.13", "3.14")
 PLATFORM: Final = "win_amd64"
@@ -46,7 +41,7 @@ MAX_RESOLUTIONS: Final = 20
 
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _PIN = re.compile(r"^(?P<name>[^=<>!~]+)==(?P<version>[^=<>!~,*]+)$")
-_SHA256 = re.compile(r"^sha256:(?P<hex>[0-9a-f]{64})$")
+_SHA256 = re.compile(r"^sha256:(?P<hex>[0-9a-fA-F]{64})$")
 # pip's rule: a comment starts at a # at the line's start or after whitespace.
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
@@ -102,10 +97,6 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
 def _requirement(line: int, token: str) -> tuple[NormalizedName, str]:
     if token.startswith("-"):
         raise LockError(line, f"unknown option {token!r}: only pins with --hash are allowed")
-    if "[" in token:
-        raise LockError(line, f"{token!r} has extras: pin the distributions themselves")
-    if "@" in token or "://" in token:
-        raise LockError(line, f"{token!r} is a URL: only name==version from the index")
     match = _PIN.match(token)
     if match is None:
         raise LockError(line, f"{token!r} is not pinned with ==")
@@ -114,18 +105,20 @@ def _requirement(line: int, token: str) -> tuple[NormalizedName, str]:
         raise LockError(line, f"{name!r} is not a distribution name")
     try:
         Version(version)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or digits past int()'s limit
         raise LockError(line, f"{version!r} is not a version") from None
     return canonicalize_name(name), version
 
 
 def _hash(line: int, option: str) -> str:
+    if not option.startswith("-"):
+        raise LockError(line, f"unexpected {option!r}: one pin a line, then its hashes")
     if not option.startswith("--hash="):
-        raise LockError(line, f"unknown option {option!r}: only --hash is allowed")
+        raise LockError(line, f"unknown option {option!r}: only --hash=sha256:<hex> is allowed")
     match = _SHA256.match(option.removeprefix("--hash="))
     if match is None:
         raise LockError(line, f"{option!r} is not sha256:<64 hex digits>")
-    return match["hex"]
+    return match["hex"].lower()
 
 
 def parse_lock(text: str) -> list[Pin]:
@@ -143,6 +136,10 @@ def parse_lock(text: str) -> list[Pin]:
                 "environment markers (;) are not allowed: pip reads them "
                 "for the build host, not for Windows",
             )
+        if "[" in content:
+            raise LockError(line, "extras are not allowed: pin the distributions themselves")
+        if "@" in content or "://" in content:
+            raise LockError(line, "URLs are not allowed: only name==version from the index")
         first, *options = content.split()
         name, version = _requirement(line, first)
         hashes = frozenset(_hash(line, option) for option in options)
@@ -193,7 +190,7 @@ def wheel_pin(path: Path, pins: Sequence[Pin]) -> Pin | None:
     bytes unchecked)."""
     try:
         name, version, _build, _tags = parse_wheel_filename(path.name)
-    except (InvalidWheelFilename, InvalidVersion):
+    except ValueError:  # InvalidWheelFilename, InvalidVersion
         return None
     for pin in pins:
         if pin.name == name and Version(pin.version) == version:
@@ -206,7 +203,7 @@ def fits(path: Path, python: str) -> bool:
     install it."""
     try:
         _name, _version, _build, wheel_tags = parse_wheel_filename(path.name)
-    except (InvalidWheelFilename, InvalidVersion):
+    except ValueError:  # InvalidWheelFilename, InvalidVersion
         return False
     return not wheel_tags.isdisjoint(windows_tags(python))
 
@@ -297,7 +294,7 @@ def index_wheels(name: str, version: str, index: str = DEFAULT_INDEX) -> dict[st
         filename = entry["filename"]
         try:
             _name, wheel_version, _build, wheel_tags = parse_wheel_filename(filename)
-        except (InvalidWheelFilename, InvalidVersion):
+        except ValueError:  # InvalidWheelFilename, InvalidVersion
             continue  # sdists and oddly named files
         if wheel_version == wanted and not wheel_tags.isdisjoint(fitting):
             found[filename] = entry["hashes"]["sha256"]
