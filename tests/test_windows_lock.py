@@ -272,3 +272,15 @@ def test_install_into_refuses_a_kit_without_that_pythons_pywin32(
     )
     with pytest.raises(KitError, match=r"pip failed installing the wheels for CPython 3\.13"):
         install_into(tmp_path / "site", "3.13", LOCK, wheels)
+
+
+@pytest.mark.servers
+def test_a_damaged_file_in_the_cache_is_fetched_again(kit_wheels: Path, tmp_path: Path) -> None:
+    cache = _copy(kit_wheels, tmp_path / "cache")
+    damaged = cache / "paho_mqtt-2.2.0-py3-none-any.whl"
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:-10])  # a download cut short
+    taken = fetch(LOCK, read_lock(LOCK), tmp_path / "kit", cache=cache)
+    assert damaged.read_bytes() == good
+    assert (tmp_path / "kit" / damaged.name).read_bytes() == good
+    assert len(taken) == len(list(kit_wheels.iterdir()))
