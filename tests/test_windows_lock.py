@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from collector.kit.lock import (
     WINDOWS_PYTHONS,
     LockError,
     Pin,
+    index_wheels,
     missing_wheels,
     parse_lock,
+    pythons_without_wheel,
     read_lock,
     render_lock,
 )
@@ -112,6 +115,13 @@ def test_any_text_is_a_lock_or_a_lock_error(text: str) -> None:
         assert all(pin.hashes for pin in pins)
 
 
+def test_a_lock_file_refused_is_named_with_its_line(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements-win.lock"
+    lock.write_text(f"# header\npywin32==312; sys_platform == 'win32' {HASH}\n")
+    with pytest.raises(LockError, match=f"^{re.escape(str(lock))}, line 2: environment markers"):
+        read_lock(lock)
+
+
 def test_the_rendered_lock_reads_back_as_written() -> None:
     pins = [Pin("pywin32", "312", frozenset({H2, H1})), Pin("click", "8.5.1", frozenset({H1}))]
     text = render_lock(pins)
@@ -128,6 +138,26 @@ def test_the_shipped_lock_pins_every_base_dependency_and_pywin32() -> None:
     }
     assert "pywin32" in wanted and wanted <= pinned, wanted - pinned
     assert "make windows-lock" in LOCK.read_text(encoding="utf-8")
+
+
+def test_a_version_lacking_a_wheel_for_one_python_is_seen_by_the_generator() -> None:
+    per_version = [f"cffi-2.1.1-cp3{minor}-cp3{minor}-win_amd64.whl" for minor in (11, 12, 13)]
+    assert pythons_without_wheel(per_version) == ["3.14"]
+    assert pythons_without_wheel(["cryptography-50.0.2-cp311-abi3-win_amd64.whl"]) == []
+    assert pythons_without_wheel(["click-8.5.1-py3-none-any.whl"]) == []
+    win32 = [
+        "pywin32-312-cp314-cp314-win32.whl",
+        "pywin32-312-cp311-cp311-manylinux_2_17_x86_64.whl",
+    ]
+    assert pythons_without_wheel(win32) == list(WINDOWS_PYTHONS)
+
+
+@pytest.mark.servers
+def test_the_shipped_lock_has_every_fitting_wheel_of_its_versions_on_the_index() -> None:
+    # Any Windows wheel of a pinned version for CPython 3.11 to 3.14 that the index
+    # serves must be one the kit may take: the lock leaves none out.
+    for pin in read_lock(LOCK):
+        assert pin.hashes == set(index_wheels(pin.name, pin.version).values()), pin.name
 
 
 # Which wheels serve which Python: real files, named as on the index.

@@ -69,8 +69,9 @@ class Pin:
 class LockError(ValueError):
     """A lock that cannot be trusted; the message names the line and the reason."""
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
+    def __init__(self, line: int, reason: str, source: Path | None = None) -> None:
+        where = f"line {line}" if source is None else f"{source}, line {line}"
+        super().__init__(f"{where}: {reason}")
         self.line = line
         self.reason = reason
 
@@ -157,7 +158,7 @@ def read_lock(path: Path) -> list[Pin]:
     try:
         return parse_lock(path.read_text(encoding="utf-8"))
     except LockError as exc:
-        raise LockError(exc.line, f"{path}: {exc.reason}") from None
+        raise LockError(exc.line, exc.reason, path) from None
 
 
 def windows_tags(python: str) -> frozenset[tags.Tag]:
@@ -301,9 +302,10 @@ def index_wheels(name: str, version: str, index: str = DEFAULT_INDEX) -> dict[st
     return found
 
 
-def _gaps(files: dict[str, str]) -> list[str]:
-    """The supported Pythons none of ``files`` (wheel names) fits."""
-    return [p for p in WINDOWS_PYTHONS if not any(fits(Path(f), p) for f in files)]
+def pythons_without_wheel(filenames: Iterable[str]) -> list[str]:
+    """The supported Pythons that none of the wheels named ``filenames`` fits."""
+    names = [Path(filename) for filename in filenames]
+    return [python for python in WINDOWS_PYTHONS if not any(fits(n, python) for n in names)]
 
 
 def generate(pyproject: Path, index: str = DEFAULT_INDEX) -> list[Pin]:
@@ -314,7 +316,7 @@ def generate(pyproject: Path, index: str = DEFAULT_INDEX) -> list[Pin]:
         pins, lacking = [], []
         for name, version in resolve(pyproject, excluded):
             files = index_wheels(name, version, index)
-            if gaps := _gaps(files):
+            if gaps := pythons_without_wheel(files):
                 lacking.append(f"{name} {version} (no wheel for {', '.join(gaps)})")
                 excluded.append(f"{name}!={version}")
             pins.append(Pin(name, version, frozenset(files.values())))

@@ -127,7 +127,6 @@ def _verified(pins: Sequence[Pin], dest: Path) -> list[Path]:
     for path in wheels:
         pin = wheel_pin(path, pins)
         if pin is None or file_sha256(path) not in pin.hashes:
-            path.unlink()
             raise KitError(f"{path.name} in {dest} is not a wheel of the Windows lock")
     return wheels
 
