@@ -4,6 +4,7 @@
 # and:
 #   make check  lint, type-check and the tests that need no server (a minute)
 #   make lock   update requirements.lock (every dev/CI dependency, pinned with hashes)
+#   make windows-lock  update deploy/windows/requirements-win.lock (the Windows kit's)
 
 VENV   ?= .venv
 PYTHON ?= python3
@@ -13,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d
 TYPED  := agent collector fleet
 LINTED := $(TYPED) tests bench deploy
 
-.PHONY: all run test check lint typecheck pytest bench clean venv lock
+.PHONY: all run test check lint typecheck pytest bench clean venv lock windows-lock
 
 all: test
 
@@ -46,6 +47,11 @@ check: lint typecheck $(STAMP)
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--extra collector --extra dev --generate-hashes -o $(LOCK)
+
+# The Windows kit's lock: the agent's dependencies resolved for win_amd64, no markers,
+# hashes of the wheels for every supported CPython (needs the network).
+windows-lock: $(STAMP)
+	$(BIN)/python -m collector.kit.lock deploy/windows/requirements-win.lock
 
 run: $(STAMP)
 	VENV=$(VENV) deploy/dev/run-local.sh
