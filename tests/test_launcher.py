@@ -298,11 +298,11 @@ def test_the_launcher_keeps_its_home_to_system_and_the_administrators() -> None:
 # ---- the launcher's imports and its unit ---------------------------------------------------
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
-LAUNCHER_OWN = {
-    "agent.update",
-    "agent.update.bundle",
-    "agent.update.state",
-    "agent.update.versions",
+#: The modules copied beside the launcher: they may import each other, nothing else.
+LAUNCHER_OWN = {"agent.update"} | {
+    f"agent.update.{name.removesuffix('.py')}"
+    for name in install.LAUNCHER_MODULES
+    if name != "__init__.py"
 }
 
 

@@ -198,7 +198,8 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
     )  # fmt: skip
     assert status == 201, created
     token = created["token"]
-    assert token in created["linux"] and "install-agent.ps1" in created["windows"]
+    assert token in created["linux"] and "msiexec /i commune-agent.msi" in created["windows"]
+    assert f"ENROLL_TOKEN={token}" in created["windows"]
 
     names = [f"pc-{n:02d}" for n in range(1, PCS + 1)]
     enrolling = [site.enroll(name, token) for name in names]

@@ -97,3 +97,34 @@ def test_windows_kit_refuses_a_mismatched_hash_before_building_anything(tmp_path
     assert releases.repo.initialised()
     with zipfile.ZipFile(path) as archive:  # the operator's file is left as it was
         assert "python.exe" in archive.namelist()
+
+
+def test_the_runtimes_path_hook_gives_an_isolated_interpreter_the_launchers_pythonpath(
+    tmp_path: Path,
+) -> None:
+    """A ._pth runtime ignores PYTHONPATH (as ``-I`` does here); the launcher starts each
+    agent version with its folder there. With the hook in site-packages (processed by the
+    ``import site`` the builder turns on) the version folder comes first; without it, not."""
+    import os
+    import subprocess
+    import sys
+
+    from collector.kit import stage
+
+    hooked, bare = tmp_path / "hooked", tmp_path / "bare"
+    for folder in (hooked, bare):
+        folder.mkdir()
+    (hooked / stage.PATH_HOOK_NAME).write_text(stage.PATH_HOOK)
+    version = tmp_path / "versions" / "0.3.0" / "probe_version"
+    version.mkdir(parents=True)
+    (version / "__init__.py").write_text("WHERE = 'the version folder'\n")
+    environment = {**os.environ, "PYTHONPATH": str(version.parent)}
+
+    def run(site_dir: Path) -> subprocess.CompletedProcess[str]:
+        code = (f"import site; site.addsitedir({str(site_dir)!r}); "
+                "import probe_version; print(probe_version.WHERE)")  # fmt: skip
+        return subprocess.run([sys.executable, "-I", "-c", code], env=environment,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+    assert run(hooked).stdout.strip() == "the version folder"
+    assert "ModuleNotFoundError" in run(bare).stderr

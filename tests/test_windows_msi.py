@@ -33,7 +33,7 @@ from tests.windows_embed import stand_in_embed
 pytestmark = pytest.mark.skipif(bool(msi.missing_tools()), reason="needs wixl and msitools")
 
 SERVER = "https://collector.dong-nai.example:8443"
-HOME = Path("Program Files") / "commune-agent"
+HOME = Path("commune-agent")  # msiextract drops ProgramFiles64Folder
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Built:
     out: Path
     msi: Path
     files: Path
-    """The MSI's files, extracted: ``files / HOME`` is the PC's home."""
+    """The MSI's files, extracted (``files / HOME``: the PC's home)."""
     embed: Path
     releases: Releases
     output: str
@@ -108,7 +108,9 @@ def test_remove_existing_products_and_the_setup_steps_sit_where_the_pc_needs_the
     assert order["StopServices"] < order["Quiesce"] < order["RemoveFiles"]
     # Removal of the PC's own state only at commit; a re-run repairs (set before costing).
     assert order["RemoveHome"] < order["InstallFinalize"]
-    assert order["RepairAll"] < order["CostFinalize"] and order["RepairMode"] < order["CostFinalize"]
+    assert (
+        order["RepairAll"] < order["CostFinalize"] and order["RepairMode"] < order["CostFinalize"]
+    )
 
 
 def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: Built) -> None:
@@ -160,7 +162,9 @@ def test_the_service_is_the_runtimes_python_hosting_the_launcher(built: Built) -
     python_component = wxs._id("c", "runtime/python.exe")
     assert service["Name"] == "CommuneAgent" and service["StartName"] == "LocalSystem"
     assert (service["ServiceType"], service["StartType"], service["ErrorControl"]) == (
-        "16", "2", "1"
+        "16",
+        "2",
+        "1",
     )  # own process, automatic, normal
     assert service["Component_"] == python_component
     assert service["Arguments"] == f'"[#{wxs.file_id("launcher/launcher_windows.py")}]"'
@@ -253,9 +257,10 @@ def test_two_versions_share_the_upgrade_code_and_differ_in_product_code(
     assert detect["WIX_UPGRADE_DETECTED"]["VersionMax"] == "99.0.1"
     assert detect["WIX_DOWNGRADE_DETECTED"]["VersionMin"] == "99.0.1"
     assert all(row["UpgradeCode"].strip("{}").lower() == wxs.UPGRADE_CODE for row in rows)
-    assert msi.sequence(newer)["RemoveExistingProducts"] == msi.sequence(built.msi)[
-        "RemoveExistingProducts"
-    ]
+    assert (
+        msi.sequence(newer)["RemoveExistingProducts"]
+        == msi.sequence(built.msi)["RemoveExistingProducts"]
+    )
 
 
 @pytest.mark.parametrize("python", lock.WINDOWS_PYTHONS)
@@ -276,3 +281,26 @@ def test_the_kits_wheels_alone_resolve_the_lock_for_each_windows_python(
     resolved = {item["metadata"]["name"].lower().replace("_", "-") for item in report["install"]}
     assert resolved == {pin.name for pin in lock.read_lock(DEFAULT_LOCK)}
     assert "pywin32" in resolved  # the marker trap: present for Windows, from Linux
+
+
+def test_a_wheelhouse_missing_one_pythons_wheel_is_refused_naming_both_and_builds_nothing(
+    built: Built, tmp_path: Path
+) -> None:
+    """Offline (``--wheelhouse``), pywin32's wheel for CPython 3.14 left out: a PC with
+    3.14 could not install from this kit, so there is no kit."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    for wheel in (built.out / "wheels").glob("*.whl"):
+        if not (wheel.name.startswith("pywin32-") and "cp314" in wheel.name):
+            shutil.copyfile(wheel, wheelhouse / wheel.name)
+    config = built.out.parent / "collector.toml"
+    embed, sha256 = stand_in_embed(tmp_path / "download", "3.13")
+    out = tmp_path / "kit"
+    result = CliRunner().invoke(main, [
+        "windows-kit", "-c", str(config), "--python-embed", str(embed), "--sha256", sha256,
+        "--server", SERVER, "--province", "dong-nai", "--wheelhouse", str(wheelhouse),
+        "-o", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "no wheel of pywin32 312 for CPython 3.14" in result.output
+    assert not (out / "commune-agent.msi").exists() and not (out / "SHA256SUMS").exists()

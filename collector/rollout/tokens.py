@@ -191,12 +191,9 @@ def give_back(db: sqlite3.Connection, token_id: str) -> None:
 
 
 def enroll_commands(collector_url: str, token: str) -> tuple[str, str]:
-    """The one-liners a technician runs on each PC: Windows (PowerShell as administrator,
-    beside the kit's install-agent.ps1), then Linux."""
-    windows = (
-        "powershell -NoProfile -ExecutionPolicy Bypass -File install-agent.ps1 "
-        f"-Collector {collector_url} -Token {token}"
-    )
+    """The one-liners a technician runs on each PC: Windows (as administrator, beside the
+    province's kit: ``commune-collector windows-kit``), then Linux."""
+    windows = f"msiexec /i commune-agent.msi /qn ENROLL_TOKEN={token} SERVER={collector_url}"
     linux = (
         f"sudo commune-agent enroll --collector {collector_url} --token {token} "
         "&& sudo commune-agent install-service"
