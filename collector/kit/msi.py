@@ -138,6 +138,11 @@ def verify(msi: Path, stage: Path) -> None:
     for action in ("Setup", "SetupRollback", "Quiesce", "RemoveHome", "PurgeData"):
         if types[action] & (IN_SCRIPT | NO_IMPERSONATE) != IN_SCRIPT | NO_IMPERSONATE:
             problems.append(f"{action} does not run deferred as SYSTEM (type {types[action]})")
+    if not types["SetupRollback"] & ROLLBACK:
+        problems.append("SetupRollback would not run on rollback")
+    for action in ("RemoveHome", "PurgeData"):
+        if not types[action] & COMMIT:
+            problems.append(f"{action} would not wait for the uninstall's commit")
     properties = {row["Property"]: row["Value"] for row in table(msi, "Property")}
     if "ENROLL_TOKEN" not in properties.get("MsiHiddenProperties", "").split(";"):
         problems.append("ENROLL_TOKEN is not in MsiHiddenProperties")
