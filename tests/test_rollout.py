@@ -570,7 +570,8 @@ def test_the_command_line_makes_tokens_and_revokes_a_live_agent(site: Site) -> N
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()  # stdout is the token alone, for scripts
     assert re.fullmatch(r"[0-9a-f]{8}\.[A-Za-z0-9_-]{43}", token), made.stdout
-    assert f"--token {token}" in made.stderr and "install-agent.ps1" in made.stderr
+    assert f"--token {token}" in made.stderr and f"ENROLL_TOKEN={token}" in made.stderr
+    assert "msiexec /i commune-agent.msi" in made.stderr
     listed = cli(site, "enroll-token", "list", "--commune", "la-nga")
     assert token.split(".")[0] in listed.stdout and "0/2" in listed.stdout, listed.stdout
     enrolled = site.enroll("pc-01", token)
