@@ -189,3 +189,79 @@ def test_the_home_is_laid_out_from_the_launchers_own_modules() -> None:
     }
     outside = {name for name in imports if name.startswith("agent") and name not in allowed}
     assert outside == set(), outside
+
+
+def test_a_token_file_enrolls_off_the_command_line_and_an_oversized_one_is_refused(
+    site: Site,  # noqa: F811
+    pc: tuple[Home, Path, str],
+    tmp_path: Path,
+) -> None:
+    """``ENROLL_TOKEN_FILE``: process-creation audit logs keep command lines; a file's
+    first line keeps the token out of them (msiexec's and the setup step's)."""
+    home, config, _server = pc
+    token, _ = new_token(site)
+    oversized = tmp_path / "big.txt"
+    oversized.write_text(token + "\n" + "x" * 5000)
+    done = install(home, config, "", "--token-file", str(oversized))
+    assert done.returncode == 1 and "over 4096 bytes" in done.stderr
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("\ufeff" + token + "\r\n", encoding="utf-8")  # Notepad's BOM and CRLF
+    done = install(home, config, "", "--token-file", str(token_file))
+    assert done.returncode == 0, done.stderr + site.collector.log[-1500:]
+    assert "enrolled dong-nai/la-nga/pc-01" in done.stdout
+    assert token not in (home.state / "install.log").read_text() + done.stdout + done.stderr
+
+
+def test_a_rollback_applies_only_its_own_transactions_undo(
+    site: Site,  # noqa: F811
+    pc: tuple[Home, Path, str],
+) -> None:
+    """The undo file a committed install kept is not a later transaction's to apply:
+    a repair that fails before its own setup step must not undo the first install."""
+    home, config, _server = pc
+    token, _ = new_token(site)
+    first = install(home, config, token, "--transaction", "first")
+    assert first.returncode == 0, first.stderr
+    done = setup(home, "rollback", "--transaction", "a later repair")
+    assert done.returncode == 0 and "another transaction's" in done.stdout
+    assert home.current() == VERSION
+    assert setup(home, "rollback", "--transaction", "first").returncode == 0
+    assert home.current() is None
+
+
+def test_the_config_folder_is_taken_over_before_use_and_a_planted_config_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Any user may create C:\\ProgramData\\commune-agent before the install. The owner
+    check and the ACL commands are Windows' (pywin32, icacls): here their seams."""
+    from agent.update import msi_setup
+
+    lines: list[str] = []
+    ran: list[list[str]] = []
+
+    def run(command: list[str]) -> int:
+        ran.append(command)
+        return 0
+
+    folder = tmp_path / "ProgramData" / "commune-agent"
+    config = folder / "agent.toml"
+    folder.mkdir(parents=True)
+    config.write_text('collector = "https://attacker.example"\n')
+    user = "S-1-5-21-1004336348-1177238915-682003330-1001"
+    with pytest.raises(msi_setup.Refused, match="not written by this installer"):
+        msi_setup.take_over(config, lambda _path: user, run, lines.append)
+    assert ran == [] and config.exists()  # refused before anything ran
+    msi_setup.take_over(config, lambda _path: "S-1-5-18", run, lines.append)  # a real install's
+    assert [command[2] for command in ran] == ["/setowner", "/reset", "/inheritance:r"]
+    assert all(command[1] == str(folder) for command in ran)
+    config.unlink()
+    (folder / "outbox.sqlite").write_bytes(b"planted")
+    msi_setup.take_over(config, lambda _path: user, run, lines.append)
+    assert not folder.exists() and "moved aside" in lines[-1]
+    [aside] = (tmp_path / "ProgramData").iterdir()
+    assert (aside / "outbox.sqlite").read_bytes() == b"planted"
+    ran.clear()
+    folder.mkdir()
+    msi_setup.take_over(config, lambda _path: user, lambda _c: 5, lines.append) if False else None
+    with pytest.raises(msi_setup.Refused, match="could not take over"):
+        msi_setup.take_over(config, lambda _path: user, lambda _command: 5, lines.append)

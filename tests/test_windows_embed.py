@@ -99,32 +99,49 @@ def test_windows_kit_refuses_a_mismatched_hash_before_building_anything(tmp_path
         assert "python.exe" in archive.namelist()
 
 
-def test_the_runtimes_path_hook_gives_an_isolated_interpreter_the_launchers_pythonpath(
+def test_the_runtimes_path_hook_takes_only_a_version_folder_of_its_own_install(
     tmp_path: Path,
 ) -> None:
-    """A ._pth runtime ignores PYTHONPATH (as ``-I`` does here); the launcher starts each
-    agent version with its folder there. With the hook in site-packages (processed by the
-    ``import site`` the builder turns on) the version folder comes first; without it, not."""
+    """A ._pth runtime ignores PYTHONPATH (as ``-I`` does here), and must: a machine-wide
+    PYTHONPATH would put another program's code in a SYSTEM service. The launcher names
+    the version it starts in its own variable; the hook in the runtime's site-packages
+    (processed by the ``import site`` the builder turns on) puts that folder first only
+    when it is right under the install's ``versions``: not a folder elsewhere, not a
+    ``..`` escape, not PYTHONPATH."""
     import os
     import subprocess
     import sys
 
+    from agent.update import VERSION_DIR_ENV
     from collector.kit import stage
 
-    hooked, bare = tmp_path / "hooked", tmp_path / "bare"
-    for folder in (hooked, bare):
-        folder.mkdir()
-    (hooked / stage.PATH_HOOK_NAME).write_text(stage.PATH_HOOK)
-    version = tmp_path / "versions" / "0.3.0" / "probe_version"
-    version.mkdir(parents=True)
-    (version / "__init__.py").write_text("WHERE = 'the version folder'\n")
-    environment = {**os.environ, "PYTHONPATH": str(version.parent)}
+    install = tmp_path / "Program Files" / "commune-agent"
+    site_packages = install / "runtime" / "Lib" / "site-packages"
+    bare = tmp_path / "bare"
+    for folder in (site_packages, bare):
+        folder.mkdir(parents=True)
+    (site_packages / stage.PATH_HOOK_NAME).write_text(stage.PATH_HOOK)
+    (site_packages / stage.PATH_HOOK_MODULE_NAME).write_text(stage.PATH_HOOK_MODULE)
 
-    def run(site_dir: Path) -> subprocess.CompletedProcess[str]:
+    def version_at(folder: Path, where: str) -> Path:
+        (folder / "probe_version").mkdir(parents=True)
+        (folder / "probe_version" / "__init__.py").write_text(f"WHERE = {where!r}\n")
+        return folder
+
+    ours = version_at(install / "versions" / "0.3.0", "the version folder")
+    elsewhere = version_at(tmp_path / "Users" / "Public" / "versions" / "0.3.0", "planted")
+    escape = install / "versions" / ".." / ".." / ".." / "Users" / "Public" / "versions" / "0.3.0"
+
+    def run(site_dir: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, **variables}
         code = (f"import site; site.addsitedir({str(site_dir)!r}); "
                 "import probe_version; print(probe_version.WHERE)")  # fmt: skip
         return subprocess.run([sys.executable, "-I", "-c", code], env=environment,
                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
-    assert run(hooked).stdout.strip() == "the version folder"
-    assert "ModuleNotFoundError" in run(bare).stderr
+    assert run(site_packages, **{VERSION_DIR_ENV: str(ours)}).stdout.strip() == "the version folder"
+    assert "ModuleNotFoundError" in run(bare, **{VERSION_DIR_ENV: str(ours)}).stderr
+    for planted in ({VERSION_DIR_ENV: str(elsewhere)}, {VERSION_DIR_ENV: str(escape)},
+                    {"PYTHONPATH": str(elsewhere)}):  # fmt: skip
+        said = run(site_packages, **planted)
+        assert "ModuleNotFoundError" in said.stderr, (planted, said.stdout)

@@ -104,8 +104,12 @@ def test_remove_existing_products_and_the_setup_steps_sit_where_the_pc_needs_the
     assert order["Setup"] < order["InstallServices"] < order["StartServices"]
     between = [a for a, n in order.items() if order["SetupRollback"] < n < order["Setup"]]
     assert between == []
-    # The uninstall waits for an update after the service stopped, before files go.
-    assert order["StopServices"] < order["Quiesce"] < order["RemoveFiles"]
+    # A repair or an uninstall waits for an update after the service stopped, before
+    # any file changes; so does the old product's removal inside an upgrade.
+    assert order["StopServices"] < order["Quiesce"] < order["QuiesceUpgrade"] < order["RemoveFiles"]
+    # The tag ties the setup step to its rollback; the folder check sees the folders.
+    assert order["TransactionTag"] < order["CostFinalize"] < order["OutsideProgramFiles"]
+    assert order["OutsideProgramFiles"] < order["InstallInitialize"]
     # Removal of the PC's own state only at commit; a re-run repairs (set before costing).
     assert order["RemoveHome"] < order["InstallFinalize"]
     assert (
@@ -116,21 +120,39 @@ def test_remove_existing_products_and_the_setup_steps_sit_where_the_pc_needs_the
 def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: Built) -> None:
     actions = {row["Action"]: row for row in built.rows("CustomAction")}
     kinds = {name: int(row["Type"]) for name, row in actions.items()}
-    python = wxs.file_id("runtime/python.exe")
-    for name in ("Setup", "SetupRollback", "Quiesce"):
-        assert kinds[name] & 0x3F == 18 and actions[name]["Source"] == python  # its python.exe
+    script = r'"[INSTALLDIR]runtime\pythonw.exe" "[INSTALLDIR]launcher\msi_setup.py"'
+    for name in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade"):
+        # By folder, not by file key ([#file] of a component being removed is empty);
+        # pythonw: no console window of a SYSTEM process on the user's desktop.
+        assert kinds[name] & 0x3F == 34 and actions[name]["Source"] == "INSTALLDIR"
+        assert actions[name]["Target"].startswith(script)
         assert kinds[name] & (msi.IN_SCRIPT | msi.NO_IMPERSONATE) == 0xC00  # deferred, SYSTEM
+        assert '--transaction "[COMMUNE_TRANSACTION]"' in actions[name]["Target"]
     assert kinds["Setup"] & msi.HIDE_TARGET and not kinds["Setup"] & 0x40  # checked, hidden
+    assert not kinds["Quiesce"] & 0x40 and kinds["QuiesceUpgrade"] & 0x40
     assert kinds["SetupRollback"] & msi.ROLLBACK and not kinds["Setup"] & msi.ROLLBACK
     for name in ("RemoveHome", "PurgeData"):
         assert kinds[name] & 0x3F == 34 and kinds[name] & msi.COMMIT
+        assert actions[name]["Source"] == "TARGETDIR"  # not a working folder it removes
     assert (kinds["RepairAll"], actions["RepairAll"]["Source"]) == (51, "REINSTALL")
     assert actions["RepairMode"]["Target"] == "amus"
+    assert (kinds["TransactionTag"], actions["TransactionTag"]["Source"]) == (
+        51, "COMMUNE_TRANSACTION"
+    )  # fmt: skip
+    assert kinds["OutsideProgramFiles"] == 19
     target = actions["Setup"]["Target"]
     assert '--token "[ENROLL_TOKEN]"' in target and '--server "[SERVER]"' in target
-    assert f'"[#{wxs.file_id("launcher/msi_setup.py")}]" install' in target
+    assert '--token-file "[ENROLL_TOKEN_FILE]"' in target and f"{script} install" in target
     conditions = {row["Action"]: row["Condition"] for row in built.rows("InstallExecuteSequence")}
     assert conditions["Setup"] == conditions["SetupRollback"] == 'NOT (REMOVE~="ALL")'
+    # A repair too (Installed), not the old product inside an upgrade; FORCE_REMOVE skips.
+    assert conditions["Quiesce"] == (
+        'Installed AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
+    )
+    assert conditions["QuiesceUpgrade"] == 'REMOVE~="ALL" AND UPGRADINGPRODUCTCODE'
+    assert conditions["OutsideProgramFiles"] == (
+        "NOT Installed AND NOT (INSTALLDIR ~<< ProgramFiles64Folder)"
+    )
     assert conditions["RemoveHome"] == 'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE'
     assert conditions["PurgeData"].endswith('AND PURGE="1"')
     remove_home = actions["RemoveHome"]["Target"]
@@ -161,11 +183,11 @@ def test_the_service_is_the_runtimes_python_hosting_the_launcher(built: Built) -
     [service] = built.rows("ServiceInstall")
     python_component = wxs._id("c", "runtime/python.exe")
     assert service["Name"] == "CommuneAgent" and service["StartName"] == "LocalSystem"
+    # own process, automatic, normal and vital (0x8000: a service that cannot be made
+    # fails the install, which rolls back, instead of a PC left without one)
     assert (service["ServiceType"], service["StartType"], service["ErrorControl"]) == (
-        "16",
-        "2",
-        "1",
-    )  # own process, automatic, normal
+        "16", "2", str(0x8000 | 1)
+    )  # fmt: skip
     assert service["Component_"] == python_component
     assert service["Arguments"] == f'"[#{wxs.file_id("launcher/launcher_windows.py")}]"'
     [control] = built.rows("ServiceControl")
@@ -212,6 +234,7 @@ def test_every_file_in_the_msi_is_one_of_the_kits_inputs(built: Built) -> None:
     for dll in (site / "pywin32_system32").glob("*.dll"):  # beside the service's host
         assert (home / "runtime" / dll.name).read_bytes() == dll.read_bytes()
     assert (site / stage.PATH_HOOK_NAME).read_text() == stage.PATH_HOOK
+    assert (site / stage.PATH_HOOK_MODULE_NAME).read_text() == stage.PATH_HOOK_MODULE
     assert not list(home.rglob("__pycache__")) and not (site / "bin").exists()
     # launcher/: this checkout's launcher modules
     for name in installing.LAUNCHER_MODULES:
@@ -252,9 +275,14 @@ def test_two_versions_share_the_upgrade_code_and_differ_in_product_code(
 
     (first_upgrade, first_product), (next_upgrade, next_product) = codes(built.msi), codes(newer)
     assert first_upgrade == next_upgrade and first_product != next_product
+    again = wxs.Product("99.0.1", "dong-nai").product_code
+    assert again != wxs.Product("99.0.1", "dong-nai").product_code  # each build its own
     rows = msi.table(newer, "Upgrade")
     detect = {row["ActionProperty"]: row for row in rows}
     assert detect["WIX_UPGRADE_DETECTED"]["VersionMax"] == "99.0.1"
+    # including the maximum: a rebuilt kit of the same version (its own product code)
+    # replaces the installed one instead of failing with 1638
+    assert int(detect["WIX_UPGRADE_DETECTED"]["Attributes"]) & 0x200
     assert detect["WIX_DOWNGRADE_DETECTED"]["VersionMin"] == "99.0.1"
     assert all(row["UpgradeCode"].strip("{}").lower() == wxs.UPGRADE_CODE for row in rows)
     assert (

@@ -44,3 +44,8 @@ from typing import Final
 EXIT_UPDATE: Final = 75
 #: The environment variable the launcher sets for the agent it starts: the home above.
 HOME_ENV: Final = "COMMUNE_AGENT_HOME"
+#: The version folder the launcher starts, for the Windows runtime's path hook. A ._pth
+#: runtime ignores PYTHONPATH (rightly: a machine-wide PYTHONPATH set by some other
+#: program would put its code in a service running as SYSTEM); the hook reads this
+#: variable instead, and only when it names a folder under the install's ``versions``.
+VERSION_DIR_ENV: Final = "COMMUNE_AGENT_VERSION_DIR"

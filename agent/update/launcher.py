@@ -4,7 +4,8 @@ The service (systemd, or the Windows service host) runs this file; it reports ru
 once and does no network work. At each start of the agent it picks a version from the
 state files (``agent.update.state``; their rules for unreadable files are stated there),
 checks its files against its manifest, and runs ``<python> -m agent.cli run -c CONFIG``
-with ``PYTHONPATH=<home>/versions/<v>`` and ``COMMUNE_AGENT_HOME=<home>``.
+with ``PYTHONPATH=<home>/versions/<v>`` (on Windows ``COMMUNE_AGENT_VERSION_DIR``, which
+the runtime's path hook reads) and ``COMMUNE_AGENT_HOME=<home>``.
 
 - ``pending`` names a version on trial. It runs until its health file says healthy
   (birth acknowledged, every check sampled, its files whole, memory and CPU within a
@@ -44,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from agent.update import EXIT_UPDATE, HOME_ENV, bundle, versions
+from agent.update import EXIT_UPDATE, HOME_ENV, VERSION_DIR_ENV, bundle, versions
 from agent.update.state import Decision, Health, Home, Trial
 
 log = logging.getLogger("commune-launcher")
@@ -323,6 +324,7 @@ class Launcher:
         environment = {
             **os.environ,
             "PYTHONPATH": str(folder),
+            VERSION_DIR_ENV: str(folder),
             HOME_ENV: str(self.home.root),
             LAUNCHER_ENV: LAUNCHER_VERSION,
         }

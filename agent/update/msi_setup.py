@@ -13,11 +13,19 @@ version the launcher runs or would roll back to. This script lays those out:
              updated itself further keeps its version), trust the kit's release root if
              the home has none, and enroll when the PC is not enrolled yet. What it
              changed in the state files is written first to ``state/msi-undo.json``.
-``rollback`` (the transaction's rollback of ``install``): puts the state files back.
-``quiesce``  (uninstall, after the service stopped, before files go): waits for an
-             update process still staging (the service's stop does not reach the
-             update process on Windows); refuses after the wait, so the uninstall rolls
-             back whole instead of racing it.
+``rollback`` (the transaction's rollback of ``install``): puts the state files back,
+             from an undo file of the same transaction only (``--transaction``).
+``quiesce``  (repair and uninstall, after the service stopped, before files change):
+             waits for an update process still staging (the service's stop does not
+             reach the update process on Windows); refuses after the wait, so the MSI
+             rolls back whole instead of racing it.
+
+The config folder (``C:\\ProgramData\\commune-agent``) is where any user may create a
+folder before the agent is installed. Before enrolling, the setup step takes it over:
+a config it holds must be owned by SYSTEM or the Administrators (else the install is
+refused: a config planted by a user would choose the collector and the identity), a
+folder without a config is moved aside whole (a planted outbox is not this PC's data),
+and the folder is then owned by SYSTEM with its ACL reset to SYSTEM and Administrators.
 
 Run as ``<home>\\runtime\\python.exe <home>\\launcher\\msi_setup.py COMMAND``: the home is
 this file's grandparent. Exit codes: 0 done; 1 refused (the reason on stderr and in
@@ -34,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -42,7 +50,7 @@ from typing import Final
 if __name__ == "__main__":  # the embeddable runtime does not put a script's folder first
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent.update import HOME_ENV, bundle, versions
+from agent.update import HOME_ENV, VERSION_DIR_ENV, bundle, versions
 from agent.update.lock import UpdateLock
 from agent.update.state import Home, read_json, remove, write_json, write_version
 
@@ -54,6 +62,9 @@ LOG_FILE: Final = "install.log"
 #: (off its command line).
 TOKEN_ENV: Final = "COMMUNE_ENROLL_TOKEN"  # noqa: S105 (a variable's name)
 LOCK_WAIT_S: Final = 300.0
+TOKEN_FILE_MAX_BYTES: Final = 4096
+#: SYSTEM and the Administrators: the only owners of a config this step keeps.
+TRUSTED_OWNERS: Final = frozenset({"S-1-5-18", "S-1-5-32-544"})
 ENROLL_TIMEOUT_S: Final = 120.0
 EXIT_REFUSED: Final = 1
 EXIT_UNREACHABLE: Final = 3
@@ -173,10 +184,12 @@ def trust_root(home: Path, kit: Kit, log: Log) -> None:
 
 def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log: Log) -> None:
     """``commune-agent enroll`` of the current version, unless the PC is enrolled."""
+    if sys.platform == "win32":
+        take_over(config, _owner_sid, _run_acl, log)
     if config.exists():
         log(f"already enrolled ({config}): kept")
         return
-    token = os.environ.get(TOKEN_ENV) or options.token
+    token = os.environ.get(TOKEN_ENV) or options.token or read_token_file(options.token_file)
     if not token:
         raise Refused(
             "this PC is not enrolled and no ENROLL_TOKEN was given: "
@@ -193,7 +206,8 @@ def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log:
         command += ["--commune", options.commune]
     current = home.current() or kit.version
     environment = {**os.environ, TOKEN_ENV: token, HOME_ENV: str(home.root),
-                   "PYTHONPATH": str(home.version_dir(current))}  # fmt: skip
+                   "PYTHONPATH": str(home.version_dir(current)),
+                   VERSION_DIR_ENV: str(home.version_dir(current))}  # fmt: skip
     config.parent.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
@@ -211,6 +225,84 @@ def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log:
         _protect(config.parent, log)
 
 
+def read_token_file(path: str) -> str:
+    """``ENROLL_TOKEN_FILE``: the token off every command line (process-creation audit
+    logs record them); a small text file, its first line."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(TOKEN_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise Refused(f"the token file {path} could not be read: {exc}") from exc
+    if len(data) > TOKEN_FILE_MAX_BYTES:
+        raise Refused(f"the token file {path} is over {TOKEN_FILE_MAX_BYTES} bytes")
+    lines = data.decode("utf-8-sig", errors="replace").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def take_over(
+    config: Path,
+    owner_of: Callable[[Path], str],
+    run: Callable[[list[str]], int],
+    log: Log,
+) -> None:
+    """The config folder made the PC's own before anything in it is used (see above)."""
+    folder = config.parent
+    if not folder.exists():
+        return
+    if config.exists():
+        owner = owner_of(config)
+        if owner not in TRUSTED_OWNERS:
+            raise Refused(
+                f"{config} is owned by {owner or 'nobody known'}, not by SYSTEM or the "
+                f"Administrators: it was not written by this installer. Remove {folder} "
+                "(or check who made it), then install again"
+            )
+    elif any(folder.iterdir()):
+        aside = folder.with_name(f"{folder.name}.untrusted-{time.strftime('%Y%m%d%H%M%S')}")
+        os.replace(folder, aside)
+        log(f"{folder} held files but no config: moved aside to {aside}")
+        return
+    system_root = os.environ.get("SYSTEMROOT", r"C:\Windows")
+    for problem in _apply_all(run, data_acl_commands(system_root, folder)):
+        raise Refused(f"could not take over {folder}: {problem}")
+
+
+def data_acl_commands(system_root: str, folder: Path) -> list[list[str]]:
+    """Owner SYSTEM for everything, every explicit entry a user added dropped (reset to
+    inherited), then the folder to SYSTEM and the Administrators alone."""
+    icacls = f"{system_root.rstrip(chr(92))}\\System32\\icacls.exe"
+    return [
+        [icacls, str(folder), "/setowner", "*S-1-5-18", "/T", "/C", "/Q"],
+        [icacls, str(folder), "/reset", "/T", "/C", "/Q"],
+        [icacls, str(folder), "/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F",
+         "*S-1-5-32-544:(OI)(CI)F", "/Q"],
+    ]  # fmt: skip
+
+
+def _apply_all(run: Callable[[list[str]], int], commands: list[list[str]]) -> list[str]:
+    for command in commands:
+        try:
+            code = run(command)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [f"{' '.join(command[1:4])}: {exc}"]
+        if code != 0:
+            return [f"{' '.join(command[1:4])}: exit {code}"]
+    return []
+
+
+def _run_acl(command: list[str]) -> int:
+    return subprocess.run(command, capture_output=True, timeout=120, check=False).returncode
+
+
+def _owner_sid(path: Path) -> str:  # pragma: no cover (Windows: pywin32 in the runtime)
+    import win32security  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    descriptor = win32security.GetFileSecurity(str(path), win32security.OWNER_SECURITY_INFORMATION)
+    return str(win32security.ConvertSidToStringSid(descriptor.GetSecurityDescriptorOwner()))
+
+
 def _protect(folder: Path, log: Log) -> None:
     """The config folder (password, outbox) to SYSTEM and the Administrators alone."""
     from agent.update import launcher
@@ -220,7 +312,7 @@ def _protect(folder: Path, log: Log) -> None:
         log(f"warning: could not restrict {folder}: {problem}")
 
 
-def save_undo(home: Home) -> None:
+def save_undo(home: Home, transaction: str) -> None:
     """What ``rollback`` restores: the state files as they were before ``install``."""
     undo = home.state / UNDO_FILE
     snapshot = {}
@@ -228,13 +320,18 @@ def save_undo(home: Home) -> None:
         path = home.state / name
         snapshot[name] = path.read_text(encoding="utf-8").strip() if path.is_file() else None
     home.state.mkdir(parents=True, exist_ok=True)
-    write_json(undo, {"files": snapshot})
+    write_json(undo, {"transaction": transaction, "files": snapshot})
 
 
-def rollback(home: Home, log: Log) -> None:
+def rollback(home: Home, transaction: str, log: Log) -> None:
     undo = read_json(home.state / UNDO_FILE)
     if undo is None or not isinstance(undo.get("files"), dict):
         log("rollback: nothing to undo")
+        return
+    if undo.get("transaction", "") != transaction:
+        # An earlier transaction's (it succeeded and kept it for its own rollback): the
+        # state files it describes are not what this transaction changed.
+        log("rollback: the undo file is another transaction's: the state files are kept")
         return
     for name in STATE_FILES:
         value = undo["files"].get(name)
@@ -262,7 +359,7 @@ def install(home: Home, config: Path, options: argparse.Namespace, log: Log) -> 
     with _locked(home, options.wait, log):
         # Kept after success: a later step of the same transaction (the service's start)
         # may still fail, and the MSI's rollback then runs ``rollback``.
-        save_undo(home)
+        save_undo(home, options.transaction)
         kit = read_kit(home.root)
         lay_out(home, kit, log)
         trust_root(home.root, kit, log)
@@ -278,11 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--server", default="", help="the collector's https address")
     parser.add_argument("--token", default="", help=f"the enrollment token (or {TOKEN_ENV})")
+    parser.add_argument("--token-file", default="", help="a file whose first line is the token")
+    parser.add_argument("--transaction", default="", help="the MSI transaction's tag")
     parser.add_argument("--agent-id", default="")
     parser.add_argument("--commune", default="")
     parser.add_argument("--wait", type=float, default=LOCK_WAIT_S)
     options = parser.parse_args(argv)
-    for name in ("server", "token", "agent_id", "commune"):  # "[SERVER]" unset: ""
+    for name in ("server", "token", "token_file", "agent_id", "commune", "transaction"):
         setattr(options, name, getattr(options, name).strip())
     home = Home(Path(__file__).resolve().parent.parent)
     log = Log(home.root)
@@ -290,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.command == "install":
             install(home, options.config, options, log)
         elif options.command == "rollback":
-            rollback(home, log)
+            rollback(home, options.transaction, log)
         else:
             with _locked(home, options.wait, log):
                 log("quiesced: no update in progress")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from agent.update import HOME_ENV, bundle, versions
+from agent.update import HOME_ENV, VERSION_DIR_ENV, bundle, versions
 from agent.update.lock import UpdateLock
 from agent.update.state import Home
 
@@ -124,7 +124,8 @@ def folder_fetcher(folder: Path) -> Fetcher:
 
 def self_check(home: Path, version_dir: Path, config: Path) -> str:
     """The new version's own verdict on this PC ("" when it passes)."""
-    environment = {**os.environ, "PYTHONPATH": str(version_dir), HOME_ENV: str(home)}
+    environment = {**os.environ, "PYTHONPATH": str(version_dir), VERSION_DIR_ENV: str(version_dir),
+                   HOME_ENV: str(home)}  # fmt: skip
     command = [sys.executable, "-m", "agent.cli", "self-check", "-c", str(config)]
     try:
         done = subprocess.run(

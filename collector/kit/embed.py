@@ -129,7 +129,7 @@ def enable_site(runtime: Path, embed: Embed) -> str:
             *kept,
             SITE_PACKAGES,
             "# commune-monitor: site on, for pywin32's .pth files and the launcher's",
-            "# version folders (PYTHONPATH, which a ._pth runtime otherwise ignores).",
+            "# path hook (the agent version the launcher starts; PYTHONPATH stays ignored).",
             "import site",
             "",
         ]

@@ -26,6 +26,12 @@ HIDE_TARGET: Final = 0x2000
 #: ServiceControl.Event: start on install, stop on install and uninstall, delete on
 #: uninstall (msidbServiceControlEvent*).
 SERVICE_EVENTS: Final = 0x1 | 0x2 | 0x20 | 0x80
+#: ServiceInstall.ErrorControl: normal (1) and vital (0x8000: a service that cannot be
+#: registered fails the install and rolls it back, instead of leaving a PC without one).
+SERVICE_ERROR_CONTROL: Final = 0x8000 | 0x1
+#: Upgrade.Attributes of the row that finds older versions: migrate features (1) and
+#: include the maximum (0x200), so a rebuilt kit of the same version replaces it.
+UPGRADE_ATTRIBUTES: Final = 0x200 | 0x1
 Row = dict[str, str]
 
 
@@ -77,7 +83,16 @@ def _insert(msi: Path, name: str, row: dict[str, str | int]) -> None:
 
 def harden(msi: Path) -> None:
     """What wixl ignores or lacks: the custom actions with their exact types (``wxs.
-    TABLE_ACTIONS``) and the public properties in ``SecureCustomProperties``."""
+    TABLE_ACTIONS``), the public properties in ``SecureCustomProperties``, the service's
+    vital bit (wixl drops ``Vital``) and a same-version upgrade."""
+    _sql(msi, f"UPDATE `ServiceInstall` SET `ErrorControl` = {SERVICE_ERROR_CONTROL}")  # noqa: S608
+    # Attributes is part of the Upgrade table's key, which SQL cannot update: the row
+    # is written again with the same values and the new attributes.
+    for found in table(msi, "Upgrade"):
+        if found["ActionProperty"] == "WIX_UPGRADE_DETECTED":
+            _sql(msi, "DELETE FROM `Upgrade` WHERE `ActionProperty` = 'WIX_UPGRADE_DETECTED'")
+            kept: dict[str, str | int] = {name: value for name, value in found.items() if value}
+            _insert(msi, "Upgrade", {**kept, "Attributes": UPGRADE_ATTRIBUTES})
     for action, row in wxs.TABLE_ACTIONS.items():
         _insert(
             msi,
@@ -130,12 +145,18 @@ def verify(msi: Path, stage: Path) -> None:
         )
     if not order["InstallFiles"] < order["Setup"] < order["InstallServices"]:
         problems.append(f"Setup at {order['Setup']}: not between the files and the service")
-    if not order["StopServices"] < order["Quiesce"] < order["RemoveFiles"]:
-        problems.append(f"Quiesce at {order['Quiesce']}: not between the service's stop and files")
+    for action in ("Quiesce", "QuiesceUpgrade"):
+        if not order["StopServices"] < order[action] < order["RemoveFiles"]:
+            problems.append(
+                f"{action} at {order[action]}: not between the service's stop and files"
+            )
+    if not order["CostFinalize"] < order["OutsideProgramFiles"] < order["InstallInitialize"]:
+        problems.append("OutsideProgramFiles does not run once the folders are known")
     types = {row["Action"]: int(row["Type"]) for row in table(msi, "CustomAction")}
     if not types["Setup"] & HIDE_TARGET:
         problems.append("Setup does not hide its command line (the token) from the log")
-    for action in ("Setup", "SetupRollback", "Quiesce", "RemoveHome", "PurgeData"):
+    for action in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade", "RemoveHome",
+                   "PurgeData"):  # fmt: skip
         if types[action] & (IN_SCRIPT | NO_IMPERSONATE) != IN_SCRIPT | NO_IMPERSONATE:
             problems.append(f"{action} does not run deferred as SYSTEM (type {types[action]})")
     if not types["SetupRollback"] & ROLLBACK:
@@ -147,8 +168,13 @@ def verify(msi: Path, stage: Path) -> None:
     if "ENROLL_TOKEN" not in properties.get("MsiHiddenProperties", "").split(";"):
         problems.append("ENROLL_TOKEN is not in MsiHiddenProperties")
     services = table(msi, "ServiceInstall")
-    if [row["Name"] for row in services] != [wxs.SERVICE_NAME]:
-        problems.append(f"ServiceInstall: {services}")
+    if [(row["Name"], int(row["ErrorControl"])) for row in services] != [
+        (wxs.SERVICE_NAME, SERVICE_ERROR_CONTROL)
+    ]:
+        problems.append(f"ServiceInstall (one vital service): {services}")
+    upgrades = {row["ActionProperty"]: int(row["Attributes"]) for row in table(msi, "Upgrade")}
+    if upgrades.get("WIX_UPGRADE_DETECTED") != UPGRADE_ATTRIBUTES:
+        problems.append(f"Upgrade: the same version would not be replaced ({upgrades})")
     files = {row["File"]: int(row["FileSize"]) for row in table(msi, "File")}
     staged = {wxs.file_id(relative): (stage / relative).stat().st_size
               for relative in wxs.staged_files(stage)}  # fmt: skip

@@ -22,11 +22,13 @@ giám sát, khóa gốc của các bản phát hành, chứng chỉ CA của t�
    bao giờ được ghi vào nhật ký cài đặt. Máy tự đăng ký, ghi cấu hình vào
    C:\\ProgramData\\commune-agent và khởi động dịch vụ CommuneAgent.
    Tùy chọn: SERVER=<địa chỉ https khác>, AGENT_ID=<tên máy>, COMMUNE=<mã xã, từ
-   chối mã đăng ký của xã khác>.
+   chối mã đăng ký của xã khác>, ENROLL_TOKEN_FILE=<tệp chứa mã đăng ký> thay cho
+   ENROLL_TOKEN (mã không nằm trên dòng lệnh; xóa tệp sau khi cài).
 3. Chạy lại đúng lệnh trên = sửa chữa (đặt lại mọi tệp, giữ danh tính và dữ liệu).
    Bộ cài mới hơn = nâng cấp. Máy đã tự cập nhật lên bản mới hơn vẫn giữ bản đó.
 4. Gỡ: msiexec /x commune-agent.msi /qn (giữ cấu hình và hàng đợi dữ liệu chưa gửi);
-   thêm PURGE=1 để xóa cả cấu hình, danh tính và hàng đợi.
+   thêm PURGE=1 để xóa cả cấu hình, danh tính và hàng đợi; FORCE_REMOVE=1 khi bộ cài
+   trên máy hỏng đến mức không gỡ được.
 
 Bộ cài từ chối khi: không chạy với quyền quản trị; Windows đang chờ khởi động lại
 (hãy khởi động lại rồi cài; IGNORE_PENDING_REBOOT=1 để bỏ qua); mã đăng ký sai hoặc
@@ -51,11 +53,13 @@ root key and the province's CA. Windows 10 or 11, 64-bit, reaching the collector
    the installer's log. The PC enrolls, writes its config to
    C:\\ProgramData\\commune-agent and starts the CommuneAgent service. Optional:
    SERVER=<another https address>, AGENT_ID=<name>, COMMUNE=<slug: refuses another
-   commune's token>.
+   commune's token>, ENROLL_TOKEN_FILE=<a file whose first line is the token>
+   instead of ENROLL_TOKEN (off every command line; delete the file afterwards).
 3. The same command again repairs (every file put back; identity and data kept). A
    newer MSI upgrades. A PC that updated itself further keeps its newer version.
 4. Uninstall: msiexec /x commune-agent.msi /qn keeps the config and the outbox of
-   unsent data; PURGE=1 removes them too.
+   unsent data; PURGE=1 removes them too; FORCE_REMOVE=1 when the installed copy is
+   too broken to uninstall.
 
 Refusals (exit code 1603, the log says why; the PC is left as it was): not elevated;
 a restart pending (restart first, or IGNORE_PENDING_REBOOT=1); a wrong or expired

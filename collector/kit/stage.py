@@ -20,17 +20,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from agent.update import bundle, install
+from agent.update import VERSION_DIR_ENV, bundle, install
 from collector.kit import embed as embedding
 from collector.kit.errors import KitError
 
-#: A runtime built from ._pth ignores PYTHONPATH; the launcher starts each agent version
-#: with its folder there (as on Linux). Only this runtime, made for the agent, reads it.
+#: A runtime built from ._pth ignores PYTHONPATH, and must: a machine-wide PYTHONPATH
+#: that another program set would run its code in a service running as SYSTEM. The
+#: launcher names the agent version it starts in ``VERSION_DIR_ENV``; this hook (a
+#: ``.pth`` line importing a module beside it) puts that folder first on ``sys.path``
+#: only when it resolves to a folder right under ``<install>\versions``, the install
+#: being three levels above site-packages (``runtime\Lib\site-packages``), which only
+#: administrators can write. Anything else is ignored, as PYTHONPATH is.
 PATH_HOOK_NAME: Final = "commune_agent_path.pth"
-PATH_HOOK: Final = (
-    "import os, sys; sys.path[0:0] = [p for p in os.environ.get('PYTHONPATH', '')"
-    ".split(os.pathsep) if p and p not in sys.path]\n"
-)
+PATH_HOOK: Final = "import commune_agent_path\n"
+PATH_HOOK_MODULE_NAME: Final = "commune_agent_path.py"
+PATH_HOOK_MODULE: Final = f'''"""commune-monitor: the launched version first on sys.path."""
+
+import os
+import sys
+
+_named = os.environ.get("{VERSION_DIR_ENV}", "")
+_install = os.path.realpath(__file__)
+for _level in range(4):  # the module, site-packages, Lib, runtime
+    _install = os.path.dirname(_install)
+_versions = os.path.join(_install, "versions")
+if _named:
+    _folder = os.path.realpath(_named)
+    if os.path.normcase(os.path.dirname(_folder)) == os.path.normcase(_versions) and (
+        os.path.isdir(_folder) and _folder not in sys.path
+    ):
+        sys.path.insert(0, _folder)
+'''
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,7 @@ def lay_out_runtime(
     site_packages = runtime / "Lib" / "site-packages"
     site_packages.mkdir(parents=True, exist_ok=True)
     fill_site_packages(site_packages)
+    (site_packages / PATH_HOOK_MODULE_NAME).write_text(PATH_HOOK_MODULE, encoding="utf-8")
     (site_packages / PATH_HOOK_NAME).write_text(PATH_HOOK, encoding="utf-8")
     dlls = sorted((site_packages / "pywin32_system32").glob("*.dll"))
     if not dlls:

@@ -23,6 +23,7 @@ commit actions remove it (with ``PURGE=1`` the config, identity and outbox too).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 import xml.etree.ElementTree as ET
@@ -44,7 +45,8 @@ CONFIG: Final = DATA_DIR + r"\agent.toml"
 #: Public properties an operator passes to msiexec; the secure list lets them reach the
 #: deferred actions, which run in the installer's service.
 PUBLIC_PROPERTIES: Final = (
-    "SERVER", "ENROLL_TOKEN", "AGENT_ID", "COMMUNE", "PURGE", "IGNORE_PENDING_REBOOT",
+    "SERVER", "ENROLL_TOKEN", "ENROLL_TOKEN_FILE", "AGENT_ID", "COMMUNE", "PURGE",
+    "IGNORE_PENDING_REBOOT", "FORCE_REMOVE",
 )  # fmt: skip
 HIDDEN_PROPERTIES: Final = ("ENROLL_TOKEN",)
 #: Explicit places in InstallExecuteSequence (the standard actions' numbers: InstallInitialize
@@ -53,15 +55,21 @@ HIDDEN_PROPERTIES: Final = ("ENROLL_TOKEN",)
 SEQUENCE: Final = {
     "RepairAll": 990,
     "RepairMode": 991,
+    "TransactionTag": 992,
+    "OutsideProgramFiles": 1001,
     "RemoveExistingProducts": 1501,
     "Quiesce": 1950,
+    "QuiesceUpgrade": 1951,
     "SetupRollback": 5690,
     "Setup": 5700,
     "RemoveHome": 6590,
     "PurgeData": 6591,
 }
 _INSTALL: Final = 'NOT (REMOVE~="ALL")'
-_UNINSTALL: Final = 'REMOVE~="ALL"'
+#: A repair or an uninstall of this product (not the old product's removal inside an
+#: upgrade): the installer waits for an update in progress, and refuses after the wait.
+#: FORCE_REMOVE=1 skips the wait, for an uninstall whose runtime is too broken to run it.
+_QUIESCE: Final = 'Installed AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
 _UNINSTALL_FOR_GOOD: Final = 'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE'
 _NS: Final = "http://schemas.microsoft.com/wix/2006/wi"
 
@@ -73,10 +81,12 @@ class Product:
     province: str
     manufacturer: str = "commune-monitor"
 
-    @property
-    def product_code(self) -> str:
-        """Reproducible: one per province and version (a rebuild is the same product)."""
-        return str(uuid.uuid5(uuid.UUID(UPGRADE_CODE), f"{self.province}/{self.version}"))
+    product_code: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()).upper())
+    """New at each build. A rebuild of the same version (a new CA, a new collector
+    address) is another package of the product; with the same product code Windows
+    refuses it (1638, "another version of this product is already installed"). With
+    its own it is a major upgrade of the same version (``msi.harden`` lets the upgrade
+    row include the maximum), and the plain re-run of one MSI still repairs."""
 
 
 def _id(prefix: str, relative: str) -> str:
@@ -226,13 +236,19 @@ def _service(component: ET.Element) -> None:
 
 
 def setup_command(command: str) -> str:
-    """The arguments of ``python.exe`` for one ``msi_setup.py`` step."""
-    script = f'"[#{file_id("launcher/msi_setup.py")}]"'
+    """The command line of one ``msi_setup.py`` step. By folder, not by file key: a
+    ``[#file]`` of a component being removed formats to nothing, so an uninstall's step
+    would lose its script. ``pythonw.exe``: no console window for a SYSTEM process on
+    the user's desktop. The transaction's tag ties ``install`` to its ``rollback``."""
+    head = (
+        r'"[INSTALLDIR]runtime\pythonw.exe" "[INSTALLDIR]launcher\msi_setup.py" '
+        f'{command} --transaction "[{TRANSACTION}]"'
+    )
     if command != "install":
-        return f"{script} {command}"
+        return head
     return (
-        f'{script} install --config "{CONFIG}" --server "[SERVER]" '
-        '--token "[ENROLL_TOKEN]" --agent-id "[AGENT_ID]" --commune "[COMMUNE]"'
+        f'{head} --config "{CONFIG}" --server "[SERVER]" --token "[ENROLL_TOKEN]" '
+        '--token-file "[ENROLL_TOKEN_FILE]" --agent-id "[AGENT_ID]" --commune "[COMMUNE]"'
     )
 
 
@@ -257,11 +273,13 @@ class TableAction:
     condition: str
 
 
-#: msidbCustomActionType: 18 runs a file the MSI installs, 34 a command line from a
-#: folder, 51 sets a property; 0x40 ignores the exit code; 0x100 rollback, 0x200 commit,
-#: 0x400 in the script (deferred), 0x800 as SYSTEM, 0x2000 its command line never logged.
+#: msidbCustomActionType: 34 runs a command line from a folder, 51 sets a property, 19
+#: ends the install with an error; 0x40 ignores the exit code; 0x100 rollback, 0x200
+#: commit, 0x400 in the script (deferred), 0x800 as SYSTEM, 0x2000 never logged.
 _AS_SYSTEM: Final = 0x400 | 0x800
-_PYTHON: Final = file_id("runtime/python.exe")
+#: Set once per transaction (immediate, before the script is made): ``install`` writes
+#: its undo file under it and ``rollback`` applies only an undo file of its own.
+TRANSACTION: Final = "COMMUNE_TRANSACTION"
 TABLE_ACTIONS: Final = {
     # A plain re-run of the same MSI repairs: every file put back ("amus": all, not
     # only missing ones), and the setup step runs again.
@@ -272,19 +290,39 @@ TABLE_ACTIONS: Final = {
     "RepairMode": TableAction(
         51, "REINSTALLMODE", "amus", "Installed AND NOT REMOVE AND NOT UPGRADINGPRODUCTCODE"
     ),
-    "Quiesce": TableAction(18 | _AS_SYSTEM, _PYTHON, setup_command("quiesce"), _UNINSTALL),
-    "SetupRollback": TableAction(
-        18 | 0x40 | 0x100 | _AS_SYSTEM, _PYTHON, setup_command("rollback"), _INSTALL
+    "TransactionTag": TableAction(51, TRANSACTION, "[Date] [Time] [ProductCode]", ""),
+    # The setup step's safety rests on a home only administrators can write (the
+    # runtime's path hook trusts <home>\versions): not a folder of the operator's choice.
+    "OutsideProgramFiles": TableAction(
+        19, "", "Install the agent under Program Files: INSTALLDIR cannot be changed.",
+        'NOT Installed AND NOT (INSTALLDIR ~<< ProgramFiles64Folder)',
     ),
-    "Setup": TableAction(18 | _AS_SYSTEM | 0x2000, _PYTHON, setup_command("install"), _INSTALL),
+    # Before any file is touched (a repair rewrites the runtime an update is using):
+    # wait for an update in progress; refuse after the wait, and nothing has changed.
+    "Quiesce": TableAction(34 | _AS_SYSTEM, "INSTALLDIR", setup_command("quiesce"), _QUIESCE),
+    # The old product's removal inside an upgrade waits too, but its failure (an old
+    # runtime too broken to run) must not block the upgrade that repairs it: the new
+    # version's setup step takes the update lock itself before touching any state.
+    "QuiesceUpgrade": TableAction(
+        34 | 0x40 | _AS_SYSTEM, "INSTALLDIR", setup_command("quiesce"),
+        'REMOVE~="ALL" AND UPGRADINGPRODUCTCODE',
+    ),
+    "SetupRollback": TableAction(
+        34 | 0x40 | 0x100 | _AS_SYSTEM, "INSTALLDIR", setup_command("rollback"), _INSTALL
+    ),
+    "Setup": TableAction(
+        34 | _AS_SYSTEM | 0x2000, "INSTALLDIR", setup_command("install"), _INSTALL
+    ),
     # After a full uninstall committed (never in an upgrade, never before the point of
-    # no return: a failed uninstall rolls back to a working agent).
+    # no return: a failed uninstall rolls back to a working agent). From TARGETDIR: a
+    # process whose working folder is INSTALLDIR could not remove it. A machine with
+    # the DisableRollback policy runs no commit actions: OPERATIONS says what is left.
     "RemoveHome": TableAction(
-        34 | 0x40 | 0x200 | _AS_SYSTEM, "INSTALLDIR", _remove_home_command(),
+        34 | 0x40 | 0x200 | _AS_SYSTEM, "TARGETDIR", _remove_home_command(),
         _UNINSTALL_FOR_GOOD,
     ),
     "PurgeData": TableAction(
-        34 | 0x40 | 0x200 | _AS_SYSTEM, "INSTALLDIR",
+        34 | 0x40 | 0x200 | _AS_SYSTEM, "TARGETDIR",
         f'"[System64Folder]cmd.exe" /c rmdir /s /q "{DATA_DIR}"',
         f'{_UNINSTALL_FOR_GOOD} AND PURGE="1"',
     ),
