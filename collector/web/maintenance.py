@@ -38,7 +38,9 @@ class WindowRequest:
     commune: Part = ""
     agent: Part = ""
     device: Part = ""
-    """The check's name: tslcd, polycom, router…"""
+    """tslcd (the dedicated line, whatever its checks' names), internet, lan, polycom,
+    router, switch, or a check's or a PC's name the place has reported; anything else
+    is refused (400)."""
     every: Literal["", "day", "week", "month"] = ""
     until: Time | None = None
     """A repeated window's last occurrence starts before this."""
