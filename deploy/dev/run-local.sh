@@ -184,6 +184,10 @@ PIDS="$! $PIDS"
 "$VENV/bin/commune-fleet" --broker "mqtt://127.0.0.1:$PORT" --collector "http://127.0.0.1:$API_PORT" \
   --inventory "$INVENTORY" --exclude la-nga --communes 5 --pcs 8 --interval 15 >> "$RUN/fleet.log" 2>&1 &
 PIDS="$! $PIDS"
+# The collector reads a date as Vietnam's day (+07:00): today is Vietnam's today, not
+# this host's (a laptop in another zone asked for the wrong day and saw "no data").
+VN_TODAY=$(TZ=ICT-7 date +%F)
+VN_TOMORROW=$(TZ=ICT-7 date -d tomorrow +%F)
 cat <<MSG
 
   Đồng Nai, its 95 communes from the official register (deploy/inventory/dong-nai.toml):
@@ -200,7 +204,7 @@ cat <<MSG
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
              curl -s http://127.0.0.1:$API_PORT/api/v1/communes/la-nga
   status     $VENV/bin/commune-collector status -c $RUN/collector.toml
-  line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $(date +%F) --to $(date -d tomorrow +%F)
+  line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $VN_TODAY --to $VN_TOMORROW
   broker     mqtt://127.0.0.1:$PORT   watch: mosquitto_sub -h 127.0.0.1 -p $PORT -t 'commune/#' -v \\
                  -u commune-collector -P "\$(cat $RUN/collector-password)"
   logs       $RUN/*.log
