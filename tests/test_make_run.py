@@ -71,6 +71,9 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     assert province["communes_by_status"]["no_data"] == 95 - 6  # type: ignore[index]
     # 5 fleet communes x 8 PCs + this machine's agent.
     assert province["pcs_reporting"] >= 40 and province["polycoms_reporting"] == 6
+    # The inventory make run writes expects them: "% protected" is of the expected PCs.
+    assert province["pcs_expected"] == 41 and province["pcs_denominator"] == 41, province
+    assert province["percent_protected_of"] == "expected"  # the 89 silent add nothing
     # La Ngà's Polycom and router are snmpsim recordings polled by a real agent.
     [polycom] = la_nga["polycom"]["devices"]
     assert polycom["agent"] == "poller" and polycom["ready"] is True, polycom

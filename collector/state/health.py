@@ -241,7 +241,8 @@ class ProvinceHealth:
     """What ``percent_protected`` is of: each commune's expected PCs (the inventory's
     ``pcs``), or the PCs it knows where the inventory does not say."""
     percent_protected_of: Literal["expected", "known", "mixed"] = "known"
-    """expected: every commune's count is the inventory's; known: none is; mixed."""
+    """expected: every count in ``pcs_denominator`` is the inventory's; known: none is
+    (PCs known to report anti-malware); mixed."""
 
 
 @dataclass
@@ -715,7 +716,9 @@ class HealthModel:
         # Each commune counts its expected PCs, or the PCs it knows when the
         # inventory does not say.
         denominator = sum(c.antimalware.denominator for c in communes)
-        given = {c.antimalware.denominator_of for c in communes}
+        # Of the communes that count any PC: one expecting none and knowing none adds
+        # nothing to the figure, so it says nothing of what the figure is of.
+        given = {c.antimalware.denominator_of for c in communes if c.antimalware.denominator}
         return ProvinceHealth(
             province=province,
             name=inventory.name or province,
