@@ -113,6 +113,26 @@ def test_the_shipped_inventory_is_what_the_register_writes(tmp_path: Path) -> No
     assert copy.read_text() == DONG_NAI.read_text()
 
 
+def test_the_inventory_carries_each_communes_expected_pcs(tmp_path: Path) -> None:
+    """--pcs fills the count where the file does not give it; one given is kept; the
+    province's pcs_expected and "% protected" are then of them."""
+    from collector.state.health import HealthModel
+    from collector.state.store import StateStore
+
+    copy = tmp_path / "dong-nai.toml"
+    copy.write_text(DONG_NAI.read_text().replace('slug = "la-nga"\n', 'slug = "la-nga"\npcs = 3\n'))
+    result = CliRunner().invoke(
+        collector_main, ["inventory", "--province", "dong-nai", "--pcs", "8", "-o", str(copy)]
+    )
+    assert result.exit_code == 0, result.output
+    inventory = load_inventory(copy)
+    assert inventory.commune("la-nga").pcs == 3  # type: ignore[union-attr]
+    assert {c.pcs for c in inventory.communes if c.slug != "la-nga"} == {8}
+    province = HealthModel(StateStore(tmp_path / "state.sqlite"), [inventory]).province("dong-nai")
+    assert province.pcs_expected == 94 * 8 + 3 == province.pcs_denominator
+    assert province.percent_protected_of == "expected" and province.percent_protected == 0.0
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

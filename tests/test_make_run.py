@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from tests.servers import REPO, free_port
 
@@ -69,6 +71,9 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     assert province["communes_by_status"]["no_data"] == 95 - 6  # type: ignore[index]
     # 5 fleet communes x 8 PCs + this machine's agent.
     assert province["pcs_reporting"] >= 40 and province["polycoms_reporting"] == 6
+    # The inventory make run writes expects them: "% protected" is of the expected PCs.
+    assert province["pcs_expected"] == 41 and province["pcs_denominator"] == 41, province
+    assert province["percent_protected_of"] == "expected"  # the 89 silent add nothing
     # La Ngà's Polycom and router are snmpsim recordings polled by a real agent.
     [polycom] = la_nga["polycom"]["devices"]
     assert polycom["agent"] == "poller" and polycom["ready"] is True, polycom
@@ -88,3 +93,25 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     ).stdout
     assert leftovers == "", "Ctrl-C must stop everything make run started"
+
+
+def test_the_availability_line_asks_for_vietnams_day_in_any_zone() -> None:
+    """The printed ``availability --from … --to …`` is Vietnam's today, on a host whose
+    own date is another (a zone 14 h ahead or 11 h behind: one differs at any hour)."""
+    script = (REPO / "deploy" / "dev" / "run-local.sh").read_text()
+    assert "--from $VN_TODAY --to $VN_TOMORROW" in script
+    lines = [line for line in script.splitlines() if line.startswith(("VN_TODAY=", "VN_TOMORROW="))]
+    assert len(lines) == 2
+    vietnam = dt.datetime.now(dt.timezone(dt.timedelta(hours=7))).date()
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        shown = subprocess.run(
+            ["bash", "-c", "\n".join([*lines, 'echo "$VN_TODAY $VN_TOMORROW"'])],
+            env={**os.environ, "TZ": zone},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if dt.datetime.now(dt.UTC).astimezone(ZoneInfo(zone)).date() != vietnam:
+            assert shown == [str(vietnam), str(vietnam + dt.timedelta(days=1))], zone
+            return
+    raise AssertionError("no zone of the two had another date than Vietnam's")

@@ -104,15 +104,19 @@ def _silenced(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> bool:
 
 
 def _in_maintenance(db: sqlite3.Connection, row: tuple[Any, ...], now: float) -> bool:
-    """Whether a maintenance window in force covers the alert's place and device."""
+    """Whether a maintenance window in force covers the alert's place and device (by
+    the device's words: ``tslcd`` holds the line's checks whatever their names)."""
     province, commune, agent, name = row[4:8]
     rows = db.execute(
         maintenance.SELECT
-        + """ WHERE province = ? AND commune IN ('', ?) AND agent IN ('', ?)
-             AND device IN ('', ?) AND starts <= ?""",
-        (province, commune, agent, name, now),
+        + " WHERE province = ? AND commune IN ('', ?) AND agent IN ('', ?) AND starts <= ?",
+        (province, commune, agent, now),
     ).fetchall()
-    return any(maintenance.Window(*found).active(now) for found in rows)
+    active = [w for w in (maintenance.Window(*found) for found in rows) if w.active(now)]
+    if not active:
+        return False
+    device = maintenance.device_of(db, province, commune, agent, name)
+    return any(w.covers(province, commune, device) for w in active)
 
 
 def muted(db: sqlite3.Connection, alert_id: int, now: float) -> bool:

@@ -20,6 +20,10 @@ from collector.state.inventory import from_register, load_inventory, parse_inven
     help="Write here (default: print). An existing file is kept where it agrees: its "
     "communes keep their slugs and counts.",
 )  # fmt: skip
+@click.option(
+    "--pcs", type=click.IntRange(0, 100_000),
+    help="PCs expected per commune, where unknown: what \"% protected\" is of.",
+)  # fmt: skip
 @click.option("--routers", type=click.IntRange(0, 100), help="Routers per commune, where unknown.")
 @click.option(
     "--polycoms", type=click.IntRange(0, 100), help="Polycoms per commune, where unknown."
@@ -32,6 +36,7 @@ from collector.state.inventory import from_register, load_inventory, parse_inven
 def inventory_command(
     province: str,
     output: Path | None,
+    pcs: int | None,
     routers: int | None,
     polycoms: int | None,
     official_slugs: bool,
@@ -42,7 +47,7 @@ def inventory_command(
 
     \b
     Example:
-        commune-collector inventory --province dong-nai --routers 1 --polycoms 1 \\
+        commune-collector inventory --province dong-nai --pcs 8 --routers 1 --polycoms 1 \\
             -o /etc/commune-collector/inventory/dong-nai.toml
         commune-collector inventory --province dong-nai --official-slugs \\
             -o /etc/commune-collector/inventory/dong-nai.toml
@@ -57,7 +62,8 @@ def inventory_command(
             existing = load_inventory(output)
         except ConfigError as exc:
             raise click.ClickException(f"the existing file is wrong: {exc}") from None
-    defaults = {k: v for k, v in (("routers", routers), ("polycoms", polycoms)) if v is not None}
+    counts = (("pcs", pcs), ("routers", routers), ("polycoms", polycoms))
+    defaults = {k: v for k, v in counts if v is not None}
     text = from_register(province, existing, defaults, official_slugs)
     try:  # what is written must load: e.g. an old slug that is another unit's slug now
         parse_inventory(tomllib.loads(text), str(output or "the inventory"))

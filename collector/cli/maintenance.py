@@ -34,7 +34,12 @@ def maintenance_group() -> None:
 @click.option("--province", required=True, help="Province slug.")
 @click.option("--commune", default="", help="Commune slug (default: the whole province).")
 @click.option("--agent", default="", help="Only this agent of the commune.")
-@click.option("--device", default="", help="Only this check: tslcd, polycom, router…")
+@click.option(
+    "--device",
+    default="",
+    help="Only this device: tslcd (the line, whatever its checks' names), internet, lan, "
+    "polycom, router, switch, or a check's or a PC's name the place has reported.",
+)
 @click.option("--start", "starts", required=True, help="2026-12-06 07:00 (local time).")
 @click.option("--end", "ends", required=True, help="When the (first) window ends.")
 @click.option(

@@ -70,6 +70,9 @@ class AntiMalware:
     percent_protected: float | None
     denominator: int
     """What the percentage is of: the expected PCs, else the PCs known."""
+    denominator_of: Literal["expected", "known"] = "known"
+    """Which figure ``denominator`` is: the inventory's expected PCs, or (the inventory
+    not saying) the PCs known to report anti-malware."""
 
 
 @dataclass
@@ -106,7 +109,8 @@ class Line:
     """Best RTT among the probes that see the line up."""
     loss_percent: float | None
     targets: list[LineTarget]
-    """Every link target probed in the commune, TSLCD, Internet and LAN."""
+    """Every probe of the dedicated line (network tslcd); the other networks' probes
+    are the commune's ``links``."""
     days: list[Day] = field(default_factory=list)
     """When asked (the console's overview): availability day by day, oldest first."""
 
@@ -206,6 +210,8 @@ class CommuneHealth:
     line: Line
     polycom: Polycom
     interfaces: Interfaces
+    links: list[LineTarget] = field(default_factory=list)
+    """The link probes that are not the dedicated line: the Internet, the LAN, a server."""
 
 
 @dataclass
@@ -219,6 +225,7 @@ class ProvinceHealth:
     pcs_reporting: int
     pcs_protected: int
     percent_protected: float | None
+    """Of ``pcs_denominator``."""
     lines_monitored: int
     lines_up: int
     lines_down: int
@@ -230,6 +237,12 @@ class ProvinceHealth:
     polycoms_reporting: int
     polycoms_ready: int
     availability_7d: float | None = None
+    pcs_denominator: int = 0
+    """What ``percent_protected`` is of: each commune's expected PCs (the inventory's
+    ``pcs``), or the PCs it knows where the inventory does not say."""
+    percent_protected_of: Literal["expected", "known", "mixed"] = "known"
+    """expected: every count in ``pcs_denominator`` is the inventory's; known: none is
+    (PCs known to report anti-malware); mixed."""
 
 
 @dataclass
@@ -390,12 +403,17 @@ class HealthModel:
             for p, c in self.places(province)
         ]
 
-    def commune(self, slug: str, province: str | None = None) -> CommuneHealth | None:
+    def commune(
+        self, slug: str, province: str | None = None, *, days: int = 0
+    ) -> CommuneHealth | None:
+        """``days``: the line's last days, one by one (the API gives the console's week)."""
         matches = [(p, c) for p, c in self.places(province) if c == slug]
         if not matches:
             return None
         p, c = matches[0]
-        return self._commune(self._facts(p, c), p, c, self._now())
+        now = self._now()
+        spans = local_days(now, days) if days else []
+        return self._commune(self._facts(p, c), p, c, now, days=spans)
 
     def _commune(
         self,
@@ -414,7 +432,7 @@ class HealthModel:
         antimalware = self._antimalware(
             info, facts.latest.get((province, slug, "antivirus"), []), online
         )
-        line = self._line(
+        line, links = self._line(
             [s for s in subjects if s.kind == "link"],
             facts.latest.get((province, slug, "link"), []),
             online,
@@ -453,6 +471,7 @@ class HealthModel:
             line=line,
             polycom=polycom,
             interfaces=interfaces,
+            links=links,
         )
 
     @staticmethod
@@ -486,6 +505,7 @@ class HealthModel:
             not_reporting=max(0, expected - known) if expected is not None else None,
             percent_protected=(100.0 * counts["protected"] / denominator if denominator else None),
             denominator=denominator,
+            denominator_of="expected" if expected is not None else "known",
         )
 
     def _windows(
@@ -511,12 +531,14 @@ class HealthModel:
         days: list[tuple[float, float]] | None = None,
         horizon: float = 30 * DAY,
         combined: tuple[list[Outage], float] | None = None,
-    ) -> Line:
-        """``combined``: the line already combined (the overview's cache)."""
+    ) -> tuple[Line, list[LineTarget]]:
+        """The line, and the commune's other link probes. ``combined``: the line already
+        combined (the overview's cache)."""
         start = now - max(WINDOWS.values())
         unknown = Availabilities(None, None, None)
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
         targets: list[LineTarget] = []
+        links: list[LineTarget] = []
         tslcd: list[tuple[list[Outage], float]] = []
         up_now: list[bool] = []
         best_rtt: float | None = None
@@ -528,7 +550,7 @@ class HealthModel:
             up = subject.state == "up" if running else None
             rtt = LINK.number(sample.fields, "rtt_ms") if sample else None
             loss = LINK.number(sample.fields, "loss_percent") if sample else None
-            targets.append(
+            (targets if subject.network == "tslcd" else links).append(
                 LineTarget(
                     agent=subject.agent_key.rsplit("/", 1)[1],
                     name=subject.name,
@@ -562,7 +584,7 @@ class HealthModel:
         combined_outages, since = all_down(tslcd) if combined is None else combined
         open_outage = next((o.start for o in combined_outages if o.end is None), None)
         line_up = any(up_now) if up_now else None
-        return Line(
+        line = Line(
             monitored=bool(tslcd),
             up=line_up,
             down_since=open_outage if line_up is False else None,
@@ -582,6 +604,7 @@ class HealthModel:
                 for lo, hi in days or []
             ],
         )
+        return line, links
 
     def _polycom(
         self,
@@ -693,6 +716,9 @@ class HealthModel:
         # Each commune counts its expected PCs, or the PCs it knows when the
         # inventory does not say.
         denominator = sum(c.antimalware.denominator for c in communes)
+        # Of the communes that count any PC: one expecting none and knowing none adds
+        # nothing to the figure, so it says nothing of what the figure is of.
+        given = {c.antimalware.denominator_of for c in communes if c.antimalware.denominator}
         return ProvinceHealth(
             province=province,
             name=inventory.name or province,
@@ -712,6 +738,8 @@ class HealthModel:
             polycoms_expected=_sum_given(c.polycom.expected for c in communes),
             polycoms_reporting=sum(c.polycom.reporting for c in communes),
             polycoms_ready=sum(c.polycom.ready for c in communes),
+            pcs_denominator=denominator,
+            percent_protected_of="mixed" if len(given) > 1 else given.pop() if given else "known",
         )
 
     def provinces(self) -> list[str]:

@@ -8,9 +8,15 @@ maintenance time itself.
 
 A window is one span ``[starts, ends)`` or a recurring one (``every`` day, week or
 month, in Vietnam's time, until ``until``). Its scope: a province, optionally one
-commune, one agent of it, one device (the check's name: ``tslcd``, ``polycom``,
-``router``); an empty part matches everything. Overlapping windows (and overlapping
-occurrences) are merged before anything is counted: never twice.
+commune, one agent of it, one device; an empty part matches everything. Overlapping
+windows (and overlapping occurrences) are merged before anything is counted: never
+twice.
+
+A device is a word of ``DEVICES`` (``tslcd``: the commune's dedicated line, whatever
+its checks are named, by their network; ``polycom``; ``router``…), or the name of a
+check or of a PC the place has reported: the profiles name checks freely
+(``tslcd-province``, ``tslcd-gateway``), and a word that matched no name would mute
+nothing while looking planned. Anything else is refused by name.
 
 Bounds: a window must end after it starts; it and its repetitions lie within a
 year of now (a window "for ever" is a rule turned off or a commune removed); an
@@ -20,6 +26,7 @@ occurrence is no longer than its period.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import sqlite3
@@ -39,6 +46,18 @@ MAX_TEXT = 1000
 _PERIOD_S = {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0}
 """The shortest each period can be: an occurrence may not last longer."""
 _DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+#: The device words a window may say, and what each holds.
+DEVICES: dict[str, str] = {
+    "tslcd": "the dedicated line: every link check on network tslcd, whatever its name, "
+    "and the agents' falling silent (they report over the line)",
+    "internet": "every link check on network internet",
+    "lan": "every link check on network lan",
+    "polycom": "every Polycom check",
+    "router": "the SNMP checks named router, router-2, router_core…",
+    "switch": "the SNMP checks named switch, switch-2, switch_floor1…",
+}
+_NETWORKS = ("tslcd", "internet", "lan")
 
 Span = tuple[float, float]
 
@@ -64,7 +83,7 @@ class Window:
     """Empty: every commune of the province."""
     agent: str
     device: str
-    """The check's name (tslcd, polycom, router); empty: everything of the place."""
+    """A word of ``DEVICES``, a check's or a PC's name; empty: everything of the place."""
     starts: float
     ends: float
     every: str
@@ -76,14 +95,14 @@ class Window:
     created_by: str
     created_at: float
 
-    def covers(self, province: str, commune: str, agent: str = "", device: str = "") -> bool:
-        """Whether the window's scope holds this place (an empty part of the window
-        matches all; an empty part of the place is matched only by an empty part)."""
+    def covers(self, province: str, commune: str, device: Device) -> bool:
+        """Whether the window's scope holds this device of this place (an empty part of
+        the window matches all)."""
         return (
             self.province == province
             and self.commune in ("", commune)
-            and self.agent in ("", agent)
-            and self.device in ("", device)
+            and self.agent in ("", device.agent)
+            and device_covered(self.device, device)
         )
 
     def occurrences(self, start: float, end: float) -> Iterator[Span]:
@@ -110,6 +129,90 @@ class Window:
 
     def active(self, now: float) -> bool:
         return any(True for _ in self.occurrences(now, now + 1e-6))
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a window's ``device`` is compared with: one check of an agent, or (no check)
+    the agent's or the commune's being heard from."""
+
+    agent: str = ""
+    check: str = ""
+    """The kind of check: link, polycom, snmp, host, antivirus; empty for the agent's
+    state (offline) or the commune's (unreachable)."""
+    name: str = ""
+    """The check's name in the profile."""
+    network: str = ""
+    """A link check's network: tslcd, internet, lan."""
+
+
+def device_covered(word: str, device: Device) -> bool:
+    """Whether a window's ``device`` word holds this device (empty holds everything)."""
+    if not word:
+        return True
+    if word == "tslcd" and not device.check:
+        return True  # the agents talk to the collector over the line: its works silence them
+    if word in _NETWORKS:
+        return device.check == "link" and device.network == word
+    if word == "polycom":
+        return device.check == "polycom"
+    if word in ("router", "switch"):
+        named = re.fullmatch(rf"{word}([-_.0-9][A-Za-z0-9_.-]*)?", device.name)
+        return device.check == "snmp" and named is not None
+    return word in (device.name, device.agent)
+
+
+def line_windows(windows: Iterable[Window], probe_names: Iterable[str]) -> list[Window]:
+    """The windows over a commune's dedicated line as a whole (not one PC's probe of it):
+    the commune's, or a device that holds one of the line's probes (``tslcd``, a probe's
+    name)."""
+    probes = [Device(check="link", name=name, network="tslcd") for name in probe_names]
+    return [
+        w for w in windows
+        if not w.agent and (not w.device or any(device_covered(w.device, p) for p in probes))
+    ]  # fmt: skip
+
+
+def device_of(db: sqlite3.Connection, province: str, commune: str, agent: str, name: str) -> Device:
+    """The device an alert is about, from the latest sample of its check (its kind and
+    network); no check name: the agent's or the commune's state."""
+    if not name or not agent:
+        return Device(agent=agent)
+    row = db.execute(
+        "SELECT check_kind, tags FROM latest WHERE agent_key = ? AND name = ? "
+        "ORDER BY item LIMIT 1",
+        (f"{province}/{commune}/{agent}", name),
+    ).fetchone()
+    if row is None:
+        return Device(agent=agent, name=name)
+    tags = json.loads(row[1]) if row[1] else {}
+    network = tags.get("network", "") if isinstance(tags, dict) else ""
+    return Device(agent=agent, check=str(row[0]), name=name, network=str(network))
+
+
+def _known_device(db: sqlite3.Connection, province: str, commune: str, agent: str,
+                  device: str) -> None:  # fmt: skip
+    """MaintenanceError unless ``device`` is a word of ``DEVICES`` or a check's or a PC's
+    name the place has reported."""
+    if device in DEVICES:
+        return
+    place = "/".join(p for p in (province, commune, agent) if p) + "/"
+    lo, hi = place, place + "\U0010ffff"
+    found = (
+        db.execute(
+            "SELECT 1 FROM latest WHERE agent_key >= ? AND agent_key < ? AND name = ? LIMIT 1",
+            (lo, hi, device),
+        ).fetchone()
+        or db.execute(
+            "SELECT 1 FROM agents WHERE agent_key >= ? AND agent_key < ? AND agent = ? LIMIT 1",
+            (lo, hi, device),
+        ).fetchone()
+    )
+    if found is None:
+        raise MaintenanceError(
+            f"device: {device[:64]!r} is unknown: one of {', '.join(DEVICES)}, or the name "
+            f"of a check or a PC that {place[:-1]} has reported"
+        )
 
 
 def _shifted(starts: float, every: str, count: int) -> float:
@@ -221,6 +324,8 @@ def add(
         now=now,
     )
     with store.transaction() as db:
+        if device:
+            _known_device(db, province, commune, agent, device)
         cursor = db.execute(
             "INSERT INTO maintenance (province, commune, agent, device, starts, ends, every, "
             "until, reason, comment, created_by, created_at) "

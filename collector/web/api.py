@@ -38,8 +38,8 @@ from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.build import build as build_report
 from collector.outputs.report.render import render as render_report
 from collector.state.availability import Outage, all_down, availability
-from collector.state.health import CommuneHealth, ProvinceHealth
-from collector.state.store import AgentState, LatestSample
+from collector.state.health import OVERVIEW_DAYS, CommuneHealth, ProvinceHealth
+from collector.state.store import AgentState, LatestSample, Subject
 from collector.web import audited
 from collector.web.auth import (
     ApiContext,
@@ -52,6 +52,7 @@ from collector.web.auth import (
     errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
+from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import (
     Scope,
     alert_in_scope,
@@ -116,6 +117,27 @@ class AvailabilityReport:
 
 
 @dataclass
+class CommuneLine:
+    commune: str
+    name: str
+    line: AvailabilityView | None
+    """None: no probe of the commune's dedicated line."""
+
+
+@dataclass
+class ProvinceAvailability:
+    province: str
+    window_start: float
+    window_end: float
+    percent: float | None
+    """The mean of the monitored lines' (each commune weighs the same, as the province's
+    figures do); None when no line was observed."""
+    lines_monitored: int
+    communes: list[CommuneLine]
+    """Every commune of the province (the inventory's, then others seen), its line."""
+
+
+@dataclass
 class Healthz:
     status: str
     version: str
@@ -154,7 +176,7 @@ def query_time(value: str | None, default: float, name: str) -> float:
     return when
 
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 
 
 #: Free text a person types (a comment): bounded like everything else.
@@ -235,8 +257,9 @@ def get_province(who: Reader, context: Context, province: str | None = None) -> 
 def get_communes(
     who: Reader, context: Context, province: str | None = None, status: str | None = None
 ) -> list[CommuneHealth]:
-    """Every commune (the inventory's, then others seen), optionally by status."""
-    communes = context.model.communes(province)
+    """Every commune (the inventory's, then others seen), optionally by status; each
+    line's last 7 days one by one (``line.days``, the console's strip)."""
+    communes = context.model.communes(province, days=OVERVIEW_DAYS)
     return [
         c
         for c in communes
@@ -248,10 +271,13 @@ def get_communes(
 def get_commune(
     who: Reader, context: Context, commune: str, province: str | None = None
 ) -> CommuneHealth:
-    """One commune in detail: anti-malware, line with every probe, Polycom, interfaces.
-    A slug the inventory lists as the commune's former one answers for the commune."""
+    """One commune in detail: anti-malware, the line with every probe of it and its last
+    7 days, the other links (Internet, LAN), Polycom, interfaces. A slug the inventory
+    lists as the commune's former one answers for the commune."""
     place = find_commune(context.model, who.scope, commune, province)
-    found = context.model.commune(place[1], place[0]) if place is not None else None
+    found = (
+        context.model.commune(place[1], place[0], days=OVERVIEW_DAYS) if place is not None else None
+    )
     if found is None:
         raise not_found(f"no commune {commune!r} in the inventory or the data")
     return found
@@ -302,23 +328,27 @@ def get_agent(who: Reader, context: Context, agent: str, commune: str | None = N
 def get_availability(
     who: Reader,
     context: Context,
-    commune: str,
+    commune: str | None = None,
     target: str | None = None,
     start: Annotated[str | None, Query(alias="from", pattern=TIME_PATTERN)] = None,
     end: Annotated[str | None, Query(alias="to", pattern=TIME_PATTERN)] = None,
     province: str | None = None,
-) -> AvailabilityReport:
+) -> AvailabilityReport | ProvinceAvailability:
     """Exact availability and outage list from the recorded intervals.
 
     ``from``/``to``: ISO 8601 (local +07:00 when no offset) or Unix seconds;
-    default the last 24 hours. ``target``: a check name or probed address.
-    ``province``: the commune's, where two provinces have a commune of that slug.
+    default the last 24 hours. With ``commune``: its line and every probe and Polycom
+    (``target``: a check name or probed address; ``province``: the commune's, where two
+    provinces have a commune of that slug). Without: the province's (``province``, or
+    the token's first), every commune's line and their mean.
     """
     now = time.time()
     hi = query_time(end, now, "to")
     lo = query_time(start, hi - 86400, "from")
     if hi <= lo:
         raise HTTPException(400, "to must be after from")
+    if commune is None:
+        return _province_availability(context, who.scope, province, (lo, hi, now))
     # A former slug is no commune's slug now (the inventory refuses that): its history
     # moved to the commune.
     renamed = context.model.renamed(commune, province)
@@ -353,11 +383,53 @@ def get_availability(
         )
         if subject.kind == "link" and subject.network == "tslcd":
             tslcd.append((outages, subject.monitored_since))
-    line = None
-    if tslcd:
-        combined, since = all_down(tslcd)
-        line = _availability_view("*", "line", "tslcd", "", "tslcd", combined, (lo, hi, since, now))
-    return AvailabilityReport(commune, lo, min(hi, now), line, views)
+    return AvailabilityReport(commune, lo, min(hi, now), _line_view(tslcd, (lo, hi, now)), views)
+
+
+def _line_view(
+    probes: list[tuple[list[Outage], float]], window: tuple[float, float, float]
+) -> AvailabilityView | None:
+    """The dedicated line from its probes: down only while every probe says so."""
+    if not probes:
+        return None
+    lo, hi, now = window
+    combined, since = all_down(probes)
+    return _availability_view("*", "line", "tslcd", "", "tslcd", combined, (lo, hi, since, now))
+
+
+def _province_availability(
+    context: ApiContext, scope: Scope, province: str | None, window: tuple[float, float, float]
+) -> ProvinceAvailability:
+    """Every commune's line of a province (of the token's communes when it holds only
+    some), read in one pass over the province's probes."""
+    chosen = _province(context, scope, province)
+    lo, hi, now = window
+    place = f"{chosen}/"
+    probes: dict[str, list[Subject]] = {}
+    for subject in context.store.subjects(kind="link", place=place):
+        if subject.network == "tslcd":
+            probes.setdefault(subject.agent_key.split("/")[1], []).append(subject)
+    outages = context.store.outages_under(place, lo, hi)
+    inventory = context.model.inventories.get(chosen)
+    communes: list[CommuneLine] = []
+    for _, slug in context.model.places(chosen):
+        if not scope.holds(chosen, slug):
+            continue
+        info = inventory.commune(slug) if inventory else None
+        line = _line_view(
+            [(outages.get(s.id, []), s.monitored_since) for s in probes.get(slug, [])],
+            (lo, hi, now),
+        )
+        communes.append(CommuneLine(slug, info.name if info else slug, line))
+    observed = [c.line.percent for c in communes if c.line and c.line.percent is not None]
+    return ProvinceAvailability(
+        province=chosen,
+        window_start=lo,
+        window_end=min(hi, now),
+        percent=sum(observed) / len(observed) if observed else None,
+        lines_monitored=sum(1 for c in communes if c.line is not None),
+        communes=communes,
+    )
 
 
 def _availability_view(
@@ -389,19 +461,21 @@ def _availability_view(
 def get_alerts(
     who: Reader,
     context: Context,
-    state: str | None = None,
+    state: Literal["firing", "resolved", "all"] = "all",
     commune: str | None = None,
-    severity: str | None = None,
+    severity: Literal["info", "warning", "critical"] | None = None,
     rule: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     province: str | None = None,
 ) -> list[Alert]:
-    """Alerts, newest first: firing and resolved (the history), filtered. ``province``
-    tells apart communes of two provinces with one slug (a national collector)."""
+    """Alerts, newest first: firing and resolved (the history), filtered. ``state``:
+    firing, resolved or all (the default); another value is refused (422) rather than
+    answered with nothing. ``province`` tells apart communes of two provinces with one
+    slug (a national collector)."""
     return list_alerts(
         context.store,
         time.time(),
-        state=state,
+        state=None if state == "all" else state,
         severity=severity,
         rule=rule,
         limit=limit,

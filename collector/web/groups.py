@@ -22,9 +22,10 @@ from collector.alerts.records import (
 )
 from collector.web import audited
 from collector.web.auth import Context, Reader, RowId, Slug, Technician, actor_of, errors
+from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import alert_in_scope, need, not_found
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 
 RuleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 

@@ -18,9 +18,10 @@ from collector.state import maintenance
 from collector.state.maintenance import MAX_TEXT, Window
 from collector.web import audited
 from collector.web.auth import Context, Reader, RowId, Slug, Technician, actor_of, errors
+from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import need_within, not_found
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 
 Time = Annotated[float, Field(ge=0, le=MAX_TIME, allow_inf_nan=False)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
@@ -38,7 +39,9 @@ class WindowRequest:
     commune: Part = ""
     agent: Part = ""
     device: Part = ""
-    """The check's name: tslcd, polycom, router…"""
+    """tslcd (the dedicated line, whatever its checks' names), internet, lan, polycom,
+    router, switch, or a check's or a PC's name the place has reported; anything else
+    is refused (400)."""
     every: Literal["", "day", "week", "month"] = ""
     until: Time | None = None
     """A repeated window's last occurrence starts before this."""

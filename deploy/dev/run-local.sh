@@ -11,8 +11,11 @@ VENV=${VENV:-.venv}
 PORT=${COMMUNE_MQTT_PORT:-18830}
 API_PORT=${COMMUNE_API_PORT:-18080}
 SNMP_PORT=${COMMUNE_SNMP_PORT:-18161}
-INVENTORY=$PWD/deploy/inventory/dong-nai.toml
+PROVINCE_INVENTORY=$PWD/deploy/inventory/dong-nai.toml
 RUN=${COMMUNE_RUN_DIR:-$PWD/run}
+INVENTORY=$RUN/inventory.toml
+FLEET_COMMUNES=5
+FLEET_PCS=8
 
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
@@ -39,6 +42,19 @@ if [ -z "$DYNSEC_PLUGIN" ]; then
 fi
 
 mkdir -p "$RUN/pc/state" "$RUN/poller/state"
+# The province's inventory with the PCs each simulated commune expects, as a province
+# fills them in from its asset register: "% protected" is then of the expected PCs and
+# pcs_expected is given. La Ngà: this machine (the poller box is no PC of the count);
+# the fleet's communes (the inventory's first ones but La Ngà, as commune-fleet picks).
+FLEET=$(grep '^slug = ' "$PROVINCE_INVENTORY" | cut -d'"' -f2 | head -$((FLEET_COMMUNES + 1)) \
+  | grep -vx la-nga | head -$FLEET_COMMUNES | tr '\n' ' ')
+awk -v fleet=" $FLEET" -v pcs="$FLEET_PCS" '
+  /^slug = / { slug = $3; gsub(/"/, "", slug) }
+  /^# pcs = *$/ {
+    if (slug == "la-nga") { print "pcs = 1"; next }
+    if (index(fleet, " " slug " ")) { print "pcs = " pcs; next }
+  }
+  { print }' "$PROVINCE_INVENTORY" > "$INVENTORY"
 umask 077
 # The broker's accounts: its admin (the collector makes the agents' through it) and
 # the collector's own; made once, kept in ./run.
@@ -182,8 +198,12 @@ enroll "$POLLER_TOKEN" poller "$RUN/poller/agent.toml"
 STATE_DIRECTORY="$RUN/poller/state" "$VENV/bin/commune-agent" run -c "$RUN/poller/agent.toml" >> "$RUN/poller.log" 2>&1 &
 PIDS="$! $PIDS"
 "$VENV/bin/commune-fleet" --broker "mqtt://127.0.0.1:$PORT" --collector "http://127.0.0.1:$API_PORT" \
-  --inventory "$INVENTORY" --exclude la-nga --communes 5 --pcs 8 --interval 15 >> "$RUN/fleet.log" 2>&1 &
+  --inventory "$INVENTORY" --exclude la-nga --communes $FLEET_COMMUNES --pcs $FLEET_PCS --interval 15 >> "$RUN/fleet.log" 2>&1 &
 PIDS="$! $PIDS"
+# The collector reads a date as Vietnam's day (+07:00): today is Vietnam's today, not
+# this host's (a laptop in another zone asked for the wrong day and saw "no data").
+VN_TODAY=$(TZ=ICT-7 date +%F)
+VN_TOMORROW=$(TZ=ICT-7 date -d tomorrow +%F)
 cat <<MSG
 
   Đồng Nai, its 95 communes from the official register (deploy/inventory/dong-nai.toml):
@@ -200,7 +220,7 @@ cat <<MSG
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
              curl -s http://127.0.0.1:$API_PORT/api/v1/communes/la-nga
   status     $VENV/bin/commune-collector status -c $RUN/collector.toml
-  line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $(date +%F) --to $(date -d tomorrow +%F)
+  line       $VENV/bin/commune-collector availability -c $RUN/collector.toml --commune la-nga --from $VN_TODAY --to $VN_TOMORROW
   broker     mqtt://127.0.0.1:$PORT   watch: mosquitto_sub -h 127.0.0.1 -p $PORT -t 'commune/#' -v \\
                  -u commune-collector -P "\$(cat $RUN/collector-password)"
   logs       $RUN/*.log

@@ -266,7 +266,9 @@ def _commune(
             signatures.add(history, start, end, subject.monitored_since, now)
         elif subject.kind == "polycom":
             agent = subject.agent_key.rsplit("/", 1)[1]
-            own = [w for w in windows if w.agent in ("", agent) and w.device in ("", subject.name)]
+            device = maintenance.Device(agent, "polycom", subject.name)
+            own = [w for w in windows if w.agent in ("", agent)
+                   and maintenance.device_covered(w.device, device)]  # fmt: skip
             polycom.add(history, start, end, subject.monitored_since, now, spans(own, start, end))
     line_probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"]
     probes = [(outages.get(s.id, []), s.monitored_since) for s in line_probes]
@@ -274,9 +276,8 @@ def _commune(
     if probes:
         combined, since = all_down(probes)
         # The line is the commune's, whichever PC probes it: windows of the commune, or
-        # of the line's probes by name (tslcd).
-        names = {""} | {s.name for s in line_probes}
-        own = [w for w in windows if not w.agent and w.device in names]
+        # of its device (tslcd, or a probe's name).
+        own = maintenance.line_windows(windows, {s.name for s in line_probes})
         line = availability(combined, start, end, since, now, spans(own, start, end))
     acks = _ack_minutes(alerts)
     return CommuneMonth(
