@@ -11,9 +11,16 @@ in bold, centred; the body in 13-14 pt, justified, first lines indented; page
 numbers from the second page, centred at the top; the signer's block and the
 recipients ("Nơi nhận:") at the end.
 
-The issuing body, its number, the signer and the recipients come from the
-collector's ``[report]`` config. The figures are the report's sentences
-(sentences.py) and its tables (render.tables) with the official codes.
+Its parts are those of the province's own reports: "Kính gửi", the "Căn cứ …"
+opening, "I. Đánh giá chung" with the month's figures written in (sentences.py),
+"II. Tồn tại, hạn chế" opening with what the figures show is wrong and "III. Đề
+xuất, kiến nghị", both with dotted lines the office fills in, the closing
+sentence, the recipients and the signer ("KT. GIÁM ĐỐC / PHÓ GIÁM ĐỐC"); the
+per-commune tables (render.tables, official codes) follow as the annex (Phụ lục),
+their header rows repeated on every page and no row split across two.
+
+The issuing body, its number, addressee, basis, signer and recipients come from
+the collector's ``[report]`` config (``[report.en]`` for the English document).
 """
 
 from __future__ import annotations
@@ -33,15 +40,22 @@ from docx.text.paragraph import Paragraph
 from docx.text.run import Run
 
 from collector.common.localtime import local
+from collector.common.words import DOCUMENT, MONTHS_EN, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
-from collector.outputs.report.issuer import Issuer
-from collector.outputs.report.render import Cell, no_data, tables
-from collector.outputs.report.sentences import all_sentences
+from collector.outputs.report.cells import xml_text
+from collector.outputs.report.issuer import Issuer, recipients
+from collector.outputs.report.render import Cell, Duration, cell_text, no_data, tables
+from collector.outputs.report.sentences import all_sentences, shortcomings
 
 FONT = "Times New Roman"
 BODY_PT = 13
-TABLE_PT = 11
+TABLE_PT = 10.5
+#: The text's width on the page (A4 less the margins).
+TEXT_MM = 165
+#: The annex tables' first columns: STT, the commune's name, its code; the figures
+#: share the rest.
+LEAD_MM = (12, 42, 15)
 
 
 def _font(run: Run, size: float, bold: bool = False, italic: bool = False) -> None:
@@ -62,7 +76,8 @@ def _line(
     italic: bool = False,
     align: WD_ALIGN_PARAGRAPH | None = WD_ALIGN_PARAGRAPH.CENTER,
 ) -> Paragraph:
-    run = paragraph.add_run(text)
+    # A name from the inventory may hold a control character XML cannot: left out.
+    run = paragraph.add_run(xml_text(text))
     _font(run, size, bold, italic)
     if align is not None:
         paragraph.alignment = align
@@ -107,9 +122,13 @@ def _page_number(paragraph: Paragraph) -> None:
         run._r.append(element)
 
 
-def docx_bytes(report: MonthlyReport, issuer: Issuer | None = None) -> bytes:
-    issuer = issuer or Issuer()
-    t = TEXT["vi"]
+def docx_bytes(
+    report: MonthlyReport, issuer: Issuer | None = None, language: Language = "vi"
+) -> bytes:
+    """The report as a .docx, in ``language`` (its fixed words from words.DOCUMENT, the
+    issuer's in that language)."""
+    issuer = (issuer or Issuer()).in_language(language)
+    w = DOCUMENT[language]
     document = Document()
     section = document.sections[0]
     section.orientation = WD_ORIENT.PORTRAIT
@@ -123,70 +142,128 @@ def docx_bytes(report: MonthlyReport, issuer: Issuer | None = None) -> bytes:
     normal = document.styles["Normal"]
     normal.font.name, normal.font.size = FONT, Pt(BODY_PT)
 
-    _header_block(document, report, issuer)
-    _line(document.add_paragraph(), "BÁO CÁO", 14, bold=True).paragraph_format.space_before = Pt(12)
     year, month = report.month.split("-")
-    subject = f"Tình hình giám sát hạ tầng công nghệ thông tin cấp xã tháng {month}/{year}"
-    _line(document.add_paragraph(), subject, 14, bold=True)
-    _rule(_line(document.add_paragraph(), "", 6))
-
-    intro = (
-        f"Số liệu tổng hợp tự động từ hệ thống giám sát đối với {len(report.communes)} xã, "
-        f"phường của tỉnh {report.province_name}, từ ngày 01/{month}/{year} đến ngày "
-        f"{local(report.end - 1).strftime('%d/%m/%Y')}."
+    body_name = issuer.body_name or issuer.body
+    _header_block(document, report, issuer, language)
+    _line(document.add_paragraph(), w["kind"], 14, bold=True).paragraph_format.space_before = Pt(12)
+    _line(document.add_paragraph(), w["subject"].format(month=month, year=year), 14, bold=True)
+    # The short rule under the subject: a border as wide as the paragraph, so a
+    # paragraph narrowed to a third of the text's width.
+    rule = _line(document.add_paragraph(), "", 6)
+    rule.paragraph_format.left_indent = rule.paragraph_format.right_indent = Mm(55)
+    _rule(rule)
+    if issuer.addressee:
+        to = _line(document.add_paragraph(), w["to"].format(addressee=issuer.addressee), BODY_PT)
+        to.paragraph_format.space_before = Pt(6)
+    basis = w["and"].join(issuer.basis) if issuer.basis else w["basis_blank"]
+    _body(
+        document,
+        w["basis"].format(
+            basis=basis,
+            body=body_name,
+            communes=len(report.communes),
+            province=report.province_name,
+            first=f"01/{month}/{year}",
+            last=local(report.end - 1).strftime("%d/%m/%Y"),
+        ),
     )
-    _body(document, intro)
+
+    _heading(document, w["assessment"])
+    _body(document, w["assessment_lead"])
     if not report.has_data:
-        _body(document, no_data(report, "vi"))
-    sentences = all_sentences(report, "vi")
-    sections = tables(report, "vi")
-    for index, (heading, (columns, rows)) in enumerate(sections):
-        _line(document.add_paragraph(), heading, BODY_PT, bold=True,
-              align=WD_ALIGN_PARAGRAPH.LEFT).paragraph_format.space_before = Pt(6)  # fmt: skip
-        _body(document, sentences[index])
-        _table(document, columns, rows)
-    _body(document, t["notes"], italic=True)
-    _signer_block(document, issuer)
+        _body(document, no_data(report, language))
+    for index, sentence in enumerate(all_sentences(report, language), 1):
+        _body(document, f"{index}. {sentence}", label=True)
+    _heading(document, w["shortcomings"])
+    for sentence in shortcomings(report, language):
+        _body(document, f"- {sentence}")
+    _body(document, w["blank"])
+    _heading(document, w["proposals"])
+    for _ in range(2):
+        _body(document, w["blank"])
+    closing = w["closing"].format(month=month, year=year, body=body_name)
+    if issuer.addressee:
+        closing += w["closing_to"].format(addressee=issuer.addressee)
+    _body(document, closing + "./.")
+    _signer_block(document, issuer, language)
+    _annex(document, report, issuer, language)
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()
 
 
-def _header_block(document: DocumentType, report: MonthlyReport, issuer: Issuer) -> None:
+def _date(report: MonthlyReport, issuer: Issuer, language: Language) -> tuple[str, str]:
+    """(the date line, the date in the annex's "Kèm theo"): the day the report is
+    generated once it has a number; before, blanks to fill in when it is signed, as
+    the office leaves them."""
+    w = DOCUMENT[language]
+    when = local(report.generated_at)
+    place = issuer.place or report.province_name
+    if issuer.number:
+        day, month = f"{when.day:02d}", f"{when.month:02d}"
+        short = when.strftime("%d/%m/%Y")
+        if language == "en":
+            month = MONTHS_EN[when.month - 1]
+    else:
+        day = month = w["page_blank"]
+        short = f"{w['page_blank']}/{w['page_blank']}/{when.year}"
+    return w["date"].format(place=place, day=day, month=month, year=when.year), short
+
+
+def _header_block(
+    document: DocumentType, report: MonthlyReport, issuer: Issuer, language: Language
+) -> None:
+    w = DOCUMENT[language]
     table = document.add_table(rows=2, cols=2)
     _no_borders(table)
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
     left, right = table.rows[0].cells
-    parent = issuer.parent or f"UBND TỈNH {report.province_name.upper()}"
+    parent = issuer.parent or w["parent"].format(province=report.province_name.upper())
     _line(left.paragraphs[0], parent, 12)
     _rule(_line(left.add_paragraph(), issuer.body, 12, bold=True))
-    _line(right.paragraphs[0], "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 12, bold=True)
-    _rule(_line(right.add_paragraph(), "Độc lập - Tự do - Hạnh phúc", 13, bold=True))
+    _line(right.paragraphs[0], w["motto"], 12, bold=True)
+    _rule(_line(right.add_paragraph(), w["motto_words"], 13, bold=True))
     number_cell, date_cell = table.rows[1].cells
-    number = issuer.number or "        "
-    _line(number_cell.paragraphs[0], f"Số: {number}/BC-{issuer.short}", 13)
-    when = local(report.generated_at)
-    place = issuer.place or report.province_name
-    _line(
-        date_cell.paragraphs[0],
-        f"{place}, ngày {when.day:02d} tháng {when.month:02d} năm {when.year}",
-        13,
-        italic=True,
-    )
-    _widths(table, (Mm(68), Mm(97)))
+    number = issuer.number or w["page_blank"]
+    _line(number_cell.paragraphs[0], w["number"].format(number=number, short=issuer.short), 13)
+    _line(date_cell.paragraphs[0], _date(report, issuer, language)[0], 13, italic=True)
+    # The issuing body on one line (a long one wraps only past 72 mm); the motto's
+    # first line takes most of the right column.
+    _widths(table, (Mm(72), Mm(TEXT_MM - 72)))
 
 
 def _widths(table: Table, widths: tuple[Mm, ...]) -> None:
-    """Fixed column widths (Word keeps them only with autofit off and every cell set)."""
+    """Fixed column widths: Word and LibreOffice keep them only with a fixed layout,
+    autofit off and every cell set."""
     table.autofit = False
+    layout = OxmlElement("w:tblLayout")
+    layout.set(qn("w:type"), "fixed")
+    table._tbl.tblPr.append(layout)
     for index, width in enumerate(widths):
         table.columns[index].width = width
         for cell in table.columns[index].cells:
             cell.width = width
 
 
-def _body(document: DocumentType, text: str, italic: bool = False) -> None:
+def _heading(document: DocumentType, text: str, *, center: bool = False) -> Paragraph:
+    align = WD_ALIGN_PARAGRAPH.CENTER if center else WD_ALIGN_PARAGRAPH.LEFT
+    paragraph = _line(document.add_paragraph(), text, BODY_PT, bold=True, align=align)
+    form = paragraph.paragraph_format
+    form.space_before = Pt(6)
+    form.keep_with_next = True
+    if not center:
+        form.first_line_indent = Mm(10)
+    return paragraph
+
+
+def _body(document: DocumentType, text: str, italic: bool = False, label: bool = False) -> None:
+    """A justified paragraph, first line indented; ``label``: the words before the first
+    colon in bold, as the province's reports set an item's name."""
     paragraph = document.add_paragraph()
+    if label and ": " in text:
+        name, rest = text.split(": ", 1)
+        _line(paragraph, name + ": ", BODY_PT, bold=True, italic=italic, align=None)
+        text = rest
     _line(paragraph, text, BODY_PT, italic=italic, align=WD_ALIGN_PARAGRAPH.JUSTIFY)
     form = paragraph.paragraph_format
     form.first_line_indent = Mm(10)
@@ -194,41 +271,93 @@ def _body(document: DocumentType, text: str, italic: bool = False) -> None:
     form.line_spacing = 1.15
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}".replace(".", ",")
-    return str(value)
+def _annex(
+    document: DocumentType, report: MonthlyReport, issuer: Issuer, language: Language
+) -> None:
+    """The per-commune tables, from a new page."""
+    w = DOCUMENT[language]
+    year, month = report.month.split("-")
+    title = _line(document.add_paragraph(), w["annex"], 14, bold=True)
+    title.paragraph_format.page_break_before = True
+    subject = w["annex_subject"].format(month=month, year=year)
+    _line(document.add_paragraph(), subject, BODY_PT, bold=True)
+    number = issuer.number or w["page_blank"]
+    attached = w["annex_of"].format(
+        number=number,
+        short=issuer.short,
+        date=_date(report, issuer, language)[1],
+        body=issuer.body_name or issuer.body,
+    )
+    _line(document.add_paragraph(), attached, BODY_PT, italic=True)
+    for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
+        name = heading.split(". ", 1)[-1]  # the body's numbering is not the annex's
+        _heading(document, w["annex_table"].format(index=index, heading=name))
+        _table(document, columns, rows, language)
+    _body(document, TEXT[language]["notes"], italic=True)
 
 
-def _table(document: DocumentType, columns: list[str], rows: list[list[Cell]]) -> None:
+def _text(value: Cell, language: Language) -> str:
+    if isinstance(value, Duration):
+        return str(value)
+    return cell_text(value, language)
+
+
+def _table(
+    document: DocumentType, columns: list[str], rows: list[list[Cell]], language: Language
+) -> None:
     table = document.add_table(rows=1, cols=len(columns))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
+    _widths(table, _column_widths(columns, language))
     for cell, column in zip(table.rows[0].cells, columns, strict=True):
         _line(cell.paragraphs[0], column, TABLE_PT, bold=True)
+    _row_properties(table.rows[0]._tr, header=True)
     for row in rows:
-        cells = table.add_row().cells
+        added = table.add_row()
+        _row_properties(added._tr, header=False)
         last = row is rows[-1]
-        for cell, value in zip(cells, row, strict=True):
-            numeric = isinstance(value, int | float)
+        for cell, value in zip(added.cells, row, strict=True):
+            numeric = isinstance(value, int | float | Duration) or value is None
             align = WD_ALIGN_PARAGRAPH.RIGHT if numeric else WD_ALIGN_PARAGRAPH.LEFT
-            _line(cell.paragraphs[0], _text(value), TABLE_PT, bold=last, align=align)
+            _line(cell.paragraphs[0], _text(value, language), TABLE_PT, bold=last, align=align)
 
 
-def _signer_block(document: DocumentType, issuer: Issuer) -> None:
+def _column_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
+    """STT narrow, the commune's name wide enough not to wrap, its code; the figures
+    share what is left. A table without those (the alerts') gives its first column
+    half the width."""
+    by_commune = columns[0] == TEXT[language]["no"]
+    lead = LEAD_MM if by_commune else (TEXT_MM // 2,)
+    rest = (TEXT_MM - sum(lead)) / (len(columns) - len(lead))
+    return tuple(Mm(width) for width in (*lead, *([rest] * (len(columns) - len(lead)))))
+
+
+def _row_properties(tr: object, *, header: bool) -> None:
+    """Never split a row across pages; the header row repeats on every page."""
+    tr_pr = tr.get_or_add_trPr()  # type: ignore[attr-defined]
+    tags = ("w:cantSplit", "w:tblHeader") if header else ("w:cantSplit",)
+    for tag in tags:
+        element = OxmlElement(tag)
+        element.set(qn("w:val"), "true")
+        tr_pr.append(element)
+
+
+def _signer_block(document: DocumentType, issuer: Issuer, language: Language) -> None:
+    w = DOCUMENT[language]
     document.add_paragraph()
     table = document.add_table(rows=1, cols=2)
     _no_borders(table)
-    _widths(table, (Mm(75), Mm(90)))
-    recipients, signer = table.rows[0].cells
-    _line(recipients.paragraphs[0], "Nơi nhận:", 12, bold=True, italic=True,
+    _widths(table, (Mm(75), Mm(TEXT_MM - 75)))
+    to, signer = table.rows[0].cells
+    _line(to.paragraphs[0], w["recipients"], 12, bold=True, italic=True,
           align=WD_ALIGN_PARAGRAPH.LEFT)  # fmt: skip
-    for name in issuer.recipients:
-        _line(recipients.add_paragraph(), f"- {name}", 11, align=WD_ALIGN_PARAGRAPH.LEFT)
-    _line(signer.paragraphs[0], issuer.signer_title, 13, bold=True)
-    _line(signer.add_paragraph(), "(Ký, ghi rõ họ tên và đóng dấu)", 13, italic=True)
-    for _ in range(3):
+    for name in recipients(issuer, w["as_above"]):
+        _line(to.add_paragraph(), f"- {name}", 11, align=WD_ALIGN_PARAGRAPH.LEFT)
+    first = signer.paragraphs[0]
+    if issuer.signer_authority:
+        _line(first, issuer.signer_authority, 13, bold=True)
+        first = signer.add_paragraph()
+    _line(first, issuer.signer_title, 13, bold=True)
+    for _ in range(4):  # room for the signature and the seal
         signer.add_paragraph()
     _line(signer.add_paragraph(), issuer.signer_name, 13, bold=True)
