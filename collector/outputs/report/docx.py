@@ -219,17 +219,33 @@ def _header_block(
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
     left, right = table.rows[0].cells
     parent = issuer.parent or w["parent"].format(province=report.province_name.upper())
-    _line(left.paragraphs[0], parent, 12)
-    _rule(_line(left.add_paragraph(), issuer.body, 12, bold=True))
-    _line(right.paragraphs[0], w["motto"], 12, bold=True)
-    _rule(_line(right.add_paragraph(), w["motto_words"], 13, bold=True))
+    size, widths = _header_layout(max(len(parent), len(issuer.body)), len(w["motto"]))
+    _line(left.paragraphs[0], parent, size)
+    _rule(_line(left.add_paragraph(), issuer.body, size, bold=True))
+    _line(right.paragraphs[0], w["motto"], size, bold=True)
+    _rule(_line(right.add_paragraph(), w["motto_words"], size + 1, bold=True))
     number_cell, date_cell = table.rows[1].cells
     number = issuer.number or w["page_blank"]
     _line(number_cell.paragraphs[0], w["number"].format(number=number, short=issuer.short), 13)
     _line(date_cell.paragraphs[0], _date(report, issuer, language)[0], 13, italic=True)
-    # The issuing body on one line (a long one wraps only past 72 mm); the motto's
-    # first line takes most of the right column.
-    _widths(table, (Mm(72), Mm(TEXT_MM - 72)))
+    _widths(table, widths)
+
+
+#: Width of a bold capital at 12 pt in Times New Roman, about (mm), and a cell's margins.
+CAPITAL_MM, CELL_MARGINS_MM = 2.65, 4.0
+
+
+def _header_layout(body_chars: int, motto_chars: int) -> tuple[float, tuple[Mm, Mm]]:
+    """The header's capitals' size and its columns' widths: the issuing body and the
+    motto each on one line ("SỞ KHOA HỌC VÀ CÔNG / NGHỆ" is how it must not look), at
+    12 pt when both fit the text's width, else as large as fits (not under 10 pt)."""
+    body, motto = body_chars * CAPITAL_MM, motto_chars * CAPITAL_MM
+    room = TEXT_MM - 2 * CELL_MARGINS_MM
+    size = 12.0 if body + motto <= room else max(10.0, int(24 * room / (body + motto)) / 2)
+    body_mm = body * size / 12 + CELL_MARGINS_MM
+    slack = max(TEXT_MM - body_mm - (motto * size / 12 + CELL_MARGINS_MM), 0)
+    left = min(body_mm + slack / 2, TEXT_MM - 60)
+    return size, (Mm(left), Mm(TEXT_MM - left))
 
 
 def _widths(table: Table, widths: tuple[Mm, ...]) -> None:
