@@ -239,6 +239,8 @@ def test_the_docx_is_laid_out_as_decree_30_says(store: StateStore) -> None:
 def test_an_unaddressed_unnumbered_report_signed_by_the_director(store: StateStore) -> None:
     report = build(store, "dong-nai", "2025-10", INVENTORY, now=OCT + 35 * DAY)
     director = Issuer(addressee="", signer_authority="", signer_title="GIÁM ĐỐC")
+    addressed = Document(io.BytesIO(docx_bytes(report, Issuer(addressee="UBND tỉnh."))))
+    assert "Kính gửi: UBND tỉnh." in paragraphs_text(addressed)  # one full stop, not two
     document = Document(io.BytesIO(docx_bytes(report, director)))
     texts = [t for t in paragraphs_text(document) if t]
     assert not any(t.startswith("Kính gửi") for t in texts)

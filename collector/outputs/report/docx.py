@@ -144,6 +144,7 @@ def docx_bytes(
 
     year, month = report.month.split("-")
     body_name = issuer.body_name or issuer.body
+    addressee = issuer.addressee.rstrip(". ")  # the sentences put their own full stop
     _header_block(document, report, issuer, language)
     _line(document.add_paragraph(), w["kind"], 14, bold=True).paragraph_format.space_before = Pt(12)
     _line(document.add_paragraph(), w["subject"].format(month=month, year=year), 14, bold=True)
@@ -152,8 +153,8 @@ def docx_bytes(
     rule = _line(document.add_paragraph(), "", 6)
     rule.paragraph_format.left_indent = rule.paragraph_format.right_indent = Mm(55)
     _rule(rule)
-    if issuer.addressee:
-        to = _line(document.add_paragraph(), w["to"].format(addressee=issuer.addressee), BODY_PT)
+    if addressee:
+        to = _line(document.add_paragraph(), w["to"].format(addressee=addressee), BODY_PT)
         to.paragraph_format.space_before = Pt(6)
     basis = w["and"].join(issuer.basis) if issuer.basis else w["basis_blank"]
     _body(
@@ -182,8 +183,8 @@ def docx_bytes(
     for _ in range(2):
         _body(document, w["blank"])
     closing = w["closing"].format(month=month, year=year, body=body_name)
-    if issuer.addressee:
-        closing += w["closing_to"].format(addressee=issuer.addressee)
+    if addressee:
+        closing += w["closing_to"].format(addressee=addressee)
     _body(document, closing + "./.")
     _signer_block(document, issuer, language)
     _annex(document, report, issuer, language)
