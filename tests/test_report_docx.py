@@ -387,3 +387,8 @@ def test_libreoffice_renders_a_95_commune_report(store: StateStore, tmp_path: Pa
             check=True, timeout=60,
         )  # fmt: skip
         assert (ARTIFACTS / "report-2025-10-1.png").read_bytes()[:4] == b"\x89PNG"
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile",
+             str(tmp_path / "report-2025-10-en.pdf"), str(ARTIFACTS / "report-2025-10-en")],
+            check=True, timeout=60,
+        )  # fmt: skip
