@@ -563,6 +563,7 @@ class ReportEnglish(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     recipients: Annotated[list[Line], msgspec.Meta(max_length=30)] = []
 
     def issuing(self) -> Issuer:
+        """The English texts, each left empty taking its default."""
         default = ENGLISH
         return Issuer(
             parent=self.issuer_parent or default.parent,
@@ -608,6 +609,7 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     en: ReportEnglish = ReportEnglish()
 
     def issuing(self, number: str = "") -> Issuer:
+        """Who issues the report numbered ``number`` (empty: not registered yet)."""
         return Issuer(
             parent=self.issuer_parent,
             body=self.issuer,

@@ -32,94 +32,33 @@ from docx.document import Document as DocumentType
 from docx.enum.section import WD_ORIENT
 from docx.enum.table import WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH
-from docx.oxml import OxmlElement
-from docx.oxml.ns import qn
 from docx.shared import Mm, Pt
-from docx.table import Table
 from docx.text.paragraph import Paragraph
-from docx.text.run import Run
 
 from collector.common.localtime import local
 from collector.common.words import DOCUMENT, MONTHS_EN, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
-from collector.outputs.report.cells import xml_text
 from collector.outputs.report.issuer import Issuer, recipients
 from collector.outputs.report.render import Cell, Duration, cell_text, no_data, tables
 from collector.outputs.report.sentences import all_sentences, shortcomings
+from collector.outputs.report.wordml import (
+    BODY_PT,
+    FONT,
+    add_page_number,
+    add_rule,
+    add_text,
+    fix_widths,
+    keep_rows,
+    no_borders,
+)
 
-FONT = "Times New Roman"
-BODY_PT = 13
 TABLE_PT = 10.5
 #: The text's width on the page (A4 less the margins).
 TEXT_MM = 165
 #: The annex tables' first columns: STT, the commune's name, its code; the figures
 #: share the rest.
 LEAD_MM = (12, 42, 15)
-
-
-def _font(run: Run, size: float, bold: bool = False, italic: bool = False) -> None:
-    run.font.name = FONT
-    run.font.size = Pt(size)
-    run.font.bold = bold
-    run.font.italic = italic
-    # East Asian text falls back to another font unless it is named for it too.
-    run._element.get_or_add_rPr().get_or_add_rFonts().set(qn("w:eastAsia"), FONT)
-
-
-def _line(
-    paragraph: Paragraph,
-    text: str,
-    size: float = BODY_PT,
-    *,
-    bold: bool = False,
-    italic: bool = False,
-    align: WD_ALIGN_PARAGRAPH | None = WD_ALIGN_PARAGRAPH.CENTER,
-) -> Paragraph:
-    # A name from the inventory may hold a control character XML cannot: left out.
-    run = paragraph.add_run(xml_text(text))
-    _font(run, size, bold, italic)
-    if align is not None:
-        paragraph.alignment = align
-    paragraph.paragraph_format.space_after = Pt(0)
-    return paragraph
-
-
-def _rule(paragraph: Paragraph) -> None:
-    """The short rule under the issuer and under the motto: a bottom border."""
-    ppr = paragraph._p.get_or_add_pPr()
-    borders = OxmlElement("w:pBdr")
-    bottom = OxmlElement("w:bottom")
-    for key, value in (("val", "single"), ("sz", "6"), ("space", "1"), ("color", "000000")):
-        bottom.set(qn(f"w:{key}"), value)
-    borders.append(bottom)
-    ppr.append(borders)
-
-
-def _no_borders(table: Table) -> None:
-    tbl_pr = table._tbl.tblPr
-    borders = OxmlElement("w:tblBorders")
-    for edge in ("top", "left", "bottom", "right", "insideH", "insideV"):
-        element = OxmlElement(f"w:{edge}")
-        element.set(qn("w:val"), "nil")
-        borders.append(element)
-    tbl_pr.append(borders)
-
-
-def _page_number(paragraph: Paragraph) -> None:
-    """A PAGE field, centred: Word and LibreOffice fill it in."""
-    paragraph.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    run = paragraph.add_run()
-    _font(run, BODY_PT)
-    for kind, text in (("begin", None), (None, "PAGE"), ("end", None)):
-        if kind is not None:
-            element = OxmlElement("w:fldChar")
-            element.set(qn("w:fldCharType"), kind)
-        else:
-            element = OxmlElement("w:instrText")
-            element.set(qn("xml:space"), "preserve")
-            element.text = text
-        run._r.append(element)
 
 
 def docx_bytes(
@@ -138,7 +77,7 @@ def docx_bytes(
     section.header_distance = Mm(10)
     # Page numbers from the second page: the first page has a header of its own (empty).
     section.different_first_page_header_footer = True
-    _page_number(section.header.paragraphs[0])
+    add_page_number(section.header.paragraphs[0])
     normal = document.styles["Normal"]
     normal.font.name, normal.font.size = FONT, Pt(BODY_PT)
 
@@ -146,15 +85,17 @@ def docx_bytes(
     body_name = issuer.body_name or issuer.body
     addressee = issuer.addressee.rstrip(". ")  # the sentences put their own full stop
     _header_block(document, report, issuer, language)
-    _line(document.add_paragraph(), w["kind"], 14, bold=True).paragraph_format.space_before = Pt(12)
-    _line(document.add_paragraph(), w["subject"].format(month=month, year=year), 14, bold=True)
+    add_text(document.add_paragraph(), w["kind"], 14, bold=True).paragraph_format.space_before = Pt(
+        12
+    )
+    add_text(document.add_paragraph(), w["subject"].format(month=month, year=year), 14, bold=True)
     # The short rule under the subject: a border as wide as the paragraph, so a
     # paragraph narrowed to a third of the text's width.
-    rule = _line(document.add_paragraph(), "", 6)
+    rule = add_text(document.add_paragraph(), "", 6)
     rule.paragraph_format.left_indent = rule.paragraph_format.right_indent = Mm(55)
-    _rule(rule)
+    add_rule(rule)
     if addressee:
-        to = _line(document.add_paragraph(), w["to"].format(addressee=addressee), BODY_PT)
+        to = add_text(document.add_paragraph(), w["to"].format(addressee=addressee), BODY_PT)
         to.paragraph_format.space_before = Pt(6)
     basis = w["and"].join(issuer.basis) if issuer.basis else w["basis_blank"]
     _body(
@@ -216,20 +157,20 @@ def _header_block(
 ) -> None:
     w = DOCUMENT[language]
     table = document.add_table(rows=2, cols=2)
-    _no_borders(table)
+    no_borders(table)
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
     left, right = table.rows[0].cells
     parent = issuer.parent or w["parent"].format(province=report.province_name.upper())
     size, widths = _header_layout(max(len(parent), len(issuer.body)), len(w["motto"]))
-    _line(left.paragraphs[0], parent, size)
-    _rule(_line(left.add_paragraph(), issuer.body, size, bold=True))
-    _line(right.paragraphs[0], w["motto"], size, bold=True)
-    _rule(_line(right.add_paragraph(), w["motto_words"], size + 1, bold=True))
+    add_text(left.paragraphs[0], parent, size)
+    add_rule(add_text(left.add_paragraph(), issuer.body, size, bold=True))
+    add_text(right.paragraphs[0], w["motto"], size, bold=True)
+    add_rule(add_text(right.add_paragraph(), w["motto_words"], size + 1, bold=True))
     number_cell, date_cell = table.rows[1].cells
     number = issuer.number or w["page_blank"]
-    _line(number_cell.paragraphs[0], w["number"].format(number=number, short=issuer.short), 13)
-    _line(date_cell.paragraphs[0], _date(report, issuer, language)[0], 13, italic=True)
-    _widths(table, widths)
+    add_text(number_cell.paragraphs[0], w["number"].format(number=number, short=issuer.short), 13)
+    add_text(date_cell.paragraphs[0], _date(report, issuer, language)[0], 13, italic=True)
+    fix_widths(table, widths)
 
 
 #: Width of a bold capital at 12 pt in Times New Roman, about (mm), and a cell's margins.
@@ -249,22 +190,9 @@ def _header_layout(body_chars: int, motto_chars: int) -> tuple[float, tuple[Mm, 
     return size, (Mm(left), Mm(TEXT_MM - left))
 
 
-def _widths(table: Table, widths: tuple[Mm, ...]) -> None:
-    """Fixed column widths: Word and LibreOffice keep them only with a fixed layout,
-    autofit off and every cell set."""
-    table.autofit = False
-    layout = OxmlElement("w:tblLayout")
-    layout.set(qn("w:type"), "fixed")
-    table._tbl.tblPr.append(layout)
-    for index, width in enumerate(widths):
-        table.columns[index].width = width
-        for cell in table.columns[index].cells:
-            cell.width = width
-
-
 def _heading(document: DocumentType, text: str, *, center: bool = False) -> Paragraph:
     align = WD_ALIGN_PARAGRAPH.CENTER if center else WD_ALIGN_PARAGRAPH.LEFT
-    paragraph = _line(document.add_paragraph(), text, BODY_PT, bold=True, align=align)
+    paragraph = add_text(document.add_paragraph(), text, BODY_PT, bold=True, align=align)
     form = paragraph.paragraph_format
     form.space_before = Pt(6)
     form.keep_with_next = True
@@ -279,9 +207,9 @@ def _body(document: DocumentType, text: str, italic: bool = False, label: bool =
     paragraph = document.add_paragraph()
     if label and ": " in text:
         name, rest = text.split(": ", 1)
-        _line(paragraph, name + ": ", BODY_PT, bold=True, italic=italic, align=None)
+        add_text(paragraph, name + ": ", BODY_PT, bold=True, italic=italic, align=None)
         text = rest
-    _line(paragraph, text, BODY_PT, italic=italic, align=WD_ALIGN_PARAGRAPH.JUSTIFY)
+    add_text(paragraph, text, BODY_PT, italic=italic, align=WD_ALIGN_PARAGRAPH.JUSTIFY)
     form = paragraph.paragraph_format
     form.first_line_indent = Mm(10)
     form.space_before, form.space_after = Pt(6), Pt(0)
@@ -294,10 +222,10 @@ def _annex(
     """The per-commune tables, from a new page."""
     w = DOCUMENT[language]
     year, month = report.month.split("-")
-    title = _line(document.add_paragraph(), w["annex"], 14, bold=True)
+    title = add_text(document.add_paragraph(), w["annex"], 14, bold=True)
     title.paragraph_format.page_break_before = True
     subject = w["annex_subject"].format(month=month, year=year)
-    _line(document.add_paragraph(), subject, BODY_PT, bold=True)
+    add_text(document.add_paragraph(), subject, BODY_PT, bold=True)
     number = issuer.number or w["page_blank"]
     attached = w["annex_of"].format(
         number=number,
@@ -305,7 +233,7 @@ def _annex(
         date=_date(report, issuer, language)[1],
         body=issuer.body_name or issuer.body,
     )
-    _line(document.add_paragraph(), attached, BODY_PT, italic=True)
+    add_text(document.add_paragraph(), attached, BODY_PT, italic=True)
     for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
         name = heading.split(". ", 1)[-1]  # the body's numbering is not the annex's
         _heading(document, w["annex_table"].format(index=index, heading=name))
@@ -325,21 +253,21 @@ def _table(
     table = document.add_table(rows=1, cols=len(columns))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    _widths(table, _column_widths(columns, language))
+    fix_widths(table, _columnfix_widths(columns, language))
     for cell, column in zip(table.rows[0].cells, columns, strict=True):
-        _line(cell.paragraphs[0], column, TABLE_PT, bold=True)
-    _row_properties(table.rows[0]._tr, header=True)
+        add_text(cell.paragraphs[0], column, TABLE_PT, bold=True)
+    keep_rows(table.rows[0]._tr, header=True)
     for row in rows:
         added = table.add_row()
-        _row_properties(added._tr, header=False)
+        keep_rows(added._tr, header=False)
         last = row is rows[-1]
         for cell, value in zip(added.cells, row, strict=True):
             numeric = isinstance(value, int | float | Duration) or value is None
             align = WD_ALIGN_PARAGRAPH.RIGHT if numeric else WD_ALIGN_PARAGRAPH.LEFT
-            _line(cell.paragraphs[0], _text(value, language), TABLE_PT, bold=last, align=align)
+            add_text(cell.paragraphs[0], _text(value, language), TABLE_PT, bold=last, align=align)
 
 
-def _column_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
+def _columnfix_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
     """STT narrow, the commune's name wide enough not to wrap, its code; the figures
     share what is left. A table without those (the alerts') gives its first column
     half the width."""
@@ -349,32 +277,22 @@ def _column_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
     return tuple(Mm(width) for width in (*lead, *([rest] * (len(columns) - len(lead)))))
 
 
-def _row_properties(tr: object, *, header: bool) -> None:
-    """Never split a row across pages; the header row repeats on every page."""
-    tr_pr = tr.get_or_add_trPr()  # type: ignore[attr-defined]
-    tags = ("w:cantSplit", "w:tblHeader") if header else ("w:cantSplit",)
-    for tag in tags:
-        element = OxmlElement(tag)
-        element.set(qn("w:val"), "true")
-        tr_pr.append(element)
-
-
 def _signer_block(document: DocumentType, issuer: Issuer, language: Language) -> None:
     w = DOCUMENT[language]
     document.add_paragraph()
     table = document.add_table(rows=1, cols=2)
-    _no_borders(table)
-    _widths(table, (Mm(75), Mm(TEXT_MM - 75)))
+    no_borders(table)
+    fix_widths(table, (Mm(75), Mm(TEXT_MM - 75)))
     to, signer = table.rows[0].cells
-    _line(to.paragraphs[0], w["recipients"], 12, bold=True, italic=True,
+    add_text(to.paragraphs[0], w["recipients"], 12, bold=True, italic=True,
           align=WD_ALIGN_PARAGRAPH.LEFT)  # fmt: skip
     for name in recipients(issuer, w["as_above"]):
-        _line(to.add_paragraph(), f"- {name}", 11, align=WD_ALIGN_PARAGRAPH.LEFT)
+        add_text(to.add_paragraph(), f"- {name}", 11, align=WD_ALIGN_PARAGRAPH.LEFT)
     first = signer.paragraphs[0]
     if issuer.signer_authority:
-        _line(first, issuer.signer_authority, 13, bold=True)
+        add_text(first, issuer.signer_authority, 13, bold=True)
         first = signer.add_paragraph()
-    _line(first, issuer.signer_title, 13, bold=True)
+    add_text(first, issuer.signer_title, 13, bold=True)
     for _ in range(4):  # room for the signature and the seal
         signer.add_paragraph()
-    _line(signer.add_paragraph(), issuer.signer_name, 13, bold=True)
+    add_text(signer.add_paragraph(), issuer.signer_name, 13, bold=True)
