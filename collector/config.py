@@ -26,7 +26,7 @@ from agent.configtypes import (
 )
 from agent.wire import Ident, whole
 from collector.alerts.zalo import ZaloSettings
-from collector.outputs.report.issuer import Issuer
+from collector.outputs.report.issuer import ENGLISH, Issuer
 from collector.release.repository import Expiries
 from collector.state.inventory import load_inventory
 
@@ -545,27 +545,86 @@ class ReleasesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 Line = Annotated[str, msgspec.Meta(max_length=200)]
 
 
+class ReportEnglish(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[report.en]``: the same texts for ``--lang en``; empty ones keep the English
+    defaults (issuer.ENGLISH)."""
+
+    issuer_parent: Line = ""
+    issuer: Line = ""
+    issuer_name: Line = ""
+    place: Line = ""
+    addressee: Line = ""
+    basis: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=10)
+    ] = []
+    signer_authority: Line | None = None
+    """None keeps the default; "" when the head signs."""
+    signer_title: Line = ""
+    recipients: Annotated[list[Line], msgspec.Meta(max_length=30)] = []
+
+    def issuing(self) -> Issuer:
+        """The English texts, each left empty taking its default."""
+        default = ENGLISH
+        return Issuer(
+            parent=self.issuer_parent or default.parent,
+            body=self.issuer or default.body,
+            body_name=self.issuer_name or default.body_name,
+            place=self.place,
+            addressee=self.addressee or default.addressee,
+            basis=tuple(self.basis),
+            signer_authority=(
+                default.signer_authority if self.signer_authority is None else self.signer_authority
+            ),
+            signer_title=self.signer_title or default.signer_title,
+            recipients=tuple(self.recipients) or default.recipients,
+        )
+
+
 class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Who issues the monthly report's Word document (NĐ 30/2020 layout)."""
+    """Who issues the monthly report's Word document (NĐ 30/2020 layout), to whom, on
+    what basis, who signs it."""
 
     issuer_parent: Line = ""
     """The body above the issuer, e.g. "UBND TỈNH ĐỒNG NAI"; default from the province."""
     issuer: Line = "SỞ KHOA HỌC VÀ CÔNG NGHỆ"
+    issuer_name: Line = "Sở Khoa học và Công nghệ"
+    """The body as running text names it."""
     issuer_short: Annotated[str, msgspec.Meta(max_length=30)] = "SKHCN"
     """In the number: "Số: …/BC-SKHCN"."""
     place: Line = ""
     """In the date line ("Đồng Nai, ngày …"); default the province's name."""
-    signer_title: Line = "GIÁM ĐỐC"
+    addressee: Line = "UBND tỉnh"
+    """After "Kính gửi:"; "" for none (then no "Như trên" among the recipients)."""
+    basis: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=10)
+    ] = []
+    """The documents the report answers, each as "Kế hoạch số … của …" ("Căn cứ …")."""
+    signer_authority: Line = "KT. GIÁM ĐỐC"
+    """"KT. GIÁM ĐỐC" when a deputy signs for the director; "" when the director signs."""
+    signer_title: Line = "PHÓ GIÁM ĐỐC"
     signer_name: Line = ""
     recipients: Annotated[list[Line], msgspec.Meta(max_length=30)] = msgspec.field(
-        default_factory=lambda: ["Như trên;", "Lưu: VT."]
+        default_factory=lambda: ["Như trên;", "Ban Giám đốc Sở;", "Lưu: VT, CĐS."]
     )
+    en: ReportEnglish = ReportEnglish()
 
     def issuing(self, number: str = "") -> Issuer:
+        """Who issues the report numbered ``number`` (empty: not registered yet)."""
         return Issuer(
-            self.issuer_parent, self.issuer, self.issuer_short, number, self.place,
-            self.signer_title, self.signer_name, tuple(self.recipients),
-        )  # fmt: skip
+            parent=self.issuer_parent,
+            body=self.issuer,
+            body_name=self.issuer_name,
+            short=self.issuer_short,
+            number=number,
+            place=self.place,
+            addressee=self.addressee,
+            basis=tuple(self.basis),
+            signer_authority=self.signer_authority,
+            signer_title=self.signer_title,
+            signer_name=self.signer_name,
+            recipients=tuple(self.recipients),
+            english=self.en.issuing(),
+        )
 
 
 AgentKeyText = Annotated[

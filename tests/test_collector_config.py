@@ -59,6 +59,12 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert [(float(e.after), e.route) for e in config.alerts.escalation] == [(1800, "head-of-it")]
     assert config.console.session_hours == 12
     assert config.report.issuing("12").number == "12" and config.report.issuer_short == "SKHCN"
+    issuer = config.report.issuing("12")
+    assert (issuer.signer_authority, issuer.signer_title) == ("KT. GIÁM ĐỐC", "PHÓ GIÁM ĐỐC")
+    assert issuer.addressee == "UBND tỉnh" and issuer.basis[0].startswith("Kế hoạch số 65")
+    english = issuer.in_language("en")
+    assert english.body == "DEPARTMENT OF SCIENCE AND TECHNOLOGY" and english.number == "12"
+    assert english.signer_title == "DEPUTY DIRECTOR" and english.signer_name == "Nguyễn Văn A"
     assert config.dynsec is not None and config.dynsec.username == "commune-admin"
     assert config.enrollment is not None
     assert config.enrollment.profiles == [str(tmp_path / "profiles" / "dong-nai.toml")]

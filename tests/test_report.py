@@ -15,7 +15,15 @@ from click.testing import CliRunner
 from agent.wire import Envelope, Sample
 from collector.cli.main import main
 from collector.outputs.report.build import build, month_bounds
-from collector.outputs.report.render import csv_text, markdown, tables, xlsx_bytes
+from collector.outputs.report.render import (
+    Duration,
+    csv_text,
+    markdown,
+    render,
+    sheet_name,
+    tables,
+    xlsx_bytes,
+)
 from collector.state.inventory import Commune, Inventory
 from collector.state.store import StateStore
 
@@ -121,29 +129,29 @@ EXPECTED_VI = [
     (
         "I. Hệ thống phòng chống mã độc",
         [
-            [1, "Xã La Ngà", "26227", "3/3", 85.9, 12.82],
-            [2, "Xã Phú Hòa", "26221", "2/2", 50.0, 0.0],
-            [3, "Phường Biên Hòa", "26068", "0/4", None, None],
-            ["", "Toàn tỉnh", "", "5/9", 70.0, 7.14],
+            [1, "Xã La Ngà", "26227", 3, 3, 85.9, 12.82],
+            [2, "Xã Phú Hòa", "26221", 2, 2, 50.0, 0.0],
+            [3, "Phường Biên Hòa", "26068", 0, 4, None, None],
+            ["", "Toàn tỉnh", "", 5, 9, 70.0, 7.14],
         ],
     ),
     (
         # No maintenance window: the figures without maintenance are the same.
         "II. Mạng truyền số liệu chuyên dùng",
         [
-            [1, "Xã La Ngà", "26227", 99.597, "3h00", 1, 99.597, "0h00"],
-            [2, "Xã Phú Hòa", "26221", 98.387, "12h00", 1, 98.387, "0h00"],
-            [3, "Phường Biên Hòa", "26068", None, "0h00", 0, None, "0h00"],
-            ["", "Toàn tỉnh", "", 98.992, "15h00", 2, 98.992, "0h00"],
+            [1, "Xã La Ngà", "26227", 99.597, Duration(3 * HOUR), 1, 99.597, Duration(0)],
+            [2, "Xã Phú Hòa", "26221", 98.387, Duration(12 * HOUR), 1, 98.387, Duration(0)],
+            [3, "Phường Biên Hòa", "26068", None, Duration(0), 0, None, Duration(0)],
+            ["", "Toàn tỉnh", "", 98.992, Duration(15 * HOUR), 2, 98.992, Duration(0)],
         ],
     ),
     (
         "III. Hội nghị truyền hình trực tuyến",
         [
-            [1, "Xã La Ngà", "26227", "1/1", 98.39, 98.39],
-            [2, "Xã Phú Hòa", "26221", "0/1", None, None],
-            [3, "Phường Biên Hòa", "26068", "0", None, None],
-            ["", "Toàn tỉnh", "", "1/2", 98.39, 98.39],
+            [1, "Xã La Ngà", "26227", 1, 1, 98.39, 98.39],
+            [2, "Xã Phú Hòa", "26221", 0, 1, None, None],
+            [3, "Phường Biên Hòa", "26068", 0, None, None, None],
+            ["", "Toàn tỉnh", "", 1, 2, 98.39, 98.39],
         ],
     ),
     (
@@ -170,46 +178,86 @@ def test_the_xlsx_holds_the_same_cells_as_numbers(store: StateStore) -> None:
 
     report = build(store, "dong-nai", "2025-10", INVENTORY, now=OCT + 40 * DAY)
     workbook = load_workbook(io.BytesIO(xlsx_bytes(report, "vi")))
-    assert workbook.sheetnames[0] == "Tổng hợp"
-    assert workbook["Tổng hợp"]["B1"].value is None
-    assert workbook["Tổng hợp"]["A2"].value == "Tháng 10/2025 — Đồng Nai"
+    # Sheet names are whole words (a heading cut at 31 characters read "2. Mạng truyền
+    # số liệu chuyên d").
+    assert workbook.sheetnames == [
+        "Tổng hợp",
+        "1. Phòng chống mã độc",
+        "2. Mạng truyền số liệu",
+        "3. Hội nghị trực tuyến",
+        "4. Cảnh báo",
+    ]
+    summary = workbook["Tổng hợp"]
+    assert summary["B1"].value is None
+    assert summary["A2"].value == "Tháng 10/2025 — Đồng Nai"
+    assert summary["A5"].value.startswith("Hệ thống phòng chống mã độc: 44,4%")
     for index, (heading, rows) in enumerate(EXPECTED_VI, 1):
         sheet = workbook.worksheets[index]
         assert sheet["A1"].value == heading
         cells = [[c.value for c in row] for row in sheet.iter_rows(min_row=3)]
-        assert cells == [[None if v == "" else v for v in row] for row in rows]  # empty cells
-        assert isinstance(sheet["D3"].value, int | float | str)
+        # A time is a spreadsheet time (shown h:mm), read back as a timedelta.
+        expected = [
+            [
+                None
+                if v == ""
+                else dt.timedelta(seconds=v.seconds)
+                if isinstance(v, Duration)
+                else v
+                for v in row
+            ]
+            for row in rows
+        ]
+        assert cells == expected
+        # Counts, percentages and times are numbers, never text like '8' or '0h00'.
+        figures = [c for row in sheet.iter_rows(min_row=3, min_col=4) for c in row]
+        # ("d": how openpyxl reads back a number shown in a time format.)
+        assert all(c.data_type in ("n", "d") for c in figures), [c.value for c in figures]
+    network = workbook.worksheets[2]
+    assert network["E3"].number_format == "[h]:mm" and network["E3"].value == dt.timedelta(hours=3)
+
+
+def test_a_sheet_name_is_cut_at_a_word_never_within_one() -> None:
+    assert sheet_name("2. Mạng truyền số liệu chuyên dùng") == "2. Mạng truyền số liệu chuyên"
+    assert sheet_name("Tổng hợp") == "Tổng hợp" and sheet_name("a/b: c?") == "a b  c"
+    assert len(sheet_name("x" * 40)) == 31
 
 
 def test_markdown_and_csv_in_english(store: StateStore) -> None:
     report = build(store, "dong-nai", "2025-10", INVENTORY, now=OCT + 40 * DAY)
     text = markdown(report, "en")
     assert "## I. Anti-malware coverage" in text
-    assert "| 1 | Xã La Ngà | 26227 | 3/3 | 85.9 | 12.82 |" in text
-    assert "| | Province | | 1/2 | 98.39 | 98.39 |" in text.replace("|  |", "| |")
-    rows = list(csv.reader(io.StringIO(csv_text(report, "en"))))
-    assert rows[0][:3] == ["Commune", "Code", "PCs reporting / expected"]
+    assert "| 1 | Xã La Ngà | 26227 | 3 | 3 | 85.9 | 12.82 |" in text
+    assert "| | Province | | 1 | 2 | 98.39 | 98.39 |" in text.replace("|  |", "| |")
+    assert "| 3 | Phường Biên Hòa | 26068 | 0 | — | — | — |" in text  # none expected
+    data = render(report, "csv", "en")
+    # A byte order mark, so that Excel on Windows reads UTF-8 and keeps the diacritics.
+    assert data[:3] == b"\xef\xbb\xbf" and "Xã La Ngà" in data.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows == list(csv.reader(io.StringIO(csv_text(report, "en"))))
+    assert rows[0][:4] == ["Commune", "Code", "PCs reporting", "PCs expected"]
     assert rows[1] == [
         "Xã La Ngà",
         "26227",
-        "3/3",
+        "3",
+        "3",
         "85.9",
         "12.82",
         "99.597",
-        "3h00",
+        "3:00",
         "1",
         "99.597",
-        "0h00",
-        "1/1",
+        "0:00",
+        "1",
+        "1",
         "98.39",
         "98.39",
         "3",
         "2",
         "60.0",
     ]
-    assert rows[-1][0] == "Province" and rows[-1][13:] == ["4", "3", "43.3"]
+    assert rows[-1][0] == "Province" and rows[-1][15:] == ["4", "3", "43.3"]
     vi = markdown(report, "vi")
-    assert "| 1 | Xã La Ngà | 26227 | 3/3 | 85,9 | 12,82 |" in vi  # decimal comma
+    assert "| 1 | Xã La Ngà | 26227 | 3 | 3 | 85,9 | 12,82 |" in vi  # decimal comma
 
 
 def test_month_bounds_are_local_time_and_checked() -> None:
@@ -233,7 +281,7 @@ def test_the_report_command_writes_each_format(store: StateStore, tmp_path: Path
     runner = CliRunner()
     result = runner.invoke(main, ["report", "-c", str(config), "--month", "2025-10"])
     assert result.exit_code == 0, result.output
-    assert "BÁO CÁO GIÁM SÁT" in result.output and "| 1 | Xã La Ngà |  | 3/3 | 85,9 |" in (
+    assert "BÁO CÁO GIÁM SÁT" in result.output and "| 1 | Xã La Ngà |  | 3 | 3 | 85,9 |" in (
         result.output
     )
     # Communes seen but not in this inventory follow it.
@@ -260,6 +308,6 @@ def test_a_month_with_no_data_makes_a_report_that_says_so(tmp_path: Path) -> Non
     assert not report.has_data and [c.pcs_reporting for c in report.communes] == [0, 0, 0]
     text = markdown(report, "vi")
     assert "Không có số liệu giám sát trong tháng 06/2025" in text
-    assert "| 1 | Xã La Ngà | 26227 | 0/3 | — | — |" in text  # the communes, no figures
+    assert "| 1 | Xã La Ngà | 26227 | 0 | 3 | — | — |" in text  # the communes, no figures
     assert "No monitoring data for 06/2025" in markdown(report, "en")
     assert xlsx_bytes(report, "vi")[:2] == b"PK"

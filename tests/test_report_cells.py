@@ -87,7 +87,7 @@ def fetch(url: str, fmt: str) -> bytes:
 
 def test_the_xlsx_holds_hostile_names_as_text_cells_and_numbers_as_numbers(api: str) -> None:
     workbook = load_workbook(io.BytesIO(fetch(api, "xlsx")))
-    sheet = workbook.worksheets[1]  # anti-malware: No, Commune, Code, PCs, % protected...
+    sheet = workbook.worksheets[1]  # anti-malware: No, Commune, Code, PCs, expected, % …
     rows = {row[1].value: row for row in sheet.iter_rows(min_row=3)}
     for slug, name in HOSTILE.items():
         if slug == "dieu-khien":
@@ -95,7 +95,8 @@ def test_the_xlsx_holds_hostile_names_as_text_cells_and_numbers_as_numbers(api: 
         cells = rows[name]  # the name came back whole, as written
         assert cells[1].data_type == "s", (name, cells[1].data_type)
         assert cells[1].quotePrefix, name  # edited in Excel, it stays text
-        assert cells[4].value == 100.0 and cells[4].data_type == "n"  # % protected
+        assert cells[5].value == 100.0 and cells[5].data_type == "n"  # % protected
+        assert (cells[3].value, cells[4].value) == (1, 2)  # PCs reporting, expected: numbers
     # A control character XML cannot hold is left out rather than failing the report.
     assert rows["Xã Bell"][1].data_type == "s" and not rows["Xã Bell"][1].quotePrefix
     # No sheet holds a single formula.
@@ -105,16 +106,31 @@ def test_the_xlsx_holds_hostile_names_as_text_cells_and_numbers_as_numbers(api: 
 
 
 def test_the_csv_escapes_hostile_names_with_a_quote_and_leaves_numbers_alone(api: str) -> None:
-    rows = list(csv.reader(io.StringIO(fetch(api, "csv").decode())))
+    data = fetch(api, "csv")
+    assert data.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     by_name = {row[0]: row for row in rows[1:]}
     for name in HOSTILE.values():
         if not starts_formula(name):
             continue
         row = by_name["'" + name]
-        assert row[3] == "100.0"  # % protected: a number, as before
+        assert row[4] == "100.0"  # % protected: a number, as before
     assert "Xã La Ngà" in by_name  # ordinary names untouched
     # Nothing in the file starts a formula.
     assert not [cell for row in rows for cell in row if starts_formula(cell)]
+
+
+def test_the_docx_asked_for_in_english_is_english(api: str) -> None:
+    from docx import Document
+
+    document = Document(io.BytesIO(fetch(api, "docx")))
+    texts = [p.text for p in document.paragraphs if p.text]
+    assert texts[0] == "REPORT" and "I. GENERAL ASSESSMENT" in texts and "ANNEX" in texts
+    assert not [t for t in texts if "BÁO CÁO" in t or "Kính gửi" in t or "Căn cứ" in t]
+    # The name with a control character XML cannot hold is written without it, rather
+    # than failing the document (it answered 500).
+    names = {row.cells[1].text for table in document.tables[2:] for row in table.rows}
+    assert "Xã Bell" in names and HOSTILE["tong-hop"] in names
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,11 @@ from collector.state.inventory import load_inventory
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here (docx and xlsx need it; text formats default to the terminal).",
 )
-@click.option("--number", default="", help='The docx\'s registered number ("Số: 12/BC-…").')
+@click.option(
+    "--number",
+    default="",
+    help='The docx\'s registered number ("Số: 12/BC-…"); without it, left blank to fill in.',
+)
 def report_command(
     config_path: Path | None,
     month: str,
@@ -54,8 +58,10 @@ def report_command(
         commune-collector report -c collector.toml --month 2025-10 --format xlsx -o 2025-10.xlsx
         commune-collector report -c collector.toml --month 2025-10 --lang en
 
-    The docx is the Word document in the state's format (Nghị định 30/2020): the
-    issuing body and signer come from [report] in the config.
+    The docx is the report the office signs, in the state's format (Nghị định
+    30/2020): Kính gửi, Căn cứ, the figures written in, sections for the office to
+    complete, the signer, the tables as its annex. The issuing body, addressee,
+    basis and signer come from [report] in the config ([report.en] with --lang en).
     """
     config = _load(config_path)
     try:

@@ -37,10 +37,16 @@ def csv_cell(value: Value) -> Value:
     return value
 
 
+def xml_text(text: str) -> str:
+    """``text`` without the control characters XML forbids (an XLSX or DOCX holding one
+    could not be written)."""
+    return _NOT_XML.sub("", text)
+
+
 def xlsx_value(value: Value) -> Value:
     """The value for an XLSX cell: text without the control characters XML forbids."""
     if isinstance(value, str):
-        return _NOT_XML.sub("", value)
+        return xml_text(value)
     return value
 
 

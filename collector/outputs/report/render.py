@@ -11,6 +11,7 @@ import csv
 import html
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from collector.common.localtime import local
@@ -23,22 +24,38 @@ from collector.outputs.report.sentences import all_sentences
 
 Format = Literal["md", "csv", "html", "xlsx", "docx"]
 
-#: Alert kinds by rule name, for the report's alert table.
-Cell = str | int | float | None
+
+@dataclass(frozen=True)
+class Duration:
+    """A time in a table: "3:00" (hours:minutes) in text, a time value in a spreadsheet."""
+
+    seconds: float
+
+    def __str__(self) -> str:
+        minutes = round(self.seconds / 60)
+        return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+Cell = str | int | float | Duration | None
 Table = tuple[list[str], list[list[Cell]]]
+
+#: The sheet names' keys in the translations, in the tables' order (a sheet name is at
+#: most 31 characters: the headings are too long).
+SHEETS = ("antimalware_sheet", "network_sheet", "conference_sheet", "alerts_sheet")
 
 
 def _number(value: float | None, digits: int = 2) -> Cell:
     return None if value is None else round(value, digits)
 
 
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60}h{minutes % 60:02d}"
-
-
-def _ratio(have: int, expected: int | None) -> str:
-    return f"{have}/{expected}" if expected is not None else f"{have}"
+def sheet_name(text: str, limit: int = 31) -> str:
+    """``text`` as a sheet name: cut at a word's end, never within one."""
+    text = "".join(" " if c in "[]:*?/\\" else c for c in text).strip()
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    cut = head.rsplit(" ", 1)[0].rstrip(" .,-") if " " in head else ""
+    return cut or text[:limit]
 
 
 def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]:
@@ -58,9 +75,10 @@ def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]
         (
             t["antimalware"],
             section(
-                [t["pcs"], t["protected"], t["old"]],
+                [t["pcs"], t["pcs_expected"], t["protected"], t["old"]],
                 lambda c: [
-                    _ratio(c.pcs_reporting, c.pcs_expected),
+                    c.pcs_reporting,
+                    c.pcs_expected,
                     _number(c.protected_percent),
                     _number(c.old_signatures_percent),
                 ],
@@ -78,19 +96,20 @@ def tables(report: MonthlyReport, language: Language) -> list[tuple[str, Table]]
                 ],
                 lambda c: [
                     _number(c.line_availability, 3),
-                    _duration(c.line_downtime_s),
+                    Duration(c.line_downtime_s),
                     c.line_outages,
                     _number(c.line_availability_excl_maintenance, 3),
-                    _duration(c.line_maintenance_s),
+                    Duration(c.line_maintenance_s),
                 ],
             ),
         ),
         (
             t["conference"],
             section(
-                [t["polycoms"], t["ready"], t["ready_excl"]],
+                [t["polycoms"], t["polycoms_expected"], t["ready"], t["ready_excl"]],
                 lambda c: [
-                    _ratio(c.polycoms_reporting, c.polycoms_expected),
+                    c.polycoms_reporting,
+                    c.polycoms_expected,
                     _number(c.polycom_ready_percent),
                     _number(c.polycom_ready_percent_excl_maintenance),
                 ],
@@ -137,12 +156,16 @@ def no_data(report: MonthlyReport, language: Language) -> str:
     return TEXT[language]["no_data"].format(month=month, year=year)
 
 
-def _text(value: Cell, language: Language) -> str:
+def cell_text(value: Cell, language: Language) -> str:
+    """A cell as text: "—" for none, the language's decimal sign."""
     if value is None:
         return TEXT[language]["none"]
     if isinstance(value, float) and language == "vi":
         return f"{value:g}".replace(".", ",")  # Vietnamese decimal comma
     return str(value)
+
+
+_text = cell_text
 
 
 def markdown(report: MonthlyReport, language: Language = "vi") -> str:
@@ -159,20 +182,22 @@ def markdown(report: MonthlyReport, language: Language = "vi") -> str:
 
 
 def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
-    """One row per commune with every figure, then the province; numbers with a dot.
-    Text that a spreadsheet would take for a formula is escaped (cells.csv_cell)."""
+    """One row per commune with every figure, then the province; numbers with a dot,
+    times as hours:minutes. Text that a spreadsheet would take for a formula is
+    escaped (cells.csv_cell)."""
     t = TEXT[language]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
     def row(values: list[Cell]) -> None:
-        writer.writerow([csv_cell(v) for v in values])
+        writer.writerow([csv_cell(str(v) if isinstance(v, Duration) else v) for v in values])
 
     row(
         [
             t["commune"],
             t["code"],
             t["pcs"],
+            t["pcs_expected"],
             t["protected"],
             t["old"],
             t["availability"],
@@ -181,6 +206,7 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
             t["availability_excl"],
             t["maintenance"],
             t["polycoms"],
+            t["polycoms_expected"],
             t["ready"],
             t["ready_excl"],
             t["alert_count"],
@@ -193,15 +219,17 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
             [
                 c.name or t["total"],
                 c.code,
-                _ratio(c.pcs_reporting, c.pcs_expected),
+                c.pcs_reporting,
+                c.pcs_expected,
                 _number(c.protected_percent),
                 _number(c.old_signatures_percent),
                 _number(c.line_availability, 3),
-                _duration(c.line_downtime_s),
+                str(Duration(c.line_downtime_s)),
                 c.line_outages,
                 _number(c.line_availability_excl_maintenance, 3),
-                _duration(c.line_maintenance_s),
-                _ratio(c.polycoms_reporting, c.polycoms_expected),
+                str(Duration(c.line_maintenance_s)),
+                c.polycoms_reporting,
+                c.polycoms_expected,
                 _number(c.polycom_ready_percent),
                 _number(c.polycom_ready_percent_excl_maintenance),
                 c.alerts,
@@ -231,7 +259,7 @@ def html_text(report: MonthlyReport, language: Language = "vi") -> str:
         for row in rows:
             cells = [
                 f'<td class="n">{e(_text(v, language))}</td>'
-                if isinstance(v, int | float)
+                if isinstance(v, int | float | Duration)
                 else f"<td>{e(_text(v, language))}</td>"
                 for v in row
             ]
@@ -242,57 +270,80 @@ def html_text(report: MonthlyReport, language: Language = "vi") -> str:
 
 
 def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
-    """A workbook: one sheet per section, numbers as numbers, headings bold, text as
-    text (never a formula: cells.keep_text)."""
+    """A workbook: the summary (heading, the figures' sentences, notes), then one sheet per
+    section; counts and percentages as numbers, times as time values shown h:mm,
+    headings bold, text as text (never a formula: cells.keep_text)."""
     from openpyxl import Workbook
-    from openpyxl.styles import Font
+    from openpyxl.styles import Alignment, Font
     from openpyxl.worksheet.worksheet import Worksheet
 
+    t = TEXT[language]
+
     def append(ws: Worksheet, values: list[Cell]) -> None:
-        ws.append([xlsx_value(v) for v in values])
+        ws.append([_xlsx_cell(v) for v in values])
         keep_text(ws[ws.max_row])
+        for cell, value in zip(ws[ws.max_row], values, strict=False):
+            if isinstance(value, Duration):
+                cell.number_format = "[h]:mm"  # hours past 24 stay hours
 
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
-    sheet.title = "Tổng hợp" if language == "vi" else "Summary"
+    sheet.title = sheet_name(t["summary_sheet"])
     for line in _heading(report, language):
         append(sheet, [line])
     sheet["A1"].font = Font(bold=True, size=14)
     sheet.append([])
-    append(sheet, [TEXT[language]["notes"]])
-    for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
-        ws = workbook.create_sheet(title=f"{index}. {heading.split('. ', 1)[1]}"[:31])
+    for sentence in all_sentences(report, language):
+        append(sheet, [sentence])
+    sheet.append([])
+    append(sheet, [t["notes"]])
+    sheet.column_dimensions["A"].width = 120
+    for said in sheet.iter_rows(min_row=4):
+        said[0].alignment = Alignment(wrap_text=True, vertical="top")
+    for key, (heading, (columns, rows)) in zip(SHEETS, tables(report, language), strict=True):
+        ws = workbook.create_sheet(title=sheet_name(t[key]))
         append(ws, [heading])
         ws["A1"].font = Font(bold=True, size=12)
         append(ws, list(columns))
         for cell in ws[2]:
             cell.font = Font(bold=True)
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
         for row in rows:
-            append(ws, ["" if v is None else v for v in row])
+            append(ws, [None if v == "" else v for v in row])  # empty, not empty text
         for cell in ws[ws.max_row]:
             cell.font = Font(bold=True)
         for column in ws.columns:
-            width = max(len(str(c.value or "")) for c in column[1:])
-            ws.column_dimensions[column[0].column_letter].width = min(60, max(8, width + 2))
+            width = max(len(str(c.value or "")) for c in column[2:]) if len(column) > 2 else 0
+            ws.column_dimensions[column[0].column_letter].width = min(40, max(10, width + 2))
+        ws.freeze_panes = "A3"
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
 
 
+def _xlsx_cell(value: Cell) -> str | int | float | None:
+    """A time is a spreadsheet's time value: a fraction of a day."""
+    if isinstance(value, Duration):
+        return value.seconds / 86400.0
+    return xlsx_value(value)
+
+
 def render(
     report: MonthlyReport, fmt: Format, language: Language = "vi", issuer: Issuer | None = None
 ) -> bytes:
-    """``issuer``: the docx's issuing body and signer (docx.Issuer); the docx is in
-    Vietnamese, the language the province files in."""
+    """``issuer``: the docx's issuing body, addressee and signer (issuer.Issuer), in
+    ``language`` like the rest of the document."""
     if fmt == "docx":
         from collector.outputs.report.docx import docx_bytes
 
-        return docx_bytes(report, issuer)
+        return docx_bytes(report, issuer, language)
     if fmt == "xlsx":
         return xlsx_bytes(report, language)
     if fmt == "csv":
-        return csv_text(report, language).encode()
+        # With a byte order mark: Excel on Windows reads a CSV without one in the
+        # system's code page and garbles the diacritics.
+        return csv_text(report, language).encode("utf-8-sig")
     if fmt == "html":
         return html_text(report, language).encode()
     return markdown(report, language).encode()

@@ -44,7 +44,7 @@ def antimalware(total: CommuneMonth, language: Language = "vi") -> str:
     if language == "vi":
         return (
             f"Hệ thống phòng chống mã độc: {p} máy tính tại các phường, xã ({n}/{d} máy) "
-            f"được cài đặt và hoạt động phần mềm phòng chống mã độc; {old} máy mẫu nhận "
+            f"được cài đặt và hoạt động phần mềm phòng chống mã độc; {old} máy có mẫu nhận "
             f"diện cũ; tỷ lệ thời gian máy tính được bảo vệ trong tháng: {time_share}."
         )
     return (
@@ -107,6 +107,66 @@ def alerts(total: CommuneMonth, language: Language = "vi") -> str:
             f"nhận; thời gian xác nhận trung bình {mean}."
         )
     return f"Alerts: {count} in the month, {acked} acknowledged; mean time to acknowledge {mean}."
+
+
+def shortcomings(report: MonthlyReport, language: Language = "vi", worst: int = 3) -> list[str]:
+    """What the figures show is still wrong, one sentence each (none when all is well):
+    the opening of "Tồn tại, hạn chế", which the office completes."""
+    total, vi = report.total, language == "vi"
+    said = []
+    expected = total.pcs_expected or total.pcs_reporting
+    unprotected = max(expected - total.pcs_protected_at_end, 0)
+    if unprotected:
+        n, d = number(unprotected, 0, language), number(expected, 0, language)
+        said.append(
+            f"{n}/{d} máy tính chưa được bảo vệ (chưa cài đặt, chưa hoạt động phần mềm phòng "
+            "chống mã độc hoặc chưa báo cáo) vào cuối tháng."
+            if vi
+            else f"{n}/{d} PCs not protected at the end of the month (no anti-malware, "
+            "not running, or not reporting)."
+        )
+    if total.pcs_old_signatures_at_end:
+        old = number(total.pcs_old_signatures_at_end, 0, language)
+        said.append(
+            f"{old} máy tính có mẫu nhận diện mã độc cũ vào cuối tháng."
+            if vi
+            else f"{old} PCs with old signatures at the end of the month."
+        )
+    unwatched = len(report.communes) - total.communes_line_monitored
+    if unwatched > 0:
+        n, d = number(unwatched, 0, language), number(len(report.communes), 0, language)
+        said.append(
+            f"{n}/{d} xã, phường chưa được giám sát đường truyền số liệu chuyên dùng."
+            if vi
+            else f"{n}/{d} communes' dedicated lines not monitored."
+        )
+    down = sorted(
+        (c for c in report.communes if c.line_downtime_s > 0), key=lambda c: -c.line_downtime_s
+    )[:worst]
+    if down:
+        names = ", ".join(f"{c.name} ({hours(c.line_downtime_s, language)})" for c in down)
+        said.append(
+            f"Đường truyền gián đoạn lâu nhất trong tháng: {names}."
+            if vi
+            else f"Longest line outages in the month: {names}."
+        )
+    not_ready = total.communes_with_polycom - total.communes_ready
+    if not_ready > 0:
+        n, d = number(not_ready, 0, language), number(total.communes_with_polycom, 0, language)
+        said.append(
+            f"{n}/{d} xã, phường có thiết bị hội nghị truyền hình chưa sẵn sàng vào cuối tháng."
+            if vi
+            else f"{n}/{d} communes' conferencing endpoints not ready at the end of the month."
+        )
+    unacked = total.alerts - total.alerts_acked
+    if unacked > 0:
+        n, d = number(unacked, 0, language), number(total.alerts, 0, language)
+        said.append(
+            f"{n}/{d} cảnh báo chưa được cán bộ kỹ thuật xác nhận."
+            if vi
+            else f"{n}/{d} alerts never acknowledged."
+        )
+    return said
 
 
 def all_sentences(report: MonthlyReport, language: Language = "vi") -> list[str]:
