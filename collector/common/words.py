@@ -417,6 +417,39 @@ CONSOLE["en"] |= {
     "action_logout": "logged out",
 }
 
+# The console's screens, one language each (issue 24): the plan form's refusals, the
+# silences, the line's wording, the units and the states the pages show.
+CONSOLE["vi"] |= {
+    "plan_error": "Không thêm được lịch bảo trì: kiểm tra lại các ô đã nhập.",
+    "plan_error_commune": "Không có xã, phường này trong danh sách: chọn một tên gợi ý "
+    "(hoặc nhập mã đơn vị), để trống nếu áp dụng cho cả tỉnh.",
+    "plan_error_device": "Thiết bị không hợp lệ: tslcd (đường truyền chuyên dùng), polycom, "
+    "router, switch hoặc tên một máy; để trống nếu áp dụng cho mọi thiết bị.",
+    "plan_error_times": "Thời gian không hợp lệ: kết thúc phải sau bắt đầu, trong vòng một "
+    "năm; lịch lặp lại cần ngày dừng, mỗi lần dài tối đa một chu kỳ.",
+    "plan_error_every": "Lặp lại: hằng ngày, hằng tuần hoặc hằng tháng.",
+    "plan_error_reason": "Lý do quá dài.",
+    "plan_commune_hint": "Xã La Ngà (trống: cả tỉnh)",
+    "silence_comment": "Ghi chú khi tạm ngưng",
+    "whole_province": "Cả tỉnh",
+    "every_rule": "Mọi loại cảnh báo",
+}
+CONSOLE["en"] |= {
+    "plan_error": "The maintenance window was not added: check the fields.",
+    "plan_error_commune": "No such commune: pick a suggested name (or type its official "
+    "code); leave it empty for the whole province.",
+    "plan_error_device": "Not a device: tslcd (the dedicated line), polycom, router, switch "
+    "or a PC's id; leave it empty for every device.",
+    "plan_error_times": "Times not valid: the end comes after the start, within a year; a "
+    "repeated window needs the date it stops and lasts at most one period.",
+    "plan_error_every": "Repeat: every day, every week or every month.",
+    "plan_error_reason": "The reason is too long.",
+    "plan_commune_hint": "Xã La Ngà (empty: whole province)",
+    "silence_comment": "Why silenced",
+    "whole_province": "Whole province",
+    "every_rule": "Every kind of alert",
+}
+
 #: A commune's status reasons (health.py's codes), Vietnamese; English shows the detail.
 REASONS: dict[str, dict[str, str]] = {
     "vi": {
@@ -533,6 +566,44 @@ KINDS: dict[Language, dict[str, str]] = {
         "outbox_dropped": "Máy mất dữ liệu do hàng đợi đầy",
     },
     "en": {},
+}
+
+# Every shipped rule in words in both languages: the English console and report showed
+# rule ids ("disk_full"), and the rules added since had no Vietnamese name either.
+KINDS["vi"] |= {
+    "uplink_down": "Cổng uplink không hoạt động",
+    "agent_over_limit": "Máy gửi quá nhiều chuỗi số liệu",
+    "collector_session_taken_over": "Phiên kết nối MQTT của bộ thu bị chiếm",
+    "collector_session_refused": "Máy chủ MQTT từ chối bộ thu",
+    "release_metadata_expiring": "Siêu dữ liệu phát hành sắp hết hạn",
+    "rollout_paused_by_breach": "Đợt cập nhật tạm dừng do vượt ngưỡng",
+    "agent_update_rolled_back": "Máy quay lại phiên bản cũ",
+    "agent_update_failing": "Máy cập nhật thất bại",
+}
+KINDS["en"] |= {
+    "commune_unreachable": "Commune unreachable",
+    "agent_offline": "PC offline",
+    "pc_unprotected": "PC not protected",
+    "no_antimalware": "PC without anti-malware",
+    "signatures_old": "Old malware signatures",
+    "line_down_tslcd": "Dedicated line down",
+    "line_down_internet": "Internet down",
+    "line_down_lan": "Local network fault",
+    "line_loss": "Packet loss on the line",
+    "interface_down": "Network port down",
+    "uplink_down": "Uplink port down",
+    "polycom_unreachable": "Conference endpoint unreachable",
+    "polycom_not_registered": "Conference endpoint not registered",
+    "polycom_device_failed": "Conference camera or microphone failed",
+    "disk_full": "Disk full",
+    "outbox_dropped": "PC lost data: its outbox was full",
+    "agent_over_limit": "PC sends too many series",
+    "collector_session_taken_over": "Collector's MQTT session taken over",
+    "collector_session_refused": "Broker refuses the collector",
+    "release_metadata_expiring": "Release metadata expiring",
+    "rollout_paused_by_breach": "Rollout paused by its gate",
+    "agent_update_rolled_back": "PC rolled back an update",
+    "agent_update_failing": "PC keeps failing to update",
 }
 
 #: The notifications' words.

@@ -56,6 +56,7 @@ from collector.web.auth import (
 from collector.web.console import overview as overview_table
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
+from collector.web.console.forms import Refusal, commune_slug, plan_refusal
 from collector.web.console.values import duration, grouped, shown
 from collector.web.guard import safe_next, scheme
 from collector.web.scope import (
@@ -407,16 +408,40 @@ def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> 
 
 @router.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
-    request: Request, viewer: Viewer, context: Context, state: str = "firing"
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    state: Annotated[str, Query(max_length=16)] = "firing",
 ) -> HTMLResponse:
+    return _alerts(request, viewer, context, state)
+
+
+#: The alerts page's tabs: its own filter, not the API's ``state``.
+ALERT_TABS = ("firing", "resolved", "all")
+
+
+def _alerts(
+    request: Request,
+    viewer: Session,
+    context: ApiContext,
+    state: str = "firing",
+    refusal: Refusal | None = None,
+    typed: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The alerts, silences and maintenance windows; the plan form with what was typed
+    and why it was refused, when it was."""
     now = time.time()
-    chosen = state if state in ("firing", "resolved") else None
+    state = state if state in ALERT_TABS else "firing"
     scope = viewer.scope
-    return page(
+    provinces = scope.provinces_of(context.model.provinces())
+    response = page(
         request,
         "alerts.html",
         viewer,
-        groups=groups(context.store, now, state=chosen, limit=2000, places=scope.places()),
+        groups=groups(
+            context.store, now, state=None if state == "all" else state, limit=2000,
+            places=scope.places(),
+        ),
         silences=[
             s for s in list_silences(context.store, now) if scope.sees(s.province, s.commune)
         ],
@@ -425,12 +450,25 @@ def alerts_page(
             for w in maintenance.windows(context.store, None, now)
             if scope.sees(w.province, w.commune)
         ],
-        provinces=scope.provinces_of(context.model.provinces()),
+        provinces=provinces,
         plan_communes=list(scope.communes),
+        plan_choices=_choices(context, provinces[0] if provinces else ""),
         names=_names(context),
         now=now,
         state=state,
-    )
+        tabs=ALERT_TABS,
+        refusal=refusal,
+        typed=typed or {},
+    )  # fmt: skip
+    if refusal is not None:
+        response.status_code = 422
+    return response
+
+
+def _choices(context: ApiContext, province: str) -> list[str]:
+    """The communes' names the plan form suggests, in the register's order."""
+    inventory = context.model.inventories.get(province)
+    return [c.name for c in inventory.communes] if inventory else []
 
 
 def _names(context: ApiContext) -> dict[str, str]:
@@ -467,7 +505,7 @@ def _form_time(value: str, name: str) -> float:
     try:
         return parse_time(value)
     except ValueError:
-        raise HTTPException(422, f"{name}: not a date and time") from None
+        raise Refusal(name, "plan_error_times") from None
 
 
 @router.post("/maintenance")
@@ -478,24 +516,32 @@ def maintenance_form(
     province: Annotated[str, Form(max_length=64)],
     starts: Annotated[str, Form(max_length=40)],
     ends: Annotated[str, Form(max_length=40)],
-    commune: Annotated[str, Form(max_length=64)] = "",
+    commune: Annotated[str, Form(max_length=200)] = "",
     device: Annotated[str, Form(max_length=64)] = "",
     every: Annotated[str, Form(max_length=10)] = "",
     until: Annotated[str, Form(max_length=40)] = "",
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    need_within(who.scope, province, commune, "the window", f"no commune {province}/{commune}")
+    """A window from the plan form; refused, the alerts page again with the form as it
+    was typed and the reason beside the field, in the page's language."""
+    typed = {"commune": commune, "device": device, "starts": starts, "ends": ends,
+             "every": every, "until": until, "reason": reason}  # fmt: skip
+    inventory = context.model.inventories.get(province)
     now = time.time()
     try:
+        slug = commune_slug(inventory.communes if inventory else None, commune)
+        need_within(who.scope, province, slug, "the window", f"no commune {province}/{slug}")
         maintenance.add(
-            context.store, province=province, commune=commune, device=device,
+            context.store, province=province, commune=slug, device=device.strip(),
             starts=_form_time(starts, "starts"), ends=_form_time(ends, "ends"), every=every,
             until=_form_time(until, "until") if until else None, reason=reason,
             created_by=who.name, now=now,
             also=audited.window(_actor(request, who), "maintenance_create", now),
         )  # fmt: skip
+    except Refusal as refusal:
+        return _alerts(request, who, context, refusal=refusal, typed=typed)
     except maintenance.MaintenanceError as exc:
-        raise HTTPException(422, str(exc)) from None
+        return _alerts(request, who, context, refusal=plan_refusal(str(exc)), typed=typed)
     return RedirectResponse("/alerts#maintenance", status_code=303)
 
 
