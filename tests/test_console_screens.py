@@ -154,7 +154,7 @@ def test_the_line_chart_starts_when_monitoring_did_and_shows_one_point(
     assert float(unwatched.get_attribute("width") or 0) > 500 and watched_from > 600
     # The single RTT sample is a dot, on an axis of 0.5 ms, not "0 ms / 0 ms".
     expect(chart.locator("g.rtt circle")).to_have_count(1)
-    expect(chart.locator("text.rtt-top")).to_have_text("0.5 ms")
+    expect(chart.locator("text.rtt-top")).to_have_text("0,5 ms")
     shot(page, "commune-just-enrolled")
     page.goto(base + "/communes/phu-hoa?province=dong-nai")
     expect(page.locator("svg.chart rect.down")).to_have_count(1)

@@ -30,8 +30,8 @@ def scale_top(peak: float) -> float:
     return next(step * power for step in (1.0, 2.0, 5.0, 10.0) if step * power >= peak)
 
 
-def _ms(value: float) -> str:
-    return f"{value:g} ms"
+def _ms(value: float, sign: str) -> str:
+    return f"{value:g} ms".replace(".", sign)
 
 
 def line_chart(
@@ -42,10 +42,11 @@ def line_chart(
     start: float,
     end: float,
     labels: tuple[str, str, str],
+    sign: str = ".",
 ) -> str:
     """A band over [start, end): grey before monitoring began, then green up, red down;
     the RTT (blue, its scale on the left) and the loss (red, 0-100 % on the right) above
-    it, each sample marked so that a single one shows."""
+    it, each sample marked so that a single one shows; ``sign``: the decimal sign."""
     width, height, band = 720.0, 160.0, 18.0
     start = chart_start(start, end, since)
     span = end - start
@@ -97,7 +98,7 @@ def line_chart(
         top = scale_top(max(v for _, v in shown_rtt))
         parts.append(series("rtt", shown_rtt, top, "#1565c0"))
         parts.append(
-            f'<text class="rtt-top" x="0" y="{top_y + 4:g}" font-size="11">{_ms(top)}</text>'
+            f'<text class="rtt-top" x="0" y="{top_y + 4:g}" font-size="11">{_ms(top, sign)}</text>'
         )
         parts.append(f'<text x="0" y="{bottom_y:g}" font-size="11">0 ms</text>')
     if any(v > 0 for _, v in loss):
@@ -129,9 +130,9 @@ def _ticks(start: float, end: float) -> list[tuple[float, str]]:
     return ticks
 
 
-def strip(days: Sequence[Day], label: str = "") -> str:
-    """Seven small squares, one per day (its local date, its availability in %): green
-    from 99.5 %, orange from 95 %, red below, grey not monitored."""
+def strip(days: Sequence[Day], label: str = "", sign: str = ".") -> str:
+    """Seven small squares, one per day (its local date, its availability in %, with the
+    decimal ``sign``): green from 99.5 %, orange from 95 %, red below, grey not monitored."""
     parts = [f'<svg class="strip" viewBox="0 0 {len(days) * 12} 10" role="img" '
              f'aria-label="{escape(label)}">']  # fmt: skip
     for index, (day, percent) in enumerate((d.start, d.percent) for d in days):
@@ -144,7 +145,7 @@ def strip(days: Sequence[Day], label: str = "") -> str:
             if percent >= 95
             else "#c62828"
         )
-        shown = "—" if percent is None else f"{percent:.1f} %"
+        shown = "—" if percent is None else f"{percent:.1f} %".replace(".", sign)
         parts.append(
             f'<rect x="{index * 12}" y="0" width="10" height="10" fill="{color}">'
             f"<title>{local(day).strftime('%d/%m')}: {shown}</title></rect>"

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 
 from agent.catalogue import ANTIVIRUS, ANTIVIRUS_PRODUCT
 from collector.alerts.groups import acknowledge_group, groups
@@ -56,8 +56,9 @@ from collector.web.auth import (
 from collector.web.console import overview as overview_table
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
+from collector.web.console.events import event_detail
 from collector.web.console.forms import Refusal, commune_slug, plan_refusal
-from collector.web.console.values import duration, grouped, shown
+from collector.web.console.values import decimal, duration, grouped, localised, shown
 from collector.web.guard import safe_next, scheme
 from collector.web.scope import (
     Scope,
@@ -87,8 +88,10 @@ def _local(ts: float | None, with_date: bool = True) -> str:
     return moment.strftime("%d/%m/%Y %H:%M" if with_date else "%H:%M")
 
 
-def _percent(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f} %"
+@pass_context
+def _percent(context: Any, value: float | None, digits: int = 2) -> str:
+    """A percentage with the page's decimal sign."""
+    return "—" if value is None else f"{decimal(context.get('lang', 'vi'), value, digits)} %"
 
 
 templates.filters["local"] = _local
@@ -185,6 +188,9 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         t=lambda key: words.translate(language, key),
         reason=lambda r: words.reason(language, r.code, r.detail, r.count),
         kind=lambda rule: words.kind(language, rule),
+        word=lambda prefix, value: words.word(language, prefix, str(value)),
+        event_detail=lambda event: event_detail(language, event.event, event.detail),
+        num=lambda value, digits=1: decimal(language, value, digits),
         gate_words=lambda text: gates.in_words(text, language),
         lang=language,
         viewer=viewer,
@@ -347,6 +353,7 @@ def commune_page(
             week,
             now,
             tuple(words.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+            "," if language == "vi" else ".",
         )
         if subjects
         else ""
@@ -401,7 +408,7 @@ def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> 
     )
     return page(
         request, "agent.html", viewer, agent=agent, checks=grouped(samples),
-        value=lambda s, name, v: shown(s.check, s.item, name, v, yes, no),
+        value=lambda s, name, v: localised(language, shown(s.check, s.item, name, v, yes, no), v),
         update=context.store.update_reports(agent.agent_key).get(agent.agent_key),
     )  # fmt: skip
 
