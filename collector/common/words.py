@@ -433,6 +433,18 @@ CONSOLE["vi"] |= {
     "silence_comment": "Ghi chú khi tạm ngưng",
     "whole_province": "Cả tỉnh",
     "every_rule": "Mọi loại cảnh báo",
+    "pending": "Sắp cảnh báo",
+    "pending_badge": "chờ",
+    "pending_note": "Điều kiện đã xảy ra, cảnh báo sẽ phát khi kéo dài đủ thời gian của quy tắc.",
+    "pending_since": "Điều kiện từ",
+    "total": "Tổng",
+    "rollout_totals": "{done}/{communes} xã, phường đủ máy báo cáo; {reporting} máy đang báo "
+    "cáo trên {enrolled} máy đã đăng ký; còn thiếu {missing} máy.",
+    "rollout_order": "Xã thiếu nhiều máy nhất xếp trước.",
+    "expected_known": "{n} xã đã khai báo",
+    "counting_rule": "Máy trạm: mọi máy chạy tác tử giám sát, kể cả máy đo (poller). Máy được "
+    "bảo vệ: chỉ tính máy có báo cáo phòng chống mã độc, trên số máy dự kiến của xã (hoặc số "
+    "máy có báo cáo khi chưa khai báo).",
 }
 CONSOLE["en"] |= {
     "plan_error": "The maintenance window was not added: check the fields.",
@@ -448,6 +460,18 @@ CONSOLE["en"] |= {
     "silence_comment": "Why silenced",
     "whole_province": "Whole province",
     "every_rule": "Every kind of alert",
+    "pending": "Alerts on their way",
+    "pending_badge": "pending",
+    "pending_note": "The condition holds; the alert fires once it has held for the rule's delay.",
+    "pending_since": "Condition since",
+    "total": "Total",
+    "rollout_totals": "{done}/{communes} communes with every PC reporting; {reporting} PCs "
+    "reporting of {enrolled} enrolled; {missing} PCs missing.",
+    "rollout_order": "The communes missing most PCs come first.",
+    "expected_known": "{n} communes declared",
+    "counting_rule": "PCs: every machine running the agent, pollers included. Protected: only "
+    "the PCs with an anti-malware report, over the commune's expected PCs (or those reporting "
+    "when none are declared).",
 }
 
 # The agent page's field names and the values of the catalogue's enumerations

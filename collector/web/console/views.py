@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 
 from agent.catalogue import ANTIVIRUS, ANTIVIRUS_PRODUCT
 from collector.alerts.groups import acknowledge_group, groups
+from collector.alerts.pending import pending
 from collector.alerts.records import (
     MAX_COMMENT,
     NotFound,
@@ -54,6 +55,7 @@ from collector.web.auth import (
     token_digest,
 )
 from collector.web.console import overview as overview_table
+from collector.web.console import progress
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
 from collector.web.console.events import event_detail
@@ -362,10 +364,11 @@ def commune_page(
     alerts = list_alerts(
         context.store, now, province=commune.province, commune=slug, state="firing"
     )
+    coming = pending(context.store, viewer.scope.places(), (commune.province, commune.slug))
     rate = lambda v: shown("snmp", "interface", "in_bps", v, "", "") if v is not None else "—"  # noqa: E731
     return page(
         request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
-        rate=rate, duration=duration, now=now,
+        pending=coming, rate=rate, duration=duration, now=now,
     )  # fmt: skip
 
 
@@ -449,6 +452,7 @@ def _alerts(
             context.store, now, state=None if state == "all" else state, limit=2000,
             places=scope.places(),
         ),
+        pending=pending(context.store, scope.places()) if state != "resolved" else [],
         silences=[
             s for s in list_silences(context.store, now) if scope.sees(s.province, s.commune)
         ],
@@ -602,10 +606,13 @@ def rollout_page(
     if context.rollout is not None:
         listed = rollouts.overview(context.rollout.rollouts, scope, limit=1)
         release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
+    inventory = context.model.inventories.get(chosen)
     return page(
         request, "rollout.html", viewer, configured=context.rollout is not None,
-        provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
-        release=release,
+        provinces=provinces, province=chosen, communes=progress.worst_first(found),
+        totals=progress.totals(found), behind=behind, events=events, release=release,
+        province_name=inventory.name if inventory and inventory.name else chosen,
+        province_names={p: i.name or p for p, i in context.model.inventories.items()},
     )  # fmt: skip
 
 
