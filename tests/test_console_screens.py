@@ -237,3 +237,64 @@ def test_pending_alerts_silences_and_the_counting_rule_are_said(
     # The overview says how it counts PCs, below the table.
     page.goto(base + "/")
     expect(page.locator("#counting")).to_contain_text("kể cả máy đo (poller)")
+
+
+@pytest.fixture(scope="module")
+def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Enrollment on, its broker never reached (the page reads the store only): tokens
+    made by the collector itself, PCs enrolled in three communes, some reporting."""
+    from collector.app import rollout_settings
+    from collector.rollout import registry
+    from collector.rollout.service import Rollout
+    from collector.web.factory import create_app
+    from tests.scoped import _collector_config, profiles_text
+
+    root = tmp_path_factory.mktemp("rollout")
+    profiles = root / "dong-nai.profiles.toml"
+    profiles.write_text(profiles_text("dong-nai"))
+    store = StateStore(root / "state.sqlite")
+    rollout = Rollout(store, rollout_settings(_collector_config(root, 1, [profiles])))
+    now = time.time()
+    # La Ngà: 3 enrolled, 3 reporting; Phú Hòa: 4 enrolled, 1 reporting; Xuân Thành: 1, 0.
+    for commune, enrolled, reporting in (("la-nga", 3, 3), ("phu-hoa", 4, 1), ("xuan-thanh", 1, 0)):
+        rollout.create_token(province="dong-nai", commune=commune, profile="office",
+                             uses=enrolled, ttl_s=86400, created_by="tech")  # fmt: skip
+        for number in range(enrolled):
+            agent = f"pc-{number + 1:02d}"
+            with store.transaction() as db:
+                registry.enrolled(db, province="dong-nai", commune=commune, agent=agent,
+                                  username=f"{commune}-{agent}", profile="office",
+                                  token_id="t", now=now)  # fmt: skip
+            if number < reporting:
+                online = status("online", now - 60, agent=agent, commune=commune)
+                store.apply(statuses=[(online, now - 60)])
+    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
+    app = create_app(HealthModel(store, [INVENTORY]), store, settings,
+                     console=ConsoleSection(), rollout=rollout)  # fmt: skip
+    served = AppServer(app).start()
+    yield served.url
+    served.stop()
+    store.close()
+
+
+def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
+    browser: Browser, rollout_base: str
+) -> None:
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("h1")).to_have_text("Triển khai — Đồng Nai")
+    rows = page.locator("#rollout tbody tr")
+    expect(rows.first).to_have_attribute("data-commune", "phu-hoa")  # 3 PCs silent
+    expect(rows.nth(1)).to_have_attribute("data-commune", "xuan-thanh")  # 1 silent
+    expect(rows.last).to_have_attribute("data-commune", "la-nga")  # done: last
+    expect(page.locator("#totals")).to_contain_text("8")  # enrolled, in the footer
+    expect(page.locator("#rollout-totals")).to_contain_text("4 máy đang báo cáo trên 8")
+    expect(page.locator("#rollout-totals")).to_contain_text("còn thiếu 4 máy")
+    # The audit in words: the token's detail, not the log's "3 uses, profile office".
+    expect(page.locator("#audit")).to_contain_text("3 lượt dùng, hồ sơ office")
+    shot(page, "rollout")
+    english(page, rollout_base)
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("#audit")).to_contain_text("3 uses, profile office")
+    expect(page.locator("#audit")).to_contain_text("1 use, profile office")
+    expect(page.locator("#audit")).to_contain_text("Xã Phú Hòa")

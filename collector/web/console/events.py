@@ -17,7 +17,8 @@ def event_detail(language: str, event: str, detail: str) -> str:
     """An enrollment event's detail as the console shows it."""
     said = words.CONSOLE.get(language, words.CONSOLE["vi"])
     if event == "token_created" and (parts := _TOKEN.fullmatch(detail)):
-        return said["detail_token"].format(uses=parts[1], profile=parts[2])
+        key = "detail_token_one" if parts[1] == "1" else "detail_token"
+        return said[key].format(uses=parts[1], profile=parts[2])
     if event in ("enrolled", "replaced") and detail:
         return said["detail_profile"].format(profile=detail)
     if event == "refused" and detail:

@@ -2,7 +2,8 @@
 totals under it.
 
 Furthest from done: most PCs not reporting (of those expected, or of those enrolled
-where the inventory says nothing), then most PCs not on the current config.
+where the inventory says nothing), then the communes not begun (no PC reporting) before
+those done, then most PCs not on the current config.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ def missing(commune: CommuneRollout) -> int:
     return max(0, wanted - commune.reporting)
 
 
+def done(commune: CommuneRollout) -> bool:
+    """Every PC expected (or enrolled) reports, and at least one does."""
+    return commune.reporting > 0 and not missing(commune)
+
+
 def worst_first(communes: list[CommuneRollout]) -> list[CommuneRollout]:
     return sorted(
         communes,
-        key=lambda c: (-missing(c), -(c.enrolled - c.configs_current), folded(c.name)),
+        key=lambda c: (-missing(c), done(c), -(c.enrolled - c.configs_current), folded(c.name)),
     )
 
 
@@ -51,5 +57,5 @@ def totals(communes: list[CommuneRollout]) -> Totals:
         reporting=sum(c.reporting for c in communes),
         configs_current=sum(c.configs_current for c in communes),
         missing=sum(missing(c) for c in communes),
-        communes_done=sum(1 for c in communes if c.reporting and not missing(c)),
+        communes_done=sum(1 for c in communes if done(c)),
     )

@@ -613,6 +613,7 @@ def rollout_page(
         totals=progress.totals(found), behind=behind, events=events, release=release,
         province_name=inventory.name if inventory and inventory.name else chosen,
         province_names={p: i.name or p for p, i in context.model.inventories.items()},
+        names=_names(context),
     )  # fmt: skip
 
 
