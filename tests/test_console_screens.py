@@ -207,6 +207,15 @@ def test_an_english_screen_is_english(browser: Browser, base: str) -> None:
         for raw in ("line_down_tslcd", "pc_unprotected", "hoạt động", "Xác nhận"):
             assert raw not in text, (page_path, raw)
     assert "Sẵn sàng" not in overview
+    # The agent page: field names and the catalogue's states in words, either language.
+    page.goto(base + "/agents/dong-nai/phu-hoa/pc-02")
+    verdict = page.locator("dd[data-field=verdict]")
+    expect(verdict).to_have_text("not protected")
+    expect(page.locator("main dt").first).not_to_contain_text("_")
+    page.goto(base + "/lang/vi?next=/agents/dong-nai/phu-hoa/pc-02")
+    expect(verdict).to_have_text("không được bảo vệ")
+    expect(page.locator("main")).to_contain_text("Đánh giá")
+    assert "verdict" not in page.locator("main").inner_text()
 
 
 def test_pending_alerts_silences_and_the_counting_rule_are_said(

@@ -162,6 +162,15 @@ def _actor(request: Request, who: Session) -> audit.Actor:
     return audit.Actor(who.name, who.role, client_address(request), "console")
 
 
+def _number_or_text(text: str) -> float | str:
+    """An alert's recorded value: a number when it reads as one (its decimal sign is the
+    page's), else text (a state, said in words)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _language(request: Request) -> str:
     language = request.cookies.get(LANG_COOKIE, "vi")
     return language if language in words.CONSOLE else "vi"
@@ -193,6 +202,7 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         word=lambda prefix, value: words.word(language, prefix, str(value)),
         event_detail=lambda event: event_detail(language, event.event, event.detail),
         num=lambda value, digits=1: decimal(language, value, digits),
+        shown_value=lambda text: localised(language, text, _number_or_text(text)),
         gate_words=lambda text: gates.in_words(text, language),
         lang=language,
         viewer=viewer,
