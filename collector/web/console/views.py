@@ -375,7 +375,11 @@ def commune_page(
         context.store, now, province=commune.province, commune=slug, state="firing"
     )
     coming = pending(context.store, viewer.scope.places(), (commune.province, commune.slug))
-    rate = lambda v: shown("snmp", "interface", "in_bps", v, "", "") if v is not None else "—"  # noqa: E731
+    rate = lambda v: (  # noqa: E731
+        localised(language, shown("snmp", "interface", "in_bps", v, "", ""), v)
+        if v is not None
+        else "—"
+    )
     return page(
         request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
         pending=coming, rate=rate, duration=duration, now=now,
