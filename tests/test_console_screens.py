@@ -97,7 +97,7 @@ def english(page: Page, base: str) -> None:
 def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     page.goto(base + "/alerts")
     plan = page.locator("#plan")
     tomorrow = dt.datetime.now(VIETNAM).replace(hour=22, minute=0) + dt.timedelta(days=1)
@@ -143,7 +143,7 @@ def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
 def test_the_line_chart_starts_when_monitoring_did_and_shows_one_point(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     page.goto(base + "/communes/la-nga?province=dong-nai")
     chart = page.locator("svg.chart")
     expect(chart).to_have_count(1)
@@ -185,7 +185,7 @@ def test_docs_render_the_api_with_no_route_to_the_internet(browser: Browser, bas
 
 
 def test_the_overviews_problems_are_not_clipped_at_1366_px(browser: Browser, base: str) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     page.goto(base + "/")
     first = page.locator("#communes tbody tr").first
     expect(first.locator("td.reasons")).not_to_be_empty()
@@ -198,7 +198,7 @@ def test_the_overviews_problems_are_not_clipped_at_1366_px(browser: Browser, bas
 
 
 def test_an_english_screen_is_english(browser: Browser, base: str) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     english(page, base)
     overview = page.locator("main").inner_text()
     for page_path in ("/communes/phu-hoa?province=dong-nai", "/alerts?state=all"):
@@ -221,7 +221,7 @@ def test_an_english_screen_is_english(browser: Browser, base: str) -> None:
 def test_pending_alerts_silences_and_the_counting_rule_are_said(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     # Phú Hòa's unprotected PC: critical now, its alert ten minutes away: shown pending.
     page.goto(base + "/communes/phu-hoa?province=dong-nai")
     expect(page.locator("#pending")).to_contain_text("Máy không được bảo vệ")
@@ -289,7 +289,7 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
     browser: Browser, rollout_base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
     page.goto(rollout_base + "/rollout")
     expect(page.locator("h1")).to_have_text("Triển khai — Đồng Nai")
     rows = page.locator("#rollout tbody tr")
