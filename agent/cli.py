@@ -139,10 +139,15 @@ def check_config(config_path: Path, show: bool) -> None:
 
     effective = central.current
     checks = checks_of(effective.checks)
+    # Enrolled and waiting for the collector's first config, the file itself runs nothing:
+    # "0 checks" right after enrollment said the profile has four read as a failure.
+    waiting = central.enabled and not central.state.version and not checks
     click.echo(
         f"{config_path}: ok — agent {config.agent_id} in "
-        f"{config.agent.province}/{config.agent.commune}, {len(checks)} checks"
-    )
+        f"{config.agent.province}/{config.agent.commune}, "
+        + ("checks: the collector's config brings them once the agent runs"
+           if waiting else f"{len(checks)} checks")
+    )  # fmt: skip
     if central.enabled:
         click.echo(
             f"  collector config: v{central.state.version} ({central.cache_path})"

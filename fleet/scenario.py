@@ -70,6 +70,8 @@ class SimAgent:
     poller: bool
     verdict: str
     product: str
+    disk_percent: float = 50.0
+    """C:'s use, which drifts slowly: a disk fills over weeks, not between samples."""
     seq: int = 0
     plan: Plan | None = None
 
@@ -139,9 +141,12 @@ class Fleet:
             self.agents.append(SimAgent(commune, "poller", True, "none", ""))
             for index in range(pcs_per_commune):
                 verdict = rng.choices(list(VERDICTS), weights=list(VERDICTS.values()))[0]
+                # One PC in twenty near full, as in a real office; the others well below.
+                disk = rng.uniform(91, 96) if rng.random() < 0.05 else rng.uniform(30, 80)
                 self.agents.append(
-                    SimAgent(commune, f"pc-{index + 1:02d}", False, verdict, rng.choice(PRODUCTS))
-                )
+                    SimAgent(commune, f"pc-{index + 1:02d}", False, verdict,
+                             rng.choice(PRODUCTS), disk_percent=disk)
+                )  # fmt: skip
 
     def _topic(self, agent: SimAgent, kind: str) -> str:
         return f"{self.root}/{self.province}/{agent.commune.slug}/{agent.agent}/{kind}"
@@ -277,6 +282,7 @@ class Fleet:
 
     def _pc_samples(self, agent: SimAgent, now: float, up: bool) -> list[list[Sample]]:
         rng = agent.commune.rng
+        agent.disk_percent = min(99.0, max(5.0, agent.disk_percent + rng.uniform(-0.05, 0.06)))
         host = [
             Sample(
                 ts=now,
@@ -296,7 +302,7 @@ class Fleet:
                 outcome="ok",
                 item="disk",
                 target="C:",
-                fields={"used_percent": round(rng.uniform(30, 95), 1)},
+                fields={"used_percent": round(agent.disk_percent, 1)},
             ),
         ]
         verdict = agent.verdict

@@ -110,6 +110,15 @@ def test_a_wrong_overrides_file_stops_the_start_with_its_name(tmp_path: Path) ->
     assert "local.toml" in result.output and "count" in result.output
 
 
+def test_check_config_before_the_first_config_says_it_is_coming(tmp_path: Path) -> None:
+    """Right after enrollment (make run says the profile has four checks) the agent's
+    own file has none: not "0 checks", which reads as a failure."""
+    result = CliRunner().invoke(main, ["check-config", "-c", str(enrolled(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "0 checks" not in result.output
+    assert "the collector's config brings them" in result.output
+
+
 def test_check_config_says_where_each_check_came_from(tmp_path: Path) -> None:
     path = enrolled(tmp_path, overrides='[[checks.host]]\nname = "mine"\n')
     central = CentralConfig(load_config(path))

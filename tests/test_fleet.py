@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -44,6 +45,28 @@ def test_the_anti_malware_mix_follows_the_configured_shares() -> None:
     for verdict, share in VERDICTS.items():
         observed = sum(a.verdict == verdict for a in pcs) / len(pcs)
         assert abs(observed - share) < 0.02, (verdict, observed)
+
+
+def test_simulated_disks_fill_slowly_and_few_are_near_full() -> None:
+    """The demo's 40 PCs once jumped between 30 and 95 % at every sample, and most paged
+    disk_full within minutes: a disk drifts, and about one PC in twenty is near full."""
+    fleet = Fleet("dong-nai", [f"c{i}" for i in range(5)], 8, seed=5)
+    seen: dict[str, list[float]] = {}
+    for step in range(60):  # an hour of minutes
+        for agent in fleet.agents:
+            for _topic, payload, _ in fleet.cycle(agent, T0 + 60 * step):
+                envelope = decode(_topic, payload)
+                assert isinstance(envelope, wire.Envelope)
+                for sample in envelope.samples:
+                    if sample.item == "disk":
+                        used = sample.fields["used_percent"]
+                        assert isinstance(used, float)
+                        seen.setdefault(f"{envelope.commune}/{envelope.agent}", []).append(used)
+    assert len(seen) == 40
+    for series in seen.values():
+        assert max(abs(b - a) for a, b in itertools.pairwise(series)) <= 0.2
+    near_full = [pc for pc, series in seen.items() if max(series) >= 90]
+    assert len(near_full) <= 6, near_full
 
 
 def test_at_two_outages_a_day_a_line_is_up_most_of_the_time() -> None:

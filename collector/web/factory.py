@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -72,7 +73,9 @@ def create_app(
     issuer: Issuer | None = None,
     releases: ReleaseFiles | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served from here: the IOC on the
+    # dedicated network has no route to a CDN.
+    app = FastAPIOffline(
         title="commune-monitor collector",
         version=__version__,
         description=(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from agent.catalogue import CATALOGUE
 from agent.wire import FieldValue
+from collector.common import words
 from collector.common.localtime import local
 from collector.state.store import LatestSample
 
@@ -75,6 +76,25 @@ def shown(check: str, item: str, name: str, value: FieldValue, yes: str, no: str
             return formatter(float(value))
         return f"{_number(float(value))} {unit}".rstrip()
     return str(value)
+
+
+def decimal(language: str, value: float | None, digits: int = 1) -> str:
+    """A number with ``digits`` decimals and the language's decimal sign (85,4 in
+    Vietnamese, as the monthly report writes it); "—" for none."""
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f}"
+    return text.replace(".", ",") if language == "vi" else text
+
+
+def localised(language: str, text: str, value: FieldValue) -> str:
+    """A shown value in the page's language: a number with its decimal sign, a state of
+    the catalogue's enumerations (``up``, ``protected``) in words."""
+    if isinstance(value, bool):
+        return text
+    if isinstance(value, int | float):
+        return text.replace(".", ",") if language == "vi" else text
+    return words.word(language, "value_", text)
 
 
 def grouped(samples: Sequence[LatestSample]) -> dict[str, list[LatestSample]]:

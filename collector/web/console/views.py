@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 
 from agent.catalogue import ANTIVIRUS, ANTIVIRUS_PRODUCT
 from collector.alerts.groups import acknowledge_group, groups
+from collector.alerts.pending import pending
 from collector.alerts.records import (
     MAX_COMMENT,
     NotFound,
@@ -54,9 +55,12 @@ from collector.web.auth import (
     token_digest,
 )
 from collector.web.console import overview as overview_table
+from collector.web.console import progress
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
-from collector.web.console.values import duration, grouped, shown
+from collector.web.console.events import event_detail
+from collector.web.console.forms import Refusal, commune_slug, plan_refusal
+from collector.web.console.values import decimal, duration, grouped, localised, shown
 from collector.web.guard import safe_next, scheme
 from collector.web.scope import (
     Scope,
@@ -86,8 +90,10 @@ def _local(ts: float | None, with_date: bool = True) -> str:
     return moment.strftime("%d/%m/%Y %H:%M" if with_date else "%H:%M")
 
 
-def _percent(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f} %"
+@pass_context
+def _percent(context: Any, value: float | None, digits: int = 2) -> str:
+    """A percentage with the page's decimal sign."""
+    return "—" if value is None else f"{decimal(context.get('lang', 'vi'), value, digits)} %"
 
 
 templates.filters["local"] = _local
@@ -156,6 +162,15 @@ def _actor(request: Request, who: Session) -> audit.Actor:
     return audit.Actor(who.name, who.role, client_address(request), "console")
 
 
+def _number_or_text(text: str) -> float | str:
+    """An alert's recorded value: a number when it reads as one (its decimal sign is the
+    page's), else text (a state, said in words)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _language(request: Request) -> str:
     language = request.cookies.get(LANG_COOKIE, "vi")
     return language if language in words.CONSOLE else "vi"
@@ -184,6 +199,10 @@ def page(request: Request, template: str, viewer: Session | None, **values: Any)
         t=lambda key: words.translate(language, key),
         reason=lambda r: words.reason(language, r.code, r.detail, r.count),
         kind=lambda rule: words.kind(language, rule),
+        word=lambda prefix, value: words.word(language, prefix, str(value)),
+        event_detail=lambda event: event_detail(language, event.event, event.detail),
+        num=lambda value, digits=1: decimal(language, value, digits),
+        shown_value=lambda text: localised(language, text, _number_or_text(text)),
         gate_words=lambda text: gates.in_words(text, language),
         lang=language,
         viewer=viewer,
@@ -346,6 +365,7 @@ def commune_page(
             week,
             now,
             tuple(words.translate(language, k) for k in ("up", "down", "not_watched")),  # type: ignore[arg-type]
+            "," if language == "vi" else ".",
         )
         if subjects
         else ""
@@ -354,10 +374,15 @@ def commune_page(
     alerts = list_alerts(
         context.store, now, province=commune.province, commune=slug, state="firing"
     )
-    rate = lambda v: shown("snmp", "interface", "in_bps", v, "", "") if v is not None else "—"  # noqa: E731
+    coming = pending(context.store, viewer.scope.places(), (commune.province, commune.slug))
+    rate = lambda v: (  # noqa: E731
+        localised(language, shown("snmp", "interface", "in_bps", v, "", ""), v)
+        if v is not None
+        else "—"
+    )
     return page(
         request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
-        rate=rate, duration=duration, now=now,
+        pending=coming, rate=rate, duration=duration, now=now,
     )  # fmt: skip
 
 
@@ -400,23 +425,48 @@ def agent_page(request: Request, viewer: Viewer, context: Context, key: str) -> 
     )
     return page(
         request, "agent.html", viewer, agent=agent, checks=grouped(samples),
-        value=lambda s, name, v: shown(s.check, s.item, name, v, yes, no),
+        value=lambda s, name, v: localised(language, shown(s.check, s.item, name, v, yes, no), v),
         update=context.store.update_reports(agent.agent_key).get(agent.agent_key),
     )  # fmt: skip
 
 
 @router.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
-    request: Request, viewer: Viewer, context: Context, state: str = "firing"
+    request: Request,
+    viewer: Viewer,
+    context: Context,
+    state: Annotated[str, Query(max_length=16)] = "firing",
 ) -> HTMLResponse:
+    return _alerts(request, viewer, context, state)
+
+
+#: The alerts page's tabs: its own filter, not the API's ``state``.
+ALERT_TABS = ("firing", "resolved", "all")
+
+
+def _alerts(
+    request: Request,
+    viewer: Session,
+    context: ApiContext,
+    state: str = "firing",
+    refusal: Refusal | None = None,
+    typed: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The alerts, silences and maintenance windows; the plan form with what was typed
+    and why it was refused, when it was."""
     now = time.time()
-    chosen = state if state in ("firing", "resolved") else None
+    state = state if state in ALERT_TABS else "firing"
     scope = viewer.scope
-    return page(
+    provinces = scope.provinces_of(context.model.provinces())
+    response = page(
         request,
         "alerts.html",
         viewer,
-        groups=groups(context.store, now, state=chosen, limit=2000, places=scope.places()),
+        groups=groups(
+            context.store, now, state=None if state == "all" else state, limit=2000,
+            places=scope.places(),
+        ),
+        pending=pending(context.store, scope.places()) if state != "resolved" else [],
         silences=[
             s for s in list_silences(context.store, now) if scope.sees(s.province, s.commune)
         ],
@@ -425,12 +475,25 @@ def alerts_page(
             for w in maintenance.windows(context.store, None, now)
             if scope.sees(w.province, w.commune)
         ],
-        provinces=scope.provinces_of(context.model.provinces()),
+        provinces=provinces,
         plan_communes=list(scope.communes),
+        plan_choices=_choices(context, provinces[0] if provinces else ""),
         names=_names(context),
         now=now,
         state=state,
-    )
+        tabs=ALERT_TABS,
+        refusal=refusal,
+        typed=typed or {},
+    )  # fmt: skip
+    if refusal is not None:
+        response.status_code = 422
+    return response
+
+
+def _choices(context: ApiContext, province: str) -> list[str]:
+    """The communes' names the plan form suggests, in the register's order."""
+    inventory = context.model.inventories.get(province)
+    return [c.name for c in inventory.communes] if inventory else []
 
 
 def _names(context: ApiContext) -> dict[str, str]:
@@ -467,7 +530,7 @@ def _form_time(value: str, name: str) -> float:
     try:
         return parse_time(value)
     except ValueError:
-        raise HTTPException(422, f"{name}: not a date and time") from None
+        raise Refusal(name, "plan_error_times") from None
 
 
 @router.post("/maintenance")
@@ -478,24 +541,32 @@ def maintenance_form(
     province: Annotated[str, Form(max_length=64)],
     starts: Annotated[str, Form(max_length=40)],
     ends: Annotated[str, Form(max_length=40)],
-    commune: Annotated[str, Form(max_length=64)] = "",
+    commune: Annotated[str, Form(max_length=200)] = "",
     device: Annotated[str, Form(max_length=64)] = "",
     every: Annotated[str, Form(max_length=10)] = "",
     until: Annotated[str, Form(max_length=40)] = "",
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    need_within(who.scope, province, commune, "the window", f"no commune {province}/{commune}")
+    """A window from the plan form; refused, the alerts page again with the form as it
+    was typed and the reason beside the field, in the page's language."""
+    typed = {"commune": commune, "device": device, "starts": starts, "ends": ends,
+             "every": every, "until": until, "reason": reason}  # fmt: skip
+    inventory = context.model.inventories.get(province)
     now = time.time()
     try:
+        slug = commune_slug(inventory.communes if inventory else None, commune)
+        need_within(who.scope, province, slug, "the window", f"no commune {province}/{slug}")
         maintenance.add(
-            context.store, province=province, commune=commune, device=device,
+            context.store, province=province, commune=slug, device=device.strip(),
             starts=_form_time(starts, "starts"), ends=_form_time(ends, "ends"), every=every,
             until=_form_time(until, "until") if until else None, reason=reason,
             created_by=who.name, now=now,
             also=audited.window(_actor(request, who), "maintenance_create", now),
         )  # fmt: skip
+    except Refusal as refusal:
+        return _alerts(request, who, context, refusal=refusal, typed=typed)
     except maintenance.MaintenanceError as exc:
-        raise HTTPException(422, str(exc)) from None
+        return _alerts(request, who, context, refusal=plan_refusal(str(exc)), typed=typed)
     return RedirectResponse("/alerts#maintenance", status_code=303)
 
 
@@ -549,10 +620,14 @@ def rollout_page(
     if context.rollout is not None:
         listed = rollouts.overview(context.rollout.rollouts, scope, limit=1)
         release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
+    inventory = context.model.inventories.get(chosen)
     return page(
         request, "rollout.html", viewer, configured=context.rollout is not None,
-        provinces=provinces, province=chosen, communes=found, behind=behind, events=events,
-        release=release,
+        provinces=provinces, province=chosen, communes=progress.worst_first(found),
+        totals=progress.totals(found), behind=behind, events=events, release=release,
+        province_name=inventory.name if inventory and inventory.name else chosen,
+        province_names={p: i.name or p for p, i in context.model.inventories.items()},
+        names=_names(context),
     )  # fmt: skip
 
 

@@ -1,0 +1,63 @@
+"""Alerts on their way: a rule's condition holds, its ``for`` delay not yet over.
+
+A commune turns critical the moment a PC reports it is unprotected; the alert follows
+ten minutes later, when the condition has held that long. Until then the console shows
+it as pending, so that the commune's colour and the alerts agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from collector.state.store import StateStore
+
+
+@dataclass(frozen=True)
+class Pending:
+    rule: str
+    province: str
+    commune: str
+    agent: str
+    target: str
+    since: float
+    """When the condition began to hold."""
+
+
+def _place(subject: str) -> tuple[str, str, str, str] | None:
+    """(province, commune, agent, target) of a subject key: "p/c/agent|name|item|target"
+    for a sample's, "p/c/agent" for an agent's, "p/c" for a commune's; None for the
+    collector's own subjects ("collector/…"), which are of no commune."""
+    place, _, rest = subject.partition("|")
+    parts = place.split("/")
+    if parts[0] == "collector" or len(parts) < 2:
+        return None
+    target = rest.rsplit("|", 1)[-1] if rest else ""
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else "", target
+
+
+def pending(
+    store: StateStore,
+    places: Sequence[tuple[str, str]],
+    commune: tuple[str, str] | None = None,
+    limit: int = 500,
+) -> list[Pending]:
+    """Pending alerts of these (province, commune) places ("" for any), oldest first;
+    of one (province, commune) only when ``commune`` is given."""
+    with store.reading() as db:
+        rows = db.execute(
+            "SELECT rule, subject, since FROM alert_subjects WHERE state = 'pending' "
+            "ORDER BY since LIMIT ?",
+            (limit,),
+        ).fetchall()
+    found: list[Pending] = []
+    for rule, subject, since in rows:
+        place = _place(str(subject))
+        if place is None:
+            continue
+        province, slug, agent, target = place
+        if commune is not None and (province, slug) != commune:
+            continue
+        if any(p in ("", province) and c in ("", slug) for p, c in places):
+            found.append(Pending(str(rule), province, slug, agent, target, float(since)))
+    return found
