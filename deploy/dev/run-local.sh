@@ -189,8 +189,8 @@ OFFICE_TOKEN=$(token office 5)
 POLLER_TOKEN=$(token poller 1)
 enroll() {
   "$VENV/bin/commune-agent" enroll --collector "http://127.0.0.1:$API_PORT" --token "$1" \
-    --id "$2" --commune la-nga --config "$3" --replace --force
-}
+    --id "$2" --commune la-nga --config "$3" --replace --force >> "$RUN/enroll.log"
+}  # its "next: install-service" is for a real PC: here the script runs the agents
 THIS_PC=$("$VENV/bin/python" -c "from agent.config import default_agent_id; print(default_agent_id())")
 # Each in its own folder, as on its own PC: agent.toml, mqtt-password, the state.
 enroll "$OFFICE_TOKEN" "$THIS_PC" "$RUN/pc/agent.toml"
