@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.configtypes import read_secret
 from collector import __version__
+from collector.alerts.certificates import CertificateWatch, Source, tls_address
 from collector.alerts.engine import AlertEngine
 from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
@@ -22,13 +23,20 @@ from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
 from collector.release.online import OnlineSigner
 from collector.release.repository import Repository
+from collector.rollout.registry import client_certificates
 from collector.rollout.service import Rollout, RolloutSettings
 from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
-from collector.web.figures import figures, release_figures, rollout_figures, session_figures
+from collector.web.figures import (
+    certificate_figures,
+    figures,
+    release_figures,
+    rollout_figures,
+    session_figures,
+)
 from collector.web.metrics import Family
 
 log = logging.getLogger("collector")
@@ -84,6 +92,33 @@ def release_signer(config: CollectorConfig) -> OnlineSigner:
     section, store = config.releases, config.store.path
     repository = Repository(section.repository_path(store), section.expiries())
     return OnlineSigner(repository, section.keys_dir(store))
+
+
+def certificate_sources(config: CollectorConfig) -> list[Source]:
+    """The certificates ``CertificateWatch`` reads, each place once."""
+    sources: list[Source] = []
+    if config.api.tls_cert_file:
+        sources.append(Source("api", "file", config.api.tls_cert_file))
+    enrollment = config.enrollment
+    brokers = [("broker", config.mqtt.url)]
+    cas = [("broker-ca", config.mqtt.ca_file)]
+    if enrollment is not None:
+        brokers += [("broker", enrollment.broker_url),
+                    ("broker-certificates", enrollment.cert_broker_url)]  # fmt: skip
+        cas.append(("agents-ca", enrollment.broker_ca_file))
+        if enrollment.client_ca_cert_file:
+            sources.append(Source("client-ca", "file", enrollment.client_ca_cert_file))
+    seen: set[str] = set()
+    for name, url in brokers:
+        address = tls_address(url) if url else ""
+        if address and address not in seen:
+            seen.add(address)
+            sources.append(Source(name, "tls", address))
+    for name, path in cas:
+        if path and path not in seen:
+            seen.add(path)
+            sources.append(Source(name, "bundle", path))
+    return sources
 
 
 def session_name(config: CollectorConfig) -> str:
@@ -187,6 +222,11 @@ class Collector:
         self.health = HealthModel(self.reader, self.inventories)
         self.rules = load_all_rules(config)
         self.releases = release_signer(config)
+        self.certificates = CertificateWatch(
+            certificate_sources(config),
+            pcs=self._pc_certificates if config.enrollment is not None else None,
+            cert_days=config.enrollment.client_cert_days if config.enrollment else 825,
+        )
         self.engine = AlertEngine(
             self.rules,
             late_after=float(config.alerts.late_after),
@@ -194,6 +234,7 @@ class Collector:
             escalation=escalation_steps(config),
             sessions=self.sessions,
             releases=self.releases.roles,
+            certificates=self.certificates.expiries,
         )
         self.engine.install(self.store)
         alerts = config.alerts
@@ -326,6 +367,8 @@ class Collector:
                 "silence",
                 mark_silent(self.store, collector.offline_after, float(collector.default_interval)),
             ),
+            # Before the alerts: their first round sees the certificates.
+            Task("certificates", self.certificates.tick, every_s=600.0),
             Task("alerts", lambda now: self.engine.tick(self.store, now)),
         ]
         if self.sink is not None:
@@ -462,7 +505,16 @@ class Collector:
         )
         if self.rollout is not None:
             families += rollout_figures(self.rollout)
-        return families + session_figures(self.sessions()) + release_figures(self.releases)
+        return [
+            *families,
+            *session_figures(self.sessions()),
+            *release_figures(self.releases),
+            *certificate_figures(self.certificates.expiries()),
+        ]
+
+    def _pc_certificates(self) -> list[tuple[str, float, float]]:
+        with self.reader.reading() as db:
+            return client_certificates(db)
 
     def sessions(self) -> list[SessionWatch]:
         """The collector's own broker sessions: the ingest's, and with enrollment the

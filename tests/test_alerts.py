@@ -548,6 +548,8 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "collector_session_taken_over",
         "collector_session_refused",
         "release_metadata_expiring",
+        "certificate_expiring",
+        "certificate_expiring_soon",
         "rollout_paused_by_breach",
         "agent_update_rolled_back",
         "agent_update_failing",

@@ -345,7 +345,7 @@ def console_shows_the_rollout(site: Site, browser: Browser) -> None:
         expect(row.locator(".enrolled")).to_have_text(str(PCS - 1))
         expect(row.locator(".current")).to_have_text(str(PCS - 1))
         behind = page.locator("#behind")
-        expect(behind).to_contain_text("la-nga/pc-01")
+        expect(behind).to_contain_text("la-nga · pc-01")  # the commune, then the PC
         expect(behind).to_contain_text("count")
         expect(page.locator("#audit")).to_contain_text("thu hồi")  # pc-20's revocation
         shot(page, "rollout")

@@ -205,16 +205,19 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
         patch.setattr(migrations, "MIGRATIONS", seven)
         patch.setattr(migrations, "LATEST", 7)
         with StateStore(path) as store, store.transaction() as db:
-            registry.enrolled(
-                db, province="dong-nai", commune="la-nga", agent="pc-07",
-                username="dong-nai/la-nga/pc-07@1", profile="office", token_id="t", now=1.0,
+            # As the collector of schema 7 wrote it (its columns, not today's).
+            db.execute(
+                "INSERT INTO managed_agents (agent_key, province, commune, agent, username, "
+                "profile, token_id, enrolled_at, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ("dong-nai/la-nga/pc-07", "dong-nai", "la-nga", "pc-07",
+                 "dong-nai/la-nga/pc-07@1", "office", "t", 1.0, 1),
             )  # fmt: skip
             registry.config_sent(db, "dong-nai/la-nga/pc-07", 4, "ab" * 32, 2.0, "k")
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8]
+        assert [m.version for m in store.migrated] == [8, 9]
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -228,3 +231,26 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
         assert _update_rows(store)[0][1] == "refused"  # an older report changes nothing
         store.apply(statuses=[(_birth_with_update("pc-07", "committed", "0.3.0", 7.0), 7.0)])
         assert _update_rows(store) == [("dong-nai/la-nga/pc-07", "committed", "0.3.0", 0)]
+
+
+def test_a_0_2_0_store_reckons_its_pcs_certificates_and_records_the_next(tmp_path: Path) -> None:
+    """Migration 9: the client certificates 0.2.0 signed have no recorded end (0: the
+    watch reckons enrolled + client_cert_days); an enrollment now records its own."""
+    from collector.alerts.certificates import pc_certificates
+    from collector.rollout import registry
+
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", tmp_path / "state.sqlite")
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert 9 in [m.version for m in store.migrated]
+        with store.transaction() as db:
+            before = {key: expires for key, expires, _ in registry.client_certificates(db)}
+            assert set(before.values()) <= {0.0}  # nothing made up
+            registry.enrolled(
+                db, province="dong-nai", commune="la-nga", agent="pc-09",
+                username="dong-nai/la-nga/pc-09@1", profile="office", token_id="t",
+                now=2e9, generation=1, cert_serial="abc", cert_expires=2e9 + 825 * 86400,
+            )  # fmt: skip
+            rows = registry.client_certificates(db)
+        assert ("dong-nai/la-nga/pc-09", 2e9 + 825 * 86400, 2e9) in rows
+        found = pc_certificates(rows, 825, 2e9)
+        assert found is not None and found.what == f"{len(rows)} PCs"

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import msgspec
 
 from agent.wire import Envelope, Sample
+from collector.alerts.certificates import Expiry
 from collector.alerts.escalation import Escalation, escalation_event
 from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
@@ -109,10 +110,12 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         sessions: Callable[[], Sequence[SessionWatch]] = tuple,
         releases: Callable[[], Sequence[ReleaseRole]] = tuple,
+        certificates: Callable[[], Sequence[Expiry]] = tuple,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.sessions = sessions
         self.releases = releases
+        self.certificates = certificates
         self.escalation = list(escalation)
         self.late_after = late_after
         self.uplinks = uplinks or {}
@@ -375,6 +378,8 @@ class AlertEngine:
                         self._session_step(db, rule, watch, now)
                     for role in self.releases():
                         self._release_step(db, rule, role, now)
+                    for certificate in self.certificates():
+                        self._certificate_step(db, rule, certificate, now)
                     if rollout is not None:
                         self._rollout_step(db, rule, rollout, now)
             self._inhibit(db, now)
@@ -435,6 +440,20 @@ class AlertEngine:
             return
         subject = Subject(f"collector/release-{role.role}", "", "", name=role.role)
         self.step(db, rule, subject, holds, now, now, str(days))
+
+    def _certificate_step(
+        self, db: sqlite3.Connection, rule: Rule, certificate: Expiry, now: float
+    ) -> None:
+        days = round((certificate.expires - now) / 86400, 1)
+        holds = rule.holds({"certificate": certificate.name, "certificate_days": days})
+        if holds is None:
+            return
+        label = f"{certificate.name} ({certificate.what}{'; ' if certificate.note else ''}"
+        subject = Subject(
+            f"collector/certificate-{certificate.name}", "", "",
+            name=f"{label}{certificate.note})",
+        )  # fmt: skip
+        self.step(db, rule, subject, holds, now, now, f"{days:g}")
 
     def _rollout_step(
         self, db: sqlite3.Connection, rule: Rule, rollout: RolloutStanding, now: float

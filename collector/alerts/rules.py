@@ -80,6 +80,11 @@ COLLECTOR_FIELDS = {
     # gate paused it (a breach), not an operator.
     "rollout_state": TEXT,
     "rollout_breach": BOOL,
+    # The certificates the collector watches (collector/alerts/certificates.py: api,
+    # broker, broker-certificates, broker-ca, agents-ca, client-ca, pc-certificates)
+    # and the days until the first of each expires (below 0: expired).
+    "certificate": TEXT,
+    "certificate_days": NUMBER,
 }
 COMMUNE_FIELDS = {
     "agents": NUMBER,

@@ -175,6 +175,7 @@ class Enroller:
                         now=now,
                         generation=generation,
                         cert_serial=issued.serial if issued else "",
+                        cert_expires=issued.expires if issued else 0.0,
                     )
                     if existing is not None and existing.username != username:
                         registry.retire(

@@ -159,15 +159,18 @@ def enrolled(
     now: float,
     generation: int = 0,
     cert_serial: str = "",
+    cert_expires: float = 0.0,
 ) -> None:
     """Enrolled anew, or again (a replaced PC, or after a revocation)."""
     db.execute(
         """INSERT INTO managed_agents (agent_key, province, commune, agent, username, profile,
-             token_id, enrolled_at, generation, cert_serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             token_id, enrolled_at, generation, cert_serial, cert_expires)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (agent_key) DO UPDATE SET username = excluded.username,
              profile = excluded.profile, token_id = excluded.token_id,
              enrolled_at = excluded.enrolled_at, revoked_at = NULL,
-             generation = excluded.generation, cert_serial = excluded.cert_serial""",
+             generation = excluded.generation, cert_serial = excluded.cert_serial,
+             cert_expires = excluded.cert_expires""",
         (
             agent_key(province, commune, agent),
             province,
@@ -179,8 +182,19 @@ def enrolled(
             now,
             generation,
             cert_serial,
+            cert_expires,
         ),
     )
+
+
+def client_certificates(db: sqlite3.Connection) -> list[tuple[str, float, float]]:
+    """The live enrollments holding a client certificate: (agent key, when it expires
+    (0: not recorded), when it was enrolled)."""
+    rows = db.execute(
+        "SELECT agent_key, cert_expires, enrolled_at FROM managed_agents "
+        "WHERE cert_serial != '' AND revoked_at IS NULL ORDER BY agent_key"
+    ).fetchall()
+    return [(str(key), float(expires), float(enrolled)) for key, expires, enrolled in rows]
 
 
 def retire(

@@ -81,6 +81,7 @@ class Signer:
         return Issued(
             certificate.public_bytes(serialization.Encoding.PEM).decode(),
             format(certificate.serial_number, "x"),
+            certificate.not_valid_after_utc.timestamp(),
         )
 
     def revocation_list(
@@ -115,6 +116,8 @@ class Issued:
     pem: str
     serial: str
     """Hex, as the revocation list names it."""
+    expires: float
+    """Its notAfter (Unix seconds): the PC enrolls again (``--replace``) before then."""
 
 
 def write_public(path: Path, content: bytes) -> bool:

@@ -274,6 +274,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        9,
+        "certificates: when each PC's client certificate expires (the certificate_expiring alert)",
+        (
+            # 0: signed before this was recorded; the watch then reckons enrolled_at plus
+            # [enrollment] client_cert_days, the validity it was signed with unless changed.
+            "ALTER TABLE managed_agents ADD COLUMN cert_expires REAL NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

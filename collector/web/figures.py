@@ -5,6 +5,7 @@ notifications, the sink."""
 from __future__ import annotations
 
 from collector import __version__
+from collector.alerts.certificates import Expiry
 from collector.alerts.notify import Notifier
 from collector.alerts.records import firing_by_severity
 from collector.common.sessions import SessionWatch
@@ -204,6 +205,19 @@ def session_figures(watches: list[SessionWatch]) -> list[Family]:
         takeovers.add(watch.takeovers_total, session=watch.name)
         refusals.add(watch.refusals_total, session=watch.name)
     return [up, takeovers, refusals]
+
+
+def certificate_figures(expiries: list[Expiry]) -> list[Family]:
+    """When each watched certificate expires (collector/alerts/certificates.py)."""
+    expires = Family(
+        "commune_collector_certificate_expires_seconds",
+        "gauge",
+        "When each certificate the province depends on expires (Unix seconds); for "
+        "pc-certificates, the first PC's.",
+    )
+    for expiry in expiries:
+        expires.add(expiry.expires, certificate=expiry.name)
+    return [expires]
 
 
 def release_figures(signer: OnlineSigner) -> list[Family]:

@@ -168,11 +168,13 @@ def broker_site(
     tmp_path: Path,
     passwords: tuple[str, str] = (ADMIN_PASSWORD, COLLECTOR_PASSWORD),
     store: Path | None = None,
+    enrollment_extra: str = "",
     **shipped_options: Any,
 ) -> Iterator[BrokerSite]:
     """``passwords``: the plugin's admin and the collector's, where the plugin's file is
     another release's (``shipped_options``: see ``shipped_broker``); ``store``: a state
-    store to start the collector with (another release's)."""
+    store to start the collector with (another release's); ``enrollment_extra``: more
+    ``[enrollment]`` lines."""
     admin_password, collector_password = passwords
     with shipped(tmp_path / "broker", ADMIN, admin_password, **shipped_options) as broker:
         pki = broker.pki
@@ -185,7 +187,7 @@ def broker_site(
             f'broker_ca_file = "{pki.ca}"\n'
             f'cert_broker_url = "mqtts://localhost:{broker.cert_port}"\n'
             f'client_ca_cert_file = "{pki.ca}"\nclient_ca_key_file = "{pki.ca_key}"\n'
-            f'client_crl_file = "{broker.crl}"\nclient_crl_reload = "2s"\n',
+            f'client_crl_file = "{broker.crl}"\nclient_crl_reload = "2s"\n{enrollment_extra}',
         ))  # fmt: skip
         (tmp_path / "admin.password").write_text(admin_password)
         (tmp_path / "collector.password").write_text(collector_password)
