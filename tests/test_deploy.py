@@ -167,3 +167,99 @@ def test_the_crl_reload_units_watch_what_the_broker_loads() -> None:
         assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         shutil.rmtree(folder)
+
+
+def bundle_recipe(*overrides: str) -> list[str]:
+    """`make collector-dist`'s commands as make would run them (``-n``: runs nothing,
+    downloads nothing), the venv's own build left out."""
+    import os
+    import shutil
+    import subprocess
+
+    make = shutil.which("make")
+    assert make is not None, "make is what builds the bundle"
+    # Run from `make test` too: not as a sub-make of it (its flags, its directory lines).
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    printed = subprocess.run(
+        [make, "-n", "collector-dist", *overrides],
+        cwd=REPO, env=environment, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    joined = printed.stdout.replace("\\\n", " ")
+    return [" ".join(line.split()) for line in joined.splitlines() if "collector-" in line]
+
+
+def test_the_collector_bundle_holds_exactly_the_locked_wheels() -> None:
+    """The offline bundle (OPERATIONS, "Upgrading the collector"): dependencies only as
+    the lock pins them, checked against its hashes, wheels only (no build on the
+    collector), this package built with the locked setuptools, the lock and its sums
+    shipped with them."""
+    version = re.search(r'__version__ = "(.+)"', (REPO / "agent" / "__init__.py").read_text())
+    assert version is not None
+    bundle = f"dist/collector-{version.group(1)}"
+    commands = bundle_recipe()
+    [download] = [c for c in commands if " pip download " in c]
+    for option in ("--require-hashes", "--only-binary=:all:", "-r requirements.lock",
+                   f"-d {bundle}", "--implementation cp", "--python-version 3.11"):  # fmt: skip
+        assert option in download, option
+    [build] = [c for c in commands if " pip wheel " in c]
+    assert "--no-build-isolation" in build and "--no-deps" in build and f"-w {bundle} ." in build
+    assert f"cp requirements.lock {bundle}/requirements.lock" in commands
+    assert f"cd {bundle} && sha256sum *.whl requirements.lock > SHA256SUMS" in commands
+    assert f"tar -czf {bundle}.tar.gz -C dist collector-{version.group(1)}" in commands
+    # Debian 12 (glibc 2.36): every manylinux it runs, and none newer.
+    platforms = set(re.findall(r"--platform (\S+)", download))
+    assert {"manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_36_x86_64"} <= platforms
+    assert "manylinux_2_37_x86_64" not in platforms
+
+
+def test_the_collector_bundle_is_made_for_the_host_named() -> None:
+    [download] = [
+        c
+        for c in bundle_recipe("DIST_PYTHON=3.13", "DIST_GLIBC=2.41", "DIST_ARCH=aarch64")
+        if " pip download " in c
+    ]
+    assert "--python-version 3.13" in download
+    platforms = set(re.findall(r"--platform (\S+)", download))
+    assert {"manylinux2014_aarch64", "manylinux_2_41_aarch64"} <= platforms
+    assert not any(p.endswith("x86_64") or p == "manylinux_2_42_aarch64" for p in platforms)
+
+
+def test_the_upgrade_installs_the_bundle_offline_as_locked() -> None:
+    """The book's steps install from the bundle alone, by the lock's hashes, into a new
+    venv, and switch by install-service from it."""
+    book = (DEPLOY / "OPERATIONS.md").read_text()
+    upgrade = book.split("### Upgrading the collector", 1)[1].split("\n### ", 1)[0]
+    assert "make collector-dist" in upgrade
+    assert "pip install --no-index --find-links . --require-hashes -r requirements.lock" in (
+        upgrade
+    )
+    assert "pip install --no-index --no-deps commune_monitor-$V-py3-none-any.whl" in upgrade
+    assert "N=/opt/commune-collector/venv-$V" in upgrade
+    assert "sha256sum -c SHA256SUMS" in upgrade
+    assert "$N/bin/commune-collector migrate --dry-run -c $C" in upgrade
+    assert "$N/bin/commune-collector install-service -c $C" in upgrade
+    assert "pip install -U" not in book
+
+
+#: Commands the book names that another branch is adding now; each is checked once the
+#: command line has it.
+ANNOUNCED = frozenset({"backup"})
+
+
+def test_every_command_the_book_names_exists() -> None:
+    """`commune-collector WORD [SUB]` anywhere in OPERATIONS.md is a command (and a
+    subcommand of a group) of the command line (`sudo -u commune-collector` is a user)."""
+    import click
+
+    from collector.cli.main import main
+
+    book = (DEPLOY / "OPERATIONS.md").read_text()
+    named = re.findall(r"(?<!-u )commune-collector ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", book)
+    assert len(named) > 30
+    for command, sub in named:
+        found = main.commands.get(command)
+        if found is None:
+            assert command in ANNOUNCED, f"OPERATIONS.md names commune-collector {command}"
+            continue
+        if isinstance(found, click.Group) and sub:
+            assert sub in found.commands, f"OPERATIONS.md names commune-collector {command} {sub}"
