@@ -139,3 +139,16 @@ def test_percent_protected_says_of_which_figure(api: Served) -> None:
     assert (la_nga["denominator"], la_nga["denominator_of"]) == (4, "expected")
     phu_hoa = api.get("/api/v1/communes/phu-hoa")[1]["antimalware"]
     assert (phu_hoa["denominator"], phu_hoa["denominator_of"]) == (1, "known")
+
+
+def test_the_audit_has_its_iso_times_too(api: Served) -> None:
+    """Not only the figures: the audit (and the enrollment tokens and rollouts, which
+    share its answer class) give each time its ISO twin."""
+    _, [alert] = api.get("/api/v1/alerts")
+    status, _ = api.call("POST", f"/api/v1/alerts/{alert['id']}/ack", TOKEN, {"comment": "VNPT"})
+    assert status == 200
+    status, entries = api.get("/api/v1/audit")
+    assert status == 200 and entries, entries
+    entry = entries[0]
+    assert dt.datetime.fromisoformat(entry["at_iso"]).timestamp() == int(entry["at"])
+    assert entry["at_iso"].endswith("+07:00")

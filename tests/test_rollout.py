@@ -4,6 +4,8 @@ agent processes that enroll with one token and run the checks the collector send
 
 from __future__ import annotations
 
+import datetime as dt
+
 import hashlib
 import json
 import re
@@ -200,6 +202,9 @@ def test_a_commune_enrolls_with_one_token_and_follows_the_collectors_profile(
     token = created["token"]
     assert token in created["linux"] and "msiexec /i commune-agent.msi" in created["windows"]
     assert f"ENROLL_TOKEN={token}" in created["windows"]
+    expires = dt.datetime.fromisoformat(created["expires_iso"])  # readable beside exact
+    assert expires.utcoffset() == dt.timedelta(hours=7)
+    assert expires.timestamp() == int(created["expires"])
 
     names = [f"pc-{n:02d}" for n in range(1, PCS + 1)]
     enrolling = [site.enroll(name, token) for name in names]

@@ -18,8 +18,9 @@ from collector.common.localtime import local
 from collector.state import audit
 from collector.web.api import TIME_PATTERN, query_time
 from collector.web.auth import Context, Technician, errors
+from collector.web.readable import ReadableJSONResponse
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 
 COLUMNS = (
     "id", "at", "time", "actor", "role", "address", "via", "action", "province", "commune",

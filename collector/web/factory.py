@@ -81,7 +81,10 @@ def create_app(
         description=(
             "Health of the province's communes for the IOC: anti-malware coverage, "
             "dedicated line (TSLCD) availability, video-conference readiness. "
-            "Send `Authorization: Bearer <token>`; times are Unix seconds."
+            "Send `Authorization: Bearer <token>`. Times are Unix seconds, each with its "
+            "ISO 8601 twin in Vietnam's time beside it (`fired_at` and `fired_at_iso`, "
+            "`at` and `at_iso`), not listed in the schemas below; percentages are "
+            "rounded to two decimals in the answers."
         ),
     )
     app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)

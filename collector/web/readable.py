@@ -23,7 +23,7 @@ from collector.common.localtime import VIETNAM
 #: Keys whose number is a time in Unix seconds (also any key ending in ``_at``).
 TIME_KEYS = frozenset({
     "start", "end", "starts", "ends", "until", "since", "ts", "last_seen", "last_ts",
-    "window_start", "window_end", "down_since", "monitored_since",
+    "window_start", "window_end", "down_since", "monitored_since", "expires", "at",
 })  # fmt: skip
 #: Keys whose number is a percentage, besides those with "percent" in their name: the
 #: availability windows and the Polycom's ready share.

@@ -40,9 +40,10 @@ from collector.web.auth import (
     client_address,
     errors,
 )
+from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import Scope, events_in_scope, need, need_within
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 _request = msgspec.json.Decoder(EnrollRequest)
 
 
@@ -110,7 +111,7 @@ class TokenCreated:
     expires: float
     uses: int
     windows: str
-    """The command to run on each Windows PC (PowerShell, as administrator)."""
+    """The command to run on each Windows PC (the MSI's msiexec line, as administrator)."""
     linux: str
 
 

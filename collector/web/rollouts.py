@@ -30,9 +30,10 @@ from collector.rollout.rollouts import (
 )
 from collector.rollout.rollouts import Rollout as Record
 from collector.web.auth import Admin, ApiContext, Caller, Context, Reader, actor_of, errors
+from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import Scope
 
-router = APIRouter()
+router = APIRouter(default_response_class=ReadableJSONResponse)
 RolloutId = Annotated[str, Field(pattern=r"^[0-9][0-9.]{0,26}-[0-9]{1,6}$")]
 
 
