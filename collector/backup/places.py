@@ -84,10 +84,9 @@ def _named_files(config: CollectorConfig) -> Iterator[tuple[str, str]]:
             yield f"enrollment.{key}", str(getattr(enrollment, key))
         for index, path in enumerate(enrollment.profiles):
             yield f"enrollment.profiles[{index}]", path
-    # The config signing key is made beside the store even before [enrollment] is set.
-    signing = key_path(enrollment.config_key_file if enrollment else "", config.store.path)
-    yield "enrollment.config_key_file", str(signing)
-    yield "enrollment.config_key_file.next", str(next_path(signing))
+        signing = key_path(enrollment.config_key_file, config.store.path)
+        yield "enrollment.config_key_file", str(signing)
+        yield "enrollment.config_key_file.next", str(next_path(signing))
 
 
 def _folders(config: CollectorConfig) -> list[Place]:

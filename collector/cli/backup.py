@@ -77,7 +77,13 @@ def backup_command(config_path: Path, out_dir: Path, dynsec: Path | None) -> Non
     """
     from collector.backup.backup import back_up
 
-    config = _load(config_path)
+    if not config_path.is_file():
+        raise click.ClickException(f"no config at {config_path}")
+    try:
+        # Unchecked: a named file that is missing is reported, not a reason to keep nothing.
+        config = load_collector_config(config_path, check=False)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     found = places(config, config_path.absolute(), dynsec.absolute() if dynsec else None)
     try:
         written = back_up(found, out_dir)
