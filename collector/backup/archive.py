@@ -178,6 +178,7 @@ def verify(archive: Path, folder: Path) -> Verified:
     empty folder); ArchiveError naming the archive and the member otherwise."""
     unpacked: dict[str, tuple[int, str]] = {}
     manifest_raw: bytes | None = None
+    sizes: dict[str, int] | None = None
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
             for member in _members(tar, archive):
@@ -185,7 +186,16 @@ def verify(archive: Path, folder: Path) -> Verified:
                     if member.size > _MAX_MANIFEST:
                         raise ArchiveError(f"{archive}: {MANIFEST} is too large: refused")
                     manifest_raw = _read(tar, member, archive).read()
+                    sizes = {
+                        e.member: e.size for e in Manifest.from_json(manifest_raw, archive).entries
+                    }
                     continue
+                if sizes is not None and sizes.get(member.name) not in (None, member.size):
+                    # Refused before its bytes are unpacked: no member larger than announced.
+                    raise ArchiveError(
+                        f"{archive}: {member.name} is {member.size} bytes, the manifest says "
+                        f"{sizes[member.name]}: changed or damaged"
+                    )
                 unpacked[member.name] = _unpack(_read(tar, member, archive), folder / member.name)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ArchiveError(

@@ -82,8 +82,24 @@ def apply(verified: Verified, steps: list[Step]) -> None:
         write_one(verified.file(step.entry), step.entry, step.target)
 
 
+def _make_folders(folder: Path) -> None:
+    """``folder`` and its missing parents, each with its parent's owner, group and mode:
+    a folder made under the collector's state folder is the collector's, one under
+    /etc/commune-collector root's and readable by the collector's group."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        parent = made.parent.stat()
+        made.mkdir(mode=0o700)
+        os.chmod(made, parent.st_mode & 0o777)
+        if os.geteuid() == 0:
+            os.chown(made, parent.st_uid, parent.st_gid)
+
+
 def write_one(source: Path, entry: Entry, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    _make_folders(path.parent)
     owner = _owner(entry, path)
     if entry.role == STORE:
         for stale in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):

@@ -15,7 +15,6 @@ from collector.backup.archive import ArchiveError, Entry, Verified
 from collector.backup.places import CONFIG, DYNSEC, STORE, places
 from collector.backup.restore import Step
 from collector.backup.storecopy import StoreCopyError, holder
-from collector.cli.common import _load
 from collector.config import load_collector_config
 from collector.state import migrations
 
@@ -24,10 +23,7 @@ _config = click.option(
     type=click.Path(dir_okay=False, path_type=Path), envvar="COMMUNE_COLLECTOR_CONFIG",
     help="The collector's config (TOML). Env: COMMUNE_COLLECTOR_CONFIG.",
 )  # fmt: skip
-_dynsec = click.option(
-    "--dynsec", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="The broker's dynamic-security.json (its accounts and hashed passwords).",
-)  # fmt: skip
+_DYNSEC_HELP = "The broker's dynamic-security.json (its accounts and hashed passwords)."
 
 
 def _size(size: int) -> str:
@@ -59,7 +55,8 @@ def _summary(entries: list[Entry]) -> list[str]:
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="The folder the archive is written to (made 0700 if missing).")  # fmt: skip
-@_dynsec
+@click.option("--dynsec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=_DYNSEC_HELP)  # fmt: skip
 def backup_command(config_path: Path, out_dir: Path, dynsec: Path | None) -> None:
     """Write ONE archive (tar.gz, 0600) of everything this collector cannot lose: the
     state store (copied consistently while the collector runs, then checked), the
@@ -101,7 +98,8 @@ def backup_command(config_path: Path, out_dir: Path, dynsec: Path | None) -> Non
 @click.argument("archive_path", metavar="ARCHIVE",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
 @_config
-@_dynsec
+@click.option("--dynsec", type=click.Path(dir_okay=False, path_type=Path),
+              help=_DYNSEC_HELP + " Where to write it; without, it is not restored.")  # fmt: skip
 @click.option(
     "--dry-run", is_flag=True, help="Verify and say what would be written; write nothing."
 )
@@ -138,11 +136,8 @@ def restore_command(
             f"{verified.manifest.created} on {verified.manifest.host or '?'} by collector "
             f"{verified.manifest.collector_version}, store schema {schema}"
         )
-        config_file = _config_of(verified, config_path, dry_run)
-        config = (
-            load_collector_config(config_file, check=False)
-            if config_file is not None
-            else _load(None)
+        config = load_collector_config(
+            _config_of(verified, config_path), check=False, base=config_path.absolute().parent
         )
         store = Path(config.store.path)
         pid = holder(store)
@@ -172,20 +167,17 @@ def restore_command(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _config_of(verified: Verified, config_path: Path, dry_run: bool) -> Path | None:
-    """The config to read the places from: -c when it exists; else the archive's copy,
-    restored to -c first (read from the archive in a dry run)."""
+def _config_of(verified: Verified, config_path: Path) -> Path:
+    """The config the places are read from: -c when it exists, else the archive's copy
+    (read where it was unpacked, its relative paths taken as -c's; written to -c with the
+    other files)."""
     if config_path.exists():
         return config_path
     archived = [e for e in verified.manifest.entries if e.role == CONFIG]
     if not archived:
         raise click.ClickException(f"no config at {config_path}, and none in the archive")
-    if dry_run:
-        click.echo(f"  config: none at {config_path}; the archive's would be written there")
-        return verified.file(archived[0])
-    restore.write_one(verified.file(archived[0]), archived[0], config_path)
-    click.echo(f"  config: none at {config_path}; the archive's written there")
-    return config_path
+    click.echo(f"  config: none at {config_path}; the archive's is read, and written there")
+    return verified.file(archived[0])
 
 
 def _step_line(step: Step, dry_run: bool) -> str:
