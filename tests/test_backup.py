@@ -430,3 +430,48 @@ def test_restore_refuses_while_a_collector_has_the_store_open(
     result = cli("restore", str(archive), "-c", str(collector.config))
     assert result.returncode == 0, result.stderr
     assert secret.read_text() == "s" * 48
+
+
+def test_the_archive_holds_the_online_release_keys_and_profile_secrets_not_the_offline_keys(
+    tmp_path: Path,
+) -> None:
+    from collector.state.store import StateStore
+
+    home = tmp_path / "lib"
+    home.mkdir()
+    StateStore(home / "state.sqlite").close()
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        (home / f"release-{role}.key").write_text(f"{role} key\n")
+    (home / "releases" / "metadata").mkdir(parents=True)
+    (home / "releases" / "metadata" / "1.root.json").write_text("{}")
+    (home / "config-signing.key").write_text("key\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "la-nga.community").write_text("c0mmunity\n")
+    (tmp_path / "dong-nai.toml").write_text(
+        'province = "dong-nai"\n[vars]\nsnmp = { secret_file = "secrets/la-nga.community" }\n'
+    )
+    (tmp_path / "collector.toml").write_text(f"""
+[store]
+path = "{home / "state.sqlite"}"
+[dynsec]
+password_file = "admin.pw"
+[enrollment]
+broker_url = "mqtts://broker.example:8883"
+profiles = ["dong-nai.toml"]
+""")  # fmt: skip
+    made = cli("backup", "-c", str(tmp_path / "collector.toml"), "-o", str(tmp_path / "out"))
+    assert made.returncode == 0, made.stderr
+    assert "missing: dynsec.password_file" in made.stdout
+    (archive,) = (tmp_path / "out").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    roles = {e["role"] for e in manifest["entries"]}
+    assert {
+        "releases.online_keys_dir/release-snapshot.key",
+        "releases.online_keys_dir/release-timestamp.key",
+        "releases.path/metadata/1.root.json",
+        "enrollment.config_key_file",
+        "enrollment.profiles[0]",
+        "enrollment.profiles[0].secrets/secrets/la-nga.community",
+    } <= roles, roles
+    assert not [r for r in roles if "release-root" in r or "release-targets" in r], roles
