@@ -40,6 +40,7 @@ from tests.test_rollout import (
     ADMIN,
     ADMIN_TOKEN,
     COLLECTOR_USER,
+    PROFILES,
     Site,
     account_of,
     new_token,
@@ -265,6 +266,12 @@ def test_a_backup_under_load_restores_onto_a_new_host(
         wait_for(lambda: last_seq(restored.state, "dong-nai/la-nga/pc-01") > pc01_seq, 30,
                  f"pc-01's data accepted: {agent.log[-1500:]}")  # fmt: skip
         assert "Not authorized" not in agent.log
+        # A change made on the restored collector: signed with the restored key, applied.
+        changed = PROFILES.replace('interval = "2s"', 'interval = "3s"')
+        status, answer = new.api("PUT", "/api/v1/profiles/dong-nai", changed.encode())
+        assert status == 200, answer
+        wait_for(lambda: "applied collector config v2" in agent.log, 30,
+                 f"pc-01 applies the restored collector's config: {agent.log[-1500:]}")  # fmt: skip
         # A token made before the backup and not used enrolls a new PC.
         enrolled = new.enroll("pc-04", unused)
         _, err = enrolled.communicate(timeout=60)

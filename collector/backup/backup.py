@@ -3,6 +3,8 @@ while the collector runs."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -41,7 +43,9 @@ def back_up(found: list[Place], out_dir: Path, now: float | None = None) -> Writ
     try:
         return _back_up(found, target, work)
     except OSError as exc:
-        raise ArchiveError(f"backup failed: {exc}") from None
+        if exc.errno == errno.ENOSPC:
+            raise ArchiveError(f"no space left in {out_dir}: nothing written") from None
+        raise ArchiveError(f"backup failed, nothing written: {exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -58,7 +62,13 @@ def _back_up(found: list[Place], target: Path, work: Path) -> Written:
             entries.append(archive.entry_for(role, len(entries), source,
                                              _measured(copy, st)))  # fmt: skip
         else:
-            copied = archive.snapshot(source, copy)
+            try:
+                copied = archive.snapshot(source, copy)
+            except PermissionError:
+                raise ArchiveError(
+                    f"cannot read {source} ({role}): permission denied; run as root "
+                    "(deploy/systemd/commune-collector-backup.service)"
+                ) from None
             if role == DYNSEC:
                 _check_json(source, copy)
             entries.append(archive.entry_for(role, len(entries), source, copied))
@@ -101,8 +111,6 @@ def _files(found: list[Place], written: Written) -> list[tuple[str, Path]]:
 
 
 def _measured(copy: Path, st: os.stat_result) -> tuple[int, str, os.stat_result]:
-    import hashlib
-
     digest = hashlib.sha256()
     with copy.open("rb") as reading:
         while chunk := reading.read(1024 * 1024):
