@@ -147,6 +147,8 @@ def restore_command(
                 "Stop it (systemctl stop commune-collector) and run again; --force restores "
                 "anyway. Nothing was written"
             )
+        if pid is not None:
+            click.echo(f"  --force: process {pid} has {store} open; restoring anyway", err=True)
         current = places(config, config_path.absolute(), dynsec.absolute() if dynsec else None)
         steps = restore.plan(verified, current, config_path.absolute())
         for step in steps:
