@@ -714,12 +714,17 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     return config
 
 
-def load_collector_config(path: str | Path | None) -> CollectorConfig:
-    """The file's config, or the embedded defaults when ``path`` is None."""
+def load_collector_config(
+    path: str | Path | None, *, check: bool = True, base: Path | None = None
+) -> CollectorConfig:
+    """The file's config, or the embedded defaults when ``path`` is None. ``check=False``
+    decodes it (types, keys, relative paths resolved) without the checks that read the
+    files it names: ``restore`` reads the config of a host whose files are not there yet.
+    ``base``: the folder relative paths are in (default the file's own)."""
     if path is None:
         return CollectorConfig()
     # Relative paths are the config file's neighbours, not the working directory's.
-    base = Path(path).absolute().parent
+    base = base or Path(path).absolute().parent
     data = resolve_paths(read_toml(path), base)
     for section, key in (
         ("collector", "inventory"),
@@ -745,4 +750,6 @@ def load_collector_config(path: str | Path | None) -> CollectorConfig:
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
         store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]
+    if not check:
+        return convert_strict(data, CollectorConfig, str(path))
     return parse_collector_config(data, str(path))

@@ -140,7 +140,7 @@ def test_the_service_installer_stands_alone() -> None:
 
 #: The collector's layers, top first: a module imports only from its own part or below.
 #: alerts, outputs, ingest and rollout are siblings and do not import one another.
-LAYERS = (("cli",), ("app",), ("web", "service"), ("config",))
+LAYERS = (("cli",), ("app",), ("web", "service", "backup"), ("config",))
 LAYERS += (("alerts", "outputs", "ingest", "rollout", "release", "kit"),)
 LAYERS += (("state",), ("common",))
 COLLECTOR = AGENT.parent / "collector"

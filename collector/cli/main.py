@@ -14,6 +14,7 @@ import click
 from agent.configtypes import ConfigError
 from collector import __version__
 from collector.cli.alerts import ack_command, alerts_command, rules_test, silence_group
+from collector.cli.backup import backup_command, restore_command
 from collector.cli.broker import broker_config_command, client_crl_command
 from collector.cli.common import _load, _local, _store, _time, config_option
 from collector.cli.configkey import config_key_group
@@ -346,6 +347,8 @@ main.add_command(install_service_command)
 main.add_command(release_group)
 main.add_command(rollout_group)
 main.add_command(windows_kit_command)
+main.add_command(backup_command)
+main.add_command(restore_command)
 
 
 if __name__ == "__main__":
