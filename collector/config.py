@@ -747,6 +747,9 @@ def load_collector_config(
     releases = data.get("releases")
     if isinstance(releases, dict):
         releases.update(resolve_paths(releases, base, frozenset({"path", "online_keys_dir"})))
+    api = data.get("api")
+    if isinstance(api, dict):
+        api.update(resolve_paths(api, base, frozenset({"tls_cert_file", "tls_key_file"})))
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str) and store["path"]:
         store["path"] = resolve_paths(store, base, frozenset({"path"}))["path"]

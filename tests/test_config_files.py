@@ -125,3 +125,15 @@ def test_the_collectors_relative_paths_too(tmp_path: Path, monkeypatch: pytest.M
     assert config.store.path == str(etc / "state" / "state.sqlite")
     assert config.mqtt.password() == "pw"
     assert os.path.isabs(config.mqtt.password_file)
+    # [api]'s certificate too (it was read from the working folder, where a restore
+    # onto another host then put it)
+    (etc / "tls").mkdir()
+    for name in ("api.pem", "api-key.pem"):
+        (etc / "tls" / name).write_text("pem")
+    with (etc / "collector.toml").open("a") as config_file:
+        config_file.write(
+            '[api]\ntls_cert_file = "tls/api.pem"\ntls_key_file = "tls/api-key.pem"\n'
+        )
+    config = load_collector_config(etc / "collector.toml")
+    assert config.api.tls_cert_file == str(etc / "tls" / "api.pem")
+    assert config.api.tls_key_file == str(etc / "tls" / "api-key.pem")

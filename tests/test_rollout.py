@@ -5,7 +5,6 @@ agent processes that enroll with one token and run the checks the collector send
 from __future__ import annotations
 
 import datetime as dt
-
 import hashlib
 import json
 import re
