@@ -9,6 +9,7 @@ in ``test_windows_msi``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -229,39 +230,93 @@ def test_a_rollback_applies_only_its_own_transactions_undo(
     assert home.current() is None
 
 
-def test_the_config_folder_is_taken_over_before_use_and_a_planted_config_is_refused(
+def test_the_config_folder_is_made_the_pcs_own_and_whatever_a_user_left_there_moved_aside(
     tmp_path: Path,
 ) -> None:
-    """Any user may create C:\\ProgramData\\commune-agent before the install. The owner
-    check and the ACL commands are Windows' (pywin32, icacls): here their seams."""
-    from agent.update import msi_setup
+    """Any user may create C:\\ProgramData\\commune-agent, or a junction there, before
+    the install. The owners and the ACL are Windows' (pywin32, icacls): here their seams;
+    the links, the moves and the walk are real."""
+    from agent.update import datafolder
 
-    lines: list[str] = []
+    system, user = "S-1-5-18", "S-1-5-21-1004336348-1177238915-682003330-1001"
+    planted: set[str] = set()
     ran: list[list[str]] = []
+    made: list[Path] = []
+    lines: list[str] = []
+
+    def make_private(path: Path) -> None:
+        path.mkdir(mode=0o700)  # FileExistsError when taken, as CreateDirectory's 183
+        made.append(path)
 
     def run(command: list[str]) -> int:
         ran.append(command)
         return 0
 
-    folder = tmp_path / "ProgramData" / "commune-agent"
-    config = folder / "agent.toml"
-    folder.mkdir(parents=True)
-    config.write_text('collector = "https://attacker.example"\n')
-    user = "S-1-5-21-1004336348-1177238915-682003330-1001"
-    with pytest.raises(msi_setup.Refused, match="not written by this installer"):
-        msi_setup.take_over(config, lambda _path: user, run, lines.append)
-    assert ran == [] and config.exists()  # refused before anything ran
-    msi_setup.take_over(config, lambda _path: "S-1-5-18", run, lines.append)  # a real install's
-    assert [command[2] for command in ran] == ["/setowner", "/reset", "/inheritance:r"]
-    assert all(command[1] == str(folder) for command in ran)
-    config.unlink()
-    (folder / "outbox.sqlite").write_bytes(b"planted")
-    msi_setup.take_over(config, lambda _path: user, run, lines.append)
-    assert not folder.exists() and "moved aside" in lines[-1]
-    [aside] = (tmp_path / "ProgramData").iterdir()
-    assert (aside / "outbox.sqlite").read_bytes() == b"planted"
-    ran.clear()
+    platform = datafolder.Platform(
+        owner_of=lambda path: user if path.name in planted else system,
+        is_link=os.path.islink, make_private=make_private, run=run,
+    )  # fmt: skip
+    data = tmp_path / "ProgramData"
+    folder = data / "commune-agent"
+    data.mkdir()
+
+    def asides() -> list[Path]:
+        return sorted(p for p in data.iterdir() if p.name.startswith("commune-agent.untrusted-"))
+
+    # Nothing there: made private in one call, nothing to restrict.
+    datafolder.secure(folder, platform, lines.append)
+    assert made == [folder] and ran == [] and asides() == []
+    # A folder a user made (owner), a junction to a user's folder, a planted local.toml:
+    # each moved aside whole (the link itself, its target untouched), made anew.
+    elsewhere = tmp_path / "Users" / "Public" / "agent"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "local.toml").write_text('[checks.antivirus]\npowershell = "evil.ps1"\n')
+
+    def planted_config() -> None:
+        folder.mkdir()
+        (folder / "local.toml").write_text("x")
+
+    def planted_link() -> None:
+        folder.mkdir()
+        (folder / "outbox").symlink_to(elsewhere)
+
+    cases = [
+        ("commune-agent", folder.mkdir, "is owned by"),
+        ("", lambda: folder.symlink_to(elsewhere, target_is_directory=True), "is a link"),
+        ("local.toml", planted_config, "holds local.toml"),
+        ("", planted_link, "holds a link"),
+    ]
+    for count, (owned_by_user, plant, said) in enumerate(cases, start=1):
+        if folder.exists() or folder.is_symlink():
+            folder.rmdir()
+        planted.clear()
+        planted.add(owned_by_user)
+        plant()
+        datafolder.secure(folder, platform, lines.append)
+        assert said in lines[-1], (said, lines[-1])
+        assert folder.is_dir() and not folder.is_symlink() and list(folder.iterdir()) == []
+        assert len(asides()) == count
+    assert (elsewhere / "local.toml").exists() and ran == []  # the target was never touched
+    assert any((aside / "local.toml").exists() for aside in asides())
+    # The PC's own folder with its config: kept, restricted first, then owned by SYSTEM
+    # down the tree without following links; never reset to inherited entries.
+    planted.clear()
+    (folder / "agent.toml").write_text("ours")
+    datafolder.secure(folder, platform, lines.append)
+    assert (folder / "agent.toml").read_text() == "ours"
+    assert [command[2] for command in ran] == ["/inheritance:r", "/setowner"]
+    assert "/L" in ran[1] and not any("/reset" in command for command in ran)
+    # Made again by someone between the move and the creation: refused, by name.
+    planted.add("commune-agent")
+    taken = datafolder.Platform(
+        owner_of=platform.owner_of, is_link=os.path.islink,
+        make_private=lambda path: (_ for _ in ()).throw(FileExistsError(str(path))), run=run,
+    )  # fmt: skip
+    with pytest.raises(datafolder.Untrusted, match="made again by someone else"):
+        datafolder.secure(folder, taken, lines.append)
+    # icacls failing on the PC's own folder: refused, not half done silently.
+    planted.clear()
     folder.mkdir()
-    msi_setup.take_over(config, lambda _path: user, lambda _c: 5, lines.append) if False else None
-    with pytest.raises(msi_setup.Refused, match="could not take over"):
-        msi_setup.take_over(config, lambda _path: user, lambda _command: 5, lines.append)
+    failing = datafolder.Platform(platform.owner_of, os.path.islink, make_private, lambda _c: 5)
+    with pytest.raises(datafolder.Untrusted, match="could not restrict"):
+        datafolder.secure(folder, failing, lines.append)

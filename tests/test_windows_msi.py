@@ -106,10 +106,13 @@ def test_remove_existing_products_and_the_setup_steps_sit_where_the_pc_needs_the
     assert between == []
     # A repair or an uninstall waits for an update after the service stopped, before
     # any file changes; so does the old product's removal inside an upgrade.
-    assert order["StopServices"] < order["Quiesce"] < order["QuiesceUpgrade"] < order["RemoveFiles"]
-    # The tag ties the setup step to its rollback; the folder check sees the folders.
-    assert order["TransactionTag"] < order["CostFinalize"] < order["OutsideProgramFiles"]
-    assert order["OutsideProgramFiles"] < order["InstallInitialize"]
+    for wait in ("Quiesce", "QuiesceUpgrade", "QuiesceRepair"):
+        assert order["StopServices"] < order[wait] < order["RemoveFiles"]
+    # The tag ties the setup step to its rollback; the folder check sees the folders;
+    # the values are checked before the script holding them is made.
+    assert order["TransactionTag"] < order["CostFinalize"] < order["ExpectedDir"]
+    assert order["ExpectedDir"] < order["OutsideProgramFiles"] < order["InstallInitialize"]
+    assert order["QuoteInProperty"] < order["InstallInitialize"]
     # Removal of the PC's own state only at commit; a re-run repairs (set before costing).
     assert order["RemoveHome"] < order["InstallFinalize"]
     assert (
@@ -121,7 +124,7 @@ def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: B
     actions = {row["Action"]: row for row in built.rows("CustomAction")}
     kinds = {name: int(row["Type"]) for name, row in actions.items()}
     script = r'"[INSTALLDIR]runtime\pythonw.exe" "[INSTALLDIR]launcher\msi_setup.py"'
-    for name in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade"):
+    for name in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade", "QuiesceRepair"):
         # By folder, not by file key ([#file] of a component being removed is empty);
         # pythonw: no console window of a SYSTEM process on the user's desktop.
         assert kinds[name] & 0x3F == 34 and actions[name]["Source"] == "INSTALLDIR"
@@ -129,7 +132,10 @@ def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: B
         assert kinds[name] & (msi.IN_SCRIPT | msi.NO_IMPERSONATE) == 0xC00  # deferred, SYSTEM
         assert '--transaction "[COMMUNE_TRANSACTION]"' in actions[name]["Target"]
     assert kinds["Setup"] & msi.HIDE_TARGET and not kinds["Setup"] & 0x40  # checked, hidden
-    assert not kinds["Quiesce"] & 0x40 and kinds["QuiesceUpgrade"] & 0x40
+    # The uninstall's wait is checked; the upgrade's and the repair's are not (an old or
+    # broken runtime must not block what mends it: the setup step takes the lock).
+    assert not kinds["Quiesce"] & 0x40
+    assert kinds["QuiesceUpgrade"] & 0x40 and kinds["QuiesceRepair"] & 0x40
     assert kinds["SetupRollback"] & msi.ROLLBACK and not kinds["Setup"] & msi.ROLLBACK
     for name in ("RemoveHome", "PurgeData"):
         assert kinds[name] & 0x3F == 34 and kinds[name] & msi.COMMIT
@@ -139,20 +145,26 @@ def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: B
     assert (kinds["TransactionTag"], actions["TransactionTag"]["Source"]) == (
         51, "COMMUNE_TRANSACTION"
     )  # fmt: skip
-    assert kinds["OutsideProgramFiles"] == 19
+    assert kinds["OutsideProgramFiles"] == kinds["QuoteInProperty"] == 19
+    assert actions["ExpectedDir"]["Target"] == "[ProgramFiles64Folder]commune-agent\\"
     target = actions["Setup"]["Target"]
     assert '--token "[ENROLL_TOKEN]"' in target and '--server "[SERVER]"' in target
     assert '--token-file "[ENROLL_TOKEN_FILE]"' in target and f"{script} install" in target
     conditions = {row["Action"]: row["Condition"] for row in built.rows("InstallExecuteSequence")}
     assert conditions["Setup"] == conditions["SetupRollback"] == 'NOT (REMOVE~="ALL")'
-    # A repair too (Installed), not the old product inside an upgrade; FORCE_REMOVE skips.
+    # An uninstall for good, not the old product inside an upgrade; FORCE_REMOVE skips.
     assert conditions["Quiesce"] == (
-        'Installed AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
+        'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
     )
     assert conditions["QuiesceUpgrade"] == 'REMOVE~="ALL" AND UPGRADINGPRODUCTCODE'
+    assert conditions["QuiesceRepair"] == "Installed AND NOT REMOVE"
     assert conditions["OutsideProgramFiles"] == (
-        "NOT Installed AND NOT (INSTALLDIR ~<< ProgramFiles64Folder)"
+        "NOT Installed AND NOT (INSTALLDIR ~= COMMUNE_EXPECTED_DIR)"
     )
+    quoted = conditions["QuoteInProperty"].split(" OR ")
+    assert sorted(quoted) == sorted(f"{name} >< COMMUNE_QUOTE" for name in wxs.QUOTED_PROPERTIES)
+    for name in wxs.QUOTED_PROPERTIES:  # every value set inside quotes on the command line
+        assert f'"[{name}]"' in target
     assert conditions["RemoveHome"] == 'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE'
     assert conditions["PurgeData"].endswith('AND PURGE="1"')
     remove_home = actions["RemoveHome"]["Target"]
@@ -163,6 +175,7 @@ def test_each_custom_action_runs_as_meant_and_the_token_is_never_logged(built: B
 def test_the_properties_hide_the_token_and_pass_the_operators_values(built: Built) -> None:
     properties = {row["Property"]: row["Value"] for row in built.rows("Property")}
     assert properties["MsiHiddenProperties"] == "ENROLL_TOKEN"
+    assert properties["COMMUNE_QUOTE"] == '"'  # compared with, in QuoteInProperty
     secure = properties["SecureCustomProperties"].split(";")
     assert set(wxs.PUBLIC_PROPERTIES) <= set(secure)
     assert "ENROLL_TOKEN" not in properties and "SERVER" not in properties  # nothing baked
@@ -264,9 +277,10 @@ def test_two_versions_share_the_upgrade_code_and_differ_in_product_code(
     staged = tmp_path / "stage"
     shutil.copytree(built.home, staged)
     source = tmp_path / "next.wxs"
-    source.write_text(wxs.source(staged, wxs.Product("99.0.1", "dong-nai")))
+    product = wxs.Product("99.0.1", "dong-nai", wxs.inputs_digest(staged))
+    source.write_text(wxs.source(staged, product))
     newer = tmp_path / "next.msi"
-    msi.build(source, newer)
+    msi.build(source, newer, product)
     msi.verify(newer, staged)
 
     def codes(path: Path) -> tuple[str, str]:
@@ -275,8 +289,16 @@ def test_two_versions_share_the_upgrade_code_and_differ_in_product_code(
 
     (first_upgrade, first_product), (next_upgrade, next_product) = codes(built.msi), codes(newer)
     assert first_upgrade == next_upgrade and first_product != next_product
-    again = wxs.Product("99.0.1", "dong-nai").product_code
-    assert again != wxs.Product("99.0.1", "dong-nai").product_code  # each build its own
+    # The same inputs: the same product and package (a re-run repairs, either file
+    # uninstalls); other inputs (a new CA): another product of the version, an upgrade.
+    same = wxs.Product("99.0.1", "dong-nai", wxs.inputs_digest(staged))
+    assert (same.product_code, same.package_code) == (product.product_code, product.package_code)
+    summary = subprocess.run(["msiinfo", "suminfo", str(newer)], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert f"Revision number (UUID): {{{product.package_code}}}" in summary
+    (staged / "kit" / "collector-ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnew CA\n")
+    other = wxs.Product("99.0.1", "dong-nai", wxs.inputs_digest(staged))
+    assert other.product_code != product.product_code
     rows = msi.table(newer, "Upgrade")
     detect = {row["ActionProperty"]: row for row in rows}
     assert detect["WIX_UPGRADE_DETECTED"]["VersionMax"] == "99.0.1"

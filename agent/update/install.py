@@ -25,7 +25,7 @@ from agent.update.state import Home
 #: What the launcher imports besides the standard library, copied beside it.
 LAUNCHER_MODULES: Final = (
     "__init__.py", "versions.py", "bundle.py", "state.py", "lock.py", "launcher.py",
-    "launcher_windows.py", "msi_setup.py",
+    "launcher_windows.py", "msi_setup.py", "datafolder.py",
 )  # fmt: skip
 #: The launcher folder's scripts (run by path: the service, the Windows installer).
 LAUNCHER_SCRIPTS: Final = ("launcher.py", "launcher_windows.py", "msi_setup.py")

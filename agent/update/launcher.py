@@ -139,7 +139,11 @@ def _apply(run: Callable[[list[str]], int], commands: list[list[str]]) -> list[s
 
 
 def _run_quietly(command: list[str]) -> int:
-    return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode
+    # No console window: the launcher runs windowless as SYSTEM (pythonw, the service).
+    no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    return subprocess.run(
+        command, capture_output=True, timeout=30, check=False, creationflags=no_window
+    ).returncode
 
 
 class Launcher:

@@ -21,11 +21,10 @@ version the launcher runs or would roll back to. This script lays those out:
              rolls back whole instead of racing it.
 
 The config folder (``C:\\ProgramData\\commune-agent``) is where any user may create a
-folder before the agent is installed. Before enrolling, the setup step takes it over:
-a config it holds must be owned by SYSTEM or the Administrators (else the install is
-refused: a config planted by a user would choose the collector and the identity), a
-folder without a config is moved aside whole (a planted outbox is not this PC's data),
-and the folder is then owned by SYSTEM with its ACL reset to SYSTEM and Administrators.
+folder before the agent is installed: before anything in it is read or written, the
+setup step makes it the PC's own (``datafolder``: a folder, a link or an entry not owned
+by SYSTEM or the Administrators is moved aside whole and the folder made anew, private
+from its creation).
 
 Run as ``<home>\\runtime\\python.exe <home>\\launcher\\msi_setup.py COMMAND``: the home is
 this file's grandparent. Exit codes: 0 done; 1 refused (the reason on stderr and in
@@ -42,7 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -50,7 +49,7 @@ from typing import Final
 if __name__ == "__main__":  # the embeddable runtime does not put a script's folder first
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent.update import HOME_ENV, VERSION_DIR_ENV, bundle, versions
+from agent.update import HOME_ENV, VERSION_DIR_ENV, bundle, datafolder, versions
 from agent.update.lock import UpdateLock
 from agent.update.state import Home, read_json, remove, write_json, write_version
 
@@ -63,8 +62,6 @@ LOG_FILE: Final = "install.log"
 TOKEN_ENV: Final = "COMMUNE_ENROLL_TOKEN"  # noqa: S105 (a variable's name)
 LOCK_WAIT_S: Final = 300.0
 TOKEN_FILE_MAX_BYTES: Final = 4096
-#: SYSTEM and the Administrators: the only owners of a config this step keeps.
-TRUSTED_OWNERS: Final = frozenset({"S-1-5-18", "S-1-5-32-544"})
 ENROLL_TIMEOUT_S: Final = 120.0
 EXIT_REFUSED: Final = 1
 EXIT_UNREACHABLE: Final = 3
@@ -185,7 +182,7 @@ def trust_root(home: Path, kit: Kit, log: Log) -> None:
 def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log: Log) -> None:
     """``commune-agent enroll`` of the current version, unless the PC is enrolled."""
     if sys.platform == "win32":
-        take_over(config, _owner_sid, _run_acl, log)
+        make_own(config.parent, datafolder.windows(), log)
     if config.exists():
         log(f"already enrolled ({config}): kept")
         return
@@ -212,7 +209,7 @@ def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log:
     try:
         done = subprocess.run(
             command, env=environment, capture_output=True, text=True,
-            timeout=ENROLL_TIMEOUT_S, check=False,
+            timeout=ENROLL_TIMEOUT_S, check=False, creationflags=datafolder.NO_WINDOW,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise Refused(f"enrolling with {server} took too long", EXIT_UNREACHABLE) from None
@@ -223,6 +220,14 @@ def enroll(home: Home, kit: Kit, config: Path, options: argparse.Namespace, log:
     log(said.splitlines()[0] if said else f"enrolled with {server}")
     if sys.platform == "win32":
         _protect(config.parent, log)
+
+
+def make_own(folder: Path, platform: datafolder.Platform, log: Log) -> None:
+    """``datafolder.secure``, its refusal the installer's."""
+    try:
+        datafolder.secure(folder, platform, log)
+    except datafolder.Untrusted as exc:
+        raise Refused(str(exc)) from exc
 
 
 def read_token_file(path: str) -> str:
@@ -239,68 +244,6 @@ def read_token_file(path: str) -> str:
         raise Refused(f"the token file {path} is over {TOKEN_FILE_MAX_BYTES} bytes")
     lines = data.decode("utf-8-sig", errors="replace").strip().splitlines()
     return lines[0].strip() if lines else ""
-
-
-def take_over(
-    config: Path,
-    owner_of: Callable[[Path], str],
-    run: Callable[[list[str]], int],
-    log: Log,
-) -> None:
-    """The config folder made the PC's own before anything in it is used (see above)."""
-    folder = config.parent
-    if not folder.exists():
-        return
-    if config.exists():
-        owner = owner_of(config)
-        if owner not in TRUSTED_OWNERS:
-            raise Refused(
-                f"{config} is owned by {owner or 'nobody known'}, not by SYSTEM or the "
-                f"Administrators: it was not written by this installer. Remove {folder} "
-                "(or check who made it), then install again"
-            )
-    elif any(folder.iterdir()):
-        aside = folder.with_name(f"{folder.name}.untrusted-{time.strftime('%Y%m%d%H%M%S')}")
-        os.replace(folder, aside)
-        log(f"{folder} held files but no config: moved aside to {aside}")
-        return
-    system_root = os.environ.get("SYSTEMROOT", r"C:\Windows")
-    for problem in _apply_all(run, data_acl_commands(system_root, folder)):
-        raise Refused(f"could not take over {folder}: {problem}")
-
-
-def data_acl_commands(system_root: str, folder: Path) -> list[list[str]]:
-    """Owner SYSTEM for everything, every explicit entry a user added dropped (reset to
-    inherited), then the folder to SYSTEM and the Administrators alone."""
-    icacls = f"{system_root.rstrip(chr(92))}\\System32\\icacls.exe"
-    return [
-        [icacls, str(folder), "/setowner", "*S-1-5-18", "/T", "/C", "/Q"],
-        [icacls, str(folder), "/reset", "/T", "/C", "/Q"],
-        [icacls, str(folder), "/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F",
-         "*S-1-5-32-544:(OI)(CI)F", "/Q"],
-    ]  # fmt: skip
-
-
-def _apply_all(run: Callable[[list[str]], int], commands: list[list[str]]) -> list[str]:
-    for command in commands:
-        try:
-            code = run(command)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return [f"{' '.join(command[1:4])}: {exc}"]
-        if code != 0:
-            return [f"{' '.join(command[1:4])}: exit {code}"]
-    return []
-
-
-def _run_acl(command: list[str]) -> int:
-    return subprocess.run(command, capture_output=True, timeout=120, check=False).returncode
-
-
-def _owner_sid(path: Path) -> str:  # pragma: no cover (Windows: pywin32 in the runtime)
-    import win32security  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-    descriptor = win32security.GetFileSecurity(str(path), win32security.OWNER_SECURITY_INFORMATION)
-    return str(win32security.ConvertSidToStringSid(descriptor.GetSecurityDescriptorOwner()))
 
 
 def _protect(folder: Path, log: Log) -> None:
@@ -397,8 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"refused: {exc}")
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        log(f"failed: {exc}")
+    except Exception as exc:  # under pythonw the log is all a technician sees
+        log(f"failed: {type(exc).__name__}: {exc}")
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     return 0

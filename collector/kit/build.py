@@ -103,11 +103,10 @@ def build(request: KitRequest, progress: Progress = print) -> Kit:
         stage.lay_out_kit(staged, facts, REPO)
         stage.drop_bytecode(staged)
         source = Path(scratch) / "commune-agent.wxs"
-        source.write_text(
-            wxs.source(staged, wxs.Product(request.version, request.province)), encoding="utf-8"
-        )
+        product = wxs.Product(request.version, request.province, wxs.inputs_digest(staged))
+        source.write_text(wxs.source(staged, product), encoding="utf-8")
         output = request.out / MSI_NAME
-        msi.build(source, output)
+        msi.build(source, output, product)
         msi.verify(output, staged)
         progress(f"{output.name}: {output.stat().st_size} bytes, tables checked")
     for script in POWERSHELL:

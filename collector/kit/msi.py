@@ -54,11 +54,13 @@ def _run(command: list[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def build(source: Path, output: Path) -> None:
-    """``wixl`` the WiX source into ``output`` (64-bit), then ``harden`` it. The files it
-    names are relative to the source's folder."""
+def build(source: Path, output: Path, product: wxs.Product) -> None:
+    """``wixl`` the WiX source into ``output`` (64-bit), then ``harden`` it and give it
+    its package code. The files it names are relative to the source's folder."""
     _run(["wixl", "-a", "x64", "-o", str(output.resolve()), source.name], cwd=source.parent)
     harden(output)
+    _run(["msibuild", str(output), "-s", product.subject, product.manufacturer, "x64;1033",
+          "{" + product.package_code + "}"])  # fmt: skip
 
 
 def _sql(msi: Path, query: str) -> None:
@@ -145,18 +147,23 @@ def verify(msi: Path, stage: Path) -> None:
         )
     if not order["InstallFiles"] < order["Setup"] < order["InstallServices"]:
         problems.append(f"Setup at {order['Setup']}: not between the files and the service")
-    for action in ("Quiesce", "QuiesceUpgrade"):
+    for action in ("Quiesce", "QuiesceUpgrade", "QuiesceRepair"):
         if not order["StopServices"] < order[action] < order["RemoveFiles"]:
             problems.append(
                 f"{action} at {order[action]}: not between the service's stop and files"
             )
-    if not order["CostFinalize"] < order["OutsideProgramFiles"] < order["InstallInitialize"]:
+    if not (
+        order["CostFinalize"] < order["ExpectedDir"] < order["OutsideProgramFiles"]
+        < order["InstallInitialize"]
+    ):  # fmt: skip
         problems.append("OutsideProgramFiles does not run once the folders are known")
+    if not order["QuoteInProperty"] < order["InstallInitialize"]:
+        problems.append("QuoteInProperty does not run before the script is made")
     types = {row["Action"]: int(row["Type"]) for row in table(msi, "CustomAction")}
     if not types["Setup"] & HIDE_TARGET:
         problems.append("Setup does not hide its command line (the token) from the log")
-    for action in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade", "RemoveHome",
-                   "PurgeData"):  # fmt: skip
+    for action in ("Setup", "SetupRollback", "Quiesce", "QuiesceUpgrade", "QuiesceRepair",
+                   "RemoveHome", "PurgeData"):  # fmt: skip
         if types[action] & (IN_SCRIPT | NO_IMPERSONATE) != IN_SCRIPT | NO_IMPERSONATE:
             problems.append(f"{action} does not run deferred as SYSTEM (type {types[action]})")
     if not types["SetupRollback"] & ROLLBACK:

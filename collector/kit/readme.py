@@ -26,7 +26,8 @@ giám sát, khóa gốc của các bản phát hành, chứng chỉ CA của t�
    ENROLL_TOKEN (mã không nằm trên dòng lệnh; xóa tệp sau khi cài).
 3. Chạy lại đúng lệnh trên = sửa chữa (đặt lại mọi tệp, giữ danh tính và dữ liệu).
    Bộ cài mới hơn = nâng cấp. Máy đã tự cập nhật lên bản mới hơn vẫn giữ bản đó.
-4. Gỡ: msiexec /x commune-agent.msi /qn (giữ cấu hình và hàng đợi dữ liệu chưa gửi);
+4. Gỡ (bằng chính tệp đã cài, hoặc từ Cài đặt → Ứng dụng): msiexec /x commune-agent.msi
+   /qn (giữ cấu hình và hàng đợi dữ liệu chưa gửi);
    thêm PURGE=1 để xóa cả cấu hình, danh tính và hàng đợi; FORCE_REMOVE=1 khi bộ cài
    trên máy hỏng đến mức không gỡ được.
 
@@ -57,7 +58,8 @@ root key and the province's CA. Windows 10 or 11, 64-bit, reaching the collector
    instead of ENROLL_TOKEN (off every command line; delete the file afterwards).
 3. The same command again repairs (every file put back; identity and data kept). A
    newer MSI upgrades. A PC that updated itself further keeps its newer version.
-4. Uninstall: msiexec /x commune-agent.msi /qn keeps the config and the outbox of
+4. Uninstall (with the file that installed it, or from Settings → Apps):
+   msiexec /x commune-agent.msi /qn keeps the config and the outbox of
    unsent data; PURGE=1 removes them too; FORCE_REMOVE=1 when the installed copy is
    too broken to uninstall.
 

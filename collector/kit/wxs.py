@@ -23,7 +23,6 @@ commit actions remove it (with ``PURGE=1`` the config, identity and outbox too).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import uuid
 import xml.etree.ElementTree as ET
@@ -56,20 +55,27 @@ SEQUENCE: Final = {
     "RepairAll": 990,
     "RepairMode": 991,
     "TransactionTag": 992,
-    "OutsideProgramFiles": 1001,
+    "ExpectedDir": 1001,
+    "OutsideProgramFiles": 1002,
+    "QuoteInProperty": 1003,
     "RemoveExistingProducts": 1501,
     "Quiesce": 1950,
     "QuiesceUpgrade": 1951,
+    "QuiesceRepair": 1952,
     "SetupRollback": 5690,
     "Setup": 5700,
     "RemoveHome": 6590,
     "PurgeData": 6591,
 }
 _INSTALL: Final = 'NOT (REMOVE~="ALL")'
-#: A repair or an uninstall of this product (not the old product's removal inside an
-#: upgrade): the installer waits for an update in progress, and refuses after the wait.
-#: FORCE_REMOVE=1 skips the wait, for an uninstall whose runtime is too broken to run it.
-_QUIESCE: Final = 'Installed AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
+#: An uninstall for good: the installer waits for an update in progress, and refuses
+#: after the wait (the PC keeps its agent). FORCE_REMOVE=1 skips the wait, for a
+#: runtime too broken to run it.
+_QUIESCE: Final = 'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE AND NOT FORCE_REMOVE="1"'
+#: The public properties that reach the setup step's command line inside quotes: a
+#: quote in one would add arguments of the caller's choosing to a SYSTEM process.
+QUOTED_PROPERTIES: Final = ("SERVER", "ENROLL_TOKEN", "ENROLL_TOKEN_FILE", "AGENT_ID", "COMMUNE")
+QUOTE_PROPERTY: Final = "COMMUNE_QUOTE"
 _UNINSTALL_FOR_GOOD: Final = 'REMOVE~="ALL" AND NOT UPGRADINGPRODUCTCODE'
 _NS: Final = "http://schemas.microsoft.com/wix/2006/wi"
 
@@ -79,14 +85,30 @@ class Product:
     version: str
     """The agent's version, also the MSI's ProductVersion (numeric a.b.c)."""
     province: str
+    inputs: str
+    """``inputs_digest`` of the staged tree: what the MSI installs."""
     manufacturer: str = "commune-monitor"
 
-    product_code: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()).upper())
-    """New at each build. A rebuild of the same version (a new CA, a new collector
-    address) is another package of the product; with the same product code Windows
-    refuses it (1638, "another version of this product is already installed"). With
-    its own it is a major upgrade of the same version (``msi.harden`` lets the upgrade
-    row include the maximum), and the plain re-run of one MSI still repairs."""
+    @property
+    def product_code(self) -> str:
+        """One per province, version and installed files. A kit rebuilt from the same
+        inputs is the same product and package (a re-run repairs; ``msiexec /x`` with
+        either file removes it). Rebuilt with other inputs (a new CA, another collector
+        address) it is another product of the same version: a major upgrade (``msi.
+        harden`` lets the upgrade row include the maximum), not 1638 ("another version
+        of this product is already installed") as a reused product code would be."""
+        name = f"{self.province}/{self.version}/{self.inputs}"
+        return str(uuid.uuid5(uuid.UUID(UPGRADE_CODE), name)).upper()
+
+    @property
+    def package_code(self) -> str:
+        """Fixed by the product code (wixl draws one at random): identical inputs, an
+        identical package for Windows Installer's cache."""
+        return str(uuid.uuid5(uuid.UUID(UPGRADE_CODE), f"package:{self.product_code}")).upper()
+
+    @property
+    def subject(self) -> str:
+        return f"commune-monitor agent {self.version} ({self.province})"
 
 
 def _id(prefix: str, relative: str) -> str:
@@ -102,6 +124,15 @@ def file_id(relative: str) -> str:
 def component_guid(relative: str) -> str:
     """Stable across versions for the same path: Windows Installer's component rules."""
     return str(uuid.uuid5(uuid.UUID(UPGRADE_CODE), f"component:{relative}")).upper()
+
+
+def inputs_digest(stage: Path) -> str:
+    """SHA-256 over every staged file's path and content, in order."""
+    digest = hashlib.sha256()
+    for relative in staged_files(stage):
+        digest.update(relative.encode() + b"\0")
+        digest.update(hashlib.sha256((stage / relative).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def staged_files(stage: Path) -> Iterator[str]:
@@ -127,7 +158,7 @@ def source(stage: Path, product: Product) -> str:
     )  # fmt: skip
     _element(
         root, "Package", InstallerVersion="500", Compressed="yes", InstallScope="perMachine",
-        Description=f"commune-monitor agent {product.version} ({product.province})",
+        Description=product.subject,
     )  # fmt: skip
     _element(
         root, "MajorUpgrade",
@@ -153,6 +184,8 @@ def source(stage: Path, product: Product) -> str:
 def _properties(root: ET.Element) -> None:
     _element(root, "Property", Id="MsiHiddenProperties", Value=";".join(HIDDEN_PROPERTIES))
     _element(root, "Property", Id="ARPNOMODIFY", Value="1")
+    # A condition cannot write a double quote in a literal: compared through a property.
+    _element(root, "Property", Id=QUOTE_PROPERTY, Value='"')
     pending = _element(root, "Property", Id="REBOOT_PENDING")
     _element(
         pending, "RegistrySearch", Id="PendingFileRenames", Root="HKLM",
@@ -292,14 +325,29 @@ TABLE_ACTIONS: Final = {
     ),
     "TransactionTag": TableAction(51, TRANSACTION, "[Date] [Time] [ProductCode]", ""),
     # The setup step's safety rests on a home only administrators can write (the
-    # runtime's path hook trusts <home>\versions): not a folder of the operator's choice.
-    "OutsideProgramFiles": TableAction(
-        19, "", "Install the agent under Program Files: INSTALLDIR cannot be changed.",
-        'NOT Installed AND NOT (INSTALLDIR ~<< ProgramFiles64Folder)',
+    # runtime's path hook trusts <home>\versions): exactly Program Files\commune-agent,
+    # not a folder of the operator's choice (nor another program's under Program Files).
+    "ExpectedDir": TableAction(
+        51, "COMMUNE_EXPECTED_DIR", "[ProgramFiles64Folder]commune-agent\\", ""
     ),
-    # Before any file is touched (a repair rewrites the runtime an update is using):
-    # wait for an update in progress; refuse after the wait, and nothing has changed.
+    "OutsideProgramFiles": TableAction(
+        19, "", "The agent installs in Program Files\\commune-agent: INSTALLDIR cannot be changed.",
+        "NOT Installed AND NOT (INSTALLDIR ~= COMMUNE_EXPECTED_DIR)",
+    ),
+    "QuoteInProperty": TableAction(
+        19, "", "A value given to the installer holds a double quote: remove it.",
+        " OR ".join(f"{name} >< {QUOTE_PROPERTY}" for name in QUOTED_PROPERTIES),
+    ),
+    # An uninstall waits for an update in progress before any file goes; refused after
+    # the wait, the PC keeps its agent.
     "Quiesce": TableAction(34 | _AS_SYSTEM, "INSTALLDIR", setup_command("quiesce"), _QUIESCE),
+    # A repair waits too before rewriting the runtime an update may be using, but its
+    # failure is ignored: a runtime too broken to wait is what the repair mends, and
+    # the setup step takes the update lock itself before touching any state.
+    "QuiesceRepair": TableAction(
+        34 | 0x40 | _AS_SYSTEM, "INSTALLDIR", setup_command("quiesce"),
+        "Installed AND NOT REMOVE",
+    ),
     # The old product's removal inside an upgrade waits too, but its failure (an old
     # runtime too broken to run) must not block the upgrade that repairs it: the new
     # version's setup step takes the update lock itself before touching any state.
