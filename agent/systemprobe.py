@@ -132,6 +132,8 @@ async def _open(
         look.detail = exc.verify_message or str(exc.reason or exc)
     except ssl.SSLError as exc:
         look.failure, look.detail = "tls", f"TLS handshake failed: {exc.reason or exc}"
+        if exc.reason == "WRONG_VERSION_NUMBER":
+            look.detail += " (no TLS on this port: http:// rather than https://?)"
     except OSError as exc:
         look.failure = "unreachable"
         look.detail = f"cannot connect to {_hostport(host, port)}: {exc.strerror or exc}"

@@ -146,7 +146,7 @@ def judge(look: Look, options: SystemOptions, now: float) -> tuple[Outcome, str]
         return "down", look.detail
     if look.failure == "certificate":
         if days is not None and days < 0:
-            return "bad_response", f"certificate {_expired(days)} ({look.detail})"
+            return "bad_response", f"certificate {_expired(days)}"
         return "bad_response", f"certificate not trusted: {look.detail}"
     if look.failure:
         return "bad_response", look.detail
