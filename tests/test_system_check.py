@@ -13,6 +13,7 @@ import time
 import tracemalloc
 import unicodedata
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -484,3 +485,109 @@ def test_a_system_table_that_cannot_work_is_refused_by_key(
         SystemOptions(**({"name": "x", "network": "tslcd"} | options)).validate()  # type: ignore[arg-type]
     assert caught.value.key == key
     assert fragment in str(caught.value)
+
+
+def test_every_key_of_a_system_table_may_come_from_the_collector() -> None:
+    from agent.config import parse_checks
+
+    table = {
+        "name": "mot-cua",
+        "url": "https://motcua.dongnai.gov.vn/",
+        "network": "tslcd",
+        "expect_status": [200],
+        "expect_text": "Dịch vụ công",
+        "verify_tls": True,
+        "timeout": "10s",
+        "interval": "2m",
+        "system": "Hệ thống một cửa điện tử",
+        "kind": "one-stop",
+    }
+    assert set(table) == set(SystemOptions.__struct_fields__) - {"host", "port"}
+    assert not SystemOptions.local_only_keys
+    checks = parse_checks({"system": [table]}, "collector config v3", remote=True)
+    assert checks.system[0].expect_text == "Dịch vụ công"
+    tcp = {"name": "lgsp", "host": "lgsp.dongnai.gov.vn", "port": 8443, "network": "tslcd"}
+    assert (
+        parse_checks({"system": [tcp]}, "collector config v3", remote=True).system[0].port == 8443
+    )
+
+
+# ---- the whole path: agent config, runner, envelope, collector ingest, store --------------
+
+
+def test_system_samples_travel_from_the_agents_config_to_the_collectors_store(
+    tmp_path: Path, serve: Callable[..., RawServer], pki: Pki
+) -> None:
+    from agent.config import load_config
+    from agent.runner import run_once
+    from agent.wire import encode
+    from collector.ingest.ingestor import Ingestor, Message
+    from collector.state.store import StateStore, agent_key
+
+    healthy = serve(answer(PAGE), tls(pki, days=5))
+    login = serve(answer(LOGIN))
+    closed = free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+province = "dong-nai"
+commune = "la-nga"
+id = "poller"
+state_dir = "{tmp_path / "state"}"
+
+[[checks.system]]
+name = "mot-cua"
+url = "{healthy.url()}"
+network = "tslcd"
+verify_tls = false
+expect_text = "Dịch vụ công"
+system = "Hệ thống một cửa điện tử"
+kind = "one-stop"
+
+[[checks.system]]
+name = "qlvb"
+url = "{login.url()}"
+network = "tslcd"
+expect_text = "Văn bản đến"
+kind = "documents"
+
+[[checks.system]]
+name = "lgsp"
+host = "127.0.0.1"
+port = {closed}
+network = "tslcd"
+timeout = "2s"
+kind = "lgsp"
+""",
+        encoding="utf-8",
+    )
+    envelopes = asyncio.run(run_once(load_config(config)))
+    store = StateStore(tmp_path / "state.sqlite")
+    try:
+        ingestor = Ingestor(store, "commune")
+        ingestor.process(
+            Message("commune/dong-nai/la-nga/poller/data", encode(e), time.time(), lambda: None)
+            for e in envelopes
+        )
+        assert ingestor.stats.applied_envelopes == 3
+        assert not ingestor.stats.rejected
+        latest = {s.name: s for s in store.latest(agent_key("dong-nai", "la-nga", "poller"))}
+        subjects = {s.name: s for s in store.subjects("system")}
+    finally:
+        store.close()
+    assert {name: s.outcome for name, s in latest.items()} == {
+        "mot-cua": "ok",
+        "qlvb": "bad_response",
+        "lgsp": "down",
+    }
+    assert latest["mot-cua"].tags["system"] == "Hệ thống một cửa điện tử"
+    assert 4.9 < latest["mot-cua"].fields["cert_days"] <= 5.0
+    assert latest["qlvb"].error.startswith("answered 200 but 'Văn bản đến' not in the page")
+    assert latest["lgsp"].target == f"127.0.0.1:{closed}"
+    # up feeds each system's history, seen from this commune, on its network.
+    assert {name: (s.state, s.network) for name, s in subjects.items()} == {
+        "mot-cua": ("up", "tslcd"),
+        "qlvb": ("down", "tslcd"),
+        "lgsp": ("down", "tslcd"),
+    }
