@@ -68,10 +68,6 @@ class Look:
     truncated: bool = False
     """The body went on beyond MAX_BODY."""
 
-    @property
-    def ok(self) -> bool:
-        return not self.failure
-
 
 async def fetch_page(url: str, timeout: float, verify_tls: bool = True) -> Look:
     """GET ``url`` once, within ``timeout`` seconds for everything."""

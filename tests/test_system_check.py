@@ -312,6 +312,24 @@ def test_the_text_matches_however_its_letters_were_composed_or_written(
     assert collect(url=serve(answer(PAGE)).url(), expect_text=wanted).outcome == "ok"
 
 
+def test_a_vietnamese_address_is_asked_for_as_a_browser_asks(
+    serve: Callable[..., RawServer],
+) -> None:
+    requests: list[bytes] = []
+
+    def record(conn: socket.socket, stop: threading.Event) -> None:
+        requests.append(conn.recv(4096))  # the request as it came (reads=False)
+        answer(PAGE)(conn, stop)
+
+    server = serve(record, reads=False)
+    sample = collect(url=server.url("/tra-cứu?q=đất đai"), expect_text="Dịch vụ công")
+    assert sample.outcome == "ok", sample.error
+    head = requests[0].split(b"\r\n")
+    assert head[0] == b"GET /tra-c%E1%BB%A9u?q=%C4%91%E1%BA%A5t%20%C4%91ai HTTP/1.1"
+    assert f"Host: 127.0.0.1:{server.port}".encode() in head
+    assert b"Accept-Encoding: identity" in head and b"Connection: close" in head
+
+
 def test_a_page_that_is_not_utf8_is_read_with_replacements(
     serve: Callable[..., RawServer],
 ) -> None:
@@ -475,6 +493,7 @@ def test_an_endless_body_is_read_up_to_the_cap(
         ({"url": "https://a.vn/", "port": 443}, "port", "in the url"),
         ({"host": "a.vn"}, "port", "needs its port"),
         ({"host": "a.vn", "port": 443, "expect_text": "x"}, "expect_text", "no page"),
+        ({"url": "https://a..vn/"}, "url", "not a host name"),
         ({"name": "", "url": "https://a.vn/"}, "name", "catalogue's id"),
     ],
 )

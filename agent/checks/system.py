@@ -73,6 +73,10 @@ class SystemOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_on
             raise ConfigProblem("url", f"not a URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigProblem("url", "an http:// or https:// address with a host name")
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise ConfigProblem("url", f"{parts.hostname!r} is not a host name") from None
         if parts.username is not None or parts.password is not None:
             raise ConfigProblem("url", "no user or password in the URL: it travels in samples")
         if self.port:
