@@ -12,6 +12,7 @@ import threading
 import time
 import tracemalloc
 import unicodedata
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -610,3 +611,51 @@ kind = "lgsp"
         "qlvb": ("down", "tslcd"),
         "lgsp": ("down", "tslcd"),
     }
+
+
+def test_the_collectors_pages_and_api_take_a_commune_with_system_samples(tmp_path: Path) -> None:
+    """Before the console has a page of systems, their samples break none of the others."""
+    from agent.wire import Envelope
+    from collector.config import ApiSection, ConsoleSection
+    from collector.state.health import HealthModel
+    from collector.web.factory import create_app
+    from tests.servers import AppServer
+    from tests.test_health import INVENTORY, T0, build_province
+
+    store = build_province(tmp_path)
+    looks = [
+        Sample(ts=T0 + 2000, check="system", name="mot-cua", outcome="ok",
+               target="https://motcua.dongnai.gov.vn/",
+               fields={"up": True, "status": 200, "ttfb_ms": 180.5, "total_ms": 240.0,
+                       "connect_ms": 30.1, "cert_days": 4.5, "bytes": 51234},
+               tags={"network": "tslcd", "system": "Hệ thống một cửa điện tử",
+                     "kind": "one-stop"}),
+        Sample(ts=T0 + 2000, check="system", name="lgsp", outcome="down",
+               target="lgsp.dongnai.gov.vn:8443", fields={"up": False},
+               tags={"network": "tslcd", "kind": "lgsp"},
+               error="lgsp.dongnai.gov.vn:8443 refused the connection"),
+    ]  # fmt: skip
+    store.apply(
+        [Envelope(v=1, agent="poller", province="dong-nai", commune="la-nga", seq=9,
+                  ts=T0 + 2000, samples=looks)]
+    )  # fmt: skip
+    app = create_app(HealthModel(store, [INVENTORY]), store,
+                     ApiSection(listen="127.0.0.1:0", open_on_loopback=True),
+                     console=ConsoleSection())  # fmt: skip
+    served = AppServer(app).start()
+    try:
+        for path in ("/", "/communes/la-nga", "/agents/dong-nai/la-nga/poller",
+                     "/api/v1/province", "/api/v1/communes/la-nga",
+                     "/api/v1/agents/dong-nai/la-nga/poller"):  # fmt: skip
+            with urllib.request.urlopen(served.url + path, timeout=10) as response:
+                assert response.status == 200, path
+                page = response.read().decode()
+            if path.startswith("/agents/"):
+                assert "mot-cua" in page and "refused the connection" in page
+        assert {s.name: s.state for s in store.subjects("system")} == {
+            "mot-cua": "up",
+            "lgsp": "down",
+        }
+    finally:
+        served.stop()
+        store.close()
