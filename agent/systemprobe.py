@@ -77,11 +77,16 @@ async def fetch_page(url: str, timeout: float, verify_tls: bool = True) -> Look:
     port = parts.port or (443 if secure else 80)
     look = Look()
     started = time.perf_counter()
+    answered: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            await _exchange(look, parts.geturl(), host, port, secure, verify_tls, started)
+            answered = await _exchange(
+                look, parts.geturl(), host, port, secure, verify_tls, started
+            )
     except TimeoutError:
         look.failure, look.detail = "timeout", _timeout_detail(look, timeout)
+    if answered is not None:  # closed outside the deadline: the answer is in already
+        await _close(answered)
     return look
 
 
@@ -138,13 +143,15 @@ async def _open(
 
 async def _exchange(
     look: Look, url: str, host: str, port: int, secure: bool, verify: bool, started: float
-) -> None:
+) -> asyncio.StreamWriter | None:
+    """The request and its answer into ``look``; the connection to close politely when
+    the answer came whole (any other ending cuts it at once)."""
     context = tls_context(verify) if secure else None
     opened = await _open(look, host, port, context, host if secure else None)
     if opened is None:
         if look.failure == "certificate":
             look.cert_not_after = await _unverified_not_after(host, port)
-        return
+        return None
     reader, writer = opened
     look.connect_s = time.perf_counter() - started
     finished = False
@@ -164,10 +171,9 @@ async def _exchange(
         look.failure = "unreachable"
         look.detail = f"the connection broke during the answer: {exc.strerror or exc}"
     finally:
-        if finished:
-            await _close(writer)
-        else:
+        if not finished:
             _abort(writer)
+    return writer if finished else None
 
 
 def _request(url: str) -> bytes:

@@ -439,6 +439,23 @@ def test_a_slowloris_body_is_down_with_what_it_had_said(serve: Callable[..., Raw
     assert sample.fields["status"] == 200
 
 
+def test_a_whole_answer_on_a_connection_held_open_is_ok_and_costs_a_second_more(
+    serve: Callable[..., RawServer], pki: Pki
+) -> None:
+    """The server never closes nor answers the TLS goodbye: the page is in, so the wait
+    to close politely (a second at most, outside the request's deadline) changes nothing."""
+
+    def hold(conn: socket.socket, stop: threading.Event) -> None:
+        answer(PAGE)(conn, stop)
+        stop.wait(10)
+
+    sample, took, _ = bounded(
+        url=serve(hold, tls(pki)).url(), verify_tls=False, timeout=Duration(0.5)
+    )
+    assert sample.outcome == "ok", sample.error
+    assert took < 2.0
+
+
 def test_endless_headers_are_cut_at_the_cap(serve: Callable[..., RawServer]) -> None:
     def endless(conn: socket.socket, _stop: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\n")
