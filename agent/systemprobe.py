@@ -15,6 +15,7 @@ Nothing here raises for a target's failure: it is described in the result.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import socket
 import ssl
@@ -35,6 +36,7 @@ MAX_INTERIM = 4
 CLOSE_GRACE_S = 1.0
 
 _STATUS_LINE = re.compile(rb"HTTP/[0-9.]{1,5} +([0-9]{3})(?:[ \t][^\r\n]*)?\r?\n")
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?\r?\n")
 
 Failure = Literal["", "dns", "refused", "timeout", "unreachable", "tls", "certificate", "protocol"]
@@ -136,9 +138,19 @@ async def _open(
         if exc.reason == "WRONG_VERSION_NUMBER":
             look.detail += " (no TLS on this port: http:// rather than https://?)"
     except OSError as exc:
-        look.failure = "unreachable"
-        look.detail = f"cannot connect to {_hostport(host, port)}: {exc.strerror or exc}"
+        if _all_refused(exc):
+            look.failure, look.detail = "refused", f"{_hostport(host, port)} refused the connection"
+        else:
+            look.failure = "unreachable"
+            look.detail = f"cannot connect to {_hostport(host, port)}: {exc.strerror or exc}"
     return None
+
+
+def _all_refused(exc: OSError) -> bool:
+    """A name with several addresses (IPv6 and IPv4) all refusing: asyncio says so in one
+    OSError listing each attempt's ("Multiple exceptions: [Errno 111] ...")."""
+    codes = _ERRNO.findall(str(exc))
+    return bool(codes) and all(int(code) == errno.ECONNREFUSED for code in codes)
 
 
 async def _exchange(

@@ -6,6 +6,7 @@ an endless body, a huge Content-Length, not UTF-8, not HTTP)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 import threading
@@ -372,6 +373,23 @@ def test_a_closed_port_is_down_refused() -> None:
     assert sample.outcome == "down"
     assert sample.error == f"127.0.0.1:{port} refused the connection"
     assert sample.fields == {"up": False}
+
+
+def test_a_name_whose_every_address_refuses_is_refused_not_unreachable() -> None:
+    """A name with an IPv6 and an IPv4 address fails in one OSError naming each attempt,
+    as asyncio words it (this machine's localhost has one address: the words are built)."""
+    from agent.systemprobe import _all_refused
+
+    def attempts(*codes: int) -> OSError:
+        tried = [
+            f"[Errno {c}] Connect call failed ('{a}', 443)"
+            for c, a in zip(codes, ("::1", "127.0.0.1"), strict=True)
+        ]
+        return OSError("Multiple exceptions: " + ", ".join(tried))
+
+    assert _all_refused(attempts(errno.ECONNREFUSED, errno.ECONNREFUSED))
+    assert not _all_refused(attempts(errno.EHOSTUNREACH, errno.ECONNREFUSED))
+    assert not _all_refused(OSError("no errno at all"))
 
 
 def test_a_name_that_does_not_resolve_is_down_by_dns() -> None:
