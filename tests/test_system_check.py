@@ -310,6 +310,8 @@ def test_the_text_matches_however_its_letters_were_composed_or_written(
     assert collect(url=serve(answer(decomposed)).url(), expect_text="Dịch vụ công").outcome == "ok"
     escaped = "<p>D&#7883;ch v&#7909; c&ocirc;ng</p>"
     assert collect(url=serve(answer(escaped)).url(), expect_text="Dịch vụ công").outcome == "ok"
+    wrapped = "<p>Dịch vụ\n        công&nbsp;trực tuyến</p>"  # as an editor wraps lines
+    assert collect(url=serve(answer(wrapped)).url(), expect_text="Dịch vụ công").outcome == "ok"
     wanted = unicodedata.normalize("NFD", "Dịch vụ công")  # as a config editor may store it
     assert collect(url=serve(answer(PAGE)).url(), expect_text=wanted).outcome == "ok"
 

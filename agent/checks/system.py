@@ -52,11 +52,13 @@ class SystemOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_on
     expect_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = []
     """Healthy statuses; default any 2xx or 3xx (redirects are not followed)."""
     expect_text: Annotated[str, msgspec.Meta(max_length=256)] = ""
-    """Must appear in the first 256 KiB of the page (compared in Unicode NFC)."""
+    """Must appear in the first 256 KiB of the page (as shown: NFC, spaces collapsed)."""
     verify_tls: bool = True
     system: Annotated[str, msgspec.Meta(max_length=200)] = ""
     """The system's display name (a tag of its samples)."""
     kind: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    """The catalogue's kind (one-stop, documents, email...), a tag; free text here, so a
+    kind the catalogue adds needs no new agent."""
 
     def validate(self) -> None:
         if not self.name:
@@ -189,11 +191,16 @@ def measured(
 
 
 def contains(body: bytes | bytearray, text: str) -> bool:
-    """Whether the page holds the text, however its Vietnamese letters were composed
-    (precomposed "ị" or "i" with a combining dot) or written (``&#7883;``)."""
-    wanted = unicodedata.normalize("NFC", text)
-    page = unicodedata.normalize("NFC", bytes(body).decode("utf-8", "replace"))
-    return wanted in page or wanted in unicodedata.normalize("NFC", html.unescape(page))
+    """Whether the page holds the text as a browser shows it: however its Vietnamese
+    letters were composed (precomposed "ị" or "i" with a combining dot) or written
+    (``&#7883;``), its spaces and line breaks collapsed."""
+    wanted = _shown(text)
+    page = bytes(body).decode("utf-8", "replace")
+    return wanted in _shown(page) or wanted in _shown(html.unescape(page))
+
+
+def _shown(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def cert_days(look: Look, now: float) -> float | None:
