@@ -569,6 +569,38 @@ def test_every_key_of_a_system_table_may_come_from_the_collector() -> None:
     )
 
 
+def test_a_profile_may_name_systems_and_a_commune_its_own_website(tmp_path: Path) -> None:
+    from collector.rollout.profiles import ProfileError, parse_profiles
+
+    def profiles(website: str) -> dict[str, object]:
+        return {
+            "province": "dong-nai",
+            "communes": {"la-nga": {"website": website}},
+            "profiles": {
+                "poller": {
+                    "checks": {
+                        "system": [
+                            {"name": "mot-cua", "url": "https://motcua.dongnai.gov.vn/",
+                             "network": "tslcd", "expect_text": "Dịch vụ công",
+                             "kind": "one-stop"},
+                            {"name": "website", "url": "${website}", "network": "internet",
+                             "kind": "website"},
+                        ]
+                    }
+                }
+            },
+        }  # fmt: skip
+
+    loaded = parse_profiles(profiles("https://langa.dongnai.gov.vn/"), "dong-nai.toml", tmp_path)
+    effective = loaded.effective("la-nga", "poller", "poller")
+    assert [c["url"] for c in effective.checks["system"]] == [
+        "https://motcua.dongnai.gov.vn/",
+        "https://langa.dongnai.gov.vn/",
+    ]
+    with pytest.raises(ProfileError, match=r"checks\.system\[1\]\.url: an http:// or https://"):
+        parse_profiles(profiles("langa.dongnai.gov.vn"), "dong-nai.toml", tmp_path)  # at load
+
+
 # ---- the whole path: agent config, runner, envelope, collector ingest, store --------------
 
 
