@@ -355,6 +355,34 @@ POLYCOM: Final = _item(
         ),
     ],
 )
+SYSTEM_KINDS: Final = (
+    "one-stop", "documents", "email", "meetings", "reporting", "website", "land", "lgsp",
+    "ioc", "other",
+)  # fmt: skip
+SYSTEM: Final = _item(
+    "system",
+    "",
+    "one of the province's shared systems (the one-stop shop, document management, "
+    "email, a commune's website...) as this commune reaches it: one HTTP(S) GET, "
+    "redirects not followed, or a TCP connect",
+    "the URL, or host:port for a system with no HTTP face",
+    [
+        _flag("up", "the system answered as a healthy one does (outcome ok)", History("system")),
+        _number("status", "HTTP status of the answer (absent for TCP or without one)"),
+        _number("connect_ms", "start to connection (name, TCP and TLS handshakes)", "ms"),
+        _number("ttfb_ms", "start to the answer's first byte", "ms"),
+        _number("total_ms", "start to the end of the page (read up to 256 KiB)", "ms"),
+        _number(
+            "cert_days", "days until the certificate's notAfter (HTTPS); negative: expired", "days"
+        ),
+        _number("bytes", "bytes of the page read (at most 262144)", "bytes"),
+    ],
+    [
+        Tag("network", "which network reaches the system", ("tslcd", "internet", "lan")),
+        Tag("system", "the system's display name, from the collector's catalogue"),
+        Tag("kind", f"the system's kind in the catalogue: {', '.join(SYSTEM_KINDS)}"),
+    ],
+)
 AGENT: Final = _item(
     "agent",
     "",
@@ -412,6 +440,7 @@ CATALOGUE: Final[Mapping[tuple[str, str], Item]] = {
         SNMP,
         SNMP_INTERFACE,
         POLYCOM,
+        SYSTEM,
         AGENT,
         AGENT_CHECK,
     )

@@ -21,6 +21,7 @@ from agent.checks.host import HostOptions
 from agent.checks.link import LinkOptions
 from agent.checks.polycom import PolycomOptions
 from agent.checks.snmp import SnmpOptions
+from agent.checks.system import SystemOptions
 from agent.configtypes import (
     BrokerSection,
     ConfigError,
@@ -106,6 +107,7 @@ class ChecksSection(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     link: list[LinkOptions] = []
     snmp: list[SnmpOptions] = []
     polycom: list[PolycomOptions] = []
+    system: list[SystemOptions] = []
 
     def options(self) -> list[tuple[str, int, Any]]:
         """(kind, position, options) for every check, in config order."""

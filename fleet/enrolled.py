@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import enroll as enrolling
+from agent.checks.system import SystemCheck
 from agent.config import parse_checks
 from agent.configkeys import decode_public_key, verify
 from agent.configtypes import ConfigError
@@ -52,6 +53,8 @@ def plan_of(payload: bytes, identity: TopicIdentity, keys: dict[str, bytes]) -> 
     planned = []
     for kind, _position, options in checks.options():
         target = str(getattr(options, "target", "") or getattr(options, "host", "") or "")
+        if kind == "system":  # as the agent names it: the URL, or host:port
+            target = SystemCheck(options).target
         planned.append(
             PlannedCheck(
                 kind=kind,
@@ -59,6 +62,8 @@ def plan_of(payload: bytes, identity: TopicIdentity, keys: dict[str, bytes]) -> 
                 target=target,
                 network=str(getattr(options, "network", "tslcd")),
                 method=str(getattr(options, "method", "icmp")),
+                system=str(getattr(options, "system", "")),
+                system_kind=str(getattr(options, "kind", "")),
             )
         )
     return Plan(message.version, message.hash, message.interval, tuple(planned))

@@ -14,7 +14,11 @@ is drawn from a seeded random generator, so a run can be replayed exactly:
 - the Polycom joins the province's meetings (30 minutes every 4 hours for most
   communes); a few are not registered to the gatekeeper, a few have a failed
   camera;
-- one router port in a few communes is down (unplugged cable).
+- one router port in a few communes is down (unplugged cable);
+- a shared system an agent's plan names (``system`` checks) answers in tens to
+  hundreds of milliseconds (the land system several times slower), is out of reach
+  over the dedicated line while the commune's line is down, and fails for every
+  commune at once for 20 minutes twice a day, at hours of its own.
 
 Envelopes follow the wire contract (``agent.wire``), one per check run, as a
 real agent sends them. An agent given a ``Plan`` (the collector's config for it,
@@ -25,6 +29,7 @@ with their names and targets, at its interval; without one, the built-in set.
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass, field
 
 import msgspec
@@ -36,6 +41,9 @@ from agent.wire import Envelope, Sample, Status
 VERDICTS = {"protected": 0.86, "outdated": 0.07, "unprotected": 0.03, "none": 0.02, "unknown": 0.02}
 PRODUCTS = ["Windows Defender", "Bkav Pro", "Kaspersky Endpoint Security", "CMC Antivirus"]
 TSLCD_GATEWAY = "10.75.0.1"
+#: A shared system fails for everyone this long, once per period, at an offset of its own.
+SYSTEM_OUTAGE_EVERY_S = 12 * 3600
+SYSTEM_OUTAGE_S = 20 * 60
 
 Message = tuple[str, bytes, bool]
 """(topic, payload, retained)."""
@@ -48,6 +56,9 @@ class PlannedCheck:
     target: str = ""
     network: str = "tslcd"
     method: str = "icmp"
+    system: str = ""
+    """A system check's display name and kind (its tags)."""
+    system_kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,9 @@ class Fleet:
                 line_up = up if check.network == "tslcd" else True
                 group = [self._line_sample(now, line_up, rng, check.name, check.target,
                                            check.network, check.method)]  # fmt: skip
+            elif check.kind == "system":
+                line_up = up if check.network == "tslcd" else True
+                group = [self._system_sample(now, line_up, rng, check)]
             elif check.kind in ("host", "antivirus"):
                 host, antivirus, _line = self._pc_samples(agent, now, up)
                 group = host if check.kind == "host" else antivirus
@@ -279,6 +293,43 @@ class Fleet:
             },
             tags={"network": network, "method": method},
         )
+
+    def _system_sample(
+        self, now: float, line_up: bool, rng: random.Random, check: PlannedCheck
+    ) -> Sample:
+        """One look at a shared system from one commune (the province's side is shared:
+        its outages come at the same time for every commune)."""
+        seed = zlib.crc32(check.name.encode())
+        system_up = (now - seed % SYSTEM_OUTAGE_EVERY_S) % SYSTEM_OUTAGE_EVERY_S >= SYSTEM_OUTAGE_S
+        http = check.target.startswith(("http://", "https://"))
+        tags = {"network": check.network}
+        tags |= {"system": check.system} if check.system else {}
+        tags |= {"kind": check.system_kind} if check.system_kind else {}
+        if not line_up:
+            return Sample(ts=now, check="system", name=check.name, outcome="down",
+                          target=check.target, fields={"up": False}, tags=tags,
+                          error="timed out after 10 s (no connection)")  # fmt: skip
+        connect_ms = round(max(3.0, rng.gauss(25.0, 6.0)), 1)
+        fields: dict[str, wire.FieldValue] = {"up": system_up, "connect_ms": connect_ms}
+        error = ""
+        if http:
+            slowness = 8.0 if check.system_kind == "land" else 1.0
+            ttfb = connect_ms + slowness * max(20.0, rng.gauss(150.0, 60.0))
+            fields |= {
+                "status": 200 if system_up else 503,
+                "ttfb_ms": round(ttfb, 1),
+                "total_ms": round(ttfb + rng.uniform(20.0, 200.0), 1),
+                "bytes": rng.randrange(20_000, 90_000) if system_up else 512,
+            }
+            if check.target.startswith("https://"):
+                fields["cert_days"] = round(9.5 + seed % 360 - (now % 86400) / 86400, 2)
+            error = "" if system_up else "answered 503, expected 2xx or 3xx"
+        elif not system_up:
+            fields = {"up": False}
+            error = f"{check.target} refused the connection"
+        return Sample(ts=now, check="system", name=check.name,
+                      outcome="ok" if system_up else "bad_response" if http else "down",
+                      target=check.target, fields=fields, tags=tags, error=error)  # fmt: skip
 
     def _pc_samples(self, agent: SimAgent, now: float, up: bool) -> list[list[Sample]]:
         rng = agent.commune.rng

@@ -27,6 +27,8 @@ def test_annotated_sample_config_parses_with_documented_defaults() -> None:
     assert int(config.outbox.max_size) == 64 * 2**20
     assert [c.name for c in config.checks.link] == ["tslcd-province", "lan-router", "internet"]
     assert {c.network for c in config.checks.link} == {"tslcd", "internet", "lan"}
+    [system] = config.checks.system
+    assert (system.name, system.kind, system.expect_text) == ("mot-cua", "one-stop", "Dịch vụ công")
     assert float(config.checks.antivirus[0].max_signature_age) == 3 * 86400
 
 

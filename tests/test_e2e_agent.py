@@ -92,6 +92,12 @@ network = "lan"
 method = "tcp"
 target = "127.0.0.1"
 port = {mosquitto.port}
+[[checks.system]]
+name = "broker-as-a-system"
+host = "127.0.0.1"
+port = {mosquitto.port}
+network = "lan"
+kind = "other"
 [[checks.snmp]]
 name = "router"
 host = "127.0.0.1"
@@ -108,7 +114,8 @@ community = "polycom-idle"
         agent_config(tmp_path, mosquitto.port, interval="2s", checks=checks)
     ).start()
     try:
-        wanted = {"host", "antivirus", "lan-broker", "router", "polycom", "agent"}
+        wanted = {"host", "antivirus", "lan-broker", "broker-as-a-system", "router", "polycom",
+                  "agent"}  # fmt: skip
         messages = subscriber.wait_for(
             lambda ms: wanted <= {s.name for e in envelopes(ms) for s in e.samples}, timeout=30
         )
@@ -119,6 +126,7 @@ community = "polycom-idle"
         assert {c.split(":")[1].split(" ")[0] for c in births[0].checks} == wanted
         by_name = {s.name: s for e in envelopes(messages) for s in e.samples if not s.item}
         assert by_name["lan-broker"].fields["up"] == 1
+        assert by_name["broker-as-a-system"].fields["up"] is True
         assert by_name["router"].fields["sys_name"] == "DUMSYS-05"
         assert by_name["polycom"].fields["ready"] is True
         assert by_name["antivirus"].fields["verdict"] == "none"

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from agent import wire
-from fleet.scenario import VERDICTS, Fleet
+from agent.catalogue import problems
+from fleet.scenario import SYSTEM_OUTAGE_S, VERDICTS, Fleet, Plan, PlannedCheck
 from tests.servers import REPO, CollectorProcess, Mosquitto
 
 T0 = 1_795_000_000.0
@@ -82,6 +83,79 @@ def test_at_two_outages_a_day_a_line_is_up_most_of_the_time() -> None:
     # 2 outages of ~15 min a day: ~2 % of cycles held back; never most of them.
     assert 0 < cycles - delivered < 0.1 * cycles
     assert down_at_start <= 2  # outages are spread over the day, not all at the start
+
+
+SYSTEMS = (
+    PlannedCheck("system", "mot-cua", "https://motcua.dongnai.gov.vn/", "tslcd",
+                 system="Hệ thống một cửa điện tử", system_kind="one-stop"),
+    PlannedCheck("system", "lis", "https://lis.dongnai.gov.vn/", "internet", system_kind="land"),
+    PlannedCheck("system", "lgsp", "lgsp.dongnai.gov.vn:8443", "tslcd", system_kind="lgsp"),
+)  # fmt: skip
+
+
+def test_shared_systems_fail_for_every_commune_at_once_and_with_a_commune_line() -> None:
+    fleet = Fleet("dong-nai", [f"c{i}" for i in range(6)], 0, seed=2, outages_per_day=4)
+    for poller in fleet.agents:
+        poller.plan = Plan(1, "0" * 64, 60.0, SYSTEMS)
+    # (system, minute) -> commune -> up, for the communes whose line was up then.
+    looks: dict[tuple[str, float], dict[str, bool]] = {}
+    samples: list[wire.Sample] = []
+    for step in range(24 * 60):
+        now = T0 + 60 * step
+        for poller in fleet.agents:
+            line_up = poller.commune.line_up(now)
+            for topic, payload, _ in fleet.cycle(poller, now):
+                envelope = decode(topic, payload)
+                assert isinstance(envelope, wire.Envelope)
+                samples += envelope.samples
+                for sample in envelope.samples:
+                    if sample.tags["network"] == "tslcd" and sample.ts == now and line_up:
+                        seen = looks.setdefault((sample.name, now), {})
+                        seen[poller.commune.slug] = bool(sample.fields["up"])
+    assert [p for s in samples for p in problems(s)] == []
+    assert {s.check for s in samples} == {"system"}
+    # A system's own outage is everyone's at the same minutes; otherwise all reach it.
+    for name in ("mot-cua", "lgsp"):
+        minutes = [seen for (n, _ts), seen in looks.items() if n == name]
+        assert all(all(seen.values()) or not any(seen.values()) for seen in minutes)
+        assert sum(not any(seen.values()) for seen in minutes) == 2 * SYSTEM_OUTAGE_S // 60
+    # A commune whose line is down cannot reach what is behind it: down, delivered late.
+    assert any(s.outcome == "down" and s.error.endswith("(no connection)") for s in samples)
+
+    def mean_ttfb(name: str) -> float:
+        found = [
+            float(s.fields["ttfb_ms"]) for s in samples if s.name == name and s.outcome == "ok"
+        ]
+        return sum(found) / len(found)
+
+    assert mean_ttfb("lis") > 4 * mean_ttfb("mot-cua")  # the land system is the slow one
+    assert {s.tags.get("system") for s in samples if s.name == "mot-cua"} == {
+        "Hệ thống một cửa điện tử"
+    }
+
+
+def test_an_enrolled_simulated_agent_plays_the_system_checks_the_collector_sends() -> None:
+    from fleet.enrolled import plan_of
+    from tests.factories import central_config, signing_key
+
+    key = signing_key()
+    payload = central_config(
+        {
+            "system": [
+                {"name": "mot-cua", "url": "https://motcua.dongnai.gov.vn/", "network": "tslcd",
+                 "system": "Hệ thống một cửa điện tử", "kind": "one-stop"},
+                {"name": "lgsp", "host": "lgsp.dongnai.gov.vn", "port": 8443, "network": "tslcd"},
+            ]
+        },
+        key=key,
+    )  # fmt: skip
+    identity = wire.TopicIdentity("dong-nai", "la-nga", "pc-01", "config")
+    plan = plan_of(payload, identity, {key.id: key.public})
+    assert [(c.kind, c.name, c.target, c.system, c.system_kind) for c in plan.checks] == [
+        ("system", "mot-cua", "https://motcua.dongnai.gov.vn/", "Hệ thống một cửa điện tử",
+         "one-stop"),
+        ("system", "lgsp", "lgsp.dongnai.gov.vn:8443", "", ""),
+    ]  # fmt: skip
 
 
 def test_envelopes_written_during_an_outage_arrive_after_it_in_order() -> None:

@@ -83,18 +83,25 @@ def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 
 
 def _leaf(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, server: bool
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    server: bool,
+    days: float = LEAF_DAYS,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
+    not_after = now + datetime.timedelta(days=days)
+    # An expired certificate was valid once: a month before its end.
+    not_before = min(now - datetime.timedelta(hours=1), not_after - datetime.timedelta(days=30))
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -155,3 +162,17 @@ def make_pki(directory: Path, client_name: str = "dong-nai.la-nga.pc-01") -> Pki
     ):
         _write_key(key, path)
     return paths
+
+
+def server_cert(pki: Pki, directory: Path, days: float) -> tuple[Path, Path]:
+    """A server certificate for localhost from the PKI's CA ending in ``days`` (negative:
+    expired that long ago), and its key: a system whose certificate is about to expire."""
+    ca = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    cert, key = _leaf(ca, ca_key, "localhost", server=True, days=days)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"server-{days:g}d.crt", directory / f"server-{days:g}d.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path

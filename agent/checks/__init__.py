@@ -10,6 +10,7 @@ from agent.checks.host import HostCheck
 from agent.checks.link import LinkCheck
 from agent.checks.polycom import PolycomCheck
 from agent.checks.snmp import SnmpCheck
+from agent.checks.system import SystemCheck
 
 REGISTRY: dict[str, type[Check[Any]]] = {
     "host": HostCheck,
@@ -17,4 +18,5 @@ REGISTRY: dict[str, type[Check[Any]]] = {
     "link": LinkCheck,
     "snmp": SnmpCheck,
     "polycom": PolycomCheck,
+    "system": SystemCheck,
 }
