@@ -87,11 +87,12 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     name: str,
     server: bool,
-    days: float = LEAF_DAYS,
+    days: float | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
-    not_after = now + datetime.timedelta(days=days)
+    # LEAF_DAYS read now, not when this was defined: a test may shorten it.
+    not_after = now + datetime.timedelta(days=LEAF_DAYS if days is None else days)
     # An expired certificate was valid once: a month before its end.
     not_before = min(now - datetime.timedelta(hours=1), not_after - datetime.timedelta(days=30))
     builder = (
