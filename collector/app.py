@@ -30,6 +30,7 @@ from collector.state.housekeeping import Housekeeping, Task, mark_silent, retent
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
+from collector.state.systems import SystemFiles
 from collector.web.figures import (
     certificate_figures,
     figures,
@@ -173,6 +174,10 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.inventories: list[Inventory] = [load_inventory(p) for p in config.collector.inventory]
+        # Read again when a file changes: the probing agents' configs follow.
+        self.systems = SystemFiles(
+            config.collector.systems, self.inventories, [r.name for r in config.alerts.routes]
+        )
         sink_config = config.sink
         path = Path(config.store.path)
         self.store = StateStore(
@@ -253,6 +258,7 @@ class Collector:
                 self.store,
                 rollout_settings(config, renames),
                 signed_versions=self.releases.repository.signed_versions,
+                systems=self.systems,
             )
             self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
         self._server: Any = None
@@ -349,6 +355,7 @@ class Collector:
             enrollment.max_per_address if enrollment else 600,
             self.config.report.issuing(),
             releases,
+            self.systems,
         )
         try:
             server.start(app)
@@ -374,7 +381,9 @@ class Collector:
         if self.sink is not None:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
         if self.rollout is not None:
-            tasks.append(Task("rollout", self.rollout.tick))
+            tasks.append(Task("rollout", self.rollout.tick))  # the shared systems' files too
+        elif self.config.collector.systems:
+            tasks.append(Task("systems", lambda _: self.systems.reload_if_changed()))
         tasks.append(Task("releases", self.releases.tick, every_s=60.0))
         tasks.append(
             Task(
