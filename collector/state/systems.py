@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.configtypes import ConfigError, convert_strict, read_toml
-from agent.wire import Ident, whole
+from agent.wire import IDENT_PATTERN, Ident, whole
 from collector.state.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,8 @@ def _named(message: str, data: dict[str, Any]) -> str:
     entry = entries[index] if isinstance(entries, list) and index < len(entries) else None
     key = "id" if table == "systems" else "commune"
     label = entry.get(key) if isinstance(entry, dict) else None
-    if not isinstance(label, str) or not label:
+    # Only a label that is a slug: the entry's own text may be what is wrong with it.
+    if not isinstance(label, str) or not re.fullmatch(IDENT_PATTERN, label):
         return message
     return f"{match[0]} ({label}){message[match.end() :]}"
 
