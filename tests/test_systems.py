@@ -12,12 +12,19 @@ import pytest
 from click.testing import CliRunner
 
 from agent.config import OPTIONS, parse_checks
-from agent.configtypes import ConfigError, parse_toml
+from agent.configkeys import verify
+from agent.configtypes import BrokerSection, ConfigError, parse_toml
+from agent.wire import AgentConfig, decode_config, decode_signed_config
 from collector.cli.main import main as collector_main
 from collector.config import load_collector_config
+from collector.rollout import configkey, registry
+from collector.rollout.configs import ConfigSender
 from collector.rollout.profiles import Candidate, ProfileError, load_all, parse_profiles
+from collector.rollout.service import ProfileFiles
 from collector.state.inventory import Commune, Inventory, load_inventory
+from collector.state.store import StateStore
 from collector.state.systems import Catalogue, SystemFiles, load_catalogue, parse_catalogue
+from tests.servers import Mosquitto, Subscriber, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "deploy" / "inventory" / "dong-nai.systems.toml"
@@ -421,3 +428,74 @@ def test_a_changed_catalogue_is_read_again_and_a_broken_one_is_not_applied(
     assert files.reload_if_changed() is False
     assert "network: expected one of" in files.error
     assert files()["dong-nai"].systems[2].name == "DongNai.LIS 2"  # the previous one runs
+
+
+# Sent through a real broker ----------------------------------------------------------
+
+
+@pytest.mark.servers
+def test_one_poller_per_commune_is_sent_the_probes_and_a_catalogue_change_resends(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The config sender over Mosquitto: of two pollers of la-nga the first enrolled is
+    sent the probes, the second and the office PC are not; a change of the catalogue on
+    disk resends that poller's config alone; once it is revoked, the other one probes."""
+    (tmp_path / "profiles.toml").write_text(PROFILES)
+    (tmp_path / "systems.toml").write_text(CATALOGUE)
+    store = StateStore(tmp_path / "state.sqlite")
+    with store.transaction() as db:
+        for agent, profile, when in (("poller-a", "poller", 1.0), ("poller-b", "poller", 2.0),
+                                     ("pc-01", "office", 0.5)):  # fmt: skip
+            registry.enrolled(
+                db, province="dong-nai", commune="la-nga", agent=agent, username=f"{agent}@1",
+                profile=profile, token_id="t", now=when,
+            )  # fmt: skip
+    files = ProfileFiles(
+        (str(tmp_path / "profiles.toml"),),
+        systems=SystemFiles([str(tmp_path / "systems.toml")], [INVENTORY], ["so-khcn"]),
+    )
+    keys = configkey.KeyFiles(tmp_path / configkey.DEFAULT_NAME)
+    sender = ConfigSender(
+        store, BrokerSection(url=f"mqtt://127.0.0.1:{mosquitto.port}"), "configs", files
+    )
+    sender.signing = keys
+    sender.start()
+    assert sender.wait_connected(10)
+    configs = Subscriber(mosquitto.port, "commune/+/+/+/config").start()
+    try:
+
+        def sent(agent: str) -> AgentConfig:
+            trusted = {k.id: k.public for k in keys().public()}
+            payload = configs.snapshot(f"dong-nai/la-nga/{agent}/config")[-1].payload
+            return decode_config(verify(decode_signed_config(payload), trusted))
+
+        def probes(agent: str) -> list[str]:
+            return [c["name"] for c in sent(agent).checks.get("system", [])]
+
+        assert not sender.sync().failed
+        agents = ("poller-a", "poller-b", "pc-01")
+        wait_for(
+            lambda: all(configs.snapshot(f"dong-nai/la-nga/{a}/config") for a in agents),
+            10,
+            "three configs",
+        )
+        assert probes("poller-a") == ["mot-cua", "lgsp", "website"]
+        assert probes("poller-b") == [] and probes("pc-01") == []
+        version = sent("poller-a").version
+
+        (tmp_path / "systems.toml").write_text(CATALOGUE.replace("La Ngà", "UBND xã La Ngà"))
+        assert files.reload_if_changed()
+        report = sender.sync()
+        assert (report.sent, report.unchanged) == (["dong-nai/la-nga/poller-a"], 2)
+        wait_for(lambda: sent("poller-a").version == version + 1, 10, "the new config")
+        assert sent("poller-a").checks["system"][-1]["expect_text"] == "UBND xã La Ngà"
+
+        with store.transaction() as db:
+            registry.revoked(db, "dong-nai/la-nga/poller-a", 3.0)
+        report = sender.sync()
+        assert report.sent == ["dong-nai/la-nga/poller-b"]
+        wait_for(lambda: probes("poller-b") == ["mot-cua", "lgsp", "website"], 10, "b probes")
+    finally:
+        configs.stop()
+        sender.stop()
+        store.close()
