@@ -49,7 +49,7 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl", "releases"})
+ADVISORY = frozenset({"dynsec", "profiles", "systems", "configs", "revocations", "crl", "releases"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -489,6 +489,9 @@ class Collector:
             )  # fmt: skip
         if self.rollout is not None:
             parts.update(self.rollout.parts())
+        if self.config.collector.systems:
+            # The file on disk is not what runs (the previous catalogue goes on): see the log.
+            parts["systems"] = "invalid" if self.systems.error else "ok"
         if self.releases.repository.initialised():
             # Shown, not failing /healthz: ingest goes on; the expiry alert pages in time.
             parts["releases"] = "resign_failing" if self.releases.failing() else "ok"

@@ -499,3 +499,33 @@ def test_one_poller_per_commune_is_sent_the_probes_and_a_catalogue_change_resend
         configs.stop()
         sender.stop()
         store.close()
+
+
+def test_the_collector_follows_its_catalogue_and_says_when_the_file_is_invalid(
+    tmp_path: Path,
+) -> None:
+    """Without enrollment, the housekeeping reads a changed file again; a broken one is
+    not applied and /healthz's part ``systems`` says ``invalid``."""
+    from collector.app import Collector
+
+    path = write_site(tmp_path)
+    with path.open("a") as config_file:
+        config_file.write(
+            f'[store]\npath = "{tmp_path / "state.sqlite"}"\n[api]\nlisten = ""\n'
+            '[mqtt]\nurl = "mqtt://127.0.0.1:9"\n'  # no broker: ingest is not what is tested
+        )
+    collector = Collector(load_collector_config(path))
+    collector.start()
+    try:
+        assert collector.systems()["dong-nai"].summary() == "3 shared systems, 2 websites"
+        assert collector.parts()["systems"] == "ok"
+        (tmp_path / "systems.toml").write_text(CATALOGUE.replace('kind = "lgsp"', 'kind = "x"'))
+        collector.housekeeping.run()
+        assert collector.parts()["systems"] == "invalid"
+        assert collector.systems()["dong-nai"].systems[1].kind == "lgsp"  # the previous one
+        (tmp_path / "systems.toml").write_text(CATALOGUE.replace("LGSP", "Trục LGSP"))
+        collector.housekeeping.run()
+        assert collector.parts()["systems"] == "ok"
+        assert collector.systems()["dong-nai"].systems[1].name == "Trục LGSP"
+    finally:
+        collector.stop()
