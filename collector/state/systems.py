@@ -43,11 +43,15 @@ Network = Literal["tslcd", "internet"]
 WEBSITE = "website"
 
 SystemId = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z0-9][a-z0-9-]{0,63}"))]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: Text people read (in the console, the report, a message): one line, no control
+#: characters.
+_ONE_LINE = whole(r"[^\x00-\x1f\x7f]*")
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_ONE_LINE)]
+Owner = Annotated[str, msgspec.Meta(max_length=200, pattern=_ONE_LINE)]
 Status = Annotated[int, msgspec.Meta(ge=100, le=599)]
 Statuses = Annotated[list[Status], msgspec.Meta(max_length=20)]
 #: Bounded: the probe looks for it in every answer from every commune.
-ExpectText = Annotated[str, msgspec.Meta(max_length=200)]
+ExpectText = Annotated[str, msgspec.Meta(max_length=200, pattern=_ONE_LINE)]
 CertDays = Annotated[int, msgspec.Meta(ge=1, le=365)]
 Url = Annotated[str, msgspec.Meta(max_length=2000)]
 Host = Annotated[str, msgspec.Meta(max_length=253)]
@@ -75,7 +79,7 @@ class System(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Text a healthy page holds: a login or captive page answers 200 too."""
     cert_min_days: CertDays = 14
     """A certificate closer than this to its end is an alert."""
-    owner: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    owner: Owner = ""
     route: Route = ""
     """The [[alerts.routes]] its owner is told on; empty: the ordinary routes."""
     communes: Annotated[list[Ident], msgspec.Meta(max_length=2000)] = []
@@ -89,13 +93,13 @@ class System(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class Website(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     commune: Ident
     url: Url
-    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    name: Owner = ""
     """Default "Trang thông tin điện tử " and the commune's name in the inventory."""
     network: Network = "internet"
     expect_status: Statuses = []
     expect_text: ExpectText = ""
     cert_min_days: CertDays = 14
-    owner: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    owner: Owner = ""
     route: Route = ""
 
 
