@@ -47,7 +47,7 @@ SystemId = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z0-9][a-z0-9-]{0,63}")
 #: characters.
 _ONE_LINE = whole(r"[^\x00-\x1f\x7f]*")
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_ONE_LINE)]
-Owner = Annotated[str, msgspec.Meta(max_length=200, pattern=_ONE_LINE)]
+Line = Annotated[str, msgspec.Meta(max_length=200, pattern=_ONE_LINE)]
 Status = Annotated[int, msgspec.Meta(ge=100, le=599)]
 Statuses = Annotated[list[Status], msgspec.Meta(max_length=20)]
 #: Bounded: the probe looks for it in every answer from every commune.
@@ -79,7 +79,7 @@ class System(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Text a healthy page holds: a login or captive page answers 200 too."""
     cert_min_days: CertDays = 14
     """A certificate closer than this to its end is an alert."""
-    owner: Owner = ""
+    owner: Line = ""
     route: Route = ""
     """The [[alerts.routes]] its owner is told on; empty: the ordinary routes."""
     communes: Annotated[list[Ident], msgspec.Meta(max_length=2000)] = []
@@ -93,13 +93,13 @@ class System(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class Website(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     commune: Ident
     url: Url
-    name: Owner = ""
+    name: Line = ""
     """Default "Trang thông tin điện tử " and the commune's name in the inventory."""
     network: Network = "internet"
     expect_status: Statuses = []
     expect_text: ExpectText = ""
     cert_min_days: CertDays = 14
-    owner: Owner = ""
+    owner: Line = ""
     route: Route = ""
 
 
