@@ -30,6 +30,7 @@ from collector.state.housekeeping import Housekeeping, Task, mark_silent, retent
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
+from collector.state.systems import SystemFiles
 from collector.web.figures import (
     certificate_figures,
     figures,
@@ -48,7 +49,7 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "configs", "revocations", "crl", "releases"})
+ADVISORY = frozenset({"dynsec", "profiles", "systems", "configs", "revocations", "crl", "releases"})
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -173,6 +174,10 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.inventories: list[Inventory] = [load_inventory(p) for p in config.collector.inventory]
+        # Read again when a file changes: the probing agents' configs follow.
+        self.systems = SystemFiles(
+            config.collector.systems, self.inventories, [r.name for r in config.alerts.routes]
+        )
         sink_config = config.sink
         path = Path(config.store.path)
         self.store = StateStore(
@@ -253,6 +258,7 @@ class Collector:
                 self.store,
                 rollout_settings(config, renames),
                 signed_versions=self.releases.repository.signed_versions,
+                systems=self.systems,
             )
             self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
         self._server: Any = None
@@ -349,6 +355,7 @@ class Collector:
             enrollment.max_per_address if enrollment else 600,
             self.config.report.issuing(),
             releases,
+            self.systems,
         )
         try:
             server.start(app)
@@ -374,7 +381,9 @@ class Collector:
         if self.sink is not None:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
         if self.rollout is not None:
-            tasks.append(Task("rollout", self.rollout.tick))
+            tasks.append(Task("rollout", self.rollout.tick))  # the shared systems' files too
+        elif self.config.collector.systems:
+            tasks.append(Task("systems", lambda _: self.systems.reload_if_changed()))
         tasks.append(Task("releases", self.releases.tick, every_s=60.0))
         tasks.append(
             Task(
@@ -480,6 +489,9 @@ class Collector:
             )  # fmt: skip
         if self.rollout is not None:
             parts.update(self.rollout.parts())
+        if self.config.collector.systems:
+            # The file on disk is not what runs (the previous catalogue goes on): see the log.
+            parts["systems"] = "invalid" if self.systems.error else "ok"
         if self.releases.repository.initialised():
             # Shown, not failing /healthz: ingest goes on; the expiry alert pages in time.
             parts["releases"] = "resign_failing" if self.releases.failing() else "ok"

@@ -29,6 +29,7 @@ from collector.alerts.zalo import ZaloSettings
 from collector.outputs.report.issuer import ENGLISH, Issuer
 from collector.release.repository import Expiries
 from collector.state.inventory import load_inventory
+from collector.state.systems import Catalogue, load_catalogues
 
 # A TCP port in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -54,6 +55,9 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """Samples older than this are refused (clock_behind): longer than any outbox backlog."""
     inventory: list[str] = []
     """Inventory files (one per province): communes, names, codes, expected PCs/Polycoms."""
+    systems: list[str] = []
+    """Catalogues of shared systems (one per province, beside its inventory): what the
+    communes work through, probed from one agent per commune (``state/systems.py``)."""
     max_series_per_agent: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 5000
     """Latest rows (check name, item, target) one agent may make the store hold; beyond,
     its new samples are refused (series_limit) and the agent_over_limit alert fires."""
@@ -460,12 +464,7 @@ class EnrollmentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
             raise ConfigProblem("secrets_dir", f"{self.secrets_dir} is not a folder")
         if self.config_key_file:
             self._check_key_file()
-        from collector.rollout.profiles import ProfileError, load_all
-
-        try:
-            load_all(self.profiles, secrets_dir=self.secrets_dir)
-        except ProfileError as exc:
-            raise ConfigProblem("profiles", str(exc)) from None
+        # The profiles are loaded with the shared systems they send (parse_collector_config).
 
     def _check_key_file(self) -> None:
         """The key is read if it is there; if not, the collector must be able to make it."""
@@ -704,6 +703,18 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
             section.validate()
         except ConfigProblem as exc:
             raise ConfigError(f"{source}: {name}.{exc.key}: {exc}") from None
+    catalogues = _check_systems(config, source)
+    if config.enrollment is not None:
+        from collector.rollout.profiles import ProfileError, load_all
+
+        try:
+            load_all(
+                config.enrollment.profiles,
+                secrets_dir=config.enrollment.secrets_dir,
+                systems=catalogues,
+            )
+        except ProfileError as exc:
+            raise ConfigError(f"{source}: enrollment.profiles: {exc}") from None
     if config.enrollment is not None and config.dynsec is None:
         raise ConfigError(
             f"{source}: enrollment: needs a [dynsec] section: enrolled agents' accounts are "
@@ -712,6 +723,20 @@ def parse_collector_config(data: dict[str, Any], source: str = "<config>") -> Co
     if config.enrollment is not None and not config.api.listen:
         raise ConfigError(f"{source}: enrollment: PCs enroll through the API: set api.listen")
     return config
+
+
+def _check_systems(config: CollectorConfig, source: str) -> dict[str, Catalogue]:
+    """The catalogues of shared systems, against the provinces' inventories (the communes
+    they name) and the alert routes (the owners' routes); their errors name their file."""
+    if not config.collector.systems:
+        return {}
+    inventories = [load_inventory(path) for path in config.collector.inventory]
+    try:
+        return load_catalogues(
+            config.collector.systems, inventories, [r.name for r in config.alerts.routes]
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: collector.systems: {exc}") from None
 
 
 def load_collector_config(
@@ -728,6 +753,7 @@ def load_collector_config(
     data = resolve_paths(read_toml(path), base)
     for section, key in (
         ("collector", "inventory"),
+        ("collector", "systems"),
         ("alerts", "rules"),
         ("enrollment", "profiles"),
     ):

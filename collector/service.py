@@ -74,6 +74,7 @@ def files_read(config: CollectorConfig, source: Path) -> list[Path]:
     mqtt = config.mqtt
     named = [mqtt.password_file, mqtt.ca_file, mqtt.cert_file, mqtt.key_file]
     named += [config.console.secret_file, *config.collector.inventory, *config.alerts.rules]
+    named += config.collector.systems
     named += [route.urls_file for route in config.alerts.routes]
     if config.sink is not None:
         named.append(config.sink.token_file)

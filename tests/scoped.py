@@ -35,6 +35,7 @@ from collector.state import maintenance
 from collector.state.health import HealthModel
 from collector.state.inventory import Commune, Inventory
 from collector.state.store import StateStore
+from collector.state.systems import parse_catalogue
 from collector.web.auth import token_digest
 from tests.factories import envelope, link, status
 from tests.servers import AppServer, Mosquitto, dynsec_broker
@@ -65,6 +66,42 @@ INVENTORIES = [
         communes=[Commune(slug=c, name=NAMES[c], pcs=1) for c in PLACES["lam-dong"]],
     ),
 ]
+
+#: Each province's shared systems: one every commune uses, one of a single commune, and
+#: each commune's website (dong-nai's only).
+CATALOGUES = {
+    inventory.province: parse_catalogue(
+        {
+            "province": inventory.province,
+            "systems": [
+                {
+                    "id": "mot-cua",
+                    "name": "Một cửa điện tử",
+                    "kind": "one-stop",
+                    "url": f"https://motcua.{inventory.province}.example/",
+                    "network": "tslcd",
+                },
+                {
+                    "id": "lis",
+                    "name": "Đất đai",
+                    "kind": "land",
+                    "host": "lis.example",
+                    "port": 8443,
+                    "network": "tslcd",
+                    "communes": [inventory.communes[1].slug],
+                },
+            ],
+            "websites": [
+                {"commune": c.slug, "url": f"https://{c.slug}.example/"}
+                for c in inventory.communes
+                if inventory.province == "dong-nai"
+            ],
+        },
+        f"{inventory.province}.systems.toml",
+        inventory,
+    )
+    for inventory in INVENTORIES
+}
 
 #: name -> (role, provinces, communes)
 SCOPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -258,6 +295,7 @@ def scoped_site(root: Path) -> Iterator[Site]:
             HealthModel(store, INVENTORIES), store,
             ApiSection(tokens=api_tokens(SCOPES)),
             console=ConsoleSection(secret_file=str(secret)), rollout=rollout,
+            systems=lambda: CATALOGUES,
         )  # fmt: skip
         server = AppServer(app).start()
         client = Client(server.port)

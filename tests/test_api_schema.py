@@ -16,6 +16,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from collector.config import ApiSection, ApiToken
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
+from collector.state.systems import parse_catalogue
 from collector.web.factory import create_app
 from tests.test_api import with_an_alert
 from tests.test_health import INVENTORY, build_province
@@ -34,9 +35,24 @@ def _app():  # type: ignore[no-untyped-def]
         name="tech", role="technician", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()
     )
     # Enough failures allowed that the fuzzing never locks itself out.
+    catalogue = parse_catalogue(
+        {
+            "province": "dong-nai",
+            "systems": [
+                {"id": "mot-cua", "name": "Một cửa điện tử", "kind": "one-stop",
+                 "url": "https://motcua.dongnai.gov.vn/", "network": "tslcd"},
+                {"id": "lgsp", "name": "LGSP", "kind": "lgsp", "host": "lgsp.dongnai.gov.vn",
+                 "port": 8443, "network": "tslcd", "communes": ["la-nga"]},
+            ],
+            "websites": [{"commune": "la-nga", "url": "https://langa.dongnai.gov.vn/"}],
+        },
+        "dong-nai.systems.toml",
+        INVENTORY,
+    )  # fmt: skip
     return create_app(
-        HealthModel(store, [INVENTORY]), store, ApiSection(tokens=[token], max_auth_failures=10**9)
-    )
+        HealthModel(store, [INVENTORY]), store, ApiSection(tokens=[token], max_auth_failures=10**9),
+        systems=lambda: {"dong-nai": catalogue},
+    )  # fmt: skip
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())

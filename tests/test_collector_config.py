@@ -41,6 +41,9 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     (tmp_path / "rules.toml").write_text((SAMPLE.parent / "rules.example.toml").read_text())
     (tmp_path / "inventory").mkdir()
     (tmp_path / "inventory" / "dong-nai.toml").write_text(DONG_NAI.read_text())
+    (tmp_path / "inventory" / "dong-nai.systems.toml").write_text(
+        (REPO / "deploy" / "inventory" / "dong-nai.systems.toml").read_text()
+    )
     path = tmp_path / "collector.toml"
     path.write_text(text)
     config = load_collector_config(path)
@@ -53,7 +56,10 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
         ("admin", ["dong-nai"], []),
         ("technician", ["dong-nai"], ["la-nga", "tan-phu"]),
     ]
-    assert [r.name for r in config.alerts.routes] == ["technicians", "zalo-duty", "head-of-it"]
+    assert [r.name for r in config.alerts.routes] == [
+        "technicians", "zalo-duty", "so-khcn", "head-of-it",
+    ]  # fmt: skip
+    assert config.collector.systems == [str(tmp_path / "inventory" / "dong-nai.systems.toml")]
     zalo = config.alerts.routes[1].zalo
     assert zalo is not None and zalo.token_file == f"{tmp_path}/zalo/zalo-tokens.json"
     assert [(float(e.after), e.route) for e in config.alerts.escalation] == [(1800, "head-of-it")]
@@ -70,10 +76,24 @@ def test_the_annotated_sample_parses_with_its_files_in_place(tmp_path: Path) -> 
     assert config.enrollment.profiles == [str(tmp_path / "profiles" / "dong-nai.toml")]
     assert config.enrollment.secrets_dir == str(tmp_path / "secrets")
     from collector.rollout.profiles import load_all
+    from collector.state.systems import load_catalogues
 
-    profiles = load_all(config.enrollment.profiles, secrets_dir=config.enrollment.secrets_dir)
+    catalogues = load_catalogues(
+        config.collector.systems, [load_inventory(p) for p in config.collector.inventory]
+    )
+    profiles = load_all(
+        config.enrollment.profiles, secrets_dir=config.enrollment.secrets_dir, systems=catalogues
+    )
     poller = profiles.effective("dong-nai", "la-nga", "poller", "poller")
     assert poller.checks["snmp"][0]["community"] == "la-nga-ro"  # read from the secrets folder
+    # The poller probes the shared systems and La Ngà's website; the office PCs do not.
+    probes = {c["name"]: c for c in poller.checks["system"]}
+    assert len(probes) == 10 and probes["website"]["url"] == "https://langa.dongnai.gov.vn/"
+    assert probes["lgsp"] == {
+        "name": "lgsp", "host": "lgsp.dongnai.gov.vn", "port": 8443, "network": "tslcd",
+        "system": "Nền tảng tích hợp, chia sẻ dữ liệu tỉnh (LGSP)", "kind": "lgsp",
+    }  # fmt: skip
+    assert "system" not in profiles.effective("dong-nai", "la-nga", "pc-07", "office").checks
 
 
 def test_the_example_rules_parse_and_replace_a_builtin_by_name() -> None:

@@ -229,6 +229,39 @@ def check_availability(site: Site) -> None:
     assert own.json["line"] is not None and own.json["line"]["down_s"] > 0
 
 
+def check_systems(site: Site) -> None:
+    """Another province's catalogue answers as one that does not exist; a commune's token
+    sees the systems its commune uses, with its commune alone, and its own website."""
+    same_words(
+        site.client.get("/api/v1/systems?province=dong-nai", "lam-dong"),
+        site.client.get("/api/v1/systems?province=nowhere"),
+        "dong-nai",
+        "nowhere",
+    )
+
+    def listed(who: str) -> dict[str, list[str]]:
+        answer = site.client.get("/api/v1/systems?province=dong-nai", who).json
+        systems = answer["systems"] + answer["websites"]
+        return {f"{s['id']}@{s['communes'][0]}" if s["id"] == "website" else s["id"]:
+                s["communes"] for s in systems}  # fmt: skip
+
+    assert listed("all") == {
+        "mot-cua": ["la-nga", "tan-phu"], "lis": ["tan-phu"],
+        "website@la-nga": ["la-nga"], "website@tan-phu": ["tan-phu"],
+    }  # fmt: skip
+    assert listed("dong-nai") == listed("all")
+    assert listed(OWN) == {"mot-cua": ["la-nga"], "website@la-nga": ["la-nga"]}
+    assert listed("tan-phu") == {
+        "mot-cua": ["tan-phu"], "lis": ["tan-phu"], "website@tan-phu": ["tan-phu"],
+    }  # fmt: skip
+    # Without ?province=: the token's own.
+    own = site.client.get("/api/v1/systems", "lam-dong").json
+    assert own["province"] == "lam-dong" and own["websites"] == []
+    assert [(s["id"], s["target"]) for s in own["systems"]] == [
+        ("mot-cua", "https://motcua.lam-dong.example/"), ("lis", "lis.example:8443"),
+    ]  # fmt: skip
+
+
 def check_alerts(site: Site) -> None:
     places_listed(site, "/api/v1/alerts", lambda a: (a["province"], a["commune"]), list)
     # A filter outside the scope is a filter matching nothing.
@@ -778,6 +811,7 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("GET", "/api/v1/agents"): check_agents,
     ("GET", "/api/v1/agents/{agent:path}"): check_agent,
     ("GET", "/api/v1/availability"): check_availability,
+    ("GET", "/api/v1/systems"): check_systems,
     ("GET", "/api/v1/reports/monthly"): check_report,
     # Alerts, silences, maintenance.
     ("GET", "/api/v1/alerts"): check_alerts,

@@ -69,6 +69,8 @@ def _named_files(config: CollectorConfig) -> Iterator[tuple[str, str]]:
         yield "sink.token_file", config.sink.token_file
     for index, path in enumerate(config.collector.inventory):
         yield f"collector.inventory[{index}]", path
+    for index, path in enumerate(config.collector.systems):
+        yield f"collector.systems[{index}]", path
     for index, path in enumerate(config.alerts.rules):
         yield f"alerts.rules[{index}]", path
     for route in config.alerts.routes:

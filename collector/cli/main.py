@@ -92,8 +92,20 @@ def check_config(config_path: Path | None) -> None:
         f"{config_path or '(embedded defaults)'}: ok — {provinces} from {config.mqtt.url}, "
         f"store {config.store.path}"
     )
-    for line in _schema_plan(Path(config.store.path)) + _renames_plan(config):
+    plans = _schema_plan(Path(config.store.path)) + _renames_plan(config)
+    for line in _systems_summary(config) + plans:
         click.echo(f"  {line}")
+
+
+def _systems_summary(config: CollectorConfig) -> list[str]:
+    """Each province's shared systems, as the catalogue gives them (already validated)."""
+    from collector.state.inventory import load_inventory
+    from collector.state.systems import load_catalogues
+
+    catalogues = load_catalogues(
+        config.collector.systems, [load_inventory(p) for p in config.collector.inventory]
+    )
+    return [f"{province}: {c.summary()}" for province, c in catalogues.items()]
 
 
 def _renames_plan(config: CollectorConfig) -> list[str]:

@@ -41,7 +41,7 @@ from agent.wire import (
 from collector.common.sessions import SessionWatch
 from collector.rollout import registry
 from collector.rollout.configkey import ConfigKeys
-from collector.rollout.profiles import ProfileError, Profiles
+from collector.rollout.profiles import Candidate, ProfileError, Profiles
 from collector.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class ConfigSender:
         """What the last round did: for /healthz and the console."""
         self.pending = True
         """A round is due: the profiles changed, an agent enrolled, or one failed."""
+        self._last_probers: set[str] = set()
 
     def _on_connect(
         self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
@@ -161,14 +162,16 @@ class ConfigSender:
         keys = self.signing() if self.signing is not None else None
         ahead = registry.running_versions(self.store)
         orders = self.orders() if self.orders is not None and agents else {}
+        probers = self._probers(profiles, only)
         for agent in agents:
             if keys is None:
                 report.failed[agent.agent_key] = "no config signing key"
                 continue
             try:
                 wanted = profiles.effective(
-                    agent.province, agent.commune, agent.agent, agent.profile
-                )
+                    agent.province, agent.commune, agent.agent, agent.profile,
+                    probes=agent.agent_key in probers,
+                )  # fmt: skip
             except ProfileError as exc:
                 report.failed[agent.agent_key] = str(exc)
                 continue
@@ -233,6 +236,19 @@ class ConfigSender:
         for key, why in report.failed.items():
             log.warning("config for %s not sent: %s", key, why)
         return report
+
+    def _probers(self, profiles: Profiles, only: str | None) -> set[str]:
+        """The agents that probe the shared systems, one per commune, weighed among every
+        active agent. When one round for a single agent (just enrolled, and named to
+        probe) changes who does, a full round follows: the other one stops."""
+        everyone = registry.managed(self.store, active=True)
+        chosen = profiles.probers(
+            Candidate(m.province, m.commune, m.agent, m.profile, m.enrolled_at) for m in everyone
+        )
+        if only is not None and chosen != self._last_probers:
+            self.pending = True
+        self._last_probers = chosen
+        return chosen
 
     def withdraw(self, province: str, commune: str, agent: str) -> bool:
         """Clear a revoked agent's retained config (an empty retained message)."""

@@ -366,6 +366,7 @@ class Enroller:
                 actor=actor,
             )
         applied = False
+        self.sender.pending = True  # another agent of the commune may probe its systems now
         if apply:
             applied = self.revocations.apply()
             self.withdraw_configs()

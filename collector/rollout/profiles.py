@@ -35,6 +35,14 @@ Secrets (``{ secret_file = "la-nga.community" }``) are read at load from the sec
 folder (``[enrollment] secrets_dir``, default the profiles file's own): a relative
 name inside it, never an absolute path, ``..`` or a link leading out of it. They
 reach only the agent they are for, as values, on its own config topic.
+
+The province's shared systems (``collector/state/systems.py``) are probed from one
+agent per commune: a profile that says ``systems = true`` (the poller's) gets one
+``[[checks.system]]`` per system the commune uses, and its website. A commune without
+a poller names its PC instead (``[agents."<commune>/<agent>"] systems = true``), and a
+poller can be left out (``systems = false``). Should two agents of a commune qualify
+(two pollers enrolled), only one probes: the one named, else the first enrolled
+(``Profiles.probers``). ``remove = ["system:<id>"]`` drops one system for one agent.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +59,7 @@ from agent.config import parse_checks
 from agent.configtypes import ConfigError, read_secret, read_toml
 from agent.units import parse_duration
 from agent.wire import IDENT_PATTERN, ReleaseOrder, config_digest
+from collector.state.systems import Catalogue
 
 VAR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 WHOLE_VAR = re.compile(r"\$\{([a-z][a-z0-9_]{0,63})\}")
@@ -84,20 +94,39 @@ class ProvinceProfiles:
     province: str
     source: str
     profiles: dict[str, dict[str, Any]]
-    """Name -> {"interval": seconds or None, "checks": {kind: [options]}} (unsubstituted)."""
+    """Name -> {"interval": seconds or None, "checks": {kind: [options]}, "systems": bool}
+    (unsubstituted)."""
     vars: dict[str, Value] = field(default_factory=dict)
     communes: dict[str, dict[str, Value]] = field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """"<commune>/<agent>" -> {"profile", "interval", "checks", "remove", "vars"}."""
+    """"<commune>/<agent>" -> {"profile", "interval", "checks", "remove", "vars", "systems"}."""
+    systems: Catalogue | None = None
+    """The province's shared systems, probed by the agents whose profile says so."""
 
-    def effective(self, commune: str, agent: str, profile: str) -> Effective:
-        """The config for one agent; ProfileError naming the file and key otherwise."""
-        own = self.agents.get(f"{commune}/{agent}", {})
-        name = own.get("profile") or profile
+    def _profile_of(self, commune: str, agent: str, profile: str) -> str:
+        name = str(self.agents.get(f"{commune}/{agent}", {}).get("profile") or profile)
         if name not in self.profiles:
             raise ProfileError(
                 f"{self.source}: no profile {name!r} (profiles: {sorted(self.profiles)})"
             )
+        return name
+
+    def probes(self, commune: str, agent: str, profile: str) -> tuple[bool, bool]:
+        """(whether the agent would probe the shared systems, whether its own table
+        names it for that)."""
+        own = self.agents.get(f"{commune}/{agent}", {}).get("systems")
+        if own is not None:
+            return bool(own), bool(own)
+        return bool(self.profiles[self._profile_of(commune, agent, profile)]["systems"]), False
+
+    def effective(
+        self, commune: str, agent: str, profile: str, probes: bool | None = None
+    ) -> Effective:
+        """The config for one agent; ProfileError naming the file and key otherwise.
+        ``probes``: whether it probes the shared systems (``Profiles.probers`` decides
+        among a commune's agents); None: as its profile and its own table say."""
+        own = self.agents.get(f"{commune}/{agent}", {})
+        name = self._profile_of(commune, agent, profile)
         values = {**self.vars, **self.communes.get(commune, {}), **own.get("vars", {})}
         base = self.profiles[name]
         where = f"profiles.{name}"
@@ -112,7 +141,39 @@ class ProvinceProfiles:
             parse_checks(checks, self.source, f"{where} for {commune}/{agent}: checks", remote=True)
         except ConfigError as exc:
             raise ProfileError(str(exc)) from None
+        if probes is None:
+            probes = self.probes(commune, agent, name)[0]
+        if probes and self.systems is not None:
+            checks = self._with_systems(checks, commune, agent, own)
         return Effective(name, interval, checks)
+
+    def _with_systems(
+        self, checks: dict[str, list[dict[str, Any]]], commune: str, agent: str,
+        own: dict[str, Any],
+    ) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+        """``checks`` and the probes of the shared systems ``commune`` uses. The probes
+        are made from the catalogue, checked when it was loaded; a ``[[checks.system]]``
+        of the same name written in the profile or the agent's table stays instead, and
+        the agent's ``remove = ["system:<id>"]`` drops one."""
+        assert self.systems is not None
+        removed = set(own.get("remove", []))
+        names = {
+            str(o.get("name") or kind): kind for kind, entries in checks.items() for o in entries
+        }
+        probes = []
+        for probe in self.systems.probes(commune):
+            if f"system:{probe['name']}" in removed or names.get(probe["name"]) == "system":
+                continue
+            if probe["name"] in names:
+                raise ProfileError(
+                    f"{self.source}: checks for {commune}/{agent}: the shared system "
+                    f"{probe['name']!r} has the name of its {names[probe['name']]} check: "
+                    "rename one (check names are unique on an agent)"
+                )
+            probes.append(probe)
+        if not probes:
+            return checks
+        return {**checks, "system": [*checks.get("system", []), *probes]}
 
     def check(self) -> None:
         """Every profile for every listed commune, and every agent's own, resolve."""
@@ -124,6 +185,33 @@ class ProvinceProfiles:
             commune, agent = key.split("/", 1)
             for name in [own["profile"]] if own.get("profile") else list(self.profiles):
                 self.effective(commune, agent, str(name))
+        self._check_systems()
+
+    def _check_systems(self) -> None:
+        """Probing asks for a catalogue; a commune names one agent to probe at most."""
+        if self.systems is None:
+            for name, profile in self.profiles.items():
+                if profile["systems"]:
+                    raise ProfileError(
+                        f"{self.source}: profiles.{name}.systems: no catalogue of shared "
+                        f"systems for {self.province}: add its file to [collector] systems"
+                    )
+        named: dict[str, str] = {}
+        for key, own in self.agents.items():
+            commune, agent = key.split("/", 1)
+            if own.get("systems") is not True:
+                continue
+            if self.systems is None:
+                raise ProfileError(
+                    f"{self.source}: agents.{key}.systems: no catalogue of shared systems "
+                    f"for {self.province}: add its file to [collector] systems"
+                )
+            if commune in named:
+                raise ProfileError(
+                    f"{self.source}: agents.{key}.systems: {named[commune]} of {commune} "
+                    "probes the shared systems already: one agent per commune does"
+                )
+            named[commune] = agent
 
 
 def _substituted(
@@ -231,12 +319,22 @@ def _interval(value: Any, where: str) -> float | None:
 
 
 KNOWN = {"province", "vars", "profiles", "communes", "agents"}
-PROFILE_KEYS = {"interval", "checks"}
-AGENT_KEYS = {"profile", "interval", "checks", "remove", "vars"}
+PROFILE_KEYS = {"interval", "checks", "systems"}
+AGENT_KEYS = {"profile", "interval", "checks", "remove", "vars", "systems"}
 
 
-def parse_profiles(data: dict[str, Any], source: str, secrets: Path) -> ProvinceProfiles:
-    """``secrets``: the folder ``{ secret_file = ... }`` values are read from."""
+def _flag(table: dict[str, Any], where: str) -> bool | None:
+    value = table.get("systems")
+    if value is not None and not isinstance(value, bool):
+        raise ProfileError(f"{where}.systems: true or false")
+    return value
+
+
+def parse_profiles(
+    data: dict[str, Any], source: str, secrets: Path, systems: Catalogue | None = None
+) -> ProvinceProfiles:
+    """``secrets``: the folder ``{ secret_file = ... }`` values are read from;
+    ``systems``: the province's shared systems, for the profiles that probe them."""
     unknown = set(data) - KNOWN
     if unknown:
         raise ProfileError(f"{source}: {sorted(unknown)[0]}: unknown key")
@@ -254,6 +352,7 @@ def parse_profiles(data: dict[str, Any], source: str, secrets: Path) -> Province
             raise ProfileError(f"{where}.checks: a table of check kinds")
         profiles[name] = {"interval": _interval(table.get("interval"), f"{where}.interval")}
         profiles[name]["checks"] = checks
+        profiles[name]["systems"] = bool(_flag(table, where))
     if not profiles:
         raise ProfileError(f"{source}: profiles: at least one profile")
     communes = {
@@ -273,6 +372,7 @@ def parse_profiles(data: dict[str, Any], source: str, secrets: Path) -> Province
         own = dict(table)
         own["interval"] = _interval(table.get("interval"), f"{where}.interval")
         own["vars"] = _values(table.get("vars", {}), f"{where}.vars", secrets)
+        own["systems"] = _flag(table, where)
         remove = table.get("remove", [])
         if not isinstance(remove, list) or not all(isinstance(r, str) and ":" in r for r in remove):
             raise ProfileError(f'{where}.remove: a list of "kind:name"')
@@ -284,6 +384,7 @@ def parse_profiles(data: dict[str, Any], source: str, secrets: Path) -> Province
         _values(data.get("vars", {}), f"{source}: vars", secrets),
         communes,
         agents,
+        systems if systems is not None and systems.province == province else None,
     )
     loaded.check()
     return loaded
@@ -301,12 +402,16 @@ def _only(table: dict[str, Any], keys: set[str], where: str) -> None:
         raise ProfileError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(keys)})")
 
 
-def load_profiles(path: str | Path, secrets_dir: str = "") -> ProvinceProfiles:
-    """``secrets_dir``: where secret files are ("" : the profiles file's folder)."""
+def load_profiles(
+    path: str | Path, secrets_dir: str = "", systems: Mapping[str, Catalogue] | None = None
+) -> ProvinceProfiles:
+    """``secrets_dir``: where secret files are ("" : the profiles file's folder);
+    ``systems``: every province's shared systems."""
     path = Path(path)
-    return parse_profiles(
-        copy.deepcopy(read_toml(path)), str(path), secrets_folder(path, secrets_dir)
-    )
+    data = copy.deepcopy(read_toml(path))
+    province = data.get("province")
+    catalogue = (systems or {}).get(province) if isinstance(province, str) else None
+    return parse_profiles(data, str(path), secrets_folder(path, secrets_dir), catalogue)
 
 
 def secrets_folder(path: Path, secrets_dir: str = "") -> Path:
@@ -322,25 +427,67 @@ class Profiles:
     """(province, former slug) -> slug now: an agent enrolled under a commune's former
     slug gets the commune's values (``communes.<slug now>``, ``agents.<slug now>/<id>``)."""
 
-    def effective(self, province: str, commune: str, agent: str, profile: str) -> Effective:
+    def effective(
+        self, province: str, commune: str, agent: str, profile: str, probes: bool | None = None
+    ) -> Effective:
         found = self.provinces.get(province)
         if found is None:
             raise ProfileError(f"no check profiles for province {province!r}")
-        return found.effective(self.renames.get((province, commune), commune), agent, profile)
+        commune = self.renames.get((province, commune), commune)
+        return found.effective(commune, agent, profile, probes)
 
     def has(self, province: str, profile: str) -> bool:
         found = self.provinces.get(province)
         return found is not None and profile in found.profiles
+
+    def probers(self, agents: Iterable[Candidate]) -> set[str]:
+        """The agents (keys) that probe the shared systems: per commune, the one its own
+        table names (``systems = true``), else the first enrolled of those whose profile
+        says so. Two pollers enrolled in one commune never both probe."""
+        chosen: dict[tuple[str, str], tuple[tuple[bool, float, str], str]] = {}
+        for candidate in agents:
+            found = self.provinces.get(candidate.province)
+            commune = self.renames.get((candidate.province, candidate.commune), candidate.commune)
+            if found is None or found.systems is None:
+                continue
+            try:
+                probes, named = found.probes(commune, candidate.agent, candidate.profile)
+            except ProfileError:  # the agent's config fails too, and says why
+                continue
+            if not probes:
+                continue
+            rank = (not named, candidate.enrolled_at, candidate.agent_key)
+            place = (candidate.province, commune)
+            if place not in chosen or rank < chosen[place][0]:
+                chosen[place] = (rank, candidate.agent_key)
+        return {key for _, key in chosen.values()}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An enrolled agent, as ``Profiles.probers`` weighs it."""
+
+    province: str
+    commune: str
+    agent: str
+    profile: str
+    enrolled_at: float
+
+    @property
+    def agent_key(self) -> str:
+        return f"{self.province}/{self.commune}/{self.agent}"
 
 
 def load_all(
     paths: list[str],
     renames: dict[tuple[str, str], str] | None = None,
     secrets_dir: str = "",
+    systems: Mapping[str, Catalogue] | None = None,
 ) -> Profiles:
+    """``systems``: every province's shared systems (``[collector] systems``)."""
     loaded = Profiles(renames=dict(renames or {}))
     for path in paths:
-        province = load_profiles(path, secrets_dir)
+        province = load_profiles(path, secrets_dir, systems)
         if province.province in loaded.provinces:
             raise ProfileError(
                 f"{path}: province {province.province} has profiles in "

@@ -1,6 +1,7 @@
 """The rollout, as the collector runs it: the admin session, the config sender, the
 enroller, revocations, the profile files (read again whenever one changes on disk or is
-replaced through the API, never applied unless valid), and the config signing keys
+replaced through the API, or the shared systems they send change; never applied unless
+valid), and the config signing keys
 (read again when a rotation changes them: every config is then signed and sent anew)."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collector.rollout.profiles import (
 from collector.rollout.revocation import Revocations
 from collector.rollout.rollouts import Rollouts, no_signed_versions
 from collector.state.store import StateStore
+from collector.state.systems import SystemFiles
 
 if TYPE_CHECKING:
     from collector.rollout.signer import Signer
@@ -82,15 +84,23 @@ class ProfileFiles:
         paths: tuple[str, ...],
         renames: dict[tuple[str, str], str] | None = None,
         secrets_dir: str = "",
+        systems: SystemFiles | None = None,
     ) -> None:
+        """``systems``: the shared systems' catalogues, whose probes the profiles send."""
         self.paths = paths
         self.renames = dict(renames or {})
         self.secrets_dir = secrets_dir
-        self.current = load_all(list(paths), self.renames, secrets_dir)
+        self.systems = systems
+        self._generation = systems.generation if systems else 0
+        self.current = self._load()
         self.error = ""
         """Why the files on disk are not what runs ("" when they are)."""
         self._stamps = self._stat()
         self._lock = threading.Lock()
+
+    def _load(self) -> Profiles:
+        catalogues = self.systems() if self.systems is not None else None
+        return load_all(list(self.paths), self.renames, self.secrets_dir, catalogues)
 
     def _stat(self) -> tuple[tuple[int, int], ...]:
         stamps = []
@@ -106,14 +116,18 @@ class ProfileFiles:
         return self.current
 
     def reload_if_changed(self) -> bool:
-        """True when the files changed and were valid (and now run)."""
+        """True when the files, or the shared systems, changed and were valid (and now
+        run)."""
         with self._lock:
+            if self.systems is not None:
+                self.systems.reload_if_changed()
+            generation = self.systems.generation if self.systems is not None else 0
             stamps = self._stat()
-            if stamps == self._stamps:
+            if stamps == self._stamps and generation == self._generation:
                 return False
-            self._stamps = stamps
+            self._stamps, self._generation = stamps, generation
             try:
-                self.current = load_all(list(self.paths), self.renames, self.secrets_dir)
+                self.current = self._load()
             except (ConfigError, OSError) as exc:
                 self.error = str(exc)
                 log.error("check profiles not applied (the previous ones still run): %s", exc)
@@ -138,7 +152,8 @@ class ProfileFiles:
             data = parse_toml(text, str(path))
         except ConfigError as exc:
             raise ProfileError(str(exc)) from None
-        checked = parse_profiles(data, str(path), secrets_folder(path, self.secrets_dir))
+        catalogue = self.systems().get(province) if self.systems is not None else None
+        checked = parse_profiles(data, str(path), secrets_folder(path, self.secrets_dir), catalogue)
         if checked.province != province:
             raise ProfileError(f"{path}: province: this file is {province}'s")
         with tempfile.NamedTemporaryFile(
@@ -179,13 +194,17 @@ class Rollout:
         settings: RolloutSettings,
         clock: Callable[[], float] = time.time,
         signed_versions: Callable[[], set[str]] = no_signed_versions,
+        systems: SystemFiles | None = None,
     ) -> None:
         """``signed_versions``: the agent versions the release repository's signed
-        targets list now (a rollout of another version is refused)."""
+        targets list now (a rollout of another version is refused); ``systems``: the
+        shared systems' catalogues ([collector] systems)."""
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.profiles = ProfileFiles(settings.profile_files, settings.renames, settings.secrets_dir)
+        self.profiles = ProfileFiles(
+            settings.profile_files, settings.renames, settings.secrets_dir, systems
+        )
         self.keys = KeyFiles(key_path(settings.config_key_file, store.path))
         self.admin = DynsecAdmin(settings.admin, settings.admin_client_id, settings.admin_timeout_s)
         self.accounts = Accounts(self.admin)

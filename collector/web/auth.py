@@ -25,6 +25,7 @@ from collector.rollout.service import Rollout
 from collector.state.audit import Actor
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
+from collector.state.systems import Catalogue
 from collector.web.guard import client_address as _client_address
 from collector.web.metrics import Family
 from collector.web.ratelimit import FailureLimiter
@@ -70,6 +71,8 @@ class ApiContext:
     """Enrollment requests per address (every request counts)."""
     issuer: Issuer | None = None
     """Who issues the report's Word document ([report])."""
+    systems: Callable[[], dict[str, Catalogue]] = dict
+    """Each province's catalogue of shared systems, as it is now ([collector] systems)."""
 
 
 #: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at

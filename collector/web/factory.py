@@ -19,6 +19,7 @@ from collector.outputs.report.issuer import Issuer
 from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
+from collector.state.systems import Catalogue
 from collector.web.api import router
 from collector.web.audit import router as audit_router
 from collector.web.auth import ApiContext, caller_of
@@ -32,6 +33,7 @@ from collector.web.releases import ReleaseFiles
 from collector.web.releases import router as releases_router
 from collector.web.rollout import router as rollout_router
 from collector.web.rollouts import router as rollouts_router
+from collector.web.systems import router as systems_router
 
 
 async def _with_allow(request: Request, exc: Exception) -> Response:
@@ -72,7 +74,9 @@ def create_app(
     enroll_per_hour: int = 600,
     issuer: Issuer | None = None,
     releases: ReleaseFiles | None = None,
+    systems: Callable[[], dict[str, Catalogue]] = dict,
 ) -> FastAPI:
+    """``systems``: each province's shared systems, as they are now."""
     # /docs and /redoc with Swagger UI's and ReDoc's files served from here: the IOC on the
     # dedicated network has no route to a CDN.
     app = FastAPIOffline(
@@ -102,6 +106,7 @@ def create_app(
         rollout=rollout,
         enroll_limiter=FailureLimiter(enroll_per_hour, window_s=3600.0, lockout_s=600.0),
         issuer=issuer,
+        systems=systems,
     )
     app.include_router(router)
     app.include_router(rollout_router)
@@ -110,6 +115,7 @@ def create_app(
     app.include_router(maintenance_router)
     app.include_router(groups_router)
     app.include_router(audit_router)
+    app.include_router(systems_router)
     app.state.releases = releases
     app.include_router(releases_router)
     app.add_exception_handler(StarletteHTTPException, _with_allow)
