@@ -145,6 +145,11 @@ class ProvinceProfiles:
             probes = self.probes(commune, agent, name)[0]
         if probes and self.systems is not None:
             checks = self._with_systems(checks, commune, agent, own)
+            try:  # the probes as the agent will decode them: refused here, not on the PC
+                parse_checks(checks, self.source, f"shared systems for {commune}/{agent}",
+                             remote=True)  # fmt: skip
+            except ConfigError as exc:
+                raise ProfileError(str(exc)) from None
         return Effective(name, interval, checks)
 
     def _with_systems(
