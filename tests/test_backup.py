@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -400,6 +401,75 @@ def test_a_changed_or_unsafe_archive_is_refused_by_name_and_nothing_is_written(
     assert result.returncode == 0, result.stderr
     assert (config.parent / "keys" / "mqtt.pw").read_text() == "broker-password\n"
     assert (config.parent / "keys" / "mqtt.pw").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_crafted_archive_cannot_steer_roots_writes(
+    small_archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Restore runs as root; the collector's account can write some of the folders it
+    writes to, and whoever can rewrite an archive can rewrite its manifest. A link on
+    the way that another account could have made, two roles on one file, a manifest
+    field of the wrong type: each refused by name, nothing written, nothing followed."""
+    archive, config = small_archive
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    keys = config.parent / "keys"
+    keys.symlink_to(elsewhere, target_is_directory=True)
+    if os.geteuid() == 0:  # as the collector's account would have made it
+        os.lchown(keys, 65534, 65534)
+    result = cli("restore", str(archive), "-c", str(config))
+    assert result.returncode == 1, result.stdout
+    assert "a link another account could have made" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    keys.unlink()
+
+    password = role_member(archive, "mqtt.password_file")
+    copied: dict[str, bytes] = {}
+
+    def twice(name: str, data: bytes) -> bytes | list[tuple[str, bytes]]:
+        if name == password:
+            copied["data"] = data
+            return [(name, data), ("files/9999", data)]
+        if name != "manifest.json":
+            return data
+        manifest = json.loads(data)
+        first = next(e for e in manifest["entries"] if e["member"] == password)
+        manifest["entries"].append({**first, "member": "files/9999"})
+        return json.dumps(manifest).encode()
+
+    message = refused(rewrite(archive, tmp_path / "twice.tar.gz", twice), config)
+    assert "would both be written to" in message
+
+    def wrong_type(name: str, data: bytes) -> bytes:
+        if name != "manifest.json":
+            return data
+        manifest = json.loads(data)
+        manifest["entries"][-1]["mode"] = "0600"
+        return json.dumps(manifest).encode()
+
+    message = refused(rewrite(archive, tmp_path / "typed.tar.gz", wrong_type), config)
+    assert "is not a backup manifest" in message and "whole numbers" in message
+
+    # A GNU long-name header (read whole by tarfile: a memory bomb from a small archive)
+    # is refused as it is read; so is a member before the manifest.
+    long_name = tmp_path / "long.tar.gz"
+    with tarfile.open(long_name, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("files/" + "0" * 300)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    assert "is not a plain file" in refused(long_name, config)
+
+    members: list[tuple[str, bytes]] = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            members.append((member.name, tar.extractfile(member).read()))  # type: ignore[union-attr]
+    reordered = tmp_path / "reordered.tar.gz"
+    with tarfile.open(reordered, "w:gz") as tar:
+        for name, data in [*members[1:], members[0]]:  # the manifest last
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert "manifest.json is not the first member" in refused(reordered, config)
 
 
 # --- not while the collector runs ----------------------------------------------------

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from collector.backup import safewrite
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 _MEMBER = re.compile(r"files/[0-9]{4,6}")
@@ -36,6 +38,25 @@ _CHUNK = 1024 * 1024
 _READS = 3
 #: The manifest of even a large province is far below this.
 _MAX_MANIFEST = 64 * 1024**2
+#: Members of one archive, at most (a province's files are a few thousand).
+_MAX_MEMBERS = 200_000
+#: A pax header (only a member over 8 GiB gets one from ``backup``), at most.
+_MAX_PAX = 1024
+#: Room kept free where an archive is unpacked.
+_SPARE = 64 * 1024**2
+
+
+class _PlainTarInfo(tarfile.TarInfo):
+    """Only what ``backup`` writes: plain files and small pax headers. A GNU long name
+    or sparse header, read whole by tarfile before any check of ours, could take
+    gigabytes of memory from a small archive; refused as the header is read."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.XHDTYPE and self.size <= _MAX_PAX:
+            return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
+        if self.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise tarfile.HeaderError(f"member type {self.type!r} is not a plain file")
+        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
 
 
 class ArchiveError(Exception):
@@ -74,7 +95,7 @@ class Manifest:
             data = json.loads(raw)
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, this collector reads {FORMAT}")
-            entries = [Entry(**entry) for entry in data.pop("entries")]
+            entries = [_entry(entry) for entry in data.pop("entries")]
             manifest = Manifest(**data, entries=entries)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ArchiveError(f"{archive}: {MANIFEST} is not a backup manifest ({exc})") from None
@@ -82,6 +103,21 @@ class Manifest:
             if not _MEMBER.fullmatch(entry.member) or not isinstance(entry.size, int):
                 raise ArchiveError(f"{archive}: {MANIFEST} names member {entry.member!r}: refused")
         return manifest
+
+
+def _entry(raw: dict[str, object]) -> Entry:
+    """One manifest entry, each field of its type: a restore verifies everything before
+    it writes anything, so a wrong type is a refusal here, not a crash halfway."""
+    entry = Entry(**raw)  # type: ignore[arg-type]
+    texts = (entry.role, entry.member, entry.source, entry.sha256, entry.owner, entry.group)
+    numbers = (entry.size, entry.mode)
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError(f"{entry.member!r}: a text field is not text")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise TypeError(f"{entry.member!r}: size and mode must be whole numbers")
+    if entry.mode > 0o7777 or not re.fullmatch(r"[0-9a-f]{64}", entry.sha256):
+        raise TypeError(f"{entry.member!r}: mode or sha256 out of range")
+    return entry
 
 
 def _names(st: os.stat_result) -> tuple[str, str]:
@@ -97,16 +133,20 @@ def snapshot(source: Path, copy: Path) -> tuple[int, str, os.stat_result]:
     """``source`` copied to ``copy`` (size, SHA-256, its stat); ArchiveError when it
     keeps changing while read (its size, time or inode differ before and after)."""
     for _ in range(_READS):
-        with source.open("rb") as reading, copy.open("wb") as writing:
+        try:
+            fd = safewrite.open_file(source)
+        except safewrite.UnsafePath as exc:
+            raise ArchiveError(str(exc)) from None
+        with os.fdopen(fd, "rb") as reading, copy.open("wb") as writing:
             before = os.fstat(reading.fileno())
             digest, size = hashlib.sha256(), 0
             while chunk := reading.read(_CHUNK):
                 digest.update(chunk)
                 writing.write(chunk)
                 size += len(chunk)
-            after = source.stat()
-        same = (before.st_ino, before.st_size, before.st_mtime_ns) == (
-            after.st_ino, after.st_size, after.st_mtime_ns,
+            after = os.fstat(reading.fileno())
+        same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+            after.st_size, after.st_mtime_ns, after.st_ctime_ns,
         )  # fmt: skip
         if same and size == after.st_size:
             return size, digest.hexdigest(), before
@@ -180,8 +220,12 @@ def verify(archive: Path, folder: Path) -> Verified:
     manifest_raw: bytes | None = None
     sizes: dict[str, int] | None = None
     try:
-        with tarfile.open(archive, mode="r:gz") as tar:
+        with tarfile.open(archive, mode="r:gz", tarinfo=_PlainTarInfo) as tar:
             for member in _members(tar, archive):
+                if sizes is None and member.name != MANIFEST:
+                    # The manifest comes first (``write`` puts it there): every member is
+                    # then refused or admitted by it before a byte of it is unpacked.
+                    raise ArchiveError(f"{archive}: {MANIFEST} is not the first member: refused")
                 if member.name == MANIFEST:
                     if member.size > _MAX_MANIFEST:
                         raise ArchiveError(f"{archive}: {MANIFEST} is too large: refused")
@@ -190,6 +234,17 @@ def verify(archive: Path, folder: Path) -> Verified:
                         e.member: e.size for e in Manifest.from_json(manifest_raw, archive).entries
                     }
                     continue
+                if sizes is not None and member.name not in sizes:
+                    raise ArchiveError(
+                        f"{archive}: member {member.name} is not in the manifest: refused"
+                    )
+                if len(unpacked) >= _MAX_MEMBERS:
+                    raise ArchiveError(f"{archive}: over {_MAX_MEMBERS} members: refused")
+                if shutil.disk_usage(folder).free < member.size + _SPARE:
+                    raise ArchiveError(
+                        f"{archive}: no room to check {member.name} ({member.size} bytes) in "
+                        f"{folder}: free some space (or set TMPDIR) and run again"
+                    )
                 if sizes is not None and sizes.get(member.name) not in (None, member.size):
                     # Refused before its bytes are unpacked: no member larger than announced.
                     raise ArchiveError(
@@ -257,24 +312,6 @@ def _unpack(data: IO[bytes], path: Path) -> tuple[int, str]:
             out.write(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-def copy_into(source: Path, target: Path, mode: int) -> None:
-    """``source``'s bytes at ``target``, mode ``mode``, atomically: a temporary file in
-    the target's folder, synced, renamed over it."""
-    temporary = target.with_name(f".{target.name}.restoring")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as data:
-            shutil.copyfileobj(data, out, _CHUNK)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
 
 
 def owner_ids(entry: Entry) -> tuple[int, int] | None:

@@ -36,6 +36,7 @@ def back_up(found: list[Place], out_dir: Path, now: float | None = None) -> Writ
     """The archive of every place that exists, in ``out_dir``; ArchiveError (or
     StoreCopyError) with nothing left behind otherwise."""
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _remove_leftovers(out_dir)
     target = out_dir / archive_name(time.time() if now is None else now)
     if target.exists():
         raise ArchiveError(f"{target} exists already: wait a second and run again")
@@ -48,6 +49,24 @@ def back_up(found: list[Place], out_dir: Path, now: float | None = None) -> Writ
         raise ArchiveError(f"backup failed, nothing written: {exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: A backup's working copies older than this are a killed run's, not a running one's.
+LEFTOVER_AGE_S = 86400.0
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """What a run killed outright (power cut, SIGKILL) left: copies of secrets."""
+    for leftover in [*out_dir.glob(".commune-backup-*"), *out_dir.glob(".*.tar.gz.partial")]:
+        try:
+            if time.time() - leftover.lstat().st_mtime < LEFTOVER_AGE_S:
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink()
+        except OSError:
+            continue
 
 
 def _back_up(found: list[Place], target: Path, work: Path) -> Written:

@@ -46,11 +46,18 @@ class Place:
     names: tuple[str, ...] | None = None
 
 
-def places(config: CollectorConfig, config_path: Path, dynsec: Path | None = None) -> list[Place]:
-    """Every place the config names that holds state or a secret (the store first)."""
+def places(
+    config: CollectorConfig,
+    config_path: Path,
+    dynsec: Path | None = None,
+    profiles: dict[int, Path] | None = None,
+) -> list[Place]:
+    """Every place the config names that holds state or a secret (the store first).
+    ``profiles``: the profiles files to read the secrets' names from, by index (a
+    restore onto a new host: the archive's copies, the files not being there yet)."""
     found = [Place(STORE, Path(config.store.path)), Place(CONFIG, config_path)]
     found += [Place(role, Path(path)) for role, path in _named_files(config) if path]
-    found += _folders(config)
+    found += _folders(config, profiles or {})
     if dynsec is not None:
         found.append(Place(DYNSEC, dynsec))
     return found
@@ -91,7 +98,7 @@ def _named_files(config: CollectorConfig) -> Iterator[tuple[str, str]]:
         yield "enrollment.config_key_file.next", str(next_path(signing))
 
 
-def _folders(config: CollectorConfig) -> list[Place]:
+def _folders(config: CollectorConfig, profiles: dict[int, Path]) -> list[Place]:
     found: list[Place] = []
     enrollment = config.enrollment
     if enrollment is not None and enrollment.secrets_dir:
@@ -100,7 +107,7 @@ def _folders(config: CollectorConfig) -> list[Place]:
         # Without secrets_dir, profiles read their secrets beside themselves: only the
         # files they name are taken, not the whole folder (often /etc/commune-collector).
         for index, path in enumerate(enrollment.profiles):
-            names = tuple(sorted(_secret_names(Path(path))))
+            names = tuple(sorted(_secret_names(profiles.get(index, Path(path)))))
             if names:
                 found.append(Place(f"enrollment.profiles[{index}].secrets", Path(path).parent,
                                    folder=True, names=names))  # fmt: skip
@@ -153,7 +160,9 @@ def target(role: str, current: list[Place]) -> Path | None:
             name = role[len(prefix) :]
             if not safe_relative(name):
                 return None
-            if place.role == "releases.online_keys_dir" and name not in ONLINE_KEY_FILES:
-                return None  # never a root or targets key, whatever an archive says
+            if place.names is not None and name not in place.names:
+                # Only the files the place holds: never a root or targets key in the
+                # online keys' folder, never a file the profiles do not name beside them.
+                return None
             return place.path / name
     return None

@@ -3,19 +3,24 @@ says each role lives.
 
 Nothing is written before the whole archive matched its manifest, its store was
 found readable by this collector (not from a newer one) and no process had the
-target store open. Each file is written atomically (temporary file, rename), with
-its mode and, as root, its owner from the archive (or the existing file's); the
-store's stale -wal and -shm go first, so that no old log is replayed into the new file.
+target store open; nor when two roles would land on one file, or a role on the config
+or the store. Each file is written atomically (``safewrite``: no link followed that
+another account could have planted), with the existing file's owner and mode when
+there is one, else the archive's mode without execute or world-write bits and, as
+root, its owner; the store's stale -wal and -shm go just before its rename, so that no
+old log is replayed into the new file and a failed copy leaves the old store whole.
+
+The manifest's hashes find damage, not tampering: whoever can rewrite an archive can
+rewrite its manifest. Keep archives where only root writes (OPERATIONS.md, "Backups").
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.backup import archive
+from collector.backup import archive, safewrite
 from collector.backup.archive import ArchiveError, Entry, Verified
 from collector.backup.places import CONFIG, STORE, Place, target
 from collector.backup.storecopy import schema_of
@@ -63,7 +68,34 @@ def plan(verified: Verified, current: list[Place], config_path: Path) -> list[St
                 steps.append(Step(entry, config_path))
         else:
             steps.append(Step(entry, target(entry.role, current)))
+    _refuse_collisions(verified, steps, config_path)
     return steps
+
+
+def _refuse_collisions(verified: Verified, steps: list[Step], config_path: Path) -> None:
+    """Two roles on one file, or a role on the config or the store: a crafted (or
+    confused) archive; refused whole, before anything is written."""
+    seen: dict[str, str] = {}
+    store = next((s.target for s in steps if s.entry.role == STORE and s.target), None)
+    guarded = {os.path.normpath(config_path.absolute()): CONFIG}
+    if store is not None:
+        guarded[os.path.normpath(store.absolute())] = STORE
+    for step in steps:
+        if step.target is None:
+            continue
+        where = os.path.normpath(step.target.absolute())
+        owner = guarded.get(where)
+        if owner is not None and owner != step.entry.role:
+            raise ArchiveError(
+                f"{verified.archive}: {step.entry.role} would be written over the {owner} "
+                f"({where}): refused, nothing was written"
+            )
+        if where in seen:
+            raise ArchiveError(
+                f"{verified.archive}: {step.entry.role} and {seen[where]} would both be "
+                f"written to {where}: refused, nothing was written"
+            )
+        seen[where] = step.entry.role
 
 
 def _digest(path: Path) -> str:
@@ -75,6 +107,12 @@ def _digest(path: Path) -> str:
 def apply(verified: Verified, steps: list[Step]) -> None:
     """Every step with a target written (the store last: a restore stopped halfway
     leaves the old store in place, with the collector's files already restored)."""
+    for step in steps:  # every target's way checked before the first file is written
+        if step.target is not None:
+            try:
+                safewrite.check_reachable(step.target.parent)
+            except safewrite.UnsafePath as exc:
+                raise ArchiveError(f"{step.entry.role}: {exc}; nothing was written") from None
     ordered = sorted(steps, key=lambda step: step.entry.role == STORE)
     for step in ordered:
         if step.target is None:
@@ -82,40 +120,32 @@ def apply(verified: Verified, steps: list[Step]) -> None:
         write_one(verified.file(step.entry), step.entry, step.target)
 
 
-def _make_folders(folder: Path) -> None:
-    """``folder`` and its missing parents, each with its parent's owner, group and mode:
-    a folder made under the collector's state folder is the collector's, one under
-    /etc/commune-collector root's and readable by the collector's group."""
-    missing: list[Path] = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for made in reversed(missing):
-        parent = made.parent.stat()
-        made.mkdir(mode=0o700)
-        os.chmod(made, parent.st_mode & 0o777)
-        if os.geteuid() == 0:
-            os.chown(made, parent.st_uid, parent.st_gid)
+#: An archived mode is kept without execute, setuid/setgid/sticky or world-write bits.
+MODE_MASK = 0o664
 
 
 def write_one(source: Path, entry: Entry, path: Path) -> None:
-    _make_folders(path.parent)
-    owner = _owner(entry, path)
-    if entry.role == STORE:
-        for stale in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-    # Never setuid/setgid/sticky, whatever the archive says.
-    archive.copy_into(source, path, entry.mode & 0o777)
-    if owner is not None:
-        os.chown(path, *owner)
+    """One file: owner and mode from the same place (the file there, else the archive),
+    so a secret is never left wider or locked away from the collector's group."""
+    mode, owner = _mode_and_owner(entry, path)
+    stale = tuple(f"{path.name}{suffix}" for suffix in ("-wal", "-shm", "-journal"))
+    try:
+        safewrite.write(source, path, mode, owner, stale if entry.role == STORE else ())
+    except safewrite.UnsafePath as exc:
+        raise ArchiveError(f"{entry.role}: {exc}") from None
 
 
-def _owner(entry: Entry, path: Path) -> tuple[int, int] | None:
-    """As root: the existing file's owner, else the archive's if known here."""
-    if os.geteuid() != 0:
-        return None
-    with contextlib.suppress(FileNotFoundError):
-        st = path.stat()
-        return st.st_uid, st.st_gid
-    return archive.owner_ids(entry)
+def _mode_and_owner(entry: Entry, path: Path) -> tuple[int, tuple[int, int] | None]:
+    try:
+        folder = safewrite.open_folder(path.parent)
+    except (FileNotFoundError, NotADirectoryError, safewrite.UnsafePath):
+        there = None
+    else:
+        try:
+            there = safewrite.existing(folder, path.name)
+        finally:
+            os.close(folder)
+    root = os.geteuid() == 0
+    if there is not None:
+        return there.st_mode & 0o777 & ~0o111, ((there.st_uid, there.st_gid) if root else None)
+    return entry.mode & MODE_MASK, (archive.owner_ids(entry) if root else None)

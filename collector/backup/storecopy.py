@@ -39,7 +39,7 @@ def copy_store(source: Path, destination: Path) -> int:
     try:
         with (
             contextlib.closing(
-                sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+                sqlite3.connect(source.absolute().as_uri() + "?mode=ro", uri=True, timeout=30)
             ) as reader,
             contextlib.closing(sqlite3.connect(destination)) as copy,
         ):
@@ -61,7 +61,9 @@ def schema_of(path: Path) -> int:
     """The schema version (``PRAGMA user_version``) of a store file; StoreCopyError when
     it is not a SQLite database."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(
+            sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+        ) as db:
             return migrations.version(db)
     except sqlite3.Error as exc:
         raise StoreCopyError(f"{path} is not a state store: {exc}") from None

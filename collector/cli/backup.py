@@ -3,7 +3,10 @@ in one archive, and back (deploy/OPERATIONS.md, "Backups")."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,6 +85,9 @@ def backup_command(config_path: Path, out_dir: Path, dynsec: Path | None) -> Non
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     found = places(config, config_path.absolute(), dynsec.absolute() if dynsec else None)
+    # Stopped by systemd (a timeout, a shutdown): the copies of secrets are removed on
+    # the way out as on any failure, not left beside the archives.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         written = back_up(found, out_dir)
     except (ArchiveError, StoreCopyError) as exc:
@@ -149,7 +155,17 @@ def restore_command(
             )
         if pid is not None:
             click.echo(f"  --force: process {pid} has {store} open; restoring anyway", err=True)
-        current = places(config, config_path.absolute(), dynsec.absolute() if dynsec else None)
+        # The secrets' names from the archived profiles: on a new host the files are not
+        # there until this restore writes them.
+        archived_profiles = {
+            int(e.role[len("enrollment.profiles[") : -1]): verified.file(e)
+            for e in verified.manifest.entries
+            if re.fullmatch(r"enrollment\.profiles\[[0-9]+\]", e.role)
+        }
+        current = places(
+            config, config_path.absolute(), dynsec.absolute() if dynsec else None,
+            archived_profiles,
+        )  # fmt: skip
         steps = restore.plan(verified, current, config_path.absolute())
         for step in steps:
             click.echo(_step_line(step, dry_run))
@@ -161,7 +177,7 @@ def restore_command(
             click.echo(f"store schema {schema}: the collector's next start brings it to "
                        f"{migrations.LATEST}")  # fmt: skip
         click.echo("restored; now restart the broker (dynsec), then start the collector")
-    except ConfigError as exc:
+    except (ConfigError, ArchiveError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"restore failed: {exc}") from None
