@@ -394,3 +394,39 @@ def test_the_guard_reads_a_declared_length_as_ascii_digits(declared: bytes, answ
     }
     asyncio.run(Guard(app, open_on_loopback=False, max_body=64 * 1024)(scope, receive, send))
     assert sent[0]["status"] == answer
+
+
+@pytest.mark.parametrize(("declared", "read_all"), [(70_000, True), (5 * 1024 * 1024, False)])
+def test_a_refused_body_is_read_before_its_413_unless_it_is_huge(
+    declared: int, read_all: bool
+) -> None:
+    """An answer sent with the request's bytes unread is followed by a close the kernel
+    turns into a reset: a client still sending sees the reset, not the 413 (it happened
+    to a 70 KB profile under load). Up to DRAIN_MAX the body is read and dropped first;
+    a huge one is not waited for."""
+    from collector.web import guard
+
+    events: list[str] = []
+    chunks = [b" " * 16384] * 5
+
+    async def receive() -> dict[str, Any]:
+        body = chunks.pop(0) if chunks else b""
+        events.append("read")
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def send(message: Any) -> None:
+        events.append(message["type"])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a refused body never reaches the application")
+
+    scope = {
+        "type": "http", "method": "PUT", "path": "/api/v1/profiles/dong-nai",
+        "headers": [(b"content-length", str(declared).encode()), (b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080), "scheme": "http",
+        "query_string": b"",
+    }  # fmt: skip
+    asyncio.run(guard.Guard(app, open_on_loopback=False)(scope, receive, send))
+    start = events.index("http.response.start")
+    assert (events[:start].count("read") == 5) is read_all, events
+    assert declared <= guard.DRAIN_MAX or "read" not in events[:start]

@@ -38,6 +38,11 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
 )
 MAX_BODY = 64 * 1024
+#: A refused body up to this size is read and dropped before the 413 goes out. A server
+#: that answers and closes with the request's bytes unread makes the kernel reset the
+#: connection: a client still sending (a slow one, a busy machine) then sees the reset,
+#: never the answer. Larger ones are cut off; the server's deadlines bound a slow sender.
+DRAIN_MAX = 1024 * 1024
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 # ASCII digits only: str.isdigit() accepts "²", which int() refuses.
 _DECIMAL = re.compile(r"[0-9]+")
@@ -123,6 +128,8 @@ class Guard:
             return
         declared = request.headers.get("content-length", "")
         if _declared_over(declared, self.max_body):
+            if not _declared_over(declared, DRAIN_MAX):
+                await _drain(receive)
             await _too_large(self.max_body)(scope, receive, send)
             return
 
@@ -132,6 +139,14 @@ class Guard:
             await send(message)
 
         await self.app(scope, _bounded(receive, self.max_body), secured)
+
+
+async def _drain(receive: Receive) -> None:
+    """The request's body read to its end and dropped (the caller bounds its size)."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _too_large(limit: int) -> Response:
