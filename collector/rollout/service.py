@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.configtypes import BrokerSection, ConfigError, parse_toml, read_secret
+from collector.common.filestamps import file_stamps
 from collector.rollout import registry, tokens
 from collector.rollout.configkey import KeyFiles, key_path
 from collector.rollout.configs import ConfigSender
@@ -103,14 +104,7 @@ class ProfileFiles:
         return load_all(list(self.paths), self.renames, self.secrets_dir, catalogues)
 
     def _stat(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for path in self.paths:
-            try:
-                info = os.stat(path)
-                stamps.append((info.st_mtime_ns, info.st_size))
-            except OSError:
-                stamps.append((0, 0))
-        return tuple(stamps)
+        return file_stamps(self.paths)
 
     def __call__(self) -> Profiles:
         return self.current

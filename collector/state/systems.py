@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -29,6 +28,7 @@ import msgspec
 
 from agent.configtypes import ConfigError, convert_strict, read_toml
 from agent.wire import IDENT_PATTERN, Ident, whole
+from collector.common.filestamps import file_stamps
 from collector.state.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -389,14 +389,7 @@ class SystemFiles:
         return load_catalogues(self.paths, self.inventories, self.routes)
 
     def _stat(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for path in self.paths:
-            try:
-                info = os.stat(path)
-                stamps.append((info.st_mtime_ns, info.st_size))
-            except OSError:
-                stamps.append((0, 0))
-        return tuple(stamps)
+        return file_stamps(self.paths)
 
     def __call__(self) -> dict[str, Catalogue]:
         return self._loaded.catalogues
