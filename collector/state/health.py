@@ -284,6 +284,8 @@ class HealthModel:
         self.inventories = {inv.province: inv for inv in inventories}
         self._renames = all_renames(self.inventories.values())
         self._now = clock
+        self.clock = clock
+        """The model's time (the views beside it, such as the shared systems', share it)."""
         self._lines: dict[tuple[str, str], tuple[tuple[Any, ...], list[Outage], float]] = {}
         """Each commune's combined line (outages, monitored since) for the overview, by
         the state of its probes: a probe's history changes only with its state or its

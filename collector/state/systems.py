@@ -53,6 +53,9 @@ Statuses = Annotated[list[Status], msgspec.Meta(max_length=20)]
 #: Bounded: the probe looks for it in every answer from every commune.
 ExpectText = Annotated[str, msgspec.Meta(max_length=200, pattern=_ONE_LINE)]
 CertDays = Annotated[int, msgspec.Meta(ge=1, le=365)]
+SlowMs = Annotated[int, msgspec.Meta(ge=100, le=120_000)]
+#: A healthy answer slower than this is "slow" (DongNai.LIS took minutes a page).
+SLOW_MS = 3000
 Url = Annotated[str, msgspec.Meta(max_length=2000)]
 Host = Annotated[str, msgspec.Meta(max_length=253)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -79,6 +82,8 @@ class System(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Text a healthy page holds: a login or captive page answers 200 too."""
     cert_min_days: CertDays = 14
     """A certificate closer than this to its end is an alert."""
+    slow_ms: SlowMs = SLOW_MS
+    """A healthy answer (total time; connect time by TCP) slower than this is slow."""
     owner: Line = ""
     route: Route = ""
     """The [[alerts.routes]] its owner is told on; empty: the ordinary routes."""
@@ -99,6 +104,7 @@ class Website(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     expect_status: Statuses = []
     expect_text: ExpectText = ""
     cert_min_days: CertDays = 14
+    slow_ms: SlowMs = SLOW_MS
     owner: Line = ""
     route: Route = ""
 

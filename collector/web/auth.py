@@ -25,6 +25,7 @@ from collector.rollout.service import Rollout
 from collector.state.audit import Actor
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
+from collector.state.systemhealth import SystemsModel
 from collector.state.systems import Catalogue
 from collector.web.guard import client_address as _client_address
 from collector.web.metrics import Family
@@ -73,6 +74,8 @@ class ApiContext:
     """Who issues the report's Word document ([report])."""
     systems: Callable[[], dict[str, Catalogue]] = dict
     """Each province's catalogue of shared systems, as it is now ([collector] systems)."""
+    system_health: SystemsModel | None = None
+    """How the shared systems answer the communes (None: no catalogue configured)."""
 
 
 #: A topic level (the contract's IDENT_PATTERN): pydantic's regular expressions end at

@@ -19,6 +19,7 @@ from collector.outputs.report.issuer import Issuer
 from collector.rollout.service import Rollout
 from collector.state.health import HealthModel
 from collector.state.store import StateStore
+from collector.state.systemhealth import SystemsModel
 from collector.state.systems import Catalogue
 from collector.web.api import router
 from collector.web.audit import router as audit_router
@@ -107,6 +108,7 @@ def create_app(
         enroll_limiter=FailureLimiter(enroll_per_hour, window_s=3600.0, lockout_s=600.0),
         issuer=issuer,
         systems=systems,
+        system_health=SystemsModel(store, model.inventories.values(), systems, model.clock),
     )
     app.include_router(router)
     app.include_router(rollout_router)
