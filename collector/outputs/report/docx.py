@@ -17,7 +17,9 @@ opening, "I. Đánh giá chung" with the month's figures written in (sentences.p
 xuất, kiến nghị", both with dotted lines the office fills in, the closing
 sentence, the recipients and the signer ("KT. GIÁM ĐỐC / PHÓ GIÁM ĐỐC"); the
 per-commune tables (render.tables, official codes) follow as the annex (Phụ lục),
-their header rows repeated on every page and no row split across two.
+their header rows repeated on every page and no row split across two. A province
+with shared systems has one more item, system by system, and their two tables
+(systemtables.py) in the annex.
 
 The issuing body, its number, addressee, basis, signer and recipients come from
 the collector's ``[report]`` config (``[report.en]`` for the English document).
@@ -39,9 +41,12 @@ from collector.common.localtime import local
 from collector.common.words import DOCUMENT, MONTHS_EN, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
+from collector.outputs.report.cells import Cell, Duration, Table
 from collector.outputs.report.issuer import Issuer, recipients
-from collector.outputs.report.render import Cell, Duration, cell_text, no_data, tables
-from collector.outputs.report.sentences import all_sentences, shortcomings
+from collector.outputs.report.render import cell_text, no_data, tables
+from collector.outputs.report.sentences import all_sentences, shared_system, shortcomings
+from collector.outputs.report.systemtables import system_tables
+from collector.outputs.report.systemwords import SYSTEMS_TEXT
 from collector.outputs.report.wordml import (
     BODY_PT,
     FONT,
@@ -116,6 +121,9 @@ def docx_bytes(
         _body(document, no_data(report, language))
     for index, sentence in enumerate(all_sentences(report, language), 1):
         _body(document, f"{index}. {sentence}", label=True)
+    # The shared systems' item (the last) goes on system by system, as the seeds list them.
+    for system in report.systems:
+        _body(document, f"- {shared_system(system, language)}")
     _heading(document, w["shortcomings"])
     for sentence in shortcomings(report, language):
         _body(document, f"- {sentence}")
@@ -234,11 +242,23 @@ def _annex(
         body=issuer.body_name or issuer.body,
     )
     add_text(document.add_paragraph(), attached, BODY_PT, italic=True)
-    for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
+    annexed: list[tuple[str, Table, tuple[Mm, ...] | None, bool]] = [
+        (heading, table, None, True) for heading, table in tables(report, language)
+    ]
+    annexed += [
+        (section.heading, section.table, _system_widths(section.table[0]), False)
+        for section in system_tables(report, language)
+    ]
+    for index, (heading, (columns, rows), widths, total) in enumerate(annexed, 1):
         name = heading.split(". ", 1)[-1]  # the body's numbering is not the annex's
         _heading(document, w["annex_table"].format(index=index, heading=name))
-        _table(document, columns, rows, language)
+        if rows:
+            _table(document, columns, rows, language, widths=widths, total=total)
+        else:  # only the shared systems' incidents can be none
+            _body(document, SYSTEMS_TEXT[language]["no_incidents"])
     _body(document, TEXT[language]["notes"], italic=True)
+    if report.systems:
+        _body(document, SYSTEMS_TEXT[language]["notes"], italic=True)
 
 
 def _text(value: Cell, language: Language) -> str:
@@ -248,19 +268,27 @@ def _text(value: Cell, language: Language) -> str:
 
 
 def _table(
-    document: DocumentType, columns: list[str], rows: list[list[Cell]], language: Language
+    document: DocumentType,
+    columns: list[str],
+    rows: list[list[Cell]],
+    language: Language,
+    *,
+    widths: tuple[Mm, ...] | None = None,
+    total: bool = True,
 ) -> None:
+    """``widths``: the columns' (default by _columnfix_widths); ``total``: the last row is
+    the total, in bold."""
     table = document.add_table(rows=1, cols=len(columns))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    fix_widths(table, _columnfix_widths(columns, language))
+    fix_widths(table, widths or _columnfix_widths(columns, language))
     for cell, column in zip(table.rows[0].cells, columns, strict=True):
         add_text(cell.paragraphs[0], column, TABLE_PT, bold=True)
     keep_rows(table.rows[0]._tr, header=True)
     for row in rows:
         added = table.add_row()
         keep_rows(added._tr, header=False)
-        last = row is rows[-1]
+        last = total and row is rows[-1]
         for cell, value in zip(added.cells, row, strict=True):
             numeric = isinstance(value, int | float | Duration) or value is None
             align = WD_ALIGN_PARAGRAPH.RIGHT if numeric else WD_ALIGN_PARAGRAPH.LEFT
@@ -275,6 +303,17 @@ def _columnfix_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
     lead = LEAD_MM if by_commune else (TEXT_MM // 2,)
     rest = (TEXT_MM - sum(lead)) / (len(columns) - len(lead))
     return tuple(Mm(width) for width in (*lead, *([rest] * (len(columns) - len(lead)))))
+
+
+#: The shared systems' tables: STT, the system's name (long: "Hệ thống thông tin giải
+#: quyết thủ tục hành chính (Một cửa điện tử)"); the rest share what is left.
+SYSTEM_LEAD_MM = (10, 40)
+
+
+def _system_widths(columns: list[str]) -> tuple[Mm, ...]:
+    rest = (TEXT_MM - sum(SYSTEM_LEAD_MM)) / (len(columns) - len(SYSTEM_LEAD_MM))
+    widths = (*SYSTEM_LEAD_MM, *([rest] * (len(columns) - len(SYSTEM_LEAD_MM))))
+    return tuple(Mm(width) for width in widths)
 
 
 def _signer_block(document: DocumentType, issuer: Issuer, language: Language) -> None:
