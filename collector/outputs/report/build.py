@@ -203,7 +203,8 @@ def build(
     ]
     alerts = {c: rows for c, rows in _alerts(store, province, start, end).items() if mine(c)}
     listed = [c.slug for c in inventory.communes if mine(c.slug)] if inventory else []
-    seen = sorted(set(subjects) | set(alerts) - set(listed))
+    # An alert about a shared system as a whole has no commune: in the totals, no row.
+    seen = sorted((set(subjects) | set(alerts)) - set(listed) - {""})
     communes = []
     for slug in listed + [s for s in seen if s not in listed]:
         info = inventory.commune(slug) if inventory else None

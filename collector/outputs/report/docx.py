@@ -31,7 +31,7 @@ import io
 
 from docx import Document
 from docx.document import Document as DocumentType
-from docx.enum.section import WD_ORIENT
+from docx.enum.section import WD_ORIENT, WD_SECTION
 from docx.enum.table import WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.shared import Mm, Pt
@@ -41,7 +41,7 @@ from collector.common.localtime import local
 from collector.common.words import DOCUMENT, MONTHS_EN, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
-from collector.outputs.report.cells import Cell, Duration, Table
+from collector.outputs.report.cells import Cell, Duration
 from collector.outputs.report.issuer import Issuer, recipients
 from collector.outputs.report.render import cell_text, no_data, tables
 from collector.outputs.report.sentences import all_sentences, shared_system, shortcomings
@@ -242,23 +242,53 @@ def _annex(
         body=issuer.body_name or issuer.body,
     )
     add_text(document.add_paragraph(), attached, BODY_PT, italic=True)
-    annexed: list[tuple[str, Table, tuple[Mm, ...] | None, bool]] = [
-        (heading, table, None, True) for heading, table in tables(report, language)
-    ]
-    annexed += [
-        (section.heading, section.table, _system_widths(section.table[0]), False)
-        for section in system_tables(report, language)
-    ]
-    for index, (heading, (columns, rows), widths, total) in enumerate(annexed, 1):
+    annexed = tables(report, language)
+    for index, (heading, (columns, rows)) in enumerate(annexed, 1):
         name = heading.split(". ", 1)[-1]  # the body's numbering is not the annex's
         _heading(document, w["annex_table"].format(index=index, heading=name))
-        if rows:
-            _table(document, columns, rows, language, widths=widths, total=total)
-        else:  # only the shared systems' incidents can be none
-            _body(document, SYSTEMS_TEXT[language]["no_incidents"])
+        _table(document, columns, rows, language)
     _body(document, TEXT[language]["notes"], italic=True)
-    if report.systems:
-        _body(document, SYSTEMS_TEXT[language]["notes"], italic=True)
+    _systems_annex(document, report, language, len(annexed) + 1)
+
+
+#: A landscape page's text width (297 mm less the same margins): the shared systems'
+#: table has twelve columns.
+LANDSCAPE_MM = 297 - 30 - 15
+#: The shared systems' tables: STT, the system's name (long: "Hệ thống thông tin giải
+#: quyết thủ tục hành chính (Một cửa điện tử)"); the figures share the rest.
+SYSTEM_LEAD_MM = (12, 38)
+#: The incidents' table: STT, system, started, ended, how long; what it was, the rest.
+INCIDENT_MM = (12, 50, 30, 30, 22)
+
+
+def _systems_annex(
+    document: DocumentType, report: MonthlyReport, language: Language, first: int
+) -> None:
+    """The shared systems' tables, on landscape pages of their own (numbered on)."""
+    sections = system_tables(report, language)
+    if not sections:
+        return
+    w = DOCUMENT[language]
+    landscape = document.add_section(WD_SECTION.NEW_PAGE)
+    landscape.orientation = WD_ORIENT.LANDSCAPE
+    landscape.page_width, landscape.page_height = Mm(297), Mm(210)
+    # Its first page is no first page of the document: numbered like the others.
+    landscape.different_first_page_header_footer = False
+    systems, incidents = sections
+    rest = LANDSCAPE_MM - sum(SYSTEM_LEAD_MM)
+    figures = len(systems.table[0]) - len(SYSTEM_LEAD_MM)
+    widths = (*SYSTEM_LEAD_MM, *([rest / figures] * figures))
+    incident_widths = (*INCIDENT_MM, LANDSCAPE_MM - sum(INCIDENT_MM))
+    for index, (section, mm) in enumerate(((systems, widths), (incidents, incident_widths)), first):
+        name = section.heading.split(". ", 1)[-1]
+        _heading(document, w["annex_table"].format(index=index, heading=name))
+        columns, rows = section.table
+        if rows:
+            fixed = tuple(Mm(width) for width in mm)
+            _table(document, columns, rows, language, widths=fixed, total=False)
+        else:
+            _body(document, SYSTEMS_TEXT[language]["no_incidents"])
+    _body(document, SYSTEMS_TEXT[language]["notes"], italic=True)
 
 
 def _text(value: Cell, language: Language) -> str:
@@ -303,17 +333,6 @@ def _columnfix_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:
     lead = LEAD_MM if by_commune else (TEXT_MM // 2,)
     rest = (TEXT_MM - sum(lead)) / (len(columns) - len(lead))
     return tuple(Mm(width) for width in (*lead, *([rest] * (len(columns) - len(lead)))))
-
-
-#: The shared systems' tables: STT, the system's name (long: "Hệ thống thông tin giải
-#: quyết thủ tục hành chính (Một cửa điện tử)"); the rest share what is left.
-SYSTEM_LEAD_MM = (10, 40)
-
-
-def _system_widths(columns: list[str]) -> tuple[Mm, ...]:
-    rest = (TEXT_MM - sum(SYSTEM_LEAD_MM)) / (len(columns) - len(SYSTEM_LEAD_MM))
-    widths = (*SYSTEM_LEAD_MM, *([rest] * (len(columns) - len(SYSTEM_LEAD_MM))))
-    return tuple(Mm(width) for width in widths)
 
 
 def _signer_block(document: DocumentType, issuer: Issuer, language: Language) -> None:

@@ -15,7 +15,8 @@ from collector.common.words import KINDS, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.cells import Cell, Duration, Table
-from collector.outputs.report.systemwords import SYSTEMS_TEXT, system_name
+from collector.outputs.report.sentences import number
+from collector.outputs.report.systemwords import INCIDENTS, SYSTEMS_TEXT, system_name
 from collector.state.systemhealth import Incident
 
 
@@ -112,11 +113,26 @@ def _lasted(incident: Incident, report: MonthlyReport) -> float:
 
 
 def incident_what(incident: Incident, names: dict[str, str], language: Language) -> str:
-    """What the incident was: the alert's kind in words, the commune it is about (none
-    for the system as a whole), what the alert said."""
+    """What the incident was, in the report's words: the alert's kind, the commune it is
+    about (none for the system as a whole), what the alert measured."""
+    commune = names.get(incident.communes, incident.communes)
+    value = _value(incident.value, language)
+    template = INCIDENTS[language].get(incident.rule)
+    if template is not None:
+        return template.format(commune=commune or "—", value=value)
+    # A rule the report has no words for: its name in the console's words.
     what = KINDS[language].get(incident.rule, incident.rule)
-    if incident.communes:
-        what += f" — {names.get(incident.communes, incident.communes)}"
-    if incident.value:
-        what += f" ({incident.value})"
-    return what
+    if commune:
+        what += f" — {commune}"
+    return what + (f" ({value})" if value != "—" else "")
+
+
+def _value(text: str, language: Language) -> str:
+    """An alert's measure as the report writes numbers ("9,5" in Vietnamese)."""
+    if not text:
+        return "—"
+    try:
+        measured = float(text)
+    except ValueError:
+        return text
+    return number(measured, 0 if measured.is_integer() else 1, language)

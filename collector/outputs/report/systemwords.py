@@ -80,6 +80,29 @@ SYSTEMS_TEXT: dict[Language, dict[str, str]] = {
 }
 
 
+#: An incident in the report's words, by the alert's rule ({commune}: the commune it is
+#: about, {value}: what the alert measured; collector/alerts/defaults.toml).
+INCIDENTS: dict[Language, dict[str, str]] = {
+    "vi": {
+        "system_down": "Không truy cập được từ {value} xã, phường có đường truyền bình thường",
+        "system_slow": "Chậm từ hầu hết các xã, phường (trung vị {value} ms)",
+        "system_certificate_expiring": "Chứng thư số sắp hết hạn (còn {value} ngày)",
+        "system_unreachable_here": "{commune} không truy cập được trong khi đường truyền vẫn "
+        "hoạt động ({value})",
+        "system_slow_here": "Chậm tại {commune} ({value})",
+        "website_down": "Trang của {commune} không truy cập được ({value})",
+    },
+    "en": {
+        "system_down": "Unreachable from {value} communes whose line was up",
+        "system_slow": "Slow from most communes (median {value} ms)",
+        "system_certificate_expiring": "Certificate about to expire ({value} days left)",
+        "system_unreachable_here": "Unreachable from {commune} while its line was up ({value})",
+        "system_slow_here": "Slow at {commune} ({value})",
+        "website_down": "{commune}'s site unreachable ({value})",
+    },
+}
+
+
 def system_name(system: SystemPeriod, language: Language) -> str:
     """The system as the report names it: the catalogue's name, and one name for the
     communes' websites together."""
