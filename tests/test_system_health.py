@@ -4,6 +4,7 @@ line, and the figures over a window worked out by hand from a history built here
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,9 @@ T0 = NOW - 10 * HOUR
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def store(tmp_path: Path) -> Iterator[StateStore]:
     opened = StateStore(tmp_path / "state.sqlite", clock=lambda: NOW)
-    yield opened  # type: ignore[misc]
+    yield opened
     opened.close()
 
 
