@@ -52,6 +52,9 @@ from collector.state.systemhealth import SystemHealth, SystemsModel, system_subj
 from collector.state.systems import WEBSITE
 
 _encode = msgspec.json.Encoder().encode
+#: The shared systems are judged at most this often: their probes run every minute or
+#: more, and judging reads every commune's line.
+SYSTEMS_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class AlertEngine:
         self.rules = [r for r in rules if r.enabled]
         self.systems = systems
         """The shared systems' views (``on = "system"`` and ``"reach"`` rules)."""
+        self._systems_at = float("-inf")
+        """When the shared systems were last judged (at most every ``SYSTEMS_EVERY_S``)."""
         self.sessions = sessions
         self.releases = releases
         self.certificates = certificates
@@ -384,7 +389,7 @@ class AlertEngine:
         refused = store.refusals(now)
         updates = store.update_reports()
         rollout = store.latest_rollout()
-        views = self._system_views()
+        views = self._system_views(now)
         with store.transaction() as db:
             communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
             for agent in agents:
@@ -416,11 +421,14 @@ class AlertEngine:
             self._unmuted(db, now)
             self._escalate(db, now)
 
-    def _system_views(self) -> list[SystemHealth]:
+    def _system_views(self, now: float) -> list[SystemHealth]:
         """Every province's shared systems now (read before the transaction: the views
         read the store themselves)."""
         if self.systems is None or not any(r.on in ("system", "reach") for r in self.rules):
             return []
+        if now - self._systems_at < SYSTEMS_EVERY_S:
+            return []
+        self._systems_at = now
         return [
             health
             for province in sorted(self.systems.catalogues())
