@@ -121,10 +121,13 @@ class Feed:
         self.start = start
         self.seq: dict[str, int] = {}
 
-    def online(self, *communes: str, at: float | None = None) -> None:
+    def online(self, *communes: str, at: float | None = None, interval: float = 60.0) -> None:
         ts = self.start if at is None else at
         self.store.apply(
-            statuses=[(status("online", ts, agent="poller", commune=c), ts) for c in communes]
+            statuses=[
+                (status("online", ts, agent="poller", commune=c, interval=interval), ts)
+                for c in communes
+            ]
         )
 
     def send(self, commune: str, *samples: Sample) -> None:

@@ -126,17 +126,13 @@ def test_the_figures_of_a_window_as_worked_out_by_hand(store: StateStore) -> Non
     down 30 min inside the system's maintenance. Phú Lý: down 2 h, of which 1 h its own
     line was down (excluded, shown apart). Maintenance 1 h for both communes."""
     feed = Feed(store, T0)
-    feed.online("la-nga", "phu-ly")
-    # (hours after T0, the system answers, the commune's line is up)
-    la_nga = [(0.0, True, True), (1.0, False, True), (2.0, True, True), (6.0, False, True),
-              (6.5, True, True), (9.9, True, True)]  # fmt: skip
-    phu_ly = [(0.0, True, True), (3.0, False, False), (4.0, False, True), (5.0, True, True),
-              (9.9, True, True)]  # fmt: skip
+    feed.online("la-nga", "phu-ly", interval=300)
+    # From each time on (hours after T0): the system answers, the commune's line is up.
+    la_nga = {0.0: (True, True), 1.0: (False, True), 2.0: (True, True), 6.0: (False, True),
+              6.5: (True, True)}  # fmt: skip
+    phu_ly = {0.0: (True, True), 3.0: (False, False), 4.0: (False, True), 5.0: (True, True)}
     for commune, history in (("la-nga", la_nga), ("phu-ly", phu_ly)):
-        for hours, up, line_up in history:
-            at = T0 + hours * HOUR
-            feed.send(commune, link(at, line_up),
-                      system(at, outcome="ok" if up else "down", total_ms=100.0))  # fmt: skip
+        play(feed, commune, history, until=10 * HOUR)
     maintenance.add(store, province="dong-nai", device="mot-cua", starts=T0 + 6 * HOUR,
                     ends=T0 + 7 * HOUR, created_by="test", now=NOW)  # fmt: skip
     views = model(store)
@@ -150,6 +146,44 @@ def test_the_figures_of_a_window_as_worked_out_by_hand(store: StateStore) -> Non
     assert figures.availability == pytest.approx(100 * 15 / 17)
     # With maintenance counted: 19 h watched, 2.5 h down.
     assert figures.availability_with_maintenance == pytest.approx(100 * 16.5 / 19)
+
+
+def play(
+    feed: Feed,
+    commune: str,
+    history: dict[float, tuple[bool, bool]],
+    until: float,
+    off: tuple[float, float] | None = None,
+) -> None:
+    """The commune's poller every 5 minutes from T0 to T0 + ``until``, as ``history``
+    says from each hour on; nothing while it is ``off`` (hours)."""
+    for step in range(int(until // 300)):
+        hours = step * 300 / HOUR
+        if off is not None and off[0] <= hours < off[1]:
+            continue
+        up, line_up = history[max(h for h in history if h <= hours)]
+        at = T0 + step * 300
+        feed.send(commune, link(at, line_up),
+                  system(at, outcome="ok" if up else "down", total_ms=100.0))  # fmt: skip
+
+
+def test_the_time_a_probing_pc_was_off_counts_neither_up_nor_down(store: StateStore) -> None:
+    """La Ngà's poller is switched off from 2 h to 5 h while the system is down (from
+    1 h to 6 h). Its last word (down, at 1:55) holds one interval; the rest of the
+    silence is nobody's: 2 h down, not 5."""
+    feed = Feed(store, T0)
+    feed.online("la-nga", interval=300)
+    play(feed, "la-nga", {0.0: (True, True), 1.0: (False, True), 6.0: (True, True)},
+         until=10 * HOUR, off=(2.0, 5.0))  # fmt: skip
+    [figures] = [p.figures for p in model(store).period("dong-nai", T0, NOW) if p.id == "mot-cua"]
+    # 1:55's word holds to 2:00; nobody watched from 2:00 to 5:00.
+    assert figures.unwatched_s == pytest.approx(3 * HOUR)
+    assert figures.observed_s == pytest.approx(10 * HOUR - 3 * HOUR)
+    assert figures.down_s == pytest.approx(5 * HOUR - 3 * HOUR)
+    # The PC off now (its goodbye): from one interval after its last word, unwatched too.
+    store.apply(statuses=[(status("offline", NOW, agent="poller", reason="stopped"), NOW)])
+    [later] = [p.figures for p in model(store).period("dong-nai", T0, NOW) if p.id == "mot-cua"]
+    assert later.unwatched_s == pytest.approx(3 * HOUR)  # its last word was at 9:55
 
 
 def test_response_times_are_counted_once_and_read_back_as_percentiles(

@@ -39,6 +39,9 @@ class Availability:
     """Time excluded from the figures (maintenance) while monitored."""
     excluded_down_s: float = 0.0
     """Down time inside what is excluded: counted by the figure with maintenance."""
+    unwatched_s: float = 0.0
+    """Time inside the monitored part of the window when nobody was watching (the probe
+    silent): neither up nor down, in no figure."""
 
     @property
     def percent(self) -> float | None:
@@ -63,9 +66,13 @@ def availability(
     monitored_since: float,
     now: float,
     excluded: Sequence[tuple[float, float]] = (),
+    unwatched: Sequence[tuple[float, float]] = (),
 ) -> Availability:
     """Availability over [start, end), ``end`` capped at ``now``; ``excluded`` spans
-    (maintenance) are left out of both the observed and the down time."""
+    (maintenance) are left out of both the observed and the down time, and so are the
+    ``unwatched`` ones (the probe silent), which count in no figure at all."""
+    if unwatched:
+        return _with_unwatched(outages, start, end, monitored_since, now, excluded, unwatched)
     end = min(end, now)
     observed_start = max(start, monitored_since)
     if end <= observed_start:
@@ -107,6 +114,32 @@ def availability(
 _FOREVER = float("inf")
 
 
+def _with_unwatched(
+    outages: Iterable[Outage],
+    start: float,
+    end: float,
+    monitored_since: float,
+    now: float,
+    excluded: Sequence[tuple[float, float]],
+    unwatched: Sequence[tuple[float, float]],
+) -> Availability:
+    """Both kinds of time left out at once (never twice where they overlap); what is
+    unwatched is then taken back out of the excluded figures."""
+    found = list(outages)
+    both = availability(found, start, end, monitored_since, now, [*excluded, *unwatched])
+    silent = availability(found, start, end, monitored_since, now, unwatched)
+    return Availability(
+        both.window_start,
+        both.window_end,
+        both.observed_s,
+        both.down_s,
+        both.outages,
+        excluded_s=both.excluded_s - silent.excluded_s,
+        excluded_down_s=both.excluded_down_s - silent.excluded_down_s,
+        unwatched_s=silent.excluded_s,
+    )
+
+
 def merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """Spans sorted, empty ones dropped, merged where they overlap or touch."""
     result: list[tuple[float, float]] = []
@@ -118,6 +151,13 @@ def merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
         else:
             result.append((lo, hi))
     return result
+
+
+def overlap(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The time in both (each sorted and disjoint, as ``merged`` gives them)."""
+    return _intersection(a, b)
 
 
 def _intersection(

@@ -285,7 +285,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         10,
-        "shared systems: each probe's response times, as histograms per hour and per day",
+        "shared systems: each probe's response times, as histograms per hour and per day; "
+        "the time a probe was silent",
         (
             # bucket: collector/state/systemtimes.py (a quarter of a doubling of the
             # milliseconds); hour: Unix hours; day: Vietnam's days since 1970.
@@ -301,6 +302,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID""",
             "CREATE INDEX system_times_hourly_by_hour ON system_times_hourly (hour)",
             "CREATE INDEX system_times_daily_by_day ON system_times_daily (day)",
+            # A probe of a shared system silent longer than its bound (its PC switched
+            # off): from its last word to its next, nobody watched.
+            """CREATE TABLE subject_gaps (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            start REAL NOT NULL, end REAL NOT NULL,
+            PRIMARY KEY (subject_id, start)
+        ) WITHOUT ROWID""",
+            "CREATE INDEX subject_gaps_by_end ON subject_gaps (end)",
         ),
     ),
 )

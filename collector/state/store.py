@@ -52,6 +52,22 @@ _encode = msgspec.json.Encoder().encode
 
 #: The RTT history keeps one value (the best) per commune per this many seconds, 8 days.
 RTT_BUCKET_S = 300
+#: A shared system's probe silent longer than this, or than three of its agent's
+#: intervals, was not watching (collector/state/systemhealth.py).
+GAP_MIN_S = 900.0
+
+
+def silence_bound(interval: float) -> float:
+    """How long an agent's probe may be silent before nobody watched: three of its
+    intervals (``interval``: its birth's, 0 when unsaid), and at least ``GAP_MIN_S``."""
+    return max(GAP_MIN_S, 3 * interval)
+
+
+def silence_bound_hold(bound: float) -> float:
+    """How long a probe's last word holds once it falls silent: one interval."""
+    return bound / 3
+
+
 RTT_KEEP_S = 8 * 86400
 #: The line history's upserts, lowering a commune's best RTT or loss of a 5-minute bucket.
 _RTT_UPSERT = """INSERT INTO rtt_history VALUES (?, ?, ?)
@@ -147,6 +163,8 @@ class AgentState:
     version: str
     last_seen: float | None
     last_seq: int | None
+    interval: float = 0.0
+    """Its reporting interval in seconds, as its birth said (0: not said)."""
 
 
 @dataclass(frozen=True)
@@ -642,12 +660,15 @@ class StateStore:
         """Advance a subject's history; False when it would be a new subject beyond the
         agent's bound (nothing is written)."""
         ts = sample.ts
+        # A shared system's probe silent a long while (its PC off) leaves a gap: its
+        # last state must not stand for the time nobody watched.
+        watched_since = ts - GAP_MIN_S if kind == "system" else -math.inf
         # The common case in one statement: no change of state, a newer observation.
         if self._db.execute(
             "UPDATE subjects SET last_ts = ? "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ? "
-            "AND state = ? AND last_ts < ?",
-            (ts, key, kind, sample.name, sample.target, state, ts),
+            "AND state = ? AND last_ts < ? AND last_ts >= ?",
+            (ts, key, kind, sample.name, sample.target, state, ts, watched_since),
         ).rowcount:
             return True
         row = self._db.execute(
@@ -683,7 +704,15 @@ class StateStore:
         subject_id, current, last_ts = row
         if ts <= last_ts:  # already applied, or older than what we know: changes nothing
             return True
-        if state != current:
+        if kind == "system" and ts - last_ts > (bound := self._gap_after(key)):
+            # The last word holds for one interval; after it, nobody watched.
+            self._db.execute(
+                "INSERT OR IGNORE INTO subject_gaps VALUES (?, ?, ?)",
+                (subject_id, last_ts + silence_bound_hold(bound), ts),
+            )
+        if state == current:
+            self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
+        else:
             if state == "down":
                 self._db.execute(
                     "INSERT OR IGNORE INTO outages VALUES (?, ?, NULL)", (subject_id, ts)
@@ -698,6 +727,10 @@ class StateStore:
                 (state, ts, ts, subject_id),
             )
         return True
+
+    def _gap_after(self, key: str) -> float:
+        row = self._db.execute("SELECT interval FROM agents WHERE agent_key = ?", (key,)).fetchone()
+        return silence_bound(float(row[0]) if row and row[0] else 0.0)
 
     def mark_silent(
         self, now: float, intervals: float = 3.0, default_interval: float = 60.0
@@ -753,6 +786,7 @@ class StateStore:
             self._db.execute(
                 "DELETE FROM system_times_daily WHERE day < ?", (systemtimes.day_of(before),)
             )
+            self._db.execute("DELETE FROM subject_gaps WHERE end < ?", (before,))
         return int(cursor.rowcount)
 
     # console sessions ended before their time --------------------------------------
@@ -834,7 +868,7 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
-                          last_seen, last_seq FROM agents ORDER BY agent_key"""
+                          last_seen, last_seq, interval FROM agents ORDER BY agent_key"""
             ).fetchall()
         return [AgentState(*row) for row in rows]
 
@@ -912,6 +946,26 @@ class StateStore:
                     query + " AND kind = ? ORDER BY id", (lo, hi, kind)
                 ).fetchall()
         return [Subject(*row) for row in rows]
+
+    def gaps_of(
+        self, subject_ids: Sequence[int], start: float, end: float
+    ) -> dict[int, list[tuple[float, float]]]:
+        """The spans each subject's probe was silent (no one watched), overlapping
+        [start, end), by subject id."""
+        result: dict[int, list[tuple[float, float]]] = {}
+        with self._lock:
+            for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
+                chunk = list(subject_ids[offset : offset + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"""SELECT subject_id, start, end FROM subject_gaps
+                        WHERE subject_id IN ({marks}) AND start < ? AND end > ?
+                        ORDER BY subject_id, start""",  # noqa: S608 - placeholders only
+                    (*chunk, end, start),
+                ).fetchall()
+                for subject_id, lo, hi in rows:
+                    result.setdefault(int(subject_id), []).append((float(lo), float(hi)))
+        return result
 
     def system_times(
         self, subject_ids: Sequence[int], start: float, end: float, *, hourly: bool

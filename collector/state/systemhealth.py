@@ -23,6 +23,7 @@ token holds) narrows every figure to those communes.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -32,9 +33,15 @@ from typing import Literal
 
 from agent.catalogue import SYSTEM
 from collector.state import maintenance, systemtimes
-from collector.state.availability import Outage, all_down, availability, merged
+from collector.state.availability import Outage, all_down, availability, merged, overlap
 from collector.state.inventory import Inventory
-from collector.state.store import LatestSample, StateStore, Subject
+from collector.state.store import (
+    LatestSample,
+    StateStore,
+    Subject,
+    silence_bound,
+    silence_bound_hold,
+)
 from collector.state.systems import WEBSITE, Catalogue
 
 ReachState = Literal[
@@ -119,6 +126,8 @@ class Figures:
     communes: int
     """Communes that probed it in the window."""
     incidents: list[Incident] = field(default_factory=list)
+    unwatched_s: float = 0.0
+    """Commune-seconds nobody watched (the probing PC off or silent): in no figure."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +292,8 @@ class _Facts:
     """What the store knows of one province's shared systems, read once per request."""
 
     online: set[str]
+    intervals: dict[str, float]
+    """Each agent's reporting interval (its birth's; 0: unsaid)."""
     latest: dict[tuple[str, str], list[LatestSample]]
     """(commune, system id) -> its probers' latest samples."""
     probes: dict[tuple[str, str], list[Subject]]
@@ -319,11 +330,9 @@ class SystemsModel:
 
     def _facts(self, province: str, commune: str = "") -> _Facts:
         place = f"{province}/{commune}/" if commune else f"{province}/"
-        online = {
-            a.agent_key
-            for a in self.store.agents()
-            if a.state == "online" and a.agent_key.startswith(place)
-        }
+        agents = [a for a in self.store.agents() if a.agent_key.startswith(place)]
+        online = {a.agent_key for a in agents if a.state == "online"}
+        intervals = {a.agent_key: a.interval for a in agents}
         latest: dict[tuple[str, str], list[LatestSample]] = defaultdict(list)
         for sample in self.store.latest_of("system", place):
             if not sample.item:
@@ -334,7 +343,7 @@ class SystemsModel:
         lines: dict[tuple[str, str], list[Subject]] = defaultdict(list)
         for subject in self.store.subjects("link", place):
             lines[(_commune_of(subject.agent_key), subject.network)].append(subject)
-        return _Facts(online, latest, probes, lines)
+        return _Facts(online, intervals, latest, probes, lines)
 
     def _names(self, province: str) -> dict[str, str]:
         inventory = self.inventories.get(province)
@@ -489,10 +498,12 @@ class SystemsModel:
         outages = self.store.outages_of(
             ids + [s.id for found in lines.values() for s in found], start, end
         )
-        observed = down = line_s = maintenance_s = 0.0
+        gaps = self.store.gaps_of(ids, start, end)
+        observed = down = line_s = maintenance_s = unwatched_s = 0.0
         observed_with = down_with = 0.0
         for commune, probes in watched:
             history, since = all_down([(outages.get(p.id, []), p.monitored_since) for p in probes])
+            silent = _unwatched(probes, gaps, facts, now)
             line: list[Outage] = []
             if lines[commune]:
                 line, _ = all_down(
@@ -503,8 +514,11 @@ class SystemsModel:
             planned = maintenance.spans(
                 [w for w in windows if w.covers(province, commune, device)], start, end
             )
-            both = availability(history, start, end, since, now, merged(line_spans + planned))
-            no_line = availability(history, start, end, since, now, line_spans)
+            both = availability(
+                history, start, end, since, now, merged(line_spans + planned), silent
+            )
+            no_line = availability(history, start, end, since, now, line_spans, silent)
+            unwatched_s += both.unwatched_s
             observed += both.observed_s
             down += both.down_s
             planned_s = both.excluded_s - no_line.excluded_s
@@ -531,6 +545,7 @@ class SystemsModel:
             answers=sum(counts.values()),
             communes=len(watched),
             incidents=self._incidents(province, entry.id, communes, start, end),
+            unwatched_s=unwatched_s,
         )
 
     def _incidents(
@@ -655,6 +670,25 @@ class SystemsModel:
                 )
             )
         return result
+
+
+def _unwatched(
+    probes: list[Subject], gaps: dict[int, list[tuple[float, float]]], facts: _Facts, now: float
+) -> list[tuple[float, float]]:
+    """When none of a commune's probes of a system was watching: each probe's silences
+    (its gaps, before it began, and, once its PC is off or it is silent beyond its bound,
+    from one interval after its last word), intersected."""
+    found: list[tuple[float, float]] | None = None
+    for probe in probes:
+        bound = silence_bound(facts.intervals.get(probe.agent_key, 0.0))
+        stopped = probe.agent_key not in facts.online or now - probe.last_ts > bound
+        since = probe.last_ts + silence_bound_hold(bound)
+        mine = merged(
+            [*gaps.get(probe.id, []), (-math.inf, probe.monitored_since)]
+            + ([(since, math.inf)] if stopped else [])
+        )
+        found = mine if found is None else overlap(found, mine)
+    return found or []
 
 
 def _with_windows(health: SystemHealth, day: Figures, month: Figures) -> SystemHealth:
