@@ -131,6 +131,10 @@ class SystemHealthView:
     """The communes whose prober is not running: nothing known of the system there."""
     cert_days: float | None
     """The fewest days left on its certificate any commune saw (HTTPS)."""
+    cert_min_days: int
+    """A certificate closer than this to its end is an alert."""
+    slow_ms: float
+    """A healthy answer slower than this is slow."""
     median_ms: float | None
     """The median of the communes' latest response times."""
     last_24h: WindowFigures | None
@@ -146,10 +150,6 @@ class SystemsHealth:
 
 @dataclass
 class SystemDetail(SystemHealthView):
-    slow_ms: float
-    """A healthy answer slower than this is slow."""
-    cert_min_days: int
-    """A certificate closer than this to its end is an alert."""
     route: str
     """The alert route its owner is told on ("": the ordinary routes)."""
     reach: list[Reach]
@@ -242,6 +242,8 @@ def health_view(system: SystemHealth) -> SystemHealthView:
         slow=list(system.slow),
         silent=list(system.silent),
         cert_days=system.cert_days,
+        cert_min_days=system.cert_min_days,
+        slow_ms=system.slow_ms,
         median_ms=system.median_ms,
         last_24h=_figures(system.last_24h),
         last_30d=_figures(system.last_30d),
@@ -270,8 +272,6 @@ def system_detail(
         return None
     return SystemDetail(
         **health_view(found).__dict__,
-        slow_ms=found.slow_ms,
-        cert_min_days=found.cert_min_days,
         route=found.route,
         reach=found.reach,
     )
