@@ -40,6 +40,36 @@ def link(
     )
 
 
+def system(
+    ts: float,
+    name: str = "mot-cua",
+    outcome: str = "ok",
+    *,
+    total_ms: float | None = 200.0,
+    status: int | None = 200,
+    cert_days: float | None = None,
+    target: str = "https://motcua.dongnai.gov.vn/",
+    network: str = "tslcd",
+    error: str = "",
+) -> Sample:
+    """A shared system's probe (check "system"): ok, down or bad_response."""
+    fields: dict[str, Any] = {"up": outcome == "ok"}
+    if outcome != "down":
+        fields |= {"status": status, "total_ms": total_ms, "ttfb_ms": total_ms}
+    if cert_days is not None:
+        fields["cert_days"] = cert_days
+    return Sample(
+        ts=ts,
+        check="system",
+        name=name,
+        outcome=outcome,  # type: ignore[arg-type]
+        target=target,
+        fields={k: v for k, v in fields.items() if v is not None},
+        tags={"network": network, "system": name, "kind": "other"},
+        error=error or ("" if outcome == "ok" else f"{outcome}: as the test says"),
+    )
+
+
 def envelope(
     seq: int,
     *samples: Sample,

@@ -217,7 +217,7 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8, 9]
+        assert [m.version for m in store.migrated] == [8, 9, 10]
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -254,3 +254,23 @@ def test_a_0_2_0_store_reckons_its_pcs_certificates_and_records_the_next(tmp_pat
         assert ("dong-nai/la-nga/pc-09", 2e9 + 825 * 86400, 2e9) in rows
         found = pc_certificates(rows, 825, 2e9)
         assert found is not None and found.what == f"{len(rows)} PCs"
+
+
+def test_a_0_2_0_store_gains_the_response_time_tables_and_counts_answers(
+    tmp_path: Path,
+) -> None:
+    """Migration 10: the shared systems' response-time histograms start empty (nothing
+    made up for the months before) and count what comes after."""
+    from collector.state import systemtimes
+    from tests.factories import envelope, system
+
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", tmp_path / "state.sqlite")
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert 10 in [m.version for m in store.migrated]
+        before = len(store.subjects())
+        store.apply([envelope(1, system(2e9, total_ms=420.0), agent="poller")])
+        [probe] = store.subjects("system")
+        assert len(store.subjects()) == before + 1
+        daily = store.system_times([probe.id], 2e9 - 86400, 2e9 + 1, hourly=False)
+        hourly = store.system_times([probe.id], 2e9 - 3600, 2e9 + 1, hourly=True)
+    assert daily == hourly == {probe.id: {systemtimes.bucket_of(420.0): 1}}

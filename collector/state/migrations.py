@@ -283,6 +283,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE managed_agents ADD COLUMN cert_expires REAL NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        10,
+        "shared systems: each probe's response times, as histograms per hour and per day",
+        (
+            # bucket: collector/state/systemtimes.py (a quarter of a doubling of the
+            # milliseconds); hour: Unix hours; day: Vietnam's days since 1970.
+            """CREATE TABLE system_times_hourly (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            hour INTEGER NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (subject_id, hour, bucket)
+        ) WITHOUT ROWID""",
+            """CREATE TABLE system_times_daily (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            day INTEGER NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (subject_id, day, bucket)
+        ) WITHOUT ROWID""",
+            "CREATE INDEX system_times_hourly_by_hour ON system_times_hourly (hour)",
+            "CREATE INDEX system_times_daily_by_day ON system_times_daily (day)",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

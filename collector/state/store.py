@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import math
 import sqlite3
 import threading
 import time
@@ -40,8 +41,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agent.catalogue import LINK, SNMP_INTERFACE, histories
+from agent.catalogue import LINK, SNMP_INTERFACE, SYSTEM, histories
 from agent.wire import Envelope, Sample, Status, UpdateReport, encode
+from collector.state import systemtimes
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 
@@ -517,6 +519,9 @@ class StateStore:
         samples, over = self._admit_series(key, envelope.samples)
         if over:
             refused[(key, "series_limit")] += over
+        # Answers newer than what their history holds: counted once, however often the
+        # envelope comes again.
+        timed = [s for s in samples if s.check == "system" and self._new_system_answer(key, s)]
         kept: list[Sample] = []
         for sample in samples:
             if all(
@@ -568,6 +573,9 @@ class StateStore:
                    WHERE excluded.last_ts > ports.last_ts""",
                 ports,
             )
+        for sample in timed:
+            if sample in kept:
+                self._count_system_time(key, sample)
         for sample in kept:
             if sample.check != "link" or sample.item or sample.tags.get("network") != "tslcd":
                 continue
@@ -582,6 +590,43 @@ class StateStore:
         if len(kept) == len(envelope.samples):
             return envelope
         return msgspec.structs.replace(envelope, samples=kept)
+
+    def _new_system_answer(self, key: str, sample: Sample) -> bool:
+        """A shared system's healthy answer newer than its history's latest word."""
+        if sample.outcome != "ok":
+            return False
+        row = self._db.execute(
+            "SELECT last_ts FROM subjects "
+            "WHERE agent_key = ? AND kind = 'system' AND name = ? AND target = ?",
+            (key, sample.name, sample.target),
+        ).fetchone()
+        return row is None or sample.ts > row[0]
+
+    def _count_system_time(self, key: str, sample: Sample) -> None:
+        """A shared system's healthy answer into its probe's hour and day histograms
+        (collector/state/systemtimes.py)."""
+        ms = SYSTEM.number(sample.fields, "total_ms")
+        if ms is None:
+            ms = SYSTEM.number(sample.fields, "connect_ms")
+        if ms is None or not ms >= 0:
+            return
+        row = self._db.execute(
+            "SELECT id FROM subjects "
+            "WHERE agent_key = ? AND kind = 'system' AND name = ? AND target = ?",
+            (key, sample.name, sample.target),
+        ).fetchone()
+        if row is None:
+            return
+        bucket = systemtimes.bucket_of(ms)
+        for table, period in (
+            ("system_times_hourly", systemtimes.hour_of(sample.ts)),
+            ("system_times_daily", systemtimes.day_of(sample.ts)),
+        ):
+            self._db.execute(
+                f"INSERT INTO {table} VALUES (?, ?, ?, 1) "  # noqa: S608 - two fixed names
+                "ON CONFLICT DO UPDATE SET count = count + 1",
+                (row[0], period, bucket),
+            )
 
     def _lower_line_best(self, upsert: str, place: str, bucket: int, value: float) -> None:
         cached = (upsert, place, bucket)
@@ -701,6 +746,13 @@ class StateStore:
                     (self.clock() - RTT_KEEP_S,),
                 )
             self._db.execute("DELETE FROM console_logouts WHERE expires < ?", (self.clock(),))
+            self._db.execute(
+                "DELETE FROM system_times_hourly WHERE hour < ?",
+                (systemtimes.hour_of(self.clock() - systemtimes.HOURLY_KEEP_S),),
+            )
+            self._db.execute(
+                "DELETE FROM system_times_daily WHERE day < ?", (systemtimes.day_of(before),)
+            )
         return int(cursor.rowcount)
 
     # console sessions ended before their time --------------------------------------
@@ -860,6 +912,32 @@ class StateStore:
                     query + " AND kind = ? ORDER BY id", (lo, hi, kind)
                 ).fetchall()
         return [Subject(*row) for row in rows]
+
+    def system_times(
+        self, subject_ids: Sequence[int], start: float, end: float, *, hourly: bool
+    ) -> dict[int, dict[int, int]]:
+        """Response-time histograms (bucket -> answers) by subject over the hours (or
+        Vietnam's days) that start within [start, end)."""
+        size, shift = (
+            (systemtimes.HOUR_S, 0) if hourly else (systemtimes.DAY_S, systemtimes.VIETNAM_OFFSET_S)
+        )
+        table, column = ("system_times_hourly", "hour") if hourly else ("system_times_daily", "day")
+        lo = math.ceil((start + shift) / size)
+        hi = math.ceil((end + shift) / size) - 1
+        result: dict[int, dict[int, int]] = {}
+        with self._lock:
+            for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
+                chunk = list(subject_ids[offset : offset + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"""SELECT subject_id, bucket, SUM(count) FROM {table}
+                        WHERE subject_id IN ({marks}) AND {column} >= ? AND {column} <= ?
+                        GROUP BY subject_id, bucket""",  # noqa: S608 - fixed names, placeholders
+                    (*chunk, lo, hi),
+                ).fetchall()
+                for subject_id, bucket, count in rows:
+                    result.setdefault(int(subject_id), {})[int(bucket)] = int(count)
+        return result
 
     def outages(
         self, subject_id: int, start: float = 0.0, end: float = float("inf")

@@ -23,14 +23,19 @@ token holds) narrows every figure to those communes.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from agent.catalogue import SYSTEM
+from collector.state import maintenance, systemtimes
+from collector.state.availability import Outage, all_down, availability, merged
 from collector.state.inventory import Inventory
-from collector.state.store import StateStore
-from collector.state.systems import Catalogue
+from collector.state.store import LatestSample, StateStore, Subject
+from collector.state.systems import WEBSITE, Catalogue
 
 ReachState = Literal[
     "ok", "slow", "unreachable", "bad_response", "line_down", "silent", "not_probed"
@@ -43,7 +48,7 @@ Verdict = Literal["ok", "down", "slow", "local", "no_data"]
 system's problem); slow (slow from most); local (some communes cannot reach it or find
 it slow while most can: their own problem); no_data (nobody probes it)."""
 
-#: "Most" communes: the share of those probing with their line up.
+#: "Most" communes: more than this share of those probing with their line up.
 WIDELY_PERCENT = 50.0
 
 
@@ -182,6 +187,110 @@ class SystemPeriod:
 Scope = Collection[str] | None
 """The communes a token holds (None: every commune)."""
 
+HOUR = 3600.0
+DAY = 24 * HOUR
+#: The windows of the health views.
+WINDOWS = {"24h": DAY, "30d": 30 * DAY}
+#: What the communes' own sites are called together.
+WEBSITES_NAME = "Trang thông tin điện tử của các xã"
+#: The alerts about the shared systems have subjects under this prefix
+#: (collector/alerts/engine.py): "system:<province>/<id>" for a system as a whole,
+#: "system:<province>/<commune>/<id>" for one commune's reach of it.
+SUBJECT_PREFIX = "system:"
+
+
+def system_subject(province: str, system_id: str, commune: str = "") -> str:
+    place = f"{province}/{commune}/" if commune else f"{province}/"
+    return f"{SUBJECT_PREFIX}{place}{system_id}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A system as the views need it: the catalogue's entry, or every website together."""
+
+    id: str
+    name: str
+    kind: str
+    network: str
+    owner: str
+    route: str
+    communes: list[str]
+    """The communes that use it, in the inventory's order."""
+    targets: dict[str, str]
+    """What each commune's prober asks (a website's own URL)."""
+    slow_ms: dict[str, float]
+    cert_min_days: dict[str, int]
+    networks: dict[str, str] = field(default_factory=dict)
+    """A commune's network when it is its own (a website's); else ``network``."""
+
+    def network_of(self, commune: str) -> str:
+        """The network whose line a commune reaches the system by."""
+        return self.networks.get(commune) or self.network or "tslcd"
+
+    @property
+    def target(self) -> str:
+        values = set(self.targets.values())
+        return values.pop() if len(values) == 1 else ""
+
+
+def entries(catalogue: Catalogue, inventory: Inventory | None) -> list[Entry]:
+    """Every system of the catalogue, then the websites as one (when it lists any)."""
+    order = {c.slug: n for n, c in enumerate(inventory.communes)} if inventory else {}
+    found = []
+    for system in catalogue.systems:
+        used = sorted(catalogue.used_by(system, inventory), key=lambda c: order.get(c, 1 << 30))
+        found.append(
+            Entry(
+                system.id,
+                system.name,
+                system.kind,
+                system.network,
+                system.owner,
+                system.route,
+                used,
+                dict.fromkeys(used, system.target),
+                dict.fromkeys(used, float(system.slow_ms)),
+                dict.fromkeys(used, system.cert_min_days),
+            )
+        )
+    if catalogue.websites:
+        sites = sorted(catalogue.websites, key=lambda w: order.get(w.commune, 1 << 30))
+        networks = {w.network for w in sites}
+        owners = {w.owner for w in sites}
+        found.append(
+            Entry(
+                WEBSITE,
+                WEBSITES_NAME,
+                "website",
+                networks.pop() if len(networks) == 1 else "",
+                owners.pop() if len(owners) == 1 else "",
+                "",
+                [w.commune for w in sites],
+                {w.commune: w.url for w in sites},
+                {w.commune: float(w.slow_ms) for w in sites},
+                {w.commune: w.cert_min_days for w in sites},
+                {w.commune: w.network for w in sites},
+            )
+        )
+    return found
+
+
+@dataclass
+class _Facts:
+    """What the store knows of one province's shared systems, read once per request."""
+
+    online: set[str]
+    latest: dict[tuple[str, str], list[LatestSample]]
+    """(commune, system id) -> its probers' latest samples."""
+    probes: dict[tuple[str, str], list[Subject]]
+    """(commune, system id) -> the up/down histories of its probers."""
+    lines: dict[tuple[str, str], list[Subject]]
+    """(commune, network) -> the link probes of that network (the commune's line)."""
+
+
+def _commune_of(agent_key: str) -> str:
+    return agent_key.split("/", 2)[1]
+
 
 class SystemsModel:
     """The shared systems' views, from the store, the catalogues and the inventories."""
@@ -199,25 +308,347 @@ class SystemsModel:
         """Each province's catalogue as it is now (it is reloaded when its file changes)."""
         self.clock = clock
 
+    # reading --------------------------------------------------------------------
+
+    def entries(self, province: str) -> list[Entry]:
+        catalogue = self.catalogues().get(province)
+        return entries(catalogue, self.inventories.get(province)) if catalogue else []
+
+    def _facts(self, province: str, commune: str = "") -> _Facts:
+        place = f"{province}/{commune}/" if commune else f"{province}/"
+        online = {
+            a.agent_key
+            for a in self.store.agents()
+            if a.state == "online" and a.agent_key.startswith(place)
+        }
+        latest: dict[tuple[str, str], list[LatestSample]] = defaultdict(list)
+        for sample in self.store.latest_of("system", place):
+            if not sample.item:
+                latest[(_commune_of(sample.agent_key), sample.name)].append(sample)
+        probes: dict[tuple[str, str], list[Subject]] = defaultdict(list)
+        for subject in self.store.subjects("system", place):
+            probes[(_commune_of(subject.agent_key), subject.name)].append(subject)
+        lines: dict[tuple[str, str], list[Subject]] = defaultdict(list)
+        for subject in self.store.subjects("link", place):
+            lines[(_commune_of(subject.agent_key), subject.network)].append(subject)
+        return _Facts(online, latest, probes, lines)
+
+    def _names(self, province: str) -> dict[str, str]:
+        inventory = self.inventories.get(province)
+        return {c.slug: c.name for c in inventory.communes} if inventory else {}
+
+    # now ------------------------------------------------------------------------
+
+    @staticmethod
+    def _line_up(facts: _Facts, commune: str, network: str) -> bool | None:
+        """The commune's line of that network now, by its running probes (None: none)."""
+        said = [
+            s.state == "up"
+            for s in facts.lines.get((commune, network), [])
+            if s.agent_key in facts.online
+        ]
+        return any(said) if said else None
+
+    def _reach(self, facts: _Facts, entry: Entry, commune: str, name: str, target: str) -> Reach:
+        samples = facts.latest.get((commune, entry.id), [])
+        if target:
+            samples = [s for s in samples if s.target == target] or samples
+        if not samples:
+            return Reach(commune, name, "not_probed", None, "", None, None, None, None, "", target)
+        running = [s for s in samples if s.agent_key in facts.online]
+        sample = max(running or samples, key=lambda s: s.ts)
+        agent = sample.agent_key.rsplit("/", 1)[1]
+        status = SYSTEM.number(sample.fields, "status")
+        total = SYSTEM.number(sample.fields, "total_ms")
+        if total is None:
+            total = SYSTEM.number(sample.fields, "connect_ms")
+        cert = SYSTEM.number(sample.fields, "cert_days")
+        since = next(
+            (
+                p.since
+                for p in facts.probes.get((commune, entry.id), [])
+                if p.agent_key == sample.agent_key and p.target == sample.target
+            ),
+            None,
+        )
+        state: ReachState
+        if not running:
+            state = "silent"
+        elif sample.outcome == "ok":
+            slow = total is not None and total > entry.slow_ms.get(commune, 0.0)
+            state = "slow" if slow else "ok"
+        elif sample.outcome in ("down", "timeout", "refused", "bad_response"):
+            if self._line_up(facts, commune, entry.network_of(commune)) is False:
+                state = "line_down"
+            elif sample.outcome == "bad_response":
+                state = "bad_response"
+            else:
+                state = "unreachable"
+        else:  # the check could not run: it says nothing of the system
+            state = "silent"
+        return Reach(
+            commune, name, state, since, agent, sample.ts,
+            None if status is None else int(status), total, cert, sample.error,
+            sample.target,
+        )  # fmt: skip
+
+    def _now(self, province: str, entry: Entry, facts: _Facts, scope: Scope) -> SystemHealth | None:
+        names = self._names(province)
+        communes = [c for c in entry.communes if scope is None or c in scope]
+        if not communes:
+            return None
+        reach = [
+            self._reach(facts, entry, c, names.get(c, c), entry.targets.get(c, ""))
+            for c in communes
+        ]
+        by_state: dict[str, list[str]] = defaultdict(list)
+        for r in reach:
+            by_state[r.state].append(r.commune)
+        probing = [r for r in reach if r.state not in ("silent", "not_probed")]
+        reaching = [r for r in probing if r.state in ("ok", "slow")]
+        unreachable = by_state["unreachable"] + by_state["bad_response"]
+        line_up = len(probing) - len(by_state["line_down"])
+        verdict: Verdict
+        if not probing:
+            verdict = "no_data"
+        elif line_up and 100.0 * len(unreachable) / line_up > WIDELY_PERCENT:
+            verdict = "down"
+        elif reaching and 100.0 * len(by_state["slow"]) / len(reaching) > WIDELY_PERCENT:
+            verdict = "slow"
+        elif unreachable or by_state["slow"]:
+            verdict = "local"
+        else:
+            verdict = "ok"
+        certs = [
+            (r.cert_days, entry.cert_min_days.get(r.commune, 14))
+            for r in probing
+            if r.cert_days is not None
+        ]
+        cert_days = min((days for days, _ in certs), default=None)
+        expiring = any(days < least for days, least in certs)
+        times = [r.total_ms for r in reaching if r.total_ms is not None]
+        status: Literal["ok", "warning", "critical", "no_data"] = {
+            "no_data": "no_data", "down": "critical", "slow": "warning", "local": "warning",
+            "ok": "ok",
+        }[verdict]  # type: ignore[assignment]  # fmt: skip
+        if cert_days is not None and cert_days <= 0:
+            status = "critical"
+        elif expiring and status in ("ok", "no_data"):
+            status = "warning"
+        return SystemHealth(
+            province=province, id=entry.id, name=entry.name, kind=entry.kind,
+            target=entry.target, network=entry.network, owner=entry.owner,
+            route=entry.route,
+            slow_ms=min(entry.slow_ms[c] for c in communes),
+            cert_min_days=max(entry.cert_min_days[c] for c in communes),
+            verdict=verdict, status=status, communes=len(communes), probing=len(probing),
+            reaching=len(reaching), unreachable=unreachable, line_down=by_state["line_down"],
+            slow=by_state["slow"], silent=by_state["silent"], cert_days=cert_days,
+            median_ms=round(statistics.median(times), 1) if times else None, reach=reach,
+        )  # fmt: skip
+
+    # over a window --------------------------------------------------------------
+
+    def _figures(
+        self,
+        province: str,
+        entry: Entry,
+        facts: _Facts,
+        communes: list[str],
+        start: float,
+        end: float,
+        windows: list[maintenance.Window],
+    ) -> Figures:
+        now = self.clock()
+        end = min(end, now)
+        watched: list[tuple[str, list[Subject]]] = []
+        ids: list[int] = []
+        for commune in communes:
+            probes = [
+                p for p in facts.probes.get((commune, entry.id), [])
+                if p.last_ts >= start and p.monitored_since < end
+                and p.target == entry.targets.get(commune, p.target)
+            ]  # fmt: skip
+            if probes:
+                watched.append((commune, probes))
+                ids += [p.id for p in probes]
+        lines = {
+            commune: [
+                s for s in facts.lines.get((commune, entry.network_of(commune)), [])
+                if s.last_ts >= start
+            ]
+            for commune, _ in watched
+        }  # fmt: skip
+        outages = self.store.outages_of(
+            ids + [s.id for found in lines.values() for s in found], start, end
+        )
+        observed = down = line_s = maintenance_s = 0.0
+        observed_with = down_with = 0.0
+        for commune, probes in watched:
+            history, since = all_down([(outages.get(p.id, []), p.monitored_since) for p in probes])
+            line: list[Outage] = []
+            if lines[commune]:
+                line, _ = all_down(
+                    [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
+                )
+            line_spans = [(o.start, end if o.end is None else o.end) for o in line]
+            device = maintenance.Device(check="system", name=entry.id)
+            planned = maintenance.spans(
+                [w for w in windows if w.covers(province, commune, device)], start, end
+            )
+            both = availability(history, start, end, since, now, merged(line_spans + planned))
+            no_line = availability(history, start, end, since, now, line_spans)
+            observed += both.observed_s
+            down += both.down_s
+            planned_s = both.excluded_s - no_line.excluded_s
+            maintenance_s += max(0.0, planned_s)
+            line_s += max(0.0, both.excluded_s - max(0.0, planned_s))
+            observed_with += no_line.observed_s
+            down_with += no_line.down_s
+        counts = systemtimes.merged_counts(
+            self.store.system_times(ids, start, end, hourly=end - start <= 2 * DAY).values()
+        )
+        return Figures(
+            start=start,
+            end=end,
+            availability=100.0 * (observed - down) / observed if observed > 0 else None,
+            availability_with_maintenance=(
+                100.0 * (observed_with - down_with) / observed_with if observed_with > 0 else None
+            ),
+            observed_s=observed,
+            down_s=down,
+            line_excluded_s=line_s,
+            maintenance_s=maintenance_s,
+            p50_ms=systemtimes.percentile(counts, 0.5),
+            p95_ms=systemtimes.percentile(counts, 0.95),
+            answers=sum(counts.values()),
+            communes=len(watched),
+            incidents=self._incidents(province, entry.id, communes, start, end),
+        )
+
+    def _incidents(
+        self, province: str, system_id: str, communes: list[str], start: float, end: float
+    ) -> list[Incident]:
+        """The system's alerts overlapping [start, end): its own, and those of the
+        communes given (a scope sees its communes' only)."""
+        lo = f"{SUBJECT_PREFIX}{province}/"
+        with self.store.reading() as db:
+            rows = db.execute(
+                """SELECT id, rule, severity, started_at, resolved_at, value, commune
+                   FROM alerts WHERE subject >= ? AND subject < ? AND name = ?
+                     AND started_at < ? AND (resolved_at IS NULL OR resolved_at > ?)
+                   ORDER BY started_at, id""",
+                (lo, lo + "\U0010ffff", system_id, end, start),
+            ).fetchall()
+        allowed = set(communes)
+        return [
+            Incident(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+            for r in rows
+            if not r[6] or r[6] in allowed
+        ]
+
+    # the views --------------------------------------------------------------------
+
     def systems(
         self, province: str, scope: Scope = None, *, windows: bool = True
     ) -> list[SystemHealth]:
         """Every system of the province's catalogue in its order, then "website" (when
         the catalogue lists websites); ``windows``: with ``last_24h`` and ``last_30d``."""
-        raise NotImplementedError
+        found = self.entries(province)
+        if not found:
+            return []
+        facts = self._facts(province)
+        now = self.clock()
+        planned = maintenance.windows(self.store, province, now - WINDOWS["30d"], now)
+        result = []
+        for entry in found:
+            health = self._now(province, entry, facts, scope)
+            if health is None:
+                continue
+            if windows:
+                used = [r.commune for r in health.reach]
+                health = _with_windows(
+                    health,
+                    *(
+                        self._figures(province, entry, facts, used, now - span, now, planned)
+                        for span in WINDOWS.values()
+                    ),
+                )
+            result.append(health)
+        return result
 
     def system(self, province: str, system_id: str, scope: Scope = None) -> SystemHealth | None:
         """One system with its windows and incidents; None when the catalogue has no such id
         (or the scope holds none of its communes)."""
-        raise NotImplementedError
+        entry = next((e for e in self.entries(province) if e.id == system_id), None)
+        if entry is None:
+            return None
+        facts = self._facts(province)
+        health = self._now(province, entry, facts, scope)
+        if health is None:
+            return None
+        now = self.clock()
+        planned = maintenance.windows(self.store, province, now - WINDOWS["30d"], now)
+        used = [r.commune for r in health.reach]
+        return _with_windows(
+            health,
+            *(
+                self._figures(province, entry, facts, used, now - span, now, planned)
+                for span in WINDOWS.values()
+            ),
+        )
 
     def commune(self, province: str, commune: str) -> CommuneSystems | None:
-        """The systems one commune uses and its reach of each; None without a catalogue."""
-        raise NotImplementedError
+        """The systems one commune uses and its reach of each; None without a catalogue.
+        Each system's province-wide view is of the commune alone (its scope)."""
+        found = self.entries(province)
+        if not found:
+            return None
+        facts = self._facts(province)
+        names = self._names(province)
+        pairs: list[tuple[SystemHealth, Reach]] = []
+        for entry in found:
+            health = self._now(province, entry, facts, None)
+            if health is None:
+                continue
+            mine = next((r for r in health.reach if r.commune == commune), None)
+            if mine is not None:
+                pairs.append((health, mine))
+        lines = facts.lines.get((commune, "tslcd"))
+        return CommuneSystems(
+            province, commune, names.get(commune, commune),
+            self._line_up(facts, commune, "tslcd") if lines else None, pairs,
+        )  # fmt: skip
 
     def period(
         self, province: str, start: float, end: float, scope: Scope = None
     ) -> list[SystemPeriod]:
         """Each system (then "website") over [start, end): the monthly report's figures,
         incidents included."""
-        raise NotImplementedError
+        found = self.entries(province)
+        if not found:
+            return []
+        facts = self._facts(province)
+        planned = maintenance.windows(self.store, province, start, end)
+        result = []
+        for entry in found:
+            communes = [c for c in entry.communes if scope is None or c in scope]
+            if not communes:
+                continue
+            figures = self._figures(province, entry, facts, communes, start, end, planned)
+            result.append(
+                SystemPeriod(
+                    entry.id,
+                    entry.name,
+                    entry.kind,
+                    entry.network,
+                    entry.owner,
+                    len(communes),
+                    figures,
+                )
+            )
+        return result
+
+
+def _with_windows(health: SystemHealth, day: Figures, month: Figures) -> SystemHealth:
+    return replace(health, last_24h=day, last_30d=month)
