@@ -15,6 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from pydantic import ConfigDict, with_config
+
 from collector.state.systemhealth import (
     CANNOT_REACH,
     Figures,
@@ -26,6 +28,10 @@ from collector.state.systemhealth import (
 from collector.state.systems import WEBSITE
 from collector.web.auth import ApiContext
 from collector.web.scope import Scope
+
+#: The views' attribute docstrings are their fields' descriptions in the OpenAPI schema:
+#: what a reason or a figure means is what the IOC's integrator reads there.
+described = with_config(ConfigDict(use_attribute_docstrings=True))
 
 #: The states in which a commune can use a system (fast or slow).
 USABLE: tuple[ReachState, ...] = ("ok", "slow")
@@ -39,6 +45,7 @@ def _held(scope: Scope, province: str) -> Collection[str] | None:
 Cause = Literal["line_down", "unreachable", "bad_response"]
 
 
+@described
 @dataclass
 class CannotReach:
     """A commune that cannot use the system now, and why."""
@@ -57,6 +64,7 @@ class CannotReach:
     """What the probe said."""
 
 
+@described
 @dataclass
 class IncidentView:
     """An alert of the system (unreachable, slow, its certificate) in the window."""
@@ -72,6 +80,7 @@ class IncidentView:
     """The commune it is about ("" for the system as a whole)."""
 
 
+@described
 @dataclass
 class WindowFigures:
     """The system over a window, across the communes that probe it (the token's)."""
@@ -102,8 +111,12 @@ class WindowFigures:
     incidents: list[IncidentView]
 
 
+@described
 @dataclass
 class SystemHealthView:
+    """A shared system now and over the last 24 hours and 30 days, across the communes
+    that use it (of the token's)."""
+
     id: str
     """The catalogue's id ("website": every commune's own site together)."""
     name: str
@@ -117,6 +130,8 @@ class SystemHealthView:
     slow: slow from most; local: some communes cannot reach it or find it slow while
     most can (their own problem); no_data: nobody probes it."""
     status: Literal["ok", "warning", "critical", "no_data"]
+    """The verdict as a colour: critical when down (or its certificate has ended),
+    warning when slow, local or its certificate ends within ``cert_min_days``."""
     communes: int
     """The communes that use it (of the token's)."""
     probing: int
@@ -141,15 +156,21 @@ class SystemHealthView:
     last_30d: WindowFigures | None
 
 
+@described
 @dataclass
 class SystemsHealth:
+    """Every shared system of a province."""
+
     province: str
     systems: list[SystemHealthView]
     """In the catalogue's order, then the communes' websites together."""
 
 
+@described
 @dataclass
 class SystemDetail(SystemHealthView):
+    """A system's health (as each of ``SystemHealthView``), and more of it."""
+
     route: str
     """The alert route its owner is told on ("": the ordinary routes)."""
     reach: list[Reach]
@@ -158,6 +179,7 @@ class SystemDetail(SystemHealthView):
     its latest answer."""
 
 
+@described
 @dataclass
 class CommuneSystem:
     """A system the commune uses: the commune's reach of it, the system's verdict
@@ -172,14 +194,19 @@ class CommuneSystem:
     """The system's, across the communes (of the token's)."""
     status: Literal["ok", "warning", "critical", "no_data"]
     reaching: int
+    """The communes it answers well (of the token's)."""
     probing: int
+    """The communes probing it (of the token's)."""
     reach: Reach
     """The commune's: ok and slow can use it; line_down, unreachable, bad_response
     cannot; silent and not_probed say nothing."""
 
 
+@described
 @dataclass
 class CommuneSystemsView:
+    """The shared systems a commune uses, and which it can and cannot use now."""
+
     province: str
     commune: str
     name: str
