@@ -62,9 +62,7 @@ def test_the_systems_page_names_who_cannot_reach_each_system_and_why(
     expect(cannot.locator("[data-commune=tan-phu]")).to_have_text(
         "Xã Tân Phú: hệ thống không phản hồi"
     )
-    expect(cannot.locator("[data-commune=xuan-bac]")).to_have_text(
-        "Xã Xuân Bắc: trả về sai trang"
-    )
+    expect(cannot.locator("[data-commune=xuan-bac]")).to_have_text("Xã Xuân Bắc: trả về sai trang")
     expect(cannot.locator(".slow")).to_have_text("chậm ở 1 xã")
     expect(mot_cua.locator("td.cert")).to_have_text("9 ngày")
     expect(mot_cua.locator("td.cert span")).to_have_class("down")  # under 14 days
@@ -92,9 +90,7 @@ def test_a_system_page_shows_every_communes_reach_sortable(browser: Browser, bas
         "tan-phu", "xuan-bac", "phu-ly", "dinh-quan", "la-nga",
     ]  # fmt: skip
     expect(page.locator("tr[data-commune=phu-ly] .badge")).to_have_text("mất đường truyền của xã")
-    expect(page.locator("tr[data-commune=tan-phu] .badge")).to_have_text(
-        "hệ thống không phản hồi"
-    )
+    expect(page.locator("tr[data-commune=tan-phu] .badge")).to_have_text("hệ thống không phản hồi")
     expect(page.locator("tr[data-commune=tan-phu] td.reasons")).to_contain_text(
         "motcua.dongnai.gov.vn refused"
     )

@@ -103,9 +103,7 @@ class Pollers:
 def feed(store: StateStore) -> None:
     """The history the module's docstring tells, and one firing alert on lis."""
     pollers = Pollers(store)
-    store.apply(
-        statuses=[(status("online", T0, agent="poller", commune=c), T0) for c in NAMES]
-    )
+    store.apply(statuses=[(status("online", T0, agent="poller", commune=c), T0) for c in NAMES])
     for commune in NAMES:
         probes = [link(T0), system(T0, target=MOT_CUA)]
         if commune in ("la-nga", "phu-ly"):
