@@ -30,6 +30,7 @@ from collector.state.housekeeping import Housekeeping, Task, mark_silent, retent
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
+from collector.state.systemhealth import SystemsModel
 from collector.state.systems import SystemFiles
 from collector.web.figures import (
     certificate_figures,
@@ -240,6 +241,7 @@ class Collector:
             sessions=self.sessions,
             releases=self.releases.roles,
             certificates=self.certificates.expiries,
+            systems=SystemsModel(self.store, self.inventories, self.systems),
         )
         self.engine.install(self.store)
         alerts = config.alerts

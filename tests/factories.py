@@ -112,6 +112,29 @@ def status(
     )
 
 
+class Feed:
+    """Each commune's poller (agent "poller"): its line and its probes, applied to a store
+    as the ingest does, one envelope per send."""
+
+    def __init__(self, store: Any, start: float) -> None:
+        self.store = store
+        self.start = start
+        self.seq: dict[str, int] = {}
+
+    def online(self, *communes: str, at: float | None = None) -> None:
+        ts = self.start if at is None else at
+        self.store.apply(
+            statuses=[(status("online", ts, agent="poller", commune=c), ts) for c in communes]
+        )
+
+    def send(self, commune: str, *samples: Sample) -> None:
+        self.seq[commune] = self.seq.get(commune, 0) + 1
+        self.store.apply(
+            [envelope(self.seq[commune], *samples, agent="poller", commune=commune)],
+            received=samples[0].ts,
+        )
+
+
 def agent_toml(
     agent: str = AGENT, *, commune: str = COMMUNE, province: str = PROVINCE, extra: str = ""
 ) -> str:

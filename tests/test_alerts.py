@@ -553,6 +553,12 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "rollout_paused_by_breach",
         "agent_update_rolled_back",
         "agent_update_failing",
+        "system_down",
+        "system_slow",
+        "system_certificate_expiring",
+        "system_unreachable_here",
+        "system_slow_here",
+        "website_down",
     }
 
 

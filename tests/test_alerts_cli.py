@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from agent import wire
 from agent.wire import Envelope, Sample
+from collector.alerts.rules import default_rules
 from collector.cli.main import main
 from collector.common.localtime import VIETNAM
 from tests.test_alerts import T0, Harness, at, tslcd
@@ -121,7 +122,7 @@ def test_rules_test_prints_what_would_fire_and_when(tmp_path: Path) -> None:
     code, out = run("rules-test", str(rules), "--samples", str(recorded(tmp_path)))
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0] == "10 messages played, 26 rules, 1 alerts"
+    assert lines[0] == f"10 messages played, {len(default_rules()) + 1} rules, 1 alerts"
     # Slow from minute 2 for 4 minutes: the alert spans minute 2 to minute 6, at 250 ms.
     assert lines[1].split()[:3] == ["warning", "slow_line", "la-nga/pc-01/10.75.0.1"]
     assert f"{local(T0 + 120)} → {local(T0 + 360)}  250" in lines[1]

@@ -4,18 +4,18 @@ line, and the figures over a window worked out by hand from a history built here
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.wire import Sample
 from collector.state import maintenance, systemtimes
 from collector.state.inventory import Commune, Inventory
 from collector.state.migrations import LATEST
 from collector.state.store import StateStore
 from collector.state.systemhealth import SystemsModel, system_subject
 from collector.state.systems import parse_catalogue
-from tests.factories import envelope, link, status, system
+from tests.factories import Feed, envelope, link, status, system
 
 HOUR = 3600.0
 COMMUNES = ["la-nga", "phu-ly", "tan-phu", "xuan-bac", "dinh-quan"]
@@ -45,30 +45,10 @@ NOW = float(int(time.time() // HOUR) * HOUR)
 T0 = NOW - 10 * HOUR
 
 
-class Feed:
-    """Each commune's poller: its line and its probes, applied as the ingest does."""
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-        self.seq: dict[str, int] = {}
-
-    def online(self, *communes: str, at: float = T0) -> None:
-        self.store.apply(
-            statuses=[(status("online", at, agent="poller", commune=c), at) for c in communes]
-        )
-
-    def send(self, commune: str, *samples: Sample) -> None:
-        self.seq[commune] = self.seq.get(commune, 0) + 1
-        self.store.apply(
-            [envelope(self.seq[commune], *samples, agent="poller", commune=commune)],
-            received=samples[0].ts,
-        )
-
-
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def store(tmp_path: Path) -> Iterator[StateStore]:
     opened = StateStore(tmp_path / "state.sqlite", clock=lambda: NOW)
-    yield opened  # type: ignore[misc]
+    yield opened
     opened.close()
 
 
@@ -77,7 +57,7 @@ def model(store: StateStore) -> SystemsModel:
 
 
 def test_each_communes_reach_is_told_apart_from_its_own_line(store: StateStore) -> None:
-    feed = Feed(store)
+    feed = Feed(store, T0)
     feed.online("la-nga", "phu-ly", "tan-phu", "dinh-quan")
     at = NOW - 60
     feed.send("la-nga", link(at), system(at, total_ms=180.0, cert_days=40.0))
@@ -110,7 +90,7 @@ def test_each_communes_reach_is_told_apart_from_its_own_line(store: StateStore) 
 def test_most_communes_with_their_line_up_failing_is_the_systems_problem(
     store: StateStore,
 ) -> None:
-    feed = Feed(store)
+    feed = Feed(store, T0)
     feed.online(*COMMUNES)
     at = NOW - 60
     for commune in ("la-nga", "phu-ly", "tan-phu"):
@@ -127,7 +107,7 @@ def test_most_communes_with_their_line_up_failing_is_the_systems_problem(
 def test_a_scope_sees_its_communes_only_and_no_system_they_do_not_use(
     store: StateStore,
 ) -> None:
-    feed = Feed(store)
+    feed = Feed(store, T0)
     feed.online(*COMMUNES)
     at = NOW - 60
     for commune in COMMUNES:
@@ -145,7 +125,7 @@ def test_the_figures_of_a_window_as_worked_out_by_hand(store: StateStore) -> Non
     """Two communes over ten hours. La Ngà: the system down 1 h with its line up (counts),
     down 30 min inside the system's maintenance. Phú Lý: down 2 h, of which 1 h its own
     line was down (excluded, shown apart). Maintenance 1 h for both communes."""
-    feed = Feed(store)
+    feed = Feed(store, T0)
     feed.online("la-nga", "phu-ly")
     # (hours after T0, the system answers, the commune's line is up)
     la_nga = [(0.0, True, True), (1.0, False, True), (2.0, True, True), (6.0, False, True),
@@ -175,7 +155,7 @@ def test_the_figures_of_a_window_as_worked_out_by_hand(store: StateStore) -> Non
 def test_response_times_are_counted_once_and_read_back_as_percentiles(
     store: StateStore,
 ) -> None:
-    feed = Feed(store)
+    feed = Feed(store, T0)
     feed.online("la-nga")
     for n in range(20):
         at = T0 + n * 60

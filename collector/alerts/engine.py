@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -48,8 +48,13 @@ from collector.state.store import (
     UpdateStanding,
     agent_key,
 )
+from collector.state.systemhealth import SystemHealth, SystemsModel, system_subject
+from collector.state.systems import WEBSITE
 
 _encode = msgspec.json.Encoder().encode
+#: The shared systems are judged at most this often: their probes run every minute or
+#: more, and judging reads every commune's line.
+SYSTEMS_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Subject:
     agent: str = ""
     name: str = ""
     target: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Added to the rule's labels when the alert fires (a shared system's owner's route)."""
 
 
 class ReleaseRole(Protocol):
@@ -89,6 +96,24 @@ def sample_subject(envelope: Envelope, sample: Sample) -> Subject:
     )
 
 
+def _route(name: str) -> dict[str, str]:
+    """The labels that send an alert to an owner's route too."""
+    return {"route": name} if name else {}
+
+
+def _system_value(rule: Rule, health: SystemHealth) -> str:
+    """What a system's alert shows: its certificate's days, its median time, or how
+    many communes with their line up cannot use it ("3/4")."""
+    fields = {c.field for c in rule.when}
+    if fields & {"cert_days", "cert_expiring"} and health.cert_days is not None:
+        return f"{health.cert_days:g}"
+    if fields & {"median_ms", "slow"} or (
+        health.verdict == "slow" and "verdict" in fields and health.median_ms is not None
+    ):
+        return f"{health.median_ms:g}" if health.median_ms is not None else ""
+    return f"{len(health.unreachable)}/{health.probing - len(health.line_down)}"
+
+
 def _value_text(rule: Rule, values: dict[str, Any]) -> str:
     shown = [values.get(c.field) for c in rule.when if c.op not in ("==", "!=")]
     value = next((v for v in shown if v is not None), None)
@@ -111,8 +136,13 @@ class AlertEngine:
         sessions: Callable[[], Sequence[SessionWatch]] = tuple,
         releases: Callable[[], Sequence[ReleaseRole]] = tuple,
         certificates: Callable[[], Sequence[Expiry]] = tuple,
+        systems: SystemsModel | None = None,
     ) -> None:
         self.rules = [r for r in rules if r.enabled]
+        self.systems = systems
+        """The shared systems' views (``on = "system"`` and ``"reach"`` rules)."""
+        self._systems_at = float("-inf")
+        """When the shared systems were last judged (at most every ``SYSTEMS_EVERY_S``)."""
         self.sessions = sessions
         self.releases = releases
         self.certificates = certificates
@@ -298,7 +328,7 @@ class AlertEngine:
                 started,
                 ts,
                 value,
-                _encode(rule.labels).decode(),
+                _encode({**rule.labels, **subject.labels}).decode(),
                 int(late),
             ),
         )
@@ -359,6 +389,7 @@ class AlertEngine:
         refused = store.refusals(now)
         updates = store.update_reports()
         rollout = store.latest_rollout()
+        views = self._system_views(now)
         with store.transaction() as db:
             communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
             for agent in agents:
@@ -382,10 +413,102 @@ class AlertEngine:
                         self._certificate_step(db, rule, certificate, now)
                     if rollout is not None:
                         self._rollout_step(db, rule, rollout, now)
+            if self.systems is not None and any(r.on in ("system", "reach") for r in self.rules):
+                for health in views:
+                    self._system_steps(db, health, now)
             self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
+
+    def _system_views(self, now: float) -> list[SystemHealth]:
+        """Every province's shared systems now (read before the transaction: the views
+        read the store themselves)."""
+        if self.systems is None or not any(r.on in ("system", "reach") for r in self.rules):
+            return []
+        if now - self._systems_at < SYSTEMS_EVERY_S:
+            return []
+        self._systems_at = now
+        return [
+            health
+            for province in sorted(self.systems.catalogues())
+            for health in self.systems.systems(province, windows=False)
+        ]
+
+    def _system_steps(self, db: sqlite3.Connection, health: SystemHealth, now: float) -> None:
+        """The system as a whole (one alert, to its owner's route), then each commune's
+        reach of it (the commune's own line told apart)."""
+        owner = _route(health.route)
+        line_up = health.probing - len(health.line_down)
+        values: dict[str, Any] = {
+            "system": health.id,
+            "kind": health.kind,
+            "network": health.network,
+            "verdict": health.verdict,
+            "communes": health.communes,
+            "probing": health.probing,
+            "unreachable": len(health.unreachable),
+            "line_down": len(health.line_down),
+            "slow": len(health.slow),
+            "unreachable_percent": (
+                round(100.0 * len(health.unreachable) / line_up, 1) if line_up else None
+            ),
+            "median_ms": health.median_ms,
+            "cert_days": health.cert_days,
+            "cert_expiring": (
+                None if health.cert_days is None else health.cert_days < health.cert_min_days
+            ),
+        }
+        whole = Subject(
+            system_subject(health.province, health.id), health.province, "",
+            name=health.id, target=health.name, labels=owner,
+        )  # fmt: skip
+        for rule in self.rules:
+            if rule.on != "system" or not rule.in_scope(health.province, ""):
+                continue
+            holds = rule.holds(values)
+            if holds is not None:
+                self.step(db, rule, whole, holds, now, now, _system_value(rule, health))
+        reach_rules = [r for r in self.rules if r.on == "reach"]
+        if not reach_rules:
+            return
+        sites = self._sites(health)
+        for reach in health.reach:
+            fails = reach.state in ("unreachable", "bad_response")
+            facts: dict[str, Any] = {
+                "system": health.id,
+                "kind": health.kind,
+                "network": health.network,
+                "state": reach.state,
+                "fails": fails,
+                "line_up": reach.line_up,
+                "widely": health.verdict == "down",
+                "slow_widely": health.verdict == "slow",
+                "total_ms": reach.total_ms,
+            }
+            subject = Subject(
+                system_subject(health.province, health.id, reach.commune), health.province,
+                reach.commune, agent=reach.agent, name=health.id,
+                target=sites.get(reach.commune, (health.name, ""))[0],
+                labels=_route(sites.get(reach.commune, ("", ""))[1]),
+            )  # fmt: skip
+            said = reach.error or (f"{reach.total_ms:g} ms" if reach.total_ms else reach.state)
+            for rule in reach_rules:
+                if not rule.in_scope(health.province, reach.commune):
+                    continue
+                holds = rule.holds(facts)
+                if holds is None:
+                    continue
+                changed = reach.since if holds and reach.since is not None else now
+                self.step(db, rule, subject, holds, now, now, said[:200], changed_at=changed)
+
+    def _sites(self, health: SystemHealth) -> dict[str, tuple[str, str]]:
+        """Each commune's own website's name and its owner's route (a website's alert
+        names the site and goes to its owner)."""
+        if health.id != WEBSITE or self.systems is None:
+            return {}
+        catalogue = self.systems.catalogues().get(health.province)
+        return {w.commune: (w.name, w.route) for w in catalogue.websites} if catalogue else {}
 
     def _agent_step(
         self,

@@ -259,7 +259,16 @@ class Notifier:
                 return []
             name = self.escalation[step - 1].route
             return [r for r in self.routes if r.name == name]
-        return [r for r in self.routes if r.wants(alert) and not r.escalation_only]
+        wanted = [r for r in self.routes if r.wants(alert) and not r.escalation_only]
+        # A shared system's owner is told on its own route (the catalogue's ``route``),
+        # beside the routes that take every commune.
+        owner = alert.labels.get("route")
+        wanted += [
+            r for r in self.routes
+            if r.name == owner and r not in wanted
+            and (not r.severities or alert.severity in r.severities)
+        ]  # fmt: skip
+        return wanted
 
     def _deliver(self, route: Route, title: str, body: str) -> bool:
         ok = True

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.state.store import StateStore
+from collector.state.systemhealth import SUBJECT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,13 @@ class Pending:
 def _place(subject: str) -> tuple[str, str, str, str] | None:
     """(province, commune, agent, target) of a subject key: "p/c/agent|name|item|target"
     for a sample's, "p/c/agent" for an agent's, "p/c" for a commune's; None for the
-    collector's own subjects ("collector/…"), which are of no commune."""
+    collector's own subjects ("collector/…"), which are of no commune. A shared system's:
+    "system:p/id" (of no commune), "system:p/c/id" (one commune's reach of it)."""
+    if subject.startswith(SUBJECT_PREFIX):
+        parts = subject[len(SUBJECT_PREFIX) :].split("/")
+        if len(parts) == 3:
+            return parts[0], parts[1], "", parts[2]
+        return (parts[0], "", "", parts[-1]) if len(parts) == 2 else None
     place, _, rest = subject.partition("|")
     parts = place.split("/")
     if parts[0] == "collector" or len(parts) < 2:

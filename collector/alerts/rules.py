@@ -1,12 +1,15 @@
 """Alert rules: structured TOML (field, comparison, threshold, for, severity, scope, labels).
 
-Nothing of a rule is evaluated as code. A rule watches one of three things:
+Nothing of a rule is evaluated as code. A rule watches one of these:
 
 - ``on = "sample"``: the samples of one kind of check (``check``), optionally
   a sub-series (``item``: disk, interface, product) and tags (``tags``:
   network = "tslcd"); one alert per agent, check name, item and target;
 - ``on = "agent"``: an agent's state (online/offline, reason);
 - ``on = "commune"``: a commune's agents together (how many, how many online);
+- ``on = "system"``: a shared system of the province (``[collector] systems``) across the
+  communes that probe it: one alert for the system, to its owner's route;
+- ``on = "reach"``: one commune's reach of one shared system (its own line told apart);
 - ``on = "collector"``: the collector's own broker sessions (ingest, configs, dynsec):
   their state and how often another client took them over; and the latest rollout of
   a release (its state, whether a breach of its gate paused it).
@@ -86,6 +89,38 @@ COLLECTOR_FIELDS = {
     "certificate": TEXT,
     "certificate_days": NUMBER,
 }
+#: A shared system as a whole, across the communes that use it
+#: (collector/state/systemhealth.py).
+SYSTEM_FIELDS = {
+    "system": TEXT,  # the catalogue's id ("website": the communes' own sites together)
+    "kind": TEXT,
+    "network": TEXT,
+    # ok; down: most communes with their line up cannot use it; slow: slow from most;
+    # local: some communes cannot, or find it slow, while most can; no_data.
+    "verdict": TEXT,
+    "communes": NUMBER,  # that use it
+    "probing": NUMBER,  # whose prober runs and has answered
+    "unreachable": NUMBER,  # that cannot use it with their line up
+    "line_down": NUMBER,  # that cannot because their own line is down
+    "slow": NUMBER,
+    "unreachable_percent": NUMBER,  # of the communes probing with their line up
+    "median_ms": NUMBER,
+    "cert_days": NUMBER,  # the fewest days left on its certificate any commune saw
+    "cert_expiring": BOOL,  # fewer than the catalogue's cert_min_days
+}
+#: One commune's reach of one shared system.
+REACH_FIELDS = {
+    "system": TEXT,
+    "kind": TEXT,
+    "network": TEXT,
+    # ok, slow, unreachable, bad_response, line_down, silent, not_probed
+    "state": TEXT,
+    "fails": BOOL,  # unreachable or a bad answer, the commune's line not down
+    "line_up": BOOL,  # the commune's line of the system's network, by its running probes
+    "widely": BOOL,  # the system fails most communes: its own problem, alerted as such
+    "slow_widely": BOOL,
+    "total_ms": NUMBER,
+}
 COMMUNE_FIELDS = {
     "agents": NUMBER,
     "agents_online": NUMBER,
@@ -102,7 +137,7 @@ class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: RuleName
-    on: Literal["sample", "agent", "commune", "collector"] = "sample"
+    on: Literal["sample", "agent", "commune", "collector", "system", "reach"] = "sample"
     check: str = ""
     item: str = ""
     tags: dict[str, str] = {}
@@ -132,6 +167,10 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             return COMMUNE_FIELDS
         if self.on == "collector":
             return COLLECTOR_FIELDS
+        if self.on == "system":
+            return SYSTEM_FIELDS
+        if self.on == "reach":
+            return REACH_FIELDS
         key = (self.check, self.item)
         return {**SAMPLE_FIELDS.get(key, {}), **SUBJECT_FIELDS.get(key, {}), **COMMON_FIELDS}
 

@@ -16,7 +16,10 @@ A device is a word of ``DEVICES`` (``tslcd``: the commune's dedicated line, what
 its checks are named, by their network; ``polycom``; ``router``…), or the name of a
 check or of a PC the place has reported: the profiles name checks freely
 (``tslcd-province``, ``tslcd-gateway``), and a word that matched no name would mute
-nothing while looking planned. Anything else is refused by name.
+nothing while looking planned. A shared system's id (``mot-cua``) is its probes' check
+name: a window on it mutes the system's alerts, and its probes' time is left out of its
+availability, from every commune the window's place holds. Anything else is refused by
+name.
 
 Bounds: a window must end after it starts; it and its repetitions lie within a
 year of now (a window "for ever" is a rule turned off or a commune removed); an
@@ -175,7 +178,10 @@ def line_windows(windows: Iterable[Window], probe_names: Iterable[str]) -> list[
 
 def device_of(db: sqlite3.Connection, province: str, commune: str, agent: str, name: str) -> Device:
     """The device an alert is about, from the latest sample of its check (its kind and
-    network); no check name: the agent's or the commune's state."""
+    network); no check name: the agent's or the commune's state; a check name without an
+    agent: a shared system as a whole (its id is its probes' check name)."""
+    if name and not agent:
+        return Device(check="system", name=name)  # a shared system as a whole
     if not name or not agent:
         return Device(agent=agent)
     row = db.execute(

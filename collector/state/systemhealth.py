@@ -73,6 +73,9 @@ class Reach:
     """Why it is not ok, as the probe said it ("" when ok)."""
     target: str
     """What the prober asks: a URL, or host:port."""
+    line_up: bool | None = None
+    """The commune's line of the system's network now, by its running probes (None:
+    none running)."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,10 @@ class SystemsModel:
         if target:
             samples = [s for s in samples if s.target == target] or samples
         if not samples:
-            return Reach(commune, name, "not_probed", None, "", None, None, None, None, "", target)
+            line_up = self._line_up(facts, commune, entry.network_of(commune))
+            return Reach(
+                commune, name, "not_probed", None, "", None, None, None, None, "", target, line_up
+            )
         running = [s for s in samples if s.agent_key in facts.online]
         sample = max(running or samples, key=lambda s: s.ts)
         agent = sample.agent_key.rsplit("/", 1)[1]
@@ -371,6 +377,7 @@ class SystemsModel:
             ),
             None,
         )
+        line_up = self._line_up(facts, commune, entry.network_of(commune))
         state: ReachState
         if not running:
             state = "silent"
@@ -378,7 +385,7 @@ class SystemsModel:
             slow = total is not None and total > entry.slow_ms.get(commune, 0.0)
             state = "slow" if slow else "ok"
         elif sample.outcome in ("down", "timeout", "refused", "bad_response"):
-            if self._line_up(facts, commune, entry.network_of(commune)) is False:
+            if line_up is False:
                 state = "line_down"
             elif sample.outcome == "bad_response":
                 state = "bad_response"
@@ -389,7 +396,7 @@ class SystemsModel:
         return Reach(
             commune, name, state, since, agent, sample.ts,
             None if status is None else int(status), total, cert, sample.error,
-            sample.target,
+            sample.target, line_up,
         )  # fmt: skip
 
     def _now(self, province: str, entry: Entry, facts: _Facts, scope: Scope) -> SystemHealth | None:
