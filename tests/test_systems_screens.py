@@ -104,6 +104,7 @@ def test_a_system_page_shows_every_communes_reach_sortable(browser: Browser, bas
     # lis: its own alert in the incidents, the line's outage left out of its figures.
     page.goto(base + "/systems/dong-nai/lis")
     expect(page.locator("#verdict")).to_have_text("Lỗi hệ thống")
+    expect(page.locator("#incidents")).to_contain_text("Hệ thống dùng chung không truy cập được")
     expect(page.locator("#incidents")).to_contain_text("đang diễn ra")
     expect(page.locator("main")).to_contain_text("không tính lúc xã mất đường truyền: 1 h 00 min")
     assert page.goto(base + "/systems/dong-nai/nowhere").status == 404  # type: ignore[union-attr]

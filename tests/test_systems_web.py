@@ -12,6 +12,9 @@ answered everywhere; an hour ago:
 - lis (La Ngà and Phú Lý, by TCP): down from La Ngà with its line up, and from Phú Lý
   with its line down: the system's problem.
 - La Ngà's and Phú Lý's websites answer.
+
+The real alert engine watches it all through the twelve minutes after the change: its
+alerts are the systems' incidents.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from typing import Any
 import pytest
 
 from agent.wire import Sample
+from collector.alerts.engine import AlertEngine
+from collector.alerts.rules import default_rules
 from collector.config import ApiSection, ApiToken, ConsoleSection
 from collector.state.health import HealthModel
 from collector.state.inventory import Commune, Inventory
 from collector.state.store import StateStore
-from collector.state.systemhealth import system_subject
+from collector.state.systemhealth import SystemsModel
 from collector.state.systems import parse_catalogue
 from collector.web.auth import token_digest
 from collector.web.factory import create_app
@@ -101,7 +106,8 @@ class Pollers:
 
 
 def feed(store: StateStore) -> None:
-    """The history the module's docstring tells, and one firing alert on lis."""
+    """The history the module's docstring tells, the alerts engine watching it."""
+    AlertEngine(default_rules()).install(store)
     pollers = Pollers(store)
     store.apply(statuses=[(status("online", T0, agent="poller", commune=c), T0) for c in NAMES])
     for commune in NAMES:
@@ -140,14 +146,13 @@ def feed(store: StateStore) -> None:
                error="answered 200 but 'Một cửa điện tử' not in the page"),
     )  # fmt: skip
     pollers.send("dinh-quan", link(at), system(at, target=MOT_CUA, total_ms=4500.0, cert_days=9.0))
-    with store.transaction() as db:  # lis's alert, as the engine files a system's
-        db.execute(
-            """INSERT INTO alerts (rule, subject, province, commune, agent, name, target,
-               severity, state, started_at, fired_at, value, labels, late)
-               VALUES ('system_unreachable', ?, 'dong-nai', '', '', 'lis', '', 'critical',
-                       'firing', ?, ?, '1', '{}', 0)""",
-            (system_subject("dong-nai", "lis"), CHANGED + 300, CHANGED + 300),
-        )
+    # The real engine judges them as the minutes pass after the change.
+    clock = [CHANGED]
+    views = SystemsModel(store, [INVENTORY], lambda: {"dong-nai": CATALOGUE}, lambda: clock[0])
+    engine = AlertEngine(default_rules(), systems=views, clock=lambda: clock[0])
+    for minutes in (0, 6, 12):
+        clock[0] = CHANGED + 60 * minutes
+        engine.tick(store, clock[0])
 
 
 def build(tmp_path: Path) -> tuple[StateStore, Any]:
@@ -264,13 +269,22 @@ def test_one_system_commune_by_commune_with_its_incidents(api: Served) -> None:
     assert mot_cua["reach"][2]["since_iso"] == iso(CHANGED)
     lis = get(api, "/api/v1/systems/dong-nai/lis")
     assert lis["target"] == LIS
+    # The engine's one alert on lis as a whole, firing since the change.
     [incident] = lis["last_30d"]["incidents"]
     assert (incident["rule"], incident["severity"], incident["commune"]) == (
-        "system_unreachable", "critical", "",
+        "system_down", "critical", "",
     )  # fmt: skip
-    assert incident["started_at_iso"] == iso(CHANGED + 300)
+    assert incident["value"] == "1/1"  # of the communes with their line up
+    assert incident["started_at"] == CHANGED and incident["started_at_iso"] == iso(CHANGED)
     assert incident["ended_at"] is None and incident["ended_at_iso"] is None
-    assert get(api, "/api/v1/systems/dong-nai/mot-cua")["last_30d"]["incidents"] == []
+    # mot-cua's: the certificate (the system's), and the communes' own troubles.
+    incidents = get(api, "/api/v1/systems/dong-nai/mot-cua")["last_30d"]["incidents"]
+    assert sorted((i["rule"], i["commune"]) for i in incidents) == [
+        ("system_certificate_expiring", ""),
+        ("system_slow_here", "dinh-quan"),
+        ("system_unreachable_here", "tan-phu"),
+        ("system_unreachable_here", "xuan-bac"),
+    ]
 
 
 def test_a_communes_systems_tell_its_line_from_the_system(api: Served) -> None:
@@ -310,6 +324,9 @@ def test_a_communes_token_sees_its_communes_rows_and_figures_alone(api: Served) 
     assert [c["commune"] for c in mine["lis"]["cannot_reach"]] == ["la-nga"]
     detail = get(api, "/api/v1/systems/dong-nai/mot-cua", "la-nga")
     assert [r["commune"] for r in detail["reach"]] == ["la-nga"]
+    # Of the incidents, the system's own: none of the other communes'.
+    incidents = detail["last_30d"]["incidents"]
+    assert [(i["rule"], i["commune"]) for i in incidents] == [("system_certificate_expiring", "")]
     # Its commune's view: the systems' verdicts over its own communes too.
     own = get(api, "/api/v1/communes/la-nga/systems", "la-nga")
     assert [(s["id"], s["verdict"], s["probing"]) for s in own["systems"]] == [

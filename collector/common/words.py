@@ -1115,6 +1115,24 @@ KINDS["en"] |= {
     "agent_update_failing": "PC keeps failing to update",
 }
 
+# The shared systems' rules (issue 25), as the console's incidents and the alerts name them.
+KINDS["vi"] |= {
+    "system_down": "Hệ thống dùng chung không truy cập được",
+    "system_slow": "Hệ thống dùng chung chậm",
+    "system_certificate_expiring": "Chứng thư số của hệ thống sắp hết hạn",
+    "system_unreachable_here": "Xã không truy cập được hệ thống dùng chung",
+    "system_slow_here": "Hệ thống dùng chung chậm tại xã",
+    "website_down": "Trang thông tin điện tử của xã không truy cập được",
+}
+KINDS["en"] |= {
+    "system_down": "Shared system down",
+    "system_slow": "Shared system slow",
+    "system_certificate_expiring": "System's certificate expiring",
+    "system_unreachable_here": "A commune cannot use a shared system",
+    "system_slow_here": "Shared system slow at a commune",
+    "website_down": "Commune's website down",
+}
+
 #: The notifications' words.
 NOTIFICATIONS: dict[str, dict[str, str]] = {
     "vi": {
