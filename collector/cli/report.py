@@ -13,6 +13,7 @@ from collector.cli.common import _load, _store, config_option
 from collector.outputs.report.build import build
 from collector.outputs.report.render import render
 from collector.state.inventory import load_inventory
+from collector.state.systems import load_catalogues
 
 
 @click.command("report")
@@ -47,7 +48,8 @@ def report_command(
     output: Path | None,
     number: str,
 ) -> None:
-    """The monthly report: anti-malware coverage, the dedicated line, conferencing, alerts.
+    """The monthly report: anti-malware coverage, the dedicated line, conferencing, alerts,
+    and the shared systems when [collector] systems lists the province's catalogue.
 
     Per commune of the inventory and for the province, exactly from the
     recorded intervals.
@@ -74,7 +76,18 @@ def report_command(
         province = inventories[0].province
     inventory = next((i for i in inventories if i.province == province), None)
     try:
-        report = build(_store(config), province, month, inventory, now=time.time())
+        catalogues = load_catalogues(config.collector.systems, inventories)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(f"collector.systems: {exc}") from None
+    try:
+        report = build(
+            _store(config),
+            province,
+            month,
+            inventory,
+            now=time.time(),
+            catalogue=catalogues.get(province),
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
     data = render(report, fmt, lang, config.report.issuing(number))  # type: ignore[arg-type]

@@ -595,13 +595,21 @@ def get_monthly_report(
 ) -> MonthlyReport | Response:
     """The monthly figures per commune and for the province, from the recorded intervals;
     as JSON, or rendered (md, csv, html, xlsx) in Vietnamese or English, or as the
-    Word document the province files (docx, Nghị định 30/2020 layout). A token of some
+    Word document the province files (docx, Nghị định 30/2020 layout); with the shared
+    systems' section when the province has a catalogue of them. A token of some
     communes gets the report over its communes: each listed, the totals theirs."""
     chosen = _province(context, who.scope, province)
     inventory = context.model.inventories.get(chosen)
     mine = None if who.scope.holds(chosen) else frozenset(who.scope.communes)
     try:
-        report = build_report(context.store, chosen, month, inventory, only=mine)
+        report = build_report(
+            context.store,
+            chosen,
+            month,
+            inventory,
+            only=mine,
+            catalogue=context.systems().get(chosen),
+        )
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     if format == "json":

@@ -8,7 +8,10 @@ For a month in local time (+07:00), per commune and for the province:
 - dedicated data network (TSLCD): availability of the commune's line (down
   only while every probe of it says so), total downtime, number of outages;
 - online conferencing: Polycoms expected and reporting, % of the time ready;
-- alerts started in the month, by kind, and the mean time to acknowledge.
+- alerts started in the month, by kind, and the mean time to acknowledge;
+- the province's shared systems (when it has a catalogue of them): each one's
+  availability seen from the communes, its response times and incidents
+  (state.systemhealth's figures).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collector.state.availability import Outage, all_down, availability
 from collector.state.inventory import Inventory
 from collector.state.maintenance import Span, Window, spans
 from collector.state.store import StateStore, Subject
+from collector.state.systemhealth import SystemPeriod, SystemsModel
+from collector.state.systems import Catalogue
 
 
 @dataclass
@@ -96,6 +101,9 @@ class MonthlyReport:
     alert_kinds: list[AlertKind]
     maintenance: list[Window] = field(default_factory=list)
     """The maintenance windows with time in the month."""
+    systems: list[SystemPeriod] = field(default_factory=list)
+    """The shared systems over the month, in the catalogue's order then the communes'
+    websites; none for a province without a catalogue (the report has no such section)."""
 
     @property
     def has_data(self) -> bool:
@@ -167,11 +175,17 @@ def build(
     inventory: Inventory | None = None,
     now: float | None = None,
     only: Collection[str] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> MonthlyReport:
     """``only``: these communes of the province (a token scoped to them): each listed as
-    in the province's report, the totals theirs, the windows that reach them."""
+    in the province's report, the totals theirs, the windows that reach them.
+    ``catalogue``: the province's shared systems ([collector] systems), whose figures
+    over the month the report gives (within ``only`` too)."""
     start, end = month_bounds(month)
     now = time.time() if now is None else now
+    # A month not over yet ends now; one not begun is empty (never an inverted window).
+    until = max(start, min(end, now))
+    shared = _systems(store, province, inventory, catalogue, (start, until, now), only)
     place = f"{province}/"
 
     def mine(slug: str) -> bool:
@@ -189,7 +203,8 @@ def build(
     ]
     alerts = {c: rows for c, rows in _alerts(store, province, start, end).items() if mine(c)}
     listed = [c.slug for c in inventory.communes if mine(c.slug)] if inventory else []
-    seen = sorted(set(subjects) | set(alerts) - set(listed))
+    # An alert about a shared system as a whole has no commune: in the totals, no row.
+    seen = sorted((set(subjects) | set(alerts)) - set(listed) - {""})
     communes = []
     for slug in listed + [s for s in seen if s not in listed]:
         info = inventory.commune(slug) if inventory else None
@@ -218,7 +233,29 @@ def build(
         total=_total(communes, [a for rows in alerts.values() for a in rows]),
         alert_kinds=_kinds([a for rows in alerts.values() for a in rows]),
         maintenance=windows,
+        systems=shared,
     )
+
+
+def _systems(
+    store: StateStore,
+    province: str,
+    inventory: Inventory | None,
+    catalogue: Catalogue | None,
+    window: tuple[float, float, float],
+    only: Collection[str] | None,
+) -> list[SystemPeriod]:
+    """The shared systems' figures over [start, end), seen at ``now`` like the rest."""
+    if catalogue is None or catalogue.province != province:
+        return []
+    start, end, now = window
+    model = SystemsModel(
+        store,
+        [inventory] if inventory else [],
+        lambda: {province: catalogue},
+        clock=lambda: now,
+    )
+    return model.period(province, start, end, only)
 
 
 def _alerts(

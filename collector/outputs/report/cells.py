@@ -1,4 +1,5 @@
-"""Text from the inventory (a commune's name, its code) as spreadsheet cells that stay text.
+"""The report tables' cells (numbers, text, times), and text from the inventory (a
+commune's name, its code) as spreadsheet cells that stay text.
 
 A spreadsheet takes a cell beginning with ``=``, ``+``, ``-`` or ``@`` (and, in some
 locales, their full-width forms) for a formula: ``=HYPERLINK(...)`` or a DDE call in a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # openpyxl is loaded for an XLSX only
@@ -24,6 +26,22 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", 
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 Value = str | int | float | None
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A time in a table: "3:00" (hours:minutes) in text, a time value in a spreadsheet."""
+
+    seconds: float
+
+    def __str__(self) -> str:
+        minutes = round(self.seconds / 60)
+        return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+#: A report table's cell, and a table: its columns and its rows.
+Cell = str | int | float | Duration | None
+Table = tuple[list[str], list[list[Cell]]]
 
 
 def starts_formula(text: str) -> bool:

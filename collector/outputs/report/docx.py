@@ -17,7 +17,9 @@ opening, "I. Đánh giá chung" with the month's figures written in (sentences.p
 xuất, kiến nghị", both with dotted lines the office fills in, the closing
 sentence, the recipients and the signer ("KT. GIÁM ĐỐC / PHÓ GIÁM ĐỐC"); the
 per-commune tables (render.tables, official codes) follow as the annex (Phụ lục),
-their header rows repeated on every page and no row split across two.
+their header rows repeated on every page and no row split across two. A province
+with shared systems has one more item, system by system, and their two tables
+(systemtables.py) in the annex.
 
 The issuing body, its number, addressee, basis, signer and recipients come from
 the collector's ``[report]`` config (``[report.en]`` for the English document).
@@ -29,7 +31,7 @@ import io
 
 from docx import Document
 from docx.document import Document as DocumentType
-from docx.enum.section import WD_ORIENT
+from docx.enum.section import WD_ORIENT, WD_SECTION
 from docx.enum.table import WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.shared import Mm, Pt
@@ -39,9 +41,12 @@ from collector.common.localtime import local
 from collector.common.words import DOCUMENT, MONTHS_EN, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import MonthlyReport
+from collector.outputs.report.cells import Cell, Duration
 from collector.outputs.report.issuer import Issuer, recipients
-from collector.outputs.report.render import Cell, Duration, cell_text, no_data, tables
-from collector.outputs.report.sentences import all_sentences, shortcomings
+from collector.outputs.report.render import cell_text, no_data, tables
+from collector.outputs.report.sentences import all_sentences, shared_system, shortcomings
+from collector.outputs.report.systemtables import system_tables
+from collector.outputs.report.systemwords import SYSTEMS_TEXT
 from collector.outputs.report.wordml import (
     BODY_PT,
     FONT,
@@ -116,6 +121,9 @@ def docx_bytes(
         _body(document, no_data(report, language))
     for index, sentence in enumerate(all_sentences(report, language), 1):
         _body(document, f"{index}. {sentence}", label=True)
+    # The shared systems' item (the last) goes on system by system, as the seeds list them.
+    for system in report.systems:
+        _body(document, f"- {shared_system(system, language)}")
     _heading(document, w["shortcomings"])
     for sentence in shortcomings(report, language):
         _body(document, f"- {sentence}")
@@ -234,11 +242,53 @@ def _annex(
         body=issuer.body_name or issuer.body,
     )
     add_text(document.add_paragraph(), attached, BODY_PT, italic=True)
-    for index, (heading, (columns, rows)) in enumerate(tables(report, language), 1):
+    annexed = tables(report, language)
+    for index, (heading, (columns, rows)) in enumerate(annexed, 1):
         name = heading.split(". ", 1)[-1]  # the body's numbering is not the annex's
         _heading(document, w["annex_table"].format(index=index, heading=name))
         _table(document, columns, rows, language)
     _body(document, TEXT[language]["notes"], italic=True)
+    _systems_annex(document, report, language, len(annexed) + 1)
+
+
+#: A landscape page's text width (297 mm less the same margins): the shared systems'
+#: table has twelve columns.
+LANDSCAPE_MM = 297 - 30 - 15
+#: The shared systems' tables: STT, the system's name (long: "Hệ thống thông tin giải
+#: quyết thủ tục hành chính (Một cửa điện tử)"); the figures share the rest.
+SYSTEM_LEAD_MM = (12, 38)
+#: The incidents' table: STT, system, started, ended, how long; what it was, the rest.
+INCIDENT_MM = (12, 50, 30, 30, 22)
+
+
+def _systems_annex(
+    document: DocumentType, report: MonthlyReport, language: Language, first: int
+) -> None:
+    """The shared systems' tables, on landscape pages of their own (numbered on)."""
+    sections = system_tables(report, language)
+    if not sections:
+        return
+    w = DOCUMENT[language]
+    landscape = document.add_section(WD_SECTION.NEW_PAGE)
+    landscape.orientation = WD_ORIENT.LANDSCAPE
+    landscape.page_width, landscape.page_height = Mm(297), Mm(210)
+    # Its first page is no first page of the document: numbered like the others.
+    landscape.different_first_page_header_footer = False
+    systems, incidents = sections
+    rest = LANDSCAPE_MM - sum(SYSTEM_LEAD_MM)
+    figures = len(systems.table[0]) - len(SYSTEM_LEAD_MM)
+    widths = (*SYSTEM_LEAD_MM, *([rest / figures] * figures))
+    incident_widths = (*INCIDENT_MM, LANDSCAPE_MM - sum(INCIDENT_MM))
+    for index, (section, mm) in enumerate(((systems, widths), (incidents, incident_widths)), first):
+        name = section.heading.split(". ", 1)[-1]
+        _heading(document, w["annex_table"].format(index=index, heading=name))
+        columns, rows = section.table
+        if rows:
+            fixed = tuple(Mm(width) for width in mm)
+            _table(document, columns, rows, language, widths=fixed, total=False)
+        else:
+            _body(document, SYSTEMS_TEXT[language]["no_incidents"])
+    _body(document, SYSTEMS_TEXT[language]["notes"], italic=True)
 
 
 def _text(value: Cell, language: Language) -> str:
@@ -248,19 +298,27 @@ def _text(value: Cell, language: Language) -> str:
 
 
 def _table(
-    document: DocumentType, columns: list[str], rows: list[list[Cell]], language: Language
+    document: DocumentType,
+    columns: list[str],
+    rows: list[list[Cell]],
+    language: Language,
+    *,
+    widths: tuple[Mm, ...] | None = None,
+    total: bool = True,
 ) -> None:
+    """``widths``: the columns' (default by _columnfix_widths); ``total``: the last row is
+    the total, in bold."""
     table = document.add_table(rows=1, cols=len(columns))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    fix_widths(table, _columnfix_widths(columns, language))
+    fix_widths(table, widths or _columnfix_widths(columns, language))
     for cell, column in zip(table.rows[0].cells, columns, strict=True):
         add_text(cell.paragraphs[0], column, TABLE_PT, bold=True)
     keep_rows(table.rows[0]._tr, header=True)
     for row in rows:
         added = table.add_row()
         keep_rows(added._tr, header=False)
-        last = row is rows[-1]
+        last = total and row is rows[-1]
         for cell, value in zip(added.cells, row, strict=True):
             numeric = isinstance(value, int | float | Duration) or value is None
             align = WD_ALIGN_PARAGRAPH.RIGHT if numeric else WD_ALIGN_PARAGRAPH.LEFT

@@ -2,7 +2,8 @@
 
 The Vietnamese layout follows the headings of the province's own reports:
 "Hệ thống phòng chống mã độc", "Mạng truyền số liệu chuyên dùng", "Hội nghị
-truyền hình trực tuyến", then the alerts behind them.
+truyền hình trực tuyến", then the alerts behind them, then (for a province with a
+catalogue of them) "Các hệ thống thông tin dùng chung", system by system.
 """
 
 from __future__ import annotations
@@ -11,33 +12,24 @@ import csv
 import html
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from collector.common.localtime import local
 from collector.common.words import KINDS, Language
 from collector.common.words import REPORT as TEXT
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
-from collector.outputs.report.cells import csv_cell, keep_text, xlsx_value
+from collector.outputs.report.cells import Cell, Duration, Table, csv_cell, keep_text, xlsx_value
 from collector.outputs.report.issuer import Issuer
-from collector.outputs.report.sentences import all_sentences
+from collector.outputs.report.sentences import all_sentences, shared_system, shared_systems
+from collector.outputs.report.systemtables import system_tables
+from collector.outputs.report.systemwords import SYSTEMS_TEXT
+
+if TYPE_CHECKING:  # openpyxl is loaded for an XLSX only
+    from openpyxl import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
 
 Format = Literal["md", "csv", "html", "xlsx", "docx"]
 
-
-@dataclass(frozen=True)
-class Duration:
-    """A time in a table: "3:00" (hours:minutes) in text, a time value in a spreadsheet."""
-
-    seconds: float
-
-    def __str__(self) -> str:
-        minutes = round(self.seconds / 60)
-        return f"{minutes // 60}:{minutes % 60:02d}"
-
-
-Cell = str | int | float | Duration | None
-Table = tuple[list[str], list[list[Cell]]]
 
 #: The sheet names' keys in the translations, in the tables' order (a sheet name is at
 #: most 31 characters: the headings are too long).
@@ -168,23 +160,47 @@ def cell_text(value: Cell, language: Language) -> str:
 _text = cell_text
 
 
+def _markdown_table(table: Table, language: Language) -> list[str]:
+    columns, rows = table
+
+    def line(values: list[str]) -> str:
+        # A "|" in a name or an alert's words would end its cell.
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    out = [line(columns), "|" + "|".join("---" for _ in columns) + "|"]
+    return out + [line([_text(v, language) for v in row]) for row in rows]
+
+
 def markdown(report: MonthlyReport, language: Language = "vi") -> str:
     title, period, generated = _heading(report, language)
     out = [f"# {title}", "", f"**{period}**", "", f"_{generated}_", ""]
     said = all_sentences(report, language)
-    for index, (heading, (columns, rows)) in enumerate(tables(report, language)):
-        out += [f"## {heading}", "", said[index], "", "| " + " | ".join(columns) + " |"]
-        out.append("|" + "|".join("---" for _ in columns) + "|")
-        out += ["| " + " | ".join(_text(v, language) for v in row) + " |" for row in rows]
-        out.append("")
+    for index, (heading, table) in enumerate(tables(report, language)):
+        out += [f"## {heading}", "", said[index], "", *_markdown_table(table, language), ""]
+    out += _markdown_systems(report, language)
     out.append(TEXT[language]["notes"])
     return "\n".join(out) + "\n"
 
 
+def _markdown_systems(report: MonthlyReport, language: Language) -> list[str]:
+    """The shared systems: the item, each system's sentence, its table, the incidents."""
+    sections = system_tables(report, language)
+    if not sections:
+        return []
+    systems, incidents = sections
+    w = SYSTEMS_TEXT[language]
+    out = [f"## {systems.heading}", "", shared_systems(report.systems, language), ""]
+    out += [f"- {shared_system(s, language)}" for s in report.systems]
+    out += ["", *_markdown_table(systems.table, language), "", f"### {incidents.heading}", ""]
+    out += _markdown_table(incidents.table, language) if incidents.table[1] else [w["no_incidents"]]
+    return [*out, "", w["notes"], ""]
+
+
 def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
-    """One row per commune with every figure, then the province; numbers with a dot,
-    times as hours:minutes. Text that a spreadsheet would take for a formula is
-    escaped (cells.csv_cell)."""
+    """One row per commune with every figure, then the province; then, after an empty
+    row, the shared systems' tables, each under its heading. Numbers with a dot, times
+    as hours:minutes. Text that a spreadsheet would take for a formula is escaped
+    (cells.csv_cell)."""
     t = TEXT[language]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -237,7 +253,34 @@ def csv_text(report: MonthlyReport, language: Language = "vi") -> str:
                 _number(c.mean_ack_minutes, 1),
             ]
         )
+    # The shared systems below, each table after an empty row and its heading.
+    for section in system_tables(report, language):
+        columns, rows = section.table
+        row([])
+        row([section.heading])
+        row(list(columns))
+        for values in rows:
+            row(values)
     return buffer.getvalue()
+
+
+def _html_table(table: Table, language: Language, plain: bool = False) -> list[str]:
+    """``plain``: no total in the last row (not set in bold)."""
+    e = html.escape
+    columns, rows = table
+    parts = ['<table class="plain">' if plain else "<table>", "<thead><tr>"]
+    parts += [f"<th>{e(c)}</th>" for c in columns]
+    parts.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = [
+            f'<td class="n">{e(_text(v, language))}</td>'
+            if isinstance(v, int | float | Duration)
+            else f"<td>{e(_text(v, language))}</td>"
+            for v in row
+        ]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return parts
 
 
 def html_text(report: MonthlyReport, language: Language = "vi") -> str:
@@ -248,78 +291,107 @@ def html_text(report: MonthlyReport, language: Language = "vi") -> str:
         f"<title>{e(title)} — {e(period)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
         "margin-bottom:2em}th,td{border:1px solid #999;padding:4px 8px}td.n{text-align:right}"
-        "tr:last-child{font-weight:bold}</style></head><body>",
+        "tr:last-child{font-weight:bold}table.plain tr:last-child{font-weight:normal}"
+        "</style></head><body>",
         f"<h1>{e(title)}</h1><p><strong>{e(period)}</strong></p><p><em>{e(generated)}</em></p>",
     ]
     said = all_sentences(report, language)
-    for index, (heading, (columns, rows)) in enumerate(tables(report, language)):
-        parts.append(f"<h2>{e(heading)}</h2><p>{e(said[index])}</p><table><thead><tr>")
-        parts += [f"<th>{e(c)}</th>" for c in columns]
-        parts.append("</tr></thead><tbody>")
-        for row in rows:
-            cells = [
-                f'<td class="n">{e(_text(v, language))}</td>'
-                if isinstance(v, int | float | Duration)
-                else f"<td>{e(_text(v, language))}</td>"
-                for v in row
-            ]
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
+    for index, (heading, table) in enumerate(tables(report, language)):
+        parts.append(f"<h2>{e(heading)}</h2><p>{e(said[index])}</p>")
+        parts += _html_table(table, language)
+    parts += _html_systems(report, language)
     parts.append(f"<p>{e(TEXT[language]['notes'])}</p></body></html>")
     return "".join(parts)
 
 
+def _html_systems(report: MonthlyReport, language: Language) -> list[str]:
+    sections = system_tables(report, language)
+    if not sections:
+        return []
+    e = html.escape
+    systems, incidents = sections
+    w = SYSTEMS_TEXT[language]
+    parts = [f"<h2>{e(systems.heading)}</h2><p>{e(shared_systems(report.systems, language))}</p>"]
+    parts.append("<ul>")
+    parts += [f"<li>{e(shared_system(s, language))}</li>" for s in report.systems]
+    parts.append("</ul>")
+    parts += _html_table(systems.table, language, plain=True)
+    parts.append(f"<h3>{e(incidents.heading)}</h3>")
+    if incidents.table[1]:
+        parts += _html_table(incidents.table, language, plain=True)
+    else:
+        parts.append(f"<p>{e(w['no_incidents'])}</p>")
+    parts.append(f"<p>{e(w['notes'])}</p>")
+    return parts
+
+
 def xlsx_bytes(report: MonthlyReport, language: Language = "vi") -> bytes:
     """A workbook: the summary (heading, the figures' sentences, notes), then one sheet per
-    section; counts and percentages as numbers, times as time values shown h:mm,
-    headings bold, text as text (never a formula: cells.keep_text)."""
+    section (the shared systems' two last); counts and percentages as numbers, times as
+    time values shown h:mm, headings bold, text as text (never a formula:
+    cells.keep_text)."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
-    from openpyxl.worksheet.worksheet import Worksheet
 
     t = TEXT[language]
-
-    def append(ws: Worksheet, values: list[Cell]) -> None:
-        ws.append([_xlsx_cell(v) for v in values])
-        keep_text(ws[ws.max_row])
-        for cell, value in zip(ws[ws.max_row], values, strict=False):
-            if isinstance(value, Duration):
-                cell.number_format = "[h]:mm"  # hours past 24 stay hours
-
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
     sheet.title = sheet_name(t["summary_sheet"])
     for line in _heading(report, language):
-        append(sheet, [line])
+        _append(sheet, [line])
     sheet["A1"].font = Font(bold=True, size=14)
     sheet.append([])
     for sentence in all_sentences(report, language):
-        append(sheet, [sentence])
+        _append(sheet, [sentence])
+    for system in report.systems:
+        _append(sheet, [f"- {shared_system(system, language)}"])
     sheet.append([])
-    append(sheet, [t["notes"]])
+    _append(sheet, [t["notes"]])
+    if report.systems:
+        _append(sheet, [SYSTEMS_TEXT[language]["notes"]])
     sheet.column_dimensions["A"].width = 120
     for said in sheet.iter_rows(min_row=4):
         said[0].alignment = Alignment(wrap_text=True, vertical="top")
-    for key, (heading, (columns, rows)) in zip(SHEETS, tables(report, language), strict=True):
-        ws = workbook.create_sheet(title=sheet_name(t[key]))
-        append(ws, [heading])
-        ws["A1"].font = Font(bold=True, size=12)
-        append(ws, list(columns))
-        for cell in ws[2]:
-            cell.font = Font(bold=True)
-            cell.alignment = Alignment(wrap_text=True, vertical="top")
-        for row in rows:
-            append(ws, [None if v == "" else v for v in row])  # empty, not empty text
-        for cell in ws[ws.max_row]:
-            cell.font = Font(bold=True)
-        for column in ws.columns:
-            width = max(len(str(c.value or "")) for c in column[2:]) if len(column) > 2 else 0
-            ws.column_dimensions[column[0].column_letter].width = min(40, max(10, width + 2))
-        ws.freeze_panes = "A3"
+    for key, (heading, table) in zip(SHEETS, tables(report, language), strict=True):
+        _sheet(workbook, sheet_name(t[key]), heading, table, total=True)
+    for section in system_tables(report, language):
+        _sheet(workbook, sheet_name(section.sheet), section.heading, section.table, total=False)
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def _append(ws: Worksheet, values: list[Cell]) -> None:
+    ws.append([_xlsx_cell(v) for v in values])
+    keep_text(ws[ws.max_row])
+    for cell, value in zip(ws[ws.max_row], values, strict=False):
+        if isinstance(value, Duration):
+            cell.number_format = "[h]:mm"  # hours past 24 stay hours
+
+
+def _sheet(workbook: Workbook, title: str, heading: str, table: Table, *, total: bool) -> None:
+    """A section's sheet: its heading, its columns (bold), its rows (the last in bold when
+    it is the total)."""
+    from openpyxl.styles import Alignment, Font
+
+    columns, rows = table
+    ws = workbook.create_sheet(title=title)
+    _append(ws, [heading])
+    ws["A1"].font = Font(bold=True, size=12)
+    _append(ws, list(columns))
+    for cell in ws[2]:
+        cell.font = Font(bold=True)
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    for row in rows:
+        _append(ws, [None if v == "" else v for v in row])  # empty, not empty text
+    if total and rows:
+        for cell in ws[ws.max_row]:
+            cell.font = Font(bold=True)
+    for column in ws.columns:
+        width = max(len(str(c.value or "")) for c in column[2:]) if len(column) > 2 else 0
+        ws.column_dimensions[column[0].column_letter].width = min(40, max(10, width + 2))
+    ws.freeze_panes = "A3"
 
 
 def _xlsx_cell(value: Cell) -> str | int | float | None:

@@ -4,13 +4,16 @@ The province's monthly report does not paste tables: it states, item by item, e.
 "Hệ thống phòng chống mã độc: 98,7% máy tính tại các phường, xã (4.934/5.000 máy)
 được cài đặt và hoạt động phần mềm phòng chống mã độc". These are those sentences,
 numbers written the Vietnamese way (4.934; 98,7%), so they go into the report as
-they are. English is given for the IOC's own use.
+they are. The shared systems are said as the seeds list them, one item each ("Hệ
+thống quản lý văn bản: ..."). English is given for the IOC's own use.
 """
 
 from __future__ import annotations
 
 from collector.common.words import Language
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
+from collector.outputs.report.systemwords import system_name
+from collector.state.systemhealth import SystemPeriod
 
 
 def number(value: float, digits: int = 0, language: Language = "vi") -> str:
@@ -109,6 +112,88 @@ def alerts(total: CommuneMonth, language: Language = "vi") -> str:
     return f"Alerts: {count} in the month, {acked} acknowledged; mean time to acknowledge {mean}."
 
 
+def _ms(value: float | None, language: Language) -> str:
+    return "—" if value is None else f"{number(value, 0, language)} ms"
+
+
+def shared_systems(systems: list[SystemPeriod], language: Language = "vi") -> str:
+    """The section's item: how many systems, the least available, the incidents."""
+    watched = [s for s in systems if s.figures.availability is not None]
+    count, with_figures = number(len(systems), 0, language), number(len(watched), 0, language)
+    incidents = number(sum(len(s.figures.incidents) for s in systems), 0, language)
+    lowest = ""
+    if watched:
+        worst = min(watched, key=lambda s: s.figures.availability or 0.0)
+        share = _percent(worst.figures.availability, language, 2)
+        lowest = f"{system_name(worst, language)} ({share})"
+    if language == "vi":
+        least = f"; tỷ lệ sẵn sàng thấp nhất: {lowest}" if lowest else ""
+        return (
+            f"Các hệ thống thông tin dùng chung: {count} hệ thống được giám sát từ các xã, "
+            f"phường, {with_figures} hệ thống có số liệu trong tháng{least}; {incidents} sự "
+            "cố trong tháng."
+        )
+    least = f"; lowest availability: {lowest}" if lowest else ""
+    return (
+        f"Shared information systems: {count} systems watched from the communes, "
+        f"{with_figures} with figures in the month{least}; {incidents} incidents in the month."
+    )
+
+
+def shared_system(system: SystemPeriod, language: Language = "vi") -> str:
+    """One system over the month, as the seeds state an item: its name, then its figures."""
+    f, name = system.figures, system_name(system, language)
+    used = number(system.communes, 0, language)
+    if f.availability is None:
+        if language == "vi":
+            return f"{name}: chưa có số liệu giám sát trong tháng ({used} xã, phường sử dụng)."
+        return f"{name}: no figures in the month ({used} communes use it)."
+    share = _percent(f.availability, language, 2)
+    with_m = _percent(f.availability_with_maintenance, language, 2)
+    watched = number(f.communes, 0, language)
+    kept, line = hours(f.maintenance_s, language), hours(f.line_excluded_s, language)
+    p50, p95 = _ms(f.p50_ms, language), _ms(f.p95_ms, language)
+    incidents = number(len(f.incidents), 0, language)
+    if language == "vi":
+        return (
+            f"{name}: tỷ lệ sẵn sàng {share} (tính cả thời gian bảo trì: {with_m}), theo dõi "
+            f"từ {watched}/{used} xã, phường; không tính thời gian bảo trì ({kept}) và thời "
+            f"gian mất đường truyền của xã ({line}); thời gian phản hồi trung vị {p50}, phân "
+            f"vị 95: {p95}; {incidents} sự cố."
+        )
+    return (
+        f"{name}: availability {share} (with maintenance: {with_m}), watched from "
+        f"{watched}/{used} communes; less maintenance ({kept}) and the communes' own line "
+        f"outages ({line}); median response time {p50}, 95th percentile {p95}; "
+        f"{incidents} incidents."
+    )
+
+
+def _systems_shortcoming(systems: list[SystemPeriod], language: Language, worst: int) -> list[str]:
+    """The systems with incidents or time the communes could not use them, least
+    available first."""
+    failing = sorted(
+        (s for s in systems if s.figures.incidents or s.figures.down_s > 0),
+        key=lambda s: (s.figures.availability is None, s.figures.availability or 0.0),
+    )[:worst]
+    if not failing:
+        return []
+    vi = language == "vi"
+
+    def one(system: SystemPeriod) -> str:
+        share = _percent(system.figures.availability, language, 2)
+        count = number(len(system.figures.incidents), 0, language)
+        figures = f"sẵn sàng {share}, {count} sự cố" if vi else f"{share}, {count} incidents"
+        return f"{system_name(system, language)} ({figures})"
+
+    named = ", ".join(one(s) for s in failing)
+    return [
+        f"Hệ thống thông tin dùng chung có sự cố hoặc gián đoạn trong tháng: {named}."
+        if vi
+        else f"Shared systems with incidents or outages in the month: {named}."
+    ]
+
+
 def shortcomings(report: MonthlyReport, language: Language = "vi", worst: int = 3) -> list[str]:
     """What the figures show is still wrong, one sentence each (none when all is well):
     the opening of "Tồn tại, hạn chế", which the office completes."""
@@ -166,15 +251,19 @@ def shortcomings(report: MonthlyReport, language: Language = "vi", worst: int = 
             if vi
             else f"{n}/{d} alerts never acknowledged."
         )
-    return said
+    return said + _systems_shortcoming(report.systems, language, worst)
 
 
 def all_sentences(report: MonthlyReport, language: Language = "vi") -> list[str]:
-    """One sentence per section, in the report's order."""
+    """One sentence per section, in the report's order (the shared systems' when the
+    province has a catalogue of them)."""
     total = report.total
-    return [
+    said = [
         antimalware(total, language),
         network(total, len(report.communes), language),
         conference(total, language),
         alerts(total, language),
     ]
+    if report.systems:
+        said.append(shared_systems(report.systems, language))
+    return said
