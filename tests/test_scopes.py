@@ -262,6 +262,59 @@ def check_systems(site: Site) -> None:
     ]  # fmt: skip
 
 
+def check_systems_health(site: Site) -> None:
+    """Another province's systems answer as a province that does not exist; a commune's
+    token gets the systems its commune uses, each over its commune alone."""
+    same_words(
+        site.client.get("/api/v1/systems/health?province=dong-nai", "lam-dong"),
+        site.client.get("/api/v1/systems/health?province=nowhere"),
+        "dong-nai",
+        "nowhere",
+    )
+
+    def listed(who: str) -> dict[str, int]:
+        answer = site.client.get("/api/v1/systems/health?province=dong-nai", who).json
+        return {s["id"]: s["communes"] for s in answer["systems"]}
+
+    assert listed("all") == {"mot-cua": 2, "lis": 1, "website": 2}
+    assert listed("dong-nai") == listed("all")
+    assert listed(OWN) == {"mot-cua": 1, "website": 1}
+    assert listed("tan-phu") == {"mot-cua": 1, "lis": 1, "website": 1}
+    own = site.client.get("/api/v1/systems/health", "lam-dong").json
+    assert own["province"] == "lam-dong"
+    assert [s["id"] for s in own["systems"]] == ["mot-cua", "lis"]
+
+
+def check_system_health(site: Site) -> None:
+    """lis is Tân Phú's alone: for La Ngà's token and another province's it does not
+    exist; each token sees the communes it holds of a system."""
+    nothing = site.client.get("/api/v1/systems/dong-nai/nowhere")
+    for who in ("lam-dong", OWN):
+        same_words(site.client.get("/api/v1/systems/dong-nai/lis", who), nothing, "lis", "nowhere")
+    lis = site.client.get("/api/v1/systems/dong-nai/lis", "tan-phu")
+    assert lis.status == 200 and [r["commune"] for r in lis.json["reach"]] == ["tan-phu"]
+
+    def reach(who: str) -> list[str]:
+        answer = site.client.get("/api/v1/systems/dong-nai/mot-cua", who)
+        assert answer.status == 200, (who, answer)
+        return [r["commune"] for r in answer.json["reach"]]
+
+    assert reach("all") == reach("dong-nai") == ["la-nga", "tan-phu"]
+    assert reach(OWN) == ["la-nga"] and reach("tan-phu") == ["tan-phu"]
+    assert site.client.get("/api/v1/systems/dong-nai/mot-cua", "lam-dong").status == 404
+
+
+def check_commune_systems(site: Site) -> None:
+    own = hidden_everywhere_but_own(
+        site, "/api/v1/communes/la-nga/systems?province=dong-nai",
+        "/api/v1/communes/nowhere/systems?province=dong-nai", "la-nga", "nowhere",
+    )  # fmt: skip
+    assert [s["id"] for s in own.json["systems"]] == ["mot-cua", "website"]
+    assert [s["probing"] for s in own.json["systems"]] == [0, 0]  # no prober yet
+    # Without ?province=: the one in scope.
+    assert site.client.get("/api/v1/communes/la-nga/systems", OWN).json["province"] == "dong-nai"
+
+
 def check_alerts(site: Site) -> None:
     places_listed(site, "/api/v1/alerts", lambda a: (a["province"], a["commune"]), list)
     # A filter outside the scope is a filter matching nothing.
@@ -582,6 +635,27 @@ def check_commune_page(site: Site) -> None:
     assert NAMES[OWN] in page
 
 
+def check_systems_page(site: Site) -> None:
+    for who, shown in (("lam-dong", {"mot-cua", "lis"}), ("tan-phu", {"mot-cua", "lis", "website"}),
+                       (OWN, {"mot-cua", "website"})):  # fmt: skip
+        # Another province asked for: the page shows the token's own.
+        page = page_of(site, who, "/systems?province=dong-nai")
+        assert set(re.findall(r'data-system="([^"]+)"', page)) == shown, who
+        assert "/systems?province=" not in page  # a picker only of its own: one
+    assert '/systems?province=lam-dong"' in page_of(site, "all", "/systems")
+
+
+def check_system_page(site: Site) -> None:
+    nothing = site.client.page("/systems/dong-nai/nowhere", site.cookie("all"))
+    for who in ("lam-dong", OWN):
+        hidden = site.client.page("/systems/dong-nai/lis", site.cookie(who))
+        same_words(hidden, nothing, "lis", "nowhere")
+    page = page_of(site, "tan-phu", "/systems/dong-nai/lis")
+    assert set(re.findall(r'data-commune="([^"]+)"', page)) == {"tan-phu"}
+    page = page_of(site, OWN, "/systems/dong-nai/mot-cua")
+    assert set(re.findall(r'data-commune="([^"]+)"', page)) == {"la-nga"}
+
+
 def check_agent_page(site: Site) -> None:
     page = hidden_page(site, "/agents/dong-nai/la-nga/pc-01", "/agents/dong-nai/la-nga/nobody",
                        "pc-01", "nobody")  # fmt: skip
@@ -812,6 +886,9 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("GET", "/api/v1/agents/{agent:path}"): check_agent,
     ("GET", "/api/v1/availability"): check_availability,
     ("GET", "/api/v1/systems"): check_systems,
+    ("GET", "/api/v1/systems/health"): check_systems_health,
+    ("GET", "/api/v1/systems/{province}/{system_id}"): check_system_health,
+    ("GET", "/api/v1/communes/{commune}/systems"): check_commune_systems,
     ("GET", "/api/v1/reports/monthly"): check_report,
     # Alerts, silences, maintenance.
     ("GET", "/api/v1/alerts"): check_alerts,
@@ -851,6 +928,8 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     # Console pages.
     ("GET", "/"): check_overview,
     ("GET", "/communes/{slug}"): check_commune_page,
+    ("GET", "/systems"): check_systems_page,
+    ("GET", "/systems/{province}/{system_id}"): check_system_page,
     ("GET", "/agents/{key:path}"): check_agent_page,
     ("GET", "/alerts"): check_alerts_page,
     ("GET", "/rollout"): check_rollout_page,

@@ -759,6 +759,117 @@ CONSOLE["en"] |= {
     "outcome_unsupported": "not supported",
 }
 
+# The shared systems' pages and the commune's section (issue 25): why a commune cannot
+# use a system, in words that say where to act.
+CONSOLE["vi"] |= {
+    "systems": "Hệ thống dùng chung",
+    "systems_of_commune": "Hệ thống thông tin dùng chung",
+    "systems_off": "Chưa có danh mục hệ thống dùng chung của tỉnh ([collector] systems trong "
+    "cấu hình bộ thu).",
+    "systems_note": "Mỗi xã đo các hệ thống từ một máy của xã; hệ thống bị coi là lỗi khi đa số "
+    "xã còn đường truyền mà không truy cập được.",
+    "no_systems": "Không có hệ thống nào trong phạm vi của tài khoản.",
+    "system": "Hệ thống",
+    "owner": "Đơn vị quản lý",
+    "reaching_probing": "Xã truy cập được / xã đang đo",
+    "of_communes": "trên {n} xã sử dụng",
+    "cannot_reach": "Xã không truy cập được",
+    "slow_in_n": "chậm ở {n} xã",
+    "silent_in_n": "không có số liệu từ {n} xã",
+    "response_p50_p95": "Thời gian phản hồi 24 giờ (trung vị / 95%)",
+    "response_time": "Thời gian phản hồi",
+    "slow_over": "chậm khi quá",
+    "cert_left": "Chứng chỉ còn",
+    "cert_alert_under": "cảnh báo khi còn dưới",
+    "days": "ngày",
+    "excluded_line": "không tính lúc xã mất đường truyền",
+    "excluded_maintenance": "không tính thời gian bảo trì",
+    "since_col": "Từ lúc",
+    "http_status": "Mã trả lời",
+    "prober": "Máy đo",
+    "incidents": "Sự cố 30 ngày qua",
+    "no_incident_30d": "Không có sự cố trong 30 ngày qua.",
+    "ended": "Kết thúc",
+    "all_communes": "Mọi xã",
+    "across_communes": "Trên các xã",
+    "can_use_n": "Truy cập được {n}/{total} hệ thống",
+    "cannot_use_n": "không truy cập được {n}",
+    "systems_line_down": "Đường truyền chuyên dùng của xã đang mất: các hệ thống không truy cập "
+    "được là do đường truyền của xã (đã có cảnh báo đường truyền), không phải do hệ thống.",
+    "reach_note": "Mất đường truyền của xã: kiểm tra đường truyền của xã, hệ thống không có lỗi. "
+    "Hệ thống không phản hồi: đường truyền của xã vẫn hoạt động nhưng hệ thống không trả lời, "
+    "báo đơn vị quản lý hệ thống. Trả về sai trang: hệ thống trả lời nhưng không đúng trang "
+    "(trang đăng nhập, trang lỗi, chứng chỉ không hợp lệ).",
+    "reach_ok": "truy cập được",
+    "reach_slow": "chậm",
+    "reach_unreachable": "hệ thống không phản hồi",
+    "reach_bad_response": "trả về sai trang",
+    "reach_line_down": "mất đường truyền của xã",
+    "reach_silent": "máy đo không gửi số liệu",
+    "reach_not_probed": "chưa đo",
+    "verdict_ok": "Bình thường",
+    "verdict_down": "Lỗi hệ thống",
+    "verdict_slow": "Chậm",
+    "verdict_local": "Lỗi tại một số xã",
+    "verdict_no_data": "Chưa có số liệu",
+    "network_tslcd": "Truyền số liệu chuyên dùng",
+    "network_internet": "Internet",
+}
+CONSOLE["en"] |= {
+    "systems": "Shared systems",
+    "systems_of_commune": "Shared information systems",
+    "systems_off": "No catalogue of the province's shared systems ([collector] systems in the "
+    "collector's config).",
+    "systems_note": "Each commune probes the systems from one of its PCs; a system is down when "
+    "most communes whose line is up cannot reach it.",
+    "no_systems": "No system within this account's scope.",
+    "system": "System",
+    "owner": "Owner",
+    "reaching_probing": "Communes reaching / probing",
+    "of_communes": "of {n} communes using it",
+    "cannot_reach": "Communes that cannot reach it",
+    "slow_in_n": "slow in {n} communes",
+    "silent_in_n": "no data from {n} communes",
+    "response_p50_p95": "Response time, 24 h (median / 95%)",
+    "response_time": "Response time",
+    "slow_over": "slow over",
+    "cert_left": "Certificate left",
+    "cert_alert_under": "alert under",
+    "days": "days",
+    "excluded_line": "left out while the commune's line was down",
+    "excluded_maintenance": "left out for maintenance",
+    "since_col": "Since",
+    "http_status": "Status",
+    "prober": "Prober",
+    "incidents": "Incidents, last 30 days",
+    "no_incident_30d": "No incident in the last 30 days.",
+    "ended": "Ended",
+    "all_communes": "Every commune",
+    "across_communes": "Across communes",
+    "can_use_n": "Reaches {n}/{total} systems",
+    "cannot_use_n": "cannot reach {n}",
+    "systems_line_down": "The commune's dedicated line is down: the systems it cannot reach are "
+    "the line's problem (its line alert says so), not the systems'.",
+    "reach_note": "The commune's line is down: check the commune's line, the system is not at "
+    "fault. The system does not answer: the commune's line is up but the system does not "
+    "reply; tell its owner. Answers the wrong page: the system replies, but not with its page "
+    "(a login page, an error page, a certificate not valid).",
+    "reach_ok": "reachable",
+    "reach_slow": "slow",
+    "reach_unreachable": "the system does not answer",
+    "reach_bad_response": "answers the wrong page",
+    "reach_line_down": "the commune's line is down",
+    "reach_silent": "the prober is silent",
+    "reach_not_probed": "not probed",
+    "verdict_ok": "OK",
+    "verdict_down": "System down",
+    "verdict_slow": "Slow",
+    "verdict_local": "Trouble in some communes",
+    "verdict_no_data": "No data",
+    "network_tslcd": "Dedicated line (TSLCD)",
+    "network_internet": "Internet",
+}
+
 #: A commune's status reasons (health.py's codes), Vietnamese; English shows the detail.
 REASONS: dict[str, dict[str, str]] = {
     "vi": {
@@ -1002,6 +1113,24 @@ KINDS["en"] |= {
     "rollout_paused_by_breach": "Rollout paused by its gate",
     "agent_update_rolled_back": "PC rolled back an update",
     "agent_update_failing": "PC keeps failing to update",
+}
+
+# The shared systems' rules (issue 25), as the console's incidents and the alerts name them.
+KINDS["vi"] |= {
+    "system_down": "Hệ thống dùng chung không truy cập được",
+    "system_slow": "Hệ thống dùng chung chậm",
+    "system_certificate_expiring": "Chứng thư số của hệ thống sắp hết hạn",
+    "system_unreachable_here": "Xã không truy cập được hệ thống dùng chung",
+    "system_slow_here": "Hệ thống dùng chung chậm tại xã",
+    "website_down": "Trang thông tin điện tử của xã không truy cập được",
+}
+KINDS["en"] |= {
+    "system_down": "Shared system down",
+    "system_slow": "Shared system slow",
+    "system_certificate_expiring": "System's certificate expiring",
+    "system_unreachable_here": "A commune cannot use a shared system",
+    "system_slow_here": "Shared system slow at a commune",
+    "website_down": "Commune's website down",
 }
 
 #: The notifications' words.

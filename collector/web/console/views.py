@@ -1,5 +1,5 @@
 """The console's pages: overview, commune, agent, alerts, rollout, audit; login,
-language, actions.
+language, actions (the shared systems' pages are ``systempages.py``).
 
 Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
 API token opens a session cookie, checked on every request against the tokens
@@ -71,6 +71,7 @@ from collector.web.scope import (
     need_within,
     not_found,
 )
+from collector.web.systemviews import commune_systems
 
 LANG_COOKIE = "commune_lang"
 #: The agent page's order: what the PC is, its protection, its lines, devices, itself.
@@ -383,6 +384,7 @@ def commune_page(
     return page(
         request, "commune.html", viewer, c=commune, chart=chart, pcs=pcs, alerts=alerts,
         pending=coming, rate=rate, duration=duration, now=now,
+        systems=commune_systems(context, viewer.scope, commune.province, commune.slug),
     )  # fmt: skip
 
 
