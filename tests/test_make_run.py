@@ -31,6 +31,21 @@ def rollout_ready(api: int) -> dict[str, dict[str, int]]:
         time.sleep(1)
 
 
+def systems_reached(api: int) -> dict[str, str]:
+    """La Ngà's reach of each shared system, once its poller has probed them all."""
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{api}/api/v1/communes/la-nga/systems?province=dong-nai"
+        with urllib.request.urlopen(url) as r:
+            answer = json.loads(r.read())
+        found = {s["id"]: s["reach"]["state"] for s in answer["systems"]}
+        if found and "not_probed" not in found.values():
+            break
+        time.sleep(1)
+    return found
+
+
 def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -> None:
     api = free_port()
     env = {
@@ -38,6 +53,7 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
         "COMMUNE_MQTT_PORT": str(free_port()),
         "COMMUNE_API_PORT": str(api),
         "COMMUNE_SNMP_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "COMMUNE_SYSTEMS_PORT": str(free_port()),
         "COMMUNE_RUN_DIR": str(tmp_path / "run"),
         "VENV": str(Path(os.sys.executable).parent.parent),  # type: ignore[attr-defined]
     }
@@ -64,6 +80,9 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/v1/communes/la-nga") as r:
             la_nga = json.loads(r.read())
         rollout = rollout_ready(api)
+        with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/v1/systems") as r:
+            catalogue = json.loads(r.read())
+        reach = systems_reached(api)
     finally:
         os.killpg(script.pid, signal.SIGINT)  # Ctrl-C
         output = script.communicate(timeout=30)[0].decode(errors="replace")
@@ -89,6 +108,11 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
     fleet = [c for slug, c in rollout.items() if slug != "la-nga" and c["enrolled"]]
     assert len(fleet) == 5 and all(c["enrolled"] == 9 for c in fleet), rollout
     assert sum(c["configs_current"] for c in fleet) == 45, rollout
+    # The shared systems make run serves and lists: La Ngà's poller probes them.
+    assert [s["id"] for s in catalogue["systems"]] == ["mot-cua", "qlvb", "dongnai-lis"]
+    assert [s["communes"] for s in catalogue["websites"]] == [["la-nga"]]
+    assert reach == {"mot-cua": "ok", "qlvb": "ok", "dongnai-lis": "bad_response",
+                     "website": "ok"}, reach  # fmt: skip
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     ).stdout

@@ -26,9 +26,16 @@ def _rollout(config_path: Path | None) -> tuple[CollectorConfig, Rollout]:
         )
     from collector.app import rollout_settings
     from collector.state.inventory import all_renames, load_inventory
+    from collector.state.systems import SystemFiles
 
-    renames = all_renames(load_inventory(path) for path in config.collector.inventory)
-    return config, Rollout(_store(config), rollout_settings(config, renames))
+    inventories = [load_inventory(path) for path in config.collector.inventory]
+    # The profiles that probe the shared systems are checked against their catalogues,
+    # as the running collector checks them.
+    systems = SystemFiles(
+        config.collector.systems, inventories, [r.name for r in config.alerts.routes]
+    )
+    settings = rollout_settings(config, all_renames(inventories))
+    return config, Rollout(_store(config), settings, systems=systems)
 
 
 @click.group("enroll-token")

@@ -101,6 +101,8 @@ class WindowFigures:
     """Commune-seconds left out because the commune's own line was down."""
     maintenance_s: float
     """Commune-seconds left out by maintenance windows."""
+    unwatched_s: float
+    """Commune-seconds nobody watched (the probing PC off or silent): in no figure."""
     p50_ms: float | None
     """The median response time of its healthy answers."""
     p95_ms: float | None
@@ -232,6 +234,7 @@ def _figures(figures: Figures | None) -> WindowFigures | None:
         down_s=figures.down_s,
         line_excluded_s=figures.line_excluded_s,
         maintenance_s=figures.maintenance_s,
+        unwatched_s=figures.unwatched_s,
         p50_ms=figures.p50_ms,
         p95_ms=figures.p95_ms,
         answers=figures.answers,

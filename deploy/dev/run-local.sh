@@ -11,6 +11,7 @@ VENV=${VENV:-.venv}
 PORT=${COMMUNE_MQTT_PORT:-18830}
 API_PORT=${COMMUNE_API_PORT:-18080}
 SNMP_PORT=${COMMUNE_SNMP_PORT:-18161}
+SYSTEMS_PORT=${COMMUNE_SYSTEMS_PORT:-18090}
 PROVINCE_INVENTORY=$PWD/deploy/inventory/dong-nai.toml
 RUN=${COMMUNE_RUN_DIR:-$PWD/run}
 INVENTORY=$RUN/inventory.toml
@@ -28,7 +29,7 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; t
   fi
 fi
 
-for pair in "$PORT:COMMUNE_MQTT_PORT" "$API_PORT:COMMUNE_API_PORT"; do
+for pair in "$PORT:COMMUNE_MQTT_PORT" "$API_PORT:COMMUNE_API_PORT" "$SYSTEMS_PORT:COMMUNE_SYSTEMS_PORT"; do
   if (echo > /dev/tcp/127.0.0.1/${pair%%:*}) 2>/dev/null; then
     echo "port ${pair%%:*} is already in use: set ${pair#*:} to a free port" >&2
     exit 1
@@ -78,6 +79,50 @@ max_queued_messages 100000
 log_dest file $RUN/mosquitto.log
 CONF
 
+# The province's shared systems, served here by a small web server standing for them
+# (La Ngà's poller probes them for real; the fleet's pollers play theirs). The land
+# system's page does not hold the text it should: a login page answering 200.
+mkdir -p "$RUN/systems/mot-cua" "$RUN/systems/qlvb" "$RUN/systems/lis" "$RUN/systems/la-nga"
+echo '<html><body>Hệ thống Một cửa điện tử tỉnh Đồng Nai</body></html>' > "$RUN/systems/mot-cua/index.html"
+echo '<html><body>Quản lý văn bản và điều hành</body></html>' > "$RUN/systems/qlvb/index.html"
+echo '<html><body>Đăng nhập</body></html>' > "$RUN/systems/lis/index.html"
+echo '<html><body>Xã La Ngà — Trang thông tin điện tử</body></html>' > "$RUN/systems/la-nga/index.html"
+cat > "$RUN/systems.toml" <<CONF
+# Written by make run: the shared systems (deploy/inventory/dong-nai.systems.toml is
+# the annotated example), here at a local web server.
+province = "dong-nai"
+
+[[systems]]
+id = "mot-cua"
+name = "Hệ thống thông tin giải quyết thủ tục hành chính (Một cửa điện tử)"
+kind = "one-stop"
+url = "http://127.0.0.1:$SYSTEMS_PORT/mot-cua/"
+network = "tslcd"
+expect_text = "Một cửa điện tử"
+
+[[systems]]
+id = "qlvb"
+name = "Hệ thống quản lý văn bản và điều hành"
+kind = "documents"
+url = "http://127.0.0.1:$SYSTEMS_PORT/qlvb/"
+network = "tslcd"
+expect_text = "văn bản"
+
+[[systems]]
+id = "dongnai-lis"
+name = "Hệ thống thông tin đất đai (DongNai.LIS)"
+kind = "land"
+url = "http://127.0.0.1:$SYSTEMS_PORT/lis/"
+network = "tslcd"
+expect_text = "DongNai.LIS"
+slow_ms = 5000
+
+[[websites]]
+commune = "la-nga"
+url = "http://127.0.0.1:$SYSTEMS_PORT/la-nga/"
+expect_text = "La Ngà"
+CONF
+
 cat > "$RUN/collector.toml" <<CONF
 # Written by make run: the collector with its SQLite store only, enrollment on.
 [mqtt]
@@ -91,6 +136,7 @@ path = "$RUN/collector-state.sqlite"
 [collector]
 client_id = "commune-collector-local"
 inventory = ["$INVENTORY"]
+systems = ["$RUN/systems.toml"]
 
 [api]
 listen = "127.0.0.1:$API_PORT"
@@ -139,6 +185,8 @@ target = "\${gateway}"
 # snmpsim on udp $SNMP_PORT), and its own probe of the line.
 [profiles.poller]
 interval = "15s"
+# Each shared system of the commune, and its website, probed from here.
+systems = true
 [[profiles.poller.checks.snmp]]
 name = "router"
 host = "\${gateway}"
@@ -159,6 +207,9 @@ CONF
 
 mosquitto -c "$RUN/mosquitto.conf" &
 PIDS=$!
+"$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$RUN/systems" "$SYSTEMS_PORT" \
+  >> "$RUN/systems.log" 2>&1 &
+PIDS="$! $PIDS"
 trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; echo; echo "stopped."' EXIT
 trap 'exit 130' INT TERM
 for _ in $(seq 50); do
@@ -215,6 +266,8 @@ cat <<MSG
 
   console    http://127.0.0.1:$API_PORT/          (technicians; no login on loopback)
   rollout    http://127.0.0.1:$API_PORT/rollout   (PCs enrolled, reporting, on the current config)
+  systems    http://127.0.0.1:$API_PORT/systems   (the shared systems from every commune;
+                 served at http://127.0.0.1:$SYSTEMS_PORT/, listed in $RUN/systems.toml)
   tokens     $VENV/bin/commune-collector enroll-token list -c $RUN/collector.toml
   API (IOC)  http://127.0.0.1:$API_PORT/docs      (OpenAPI; no token needed on loopback)
              curl -s http://127.0.0.1:$API_PORT/api/v1/province
