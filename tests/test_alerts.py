@@ -559,6 +559,7 @@ def test_the_defaults_parse_and_cover_the_scenarios_of_the_issue() -> None:
         "system_unreachable_here",
         "system_slow_here",
         "website_down",
+        "website_certificate_expiring",
     }
 
 

@@ -307,3 +307,42 @@ def test_an_agent_enrolled_under_a_former_slug_is_the_communes_in_the_rollout(
     assert (la_nga.commune, la_nga.code, la_nga.enrolled, la_nga.reporting) == (
         NEW, "26227", 1, 1,
     )  # fmt: skip
+
+
+def test_a_renamed_communes_systems_alerts_and_response_times_move_with_it(
+    tmp_path: Path,
+) -> None:
+    """A commune's reach of a shared system (subject "system:p/c/id") and its probes'
+    histograms follow the rename; twin probes' counts add up."""
+    from collector.state import systemtimes
+    from collector.state.store import StateStore
+    from collector.state.systemhealth import system_subject
+    from tests.factories import envelope, system
+
+    store = StateStore(tmp_path / "state.sqlite")
+    at = 2e9
+    for commune, seq in (("xa-la-nga", 1), ("la-nga", 1)):
+        store.apply([envelope(seq, system(at, total_ms=300.0), agent="poller", commune=commune)])
+    old, new = (
+        system_subject("dong-nai", "mot-cua", "xa-la-nga"),
+        system_subject("dong-nai", "mot-cua", "la-nga"),
+    )
+    with store.transaction() as db:
+        db.execute("INSERT INTO alert_subjects VALUES ('system_unreachable_here', ?, "
+                   "'firing', ?, ?, 7)", (old, at, at))  # fmt: skip
+        db.execute(
+            """INSERT INTO alerts (id, rule, subject, province, commune, agent, name, target,
+               severity, state, started_at, fired_at, value, labels, late)
+               VALUES (7, 'system_unreachable_here', ?, 'dong-nai', 'xa-la-nga', 'poller',
+                       'mot-cua', '', 'warning', 'firing', ?, ?, '', '{}', 0)""",
+            (old, at, at),
+        )
+    move_renamed(store, {("dong-nai", "xa-la-nga"): "la-nga"})
+    with store.reading() as db:
+        subjects = [row[0] for row in db.execute("SELECT subject FROM alert_subjects")]
+        alert = db.execute("SELECT subject, commune FROM alerts WHERE id = 7").fetchone()
+    [probe] = store.subjects("system")
+    counts = store.system_times([probe.id], at - 86400, at + 1, hourly=False)
+    store.close()
+    assert subjects == [new] and alert == (new, "la-nga")
+    assert counts == {probe.id: {systemtimes.bucket_of(300.0): 2}}

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from collector.alerts.engine import AlertEngine
@@ -19,7 +20,7 @@ from collector.state.inventory import Commune, Inventory
 from collector.state.store import StateStore
 from collector.state.systemhealth import SystemsModel
 from collector.state.systems import parse_catalogue
-from tests.factories import Feed, link, system
+from tests.factories import Feed, link, status, system
 from tests.test_notify import HttpReceiver
 
 COMMUNES = ["la-nga", "phu-ly", "tan-phu", "xuan-bac", "dinh-quan"]
@@ -239,3 +240,90 @@ def test_system_rules_name_only_their_fields() -> None:
         "rules.toml",
     )  # fmt: skip
     assert rule.fields()["total_ms"] == "number"
+
+
+# What an adversarial review found -------------------------------------------------------
+
+
+def test_a_system_removed_from_the_catalogue_does_not_fire_for_ever(world: World) -> None:
+    for _ in range(7):
+        world.minute(everyone("down"))
+    assert world.firing() == [("system_down", "")]
+    # The catalogue loses mot-cua (the collector reads the file again).
+    smaller = msgspec.structs.replace(CATALOGUE, systems=[])
+    world.views.catalogues = lambda: {"dong-nai": smaller}
+    for _ in range(7):
+        world.minute(everyone("down"))
+    assert world.firing() == []
+    [alert] = list_alerts(world.store, world.now, state="resolved")
+    assert alert.rule == "system_down"
+
+
+def test_a_commune_back_under_a_system_down_everywhere_waits_before_its_own_alert(
+    world: World,
+) -> None:
+    """Three of five fail: the system's alert. One comes back: two of five is local, and
+    the two still failing are told as local problems only after their own ten minutes."""
+    answers = everyone("down")
+    answers["xuan-bac"] = answers["dinh-quan"] = (True, "ok", 150.0)
+    for _ in range(7):
+        world.minute(answers)
+    assert world.firing() == [("system_down", "")]
+    answers["tan-phu"] = (True, "ok", 150.0)
+    for _ in range(8):
+        world.minute(answers)
+    assert world.firing() == []  # down resolved after 5 min; the two still pending
+    for _ in range(3):
+        world.minute(answers)
+    assert world.firing() == [
+        ("system_unreachable_here", "la-nga"),
+        ("system_unreachable_here", "phu-ly"),
+    ]
+
+
+def test_one_pc_left_probing_at_night_is_no_quorum_for_the_system(world: World) -> None:
+    for commune in COMMUNES[1:]:  # switched off for the night
+        night = status("offline", world.now, agent="poller", commune=commune, reason="stopped")
+        world.store.apply(statuses=[(night, world.now)])
+    for _ in range(12):
+        world.minute({"la-nga": (True, "down", 0.0)})
+    assert world.firing() == [("system_unreachable_here", "la-nga")]
+
+
+def test_every_line_down_says_nothing_of_the_system(world: World) -> None:
+    for _ in range(12):
+        world.minute({c: (False, "down", 0.0) for c in COMMUNES})
+    health = world.views.system("dong-nai", "mot-cua")
+    assert health is not None and health.verdict == "no_data" and health.status == "no_data"
+    assert world.firing() == []
+
+
+def test_a_websites_certificate_is_its_own_alert_to_its_owner(world: World) -> None:
+    world.now += 60
+    for commune in COMMUNES:
+        site = f"https://{commune}.dongnai.gov.vn/"
+        days = 5.0 if commune == "phu-ly" else 90.0
+        world.feed.send(commune, link(world.now), system(world.now, cert_days=90.0),
+                        system(world.now, "website", target=site, cert_days=days))  # fmt: skip
+    world.engine.tick(world.store, world.now)
+    assert world.firing() == [("website_certificate_expiring", "phu-ly")]
+    [alert] = list_alerts(world.store, world.now, state="firing")
+    assert (alert.target, alert.value) == ("Trang thông tin điện tử Xã phu-ly", "5")
+    assert alert.labels == {"route": "so-khcn"}
+
+
+def test_a_probe_that_stopped_answering_is_silent_not_its_last_word(world: World) -> None:
+    answers = everyone()
+    answers["tan-phu"] = (True, "bad_response", 90.0)
+    for _ in range(12):
+        world.minute(answers)
+    assert world.firing() == [("system_unreachable_here", "tan-phu")]
+    # Tân Phú's profile stops probing; its PC runs on (its line check answers).
+    del answers["tan-phu"]
+    for _ in range(25):
+        world.minute(answers)
+        world.feed.send("tan-phu", link(world.now))
+        world.engine.tick(world.store, world.now + 30)
+    health = world.views.system("dong-nai", "mot-cua")
+    assert health is not None and health.silent == ["tan-phu"]
+    assert world.firing() == []

@@ -235,3 +235,49 @@ def test_a_systems_incidents_are_its_alerts_and_a_scope_sees_its_own(store: Stat
 
 def test_the_store_carries_the_response_time_tables() -> None:
     assert LATEST >= 10
+
+
+def test_a_replaced_probing_pc_says_nothing_after_its_last_word(store: StateStore) -> None:
+    """La Ngà's old poller answered "up" until 2 h and was replaced (switched off for
+    good); the new one, from 2 h, sees the system down from 4 h to 5 h. The old one's
+    last word does not outvote the new one's."""
+    feed = Feed(store, T0)
+    feed.online("la-nga", interval=300)
+    play(feed, "la-nga", {0.0: (True, True)}, until=2 * HOUR)
+    store.apply(statuses=[(status("offline", T0 + 2 * HOUR, agent="poller", reason="stopped"),
+                           T0 + 2 * HOUR)])  # fmt: skip
+    store.apply(statuses=[(status("online", T0 + 2 * HOUR, agent="poller-2", interval=300),
+                           T0 + 2 * HOUR)])  # fmt: skip
+    for step in range(int(2 * HOUR // 300), int(10 * HOUR // 300)):
+        at = T0 + step * 300
+        up = not (4 * HOUR <= step * 300 < 5 * HOUR)
+        store.apply([envelope(step, link(at), system(at, outcome="ok" if up else "down"),
+                              agent="poller-2")])  # fmt: skip
+    [figures] = [p.figures for p in model(store).period("dong-nai", T0, NOW) if p.id == "mot-cua"]
+    assert figures.down_s == pytest.approx(HOUR)
+    assert figures.unwatched_s == pytest.approx(0.0)
+
+
+def test_the_same_answer_twice_in_one_envelope_counts_once(store: StateStore) -> None:
+    feed = Feed(store, T0)
+    feed.online("la-nga")
+    answer = system(T0 + 60, total_ms=300.0)
+    feed.send("la-nga", answer, answer)
+    [figures] = [p.figures for p in model(store).period("dong-nai", T0, NOW) if p.id == "mot-cua"]
+    assert figures.answers == 1
+
+
+def test_a_window_on_the_probing_pc_leaves_its_time_out(store: StateStore) -> None:
+    feed = Feed(store, T0)
+    feed.online("la-nga", interval=300)
+    play(feed, "la-nga", {0.0: (True, True), 3.0: (False, True), 4.0: (True, True)},
+         until=10 * HOUR)  # fmt: skip
+    # The PC's own window (its whole place), and one on its probe of mot-cua.
+    maintenance.add(store, province="dong-nai", commune="la-nga", agent="poller",
+                    starts=T0 + 3 * HOUR, ends=T0 + 4 * HOUR, created_by="t", now=NOW)  # fmt: skip
+    maintenance.add(store, province="dong-nai", commune="la-nga", agent="poller",
+                    device="mot-cua", starts=T0 + 8 * HOUR, ends=T0 + 9 * HOUR,
+                    created_by="test", now=NOW)  # fmt: skip
+    [figures] = [p.figures for p in model(store).period("dong-nai", T0, NOW) if p.id == "mot-cua"]
+    assert figures.down_s == pytest.approx(0.0)
+    assert figures.maintenance_s == pytest.approx(2 * HOUR)

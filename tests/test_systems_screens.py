@@ -67,8 +67,8 @@ def test_the_systems_page_names_who_cannot_reach_each_system_and_why(
     expect(mot_cua.locator("td.cert")).to_have_text("9 ngày")
     expect(mot_cua.locator("td.cert span")).to_have_class("down")  # under 14 days
     lis = page.locator("tr[data-system=lis]")
-    expect(lis.locator(".badge")).to_have_text("Lỗi hệ thống")
-    expect(lis.locator(".badge")).to_have_class("badge critical")
+    expect(lis.locator(".badge")).to_have_text("Lỗi tại một số xã")
+    expect(lis.locator(".badge")).to_have_class("badge warning")
     expect(lis).to_contain_text("94,74 %")  # 18 h of 19 watched
     expect(page.locator("tr[data-system=website] .badge")).to_have_class("badge ok")
     # Every column fits a 1366 px screen: nothing to scroll for.
@@ -103,8 +103,8 @@ def test_a_system_page_shows_every_communes_reach_sortable(browser: Browser, bas
     expect(page.locator("#reach th a[aria-sort]")).to_contain_text("Thời gian phản hồi")
     # lis: its own alert in the incidents, the line's outage left out of its figures.
     page.goto(base + "/systems/dong-nai/lis")
-    expect(page.locator("#verdict")).to_have_text("Lỗi hệ thống")
-    expect(page.locator("#incidents")).to_contain_text("Hệ thống dùng chung không truy cập được")
+    expect(page.locator("#verdict")).to_have_text("Lỗi tại một số xã")
+    expect(page.locator("#incidents")).to_contain_text("Xã không truy cập được hệ thống dùng chung")
     expect(page.locator("#incidents")).to_contain_text("đang diễn ra")
     expect(page.locator("main")).to_contain_text("không tính lúc xã mất đường truyền: 1 h 00 min")
     assert page.goto(base + "/systems/dong-nai/nowhere").status == 404  # type: ignore[union-attr]

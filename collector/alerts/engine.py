@@ -48,7 +48,13 @@ from collector.state.store import (
     UpdateStanding,
     agent_key,
 )
-from collector.state.systemhealth import SystemHealth, SystemsModel, system_subject
+from collector.state.systemhealth import (
+    SUBJECT_PREFIX,
+    Reach,
+    SystemHealth,
+    SystemsModel,
+    system_subject,
+)
 from collector.state.systems import WEBSITE
 
 _encode = msgspec.json.Encoder().encode
@@ -94,6 +100,14 @@ def sample_subject(envelope: Envelope, sample: Sample) -> Subject:
         name=sample.name,
         target=sample.target,
     )
+
+
+def _reach_value(rule: Rule, reach: Reach) -> str:
+    """What a commune's alert on a system shows: the certificate's days, else why."""
+    if any(c.field in ("cert_days", "cert_expiring") for c in rule.when) and reach.cert_days:
+        return f"{reach.cert_days:g}"
+    said = reach.error or (f"{reach.total_ms:g} ms" if reach.total_ms else reach.state)
+    return said[:200]
 
 
 def _route(name: str) -> dict[str, str]:
@@ -389,7 +403,7 @@ class AlertEngine:
         refused = store.refusals(now)
         updates = store.update_reports()
         rollout = store.latest_rollout()
-        views = self._system_views(now)
+        views = self._system_views(now)  # None: not judged this round
         with store.transaction() as db:
             communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
             for agent in agents:
@@ -413,21 +427,23 @@ class AlertEngine:
                         self._certificate_step(db, rule, certificate, now)
                     if rollout is not None:
                         self._rollout_step(db, rule, rollout, now)
-            if self.systems is not None and any(r.on in ("system", "reach") for r in self.rules):
+            if views is not None:
+                stepped: set[tuple[str, str]] = set()
                 for health in views:
-                    self._system_steps(db, health, now)
+                    self._system_steps(db, health, now, stepped)
+                self._unwatched_systems(db, stepped, now)
             self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
 
-    def _system_views(self, now: float) -> list[SystemHealth]:
+    def _system_views(self, now: float) -> list[SystemHealth] | None:
         """Every province's shared systems now (read before the transaction: the views
-        read the store themselves)."""
+        read the store themselves); None when they are not judged this round."""
         if self.systems is None or not any(r.on in ("system", "reach") for r in self.rules):
-            return []
+            return None
         if now - self._systems_at < SYSTEMS_EVERY_S:
-            return []
+            return None
         self._systems_at = now
         return [
             health
@@ -435,9 +451,33 @@ class AlertEngine:
             for health in self.systems.systems(province, windows=False)
         ]
 
-    def _system_steps(self, db: sqlite3.Connection, health: SystemHealth, now: float) -> None:
+    def _unwatched_systems(
+        self, db: sqlite3.Connection, stepped: set[tuple[str, str]], now: float
+    ) -> None:
+        """A system gone from the catalogue, or a commune that no longer uses it, is
+        watched no more: what it left firing or pending resolves, rather than for ever."""
+        rows = db.execute(
+            "SELECT rule, subject FROM alert_subjects WHERE subject >= ? AND subject < ? "
+            "AND state != 'ok'",
+            (SUBJECT_PREFIX, SUBJECT_PREFIX + "\U0010ffff"),
+        ).fetchall()
+        for rule_name, key in rows:
+            rule = self.by_name.get(rule_name)
+            if rule is not None and (rule_name, key) not in stepped:
+                self.step(db, rule, Subject(key, "", ""), False, now, now, "no longer watched")
+
+    def _system_steps(
+        self,
+        db: sqlite3.Connection,
+        health: SystemHealth,
+        now: float,
+        stepped: set[tuple[str, str]],
+    ) -> None:
         """The system as a whole (one alert, to its owner's route), then each commune's
-        reach of it (the commune's own line told apart)."""
+        reach of it (the commune's own line told apart). ``stepped`` gains every (rule,
+        subject) judged. Like the samples, a subject fine now and never otherwise costs
+        the condition's test alone (thousands of communes a round)."""
+        troubled = self._troubled
         owner = _route(health.route)
         line_up = health.probing - len(health.line_down)
         values: dict[str, Any] = {
@@ -455,8 +495,11 @@ class AlertEngine:
             ),
             "median_ms": health.median_ms,
             "cert_days": health.cert_days,
+            # Each commune's website has its own certificate: judged per reach.
             "cert_expiring": (
-                None if health.cert_days is None else health.cert_days < health.cert_min_days
+                None
+                if health.cert_days is None or health.id == WEBSITE
+                else health.cert_days < health.cert_min_days
             ),
         }
         whole = Subject(
@@ -467,7 +510,10 @@ class AlertEngine:
             if rule.on != "system" or not rule.in_scope(health.province, ""):
                 continue
             holds = rule.holds(values)
-            if holds is not None:
+            if holds is None:
+                continue
+            stepped.add((rule.name, whole.key))
+            if holds or (rule.name, whole.key) in troubled:
                 self.step(db, rule, whole, holds, now, now, _system_value(rule, health))
         reach_rules = [r for r in self.rules if r.on == "reach"]
         if not reach_rules:
@@ -485,22 +531,31 @@ class AlertEngine:
                 "widely": health.verdict == "down",
                 "slow_widely": health.verdict == "slow",
                 "total_ms": reach.total_ms,
+                "cert_days": reach.cert_days,
+                "cert_expiring": (
+                    None if reach.cert_days is None else reach.cert_days < reach.cert_min_days
+                ),
             }
-            subject = Subject(
-                system_subject(health.province, health.id, reach.commune), health.province,
-                reach.commune, agent=reach.agent, name=health.id,
-                target=sites.get(reach.commune, (health.name, ""))[0],
-                labels=_route(sites.get(reach.commune, ("", ""))[1]),
-            )  # fmt: skip
-            said = reach.error or (f"{reach.total_ms:g} ms" if reach.total_ms else reach.state)
+            key = system_subject(health.province, health.id, reach.commune)
+            subject: Subject | None = None
             for rule in reach_rules:
                 if not rule.in_scope(health.province, reach.commune):
                     continue
                 holds = rule.holds(facts)
                 if holds is None:
                     continue
-                changed = reach.since if holds and reach.since is not None else now
-                self.step(db, rule, subject, holds, now, now, said[:200], changed_at=changed)
+                stepped.add((rule.name, key))
+                if not holds and (rule.name, key) not in troubled:
+                    continue
+                subject = subject or Subject(
+                    key, health.province, reach.commune, agent=reach.agent, name=health.id,
+                    target=sites.get(reach.commune, (health.name, ""))[0],
+                    labels=_route(sites.get(reach.commune, ("", ""))[1]),
+                )  # fmt: skip
+                # From now, not from the answer's last change: a commune failing for an
+                # hour under a system down everywhere has been "alone" only since the
+                # others came back (and slowness has no history of its own).
+                self.step(db, rule, subject, holds, now, now, _reach_value(rule, reach))
 
     def _sites(self, health: SystemHealth) -> dict[str, tuple[str, str]]:
         """Each commune's own website's name and its owner's route (a website's alert

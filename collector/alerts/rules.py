@@ -120,6 +120,8 @@ REACH_FIELDS = {
     "widely": BOOL,  # the system fails most communes: its own problem, alerted as such
     "slow_widely": BOOL,
     "total_ms": NUMBER,
+    "cert_days": NUMBER,  # days left on the certificate this commune's prober saw
+    "cert_expiring": BOOL,  # fewer than its cert_min_days (a website's own)
 }
 COMMUNE_FIELDS = {
     "agents": NUMBER,

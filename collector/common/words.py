@@ -1123,6 +1123,7 @@ KINDS["vi"] |= {
     "system_unreachable_here": "Xã không truy cập được hệ thống dùng chung",
     "system_slow_here": "Hệ thống dùng chung chậm tại xã",
     "website_down": "Trang thông tin điện tử của xã không truy cập được",
+    "website_certificate_expiring": "Chứng thư số của trang thông tin điện tử xã sắp hết hạn",
 }
 KINDS["en"] |= {
     "system_down": "Shared system down",
@@ -1131,6 +1132,7 @@ KINDS["en"] |= {
     "system_unreachable_here": "A commune cannot use a shared system",
     "system_slow_here": "Shared system slow at a commune",
     "website_down": "Commune's website down",
+    "website_certificate_expiring": "Commune's website certificate expiring",
 }
 
 #: The notifications' words.

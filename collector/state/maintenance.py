@@ -202,8 +202,9 @@ def _known_device(db: sqlite3.Connection, province: str, commune: str, agent: st
     name the place has reported."""
     if device in DEVICES:
         return
-    place = "/".join(p for p in (province, commune, agent) if p) + "/"
-    lo, hi = place, place + "\U0010ffff"
+    place = "/".join(p for p in (province, commune, agent) if p)
+    # An agent's own key, or every key under a commune or a province.
+    lo, hi = (place, place + "\x00") if agent else (place + "/", place + "/\U0010ffff")
     found = (
         db.execute(
             "SELECT 1 FROM latest WHERE agent_key >= ? AND agent_key < ? AND name = ? LIMIT 1",
@@ -217,7 +218,7 @@ def _known_device(db: sqlite3.Connection, province: str, commune: str, agent: st
     if found is None:
         raise MaintenanceError(
             f"device: {device[:64]!r} is unknown: one of {', '.join(DEVICES)}, or the name "
-            f"of a check or a PC that {place[:-1]} has reported"
+            f"of a check or a PC that {place} has reported"
         )
 
 

@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Mapping
 
 from collector.state.store import StateStore
+from collector.state.systemhealth import SUBJECT_PREFIX
 
 #: Tables keyed by an agent key ("province/commune/agent"), with their unique columns.
 _BY_AGENT_KEY = ("agents", "latest", "ports", "agent_refusals")
@@ -103,11 +104,24 @@ def _move_one(
     db.execute(
         "DELETE FROM alert_subjects WHERE subject = ? OR substr(subject, 1, ?) = ?", where_args
     )
-    moved["alerts"] += db.execute(
-        "UPDATE alerts SET commune = ?, subject = ? || substr(subject, ?) "
-        "WHERE province = ? AND commune = ?",
-        (new, *subject_args, province, old),
+    # A shared system's, one commune's reach of it: "system:province/commune/id".
+    system_old, system_new = f"{SUBJECT_PREFIX}{old_prefix}", f"{SUBJECT_PREFIX}{new_prefix}"
+    moved["alert_subjects"] += db.execute(
+        "UPDATE OR IGNORE alert_subjects SET subject = ? || substr(subject, ?) "
+        "WHERE substr(subject, 1, ?) = ?",
+        (system_new, len(system_old) + 1, len(system_old), system_old),
     ).rowcount
+    db.execute(
+        "DELETE FROM alert_subjects WHERE substr(subject, 1, ?) = ?",
+        (len(system_old), system_old),
+    )
+    moved["alerts"] += db.execute(
+        "UPDATE alerts SET commune = ?, subject = CASE WHEN substr(subject, 1, ?) = ? "
+        "THEN ? || substr(subject, ?) ELSE ? || substr(subject, ?) END "
+        "WHERE province = ? AND commune = ?",
+        (new, len(system_old), system_old, system_new, len(system_old) + 1, *subject_args,
+         province, old),
+    ).rowcount  # fmt: skip
     for table in _BY_COMMUNE:
         moved[table] += db.execute(
             f"UPDATE {table} SET commune = ? WHERE province = ? AND commune = ?",  # noqa: S608
@@ -134,11 +148,20 @@ def _move_subjects(db: sqlite3.Connection, old_prefix: str, new_prefix: str) -> 
         if twin is None:
             db.execute("UPDATE subjects SET agent_key = ? WHERE id = ?", (new_key, subject_id))
             continue
-        db.execute(
-            "UPDATE OR IGNORE outages SET subject_id = ? WHERE subject_id = ?",
-            (twin[0], subject_id),
-        )
-        db.execute("DELETE FROM outages WHERE subject_id = ?", (subject_id,))
+        for table in ("outages", "subject_gaps"):
+            db.execute(
+                f"UPDATE OR IGNORE {table} SET subject_id = ? WHERE subject_id = ?",  # noqa: S608 - our names
+                (twin[0], subject_id),
+            )
+            db.execute(f"DELETE FROM {table} WHERE subject_id = ?", (subject_id,))  # noqa: S608
+        # Response times: the counts of both add up.
+        for table, period in (("system_times_hourly", "hour"), ("system_times_daily", "day")):
+            db.execute(
+                f"INSERT INTO {table} SELECT ?, {period}, bucket, count FROM {table} "  # noqa: S608 - our names
+                "WHERE subject_id = ? ON CONFLICT DO UPDATE SET count = count + excluded.count",
+                (twin[0], subject_id),
+            )
+            db.execute(f"DELETE FROM {table} WHERE subject_id = ?", (subject_id,))  # noqa: S608
         db.execute(
             "UPDATE subjects SET monitored_since = MIN(monitored_since, ?) WHERE id = ?",
             (

@@ -539,7 +539,13 @@ class StateStore:
             refused[(key, "series_limit")] += over
         # Answers newer than what their history holds: counted once, however often the
         # envelope comes again.
-        timed = [s for s in samples if s.check == "system" and self._new_system_answer(key, s)]
+        timed = list(
+            {
+                (s.name, s.target, s.ts): s
+                for s in reversed(samples)
+                if s.check == "system" and self._new_system_answer(key, s)
+            }.values()
+        )  # the same answer twice in one envelope counts once
         kept: list[Sample] = []
         for sample in samples:
             if all(

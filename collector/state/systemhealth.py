@@ -57,6 +57,9 @@ it slow while most can: their own problem); no_data (nobody probes it)."""
 
 #: "Most" communes: more than this share of those probing with their line up.
 WIDELY_PERCENT = 50.0
+#: A system is "down" only when at least this many communes (or all that use it, when
+#: fewer) probe it with their line up: one PC left on at night is no quorum.
+QUORUM = 3
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Reach:
     line_up: bool | None = None
     """The commune's line of the system's network now, by its running probes (None:
     none running)."""
+    cert_min_days: int = 14
+    """A certificate closer than this to its end is an alert (the catalogue's)."""
 
 
 @dataclass(frozen=True)
@@ -361,15 +366,19 @@ class SystemsModel:
         ]
         return any(said) if said else None
 
-    def _reach(self, facts: _Facts, entry: Entry, commune: str, name: str, target: str) -> Reach:
+    def _reach(
+        self, facts: _Facts, entry: Entry, commune: str, name: str, target: str, now: float
+    ) -> Reach:
+        least = entry.cert_min_days.get(commune, 14)
         samples = facts.latest.get((commune, entry.id), [])
         if target:
             samples = [s for s in samples if s.target == target] or samples
         if not samples:
             line_up = self._line_up(facts, commune, entry.network_of(commune))
             return Reach(
-                commune, name, "not_probed", None, "", None, None, None, None, "", target, line_up
-            )
+                commune, name, "not_probed", None, "", None, None, None, None, "", target, line_up,
+                least,
+            )  # fmt: skip
         running = [s for s in samples if s.agent_key in facts.online]
         sample = max(running or samples, key=lambda s: s.ts)
         agent = sample.agent_key.rsplit("/", 1)[1]
@@ -388,8 +397,9 @@ class SystemsModel:
         )
         line_up = self._line_up(facts, commune, entry.network_of(commune))
         state: ReachState
-        if not running:
-            state = "silent"
+        bound = silence_bound(facts.intervals.get(sample.agent_key, 0.0))
+        if not running or now - sample.ts > bound:
+            state = "silent"  # its PC is off, or it probes no more: its last word is old
         elif sample.outcome == "ok":
             slow = total is not None and total > entry.slow_ms.get(commune, 0.0)
             state = "slow" if slow else "ok"
@@ -405,16 +415,25 @@ class SystemsModel:
         return Reach(
             commune, name, state, since, agent, sample.ts,
             None if status is None else int(status), total, cert, sample.error,
-            sample.target, line_up,
+            sample.target, line_up, least,
         )  # fmt: skip
 
-    def _now(self, province: str, entry: Entry, facts: _Facts, scope: Scope) -> SystemHealth | None:
-        names = self._names(province)
+    def _now(
+        self,
+        province: str,
+        entry: Entry,
+        facts: _Facts,
+        scope: Scope,
+        names: dict[str, str] | None = None,
+    ) -> SystemHealth | None:
+        """``names``: the communes' names (read once for every system of a request)."""
+        names = self._names(province) if names is None else names
         communes = [c for c in entry.communes if scope is None or c in scope]
         if not communes:
             return None
+        now = self.clock()
         reach = [
-            self._reach(facts, entry, c, names.get(c, c), entry.targets.get(c, ""))
+            self._reach(facts, entry, c, names.get(c, c), entry.targets.get(c, ""), now)
             for c in communes
         ]
         by_state: dict[str, list[str]] = defaultdict(list)
@@ -425,9 +444,10 @@ class SystemsModel:
         unreachable = by_state["unreachable"] + by_state["bad_response"]
         line_up = len(probing) - len(by_state["line_down"])
         verdict: Verdict
-        if not probing:
-            verdict = "no_data"
-        elif line_up and 100.0 * len(unreachable) / line_up > WIDELY_PERCENT:
+        quorum = min(QUORUM, len(communes))
+        if not line_up:
+            verdict = "no_data"  # nobody probes it with a line up: nothing known of it
+        elif line_up >= quorum and 100.0 * len(unreachable) / line_up > WIDELY_PERCENT:
             verdict = "down"
         elif reaching and 100.0 * len(by_state["slow"]) / len(reaching) > WIDELY_PERCENT:
             verdict = "slow"
@@ -502,17 +522,32 @@ class SystemsModel:
         observed = down = line_s = maintenance_s = unwatched_s = 0.0
         observed_with = down_with = 0.0
         for commune, probes in watched:
-            history, since = all_down([(outages.get(p.id, []), p.monitored_since) for p in probes])
-            silent = _unwatched(probes, gaps, facts, now)
+            # A probe silent (its PC off) votes neither way: its silence counts as "not
+            # up" in the vote, and where every probe was silent nobody watched at all.
+            silences = [_silences(p, gaps, facts, now) for p in probes]
+            history, since = all_down(
+                [
+                    (_with_silences(outages.get(p.id, []), quiet), p.monitored_since)
+                    for p, quiet in zip(probes, silences, strict=True)
+                ]
+            )
+            silent = _overlap_all(silences)
             line: list[Outage] = []
             if lines[commune]:
                 line, _ = all_down(
                     [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
                 )
             line_spans = [(o.start, end if o.end is None else o.end) for o in line]
-            device = maintenance.Device(check="system", name=entry.id)
+            # The system's windows, the commune's, and those of its probing PCs.
+            devices = [
+                maintenance.Device(agent=p.agent_key.rsplit("/", 1)[1], check="system",
+                                   name=entry.id)
+                for p in probes
+            ]  # fmt: skip
             planned = maintenance.spans(
-                [w for w in windows if w.covers(province, commune, device)], start, end
+                [w for w in windows if any(w.covers(province, commune, d) for d in devices)],
+                start,
+                end,
             )
             both = availability(
                 history, start, end, since, now, merged(line_spans + planned), silent
@@ -580,11 +615,12 @@ class SystemsModel:
         if not found:
             return []
         facts = self._facts(province)
+        names = self._names(province)
         now = self.clock()
         planned = maintenance.windows(self.store, province, now - WINDOWS["30d"], now)
         result = []
         for entry in found:
-            health = self._now(province, entry, facts, scope)
+            health = self._now(province, entry, facts, scope, names)
             if health is None:
                 continue
             if windows:
@@ -622,7 +658,9 @@ class SystemsModel:
 
     def commune(self, province: str, commune: str) -> CommuneSystems | None:
         """The systems one commune uses and its reach of each; None without a catalogue.
-        Each system's province-wide view is of the commune alone (its scope)."""
+        Each system's view beside it is province-wide (every commune's reach makes its
+        verdict): a caller showing it to a narrower token judges it over that token's
+        communes instead (collector/web/systemviews.py)."""
         found = self.entries(province)
         if not found:
             return None
@@ -630,7 +668,7 @@ class SystemsModel:
         names = self._names(province)
         pairs: list[tuple[SystemHealth, Reach]] = []
         for entry in found:
-            health = self._now(province, entry, facts, None)
+            health = self._now(province, entry, facts, None, names)
             if health is None:
                 continue
             mine = next((r for r in health.reach if r.commune == commune), None)
@@ -672,22 +710,35 @@ class SystemsModel:
         return result
 
 
-def _unwatched(
-    probes: list[Subject], gaps: dict[int, list[tuple[float, float]]], facts: _Facts, now: float
+def _silences(
+    probe: Subject, gaps: dict[int, list[tuple[float, float]]], facts: _Facts, now: float
 ) -> list[tuple[float, float]]:
-    """When none of a commune's probes of a system was watching: each probe's silences
-    (its gaps, before it began, and, once its PC is off or it is silent beyond its bound,
-    from one interval after its last word), intersected."""
+    """When a probe was not watching: its gaps, before it began, and, once its PC is off
+    or it is silent beyond its bound, from one interval after its last word."""
+    bound = silence_bound(facts.intervals.get(probe.agent_key, 0.0))
+    stopped = probe.agent_key not in facts.online or now - probe.last_ts > bound
+    since = probe.last_ts + silence_bound_hold(bound)
+    return merged(
+        [*gaps.get(probe.id, []), (-math.inf, probe.monitored_since)]
+        + ([(since, math.inf)] if stopped else [])
+    )
+
+
+def _with_silences(outages: list[Outage], silences: list[tuple[float, float]]) -> list[Outage]:
+    """A probe's outages with its silences added: in a vote of several probes, a silent one
+    does not say "up"."""
+    spans = merged(
+        [(o.start, math.inf if o.end is None else o.end) for o in outages]
+        + [(lo, hi) for lo, hi in silences if hi > -math.inf and lo < math.inf]
+    )
+    return [Outage(lo, None if hi == math.inf else hi) for lo, hi in spans]
+
+
+def _overlap_all(spans: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The time inside every one of the lists (each sorted and disjoint)."""
     found: list[tuple[float, float]] | None = None
-    for probe in probes:
-        bound = silence_bound(facts.intervals.get(probe.agent_key, 0.0))
-        stopped = probe.agent_key not in facts.online or now - probe.last_ts > bound
-        since = probe.last_ts + silence_bound_hold(bound)
-        mine = merged(
-            [*gaps.get(probe.id, []), (-math.inf, probe.monitored_since)]
-            + ([(since, math.inf)] if stopped else [])
-        )
-        found = mine if found is None else overlap(found, mine)
+    for each in spans:
+        found = each if found is None else overlap(found, each)
     return found or []
 
 

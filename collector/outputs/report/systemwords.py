@@ -93,6 +93,8 @@ INCIDENTS: dict[Language, dict[str, str]] = {
         "hoạt động ({value})",
         "system_slow_here": "Chậm tại {commune} ({value})",
         "website_down": "Trang của {commune} không truy cập được ({value})",
+        "website_certificate_expiring": "Chứng thư số của trang {commune} sắp hết hạn "
+        "(còn {value} ngày)",
     },
     "en": {
         "system_down": "Unreachable from {value} communes whose line was up",
@@ -101,6 +103,8 @@ INCIDENTS: dict[Language, dict[str, str]] = {
         "system_unreachable_here": "Unreachable from {commune} while its line was up ({value})",
         "system_slow_here": "Slow at {commune} ({value})",
         "website_down": "{commune}'s site unreachable ({value})",
+        "website_certificate_expiring": "{commune}'s site certificate about to expire "
+        "({value} days left)",
     },
 }
 
