@@ -447,3 +447,31 @@ def test_a_month_not_begun_has_the_systems_and_no_figures(store: StateStore) -> 
         "Hệ thống một cửa điện tử: chưa có số liệu giám sát trong tháng (3 xã, phường sử dụng)."
     )
     assert "| 1 | Hệ thống một cửa điện tử | 3 | 0 | — | — | 0:00 |" in markdown(report, "vi")
+
+
+def test_a_probes_hostile_error_text_stays_text_in_every_format(store: StateStore) -> None:
+    """A probe's error is the agent's text: characters XML cannot hold must not fail the
+    workbook or the Word document, and HTML or a line break must not leave its cell."""
+    hostile = "refused \ufffe\uffff\x07 <img src=x onerror=alert(1)>\nnext | cell"
+    with store.transaction() as db:
+        db.execute(
+            """INSERT INTO alerts (rule, subject, province, commune, agent, name, target,
+               severity, state, started_at, fired_at, resolved_at, value, labels, late)
+               VALUES ('website_down', ?, 'dong-nai', 'la-nga', 'poller', 'website', '',
+                       'warning', 'resolved', ?, ?, ?, ?, '{}', 0)""",
+            (system_subject("dong-nai", "website", "la-nga"), OCT + 3 * DAY, OCT + 3 * DAY,
+             OCT + 3 * DAY + HOUR, hostile),
+        )  # fmt: skip
+    report = report_of(store, catalogue=CATALOGUE)
+    assert xlsx_bytes(report, "vi") and docx_bytes(report, None, "vi")
+    text = markdown(report, "vi")
+    [row] = [line for line in text.splitlines() if "onerror" in line]
+    assert "<img" not in row and "&lt;img src=x onerror=alert(1)&gt;" in row
+    assert "next \\| cell" in row and "\x07" not in row  # one row, its cells intact
+
+
+def test_a_share_under_a_hundred_never_reads_a_hundred() -> None:
+    from collector.common.shares import below_whole
+
+    assert below_whole(99.9996, 2) == pytest.approx(99.99)
+    assert below_whole(100.0, 2) == 100.0 and below_whole(98.5, 1) == 98.5

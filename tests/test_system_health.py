@@ -115,7 +115,8 @@ def test_a_scope_sees_its_communes_only_and_no_system_they_do_not_use(
     views = model(store)
     health = views.system("dong-nai", "mot-cua", scope=["xuan-bac"])
     assert health is not None and [r.commune for r in health.reach] == ["xuan-bac"]
-    assert health.verdict == "ok"
+    assert health.unreachable == [] and health.reaching == 1
+    assert health.verdict == "down"  # the system's, judged from every commune
     assert views.system("dong-nai", "lis", scope=["xuan-bac"]) is None
     assert [s.id for s in views.systems("dong-nai", scope=["tan-phu"])] == ["mot-cua"]
     assert [s.id for s in views.systems("dong-nai")] == ["mot-cua", "lis", "website"]

@@ -106,7 +106,9 @@ def test_a_system_page_shows_every_communes_reach_sortable(browser: Browser, bas
     expect(page.locator("#verdict")).to_have_text("Lỗi tại một số xã")
     expect(page.locator("#incidents")).to_contain_text("Xã không truy cập được hệ thống dùng chung")
     expect(page.locator("#incidents")).to_contain_text("đang diễn ra")
-    expect(page.locator("main")).to_contain_text("không tính lúc xã mất đường truyền: 1 h 00 min")
+    expect(page.locator("main")).to_contain_text(
+        "không tính lúc xã mất đường truyền (cộng dồn các xã): 1 h 00 min"
+    )
     assert page.goto(base + "/systems/dong-nai/nowhere").status == 404  # type: ignore[union-attr]
 
 

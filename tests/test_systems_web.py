@@ -322,8 +322,9 @@ def test_a_communes_systems_tell_its_line_from_the_system(api: Served) -> None:
 def test_a_communes_token_sees_its_communes_rows_and_figures_alone(api: Served) -> None:
     mine = by_id(get(api, "/api/v1/systems/health", "la-nga"))
     assert list(mine) == ["mot-cua", "lis", "website"]
-    # Over La Ngà alone mot-cua is fine: nothing of the other communes shows.
-    assert (mine["mot-cua"]["verdict"], mine["mot-cua"]["communes"]) == ("ok", 1)
+    # La Ngà's rows alone: nothing of the other communes shows but the system's own
+    # verdict (local: some communes cannot use it), judged from every commune.
+    assert (mine["mot-cua"]["verdict"], mine["mot-cua"]["communes"]) == ("local", 1)
     assert mine["mot-cua"]["cannot_reach"] == [] and mine["mot-cua"]["slow"] == []
     assert mine["mot-cua"]["cert_days"] == 40.0
     # lis over La Ngà alone: 10 h watched, 1 h down.
@@ -331,13 +332,15 @@ def test_a_communes_token_sees_its_communes_rows_and_figures_alone(api: Served) 
     assert [c["commune"] for c in mine["lis"]["cannot_reach"]] == ["la-nga"]
     detail = get(api, "/api/v1/systems/dong-nai/mot-cua", "la-nga")
     assert [r["commune"] for r in detail["reach"]] == ["la-nga"]
-    # Of the incidents, the system's own: none of the other communes'.
+    # Of the incidents, the system's own, without its value (another commune's
+    # certificate): none of the other communes'.
     incidents = detail["last_30d"]["incidents"]
     assert [(i["rule"], i["commune"]) for i in incidents] == [("system_certificate_expiring", "")]
-    # Its commune's view: the systems' verdicts over its own communes too.
+    assert incidents[0]["value"] == ""
+    # Its commune's view: the systems' verdicts (every commune's), counts over its own.
     own = get(api, "/api/v1/communes/la-nga/systems", "la-nga")
     assert [(s["id"], s["verdict"], s["probing"]) for s in own["systems"]] == [
-        ("mot-cua", "ok", 1), ("lis", "down", 1), ("website", "ok", 1),
+        ("mot-cua", "local", 1), ("lis", "local", 1), ("website", "ok", 1),
     ]  # fmt: skip
     # Tân Phú uses neither lis nor a website: none of them exists for its token.
     assert list(by_id(get(api, "/api/v1/systems/health", "tan-phu"))) == ["mot-cua"]

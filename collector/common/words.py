@@ -779,11 +779,11 @@ CONSOLE["vi"] |= {
     "response_p50_p95": "Thời gian phản hồi 24 giờ (trung vị / 95%)",
     "response_time": "Thời gian phản hồi",
     "slow_over": "chậm khi quá",
-    "cert_left": "Chứng chỉ còn",
+    "cert_left": "Chứng thư số còn",
     "cert_alert_under": "cảnh báo khi còn dưới",
     "days": "ngày",
-    "excluded_line": "không tính lúc xã mất đường truyền",
-    "excluded_maintenance": "không tính thời gian bảo trì",
+    "excluded_line": "không tính lúc xã mất đường truyền (cộng dồn các xã)",
+    "excluded_maintenance": "không tính thời gian bảo trì (cộng dồn các xã)",
     "since_col": "Từ lúc",
     "http_status": "Mã trả lời",
     "prober": "Máy đo",
@@ -796,10 +796,11 @@ CONSOLE["vi"] |= {
     "cannot_use_n": "không truy cập được {n}",
     "systems_line_down": "Đường truyền chuyên dùng của xã đang mất: các hệ thống không truy cập "
     "được là do đường truyền của xã (đã có cảnh báo đường truyền), không phải do hệ thống.",
-    "reach_note": "Mất đường truyền của xã: kiểm tra đường truyền của xã, hệ thống không có lỗi. "
-    "Hệ thống không phản hồi: đường truyền của xã vẫn hoạt động nhưng hệ thống không trả lời, "
-    "báo đơn vị quản lý hệ thống. Trả về sai trang: hệ thống trả lời nhưng không đúng trang "
-    "(trang đăng nhập, trang lỗi, chứng chỉ không hợp lệ).",
+    "reach_note": "Mất đường truyền của xã: kiểm tra đường truyền của xã trước (khi đường "
+    "truyền mất, không biết được hệ thống có lỗi hay không). Hệ thống không phản hồi hoặc trả "
+    "về sai trang (trang đăng nhập, trang lỗi, chứng thư số không hợp lệ) trong khi đường "
+    "truyền của xã vẫn hoạt động: nếu chỉ xã này lỗi, kiểm tra tại xã (tường lửa, DNS, "
+    "proxy); nếu nhiều xã cùng lỗi, báo đơn vị quản lý hệ thống.",
     "reach_ok": "truy cập được",
     "reach_slow": "chậm",
     "reach_unreachable": "hệ thống không phản hồi",
@@ -836,8 +837,8 @@ CONSOLE["en"] |= {
     "cert_left": "Certificate left",
     "cert_alert_under": "alert under",
     "days": "days",
-    "excluded_line": "left out while the commune's line was down",
-    "excluded_maintenance": "left out for maintenance",
+    "excluded_line": "left out while the communes' lines were down (summed)",
+    "excluded_maintenance": "left out for maintenance (summed over the communes)",
     "since_col": "Since",
     "http_status": "Status",
     "prober": "Prober",
@@ -850,10 +851,11 @@ CONSOLE["en"] |= {
     "cannot_use_n": "cannot reach {n}",
     "systems_line_down": "The commune's dedicated line is down: the systems it cannot reach are "
     "the line's problem (its line alert says so), not the systems'.",
-    "reach_note": "The commune's line is down: check the commune's line, the system is not at "
-    "fault. The system does not answer: the commune's line is up but the system does not "
-    "reply; tell its owner. Answers the wrong page: the system replies, but not with its page "
-    "(a login page, an error page, a certificate not valid).",
+    "reach_note": "The commune's line is down: check the commune's line first (while it is "
+    "down nothing is known of the system). The system does not answer, or answers the wrong "
+    "page (a login page, an error page, a certificate not valid), while the commune's line is "
+    "up: if this commune alone fails, check at the commune (firewall, DNS, proxy); if many "
+    "fail together, tell the system's owner.",
     "reach_ok": "reachable",
     "reach_slow": "slow",
     "reach_unreachable": "the system does not answer",

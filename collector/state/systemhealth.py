@@ -432,29 +432,22 @@ class SystemsModel:
         if not communes:
             return None
         now = self.clock()
-        reach = [
+        every = [
             self._reach(facts, entry, c, names.get(c, c), entry.targets.get(c, ""), now)
-            for c in communes
+            for c in entry.communes
         ]
+        # The verdict is the system's, from every commune that uses it (one commune's
+        # token told "the system is down" of its own local problem would look in the
+        # wrong place); the counts and lists are the scope's.
+        verdict = _verdict(every)
+        held = set(communes)
+        reach = [r for r in every if r.commune in held]
         by_state: dict[str, list[str]] = defaultdict(list)
         for r in reach:
             by_state[r.state].append(r.commune)
         probing = [r for r in reach if r.state not in ("silent", "not_probed")]
         reaching = [r for r in probing if r.state in ("ok", "slow")]
         unreachable = by_state["unreachable"] + by_state["bad_response"]
-        line_up = len(probing) - len(by_state["line_down"])
-        verdict: Verdict
-        quorum = min(QUORUM, len(communes))
-        if not line_up:
-            verdict = "no_data"  # nobody probes it with a line up: nothing known of it
-        elif line_up >= quorum and 100.0 * len(unreachable) / line_up > WIDELY_PERCENT:
-            verdict = "down"
-        elif reaching and 100.0 * len(by_state["slow"]) / len(reaching) > WIDELY_PERCENT:
-            verdict = "slow"
-        elif unreachable or by_state["slow"]:
-            verdict = "local"
-        else:
-            verdict = "ok"
         certs = [
             (r.cert_days, entry.cert_min_days.get(r.commune, 14))
             for r in probing
@@ -494,7 +487,9 @@ class SystemsModel:
         start: float,
         end: float,
         windows: list[maintenance.Window],
+        scoped: bool = False,
     ) -> Figures:
+        """``scoped``: for a caller holding some communes only."""
         now = self.clock()
         end = min(end, now)
         watched: list[tuple[str, list[Subject]]] = []
@@ -579,15 +574,23 @@ class SystemsModel:
             p95_ms=systemtimes.percentile(counts, 0.95),
             answers=sum(counts.values()),
             communes=len(watched),
-            incidents=self._incidents(province, entry.id, communes, start, end),
+            incidents=self._incidents(province, entry.id, communes, start, end, scoped),
             unwatched_s=unwatched_s,
         )
 
     def _incidents(
-        self, province: str, system_id: str, communes: list[str], start: float, end: float
+        self,
+        province: str,
+        system_id: str,
+        communes: list[str],
+        start: float,
+        end: float,
+        scoped: bool = False,
     ) -> list[Incident]:
         """The system's alerts overlapping [start, end): its own, and those of the
-        communes given (a scope sees its communes' only)."""
+        communes given (a scope sees its communes' only). ``scoped``: the system's own
+        alerts without their value, which is measured over every commune (another's
+        certificate, the province's median, "40/90")."""
         lo = f"{SUBJECT_PREFIX}{province}/"
         with self.store.reading() as db:
             rows = db.execute(
@@ -599,7 +602,7 @@ class SystemsModel:
             ).fetchall()
         allowed = set(communes)
         return [
-            Incident(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+            Incident(int(r[0]), r[1], r[2], r[3], r[4], "" if scoped and not r[6] else r[5], r[6])
             for r in rows
             if not r[6] or r[6] in allowed
         ]
@@ -628,7 +631,16 @@ class SystemsModel:
                 health = _with_windows(
                     health,
                     *(
-                        self._figures(province, entry, facts, used, now - span, now, planned)
+                        self._figures(
+                            province,
+                            entry,
+                            facts,
+                            used,
+                            now - span,
+                            now,
+                            planned,
+                            scope is not None,
+                        )
                         for span in WINDOWS.values()
                     ),
                 )
@@ -651,7 +663,9 @@ class SystemsModel:
         return _with_windows(
             health,
             *(
-                self._figures(province, entry, facts, used, now - span, now, planned)
+                self._figures(
+                    province, entry, facts, used, now - span, now, planned, scope is not None
+                )
                 for span in WINDOWS.values()
             ),
         )
@@ -695,7 +709,9 @@ class SystemsModel:
             communes = [c for c in entry.communes if scope is None or c in scope]
             if not communes:
                 continue
-            figures = self._figures(province, entry, facts, communes, start, end, planned)
+            figures = self._figures(
+                province, entry, facts, communes, start, end, planned, scope is not None
+            )
             result.append(
                 SystemPeriod(
                     entry.id,
@@ -740,6 +756,23 @@ def _overlap_all(spans: list[list[tuple[float, float]]]) -> list[tuple[float, fl
     for each in spans:
         found = each if found is None else overlap(found, each)
     return found or []
+
+
+def _verdict(reach: list[Reach]) -> Verdict:
+    """A system judged from every commune's reach of it."""
+    states = [r.state for r in reach]
+    probing = [s for s in states if s not in ("silent", "not_probed")]
+    reaching = [s for s in probing if s in ("ok", "slow")]
+    failing = sum(1 for s in probing if s in ("unreachable", "bad_response"))
+    slow = states.count("slow")
+    line_up = len(probing) - states.count("line_down")
+    if not line_up:
+        return "no_data"  # nobody probes it with a line up: nothing known of it
+    if line_up >= min(QUORUM, len(reach)) and 100.0 * failing / line_up > WIDELY_PERCENT:
+        return "down"
+    if reaching and 100.0 * slow / len(reaching) > WIDELY_PERCENT:
+        return "slow"
+    return "local" if failing or slow else "ok"
 
 
 def _with_windows(health: SystemHealth, day: Figures, month: Figures) -> SystemHealth:

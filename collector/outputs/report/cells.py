@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # openpyxl is loaded for an XLSX only
 
 #: Tab and CR too: a spreadsheet may drop them and read the rest as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-# Control characters XML 1.0 cannot hold: openpyxl refuses them (the report would fail).
-_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Characters XML 1.0 cannot hold (control characters, lone surrogates, U+FFFE and
+# U+FFFF): openpyxl and Word refuse them, and one probe's error would fail the report.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 Value = str | int | float | None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
@@ -160,12 +161,22 @@ def cell_text(value: Cell, language: Language) -> str:
 _text = cell_text
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _markdown_cell(text: str) -> str:
+    """A cell's text that stays in its cell and stays text: a "|" would end the cell,
+    a line break the row, and an agent's error is no HTML for whatever shows the file."""
+    text = _CONTROL.sub(" ", text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
 def _markdown_table(table: Table, language: Language) -> list[str]:
     columns, rows = table
 
     def line(values: list[str]) -> str:
-        # A "|" in a name or an alert's words would end its cell.
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(_markdown_cell(v) for v in values) + " |"
 
     out = [line(columns), "|" + "|".join("---" for _ in columns) + "|"]
     return out + [line([_text(v, language) for v in row]) for row in rows]

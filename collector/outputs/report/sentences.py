@@ -10,6 +10,7 @@ thống quản lý văn bản: ..."). English is given for the IOC's own use.
 
 from __future__ import annotations
 
+from collector.common.shares import below_whole
 from collector.common.words import Language
 from collector.outputs.report.build import CommuneMonth, MonthlyReport
 from collector.outputs.report.systemwords import system_name
@@ -33,7 +34,7 @@ def hours(seconds: float, language: Language = "vi") -> str:
 
 
 def _percent(value: float | None, language: Language, digits: int = 1) -> str:
-    return "—" if value is None else f"{number(value, digits, language)}%"
+    return "—" if value is None else f"{number(below_whole(value, digits), digits, language)}%"
 
 
 def antimalware(total: CommuneMonth, language: Language = "vi") -> str:

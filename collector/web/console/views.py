@@ -38,6 +38,7 @@ from collector.alerts.records import (
 from collector.common import words
 from collector.common.localtime import local, parse_time
 from collector.common.natural import natural_key
+from collector.common.shares import below_whole
 from collector.rollout import gates, registry
 from collector.rollout.overview import communes
 from collector.state import audit, maintenance
@@ -94,7 +95,9 @@ def _local(ts: float | None, with_date: bool = True) -> str:
 @pass_context
 def _percent(context: Any, value: float | None, digits: int = 2) -> str:
     """A percentage with the page's decimal sign."""
-    return "—" if value is None else f"{decimal(context.get('lang', 'vi'), value, digits)} %"
+    if value is None:
+        return "—"
+    return f"{decimal(context.get('lang', 'vi'), below_whole(value, digits), digits)} %"
 
 
 templates.filters["local"] = _local
