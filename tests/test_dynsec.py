@@ -68,18 +68,23 @@ class Device:
         self.client.on_disconnect = lambda *_: self.disconnected.set()
         self.client.on_subscribe = self._subscribed
         self._topics: dict[int, str] = {}
+        self._lock = threading.Lock()
         self.refused = self.client.connect("127.0.0.1", port) != 0
         self.client.loop_start()
 
     def _subscribed(
         self, _c: object, _u: object, mid: int, reasons: list[object], _p: object
     ) -> None:
-        self.granted[self._topics[mid]] = not getattr(reasons[0], "is_failure", True)
+        # The SUBACK can come back before subscribe() has returned its mid (a busy
+        # machine): the topic is recorded under the same lock first.
+        with self._lock:
+            self.granted[self._topics[mid]] = not getattr(reasons[0], "is_failure", True)
 
     def subscribe(self, topic: str) -> None:
-        _, mid = self.client.subscribe(topic, qos=1)
-        self._topics[mid] = topic
-        wait_for(lambda: topic in self.granted, 5, f"no SUBACK for {topic}")
+        with self._lock:
+            _, mid = self.client.subscribe(topic, qos=1)
+            self._topics[mid] = topic
+        wait_for(lambda: topic in self.granted, 30, f"no SUBACK for {topic}")
 
     def stop(self) -> None:
         self.client.disconnect()
