@@ -84,6 +84,9 @@ def run(config_path: Path) -> None:
     """
     config = _load(config_path)
     _logging(config.agent.log_level)
+    from agent.deferred import defer_unused
+
+    defer_unused()  # before the runner imports paho-mqtt
     from agent.outbox import OutboxError
     from agent.runner import run_agent
 
@@ -393,11 +396,11 @@ def list_checks(config_path: Path, all_kinds: bool) -> None:
         commune-agent list-checks -c agent.toml
         commune-agent list-checks --all-kinds
     """
-    from agent.checks import REGISTRY
+    from agent.checks import REGISTRY, check_type
 
     if all_kinds:
-        for kind, check_type in REGISTRY.items():
-            summary = (sys.modules[check_type.__module__].__doc__ or kind).splitlines()[0]
+        for kind in REGISTRY:
+            summary = (sys.modules[check_type(kind).__module__].__doc__ or kind).splitlines()[0]
             click.echo(f"{kind:10} {summary}")
         return
     config = _load(config_path)
