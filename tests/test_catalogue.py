@@ -21,7 +21,7 @@ from agent.catalogue import CATALOGUE, DERIVED, LINK, POLYCOM, histories, proble
 from agent.checks.host import HostCheck
 from agent.checks.options import HostOptions
 from agent.checks.selfmetrics import SelfMetricsCheck
-from agent.cli import README_BEGIN, README_END
+from agent.commands import README_BEGIN, README_END
 from agent.configtypes import ConfigError
 from agent.stats import AgentStats
 from agent.wire import (

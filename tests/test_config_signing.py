@@ -341,7 +341,7 @@ def test_an_agent_that_follows_no_collector_never_loads_cryptography(tmp_path: P
     apply(agent(tmp_path), central_config(OFFICE))  # leaves a cache to verify at start
     code = (
         "import sys\nfrom agent.central import CentralConfig\nfrom agent.config import "
-        "load_config\nimport agent.runner, agent.cli\n"
+        "load_config\nimport agent.runner, agent.commands\n"
         "CentralConfig(load_config(sys.argv[1]))\nprint('cryptography' in sys.modules)"
     )
     for config, loaded in ((plain, "False"), (tmp_path / "agent.toml", "True")):
