@@ -1,10 +1,21 @@
 """Agent benchmark: memory, CPU per cycle, and backlog drain, with same-run baselines.
 
     .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
+    .venv/bin/python bench/agent_bench.py --pc-only [--pc-interval 0.05] [--baseline 8da2485]
     .venv/bin/python bench/agent_bench.py --signing-only
 
 Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
 
+0. the typical PC (bench/pc_agent.py): host, anti-malware, two ICMP line probes, MQTT
+   over TLS with a password, the outbox, in a PC's install (the agent's runtime
+   dependencies only), for a simulated day (1,440 cycles; the anti-malware check every
+   10). Beside it, in the same window: the agent before the footprint work (a git
+   worktree of ``--baseline``, same install, same profile) and Zabbix agent 2 asked for
+   the same items at the same cadence (bench/zabbix_agent.py). Reported for each: RSS
+   (and USS, PSS) after a warm-up hour, its growth over the day, peak, CPU per day; the
+   ratios to the agent before and to Zabbix, and the import floor (Python and the
+   libraries any agent of this profile loads) in the same install.
+   Targets: steady RSS <= 25 MB, growth < 1 MB a day.
 1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
    every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
    ran once), sampling the process's RSS and CPU time. Baseline: the RSS of a
@@ -42,6 +53,8 @@ sys.path.insert(0, str(REPO))
 
 from agent import wire  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
+from bench import pc_agent, zabbix_agent  # noqa: E402
+from bench.pc_agent import DAY_CYCLES, Watch  # noqa: E402
 from tests.servers import Mosquitto, Snmpd, stop_process  # noqa: E402
 
 MB = 1024 * 1024
@@ -354,6 +367,116 @@ def measure_signing(workdir: Path, broker: Mosquitto, seconds: float = 8.0) -> d
     return result
 
 
+#: The checks that make a PC's cycle (the anti-malware check runs every 10 cycles).
+PC_CYCLE = ("host", "tslcd-gateway", "tslcd-province")
+#: A simulated hour: memory is "steady" after it.
+WARMUP_CYCLES = 60
+
+
+def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
+    """The typical PC's agent (and the agent before, and Zabbix agent 2) over a day."""
+    broker = pc_agent.tls_broker(workdir / "tls")
+    python = pc_agent.pc_python(workdir)
+    floor = pc_agent.import_floor(python, pc_agent.FLOOR_MODULES, REPO)
+    trees = [("agent", REPO)]
+    if args.baseline != "none":
+        trees.append((f"agent {args.baseline}", pc_agent.baseline_tree(args.baseline, workdir)))
+    counter = pc_agent.CycleCounter(broker.plain_port)
+    listener, tcp_port = tcp_listener()
+    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]] = []
+    zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None = None
+    try:
+        for n, (name, tree) in enumerate(trees):
+            agent_id = f"bench-pc-{n}"
+            config = pc_agent.pc_config(
+                workdir / agent_id, broker, agent_id, args.pc_interval, args.pc_probes
+            )
+            log = workdir / f"{agent_id}.log"
+            process = pc_agent.start_pc_agent(python, tree, config, log)
+            agents.append((Watch(name, psutil.Process(process.pid)), process, agent_id, log))
+        if zabbix_agent.installed():
+            process, port = zabbix_agent.start(workdir / "zabbix")
+            poller = zabbix_agent.Poller(port, args.pc_interval, tcp_port)
+            zabbix = (Watch(zabbix_agent.version(), psutil.Process(process.pid)), process, poller)
+        watches = [watch for watch, *_ in agents] + ([zabbix[0]] if zabbix else [])
+        limit = time.monotonic() + 120 + 3 * (WARMUP_CYCLES + args.pc_cycles) * args.pc_interval
+        while not all(w.done for w in watches):
+            time.sleep(0.5)
+            for watch, process, agent_id, log in agents:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{watch.name} stopped: {log.read_text()[-2000:]}")
+                watch.sample(counter.cycles(agent_id, PC_CYCLE), WARMUP_CYCLES, args.pc_cycles)
+            if zabbix:
+                zabbix[0].sample(zabbix[2].cycles, WARMUP_CYCLES, args.pc_cycles)
+            if time.monotonic() > limit:
+                raise RuntimeError("the simulated day did not end in time")
+        for watch, _process, agent_id, _log in agents:
+            watch.notes.append(f"anti-malware ran {counter.count(agent_id, 'antivirus')} times")
+        footprints = [pc_agent.footprint(python, tree) for _name, tree in trees]
+        if zabbix and zabbix[2].failures:
+            zabbix[0].notes.append(f"{zabbix[2].failures} items unanswered")
+    finally:
+        if zabbix:
+            zabbix[2].stop()
+            stop_process(zabbix[1])
+        for _watch, process, _agent_id, _log in agents:
+            stop_process(process)
+        counter.stop()
+        listener.close()
+        broker.stop()
+        for _name, tree in trees[1:]:
+            pc_agent.remove_tree(tree)
+    report_pc(watches, floor)
+    report_footprint([w for w, *_ in agents], footprints)
+    return watches
+
+
+def report_pc(watches: list[Watch], floor: float) -> None:
+    print(f"  {'':24} {'RSS':>7} {'USS':>7} {'PSS':>7} {'growth':>8} {'peak':>7}"
+          f" {'CPU/day':>8} {'CPU/cycle':>9}")  # fmt: skip
+    for w in watches:
+        assert w.steady is not None
+        print(
+            f"  {w.name:24} {w.steady.rss:5.1f}MB {w.steady.uss:5.1f}MB {w.steady.pss:5.1f}MB"
+            f" {w.growth:+6.2f}MB {w.peak_rss:5.1f}MB {w.cpu_per_day():7.1f}s"
+            f" {1000 * w.cpu / max(1, w.cycles):7.2f}ms"
+            + (f"  ({'; '.join(w.notes)})" if w.notes else "")
+        )
+    agent = watches[0]
+    assert agent.steady is not None
+    rss = agent.steady.rss
+    for other in watches[1:]:
+        assert other.steady is not None
+        print(f"  agent / {other.name}: RSS x{rss / other.steady.rss:.2f}, "
+              f"USS x{agent.steady.uss / other.steady.uss:.2f}, "
+              f"CPU x{agent.cpu_per_day() / max(1e-9, other.cpu_per_day()):.2f}")  # fmt: skip
+    print(f"  import floor (Python + {pc_agent.FLOOR_MODULES}): {floor:.1f} MB;"
+          f" agent / floor x{rss / floor:.2f}")  # fmt: skip
+    for w in watches:
+        print(f"  {w.name} RSS over the day (MB): " + " ".join(f"{m:.2f}" for m in w.marks))
+    print(f"  steady RSS {rss:.1f} MB (target <= 25: {'met' if rss <= 25 else 'missed'});"
+          f" growth {agent.growth:+.2f} MB over a day"
+          f" (target < 1: {'met' if agent.growth < 1 else 'missed'})")  # fmt: skip
+
+
+def report_footprint(watches: list[Watch], footprints: list[list[tuple[str, float]]]) -> None:
+    """Where each agent's steady RSS goes: its imports in groups, then the rest."""
+    print("  where the RSS goes (MB; imports loaded in this order into a fresh interpreter of the"
+          " same install, a module counted in the first group that loads it; the last line is"
+          " the steady RSS less them all):")  # fmt: skip
+    print(f"    {'':46}" + "".join(f"{w.name:>16}" for w in watches))
+    for row, (label, _mb) in enumerate(footprints[0]):
+        print(f"    {label:46}" + "".join(f"{f[row][1]:16.2f}" for f in footprints))
+    rest = []
+    for watch, footprint in zip(watches, footprints, strict=True):
+        assert watch.steady is not None
+        rest.append(watch.steady.rss - sum(mb for _label, mb in footprint))
+    print(f"    {'running: TLS session, outbox, threads, data':46}"
+          + "".join(f"{mb:16.2f}" for mb in rest))  # fmt: skip
+    print(f"    {'steady RSS':46}"
+          + "".join(f"{w.steady.rss:16.2f}" for w in watches if w.steady))  # fmt: skip
+
+
 def report_memory(memory: dict[str, float], floor: float) -> None:
     steady = memory["steady_rss_mb"]
     print(f"  steady RSS   {steady:.1f} MB (x{steady / floor:.2f} the import floor; target <= 40)")
@@ -389,7 +512,21 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--backlog", type=int, default=26_000)
     parser.add_argument("--signing-only", action="store_true", help="Only part 3.")
+    parser.add_argument("--pc-only", action="store_true", help="Only part 0.")
+    parser.add_argument("--pc-interval", type=float, default=0.05,
+                        help="Seconds standing for the PC's 60 s cycle.")  # fmt: skip
+    parser.add_argument("--pc-probes", type=int, default=1,
+                        help="Echoes per line probe run (the profile's 3 need --pc-interval "
+                             ">= 0.5: they are 0.2 s apart).")  # fmt: skip
+    parser.add_argument("--pc-cycles", type=int, default=DAY_CYCLES,
+                        help="Cycles measured after the warm-up hour (a day: 1440).")  # fmt: skip
+    parser.add_argument("--baseline", default=pc_agent.BASELINE_REF,
+                        help="The commit whose agent runs beside ('none': none).")  # fmt: skip
     args = parser.parse_args()
+    if args.pc_only:
+        with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
+            run_pc(Path(tmp), args)
+        return
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         workdir = Path(tmp)
         # The counting subscriber is slower than the publishers: do not let the
@@ -409,6 +546,7 @@ def main() -> None:
                   f"signed config {signed:.1f} MB (+{signed - local:.1f})")  # fmt: skip
             if args.signing_only:
                 return
+            run_pc(workdir / "pc", args)
             engine = import_rss(ENGINE_LIBRARIES)
             print(f"import floor: Python + the libraries this agent loads: {floor:.1f} MB RSS")
             print(f"  (with pysnmp's engine, as a v3 poller loads it: {engine:.1f} MB)")
@@ -422,6 +560,17 @@ def main() -> None:
         finally:
             snmpd.stop()
             broker.stop()
+
+
+def run_pc(workdir: Path, args: argparse.Namespace) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probes = f"{args.pc_probes} echo{'es' if args.pc_probes > 1 else ''}"
+    print(f"typical PC: host, anti-malware, two ICMP line probes ({probes} a run), MQTT over"
+          f" TLS, the outbox; {args.pc_cycles} cycles at {args.pc_interval}s after a warm-up"
+          f" of {WARMUP_CYCLES}, in a PC's install")  # fmt: skip
+    if not zabbix_agent.installed():
+        print("  (zabbix_agent2 not installed: apt-get install zabbix-agent2 to compare)")
+    measure_pc(workdir, args)
 
 
 if __name__ == "__main__":
