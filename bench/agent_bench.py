@@ -26,9 +26,9 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    one. Baseline: mosquitto_pub (C) publishing the same payloads at QoS 1 to
    the same broker, timed the same way.
 3. what checking the collector's config signatures costs: the RSS of an enrolled
-   agent that applied a signed config (``cryptography`` loaded) against the same
-   agent with the same checks in its own file (never loaded), and the import floor
-   with and without ``cryptography``'s Ed25519.
+   agent that applied a signed config against the same agent with the same checks in
+   its own file, and the import floor with and without ``cryptography``'s Ed25519,
+   which the check loads in a process of its own (agent/sigcheck.py), not the agent.
 
 Targets: steady RSS <= 40 MB, growth < 1 MB over the cycles, backlog <= 60 s.
 """
@@ -141,7 +141,7 @@ AGENT_LIBRARIES = (
     "psutil,paho.mqtt.client,msgspec,sqlite3,asyncio,pysnmp.proto.api,pyasn1.codec.ber.decoder"
 )
 ENGINE_LIBRARIES = AGENT_LIBRARIES + ",pysnmp.hlapi.v3arch.asyncio"
-#: What verifying a config's signature loads (agent/configkeys.py imports it lazily).
+#: What checking a config's signature loads (in agent/sigcheck.py's process, not the agent).
 SIGNATURE_LIBRARIES = "cryptography.exceptions,cryptography.hazmat.primitives.asymmetric.ed25519"
 
 
