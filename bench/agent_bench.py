@@ -12,9 +12,11 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    10). Beside it, in the same window: the agent before the footprint work (a git
    worktree of ``--baseline``, same install, same profile) and Zabbix agent 2 asked for
    the same items at the same cadence (bench/zabbix_agent.py). Reported for each: RSS
-   (and USS, PSS) after a warm-up hour, its growth over the day, peak, CPU per day; the
-   ratios to the agent before and to Zabbix, and the import floor (Python and the
-   libraries any agent of this profile loads) in the same install.
+   (and USS, PSS) after a warm-up hour, its growth over the day, peak, CPU per day (the
+   day's cycles run back to back, and the time between checks, measured with the
+   profile's real intervals for 20 s); the ratios to the agent before and to Zabbix,
+   the import floor (Python and the libraries any agent of this profile loads) in the
+   same install, and where the RSS goes.
    Targets: steady RSS <= 25 MB, growth < 1 MB a day.
 1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
    every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
@@ -385,6 +387,7 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
     listener, tcp_port = tcp_listener()
     agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]] = []
     zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None = None
+    idle: list[subprocess.Popen[bytes]] = []
     try:
         for n, (name, tree) in enumerate(trees):
             agent_id = f"bench-pc-{n}"
@@ -412,14 +415,17 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
                 raise RuntimeError("the simulated day did not end in time")
         for watch, _process, agent_id, _log in agents:
             watch.notes.append(f"anti-malware ran {counter.count(agent_id, 'antivirus')} times")
-        footprints = [pc_agent.footprint(python, tree) for _name, tree in trees]
         if zabbix and zabbix[2].failures:
             zabbix[0].notes.append(f"{zabbix[2].failures} items unanswered")
+        for _watch, process, _agent_id, _log in agents:
+            stop_process(process)
+        idle = measure_idle(workdir, broker, python, trees, counter, agents, zabbix, args)
+        footprints = [pc_agent.footprint(python, tree) for _name, tree in trees]
     finally:
         if zabbix:
             zabbix[2].stop()
             stop_process(zabbix[1])
-        for _watch, process, _agent_id, _log in agents:
+        for process in [process for _watch, process, *_ in agents] + idle:
             stop_process(process)
         counter.stop()
         listener.close()
@@ -431,14 +437,58 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
     return watches
 
 
+#: Seconds of an idle agent's CPU measured, between its first checks and its next ones.
+IDLE_WINDOW_S = 20.0
+
+
+def measure_idle(
+    workdir: Path,
+    broker: pc_agent.TlsBroker,
+    python: Path,
+    trees: list[tuple[str, Path]],
+    counter: pc_agent.CycleCounter,
+    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]],
+    zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None,
+    args: argparse.Namespace,
+) -> list[subprocess.Popen[bytes]]:
+    """What each agent costs between checks, which the accelerated day leaves out: the
+    agents at the profile's own intervals (60 s, 10 min) once their first checks are in,
+    Zabbix agent 2 asked nothing, for ``IDLE_WINDOW_S``. Returns the processes started."""
+    started = []
+    for n, (_name, tree) in enumerate(trees):
+        agent_id = f"bench-pc-idle-{n}"
+        config = pc_agent.pc_config(workdir / agent_id, broker, agent_id, 60.0, args.pc_probes)
+        log = workdir / f"{agent_id}.log"
+        started.append((agent_id, pc_agent.start_pc_agent(python, tree, config, log)))
+    if zabbix:
+        zabbix[2].stop()
+    deadline = time.monotonic() + 60
+    while any(counter.cycles(a, PC_CYCLE) < 1 or counter.count(a, "antivirus") < 1
+              for a, _process in started):  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError("the idle agents did not run their first checks")
+        time.sleep(0.2)
+    watched = [(w, psutil.Process(p.pid)) for (w, *_), (_a, p) in zip(agents, started, strict=True)]
+    if zabbix:
+        watched.append((zabbix[0], zabbix[0].process))
+    before = [pc_agent.thread_cpu_seconds(process) for _w, process in watched]
+    started_at = time.monotonic()
+    time.sleep(IDLE_WINDOW_S)
+    seconds = time.monotonic() - started_at
+    for (watch, process), cpu0 in zip(watched, before, strict=True):
+        watch.idle_cpu_per_s = (pc_agent.thread_cpu_seconds(process) - cpu0) / seconds
+    return [process for _a, process in started]
+
+
 def report_pc(watches: list[Watch], floor: float) -> None:
     print(f"  {'':24} {'RSS':>7} {'USS':>7} {'PSS':>7} {'growth':>8} {'peak':>7}"
-          f" {'CPU/day':>8} {'CPU/cycle':>9}")  # fmt: skip
+          f" {'CPU/day':>8} {'checks':>7} {'idle':>7} {'CPU/cycle':>9}")  # fmt: skip
     for w in watches:
         assert w.steady is not None
         print(
             f"  {w.name:24} {w.steady.rss:5.1f}MB {w.steady.uss:5.1f}MB {w.steady.pss:5.1f}MB"
             f" {w.growth:+6.2f}MB {w.peak_rss:5.1f}MB {w.cpu_per_day():7.1f}s"
+            f" {w.checks_cpu_per_day():6.1f}s {w.idle_cpu_per_s * 86400:6.1f}s"
             f" {1000 * w.cpu / max(1, w.cycles):7.2f}ms"
             + (f"  ({'; '.join(w.notes)})" if w.notes else "")
         )
@@ -453,9 +503,10 @@ def report_pc(watches: list[Watch], floor: float) -> None:
     print(f"  import floor (Python + {pc_agent.FLOOR_MODULES}): {floor:.1f} MB;"
           f" agent / floor x{rss / floor:.2f}")  # fmt: skip
     for w in watches:
-        print(f"  {w.name} RSS over the day (MB): " + " ".join(f"{m:.2f}" for m in w.marks))
+        print(f"  {w.name} RSS at the start and after each quarter (MB): "
+              + " ".join(f"{m:.2f}" for m in w.marks))  # fmt: skip
     print(f"  steady RSS {rss:.1f} MB (target <= 25: {'met' if rss <= 25 else 'missed'});"
-          f" growth {agent.growth:+.2f} MB over a day"
+          f" growth {agent.growth:+.2f} MB over {agent.cycles / DAY_CYCLES:.1f} day(s)"
           f" (target < 1: {'met' if agent.growth < 1 else 'missed'})")  # fmt: skip
 
 
