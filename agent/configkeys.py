@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.configtypes import ConfigError, read_text_file
-from agent.sigcheck import INVALID, SIGNATURE_BYTES
+from agent.sigcheck import INVALID, SIGNATURE_BYTES, answer
 from agent.wire import PUBLIC_KEY, SignedConfig, WireError, config_key_id, signed_message
 
 KEY_FILE = "config-key.pub"
@@ -122,14 +122,22 @@ def _check_in_a_process(data: bytes) -> int:
     gave no verdict (a config is never run on a check that did not happen)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "agent.sigcheck"],
+            # -P: the working folder is not put first on the path, so that no
+            # agent/sigcheck.py planted there answers in its place.
+            [sys.executable, "-P", "-m", "agent.sigcheck"],
             input=data,
             capture_output=True,
             timeout=SIGCHECK_TIMEOUT_S,
             check=False,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WireError("unchecked_signature", f"cannot check the signature: {exc}") from None
+    if done.returncode == 0 and done.stdout.strip() != answer(data):
+        raise WireError(
+            "unchecked_signature",
+            "cannot check the signature: the check answered without its verdict on this config",
+        )
     if done.returncode not in (0, INVALID):
         why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no reason"]
         raise WireError(

@@ -392,3 +392,19 @@ def test_the_agent_never_keeps_cryptography_loaded(tmp_path: Path) -> None:
                                 text=True, check=True)  # fmt: skip
         # The enrolled one checked its cache's signature (v1 runs) all the same.
         assert result.stdout.split() == [version, "False"], (config, result.stderr)
+
+
+def test_a_check_that_exits_0_without_its_verdict_on_this_config_passes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Something else answering in the check's place (exit 0, any output) is no verdict."""
+    from agent import configkeys
+
+    real = subprocess.run
+
+    def impostor(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        return real([sys.executable, "-c", "print('valid 00')"], **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(configkeys.subprocess, "run", impostor)
+    with pytest.raises(WireError, match="without its verdict"):
+        configkeys._check_in_a_process(b"k" * 32 + b"s" * 64 + b"config")
