@@ -15,13 +15,15 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from agent.checks.antivirus import AntivirusOptions
 from agent.checks.base import CheckOptions
-from agent.checks.host import HostOptions
-from agent.checks.link import LinkOptions
-from agent.checks.polycom import PolycomOptions
-from agent.checks.snmp import SnmpOptions
-from agent.checks.system import SystemOptions
+from agent.checks.options import (
+    AntivirusOptions,
+    HostOptions,
+    LinkOptions,
+    PolycomOptions,
+    SnmpOptions,
+    SystemOptions,
+)
 from agent.configtypes import (
     BrokerSection,
     ConfigError,

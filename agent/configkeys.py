@@ -5,8 +5,8 @@ its keys) in ``config-key.pub`` beside agent.toml: ``commune-agent enroll`` writ
 from the collector's answer, ``commune-agent config-key fetch`` from the collector's
 public ``GET /api/v1/config-keys`` over the same verified HTTPS. That file is the
 anchor; the keys trusted after a rotation are kept with the last config applied
-(``agent.central``). The ``cryptography`` package is imported only when a signature
-is checked: an agent that follows no collector never loads it.
+(``agent.central``). A signature is checked in a process of its own (agent/sigcheck.py):
+the ``cryptography`` package it needs never stays loaded in the agent.
 """
 
 from __future__ import annotations
@@ -15,14 +15,19 @@ import base64
 import binascii
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from agent.configtypes import ConfigError, read_text_file
+from agent.sigcheck import INVALID, SIGNATURE_BYTES, answer
 from agent.wire import PUBLIC_KEY, SignedConfig, WireError, config_key_id, signed_message
 
 KEY_FILE = "config-key.pub"
+#: A signature check takes a fraction of a second; a PC busy with an update or a scan
+#: may take longer, and a config that waits is better than one refused.
+SIGCHECK_TIMEOUT_S = 60.0
 
 
 def decode_public_key(text: str) -> bytes:
@@ -93,7 +98,7 @@ def describe(keys: Mapping[str, bytes]) -> str:
 
 def verify(signed: SignedConfig, trusted: Mapping[str, bytes]) -> bytes:
     """The signed config's bytes once its signature is checked with the key it names;
-    WireError ``untrusted_key`` or ``bad_signature`` otherwise."""
+    WireError ``untrusted_key``, ``bad_signature`` or ``unchecked_signature`` otherwise."""
     public = trusted.get(signed.key)
     if public is None:
         raise WireError(
@@ -101,15 +106,42 @@ def verify(signed: SignedConfig, trusted: Mapping[str, bytes]) -> bytes:
             f"signed by key {signed.key}, which this agent does not trust "
             f"(it trusts {describe(trusted)})",
         )
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signed.sig, signed_message(signed.config))
-    except InvalidSignature:
+    # Keys are read as 32 bytes (decode_public_key); an Ed25519 signature has 64.
+    message = public + signed.sig + signed_message(signed.config)
+    if len(signed.sig) != SIGNATURE_BYTES or _check_in_a_process(message) == INVALID:
         raise WireError(
             "bad_signature",
             f"the signature does not verify with key {signed.key}: the config was changed "
             "after it was signed, or another key signed it",
-        ) from None
+        )
     return signed.config
+
+
+def _check_in_a_process(data: bytes) -> int:
+    """agent/sigcheck.py's exit code for ``data``; WireError ``unchecked_signature`` when it
+    gave no verdict (a config is never run on a check that did not happen)."""
+    try:
+        done = subprocess.run(
+            # -P: the working folder is not put first on the path, so that no
+            # agent/sigcheck.py planted there answers in its place.
+            [sys.executable, "-P", "-m", "agent.sigcheck"],
+            input=data,
+            capture_output=True,
+            timeout=SIGCHECK_TIMEOUT_S,
+            check=False,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WireError("unchecked_signature", f"cannot check the signature: {exc}") from None
+    if done.returncode == 0 and done.stdout.strip() != answer(data):
+        raise WireError(
+            "unchecked_signature",
+            "cannot check the signature: the check answered without its verdict on this config",
+        )
+    if done.returncode not in (0, INVALID):
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no reason"]
+        raise WireError(
+            "unchecked_signature",
+            f"cannot check the signature (exit {done.returncode}): {why[0][:300]}",
+        )
+    return done.returncode

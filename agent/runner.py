@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.central import CentralConfig, Effective
-from agent.checks import REGISTRY
+from agent.checks import check_type
 from agent.checks.base import Check
 from agent.checks.selfmetrics import SelfMetricsCheck
 from agent.config import ChecksSection, Config
@@ -25,10 +25,6 @@ from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscript
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
 from agent.update import EXIT_UPDATE, HOME_ENV
-from agent.update.follow import UpdateFollower, process_stager
-from agent.update.health import HealthReporter
-from agent.update.launcher import LAUNCHER_ENV
-from agent.update.state import Home
 from agent.wire import (
     SCHEMA_VERSION,
     Envelope,
@@ -42,6 +38,10 @@ from agent.wire import (
     topic,
 )
 
+if TYPE_CHECKING:
+    from agent.update.follow import UpdateFollower
+    from agent.update.health import HealthReporter
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +54,7 @@ def build_checks(config: Config, only: str | None = None) -> list[Check[Any]]:
 def checks_of(section: ChecksSection, only: str | None = None) -> list[Check[Any]]:
     checks: list[Check[Any]] = []
     for kind, _position, options in section.options():
-        check = REGISTRY[kind](options)
+        check = check_type(kind)(options)
         if only is None or only in (check.name, kind):
             checks.append(check)
     return checks
@@ -202,6 +202,11 @@ def update_follower(
     home = os.environ.get(HOME_ENV, "")
     if not home:
         return None
+    # Loaded here: an agent not run by the launcher never updates itself.
+    from agent.update.follow import UpdateFollower, process_stager
+    from agent.update.launcher import LAUNCHER_ENV
+    from agent.update.state import Home
+
     section = config.update
 
     def order() -> ReleaseOrder | None:
@@ -240,6 +245,8 @@ def update_tasks(
     identity: Identity,
 ) -> list[asyncio.Task[None]]:
     """Under the launcher: the health file it judges a trial by, and the order follower."""
+    from agent.update.health import HealthReporter
+
     health = HealthReporter(
         updates.home,
         stats,

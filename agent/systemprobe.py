@@ -333,8 +333,8 @@ def _not_after(ssl_object: object) -> float | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    # Only HTTPS systems need it, and the agent holds cryptography already (the config
-    # signatures): the standard library gives no notAfter of an unverified certificate.
+    # Only HTTPS systems need it (a commune's poller, not its PCs): the standard library
+    # gives no notAfter of an unverified certificate.
     from cryptography import x509
 
     try:

@@ -32,6 +32,9 @@ if sys.platform == "win32":
     import win32serviceutil
     import winerror
 
+    from agent.deferred import defer_unused
+
+    defer_unused()  # before the runner imports paho-mqtt
     from agent.config import load_config
     from agent.runner import run_agent
     from agent.servicehost import Lifecycle, registration

@@ -1,10 +1,23 @@
 """Agent benchmark: memory, CPU per cycle, and backlog drain, with same-run baselines.
 
     .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
+    .venv/bin/python bench/agent_bench.py --pc-only [--pc-interval 0.05] [--baseline 8da2485]
     .venv/bin/python bench/agent_bench.py --signing-only
 
 Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
 
+0. the typical PC (bench/pc_agent.py): host, anti-malware, two ICMP line probes, MQTT
+   over TLS with a password, the outbox, in a PC's install (the agent's runtime
+   dependencies only), for a simulated day (1,440 cycles; the anti-malware check every
+   10). Beside it, in the same window: the agent before the footprint work (a git
+   worktree of ``--baseline``, same install, same profile) and Zabbix agent 2 asked for
+   the same items at the same cadence (bench/zabbix_agent.py). Reported for each: RSS
+   (and USS, PSS) after a warm-up hour, its growth over the day, peak, CPU per day (the
+   day's cycles run back to back, and the time between checks, measured with the
+   profile's real intervals for 20 s); the ratios to the agent before and to Zabbix,
+   the import floor (Python and the libraries any agent of this profile loads) in the
+   same install, and where the RSS goes.
+   Targets: steady RSS <= 25 MB, growth < 1 MB a day.
 1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
    every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
    ran once), sampling the process's RSS and CPU time. Baseline: the RSS of a
@@ -15,9 +28,9 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    one. Baseline: mosquitto_pub (C) publishing the same payloads at QoS 1 to
    the same broker, timed the same way.
 3. what checking the collector's config signatures costs: the RSS of an enrolled
-   agent that applied a signed config (``cryptography`` loaded) against the same
-   agent with the same checks in its own file (never loaded), and the import floor
-   with and without ``cryptography``'s Ed25519.
+   agent that applied a signed config against the same agent with the same checks in
+   its own file, and the import floor with and without ``cryptography``'s Ed25519,
+   which the check loads in a process of its own (agent/sigcheck.py), not the agent.
 
 Targets: steady RSS <= 40 MB, growth < 1 MB over the cycles, backlog <= 60 s.
 """
@@ -42,6 +55,8 @@ sys.path.insert(0, str(REPO))
 
 from agent import wire  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
+from bench import pc_agent, zabbix_agent  # noqa: E402
+from bench.pc_agent import DAY_CYCLES, Watch  # noqa: E402
 from tests.servers import Mosquitto, Snmpd, stop_process  # noqa: E402
 
 MB = 1024 * 1024
@@ -128,7 +143,7 @@ AGENT_LIBRARIES = (
     "psutil,paho.mqtt.client,msgspec,sqlite3,asyncio,pysnmp.proto.api,pyasn1.codec.ber.decoder"
 )
 ENGINE_LIBRARIES = AGENT_LIBRARIES + ",pysnmp.hlapi.v3arch.asyncio"
-#: What verifying a config's signature loads (agent/configkeys.py imports it lazily).
+#: What checking a config's signature loads (in agent/sigcheck.py's process, not the agent).
 SIGNATURE_LIBRARIES = "cryptography.exceptions,cryptography.hazmat.primitives.asymmetric.ed25519"
 
 
@@ -354,6 +369,165 @@ def measure_signing(workdir: Path, broker: Mosquitto, seconds: float = 8.0) -> d
     return result
 
 
+#: The checks that make a PC's cycle (the anti-malware check runs every 10 cycles).
+PC_CYCLE = ("host", "tslcd-gateway", "tslcd-province")
+#: A simulated hour: memory is "steady" after it.
+WARMUP_CYCLES = 60
+
+
+def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
+    """The typical PC's agent (and the agent before, and Zabbix agent 2) over a day."""
+    broker = pc_agent.tls_broker(workdir / "tls")
+    python = pc_agent.pc_python(workdir)
+    floor = pc_agent.import_floor(python, pc_agent.FLOOR_MODULES, REPO)
+    trees = [("agent", REPO)]
+    if args.baseline != "none":
+        trees.append((f"agent {args.baseline}", pc_agent.baseline_tree(args.baseline, workdir)))
+    counter = pc_agent.CycleCounter(broker.plain_port)
+    listener, tcp_port = tcp_listener()
+    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]] = []
+    zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None = None
+    idle: list[subprocess.Popen[bytes]] = []
+    try:
+        for n, (name, tree) in enumerate(trees):
+            agent_id = f"bench-pc-{n}"
+            config = pc_agent.pc_config(
+                workdir / agent_id, broker, agent_id, args.pc_interval, args.pc_probes
+            )
+            log = workdir / f"{agent_id}.log"
+            process = pc_agent.start_pc_agent(python, tree, config, log)
+            agents.append((Watch(name, psutil.Process(process.pid)), process, agent_id, log))
+        if zabbix_agent.installed():
+            process, port = zabbix_agent.start(workdir / "zabbix")
+            poller = zabbix_agent.Poller(port, args.pc_interval, tcp_port)
+            zabbix = (Watch(zabbix_agent.version(), psutil.Process(process.pid)), process, poller)
+        watches = [watch for watch, *_ in agents] + ([zabbix[0]] if zabbix else [])
+        limit = time.monotonic() + 120 + 3 * (WARMUP_CYCLES + args.pc_cycles) * args.pc_interval
+        while not all(w.done for w in watches):
+            time.sleep(0.5)
+            for watch, process, agent_id, log in agents:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{watch.name} stopped: {log.read_text()[-2000:]}")
+                watch.sample(counter.cycles(agent_id, PC_CYCLE), WARMUP_CYCLES, args.pc_cycles)
+            if zabbix:
+                zabbix[0].sample(zabbix[2].cycles, WARMUP_CYCLES, args.pc_cycles)
+            if time.monotonic() > limit:
+                raise RuntimeError("the simulated day did not end in time")
+        for watch, _process, agent_id, _log in agents:
+            watch.notes.append(f"anti-malware ran {counter.count(agent_id, 'antivirus')} times")
+        if zabbix and zabbix[2].failures:
+            zabbix[0].notes.append(f"{zabbix[2].failures} items unanswered")
+        for _watch, process, _agent_id, _log in agents:
+            stop_process(process)
+        idle = measure_idle(workdir, broker, python, trees, counter, agents, zabbix, args)
+        footprints = [pc_agent.footprint(python, tree) for _name, tree in trees]
+    finally:
+        if zabbix:
+            zabbix[2].stop()
+            stop_process(zabbix[1])
+        for process in [process for _watch, process, *_ in agents] + idle:
+            stop_process(process)
+        counter.stop()
+        listener.close()
+        broker.stop()
+        for _name, tree in trees[1:]:
+            pc_agent.remove_tree(tree)
+    report_pc(watches, floor)
+    report_footprint([w for w, *_ in agents], footprints)
+    return watches
+
+
+#: Seconds of an idle agent's CPU measured, between its first checks and its next ones.
+IDLE_WINDOW_S = 20.0
+
+
+def measure_idle(
+    workdir: Path,
+    broker: pc_agent.TlsBroker,
+    python: Path,
+    trees: list[tuple[str, Path]],
+    counter: pc_agent.CycleCounter,
+    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]],
+    zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None,
+    args: argparse.Namespace,
+) -> list[subprocess.Popen[bytes]]:
+    """What each agent costs between checks, which the accelerated day leaves out: the
+    agents at the profile's own intervals (60 s, 10 min) once their first checks are in,
+    Zabbix agent 2 asked nothing, for ``IDLE_WINDOW_S``. Returns the processes started."""
+    started = []
+    for n, (_name, tree) in enumerate(trees):
+        agent_id = f"bench-pc-idle-{n}"
+        config = pc_agent.pc_config(workdir / agent_id, broker, agent_id, 60.0, args.pc_probes)
+        log = workdir / f"{agent_id}.log"
+        started.append((agent_id, pc_agent.start_pc_agent(python, tree, config, log)))
+    if zabbix:
+        zabbix[2].stop()
+    deadline = time.monotonic() + 60
+    while any(counter.cycles(a, PC_CYCLE) < 1 or counter.count(a, "antivirus") < 1
+              for a, _process in started):  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError("the idle agents did not run their first checks")
+        time.sleep(0.2)
+    watched = [(w, psutil.Process(p.pid)) for (w, *_), (_a, p) in zip(agents, started, strict=True)]
+    if zabbix:
+        watched.append((zabbix[0], zabbix[0].process))
+    before = [pc_agent.thread_cpu_seconds(process) for _w, process in watched]
+    started_at = time.monotonic()
+    time.sleep(IDLE_WINDOW_S)
+    seconds = time.monotonic() - started_at
+    for (watch, process), cpu0 in zip(watched, before, strict=True):
+        watch.idle_cpu_per_s = (pc_agent.thread_cpu_seconds(process) - cpu0) / seconds
+    return [process for _a, process in started]
+
+
+def report_pc(watches: list[Watch], floor: float) -> None:
+    print(f"  {'':24} {'RSS':>7} {'USS':>7} {'PSS':>7} {'growth':>8} {'peak':>7}"
+          f" {'CPU/day':>8} {'checks':>7} {'idle':>7} {'CPU/cycle':>9}")  # fmt: skip
+    for w in watches:
+        assert w.steady is not None
+        print(
+            f"  {w.name:24} {w.steady.rss:5.1f}MB {w.steady.uss:5.1f}MB {w.steady.pss:5.1f}MB"
+            f" {w.growth:+6.2f}MB {w.peak_rss:5.1f}MB {w.cpu_per_day():7.1f}s"
+            f" {w.checks_cpu_per_day():6.1f}s {w.idle_cpu_per_s * 86400:6.1f}s"
+            f" {1000 * w.cpu / max(1, w.cycles):7.2f}ms"
+            + (f"  ({'; '.join(w.notes)})" if w.notes else "")
+        )
+    agent = watches[0]
+    assert agent.steady is not None
+    rss = agent.steady.rss
+    for other in watches[1:]:
+        assert other.steady is not None
+        print(f"  agent / {other.name}: RSS x{rss / other.steady.rss:.2f}, "
+              f"USS x{agent.steady.uss / other.steady.uss:.2f}, "
+              f"CPU x{agent.cpu_per_day() / max(1e-9, other.cpu_per_day()):.2f}")  # fmt: skip
+    print(f"  import floor (Python + {pc_agent.FLOOR_MODULES}): {floor:.1f} MB;"
+          f" agent / floor x{rss / floor:.2f}")  # fmt: skip
+    for w in watches:
+        print(f"  {w.name} RSS at the start and after each quarter (MB): "
+              + " ".join(f"{m:.2f}" for m in w.marks))  # fmt: skip
+    print(f"  steady RSS {rss:.1f} MB (target <= 25: {'met' if rss <= 25 else 'missed'});"
+          f" growth {agent.growth:+.2f} MB over {agent.cycles / DAY_CYCLES:.1f} day(s)"
+          f" (target < 1: {'met' if agent.growth < 1 else 'missed'})")  # fmt: skip
+
+
+def report_footprint(watches: list[Watch], footprints: list[list[tuple[str, float]]]) -> None:
+    """Where each agent's steady RSS goes: its imports in groups, then the rest."""
+    print("  where the RSS goes (MB; imports loaded in this order into a fresh interpreter of the"
+          " same install, a module counted in the first group that loads it; the last line is"
+          " the steady RSS less them all):")  # fmt: skip
+    print(f"    {'':46}" + "".join(f"{w.name:>16}" for w in watches))
+    for row, (label, _mb) in enumerate(footprints[0]):
+        print(f"    {label:46}" + "".join(f"{f[row][1]:16.2f}" for f in footprints))
+    rest = []
+    for watch, footprint in zip(watches, footprints, strict=True):
+        assert watch.steady is not None
+        rest.append(watch.steady.rss - sum(mb for _label, mb in footprint))
+    print(f"    {'running: TLS session, outbox, threads, data':46}"
+          + "".join(f"{mb:16.2f}" for mb in rest))  # fmt: skip
+    print(f"    {'steady RSS':46}"
+          + "".join(f"{w.steady.rss:16.2f}" for w in watches if w.steady))  # fmt: skip
+
+
 def report_memory(memory: dict[str, float], floor: float) -> None:
     steady = memory["steady_rss_mb"]
     print(f"  steady RSS   {steady:.1f} MB (x{steady / floor:.2f} the import floor; target <= 40)")
@@ -389,7 +563,21 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--backlog", type=int, default=26_000)
     parser.add_argument("--signing-only", action="store_true", help="Only part 3.")
+    parser.add_argument("--pc-only", action="store_true", help="Only part 0.")
+    parser.add_argument("--pc-interval", type=float, default=0.05,
+                        help="Seconds standing for the PC's 60 s cycle.")  # fmt: skip
+    parser.add_argument("--pc-probes", type=int, default=1,
+                        help="Echoes per line probe run (the profile's 3 need --pc-interval "
+                             ">= 0.5: they are 0.2 s apart).")  # fmt: skip
+    parser.add_argument("--pc-cycles", type=int, default=DAY_CYCLES,
+                        help="Cycles measured after the warm-up hour (a day: 1440).")  # fmt: skip
+    parser.add_argument("--baseline", default=pc_agent.BASELINE_REF,
+                        help="The commit whose agent runs beside ('none': none).")  # fmt: skip
     args = parser.parse_args()
+    if args.pc_only:
+        with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
+            run_pc(Path(tmp), args)
+        return
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         workdir = Path(tmp)
         # The counting subscriber is slower than the publishers: do not let the
@@ -409,6 +597,7 @@ def main() -> None:
                   f"signed config {signed:.1f} MB (+{signed - local:.1f})")  # fmt: skip
             if args.signing_only:
                 return
+            run_pc(workdir / "pc", args)
             engine = import_rss(ENGINE_LIBRARIES)
             print(f"import floor: Python + the libraries this agent loads: {floor:.1f} MB RSS")
             print(f"  (with pysnmp's engine, as a v3 poller loads it: {engine:.1f} MB)")
@@ -422,6 +611,17 @@ def main() -> None:
         finally:
             snmpd.stop()
             broker.stop()
+
+
+def run_pc(workdir: Path, args: argparse.Namespace) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probes = f"{args.pc_probes} echo{'es' if args.pc_probes > 1 else ''}"
+    print(f"typical PC: host, anti-malware, two ICMP line probes ({probes} a run), MQTT over"
+          f" TLS, the outbox; {args.pc_cycles} cycles at {args.pc_interval}s after a warm-up"
+          f" of {WARMUP_CYCLES}, in a PC's install")  # fmt: skip
+    if not zabbix_agent.installed():
+        print("  (zabbix_agent2 not installed: apt-get install zabbix-agent2 to compare)")
+    measure_pc(workdir, args)
 
 
 if __name__ == "__main__":

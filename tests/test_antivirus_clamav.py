@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from agent.antivirus.clamav import newest_daily_database, parse_database_header
-from agent.checks.antivirus import AntivirusCheck, AntivirusOptions
+from agent.checks.antivirus import AntivirusCheck
+from agent.checks.options import AntivirusOptions
 
 NOW = 1_795_000_000.0
 

@@ -16,7 +16,8 @@ import pytest
 
 from agent.antivirus.productstate import decode_product_state
 from agent.antivirus.windows import detected_products, parse_report, products_from_report
-from agent.checks.antivirus import AntivirusCheck, AntivirusOptions
+from agent.checks.antivirus import AntivirusCheck
+from agent.checks.options import AntivirusOptions
 from agent.configtypes import Duration
 from agent.wire import Sample
 

@@ -66,7 +66,10 @@ def test_a_plain_pc_agent_does_not_import_pysnmp() -> None:
     import subprocess
     import sys
 
-    code = "import sys, agent.runner, agent.cli, agent.config; print('pysnmp' in sys.modules)"
+    code = (
+        "import sys, agent.runner, agent.cli, agent.commands, agent.config\n"
+        "print('pysnmp' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
@@ -87,7 +90,8 @@ def test_tuf_is_loaded_only_by_the_update_process() -> None:
                 assert not name.startswith(("tuf", "urllib3")), path
                 assert name not in ("agent.update.fetch", "agent.update.trust"), path
     code = (
-        "import sys, agent.runner, agent.cli; print(sorted({'tuf', 'urllib3'} & set(sys.modules)))"
+        "import sys, agent.runner, agent.commands\n"
+        "print(sorted({'tuf', 'urllib3'} & set(sys.modules)))"
     )
     import subprocess
     import sys

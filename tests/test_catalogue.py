@@ -18,9 +18,10 @@ import pytest
 
 from agent import catalogue
 from agent.catalogue import CATALOGUE, DERIVED, LINK, POLYCOM, histories, problems
-from agent.checks.host import HostCheck, HostOptions
+from agent.checks.host import HostCheck
+from agent.checks.options import HostOptions
 from agent.checks.selfmetrics import SelfMetricsCheck
-from agent.cli import README_BEGIN, README_END
+from agent.commands import README_BEGIN, README_END
 from agent.configtypes import ConfigError
 from agent.stats import AgentStats
 from agent.wire import (

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.central import LOCAL, OVERRIDES, CentralConfig
-from agent.cli import main
+from agent.commands import main
 from agent.config import load_config
 from agent.runner import ConfigFollower, Identity, checks_of
 from agent.scheduler import Scheduler

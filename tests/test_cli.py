@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent import __version__, systemd
-from agent.cli import main
+from agent.commands import main
 from agent.service import SERVICE
 from tests.factories import agent_toml
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.checks import REGISTRY
-from agent.cli import main
+from agent.commands import main
 from agent.config import ChecksSection, load_config, parse_config
 from agent.configtypes import ConfigError, Secret
 from tests.factories import agent_toml

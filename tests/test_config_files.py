@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
+from agent.commands import main
 from agent.config import load_config
 from agent.configtypes import ConfigError, decode_text, read_secret
 from collector.config import load_collector_config

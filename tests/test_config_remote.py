@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.checks.base import CheckOptions
-from agent.cli import main
+from agent.commands import main
 from agent.config import LOCAL_ONLY, OPTIONS, load_config, parse_checks
 from agent.configtypes import ConfigError, Secret
 from collector.rollout.profiles import ProfileError, load_profiles, parse_profiles

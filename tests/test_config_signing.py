@@ -8,10 +8,13 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from agent import sigcheck
 from agent.central import CentralConfig
 from agent.config import load_config
 from agent.configkeys import KEY_FILE, verify
@@ -22,6 +25,7 @@ from agent.wire import (
     config_key_id,
     decode_signed_config,
     encode,
+    signed_message,
 )
 from collector.rollout.configkey import ConfigKeys
 from tests.factories import agent_config, agent_toml, central_config, signed, signing_key, trust
@@ -65,6 +69,43 @@ def test_the_signature_covers_the_exact_bytes_after_a_fixed_prefix() -> None:
     assert len(sig) == 64
     A.private.public_key().verify(sig, CONFIG_SIGNATURE_CONTEXT + config)  # raises if not
     assert verify(decode_signed_config(signed(config, A)), {A.id: A.public}) == config
+
+
+def test_a_signature_that_cannot_be_checked_refuses_the_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The check runs in a process of its own: if that process cannot run or gives no
+    verdict, the config is refused, never run unchecked."""
+    config = agent_config(OFFICE)
+    message = decode_signed_config(signed(config, A))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(WireError) as caught:
+        verify(message, {A.id: A.public})
+    assert caught.value.reason == "unchecked_signature"
+    assert "no-python" in caught.value.detail
+
+
+def test_the_signature_process_gives_a_verdict_or_none() -> None:
+    config = agent_config(OFFICE)
+    message = decode_signed_config(signed(config, A))
+    data = A.public + message.sig + signed_message(message.config)
+    assert sigcheck.check(data)
+    assert not sigcheck.check(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of the config
+    assert not sigcheck.check(B.public + data[32:])  # another key
+    for junk in (b"", b"short", A.public):  # no key or no signature: no verdict at all
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.sigcheck"], input=junk, capture_output=True, check=False
+        )
+        assert result.returncode not in (0, sigcheck.INVALID)
+
+
+def test_a_signature_of_the_wrong_length_is_bad_without_a_check() -> None:
+    config = agent_config(OFFICE)
+    message = decode_signed_config(signed(config, A))
+    short = type(message)(v=message.v, config=message.config, key=message.key, sig=message.sig[:63])
+    with pytest.raises(WireError) as caught:
+        verify(short, {A.id: A.public})
+    assert caught.value.reason == "bad_signature"
 
 
 def test_a_signature_made_without_the_prefix_does_not_verify() -> None:
@@ -329,8 +370,9 @@ def test_enrollment_writes_the_collectors_keys_and_the_agent_trusts_them(tmp_pat
     assert set(CentralConfig(loaded).trusted) == {A.id, B.id}
 
 
-def test_an_agent_that_follows_no_collector_never_loads_cryptography(tmp_path: Path) -> None:
-    """Its Rust extension costs ~6.5 MB of RSS: only a signature check imports it."""
+def test_the_agent_never_keeps_cryptography_loaded(tmp_path: Path) -> None:
+    """Its Rust extension costs ~7 MB of RSS: a signature is checked in a process of its
+    own (agent/sigcheck.py), enrolled or not the agent never imports it."""
     import subprocess
     import sys
 
@@ -341,10 +383,28 @@ def test_an_agent_that_follows_no_collector_never_loads_cryptography(tmp_path: P
     apply(agent(tmp_path), central_config(OFFICE))  # leaves a cache to verify at start
     code = (
         "import sys\nfrom agent.central import CentralConfig\nfrom agent.config import "
-        "load_config\nimport agent.runner, agent.cli\n"
-        "CentralConfig(load_config(sys.argv[1]))\nprint('cryptography' in sys.modules)"
+        "load_config\nimport agent.runner, agent.commands\n"
+        "central = CentralConfig(load_config(sys.argv[1]))\n"
+        "print(central.state.version, 'cryptography' in sys.modules)"
     )
-    for config, loaded in ((plain, "False"), (tmp_path / "agent.toml", "True")):
+    for config, version in ((plain, "0"), (tmp_path / "agent.toml", "1")):
         result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
                                 text=True, check=True)  # fmt: skip
-        assert result.stdout.strip() == loaded, (config, result.stderr)
+        # The enrolled one checked its cache's signature (v1 runs) all the same.
+        assert result.stdout.split() == [version, "False"], (config, result.stderr)
+
+
+def test_a_check_that_exits_0_without_its_verdict_on_this_config_passes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Something else answering in the check's place (exit 0, any output) is no verdict."""
+    from agent import configkeys
+
+    real = subprocess.run
+
+    def impostor(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        return real([sys.executable, "-c", "print('valid 00')"], **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(configkeys.subprocess, "run", impostor)
+    with pytest.raises(WireError, match="without its verdict"):
+        configkeys._check_in_a_process(b"k" * 32 + b"s" * 64 + b"config")

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, expect
 
-from agent.cli import _first_root
+from agent.commands import _first_root
 from agent.update.state import Home
 from agent.wire import Status, decode_envelope, decode_status
 from tests.servers import REPO, CollectorProcess, Received, Subscriber, dynsec_broker, wait_for

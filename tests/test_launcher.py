@@ -334,7 +334,7 @@ def test_the_installed_launcher_runs_with_no_site_packages(tmp_path: Path) -> No
 def test_install_launcher_prints_a_unit_running_the_launcher(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from agent.cli import main
+    from agent.commands import main
     from tests.factories import agent_toml
 
     config = tmp_path / "agent.toml"
@@ -471,7 +471,7 @@ def test_the_fetch_command_line_is_the_contracts(tmp_path: Path) -> None:
 
 
 SELF_CHECK_FAILS = (
-    "agent/cli.py",
+    "agent/commands.py",
     '    click.echo(f"self-check passed: agent {__version__}, {len(checks)} check(s)")',
     '    raise click.ClickException("cannot run on this PC")',
 )

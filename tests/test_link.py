@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks.link import LinkCheck, LinkOptions
+from agent.checks.link import LinkCheck
+from agent.checks.options import LinkOptions
 from agent.configtypes import Duration
 from agent.wire import Sample
 from tests.servers import free_port
@@ -170,7 +171,8 @@ def test_icmp_to_loopback_is_up_with_privileges() -> None:
 
 UNPRIVILEGED = """
 import asyncio, os, sys
-from agent.checks.link import LinkCheck, LinkOptions
+from agent.checks.link import LinkCheck
+from agent.checks.options import LinkOptions
 import agent.probes, agent.wire, encodings.idna, random, statistics, concurrent.futures.thread
 options = LinkOptions(name="p", network="tslcd", method="icmp", target="127.0.0.1", count=2)
 check = LinkCheck(options)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox, OutboxError
+from agent.outbox import MAX_IDS, Outbox, OutboxError, id_lists
 
 
 class Clock:
@@ -171,3 +171,31 @@ def test_the_agent_reports_drops_new_since_its_last_sample_for_the_alert(tmp_pat
         box.put("t", payload(100))  # type: ignore[arg-type]
     assert fields() == (7, 4)
     assert fields() == (7, 0)
+
+
+def test_acknowledged_batches_of_any_size_reuse_a_few_statements() -> None:
+    """One prepared statement per batch size would fill sqlite3's cache of 128 over hours
+    of varying acknowledgement batches: the memory of a slow leak."""
+    lengths: set[int] = set()
+    for size in range(1, 1001):
+        ids = list(range(10_000, 10_000 + size))
+        lists = id_lists(ids)
+        assert [i for chunk in lists for i in dict.fromkeys(chunk)] == ids  # each once, in order
+        assert all(len(chunk) <= MAX_IDS for chunk in lists)
+        lengths.update(len(chunk) for chunk in lists)
+    assert lengths == {2**k for k in range(9)}
+
+
+def test_deleting_batches_of_any_size_removes_exactly_those_rows(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", 3600, 10**8)
+    for _ in range(700):
+        box.put("t", payload())  # type: ignore[arg-type]
+    rows = box.fetch_after(0, 700)
+    box.delete(r.id for r in rows[:3])
+    box.delete(r.id for r in rows[3:10:2])  # not contiguous
+    box.delete(r.id for r in rows[100:400])  # more than one statement takes
+    left = {r.id for r in box.fetch_after(0, 1000)}
+    gone = {r.id for r in rows[:3] + rows[3:10:2] + rows[100:400]}
+    assert left == {r.id for r in rows} - gone
+    assert box.stats().rows == len(left)
+    assert box.stats().bytes == 100 * len(left)

@@ -19,7 +19,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.checks.polycom import PolycomCheck, PolycomOptions
+from agent.checks.options import PolycomOptions
+from agent.checks.polycom import PolycomCheck
 from agent.configtypes import Duration, Secret
 from agent.snmp.client import close_engine
 from agent.wire import Sample

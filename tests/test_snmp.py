@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.checks.snmp import InterfaceFilter, SnmpCheck, SnmpOptions
+from agent.checks.options import InterfaceFilter, SnmpOptions
+from agent.checks.snmp import SnmpCheck
 from agent.configtypes import Duration, Secret
 from agent.scheduler import Scheduler
 from agent.snmp.client import close_engine
@@ -297,7 +298,7 @@ def test_a_plain_v2c_poll_does_not_load_the_snmp_engine(snmpsim: SnmpSim) -> Non
     """v2c goes through the light protocol layer; only v3 needs pysnmp's engine."""
     code = (
         "import asyncio, sys\n"
-        "from agent.checks.snmp import SnmpCheck, SnmpOptions\n"
+        "from agent.checks.options import SnmpOptions\nfrom agent.checks.snmp import SnmpCheck\n"
         "from agent.configtypes import Secret\n"
         f"c = SnmpCheck(SnmpOptions(name='r', host='127.0.0.1', port={snmpsim.port}, "
         "community=Secret('huawei-s5720')))\n"

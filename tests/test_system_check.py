@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks.system import SystemCheck, SystemOptions
+from agent.checks.options import SystemOptions
+from agent.checks.system import SystemCheck
 from agent.configtypes import ConfigProblem, Duration
 from agent.systemprobe import MAX_BODY
 from agent.wire import Sample

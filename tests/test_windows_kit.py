@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from agent.cli import main
+from agent.commands import main
 from agent.servicehost import SERVICE_NAME
 from tests.servers import REPO
 

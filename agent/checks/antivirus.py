@@ -11,41 +11,15 @@ import contextlib
 import os
 import signal
 import sys
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import psutil
 
-from agent.antivirus.clamav import DEFAULT_DB_DIR, clamav_products
+from agent.antivirus.clamav import clamav_products
 from agent.antivirus.model import Product, apply_signature_limit, verdict
-from agent.antivirus.windows import (
-    POWERSHELL_SCRIPT,
-    BadReport,
-    decode_output,
-    oem_codec,
-    parse_report,
-    products_from_report,
-    windows_powershell,
-)
-from agent.checks.base import Check, CheckOptions
-from agent.configtypes import Duration
+from agent.checks.base import Check
+from agent.checks.options import AntivirusOptions
 from agent.wire import Outcome, Sample
-
-
-class AntivirusOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = CheckOptions.remote_keys | {"max_signature_age", "source"}
-    # A program to run as LocalSystem, a socket, a folder: this PC's own, never the network's.
-    local_only_keys = CheckOptions.local_only_keys | {"powershell", "clamd_socket", "clamav_db_dir"}
-
-    max_signature_age: Duration = Duration(3 * 86400)
-    """Signatures older than this count as out of date, whatever the product says."""
-    source: Literal["auto", "windows", "clamav"] = "auto"
-    """auto: Windows on Windows, ClamAV on Linux, unsupported elsewhere."""
-    powershell: str = ""
-    """The PowerShell to run; default Windows PowerShell 5.1 (on every supported Windows)
-    by its full path, never whatever ``powershell.exe`` is first on PATH."""
-    clamd_socket: str = ""
-    """clamd's socket path or tcp://host:port; empty tries the Debian/RHEL defaults."""
-    clamav_db_dir: str = DEFAULT_DB_DIR
 
 
 def running_names() -> set[str]:
@@ -82,6 +56,8 @@ class AntivirusCheck(Check[AntivirusOptions]):
         return "unsupported"
 
     def powershell(self) -> str:
+        from agent.antivirus.windows import windows_powershell
+
         return self.options.powershell or windows_powershell(os.environ, sys.maxsize <= 2**32)
 
     async def collect(self) -> list[Sample]:
@@ -107,6 +83,14 @@ class AntivirusCheck(Check[AntivirusOptions]):
         return await self._collect_windows(now)
 
     async def _collect_windows(self, now: float) -> list[Sample]:
+        # The Windows reader is loaded on Windows only (or with source = "windows").
+        from agent.antivirus.windows import (
+            POWERSHELL_SCRIPT,
+            BadReport,
+            parse_report,
+            products_from_report,
+        )
+
         # PowerShell gets most of the check's time; what is left parses and reports.
         budget = max(1.0, self.timeout - 5.0)
         try:
@@ -177,6 +161,8 @@ class AntivirusCheck(Check[AntivirusOptions]):
 
 async def run_powershell(executable: str, script: str, timeout: float) -> str:
     """Run the script and return what it printed; TimeoutError kills the process."""
+    from agent.antivirus.windows import decode_output, oem_codec
+
     process = await asyncio.create_subprocess_exec(
         executable,
         "-NoProfile",

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import psutil
 
-from agent.checks.base import Check, CheckOptions
+from agent.checks.base import Check
+from agent.checks.options import HostOptions
 from agent.wire import Sample
 
 #: File systems that are not fixed disks: pseudo, network, optical, snap images.
@@ -35,10 +36,6 @@ NOT_FIXED_FSTYPES = frozenset(
         "udf",
     }
 )
-
-
-class HostOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
 
 
 def is_fixed_disk(partition: Any, windows: bool = psutil.WINDOWS) -> bool:

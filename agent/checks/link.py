@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
-import statistics
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar
 
-import msgspec
-
-from agent.checks.base import Check, CheckOptions
-from agent.configtypes import ConfigProblem
+from agent.checks.base import Check
+from agent.checks.options import LinkOptions
 from agent.probes import (
     IcmpUnsupported,
     ProbeResult,
@@ -31,35 +29,6 @@ from agent.wire import Outcome, Sample
 
 #: Pause between the probes of one run, so a short burst of loss is not one sample.
 PROBE_SPACING_S = 0.2
-
-
-class LinkOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = CheckOptions.remote_keys | {
-        "target", "method", "port", "url", "network", "count", "verify_tls", "expect_status"
-    }  # fmt: skip
-
-    target: str = ""
-    """Host name or address to probe (icmp, tcp); for http the host of ``url``."""
-    method: Literal["icmp", "tcp", "http"] = "icmp"
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
-    url: str = ""
-    network: Literal["tslcd", "internet", "lan"]
-    count: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
-    verify_tls: bool = True
-    expect_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = []
-
-    def validate(self) -> None:
-        if not self.name:
-            raise ConfigProblem("name", "every link check needs a name, e.g. 'tslcd-province'")
-        if self.method == "http":
-            if not self.url.startswith(("http://", "https://")):
-                raise ConfigProblem(
-                    "url", "method 'http' needs url = 'http://...' or 'https://...'"
-                )
-        elif not self.target:
-            raise ConfigProblem("target", f"method {self.method!r} needs a target host")
-        if self.method == "tcp" and self.port == 0:
-            raise ConfigProblem("port", "method 'tcp' needs a port (1-65535)")
 
 
 class LinkCheck(Check[LinkOptions]):
@@ -140,7 +109,8 @@ class LinkCheck(Check[LinkOptions]):
                 "sent": sent,
                 "received": received,
                 "loss_percent": 100.0 * (sent - received) / sent if sent else 100.0,
-                "rtt_ms": statistics.fmean(rtts) if rtts else None,
+                # A plain mean: statistics.fmean would load statistics and fractions for it.
+                "rtt_ms": math.fsum(rtts) / received if rtts else None,
                 "rtt_min_ms": min(rtts) if rtts else None,
                 "rtt_max_ms": max(rtts) if rtts else None,
                 "status_code": next(

@@ -5,63 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from agent.checks.base import Check
-from agent.checks.snmpoptions import SnmpConnectionOptions
-from agent.configtypes import ConfigProblem, Secret, read_secret
+from agent.checks.options import PolycomOptions
+from agent.configtypes import read_secret
 from agent.polycom.readiness import EndpointState
 from agent.polycom.rest_reader import RestEndpoint, RestError, read_polycom_rest
 from agent.polycom.snmp_reader import read_polycom_snmp
 from agent.snmp.client import SnmpClient, SnmpError
 from agent.wire import Outcome, Sample
-
-
-class PolycomOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = SnmpConnectionOptions.remote_keys | {"method", "password", "scheme", "verify_tls"}
-    # Files of this PC: sent from the network they would make the agent read (and POST to
-    # the device's address) whatever file the sender names.
-    local_only_keys = SnmpConnectionOptions.local_only_keys | {"password_file", "ca_file"}
-
-    method: Literal["snmp", "rest"] = "snmp"
-    password: Secret = Secret("")
-    """REST: the admin password as a value, as the collector sends it from its profile's
-    secrets (printed as <secret>)."""
-    password_file: str = ""
-    """REST: a file of this PC holding the admin password (local config only)."""
-    scheme: Literal["https", "http"] = "https"
-    verify_tls: bool | None = None
-    """Check the device's certificate. Default: when ``ca_file`` is given (the CA that
-    signed it); endpoints ship self-signed certificates, so without one, no."""
-    ca_file: str = ""
-
-    @property
-    def verifies_tls(self) -> bool:
-        return self.verify_tls if self.verify_tls is not None else bool(self.ca_file)
-
-    def validate(self) -> None:
-        if self.method == "snmp":
-            self.validate_snmp()
-            return
-        if not self.name:
-            raise ConfigProblem("name", "every device check needs a name, e.g. 'polycom'")
-        if not self.host:
-            raise ConfigProblem("host", "the device's address is required")
-        if not self.user:
-            raise ConfigProblem("user", "method 'rest' needs the device's admin user")
-        if bool(self.password) == bool(self.password_file):
-            raise ConfigProblem(
-                "password_file" if self.password_file else "password",
-                "method 'rest' needs the device's password: password (a value) or "
-                "password_file (a file of this PC), one of them",
-            )
-        if self.ca_file and self.verify_tls is False:
-            raise ConfigProblem(
-                "verify_tls",
-                "ca_file is given but verify_tls = false: the CA would be ignored; drop one",
-            )
-        if self.ca_file and self.scheme == "http":
-            raise ConfigProblem("ca_file", "scheme 'http' has no certificate to check")
 
 
 class PolycomCheck(Check[PolycomOptions]):

@@ -7,14 +7,13 @@ handle counter wraps and device reboots and are never above the interface speed.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from agent.checks.base import Check, CheckOptions
-from agent.checks.snmpoptions import SnmpConnectionOptions
+from agent.checks.base import Check
+from agent.checks.options import SnmpOptions
 from agent.snmp import oids
 from agent.snmp.client import SnmpClient, SnmpError, SnmpValue, integer, text
 from agent.snmp.rates import CounterReading, counter_rate
@@ -23,28 +22,6 @@ from agent.wire import Sample
 # One index arc in ASCII digits: the index comes from the device, and
 # str.isdigit() also accepts "²", which int() refuses.
 _ARC = re.compile(r"[0-9]{1,10}")
-
-
-class InterfaceFilter(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = CheckOptions.remote_keys | {"include", "exclude"}
-
-    include: list[str] = []
-    """Shell patterns on the interface name (ifName, else ifDescr); empty = all."""
-    exclude: list[str] = []
-
-    def accepts(self, name: str) -> bool:
-        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
-
-
-class SnmpOptions(SnmpConnectionOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = SnmpConnectionOptions.remote_keys | {"interfaces"}
-
-    interfaces: InterfaceFilter = InterfaceFilter()
-
-    def validate(self) -> None:
-        self.validate_snmp()
 
 
 class SnmpCheck(Check[SnmpOptions]):

@@ -20,13 +20,10 @@ from __future__ import annotations
 import html
 import math
 import unicodedata
-from typing import Annotated, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import ClassVar
 
-import msgspec
-
-from agent.checks.base import Check, CheckOptions
-from agent.configtypes import ConfigProblem
+from agent.checks.base import Check
+from agent.checks.options import SystemOptions
 from agent.systemprobe import MAX_BODY, Look, connect, fetch_page
 from agent.wire import FieldValue, Outcome, Sample
 
@@ -36,62 +33,6 @@ RUN_MARGIN_S = 5.0
 DAY_S = 86400.0
 
 _DOWN = frozenset({"dns", "refused", "timeout", "unreachable", "tls"})
-
-
-class SystemOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    remote_keys = CheckOptions.remote_keys | {
-        "url", "host", "port", "network", "expect_status", "expect_text", "verify_tls",
-        "system", "kind",
-    }  # fmt: skip
-
-    url: str = ""
-    """An HTTP(S) system's address; or ``host`` and ``port`` for a TCP-only one."""
-    host: str = ""
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
-    network: Literal["tslcd", "internet", "lan"]
-    expect_status: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = []
-    """Healthy statuses; default any 2xx or 3xx (redirects are not followed)."""
-    expect_text: Annotated[str, msgspec.Meta(max_length=256)] = ""
-    """Must appear in the first 256 KiB of the page (as shown: NFC, spaces collapsed)."""
-    verify_tls: bool = True
-    system: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    """The system's display name (a tag of its samples)."""
-    kind: Annotated[str, msgspec.Meta(max_length=32)] = ""
-    """The catalogue's kind (one-stop, documents, email...), a tag; free text here, so a
-    kind the catalogue adds needs no new agent."""
-
-    def validate(self) -> None:
-        if not self.name:
-            raise ConfigProblem("name", "every system check needs a name: the catalogue's id")
-        if bool(self.url) == bool(self.host):
-            raise ConfigProblem("url", "give either url = 'https://...' or host and port")
-        if self.host:
-            self._validate_tcp()
-            return
-        try:
-            parts = urlsplit(self.url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not one
-        except ValueError as exc:
-            raise ConfigProblem("url", f"not a URL: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigProblem("url", "an http:// or https:// address with a host name")
-        try:
-            parts.hostname.encode("idna")
-        except UnicodeError:
-            raise ConfigProblem("url", f"{parts.hostname!r} is not a host name") from None
-        if parts.username is not None or parts.password is not None:
-            raise ConfigProblem("url", "no user or password in the URL: it travels in samples")
-        if self.port:
-            raise ConfigProblem("port", "give the port in the url")
-
-    def _validate_tcp(self) -> None:
-        if not self.port:
-            raise ConfigProblem("port", "a system given by host needs its port (1-65535)")
-        if self.expect_status or self.expect_text:
-            raise ConfigProblem(
-                "expect_status" if self.expect_status else "expect_text",
-                "a system given by host and port is only connected to: no page to judge",
-            )
 
 
 class SystemCheck(Check[SystemOptions]):

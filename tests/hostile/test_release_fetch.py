@@ -364,7 +364,7 @@ def test_a_full_disk_is_a_failure_and_leaves_nothing_behind(site: Site) -> None:
 def test_update_root_fetch_trusts_the_collectors_newest_root(site: Site, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from agent.cli import main
+    from agent.commands import main
 
     home = tmp_path / "installed-without-root"
     fetch = ["update-root", "fetch", "--home", str(home), "--collector", site.server.url]
@@ -397,7 +397,7 @@ def test_a_repository_made_anew_is_trusted_after_update_root_fetch(site: Site) -
     refuses it (its remembered versions are higher) until given the new root."""
     from click.testing import CliRunner
 
-    from agent.cli import main
+    from agent.commands import main
     from collector.release.keys import ONLINE
 
     agent = site.agent()

@@ -1,0 +1,153 @@
+"""What a commune PC's agent loads: only what its checks, its broker and its outbox use.
+
+The memory an agent keeps is mostly the code it imported (bench/agent_bench.py measures
+it); these tests hold the boundaries that keep a PC's agent small, on the real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import cli, wire
+from tests.factories import agent_toml
+from tests.servers import REPO, Mosquitto, Received, Subscriber, stop_process, wait_for
+
+#: Loaded by nothing a PC runs (host, anti-malware, line probes, MQTT, the outbox).
+NOT_FOR_A_PC = {
+    "click",  # the command line: `run` as the service gives it goes around it
+    "difflib",  # click's "did you mean", imported when it parses "-c"
+    "email",  # urllib.request's, which paho-mqtt imports for a proxy lookup it never makes
+    "http.client",
+    "urllib.request",
+    "html",  # the shared-system probe's
+    "statistics",
+    "argparse",  # the launcher's and the update process's
+    "zipfile",  # the update bundles'
+    "pysnmp",
+    "agent.checks.snmp",
+    "agent.checks.polycom",
+    "agent.checks.system",
+    "agent.polycom.rest_reader",
+    "agent.antivirus.windows",
+    "agent.update.follow",
+    "agent.update.launcher",
+    "agent.commands",
+}
+
+
+#: ``python -m agent.cli run -c CONFIG`` (runpy is what ``-m`` runs), with a thread that
+#: writes the modules loaded to OUT once the file ASK exists (not agent.deferred's
+#: stand-ins: what they stand for was not loaded).
+WATCHED_AGENT = """
+import os, runpy, sys, threading, time
+ask, out, config = sys.argv[1:4]
+
+def watch():
+    while not os.path.exists(ask):
+        time.sleep(0.05)
+    with open(out + ".part", "w") as f:
+        real = [n for n, m in list(sys.modules.items()) if type(m).__name__ != "DeferredModule"]
+        f.write("\\n".join(sorted(real)))
+    os.replace(out + ".part", out)
+
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["commune-agent", "run", "-c", config]
+runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.servers
+def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = tmp_path / "agent.toml"
+    links = "".join(
+        f'[[checks.link]]\nname = "{name}"\nnetwork = "tslcd"\nmethod = "tcp"\n'
+        f'target = "127.0.0.1"\nport = {mosquitto.port}\ncount = 1\n'
+        for name in ("tslcd-gateway", "tslcd-province")
+    )
+    config.write_text(
+        agent_toml(extra=f'interval = "0.5s"\nstate_dir = "{tmp_path / "state"}"\n')
+        + f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
+        '[[checks.host]]\n[[checks.antivirus]]\ninterval = "1s"\n' + links
+    )
+    subscriber = Subscriber(mosquitto.port, "commune/#").start()
+    ask, out = tmp_path / "ask", tmp_path / "modules.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WATCHED_AGENT, str(ask), str(out), str(config)], cwd=REPO
+    )
+    checks = {"host", "antivirus", "tslcd-gateway", "tslcd-province"}
+
+    def every_check_reported(messages: list[Received]) -> bool:
+        samples = [s for m in messages for s in wire.decode_envelope(m.payload).samples]
+        return checks <= {s.name for s in samples}
+
+    try:
+        subscriber.wait_for(every_check_reported, timeout=30, suffix="/data")
+        ask.touch()
+        wait_for(out.exists, 10, "the agent did not list its modules")
+    finally:
+        stop_process(process)
+        subscriber.stop()
+    loaded = set(out.read_text().split())
+    assert {"agent.checks.host", "agent.checks.link", "agent.checks.antivirus"} <= loaded
+    assert {"paho.mqtt.client", "sqlite3", "psutil", "ssl"} <= loaded
+    unused = {name for name in loaded if name.split(".")[0] in NOT_FOR_A_PC or name in NOT_FOR_A_PC}
+    assert not unused
+
+
+def test_the_service_command_line_goes_around_click(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    assert cli.service_config(["run", "-c", str(config)]) == config
+    assert cli.service_config(["run", "--config", str(config)]) == config
+    assert cli.service_config(["run", f"--config={config}"]) == config
+    # Anything else is the command line's: help, other commands, odd forms, a folder.
+    for arguments in (
+        ["run", "--help"],
+        ["run", "-c"],
+        ["run", "-c", str(config), "--verbose"],
+        ["check-config", "-c", str(config)],
+        ["--version"],
+        [],
+        ["run", "-c", str(tmp_path)],
+        ["run", "--config="],
+    ):
+        assert cli.service_config(arguments) is None, arguments
+
+
+def test_the_service_command_line_takes_the_config_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMMUNE_AGENT_CONFIG", str(tmp_path / "agent.toml"))
+    assert cli.service_config(["run"]) == tmp_path / "agent.toml"
+    monkeypatch.delenv("COMMUNE_AGENT_CONFIG")
+    from agent.start import DEFAULT_CONFIG
+
+    assert cli.service_config(["run"]) == Path(DEFAULT_CONFIG)
+
+
+def test_a_config_error_reads_as_the_command_line_words_it(tmp_path: Path) -> None:
+    """The same words and exit code whichever way `run` was taken."""
+    missing = str(tmp_path / "nope.toml")
+    results = [
+        subprocess.run(
+            [sys.executable, "-m", "agent.cli", *arguments],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "COMMUNE_AGENT_CONFIG": missing},
+        )
+        for arguments in (
+            ["run", "-c", missing],
+            ["run"],
+            ["run", "--config", missing, "-c", missing],
+        )
+    ]
+    for result in results:
+        assert result.returncode == 1
+        assert result.stderr.startswith("Error: ") and "no such file" in result.stderr
+    assert len({r.stderr for r in results}) == 1
