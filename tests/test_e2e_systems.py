@@ -73,7 +73,9 @@ def catalogue_of(urls: dict[str, str]) -> Any:
             "systems": [
                 {"id": system_id, "name": f"Hệ thống {system_id}", "kind": "other",
                  "network": "tslcd", "url": url, "expect_text": "Dịch vụ công",
-                 "slow_ms": 400, "owner": "Sở KH&CN"}
+                 # Only the slow one has a tight bound: the others, on a busy machine,
+                 # may take a while and still not be "slow".
+                 "slow_ms": 400 if system_id == "slow" else 2500, "owner": "Sở KH&CN"}
                 for system_id, url in urls.items()
             ],
         },
@@ -90,7 +92,7 @@ def agent_config(tmp_path: Path, commune: str, catalogue: Any, line_port: int) -
     for probe in catalogue.probes(commune):
         cut = commune == LINE_CUT or (commune, probe["name"]) == BLOCKED
         checks.append(
-            probe | {"verify_tls": False, "timeout": "3s"} | ({"url": nowhere} if cut else {})
+            probe | {"verify_tls": False, "timeout": "5s"} | ({"url": nowhere} if cut else {})
         )
     line = {"name": "tslcd", "method": "tcp", "target": "127.0.0.1", "network": "tslcd",
             "port": free_port() if commune == LINE_CUT else line_port, "count": 1}  # fmt: skip
