@@ -539,13 +539,13 @@ class StateStore:
             refused[(key, "series_limit")] += over
         # Answers newer than what their history holds: counted once, however often the
         # envelope comes again.
-        timed = list(
-            {
-                (s.name, s.target, s.ts): s
-                for s in reversed(samples)
-                if s.check == "system" and self._new_system_answer(key, s)
-            }.values()
-        )  # the same answer twice in one envelope counts once
+        timed: dict[tuple[str, str, float], tuple[Sample, int | None]] = {}
+        for sample in samples:
+            answer = (sample.name, sample.target, sample.ts)
+            if sample.check == "system" and sample.outcome == "ok" and answer not in timed:
+                fresh, subject_id = self._new_system_answer(key, sample)
+                if fresh:  # the same answer twice in one envelope counts once
+                    timed[answer] = (sample, subject_id)
         kept: list[Sample] = []
         for sample in samples:
             if all(
@@ -597,9 +597,11 @@ class StateStore:
                    WHERE excluded.last_ts > ports.last_ts""",
                 ports,
             )
-        for sample in timed:
-            if sample in kept:
-                self._count_system_time(key, sample)
+        if timed:
+            admitted = {id(sample) for sample in kept}
+            for sample, subject_id in timed.values():
+                if id(sample) in admitted:
+                    self._count_system_time(key, sample, subject_id)
         for sample in kept:
             if sample.check != "link" or sample.item or sample.tags.get("network") != "tslcd":
                 continue
@@ -615,18 +617,17 @@ class StateStore:
             return envelope
         return msgspec.structs.replace(envelope, samples=kept)
 
-    def _new_system_answer(self, key: str, sample: Sample) -> bool:
-        """A shared system's healthy answer newer than its history's latest word."""
-        if sample.outcome != "ok":
-            return False
+    def _new_system_answer(self, key: str, sample: Sample) -> tuple[bool, int | None]:
+        """Whether a shared system's answer is newer than its history's latest word, and
+        the history's id (None: its first answer, the history not made yet)."""
         row = self._db.execute(
-            "SELECT last_ts FROM subjects "
+            "SELECT id, last_ts FROM subjects "
             "WHERE agent_key = ? AND kind = 'system' AND name = ? AND target = ?",
             (key, sample.name, sample.target),
         ).fetchone()
-        return row is None or sample.ts > row[0]
+        return (True, None) if row is None else (sample.ts > row[1], int(row[0]))
 
-    def _count_system_time(self, key: str, sample: Sample) -> None:
+    def _count_system_time(self, key: str, sample: Sample, subject_id: int | None) -> None:
         """A shared system's healthy answer into its probe's hour and day histograms
         (collector/state/systemtimes.py)."""
         ms = SYSTEM.number(sample.fields, "total_ms")
@@ -634,13 +635,15 @@ class StateStore:
             ms = SYSTEM.number(sample.fields, "connect_ms")
         if ms is None or not ms >= 0:
             return
-        row = self._db.execute(
-            "SELECT id FROM subjects "
-            "WHERE agent_key = ? AND kind = 'system' AND name = ? AND target = ?",
-            (key, sample.name, sample.target),
-        ).fetchone()
-        if row is None:
-            return
+        if subject_id is None:  # made by this very answer
+            row = self._db.execute(
+                "SELECT id FROM subjects "
+                "WHERE agent_key = ? AND kind = 'system' AND name = ? AND target = ?",
+                (key, sample.name, sample.target),
+            ).fetchone()
+            if row is None:
+                return
+            subject_id = int(row[0])
         bucket = systemtimes.bucket_of(ms)
         for table, period in (
             ("system_times_hourly", systemtimes.hour_of(sample.ts)),
@@ -649,7 +652,7 @@ class StateStore:
             self._db.execute(
                 f"INSERT INTO {table} VALUES (?, ?, ?, 1) "  # noqa: S608 - two fixed names
                 "ON CONFLICT DO UPDATE SET count = count + 1",
-                (row[0], period, bucket),
+                (subject_id, period, bucket),
             )
 
     def _lower_line_best(self, upsert: str, place: str, bucket: int, value: float) -> None:
