@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.configtypes import ConfigError
 from agent.wire import Envelope, Sample, Status
@@ -641,3 +643,34 @@ def test_a_port_shut_on_purpose_and_a_port_of_another_commune_are_not_news(h: Ha
         h.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/0", False), commune="phu-hoa")
         h.send(T0 + 60 * minute, port(T0 + 60 * minute, "Gi0/0/1", False, admin=2))
     assert h.alerts() == []
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 200),
+    st.floats(-5, 200, allow_nan=False),
+    st.sampled_from(["ok", "stale", "disabled", "windows", "tslcd", ""]),
+)
+# Every field the built-in rules name, and names that shadow each other across tags
+# and fields.
+_names = st.sampled_from(
+    sorted({c.field for r in default_rules() for c in r.when} | {"os", "network", "outcome"})
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(_names, _values, max_size=5),
+    tags=st.dictionaries(_names, st.sampled_from(["windows", "tslcd", "ok", "1"]), max_size=3),
+    outcome=st.sampled_from(["ok", "timeout", "error"]),
+)
+def test_a_rule_judges_a_sample_as_it_judges_the_merged_values(
+    fields: dict[str, Any], tags: dict[str, str], outcome: str
+) -> None:
+    """holds_for reads the sample where it is; holds reads the merged dict the engine
+    once built for every sample: they must agree for every rule and every sample."""
+    sample = Sample(check="link", name="x", ts=1.0, outcome=outcome, fields=fields, tags=tags)
+    values = {**tags, **fields, "outcome": outcome, "success": outcome == "ok"}
+    for rule in default_rules():
+        assert rule.holds_for(sample) == rule.holds(values), rule.name

@@ -128,6 +128,13 @@ def _system_value(rule: Rule, health: SystemHealth) -> str:
     return f"{len(health.unreachable)}/{health.probing - len(health.line_down)}"
 
 
+_SampleRule = tuple[Rule, bool, bool, tuple[tuple[str, str], ...]]
+
+
+def _has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
+    return all(tags.get(name) == value for name, value in wanted)
+
+
 def _value_text(rule: Rule, values: dict[str, Any]) -> str:
     shown = [values.get(c.field) for c in rule.when if c.op not in ("==", "!=")]
     value = next((v for v in shown if v is not None), None)
@@ -167,29 +174,44 @@ class AlertEngine:
         self.clock = clock
         self._seen_up: set[str] = set()
         """Ports seen operating (for ever, once seen): no need to read them again."""
-        self._sample_rules: dict[tuple[str, str], list[tuple[Rule, bool]]] = defaultdict(list)
-        """Each (check, item)'s rules, with whether the rule reads what the collector
-        knows of the subject (asked once here, not for every sample)."""
+        self._sample_rules: dict[tuple[str, str], list[_SampleRule]] = defaultdict(list)
+        """Each (check, item)'s rules, with what is asked once here rather than for every
+        sample: whether the rule reads what the collector knows of the subject, whether
+        it has a scope, the tags it needs."""
         for rule in self.rules:
             if rule.on == "sample":
                 self._sample_rules[(rule.check, rule.item)].append(
-                    (rule, rule.names_subject_fields())
+                    (
+                        rule,
+                        rule.names_subject_fields(),
+                        bool(rule.provinces or rule.communes),
+                        tuple(rule.tags.items()),
+                    )
                 )
         self.by_name = {r.name: r for r in self.rules}
         self._troubled: set[tuple[str, str]] = set()
         """(rule, subject) that have ever left "ok" since start, and those the store
         holds not ok: only they need reading when their condition is false. A key is
         never removed (a rolled-back transaction must not hide a firing alert)."""
+        self._troubled_agents: set[tuple[str, str, str]] = set()
+        """The agents of the sample subjects in ``_troubled``: a sample of any other agent
+        whose condition is false needs no key made, nothing read."""
+
+    def _note_troubled(self, rule: str, subject: str) -> None:
+        self._troubled.add((rule, subject))
+        # A sample subject's key starts with its agent's place: "province/commune/agent|".
+        place, bar, _ = subject.partition("|")
+        parts = place.split("/")
+        if bar and len(parts) == 3:
+            self._troubled_agents.add((parts[0], parts[1], parts[2]))
 
     def install(self, store: StateStore) -> None:
         """Follow the store's batches (its schema holds the alert tables)."""
         with store.reading() as db:
-            self._troubled.update(
-                (str(rule), str(subject))
-                for rule, subject in db.execute(
-                    "SELECT rule, subject FROM alert_subjects WHERE state != 'ok'"
-                )
-            )
+            for rule, subject in db.execute(
+                "SELECT rule, subject FROM alert_subjects WHERE state != 'ok'"
+            ):
+                self._note_troubled(str(rule), str(subject))
         store.observers.append(self.observe)
 
     # driven by samples ----------------------------------------------------------------
@@ -200,38 +222,43 @@ class AlertEngine:
         # Runs for every sample of every batch: the common case (a fine subject that
         # never was otherwise) must cost no more than the rule's test.
         sample_rules, troubled = self._sample_rules, self._troubled
+        troubled_agents = self._troubled_agents
         for envelope in envelopes:
             samples = envelope.samples
             if len(samples) > 1:
                 samples = sorted(samples, key=lambda s: s.ts)
+            agent = (envelope.province, envelope.commune, envelope.agent)
             for sample in samples:
                 rules = sample_rules.get((sample.check, sample.item))
                 if not rules:
                     continue
-                # Tags first: a condition may name a tag (os), never shadowing a field.
-                values: dict[str, Any] = {
-                    **sample.tags,
-                    **sample.fields,
-                    "outcome": sample.outcome,
-                    "success": sample.outcome == "ok",
-                }
                 key = ""
-                subject_known = False
-                for rule, reads_subject in rules:
-                    if not rule.in_scope(envelope.province, envelope.commune):
+                values: dict[str, Any] | None = None
+                with_subject: dict[str, Any] | None = None
+                for rule, reads_subject, scoped, tags in rules:
+                    if scoped and not rule.in_scope(envelope.province, envelope.commune):
                         continue
-                    if rule.tags and any(sample.tags.get(k) != v for k, v in rule.tags.items()):
+                    if tags and not _has_tags(sample.tags, tags):
                         continue
-                    if reads_subject and not subject_known:
-                        key = key or subject_key(envelope, sample)
-                        values.update(self._port_facts(db, envelope, sample, key))
-                        subject_known = True
-                    holds = rule.holds(values)
+                    if reads_subject:
+                        if with_subject is None:
+                            key = key or subject_key(envelope, sample)
+                            with_subject = self._values(db, envelope, sample, key)
+                        holds = rule.holds(with_subject)
+                    else:
+                        holds = rule.holds_for(sample)
                     if holds is None:
                         continue
+                    if not holds and agent not in troubled_agents:
+                        continue  # fine, and never was otherwise: nothing to read or write
                     key = key or subject_key(envelope, sample)
                     if not holds and (rule.name, key) not in troubled:
-                        continue  # fine, and never was otherwise: nothing to read or write
+                        continue
+                    if reads_subject and with_subject is not None:
+                        shown = with_subject
+                    else:
+                        values = values or self._values(db, envelope, sample, key, subject=False)
+                        shown = values
                     self.step(
                         db,
                         rule,
@@ -239,8 +266,29 @@ class AlertEngine:
                         holds,
                         sample.ts,
                         received,
-                        _value_text(rule, values),
+                        _value_text(rule, shown),
                     )
+
+    def _values(
+        self,
+        db: sqlite3.Connection,
+        envelope: Envelope,
+        sample: Sample,
+        key: str,
+        subject: bool = True,
+    ) -> dict[str, Any]:
+        """What a condition may name: the sample's tags, its fields over them, its
+        outcome, and (``subject``) what the collector knows of the subject."""
+        # Tags first: a condition may name a tag (os), never shadowing a field.
+        values: dict[str, Any] = {
+            **sample.tags,
+            **sample.fields,
+            "outcome": sample.outcome,
+            "success": sample.outcome == "ok",
+        }
+        if subject:
+            values.update(self._port_facts(db, envelope, sample, key))
+        return values
 
     def _port_facts(
         self, db: sqlite3.Connection, envelope: Envelope, sample: Sample, key: str
@@ -309,7 +357,7 @@ class AlertEngine:
         elif state == "firing" and alert_id is not None:
             self._refresh(db, alert_id, ts, now, value)
         if state != "ok":
-            self._troubled.add((rule.name, subject.key))
+            self._note_troubled(rule.name, subject.key)
         db.execute(
             "INSERT OR REPLACE INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
             (rule.name, subject.key, state, since, ts, alert_id),

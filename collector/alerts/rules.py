@@ -32,11 +32,12 @@ import msgspec
 
 from agent.catalogue import BOOL, CATALOGUE, DERIVED, NUMBER, TEXT
 from agent.configtypes import ConfigError, Duration, convert_strict, read_toml
-from agent.wire import Ident, whole
+from agent.wire import Ident, Sample, whole
 
 Op = Literal["==", "!=", ">", ">=", "<", "<="]
 Severity = Literal["info", "warning", "critical"]
 Value = bool | int | float | str
+_ABSENT: Any = object()
 RuleName = Annotated[str, msgspec.Meta(pattern=whole(r"[a-z][a-z0-9_]{0,63}"))]
 
 #: What a sample rule can name, per (check, item): field or tag -> type, from the
@@ -185,6 +186,26 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
         return (not self.provinces or province in self.provinces) and (
             not self.communes or commune in self.communes
         )
+
+    def holds_for(self, sample: Sample) -> bool | None:
+        """``holds`` of a sample's values (its tags, its fields over them, ``outcome`` and
+        ``success`` over both), read where they are: every sample of every batch passes
+        here, and building the merged dict cost more than the test."""
+        results = []
+        for condition in self.when:
+            name = condition.field
+            if name == "outcome":
+                value: Any = sample.outcome
+            elif name == "success":
+                value = sample.outcome == "ok"
+            else:
+                value = sample.fields.get(name, _ABSENT)
+                if value is _ABSENT:
+                    value = sample.tags.get(name)
+            if value is None:
+                return None
+            results.append(_compare(value, condition.op, condition.value))
+        return all(results) if self.match == "all" else any(results)
 
     def holds(self, values: dict[str, Any]) -> bool | None:
         """Whether the condition holds for these values; None when a field is missing

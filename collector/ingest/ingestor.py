@@ -49,13 +49,22 @@ from collector.state.store import Applied, StateStore, agent_key
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     topic: str
     payload: bytes
     received: float
-    ack: Callable[[], None]
-    """Tells the broker we are done with this message."""
+    ack: Callable[[], None] = _nothing
+    """Tells the broker we are done with this message (called once it is committed or
+    refused; a source may instead acknowledge a whole batch once ``process`` returns)."""
+    packet_id: int = 0
+    """The broker's id of the message on its connection (``connection``): the MQTT source
+    acknowledges by these, a batch at a time."""
+    connection: int = 0
 
 
 #: Upper bounds (seconds) of the commit-duration histogram.

@@ -50,7 +50,6 @@ the store ignores what it already has.
 from __future__ import annotations
 
 import collections
-import functools
 import logging
 import select
 import socket
@@ -148,6 +147,11 @@ class _Acks:
         with self._lock:
             if generation == self.generation:
                 self._pending.append(packet_id)
+
+    def owe_all(self, generation: int, packet_ids: list[int]) -> None:
+        with self._lock:
+            if generation == self.generation:
+                self._pending.extend(packet_ids)
 
     def take(self) -> bytes:
         with self._lock:
@@ -305,8 +309,9 @@ class MqttSource:
                 )
                 continue
             size += len(p.payload)
-            ack = functools.partial(owe, generation, p.packet_id)
-            messages.append(Message(p.topic, p.payload, received, ack))
+            messages.append(
+                Message(p.topic, p.payload, received, packet_id=p.packet_id, connection=generation)
+            )
         if not messages:
             return
         with self._arrived:
@@ -481,11 +486,22 @@ class MqttSource:
                         self.store_error = str(exc)[:200] or type(exc).__name__
                         if self._stopping.wait(1.0):
                             return
+                self._owe(batch)
                 self._wake_writer.send(b"\x00")  # the network thread sends the acknowledgements
         except BaseException:
             # The collector sees the thread gone (/healthz, then exits for a restart).
             log.critical("the ingest worker died", exc_info=True)
             raise
+
+    def _owe(self, batch: list[Message]) -> None:
+        """The whole batch is committed or refused: acknowledge it (on the connection it
+        came by; one that has dropped since will bring it again)."""
+        connection = batch[0].connection
+        if all(m.connection == connection for m in batch):
+            self._acks.owe_all(connection, [m.packet_id for m in batch])
+            return
+        for message in batch:
+            self._acks.owe(message.connection, message.packet_id)
 
     def queued(self) -> int:
         """Messages received and not yet committed."""
