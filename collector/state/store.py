@@ -229,6 +229,8 @@ class StateStore:
         """Per agent, a number of latest rows it holds at most: exact when read, then
         raised by every envelope's samples, read again only once it nears the limit. A
         rolled-back transaction leaves it too high, never too low."""
+        self._latest_rows: list[tuple[Any, ...]] = []
+        """The batch's samples for ``latest``, written together (``_write_latest``)."""
         self._line_best: dict[tuple[str, str, int], float] = {}
         """(table, commune, bucket) -> the lowest value this process has written to the
         line's RTT or loss history: a commune's 50 PCs probe one line, and their samples
@@ -316,6 +318,7 @@ class StateStore:
         except BaseException:
             self._series_bound.clear()
             self._line_best.clear()
+            self._latest_rows = []
             raise
 
     def apply_each(
@@ -342,6 +345,7 @@ class StateStore:
             except Exception as exc:
                 self._db.execute("ROLLBACK TO one")
                 self._db.execute("RELEASE one")
+                self._latest_rows = []
                 self._series_bound.clear()
                 self._line_best.clear()
                 if isinstance(exc, sqlite3.OperationalError):
@@ -378,6 +382,7 @@ class StateStore:
         self._touch_agents(envelopes, now)
         refused: collections.Counter[tuple[str, str]] = collections.Counter()
         admitted = [self._apply_envelope(envelope, refused) for envelope in envelopes]
+        self._write_latest()
         for observer in self.observers:
             observer(self._db, admitted, now)
         if spool is not None and self.queues:
@@ -390,6 +395,23 @@ class StateStore:
         if refused:
             self._record_refusals(refused, now)
             applied.refused.update(refused)
+
+    def _write_latest(self) -> None:
+        """The batch's latest samples in one statement: a newer sample of a series wins,
+        whatever order they come in (one executemany per envelope cost more than the
+        rows)."""
+        if not self._latest_rows:
+            return
+        rows, self._latest_rows = self._latest_rows, []
+        self._db.executemany(
+            """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
+                 check_kind = excluded.check_kind, ts = excluded.ts,
+                 outcome = excluded.outcome, fields = excluded.fields,
+                 tags = excluded.tags, error = excluded.error
+               WHERE excluded.ts > latest.ts""",
+            rows,
+        )
 
     def _record_refusals(self, refused: collections.Counter[tuple[str, str]], now: float) -> None:
         """Count refused samples per agent and reason: over the last window for the
@@ -511,6 +533,7 @@ class StateStore:
         if bound is not None and bound + len(samples) <= limit:
             self._series_bound[key] = bound + len(samples)
             return samples, 0
+        self._write_latest()  # what this batch holds already counts
         held = {
             (str(name), str(item), str(target))
             for name, item, target in self._db.execute(
@@ -554,28 +577,20 @@ class StateStore:
                 kept.append(sample)
             else:
                 refused[(key, "subject_limit")] += 1
-        self._db.executemany(
-            """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (agent_key, name, item, target) DO UPDATE SET
-                 check_kind = excluded.check_kind, ts = excluded.ts,
-                 outcome = excluded.outcome, fields = excluded.fields,
-                 tags = excluded.tags, error = excluded.error
-               WHERE excluded.ts > latest.ts""",
-            [
-                (
-                    key,
-                    sample.name,
-                    sample.item,
-                    sample.target,
-                    sample.check,
-                    sample.ts,
-                    sample.outcome,
-                    _encode(sample.fields).decode(),
-                    _encode(sample.tags).decode(),
-                    sample.error,
-                )
-                for sample in kept
-            ],
+        self._latest_rows.extend(
+            (
+                key,
+                sample.name,
+                sample.item,
+                sample.target,
+                sample.check,
+                sample.ts,
+                sample.outcome,
+                _encode(sample.fields).decode(),
+                _encode(sample.tags).decode(),
+                sample.error,
+            )
+            for sample in kept
         )
         ports = [
             (key, sample.name, sample.target, "up" if up else "down", sample.ts)
