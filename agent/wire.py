@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import sys
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -57,9 +58,53 @@ def whole(pattern: str) -> str:
 #: A topic segment: no MQTT wildcards or separators, no spaces.
 IDENT_PATTERN: Final = whole(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEY_PATTERN: Final = whole(r"[a-z][a-z0-9_]{0,63}")
+ITEM_PATTERN: Final = whole(r"[a-z0-9_]{0,32}")
 Ident = Annotated[str, msgspec.Meta(pattern=IDENT_PATTERN, max_length=64)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
+
+
+class _Known:
+    """A pattern's test with a memory of the strings that passed it.
+
+    msgspec tests a ``Meta(pattern=...)`` with a call into Python's ``re`` for every
+    string: for an envelope's idents, check names and every field and tag name, that
+    was three quarters of decoding it. The names repeat (a few dozen field names, the
+    provinces and communes), so an envelope's are tested here, once each
+    (``__post_init__``, which msgspec runs on decoding too): the same test, bounded
+    memory (forgotten all at once when full).
+    """
+
+    def __init__(self, pattern: str, what: str, limit: int = 8192) -> None:
+        self._search = re.compile(pattern).search
+        self._pattern = pattern
+        self._what = what
+        self._limit = limit
+        self._passed: set[str] = set()
+
+    def check(self, value: str) -> None:
+        if value in self._passed:
+            return
+        if self._search(value) is None:
+            raise ValueError(
+                f"{self._what}: expected `str` matching regex {self._pattern!r}, got {value[:80]!r}"
+            )
+        if len(self._passed) >= self._limit:
+            self._passed.clear()
+        self._passed.add(value)
+
+
+_KEYS: Final = _Known(KEY_PATTERN, "a check, field or tag name")
+_ITEMS: Final = _Known(ITEM_PATTERN, "an item")
+_PLACES: Final = _Known(IDENT_PATTERN, "a province or commune")
+_AGENT: Final = re.compile(IDENT_PATTERN).search
+
+# The same strings as Ident and Key, their pattern tested by __post_init__ (_Known):
+# the published schema says the same.
+_PlaceIdent = Annotated[
+    str, msgspec.Meta(max_length=64, extra_json_schema={"pattern": IDENT_PATTERN})
+]
+_KnownKey = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": KEY_PATTERN})]
 Time = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)]
 ExactInt = Annotated[int, msgspec.Meta(ge=-MAX_EXACT_INT, le=MAX_EXACT_INT)]
 FiniteFloat = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
@@ -84,33 +129,52 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
 
     ts: Time
     """Collection time, Unix seconds (UTC)."""
-    check: Key
+    check: _KnownKey
     """Check kind: host, antivirus, link, snmp, polycom, agent."""
     name: Text
     """The check instance's name from the agent config."""
     outcome: Outcome
-    item: Annotated[str, msgspec.Meta(pattern=whole(r"[a-z0-9_]{0,32}"))] = ""
+    item: Annotated[str, msgspec.Meta(extra_json_schema={"pattern": ITEM_PATTERN})] = ""
     """Sub-series of the check ("" for the main record; "disk", "interface", "product")."""
     target: Text = ""
     """What was observed: a host, an interface name, a product name, a mount point."""
-    fields: Annotated[dict[Key, FieldValue], msgspec.Meta(max_length=MAX_FIELDS)] = {}
-    tags: Annotated[dict[Key, Text], msgspec.Meta(max_length=MAX_TAGS)] = {}
+    fields: Annotated[dict[_KnownKey, FieldValue], msgspec.Meta(max_length=MAX_FIELDS)] = {}
+    tags: Annotated[dict[_KnownKey, Text], msgspec.Meta(max_length=MAX_TAGS)] = {}
     error: Text = ""
     """Why the outcome is not ok, in words a technician can act on."""
+
+    def __post_init__(self) -> None:
+        _KEYS.check(self.check)
+        if self.item:
+            _ITEMS.check(self.item)
+        for key in self.fields:
+            _KEYS.check(key)
+        for key in self.tags:
+            _KEYS.check(key)
 
 
 class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One check run's results, published on the agent's ``data`` topic."""
 
     v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
-    agent: Ident
-    province: Ident
-    commune: Ident
+    agent: _PlaceIdent
+    province: _PlaceIdent
+    commune: _PlaceIdent
     seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
     """Per-agent sequence number: +1 per envelope, kept across restarts, never going back."""
     ts: Time
     """When the envelope was written to the agent's outbox."""
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
+
+    def __post_init__(self) -> None:
+        _PLACES.check(self.province)
+        _PLACES.check(self.commune)
+        # Thousands of agents a province: tested every time rather than remembered.
+        if _AGENT(self.agent) is None:
+            raise ValueError(
+                f"the agent: expected `str` matching regex {IDENT_PATTERN!r}, "
+                f"got {self.agent[:80]!r}"
+            )
 
 
 #: An agent release's version: one to four dot-separated numbers ("0.3.1"), compared as

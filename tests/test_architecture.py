@@ -41,7 +41,7 @@ def test_checks_never_touch_transport_or_storage() -> None:
 
 def test_the_wire_contract_stands_alone() -> None:
     """The collector imports agent.wire: it must not drag the agent's runtime along."""
-    allowed = {"__future__", "hashlib", "math", "sys", "typing", "msgspec"}
+    allowed = {"__future__", "hashlib", "math", "re", "sys", "typing", "msgspec"}
     assert imports(AGENT / "wire.py") <= allowed
 
 
