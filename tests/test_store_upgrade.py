@@ -217,7 +217,7 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8, 9, 10]
+        assert [m.version for m in store.migrated] == [8, 9, 10, 11]
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -274,3 +274,32 @@ def test_a_0_2_0_store_gains_the_response_time_tables_and_counts_answers(
         daily = store.system_times([probe.id], 2e9 - 86400, 2e9 + 1, hourly=False)
         hourly = store.system_times([probe.id], 2e9 - 3600, 2e9 + 1, hourly=True)
     assert daily == hourly == {probe.id: {systemtimes.bucket_of(420.0): 1}}
+
+
+def test_a_0_2_0_store_keeps_its_latest_samples_without_the_index_by_kind(
+    tmp_path: Path,
+) -> None:
+    """Migration 11: the index of latest samples by check kind goes; every latest sample
+    stays, read by kind under a place as before, and a sample of another kind under
+    the same name still takes its row's kind."""
+    from agent.wire import Sample
+    from tests.factories import envelope
+
+    def sample(ts: float, check: str, name: str) -> Sample:
+        return Sample(ts=ts, check=check, name=name, outcome="ok", fields={"up": 1})
+
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", tmp_path / "state.sqlite")
+    with StateStore(tmp_path / "state.sqlite") as store:
+        with store.reading() as db:
+            indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            rows = db.execute("SELECT COUNT(*) FROM latest").fetchone()[0]
+        assert "latest_by_check" not in indexes
+        assert rows > 0
+        kinds = {s.check for a in store.agents() for s in store.latest(a.agent_key)}
+        for kind in kinds:
+            assert store.latest_of(kind), kind
+        store.apply([envelope(1, sample(2e9, check="host", name="renamed"), agent="pc-x")])
+        store.apply([envelope(2, sample(2e9 + 60, check="link", name="renamed"), agent="pc-x")])
+        [moved] = [s for s in store.latest_of("link") if s.name == "renamed"]
+        assert moved.ts == 2e9 + 60
+        assert not [s for s in store.latest_of("host") if s.name == "renamed"]
