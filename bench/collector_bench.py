@@ -7,7 +7,13 @@ Starts a private Mosquitto and VictoriaMetrics. Publisher processes play the
 agents of ``--communes`` simulated communes (``fleet.scenario``: 49 PCs and a
 poller each, one envelope per check run with its realistic samples) and write
 pre-encoded QoS 1 packets at ``--rate`` messages/s in total for ``--seconds``;
-``--national`` is 3,321 communes at their real rate (60 s cycles). The
+``--national`` is 3,321 communes at their real rate (60 s cycles);
+``--tls`` runs the broker's listener with the TLS settings of
+``deploy/mosquitto/mosquitto.conf`` (a test CA made for the run), the publishers,
+the collector and the ceiling's subscriber connecting over it. Before the clock
+starts, one cycle of every agent is committed through the same path without the
+broker (``--no-warm`` skips it), so that what is measured is the steady state of
+a collector that knows its agents, not the first sight of each series. The
 collector's path as ``commune-collector run`` wires it runs in this process
 (MqttSource -> Ingestor -> StateStore + alert rules + spool), with the sink in
 its own process writing to VictoriaMetrics; every message is committed before
@@ -33,6 +39,7 @@ import resource
 import select
 import socket
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -55,7 +62,8 @@ from collector.outputs.sink_process import SinkProcess  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
-from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
+from tests.servers import Mosquitto, VictoriaMetrics, broker_readable  # noqa: E402
+from tests.tls import make_pki  # noqa: E402
 
 NATIONAL_COMMUNES = 3321
 ENVELOPES_PER_CYCLE = 3
@@ -71,8 +79,11 @@ class RawPublisher:
     figure compares committed messages with these.
     """
 
-    def __init__(self, port: int, client_id: str) -> None:
+    def __init__(self, port: int, client_id: str, ca: Path | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
+        if ca is not None:
+            context = ssl.create_default_context(cafile=str(ca))
+            self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
         self.reader = codec.PacketReader(protocol=4)
         self.sock.sendall(codec.connect(client_id, keepalive=0, clean_start=True, protocol=4))
         connack = self._read(block=True)
@@ -83,7 +94,7 @@ class RawPublisher:
     def _read(self, block: bool = False) -> list[codec.Packet]:
         try:
             data = self.sock.recv(1 << 20)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             if not block:
                 return []
             raise
@@ -124,6 +135,14 @@ class RawPublisher:
         self.sock.close()
 
 
+def publisher_fleet(index: int, agents: int) -> Fleet:
+    """The simulated communes of publisher ``index``."""
+    # Communes of 49 PCs and a poller: each agent's cycle is 3 envelopes, one per check.
+    # No line outages here: held-back envelopes would measure the outage, not the collector.
+    communes = [f"c{index}-{i:04d}" for i in range(max(1, agents // 50))]
+    return Fleet("dong-nai", communes, 49, seed=index + 1, outages_per_day=0)
+
+
 def publish(
     port: int,
     index: int,
@@ -131,13 +150,11 @@ def publish(
     rate: float,
     seconds: float,
     done: multiprocessing.Queue[tuple[int, int]],
+    ca: Path | None = None,
 ) -> None:
     """One publisher process: its own simulated communes, agents in turn, at ``rate`` msg/s."""
-    # Communes of 49 PCs and a poller: each agent's cycle is 3 envelopes, one per check.
-    # No line outages here: held-back envelopes would measure the outage, not the collector.
-    communes = [f"c{index}-{i:04d}" for i in range(max(1, agents // 50))]
-    fleet = Fleet("dong-nai", communes, 49, seed=index + 1, outages_per_day=0)
-    publisher = RawPublisher(port, f"bench-pub-{index}")
+    fleet = publisher_fleet(index, agents)
+    publisher = RawPublisher(port, f"bench-pub-{index}", ca)
     cursor = 0
     started = time.monotonic()
     while True:
@@ -182,12 +199,14 @@ class MeasuredIngestor(Ingestor):
             self.latencies.append(now - float(message.payload[start:end]))
 
 
-def run_publishers(port: int, count: int, agents: int, rate: float, seconds: float) -> int:
+def run_publishers(
+    port: int, count: int, agents: int, rate: float, seconds: float, ca: Path | None = None
+) -> int:
     """Messages the broker acknowledged, from ``count`` processes sharing ``agents``."""
     done: multiprocessing.Queue[tuple[int, int]] = multiprocessing.Queue()
     processes = [
         multiprocessing.Process(
-            target=publish, args=(port, i, agents // count, rate / count, seconds, done)
+            target=publish, args=(port, i, agents // count, rate / count, seconds, done, ca)
         )
         for i in range(count)
     ]
@@ -233,21 +252,59 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def warm(store: StateStore, publishers: int, agents: int) -> int:
+    """One cycle of every agent the publishers play, committed without the broker a
+    minute before they start: the collector knows them (their rows exist), as it does
+    in any steady hour. Messages committed."""
+    ingestor = Ingestor(store, "commune")
+    at = time.time() - 60
+    count = 0
+    for index in range(publishers):
+        fleet = publisher_fleet(index, agents // publishers)
+        batch: list[Message] = []
+        for agent in fleet.agents:
+            batch += [Message(topic, payload, at) for topic, payload, _ in fleet.cycle(agent, at)]
+            if len(batch) >= 1000:
+                ingestor.process(batch)
+                count += len(batch)
+                batch = []
+        ingestor.process(batch)
+        count += len(batch)
+    return count
+
+
 def measure_collector(
-    workdir: Path, broker: Mosquitto, rate: float, seconds: float, publishers: int, agents: int
+    workdir: Path,
+    broker: Mosquitto,
+    rate: float,
+    seconds: float,
+    publishers: int,
+    agents: int,
+    ca: Path | None = None,
+    warm_up: bool = True,
 ) -> dict[str, float]:
     vm = VictoriaMetrics(workdir / "vm").start()
     path = workdir / "state.sqlite"
     store = StateStore(path)
     # The built-in alert rules evaluate every batch in its transaction, as in `run`.
     AlertEngine(default_rules()).install(store)
+    if warm_up:
+        started = time.monotonic()
+        warmed = warm(store, publishers, agents)
+        print(
+            f"  warm-up    {warmed} messages, one cycle of every agent, committed in "
+            f"{time.monotonic() - started:.0f} s (not measured)",
+            flush=True,
+        )
     Spool(store).attach()
     ingestor = MeasuredIngestor(store, "commune")
     # The sink in its own process, as `commune-collector run` starts it.
     sink = SinkProcess(path, SinkSettings(vm.url, "", "bench", "commune", batch_rows=2000))
+    scheme, host = ("mqtts", "localhost") if ca else ("mqtt", "127.0.0.1")
     source = MqttSource(
         SourceSettings(
-            BrokerSection(url=f"mqtt://127.0.0.1:{broker.port}"), client_id="bench-collector"
+            BrokerSection(url=f"{scheme}://{host}:{broker.port}", ca_file=str(ca or "")),
+            client_id="bench-collector",
         ),
         ingestor,
     )
@@ -263,7 +320,7 @@ def measure_collector(
         lambda: halfway.append((ingestor.stats.applied_envelopes, live_bytes(path))),
     )
     timer.start()
-    published = run_publishers(broker.port, publishers, agents, rate, seconds)
+    published = run_publishers(broker.port, publishers, agents, rate, seconds, ca)
     deadline = time.monotonic() + 300
     while ingestor.stats.applied_envelopes < published and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -329,10 +386,13 @@ def measure_in_process(workdir: Path, cycles: int = 5) -> float:
     return total / elapsed
 
 
-def measure_ceiling(broker: Mosquitto, seconds: float, publishers: int, agents: int) -> float:
+def measure_ceiling(
+    broker: Mosquitto, seconds: float, publishers: int, agents: int, ca: Path | None = None
+) -> float:
     drained = Path(tempfile.mkdtemp()) / "drained"
     command = [
         "mosquitto_sub",
+        *(["--cafile", str(ca), "-h", "localhost"] if ca else []),
         "-p",
         str(broker.port),
         "-q",
@@ -348,7 +408,7 @@ def measure_ceiling(broker: Mosquitto, seconds: float, publishers: int, agents: 
         sub = subprocess.Popen(command, stdout=out)
         time.sleep(1)
         started = time.time()
-        published = run_publishers(broker.port, publishers, agents, 0, seconds)
+        published = run_publishers(broker.port, publishers, agents, 0, seconds, ca)
         deadline = time.monotonic() + 120
         lines = 0
         while time.monotonic() < deadline:
@@ -360,6 +420,27 @@ def measure_ceiling(broker: Mosquitto, seconds: float, publishers: int, agents: 
         sub.terminate()
         sub.wait()
     return lines / elapsed
+
+
+def tls_listener(workdir: Path) -> tuple[Path, str]:
+    """A test CA for the run, and the TLS lines of the shipped broker config's listener
+    (files, protocol version, ciphers) with its files in their place (the broker's user
+    must read them)."""
+    pki = make_pki(workdir / "pki")
+    ca, cert, key = broker_readable(pki.ca, pki.server_cert, pki.server_key)
+    files = {"cafile": ca, "certfile": cert, "keyfile": key}
+    shipped = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    start = shipped.index("listener 8883") + 1
+    lines = []
+    for line in shipped[start:]:
+        if not line.strip() or line.startswith("listener"):
+            break
+        option = line.split()[0]
+        # Its TLS alone: the bench's clients have no accounts (use_username_as_clientid).
+        if not option.startswith(("cafile", "certfile", "keyfile", "tls_", "ciphers")):
+            continue
+        lines.append(f"{option} {files[option]}" if option in files else line)
+    return pki.ca, "\n".join(lines) + "\n"
 
 
 def report(result: dict[str, float], rate: float) -> None:
@@ -406,6 +487,17 @@ def main() -> None:
         action="store_true",
         help="3,321 communes at 60 s cycles: the rate is what they send (~8,300 msg/s)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="over TLS, the listener set as deploy/mosquitto/mosquitto.conf sets it",
+    )
+    parser.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        help="measure from an empty store (every series seen for the first time)",
+    )
     args = parser.parse_args()
     if args.national:
         args.communes = NATIONAL_COMMUNES
@@ -413,21 +505,30 @@ def main() -> None:
     agents = args.communes * 50
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         unbounded = "allow_anonymous true\nmax_queued_messages 0"
-        broker = Mosquitto(Path(tmp) / "broker", extra=unbounded).start()
+        ca, listener = tls_listener(Path(tmp)) if args.tls else (None, "")
+        broker = Mosquitto(Path(tmp) / "broker", extra=unbounded, listener_options=listener).start()
         try:
             print(
                 f"collector: {args.communes} communes ({agents} agents), "
-                f"{args.publishers} publishers, {args.rate:.0f} msg/s for {args.seconds:.0f} s",
+                f"{args.publishers} publishers, {args.rate:.0f} msg/s for {args.seconds:.0f} s"
+                + (", over TLS" if ca else ""),
                 flush=True,
             )
             in_process = measure_in_process(Path(tmp))
             print(f"  in-process commit path (no broker): {in_process:.0f} msg/s", flush=True)
             result = measure_collector(
-                Path(tmp), broker, args.rate, args.seconds, args.publishers, agents
+                Path(tmp),
+                broker,
+                args.rate,
+                args.seconds,
+                args.publishers,
+                agents,
+                ca,
+                args.warm,
             )
             report(result, args.rate)
             print("ceiling: mosquitto_sub (C, QoS 1), same publishers at full speed", flush=True)
-            ceiling = measure_ceiling(broker, min(args.seconds, 15), args.publishers, agents)
+            ceiling = measure_ceiling(broker, min(args.seconds, 15), args.publishers, agents, ca)
             print(
                 f"  drain      {ceiling:.0f} msg/s; "
                 f"collector / ceiling = {result['rate'] / ceiling:.2f}"
