@@ -630,7 +630,7 @@ class AlertEngine:
             "update_failures": update.failures if update else 0,
         }
         holds = rule.holds(values)
-        if holds is None:
+        if holds is None or self._fine_as_ever(rule, agent.agent_key, holds):
             return
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
         if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
@@ -691,6 +691,12 @@ class AlertEngine:
         subject = Subject("collector/rollout", "", "", name=rollout.id)
         self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
+    def _fine_as_ever(self, rule: Rule, subject: str, holds: bool) -> bool:
+        """A subject whose condition is false and never was otherwise: stepping it would
+        read and rewrite an "ok" for nothing. Every round judges every agent of the
+        country (166,050), and nearly all of them are this."""
+        return not holds and (rule.name, subject) not in self._troubled
+
     def _commune_step(
         self,
         db: sqlite3.Connection,
@@ -709,7 +715,7 @@ class AlertEngine:
             "agents_lost": len(lost),
         }
         holds = rule.holds(values)
-        if holds is None:
+        if holds is None or self._fine_as_ever(rule, f"{province}/{commune}", holds):
             return
         # Unreachable since the last of its agents went silent.
         changes = [a.state_since for a in members if a.state_since is not None]

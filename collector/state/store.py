@@ -258,6 +258,15 @@ class StateStore:
         except BaseException:
             self._db.close()
             raise
+        # Opened after the migrations: it never writes (read-only), so never waits for
+        # the writer's lock; WAL lets it read while a batch commits.
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+        )
         self.queues: list[Queue] = []
         """Given what each batch admitted, as it is to be sent on, inside its transaction
         (the sink's spool)."""
@@ -279,10 +288,15 @@ class StateStore:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._db
+        """A read-only connection of its own: a read (the IOC's, a console's, a round of
+        the alert rules over every agent of the country) waits neither for a batch
+        being committed nor holds one back; it sees what was last committed."""
+        with self._read_lock:
+            yield self._reader
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 
@@ -830,8 +844,8 @@ class StateStore:
             db.execute("INSERT OR IGNORE INTO console_logouts VALUES (?, ?)", (sid[:64], expires))
 
     def session_ended(self, sid: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT 1 FROM console_logouts WHERE sid = ?", (sid[:64],)
             ).fetchone()
         return row is not None
@@ -845,8 +859,8 @@ class StateStore:
         return self._line_history("SELECT bucket, rtt FROM rtt_history", place, since)
 
     def _line_history(self, select: str, place: str, since: float) -> list[tuple[float, float]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 select + " WHERE place = ? AND bucket >= ? ORDER BY bucket", (place, since)
             ).fetchall()
         return [(float(b), float(v)) for b, v in rows]
@@ -855,8 +869,8 @@ class StateStore:
 
     def refusals(self, now: float) -> dict[str, int]:
         """Samples refused per agent in the last ``REFUSALS_WINDOW_S`` (any reason)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT agent_key, SUM(samples) FROM agent_refusals WHERE last_at >= ? "
                 "GROUP BY agent_key",
                 (now - REFUSALS_WINDOW_S,),
@@ -865,21 +879,23 @@ class StateStore:
 
     def places(self) -> set[tuple[str, str]]:
         """(province, commune) of every agent known."""
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT province, commune FROM agents").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute("SELECT DISTINCT province, commune FROM agents").fetchall()
         return {(str(p), str(c)) for p, c in rows}
 
     def agent_counts(self) -> dict[str, int]:
         """Agents by state."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM agents GROUP BY state").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT state, COUNT(*) FROM agents GROUP BY state"
+            ).fetchall()
         return {str(state): int(count) for state, count in rows}
 
     def update_reports(self, key: str | None = None) -> dict[str, UpdateStanding]:
         """Agent key -> its last update report (agents that reported one; ``key``: that
         agent's only)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT agent_key, state, version, reason, ts, failures FROM agent_updates "
                 "WHERE ?1 IS NULL OR agent_key = ?1",
                 (key,),
@@ -888,8 +904,8 @@ class StateStore:
 
     def latest_rollout(self) -> RolloutStanding | None:
         """The latest rollout of a release, as the alert rules see it."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT id, version, state, breach, why FROM rollouts "
                 "ORDER BY created_at DESC, id DESC LIMIT 1"
             ).fetchone()
@@ -898,8 +914,8 @@ class StateStore:
         return RolloutStanding(row[0], row[1], row[2], bool(row[3]), row[4])
 
     def agents(self) -> list[AgentState]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
                           last_seen, last_seq, interval FROM agents ORDER BY agent_key"""
             ).fetchall()
@@ -910,8 +926,8 @@ class StateStore:
 
     def latest(self, key: str) -> list[LatestSample]:
         """An agent's latest sample per check, item and target."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 self._LATEST + " WHERE agent_key = ? ORDER BY name, item, target", (key,)
             ).fetchall()
         return [LatestSample.from_row(row) for row in rows]
@@ -920,8 +936,8 @@ class StateStore:
         """Every agent's latest samples of one kind of check, optionally under a place
         ("province/" or "province/commune/"), for the roll-ups."""
         lo, hi = _key_range(place)
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 self._LATEST + " WHERE check_kind = ? AND agent_key >= ? AND agent_key < ?"
                 " ORDER BY agent_key, name, item, target",
                 (check, lo, hi),
@@ -956,8 +972,8 @@ class StateStore:
     def ports(self, place: str = "") -> dict[tuple[str, str, str], Port]:
         """Router/switch ports under a place by (agent key, device, port)."""
         lo, hi = _key_range(place)
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT agent_key, device, port, state, since, first_up FROM ports "
                 "WHERE agent_key >= ? AND agent_key < ?",
                 (lo, hi),
@@ -971,11 +987,11 @@ class StateStore:
             "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since, "
             "last_ts FROM subjects WHERE agent_key >= ? AND agent_key < ?"
         )
-        with self._lock:
+        with self._read_lock:
             if kind is None:
-                rows = self._db.execute(query + " ORDER BY id", (lo, hi)).fetchall()
+                rows = self._reader.execute(query + " ORDER BY id", (lo, hi)).fetchall()
             else:
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     query + " AND kind = ? ORDER BY id", (lo, hi, kind)
                 ).fetchall()
         return [Subject(*row) for row in rows]
@@ -986,11 +1002,11 @@ class StateStore:
         """The spans each subject's probe was silent (no one watched), overlapping
         [start, end), by subject id."""
         result: dict[int, list[tuple[float, float]]] = {}
-        with self._lock:
+        with self._read_lock:
             for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
                 chunk = list(subject_ids[offset : offset + 500])
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"""SELECT subject_id, start, end FROM subject_gaps
                         WHERE subject_id IN ({marks}) AND start < ? AND end > ?
                         ORDER BY subject_id, start""",  # noqa: S608 - placeholders only
@@ -1012,11 +1028,11 @@ class StateStore:
         lo = math.ceil((start + shift) / size)
         hi = math.ceil((end + shift) / size) - 1
         result: dict[int, dict[int, int]] = {}
-        with self._lock:
+        with self._read_lock:
             for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
                 chunk = list(subject_ids[offset : offset + 500])
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"""SELECT subject_id, bucket, SUM(count) FROM {table}
                         WHERE subject_id IN ({marks}) AND {column} >= ? AND {column} <= ?
                         GROUP BY subject_id, bucket""",  # noqa: S608 - fixed names, placeholders
@@ -1030,8 +1046,8 @@ class StateStore:
         self, subject_id: int, start: float = 0.0, end: float = float("inf")
     ) -> list[Outage]:
         """Outages of a subject that overlap [start, end), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 """SELECT start, end FROM outages
                    WHERE subject_id = ? AND start < ? AND (end IS NULL OR end > ?)
                    ORDER BY start""",
@@ -1044,11 +1060,11 @@ class StateStore:
     ) -> dict[int, list[Outage]]:
         """Outages overlapping [start, end) of these subjects, by subject id."""
         result: dict[int, list[Outage]] = {}
-        with self._lock:
+        with self._read_lock:
             for offset in range(0, len(subject_ids), 500):  # SQLite's bound on parameters
                 chunk = list(subject_ids[offset : offset + 500])
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"""SELECT subject_id, start, end FROM outages
                         WHERE subject_id IN ({marks}) AND start < ? AND (end IS NULL OR end > ?)
                         ORDER BY subject_id, start""",  # noqa: S608 - placeholders only
@@ -1064,8 +1080,8 @@ class StateStore:
         """Outages overlapping [start, end) of every subject under a place, by subject id:
         one query for a roll-up instead of one per subject."""
         lo, hi = _key_range(place)
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 # Ordered as the two indexes already deliver it: no sort of the rows.
                 """SELECT o.subject_id, o.start, o.end FROM subjects s
                    JOIN outages o ON o.subject_id = s.id
