@@ -15,7 +15,8 @@ starts, one cycle of every agent is committed through the same path without the
 broker (``--no-warm`` skips it), so that what is measured is the steady state of
 a collector that knows its agents, not the first sight of each series. The
 collector's path as ``commune-collector run`` wires it runs in this process
-(MqttSource -> Ingestor -> StateStore + alert rules + spool), with the sink in
+(MqttSource -> Ingestor -> StateStore + alert rules + spool, and its housekeeping
+rounds every 10 s: silent agents, the agent and commune rules), with the sink in
 its own process writing to VictoriaMetrics; every message is committed before
 it is acknowledged.
 
@@ -60,6 +61,7 @@ from collector.ingest.source import MqttSource, SourceSettings  # noqa: E402
 from collector.outputs.sink import SinkSettings  # noqa: E402
 from collector.outputs.sink_process import SinkProcess  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
+from collector.state.housekeeping import Housekeeping, Task, mark_silent  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics, broker_readable  # noqa: E402
@@ -287,7 +289,8 @@ def measure_collector(
     path = workdir / "state.sqlite"
     store = StateStore(path)
     # The built-in alert rules evaluate every batch in its transaction, as in `run`.
-    AlertEngine(default_rules()).install(store)
+    engine = AlertEngine(default_rules())
+    engine.install(store)
     if warm_up:
         started = time.monotonic()
         warmed = warm(store, publishers, agents)
@@ -308,9 +311,23 @@ def measure_collector(
         ),
         ingestor,
     )
+    # The rounds `run` makes every 10 s beside ingest: silent agents, the agent and
+    # commune rules over every agent.
+    housekeeping = Housekeeping(
+        [
+            Task("silence", mark_silent(store, 3.0, 60.0)),
+            Task("alerts", lambda now: engine.tick(store, now)),
+        ]
+    )
+    stop = threading.Event()
+    rounds = threading.Thread(
+        target=lambda: [housekeeping.run() for _ in iter(lambda: stop.wait(10.0), True)],
+        daemon=True,
+    )
     sink.start()
     source.start()
     assert source.connected.wait(10)
+    rounds.start()
     started, cpu_started = time.time(), cpu_seconds()
     # Store growth is read between half-time and the end: by half-time every agent has
     # reported (its rows exist); what grows after that grows every day.
@@ -330,6 +347,8 @@ def measure_collector(
     sink_cpu = cpu_seconds(sink.pid)
     sink_done = time.time()
     spool_left = Spool(store).stats().rows
+    stop.set()
+    rounds.join()
     source.stop()
     sink.stop()
     points = sink.stats.points_written
