@@ -24,7 +24,6 @@ overwrites itself.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 
@@ -38,13 +37,27 @@ _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
 _UNCARRIED = re.compile(r"\\+(?=[,= ]|$)")
 
 
-@functools.lru_cache(maxsize=65536)
+_TAGS: dict[str, str] = {}
+_TAGS_HELD = 65536
+
+
 def _tag(text: str) -> str:
-    # Cached: provinces, communes, agents, check names and keys repeat in every point.
-    return _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
+    # Remembered: provinces, communes, agents, check names and keys repeat in every
+    # point (a plain dict: an lru_cache's bookkeeping cost more than the escaping).
+    escaped = _TAGS.get(text)
+    if escaped is None:
+        escaped = _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
+        if len(_TAGS) >= _TAGS_HELD:
+            _TAGS.clear()
+        _TAGS[text] = escaped
+    return escaped
 
 
 def _field(value: FieldValue) -> str | None:
+    kind = type(value)
+    if kind is float or kind is int:  # the common case first: one test, not three
+        number = float(value)
+        return repr(number) if math.isfinite(number) else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -65,9 +78,11 @@ def sample_line(envelope: Envelope, sample: Sample) -> str:
         "name": sample.name,
         "target": sample.target,
     }
-    tag_text = "".join(
-        f",{_tag(key)}={_tag(value)}" for key, value in sorted(tags.items()) if _tag(value)
-    )
+    tag_text = ""
+    for key, value in sorted(tags.items()):
+        escaped = _tag(value)
+        if escaped:
+            tag_text += f",{_tag(key)}={escaped}"
     fields = {
         **sample.fields,
         "success": 1.0 if sample.outcome == "ok" else 0.0,
