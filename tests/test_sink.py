@@ -20,7 +20,7 @@ from collector.ingest.ingestor import Ingestor, Message
 from collector.outputs.lineproto import sample_line
 from collector.outputs.sink import SinkSettings
 from collector.outputs.sink_process import SinkProcess
-from collector.outputs.spool import Spool
+from collector.outputs.spool import Spool, frame
 from collector.state.store import StateStore
 from tests import factories
 from tests.servers import VictoriaMetrics, free_port
@@ -240,15 +240,26 @@ def test_a_point_refused_as_bad_data_is_isolated_and_dropped(tmp_path: Path) -> 
 
 def test_the_spool_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
     # The spool holds envelopes as they arrived (the sink makes points of them).
-    size = len(wire.encode(envelope(24)))  # the largest (seq has two digits)
+    # A batch's envelopes are one row (a frame): its oldest envelopes go first.
+    size = len(frame([wire.encode(envelope(24))] * 10))  # ten of the largest (seq 24)
     store = StateStore(tmp_path / "state.sqlite")
-    Spool(store, max_bytes=10 * size + 5).attach()
+    Spool(store, max_bytes=size + 5).attach()
     ingest(store, [envelope(seq) for seq in range(25)])
     spooled = Spool(store).stats()
     rows, used, dropped = spooled.rows, spooled.bytes, spooled.dropped
     assert (rows, dropped) == (10, 15)
-    assert used <= 10 * size + 5
-    assert Spool(store).fetch(1)[0][1] == wire.encode(envelope(15))  # the newest ten are kept
+    assert used <= size + 5
+    kept = Spool(store).fetch(100)
+    assert [p for _, p in kept] == [wire.encode(envelope(seq)) for seq in range(15, 25)]
+    # A batch of its own each: whole rows go.
+    ingest(store, [envelope(25)])
+    ingest(store, [envelope(26)])
+    spooled = Spool(store).stats()
+    assert (spooled.rows, spooled.dropped) == (10, 17)
+    assert [p for _, p in Spool(store).fetch(100)][-2:] == [
+        wire.encode(envelope(25)),
+        wire.encode(envelope(26)),
+    ]
 
 
 def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:

@@ -318,6 +318,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "a third of writing one; reads of a kind under a place use the key's place prefix)",
         ("DROP INDEX IF EXISTS latest_by_check",),
     ),
+    Migration(
+        12,
+        "the sink's spool: a batch's envelopes in one row, which says how many it holds",
+        ("ALTER TABLE spool ADD COLUMN envelopes INTEGER NOT NULL DEFAULT 1",),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
