@@ -10,10 +10,14 @@ import click
 
 from agent.configtypes import ConfigError
 from collector.cli.common import _load, _store, config_option
-from collector.outputs.report.build import build
+from collector.config import CollectorConfig
+from collector.outputs.report.build import build, each_province, month_bounds
 from collector.outputs.report.render import render
-from collector.state.inventory import load_inventory
-from collector.state.systems import load_catalogues
+from collector.state.inventory import Inventory, load_inventory
+from collector.state.systems import Catalogue, load_catalogues
+
+#: ``--province all``: every province of the config's inventories.
+ALL = "all"
 
 
 @click.command("report")
@@ -27,12 +31,18 @@ from collector.state.systems import load_catalogues
     show_default=True,
 )
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
-@click.option("--province", default=None, help="Province slug (default: the inventory's).")
+@click.option(
+    "--province",
+    default=None,
+    help=f"Province slug (default: the inventory's); {ALL!r}: every inventory's province, "
+    "one file each in the --output folder.",
+)
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here (docx and xlsx need it; text formats default to the terminal).",
+    type=click.Path(path_type=Path),
+    help="Write here (docx and xlsx need it; text formats default to the terminal); "
+    f"a folder with --province {ALL}.",
 )
 @click.option(
     "--number",
@@ -59,26 +69,36 @@ def report_command(
         commune-collector report -c collector.toml --month 2025-10 --format docx -o 2025-10.docx
         commune-collector report -c collector.toml --month 2025-10 --format xlsx -o 2025-10.xlsx
         commune-collector report -c collector.toml --month 2025-10 --lang en
+        commune-collector report -c collector.toml --month 2025-10 --format docx \
+            --province all -o reports/
 
     The docx is the report the office signs, in the state's format (Nghị định
     30/2020): Kính gửi, Căn cứ, the figures written in, sections for the office to
     complete, the signer, the tables as its annex. The issuing body, addressee,
     basis and signer come from [report] in the config ([report.en] with --lang en).
+
+    A national collector's reports, every province's (--province all), are made in
+    one run, province after province: one file each, named like
+    dong-nai-2025-10.docx; one province's report is held in memory at a time.
     """
     config = _load(config_path)
     try:
         inventories = [load_inventory(p) for p in config.collector.inventory]
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if province == ALL:
+        _every_province(config, inventories, month, fmt, lang, output, number)
+        return
+    if output is not None and output.is_dir():
+        raise click.BadParameter(
+            f"{output} is a folder: name a file (or --province {ALL})", param_hint="--output"
+        )
     if province is None:
         if not inventories:
             raise click.ClickException("no inventory in the config: say which --province")
         province = inventories[0].province
     inventory = next((i for i in inventories if i.province == province), None)
-    try:
-        catalogues = load_catalogues(config.collector.systems, inventories)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(f"collector.systems: {exc}") from None
+    catalogues = _catalogues(config, inventories)
     try:
         report = build(
             _store(config),
@@ -98,3 +118,39 @@ def report_command(
         raise click.UsageError(f"a {fmt} report needs --output FILE")
     else:
         sys.stdout.write(data.decode())
+
+
+def _catalogues(config: CollectorConfig, inventories: list[Inventory]) -> dict[str, Catalogue]:
+    try:
+        return load_catalogues(config.collector.systems, inventories)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(f"collector.systems: {exc}") from None
+
+
+def _every_province(
+    config: CollectorConfig,
+    inventories: list[Inventory],
+    month: str,
+    fmt: str,
+    lang: str,
+    output: Path | None,
+    number: str,
+) -> None:
+    """Each inventory's province's report into the ``output`` folder, one after the other."""
+    if output is None:
+        raise click.UsageError(f"--province {ALL} needs --output FOLDER (a file per province)")
+    if output.exists() and not output.is_dir():
+        raise click.BadParameter(f"{output} is no folder", param_hint="--output")
+    if not inventories:
+        raise click.ClickException(f"no inventory in the config: no province for --province {ALL}")
+    try:
+        month_bounds(month)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    catalogues = _catalogues(config, inventories)
+    output.mkdir(parents=True, exist_ok=True)
+    issuer = config.report.issuing(number)
+    for report in each_province(_store(config), month, inventories, catalogues, time.time()):
+        path = output / f"{report.province}-{month}.{fmt}"
+        path.write_bytes(render(report, fmt, lang, issuer))  # type: ignore[arg-type]
+        click.echo(f"{path}: {len(report.communes)} communes, {report.month}", err=True)

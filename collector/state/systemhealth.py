@@ -307,6 +307,15 @@ class _Facts:
     """(commune, network) -> the link probes of that network (the commune's line)."""
 
 
+@dataclass
+class _Known:
+    """What the figures of a province's systems over one window share: the outages read
+    once, and each commune's line (its down spans) by (commune, network)."""
+
+    outages: dict[int, list[Outage]] | None
+    lines: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+
+
 def _commune_of(agent_key: str) -> str:
     return agent_key.split("/", 2)[1]
 
@@ -488,8 +497,10 @@ class SystemsModel:
         end: float,
         windows: list[maintenance.Window],
         scoped: bool = False,
+        known: _Known | None = None,
     ) -> Figures:
-        """``scoped``: for a caller holding some communes only."""
+        """``scoped``: for a caller holding some communes only; ``known``: what the
+        figures of other systems over the same window read and worked out already."""
         now = self.clock()
         end = min(end, now)
         watched: list[tuple[str, list[Subject]]] = []
@@ -510,9 +521,12 @@ class SystemsModel:
             ]
             for commune, _ in watched
         }  # fmt: skip
-        outages = self.store.outages_of(
-            ids + [s.id for found in lines.values() for s in found], start, end
-        )
+        if known is not None and known.outages is not None:
+            outages = known.outages
+        else:
+            outages = self.store.outages_of(
+                ids + [s.id for found in lines.values() for s in found], start, end
+            )
         gaps = self.store.gaps_of(ids, start, end)
         observed = down = line_s = maintenance_s = unwatched_s = 0.0
         observed_with = down_with = 0.0
@@ -527,12 +541,17 @@ class SystemsModel:
                 ]
             )
             silent = _overlap_all(silences)
-            line: list[Outage] = []
-            if lines[commune]:
-                line, _ = all_down(
-                    [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
-                )
-            line_spans = [(o.start, end if o.end is None else o.end) for o in line]
+            network = entry.network_of(commune)
+            line_spans = None if known is None else known.lines.get((commune, network))
+            if line_spans is None:
+                line: list[Outage] = []
+                if lines[commune]:
+                    line, _ = all_down(
+                        [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
+                    )
+                line_spans = [(o.start, end if o.end is None else o.end) for o in line]
+                if known is not None:  # the commune's line is the same for every system
+                    known.lines[(commune, network)] = line_spans
             # The system's windows, the commune's, and those of its probing PCs.
             devices = [
                 maintenance.Device(agent=p.agent_key.rsplit("/", 1)[1], check="system",
@@ -695,22 +714,32 @@ class SystemsModel:
         )  # fmt: skip
 
     def period(
-        self, province: str, start: float, end: float, scope: Scope = None
+        self,
+        province: str,
+        start: float,
+        end: float,
+        scope: Scope = None,
+        outages: dict[int, list[Outage]] | None = None,
     ) -> list[SystemPeriod]:
         """Each system (then "website") over [start, end): the monthly report's figures,
-        incidents included."""
+        incidents included. ``outages``: every subject's of the province overlapping the
+        window, when the caller has read them already (the report has)."""
         found = self.entries(province)
         if not found:
             return []
         facts = self._facts(province)
         planned = maintenance.windows(self.store, province, start, end)
+        if outages is None:  # one read for every system, not one each
+            outages = self.store.outages_under(f"{province}/", start, end)
+        # Each commune's line, combined from its probes once, not once per system.
+        known = _Known(outages)
         result = []
         for entry in found:
             communes = [c for c in entry.communes if scope is None or c in scope]
             if not communes:
                 continue
             figures = self._figures(
-                province, entry, facts, communes, start, end, planned, scope is not None
+                province, entry, facts, communes, start, end, planned, scope is not None, known
             )
             result.append(
                 SystemPeriod(

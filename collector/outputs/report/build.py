@@ -20,7 +20,7 @@ import datetime as dt
 import re
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.common.localtime import VIETNAM
@@ -185,8 +185,9 @@ def build(
     now = time.time() if now is None else now
     # A month not over yet ends now; one not begun is empty (never an inverted window).
     until = max(start, min(end, now))
-    shared = _systems(store, province, inventory, catalogue, (start, until, now), only)
     place = f"{province}/"
+    outages = store.outages_under(place, start, end)
+    shared = _systems(store, province, inventory, catalogue, (start, until, now), only, outages)
 
     def mine(slug: str) -> bool:
         return only is None or slug in only
@@ -195,7 +196,6 @@ def build(
     for subject in store.subjects(place=place):
         if mine(subject.agent_key.split("/")[1]):
             subjects[subject.agent_key.split("/")[1]].append(subject)
-    outages = store.outages_under(place, start, end)
     windows = [
         w
         for w in maintenance.windows(store, province, start, min(end, now))
@@ -237,6 +237,25 @@ def build(
     )
 
 
+def each_province(
+    store: StateStore,
+    month: str,
+    inventories: Iterable[Inventory],
+    catalogues: Mapping[str, Catalogue],
+    now: float,
+) -> Iterator[MonthlyReport]:
+    """Every inventory's province's report in turn (a national collector's), the same as
+    ``build`` makes each, at one ``now``. One report is held at a time: the country's
+    3,321 communes and their month of outages never are in memory at once."""
+    for inventory in inventories:
+        report = build(
+            store, inventory.province, month, inventory, now=now,
+            catalogue=catalogues.get(inventory.province),
+        )  # fmt: skip
+        yield report
+        del report  # not kept while the next province's is built
+
+
 def _systems(
     store: StateStore,
     province: str,
@@ -244,8 +263,10 @@ def _systems(
     catalogue: Catalogue | None,
     window: tuple[float, float, float],
     only: Collection[str] | None,
+    outages: dict[int, list[Outage]],
 ) -> list[SystemPeriod]:
-    """The shared systems' figures over [start, end), seen at ``now`` like the rest."""
+    """The shared systems' figures over [start, end), seen at ``now`` like the rest;
+    ``outages``: the province's over the month, read once for the whole report."""
     if catalogue is None or catalogue.province != province:
         return []
     start, end, now = window
@@ -255,7 +276,7 @@ def _systems(
         lambda: {province: catalogue},
         clock=lambda: now,
     )
-    return model.period(province, start, end, only)
+    return model.period(province, start, end, only, outages)
 
 
 def _alerts(
