@@ -344,9 +344,15 @@ class SystemsModel:
 
     def _facts(self, province: str, commune: str = "") -> _Facts:
         place = f"{province}/{commune}/" if commune else f"{province}/"
-        agents = [a for a in self.store.agents() if a.agent_key.startswith(place)]
-        online = {a.agent_key for a in agents if a.state == "online"}
-        intervals = {a.agent_key: a.interval for a in agents}
+        # The place's agents only: a national store holds the country's 166,000.
+        with self.store.reading() as db:
+            agents = db.execute(
+                "SELECT agent_key, state, interval FROM agents "
+                "WHERE agent_key >= ? AND agent_key < ?",
+                (place, place + "\U0010ffff"),
+            ).fetchall()
+        online = {str(key) for key, state, _ in agents if state == "online"}
+        intervals = {str(key): float(interval) for key, _, interval in agents}
         latest: dict[tuple[str, str], list[LatestSample]] = defaultdict(list)
         for sample in self.store.latest_of("system", place):
             if not sample.item:
