@@ -69,8 +69,7 @@ def report_command(
         commune-collector report -c collector.toml --month 2025-10 --format docx -o 2025-10.docx
         commune-collector report -c collector.toml --month 2025-10 --format xlsx -o 2025-10.xlsx
         commune-collector report -c collector.toml --month 2025-10 --lang en
-        commune-collector report -c collector.toml --month 2025-10 --format docx \
-            --province all -o reports/
+        commune-collector report -c collector.toml --month 2025-10 --province all -o reports/
 
     The docx is the report the office signs, in the state's format (Nghị định
     30/2020): Kính gửi, Căn cứ, the figures written in, sections for the office to
