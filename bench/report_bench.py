@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/report_bench.py [--short] [--scope both|province|country]
         [--pcs 49] [--pc-every-hours 96] [--poller-every-hours 6] [--outages-per-day 1]
-        [--repeat 3] [--keep DIR]
+        [--repeat 3] [--keep DIR] [--code CHECKOUT ...] [--per-province]
 
 Builds state stores with the fleet simulator (fleet/scenario.py) for October 2025:
 
@@ -465,7 +465,7 @@ def main() -> None:
     parser.add_argument("--pc-every-hours", type=float, default=96.0)
     parser.add_argument("--poller-every-hours", type=float, default=6.0)
     parser.add_argument("--outages-per-day", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, help="rounds (default 3; 1 with --short)")
     parser.add_argument("--keep", type=Path, help="keep the stores here (reused when there)")
     parser.add_argument(
         "--code", type=Path, action="append", default=[],
@@ -478,6 +478,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="build the stores, no timing")
     parser.add_argument("--baseline-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.repeat = args.repeat or (1 if args.short else 3)
     if args.baseline_child:
         baseline_child(args.baseline_child[0], args.baseline_child[1:])
         return
