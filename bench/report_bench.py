@@ -22,20 +22,25 @@ commune on average) seen when it happens by every probe of the commune: the line
 outages a real month records (each one a row per PC). The alert engine follows the
 batches (alerts with the simulated times) and a few maintenance windows are planned.
 
-Then times, each in a child process of its own (as ``commune-collector report``
-runs), median of ``--repeat``, with its peak memory (VmHWM):
+Then times ``commune-collector report`` itself, each run a process of its own (wall
+time from its start, imports and config included), median of ``--repeat`` rounds,
+with its peak resident memory (the child's ru_maxrss, from wait4):
 
-- the province's report in each format (md, csv, html, xlsx, docx), and the
-  baseline: the store queries alone that its figures are computed from;
+- the province's report in each format (md, csv, html, xlsx, docx);
 - the country's report in each format: every province's, as a national collector
-  makes them (``commune-collector report --province all``: one process, every
-  inventory's province in turn, one file each), and the same baseline over the
-  country; also one ``commune-collector report --province X`` process per province
-  for comparison (how a national report was made before: 34 runs);
+  makes them (``--province all``: one process, every inventory's province in turn,
+  one file each); a checkout without ``--province all`` (``--code``, the code before
+  it) runs one ``--province X`` process per province, 34 runs, as it had to; so does
+  ``--per-province``, for comparison;
+- the baseline, in the same rounds: a process that imports the same CLI and reads
+  the rows the report is made of (each province's subjects, the month's outages and
+  alerts) with plain SQL, nothing computed.
 
 and prints each figure with its ratio to the baseline and to the bound of the issue:
-a province's month in every format within 5 s, the country's within 60 s, memory
-bounded (one province's report held at a time).
+a province's month within 5 s in each format, the country's within 60 s, memory
+bounded (one province's report held at a time). ``--code A --code B`` times two
+checkouts in alternation, round after round (a machine's speed drifts: compare
+figures of the same run only).
 
 ``--short`` (for ``make bench``): a dozen communes of Đồng Nai and a two-province
 "country", the same measurements, in under a minute. ``--keep DIR`` keeps the stores
