@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from agent.catalogue import SYSTEM
 from collector.state import maintenance, systemtimes
@@ -310,10 +310,12 @@ class _Facts:
 @dataclass
 class _Known:
     """What the figures of a province's systems over one window share: the outages read
-    once, and each commune's line (its down spans) by (commune, network)."""
+    once, each commune's line (its down spans) by (commune, network), the alerts."""
 
     outages: dict[int, list[Outage]] | None
     lines: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    alerts: dict[str, list[tuple[Any, ...]]] | None = None
+    """The shared systems' alerts over the window, by system id (read when first asked)."""
 
 
 def _commune_of(agent_key: str) -> str:
@@ -599,7 +601,7 @@ class SystemsModel:
             p95_ms=systemtimes.percentile(counts, 0.95),
             answers=sum(counts.values()),
             communes=len(watched),
-            incidents=self._incidents(province, entry.id, communes, start, end, scoped),
+            incidents=self._incidents(province, entry.id, communes, start, end, scoped, known),
             unwatched_s=unwatched_s,
         )
 
@@ -611,20 +613,32 @@ class SystemsModel:
         start: float,
         end: float,
         scoped: bool = False,
+        known: _Known | None = None,
     ) -> list[Incident]:
         """The system's alerts overlapping [start, end): its own, and those of the
         communes given (a scope sees its communes' only). ``scoped``: the system's own
         alerts without their value, which is measured over every commune (another's
-        certificate, the province's median, "40/90")."""
+        certificate, the province's median, "40/90"). ``known``: every system's alerts
+        over the window are read once, for all of them (no index finds one system's)."""
         lo = f"{SUBJECT_PREFIX}{province}/"
-        with self.store.reading() as db:
-            rows = db.execute(
-                """SELECT id, rule, severity, started_at, resolved_at, value, commune
-                   FROM alerts WHERE subject >= ? AND subject < ? AND name = ?
-                     AND started_at < ? AND (resolved_at IS NULL OR resolved_at > ?)
-                   ORDER BY started_at, id""",
-                (lo, lo + "\U0010ffff", system_id, end, start),
-            ).fetchall()
+        query = """SELECT id, rule, severity, started_at, resolved_at, value, commune, name
+                   FROM alerts WHERE subject >= ? AND subject < ?
+                     AND started_at < ? AND (resolved_at IS NULL OR resolved_at > ?)"""
+        if known is not None:
+            if known.alerts is None:
+                known.alerts = defaultdict(list)
+                with self.store.reading() as db:
+                    for row in db.execute(
+                        query + " ORDER BY started_at, id", (lo, lo + "\U0010ffff", end, start)
+                    ):
+                        known.alerts[str(row[7])].append(row)
+            rows = known.alerts.get(system_id, [])
+        else:
+            with self.store.reading() as db:
+                rows = db.execute(
+                    query + " AND name = ? ORDER BY started_at, id",
+                    (lo, lo + "\U0010ffff", end, start, system_id),
+                ).fetchall()
         allowed = set(communes)
         return [
             Incident(int(r[0]), r[1], r[2], r[3], r[4], "" if scoped and not r[6] else r[5], r[6])
