@@ -27,7 +27,7 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -740,10 +740,14 @@ class SystemsModel:
         end: float,
         scope: Scope = None,
         outages: dict[int, list[Outage]] | None = None,
+        lines: Mapping[tuple[str, str], list[tuple[float, float]]] | None = None,
     ) -> list[SystemPeriod]:
         """Each system (then "website") over [start, end): the monthly report's figures,
         incidents included. ``outages``: every subject's of the province overlapping the
-        window, when the caller has read them already (the report has)."""
+        window, when the caller has read them already (the report has); ``lines``: the
+        down spans of communes' lines by (commune, network), when the caller has combined
+        them from the probes these figures would (each whose last word is in the window),
+        an outage still open ending at ``end`` or now."""
         found = self.entries(province)
         if not found:
             return []
@@ -752,7 +756,7 @@ class SystemsModel:
         if outages is None:  # one read for every system, not one each
             outages = self.store.outages_under(f"{province}/", start, end)
         # Each commune's line, combined from its probes once, not once per system.
-        known = _Known(outages)
+        known = _Known(outages, dict(lines or {}))
         result = []
         for entry in found:
             communes = [c for c in entry.communes if scope is None or c in scope]
