@@ -105,18 +105,24 @@ def test_the_report_command_writes_every_province_s_file(store: StateStore, tmp_
     runner = CliRunner()
     base = ["report", "-c", str(config), "--month", "2025-10", "--format", "csv"]
     folder = tmp_path / "reports"
-    result = runner.invoke(main, [*base, "--province", "all", "-o", str(folder)])
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "dong-nai-2025-10.csv",
-        "lam-dong-2025-10.csv",
-    ]
+    # In turn, and two provinces at once (a process each): the same files.
+    for jobs in ("1", "2"):
+        result = runner.invoke(
+            main, [*base, "--province", "all", "-o", str(folder / jobs), "--jobs", jobs]
+        )
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in (folder / jobs).iterdir()) == [
+            "dong-nai-2025-10.csv",
+            "lam-dong-2025-10.csv",
+        ]
     for province in ("dong-nai", "lam-dong"):
         alone = tmp_path / f"{province}.csv"
         result = runner.invoke(main, [*base, "--province", province, "-o", str(alone)])
         assert result.exit_code == 0, result.output
-        assert (folder / f"{province}-2025-10.csv").read_bytes() == alone.read_bytes()
-    assert "Phường Đà Lạt" in (folder / "lam-dong-2025-10.csv").read_text("utf-8-sig")
+        for jobs in ("1", "2"):
+            made = folder / jobs / f"{province}-2025-10.csv"
+            assert made.read_bytes() == alone.read_bytes()
+    assert "Phường Đà Lạt" in (folder / "2" / "lam-dong-2025-10.csv").read_text("utf-8-sig")
     docx = runner.invoke(main, [*base[:-1], "docx", "--province", "all", "-o", str(folder)])
     assert docx.exit_code == 0 and (folder / "lam-dong-2025-10.docx").read_bytes()[:2] == b"PK"
     # A folder is needed, and a folder is no file.

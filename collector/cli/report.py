@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from agent.configtypes import ConfigError
 from collector.cli.common import _load, _store, config_option
-from collector.config import CollectorConfig
-from collector.outputs.report.build import build, each_province, month_bounds
+from collector.config import CollectorConfig, load_collector_config
+from collector.outputs.report.build import MonthlyReport, build, each_province, month_bounds
 from collector.outputs.report.render import render
 from collector.state.inventory import Inventory, load_inventory
+from collector.state.store import StateStore
 from collector.state.systems import Catalogue, load_catalogues
 
 #: ``--province all``: every province of the config's inventories.
@@ -45,6 +50,13 @@ ALL = "all"
     f"a folder with --province {ALL}.",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(1, 32),
+    default=2,
+    show_default=True,
+    help=f"With --province {ALL}: provinces made at once, each in a process of its own.",
+)
+@click.option(
     "--number",
     default="",
     help='The docx\'s registered number ("Số: 12/BC-…"); without it, left blank to fill in.',
@@ -57,6 +69,7 @@ def report_command(
     province: str | None,
     output: Path | None,
     number: str,
+    jobs: int,
 ) -> None:
     """The monthly report: anti-malware coverage, the dedicated line, conferencing, alerts,
     and the shared systems when [collector] systems lists the province's catalogue.
@@ -77,8 +90,8 @@ def report_command(
     basis and signer come from [report] in the config ([report.en] with --lang en).
 
     A national collector's reports, every province's (--province all), are made in
-    one run, province after province: one file each, named like
-    dong-nai-2025-10.docx; one province's report is held in memory at a time.
+    one run: one file each, named like dong-nai-2025-10.docx, --jobs provinces at
+    once (a process each), each holding one province's report at a time.
     """
     config = _load(config_path)
     try:
@@ -86,7 +99,10 @@ def report_command(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if province == ALL:
-        _every_province(config, inventories, month, fmt, lang, output, number)
+        if output is None:
+            raise click.UsageError(f"--province {ALL} needs --output FOLDER (a file per province)")
+        job = _Job(config_path, month, fmt, lang, number, output, time.time())
+        _every_province(job, config, inventories, jobs)
         return
     if output is not None and output.is_dir():
         raise click.BadParameter(
@@ -126,30 +142,84 @@ def _catalogues(config: CollectorConfig, inventories: list[Inventory]) -> dict[s
         raise click.ClickException(f"collector.systems: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A national run's reports: what each province's is made with."""
+
+    config_path: Path | None
+    month: str
+    fmt: str
+    lang: str
+    number: str
+    folder: Path
+    now: float
+    """One moment for every province's report."""
+
+
 def _every_province(
-    config: CollectorConfig,
-    inventories: list[Inventory],
-    month: str,
-    fmt: str,
-    lang: str,
-    output: Path | None,
-    number: str,
+    job: _Job, config: CollectorConfig, inventories: list[Inventory], jobs: int
 ) -> None:
-    """Each inventory's province's report into the ``output`` folder, one after the other."""
-    if output is None:
-        raise click.UsageError(f"--province {ALL} needs --output FOLDER (a file per province)")
-    if output.exists() and not output.is_dir():
-        raise click.BadParameter(f"{output} is no folder", param_hint="--output")
+    """Each inventory's province's report into the job's folder: in turn, or in ``jobs``
+    processes at once (each building one province's report at a time)."""
+    folder = job.folder
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is no folder", param_hint="--output")
     if not inventories:
         raise click.ClickException(f"no inventory in the config: no province for --province {ALL}")
     try:
-        month_bounds(month)
+        month_bounds(job.month)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
     catalogues = _catalogues(config, inventories)
-    output.mkdir(parents=True, exist_ok=True)
-    issuer = config.report.issuing(number)
-    for report in each_province(_store(config), month, inventories, catalogues, time.time()):
-        path = output / f"{report.province}-{month}.{fmt}"
-        path.write_bytes(render(report, fmt, lang, issuer))  # type: ignore[arg-type]
-        click.echo(f"{path}: {len(report.communes)} communes, {report.month}", err=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if jobs == 1 or len(inventories) == 1:
+        store = _store(config)
+        for report in each_province(store, job.month, inventories, catalogues, job.now):
+            path = _write(job, report, config)
+            click.echo(f"{path}: {len(report.communes)} communes, {job.month}", err=True)
+        return
+    # Spawned, not forked: a fork would copy this process's threads and store handle.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(inventories)), mp_context=context) as pool:
+        made = pool.map(functools.partial(_province_file, job), [i.province for i in inventories])
+        for path, communes in made:
+            click.echo(f"{path}: {communes} communes, {job.month}", err=True)
+
+
+def _write(job: _Job, report: MonthlyReport, config: CollectorConfig) -> Path:
+    path = job.folder / f"{report.province}-{job.month}.{job.fmt}"
+    issuer = config.report.issuing(job.number)
+    path.write_bytes(render(report, job.fmt, job.lang, issuer))  # type: ignore[arg-type]
+    return path
+
+
+@functools.cache
+def _worker(config_path: Path | None) -> _Worker:
+    """A worker process's config, inventories, catalogues and store, read once (the
+    parent checked them)."""
+    config = load_collector_config(config_path, check=False)
+    inventories = [load_inventory(path) for path in config.collector.inventory]
+    return _Worker(
+        config,
+        {i.province: i for i in inventories},
+        load_catalogues(config.collector.systems, inventories),
+        StateStore(Path(config.store.path)),
+    )
+
+
+@dataclass(frozen=True)
+class _Worker:
+    config: CollectorConfig
+    inventories: dict[str, Inventory]
+    catalogues: dict[str, Catalogue]
+    store: StateStore
+
+
+def _province_file(job: _Job, province: str) -> tuple[Path, int]:
+    """In a worker process: one province's report, written; its file and its communes."""
+    worker = _worker(job.config_path)
+    report = build(
+        worker.store, province, job.month, worker.inventories[province], now=job.now,
+        catalogue=worker.catalogues.get(province),
+    )  # fmt: skip
+    return _write(job, report, worker.config), len(report.communes)
