@@ -24,7 +24,9 @@ batches (alerts with the simulated times) and a few maintenance windows are plan
 
 Then times ``commune-collector report`` itself, each run a process of its own (wall
 time from its start, imports and config included), median of ``--repeat`` rounds,
-with its peak resident memory (the child's ru_maxrss, from wait4):
+with its CPU time (user and system, its worker processes' included) and its peak
+resident memory (ru_maxrss from wait4: the highest of the process and its workers;
+with --jobs 2 two workers hold a province each at once):
 
 - the province's report in each format (md, csv, html, xlsx, docx);
 - the country's report in each format: every province's, as a national collector
@@ -324,6 +326,9 @@ def build_store(
 class Run:
     seconds: float
     peak_mib: float
+    cpu_s: float
+    """User and system time, its workers' included: what a loaded machine's wall time
+    hides."""
 
 
 def run_child(command: list[str], cwd: Path) -> Run:
@@ -338,7 +343,7 @@ def run_child(command: list[str], cwd: Path) -> Run:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({child.returncode})")
-    return Run(seconds, usage.ru_maxrss / 1024)  # KiB on Linux
+    return Run(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)  # KiB
 
 
 def report_commands(
@@ -394,10 +399,12 @@ class Figure:
 
     seconds: list[float]
     peaks: list[float]
+    cpu: list[float]
 
     def add(self, runs: list[Run]) -> None:
         self.seconds.append(sum(r.seconds for r in runs))
         self.peaks.append(max(r.peak_mib for r in runs))
+        self.cpu.append(sum(r.cpu_s for r in runs))
 
     @property
     def median(self) -> float:
@@ -433,7 +440,7 @@ def time_scope(
     figures: dict[tuple[Path, str, str], Figure] = {}
 
     def figure(code: Path, how: str, fmt: str) -> Figure:
-        return figures.setdefault((code, how, fmt), Figure([], []))
+        return figures.setdefault((code, how, fmt), Figure([], [], []))
 
     for _ in range(repeat):
         for code in codes:
@@ -446,15 +453,17 @@ def time_scope(
         name = f" [{code}]" if len(codes) > 1 else ""
         floor = figures[(code, "", "baseline")]
         print(f"  {label}{name}: baseline (store reads) {floor.median:.2f} s, "
-              f"{max(floor.peaks):.0f} MiB")  # fmt: skip
+              f"cpu {statistics.median(floor.cpu):.1f} s, {max(floor.peaks):.0f} MiB")  # fmt: skip
         for how, _together in plans[code]:
             total = 0.0
             for fmt in formats:
                 found = figures[(code, how, fmt)]
                 total += found.median
                 ratio = found.median / bound
+                cpu = statistics.median(found.cpu)
                 print(
-                    f"    {fmt:5} {how:10} {found.median:7.2f} s  peak {max(found.peaks):5.0f} MiB"
+                    f"    {fmt:5} {how:10} {found.median:7.2f} s  cpu {cpu:6.1f} s"
+                    f"  peak {max(found.peaks):5.0f} MiB"
                     f"  {found.median / floor.median:5.1f} x baseline  {ratio:5.2f} x bound"
                     f" ({bound:g} s){'' if ratio <= 1 else '  OVER'}"
                 )
