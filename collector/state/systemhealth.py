@@ -312,7 +312,7 @@ class _Known:
     """What the figures of a province's systems over one window share: the outages read
     once, each commune's line (its down spans) by (commune, network), the alerts."""
 
-    outages: dict[int, list[Outage]] | None
+    outages: dict[int, list[Outage]]
     lines: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     alerts: dict[str, list[tuple[Any, ...]]] | None = None
     """The shared systems' alerts over the window, by system id (read when first asked)."""
@@ -529,7 +529,7 @@ class SystemsModel:
             ]
             for commune, _ in watched
         }  # fmt: skip
-        if known is not None and known.outages is not None:
+        if known is not None:
             outages = known.outages
         else:
             outages = self.store.outages_of(
