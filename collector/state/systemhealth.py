@@ -27,9 +27,9 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from agent.catalogue import SYSTEM
 from collector.state import maintenance, systemtimes
@@ -307,6 +307,17 @@ class _Facts:
     """(commune, network) -> the link probes of that network (the commune's line)."""
 
 
+@dataclass
+class _Known:
+    """What the figures of a province's systems over one window share: the outages read
+    once, each commune's line (its down spans) by (commune, network), the alerts."""
+
+    outages: dict[int, list[Outage]]
+    lines: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    alerts: dict[str, list[tuple[Any, ...]]] | None = None
+    """The shared systems' alerts over the window, by system id (read when first asked)."""
+
+
 def _commune_of(agent_key: str) -> str:
     return agent_key.split("/", 2)[1]
 
@@ -335,9 +346,15 @@ class SystemsModel:
 
     def _facts(self, province: str, commune: str = "") -> _Facts:
         place = f"{province}/{commune}/" if commune else f"{province}/"
-        agents = [a for a in self.store.agents() if a.agent_key.startswith(place)]
-        online = {a.agent_key for a in agents if a.state == "online"}
-        intervals = {a.agent_key: a.interval for a in agents}
+        # The place's agents only: a national store holds the country's 166,000.
+        with self.store.reading() as db:
+            agents = db.execute(
+                "SELECT agent_key, state, interval FROM agents "
+                "WHERE agent_key >= ? AND agent_key < ?",
+                (place, place + "\U0010ffff"),
+            ).fetchall()
+        online = {str(key) for key, state, _ in agents if state == "online"}
+        intervals = {str(key): float(interval) for key, _, interval in agents}
         latest: dict[tuple[str, str], list[LatestSample]] = defaultdict(list)
         for sample in self.store.latest_of("system", place):
             if not sample.item:
@@ -488,8 +505,10 @@ class SystemsModel:
         end: float,
         windows: list[maintenance.Window],
         scoped: bool = False,
+        known: _Known | None = None,
     ) -> Figures:
-        """``scoped``: for a caller holding some communes only."""
+        """``scoped``: for a caller holding some communes only; ``known``: what the
+        figures of other systems over the same window read and worked out already."""
         now = self.clock()
         end = min(end, now)
         watched: list[tuple[str, list[Subject]]] = []
@@ -510,9 +529,12 @@ class SystemsModel:
             ]
             for commune, _ in watched
         }  # fmt: skip
-        outages = self.store.outages_of(
-            ids + [s.id for found in lines.values() for s in found], start, end
-        )
+        if known is not None:
+            outages = known.outages
+        else:
+            outages = self.store.outages_of(
+                ids + [s.id for found in lines.values() for s in found], start, end
+            )
         gaps = self.store.gaps_of(ids, start, end)
         observed = down = line_s = maintenance_s = unwatched_s = 0.0
         observed_with = down_with = 0.0
@@ -527,12 +549,17 @@ class SystemsModel:
                 ]
             )
             silent = _overlap_all(silences)
-            line: list[Outage] = []
-            if lines[commune]:
-                line, _ = all_down(
-                    [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
-                )
-            line_spans = [(o.start, end if o.end is None else o.end) for o in line]
+            network = entry.network_of(commune)
+            line_spans = None if known is None else known.lines.get((commune, network))
+            if line_spans is None:
+                line: list[Outage] = []
+                if lines[commune]:
+                    line, _ = all_down(
+                        [(outages.get(s.id, []), s.monitored_since) for s in lines[commune]]
+                    )
+                line_spans = [(o.start, end if o.end is None else o.end) for o in line]
+                if known is not None:  # the commune's line is the same for every system
+                    known.lines[(commune, network)] = line_spans
             # The system's windows, the commune's, and those of its probing PCs.
             devices = [
                 maintenance.Device(agent=p.agent_key.rsplit("/", 1)[1], check="system",
@@ -574,7 +601,7 @@ class SystemsModel:
             p95_ms=systemtimes.percentile(counts, 0.95),
             answers=sum(counts.values()),
             communes=len(watched),
-            incidents=self._incidents(province, entry.id, communes, start, end, scoped),
+            incidents=self._incidents(province, entry.id, communes, start, end, scoped, known),
             unwatched_s=unwatched_s,
         )
 
@@ -586,20 +613,32 @@ class SystemsModel:
         start: float,
         end: float,
         scoped: bool = False,
+        known: _Known | None = None,
     ) -> list[Incident]:
         """The system's alerts overlapping [start, end): its own, and those of the
         communes given (a scope sees its communes' only). ``scoped``: the system's own
         alerts without their value, which is measured over every commune (another's
-        certificate, the province's median, "40/90")."""
+        certificate, the province's median, "40/90"). ``known``: every system's alerts
+        over the window are read once, for all of them (no index finds one system's)."""
         lo = f"{SUBJECT_PREFIX}{province}/"
-        with self.store.reading() as db:
-            rows = db.execute(
-                """SELECT id, rule, severity, started_at, resolved_at, value, commune
-                   FROM alerts WHERE subject >= ? AND subject < ? AND name = ?
-                     AND started_at < ? AND (resolved_at IS NULL OR resolved_at > ?)
-                   ORDER BY started_at, id""",
-                (lo, lo + "\U0010ffff", system_id, end, start),
-            ).fetchall()
+        query = """SELECT id, rule, severity, started_at, resolved_at, value, commune, name
+                   FROM alerts WHERE subject >= ? AND subject < ?
+                     AND started_at < ? AND (resolved_at IS NULL OR resolved_at > ?)"""
+        if known is not None:
+            if known.alerts is None:
+                known.alerts = defaultdict(list)
+                with self.store.reading() as db:
+                    for row in db.execute(
+                        query + " ORDER BY started_at, id", (lo, lo + "\U0010ffff", end, start)
+                    ):
+                        known.alerts[str(row[7])].append(row)
+            rows = known.alerts.get(system_id, [])
+        else:
+            with self.store.reading() as db:
+                rows = db.execute(
+                    query + " AND name = ? ORDER BY started_at, id",
+                    (lo, lo + "\U0010ffff", end, start, system_id),
+                ).fetchall()
         allowed = set(communes)
         return [
             Incident(int(r[0]), r[1], r[2], r[3], r[4], "" if scoped and not r[6] else r[5], r[6])
@@ -695,22 +734,36 @@ class SystemsModel:
         )  # fmt: skip
 
     def period(
-        self, province: str, start: float, end: float, scope: Scope = None
+        self,
+        province: str,
+        start: float,
+        end: float,
+        scope: Scope = None,
+        outages: dict[int, list[Outage]] | None = None,
+        lines: Mapping[tuple[str, str], list[tuple[float, float]]] | None = None,
     ) -> list[SystemPeriod]:
         """Each system (then "website") over [start, end): the monthly report's figures,
-        incidents included."""
+        incidents included. ``outages``: every subject's of the province overlapping the
+        window, when the caller has read them already (the report has); ``lines``: the
+        down spans of communes' lines by (commune, network), when the caller has combined
+        them from the probes these figures would (each whose last word is in the window),
+        an outage still open ending at ``end`` or now."""
         found = self.entries(province)
         if not found:
             return []
         facts = self._facts(province)
         planned = maintenance.windows(self.store, province, start, end)
+        if outages is None:  # one read for every system, not one each
+            outages = self.store.outages_under(f"{province}/", start, end)
+        # Each commune's line, combined from its probes once, not once per system.
+        known = _Known(outages, dict(lines or {}))
         result = []
         for entry in found:
             communes = [c for c in entry.communes if scope is None or c in scope]
             if not communes:
                 continue
             figures = self._figures(
-                province, entry, facts, communes, start, end, planned, scope is not None
+                province, entry, facts, communes, start, end, planned, scope is not None, known
             )
             result.append(
                 SystemPeriod(

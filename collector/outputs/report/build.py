@@ -20,7 +20,7 @@ import datetime as dt
 import re
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.common.localtime import VIETNAM
@@ -185,8 +185,8 @@ def build(
     now = time.time() if now is None else now
     # A month not over yet ends now; one not begun is empty (never an inverted window).
     until = max(start, min(end, now))
-    shared = _systems(store, province, inventory, catalogue, (start, until, now), only)
     place = f"{province}/"
+    outages = store.outages_under(place, start, end)
 
     def mine(slug: str) -> bool:
         return only is None or slug in only
@@ -195,7 +195,11 @@ def build(
     for subject in store.subjects(place=place):
         if mine(subject.agent_key.split("/")[1]):
             subjects[subject.agent_key.split("/")[1]].append(subject)
-    outages = store.outages_under(place, start, end)
+    lines = {slug: _line(found, outages) for slug, found in subjects.items()}
+    shared = _systems(
+        store, province, inventory, catalogue, (start, until, now), only, outages,
+        _line_spans(lines, start, min(until, now)),
+    )  # fmt: skip
     windows = [
         w
         for w in maintenance.windows(store, province, start, min(end, now))
@@ -216,6 +220,7 @@ def build(
                 info.pcs if info else None,
                 info.polycoms if info else None,
                 subjects.get(slug, []),
+                lines.get(slug),
                 outages,
                 alerts.get(slug, []),
                 (start, end, now),
@@ -237,6 +242,25 @@ def build(
     )
 
 
+def each_province(
+    store: StateStore,
+    month: str,
+    inventories: Iterable[Inventory],
+    catalogues: Mapping[str, Catalogue],
+    now: float,
+) -> Iterator[MonthlyReport]:
+    """Every inventory's province's report in turn (a national collector's), the same as
+    ``build`` makes each, at one ``now``. One report is held at a time: the country's
+    3,321 communes and their month of outages never are in memory at once."""
+    for inventory in inventories:
+        report = build(
+            store, inventory.province, month, inventory, now=now,
+            catalogue=catalogues.get(inventory.province),
+        )  # fmt: skip
+        yield report
+        del report  # not kept while the next province's is built
+
+
 def _systems(
     store: StateStore,
     province: str,
@@ -244,8 +268,12 @@ def _systems(
     catalogue: Catalogue | None,
     window: tuple[float, float, float],
     only: Collection[str] | None,
+    outages: dict[int, list[Outage]],
+    lines: dict[tuple[str, str], list[tuple[float, float]]],
 ) -> list[SystemPeriod]:
-    """The shared systems' figures over [start, end), seen at ``now`` like the rest."""
+    """The shared systems' figures over [start, end), seen at ``now`` like the rest;
+    ``outages``: the province's over the month, read once for the whole report;
+    ``lines``: the communes' dedicated lines, combined once too."""
     if catalogue is None or catalogue.province != province:
         return []
     start, end, now = window
@@ -255,7 +283,7 @@ def _systems(
         lambda: {province: catalogue},
         clock=lambda: now,
     )
-    return model.period(province, start, end, only)
+    return model.period(province, start, end, only, outages, lines)
 
 
 def _alerts(
@@ -274,6 +302,36 @@ def _alerts(
     return by_commune
 
 
+@dataclass(frozen=True)
+class _Line:
+    """A commune's dedicated line: its probes, and down only while every one says so."""
+
+    probes: list[Subject]
+    down: list[Outage]
+    since: float
+
+
+def _line(subjects: list[Subject], outages: dict[int, list[Outage]]) -> _Line | None:
+    probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"]
+    if not probes:
+        return None
+    down, since = all_down([(outages.get(s.id, []), s.monitored_since) for s in probes])
+    return _Line(probes, down, since)
+
+
+def _line_spans(
+    lines: dict[str, _Line | None], start: float, end: float
+) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """The lines as the shared systems' figures over [start, end) take them (an outage
+    still open lasts to ``end``): of the communes whose every probe spoke in the window,
+    the probes those figures combine (for the others they work it out themselves)."""
+    return {
+        (slug, "tslcd"): [(o.start, end if o.end is None else o.end) for o in line.down]
+        for slug, line in lines.items()
+        if line is not None and all(p.last_ts >= start for p in line.probes)
+    }
+
+
 def _ack_minutes(alerts: list[tuple[str, float, float | None]]) -> list[float]:
     return [(acked - fired) / 60.0 for _, fired, acked in alerts if acked is not None]
 
@@ -285,6 +343,7 @@ def _commune(
     pcs_expected: int | None,
     polycoms_expected: int | None,
     subjects: list[Subject],
+    tslcd: _Line | None,
     outages: dict[int, list[Outage]],
     alerts: list[tuple[str, float, float | None]],
     window: tuple[float, float, float],
@@ -307,15 +366,12 @@ def _commune(
             own = [w for w in windows if w.agent in ("", agent)
                    and maintenance.device_covered(w.device, device)]  # fmt: skip
             polycom.add(history, start, end, subject.monitored_since, now, spans(own, start, end))
-    line_probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"]
-    probes = [(outages.get(s.id, []), s.monitored_since) for s in line_probes]
     line = None
-    if probes:
-        combined, since = all_down(probes)
+    if tslcd is not None:
         # The line is the commune's, whichever PC probes it: windows of the commune, or
         # of its device (tslcd, or a probe's name).
-        own = maintenance.line_windows(windows, {s.name for s in line_probes})
-        line = availability(combined, start, end, since, now, spans(own, start, end))
+        own = maintenance.line_windows(windows, {s.name for s in tslcd.probes})
+        line = availability(tslcd.down, start, end, tslcd.since, now, spans(own, start, end))
     acks = _ack_minutes(alerts)
     return CommuneMonth(
         slug=slug,

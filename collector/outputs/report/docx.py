@@ -50,6 +50,7 @@ from collector.outputs.report.systemwords import SYSTEMS_TEXT
 from collector.outputs.report.wordml import (
     BODY_PT,
     FONT,
+    TableFiller,
     add_page_number,
     add_rule,
     add_text,
@@ -315,14 +316,13 @@ def _table(
     for cell, column in zip(table.rows[0].cells, columns, strict=True):
         add_text(cell.paragraphs[0], column, TABLE_PT, bold=True)
     keep_rows(table.rows[0]._tr, header=True)
+    filler = TableFiller(table)
     for row in rows:
-        added = table.add_row()
-        keep_rows(added._tr, header=False)
         last = total and row is rows[-1]
-        for cell, value in zip(added.cells, row, strict=True):
+        for tc, value in zip(filler.add_row(), row, strict=True):
             numeric = isinstance(value, int | float | Duration) or value is None
             align = WD_ALIGN_PARAGRAPH.RIGHT if numeric else WD_ALIGN_PARAGRAPH.LEFT
-            add_text(cell.paragraphs[0], _text(value, language), TABLE_PT, bold=last, align=align)
+            filler.put(tc, _text(value, language), TABLE_PT, bold=last, align=align)
 
 
 def _columnfix_widths(columns: list[str], language: Language) -> tuple[Mm, ...]:

@@ -4,9 +4,13 @@ together, the page number."""
 
 from __future__ import annotations
 
+import copy
+
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
+from docx.oxml.table import CT_Row, CT_Tc
+from docx.oxml.text.paragraph import CT_P
 from docx.shared import Mm, Pt
 from docx.table import Table
 from docx.text.paragraph import Paragraph
@@ -106,3 +110,58 @@ def keep_rows(tr: object, *, header: bool) -> None:
         element = OxmlElement(tag)
         element.set(qn("w:val"), "true")
         tr_pr.append(element)
+
+
+#: What python-docx writes otherwise than as plain text in a ``w:t``.
+_NOT_PLAIN = frozenset("\t\n\r")
+_SPACE = qn("xml:space")
+
+
+class TableFiller:
+    """The rows of a big table, the same XML as ``add_row``, ``keep_rows`` and
+    ``add_text`` make, made faster: python-docx takes about half a millisecond for each
+    cell's text (a country's annexes have tens of thousands), so each look of a cell's
+    paragraph (size, bold, alignment) and the empty row are made once with python-docx
+    and copied after that, only the text changed."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._row: CT_Row | None = None
+        self._looks: dict[tuple[float, bool, WD_ALIGN_PARAGRAPH], CT_P] = {}
+
+    def add_row(self) -> list[CT_Tc]:
+        """A new last row, never split across pages; its cells, each with an empty
+        paragraph for ``put``."""
+        if self._row is None:
+            tr = self.table.add_row()._tr  # type: ignore[no-untyped-call]
+            keep_rows(tr, header=False)
+            self._row = copy.deepcopy(tr)
+        else:
+            tr = copy.deepcopy(self._row)
+            self.table._tbl.append(tr)
+        return list(tr.tc_lst)
+
+    def put(
+        self, tc: CT_Tc, text: str, size: float, *, bold: bool, align: WD_ALIGN_PARAGRAPH
+    ) -> None:
+        """``text`` into the cell's empty paragraph, as ``add_text`` puts it."""
+        text = xml_text(text)
+        paragraph = tc.p_lst[0]
+        look = (size, bold, align)
+        made = self._looks.get(look)
+        if made is None or _NOT_PLAIN.intersection(text):
+            add_text(Paragraph(paragraph, self.table), text, size, bold=bold, align=align)
+            if text and not _NOT_PLAIN.intersection(text) and made is None:
+                self._looks[look] = copy.deepcopy(paragraph)
+            return
+        new = copy.deepcopy(made)
+        t = new.r_lst[0].t_lst[0]
+        if not text:  # add_run("") adds no w:t
+            t.getparent().remove(t)
+        else:
+            t.text = text
+            if len(text.strip()) < len(text):
+                t.set(_SPACE, "preserve")
+            elif _SPACE in t.attrib:
+                del t.attrib[_SPACE]
+        tc.replace(paragraph, new)
