@@ -1,53 +1,67 @@
 """State store growth over a year: a province's month and the country's days, table by table.
 
     .venv/bin/python bench/store_year_bench.py --short    # about a minute (make bench)
-    .venv/bin/python bench/store_year_bench.py            # the full run, ~30 minutes
+    .venv/bin/python bench/store_year_bench.py            # the full run: ~40 minutes here
+    .venv/bin/python bench/store_year_bench.py --keep DIR # and keep the stores to look into
 
-Simulated, through the collector's real commit path (``Ingestor`` -> ``StateStore`` with
-the built-in alert rules in its transactions, the sink's spool drained as the sink does,
-the notifier delivering to one route, the housekeeping of ``commune-collector run``:
-agents gone silent, the alert timers, retention), on one simulated clock shared by the
-agents and the collector, from a Monday 00:00 in Vietnam:
+Everything goes through the collector's real commit path: ``Ingestor`` -> ``StateStore``
+with the built-in alert rules in its transactions and the sink's spool (drained as the
+sink does), the notifier delivering to one route (its steps recorded), and the
+housekeeping of ``commune-collector run`` (agents gone silent, the alert rounds, the
+retention), on one simulated clock shared by the agents and the collector. The agents
+are ``fleet/life.py``'s: office hours in Vietnam's time and weekends, lines down and
+flapping, power cuts, anti-malware going stale or switched off, Polycoms on for meetings
+only, disks filling, PCs replaced (the old agent forgotten after 30 days), every poller
+probing the province's nine shared systems and its commune's website; PCs run the
+province's office profile (host, anti-malware every 10 minutes, two line probes).
 
-- a province: 95 communes of 49 PCs and a poller (Dong Nai's shape), 30 days (--short:
-  fewer communes and days);
-- the country: 3,321 communes, 166,050 agents, 2 days (--short: a sample of communes,
-  N and 2N, scaled per commune, their linearity shown);
+Simulated:
+1. the same few communes for a day (--short: 2 hours) at the real 60 s cycle and
+   thinned, with weeks of events packed in (``Settings.stormy``): table by table, the
+   proof that thinning changes what grows by less than a few percent; and the pollers
+   alone for two days (--short: one) both ways, for the histograms counted per answer;
+2. a province, 95 communes of 49 PCs and a poller (Dong Nai's shape), 30 days from a
+   Monday (--short: 12 communes, 4 days), thinned;
+3. N and 2N communes (40 and 80; --short: 6 and 12) for 2 days, thinned.
+Extrapolated:
+- the country's size after warm-up: the 2N run's after its first day, per commune x3,321
+  (3. shows the sizes and growth scale with the communes);
+- the country's growth a day: the province's over its second half (two weeks, weekends
+  included), per commune x3,321; the per-answer tables' thinned figures multiplied by
+  what 1. measured;
+- 13 months: each table's size after warm-up plus its growth a day for as long as it
+  keeps it (its window: 400 days' retention, 8 days for the line's history, 2 for the
+  hourly response times, 30 for a forgotten agent's rows), or for all 395 days if it
+  is never pruned; which tables are pruned is checked by moving the clock 401 days on
+  over the province's store and running the housekeeping (4.).
 
-with the events of ``fleet/life.py``: office hours and weekends, lines down and flapping,
-power cuts, anti-malware going stale or switched off, Polycoms on for meetings only,
-disks filling, PCs replaced (the old agent forgotten after 30 days), every poller
-probing the province's nine shared systems and its commune's website.
+Why thinned: 166,050 agents at a 60 s cycle are ~250 million messages a day, days of
+commit path here per simulated day. What grows does so per event (an outage, an alert,
+a notification), per time bucket (the line's 5-minute history, an hour's histogram) or
+per agent, not per sample: a thinned run samples a check every 15 minutes to 12 hours
+while nothing it reports changes, and at the real cycle around every change
+(``fleet.life.Sampling.thinned``); its alert rounds read only the communes where an agent
+changed (``ChangedPlaces``). The shared systems' response-time histograms do grow with
+the answers (a bucket answered once more is one more pair), hence their correction.
 
-Thinned sampling, and its proof. 166,050 agents at a 60-second cycle are ~250 million
-messages a day: hours of commit path per simulated hour here. What grows does so per
-event (an outage, an alert, a notification), per time bucket (the line's 5-minute
-history, an hour's histogram) or per agent, not per sample; so the runs above sample a
-check every few minutes to hours while nothing it reports changes, and at the real
-cycle around every change (``fleet.life.Sampling.thinned``). The first section proves
-it: the same communes, the same events, one store at the real 60-second cycle and one
-thinned, table by table (ratio 1.00 = equivalent). A table counted per answer (the
-shared systems' response-time histograms) is said so, and its daily figure is taken
-from the real cycle's run, per commune.
-
-Reported: each table's size (pages in use, with its indexes, from sqlite's dbstat; the
-sink's spool left out since it drains) after warm-up and its growth per simulated day,
-then the 13 months with retention: what is pruned after the retention (400 days), what
-after a shorter window, and what is never pruned (found by moving the clock 13 months
-on over the province's store and running the retention: what remains was not pruned).
-Targets: national growth <= 10 MB/day after warm-up, <= 5 GB at 13 months.
+Reported: each table's bytes (sqlite's dbstat, pages with their indexes; the sink's
+spool left out: it drains) after warm-up and its growth a day, for the province and the
+country; the 13-month extrapolation; ratios to the targets: national growth <= 10 MB a
+day after warm-up, <= 5 GB at 13 months.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sqlite3
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +72,7 @@ sys.path.insert(0, str(REPO))
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.notify import Notifier, Route  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
+from collector.config import StoreSection  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
 from collector.state import systemtimes  # noqa: E402
@@ -80,6 +95,10 @@ MB = 1e6
 #: Counted per answer of a shared system: their growth follows the sampling, so their
 #: daily figures come from the real cycle's run, per commune.
 PER_ANSWER = ("system_times_hourly", "system_times_daily")
+#: The alerts' tables: resolved alerts are kept the retention, and at most [store]
+#: max_alerts of them (its default).
+ALERT_TABLES = ("alerts", "alert_steps")
+MAX_ALERTS = StoreSection().max_alerts
 #: How long each table keeps what it gains a day (days), as the code prunes it; a table
 #: not listed that grows is never pruned, and the retention check below shows it.
 WINDOWS: dict[str, float] = {
@@ -224,7 +243,7 @@ class Collector:
             [
                 Task("silence", silent),
                 Task("alerts", self._alerts),
-                Task("retention", retention(self.store, keep, forget), every_s=3600.0),
+                Task("retention", retention(self.store, keep, forget, MAX_ALERTS), every_s=3600.0),
             ],
             monotonic=self.clock,
         )
@@ -268,6 +287,8 @@ class Run:
     wall_s: float = 0.0
     rounds_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    alerts: list[int] = field(default_factory=list)
+    """Alerts raised by the end of each day (their ids)."""
     path: Path = Path()
 
 
@@ -300,6 +321,10 @@ def simulate(
         collector.feed(end, messages)
         if (tick + 1) % 1440 == 0 or tick + 1 == ticks:
             run.days.append(table_bytes(path))
+            with collector.store.reading() as db:
+                run.alerts.append(
+                    int(db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0])
+                )
             if say and (tick + 1) % 1440 == 0:
                 say(
                     f"    {name}: day {len(run.days)}, {collector.messages:,} messages, "
@@ -311,6 +336,10 @@ def simulate(
     run.counts = dict(life.counts)
     collector.close()
     return run
+
+
+def progress(text: str) -> None:
+    print(f"   ({text.strip()})", flush=True)
 
 
 def growth(run: Run, first: int = 1) -> dict[str, float]:
@@ -329,8 +358,11 @@ def rows(path: Path, tables: Sequence[str]) -> dict[str, int]:
         return {t: int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in tables}
 
 
-def equivalence(workdir: Path, communes: int, hours: float, say: Callable[[str], None]) -> None:
-    """The same communes and events at the real cycle and thinned, table by table."""
+def equivalence(
+    workdir: Path, communes: int, hours: float, say: Callable[[str], None]
+) -> dict[str, float]:
+    """The same communes and events at the real cycle and thinned, table by table; the
+    ratios (thinned / real)."""
     start = MONDAY + 6 * 3600  # the PCs come on within the window
     say(
         f"1. thinned vs the real 60 s cycle: {communes} communes x{PCS + 1} agents, {hours:g} h "
@@ -363,6 +395,7 @@ def equivalence(workdir: Path, communes: int, hours: float, say: Callable[[str],
         f"(x{real.messages / max(1, thin.messages):.1f} fewer); wall {real.wall_s:.0f} s vs "
         f"{thin.wall_s:.0f} s"
     )
+    return {t: b.get(t, 0) / a[t] for t in a if a[t]}
 
 
 def per_answer(
@@ -401,10 +434,6 @@ def report_run(
     )
 
 
-def corrected(daily: dict[str, float], factors: dict[str, float]) -> dict[str, float]:
-    return {t: v * factors.get(t, 1.0) for t, v in daily.items()}
-
-
 def retention_check(run: Run, workdir: Path, say: Callable[[str], None]) -> set[str]:
     """Move the clock 401 days on over a copy of the store (nothing received since) and run
     the housekeeping: a table that keeps all it held is never pruned. What remains of the
@@ -420,7 +449,7 @@ def retention_check(run: Run, workdir: Path, say: Callable[[str], None]) -> set[
     later = MONDAY + (len(run.days) + RETENTION_DAYS + 1) * DAY_S
     with StateStore(copy, clock=lambda: later) as store:
         mark_silent(store, 3, 60.0)(later)
-        retention(store, RETENTION_DAYS * DAY_S, FORGET_DAYS * DAY_S)(later)
+        retention(store, RETENTION_DAYS * DAY_S, FORGET_DAYS * DAY_S, MAX_ALERTS)(later)
     after = table_bytes(copy)
     never = {t for t in before if before[t] > 3 * 4096 and after.get(t, 0) >= before[t]}
     say(f"4. retention: the province's store {RETENTION_DAYS + 1} days later, housekeeping run")
@@ -432,32 +461,93 @@ def retention_check(run: Run, workdir: Path, say: Callable[[str], None]) -> set[
     return never
 
 
-def extrapolate(
-    static: dict[str, float], daily: dict[str, float], never: set[str], say: Callable[[str], None]
-) -> None:
-    say(f"   {'table':22s} {'MB/day':>9s} {'kept':>10s} {'at 13 months':>14s}")
-    total = steady = 0.0
-    for table in sorted(set(static) | set(daily), key=lambda t: -daily.get(t, 0)):
-        gain = max(0.0, daily.get(table, 0))
-        window = WINDOWS.get(table)
-        unbounded = table in never or (window is None and gain > 0)
-        days = MONTHS_13_DAYS if unbounded or window is None else min(window, MONTHS_13_DAYS)
-        size = static.get(table, 0) + gain * days
-        total += size
-        steady += gain if days > 8 else 0.0
-        if size > 1e6:
-            label = "NEVER" if unbounded else f"{window:g} days" if window else "-"
-            say(f"   {table:22s} {mb(gain)} {label:>10s} {size / 1e9:11.3f} GB")
-    first = sum(max(0.0, v) for v in daily.values())
+@dataclass
+class Table:
+    """One table of the country's store, from the province's per commune."""
+
+    name: str
+    end: float
+    """Bytes after the province's month (its windows of 30 days or less are full)."""
+    daily: float
+    """Bytes a day it gains once warm (the province's second half)."""
+    filling: float
+    """Bytes a day it gains while its window fills (a short window is full by then)."""
+    kept: float
+    """Days of its growth it holds at 13 months."""
+    measured: int
+    """Days simulated: the 13-month figure adds what comes after."""
+    note: str
+
+    @property
+    def at_13_months(self) -> float:
+        return self.end + self.daily * max(0.0, self.kept - self.measured)
+
+    @property
+    def gain(self) -> float:
+        """Bytes a day while it grows."""
+        return self.filling if self.kept <= self.measured else self.daily
+
+
+def country(
+    province: Run, factors: dict[str, float], ratios: dict[str, float], never: set[str]
+) -> list[Table]:
+    """The country's tables: the province's per commune x3,321, corrected where counted per
+    answer; each kept as the code prunes it."""
+    scale = NATIONAL_COMMUNES / province.communes
+    days = len(province.days)
+    half = days // 2
+    warm = growth(province, half)
+    alerts_a_day = (province.alerts[-1] - province.alerts[half - 1]) / (days - half) * scale
+    tables = []
+    for name in province.days[-1]:
+        factor = factors.get(name, 1.0)
+        end = province.days[-1][name] * scale * factor
+        daily = max(0.0, warm.get(name, 0.0)) * scale * factor
+        window = WINDOWS.get(name)
+        note = ""
+        if name in ALERT_TABLES:
+            window = min(float(RETENTION_DAYS), MAX_ALERTS / max(1.0, alerts_a_day))
+            note = f"max_alerts {MAX_ALERTS:,}: {alerts_a_day:,.0f} alerts a day"
+        if name == "alert_subjects":
+            # One row per rule and subject once troubled: filled at the real cycle within a
+            # day, slowly thinned (section 1): taken as full, growing no more.
+            end, daily, note = end / ratios.get(name, 1.0), 0.0, "full (section 1's ratio)"
+        if name in never or (window is None and daily > 0):
+            window, note = float(MONTHS_13_DAYS), "NEVER PRUNED"
+        kept = min(window or 0.0, float(MONTHS_13_DAYS))
+        filling = daily
+        if 0 < kept <= half:
+            filled = province.days[int(kept)].get(name, 0) - province.days[0].get(name, 0)
+            filling = max(0.0, filled) / kept * scale * factor
+        tables.append(Table(name, end, daily, filling, kept, days, note))
+    return tables
+
+
+def extrapolate(tables: list[Table], say: Callable[[str], None]) -> None:
+    say(f"   {'table':22s} {'MB/day':>8s} {'kept, days':>10s} {'at 13 months':>13s}")
+    for t in sorted(tables, key=lambda t: -t.at_13_months):
+        if t.at_13_months > 1e6:
+            say(f"   {t.name:22s} {t.gain / MB:8.2f} {t.kept:10.0f} {t.at_13_months / 1e9:9.3f} GB"
+                f"   {t.note}")  # fmt: skip
+    # Growth a day as the windows fill one after the other.
+    bounds = sorted({0.0, *(t.kept for t in tables if t.kept)})
+    phases = []
+    for first, last in itertools.pairwise(bounds):
+        gain = sum(t.gain for t in tables if t.kept > first)
+        phases.append(
+            f"days {first + 1:.0f}-{last:.0f}: {gain / MB:.1f} MB ({gain / MB / TARGET_DAY_MB:.2f})"
+        )
     say(
-        f"   growth a day after warm-up: {first / MB:.1f} MB, {first / MB / TARGET_DAY_MB:.2f} "
-        f"of the target ({TARGET_DAY_MB:g} MB); once the windows of 8 days or less are full: "
-        f"{steady / MB:.1f} MB, {steady / MB / TARGET_DAY_MB:.2f} of the target"
+        f"   growth a day, and its ratio to the target ({TARGET_DAY_MB:g} MB): " + "; ".join(phases)
     )
-    say(
-        f"   at 13 months: {total / 1e9:.2f} GB, {total / 1e9 / TARGET_13_MONTHS_GB:.2f} of the "
-        f"target ({TARGET_13_MONTHS_GB:g} GB)"
-    )
+    short = max((t.kept for t in tables if t.kept < MONTHS_13_DAYS), default=0.0)
+    warm = sum(t.gain for t in tables if t.kept > short)
+    total = sum(t.at_13_months for t in tables)
+    ratio = warm / MB / TARGET_DAY_MB
+    say(f"   after warm-up (day {short + 1:.0f} on: every window shorter than the retention "
+        f"full): {warm / MB:.1f} MB a day, {ratio:.2f} of the target")  # fmt: skip
+    say(f"   at 13 months: {total / 1e9:.2f} GB, {total / 1e9 / TARGET_13_MONTHS_GB:.2f} of the "
+        f"target ({TARGET_13_MONTHS_GB:g} GB)")  # fmt: skip
 
 
 def main() -> None:
@@ -476,46 +566,46 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="store-year-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        equivalence(workdir, 2 if short else 4, 2 if short else 24, say)
-        factors = per_answer(workdir, 2 if short else 6, 1 if short else 2, say)
-
         communes, days = (12, 4) if short else (95, 30)
-        say(f"2. a province: {communes} communes x{PCS + 1} agents, {days} days from a Monday, "
-            "thinned")  # fmt: skip
-        province = simulate(workdir, "province", communes, days * 1440,
-                            sampling=Sampling.thinned(), say=None if short else say)  # fmt: skip
-        # After warm-up: the second half (two weeks of the full run: weekends included).
+        small = 6 if short else 40
+        # The province's month in a process of its own, beside the rest (two cores).
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            show = None if short else progress
+            month = pool.submit(simulate, workdir, "province", communes, days * 1440,
+                                sampling=Sampling.thinned(), say=show)  # fmt: skip
+            ratios = equivalence(workdir, 2 if short else 4, 2 if short else 24, say)
+            factors = per_answer(workdir, 2 if short else 6, 1 if short else 2, say)
+            one = simulate(workdir, "national-n", small, 2 * 1440, sampling=Sampling.thinned())
+            two = simulate(workdir, "national-2n", 2 * small, 2 * 1440,
+                           sampling=Sampling.thinned())  # fmt: skip
+            province = month.result()
+
         half = days // 2
-        daily = corrected(growth(province, half), factors)
-        say(f"   {province.messages:,} messages in {province.wall_s:.0f} s; growth a day over "
-            f"days {half + 1}-{days}")  # fmt: skip
+        say(f"2. a province: {communes} communes x{PCS + 1} agents, {days} days from a Monday, "
+            f"thinned: {province.messages:,} messages in {province.wall_s:.0f} s; growth a day "
+            f"over days {half + 1}-{days} (weekends included)")  # fmt: skip
+        daily = {t: v * factors.get(t, 1.0) for t, v in growth(province, half).items()}
         report_run(province, daily, say, static=half - 1)
         events = {k: v / communes / days for k, v in province.counts.items() if k != "envelopes"}
         listed = ", ".join(f"{k} {v:.2f}" for k, v in sorted(events.items()))
         say(f"   events a commune a day: {listed}")
+        alerts = (province.alerts[-1] - province.alerts[half - 1]) / (days - half) / communes
+        say(f"   alerts a commune a day: {alerts:.1f}")
 
-        small = 6 if short else 40
-        say(f"3. the country: {small} and {2 * small} communes, 2 days each; per commune x"
-            f"{NATIONAL_COMMUNES:,}")  # fmt: skip
-        one = simulate(workdir, "national-n", small, 2 * 1440, sampling=Sampling.thinned())
-        two = simulate(workdir, "national-2n", 2 * small, 2 * 1440, sampling=Sampling.thinned())
+        say(f"3. the country, sampled: {small} and {2 * small} communes, 2 days each, thinned")
         for label, n, m in (("size after day 1", one.days[0], two.days[0]),
                             ("growth on day 2", growth(one), growth(two))):  # fmt: skip
             say(f"   {label}: {sum(n.values()) / MB:.2f} MB ({small}), "
                 f"{sum(m.values()) / MB:.2f} MB ({2 * small}): "
                 f"x{sum(m.values()) / max(1, sum(n.values())):.2f} for x2 communes")  # fmt: skip
-        scale = NATIONAL_COMMUNES / two.communes
-        static = {t: v * scale for t, v in two.days[0].items()}
-        national_daily = {t: v * NATIONAL_COMMUNES / communes for t, v in daily.items()}
-        say(f"   the country: the 2x run's size after day 1 x{scale:.1f}; growth a day: the "
-            f"province's per commune x{NATIONAL_COMMUNES:,} (two weeks, weekends included; "
-            "a day-2 figure would be a weekday's and include warm-up)")  # fmt: skip
-        national = Run("national", NATIONAL_COMMUNES, days=[static, static])  # type: ignore[list-item]
-        report_run(national, national_daily, say)
+        first = sum(two.days[0].values()) / two.communes * NATIONAL_COMMUNES
+        say(f"   per commune x{NATIONAL_COMMUNES:,}: {first / 1e9:.2f} GB after day 1")
 
         never = retention_check(province, workdir, say)
-        say(f"5. the country at 13 months ({MONTHS_13_DAYS} days), retention {RETENTION_DAYS} days")
-        extrapolate(static, national_daily, never, say)
+        say(f"5. the country at 13 months ({MONTHS_13_DAYS} days): the province's month per "
+            f"commune x{NATIONAL_COMMUNES:,}, then each table's growth for as long as it "
+            "keeps it")  # fmt: skip
+        extrapolate(country(province, factors, ratios, never), say)
         say(f"   ({time.perf_counter() - started:.0f} s)")
 
 

@@ -156,7 +156,7 @@ class Sampling:
 
     @classmethod
     def thinned(cls) -> Sampling:
-        return cls(pc_s=12 * 3600.0, line_s=900.0, system_s=900.0, poller_s=1800.0)
+        return cls(pc_s=DAY_S, line_s=900.0, system_s=900.0, poller_s=1800.0)
 
     @property
     def real(self) -> bool:
@@ -282,7 +282,9 @@ class Life:
         phase = round(self.rng.uniform(0.5, 59.5), 3)
         desk = Desk(sim, phase=phase, offset=self.rng.randrange(1440))
         for period, checks in self._periods(sim):
-            residues = self._steady.setdefault(period, [[] for _ in range(period)])
+            residues = self._steady.get(period) or self._steady.setdefault(
+                period, [[] for _ in range(period)]
+            )
             residues[desk.offset % period].append((desk, checks))
         return desk
 

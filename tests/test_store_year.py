@@ -182,3 +182,66 @@ def test_a_days_line_history_reads_back_the_best_of_each_five_minutes(tmp_path: 
         assert store.rtt_history(place, day + 301) == [(day + 86100, 123.4375)]
     with sqlite3.connect(tmp_path / "state.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM line_history").fetchone() == (1,)
+
+
+def test_retention_forgets_old_alerts_and_old_repeats_of_those_still_firing(
+    tmp_path: Path,
+) -> None:
+    """A PC with no anti-malware fires for ever and is told again every 4 hours: its
+    repeats before the cut-off go, its firing and the rest of its history stay; an alert
+    resolved before the cut-off goes whole."""
+    t0 = 1_780_000_000.0
+    with StateStore(tmp_path / "state.sqlite", clock=lambda: t0 + 500 * DAY_S) as store:
+        with store.transaction() as db:
+            for alert_id, state, resolved in ((1, "firing", None), (2, "resolved", t0 + 3600)):
+                db.execute(
+                    "INSERT INTO alerts (id, rule, subject, province, commune, severity, state, "
+                    "started_at, fired_at, resolved_at) VALUES (?, 'no_antimalware', 's', "
+                    "'dong-nai', 'la-nga', 'critical', ?, ?, ?, ?)",
+                    (alert_id, state, t0, t0, resolved),
+                )
+                db.executemany(
+                    "INSERT INTO alert_steps (alert_id, at, step) VALUES (?, ?, ?)",
+                    [
+                        (alert_id, t0, "fired"),
+                        (alert_id, t0 + 4 * 3600, "notified repeat"),
+                        (alert_id, t0 + 450 * DAY_S, "notified repeat"),
+                    ],
+                )
+                db.execute(
+                    "INSERT INTO notifications (alert_id, event, created) VALUES (?, 'x', ?)",
+                    (alert_id, t0),
+                )
+        store.prune(t0 + 100 * DAY_S)
+        with store.reading() as db:
+            alerts = db.execute("SELECT id FROM alerts").fetchall()
+            steps = db.execute("SELECT alert_id, at, step FROM alert_steps ORDER BY at").fetchall()
+            notes = db.execute("SELECT alert_id FROM notifications").fetchall()
+    assert alerts == [(1,)] and notes == [(1,)]
+    assert steps == [(1, t0, "fired"), (1, t0 + 450 * DAY_S, "notified repeat")]
+
+
+def test_beyond_the_most_alerts_kept_the_oldest_resolved_go(tmp_path: Path) -> None:
+    """[store] max_alerts: the country's 13 months of alerts would be 20 GB; the newest
+    are kept, and those still firing whatever their age."""
+    t0 = 1_780_000_000.0
+    with StateStore(tmp_path / "state.sqlite", clock=lambda: t0) as store:
+        with store.transaction() as db:
+            for alert_id in range(1, 11):
+                firing = alert_id == 2
+                db.execute(
+                    "INSERT INTO alerts (id, rule, subject, province, commune, severity, state, "
+                    "started_at, fired_at, resolved_at) VALUES (?, 'line_down_tslcd', 's', "
+                    "'dong-nai', 'la-nga', 'critical', ?, ?, ?, ?)",
+                    (alert_id, "firing" if firing else "resolved", t0, t0,
+                     None if firing else t0 + alert_id),
+                )  # fmt: skip
+                db.execute(
+                    "INSERT INTO alert_steps (alert_id, at, step) VALUES (?, ?, 'fired')",
+                    (alert_id, t0),
+                )
+        store.prune(t0 - DAY_S, max_alerts=4)  # keeps ids 7-10, and 2 (firing)
+        with store.reading() as db:
+            alerts = [row[0] for row in db.execute("SELECT id FROM alerts ORDER BY id")]
+            steps = [row[0] for row in db.execute("SELECT alert_id FROM alert_steps")]
+    assert alerts == [2, 7, 8, 9, 10] and sorted(steps) == alerts

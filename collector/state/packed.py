@@ -32,6 +32,7 @@ _HALF_MAX = 65504.0
 #: A day with nothing measured yet: every slot NaN.
 EMPTY_DAY = _HALF.pack(math.nan) * LINE_SLOTS
 _PAIR = struct.Struct("<BH")
+_COUNT = struct.Struct("<H")
 _COUNT_MAX = 0xFFFF
 
 
@@ -91,9 +92,17 @@ def _pack(counts: dict[int, int]) -> bytes:
 
 def histogram_add(packed: bytes | None, bucket: int, count: int = 1) -> bytes:
     """The histogram with ``count`` more answers in ``bucket`` (0-255)."""
-    counts = histogram_counts(packed)
-    counts[bucket] = counts.get(bucket, 0) + count
-    return _pack(counts)
+    # Every answer of every probe comes here: the pairs are walked in place.
+    held = packed or b""
+    for offset in range(0, len(held), _PAIR.size):
+        found = held[offset]
+        if found == bucket:
+            (before,) = _COUNT.unpack_from(held, offset + 1)
+            count = min(before + count, _COUNT_MAX)
+            return held[: offset + 1] + _COUNT.pack(count) + held[offset + _PAIR.size :]
+        if found > bucket:
+            return held[:offset] + _PAIR.pack(bucket, min(count, _COUNT_MAX)) + held[offset:]
+    return held + _PAIR.pack(bucket, min(count, _COUNT_MAX))
 
 
 def histogram_merge(first: bytes | None, second: bytes | None) -> bytes:

@@ -776,9 +776,9 @@ class StateStore:
                 raise
         return keys
 
-    def prune(self, before: float) -> int:
-        """Forget what the retention no longer covers (``before``: its cut-off); returns
-        how many outages went.
+    def prune(self, before: float, max_alerts: int | None = None) -> int:
+        """Forget what the retention no longer covers (``before``: its cut-off), and the
+        resolved alerts beyond the newest ``max_alerts``; returns how many outages went.
 
         Gone with the retention: outages that ended before the cut-off (an open one is
         kept whatever its age, and so is each subject's ``monitored_since``: availability
@@ -786,8 +786,9 @@ class StateStore:
         spans and daily response times; subjects not heard from since before it (a
         replaced PC's probes, a system no longer probed) with all they still hold, since
         every window after the cut-off leaves them out (``last_ts >= start``); alerts
-        resolved before it, with their steps and notifications; alert states fine since
-        before it (a missing one is fine too); silences ended before it. By shorter
+        resolved before it (or beyond ``max_alerts``), with their steps and notifications,
+        and the repeats before it of those still firing; alert states fine since before
+        it (a missing one is fine too); silences ended before it. By shorter
         windows of their own: the line's history, the hourly response times, console
         logouts.
         """
@@ -816,14 +817,32 @@ class StateStore:
                 "DELETE FROM system_times_daily WHERE day < ?", (systemtimes.day_of(before),)
             )
             db.execute("DELETE FROM subject_gaps WHERE end < ?", (before,))
-            # resolved_at >= started_at: the index on the start finds them.
-            ended = "SELECT id FROM alerts WHERE started_at < ?1 AND resolved_at < ?1"
-            for table in ("alert_steps", "notifications"):
-                db.execute(f"DELETE FROM {table} WHERE alert_id IN ({ended})", (before,))  # noqa: S608 - fixed names
-            db.execute("DELETE FROM alerts WHERE started_at < ?1 AND resolved_at < ?1", (before,))
+            self._prune_alerts(db, before, max_alerts)
             db.execute("DELETE FROM alert_subjects WHERE state = 'ok' AND last_ts < ?", (before,))
             db.execute("DELETE FROM silences WHERE ends < ?", (before,))
         return int(outages)
+
+    @staticmethod
+    def _prune_alerts(db: sqlite3.Connection, before: float, max_alerts: int | None) -> None:
+        # Resolved before the cut-off (resolved_at >= started_at: the index on the start
+        # finds them), and beyond the newest max_alerts (ids only grow): a national
+        # collector's 13 months of alerts would be 20 GB, a province's a few hundred MB.
+        cuts: list[tuple[str, float]] = [("started_at < ?1 AND resolved_at < ?1", before)]
+        (newest,) = db.execute("SELECT MAX(id) FROM alerts").fetchone()
+        if max_alerts is not None and newest is not None:
+            cuts.append(("id <= ?1 AND state = 'resolved'", newest - max_alerts))
+        for where, cut in cuts:
+            gone = f"SELECT id FROM alerts WHERE {where}"  # noqa: S608 - fixed clauses
+            for table in ("alert_steps", "notifications"):
+                db.execute(f"DELETE FROM {table} WHERE alert_id IN ({gone})", (cut,))  # noqa: S608 - fixed names
+            db.execute(f"DELETE FROM alerts WHERE {where}", (cut,))  # noqa: S608 - fixed clauses
+        # An alert firing for ever (a PC with no anti-malware) is told again every few
+        # hours: its repeats before the cut-off go, the rest of its history stays.
+        db.execute(
+            "DELETE FROM alert_steps WHERE step = 'notified repeat' AND at < ?1 AND alert_id "
+            "IN (SELECT id FROM alerts WHERE state = 'firing' AND started_at < ?1)",
+            (before,),
+        )
 
     # console sessions ended before their time --------------------------------------
 
