@@ -89,6 +89,7 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/report_bench.py --short
+	$(BIN)/python bench/store_year_bench.py --short
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -390,7 +390,12 @@ class Collector:
         tasks.append(
             Task(
                 "retention",
-                retention(self.store, float(store.retention), float(store.forget_agents_after)),
+                retention(
+                    self.store,
+                    float(store.retention),
+                    float(store.forget_agents_after),
+                    store.max_alerts,
+                ),
                 every_s=3600.0,
             )
         )

@@ -28,14 +28,16 @@ with their names and targets, at its interval; without one, the built-in set.
 
 from __future__ import annotations
 
+import bisect
 import random
 import zlib
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import msgspec
 
 from agent import wire
-from agent.wire import Envelope, Sample, Status
+from agent.wire import Envelope, Sample, Status, UpdateReport
 
 #: verdict: share of PCs.
 VERDICTS = {"protected": 0.86, "outdated": 0.07, "unprotected": 0.03, "none": 0.02, "unknown": 0.02}
@@ -59,6 +61,9 @@ class PlannedCheck:
     system: str = ""
     """A system check's display name and kind (its tags)."""
     system_kind: str = ""
+    across_line: bool = True
+    """The target is reached over the commune's dedicated line (tslcd); False: it is the
+    commune's own router, answering on its side of the line when the line is down."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class SimAgent:
     product: str
     disk_percent: float = 50.0
     """C:'s use, which drifts slowly: a disk fills over weeks, not between samples."""
+    disk_drift: bool = True
+    """Drift a little at every sample; False: ``disk_percent`` is set from outside
+    (``fleet/life.py`` moves it by the day, whatever the sampling)."""
     seq: int = 0
     plan: Plan | None = None
 
@@ -104,18 +112,36 @@ class SimCommune:
     next_outage_at: float = 0.0
     held: list[Message] = field(default_factory=list)
     """Envelopes written while the line is down, delivered when it is back."""
+    line_rng: random.Random | None = None
+    """Set: the outages are drawn from it and advanced by ``advance_line`` alone, never by
+    a check run, so that runs sampling at different rates have the same outages."""
+    flaps: list[tuple[float, float]] = field(default_factory=list)
+    """Short drops of a flapping line, (start, end), sorted, beside the outages."""
+    polycom_power: Callable[[float], bool] | None = None
+    """Whether the Polycom is switched on at a time (None: always)."""
 
-    def line_up(self, now: float) -> bool:
+    def advance_line(self, now: float) -> None:
+        """Start the outage that is due (minutes to a few hours) and draw the next one."""
         if now >= self.next_outage_at and now >= self.line_down_until:
-            if self.next_outage_at:  # an outage starts: minutes to a few hours
-                duration = min(3 * 3600.0, max(60.0, self.rng.expovariate(1 / 900)))
+            rng = self.line_rng or self.rng
+            if self.next_outage_at:
+                duration = min(3 * 3600.0, max(60.0, rng.expovariate(1 / 900)))
                 self.line_down_until = now + duration
             self.next_outage_at = (
-                max(now, self.line_down_until) + self.rng.expovariate(self.outages_per_day / 86400)
+                max(now, self.line_down_until) + rng.expovariate(self.outages_per_day / 86400)
                 if self.outages_per_day
                 else float("inf")
             )
-        return now >= self.line_down_until
+
+    def line_up(self, now: float) -> bool:
+        if self.line_rng is None:
+            self.advance_line(now)
+        if now < self.line_down_until:
+            return False
+        if self.flaps:
+            at = bisect.bisect_right(self.flaps, (now, float("inf"))) - 1
+            return at < 0 or now >= self.flaps[at][1]
+        return True
 
 
 class Fleet:
@@ -166,7 +192,14 @@ class Fleet:
         """What the broker says for an agent whose session is lost."""
         return self._status(agent, "offline", 0.0, "connection lost")
 
-    def _status(self, agent: SimAgent, state: str, now: float, reason: str = "stopped") -> Message:
+    def _status(
+        self,
+        agent: SimAgent,
+        state: str,
+        now: float,
+        reason: str = "stopped",
+        update: UpdateReport | None = None,
+    ) -> Message:
         checks = (
             agent.plan.names()
             if agent.plan
@@ -187,6 +220,7 @@ class Fleet:
             interval=self.interval_of(agent),
             config_version=agent.plan.version if agent.plan else 0,
             config_hash=agent.plan.hash if agent.plan else "",
+            update=update,
         )
         return self._topic(agent, "status"), wire.encode(status), True
 
@@ -195,9 +229,13 @@ class Fleet:
             return agent.plan.interval
         return self.interval
 
-    def status(self, agent: SimAgent, now: float) -> Message:
+    def status(self, agent: SimAgent, now: float, update: UpdateReport | None = None) -> Message:
         """One agent's birth message (again, after its plan changed)."""
-        return self._status(agent, "online", now)
+        return self._status(agent, "online", now, update=update)
+
+    def goodbye(self, agent: SimAgent, now: float) -> Message:
+        """One agent's clean stop (its PC shut down)."""
+        return self._status(agent, "offline", now)
 
     def births(self, now: float) -> list[Message]:
         return [self._status(agent, "online", now) for agent in self.agents]
@@ -205,16 +243,22 @@ class Fleet:
     def goodbyes(self, now: float) -> list[Message]:
         return [self._status(agent, "offline", now) for agent in self.agents]
 
-    def cycle(self, agent: SimAgent, now: float) -> list[Message]:
-        """One cycle of an agent's checks: what reaches the broker now (maybe a backlog)."""
+    def cycle(
+        self, agent: SimAgent, now: float, only: Collection[str] | None = None
+    ) -> list[Message]:
+        """One cycle of an agent's checks: what reaches the broker now (maybe a backlog).
+
+        ``only``: the checks (by name) that run this time; None: all of them."""
         commune = agent.commune
         up = commune.line_up(now)
         if agent.plan is not None:
-            samples = self._planned(agent, agent.plan, now, up)
+            samples = self._planned(agent, agent.plan, now, up, only)
         elif agent.poller:
             samples = self.poller_samples(commune, now, up)
         else:
             samples = self._pc_samples(agent, now, up)
+        if only is not None and agent.plan is None:
+            samples = [group for group in samples if group[0].name in only]
         envelopes = [
             Envelope(
                 v=wire.SCHEMA_VERSION,
@@ -236,13 +280,22 @@ class Fleet:
             commune.held = []
         return messages
 
-    def _planned(self, agent: SimAgent, plan: Plan, now: float, up: bool) -> list[list[Sample]]:
+    def _planned(
+        self,
+        agent: SimAgent,
+        plan: Plan,
+        now: float,
+        up: bool,
+        only: Collection[str] | None = None,
+    ) -> list[list[Sample]]:
         """The plan's checks, each as the built-in one of its kind, renamed and aimed."""
         groups: list[list[Sample]] = []
         commune, rng = agent.commune, agent.commune.rng
         for check in plan.checks:
+            if only is not None and check.name not in only:
+                continue
             if check.kind == "link":
-                line_up = up if check.network == "tslcd" else True
+                line_up = up if check.network == "tslcd" and check.across_line else True
                 group = [self._line_sample(now, line_up, rng, check.name, check.target,
                                            check.network, check.method)]  # fmt: skip
             elif check.kind == "system":
@@ -333,7 +386,9 @@ class Fleet:
 
     def _pc_samples(self, agent: SimAgent, now: float, up: bool) -> list[list[Sample]]:
         rng = agent.commune.rng
-        agent.disk_percent = min(99.0, max(5.0, agent.disk_percent + rng.uniform(-0.05, 0.06)))
+        if agent.disk_drift:
+            step = rng.uniform(-0.05, 0.06)
+            agent.disk_percent = min(99.0, max(5.0, agent.disk_percent + step))
         host = [
             Sample(
                 ts=now,
@@ -441,6 +496,13 @@ class Fleet:
         )
         in_meeting = commune.joins_meetings and (now % (4 * 3600)) < 1800
         ready = commune.polycom_registered and commune.camera_ok
+        if commune.polycom_power is not None and not commune.polycom_power(now):
+            # Switched off: as the agent reports an endpoint that does not answer.
+            off = Sample(ts=now, check="polycom", name="polycom", outcome="timeout",
+                         target="192.168.1.20", fields={"up": 0, "ready": False},
+                         tags={"method": "snmp", "family": "unknown"},
+                         error="no answer from 192.168.1.20")  # fmt: skip
+            return [router, [off], [self._line_sample(now, up, rng)]]
         polycom = Sample(
             ts=now,
             check="polycom",

@@ -431,6 +431,23 @@ def test_a_pc_switched_off_for_the_night_is_no_alert(h: Harness) -> None:
     assert h.alerts() == []
 
 
+def test_rounds_over_fine_agents_keep_no_state_of_them(h: Harness) -> None:
+    """A national collector's round looks at 166,050 agents: those fine and never
+    otherwise cost the condition's test, not a row each kept for ever."""
+    for agent in ("pc-01", "pc-02", "poller"):
+        h.status(T0, "online", agent=agent)
+    h.status(T0 + 600, "offline", "stopped", agent="pc-02")
+    for minute in range(1, 30):
+        h.tick(T0 + 60 * minute)
+    with h.store.reading() as db:
+        assert db.execute("SELECT COUNT(*) FROM alert_subjects").fetchone() == (0,)
+    h.status(T0 + 1900, "offline", "connection lost")  # pc-01 lost: now it is followed
+    h.tick(T0 + 1910)
+    with h.store.reading() as db:
+        rows = db.execute("SELECT rule, subject, state FROM alert_subjects").fetchall()
+    assert rows == [("agent_offline", "dong-nai/la-nga/pc-01", "pending")]
+
+
 def test_a_silent_commune_is_one_alert_and_its_agents_are_held_back(h: Harness) -> None:
     for agent in ("pc-01", "pc-02", "poller"):
         h.status(T0, "online", agent=agent)

@@ -209,6 +209,7 @@ TOKEN = "0" * 64
         ("[collector]\ninventory = ['/nonexistent/inventory.toml']\n", "no such file"),
         ('[sink]\nurl = "http://vm:8428"\nmax_backoff = "soon"\n', "sink.max_backoff"),
         ("[store]\nforget_agents_after = -1\n", "store.forget_agents_after"),
+        ("[store]\nmax_alerts = 10\n", "store.max_alerts"),
     ],
 )
 def test_config_mistakes_are_named(toml: str, message: str, tmp_path: Path) -> None:

@@ -159,8 +159,13 @@ def test_pruning_forgets_only_closed_outages_before_the_cut(store: StateStore) -
     assert store.prune(T0 + 3 * 3600) == 0  # ends after the cut: kept
     assert store.prune(T0 + 5 * 3600) == 1
     assert store.outages(subject.id) == [Outage(T0 + 7 * 3600, None)]
+    store.apply([envelope(1001, link(T0 + 101 * 3600, False))])  # still down, still heard
     assert store.prune(T0 + 100 * 3600) == 0  # an open outage is never forgotten
     assert store.subjects()[0].monitored_since == T0
+    assert store.outages(subject.id) == [Outage(T0 + 7 * 3600, None)]
+    # Not heard from since before the cut (a replaced PC's probe): gone, with all it held.
+    store.prune(T0 + 102 * 3600)
+    assert store.subjects() == [] and store.outages(subject.id) == []
 
 
 def test_outages_are_selected_by_overlap_with_the_window(store: StateStore) -> None:

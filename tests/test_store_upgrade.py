@@ -217,7 +217,7 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8, 9, 10, 11, 12]
+        assert [m.version for m in store.migrated] == [8, 9, 10, 11, 12, 13]
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -303,3 +303,85 @@ def test_a_0_2_0_store_keeps_its_latest_samples_without_the_index_by_kind(
         [moved] = [s for s in store.latest_of("link") if s.name == "renamed"]
         assert moved.ts == 2e9 + 60
         assert not [s for s in store.latest_of("host") if s.name == "renamed"]
+
+
+def test_a_0_2_0_store_keeps_its_lines_history_in_a_row_a_day(tmp_path: Path) -> None:
+    """Migration 13: the 5-minute RTT and loss of a 0.2.0 store (a month of one commune)
+    read back as they were, to 3 significant digits, from a fraction of the pages."""
+    import sqlite3
+
+    from collector.state.packed import half
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", path)
+    db = sqlite3.connect(path)
+    rtt = db.execute("SELECT place, bucket, rtt FROM rtt_history ORDER BY bucket").fetchall()
+    loss = db.execute("SELECT place, bucket, loss FROM loss_history ORDER BY bucket").fetchall()
+    pages = "SELECT COUNT(*) FROM dbstat WHERE name LIKE ?"
+    before = sum(db.execute(pages, (f"%{t}%",)).fetchone()[0] for t in ("rtt", "loss"))
+    db.close()
+    assert len(rtt) == len(loss) > 8000
+    with StateStore(path) as store:
+        assert 13 in [m.version for m in store.migrated]
+        for old, read in ((rtt, store.rtt_history), (loss, store.loss_history)):
+            for place in {p for p, _, _ in old}:
+                kept = [(float(b), half(v)) for p, b, v in old if p == place]
+                assert read(place, 0) == kept
+                assert read(place, kept[-100][0]) == kept[-100:]
+    db = sqlite3.connect(path)
+    after = db.execute(pages, ("%line_history%",)).fetchone()[0]
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert after * 5 < before, (before, after)
+    assert not {"rtt_history", "loss_history"} & tables
+
+
+def test_a_version_10_store_keeps_its_histograms_and_outages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 13: response-time counts one row per bucket become one row per probe and
+    hour (day), the outages a table keyed by subject and start; nothing read changes."""
+    import sqlite3
+
+    from collector.state import migrations, systemtimes
+    from collector.state.availability import Outage
+    from tests.factories import envelope, system
+
+    path = tmp_path / "state.sqlite"
+    hour, day = systemtimes.hour_of(2e9), systemtimes.day_of(2e9)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:10])
+        patch.setattr(migrations, "LATEST", 10)
+        with StateStore(path) as store, store.transaction() as db:
+            # As the collector of schema 10 wrote them.
+            db.execute(
+                "INSERT INTO subjects VALUES (7, 'dong-nai/la-nga/poller', 'system', "
+                "'mot-cua', 'https://motcua.dongnai.gov.vn/', 'tslcd', 1.9e9, 'up', 1.9e9, 2e9)"
+            )
+            db.executemany(
+                "INSERT INTO outages VALUES (7, ?, ?)",
+                [(1.95e9, 1.95e9 + 600.5), (1.99e9 + 0.25, None)],
+            )
+            db.executemany(
+                "INSERT INTO system_times_hourly VALUES (7, ?, ?, ?)",
+                [(hour, 30, 12), (hour, 31, 40), (hour - 1, 33, 2)],
+            )
+            db.executemany(
+                "INSERT INTO system_times_daily VALUES (7, ?, ?, ?)",
+                [(day, 30, 300), (day, 31, 1000), (day, 40, 70000)],
+            )
+    with StateStore(path) as store:
+        assert [m.version for m in store.migrated] == [11, 12, 13]
+        assert store.outages(7) == [Outage(1.95e9, 1.95e9 + 600.5), Outage(1.99e9 + 0.25, None)]
+        hourly = store.system_times([7], (hour - 1) * 3600, (hour + 1) * 3600, hourly=True)
+        assert hourly == {7: {30: 12, 31: 40, 33: 2}}
+        daily = store.system_times([7], 2e9 - 86400, 2e9 + 86400, hourly=False)
+        assert daily == {7: {30: 300, 31: 1000, 40: 65535}}  # a count stops at 65,535
+        answer = system(2e9 + 10, total_ms=systemtimes.value_of(31))
+        store.apply([envelope(1, answer, agent="poller")])
+        later = store.system_times([7], hour * 3600, (hour + 1) * 3600, hourly=True)
+        assert later == {7: {30: 12, 31: 41}}
+    db = sqlite3.connect(path)
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'outages'").fetchone()
+    db.close()
+    assert "WITHOUT ROWID" in sql

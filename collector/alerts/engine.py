@@ -135,6 +135,10 @@ def _has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> b
     return all(tags.get(name) == value for name, value in wanted)
 
 
+#: What an ``on = "agent"`` rule is given of each agent, in this order.
+_AGENT_VALUES = ("state", "reason", "samples_refused", "update_state", "update_failures")
+
+
 def _value_text(rule: Rule, values: dict[str, Any]) -> str:
     shown = [values.get(c.field) for c in rule.when if c.op not in ("==", "!=")]
     value = next((v for v in shown if v is not None), None)
@@ -462,10 +466,11 @@ class AlertEngine:
                         if rule.in_scope(province, commune):
                             self._commune_step(db, rule, province, commune, members, now)
                 elif rule.on == "agent":
+                    judged: dict[tuple[Any, ...], bool | None] = {}
                     for agent in agents:
                         if rule.in_scope(agent.province, agent.commune):
                             self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0),
-                                             now, updates.get(agent.agent_key))  # fmt: skip
+                                             now, updates.get(agent.agent_key), judged)  # fmt: skip
                 elif rule.on == "collector" and not (rule.provinces or rule.communes):
                     for watch in self.sessions():
                         self._session_step(db, rule, watch, now)
@@ -621,16 +626,29 @@ class AlertEngine:
         refused: int,
         now: float,
         update: UpdateStanding | None = None,
+        judged: dict[tuple[Any, ...], bool | None] | None = None,
     ) -> None:
-        values: dict[str, Any] = {
-            "state": agent.state,
-            "reason": agent.reason,
-            "samples_refused": refused,
-            "update_state": update.state if update else "",
-            "update_failures": update.failures if update else 0,
-        }
-        holds = rule.holds(values)
-        if holds is None or self._fine_as_ever(rule, agent.agent_key, holds):
+        """``judged``: the rule's verdicts this round by the values they were given (most
+        agents share a handful: online, stopped...), so each is tested once."""
+        facts = (
+            agent.state,
+            agent.reason,
+            refused,
+            update.state if update else "",
+            update.failures if update else 0,
+        )
+        if judged is not None and facts in judged:
+            holds = judged[facts]
+        else:
+            values = dict(zip(_AGENT_VALUES, facts, strict=True))
+            holds = rule.holds(values)
+            if judged is not None:
+                judged[facts] = holds
+        if holds is None:
+            return
+        if not holds and (rule.name, agent.agent_key) not in self._troubled:
+            # Fine, and never otherwise: nothing to read or write (a national collector
+            # has 166,050 agents a round, and a row each would be kept for nothing).
             return
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
         if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
@@ -691,12 +709,6 @@ class AlertEngine:
         subject = Subject("collector/rollout", "", "", name=rollout.id)
         self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
-    def _fine_as_ever(self, rule: Rule, subject: str, holds: bool) -> bool:
-        """A subject whose condition is false and never was otherwise: stepping it would
-        read and rewrite an "ok" for nothing. Every round judges every agent of the
-        country (166,050), and nearly all of them are this."""
-        return not holds and (rule.name, subject) not in self._troubled
-
     def _commune_step(
         self,
         db: sqlite3.Connection,
@@ -715,12 +727,15 @@ class AlertEngine:
             "agents_lost": len(lost),
         }
         holds = rule.holds(values)
-        if holds is None or self._fine_as_ever(rule, f"{province}/{commune}", holds):
+        if holds is None:
+            return
+        key = f"{province}/{commune}"
+        if not holds and (rule.name, key) not in self._troubled:
             return
         # Unreachable since the last of its agents went silent.
         changes = [a.state_since for a in members if a.state_since is not None]
         since = max(changes) if changes else now
-        subject = Subject(f"{province}/{commune}", province, commune)
+        subject = Subject(key, province, commune)
         self.step(db, rule, subject, holds, now, now, str(len(lost)), changed_at=since)
 
     def _inhibit(self, db: sqlite3.Connection, now: float) -> None:

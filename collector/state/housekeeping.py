@@ -73,13 +73,17 @@ def mark_silent(
 
 
 def retention(
-    store: StateStore, keep_s: float, forget_agents_after_s: float
+    store: StateStore,
+    keep_s: float,
+    forget_agents_after_s: float,
+    max_alerts: int | None = None,
 ) -> Callable[[float], object]:
-    """History older than ``keep_s`` (outages, the operators' audit) and agents gone
-    longer than the other bound go."""
+    """History older than ``keep_s`` (outages, alerts, the operators' audit: see
+    ``StateStore.prune``) and agents gone longer than the other bound go; resolved
+    alerts beyond the newest ``max_alerts`` too."""
 
     def work(now: float) -> None:
-        pruned = store.prune(now - keep_s)
+        pruned = store.prune(now - keep_s, max_alerts)
         if pruned:
             log.info("forgot %d outages older than the retention", pruned)
         audited = audit.prune(store, now - keep_s)

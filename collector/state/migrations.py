@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from collector.state import packed
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -323,6 +325,63 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the sink's spool: a batch's envelopes in one row, which says how many it holds",
         ("ALTER TABLE spool ADD COLUMN envelopes INTEGER NOT NULL DEFAULT 1",),
     ),
+    Migration(
+        13,
+        "a year of the country in a few GB: the line's RTT and loss one row per commune and "
+        "day, the response-time histograms one row per probe and hour or day, the outages "
+        "without a second copy of their key",
+        (
+            # Half-precision values, slot = the 5-minute bucket of the day (state/packed.py):
+            # the best value per bucket, as before. A row is 1.2 KB: a rowid table keeps it
+            # on its page (a WITHOUT ROWID one would spill it on an overflow page).
+            """CREATE TABLE line_history (
+            place TEXT NOT NULL, day INTEGER NOT NULL, rtt BLOB, loss BLOB,
+            PRIMARY KEY (place, day)
+        )""",
+            """INSERT INTO line_history (place, day, rtt)
+            SELECT place, bucket / 86400, line_gather(bucket % 86400 / 300, rtt)
+            FROM rtt_history WHERE true GROUP BY place, bucket / 86400""",
+            """INSERT INTO line_history (place, day, loss)
+            SELECT place, bucket / 86400, line_gather(bucket % 86400 / 300, loss)
+            FROM loss_history WHERE true GROUP BY place, bucket / 86400
+            ON CONFLICT (place, day) DO UPDATE SET loss = excluded.loss""",
+            "DROP TABLE rtt_history",
+            "DROP TABLE loss_history",
+            # (bucket, count) pairs in one blob per probe and period (state/packed.py).
+            """CREATE TABLE system_times_hourly_packed (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            hour INTEGER NOT NULL, counts BLOB NOT NULL,
+            PRIMARY KEY (subject_id, hour)
+        ) WITHOUT ROWID""",
+            """INSERT INTO system_times_hourly_packed
+            SELECT subject_id, hour, histogram_gather(bucket, count)
+            FROM system_times_hourly GROUP BY subject_id, hour""",
+            "DROP TABLE system_times_hourly",
+            "ALTER TABLE system_times_hourly_packed RENAME TO system_times_hourly",
+            "CREATE INDEX system_times_hourly_by_hour ON system_times_hourly (hour)",
+            """CREATE TABLE system_times_daily_packed (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            day INTEGER NOT NULL, counts BLOB NOT NULL,
+            PRIMARY KEY (subject_id, day)
+        ) WITHOUT ROWID""",
+            """INSERT INTO system_times_daily_packed
+            SELECT subject_id, day, histogram_gather(bucket, count)
+            FROM system_times_daily GROUP BY subject_id, day""",
+            "DROP TABLE system_times_daily",
+            "ALTER TABLE system_times_daily_packed RENAME TO system_times_daily",
+            "CREATE INDEX system_times_daily_by_day ON system_times_daily (day)",
+            # The outages in their key's order alone: no rowid table beside its index.
+            """CREATE TABLE outages_keyed (
+            subject_id INTEGER NOT NULL REFERENCES subjects(id),
+            start REAL NOT NULL, end REAL,
+            PRIMARY KEY (subject_id, start)
+        ) WITHOUT ROWID""",
+            "INSERT INTO outages_keyed SELECT subject_id, start, end FROM outages",
+            "DROP TABLE outages",
+            "ALTER TABLE outages_keyed RENAME TO outages",
+            "CREATE INDEX outages_open ON outages(subject_id) WHERE end IS NULL",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -354,6 +413,7 @@ def migrate(db: sqlite3.Connection) -> list[Migration]:
     """
     if not pending(db):
         return []
+    packed.register(db)  # what the migrations' statements call
     db.execute("BEGIN IMMEDIATE")
     try:
         todo = pending(db)

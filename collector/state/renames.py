@@ -29,7 +29,7 @@ from collector.state.systemhealth import SUBJECT_PREFIX
 #: Tables keyed by an agent key ("province/commune/agent"), with their unique columns.
 _BY_AGENT_KEY = ("agents", "latest", "ports", "agent_refusals")
 #: Tables keyed by a place ("province/commune").
-_BY_PLACE = ("rtt_history", "loss_history")
+_BY_PLACE = ("line_history",)
 #: Tables with province and commune columns, no uniqueness on them.
 _BY_COMMUNE = ("silences", "maintenance")
 
@@ -157,8 +157,9 @@ def _move_subjects(db: sqlite3.Connection, old_prefix: str, new_prefix: str) -> 
         # Response times: the counts of both add up.
         for table, period in (("system_times_hourly", "hour"), ("system_times_daily", "day")):
             db.execute(
-                f"INSERT INTO {table} SELECT ?, {period}, bucket, count FROM {table} "  # noqa: S608 - our names
-                "WHERE subject_id = ? ON CONFLICT DO UPDATE SET count = count + excluded.count",
+                f"INSERT INTO {table} SELECT ?, {period}, counts FROM {table} "  # noqa: S608 - our names
+                "WHERE subject_id = ? "
+                "ON CONFLICT DO UPDATE SET counts = histogram_merge(counts, excluded.counts)",
                 (twin[0], subject_id),
             )
             db.execute(f"DELETE FROM {table} WHERE subject_id = ?", (subject_id,))  # noqa: S608

@@ -43,7 +43,7 @@ import msgspec
 
 from agent.catalogue import LINK, SNMP_INTERFACE, SYSTEM, histories
 from agent.wire import Envelope, Sample, Status, UpdateReport, encode
-from collector.state import systemtimes
+from collector.state import packed, systemtimes
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 
@@ -73,11 +73,14 @@ def silence_bound_hold(bound: float) -> float:
 
 
 RTT_KEEP_S = 8 * 86400
-#: The line history's upserts, lowering a commune's best RTT or loss of a 5-minute bucket.
-_RTT_UPSERT = """INSERT INTO rtt_history VALUES (?, ?, ?)
-    ON CONFLICT (place, bucket) DO UPDATE SET rtt = MIN(rtt, excluded.rtt)"""
-_LOSS_UPSERT = """INSERT INTO loss_history VALUES (?, ?, ?)
-    ON CONFLICT (place, bucket) DO UPDATE SET loss = MIN(loss, excluded.loss)"""
+#: The line history's upserts (place, bucket, value), lowering a commune's best RTT or
+#: loss of a 5-minute bucket in its day's row (collector/state/packed.py).
+_RTT_UPSERT = """INSERT INTO line_history (place, day, rtt)
+    VALUES (?1, ?2 / 86400, line_lower(NULL, ?2 % 86400 / 300, ?3))
+    ON CONFLICT (place, day) DO UPDATE SET rtt = line_lower(rtt, ?2 % 86400 / 300, ?3)"""
+_LOSS_UPSERT = """INSERT INTO line_history (place, day, loss)
+    VALUES (?1, ?2 / 86400, line_lower(NULL, ?2 % 86400 / 300, ?3))
+    ON CONFLICT (place, day) DO UPDATE SET loss = line_lower(loss, ?2 % 86400 / 300, ?3)"""
 #: Buckets remembered at most: two values of the current bucket for every commune of
 #: the country (3,321) several times over.
 _LINE_BEST_ENTRIES = 50_000
@@ -252,6 +255,7 @@ class StateStore:
         # pages again and again. 10,000 pages (a 40 MB log) copies them once for several
         # batches.
         self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        packed.register(self._db)
         try:
             # The schema's owner brings the file to this collector's version (or refuses).
             self.migrated = migrate(self._db)
@@ -688,12 +692,13 @@ class StateStore:
             ("system_times_daily", systemtimes.day_of(sample.ts)),
         ):
             self._db.execute(
-                f"INSERT INTO {table} VALUES (?, ?, ?, 1) "  # noqa: S608 - two fixed names
-                "ON CONFLICT DO UPDATE SET count = count + 1",
+                f"INSERT INTO {table} VALUES (?1, ?2, histogram_add(NULL, ?3, 1)) "  # noqa: S608 - two fixed names
+                "ON CONFLICT DO UPDATE SET counts = histogram_add(counts, ?3, 1)",
                 (subject_id, period, bucket),
             )
 
     def _lower_line_best(self, upsert: str, place: str, bucket: int, value: float) -> None:
+        value = packed.half(value)  # as the history keeps it: the same value writes nothing
         cached = (upsert, place, bucket)
         best = self._line_best.get(cached)
         if best is not None and best <= value:
@@ -809,32 +814,73 @@ class StateStore:
                 raise
         return keys
 
-    def prune(self, before: float) -> int:
-        """Forget outages that ended before ``before``; returns how many went.
+    def prune(self, before: float, max_alerts: int | None = None) -> int:
+        """Forget what the retention no longer covers (``before``: its cut-off), and the
+        resolved alerts beyond the newest ``max_alerts``; returns how many outages went.
 
-        Open outages are kept whatever their age, and so is each subject's
-        ``monitored_since``: availability over a window that starts after the
-        cut-off is unchanged.
+        Gone with the retention: outages that ended before the cut-off (an open one is
+        kept whatever its age, and so is each subject's ``monitored_since``: availability
+        over a window that starts after the cut-off is unchanged); the probes' silent
+        spans and daily response times; subjects not heard from since before it (a
+        replaced PC's probes, a system no longer probed) with all they still hold, since
+        every window after the cut-off leaves them out (``last_ts >= start``); alerts
+        resolved before it (or beyond ``max_alerts``), with their steps and notifications,
+        and the repeats before it of those still firing; alert states fine since before
+        it (a missing one is fine too); silences ended before it. By shorter
+        windows of their own: the line's history, the hourly response times, console
+        logouts.
         """
-        with self._lock:
-            cursor = self._db.execute(
+        now = self.clock()
+        with self.transaction() as db:
+            outages = db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
+            ).rowcount
+            gone = [
+                (row[0],)
+                for row in db.execute("SELECT id FROM subjects WHERE last_ts < ?", (before,))
+            ]
+            for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily"):
+                db.executemany(f"DELETE FROM {table} WHERE subject_id = ?", gone)  # noqa: S608 - fixed names
+            db.executemany("DELETE FROM subjects WHERE id = ?", gone)
+            db.execute(
+                "DELETE FROM line_history WHERE day < ?",
+                (math.floor((now - RTT_KEEP_S) / packed.DAY_S),),
             )
-            for table in ("rtt_history", "loss_history"):
-                self._db.execute(
-                    f"DELETE FROM {table} WHERE bucket < ?",  # noqa: S608 - two fixed names
-                    (self.clock() - RTT_KEEP_S,),
-                )
-            self._db.execute("DELETE FROM console_logouts WHERE expires < ?", (self.clock(),))
-            self._db.execute(
+            db.execute("DELETE FROM console_logouts WHERE expires < ?", (now,))
+            db.execute(
                 "DELETE FROM system_times_hourly WHERE hour < ?",
-                (systemtimes.hour_of(self.clock() - systemtimes.HOURLY_KEEP_S),),
+                (systemtimes.hour_of(now - systemtimes.HOURLY_KEEP_S),),
             )
-            self._db.execute(
+            db.execute(
                 "DELETE FROM system_times_daily WHERE day < ?", (systemtimes.day_of(before),)
             )
-            self._db.execute("DELETE FROM subject_gaps WHERE end < ?", (before,))
-        return int(cursor.rowcount)
+            db.execute("DELETE FROM subject_gaps WHERE end < ?", (before,))
+            self._prune_alerts(db, before, max_alerts)
+            db.execute("DELETE FROM alert_subjects WHERE state = 'ok' AND last_ts < ?", (before,))
+            db.execute("DELETE FROM silences WHERE ends < ?", (before,))
+        return int(outages)
+
+    @staticmethod
+    def _prune_alerts(db: sqlite3.Connection, before: float, max_alerts: int | None) -> None:
+        # Resolved before the cut-off (resolved_at >= started_at: the index on the start
+        # finds them), and beyond the newest max_alerts (ids only grow): a national
+        # collector's 13 months of alerts would be 20 GB, a province's a few hundred MB.
+        cuts: list[tuple[str, float]] = [("started_at < ?1 AND resolved_at < ?1", before)]
+        (newest,) = db.execute("SELECT MAX(id) FROM alerts").fetchone()
+        if max_alerts is not None and newest is not None:
+            cuts.append(("id <= ?1 AND state = 'resolved'", newest - max_alerts))
+        for where, cut in cuts:
+            gone = f"SELECT id FROM alerts WHERE {where}"  # noqa: S608 - fixed clauses
+            for table in ("alert_steps", "notifications"):
+                db.execute(f"DELETE FROM {table} WHERE alert_id IN ({gone})", (cut,))  # noqa: S608 - fixed names
+            db.execute(f"DELETE FROM alerts WHERE {where}", (cut,))  # noqa: S608 - fixed clauses
+        # An alert firing for ever (a PC with no anti-malware) is told again every few
+        # hours: its repeats before the cut-off go, the rest of its history stays.
+        db.execute(
+            "DELETE FROM alert_steps WHERE step = 'notified repeat' AND at < ?1 AND alert_id "
+            "IN (SELECT id FROM alerts WHERE state = 'firing' AND started_at < ?1)",
+            (before,),
+        )
 
     # console sessions ended before their time --------------------------------------
 
@@ -852,18 +898,26 @@ class StateStore:
 
     def loss_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best loss in %) of a commune's line, every 5 minutes."""
-        return self._line_history("SELECT bucket, loss FROM loss_history", place, since)
+        return self._line_history("SELECT day, loss FROM line_history", place, since)
 
     def rtt_history(self, place: str, since: float) -> list[tuple[float, float]]:
         """(time, best RTT in ms) of a commune's line ("province/commune"), every 5 minutes."""
-        return self._line_history("SELECT bucket, rtt FROM rtt_history", place, since)
+        return self._line_history("SELECT day, rtt FROM line_history", place, since)
 
     def _line_history(self, select: str, place: str, since: float) -> list[tuple[float, float]]:
         with self._read_lock:
             rows = self._reader.execute(
-                select + " WHERE place = ? AND bucket >= ? ORDER BY bucket", (place, since)
+                select + " WHERE place = ? AND day >= ? ORDER BY day",
+                (place, math.floor(since / packed.DAY_S)),
             ).fetchall()
-        return [(float(b), float(v)) for b, v in rows]
+        found = []
+        for day, values in rows:
+            start = int(day) * packed.DAY_S
+            for slot, value in packed.line_values(values):
+                at = float(start + slot * packed.SLOT_S)
+                if at >= since:
+                    found.append((at, value))
+        return found
 
     # reading -------------------------------------------------------------------
 
@@ -948,8 +1002,9 @@ class StateStore:
         """Forget agents not running (offline) whose last sign of life is older than the cut-off.
 
         A PC that was replaced or reinstalled under another name would otherwise
-        count as "unknown" forever. Only the agent and its latest samples go: the
-        outage history of what it probed stays for the monthly reports.
+        count as "unknown" forever. The agent goes with its latest samples, ports, update
+        report and refusal counts: the outage history of what it probed stays for the
+        monthly reports (until the retention, ``prune``).
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -960,9 +1015,8 @@ class StateStore:
                     (silent_before,),
                 ).fetchall()
                 keys = [(str(row[0]),) for row in rows]
-                self._db.executemany("DELETE FROM latest WHERE agent_key = ?", keys)
-                self._db.executemany("DELETE FROM ports WHERE agent_key = ?", keys)
-                self._db.executemany("DELETE FROM agents WHERE agent_key = ?", keys)
+                for table in ("latest", "ports", "agent_updates", "agent_refusals", "agents"):
+                    self._db.executemany(f"DELETE FROM {table} WHERE agent_key = ?", keys)  # noqa: S608 - fixed names
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -1033,13 +1087,14 @@ class StateStore:
                 chunk = list(subject_ids[offset : offset + 500])
                 marks = ",".join("?" * len(chunk))
                 rows = self._reader.execute(
-                    f"""SELECT subject_id, bucket, SUM(count) FROM {table}
-                        WHERE subject_id IN ({marks}) AND {column} >= ? AND {column} <= ?
-                        GROUP BY subject_id, bucket""",  # noqa: S608 - fixed names, placeholders
+                    f"""SELECT subject_id, counts FROM {table}
+                        WHERE subject_id IN ({marks}) AND {column} >= ? AND {column} <= ?""",  # noqa: S608 - fixed names, placeholders
                     (*chunk, lo, hi),
                 ).fetchall()
-                for subject_id, bucket, count in rows:
-                    result.setdefault(int(subject_id), {})[int(bucket)] = int(count)
+                for subject_id, counts in rows:
+                    found = result.setdefault(int(subject_id), {})
+                    for bucket, count in packed.histogram_counts(counts).items():
+                        found[bucket] = found.get(bucket, 0) + count
         return result
 
     def outages(
