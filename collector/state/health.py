@@ -246,6 +246,24 @@ class ProvinceHealth:
 
 
 @dataclass
+class History:
+    """What a commune's figures take from its recorded outages, as of one time: the
+    availability windows, the line's combination of its probes and its days. The rest
+    of a commune's health is read from its latest facts alone."""
+
+    probes: dict[int, Availabilities]
+    """Each link probe's own windows by subject id (when asked for detail)."""
+    line_monitored: bool
+    """Some probe of the dedicated line reported within the longest window."""
+    line: Availabilities
+    line_open_since: float | None
+    """When the line's current outage began (every probe down), if it is down."""
+    days: list[Day]
+    ready_24h: dict[int, float | None]
+    """Each Polycom's share of the last 24 h ready for a meeting, by subject id."""
+
+
+@dataclass
 class _Facts:
     """Everything the store knows, read once per request and grouped by commune."""
 
@@ -426,31 +444,37 @@ class HealthModel:
         *,
         detail: bool = True,
         days: list[tuple[float, float]] | None = None,
+        history: History | None = None,
     ) -> CommuneHealth:
+        """``history``: the commune's figures from its outages, when already known (the
+        live model's); else computed from ``facts.outages``."""
         info = self._commune_info(province, slug)
         agents = facts.agents.get((province, slug), [])
         online = {a.agent_key for a in agents if a.state == "online"}
         subjects = facts.subjects.get((province, slug), [])
+        links = [s for s in subjects if s.kind == "link"]
+        polycoms = [s for s in subjects if s.kind == "polycom"]
+        if history is None:
+            history = self.history(
+                links,
+                polycoms,
+                facts.outages,
+                now,
+                detail=detail,
+                days=days or [],
+                horizon=facts.horizon,
+                combined=None
+                if facts.lines is None
+                else facts.lines.get((province, slug), ([], 0.0)),
+            )
         antimalware = self._antimalware(
             info, facts.latest.get((province, slug, "antivirus"), []), online
         )
-        line, links = self._line(
-            [s for s in subjects if s.kind == "link"],
-            facts.latest.get((province, slug, "link"), []),
-            online,
-            facts.outages,
-            now,
-            detail=detail,
-            days=days or [],
-            horizon=facts.horizon,
-            combined=None if facts.lines is None else facts.lines.get((province, slug), ([], 0.0)),
+        line, link_targets = self._line(
+            links, facts.latest.get((province, slug, "link"), []), online, history, now
         )
         polycom = self._polycom(
-            info,
-            facts.latest.get((province, slug, "polycom"), []),
-            [s for s in subjects if s.kind == "polycom"],
-            facts.outages,
-            now,
+            info, facts.latest.get((province, slug, "polycom"), []), polycoms, history
         )
         interfaces = self._interfaces(
             facts.latest.get((province, slug, "snmp"), []), facts.ports, frozenset(info.uplinks)
@@ -473,7 +497,7 @@ class HealthModel:
             line=line,
             polycom=polycom,
             interfaces=interfaces,
-            links=links,
+            links=link_targets,
         )
 
     @staticmethod
@@ -521,11 +545,10 @@ class HealthModel:
         }
         return Availabilities(values["24h"], values["7d"], values["30d"])
 
-    def _line(
+    def history(
         self,
-        subjects: list[Subject],
-        samples: list[LatestSample],
-        online: set[str],
+        links: list[Subject],
+        polycoms: list[Subject],
         outages_by_subject: dict[int, list[Outage]],
         now: float,
         *,
@@ -533,20 +556,67 @@ class HealthModel:
         days: list[tuple[float, float]] | None = None,
         horizon: float = 30 * DAY,
         combined: tuple[list[Outage], float] | None = None,
+    ) -> History:
+        """A commune's figures from its probes' and Polycoms' outages. ``combined``: the
+        line already combined (the overview's cache)."""
+        start = now - max(WINDOWS.values())
+        tslcd = [
+            (outages_by_subject.get(s.id, []), s.monitored_since)
+            for s in links
+            if s.network == "tslcd" and s.last_ts >= start
+        ]
+        combined_outages, since = all_down(tslcd) if combined is None else combined
+        return History(
+            probes=(
+                {
+                    s.id: self._windows(
+                        outages_by_subject.get(s.id, []), s.monitored_since, now, horizon
+                    )
+                    for s in links
+                }
+                if detail
+                else {}
+            ),
+            line_monitored=bool(tslcd),
+            line=(
+                self._windows(combined_outages, since, now, horizon)
+                if tslcd
+                else Availabilities(None, None, None)
+            ),
+            line_open_since=next((o.start for o in combined_outages if o.end is None), None),
+            days=[
+                Day(
+                    lo,
+                    availability(combined_outages, lo, hi, since, now).percent if tslcd else None,
+                )
+                for lo, hi in days or []
+            ],
+            ready_24h={
+                s.id: availability(
+                    outages_by_subject.get(s.id, []), now - DAY, now, s.monitored_since, now
+                ).percent
+                for s in polycoms
+            },
+        )
+
+    def _line(
+        self,
+        subjects: list[Subject],
+        samples: list[LatestSample],
+        online: set[str],
+        history: History,
+        now: float,
     ) -> tuple[Line, list[LineTarget]]:
-        """The line, and the commune's other link probes. ``combined``: the line already
-        combined (the overview's cache)."""
+        """The line, and the commune's other link probes."""
         start = now - max(WINDOWS.values())
         unknown = Availabilities(None, None, None)
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
         targets: list[LineTarget] = []
         links: list[LineTarget] = []
-        tslcd: list[tuple[list[Outage], float]] = []
         up_now: list[bool] = []
         best_rtt: float | None = None
         best_loss: float | None = None
         for subject in subjects:
-            outages = outages_by_subject.get(subject.id, [])
             sample = latest.get((subject.agent_key, subject.name))
             running = subject.agent_key in online
             up = subject.state == "up" if running else None
@@ -562,16 +632,11 @@ class HealthModel:
                     since=subject.since,
                     rtt_ms=rtt,
                     loss_percent=loss,
-                    availability=(
-                        self._windows(outages, subject.monitored_since, now, horizon)
-                        if detail
-                        else unknown
-                    ),
+                    availability=history.probes.get(subject.id, unknown),
                 )
             )
             if subject.network != "tslcd" or subject.last_ts < start:
                 continue
-            tslcd.append((outages, subject.monitored_since))
             if up is not None:
                 up_now.append(up)
             if up:
@@ -583,28 +648,16 @@ class HealthModel:
                     if best_loss is None or (loss is not None and loss < best_loss)
                     else best_loss
                 )
-        combined_outages, since = all_down(tslcd) if combined is None else combined
-        open_outage = next((o.start for o in combined_outages if o.end is None), None)
         line_up = any(up_now) if up_now else None
         line = Line(
-            monitored=bool(tslcd),
+            monitored=history.line_monitored,
             up=line_up,
-            down_since=open_outage if line_up is False else None,
-            availability=(
-                self._windows(combined_outages, since, now, horizon)
-                if tslcd
-                else Availabilities(None, None, None)
-            ),
+            down_since=history.line_open_since if line_up is False else None,
+            availability=history.line,
             rtt_ms=best_rtt,
             loss_percent=best_loss,
             targets=targets,
-            days=[
-                Day(
-                    lo,
-                    availability(combined_outages, lo, hi, since, now).percent if tslcd else None,
-                )
-                for lo, hi in days or []
-            ],
+            days=history.days,
         )
         return line, links
 
@@ -613,8 +666,7 @@ class HealthModel:
         info: Commune,
         samples: list[LatestSample],
         subjects: list[Subject],
-        outages_by_subject: dict[int, list[Outage]],
-        now: float,
+        history: History,
     ) -> Polycom:
         ready_history = {(s.agent_key, s.name, s.target): s for s in subjects}
         devices: list[PolycomDevice] = []
@@ -623,12 +675,6 @@ class HealthModel:
                 continue
             fields = sample.fields
             subject = ready_history.get((sample.agent_key, sample.name, sample.target))
-            ready_24h = None
-            if subject is not None:
-                outages = outages_by_subject.get(subject.id, [])
-                ready_24h = availability(
-                    outages, now - DAY, now, subject.monitored_since, now
-                ).percent
             devices.append(
                 PolycomDevice(
                     agent=sample.agent_key.rsplit("/", 1)[1],
@@ -642,7 +688,7 @@ class HealthModel:
                     microphone_ok=POLYCOM.flag(fields, "microphone_ok"),
                     model=POLYCOM.text(fields, "model"),
                     ts=sample.ts,
-                    ready_24h=ready_24h,
+                    ready_24h=history.ready_24h.get(subject.id) if subject is not None else None,
                 )
             )
         return Polycom(
