@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -383,7 +383,7 @@ class HealthModel:
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
         """Every commune: the inventories' in their order, then the others seen, sorted."""
-        seen = {(p, c) for p, c in self.store.places() if province is None or p == province}
+        seen = {(p, c) for p, c in self._known_places() if province is None or p == province}
         listed = [
             (inv.province, c.slug)
             for inv in self.inventories.values()
@@ -391,6 +391,10 @@ class HealthModel:
             for c in inv.communes
         ]
         return listed + sorted(seen - set(listed))
+
+    def _known_places(self) -> set[tuple[str, str]]:
+        """(province, commune) of every agent known."""
+        return self.store.places()
 
     def renamed(self, slug: str, province: str | None = None) -> tuple[str, str] | None:
         """(province, slug now) of a commune the inventory lists ``slug`` as formerly
@@ -422,6 +426,17 @@ class HealthModel:
             self._commune(facts, p, c, now, detail=detail, days=spans)
             for p, c in self.places(province)
         ]
+
+    def some(
+        self, places: Sequence[tuple[str, str]], *, detail: bool = True, days: int = 0
+    ) -> list[CommuneHealth]:
+        """These communes (a page of a national list), as ``communes`` gives them."""
+        found = {
+            (c.province, c.slug): c
+            for province in sorted({p for p, _ in places})
+            for c in self.communes(province, detail=detail, days=days)
+        }
+        return [found[place] for place in places if place in found]
 
     def commune(
         self, slug: str, province: str | None = None, *, days: int = 0
