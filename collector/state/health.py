@@ -396,6 +396,11 @@ class HealthModel:
         """(province, commune) of every agent known."""
         return self.store.places()
 
+    def agents_in(self, province: str, commune: str) -> list[AgentState]:
+        """A commune's agents, by key."""
+        place = f"{province}/{commune}/"
+        return [a for a in self.store.agents() if a.agent_key.startswith(place)]
+
     def renamed(self, slug: str, province: str | None = None) -> tuple[str, str] | None:
         """(province, slug now) of a commune the inventory lists ``slug`` as formerly
         named, for links and bookmarks made before the rename."""

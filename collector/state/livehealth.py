@@ -45,7 +45,7 @@ from collector.state.health import (
 )
 from collector.state.heldfacts import HeldFacts, Place
 from collector.state.inventory import Inventory
-from collector.state.store import StateStore, Subject
+from collector.state.store import AgentState, StateStore, Subject
 
 #: What depends on time alone is at most this old (seconds).
 FIGURES_BOUND_S = 60.0
@@ -124,6 +124,12 @@ class LiveHealth(HealthModel):
         # The totals read no probe's own windows: the overview's way, over 30 days.
         communes = self._some(self.places(province), False, 0, max(WINDOWS.values()))
         return self.totals(province, communes)
+
+    def agents_in(self, province: str, commune: str) -> list[AgentState]:
+        if self._writer is None:
+            return super().agents_in(province, commune)
+        self.facts.load(self._writer, [province])
+        return self.facts.snapshot((province, commune), 0.0).agents
 
     # one commune ---------------------------------------------------------------------
 

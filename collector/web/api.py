@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from agent.wire import MAX_TIME
 from collector import __version__
@@ -52,7 +52,7 @@ from collector.web.auth import (
     errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
-from collector.web.readable import ReadableJSONResponse
+from collector.web.readable import ReadableJSONResponse, readable_json
 from collector.web.scope import (
     Scope,
     alert_in_scope,
@@ -253,18 +253,57 @@ def get_province(who: Reader, context: Context, province: str | None = None) -> 
     return context.model.totals(chosen, mine)
 
 
-@router.get("/api/v1/communes", tags=["health"], responses=errors())
+#: Communes per page of ``/api/v1/communes`` unless asked: more than any province has
+#: (Hà Nội's 126), so that a province's list is one page; a national list is several.
+PAGE = 200
+MAX_PAGE = 1000
+
+
+@router.get(
+    "/api/v1/communes",
+    tags=["health"],
+    responses=errors(400),
+    response_model=list[CommuneHealth],
+)
 def get_communes(
-    who: Reader, context: Context, province: str | None = None, status: str | None = None
-) -> list[CommuneHealth]:
+    request: Request,
+    who: Reader,
+    context: Context,
+    province: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
     """Every commune (the inventory's, then others seen), optionally by status; each
-    line's last 7 days one by one (``line.days``, the console's strip)."""
-    communes = context.model.communes(province, days=OVERVIEW_DAYS)
-    return [
+    line's last 7 days one by one (``line.days``, the console's strip).
+
+    In pages of ``limit`` communes (default 200, at most 1000) in that order: when more
+    follow, the answer's ``Link`` header gives the next page (``rel="next"``) and
+    ``X-Next-Cursor`` its ``cursor`` (``province/slug`` of the last commune listed; with
+    ``status``, a page may hold fewer, or none, of the communes that match)."""
+    places = [p for p in context.model.places(province) if who.scope.holds(*p)]
+    start = 0
+    if cursor:
+        where = {f"{p}/{c}": i for i, (p, c) in enumerate(places)}
+        if cursor not in where:
+            raise HTTPException(400, f"cursor: no commune {cursor!r} in this list")
+        start = where[cursor] + 1
+    page = places[start : start + limit]
+    communes = [
         c
-        for c in communes
-        if (status is None or c.status == status) and who.scope.holds(c.province, c.slug)
+        for c in context.model.some(page, days=OVERVIEW_DAYS)
+        if status is None or c.status == status
     ]
+    response = readable_json(_COMMUNES.dump_python(communes, mode="json"))
+    if start + limit < len(places):
+        last = "/".join(page[-1])
+        following = request.url.include_query_params(cursor=last)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        response.headers["X-Next-Cursor"] = last
+    return response
+
+
+_COMMUNES = TypeAdapter(list[CommuneHealth])
 
 
 @router.get("/api/v1/communes/{commune}", tags=["health"], responses=errors(404))
@@ -354,12 +393,13 @@ def get_availability(
     renamed = context.model.renamed(commune, province)
     if renamed is not None and who.scope.holds(*renamed):
         commune = renamed[1]
+    # Each province's commune of that slug, read by place (not every subject of the country).
+    provinces = [province] if province is not None else context.model.provinces()
     subjects = [
         s
-        for s in context.store.subjects()
+        for p in provinces
+        for s in context.store.subjects(place=f"{p}/{commune}/")
         if s.kind in ("link", "polycom")
-        and s.agent_key.split("/")[1] == commune
-        and (province is None or s.agent_key.split("/")[0] == province)
         and (target is None or target in (s.name, s.target))
         and who.scope.holds_key(s.agent_key)
     ]

@@ -374,7 +374,7 @@ def commune_page(
         if subjects
         else ""
     )
-    pcs = _pcs(context, place)
+    pcs = _pcs(context, commune.province, commune.slug)
     alerts = list_alerts(
         context.store, now, province=commune.province, commune=slug, state="firing"
     )
@@ -391,8 +391,9 @@ def commune_page(
     )  # fmt: skip
 
 
-def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
-    agents = {a.agent_key: a for a in context.store.agents() if a.agent_key.startswith(place)}
+def _pcs(context: ApiContext, province: str, slug: str) -> list[dict[str, Any]]:
+    place = f"{province}/{slug}/"
+    agents = {a.agent_key: a for a in context.model.agents_in(province, slug)}
     rows: dict[str, dict[str, Any]] = {}
     for sample in context.store.latest_of("antivirus", place):
         row = rows.setdefault(
