@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
 from agent.wire import MAX_TIME
 from collector import __version__
@@ -52,7 +52,7 @@ from collector.web.auth import (
     errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
-from collector.web.readable import ReadableJSONResponse, readable_json
+from collector.web.readable import ReadableJSONResponse, Rendered, json_list
 from collector.web.scope import (
     Scope,
     alert_in_scope,
@@ -294,7 +294,7 @@ def get_communes(
         for c in context.model.some(page, days=OVERVIEW_DAYS)
         if status is None or c.status == status
     ]
-    response = readable_json(_COMMUNES.dump_python(communes, mode="json"))
+    response = json_list([_rendered((c.province, c.slug, "days"), c) for c in communes])
     if start + limit < len(places):
         last = "/".join(page[-1])
         following = request.url.include_query_params(cursor=last)
@@ -303,13 +303,19 @@ def get_communes(
     return response
 
 
-_COMMUNES = TypeAdapter(list[CommuneHealth])
+_rendered = Rendered()
+"""Each commune's JSON, for the same figures asked again (nothing changed since)."""
 
 
-@router.get("/api/v1/communes/{commune}", tags=["health"], responses=errors(404))
+@router.get(
+    "/api/v1/communes/{commune}",
+    tags=["health"],
+    responses=errors(404),
+    response_model=CommuneHealth,
+)
 def get_commune(
     who: Reader, context: Context, commune: str, province: str | None = None
-) -> CommuneHealth:
+) -> Response:
     """One commune in detail: anti-malware, the line with every probe of it and its last
     7 days, the other links (Internet, LAN), Polycom, interfaces. A slug the inventory
     lists as the commune's former one answers for the commune."""
@@ -319,7 +325,9 @@ def get_commune(
     )
     if found is None:
         raise not_found(f"no commune {commune!r} in the inventory or the data")
-    return found
+    return Response(
+        _rendered((found.province, found.slug, "days"), found), media_type="application/json"
+    )
 
 
 @router.get("/api/v1/agents", tags=["agents"], responses=errors())

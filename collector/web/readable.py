@@ -11,12 +11,15 @@ rendering is rounded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import math
+from collections.abc import Hashable
 from typing import Any
 
-from fastapi.responses import JSONResponse
+import msgspec
+from fastapi.responses import JSONResponse, Response
 
 from agent.wire import MAX_TIME
 from collector.common.localtime import VIETNAM
@@ -86,10 +89,77 @@ def readable(content: Any) -> Any:
     return result
 
 
-def readable_json(content: Any, status_code: int = 200) -> JSONResponse:
-    """``content`` as the API answers it, rendered here (a route that builds its answer
-    itself, for speed, answers exactly as the others)."""
-    return ReadableJSONResponse(content, status_code=status_code)
+def readable_of(value: Any) -> Any:
+    """``readable`` of what pydantic's JSON dump of ``value`` (dataclasses, lists,
+    dicts, scalars) would be, in one pass: the API's largest answers (every commune's
+    health) are rendered without the dump and the walk over it."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None  # pydantic's JSON: inf and nan as null
+    if kind is list or kind is tuple:
+        return [readable_of(item) for item in value]
+    if kind is dict:
+        return readable({key: readable_of(item) for key, item in value.items()})
+    plan = _PLANS.get(kind) or _plan(kind)
+    result: dict[str, Any] = {}
+    for name, percent, twin in plan:
+        item = readable_of(getattr(value, name))
+        if percent and type(item) is float:
+            item = round(item, DECIMALS)
+        result[name] = item
+        if twin is not None:
+            if _is_time(name, item):
+                result[twin] = iso(item)
+            elif item is None:
+                result[twin] = None
+    return result
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+_PLANS: dict[type, tuple[tuple[str, bool, str | None], ...]] = {}
+"""Per dataclass: (field, a percentage's name, the name of its ISO twin if a time's)."""
+
+
+def _plan(kind: type) -> tuple[tuple[str, bool, str | None], ...]:
+    if not dataclasses.is_dataclass(kind):
+        raise TypeError(f"not rendered as JSON: {kind.__name__}")
+    names = [f.name for f in dataclasses.fields(kind)]
+    plan = tuple(
+        (
+            name,
+            _is_percent_key(name),
+            f"{name}_iso" if _is_time_key(name) and f"{name}_iso" not in names else None,
+        )
+        for name in names
+    )
+    _PLANS[kind] = plan
+    return plan
+
+
+class Rendered:
+    """Values' readable JSON by key, kept while the value asked for is the very one
+    rendered: the live health model hands out the same figures until they change."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._held: dict[Hashable, tuple[object, bytes]] = {}
+
+    def __call__(self, key: Hashable, value: object) -> bytes:
+        held = self._held.get(key)
+        if held is not None and held[0] is value:
+            return held[1]
+        body = msgspec.json.encode(readable_of(value))
+        if len(self._held) >= self.size:
+            self._held.clear()
+        self._held[key] = (value, body)
+        return body
+
+
+def json_list(parts: list[bytes]) -> Response:
+    """A JSON array of values already rendered."""
+    return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
 
 
 class ReadableJSONResponse(JSONResponse):
