@@ -253,9 +253,9 @@ def get_province(who: Reader, context: Context, province: str | None = None) -> 
     return context.model.totals(chosen, mine)
 
 
-#: Communes per page of ``/api/v1/communes`` unless asked: more than any province has
-#: (Hà Nội's 126), so that a province's list is one page; a national list is several.
-PAGE = 200
+#: Communes per page of a national ``/api/v1/communes`` unless asked (a province's list
+#: is whole unless asked: Hà Nội's 126 communes at most).
+PAGE = 100
 MAX_PAGE = 1000
 
 
@@ -271,17 +271,20 @@ def get_communes(
     context: Context,
     province: str | None = None,
     status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Every commune (the inventory's, then others seen), optionally by status; each
     line's last 7 days one by one (``line.days``, the console's strip).
 
-    In pages of ``limit`` communes (default 200, at most 1000) in that order: when more
-    follow, the answer's ``Link`` header gives the next page (``rel="next"``) and
-    ``X-Next-Cursor`` its ``cursor`` (``province/slug`` of the last commune listed; with
-    ``status``, a page may hold fewer, or none, of the communes that match)."""
+    In pages of ``limit`` communes (at most 1000; without ``province``, 100 unless asked)
+    in that order: when more follow, the answer's ``Link`` header gives the next page
+    (``rel="next"``) and ``X-Next-Cursor`` its ``cursor`` (``province/slug`` of the last
+    commune listed; with ``status``, a page may hold fewer, or none, of the communes that
+    match)."""
     places = [p for p in context.model.places(province) if who.scope.holds(*p)]
+    if limit is None:
+        limit = len(places) if province is not None else PAGE
     start = 0
     if cursor:
         where = {f"{p}/{c}": i for i, (p, c) in enumerate(places)}

@@ -105,9 +105,15 @@ def readable_of(value: Any) -> Any:
     plan = _PLANS.get(kind) or _plan(kind)
     result: dict[str, Any] = {}
     for name, percent, twin in plan:
-        item = readable_of(getattr(value, name))
-        if percent and type(item) is float:
-            item = round(item, DECIMALS)
+        item = getattr(value, name)
+        field_kind = type(item)
+        if field_kind is float:
+            if not math.isfinite(item):
+                item = None
+            elif percent:
+                item = round(item, DECIMALS)
+        elif field_kind not in _SCALARS:
+            item = readable_of(item)
         result[name] = item
         if twin is not None:
             if _is_time(name, item):
