@@ -12,7 +12,7 @@ loopback, reading through its own connection), and reads it from other processes
 
 - the province's IOC, every 10 s: /api/v1/province, /api/v1/communes?province=
   and the firing alerts;
-- a national reader, every 10 s: the first two pages of /api/v1/communes (200
+- a national reader, every 10 s: the first two pages of /api/v1/communes (100
   communes each) and /api/v1/alerts;
 - ``--consoles`` technicians, each every ``--think`` seconds in turn: the
   overview (/), a commune's page, /api/v1/communes/{slug}, a commune's month of
@@ -56,7 +56,7 @@ from collector.alerts.rules import default_rules  # noqa: E402
 from collector.config import ApiSection, ConsoleSection  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
-from collector.state.health import HealthModel  # noqa: E402
+from collector.state.health import OVERVIEW_DAYS, HealthModel  # noqa: E402
 from collector.state.inventory import Commune, Inventory  # noqa: E402
 from collector.state.livehealth import LiveHealth  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
@@ -80,11 +80,13 @@ class Country:
         self.inventories: list[Inventory] = []
         for index in range(count):
             province = f"p{index + 1:02d}"
-            slugs = [f"x{index + 1:02d}-{i:03d}"
-                     for i in range(min(PER_PROVINCE, communes - index * PER_PROVINCE))]  # fmt: skip
+            size = min(PER_PROVINCE, communes - index * PER_PROVINCE)
+            slugs = [f"x{index + 1:02d}-{i:03d}" for i in range(size)]
             self.fleets.append(Fleet(province, slugs, 49, seed=index + 1, outages_per_day=20))
-            self.inventories.append(Inventory(province=province, name=f"Tỉnh {index + 1}",
-                communes=[Commune(slug=s, name=f"Xã {s}", pcs=50, polycoms=1) for s in slugs]))  # fmt: skip
+            listed = [Commune(slug=s, name=f"Xã {s}", pcs=50, polycoms=1) for s in slugs]
+            self.inventories.append(
+                Inventory(province=province, name=f"Tỉnh {index + 1}", communes=listed)
+            )
         self.agents: list[tuple[Fleet, SimAgent]] = [(f, a) for f in self.fleets for a in f.agents]
 
     def cycle(self, at: float) -> list[Message]:
@@ -185,9 +187,9 @@ def _readers(port: int, country: Country, consoles: int, think: float, seconds: 
            f"/api/v1/communes?province={first.province}"),
           ("GET /api/v1/alerts (province)", "province",
            f"/api/v1/alerts?province={first.province}&state=firing&limit=100")], 10.0 / 3),
-        ([("GET /api/v1/communes (national p1)", "national", "/api/v1/communes?limit=200"),
+        ([("GET /api/v1/communes (national p1)", "national", "/api/v1/communes"),
           ("GET /api/v1/communes (national p2)", "national",
-           f"/api/v1/communes?limit=200&cursor={_cursor(country, 199)}"),
+           f"/api/v1/communes?cursor={_cursor(country, 99)}"),
           ("GET /api/v1/alerts (national)", "national", "/api/v1/alerts?limit=100")], 10.0 / 3),
         ([("GET /healthz (floor)", "floor", "/healthz")], 1.0),
     ]  # fmt: skip
@@ -272,10 +274,11 @@ def report(names: list[str], measured: list[tuple[dict[str, list[float]], dict[s
         cells = []
         for times, _, _ in measured:
             values = times.get(label, [])
-            cells.append(
-                f"{statistics.median(values):7.1f} /{percentile(values, 0.99):8.1f} ({len(values):3d})"
-                if values else f"{'—':>26}"
-            )  # fmt: skip
+            if not values:
+                cells.append("—")
+                continue
+            median, p99 = statistics.median(values), percentile(values, 0.99)
+            cells.append(f"{median:7.1f} /{p99:8.1f} ({len(values):3d})")
         print(f"  {label:44}" + "".join(f"{c:>26}" for c in cells))
     for name, (_, _, failed) in zip(names, measured, strict=True):
         if failed:
@@ -328,9 +331,12 @@ def main() -> None:
               f"{time.perf_counter() - built:.0f} s; {args.consoles} consoles, "
               f"{args.rate:.0f} msg/s, {args.seconds:.0f} s a phase", flush=True)  # fmt: skip
         warming = time.perf_counter()
-        live.warm()
-        print(f"  live model warmed (every province held) in "
-              f"{time.perf_counter() - warming:.1f} s", flush=True)  # fmt: skip
+        live.warm()  # as `run` does at start: every province held, the overviews computed
+        warmed = time.perf_counter() - warming
+        live.communes(days=OVERVIEW_DAYS)  # what the lists ask: computed once before
+        print(f"  live model warmed in {warmed:.1f} s (`run` does it at start), every "
+              f"commune's detail first computed in {time.perf_counter() - warming - warmed:.1f} s",
+              flush=True)  # fmt: skip
         settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
         console = ConsoleSection()
         servers = {

@@ -82,6 +82,11 @@ class Availabilities:
     last_30d: float | None
 
 
+NOT_COMPUTED = Availabilities(None, None, None)
+"""A probe's own windows where they were not asked for (the overview's): one value,
+never changed."""
+
+
 @dataclass
 class LineTarget:
     agent: str
@@ -629,7 +634,6 @@ class HealthModel:
     ) -> tuple[Line, list[LineTarget]]:
         """The line, and the commune's other link probes."""
         start = now - max(WINDOWS.values())
-        unknown = Availabilities(None, None, None)
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
         targets: list[LineTarget] = []
         links: list[LineTarget] = []
@@ -637,24 +641,16 @@ class HealthModel:
         best_rtt: float | None = None
         best_loss: float | None = None
         for subject in subjects:
-            sample = latest.get((subject.agent_key, subject.name))
             running = subject.agent_key in online
             up = subject.state == "up" if running else None
-            rtt = LINK.number(sample.fields, "rtt_ms") if sample else None
-            loss = LINK.number(sample.fields, "loss_percent") if sample else None
-            (targets if subject.network == "tslcd" else links).append(
-                LineTarget(
-                    agent=subject.agent_key.rsplit("/", 1)[1],
-                    name=subject.name,
-                    target=subject.target,
-                    network=subject.network,
-                    up=up,
-                    since=subject.since,
-                    rtt_ms=rtt,
-                    loss_percent=loss,
-                    availability=history.probes.get(subject.id, unknown),
-                )
+            probe = self._target(
+                subject,
+                latest.get((subject.agent_key, subject.name)),
+                up,
+                history.probes.get(subject.id, NOT_COMPUTED),
             )
+            rtt, loss = probe.rtt_ms, probe.loss_percent
+            (targets if subject.network == "tslcd" else links).append(probe)
             if subject.network != "tslcd" or subject.last_ts < start:
                 continue
             if up is not None:
@@ -680,6 +676,26 @@ class HealthModel:
             days=history.days,
         )
         return line, links
+
+    def _target(
+        self,
+        subject: Subject,
+        sample: LatestSample | None,
+        up: bool | None,
+        availability: Availabilities,
+    ) -> LineTarget:
+        """One probe of a link, with its latest RTT and loss."""
+        return LineTarget(
+            agent=subject.agent_key.rsplit("/", 1)[1],
+            name=subject.name,
+            target=subject.target,
+            network=subject.network,
+            up=up,
+            since=subject.since,
+            rtt_ms=LINK.number(sample.fields, "rtt_ms") if sample else None,
+            loss_percent=LINK.number(sample.fields, "loss_percent") if sample else None,
+            availability=availability,
+        )
 
     def _polycom(
         self,

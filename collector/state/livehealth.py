@@ -35,17 +35,20 @@ from typing import Any
 from collector.state.availability import Outage
 from collector.state.health import (
     DAY,
+    NOT_COMPUTED,
     WINDOWS,
+    Availabilities,
     CommuneHealth,
     HealthModel,
     History,
+    LineTarget,
     ProvinceHealth,
     _Facts,
     local_days,
 )
 from collector.state.heldfacts import HeldFacts, Place
 from collector.state.inventory import Inventory
-from collector.state.store import AgentState, StateStore, Subject
+from collector.state.store import AgentState, LatestSample, StateStore, Subject
 
 #: What depends on time alone is at most this old (seconds).
 FIGURES_BOUND_S = 60.0
@@ -69,6 +72,9 @@ class LiveHealth(HealthModel):
         self._writer: StateStore | None = None
         self._histories: dict[_Key, tuple[tuple[Any, ...], float, History]] = {}
         self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
+        self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
+        """Each probe's figures by (subject id, overview), while its inputs are the same
+        objects: a commune changes a few probes at a time (the agents that reported)."""
 
     def install(self, writer: StateStore) -> None:
         """Keep current with what ``writer`` commits. Install it after the other
@@ -130,6 +136,28 @@ class LiveHealth(HealthModel):
             return super().agents_in(province, commune)
         self.facts.load(self._writer, [province])
         return self.facts.snapshot((province, commune), 0.0).agents
+
+    def _target(
+        self,
+        subject: Subject,
+        sample: LatestSample | None,
+        up: bool | None,
+        availability: Availabilities,
+    ) -> LineTarget:
+        key = (subject.id, availability is NOT_COMPUTED)
+        held = self._targets.get(key)
+        if held is not None:
+            was_subject, was_sample, was_up, was_availability = held[0]
+            if (
+                was_subject is subject
+                and was_sample is sample
+                and was_up is up
+                and was_availability is availability
+            ):
+                return held[1]
+        target = super()._target(subject, sample, up, availability)
+        self._targets[key] = ((subject, sample, up, availability), target)
+        return target
 
     # one commune ---------------------------------------------------------------------
 

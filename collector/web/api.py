@@ -38,7 +38,7 @@ from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.build import build as build_report
 from collector.outputs.report.render import render as render_report
 from collector.state.availability import Outage, all_down, availability
-from collector.state.health import OVERVIEW_DAYS, CommuneHealth, ProvinceHealth
+from collector.state.health import OVERVIEW_DAYS, CommuneHealth, LineTarget, ProvinceHealth
 from collector.state.store import AgentState, LatestSample, Subject
 from collector.web import audited
 from collector.web.auth import (
@@ -306,7 +306,7 @@ def get_communes(
     return response
 
 
-_rendered = Rendered()
+_rendered = Rendered(parts=[LineTarget])
 """Each commune's JSON, for the same figures asked again (nothing changed since)."""
 
 

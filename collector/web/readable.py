@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import functools
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import msgspec
@@ -89,19 +89,22 @@ def readable(content: Any) -> Any:
     return result
 
 
-def readable_of(value: Any) -> Any:
+def readable_of(value: Any, parts: Parts | None = None) -> Any:
     """``readable`` of what pydantic's JSON dump of ``value`` (dataclasses, lists,
     dicts, scalars) would be, in one pass: the API's largest answers (every commune's
-    health) are rendered without the dump and the walk over it."""
+    health) are rendered without the dump and the walk over it. ``parts``: values of
+    some types already rendered, taken as they are (``msgspec.Raw``)."""
     kind = type(value)
     if kind in _SCALARS:
         return value
     if kind is float:
         return value if math.isfinite(value) else None  # pydantic's JSON: inf and nan as null
     if kind is list or kind is tuple:
-        return [readable_of(item) for item in value]
+        return [readable_of(item, parts) for item in value]
     if kind is dict:
-        return readable({key: readable_of(item) for key, item in value.items()})
+        return readable({key: readable_of(item, parts) for key, item in value.items()})
+    if parts is not None and kind in parts.types:
+        return parts(value)
     plan = _PLANS.get(kind) or _plan(kind)
     result: dict[str, Any] = {}
     for name, percent, twin in plan:
@@ -113,7 +116,7 @@ def readable_of(value: Any) -> Any:
             elif percent:
                 item = round(item, DECIMALS)
         elif field_kind not in _SCALARS:
-            item = readable_of(item)
+            item = readable_of(item, parts)
         result[name] = item
         if twin is not None:
             if _is_time(name, item):
@@ -144,19 +147,42 @@ def _plan(kind: type) -> tuple[tuple[str, bool, str | None], ...]:
     return plan
 
 
+class Parts:
+    """Values of these types rendered once each, kept while that very value is asked
+    for again (by identity; those held are kept alive, so an id is not reused)."""
+
+    def __init__(self, types: Iterable[type], size: int = 100_000) -> None:
+        self.types = frozenset(types)
+        self.size = size
+        self._held: dict[int, tuple[object, msgspec.Raw]] = {}
+
+    def __call__(self, value: object) -> msgspec.Raw:
+        held = self._held.get(id(value))
+        if held is not None and held[0] is value:
+            return held[1]
+        raw = msgspec.Raw(msgspec.json.encode(readable_of(value)))
+        if len(self._held) >= self.size:
+            self._held.clear()
+        self._held[id(value)] = (value, raw)
+        return raw
+
+
 class Rendered:
     """Values' readable JSON by key, kept while the value asked for is the very one
-    rendered: the live health model hands out the same figures until they change."""
+    rendered: the live health model hands out the same figures until they change.
+    ``parts``: the types whose values are kept apart (a commune's probes, of which a
+    few change at a time)."""
 
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, parts: Iterable[type] = (), size: int = 8192) -> None:
         self.size = size
+        self.parts = Parts(parts) if parts else None
         self._held: dict[Hashable, tuple[object, bytes]] = {}
 
     def __call__(self, key: Hashable, value: object) -> bytes:
         held = self._held.get(key)
         if held is not None and held[0] is value:
             return held[1]
-        body = msgspec.json.encode(readable_of(value))
+        body = msgspec.json.encode(readable_of(value, self.parts))
         if len(self._held) >= self.size:
             self._held.clear()
         self._held[key] = (value, body)
