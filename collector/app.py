@@ -446,6 +446,7 @@ class Collector:
             self.rollout.stop()
         if self.sink is not None:
             self.sink.stop()
+        self.health.close()
         self.reader.close()
         self.store.close()
 

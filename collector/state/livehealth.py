@@ -27,9 +27,13 @@ is the plain ``HealthModel``.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.state.availability import Outage
@@ -70,6 +74,9 @@ class LiveHealth(HealthModel):
         self.figures_bound_s = figures_bound_s
         self.facts = HeldFacts()
         self._writer: StateStore | None = None
+        self._history_db: sqlite3.Connection | None = None
+        """Its own connection for the outages: not queued behind the API's other reads."""
+        self._history_lock = threading.Lock()
         self._histories: dict[_Key, tuple[tuple[Any, ...], float, History]] = {}
         self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
         self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
@@ -80,8 +87,16 @@ class LiveHealth(HealthModel):
         """Keep current with what ``writer`` commits. Install it after the other
         observers: one that fails before it rolls the batch back unseen."""
         self._writer = writer
+        if self.store.path != Path(":memory:"):
+            self._history_db = sqlite3.connect(
+                self.store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
+            )
         writer.observers.append(self.facts.observe)
         writer.watchers.append(self.facts)
+
+    def close(self) -> None:
+        if self._history_db is not None:
+            self._history_db.close()
 
     # the model's questions -----------------------------------------------------------
 
@@ -227,6 +242,15 @@ class LiveHealth(HealthModel):
             self._histories[key] = (signature, now, history)
         return history
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._history_db is None:
+            with self.store.reading() as db:
+                yield db
+            return
+        with self._history_lock:
+            yield self._history_db
+
     def _outages(
         self, subjects: list[Subject], start: float, end: float
     ) -> tuple[dict[int, list[Outage]], bool]:
@@ -237,7 +261,7 @@ class LiveHealth(HealthModel):
         ids = list(held)
         found: dict[int, tuple[Any, ...]] = {}
         outages: dict[int, list[Outage]] = {}
-        with self.store.reading() as db:
+        with self._reading() as db:
             db.execute("BEGIN")
             try:
                 for offset in range(0, len(ids), 500):  # SQLite's bound on parameters
