@@ -88,6 +88,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/agent_bench.py
+	$(BIN)/python bench/reads_bench.py --seconds 20 --communes 300
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,9 @@ the reading and the holding); from then on the store's observer
   when it may have changed: an agent not known online (data brings an agent
   marked silent back), a subject or port whose state the sample does not repeat.
   The common sample (same state, newer) reads nothing;
-- a rolled-back transaction forgets everything: the next read loads afresh.
+- a rolled-back transaction forgets everything: the next read loads afresh. (One
+  message that ``apply_each`` rolls back alone after the observers saw it, its spool
+  row failing, stays held until its series' next sample: the store tells no one.)
 
 Outages are not held (a month of a province's probes is large): the live model
 reads them when a commune's history is due (``state/livehealth.py``).
