@@ -11,8 +11,8 @@ the reading and the holding); from then on the store's observer
 - a latest sample replaces the one held when it is newer, exactly as the store's
   upsert does (the store is handed only what it admitted);
 - an agent, a subject or a port is read again from the transaction's connection
-  when it may have changed: an agent not known online (data brings an agent
-  marked silent back), a subject or port whose state the sample does not repeat.
+  when it may have changed: an agent new or marked silent (data brings it back), a
+  subject or port whose state the sample does not repeat.
   The common sample (same state, newer) reads nothing;
 - a rolled-back transaction forgets everything: the next read loads afresh. (One
   message that ``apply_each`` rolls back alone after the observers saw it, its spool
@@ -154,7 +154,9 @@ class HeldFacts:
                     held = self._communes[place] = _Commune()
                 key = agent_key(envelope.province, envelope.commune, envelope.agent)
                 agent = held.agents.get(key)
-                changed = agent is None or agent.state != "online"
+                # Data brings back an agent marked silent (and makes one new): else its
+                # state is as held.
+                changed = agent is None or (agent.state == "offline" and agent.reason == "silent")
                 if changed:
                     _read_agent(db, held, key)
                 for sample in envelope.samples:
