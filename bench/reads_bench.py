@@ -36,6 +36,7 @@ national list's <= 250 ms, the console's pages <= 300 ms.
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import math
 import multiprocessing
@@ -117,20 +118,24 @@ def _nothing() -> None:
 
 
 class Feeder(threading.Thread):
-    """The commit path at a rate: batches of up to 500 due messages, as the source hands
-    them over. Records how late each batch committed after its last message was due."""
+    """The commit path at a rate for ``seconds``: batches of up to 500 due messages, as
+    the source hands them over. Records how late each batch committed after its last
+    message was due, and what was still due, not committed, when the time was up."""
 
-    def __init__(self, ingestor: Ingestor, messages: list[Message], rate: float) -> None:
+    def __init__(
+        self, ingestor: Ingestor, messages: list[Message], rate: float, seconds: float
+    ) -> None:
         super().__init__(name="feeder", daemon=True)
-        self.ingestor, self.messages, self.rate = ingestor, messages, rate
+        self.ingestor, self.messages, self.rate, self.seconds = ingestor, messages, rate, seconds
         self.lags: list[float] = []
         self.committed = 0
         self.span = 0.0
+        self.behind_s = 0.0
 
     def run(self) -> None:
         started = time.monotonic()
         total = len(self.messages)
-        while self.committed < total:
+        while self.committed < total and time.monotonic() - started < self.seconds:
             due = min(total, int((time.monotonic() - started) * self.rate))
             if due <= self.committed:
                 time.sleep(0.005)
@@ -140,6 +145,17 @@ class Feeder(threading.Thread):
             self.committed = end
             self.lags.append(time.monotonic() - started - end / self.rate)
         self.span = time.monotonic() - started
+        due = min(total, int(self.span * self.rate))
+        self.behind_s = (due - self.committed) / self.rate
+
+    def summary(self) -> str:
+        lags = sorted(self.lags) or [0.0]
+        return (
+            f"{self.committed} messages in {self.span:.1f} s = "
+            f"{self.committed / self.span:.0f} msg/s of {self.rate:.0f} offered; commit lag "
+            f"p50 {1000 * statistics.median(lags):.0f} ms, p99 "
+            f"{1000 * percentile(lags, 0.99):.0f} ms; {self.behind_s:.1f} s behind at the end"
+        )
 
 
 # readers (other processes) -------------------------------------------------------------
@@ -335,6 +351,7 @@ def main() -> None:
         live.warm()  # as `run` does at start: every province held, the overviews computed
         warmed = time.perf_counter() - warming
         live.communes(days=OVERVIEW_DAYS)  # what the lists ask: computed once before
+        gc.freeze()  # as `run` does once warm
         print(f"  live model warmed in {warmed:.1f} s (`run` does it at start), every "
               f"commune's detail first computed in {time.perf_counter() - warming - warmed:.1f} s",
               flush=True)  # fmt: skip
@@ -354,8 +371,9 @@ def main() -> None:
         ):
             feeder = None
             if ingesting:
-                feeder = Feeder(ingestor, country.stream(time.time(), args.rate, args.seconds),
-                                args.rate)  # fmt: skip
+                stream = country.stream(time.time(), args.rate, args.seconds)
+                gc.freeze()  # the benchmark's own messages: not the collector's to collect
+                feeder = Feeder(ingestor, stream, args.rate, args.seconds)
             print(f"  phase: {name} ...", flush=True)
             if model:
                 measured.append(phase(servers[model].port, country, args, feeder))
@@ -363,14 +381,12 @@ def main() -> None:
             elif feeder is not None:  # no reads: what ingest does on its own, for reference
                 feeder.start()
             if feeder is not None:
-                feeder.join(timeout=900)
-                lags = sorted(feeder.lags)
-                ingest.append(
-                    f"  {name}: {feeder.committed} messages in {feeder.span:.1f} s = "
-                    f"{feeder.committed / feeder.span:.0f} msg/s of {args.rate:.0f} offered; "
-                    f"commit lag p50 {1000 * statistics.median(lags):.0f} ms, p99 "
-                    f"{1000 * percentile(lags, 0.99):.0f} ms, at the end {lags[-1]:.1f} s"
-                )
+                feeder.join()
+                ingest.append(f"  {name}: {feeder.summary()}")
+                print(ingest[-1], flush=True)
+            if model:
+                report(names[-1:], measured[-1:])
+        print("all phases:")
         report(names, measured)
         print("ingest:")
         for line in ingest:
@@ -378,6 +394,7 @@ def main() -> None:
         for name, (times, kinds, _) in zip(names, measured, strict=True):
             print(f"targets, {name}:")
             verdicts(times, kinds)
+        sys.stdout.flush()
         for server in servers.values():
             server.stop()
         reader.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -320,6 +321,10 @@ class Collector:
         except Exception:  # a failure here costs the first request its speed, no more
             log.exception("could not warm the console's overview")
             return
+        # What start built (the health model's facts and figures: millions of objects for
+        # the country) is left out of the garbage collector's passes, each of which would
+        # otherwise stop every thread, requests and ingest, for a large share of a second.
+        gc.freeze()
         log.info("console overview warmed in %.1f s", time.monotonic() - started)
 
     def _start_api(self) -> None:
