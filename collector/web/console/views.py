@@ -32,6 +32,7 @@ from collector.alerts.records import (
     acknowledge,
     add_silence,
     delete_silence,
+    firing_not_suppressed,
     list_alerts,
     list_silences,
 )
@@ -314,8 +315,6 @@ def overview(
         if scope.holds(c.province, c.slug)
     ]
     totals = context.model.totals(province, communes) if province else None
-    now = time.time()
-    firing = list_alerts(context.store, now, state="firing", places=scope.places())
     chosen = status if status in overview_table.ORDER else ""
     return page(
         request,
@@ -329,7 +328,7 @@ def overview(
         provinces=provinces,
         chosen_province=province,
         strip=strip,
-        firing=len([a for a in firing if not a.suppressed]),
+        firing=firing_not_suppressed(context.store, scope.places()),
     )
 
 
