@@ -266,6 +266,7 @@ class StateStore:
         """Called inside each batch's transaction (the alert engine): what they write
         commits, or rolls back, with the state."""
         self.watchers: list[Watcher] = []
+        """Told of agents changed outside envelopes and of rollbacks (``Watcher``)."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
