@@ -90,6 +90,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/report_bench.py --short
 	$(BIN)/python bench/store_year_bench.py --short
+	$(BIN)/python bench/reads_bench.py --seconds 20 --communes 300
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache

@@ -9,6 +9,12 @@ history to compute), then times what the API serves: every commune
 (/api/v1/communes), the province (/api/v1/province) and one commune. The
 baseline, measured in the same run, is reading the facts alone (agents, latest
 samples, subjects: the store's share of the work).
+
+Then the same questions of the live model (``state/livehealth.py``, what
+``commune-collector run`` serves): its first answer (the province read into memory),
+an answer with nothing changed since, and one after every agent's next cycle was
+committed (every commune changed): before (full recomputation) and after, in the
+same run.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from agent import wire  # noqa: E402
 from collector.state.health import HealthModel  # noqa: E402
+from collector.state.livehealth import LiveHealth  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 
@@ -82,6 +89,40 @@ def main() -> None:
         print(f"  every commune                 {communes:7.1f} ms  ({communes / floor:.1f} x)")
         print(f"  the province                  {province:7.1f} ms  ({province / floor:.1f} x)")
         print(f"  one commune                   {one:7.1f} ms")
+        live = LiveHealth(store)
+        live.install(store)
+        slug = slugs[len(slugs) // 2]
+        first = timed(lambda: live.communes("dong-nai"), repeat=1)
+        live.province("dong-nai")
+        live.commune(slug, "dong-nai")
+        print("live model (kept current by the store's observer):")
+        print(f"  every commune, first asked    {first:7.1f} ms  (the province read into memory)")
+        asked = {
+            "every commune": lambda: live.communes("dong-nai"),
+            "the province": lambda: live.province("dong-nai"),
+            "one commune": lambda: live.commune(slug, "dong-nai"),
+        }
+        full = {"every commune": communes, "the province": province, "one commune": one}
+        for label, ask in asked.items():
+            same = timed(ask)
+            print(f"  {label + ', nothing changed':30}{same:7.1f} ms  "
+                  f"(full / live = {full[label] / same:.0f} x)")  # fmt: skip
+        last = start + 60 * args.every * (steps - 1)
+        minutes = 0
+        for label, ask in asked.items():
+            times: list[float] = []
+            for _ in range(3):
+                # Every agent's next cycle committed (not timed), then asked.
+                minutes += 1  # a minute later each time, as agents report
+                at = last + 60 * minutes
+                store.apply([wire.decode_envelope(payload) for agent in fleet.agents
+                             for _, payload, _ in fleet.cycle(agent, at)])  # fmt: skip
+                began = time.perf_counter()
+                ask()
+                times.append(1000 * (time.perf_counter() - began))
+            after = statistics.median(times)
+            print(f"  {label + ', all changed':30}{after:7.1f} ms  "
+                  f"(full / live = {full[label] / after:.1f} x)")  # fmt: skip
         store.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -25,9 +26,9 @@ from collector.release.online import OnlineSigner
 from collector.release.repository import Repository
 from collector.rollout.registry import client_certificates
 from collector.rollout.service import Rollout, RolloutSettings
-from collector.state.health import HealthModel
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
+from collector.state.livehealth import LiveHealth
 from collector.state.renames import move_renamed
 from collector.state.store import AgentLimits, StateStore
 from collector.state.systemhealth import SystemsModel
@@ -225,7 +226,8 @@ class Collector:
                     max_backoff_s=float(sink_config.max_backoff),
                 ),
             )
-        self.health = HealthModel(self.reader, self.inventories)
+        # Read through the reader, kept current by what the store commits (installed below).
+        self.health = LiveHealth(self.reader, self.inventories)
         self.rules = load_all_rules(config)
         self.releases = release_signer(config)
         self.certificates = CertificateWatch(
@@ -244,6 +246,8 @@ class Collector:
             systems=SystemsModel(self.store, self.inventories, self.systems),
         )
         self.engine.install(self.store)
+        # Its last observer: a batch another observer fails is never seen by it.
+        self.health.install(self.store)
         alerts = config.alerts
         self.notifier = Notifier(
             self.store,
@@ -317,6 +321,10 @@ class Collector:
         except Exception:  # a failure here costs the first request its speed, no more
             log.exception("could not warm the console's overview")
             return
+        # What start built (the health model's facts and figures: millions of objects for
+        # the country) is left out of the garbage collector's passes, each of which would
+        # otherwise stop every thread, requests and ingest, for a large share of a second.
+        gc.freeze()
         log.info("console overview warmed in %.1f s", time.monotonic() - started)
 
     def _start_api(self) -> None:
@@ -448,6 +456,7 @@ class Collector:
             self.rollout.stop()
         if self.sink is not None:
             self.sink.stop()
+        self.health.close()
         self.reader.close()
         self.store.close()
 

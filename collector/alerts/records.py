@@ -203,6 +203,25 @@ def list_alerts(
         return [_alert(db, row, now) for row in rows]
 
 
+def firing_not_suppressed(
+    store: StateStore, places: Sequence[tuple[str, str]] | None = None, limit: int = 500
+) -> int:
+    """How many of ``list_alerts(state="firing", places=places, limit=limit)`` are not
+    suppressed: counted, without reading each one's silences and maintenance windows."""
+    if places is not None and not places:
+        return 0
+    clause, params = place_clause(places) if places is not None else ("1 = 1", [])
+    with store.reading() as db:
+        (count,) = db.execute(
+            f"""SELECT COUNT(*) FROM (SELECT suppressed FROM alerts
+                  WHERE {clause} AND state = 'firing'
+                  ORDER BY started_at DESC, id DESC LIMIT ?)
+                WHERE NOT suppressed""",  # noqa: S608 - fixed clauses, placeholders
+            (*params, limit),
+        ).fetchone()
+    return int(count)
+
+
 def firing_by_severity(store: StateStore) -> dict[str, int]:
     with store.reading() as db:
         rows = db.execute(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -80,6 +80,11 @@ class Availabilities:
     last_24h: float | None
     last_7d: float | None
     last_30d: float | None
+
+
+NOT_COMPUTED = Availabilities(None, None, None)
+"""A probe's own windows where they were not asked for (the overview's): one value,
+never changed."""
 
 
 @dataclass
@@ -246,6 +251,24 @@ class ProvinceHealth:
 
 
 @dataclass
+class History:
+    """What a commune's figures take from its recorded outages, as of one time: the
+    availability windows, the line's combination of its probes and its days. The rest
+    of a commune's health is read from its latest facts alone."""
+
+    probes: dict[int, Availabilities]
+    """Each link probe's own windows by subject id (when asked for detail)."""
+    line_monitored: bool
+    """Some probe of the dedicated line reported within the longest window."""
+    line: Availabilities
+    line_open_since: float | None
+    """When the line's current outage began (every probe down), if it is down."""
+    days: list[Day]
+    ready_24h: dict[int, float | None]
+    """Each Polycom's share of the last 24 h ready for a meeting, by subject id."""
+
+
+@dataclass
 class _Facts:
     """Everything the store knows, read once per request and grouped by commune."""
 
@@ -365,7 +388,7 @@ class HealthModel:
 
     def places(self, province: str | None = None) -> list[tuple[str, str]]:
         """Every commune: the inventories' in their order, then the others seen, sorted."""
-        seen = {(p, c) for p, c in self.store.places() if province is None or p == province}
+        seen = {(p, c) for p, c in self._known_places() if province is None or p == province}
         listed = [
             (inv.province, c.slug)
             for inv in self.inventories.values()
@@ -373,6 +396,15 @@ class HealthModel:
             for c in inv.communes
         ]
         return listed + sorted(seen - set(listed))
+
+    def _known_places(self) -> set[tuple[str, str]]:
+        """(province, commune) of every agent known."""
+        return self.store.places()
+
+    def agents_in(self, province: str, commune: str) -> list[AgentState]:
+        """A commune's agents, by key."""
+        place = f"{province}/{commune}/"
+        return [a for a in self.store.agents() if a.agent_key.startswith(place)]
 
     def renamed(self, slug: str, province: str | None = None) -> tuple[str, str] | None:
         """(province, slug now) of a commune the inventory lists ``slug`` as formerly
@@ -405,6 +437,17 @@ class HealthModel:
             for p, c in self.places(province)
         ]
 
+    def some(
+        self, places: Sequence[tuple[str, str]], *, detail: bool = True, days: int = 0
+    ) -> list[CommuneHealth]:
+        """These communes (a page of a national list), as ``communes`` gives them."""
+        found = {
+            (c.province, c.slug): c
+            for province in sorted({p for p, _ in places})
+            for c in self.communes(province, detail=detail, days=days)
+        }
+        return [found[place] for place in places if place in found]
+
     def commune(
         self, slug: str, province: str | None = None, *, days: int = 0
     ) -> CommuneHealth | None:
@@ -426,31 +469,37 @@ class HealthModel:
         *,
         detail: bool = True,
         days: list[tuple[float, float]] | None = None,
+        history: History | None = None,
     ) -> CommuneHealth:
+        """``history``: the commune's figures from its outages, when already known (the
+        live model's); else computed from ``facts.outages``."""
         info = self._commune_info(province, slug)
         agents = facts.agents.get((province, slug), [])
         online = {a.agent_key for a in agents if a.state == "online"}
         subjects = facts.subjects.get((province, slug), [])
+        links = [s for s in subjects if s.kind == "link"]
+        polycoms = [s for s in subjects if s.kind == "polycom"]
+        if history is None:
+            history = self.history(
+                links,
+                polycoms,
+                facts.outages,
+                now,
+                detail=detail,
+                days=days or [],
+                horizon=facts.horizon,
+                combined=None
+                if facts.lines is None
+                else facts.lines.get((province, slug), ([], 0.0)),
+            )
         antimalware = self._antimalware(
             info, facts.latest.get((province, slug, "antivirus"), []), online
         )
-        line, links = self._line(
-            [s for s in subjects if s.kind == "link"],
-            facts.latest.get((province, slug, "link"), []),
-            online,
-            facts.outages,
-            now,
-            detail=detail,
-            days=days or [],
-            horizon=facts.horizon,
-            combined=None if facts.lines is None else facts.lines.get((province, slug), ([], 0.0)),
+        line, link_targets = self._line(
+            links, facts.latest.get((province, slug, "link"), []), online, history, now
         )
         polycom = self._polycom(
-            info,
-            facts.latest.get((province, slug, "polycom"), []),
-            [s for s in subjects if s.kind == "polycom"],
-            facts.outages,
-            now,
+            info, facts.latest.get((province, slug, "polycom"), []), polycoms, history
         )
         interfaces = self._interfaces(
             facts.latest.get((province, slug, "snmp"), []), facts.ports, frozenset(info.uplinks)
@@ -473,7 +522,7 @@ class HealthModel:
             line=line,
             polycom=polycom,
             interfaces=interfaces,
-            links=links,
+            links=link_targets,
         )
 
     @staticmethod
@@ -521,11 +570,10 @@ class HealthModel:
         }
         return Availabilities(values["24h"], values["7d"], values["30d"])
 
-    def _line(
+    def history(
         self,
-        subjects: list[Subject],
-        samples: list[LatestSample],
-        online: set[str],
+        links: list[Subject],
+        polycoms: list[Subject],
         outages_by_subject: dict[int, list[Outage]],
         now: float,
         *,
@@ -533,45 +581,78 @@ class HealthModel:
         days: list[tuple[float, float]] | None = None,
         horizon: float = 30 * DAY,
         combined: tuple[list[Outage], float] | None = None,
-    ) -> tuple[Line, list[LineTarget]]:
-        """The line, and the commune's other link probes. ``combined``: the line already
-        combined (the overview's cache)."""
+    ) -> History:
+        """A commune's figures from its probes' and Polycoms' outages. ``combined``: the
+        line already combined (the overview's cache)."""
         start = now - max(WINDOWS.values())
-        unknown = Availabilities(None, None, None)
+        tslcd = [
+            (outages_by_subject.get(s.id, []), s.monitored_since)
+            for s in links
+            if s.network == "tslcd" and s.last_ts >= start
+        ]
+        combined_outages, since = all_down(tslcd) if combined is None else combined
+        return History(
+            probes=(
+                {
+                    s.id: self._windows(
+                        outages_by_subject.get(s.id, []), s.monitored_since, now, horizon
+                    )
+                    for s in links
+                }
+                if detail
+                else {}
+            ),
+            line_monitored=bool(tslcd),
+            line=(
+                self._windows(combined_outages, since, now, horizon)
+                if tslcd
+                else Availabilities(None, None, None)
+            ),
+            line_open_since=next((o.start for o in combined_outages if o.end is None), None),
+            days=[
+                Day(
+                    lo,
+                    availability(combined_outages, lo, hi, since, now).percent if tslcd else None,
+                )
+                for lo, hi in days or []
+            ],
+            ready_24h={
+                s.id: availability(
+                    outages_by_subject.get(s.id, []), now - DAY, now, s.monitored_since, now
+                ).percent
+                for s in polycoms
+            },
+        )
+
+    def _line(
+        self,
+        subjects: list[Subject],
+        samples: list[LatestSample],
+        online: set[str],
+        history: History,
+        now: float,
+    ) -> tuple[Line, list[LineTarget]]:
+        """The line, and the commune's other link probes."""
+        start = now - max(WINDOWS.values())
         latest = {(s.agent_key, s.name): s for s in samples if not s.item}
         targets: list[LineTarget] = []
         links: list[LineTarget] = []
-        tslcd: list[tuple[list[Outage], float]] = []
         up_now: list[bool] = []
         best_rtt: float | None = None
         best_loss: float | None = None
         for subject in subjects:
-            outages = outages_by_subject.get(subject.id, [])
-            sample = latest.get((subject.agent_key, subject.name))
             running = subject.agent_key in online
             up = subject.state == "up" if running else None
-            rtt = LINK.number(sample.fields, "rtt_ms") if sample else None
-            loss = LINK.number(sample.fields, "loss_percent") if sample else None
-            (targets if subject.network == "tslcd" else links).append(
-                LineTarget(
-                    agent=subject.agent_key.rsplit("/", 1)[1],
-                    name=subject.name,
-                    target=subject.target,
-                    network=subject.network,
-                    up=up,
-                    since=subject.since,
-                    rtt_ms=rtt,
-                    loss_percent=loss,
-                    availability=(
-                        self._windows(outages, subject.monitored_since, now, horizon)
-                        if detail
-                        else unknown
-                    ),
-                )
+            probe = self._target(
+                subject,
+                latest.get((subject.agent_key, subject.name)),
+                up,
+                history.probes.get(subject.id, NOT_COMPUTED),
             )
+            rtt, loss = probe.rtt_ms, probe.loss_percent
+            (targets if subject.network == "tslcd" else links).append(probe)
             if subject.network != "tslcd" or subject.last_ts < start:
                 continue
-            tslcd.append((outages, subject.monitored_since))
             if up is not None:
                 up_now.append(up)
             if up:
@@ -583,38 +664,45 @@ class HealthModel:
                     if best_loss is None or (loss is not None and loss < best_loss)
                     else best_loss
                 )
-        combined_outages, since = all_down(tslcd) if combined is None else combined
-        open_outage = next((o.start for o in combined_outages if o.end is None), None)
         line_up = any(up_now) if up_now else None
         line = Line(
-            monitored=bool(tslcd),
+            monitored=history.line_monitored,
             up=line_up,
-            down_since=open_outage if line_up is False else None,
-            availability=(
-                self._windows(combined_outages, since, now, horizon)
-                if tslcd
-                else Availabilities(None, None, None)
-            ),
+            down_since=history.line_open_since if line_up is False else None,
+            availability=history.line,
             rtt_ms=best_rtt,
             loss_percent=best_loss,
             targets=targets,
-            days=[
-                Day(
-                    lo,
-                    availability(combined_outages, lo, hi, since, now).percent if tslcd else None,
-                )
-                for lo, hi in days or []
-            ],
+            days=history.days,
         )
         return line, links
+
+    def _target(
+        self,
+        subject: Subject,
+        sample: LatestSample | None,
+        up: bool | None,
+        availability: Availabilities,
+    ) -> LineTarget:
+        """One probe of a link, with its latest RTT and loss."""
+        return LineTarget(
+            agent=subject.agent_key.rsplit("/", 1)[1],
+            name=subject.name,
+            target=subject.target,
+            network=subject.network,
+            up=up,
+            since=subject.since,
+            rtt_ms=LINK.number(sample.fields, "rtt_ms") if sample else None,
+            loss_percent=LINK.number(sample.fields, "loss_percent") if sample else None,
+            availability=availability,
+        )
 
     def _polycom(
         self,
         info: Commune,
         samples: list[LatestSample],
         subjects: list[Subject],
-        outages_by_subject: dict[int, list[Outage]],
-        now: float,
+        history: History,
     ) -> Polycom:
         ready_history = {(s.agent_key, s.name, s.target): s for s in subjects}
         devices: list[PolycomDevice] = []
@@ -623,12 +711,6 @@ class HealthModel:
                 continue
             fields = sample.fields
             subject = ready_history.get((sample.agent_key, sample.name, sample.target))
-            ready_24h = None
-            if subject is not None:
-                outages = outages_by_subject.get(subject.id, [])
-                ready_24h = availability(
-                    outages, now - DAY, now, subject.monitored_since, now
-                ).percent
             devices.append(
                 PolycomDevice(
                     agent=sample.agent_key.rsplit("/", 1)[1],
@@ -642,7 +724,7 @@ class HealthModel:
                     microphone_ok=POLYCOM.flag(fields, "microphone_ok"),
                     model=POLYCOM.text(fields, "model"),
                     ts=sample.ts,
-                    ready_24h=ready_24h,
+                    ready_24h=history.ready_24h.get(subject.id) if subject is not None else None,
                 )
             )
         return Polycom(

@@ -88,6 +88,18 @@ _LINE_BEST_ENTRIES = 50_000
 Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 
 
+class Watcher(Protocol):
+    """Told of what changes the agents' state outside a batch's envelopes, and of a
+    write transaction rolled back (the live health model, ``state/livehealth.py``)."""
+
+    def agents_changed(self, db: sqlite3.Connection, keys: Sequence[str]) -> None:
+        """Inside the transaction that changed these agents (a status applied, marked
+        silent, forgotten): ``db`` reads them as they will be committed."""
+
+    def rolled_back(self) -> None:
+        """A write transaction was rolled back: what the observers saw in it never was."""
+
+
 class Queue(Protocol):
     """Takes the payloads a batch admitted, in its transaction (outputs/spool.py)."""
 
@@ -277,6 +289,8 @@ class StateStore:
         self.observers: list[Observer] = []
         """Called inside each batch's transaction (the alert engine): what they write
         commits, or rolls back, with the state."""
+        self.watchers: list[Watcher] = []
+        """Told of agents changed outside envelopes and of rollbacks (``Watcher``)."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -288,7 +302,16 @@ class StateStore:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._rolled_back()
                 raise
+
+    def _rolled_back(self) -> None:
+        for watcher in self.watchers:
+            watcher.rolled_back()
+
+    def _agents_changed(self, keys: Sequence[str]) -> None:
+        for watcher in self.watchers:
+            watcher.agents_changed(self._db, keys)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -490,6 +513,7 @@ class StateStore:
         )
         if status.state == "online" and status.update is not None and status.update.state:
             self._apply_update(key, status.update, ts, received)
+        self._agents_changed((key,))
 
     def _apply_update(self, key: str, report: UpdateReport, ts: float, received: float) -> None:
         """The update report of a birth, kept per agent; a report no newer than the one
@@ -808,9 +832,11 @@ class StateStore:
                        WHERE agent_key = ?""",
                     [(key,) for key in keys],
                 )
+                self._agents_changed(keys)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._rolled_back()
                 raise
         return keys
 
@@ -1017,9 +1043,11 @@ class StateStore:
                 keys = [(str(row[0]),) for row in rows]
                 for table in ("latest", "ports", "agent_updates", "agent_refusals", "agents"):
                     self._db.executemany(f"DELETE FROM {table} WHERE agent_key = ?", keys)  # noqa: S608 - fixed names
+                self._agents_changed([key for (key,) in keys])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._rolled_back()
                 raise
         return [key for (key,) in keys]
 

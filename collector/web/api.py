@@ -38,7 +38,7 @@ from collector.outputs.report.build import MonthlyReport
 from collector.outputs.report.build import build as build_report
 from collector.outputs.report.render import render as render_report
 from collector.state.availability import Outage, all_down, availability
-from collector.state.health import OVERVIEW_DAYS, CommuneHealth, ProvinceHealth
+from collector.state.health import OVERVIEW_DAYS, CommuneHealth, LineTarget, ProvinceHealth
 from collector.state.store import AgentState, LatestSample, Subject
 from collector.web import audited
 from collector.web.auth import (
@@ -52,7 +52,7 @@ from collector.web.auth import (
     errors,
 )
 from collector.web.metrics import CONTENT_TYPE, render
-from collector.web.readable import ReadableJSONResponse
+from collector.web.readable import ReadableJSONResponse, Rendered, json_list
 from collector.web.scope import (
     Scope,
     alert_in_scope,
@@ -253,24 +253,72 @@ def get_province(who: Reader, context: Context, province: str | None = None) -> 
     return context.model.totals(chosen, mine)
 
 
-@router.get("/api/v1/communes", tags=["health"], responses=errors())
+#: Communes per page of a national ``/api/v1/communes`` unless asked (a province's list
+#: is whole unless asked: Hà Nội's 126 communes at most).
+PAGE = 100
+MAX_PAGE = 1000
+
+
+@router.get(
+    "/api/v1/communes",
+    tags=["health"],
+    responses=errors(400),
+    response_model=list[CommuneHealth],
+)
 def get_communes(
-    who: Reader, context: Context, province: str | None = None, status: str | None = None
-) -> list[CommuneHealth]:
+    request: Request,
+    who: Reader,
+    context: Context,
+    province: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
     """Every commune (the inventory's, then others seen), optionally by status; each
-    line's last 7 days one by one (``line.days``, the console's strip)."""
-    communes = context.model.communes(province, days=OVERVIEW_DAYS)
-    return [
+    line's last 7 days one by one (``line.days``, the console's strip).
+
+    In pages of ``limit`` communes (at most 1000; without ``province``, 100 unless asked)
+    in that order: when more follow, the answer's ``Link`` header gives the next page
+    (``rel="next"``) and ``X-Next-Cursor`` its ``cursor`` (``province/slug`` of the last
+    commune listed; with ``status``, a page may hold fewer, or none, of the communes that
+    match)."""
+    places = [p for p in context.model.places(province) if who.scope.holds(*p)]
+    if limit is None:
+        limit = len(places) if province is not None else PAGE
+    start = 0
+    if cursor:
+        where = {f"{p}/{c}": i for i, (p, c) in enumerate(places)}
+        if cursor not in where:
+            raise HTTPException(400, f"cursor: no commune {cursor!r} in this list")
+        start = where[cursor] + 1
+    page = places[start : start + limit]
+    communes = [
         c
-        for c in communes
-        if (status is None or c.status == status) and who.scope.holds(c.province, c.slug)
+        for c in context.model.some(page, days=OVERVIEW_DAYS)
+        if status is None or c.status == status
     ]
+    response = json_list([_rendered((c.province, c.slug, "days"), c) for c in communes])
+    if start + limit < len(places):
+        last = "/".join(page[-1])
+        following = request.url.include_query_params(cursor=last)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        response.headers["X-Next-Cursor"] = last
+    return response
 
 
-@router.get("/api/v1/communes/{commune}", tags=["health"], responses=errors(404))
+_rendered = Rendered(parts=[LineTarget])
+"""Each commune's JSON, for the same figures asked again (nothing changed since)."""
+
+
+@router.get(
+    "/api/v1/communes/{commune}",
+    tags=["health"],
+    responses=errors(404),
+    response_model=CommuneHealth,
+)
 def get_commune(
     who: Reader, context: Context, commune: str, province: str | None = None
-) -> CommuneHealth:
+) -> Response:
     """One commune in detail: anti-malware, the line with every probe of it and its last
     7 days, the other links (Internet, LAN), Polycom, interfaces. A slug the inventory
     lists as the commune's former one answers for the commune."""
@@ -280,7 +328,9 @@ def get_commune(
     )
     if found is None:
         raise not_found(f"no commune {commune!r} in the inventory or the data")
-    return found
+    return Response(
+        _rendered((found.province, found.slug, "days"), found), media_type="application/json"
+    )
 
 
 @router.get("/api/v1/agents", tags=["agents"], responses=errors())
@@ -354,12 +404,13 @@ def get_availability(
     renamed = context.model.renamed(commune, province)
     if renamed is not None and who.scope.holds(*renamed):
         commune = renamed[1]
+    # Each province's commune of that slug, read by place (not every subject of the country).
+    provinces = [province] if province is not None else context.model.provinces()
     subjects = [
         s
-        for s in context.store.subjects()
+        for p in provinces
+        for s in context.store.subjects(place=f"{p}/{commune}/")
         if s.kind in ("link", "polycom")
-        and s.agent_key.split("/")[1] == commune
-        and (province is None or s.agent_key.split("/")[0] == province)
         and (target is None or target in (s.name, s.target))
         and who.scope.holds_key(s.agent_key)
     ]

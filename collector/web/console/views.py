@@ -32,6 +32,7 @@ from collector.alerts.records import (
     acknowledge,
     add_silence,
     delete_silence,
+    firing_not_suppressed,
     list_alerts,
     list_silences,
 )
@@ -314,8 +315,6 @@ def overview(
         if scope.holds(c.province, c.slug)
     ]
     totals = context.model.totals(province, communes) if province else None
-    now = time.time()
-    firing = list_alerts(context.store, now, state="firing", places=scope.places())
     chosen = status if status in overview_table.ORDER else ""
     return page(
         request,
@@ -329,7 +328,7 @@ def overview(
         provinces=provinces,
         chosen_province=province,
         strip=strip,
-        firing=len([a for a in firing if not a.suppressed]),
+        firing=firing_not_suppressed(context.store, scope.places()),
     )
 
 
@@ -374,7 +373,7 @@ def commune_page(
         if subjects
         else ""
     )
-    pcs = _pcs(context, place)
+    pcs = _pcs(context, commune.province, commune.slug)
     alerts = list_alerts(
         context.store, now, province=commune.province, commune=slug, state="firing"
     )
@@ -391,8 +390,9 @@ def commune_page(
     )  # fmt: skip
 
 
-def _pcs(context: ApiContext, place: str) -> list[dict[str, Any]]:
-    agents = {a.agent_key: a for a in context.store.agents() if a.agent_key.startswith(place)}
+def _pcs(context: ApiContext, province: str, slug: str) -> list[dict[str, Any]]:
+    place = f"{province}/{slug}/"
+    agents = {a.agent_key: a for a in context.model.agents_in(province, slug)}
     rows: dict[str, dict[str, Any]] = {}
     for sample in context.store.latest_of("antivirus", place):
         row = rows.setdefault(

@@ -1,0 +1,405 @@
+"""Reads under ingest: the IOC's and the technicians' requests while the country's data commits.
+
+    .venv/bin/python bench/reads_bench.py                    # the country: ~15 minutes
+    .venv/bin/python bench/reads_bench.py --seconds 20 --communes 300   # short (make bench)
+
+Builds a state store with the fleet simulator: ``--communes`` communes (3,321, the
+country's) in provinces of 53, each of 49 PCs and a poller, with ``--hours`` of
+history (one cycle every 30 minutes, lines going down 20 times a day) so that
+availability has outages to compute. Serves the API and the console as
+``commune-collector run`` does (FastAPI on the collector's uvicorn server, on
+loopback, reading through its own connection), and reads it from other processes:
+
+- the province's IOC, every 10 s: /api/v1/province, /api/v1/communes?province=
+  and the firing alerts;
+- a national reader, every 10 s: the first two pages of /api/v1/communes (100
+  communes each) and /api/v1/alerts;
+- ``--consoles`` technicians, each every ``--think`` seconds in turn: the
+  overview (/), a commune's page, /api/v1/communes/{slug}, a commune's month of
+  availability and, one time in four, the province's month;
+- /healthz every second: the floor of one request.
+
+Phases of ``--seconds`` each, measured in this run:
+
+1. reads with ingest idle (the baseline), the live health model;
+2. ingest alone, no reads: the commit path (decode, state, the built-in alert rules,
+   the spool, as ``run`` wires it) fed ``--rate`` messages/s from a thread, the
+   fleet's next cycles pre-encoded: what ingest holds on this machine now;
+3. reads during the same ingest, the health model recomputed per request (before);
+4. the same with the live health model (after).
+
+Prints p50 and p99 per request in each phase, the rate ingest held and how far
+behind it ended (lag), and the targets: the province's API p99 <= 100 ms, the
+national list's <= 250 ms, the console's pages <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import math
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from collector.alerts.engine import AlertEngine  # noqa: E402
+from collector.alerts.rules import default_rules  # noqa: E402
+from collector.config import ApiSection, ConsoleSection  # noqa: E402
+from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
+from collector.outputs.spool import Spool  # noqa: E402
+from collector.state.health import OVERVIEW_DAYS, HealthModel  # noqa: E402
+from collector.state.inventory import Commune, Inventory  # noqa: E402
+from collector.state.livehealth import LiveHealth  # noqa: E402
+from collector.state.store import StateStore  # noqa: E402
+from collector.web.factory import create_app  # noqa: E402
+from fleet.scenario import Fleet, SimAgent  # noqa: E402
+from tests.servers import AppServer  # noqa: E402
+
+NATIONAL_COMMUNES = 3321
+PER_PROVINCE = 53
+NATIONAL_RATE = NATIONAL_COMMUNES * 50 * 3 / 60
+TARGETS = {"province": 100.0, "national": 250.0, "console": 300.0}
+"""p99 bounds (ms) by the kind of request."""
+
+
+class Country:
+    """The simulated provinces, their fleets and inventories."""
+
+    def __init__(self, communes: int) -> None:
+        count = math.ceil(communes / PER_PROVINCE)
+        self.fleets: list[Fleet] = []
+        self.inventories: list[Inventory] = []
+        for index in range(count):
+            province = f"p{index + 1:02d}"
+            size = min(PER_PROVINCE, communes - index * PER_PROVINCE)
+            slugs = [f"x{index + 1:02d}-{i:03d}" for i in range(size)]
+            self.fleets.append(Fleet(province, slugs, 49, seed=index + 1, outages_per_day=20))
+            listed = [Commune(slug=s, name=f"Xã {s}", pcs=50, polycoms=1) for s in slugs]
+            self.inventories.append(
+                Inventory(province=province, name=f"Tỉnh {index + 1}", communes=listed)
+            )
+        self.agents: list[tuple[Fleet, SimAgent]] = [(f, a) for f in self.fleets for a in f.agents]
+
+    def cycle(self, at: float) -> list[Message]:
+        """Every agent's cycle at ``at``."""
+        return [Message(topic, payload, at, _nothing)
+                for fleet, agent in self.agents
+                for topic, payload, _ in fleet.cycle(agent, at)]  # fmt: skip
+
+    def stream(self, start: float, rate: float, seconds: float) -> list[Message]:
+        """``rate`` messages/s for ``seconds``: the agents in turn, each message stamped
+        with the time it is due."""
+        messages: list[Message] = []
+        cursor = 0
+        while len(messages) < rate * seconds:
+            fleet, agent = self.agents[cursor % len(self.agents)]
+            cursor += 1
+            at = start + len(messages) / rate
+            messages += [Message(t, p, at, _nothing) for t, p, _ in fleet.cycle(agent, at)]
+        return messages
+
+
+def _nothing() -> None:
+    pass
+
+
+# ingest --------------------------------------------------------------------------------
+
+
+class Feeder(threading.Thread):
+    """The commit path at a rate for ``seconds``: batches of up to 500 due messages, as
+    the source hands them over. Records how late each batch committed after its last
+    message was due, and what was still due, not committed, when the time was up."""
+
+    def __init__(
+        self, ingestor: Ingestor, messages: list[Message], rate: float, seconds: float
+    ) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.ingestor, self.messages, self.rate, self.seconds = ingestor, messages, rate, seconds
+        self.lags: list[float] = []
+        self.committed = 0
+        self.span = 0.0
+        self.behind_s = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        total = len(self.messages)
+        while self.committed < total and time.monotonic() - started < self.seconds:
+            due = min(total, int((time.monotonic() - started) * self.rate))
+            if due <= self.committed:
+                time.sleep(0.005)
+                continue
+            end = min(due, self.committed + 500)
+            self.ingestor.process(self.messages[self.committed : end])
+            self.committed = end
+            self.lags.append(time.monotonic() - started - end / self.rate)
+        self.span = time.monotonic() - started
+        due = min(total, int(self.span * self.rate))
+        self.behind_s = (due - self.committed) / self.rate
+
+    def summary(self) -> str:
+        lags = sorted(self.lags) or [0.0]
+        return (
+            f"{self.committed} messages in {self.span:.1f} s = "
+            f"{self.committed / self.span:.0f} msg/s of {self.rate:.0f} offered; commit lag "
+            f"p50 {1000 * statistics.median(lags):.0f} ms, p99 "
+            f"{1000 * percentile(lags, 0.99):.0f} ms; {self.behind_s:.1f} s behind at the end"
+        )
+
+
+# readers (other processes) -------------------------------------------------------------
+
+
+def _reader(port: int, plan: list[tuple[str, str, str]], every: float, seconds: float,
+            seed: int, out: Any) -> None:  # fmt: skip
+    """One reader: ``plan``'s requests (label, kind, path) in turn, one every ``every``
+    seconds, for ``seconds``; (label, kind, ms) of each answered 200 put on ``out``."""
+    rng = random.Random(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    found: list[tuple[str, str, float]] = []
+    failed = 0
+    deadline = time.monotonic() + seconds
+    time.sleep(rng.uniform(0, every))  # not all at once
+    step = 0
+    while time.monotonic() < deadline:
+        label, kind, path = plan[step % len(plan)]
+        step += 1
+        began = time.monotonic()
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                found.append((label, kind, 1000 * (time.monotonic() - began)))
+            else:
+                failed += 1
+        except (OSError, http.client.HTTPException):
+            failed += 1
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        time.sleep(max(0.0, every - (time.monotonic() - began)))
+    out.put((found, failed))
+
+
+def _readers(port: int, country: Country, consoles: int, think: float, seconds: float,
+             out: Any) -> list[multiprocessing.Process]:  # fmt: skip
+    """The IOC, the national reader, the consoles and the floor, as processes."""
+    rng = random.Random(7)
+    first = country.inventories[0]
+    month = time.time() - 30 * 86400
+    plans: list[tuple[list[tuple[str, str, str]], float]] = [
+        ([("GET /api/v1/province", "province", f"/api/v1/province?province={first.province}"),
+          ("GET /api/v1/communes?province", "province",
+           f"/api/v1/communes?province={first.province}"),
+          ("GET /api/v1/alerts (province)", "province",
+           f"/api/v1/alerts?province={first.province}&state=firing&limit=100")], 10.0 / 3),
+        ([("GET /api/v1/communes (national p1)", "national", "/api/v1/communes"),
+          ("GET /api/v1/communes (national p2)", "national",
+           f"/api/v1/communes?cursor={_cursor(country, 99)}"),
+          ("GET /api/v1/alerts (national)", "national", "/api/v1/alerts?limit=100")], 10.0 / 3),
+        ([("GET /healthz (floor)", "floor", "/healthz")], 1.0),
+    ]  # fmt: skip
+    for _ in range(consoles):
+        inventory = rng.choice(country.inventories)
+        p = inventory.province
+        slug = rng.choice(inventory.communes).slug
+        plans.append(([
+            ("GET / (overview)", "console", f"/?province={p}"),
+            ("GET /communes/{slug} (page)", "console", f"/communes/{slug}?province={p}"),
+            ("GET /api/v1/communes/{slug}", "province", f"/api/v1/communes/{slug}?province={p}"),
+            ("GET /api/v1/availability (commune, month)", "province",
+             f"/api/v1/availability?commune={slug}&province={p}&from={month:.0f}"),
+            ("GET / (overview)", "console", f"/?province={p}"),
+            ("GET /communes/{slug} (page)", "console", f"/communes/{slug}?province={p}"),
+            ("GET /api/v1/communes/{slug}", "province", f"/api/v1/communes/{slug}?province={p}"),
+            ("GET /api/v1/availability (province, month)", "province",
+             f"/api/v1/availability?province={p}&from={month:.0f}"),
+        ], think))  # fmt: skip
+    processes = []
+    # Two processes: the consoles' threads, and the others'.
+    for group in (plans[:3], plans[3:]):
+        process = multiprocessing.Process(target=_group, args=(port, group, seconds, out))
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def _group(port: int, plans: list[tuple[list[tuple[str, str, str]], float]], seconds: float,
+           out: Any) -> None:  # fmt: skip
+    threads = [threading.Thread(target=_reader, args=(port, plan, every, seconds, i, out))
+               for i, (plan, every) in enumerate(plans)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _cursor(country: Country, index: int) -> str:
+    places = [(i.province, c.slug) for i in country.inventories for c in i.communes]
+    return "/".join(places[min(index, len(places) - 1)])
+
+
+# phases -----------------------------------------------------------------------------------
+
+
+def phase(port: int, country: Country, args: argparse.Namespace,
+          feeder: Feeder | None) -> tuple[dict[str, list[float]], dict[str, str], int]:  # fmt: skip
+    """Reads for ``args.seconds`` (while ``feeder`` ingests): ms by request, kind by
+    request, requests that failed."""
+    out: Any = multiprocessing.Queue()
+    processes = _readers(port, country, args.consoles, args.think, args.seconds, out)
+    if feeder is not None:
+        feeder.start()
+    results: list[tuple[list[tuple[str, str, float]], int]] = []
+    readers = 3 + args.consoles
+    while len(results) < readers:
+        results.append(out.get(timeout=args.seconds + 600))
+    for process in processes:
+        process.join()
+    times: dict[str, list[float]] = defaultdict(list)
+    kinds: dict[str, str] = {}
+    for found, _ in results:
+        for label, kind, ms in found:
+            times[label].append(ms)
+            kinds[label] = kind
+    return times, kinds, sum(failed for _, failed in results)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def report(names: list[str], measured: list[tuple[dict[str, list[float]], dict[str, str], int]]
+           ) -> None:  # fmt: skip
+    labels = sorted({label for times, _, _ in measured for label in times},
+                    key=lambda label: ("floor" not in label, label))  # fmt: skip
+    header = "".join(f"{name:>26}" for name in names)
+    print(f"  {'p50 / p99 ms (count)':44}{header}")
+    for label in labels:
+        cells = []
+        for times, _, _ in measured:
+            values = times.get(label, [])
+            if not values:
+                cells.append("—")
+                continue
+            median, p99 = statistics.median(values), percentile(values, 0.99)
+            cells.append(f"{median:7.1f} /{p99:8.1f} ({len(values):3d})")
+        print(f"  {label:44}" + "".join(f"{c:>26}" for c in cells))
+    for name, (_, _, failed) in zip(names, measured, strict=True):
+        if failed:
+            print(f"  {name}: {failed} requests failed")
+
+
+def verdicts(times: dict[str, list[float]], kinds: dict[str, str]) -> None:
+    for kind, bound in TARGETS.items():
+        worst = max(
+            ((percentile(v, 0.99), label) for label, v in times.items() if kinds[label] == kind),
+            default=None,
+        )
+        if worst is not None:
+            verdict = "within" if worst[0] <= bound else "OVER"
+            print(f"  {kind:9} p99 worst {worst[0]:7.1f} ms ({worst[1]}): {verdict} {bound:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--communes", type=int, default=NATIONAL_COMMUNES)
+    parser.add_argument("--rate", type=float, default=NATIONAL_RATE, help="messages/s ingested")
+    parser.add_argument("--seconds", type=float, default=60, help="each phase's length")
+    parser.add_argument("--hours", type=float, default=2, help="history built before")
+    parser.add_argument("--consoles", type=int, default=20)
+    parser.add_argument(
+        "--think", type=float, default=2.0, help="seconds between a console's requests"
+    )
+    args = parser.parse_args()
+    country = Country(args.communes)
+    with tempfile.TemporaryDirectory(prefix="commune-reads-") as tmp:
+        path = Path(tmp) / "state.sqlite"
+        store = StateStore(path)
+        AlertEngine(default_rules()).install(store)
+        Spool(store).attach()
+        reader = StateStore(path)
+        live = LiveHealth(reader, country.inventories)
+        live.install(store)  # the last observer, as `run` installs it
+        ingestor = Ingestor(store, "commune")
+        built = time.perf_counter()
+        start = time.time() - args.hours * 3600 - 120
+        steps = int(args.hours * 2)
+        for step in range(steps + 1):
+            batch = country.cycle(start + 1800 * step)
+            for i in range(0, len(batch), 500):
+                ingestor.process(batch[i : i + 500])
+        print(f"reads under ingest: {args.communes} communes in {len(country.fleets)} provinces, "
+              f"{len(country.agents)} agents, {steps + 1} cycles of history built in "
+              f"{time.perf_counter() - built:.0f} s; {args.consoles} consoles, "
+              f"{args.rate:.0f} msg/s, {args.seconds:.0f} s a phase", flush=True)  # fmt: skip
+        warming = time.perf_counter()
+        live.warm()  # as `run` does at start: every province held, the overviews computed
+        warmed = time.perf_counter() - warming
+        live.communes(days=OVERVIEW_DAYS)  # what the lists ask: computed once before
+        gc.freeze()  # as `run` does once warm
+        print(f"  live model warmed in {warmed:.1f} s (`run` does it at start), every "
+              f"commune's detail first computed in {time.perf_counter() - warming - warmed:.1f} s",
+              flush=True)  # fmt: skip
+        settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
+        console = ConsoleSection()
+        servers = {
+            "live": AppServer(create_app(live, reader, settings, console=console)).start(),
+            "full": AppServer(create_app(HealthModel(reader, country.inventories), reader,
+                                         settings, console=console)).start(),
+        }  # fmt: skip
+        names, measured, ingest = [], [], []
+        for name, model, ingesting in (
+            ("idle, live model", "live", False),
+            ("ingest alone", "", True),
+            ("ingest, full model", "full", True),
+            ("ingest, live model", "live", True),
+        ):
+            feeder = None
+            if ingesting:
+                stream = country.stream(time.time(), args.rate, args.seconds)
+                gc.freeze()  # the benchmark's own messages: not the collector's to collect
+                feeder = Feeder(ingestor, stream, args.rate, args.seconds)
+            print(f"  phase: {name} ...", flush=True)
+            if model:
+                measured.append(phase(servers[model].port, country, args, feeder))
+                names.append(name)
+            elif feeder is not None:  # no reads: what ingest does on its own, for reference
+                feeder.start()
+            if feeder is not None:
+                feeder.join()
+                ingest.append(f"  {name}: {feeder.summary()}")
+                print(ingest[-1], flush=True)
+            if model:
+                report(names[-1:], measured[-1:])
+        print("all phases:")
+        report(names, measured)
+        print("ingest:")
+        for line in ingest:
+            print(line)
+        for name, (times, kinds, _) in zip(names, measured, strict=True):
+            print(f"targets, {name}:")
+            verdicts(times, kinds)
+        sys.stdout.flush()
+        for server in servers.values():
+            server.stop()
+        reader.close()
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

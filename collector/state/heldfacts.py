@@ -1,0 +1,330 @@
+"""The facts the health model reads, held in memory and kept current by ingest.
+
+Per commune: its agents, the latest samples the roll-up reads (anti-malware
+verdicts, link probes, Polycoms, routers and their interfaces), its probes' and
+Polycoms' up/down subjects and its router ports. A province is read from the
+store once (``load``, under the writer's lock, so that no batch falls between
+the reading and the holding); from then on the store's observer
+(``observe``, inside each batch's transaction) and watcher (``agents_changed``,
+``rolled_back``) keep it as the store holds it:
+
+- a latest sample replaces the one held when it is newer, exactly as the store's
+  upsert does (the store is handed only what it admitted);
+- an agent, a subject or a port is read again from the transaction's connection
+  when it may have changed: an agent new or marked silent (data brings it back), a
+  subject or port whose state the sample does not repeat.
+  The common sample (same state, newer) reads nothing;
+- a rolled-back transaction forgets everything: the next read loads afresh. (One
+  message that ``apply_each`` rolls back alone after the observers saw it, its spool
+  row failing, stays held until its series' next sample: the store tells no one.)
+
+Outages are not held (a month of a province's probes is large): the live model
+reads them when a commune's history is due (``state/livehealth.py``).
+
+Each commune carries a generation, changed by every change of its facts: what was
+computed from a generation holds while it is current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from agent.catalogue import SNMP_INTERFACE, histories
+from agent.wire import Envelope, Sample
+from collector.state.store import AgentState, LatestSample, Port, StateStore, Subject, agent_key
+
+#: The checks the roll-up reads, and their items (others are ignored by it).
+HELD_ITEMS = frozenset(
+    {("antivirus", ""), ("link", ""), ("polycom", ""), ("snmp", ""), ("snmp", "interface")}
+)
+#: The subjects the roll-up reads.
+HELD_KINDS = frozenset({"link", "polycom"})
+_NO_TAGS: dict[str, str] = {}
+"""The roll-up reads no tag: the held samples share one empty dict."""
+
+_AGENT = """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
+                   last_seen, last_seq, interval FROM agents"""
+_SUBJECT = """SELECT id, agent_key, kind, name, target, network, monitored_since, state, since,
+                     last_ts FROM subjects"""
+_PORT = "SELECT agent_key, device, port, state, since, first_up FROM ports"
+
+Place = tuple[str, str]
+SeriesKey = tuple[str, str, str, str]
+"""(agent key, name, item, target): a latest row's key."""
+
+
+@dataclass
+class _Commune:
+    agents: dict[str, AgentState] = field(default_factory=dict)
+    latest: dict[SeriesKey, LatestSample] = field(default_factory=dict)
+    subjects: dict[SeriesKey, Subject] = field(default_factory=dict)
+    """By (agent key, kind, name, target)."""
+    last_ts: dict[int, float] = field(default_factory=dict)
+    """A subject's newest sample, when newer than the ``Subject`` held says."""
+    ports: dict[tuple[str, str, str], Port] = field(default_factory=dict)
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A commune's facts at one generation, in the store's orders."""
+
+    generation: int
+    agents: list[AgentState]
+    latest: list[LatestSample]
+    subjects: list[Subject]
+    ports: dict[tuple[str, str, str], Port]
+
+
+class HeldFacts:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._communes: dict[Place, _Commune] = {}
+        self._provinces: set[str] = set()
+        """Provinces loaded: the observer keeps only theirs."""
+        self._places: set[Place] | None = None
+        """(province, commune) of every agent known, once read."""
+        self._generations = itertools.count(1)
+
+    # reading ---------------------------------------------------------------------
+
+    def load(self, writer: StateStore, provinces: Iterable[str]) -> None:
+        """Hold these provinces' facts (those not held yet), each read under the
+        writer's lock: ingest waits for the reading, and no batch falls between."""
+        for province in sorted(set(provinces) - self._provinces):
+            with writer.reading() as db, self._lock:
+                if province not in self._provinces:
+                    self._load(db, province)
+
+    def places(self, writer: StateStore) -> set[Place]:
+        places = self._places
+        if places is None:
+            with writer.reading() as db, self._lock:
+                places = self._places = _all_places(db)
+        with self._lock:
+            return set(places)
+
+    def generation(self, place: Place) -> int:
+        held = self._communes.get(place)
+        return 0 if held is None else held.generation
+
+    def snapshot(self, place: Place, recent: float) -> Snapshot:
+        """The commune's facts; each subject's ``last_ts`` exact where it is before
+        ``recent`` (the roll-up asks no more of it)."""
+        with self._lock:
+            held = self._communes.get(place)
+            if held is None:
+                return Snapshot(0, [], [], [], {})
+            agents = list(held.agents.values())
+            latest = list(held.latest.items())
+            subjects = list(held.subjects.values())
+            last_ts = dict(held.last_ts)
+            ports = dict(held.ports)
+            generation = held.generation
+        agents.sort(key=lambda a: a.agent_key)
+        latest.sort(key=lambda item: item[0])
+        subjects.sort(key=lambda s: s.id)
+        for index, subject in enumerate(subjects):
+            # Its newest sample matters only to tell whether it is older than ``recent``.
+            if subject.last_ts < recent and subject.id in last_ts:
+                subjects[index] = dataclasses.replace(subject, last_ts=last_ts[subject.id])
+        return Snapshot(generation, agents, [sample for _, sample in latest], subjects, ports)
+
+    # kept current by the store -----------------------------------------------------
+
+    def observe(self, db: sqlite3.Connection, envelopes: Sequence[Envelope], _now: float) -> None:
+        """The store's observer: a batch's admitted envelopes, inside its transaction."""
+        with self._lock:
+            places = self._places
+            for envelope in envelopes:
+                place = (envelope.province, envelope.commune)
+                if places is not None:
+                    places.add(place)
+                if envelope.province not in self._provinces:
+                    continue
+                held = self._communes.get(place)
+                if held is None:
+                    held = self._communes[place] = _Commune()
+                key = agent_key(envelope.province, envelope.commune, envelope.agent)
+                agent = held.agents.get(key)
+                # Data brings back an agent marked silent (and makes one new): else its
+                # state is as held.
+                changed = agent is None or (agent.state == "offline" and agent.reason == "silent")
+                if changed:
+                    _read_agent(db, held, key)
+                for sample in envelope.samples:
+                    changed = _apply(db, held, key, sample) or changed
+                if changed:
+                    held.generation = next(self._generations)
+
+    def agents_changed(self, db: sqlite3.Connection, keys: Sequence[str]) -> None:
+        """The store's watcher: agents' state changed outside envelopes (a status,
+        silence, forgetting), inside the transaction."""
+        if not keys:
+            return
+        with self._lock:
+            gone = False
+            for key in keys:
+                province, commune, _ = key.split("/", 2)
+                place = (province, commune)
+                held = None
+                if province in self._provinces:
+                    held = self._communes.get(place)
+                    if held is None:
+                        held = self._communes[place] = _Commune()
+                found = _read_agent(db, held, key)
+                if found and self._places is not None:
+                    self._places.add(place)
+                gone = gone or not found
+                if held is None:
+                    continue
+                if not found:  # forgotten: its latest rows and ports went with it
+                    held.latest = {k: v for k, v in held.latest.items() if k[0] != key}
+                    held.ports = {k: v for k, v in held.ports.items() if k[0] != key}
+                held.generation = next(self._generations)
+            if gone and self._places is not None:
+                self._places = _all_places(db)
+
+    def rolled_back(self) -> None:
+        """What the observer took from the transaction never was: forget everything."""
+        with self._lock:
+            self._communes = {}
+            self._provinces = set()
+            self._places = None
+
+    # ---------------------------------------------------------------------------------
+
+    def _load(self, db: sqlite3.Connection, province: str) -> None:
+        lo, hi = f"{province}/", f"{province}/\U0010ffff"
+        communes: dict[Place, _Commune] = {}
+
+        def commune_of(key: str) -> _Commune:
+            _, commune, _ = key.split("/", 2)
+            held = communes.get((province, commune))
+            if held is None:
+                held = communes[(province, commune)] = _Commune()
+            return held
+
+        for row in db.execute(_AGENT + " WHERE agent_key >= ? AND agent_key < ?", (lo, hi)):
+            commune_of(row[0]).agents[row[0]] = AgentState(*row)
+        decode = msgspec.json.decode
+        for key, check, name, item, target, ts, outcome, fields, error in db.execute(
+            """SELECT agent_key, check_kind, name, item, target, ts, outcome, fields, error
+               FROM latest WHERE agent_key >= ? AND agent_key < ?
+                 AND check_kind IN ('antivirus', 'link', 'polycom', 'snmp')""",
+            (lo, hi),
+        ):
+            if (check, item) in HELD_ITEMS:
+                commune_of(key).latest[(key, name, item, target)] = LatestSample(
+                    key, check, name, item, target, ts, outcome, decode(fields), _NO_TAGS, error
+                )
+        for row in db.execute(
+            _SUBJECT + " WHERE agent_key >= ? AND agent_key < ? AND kind IN ('link', 'polycom')",
+            (lo, hi),
+        ):
+            subject = Subject(*row)
+            commune_of(subject.agent_key).subjects[_subject_key(subject)] = subject
+        for row in db.execute(_PORT + " WHERE agent_key >= ? AND agent_key < ?", (lo, hi)):
+            commune_of(row[0]).ports[(row[0], row[1], row[2])] = Port(*row)
+        for held in communes.values():
+            held.generation = next(self._generations)
+        self._communes.update(communes)
+        self._provinces.add(province)
+
+
+def _all_places(db: sqlite3.Connection) -> set[Place]:
+    rows = db.execute("SELECT DISTINCT province, commune FROM agents").fetchall()
+    return {(str(p), str(c)) for p, c in rows}
+
+
+def _subject_key(subject: Subject) -> SeriesKey:
+    return (subject.agent_key, subject.kind, subject.name, subject.target)
+
+
+def _read_agent(db: sqlite3.Connection, held: _Commune | None, key: str) -> bool:
+    """The agent as the transaction holds it, into ``held``; False when it is gone."""
+    row = db.execute(_AGENT + " WHERE agent_key = ?", (key,)).fetchone()
+    if held is not None:
+        if row is None:
+            held.agents.pop(key, None)
+        else:
+            held.agents[key] = AgentState(*row)
+    return row is not None
+
+
+def _apply(db: sqlite3.Connection, held: _Commune, key: str, sample: Sample) -> bool:
+    """One admitted sample into a commune's facts; whether they changed."""
+    check, item = sample.check, sample.item
+    series = (key, sample.name, item, sample.target)
+    current = held.latest.get(series)
+    if (check, item) not in HELD_ITEMS:
+        if current is not None and sample.ts > current.ts:
+            del held.latest[series]  # the series is now another check's
+            return True
+        return False
+    changed = False
+    if current is None:
+        # A series new to the commune, or one another check holds (with the same name):
+        # as the store has it.
+        row = db.execute(
+            "SELECT check_kind, ts, outcome, fields, error FROM latest "
+            "WHERE agent_key = ? AND name = ? AND item = ? AND target = ?",
+            series,
+        ).fetchone()
+        if row is not None and (row[0], item) in HELD_ITEMS:
+            held.latest[series] = LatestSample(
+                key, row[0], sample.name, item, sample.target, row[1], row[2],
+                msgspec.json.decode(row[3]), _NO_TAGS, row[4],
+            )  # fmt: skip
+            changed = True
+    elif sample.ts > current.ts:
+        held.latest[series] = LatestSample(
+            key, check, sample.name, item, sample.target, sample.ts, sample.outcome,
+            sample.fields, _NO_TAGS, sample.error,
+        )  # fmt: skip
+        changed = True
+    if item == "interface":
+        up = SNMP_INTERFACE.flag(sample.fields, "oper_up")
+        port = held.ports.get((key, sample.name, sample.target))
+        if up is not None and (port is None or port.state != ("up" if up else "down")):
+            row = db.execute(
+                _PORT + " WHERE agent_key = ? AND device = ? AND port = ?",
+                (key, sample.name, sample.target),
+            ).fetchone()
+            if row is not None:
+                held.ports[(key, sample.name, sample.target)] = Port(*row)
+                changed = True
+    elif check in HELD_KINDS:
+        for kind, state in histories(sample):
+            if kind in HELD_KINDS:
+                changed = _apply_history(db, held, key, kind, sample, state) or changed
+    return changed
+
+
+def _apply_history(
+    db: sqlite3.Connection, held: _Commune, key: str, kind: str, sample: Sample, state: str
+) -> bool:
+    subject = held.subjects.get((key, kind, sample.name, sample.target))
+    if subject is not None and subject.state == state:
+        if sample.ts > held.last_ts.get(subject.id, subject.last_ts):
+            held.last_ts[subject.id] = sample.ts
+            return True
+        return False
+    # New, or its state changes (or an older sample says another): as the store has it.
+    row = db.execute(
+        _SUBJECT + " WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
+        (key, kind, sample.name, sample.target),
+    ).fetchone()
+    if row is None:
+        return False
+    fresh = Subject(*row)
+    held.subjects[_subject_key(fresh)] = fresh
+    held.last_ts.pop(fresh.id, None)
+    return True

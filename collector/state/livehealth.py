@@ -1,0 +1,285 @@
+"""The health model kept current between requests, for reads under ingest.
+
+``HealthModel`` reads every fact of a province per request. ``LiveHealth`` gives
+the same figures from facts held in memory (``state/heldfacts.py``: kept by the
+store's observer as each batch commits), and computes a commune again only when
+it changed:
+
+- a commune's figures are cached with the generation of its facts: a request for
+  a commune whose facts did not change takes them as they are;
+- what depends on the recorded outages and on time (availability over 24 h / 7 d
+  / 30 d, the line's days, a Polycom's ready share; also which probes are
+  recent enough to count) is a commune's ``History``: read from the store again
+  when its probes' states change, and otherwise at most ``figures_bound_s`` old
+  (60 s: the 24 h figure moves by 0.07 points at most in that time). Each commune's
+  bound is spread over [bound/2, bound] so that a province's communes are not all
+  read again by the same request.
+
+Everything else (agents online, verdicts, line up or down, RTT and loss, the
+Polycom's and the interfaces' states, the reasons and the status) is as the
+store holds it once the batch that brought it has committed. A commune whose
+facts change with every batch (its RTT does) is assembled again from memory, with
+no query.
+
+The writer must be ``install``-ed: the model then observes it. Without it, this
+is the plain ``HealthModel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from collector.state.availability import Outage
+from collector.state.health import (
+    DAY,
+    NOT_COMPUTED,
+    WINDOWS,
+    Availabilities,
+    CommuneHealth,
+    HealthModel,
+    History,
+    LineTarget,
+    ProvinceHealth,
+    _Facts,
+    local_days,
+)
+from collector.state.heldfacts import HeldFacts, Place
+from collector.state.inventory import Inventory
+from collector.state.store import AgentState, LatestSample, StateStore, Subject
+
+#: What depends on time alone is at most this old (seconds).
+FIGURES_BOUND_S = 60.0
+
+_Key = tuple[str, str, bool, int, float]
+"""(province, commune, detail, days, horizon): one way of computing a commune."""
+
+
+class LiveHealth(HealthModel):
+    def __init__(
+        self,
+        store: StateStore,
+        inventories: Iterable[Inventory] = (),
+        clock: Callable[[], float] = time.time,
+        *,
+        figures_bound_s: float = FIGURES_BOUND_S,
+    ) -> None:
+        super().__init__(store, inventories, clock)
+        self.figures_bound_s = figures_bound_s
+        self.facts = HeldFacts()
+        self._writer: StateStore | None = None
+        self._history_db: sqlite3.Connection | None = None
+        """Its own connection for the outages: not queued behind the API's other reads."""
+        self._history_lock = threading.Lock()
+        self._histories: dict[_Key, tuple[tuple[Any, ...], float, History]] = {}
+        self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
+        self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
+        """Each probe's figures by (subject id, overview), while its inputs are the same
+        objects: a commune changes a few probes at a time (the agents that reported)."""
+
+    def install(self, writer: StateStore) -> None:
+        """Keep current with what ``writer`` commits. Install it after the other
+        observers: one that fails before it rolls the batch back unseen."""
+        self._writer = writer
+        if self.store.path != Path(":memory:"):
+            self._history_db = sqlite3.connect(
+                self.store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
+            )
+        writer.observers.append(self.facts.observe)
+        writer.watchers.append(self.facts)
+
+    def close(self) -> None:
+        if self._history_db is not None:
+            self._history_db.close()
+
+    # the model's questions -----------------------------------------------------------
+
+    def _known_places(self) -> set[tuple[str, str]]:
+        if self._writer is None:
+            return super()._known_places()
+        return self.facts.places(self._writer)
+
+    def communes(
+        self, province: str | None = None, *, detail: bool = True, days: int = 0
+    ) -> list[CommuneHealth]:
+        if self._writer is None:
+            return super().communes(province, detail=detail, days=days)
+        return self.some(self.places(province), detail=detail, days=days)
+
+    def some(
+        self, places: Sequence[Place], *, detail: bool = True, days: int = 0
+    ) -> list[CommuneHealth]:
+        if self._writer is None:
+            return super().some(places, detail=detail, days=days)
+        horizon = max(WINDOWS.values()) if detail else max(WINDOWS["7d"], days * DAY)
+        return self._some(places, detail, days, horizon)
+
+    def _some(
+        self, places: Sequence[Place], detail: bool, days: int, horizon: float
+    ) -> list[CommuneHealth]:
+        assert self._writer is not None
+        self.facts.load(self._writer, {p for p, _ in places})
+        now = self._now()
+        spans = local_days(now, days) if days else []
+        return [self._live(place, now, detail, spans, horizon) for place in places]
+
+    def commune(
+        self, slug: str, province: str | None = None, *, days: int = 0
+    ) -> CommuneHealth | None:
+        if self._writer is None:
+            return super().commune(slug, province, days=days)
+        matches = [(p, c) for p, c in self.places(province) if c == slug]
+        if not matches:
+            return None
+        return self.some(matches[:1], days=days)[0]
+
+    def province(self, province: str) -> ProvinceHealth:
+        if self._writer is None:
+            return super().province(province)
+        # The totals read no probe's own windows: the overview's way, over 30 days.
+        communes = self._some(self.places(province), False, 0, max(WINDOWS.values()))
+        return self.totals(province, communes)
+
+    def agents_in(self, province: str, commune: str) -> list[AgentState]:
+        if self._writer is None:
+            return super().agents_in(province, commune)
+        self.facts.load(self._writer, [province])
+        return self.facts.snapshot((province, commune), 0.0).agents
+
+    def _target(
+        self,
+        subject: Subject,
+        sample: LatestSample | None,
+        up: bool | None,
+        availability: Availabilities,
+    ) -> LineTarget:
+        key = (subject.id, availability is NOT_COMPUTED)
+        held = self._targets.get(key)
+        if held is not None:
+            was_subject, was_sample, was_up, was_availability = held[0]
+            if (
+                was_subject is subject
+                and was_sample is sample
+                and was_up is up
+                and was_availability is availability
+            ):
+                return held[1]
+        target = super()._target(subject, sample, up, availability)
+        self._targets[key] = ((subject, sample, up, availability), target)
+        return target
+
+    # one commune ---------------------------------------------------------------------
+
+    def _bound(self, place: Place) -> float:
+        spread = zlib.crc32(f"{place[0]}/{place[1]}".encode()) / 2**32
+        return self.figures_bound_s * (0.5 + 0.5 * spread)
+
+    def _live(
+        self,
+        place: Place,
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+    ) -> CommuneHealth:
+        key: _Key = (*place, detail, len(spans), horizon)
+        cached = self._results.get(key)
+        held = self._histories.get(key)
+        if (
+            cached is not None
+            and held is not None
+            and cached[0] == self.facts.generation(place)
+            and cached[1] is held[2]
+            and now - held[1] <= self._bound(place)
+        ):
+            return cached[2]
+        snapshot = self.facts.snapshot(place, now - max(WINDOWS.values()))
+        facts = _Facts(horizon=horizon)
+        facts.agents[place] = snapshot.agents
+        for sample in snapshot.latest:
+            facts.latest[(*place, sample.check)].append(sample)
+        facts.subjects[place] = snapshot.subjects
+        facts.ports = snapshot.ports
+        history = self._history(key, place, snapshot.subjects, now, detail, spans, horizon)
+        health = self._commune(facts, *place, now, detail=detail, days=spans, history=history)
+        self._results[key] = (snapshot.generation, history, health)
+        return health
+
+    def _history(
+        self,
+        key: _Key,
+        place: Place,
+        subjects: list[Subject],
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+    ) -> History:
+        start = now - max(WINDOWS.values())
+        links = [s for s in subjects if s.kind == "link"]
+        polycoms = [s for s in subjects if s.kind == "polycom"]
+        # A subject's outages change only with its state (and ``since``).
+        signature = (
+            tuple((s.id, s.state, s.since, s.monitored_since, s.network, s.last_ts >= start)
+                  for s in links),
+            tuple((s.id, s.state, s.since, s.monitored_since) for s in polycoms),
+            tuple(lo for lo, _ in spans),
+        )  # fmt: skip
+        held = self._histories.get(key)
+        if held is not None and held[0] == signature and now - held[1] <= self._bound(place):
+            return held[2]
+        outages, consistent = self._outages(subjects, now - horizon, now)
+        history = self.history(
+            links, polycoms, outages, now, detail=detail, days=spans, horizon=horizon
+        )
+        if consistent:
+            self._histories[key] = (signature, now, history)
+        return history
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._history_db is None:
+            with self.store.reading() as db:
+                yield db
+            return
+        with self._history_lock:
+            yield self._history_db
+
+    def _outages(
+        self, subjects: list[Subject], start: float, end: float
+    ) -> tuple[dict[int, list[Outage]], bool]:
+        """The subjects' outages overlapping [start, end), and whether the store's
+        subjects, read with them, are in the states held (no commit in between: the
+        held facts may be a batch ahead of what the reader's snapshot shows)."""
+        held = {s.id: (s.state, s.since, s.monitored_since) for s in subjects}
+        ids = list(held)
+        found: dict[int, tuple[Any, ...]] = {}
+        outages: dict[int, list[Outage]] = {}
+        with self._reading() as db:
+            db.execute("BEGIN")
+            try:
+                for offset in range(0, len(ids), 500):  # SQLite's bound on parameters
+                    chunk = ids[offset : offset + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for row in db.execute(
+                        f"SELECT id, state, since, monitored_since FROM subjects "  # noqa: S608
+                        f"WHERE id IN ({marks})",
+                        chunk,
+                    ):
+                        found[row[0]] = tuple(row[1:])
+                    for subject_id, lo, hi in db.execute(
+                        f"""SELECT subject_id, start, end FROM outages
+                            WHERE subject_id IN ({marks}) AND start < ? AND (end IS NULL OR end > ?)
+                            ORDER BY subject_id, start""",  # noqa: S608 - placeholders only
+                        (*chunk, end, start),
+                    ):
+                        outages.setdefault(subject_id, []).append(Outage(lo, hi))
+            finally:
+                db.execute("COMMIT")
+        return outages, found == held

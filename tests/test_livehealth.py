@@ -1,0 +1,239 @@
+"""The live health model gives what a full recomputation gives, after every change.
+
+Random sequences of what changes the state (envelopes with line probes up and
+down, anti-malware verdicts, Polycoms, router ports; statuses; agents marked
+silent and forgotten; a batch rolled back; time passing) are applied to a store
+that a ``LiveHealth`` observes; after each step its every answer is compared
+with a fresh ``HealthModel``'s over the same store at the same time. The live
+model's bound on time-dependent figures is 0 here: what it caches is then kept
+only while the clock stands still and the facts do not change, which is what
+is being checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.wire import Envelope, Sample, Status
+from collector.state.health import OVERVIEW_DAYS, HealthModel
+from collector.state.inventory import Commune, Inventory
+from collector.state.livehealth import LiveHealth
+from collector.state.store import StateStore
+
+T0 = 1_795_000_000.0
+PROVINCES = ("dong-nai", "ha-noi")
+COMMUNES = ("la-nga", "phu-hoa")
+AGENTS = ("pc-1", "pc-2", "poller")
+INVENTORY = Inventory(
+    province="dong-nai",
+    name="Đồng Nai",
+    communes=[
+        Commune(slug="la-nga", name="Xã La Ngà", pcs=3, polycoms=1, uplinks=["router:Gi0/1"]),
+        Commune(slug="empty", name="Xã Trống", pcs=5),
+    ],
+)
+
+
+class Failing:
+    """An observer after the live model's that fails a batch when told to: the batch
+    is rolled back after the live model saw it."""
+
+    def __init__(self) -> None:
+        self.fail = False
+
+    def __call__(self, _db: sqlite3.Connection, _batch: Sequence[Envelope], _now: float) -> None:
+        if self.fail:
+            raise RuntimeError("the batch fails after the live model saw it")
+
+
+def envelope(place: tuple[str, str, str], at: float, samples: list[Sample]) -> Envelope:
+    province, commune, agent = place
+    return Envelope(v=1, agent=agent, province=province, commune=commune, seq=int(at), ts=at,
+                    samples=samples)  # fmt: skip
+
+
+def status(place: tuple[str, str, str], at: float, state: str = "online") -> Status:
+    province, commune, agent = place
+    return Status(v=1, state=state, agent=agent, province=province, commune=commune, ts=at,  # type: ignore[arg-type]
+                  interval=60.0, reason="" if state == "online" else "stopped")  # fmt: skip
+
+
+def line(ts: float, name: str, network: str, up: bool, rtt: float) -> Sample:
+    fields: dict[str, Any] = {"up": int(up), "loss_percent": 0.0 if up else 100.0}
+    if up:
+        fields["rtt_ms"] = rtt
+    return Sample(ts=ts, check="link", name=name, outcome="ok" if up else "timeout",
+                  target="10.75.0.1", fields=fields, tags={"network": network})  # fmt: skip
+
+
+def antivirus(ts: float, verdict: str) -> Sample:
+    return Sample(ts=ts, check="antivirus", name="antivirus", outcome="ok",
+                  fields={"verdict": verdict, "protected": verdict == "protected"})  # fmt: skip
+
+
+def polycom(ts: float, up: bool, ready: bool) -> Sample:
+    return Sample(ts=ts, check="polycom", name="polycom", outcome="ok", target="192.168.1.20",
+                  fields={"up": int(up), "ready": ready, "registered": True})  # fmt: skip
+
+
+def port(ts: float, name: str, up: bool) -> Sample:
+    return Sample(ts=ts, check="snmp", name="router", outcome="ok", item="interface",
+                  target=name, fields={"oper_up": up, "admin_status": 1})  # fmt: skip
+
+
+def router(ts: float, up: bool) -> Sample:
+    return Sample(ts=ts, check="snmp", name="router", outcome="ok", target="192.168.1.1",
+                  fields={"up": int(up)})  # fmt: skip
+
+
+def host(ts: float, name: str) -> Sample:
+    """Not read by the roll-up: unless named as one of its series."""
+    return Sample(ts=ts, check="host", name=name, outcome="ok", fields={"cpu_percent": 3.0})
+
+
+ages = st.sampled_from([0.0, 0.0, 0.0, -30.0, -3600.0])
+"""How old a sample is when it arrives: mostly now, sometimes late (a backlog)."""
+samples = st.one_of(
+    st.tuples(st.just("line"), ages, st.sampled_from(["tslcd", "internet"]),
+              st.sampled_from(["tslcd", "internet"]), st.booleans(), st.sampled_from([5.0, 9.5])),
+    st.tuples(st.just("antivirus"), ages,
+              st.sampled_from(["protected", "outdated", "unprotected", "none", "unknown"])),
+    st.tuples(st.just("polycom"), ages, st.booleans(), st.booleans()),
+    st.tuples(st.just("port"), ages, st.sampled_from(["Gi0/1", "Gi0/2"]), st.booleans()),
+    st.tuples(st.just("router"), ages, st.booleans()),
+    st.tuples(st.just("host"), ages, st.sampled_from(["host", "antivirus"])),
+)  # fmt: skip
+"""(kind, age, what it says...): made into a sample at the step's time."""
+MAKERS = {"line": line, "antivirus": antivirus, "polycom": polycom, "port": port,
+          "router": router, "host": host}  # fmt: skip
+places = st.tuples(st.sampled_from(PROVINCES), st.sampled_from(COMMUNES), st.sampled_from(AGENTS))
+steps = st.one_of(
+    st.tuples(st.just("envelope"), places, st.lists(samples, min_size=1, max_size=4)),
+    st.tuples(st.just("status"), places, st.sampled_from(["online", "offline"])),
+    st.tuples(st.just("silence"), st.sampled_from([60.0, 600.0])),
+    st.tuples(st.just("forget"), st.sampled_from([600.0, 7200.0])),
+    st.tuples(st.just("failed_batch"), places, st.lists(samples, min_size=1, max_size=2)),
+    st.tuples(st.just("time"), st.sampled_from([1.0, 90.0, 3600.0, 86400.0, 31 * 86400.0])),
+)
+
+
+@contextlib.contextmanager
+def world(tmp_path: Path) -> Iterator[tuple[StateStore, LiveHealth, Failing, list[float]]]:
+    now = [T0]
+    store = StateStore(tmp_path / "state.sqlite", clock=lambda: now[0])
+    live = LiveHealth(store, [INVENTORY], clock=lambda: now[0], figures_bound_s=0.0)
+    live.install(store)
+    failing = Failing()
+    store.observers.append(failing)
+    try:
+        yield store, live, failing, now
+    finally:
+        store.close()
+
+
+def apply(store: StateStore, failing: Failing, now: list[float], step: tuple[Any, ...]) -> None:
+    kind = step[0]
+    if kind in ("envelope", "failed_batch"):
+        made = [MAKERS[m[0]](now[0] + m[1], *m[2:]) for m in step[2]]
+        failing.fail = kind == "failed_batch"
+        try:
+            store.apply([envelope(step[1], now[0], made)], received=now[0])
+        except RuntimeError:
+            assert kind == "failed_batch"
+        finally:
+            failing.fail = False
+    elif kind == "status":
+        store.apply(statuses=[(status(step[1], now[0], step[2]), now[0])])
+    elif kind == "silence":
+        store.mark_silent(now[0], intervals=1.0, default_interval=step[1])
+    elif kind == "forget":
+        store.forget_agents(now[0] - step[1])
+    else:
+        now[0] += step[1]
+
+
+def same_answers(store: StateStore, live: LiveHealth, now: float) -> None:
+    fresh = HealthModel(store, [INVENTORY], clock=lambda: now)
+    assert live.places() == fresh.places()
+    assert live.provinces() == fresh.provinces()
+    for province in fresh.provinces():
+        assert live.province(province) == fresh.province(province)
+        assert live.communes(province) == fresh.communes(province)
+        overview = live.communes(province, detail=False, days=OVERVIEW_DAYS)
+        assert overview == fresh.communes(province, detail=False, days=OVERVIEW_DAYS)
+    for province, slug in fresh.places():
+        assert live.commune(slug, province, days=OVERVIEW_DAYS) == fresh.commune(
+            slug, province, days=OVERVIEW_DAYS
+        )
+    assert live.communes() == fresh.communes()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(steps, min_size=1, max_size=25))
+def test_the_live_model_answers_as_a_full_recomputation(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple[Any, ...]]
+) -> None:
+    with world(tmp_path_factory.mktemp("live")) as (store, live, failing, now):
+        same_answers(store, live, now[0])  # nothing known yet
+        for step in sequence:
+            apply(store, failing, now, step)
+            same_answers(store, live, now[0])
+            # Asked again with nothing changed: the cached answers.
+            same_answers(store, live, now[0])
+
+
+def test_a_province_first_asked_after_ingest_began_is_read_whole(tmp_path: Path) -> None:
+    """Held only once asked for: what came before is read from the store."""
+    with world(tmp_path) as (store, live, failing, now):
+        apply(store, failing, now, ("status", ("ha-noi", "la-nga", "pc-1"), "online"))
+        made = [("line", 0.0, "tslcd", "tslcd", False, 0.0)]
+        apply(store, failing, now, ("envelope", ("ha-noi", "la-nga", "pc-1"), made))
+        assert live.commune("la-nga", "ha-noi") is not None  # ha-noi held from here on
+        apply(store, failing, now, ("time", 600.0))
+        made = [("line", 0.0, "tslcd", "tslcd", True, 5.0)]
+        apply(store, failing, now, ("envelope", ("ha-noi", "la-nga", "pc-1"), made))
+        commune = live.commune("la-nga", "ha-noi")
+        assert commune is not None and commune.line.up is True and commune.line.rtt_ms == 5.0
+        same_answers(store, live, now[0])
+
+
+def test_figures_that_depend_on_time_alone_are_at_most_the_bound_old(tmp_path: Path) -> None:
+    now = [T0]
+    store = StateStore(tmp_path / "state.sqlite", clock=lambda: now[0])
+    live = LiveHealth(store, [INVENTORY], clock=lambda: now[0], figures_bound_s=60.0)
+    live.install(store)
+    try:
+        pc = ("dong-nai", "la-nga", "pc-1")
+        store.apply(statuses=[(status(pc, T0), T0)])
+        store.apply([envelope(pc, T0, [line(T0, "tslcd", "tslcd", False, 0.0)])])
+        now[0] += 600
+        first = live.commune("la-nga", "dong-nai")
+        assert first is not None and first.line.availability.last_24h == 0.0
+        store.apply([envelope(pc, now[0], [line(now[0], "tslcd", "tslcd", True, 9.0)])])
+        now[0] += 600  # the line has been up for half the time watched
+        fresh = HealthModel(store, [INVENTORY], clock=lambda: now[0]).commune("la-nga")
+        assert fresh is not None and fresh.line.availability.last_24h == 50.0
+        # Its state changed: its history is read again, whatever the bound.
+        second = live.commune("la-nga", "dong-nai")
+        assert second == fresh
+        now[0] += 20  # within the bound: the figure of 20 s ago, the facts of now
+        third = live.commune("la-nga", "dong-nai")
+        assert third is not None and third.line.availability.last_24h == 50.0
+        now[0] += 60  # beyond it: read again
+        later = HealthModel(store, [INVENTORY], clock=lambda: now[0]).commune("la-nga")
+        assert live.commune("la-nga", "dong-nai") == later
+        assert later is not None and later.line.availability.last_24h != 50.0
+    finally:
+        store.close()
