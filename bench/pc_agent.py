@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -300,8 +301,18 @@ class Watch:
         return self.checks_cpu_per_day() + self.idle_cpu_per_s * 86400
 
 
+def service_environment(tree: Path) -> dict[str, str]:
+    """The environment the systemd unit of the agent in ``tree`` gives it (its
+    ``Environment=`` lines, agent/service.py), added to this one less Python's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MALLOC_"))}
+    unit = (tree / "agent" / "service.py").read_text()
+    env.update(re.findall(r"^(?:\{read_write\})?Environment=(\w+)=(.*)$", unit, flags=re.MULTILINE))
+    return env
+
+
 def start_pc_agent(python: Path, tree: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    """The agent in ``tree`` as its service runs it (the unit's environment)."""
+    env = service_environment(tree)
     with log.open("wb") as out:
         return subprocess.Popen(
             [str(python), "-m", "agent.cli", "run", "-c", str(config)],
