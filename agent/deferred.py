@@ -30,6 +30,10 @@ UNUSED = (
     "locale",
     # msgspec imports its type introspection (for schemas) whatever is used.
     "msgspec.inspect",
+    # asyncio's and dataclasses', with ast and dis: dataclasses use it to write a docstring
+    # for a class without one (the agent's have theirs), asyncio to check a signal handler
+    # (agent/signals.py goes around it) and to describe a task in a message.
+    "inspect",
 )
 
 

@@ -57,6 +57,8 @@ def id_lists(ids: list[int]) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class Row:
+    """One envelope waiting in the outbox for the broker's PUBACK."""
+
     id: int
     created: float
     topic: str
