@@ -30,8 +30,9 @@ def take_interrupt() -> None:
     """Before ``asyncio.run``: SIGINT raises KeyboardInterrupt, as Python's own handler does,
     from a handler of the agent's. asyncio.run puts a handler of its own only in place of
     Python's, and replacing that one (``stop_on_signals``) formats the task it names,
-    which imports inspect."""
-    if threading.current_thread() is threading.main_thread():
+    which imports inspect. Not on Windows, where the agent takes no signal (asyncio.run's
+    handler stays: Ctrl-C in a console cancels the run)."""
+    if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
 
 
