@@ -17,6 +17,7 @@ import pytest
 from agent import cli, service, wire
 from agent.config import load_config
 from agent.deferred import UNUSED
+from agent.outbox import CACHE_KIB, Outbox
 from agent.update import install
 from bench.pc_agent import pc_python
 from tests.factories import agent_toml
@@ -221,3 +222,14 @@ def test_every_dataclass_of_the_agent_has_a_docstring() -> None:
                 if {"dataclass", "dataclasses.dataclass"} & set(names):
                     undocumented.append(f"{path.relative_to(REPO)}: {node.name}")
     assert not undocumented
+
+
+def test_the_outbox_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """SQLite keeps its page cache for the connection's life: at its default (2 MB) a PC
+    agent kept an outage's backlog's pages after draining it."""
+    box = Outbox(tmp_path / "outbox.sqlite", 3600.0, 10**8)
+    try:
+        assert box._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+    finally:
+        box.close()
+    assert CACHE_KIB <= 512
