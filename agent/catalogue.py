@@ -71,6 +71,8 @@ class History:
 
 @dataclass(frozen=True)
 class Field:
+    """One field of a measurement: its type, what it means, its unit."""
+
     name: str
     type: FieldType
     meaning: str
@@ -82,6 +84,8 @@ class Field:
 
 @dataclass(frozen=True)
 class Tag:
+    """One tag of a measurement and what it means."""
+
     name: str
     meaning: str
     values: tuple[str, ...] = ()

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def service_config(arguments: list[str]) -> Path | None:
     """The config of a plain ``run`` command line, else None (for the full command line)."""
     if arguments[:1] != ["run"]:
         return None
+    from pathlib import Path  # after main's stand-ins: it imports one of their modules
+
     rest = arguments[1:]
     if not rest:
         from agent.start import CONFIG_ENV, DEFAULT_CONFIG
@@ -32,6 +37,10 @@ def service_config(arguments: list[str]) -> Path | None:
 
 def main() -> None:
     """``commune-agent``."""
+    if sys.argv[1:2] == ["run"]:
+        from agent.deferred import defer_unused
+
+        defer_unused()  # before anything imports the modules it stands for
     config = service_config(sys.argv[1:])
     if config is None:
         from agent.commands import main as commands

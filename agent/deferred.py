@@ -1,24 +1,40 @@
-"""Standard-library modules the agent's libraries import but a running agent never uses.
+"""Modules the agent's libraries import but a running agent never uses.
 
-paho-mqtt imports ``urllib.request`` for one thing: reading proxy settings, which it does
-only when PySocks is installed (the agent does not install it). Importing it loads the
-HTTP client and the whole e-mail package with it: about 2 MB of a 25 MB agent, for
-nothing. ``defer_unused()``, called before the agent's modules are imported, puts a
-stand-in in its place that imports the real module the first time anything is read from
-it: code that does use it (``commune-agent enroll``) works as before, the running agent
-never pays for it.
+Each is imported at the top of a module the agent does use, for a function the agent
+never calls (``UNUSED`` says which). Importing them costs memory kept for as long as
+the agent runs: about 2.5 MB of a PC agent's, for nothing. ``defer_unused()``, called
+before the agent's modules are imported, puts a stand-in in their place that imports
+the real module the first time anything is read from it: code that does use one
+(``commune-agent enroll``, a library on a path a PC never takes) works as before, the
+running agent never pays for it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
 from typing import Any
 
 #: Imported by a library the agent runs and never used by the running agent.
-UNUSED = ("urllib.request",)
+UNUSED = (
+    # paho-mqtt's, to read proxy settings, which it does only with PySocks installed (the
+    # agent does not install it): with it the HTTP client and the whole e-mail package.
+    "urllib.request",
+    # urllib.parse's (which pathlib imports), for hosts in brackets in a URL; the config's
+    # loopback test, which only ``enroll`` and the collector call.
+    "ipaddress",
+    # subprocess's, for the encoding of text pipes; the agent's children speak bytes.
+    "locale",
+    # msgspec imports its type introspection (for schemas) whatever is used.
+    "msgspec.inspect",
+    # asyncio's and dataclasses', with ast and dis: dataclasses use it to write a docstring
+    # for a class without one (the agent's have theirs), asyncio to check a signal handler
+    # (agent/signals.py goes around it) and to describe a task in a message.
+    "inspect",
+)
 
 
 class DeferredModule(types.ModuleType):
@@ -35,16 +51,34 @@ class DeferredModule(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), attribute)
 
 
+def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where ``name`` would be imported from, without importing its parent package."""
+    parent = name.rpartition(".")[0]
+    if not parent or parent in sys.modules:
+        return importlib.util.find_spec(name)
+    package = importlib.util.find_spec(parent)
+    if package is None or package.submodule_search_locations is None:
+        return None
+    return importlib.machinery.PathFinder.find_spec(name, list(package.submodule_search_locations))
+
+
 def defer(name: str) -> None:
-    """Put a stand-in for the module ``name`` (a submodule of a package) unless it is
-    imported already."""
+    """Put a stand-in for the module ``name`` unless it is imported already (or absent)."""
     if name in sys.modules:
         return
-    parent, _, child = name.rpartition(".")
+    spec = _spec(name)
+    if spec is None:
+        return
     module = DeferredModule(name)
-    module.__spec__ = importlib.util.find_spec(name)
+    module.__spec__ = spec
     sys.modules[name] = module
-    setattr(importlib.import_module(parent), child, module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        # A package that imports the module itself (msgspec) finds the stand-in; for one
+        # that does not, ``import parent.child`` must find it as an attribute.
+        package = importlib.import_module(parent)
+        if not hasattr(package, child):
+            setattr(package, child, module)
 
 
 def defer_unused() -> None:

@@ -94,6 +94,8 @@ def new_key_and_csr(agent: str) -> Credential:
 
 @dataclass(frozen=True)
 class Written:
+    """What enrolling wrote: the config, the files beside it, the collector's answer."""
+
     config: Path
     files: list[Path]
     answer: EnrollAnswer

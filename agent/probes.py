@@ -26,6 +26,8 @@ _STATUS = re.compile(r"[0-9]{3}")
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """One probe of a target: its outcome and, when it answered, how fast."""
+
     outcome: Outcome
     rtt_s: float | None = None
     error: str = ""

@@ -37,6 +37,8 @@ REWIND_AFTER_S = 60.0
 
 @dataclass(frozen=True)
 class BrokerSettings:
+    """How the publisher reaches the broker."""
+
     broker: BrokerSection
     """The config's [mqtt] section as it is: address, credentials, TLS, keepalive."""
     client_id: str
@@ -55,6 +57,9 @@ class Subscription:
 
 @dataclass(frozen=True)
 class StatusMessages:
+    """The agent's status topic and its messages: online (on each connection),
+    offline (on a clean stop) and the last will (left with the broker)."""
+
     topic: str
     online: Callable[[], bytes]
     offline: Callable[[], bytes]

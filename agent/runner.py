@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from agent.config import ChecksSection, Config
 from agent.outbox import Outbox
 from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscription
 from agent.scheduler import Scheduler
+from agent.signals import stop_on_signals
 from agent.stats import AgentStats
 from agent.update import EXIT_UPDATE, HOME_ENV
 from agent.wire import (
@@ -325,10 +325,7 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     )
     publisher = Publisher(broker_settings(config, identity), outbox, status, stats, subscription)
     follower.announce = publisher.announce
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
-            loop.add_signal_handler(signum, stop.set)
+    restore_signals = stop_on_signals(stop)
     log.info(
         "agent %s (%s/%s) starting with %d checks%s; outbox %s",
         identity.agent,
@@ -351,6 +348,7 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
         await close_checks(scheduler.checks)
         await asyncio.to_thread(publisher.stop)
         outbox.close()
+        restore_signals()
         log.info("agent stopped%s", " to start a staged version" if exit_code else "")
     return exit_code
 

@@ -40,6 +40,8 @@ REPORT_EVERY_S = 2.0
 
 @dataclass(frozen=True)
 class Registration:
+    """How the Windows service is registered with the service control manager."""
+
     exe_name: str
     """The program the SCM starts."""
     exe_args: str

@@ -53,7 +53,9 @@ def run(config_path: Path) -> int:
     defer_unused()  # before the runner imports paho-mqtt
     from agent.outbox import OutboxError
     from agent.runner import run_agent
+    from agent.signals import take_interrupt
 
+    take_interrupt()
     try:
         return asyncio.run(run_agent(config))
     except (OutboxError, ConfigError) as exc:

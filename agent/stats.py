@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class OutboxStats:
+    """The outbox's size and what it dropped, for the agent's self-metrics."""
+
     rows: int
     bytes: int
     oldest_created: float | None
@@ -22,6 +24,8 @@ class OutboxStats:
 
 @dataclass
 class CheckStats:
+    """One check's runs, errors, timeouts and durations since the agent started."""
+
     runs: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -32,6 +36,8 @@ class CheckStats:
 
 @dataclass
 class PublishStats:
+    """The connection to the broker and what went through it since the start."""
+
     connected: bool = False
     connects: int = 0
     published: int = 0
@@ -42,6 +48,8 @@ class PublishStats:
 
 @dataclass
 class AgentStats:
+    """What the agent counts about itself; threads update it under ``lock``."""
+
     checks: dict[str, CheckStats] = field(default_factory=dict)
     publish: PublishStats = field(default_factory=PublishStats)
     outbox_errors: int = 0

@@ -35,6 +35,8 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class Service:
+    """A systemd service of the project: its unit and the names it goes by."""
+
     name: str
     """The unit's name, the console script's name and the system user's."""
     module: str

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -240,6 +241,58 @@ def thread_cpu_seconds(process: psutil.Process) -> float:
     return total / 1e9
 
 
+#: Where a process's resident pages come from, by what they map (its smaps): the groups
+#: ``resident_maps`` sums, in the order the report lists them.
+MAP_GROUPS = (
+    "the program (python + libpython, or zabbix_agent2)",
+    "OpenSSL (libcrypto, libssl)",
+    "SQLite (libsqlite3)",
+    "C library (libc, libm, the loader)",
+    "other libraries and extension modules",
+    "malloc's heap (OpenSSL, SQLite, Python's large objects)",
+    "anonymous: Python's object arenas, stacks, thread arenas",
+    "other (locale, the outbox's -shm, vdso)",
+)
+
+
+def map_group(name: str, program: str) -> str:
+    """The ``MAP_GROUPS`` entry of a mapping of ``name`` (a path, [heap], or nothing)."""
+    base = Path(name).name
+    if name == program or base.startswith("libpython"):
+        return MAP_GROUPS[0]
+    if base.startswith(("libcrypto.so", "libssl.so")):
+        return MAP_GROUPS[1]
+    if base.startswith("libsqlite3.so"):
+        return MAP_GROUPS[2]
+    if base.startswith(("libc.so", "libm.so", "ld-linux")):
+        return MAP_GROUPS[3]
+    if ".so" in base:
+        return MAP_GROUPS[4]
+    if name == "[heap]":
+        return MAP_GROUPS[5]
+    if not name:
+        return MAP_GROUPS[6]
+    return MAP_GROUPS[7]
+
+
+def resident_maps(pid: int) -> dict[str, tuple[float, float]]:
+    """MB resident per ``MAP_GROUPS`` entry: (all, of which shared with other processes:
+    clean pages of files, counted in RSS but not in USS)."""
+    program = os.path.realpath(f"/proc/{pid}/exe")
+    totals = {group: [0, 0] for group in MAP_GROUPS}
+    group = MAP_GROUPS[7]
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                group = map_group(fields[5] if len(fields) > 5 else "", program)
+            elif fields[0] == "Rss:":
+                totals[group][0] += int(fields[1])
+            elif fields[0] == "Shared_Clean:":
+                totals[group][1] += int(fields[1])
+    return {group: (rss / 1024, shared / 1024) for group, (rss, shared) in totals.items()}
+
+
 @dataclass
 class Watch:
     """One process over the simulated day: its memory after the warm-up hour and at the
@@ -258,6 +311,8 @@ class Watch:
     """CPU seconds a second between checks, at the profile's real intervals."""
     marks: list[float] = field(default_factory=list)
     """RSS at the start of the day and after each quarter of it."""
+    maps: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Where the steady RSS comes from (``resident_maps``)."""
     notes: list[str] = field(default_factory=list)
 
     def sample(self, cycles: int, warmup: int, day: int) -> None:
@@ -267,6 +322,7 @@ class Watch:
         if self.steady is None:
             if cycles >= warmup:
                 self.steady = memory(self.process)
+                self.maps = resident_maps(self.process.pid)
                 self.cpu0 = cpu_seconds(self.process)
                 self.cycles0 = cycles
                 self.peak_rss = self.steady.rss
@@ -300,8 +356,18 @@ class Watch:
         return self.checks_cpu_per_day() + self.idle_cpu_per_s * 86400
 
 
+def service_environment(tree: Path) -> dict[str, str]:
+    """The environment the systemd unit of the agent in ``tree`` gives it (its
+    ``Environment=`` lines, agent/service.py), added to this one less Python's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MALLOC_"))}
+    unit = (tree / "agent" / "service.py").read_text()
+    env.update(re.findall(r"^(?:\{read_write\})?Environment=(\w+)=(.*)$", unit, flags=re.MULTILINE))
+    return env
+
+
 def start_pc_agent(python: Path, tree: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    """The agent in ``tree`` as its service runs it (the unit's environment)."""
+    env = service_environment(tree)
     with log.open("wb") as out:
         return subprocess.Popen(
             [str(python), "-m", "agent.cli", "run", "-c", str(config)],
@@ -334,15 +400,17 @@ FLOOR_MODULES = "ssl,asyncio,sqlite3,psutil,paho.mqtt.client,msgspec"
 
 #: Where a PC agent's memory goes: what it imports, in groups, loaded in this order into a
 #: fresh interpreter of the same install (a module counts in the first group that loads it;
-#: the last group takes whatever only the agent's own modules load). "agent.deferred" is
-#: the stand-in for urllib.request that ``run`` puts first (absent from older trees).
+#: the last group takes whatever only the agent's own modules load). "agent.deferred" puts
+#: the stand-ins ``run`` puts first (agent/deferred.py); putting one in msgspec's place
+#: imports msgspec, which the stand-ins' row then counts (older trees' come later).
 FOOTPRINT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("stand-ins, agent/deferred.py (+ typing; msgspec)", ("agent.deferred",)),
     ("TLS: ssl, socket, hashlib, OpenSSL, IDNA", ("ssl", "hashlib", "encodings.idna")),
-    ("asyncio (+ logging, inspect, subprocess)", ("asyncio", "concurrent.futures.thread")),
+    ("asyncio (+ logging, subprocess; inspect)", ("asyncio", "concurrent.futures.thread")),
     ("sqlite3 (the outbox)", ("sqlite3",)),
     ("msgspec (+ datetime, decimal, uuid)", ("msgspec",)),
     ("psutil", ("psutil",)),
-    ("paho-mqtt", ("agent.deferred", "paho.mqtt.client")),
+    ("paho-mqtt", ("paho.mqtt.client",)),
     ("tomllib", ("tomllib",)),
     (
         "the agent's modules (+ what only they load)",

@@ -6,6 +6,7 @@ it); these tests hold the boundaries that keep a PC's agent small, on the real p
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, wire
+from agent import cli, service, wire
+from agent.config import load_config
+from agent.deferred import UNUSED
+from agent.outbox import CACHE_KIB, Outbox
+from agent.update import install
+from bench.pc_agent import pc_python
 from tests.factories import agent_toml
 from tests.servers import REPO, Mosquitto, Received, Subscriber, stop_process, wait_for
 
@@ -26,6 +32,12 @@ NOT_FOR_A_PC = {
     "urllib.request",
     "html",  # the shared-system probe's
     "statistics",
+    "ipaddress",  # urllib.parse's, for hosts in brackets in URLs (agent/deferred.py)
+    "locale",  # subprocess's, for text pipes
+    "msgspec.inspect",  # msgspec's type introspection, for schemas
+    "inspect",  # asyncio's signal handlers', dataclasses' for classes without a docstring
+    "ast",  # inspect's
+    "dis",  # inspect's
     "argparse",  # the launcher's and the update process's
     "zipfile",  # the update bundles'
     "pysnmp",
@@ -74,10 +86,13 @@ def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: M
         + f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
         '[[checks.host]]\n[[checks.antivirus]]\ninterval = "1s"\n' + links
     )
+    # A PC's install: the agent's dependencies only, and no editable-install finder
+    # (the development one imports pathlib, and what it imports, before the agent starts).
+    python = pc_python(tmp_path)
     subscriber = Subscriber(mosquitto.port, "commune/#").start()
     ask, out = tmp_path / "ask", tmp_path / "modules.txt"
     process = subprocess.Popen(
-        [sys.executable, "-c", WATCHED_AGENT, str(ask), str(out), str(config)], cwd=REPO
+        [str(python), "-c", WATCHED_AGENT, str(ask), str(out), str(config)], cwd=REPO
     )
     checks = {"host", "antivirus", "tslcd-gateway", "tslcd-province"}
 
@@ -151,3 +166,70 @@ def test_a_config_error_reads_as_the_command_line_words_it(tmp_path: Path) -> No
         assert result.returncode == 1
         assert result.stderr.startswith("Error: ") and "no such file" in result.stderr
     assert len({r.stderr for r in results}) == 1
+
+
+#: In a fresh interpreter of a PC's install: every stand-in is in place before the agent's
+#: libraries are imported, and each module works when used as if it had been imported.
+USES_THE_DEFERRED = """
+import sys
+from agent.deferred import UNUSED, DeferredModule, defer_unused
+
+defer_unused()
+standing_in = [n for n in UNUSED if type(sys.modules[n]) is DeferredModule]
+import inspect, locale, msgspec, urllib.request
+from ipaddress import ip_address
+
+async def coroutine_function() -> None: ...
+
+assert inspect.iscoroutinefunction(coroutine_function)
+assert ip_address("127.0.0.1").is_loopback
+assert isinstance(urllib.request.getproxies(), dict)
+assert locale.getpreferredencoding(False)
+assert msgspec.inspect.type_info(int) == msgspec.inspect.IntType()
+real = [n for n in UNUSED if type(sys.modules[n]) is not DeferredModule]
+print(" ".join(standing_in), "|", " ".join(real))
+"""
+
+
+def test_what_a_pc_agent_defers_works_when_used(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(pc_python(tmp_path)), "-c", USES_THE_DEFERRED],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    standing_in, real = result.stdout.split("|")
+    assert set(standing_in.split()) == set(real.split()) == set(UNUSED)
+
+
+def test_the_agents_service_gives_its_threads_one_malloc_arena(tmp_path: Path) -> None:
+    """Each thread's own arena is memory a PC keeps (bench/agent_bench.py measures it)."""
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml() + '[mqtt]\nurl = "mqtts://mqtt.example:8883"\n')
+    for unit in (service.unit(load_config(config)), install.unit(tmp_path, config, "python3")):
+        assert "\nEnvironment=MALLOC_ARENA_MAX=1\n" in unit
+
+
+def test_every_dataclass_of_the_agent_has_a_docstring() -> None:
+    """dataclasses write a docstring for a class without one with inspect, which the agent
+    defers (agent/deferred.py): one class without would load it, ast and dis, 0.6 MB."""
+    undocumented = []
+    for path in sorted((REPO / "agent").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not ast.get_docstring(node):
+                names = [ast.unparse(d).split("(")[0] for d in node.decorator_list]
+                if {"dataclass", "dataclasses.dataclass"} & set(names):
+                    undocumented.append(f"{path.relative_to(REPO)}: {node.name}")
+    assert not undocumented
+
+
+def test_the_outbox_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """SQLite keeps its page cache for the connection's life: at its default (2 MB) a PC
+    agent kept an outage's backlog's pages after draining it."""
+    box = Outbox(tmp_path / "outbox.sqlite", 3600.0, 10**8)
+    try:
+        assert box._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+    finally:
+        box.close()
+    assert CACHE_KIB <= 512

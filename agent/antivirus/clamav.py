@@ -22,6 +22,8 @@ HEADER_BYTES = 512
 
 @dataclass(frozen=True)
 class DatabaseInfo:
+    """The newest daily signature database: its file, version and build time."""
+
     path: str
     version: int
     build_epoch: float
@@ -29,6 +31,8 @@ class DatabaseInfo:
 
 @dataclass(frozen=True)
 class ClamdInfo:
+    """Whether clamd answered PING, and its engine version when it did."""
+
     alive: bool
     engine: str = ""
     error: str = ""

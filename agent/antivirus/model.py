@@ -15,6 +15,8 @@ unknown: a product is present whose state cannot be read."""
 
 @dataclass(frozen=True)
 class Product:
+    """One anti-malware product as this PC reports it."""
+
     name: str
     source: Source
     state: ProductStateName

@@ -25,6 +25,8 @@ _SIGNATURES = {0x00: True, 0x10: False}
 
 @dataclass(frozen=True)
 class DecodedState:
+    """What Security Center's productState number says about a product."""
+
     state: ProductStateName
     up_to_date: bool | None
     owner: str

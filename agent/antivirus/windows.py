@@ -106,6 +106,9 @@ class BadReport(ValueError):
 
 @dataclass(frozen=True)
 class WindowsReport:
+    """What the PowerShell reader printed: Security Center's products, Defender's
+    status and the edition of Windows."""
+
     security_center: list[Mapping[str, Any]] | None
     """None when the namespace is missing or the query failed."""
     security_center_error: str = ""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EndpointState:
+    """What a Polycom endpoint told about itself, whichever way it was read."""
+
     reachable: bool
     family: str = ""
     """group_series (POLYCOM-ENDPOINT-MIB), hdx (enterprise 2684) or videoos (REST)."""

@@ -31,6 +31,8 @@ class RestError(Exception):
 
 @dataclass(frozen=True)
 class RestEndpoint:
+    """Where and how to reach a Poly VideoOS endpoint's REST API."""
+
     host: str
     port: int
     scheme: str

@@ -29,6 +29,8 @@ __all__ = ["SnmpClient", "SnmpError", "SnmpTarget", "SnmpValue", "close_engine"]
 
 @dataclass(frozen=True)
 class SnmpTarget:
+    """An SNMP agent to poll and how to log in to it (v2c community or v3 user)."""
+
     host: str
     port: int = 161
     version: Literal["2c", "3"] = "2c"

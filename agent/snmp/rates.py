@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CounterReading:
+    """One reading of an SNMP counter, to make a rate with the next."""
+
     value: int
     bits: int
     """32 or 64: where the counter wraps."""

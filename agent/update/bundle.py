@@ -42,6 +42,8 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Manifest:
+    """A version and the SHA-256 of each of its files."""
+
     version: str
     files: dict[str, str]
     """Relative POSIX path -> SHA-256 (hex)."""

@@ -45,6 +45,8 @@ class Untrusted(Exception):
 
 @dataclass(frozen=True)
 class Platform:
+    """The Windows calls the data folder's checks make, passed in to be tested anywhere."""
+
     owner_of: Callable[[Path], str]
     """The owner's SID of a path (never called on a link)."""
     is_link: Callable[[Path], bool]

@@ -70,6 +70,8 @@ _CHUNK: Final = 64 * 1024
 
 @dataclass(frozen=True)
 class FetchResult:
+    """What fetching a bundle came to, as the fetch process reports it."""
+
     kind: Kind
     reason: str = ""
     path: str = ""

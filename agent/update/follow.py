@@ -49,6 +49,8 @@ def spread_delay(agent_id: str, spread_s: float) -> float:
 
 @dataclass(frozen=True)
 class Attempt:
+    """What the follower does next about a release order, and why."""
+
     state: UpdateState
     version: str
     reason: str = ""

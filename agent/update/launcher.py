@@ -68,6 +68,8 @@ HOME_ACL: Final = ("/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F", "*S-1-5-
 
 @dataclass(frozen=True)
 class Options:
+    """How the launcher runs the agent and judges a version on trial."""
+
     home: Path
     config: Path
     python: str = sys.executable

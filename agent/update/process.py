@@ -46,6 +46,8 @@ UNSIGNED_BUNDLES_ALLOWED: Final = "tests only"
 
 @dataclass(frozen=True)
 class Outcome:
+    """What staging a version came to, as the update process reports it."""
+
     state: str
     """"staged", "refused" or "failed"."""
     reason: str = ""
@@ -58,6 +60,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Fetched:
+    """A fetched bundle, or why there is none."""
+
     path: Path | None
     """The verified bundle; None: ``refusal`` says why."""
     refusal: Outcome | None = None

@@ -33,6 +33,8 @@ class RootRefused(ValueError):
 
 @dataclass(frozen=True)
 class RootSummary:
+    """A TUF root this PC may trust: its version, expiry and roles' keys."""
+
     version: int
     expires: datetime
     roles: dict[str, tuple[int, list[str]]]
