@@ -551,8 +551,8 @@ def extrapolate(tables: list[Table], say: Callable[[str], None]) -> None:
         f"target ({TARGET_13_MONTHS_GB:g} GB)")  # fmt: skip
 
 
-#: Schema 10's layouts of what migration 11 packed (migrations 1, 4 and 10 made them).
-SCHEMA_10 = (
+#: The layouts before the store packed its figures (migrations 1, 4 and 10 made them).
+EARLIER_LAYOUTS = (
     "CREATE TABLE rtt_history (place TEXT NOT NULL, bucket INTEGER NOT NULL, rtt REAL NOT NULL,"
     " PRIMARY KEY (place, bucket))",
     "CREATE TABLE loss_history (place TEXT NOT NULL, bucket INTEGER NOT NULL,"
@@ -572,14 +572,14 @@ SCHEMA_10 = (
 
 
 def compare_layouts(path: Path, workdir: Path, say: Callable[[str], None]) -> None:
-    """The same rows in schema 10's layouts, written in the order they came (by time)."""
-    old = workdir / "schema-10.sqlite"
+    """The same rows in the earlier layouts, written in the order they came (by time)."""
+    old = workdir / "earlier-layouts.sqlite"
     old.unlink(missing_ok=True)
     with (
         contextlib.closing(sqlite3.connect(path)) as src,
         contextlib.closing(sqlite3.connect(old)) as dst,
     ):
-        for statement in SCHEMA_10:
+        for statement in EARLIER_LAYOUTS:
             dst.execute(statement)
         line = src.execute("SELECT place, day, rtt, loss FROM line_history ORDER BY day, place")
         rtt, loss = [], []
@@ -606,7 +606,7 @@ def compare_layouts(path: Path, workdir: Path, say: Callable[[str], None]) -> No
         dst.executemany("INSERT INTO outages VALUES (?, ?, ?)", outages.fetchall())
         dst.commit()
     before, after = table_bytes(old), table_bytes(path)
-    say("6. migration 11 against schema 10: the province's rows as each layout keeps them")
+    say("6. the packed layouts against the earlier ones: the province's rows as each keeps them")
     pairs = (
         ("line_history", ("rtt_history", "loss_history")),
         ("system_times_hourly", ("system_times_hourly",)),
