@@ -1,7 +1,7 @@
 """State store growth over a year: a province's month and the country's days, table by table.
 
     .venv/bin/python bench/store_year_bench.py --short    # about a minute (make bench)
-    .venv/bin/python bench/store_year_bench.py            # the full run: ~40 minutes here
+    .venv/bin/python bench/store_year_bench.py            # the full run: ~30 minutes here
     .venv/bin/python bench/store_year_bench.py --keep DIR # and keep the stores to look into
 
 Everything goes through the collector's real commit path: ``Ingestor`` -> ``StateStore``
@@ -77,6 +77,7 @@ from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
 from collector.state import systemtimes  # noqa: E402
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention  # noqa: E402
+from collector.state.packed import histogram_counts, line_values  # noqa: E402
 from collector.state.store import RTT_KEEP_S, AgentState, StateStore, UpdateStanding  # noqa: E402
 from fleet.life import DAY_S, Life, Sampling, Settings  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
@@ -526,7 +527,7 @@ def country(
 def extrapolate(tables: list[Table], say: Callable[[str], None]) -> None:
     say(f"   {'table':22s} {'MB/day':>8s} {'kept, days':>10s} {'at 13 months':>13s}")
     for t in sorted(tables, key=lambda t: -t.at_13_months):
-        if t.at_13_months > 1e6:
+        if t.at_13_months > 5e6:
             say(f"   {t.name:22s} {t.gain / MB:8.2f} {t.kept:10.0f} {t.at_13_months / 1e9:9.3f} GB"
                 f"   {t.note}")  # fmt: skip
     # Growth a day as the windows fill one after the other.
@@ -550,17 +551,92 @@ def extrapolate(tables: list[Table], say: Callable[[str], None]) -> None:
         f"target ({TARGET_13_MONTHS_GB:g} GB)")  # fmt: skip
 
 
+#: The layouts before the store packed its figures (migrations 1, 4 and 10 made them).
+EARLIER_LAYOUTS = (
+    "CREATE TABLE rtt_history (place TEXT NOT NULL, bucket INTEGER NOT NULL, rtt REAL NOT NULL,"
+    " PRIMARY KEY (place, bucket))",
+    "CREATE TABLE loss_history (place TEXT NOT NULL, bucket INTEGER NOT NULL,"
+    " loss REAL NOT NULL, PRIMARY KEY (place, bucket))",
+    "CREATE TABLE system_times_hourly (subject_id INTEGER NOT NULL, hour INTEGER NOT NULL,"
+    " bucket INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (subject_id, hour, bucket))"
+    " WITHOUT ROWID",
+    "CREATE TABLE system_times_daily (subject_id INTEGER NOT NULL, day INTEGER NOT NULL,"
+    " bucket INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (subject_id, day, bucket))"
+    " WITHOUT ROWID",
+    "CREATE INDEX system_times_hourly_by_hour ON system_times_hourly (hour)",
+    "CREATE INDEX system_times_daily_by_day ON system_times_daily (day)",
+    "CREATE TABLE outages (subject_id INTEGER NOT NULL, start REAL NOT NULL, end REAL,"
+    " PRIMARY KEY (subject_id, start))",
+    "CREATE INDEX outages_open ON outages(subject_id) WHERE end IS NULL",
+)
+
+
+def compare_layouts(path: Path, workdir: Path, say: Callable[[str], None]) -> None:
+    """The same rows in the earlier layouts, written in the order they came (by time)."""
+    old = workdir / "earlier-layouts.sqlite"
+    old.unlink(missing_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(path)) as src,
+        contextlib.closing(sqlite3.connect(old)) as dst,
+    ):
+        for statement in EARLIER_LAYOUTS:
+            dst.execute(statement)
+        line = src.execute("SELECT place, day, rtt, loss FROM line_history ORDER BY day, place")
+        rtt, loss = [], []
+        for place, day, rtts, losses in line:
+            for found, values in ((rtt, rtts), (loss, losses)):
+                found += [(place, day * 86400 + slot * 300, v) for slot, v in line_values(values)]
+        rtt.sort(key=lambda row: row[1])
+        loss.sort(key=lambda row: row[1])
+        dst.executemany("INSERT INTO rtt_history VALUES (?, ?, ?)", rtt)
+        dst.executemany("INSERT INTO loss_history VALUES (?, ?, ?)", loss)
+        for table, period in (("system_times_hourly", "hour"), ("system_times_daily", "day")):
+            rows = src.execute(
+                f"SELECT subject_id, {period}, counts FROM {table} ORDER BY {period}"
+            )
+            dst.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                [
+                    (subject, at, bucket, count)
+                    for subject, at, counts in rows
+                    for bucket, count in histogram_counts(counts).items()
+                ],
+            )
+        outages = src.execute("SELECT subject_id, start, end FROM outages ORDER BY start")
+        dst.executemany("INSERT INTO outages VALUES (?, ?, ?)", outages.fetchall())
+        dst.commit()
+    before, after = table_bytes(old), table_bytes(path)
+    say("6. the packed layouts against the earlier ones: the province's rows as each keeps them")
+    pairs = (
+        ("line_history", ("rtt_history", "loss_history")),
+        ("system_times_hourly", ("system_times_hourly",)),
+        ("system_times_daily", ("system_times_daily",)),
+        ("outages", ("outages",)),
+    )
+    for new, olds in pairs:
+        was = sum(before.get(t, 0) for t in olds)
+        now = after.get(new, 0)
+        say(f"   {' + '.join(olds):32s} {mb(was)} MB -> {new:20s} {mb(now)} MB: "
+            f"x{was / max(1, now):.1f} smaller")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--short", action="store_true", help="about a minute (make bench)")
     parser.add_argument("--keep", type=Path, help="keep the stores in this directory")
+    parser.add_argument(
+        "--layouts", type=Path, metavar="STORE", help="only section 6, on a kept province store"
+    )
     args = parser.parse_args()
 
     def say(text: str) -> None:
         print(text, flush=True)
 
+    if args.layouts:
+        compare_layouts(args.layouts, args.layouts.parent, say)
+        return
     short = args.short
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="store-year-") as tmp:
@@ -606,6 +682,7 @@ def main() -> None:
             f"commune x{NATIONAL_COMMUNES:,}, then each table's growth for as long as it "
             "keeps it")  # fmt: skip
         extrapolate(country(province, factors, ratios, never), say)
+        compare_layouts(province.path, workdir, say)
         say(f"   ({time.perf_counter() - started:.0f} s)")
 
 

@@ -97,8 +97,8 @@ class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     forget_agents_after: Duration = Duration(30 * 86400)
     """An agent stopped or silent this long is forgotten (replaced PC); its history stays."""
     max_alerts: Annotated[int, msgspec.Meta(ge=1000)] = 2_500_000
-    """Resolved alerts kept at most (the newest, with their steps; ~460 bytes each): a
-    province's 13 months are ~500,000; the country's (53,000 a day) about 47 days."""
+    """Resolved alerts kept at most (the newest, with their steps; ~470 bytes each): a
+    province's 13 months are ~650,000; the country's (~57,000 a day) about 44 days."""
 
 
 class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
