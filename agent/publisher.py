@@ -66,6 +66,11 @@ class StatusMessages:
     will: bytes
 
 
+def _network_thread_writes(_client: mqtt.Client, _userdata: object, _sock: object) -> None:
+    """paho asks to be told when its socket has something to write: the network thread's
+    loop watches for that itself."""
+
+
 class Publisher:
     def __init__(
         self,
@@ -111,6 +116,12 @@ class Publisher:
         client.on_publish = self._on_publish
         client.on_log = self._on_log
         client.on_message = self._on_message
+        # paho writes a publish at once from the caller's thread (the drain's, the loop's)
+        # unless something else owns the socket's writes: two threads writing one TLS
+        # connection sent packets cut into each other (the broker closed the connection)
+        # and, OpenSSL's connections being for one thread at a time, corrupted the heap.
+        # With this paho queues the packet and wakes the network thread, which writes.
+        client.on_socket_register_write = _network_thread_writes
         return client
 
     # paho's network thread -------------------------------------------------
@@ -258,8 +269,10 @@ class Publisher:
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not announce offline: %s", exc)
         self._stopping.set()
-        self._client.disconnect()
+        self._client.disconnect()  # queued: the network thread writes it and closes
         self._network.join(timeout=2)
+        if not self._network.is_alive():
+            self._client.loop_write()  # it ended before the DISCONNECT was queued
         self._apply_acks()
 
     # drain thread ------------------------------------------------------------
