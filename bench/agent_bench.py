@@ -392,6 +392,8 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
     agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]] = []
     zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None = None
     idle: list[subprocess.Popen[bytes]] = []
+    died: list[str] = []
+    started_trees = list(trees)
     try:
         for n, (name, tree) in enumerate(trees):
             agent_id = f"bench-pc-{n}"
@@ -409,10 +411,20 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
         limit = time.monotonic() + 120 + 3 * (WARMUP_CYCLES + args.pc_cycles) * args.pc_interval
         while not all(w.done for w in watches):
             time.sleep(0.5)
-            for watch, process, agent_id, log in agents:
-                if process.poll() is not None:
+            for entry in list(agents):
+                watch, process, agent_id, log = entry
+                if process.poll() is None:
+                    watch.sample(counter.cycles(agent_id, PC_CYCLE), WARMUP_CYCLES, args.pc_cycles)
+                    continue
+                if entry is agents[0]:
                     raise RuntimeError(f"{watch.name} stopped: {log.read_text()[-2000:]}")
-                watch.sample(counter.cycles(agent_id, PC_CYCLE), WARMUP_CYCLES, args.pc_cycles)
+                # An agent before may die of what was fixed since: said, and left out.
+                last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
+                died.append(f"{watch.name} died after {counter.cycles(agent_id, PC_CYCLE)}"
+                            f" cycles (exit {process.returncode}): {last[-200:]}")  # fmt: skip
+                agents.remove(entry)
+                watches.remove(watch)
+                trees = [tree for tree in trees if tree[0] != watch.name]
             if zabbix:
                 zabbix[0].sample(zabbix[2].cycles, WARMUP_CYCLES, args.pc_cycles)
             if time.monotonic() > limit:
@@ -434,8 +446,10 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
         counter.stop()
         listener.close()
         broker.stop()
-        for _name, tree in trees[1:]:
+        for _name, tree in started_trees[1:]:
             pc_agent.remove_tree(tree)
+    for line in died:
+        print(f"  {line}")
     report_pc(watches, floor)
     report_maps(watches)
     report_footprint([w for w, *_ in agents], footprints)
