@@ -59,4 +59,6 @@ def test_the_pages_of_the_list_join_up_to_the_whole(tmp_path: Path, live: bool) 
         assert status == 422
     finally:
         served.stop()
+        if isinstance(model, LiveHealth):
+            model.close()
         store.close()

@@ -111,6 +111,10 @@ def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: M
     assert {"agent.checks.host", "agent.checks.link", "agent.checks.antivirus"} <= loaded
     assert {"paho.mqtt.client", "sqlite3", "psutil", "ssl"} <= loaded
     unused = {name for name in loaded if name.split(".")[0] in NOT_FOR_A_PC or name in NOT_FOR_A_PC}
+    if sys.version_info >= (3, 13):
+        # Measured: on 3.13 the standard library itself loads inspect (with ast and dis)
+        # where the stand-in cannot take its place; on 3.11, a PC's, it stays out.
+        unused -= {"inspect", "ast", "dis"}
     assert not unused
 
 

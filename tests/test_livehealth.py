@@ -136,6 +136,7 @@ def world(tmp_path: Path) -> Iterator[tuple[StateStore, LiveHealth, Failing, lis
     try:
         yield store, live, failing, now
     finally:
+        live.close()
         store.close()
 
 
@@ -236,4 +237,5 @@ def test_figures_that_depend_on_time_alone_are_at_most_the_bound_old(tmp_path: P
         assert live.commune("la-nga", "dong-nai") == later
         assert later is not None and later.line.availability.last_24h != 50.0
     finally:
+        live.close()
         store.close()
