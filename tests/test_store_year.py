@@ -4,6 +4,7 @@ tables it bounds bounded (bench/store_year_bench.py measures how much they weigh
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_retention_keeps_what_it_bounds_bounded(
 ) -> None:
     path, clock, _ = played
     copy = tmp_path / "state.sqlite"
-    with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
         source.backup(target)
     now = clock.now
     keep, forget = 4 * 3600.0, 3600.0
@@ -180,7 +181,7 @@ def test_a_days_line_history_reads_back_the_best_of_each_five_minutes(tmp_path: 
         assert store.loss_history(place, day) == [(day, 0.0), (day + 300, 2.0),
                                                    (day + 86100, 100.0)]  # fmt: skip
         assert store.rtt_history(place, day + 301) == [(day + 86100, 123.4375)]
-    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+    with closing(sqlite3.connect(tmp_path / "state.sqlite")) as db:
         assert db.execute("SELECT COUNT(*) FROM line_history").fetchone() == (1,)
 
 
