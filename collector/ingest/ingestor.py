@@ -230,12 +230,16 @@ class Ingestor:
         """
         # A Last Will carries no time (0: it happens on arrival); any other time of 0
         # is as wrong a clock as any other old time.
-        times = (
-            [decoded.ts or received]
-            if isinstance(decoded, Status)
-            else [decoded.ts, *(s.ts for s in decoded.samples)]
-        )
-        newest, oldest = max(times), min(times)
+        if isinstance(decoded, Status):
+            newest = oldest = decoded.ts or received
+        else:  # every envelope: one pass, nothing built
+            newest = oldest = decoded.ts
+            for sample in decoded.samples:
+                ts = sample.ts
+                if ts > newest:
+                    newest = ts
+                elif ts < oldest:
+                    oldest = ts
         if newest > received + self.max_ahead_s:
             raise WireError(
                 "clock_ahead",
