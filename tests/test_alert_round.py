@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agent.wire import Envelope, Sample, Status, UpdateReport
 from collector.alerts import round as round_reads
 from collector.alerts.engine import AlertEngine
+from collector.alerts.pending import pending
 from collector.alerts.rules import Rule, default_rules
 from collector.state.store import AgentLimits, StateStore
 
@@ -151,4 +152,31 @@ def test_a_round_forgets_a_subject_back_to_fine_and_reads_no_fine_agent(tmp_path
     engine.tick(store, T0 + 40 + 600)  # a recount
     with store.reading() as db:
         assert engine._agents_to_judge(db, engine.rules, T0 + 700) == []
+    store.close()
+
+
+def test_a_communes_pending_alerts_are_not_cut_off_by_the_countrys(tmp_path: Path) -> None:
+    """At night the country has thousands of alerts pending; the commune page and a
+    province's list show theirs, oldest first, whatever the others."""
+    store = StateStore(tmp_path / "s.sqlite")
+    rows = [("agent_offline", f"an-giang/x{n:04d}/pc-01", "pending", T0 + n, T0 + n, None)
+            for n in range(1200)]  # fmt: skip
+    rows += [
+        ("agent_offline", "dong-nai/la-nga/pc-02", "pending", T0 + 5000, T0 + 5000, None),
+        ("line_down_tslcd", "dong-nai/la-nga/poller|tslcd|", "pending", T0 + 4000, T0, None),
+        ("commune_unreachable", "dong-nai/la-nga", "pending", T0 + 4500, T0, None),
+        ("agent_offline", "dong-nai/la-ngaa/pc-01", "pending", T0 + 3000, T0, None),
+        ("agent_offline", "dong-nai/la-nga/pc-03", "firing", T0 + 3000, T0, None),
+    ]
+    with store.transaction() as db:
+        db.executemany("INSERT INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)", rows)
+    shown = pending(store, [("", "")], ("dong-nai", "la-nga"))
+    assert [(p.rule, p.agent) for p in shown] == [
+        ("line_down_tslcd", "poller"),
+        ("commune_unreachable", ""),
+        ("agent_offline", "pc-02"),
+    ]
+    province = pending(store, [("dong-nai", "")])
+    assert [p.commune for p in province] == ["la-ngaa", "la-nga", "la-nga", "la-nga"]
+    assert len(pending(store, [("", "")])) == 500
     store.close()

@@ -49,22 +49,35 @@ def pending(
     commune: tuple[str, str] | None = None,
     limit: int = 500,
 ) -> list[Pending]:
-    """Pending alerts of these (province, commune) places ("" for any), oldest first;
-    of one (province, commune) only when ``commune`` is given."""
-    with store.reading() as db:
-        rows = db.execute(
-            "SELECT rule, subject, since FROM alert_subjects WHERE state = 'pending' "
-            "ORDER BY since LIMIT ?",
-            (limit,),
-        ).fetchall()
+    """Pending alerts of these (province, commune) places ("" for any), oldest first, at
+    most ``limit`` of them; of one (province, commune) only when ``commune`` is given."""
+    where, params = "", tuple[str, ...]()
+    if commune is not None:
+        # Its subjects' keys: "p/c", "p/c/…", "system:p/c/…" (the key order is text's).
+        key = "/".join(commune)
+        where = (
+            " AND (subject = ? OR (subject >= ? AND subject < ?) OR (subject >= ? AND subject < ?))"
+        )
+        params = (key, key + "/", key + "0", SUBJECT_PREFIX + key + "/", SUBJECT_PREFIX + key + "0")
     found: list[Pending] = []
-    for rule, subject, since in rows:
-        place = _place(str(subject))
-        if place is None:
-            continue
-        province, slug, agent, target = place
-        if commune is not None and (province, slug) != commune:
-            continue
-        if any(p in ("", province) and c in ("", slug) for p, c in places):
-            found.append(Pending(str(rule), province, slug, agent, target, float(since)))
+    with store.reading() as db:
+        # Filtered as they come, the limit counts only what is shown: at night a country
+        # has thousands pending, and a province's must not be cut off by the others'.
+        rows = db.execute(
+            "SELECT rule, subject, since FROM alert_subjects WHERE state = 'pending'"  # noqa: S608 - placeholders only
+            + where
+            + " ORDER BY since",
+            params,
+        )
+        for rule, subject, since in rows:
+            place = _place(str(subject))
+            if place is None:
+                continue
+            province, slug, agent, target = place
+            if commune is not None and (province, slug) != commune:
+                continue
+            if any(p in ("", province) and c in ("", slug) for p, c in places):
+                found.append(Pending(str(rule), province, slug, agent, target, float(since)))
+                if len(found) >= limit:
+                    break
     return found

@@ -3,6 +3,7 @@ commune's seven-day availability strip."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from html import escape
@@ -130,6 +131,13 @@ def _ticks(start: float, end: float) -> list[tuple[float, str]]:
     return ticks
 
 
+@functools.lru_cache(maxsize=64)
+def _day_month(day: float) -> str:
+    # Every commune of the overview shows the same seven days: a national page would
+    # otherwise format 23,247 dates to show seven.
+    return local(day).strftime("%d/%m")
+
+
 def strip(days: Sequence[Day], label: str = "", sign: str = ".") -> str:
     """Seven small squares, one per day (its local date, its availability in %, with the
     decimal ``sign``): green from 99.5 %, orange from 95 %, red below, grey not monitored."""
@@ -148,7 +156,7 @@ def strip(days: Sequence[Day], label: str = "", sign: str = ".") -> str:
         shown = "—" if percent is None else f"{percent:.1f} %".replace(".", sign)
         parts.append(
             f'<rect x="{index * 12}" y="0" width="10" height="10" fill="{color}">'
-            f"<title>{local(day).strftime('%d/%m')}: {shown}</title></rect>"
+            f"<title>{_day_month(day)}: {shown}</title></rect>"
         )
     parts.append("</svg>")
     return "".join(parts)
