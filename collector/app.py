@@ -387,6 +387,8 @@ class Collector:
             # Before the alerts: their first round sees the certificates.
             Task("certificates", self.certificates.tick, every_s=600.0),
             Task("alerts", lambda now: self.engine.tick(self.store, now)),
+            # The consoles' and the IOC's figures that depend on time, before they are asked.
+            Task("health figures", lambda _: self.health.refresh()),
         ]
         if self.sink is not None:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))

@@ -239,3 +239,36 @@ def test_figures_that_depend_on_time_alone_are_at_most_the_bound_old(tmp_path: P
     finally:
         live.close()
         store.close()
+
+
+def test_figures_asked_lately_are_computed_again_before_their_bound(tmp_path: Path) -> None:
+    """The housekeeping's ``refresh``: a commune asked lately has its figures computed
+    again before they pass their bound, so the next request does not read its outages;
+    one not asked for a while is left for its next request."""
+    now = [T0]
+    store = StateStore(tmp_path / "state.sqlite", clock=lambda: now[0])
+    live = LiveHealth(store, [INVENTORY], clock=lambda: now[0], figures_bound_s=60.0)
+    live.install(store)
+    reads: list[int] = []
+    outages = live._outages
+    live._outages = lambda *a: (reads.append(1), outages(*a))[1]  # type: ignore[method-assign]
+    try:
+        pc = ("dong-nai", "la-nga", "pc-1")
+        store.apply(statuses=[(status(pc, T0), T0)])
+        store.apply([envelope(pc, T0, [line(T0, "tslcd", "tslcd", False, 0.0)])])
+        store.apply([envelope(pc, T0 + 600, [line(T0 + 600, "tslcd", "tslcd", True, 9.0)])])
+        now[0] += 1200
+        assert live.commune("la-nga", "dong-nai") is not None
+        asked = len(reads)
+        assert live.refresh() == 0  # fresh: nothing to do
+        now[0] += 60  # beyond any commune's bound (30 to 60 s)
+        assert live.refresh() == 1 and len(reads) == asked + 1
+        current = live.commune("la-nga", "dong-nai")
+        assert len(reads) == asked + 1  # the request found it computed
+        expected = HealthModel(store, [INVENTORY], clock=lambda: now[0]).commune("la-nga")
+        assert current == expected
+        now[0] += 400  # not asked for longer than ASKED_WITHIN_S: left alone
+        assert live.refresh() == 0 and len(reads) == asked + 1
+    finally:
+        live.close()
+        store.close()
