@@ -1158,20 +1158,28 @@ class StateStore:
         return result
 
     def outages_under(
-        self, place: str, start: float = 0.0, end: float = float("inf")
+        self,
+        place: str,
+        start: float = 0.0,
+        end: float = float("inf"),
+        *,
+        kind: str | None = None,
+        network: str | None = None,
     ) -> dict[int, list[Outage]]:
-        """Outages overlapping [start, end) of every subject under a place, by subject id:
-        one query for a roll-up instead of one per subject."""
+        """Outages overlapping [start, end) of every subject under a place (of that
+        ``kind`` and ``network`` only, when given), by subject id: one query for a
+        roll-up instead of one per subject."""
         lo, hi = _key_range(place)
         with self._read_lock:
             rows = self._reader.execute(
                 # Ordered as the two indexes already deliver it: no sort of the rows.
                 """SELECT o.subject_id, o.start, o.end FROM subjects s
                    JOIN outages o ON o.subject_id = s.id
-                   WHERE s.agent_key >= ? AND s.agent_key < ?
-                     AND o.start < ? AND (o.end IS NULL OR o.end > ?)
+                   WHERE s.agent_key >= ?1 AND s.agent_key < ?2
+                     AND (?5 IS NULL OR s.kind = ?5) AND (?6 IS NULL OR s.network = ?6)
+                     AND o.start < ?3 AND (o.end IS NULL OR o.end > ?4)
                    ORDER BY s.agent_key, s.kind, s.name, s.target, o.start""",
-                (lo, hi, end, start),
+                (lo, hi, end, start, kind, network),
             ).fetchall()
         # A province's month is hundreds of thousands of rows: built in one tight pass
         # (the columns are REAL already).

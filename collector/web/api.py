@@ -460,7 +460,8 @@ def _province_availability(
     for subject in context.store.subjects(kind="link", place=place):
         if subject.network == "tslcd":
             probes.setdefault(subject.agent_key.split("/")[1], []).append(subject)
-    outages = context.store.outages_under(place, lo, hi)
+    # The line's probes only: a province's anti-malware and Polycom outages are most rows.
+    outages = context.store.outages_under(place, lo, hi, kind="link", network="tslcd")
     inventory = context.model.inventories.get(chosen)
     communes: list[CommuneLine] = []
     for _, slug in context.model.places(chosen):
