@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
+from collector.common.gctuning import pace_for_ingest  # noqa: E402
 from collector.config import ApiSection, ConsoleSection  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
@@ -352,6 +353,7 @@ def main() -> None:
         warmed = time.perf_counter() - warming
         live.communes(days=OVERVIEW_DAYS)  # what the lists ask: computed once before
         gc.freeze()  # as `run` does once warm
+        pace_for_ingest()  # and as it sets the garbage collector
         print(f"  live model warmed in {warmed:.1f} s (`run` does it at start), every "
               f"commune's detail first computed in {time.perf_counter() - warming - warmed:.1f} s",
               flush=True)  # fmt: skip

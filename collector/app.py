@@ -17,6 +17,7 @@ from collector.alerts.escalation import Escalation
 from collector.alerts.notify import Notifier, Route, load_urls
 from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.alerts.zalo import ZaloChannel
+from collector.common.gctuning import pace_for_ingest
 from collector.common.sessions import BrokerUptime, SessionWatch
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
@@ -423,6 +424,7 @@ class Collector:
 
     def run(self, stop: threading.Event, every_s: float = 10.0) -> int:
         """Until ``stop`` is set: 0. When a worker died: 1, after stopping the rest."""
+        pace_for_ingest()
         self.start()
         try:
             return self.supervise(stop, every_s)
