@@ -180,3 +180,24 @@ def test_a_communes_pending_alerts_are_not_cut_off_by_the_countrys(tmp_path: Pat
     assert [p.commune for p in province] == ["la-ngaa", "la-nga", "la-nga", "la-nga"]
     assert len(pending(store, [("", "")])) == 500
     store.close()
+
+
+class GrowingWhileRead(set[tuple[str, str]]):
+    """The troubled set as the round sees it while ingest adds to it in another thread."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for n, item in enumerate(super().__iter__()):
+            self.add(("agent_offline", f"added-by-ingest-{n}"))
+            yield item
+
+
+def test_a_round_reads_the_troubled_set_while_ingest_adds_to_it(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.sqlite")
+    engine = AlertEngine(rules())
+    engine.install(store)
+    lost = status(0, "pc-01", T0, ("offline", "connection lost", "", 0))
+    store.apply(statuses=[(lost, T0)], received=T0)
+    engine.tick(store, T0 + 400)
+    engine._troubled = GrowingWhileRead(engine._troubled)
+    engine.tick(store, T0 + 410)  # a round, not "Set changed size during iteration"
+    store.close()

@@ -503,7 +503,8 @@ class AlertEngine:
                        for rule in rules)
         ]  # fmt: skip
         names = {rule.name for rule in rules}
-        troubled = {key for name, key in self._troubled if name in names}
+        # A copy (one C call under the interpreter's lock): ingest adds to the set meanwhile.
+        troubled = {key for name, key in self._troubled.copy() if name in names}
         return round_reads.agents_to_judge(reader, now, fine, troubled)
 
     def _recount_troubled(self, db: sqlite3.Connection, now: float) -> None:
