@@ -208,6 +208,8 @@ class Collector:
             max_age_s=float(config.collector.max_sample_age),
             renames=renames,
         )
+        if config.store.ledger:
+            self.ingestor.refusals = applied.record_refused
         self.uptime = BrokerUptime()
         self.source = MqttSource(self._source_settings(), self.ingestor, self.uptime)
         self.sink: Any = None

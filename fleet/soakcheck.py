@@ -3,10 +3,11 @@
 After a soak (bench/soak.py) it compares, per agent:
 
 - what the agent created (its creation ledger, agent/ledger.py) with what the store
-  applied (its applied record, collector/state/applied.py) and what the outbox counted
-  as dropped by its bounds (age, size, a full disk): ``lost = created - applied -
-  dropped``, 0 or the missing seqs are listed. Envelopes still in an outbox at the end
-  are ``waiting``: the run did not drain, nothing is proven about them;
+  applied (its applied record, collector/state/applied.py), what the outbox counted
+  as dropped by its bounds (age, size, a full disk) and what the collector refused
+  whole by a stated rule (an agent's clock too far off): ``lost = created - applied -
+  dropped - refused``, 0 or the missing seqs are listed. Envelopes still in an outbox
+  at the end are ``waiting``: the run did not drain, nothing is proven about them;
 - each applied envelope's points in VictoriaMetrics (``/api/v1/export``): present at its
   first and last sample's time, and no series holding a timestamp twice (``duplicated``);
 - the outages the harness caused on probed targets (``truth.jsonl``) with the store's
@@ -42,12 +43,16 @@ from pathlib import Path
 import click
 
 from agent.ledger import SUFFIX, Created, read_ledger
-from collector.state.applied import applied_counts
+from collector.state.applied import applied_counts, refusals
 
 #: The identity labels the sink gives every point (collector/outputs/lineproto.py).
 _IDENTITY = ("province", "commune", "agent")
 #: Missing seqs listed per agent at most in the table.
 LISTED_SEQS = 10
+#: Reasons the collector refuses a whole envelope by a stated rule, not by a fault: the
+#: agent's clock beyond ``[collector] max_clock_ahead`` or ``max_sample_age``. Any other
+#: (``apply_failed``: the store could not apply it) is a loss.
+STATED_REFUSALS = frozenset({"clock_ahead", "clock_behind"})
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,11 @@ class AgentTally:
     """Of those, applied more than once (harmless to the state; one point each)."""
     dropped: int = 0
     """The outbox's drop counters (age, size, error)."""
+    refused: int = 0
+    """Created, never applied, refused whole by the collector by a stated rule (its clock)."""
     waiting: int = 0
     missing: list[int] = field(default_factory=list)
-    """Created seqs neither applied nor waiting."""
+    """Created seqs neither applied, nor waiting, nor refused by a stated rule."""
     unledgered: int = 0
     """Applied seqs the ledger lacks (a kill -9 between the outbox's commit and its line)."""
 
@@ -179,6 +186,7 @@ class Verdict:
             ("committed (applied by the store)", str(sum(t.applied for t in tallies))),
             ("applied again (redelivered)", str(sum(t.redelivered for t in tallies))),
             ("dropped by the outbox's bounds", str(sum(t.dropped for t in tallies))),
+            ("refused by the collector (clock)", str(sum(t.refused for t in tallies))),
             ("still waiting in outboxes", str(sum(t.waiting for t in tallies))),
             ("applied, not in a ledger", str(sum(t.unledgered for t in tallies))),
             ("lost", str(self.lost)),
@@ -262,11 +270,21 @@ def outbox_state(path: Path) -> tuple[int, set[int]]:
     return dropped, {int(json.loads(p)["seq"]) for p in payloads}
 
 
-def store_state(path: Path) -> tuple[dict[str, dict[int, int]], int, list[Outage]]:
-    """The applied record, the spool's drops and every outage of the availability history."""
+@dataclass(frozen=True)
+class StoreState:
+    applied: dict[str, dict[int, int]]
+    refused: dict[str, dict[int, str]]
+    spool_dropped: int
+    outages: list[Outage]
+
+
+def store_state(path: Path) -> StoreState:
+    """The applied record (and refusals), the spool's drops and every outage of the
+    availability history."""
     db = _read_only(path)
     try:
         applied = applied_counts(db)
+        refused = refusals(db)
         (spool_dropped,) = db.execute(
             "SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'spool_dropped'"
         ).fetchone()
@@ -280,7 +298,7 @@ def store_state(path: Path) -> tuple[dict[str, dict[int, int]], int, list[Outage
         Outage(key, f"{kind}:{name}", target, start, end)
         for key, kind, name, target, start, end in rows
     ]
-    return applied, int(spool_dropped), outages
+    return StoreState(applied, refused, int(spool_dropped), outages)
 
 
 def exported(url: str, keys: Iterable[str]) -> Iterator[tuple[str, list[int]]]:
@@ -337,7 +355,11 @@ def truth(path: Path) -> tuple[list[Outage], list[Fault]]:
 
 
 def tally(
-    created: dict[int, Created], applied: dict[int, int], dropped: int, waiting: set[int]
+    created: dict[int, Created],
+    applied: dict[int, int],
+    dropped: int,
+    waiting: set[int],
+    refused: dict[int, str],
 ) -> AgentTally:
     result = AgentTally(created=len(created), dropped=dropped)
     for seq in sorted(created):
@@ -347,6 +369,8 @@ def tally(
             result.redelivered += times > 1
         elif seq in waiting:
             result.waiting += 1
+        elif refused.get(seq) in STATED_REFUSALS:
+            result.refused += 1
         else:
             result.missing.append(seq)
     result.unledgered = sum(1 for seq in applied if seq not in created)
@@ -419,18 +443,26 @@ def points_check(
 
 def check(run: SoakRun) -> Verdict:
     created = ledgers(run.ledger)
-    applied, spool_dropped, stored = store_state(run.store)
+    store = store_state(run.store)
     agents: dict[str, AgentTally] = {}
     for key in sorted(created.keys() | run.outboxes.keys()):
         outbox = run.outboxes.get(key)
         dropped, waiting = outbox_state(outbox) if outbox is not None else (0, set())
-        agents[key] = tally(created.get(key, {}), applied.get(key, {}), dropped, waiting)
-    duplicated, points_missing = points_check(run.victoria_url, created, applied)
+        agents[key] = tally(
+            created.get(key, {}),
+            store.applied.get(key, {}),
+            dropped,
+            waiting,
+            store.refused.get(key, {}),
+        )
+    duplicated, points_missing = points_check(run.victoria_url, created, store.applied)
     caused, faults = truth(run.truth)
     watched = run.watched_agents
     if watched is None:
         watched = frozenset(o.agent_key for o in caused)
-    starts, ends, missed, unexpected = match_outages(caused, stored, run.probe_interval, watched)
+    starts, ends, missed, unexpected = match_outages(
+        caused, store.outages, run.probe_interval, watched
+    )
     recovery: dict[str, list[float]] = defaultdict(list)
     for fault in faults:
         recovery.setdefault(fault.fault, [])
@@ -440,7 +472,7 @@ def check(run: SoakRun) -> Verdict:
         agents=agents,
         duplicated_points=duplicated,
         points_missing=points_missing,
-        spool_dropped=spool_dropped,
+        spool_dropped=store.spool_dropped,
         outage_start_errors=starts,
         outage_end_errors=ends,
         outages_missed=missed,

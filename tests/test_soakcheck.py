@@ -220,6 +220,27 @@ def test_a_drop_the_outbox_counted_is_accounted_not_lost(soak: Path, tmp_path: P
     assert verdict.lost == 0
 
 
+def test_an_envelope_refused_for_its_clock_is_accounted_one_that_failed_is_lost(
+    soak: Path, tmp_path: Path
+) -> None:
+    run = _copy(soak, tmp_path)
+    key = "dong-nai/la-nga/pc-02"
+    lines = (run.ledger / ledger_name("dong-nai", "la-nga", "pc-02")).read_text().splitlines()
+    clock, failed = (int(line.split()[0]) for line in lines[2:4])
+    for seq, reason in ((clock, "clock_ahead"), (failed, "apply_failed")):
+        _execute(
+            run.store,
+            "UPDATE applied_envelopes SET applied = 0, refused = ? WHERE agent_key = ? AND seq = ?",
+            reason,
+            key,
+            seq,
+        )
+    verdict = check(run)
+    assert verdict.agents[key].refused == 1
+    assert verdict.agents[key].missing == [failed]
+    assert verdict.verdict_line() == "VERDICT: FAILED: 1 envelopes lost"
+
+
 def test_a_point_written_twice_to_victoriametrics_is_a_duplicate(
     soak: Path, tmp_path: Path
 ) -> None:
@@ -238,7 +259,8 @@ def test_a_point_written_twice_to_victoriametrics_is_a_duplicate(
     )
     _execute(
         run.store,
-        "INSERT INTO applied_envelopes VALUES ('dong-nai/la-nga/pc-09', 5, 1, ?, ?)",
+        "INSERT INTO applied_envelopes (agent_key, seq, applied, first_at, last_at) "
+        "VALUES ('dong-nai/la-nga/pc-09', 5, 1, ?, ?)",
         ts,
         ts,
     )

@@ -1,4 +1,5 @@
-"""The applied record: every envelope the store applied, by agent and seq, and how often.
+"""The applied record: every envelope the store applied, by agent and seq, and how often;
+and every envelope the ingest refused whole, and why.
 
 The chaos soak's seam (``[store] ledger = true``, off by default): its checker
 (fleet/soakcheck.py) compares each agent's creation ledger with this record to prove
@@ -15,8 +16,10 @@ from collections.abc import Sequence
 from agent.wire import Envelope
 from collector.state.store import StateStore, agent_key
 
-_RECORD = """INSERT INTO applied_envelopes VALUES (?1, ?2, 1, ?3, ?3)
+_RECORD = """INSERT INTO applied_envelopes VALUES (?1, ?2, 1, ?3, ?3, '')
     ON CONFLICT (agent_key, seq) DO UPDATE SET applied = applied + 1, last_at = ?3"""
+_REFUSED = """INSERT INTO applied_envelopes VALUES (?1, ?2, 0, ?4, ?4, ?3)
+    ON CONFLICT (agent_key, seq) DO UPDATE SET refused = ?3, last_at = ?4"""
 
 
 def record(db: sqlite3.Connection, envelopes: Sequence[Envelope], received: float) -> None:
@@ -29,6 +32,14 @@ def record(db: sqlite3.Connection, envelopes: Sequence[Envelope], received: floa
     )
 
 
+def record_refused(
+    db: sqlite3.Connection, refused: Sequence[tuple[str, int, str]], received: float
+) -> None:
+    """Envelopes the ingest refused whole, by (agent key, seq, reason): an agent's clock
+    too far ahead or behind, or an envelope the store could not apply."""
+    db.executemany(_REFUSED, [(key, seq, reason, received) for key, seq, reason in refused])
+
+
 def install(store: StateStore) -> None:
     """Record every envelope the store applies from now on (once per store)."""
     if record not in store.observers:
@@ -38,6 +49,18 @@ def install(store: StateStore) -> None:
 def applied_counts(db: sqlite3.Connection) -> dict[str, dict[int, int]]:
     """Agent key -> seq -> how many times it was applied."""
     counts: dict[str, dict[int, int]] = {}
-    for key, seq, times in db.execute("SELECT agent_key, seq, applied FROM applied_envelopes"):
+    for key, seq, times in db.execute(
+        "SELECT agent_key, seq, applied FROM applied_envelopes WHERE applied > 0"
+    ):
         counts.setdefault(str(key), {})[int(seq)] = int(times)
     return counts
+
+
+def refusals(db: sqlite3.Connection) -> dict[str, dict[int, str]]:
+    """Agent key -> seq -> why the ingest refused it (last reason)."""
+    found: dict[str, dict[int, str]] = {}
+    for key, seq, reason in db.execute(
+        "SELECT agent_key, seq, refused FROM applied_envelopes WHERE refused != ''"
+    ):
+        found.setdefault(str(key), {})[int(seq)] = str(reason)
+    return found

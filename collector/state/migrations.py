@@ -391,10 +391,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             # state/seqranges.py: "lo-hi lo-hi", ''  for an agent of an earlier store (its
             # next envelopes start the record).
             "ALTER TABLE agents ADD COLUMN seqs TEXT NOT NULL DEFAULT ''",
-            # state/applied.py: how many times each envelope was applied, first and last.
+            # state/applied.py: how many times each envelope was applied, first and last;
+            # refused: why the ingest refused it whole (its clock), '' if never.
             """CREATE TABLE applied_envelopes (
             agent_key TEXT NOT NULL, seq INTEGER NOT NULL,
             applied INTEGER NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
+            refused TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (agent_key, seq)
         ) WITHOUT ROWID""",
         ),
