@@ -470,13 +470,11 @@ class Soak:
             self.stopping.wait(fault.hold)
             commune.net.heal()
             lifted = time.time()
-            self.truth.fault(
-                fault,
-                at,
-                lifted,
-                lifted,
-                f"{commune.slug} cut (link down{', netem' if self.netem else ''})",
-            )
+            outboxes = [s.outbox for s in self.specs if s.commune == commune.slug]
+            # Recovered: the backlog the cut left in the commune's outboxes sent.
+            drained = wait_until(lambda: all(rows(o) <= 2 for o in outboxes), 600, 0.5)
+            self.truth.fault(fault, at, lifted, time.time() if drained else None,
+                             f"{commune.slug} cut (link down)")  # fmt: skip
 
     def fill(self, fault: Fault, mount: Mount | None, what: str) -> None:
         assert mount is not None
@@ -573,6 +571,29 @@ class Soak:
         for mount in self.mounts:
             mount.unmount()
 
+    def keep(self) -> None:
+        """Copies of what lives on the small filesystems (gone with them): the store, once
+        the collector has stopped, and the outboxes there."""
+        import shutil
+
+        assert self.collector is not None
+        self.collector.stop()
+        kept = self.root / "kept"
+        kept.mkdir(exist_ok=True)
+        source = sqlite3.connect(self.collector.state)
+        copy = sqlite3.connect(kept / "state.sqlite")
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+        self.collector.state = kept / "state.sqlite"
+        for spec in self.specs:
+            if self.agent_fs is not None and self.agent_fs.path in spec.outbox.parents:
+                target = kept / spec.agent
+                shutil.copytree(spec.state_dir, target, dirs_exist_ok=True)
+                spec.state_dir = target
+
     def describe(self) -> dict[str, object]:
         """run.json: where the checker finds what it reads."""
         assert self.collector is not None and self.vm is not None
@@ -650,16 +671,26 @@ def soak(options: Options) -> Iterator[Soak]:
         running.close()
 
 
-def run(options: Options) -> dict[str, object]:
-    """The soak from start to settled; the run's description (run.json)."""
+@dataclass
+class Outcome:
+    described: dict[str, object]
+    ok: bool
+    table: str
+
+
+def run(options: Options) -> Outcome:
+    """The soak from start to settled, checked while its servers still run; the store
+    and the outboxes on small filesystems copied into the run's folder for later."""
     window = options.minutes * 60
     with soak(options) as running:
         faults, outages = running.plan(window)
         running.chaos(faults, outages, window)
         settled = running.settle(600)
+        running.keep()
         described = {**running.describe(), **settled}
         (options.run_dir / "run.json").write_text(json.dumps(described, indent=1))
-    return described
+        ok, table = check(options.run_dir)
+    return Outcome(described, ok, table)
 
 
 def check(run_dir: Path) -> tuple[bool, str]:
@@ -672,6 +703,18 @@ def check(run_dir: Path) -> tuple[bool, str]:
     return bool(verdict.ok), str(verdict.table())
 
 
+def check_again(run_dir: Path) -> tuple[bool, str]:
+    """A finished run checked again: its VictoriaMetrics started on its data."""
+    described = json.loads((run_dir / "run.json").read_text())
+    vm = VictoriaMetricsProcess(run_dir)
+    vm.port = int(str(described["victoriametrics"]).rsplit(":", 1)[1])
+    vm.start()
+    try:
+        return check(run_dir)
+    finally:
+        vm.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -682,8 +725,14 @@ def main() -> int:
     parser.add_argument("--agents-per-commune", type=int, default=None)
     parser.add_argument("--sim-communes", type=int, default=None)
     parser.add_argument("--sim-per-commune", type=int, default=None)
+    parser.add_argument("--check", type=Path, metavar="RUN_DIR",
+                        help="check a finished run again (no soak)")  # fmt: skip
     arguments = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
+    if arguments.check:
+        ok, table = check_again(arguments.check)
+        print(table)
+        return 0 if ok else 1
     if os.geteuid() != 0:
         print("the soak makes network namespaces and mounts: run it as root", file=sys.stderr)
         return 2
@@ -693,11 +742,10 @@ def main() -> int:
     for name in ("real_communes", "agents_per_commune", "sim_communes", "sim_per_commune"):
         if getattr(arguments, name) is not None:
             setattr(options, name, getattr(arguments, name))
-    described = run(options)
-    print(f"run: {run_dir}  seed {options.seed}  partition by {described['partition']}")
-    ok, table = check(run_dir)
-    print(table)
-    return 0 if ok else 1
+    outcome = run(options)
+    print(f"run: {run_dir}  seed {options.seed}  partition by {outcome.described['partition']}")
+    print(outcome.table)
+    return 0 if outcome.ok else 1
 
 
 if __name__ == "__main__":
