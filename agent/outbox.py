@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.stats import OutboxStats
+
+if TYPE_CHECKING:
+    from agent.ledger import CreationLedger
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,12 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
         self._bytes = self._total_bytes()
+        self._ledger: CreationLedger | None = None
+        if os.environ.get("COMMUNE_MONITOR_LEDGER"):
+            # The chaos soak's seam (agent/ledger.py): imported only when asked for.
+            from agent.ledger import from_environment
+
+            self._ledger = from_environment()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -188,6 +199,13 @@ class Outbox:
             self._bytes = self._total_bytes()
             raise
         self._bytes += len(payload)
+        if self._ledger is not None:
+            # Under the outbox's lock: the publisher cannot read the row before its line
+            # is written, so the ledger holds every envelope that can reach the broker.
+            try:
+                self._ledger.record(seq, payload, now)
+            except (OSError, ValueError) as exc:
+                log.error("creation ledger: cannot record seq %d: %s", seq, exc)
         return seq
 
     def _enforce_bounds(self, now: float, incoming: int) -> None:

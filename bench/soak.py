@@ -600,9 +600,11 @@ class Soak:
         return {
             "seed": self.options.seed, "minutes": self.options.minutes,
             "ledger": str(self.ledger), "store": str(self.collector.state),
-            "victoriametrics": self.vm.url, "truth": str(self.truth.path),
+            "victoria_url": self.vm.url, "truth": str(self.truth.path),
             "probe_interval": self.options.interval,
             "outboxes": {s.key: str(s.outbox) for s in self.specs},
+            # Every agent: none reports an outage the soak did not cause.
+            "watched_agents": [s.key for s in self.specs],
             "partition": "link down" + (" (netem available)" if self.netem else
                                         " (no netem in this kernel)"),
             "peak_rss_kib": self.peaks,
@@ -696,10 +698,10 @@ def run(options: Options) -> Outcome:
 def check(run_dir: Path) -> tuple[bool, str]:
     """The checker's verdict and table, if this checkout has the checker."""
     try:
-        from fleet import soakcheck  # type: ignore[attr-defined]
+        from fleet import soakcheck
     except ImportError:
         return False, "fleet/soakcheck.py is not in this checkout: no verdict"
-    verdict = soakcheck.check(soakcheck.SoakRun.from_run_dir(run_dir))
+    verdict = soakcheck.check(soakcheck.SoakRun.from_dir(run_dir))
     return bool(verdict.ok), str(verdict.table())
 
 
@@ -707,7 +709,7 @@ def check_again(run_dir: Path) -> tuple[bool, str]:
     """A finished run checked again: its VictoriaMetrics started on its data."""
     described = json.loads((run_dir / "run.json").read_text())
     vm = VictoriaMetricsProcess(run_dir)
-    vm.port = int(str(described["victoriametrics"]).rsplit(":", 1)[1])
+    vm.port = int(str(described["victoria_url"]).rsplit(":", 1)[1])
     vm.start()
     try:
         return check(run_dir)

@@ -26,6 +26,7 @@ from collector.release.online import OnlineSigner
 from collector.release.repository import Repository
 from collector.rollout.registry import client_certificates
 from collector.rollout.service import Rollout, RolloutSettings
+from collector.state import applied
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.livehealth import LiveHealth
@@ -189,6 +190,8 @@ class Collector:
                 max_subjects=config.collector.max_subjects_per_agent,
             ),
         )
+        if config.store.ledger:
+            applied.install(self.store)  # the chaos soak's record, in each apply's transaction
         renames = all_renames(self.inventories)
         for table, rows in move_renamed(self.store, renames).items():
             log.info("moved %d rows of %s from communes' former slugs (formerly)", rows, table)
@@ -205,6 +208,8 @@ class Collector:
             max_age_s=float(config.collector.max_sample_age),
             renames=renames,
         )
+        if config.store.ledger:
+            self.ingestor.refusals = applied.record_refused
         self.uptime = BrokerUptime()
         self.source = MqttSource(self._source_settings(), self.ingestor, self.uptime)
         self.sink: Any = None

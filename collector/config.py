@@ -99,6 +99,9 @@ class StoreSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_alerts: Annotated[int, msgspec.Meta(ge=1000)] = 2_500_000
     """Resolved alerts kept at most (the newest, with their steps; ~470 bytes each): a
     province's 13 months are ~650,000; the country's (~57,000 a day) about 44 days."""
+    ledger: bool = False
+    """Record every envelope applied, by agent and seq (the chaos soak's checker reads
+    it: fleet/soakcheck.py). A test seam: a row per envelope, kept for good."""
 
 
 class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

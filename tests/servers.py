@@ -502,9 +502,10 @@ class CollectorProcess:
         client_id: str = "collector-e2e",
         sections: str = "",
         api: str = "",
+        store: str = "",
     ) -> None:
-        """``extra``: lines of [collector]; ``api``: lines of [api]; ``sections``: more
-        sections, appended."""
+        """``extra``: lines of [collector]; ``api``: lines of [api]; ``store``: lines of
+        [store]; ``sections``: more sections, appended."""
         import hashlib
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -519,7 +520,7 @@ class CollectorProcess:
         digest = hashlib.sha256(API_TOKEN.encode()).hexdigest()
         self.config.write_text(
             f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nreceive_window = 200\n'
-            f'[store]\npath = "{self.state}"\n'
+            f'[store]\npath = "{self.state}"\n{store}\n'
             f'[collector]\nclient_id = "{client_id}"\n{extra}\n'
             f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n{api}\n'
             f'[[api.tokens]]\nname = "ioc"\nrole = "read"\nsha256 = "{digest}"\n'

@@ -49,6 +49,7 @@ NOT_FOR_A_PC = {
     "agent.update.follow",
     "agent.update.launcher",
     "agent.commands",
+    "agent.ledger",  # the chaos soak's creation ledger, only with COMMUNE_MONITOR_LEDGER
 }
 
 

@@ -261,3 +261,15 @@ def test_an_agent_with_a_wrong_clock_is_refused_by_name_not_stored_at_the_wrong_
     assert agent.last_seq == 4 and agent.state == "unknown"  # the future birth was refused
     ingestor.process([birth(now)])
     assert store.agents()[0].state == "online"
+    # With the applied record on (the chaos soak's), each envelope refused whole is kept
+    # by seq and reason, beside those applied.
+    from collector.state import applied
+
+    applied.install(store)
+    ingestor.refusals = applied.record_refused
+    ingestor.process([at(now + 3600, 5), at(now - 40 * 86400, 6), at(now, 7)])
+    with store.reading() as db:
+        assert applied.refusals(db) == {
+            "dong-nai/la-nga/pc-01": {5: "clock_ahead", 6: "clock_behind"}
+        }
+        assert applied.applied_counts(db) == {"dong-nai/la-nga/pc-01": {7: 1}}

@@ -199,3 +199,43 @@ def test_deleting_batches_of_any_size_removes_exactly_those_rows(tmp_path: Path)
     assert left == {r.id for r in rows} - gone
     assert box.stats().rows == len(left)
     assert box.stats().bytes == 100 * len(left)
+
+
+def test_the_creation_ledger_has_a_line_per_envelope_before_it_can_be_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COMMUNE_MONITOR_LEDGER (the chaos soak's seam): one line per committed envelope,
+    in its agent's file, readable before the publisher can fetch the row; a torn last
+    line (kill -9 mid-write) is skipped by the reader."""
+    from agent.ledger import ledger_name, read_ledger
+    from agent.wire import encode
+    from tests.factories import envelope, link
+
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("COMMUNE_MONITOR_LEDGER", str(ledger))
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", 3600, 10**6, clock=clock)
+    t0 = clock.now - 60
+    seqs = [
+        box.put("t", lambda seq, i=i: encode(envelope(seq, link(t0 + i), link(t0 + i + 0.5))))
+        for i in range(3)
+    ]
+    path = ledger / ledger_name("dong-nai", "la-nga", "pc-01")
+    with path.open("ab") as torn:
+        torn.write(b"99 1.0 2")
+    lines = list(read_ledger(path))
+    assert [line.seq for line in lines] == seqs
+    assert [(line.first_ts, line.last_ts, line.samples) for line in lines] == [
+        (t0 + i, t0 + i + 0.5, 2) for i in range(3)
+    ]
+    assert {line.created for line in lines} == {clock.now}
+
+
+def test_without_the_ledger_variable_no_ledger_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMMUNE_MONITOR_LEDGER", raising=False)
+    box = Outbox(tmp_path / "o.sqlite", 3600, 10**6)
+    box.put("t", payload())  # type: ignore[arg-type]
+    assert box._ledger is None
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("o.sqlite")) == []

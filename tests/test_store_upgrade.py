@@ -217,7 +217,7 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8, 9, 10, 11, 12, 13]
+        assert [m.version for m in store.migrated] == [8, 9, 10, 11, 12, 13, 14]
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -371,7 +371,7 @@ def test_a_version_10_store_keeps_its_histograms_and_outages(
                 [(day, 30, 300), (day, 31, 1000), (day, 40, 70000)],
             )
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [11, 12, 13]
+        assert [m.version for m in store.migrated] == [11, 12, 13, 14]
         assert store.outages(7) == [Outage(1.95e9, 1.95e9 + 600.5), Outage(1.99e9 + 0.25, None)]
         hourly = store.system_times([7], (hour - 1) * 3600, (hour + 1) * 3600, hourly=True)
         assert hourly == {7: {30: 12, 31: 40, 33: 2}}
@@ -385,3 +385,41 @@ def test_a_version_10_store_keeps_its_histograms_and_outages(
     (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'outages'").fetchone()
     db.close()
     assert "WITHOUT ROWID" in sql
+
+
+def test_a_0_2_0_store_spools_each_envelope_once_and_records_what_it_applied(
+    tmp_path: Path,
+) -> None:
+    """Migration 14: the agents of a 0.2.0 store start their record of seqs applied with
+    their next envelope (spooled once, however often delivered), and the applied record
+    (``[store] ledger = true``) counts every application from then on."""
+    import sqlite3
+
+    from collector.outputs.spool import Spool
+    from collector.state import applied
+    from tests.factories import envelope, link
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", path)
+    db = sqlite3.connect(path)
+    old_agents = db.execute("SELECT agent_key, last_seq FROM agents ORDER BY agent_key").fetchall()
+    db.close()
+    with StateStore(path) as store:
+        assert 14 in [m.version for m in store.migrated]
+        spool = Spool(store).attach()
+        applied.install(store)
+        with store.reading() as read:
+            assert read.execute("SELECT COUNT(*) FROM applied_envelopes").fetchone() == (0,)
+            kept = read.execute("SELECT agent_key, last_seq FROM agents ORDER BY agent_key")
+            assert kept.fetchall() == old_agents
+            assert {row[0] for row in read.execute("SELECT seqs FROM agents")} == {""}
+        waiting = spool.stats().rows
+        agent = old_agents[0][0].split("/")
+        place = {"province": agent[0], "commune": agent[1], "agent": agent[2]}
+        first = envelope(10**12, link(2e9), **place)
+        store.apply([first], spool=[None])
+        store.apply([first, envelope(10**12 + 1, link(2e9 + 60), **place)], spool=[None, None])
+        assert spool.stats().rows == waiting + 2
+        with store.reading() as read:
+            counts = applied.applied_counts(read)
+        assert counts == {old_agents[0][0]: {10**12: 2, 10**12 + 1: 1}}

@@ -26,7 +26,7 @@ import collections
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -120,6 +120,14 @@ class RejectionLog:
         return True
 
 
+RefusalRecord = Callable[[sqlite3.Connection, Sequence[tuple[str, int, str]], float], None]
+"""(connection in a transaction, (agent key, seq, reason) of each envelope refused, when)."""
+
+
+def _key_of(envelope: Envelope) -> str:
+    return agent_key(envelope.province, envelope.commune, envelope.agent)
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, min(ts, 1e11))))
 
@@ -148,15 +156,19 @@ class Ingestor:
         self.max_age_s = max_age_s
         self.stats = IngestStats()
         self.rejections = RejectionLog(log_interval)
+        self.refusals: RefusalRecord | None = None
+        """With the applied record on (``[store] ledger``, state/applied.py): told of each
+        whole envelope refused, by agent, seq and reason, before the batch is acknowledged."""
+        self._refused: list[tuple[str, int, str]] = []
 
     def _reject(self, message: Message, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
         self.rejections(sender_of(message.topic, self.root), reason, detail)
 
     def _decode(self, message: Message) -> Envelope | Status | None:
+        decoded: Envelope | Status | None = None
         try:
             identity = parse_topic(self.root, message.topic)
-            decoded: Envelope | Status
             if identity.kind == "status":
                 decoded = decode_status(message.payload, identity)
             elif identity.kind == "data":
@@ -166,6 +178,8 @@ class Ingestor:
             self._check_clock(decoded, message.received)
         except WireError as exc:
             self._reject(message, exc.reason, exc.detail)
+            if isinstance(decoded, Envelope):  # a whole envelope refused (its clock)
+                self._refused.append((_key_of(decoded), decoded.seq, exc.reason))
             return None
         except Exception as exc:  # a bug of ours must not take the batch with it
             self._reject(message, "decode_failed", f"{type(exc).__name__}: {exc}")
@@ -256,6 +270,7 @@ class Ingestor:
         acknowledged then, and the batch may be given again.
         """
         messages = list(batch)
+        self._refused = []  # a batch given again (the store failed) is refused again
         envelopes: list[Envelope] = []
         payloads: list[bytes | None] = []
         statuses: list[tuple[Status, float]] = []
@@ -295,7 +310,7 @@ class Ingestor:
                 applied = self.store.apply_each(
                     envelopes, statuses, received=received, spool=payloads
                 )
-            self._count(applied, envelope_of, status_of)
+            self._count(applied, envelopes, envelope_of, status_of)
             elapsed = time.perf_counter() - started
             self.stats.commit_seconds_total += elapsed
             self.stats.last_commit_s = elapsed
@@ -308,16 +323,26 @@ class Ingestor:
                 )
             self.stats.applied_statuses += len(statuses) - len(applied.failed_statuses)
         self.stats.batches += 1
+        if self._refused:
+            refused, self._refused = self._refused, []
+            if self.refusals is not None:
+                with self.store.transaction() as db:
+                    self.refusals(db, refused, max(m.received for m in messages))
         # Only now: everything good is committed, everything bad is counted.
         for message in messages:
             message.ack()
         self.stats.acked += len(messages)
 
     def _count(
-        self, applied: Applied, envelope_of: list[Message], status_of: list[Message]
+        self,
+        applied: Applied,
+        envelopes: list[Envelope],
+        envelope_of: list[Message],
+        status_of: list[Message],
     ) -> None:
         for index, why in applied.failed_envelopes.items():
             self._reject(envelope_of[index], "apply_failed", why)
+            self._refused.append((_key_of(envelopes[index]), envelopes[index].seq, "apply_failed"))
         for index, why in applied.failed_statuses.items():
             self._reject(status_of[index], "apply_failed", why)
         for (key, reason), count in applied.refused.items():

@@ -18,8 +18,9 @@
   refuses such samples: ``reserved_name``);
 - timestamp: the sample's collection time, in milliseconds.
 
-A point is keyed by measurement + tags + timestamp, so a redelivered envelope
-overwrites itself.
+InfluxDB keys a point by measurement + tags + timestamp (a point written again
+overwrites itself); VictoriaMetrics keeps both copies unless deduplication is on, so
+the store spools an envelope once however often it is delivered (state/seqranges.py).
 """
 
 from __future__ import annotations

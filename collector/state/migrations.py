@@ -382,6 +382,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX outages_open ON outages(subject_id) WHERE end IS NULL",
         ),
     ),
+    Migration(
+        14,
+        "an envelope is spooled for the time-series server once: each agent's seqs applied "
+        "(recent ranges); the record of every envelope applied, by agent and seq, kept only "
+        "with [store] ledger = true (the chaos soak's checker reads it)",
+        (
+            # state/seqranges.py: "lo-hi lo-hi", ''  for an agent of an earlier store (its
+            # next envelopes start the record).
+            "ALTER TABLE agents ADD COLUMN seqs TEXT NOT NULL DEFAULT ''",
+            # state/applied.py: how many times each envelope was applied, first and last;
+            # refused: why the ingest refused it whole (its clock), '' if never.
+            """CREATE TABLE applied_envelopes (
+            agent_key TEXT NOT NULL, seq INTEGER NOT NULL,
+            applied INTEGER NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
+            refused TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (agent_key, seq)
+        ) WITHOUT ROWID""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -14,7 +14,9 @@ the up time is their complement within the time a subject was monitored.
 
 What a batch admitted is handed to the store's queues in the same transaction
 (the sink's spool, ``outputs/spool.py``): once a batch is committed it is both
-applied and durably queued for InfluxDB, and may be acknowledged.
+applied and durably queued for InfluxDB, and may be acknowledged. An envelope the
+store has applied before (by agent and seq, ``state/seqranges.py``) is applied again,
+harmlessly, but not queued again: VictoriaMetrics keeps every copy of a point.
 
 What one agent can make the store hold is bounded (``AgentLimits``): series
 (latest rows: check name, item and target) and subjects with history. A sample
@@ -46,6 +48,7 @@ from agent.wire import Envelope, Sample, Status, UpdateReport, encode
 from collector.state import packed, systemtimes
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
+from collector.state.seqranges import SeqRanges
 
 _encode = msgspec.json.Encoder().encode
 
@@ -429,16 +432,22 @@ class StateStore:
     ) -> None:
         """Inside a transaction: admit each envelope's samples, apply them, let the
         observers see what was admitted, and spool it."""
-        self._touch_agents(envelopes, now)
+        fresh, seqs = self._first_applications(envelopes)
+        self._touch_agents(envelopes, now, seqs)
         refused: collections.Counter[tuple[str, str]] = collections.Counter()
         admitted = [self._apply_envelope(envelope, refused) for envelope in envelopes]
         self._write_latest()
         for observer in self.observers:
             observer(self._db, admitted, now)
         if spool is not None and self.queues:
+            # An envelope applied before (redelivered) changes no state, but its points
+            # sent again would be kept twice by a time-series server without dedup.
             payloads = [
                 payload if payload is not None and kept is envelope else encode(kept)
-                for envelope, kept, payload in zip(envelopes, admitted, spool, strict=True)
+                for envelope, kept, payload, first in zip(
+                    envelopes, admitted, spool, fresh, strict=True
+                )
+                if first
             ]
             for queue in self.queues:
                 queue.enqueue(self._db, payloads)
@@ -542,7 +551,33 @@ class StateStore:
             ),
         )
 
-    def _touch_agents(self, envelopes: Sequence[Envelope], received: float) -> None:
+    def _first_applications(
+        self, envelopes: Sequence[Envelope]
+    ) -> tuple[list[bool], dict[str, str]]:
+        """Whether each envelope is applied for the first time (by agent and seq), and each
+        agent's seqs applied with the batch's (``agents.seqs``, state/seqranges.py)."""
+        keys = list({agent_key(e.province, e.commune, e.agent) for e in envelopes})
+        ranges: dict[str, SeqRanges] = {}
+        for offset in range(0, len(keys), 500):  # SQLite's bound on parameters
+            chunk = keys[offset : offset + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, text in self._db.execute(
+                f"SELECT agent_key, seqs FROM agents WHERE agent_key IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            ):
+                ranges[key] = SeqRanges.parse(text)
+        fresh = []
+        for envelope in envelopes:
+            key = agent_key(envelope.province, envelope.commune, envelope.agent)
+            seen = ranges.get(key)
+            if seen is None:
+                seen = ranges[key] = SeqRanges([])
+            fresh.append(seen.add(envelope.seq))
+        return fresh, {key: seen.text() for key, seen in ranges.items()}
+
+    def _touch_agents(
+        self, envelopes: Sequence[Envelope], received: float, seqs: dict[str, str]
+    ) -> None:
         """Each agent of the batch exists, its last sign of life and seq move forward, and
         data brings back an agent marked offline for silence: one row per agent, not per
         envelope (an agent's check runs arrive together)."""
@@ -559,18 +594,19 @@ class StateStore:
                     envelope.seq,
                 )
         self._db.executemany(
-            """INSERT INTO agents (agent_key, province, commune, agent, last_seen, last_seq)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            """INSERT INTO agents (agent_key, province, commune, agent, last_seen, last_seq, seqs)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                ON CONFLICT (agent_key) DO UPDATE SET
                  last_seen = MAX(COALESCE(last_seen, 0), ?5),
                  last_seq = MAX(COALESCE(last_seq, -1), ?6),
+                 seqs = ?7,
                  state_since = CASE WHEN state = 'offline' AND reason = 'silent'
                                     THEN ?5 ELSE state_since END,
                  state = CASE WHEN state = 'offline' AND reason = 'silent'
                               THEN 'online' ELSE state END,
                  reason = CASE WHEN state = 'offline' AND reason = 'silent'
                                THEN '' ELSE reason END""",
-            [(key, *row) for key, row in newest.items()],
+            [(key, *row, seqs[key]) for key, row in newest.items()],
         )
 
     def _admit_series(self, key: str, samples: list[Sample]) -> tuple[list[Sample], int]:

@@ -1,0 +1,308 @@
+"""The chaos soak's checker, on a real small run: agents with their creation ledgers
+publishing through the outbox and publisher, Mosquitto, the collector with its applied
+record, its sink and VictoriaMetrics; then the same run altered, one fault at a time,
+to see the checker catch each: a loss, a duplicate point, an outage missed or invented,
+and account a drop the outbox counted."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sqlite3
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.configtypes import BrokerSection
+from agent.ledger import ENVIRONMENT, ledger_name
+from agent.outbox import Outbox
+from agent.publisher import BrokerSettings, Publisher, StatusMessages
+from agent.stats import AgentStats
+from agent.wire import Sample, encode
+from fleet import soakcheck
+from fleet.soakcheck import SoakRun, check
+from tests.factories import envelope, link, status
+from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics, wait_for
+
+INTERVAL = 10.0
+ENVELOPES = 12
+AGENTS = [
+    ("dong-nai", "la-nga", "pc-01"),
+    ("dong-nai", "la-nga", "pc-02"),
+    ("dong-nai", "phu-hoa", "pc-01"),
+]
+#: pc-01 of La Ngà sees its gateway down for its 5th to 8th probes.
+DOWN = range(4, 8)
+
+
+def _key(place: tuple[str, str, str]) -> str:
+    return "/".join(place)
+
+
+def _settled(state: Path, expected: int) -> bool:
+    if not state.exists():
+        return False
+    db = sqlite3.connect(f"{state.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        (applied,) = db.execute("SELECT COUNT(*) FROM applied_envelopes").fetchone()
+        (waiting,) = db.execute("SELECT COUNT(*) FROM spool").fetchone()
+    except sqlite3.OperationalError:  # the collector is still making the store
+        return False
+    finally:
+        db.close()
+    return bool(applied == expected and waiting == 0)
+
+
+def _agent(run_dir: Path, port: int, place: tuple[str, str, str], t0: float) -> None:
+    """One agent's envelopes through its own outbox and publisher, until all are sent."""
+    province, commune, agent = place
+    outbox = Outbox(run_dir / "agents" / f"{commune}-{agent}" / "outbox.sqlite", 3600, 10**7)
+    root = f"commune/{province}/{commune}/{agent}"
+    online = encode(
+        status("online", t0, interval=INTERVAL, province=province, commune=commune, agent=agent)
+    )
+    publisher = Publisher(
+        BrokerSettings(BrokerSection(url=f"mqtt://127.0.0.1:{port}"), f"{commune}-{agent}"),
+        outbox,
+        StatusMessages(f"{root}/status", lambda: online, lambda: online, online),
+        AgentStats(),
+    )
+    publisher.start()
+    try:
+        for i in range(ENVELOPES):
+            down = (commune, agent) == ("la-nga", "pc-01") and i in DOWN
+            sample = link(t0 + INTERVAL * i, up=not down, target="10.10.1.1")
+
+            def payload(seq: int, sample: Sample = sample) -> bytes:
+                return encode(
+                    envelope(seq, sample, province=province, commune=commune, agent=agent)
+                )
+
+            outbox.put(f"{root}/data", payload)
+            publisher.notify()
+        wait_for(lambda: outbox.stats().rows == 0, 60, "the outbox drained")
+    finally:
+        publisher.stop(timeout=2)
+        outbox.close()
+
+
+@pytest.fixture(scope="module")
+def soak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A finished run's directory, as the harness leaves it; VictoriaMetrics still up."""
+    work = tmp_path_factory.mktemp("soak")
+    run_dir = work / "run"
+    before = os.environ.get(ENVIRONMENT)
+    os.environ[ENVIRONMENT] = str(run_dir / "ledger")
+    broker = Mosquitto(work / "broker").start()
+    vm = VictoriaMetrics(work / "vm").start()
+    collector = CollectorProcess(
+        run_dir / "collector", broker.port, sink_url=vm.url, store="ledger = true"
+    ).start()
+    t0 = float(int(time.time()) - 3600)
+    try:
+        wait_for(lambda: "subscribed to" in collector.log, 30, "the collector subscribed")
+        for place in AGENTS:
+            _agent(run_dir, broker.port, place, t0)
+        # paho closes a stopped client's wake-up socket pair only when it is collected.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        expected = ENVELOPES * len(AGENTS)
+        wait_for(lambda: _settled(collector.state, expected), 60, "the collector applied all")
+    finally:
+        collector.stop()
+        broker.stop()
+        if before is None:
+            del os.environ[ENVIRONMENT]
+        else:
+            os.environ[ENVIRONMENT] = before
+    first_down, first_up = t0 + INTERVAL * DOWN[0], t0 + INTERVAL * (DOWN[-1] + 1)
+    # The harness cut the target a little before the probe saw it, and restored it so.
+    cut: dict[str, object] = {
+        "kind": "target_down",
+        "agent_key": "dong-nai/la-nga/pc-01",
+        "check": "tslcd",
+    }
+    cut |= {"target": "10.10.1.1", "start": first_down - 4, "end": first_up - 3}
+    faults = [
+        {"kind": "fault", "fault": "kill_collector", "at": t0, "recovered": t0 + 7.5},
+        {"kind": "fault", "fault": "kill_collector", "at": t0 + 60, "recovered": t0 + 62},
+    ]
+    (run_dir / "truth.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [cut, *faults]))
+    described = {
+        "ledger": "ledger",
+        "store": "collector/state.sqlite",
+        "victoria_url": vm.url,
+        "probe_interval": INTERVAL,
+        "outboxes": {_key(a): f"agents/{a[1]}-{a[2]}/outbox.sqlite" for a in AGENTS},
+    }
+    (run_dir / "run.json").write_text(json.dumps(described))
+    try:
+        yield run_dir
+    finally:
+        vm.stop()
+
+
+def _copy(soak: Path, to: Path) -> SoakRun:
+    """The run as a new directory: what a test alters is its own."""
+    shutil.copytree(soak, to / "run")
+    return SoakRun.from_dir(to / "run")
+
+
+def _execute(path: Path, statement: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(statement, args)
+    db.close()
+
+
+def test_a_clean_run_loses_nothing(soak: Path) -> None:
+    result = CliRunner().invoke(soakcheck.main, [str(soak)])
+    assert result.exit_code == 0, result.output
+    verdict = check(SoakRun.from_dir(soak))
+    assert verdict.ok, verdict.table()
+    assert verdict.created == ENVELOPES * len(AGENTS)
+    assert sum(t.applied for t in verdict.agents.values()) == verdict.created
+    assert verdict.duplicated_points == verdict.points_missing == verdict.lost == 0
+    assert verdict.outage_start_errors == [4.0] and verdict.outage_end_errors == [3.0]
+    assert verdict.recovery == {"kill_collector": [7.5, 2.0]}
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("VERDICT: nothing lost: 36 envelopes created")
+    assert any(line.startswith("recovery after kill_collector") for line in lines)
+
+
+def test_an_envelope_missing_from_the_store_is_lost_and_listed(soak: Path, tmp_path: Path) -> None:
+    run = _copy(soak, tmp_path)
+    [seq] = [
+        int(line.split()[0])
+        for line in (run.ledger / ledger_name("dong-nai", "phu-hoa", "pc-01"))
+        .read_text()
+        .splitlines()[5:6]
+    ]
+    _execute(
+        run.store,
+        "DELETE FROM applied_envelopes WHERE agent_key = ? AND seq = ?",
+        "dong-nai/phu-hoa/pc-01",
+        seq,
+    )
+    verdict = check(run)
+    assert not verdict.ok
+    assert verdict.lost == 1
+    assert verdict.agents["dong-nai/phu-hoa/pc-01"].missing == [seq]
+    table = verdict.table()
+    [row] = [r for r in table.splitlines() if r.startswith("lost: dong-nai/phu-hoa/pc-01")]
+    assert row.endswith(f"| {seq}")
+    assert table.splitlines()[-1] == "VERDICT: FAILED: 1 envelopes lost"
+
+
+def test_a_drop_the_outbox_counted_is_accounted_not_lost(soak: Path, tmp_path: Path) -> None:
+    run = _copy(soak, tmp_path)
+    key = "dong-nai/la-nga/pc-02"
+    first = min(
+        int(line.split()[0])
+        for line in (run.ledger / ledger_name("dong-nai", "la-nga", "pc-02"))
+        .read_text()
+        .splitlines()
+    )
+    _execute(run.store, "DELETE FROM applied_envelopes WHERE agent_key = ? AND seq = ?", key, first)
+    _execute(run.outboxes[key], "UPDATE meta SET value = value + 1 WHERE key = 'dropped_size'")
+    verdict = check(run)
+    assert verdict.ok, verdict.table()
+    assert verdict.agents[key].dropped == 1 and verdict.agents[key].missing == [first]
+    assert verdict.lost == 0
+
+
+def test_an_envelope_refused_for_its_clock_is_accounted_one_that_failed_is_lost(
+    soak: Path, tmp_path: Path
+) -> None:
+    run = _copy(soak, tmp_path)
+    key = "dong-nai/la-nga/pc-02"
+    lines = (run.ledger / ledger_name("dong-nai", "la-nga", "pc-02")).read_text().splitlines()
+    clock, failed = (int(line.split()[0]) for line in lines[2:4])
+    for seq, reason in ((clock, "clock_ahead"), (failed, "apply_failed")):
+        _execute(
+            run.store,
+            "UPDATE applied_envelopes SET applied = 0, refused = ? WHERE agent_key = ? AND seq = ?",
+            reason,
+            key,
+            seq,
+        )
+    verdict = check(run)
+    assert verdict.agents[key].refused == 1
+    assert verdict.agents[key].missing == [failed]
+    assert verdict.verdict_line() == "VERDICT: FAILED: 1 envelopes lost"
+
+
+def test_a_point_written_twice_to_victoriametrics_is_a_duplicate(
+    soak: Path, tmp_path: Path
+) -> None:
+    """Another agent's point, written twice: the clean run's agents are left as they were."""
+    run = _copy(soak, tmp_path)
+    ts = time.time() - 1800
+    tags = "agent=pc-09,commune=la-nga,name=tslcd,province=dong-nai,target=10.10.1.1"
+    line = f"link,{tags} up=1 {round(ts * 1000)}"
+    for _ in range(2):
+        request = urllib.request.Request(
+            f"{run.victoria_url}/api/v2/write?precision=ms", data=line.encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+    (run.ledger / ledger_name("dong-nai", "la-nga", "pc-09")).write_text(
+        f"5 {ts!r} {ts!r} 1 {ts!r}\n"
+    )
+    _execute(
+        run.store,
+        "INSERT INTO applied_envelopes (agent_key, seq, applied, first_at, last_at) "
+        "VALUES ('dong-nai/la-nga/pc-09', 5, 1, ?, ?)",
+        ts,
+        ts,
+    )
+    verdict = check(run)
+    assert verdict.duplicated_points == 1
+    assert verdict.lost == 0 and verdict.points_missing == 0
+    assert verdict.verdict_line() == "VERDICT: FAILED: 1 points duplicated in the time series"
+
+
+def test_outages_missing_from_the_store_or_not_caused_are_caught(
+    soak: Path, tmp_path: Path
+) -> None:
+    run = _copy(soak, tmp_path)
+    caused = json.loads(run.truth.read_text().splitlines()[0])
+    db = sqlite3.connect(run.store)
+    with db:
+        (subject,) = db.execute(
+            "SELECT id FROM subjects WHERE agent_key = ?", (caused["agent_key"],)
+        ).fetchone()
+        # An outage the harness did not cause, long after the one it did.
+        db.execute(
+            "INSERT INTO outages VALUES (?, ?, ?)",
+            (subject, caused["end"] + 50, caused["end"] + 70),
+        )
+    db.close()
+    missed = dict(caused, start=caused["start"] - 300, end=caused["start"] - 200)
+    with run.truth.open("a") as truth:
+        truth.write(json.dumps(missed) + "\n")
+    verdict = check(run)
+    assert [o.start for o in verdict.outages_missed] == [missed["start"]]
+    assert [o.start for o in verdict.outages_unexpected] == [caused["end"] + 50]
+    assert verdict.outage_start_errors == [4.0]  # the real one still matches
+    assert verdict.verdict_line() == (
+        "VERDICT: FAILED: 1 caused outages missing from the store; "
+        "1 outages in the store not caused"
+    )
+    # Outside a probe interval at either end is not the same outage.
+    late = replace(run, probe_interval=2.0)
+    assert len(check(late).outages_missed) == 2
+
+
+def test_a_directory_that_is_not_a_run_is_refused_by_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(soakcheck.main, [str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not a soak's run directory" in result.output
