@@ -603,8 +603,9 @@ class Soak:
             "victoria_url": self.vm.url, "truth": str(self.truth.path),
             "probe_interval": self.options.interval,
             "outboxes": {s.key: str(s.outbox) for s in self.specs},
-            # Every agent: none reports an outage the soak did not cause.
-            "watched_agents": [s.key for s in self.specs],
+            # The real agents: none reports an outage the soak did not cause (the
+            # simulator's PCs play anti-malware going stale and such, on purpose).
+            "watched_agents": [a.spec.key for c in self.communes for a in c.agents],
             "partition": "link down" + (" (netem available)" if self.netem else
                                         " (no netem in this kernel)"),
             "peak_rss_kib": self.peaks,
