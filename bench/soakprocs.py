@@ -279,10 +279,15 @@ max_backoff = "2s"
         wait_tcp(self.api_port, 60)
 
     def sink_pid(self) -> int | None:
-        """The sink's process: the collector's child."""
+        """The sink's process: the collector's child started by multiprocessing's spawn
+        (its other child is multiprocessing's resource tracker)."""
         if not self.alive or self.process is None:
             return None
-        return next(iter(children(self.process.pid)), None)
+        for pid in children(self.process.pid):
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        return None
 
 
 def children(pid: int) -> list[int]:
