@@ -40,9 +40,10 @@ commit path here per simulated day. What grows does so per event (an outage, an 
 a notification), per time bucket (the line's 5-minute history, an hour's histogram) or
 per agent, not per sample: a thinned run samples a check every 15 minutes to 12 hours
 while nothing it reports changes, and at the real cycle around every change
-(``fleet.life.Sampling.thinned``); its alert rounds read only the communes where an agent
-changed (``ChangedPlaces``). The shared systems' response-time histograms do grow with
-the answers (a bucket answered once more is one more pair), hence their correction.
+(``fleet.life.Sampling.thinned``); its alert rounds are the engine's, which read only
+the agents whose facts some rule holds for (``collector.alerts.round``). The shared
+systems' response-time histograms do grow with the answers (a bucket answered once
+more is one more pair), hence their correction.
 
 Reported: each table's bytes (sqlite's dbstat, pages with their indexes; the sink's
 spool left out: it drains) after warm-up and its growth a day, for the province and the
@@ -64,7 +65,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -78,7 +78,7 @@ from collector.outputs.spool import Spool  # noqa: E402
 from collector.state import systemtimes  # noqa: E402
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention  # noqa: E402
 from collector.state.packed import histogram_counts, line_values  # noqa: E402
-from collector.state.store import RTT_KEEP_S, AgentState, StateStore, UpdateStanding  # noqa: E402
+from collector.state.store import RTT_KEEP_S, StateStore  # noqa: E402
 from fleet.life import DAY_S, Life, Sampling, Settings  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from fleet.scenario import Message as Published  # noqa: E402
@@ -150,69 +150,6 @@ def table_bytes(path: Path, used: bool = False) -> dict[str, int]:
     return dict(sizes)
 
 
-_AGENTS = """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
-                    last_seen, last_seq, interval FROM agents
-             WHERE agent_key >= ? AND agent_key < ? ORDER BY agent_key"""
-_UPDATES = """SELECT agent_key, state, version, reason, ts, failures FROM agent_updates
-              WHERE agent_key >= ? AND agent_key < ?"""
-
-
-class ChangedPlaces:
-    """The store as a thinned run's alert rounds see it: only the communes where an
-    agent's state may have moved since the last round (a status came, or a timed rule
-    is pending or resolving there), all their agents.
-
-    Elsewhere the round would find what the last one found: every agent and commune
-    either fine and never otherwise (the engine skips them) or firing unchanged, whose
-    next change needs a status first. So the rounds run at every tick, as at the real
-    cycle, at the cost of what changed; the equivalence section compares them with the
-    engine reading every agent every round."""
-
-    def __init__(self, store: StateStore, timed: Sequence[str]) -> None:
-        self.store = store
-        self.timed = tuple(timed)
-        self.changed: set[str] = set()
-        """Places ("province/commune") whose agents sent a status since the last round."""
-        self._places: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-    def _gather(self) -> list[str]:
-        marks = ",".join("?" * len(self.timed))
-        with self.store.reading() as db:
-            waiting = db.execute(
-                f"SELECT subject FROM alert_subjects WHERE state IN ('pending', 'resolving') "
-                f"AND rule IN ({marks})",
-                self.timed,
-            ).fetchall()
-            silent = db.execute(
-                "SELECT province || '/' || commune FROM agents WHERE reason = 'silent'"
-            ).fetchall()
-        places = set(self.changed) | {str(p) for (p,) in silent}
-        places |= {"/".join(str(key).split("/")[:2]) for (key,) in waiting}
-        self.changed.clear()
-        return sorted(places)
-
-    def agents(self) -> list[AgentState]:
-        self._places = self._gather()
-        found: list[AgentState] = []
-        with self.store.reading() as db:
-            for place in self._places:
-                lo = place + "/"
-                found += [AgentState(*row) for row in db.execute(_AGENTS, (lo, lo + "\uffff"))]
-        return found
-
-    def update_reports(self, key: str | None = None) -> dict[str, UpdateStanding]:
-        reports: dict[str, UpdateStanding] = {}
-        with self.store.reading() as db:
-            for place in self._places:
-                lo = place + "/"
-                for row in db.execute(_UPDATES, (lo, lo + "\uffff")):
-                    reports[row[0]] = UpdateStanding(*row[1:])
-        return reports
-
-
 @dataclass
 class Collector:
     """The collector's commit path and housekeeping, on a simulated clock."""
@@ -229,7 +166,6 @@ class Collector:
         rules = default_rules()
         self.engine = AlertEngine(rules, clock=self.clock)
         self.engine.install(self.store)
-        self.view = ChangedPlaces(self.store, [r.name for r in rules if r.on != "sample"])
         self.spool = Spool(self.store).attach()
         self.ingestor = Ingestor(self.store, "commune")
         # Every notification is delivered on one route (recorded as a step of its alert).
@@ -251,7 +187,7 @@ class Collector:
 
     def _alerts(self, now: float) -> None:
         started = time.perf_counter()
-        self.engine.tick(self.view if self.thinned else self.store, now)  # type: ignore[arg-type]
+        self.engine.tick(self.store, now)
         self.rounds_s += time.perf_counter() - started
 
     def feed(self, end: float, published: Sequence[Published]) -> None:
@@ -259,9 +195,6 @@ class Collector:
         sink takes the spool, the notifier sends, the housekeeping runs."""
         self.clock.now = end
         batch = [Message(topic, payload, end, _nothing) for topic, payload, _ in published]
-        for topic, _, retained in published:
-            if retained:  # a status: birth, goodbye or Last Will
-                self.view.changed.add("/".join(topic.split("/")[1:3]))
         for offset in range(0, len(batch), 1000):
             self.ingestor.process(batch[offset : offset + 1000])
         self.spool.done(2**62)

@@ -306,3 +306,25 @@ def test_a_directory_that_is_not_a_run_is_refused_by_name(tmp_path: Path) -> Non
     result = CliRunner().invoke(soakcheck.main, [str(tmp_path)])
     assert result.exit_code == 1
     assert "not a soak's run directory" in result.output
+
+
+def test_an_applied_envelope_with_no_point_is_missing_from_the_time_series(
+    soak: Path, tmp_path: Path
+) -> None:
+    run = _copy(soak, tmp_path)
+    ts = time.time() - 1700  # no point of pc-08's was ever written
+    (run.ledger / ledger_name("dong-nai", "la-nga", "pc-08")).write_text(
+        f"5 {ts!r} {ts!r} 1 {ts!r}\n"
+    )
+    _execute(
+        run.store,
+        "INSERT INTO applied_envelopes (agent_key, seq, applied, first_at, last_at) "
+        "VALUES ('dong-nai/la-nga/pc-08', 5, 1, ?, ?)",
+        ts,
+        ts,
+    )
+    verdict = check(run)
+    assert verdict.points_missing == 1 and verdict.lost == 0
+    assert verdict.verdict_line() == (
+        "VERDICT: FAILED: 1 applied envelopes missing from the time series"
+    )

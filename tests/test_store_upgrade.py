@@ -412,14 +412,20 @@ def test_a_0_2_0_store_spools_each_envelope_once_and_records_what_it_applied(
             assert read.execute("SELECT COUNT(*) FROM applied_envelopes").fetchone() == (0,)
             kept = read.execute("SELECT agent_key, last_seq FROM agents ORDER BY agent_key")
             assert kept.fetchall() == old_agents
-            assert {row[0] for row in read.execute("SELECT seqs FROM agents")} == {""}
+            seqs = read.execute("SELECT agent_key, seqs FROM agents ORDER BY agent_key")
+            assert seqs.fetchall() == [
+                (key, "" if last is None else f"{last}-{last}") for key, last in old_agents
+            ]
         waiting = spool.stats().rows
-        agent = old_agents[0][0].split("/")
-        place = {"province": agent[0], "commune": agent[1], "agent": agent[2]}
-        first = envelope(10**12, link(2e9), **place)
-        store.apply([first], spool=[None])
-        store.apply([first, envelope(10**12 + 1, link(2e9 + 60), **place)], spool=[None, None])
+        key, last = next((key, last) for key, last in old_agents if last is not None)
+        province, commune, agent = key.split("/")
+        place = {"province": province, "commune": commune, "agent": agent}
+        store.apply([envelope(last, link(2e9), **place)], spool=[None])  # delivered again
+        assert spool.stats().rows == waiting
+        following = envelope(last + 1, link(2e9 + 60), **place)
+        store.apply([following], spool=[None])
+        store.apply([following, envelope(last + 2, link(2e9 + 120), **place)], spool=[None, None])
         assert spool.stats().rows == waiting + 2
         with store.reading() as read:
             counts = applied.applied_counts(read)
-        assert counts == {old_agents[0][0]: {10**12: 2, 10**12 + 1: 1}}
+        assert counts == {key: {last: 1, last + 1: 2, last + 2: 1}}

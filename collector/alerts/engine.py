@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import msgspec
 
 from agent.wire import Envelope, Sample
+from collector.alerts import round as round_reads
 from collector.alerts.certificates import Expiry
 from collector.alerts.escalation import Escalation, escalation_event
 from collector.alerts.records import muted, record_step
@@ -42,10 +43,8 @@ from collector.alerts.rules import Rule
 from collector.common.sessions import SessionWatch
 from collector.state.inventory import is_uplink
 from collector.state.store import (
-    AgentState,
     RolloutStanding,
     StateStore,
-    UpdateStanding,
     agent_key,
 )
 from collector.state.systemhealth import (
@@ -61,6 +60,9 @@ _encode = msgspec.json.Encoder().encode
 #: The shared systems are judged at most this often: their probes run every minute or
 #: more, and judging reads every commune's line.
 SYSTEMS_EVERY_S = 30.0
+TROUBLED_RECOUNT_S = 300.0
+"""How often the subjects noted as not fine are recounted from the store (a subject
+back to "ok" is stepped on every observation until then)."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,6 @@ def _has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> b
 
 
 #: What an ``on = "agent"`` rule is given of each agent, in this order.
-_AGENT_VALUES = ("state", "reason", "samples_refused", "update_state", "update_failures")
-
-
 def _value_text(rule: Rule, values: dict[str, Any]) -> str:
     shown = [values.get(c.field) for c in rule.when if c.op not in ("==", "!=")]
     value = next((v for v in shown if v is not None), None)
@@ -194,9 +193,11 @@ class AlertEngine:
                 )
         self.by_name = {r.name: r for r in self.rules}
         self._troubled: set[tuple[str, str]] = set()
-        """(rule, subject) that have ever left "ok" since start, and those the store
-        holds not ok: only they need reading when their condition is false. A key is
-        never removed (a rolled-back transaction must not hide a firing alert)."""
+        """(rule, subject) that left "ok" since the last recount, and those the store
+        held not ok then: only they need reading when their condition is false. A key
+        goes only at a recount (``_recount_troubled``): a rolled-back transaction must
+        not hide a firing alert."""
+        self._troubled_at = float("-inf")
         self._troubled_agents: set[tuple[str, str, str]] = set()
         """The agents of the sample subjects in ``_troubled``: a sample of any other agent
         whose condition is false needs no key made, nothing read."""
@@ -451,26 +452,26 @@ class AlertEngine:
     def tick(self, store: StateStore, now: float | None = None) -> None:
         """Agent and commune rules, inhibition, repeats."""
         now = self.clock() if now is None else now
-        agents = store.agents()
-        refused = store.refusals(now)
-        updates = store.update_reports()
+        agent_rules = [r for r in self.rules if r.on == "agent"]
+        commune_rules = [r for r in self.rules if r.on == "commune"]
+        with store.reading() as reader:
+            agents = self._agents_to_judge(reader, agent_rules, now) if agent_rules else []
+            tallies = round_reads.commune_tallies(reader) if commune_rules else []
         rollout = store.latest_rollout()
         views = self._system_views(now)  # None: not judged this round
         with store.transaction() as db:
-            communes: dict[tuple[str, str], list[AgentState]] = defaultdict(list)
-            for agent in agents:
-                communes[(agent.province, agent.commune)].append(agent)
+            if now - self._troubled_at >= TROUBLED_RECOUNT_S:
+                self._recount_troubled(db, now)
             for rule in self.rules:
                 if rule.on == "commune":
-                    for (province, commune), members in communes.items():
-                        if rule.in_scope(province, commune):
-                            self._commune_step(db, rule, province, commune, members, now)
+                    for tally in tallies:
+                        if rule.in_scope(tally.province, tally.commune):
+                            self._commune_step(db, rule, tally, now)
                 elif rule.on == "agent":
                     judged: dict[tuple[Any, ...], bool | None] = {}
                     for agent in agents:
-                        if rule.in_scope(agent.province, agent.commune):
-                            self._agent_step(db, rule, agent, refused.get(agent.agent_key, 0),
-                                             now, updates.get(agent.agent_key), judged)  # fmt: skip
+                        if rule.in_scope(agent.agent.province, agent.agent.commune):
+                            self._agent_step(db, rule, agent, now, judged)
                 elif rule.on == "collector" and not (rule.provinces or rule.communes):
                     for watch in self.sessions():
                         self._session_step(db, rule, watch, now)
@@ -489,6 +490,32 @@ class AlertEngine:
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
+
+    def _agents_to_judge(
+        self, reader: sqlite3.Connection, rules: Sequence[Rule], now: float
+    ) -> list[round_reads.AgentFacts]:
+        """The agents a round must step: those whose facts some rule holds for (or
+        cannot judge, as before), and those with an alert state not back to "ok"."""
+        fine = [
+            facts
+            for facts in round_reads.fact_combinations(reader, now)
+            if not any(rule.holds(dict(zip(round_reads.FACT_NAMES, facts, strict=True)))
+                       for rule in rules)
+        ]  # fmt: skip
+        names = {rule.name for rule in rules}
+        troubled = {key for name, key in self._troubled if name in names}
+        return round_reads.agents_to_judge(reader, now, fine, troubled)
+
+    def _recount_troubled(self, db: sqlite3.Connection, now: float) -> None:
+        """Forget the subjects back to "ok" since they were noted: what the store holds
+        not ok, read inside a transaction of the writer (so no batch is half-applied
+        meanwhile; a rolled-back round leaves a superset, which is safe)."""
+        self._troubled.clear()
+        self._troubled_agents.clear()
+        rows = db.execute("SELECT rule, subject FROM alert_subjects WHERE state != 'ok'")
+        for rule, subject in rows:
+            self._note_troubled(str(rule), str(subject))
+        self._troubled_at = now
 
     def _system_views(self, now: float) -> list[SystemHealth] | None:
         """Every province's shared systems now (read before the transaction: the views
@@ -622,26 +649,18 @@ class AlertEngine:
         self,
         db: sqlite3.Connection,
         rule: Rule,
-        agent: AgentState,
-        refused: int,
+        judged_agent: round_reads.AgentFacts,
         now: float,
-        update: UpdateStanding | None = None,
         judged: dict[tuple[Any, ...], bool | None] | None = None,
     ) -> None:
         """``judged``: the rule's verdicts this round by the values they were given (most
         agents share a handful: online, stopped...), so each is tested once."""
-        facts = (
-            agent.state,
-            agent.reason,
-            refused,
-            update.state if update else "",
-            update.failures if update else 0,
-        )
+        agent, refused, update = judged_agent.agent, judged_agent.refused, judged_agent.update
+        facts = judged_agent.facts
         if judged is not None and facts in judged:
             holds = judged[facts]
         else:
-            values = dict(zip(_AGENT_VALUES, facts, strict=True))
-            holds = rule.holds(values)
+            holds = rule.holds(dict(zip(round_reads.FACT_NAMES, facts, strict=True)))
             if judged is not None:
                 judged[facts] = holds
         if holds is None:
@@ -710,33 +729,24 @@ class AlertEngine:
         self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
     def _commune_step(
-        self,
-        db: sqlite3.Connection,
-        rule: Rule,
-        province: str,
-        commune: str,
-        members: list[AgentState],
-        now: float,
+        self, db: sqlite3.Connection, rule: Rule, tally: round_reads.CommuneTally, now: float
     ) -> None:
-        online = [a for a in members if a.state == "online"]
-        lost = [a for a in members if a.state == "offline" and a.reason != "stopped"]
         values = {
-            "agents": len(members),
-            "agents_online": len(online),
-            "agents_offline": len(members) - len(online),
-            "agents_lost": len(lost),
+            "agents": tally.agents,
+            "agents_online": tally.online,
+            "agents_offline": tally.agents - tally.online,
+            "agents_lost": tally.lost,
         }
         holds = rule.holds(values)
         if holds is None:
             return
-        key = f"{province}/{commune}"
+        key = f"{tally.province}/{tally.commune}"
         if not holds and (rule.name, key) not in self._troubled:
             return
         # Unreachable since the last of its agents went silent.
-        changes = [a.state_since for a in members if a.state_since is not None]
-        since = max(changes) if changes else now
-        subject = Subject(key, province, commune)
-        self.step(db, rule, subject, holds, now, now, str(len(lost)), changed_at=since)
+        since = tally.changed if tally.changed is not None else now
+        subject = Subject(key, tally.province, tally.commune)
+        self.step(db, rule, subject, holds, now, now, str(tally.lost), changed_at=since)
 
     def _inhibit(self, db: sqlite3.Connection, now: float) -> None:
         held: set[tuple[str, str, str]] = set()

@@ -68,34 +68,74 @@ def _field(value: FieldValue) -> str | None:
     return f'"{text}"'
 
 
-def sample_line(envelope: Envelope, sample: Sample) -> str:
+_MEASUREMENTS: dict[tuple[str, str], str] = {}
+
+
+def _measurement(check: str, item: str) -> str:
     # Check and item are keys of the contract ([a-z0-9_]): nothing to drop, only to escape.
-    measurement_text = measurement(sample.check, sample.item).translate(_MEASUREMENT)
-    tags = {
-        **sample.tags,
-        "province": envelope.province,
-        "commune": envelope.commune,
-        "agent": envelope.agent,
-        "name": sample.name,
-        "target": sample.target,
-    }
-    tag_text = ""
-    for key, value in sorted(tags.items()):
-        escaped = _tag(value)
-        if escaped:
-            tag_text += f",{_tag(key)}={escaped}"
+    text = _MEASUREMENTS.get((check, item))
+    if text is None:
+        text = _MEASUREMENTS[(check, item)] = measurement(check, item).translate(_MEASUREMENT)
+    return text
+
+
+def sample_line(envelope: Envelope, sample: Sample) -> str:
+    return _line(envelope.province, envelope.commune, envelope.agent, sample)
+
+
+def _line(province: str, commune: str, agent: str, sample: Sample) -> str:
+    # Every spooled sample passes here (the sink's main cost). Keys (of tags and fields)
+    # and the identity are names the wire contract allows only in [A-Za-z0-9._-]: nothing
+    # to escape; the name, target and tag values are free text.
+    own = sample.tags
+    if own:
+        tags = {**own, "province": province, "commune": commune, "agent": agent,
+                "name": sample.name, "target": sample.target}  # fmt: skip
+        tag_text = ""
+        for key in sorted(tags):
+            escaped = _tag(tags[key])
+            if escaped:
+                tag_text += f",{key}={escaped}"
+    else:  # in the sorted order: agent, commune, name, province, target
+        name, target = _tag(sample.name), _tag(sample.target)
+        tag_text = (
+            f",agent={agent},commune={commune}{f',name={name}' if name else ''}"
+            f",province={province}{f',target={target}' if target else ''}"
+        )
+    fields = sample.fields
+    if "success" in fields or "outcome" in fields:  # refused by the collector: never here
+        return _line_with_reserved_fields(tag_text, sample)
+    field_text = ""
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            number = float(value)
+            if not math.isfinite(number):
+                continue
+            field_text += f"{key}={number!r},"
+        elif (text := _field(value)) is not None:
+            field_text += f"{key}={text},"
+    ok = "1.0" if sample.outcome == "ok" else "0.0"
+    return (
+        f"{_measurement(sample.check, sample.item)}{tag_text} {field_text}success={ok},"
+        f"outcome={_field(sample.outcome)} {round(sample.ts * 1000)}"
+    )
+
+
+def _line_with_reserved_fields(tag_text: str, sample: Sample) -> str:
+    """A sample's own ``success`` or ``outcome`` keeps its place, not its value."""
     fields = {
         **sample.fields,
         "success": 1.0 if sample.outcome == "ok" else 0.0,
         "outcome": sample.outcome,
     }
     field_text = ",".join(
-        f"{_tag(key)}={text}"
-        for key, value in fields.items()
-        if (text := _field(value)) is not None
+        f"{key}={text}" for key, value in fields.items() if (text := _field(value)) is not None
     )
-    return f"{measurement_text}{tag_text} {field_text} {round(sample.ts * 1000)}"
+    name = _measurement(sample.check, sample.item)
+    return f"{name}{tag_text} {field_text} {round(sample.ts * 1000)}"
 
 
 def envelope_lines(envelope: Envelope) -> bytes:
-    return "\n".join(sample_line(envelope, sample) for sample in envelope.samples).encode()
+    province, commune, agent = envelope.province, envelope.commune, envelope.agent
+    return "\n".join(_line(province, commune, agent, s) for s in envelope.samples).encode()

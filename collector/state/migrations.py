@@ -388,9 +388,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "(recent ranges); the record of every envelope applied, by agent and seq, kept only "
         "with [store] ledger = true (the chaos soak's checker reads it)",
         (
-            # state/seqranges.py: "lo-hi lo-hi", ''  for an agent of an earlier store (its
-            # next envelopes start the record).
+            # state/seqranges.py: "lo-hi lo-hi"; an agent of an earlier store starts with
+            # the last seq it applied (redelivered after the upgrade, it is not spooled).
             "ALTER TABLE agents ADD COLUMN seqs TEXT NOT NULL DEFAULT ''",
+            "UPDATE agents SET seqs = last_seq || '-' || last_seq WHERE last_seq IS NOT NULL",
             # state/applied.py: how many times each envelope was applied, first and last;
             # refused: why the ingest refused it whole (its clock), '' if never.
             """CREATE TABLE applied_envelopes (
