@@ -570,6 +570,8 @@ class Soak:
         self.host.down()
         for mount in self.mounts:
             mount.unmount()
+        if self.broker is not None:
+            self.broker.remove()
 
     def keep(self) -> None:
         """Copies of what lives on the small filesystems (gone with them): the store, once

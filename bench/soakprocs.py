@@ -117,9 +117,14 @@ class Broker(Managed):
     name = "broker"
 
     def __init__(self, root: Path, pki: Pki) -> None:
-        self.home = root / "broker"
-        self.home.mkdir(parents=True)
+        import tempfile
+
+        # Its files where the broker's own user reaches them: a run's folder may sit in a
+        # private one (pytest's are 0700).
+        self.home = Path(tempfile.mkdtemp(prefix="commune-soak-broker-"))
         self.home.chmod(0o755)
+        logs = root / "broker"
+        logs.mkdir(parents=True)
         self.etc, self.var = self.home / "etc", self.home / "var"
         self.etc.mkdir()
         self.var.mkdir()
@@ -137,8 +142,8 @@ class Broker(Managed):
         self.crl = crl / "client-crl.pem"
         empty_crl(pki, self.crl)
         self.port, self.cert_port = free_port(), free_port()
-        self.conf = self.home / "mosquitto.conf"
-        self.log_path = self.home / "mosquitto.log"
+        self.conf = logs / "mosquitto.conf"
+        self.log_path = logs / "mosquitto.log"
         self.changes = 0
         self.write_config()
 
@@ -158,6 +163,9 @@ class Broker(Managed):
         if changed:
             text += "\nmax_inflight_messages 10\nautosave_interval 5\nmax_keepalive 120\n"
         self.conf.write_text(text)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
