@@ -88,7 +88,8 @@ class Options:
 
     @classmethod
     def long_mode(cls, seed: int, run_dir: Path, minutes: float) -> Options:
-        return cls(seed, minutes, run_dir, 6, 5, 10, 100, 2.0, 15.0)
+        # A few dozen real agents, 600 of the simulator's: what two busy cores carry.
+        return cls(seed, minutes, run_dir, 5, 5, 8, 75, 2.0, 15.0)
 
 
 @dataclass
