@@ -676,9 +676,9 @@ def caught(store: Path, created: dict[str, int]) -> bool:
 
 
 @contextlib.contextmanager
-def soak(options: Options) -> Iterator[Soak]:
+def soak(options: Options, kind: type[Soak] | None = None) -> Iterator[Soak]:
     """A soak set up, and torn down whatever happens (processes, namespaces, mounts)."""
-    running = Soak(options)
+    running = (kind or Soak)(options)
     try:
         running.start()
         yield running
@@ -752,6 +752,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the soak makes network namespaces and mounts: run it as root", file=sys.stderr)
         return 2
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so that the namespaces and mounts are removed
+
+    signal.signal(signal.SIGTERM, interrupted)
     run_dir = arguments.run_dir or Path(f"/tmp/commune-soak-{arguments.seed}-{int(time.time())}")
     make = Options.short_mode if arguments.short else Options.long_mode
     options = make(arguments.seed, run_dir, arguments.minutes)

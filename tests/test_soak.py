@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -26,15 +27,15 @@ RUN_DIR = Path("/tmp/commune-soak-test")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and mounts need root")
 
 
-def leftovers() -> list[str]:
-    """What a soak leaves if it does not clean up: namespaces, addresses, mounts, the
-    broker's folder."""
+def leftovers(run_dir: Path = RUN_DIR) -> list[str]:
+    """What a soak in ``run_dir`` leaves if it does not clean up: namespaces, addresses,
+    mounts, the broker's folder."""
     found = [n for n in soaknet.ip("netns", "list", check=False).stdout.split() if
              n.startswith(soaknet.PREFIX)]  # fmt: skip
     addresses = soaknet.ip("-o", "addr", "show", "dev", "lo", check=False).stdout
     found += [line for line in addresses.splitlines() if soaknet.PREFIX in line]
     mounts = Path("/proc/mounts").read_text().splitlines()
-    found += [line for line in mounts if str(RUN_DIR) in line]
+    found += [line for line in mounts if str(run_dir) in line]
     found += [str(p) for p in Path("/tmp").glob("commune-soak-broker-*")]
     return found
 
@@ -87,6 +88,35 @@ def test_the_same_seed_plays_the_same_schedule() -> None:
     targets = nemesis.target_schedule(SEED, 300, 3, 2, 2.0)
     assert targets == nemesis.target_schedule(SEED, 300, 3, 2, 2.0)
     assert all(t.start < t.end <= 300 for t in targets)
+
+
+class _Failing(soak.Soak):
+    """A soak that fails once its servers run and its communes exist."""
+
+    made: ClassVar[list[str]] = []
+
+    def enroll_all(self) -> None:
+        _Failing.made = leftovers(self.root)
+        raise RuntimeError("enrollment failed")
+
+
+@needs_root
+def test_a_soak_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
+    options = soak.Options.short_mode(SEED, tmp_path / "failing")
+    options.real_communes, options.sim_communes = 1, 1
+    with pytest.raises(RuntimeError, match="enrollment failed"), soak.soak(options, _Failing):
+        raise AssertionError("not reached")
+    assert len(_Failing.made) >= 5  # two namespaces, the address, two mounts, the broker's
+    assert leftovers(tmp_path) == []
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _runs_from(p, tmp_path)]
+
+
+def _runs_from(process: Path, folder: Path) -> bool:
+    """Whether a process's command line names ``folder`` (a server the soak started)."""
+    try:
+        return str(folder) in (process / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 @needs_root
