@@ -81,6 +81,9 @@ class Options:
     """The real agents' probe interval (s)."""
     sim_interval: float = 10.0
     short: bool = False
+    only: tuple[str, ...] = ()
+    """Replay only these kinds of the seed's schedule, at their times (a failure's
+    shortest schedule); the soak ends 30 s after the last of them."""
 
     @classmethod
     def short_mode(cls, seed: int, run_dir: Path, minutes: float = 5.0) -> Options:
@@ -640,6 +643,8 @@ class Soak:
                     if nemesis.clear_of([t], commune, fault.at - margin,
                                         fault.at + fault.hold + 20 + margin)
                 ]  # fmt: skip
+        if o.only:
+            faults = [f for f in faults if f.kind in o.only]
         return faults, self._outages
 
 
@@ -699,6 +704,9 @@ def run(options: Options) -> Outcome:
     window = options.minutes * 60
     with soak(options) as running:
         faults, outages = running.plan(window)
+        if options.only:
+            window = min(window, max((f.at + f.hold for f in faults), default=0.0) + 30.0)
+            outages = [t for t in outages if t.end <= window]
         running.chaos(faults, outages, window)
         settled = running.settle(600)
         running.keep()
@@ -741,6 +749,8 @@ def main() -> int:
     parser.add_argument("--agents-per-commune", type=int, default=None)
     parser.add_argument("--sim-communes", type=int, default=None)
     parser.add_argument("--sim-per-commune", type=int, default=None)
+    parser.add_argument("--only", default="", metavar="KIND,...",
+                        help="replay only these faults of the seed's schedule")  # fmt: skip
     parser.add_argument("--check", type=Path, metavar="RUN_DIR",
                         help="check a finished run again (no soak)")  # fmt: skip
     arguments = parser.parse_args()
@@ -760,6 +770,10 @@ def main() -> int:
     run_dir = arguments.run_dir or Path(f"/tmp/commune-soak-{arguments.seed}-{int(time.time())}")
     make = Options.short_mode if arguments.short else Options.long_mode
     options = make(arguments.seed, run_dir, arguments.minutes)
+    options.only = tuple(k for k in arguments.only.split(",") if k)
+    unknown = set(options.only) - set(nemesis.KINDS)
+    if unknown:
+        parser.error(f"--only: no such fault {sorted(unknown)}; one of {', '.join(nemesis.KINDS)}")
     for name in ("real_communes", "agents_per_commune", "sim_communes", "sim_per_commune"):
         if getattr(arguments, name) is not None:
             setattr(options, name, getattr(arguments, name))
