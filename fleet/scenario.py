@@ -280,6 +280,11 @@ class Fleet:
             commune.held = []
         return messages
 
+    def pc_samples(self, agent: SimAgent, now: float) -> list[list[Sample]]:
+        """One run of a PC's checks, grouped as its envelopes carry them (for a caller that
+        numbers and sends them itself, e.g. through an agent's outbox)."""
+        return self._pc_samples(agent, now, agent.commune.line_up(now))
+
     def _planned(
         self,
         agent: SimAgent,

@@ -160,7 +160,7 @@ SERVER_FIXTURES = frozenset(
 #: Modules whose tests start servers or processes themselves.
 SERVER_MODULES = ("test_e2e_", "test_sink", "test_sharding", "test_fleet", "test_make_run")
 SERVER_MODULES += ("test_install_linux", "test_broker_security", "test_console", "hostile")
-SERVER_MODULES += ("test_redelivery", "test_soakcheck")
+SERVER_MODULES += ("test_redelivery", "test_soakcheck", "test_soak")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

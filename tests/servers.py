@@ -444,9 +444,11 @@ class AgentProcess:
 class VictoriaMetrics:
     """VictoriaMetrics: an InfluxDB v2 write endpoint we can read back."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, flags: tuple[str, ...] = ()) -> None:
+        """``flags``: more command-line flags (``-dedup.minScrapeInterval=1ms``...)."""
         self.workdir = workdir
         self.port = port or free_port()
+        self.flags = flags
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -462,6 +464,7 @@ class VictoriaMetrics:
                 "-loggerLevel=ERROR",
                 # Tests write fixed dates; the default 1-month retention would drop them.
                 "-retentionPeriod=100y",
+                *self.flags,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

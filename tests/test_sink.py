@@ -373,3 +373,32 @@ def test_a_row_our_converter_fails_on_is_dropped_alone(tmp_path: Path) -> None:
 def _empty(store: StateStore) -> bool:
     stats = Spool(store).stats()
     return (stats.rows, stats.bytes) == (0, 0)
+
+
+def test_a_kill_9_of_victoriametrics_loses_none_of_what_it_had_accepted(tmp_path: Path) -> None:
+    """The chaos soak's finding (``bench/soak.py --short --seed 5 --minutes 2``, its
+    kill_vm): VictoriaMetrics keeps accepted points in memory up to 5 s, and a kill -9
+    lost them though the sink had seen them accepted and let the spool forget them. The
+    sink writes its recent batches again once a write failed; with deduplication on, as
+    OPERATIONS.md says to run it, each point is kept once."""
+    from collector.outputs.sink import Sink
+
+    vm = VictoriaMetrics(tmp_path / "vm", flags=("-dedup.minScrapeInterval=1ms",)).start()
+    store = StateStore(tmp_path / "state.sqlite")
+    sink = Sink(Spool(store), SinkSettings(vm.url, "", "province", "commune", max_backoff_s=1))
+    try:
+        ingest(store, [envelope(seq) for seq in range(20)])
+        assert sink.step(0.0) == 0.0 and Spool(store).stats().rows == 0  # accepted
+        assert vm.process is not None
+        vm.process.kill()  # within its flush interval: what it held in memory is gone
+        vm.process.wait(10)
+        ingest(store, [envelope(seq) for seq in range(20, 40)])
+        assert sink.step(0.0) > 0  # the server is gone: the write fails
+        vm.start()
+        wait(lambda: sink.step(0.0) == 0.5 and Spool(store).stats().rows == 0)
+        [series] = vm.export('{__name__="link_rtt_ms"}')
+    finally:
+        sink.close()
+        vm.stop()
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(40)]
+    assert sink.stats.replayed_batches == 1

@@ -88,6 +88,7 @@ def _leaf(
     name: str,
     server: bool,
     days: float | None = None,
+    ips: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
@@ -117,18 +118,24 @@ def _leaf(
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", *ips)),
+                ]
             ),
             critical=False,
         )
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def make_pki(directory: Path, client_name: str = "dong-nai.la-nga.pc-01") -> Pki:
+def make_pki(
+    directory: Path, client_name: str = "dong-nai.la-nga.pc-01", server_ips: tuple[str, ...] = ()
+) -> Pki:
+    """``server_ips``: addresses the server's certificate names beside 127.0.0.1."""
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = _ca("commune-monitor test CA")
     rogue, rogue_key = _ca("someone else's CA")
-    server, server_key = _leaf(ca, ca_key, "localhost", server=True)
+    server, server_key = _leaf(ca, ca_key, "localhost", server=True, ips=server_ips)
     client, client_key = _leaf(ca, ca_key, client_name, server=False)
     rogue_client, rogue_client_key = _leaf(rogue, rogue_key, client_name, server=False)
     paths = Pki(

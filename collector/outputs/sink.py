@@ -13,11 +13,21 @@ alone, counted, before anything is sent. And should the server fail the same
 batch again and again with a server error (5xx) while it answers its health
 check, the batch is split the same way: a row the healthy server keeps failing
 is dropped alone, counted; the spool never waits for ever behind one row.
+
+A server's acceptance is not its durability: VictoriaMetrics keeps what it accepted in
+memory for up to ``-inmemoryDataFlushInterval`` (5 s) and a kill -9 or a power cut
+loses it (the chaos soak found those points missing). So the batches written in the
+last ``REPLAY_S`` seconds are kept in memory, and once a write has failed (the server
+gone, perhaps restarted) they are written again before anything new. Written twice, a
+point overwrites itself in InfluxDB; VictoriaMetrics needs ``-dedup.minScrapeInterval=1ms``
+to keep it once (deploy/OPERATIONS.md).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +40,12 @@ log = logging.getLogger(__name__)
 BAD_DATA = (400, 413, 422)
 #: Failures of the same batch before server errors (5xx) are taken for a bad row.
 SUSPECT_AFTER = 3
+#: Batches written this recently are written again after a failed write: longer than
+#: VictoriaMetrics' in-memory flush interval (5 s by default), with room to spare.
+REPLAY_S = 15.0
+#: At most this many recent rows kept for that (a burst after an outage is larger; its
+#: oldest batches are past the server's flush by the time it ends).
+REPLAY_ROWS = 20_000
 
 
 @dataclass
@@ -38,6 +54,8 @@ class SinkStats:
     batches_written: int = 0
     write_errors: int = 0
     rejected_rows: int = 0
+    replayed_batches: int = 0
+    """Recent batches written again after a failed write (the server may have lost them)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,11 @@ class Sink:
         self._last_error = ""
         self._head = (-1, 0)
         """(first row id of the batch that last failed, failures in a row)."""
+        self._recent: collections.deque[tuple[float, list[tuple[int, bytes]]]] = collections.deque()
+        """(when written, monotonic; the batch's lines) of the last ``REPLAY_S`` seconds."""
+        self._recent_rows = 0
+        self._replay = False
+        """A write failed: the recent batches are written again before the next one."""
 
     @property
     def last_error(self) -> str:
@@ -157,19 +180,43 @@ class Sink:
             log.warning("time-series server unavailable (%s); points wait in the spool", reason)
             self._last_error = reason
 
+    def _remember(self, lines: list[tuple[int, bytes]]) -> None:
+        now = time.monotonic()
+        self._recent.append((now, lines))
+        self._recent_rows += len(lines)
+        while self._recent and (
+            self._recent[0][0] < now - REPLAY_S or self._recent_rows > REPLAY_ROWS
+        ):
+            self._recent_rows -= len(self._recent.popleft()[1])
+
+    def _send_again(self) -> None:
+        """The recent batches, written again (raises as ``_send`` does)."""
+        for _written, lines in list(self._recent):
+            self._send(lines)
+            self.stats.replayed_batches += 1
+        self._replay = False
+
     def step(self, delay: float) -> float:
         """Send one batch from the spool; how long to wait before the next (backoff)."""
         rows = self.spool.fetch(self.batch_rows)
-        if not rows:
+        if not rows and not self._replay:
             return 0.5
         head, failures = self._head
-        suspect = head == rows[0][0] and failures >= SUSPECT_AFTER
+        suspect = bool(rows) and head == rows[0][0] and failures >= SUSPECT_AFTER
+        lines = self._as_lines(rows)
         try:
-            self._send(self._as_lines(rows), suspect)
+            if self._replay:
+                self._send_again()
+            self._send(lines, suspect)
         except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
-            self._head = (rows[0][0], failures + 1 if head == rows[0][0] else 1)
+            if rows:
+                self._head = (rows[0][0], failures + 1 if head == rows[0][0] else 1)
+            self._replay = bool(self._recent)
             self._report(exc)
             return min(max(delay * 2, 1.0), self.max_backoff_s)
+        if not rows:
+            return 0.5
+        self._remember(lines)
         self._head = (-1, 0)
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")
