@@ -441,6 +441,10 @@ class AgentProcess:
         self.process.wait(10)
 
 
+#: VictoriaMetrics as deploy/OPERATIONS.md runs it: a point written twice kept once.
+DEDUP = ("-dedup.minScrapeInterval=1ms",)
+
+
 class VictoriaMetrics:
     """VictoriaMetrics: an InfluxDB v2 write endpoint we can read back."""
 

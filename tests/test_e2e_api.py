@@ -21,6 +21,7 @@ from agent.wire import Envelope, Sample
 from collector.outputs.spool import Spool
 from collector.state.store import StateStore
 from tests.servers import (
+    DEDUP,
     AgentProcess,
     CollectorProcess,
     Mosquitto,
@@ -234,7 +235,9 @@ def test_victoriametrics_stopped_under_a_running_collector_gets_every_point(
     broker = Mosquitto(
         tmp_path / "broker", extra="allow_anonymous true\nmax_queued_messages 100000"
     ).start()
-    vm = VictoriaMetrics(tmp_path / "vm").start()
+    # As deployed (deploy/OPERATIONS.md): after a failed write the sink writes its last
+    # seconds again, and VictoriaMetrics keeps a point written twice once.
+    vm = VictoriaMetrics(tmp_path / "vm", flags=DEDUP).start()
     collector = CollectorProcess(tmp_path / "collector", broker.port, sink_url=vm.url).start()
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="agent-pc-01")
     publisher.connect("127.0.0.1", broker.port)
@@ -278,7 +281,7 @@ def test_victoriametrics_stopped_under_a_running_collector_gets_every_point(
         assert status == 200 and health["detail"]["parts"]["sink"] == "behind"  # type: ignore[index]
         assert "Connection" not in str(health)  # no internal error texts for anyone to read
         time.sleep(3)  # down "for a while": several failed retries
-        vm = VictoriaMetrics(tmp_path / "vm", port=vm.port).start()
+        vm = VictoriaMetrics(tmp_path / "vm", port=vm.port, flags=DEDUP).start()
         wait_until(lambda: last_seq_and_spool() == (299, 0), timeout=60)
         [series] = vm.export('{__name__="link_up",commune="la-nga"}')
         assert metric("commune_collector_sink_points_written_total") >= 300

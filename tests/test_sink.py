@@ -23,7 +23,7 @@ from collector.outputs.sink_process import SinkProcess
 from collector.outputs.spool import Spool, frame
 from collector.state.store import StateStore
 from tests import factories
-from tests.servers import VictoriaMetrics, free_port
+from tests.servers import DEDUP, VictoriaMetrics, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -383,7 +383,7 @@ def test_a_kill_9_of_victoriametrics_loses_none_of_what_it_had_accepted(tmp_path
     OPERATIONS.md says to run it, each point is kept once."""
     from collector.outputs.sink import Sink
 
-    vm = VictoriaMetrics(tmp_path / "vm", flags=("-dedup.minScrapeInterval=1ms",)).start()
+    vm = VictoriaMetrics(tmp_path / "vm", flags=DEDUP).start()
     store = StateStore(tmp_path / "state.sqlite")
     sink = Sink(Spool(store), SinkSettings(vm.url, "", "province", "commune", max_backoff_s=1))
     try:
