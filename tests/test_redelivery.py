@@ -9,6 +9,7 @@ twice, VictoriaMetrics (no deduplication by default) kept the point twice.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -57,10 +58,9 @@ def test_an_envelope_published_twice_is_one_point_in_victoriametrics(tmp_path: P
         wait_for(lambda: _settled(collector.state, seqs[-1]), 60, "the collector applied all")
         # The sink has sent everything it spooled: the export is complete.
         series = vm.export('{__name__="link_up"}')
-        applied = sqlite3.connect(collector.state).execute(
-            "SELECT seq, applied FROM applied_envelopes ORDER BY seq"
-        )
-        counts = applied.fetchall()
+        with contextlib.closing(sqlite3.connect(collector.state)) as db:
+            rows = db.execute("SELECT seq, applied FROM applied_envelopes ORDER BY seq")
+            counts = rows.fetchall()
     finally:
         client.loop_stop()
         collector.stop()
