@@ -45,6 +45,7 @@ from bench import nemesis, soaknet
 from bench.nemesis import Fault, TargetOutage, Truth
 from bench.soakprocs import (
     ADMIN_TOKEN,
+    LIBFAKETIME,
     AgentSpec,
     Broker,
     Collector,
@@ -279,6 +280,9 @@ class Soak:
                 agent = RealAgent(spec, commune.net.prefix(), self.pki.ca, probed, o.interval,
                                   env=dict(env))  # fmt: skip
                 if spec.agent == "pc-clock":
+                    if not Path(LIBFAKETIME).exists():
+                        # Preloading a missing library only warns: the clock would not move.
+                        raise RuntimeError(f"{LIBFAKETIME} missing: apt-get install faketime")
                     agent.faketime = spec.home / "faketime"
                     agent.faketime.write_text("+0\n")
                     self.clock_agent = agent
