@@ -1,7 +1,12 @@
 """The local outbox: every envelope is committed here before it is published.
 
-A row is deleted only after the broker's PUBACK, so a line outage, a broker
-restart or a kill -9 of the agent loses nothing (delivery is at-least-once).
+A row is kept until the broker's PUBACK, so a line outage, a broker restart or a
+kill -9 of the agent loses nothing (delivery is at-least-once). Once the collector
+has sent a receipt (agent/wire.py ``Receipt``), a row the broker acknowledged is
+kept further, marked acknowledged, until a receipt says the collector committed it:
+a broker killed before it saved its queues loses what it held, and a receipt that
+passes over a seq brings it back to be sent again.
+
 The outbox is bounded by age and size; beyond the bound the oldest rows are
 dropped, and every drop is counted in the file itself so the count survives
 restarts and is reported in the agent's self-metrics.
@@ -9,6 +14,7 @@ restarts and is reported in the agent's self-metrics.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -32,11 +38,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
     topic TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    seq INTEGER,
+    acked REAL,
+    resent INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-_COUNTERS = ("dropped_age", "dropped_size", "dropped_error")
+# An outbox made by an earlier release lacks the receipt columns: its rows (no seq)
+# are deleted on PUBACK as they were then.
+_RECEIPT_COLUMNS = (
+    "ALTER TABLE outbox ADD COLUMN seq INTEGER",
+    "ALTER TABLE outbox ADD COLUMN acked REAL",
+    "ALTER TABLE outbox ADD COLUMN resent INTEGER NOT NULL DEFAULT 0",
+)
+_COUNTERS = ("dropped_age", "dropped_size", "dropped_error", "receipts")
+
+#: Times a row a receipt passed over is sent again before it is given up (counted as
+#: ``dropped_error``): an envelope this collector cannot read at all, say, would
+#: otherwise go round with every receipt until the age bound.
+MAX_RESENDS = 5
 
 
 #: SQLite's page cache for the outbox, KiB.
@@ -124,6 +145,10 @@ class Outbox:
             # file stays in the system's cache: a page read again costs a system call.
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
+            columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
+            if "seq" not in columns:
+                for statement in _RECEIPT_COLUMNS:
+                    db.execute(statement)
             # A new outbox (first start, reinstall, a damaged file replaced) numbers
             # from its creation time in ms, so an agent's sequence never goes back.
             db.execute(
@@ -188,8 +213,8 @@ class Outbox:
             payload = make_payload(seq)
             self._enforce_bounds(now, len(payload))
             self._db.execute(
-                "INSERT INTO outbox (created, topic, payload) VALUES (?, ?, ?)",
-                (now, topic, payload),
+                "INSERT INTO outbox (created, topic, payload, seq) VALUES (?, ?, ?, ?)",
+                (now, topic, payload, seq),
             )
             self._bump("next_seq", 1)
             self._db.execute("COMMIT")
@@ -252,13 +277,122 @@ class Outbox:
         self._bytes = self._total_bytes()
 
     def fetch_after(self, after_id: int, limit: int) -> list[Row]:
-        """The oldest rows with id > after_id, in order."""
+        """The oldest rows with id > after_id not yet acknowledged by the broker, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, created, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, created, topic, payload FROM outbox"
+                " WHERE id > ? AND acked IS NULL ORDER BY id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
         return [Row(int(r[0]), float(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    @property
+    def receipts(self) -> bool:
+        """Whether the collector sends receipts: from the first one on, rows the broker
+        acknowledged are kept until a receipt covers them."""
+        with self._lock:
+            return self._counter("receipts") > 0
+
+    def acknowledged(self, ids: Iterable[int]) -> None:
+        """The broker acknowledged these rows: kept until a receipt covers them when the
+        collector sends receipts, forgotten otherwise (and rows from before receipts)."""
+        batch = list(ids)
+        if not batch:
+            return
+        if not self.receipts:
+            self.delete(batch)
+            return
+        now = self.clock()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for chunk in id_lists(batch):
+                    where = f"WHERE id IN ({','.join('?' * len(chunk))})"
+                    self._db.execute(
+                        "UPDATE outbox SET acked = ? " + where + " AND seq IS NOT NULL",  # noqa: S608
+                        [now, *chunk],
+                    )
+                    size = self._db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox "  # noqa: S608
+                        + where
+                        + " AND seq IS NULL",
+                        chunk,
+                    ).fetchone()[0]
+                    self._db.execute("DELETE FROM outbox " + where + " AND seq IS NULL", chunk)  # noqa: S608
+                    self._bytes -= int(size)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._bytes = self._total_bytes()
+                # Rows stay unacknowledged and are sent again later: a duplicate, no loss.
+                log.error("outbox: cannot mark acknowledged rows: %s", exc)
+
+    def confirm(self, ranges: list[list[int]]) -> list[Row]:
+        """Apply a receipt: acknowledged rows whose seq it covers are forgotten; those it
+        passed over (below its last seq, in none of its ranges) are returned to be sent
+        again, up to ``MAX_RESENDS`` times each. ``ranges``: ascending [first, last]."""
+        if not ranges:
+            return []
+        last = ranges[-1][1]
+        starts = [first for first, _ in ranges]
+        covered: list[int] = []
+        again: list[Row] = []
+        given_up: list[int] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if self._counter("receipts") == 0:
+                    self._bump("receipts", 1)
+                held = self._db.execute(
+                    "SELECT id, seq, created, topic, payload, resent FROM outbox"
+                    " WHERE acked IS NOT NULL AND seq <= ? ORDER BY id",
+                    (last,),
+                ).fetchall()
+                for row_id, seq, created, topic, payload, resent in held:
+                    at = bisect.bisect_right(starts, seq) - 1
+                    if at >= 0 and seq <= ranges[at][1]:
+                        covered.append(int(row_id))
+                    elif int(resent) >= MAX_RESENDS:
+                        given_up.append(int(row_id))
+                    else:
+                        again.append(Row(int(row_id), float(created), str(topic), bytes(payload)))
+                gone = covered + given_up
+                for chunk in id_lists(gone) if gone else []:
+                    where = f"WHERE id IN ({','.join('?' * len(chunk))})"
+                    size = self._db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox " + where,  # noqa: S608
+                        chunk,
+                    ).fetchone()[0]
+                    self._db.execute("DELETE FROM outbox " + where, chunk)  # noqa: S608
+                    self._bytes -= int(size)
+                self._bump("dropped_error", len(given_up))
+                for chunk in id_lists([row.id for row in again]) if again else []:
+                    where = f"WHERE id IN ({','.join('?' * len(chunk))})"
+                    self._db.execute(
+                        "UPDATE outbox SET acked = NULL, resent = resent + 1 " + where,  # noqa: S608
+                        chunk,
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._bytes = self._total_bytes()
+                log.error("outbox: cannot apply a receipt: %s", exc)
+                return []
+        if given_up:
+            log.error(
+                "outbox: gave up %d envelopes the collector passed over %d times",
+                len(given_up),
+                MAX_RESENDS,
+            )
+        if again:
+            log.warning(
+                "the collector's receipt passed over %d envelopes the broker had taken "
+                "(a broker that lost its queues?); sending them again",
+                len(again),
+            )
+        return again
 
     def delete(self, ids: Iterable[int]) -> None:
         """Forget acknowledged rows (one transaction for the whole batch)."""

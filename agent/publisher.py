@@ -9,6 +9,10 @@ PUBACKs come back on the network thread and are applied by the drain thread in
 batches. paho resends in-flight messages itself after a reconnect; should an
 acknowledgement never come, the drain rewinds and sends again (a duplicate,
 which the collector ignores, never a loss).
+
+With a receipt topic, the collector's receipts reach the drain thread too: the
+outbox forgets what they cover and gives back what they passed over, which the
+drain sends again before anything newer (agent/outbox.py).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.brokerclient import describe, paho_client
 from agent.configtypes import BrokerSection
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Row
 from agent.stats import AgentStats
+from agent.wire import WireError, decode_receipt
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +84,13 @@ class Publisher:
         status: StatusMessages,
         stats: AgentStats,
         subscription: Subscription | None = None,
+        receipt_topic: str | None = None,
     ) -> None:
+        """``receipt_topic``: where the collector sends this agent's receipts (an enrolled
+        agent's); None, rows are forgotten on the broker's PUBACK."""
         self.settings = settings
         self.subscription = subscription
+        self.receipt_topic = receipt_topic
         self.outbox = outbox
         self.status = status
         self.stats = stats
@@ -99,6 +108,8 @@ class Publisher:
         self._last_client_error = ""
         self._wake = threading.Event()
         self._acks: collections.deque[int] = collections.deque()
+        self._receipts: collections.deque[bytes] = collections.deque(maxlen=4)
+        self._again: collections.deque[Row] = collections.deque()
         self._pending: dict[int, tuple[int, float]] = {}  # mid -> (row id, created)
         self._cursor = 0
         self._last_progress = time.monotonic()
@@ -141,6 +152,8 @@ class Publisher:
         self._last_failure = ""
         if self.subscription is not None:
             client.subscribe(self.subscription.topic, qos=1)
+        if self.receipt_topic is not None:
+            client.subscribe(self.receipt_topic, qos=0)
         birth = client.publish(self.status.topic, self.status.online(), qos=1, retain=True)
         self._birth_mid = birth.mid
         with self.stats.lock:
@@ -183,6 +196,11 @@ class Publisher:
     def _on_message(
         self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
     ) -> None:
+        if message.topic == self.receipt_topic:
+            # Only the newest few matter: each receipt says all the collector has.
+            self._receipts.append(bytes(message.payload))
+            self._wake.set()
+            return
         if self.subscription is None or message.topic != self.subscription.topic:
             return  # the broker's ACL lets nothing else in; be sure anyway
         try:
@@ -283,6 +301,7 @@ class Publisher:
             self._wake.clear()
             try:
                 self._apply_acks()
+                self._apply_receipts()
                 if self._connected.is_set():
                     self._rewind_if_stuck()
                     self._send_window()
@@ -301,13 +320,28 @@ class Publisher:
                 lag = time.time() - entry[1]
         if not done:
             return
-        self.outbox.delete(done)
+        self.outbox.acknowledged(done)
         self._last_progress = time.monotonic()
         with self.stats.lock:
             self.stats.publish.acked += len(done)
             self.stats.publish.last_lag_s = lag
         if len(self._pending) < self.settings.inflight:
             self._wake.set()
+
+    def _apply_receipts(self) -> None:
+        while self._receipts:
+            payload = self._receipts.popleft()
+            try:
+                receipt = decode_receipt(payload)
+            except WireError as exc:
+                log.warning("a receipt from the collector is not one (%s); ignored", exc)
+                continue
+            again = self.outbox.confirm(receipt.seqs)
+            known = {row.id for row in self._again}
+            self._again.extend(row for row in again if row.id not in known)
+            if again:
+                with self.stats.lock:
+                    self.stats.publish.resent += len(again)
 
     def _rewind_if_stuck(self) -> None:
         if self._pending and time.monotonic() - self._last_progress > REWIND_AFTER_S:
@@ -322,20 +356,30 @@ class Publisher:
             self._last_progress = time.monotonic()
 
     def _send_window(self) -> None:
+        # What a receipt passed over goes first: the collector applies in seq order.
+        while self._again and len(self._pending) < self.settings.inflight:
+            if not self._publish(self._again[0]):
+                return
+            self._again.popleft()
         room = self.settings.inflight - len(self._pending)
         if room <= 0:
             return
         rows = self.outbox.fetch_after(self._cursor, room)
         for row in rows:
-            if not self._connected.is_set():
+            if not self._publish(row):
                 return
-            info = self._client.publish(row.topic, row.payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("publish refused by the client (%s); will retry", info.rc)
-                return
-            self._pending[info.mid] = (row.id, row.created)
             self._cursor = row.id
-            with self.stats.lock:
-                self.stats.publish.published += 1
         if len(rows) == room:
             self._wake.set()
+
+    def _publish(self, row: Row) -> bool:
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(row.topic, row.payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish refused by the client (%s); will retry", info.rc)
+            return False
+        self._pending[info.mid] = (row.id, row.created)
+        with self.stats.lock:
+            self.stats.publish.published += 1
+        return True

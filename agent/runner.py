@@ -323,7 +323,11 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     subscription = (
         Subscription(identity.topic("config"), follower.deliver) if central.enabled else None
     )
-    publisher = Publisher(broker_settings(config, identity), outbox, status, stats, subscription)
+    # An enrolled agent's collector confirms what it committed (agent/outbox.py).
+    receipts = identity.topic("receipt") if central.enabled else None
+    publisher = Publisher(
+        broker_settings(config, identity), outbox, status, stats, subscription, receipts
+    )
     follower.announce = publisher.announce
     restore_signals = stop_on_signals(stop)
     log.info(

@@ -42,6 +42,8 @@ class PublishStats:
     connects: int = 0
     published: int = 0
     acked: int = 0
+    resent: int = 0
+    """Envelopes sent again because a receipt of the collector passed over them."""
     last_lag_s: float | None = None
     """Collection-to-PUBACK delay of the last acknowledged envelope."""
 

@@ -121,7 +121,7 @@ FieldValue = bool | ExactInt | FiniteFloat | Text
 RESERVED_TAGS: Final = frozenset({"province", "commune", "agent", "name", "target"})
 RESERVED_FIELDS: Final = frozenset({"success", "outcome"})
 
-TopicKind = Literal["status", "data", "config"]
+TopicKind = Literal["status", "data", "config", "receipt"]
 
 
 class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -331,6 +331,36 @@ def signed_message(config: bytes) -> bytes:
     return CONFIG_SIGNATURE_CONTEXT + config
 
 
+#: A receipt's most ranges: the store keeps 16 per agent (collector/state/seqranges.py).
+MAX_RECEIPT_RANGES: Final = 64
+MAX_RECEIPT_BYTES: Final = 4096
+
+
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+_SeqRange = Annotated[list[_Seq], msgspec.Meta(min_length=2, max_length=2)]
+
+
+class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the collector has done with an agent's envelopes: the seqs it committed or
+    refused for good, as ascending, disjoint [first, last] ranges (both included).
+
+    Sent on the agent's receipt topic, which only the config publisher may write and only
+    the agent may read. The broker's PUBACK says it holds an envelope; a broker killed
+    before it saved its queues loses what it held. So an agent keeps what the broker
+    acknowledged until a receipt covers it, and sends again what a receipt shows passed
+    over: a seq below the receipt's last one and in none of its ranges."""
+
+    v: int
+    seqs: Annotated[list[_SeqRange], msgspec.Meta(max_length=MAX_RECEIPT_RANGES)]
+
+    def __post_init__(self) -> None:
+        last = -1
+        for first, final in self.seqs:
+            if first <= last or final < first:
+                raise ValueError("seqs must be ascending, disjoint [first, last] ranges")
+            last = final
+
+
 class WireError(ValueError):
     """A payload or topic that breaks the contract; ``reason`` is a short counter key."""
 
@@ -357,10 +387,12 @@ def parse_topic(root: str, name: str) -> TopicIdentity:
     if not name.startswith(prefix):
         raise WireError("bad_topic", f"topic {name!r} is not under {root!r}")
     parts = name[len(prefix) :].split("/")
-    if len(parts) != 4 or parts[3] not in ("status", "data", "config"):
+    if len(parts) != 4 or parts[3] not in ("status", "data", "config", "receipt"):
         raise WireError("bad_topic", f"topic {name!r} is not <province>/<commune>/<agent>/<kind>")
     province, commune, agent, kind = parts
-    kinds: dict[str, TopicKind] = {"status": "status", "data": "data", "config": "config"}
+    kinds: dict[str, TopicKind] = {
+        "status": "status", "data": "data", "config": "config", "receipt": "receipt"
+    }  # fmt: skip
     return TopicIdentity(province, commune, agent, kinds[kind])
 
 
@@ -368,6 +400,7 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 _status_decoder = msgspec.json.Decoder(Status)
 _config_decoder = msgspec.json.Decoder(AgentConfig)
 _signed_decoder = msgspec.json.Decoder(SignedConfig)
+_receipt_decoder = msgspec.json.Decoder(Receipt)
 
 
 class _Signature(msgspec.Struct):
@@ -379,7 +412,7 @@ _encoder = msgspec.json.Encoder()
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
-def encode(message: Envelope | Status | AgentConfig | SignedConfig) -> bytes:
+def encode(message: Envelope | Status | AgentConfig | SignedConfig | Receipt) -> bytes:
     return _encoder.encode(message)
 
 
@@ -450,6 +483,13 @@ def decode_envelope(payload: bytes, expected: TopicIdentity | None = None) -> En
     if expected is not None:
         _check_identity(expected, envelope.province, envelope.commune, envelope.agent)
     return envelope
+
+
+def decode_receipt(payload: bytes) -> Receipt:
+    receipt = _decode(_receipt_decoder, payload, MAX_RECEIPT_BYTES)
+    if receipt.v != SCHEMA_VERSION:
+        raise WireError("schema_version", f"v={receipt.v}, this side speaks {SCHEMA_VERSION}")
+    return receipt
 
 
 def decode_status(payload: bytes, expected: TopicIdentity | None = None) -> Status:
@@ -529,6 +569,7 @@ def json_schemas() -> dict[str, dict[str, object]]:
         "status.schema.json": _titled(msgspec.json.schema(Status), "Status"),
         "config.schema.json": _titled(msgspec.json.schema(AgentConfig), "AgentConfig"),
         "signed-config.schema.json": _titled(msgspec.json.schema(SignedConfig), "SignedConfig"),
+        "receipt.schema.json": _titled(msgspec.json.schema(Receipt), "Receipt"),
     }
 
 

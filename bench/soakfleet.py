@@ -75,7 +75,8 @@ def start_agent(entry: dict[str, str], sim: SimAgent, spec: dict[str, object]) -
         offline=partial(status, entry, "offline", "stopped"),
         will=status(entry, "offline", "connection lost", 0.0),
     )
-    publisher = Publisher(settings, outbox, messages, AgentStats())
+    # Enrolled accounts: the collector confirms what it committed (agent/outbox.py).
+    publisher = Publisher(settings, outbox, messages, AgentStats(), receipt_topic=f"{root}/receipt")
     publisher.start()
     return Played(sim, outbox, publisher, f"{root}/data")
 

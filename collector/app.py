@@ -21,6 +21,7 @@ from collector.common.gctuning import pace_for_ingest
 from collector.common.sessions import BrokerUptime, SessionWatch
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
+from collector.ingest.receipts import ReceiptBook
 from collector.ingest.source import MqttSource, SourceSettings
 from collector.outputs.spool import Spool
 from collector.release.online import OnlineSigner
@@ -265,6 +266,7 @@ class Collector:
             console_url=alerts.console_url,
         )
         self.rollout: Rollout | None = None
+        self.receipts: ReceiptBook | None = None
         if config.enrollment is not None and config.dynsec is not None:
             self.rollout = Rollout(
                 self.store,
@@ -273,6 +275,11 @@ class Collector:
                 systems=self.systems,
             )
             self.uptime.watches += [self.rollout.sender.watch, self.rollout.admin.watch]
+            # Enrolled agents keep what the broker took until a receipt says it is committed.
+            self.receipts = ReceiptBook(
+                config.mqtt.topic_root, float(config.collector.receipt_interval)
+            )
+            self.ingestor.receipts = self.receipts.note
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
         self._disconnected_since: float | None = time.monotonic()
@@ -383,6 +390,10 @@ class Collector:
         scheme = "https" if api.tls_cert_file else "http"
         log.info("API for the IOC on %s://%s/docs", scheme, api.listen)
 
+    def _send_receipts(self, _now: float) -> None:
+        if self.receipts is not None and self.rollout is not None:
+            self.receipts.send(self.rollout.sender.send_receipt)
+
     def _housekeeping(self) -> Housekeeping:
         collector, store = self.config.collector, self.config.store
         tasks = [
@@ -400,6 +411,8 @@ class Collector:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
         if self.rollout is not None:
             tasks.append(Task("rollout", self.rollout.tick))  # the shared systems' files too
+        if self.receipts is not None and self.rollout is not None:
+            tasks.append(Task("receipts", self._send_receipts))
         elif self.config.collector.systems:
             tasks.append(Task("systems", lambda _: self.systems.reload_if_changed()))
         tasks.append(Task("releases", self.releases.tick, every_s=60.0))

@@ -53,6 +53,10 @@ class CollectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     """Samples timed later than arrival plus this are refused (reason clock_ahead)."""
     max_sample_age: Duration = Duration(30 * 86400)
     """Samples older than this are refused (clock_behind): longer than any outbox backlog."""
+    receipt_interval: Duration = Duration(300)
+    """With [enrollment]: the least time between two receipts to an agent (what the store
+    committed of its envelopes; until then the agent keeps them, in case the broker loses
+    them). Shorter: agents hold less and a loss is made up sooner, for more messages."""
     inventory: list[str] = []
     """Inventory files (one per province): communes, names, codes, expected PCs/Polycoms."""
     systems: list[str] = []

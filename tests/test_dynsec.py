@@ -32,8 +32,9 @@ from tests.tls import Pki, make_pki
 ADMIN, ADMIN_PASSWORD = "commune-admin", "admin-password-for-tests-0123"
 AGENT = "dong-nai/la-nga/pc-01"
 TOPICS = AgentTopics(
-    status=f"commune/{AGENT}/status", data=f"commune/{AGENT}/data", config=f"commune/{AGENT}/config"
-)
+    status=f"commune/{AGENT}/status", data=f"commune/{AGENT}/data",
+    config=f"commune/{AGENT}/config", receipt=f"commune/{AGENT}/receipt",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -257,10 +258,16 @@ class ShippedBroker:
         """SIGHUP, as `systemctl reload mosquitto` (and commune-crl-reload.path) sends."""
         self.process.send_signal(signal.SIGHUP)
 
-    def restart(self) -> None:
+    def restart(self, crash: bool = False) -> None:
+        """Stopped as systemd stops it (it saves its state), or with ``crash`` killed -9
+        (what it held since its last autosave is gone), then started again."""
         from tests.servers import stop_process, wait_tcp
 
-        stop_process(self.process)
+        if crash:
+            self.process.kill()
+            self.process.wait()
+        else:
+            stop_process(self.process)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log,
                                             stderr=log)  # fmt: skip

@@ -159,6 +159,9 @@ class Ingestor:
         self.refusals: RefusalRecord | None = None
         """With the applied record on (``[store] ledger``, state/applied.py): told of each
         whole envelope refused, by agent, seq and reason, before the batch is acknowledged."""
+        self.receipts: Callable[[Mapping[str, str]], None] | None = None
+        """Told, once a batch is committed, each of its agents' seqs handled (committed or
+        refused for good), as ``agents.seqs`` says them: what receipts say (receipts.py)."""
         self._refused: list[tuple[str, int, str]] = []
 
     def _reject(self, message: Message, reason: str, detail: str) -> None:
@@ -295,6 +298,7 @@ class Ingestor:
             elif isinstance(decoded, Status):
                 statuses.append((decoded, message.received))
                 status_of.append(message)
+        applied: Applied | None = None
         if envelopes or statuses:
             started = time.perf_counter()
             received = max(m.received for m in messages)
@@ -327,15 +331,28 @@ class Ingestor:
                 )
             self.stats.applied_statuses += len(statuses) - len(applied.failed_statuses)
         self.stats.batches += 1
-        if self._refused:
-            refused, self._refused = self._refused, []
-            if self.refusals is not None:
-                with self.store.transaction() as db:
-                    self.refusals(db, refused, max(m.received for m in messages))
+        self._settle_refused(messages, applied)
         # Only now: everything good is committed, everything bad is counted.
         for message in messages:
             message.ack()
         self.stats.acked += len(messages)
+
+    def _settle_refused(self, messages: list[Message], applied: Applied | None) -> None:
+        """Envelopes refused whole recorded (the soak's record) and counted among their
+        agents' seqs handled; the receipts told of the batch."""
+        handled: dict[str, str] = {}
+        if self._refused:
+            refused, self._refused = self._refused, []
+            if self.refusals is not None or self.receipts is not None:
+                with self.store.transaction() as db:
+                    if self.refusals is not None:
+                        self.refusals(db, refused, max(m.received for m in messages))
+                    if self.receipts is not None:
+                        handled = self.store.mark_handled(
+                            db, [(key, seq) for key, seq, _ in refused]
+                        )
+        if self.receipts is not None and (handled or (applied is not None and applied.seqs)):
+            self.receipts({**(applied.seqs if applied is not None else {}), **handled})
 
     def _count(
         self,

@@ -12,7 +12,7 @@ config that could not be sent is tried again at the next round. A revoked agent'
 retained config is withdrawn.
 
 The connection is the config publisher's account (``dynsec.py``): it may write every
-agent's config topic and nothing else; its password is made by the running collector
+agent's config and receipt topics and nothing else; its password is made by the running collector
 and lives in its memory only.
 """
 
@@ -249,6 +249,13 @@ class ConfigSender:
             self.pending = True
         self._last_probers = chosen
         return chosen
+
+    def send_receipt(self, name: str, payload: bytes) -> bool:
+        """One receipt (collector/ingest/receipts.py), QoS 0: the next one says all it
+        says. False when not connected."""
+        if not self._connected.is_set():
+            return False
+        return self._client.publish(name, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
 
     def withdraw(self, province: str, commune: str, agent: str) -> bool:
         """Clear a revoked agent's retained config (an empty retained message)."""

@@ -193,12 +193,21 @@ class AgentTopics:
     status: str
     data: str
     config: str
+    receipt: str
 
     @classmethod
     def of(cls, root: str, province: str, commune: str, agent: str) -> AgentTopics:
-        """The three topics of an agent, under the topic root."""
+        """The four topics of an agent, under the topic root."""
         return cls(*(topic(root, province, commune, agent, kind)
-                     for kind in ("status", "data", "config")))  # fmt: skip
+                     for kind in ("status", "data", "config", "receipt")))  # fmt: skip
+
+    def read_acls(self) -> list[dict[str, Any]]:
+        """What the agent reads: its config and its receipts, nothing else."""
+        return [
+            {"acltype": kind, "topic": name, "allow": True}
+            for name in (self.config, self.receipt)
+            for kind in ("subscribeLiteral", "publishClientReceive")
+        ]
 
 
 def agent_role(username: str) -> str:
@@ -220,7 +229,10 @@ def collector_acls(root: str) -> list[dict[str, Any]]:
 
 
 def publisher_acls(root: str) -> list[dict[str, Any]]:
-    return [{"acltype": "publishClientSend", "topic": f"{root}/+/+/+/config", "allow": True}]
+    return [
+        {"acltype": "publishClientSend", "topic": f"{root}/+/+/+/{kind}", "allow": True}
+        for kind in ("config", "receipt")
+    ]
 
 
 def _acl_key(acl: dict[str, Any]) -> tuple[str, str, bool]:
@@ -245,8 +257,7 @@ class Accounts:
         acls = [
             {"acltype": "publishClientSend", "topic": topics.status, "allow": True},
             {"acltype": "publishClientSend", "topic": topics.data, "allow": True},
-            {"acltype": "subscribeLiteral", "topic": topics.config, "allow": True},
-            {"acltype": "publishClientReceive", "topic": topics.config, "allow": True},
+            *topics.read_acls(),
         ]
         created_role, created_client = self.admin.run(
             {"command": "createRole", "rolename": role, "acls": acls},
@@ -289,6 +300,31 @@ class Accounts:
         _checked([deleted])
         if made.get("error") == "Client already exists":  # it is an account again: not ours
             raise DynsecError("kick", f"{username} is an account again")
+
+    def grant_receipts(self, root: str, batch: int = 100) -> int:
+        """Agents' roles made by a release before receipts given their receipt topic
+        (``AgentTopics.read_acls``); an ACL already there is left. Returns the roles
+        changed. An agent connected meanwhile subscribes at its next connection."""
+        changed = 0
+        names = self.agent_accounts()
+        for start in range(0, len(names), batch):
+            commands = []
+            for username in names[start : start + batch]:
+                # An account is "<agent key>" or "<agent key>@<generation>" (registry.py).
+                province, commune, agent = username.partition("@")[0].split("/")
+                topics = AgentTopics.of(root, province, commune, agent)
+                commands += [
+                    {"command": "addRoleACL", "rolename": agent_role(username), **acl}
+                    for acl in topics.read_acls()
+                    if acl["topic"] == topics.receipt
+                ]
+            for answer in self.admin.run(*commands):
+                error = str(answer.get("error") or "")
+                if not error:
+                    changed += 1
+                elif "already" not in error and error != "Role not found":
+                    _checked([answer])
+        return changed // 2
 
     def agent_accounts(self, page: int = 1000) -> list[str]:
         """Every agent account the plugin holds (made by a collector), page by page."""

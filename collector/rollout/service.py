@@ -172,6 +172,8 @@ def _signer(settings: RolloutSettings) -> Signer | None:
 #: The store's ``meta`` row where a running collector's rollout says it is alive: the
 #: command line leaves the broker to it rather than taking its admin session over.
 HEARTBEAT = "rollout_seen"
+RECEIPT_ACLS = "receipt_acls"
+"""In the store's meta once the agents' roles made before receipts were given them."""
 
 
 def running_collector(store: StateStore, now: float, within_s: float = 60.0) -> bool:
@@ -324,6 +326,7 @@ class Rollout:
                 set_password=self._sender_started is False
                 or self.sender.watch.state() == "refused",
             )  # fmt: skip
+            self._grant_receipts(collector.topic_root)
         except (BrokerUnavailable, DynsecError) as exc:
             log.warning("dynamic security: the collector's accounts not set up yet: %s", exc)
             return False
@@ -335,6 +338,19 @@ class Rollout:
         self.revocations.sweep(force=True)
         self.revocations.apply()
         return True
+
+    def _grant_receipts(self, root: str) -> None:
+        """Once per store: agents enrolled by a release before receipts may read theirs."""
+        with self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM meta WHERE key = ?", (RECEIPT_ACLS,)).fetchone():
+                return
+        changed = self.accounts.grant_receipts(root)
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (RECEIPT_ACLS, int(self.clock()))
+            )
+        if changed:
+            log.warning("dynamic security: %d agents' roles given their receipt topic", changed)
 
     def tick(self, now: float) -> None:
         """Housekeeping: the broker brought in line (accounts, retired accounts removed,

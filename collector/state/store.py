@@ -152,6 +152,9 @@ class Applied:
     failed_envelopes: dict[int, str] = field(default_factory=dict)
     """``apply_each``: envelopes (by index) that could not be applied, and why."""
     failed_statuses: dict[int, str] = field(default_factory=dict)
+    seqs: dict[str, str] = field(default_factory=dict)
+    """Agent key -> its seqs applied, as ``agents.seqs`` holds them after the batch (what
+    a receipt tells the agent)."""
 
 
 def _failure(exc: BaseException) -> str:
@@ -454,6 +457,7 @@ class StateStore:
         if refused:
             self._record_refusals(refused, now)
             applied.refused.update(refused)
+        applied.seqs.update(seqs)
 
     def _write_latest(self) -> None:
         """The batch's latest samples in one statement: a newer sample of a series wins,
@@ -574,6 +578,28 @@ class StateStore:
                 seen = ranges[key] = SeqRanges([])
             fresh.append(seen.add(envelope.seq))
         return fresh, {key: seen.text() for key, seen in ranges.items()}
+
+    def mark_handled(
+        self, db: sqlite3.Connection, envelopes: Sequence[tuple[str, int]]
+    ) -> dict[str, str]:
+        """Inside a transaction: envelopes the ingest refused for good, by (agent key, seq),
+        counted among their agent's seqs, so that a receipt does not ask for them again;
+        an agent the store does not know is left out. Returns the agents' seqs after."""
+        ranges: dict[str, SeqRanges] = {}
+        for key, seq in envelopes:
+            seen = ranges.get(key)
+            if seen is None:
+                row = db.execute("SELECT seqs FROM agents WHERE agent_key = ?", (key,)).fetchone()
+                if row is None:
+                    continue
+                seen = ranges[key] = SeqRanges.parse(str(row[0]))
+            seen.add(seq)
+        texts = {key: seen.text() for key, seen in ranges.items()}
+        db.executemany(
+            "UPDATE agents SET seqs = ? WHERE agent_key = ?",
+            [(text, key) for key, text in texts.items()],
+        )
+        return texts
 
     def _touch_agents(
         self, envelopes: Sequence[Envelope], received: float, seqs: dict[str, str]
