@@ -235,6 +235,10 @@ class Collector(Managed):
         digests = [hashlib.sha256(t.encode()).hexdigest() for t in (ADMIN_TOKEN, API_TOKEN)]
         ledger = "ledger = true\n" if collector_supports("store", "ledger") else ""
         self.ledger = bool(ledger)
+        # Receipts every 10 s, not 5 min: a loss they reveal is made up within the run.
+        receipts = ""
+        if collector_supports("collector", "receipt_interval"):
+            receipts = 'receipt_interval = "10s"\n'
         self.config.write_text(f"""
 [mqtt]
 url = "{url}"
@@ -246,6 +250,7 @@ path = "{self.state}"
 {ledger}
 [collector]
 client_id = "collector-soak"
+{receipts}
 [api]
 listen = "127.0.0.1:{self.api_port}"
 tls_cert_file = "{pki.server_cert}"

@@ -65,14 +65,6 @@ def test_the_short_soak_does_every_fault_drains_and_leaves_nothing(
 
 @needs_root
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(
-    reason="an open finding of the soak (seed 26, its kill_broker 19.5 s in, alone): "
-    "Mosquitto killed before its first autosave (60 s) restarts without the collector's "
-    "persistent session, and what agents publish before the collector subscribes again "
-    "is acknowledged to them and dropped (1,483 envelopes, the outages they held); a "
-    "broker killed later loses what it queued since its last autosave",
-    strict=False,
-)
 def test_the_short_soak_loses_nothing(short_soak: soak.Outcome) -> None:
     assert short_soak.ok, short_soak.table
 
