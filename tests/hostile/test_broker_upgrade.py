@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.wire import decode_receipt
 from collector.rollout.dynsec import collector_acls, publisher_acls
 from tests.hostile.brokersite import Credentials, broker_site, data_topic, envelope
 from tests.servers import REPO, wait_for
@@ -98,7 +99,13 @@ def test_the_0_2_broker_upgraded_the_documented_way(tmp_path: Path) -> None:
         grabbed = pc01.client(site.broker, client_id="commune-collector", persistent=True)
         assert grabbed.connected.is_set(), grabbed.connack
         assert grabbed.session_present is False
+        # Its 0.2 role was given its receipt topic: it hears what the store committed.
+        receipts = "commune/dong-nai/la-nga/pc-01/receipt"
+        assert not grabbed.subscribe(receipts).is_failure
         assert not grabbed.publish(data_topic("pc-01"), envelope("pc-01", before + 1)).is_failure
         wait_for(lambda: site.last_seq("pc-01") == before + 1, 30, "pc-01's envelope applied")
+        wait_for(lambda: any(t == receipts for t, _ in grabbed.messages), 30, "a receipt")
+        [payload] = [m for t, m in grabbed.messages if t == receipts][-1:]
+        assert decode_receipt(payload).seqs[-1][1] == before + 1
         assert site.health()["broker"] == "ok"
         grabbed.close()
