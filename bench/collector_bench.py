@@ -159,8 +159,10 @@ def publish(
     seconds: float,
     done: multiprocessing.Queue[tuple[int, int]],
     ca: Path | None = None,
+    finish_s: float = 300.0,
 ) -> None:
-    """One publisher process: its own simulated communes, agents in turn, at ``rate`` msg/s."""
+    """One publisher process: its own simulated communes, agents in turn, at ``rate`` msg/s;
+    then up to ``finish_s`` for the broker's last acknowledgements."""
     fleet = publisher_fleet(index, agents)
     for agent in fleet.agents:
         # Past the warm-up's cycle (the same agents, played in the collector's process):
@@ -185,7 +187,7 @@ def publish(
             publisher.publish(batch)
         if rate:
             time.sleep(0.005)
-    publisher.finish(300)
+    publisher.finish(finish_s)
     done.put((publisher.sent, publisher.acked))
 
 
@@ -213,20 +215,29 @@ class MeasuredIngestor(Ingestor):
 
 
 def run_publishers(
-    port: int, count: int, agents: int, rate: float, seconds: float, ca: Path | None = None
+    port: int,
+    count: int,
+    agents: int,
+    rate: float,
+    seconds: float,
+    ca: Path | None = None,
+    finish_s: float = 300.0,
 ) -> int:
-    """Messages the broker acknowledged, from ``count`` processes sharing ``agents``."""
+    """Messages the broker acknowledged, from ``count`` processes sharing ``agents``; with
+    ``finish_s`` under the default (the ceiling's flood), what was not acknowledged by
+    then is not waited for nor held against the run."""
     done: multiprocessing.Queue[tuple[int, int]] = multiprocessing.Queue()
     processes = [
         multiprocessing.Process(
-            target=publish, args=(port, i, agents // count, rate / count, seconds, done, ca)
+            target=publish,
+            args=(port, i, agents // count, rate / count, seconds, done, ca, finish_s),
         )
         for i in range(count)
     ]
     for process in processes:
         process.start()
     results: list[tuple[int, int]] = []
-    deadline = time.monotonic() + seconds + 400
+    deadline = time.monotonic() + seconds + finish_s + 100
     while len(results) < count:
         try:
             results.append(done.get(timeout=1))
@@ -238,7 +249,8 @@ def run_publishers(
         process.join()
     sent = sum(sent for sent, _ in results)
     acked = sum(acked for _, acked in results)
-    assert acked == sent, f"the broker acknowledged {acked} of {sent} published"
+    if finish_s >= 300.0:
+        assert acked == sent, f"the broker acknowledged {acked} of {sent} published"
     return acked
 
 
@@ -442,7 +454,9 @@ def measure_ceiling(
         sub = subprocess.Popen(command, stdout=out)
         time.sleep(1)
         started = time.time()
-        published = run_publishers(broker.port, publishers, agents, 0, seconds, ca)
+        # Over TLS the full-speed publishers outrun the broker, which queued 1.3 GB once and
+        # took minutes to acknowledge it all: the ceiling is what was drained in a bound.
+        published = run_publishers(broker.port, publishers, agents, 0, seconds, ca, finish_s=30)
         deadline = time.monotonic() + 120
         lines = 0
         while time.monotonic() < deadline:
