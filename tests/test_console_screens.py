@@ -1,7 +1,7 @@
 """The console's screens as a technician meets them, in Chromium: the maintenance form
 refuses in the page's language, the line chart starts when monitoring did, /docs works
-with no route to the Internet, the overview's problems fit a 1366 px screen, and an
-English screen is English.
+with no route to the Internet, the overview's problems fit a 1366 px screen, an English
+screen is English, and an admin starts, pauses, resumes and halts a rollout on its page.
 
 The collector runs in this process (the collector's own server on a free port) on a
 store fed with samples of the last minutes. Screenshots go to test-artifacts/console/
@@ -263,6 +263,7 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     profiles.write_text(profiles_text("dong-nai"))
     store = StateStore(root / "state.sqlite")
     rollout = Rollout(store, rollout_settings(_collector_config(root, 1, [profiles])))
+    rollout.rollouts.signed_versions = lambda: {"0.2.9", "0.3.0"}
     now = time.time()
     # La Ngà: 3 enrolled, 3 reporting; Phú Hòa: 4 enrolled, 1 reporting; Xuân Thành: 1, 0.
     for commune, enrolled, reporting in (("la-nga", 3, 3), ("phu-hoa", 4, 1), ("xuan-thanh", 1, 0)):
@@ -307,3 +308,48 @@ def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
     expect(page.locator("#audit")).to_contain_text("3 uses, profile office")
     expect(page.locator("#audit")).to_contain_text("1 use, profile office")
     expect(page.locator("#audit")).to_contain_text("Xã Phú Hòa")
+
+
+def test_an_admin_starts_pauses_resumes_and_halts_a_rollout_on_its_page(
+    browser: Browser, rollout_base: str
+) -> None:
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
+    page.goto(rollout_base + "/rollout")
+    start = page.locator("#rollout-start")
+    expect(start.locator("select[name=version] option").first).to_have_text("0.3.0")
+    # The default rings open with the lab, and no lab PC is configured: said on the page.
+    start.locator("button[type=submit]").click()
+    expect(page.locator("#rollout-error")).to_contain_text("Vòng lab cần máy lab đã đăng ký")
+    expect(start.locator("input[name=lab]")).to_have_attribute("aria-invalid", "true")
+    expect(start.locator("input[name=rings]")).to_have_value("lab,pilot:3-communes,10%,50%,100%")
+    start.locator("input[name=lab]").fill("dong-nai/la-nga/pc-01")
+    start.locator("input[name=gate]").fill("soak=2h")
+    start.locator("button[type=submit]").click()
+    release = page.locator("#release")
+    expect(release).to_have_attribute("data-state", "running")
+    expect(page.locator("#rings tr[data-ring=lab]")).to_have_attribute("data-state", "open")
+    expect(release).to_contain_text("theo dõi 2 giờ")
+    page.locator("#rollout-pause input[name=why]").fill("Chờ kiểm tra máy lab")
+    page.locator("#rollout-pause button").click()
+    expect(release).to_have_attribute("data-state", "paused")
+    expect(release).to_contain_text("Chờ kiểm tra máy lab")
+    page.locator("#rollout-resume button").click()
+    expect(release).to_have_attribute("data-state", "running")
+    # A halt cannot be undone: the browser holds it until it is confirmed.
+    halt = page.locator("#rollout-halt")
+    halt.locator("button").click()
+    expect(halt.locator("input[name=confirm]")).to_have_js_property("validity.valid", False)
+    expect(release).to_have_attribute("data-state", "running")
+    halt.locator("input[name=confirm]").check()
+    halt.locator("button").click()
+    expect(release).to_have_attribute("data-state", "halted")
+    expect(release).to_contain_text("dừng hẳn bởi loopback")  # the store's why, in words
+    expect(page.locator("#rollout-start")).to_be_visible()
+    shot(page, "rollout-halted")
+    actions = [(e["action"], e["via"]) for e in api(rollout_base, "/api/v1/audit")
+               if e["action"].startswith("rollout_")]  # fmt: skip
+    assert actions == [("rollout_halt", "console"), ("rollout_resume", "console"),
+                       ("rollout_pause", "console"), ("rollout_start", "console")]  # fmt: skip
+    english(page, rollout_base)
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("#rollout-start button")).to_have_text("Start a rollout")

@@ -350,14 +350,14 @@ class Rollouts:
 
     def pause(self, rollout_id: str, why: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_pause", ("running",), "paused",
-                            why.strip()[:300] or f"paused by {actor.name}")  # fmt: skip
+                            why.strip()[:300] or say("paused_by", name=actor.name))  # fmt: skip
 
     def resume(self, rollout_id: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_resume", ("paused",), "running", "")
 
     def halt(self, rollout_id: str, why: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_halt", ("running", "paused"), "halted",
-                            why.strip()[:300] or f"halted by {actor.name}")  # fmt: skip
+                            why.strip()[:300] or say("halted_by", name=actor.name))  # fmt: skip
 
     def promote(self, rollout_id: str, actor: audit.Actor) -> Rollout:
         """The open ring promoted by an operator, whatever its gate; the rollout runs."""

@@ -117,13 +117,13 @@ def _rollout(
     events = events_in_scope(context.store, scope, chosen, None, 50) if context.rollout else []
     release = None
     may_change = rollouts.may_change(viewer.role, scope)
-    versions: list[str] = []
+    signed: list[str] = []
     if context.rollout is not None:
         book = context.rollout.rollouts
         listed = rollouts.overview(book, scope, limit=1)
         release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
         if may_change:
-            versions = sorted(book.signed_versions(), key=natural_key, reverse=True)
+            signed = sorted(book.signed_versions(), key=natural_key, reverse=True)
             typed = typed or {"rings": DEFAULT_RINGS, "gate": "", "lab": " ".join(book.lab),
                               "spread": DEFAULT_SPREAD}  # fmt: skip
     inventory = context.model.inventories.get(chosen)
@@ -133,7 +133,7 @@ def _rollout(
         totals=progress.totals(found), behind=behind, events=events, release=release,
         province_name=inventory.name if inventory and inventory.name else chosen,
         province_names={p: i.name or p for p, i in context.model.inventories.items()},
-        names=place_names(context), may_change=may_change, versions=versions,
+        names=place_names(context), may_change=may_change, signed=signed,
         default_gate=parse_gate([]).describe(), refusal=refusal, typed=typed or {},
     )  # fmt: skip
     response.status_code = status
