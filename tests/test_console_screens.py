@@ -79,6 +79,13 @@ def shot(page: Page, name: str) -> None:
             page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def screen(browser: Browser, url: str) -> Page:
+    """A page at ``url`` on a 1366 px screen of a browser set to Vietnamese."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
+    page.goto(url)
+    return page
+
+
 def api(base: str, path: str) -> Any:
     with urllib.request.urlopen(base + path, timeout=10) as response:
         return json.loads(response.read())
@@ -97,8 +104,7 @@ def english(page: Page, base: str) -> None:
 def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/alerts")
+    page = screen(browser, base + "/alerts")
     plan = page.locator("#plan")
     tomorrow = dt.datetime.now(VIETNAM).replace(hour=22, minute=0) + dt.timedelta(days=1)
     plan.locator("input[name=commune]").fill("Xã Không Có")
@@ -143,8 +149,7 @@ def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
 def test_the_line_chart_starts_when_monitoring_did_and_shows_one_point(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/communes/la-nga?province=dong-nai")
+    page = screen(browser, base + "/communes/la-nga?province=dong-nai")
     chart = page.locator("svg.chart")
     expect(chart).to_have_count(1)
     # An hour shown, monitored for a minute: grey for the rest, green only at the end.
@@ -185,8 +190,7 @@ def test_docs_render_the_api_with_no_route_to_the_internet(browser: Browser, bas
 
 
 def test_the_overviews_problems_are_not_clipped_at_1366_px(browser: Browser, base: str) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/")
+    page = screen(browser, base + "/")
     first = page.locator("#communes tbody tr").first
     expect(first.locator("td.reasons")).not_to_be_empty()
     scroll = page.locator("div.scroll").first
@@ -290,8 +294,7 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
     browser: Browser, rollout_base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(rollout_base + "/rollout")
+    page = screen(browser, rollout_base + "/rollout")
     expect(page.locator("h1")).to_have_text("Triển khai — Đồng Nai")
     rows = page.locator("#rollout tbody tr")
     expect(rows.first).to_have_attribute("data-commune", "phu-hoa")  # 3 PCs silent
@@ -313,8 +316,7 @@ def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
 def test_an_admin_starts_pauses_resumes_and_halts_a_rollout_on_its_page(
     browser: Browser, rollout_base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(rollout_base + "/rollout")
+    page = screen(browser, rollout_base + "/rollout")
     start = page.locator("#rollout-start")
     expect(start.locator("select[name=version] option").first).to_have_text("0.3.0")
     # The default rings open with the lab, and no lab PC is configured: said on the page.

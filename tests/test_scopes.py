@@ -847,11 +847,17 @@ def check_rollout(site: Site) -> None:
         assert seen.json["rings"][0]["members"] == lab_members, who
 
 
+def rollout_in(site: Site, state: str) -> str:
+    """The id of a rollout in ``state``: running, or paused."""
+    rollout_id = running_rollout(site)
+    if state == "paused":
+        site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+    return rollout_id
+
+
 def rollout_action(action: str, before: str, after: str) -> Callable[[Site], None]:
     def check(site: Site) -> None:
-        rollout_id = running_rollout(site)
-        if before == "paused":
-            site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+        rollout_id = rollout_in(site, before)
         path = f"/api/v1/rollouts/{rollout_id}/{action}"
         for who in (*ADMINS_NARROWER, "viewer-la-nga"):
             refused = site.client.call("POST", path, who, body={"why": "scope test"})
@@ -909,9 +915,7 @@ def check_rollout_start_form(site: Site) -> None:
 
 def rollout_form(action: str, before: str, after: str) -> Callable[[Site], None]:
     def check(site: Site) -> None:
-        rollout_id = running_rollout(site)
-        if before == "paused":
-            site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+        rollout_id = rollout_in(site, before)
         path = f"/rollout/{rollout_id}/{action}"
         fields = {"why": "console scope test", "confirm": "1"}
         rollout_form_refused(site, path, **fields)

@@ -29,6 +29,7 @@ from collector.rollout.gates import GateError, parse_gate
 from collector.rollout.overview import communes
 from collector.rollout.rollouts import DEFAULT_RINGS, MAX_LAB, RolloutError, Rollouts
 from collector.rollout.rollouts import Rollout as Record
+from collector.state import audit
 from collector.web import rollouts
 from collector.web.auth import ROLE_RANK, ApiContext
 from collector.web.console import progress
@@ -198,63 +199,50 @@ def _refused(
     return _rollout(request, who, context, province, refusal, typed, 409 if status == 409 else 422)
 
 
-def _change(
-    request: Request, who: Session, context: ApiContext, province: str,
-    act: Callable[[Rollouts], Record],
-) -> Response:  # fmt: skip
-    """A change to a rollout; 404 as the API for an unknown one, and the page again
-    saying so for one whose state changed meanwhile."""
-    book = _book(context)
-    try:
-        act(book)
-    except RolloutError as exc:
-        if exc.status == 404:
-            raise not_found(str(exc)) from None
-        refusal = rollout_refusal(exc.field, exc.status, "change")
-        return _refused(request, who, context, province, {}, refusal, exc.status)
-    return _back(province)
+#: What each change of the page's forms does to the rollout.
+CHANGES: dict[str, Callable[[Rollouts, str, str, audit.Actor], Record]] = {
+    "pause": lambda book, rollout_id, why, actor: book.pause(rollout_id, why, actor),
+    "resume": lambda book, rollout_id, why, actor: book.resume(rollout_id, actor),
+    "halt": lambda book, rollout_id, why, actor: book.halt(rollout_id, why, actor),
+}
 
 
-@router.post("/rollout/{rollout_id}/pause")
-def pause_form(
-    request: Request,
-    who: RolloutAdmin,
-    context: Context,
-    rollout_id: rollouts.RolloutId,
-    province: Province = "",
-    why: Annotated[str, Form(max_length=300)] = "",
-) -> Response:
-    """Pause a running rollout, saying why (for the status and the audit)."""
-    actor = console_actor(request, who)
-    return _change(request, who, context, province, lambda book: book.pause(rollout_id, why, actor))
+def _change_route(action: str) -> None:
+    """``POST /rollout/{id}/<action>``: 404 as the API for an unknown rollout; one whose
+    state changed meanwhile (a page left open), the page again saying so."""
+
+    def change(
+        request: Request,
+        who: RolloutAdmin,
+        context: Context,
+        rollout_id: rollouts.RolloutId,
+        province: Province = "",
+        why: Annotated[str, Form(max_length=300)] = "",
+        confirm: Annotated[str, Form(max_length=8)] = "",
+    ) -> Response:
+        if action == "halt" and confirm != "1":
+            refusal = Refusal("confirm", "rollout_error_confirm")
+            return _refused(request, who, context, province, {"why": why}, refusal)
+        book = _book(context)
+        try:
+            CHANGES[action](book, rollout_id, why, console_actor(request, who))
+        except RolloutError as exc:
+            if exc.status == 404:
+                raise not_found(str(exc)) from None
+            refusal = rollout_refusal(exc.field, exc.status, "change")
+            return _refused(request, who, context, province, {}, refusal, exc.status)
+        return _back(province)
+
+    change.__doc__ = {
+        "pause": "Pause a running rollout, saying why (for the status and the audit).",
+        "resume": "Resume a paused rollout (a breach that persists pauses it again).",
+        "halt": "Halt a rollout for good, once confirmed: no PC is asked for its version.",
+    }[action]
+    router.add_api_route(
+        f"/rollout/{{rollout_id}}/{action}", change, methods=["POST"],
+        name=f"{action}_rollout_form",
+    )  # fmt: skip
 
 
-@router.post("/rollout/{rollout_id}/resume")
-def resume_form(
-    request: Request,
-    who: RolloutAdmin,
-    context: Context,
-    rollout_id: rollouts.RolloutId,
-    province: Province = "",
-) -> Response:
-    """Resume a paused rollout (a breach that persists pauses it again)."""
-    actor = console_actor(request, who)
-    return _change(request, who, context, province, lambda book: book.resume(rollout_id, actor))
-
-
-@router.post("/rollout/{rollout_id}/halt")
-def halt_form(
-    request: Request,
-    who: RolloutAdmin,
-    context: Context,
-    rollout_id: rollouts.RolloutId,
-    province: Province = "",
-    why: Annotated[str, Form(max_length=300)] = "",
-    confirm: Annotated[str, Form(max_length=8)] = "",
-) -> Response:
-    """Halt a rollout for good, once confirmed: no PC is asked for its version any more."""
-    if confirm != "1":
-        refusal = Refusal("confirm", "rollout_error_confirm")
-        return _refused(request, who, context, province, {"why": why}, refusal)
-    actor = console_actor(request, who)
-    return _change(request, who, context, province, lambda book: book.halt(rollout_id, why, actor))
+for _action in CHANGES:
+    _change_route(_action)
