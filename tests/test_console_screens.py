@@ -1,7 +1,8 @@
 """The console's screens as a technician meets them, in Chromium: the maintenance form
 refuses in the page's language, the line chart starts when monitoring did, /docs works
 with no route to the Internet, the overview's problems fit a 1366 px screen, an English
-screen is English, and an admin starts, pauses, resumes and halts a rollout on its page.
+screen is English, and an admin starts, pauses, resumes and halts a rollout on its page
+(a province's admin and a technician only read it).
 
 The collector runs in this process (the collector's own server on a free port) on a
 store fed with samples of the last minutes. Screenshots go to test-artifacts/console/
@@ -260,7 +261,7 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from collector.rollout import registry
     from collector.rollout.service import Rollout
     from collector.web.factory import create_app
-    from tests.scoped import _collector_config, profiles_text
+    from tests.scoped import _collector_config, api_tokens, profiles_text
 
     root = tmp_path_factory.mktemp("rollout")
     profiles = root / "dong-nai.profiles.toml"
@@ -282,7 +283,10 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if number < reporting:
                 online = status("online", now - 60, agent=agent, commune=commune)
                 store.apply(statuses=[(online, now - 60)])
-    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
+    # Logins that read the page without changing rollouts (the API's rule): a province's
+    # admin, a technician of every province.
+    tokens = api_tokens({"dong-nai": ("admin", ("dong-nai",), ()), "tech": ("technician", (), ())})
+    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True, tokens=tokens)
     app = create_app(HealthModel(store, [INVENTORY]), store, settings,
                      console=ConsoleSection(), rollout=rollout)  # fmt: skip
     served = AppServer(app).start()
@@ -355,3 +359,25 @@ def test_an_admin_starts_pauses_resumes_and_halts_a_rollout_on_its_page(
     english(page, rollout_base)
     page.goto(rollout_base + "/rollout")
     expect(page.locator("#rollout-start button")).to_have_text("Start a rollout")
+
+
+@pytest.mark.parametrize("who", ["dong-nai", "tech"])
+def test_a_province_admin_or_a_technician_reads_the_rollout_page_but_cannot_act(
+    browser: Browser, rollout_base: str, who: str
+) -> None:
+    from tests.scoped import token
+
+    page = screen(browser, rollout_base + "/login")
+    page.fill("input[name=token]", token(who))
+    page.click("button[type=submit]")
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("#rollout-read-only")).to_contain_text("Chỉ quản trị viên của mọi tỉnh")
+    expect(page.locator("form[action^='/rollout/']")).to_have_count(0)
+    # A start posted anyway, with the session's own CSRF token: the API's 403.
+    page.goto(rollout_base + "/alerts")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    before = api(rollout_base, "/api/v1/rollouts")["rollouts"]
+    form = {"csrf": csrf, "version": "0.3.0", "rings": "100%", "spread": "1m"}
+    posted = page.request.post(rollout_base + "/rollout/start", form=form)
+    assert posted.status == 403 and "forged" not in posted.text(), posted.text()
+    assert api(rollout_base, "/api/v1/rollouts")["rollouts"] == before
