@@ -1,7 +1,8 @@
 """The console's screens as a technician meets them, in Chromium: the maintenance form
 refuses in the page's language, the line chart starts when monitoring did, /docs works
-with no route to the Internet, the overview's problems fit a 1366 px screen, and an
-English screen is English.
+with no route to the Internet, the overview's problems fit a 1366 px screen, an English
+screen is English, and an admin starts, pauses, resumes and halts a rollout on its page
+(a province's admin and a technician only read it).
 
 The collector runs in this process (the collector's own server on a free port) on a
 store fed with samples of the last minutes. Screenshots go to test-artifacts/console/
@@ -79,6 +80,13 @@ def shot(page: Page, name: str) -> None:
             page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def screen(browser: Browser, url: str) -> Page:
+    """A page at ``url`` on a 1366 px screen of a browser set to Vietnamese."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
+    page.goto(url)
+    return page
+
+
 def api(base: str, path: str) -> Any:
     with urllib.request.urlopen(base + path, timeout=10) as response:
         return json.loads(response.read())
@@ -97,8 +105,7 @@ def english(page: Page, base: str) -> None:
 def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/alerts")
+    page = screen(browser, base + "/alerts")
     plan = page.locator("#plan")
     tomorrow = dt.datetime.now(VIETNAM).replace(hour=22, minute=0) + dt.timedelta(days=1)
     plan.locator("input[name=commune]").fill("Xã Không Có")
@@ -143,8 +150,7 @@ def test_the_plan_form_refuses_on_the_form_in_the_pages_language(
 def test_the_line_chart_starts_when_monitoring_did_and_shows_one_point(
     browser: Browser, base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/communes/la-nga?province=dong-nai")
+    page = screen(browser, base + "/communes/la-nga?province=dong-nai")
     chart = page.locator("svg.chart")
     expect(chart).to_have_count(1)
     # An hour shown, monitored for a minute: grey for the rest, green only at the end.
@@ -185,8 +191,7 @@ def test_docs_render_the_api_with_no_route_to_the_internet(browser: Browser, bas
 
 
 def test_the_overviews_problems_are_not_clipped_at_1366_px(browser: Browser, base: str) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(base + "/")
+    page = screen(browser, base + "/")
     first = page.locator("#communes tbody tr").first
     expect(first.locator("td.reasons")).not_to_be_empty()
     scroll = page.locator("div.scroll").first
@@ -256,13 +261,14 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from collector.rollout import registry
     from collector.rollout.service import Rollout
     from collector.web.factory import create_app
-    from tests.scoped import _collector_config, profiles_text
+    from tests.scoped import _collector_config, api_tokens, profiles_text
 
     root = tmp_path_factory.mktemp("rollout")
     profiles = root / "dong-nai.profiles.toml"
     profiles.write_text(profiles_text("dong-nai"))
     store = StateStore(root / "state.sqlite")
     rollout = Rollout(store, rollout_settings(_collector_config(root, 1, [profiles])))
+    rollout.rollouts.signed_versions = lambda: {"0.2.9", "0.3.0"}
     now = time.time()
     # La Ngà: 3 enrolled, 3 reporting; Phú Hòa: 4 enrolled, 1 reporting; Xuân Thành: 1, 0.
     for commune, enrolled, reporting in (("la-nga", 3, 3), ("phu-hoa", 4, 1), ("xuan-thanh", 1, 0)):
@@ -277,7 +283,10 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if number < reporting:
                 online = status("online", now - 60, agent=agent, commune=commune)
                 store.apply(statuses=[(online, now - 60)])
-    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
+    # Logins that read the page without changing rollouts (the API's rule): a province's
+    # admin, a technician of every province.
+    tokens = api_tokens({"dong-nai": ("admin", ("dong-nai",), ()), "tech": ("technician", (), ())})
+    settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True, tokens=tokens)
     app = create_app(HealthModel(store, [INVENTORY]), store, settings,
                      console=ConsoleSection(), rollout=rollout)  # fmt: skip
     served = AppServer(app).start()
@@ -289,8 +298,7 @@ def rollout_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
     browser: Browser, rollout_base: str
 ) -> None:
-    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
-    page.goto(rollout_base + "/rollout")
+    page = screen(browser, rollout_base + "/rollout")
     expect(page.locator("h1")).to_have_text("Triển khai — Đồng Nai")
     rows = page.locator("#rollout tbody tr")
     expect(rows.first).to_have_attribute("data-commune", "phu-hoa")  # 3 PCs silent
@@ -307,3 +315,69 @@ def test_the_rollout_page_puts_the_furthest_behind_first_with_totals(
     expect(page.locator("#audit")).to_contain_text("3 uses, profile office")
     expect(page.locator("#audit")).to_contain_text("1 use, profile office")
     expect(page.locator("#audit")).to_contain_text("Xã Phú Hòa")
+
+
+def test_an_admin_starts_pauses_resumes_and_halts_a_rollout_on_its_page(
+    browser: Browser, rollout_base: str
+) -> None:
+    page = screen(browser, rollout_base + "/rollout")
+    start = page.locator("#rollout-start")
+    expect(start.locator("select[name=version] option").first).to_have_text("0.3.0")
+    # The default rings open with the lab, and no lab PC is configured: said on the page.
+    start.locator("button[type=submit]").click()
+    expect(page.locator("#rollout-error")).to_contain_text("Vòng lab cần máy lab đã đăng ký")
+    expect(start.locator("input[name=lab]")).to_have_attribute("aria-invalid", "true")
+    expect(start.locator("input[name=rings]")).to_have_value("lab,pilot:3-communes,10%,50%,100%")
+    start.locator("input[name=lab]").fill("dong-nai/la-nga/pc-01")
+    start.locator("input[name=gate]").fill("soak=2h")
+    start.locator("button[type=submit]").click()
+    release = page.locator("#release")
+    expect(release).to_have_attribute("data-state", "running")
+    expect(page.locator("#rings tr[data-ring=lab]")).to_have_attribute("data-state", "open")
+    expect(release).to_contain_text("theo dõi 2 giờ")
+    page.locator("#rollout-pause input[name=why]").fill("Chờ kiểm tra máy lab")
+    page.locator("#rollout-pause button").click()
+    expect(release).to_have_attribute("data-state", "paused")
+    expect(release).to_contain_text("Chờ kiểm tra máy lab")
+    page.locator("#rollout-resume button").click()
+    expect(release).to_have_attribute("data-state", "running")
+    # A halt cannot be undone: the browser holds it until it is confirmed.
+    halt = page.locator("#rollout-halt")
+    halt.locator("button").click()
+    expect(halt.locator("input[name=confirm]")).to_have_js_property("validity.valid", False)
+    expect(release).to_have_attribute("data-state", "running")
+    halt.locator("input[name=confirm]").check()
+    halt.locator("button").click()
+    expect(release).to_have_attribute("data-state", "halted")
+    expect(release).to_contain_text("dừng hẳn bởi loopback")  # the store's why, in words
+    expect(page.locator("#rollout-start")).to_be_visible()
+    shot(page, "rollout-halted")
+    actions = [(e["action"], e["via"]) for e in api(rollout_base, "/api/v1/audit")
+               if e["action"].startswith("rollout_")]  # fmt: skip
+    assert actions == [("rollout_halt", "console"), ("rollout_resume", "console"),
+                       ("rollout_pause", "console"), ("rollout_start", "console")]  # fmt: skip
+    english(page, rollout_base)
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("#rollout-start button")).to_have_text("Start a rollout")
+
+
+@pytest.mark.parametrize("who", ["dong-nai", "tech"])
+def test_a_province_admin_or_a_technician_reads_the_rollout_page_but_cannot_act(
+    browser: Browser, rollout_base: str, who: str
+) -> None:
+    from tests.scoped import token
+
+    page = screen(browser, rollout_base + "/login")
+    page.fill("input[name=token]", token(who))
+    page.click("button[type=submit]")
+    page.goto(rollout_base + "/rollout")
+    expect(page.locator("#rollout-read-only")).to_contain_text("Chỉ quản trị viên của mọi tỉnh")
+    expect(page.locator("form[action^='/rollout/']")).to_have_count(0)
+    # A start posted anyway, with the session's own CSRF token: the API's 403.
+    page.goto(rollout_base + "/alerts")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    before = api(rollout_base, "/api/v1/rollouts")["rollouts"]
+    form = {"csrf": csrf, "version": "0.3.0", "rings": "100%", "spread": "1m"}
+    posted = page.request.post(rollout_base + "/rollout/start", form=form)
+    assert posted.status == 403 and "forged" not in posted.text(), posted.text()
+    assert api(rollout_base, "/api/v1/rollouts")["rollouts"] == before

@@ -276,7 +276,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_command_line_starts_pauses_promotes_and_halts(config: Path) -> None:
+def test_the_command_line_starts_pauses_resumes_promotes_and_halts(config: Path) -> None:
     code, out = cli(config, "start", "0.3.0", "--lab", LAB[0], "--rings", RINGS)
     assert code == 1 and "0.3.0 is not in the signed release repository (signed: none)" in out
     signed = {"0.3.0"}
@@ -293,6 +293,12 @@ def test_the_command_line_starts_pauses_promotes_and_halts(config: Path) -> None
     assert code == 0 and "paused — helpdesk calls" in out
     code, out = cli(config, "pause")
     assert code == 1 and "is paused: it can only be done to a rollout running" in out
+    code, out = cli(config, "resume")
+    assert code == 0 and "rollout 0.3.0-1 running again at ring lab" in out
+    code, out = cli(config, "status", signed=signed)
+    assert code == 0 and "rollout 0.3.0-1: 0.3.0, running" in out and "helpdesk" not in out
+    code, out = cli(config, "resume", "0.3.0-1")
+    assert code == 1 and "is running: it can only be done to a rollout paused" in out
     code, out = cli(config, "promote", "0.3.0-1")
     assert code == 0 and "ring lab promoted; ring pilot:1-communes open" in out
     code, out = cli(config, "halt", "--why", "a bad build")
@@ -306,8 +312,8 @@ def test_the_command_line_starts_pauses_promotes_and_halts(config: Path) -> None
     assert code == 1 and "--gate 'speed=1'" in out
     with StateStore(config.parent / "state.sqlite") as store, store.reading() as db:
         rows = db.execute("SELECT action, via, object FROM audit ORDER BY id").fetchall()
-    assert [r[0] for r in rows] == ["rollout_start", "rollout_pause", "rollout_promote",
-                                    "rollout_halt"]  # fmt: skip
+    assert [r[0] for r in rows] == ["rollout_start", "rollout_pause", "rollout_resume",
+                                    "rollout_promote", "rollout_halt"]  # fmt: skip
     assert {(r[1], r[2]) for r in rows} == {("cli", "0.3.0-1")}
 
 

@@ -694,6 +694,13 @@ def check_rollout_page(site: Site) -> None:
         held = [m for m in registry.managed(site.store, active=True)
                 if scope.holds(m.province, m.commune)]  # fmt: skip
         assert counted == len(held), who
+        # Only an admin of every province changes a rollout: the others read the page.
+        assert 'action="/rollout/' not in page and 'id="rollout-read-only"' in page, who
+    for who in ("dong-nai", "viewer-la-nga", "tech-la-nga"):
+        page = page_of(site, who, "/rollout")
+        assert 'action="/rollout/' not in page and 'id="rollout-read-only"' in page, who
+    page = page_of(site, "all", "/rollout?province=dong-nai")
+    assert f'action="/rollout/{rollout_id}/halt"' in page and "rollout-read-only" not in page
 
 
 def check_audit_page(site: Site) -> None:
@@ -840,11 +847,17 @@ def check_rollout(site: Site) -> None:
         assert seen.json["rings"][0]["members"] == lab_members, who
 
 
+def rollout_in(site: Site, state: str) -> str:
+    """The id of a rollout in ``state``: running, or paused."""
+    rollout_id = running_rollout(site)
+    if state == "paused":
+        site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+    return rollout_id
+
+
 def rollout_action(action: str, before: str, after: str) -> Callable[[Site], None]:
     def check(site: Site) -> None:
-        rollout_id = running_rollout(site)
-        if before == "paused":
-            site.client.call("POST", f"/api/v1/rollouts/{rollout_id}/pause", "all")
+        rollout_id = rollout_in(site, before)
         path = f"/api/v1/rollouts/{rollout_id}/{action}"
         for who in (*ADMINS_NARROWER, "viewer-la-nga"):
             refused = site.client.call("POST", path, who, body={"why": "scope test"})
@@ -857,6 +870,78 @@ def rollout_action(action: str, before: str, after: str) -> Callable[[Site], Non
         assert audited(site, f"rollout_{action}", "all", rollout_id)
 
     return check
+
+
+def rollout_form_refused(site: Site, path: str, **fields: str) -> None:
+    """A rollout's console form: 403 as in the API for every session but an admin of
+    every province (naming nothing outside its scope); a viewer's pages carry no CSRF
+    token to post with."""
+    for who in (*ADMINS_NARROWER, "tech-la-nga"):
+        refused = site.client.form(path, site.cookie(who), **fields)
+        assert refused.status == 403, (who, refused)
+        assert "lam-dong" not in refused.text or who == "lam-dong"
+    viewer = site.client.call("POST", path, cookie=site.cookie("viewer-la-nga"), form=fields)
+    assert viewer.status == 403
+
+
+def latest_rollout(site: Site) -> dict[str, Any]:
+    return dict(site.client.get("/api/v1/rollouts").json["rollouts"][0])
+
+
+def by_console(site: Site, action: str, rollout_id: str) -> None:
+    """Audited as the API's changes are: the session's holder, its address, the console."""
+    row = audited(site, action, "all", rollout_id)[0]
+    assert (row["role"], row["address"], row["via"]) == ("admin", "127.0.0.1", "console"), row
+
+
+def check_rollout_start_form(site: Site) -> None:
+    """Started from the console by an admin of every province alone; a second start
+    while one runs is refused on the page, in its words."""
+    site.rollout.rollouts.signed_versions = lambda: {"0.3.0"}
+    latest = latest_rollout(site)
+    if latest["state"] in ("running", "paused"):
+        site.client.call("POST", f"/api/v1/rollouts/{latest['id']}/halt", "all")
+    fields = {"version": "0.3.0", "rings": "lab,100%", "lab": LAB_PC, "spread": "1m"}
+    rollout_form_refused(site, "/rollout/start", **fields)
+    assert latest_rollout(site)["state"] == "halted"
+    made = site.client.form("/rollout/start", site.cookie("all"), **fields)
+    assert made.status == 303 and made.headers["location"].startswith("/rollout")
+    started = latest_rollout(site)
+    assert (started["state"], started["lab"], started["spread_s"]) == ("running", [LAB_PC], 60)
+    by_console(site, "rollout_start", started["id"])
+    again = site.client.form("/rollout/start", site.cookie("all"), **fields)
+    assert again.status == 409 and "Đang có một đợt cập nhật chạy" in again.text
+
+
+def rollout_form(action: str, before: str, after: str) -> Callable[[Site], None]:
+    def check(site: Site) -> None:
+        rollout_id = rollout_in(site, before)
+        path = f"/rollout/{rollout_id}/{action}"
+        fields = {"why": "console scope test", "confirm": "1"}
+        rollout_form_refused(site, path, **fields)
+        assert latest_rollout(site)["state"] == before
+        unknown = site.client.form(f"/rollout/0.0.1-99/{action}", site.cookie("all"), **fields)
+        assert unknown.status == 404 and "no rollout '0.0.1-99'" in unknown.text
+        done = site.client.form(path, site.cookie("all"), **fields)
+        assert done.status == 303, done
+        assert latest_rollout(site)["state"] == after
+        by_console(site, f"rollout_{action}", rollout_id)
+        # Done twice (as from a page left open): refused on the page, nothing changed.
+        if action != "halt":
+            twice = site.client.form(path, site.cookie("all"), **fields)
+            assert twice.status == 409 and "đã đổi trạng thái" in twice.text
+            assert latest_rollout(site)["state"] == after
+
+    return check
+
+
+def check_halt_form(site: Site) -> None:
+    """A halt is confirmed, or refused on the page with the rollout left running."""
+    rollout_id = running_rollout(site)
+    unconfirmed = site.client.form(f"/rollout/{rollout_id}/halt", site.cookie("all"), why="x")
+    assert unconfirmed.status == 422 and "Đánh dấu ô xác nhận" in unconfirmed.text
+    assert latest_rollout(site)["state"] == "running"
+    rollout_form("halt", "running", "halted")(site)
 
 
 #: Every route the app serves, and how its scope is checked. A route missing here
@@ -941,6 +1026,10 @@ DECISIONS: dict[tuple[str, str], Callable[[Site], None]] = {
     ("POST", "/silences/{silence_id}/delete"): check_silence_delete_form,
     ("POST", "/maintenance"): check_window_form,
     ("POST", "/maintenance/{window_id}/delete"): check_window_delete_form,
+    ("POST", "/rollout/start"): check_rollout_start_form,
+    ("POST", "/rollout/{rollout_id}/pause"): rollout_form("pause", "running", "paused"),
+    ("POST", "/rollout/{rollout_id}/resume"): rollout_form("resume", "paused", "running"),
+    ("POST", "/rollout/{rollout_id}/halt"): check_halt_form,
 }
 
 

@@ -474,6 +474,80 @@ CONSOLE["en"] |= {
     "when none are declared).",
 }
 
+# The rollout page's forms: start, pause, resume and halt a rollout, and their refusals.
+CONSOLE["vi"] |= {
+    "rollout_start": "Bắt đầu đợt cập nhật",
+    "rollout_rings": "Các vòng",
+    "rollout_gate_hint": "soak=1d, committed=95 (trống: mặc định)",
+    "rollout_gate_default": "Mặc định",
+    "rollout_lab": "Máy lab (tỉnh/xã/máy)",
+    "rollout_lab_hint": "dong-nai/lab/pc-kaspersky dong-nai/lab/pc-bkav",
+    "rollout_spread": "Rải thời điểm tải trong",
+    "rollout_pause": "Tạm dừng đợt cập nhật",
+    "rollout_pause_why": "Lý do tạm dừng",
+    "rollout_resume": "Tiếp tục đợt cập nhật",
+    "rollout_resume_note": "Nếu vẫn vượt ngưỡng, đợt cập nhật sẽ tự tạm dừng lại.",
+    "rollout_halt": "Dừng hẳn đợt cập nhật",
+    "rollout_halt_why": "Lý do dừng hẳn",
+    "rollout_halt_confirm": "Tôi xác nhận dừng hẳn: không máy nào được yêu cầu cập nhật bản "
+    "này nữa, và không thể tiếp tục lại.",
+    "rollout_unsigned": "Kho phát hành chưa có phiên bản nào được ký: thêm và ký một bản "
+    "trước (commune-collector release add, release sign).",
+    "rollout_read_only": "Chỉ quản trị viên của mọi tỉnh mới bắt đầu, tạm dừng, tiếp tục hay "
+    "dừng hẳn một đợt cập nhật.",
+    "rollout_error": "Không thực hiện được: kiểm tra lại các ô.",
+    "rollout_error_version": "Phiên bản này không có trong kho phát hành đã ký: chọn một "
+    "phiên bản trong danh sách.",
+    "rollout_error_rings": "Các vòng theo thứ tự, cách nhau bằng dấu phẩy: lab, rồi "
+    "pilot:N-communes (1 đến 50 xã), rồi các tỉ lệ tăng dần đến 100%, như "
+    "lab,pilot:3-communes,10%,50%,100%.",
+    "rollout_error_gate": "Điều kiện viết dạng khóa=giá trị, cách nhau bằng dấu phẩy: soak=1d, "
+    "soak-weekdays=yes, committed=95, rollbacks=1, offline=2, offline-min=20.",
+    "rollout_error_lab": "Vòng lab cần máy lab đã đăng ký (tỉnh/xã/máy, mỗi phần mềm phòng "
+    "chống mã độc một máy, tối đa 64), hoặc bỏ lab khỏi các vòng.",
+    "rollout_error_spread": "Thời gian rải từ vài giây đến 7 ngày, như 30m, 2h.",
+    "rollout_error_active": "Đang có một đợt cập nhật chạy hoặc tạm dừng: dừng hẳn đợt đó "
+    "trước khi bắt đầu đợt mới.",
+    "rollout_error_state": "Đợt cập nhật đã đổi trạng thái trong lúc đó: xem trạng thái mới "
+    "rồi thử lại.",
+    "rollout_error_confirm": "Đánh dấu ô xác nhận để dừng hẳn đợt cập nhật.",
+}
+CONSOLE["en"] |= {
+    "rollout_start": "Start a rollout",
+    "rollout_rings": "Rings",
+    "rollout_gate_hint": "soak=1d, committed=95 (empty: the defaults)",
+    "rollout_gate_default": "Defaults",
+    "rollout_lab": "Lab PCs (province/commune/agent)",
+    "rollout_lab_hint": "dong-nai/lab/pc-kaspersky dong-nai/lab/pc-bkav",
+    "rollout_spread": "Spread the downloads over",
+    "rollout_pause": "Pause the rollout",
+    "rollout_pause_why": "Why paused",
+    "rollout_resume": "Resume the rollout",
+    "rollout_resume_note": "A breach that persists pauses it again.",
+    "rollout_halt": "Halt the rollout",
+    "rollout_halt_why": "Why halted",
+    "rollout_halt_confirm": "I confirm the halt: no PC is asked for this version any more, "
+    "and the rollout cannot be resumed.",
+    "rollout_unsigned": "The release repository has no signed version: add and sign one "
+    "first (commune-collector release add, release sign).",
+    "rollout_read_only": "Only an admin of every province starts, pauses, resumes or halts a "
+    "rollout.",
+    "rollout_error": "Not done: check the fields.",
+    "rollout_error_version": "This version is not in the signed release repository: pick one "
+    "from the list.",
+    "rollout_error_rings": "Rings in order, separated by commas: lab, then "
+    "pilot:N-communes (1 to 50 communes), then shares growing to 100%, like "
+    "lab,pilot:3-communes,10%,50%,100%.",
+    "rollout_error_gate": "Gate options as key=value, separated by commas: soak=1d, "
+    "soak-weekdays=yes, committed=95, rollbacks=1, offline=2, offline-min=20.",
+    "rollout_error_lab": "The lab ring needs enrolled lab PCs (province/commune/agent, one "
+    "per anti-malware product, at most 64), or leave lab out of the rings.",
+    "rollout_error_spread": "A spread from seconds to 7 days, like 30m, 2h.",
+    "rollout_error_active": "A rollout is running or paused: halt it before starting another.",
+    "rollout_error_state": "The rollout changed state meanwhile: read its new state and try again.",
+    "rollout_error_confirm": "Tick the confirmation to halt the rollout.",
+}
+
 # The agent page's field names and the values of the catalogue's enumerations
 # (agent/catalogue.py), the ports' states, the rollout audit's details.
 CONSOLE["vi"] |= {

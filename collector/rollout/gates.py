@@ -152,6 +152,8 @@ PHRASES: dict[str, tuple[str, str]] = {
         "{n}/{online} máy trực tuyến đã cập nhật ({pct} % < {limit} %)",
     ),
     "holds": ("holds", "đạt"),
+    "paused_by": ("paused by {name}", "tạm dừng bởi {name}"),
+    "halted_by": ("halted by {name}", "dừng hẳn bởi {name}"),
     "gate": (
         "soak {soak}h, committed ≥ {committed} %, rollbacks ≤ {rollbacks} %, "
         "offline ≤ +{offline} points",

@@ -44,11 +44,14 @@ DEFAULT_RINGS = "lab,pilot:3-communes,10%,50%,100%"
 
 class RolloutError(ValueError):
     """An operator's request that cannot be carried out; the message says why and what
-    to do. ``status``: the HTTP answer it makes (400 bad input, 404 unknown, 409 state)."""
+    to do. ``status``: the HTTP answer it makes (400 bad input, 404 unknown, 409 state);
+    ``field``: the part of a start it refuses (version, rings, spread, lab), for a form
+    to point at."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, field: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -278,33 +281,36 @@ class Rollouts:
     ) -> Rollout:
         """A new rollout of a signed ``version``, its first ring open."""
         if not re.fullmatch(VERSION_PATTERN, version):
-            raise RolloutError(f"{version!r} is not a version like 0.3.0")
+            raise RolloutError(f"{version!r} is not a version like 0.3.0", field="version")
         try:
             plan = parse_rings(rings)
         except RingError as exc:
-            raise RolloutError(str(exc)) from None
+            raise RolloutError(str(exc), field="rings") from None
         if not 0 <= spread_s <= MAX_SPREAD_S:
-            raise RolloutError(f"--spread: from 0 to {MAX_SPREAD_S / 86400:g} days")
+            raise RolloutError(f"--spread: from 0 to {MAX_SPREAD_S / 86400:g} days", field="spread")
         signed = self.signed_versions()
         if version not in signed:
             listed = ", ".join(sorted(signed)) or "none"
             raise RolloutError(
                 f"version {version} is not in the signed release repository (signed: {listed}): "
-                "add and sign it first (commune-collector release add, release sign)"
+                "add and sign it first (commune-collector release add, release sign)",
+                field="version",
             )
         agents = fleet(self.store)
         known = {a.key for a in agents}
         labs = tuple(dict.fromkeys(lab or self.lab))
         if len(labs) > MAX_LAB:
-            raise RolloutError(f"--lab: {len(labs)} lab PCs, at most {MAX_LAB}")
+            raise RolloutError(f"--lab: {len(labs)} lab PCs, at most {MAX_LAB}", field="lab")
         unknown = [key for key in labs if key not in known]
         if unknown:
             raise RolloutError(f"--lab: not enrolled agents: {', '.join(unknown[:5])} "
-                               "(give province/commune/agent of enrolled PCs)")  # fmt: skip
+                               "(give province/commune/agent of enrolled PCs)",
+                               field="lab")  # fmt: skip
         if any(r.kind == "lab" for r in plan) and not labs:
             raise RolloutError(
                 "the lab ring needs named lab PCs: --lab province/commune/agent "
-                "(one per anti-malware product), or leave lab out of --rings"
+                "(one per anti-malware product), or leave lab out of --rings",
+                field="lab",
             )
         pilot_ring = next((r for r in plan if r.kind == "pilot"), None)
         communes = sorted({a.member.commune for a in agents if a.key not in labs})
@@ -344,14 +350,14 @@ class Rollouts:
 
     def pause(self, rollout_id: str, why: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_pause", ("running",), "paused",
-                            why.strip()[:300] or f"paused by {actor.name}")  # fmt: skip
+                            why.strip()[:300] or say("paused_by", name=actor.name))  # fmt: skip
 
     def resume(self, rollout_id: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_resume", ("paused",), "running", "")
 
     def halt(self, rollout_id: str, why: str, actor: audit.Actor) -> Rollout:
         return self._change(rollout_id, actor, "rollout_halt", ("running", "paused"), "halted",
-                            why.strip()[:300] or f"halted by {actor.name}")  # fmt: skip
+                            why.strip()[:300] or say("halted_by", name=actor.name))  # fmt: skip
 
     def promote(self, rollout_id: str, actor: audit.Actor) -> Rollout:
         """The open ring promoted by an operator, whatever its gate; the rollout runs."""

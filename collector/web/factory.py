@@ -123,6 +123,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _with_allow)
     if console is not None and console.enabled:
         from collector.web.console.auth import Sessions
+        from collector.web.console.rolloutpage import router as rollout_page
         from collector.web.console.systempages import router as system_pages
         from collector.web.console.views import Login, login_redirect
         from collector.web.console.views import router as console_router
@@ -130,5 +131,6 @@ def create_app(
         app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
         app.include_router(console_router)
         app.include_router(system_pages)
+        app.include_router(rollout_page)
         app.add_exception_handler(Login, login_redirect)
     return app

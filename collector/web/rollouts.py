@@ -29,7 +29,15 @@ from collector.rollout.rollouts import (
     fleet,
 )
 from collector.rollout.rollouts import Rollout as Record
-from collector.web.auth import Admin, ApiContext, Caller, Context, Reader, actor_of, errors
+from collector.web.auth import (
+    ROLE_RANK,
+    Admin,
+    ApiContext,
+    Context,
+    Reader,
+    actor_of,
+    errors,
+)
 from collector.web.readable import ReadableJSONResponse
 from collector.web.scope import Scope
 
@@ -141,11 +149,18 @@ def get_rollout(rollout_id: RolloutId, who: Reader, context: Context) -> Rollout
         raise HTTPException(exc.status, str(exc)) from None
 
 
-def _province_wide(caller: Caller) -> None:
-    if not caller.scope.everything:
+def may_change(role: str, scope: Scope) -> bool:
+    """Whether a caller may start, pause, resume, halt or promote a rollout: an admin
+    of every province (the API's and the console's rule)."""
+    return ROLE_RANK.get(role, 0) >= ROLE_RANK["admin"] and scope.everything
+
+
+def province_wide(scope: Scope) -> None:
+    """403 for a scope narrower than every province, naming only the scope itself."""
+    if not scope.everything:
         raise HTTPException(
             403, f"a rollout reaches every province of the collector, beyond this token's scope "
-            f"({caller.scope.describe()}): it takes an admin token of every province",
+            f"({scope.describe()}): it takes an admin token of every province",
         )  # fmt: skip
 
 
@@ -183,7 +198,7 @@ async def start_rollout(
 ) -> RolloutView:
     """Start rolling a signed version out; its first ring is asked at once."""
     book = book_of(context)
-    _province_wide(caller)
+    province_wide(caller.scope)
     try:
         gate = parse_gate(body.gate)
     except GateError as exc:
@@ -205,7 +220,7 @@ def _change_route(action: str) -> None:
         body: Why | None = None,
     ) -> RolloutView:  # fmt: skip
         book = book_of(context)
-        _province_wide(caller)
+        province_wide(caller.scope)
         actor, why = actor_of(request, caller), (body.why if body else "")
         act: dict[str, Callable[[], Record]] = {
             "pause": lambda: book.pause(rollout_id, why, actor),

@@ -49,3 +49,18 @@ def plan_refusal(message: str) -> Refusal:
     if field in PLAN_FIELDS:
         return Refusal(field, f"plan_error_{field}")
     return Refusal("", "plan_error")
+
+
+#: The rollout start form's fields a refusal can point at.
+ROLLOUT_FIELDS = ("version", "rings", "gate", "lab", "spread")
+
+
+def rollout_refusal(field: str, status: int, form: str) -> Refusal:
+    """A rollout's refusal (``RolloutError``'s field and status) as ``form``'s: "start"
+    refused for a rollout already under way, a change for a rollout whose state changed
+    meanwhile."""
+    if field in ROLLOUT_FIELDS:
+        return Refusal(field, f"rollout_error_{field}")
+    if status == 409:
+        return Refusal("", "rollout_error_active" if form == "start" else "rollout_error_state")
+    return Refusal("", "rollout_error")

@@ -1,5 +1,6 @@
-"""The console's pages: overview, commune, agent, alerts, rollout, audit; login,
-language, actions (the shared systems' pages are ``systempages.py``).
+"""The console's pages: overview, commune, agent, alerts, audit; login, language,
+actions (the shared systems' pages are ``systempages.py``, the rollout's
+``rolloutpage.py``).
 
 Server-rendered (Jinja2, no front-end build), readable on a phone. Login with an
 API token opens a session cookie, checked on every request against the tokens
@@ -40,12 +41,11 @@ from collector.common import words
 from collector.common.localtime import local, parse_time
 from collector.common.natural import natural_key
 from collector.common.shares import below_whole
-from collector.rollout import gates, registry
-from collector.rollout.overview import communes
+from collector.rollout import gates
 from collector.state import audit, maintenance
 from collector.state.availability import all_down
 from collector.state.health import OVERVIEW_DAYS
-from collector.web import audited, rollouts
+from collector.web import audited
 from collector.web.auth import (
     ROLE_RANK,
     ApiContext,
@@ -57,7 +57,6 @@ from collector.web.auth import (
     token_digest,
 )
 from collector.web.console import overview as overview_table
-from collector.web.console import progress
 from collector.web.console.auth import COOKIE, LOOPBACK, Session, Sessions
 from collector.web.console.charts import line_chart, strip
 from collector.web.console.events import event_detail
@@ -67,7 +66,6 @@ from collector.web.guard import safe_next, scheme
 from collector.web.scope import (
     Scope,
     alert_in_scope,
-    events_in_scope,
     find_commune,
     need,
     need_within,
@@ -150,11 +148,16 @@ Viewer = Annotated[Session, Depends(_viewer)]
 Context = Annotated[ApiContext, Depends(context_of)]
 
 
+def csrf_checked(request: Request, csrf: str) -> None:
+    """403 for a form without this session's CSRF token."""
+    if not _sessions(request).csrf_ok(request.cookies.get(COOKIE), csrf):
+        raise HTTPException(403, "form expired or forged: reload the page")
+
+
 def _technician(
     request: Request, viewer: Viewer, csrf: Annotated[str, Form(max_length=64)] = ""
 ) -> Session:
-    if not _sessions(request).csrf_ok(request.cookies.get(COOKIE), csrf):
-        raise HTTPException(403, "form expired or forged: reload the page")
+    csrf_checked(request, csrf)
     if ROLE_RANK.get(viewer.role, 0) < ROLE_RANK["technician"]:
         raise HTTPException(403, "this account is read-only")
     return viewer
@@ -163,7 +166,9 @@ def _technician(
 Technician = Annotated[Session, Depends(_technician)]
 
 
-def _actor(request: Request, who: Session) -> audit.Actor:
+def console_actor(request: Request, who: Session) -> audit.Actor:
+    """Who acts in the console, for the audit: the session's holder, from the client's
+    address."""
     return audit.Actor(who.name, who.role, client_address(request), "console")
 
 
@@ -274,7 +279,7 @@ def logout(request: Request) -> Response:
         context.store.end_session(session.sid, session.expires)
         if who is not None:
             audit.record_alone(
-                context.store, _actor(request, session), "logout", time.time(),
+                context.store, console_actor(request, session), "logout", time.time(),
                 **_home(who.scope), object=session.sid,
             )  # fmt: skip
     response = RedirectResponse("/login", status_code=303)
@@ -483,7 +488,7 @@ def _alerts(
         provinces=provinces,
         plan_communes=list(scope.communes),
         plan_choices=_choices(context, provinces[0] if provinces else ""),
-        names=_names(context),
+        names=place_names(context),
         now=now,
         state=state,
         tabs=ALERT_TABS,
@@ -501,7 +506,7 @@ def _choices(context: ApiContext, province: str) -> list[str]:
     return [c.name for c in inventory.communes] if inventory else []
 
 
-def _names(context: ApiContext) -> dict[str, str]:
+def place_names(context: ApiContext) -> dict[str, str]:
     """Official names by "province/slug"."""
     return {
         f"{inventory.province}/{c.slug}": c.name
@@ -526,7 +531,7 @@ def group_ack_form(
     acknowledge_group(
         context.store, province=province, commune=commune, rule=rule, by=who.name,
         comment=comment, now=now,
-        also=audited.ack_group(_actor(request, who), province, commune, rule, comment, now),
+        also=audited.ack_group(console_actor(request, who), province, commune, rule, comment, now),
     )  # fmt: skip
     return RedirectResponse(safe_next(back, "/alerts"), status_code=303)
 
@@ -566,7 +571,7 @@ def maintenance_form(
             starts=_form_time(starts, "starts"), ends=_form_time(ends, "ends"), every=every,
             until=_form_time(until, "until") if until else None, reason=reason,
             created_by=who.name, now=now,
-            also=audited.window(_actor(request, who), "maintenance_create", now),
+            also=audited.window(console_actor(request, who), "maintenance_create", now),
         )  # fmt: skip
     except Refusal as refusal:
         return _alerts(request, who, context, refusal=refusal, typed=typed)
@@ -579,61 +584,13 @@ def maintenance_form(
 def maintenance_delete_form(
     request: Request, who: Technician, context: Context, window_id: RowId
 ) -> Response:
-    write = audited.window(_actor(request, who), "maintenance_delete", time.time())
+    write = audited.window(console_actor(request, who), "maintenance_delete", time.time())
     missing = lambda: maintenance.NotFound(f"no maintenance window {window_id}")  # noqa: E731
     try:
         maintenance.remove(context.store, window_id, audited.removable(who.scope, missing, write))
     except maintenance.NotFound as exc:
         raise not_found(str(exc)) from None
     return RedirectResponse("/alerts", status_code=303)
-
-
-@router.get("/rollout", response_class=HTMLResponse)
-def rollout_page(
-    request: Request,
-    viewer: Viewer,
-    context: Context,
-    province: Annotated[str, Query(max_length=64)] = "",
-) -> HTMLResponse:
-    """Per commune: PCs expected, enrolled, reporting, on the current config; the agents
-    whose config differs from what the collector wants, and why; the enrollment events."""
-    scope = viewer.scope
-    provinces = scope.provinces_of(
-        sorted(context.model.inventories)
-        or sorted({m.province for m in registry.managed(context.store)})
-    )
-    chosen = province if province in provinces else (provinces[0] if provinces else "")
-    found = (
-        [
-            c
-            for c in communes(
-                context.store, list(context.model.inventories.values()), chosen, time.time()
-            )
-            if scope.holds(c.province, c.commune)
-        ]
-        if context.rollout is not None and chosen
-        else []
-    )
-    behind = [
-        (c.commune, a)
-        for c in found
-        for a in c.agents
-        if a.revoked_at is None and (not a.config_current or a.config_error)
-    ]
-    events = events_in_scope(context.store, scope, chosen, None, 50) if context.rollout else []
-    release = None
-    if context.rollout is not None:
-        listed = rollouts.overview(context.rollout.rollouts, scope, limit=1)
-        release = (listed.versions, listed.rollouts[0] if listed.rollouts else None)
-    inventory = context.model.inventories.get(chosen)
-    return page(
-        request, "rollout.html", viewer, configured=context.rollout is not None,
-        provinces=provinces, province=chosen, communes=progress.worst_first(found),
-        totals=progress.totals(found), behind=behind, events=events, release=release,
-        province_name=inventory.name if inventory and inventory.name else chosen,
-        province_names={p: i.name or p for p, i in context.model.inventories.items()},
-        names=_names(context),
-    )  # fmt: skip
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -654,7 +611,7 @@ def audit_page(
     )  # fmt: skip
     return page(
         request, "audit.html", viewer, entries=entries, actions=audit.ACTIONS, action=chosen,
-        actor=actor, names=_names(context), change=_change,
+        actor=actor, names=place_names(context), change=_change,
     )  # fmt: skip
 
 
@@ -680,7 +637,7 @@ def ack_form(
         now = time.time()
         acknowledge(
             context.store, alert_id, who.name, comment, now,
-            also=audited.ack(_actor(request, who), before, who.name, comment, now),
+            also=audited.ack(console_actor(request, who), before, who.name, comment, now),
         )  # fmt: skip
     except NotFound as exc:
         raise not_found(str(exc)) from None
@@ -713,7 +670,7 @@ def silence_form(
             rule=rule,
             agent=agent,
             comment=comment,
-            also=audited.silence(_actor(request, who), "silence_create", now),
+            also=audited.silence(console_actor(request, who), "silence_create", now),
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -724,7 +681,7 @@ def silence_form(
 def silence_delete_form(
     request: Request, who: Technician, context: Context, silence_id: RowId
 ) -> Response:
-    write = audited.silence(_actor(request, who), "silence_delete", time.time())
+    write = audited.silence(console_actor(request, who), "silence_delete", time.time())
     missing = lambda: NotFound(f"no silence {silence_id}")  # noqa: E731
     try:
         delete_silence(context.store, silence_id, audited.removable(who.scope, missing, write))
