@@ -1,11 +1,13 @@
 """The local outbox: every envelope is committed here before it is published.
 
 A row is kept until the broker's PUBACK, so a line outage, a broker restart or a
-kill -9 of the agent loses nothing (delivery is at-least-once). Once the collector
-has sent a receipt (agent/wire.py ``Receipt``), a row the broker acknowledged is
-kept further, marked acknowledged, until a receipt says the collector committed it:
-a broker killed before it saved its queues loses what it held, and a receipt that
-passes over a seq brings it back to be sent again.
+kill -9 of the agent loses nothing (delivery is at-least-once). An enrolled agent,
+whose collector sends receipts (agent/wire.py ``Receipt``), keeps a row the broker
+acknowledged further, marked acknowledged, until a receipt says the collector
+committed it: a broker killed before it saved its queues loses what it held, and a
+receipt that passes over a seq brings it back to be sent again. With no receipt for
+``RECEIPTS_LAPSE_S`` (a collector of a release before receipts, or one down that
+long), what was acknowledged before then is trusted to the broker and forgotten.
 
 The outbox is bounded by age and size; beyond the bound the oldest rows are
 dropped, and every drop is counted in the file itself so the count survives
@@ -52,7 +54,10 @@ _RECEIPT_COLUMNS = (
     "ALTER TABLE outbox ADD COLUMN acked REAL",
     "ALTER TABLE outbox ADD COLUMN resent INTEGER NOT NULL DEFAULT 0",
 )
-_COUNTERS = ("dropped_age", "dropped_size", "dropped_error", "receipts")
+_COUNTERS = ("dropped_age", "dropped_size", "dropped_error", "receipt_at")
+
+#: With no receipt for this long, rows the broker acknowledged before then are forgotten.
+RECEIPTS_LAPSE_S = 86400.0
 
 #: Times a row a receipt passed over is sent again before it is given up (counted as
 #: ``dropped_error``): an envelope this collector cannot read at all, say, would
@@ -286,20 +291,14 @@ class Outbox:
             ).fetchall()
         return [Row(int(r[0]), float(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
-    @property
-    def receipts(self) -> bool:
-        """Whether the collector sends receipts: from the first one on, rows the broker
-        acknowledged are kept until a receipt covers them."""
-        with self._lock:
-            return self._counter("receipts") > 0
-
-    def acknowledged(self, ids: Iterable[int]) -> None:
-        """The broker acknowledged these rows: kept until a receipt covers them when the
-        collector sends receipts, forgotten otherwise (and rows from before receipts)."""
+    def acknowledged(self, ids: Iterable[int], hold: bool) -> None:
+        """The broker acknowledged these rows: with ``hold`` (the collector sends receipts)
+        kept until a receipt covers them, else forgotten (as are rows from an outbox made
+        before receipts, which have no seq)."""
         batch = list(ids)
         if not batch:
             return
-        if not self.receipts:
+        if not hold:
             self.delete(batch)
             return
         now = self.clock()
@@ -342,8 +341,9 @@ class Outbox:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                if self._counter("receipts") == 0:
-                    self._bump("receipts", 1)
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'receipt_at'", (int(self.clock()),)
+                )
                 held = self._db.execute(
                     "SELECT id, seq, created, topic, payload, resent FROM outbox"
                     " WHERE acked IS NOT NULL AND seq <= ? ORDER BY id",
@@ -418,6 +418,37 @@ class Outbox:
                     self._db.execute("ROLLBACK")
                 # Rows stay and are sent again later: a duplicate, never a loss.
                 log.error("outbox: cannot delete acknowledged rows: %s", exc)
+
+    def release_unconfirmed(self, lapse_s: float = RECEIPTS_LAPSE_S) -> int:
+        """With no receipt for ``lapse_s``, forget the rows the broker acknowledged before
+        then (not counted as dropped: the broker took them). Returns how many."""
+        now = self.clock()
+        with self._lock:
+            if self._counter("receipt_at") > now - lapse_s:
+                return 0
+            try:
+                gone = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+                    " WHERE acked IS NOT NULL AND acked < ?",
+                    (now - lapse_s,),
+                ).fetchone()
+                if gone[0]:
+                    self._db.execute(
+                        "DELETE FROM outbox WHERE acked IS NOT NULL AND acked < ?",
+                        (now - lapse_s,),
+                    )
+                    self._bytes -= int(gone[1])
+            except sqlite3.Error as exc:
+                log.error("outbox: cannot forget unconfirmed rows: %s", exc)
+                return 0
+        if gone[0]:
+            log.warning(
+                "no receipt from the collector for %.0f h: %d envelopes the broker took "
+                "before then are trusted to it",
+                lapse_s / 3600,
+                gone[0],
+            )
+        return int(gone[0])
 
     def stats(self) -> OutboxStats:
         with self._lock:

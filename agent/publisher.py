@@ -113,6 +113,7 @@ class Publisher:
         self._pending: dict[int, tuple[int, float]] = {}  # mid -> (row id, created)
         self._cursor = 0
         self._last_progress = time.monotonic()
+        self._next_lapse_check = 0.0
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._drain_loop, name="outbox-drain", daemon=True)
         self._network = threading.Thread(target=self._network_loop, name="mqtt", daemon=True)
@@ -302,6 +303,9 @@ class Publisher:
             try:
                 self._apply_acks()
                 self._apply_receipts()
+                if self.receipt_topic is not None and time.monotonic() > self._next_lapse_check:
+                    self._next_lapse_check = time.monotonic() + 60.0
+                    self.outbox.release_unconfirmed()
                 if self._connected.is_set():
                     self._rewind_if_stuck()
                     self._send_window()
@@ -320,7 +324,7 @@ class Publisher:
                 lag = time.time() - entry[1]
         if not done:
             return
-        self.outbox.acknowledged(done)
+        self.outbox.acknowledged(done, hold=self.receipt_topic is not None)
         self._last_progress = time.monotonic()
         with self.stats.lock:
             self.stats.publish.acked += len(done)

@@ -39,45 +39,59 @@ def _ids(box: Outbox) -> list[int]:
     return [row.id for row in box.fetch_after(0, 1000)]
 
 
-def test_before_any_receipt_an_acknowledged_row_is_forgotten(tmp_path: Path) -> None:
+def test_without_receipts_an_acknowledged_row_is_forgotten(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     _fill(box, 3)
-    box.acknowledged(_ids(box))
+    box.acknowledged(_ids(box), hold=False)
     assert box.stats().rows == 0
-    assert not box.receipts
 
 
-def test_after_a_receipt_rows_are_kept_until_one_covers_them(tmp_path: Path) -> None:
+def test_rows_the_broker_took_are_kept_until_a_receipt_covers_them(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     seqs = _fill(box, 6)
-    box.acknowledged(_ids(box)[:1])
-    assert box.confirm([[seqs[0], seqs[0]]]) == []  # the first receipt: receipts from now on
-    assert box.receipts and box.stats().rows == 5
-    box.acknowledged(_ids(box)[:3])  # seqs 1-3 taken by the broker
-    assert box.stats().rows == 5, "acknowledged rows are kept"
+    box.acknowledged(_ids(box)[:4], hold=True)  # seqs 0-3 taken by the broker
+    assert box.stats().rows == 6, "acknowledged rows are kept"
     assert [int(r.payload.split(b":")[0]) for r in box.fetch_after(0, 10)] == seqs[4:]
-    # The store committed 0-2: 1 and 2 are forgotten, 3 waits (beyond the receipt).
+    # The store committed 0-2: they are forgotten, 3 waits (beyond the receipt).
     assert box.confirm([[seqs[0], seqs[2]]]) == []
     assert box.stats().rows == 3
+    box.close()
+    box = _outbox(tmp_path)  # what waits for a receipt survives a restart of the agent
     assert box.confirm([[seqs[0], seqs[3]]]) == []
     assert box.stats().rows == 2
-    # Receipts survive a restart of the agent.
-    box.close()
-    assert _outbox(tmp_path).receipts
+
+
+def test_with_no_receipt_for_a_day_what_the_broker_took_is_trusted_to_it(
+    tmp_path: Path,
+) -> None:
+    now = [1_000_000.0]
+    box = Outbox(tmp_path / "outbox.sqlite", 10**7, 10**7, clock=lambda: now[0])
+    seqs = _fill(box, 3)
+    box.confirm([[seqs[0] - 1, seqs[0] - 1]])
+    box.acknowledged(_ids(box)[:2], hold=True)
+    now[0] += 86_000
+    assert box.release_unconfirmed(86_400) == 0, "a receipt came within the day"
+    now[0] += 1_000
+    box.acknowledged(_ids(box), hold=True)
+    # A day without a receipt: the two taken a day ago go, the one taken now waits.
+    assert box.release_unconfirmed(86_400) == 2
+    assert box.stats().rows == 1
+    assert box.stats().dropped == 0, "the broker took them: not dropped"
+    box.confirm([[seqs[2], seqs[2]]])
+    assert box.stats().rows == 0
 
 
 def test_a_receipt_that_passes_over_a_seq_gives_it_back_to_send_again(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     seqs = _fill(box, 5)
-    box.confirm([[seqs[0] - 10, seqs[0] - 10]])
-    box.acknowledged(_ids(box))
+    box.acknowledged(_ids(box), hold=True)
     # The broker lost 1 and 2 (say): the store has 0, 3 and 4.
     again = box.confirm([[seqs[0], seqs[0]], [seqs[3], seqs[4]]])
     assert [int(r.payload.split(b":")[0]) for r in again] == seqs[1:3]
     assert box.stats().rows == 2
     # Given back: not acknowledged any more, so a restart sends them too.
     assert [r.id for r in box.fetch_after(0, 10)] == [r.id for r in again]
-    box.acknowledged(r.id for r in again)
+    box.acknowledged((r.id for r in again), hold=True)
     assert box.confirm([[seqs[0], seqs[4]]]) == []
     assert box.stats().rows == 0
     assert box.stats().dropped_error == 0
@@ -85,13 +99,12 @@ def test_a_receipt_that_passes_over_a_seq_gives_it_back_to_send_again(tmp_path: 
 
 def test_a_seq_passed_over_again_and_again_is_given_up_and_counted(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
-    [lost, later] = _fill(box, 2)
+    [_lost, later] = _fill(box, 2)
     [lost_id, later_id] = _ids(box)
-    box.confirm([[lost - 5, lost - 5]])
-    box.acknowledged([lost_id, later_id])
+    box.acknowledged([lost_id, later_id], hold=True)
     for _ in range(MAX_RESENDS):
         assert [r.id for r in box.confirm([[later, later]])] == [lost_id]
-        box.acknowledged([lost_id])
+        box.acknowledged([lost_id], hold=True)
     assert box.confirm([[later, later]]) == []
     assert box.stats().rows == 0
     assert box.stats().dropped_error == 1
@@ -116,9 +129,8 @@ def test_an_outbox_of_the_previous_release_is_taken_as_it_is(tmp_path: Path) -> 
     [row] = box.fetch_after(0, 10)
     assert row.payload == b"499:old"
     assert _fill(box, 1) == [500]
-    box.confirm([[400, 400]])
     # The old row has no seq: forgotten on its PUBACK as before; the new one is kept.
-    box.acknowledged(_ids(box))
+    box.acknowledged(_ids(box), hold=True)
     assert [r.payload for r in box.fetch_after(0, 10)] == []
     assert box.stats().rows == 1
     assert box.confirm([[400, 400], [500, 500]]) == []
@@ -222,7 +234,7 @@ def test_what_a_killed_broker_lost_is_sent_again_on_the_collectors_receipt(
         publisher.start()
         try:
             first = put()
-            wait_for(lambda: box.receipts and box.stats().rows == 0, 60, "a first receipt")
+            wait_for(lambda: box.stats().rows == 0, 60, "a first receipt")
             here.collector.stop()  # the broker keeps the collector's envelopes meanwhile
             held = [put() for _ in range(20)]
             wait_for(lambda: not box.fetch_after(0, 100), 60, "the broker took all 20")
