@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.update import bundle, install
@@ -78,12 +79,20 @@ class LauncherProcess:
     group (``kill9`` kills the launcher and the agent together: a power cut)."""
 
     def __init__(
-        self, home: Home, config: Path, env: dict[str, str] | None = None, **timings: float
+        self,
+        home: Home,
+        config: Path,
+        env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+        **timings: float,
     ) -> None:
-        """``env``: variables added to this one's environment (STATE_DIRECTORY...)."""
+        """``env``: variables added to this one's environment (STATE_DIRECTORY...);
+        ``wrapper``: a script (and its arguments) run by the interpreter instead, given
+        the launcher's script and arguments after its own."""
         self.home = home
         self.config = config
         self.env = env or {}
+        self.wrapper = list(wrapper)
         options = {
             "max-exits": 3,
             "trial-timeout": 30,
@@ -100,7 +109,7 @@ class LauncherProcess:
 
     def start(self) -> LauncherProcess:
         script = self.home.root / "launcher" / "launcher.py"
-        command = [sys.executable, str(script), "--home", str(self.home.root)]
+        command = [sys.executable, *self.wrapper, str(script), "--home", str(self.home.root)]
         command += ["--config", str(self.config), "--python", sys.executable, *self.arguments]
         environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         # The agents' [update] bundle_dir (unsigned bundles) works only in tests.
