@@ -428,7 +428,7 @@ def test_the_launcher_says_it_runs_and_starts_the_agent_with_no_network_at_all(
     # What would catch the launcher does catch a name lookup.
     assert tried.returncode != 0 and attempts.read_text() == "socket.getaddrinfo\n"
     attempts.unlink()
-    launcher = LauncherProcess(home, config, wrapper=[str(hook), str(attempts)]).start()
+    launcher = LauncherProcess(home, config).start([str(hook), str(attempts)])
     try:
         born = wait_birth(watcher, "1.0.0")
         assert launcher.process is not None and launcher.process.poll() is None, launcher.log

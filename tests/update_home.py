@@ -79,20 +79,12 @@ class LauncherProcess:
     group (``kill9`` kills the launcher and the agent together: a power cut)."""
 
     def __init__(
-        self,
-        home: Home,
-        config: Path,
-        env: dict[str, str] | None = None,
-        wrapper: Sequence[str] = (),
-        **timings: float,
+        self, home: Home, config: Path, env: dict[str, str] | None = None, **timings: float
     ) -> None:
-        """``env``: variables added to this one's environment (STATE_DIRECTORY...);
-        ``wrapper``: a script (and its arguments) run by the interpreter instead, given
-        the launcher's script and arguments after its own."""
+        """``env``: variables added to this one's environment (STATE_DIRECTORY...)."""
         self.home = home
         self.config = config
         self.env = env or {}
-        self.wrapper = list(wrapper)
         options = {
             "max-exits": 3,
             "trial-timeout": 30,
@@ -107,9 +99,11 @@ class LauncherProcess:
         self.log_path = home.root.parent / "launcher.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LauncherProcess:
+    def start(self, wrapper: Sequence[str] = ()) -> LauncherProcess:
+        """``wrapper``: a script (and its arguments) the interpreter runs instead, given
+        the launcher's script and arguments after its own."""
         script = self.home.root / "launcher" / "launcher.py"
-        command = [sys.executable, *self.wrapper, str(script), "--home", str(self.home.root)]
+        command = [sys.executable, *wrapper, str(script), "--home", str(self.home.root)]
         command += ["--config", str(self.config), "--python", sys.executable, *self.arguments]
         environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         # The agents' [update] bundle_dir (unsigned bundles) works only in tests.
