@@ -14,9 +14,9 @@ sequence), the PC reports why, the gate pauses the rollout, and no other PC is e
 asked for it. A version revoked or never signed cannot be rolled out.
 
 Then what the collector orders the lab PC and it must refuse: a version below its
-floor, a signed release whose file was changed on the collector, and targets metadata
-signed long ago and expired. Each is refused, reported to the collector, and the PC
-keeps running its version.
+floor, a signed release whose file was changed on the collector, targets signed with
+a retired key, and targets signed long ago and expired. Each is refused, reported to
+the collector, and the PC keeps running its version.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
+from tuf.api.metadata import Metadata, Targets
 
 from agent.commands import _first_root
 from agent.update.state import Home
@@ -398,7 +399,8 @@ def update_report(province: Province, pc: str) -> tuple[str, str, str]:
 def test_what_the_lab_pc_must_refuse_is_refused_reported_and_its_version_kept(
     province: Province,
 ) -> None:
-    """After the rollout above: the lab PC runs 0.9.2, committed (its floor)."""
+    """After the rollout above: the lab PC runs 0.9.2, committed (its floor). Each order
+    or change below is refused by the PC, which says so to the collector and keeps 0.9.2."""
     home = province.homes[LAB]
     assert province.running(LAB) == B and home.floor() == B, "runs after the rollout test"
 
@@ -438,11 +440,25 @@ def test_what_the_lab_pc_must_refuse_is_refused_reported_and_its_version_kept(
     assert "hash" in why, why
     kept()
 
+    # Targets signed with the key the rotation retired (a key lost, or taken), put in
+    # place with a snapshot and timestamp the collector signs as it would.
+    repository = province.site.root / "releases"
+    online = province.site.collector.state.parent
+    current = Repository(repository).targets().signed
+    forged = Metadata(Targets(version=current.version + 1, expires=current.expires,
+                              targets=dict(current.targets),
+                              unrecognized_fields=dict(current.unrecognized_fields)))  # fmt: skip
+    retired = keyfiles.read(Path(province.key("targets")), "targets")
+    assert retired.signer is not None
+    forged.sign(retired.signer)
+    forged.to_file(str(repository / "metadata" / f"{forged.signed.version}.targets.json"))
+    Repository(repository).refresh_online(load_online(online))
+    reported("refused", changed, "wrong signature")
+    kept()
+
     # The targets the release manager signed long ago (a revocation, 200 days back; they
     # are valid 90): expired. The collector's online roles are fresh; it cannot renew
     # the offline targets, and the PC installs nothing, the order still standing.
-    repository = province.site.root / "releases"
-    online = province.site.collector.state.parent
     old = Repository(repository, clock=lambda: time.time() - 200 * 86400)
     old.revoke(A, "superseded")
     old.sign([keyfiles.read(Path(province.key("targets-2")), "targets")])
