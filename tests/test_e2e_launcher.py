@@ -13,6 +13,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,6 +126,32 @@ def outbox_path(config: Path) -> Path:
     return config.parent / "state" / "outbox.sqlite"
 
 
+def next_seq(config: Path) -> int:
+    """The seq the agent's outbox hands out next (kept in the outbox file itself)."""
+    with contextlib.closing(sqlite3.connect(outbox_path(config))) as db:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+
+
+def wait_more_data(watcher: Subscriber, count: int = 3) -> None:
+    """``count`` envelopes more than the watcher has now."""
+    seen = len(watcher.snapshot("/data"))
+    wait_for(lambda: len(watcher.snapshot("/data")) >= seen + count, 30, "no more data")
+
+
+def assert_one_sequence(watcher: Subscriber, config: Path, switch: int) -> None:
+    """One outbox, one sequence, one identity across a switch of versions: every seq
+    once (a repeat only byte-identical: a redelivery), in order, none missing, data on
+    both sides of the watcher's message number ``switch``, and the outbox not about to
+    hand out a seq it gave already (an outbox made anew numbers from its creation time:
+    a jump the gap check sees)."""
+    messages = watcher.snapshot()
+    sent = assert_complete_and_ordered(messages)
+    assert {(e.province, e.commune, e.agent) for e in sent} == {("dong-nai", "la-nga", "pc-01")}
+    data = [i for i, m in enumerate(messages) if m.topic.endswith("/data")]
+    assert data[0] < switch < data[-1], "no data on both sides of the switch"
+    assert next_seq(config) > max(e.seq for e in sent)
+
+
 def test_an_ordered_version_is_staged_switched_to_and_committed_with_nothing_lost(
     place: tuple[Home, Path], watcher: Subscriber, bundles: Path
 ) -> None:
@@ -187,13 +214,19 @@ def test_a_version_never_healthy_is_rolled_back_after_t(
     try:
         trial = wait_birth(watcher, "1.3.0", "trial")
         assert trial.update is not None and trial.update.previous == "1.0.0"
+        wait_for(lambda: len(watcher.snapshot("/data")) >= 2, 30, "no data from 1.3.0")
         wait_decision(home, "rolled_back", "1.3.0")
         back = wait_birth(watcher, "1.0.0", "rolled_back")
+        switch = len(watcher.snapshot())
+        wait_more_data(watcher)
     finally:
         launcher.stop()
     assert back.update is not None
     assert back.update.reason == "not healthy after 4 s: birth not acknowledged by the broker"
     assert "1.3.0" in home.bad() and home.current() == "1.0.0"
+    # What the version rolled back sent stays sent: the committed one goes on from its
+    # outbox, its seq and its identity.
+    assert_one_sequence(watcher, config, switch)
 
 
 def test_a_line_down_through_the_trial_is_not_held_against_the_version(
@@ -337,22 +370,75 @@ def test_kill_9_of_launcher_and_agent_at_every_step_leaves_a_complete_version(
     launcher = LauncherProcess(home, config).start()
     try:
         wait_birth(watcher, "1.0.0")
+        wait_for(lambda: len(watcher.snapshot("/data")) >= 2, 30, "no data from 1.0.0")
         order(watcher, "1.1.0")
         wait_for(seen, 60, f"never saw {moment}")
     finally:
         launcher.kill9()
     running_before = {b.version for b in births(watcher)}
+    switch = len(watcher.snapshot())
     launcher = LauncherProcess(home, config).start()
     try:
         wait_decision(home, "committed", "1.1.0")
         wait_birth(watcher, "1.1.0", "committed")
+        wait_more_data(watcher)
     finally:
         launcher.stop()
     assert home.bad() == {} and home.current() == "1.1.0"
     assert not bundle.verify_tree(home.version_dir("1.1.0"))
     assert running_before <= {"1.0.0", "1.1.0"}
-    with contextlib.closing(sqlite3.connect(outbox_path(config))) as db:
-        db.execute("SELECT COUNT(*) FROM outbox").fetchone()  # the outbox survived whole
+    # The outbox survived whole: what was written before the kill is sent after it, in
+    # the same sequence.
+    assert_one_sequence(watcher, config, switch)
+
+
+#: Runs a script (argv[2:]) in a process where any use of the network is refused and
+#: recorded in the file argv[1]: creating a socket, resolving a name, a URL opened. The
+#: audit hook is the interpreter's own: no module can get round it, and it is not
+#: inherited by the processes the script starts.
+NO_NETWORK = """
+import os, runpy, sys
+record = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def refuse(event, args):
+    if event.startswith(("socket.", "urllib.", "http.client.", "ftplib.", "smtplib.")):
+        os.write(record, (event + "\\n").encode())
+        raise PermissionError("no network here: " + event)
+sys.addaudithook(refuse)
+script = sys.argv[2]
+sys.argv = sys.argv[2:]
+sys.path.insert(0, os.path.dirname(script))
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_the_launcher_says_it_runs_and_starts_the_agent_with_no_network_at_all(
+    place: tuple[Home, Path], watcher: Subscriber, tmp_path: Path
+) -> None:
+    """The service's process does no network work: with every socket and name lookup
+    refused in the launcher's process, it says it runs before anything else, and the
+    agent it starts (a process of its own) connects and is born."""
+    home, config = place
+    hook, attempts = tmp_path / "no_network.py", tmp_path / "network-attempts"
+    hook.write_text(NO_NETWORK)
+    probe = tmp_path / "probe.py"
+    probe.write_text("import socket\nsocket.getaddrinfo('localhost', 80)\n")
+    tried = subprocess.run(
+        [sys.executable, str(hook), str(attempts), str(probe)], capture_output=True, check=False
+    )
+    # What would catch the launcher does catch a name lookup.
+    assert tried.returncode != 0 and attempts.read_text() == "socket.getaddrinfo\n"
+    attempts.unlink()
+    launcher = LauncherProcess(home, config).start([str(hook), str(attempts)])
+    try:
+        born = wait_birth(watcher, "1.0.0")
+        assert launcher.process is not None and launcher.process.poll() is None, launcher.log
+    finally:
+        assert launcher.stop() == 0, launcher.log
+    assert attempts.read_text() == "", "the launcher used the network"
+    assert born.agent == "pc-01"
+    said = [line for line in launcher.log.splitlines() if " launcher: " in line]
+    assert "launcher 1.0 running for" in said[0], said
+    assert any("starting 1.0.0" in line for line in said[1:]), said
 
 
 def test_a_paused_order_and_one_whose_turn_has_not_come_are_reported_and_wait(

@@ -6,15 +6,24 @@ versions built from this checkout.
 
 0.9.1 runs everywhere; 0.9.2 is rolled out in three rings (the lab PC, half the rest,
 all) promoted by their gates, and every PC commits it with its data intact across the
-switch (no envelope lost, none twice, none out of order). Then the targets key is
-rotated (the PCs hold only the first root and follow the chain) and 0.9.3 — whose
-self-check passes but which crashes once started — reaches the lab PC only: its
-launcher rolls it back, the PC reports why, the gate pauses the rollout, and no other
-PC is ever asked for it. A version revoked or never signed cannot be rolled out.
+switch (no envelope lost, none twice, none out of order, by the collector's store).
+Then the root keys and the targets key are rotated (the PCs hold only the first root
+and follow the chain) and 0.9.3 — whose self-check passes but which crashes once
+started — reaches the lab PC only: its launcher rolls it back (its data still one
+sequence), the PC reports why, the gate pauses the rollout, and no other PC is ever
+asked for it. A version revoked or never signed cannot be rolled out.
+
+Then what the collector orders the lab PC and it must refuse: a version below its
+floor, a signed release whose file was changed on the collector, targets signed with
+a retired key, and targets signed long ago and expired. Each is refused, reported to
+the collector, and the PC keeps running its version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,10 +34,13 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
+from tuf.api.metadata import Metadata, Targets
 
 from agent.commands import _first_root
 from agent.update.state import Home
 from agent.wire import Status, decode_envelope, decode_status
+from collector.release import keys as keyfiles
+from collector.release.repository import Repository, load_online
 from tests.servers import REPO, CollectorProcess, Received, Subscriber, dynsec_broker, wait_for
 from tests.test_console import log_in, shot
 from tests.test_dynsec import observer_account
@@ -129,7 +141,11 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Province]:
     profiles.write_text(PROFILES)
     collector = CollectorProcess(root / "collector", broker.port)
     collector.config.write_text(
-        collector_toml(collector, root, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles)
+        # The store's record of every envelope applied (``[store] ledger``): what proves
+        # each PC's data arrived once and in order across its switches.
+        collector_toml(
+            collector, root, pki, f"mqtt://127.0.0.1:{broker.port}", "", profiles
+        ).replace("[store]\n", "[store]\nledger = true\n")
         + f'[releases]\npath = "{root / "releases"}"\n'
     )
     site = Site(broker, collector, pki, profiles, root)
@@ -220,6 +236,75 @@ def seqs(messages: list[Received], agent: str) -> list[int]:
     return [decode_envelope(m.payload).seq for m in messages if m.topic.endswith(f"/{agent}/data")]
 
 
+def applied_record(province: Province) -> dict[str, list[tuple[int, int, float]]]:
+    """PC -> (seq, times applied, first applied at) of every envelope the collector's
+    store applied, by seq (its applied record, collector/state/applied.py)."""
+    found: dict[str, list[tuple[int, int, float]]] = {pc: [] for pc in PCS}
+    uri = f"file:{province.site.collector.state}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        for key, seq, times, first in db.execute(
+            "SELECT agent_key, seq, applied, first_at FROM applied_envelopes "
+            "WHERE applied > 0 ORDER BY agent_key, seq"
+        ):
+            pc = str(key).rsplit("/", 1)[-1]
+            if pc in found:
+                found[pc].append((int(seq), int(times), float(first)))
+    return found
+
+
+def birth_at(messages: list[Received], pc: str, version: str, state: str = "") -> int:
+    """The observer's message number of ``pc``'s first birth running ``version`` (whose
+    update report says ``state``, if given)."""
+    for number, message in enumerate(messages):
+        if message.topic.endswith(f"/{pc}/status"):
+            status = decode_status(message.payload)
+            report = status.update.state if status.update is not None else ""
+            if status.state == "online" and status.version == version and state in ("", report):
+                return number
+    raise AssertionError(f"{pc}: no birth of {version} {state}")
+
+
+def assert_each_envelope_applied_once_in_order(
+    province: Province, switches: dict[str, int]
+) -> None:
+    """Every PC's data, from its first envelope to the last the broker passed on, in the
+    collector's store: no seq missing, none applied twice, each applied no earlier than
+    the one before; on the wire, a seq repeated only byte for byte (a redelivery, never
+    one seq given to two envelopes). ``switches``: PC -> the observer's message number
+    of its switch of version; some of its data must come before and some after."""
+
+    def after(pc: str) -> int:
+        messages = province.observer.snapshot()
+        return sum(1 for m in messages[switches[pc] :] if m.topic.endswith(f"/{pc}/data"))
+
+    province.wait(lambda: all(after(pc) >= 2 for pc in switches), 60, "data after the switch")
+    messages = province.observer.snapshot()
+    sent = {pc: [m for m in messages if m.topic.endswith(f"/{pc}/data")] for pc in PCS}
+    for pc, switch in switches.items():
+        assert any(m.topic.endswith(f"/{pc}/data") for m in messages[:switch]), pc
+    for pc, mine in sent.items():
+        first: dict[int, bytes] = {}
+        for message in mine:
+            seq = decode_envelope(message.payload).seq
+            assert first.setdefault(seq, message.payload) == message.payload, f"{pc}: seq {seq}"
+        assert list(first) == sorted(first), f"{pc}: envelopes sent out of order"
+    last = {pc: max(seqs(mine, pc)) for pc, mine in sent.items()}
+
+    def stored() -> bool:
+        record = applied_record(province)
+        return all(record[pc] and record[pc][-1][0] >= last[pc] for pc in PCS)
+
+    province.wait(stored, 60, "the collector's store applied what the broker passed on")
+    for pc, record in applied_record(province).items():
+        numbers = [seq for seq, _, _ in record]
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), f"{pc}: seqs missing"
+        assert numbers[0] == min(seqs(sent[pc], pc)), f"{pc}: its first envelopes missing"
+        twice = [seq for seq, times, _ in record if times != 1]
+        assert not twice, f"{pc}: applied more than once: {twice}"
+        applied_at = [first for _, _, first in record]
+        assert applied_at == sorted(applied_at), f"{pc}: envelopes applied out of order"
+
+
 @pytest.mark.timeout(900)
 def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
     province: Province, browser: Browser
@@ -241,17 +326,23 @@ def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
         assert home.current() == B and home.previous() == A, (pc, home.current())
         assert (home.root / "versions" / A).is_dir()  # the rollback target is kept
     # Across the switch, every PC's data: each envelope once, in order, none missing.
-    messages = province.observer.snapshot("/data")
-    for pc in PCS:
-        numbers = seqs(messages, pc)
-        assert numbers, pc
-        assert sorted(set(numbers)) == list(range(min(numbers), max(numbers) + 1)), pc
-        assert numbers == sorted(numbers), f"{pc}: envelopes out of order"
+    messages = province.observer.snapshot()
+    switched = {pc: birth_at(messages, pc, B) for pc in PCS}
+    assert_each_envelope_applied_once_in_order(province, switched)
 
-    # The release manager rotates the targets key; the PCs hold only root v1.
+    # The release manager replaces the three root keys (two of three, as before), then
+    # the targets key with the new root's; the PCs hold only root v1.
+    new_roots = ("root-d", "root-e", "root-f")
+    for name in new_roots:
+        province.release("keygen", "root", province.key(name))
+    rotated = province.release(
+        "rotate", "--role", "root", *(a for n in new_roots for a in ("--new-key", province.key(n))),
+        "--threshold", "2", "--key", province.key("root-a"), "--key", province.key("root-c"),
+    ).stdout  # fmt: skip
+    assert "published: 2.root.json" in rotated, rotated
     province.release("keygen", "targets", province.key("targets-2"))
     province.release("rotate", "--role", "targets", "--new-key", province.key("targets-2"),
-                     "--key", province.key("root-a"), "--key", province.key("root-c"),
+                     "--key", province.key("root-d"), "--key", province.key("root-f"),
                      "--key", province.key("targets-2"))  # fmt: skip
     crashing = province.bundles / f"commune-agent-{B_CRASHING}.zip"
     province.release("add", str(crashing), "--key", province.key("targets-2"))
@@ -268,6 +359,13 @@ def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
     )  # fmt: skip
     assert province.running(LAB) == B
     assert B_CRASHING in province.homes[LAB].bad()
+    # It followed the root's chain: v1 (what it was given), v2 (new root keys), v3.
+    trusted = json.loads((province.homes[LAB].root / "tuf" / "metadata" / "root.json").read_text())
+    assert trusted["signed"]["version"] == 3, trusted["signed"]["version"]
+    # What the lab PC sent before, during and after the version rolled back: one outbox,
+    # one sequence, each envelope once.
+    rolled_back = birth_at(province.observer.snapshot(), LAB, B, "rolled_back")
+    assert_each_envelope_applied_once_in_order(province, {LAB: rolled_back})
     province.wait(lambda: "paused" in province.rollout("status").stdout, 60,
                   "the rollout paused by its gate")  # fmt: skip
     status = province.rollout("status").stdout
@@ -284,3 +382,88 @@ def test_a_release_rolls_out_ring_by_ring_and_a_crashing_one_stops_at_the_lab(
                      "--key", province.key("targets-2"))  # fmt: skip
     again = province.rollout("start", B_CRASHING, "--rings", "100%", check=False)
     assert again.returncode != 0, again.stdout
+
+
+def update_report(province: Province, pc: str) -> tuple[str, str, str]:
+    """The PC's last update report as the collector's store holds it: state, version, why."""
+    uri = f"file:{province.site.collector.state}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        row = db.execute(
+            "SELECT state, version, reason FROM agent_updates WHERE agent_key = ?",
+            (f"dong-nai/la-nga/{pc}",),
+        ).fetchone()
+    return (str(row[0]), str(row[1]), str(row[2])) if row else ("", "", "")
+
+
+@pytest.mark.timeout(300)
+def test_what_the_lab_pc_must_refuse_is_refused_reported_and_its_version_kept(
+    province: Province,
+) -> None:
+    """After the rollout above: the lab PC runs 0.9.2, committed (its floor). Each order
+    or change below is refused by the PC, which says so to the collector and keeps 0.9.2."""
+    home = province.homes[LAB]
+    assert province.running(LAB) == B and home.floor() == B, "runs after the rollout test"
+
+    def ordered(version: str) -> None:
+        province.rollout("start", version, "--rings", "lab", "--lab", LAB_PC,
+                         "--gate", GATE, "--spread", SPREAD)  # fmt: skip
+
+    def reported(state: str, version: str, why: str) -> str:
+        province.wait(
+            lambda: (r := update_report(province, LAB))[:2] == (state, version) and why in r[2],
+            120, f"the collector told that the lab PC {state} {version} ({why})",
+        )  # fmt: skip
+        return update_report(province, LAB)[2]
+
+    def kept() -> None:
+        assert province.running(LAB) == B and home.current() == B and home.pending() is None
+        # Nothing new unpacked, not even half (0.9.3 is kept for inspection until the next commit).
+        assert {p.name for p in home.versions.iterdir()} <= {A, B, B_CRASHING}
+
+    # Signed and listed, but older than what the PC committed.
+    ordered(A)
+    reported("refused", A, f"below the floor {B}")
+    kept()
+    province.rollout("halt")
+
+    # Signed as it should be; its file then changed on the collector (its disk, a proxy).
+    changed = "0.9.4"
+    built = province.bundles / f"commune-agent-{changed}.zip"
+    province.release("build", "--version", changed, "-o", str(built))
+    province.release("add", str(built), "--key", province.key("targets-2"))
+    [target] = (province.site.root / "releases" / "targets").glob(f"*.{built.name}")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    ordered(changed)
+    why = reported("refused", changed, "tampered")
+    assert "hash" in why, why
+    kept()
+
+    # Targets signed with the key the rotation retired (a key lost, or taken), put in
+    # place with a snapshot and timestamp the collector signs as it would.
+    repository = province.site.root / "releases"
+    online = province.site.collector.state.parent
+    current = Repository(repository).targets().signed
+    forged = Metadata(Targets(version=current.version + 1, expires=current.expires,
+                              targets=dict(current.targets),
+                              unrecognized_fields=dict(current.unrecognized_fields)))  # fmt: skip
+    retired = keyfiles.read(Path(province.key("targets")), "targets")
+    assert retired.signer is not None
+    forged.sign(retired.signer)
+    forged.to_file(str(repository / "metadata" / f"{forged.signed.version}.targets.json"))
+    Repository(repository).refresh_online(load_online(online))
+    reported("refused", changed, "wrong signature")
+    kept()
+
+    # The targets the release manager signed long ago (a revocation, 200 days back; they
+    # are valid 90): expired. The collector's online roles are fresh; it cannot renew
+    # the offline targets, and the PC installs nothing, the order still standing.
+    old = Repository(repository, clock=lambda: time.time() - 200 * 86400)
+    old.revoke(A, "superseded")
+    old.sign([keyfiles.read(Path(province.key("targets-2")), "targets")])
+    old.publish(online)
+    Repository(repository).refresh_online(load_online(online))
+    reported("failed", changed, "expired")
+    kept()
+    province.rollout("halt")

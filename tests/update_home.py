@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.update import bundle, install
@@ -98,9 +99,11 @@ class LauncherProcess:
         self.log_path = home.root.parent / "launcher.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LauncherProcess:
+    def start(self, wrapper: Sequence[str] = ()) -> LauncherProcess:
+        """``wrapper``: a script (and its arguments) the interpreter runs instead, given
+        the launcher's script and arguments after its own."""
         script = self.home.root / "launcher" / "launcher.py"
-        command = [sys.executable, str(script), "--home", str(self.home.root)]
+        command = [sys.executable, *wrapper, str(script), "--home", str(self.home.root)]
         command += ["--config", str(self.config), "--python", sys.executable, *self.arguments]
         environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         # The agents' [update] bundle_dir (unsigned bundles) works only in tests.
