@@ -78,10 +78,20 @@ def revoke(
     signer: Signer, path: Path, certificate: x509.Certificate, now: float | None = None
 ) -> bool:
     """``certificate`` added to the list at ``path``; False when it was listed already."""
+    return add(signer, path, [certificate], now) == 1
+
+
+def add(
+    signer: Signer, path: Path, certificates: list[x509.Certificate], now: float | None = None
+) -> int:
+    """``certificates`` added to the list at ``path`` in one write; how many were not
+    listed yet."""
     held = listed(signer, path)
-    serial = format(certificate.serial_number, "x")
-    if serial in {listed_serial for listed_serial, _ in held}:
-        return False
-    held.append((serial, time.time() if now is None else now))
-    write_public(path, signer.revocation_list(held))
-    return True
+    known = {serial for serial, _ in held}
+    at = time.time() if now is None else now
+    new = [format(c.serial_number, "x") for c in certificates]
+    new = [serial for index, serial in enumerate(new) if serial not in known
+           and serial not in new[:index]]  # fmt: skip
+    if new:
+        write_public(path, signer.revocation_list(held + [(serial, at) for serial in new]))
+    return len(new)

@@ -119,8 +119,9 @@ class StaticSite:
 
     def revoke(self, agent: str, held: Credentials) -> str:
         """`commune-collector revoke` as the operator's guide says: with the PC's
-        certificate, if it has one (the list's change reloads the broker); the reload after
-        a password's removal."""
+        certificate and the broker's address, if it has one (the list's change reloads
+        the broker, then the command ends the certificate's session); the reload after a
+        password's removal."""
         place = ["--province", "dong-nai", "--commune", "la-nga", "--agent", agent]
         place += ["--passwd-file", str(self.broker.passwd), "--broker-group", BROKER_GROUP]
         if held.cert is None:
@@ -129,6 +130,7 @@ class StaticSite:
             return said
         pki = self.broker.pki
         place += ["--cert", str(held.cert[0]), "--crl", str(self.broker.crl)]
+        place += ["--broker-url", f"mqtts://localhost:{self.broker.cert_port}"]
         return cli("revoke", *place, "--ca-cert", str(pki.ca), "--ca-key", str(pki.ca_key))
 
     def health(self) -> dict[str, str]:
