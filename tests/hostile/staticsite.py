@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from collector.cli.main import main
 from collector.rollout.passwordfile import set_password
 from tests.hostile.brokersite import Credentials, ReloadOnChange
-from tests.servers import CollectorProcess, wait_for
+from tests.servers import CollectorProcess, free_port, stop_process, wait_for, wait_tcp
 from tests.test_broker_security import (
     BROKER_GROUP,
     COLLECTOR_PASSWORD,
@@ -60,8 +60,6 @@ def cli(*arguments: str) -> str:
 @contextlib.contextmanager
 def static_broker(tmp_path: Path, deploy: Path = DEPLOY) -> Iterator[StaticBroker]:
     """``deploy``: another release's mosquitto.conf and acl."""
-    from tests.servers import free_port, stop_process, wait_tcp
-
     home = Path(tempfile.mkdtemp(prefix="commune-static-"))
     home.chmod(0o755)  # the broker's user reaches its files, as under /etc
     etc, var = home / "etc", home / "var"
