@@ -149,9 +149,13 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         assert result.exit_code == 0, result.output
     set_password(passwd, "commune-collector", COLLECTOR_PASSWORD, BROKER_GROUP)
     lay_out_for_the_broker(etc, var)
+    from tests.test_dynsec import crl_folder, empty_crl
+
+    crl = crl_folder(home)
+    empty_crl(pki, crl / "client-crl.pem")  # `commune-collector client-crl`, before the start
     password_port, cert_port = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(production_config(etc, var, password_port, cert_port))
+    conf.write_text(production_config(etc, var, password_port, cert_port, crl=crl))
     log = (tmp_path / "mosquitto.log").open("wb")
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
     try:
@@ -204,7 +208,7 @@ class Client:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=client_id
         )
-        self.client.on_disconnect = lambda _c, _u, _f, code, _p: self.disconnects.append(code)
+        self.client.on_disconnect = self._on_disconnect
         if username:
             self.client.username_pw_set(username, password)
         certfile, keyfile = cert if cert else (None, None)
@@ -241,6 +245,14 @@ class Client:
             self.client.disconnect()  # no reconnect churn: the answer is the point
         else:
             self.connected.set()
+        self.answered.set()
+
+    def _on_disconnect(
+        self, _c: object, _u: object, _f: object, code: ReasonCode, _p: object
+    ) -> None:
+        self.disconnects.append(code)
+        # Closed before any CONNACK (a certificate the broker refused after TLS 1.3's
+        # handshake, as the client saw it, had ended): that is the answer.
         self.answered.set()
 
     def publish(self, topic: str, payload: bytes = b"{}", retain: bool = False) -> ReasonCode:

@@ -184,3 +184,18 @@ def server_cert(pki: Pki, directory: Path, days: float) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, key_path)
     return cert_path, key_path
+
+
+def client_cert(pki: Pki, directory: Path, name: str, file: str = "") -> tuple[Path, Path]:
+    """A client certificate whose Common Name is ``name`` from the PKI's CA, and its key:
+    one a province issues by hand for a PC (``file``: the files' name, else ``name``'s)."""
+    ca = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    cert, key = _leaf(ca, ca_key, name, server=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = file or name.replace("/", "_")
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path

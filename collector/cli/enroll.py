@@ -9,9 +9,14 @@ from typing import Any, TypeVar
 import click
 
 from collector.cli.common import _load, config_option
-from collector.rollout.passwordfile import EnrollError, enroll, revoke
+from collector.rollout.passwordfile import EnrollError, account, enroll, enrolled, revoke
+from collector.rollout.sessionend import NotReloaded
+from collector.rollout.staticcrl import CrlError
 
 ACCOUNTS_FILE = "/etc/mosquitto/commune/passwd"
+#: Where deploy/mosquitto/ has the broker find the CA and the PCs' revocation list.
+CA_FILE = "/etc/mosquitto/commune/ca.crt"
+CRL_FILE = "/var/lib/commune-crl/client-crl.pem"
 place = [
     click.option("--province", required=True, help="Province slug, e.g. dong-nai."),
     click.option("--commune", required=True, help="Commune slug, e.g. la-nga."),
@@ -100,6 +105,43 @@ def enroll_command(
 @with_place
 @config_option
 @click.option("--by", "actor", default="cli", show_default=True, help="For the audit table.")
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Without -c: the PC's client certificate, to list in the revocation list (--crl).",
+)
+@click.option(
+    "--crl",
+    "crl_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=CRL_FILE,
+    show_default=True,
+    help="The revocation list the broker's certificate listener loads (crlfile).",
+)
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=CA_FILE,
+    show_default=True,
+    help="The CA that signed the PCs' certificates.",
+)
+@click.option(
+    "--ca-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Its private key, to sign the revocation list (with --cert).",
+)
+@click.option(
+    "--broker-url",
+    default="",
+    help="With --cert: the broker's certificate listener (mqtts://host:8884), to end a "
+    "session the certificate holds now, once the broker has reloaded the list.",
+)
+@click.option(
+    "--broker-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CA of the broker's server certificate (default: --ca-cert).",
+)
 def revoke_command(
     province: str,
     commune: str,
@@ -108,13 +150,24 @@ def revoke_command(
     broker_group: str,
     config_path: Path | None,
     actor: str,
+    cert_file: Path | None,
+    crl_file: Path,
+    ca_cert: Path,
+    ca_key: Path | None,
+    broker_url: str,
+    broker_ca: Path | None,
 ) -> None:
     """Cut an agent off the broker. With [enrollment] and [dynsec] in the collector's
     config (-c): recorded in the store and the audit table, then its dynamic-security
     account is removed (by the running collector, or here when none runs) and its live
     session ends; its certificate, if it had one, joins the revocation list. Without:
-    its line leaves Mosquitto's password file (--passwd-file); reload Mosquitto
-    afterwards.
+    its line leaves Mosquitto's password file (--passwd-file), and with --cert its
+    certificate joins the revocation list (--crl, signed with --ca-cert/--ca-key);
+    reload Mosquitto afterwards (commune-crl-reload.path does on a list's change). A
+    reload refuses the certificate's next handshake only: with --broker-url the
+    command waits for the reload and ends the session the certificate holds (under a
+    certificate of the account's name, valid minutes, listed after); without, restart
+    the broker.
 
     \b
     Example:
@@ -122,16 +175,77 @@ def revoke_command(
             --province dong-nai --commune la-nga --agent ketoan-01
         commune-collector revoke --province dong-nai --commune la-nga --agent ketoan-01 \\
             --passwd-file /etc/mosquitto/commune/passwd && systemctl reload mosquitto
+        commune-collector revoke --province dong-nai --commune la-nga --agent ketoan-02 \\
+            --cert ketoan-02.crt --ca-key /root/pc-ca.key \\
+            --broker-url mqtts://broker.dong-nai.example:8884
     """
     if config_path is not None and _load(config_path).enrollment is not None:
         from collector.cli.tokens import revoke_enrolled
 
         click.echo(revoke_enrolled(config_path, province, commune, agent, actor))
         return
+    if cert_file is None:
+        try:
+            username = revoke(
+                province, commune, agent, passwd_file=passwd_file, broker_group=broker_group
+            )
+        except (EnrollError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"revoked {username}; reload the broker: systemctl reload mosquitto")
+        return
+    if ca_key is None:
+        raise click.ClickException("--cert needs --ca-key: the revocation list is signed")
     try:
-        username = revoke(
-            province, commune, agent, passwd_file=passwd_file, broker_group=broker_group
-        )
-    except (EnrollError, OSError) as exc:
+        click.echo(revoke_certificate(province, commune, agent, passwd_file, broker_group,
+                                      cert_file, crl_file, ca_cert, ca_key, broker_url,
+                                      broker_ca or ca_cert))  # fmt: skip
+    except (EnrollError, CrlError, NotReloaded, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"revoked {username}; reload the broker: systemctl reload mosquitto")
+
+
+def revoke_certificate(
+    province: str,
+    commune: str,
+    agent: str,
+    passwd_file: Path,
+    broker_group: str,
+    cert_file: Path,
+    crl_file: Path,
+    ca_cert: Path,
+    ca_key: Path,
+    broker_url: str = "",
+    broker_ca: Path | None = None,
+) -> str:
+    """The certificate listed first (the part that lasts), then the account's password,
+    if it had one too, removed; with ``broker_url``, its live session ended."""
+    from collector.rollout import sessionend, staticcrl
+    from collector.rollout.signer import load_signer
+
+    username = account(province, commune, agent)
+    signer = load_signer(str(ca_cert), str(ca_key), 1)
+    certificate = staticcrl.certificate_of(cert_file, signer, username)
+    serial = format(certificate.serial_number, "x")
+    already = serial in {listed for listed, _ in staticcrl.listed(signer, crl_file)}
+    staticcrl.revoke(signer, crl_file, certificate)
+    said = [f"revoked {username}: its certificate {serial} "
+            + ("was listed already in " if already else "listed in ") + str(crl_file)]  # fmt: skip
+    if username in enrolled(passwd_file):
+        revoke(province, commune, agent, passwd_file=passwd_file, broker_group=broker_group)
+        said.append(f"its password removed from {passwd_file}")
+    if broker_url:
+        try:
+            sessionend.end_session(signer, crl_file, certificate, broker_url,
+                                   broker_ca or ca_cert)  # fmt: skip
+        except sessionend.NotReloaded as exc:
+            raise sessionend.NotReloaded(
+                f"{'; '.join(said)}; but {exc}: reload or restart the broker (a session the "
+                "certificate holds now ends at the restart)"
+            ) from None
+        said.append("the broker reloaded the list and the session the certificate held ended")
+    else:
+        said.append(
+            "reload the broker (commune-crl-reload.path does): the certificate is refused at "
+            "its next connection; a session it holds now ends at the broker's restart: "
+            "systemctl restart mosquitto"
+        )
+    return "; ".join(said)

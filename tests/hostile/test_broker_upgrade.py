@@ -40,7 +40,8 @@ def test_the_0_2_broker_upgraded_the_documented_way(tmp_path: Path) -> None:
     assert checked.returncode == 1 and "use_username_as_clientid" in checked.stderr
     assert (deploy / "dynsec.conf").read_text() == (RELEASE / "dynsec.conf").read_text()
     for name in ("dynsec.conf", "mosquitto.conf"):
-        crl = ["--crl", CRL] if name == "dynsec.conf" else []
+        # The static config's ACL file is beside it here, not where it names it.
+        crl = ["--crl", CRL] if name == "dynsec.conf" else ["--acl", str(deploy / "acl")]
         upgraded = broker_config(str(deploy / name), *crl, "--write")
         assert upgraded.returncode == 0, upgraded.stderr
         assert (deploy / f"{name}.bak").read_text() == (RELEASE / name).read_text()
