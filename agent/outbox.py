@@ -291,14 +291,14 @@ class Outbox:
             ).fetchall()
         return [Row(int(r[0]), float(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
-    def acknowledged(self, ids: Iterable[int], hold: bool) -> None:
-        """The broker acknowledged these rows: with ``hold`` (the collector sends receipts)
-        kept until a receipt covers them, else forgotten (as are rows from an outbox made
-        before receipts, which have no seq)."""
+    def acknowledged(self, ids: Iterable[int]) -> None:
+        """The broker acknowledged these rows: kept until a receipt covers them while the
+        collector sends receipts (one came within ``RECEIPTS_LAPSE_S``), else forgotten
+        (as are rows from an outbox made before receipts, which have no seq)."""
         batch = list(ids)
         if not batch:
             return
-        if not hold:
+        if not self.receipts_live():
             self.delete(batch)
             return
         now = self.clock()
@@ -327,13 +327,17 @@ class Outbox:
                 # Rows stay unacknowledged and are sent again later: a duplicate, no loss.
                 log.error("outbox: cannot mark acknowledged rows: %s", exc)
 
+    def receipts_live(self) -> bool:
+        """Whether the collector sends receipts: one came within ``RECEIPTS_LAPSE_S``."""
+        with self._lock:
+            return self._counter("receipt_at") > self.clock() - RECEIPTS_LAPSE_S
+
     def confirm(self, ranges: list[list[int]]) -> list[Row]:
         """Apply a receipt: acknowledged rows whose seq it covers are forgotten; those it
         passed over (below its last seq, in none of its ranges) are returned to be sent
-        again, up to ``MAX_RESENDS`` times each. ``ranges``: ascending [first, last]."""
-        if not ranges:
-            return []
-        last = ranges[-1][1]
+        again, up to ``MAX_RESENDS`` times each. ``ranges``: ascending [first, last]; none
+        (the receipt the collector leaves at enrollment) says receipts will come."""
+        last = ranges[-1][1] if ranges else -1
         starts = [first for first, _ in ranges]
         covered: list[int] = []
         again: list[Row] = []

@@ -10,9 +10,12 @@ batches. paho resends in-flight messages itself after a reconnect; should an
 acknowledgement never come, the drain rewinds and sends again (a duplicate,
 which the collector ignores, never a loss).
 
-With a receipt topic, the collector's receipts reach the drain thread too: the
-outbox forgets what they cover and gives back what they passed over, which the
-drain sends again before anything newer (agent/outbox.py).
+With a receipt topic the agent reads the collector's receipts (retained: the last
+one comes at every connection; the collector leaves an empty one at enrollment).
+From the first one on, rows the broker acknowledged are kept until a receipt covers
+them, and the outbox gives back what a receipt passed over, which the drain sends
+again before anything newer (agent/outbox.py). A broker or collector without
+receipts sends none: rows are forgotten on PUBACK.
 """
 
 from __future__ import annotations
@@ -86,8 +89,8 @@ class Publisher:
         subscription: Subscription | None = None,
         receipt_topic: str | None = None,
     ) -> None:
-        """``receipt_topic``: where the collector sends this agent's receipts (an enrolled
-        agent's); None, rows are forgotten on the broker's PUBACK."""
+        """``receipt_topic``: where the collector sends this agent's receipts; None, rows
+        are forgotten on the broker's PUBACK."""
         self.settings = settings
         self.subscription = subscription
         self.receipt_topic = receipt_topic
@@ -324,7 +327,7 @@ class Publisher:
                 lag = time.time() - entry[1]
         if not done:
             return
-        self.outbox.acknowledged(done, hold=self.receipt_topic is not None)
+        self.outbox.acknowledged(done)
         self._last_progress = time.monotonic()
         with self.stats.lock:
             self.stats.publish.acked += len(done)

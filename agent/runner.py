@@ -323,11 +323,11 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     subscription = (
         Subscription(identity.topic("config"), follower.deliver) if central.enabled else None
     )
-    # An enrolled agent's collector confirms what it committed (agent/outbox.py).
-    receipts = identity.topic("receipt") if central.enabled else None
+    # The collector confirms what it committed, where the broker grants the topic.
     publisher = Publisher(
-        broker_settings(config, identity), outbox, status, stats, subscription, receipts
-    )
+        broker_settings(config, identity), outbox, status, stats, subscription,
+        identity.topic("receipt"),
+    )  # fmt: skip
     follower.announce = publisher.announce
     restore_signals = stop_on_signals(stop)
     log.info(

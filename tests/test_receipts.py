@@ -42,14 +42,17 @@ def _ids(box: Outbox) -> list[int]:
 def test_without_receipts_an_acknowledged_row_is_forgotten(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     _fill(box, 3)
-    box.acknowledged(_ids(box), hold=False)
+    box.acknowledged(_ids(box))
     assert box.stats().rows == 0
+    assert not box.receipts_live()
 
 
 def test_rows_the_broker_took_are_kept_until_a_receipt_covers_them(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     seqs = _fill(box, 6)
-    box.acknowledged(_ids(box)[:4], hold=True)  # seqs 0-3 taken by the broker
+    assert box.confirm([]) == []  # the receipt left at enrollment: receipts will come
+    assert box.receipts_live()
+    box.acknowledged(_ids(box)[:4])  # seqs 0-3 taken by the broker
     assert box.stats().rows == 6, "acknowledged rows are kept"
     assert [int(r.payload.split(b":")[0]) for r in box.fetch_after(0, 10)] == seqs[4:]
     # The store committed 0-2: they are forgotten, 3 waits (beyond the receipt).
@@ -68,30 +71,31 @@ def test_with_no_receipt_for_a_day_what_the_broker_took_is_trusted_to_it(
     box = Outbox(tmp_path / "outbox.sqlite", 10**7, 10**7, clock=lambda: now[0])
     seqs = _fill(box, 3)
     box.confirm([[seqs[0] - 1, seqs[0] - 1]])
-    box.acknowledged(_ids(box)[:2], hold=True)
+    box.acknowledged(_ids(box)[:2])
     now[0] += 86_000
     assert box.release_unconfirmed(86_400) == 0, "a receipt came within the day"
     now[0] += 1_000
-    box.acknowledged(_ids(box), hold=True)
-    # A day without a receipt: the two taken a day ago go, the one taken now waits.
+    # A day without a receipt: the two taken a day ago go; what the broker takes now is
+    # let go at once, as without receipts, until one comes again.
     assert box.release_unconfirmed(86_400) == 2
-    assert box.stats().rows == 1
     assert box.stats().dropped == 0, "the broker took them: not dropped"
-    box.confirm([[seqs[2], seqs[2]]])
+    assert not box.receipts_live()
+    box.acknowledged(_ids(box))
     assert box.stats().rows == 0
 
 
 def test_a_receipt_that_passes_over_a_seq_gives_it_back_to_send_again(tmp_path: Path) -> None:
     box = _outbox(tmp_path)
     seqs = _fill(box, 5)
-    box.acknowledged(_ids(box), hold=True)
+    box.confirm([])
+    box.acknowledged(_ids(box))
     # The broker lost 1 and 2 (say): the store has 0, 3 and 4.
     again = box.confirm([[seqs[0], seqs[0]], [seqs[3], seqs[4]]])
     assert [int(r.payload.split(b":")[0]) for r in again] == seqs[1:3]
     assert box.stats().rows == 2
     # Given back: not acknowledged any more, so a restart sends them too.
     assert [r.id for r in box.fetch_after(0, 10)] == [r.id for r in again]
-    box.acknowledged((r.id for r in again), hold=True)
+    box.acknowledged(r.id for r in again)
     assert box.confirm([[seqs[0], seqs[4]]]) == []
     assert box.stats().rows == 0
     assert box.stats().dropped_error == 0
@@ -101,10 +105,11 @@ def test_a_seq_passed_over_again_and_again_is_given_up_and_counted(tmp_path: Pat
     box = _outbox(tmp_path)
     [_lost, later] = _fill(box, 2)
     [lost_id, later_id] = _ids(box)
-    box.acknowledged([lost_id, later_id], hold=True)
+    box.confirm([])
+    box.acknowledged([lost_id, later_id])
     for _ in range(MAX_RESENDS):
         assert [r.id for r in box.confirm([[later, later]])] == [lost_id]
-        box.acknowledged([lost_id], hold=True)
+        box.acknowledged([lost_id])
     assert box.confirm([[later, later]]) == []
     assert box.stats().rows == 0
     assert box.stats().dropped_error == 1
@@ -129,8 +134,9 @@ def test_an_outbox_of_the_previous_release_is_taken_as_it_is(tmp_path: Path) -> 
     [row] = box.fetch_after(0, 10)
     assert row.payload == b"499:old"
     assert _fill(box, 1) == [500]
+    box.confirm([])
     # The old row has no seq: forgotten on its PUBACK as before; the new one is kept.
-    box.acknowledged(_ids(box), hold=True)
+    box.acknowledged(_ids(box))
     assert [r.payload for r in box.fetch_after(0, 10)] == []
     assert box.stats().rows == 1
     assert box.confirm([[400, 400], [500, 500]]) == []

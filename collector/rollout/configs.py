@@ -34,6 +34,7 @@ from agent.wire import (
     MAX_CONFIG_BYTES,
     SCHEMA_VERSION,
     AgentConfig,
+    Receipt,
     ReleaseOrder,
     encode,
     topic,
@@ -45,6 +46,9 @@ from collector.rollout.profiles import Candidate, ProfileError, Profiles
 from collector.state.store import StateStore
 
 log = logging.getLogger(__name__)
+
+#: The receipt left at enrollment: nothing committed yet, receipts will come.
+EMPTY_RECEIPT = encode(Receipt(v=SCHEMA_VERSION, seqs=[]))
 
 
 @dataclass
@@ -251,16 +255,31 @@ class ConfigSender:
         return chosen
 
     def send_receipt(self, name: str, payload: bytes) -> bool:
-        """One receipt (collector/ingest/receipts.py), QoS 0: the next one says all it
-        says. False when not connected."""
+        """One receipt (collector/ingest/receipts.py), QoS 0 (the next one says all it
+        says), retained (an agent gets its last one when it connects). False when not
+        connected."""
         if not self._connected.is_set():
             return False
-        return self._client.publish(name, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
+        return self._client.publish(name, payload, qos=0, retain=True).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def first_receipt(self, province: str, commune: str, agent: str) -> bool:
+        """An empty receipt left retained for a PC just enrolled: it holds what the broker
+        takes from its first envelope on (agent/outbox.py)."""
+        if not self._connected.is_set():
+            return False
+        name = topic(self.root, province, commune, agent, "receipt")
+        info = self._client.publish(name, EMPTY_RECEIPT, qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(self.ack_timeout_s)
+        return info.is_published()
 
     def withdraw(self, province: str, commune: str, agent: str) -> bool:
-        """Clear a revoked agent's retained config (an empty retained message)."""
+        """Clear a revoked agent's retained config and receipt (empty retained messages)."""
         if not self._connected.is_set():
             return False
+        self._client.publish(
+            topic(self.root, province, commune, agent, "receipt"), b"", qos=1, retain=True
+        )
         info = self._client.publish(
             self.config_topic(province, commune, agent), b"", qos=1, retain=True
         )

@@ -199,6 +199,7 @@ class Enroller:
         log.info("%s %s (account %s) from %s with token %s", event, key, username, address,
                  token.id)  # fmt: skip
         self.sender.sync(only=key)  # retained before the agent first connects
+        self.sender.first_receipt(token.province, token.commune, request.agent)
         return EnrollAnswer(
             province=token.province,
             commune=token.commune,
