@@ -2,7 +2,7 @@
 one it replaced, measured in the same run.
 
     .venv/bin/python bench/http_abuse_bench.py [--sockets 1000] [--addresses 40]
-        [--seconds 20] [--nofile 1024 512]
+        [--seconds 20] [--nofile 1024 512] [--limiter-only]
 
 Serves the collector's app over HTTPS from a process of its own, its open-file limit
 lowered to each ``--nofile`` in turn (1024: what a process started from a shell gets
@@ -22,6 +22,11 @@ answered within 5 s counts as unanswered), the attack's connections still open a
 end, and what the server's log grew by (lines, bytes, and its first line; counted as
 it streams, not kept: the baseline's reaches gigabytes); then the hardened server's
 figures as ratios of the baseline's.
+
+First, the wrong-token limiter (``collector/web/ratelimit.py``) under a spray of
+addresses: the time per failure with its table holding 100 addresses and holding
+10,000 (its bound; every failure then evicts one), alternated in the same run, and
+their ratio: about 1 when a failure costs the same however full the table is.
 """
 
 from __future__ import annotations
@@ -201,6 +206,43 @@ def report(outcome: Outcome) -> None:
         print(f"  its first line: {outcome.log_first.decode(errors='replace')}")
 
 
+LIMITER_FAILURES = 50_000
+LIMITER_ROUNDS = 3
+
+
+def limiter_microseconds(held: int) -> float:
+    """Microseconds per failure of a spray of ``LIMITER_FAILURES`` fresh addresses, the
+    limiter holding ``held`` addresses at most (full after the first ``held``)."""
+    from collector.web.ratelimit import FailureLimiter
+
+    now = [0.0]
+    limiter = FailureLimiter(max_failures=3, window_s=300, lockout_s=600,
+                             clock=lambda: now[0], max_addresses=held)  # fmt: skip
+    addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(held)]
+    for address in addresses:
+        limiter.failed(address)
+    sprayed = [f"11.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(LIMITER_FAILURES)]
+    started = time.perf_counter()
+    for address in sprayed:
+        limiter.failed(address)
+    spent = time.perf_counter() - started
+    assert limiter.sizes()[0] == held
+    return spent / LIMITER_FAILURES * 1e6
+
+
+def limiter_figures() -> None:
+    print(f"\n=== the wrong-token limiter: {LIMITER_FAILURES:,} failures from fresh addresses, "
+          f"{LIMITER_ROUNDS} rounds alternated")  # fmt: skip
+    small: list[float] = []
+    full: list[float] = []
+    for _ in range(LIMITER_ROUNDS):
+        small.append(limiter_microseconds(100))
+        full.append(limiter_microseconds(10_000))
+    print(f"  table of 100 addresses: {min(small):.2f} µs per failure (best of {LIMITER_ROUNDS})")
+    print(f"  table of 10,000 (full): {min(full):.2f} µs per failure (best of {LIMITER_ROUNDS})")
+    print(f"  full / small: {ratio(min(full), min(small))}")
+
+
 def ratio(new: float, old: float) -> str:
     if old == 0:
         return "n/a (baseline 0)"
@@ -215,6 +257,8 @@ def main() -> None:
     parser.add_argument("--addresses", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--nofile", type=int, nargs="+", default=[1024, 512])
+    parser.add_argument("--limiter-only", action="store_true",
+                        help="Only the limiter's figures (a second), no HTTP server.")  # fmt: skip
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)
@@ -223,6 +267,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.cert, args.key, Path(args.workdir))
+        return
+    limiter_figures()
+    if args.limiter_only:
         return
     # The attacker's own connections must not run out first.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

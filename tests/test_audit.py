@@ -278,6 +278,83 @@ def test_enrollment_tokens_from_the_command_line_are_audited(tmp_path: Path) -> 
     assert rows[1].after["uses"] == 3 and secret not in json.dumps([r.after for r in rows])
 
 
+def test_the_password_file_and_the_signing_key_changed_at_the_command_line_are_exported(
+    store: StateStore, tmp_path: Path, served: Client
+) -> None:
+    """The static broker's accounts (enroll, revoke without [enrollment]: the password
+    file) and the config signing key's rotation are changes outside the store: each is
+    recorded as the OS user's, with before and after, and exported by the API. Without
+    -c the default config names the store (here through COMMUNE_COLLECTOR_CONFIG)."""
+    from collector.rollout import configkey
+
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[store]\npath = "{store.path}"\n')
+    passwd = tmp_path / "passwd"
+    place = ["--province", "dong-nai", "--commune", "la-nga", "--agent", "pc-09",
+             "--passwd-file", str(passwd), "--broker-group", ""]  # fmt: skip
+    enroll = ["enroll", *place, "--broker-url", "mqtts://b:8883", "--out", str(tmp_path / "out")]
+    result = CliRunner(env={"COMMUNE_COLLECTOR_CONFIG": str(config)}).invoke(main, enroll)
+    assert result.exit_code == 0, result.output
+    assert run(*enroll)[0] == 1  # already enrolled: refused, and not recorded
+    assert run("revoke", *place, "-c", str(config), "--by", "anh")[0] == 0
+    # The signing key: its config needs [enrollment]; the store is the same.
+    (tmp_path / "admin.password").write_text("admin-password")
+    keyed = tmp_path / "keyed.toml"
+    keyed.write_text(
+        f'[store]\npath = "{store.path}"\n[dynsec]\nusername = "admin"\n'
+        f'password_file = "{tmp_path / "admin.password"}"\n'
+        '[enrollment]\nbroker_url = "mqtt://127.0.0.1:1"\nprofiles = []\n'
+    )
+    first = configkey.load(Path(store.path).with_name(configkey.DEFAULT_NAME), create=True)
+    assert run("config-key", "rotate", "-c", str(keyed))[0] == 0
+    assert run("config-key", "rotate", "-c", str(keyed))[0] == 1  # under way: not recorded
+    assert run("config-key", "finish", "-c", str(keyed))[0] == 0  # no agent to wait for
+    second = configkey.load(Path(store.path).with_name(configkey.DEFAULT_NAME)).current
+    assert second.id != first.current.id
+
+    rows = served.get("/api/v1/audit?actor=" + getpass.getuser()).json
+    assert [(r["action"], r["object"], r["role"], r["via"]) for r in rows] == [
+        ("config_key_finish", second.id, "cli", "cli"),
+        ("config_key_rotate", second.id, "cli", "cli"),
+        ("agent_revoke", "dong-nai/la-nga/pc-09", "cli", "cli"),
+        ("agent_enroll", "dong-nai/la-nga/pc-09", "cli", "cli"),
+    ]  # fmt: skip
+    finish, rotate, revoke, enrolled = rows
+    assert enrolled["before"]["in_password_file"] is False
+    assert enrolled["after"]["in_password_file"] is True
+    assert (enrolled["province"], enrolled["commune"], enrolled["agent"]) == (
+        "dong-nai", "la-nga", "pc-09",
+    )  # fmt: skip
+    assert revoke["before"]["in_password_file"] is True and revoke["after"]["by"] == "anh"
+    assert revoke["after"]["in_password_file"] is False
+    assert rotate["before"] == {"current": first.current.id, "next": None}
+    assert rotate["after"] == {"current": first.current.id, "next": second.id}
+    assert finish["before"] == {"current": first.current.id, "next": second.id}
+    assert finish["after"]["current"] == second.id and finish["after"]["forced"] is False
+    password = (tmp_path / "out" / "dong-nai_la-nga_pc-09" / "mqtt-password").read_text().strip()
+    exported = served.get("/api/v1/audit?format=csv").text
+    assert "agent_enroll" in exported and "config_key_finish" in exported
+    assert password not in exported and password not in json.dumps(rows)
+    # The commune's technician sees its commune's rows; the collector-wide key, not.
+    seen = served.get("/api/v1/audit", "la-nga").json
+    assert [r["action"] for r in seen if r["agent"] == "pc-09"] == ["agent_revoke", "agent_enroll"]
+    assert not any(r["action"].startswith("config_key") for r in seen)
+
+
+def test_a_change_on_a_host_without_a_store_is_made_and_said_unrecorded(tmp_path: Path) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "nowhere" / "state.sqlite"}"\n')
+    result = CliRunner().invoke(main, [
+        "enroll", "--province", "dong-nai", "--commune", "la-nga", "--agent", "pc-09",
+        "--passwd-file", str(tmp_path / "passwd"), "--broker-group", "", "-c", str(config),
+        "--broker-url", "mqtts://b:8883", "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "not in the operators' audit: no state store at" in result.output
+    assert "dong-nai/la-nga/pc-09:" in (tmp_path / "passwd").read_text()
+    assert not (tmp_path / "nowhere").exists()
+
+
 # Scoped tokens in the config.
 
 

@@ -1,9 +1,12 @@
 """The wrong-token limiter under a spray of addresses: memory bounded, work per failure
-constant, and a lockout that holds while the bound does."""
+constant (counted in steps through its tables; bench/http_abuse_bench.py times it), and a
+lockout that holds while the bound does."""
 
 from __future__ import annotations
 
-import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 from collector.web.ratelimit import FailureLimiter, counted_as
 
@@ -12,28 +15,106 @@ def sprayed(count: int, prefix: str = "10") -> list[str]:
     return [f"{prefix}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(count)]
 
 
+class CountedTable(OrderedDict[str, Any]):
+    """One of the limiter's tables, counting the steps taken through it: each call to a
+    method and each entry an iteration goes through. A scan or a rebuild of the table
+    (what made the former limiter O(n)) is as many steps as entries."""
+
+    steps = 0
+
+    def _step(self, count: int = 1) -> None:
+        CountedTable.steps += count
+
+    def __getitem__(self, key: str) -> Any:
+        self._step()
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._step()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._step()
+        super().__delitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._step()
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._step()
+        return super().get(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        self._step()
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True) -> tuple[str, Any]:
+        self._step()
+        return super().popitem(last)
+
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        self._step()
+        super().move_to_end(key, last)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in super().__iter__():
+            self._step()
+            yield key
+
+    def keys(self) -> Any:
+        return list(iter(self))
+
+    def items(self) -> Any:
+        return [(key, super(CountedTable, self).__getitem__(key)) for key in self]
+
+    def values(self) -> Any:
+        return [value for _, value in self.items()]
+
+    def copy(self) -> CountedTable:
+        return CountedTable(self.items())
+
+
+def counted(limiter: FailureLimiter) -> FailureLimiter:
+    """The limiter with its two tables counted (the same entries, the same order)."""
+    limiter._failures = CountedTable(limiter._failures)
+    limiter._locked = CountedTable(limiter._locked)
+    return limiter
+
+
 def test_a_spray_of_50000_addresses_stays_within_the_bound_and_a_lockout_holds() -> None:
     now = [0.0]
-    limiter = FailureLimiter(
+    limiter = counted(FailureLimiter(
         max_failures=3, window_s=300, lockout_s=600, clock=lambda: now[0],
         max_addresses=10_000, max_lockouts=1_000,
-    )  # fmt: skip
+    ))  # fmt: skip
     for _ in range(3):
         limiter.failed("203.0.113.7")
     assert limiter.retry_after("203.0.113.7") == 600
-    started = time.perf_counter()
+    steps: list[int] = []
     for address in sprayed(50_000):
         now[0] += 0.001
+        before = CountedTable.steps
         limiter.failed(address)
-    spent = time.perf_counter() - started
-    counted, locked = limiter.sizes()
-    assert counted == 10_000 and locked == 1
+        steps.append(CountedTable.steps - before)
+    counted_now, locked = limiter.sizes()
+    assert counted_now == 10_000 and locked == 1
     assert limiter.evicted == 40_000
     assert limiter.retry_after("203.0.113.7") > 500  # still locked, ~50 s later
     # Constant work per failure: the former limiter rebuilt its whole table on each
-    # failure past 10,000 addresses (minutes for this spray); this one takes well under
-    # a second here, and 10 s would still mean a few hundred microseconds each.
-    assert spent < 10, f"{spent:.1f} s for 50,000 failures"
+    # failure past 10,000 addresses (10,000 steps each here). A failure against the full
+    # table takes one eviction more than one against an almost empty table, no more.
+    assert max(steps[10_000:]) == max(steps[:100]) + 1 <= 6, (max(steps[:100]), max(steps))
+    assert sum(steps) <= 6 * len(steps)
+
+
+def test_the_count_of_steps_sees_a_scan_of_the_table() -> None:
+    """What the bound above relies on: going through the table costs a step an entry."""
+    table = CountedTable((address, 0.0) for address in sprayed(1_000))
+    for scan in (list, dict, sorted, lambda t: list(t.items()), lambda t: t.copy()):
+        before = CountedTable.steps
+        scan(table)
+        assert CountedTable.steps - before >= 1_000, scan
 
 
 def test_lockouts_are_bounded_and_the_first_to_go_is_the_nearest_its_end() -> None:

@@ -1,8 +1,12 @@
-"""What the collector's commands share: the config option, the store, local times."""
+"""What the collector's commands share: the config option, the store, the audit of what
+they change outside it, local times."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -42,6 +46,50 @@ def _store(config: CollectorConfig) -> StateStore:
         raise click.ClickException(str(exc)) from None
     click.get_current_context().call_on_close(store.close)
     return store
+
+
+T = TypeVar("T")
+
+
+def audited_outside(
+    config: CollectorConfig,
+    action: str,
+    act: Callable[[], T],
+    after: Callable[[T], Any],
+    *,
+    before: Any = None,
+    object_of: Callable[[T], str] = lambda _: "",
+    **where: str,
+) -> T:
+    """``act`` — a change to files outside the store (the broker's password file, the
+    config signing key) — recorded in the operators' audit as the command line user's.
+    Its row is written in a transaction held while it acts, so a change that fails
+    leaves no row. No store at the config's path (a host where the collector never ran,
+    or ``-c`` not given there): the change is made and the operator told it is not
+    recorded."""
+    from collector.state import audit
+    from collector.state.migrations import StoreTooNew
+
+    path = Path(config.store.path)
+    if not path.exists():
+        done = act()
+        click.echo(
+            f"not in the operators' audit: no state store at {path} (-c names the "
+            "collector's config; COMMUNE_COLLECTOR_CONFIG too)",
+            err=True,
+        )
+        return done
+    try:
+        store = StateStore(path)
+    except StoreTooNew as exc:
+        raise click.ClickException(str(exc)) from None
+    with store, store.transaction() as db:
+        done = act()
+        audit.record(
+            db, audit.cli_actor(), action, time.time(), object=object_of(done),
+            before=before, after=after(done), **where,
+        )  # fmt: skip
+    return done
 
 
 def _time(value: str) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agent.configtypes import ConfigError
-from collector.cli.common import _load, config_option
+from collector.cli.common import _load, audited_outside, config_option
 from collector.config import CollectorConfig
 from collector.rollout import configkey
 from collector.rollout.keyadoption import adoption
@@ -97,16 +97,22 @@ def show_command(config_path: Path | None) -> None:
 def rotate_command(config_path: Path | None) -> None:
     """Make the next key. The running collector signs every config again with the
     current key, announcing the next one; each agent that applies it trusts both. When
-    `show` says every agent trusts it, `finish`.
+    `show` says every agent trusts it, `finish`. Both are in the operators' audit.
 
     \b
     Example:
         commune-collector config-key rotate -c /etc/commune-collector/collector.toml
     """
-    path = _key_path(_load(config_path))
-    _keys(path)
+    config = _load(config_path)
+    path = _key_path(config)
+    keys = _keys(path)
     try:
-        made = configkey.rotate(path)
+        made = audited_outside(
+            config, "config_key_rotate", lambda: configkey.rotate(path),
+            lambda next_key: {"current": keys.current.id, "next": next_key.id},
+            before={"current": keys.current.id, "next": keys.next.id if keys.next else None},
+            object_of=lambda next_key: next_key.id,
+        )  # fmt: skip
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -150,8 +156,15 @@ def finish_command(config_path: Path | None, force: bool) -> None:
             f"{_named(lacking)}. Wait for them (config-key show), revoke those gone for "
             "good, or --force (they will refuse every config until given the key)"
         )
+    next_key = keys.next
     try:
-        made = configkey.finish(path)
+        made = audited_outside(
+            config, "config_key_finish", lambda: configkey.finish(path),
+            lambda current: {"current": current.id, "next": None, "forced": force,
+                             "not_trusting": lacking},
+            before={"current": keys.current.id, "next": next_key.id},
+            object_of=lambda current: current.id,
+        )  # fmt: skip
     except (ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

@@ -8,8 +8,15 @@ from typing import Any, TypeVar
 
 import click
 
-from collector.cli.common import _load, config_option
-from collector.rollout.passwordfile import EnrollError, account, enroll, enrolled, revoke
+from collector.cli.common import _load, audited_outside, config_option
+from collector.rollout.passwordfile import (
+    EnrollError,
+    Enrollment,
+    account,
+    enroll,
+    enrolled,
+    revoke,
+)
 from collector.rollout.sessionend import NotReloaded
 from collector.rollout.staticcrl import CrlError
 
@@ -46,8 +53,19 @@ def with_place(function: F) -> F:
     return function
 
 
+def _in_file(province: str, commune: str, agent: str, passwd_file: Path) -> dict[str, object]:
+    """What the audit keeps of an account in the password file: its name and whether it
+    is there (never its hash)."""
+    try:
+        username = account(province, commune, agent)
+        return {"account": username, "in_password_file": username in enrolled(passwd_file)}
+    except (EnrollError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command("enroll")
 @with_place
+@config_option
 @click.option("--broker-url", required=True, help="mqtts://broker.dong-nai.example:8883")
 @click.option(
     "--out",
@@ -65,6 +83,7 @@ def enroll_command(
     agent: str,
     passwd_file: Path,
     broker_group: str,
+    config_path: Path | None,
     broker_url: str,
     out_dir: Path,
     tslcd_target: str,
@@ -75,7 +94,8 @@ def enroll_command(
     Adds "<province>/<commune>/<agent>" to Mosquitto's password file (a salted
     PBKDF2 hash, as mosquitto_passwd writes it; the password never appears on
     a command line) and writes OUT/<account>/agent.toml with mqtt-password
-    (mode 0600) for the agent's PC. Reload Mosquitto afterwards.
+    (mode 0600) for the agent's PC. Reload Mosquitto afterwards. Recorded in the
+    operators' audit of the collector's store (-c, else the default config's).
 
     \b
     Example:
@@ -83,8 +103,11 @@ def enroll_command(
             --broker-url mqtts://broker.dong-nai.example:8883 --tslcd-target 10.75.0.1
         systemctl reload mosquitto
     """
-    try:
-        done = enroll(
+    config = _load(config_path)
+    before = _in_file(province, commune, agent, passwd_file)
+
+    def act() -> Enrollment:
+        return enroll(
             province,
             commune,
             agent,
@@ -95,6 +118,15 @@ def enroll_command(
             broker_group=broker_group,
             replace=replace,
         )
+
+    try:
+        done = audited_outside(
+            config, "agent_enroll", act,
+            lambda made: {"account": made.username, "in_password_file": True,
+                          "replace": replace, "broker_url": broker_url},
+            before=before, object_of=lambda made: made.username,
+            province=province, commune=commune, agent=agent,
+        )  # fmt: skip
     except (EnrollError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"enrolled {done.username}: {done.config} and {done.password_file}")
@@ -167,7 +199,8 @@ def revoke_command(
     reload refuses the certificate's next handshake only: with --broker-url the
     command waits for the reload and ends the session the certificate holds (under a
     certificate of the account's name, valid minutes, listed after); without, restart
-    the broker.
+    the broker. Recorded in the operators' audit either way (without -c, the default
+    config's store).
 
     \b
     Example:
@@ -184,21 +217,36 @@ def revoke_command(
 
         click.echo(revoke_enrolled(config_path, province, commune, agent, actor))
         return
+    config = _load(config_path)
+    before = _in_file(province, commune, agent, passwd_file)
     if cert_file is None:
         try:
-            username = revoke(
-                province, commune, agent, passwd_file=passwd_file, broker_group=broker_group
-            )
+            username = audited_outside(
+                config, "agent_revoke",
+                lambda: revoke(province, commune, agent, passwd_file=passwd_file,
+                               broker_group=broker_group),
+                lambda gone: {"account": gone, "in_password_file": False, "by": actor},
+                before=before, object_of=lambda gone: gone,
+                province=province, commune=commune, agent=agent,
+            )  # fmt: skip
         except (EnrollError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"revoked {username}; reload the broker: systemctl reload mosquitto")
         return
     if ca_key is None:
         raise click.ClickException("--cert needs --ca-key: the revocation list is signed")
+    name = str(before["account"])
     try:
-        click.echo(revoke_certificate(province, commune, agent, passwd_file, broker_group,
-                                      cert_file, crl_file, ca_cert, ca_key, broker_url,
-                                      broker_ca or ca_cert))  # fmt: skip
+        click.echo(audited_outside(
+            config, "agent_revoke",
+            lambda: revoke_certificate(province, commune, agent, passwd_file, broker_group,
+                                       cert_file, crl_file, ca_cert, ca_key, broker_url,
+                                       broker_ca or ca_cert),
+            lambda _said: {"account": name, "in_password_file": False,
+                           "certificate": cert_file.name, "by": actor},
+            before=before, object_of=lambda _said: name,
+            province=province, commune=commune, agent=agent,
+        ))  # fmt: skip
     except (EnrollError, CrlError, NotReloaded, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 

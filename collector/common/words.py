@@ -390,7 +390,10 @@ CONSOLE["vi"] |= {
     "action_profiles_replace": "thay hồ sơ kiểm tra",
     "action_enroll_token_create": "tạo mã đăng ký",
     "action_enroll_token_revoke": "thu hồi mã đăng ký",
+    "action_agent_enroll": "đăng ký máy (tệp mật khẩu)",
     "action_agent_revoke": "thu hồi máy",
+    "action_config_key_rotate": "tạo khóa ký cấu hình mới",
+    "action_config_key_finish": "chuyển sang khóa ký cấu hình mới",
     "action_login": "đăng nhập",
     "action_logout": "đăng xuất",
 }
@@ -412,7 +415,10 @@ CONSOLE["en"] |= {
     "action_profiles_replace": "check profiles replaced",
     "action_enroll_token_create": "enrollment token made",
     "action_enroll_token_revoke": "enrollment token revoked",
+    "action_agent_enroll": "agent enrolled (password file)",
     "action_agent_revoke": "agent revoked",
+    "action_config_key_rotate": "config signing key rotation started",
+    "action_config_key_finish": "config signing key rotation finished",
     "action_login": "logged in",
     "action_logout": "logged out",
 }

@@ -2,11 +2,13 @@
 
 Every action an operator takes is a row: alerts acknowledged (one, or a group),
 silences and maintenance windows made and removed, a province's check profiles
-replaced, enrollment tokens made and revoked, agents revoked, console logins and
-logouts. A row says who (the token's name and role, or the OS user at the command
-line), from where (the client's address as the API judges it, or ``cli``), through
-what (``api``, ``console``, ``cli``), at which place (province, commune, agent), to
-what (an alert's id, a window's, a token's) and the state before and after, as JSON.
+replaced, enrollment tokens made and revoked, agents enrolled in the broker's password
+file and revoked, rollouts started and steered, the config signing key rotated and
+its rotation finished, console logins and logouts. A row says who (the token's name
+and role, or the OS user at the command line), from where (the client's address as
+the API judges it, or ``cli``), through what (``api``, ``console``, ``cli``), at which
+place (province, commune, agent), to what (an alert's id, a window's, a token's, an
+account, a key's id) and the state before and after, as JSON.
 
 ``record`` writes into the caller's transaction: where an action writes the store,
 its row is written with it, so an action without its record cannot happen. Bounded:
@@ -41,6 +43,7 @@ ACTIONS = (
     "profiles_replace",
     "enroll_token_create",
     "enroll_token_revoke",
+    "agent_enroll",
     "agent_revoke",
     "login",
     "logout",
@@ -49,6 +52,8 @@ ACTIONS = (
     "rollout_resume",
     "rollout_halt",
     "rollout_promote",
+    "config_key_rotate",
+    "config_key_finish",
 )
 VIAS = ("api", "console", "cli")
 #: Longest text kept inside before/after (a comment, a reason).

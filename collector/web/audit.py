@@ -72,11 +72,14 @@ def get_audit(
     format: Literal["json", "csv"] = "json",
 ) -> list[audit.Entry] | Response:
     """What operators did, newest first: acknowledgements, silences, maintenance, profile
-    changes, enrollment tokens, revocations, console logins and logouts. ``from``/``to``:
-    ISO 8601 (local +07:00 without an offset) or Unix seconds; ``action``: one of
-    ack, ack_group, silence_create, silence_delete, maintenance_create,
-    maintenance_delete, profiles_replace, enroll_token_create, enroll_token_revoke,
-    agent_revoke, login, logout."""
+    changes, enrollment tokens, enrollments in the broker's password file, revocations,
+    rollouts, the config signing key's rotation, console logins and logouts.
+    ``from``/``to``: ISO 8601 (local +07:00 without an offset) or Unix seconds;
+    ``action``: one of ack, ack_group, silence_create, silence_delete,
+    maintenance_create, maintenance_delete, profiles_replace, enroll_token_create,
+    enroll_token_revoke, agent_enroll, agent_revoke, login, logout, rollout_start,
+    rollout_pause, rollout_resume, rollout_halt, rollout_promote, config_key_rotate,
+    config_key_finish."""
     since = query_time(start, 0.0, "from") if start else None
     until = query_time(end, 0.0, "to") if end else None
     found = audit.entries(

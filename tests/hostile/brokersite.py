@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
+import ssl
 import threading
 import time
 import tomllib
@@ -114,6 +116,30 @@ class BrokerSite:
         assert watcher.connected.is_set(), watcher.connack
         assert not watcher.subscribe("commune/#").is_failure
         return watcher
+
+
+#: MQTT 3.1.1 CONNECT: clean session, keep-alive 10 s, no client id (the broker names
+#: the session after the certificate).
+BARE_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
+
+
+def refused_in_handshake(broker: ShippedBroker, cert: tuple[Path, Path]) -> bool:
+    """Whether the certificate listener refuses this certificate in the TLS handshake (a
+    revoked one). In TLS 1.3 the server judges the client's certificate after the
+    client has finished its part, so the verdict comes with the first answer: an alert,
+    or the CONNACK of a certificate let in. Asked directly rather than through an MQTT
+    client, which waits its whole time-out for a CONNACK that never comes."""
+    context = ssl.create_default_context(cafile=str(broker.pki.ca))
+    context.load_cert_chain(str(cert[0]), str(cert[1]))
+    try:
+        with (
+            socket.create_connection(("localhost", broker.cert_port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(BARE_CONNECT)
+            return tls.recv(4) == b""
+    except (ssl.SSLError, ConnectionError):
+        return True
 
 
 def envelope(agent: str, seq: int, commune: str = "la-nga") -> bytes:
