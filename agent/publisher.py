@@ -304,8 +304,11 @@ class Publisher:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
-                self._apply_acks()
+                # Receipts first: the one the broker hands over at a connection (retained)
+                # comes before the acknowledgements of what was sent after it, and says
+                # whether they are to be kept.
                 self._apply_receipts()
+                self._apply_acks()
                 if self.receipt_topic is not None and time.monotonic() > self._next_lapse_check:
                     self._next_lapse_check = time.monotonic() + 60.0
                     self.outbox.release_unconfirmed()

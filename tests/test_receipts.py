@@ -268,3 +268,41 @@ def test_what_a_killed_broker_lost_is_sent_again_on_the_collectors_receipt(
             db.close()
         assert seqs == f"{first}-{last}", (held, seqs)
         assert publisher.stats.publish.resent == len(held)
+
+
+def _history(store: StateStore) -> tuple[list[tuple[float, float | None]], float]:
+    [subject] = store.subjects()
+    return [(o.start, o.end) for o in store.outages(subject.id)], subject.since
+
+
+@pytest.mark.parametrize(
+    ("in_order", "late", "outages", "since"),
+    [
+        # The envelope seeing the line back (300) lost, sent again after the next one.
+        ([(1, 100, True), (2, 200, False), (4, 400, True)], (3, 300, True), [(200, 300)], 300),
+        # The envelope seeing it go down (200) lost: the outage starts when it was seen.
+        ([(1, 100, True), (3, 300, False)], (2, 200, False), [(200, None)], 200),
+        # A late sample from before the last change says nothing of it.
+        ([(1, 100, True), (2, 200, False), (4, 400, True)], (3, 150, True), [(200, 400)], 400),
+        # Nor one of the other state.
+        ([(1, 100, True), (2, 200, False), (4, 400, True)], (3, 300, False), [(200, 400)], 400),
+    ],
+    ids=["back up earlier", "down earlier", "before the change", "the other state"],
+)
+def test_a_sample_sent_again_after_later_ones_moves_the_change_to_when_it_was_seen(
+    tmp_path: Path,
+    in_order: list[tuple[int, float, bool]],
+    late: tuple[int, float, bool],
+    outages: list[tuple[float, float | None]],
+    since: float,
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    try:
+        base = time.time() - 3600
+        for seq, at, up in [*in_order, late]:
+            store.apply([envelope(seq, link(base + at, up))], [], received=base + 500)
+        found, found_since = _history(store)
+        assert [(lo - base, None if hi is None else hi - base) for lo, hi in found] == outages
+        assert found_since - base == since
+    finally:
+        store.close()

@@ -810,7 +810,7 @@ class StateStore:
         ).rowcount:
             return True
         row = self._db.execute(
-            "SELECT id, state, last_ts FROM subjects "
+            "SELECT id, state, last_ts, since FROM subjects "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
             (key, kind, sample.name, sample.target),
         ).fetchone()
@@ -839,8 +839,10 @@ class StateStore:
             if state == "down":
                 self._db.execute("INSERT INTO outages VALUES (?, ?, NULL)", (cursor.lastrowid, ts))
             return True
-        subject_id, current, last_ts = row
-        if ts <= last_ts:  # already applied, or older than what we know: changes nothing
+        subject_id, current, last_ts, since = row
+        if ts <= last_ts:  # already applied, or older than what we know
+            if state == current and ts < since:
+                self._earlier_transition(subject_id, state, since, ts)
             return True
         if kind == "system" and ts - last_ts > (bound := self._gap_after(key)):
             # The last word holds for one interval; after it, nobody watched.
@@ -865,6 +867,32 @@ class StateStore:
                 (state, ts, ts, subject_id),
             )
         return True
+
+    def _earlier_transition(self, subject_id: int, state: str, since: float, ts: float) -> None:
+        """A sample older than the subject's last change, of the state it changed to: the
+        change happened by ``ts`` already. An envelope sent again after the broker lost
+        it (the agent's receipts) arrives after later ones; its samples still move the
+        outage's end (or start) back to when it was seen, as if it had come in order.
+        Only within the state before (a sample of it earlier than that says nothing)."""
+        if state == "up":
+            moved = self._db.execute(
+                "UPDATE outages SET end = ? WHERE subject_id = ? AND end = ? AND start < ?",
+                (ts, subject_id, since, ts),
+            ).rowcount
+        else:
+            (ended,) = self._db.execute(
+                "SELECT MAX(end) FROM outages WHERE subject_id = ? AND end IS NOT NULL",
+                (subject_id,),
+            ).fetchone()
+            moved = 0
+            if ended is None or ended < ts:
+                moved = self._db.execute(
+                    "UPDATE OR IGNORE outages SET start = ? "
+                    "WHERE subject_id = ? AND start = ? AND end IS NULL",
+                    (ts, subject_id, since),
+                ).rowcount
+        if moved:
+            self._db.execute("UPDATE subjects SET since = ? WHERE id = ?", (ts, subject_id))
 
     def _gap_after(self, key: str) -> float:
         row = self._db.execute("SELECT interval FROM agents WHERE agent_key = ?", (key,)).fetchone()
