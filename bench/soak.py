@@ -747,6 +747,8 @@ class Outcome:
     described: dict[str, object]
     ok: bool
     table: str
+    problems: tuple[str, ...] = ()
+    """The checker's findings, each in a few words (none when ``ok``)."""
 
 
 def run(options: Options) -> Outcome:
@@ -764,21 +766,21 @@ def run(options: Options) -> Outcome:
         running.wait_for_future_samples()
         described = {**running.describe(), **settled}
         (options.run_dir / "run.json").write_text(json.dumps(described, indent=1))
-        ok, table = check(options.run_dir)
-    return Outcome(described, ok, table)
+        ok, table, problems = check(options.run_dir)
+    return Outcome(described, ok, table, problems)
 
 
-def check(run_dir: Path) -> tuple[bool, str]:
-    """The checker's verdict and table, if this checkout has the checker."""
+def check(run_dir: Path) -> tuple[bool, str, tuple[str, ...]]:
+    """The checker's verdict, table and findings, if this checkout has the checker."""
     try:
         from fleet import soakcheck
     except ImportError:
-        return False, "fleet/soakcheck.py is not in this checkout: no verdict"
+        return False, "fleet/soakcheck.py is not in this checkout: no verdict", ("no checker",)
     verdict = soakcheck.check(soakcheck.SoakRun.from_dir(run_dir))
-    return bool(verdict.ok), str(verdict.table())
+    return bool(verdict.ok), str(verdict.table()), tuple(verdict.problems())
 
 
-def check_again(run_dir: Path) -> tuple[bool, str]:
+def check_again(run_dir: Path) -> tuple[bool, str, tuple[str, ...]]:
     """A finished run checked again: its VictoriaMetrics started on its data."""
     described = json.loads((run_dir / "run.json").read_text())
     vm = VictoriaMetricsProcess(run_dir)
@@ -807,7 +809,7 @@ def main() -> int:
     arguments = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     if arguments.check:
-        ok, table = check_again(arguments.check)
+        ok, table, _problems = check_again(arguments.check)
         print(table)
         return 0 if ok else 1
     if os.geteuid() != 0:
