@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.wire import Envelope, Sample, encode
 from tests import factories
@@ -100,11 +100,7 @@ class BrokerSite:
     def metric(self, name: str, **labels: str) -> float:
         status, text = self.site.api("GET", "/metrics")
         assert status == 200
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in str(text).splitlines():
-            if line.startswith(name) and (not labels or "{" + wanted + "}" in line):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return metric_in(str(text), name, **labels)
 
     def last_seq(self, agent: str) -> int | None:
         status, found = self.get(f"/api/v1/agents/dong-nai/la-nga/{agent}")
@@ -140,6 +136,49 @@ def refused_in_handshake(broker: ShippedBroker, cert: tuple[Path, Path]) -> bool
             return tls.recv(4) == b""
     except (ssl.SSLError, ConnectionError):
         return True
+
+
+def metric_in(text: str, name: str, **labels: str) -> float:
+    """A figure of the collector's /metrics text, by name and labels (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name) and (not labels or "{" + wanted + "}" in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class AnySite(Protocol):
+    """What the retained-data case needs of a broker site, with or without the plugin."""
+
+    broker: Any
+    collector: CollectorProcess
+
+    def metric(self, name: str, **labels: str) -> float: ...
+    def last_seq(self, agent: str) -> int | None: ...
+    def health(self) -> dict[str, str]: ...
+
+
+def retained_data_is_refused_and_never_replayed(site: AnySite, thief: Credentials) -> None:
+    """A PC retaining its data (no ACL of Mosquitto 2.0 refuses the retain flag): the
+    collector refuses it by reason, and does not get it again when it subscribes anew."""
+    rejected = "commune_collector_messages_rejected_total"
+    pc = thief.client(site.broker)
+    before = site.last_seq("thief") or 0
+    refused = site.metric(rejected, reason="retained")
+    retained = pc.publish(data_topic("thief"), envelope("thief", before + 1), retain=True)
+    assert not retained.is_failure  # the broker takes it: the collector must not
+    wait_for(lambda: site.metric(rejected, reason="retained") == refused + 1, 20,
+             "the retained envelope refused")  # fmt: skip
+    assert (site.last_seq("thief") or 0) == before  # not applied
+    pc.close()
+    site.collector.stop()
+    site.collector.start()
+    wait_for(lambda: site.health().get("broker") == "ok", 30, "the collector back")
+    pc = thief.client(site.broker)
+    pc.publish(data_topic("thief"), envelope("thief", before + 2))
+    wait_for(lambda: site.last_seq("thief") == before + 2, 20, "a plain envelope applied")
+    assert site.metric(rejected, reason="retained") == 0
+    pc.close()
 
 
 def envelope(agent: str, seq: int, commune: str = "la-nga") -> bytes:

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from collector.cli.main import main
 from collector.rollout.passwordfile import set_password
-from tests.hostile.brokersite import Credentials, ReloadOnChange
+from tests.hostile.brokersite import Credentials, ReloadOnChange, metric_in
 from tests.servers import CollectorProcess, free_port, stop_process, wait_for, wait_tcp
 from tests.test_broker_security import (
     BROKER_GROUP,
@@ -138,11 +138,7 @@ class StaticSite:
     def metric(self, name: str, **labels: str) -> float:
         status, text = self.collector.get("/metrics")
         assert status == 200, text
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in str(text).splitlines():
-            if line.startswith(name) and (not labels or "{" + wanted + "}" in line):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return metric_in(str(text), name, **labels)
 
     def last_seq(self, agent: str) -> int | None:
         status, found = self.collector.get(f"/api/v1/agents/dong-nai/la-nga/{agent}")

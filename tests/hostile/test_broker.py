@@ -24,6 +24,7 @@ from tests.hostile.brokersite import (
     data_topic,
     envelope,
     refused_in_handshake,
+    retained_data_is_refused_and_never_replayed,
 )
 from tests.servers import wait_for
 from tests.test_broker_security import Client
@@ -112,24 +113,7 @@ def test_retained_data_is_refused_and_never_replayed_to_the_collector(
 ) -> None:
     """No agent retains its data. One that does is refused by reason, and its message is
     not sent again when the collector subscribes anew (a restart)."""
-    pc = enrolled["thief"].client(bsite.broker)
-    before = bsite.last_seq("thief") or 0
-    refused = bsite.metric("commune_collector_messages_rejected_total", reason="retained")
-    pc.publish(data_topic("thief"), envelope("thief", before + 1), retain=True)
-    wait_for(
-        lambda: bsite.metric("commune_collector_messages_rejected_total", reason="retained")
-        == refused + 1, 20, "the retained envelope refused",
-    )  # fmt: skip
-    assert (bsite.last_seq("thief") or 0) == before  # not applied
-    pc.close()
-    bsite.collector.stop()
-    bsite.collector.start()
-    wait_for(lambda: bsite.health().get("broker") == "ok", 30, "the collector back")
-    pc = enrolled["thief"].client(bsite.broker)
-    pc.publish(data_topic("thief"), envelope("thief", before + 2))
-    wait_for(lambda: bsite.last_seq("thief") == before + 2, 20, "a plain envelope applied")
-    assert bsite.metric("commune_collector_messages_rejected_total", reason="retained") == 0
-    pc.close()
+    retained_data_is_refused_and_never_replayed(bsite, enrolled["thief"])
 
 
 def test_the_collector_says_when_its_own_session_is_taken_over(bsite: BrokerSite) -> None:

@@ -21,7 +21,12 @@ from cryptography import x509
 from collector.cli.main import main
 from collector.rollout import sessionend, staticcrl
 from collector.rollout.signer import load_signer
-from tests.hostile.brokersite import Credentials, data_topic, envelope
+from tests.hostile.brokersite import (
+    Credentials,
+    data_topic,
+    envelope,
+    retained_data_is_refused_and_never_replayed,
+)
 from tests.hostile.staticsite import (
     COLLECTOR_USER,
     StaticBroker,
@@ -120,25 +125,7 @@ def test_retained_data_is_refused_and_never_replayed_to_the_collector(
 ) -> None:
     """The ACL file cannot stop a PC retaining its data: the collector refuses such a
     message by reason, and does not get it again when it subscribes anew (a restart)."""
-    pc = enrolled["thief"].client(ssite.broker)
-    before = ssite.last_seq("thief") or 0
-    refused = ssite.metric("commune_collector_messages_rejected_total", reason="retained")
-    retained = pc.publish(data_topic("thief"), envelope("thief", before + 1), retain=True)
-    assert not retained.is_failure  # the broker takes it: the collector must not
-    wait_for(
-        lambda: ssite.metric("commune_collector_messages_rejected_total", reason="retained")
-        == refused + 1, 20, "the retained envelope refused",
-    )  # fmt: skip
-    assert (ssite.last_seq("thief") or 0) == before
-    pc.close()
-    ssite.collector.stop()
-    ssite.collector.start()
-    wait_for(lambda: ssite.health().get("broker") == "ok", 30, "the collector back")
-    pc = enrolled["thief"].client(ssite.broker)
-    pc.publish(data_topic("thief"), envelope("thief", before + 2))
-    wait_for(lambda: ssite.last_seq("thief") == before + 2, 20, "a plain envelope applied")
-    assert ssite.metric("commune_collector_messages_rejected_total", reason="retained") == 0
-    pc.close()
+    retained_data_is_refused_and_never_replayed(ssite, enrolled["thief"])
 
 
 def taken_over_is_told(site: StaticSite) -> None:
