@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.wire import decode_envelope
 from collector.outputs.lineproto import envelope_lines
 from collector.outputs.spool import Spool
+from collector.outputs.spooled import decode_spooled
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Sink:
     @staticmethod
     def convert(payload: bytes) -> bytes:
         """A spooled envelope as line protocol."""
-        return envelope_lines(decode_envelope(payload))
+        return envelope_lines(decode_spooled(payload))
 
     def _write(self, rows: list[tuple[int, bytes]]) -> None:
         body = b"\n".join(lines for _, lines in rows)
