@@ -64,7 +64,7 @@ class SinkSettings:
     token: str
     org: str
     bucket: str
-    batch_rows: int = 500
+    batch_rows: int = 2000
     timeout_s: float = 10.0
     max_backoff_s: float = 60.0
 
