@@ -13,7 +13,8 @@ envelope:
 - step: ``Sink.step`` until the spool is empty, the spool filled beforehand with the
   payloads in frames of 500 (as ingest commits them), posting to a real VictoriaMetrics
   (started here); the process's CPU time (the server's is its own), settings as the
-  collector's defaults (``SinkSettings`` with url, token, org and bucket only).
+  collector's defaults (``SinkSettings`` with url, token, org and bucket only), or
+  ``--batch`` envelopes a write for both trees.
 
 The baseline is the sink of ``--baseline`` (a git worktree made for the run, removed at
 the end), measured in the same run: each measurement runs in a child process of its own
@@ -24,6 +25,7 @@ see the same machine. A ratio below 1 is the new sink costing less.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -54,7 +56,9 @@ def fleet_payloads(cycles: int) -> list[bytes]:
     ]
 
 
-def measure(payloads: list[bytes], vm_url: str, workdir: Path, passes: int) -> dict[str, object]:
+def measure(
+    payloads: list[bytes], vm_url: str, workdir: Path, passes: int, batch: int
+) -> dict[str, object]:
     """In a child whose path starts with the tree measured: its sink, these payloads."""
     import collector
     from collector.outputs.sink import Sink, SinkSettings
@@ -73,7 +77,10 @@ def measure(payloads: list[bytes], vm_url: str, workdir: Path, passes: int) -> d
 
     store = StateStore(workdir / "sink.sqlite")
     spool = Spool(store)
-    sink = Sink(spool, SinkSettings(vm_url, "", "bench", "commune"))
+    settings = SinkSettings(vm_url, "", "bench", "commune")
+    if batch:
+        settings = dataclasses.replace(settings, batch_rows=batch)
+    sink = Sink(spool, settings)
     steps = []
     try:
         for _ in range(passes):
@@ -96,14 +103,17 @@ def measure(payloads: list[bytes], vm_url: str, workdir: Path, passes: int) -> d
         "step_us": min(steps) / len(payloads) * 1e6,
         "sha256": digest,
         "points": points,
+        "batch": settings.batch_rows,
     }
 
 
-def run_child(tree: Path, payload_file: Path, vm_url: str, passes: int) -> dict[str, object]:
+def run_child(
+    tree: Path, payload_file: Path, vm_url: str, passes: int, batch: int
+) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="sink-bench-"))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(tree)]
     command += ["--payloads", str(payload_file), "--vm-url", vm_url, "--passes", str(passes)]
-    command += ["--workdir", str(workdir)]
+    command += ["--workdir", str(workdir), "--batch", str(batch)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -120,6 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="baseline/new pairs, alternating")
     parser.add_argument("--cycles", type=int, default=3, help="60 s cycles of the fleet")
     parser.add_argument("--passes", type=int, default=3, help="passes per measurement (best)")
+    parser.add_argument("--batch", type=int, default=0, help="envelopes a write (0: defaults)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--payloads", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--vm-url", help=argparse.SUPPRESS)
@@ -128,7 +139,7 @@ def main() -> None:
     if args.child is not None:
         sys.path.insert(0, str(args.child))
         payloads = pickle.loads(args.payloads.read_bytes())
-        print(json.dumps(measure(payloads, args.vm_url, args.workdir, args.passes)))
+        print(json.dumps(measure(payloads, args.vm_url, args.workdir, args.passes, args.batch)))
         return
 
     sys.path.insert(0, str(REPO))
@@ -151,11 +162,12 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for name, tree in trees.items():
-                result = run_child(tree, payload_file, vm.url, args.passes)
+                result = run_child(tree, payload_file, vm.url, args.passes, args.batch)
                 results[name].append(result)
                 print(
                     f"  round {round_ + 1} {name:22} convert {result['convert_us']:6.2f}"
-                    f"  step {result['step_us']:6.2f}  points {result['points']}"
+                    f"  step {result['step_us']:6.2f} ({result['batch']} a write)"
+                    f"  points {result['points']}"
                     f"  sha256 {str(result['sha256'])[:16]}"
                 )
     finally:

@@ -126,7 +126,7 @@ class SinkSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Longest wait between retries while the server is down (doubling from 1 s)."""
 
     def validate(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
+        if not self.url.startswith(("http://", "https://")) or not urlsplit(self.url).hostname:
             raise ConfigProblem("url", "expected http(s)://host:port")
         readable("token_file", self.token_file)
 
