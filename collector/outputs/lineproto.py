@@ -72,8 +72,21 @@ class PointEnvelope(Protocol):
     def samples(self) -> Sequence[PointSample]: ...
 
 
+_TAGS: dict[str, str] = {}
+_TAGS_HELD = 65536
+
+
 def _tag(text: str) -> str:
-    return _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
+    # Remembered too: should the country's series outgrow their memory (_HEADS), a
+    # series written again costs its sorting, not its escaping (a plain dict: an
+    # lru_cache's bookkeeping cost more than the escaping).
+    escaped = _TAGS.get(text)
+    if escaped is None:
+        escaped = _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
+        if len(_TAGS) >= _TAGS_HELD:
+            _TAGS.clear()
+        _TAGS[text] = escaped
+    return escaped
 
 
 def _field(value: FieldValue) -> str | None:
