@@ -4,7 +4,8 @@
 
 Envelopes from the fleet simulation (``fleet.scenario``: 40 communes of 49 PCs and a
 poller, their realistic samples, as ``bench/collector_bench.py``'s in-process measure),
-``--cycles`` 60 s cycles of every agent. Two figures, in microseconds of CPU per
+``--cycles`` 60 s cycles of every agent (``--communes``, ``--outages`` a commune a day
+for points of other outcomes and backlogs). Two figures, in microseconds of CPU per
 envelope:
 
 - convert: ``Sink.convert`` of every payload (decoding it and writing its points), the
@@ -42,11 +43,12 @@ BASELINE_REF = "d38b2b8"
 FRAME_ENVELOPES = 500
 
 
-def fleet_payloads(cycles: int) -> list[bytes]:
+def fleet_payloads(cycles: int, communes: int, outages_per_day: float) -> list[bytes]:
     sys.path.insert(0, str(REPO))
     from fleet.scenario import Fleet
 
-    fleet = Fleet("dong-nai", [f"c{i:03d}" for i in range(40)], 49, seed=9, outages_per_day=0)
+    names = [f"c{i:03d}" for i in range(communes)]
+    fleet = Fleet("dong-nai", names, 49, seed=9, outages_per_day=outages_per_day)
     start = time.time() - cycles * 60
     return [
         payload
@@ -129,6 +131,10 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE_REF, help="git ref of the sink before")
     parser.add_argument("--rounds", type=int, default=3, help="baseline/new pairs, alternating")
     parser.add_argument("--cycles", type=int, default=3, help="60 s cycles of the fleet")
+    parser.add_argument("--communes", type=int, default=40, help="communes of 49 PCs")
+    parser.add_argument(
+        "--outages", type=float, default=0.0, help="line outages a commune a day (0: none)"
+    )
     parser.add_argument("--passes", type=int, default=3, help="passes per measurement (best)")
     parser.add_argument("--batch", type=int, default=0, help="envelopes a write (0: defaults)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -146,7 +152,7 @@ def main() -> None:
     from tests.servers import VictoriaMetrics
 
     workdir = Path(tempfile.mkdtemp(prefix="sink-bench-"))
-    payloads = fleet_payloads(args.cycles)
+    payloads = fleet_payloads(args.cycles, args.communes, args.outages)
     payload_file = workdir / "payloads.pickle"
     payload_file.write_bytes(pickle.dumps(payloads))
     baseline = workdir / "baseline"
@@ -181,7 +187,7 @@ def main() -> None:
         now = statistics.median(float(str(r[figure])) for r in new)
         print(f"{figure[:-3]:8} median {was:6.2f} -> {now:6.2f} µs/envelope ({now / was:.2f} x)")
     same = {str(r["sha256"]) for r in old + new}
-    print(f"line protocol identical (SHA-256 of all lines): {len(same) == 1}")
+    print(f"line protocol identical (SHA-256 of all lines): {len(same) == 1} {min(same)}")
     print(f"points per pass: {before} {old[0]['points']}, {after} {new[0]['points']}")
 
 
