@@ -150,3 +150,30 @@ def test_a_server_that_is_not_there_is_an_error_and_pings_false() -> None:
 def test_a_url_the_writer_cannot_use_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="http"):
         InfluxWriter("ftp://example.org", "", "o", "b", 5.0)
+
+
+def test_an_answer_before_the_whole_body_is_read_is_the_servers_answer() -> None:
+    """A server may refuse a write by its headers (413, 401) and hang up before reading
+    the body: the write fails with that status, not as a broken connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse_unread() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\n"
+                b"Connection: close\r\n\r\ntoo large"
+            )
+
+    threading.Thread(target=refuse_unread, daemon=True).start()
+    writer = InfluxWriter(f"http://127.0.0.1:{listener.getsockname()[1]}", "", "o", "b", 10.0)
+    try:
+        with pytest.raises(WriteRefused) as refused:
+            writer.write(b"m f=1.0 1\n" * 3_200_000)  # 32 MB: more than the socket buffers
+    finally:
+        writer.close()
+        listener.close()
+    assert (refused.value.status, refused.value.body) == (413, "too large")

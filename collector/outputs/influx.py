@@ -13,6 +13,7 @@ connection that fails raises what the socket raised (``OSError``,
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
 import ssl
@@ -94,7 +95,10 @@ class InfluxWriter:
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, str]:
         connection = self._connect()
         try:
-            connection.request(method, path, body=body, headers=self._headers)
+            # A server may answer before it has read the body (413, 401) and hang up:
+            # its answer is there to read (a dead connection raises below).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.request(method, path, body=body, headers=self._headers)
             response = connection.getresponse()
             answer = response.read()
         except BaseException:
