@@ -208,6 +208,7 @@ TOKEN = "0" * 64
         ),
         ("[collector]\ninventory = ['/nonexistent/inventory.toml']\n", "no such file"),
         ('[sink]\nurl = "http://vm:8428"\nmax_backoff = "soon"\n', "sink.max_backoff"),
+        ('[sink]\nurl = "http://:8428"\n', "sink.url: expected http(s)://host:port"),
         ("[store]\nforget_agents_after = -1\n", "store.forget_agents_after"),
         ("[store]\nmax_alerts = 10\n", "store.max_alerts"),
     ],

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from agent.catalogue import measurement
-from agent.wire import Envelope, FieldValue, Sample
+from agent.wire import OUTCOMES, FieldValue
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
@@ -38,13 +40,46 @@ _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " "})
 _UNCARRIED = re.compile(r"\\+(?=[,= ]|$)")
 
 
+class PointSample(Protocol):
+    """A sample as the wire contract's decoder or the sink's (``spooled.py``) gives it."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def check(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def item(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def fields(self) -> Mapping[str, FieldValue]: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+
+
+class PointEnvelope(Protocol):
+    @property
+    def province(self) -> str: ...
+    @property
+    def commune(self) -> str: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def samples(self) -> Sequence[PointSample]: ...
+
+
 _TAGS: dict[str, str] = {}
 _TAGS_HELD = 65536
 
 
 def _tag(text: str) -> str:
-    # Remembered: provinces, communes, agents, check names and keys repeat in every
-    # point (a plain dict: an lru_cache's bookkeeping cost more than the escaping).
+    # Remembered too: should the country's series outgrow their memory (_HEADS), a
+    # series written again costs its sorting, not its escaping (a plain dict: an
+    # lru_cache's bookkeeping cost more than the escaping).
     escaped = _TAGS.get(text)
     if escaped is None:
         escaped = _UNCARRIED.sub("", text.translate(_LINE_BREAKS)).translate(_KEY)
@@ -55,10 +90,6 @@ def _tag(text: str) -> str:
 
 
 def _field(value: FieldValue) -> str | None:
-    kind = type(value)
-    if kind is float or kind is int:  # the common case first: one test, not three
-        number = float(value)
-        return repr(number) if math.isfinite(number) else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -68,61 +99,77 @@ def _field(value: FieldValue) -> str | None:
     return f'"{text}"'
 
 
-_MEASUREMENTS: dict[tuple[str, str], str] = {}
+_SeriesKey = tuple[str, str, str, str, tuple[tuple[str, str], ...]]
+_HEADS: dict[_SeriesKey, str] = {}
+_HEADS_HELD = 65536
 
 
-def _measurement(check: str, item: str) -> str:
-    # Check and item are keys of the contract ([a-z0-9_]): nothing to drop, only to escape.
-    text = _MEASUREMENTS.get((check, item))
-    if text is None:
-        text = _MEASUREMENTS[(check, item)] = measurement(check, item).translate(_MEASUREMENT)
+def _head(check: str, item: str, name: str, target: str, own: tuple[tuple[str, str], ...]) -> str:
+    """A series' measurement and tags, its agent, commune and province left as ``%s``
+    (in that order: line protocol's sorted tags keep it whatever the sample's own)."""
+    tags = {key: _tag(value).replace("%", "%%") for key, value in own}
+    tags |= {"name": _tag(name).replace("%", "%%"), "target": _tag(target).replace("%", "%%")}
+    tags |= {"agent": "%s", "commune": "%s", "province": "%s"}
+    text = measurement(check, item).translate(_MEASUREMENT).replace("%", "%%")
+    for key in sorted(tags):
+        if tags[key]:
+            text += f",{key.replace('%', '%%')}={tags[key]}"
     return text
 
 
-def sample_line(envelope: Envelope, sample: Sample) -> str:
-    return _line(envelope.province, envelope.commune, envelope.agent, sample)
-
-
-def _line(province: str, commune: str, agent: str, sample: Sample) -> str:
-    # Every spooled sample passes here (the sink's main cost). Keys (of tags and fields)
-    # and the identity are names the wire contract allows only in [A-Za-z0-9._-]: nothing
-    # to escape; the name, target and tag values are free text.
+def _series(sample: PointSample) -> str:
+    # Remembered by everything but the place and the agent: the same checks, targets
+    # and tags recur in every commune, so the memory stays small for the whole country,
+    # and a point costs its fields (escaping and sorting tags was most of the sink's time).
     own = sample.tags
-    if own:
-        tags = {**own, "province": province, "commune": commune, "agent": agent,
-                "name": sample.name, "target": sample.target}  # fmt: skip
-        tag_text = ""
-        for key in sorted(tags):
-            escaped = _tag(tags[key])
-            if escaped:
-                tag_text += f",{key}={escaped}"
-    else:  # in the sorted order: agent, commune, name, province, target
-        name, target = _tag(sample.name), _tag(sample.target)
-        tag_text = (
-            f",agent={agent},commune={commune}{f',name={name}' if name else ''}"
-            f",province={province}{f',target={target}' if target else ''}"
-        )
+    key = (sample.check, sample.item, sample.name, sample.target, tuple(own.items()))
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(*key)
+        if len(_HEADS) >= _HEADS_HELD:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return head
+
+
+#: The fields every point ends with, by outcome (the contract's outcomes need no escaping).
+_DERIVED = {
+    outcome: f'success={"1.0" if outcome == "ok" else "0.0"},outcome="{outcome}" '
+    for outcome in OUTCOMES
+}
+
+
+def sample_line(envelope: PointEnvelope, sample: PointSample) -> str:
+    return _line((envelope.agent, envelope.commune, envelope.province), sample)
+
+
+def _line(identity: tuple[str, str, str], sample: PointSample) -> str:
+    # Every spooled sample passes here (the sink's main cost). The identity and the
+    # keys of tags and fields are names the wire contract allows only in
+    # [A-Za-z0-9._-]: nothing to escape.
+    head = _series(sample) % identity
     fields = sample.fields
     if "success" in fields or "outcome" in fields:  # refused by the collector: never here
-        return _line_with_reserved_fields(tag_text, sample)
+        return _line_with_reserved_fields(head, sample)
     field_text = ""
     for key, value in fields.items():
-        kind = type(value)
-        if kind is float or kind is int:
-            number = float(value)
-            if not math.isfinite(number):
-                continue
-            field_text += f"{key}={number!r},"
+        if type(value) is float:
+            if value - value == 0.0:  # finite (inf - inf and nan - nan are nan), no call
+                field_text += f"{key}={value!r},"
+        elif type(value) is int:
+            field_text += f"{key}={float(value)!r},"
+        elif type(value) is bool:
+            field_text += f"{key}={'true' if value else 'false'},"
         elif (text := _field(value)) is not None:
             field_text += f"{key}={text},"
-    ok = "1.0" if sample.outcome == "ok" else "0.0"
-    return (
-        f"{_measurement(sample.check, sample.item)}{tag_text} {field_text}success={ok},"
-        f"outcome={_field(sample.outcome)} {round(sample.ts * 1000)}"
-    )
+    derived = _DERIVED.get(sample.outcome)
+    if derived is None:
+        ok = "1.0" if sample.outcome == "ok" else "0.0"
+        derived = f"success={ok},outcome={_field(sample.outcome)} "
+    return f"{head} {field_text}{derived}{round(sample.ts * 1000)}"
 
 
-def _line_with_reserved_fields(tag_text: str, sample: Sample) -> str:
+def _line_with_reserved_fields(head: str, sample: PointSample) -> str:
     """A sample's own ``success`` or ``outcome`` keeps its place, not its value."""
     fields = {
         **sample.fields,
@@ -132,10 +179,9 @@ def _line_with_reserved_fields(tag_text: str, sample: Sample) -> str:
     field_text = ",".join(
         f"{key}={text}" for key, value in fields.items() if (text := _field(value)) is not None
     )
-    name = _measurement(sample.check, sample.item)
-    return f"{name}{tag_text} {field_text} {round(sample.ts * 1000)}"
+    return f"{head} {field_text} {round(sample.ts * 1000)}"
 
 
-def envelope_lines(envelope: Envelope) -> bytes:
-    province, commune, agent = envelope.province, envelope.commune, envelope.agent
-    return "\n".join(_line(province, commune, agent, s) for s in envelope.samples).encode()
+def envelope_lines(envelope: PointEnvelope) -> bytes:
+    identity = (envelope.agent, envelope.commune, envelope.province)
+    return "\n".join([_line(identity, sample) for sample in envelope.samples]).encode()

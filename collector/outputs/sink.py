@@ -31,9 +31,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.wire import decode_envelope
+from collector.outputs.influx import InfluxWriter, WriteRefused
 from collector.outputs.lineproto import envelope_lines
 from collector.outputs.spool import Spool
+from collector.outputs.spooled import decode_spooled
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class SinkSettings:
     token: str
     org: str
     bucket: str
-    batch_rows: int = 500
+    batch_rows: int = 2000
     timeout_s: float = 10.0
     max_backoff_s: float = 60.0
 
@@ -73,22 +74,13 @@ class Sink:
     """One batch at a time (``step``); ``sink_process`` runs it in a process of its own."""
 
     def __init__(self, spool: Spool, settings: SinkSettings) -> None:
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
         self.spool = spool
-        self.bucket = settings.bucket
-        self.org = settings.org
         self.batch_rows = settings.batch_rows
         self.max_backoff_s = settings.max_backoff_s
         self.stats = SinkStats()
-        self._client = InfluxDBClient(
-            url=settings.url,
-            token=settings.token,
-            org=settings.org,
-            timeout=int(settings.timeout_s * 1000),
+        self._writer = InfluxWriter(
+            settings.url, settings.token, settings.org, settings.bucket, settings.timeout_s
         )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._last_error = ""
         self._head = (-1, 0)
         """(first row id of the batch that last failed, failures in a row)."""
@@ -104,7 +96,7 @@ class Sink:
         return self._last_error
 
     def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call]
+        self._writer.close()
 
     def _as_lines(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         converted = []
@@ -126,19 +118,11 @@ class Sink:
     @staticmethod
     def convert(payload: bytes) -> bytes:
         """A spooled envelope as line protocol."""
-        return envelope_lines(decode_envelope(payload))
-
-    def _write(self, rows: list[tuple[int, bytes]]) -> None:
-        body = b"\n".join(lines for _, lines in rows)
-        # "ms": the spool's timestamps are milliseconds (lineproto.py).
-        self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="ms")  # type: ignore[arg-type]
+        return envelope_lines(decode_spooled(payload))
 
     def _healthy(self) -> bool:
         """Whether the server says it is well (``/ping``), whatever it did to a write."""
-        try:
-            return bool(self._client.ping())
-        except Exception:
-            return False
+        return self._writer.ping()
 
     def _send(self, rows: list[tuple[int, bytes]], suspect: bool = False) -> None:
         """Write rows; bad data is bisected and the bad row dropped. Other errors raise.
@@ -146,14 +130,13 @@ class Sink:
         ``suspect``: this batch failed with server errors several times: treat them as
         bad data too, and drop a single row only while the server says it is healthy.
         """
-        from influxdb_client.rest import ApiException
-
         if not rows:
             return
+        body = b"\n".join([lines for _, lines in rows])
         try:
-            self._write(rows)
-        except ApiException as exc:
-            server_error = exc.status is not None and exc.status >= 500
+            self._writer.write(body)
+        except WriteRefused as exc:
+            server_error = exc.status >= 500
             if exc.status not in BAD_DATA and not (suspect and server_error):
                 raise
             if len(rows) == 1:
@@ -163,14 +146,14 @@ class Sink:
                 log.error(
                     "the time-series server refused a point (%s); dropped: %s",
                     exc.status,
-                    str(exc.body)[:300],
+                    exc.body[:300],
                 )
                 return
             half = len(rows) // 2
             self._send(rows[:half], suspect)
             self._send(rows[half:], suspect)
             return
-        self.stats.points_written += sum(lines.count(b"\n") + 1 for _, lines in rows)
+        self.stats.points_written += body.count(b"\n") + 1  # a line per point
         self.stats.batches_written += 1
 
     def _report(self, error: Any) -> None:

@@ -16,7 +16,8 @@ earlier release's) reads as before.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.state.store import StateStore
@@ -29,16 +30,23 @@ def frame(payloads: Sequence[bytes]) -> bytes:
     return FRAME + b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
 
 
-def unframe(row: bytes) -> Iterator[bytes]:
+_SIZE = struct.Struct(">I").unpack_from
+
+
+def unframe(row: bytes) -> list[bytes]:
     """A row's payloads: those of a frame, or the row itself."""
+    # The sink reads every spooled envelope through here: one loop building a list,
+    # the sizes read in place (no generator, no slice per size).
     if not row.startswith(FRAME):
-        yield row
-        return
-    at = 1
-    while at + 4 <= len(row):
-        size = int.from_bytes(row[at : at + 4], "big")
-        yield row[at + 4 : at + 4 + size]
-        at += 4 + size
+        return [row]
+    payloads = []
+    at, last = 1, len(row) - 4
+    while at <= last:
+        (size,) = _SIZE(row, at)
+        at += 4
+        payloads.append(row[at : at + size])
+        at += size
+    return payloads
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ class Spool:
         """Drop a frame's oldest envelopes until ``at_least`` bytes are freed: (bytes
         freed, envelopes dropped)."""
         (row,) = db.execute("SELECT lines FROM spool WHERE id = ?", (row_id,)).fetchone()
-        payloads = list(unframe(bytes(row)))
+        payloads = unframe(bytes(row))
         gone = 0
         kept_size = len(row)
         while gone < len(payloads) and len(row) - kept_size < at_least:
@@ -138,7 +146,8 @@ class Spool:
             for row_id, lines, envelopes in rows:
                 if taken and len(taken) + int(envelopes) > limit:
                     break
-                taken.extend((int(row_id), payload) for payload in unframe(bytes(lines)))
+                shared_id = int(row_id)
+                taken += [(shared_id, payload) for payload in unframe(bytes(lines))]
                 if len(taken) >= limit:
                     break
         return taken
