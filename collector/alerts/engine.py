@@ -201,6 +201,10 @@ class AlertEngine:
         self._troubled_agents: set[tuple[str, str, str]] = set()
         """The agents of the sample subjects in ``_troubled``: a sample of any other agent
         whose condition is false needs no key made, nothing read."""
+        self._agent_rules = [r for r in self.rules if r.on == "agent"]
+        self._agent_verdicts: dict[round_reads.Facts, bool] = {}
+        self._held = round_reads.HeldRound(self._notable)
+        """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
 
     def _note_troubled(self, rule: str, subject: str) -> None:
         self._troubled.add((rule, subject))
@@ -454,9 +458,8 @@ class AlertEngine:
         now = self.clock() if now is None else now
         agent_rules = [r for r in self.rules if r.on == "agent"]
         commune_rules = [r for r in self.rules if r.on == "commune"]
-        with store.reading() as reader:
-            agents = self._agents_to_judge(reader, agent_rules, now) if agent_rules else []
-            tallies = round_reads.commune_tallies(reader) if commune_rules else []
+        with store.reading() as reader, round_reads.one_snapshot(reader):
+            agents, tallies = self._read_round(reader, agent_rules, commune_rules, now)
         rollout = store.latest_rollout()
         views = self._system_views(now)  # None: not judged this round
         with store.transaction() as db:
@@ -464,9 +467,10 @@ class AlertEngine:
                 self._recount_troubled(db, now)
             for rule in self.rules:
                 if rule.on == "commune":
+                    verdicts: dict[tuple[int, int, int], bool | None] = {}
                     for tally in tallies:
                         if rule.in_scope(tally.province, tally.commune):
-                            self._commune_step(db, rule, tally, now)
+                            self._commune_step(db, rule, tally, now, verdicts)
                 elif rule.on == "agent":
                     judged: dict[tuple[Any, ...], bool | None] = {}
                     for agent in agents:
@@ -491,21 +495,39 @@ class AlertEngine:
             self._unmuted(db, now)
             self._escalate(db, now)
 
+    def _read_round(
+        self,
+        reader: sqlite3.Connection,
+        agent_rules: Sequence[Rule],
+        commune_rules: Sequence[Rule],
+        now: float,
+    ) -> tuple[list[round_reads.AgentFacts], list[round_reads.CommuneTally]]:
+        """The agents to step and every commune's tally, from one snapshot."""
+        self._held.refresh(reader)
+        agents = self._agents_to_judge(reader, agent_rules, now) if agent_rules else []
+        return agents, self._held.tallies() if commune_rules else []
+
     def _agents_to_judge(
         self, reader: sqlite3.Connection, rules: Sequence[Rule], now: float
     ) -> list[round_reads.AgentFacts]:
-        """The agents a round must step: those whose facts some rule holds for (or
-        cannot judge, as before), and those with an alert state not back to "ok"."""
-        fine = [
-            facts
-            for facts in round_reads.fact_combinations(reader, now)
-            if not any(rule.holds(dict(zip(round_reads.FACT_NAMES, facts, strict=True)))
-                       for rule in rules)
-        ]  # fmt: skip
+        """The agents a round must step: those whose facts some rule holds for, and those
+        with an alert state not back to "ok" (the others' steps change nothing)."""
+        self._held.refresh(reader)
         names = {rule.name for rule in rules}
         # A copy (one C call under the interpreter's lock): ingest adds to the set meanwhile.
         troubled = {key for name, key in self._troubled.copy() if name in names}
-        return round_reads.agents_to_judge(reader, now, fine, troubled)
+        return self._held.agents_to_judge(reader, now, troubled)
+
+    def _notable(self, facts: round_reads.Facts) -> bool:
+        """Whether some agent rule holds for these facts (most agents share a handful)."""
+        verdict = self._agent_verdicts.get(facts)
+        if verdict is None:
+            values = dict(zip(round_reads.FACT_NAMES, facts, strict=True))
+            verdict = any(rule.holds(values) for rule in self._agent_rules)
+            if len(self._agent_verdicts) > 10_000:  # refusal counts are many: a bound
+                self._agent_verdicts.clear()
+            self._agent_verdicts[facts] = verdict
+        return verdict
 
     def _recount_troubled(self, db: sqlite3.Connection, now: float) -> None:
         """Forget the subjects back to "ok" since they were noted: what the store holds
@@ -730,15 +752,27 @@ class AlertEngine:
         self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
     def _commune_step(
-        self, db: sqlite3.Connection, rule: Rule, tally: round_reads.CommuneTally, now: float
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        tally: round_reads.CommuneTally,
+        now: float,
+        verdicts: dict[tuple[int, int, int], bool | None] | None = None,
     ) -> None:
-        values = {
-            "agents": tally.agents,
-            "agents_online": tally.online,
-            "agents_offline": tally.agents - tally.online,
-            "agents_lost": tally.lost,
-        }
-        holds = rule.holds(values)
+        """``verdicts``: the rule's this round by the counts (3,321 communes, few counts)."""
+        counts = (tally.agents, tally.online, tally.lost)
+        if verdicts is not None and counts in verdicts:
+            holds = verdicts[counts]
+        else:
+            values = {
+                "agents": tally.agents,
+                "agents_online": tally.online,
+                "agents_offline": tally.agents - tally.online,
+                "agents_lost": tally.lost,
+            }
+            holds = rule.holds(values)
+            if verdicts is not None:
+                verdicts[counts] = holds
         if holds is None:
             return
         key = f"{tally.province}/{tally.commune}"
