@@ -367,10 +367,19 @@ class AlertEngine:
             self._refresh(db, alert_id, ts, now, value)
         if state != "ok":
             self._note_troubled(rule.name, subject.key)
-        db.execute(
-            "INSERT OR REPLACE INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
-            (rule.name, subject.key, state, since, ts, alert_id),
-        )
+        if row is None:
+            db.execute(
+                "INSERT INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
+                (rule.name, subject.key, state, since, ts, alert_id),
+            )
+        else:
+            # In place: every round steps each subject not fine (thousands at night), and
+            # replacing a row deletes and inserts it and its key.
+            db.execute(
+                "UPDATE alert_subjects SET state = ?, since = ?, last_ts = ?, alert_id = ? "
+                "WHERE rule = ? AND subject = ?",
+                (state, since, ts, alert_id, rule.name, subject.key),
+            )
 
     def _fire(
         self,
@@ -414,11 +423,11 @@ class AlertEngine:
     ) -> None:
         """A firing alert seen again. One that fired from late data but is seen with fresh
         data still firing is current: page it (once)."""
-        row = db.execute(
-            "SELECT late, notified, suppressed FROM alerts WHERE id = ?", (alert_id,)
+        late, notified, suppressed, shown = db.execute(
+            "SELECT late, notified, suppressed, value FROM alerts WHERE id = ?", (alert_id,)
         ).fetchone()
-        db.execute("UPDATE alerts SET value = ? WHERE id = ?", (value, alert_id))
-        late, notified, suppressed = row
+        if value != shown:  # most often the same, every round
+            db.execute("UPDATE alerts SET value = ? WHERE id = ?", (value, alert_id))
         if late and not notified and not suppressed and now - ts <= self.late_after:
             queued = db.execute(
                 "SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)

@@ -17,6 +17,7 @@ opening at once), reads everything in three grouped queries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,7 +41,7 @@ class AgentFacts:
     """Samples refused in the last ``REFUSALS_WINDOW_S``."""
     update: UpdateStanding | None
 
-    @property
+    @functools.cached_property  # judged by every agent rule
     def facts(self) -> Facts:
         update = self.update
         return (
@@ -278,16 +279,18 @@ class HeldRound:
         online = lost = 0
         changed: float | None = None
         notable = []
+        # From the rows as read: most agents of a commune are counted, not held.
         for row in rows:
-            held = _held(row)
-            agent = held[0]
-            online += agent.state == "online"
-            lost += agent.state == "offline" and agent.reason != "stopped"
-            if agent.state_since is not None and (changed is None or agent.state_since > changed):
-                changed = agent.state_since
-            if self.notable(_facts(held, 0)):
-                self._agents[agent.agent_key] = held
-                notable.append(agent.agent_key)
+            key, state, since, reason = str(row[0]), row[4], row[5], row[6]
+            online += state == "online"
+            lost += state == "offline" and reason != "stopped"
+            if since is not None and (changed is None or since > changed):
+                changed = since
+            update_state, failures = row[11], row[15]
+            facts = (state, reason, 0, update_state or "", failures or 0)
+            if self.notable(facts):
+                self._agents[key] = _held(row)
+                notable.append(key)
         if notable:
             self._of_commune[place] = notable
         self._tallies[place] = CommuneTally(province, commune, len(rows), online, lost, changed)
