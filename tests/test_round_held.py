@@ -1,9 +1,11 @@
 """A round of the agent and commune rules holds what it read between rounds and reads
-again only the communes the store lists as changed (``collector.alerts.round.HeldRound``):
-whatever changes the agents (statuses, update reports, refusals, data bringing silent
-agents back, agents marked silent or forgotten, a transaction rolled back) and however
-time passes, it must decide exactly what a round reading every agent and every commune
-afresh decides: the same alert states, alerts, steps and notifications."""
+again only the communes the store lists as changed (``collector.alerts.round.HeldRound``);
+so does the search for silent agents (``collector.state.silence``): whatever changes the
+agents (statuses, from clocks ahead too, intervals, update reports, refusals, data
+bringing silent agents back, agents forgotten, a transaction rolled back) and however
+time passes, they must find exactly the silent agents a read of every agent finds, and
+decide exactly what a round reading every agent and every commune afresh decides: the
+same alert states, alerts, steps and notifications."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from agent.wire import Envelope, Sample, Status, UpdateReport
 from collector.alerts import round as round_reads
 from collector.alerts.engine import AlertEngine
 from collector.alerts.rules import Rule, default_rules
+from collector.state.silence import SilenceWatch
 from collector.state.store import AgentLimits, StateStore
 
 T0 = 1_795_000_000.0
@@ -40,19 +43,32 @@ class Afresh(AlertEngine):
         return agents, round_reads.commune_tallies(reader)
 
 
+class EveryAgentsSilence(SilenceWatch):
+    """Every online agent read for silence, each time."""
+
+    def silent(
+        self, db: sqlite3.Connection, now: float, intervals: float, default_interval: float
+    ) -> list[str]:
+        return self._read_all(db, (now, intervals, default_interval))
+
+
 def rules() -> list[Rule]:
     return [r for r in default_rules() if r.on in ("agent", "commune")]
 
 
-def status(place: int, agent: str, ts: float, event: tuple[str, str, str, int]) -> Status:
-    state, reason, update_state, failures = event
+def status(
+    place: int, agent: str, ts: float, event: tuple[str, str, str, int, float, float]
+) -> Status:
+    """``event``: state, reason, update report's state and failures, interval, how far
+    ahead the agent's clock is."""
+    state, reason, update_state, failures, interval, ahead = event
     province, commune = PLACES[place]
     update = None
     if update_state:
         update = UpdateReport(state=update_state, version=f"1.{failures}.0", ts=ts)  # type: ignore[arg-type]
     return Status(
-        v=1, state=state, agent=agent, province=province, commune=commune, ts=ts,
-        reason=reason, update=update, interval=60.0,
+        v=1, state=state, agent=agent, province=province, commune=commune, ts=ts + ahead,
+        reason=reason, update=update, interval=interval,
     )  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -87,6 +103,8 @@ statuses = st.tuples(
         st.sampled_from(["", "stopped", "connection lost"]),
         st.sampled_from(["", "committed", "rolled_back", "failed"]),
         st.integers(0, 3),
+        st.sampled_from([0.0, 30.0, 60.0]),
+        st.sampled_from([0.0, 0.0, 3600.0]),
     ),
 )
 events = st.one_of(
@@ -94,7 +112,6 @@ events = st.one_of(
     statuses,
     statuses,
     st.tuples(st.just("data"), st.sampled_from([1, 6])),  # 6: some refused
-    st.tuples(st.just("silence"), st.none()),
     st.tuples(st.just("forget"), st.none()),
     st.tuples(st.just("rolled back"), st.none()),
 )
@@ -103,7 +120,7 @@ steps = st.lists(
         st.integers(0, len(PLACES) - 1),
         st.sampled_from(AGENTS),
         events,
-        st.sampled_from([0.0, 10.0, 200.0, 400.0, 1000.0]),  # the time to the next round
+        st.sampled_from([0.0, 10.0, 100.0, 200.0, 400.0, 1000.0]),  # the time to the next round
     ),
     min_size=1,
     max_size=40,
@@ -132,8 +149,6 @@ def act(store: StateStore, place: int, agent: str, event: Any, seq: int, now: fl
         store.apply(statuses=[(status(place, agent, now, detail), now)], received=now)
     elif kind == "data":
         store.apply([data(place, agent, seq, now, detail)], received=now)
-    elif kind == "silence":
-        store.mark_silent(now, 3.0, 60.0)
     elif kind == "forget":
         store.forget_agents(now - 900.0)
     else:
@@ -151,6 +166,7 @@ def test_a_round_holding_what_it_read_decides_as_one_reading_everything_afresh(
     limits = AgentLimits(max_series=4)
     stores = [StateStore(base / f"{n}.sqlite", limits=limits) for n in range(2)]
     engines = [AlertEngine(rules()), Afresh(rules())]
+    stores[1]._silence = EveryAgentsSilence()
     for store, engine in zip(stores, engines, strict=True):
         engine.install(store)
     now = T0
@@ -158,6 +174,9 @@ def test_a_round_holding_what_it_read_decides_as_one_reading_everything_afresh(
         for store in stores:
             act(store, place, agent, event, seq, now)
         now += pause
+        # As the housekeeping does every round: silent agents, then the rules.
+        silent = [store.mark_silent(now, 3.0, 60.0) for store in stores]
+        assert silent[0] == silent[1]
         for store, engine in zip(stores, engines, strict=True):
             engine.tick(store, now)
         assert decisions(stores[0]) == decisions(stores[1])
@@ -171,8 +190,9 @@ def test_a_round_reads_again_only_the_communes_whose_agents_changed(tmp_path: Pa
     engine.install(store)
     for n in range(5):
         for place in range(len(PLACES)):
-            ok = status(place, f"pc-{n:02d}", T0, ("online", "", "committed", 0))
+            ok = status(place, f"pc-{n:02d}", T0, ("online", "", "committed", 0, 60.0, 0.0))
             store.apply(statuses=[(ok, T0)], received=T0)
+            store.apply([data(place, f"pc-{n:02d}", 1, T0, 1)], received=T0)
     engine.tick(store, T0 + 10)
     assert engine._held.reads_all == 1
     with store.reading() as db:
@@ -180,11 +200,11 @@ def test_a_round_reads_again_only_the_communes_whose_agents_changed(tmp_path: Pa
         # Data from every agent moves no commune: their state is what it was.
         for n in range(5):
             for place in range(len(PLACES)):
-                store.apply([data(place, f"pc-{n:02d}", 1, T0 + 15, 1)], received=T0 + 15)
+                store.apply([data(place, f"pc-{n:02d}", 2, T0 + 15, 1)], received=T0 + 15)
         assert db.execute(
             "SELECT COUNT(*) FROM agent_changes WHERE seq > ?", (seq,)
         ).fetchone() == (0,)
-        lost = status(2, "pc-03", T0 + 20, ("offline", "connection lost", "committed", 0))
+        lost = status(2, "pc-03", T0 + 20, ("offline", "connection lost", "", 0, 60.0, 0.0))
         store.apply(statuses=[(lost, T0 + 20)], received=T0 + 20)
         changed = db.execute("SELECT province, commune FROM agent_changes WHERE seq > ?", (seq,))
         assert changed.fetchall() == [("ha-noi", "la-nga")]
@@ -195,4 +215,37 @@ def test_a_round_reads_again_only_the_communes_whose_agents_changed(tmp_path: Pa
     with store.reading() as db:
         judged = engine._agents_to_judge(db, engine.rules, T0 + 30)
     assert [a.agent.agent_key for a in judged] == ["ha-noi/la-nga/pc-03"]
+    store.close()
+
+
+def shorter_interval(store: StateStore) -> None:
+    birth = status(0, "pc-01", T0 + 10, ("online", "", "", 0, 30.0, 0.0))
+    store.apply(statuses=[(birth, T0 + 10)], received=T0 + 10)
+
+
+def first_data(store: StateStore) -> None:
+    store.apply([data(0, "pc-01", 1, T0 + 10, 1)], received=T0 + 10)
+
+
+@pytest.mark.parametrize(
+    ("second", "silent_at"),
+    [
+        # A birth saying a shorter interval: silent after 3 of those from its status.
+        (shorter_interval, T0 + 101),
+        # An agent whose clock is an hour ahead: its first data, not its status, counts.
+        (first_data, T0 + 191),
+    ],
+)
+def test_what_brings_an_agents_silence_sooner_is_read_again(
+    tmp_path: Path, second: Any, silent_at: float
+) -> None:
+    store = StateStore(tmp_path / "s.sqlite")
+    ahead = 3600.0 if silent_at == T0 + 191 else 0.0
+    first = status(0, "pc-01", T0, ("online", "", "", 0, 60.0, ahead))
+    store.apply(statuses=[(first, T0)], received=T0)
+    assert store.mark_silent(T0 + 5, 3.0, 60.0) == []
+    second(store)
+    assert store.mark_silent(silent_at - 2, 3.0, 60.0) == []
+    assert store.mark_silent(silent_at, 3.0, 60.0) == ["dong-nai/la-nga/pc-01"]
+    assert store._silence.reads_all == 1  # the commune alone read again
     store.close()

@@ -418,7 +418,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         15,
         "the communes whose agents changed, in the order they changed: a round of the alert "
-        "rules reads those again, not every agent of the country",
+        "rules and of the silent agents reads those again, not every agent of the country",
         (
             # One row per commune (so bounded by them), its seq moved past every other by each
             # change: a round reads again the communes past the seq it last read.
@@ -430,15 +430,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Triggers rather than code: every writer of an agent (a status, data bringing
             # back a silent agent, marked silent, forgotten, its commune renamed) is caught,
             # in its own transaction. The ingest upserts every agent of every batch: the
-            # update trigger costs that path a test of three columns, and a write on a change.
+            # update trigger costs that path a test of some columns, and a write on a change.
             _on_change("agents_added", "INSERT ON agents", "NEW.province, NEW.commune"),
             _on_change("agents_removed", "DELETE ON agents", "OLD.province, OLD.commune"),
+            # Also what may bring an agent's silence sooner (``state/silence.py``): its
+            # last sign of life known for the first time or moved back, its interval.
             _on_change(
                 "agents_changed",
-                "UPDATE OF state, reason, state_since, province, commune ON agents "
+                "UPDATE OF state, reason, state_since, province, commune, last_seen, status_ts, "
+                "interval ON agents "
                 "WHEN OLD.state IS NOT NEW.state OR OLD.reason IS NOT NEW.reason "
                 "OR OLD.state_since IS NOT NEW.state_since "
-                "OR OLD.province IS NOT NEW.province OR OLD.commune IS NOT NEW.commune",
+                "OR OLD.province IS NOT NEW.province OR OLD.commune IS NOT NEW.commune "
+                "OR (OLD.last_seen IS NULL) != (NEW.last_seen IS NULL) "
+                "OR NEW.last_seen < OLD.last_seen OR NEW.status_ts < OLD.status_ts "
+                "OR OLD.interval IS NOT NEW.interval",
                 "NEW.province, NEW.commune",
             ),
             _on_change(
