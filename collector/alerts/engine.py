@@ -202,6 +202,15 @@ class AlertEngine:
         """The agents of the sample subjects in ``_troubled``: a sample of any other agent
         whose condition is false needs no key made, nothing read."""
         self._agent_rules = [r for r in self.rules if r.on == "agent"]
+        self._agent_values = {
+            r.name: "refused"
+            if any(c.field == "samples_refused" for c in r.when)
+            else "update"
+            if any(c.field.startswith("update_") for c in r.when)
+            else "state"
+            for r in self._agent_rules
+        }
+        """What an agent rule's alert shows: its refusals, its update report, its state."""
         self._agent_verdicts: dict[round_reads.Facts, bool] = {}
         self._held = round_reads.HeldRound(self._notable)
         """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
@@ -702,10 +711,11 @@ class AlertEngine:
             # has 166,050 agents a round, and a row each would be kept for nothing).
             return
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
-        if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
+        shows = self._agent_values[rule.name]
+        if shows == "refused":  # a count, not a state
             self.step(db, rule, subject, holds, now, now, str(refused))
             return
-        if any(c.field.startswith("update_") for c in rule.when):
+        if shows == "update":
             # Since the report; the value names the version and why.
             said = f"{update.version}: {update.reason or update.state}" if update else ""
             since = update.ts if update and update.ts else now

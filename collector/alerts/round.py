@@ -147,7 +147,6 @@ def commune_tallies(db: sqlite3.Connection) -> list[CommuneTally]:
 
 
 Place = tuple[str, str]
-_Held = tuple[AgentState, UpdateStanding | None]
 
 #: Communes changed since the last round beyond which one read of every agent costs less
 #: than a query per commune.
@@ -169,19 +168,10 @@ _COMMUNE = (
 _BY_KEY = _AGENTS + " WHERE a.agent_key IN (SELECT value FROM json_each(?1))"  # noqa: S608
 
 
-def _held(row: Sequence[Any]) -> _Held:
-    return AgentState(*row[:11]), None if row[11] is None else UpdateStanding(*row[11:16])
-
-
-def _facts(held: _Held, refused: int) -> Facts:
-    agent, update = held
-    return (
-        agent.state,
-        agent.reason,
-        refused,
-        update.state if update else "",
-        update.failures if update else 0,
-    )
+def _held(row: Sequence[Any]) -> AgentFacts:
+    """An agent as read, its refusals aside (read every round)."""
+    update = None if row[11] is None else UpdateStanding(*row[11:16])
+    return AgentFacts(AgentState(*row[:11]), 0, update)
 
 
 @contextlib.contextmanager
@@ -210,7 +200,7 @@ class HeldRound:
         """Rounds that read every agent (the first, and those after most communes changed)."""
         self._tallies: dict[Place, CommuneTally] = {}
         self._ordered: list[CommuneTally] | None = []
-        self._agents: dict[str, _Held] = {}
+        self._agents: dict[str, AgentFacts] = {}
         self._keys: list[str] | None = []
         self._of_commune: dict[Place, list[str]] = {}
 
@@ -248,7 +238,7 @@ class HeldRound:
         }
         keys = set(keys)
         unheld = sorted((keys | refused.keys()) - self._agents.keys())
-        others = {}
+        others: dict[str, AgentFacts] = {}
         if unheld:
             for row in db.execute(_BY_KEY, (json.dumps(unheld),)):
                 others[str(row[0])] = _held(row)
@@ -257,13 +247,16 @@ class HeldRound:
         ordered = sorted([*self._keys, *others]) if others else self._keys
         judged = []
         for key in ordered:
-            held = self._agents.get(key) or others[key]
+            held = self._agents.get(key)
             count = refused.get(key, 0)
-            # Held with no refusals: notable. Else judged here, unless followed anyway.
-            unjudged = count or key not in self._agents
-            if unjudged and key not in keys and not self.notable(_facts(held, count)):
+            if held is not None and not count:
+                judged.append(held)  # notable, as held
                 continue
-            judged.append(AgentFacts(held[0], count, held[1]))
+            agent = held or others[key]
+            if count:
+                agent = AgentFacts(agent.agent, count, agent.update)
+            if key in keys or self.notable(agent.facts):
+                judged.append(agent)
         return judged
 
     def _read_commune(self, db: sqlite3.Connection, place: Place) -> None:
@@ -322,7 +315,7 @@ class HeldRound:
         self._of_commune = {}
         for row in rows:
             held = _held(row)
-            agent = held[0]
+            agent = held.agent
             self._agents[agent.agent_key] = held
             self._of_commune.setdefault((agent.province, agent.commune), []).append(agent.agent_key)
         self._keys = None
