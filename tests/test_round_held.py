@@ -30,7 +30,8 @@ AGENTS = ["pc-01", "pc-02"]
 
 
 class Afresh(AlertEngine):
-    """Every agent and every commune read again each round, as the rounds did first."""
+    """Every agent and every commune read again each round, every firing alert judged
+    for inhibition, as the rounds did first."""
 
     def _read_round(
         self,
@@ -40,6 +41,7 @@ class Afresh(AlertEngine):
         now: float,
     ) -> tuple[list[round_reads.AgentFacts], list[round_reads.CommuneTally]]:
         agents = round_reads.agents_to_judge(reader, now, [], ())
+        self._inhibited = None  # every firing alert judged for inhibition too
         return agents, round_reads.commune_tallies(reader)
 
 

@@ -213,6 +213,10 @@ class AlertEngine:
         """What an agent rule's alert shows: its refusals, its update report, its state."""
         self._agent_verdicts: dict[round_reads.Facts, bool] = {}
         self._held = round_reads.HeldRound(self._notable)
+        self._inhibited: tuple[Any, ...] | None = None
+        """The alerts' newest id and how many fire, when inhibition was last applied and
+        committed. An alert only ever goes from firing to resolved: while both stay the
+        same, so do the firing alerts, and inhibition has nothing to change."""
         """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
 
     def _note_troubled(self, rule: str, subject: str) -> None:
@@ -508,10 +512,15 @@ class AlertEngine:
                 for health in views:
                     self._system_steps(db, health, now, stepped)
                 self._unwatched_systems(db, stepped, now)
-            self._inhibit(db, now)
+            firing = db.execute(
+                "SELECT MAX(id), (SELECT COUNT(*) FROM alerts WHERE state = 'firing') FROM alerts"
+            ).fetchone()
+            if firing != self._inhibited:
+                self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
+        self._inhibited = firing
 
     def _read_round(
         self,
