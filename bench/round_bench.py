@@ -9,7 +9,8 @@ This fills a store with ``--communes`` communes of 49 PCs and a poller (one cycl
 each agent's checks and its birth, as ``collector_bench`` warms it), then makes the
 night and day of a country: PCs stopped, agents lost without a word, whole communes
 gone silent, agents refusing samples, update reports (some rolled back, some failing);
-between rounds a few agents stop, start or fall silent, and data brings silent ones back.
+between rounds a few agents stop, start or fall silent, and data brings silent ones back;
+then, for a few rounds, many (``--burst``: the offices opening or closing).
 
 The same store twice: one copy gets the rounds of the code at ``--base`` (main), the
 other this code's, alternating round by round, each timed on its thread (CPU seconds).
@@ -220,8 +221,9 @@ def timed(work: Callable[[], object]) -> float:
 
 
 def measure_rounds(
-    tmp: Path, fleet: Fleet, base: Path, rounds: int, changes: int, now: float
-) -> tuple[StateStore, StateStore]:
+    tmp: Path, fleet: Fleet, base: Path, phases: list[tuple[int, int]], now: float
+) -> tuple[StateStore, StateStore, float]:
+    """``phases``: (rounds, agents changing state between two) each; the time after."""
     base_engine, base_mark_silent = load_base(base)
     shutil.copy(tmp / "state.sqlite", tmp / "main.sqlite")
     main_store, new_store = StateStore(tmp / "main.sqlite"), StateStore(tmp / "state.sqlite")
@@ -240,46 +242,43 @@ def measure_rounds(
         silence = timed(lambda: new_store.mark_silent(at, OFFLINE_AFTER, DEFAULT_INTERVAL))
         return silence, timed(lambda: new_engine.tick(new_store, at))
 
-    churn = Churn(fleet, changes)
-    figures: dict[str, list[tuple[float, float]]] = {"main": [], "this": []}
-    first: dict[str, tuple[float, float]] = {}
-    for number in range(rounds + 1):
-        at = now + 10 * number
-        if number:
+    sides = [("main", main_round), ("this", new_round)]
+    first = {name: sum(round_(now)) for name, round_ in sides}  # reads everything: apart
+    print(
+        "  first round (reads every agent), CPU s: "
+        + ", ".join(f"{name} {cpu:.3f}" for name, cpu in first.items()),
+        flush=True,
+    )
+    number = 0
+    for rounds, changes in phases:
+        churn = Churn(fleet, changes)
+        figures: dict[str, list[tuple[float, float]]] = {"main": [], "this": []}
+        for _ in range(rounds):
+            number += 1
+            at = now + 10 * number
             for work in churn.between(at):
                 work(main_store)
                 work(new_store)
-        sides = [("main", main_round), ("this", new_round)]
-        for name, round_ in sides if number % 2 else reversed(sides):
-            result = round_(at)
-            if number == 0:
-                first[name] = result  # the first round reads everything: apart
-            else:
-                figures[name].append(result)
-    print(
-        "  first round (reads every agent), CPU s: "
-        + ", ".join(f"{n} {sum(first[n]):.3f}" for n in ("main", "this")),
-        flush=True,
-    )
-    print(f"  {rounds} rounds, {changes} agents changing state between two; CPU s a round:")
-    medians = {}
-    for name, results in figures.items():
-        silence = statistics.median(r[0] for r in results)
-        tick = statistics.median(r[1] for r in results)
-        total = statistics.median(sum(r) for r in results)
-        medians[name] = total
-        print(
-            f"    {name:5} mark_silent {silence:.4f}  tick {tick:.4f}  "
-            f"round {total:.4f} (mean {statistics.mean(sum(r) for r in results):.4f})"
-        )
-    print(f"    main / this = {medians['main'] / medians['this']:.1f}x", flush=True)
+            for name, round_ in sides if number % 2 else reversed(sides):
+                figures[name].append(round_(at))
+        print(f"  {rounds} rounds, {changes} agents changing state between two; CPU s a round:")
+        medians = {}
+        for name, results in figures.items():
+            silence = statistics.median(r[0] for r in results)
+            tick = statistics.median(r[1] for r in results)
+            medians[name] = statistics.median(sum(r) for r in results)
+            print(
+                f"    {name:5} mark_silent {silence:.4f}  tick {tick:.4f}  round "
+                f"{medians[name]:.4f} (mean {statistics.mean(sum(r) for r in results):.4f})"
+            )
+        print(f"    main / this = {medians['main'] / medians['this']:.1f}x", flush=True)
     same = decisions(main_store) == decisions(new_store)
     with new_store.reading() as db:
         firing = db.execute("SELECT COUNT(*) FROM alerts WHERE state = 'firing'").fetchone()[0]
     print(f"  same alerts, steps and notifications: {'yes' if same else 'NO'} ({firing} firing)")
     if not same:
         raise SystemExit("the rounds decided differently")
-    return main_store, new_store
+    return main_store, new_store, now + 10 * number
 
 
 def measure_ingest(store: StateStore, fleet: Fleet, batches: int, now: float) -> None:
@@ -326,6 +325,10 @@ def main() -> None:
     parser.add_argument("--communes", type=int, default=NATIONAL_COMMUNES)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--changes", type=int, default=30, help="agents changing between rounds")
+    parser.add_argument(
+        "--burst", type=int, default=1000, help="then as many, as when the offices open"
+    )
+    parser.add_argument("--burst-rounds", type=int, default=6)
     parser.add_argument("--batches", type=int, default=40, help="ingest batches timed")
     parser.add_argument(
         "--base", type=Path, default=REPO.parent / "wt-rounds-base", help="a checkout of main"
@@ -338,10 +341,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="commune-round-") as name:
         tmp = Path(name)
         fleet = fill(tmp / "state.sqlite", args.communes, now)
-        main_store, new_store = measure_rounds(
-            tmp, fleet, args.base, args.rounds, args.changes, now
-        )
-        at = now + 10 * args.rounds
+        phases = [(args.rounds, args.changes), (args.burst_rounds, args.burst)]
+        main_store, new_store, at = measure_rounds(tmp, fleet, args.base, phases, now)
         measure_ingest(new_store, fleet, args.batches, at)
         main_store.close()
         new_store.close()

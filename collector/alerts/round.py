@@ -148,9 +148,12 @@ def commune_tallies(db: sqlite3.Connection) -> list[CommuneTally]:
 
 Place = tuple[str, str]
 
-#: Communes changed since the last round beyond which one read of every agent costs less
-#: than a query per commune.
-READ_ALL_ABOVE = 600
+
+def read_all(changed: int, communes: int) -> bool:
+    """Whether one read of every agent costs less than a query for each commune changed
+    (one of them costs about what a commune's share of the whole does)."""
+    return changed > max(100, communes // 4)
+
 
 # Agents with their update report (no refusals: those are read every round).
 _AGENTS = """
@@ -210,7 +213,7 @@ class HeldRound:
             changed = db.execute(
                 "SELECT province, commune, seq FROM agent_changes WHERE seq > ?", (self.seq,)
             ).fetchall()
-            if len(changed) <= READ_ALL_ABOVE:
+            if not read_all(len(changed), len(self._tallies)):
                 for province, commune, seq in changed:
                     self._read_commune(db, (str(province), str(commune)))
                     self.seq = max(self.seq, int(seq))

@@ -17,8 +17,6 @@ import sqlite3
 
 Place = tuple[str, str]
 
-#: Communes changed since the last round beyond which one read of every agent costs less.
-READ_ALL_ABOVE = 600
 #: A commune is read this much before its soonest deadline: the deadline is a sum of
 #: floats, the test of silence a difference of them.
 MARGIN_S = 1.0
@@ -50,7 +48,7 @@ class SilenceWatch:
             rows = db.execute(
                 "SELECT province, commune, seq FROM agent_changes WHERE seq > ?", (self._seq,)
             ).fetchall()
-            if len(rows) <= READ_ALL_ABOVE:
+            if len(rows) <= max(100, len(self._soonest) // 4):  # else one read costs less
                 changed = [(str(p), str(c)) for p, c, _ in rows]
                 self._seq = max([self._seq, *(int(seq) for _, _, seq in rows)])
             else:
