@@ -160,14 +160,17 @@ def act(store: StateStore, place: int, agent: str, event: Any, seq: int, now: fl
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(steps)
+@given(steps, st.sampled_from([0, 1, 100]))
 def test_a_round_holding_what_it_read_decides_as_one_reading_everything_afresh(
-    tmp_path_factory: Any, run: list[tuple[int, str, Any, float]]
+    tmp_path_factory: Any, run: list[tuple[int, str, Any, float]], few: int
 ) -> None:
+    """``few``: communes changed read one by one at most (beyond, everything is read)."""
     base: Path = tmp_path_factory.mktemp("held")
     limits = AgentLimits(max_series=4)
     stores = [StateStore(base / f"{n}.sqlite", limits=limits) for n in range(2)]
     engines = [AlertEngine(rules()), Afresh(rules())]
+    engines[0]._held = round_reads.HeldRound(engines[0]._notable, few=few)
+    stores[0]._silence = SilenceWatch(few=few)
     stores[1]._silence = EveryAgentsSilence()
     for store, engine in zip(stores, engines, strict=True):
         engine.install(store)

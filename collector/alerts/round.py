@@ -149,12 +149,6 @@ def commune_tallies(db: sqlite3.Connection) -> list[CommuneTally]:
 Place = tuple[str, str]
 
 
-def read_all(changed: int, communes: int) -> bool:
-    """Whether one read of every agent costs less than a query for each commune changed
-    (one of them costs about what a commune's share of the whole does)."""
-    return changed > max(100, communes // 4)
-
-
 # Agents with their update report (no refusals: those are read every round).
 _AGENTS = """
     SELECT a.agent_key, a.province, a.commune, a.agent, a.state, a.state_since, a.reason,
@@ -195,8 +189,11 @@ class HeldRound:
     snapshot (``one_snapshot``), it is exactly what reading every agent would give.
     """
 
-    def __init__(self, notable: Callable[[Facts], bool]) -> None:
+    def __init__(self, notable: Callable[[Facts], bool], few: int = 100) -> None:
         self.notable = notable
+        self.few = few
+        """Changed communes read one by one at most, and half of them: a query for one
+        costs about twice its share of one read of every agent."""
         self.seq: int | None = None
         """The last change of ``agent_changes`` held (None: nothing read yet)."""
         self.reads_all = 0
@@ -213,7 +210,7 @@ class HeldRound:
             changed = db.execute(
                 "SELECT province, commune, seq FROM agent_changes WHERE seq > ?", (self.seq,)
             ).fetchall()
-            if not read_all(len(changed), len(self._tallies)):
+            if len(changed) <= max(self.few, len(self._tallies) // 2):
                 for province, commune, seq in changed:
                     self._read_commune(db, (str(province), str(commune)))
                     self.seq = max(self.seq, int(seq))
