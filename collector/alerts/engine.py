@@ -213,11 +213,11 @@ class AlertEngine:
         """What an agent rule's alert shows: its refusals, its update report, its state."""
         self._agent_verdicts: dict[round_reads.Facts, bool] = {}
         self._held = round_reads.HeldRound(self._notable)
+        """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
         self._inhibited: tuple[Any, ...] | None = None
         """The alerts' newest id and how many fire, when inhibition was last applied and
         committed. An alert only ever goes from firing to resolved: while both stay the
         same, so do the firing alerts, and inhibition has nothing to change."""
-        """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
 
     def _note_troubled(self, rule: str, subject: str) -> None:
         self._troubled.add((rule, subject))

@@ -85,24 +85,12 @@ _FACTS = """
     )"""
 
 
-def fact_combinations(db: sqlite3.Connection, now: float) -> list[Facts]:
-    """Every combination of facts some agent has now."""
-    sql = _FACTS + _DISTINCT_FACTS
-    rows = db.execute(sql, (now - REFUSALS_WINDOW_S,)).fetchall()
-    return [(str(s), str(r), int(n), str(us), int(uf)) for s, r, n, us, uf in rows]
-
-
-_DISTINCT_FACTS = """
-    SELECT DISTINCT state, reason, refused, COALESCE(update_state, ''),
-           COALESCE(update_failures, 0)
-    FROM facts"""
-
-
 def agents_to_judge(
     db: sqlite3.Connection, now: float, fine: Sequence[Facts], keys: Iterable[str]
 ) -> list[AgentFacts]:
     """The agents whose facts are not among ``fine``, and those of ``keys`` whatever
-    their facts; by agent key."""
+    their facts; by agent key. In one scan of every agent: what a ``HeldRound`` is held
+    to (``fine`` empty: every agent)."""
     params: list[object] = [now - REFUSALS_WINDOW_S, json.dumps(sorted(keys))]
     excluded = "0"
     if fine:
@@ -162,7 +150,7 @@ _COMMUNE = (
     + """
     WHERE a.agent_key >= ?1 AND a.agent_key < ?2 AND a.province = ?3 AND a.commune = ?4"""
 )
-_BY_KEY = _AGENTS + " WHERE a.agent_key IN (SELECT value FROM json_each(?1))"  # noqa: S608
+_BY_KEY = _AGENTS + " WHERE a.agent_key IN (SELECT value FROM json_each(?1))"  # noqa: S608 - fixed text
 
 
 def _held(row: Sequence[Any]) -> AgentFacts:
@@ -186,7 +174,9 @@ class HeldRound:
 
     Holds every commune's tally, and the agents whose facts some rule holds for as they
     stand without refusals (``notable``: a pure function of the facts). Read inside one
-    snapshot (``one_snapshot``), it is exactly what reading every agent would give.
+    snapshot (``one_snapshot``), it is exactly what reading every agent would give. An
+    agent held keeps its row as last read: its last sign of life and seq move on with
+    every batch without listing its commune, and no rule reads them.
     """
 
     def __init__(self, notable: Callable[[Facts], bool], few: int = 100) -> None:
