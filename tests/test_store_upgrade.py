@@ -217,7 +217,7 @@ def test_a_version_7_store_gains_the_rollout_tables_with_its_agents_intact(
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7
     db.close()
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [8, 9, 10, 11, 12, 13, 14]
+        assert [m.version for m in store.migrated] == list(range(8, migrations.LATEST + 1))
         [managed] = registry.managed(store)
         assert (managed.config_version, managed.config_hash, managed.config_key) == (
             4, "ab" * 32, "k",
@@ -371,7 +371,7 @@ def test_a_version_10_store_keeps_its_histograms_and_outages(
                 [(day, 30, 300), (day, 31, 1000), (day, 40, 70000)],
             )
     with StateStore(path) as store:
-        assert [m.version for m in store.migrated] == [11, 12, 13, 14]
+        assert [m.version for m in store.migrated] == list(range(11, migrations.LATEST + 1))
         assert store.outages(7) == [Outage(1.95e9, 1.95e9 + 600.5), Outage(1.99e9 + 0.25, None)]
         hourly = store.system_times([7], (hour - 1) * 3600, (hour + 1) * 3600, hourly=True)
         assert hourly == {7: {30: 12, 31: 40, 33: 2}}
@@ -429,3 +429,35 @@ def test_a_0_2_0_store_spools_each_envelope_once_and_records_what_it_applied(
         with store.reading() as read:
             counts = applied.applied_counts(read)
         assert counts == {key: {last: 1, last + 1: 2, last + 2: 1}}
+
+
+def test_a_0_2_0_store_lists_the_communes_whose_agents_change(tmp_path: Path) -> None:
+    """Migration 15: a store of 0.2.0 lists no commune as changed; from then on each
+    change of an agent lists its commune (a round reads it again, not every agent)."""
+    from tests.factories import status
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", path)
+    with StateStore(path) as store:
+        assert 15 in [m.version for m in store.migrated]
+        engine = AlertEngine(default_rules())
+        engine.install(store)
+        with store.reading() as read:
+            assert read.execute("SELECT COUNT(*) FROM agent_changes").fetchone() == (0,)
+            key, lost, now = read.execute(
+                "SELECT agent_key, (SELECT COUNT(*) FROM agents WHERE state = 'offline' "
+                "AND reason != 'stopped'), (SELECT MAX(status_ts) FROM agents) + 60 "
+                "FROM agents WHERE state = 'online' ORDER BY agent_key LIMIT 1"
+            ).fetchone()
+        engine.tick(store, now)
+        province, commune, agent = str(key).split("/")
+        gone = status("offline", now, reason="connection lost", agent=agent, commune=commune,
+                      province=province)  # fmt: skip
+        store.apply(statuses=[(gone, now)], received=now)
+        with store.reading() as read:
+            changed = read.execute("SELECT province, commune FROM agent_changes").fetchall()
+        assert changed == [(province, commune)]
+        engine.tick(store, now + 10)
+        assert engine._held.reads_all == 1
+        total = sum(t.lost for t in engine._held.tallies())
+        assert total == lost + 1

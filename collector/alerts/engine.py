@@ -201,6 +201,23 @@ class AlertEngine:
         self._troubled_agents: set[tuple[str, str, str]] = set()
         """The agents of the sample subjects in ``_troubled``: a sample of any other agent
         whose condition is false needs no key made, nothing read."""
+        self._agent_rules = [r for r in self.rules if r.on == "agent"]
+        self._agent_values = {
+            r.name: "refused"
+            if any(c.field == "samples_refused" for c in r.when)
+            else "update"
+            if any(c.field.startswith("update_") for c in r.when)
+            else "state"
+            for r in self._agent_rules
+        }
+        """What an agent rule's alert shows: its refusals, its update report, its state."""
+        self._agent_verdicts: dict[round_reads.Facts, bool] = {}
+        self._held = round_reads.HeldRound(self._notable)
+        """The agents' and communes' facts between rounds (``collector.alerts.round``)."""
+        self._inhibited: tuple[Any, ...] | None = None
+        """The alerts' newest id and how many fire, when inhibition was last applied and
+        committed. An alert only ever goes from firing to resolved: while both stay the
+        same, so do the firing alerts, and inhibition has nothing to change."""
 
     def _note_troubled(self, rule: str, subject: str) -> None:
         self._troubled.add((rule, subject))
@@ -363,10 +380,19 @@ class AlertEngine:
             self._refresh(db, alert_id, ts, now, value)
         if state != "ok":
             self._note_troubled(rule.name, subject.key)
-        db.execute(
-            "INSERT OR REPLACE INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
-            (rule.name, subject.key, state, since, ts, alert_id),
-        )
+        if row is None:
+            db.execute(
+                "INSERT INTO alert_subjects VALUES (?, ?, ?, ?, ?, ?)",
+                (rule.name, subject.key, state, since, ts, alert_id),
+            )
+        else:
+            # In place: every round steps each subject not fine (thousands at night), and
+            # replacing a row deletes and inserts it and its key.
+            db.execute(
+                "UPDATE alert_subjects SET state = ?, since = ?, last_ts = ?, alert_id = ? "
+                "WHERE rule = ? AND subject = ?",
+                (state, since, ts, alert_id, rule.name, subject.key),
+            )
 
     def _fire(
         self,
@@ -410,11 +436,11 @@ class AlertEngine:
     ) -> None:
         """A firing alert seen again. One that fired from late data but is seen with fresh
         data still firing is current: page it (once)."""
-        row = db.execute(
-            "SELECT late, notified, suppressed FROM alerts WHERE id = ?", (alert_id,)
+        late, notified, suppressed, shown = db.execute(
+            "SELECT late, notified, suppressed, value FROM alerts WHERE id = ?", (alert_id,)
         ).fetchone()
-        db.execute("UPDATE alerts SET value = ? WHERE id = ?", (value, alert_id))
-        late, notified, suppressed = row
+        if value != shown:  # most often the same, every round
+            db.execute("UPDATE alerts SET value = ? WHERE id = ?", (value, alert_id))
         if late and not notified and not suppressed and now - ts <= self.late_after:
             queued = db.execute(
                 "SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)
@@ -454,9 +480,8 @@ class AlertEngine:
         now = self.clock() if now is None else now
         agent_rules = [r for r in self.rules if r.on == "agent"]
         commune_rules = [r for r in self.rules if r.on == "commune"]
-        with store.reading() as reader:
-            agents = self._agents_to_judge(reader, agent_rules, now) if agent_rules else []
-            tallies = round_reads.commune_tallies(reader) if commune_rules else []
+        with store.reading() as reader, round_reads.one_snapshot(reader):
+            agents, tallies = self._read_round(reader, agent_rules, commune_rules, now)
         rollout = store.latest_rollout()
         views = self._system_views(now)  # None: not judged this round
         with store.transaction() as db:
@@ -464,9 +489,10 @@ class AlertEngine:
                 self._recount_troubled(db, now)
             for rule in self.rules:
                 if rule.on == "commune":
+                    verdicts: dict[tuple[int, int, int], bool | None] = {}
                     for tally in tallies:
                         if rule.in_scope(tally.province, tally.commune):
-                            self._commune_step(db, rule, tally, now)
+                            self._commune_step(db, rule, tally, now, verdicts)
                 elif rule.on == "agent":
                     judged: dict[tuple[Any, ...], bool | None] = {}
                     for agent in agents:
@@ -486,26 +512,49 @@ class AlertEngine:
                 for health in views:
                     self._system_steps(db, health, now, stepped)
                 self._unwatched_systems(db, stepped, now)
-            self._inhibit(db, now)
+            firing = db.execute(
+                "SELECT MAX(id), (SELECT COUNT(*) FROM alerts WHERE state = 'firing') FROM alerts"
+            ).fetchone()
+            if firing != self._inhibited:
+                self._inhibit(db, now)
             self._repeat(db, now)
             self._unmuted(db, now)
             self._escalate(db, now)
+        self._inhibited = firing
+
+    def _read_round(
+        self,
+        reader: sqlite3.Connection,
+        agent_rules: Sequence[Rule],
+        commune_rules: Sequence[Rule],
+        now: float,
+    ) -> tuple[list[round_reads.AgentFacts], list[round_reads.CommuneTally]]:
+        """The agents to step and every commune's tally, from one snapshot."""
+        self._held.refresh(reader)
+        agents = self._agents_to_judge(reader, agent_rules, now) if agent_rules else []
+        return agents, self._held.tallies() if commune_rules else []
 
     def _agents_to_judge(
         self, reader: sqlite3.Connection, rules: Sequence[Rule], now: float
     ) -> list[round_reads.AgentFacts]:
-        """The agents a round must step: those whose facts some rule holds for (or
-        cannot judge, as before), and those with an alert state not back to "ok"."""
-        fine = [
-            facts
-            for facts in round_reads.fact_combinations(reader, now)
-            if not any(rule.holds(dict(zip(round_reads.FACT_NAMES, facts, strict=True)))
-                       for rule in rules)
-        ]  # fmt: skip
+        """The agents a round must step: those whose facts some rule holds for, and those
+        with an alert state not back to "ok" (the others' steps change nothing)."""
+        self._held.refresh(reader)
         names = {rule.name for rule in rules}
         # A copy (one C call under the interpreter's lock): ingest adds to the set meanwhile.
         troubled = {key for name, key in self._troubled.copy() if name in names}
-        return round_reads.agents_to_judge(reader, now, fine, troubled)
+        return self._held.agents_to_judge(reader, now, troubled)
+
+    def _notable(self, facts: round_reads.Facts) -> bool:
+        """Whether some agent rule holds for these facts (most agents share a handful)."""
+        verdict = self._agent_verdicts.get(facts)
+        if verdict is None:
+            values = dict(zip(round_reads.FACT_NAMES, facts, strict=True))
+            verdict = any(rule.holds(values) for rule in self._agent_rules)
+            if len(self._agent_verdicts) > 10_000:  # refusal counts are many: a bound
+                self._agent_verdicts.clear()
+            self._agent_verdicts[facts] = verdict
+        return verdict
 
     def _recount_troubled(self, db: sqlite3.Connection, now: float) -> None:
         """Forget the subjects back to "ok" since they were noted: what the store holds
@@ -671,10 +720,11 @@ class AlertEngine:
             # has 166,050 agents a round, and a row each would be kept for nothing).
             return
         subject = Subject(agent.agent_key, agent.province, agent.commune, agent.agent)
-        if any(c.field == "samples_refused" for c in rule.when):  # a count, not a state
+        shows = self._agent_values[rule.name]
+        if shows == "refused":  # a count, not a state
             self.step(db, rule, subject, holds, now, now, str(refused))
             return
-        if any(c.field.startswith("update_") for c in rule.when):
+        if shows == "update":
             # Since the report; the value names the version and why.
             said = f"{update.version}: {update.reason or update.state}" if update else ""
             since = update.ts if update and update.ts else now
@@ -730,15 +780,27 @@ class AlertEngine:
         self.step(db, rule, subject, holds, now, now, rollout.why or rollout.state)
 
     def _commune_step(
-        self, db: sqlite3.Connection, rule: Rule, tally: round_reads.CommuneTally, now: float
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        tally: round_reads.CommuneTally,
+        now: float,
+        verdicts: dict[tuple[int, int, int], bool | None] | None = None,
     ) -> None:
-        values = {
-            "agents": tally.agents,
-            "agents_online": tally.online,
-            "agents_offline": tally.agents - tally.online,
-            "agents_lost": tally.lost,
-        }
-        holds = rule.holds(values)
+        """``verdicts``: the rule's this round by the counts (3,321 communes, few counts)."""
+        counts = (tally.agents, tally.online, tally.lost)
+        if verdicts is not None and counts in verdicts:
+            holds = verdicts[counts]
+        else:
+            values = {
+                "agents": tally.agents,
+                "agents_online": tally.online,
+                "agents_offline": tally.agents - tally.online,
+                "agents_lost": tally.lost,
+            }
+            holds = rule.holds(values)
+            if verdicts is not None:
+                verdicts[counts] = holds
         if holds is None:
             return
         key = f"{tally.province}/{tally.commune}"

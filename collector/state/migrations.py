@@ -26,6 +26,19 @@ class Migration:
     statements: tuple[str, ...]
 
 
+_NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM agent_changes)"
+
+
+def _on_change(name: str, event: str, place: str, source: str = "WHERE true") -> str:
+    """A trigger moving the commune ``place`` (province, commune) past every other in
+    ``agent_changes``."""
+    # A WHERE before ON CONFLICT: SQLite would read the upsert as a join's ON otherwise.
+    return f"""CREATE TRIGGER {name} AFTER {event} BEGIN
+            INSERT INTO agent_changes SELECT {place}, {_NEXT_SEQ} {source}
+            ON CONFLICT (province, commune) DO UPDATE SET seq = excluded.seq;
+        END"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -400,6 +413,60 @@ MIGRATIONS: tuple[Migration, ...] = (
             refused TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (agent_key, seq)
         ) WITHOUT ROWID""",
+        ),
+    ),
+    Migration(
+        15,
+        "the communes whose agents changed, in the order they changed: a round of the alert "
+        "rules and of the silent agents reads those again, not every agent of the country",
+        (
+            # One row per commune (so bounded by them), its seq moved past every other by each
+            # change: a round reads again the communes past the seq it last read.
+            """CREATE TABLE agent_changes (
+            province TEXT NOT NULL, commune TEXT NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (province, commune)
+        ) WITHOUT ROWID""",
+            "CREATE INDEX agent_changes_by_seq ON agent_changes (seq)",
+            # Triggers rather than code: every writer of an agent (a status, data bringing
+            # back a silent agent, marked silent, forgotten, its commune renamed) is caught,
+            # in its own transaction. The ingest upserts every agent of every batch: the
+            # update trigger costs that path a test of some columns, and a write on a change.
+            _on_change("agents_added", "INSERT ON agents", "NEW.province, NEW.commune"),
+            _on_change("agents_removed", "DELETE ON agents", "OLD.province, OLD.commune"),
+            # Also what may bring an agent's silence sooner (``state/silence.py``): its
+            # last sign of life known for the first time or moved back, its interval.
+            _on_change(
+                "agents_changed",
+                "UPDATE OF state, reason, state_since, province, commune, last_seen, status_ts, "
+                "interval ON agents "
+                "WHEN OLD.state IS NOT NEW.state OR OLD.reason IS NOT NEW.reason "
+                "OR OLD.state_since IS NOT NEW.state_since "
+                "OR OLD.province IS NOT NEW.province OR OLD.commune IS NOT NEW.commune "
+                "OR (OLD.last_seen IS NULL) != (NEW.last_seen IS NULL) "
+                "OR NEW.last_seen < OLD.last_seen OR NEW.status_ts < OLD.status_ts "
+                "OR OLD.interval IS NOT NEW.interval",
+                "NEW.province, NEW.commune",
+            ),
+            _on_change(
+                "agents_moved",
+                "UPDATE OF province, commune ON agents "
+                "WHEN OLD.province IS NOT NEW.province OR OLD.commune IS NOT NEW.commune",
+                "OLD.province, OLD.commune",
+            ),
+            # An agent's update report is among its rules' facts.
+            *(
+                _on_change(
+                    f"agent_update_{name}",
+                    f"{event} ON agent_updates",
+                    "province, commune",
+                    f"FROM agents WHERE agent_key = {row}.agent_key",
+                )
+                for name, event, row in (
+                    ("added", "INSERT", "NEW"),
+                    ("changed", "UPDATE", "NEW"),
+                    ("removed", "DELETE", "OLD"),
+                )
+            ),
         ),
     ),
 )

@@ -49,6 +49,7 @@ from collector.state import packed, systemtimes
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 from collector.state.seqranges import SeqRanges
+from collector.state.silence import SilenceWatch
 
 _encode = msgspec.json.Encoder().encode
 
@@ -297,6 +298,8 @@ class StateStore:
         commits, or rolls back, with the state."""
         self.watchers: list[Watcher] = []
         """Told of agents changed outside envelopes and of rollbacks (``Watcher``)."""
+        self._silence = SilenceWatch()
+        """Where agents may have fallen silent (``mark_silent``)."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -904,18 +907,13 @@ class StateStore:
         """Mark offline the online agents silent for ``intervals`` of their interval.
 
         For agents that vanish without a Last Will reaching the broker. The state
-        starts at their last sign of life. Returns the agents marked.
+        starts at their last sign of life. Returns the agents marked (by key). Only the
+        communes where one may be are read (``state/silence.py``).
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self._db.execute(
-                    """SELECT agent_key FROM agents WHERE state = 'online'
-                       AND COALESCE(last_seen, status_ts) <
-                           ? - ? * (CASE WHEN interval > 0 THEN interval ELSE ? END)""",
-                    (now, intervals, default_interval),
-                ).fetchall()
-                keys = [str(row[0]) for row in rows]
+                keys = self._silence.silent(self._db, now, intervals, default_interval)
                 self._db.executemany(
                     """UPDATE agents SET state = 'offline', reason = 'silent',
                               state_since = COALESCE(last_seen, status_ts)
