@@ -1,7 +1,8 @@
 """Round benchmark: the CPU of the housekeeping round at the national size, against main.
 
     .venv/bin/python bench/round_bench.py [--communes 3321] [--rounds 30]
-        [--base /path/to/a/checkout/of/main]
+        [--base-ref d38b2b8 | --base /path/to/a/checkout]
+    .venv/bin/python bench/round_bench.py --communes 200 --rounds 5 --burst-rounds 2   # short
 
 Every 10 s beside ingest the collector marks silent agents offline and runs the agent
 and commune rules over every agent (``StateStore.mark_silent``, ``AlertEngine.tick``).
@@ -12,7 +13,8 @@ gone silent, agents refusing samples, update reports (some rolled back, some fai
 between rounds a few agents stop, start or fall silent, and data brings silent ones back;
 then, for a few rounds, many (``--burst``: the offices opening or closing).
 
-The same store twice: one copy gets the rounds of the code at ``--base`` (main), the
+The same store twice: one copy gets the rounds of the code before (``--base``, a
+checkout; or ``--base-ref``, checked out in a git worktree made for the run), the
 other this code's, alternating round by round, each timed on its thread (CPU seconds).
 The two copies must end with the same alerts, steps and notifications (checked).
 
@@ -28,6 +30,7 @@ import functools
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+#: The code before this round's changes, timed beside it.
+BASE_REF = "d38b2b8"
 sys.path.insert(0, str(REPO))
 
 from agent import wire  # noqa: E402
@@ -330,22 +335,41 @@ def main() -> None:
     )
     parser.add_argument("--burst-rounds", type=int, default=6)
     parser.add_argument("--batches", type=int, default=40, help="ingest batches timed")
+    parser.add_argument("--base", type=Path, help="a checkout of the code before")
     parser.add_argument(
-        "--base", type=Path, default=REPO.parent / "wt-rounds-base", help="a checkout of main"
+        "--base-ref", default=BASE_REF, help="else this git ref, checked out for the run"
     )
     args = parser.parse_args()
-    if not (args.base / "collector/alerts/engine.py").exists():
-        raise SystemExit(f"{args.base}: not a checkout (git worktree add --detach it from main)")
     now = time.time()
-    print(f"round: {args.communes} communes; main from {args.base}", flush=True)
     with tempfile.TemporaryDirectory(prefix="commune-round-") as name:
         tmp = Path(name)
-        fleet = fill(tmp / "state.sqlite", args.communes, now)
-        phases = [(args.rounds, args.changes), (args.burst_rounds, args.burst)]
-        main_store, new_store, at = measure_rounds(tmp, fleet, args.base, phases, now)
-        measure_ingest(new_store, fleet, args.batches, at)
-        main_store.close()
-        new_store.close()
+        if args.base is None:
+            args.base = tmp / "base"
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
+                 str(args.base), args.base_ref],
+                check=True,
+            )  # fmt: skip
+        if not (args.base / "collector/alerts/engine.py").exists():
+            raise SystemExit(f"{args.base}: not a checkout")
+        print(f"round: {args.communes} communes; before: {args.base}", flush=True)
+        try:
+            run(args, tmp, now)
+        finally:
+            if args.base.is_relative_to(tmp):
+                subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(args.base)],
+                    check=False,
+                )
+
+
+def run(args: argparse.Namespace, tmp: Path, now: float) -> None:
+    fleet = fill(tmp / "state.sqlite", args.communes, now)
+    phases = [(args.rounds, args.changes), (args.burst_rounds, args.burst)]
+    main_store, new_store, at = measure_rounds(tmp, fleet, args.base, phases, now)
+    measure_ingest(new_store, fleet, args.batches, at)
+    main_store.close()
+    new_store.close()
 
 
 if __name__ == "__main__":
