@@ -466,7 +466,11 @@ def measure_ceiling(
             time.sleep(0.1)
         elapsed = time.time() - started
         sub.terminate()
-        sub.wait()
+        try:
+            sub.wait(10)
+        except subprocess.TimeoutExpired:  # over TLS it was seen to ignore SIGTERM for minutes
+            sub.kill()
+            sub.wait()
     return lines / elapsed
 
 
