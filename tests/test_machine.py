@@ -142,8 +142,7 @@ def test_the_host_check_reports_the_same_with_either_reader() -> None:
     def shape(machine: ProcMachine | PsutilMachine) -> list[tuple[object, ...]]:
         samples = asyncio.run(HostCheck(HostOptions(), machine=machine).collect())
         return [
-            (s.outcome, s.item, s.target, sorted(s.fields), sorted(s.tags.items()))
-            for s in samples
+            (s.outcome, s.item, s.target, sorted(s.fields), sorted(s.tags.items())) for s in samples
         ]
 
     ours, theirs = shape(ProcMachine()), shape(PsutilMachine())
