@@ -13,24 +13,23 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     import psutil
 
 
-@dataclass(frozen=True)
-class Memory:
+class Memory(msgspec.Struct, frozen=True):
     """Physical memory: its size, and the share not available to start programs."""
 
     total: int
     percent: float
 
 
-@dataclass(frozen=True)
-class Partition:
+class Partition(msgspec.Struct, frozen=True):
     """A mounted file system, as psutil's ``disk_partitions`` names its fields."""
 
     device: str
@@ -39,8 +38,7 @@ class Partition:
     opts: str
 
 
-@dataclass(frozen=True)
-class DiskUsage:
+class DiskUsage(msgspec.Struct, frozen=True):
     """A file system's size, what an unprivileged user may still write, and the share used
     of what users can have (root's reserve left out)."""
 

@@ -24,9 +24,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from agent.stats import OutboxStats
 
@@ -91,8 +92,7 @@ def id_lists(ids: list[int]) -> list[list[int]]:
     return lists
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(msgspec.Struct, frozen=True):
     """One envelope waiting in the outbox for the broker's PUBACK."""
 
     id: int

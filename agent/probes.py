@@ -15,8 +15,9 @@ import ssl
 import struct
 import sys
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import msgspec
 
 from agent.wire import Outcome
 
@@ -24,8 +25,7 @@ from agent.wire import Outcome
 _STATUS = re.compile(r"[0-9]{3}")
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(msgspec.Struct, frozen=True):
     """One probe of a target: its outcome and, when it answered, how fast."""
 
     outcome: Outcome

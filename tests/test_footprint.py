@@ -62,6 +62,7 @@ NOT_FOR_A_PC = {
     "base64",
     "asyncio.sslproto",  # asyncio's own TLS: the broker's is paho's
     "asyncio.staggered",
+    "dataclasses",  # a PC's records are msgspec Structs: no module, no generated code
 }
 
 #: The threads of a PC agent: the event loop's, the broker's and the outbox's drain.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import msgspec
 
 from agent.configtypes import Secret
 from agent.snmp.errors import SnmpError
@@ -27,19 +28,18 @@ _ARC = re.compile(r"[0-9]{1,10}")
 __all__ = ["SnmpClient", "SnmpError", "SnmpTarget", "SnmpValue", "close_engine"]
 
 
-@dataclass(frozen=True)
-class SnmpTarget:
+class SnmpTarget(msgspec.Struct, frozen=True):
     """An SNMP agent to poll and how to log in to it (v2c community or v3 user)."""
 
     host: str
     port: int = 161
     version: Literal["2c", "3"] = "2c"
-    community: Secret = field(default_factory=lambda: Secret("public"))
+    community: Secret = msgspec.field(default_factory=lambda: Secret("public"))
     user: str = ""
     auth_protocol: AuthProtocol = "SHA"
-    auth_key: Secret = field(default_factory=lambda: Secret(""))
+    auth_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
     priv_protocol: PrivProtocol = "AES"
-    priv_key: Secret = field(default_factory=lambda: Secret(""))
+    priv_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
     timeout: float = 2.0
     retries: int = 1
     max_repetitions: int = 25
