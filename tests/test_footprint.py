@@ -42,6 +42,7 @@ NOT_FOR_A_PC = {
     "zipfile",  # the update bundles'
     "pysnmp",
     "agent.checks.snmp",
+    "agent.snmp.client",  # an SNMP check's: the config needs only the v3 protocols' names
     "agent.checks.polycom",
     "agent.checks.system",
     "agent.polycom.rest_reader",

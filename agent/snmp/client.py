@@ -14,11 +14,10 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from agent.configtypes import Secret
+from agent.snmp import AuthProtocol, PrivProtocol
 from agent.snmp.errors import SnmpError
 
 SnmpValue = int | str | bytes
-AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
-PrivProtocol = Literal["DES", "3DES", "AES", "AES192", "AES256"]
 
 MAX_ROWS_PER_COLUMN = 10_000
 # One OID arc in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
