@@ -47,10 +47,6 @@ UNUSED = (
     "textwrap",
     # ssl's, paho-mqtt's: PEM from DER, WebSocket keys.
     "base64",
-    # asyncio's own TLS (the link check's HTTPS probes) and its happy-eyeballs race
-    # (``create_connection`` with ``happy_eyeballs_delay``, which the agent never sets).
-    "asyncio.sslproto",
-    "asyncio.staggered",
 )
 
 
@@ -105,7 +101,7 @@ def _attach(module: DeferredModule) -> None:
 
 def defer(*names: str) -> None:
     """Put stand-ins for the modules ``names``, all of them before any of their packages is
-    imported: a package imports the others (asyncio, its submodules; msgspec, ``re``)."""
+    imported: a package may import the others (msgspec imports textwrap)."""
     for module in [m for m in map(_stand_in, names) if m is not None]:
         _attach(module)
 

@@ -61,8 +61,6 @@ NOT_FOR_A_PC = {
     "tokenize",
     "textwrap",
     "base64",
-    "asyncio.sslproto",  # asyncio's own TLS: the broker's is paho's
-    "asyncio.staggered",
     "dataclasses",  # a PC's records are msgspec Structs: no module, no generated code
 }
 
@@ -201,7 +199,7 @@ from agent.deferred import UNUSED, DeferredModule, defer_unused
 
 defer_unused()
 standing_in = [n for n in UNUSED if type(sys.modules[n]) is DeferredModule]
-import asyncio, base64, codecs, inspect, linecache, locale, msgspec, textwrap, tokenize
+import base64, codecs, inspect, linecache, locale, msgspec, textwrap, tokenize
 import socket, urllib.request
 from ipaddress import ip_address
 
@@ -217,7 +215,6 @@ assert locale.getpreferredencoding(False)
 assert msgspec.inspect.type_info(int) == msgspec.inspect.IntType()
 assert linecache.getline(codecs.__file__, 1) and tokenize.open(codecs.__file__).readline()
 assert textwrap.dedent("  a") == "a" and base64.b64decode(base64.b64encode(b"x")) == b"x"
-assert asyncio.sslproto.SSLProtocol and asyncio.staggered.staggered_race
 # Any other name goes to the codec itself, which loads then; its errors are the codec's.
 assert "bücher.example".encode("idna") == b"xn--bcher-kva.example"
 assert b"xn--bcher-kva.example".decode("idna") == "bücher.example"
