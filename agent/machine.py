@@ -82,12 +82,13 @@ def usage_percent(used: float, total: float) -> float:
 #: /proc/stat's first line, in this order; guest times are counted in user and nice too.
 _CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _GUEST_FIELDS = ("guest", "guest_nice")
-_OCTAL = re.compile(r"\\([0-7]{3})")
+#: The escapes getmntent reads back in a mounts field (what psutil's C code calls).
+_MOUNT_ESCAPES = {"\\040": " ", "\\011": "\t", "\\012": "\n", "\\134": "\\", "\\\\": "\\"}
+_MOUNT_ESCAPE = re.compile("|".join(re.escape(escape) for escape in _MOUNT_ESCAPES))
 
 
 def _mount_field(text: str) -> str:
-    """A mounts field with getmntent's escapes (``\\040`` for a space) read back."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
+    return _MOUNT_ESCAPE.sub(lambda m: _MOUNT_ESCAPES[m.group(0)], text)
 
 
 class ProcMachine:
@@ -177,7 +178,7 @@ class ProcMachine:
         with open(os.path.realpath(mounts)) as table:
             for line in table:
                 fields = line.split()
-                if len(fields) < 4:
+                if len(fields) < 4 or fields[0].startswith("#"):
                     continue
                 device, mountpoint, fstype, opts = map(_mount_field, fields[:4])
                 if device == "none":

@@ -48,6 +48,7 @@ MOUNTS = (
     "/dev/sda1 /boot/efi vfat rw,relatime,fmask=0077 0 0\n"
     "tmpfs /run tmpfs rw,nosuid,nodev 0 0\n"
     "/dev/sdb1 /media/USB\\040Drive vfat rw,nosuid 0 0\n"
+    "/dev/sdc1 /media/a\\134b\\011c vfat rw,nosuid 0 0\n"
     "tank/home /home zfs rw,xattr 0 0\n"
     "none /mnt/none ext4 rw 0 0\n"
     "/dev/sr0 /media/cdrom iso9660 ro 0 0\n"
@@ -105,7 +106,7 @@ def test_partitions_are_psutils(proc: Path) -> None:
     ours = ProcMachine(str(proc)).partitions()
     assert ours == PsutilMachine().partitions()
     assert [p.mountpoint for p in ours] == [
-        "/", "/boot/efi", "/media/USB Drive", "/home", "/media/cdrom",
+        "/", "/boot/efi", "/media/USB Drive", "/media/a\\b\tc", "/home", "/media/cdrom",
     ]  # fmt: skip
 
 
