@@ -47,7 +47,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,8 +117,7 @@ class SavedConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _saved = msgspec.json.Decoder(SavedConfig)
 
 
-@dataclass(frozen=True)
-class Effective:
+class Effective(msgspec.Struct, frozen=True):
     """What runs: the checks, the agent interval, and where each came from."""
 
     checks: ChecksSection
@@ -132,8 +130,7 @@ class Effective:
     """What ``central`` came in (None: the unsigned one a 0.2 agent kept)."""
 
 
-@dataclass
-class CentralState:
+class CentralState(msgspec.Struct):
     """What self-metrics and the birth message tell about the collector's config."""
 
     version: int = 0
@@ -274,7 +271,7 @@ class CentralConfig:
             self.override_checks,
             float(self.config.agent.interval),
         )
-        return replace(effective, signed=signed)
+        return msgspec.structs.replace(effective, signed=signed)
 
     def _judge(self, signed: SignedConfig, keys: dict[str, bytes]) -> Effective:
         """The effective config a signed config would make, or ConfigError/WireError:

@@ -11,12 +11,17 @@ running agent never pays for it.
 
 from __future__ import annotations
 
+import codecs
+import encodings
 import importlib
 import importlib.machinery
 import importlib.util
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 #: Imported by a library the agent runs and never used by the running agent.
 UNUSED = (
@@ -34,6 +39,14 @@ UNUSED = (
     # for a class without one (the agent's have theirs), asyncio to check a signal handler
     # (agent/signals.py goes around it) and to describe a task in a message.
     "inspect",
+    # traceback's (logging's, asyncio's), to show a file's lines when an exception is
+    # logged: the first one loads them. traceback itself stays: _asyncio takes a function
+    # from it as it starts.
+    "linecache",
+    "tokenize",
+    "textwrap",
+    # ssl's, paho-mqtt's: PEM from DER, WebSocket keys.
+    "base64",
 )
 
 
@@ -62,26 +75,94 @@ def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
     return importlib.machinery.PathFinder.find_spec(name, list(package.submodule_search_locations))
 
 
-def defer(name: str) -> None:
-    """Put a stand-in for the module ``name`` unless it is imported already (or absent)."""
+def _stand_in(name: str) -> DeferredModule | None:
+    """A stand-in for the module ``name`` in ``sys.modules``, unless it is imported
+    already (or absent)."""
     if name in sys.modules:
-        return
+        return None
     spec = _spec(name)
     if spec is None:
-        return
+        return None
     module = DeferredModule(name)
     module.__spec__ = spec
     sys.modules[name] = module
-    parent, _, child = name.rpartition(".")
+    return module
+
+
+def _attach(module: DeferredModule) -> None:
+    """A package that imports the module itself (msgspec) finds the stand-in; for one that
+    does not, ``import parent.child`` must find it as an attribute."""
+    parent, _, child = module.__name__.rpartition(".")
     if parent:
-        # A package that imports the module itself (msgspec) finds the stand-in; for one
-        # that does not, ``import parent.child`` must find it as an attribute.
         package = importlib.import_module(parent)
         if not hasattr(package, child):
             setattr(package, child, module)
 
 
+def defer(*names: str) -> None:
+    """Put stand-ins for the modules ``names``, all of them before any of their packages is
+    imported: a package may import the others (msgspec imports textwrap)."""
+    for module in [m for m in map(_stand_in, names) if m is not None]:
+        _attach(module)
+
+
 def defer_unused() -> None:
-    """Stand-ins for ``UNUSED``: call it before the agent's libraries are imported."""
-    for name in UNUSED:
-        defer(name)
+    """Stand-ins for ``UNUSED`` and the IDNA codec: call it before the agent's libraries
+    are imported."""
+    defer(*UNUSED)
+    defer_idna()
+
+
+# The IDNA codec ----------------------------------------------------------------------------
+#
+# Every host name the agent connects to goes through the "idna" codec (the socket module's
+# getaddrinfo encodes a str host with it, ssl the name it verifies), and the codec's module
+# imports stringprep and unicodedata's Unicode 3.2 tables: 0.4 MB of a PC agent's memory kept
+# for as long as it runs, for names that are ASCII and which the codec returns unchanged.
+# The stand-in does the codec's ASCII case itself and gives everything else to the codec.
+
+
+def _idna() -> codecs.CodecInfo:
+    import encodings.idna
+
+    return encodings.idna.getregentry()
+
+
+def _idna_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
+    if errors == "strict" and text.isascii():
+        # The codec's own ASCII path: the name as it is once its labels' lengths pass.
+        labels = text.split(".")
+        if all(0 < len(label) < 64 for label in labels[:-1]) and len(labels[-1]) < 64:
+            return text.encode("ascii"), len(text)
+    encoded: tuple[bytes, int] = _idna().encode(text, errors)
+    return encoded
+
+
+def _idna_decode(data: Buffer, errors: str = "strict") -> tuple[str, int]:
+    decoded: tuple[str, int] = _idna().decode(data, errors)
+    return decoded
+
+
+def _idna_search(name: str) -> codecs.CodecInfo | None:
+    if name != "idna":
+        return None
+    return codecs.CodecInfo(
+        _idna_encode,
+        _idna_decode,
+        name="idna",
+        incrementalencoder=lambda errors="strict": _idna().incrementalencoder(errors),
+        incrementaldecoder=lambda errors="strict": _idna().incrementaldecoder(errors),
+        streamwriter=lambda stream, errors="strict": _idna().streamwriter(stream, errors),
+        streamreader=lambda stream, errors="strict": _idna().streamreader(stream, errors),
+    )
+
+
+def defer_idna() -> None:
+    """Put the stand-in first among the codec searches, unless the codec is loaded."""
+    if "encodings.idna" in sys.modules:
+        return
+    # Searches are asked in the order they were registered; the standard one is first.
+    codecs.unregister(encodings.search_function)
+    codecs.unregister(_idna_search)
+    codecs.register(_idna_search)
+    codecs.register(encodings.search_function)

@@ -24,9 +24,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from agent.stats import OutboxStats
 
@@ -65,8 +66,10 @@ RECEIPTS_LAPSE_S = 86400.0
 MAX_RESENDS = 5
 
 
-#: SQLite's page cache for the outbox, KiB.
-CACHE_KIB = 256
+#: SQLite's page cache for the outbox, KiB: the pages a put, a fetch and an acknowledgement
+#: touch (the tree's root and edges) fit in it; at 256 a PC agent kept 0.2 MB more of pages
+#: it had read once, and draining a 72-hour backlog took no longer at 64.
+CACHE_KIB = 64
 
 #: The most ids one statement takes (SQLite before 3.32 allows 999 parameters).
 MAX_IDS = 256
@@ -89,8 +92,7 @@ def id_lists(ids: list[int]) -> list[list[int]]:
     return lists
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(msgspec.Struct, frozen=True):
     """One envelope waiting in the outbox for the broker's PUBACK."""
 
     id: int

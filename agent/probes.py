@@ -15,8 +15,9 @@ import ssl
 import struct
 import sys
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import msgspec
 
 from agent.wire import Outcome
 
@@ -24,8 +25,7 @@ from agent.wire import Outcome
 _STATUS = re.compile(r"[0-9]{3}")
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(msgspec.Struct, frozen=True):
     """One probe of a target: its outcome and, when it answered, how fast."""
 
     outcome: Outcome
@@ -105,6 +105,12 @@ def icmp_remedy(platform: str) -> str:
 
 
 async def resolve(host: str, port: int = 0) -> tuple[int, str]:
+    # An address needs no lookup, and the loop's lookup runs in its default executor,
+    # whose threads stay for good (asyncio's own connections take the same short cut).
+    for family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            socket.inet_pton(family, host)
+            return int(family), host
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _type, _proto, _name, address = infos[0]

@@ -26,8 +26,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -43,8 +43,7 @@ log = logging.getLogger(__name__)
 REWIND_AFTER_S = 60.0
 
 
-@dataclass(frozen=True)
-class BrokerSettings:
+class BrokerSettings(msgspec.Struct, frozen=True):
     """How the publisher reaches the broker."""
 
     broker: BrokerSection
@@ -54,8 +53,7 @@ class BrokerSettings:
     reconnect_max: float = 120.0
 
 
-@dataclass(frozen=True)
-class Subscription:
+class Subscription(msgspec.Struct, frozen=True):
     """A topic the agent reads (its config), and what to do with each message; called
     on paho's network thread, so it must only hand the payload over."""
 
@@ -63,8 +61,7 @@ class Subscription:
     deliver: Callable[[bytes], None]
 
 
-@dataclass(frozen=True)
-class StatusMessages:
+class StatusMessages(msgspec.Struct, frozen=True):
     """The agent's status topic and its messages: online (on each connection),
     offline (on a clean stop) and the last will (left with the broker)."""
 

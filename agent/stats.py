@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+
+import msgspec
 
 
-@dataclass(frozen=True)
-class OutboxStats:
+class OutboxStats(msgspec.Struct, frozen=True):
     """The outbox's size and what it dropped, for the agent's self-metrics."""
 
     rows: int
@@ -22,8 +22,7 @@ class OutboxStats:
         return self.dropped_age + self.dropped_size + self.dropped_error
 
 
-@dataclass
-class CheckStats:
+class CheckStats(msgspec.Struct):
     """One check's runs, errors, timeouts and durations since the agent started."""
 
     runs: int = 0
@@ -34,8 +33,7 @@ class CheckStats:
     max_duration_s: float = 0.0
 
 
-@dataclass
-class PublishStats:
+class PublishStats(msgspec.Struct):
     """The connection to the broker and what went through it since the start."""
 
     connected: bool = False
@@ -48,14 +46,13 @@ class PublishStats:
     """Collection-to-PUBACK delay of the last acknowledged envelope."""
 
 
-@dataclass
-class AgentStats:
+class AgentStats(msgspec.Struct):
     """What the agent counts about itself; threads update it under ``lock``."""
 
-    checks: dict[str, CheckStats] = field(default_factory=dict)
-    publish: PublishStats = field(default_factory=PublishStats)
+    checks: dict[str, CheckStats] = msgspec.field(default_factory=dict)
+    publish: PublishStats = msgspec.field(default_factory=PublishStats)
     outbox_errors: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
 
     def check(self, name: str) -> CheckStats:
         stats = self.checks.get(name)

@@ -393,20 +393,25 @@ def import_floor(python: Path, modules: str, tree: Path) -> float:
     return int(out.stdout) * os.sysconf("SC_PAGE_SIZE") / MB
 
 
-#: What any Python agent for this profile loads: MQTT over TLS, the outbox, psutil, an
-#: event loop and the wire codec.
-FLOOR_MODULES = "ssl,asyncio,sqlite3,psutil,paho.mqtt.client,msgspec"
+#: What any Python agent for this profile loads: MQTT over TLS, the outbox, an event loop
+#: and the wire codec (on Linux the host's figures come from /proc: no psutil).
+FLOOR_MODULES = "ssl,asyncio,sqlite3,paho.mqtt.client,msgspec"
 
 
 #: Where a PC agent's memory goes: what it imports, in groups, loaded in this order into a
 #: fresh interpreter of the same install (a module counts in the first group that loads it;
-#: the last group takes whatever only the agent's own modules load). "agent.deferred" puts
-#: the stand-ins ``run`` puts first (agent/deferred.py); putting one in msgspec's place
-#: imports msgspec, which the stand-ins' row then counts (older trees' come later).
+#: the last group takes whatever only the agent's own modules load). A group's module that
+#: the agent does not load by importing its modules and resolving the broker's name is
+#: left out: psutil where /proc is read, the IDNA codec's tables where ASCII names go
+#: around them, the event loop's executor (its threads' start is then "running").
+#: "agent.deferred" puts the stand-ins ``run`` puts first (agent/deferred.py); putting one
+#: in msgspec's place imports msgspec, which the stand-ins' row then counts (older trees'
+#: come later).
 FOOTPRINT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stand-ins, agent/deferred.py (+ typing; msgspec)", ("agent.deferred",)),
     ("TLS: ssl, socket, hashlib, OpenSSL, IDNA", ("ssl", "hashlib", "encodings.idna")),
-    ("asyncio (+ logging, subprocess; inspect)", ("asyncio", "concurrent.futures.thread")),
+    ("asyncio (+ logging, subprocess; inspect; executor)",
+     ("asyncio", "concurrent.futures.thread")),
     ("sqlite3 (the outbox)", ("sqlite3",)),
     ("msgspec (+ datetime, decimal, uuid)", ("msgspec",)),
     ("psutil", ("psutil",)),
@@ -426,9 +431,12 @@ def rss():
 
 rows = [["Python itself (interpreter, site)", rss()]]
 import importlib, json, sys
-for label, modules in json.loads(sys.argv[1]):
+groups, loaded = json.loads(sys.argv[1]), sys.argv[2:]
+for label, modules in groups:
     before = rss()
     for name in modules:
+        if loaded and name not in loaded:
+            continue
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -440,13 +448,32 @@ print(json.dumps(rows))
 """
 
 
+#: The modules the agent's modules load (with the stand-ins in place) and resolving the
+#: broker's name, one a line.
+LOADED_SCRIPT = """
+import importlib, json, sys
+from agent.deferred import defer_unused
+defer_unused()
+for name in json.loads(sys.argv[1]):
+    importlib.import_module(name)
+import socket
+socket.getaddrinfo("localhost", 1883)
+print("\\n".join(n for n, m in sys.modules.items() if type(m).__name__ != "DeferredModule"))
+"""
+
+
 def footprint(python: Path, tree: Path) -> list[tuple[str, float]]:
     """(group, MB of RSS) for the agent in ``tree``, as ``FOOTPRINT_GROUPS`` orders them."""
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    agent_modules = json.dumps(FOOTPRINT_GROUPS[-1][1])
+    loaded = subprocess.run(
+        [str(python), "-c", LOADED_SCRIPT, agent_modules],
+        capture_output=True, text=True, check=True, cwd=tree, env=env,
+    ).stdout.split()  # fmt: skip
     out = subprocess.run(
-        [str(python), "-c", FOOTPRINT_SCRIPT, json.dumps(FOOTPRINT_GROUPS)],
+        [str(python), "-c", FOOTPRINT_SCRIPT, json.dumps(FOOTPRINT_GROUPS), *loaded],
         capture_output=True,
         text=True,
         check=True,

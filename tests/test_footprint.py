@@ -42,6 +42,7 @@ NOT_FOR_A_PC = {
     "zipfile",  # the update bundles'
     "pysnmp",
     "agent.checks.snmp",
+    "agent.snmp.client",  # an SNMP check's: the config needs only the v3 protocols' names
     "agent.checks.polycom",
     "agent.checks.system",
     "agent.polycom.rest_reader",
@@ -50,12 +51,26 @@ NOT_FOR_A_PC = {
     "agent.update.launcher",
     "agent.commands",
     "agent.ledger",  # the chaos soak's creation ledger, only with COMMUNE_MONITOR_LEDGER
+    "psutil",  # Windows' reader: on Linux agent/machine.py reads /proc
+    "encodings.idna",  # the IDNA codec's module, for names that are not ASCII
+    "stringprep",  # its tables
+    "unicodedata",
+    "concurrent.futures.thread",  # the event loop's default executor: no thread of its own
+    "queue",  # the executor's
+    "linecache",  # traceback's, until an exception is logged
+    "tokenize",
+    "textwrap",
+    "base64",
+    "dataclasses",  # a PC's records are msgspec Structs: no module, no generated code
 }
+
+#: The threads of a PC agent: the event loop's, the broker's and the outbox's drain.
+PC_THREADS = {"MainThread", "mqtt", "outbox-drain"}
 
 
 #: ``python -m agent.cli run -c CONFIG`` (runpy is what ``-m`` runs), with a thread that
 #: writes the modules loaded to OUT once the file ASK exists (not agent.deferred's
-#: stand-ins: what they stand for was not loaded).
+#: stand-ins: what they stand for was not loaded), and the other threads' names.
 WATCHED_AGENT = """
 import os, runpy, sys, threading, time
 ask, out, config = sys.argv[1:4]
@@ -65,7 +80,8 @@ def watch():
         time.sleep(0.05)
     with open(out + ".part", "w") as f:
         real = [n for n, m in list(sys.modules.items()) if type(m).__name__ != "DeferredModule"]
-        f.write("\\n".join(sorted(real)))
+        threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        f.write("\\n".join(sorted(real) + ["threads:" + ",".join(threads)]))
     os.replace(out + ".part", out)
 
 threading.Thread(target=watch, daemon=True).start()
@@ -108,9 +124,11 @@ def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: M
     finally:
         stop_process(process)
         subscriber.stop()
-    loaded = set(out.read_text().split())
+    *modules, threads = out.read_text().split()
+    loaded = set(modules)
+    assert set(threads.removeprefix("threads:").split(",")) == PC_THREADS
     assert {"agent.checks.host", "agent.checks.link", "agent.checks.antivirus"} <= loaded
-    assert {"paho.mqtt.client", "sqlite3", "psutil", "ssl"} <= loaded
+    assert {"paho.mqtt.client", "sqlite3", "ssl", "agent.machine"} <= loaded
     unused = {name for name in loaded if name.split(".")[0] in NOT_FOR_A_PC or name in NOT_FOR_A_PC}
     if sys.version_info >= (3, 13):
         # Measured: on 3.13 the standard library itself loads inspect (with ast and dis)
@@ -181,8 +199,12 @@ from agent.deferred import UNUSED, DeferredModule, defer_unused
 
 defer_unused()
 standing_in = [n for n in UNUSED if type(sys.modules[n]) is DeferredModule]
-import inspect, locale, msgspec, urllib.request
+import base64, codecs, inspect, linecache, locale, msgspec, textwrap, tokenize
+import socket, urllib.request
 from ipaddress import ip_address
+
+assert socket.getaddrinfo("localhost", 80) and "localhost".encode("idna") == b"localhost"
+assert "encodings.idna" not in sys.modules  # ASCII names need none of the codec's tables
 
 async def coroutine_function() -> None: ...
 
@@ -191,6 +213,18 @@ assert ip_address("127.0.0.1").is_loopback
 assert isinstance(urllib.request.getproxies(), dict)
 assert locale.getpreferredencoding(False)
 assert msgspec.inspect.type_info(int) == msgspec.inspect.IntType()
+assert linecache.getline(codecs.__file__, 1) and tokenize.open(codecs.__file__).readline()
+assert textwrap.dedent("  a") == "a" and base64.b64decode(base64.b64encode(b"x")) == b"x"
+# Any other name goes to the codec itself, which loads then; its errors are the codec's.
+assert "bücher.example".encode("idna") == b"xn--bcher-kva.example"
+assert b"xn--bcher-kva.example".decode("idna") == "bücher.example"
+assert codecs.getincrementalencoder("idna")().encode("bücher.", final=True) == b"xn--bcher-kva."
+for bad in ("a" * 64 + ".example", "a..example"):
+    try:
+        bad.encode("idna")
+        raise AssertionError(bad)
+    except UnicodeError:
+        pass
 real = [n for n in UNUSED if type(sys.modules[n]) is not DeferredModule]
 print(" ".join(standing_in), "|", " ".join(real))
 """

@@ -103,12 +103,11 @@ def test_a_failing_sink_is_counted_and_the_loop_goes_on() -> None:
 def test_locked_or_unformatted_volumes_are_skipped_like_cdroms() -> None:
     """BitLocker-locked and unformatted volumes have no file-system type: their usage
     cannot be read, and an error every minute would tell a technician nothing."""
-    from types import SimpleNamespace
-
     from agent.checks.host import is_fixed_disk
+    from agent.machine import Partition
 
-    def volume(fstype: str, opts: str) -> SimpleNamespace:
-        return SimpleNamespace(device="D:\\", mountpoint="D:\\", fstype=fstype, opts=opts)
+    def volume(fstype: str, opts: str) -> Partition:
+        return Partition(device="D:\\", mountpoint="D:\\", fstype=fstype, opts=opts)
 
     assert is_fixed_disk(volume("NTFS", "rw,fixed"), windows=True)
     assert not is_fixed_disk(volume("", "rw,fixed"), windows=True)  # locked by BitLocker

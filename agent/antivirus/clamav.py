@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from agent.antivirus.model import Product
 
@@ -20,8 +21,7 @@ DEFAULT_DB_DIR = "/var/lib/clamav"
 HEADER_BYTES = 512
 
 
-@dataclass(frozen=True)
-class DatabaseInfo:
+class DatabaseInfo(msgspec.Struct, frozen=True):
     """The newest daily signature database: its file, version and build time."""
 
     path: str
@@ -29,8 +29,7 @@ class DatabaseInfo:
     build_epoch: float
 
 
-@dataclass(frozen=True)
-class ClamdInfo:
+class ClamdInfo(msgspec.Struct, frozen=True):
     """Whether clamd answered PING, and its engine version when it did."""
 
     alive: bool

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 ProductStateName = Literal["on", "off", "snoozed", "expired", "unknown"]
 Source = Literal["security_center", "defender", "process", "clamav"]
@@ -13,8 +14,7 @@ unprotected: products found, all off/snoozed/expired. none: no product detected.
 unknown: a product is present whose state cannot be read."""
 
 
-@dataclass(frozen=True)
-class Product:
+class Product(msgspec.Struct, frozen=True):
     """One anti-malware product as this PC reports it."""
 
     name: str
@@ -42,7 +42,7 @@ def apply_signature_limit(product: Product, max_age_days: float) -> Product:
     age = product.signature_age_days
     if age is None or age <= max_age_days or product.up_to_date is False:
         return product
-    return Product(**{**product.__dict__, "up_to_date": False})
+    return msgspec.structs.replace(product, up_to_date=False)
 
 
 def verdict(products: list[Product]) -> Verdict:

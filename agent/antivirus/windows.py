@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from agent.antivirus.model import Product, ProductStateName
 from agent.antivirus.productstate import decode_product_state
 
@@ -247,14 +249,12 @@ def security_center_products(
         if defender is not None and _is_defender(name):
             # Security Center says on/off; Defender adds ages and real-time state.
             details = defender_product(defender, name)
-            product = Product(
-                **{
-                    **product.__dict__,
-                    "realtime": details.realtime,
-                    "signature_age_days": details.signature_age_days,
-                    "last_scan_age_days": details.last_scan_age_days,
-                    "version": details.version,
-                }
+            product = msgspec.structs.replace(
+                product,
+                realtime=details.realtime,
+                signature_age_days=details.signature_age_days,
+                last_scan_age_days=details.last_scan_age_days,
+                version=details.version,
             )
         products.append(product)
     return products

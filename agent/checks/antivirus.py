@@ -13,8 +13,6 @@ import signal
 import sys
 from typing import ClassVar
 
-import psutil
-
 from agent.antivirus.clamav import clamav_products
 from agent.antivirus.model import Product, apply_signature_limit, verdict
 from agent.checks.base import Check
@@ -27,7 +25,10 @@ def running_names() -> set[str]:
 
     Processes and services come and go while they are listed, and some refuse to be
     read: those are skipped (``psutil.Error`` covers AccessDenied and NoSuchProcess).
+    Only Windows' reader asks: psutil is loaded then (agent/machine.py says why not before).
     """
+    import psutil
+
     names: set[str] = set()
     with contextlib.suppress(psutil.Error, OSError):
         for process in psutil.process_iter(["name"]):

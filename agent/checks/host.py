@@ -1,4 +1,4 @@
-"""host: this PC's OS, uptime, CPU, memory and per fixed-disk usage (psutil)."""
+"""host: this PC's OS, uptime, CPU, memory and per fixed-disk usage (agent/machine.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
-
-import psutil
+from typing import ClassVar
 
 from agent.checks.base import Check
 from agent.checks.options import HostOptions
+from agent.machine import Machine, Partition, this_machine
 from agent.wire import Sample
 
 #: File systems that are not fixed disks: pseudo, network, optical, snap images.
@@ -38,10 +37,8 @@ NOT_FIXED_FSTYPES = frozenset(
 )
 
 
-def is_fixed_disk(partition: Any, windows: bool = psutil.WINDOWS) -> bool:
-    """``partition`` is a psutil disk partition (device, mountpoint, fstype, opts).
-
-    A volume without a file system type is skipped like a CD-ROM: on Windows that is
+def is_fixed_disk(partition: Partition, windows: bool) -> bool:
+    """A volume without a file system type is skipped like a CD-ROM: on Windows that is
     a BitLocker-locked or unformatted volume, whose usage cannot be read; reporting it
     as an error every minute would say nothing a technician can act on.
     """
@@ -58,17 +55,23 @@ class HostCheck(Check[HostOptions]):
     kind: ClassVar[str] = "host"
     default_timeout = 20.0
 
-    def __init__(self, options: HostOptions, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        options: HostOptions,
+        clock: Callable[[], float] = time.time,
+        machine: Machine | None = None,
+    ) -> None:
         super().__init__(options, clock)
-        # cpu_percent(None) compares with the previous call: prime it so the
-        # first report covers the time since start-up, not 0.0.
-        psutil.cpu_percent(interval=None)
+        self.machine = machine or this_machine()
+        # cpu_percent compares with the previous call: prime it so the first report
+        # covers the time since start-up, not 0.0.
+        self.machine.cpu_percent()
         self._primed_at = time.monotonic()
 
     async def collect(self) -> list[Sample]:
         now = self.clock()
-        boot = psutil.boot_time()
-        memory = psutil.virtual_memory()
+        boot = self.machine.boot_time()
+        memory = self.machine.memory()
         tags = {
             "os": platform.system().lower(),
             "os_version": platform.release(),
@@ -80,7 +83,7 @@ class HostCheck(Check[HostOptions]):
                 ts=now,
                 fields={
                     "cpu_percent": await self._cpu_percent(),
-                    "cpu_count": psutil.cpu_count() or 0,
+                    "cpu_count": self.machine.cpu_count(),
                     "mem_percent": memory.percent,
                     "mem_total_bytes": memory.total,
                     "boot_time": boot,
@@ -95,21 +98,23 @@ class HostCheck(Check[HostOptions]):
 
     async def _cpu_percent(self) -> float:
         # Right after start-up (e.g. `commune-agent once`) the window is too short
-        # to mean anything: measure over half a second instead.
+        # to mean anything: measure over half a second instead (awaited, not in a thread:
+        # the loop's default executor would keep its threads for good).
         if time.monotonic() - self._primed_at < 0.5:
             self._primed_at = 0.0
-            return float(await asyncio.to_thread(psutil.cpu_percent, 0.5))
-        return float(psutil.cpu_percent(interval=None))
+            self.machine.cpu_percent()
+            await asyncio.sleep(0.5)
+        return self.machine.cpu_percent()
 
     def _disks(self, now: float) -> list[Sample]:
         samples: list[Sample] = []
         seen: set[str] = set()
-        for partition in psutil.disk_partitions(all=False):
-            if not is_fixed_disk(partition) or partition.device in seen:
+        for partition in self.machine.partitions():
+            if not is_fixed_disk(partition, self.machine.windows) or partition.device in seen:
                 continue
             seen.add(partition.device)
             try:
-                usage = psutil.disk_usage(partition.mountpoint)
+                usage = self.machine.disk_usage(partition.mountpoint)
             except OSError as exc:
                 samples.append(
                     self.sample(

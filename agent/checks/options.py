@@ -9,7 +9,7 @@ its options from here; ``agent.checks.REGISTRY`` loads a check when a config nam
 from __future__ import annotations
 
 import fnmatch
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -17,7 +17,10 @@ import msgspec
 from agent.antivirus.clamav import DEFAULT_DB_DIR
 from agent.checks.base import CheckOptions
 from agent.configtypes import ConfigProblem, Duration, Secret
-from agent.snmp.client import AuthProtocol, PrivProtocol, SnmpTarget
+from agent.snmp import AuthProtocol, PrivProtocol
+
+if TYPE_CHECKING:
+    from agent.snmp.client import SnmpTarget
 
 
 class HostOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -105,6 +108,8 @@ class SnmpConnectionOptions(CheckOptions, frozen=True, forbid_unknown_fields=Tru
                     raise ConfigProblem(key, "SNMPv3 keys must be at least 8 characters")
 
     def snmp_target(self, timeout: float) -> SnmpTarget:
+        from agent.snmp.client import SnmpTarget  # an SNMP check's, loaded with it
+
         # Each request gets part of the run's time, so one run ends inside its timeout.
         per_request = max(0.5, min(5.0, timeout / (2 * (self.retries + 1) + 1)))
         return SnmpTarget(

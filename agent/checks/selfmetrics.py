@@ -5,15 +5,13 @@ Built in (not configured): every agent reports it at ``[agent].interval``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
-import psutil
-
 from agent import __version__
 from agent.checks.base import Check, CheckOptions
+from agent.machine import this_process
 from agent.stats import AgentStats, OutboxStats
 from agent.wire import Sample
 
@@ -38,8 +36,8 @@ class SelfMetricsCheck(Check[SelfOptions]):
         self.extra = extra
         """More fields of the agent's own (the collector's config it runs)."""
         self.outbox_stats = outbox_stats
-        self._process = psutil.Process(os.getpid())
-        self._process.cpu_percent(None)
+        self._process = this_process()
+        self._process.cpu_percent()
         # The outbox's drop counter survives restarts; what it held at start was
         # reported before. Each sample tells the drops new since the previous one, so a
         # rule can fire on "data was lost" without remembering counters.
@@ -76,8 +74,7 @@ class SelfMetricsCheck(Check[SelfOptions]):
             self._dropped_reported = outbox.dropped
         if self.extra is not None:
             fields.update(self.extra())
-        memory = self._process.memory_info()
-        fields.update(rss_bytes=memory.rss, cpu_percent=self._process.cpu_percent(None))
+        fields.update(rss_bytes=self._process.rss(), cpu_percent=self._process.cpu_percent())
         samples = [self.sample("ok", ts=now, fields=fields)]
         for name, check in sorted(self.stats.checks.items()):
             samples.append(

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from agent.configtypes import Secret
+from agent.snmp import AuthProtocol, PrivProtocol
 from agent.snmp.errors import SnmpError
 
 SnmpValue = int | str | bytes
-AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
-PrivProtocol = Literal["DES", "3DES", "AES", "AES192", "AES256"]
 
 MAX_ROWS_PER_COLUMN = 10_000
 # One OID arc in ASCII digits (str.isdigit() also accepts "²", which int() refuses).
@@ -27,19 +27,18 @@ _ARC = re.compile(r"[0-9]{1,10}")
 __all__ = ["SnmpClient", "SnmpError", "SnmpTarget", "SnmpValue", "close_engine"]
 
 
-@dataclass(frozen=True)
-class SnmpTarget:
+class SnmpTarget(msgspec.Struct, frozen=True):
     """An SNMP agent to poll and how to log in to it (v2c community or v3 user)."""
 
     host: str
     port: int = 161
     version: Literal["2c", "3"] = "2c"
-    community: Secret = field(default_factory=lambda: Secret("public"))
+    community: Secret = msgspec.field(default_factory=lambda: Secret("public"))
     user: str = ""
     auth_protocol: AuthProtocol = "SHA"
-    auth_key: Secret = field(default_factory=lambda: Secret(""))
+    auth_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
     priv_protocol: PrivProtocol = "AES"
-    priv_key: Secret = field(default_factory=lambda: Secret(""))
+    priv_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
     timeout: float = 2.0
     retries: int = 1
     max_repetitions: int = 25
