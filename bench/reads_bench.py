@@ -26,7 +26,17 @@ Phases of ``--seconds`` each, measured in this run:
    the spool, as ``run`` wires it) fed ``--rate`` messages/s from a thread, the
    fleet's next cycles pre-encoded: what ingest holds on this machine now;
 3. reads during the same ingest, the health model recomputed per request (before);
+   only up to 1,000 communes unless ``--full-model on``: at the country's size one of
+   its requests takes about a minute under ingest, so the phase measures a handful of
+   them while its readers hold both cores long after ingest stopped
+   (``bench/health_bench.py`` measures that model itself);
 4. the same with the live health model (after).
+
+Each phase measures only itself: a reader stops asking at the phase's end and waits
+for the answer it is owed (no time-out on the client, so no request is given up while
+the server goes on computing it), and the next phase starts only once every server
+has no request in flight (uvicorn's request tasks: one ends when its handler has
+returned). How long the last requests ran past a phase's end is printed with it.
 
 Prints p50 and p99 per request in each phase, the rate ingest held and how far
 behind it ended (lag), and the targets: the province's API p99 <= 100 ms, the
@@ -280,6 +290,18 @@ def phase(port: int, country: Country, args: argparse.Namespace,
     return times, kinds, sum(failed for _, failed in results)
 
 
+def quiesce(servers: dict[str, AppServer]) -> float:
+    """Wait until no server has a request in flight (the phase's last answers written, its
+    handlers returned); how long that took (seconds)."""
+    began = time.monotonic()
+    for server in servers.values():
+        uvicorn_server = server.server.uvicorn_server
+        assert uvicorn_server is not None
+        while uvicorn_server.server_state.tasks:
+            time.sleep(0.05)
+    return time.monotonic() - began
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -329,7 +351,14 @@ def main() -> None:
     parser.add_argument(
         "--think", type=float, default=2.0, help="seconds between a console's requests"
     )
+    parser.add_argument(
+        "--full-model",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="phase 3 (the model recomputed per request): auto = up to 1,000 communes",
+    )
     args = parser.parse_args()
+    full_model = args.full_model == "on" or (args.full_model == "auto" and args.communes <= 1000)
     country = Country(args.communes)
     with tempfile.TemporaryDirectory(prefix="commune-reads-") as tmp:
         path = Path(tmp) / "state.sqlite"
@@ -377,21 +406,32 @@ def main() -> None:
 
         threading.Thread(target=housekeeping, name="housekeeping", daemon=True).start()
         names, measured, ingest = [], [], []
-        for name, model, ingesting in (
+        phases = [
             ("idle, live model", "live", False),
             ("ingest alone", "", True),
             ("ingest, full model", "full", True),
             ("ingest, live model", "live", True),
-        ):
+        ]
+        if not full_model:
+            phases.remove(("ingest, full model", "full", True))
+            print("  (no phase with the full model at this size: --full-model on)", flush=True)
+        for name, model, ingesting in phases:
+            waited = quiesce(servers)
+            if waited > 0.05:
+                print(f"  (the last requests went on {waited:.1f} s before this phase)")
             feeder = None
             if ingesting:
                 stream = country.stream(time.time(), args.rate, args.seconds)
                 gc.freeze()  # the benchmark's own messages: not the collector's to collect
                 feeder = Feeder(ingestor, stream, args.rate, args.seconds)
             print(f"  phase: {name} ...", flush=True)
+            began = time.monotonic()
             if model:
                 measured.append(phase(servers[model].port, country, args, feeder))
                 names.append(name)
+                late = time.monotonic() - began - args.seconds
+                print(f"  {name}: its last requests answered {max(0.0, late):.1f} s after "
+                      f"its end", flush=True)  # fmt: skip
             elif feeder is not None:  # no reads: what ingest does on its own, for reference
                 feeder.start()
             if feeder is not None:

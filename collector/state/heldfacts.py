@@ -91,6 +91,9 @@ class HeldFacts:
         """Provinces loaded: the observer keeps only theirs."""
         self._places: set[Place] | None = None
         """(province, commune) of every agent known, once read."""
+        self.places_version = 0
+        """Changed by every change of what ``places`` gives: what was derived from one
+        version holds while it is current."""
         self._generations = itertools.count(1)
 
     # reading ---------------------------------------------------------------------
@@ -108,6 +111,7 @@ class HeldFacts:
         if places is None:
             with writer.reading() as db, self._lock:
                 places = self._places = _all_places(db)
+                self.places_version += 1
         with self._lock:
             return set(places)
 
@@ -145,8 +149,9 @@ class HeldFacts:
             places = self._places
             for envelope in envelopes:
                 place = (envelope.province, envelope.commune)
-                if places is not None:
+                if places is not None and place not in places:
                     places.add(place)
+                    self.places_version += 1
                 if envelope.province not in self._provinces:
                     continue
                 held = self._communes.get(place)
@@ -180,8 +185,9 @@ class HeldFacts:
                     if held is None:
                         held = self._communes[place] = _Commune()
                 found = _read_agent(db, held, key)
-                if found and self._places is not None:
+                if found and self._places is not None and place not in self._places:
                     self._places.add(place)
+                    self.places_version += 1
                 gone = gone or not found
                 if held is None:
                     continue
@@ -191,6 +197,7 @@ class HeldFacts:
                 held.generation = next(self._generations)
             if gone and self._places is not None:
                 self._places = _all_places(db)
+                self.places_version += 1
 
     def rolled_back(self) -> None:
         """What the observer took from the transaction never was: forget everything."""
@@ -198,6 +205,7 @@ class HeldFacts:
             self._communes = {}
             self._provinces = set()
             self._places = None
+            self.places_version += 1
 
     # ---------------------------------------------------------------------------------
 

@@ -85,6 +85,9 @@ class LiveHealth(HealthModel):
         self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
         self._asked: dict[_Key, float] = {}
         """When each way of computing a commune was last asked by a request."""
+        self._places: dict[str | None, tuple[tuple[int, object], list[Place]]] = {}
+        """``places(province)`` by province, with the held places' version it was of."""
+        self._provinces: tuple[tuple[int, object], list[str]] | None = None
         self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
         """Each probe's figures by (subject id, overview), while its inputs are the same
         objects: a commune changes a few probes at a time (the agents that reported)."""
@@ -110,6 +113,30 @@ class LiveHealth(HealthModel):
         if self._writer is None:
             return super()._known_places()
         return self.facts.places(self._writer)
+
+    def places(self, province: str | None = None) -> list[Place]:
+        # Asked several times by every request (the province's, the national list's
+        # cursor, a commune's lookup): the country's 3,321 places sorted and filtered
+        # again each time were most of a national page's own time.
+        if self._writer is None:
+            return super().places(province)
+        version = (self.facts.places_version, self.inventories)
+        held = self._places.get(province)
+        if held is not None and held[0][0] == version[0] and held[0][1] is version[1]:
+            return list(held[1])
+        places = super().places(province)
+        if places or province is None:  # not every name a request may ask for
+            self._places[province] = (version, places)
+        return list(places)
+
+    def provinces(self) -> list[str]:
+        if self._writer is None:
+            return super().provinces()
+        version = (self.facts.places_version, self.inventories)
+        held = self._provinces
+        if held is None or held[0][0] != version[0] or held[0][1] is not version[1]:
+            held = self._provinces = (version, super().provinces())
+        return list(held[1])
 
     def communes(
         self, province: str | None = None, *, detail: bool = True, days: int = 0
