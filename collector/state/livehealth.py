@@ -50,7 +50,7 @@ from collector.state.health import (
     _Facts,
     local_days,
 )
-from collector.state.heldfacts import HeldFacts, Place
+from collector.state.heldfacts import HeldFacts, Place, Snapshot
 from collector.state.inventory import Inventory
 from collector.state.store import AgentState, LatestSample, StateStore, Subject
 
@@ -163,7 +163,7 @@ class LiveHealth(HealthModel):
         asked = self._asked
         for province, commune in places:
             asked[(province, commune, detail, len(spans), horizon)] = now
-        return [self._live(place, now, detail, spans, horizon) for place in places]
+        return self._lives(places, now, detail, spans, horizon)
 
     def refresh(self, ahead_s: float = REFRESH_AHEAD_S) -> int:
         """Compute again, off the requests' path, what depends on time alone for the
@@ -249,8 +249,41 @@ class LiveHealth(HealthModel):
         horizon: float,
         ahead_s: float = 0.0,
     ) -> CommuneHealth:
+        return self._lives([place], now, detail, spans, horizon, ahead_s)[0]
+
+    def _lives(
+        self,
+        places: Sequence[Place],
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float = 0.0,
+    ) -> list[CommuneHealth]:
         """``ahead_s``: what depends on time alone is taken as it is only if it will
-        still be within its bound that much later."""
+        still be within its bound that much later. The communes to compute again have
+        their facts copied at once (one wait for ingest's batch, not one each)."""
+        found = [self._current(place, now, detail, spans, horizon, ahead_s) for place in places]
+        missing = [index for index, health in enumerate(found) if health is None]
+        snapshots = self.facts.snapshots(
+            [places[index] for index in missing], now - max(WINDOWS.values())
+        )
+        for index, snapshot in zip(missing, snapshots, strict=True):
+            found[index] = self._compute(
+                places[index], snapshot, now, detail, spans, horizon, ahead_s
+            )
+        return [health for health in found if health is not None]
+
+    def _current(
+        self,
+        place: Place,
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float,
+    ) -> CommuneHealth | None:
+        """The commune's figures as last computed, while they hold."""
         key: _Key = (*place, detail, len(spans), horizon)
         cached = self._results.get(key)
         held = self._histories.get(key)
@@ -262,7 +295,19 @@ class LiveHealth(HealthModel):
             and now + ahead_s - held[1] <= self._bound(place)
         ):
             return cached[2]
-        snapshot = self.facts.snapshot(place, now - max(WINDOWS.values()))
+        return None
+
+    def _compute(
+        self,
+        place: Place,
+        snapshot: Snapshot,
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float,
+    ) -> CommuneHealth:
+        key: _Key = (*place, detail, len(spans), horizon)
         facts = _Facts(horizon=horizon)
         facts.agents[place] = snapshot.agents
         for sample in snapshot.latest:
