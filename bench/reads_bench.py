@@ -40,7 +40,8 @@ returned). How long the last requests ran past a phase's end is printed with it.
 
 Prints p50 and p99 per request in each phase, the rate ingest held and how far
 behind it ended (lag), and the targets: the province's API p99 <= 100 ms, the
-national list's <= 250 ms, the console's pages <= 300 ms.
+national list's <= 250 ms, the console's pages <= 300 ms; and the garbage
+collector's passes in each phase (a request waits for one out).
 """
 
 from __future__ import annotations
@@ -290,6 +291,36 @@ def phase(port: int, country: Country, args: argparse.Namespace,
     return times, kinds, sum(failed for _, failed in results)
 
 
+class Pauses:
+    """The garbage collector's passes in this process (the server's): how many full
+    ones, and the longest of any, since ``reset``: a request waits for a pass out."""
+
+    def __init__(self) -> None:
+        self.began = 0.0
+        self.reset()
+        gc.callbacks.append(self._seen)
+
+    def reset(self) -> None:
+        self.full = 0
+        self.longest_ms = 0.0
+        self.longest_generation = 0
+
+    def _seen(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.began = time.perf_counter()
+            return
+        ms = 1000 * (time.perf_counter() - self.began)
+        self.full += info["generation"] == 2
+        if ms > self.longest_ms:
+            self.longest_ms, self.longest_generation = ms, info["generation"]
+
+    def summary(self) -> str:
+        return (
+            f"{self.full} full collections, the longest pass {self.longest_ms:.0f} ms "
+            f"(generation {self.longest_generation})"
+        )
+
+
 def quiesce(servers: dict[str, AppServer]) -> float:
     """Wait until no server has a request in flight (the phase's last answers written, its
     handlers returned); how long that took (seconds)."""
@@ -406,6 +437,7 @@ def main() -> None:
 
         threading.Thread(target=housekeeping, name="housekeeping", daemon=True).start()
         names, measured, ingest = [], [], []
+        pauses = Pauses()
         phases = [
             ("idle, live model", "live", False),
             ("ingest alone", "", True),
@@ -425,6 +457,7 @@ def main() -> None:
                 gc.freeze()  # the benchmark's own messages: not the collector's to collect
                 feeder = Feeder(ingestor, stream, args.rate, args.seconds)
             print(f"  phase: {name} ...", flush=True)
+            pauses.reset()
             began = time.monotonic()
             if model:
                 measured.append(phase(servers[model].port, country, args, feeder))
@@ -436,6 +469,8 @@ def main() -> None:
                 feeder.start()
             if feeder is not None:
                 feeder.join()
+            print(f"  {name}: garbage collector: {pauses.summary()}", flush=True)
+            if feeder is not None:
                 ingest.append(f"  {name}: {feeder.summary()}")
                 print(ingest[-1], flush=True)
             if model:
