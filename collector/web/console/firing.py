@@ -21,8 +21,7 @@ from collector.state.store import StateStore
 #: Alerts walked before the plain query is cheaper.
 WALK_BOUND = 2_000
 
-# One statement: a result read row by row would hand the interpreter to ingest and
-# wait for it back at every row.
+# The walk and its count in SQLite: no row becomes a Python object.
 _NEWEST_FIRST = """
     SELECT COUNT(*) FILTER (WHERE state = 'firing' AND nth <= ?2),
            COUNT(*) FILTER (WHERE state = 'firing' AND nth <= ?2 AND NOT suppressed),
