@@ -26,11 +26,24 @@ Phases of ``--seconds`` each, measured in this run:
    the spool, as ``run`` wires it) fed ``--rate`` messages/s from a thread, the
    fleet's next cycles pre-encoded: what ingest holds on this machine now;
 3. reads during the same ingest, the health model recomputed per request (before);
+   only up to 1,000 communes unless ``--full-model on``: at the country's size one of
+   its requests takes about a minute under ingest, so the phase measures a handful of
+   them while its readers hold both cores long after ingest stopped
+   (``bench/health_bench.py`` measures that model itself);
 4. the same with the live health model (after).
+
+Each phase measures only itself: a reader stops asking at the phase's end and waits
+for the answer it is owed (no time-out on the client, so no request is given up while
+the server goes on computing it), and the next phase starts only once every server
+has no request in flight (uvicorn's request tasks: one ends when its handler has
+returned). How long the last requests ran past a phase's end is printed with it.
+Each request of the plans is asked once before the phases: a process's first of a
+kind imports and builds what the next ones reuse (50-400 ms, once after a start).
 
 Prints p50 and p99 per request in each phase, the rate ingest held and how far
 behind it ended (lag), and the targets: the province's API p99 <= 100 ms, the
-national list's <= 250 ms, the console's pages <= 300 ms.
+national list's <= 250 ms, the console's pages <= 300 ms; and the garbage
+collector's passes in each phase (a request waits for one out).
 """
 
 from __future__ import annotations
@@ -249,6 +262,23 @@ def _group(port: int, plans: list[tuple[list[tuple[str, str, str]], float]], sec
         thread.join()
 
 
+def _warm_up(port: int, country: Country) -> None:
+    """Each request of the readers' plans once."""
+    inventory = country.inventories[0]
+    slug = inventory.communes[0].slug
+    p = inventory.province
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=None)
+    for path in ("/healthz", f"/api/v1/province?province={p}", f"/api/v1/communes?province={p}",
+                 f"/api/v1/alerts?province={p}&state=firing&limit=100", "/api/v1/communes",
+                 f"/?province={p}", f"/communes/{slug}?province={p}",
+                 f"/api/v1/communes/{slug}?province={p}",
+                 f"/api/v1/availability?commune={slug}&province={p}&from={time.time() - 86400:.0f}",
+                 f"/api/v1/availability?province={p}&from={time.time() - 86400:.0f}"):  # fmt: skip
+        connection.request("GET", path)
+        connection.getresponse().read()
+    connection.close()
+
+
 def _cursor(country: Country, index: int) -> str:
     places = [(i.province, c.slug) for i in country.inventories for c in i.communes]
     return "/".join(places[min(index, len(places) - 1)])
@@ -278,6 +308,48 @@ def phase(port: int, country: Country, args: argparse.Namespace,
             times[label].append(ms)
             kinds[label] = kind
     return times, kinds, sum(failed for _, failed in results)
+
+
+class Pauses:
+    """The garbage collector's passes in this process (the server's): how many full
+    ones, and the longest of any, since ``reset``: a request waits for a pass out."""
+
+    def __init__(self) -> None:
+        self.began = 0.0
+        self.reset()
+        gc.callbacks.append(self._seen)
+
+    def reset(self) -> None:
+        self.full = 0
+        self.longest_ms = 0.0
+        self.longest_generation = 0
+
+    def _seen(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.began = time.perf_counter()
+            return
+        ms = 1000 * (time.perf_counter() - self.began)
+        self.full += info["generation"] == 2
+        if ms > self.longest_ms:
+            self.longest_ms, self.longest_generation = ms, info["generation"]
+
+    def summary(self) -> str:
+        return (
+            f"{self.full} full collections, the longest pass {self.longest_ms:.0f} ms "
+            f"(generation {self.longest_generation})"
+        )
+
+
+def quiesce(servers: dict[str, AppServer]) -> float:
+    """Wait until no server has a request in flight (the phase's last answers written, its
+    handlers returned); how long that took (seconds)."""
+    began = time.monotonic()
+    for server in servers.values():
+        uvicorn_server = server.server.uvicorn_server
+        assert uvicorn_server is not None
+        while uvicorn_server.server_state.tasks:
+            time.sleep(0.05)
+    return time.monotonic() - began
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -329,7 +401,14 @@ def main() -> None:
     parser.add_argument(
         "--think", type=float, default=2.0, help="seconds between a console's requests"
     )
+    parser.add_argument(
+        "--full-model",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="phase 3 (the model recomputed per request): auto = up to 1,000 communes",
+    )
     args = parser.parse_args()
+    full_model = args.full_model == "on" or (args.full_model == "auto" and args.communes <= 1000)
     country = Country(args.communes)
     with tempfile.TemporaryDirectory(prefix="commune-reads-") as tmp:
         path = Path(tmp) / "state.sqlite"
@@ -367,6 +446,11 @@ def main() -> None:
             "full": AppServer(create_app(HealthModel(reader, country.inventories), reader,
                                          settings, console=console)).start(),
         }  # fmt: skip
+        # A process's first request of a kind imports and builds what the next ones reuse
+        # (anyio's thread backend, pydantic's schemas: 50-400 ms once): asked once before
+        # the phases, so that a phase's p99 is of the requests that follow.
+        for model in ("live", "full") if full_model else ("live",):
+            _warm_up(servers[model].port, country)
         # As `run`'s housekeeping does every 10 s: the figures that depend on time alone
         # computed again before they pass their bound, off the requests' path.
         refreshing = threading.Event()
@@ -377,25 +461,40 @@ def main() -> None:
 
         threading.Thread(target=housekeeping, name="housekeeping", daemon=True).start()
         names, measured, ingest = [], [], []
-        for name, model, ingesting in (
+        pauses = Pauses()
+        phases = [
             ("idle, live model", "live", False),
             ("ingest alone", "", True),
             ("ingest, full model", "full", True),
             ("ingest, live model", "live", True),
-        ):
+        ]
+        if not full_model:
+            phases.remove(("ingest, full model", "full", True))
+            print("  (no phase with the full model at this size: --full-model on)", flush=True)
+        for name, model, ingesting in phases:
+            waited = quiesce(servers)
+            if waited > 0.05:
+                print(f"  (the last requests went on {waited:.1f} s before this phase)")
             feeder = None
             if ingesting:
                 stream = country.stream(time.time(), args.rate, args.seconds)
                 gc.freeze()  # the benchmark's own messages: not the collector's to collect
                 feeder = Feeder(ingestor, stream, args.rate, args.seconds)
             print(f"  phase: {name} ...", flush=True)
+            pauses.reset()
+            began = time.monotonic()
             if model:
                 measured.append(phase(servers[model].port, country, args, feeder))
                 names.append(name)
+                late = time.monotonic() - began - args.seconds
+                print(f"  {name}: its last requests answered {max(0.0, late):.1f} s after "
+                      f"its end", flush=True)  # fmt: skip
             elif feeder is not None:  # no reads: what ingest does on its own, for reference
                 feeder.start()
             if feeder is not None:
                 feeder.join()
+            print(f"  {name}: garbage collector: {pauses.summary()}", flush=True)
+            if feeder is not None:
                 ingest.append(f"  {name}: {feeder.summary()}")
                 print(ingest[-1], flush=True)
             if model:

@@ -166,6 +166,7 @@ def same_answers(store: StateStore, live: LiveHealth, now: float) -> None:
     assert live.places() == fresh.places()
     assert live.provinces() == fresh.provinces()
     for province in fresh.provinces():
+        assert live.places(province) == fresh.places(province)
         assert live.province(province) == fresh.province(province)
         assert live.communes(province) == fresh.communes(province)
         overview = live.communes(province, detail=False, days=OVERVIEW_DAYS)

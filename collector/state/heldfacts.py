@@ -91,6 +91,9 @@ class HeldFacts:
         """Provinces loaded: the observer keeps only theirs."""
         self._places: set[Place] | None = None
         """(province, commune) of every agent known, once read."""
+        self.places_version = 0
+        """Changed by every change of what ``places`` gives: what was derived from one
+        version holds while it is current."""
         self._generations = itertools.count(1)
 
     # reading ---------------------------------------------------------------------
@@ -108,6 +111,7 @@ class HeldFacts:
         if places is None:
             with writer.reading() as db, self._lock:
                 places = self._places = _all_places(db)
+                self.places_version += 1
         with self._lock:
             return set(places)
 
@@ -118,24 +122,15 @@ class HeldFacts:
     def snapshot(self, place: Place, recent: float) -> Snapshot:
         """The commune's facts; each subject's ``last_ts`` exact where it is before
         ``recent`` (the roll-up asks no more of it)."""
+        return self.snapshots([place], recent)[0]
+
+    def snapshots(self, places: Sequence[Place], recent: float) -> list[Snapshot]:
+        """``snapshot`` of each, copied under one hold of the lock: ingest's observer
+        holds it for a whole batch, and a request for a page of communes waited for
+        it once per commune."""
         with self._lock:
-            held = self._communes.get(place)
-            if held is None:
-                return Snapshot(0, [], [], [], {})
-            agents = list(held.agents.values())
-            latest = list(held.latest.items())
-            subjects = list(held.subjects.values())
-            last_ts = dict(held.last_ts)
-            ports = dict(held.ports)
-            generation = held.generation
-        agents.sort(key=lambda a: a.agent_key)
-        latest.sort(key=lambda item: item[0])
-        subjects.sort(key=lambda s: s.id)
-        for index, subject in enumerate(subjects):
-            # Its newest sample matters only to tell whether it is older than ``recent``.
-            if subject.last_ts < recent and subject.id in last_ts:
-                subjects[index] = dataclasses.replace(subject, last_ts=last_ts[subject.id])
-        return Snapshot(generation, agents, [sample for _, sample in latest], subjects, ports)
+            copied = [_copy(self._communes.get(place)) for place in places]
+        return [_sorted(facts, recent) for facts in copied]
 
     # kept current by the store -----------------------------------------------------
 
@@ -145,8 +140,9 @@ class HeldFacts:
             places = self._places
             for envelope in envelopes:
                 place = (envelope.province, envelope.commune)
-                if places is not None:
+                if places is not None and place not in places:
                     places.add(place)
+                    self.places_version += 1
                 if envelope.province not in self._provinces:
                     continue
                 held = self._communes.get(place)
@@ -180,8 +176,9 @@ class HeldFacts:
                     if held is None:
                         held = self._communes[place] = _Commune()
                 found = _read_agent(db, held, key)
-                if found and self._places is not None:
+                if found and self._places is not None and place not in self._places:
                     self._places.add(place)
+                    self.places_version += 1
                 gone = gone or not found
                 if held is None:
                     continue
@@ -191,6 +188,7 @@ class HeldFacts:
                 held.generation = next(self._generations)
             if gone and self._places is not None:
                 self._places = _all_places(db)
+                self.places_version += 1
 
     def rolled_back(self) -> None:
         """What the observer took from the transaction never was: forget everything."""
@@ -198,6 +196,7 @@ class HeldFacts:
             self._communes = {}
             self._provinces = set()
             self._places = None
+            self.places_version += 1
 
     # ---------------------------------------------------------------------------------
 
@@ -237,6 +236,40 @@ class HeldFacts:
             held.generation = next(self._generations)
         self._communes.update(communes)
         self._provinces.add(province)
+
+
+_Copied = tuple[
+    int, list[AgentState], list[tuple[SeriesKey, LatestSample]], list[Subject],
+    dict[int, float], dict[tuple[str, str, str], Port],
+]  # fmt: skip
+
+
+def _copy(held: _Commune | None) -> _Copied | None:
+    """What a snapshot takes of a commune, under the lock (the rest is done outside)."""
+    if held is None:
+        return None
+    return (
+        held.generation,
+        list(held.agents.values()),
+        list(held.latest.items()),
+        list(held.subjects.values()),
+        dict(held.last_ts),
+        dict(held.ports),
+    )
+
+
+def _sorted(copied: _Copied | None, recent: float) -> Snapshot:
+    if copied is None:
+        return Snapshot(0, [], [], [], {})
+    generation, agents, latest, subjects, last_ts, ports = copied
+    agents.sort(key=lambda a: a.agent_key)
+    latest.sort(key=lambda item: item[0])
+    subjects.sort(key=lambda s: s.id)
+    for index, subject in enumerate(subjects):
+        # Its newest sample matters only to tell whether it is older than ``recent``.
+        if subject.last_ts < recent and subject.id in last_ts:
+            subjects[index] = dataclasses.replace(subject, last_ts=last_ts[subject.id])
+    return Snapshot(generation, agents, [sample for _, sample in latest], subjects, ports)
 
 
 def _all_places(db: sqlite3.Connection) -> set[Place]:

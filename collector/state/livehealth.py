@@ -50,7 +50,7 @@ from collector.state.health import (
     _Facts,
     local_days,
 )
-from collector.state.heldfacts import HeldFacts, Place
+from collector.state.heldfacts import HeldFacts, Place, Snapshot
 from collector.state.inventory import Inventory
 from collector.state.store import AgentState, LatestSample, StateStore, Subject
 
@@ -85,6 +85,9 @@ class LiveHealth(HealthModel):
         self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
         self._asked: dict[_Key, float] = {}
         """When each way of computing a commune was last asked by a request."""
+        self._places: dict[str | None, tuple[tuple[int, object], list[Place]]] = {}
+        """``places(province)`` by province, with the held places' version it was of."""
+        self._provinces: tuple[tuple[int, object], list[str]] | None = None
         self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
         """Each probe's figures by (subject id, overview), while its inputs are the same
         objects: a commune changes a few probes at a time (the agents that reported)."""
@@ -111,6 +114,30 @@ class LiveHealth(HealthModel):
             return super()._known_places()
         return self.facts.places(self._writer)
 
+    def places(self, province: str | None = None) -> list[Place]:
+        # Asked several times by every request (the province's, the national list's
+        # cursor, a commune's lookup): the country's 3,321 places sorted and filtered
+        # again each time were most of a national page's own time.
+        if self._writer is None:
+            return super().places(province)
+        version = (self.facts.places_version, self.inventories)
+        held = self._places.get(province)
+        if held is not None and held[0][0] == version[0] and held[0][1] is version[1]:
+            return list(held[1])
+        places = super().places(province)
+        if places or province is None:  # not every name a request may ask for
+            self._places[province] = (version, places)
+        return list(places)
+
+    def provinces(self) -> list[str]:
+        if self._writer is None:
+            return super().provinces()
+        version = (self.facts.places_version, self.inventories)
+        held = self._provinces
+        if held is None or held[0][0] != version[0] or held[0][1] is not version[1]:
+            held = self._provinces = (version, super().provinces())
+        return list(held[1])
+
     def communes(
         self, province: str | None = None, *, detail: bool = True, days: int = 0
     ) -> list[CommuneHealth]:
@@ -136,7 +163,7 @@ class LiveHealth(HealthModel):
         asked = self._asked
         for province, commune in places:
             asked[(province, commune, detail, len(spans), horizon)] = now
-        return [self._live(place, now, detail, spans, horizon) for place in places]
+        return self._lives(places, now, detail, spans, horizon)
 
     def refresh(self, ahead_s: float = REFRESH_AHEAD_S) -> int:
         """Compute again, off the requests' path, what depends on time alone for the
@@ -222,8 +249,41 @@ class LiveHealth(HealthModel):
         horizon: float,
         ahead_s: float = 0.0,
     ) -> CommuneHealth:
+        return self._lives([place], now, detail, spans, horizon, ahead_s)[0]
+
+    def _lives(
+        self,
+        places: Sequence[Place],
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float = 0.0,
+    ) -> list[CommuneHealth]:
         """``ahead_s``: what depends on time alone is taken as it is only if it will
-        still be within its bound that much later."""
+        still be within its bound that much later. The communes to compute again have
+        their facts copied at once (one wait for ingest's batch, not one each)."""
+        found = [self._current(place, now, detail, spans, horizon, ahead_s) for place in places]
+        missing = [index for index, health in enumerate(found) if health is None]
+        snapshots = self.facts.snapshots(
+            [places[index] for index in missing], now - max(WINDOWS.values())
+        )
+        for index, snapshot in zip(missing, snapshots, strict=True):
+            found[index] = self._compute(
+                places[index], snapshot, now, detail, spans, horizon, ahead_s
+            )
+        return [health for health in found if health is not None]
+
+    def _current(
+        self,
+        place: Place,
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float,
+    ) -> CommuneHealth | None:
+        """The commune's figures as last computed, while they hold."""
         key: _Key = (*place, detail, len(spans), horizon)
         cached = self._results.get(key)
         held = self._histories.get(key)
@@ -235,7 +295,19 @@ class LiveHealth(HealthModel):
             and now + ahead_s - held[1] <= self._bound(place)
         ):
             return cached[2]
-        snapshot = self.facts.snapshot(place, now - max(WINDOWS.values()))
+        return None
+
+    def _compute(
+        self,
+        place: Place,
+        snapshot: Snapshot,
+        now: float,
+        detail: bool,
+        spans: list[tuple[float, float]],
+        horizon: float,
+        ahead_s: float,
+    ) -> CommuneHealth:
+        key: _Key = (*place, detail, len(spans), horizon)
         facts = _Facts(horizon=horizon)
         facts.agents[place] = snapshot.agents
         for sample in snapshot.latest:

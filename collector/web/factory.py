@@ -125,7 +125,7 @@ def create_app(
         from collector.web.console.auth import Sessions
         from collector.web.console.rolloutpage import router as rollout_page
         from collector.web.console.systempages import router as system_pages
-        from collector.web.console.views import Login, login_redirect
+        from collector.web.console.views import Login, compile_templates, login_redirect
         from collector.web.console.views import router as console_router
 
         app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
@@ -133,4 +133,5 @@ def create_app(
         app.include_router(system_pages)
         app.include_router(rollout_page)
         app.add_exception_handler(Login, login_redirect)
+        compile_templates()
     return app
