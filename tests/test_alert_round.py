@@ -182,6 +182,57 @@ def test_a_communes_pending_alerts_are_not_cut_off_by_the_countrys(tmp_path: Pat
     store.close()
 
 
+_SUBJECT_PLACES = ["dong-nai/la-nga", "dong-nai/la-ngaa", "dong-nai/la-ng", "dong-nai/xuan-loc"]
+_SUBJECTS = st.one_of(
+    st.sampled_from(_SUBJECT_PLACES),
+    st.builds(lambda p, a: f"{p}/{a}", st.sampled_from(_SUBJECT_PLACES), st.sampled_from(AGENTS)),
+    st.builds(
+        lambda p, a, t: f"{p}/{a}|link|tslcd|{t}",
+        st.sampled_from(_SUBJECT_PLACES), st.sampled_from(AGENTS), st.sampled_from(["a", "b"]),
+    ),
+    st.builds(
+        lambda p, s: f"system:{p}/{s}",
+        st.sampled_from(_SUBJECT_PLACES), st.sampled_from(["dvc", "hscv"]),
+    ),
+    st.sampled_from(["system:dong-nai/dvc", "collector/ingest"]),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["agent_offline", "line_down_tslcd", "commune_unreachable", "sys"]),
+            _SUBJECTS,
+            st.sampled_from(["pending", "firing", "ok", "resolving"]),
+            st.integers(0, 50),
+        ),
+        max_size=40,
+    ),
+    commune=st.sampled_from([("dong-nai", "la-nga"), ("dong-nai", "la-ng"), ("dong-nai", "xuan")]),
+)  # fmt: skip
+def test_a_communes_pending_alerts_sought_by_rule_are_those_of_the_whole_scan(
+    tmp_path_factory: Any, rows: list[tuple[str, str, str, int]], commune: tuple[str, str]
+) -> None:
+    """The commune page's pending alerts are sought rule by rule in the table's key; they
+    must be exactly those the country's scan finds for the commune, in the same order."""
+    store = StateStore(tmp_path_factory.mktemp("pending") / "s.sqlite")
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT OR IGNORE INTO alert_subjects VALUES (?, ?, ?, ?, ?, NULL)",
+            [(rule, subject, state, T0 + since, T0) for rule, subject, state, since in rows],
+        )
+    sought = pending(store, [("", "")], commune)
+    scanned = [p for p in pending(store, [("", "")]) if (p.province, p.commune) == commune]
+    assert sorted(sought, key=lambda p: (p.since, p.rule, p.agent, p.target)) == sorted(
+        scanned, key=lambda p: (p.since, p.rule, p.agent, p.target)
+    )
+    assert [p.since for p in sought] == sorted(p.since for p in sought)
+    store.close()
+
+
 class GrowingWhileRead(set[tuple[str, str]]):
     """The troubled set as the round sees it while ingest adds to it in another thread."""
 

@@ -7,6 +7,7 @@ it as pending, so that the commune's colour and the alerts agree.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,24 +52,18 @@ def pending(
 ) -> list[Pending]:
     """Pending alerts of these (province, commune) places ("" for any), oldest first, at
     most ``limit`` of them; of one (province, commune) only when ``commune`` is given."""
-    where, params = "", tuple[str, ...]()
-    if commune is not None:
-        # Its subjects' keys: "p/c", "p/c/…", "system:p/c/…" (the key order is text's).
-        key = "/".join(commune)
-        where = (
-            " AND (subject = ? OR (subject >= ? AND subject < ?) OR (subject >= ? AND subject < ?))"
-        )
-        params = (key, key + "/", key + "0", SUBJECT_PREFIX + key + "/", SUBJECT_PREFIX + key + "0")
     found: list[Pending] = []
     with store.reading() as db:
-        # Filtered as they come, the limit counts only what is shown: at night a country
-        # has thousands pending, and a province's must not be cut off by the others'.
-        rows = db.execute(
-            "SELECT rule, subject, since FROM alert_subjects WHERE state = 'pending'"  # noqa: S608 - placeholders only
-            + where
-            + " ORDER BY since",
-            params,
-        )
+        if commune is None:
+            # Filtered as they come, the limit counts only what is shown: at night a
+            # country has thousands pending, and a province's must not be cut off by the
+            # others'.
+            rows: list[tuple[str, str, float]] | sqlite3.Cursor = db.execute(
+                "SELECT rule, subject, since FROM alert_subjects WHERE state = 'pending' "
+                "ORDER BY since"
+            )
+        else:
+            rows = _of_commune(db, commune)
         for rule, subject, since in rows:
             place = _place(str(subject))
             if place is None:
@@ -80,4 +75,31 @@ def pending(
                 found.append(Pending(str(rule), province, slug, agent, target, float(since)))
                 if len(found) >= limit:
                     break
+    return found
+
+
+def _of_commune(db: sqlite3.Connection, commune: tuple[str, str]) -> list[tuple[str, str, float]]:
+    """The pending (rule, subject, since) of one commune, oldest first: its subjects'
+    keys ("p/c", "p/c/…", "system:p/c/…"; the key order is text's) sought rule by rule
+    in the table's key, rather than every pending row of the country read and filtered
+    (140,000 rows on a national night: a commune's page waited 23–52 ms for them)."""
+    key = "/".join(commune)
+    ranges = (key + "/", key + "0", SUBJECT_PREFIX + key + "/", SUBJECT_PREFIX + key + "0")
+    found: list[tuple[str, str, float]] = []
+    rule = db.execute("SELECT MIN(rule) FROM alert_subjects").fetchone()[0]
+    while rule is not None:
+        # Three seeks (an OR of them makes SQLite read all of the rule's subjects).
+        found += db.execute(
+            "SELECT rule, subject, since FROM alert_subjects "
+            "WHERE rule = ?1 AND subject = ?2 AND state = 'pending' "
+            "UNION ALL SELECT rule, subject, since FROM alert_subjects "
+            "WHERE rule = ?1 AND subject >= ?3 AND subject < ?4 AND state = 'pending' "
+            "UNION ALL SELECT rule, subject, since FROM alert_subjects "
+            "WHERE rule = ?1 AND subject >= ?5 AND subject < ?6 AND state = 'pending'",
+            (rule, key, *ranges),
+        ).fetchall()
+        rule = db.execute(
+            "SELECT MIN(rule) FROM alert_subjects WHERE rule > ?", (rule,)
+        ).fetchone()[0]
+    found.sort(key=lambda row: row[2])
     return found
