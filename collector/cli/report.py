@@ -178,6 +178,10 @@ def _every_province(
             path = _write(job, report, config)
             click.echo(f"{path}: {len(report.communes)} communes, {job.month}", err=True)
         return
+    # The store brought to this version once, here, before the workers open it each: two
+    # of them migrating a large store of the release before at once would wait on each
+    # other's lock.
+    _store(config).close()
     # Spawned, not forked: a fork would copy this process's threads and store handle.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(jobs, len(inventories)), mp_context=context) as pool:
