@@ -37,7 +37,6 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 #: The code before this round's changes, timed beside it.
@@ -52,6 +51,7 @@ from collector.alerts.rules import default_rules  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
+from tests.test_round_held import decisions  # noqa: E402 - the same rows the property test compares
 
 Round = Callable[[StateStore, float], None]
 OFFLINE_AFTER = 3.0
@@ -139,21 +139,6 @@ def fill(path: Path, communes: int, now: float) -> Fleet:
         flush=True,
     )
     return fleet
-
-
-def decisions(store: StateStore) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """What the rounds decided (a subject back to "ok" keeps its last step's time in one
-    and not the other: that time decides nothing)."""
-    with store.reading() as db:
-        return (
-            db.execute(
-                "SELECT rule, subject, state, since, IIF(state = 'ok', NULL, last_ts), alert_id "
-                "FROM alert_subjects ORDER BY rule, subject"
-            ).fetchall(),
-            db.execute("SELECT * FROM alerts ORDER BY id").fetchall(),
-            db.execute("SELECT alert_id, event, created FROM notifications ORDER BY id").fetchall(),
-            db.execute("SELECT alert_id, at, step, detail FROM alert_steps ORDER BY id").fetchall(),
-        )
 
 
 class Churn:
