@@ -13,12 +13,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.wire import Envelope
 from collector.state.availability import Outage, availability
+from collector.state.health import OVERVIEW_DAYS, HealthModel
+from collector.state.livehealth import LiveHealth
 from collector.state.store import StateStore, agent_key
 from tests.factories import COMMUNE, PROVINCE, envelope, link
 
@@ -142,6 +145,33 @@ def test_a_first_sample_lost_starts_the_history_earlier(tmp_path: Path) -> None:
         outages, state, _, monitored_since = _history(store)
         assert _steps(outages) == [(0, 2)]
         assert (state, monitored_since) == ("up", BASE)
+
+
+def test_the_console_sees_an_outage_placed_late(tmp_path: Path) -> None:
+    """The overview's combined lines and the live model's figures, computed before the
+    late envelopes came, are computed again: the subject's ``revised`` moved."""
+    sent = _envelopes("uuuddduuudddduuu")
+    lost = [e for e in sent if 3 <= e.seq < 8]
+    now = _at(16)
+    with StateStore(tmp_path / "state.sqlite", clock=lambda: now) as store:
+        live = LiveHealth(store, clock=lambda: now, figures_bound_s=3600.0)
+        live.install(store)
+        model = HealthModel(store, clock=lambda: now)
+        try:
+            _deliver(store, [[e] for e in sent if e not in lost])
+
+            def overview(health: HealthModel) -> Any:
+                return health.communes(PROVINCE, detail=False, days=OVERVIEW_DAYS)
+
+            before = overview(live)
+            assert overview(model) == before
+            _deliver(store, [lost])
+            fresh = overview(HealthModel(store, clock=lambda: now))
+            assert fresh != before
+            assert overview(live) == fresh
+            assert overview(model) == fresh
+        finally:
+            live.close()
 
 
 def _schedule(count: int, delayed: Sequence[bool], release: Sequence[int]) -> list[list[int]]:

@@ -492,12 +492,15 @@ def test_a_0_2_0_store_keeps_its_outages_and_bounds_the_new_ones(tmp_path: Path)
                 "ORDER BY subject_id, start"
             ).fetchall()
         assert rows == [(*row, None, None, None) for row in before]
+        assert {s.revised for s in store.subjects()} == {0}
         # Late "down" samples before the start say nothing without its bounds (a closed
         # outage, not the current change); a late "up" inside it moves the current
         # change, its end, back, as it always did.
         store.apply([envelope(4400, line(start - 600, False), **place)])
         store.apply([envelope(4401, line(end - 600, True), **place)])
         assert store.outages(1) == [Outage(start, end - 600)]
+        [line_subject] = store.subjects(place="dong-nai/la-nga/pc-01", kind="link")
+        assert (line_subject.since, line_subject.revised) == (end - 600, 1)
         # After the upgrade, each change records the last sample of the state before it.
         store.apply([envelope(4465, line(last + 60, False), **place)])
         store.apply([envelope(4466, line(last + 120, True), **place)])

@@ -27,8 +27,10 @@ order, is told by the gap in the agent's seqs each fills (``SeqRanges.gap_end``,
 the subject between them, lost too, would have come between them.
 
 The subject's state never changes by a late sample; its ``since`` follows its last
-change, its ``monitored_since`` the earliest sample. Applying a sample twice changes
-nothing the second time: each rule leaves the sample on a bound, where it is a no-op.
+change, its ``monitored_since`` the earliest sample, and its ``revised`` counts the
+changes (what the console computed from its outages is computed again). Applying a
+sample twice changes nothing the second time: each rule leaves the sample on a bound,
+where it is a no-op.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def place(db: sqlite3.Connection, subject: Held, ts: float, up: bool, gap: int |
     else:
         _late_down(history)
     if history.changed:
-        _follow_last_change(db, subject.id)
+        _revised(db, subject.id)
 
 
 def _before_watch(history: _History, up: bool) -> None:
@@ -209,8 +211,10 @@ def _is_current_up(history: _History, outage: _Outage) -> bool:
     return history.subject.state == "up" and history.after is None and outage.end is not None
 
 
-def _follow_last_change(db: sqlite3.Connection, subject_id: int) -> None:
-    """``since``: the subject's last change, which a late sample may have moved."""
+def _revised(db: sqlite3.Connection, subject_id: int) -> None:
+    """The subject's outages changed: counted (what was computed from them is stale), and
+    ``since`` follows its last change, which a late sample may have moved."""
+    db.execute("UPDATE subjects SET revised = revised + 1 WHERE id = ?", (subject_id,))
     row = db.execute(
         "SELECT start, end FROM outages WHERE subject_id = ? ORDER BY start DESC LIMIT 1",
         (subject_id,),

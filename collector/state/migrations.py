@@ -481,6 +481,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE outages ADD COLUMN down_seen REAL",
             # The gap in the agent's seqs that late samples placing a bound came in.
             "ALTER TABLE outages ADD COLUMN late_gap INTEGER",
+            # How often late samples changed the subject's outages: what was computed from
+            # them (the console's combined lines) holds while it, the state and since do.
+            "ALTER TABLE subjects ADD COLUMN revised INTEGER NOT NULL DEFAULT 0",
         ),
     ),
 )

@@ -175,6 +175,9 @@ class Subject:
     since: float
     last_ts: float
     """The newest sample applied: an agent gone silent leaves its subject's state stale."""
+    revised: int = 0
+    """Changes of its outages by late samples (collector/state/latesamples.py), counted:
+    with its state and ``since``, what says its outages are as they were."""
 
 
 @dataclass(frozen=True)
@@ -1150,7 +1153,7 @@ class StateStore:
         lo, hi = _key_range(place)
         query = (
             "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since, "
-            "last_ts FROM subjects WHERE agent_key >= ? AND agent_key < ?"
+            "last_ts, revised FROM subjects WHERE agent_key >= ? AND agent_key < ?"
         )
         with self._read_lock:
             if kind is None:
