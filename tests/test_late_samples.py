@@ -23,7 +23,7 @@ from collector.state.availability import Outage, availability
 from collector.state.health import OVERVIEW_DAYS, HealthModel
 from collector.state.livehealth import LiveHealth
 from collector.state.store import StateStore, agent_key
-from tests.factories import COMMUNE, PROVINCE, envelope, link
+from tests.factories import COMMUNE, PROVINCE, envelope, link, system
 
 INTERVAL = 10.0  # the soak's probe interval
 BASE = 2e9
@@ -145,6 +145,29 @@ def test_a_first_sample_lost_starts_the_history_earlier(tmp_path: Path) -> None:
         outages, state, _, monitored_since = _history(store)
         assert _steps(outages) == [(0, 2)]
         assert (state, monitored_since) == ("up", BASE)
+
+
+def test_a_shared_systems_probe_places_late_samples_and_keeps_its_silences(
+    tmp_path: Path,
+) -> None:
+    """A shared system's history takes late samples the same way; the spans its probe
+    was silent (recorded in order, 15 minutes at least) stay as they were."""
+    marks = "uuudddduuu"
+    sent = [
+        envelope(step, system(_at(step), outcome="ok" if mark == "u" else "down"))
+        for step, mark in enumerate(marks)
+    ]
+    back = [envelope(200 + n, system(_at(200 + n))) for n in range(3)]  # after a silence
+    lost = [e for e in sent if 3 <= e.seq <= 6]
+    with StateStore(tmp_path / "state.sqlite") as store:
+        _deliver(store, [[e] for e in [*sent, *back] if e not in lost])
+        [probe] = store.subjects(kind="system")
+        silences = store.gaps_of([probe.id], BASE, _at(300))
+        assert len(silences[probe.id]) == 1
+        _deliver(store, [lost])
+        assert _steps(store.outages(probe.id)) == [(3, 6)]
+        assert store.gaps_of([probe.id], BASE, _at(300)) == silences
+        assert store.subjects(kind="system")[0].state == "up"
 
 
 def test_the_console_sees_an_outage_placed_late(tmp_path: Path) -> None:
