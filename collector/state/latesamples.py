@@ -11,7 +11,7 @@ bounds it, both known when the change is applied (the subject's ``last_ts`` then
   was seen: a late "down" there moves the start back, a late "up" narrows the window.
 - ``down_seen``: the last "down" seen before its end, likewise for the end.
 
-NULL is unknown (outages of a store before migration 16): today's rule only, the
+NULL is unknown (outages of a store before migration 16): the rule before it only, the
 current change moved back. A late sample anywhere else falls in a stretch the store
 believed steady: it reveals a change the store never saw (the broker lost every sample
 of it). A "down" inside an up stretch is an outage, a hidden "up" inside an outage
