@@ -47,7 +47,7 @@ def build(path: Path, communes: int, pcs: int, alerts: int) -> None:
                     (key,),
                 ).lastrowid
                 db.executemany(
-                    "INSERT INTO outages VALUES (?, ?, ?)",
+                    "INSERT INTO outages (subject_id, start, end) VALUES (?, ?, ?)",
                     [(subject, 600.0 * n, 600.0 * n + 60) for n in range(20)],
                 )
         db.executemany(

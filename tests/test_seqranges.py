@@ -40,6 +40,16 @@ def test_only_the_newest_ranges_are_kept_and_an_older_seq_counts_as_new() -> Non
     assert len(ranges.ranges) == MAX_RANGES
 
 
+def test_envelopes_sent_again_in_one_gap_share_its_end() -> None:
+    """What tells a late sample whether nothing came in order since the previous late one
+    (collector/state/latesamples.py): the first seq applied after the gap each fills."""
+    ranges = SeqRanges([[1, 4], [8, 9], [12, 20]])
+    assert [ranges.gap_end(s) for s in (5, 6, 7, 10, 11, 0)] == [8, 8, 8, 12, 12, 1]
+    assert ranges.add(5) and ranges.gap_end(7) == 8  # filled in part: the same gap
+    # The newest seq, and one applied already, fill none.
+    assert [ranges.gap_end(s) for s in (21, 4, 5, 9, 20)] == [None] * 5
+
+
 def test_a_redelivered_envelope_is_applied_but_spooled_once(tmp_path: Path) -> None:
     """The collector killed between commit and acknowledge, the outbox sending again after
     a lost PUBACK: the same envelope comes again, in the same batch or a later one."""

@@ -282,7 +282,7 @@ def test_outages_missing_from_the_store_or_not_caused_are_caught(
         ).fetchone()
         # An outage the harness did not cause, long after the one it did.
         db.execute(
-            "INSERT INTO outages VALUES (?, ?, ?)",
+            "INSERT INTO outages (subject_id, start, end) VALUES (?, ?, ?)",
             (subject, caused["end"] + 50, caused["end"] + 70),
         )
     db.close()

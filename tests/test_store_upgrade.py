@@ -461,3 +461,53 @@ def test_a_0_2_0_store_lists_the_communes_whose_agents_change(tmp_path: Path) ->
         assert engine._held.reads_all == 1
         total = sum(t.lost for t in engine._held.tallies())
         assert total == lost + 1
+
+
+def test_a_0_2_0_store_keeps_its_outages_and_bounds_the_new_ones(tmp_path: Path) -> None:
+    """Migration 16: the outages of a 0.2.0 store read back the same, their bounds
+    unknown, so a late sample moves only their subject's current change, as before; a
+    change applied after the upgrade records what bounds it."""
+    import sqlite3
+
+    from collector.state.availability import Outage
+    from tests.factories import envelope, link
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(STORES / "0.2.0" / "state.sqlite", path)
+    db = sqlite3.connect(path)
+    before = db.execute("SELECT * FROM outages ORDER BY subject_id, start").fetchall()
+    db.close()
+    # pc-01's line: down [1790989200, 1791001800), up since; its last sample 1793465400.
+    start, end, last = 1790989200.0, 1791001800.0, 1793465400.0
+    place = {"province": "dong-nai", "commune": "la-nga", "agent": "pc-01"}
+
+    def line(ts: float, up: bool) -> Any:
+        return link(ts, up, target="10.75.0.1")
+
+    with StateStore(path) as store:
+        assert 16 in [m.version for m in store.migrated]
+        with store.reading() as read:
+            rows = read.execute(
+                "SELECT subject_id, start, end, up_seen, down_seen, late_gap FROM outages "
+                "ORDER BY subject_id, start"
+            ).fetchall()
+        assert rows == [(*row, None, None, None) for row in before]
+        assert {s.revised for s in store.subjects()} == {0}
+        # Late "down" samples before the start say nothing without its bounds (a closed
+        # outage, not the current change); a late "up" inside it moves the current
+        # change, its end, back, as it always did.
+        store.apply([envelope(4400, line(start - 600, False), **place)])
+        store.apply([envelope(4401, line(end - 600, True), **place)])
+        assert store.outages(1) == [Outage(start, end - 600)]
+        [line_subject] = store.subjects(place="dong-nai/la-nga/pc-01", kind="link")
+        assert (line_subject.since, line_subject.revised) == (end - 600, 1)
+        # After the upgrade, each change records the last sample of the state before it.
+        store.apply([envelope(4465, line(last + 60, False), **place)])
+        store.apply([envelope(4466, line(last + 120, True), **place)])
+        with store.reading() as read:
+            bounds = read.execute(
+                "SELECT start, end, up_seen, down_seen FROM outages WHERE subject_id = 1 "
+                "ORDER BY start"
+            ).fetchall()
+        assert bounds[-1] == (last + 60, last + 120, last, last + 60)
+        assert store.subjects(place="dong-nai/la-nga/pc-01", kind="link")[0].since == last + 120

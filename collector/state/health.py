@@ -361,7 +361,7 @@ class HealthModel:
             for place, subjects in facts.subjects.items():
                 probes = [s for s in subjects if s.kind == "link" and s.network == "tslcd"
                           and s.last_ts >= start]  # fmt: skip
-                key = tuple((s.id, s.state, s.since, s.monitored_since) for s in probes)
+                key = tuple((s.id, s.state, s.since, s.monitored_since, s.revised) for s in probes)
                 cached = self._lines.get(place)
                 if cached is not None and cached[0] == key:
                     lines[place] = (cached[1], cached[2])

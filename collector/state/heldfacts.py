@@ -52,7 +52,7 @@ _NO_TAGS: dict[str, str] = {}
 _AGENT = """SELECT agent_key, province, commune, agent, state, state_since, reason, version,
                    last_seen, last_seq, interval FROM agents"""
 _SUBJECT = """SELECT id, agent_key, kind, name, target, network, monitored_since, state, since,
-                     last_ts FROM subjects"""
+                     last_ts, revised FROM subjects"""
 _PORT = "SELECT agent_key, device, port, state, since, first_up FROM ports"
 
 Place = tuple[str, str]
@@ -346,11 +346,14 @@ def _apply_history(
 ) -> bool:
     subject = held.subjects.get((key, kind, sample.name, sample.target))
     if subject is not None and subject.state == state:
-        if sample.ts > held.last_ts.get(subject.id, subject.last_ts):
+        newest = held.last_ts.get(subject.id, subject.last_ts)
+        if sample.ts > newest:
             held.last_ts[subject.id] = sample.ts
             return True
-        return False
-    # New, or its state changes (or an older sample says another): as the store has it.
+        if sample.ts == newest:
+            return False
+    # New, its state changes, or a late sample (it may have placed an outage in the
+    # history, state/latesamples.py): as the store has it.
     row = db.execute(
         _SUBJECT + " WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
         (key, kind, sample.name, sample.target),

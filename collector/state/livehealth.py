@@ -333,11 +333,12 @@ class LiveHealth(HealthModel):
         start = now - max(WINDOWS.values())
         links = [s for s in subjects if s.kind == "link"]
         polycoms = [s for s in subjects if s.kind == "polycom"]
-        # A subject's outages change only with its state (and ``since``).
+        # A subject's outages change only with its state (and ``since``), or when late
+        # samples revise them.
         signature = (
-            tuple((s.id, s.state, s.since, s.monitored_since, s.network, s.last_ts >= start)
-                  for s in links),
-            tuple((s.id, s.state, s.since, s.monitored_since) for s in polycoms),
+            tuple((s.id, s.state, s.since, s.monitored_since, s.revised, s.network,
+                   s.last_ts >= start) for s in links),
+            tuple((s.id, s.state, s.since, s.monitored_since, s.revised) for s in polycoms),
             tuple(lo for lo, _ in spans),
         )  # fmt: skip
         held = self._histories.get(key)
@@ -370,7 +371,7 @@ class LiveHealth(HealthModel):
         """The subjects' outages overlapping [start, end), and whether the store's
         subjects, read with them, are in the states held (no commit in between: the
         held facts may be a batch ahead of what the reader's snapshot shows)."""
-        held = {s.id: (s.state, s.since, s.monitored_since) for s in subjects}
+        held = {s.id: (s.state, s.since, s.monitored_since, s.revised) for s in subjects}
         ids = list(held)
         found: dict[int, tuple[Any, ...]] = {}
         outages: dict[int, list[Outage]] = {}
@@ -381,7 +382,7 @@ class LiveHealth(HealthModel):
                     chunk = ids[offset : offset + 500]
                     marks = ",".join("?" * len(chunk))
                     for row in db.execute(
-                        f"SELECT id, state, since, monitored_since FROM subjects "  # noqa: S608
+                        f"SELECT id, state, since, monitored_since, revised FROM subjects "  # noqa: S608
                         f"WHERE id IN ({marks})",
                         chunk,
                     ):

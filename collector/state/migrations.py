@@ -469,6 +469,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         ),
     ),
+    Migration(
+        16,
+        "what bounds each outage (the last 'up' seen before its start, the last 'down' "
+        "before its end): a sample sent again after later ones is placed as if it had "
+        "come in order",
+        (
+            # state/latesamples.py. NULL: unknown, an outage of an earlier store keeps the
+            # rule it had (only the current change moves back).
+            "ALTER TABLE outages ADD COLUMN up_seen REAL",
+            "ALTER TABLE outages ADD COLUMN down_seen REAL",
+            # The gap in the agent's seqs that late samples placing a bound came in.
+            "ALTER TABLE outages ADD COLUMN late_gap INTEGER",
+            # How often late samples changed the subject's outages: what was computed from
+            # them (the console's combined lines) holds while it, the state and since do.
+            "ALTER TABLE subjects ADD COLUMN revised INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

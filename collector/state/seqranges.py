@@ -39,6 +39,21 @@ class SeqRanges:
     def text(self) -> str:
         return " ".join(f"{lo}-{hi}" for lo, hi in self.ranges)
 
+    def gap_end(self, seq: int) -> int | None:
+        """The first seq applied after ``seq`` when ``seq`` fills a gap (an envelope sent
+        again after later ones); None for the newest, or one applied already.
+
+        Two envelopes of one gap have the same end: nothing between them came in order,
+        so a subject's samples in them are consecutive (collector/state/latesamples.py).
+        """
+        ranges = self.ranges
+        if not ranges or seq > ranges[-1][1]:
+            return None
+        at = bisect.bisect_right(ranges, seq, key=_start)
+        if at and ranges[at - 1][1] >= seq:
+            return None
+        return ranges[at][0]
+
     def add(self, seq: int) -> bool:
         """Record ``seq`` as applied; False when it was applied already."""
         ranges = self.ranges

@@ -45,7 +45,7 @@ import msgspec
 
 from agent.catalogue import LINK, SNMP_INTERFACE, SYSTEM, histories
 from agent.wire import Envelope, Sample, Status, UpdateReport, encode
-from collector.state import packed, systemtimes
+from collector.state import latesamples, packed, systemtimes
 from collector.state.availability import Outage
 from collector.state.migrations import migrate
 from collector.state.seqranges import SeqRanges
@@ -175,6 +175,9 @@ class Subject:
     since: float
     last_ts: float
     """The newest sample applied: an agent gone silent leaves its subject's state stale."""
+    revised: int = 0
+    """Changes of its outages by late samples (collector/state/latesamples.py), counted:
+    with its state and ``since``, what says its outages are as they were."""
 
 
 @dataclass(frozen=True)
@@ -438,10 +441,13 @@ class StateStore:
     ) -> None:
         """Inside a transaction: admit each envelope's samples, apply them, let the
         observers see what was admitted, and spool it."""
-        fresh, seqs = self._first_applications(envelopes)
+        fresh, seqs, gaps = self._first_applications(envelopes)
         self._touch_agents(envelopes, now, seqs)
         refused: collections.Counter[tuple[str, str]] = collections.Counter()
-        admitted = [self._apply_envelope(envelope, refused) for envelope in envelopes]
+        admitted = [
+            self._apply_envelope(envelope, refused, gap)
+            for envelope, gap in zip(envelopes, gaps, strict=True)
+        ]
         self._write_latest()
         for observer in self.observers:
             observer(self._db, admitted, now)
@@ -560,9 +566,10 @@ class StateStore:
 
     def _first_applications(
         self, envelopes: Sequence[Envelope]
-    ) -> tuple[list[bool], dict[str, str]]:
-        """Whether each envelope is applied for the first time (by agent and seq), and each
-        agent's seqs applied with the batch's (``agents.seqs``, state/seqranges.py)."""
+    ) -> tuple[list[bool], dict[str, str], list[int | None]]:
+        """Whether each envelope is applied for the first time (by agent and seq), each
+        agent's seqs applied with the batch's (``agents.seqs``, state/seqranges.py), and
+        the gap each envelope fills in them (``SeqRanges.gap_end``)."""
         keys = list({agent_key(e.province, e.commune, e.agent) for e in envelopes})
         ranges: dict[str, SeqRanges] = {}
         for offset in range(0, len(keys), 500):  # SQLite's bound on parameters
@@ -574,13 +581,15 @@ class StateStore:
             ):
                 ranges[key] = SeqRanges.parse(text)
         fresh = []
+        gaps: list[int | None] = []
         for envelope in envelopes:
             key = agent_key(envelope.province, envelope.commune, envelope.agent)
             seen = ranges.get(key)
             if seen is None:
                 seen = ranges[key] = SeqRanges([])
+            gaps.append(seen.gap_end(envelope.seq))
             fresh.append(seen.add(envelope.seq))
-        return fresh, {key: seen.text() for key, seen in ranges.items()}
+        return fresh, {key: seen.text() for key, seen in ranges.items()}, gaps
 
     def mark_handled(
         self, db: sqlite3.Connection, envelopes: Sequence[tuple[str, int]]
@@ -668,10 +677,14 @@ class StateStore:
         return kept, len(samples) - len(kept)
 
     def _apply_envelope(
-        self, envelope: Envelope, refused: collections.Counter[tuple[str, str]]
+        self,
+        envelope: Envelope,
+        refused: collections.Counter[tuple[str, str]],
+        gap: int | None = None,
     ) -> Envelope:
         """Apply what the agent's bounds admit of an envelope; the envelope as admitted
-        (the same object when nothing was refused)."""
+        (the same object when nothing was refused). ``gap``: the one it fills in its
+        agent's seqs, if sent again after later ones."""
         key = agent_key(envelope.province, envelope.commune, envelope.agent)
         samples, over = self._admit_series(key, envelope.samples)
         if over:
@@ -688,7 +701,8 @@ class StateStore:
         kept: list[Sample] = []
         for sample in samples:
             if all(
-                self._apply_updown(key, sample, kind, state) for kind, state in histories(sample)
+                self._apply_updown(key, sample, kind, state, gap)
+                for kind, state in histories(sample)
             ):
                 kept.append(sample)
             else:
@@ -797,9 +811,12 @@ class StateStore:
         self._db.execute(upsert, (place, bucket, value))
         self._line_best[cached] = value if best is None else min(best, value)
 
-    def _apply_updown(self, key: str, sample: Sample, kind: str, state: str) -> bool:
+    def _apply_updown(
+        self, key: str, sample: Sample, kind: str, state: str, gap: int | None = None
+    ) -> bool:
         """Advance a subject's history; False when it would be a new subject beyond the
-        agent's bound (nothing is written)."""
+        agent's bound (nothing is written). ``gap``: the envelope's, when it fills one in
+        its agent's seqs (``SeqRanges.gap_end``)."""
         ts = sample.ts
         # A shared system's probe silent a long while (its PC off) leaves a gap: its
         # last state must not stand for the time nobody watched.
@@ -813,7 +830,7 @@ class StateStore:
         ).rowcount:
             return True
         row = self._db.execute(
-            "SELECT id, state, last_ts, since FROM subjects "
+            "SELECT id, state, last_ts, monitored_since FROM subjects "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ?",
             (key, kind, sample.name, sample.target),
         ).fetchone()
@@ -840,12 +857,15 @@ class StateStore:
                 ),
             )
             if state == "down":
-                self._db.execute("INSERT INTO outages VALUES (?, ?, NULL)", (cursor.lastrowid, ts))
+                self._db.execute(
+                    "INSERT INTO outages (subject_id, start) VALUES (?, ?)", (cursor.lastrowid, ts)
+                )
             return True
-        subject_id, current, last_ts, since = row
-        if ts <= last_ts:  # already applied, or older than what we know
-            if state == current and ts < since:
-                self._earlier_transition(subject_id, state, since, ts)
+        subject_id, current, last_ts, monitored_since = row
+        if ts <= last_ts:  # already applied, or older than what we know: sent again late
+            if ts < last_ts:
+                held = latesamples.Held(subject_id, current, monitored_since)
+                latesamples.place(self._db, held, ts, state == "up", gap)
             return True
         if kind == "system" and ts - last_ts > (bound := self._gap_after(key)):
             # The last word holds for one interval; after it, nobody watched.
@@ -856,46 +876,24 @@ class StateStore:
         if state == current:
             self._db.execute("UPDATE subjects SET last_ts = ? WHERE id = ?", (ts, subject_id))
         else:
+            # What bounds the change, for a late sample to tell its window from a stretch
+            # believed steady (collector/state/latesamples.py): the last sample before it.
             if state == "down":
                 self._db.execute(
-                    "INSERT OR IGNORE INTO outages VALUES (?, ?, NULL)", (subject_id, ts)
+                    "INSERT OR IGNORE INTO outages (subject_id, start, up_seen) VALUES (?, ?, ?)",
+                    (subject_id, ts, last_ts),
                 )
             else:
                 self._db.execute(
-                    "UPDATE outages SET end = ? WHERE subject_id = ? AND end IS NULL",
-                    (ts, subject_id),
+                    "UPDATE outages SET end = ?, down_seen = ? "
+                    "WHERE subject_id = ? AND end IS NULL",
+                    (ts, last_ts, subject_id),
                 )
             self._db.execute(
                 "UPDATE subjects SET state = ?, since = ?, last_ts = ? WHERE id = ?",
                 (state, ts, ts, subject_id),
             )
         return True
-
-    def _earlier_transition(self, subject_id: int, state: str, since: float, ts: float) -> None:
-        """A sample older than the subject's last change, of the state it changed to: the
-        change happened by ``ts`` already. An envelope sent again after the broker lost
-        it (the agent's receipts) arrives after later ones; its samples still move the
-        outage's end (or start) back to when it was seen, as if it had come in order.
-        Only within the state before (a sample of it earlier than that says nothing)."""
-        if state == "up":
-            moved = self._db.execute(
-                "UPDATE outages SET end = ? WHERE subject_id = ? AND end = ? AND start < ?",
-                (ts, subject_id, since, ts),
-            ).rowcount
-        else:
-            (ended,) = self._db.execute(
-                "SELECT MAX(end) FROM outages WHERE subject_id = ? AND end IS NOT NULL",
-                (subject_id,),
-            ).fetchone()
-            moved = 0
-            if ended is None or ended < ts:
-                moved = self._db.execute(
-                    "UPDATE OR IGNORE outages SET start = ? "
-                    "WHERE subject_id = ? AND start = ? AND end IS NULL",
-                    (ts, subject_id, since),
-                ).rowcount
-        if moved:
-            self._db.execute("UPDATE subjects SET since = ? WHERE id = ?", (ts, subject_id))
 
     def _gap_after(self, key: str) -> float:
         row = self._db.execute("SELECT interval FROM agents WHERE agent_key = ?", (key,)).fetchone()
@@ -1155,7 +1153,7 @@ class StateStore:
         lo, hi = _key_range(place)
         query = (
             "SELECT id, agent_key, kind, name, target, network, monitored_since, state, since, "
-            "last_ts FROM subjects WHERE agent_key >= ? AND agent_key < ?"
+            "last_ts, revised FROM subjects WHERE agent_key >= ? AND agent_key < ?"
         )
         with self._read_lock:
             if kind is None:
