@@ -3,7 +3,6 @@ it: agent/cli.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -91,7 +90,7 @@ def once(config_path: Path, only: str | None) -> None:
     start.setup_logging("warning")
     from agent.runner import run_once
 
-    envelopes = asyncio.run(run_once(config, only))
+    envelopes = run_once(config, only)
     if only and not envelopes:
         raise click.ClickException(f"no check named {only!r} in {config_path}")
     for envelope in envelopes:

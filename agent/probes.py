@@ -1,11 +1,12 @@
 """Single network probes: ICMP echo, TCP connect, HTTP(S) GET.
 
-Each returns a result and never raises: a target that does not answer is data.
+Each returns a result and never raises: a target that does not answer is data. They
+are plain blocking socket calls, each bounded by its timeout, on the run's own thread
+(agent/scheduler.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -85,7 +86,6 @@ def open_icmp_socket(family: int) -> socket.socket:
         except OSError as exc:
             last = exc
             continue
-        sock.setblocking(False)
         return sock
     reason = os.strerror(last.errno) if last and last.errno else str(last)
     raise IcmpUnsupported(f"ICMP not permitted ({reason}): {icmp_remedy(sys.platform)}")
@@ -104,35 +104,33 @@ def icmp_remedy(platform: str) -> str:
     )
 
 
-async def resolve(host: str, port: int = 0) -> tuple[int, str]:
-    # An address needs no lookup, and the loop's lookup runs in its default executor,
-    # whose threads stay for good (asyncio's own connections take the same short cut).
+def resolve(host: str, port: int = 0) -> tuple[int, str]:
     for family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             socket.inet_pton(family, host)
-            return int(family), host
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return int(family), host  # an address needs no lookup
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _type, _proto, _name, address = infos[0]
     return int(family), str(address[0])
 
 
-async def icmp_probe(
+def icmp_probe(
     sock: socket.socket, family: int, address: str, identifier: int, sequence: int, timeout: float
 ) -> ProbeResult:
     """One echo. Datagram sockets get only their own replies (the kernel sets the
     identifier); raw sockets see every ICMP packet, so replies are matched on it."""
-    loop = asyncio.get_running_loop()
     raw = sock.type == socket.SOCK_RAW
     started = time.perf_counter()
     try:
-        await loop.sock_sendto(sock, echo_request(identifier, sequence, family), (address, 0))
+        sock.settimeout(timeout)
+        sock.sendto(echo_request(identifier, sequence, family), (address, 0))
         deadline = started + timeout
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise TimeoutError
-            packet = await asyncio.wait_for(loop.sock_recv(sock, 2048), remaining)
+            sock.settimeout(remaining)
+            packet = sock.recv(2048)
             reply = parse_echo_reply(packet, family)
             if reply is not None and reply[1] == sequence and (not raw or reply[0] == identifier):
                 return ProbeResult("ok", time.perf_counter() - started)
@@ -144,10 +142,34 @@ async def icmp_probe(
         return ProbeResult("down", error=str(exc))
 
 
-async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection within ``timeout`` in all, trying each address of the name."""
+    deadline = time.perf_counter() + timeout
+    last: OSError | None = None
+    for family, kind, protocol, _name, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise
+            last = exc
+            continue
+        return sock
+    raise last or OSError(f"no address for {host}")
+
+
+def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     started = time.perf_counter()
     try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        sock = _connect(host, port, timeout)
     except TimeoutError:
         return ProbeResult("timeout", error=f"no TCP answer from {host}:{port} within {timeout:g}s")
     except ConnectionRefusedError:
@@ -157,13 +179,11 @@ async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
     except OSError as exc:
         return ProbeResult("down", error=f"{host}:{port}: {exc.strerror or exc}")
     rtt = time.perf_counter() - started
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    sock.close()
     return ProbeResult("ok", rtt)
 
 
-async def http_probe(
+def http_probe(
     url: str, timeout: float, verify_tls: bool = True, expect_status: tuple[int, ...] = ()
 ) -> ProbeResult:
     """GET the URL; ok when the status is in ``expect_status`` (default: below 400)."""
@@ -171,30 +191,27 @@ async def http_probe(
     secure = parts.scheme == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if secure else 80)
-    context: ssl.SSLContext | None = None
-    if secure:
-        context = ssl.create_default_context()
-        if not verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     started = time.perf_counter()
+    deadline = started + timeout
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, server_hostname=host if secure else None
+        sock = _connect(host, port, timeout)
+        try:
+            if secure:
+                context = ssl.create_default_context()
+                if not verify_tls:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(sock, server_hostname=host)  # the handshake
+            sock.settimeout(max(0.001, deadline - time.perf_counter()))
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                "User-Agent: commune-agent\r\nConnection: close\r\n\r\n".encode("latin-1")
             )
-            try:
-                writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                    "User-Agent: commune-agent\r\nConnection: close\r\n\r\n".encode("latin-1")
-                )
-                await writer.drain()
-                status_line = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await writer.wait_closed()
+            status_line = _status_line(sock, deadline)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
     except TimeoutError:
         return ProbeResult("timeout", error=f"no HTTP answer from {url} within {timeout:g}s")
     except ConnectionRefusedError:
@@ -212,3 +229,23 @@ async def http_probe(
     if not good:
         return ProbeResult("bad_response", rtt, error=f"HTTP status {status}", status_code=status)
     return ProbeResult("ok", rtt, status_code=status)
+
+
+#: The longest status line taken (a stream reader's usual limit for a line).
+MAX_STATUS_LINE = 64 * 1024
+
+
+def _status_line(sock: socket.socket, deadline: float) -> bytes:
+    """The first line of the answer, with its end of line (what came: the peer closed)."""
+    line = b""
+    while b"\n" not in line and len(line) < MAX_STATUS_LINE:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        chunk = sock.recv(4096)
+        if not chunk:
+            return line
+        line += chunk
+    end = line.find(b"\n")
+    return line if end < 0 else line[: end + 1]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import collections
 import logging
 import os
 import sys
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.central import CentralConfig, Effective
 from agent.checks import check_type
-from agent.checks.base import Check
+from agent.checks.base import AsyncCheck, BlockingCheck, Check
 from agent.checks.selfmetrics import SelfMetricsCheck
 from agent.config import ChecksSection, Config
 from agent.outbox import Outbox
@@ -25,6 +24,7 @@ from agent.scheduler import Scheduler
 from agent.signals import stop_on_signals
 from agent.stats import AgentStats
 from agent.update import EXIT_UPDATE, HOME_ENV
+from agent.wakeup import Wakeup
 from agent.wire import (
     SCHEMA_VERSION,
     Envelope,
@@ -39,6 +39,8 @@ from agent.wire import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from agent.update.follow import UpdateFollower
     from agent.update.health import HealthReporter
 
@@ -117,17 +119,34 @@ def broker_settings(config: Config, identity: Identity) -> BrokerSettings:
     )
 
 
-async def close_checks(checks: list[Check[Any]], engine: bool = True) -> None:
-    """Close checks; ``engine``: also the shared SNMP engine (at the end only)."""
+def close_checks(checks: list[Check[Any]], engine: bool = True) -> None:
+    """Close checks; ``engine``: also the shared SNMP engine and the event loop (at the
+    end only)."""
     for check in checks:
         try:
-            await check.close()
+            if isinstance(check, BlockingCheck):
+                check.close()
+            elif isinstance(check, AsyncCheck):
+                from agent.eventloop import loop_thread
+
+                loop_thread().call(check.close(), timeout=30.0)
         except Exception:
             log.exception("closing check %s", check.name)
-    if engine and "pysnmp" in sys.modules:
-        from agent.snmp.client import close_engine
+    if engine and "agent.eventloop" in sys.modules:
+        from agent.eventloop import loop_thread, stop_loop_thread
 
-        close_engine()
+        if "pysnmp" in sys.modules:
+            try:
+                loop_thread().call(_close_engine(), timeout=30.0)
+            except Exception:
+                log.exception("closing the SNMP engine")
+        stop_loop_thread()
+
+
+async def _close_engine() -> None:
+    from agent.snmp.client import close_engine
+
+    close_engine()  # the running loop's engine
 
 
 class ConfigFollower:
@@ -146,30 +165,27 @@ class ConfigFollower:
         self.identity = identity
         self.built_in = built_in
         self.announce: Callable[[], None] = lambda: None
-        self._latest: bytes | None = None
-        self._offered = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
+        self.wake: Callable[[], None] = lambda: None
+        """Wakes the scheduler's thread, where the newest payload is applied."""
+        self._latest: collections.deque[bytes] = collections.deque(maxlen=1)
 
     def deliver(self, payload: bytes) -> None:
         """From paho's thread: only the newest payload matters."""
-        with contextlib.suppress(RuntimeError):  # the loop closed: the agent is stopping
-            self._loop.call_soon_threadsafe(self._take, payload)
+        self._latest.append(payload)
+        self.wake()
 
-    def _take(self, payload: bytes) -> None:
-        self._latest = payload
-        self._offered.set()
+    def step(self) -> None:
+        """On the scheduler's thread: apply the newest payload offered, if one came."""
+        try:
+            payload = self._latest.popleft()
+        except IndexError:
+            return
+        try:
+            self.apply(payload)
+        except Exception:  # no config, however wrong, stops the agent
+            log.exception("applying the collector's config failed; keeping the current one")
 
-    async def follow(self) -> None:
-        while True:
-            await self._offered.wait()
-            self._offered.clear()
-            payload, self._latest = self._latest or b"", None
-            try:
-                await self.apply(payload)
-            except Exception:  # no config, however wrong, stops the agent
-                log.exception("applying the collector's config failed; keeping the current one")
-
-    async def apply(self, payload: bytes) -> bool:
+    def apply(self, payload: bytes) -> bool:
         candidate = self.central.offer(payload)
         if candidate is None:
             return False
@@ -178,15 +194,15 @@ class ConfigFollower:
         except Exception as exc:  # a check refusing its options: the config is refused
             self.central.refuse(payload, f"{type(exc).__name__}: {exc}")
             return False
-        await self.switch(candidate, checks)
+        self.switch(candidate, checks)
         self.central.commit(candidate, payload)
         self.announce()
         return True
 
-    async def switch(self, effective: Effective, checks: list[Check[Any]]) -> None:
-        retired, started = await self.scheduler.replace(checks + self.built_in, effective.interval)
+    def switch(self, effective: Effective, checks: list[Check[Any]]) -> None:
+        retired, started = self.scheduler.replace(checks + self.built_in, effective.interval)
         self.identity.interval = effective.interval
-        await close_checks(retired, engine=False)
+        close_checks(retired, engine=False)
         log.info(
             "checks now: %s (started %s, stopped %s)",
             ", ".join(c.name for c in self.scheduler.checks),
@@ -232,6 +248,8 @@ def update_follower(
 
 
 async def write_health(health: HealthReporter, every: Callable[[], float]) -> None:
+    import asyncio  # on the agent's event loop, which loaded it
+
     while True:
         await asyncio.to_thread(health.write)
         await asyncio.sleep(every())
@@ -243,8 +261,10 @@ def update_tasks(
     scheduler: Scheduler,
     publisher: Publisher,
     identity: Identity,
-) -> list[asyncio.Task[None]]:
-    """Under the launcher: the health file it judges a trial by, and the order follower."""
+) -> list[Future[None]]:
+    """Under the launcher: the health file it judges a trial by, and the order follower,
+    on the agent's event loop (the update process is a child the follower awaits)."""
+    from agent.eventloop import loop_thread
     from agent.update.health import HealthReporter
 
     health = HealthReporter(
@@ -259,16 +279,15 @@ def update_tasks(
         on_trial = updates.home.pending() == __version__
         return min(identity.interval, 5.0) if on_trial else 60.0
 
-    return [
-        asyncio.create_task(write_health(health, health_every), name="health"),
-        asyncio.create_task(updates.follow(), name="update"),
-    ]
+    loop = loop_thread()
+    return [loop.submit(write_health(health, health_every)), loop.submit(updates.follow())]
 
 
-async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: bool = True) -> int:
-    """Run until ``stop`` is set or SIGTERM/SIGINT arrives; the exit code (``EXIT_UPDATE``:
-    a new version is staged for the launcher to start)."""
-    stop = stop or asyncio.Event()
+def run_agent(config: Config, stop: Wakeup | None = None, jitter: bool = True) -> int:
+    """Run until ``stop`` is stopped or SIGTERM/SIGINT arrives; the exit code
+    (``EXIT_UPDATE``: a new version is staged for the launcher to start)."""
+    own_wakeup = stop is None
+    stop = stop or Wakeup()  # then stopped by the signals only (or an update)
     exit_code = 0
     identity = Identity(config)
     central = CentralConfig(config)
@@ -291,6 +310,7 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
 
     scheduler = Scheduler(checks, identity.interval, store, stats, jitter=jitter)
     follower = ConfigFollower(central, scheduler, identity, built_in)
+    follower.wake = stop.wake
 
     def names() -> list[str]:
         return [c.describe() for c in scheduler.checks]
@@ -301,7 +321,7 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
     def finish_for_update() -> None:
         nonlocal exit_code
         exit_code = EXIT_UPDATE
-        stop.set()
+        stop.stop()
 
     updates = update_follower(config, central, publisher_announce, finish_for_update)
 
@@ -340,30 +360,29 @@ async def run_agent(config: Config, stop: asyncio.Event | None = None, jitter: b
         config.outbox_path,
     )
     publisher.start()
-    tasks = [asyncio.create_task(follower.follow(), name="config")]
-    if updates is not None:
-        tasks += update_tasks(updates, stats, scheduler, publisher, identity)
+    tasks = update_tasks(updates, stats, scheduler, publisher, identity) if updates else []
     try:
-        await scheduler.run(stop)
+        scheduler.run(stop, between=follower.step)
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await close_checks(scheduler.checks)
-        await asyncio.to_thread(publisher.stop)
+        close_checks(scheduler.checks)
+        publisher.stop()
         outbox.close()
         restore_signals()
+        if own_wakeup:
+            stop.close()
         log.info("agent stopped%s", " to start a staged version" if exit_code else "")
     return exit_code
 
 
-async def run_once(config: Config, only: str | None = None) -> list[Envelope]:
+def run_once(config: Config, only: str | None = None) -> list[Envelope]:
     """Run every (or one) check once and return the envelopes; nothing is stored or sent."""
     identity = Identity(config)
     checks = build_checks(config, only)
     scheduler = Scheduler(checks, float(config.agent.interval), lambda _c, _s: None, AgentStats())
     try:
-        results = await asyncio.gather(*(scheduler.run_once(c) for c in checks))
+        results = scheduler.run_all_once(checks)
     finally:
-        await close_checks(checks)
+        close_checks(checks)
     return [identity.envelope(0, samples) for samples in results]

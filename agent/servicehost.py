@@ -20,13 +20,13 @@ treats as a failure to restart from (with the failure-actions flag set).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
+
+from agent.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -99,24 +99,23 @@ class Lifecycle:
         while not self._done.wait(self._every_s):
             self._report("stop_pending", STOP_WAIT_HINT_MS)
 
-    async def run(self, main: Callable[[asyncio.Event], Awaitable[object]]) -> int:
+    def run(self, main: Callable[[Wakeup], object]) -> int:
         """Run ``main`` until stopped; the service's exit code (0: stopped as asked)."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        stop = Wakeup()
 
         def bridge() -> None:
             self._requested.wait()
             if not self._done.is_set():
-                with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
-                    loop.call_soon_threadsafe(stop.set)
+                stop.stop()
 
         threading.Thread(target=bridge, name="stop-bridge", daemon=True).start()
         try:
-            await main(stop)
+            main(stop)
         except Exception:
             log.exception("the agent failed; the service stops with an error to be restarted")
             return 1
         finally:
             self._done.set()
             self._requested.set()  # releases the bridge thread
+            stop.close()
         return 0

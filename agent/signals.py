@@ -1,23 +1,22 @@
 """SIGTERM and SIGINT stop the running agent: its service stopping, Ctrl-C.
 
-The event loop's ``add_signal_handler`` would do it, but to check that a handler is not
-a coroutine function it imports ``inspect``, and ``ast`` and ``dis`` with it: 0.6 MB of a
-PC agent's memory kept for as long as it runs, for one check of one callback of ours.
-Here Python's own handlers ask the loop to set the stop event, and a wakeup fd the loop
-watches wakes it whichever thread the signal reached (Python runs the handlers in the
-main thread, the loop's, once it runs).
+The agent's main thread sleeps in ``select`` on its wakeup (agent/wakeup.py) between
+checks. Python runs a signal's handler in the main thread only, and only once that
+thread runs again; the kernel may hand the signal to any thread. So the wakeup's
+socket is also the interpreter's wakeup fd: the signal itself writes a byte there,
+which ends the main thread's sleep whichever thread it reached, and the handler, run
+then, asks the agent to stop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+
+from agent.wakeup import Wakeup
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -27,30 +26,30 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def take_interrupt() -> None:
-    """Before ``asyncio.run``: SIGINT raises KeyboardInterrupt, as Python's own handler does,
-    from a handler of the agent's. asyncio.run puts a handler of its own only in place of
-    Python's, and replacing that one (``stop_on_signals``) formats the task it names,
-    which imports inspect. Not on Windows, where the agent takes no signal (asyncio.run's
-    handler stays: Ctrl-C in a console cancels the run)."""
+    """Until the agent runs: SIGINT raises KeyboardInterrupt, as Python's own handler does
+    (from a handler of the agent's, as Python's may have been replaced by a library).
+    Not on Windows, where the agent takes no signal."""
     if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
 
 
-def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGTERM and SIGINT set ``stop`` until the returned function is called, which puts
+def stop_on_signals(stop: Wakeup) -> Callable[[], None]:
+    """SIGTERM and SIGINT stop ``stop`` until the returned function is called, which puts
     back the handlers there were. Nothing outside the main thread (Python takes signals
-    there only) or on Windows (the service stops the agent there)."""
-    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+    there only); on Windows (where the service stops the agent) the wakeup fd only."""
+    if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    loop = asyncio.get_running_loop()
-    reader, writer = socket.socketpair()
-    reader.setblocking(False)
-    writer.setblocking(False)
-    loop.add_reader(reader.fileno(), _empty, reader)
-    wakeup = signal.set_wakeup_fd(writer.fileno())
+    wakeup = signal.set_wakeup_fd(stop.signal_fd(), warn_on_full_buffer=False)
+    if sys.platform == "win32":
+        # Ctrl-C in a console raises KeyboardInterrupt as Python's handler does; the wakeup
+        # fd ends the main thread's sleep for it (a select on Windows is not interrupted).
+        def restore_the_fd() -> None:
+            signal.set_wakeup_fd(wakeup)
+
+        return restore_the_fd
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(stop.set)
+        stop.stop()
 
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
@@ -58,15 +57,5 @@ def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
         for signum, handled in previous.items():
             signal.signal(signum, handled)
         signal.set_wakeup_fd(wakeup)
-        loop.remove_reader(reader.fileno())
-        reader.close()
-        writer.close()
 
     return restore
-
-
-def _empty(reader: socket.socket) -> None:
-    """The wakeup fd's bytes (the signals' numbers) only woke the loop."""
-    with contextlib.suppress(OSError):  # nothing more to read
-        while reader.recv(4096):
-            pass

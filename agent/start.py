@@ -7,7 +7,6 @@ library: the config's path, logging, and the run with its errors in words.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -57,7 +56,7 @@ def run(config_path: Path) -> int:
 
     take_interrupt()
     try:
-        return asyncio.run(run_agent(config))
+        return run_agent(config)
     except (OutboxError, ConfigError) as exc:
         raise StartError(str(exc)) from None
     except KeyboardInterrupt:

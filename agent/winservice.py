@@ -19,7 +19,6 @@ DESCRIPTION = "Reports this PC's anti-malware, health and dedicated line to the 
 __all__ = ["DESCRIPTION", "DISPLAY_NAME", "SERVICE_NAME"]
 
 if sys.platform == "win32":
-    import asyncio
     import contextlib
     import logging
     import logging.handlers
@@ -89,7 +88,7 @@ if sys.platform == "win32":
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
             servicemanager.LogInfoMsg(f"{SERVICE_NAME} starting; log {log_file}")
-            return asyncio.run(self.lifecycle.run(lambda stop: run_agent(config, stop)))
+            return self.lifecycle.run(lambda stop: run_agent(config, stop))
 
     def _set_environment(environment: dict[str, str]) -> None:
         key = winreg.OpenKey(

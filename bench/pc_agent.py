@@ -393,9 +393,10 @@ def import_floor(python: Path, modules: str, tree: Path) -> float:
     return int(out.stdout) * os.sysconf("SC_PAGE_SIZE") / MB
 
 
-#: What any Python agent for this profile loads: MQTT over TLS, the outbox, an event loop
-#: and the wire codec (on Linux the host's figures come from /proc: no psutil).
-FLOOR_MODULES = "ssl,asyncio,sqlite3,paho.mqtt.client,msgspec"
+#: What any Python agent for this profile loads: MQTT over TLS, the outbox and the wire
+#: codec (on Linux the host's figures come from /proc: no psutil; its checks are blocking
+#: reads on threads: no event loop).
+FLOOR_MODULES = "ssl,sqlite3,paho.mqtt.client,msgspec"
 
 
 #: Where a PC agent's memory goes: what it imports, in groups, loaded in this order into a
@@ -410,8 +411,8 @@ FLOOR_MODULES = "ssl,asyncio,sqlite3,paho.mqtt.client,msgspec"
 FOOTPRINT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stand-ins, agent/deferred.py (+ typing; msgspec)", ("agent.deferred",)),
     ("TLS: ssl, socket, hashlib, OpenSSL, IDNA", ("ssl", "hashlib", "encodings.idna")),
-    ("asyncio (+ logging, subprocess; inspect; executor)",
-     ("asyncio", "concurrent.futures.thread")),
+    ("logging (+ threading, traceback)", ("logging",)),
+    ("asyncio (+ subprocess; inspect; executor)", ("asyncio", "concurrent.futures.thread")),
     ("sqlite3 (the outbox)", ("sqlite3",)),
     ("msgspec (+ datetime, decimal, uuid)", ("msgspec",)),
     ("psutil", ("psutil",)),

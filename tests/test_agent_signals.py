@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from agent import wire
 from agent.signals import STOP_SIGNALS, stop_on_signals
+from agent.wakeup import Wakeup
 from tests.factories import agent_toml
 from tests.servers import AgentProcess, Mosquitto, Received, Subscriber
 
@@ -19,10 +20,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 @pytest.mark.parametrize("signum", STOP_SIGNALS)
-def test_a_signal_that_reaches_another_thread_still_wakes_the_loop(signum: int) -> None:
-    """The kernel may hand a process's signal to any of its threads (the agent has
-    five): Python runs the handler in the main thread, which sleeps in the loop until
-    something wakes it."""
+def test_a_signal_that_reaches_another_thread_still_wakes_the_main_thread(signum: int) -> None:
+    """The kernel may hand a process's signal to any of its threads: Python runs the
+    handler in the main thread, which sleeps until something wakes it."""
     before = signal.getsignal(signum)
     go = threading.Event()
 
@@ -33,41 +33,35 @@ def test_a_signal_that_reaches_another_thread_still_wakes_the_loop(signum: int) 
 
     other = threading.Thread(target=signal_itself)
     other.start()
-
-    async def what_woke_the_loop() -> str:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        woke: asyncio.Future[str] = loop.create_future()
-        restore = stop_on_signals(stop)
-        try:
-            stopping = asyncio.ensure_future(stop.wait())
-            stopping.add_done_callback(lambda _: woke.done() or woke.set_result("the signal"))
-            # Nothing else is due: without its wakeup fd the loop would sleep until this.
-            loop.call_later(60, lambda: woke.done() or woke.set_result("a timer"))
-            go.set()
-            return await woke
-        finally:
-            restore()
-
+    stop = Wakeup()
+    restore = stop_on_signals(stop)
     try:
-        assert asyncio.run(what_woke_the_loop()) == "the signal"
+        started = time.monotonic()
+        go.set()
+        # Nothing else wakes it: without the wakeup fd it would sleep the whole minute.
+        assert stop.wait_stopped(60)
+        assert time.monotonic() - started < 50
     finally:
+        restore()
         go.set()
         other.join()
+        stop.close()
     assert signal.getsignal(signum) is before
 
 
 def test_outside_the_main_thread_the_signals_are_left_alone() -> None:
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     seen: dict[int, object] = {}
+    stop = Wakeup()
 
-    async def install() -> None:
-        stop_on_signals(asyncio.Event())
+    def install() -> None:
+        stop_on_signals(stop)
         seen.update({s: signal.getsignal(s) for s in STOP_SIGNALS})
 
-    thread = threading.Thread(target=lambda: asyncio.run(install()))
+    thread = threading.Thread(target=install)
     thread.start()
     thread.join()
+    stop.close()
     assert seen == before
 
 

@@ -6,7 +6,6 @@ the way clamd does, exercising the agent's real socket code.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -85,7 +84,7 @@ def clamd(tmp_path: Path) -> Iterator[Path]:
 
 
 def run(options: AntivirusOptions) -> list:  # type: ignore[type-arg]
-    return asyncio.run(AntivirusCheck(options, clock=lambda: NOW).collect())
+    return AntivirusCheck(options, clock=lambda: NOW).collect()
 
 
 def test_clamd_alive_with_fresh_database_is_protected(tmp_path: Path, clamd: Path) -> None:

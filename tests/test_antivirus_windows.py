@@ -8,7 +8,6 @@ garbage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -66,7 +65,7 @@ def run_check(tmp_path: Path, recorded: str, timeout: float = 30.0) -> list[Samp
         powershell=fake_powershell(tmp_path, f"cat '{DATA / recorded}'"),
         timeout=Duration(timeout),
     )
-    return asyncio.run(AntivirusCheck(options).collect())
+    return AntivirusCheck(options).collect()
 
 
 def products(samples: list[Sample]) -> dict[str, dict[str, object]]:
@@ -161,7 +160,7 @@ def test_powershell_that_hangs_is_a_timeout_not_a_crash(tmp_path: Path) -> None:
     options = AntivirusOptions(
         source="windows", powershell=fake_powershell(tmp_path, "sleep 30"), timeout=Duration(6)
     )
-    samples = asyncio.run(AntivirusCheck(options).collect())
+    samples = AntivirusCheck(options).collect()
     assert samples[0].outcome == "timeout"
     assert samples[0].fields["verdict"] == "unknown"
     assert "PowerShell" in samples[0].error
@@ -179,7 +178,7 @@ def test_garbage_output_is_a_bad_response_naming_what_came(tmp_path: Path, recor
 
 def test_missing_powershell_is_an_error_sample(tmp_path: Path) -> None:
     options = AntivirusOptions(source="windows", powershell=str(tmp_path / "absent"))
-    samples = asyncio.run(AntivirusCheck(options).collect())
+    samples = AntivirusCheck(options).collect()
     assert samples[0].outcome == "error"
     assert "cannot run" in samples[0].error
 

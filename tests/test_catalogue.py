@@ -8,7 +8,6 @@ recorded inputs are walked on purpose, so that a new recording is covered too.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,8 @@ def test_every_recorded_windows_report_makes_catalogued_samples(
 
 
 def test_this_machines_host_and_the_agents_own_samples_are_catalogued() -> None:
-    host = asyncio.run(HostCheck(HostOptions()).collect())
-    own = asyncio.run(SelfMetricsCheck(AgentStats(), None).collect())
+    host = HostCheck(HostOptions()).collect()
+    own = SelfMetricsCheck(AgentStats(), None).collect()
     assert {(s.check, s.item) for s in host} >= {("host", ""), ("host", "disk")}
     assert host[0].tags["os"] == "linux"  # a tag, as the catalogue says, not a field
     assert [problem for s in host + own for problem in problems(s)] == []
@@ -110,7 +109,7 @@ def test_the_conftest_watch_sees_what_checks_make() -> None:
     """The watch over every test is real: it holds this test's samples."""
     made = conftest._Made.samples
     assert made is not None
-    asyncio.run(HostCheck(HostOptions()).collect())
+    HostCheck(HostOptions()).collect()
     assert any(s.check == "host" for s in made)
 
 

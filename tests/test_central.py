@@ -3,8 +3,8 @@ refused whole when wrong, kept on disk for a start with the collector away."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from agent.config import load_config
 from agent.runner import ConfigFollower, Identity, checks_of
 from agent.scheduler import Scheduler
 from agent.stats import AgentStats
+from agent.wakeup import Wakeup
 from tests.factories import agent_config, agent_toml, central_config, signed, trust
 
 OFFICE = {
@@ -141,23 +142,35 @@ def test_the_follower_swaps_checks_without_touching_the_rest(tmp_path: Path) -> 
     central = CentralConfig(config)
     identity = Identity(config)
 
-    async def scenario() -> list[str]:
-        scheduler = Scheduler(checks_of(central.current.checks), 60.0, lambda c, s: None,
-                              AgentStats(), jitter=False)  # fmt: skip
-        follower = ConfigFollower(central, scheduler, identity, [])
-        announced: list[int] = []
-        follower.announce = lambda: announced.append(central.state.version)
-        stop = asyncio.Event()
-        running = asyncio.create_task(scheduler.run(stop))
-        assert await follower.apply(central_config(OFFICE, version=1, interval=120.0))
-        assert not await follower.apply(central_config({"link": [{"count": 0}]}, version=2))
-        stop.set()
-        await running
-        assert announced == [1]
-        assert identity.interval == 120.0
-        return [c.name for c in scheduler.checks]
+    scheduler = Scheduler(checks_of(central.current.checks), 60.0, lambda c, s: None,
+                          AgentStats(), jitter=False)  # fmt: skip
+    follower = ConfigFollower(central, scheduler, identity, [])
+    announced: list[int] = []
+    follower.announce = lambda: announced.append(central.state.version)
+    stop = Wakeup()
+    follower.wake = stop.wake
+    applied: list[bool] = []
 
-    assert asyncio.run(scenario()) == ["host", "tslcd-gateway"]
+    def between() -> None:
+        # On the scheduler's thread, where the follower applies what paho's delivered.
+        if not applied:
+            applied.append(follower.apply(central_config(OFFICE, version=1, interval=120.0)))
+            applied.append(follower.apply(central_config({"link": [{"count": 0}]}, version=2)))
+            follower.deliver(central_config(OFFICE, version=3, interval=90.0))
+        elif central.state.version == 3:
+            stop.stop()
+
+    guard = threading.Timer(30.0, stop.stop)
+    guard.start()
+    try:
+        scheduler.run(stop, between=lambda: (between(), follower.step()))
+    finally:
+        guard.cancel()
+        stop.close()
+    assert applied == [True, False]
+    assert announced == [1, 3]
+    assert identity.interval == 90.0
+    assert [c.name for c in scheduler.checks] == ["host", "tslcd-gateway"]
     assert central.state.refused_version == 2
 
 

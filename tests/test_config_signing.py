@@ -405,6 +405,6 @@ def test_a_check_that_exits_0_without_its_verdict_on_this_config_passes_nothing(
     def impostor(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         return real([sys.executable, "-c", "print('valid 00')"], **kwargs)  # type: ignore[call-overload,no-any-return]
 
-    monkeypatch.setattr(configkeys.subprocess, "run", impostor)
+    monkeypatch.setattr(subprocess, "run", impostor)  # the module the check imports
     with pytest.raises(WireError, match="without its verdict"):
         configkeys._check_in_a_process(b"k" * 32 + b"s" * 64 + b"config")

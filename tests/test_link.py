@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import os
 import socket
@@ -29,7 +28,7 @@ def collect(**options: object) -> Sample:
         "count": 3,
         "timeout": Duration(1),
     }
-    samples = asyncio.run(LinkCheck(LinkOptions(**(defaults | options))).collect())  # type: ignore[arg-type]
+    samples = LinkCheck(LinkOptions(**(defaults | options))).collect()  # type: ignore[arg-type]
     assert len(samples) == 1
     return samples[0]
 
@@ -170,14 +169,14 @@ def test_icmp_to_loopback_is_up_with_privileges() -> None:
 
 
 UNPRIVILEGED = """
-import asyncio, os, sys
+import os, sys
 from agent.checks.link import LinkCheck
 from agent.checks.options import LinkOptions
 import agent.probes, agent.wire, encodings.idna, random, statistics, concurrent.futures.thread
 options = LinkOptions(name="p", network="tslcd", method="icmp", target="127.0.0.1", count=2)
 check = LinkCheck(options)
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
-sample = asyncio.run(check.collect())[0]
+sample = check.collect()[0]
 print(sample.outcome, sample.fields.get("up"), sample.error)
 """
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Iterator
@@ -141,7 +140,7 @@ def test_the_agents_own_process_is_psutils() -> None:
 
 def test_the_host_check_reports_the_same_with_either_reader() -> None:
     def shape(machine: ProcMachine | PsutilMachine) -> list[tuple[object, ...]]:
-        samples = asyncio.run(HostCheck(HostOptions(), machine=machine).collect())
+        samples = HostCheck(HostOptions(), machine=machine).collect()
         return [
             (s.outcome, s.item, s.target, sorted(s.fields), sorted(s.tags.items())) for s in samples
         ]

@@ -149,7 +149,6 @@ def test_file_is_in_wal_mode(tmp_path: Path) -> None:
 def test_the_agent_reports_drops_new_since_its_last_sample_for_the_alert(tmp_path: Path) -> None:
     """The drop counter survives restarts (it is in the file); ``dropped_new`` — what the
     ``outbox_dropped`` alert watches — tells only drops since the previous sample."""
-    import asyncio
 
     from agent.checks.selfmetrics import SelfMetricsCheck
     from agent.stats import AgentStats
@@ -163,7 +162,7 @@ def test_the_agent_reports_drops_new_since_its_last_sample_for_the_alert(tmp_pat
     check = SelfMetricsCheck(AgentStats(), box.stats)
 
     def fields() -> tuple[object, object]:
-        [sample, *_] = asyncio.run(check.collect())
+        [sample, *_] = check.collect()
         return sample.fields["dropped_envelopes"], sample.fields["dropped_new"]
 
     assert fields() == (3, 0)  # reported before the restart

@@ -15,9 +15,11 @@ import pytest
 from agent.checks.options import InterfaceFilter, SnmpOptions
 from agent.checks.snmp import SnmpCheck
 from agent.configtypes import Duration, Secret
+from agent.runner import close_checks
 from agent.scheduler import Scheduler
 from agent.snmp.client import close_engine
 from agent.stats import AgentStats
+from agent.wakeup import Wakeup
 from agent.wire import Sample
 from tests.conftest import recording
 from tests.servers import Snmpd, SnmpSim, free_port
@@ -245,15 +247,15 @@ def test_a_dead_device_does_not_delay_the_others(snmpsim: SnmpSim) -> None:
         jitter=False,
     )
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(3.5, stop.set)
-        try:
-            await sched.run(stop)
-        finally:
-            close_engine()
-
-    asyncio.run(go())
+    stop = Wakeup()
+    timer = threading.Timer(3.5, stop.stop)
+    timer.start()
+    try:
+        sched.run(stop)
+    finally:
+        timer.cancel()
+        stop.close()
+        close_checks([], engine=True)  # the engine, on its loop, and the loop
     alive_runs = [t for name, t, outcome in stored if name == "alive" and outcome == "ok"]
     dead_runs = [(t, outcome) for name, t, outcome in stored if name == "dead"]
     assert len(alive_runs) >= 4

@@ -652,7 +652,7 @@ kind = "lgsp"
 """,
         encoding="utf-8",
     )
-    envelopes = asyncio.run(run_once(load_config(config)))
+    envelopes = run_once(load_config(config))
     store = StateStore(tmp_path / "state.sqlite")
     try:
         ingestor = Ingestor(store, "commune")

@@ -4,7 +4,6 @@ state machine driven by hand, the agent inside it real (Mosquitto) where it matt
 from __future__ import annotations
 
 import ast
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from agent.config import load_config
 from agent.runner import run_agent
 from agent.servicehost import STOP_WAIT_HINT_MS, Lifecycle, registration
+from agent.wakeup import Wakeup
 from tests.servers import REPO, Mosquitto, Subscriber
 from tests.test_e2e_agent import agent_config, statuses
 
@@ -55,11 +55,10 @@ def test_a_stop_before_the_loop_exists_is_not_lost() -> None:
     lifecycle.request_stop("stop")  # the SCM asked while the service was still starting
     seen: list[bool] = []
 
-    async def main(stop: asyncio.Event) -> None:
-        await asyncio.wait_for(stop.wait(), 5)
-        seen.append(stop.is_set())
+    def main(stop: Wakeup) -> None:
+        seen.append(stop.wait_stopped(5))
 
-    assert asyncio.run(lifecycle.run(main)) == 0
+    assert lifecycle.run(main) == 0
     assert seen == [True] and lifecycle.reason == "stop"
     assert reports.calls[0][1:] == ("stop_pending", STOP_WAIT_HINT_MS)
 
@@ -71,15 +70,12 @@ def test_a_slow_stop_keeps_telling_the_scm_it_is_in_progress() -> None:
     reports = Reports()
     lifecycle = Lifecycle(reports, every_s=0.05)
 
-    async def main(stop: asyncio.Event) -> None:
-        await stop.wait()
-        await asyncio.sleep(0.5)  # publishing "offline", closing the outbox
+    def main(stop: Wakeup) -> None:
+        stop.wait_stopped()
+        time.sleep(0.5)  # publishing "offline", closing the outbox
 
-    async def run() -> int:
-        asyncio.get_running_loop().call_later(0.1, lifecycle.request_stop, "stop")
-        return await lifecycle.run(main)
-
-    assert asyncio.run(run()) == 0
+    threading.Timer(0.1, lifecycle.request_stop, ("stop",)).start()
+    assert lifecycle.run(main) == 0
     pending = [c for c in reports.calls if c[1] == "stop_pending"]
     assert len(pending) >= 5 and all(hint >= 10_000 for _, _, hint in pending)
     count = len(reports.calls)
@@ -88,10 +84,10 @@ def test_a_slow_stop_keeps_telling_the_scm_it_is_in_progress() -> None:
 
 
 def test_a_failing_agent_ends_the_service_with_an_error() -> None:
-    async def main(_: asyncio.Event) -> None:
+    def main(_: Wakeup) -> None:
         raise RuntimeError("outbox disk full")
 
-    assert asyncio.run(Lifecycle(Reports()).run(main)) == 1
+    assert Lifecycle(Reports()).run(main) == 1
 
 
 def test_on_shutdown_the_agent_says_offline_stopped(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -102,7 +98,7 @@ def test_on_shutdown_the_agent_says_offline_stopped(mosquitto: Mosquitto, tmp_pa
     codes: list[int] = []
     thread = threading.Thread(
         target=lambda: codes.append(
-            asyncio.run(lifecycle.run(lambda stop: run_agent(config, stop, jitter=False)))
+            lifecycle.run(lambda stop: run_agent(config, stop, jitter=False))
         )
     )
     thread.start()

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: What each test version does differently from the checkout (file, old, new).
 CRASH_AT_START = (
     "agent/runner.py",
-    "    stop = stop or asyncio.Event()\n    exit_code = 0\n",
-    "    stop = stop or asyncio.Event()\n    exit_code = 0\n"
+    "    stop = stop or Wakeup()  # then stopped by the signals only (or an update)\n",
+    "    stop = stop or Wakeup()  # then stopped by the signals only (or an update)\n"
     '    raise RuntimeError("a release that crashes at start")\n',
 )
 NEVER_ACKNOWLEDGED = (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
+import socket
+import time
 from pathlib import Path
 
 import msgspec
@@ -73,21 +73,44 @@ def newest_daily_database(db_dir: str) -> DatabaseInfo | None:
     return best
 
 
-async def _clamd_command(address: str, command: bytes, timeout: float) -> bytes:
+#: The longest answer taken (PING's and VERSION's are one short line).
+MAX_ANSWER = 64 * 1024
+
+
+class ClamdAnswerError(Exception):
+    """clamd closed before the end of its answer, or sent one too long."""
+
+
+def _clamd_command(address: str, command: bytes, timeout: float) -> bytes:
+    """Send ``command`` and read clamd's answer up to its NUL, each step within ``timeout``."""
     if address.startswith("tcp://"):
         host, _, port = address[len("tcp://") :].rpartition(":")
-        connect = asyncio.open_connection(host, int(port))
+        sock = socket.create_connection((host, int(port)), timeout)
     else:
-        connect = asyncio.open_unix_connection(address)
-    reader, writer = await asyncio.wait_for(connect, timeout)
-    try:
-        writer.write(command)
-        await writer.drain()
-        return await asyncio.wait_for(reader.readuntil(b"\0"), timeout)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    with sock:
+        sock.settimeout(timeout)
+        sock.sendall(command)
+        deadline = time.monotonic() + timeout
+        answer = b""
+        while b"\0" not in answer:
+            if len(answer) > MAX_ANSWER:
+                raise ClamdAnswerError(f"an answer longer than {MAX_ANSWER} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ClamdAnswerError(f"{len(answer)} bytes, then the connection closed")
+            answer += chunk
+        return answer[: answer.index(b"\0") + 1]
 
 
 def candidate_addresses(configured: str) -> list[str]:
@@ -97,30 +120,28 @@ def candidate_addresses(configured: str) -> list[str]:
     return [*sockets, f"tcp://{DEFAULT_TCP[0]}:{DEFAULT_TCP[1]}"]
 
 
-async def query_clamd(address: str, timeout: float) -> ClamdInfo:
+def query_clamd(address: str, timeout: float) -> ClamdInfo:
     try:
-        pong = await _clamd_command(address, b"zPING\0", timeout)
+        pong = _clamd_command(address, b"zPING\0", timeout)
         if pong.rstrip(b"\0").strip() != b"PONG":
             return ClamdInfo(False, error=f"clamd at {address} answered {pong[:40]!r} to PING")
         version = (
-            (await _clamd_command(address, b"zVERSION\0", timeout))
-            .rstrip(b"\0")
-            .decode("utf-8", "replace")
+            _clamd_command(address, b"zVERSION\0", timeout).rstrip(b"\0").decode("utf-8", "replace")
         )
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+    except (OSError, ClamdAnswerError) as exc:
         return ClamdInfo(False, error=f"clamd at {address}: {exc or type(exc).__name__}")
     # "ClamAV 1.0.7/27470/Mon Nov 24 09:18:00 2026": engine / daily version / its date
     return ClamdInfo(True, engine=version.partition("/")[0].strip())
 
 
-async def clamav_products(
+def clamav_products(
     configured_socket: str, db_dir: str, now: float, timeout: float
 ) -> list[Product]:
     """Empty when ClamAV is not installed (neither clamd nor a database)."""
     database = newest_daily_database(db_dir)
     clamd = ClamdInfo(False, error="no clamd socket")
     for address in candidate_addresses(configured_socket):
-        clamd = await query_clamd(address, timeout)
+        clamd = query_clamd(address, timeout)
         if clamd.alive:
             break
     if database is None and not clamd.alive:

@@ -6,7 +6,6 @@ services as fallback. Linux: ClamAV. Elsewhere: ``unsupported``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -15,7 +14,7 @@ from typing import ClassVar
 
 from agent.antivirus.clamav import clamav_products
 from agent.antivirus.model import Product, apply_signature_limit, verdict
-from agent.checks.base import Check
+from agent.checks.base import BlockingCheck
 from agent.checks.options import AntivirusOptions
 from agent.wire import Outcome, Sample
 
@@ -42,7 +41,7 @@ def running_names() -> set[str]:
     return {n.lower() for n in names if n}
 
 
-class AntivirusCheck(Check[AntivirusOptions]):
+class AntivirusCheck(BlockingCheck[AntivirusOptions]):
     kind: ClassVar[str] = "antivirus"
     default_interval = 600.0
     default_timeout = 90.0
@@ -61,7 +60,7 @@ class AntivirusCheck(Check[AntivirusOptions]):
 
         return self.options.powershell or windows_powershell(os.environ, sys.maxsize <= 2**32)
 
-    async def collect(self) -> list[Sample]:
+    def collect(self) -> list[Sample]:
         now = self.clock()
         source = self.source()
         if source == "unsupported":
@@ -74,16 +73,16 @@ class AntivirusCheck(Check[AntivirusOptions]):
                 )
             ]
         if source == "clamav":
-            products = await clamav_products(
+            products = clamav_products(
                 self.options.clamd_socket,
                 self.options.clamav_db_dir,
                 now,
                 timeout=min(10.0, self.timeout),
             )
             return self._report(now, "ok", products, "", source)
-        return await self._collect_windows(now)
+        return self._collect_windows(now)
 
-    async def _collect_windows(self, now: float) -> list[Sample]:
+    def _collect_windows(self, now: float) -> list[Sample]:
         # The Windows reader is loaded on Windows only (or with source = "windows").
         from agent.antivirus.windows import (
             POWERSHELL_SCRIPT,
@@ -95,7 +94,7 @@ class AntivirusCheck(Check[AntivirusOptions]):
         # PowerShell gets most of the check's time; what is left parses and reports.
         budget = max(1.0, self.timeout - 5.0)
         try:
-            output = await run_powershell(self.powershell(), POWERSHELL_SCRIPT, budget)
+            output = run_powershell(self.powershell(), POWERSHELL_SCRIPT, budget)
         except TimeoutError:
             return self._report(
                 now, "timeout", [], f"PowerShell gave no answer in {budget:g}s", "windows"
@@ -160,34 +159,39 @@ class AntivirusCheck(Check[AntivirusOptions]):
         return samples
 
 
-async def run_powershell(executable: str, script: str, timeout: float) -> str:
+def run_powershell(executable: str, script: str, timeout: float) -> str:
     """Run the script and return what it printed; TimeoutError kills the process."""
+    import subprocess  # Windows' reader only
+
     from agent.antivirus.windows import decode_output, oem_codec
 
-    process = await asyncio.create_subprocess_exec(
-        executable,
-        "-NoProfile",
-        "-NonInteractive",
-        "-ExecutionPolicy",
-        "Bypass",
-        "-Command",
-        script,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = subprocess.Popen(
+        [
+            executable,
+            "-NoProfile",
+            "-NonInteractive",
+            "-ExecutionPolicy",
+            "Bypass",
+            "-Command",
+            script,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         # Its own process group, so a hang is ended with everything it started.
         start_new_session=sys.platform != "win32",
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if sys.platform == "win32":
-                process.kill()
-            else:
-                os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        raise
+    with process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if sys.platform == "win32":
+                    process.kill()
+                else:
+                    os.killpg(process.pid, signal.SIGKILL)
+            process.wait()  # not its pipes: what it started may hold them open
+            raise TimeoutError(f"no answer within {timeout:g}s") from None
     text = decode_output(stdout, oem_codec()).strip()
     if not text and stderr:
         return decode_output(stderr, oem_codec()).strip()

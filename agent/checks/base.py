@@ -47,7 +47,8 @@ class Check(ABC, Generic[OptionsT]):
     Subclasses validate their options in ``__init__`` without doing I/O, and
     return failures of the target as samples (``outcome`` down/timeout/...),
     never as exceptions. The scheduler owns intervals, timeouts, overlap and
-    exception capture.
+    exception capture. A check is a ``BlockingCheck`` (plain reads, each run on a
+    thread of its own) or an ``AsyncCheck`` (a coroutine, on the agent's event loop).
     """
 
     kind: ClassVar[str]
@@ -76,13 +77,6 @@ class Check(ABC, Generic[OptionsT]):
         """One line for ``list-checks`` and the birth message."""
         return f"{self.kind}:{self.name}"
 
-    @abstractmethod
-    async def collect(self) -> list[Sample]:
-        """Observe the target now; target failures are samples, not exceptions."""
-
-    async def close(self) -> None:
-        """Release what the check holds (sockets, engines) when the agent stops."""
-
     def sample(
         self,
         outcome: Outcome,
@@ -105,3 +99,27 @@ class Check(ABC, Generic[OptionsT]):
             tags={key: value[:MAX_TEXT] for key, value in (tags or {}).items()},
             error=error[:MAX_TEXT],
         )
+
+
+class BlockingCheck(Check[OptionsT]):
+    """Plain blocking reads, each bounded by its own timeouts; a run has a thread of its
+    own. A PC's checks are these: its agent loads no event loop (agent/eventloop.py)."""
+
+    @abstractmethod
+    def collect(self) -> list[Sample]:
+        """Observe the target now; target failures are samples, not exceptions."""
+
+    def close(self) -> None:
+        """Release what the check holds when it stops."""
+
+
+class AsyncCheck(Check[OptionsT]):
+    """A coroutine on the agent's event loop, started with the first such check: the
+    checks whose libraries are asyncio's (pysnmp) or that wait on many sockets."""
+
+    @abstractmethod
+    async def collect(self) -> list[Sample]:
+        """Observe the target now; target failures are samples, not exceptions."""
+
+    async def close(self) -> None:
+        """Release what the check holds (sockets, engines) when it stops."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import platform
 import socket
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from agent.checks.base import Check
+from agent.checks.base import BlockingCheck
 from agent.checks.options import HostOptions
 from agent.machine import Machine, Partition, this_machine
 from agent.wire import Sample
@@ -51,7 +50,7 @@ def is_fixed_disk(partition: Partition, windows: bool) -> bool:
     return str(partition.fstype).lower() not in NOT_FIXED_FSTYPES
 
 
-class HostCheck(Check[HostOptions]):
+class HostCheck(BlockingCheck[HostOptions]):
     kind: ClassVar[str] = "host"
     default_timeout = 20.0
 
@@ -68,7 +67,7 @@ class HostCheck(Check[HostOptions]):
         self.machine.cpu_percent()
         self._primed_at = time.monotonic()
 
-    async def collect(self) -> list[Sample]:
+    def collect(self) -> list[Sample]:
         now = self.clock()
         boot = self.machine.boot_time()
         memory = self.machine.memory()
@@ -82,7 +81,7 @@ class HostCheck(Check[HostOptions]):
                 "ok",
                 ts=now,
                 fields={
-                    "cpu_percent": await self._cpu_percent(),
+                    "cpu_percent": self._cpu_percent(),
                     "cpu_count": self.machine.cpu_count(),
                     "mem_percent": memory.percent,
                     "mem_total_bytes": memory.total,
@@ -96,14 +95,13 @@ class HostCheck(Check[HostOptions]):
         samples.extend(self._disks(now))
         return samples
 
-    async def _cpu_percent(self) -> float:
+    def _cpu_percent(self) -> float:
         # Right after start-up (e.g. `commune-agent once`) the window is too short
-        # to mean anything: measure over half a second instead (awaited, not in a thread:
-        # the loop's default executor would keep its threads for good).
+        # to mean anything: measure over half a second instead (on the run's own thread).
         if time.monotonic() - self._primed_at < 0.5:
             self._primed_at = 0.0
             self.machine.cpu_percent()
-            await asyncio.sleep(0.5)
+            time.sleep(0.5)
         return self.machine.cpu_percent()
 
     def _disks(self, now: float) -> list[Sample]:

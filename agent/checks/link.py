@@ -8,13 +8,13 @@ permission) reports ``unsupported``, never "down".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import random
+import time
 from typing import ClassVar
 
-from agent.checks.base import Check
+from agent.checks.base import BlockingCheck
 from agent.checks.options import LinkOptions
 from agent.probes import (
     IcmpUnsupported,
@@ -31,7 +31,7 @@ from agent.wire import Outcome, Sample
 PROBE_SPACING_S = 0.2
 
 
-class LinkCheck(Check[LinkOptions]):
+class LinkCheck(BlockingCheck[LinkOptions]):
     kind: ClassVar[str] = "link"
     probe_timeout_default = 2.0
 
@@ -51,10 +51,10 @@ class LinkCheck(Check[LinkOptions]):
     def describe(self) -> str:
         return f"link:{self.name} ({self.options.method} {self.target}, {self.options.network})"
 
-    async def collect(self) -> list[Sample]:
+    def collect(self) -> list[Sample]:
         now = self.clock()
         try:
-            results = await self._probe_all()
+            results = self._probe_all()
         except IcmpUnsupported as exc:
             return [self._sample(now, "unsupported", [], str(exc))]
         except OSError as exc:  # name resolution
@@ -64,20 +64,20 @@ class LinkCheck(Check[LinkOptions]):
         last = results[-1]
         return [self._sample(now, last.outcome, results, last.error)]
 
-    async def _probe_all(self) -> list[ProbeResult]:
+    def _probe_all(self) -> list[ProbeResult]:
         options = self.options
         timeout = self.probe_timeout
         results: list[ProbeResult] = []
         if options.method == "icmp":
-            family, address = await resolve(options.target)
+            family, address = resolve(options.target)
             sock = open_icmp_socket(family)
             identifier = random.randrange(1, 0xFFFF)
             try:
                 for sequence in range(options.count):
                     if sequence:
-                        await asyncio.sleep(PROBE_SPACING_S)
+                        time.sleep(PROBE_SPACING_S)
                     results.append(
-                        await icmp_probe(sock, family, address, identifier, sequence + 1, timeout)
+                        icmp_probe(sock, family, address, identifier, sequence + 1, timeout)
                     )
             finally:
                 with contextlib.suppress(OSError):
@@ -85,12 +85,12 @@ class LinkCheck(Check[LinkOptions]):
             return results
         for attempt in range(options.count):
             if attempt:
-                await asyncio.sleep(PROBE_SPACING_S)
+                time.sleep(PROBE_SPACING_S)
             if options.method == "tcp":
-                results.append(await tcp_probe(options.target, options.port, timeout))
+                results.append(tcp_probe(options.target, options.port, timeout))
             else:
                 results.append(
-                    await http_probe(
+                    http_probe(
                         options.url, timeout, options.verify_tls, tuple(options.expect_status)
                     )
                 )

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from agent.checks.base import Check
+from agent.checks.base import AsyncCheck
 from agent.checks.options import PolycomOptions
 from agent.configtypes import read_secret
 from agent.polycom.readiness import EndpointState
@@ -17,7 +17,7 @@ from agent.snmp.client import SnmpClient, SnmpError
 from agent.wire import Outcome, Sample
 
 
-class PolycomCheck(Check[PolycomOptions]):
+class PolycomCheck(AsyncCheck[PolycomOptions]):
     kind: ClassVar[str] = "polycom"
     default_timeout = 20.0
 

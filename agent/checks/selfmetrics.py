@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from agent import __version__
-from agent.checks.base import Check, CheckOptions
+from agent.checks.base import BlockingCheck, CheckOptions
 from agent.machine import this_process
 from agent.stats import AgentStats, OutboxStats
 from agent.wire import Sample
@@ -20,7 +20,7 @@ class SelfOptions(CheckOptions, frozen=True, forbid_unknown_fields=True, kw_only
     pass
 
 
-class SelfMetricsCheck(Check[SelfOptions]):
+class SelfMetricsCheck(BlockingCheck[SelfOptions]):
     kind: ClassVar[str] = "agent"
     default_timeout = 10.0
 
@@ -43,7 +43,7 @@ class SelfMetricsCheck(Check[SelfOptions]):
         # rule can fire on "data was lost" without remembering counters.
         self._dropped_reported = outbox_stats().dropped if outbox_stats is not None else 0
 
-    async def collect(self) -> list[Sample]:
+    def collect(self) -> list[Sample]:
         now = self.clock()
         with self.stats.lock:
             publish = self.stats.publish
@@ -76,7 +76,8 @@ class SelfMetricsCheck(Check[SelfOptions]):
             fields.update(self.extra())
         fields.update(rss_bytes=self._process.rss(), cpu_percent=self._process.cpu_percent())
         samples = [self.sample("ok", ts=now, fields=fields)]
-        for name, check in sorted(self.stats.checks.items()):
+        # The scheduler's thread counts on meanwhile: a copy (one step under the GIL).
+        for name, check in sorted(dict(self.stats.checks).items()):
             samples.append(
                 self.sample(
                     "ok",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from agent.checks.base import Check
+from agent.checks.base import AsyncCheck
 from agent.checks.options import SnmpOptions
 from agent.snmp import oids
 from agent.snmp.client import SnmpClient, SnmpError, SnmpValue, integer, text
@@ -24,7 +24,7 @@ from agent.wire import Sample
 _ARC = re.compile(r"[0-9]{1,10}")
 
 
-class SnmpCheck(Check[SnmpOptions]):
+class SnmpCheck(AsyncCheck[SnmpOptions]):
     kind: ClassVar[str] = "snmp"
     default_timeout = 20.0
 

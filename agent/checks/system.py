@@ -22,7 +22,7 @@ import math
 import unicodedata
 from typing import ClassVar
 
-from agent.checks.base import Check
+from agent.checks.base import AsyncCheck
 from agent.checks.options import SystemOptions
 from agent.systemprobe import MAX_BODY, Look, connect, fetch_page
 from agent.wire import FieldValue, Outcome, Sample
@@ -35,7 +35,7 @@ DAY_S = 86400.0
 _DOWN = frozenset({"dns", "refused", "timeout", "unreachable", "tls"})
 
 
-class SystemCheck(Check[SystemOptions]):
+class SystemCheck(AsyncCheck[SystemOptions]):
     kind: ClassVar[str] = "system"
 
     @property
