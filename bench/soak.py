@@ -59,6 +59,7 @@ from bench.soakprocs import (
     peak_rss_kib,
     wait_until,
 )
+from collector.outputs.spool import WAITING
 
 log = logging.getLogger("soak")
 PROVINCE = "dong-nai"
@@ -726,7 +727,7 @@ def caught(store: Path, created: dict[str, int]) -> bool:
         contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)) as db,
     ):
         last = dict(db.execute("SELECT agent_key, last_seq FROM agents").fetchall())
-        spooled = db.execute("SELECT COALESCE(SUM(envelopes), 0) FROM spool").fetchone()[0]
+        spooled = db.execute(WAITING).fetchone()[0]
         return spooled == 0 and all((last.get(k) or -1) >= seq for k, seq in created.items())
     return False
 

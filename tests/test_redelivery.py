@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import wire
+from collector.outputs.spool import WAITING
 from tests.factories import envelope, link
 from tests.servers import CollectorProcess, Mosquitto, VictoriaMetrics, wait_for
 
@@ -28,7 +29,7 @@ def _settled(state: Path, last_seq: int) -> bool:
     db = sqlite3.connect(f"{state.resolve().as_uri()}?mode=ro", uri=True)
     try:
         agent = db.execute("SELECT last_seq FROM agents").fetchone()
-        waiting = db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+        waiting = db.execute(WAITING).fetchone()[0]
     except sqlite3.OperationalError:  # the collector is still making the store
         return False
     finally:

@@ -83,7 +83,8 @@ def test_line_protocol_escaping() -> None:
 
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path / "vm").start()
+    # As deploy/OPERATIONS.md runs it: a point the sink writes again is kept once.
+    server = VictoriaMetrics(tmp_path / "vm", flags=DEDUP).start()
     yield server
     server.stop()
 
@@ -152,7 +153,9 @@ def test_the_sink_process_writes_is_restarted_and_leaves_with_the_collector(
         ingest(store, [envelope(seq) for seq in range(10, 15)])
         sink.ensure_running()  # what the collector's housekeeping does
         wait(lambda: _empty(store))
-        assert sink.restarts == 1 and sink.stats.points_written == 10  # the new process's
+        # The new process's: what the killed one wrote lately again (20 points: the server
+        # may have lost them with it), then its own 10.
+        assert sink.restarts == 1 and sink.stats.points_written == 30
     finally:
         sink.stop()
     assert not sink.running
@@ -408,3 +411,81 @@ def test_a_kill_9_of_victoriametrics_loses_none_of_what_it_had_accepted(tmp_path
         vm.stop()
     assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(40)]
     assert sink.stats.replayed_batches == 1
+
+
+def test_a_sink_killed_after_a_write_lets_the_next_one_write_it_again(tmp_path: Path) -> None:
+    """The hour-long soak's finding (seed 7: its kill_sink 1 s after a write, its kill_vm
+    6 s after that): VictoriaMetrics lost what it had accepted, and the sink that had
+    seen it accepted was dead, its memory of what to write again with it. The spool keeps
+    the rows accepted lately; the next sink writes them again before anything new."""
+    from collector.outputs.sink import Sink
+
+    vm = VictoriaMetrics(tmp_path / "vm", flags=DEDUP).start()
+    store = StateStore(tmp_path / "state.sqlite")
+    settings = SinkSettings(vm.url, "", "province", "commune", max_backoff_s=1)
+    killed = Sink(Spool(store), settings)
+    try:
+        ingest(store, [envelope(seq) for seq in range(20)])
+        assert killed.step(0.0) == 0.0 and Spool(store).stats().rows == 0  # accepted
+        killed.close()  # killed: what it remembered is gone with it
+        assert vm.process is not None
+        vm.process.kill()  # within its flush interval: what it held in memory is gone
+        vm.process.wait(10)
+        vm.start()
+        ingest(store, [envelope(seq) for seq in range(20, 40)])
+        sink = Sink(Spool(store), settings)
+        try:
+            wait(lambda: sink.step(0.0) == 0.5 and Spool(store).stats().rows == 0)
+            [series] = vm.export('{__name__="link_rtt_ms"}')
+        finally:
+            sink.close()
+    finally:
+        vm.stop()
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(40)]
+    assert sink.stats.replayed_batches == 1
+
+
+def test_a_server_killed_and_back_between_two_writes_is_written_again(tmp_path: Path) -> None:
+    """No write failed (the server was killed and started again while the sink had
+    nothing to send), yet what it held in memory is gone: the connection it kept alive
+    was closed, and that is enough for the sink to write its recent points again."""
+    from collector.outputs.sink import Sink
+
+    vm = VictoriaMetrics(tmp_path / "vm", flags=DEDUP).start()
+    store = StateStore(tmp_path / "state.sqlite")
+    sink = Sink(Spool(store), SinkSettings(vm.url, "", "province", "commune", max_backoff_s=1))
+    try:
+        ingest(store, [envelope(seq) for seq in range(20)])
+        assert sink.step(0.0) == 0.0
+        assert vm.process is not None
+        vm.process.kill()
+        vm.process.wait(10)
+        vm.start()
+        ingest(store, [envelope(seq) for seq in range(20, 40)])
+        wait(lambda: sink.step(0.0) == 0.5 and Spool(store).stats().rows == 0)
+        [series] = vm.export('{__name__="link_rtt_ms"}')
+    finally:
+        sink.close()
+        vm.stop()
+    assert series["timestamps"] == [int((T0 + 60 * s) * 1000) for s in range(40)]
+    assert sink.stats.write_errors == 0 and sink.stats.replayed_batches == 1
+
+
+def test_rows_kept_for_a_replay_are_neither_waiting_nor_dropped_by_the_bound(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    spool = Spool(store, max_bytes=10_000).attach()
+    ingest(store, [envelope(seq) for seq in range(10)])
+    rows = spool.fetch(100)
+    spool.done(rows[-1][0], forget_up_to=0)  # accepted, kept for a replay
+    assert spool.stats().rows == 0 and spool.stats().bytes == 0
+    assert spool.fetch(100) == []
+    assert [p for _, p in spool.accepted(1000)] == [p for _, p in rows]
+    ingest(store, [envelope(seq) for seq in range(10, 400)])  # far over the bound
+    assert spool.stats().dropped > 0
+    assert [p for _, p in spool.accepted(1000)] == [p for _, p in rows]  # none dropped
+    waiting = spool.fetch(1000)
+    spool.done(waiting[-1][0])  # forget everything accepted
+    assert spool.accepted(1000) == [] and spool.stats().rows == spool.stats().bytes == 0
+    store.close()

@@ -27,6 +27,7 @@ from agent.outbox import Outbox
 from agent.publisher import BrokerSettings, Publisher, StatusMessages
 from agent.stats import AgentStats
 from agent.wire import Sample, encode
+from collector.outputs.spool import WAITING
 from fleet import soakcheck
 from fleet.soakcheck import SoakRun, check
 from tests.factories import envelope, link, status
@@ -53,7 +54,7 @@ def _settled(state: Path, expected: int) -> bool:
     db = sqlite3.connect(f"{state.resolve().as_uri()}?mode=ro", uri=True)
     try:
         (applied,) = db.execute("SELECT COUNT(*) FROM applied_envelopes").fetchone()
-        (waiting,) = db.execute("SELECT COUNT(*) FROM spool").fetchone()
+        (waiting,) = db.execute(WAITING).fetchone()
     except sqlite3.OperationalError:  # the collector is still making the store
         return False
     finally:

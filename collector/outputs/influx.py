@@ -51,6 +51,9 @@ class InfluxWriter:
         if token:
             self._headers["Authorization"] = f"Token {token}"
         self._connection: http.client.HTTPConnection | None = None
+        self.hang_ups = 0
+        """Connections the server closed while kept alive between two requests (an idle
+        time-out, or the server killed: the sink then writes its recent points again)."""
 
     def write(self, body: bytes) -> None:
         """Lines of line protocol, timestamps in milliseconds."""
@@ -78,6 +81,7 @@ class InfluxWriter:
             # keep-alive timed out); a write on it would fail for nothing.
             readable, _, _ = select.select([connection.sock], [], [], 0)
             if readable:
+                self.hang_ups += 1
                 self.close()
                 connection = None
         if connection is None:

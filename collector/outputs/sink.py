@@ -17,10 +17,14 @@ is dropped alone, counted; the spool never waits for ever behind one row.
 A server's acceptance is not its durability: VictoriaMetrics keeps what it accepted in
 memory for up to ``-inmemoryDataFlushInterval`` (5 s) and a kill -9 or a power cut
 loses it (the chaos soak found those points missing). So the batches written in the
-last ``REPLAY_S`` seconds are kept in memory, and once a write has failed (the server
-gone, perhaps restarted) they are written again before anything new. Written twice, a
-point overwrites itself in InfluxDB; VictoriaMetrics needs ``-dedup.minScrapeInterval=1ms``
-to keep it once (deploy/OPERATIONS.md).
+last ``REPLAY_S`` seconds are kept, in memory and in the spool (``Spool.done`` keeps
+them until they are older), and written again before anything new once the server may
+have lost them: a write failed (the server gone, perhaps restarted), the server hung up
+the kept-alive connection (a server killed and started again between two writes), or
+this sink is starting (the one before was killed: the hour-long soak lost 312
+envelopes to a sink killed 1 s after a write and VictoriaMetrics 6 s after). Written
+twice, a point overwrites itself in InfluxDB; VictoriaMetrics needs
+``-dedup.minScrapeInterval=1ms`` to keep it once (deploy/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -84,11 +88,19 @@ class Sink:
         self._last_error = ""
         self._head = (-1, 0)
         """(first row id of the batch that last failed, failures in a row)."""
-        self._recent: collections.deque[tuple[float, list[tuple[int, bytes]]]] = collections.deque()
-        """(when written, monotonic; the batch's lines) of the last ``REPLAY_S`` seconds."""
+        self._recent: collections.deque[tuple[float, int, list[tuple[int, bytes]]]] = (
+            collections.deque()
+        )
+        """(when written, monotonic; its last spool row; the batch's lines) of the last
+        ``REPLAY_S`` seconds."""
         self._recent_rows = 0
+        self._forget = 0
+        """The spool's rows up to this one are past the server's flush: ``done`` lets them go."""
         self._replay = False
-        """A write failed: the recent batches are written again before the next one."""
+        """The server may have lost what it accepted: the recent batches are written again
+        before the next one."""
+        self._started = False
+        self._hang_ups = 0
 
     @property
     def last_error(self) -> str:
@@ -163,24 +175,42 @@ class Sink:
             log.warning("time-series server unavailable (%s); points wait in the spool", reason)
             self._last_error = reason
 
-    def _remember(self, lines: list[tuple[int, bytes]]) -> None:
-        now = time.monotonic()
-        self._recent.append((now, lines))
+    def _remember(self, last_row: int, lines: list[tuple[int, bytes]]) -> None:
+        self._recent.append((time.monotonic(), last_row, lines))
         self._recent_rows += len(lines)
-        while self._recent and (
-            self._recent[0][0] < now - REPLAY_S or self._recent_rows > REPLAY_ROWS
-        ):
-            self._recent_rows -= len(self._recent.popleft()[1])
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the batches past the server's flush, in memory and in the spool."""
+        since = time.monotonic() - REPLAY_S
+        while self._recent and (self._recent[0][0] < since or self._recent_rows > REPLAY_ROWS):
+            _written, last_row, lines = self._recent.popleft()
+            self._recent_rows -= len(lines)
+            self._forget = max(self._forget, last_row)
+
+    def _start(self) -> None:
+        """What the sink before accepted lately: written again first (it may be lost)."""
+        self._started = True
+        accepted = self.spool.accepted(REPLAY_ROWS)
+        if accepted:
+            lines = self._as_lines(accepted)
+            self._recent.append((time.monotonic(), accepted[-1][0], lines))
+            self._recent_rows += len(lines)
+            self._replay = True
 
     def _send_again(self) -> None:
         """The recent batches, written again (raises as ``_send`` does)."""
-        for _written, lines in list(self._recent):
+        self._prune()
+        for _written, _last_row, lines in list(self._recent):
             self._send(lines)
             self.stats.replayed_batches += 1
         self._replay = False
+        self._hang_ups = self._writer.hang_ups  # a server that hung up meanwhile: covered
 
     def step(self, delay: float) -> float:
         """Send one batch from the spool; how long to wait before the next (backoff)."""
+        if not self._started:
+            self._start()
         rows = self.spool.fetch(self.batch_rows)
         if not rows and not self._replay:
             return 0.5
@@ -191,6 +221,11 @@ class Sink:
             if self._replay:
                 self._send_again()
             self._send(lines, suspect)
+            if self._writer.hang_ups != self._hang_ups:
+                # The server closed the connection kept alive between two writes: it may
+                # have been killed and started again, without what it held in memory.
+                self._hang_ups = self._writer.hang_ups
+                self._send_again()
         except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
             if rows:
                 self._head = (rows[0][0], failures + 1 if head == rows[0][0] else 1)
@@ -199,10 +234,10 @@ class Sink:
             return min(max(delay * 2, 1.0), self.max_backoff_s)
         if not rows:
             return 0.5
-        self._remember(lines)
+        self._remember(rows[-1][0], lines)
         self._head = (-1, 0)
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")
             self._last_error = ""
-        self.spool.done(rows[-1][0])
+        self.spool.done(rows[-1][0], forget_up_to=self._forget)
         return 0.0

@@ -11,6 +11,13 @@ length in four bytes; its ``envelopes`` column says how many): one row per envel
 cost the collector a twentieth of its commit path at the national rate. The sink
 takes frames whole and sees their envelopes one by one; a row of one payload (an
 earlier release's) reads as before.
+
+Rows the server accepted are not forgotten at once: the server may still lose them
+(VictoriaMetrics holds accepted points in memory for seconds), and a sink killed
+meanwhile would no longer know what to write again. ``meta.spool_sent`` marks the last
+row accepted; the rows up to it stay until the sink says they are past the server's
+flush, and a sink starting again writes them again first (written twice is kept once).
+They are neither waiting nor counted in the spool's size, and never dropped by the bound.
 """
 
 from __future__ import annotations
@@ -58,6 +65,20 @@ class SpoolStats:
     """Envelopes dropped over the bound since the store was made."""
 
 
+WAITING = (
+    "SELECT COALESCE(SUM(envelopes), 0) FROM spool "
+    "WHERE id > COALESCE((SELECT value FROM meta WHERE key = 'spool_sent'), 0)"
+)
+"""Envelopes waiting for the server, for a reader of the store (a check, a test)."""
+
+
+def _sent(db: sqlite3.Connection) -> int:
+    """The last row the server accepted (0: none yet, or a store of an earlier release,
+    whose spool holds only rows waiting)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'spool_sent'").fetchone()
+    return int(row[0]) if row else 0
+
+
 class Spool:
     def __init__(self, store: StateStore, max_bytes: int = 1024**3) -> None:
         self.store = store
@@ -96,7 +117,8 @@ class Spool:
             return
         dropped_bytes = dropped_rows = 0
         victims = db.execute(
-            "SELECT id, LENGTH(lines), envelopes FROM spool ORDER BY id"
+            "SELECT id, LENGTH(lines), envelopes FROM spool WHERE id > ? ORDER BY id",
+            (_sent(db),),
         ).fetchall()
         for row_id, size, envelopes in victims:
             if dropped_bytes + int(size) > excess and int(envelopes) > 1:
@@ -141,7 +163,8 @@ class Spool:
         taken: list[tuple[int, bytes]] = []
         with self.store.reading() as db:
             rows = db.execute(
-                "SELECT id, lines, envelopes FROM spool ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, lines, envelopes FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+                (_sent(db), limit),
             )
             for row_id, lines, envelopes in rows:
                 if taken and len(taken) + int(envelopes) > limit:
@@ -152,18 +175,47 @@ class Spool:
                     break
         return taken
 
-    def done(self, up_to_id: int) -> None:
-        """The server accepted everything up to this row."""
+    def done(self, up_to_id: int, forget_up_to: int | None = None) -> None:
+        """The server accepted everything up to this row; the rows up to ``forget_up_to``
+        (all of them by default) are past its flush and go."""
+        forget = up_to_id if forget_up_to is None else min(forget_up_to, up_to_id)
         with self.store.transaction() as db:
+            sent = _sent(db)
             size = db.execute(
-                "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id <= ?", (up_to_id,)
+                "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id > ? AND id <= ?",
+                (sent, up_to_id),
             ).fetchone()[0]
-            db.execute("DELETE FROM spool WHERE id <= ?", (up_to_id,))
+            db.execute(
+                "INSERT INTO meta VALUES ('spool_sent', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                (up_to_id,),
+            )
+            db.execute("DELETE FROM spool WHERE id <= ?", (forget,))
             self._add_bytes(db, -int(size))
+
+    def accepted(self, limit: int) -> list[tuple[int, bytes]]:
+        """The rows the server accepted and the sink has not yet said are past its flush,
+        newest last, about the newest ``limit`` envelopes: what a sink starting again
+        writes first."""
+        taken: list[list[tuple[int, bytes]]] = []
+        count = 0
+        with self.store.reading() as db:
+            rows = db.execute(
+                "SELECT id, lines FROM spool WHERE id <= ? ORDER BY id DESC", (_sent(db),)
+            )
+            for row_id, lines in rows:
+                payloads = unframe(bytes(lines))
+                taken.append([(int(row_id), payload) for payload in payloads])
+                count += len(payloads)
+                if count >= limit:
+                    break
+        return [entry for row in reversed(taken) for entry in row]
 
     def stats(self) -> SpoolStats:
         with self.store.reading() as db:
-            rows = db.execute("SELECT COALESCE(SUM(envelopes), 0) FROM spool").fetchone()[0]
+            rows = db.execute(
+                "SELECT COALESCE(SUM(envelopes), 0) FROM spool WHERE id > ?", (_sent(db),)
+            ).fetchone()[0]
             meta = dict(
                 db.execute(
                     "SELECT key, value FROM meta WHERE key IN ('spool_dropped', 'spool_bytes')"
