@@ -33,6 +33,7 @@ import random
 import signal
 import sqlite3
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -352,15 +353,24 @@ class Soak:
     def launched_agent(self, spec: AgentSpec, commune: Commune, config_keys: list[str],
                        env: dict[str, str]) -> LaunchedAgent:  # fmt: skip
         """An agent's home as ``install-launcher`` leaves it (the launcher, the first
-        version committed), the collector's release root trusted as ``update-root fetch``
-        does, its config signing key as enrollment writes it."""
+        version committed), the collector's release root trusted by ``commune-agent
+        update-root fetch`` run in the commune's namespace (so that a commune that cannot
+        reach the collector's API fails the soak here, not its update), its config
+        signing key as enrollment writes it."""
         from agent.configkeys import decode_public_key, key_file_text
-        from agent.update import trust
+        from tests.servers import REPO
         from tests.update_home import new_home
 
         assert self.collector is not None
         home = new_home(spec.home / "home", self.root / "bundles", FIRST_VERSION)
-        trust.install_root(home.root, trust.download_root(self.collector.api, str(self.pki.ca)))
+        fetched = subprocess.run(
+            [*commune.net.prefix(), sys.executable, "-m", "agent.cli", "update-root", "fetch",
+             "--home", str(home.root), "--collector", self.collector.api,
+             "--ca", str(self.pki.ca)],
+            check=False, capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        if fetched.returncode != 0:
+            raise RuntimeError(f"{spec.key}: update-root fetch: {fetched.stderr[-1000:]}")
         config_key = spec.home / "config-key.pub"
         keys = [decode_public_key(k) for k in config_keys]
         config_key.write_text(key_file_text(keys, "the collector, at enrollment"))
