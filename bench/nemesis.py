@@ -31,7 +31,17 @@ KINDS = (
     "fill_agent_disk",
     "clock_jump",
     "broker_config",
+    "update_agents",
+    "partition_collector",
 )
+#: The kinds added after the first soaks were recorded. They are drawn from a generator
+#: of their own, so that a seed's schedule of the earlier kinds stays what it was: a
+#: failure the README replays (``--seed 26 --only kill_broker``) still plays at its time.
+LATER_KINDS = ("update_agents", "partition_collector")
+_FIRST_KINDS = tuple(k for k in KINDS if k not in LATER_KINDS)
+#: When in the window (as fractions of it) a later kind may come in the short schedule:
+#: an update early, so that both its releases and the rollback are done within it.
+_LATER_SPAN = {"update_agents": (0.05, 0.35), "partition_collector": (0.3, 0.9)}
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,28 @@ def short_schedule(seed: int, window: float) -> list[Fault]:
     """Every kind once, in an order and at times drawn from ``seed``, within ``window``
     seconds; holds short enough that the agents' outboxes never reach their bounds."""
     rng = random.Random(seed)
-    kinds = list(KINDS)
+    kinds = list(_FIRST_KINDS)
     rng.shuffle(kinds)
     step = window / (len(kinds) + 1)
     holds = {"partition": 30.0, "fill_store": 20.0, "fill_agent_disk": 20.0,
              "clock_jump": 30.0, "broker_config": 0.0}  # fmt: skip
-    return [
+    first = [
         Fault(kind, round(step * (i + 0.5) + rng.uniform(0, step / 2), 1),
               holds.get(kind, round(rng.uniform(3, 10), 1)), rng.randrange(1000))
         for i, kind in enumerate(kinds)
     ]  # fmt: skip
+    later = random.Random(f"{seed}:later")
+    for kind in LATER_KINDS:
+        low, high = _LATER_SPAN[kind]
+        at = round(window * later.uniform(low, high), 1)
+        first.append(Fault(kind, at, _later_hold(kind, later, 20.0), later.randrange(1000)))
+    return first
+
+
+def _later_hold(kind: str, rng: random.Random, partition: float) -> float:
+    """An update holds nothing (it lasts as long as its releases take); the collector
+    is cut for ``partition`` seconds."""
+    return 0.0 if kind == "update_agents" else partition
 
 
 def long_schedule(seed: int, window: float) -> list[Fault]:
@@ -79,7 +101,7 @@ def long_schedule(seed: int, window: float) -> list[Fault]:
         at += rng.expovariate(1 / 60)
         if at >= window:
             break
-        kind = rng.choice(KINDS)
+        kind = rng.choice(_FIRST_KINDS)
         hold = {
             "partition": rng.uniform(30, 600),
             "fill_store": rng.uniform(10, 120),
@@ -88,7 +110,18 @@ def long_schedule(seed: int, window: float) -> list[Fault]:
             "broker_config": 0.0,
         }.get(kind, rng.uniform(2, 30))
         faults.append(Fault(kind, round(at, 1), round(hold, 1), rng.randrange(1000)))
-    return faults
+    # The later kinds: each about every ten minutes after the first ten, the collector
+    # cut for up to five.
+    later = random.Random(f"{seed}:later-long")
+    for kind in LATER_KINDS:
+        at = min(window, 600.0)
+        while True:
+            at += later.expovariate(1 / 600)
+            if at >= window:
+                break
+            hold = _later_hold(kind, later, later.uniform(20, 300))
+            faults.append(Fault(kind, round(at, 1), round(hold, 1), later.randrange(1000)))
+    return sorted(faults, key=lambda f: f.at)
 
 
 def target_schedule(

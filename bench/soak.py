@@ -1,6 +1,6 @@
 """The chaos soak: every envelope any agent created is in the store and the time series
 exactly once, or counted as dropped by the outbox's bounds — under kills, partitions,
-full disks, clock jumps and broker restarts (issue 26).
+full disks, clock jumps, broker restarts and agent updates rolled back (issue 26).
 
     python bench/soak.py --seed 7 --minutes 60          # the long soak
     python bench/soak.py --seed 7 --minutes 5 --short   # every fault once, a few hundred agents
@@ -8,11 +8,13 @@ full disks, clock jumps and broker restarts (issue 26).
 What runs: Mosquitto as deploy/mosquitto/dynsec.conf ships it (as its own user), the
 collector with its sink and its store on a small filesystem of its own, VictoriaMetrics,
 real ``commune-agent run`` processes probing TCP and HTTP services the soak takes down and
-up, and the fleet simulator's PCs sending through the agent's own outbox and publisher
-(bench/soakfleet.py). Each commune's agents are in a network namespace of their own
-(bench/soaknet.py). The nemesis (bench/nemesis.py) acts from the seed's schedule and
-writes what it did to truth.jsonl; at the end the soak heals everything, lets every
-outbox drain, and hands the run to the checker (fleet/soakcheck.py).
+up, a few agents under the launcher (updated from the collector's signed releases, and
+rolled back), and the fleet simulator's PCs sending through the agent's own outbox and
+publisher (bench/soakfleet.py). Each commune's agents are in a network namespace of their
+own, and so is the collector with its sink (bench/soaknet.py). The nemesis
+(bench/nemesis.py) acts from the seed's schedule and writes what it did to truth.jsonl;
+at the end the soak heals everything, lets every outbox drain, and hands the run to the
+checker (fleet/soakcheck.py).
 
 Runs as root (namespaces, mounts); everything it makes is removed when it ends, even when
 it fails. The same seed replays the same schedule (not the same interleaving: the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +33,7 @@ import random
 import signal
 import sqlite3
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +45,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.update.state import Home
 from bench import nemesis, soaknet
 from bench.nemesis import Fault, TargetOutage, Truth
 from bench.soakprocs import (
@@ -49,6 +54,7 @@ from bench.soakprocs import (
     AgentSpec,
     Broker,
     Collector,
+    LaunchedAgent,
     Managed,
     Mount,
     ProbedTarget,
@@ -68,6 +74,14 @@ TARGETS = (("gw", "link"), ("portal", "system"))
 #: Clock jumps: within the collector's max_clock_ahead (300 s), so that the samples are
 #: still taken; further would be refused by design (reason clock_ahead), not lost.
 JUMP_AHEAD_S, JUMP_BACK_S = 120, -60
+#: The agents run under the launcher, in the second real commune: the ones an update
+#: and its rollback reach (no targets: a version switch is not an outage).
+LAUNCHED = ("pc-upd-1", "pc-upd-2")
+#: The version they are installed with; the n-th update rolls out 26.n.0 (the checkout
+#: as it is, to be committed) then 26.n.1 (which crashes once started, to be rolled back).
+FIRST_VERSION = "26.0.0"
+#: How long an update may take to be decided on every agent it reaches (s).
+UPDATE_TIMEOUT = 600.0
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Commune:
     targets: soaknet.Targets | None = None
     ports: list[int] = field(default_factory=list)
     agents: list[RealAgent] = field(default_factory=list)
+    launched: list[LaunchedAgent] = field(default_factory=list)
     group: SimGroup | None = None
 
 
@@ -131,6 +146,9 @@ class Soak:
         self.broker: Broker | None = None
         self.vm: VictoriaMetricsProcess | None = None
         self.collector: Collector | None = None
+        self.collector_net: soaknet.CommuneNet | None = None
+        self.updates = 0
+        """Updates done (each rolls out versions of its own)."""
         self.clock_agent: RealAgent | None = None
         self.disk_agent: RealAgent | None = None
         self.store_fs: Mount | None = None
@@ -149,26 +167,62 @@ class Soak:
         soaknet.remove_leftovers()
         self.netem = soaknet.netem_available()
         self.host.up()
-        pki = make_pki(self.root / "pki", server_ips=(soaknet.BROKER_ADDRESS,))
+        pki = make_pki(self.root / "pki",
+                       server_ips=(soaknet.BROKER_ADDRESS, soaknet.COLLECTOR_ADDRESS))  # fmt: skip
         self.pki = pki
         self.store_fs = self.mount("store-fs", (512 if not self.options.short else 256) << 20)
         self.agent_fs = self.mount("agent-fs", 8 << 20)
         self.broker = Broker(self.root, pki)
         self.broker.start()
-        self.vm = VictoriaMetricsProcess(self.root)
+        # Where the collector's namespace reaches it.
+        self.vm = VictoriaMetricsProcess(self.root, soaknet.BROKER_ADDRESS)
         self.vm.start()
-        self.collector = Collector(self.root, self.store_fs.path, pki, self.broker, self.vm.url)
+        self.collector_net = soaknet.CommuneNet(soaknet.COLLECTOR_INDEX)
+        self.collector_net.create()
+        self.collector = Collector(
+            self.root, self.store_fs.path, pki, self.broker, self.vm.url, self.root / "releases",
+            self.collector_net.prefix(), soaknet.COLLECTOR_ADDRESS,
+        )  # fmt: skip
+        self.make_releases()
         self.collector.start()
         self.wait_healthy(120)
         self.make_communes()
         self.enroll_all()
         for commune in self.communes:
-            for agent in commune.agents:
+            for agent in [*commune.agents, *commune.launched]:
                 agent.start()
         for commune in self.sim_communes:
             assert commune.group is not None
             commune.group.start()
         self.started = time.time()
+
+    def make_releases(self) -> None:
+        """The release manager's part, before the collector starts: the keys (offline in
+        life: here in the run's folder), the repository, and the version the launched
+        agents are installed with."""
+        from collector.release import keys as keyfiles
+
+        assert self.collector is not None
+        keys = self.root / "release-keys"
+        keys.mkdir()
+        keyfiles.generate(keys / "root.key", "root")
+        keyfiles.generate(keys / "targets.key", "targets")
+        self.collector.cli("release", "init", "--root-key", str(keys / "root.key"),
+                           "--targets-key", str(keys / "targets.key"))  # fmt: skip
+        self.add_releases(FIRST_VERSION)
+
+    def add_releases(self, *versions: str, crashing: str = "") -> None:
+        """``versions`` built from this checkout, ``crashing`` from it changed to crash
+        once started (its self-check passes), signed with the targets key and added."""
+        from tests.update_home import CRASH_AT_START, build_bundles
+
+        assert self.collector is not None
+        bundles = self.root / "bundles"
+        build_bundles(bundles, list(versions), {crashing: CRASH_AT_START} if crashing else {})
+        key = str(self.root / "release-keys" / "targets.key")
+        for version in (*versions, *([crashing] if crashing else [])):
+            bundle = str(bundles / f"commune-agent-{version}.zip")
+            self.collector.cli("release", "add", bundle, "--key", key)
 
     def mount(self, name: str, size: int) -> Mount:
         made = Mount(self.root / name, size).mount()
@@ -234,6 +288,8 @@ class Soak:
             names = [f"pc-{i + 1:02d}" for i in range(count)]
             if not sim and commune is self.communes[0]:
                 names += ["pc-clock", "pc-disk"]  # their own faults, no targets
+            if not sim and commune is self.communes[1 % len(self.communes)]:
+                names += list(LAUNCHED)
             status, made = self.api("POST", "/api/v1/enrollment/tokens", {
                 "province": PROVINCE, "commune": commune.slug, "profile": "office",
                 "uses": len(names), "ttl_s": 3600.0, "allow_replace": True,
@@ -259,6 +315,10 @@ class Soak:
                 spec = AgentSpec(PROVINCE, commune.slug, name, answer.username, secret,
                                  answer.broker_url, home, state)  # fmt: skip
                 self.specs.append(spec)
+                if name in LAUNCHED:
+                    commune.launched.append(self.launched_agent(spec, commune, answer.config_keys,
+                                                                env))  # fmt: skip
+                    continue
                 entries.append(spec)
             if sim:
                 spec_file = self.root / "agents" / f"{commune.slug}.json"
@@ -291,6 +351,34 @@ class Soak:
                     self.disk_agent = agent
                 commune.agents.append(agent)
 
+    def launched_agent(self, spec: AgentSpec, commune: Commune, config_keys: list[str],
+                       env: dict[str, str]) -> LaunchedAgent:  # fmt: skip
+        """An agent's home as ``install-launcher`` leaves it (the launcher, the first
+        version committed), the collector's release root trusted by ``commune-agent
+        update-root fetch`` run in the commune's namespace (so that a commune that cannot
+        reach the collector's API fails the soak here, not its update), its config
+        signing key as enrollment writes it."""
+        from agent.configkeys import decode_public_key, key_file_text
+        from tests.servers import REPO
+        from tests.update_home import new_home
+
+        assert self.collector is not None
+        home = new_home(spec.home / "home", self.root / "bundles", FIRST_VERSION)
+        fetched = subprocess.run(
+            [*commune.net.prefix(), sys.executable, "-m", "agent.cli", "update-root", "fetch",
+             "--home", str(home.root), "--collector", self.collector.api,
+             "--ca", str(self.pki.ca)],
+            check=False, capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        if fetched.returncode != 0:
+            raise RuntimeError(f"{spec.key}: update-root fetch: {fetched.stderr[-1000:]}")
+        config_key = spec.home / "config-key.pub"
+        keys = [decode_public_key(k) for k in config_keys]
+        config_key.write_text(key_file_text(keys, "the collector, at enrollment"))
+        return LaunchedAgent(spec, commune.net.prefix(), self.pki.ca, home.root,
+                             f"{self.collector.api}/releases", config_key, self.options.interval,
+                             env=dict(env))  # fmt: skip
+
     @staticmethod
     def target_name(kind: str, port: int) -> str:
         """The target as the agent's check names it in its samples."""
@@ -302,6 +390,7 @@ class Soak:
         found: list[Managed] = [p for p in (self.broker, self.vm, self.collector) if p]
         for commune in self.communes:
             found += commune.agents
+            found += commune.launched
         found += [c.group for c in self.sim_communes if c.group is not None]
         return found
 
@@ -524,6 +613,106 @@ class Soak:
                 f"{agent.spec.key} {JUMP_AHEAD_S:+d} s then {JUMP_BACK_S:+d} s",
             )
 
+    def do_partition_collector(self, fault: Fault) -> None:
+        """The collector's link down: its session with the broker drops (its keepalive is
+        shorter than the cut), the broker queues what the agents send for it, and its
+        sink cannot reach VictoriaMetrics. Recovered: in with the broker again."""
+        net = self.collector_net
+        assert net is not None
+        with self.lock("net-collector"):
+            at = time.time()
+            net.partition()
+            self.stopping.wait(fault.hold)
+            net.heal()
+            lifted = time.time()
+            self.truth.fault(fault, at, lifted, self.wait_healthy(300),
+                             "collector cut from the broker (link down)")  # fmt: skip
+
+    def do_update_agents(self, fault: Fault) -> None:
+        """The launched agents updated, then rolled back, while envelopes flow. The
+        release manager builds and signs two versions; a rollout (the API, its lab ring:
+        these agents) orders the first, which each launcher fetches (TUF), tries and
+        commits; then the second, which crashes once started: each launcher rolls it back
+        to the first. Recovered: every one of them sending again after the rollback.
+        Each agent's outbox file is noted before and after (the same file, or its data
+        would start a new sequence): ``version_switch`` in the truth."""
+        agents = [a for c in self.communes for a in c.launched]
+        with self.lock("update"):
+            self.updates += 1
+            good, crashing = f"26.{self.updates}.0", f"26.{self.updates}.1"
+            self.add_releases(good, crashing=crashing)
+            before = {a.spec.key: outbox_identity(a.spec.outbox) for a in agents}
+            at = time.time()
+            committed = self.roll_out(good, agents)
+            switched = time.time()
+            rolled_back = self.roll_out(crashing, agents)
+            lifted = time.time()
+            seqs = {a.spec.key: next_seq(a.spec.outbox) for a in agents}
+
+            def sending_again() -> bool:
+                return all(next_seq(a.spec.outbox) >= seqs[a.spec.key] + 2
+                           and unsent(a.spec.outbox) <= 2 for a in agents)  # fmt: skip
+
+            recovered = time.time() if wait_until(sending_again, 300, 0.5) else None
+            for agent in agents:
+                self.truth.write({
+                    "kind": "version_switch", "agent_key": agent.spec.key,
+                    "outbox": str(agent.spec.outbox), "before": before[agent.spec.key],
+                    "after": outbox_identity(agent.spec.outbox),
+                    "decisions": [committed.get(agent.spec.key, ""),
+                                  rolled_back.get(agent.spec.key, "")],
+                    "running": Home(agent.home).current(), "at": at,
+                })  # fmt: skip
+            self.truth.fault(
+                fault, at, lifted, recovered,
+                f"{len(agents)} agents: {good} {sorted(set(committed.values()))} in "
+                f"{switched - at:.0f} s, {crashing} {sorted(set(rolled_back.values()))} in "
+                f"{lifted - switched:.0f} s",
+            )  # fmt: skip
+
+    def roll_out(self, version: str, agents: list[LaunchedAgent]) -> dict[str, str]:
+        """A rollout of ``version`` to ``agents`` (its lab ring, a gate that never opens
+        the next ring: no other PC is asked), halted once each launcher decided; agent
+        key -> its decision (committed, rolled_back; "" if none in time)."""
+        self.halt_rollouts()
+        status, made = self.api_retry("POST", "/api/v1/rollouts", {
+            "version": version, "rings": "lab", "lab": [a.spec.key for a in agents],
+            "gate": ["soak=30d"], "spread_s": 0.0,
+        })  # fmt: skip
+        if status != 201 or not isinstance(made, dict):
+            raise RuntimeError(f"rollout of {version} refused: {status} {made}")
+
+        def decision(agent: LaunchedAgent) -> str:
+            found = Home(agent.home).decision()
+            if found is None or found.version != version or found.state == "trial":
+                return ""
+            return found.state
+
+        wait_until(lambda: all(decision(a) for a in agents), UPDATE_TIMEOUT, 0.5)
+        self.api_retry("POST", f"/api/v1/rollouts/{made['id']}/halt", {"why": "soak: decided"})
+        return {a.spec.key: decision(a) for a in agents}
+
+    def halt_rollouts(self) -> None:
+        """Any rollout still running or paused (an update cut short) halted."""
+        status, listed = self.api_retry("GET", "/api/v1/rollouts")
+        if status != 200 or not isinstance(listed, dict):
+            return
+        for rollout in listed.get("rollouts", []):
+            if rollout.get("state") in ("running", "paused"):
+                self.api_retry("POST", f"/api/v1/rollouts/{rollout['id']}/halt", {"why": "soak"})
+
+    def api_retry(self, method: str, path: str,
+                  body: dict[str, object] | None = None) -> tuple[int, object]:  # fmt: skip
+        """``api``, again while the collector cannot answer (killed, cut, restarting)."""
+        found: tuple[int, object] = (0, "not asked")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            found = self.api(method, path, body)
+            if found[0] != 0 and found[0] < 500:
+                return found
+            time.sleep(1.0)
+        return found
+
     # the end -----------------------------------------------------------------------------
 
     def settle(self, timeout: float) -> dict[str, object]:
@@ -533,6 +722,8 @@ class Soak:
         for commune in self.communes + self.sim_communes:
             if commune.net.cut:
                 commune.net.heal()
+        if self.collector_net is not None and self.collector_net.cut:
+            self.collector_net.heal()
         for mount in (self.store_fs, self.agent_fs):
             if mount is not None:
                 mount.free()
@@ -543,7 +734,9 @@ class Soak:
         groups = [threading.Thread(target=c.group.stop) for c in self.sim_communes if c.group]
         for thread in groups:
             thread.start()
-        agents = [a for c in self.communes for a in c.agents]
+        agents: list[RealAgent | LaunchedAgent] = [
+            a for c in self.communes for a in [*c.agents, *c.launched]
+        ]
         assert self.collector is not None
         store = self.collector.state
 
@@ -584,6 +777,8 @@ class Soak:
                 commune.targets.stop()
         for commune in self.communes + self.sim_communes:
             commune.net.destroy()
+        if self.collector_net is not None:
+            self.collector_net.destroy()
         self.host.down()
         for mount in self.mounts:
             mount.unmount()
@@ -633,7 +828,8 @@ class Soak:
             "outboxes": {s.key: str(s.outbox) for s in self.specs},
             # The real agents: none reports an outage the soak did not cause (the
             # simulator's PCs play anti-malware going stale and such, on purpose).
-            "watched_agents": [a.spec.key for c in self.communes for a in c.agents],
+            "watched_agents": [a.spec.key for c in self.communes
+                               for a in [*c.agents, *c.launched]],
             "partition": "link down" + (" (netem available)" if self.netem else
                                         " (no netem in this kernel)"),
             "peak_rss_kib": self.peaks,
@@ -659,6 +855,15 @@ class Soak:
         if o.only:
             faults = [f for f in faults if f.kind in o.only]
         return faults, self._outages
+
+
+def outbox_identity(outbox: Path) -> list[int]:
+    """The outbox file's (device, inode): the same file, or another made in its place."""
+    try:
+        found = outbox.stat()
+    except OSError:
+        return []
+    return [found.st_dev, found.st_ino]
 
 
 def rows(outbox: Path) -> int:
@@ -771,13 +976,17 @@ def run(options: Options) -> Outcome:
     return Outcome(described, ok, table, problems)
 
 
-def check(run_dir: Path) -> tuple[bool, str, tuple[str, ...]]:
-    """The checker's verdict, table and findings, if this checkout has the checker."""
+def check(run_dir: Path, victoria_url: str = "") -> tuple[bool, str, tuple[str, ...]]:
+    """The checker's verdict, table and findings, if this checkout has the checker;
+    ``victoria_url``: where VictoriaMetrics listens now, if not where the run had it."""
     try:
         from fleet import soakcheck
     except ImportError:
         return False, "fleet/soakcheck.py is not in this checkout: no verdict", ("no checker",)
-    verdict = soakcheck.check(soakcheck.SoakRun.from_dir(run_dir))
+    run = soakcheck.SoakRun.from_dir(run_dir)
+    if victoria_url:
+        run = dataclasses.replace(run, victoria_url=victoria_url)
+    verdict = soakcheck.check(run)
     return bool(verdict.ok), str(verdict.table()), tuple(verdict.problems())
 
 
@@ -788,7 +997,7 @@ def check_again(run_dir: Path) -> tuple[bool, str, tuple[str, ...]]:
     vm.port = int(str(described["victoria_url"]).rsplit(":", 1)[1])
     vm.start()
     try:
-        return check(run_dir)
+        return check(run_dir, vm.url)
     finally:
         vm.stop()
 

@@ -1,11 +1,18 @@
 """The soak's network: each commune in a network namespace of its own, joined to the host
-by a veth pair, and the broker on an address of the host's that every commune reaches.
+by a veth pair, the collector (and its sink) in one of its own likewise, and the broker
+and VictoriaMetrics on an address of the host's that every namespace reaches.
 
-A partition takes the host's end of a commune's veth down: the commune's packets are
-dropped silently (no reset, no ICMP), as when a commune's line goes. ``tc netem`` would
-add delay and loss too; where the kernel has no netem (``netem_available``) the link
-going down is what a partition is. The targets a commune's agents probe live inside its
-namespace, so that cutting the commune from the broker does not take them down too.
+A partition takes the host's end of a namespace's veth down: its packets are dropped
+silently (no reset, no ICMP), as when a commune's line goes. Cutting the collector's
+takes it from the broker, from VictoriaMetrics (its sink) and from the API's callers
+alike: what a collector's network going away does. ``tc netem`` would add delay and
+loss too; where the kernel has no netem (``netem_available``) the link going down is
+what a partition is. The targets a commune's agents probe live inside its namespace, so
+that cutting the commune from the broker does not take them down too.
+
+A commune's agents reach the collector's API (the launcher's releases) through the
+host, which forwards between the soak's veths only: forwarding is turned on for those
+links alone (``net.ipv4.conf.<link>.forwarding``), never for the machine.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: Every namespace, link and address the soak makes carries this prefix (and nothing else
 #: on the machine does), so that what a dead run left behind can be found and removed.
 PREFIX = "cmsoak"
 #: The broker's address, on the host's loopback: reachable from every commune.
 BROKER_ADDRESS = "10.77.255.1"
+#: The collector's namespace: the index 0 of the communes' scheme (10.77.0.2 inside).
+COLLECTOR_INDEX = 0
+COLLECTOR_ADDRESS = f"10.77.{COLLECTOR_INDEX}.2"
 _CLONE_NEWNET = 0x40000000
 
 
@@ -87,7 +98,8 @@ def _enter(namespace: str) -> None:
 
 @dataclass
 class CommuneNet:
-    """One commune's namespace: ``10.77.<index>.2`` inside, ``.1`` on the host's side."""
+    """One commune's namespace (or the collector's, index ``COLLECTOR_INDEX``):
+    ``10.77.<index>.2`` inside, ``.1`` on the host's side."""
 
     index: int
     name: str = field(init=False)
@@ -109,6 +121,9 @@ class CommuneNet:
         ip("link", "set", inner, "netns", self.name)
         ip("addr", "add", f"10.77.{self.index}.1/24", "dev", self.host_link)
         ip("link", "set", self.host_link, "up")
+        # From this link to another of the soak's (a commune to the collector's API and
+        # back); the machine's own forwarding is left as it is.
+        Path(f"/proc/sys/net/ipv4/conf/{self.host_link}/forwarding").write_text("1\n")
         self.run("ip", "link", "set", "lo", "up")
         self.run("ip", "addr", "add", f"{self.inside}/24", "dev", inner)
         self.run("ip", "link", "set", inner, "up")

@@ -1,6 +1,7 @@
 """The soak's processes: the broker as deploy/mosquitto/dynsec.conf ships it, the collector
-(its store on a small filesystem of its own) with its sink, VictoriaMetrics, and the
-agents; each one started, killed with SIGKILL and started again the same way.
+(its store on a small filesystem of its own) with its sink in a network namespace of
+their own, VictoriaMetrics, and the agents (some under the launcher, which updates them);
+each one started, killed with SIGKILL and started again the same way.
 
 The processes are the ones the tests start (tests/servers.py, tests/test_dynsec.py); what
 differs is where they listen (the broker on every address, so that the communes'
@@ -16,6 +17,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,26 +177,40 @@ class Broker(Managed):
 
 
 class VictoriaMetricsProcess(Managed):
+    """``address``: where it listens (the soak's host address, for the collector's
+    namespace; the loopback to check a finished run again)."""
+
     name = "victoriametrics"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, address: str = "127.0.0.1") -> None:
         self.data = root / "vm"
         self.port = free_port()
+        self.address = address
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["victoria-metrics", f"-storageDataPath={self.data}",
-             f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=ERROR",
+             f"-httpListenAddr={self.address}:{self.port}", "-loggerLevel=ERROR",
              "-retentionPeriod=100y",
              # As deploy/OPERATIONS.md says to run it: a point written twice kept once.
              "-dedup.minScrapeInterval=1ms"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_tcp(self.port, 30)
+        wait_tcp_at(self.address, self.port, 30)
+
+
+def wait_tcp_at(host: str, port: int, timeout: float) -> None:
+    """Until something listens on ``host:port`` (tests.servers.wait_tcp: the loopback's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
 def collector_supports(section: str, key: str) -> bool:
@@ -212,14 +228,21 @@ def collector_supports(section: str, key: str) -> bool:
 
 class Collector(Managed):
     """``commune-collector run``: its own broker account, the dynsec admin, enrollment over
-    HTTPS, the sink to VictoriaMetrics, the store on ``store_dir`` (a small filesystem)."""
+    HTTPS, the sink to VictoriaMetrics, the store on ``store_dir`` (a small filesystem),
+    the agents' signed releases (``releases``: the repository's folder); run with
+    ``namespace_prefix`` in a network namespace where it listens on ``address``."""
 
     name = "collector"
 
-    def __init__(self, root: Path, store_dir: Path, pki: Pki, broker: Broker, sink: str) -> None:
+    def __init__(self, root: Path, store_dir: Path, pki: Pki, broker: Broker, sink: str,
+                 releases: Path, namespace_prefix: list[str] | None = None,
+                 address: str = "127.0.0.1", broker_host: str = "") -> None:  # fmt: skip
         self.root = root / "collector"
         self.root.mkdir(parents=True)
         self.state = store_dir / "state.sqlite"
+        self.releases = releases
+        self.namespace_prefix = namespace_prefix or []
+        self.address = address
         self.api_port = free_port()
         self.config = self.root / "collector.toml"
         self.log_path = self.root / "collector.log"
@@ -230,7 +253,10 @@ class Collector(Managed):
         profiles.write_text(PROFILES)
         from bench.soaknet import BROKER_ADDRESS
 
-        url = f"mqtts://localhost:{broker.port}"
+        # The broker by the host's address: the one its certificate names beside
+        # 127.0.0.1, and reachable from the collector's namespace and the communes'.
+        broker_host = broker_host or BROKER_ADDRESS
+        url = f"mqtts://{broker_host}:{broker.port}"
         ca = f'ca_file = "{pki.ca}"'
         digests = [hashlib.sha256(t.encode()).hexdigest() for t in (ADMIN_TOKEN, API_TOKEN)]
         ledger = "ledger = true\n" if collector_supports("store", "ledger") else ""
@@ -245,6 +271,9 @@ url = "{url}"
 username = "{COLLECTOR_USER}"
 password_file = "{self.root / "collector.password"}"
 {ca}
+# A cut of the collector's link longer than this and a half drops its session at both
+# ends (the shipped 60 s would outlast the short soak's cut).
+keepalive = "10s"
 [store]
 path = "{self.state}"
 {ledger}
@@ -252,7 +281,7 @@ path = "{self.state}"
 client_id = "collector-soak"
 {receipts}
 [api]
-listen = "127.0.0.1:{self.api_port}"
+listen = "{address}:{self.api_port}"
 tls_cert_file = "{pki.server_cert}"
 tls_key_file = "{pki.server_key}"
 [[api.tokens]]
@@ -269,7 +298,7 @@ username = "{ADMIN}"
 password_file = "{self.root / "admin.password"}"
 {ca}
 [enrollment]
-broker_url = "mqtts://{BROKER_ADDRESS}:{broker.port}"
+broker_url = "mqtts://{broker_host}:{broker.port}"
 broker_ca_file = "{pki.ca}"
 profiles = ["{profiles}"]
 # Every PC of the soak enrolls from this one address, the long soak's 627 of them
@@ -280,19 +309,34 @@ url = "{sink}"
 org = "dong-nai"
 bucket = "commune"
 max_backoff = "2s"
+[releases]
+path = "{releases}"
 """)  # fmt: skip
 
     @property
     def api(self) -> str:
-        return f"https://localhost:{self.api_port}"
+        host = "localhost" if self.address == "127.0.0.1" else self.address
+        return f"https://{host}:{self.api_port}"
 
     def start(self) -> None:
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "collector.cli", "run", "-c", str(self.config)],
+                [*self.namespace_prefix, sys.executable, "-m", "collector.cli", "run",
+                 "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
-        wait_tcp(self.api_port, 60)
+        wait_tcp_at(self.address, self.api_port, 60)
+
+    def cli(self, *arguments: str) -> str:
+        """``commune-collector <arguments> -c <its config>`` on the host, as the release
+        manager runs it; its output (RuntimeError saying why when it fails)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "collector.cli", *arguments, "-c", str(self.config)],
+            check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"collector {' '.join(arguments[:2])}: {done.stderr[-2000:]}")
+        return done.stdout
 
     def sink_pid(self) -> int | None:
         """The sink's process: the collector's child started by multiprocessing's spawn
@@ -394,6 +438,83 @@ class RealAgent(Managed):
                  "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
             )  # fmt: skip
+
+
+#: The launcher's timings in the soak (seconds): a version on trial is healthy after 5 s
+#: up with its birth acknowledged and every check sampled, a crash-looping one rolled
+#: back after 2 exits.
+LAUNCHER_TIMINGS = {"max-exits": 2, "trial-timeout": 180, "healthy-after": 5,
+                    "restart-delay": 0.5, "grace": 10, "poll": 0.2, "verify-every": 5}  # fmt: skip
+
+
+@dataclass
+class LaunchedAgent(Managed):
+    """An agent as ``commune-agent install-launcher`` runs it: the launcher from
+    ``<home>/launcher``, in its commune's namespace, running the committed version of
+    ``home`` (each version's code in ``<home>/versions``), trying the one the collector's
+    signed config orders once it is fetched from ``releases_url`` (TUF) and verified, and
+    rolling it back if it fails its trial. Its outbox is in ``spec.state_dir``, outside
+    every version's folder: the same file whichever version runs."""
+
+    spec: AgentSpec
+    namespace_prefix: list[str]
+    ca_file: Path
+    home: Path
+    releases_url: str
+    config_key: Path
+    """The collector's config signing key (public): only its signed configs run."""
+    interval: float
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.name = "launcher"
+        self.config = self.spec.home / "agent.toml"
+        self.log_path = self.config.with_suffix(".log")
+        self.config.write_text(
+            f'[agent]\nprovince = "{self.spec.province}"\ncommune = "{self.spec.commune}"\n'
+            f'id = "{self.spec.agent}"\ninterval = "{self.interval}s"\n'
+            f'state_dir = "{self.spec.state_dir}"\n'
+            f'[mqtt]\nurl = "{self.spec.broker_url}"\nusername = "{self.spec.username}"\n'
+            f'password_file = "{self.spec.password_file}"\nca_file = "{self.ca_file}"\n'
+            'keepalive = "5s"\nreconnect_max = "2s"\n'
+            f'[remote]\nenabled = true\nconfig_key = "{self.config_key}"\n'
+            f'[update]\nurl = "{self.releases_url}"\nca_file = "{self.ca_file}"\n'
+            'retry_min = "2s"\nretry_max = "10s"\n'
+            "[[checks.host]]\n"
+        )
+
+    def start(self) -> None:
+        script = self.home / "launcher" / "launcher.py"
+        timings = [f"--{name}={value}" for name, value in LAUNCHER_TIMINGS.items()]
+        # As the service runs it: the installed copy, no PYTHONPATH (each version's code
+        # is the launcher's to put first).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self.namespace_prefix, sys.executable, str(script), "--home", str(self.home),
+                 "--config", str(self.config), "--python", sys.executable, *timings],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.spec.home, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        """The launcher and the agent it runs at once (a power cut)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        """Asked to stop, the launcher stops its agent first (its outbox closed)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(60)
+        self.kill()
 
 
 @dataclass

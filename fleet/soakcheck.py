@@ -13,7 +13,11 @@ After a soak (bench/soak.py) it compares, per agent:
 - the outages the harness caused on probed targets (``truth.jsonl``) with the store's
   availability history: each within one probe interval at each end, and none there
   that the harness did not cause (on the agents it watched);
-- the recovery time after each kind of fault the nemesis caused.
+- the recovery time after each kind of fault the nemesis caused;
+- for each agent whose version the soak switched (an update and its rollback, the
+  truth's ``version_switch``): its outbox the same file after as before (device and
+  inode), and its seqs, created or applied, one unbroken run. An outbox made anew would
+  number from its creation time, a jump; a lost file, envelopes never created.
 
 The run directory holds ``run.json`` (written by the harness)::
 
@@ -30,6 +34,7 @@ line, and exits 1 unless the verdict is that nothing was lost.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -102,6 +107,18 @@ class Fault:
     recovered: float | None
 
 
+@dataclass(frozen=True)
+class Switch:
+    """An agent's versions switched by the harness (``version_switch`` in the truth)."""
+
+    agent_key: str
+    outbox_before: tuple[int, ...]
+    """The outbox file's (device, inode) before the switch; () if there was none."""
+    outbox_after: tuple[int, ...]
+    decisions: tuple[str, ...]
+    """The launcher's decisions, in order (committed, rolled_back)."""
+
+
 @dataclass
 class AgentTally:
     created: int = 0
@@ -144,6 +161,10 @@ class Verdict:
     """In the store, on a watched agent, not caused by the harness."""
     recovery: dict[str, list[float]]
     probe_interval: float
+    switches: list[Switch] = field(default_factory=list)
+    switches_broken: list[str] = field(default_factory=list)
+    """Of the switched agents, those whose outbox was another file after, or whose seqs
+    are not one run; each with why."""
 
     @property
     def created(self) -> int:
@@ -167,6 +188,10 @@ class Verdict:
             found.append(f"{len(self.outages_missed)} caused outages missing from the store")
         if self.outages_unexpected:
             found.append(f"{len(self.outages_unexpected)} outages in the store not caused")
+        if self.switches_broken:
+            found.append(
+                f"{len(self.switches_broken)} agents' outbox not kept across a version switch"
+            )
         return found
 
     @property
@@ -197,6 +222,12 @@ class Verdict:
             ("outage start error s (p50/p99/max)", _spread(self.outage_start_errors)),
             ("outage end error s (p50/p99/max)", _spread(self.outage_end_errors)),
         ]
+        if self.switches:
+            agents = {s.agent_key for s in self.switches}
+            kept = len(agents) - len({b.split(":", 1)[0] for b in self.switches_broken})
+            decided = sorted({"/".join(s.decisions) for s in self.switches})
+            rows.append(("version switches: agents / outbox kept", f"{len(agents)} / {kept}"))
+            rows.append(("version switches: launcher decided", ", ".join(decided)))
         for kind, times in sorted(self.recovery.items()):
             rows.append((f"recovery after {kind} s (p50/max, n)", _recovery(times)))
         for key, tally in sorted(self.agents.items()):
@@ -208,6 +239,8 @@ class Verdict:
             rows.append(("missed outage", _outage(outage)))
         for outage in self.outages_unexpected[:LISTED_SEQS]:
             rows.append(("outage not caused", _outage(outage)))
+        for broken in self.switches_broken[:LISTED_SEQS]:
+            rows.append(("outbox not kept", broken))
         width = max(len(name) for name, _ in rows)
         lines = [f"{'figure'.ljust(width)} | value", f"{'-' * width}-+-{'-' * 20}"]
         lines += [f"{name.ljust(width)} | {value}" for name, value in rows]
@@ -351,7 +384,44 @@ def truth(path: Path) -> tuple[list[Outage], list[Fault]]:
     return outages, faults
 
 
+def switches(path: Path) -> list[Switch]:
+    """The truth's version switches."""
+    found: list[Switch] = []
+    if not path.exists():
+        return found
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        if entry["kind"] == "version_switch":
+            found.append(
+                Switch(
+                    str(entry["agent_key"]),
+                    tuple(int(n) for n in entry.get("before") or ()),
+                    tuple(int(n) for n in entry.get("after") or ()),
+                    tuple(str(d) for d in entry.get("decisions") or ()),
+                )
+            )
+    return found
+
+
 # checking ------------------------------------------------------------------------------
+
+
+def switch_kept(switch: Switch, created: dict[int, Created], applied: dict[int, int]) -> str:
+    """Why the agent's outbox was not kept across ``switch`` ("" when it was): another
+    file after than before, or its seqs (created or applied) not one unbroken run."""
+    if not switch.outbox_before or switch.outbox_before != switch.outbox_after:
+        return (
+            f"{switch.agent_key}: the outbox file {switch.outbox_before or 'absent'} before, "
+            f"{switch.outbox_after or 'absent'} after"
+        )
+    seqs = sorted(set(created) | {seq for seq, times in applied.items() if times})
+    gaps = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
+    if gaps:
+        first, then = gaps[0]
+        return f"{switch.agent_key}: seqs jump from {first} to {then} ({len(gaps)} breaks)"
+    return ""
 
 
 def tally(
@@ -471,6 +541,15 @@ def check(run: SoakRun) -> Verdict:
     starts, ends, missed, unexpected = match_outages(
         caused, store.outages, run.probe_interval, watched
     )
+    switched = switches(run.truth)
+    broken = [
+        why
+        for why in (
+            switch_kept(s, created.get(s.agent_key, {}), store.applied.get(s.agent_key, {}))
+            for s in switched
+        )
+        if why
+    ]
     recovery: dict[str, list[float]] = defaultdict(list)
     for fault in faults:
         recovery.setdefault(fault.fault, [])
@@ -487,6 +566,8 @@ def check(run: SoakRun) -> Verdict:
         outages_unexpected=unexpected,
         recovery=dict(recovery),
         probe_interval=run.probe_interval,
+        switches=switched,
+        switches_broken=broken,
     )
 
 

@@ -58,6 +58,12 @@ def test_the_short_soak_does_every_fault_drains_and_leaves_nothing(
     assert done == set(nemesis.KINDS), f"faults never done: {set(nemesis.KINDS) - done}"
     assert all(r["recovered"] for r in records if r["kind"] == "fault"), "a fault never healed"
     assert sum(r["kind"] == "target_down" for r in records) >= 20
+    # The update: each launched agent committed the new version, rolled the crashing one
+    # back, and kept its outbox file across both switches.
+    switches = [r for r in records if r["kind"] == "version_switch"]
+    assert len(switches) >= 2
+    assert all(r["decisions"] == ["committed", "rolled_back"] for r in switches), switches
+    assert all(r["before"] and r["before"] == r["after"] for r in switches), switches
     assert short_soak.described["caught_up"], "the store never held every agent's last envelope"
     assert short_soak.described["outbox_rows_left"] == 0
     assert len(short_soak.described["outboxes"]) >= 250  # type: ignore[arg-type]
@@ -96,6 +102,10 @@ def test_the_same_seed_plays_the_same_schedule() -> None:
     assert nemesis.short_schedule(SEED, 240) == nemesis.short_schedule(SEED, 240)
     assert nemesis.short_schedule(SEED, 240) != nemesis.short_schedule(SEED + 1, 240)
     assert {f.kind for f in nemesis.short_schedule(SEED, 240)} == set(nemesis.KINDS)
+    # Kinds added later leave the earlier ones' times as they were: the README's replay
+    # of this seed's broker kill still plays it 19.5 s in.
+    [kill] = [f for f in nemesis.short_schedule(SEED, 240) if f.kind == "kill_broker"]
+    assert kill.at == 19.5
     long = nemesis.long_schedule(SEED, 3600)
     assert long == nemesis.long_schedule(SEED, 3600)
     assert all(0 <= f.at < 3600 for f in long) and len(long) > len(nemesis.KINDS)
@@ -120,7 +130,8 @@ def test_a_soak_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
     options.real_communes, options.sim_communes = 1, 1
     with pytest.raises(RuntimeError, match="enrollment failed"), soak.soak(options, _Failing):
         raise AssertionError("not reached")
-    assert len(_Failing.made) >= 5  # two namespaces, the address, two mounts, the broker's
+    # three namespaces (the collector's too), the address, two mounts, the broker's
+    assert len(_Failing.made) >= 6
     assert leftovers(tmp_path) == []
     assert not [p for p in Path("/proc").glob("[0-9]*") if _runs_from(p, tmp_path)]
 

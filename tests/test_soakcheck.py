@@ -329,3 +329,46 @@ def test_an_applied_envelope_with_no_point_is_missing_from_the_time_series(
     assert verdict.verdict_line() == (
         "VERDICT: FAILED: 1 applied envelopes missing from the time series"
     )
+
+
+def test_an_outbox_not_kept_across_a_version_switch_is_caught(soak: Path, tmp_path: Path) -> None:
+    """The update's promise: the outbox is the same file after a switch of versions, and
+    its seqs one run. Kept: counted, no problem; another file after, or a jump in the
+    seqs (an outbox made anew numbers from its creation time): the verdict fails."""
+    run = _copy(soak, tmp_path)
+    kept, replaced = "dong-nai/la-nga/pc-01", "dong-nai/la-nga/pc-02"
+    file = run.outboxes[kept].stat()
+    same = [file.st_dev, file.st_ino]
+    switch = {"kind": "version_switch", "decisions": ["committed", "rolled_back"]}
+    with run.truth.open("a") as truth:
+        truth.write(json.dumps(switch | {"agent_key": kept, "before": same, "after": same}) + "\n")
+    verdict = check(run)
+    assert verdict.ok, verdict.table()
+    assert [s.agent_key for s in verdict.switches] == [kept]
+    assert _row(verdict.table(), "version switches: agents / outbox kept") == "1 / 1"
+    assert _row(verdict.table(), "version switches: launcher decided") == "committed/rolled_back"
+
+    with run.truth.open("a") as truth:
+        other = [file.st_dev, file.st_ino + 1]
+        truth.write(json.dumps(switch | {"agent_key": replaced, "before": same, "after": other}))
+    verdict = check(run)
+    assert [b.split(":")[0] for b in verdict.switches_broken] == [replaced]
+    assert _row(verdict.table(), "version switches: agents / outbox kept") == "2 / 1"
+    assert verdict.verdict_line() == (
+        "VERDICT: FAILED: 1 agents' outbox not kept across a version switch"
+    )
+
+    # The same file, but its seqs jump: as if the outbox had been made anew.
+    lines = (run.ledger / ledger_name("dong-nai", "la-nga", "pc-01")).read_text().splitlines()
+    seqs = {int(line.split()[0]): soakcheck.Created(int(line.split()[0]), 0, 0, 1, 0)
+            for line in lines}  # fmt: skip
+    jumped = dict(seqs) | {max(seqs) + 10**9: soakcheck.Created(max(seqs) + 10**9, 0, 0, 1, 0)}
+    [kept_switch] = [s for s in verdict.switches if s.agent_key == kept]
+    assert soakcheck.switch_kept(kept_switch, seqs, {}) == ""
+    assert "seqs jump from" in soakcheck.switch_kept(kept_switch, jumped, {})
+
+
+def _row(table: str, name: str) -> str:
+    """The value of the table's row ``name``."""
+    [value] = [r.split(" | ", 1)[1] for r in table.splitlines() if r.startswith(name)]
+    return value
