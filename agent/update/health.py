@@ -3,13 +3,15 @@
 The launcher commits a version on trial only when this says: the broker acknowledged
 the birth, every check ran at least once without crashing, the version's own files
 still match its manifest, and how much memory and CPU it uses (compared with its
-predecessor's own record).
+predecessor's own record). Written on a thread of its own, now and then every minute
+(every few seconds on trial).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +87,10 @@ class HealthReporter:
             self.home.write_health(self.measure())
         except (OSError, psutil.Error) as exc:  # a health file missed is retried next time
             log.warning("could not write the health file: %s", exc)
+
+    def keep_writing(self, every: Callable[[], float], stopping: threading.Event) -> None:
+        """On its thread: the health file now, then every ``every()`` seconds, until
+        ``stopping`` is set."""
+        while not stopping.is_set():
+            self.write()
+            stopping.wait(every())
