@@ -68,6 +68,12 @@ class Machine(Protocol):
 class OwnProcess(Protocol):
     def rss(self) -> int: ...
 
+    def cpu_seconds(self) -> float:
+        """CPU time used since the process started (user + system, its threads')."""
+
+    def started(self) -> float:
+        """When the process started (a Unix time)."""
+
     def cpu_percent(self) -> float:
         """CPU time used since the previous call, as a share of one CPU (0.0 at the first)."""
 
@@ -221,6 +227,17 @@ class ProcProcess:
         with open(f"{self.proc}/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def cpu_seconds(self) -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def started(self) -> float:
+        """psutil's arithmetic: the boot time plus the start in clock ticks (/proc/self/stat's
+        22nd field, counted after the command's name, which may hold spaces)."""
+        with open(f"{self.proc}/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return ProcMachine(self.proc).boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
     def cpu_percent(self) -> float:
         times = os.times()
         now, used = time.monotonic(), times.user + times.system
@@ -274,6 +291,13 @@ class PsutilProcess:
 
     def rss(self) -> int:
         return int(self._process.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def started(self) -> float:
+        return float(self._process.create_time())
 
     def cpu_percent(self) -> float:
         return float(self._process.cpu_percent(None))

@@ -24,7 +24,7 @@ from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscript
 from agent.scheduler import Scheduler
 from agent.signals import stop_on_signals
 from agent.stats import AgentStats
-from agent.update import EXIT_UPDATE, HOME_ENV
+from agent.update import EXIT_UPDATE, HOME_ENV, LAUNCHER_ENV
 from agent.wakeup import Wakeup
 from agent.wire import (
     SCHEMA_VERSION,
@@ -218,7 +218,6 @@ def update_follower(
         return None
     # Loaded here: an agent not run by the launcher never updates itself.
     from agent.update.follow import UpdateFollower, process_stager
-    from agent.update.launcher import LAUNCHER_ENV
     from agent.update.state import Home
 
     section = config.update
