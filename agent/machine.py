@@ -222,6 +222,7 @@ class ProcProcess:
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._last: tuple[float, float] | None = None
+        self._started: float | None = None
 
     def rss(self) -> int:
         with open(f"{self.proc}/self/statm", "rb") as statm:
@@ -234,9 +235,12 @@ class ProcProcess:
     def started(self) -> float:
         """psutil's arithmetic: the boot time plus the start in clock ticks (/proc/self/stat's
         22nd field, counted after the command's name, which may hold spaces)."""
-        with open(f"{self.proc}/self/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        return ProcMachine(self.proc).boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        if self._started is None:
+            with open(f"{self.proc}/self/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            ticks = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            self._started = ProcMachine(self.proc).boot_time() + ticks
+        return self._started
 
     def cpu_percent(self) -> float:
         times = os.times()

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
     .venv/bin/python bench/agent_bench.py --pc-only [--pc-interval 0.05] [--baseline 8da2485]
+                                          [--launcher]
     .venv/bin/python bench/agent_bench.py --signing-only
 
 Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
@@ -19,6 +20,11 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    loads) in the same install, where each process's RSS comes from (its smaps: the
    program, OpenSSL, SQLite, libc, malloc's heap, Python's arenas; shared file pages
    apart) and where the agent's goes (its imports, in groups).
+   With ``--launcher`` each agent also runs as a PC runs it in production, under the
+   self-update launcher (``commune-agent install-launcher``): a home laid out from its
+   tree, the launcher run as its unit runs it, the config with the ``[update]`` section
+   ``enroll`` writes; the agent the launcher started is measured, and the launcher's
+   own memory said beside it.
    Targets: steady RSS <= 25 MB, growth < 1 MB a day.
 1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
    every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
@@ -470,8 +476,9 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
                 if started.running():
                     watch.sample(cycles, WARMUP_CYCLES, args.pc_cycles)
                     if started.launcher is not None and watch.steady and not watch.notes:
-                        rss = started.launcher.memory_info().rss / MB
-                        watch.notes.append(f"the launcher beside it {rss:.1f} MB")
+                        beside = pc_agent.memory(started.launcher)
+                        watch.notes.append(f"the launcher beside it: RSS {beside.rss:.1f} MB,"
+                                           f" USS {beside.uss:.1f}")  # fmt: skip
                     continue
                 if entry is agents[0]:
                     raise RuntimeError(f"{watch.name} stopped: {started.log.read_text()[-2000:]}")
