@@ -444,6 +444,8 @@ def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
     trees = [("agent", REPO)]
     if args.baseline != "none":
         trees.append((f"agent {args.baseline}", pc_agent.baseline_tree(args.baseline, workdir)))
+    for _name, tree in trees:
+        pc_agent.compile_modules(python, tree)
     ways = [Way(name, tree) for name, tree in trees]
     if args.launcher:
         for name, tree in trees:
