@@ -68,6 +68,12 @@ class Machine(Protocol):
 class OwnProcess(Protocol):
     def rss(self) -> int: ...
 
+    def cpu_seconds(self) -> float:
+        """CPU time used since the process started (user + system, its threads')."""
+
+    def started(self) -> float:
+        """When the process started (a Unix time)."""
+
     def cpu_percent(self) -> float:
         """CPU time used since the previous call, as a share of one CPU (0.0 at the first)."""
 
@@ -216,10 +222,25 @@ class ProcProcess:
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._last: tuple[float, float] | None = None
+        self._started: float | None = None
 
     def rss(self) -> int:
         with open(f"{self.proc}/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def cpu_seconds(self) -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def started(self) -> float:
+        """psutil's arithmetic: the boot time plus the start in clock ticks (/proc/self/stat's
+        22nd field, counted after the command's name, which may hold spaces)."""
+        if self._started is None:
+            with open(f"{self.proc}/self/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            ticks = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            self._started = ProcMachine(self.proc).boot_time() + ticks
+        return self._started
 
     def cpu_percent(self) -> float:
         times = os.times()
@@ -274,6 +295,13 @@ class PsutilProcess:
 
     def rss(self) -> int:
         return int(self._process.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def started(self) -> float:
+        return float(self._process.create_time())
 
     def cpu_percent(self) -> float:
         return float(self._process.cpu_percent(None))

@@ -6,6 +6,7 @@ import collections
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +24,7 @@ from agent.publisher import BrokerSettings, Publisher, StatusMessages, Subscript
 from agent.scheduler import Scheduler
 from agent.signals import stop_on_signals
 from agent.stats import AgentStats
-from agent.update import EXIT_UPDATE, HOME_ENV
+from agent.update import EXIT_UPDATE, HOME_ENV, LAUNCHER_ENV
 from agent.wakeup import Wakeup
 from agent.wire import (
     SCHEMA_VERSION,
@@ -39,10 +40,7 @@ from agent.wire import (
 )
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from agent.update.follow import UpdateFollower
-    from agent.update.health import HealthReporter
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +218,6 @@ def update_follower(
         return None
     # Loaded here: an agent not run by the launcher never updates itself.
     from agent.update.follow import UpdateFollower, process_stager
-    from agent.update.launcher import LAUNCHER_ENV
     from agent.update.state import Home
 
     section = config.update
@@ -247,40 +244,52 @@ def update_follower(
     )
 
 
-async def write_health(health: HealthReporter, every: Callable[[], float]) -> None:
-    import asyncio  # on the agent's event loop, which loaded it
-
-    while True:
-        await asyncio.to_thread(health.write)
-        await asyncio.sleep(every())
-
-
-def update_tasks(
-    updates: UpdateFollower,
-    stats: AgentStats,
-    scheduler: Scheduler,
-    publisher: Publisher,
-    identity: Identity,
-) -> list[Future[None]]:
+class UpdateThreads:
     """Under the launcher: the health file it judges a trial by, and the order follower,
-    on the agent's event loop (the update process is a child the follower awaits)."""
-    from agent.eventloop import loop_thread
-    from agent.update.health import HealthReporter
+    each on a thread of its own (the update process is a child the follower waits for)."""
 
-    health = HealthReporter(
-        updates.home,
-        stats,
-        lambda: [c.name for c in scheduler.checks],
-        publisher.birth_acked.is_set,
-        broker_unreachable=publisher.broker_unreachable.is_set,
-    )
+    def __init__(
+        self,
+        updates: UpdateFollower,
+        stats: AgentStats,
+        scheduler: Scheduler,
+        publisher: Publisher,
+        identity: Identity,
+    ) -> None:
+        from agent.update.health import HealthReporter
 
-    def health_every() -> float:
-        on_trial = updates.home.pending() == __version__
-        return min(identity.interval, 5.0) if on_trial else 60.0
+        self.updates = updates
+        health = HealthReporter(
+            updates.home,
+            stats,
+            lambda: [c.name for c in scheduler.checks],
+            publisher.birth_acked.is_set,
+            broker_unreachable=publisher.broker_unreachable.is_set,
+        )
 
-    loop = loop_thread()
-    return [loop.submit(write_health(health, health_every)), loop.submit(updates.follow())]
+        def health_every() -> float:
+            on_trial = updates.home.pending() == __version__
+            return min(identity.interval, 5.0) if on_trial else 60.0
+
+        self._health_stopping = threading.Event()
+        self._threads = [
+            threading.Thread(
+                target=health.keep_writing, args=(health_every, self._health_stopping),
+                name="health", daemon=True,
+            ),
+            threading.Thread(target=updates.follow, name="update", daemon=True),
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Both end at once (a staging under way too): no health is written after the
+        agent stopped."""
+        self._health_stopping.set()
+        self.updates.stop()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(30.0)
 
 
 def run_agent(config: Config, stop: Wakeup | None = None, jitter: bool = True) -> int:
@@ -360,12 +369,15 @@ def run_agent(config: Config, stop: Wakeup | None = None, jitter: bool = True) -
         config.outbox_path,
     )
     publisher.start()
-    tasks = update_tasks(updates, stats, scheduler, publisher, identity) if updates else []
+    stop_updates = (
+        UpdateThreads(updates, stats, scheduler, publisher, identity).stop
+        if updates
+        else lambda: None
+    )
     try:
         scheduler.run(stop, between=follower.step)
     finally:
-        for task in tasks:
-            task.cancel()
+        stop_updates()
         close_checks(scheduler.checks)
         publisher.stop()
         outbox.close()

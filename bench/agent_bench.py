@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/agent_bench.py [--cycles 10000] [--interval 0.05] [--backlog 26000]
     .venv/bin/python bench/agent_bench.py --pc-only [--pc-interval 0.05] [--baseline 8da2485]
+                                          [--launcher]
     .venv/bin/python bench/agent_bench.py --signing-only
 
 Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
@@ -19,6 +20,11 @@ Starts a private Mosquitto, snmpd and a TCP listener on loopback, then:
    loads) in the same install, where each process's RSS comes from (its smaps: the
    program, OpenSSL, SQLite, libc, malloc's heap, Python's arenas; shared file pages
    apart) and where the agent's goes (its imports, in groups).
+   With ``--launcher`` each agent also runs as a PC runs it in production, under the
+   self-update launcher (``commune-agent install-launcher``): a home laid out from its
+   tree, the launcher run as its unit runs it, the config with the ``[update]`` section
+   ``enroll`` writes; the agent the launcher started is measured, and the launcher's
+   own memory said beside it.
    Targets: steady RSS <= 25 MB, growth < 1 MB a day.
 1. runs ``commune-agent run`` with host, link (tcp) and snmp (snmpd) checks
    every ``--interval`` seconds for ``--cycles`` cycles (a cycle = every check
@@ -46,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -379,80 +386,140 @@ WARMUP_CYCLES = 60
 PC_TARGET_MB = 25.0
 
 
+@dataclass(frozen=True)
+class Way:
+    """One agent of the run: the agent of a tree, as a service or under the launcher."""
+
+    name: str
+    tree: Path
+    launcher: bool = False
+
+
+class Started:
+    """One agent started the ``Way`` says, with the office profile at ``interval``."""
+
+    def __init__(
+        self,
+        way: Way,
+        python: Path,
+        workdir: Path,
+        broker: pc_agent.TlsBroker,
+        agent_id: str,
+        interval: float,
+        probes: int,
+    ) -> None:
+        self.way = way
+        self.agent_id = agent_id
+        folder = workdir / agent_id
+        config = pc_agent.pc_config(folder, broker, agent_id, interval, probes, way.launcher)
+        self.log = workdir / f"{agent_id}.log"
+        self.launcher: psutil.Process | None = None
+        if way.launcher:
+            under = pc_agent.start_under_launcher(
+                python, way.tree, config, self.log, folder / "home"
+            )
+            self.process = under.launcher
+            self.agent = under.agent
+            self.launcher = psutil.Process(under.launcher.pid)
+        else:
+            self.process = pc_agent.start_pc_agent(python, way.tree, config, self.log)
+            self.agent = psutil.Process(self.process.pid)
+
+    def running(self) -> bool:
+        """The agent first started (an agent the launcher restarts is another process)."""
+        return self.process.poll() is None and self.agent.is_running()
+
+    def stop(self) -> None:
+        stop_process(self.process)  # the launcher stops its agent
+        if self.agent.is_running():
+            self.agent.kill()
+
+
 def measure_pc(workdir: Path, args: argparse.Namespace) -> list[Watch]:
-    """The typical PC's agent (and the agent before, and Zabbix agent 2) over a day."""
+    """The typical PC's agent (and the agent before, and Zabbix agent 2) over a day; with
+    ``--launcher`` each agent also under the launcher, as a PC runs it in production."""
     broker = pc_agent.tls_broker(workdir / "tls")
     python = pc_agent.pc_python(workdir)
     floor = pc_agent.import_floor(python, pc_agent.FLOOR_MODULES, REPO)
     trees = [("agent", REPO)]
     if args.baseline != "none":
         trees.append((f"agent {args.baseline}", pc_agent.baseline_tree(args.baseline, workdir)))
+    for _name, tree in trees:
+        pc_agent.compile_modules(python, tree)
+    ways = [Way(name, tree) for name, tree in trees]
+    if args.launcher:
+        for name, tree in trees:
+            if pc_agent.can_run_under_launcher(tree):
+                ways.append(Way(f"{name} (launcher)", tree, launcher=True))
+            else:
+                print(f"  ({name} has no launcher: measured as a service only)")
     counter = pc_agent.CycleCounter(broker.plain_port)
     listener, tcp_port = tcp_listener()
-    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]] = []
+    agents: list[tuple[Watch, Started]] = []
     zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None = None
-    idle: list[subprocess.Popen[bytes]] = []
+    idle: list[Started] = []
     died: list[str] = []
-    started_trees = list(trees)
     try:
-        for n, (name, tree) in enumerate(trees):
-            agent_id = f"bench-pc-{n}"
-            config = pc_agent.pc_config(
-                workdir / agent_id, broker, agent_id, args.pc_interval, args.pc_probes
-            )
-            log = workdir / f"{agent_id}.log"
-            process = pc_agent.start_pc_agent(python, tree, config, log)
-            agents.append((Watch(name, psutil.Process(process.pid)), process, agent_id, log))
+        for n, way in enumerate(ways):
+            started = Started(way, python, workdir, broker, f"bench-pc-{n}", args.pc_interval,
+                              args.pc_probes)  # fmt: skip
+            agents.append((Watch(way.name, started.agent), started))
         if zabbix_agent.installed():
             process, port = zabbix_agent.start(workdir / "zabbix")
             poller = zabbix_agent.Poller(port, args.pc_interval, tcp_port)
             zabbix = (Watch(zabbix_agent.version(), psutil.Process(process.pid)), process, poller)
-        watches = [watch for watch, *_ in agents] + ([zabbix[0]] if zabbix else [])
+        watches = [watch for watch, _ in agents] + ([zabbix[0]] if zabbix else [])
         limit = time.monotonic() + 120 + 3 * (WARMUP_CYCLES + args.pc_cycles) * args.pc_interval
         while not all(w.done for w in watches):
             time.sleep(0.5)
             for entry in list(agents):
-                watch, process, agent_id, log = entry
-                if process.poll() is None:
-                    watch.sample(counter.cycles(agent_id, PC_CYCLE), WARMUP_CYCLES, args.pc_cycles)
+                watch, started = entry
+                cycles = counter.cycles(started.agent_id, PC_CYCLE)
+                if started.running():
+                    watch.sample(cycles, WARMUP_CYCLES, args.pc_cycles)
+                    if started.launcher is not None and watch.steady and not watch.notes:
+                        beside = pc_agent.memory(started.launcher)
+                        watch.notes.append(f"the launcher beside it: RSS {beside.rss:.1f} MB,"
+                                           f" USS {beside.uss:.1f}")  # fmt: skip
                     continue
                 if entry is agents[0]:
-                    raise RuntimeError(f"{watch.name} stopped: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"{watch.name} stopped: {started.log.read_text()[-2000:]}")
                 # An agent before may die of what was fixed since: said, and left out.
-                last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
-                died.append(f"{watch.name} died after {counter.cycles(agent_id, PC_CYCLE)}"
-                            f" cycles (exit {process.returncode}): {last[-200:]}")  # fmt: skip
+                last = (started.log.read_text(errors="replace").strip().splitlines() or [""])[-1]
+                died.append(f"{watch.name} died after {cycles} cycles"
+                            f" (exit {started.process.returncode}): {last[-200:]}")  # fmt: skip
                 agents.remove(entry)
                 watches.remove(watch)
-                trees = [tree for tree in trees if tree[0] != watch.name]
+                ways.remove(started.way)
             if zabbix:
                 zabbix[0].sample(zabbix[2].cycles, WARMUP_CYCLES, args.pc_cycles)
             if time.monotonic() > limit:
                 raise RuntimeError("the simulated day did not end in time")
-        for watch, _process, agent_id, _log in agents:
-            watch.notes.append(f"anti-malware ran {counter.count(agent_id, 'antivirus')} times")
+        for watch, started in agents:
+            ran = counter.count(started.agent_id, "antivirus")
+            watch.notes.append(f"anti-malware ran {ran} times")
         if zabbix and zabbix[2].failures:
             zabbix[0].notes.append(f"{zabbix[2].failures} items unanswered")
-        for _watch, process, _agent_id, _log in agents:
-            stop_process(process)
-        idle = measure_idle(workdir, broker, python, trees, counter, agents, zabbix, args)
-        footprints = [pc_agent.footprint(python, tree) for _name, tree in trees]
+        for _watch, started in agents:
+            started.stop()
+        idle = measure_idle(workdir, broker, python, ways, counter, agents, zabbix, args)
+        footprints = [pc_agent.footprint(python, way.tree, way.launcher) for way in ways]
     finally:
         if zabbix:
             zabbix[2].stop()
             stop_process(zabbix[1])
-        for process in [process for _watch, process, *_ in agents] + idle:
-            stop_process(process)
+        for started in [started for _watch, started in agents] + idle:
+            started.stop()
         counter.stop()
         listener.close()
         broker.stop()
-        for _name, tree in started_trees[1:]:
+        for _name, tree in trees[1:]:
             pc_agent.remove_tree(tree)
     for line in died:
         print(f"  {line}")
     report_pc(watches, floor)
     report_maps(watches)
-    report_footprint([w for w, *_ in agents], footprints)
+    report_footprint([w for w, _ in agents], footprints)
     return watches
 
 
@@ -464,30 +531,28 @@ def measure_idle(
     workdir: Path,
     broker: pc_agent.TlsBroker,
     python: Path,
-    trees: list[tuple[str, Path]],
+    ways: list[Way],
     counter: pc_agent.CycleCounter,
-    agents: list[tuple[Watch, subprocess.Popen[bytes], str, Path]],
+    agents: list[tuple[Watch, Started]],
     zabbix: tuple[Watch, subprocess.Popen[bytes], zabbix_agent.Poller] | None,
     args: argparse.Namespace,
-) -> list[subprocess.Popen[bytes]]:
+) -> list[Started]:
     """What each agent costs between checks, which the accelerated day leaves out: the
     agents at the profile's own intervals (60 s, 10 min) once their first checks are in,
-    Zabbix agent 2 asked nothing, for ``IDLE_WINDOW_S``. Returns the processes started."""
-    started = []
-    for n, (_name, tree) in enumerate(trees):
-        agent_id = f"bench-pc-idle-{n}"
-        config = pc_agent.pc_config(workdir / agent_id, broker, agent_id, 60.0, args.pc_probes)
-        log = workdir / f"{agent_id}.log"
-        started.append((agent_id, pc_agent.start_pc_agent(python, tree, config, log)))
+    Zabbix agent 2 asked nothing, for ``IDLE_WINDOW_S``. Returns the agents started."""
+    started = [
+        Started(way, python, workdir, broker, f"bench-pc-idle-{n}", 60.0, args.pc_probes)
+        for n, way in enumerate(ways)
+    ]
     if zabbix:
         zabbix[2].stop()
     deadline = time.monotonic() + 60
-    while any(counter.cycles(a, PC_CYCLE) < 1 or counter.count(a, "antivirus") < 1
-              for a, _process in started):  # fmt: skip
+    while any(counter.cycles(s.agent_id, PC_CYCLE) < 1 or counter.count(s.agent_id, "antivirus") < 1
+              for s in started):  # fmt: skip
         if time.monotonic() > deadline:
             raise RuntimeError("the idle agents did not run their first checks")
         time.sleep(0.2)
-    watched = [(w, psutil.Process(p.pid)) for (w, *_), (_a, p) in zip(agents, started, strict=True)]
+    watched = [(w, s.agent) for (w, _), s in zip(agents, started, strict=True)]
     if zabbix:
         watched.append((zabbix[0], zabbix[0].process))
     before = [pc_agent.thread_cpu_seconds(process) for _w, process in watched]
@@ -496,7 +561,7 @@ def measure_idle(
     seconds = time.monotonic() - started_at
     for (watch, process), cpu0 in zip(watched, before, strict=True):
         watch.idle_cpu_per_s = (pc_agent.thread_cpu_seconds(process) - cpu0) / seconds
-    return [process for _a, process in started]
+    return started
 
 
 def report_pc(watches: list[Watch], floor: float) -> None:
@@ -608,6 +673,10 @@ def main() -> None:
                         help="Cycles measured after the warm-up hour (a day: 1440).")  # fmt: skip
     parser.add_argument("--baseline", default=pc_agent.BASELINE_REF,
                         help="The commit whose agent runs beside ('none': none).")  # fmt: skip
+    parser.add_argument("--launcher", action="store_true",
+                        help="Part 0: each agent also under the launcher, as a PC runs it in "
+                             "production (its [update] section, its health file and order "
+                             "follower).")  # fmt: skip
     args = parser.parse_args()
     if args.pc_only:
         with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:

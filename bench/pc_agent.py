@@ -99,6 +99,16 @@ def pc_python(workdir: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def compile_modules(python: Path, folder: Path) -> None:
+    """Byte-compile the agent under ``folder`` as its first start does on a PC, where the
+    compiled files stay for the later ones: an agent that compiles as it imports keeps
+    what compiling left in its heap (0.4 MB), which a checkout with its compiled files
+    does not, so each agent measured starts with its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    command = [str(python), "-m", "compileall", "-q", str(folder / "agent")]
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def baseline_tree(ref: str, workdir: Path) -> Path:
     """A checkout of ``ref`` (a git worktree, removed by ``remove_tree``)."""
     tree = workdir / f"agent-{ref}"
@@ -155,9 +165,16 @@ def tls_broker(workdir: Path) -> TlsBroker:
 
 
 def pc_config(
-    workdir: Path, broker: TlsBroker, agent_id: str, interval: float, probes: int
+    workdir: Path,
+    broker: TlsBroker,
+    agent_id: str,
+    interval: float,
+    probes: int,
+    launcher: bool = False,
 ) -> Path:
-    """The office profile at ``interval`` seconds a cycle; ``probes`` echoes per line run."""
+    """The office profile at ``interval`` seconds a cycle; ``probes`` echoes per line run;
+    ``launcher``: with the ``[update]`` section ``enroll`` writes for the launcher (the
+    collector's releases: no order comes, as between two rollouts)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "agent.toml"
     lines = "".join(
@@ -170,7 +187,13 @@ def pc_config(
         f'interval = "{interval}s"\nstate_dir = "{workdir / "state"}"\nlog_level = "warning"\n'
         f'[mqtt]\nurl = "mqtts://localhost:{broker.tls_port}"\nca_file = "{broker.ca}"\n'
         f'username = "{USER}"\npassword_file = "{broker.password_file}"\n'
-        "[[checks.host]]\n"
+        + (
+            f'[update]\nurl = "https://localhost:{broker.tls_port}/releases"\n'
+            f'ca_file = "{broker.ca}"\n'
+            if launcher
+            else ""
+        )
+        + "[[checks.host]]\n"
         f'[[checks.antivirus]]\ninterval = "{interval * ANTIVIRUS_EVERY}s"\n' + lines
     )
     return path
@@ -378,6 +401,52 @@ def start_pc_agent(python: Path, tree: Path, config: Path, log: Path) -> subproc
         )
 
 
+#: Lays out an agent home as ``commune-agent install-launcher`` does (the launcher, the
+#: agent of the working directory as the committed version).
+LAY_OUT = "import sys; from pathlib import Path; from agent.update import install; " \
+    "install.lay_out(Path(sys.argv[1]))"  # fmt: skip
+
+
+def can_run_under_launcher(tree: Path) -> bool:
+    return (tree / "agent" / "update" / "install.py").is_file()
+
+
+@dataclass
+class UnderLauncher:
+    """The launcher process and the agent it started."""
+
+    launcher: subprocess.Popen[bytes]
+    agent: psutil.Process
+
+    def running(self) -> bool:
+        return self.launcher.poll() is None and self.agent.is_running()
+
+
+def start_under_launcher(
+    python: Path, tree: Path, config: Path, log: Path, home: Path
+) -> UnderLauncher:
+    """The agent in ``tree`` as a PC runs it in production: ``home`` laid out as
+    ``install-launcher`` lays it out, the launcher run as its unit runs it (the unit's
+    environment, the default timings) and the agent it starts from ``versions/<v>``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    subprocess.run([str(python), "-c", LAY_OUT, str(home)], cwd=tree, env=env, check=True)
+    for version in (home / "versions").iterdir():
+        compile_modules(python, version)
+    script = home / "launcher" / "launcher.py"
+    command = [str(python), str(script), "--home", str(home), "--config", str(config)]
+    with log.open("wb") as out:
+        launcher = subprocess.Popen(
+            [*command, "--python", str(python)], cwd=home.parent,
+            env=service_environment(tree), stdout=subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (children := psutil.Process(launcher.pid).children()):
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the launcher started no agent: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return UnderLauncher(launcher, children[0])
+
+
 def import_floor(python: Path, modules: str, tree: Path) -> float:
     """RSS of ``python`` once it has imported only ``modules`` (comma-separated), with the
     stand-ins ``run`` puts first (agent/deferred.py in ``tree``)."""
@@ -463,18 +532,31 @@ print("\\n".join(n for n, m in sys.modules.items() if type(m).__name__ != "Defer
 """
 
 
-def footprint(python: Path, tree: Path) -> list[tuple[str, float]]:
-    """(group, MB of RSS) for the agent in ``tree``, as ``FOOTPRINT_GROUPS`` orders them."""
+def launcher_modules(tree: Path) -> tuple[str, ...]:
+    """What the agent in ``tree`` loads besides under the launcher: the update modules its
+    runner imports (the order follower, the health writer, what they need)."""
+    runner = (tree / "agent" / "runner.py").read_text()
+    return tuple(sorted(set(re.findall(r"from (agent\.update\.\w+) import", runner))))
+
+
+def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[str, float]]:
+    """(group, MB of RSS) for the agent in ``tree``, as ``FOOTPRINT_GROUPS`` orders them;
+    ``launcher``: the launcher's agent's (the agent's modules with ``launcher_modules``)."""
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    agent_modules = json.dumps(FOOTPRINT_GROUPS[-1][1])
+    label, modules = FOOTPRINT_GROUPS[-1]
+    groups = (
+        *FOOTPRINT_GROUPS[:-1],
+        (label, modules + (launcher_modules(tree) if launcher else ())),
+    )
+    agent_modules = json.dumps(groups[-1][1])
     loaded = subprocess.run(
         [str(python), "-c", LOADED_SCRIPT, agent_modules],
         capture_output=True, text=True, check=True, cwd=tree, env=env,
     ).stdout.split()  # fmt: skip
     out = subprocess.run(
-        [str(python), "-c", FOOTPRINT_SCRIPT, json.dumps(FOOTPRINT_GROUPS), *loaded],
+        [str(python), "-c", FOOTPRINT_SCRIPT, json.dumps(groups), *loaded],
         capture_output=True,
         text=True,
         check=True,

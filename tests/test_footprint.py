@@ -7,18 +7,22 @@ it); these tests hold the boundaries that keep a PC's agent small, on the real p
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import agent
 from agent import cli, service, wire
 from agent.config import load_config
 from agent.deferred import UNUSED
 from agent.outbox import CACHE_KIB, Outbox
 from agent.update import install
+from agent.update.state import Home
 from bench.pc_agent import pc_python
 from tests.factories import agent_toml
 from tests.servers import REPO, Mosquitto, Received, Subscriber, stop_process, wait_for
@@ -70,9 +74,16 @@ NOT_FOR_A_PC = {
     "subprocess",  # the signature check's, for a config from the collector (agent/sigcheck.py)
 }
 
+#: What the agent the launcher runs uses besides: the order follower, and the records of
+#: the launcher's state files (dataclasses: those modules are the launcher's too, standard
+#: library only).
+FOR_THE_LAUNCHERS_AGENT = {"agent.update.follow", "dataclasses"}
+
 #: The threads of a PC agent: the scheduler's, the broker's and the outbox's drain; and for
 #: as long as a check runs, its run's own ("run:NAME").
 PC_THREADS = {"MainThread", "mqtt", "outbox-drain"}
+#: Under the launcher, besides: the order follower's and the health writer's.
+LAUNCHER_THREADS = {"update", "health"}
 
 
 #: ``python -m agent.cli run -c CONFIG`` (runpy is what ``-m`` runs), with a thread that
@@ -97,8 +108,32 @@ runpy.run_module("agent.cli", run_name="__main__", alter_sys=True)
 """
 
 
+def under_the_launcher(
+    tmp_path: Path, python: Path, ask: Path, out: Path, config: Path
+) -> subprocess.Popen[bytes]:
+    """The launcher of a home laid out as ``install-launcher`` lays it out, running the
+    agent as a PC's service runs it, the agent's interpreter replaced by one that runs it
+    under ``WATCHED_AGENT``; in a process group of its own."""
+    install.lay_out(tmp_path / "home")
+    watched = tmp_path / "watched.py"
+    watched.write_text(WATCHED_AGENT)
+    # The launcher runs "<python> -m agent.cli run -c CONFIG": the config is the 5th.
+    interpreter = tmp_path / "python"
+    interpreter.write_text(f'#!/bin/sh\nexec "{python}" "{watched}" "{ask}" "{out}" "$5"\n')
+    interpreter.chmod(0o755)
+    script = tmp_path / "home" / "launcher" / "launcher.py"
+    command = [str(python), str(script), "--home", str(tmp_path / "home")]
+    command += ["--config", str(config), "--python", str(interpreter)]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return subprocess.Popen(command, cwd=tmp_path, env=environment, start_new_session=True)
+
+
 @pytest.mark.servers
-def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("how", ["as a service", "under the launcher"])
+def test_a_pc_agent_loads_nothing_a_pc_does_not_use(
+    tmp_path: Path, mosquitto: Mosquitto, how: str
+) -> None:
+    launcher = how == "under the launcher"
     config = tmp_path / "agent.toml"
     links = "".join(
         f'[[checks.link]]\nname = "{name}"\nnetwork = "tslcd"\nmethod = "tcp"\n'
@@ -108,16 +143,22 @@ def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: M
     config.write_text(
         agent_toml(extra=f'interval = "0.5s"\nstate_dir = "{tmp_path / "state"}"\n')
         + f'[mqtt]\nurl = "mqtt://127.0.0.1:{mosquitto.port}"\n'
-        '[[checks.host]]\n[[checks.antivirus]]\ninterval = "1s"\n' + links
+        # What `enroll` writes for the launcher's agent: where the releases are.
+        + ('[update]\nurl = "https://127.0.0.1:9/releases"\n' if launcher else "")
+        + '[[checks.host]]\n[[checks.antivirus]]\ninterval = "1s"\n'
+        + links
     )
     # A PC's install: the agent's dependencies only, and no editable-install finder
     # (the development one imports pathlib, and what it imports, before the agent starts).
     python = pc_python(tmp_path)
     subscriber = Subscriber(mosquitto.port, "commune/#").start()
     ask, out = tmp_path / "ask", tmp_path / "modules.txt"
-    process = subprocess.Popen(
-        [str(python), "-c", WATCHED_AGENT, str(ask), str(out), str(config)], cwd=REPO
-    )
+    if launcher:
+        process = under_the_launcher(tmp_path, python, ask, out, config)
+    else:
+        process = subprocess.Popen(
+            [str(python), "-c", WATCHED_AGENT, str(ask), str(out), str(config)], cwd=REPO
+        )
     checks = {"host", "antivirus", "tslcd-gateway", "tslcd-province"}
 
     def every_check_reported(messages: list[Received]) -> bool:
@@ -129,15 +170,25 @@ def test_a_pc_agent_loads_nothing_a_pc_does_not_use(tmp_path: Path, mosquitto: M
         ask.touch()
         wait_for(out.exists, 10, "the agent did not list its modules")
     finally:
-        stop_process(process)
+        stop_process(process)  # the launcher stops its agent
+        if launcher:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         subscriber.stop()
     *modules, threads = out.read_text().split()
     loaded = set(modules)
     named = set(threads.removeprefix("threads:").split(","))
-    assert {name for name in named if not name.startswith("run:")} == PC_THREADS
+    assert {name for name in named if not name.startswith("run:")} == PC_THREADS | (
+        LAUNCHER_THREADS if launcher else set()
+    )
     assert {"agent.checks.host", "agent.checks.link", "agent.checks.antivirus"} <= loaded
     assert {"paho.mqtt.client", "sqlite3", "ssl", "agent.machine"} <= loaded
-    unused = {name for name in loaded if name.split(".")[0] in NOT_FOR_A_PC or name in NOT_FOR_A_PC}
+    if launcher:  # it is the launcher's agent: it follows orders and writes its health
+        assert {"agent.update.follow", "agent.update.health"} <= loaded
+        health = Home(tmp_path / "home").health(agent.__version__)
+        assert health is not None and health.checks_total == len(checks) + 1  # + its own
+    not_for_it = NOT_FOR_A_PC - (FOR_THE_LAUNCHERS_AGENT if launcher else set())
+    unused = {name for name in loaded if name.split(".")[0] in not_for_it or name in not_for_it}
     if sys.version_info >= (3, 13):
         # Measured: on 3.13 the standard library itself loads inspect (with ast and dis)
         # where the stand-in cannot take its place, and linecache as the interpreter

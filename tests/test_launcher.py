@@ -7,20 +7,23 @@ The processes themselves (trial, commit, rollback, kill -9) are in test_e2e_laun
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agent.update import EXIT_UPDATE, bundle, follow, install, launcher
 from agent.update.follow import Attempt, UpdateFollower, judge, spread_delay
 from agent.update.launcher import Launcher, Options
 from agent.update.state import Decision, Home, Trial, read_json, write_atomic
-from agent.wire import ReleaseOrder
+from agent.wire import ReleaseOrder, UpdateReport
+from tests.servers import wait_for
 from tests.test_architecture import imports
 from tests.update_home import build_bundles, new_home, stage, unpack
 
@@ -387,6 +390,77 @@ def test_an_order_is_refused_below_the_floor_said_rolled_back_when_bad_and_waits
     assert bad is not None and bad.state == "rolled_back" and "exited 3 times" in bad.reason
 
 
+class Scripted:
+    """A stager that answers from a function instead of running the update process."""
+
+    def __init__(self, stage: Callable[[str], Attempt]) -> None:
+        self.stage = stage
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+#: An update process that never ends, with a child of its own (as it runs the fetch),
+#: both named by the argument it is given; it writes a file of that name once both run.
+HANGS = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+open(sys.argv[1], "w").close()
+time.sleep(600)
+"""
+
+
+def running(marker: Path) -> list[int]:
+    """The processes whose command line names ``marker`` and have not ended."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if str(marker) in (process.info["cmdline"] or []) and process.info["status"] != "zombie":
+            found.append(process.pid)
+    return found
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+def test_an_update_process_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    stager = follow.ProcessStager([sys.executable, "-c", HANGS, str(marker)], timeout_s=3.0)
+    outcome = stager.stage("1.1.0")
+    assert (outcome.state, outcome.reason) == ("failed", "the update process took over 3 s")
+    wait_for(lambda: not running(marker), 10, "the update process's group lives on")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+def test_a_stopping_agent_ends_its_follower_and_the_staging_under_way_at_once(
+    tmp_path: Path, bundles: Path
+) -> None:
+    home = new_home(tmp_path / "home", bundles)
+    marker = tmp_path / "started"
+    stager = follow.ProcessStager([sys.executable, "-c", HANGS, str(marker)])  # an hour
+    order = ReleaseOrder(version="1.1.0", spread_s=0.0)
+    updates = UpdateFollower(
+        home, "pc-01", "1.0.0", lambda: order, stager, lambda: None, lambda: None
+    )
+    thread = threading.Thread(target=updates.follow)
+    thread.start()
+    wait_for(marker.exists, 30, "the update process did not start")
+    assert len(running(marker)) == 2
+    updates.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    wait_for(lambda: not running(marker), 10, "the update process's group lives on")
+    assert updates.report() == UpdateReport("failed", "1.1.0", "1.0.0", "the agent stopped",
+                                            updates.attempt_ts)  # fmt: skip
+    # Stopped between two looks (the poll): it returns at once too; nothing is staged after.
+    idle = UpdateFollower(home, "pc-01", "1.1.0", lambda: order, stager, lambda: None,
+                          lambda: None)  # fmt: skip
+    thread = threading.Thread(target=idle.follow)
+    thread.start()
+    idle.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert stager.stage("1.2.0").reason == "the agent stopped"
+
+
 def test_the_follower_waits_its_turn_then_backs_off_and_honours_retry_after(
     tmp_path: Path, bundles: Path
 ) -> None:
@@ -395,26 +469,23 @@ def test_the_follower_waits_its_turn_then_backs_off_and_honours_retry_after(
     asked: list[str] = []
     finished: list[bool] = []
 
-    async def stager(version: str) -> Attempt:
+    def stager(version: str) -> Attempt:
         asked.append(version)
         return outcomes.pop(0) if outcomes else Attempt("staged", version)
 
     order = ReleaseOrder(version="1.1.0", spread_s=0.0)
     updates = UpdateFollower(
-        home, "pc-01", "1.0.0", lambda: order, stager, lambda: None,
+        home, "pc-01", "1.0.0", lambda: order, Scripted(stager), lambda: None,
         lambda: finished.append(True), retry_min_s=3600.0,
     )  # fmt: skip
 
-    async def steps() -> list[bool]:
-        return [await updates.step() for _ in range(4)]
-
-    assert asyncio.run(steps()) == [False, False, False, False]
+    assert [updates.step() for _ in range(4)] == [False, False, False, False]
     # retry_after 0: asked again at once; then a 1-hour backoff holds the third ask.
     assert asked == ["1.1.0", "1.1.0"] and not finished
     report = updates.report()
     assert report is not None and (report.state, report.reason) == ("failed", "x")
     updates._not_before = 0.0
-    assert asyncio.run(updates.step()) is True and finished == [True]
+    assert updates.step() is True and finished == [True]
     report = updates.report()
     assert report is not None and report.state == "staged"
     assert EXIT_UPDATE == 75
@@ -557,16 +628,16 @@ def test_the_spread_counts_from_when_the_order_first_arrived_across_restarts(
     point = spread_delay("pc-01", order.spread_s)
     asked: list[str] = []
 
-    async def stager(version: str) -> Attempt:
+    def stager(version: str) -> Attempt:
         asked.append(version)
         return Attempt("failed", version, "offline")
 
     def agent_started() -> UpdateFollower:
         return UpdateFollower(
-            home, "pc-01", "1.0.0", lambda: order, stager, lambda: None, lambda: None
+            home, "pc-01", "1.0.0", lambda: order, Scripted(stager), lambda: None, lambda: None
         )
 
-    assert asyncio.run(agent_started().step()) is False and asked == []  # its turn is later
+    assert agent_started().step() is False and asked == []  # its turn is later
     first = read_json(home.state / "order.json")
     assert first is not None and first["version"] == "1.1.0"
     # The PC restarts (daily) long after the order arrived: its turn has come.
@@ -574,10 +645,10 @@ def test_the_spread_counts_from_when_the_order_first_arrived_across_restarts(
     from agent.update.state import write_json
 
     write_json(home.state / "order.json", first)
-    assert asyncio.run(agent_started().step()) is False and asked == ["1.1.0"]
+    assert agent_started().step() is False and asked == ["1.1.0"]
     # Another rollout (or version) starts its own spread.
     order = ReleaseOrder(version="1.1.0", rollout="r2", spread_s=2 * 86400.0)
-    asyncio.run(agent_started().step())
+    agent_started().step()
     assert asked == ["1.1.0"] and read_json(home.state / "order.json")["rollout"] == "r2"  # type: ignore[index]
 
 

@@ -133,6 +133,9 @@ def test_the_agents_own_process_is_psutils() -> None:
     times = os.times()
     cpu = theirs.cpu_times()
     assert abs((times.user + times.system) - (cpu.user + cpu.system)) < 0.1
+    # What the health file the launcher judges says: its CPU since its start.
+    assert abs(ours.cpu_seconds() - (cpu.user + cpu.system)) < 0.1
+    assert abs(ours.started() - theirs.create_time()) < 0.05
     assert ours.cpu_percent() == 0.0  # the first call only primes
     sum(i * i for i in range(200_000))
     assert ours.cpu_percent() >= 0.0

@@ -44,6 +44,9 @@ from typing import Final
 EXIT_UPDATE: Final = 75
 #: The environment variable the launcher sets for the agent it starts: the home above.
 HOME_ENV: Final = "COMMUNE_AGENT_HOME"
+#: The environment variable that tells the agent which launcher runs it (here, not in
+#: the launcher's module: the agent reads it without importing the launcher, 1.9 MB).
+LAUNCHER_ENV: Final = "COMMUNE_AGENT_LAUNCHER"
 #: The version folder the launcher starts, for the Windows runtime's path hook. A ._pth
 #: runtime ignores PYTHONPATH (rightly: a machine-wide PYTHONPATH set by some other
 #: program would put its code in a service running as SYSTEM); the hook reads this

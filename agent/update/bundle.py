@@ -16,9 +16,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +23,10 @@ from typing import Final
 
 from agent.update import versions
 from agent.update.state import fsync_dir
+
+# zipfile, shutil and tempfile are imported where a bundle is built or unpacked (the
+# update process, the launcher): the agent the launcher runs only verifies its own files
+# (``verify_tree``), and keeps none of them (1 MB).
 
 MANIFEST: Final = "MANIFEST.json"
 #: A bundle's bounds: an agent version is a few MB; anything far above is not one.
@@ -162,6 +163,9 @@ def build(
 ) -> Manifest:
     """Zip ``packages`` (folders under ``source_root``: a checkout or site-packages) as
     release ``version`` into ``out`` (written to a temporary name, then renamed)."""
+    import tempfile
+    import zipfile
+
     versions.parse(version)
     contents: dict[str, bytes] = {}
     for name, path in _source_files(source_root, packages):
@@ -190,6 +194,8 @@ def build(
 
 def read_manifest(bundle: Path) -> Manifest:
     """The manifest of a bundle file, checked for shape (not yet against the files)."""
+    import zipfile
+
     try:
         with zipfile.ZipFile(bundle) as archive:
             info = archive.getinfo(MANIFEST)
@@ -211,6 +217,9 @@ def unpack(bundle: Path, versions_dir: Path, expected_version: str) -> Path:
     manifest is this bundle's and it verifies (whole by its own manifest is not enough:
     that manifest may not be the signed one); otherwise it is replaced (anti-malware may
     have eaten part of it)."""
+    import shutil
+    import tempfile
+
     manifest = read_manifest(bundle)
     if manifest.version != expected_version:
         raise BundleError(f"bundle holds version {manifest.version}, not {expected_version}")
@@ -247,6 +256,9 @@ def _installed_manifest(folder: Path) -> Manifest | None:
 
 
 def _extract(bundle: Path, manifest: Manifest, into: Path) -> None:
+    import shutil
+    import zipfile
+
     total = 0
     try:
         with zipfile.ZipFile(bundle) as archive:

@@ -17,20 +17,26 @@ is the one asked for.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from agent.update import versions
 from agent.update.state import Home, read_json, write_json
 from agent.wire import ReleaseOrder, UpdateReport, UpdateState
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -75,35 +81,81 @@ def judge(order: ReleaseOrder | None, running: str, home: Home) -> Attempt | Non
     return Attempt("staged", order.version)
 
 
-Stager = Callable[[str], Awaitable[Attempt]]
-"""Runs the update process for a version; its outcome."""
+class Stager(Protocol):
+    def stage(self, version: str) -> Attempt:
+        """Runs the update process for ``version``; its outcome."""
+
+    def stop(self) -> None:
+        """The agent stops: a staging under way ends at once."""
+
+
+class ProcessStager:
+    """Runs ``command`` + the version as a child in a process group of its own: past
+    ``timeout_s``, or when the agent stops, the group is killed (the fetch or the
+    self-check the update process runs with it)."""
+
+    def __init__(self, command: list[str], timeout_s: float = 3600.0) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._running: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def stage(self, version: str) -> Attempt:
+        # Loaded here: subprocess is the update's only, when an order comes (a PC agent
+        # keeps it out otherwise: tests/test_footprint.py).
+        import subprocess
+
+        with self._lock:
+            if self._stopped:
+                return Attempt("failed", version, "the agent stopped")
+            process = subprocess.Popen(
+                [*self.command, version], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=dict(os.environ), start_new_session=sys.platform != "win32",
+                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+            )  # fmt: skip
+            self._running = process
+        try:
+            stdout, stderr = process.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            took = f"the update process took over {self.timeout_s:.0f} s"
+            return Attempt("failed", version, took)
+        finally:
+            with self._lock:
+                self._running = None
+        if self._stopped:
+            return Attempt("failed", version, "the agent stopped")
+        return outcome_of(version, stdout[-MAX_OUTPUT:], stderr[-MAX_OUTPUT:])
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._running is not None:
+                _kill_group(self._running)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    if sys.platform == "win32":
+        process.kill()
+    else:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def process_stager(
     home: Path, config: Path, url: str, ca_file: str, bundle_dir: str, timeout_s: float = 3600.0
-) -> Stager:
-    async def stage(version: str) -> Attempt:
-        command = [sys.executable, "-m", "agent.update.process", "--home", str(home)]
-        command += ["--config", str(config), "--version", version]
-        if bundle_dir:
-            command += ["--bundle-dir", bundle_dir]
-        else:
-            command += ["--url", url] + (["--ca-file", ca_file] if ca_file else [])
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ),
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return Attempt("failed", version, f"the update process took over {timeout_s:.0f} s")
-        return outcome_of(version, stdout[-MAX_OUTPUT:], stderr[-MAX_OUTPUT:])
-
-    return stage
+) -> ProcessStager:
+    command = [sys.executable, "-m", "agent.update.process", "--home", str(home)]
+    command += ["--config", str(config)]
+    if bundle_dir:
+        command += ["--bundle-dir", bundle_dir]
+    else:
+        command += ["--url", url] + (["--ca-file", ca_file] if ca_file else [])
+    return ProcessStager([*command, "--version"], timeout_s)
 
 
 def outcome_of(version: str, stdout: bytes, stderr: bytes) -> Attempt:
@@ -155,6 +207,7 @@ class UpdateFollower:
         self.retry_max_s = retry_max_s
         self.attempt: Attempt | None = None
         self.attempt_ts = 0.0
+        self.stopping = threading.Event()
         self._target = ""
         self._not_before = 0.0
         self._failures = 0
@@ -214,7 +267,7 @@ class UpdateFollower:
             if attempt is not None:
                 log.info("update %s: %s %s", attempt.version, attempt.state, attempt.reason)
 
-    async def step(self) -> bool:
+    def step(self) -> bool:
         """One look at the order; True when a version was staged (the agent stops)."""
         order = self.order()
         wanted = judge(order, self.running, self.home)
@@ -231,7 +284,7 @@ class UpdateFollower:
             if self.attempt is None or self.attempt.state not in ("refused", "failed"):
                 self._set(Attempt("waiting", wanted.version))
             return False
-        outcome = await self.stager(wanted.version)
+        outcome = self.stager.stage(wanted.version)
         self._set(outcome)
         if outcome.state == "staged":
             self.announce_changes()
@@ -253,11 +306,12 @@ class UpdateFollower:
                 self.announce()
             self._said = said
 
-    async def follow(self) -> None:
+    def follow(self) -> None:
+        """On its thread, until a version is staged or ``stop``."""
         self._said = self._said_now()
-        while True:
+        while not self.stopping.is_set():
             try:
-                if await self.step():
+                if self.step():
                     return
             except Exception:  # an update that goes wrong never stops the agent
                 log.exception("the update step failed; trying again later")
@@ -266,4 +320,9 @@ class UpdateFollower:
                 self.announce_changes()
             except Exception:  # a state file unreadable for a moment: said next time
                 log.exception("could not announce the update's state")
-            await asyncio.sleep(POLL_S)
+            self.stopping.wait(POLL_S)
+
+    def stop(self) -> None:
+        """From another thread: ``follow`` returns at once, a staging under way ends."""
+        self.stopping.set()
+        self.stager.stop()

@@ -45,15 +45,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from agent.update import EXIT_UPDATE, HOME_ENV, VERSION_DIR_ENV, bundle, versions
+from agent.update import EXIT_UPDATE, HOME_ENV, LAUNCHER_ENV, VERSION_DIR_ENV, bundle, versions
 from agent.update.state import Decision, Health, Home, Trial
 
 log = logging.getLogger("commune-launcher")
 
 #: The launcher's own version (it changes rarely and ships in a slower ring).
 LAUNCHER_VERSION: Final = "1.0"
-#: The environment variable that tells the agent which launcher runs it.
-LAUNCHER_ENV: Final = "COMMUNE_AGENT_LAUNCHER"
 SERVICE_NAME: Final = "CommuneAgent"
 #: Windows: restart after 5 s, 5 s, then 60 s; the failure count resets after a day.
 #: How often the time a version on trial has run is written down.

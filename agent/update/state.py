@@ -32,7 +32,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +46,30 @@ MAX_BAD: Final = 100
 MAX_REASON: Final = 300
 
 
+#: How ``tempfile.mkstemp`` opens a file of its own.
+_NEW_FILE: Final[int] = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOINHERIT", 0) | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
+
+
+def _new_temporary(folder: Path, prefix: str) -> tuple[int, str]:
+    """A file nobody else has, beside the one it will replace, made as ``tempfile.mkstemp``
+    makes it (0600, created exclusively): tempfile would load shutil, random and the
+    compressors (0.65 MB) into the agent that writes its health file every minute."""
+    for _ in range(100):
+        name = os.path.join(folder, prefix + os.urandom(6).hex())
+        try:
+            return os.open(name, _NEW_FILE, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` by a temporary file, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    handle, temporary = _new_temporary(path.parent, f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as sink:
             sink.write(data)
