@@ -438,6 +438,55 @@ def measure_in_process(workdir: Path, cycles: int = 5) -> float:
     return total / elapsed
 
 
+def measure_commit_path(
+    workdir: Path, communes: int, agents: int, cycles: int, batch: int = 500
+) -> dict[str, float]:
+    """The commit path alone on a store of ``communes`` (warmed as ``measure_collector``
+    warms it: its latest rows, subjects and alert states exist), no broker nor sink:
+    ``cycles`` more cycles of ``agents`` of them in batches of ``batch`` messages, CPU
+    (this thread's) and wall time per message."""
+    pace_for_ingest()
+    store = StateStore(workdir / "commit-path.sqlite")
+    AlertEngine(default_rules()).install(store)
+    Spool(store).attach()
+    started, warmed_at = time.monotonic(), time.time()
+    warmed = warm(store, 2, communes * 50)
+    print(
+        f"  warm-up    {warmed} messages in {time.monotonic() - started:.0f} s (not measured)",
+        flush=True,
+    )
+    gc.freeze()
+    ingestor = Ingestor(store, "commune")
+    fleets = [publisher_fleet(index, communes * 50 // 2) for index in range(2)]
+    # A slice of every publisher's agents: the rows they touch are spread over the store.
+    chosen = [
+        (fleet, agent)
+        for fleet in fleets
+        for agent in fleet.agents[: max(1, agents // len(fleets))]
+    ]
+    cpu = wall = 0.0
+    total = 0
+    for cycle in range(cycles):
+        # A minute after the warm-up's cycle, and each a minute after the last (within
+        # what the ingest takes as not ahead of its clock).
+        at = min(warmed_at + 60 * cycle, time.time() + 240)
+        messages = [
+            Message(topic, payload, at + 1)
+            for fleet, agent in chosen
+            for topic, payload, _ in fleet.cycle(agent, at)
+        ]
+        wall_started, cpu_started = time.perf_counter(), time.thread_time()
+        for i in range(0, len(messages), batch):
+            ingestor.process(messages[i : i + batch])
+        cpu += time.thread_time() - cpu_started
+        wall += time.perf_counter() - wall_started
+        total += len(messages)
+    rejected = sum(ingestor.stats.rejected.values())
+    assert not rejected, f"{rejected} messages rejected"
+    store.close()
+    return {"messages": total, "cpu_us": 1e6 * cpu / total, "wall_us": 1e6 * wall / total}
+
+
 def measure_ceiling(
     broker: Mosquitto, seconds: float, publishers: int, agents: int, ca: Path | None = None
 ) -> float:
@@ -556,11 +605,34 @@ def main() -> None:
         action="store_false",
         help="measure from an empty store (every series seen for the first time)",
     )
+    parser.add_argument(
+        "--commit-path",
+        type=int,
+        metavar="AGENTS",
+        default=0,
+        help="measure only the commit path (no broker, no sink) on a store of --communes "
+        "(warmed), AGENTS of them sending --cycles cycles: CPU and wall us per message",
+    )
+    parser.add_argument("--cycles", type=int, default=3, help="with --commit-path")
     args = parser.parse_args()
     if args.national:
         args.communes = NATIONAL_COMMUNES
         args.rate = NATIONAL_COMMUNES * 50 * ENVELOPES_PER_CYCLE / 60
     agents = args.communes * 50
+    if args.commit_path:
+        with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
+            print(
+                f"commit path: a store of {args.communes} communes ({agents} agents), "
+                f"{args.commit_path} of them for {args.cycles} cycles",
+                flush=True,
+            )
+            found = measure_commit_path(Path(tmp), args.communes, args.commit_path, args.cycles)
+            print(
+                f"  commit     {found['messages']:.0f} messages: {found['cpu_us']:.1f} us CPU, "
+                f"{found['wall_us']:.1f} us wall a message",
+                flush=True,
+            )
+        return
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         unbounded = "allow_anonymous true\nmax_queued_messages 0"
         ca, listener = tls_listener(Path(tmp)) if args.tls else (None, "")

@@ -15,7 +15,7 @@ from agent.configtypes import ConfigError
 from agent.wire import Envelope, Sample, Status
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import Alert, acknowledge, add_silence, list_alerts
-from collector.alerts.rules import default_rules, parse_rules
+from collector.alerts.rules import Condition, Rule, default_rules, parse_rules
 from collector.state.store import StateStore
 
 T0 = 1_795_000_000.0
@@ -691,3 +691,44 @@ def test_a_rule_judges_a_sample_as_it_judges_the_merged_values(
     values = {**tags, **fields, "outcome": outcome, "success": outcome == "ok"}
     for rule in default_rules():
         assert rule.holds_for(sample) == rule.holds(values), rule.name
+
+
+_conditions = st.builds(
+    Condition,
+    field=_names,
+    op=st.sampled_from(["==", "!=", ">", ">=", "<", "<="]),
+    value=st.one_of(
+        st.booleans(),
+        st.integers(-5, 200),
+        st.floats(-5, 200, allow_nan=False),
+        st.sampled_from(["ok", "stale", "windows", "tslcd", ""]),
+    ),
+)
+_rules = st.builds(
+    Rule,
+    name=st.just("r"),
+    check=st.just("link"),
+    when=st.lists(_conditions, min_size=1, max_size=4),
+    match=st.sampled_from(["all", "any"]),
+    tags=st.dictionaries(_names, st.sampled_from(["windows", "tslcd", "1"]), max_size=2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rules=st.lists(_rules, min_size=1, max_size=3),
+    fields=st.dictionaries(_names, _values, max_size=5),
+    tags=st.dictionaries(_names, st.sampled_from(["windows", "tslcd", "ok", "1"]), max_size=3),
+    outcome=st.sampled_from(["ok", "timeout", "error"]),
+)
+def test_a_rules_compiled_test_judges_a_sample_as_holds_for_does(
+    rules: list[Rule], fields: dict[str, Any], tags: dict[str, str], outcome: str
+) -> None:
+    """The engine tests each sample with ``sample_test``, made once per rule: for any
+    rule (any conditions, ops, values, match, tags) and any sample it says what the
+    rule's own reading says, and None for a sample without the rule's tags."""
+    sample = Sample(check="link", name="x", ts=1.0, outcome=outcome, fields=fields, tags=tags)
+    for rule in [*rules, *default_rules()]:
+        tagged = all(tags.get(name) == value for name, value in rule.tags.items())
+        expected = rule.holds_for(sample) if tagged else None
+        assert rule.sample_test()(sample) == expected, rule

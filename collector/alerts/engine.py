@@ -130,7 +130,7 @@ def _system_value(rule: Rule, health: SystemHealth) -> str:
     return f"{len(health.unreachable)}/{health.probing - len(health.line_down)}"
 
 
-_SampleRule = tuple[Rule, bool, bool, tuple[tuple[str, str], ...]]
+_SampleRule = tuple[Rule, bool, bool, tuple[tuple[str, str], ...], Callable[[Sample], bool | None]]
 
 
 def _has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
@@ -180,7 +180,7 @@ class AlertEngine:
         self._sample_rules: dict[tuple[str, str], list[_SampleRule]] = defaultdict(list)
         """Each (check, item)'s rules, with what is asked once here rather than for every
         sample: whether the rule reads what the collector knows of the subject, whether
-        it has a scope, the tags it needs."""
+        it has a scope, the tags it needs, its test of a sample (``Rule.sample_test``)."""
         for rule in self.rules:
             if rule.on == "sample":
                 self._sample_rules[(rule.check, rule.item)].append(
@@ -189,6 +189,7 @@ class AlertEngine:
                         rule.names_subject_fields(),
                         bool(rule.provinces or rule.communes),
                         tuple(rule.tags.items()),
+                        rule.sample_test(),
                     )
                 )
         self.by_name = {r.name: r for r in self.rules}
@@ -257,18 +258,18 @@ class AlertEngine:
                 key = ""
                 values: dict[str, Any] | None = None
                 with_subject: dict[str, Any] | None = None
-                for rule, reads_subject, scoped, tags in rules:
+                for rule, reads_subject, scoped, tags, test in rules:
                     if scoped and not rule.in_scope(envelope.province, envelope.commune):
                         continue
-                    if tags and not _has_tags(sample.tags, tags):
-                        continue
                     if reads_subject:
+                        if tags and not _has_tags(sample.tags, tags):
+                            continue
                         if with_subject is None:
                             key = key or subject_key(envelope, sample)
                             with_subject = self._values(db, envelope, sample, key)
                         holds = rule.holds(with_subject)
                     else:
-                        holds = rule.holds_for(sample)
+                        holds = test(sample)  # None too for a sample without its tags
                     if holds is None:
                         continue
                     if not holds and agent not in troubled_agents:
