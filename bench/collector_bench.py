@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/collector_bench.py [--rate 5000] [--seconds 30] [--communes 80]
     .venv/bin/python bench/collector_bench.py --national --seconds 180
+    .venv/bin/python bench/collector_bench.py --communes 3321 --commit-path 30000 [--cycles 3]
 
 Starts a private Mosquitto and VictoriaMetrics. Publisher processes play the
 agents of ``--communes`` simulated communes (``fleet.scenario``: 49 PCs and a
@@ -23,10 +24,17 @@ it is acknowledged.
 Reported: the commit path alone (no broker); messages/s and samples/s
 committed (from the first commit to the last); loss (broker-acknowledged
 minus committed); points written; publish-to-commit latency p50/p99; CPU of
-the collector and of its sink process; RSS; the store's size and growth per
-day at the offered rate (pages in use but the spool's, from half-time to the
-end); and, in the same run, the drain rate of ``mosquitto_sub`` (C, QoS 1)
-from the same broker under the same publishers at full speed, as the ceiling.
+the collector (and of its ingest and network threads) and of its sink process;
+RSS; the store's size and growth per day at the offered rate (pages in use but
+the spool's, from half-time to the end); and, in the same run, the drain rate
+of ``mosquitto_sub`` (C, QoS 1) from the same broker under the same publishers at
+full speed, as the ceiling.
+
+``--commit-path AGENTS`` measures the commit path alone, quicker and steadier than
+the whole run: a store of ``--communes`` warmed as above (its 833,000 latest rows
+for the country), then ``--cycles`` more cycles of AGENTS of its agents committed
+in batches of 500 (decode, state, alert rules, spool; no broker, no sink), each a
+minute after the last: CPU (the thread's) and wall time per message.
 """
 
 from __future__ import annotations
@@ -277,6 +285,19 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_seconds() -> dict[str, float]:
+    """CPU time of each of this process's Python threads, by name, from /proc."""
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[thread.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def warm(store: StateStore, publishers: int, agents: int) -> int:
     """One cycle of every agent the publishers play, committed without the broker a
     minute before they start: the collector knows them (their rows exist), as it does
@@ -356,6 +377,7 @@ def measure_collector(
     assert source.connected.wait(10)
     rounds.start()
     started, cpu_started = time.time(), cpu_seconds()
+    threads_started = thread_seconds()
     # Store growth is read between half-time and the end: by half-time every agent has
     # reported (its rows exist); what grows after that grows every day.
     halfway: list[tuple[int, int]] = []
@@ -375,6 +397,7 @@ def measure_collector(
         time.sleep(0.1)
     timer.join()
     cpu_used = cpu_seconds() - cpu_started - sum(measuring_cpu)
+    threads = {name: cpu - threads_started.get(name, 0.0) for name, cpu in thread_seconds().items()}
     while Spool(store).stats().rows and time.monotonic() < deadline:
         time.sleep(0.1)
     sink_cpu = cpu_seconds(sink.pid)
@@ -405,6 +428,8 @@ def measure_collector(
         "sink_rate": points / (sink_done - started),
         "spool_left": spool_left,
         "cpu_cores": cpu_used / span,
+        "ingest_cores": threads.get("ingest", 0.0) / span,
+        "network_cores": threads.get("mqtt", 0.0) / span,
         "sink_cpu_cores": sink_cpu / (sink_done - started),
         "rss_mib": memory_kib("VmRSS") / 1024,
         "peak_rss_mib": memory_kib("VmHWM") / 1024,
@@ -567,8 +592,9 @@ def report(result: dict[str, float], rate: float) -> None:
         f"p99 {result['p99_ms']:.1f} ms"
     )
     print(
-        f"  collector  {result['cpu_cores']:.2f} cores of CPU (its sink process "
-        f"{result['sink_cpu_cores']:.2f}); RSS {result['rss_mib']:.0f} MiB "
+        f"  collector  {result['cpu_cores']:.2f} cores of CPU (its ingest thread "
+        f"{result['ingest_cores']:.2f}, network thread {result['network_cores']:.2f}; its sink "
+        f"process {result['sink_cpu_cores']:.2f}); RSS {result['rss_mib']:.0f} MiB "
         f"(peak {result['peak_rss_mib']:.0f} MiB, with the benchmark's own bookkeeping)"
     )
     per_day = result["growth_per_message"] * rate * 86400 / 2**20
