@@ -93,6 +93,13 @@ class _Known:
             self._passed.clear()
         self._passed.add(value)
 
+    def check_all(self, values: dict[str, Any]) -> None:
+        """``check`` of each key: one C call when all passed before (a sample's field or
+        tag names)."""
+        if not self._passed.issuperset(values):
+            for value in values:
+                self.check(value)
+
 
 _KEYS: Final = _Known(KEY_PATTERN, "a check, field or tag name")
 _ITEMS: Final = _Known(ITEM_PATTERN, "an item")
@@ -147,10 +154,10 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
         _KEYS.check(self.check)
         if self.item:
             _ITEMS.check(self.item)
-        for key in self.fields:
-            _KEYS.check(key)
-        for key in self.tags:
-            _KEYS.check(key)
+        if self.fields:
+            _KEYS.check_all(self.fields)
+        if self.tags:
+            _KEYS.check_all(self.tags)
 
 
 class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/collector_bench.py [--rate 5000] [--seconds 30] [--communes 80]
     .venv/bin/python bench/collector_bench.py --national --seconds 180
+    .venv/bin/python bench/collector_bench.py --communes 3321 --commit-path 30000 [--cycles 3]
 
 Starts a private Mosquitto and VictoriaMetrics. Publisher processes play the
 agents of ``--communes`` simulated communes (``fleet.scenario``: 49 PCs and a
@@ -23,10 +24,17 @@ it is acknowledged.
 Reported: the commit path alone (no broker); messages/s and samples/s
 committed (from the first commit to the last); loss (broker-acknowledged
 minus committed); points written; publish-to-commit latency p50/p99; CPU of
-the collector and of its sink process; RSS; the store's size and growth per
-day at the offered rate (pages in use but the spool's, from half-time to the
-end); and, in the same run, the drain rate of ``mosquitto_sub`` (C, QoS 1)
-from the same broker under the same publishers at full speed, as the ceiling.
+the collector (and of its ingest and network threads) and of its sink process;
+RSS; the store's size and growth per day at the offered rate (pages in use but
+the spool's, from half-time to the end); and, in the same run, the drain rate
+of ``mosquitto_sub`` (C, QoS 1) from the same broker under the same publishers at
+full speed, as the ceiling.
+
+``--commit-path AGENTS`` measures the commit path alone, quicker and steadier than
+the whole run: a store of ``--communes`` warmed as above (its 833,000 latest rows
+for the country), then ``--cycles`` more cycles of AGENTS of its agents committed
+in batches of 500 (decode, state, alert rules, spool; no broker, no sink), each a
+minute after the last: CPU (the thread's) and wall time per message.
 """
 
 from __future__ import annotations
@@ -277,6 +285,19 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_seconds() -> dict[str, float]:
+    """CPU time of each of this process's Python threads, by name, from /proc."""
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[thread.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def warm(store: StateStore, publishers: int, agents: int) -> int:
     """One cycle of every agent the publishers play, committed without the broker a
     minute before they start: the collector knows them (their rows exist), as it does
@@ -356,6 +377,7 @@ def measure_collector(
     assert source.connected.wait(10)
     rounds.start()
     started, cpu_started = time.time(), cpu_seconds()
+    threads_started = thread_seconds()
     # Store growth is read between half-time and the end: by half-time every agent has
     # reported (its rows exist); what grows after that grows every day.
     halfway: list[tuple[int, int]] = []
@@ -375,6 +397,7 @@ def measure_collector(
         time.sleep(0.1)
     timer.join()
     cpu_used = cpu_seconds() - cpu_started - sum(measuring_cpu)
+    threads = {name: cpu - threads_started.get(name, 0.0) for name, cpu in thread_seconds().items()}
     while Spool(store).stats().rows and time.monotonic() < deadline:
         time.sleep(0.1)
     sink_cpu = cpu_seconds(sink.pid)
@@ -405,7 +428,15 @@ def measure_collector(
         "sink_rate": points / (sink_done - started),
         "spool_left": spool_left,
         "cpu_cores": cpu_used / span,
+        "ingest_cores": threads.get("ingest", 0.0) / span,
+        "network_cores": threads.get("mqtt", 0.0) / span,
         "sink_cpu_cores": sink_cpu / (sink_done - started),
+        # CPU a message committed: what a run that fell behind (a busy machine) still
+        # compares by.
+        "cpu_us": 1e6 * cpu_used / committed,
+        "ingest_us": 1e6 * threads.get("ingest", 0.0) / committed,
+        "network_us": 1e6 * threads.get("mqtt", 0.0) / committed,
+        "sink_us": 1e6 * sink_cpu / committed,
         "rss_mib": memory_kib("VmRSS") / 1024,
         "peak_rss_mib": memory_kib("VmHWM") / 1024,
         "store_mib": live_bytes(path) / 2**20,
@@ -436,6 +467,55 @@ def measure_in_process(workdir: Path, cycles: int = 5) -> float:
         total += len(batch)
     store.close()
     return total / elapsed
+
+
+def measure_commit_path(
+    workdir: Path, communes: int, agents: int, cycles: int, batch: int = 500
+) -> dict[str, float]:
+    """The commit path alone on a store of ``communes`` (warmed as ``measure_collector``
+    warms it: its latest rows, subjects and alert states exist), no broker nor sink:
+    ``cycles`` more cycles of ``agents`` of them in batches of ``batch`` messages, CPU
+    (this thread's) and wall time per message."""
+    pace_for_ingest()
+    store = StateStore(workdir / "commit-path.sqlite")
+    AlertEngine(default_rules()).install(store)
+    Spool(store).attach()
+    started, warmed_at = time.monotonic(), time.time()
+    warmed = warm(store, 2, communes * 50)
+    print(
+        f"  warm-up    {warmed} messages in {time.monotonic() - started:.0f} s (not measured)",
+        flush=True,
+    )
+    gc.freeze()
+    ingestor = Ingestor(store, "commune")
+    fleets = [publisher_fleet(index, communes * 50 // 2) for index in range(2)]
+    # A slice of every publisher's agents: the rows they touch are spread over the store.
+    chosen = [
+        (fleet, agent)
+        for fleet in fleets
+        for agent in fleet.agents[: max(1, agents // len(fleets))]
+    ]
+    cpu = wall = 0.0
+    total = 0
+    for cycle in range(cycles):
+        # A minute after the warm-up's cycle, and each a minute after the last (within
+        # what the ingest takes as not ahead of its clock).
+        at = min(warmed_at + 60 * cycle, time.time() + 240)
+        messages = [
+            Message(topic, payload, at + 1)
+            for fleet, agent in chosen
+            for topic, payload, _ in fleet.cycle(agent, at)
+        ]
+        wall_started, cpu_started = time.perf_counter(), time.thread_time()
+        for i in range(0, len(messages), batch):
+            ingestor.process(messages[i : i + batch])
+        cpu += time.thread_time() - cpu_started
+        wall += time.perf_counter() - wall_started
+        total += len(messages)
+    rejected = sum(ingestor.stats.rejected.values())
+    assert not rejected, f"{rejected} messages rejected"
+    store.close()
+    return {"messages": total, "cpu_us": 1e6 * cpu / total, "wall_us": 1e6 * wall / total}
 
 
 def measure_ceiling(
@@ -518,9 +598,15 @@ def report(result: dict[str, float], rate: float) -> None:
         f"p99 {result['p99_ms']:.1f} ms"
     )
     print(
-        f"  collector  {result['cpu_cores']:.2f} cores of CPU (its sink process "
-        f"{result['sink_cpu_cores']:.2f}); RSS {result['rss_mib']:.0f} MiB "
+        f"  collector  {result['cpu_cores']:.2f} cores of CPU (its ingest thread "
+        f"{result['ingest_cores']:.2f}, network thread {result['network_cores']:.2f}; its sink "
+        f"process {result['sink_cpu_cores']:.2f}); RSS {result['rss_mib']:.0f} MiB "
         f"(peak {result['peak_rss_mib']:.0f} MiB, with the benchmark's own bookkeeping)"
+    )
+    print(
+        f"  cpu/msg    collector {result['cpu_us']:.1f} us (ingest thread "
+        f"{result['ingest_us']:.1f}, network thread {result['network_us']:.1f}), sink "
+        f"{result['sink_us']:.1f} us a message committed"
     )
     per_day = result["growth_per_message"] * rate * 86400 / 2**20
     print(
@@ -556,11 +642,34 @@ def main() -> None:
         action="store_false",
         help="measure from an empty store (every series seen for the first time)",
     )
+    parser.add_argument(
+        "--commit-path",
+        type=int,
+        metavar="AGENTS",
+        default=0,
+        help="measure only the commit path (no broker, no sink) on a store of --communes "
+        "(warmed), AGENTS of them sending --cycles cycles: CPU and wall us per message",
+    )
+    parser.add_argument("--cycles", type=int, default=3, help="with --commit-path")
     args = parser.parse_args()
     if args.national:
         args.communes = NATIONAL_COMMUNES
         args.rate = NATIONAL_COMMUNES * 50 * ENVELOPES_PER_CYCLE / 60
     agents = args.communes * 50
+    if args.commit_path:
+        with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
+            print(
+                f"commit path: a store of {args.communes} communes ({agents} agents), "
+                f"{args.commit_path} of them for {args.cycles} cycles",
+                flush=True,
+            )
+            found = measure_commit_path(Path(tmp), args.communes, args.commit_path, args.cycles)
+            print(
+                f"  commit     {found['messages']:.0f} messages: {found['cpu_us']:.1f} us CPU, "
+                f"{found['wall_us']:.1f} us wall a message",
+                flush=True,
+            )
+        return
     with tempfile.TemporaryDirectory(prefix="commune-bench-") as tmp:
         unbounded = "allow_anonymous true\nmax_queued_messages 0"
         ca, listener = tls_listener(Path(tmp)) if args.tls else (None, "")

@@ -15,7 +15,8 @@ from agent.configtypes import ConfigError
 from agent.wire import Envelope, Sample, Status
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import Alert, acknowledge, add_silence, list_alerts
-from collector.alerts.rules import default_rules, parse_rules
+from collector.alerts.rules import Condition, Rule, default_rules, parse_rules
+from collector.alerts.verdicts import Verdicts
 from collector.state.store import StateStore
 
 T0 = 1_795_000_000.0
@@ -691,3 +692,114 @@ def test_a_rule_judges_a_sample_as_it_judges_the_merged_values(
     values = {**tags, **fields, "outcome": outcome, "success": outcome == "ok"}
     for rule in default_rules():
         assert rule.holds_for(sample) == rule.holds(values), rule.name
+
+
+_conditions = st.builds(
+    Condition,
+    field=_names,
+    op=st.sampled_from(["==", "!=", ">", ">=", "<", "<="]),
+    value=st.one_of(
+        st.booleans(),
+        st.integers(-5, 200),
+        st.floats(-5, 200, allow_nan=False),
+        st.sampled_from(["ok", "stale", "windows", "tslcd", ""]),
+    ),
+)
+_rules = st.builds(
+    Rule,
+    name=st.just("r"),
+    check=st.just("link"),
+    when=st.lists(_conditions, min_size=1, max_size=4),
+    match=st.sampled_from(["all", "any"]),
+    tags=st.dictionaries(_names, st.sampled_from(["windows", "tslcd", "1"]), max_size=2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rules=st.lists(_rules, min_size=1, max_size=3),
+    fields=st.dictionaries(_names, _values, max_size=5),
+    tags=st.dictionaries(_names, st.sampled_from(["windows", "tslcd", "ok", "1"]), max_size=3),
+    outcome=st.sampled_from(["ok", "timeout", "error"]),
+)
+def test_a_rules_compiled_test_judges_a_sample_as_holds_for_does(
+    rules: list[Rule], fields: dict[str, Any], tags: dict[str, str], outcome: str
+) -> None:
+    """The engine tests each sample with ``sample_test``, made once per rule: for any
+    rule (any conditions, ops, values, match, tags) and any sample it says what the
+    rule's own reading says, and None for a sample without the rule's tags."""
+    sample = Sample(check="link", name="x", ts=1.0, outcome=outcome, fields=fields, tags=tags)
+    for rule in [*rules, *default_rules()]:
+        tagged = all(tags.get(name) == value for name, value in rule.tags.items())
+        expected = rule.holds_for(sample) if tagged else None
+        assert rule.sample_test()(sample) == expected, rule
+
+
+# Few names and values, so that readings repeat and collide: True against 1 and 1.0, a
+# field against a tag of the same name, text against numbers.
+_few_names = st.sampled_from(["up", "network", "outcome"])
+_few_values = st.sampled_from([None, True, False, 0, 1, 2, 0.0, 1.0, "1", "tslcd"])
+_few_rules = st.builds(
+    Rule,
+    name=st.just("r"),
+    check=st.just("link"),
+    when=st.lists(
+        st.builds(
+            Condition,
+            field=_few_names,
+            op=st.sampled_from(["==", "!=", ">", ">=", "<", "<="]),
+            value=st.sampled_from([True, False, 0, 1, 2, "1", "tslcd", "ok"]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    match=st.sampled_from(["all", "any"]),
+    tags=st.dictionaries(_few_names, st.sampled_from(["tslcd", "1"]), max_size=1),
+)
+_ABSENT_VALUE = object()
+# Every reading of "up" (as a field, or a tag), the network tag and the outcome: a
+# sequence drawn from them repeats readings and collides True with 1 and 1.0.
+_pool = [
+    Sample(
+        check="link",
+        name="x",
+        ts=1.0,
+        outcome=outcome,
+        fields={} if up is _ABSENT_VALUE else {"up": up},
+        tags={
+            **({} if network is None else {"network": network}),
+            **({} if up_tag is None else {"up": up_tag}),
+        },
+    )
+    for up in (_ABSENT_VALUE, None, True, False, 0, 1, 2, 0.0, 1.0, "1")
+    for network in (None, "tslcd", "1")
+    for up_tag in (None, "1")
+    for outcome in ("ok", "timeout")
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.lists(_few_rules, min_size=1, max_size=4),
+    first=st.permutations(_pool),
+    then=st.permutations(_pool),
+    limit=st.sampled_from([1, 7, 1000]),
+)
+def test_verdicts_remembered_by_a_samples_reading_are_each_rules_own(
+    rules: list[Rule], first: list[Sample], then: list[Sample], limit: int
+) -> None:
+    """The engine judges a check's rules once per distinct reading of a sample: over
+    every reading twice, in any order (readings repeated, True against 1, a field against
+    a tag of the same name, the memory full and forgotten), each verdict is the rule's
+    own test's."""
+    verdicts = Verdicts(rules, limit=limit)
+    for sample in [*first, *then]:
+        expected = []
+        for rule in rules:
+            tagged = all(sample.tags.get(name) == value for name, value in rule.tags.items())
+            holds = rule.holds_for(sample) if tagged else None
+            if holds is not None:
+                expected.append((rule, holds))
+        found, holding = verdicts(sample)
+        assert list(found) == expected
+        assert list(holding) == [verdict for verdict in expected if verdict[1]]

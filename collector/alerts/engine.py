@@ -25,6 +25,7 @@ transaction; the notifier sends them.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import defaultdict
@@ -40,6 +41,7 @@ from collector.alerts.certificates import Expiry
 from collector.alerts.escalation import Escalation, escalation_event
 from collector.alerts.records import muted, record_step
 from collector.alerts.rules import Rule
+from collector.alerts.verdicts import Verdict, Verdicts
 from collector.common.sessions import SessionWatch
 from collector.state.inventory import is_uplink
 from collector.state.store import (
@@ -130,7 +132,8 @@ def _system_value(rule: Rule, health: SystemHealth) -> str:
     return f"{len(health.unreachable)}/{health.probing - len(health.line_down)}"
 
 
-_SampleRule = tuple[Rule, bool, bool, tuple[tuple[str, str], ...]]
+_by_time = operator.attrgetter("ts")
+_SampleRule = tuple[Rule, bool, bool, tuple[tuple[str, str], ...], Callable[[Sample], bool | None]]
 
 
 def _has_tags(tags: Mapping[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
@@ -180,7 +183,10 @@ class AlertEngine:
         self._sample_rules: dict[tuple[str, str], list[_SampleRule]] = defaultdict(list)
         """Each (check, item)'s rules, with what is asked once here rather than for every
         sample: whether the rule reads what the collector knows of the subject, whether
-        it has a scope, the tags it needs."""
+        it has a scope, the tags it needs, its test of a sample (``Rule.sample_test``)."""
+        self._verdicts: dict[tuple[str, str], Verdicts] = {}
+        """The (check, item)s whose every rule reads the sample alone, judged together
+        (``alerts/verdicts.py``); the others' rules are tested one by one."""
         for rule in self.rules:
             if rule.on == "sample":
                 self._sample_rules[(rule.check, rule.item)].append(
@@ -189,8 +195,12 @@ class AlertEngine:
                         rule.names_subject_fields(),
                         bool(rule.provinces or rule.communes),
                         tuple(rule.tags.items()),
+                        rule.sample_test(),
                     )
                 )
+        for group, found in self._sample_rules.items():
+            if all(Verdicts.takes(rule) for rule, *_ in found):
+                self._verdicts[group] = Verdicts([rule for rule, *_ in found])
         self.by_name = {r.name: r for r in self.rules}
         self._troubled: set[tuple[str, str]] = set()
         """(rule, subject) that left "ok" since the last recount, and those the store
@@ -244,31 +254,40 @@ class AlertEngine:
         # Runs for every sample of every batch: the common case (a fine subject that
         # never was otherwise) must cost no more than the rule's test.
         sample_rules, troubled = self._sample_rules, self._troubled
-        troubled_agents = self._troubled_agents
+        troubled_agents, verdicts = self._troubled_agents, self._verdicts
         for envelope in envelopes:
             samples = envelope.samples
             if len(samples) > 1:
-                samples = sorted(samples, key=lambda s: s.ts)
+                samples = sorted(samples, key=_by_time)
             agent = (envelope.province, envelope.commune, envelope.agent)
             for sample in samples:
-                rules = sample_rules.get((sample.check, sample.item))
+                group = (sample.check, sample.item)
+                judge = verdicts.get(group)
+                if judge is not None:
+                    found, holding = judge(sample)
+                    if agent in troubled_agents:
+                        self._step_verdicts(db, envelope, sample, found, received)
+                    elif holding:  # the others are fine, and never were otherwise
+                        self._step_verdicts(db, envelope, sample, holding, received)
+                    continue
+                rules = sample_rules.get(group)
                 if not rules:
                     continue
                 key = ""
                 values: dict[str, Any] | None = None
                 with_subject: dict[str, Any] | None = None
-                for rule, reads_subject, scoped, tags in rules:
+                for rule, reads_subject, scoped, tags, test in rules:
                     if scoped and not rule.in_scope(envelope.province, envelope.commune):
                         continue
-                    if tags and not _has_tags(sample.tags, tags):
-                        continue
                     if reads_subject:
+                        if tags and not _has_tags(sample.tags, tags):
+                            continue
                         if with_subject is None:
                             key = key or subject_key(envelope, sample)
                             with_subject = self._values(db, envelope, sample, key)
                         holds = rule.holds(with_subject)
                     else:
-                        holds = rule.holds_for(sample)
+                        holds = test(sample)  # None too for a sample without its tags
                     if holds is None:
                         continue
                     if not holds and agent not in troubled_agents:
@@ -290,6 +309,32 @@ class AlertEngine:
                         received,
                         _value_text(rule, shown),
                     )
+
+    def _step_verdicts(
+        self,
+        db: sqlite3.Connection,
+        envelope: Envelope,
+        sample: Sample,
+        found: Sequence[Verdict],
+        received: float,
+    ) -> None:
+        """Step the rules a sample's verdicts name, as ``observe`` steps one rule: a
+        false verdict only for a subject noted not fine."""
+        key = subject_key(envelope, sample)
+        values: dict[str, Any] | None = None
+        for rule, holds in found:
+            if not holds and (rule.name, key) not in self._troubled:
+                continue
+            values = values or self._values(db, envelope, sample, key, subject=False)
+            self.step(
+                db,
+                rule,
+                sample_subject(envelope, sample),
+                holds,
+                sample.ts,
+                received,
+                _value_text(rule, values),
+            )
 
     def _values(
         self,

@@ -25,6 +25,8 @@ it compares the tag's value.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -207,6 +209,54 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             results.append(_compare(value, condition.op, condition.value))
         return all(results) if self.match == "all" else any(results)
 
+    def sample_test(self) -> Callable[[Sample], bool | None]:
+        """``holds_for`` made once into a function of the sample, the rule's ``tags``
+        filter included (None for a sample without them): every sample of every batch
+        passes through its check's rules, and reading the rule's conditions, ops and
+        tags anew for each cost the ingest more than the comparisons."""
+        wanted = tuple(self.tags.items())
+        names = tuple(condition.field for condition in self.when)
+        tests = tuple(_comparison(condition) for condition in self.when)
+        every = self.match == "all"
+        if len(names) == 1 and names[0] not in ("outcome", "success"):
+            name, test = names[0], tests[0]
+
+            def one(sample: Sample) -> bool | None:
+                if wanted:
+                    tags = sample.tags
+                    for tag, wanted_value in wanted:
+                        if tags.get(tag) != wanted_value:
+                            return None
+                value: Any = sample.fields.get(name, _ABSENT)
+                if value is _ABSENT:
+                    value = sample.tags.get(name)
+                return None if value is None else test(value)
+
+            return one
+
+        def many(sample: Sample) -> bool | None:
+            tags = sample.tags
+            for tag, wanted_value in wanted:
+                if tags.get(tag) != wanted_value:
+                    return None
+            values = []
+            for name in names:
+                if name == "outcome":
+                    value: Any = sample.outcome
+                elif name == "success":
+                    value = sample.outcome == "ok"
+                else:
+                    value = sample.fields.get(name, _ABSENT)
+                    if value is _ABSENT:
+                        value = tags.get(name)
+                if value is None:
+                    return None
+                values.append(value)
+            results = [test(value) for test, value in zip(tests, values, strict=True)]
+            return all(results) if every else any(results)
+
+        return many
+
     def holds(self, values: dict[str, Any]) -> bool | None:
         """Whether the condition holds for these values; None when a field is missing
         (the sample says nothing about it: no state change)."""
@@ -216,6 +266,34 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
                 return None
             results.append(_compare(values[condition.field], condition.op, condition.value))
         return all(results) if self.match == "all" else any(results)
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _comparison(condition: Condition) -> Callable[[Any], bool]:
+    """``_compare`` against the condition's value, its op and value read once."""
+    compare, expected = _OPERATORS[condition.op], condition.value
+    if isinstance(expected, bool):
+        return lambda actual: bool(compare(bool(actual), expected))
+    truth = bool(expected)
+
+    def test(actual: Any) -> bool:
+        if actual.__class__ is bool:  # bool cannot be subclassed: isinstance's answer
+            return bool(compare(actual, truth))
+        try:
+            return bool(compare(actual, expected))
+        except TypeError:  # a device sent text where a number was expected
+            return False
+
+    return test
 
 
 def _compare(actual: Any, op: Op, expected: Value) -> bool:

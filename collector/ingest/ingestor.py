@@ -53,8 +53,10 @@ def _nothing() -> None:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
+    """One per message received, made by the network thread (a Struct: see
+    ``codec.Publish``)."""
+
     topic: str
     payload: bytes
     received: float
