@@ -187,3 +187,20 @@ def test_a_quiet_sink_lets_the_spool_forget_what_is_past_the_flush(
     assert sink.step(0.0) == 0.0
     _drain(sink, clock, 3600)  # an hour without an envelope (a night, a sink disabled next)
     assert Spool(store).accepted(100_000) == []
+
+
+def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    killed = _sink(store, server)
+    for seq in range(0, 600, 20):
+        ingest(store, [envelope(s) for s in range(seq, seq + 20)])
+    while killed.step(0.0) == 0.0:
+        pass
+    server.bodies.clear()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=100))
+    sink._writer = server  # type: ignore[assignment]
+    sink.step(0.0)
+    assert server.bodies and all(body.count(b"\n") + 1 <= 2 * 120 for body in server.bodies)

@@ -197,9 +197,13 @@ class Sink:
         """What the sink before accepted lately: written again first (it may be lost)."""
         self._started = True
         accepted = self.spool.accepted(REPLAY_ROWS)
-        if accepted:
-            lines = self._as_lines(accepted)
-            self._recent.append((time.monotonic(), accepted[-1][0], lines))
+        now = time.monotonic()
+        # In batches of the usual size: one write of REPLAY_ROWS envelopes (ten batches)
+        # may outlast the time-out, or pass the server's request size, again and again.
+        for start in range(0, len(accepted), self.batch_rows):
+            rows = accepted[start : start + self.batch_rows]
+            lines = self._as_lines(rows)
+            self._recent.append((now, rows[-1][0], lines))
             self._recent_rows += len(lines)
             self._replay = True
 
