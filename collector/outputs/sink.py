@@ -181,7 +181,12 @@ class Sink:
         self._prune()
 
     def _prune(self) -> None:
-        """Forget the batches past the server's flush, in memory and in the spool."""
+        """Forget the batches past the server's flush, in memory and in the spool.
+
+        Only right after a request that found the server as it was (no failure, no hang-up
+        since): then it lived ``REPLAY_S`` past these batches, and flushed them. Pruned
+        by the clock alone, batches the server lost in a kill would be forgotten once the
+        outage outlasted ``REPLAY_S``."""
         since = time.monotonic() - REPLAY_S
         while self._recent and (self._recent[0][0] < since or self._recent_rows > REPLAY_ROWS):
             _written, last_row, lines = self._recent.popleft()
@@ -192,20 +197,41 @@ class Sink:
         """What the sink before accepted lately: written again first (it may be lost)."""
         self._started = True
         accepted = self.spool.accepted(REPLAY_ROWS)
-        if accepted:
-            lines = self._as_lines(accepted)
-            self._recent.append((time.monotonic(), accepted[-1][0], lines))
+        now = time.monotonic()
+        # In batches of the usual size: one write of REPLAY_ROWS envelopes (ten batches)
+        # may outlast the time-out, or pass the server's request size, again and again.
+        for start in range(0, len(accepted), self.batch_rows):
+            rows = accepted[start : start + self.batch_rows]
+            lines = self._as_lines(rows)
+            self._recent.append((now, rows[-1][0], lines))
             self._recent_rows += len(lines)
             self._replay = True
 
     def _send_again(self) -> None:
-        """The recent batches, written again (raises as ``_send`` does)."""
-        self._prune()
+        """The recent batches, written again (raises as ``_send`` does): all of them, however
+        long ago, since the server may have lost them whenever it went; accepted again
+        now, each is kept ``REPLAY_S`` from now."""
         for _written, _last_row, lines in list(self._recent):
             self._send(lines)
             self.stats.replayed_batches += 1
+        now = time.monotonic()
+        self._recent = collections.deque((now, row, lines) for _, row, lines in self._recent)
         self._replay = False
         self._hang_ups = self._writer.hang_ups  # a server that hung up meanwhile: covered
+
+    def _confirm(self) -> None:
+        """Nothing to send but batches not yet past the server's flush: ask it whether it
+        is still there. The request keeps the connection alive (an idle time-out would
+        look like a restart), a server still there lets them go, and one that hung up or
+        is gone has them written again."""
+        well = self._writer.ping()
+        if not well or self._writer.hang_ups != self._hang_ups:
+            self._replay = True
+            return
+        forget = self._forget
+        self._prune()
+        if self._forget != forget:
+            self.spool.forget(self._forget)
 
     def step(self, delay: float) -> float:
         """Send one batch from the spool; how long to wait before the next (backoff)."""
@@ -213,6 +239,8 @@ class Sink:
             self._start()
         rows = self.spool.fetch(self.batch_rows)
         if not rows and not self._replay:
+            if self._recent:
+                self._confirm()
             return 0.5
         head, failures = self._head
         suspect = bool(rows) and head == rows[0][0] and failures >= SUSPECT_AFTER

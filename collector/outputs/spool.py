@@ -193,6 +193,11 @@ class Spool:
             db.execute("DELETE FROM spool WHERE id <= ?", (forget,))
             self._add_bytes(db, -int(size))
 
+    def forget(self, up_to_id: int) -> None:
+        """The rows accepted up to this one are past the server's flush: they go."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM spool WHERE id <= MIN(?, ?)", (up_to_id, _sent(db)))
+
     def accepted(self, limit: int) -> list[tuple[int, bytes]]:
         """The rows the server accepted and the sink has not yet said are past its flush,
         newest last, about the newest ``limit`` envelopes: what a sink starting again

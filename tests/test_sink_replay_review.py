@@ -1,0 +1,206 @@
+"""Review of 860cdc8: what the server may have lost is written again, whatever the
+outage's length (a fake writer, a fake clock: no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.outputs import sink as sink_module
+from collector.outputs.sink import Sink, SinkSettings
+from collector.outputs.spool import Spool
+from collector.state.store import StateStore
+from tests.test_sink import envelope, ingest
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class Server:
+    """Holds what it accepted in memory until ``flush``; ``kill`` loses it."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.memory: set[bytes] = set()
+        self.disk: set[bytes] = set()
+        self.hang_ups = 0
+        self.bodies: list[bytes] = []
+
+    def write(self, body: bytes) -> None:
+        if not self.up:
+            raise ConnectionRefusedError("down")
+        self.bodies.append(body)
+        self.memory.update(body.split(b"\n"))
+
+    def ping(self) -> bool:
+        return self.up
+
+    def close(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.disk |= self.memory
+        self.memory = set()
+
+    def kill(self) -> None:
+        self.memory = set()
+        self.hang_ups += 1  # the kept-alive connection it closed
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(sink_module, "time", clock)
+    return clock
+
+
+def _sink(store: StateStore, server: Server) -> Sink:
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b"))
+    sink._writer = server  # type: ignore[assignment]
+    return sink
+
+
+def _drain(sink: Sink, clock: Clock, seconds: float) -> None:
+    for _ in range(int(seconds)):
+        sink.step(0.0)
+        clock.now += 1
+
+
+def _all_points(store: StateStore) -> set[bytes]:
+    spool = Spool(store)
+    return {line for _, p in spool.fetch(10_000) for line in Sink.convert(p).split(b"\n")}
+
+
+def test_an_outage_longer_than_replay_s_still_writes_again_what_the_kill_lost(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    sink = _sink(store, server)
+    ingest(store, [envelope(seq) for seq in range(20)])
+    first = _all_points(store)
+    assert sink.step(0.0) == 0.0  # accepted, in the server's memory
+    server.kill()
+    server.up = False  # down for a minute (restarted by systemd, an OOM kill, a reboot)
+    ingest(store, [envelope(seq) for seq in range(20, 40)])
+    _drain(sink, clock, 60)
+    server.up = True
+    _drain(sink, clock, 60)
+    server.flush()
+    assert first <= server.disk, f"{len(first - server.disk)} points lost"
+
+
+def test_a_hang_up_after_a_quiet_spell_writes_again_what_the_kill_lost(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    sink = _sink(store, server)
+    ingest(store, [envelope(seq) for seq in range(20)])
+    first = _all_points(store)
+    assert sink.step(0.0) == 0.0
+    clock.now += 2
+    server.kill()  # 2 s after the write, and back at once; nothing to send for 30 s
+    _drain(sink, clock, 30)
+    ingest(store, [envelope(seq) for seq in range(20, 40)])
+    _drain(sink, clock, 30)
+    server.flush()
+    assert first <= server.disk, f"{len(first - server.disk)} points lost"
+
+
+def test_a_sink_started_while_the_server_is_down_for_a_while_writes_again(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    killed = _sink(store, server)
+    ingest(store, [envelope(seq) for seq in range(20)])
+    first = _all_points(store)
+    assert killed.step(0.0) == 0.0
+    server.kill()  # a power cut: the sink and the server with it
+    server.up = False
+    sink = _sink(store, server)  # the collector is back first
+    ingest(store, [envelope(seq) for seq in range(20, 40)])
+    _drain(sink, clock, 40)
+    server.up = True
+    _drain(sink, clock, 60)
+    server.flush()
+    assert first <= server.disk, f"{len(first - server.disk)} points lost"
+
+
+class IdleServer(Server):
+    """Closes a connection idle for ``keepalive`` seconds (a proxy's keepalive_timeout)."""
+
+    def __init__(self, clock: Clock, keepalive: float) -> None:
+        super().__init__()
+        self.clock, self.keepalive, self.last = clock, keepalive, clock.now
+
+    def _request(self) -> None:
+        if self.clock.now - self.last > self.keepalive:
+            self.hang_ups += 1
+        self.last = self.clock.now
+
+    def write(self, body: bytes) -> None:
+        self._request()
+        super().write(body)
+
+    def ping(self) -> bool:
+        self._request()
+        return super().ping()
+
+
+@pytest.mark.parametrize("keepalive", [1.0, 60.0])
+def test_a_server_closing_idle_connections_is_not_written_again_and_again(
+    tmp_path: Path, clock: Clock, keepalive: float
+) -> None:
+    """An envelope every 1.5 s (the sink's loop: a step at once after a write, 0.5 s
+    after an idle one), an envelope a minute later: the server closing idle connections
+    after ``keepalive`` s is no restart."""
+    store = StateStore(tmp_path / "state.sqlite")
+    server = IdleServer(clock, keepalive)
+    sink = _sink(store, server)
+    new = 0
+    delay = 0.0
+    for tick in range(1200):
+        if (tick % 3 == 0 and tick < 600) or tick == 1190:
+            ingest(store, [envelope(tick)])
+            new += len(_all_points(store))
+        delay = sink.step(delay)
+        clock.now += delay or 0.001
+    sent = sum(body.count(b"\n") + 1 for body in server.bodies)
+    assert sent <= 2 * new, f"{sent} points written for {new}"
+
+
+def test_a_quiet_sink_lets_the_spool_forget_what_is_past_the_flush(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    sink = _sink(store, server)
+    ingest(store, [envelope(seq) for seq in range(20)])
+    assert sink.step(0.0) == 0.0
+    _drain(sink, clock, 3600)  # an hour without an envelope (a night, a sink disabled next)
+    assert Spool(store).accepted(100_000) == []
+
+
+def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = StateStore(tmp_path / "state.sqlite")
+    server = Server()
+    killed = _sink(store, server)
+    for seq in range(0, 600, 20):
+        ingest(store, [envelope(s) for s in range(seq, seq + 20)])
+    while killed.step(0.0) == 0.0:
+        pass
+    server.bodies.clear()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=100))
+    sink._writer = server  # type: ignore[assignment]
+    sink.step(0.0)
+    assert server.bodies and all(body.count(b"\n") + 1 <= 2 * 120 for body in server.bodies)
