@@ -136,7 +136,9 @@ class Sink:
         """Whether the server says it is well (``/ping``), whatever it did to a write."""
         return self._writer.ping()
 
-    def _send(self, rows: list[tuple[int, bytes]], suspect: bool = False) -> None:
+    def _send(
+        self, rows: list[tuple[int, bytes]], suspect: bool = False, again: bool = False
+    ) -> None:
         """Write rows; bad data is bisected and the bad row dropped. Other errors raise.
 
         ``suspect``: this batch failed with server errors several times: treat them as
@@ -162,8 +164,10 @@ class Sink:
                 )
                 return
             half = len(rows) // 2
-            self._send(rows[:half], suspect)
-            self._send(rows[half:], suspect)
+            self._send(rows[:half], suspect, again)
+            self._send(rows[half:], suspect, again)
+            return
+        if again:  # counted when first accepted: "points written" are distinct points
             return
         self.stats.points_written += body.count(b"\n") + 1  # a line per point
         self.stats.batches_written += 1
@@ -212,7 +216,7 @@ class Sink:
         long ago, since the server may have lost them whenever it went; accepted again
         now, each is kept ``REPLAY_S`` from now."""
         for _written, _last_row, lines in list(self._recent):
-            self._send(lines)
+            self._send(lines, again=True)
             self.stats.replayed_batches += 1
         now = time.monotonic()
         self._recent = collections.deque((now, row, lines) for _, row, lines in self._recent)
