@@ -40,6 +40,11 @@ returned). How long the last requests ran past a phase's end is printed with it.
 Each request of the plans is asked once before the phases: a process's first of a
 kind imports and builds what the next ones reuse (50-400 ms, once after a start).
 
+``--switch-ms 5,1`` takes the server's thread switch interval in turn from those (each
+for about ``--alternate-s``) during every phase, and reports each request, and what
+ingest committed, under the setting that held when it began: two settings compared on
+the same moments of a machine whose load moves by the minute.
+
 Prints p50 and p99 per request in each phase, the rate ingest held and how far
 behind it ended (lag), and the targets: the province's API p99 <= 100 ms, the
 national list's <= 250 ms, the console's pages <= 300 ms; and the garbage
@@ -69,6 +74,7 @@ sys.path.insert(0, str(REPO))
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
 from collector.common.gctuning import pace_for_ingest  # noqa: E402
+from collector.common.threadswitch import share_between_ingest_and_reads  # noqa: E402
 from collector.config import ApiSection, ConsoleSection  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
@@ -142,6 +148,8 @@ class Feeder(threading.Thread):
         super().__init__(name="feeder", daemon=True)
         self.ingestor, self.messages, self.rate, self.seconds = ingestor, messages, rate, seconds
         self.lags: list[float] = []
+        self.batches: list[tuple[float, int, float]] = []
+        """(when it committed (monotonic), messages, lag s) of each batch."""
         self.committed = 0
         self.span = 0.0
         self.behind_s = 0.0
@@ -156,11 +164,24 @@ class Feeder(threading.Thread):
                 continue
             end = min(due, self.committed + 500)
             self.ingestor.process(self.messages[self.committed : end])
+            now = time.monotonic()
+            self.batches.append((now, end - self.committed, now - started - end / self.rate))
             self.committed = end
-            self.lags.append(time.monotonic() - started - end / self.rate)
+            self.lags.append(now - started - end / self.rate)
         self.span = time.monotonic() - started
         due = min(total, int(self.span * self.rate))
         self.behind_s = (due - self.committed) / self.rate
+
+    def share(self, alternation: Alternation, interval: float) -> str:
+        """What ingest held while ``interval`` did."""
+        batches = [(n, lag) for when, n, lag in self.batches if alternation.at(when) == interval]
+        seconds = alternation.seconds(interval, self.batches[-1][0] if self.batches else 0.0)
+        lags = sorted(lag for _, lag in batches) or [0.0]
+        return (
+            f"{sum(n for n, _ in batches) / max(seconds, 1e-9):.0f} msg/s committed in its "
+            f"{seconds:.0f} s, commit lag p50 {1000 * statistics.median(lags):.0f} ms, "
+            f"p99 {1000 * percentile(lags, 0.99):.0f} ms"
+        )
 
     def summary(self) -> str:
         lags = sorted(self.lags) or [0.0]
@@ -178,13 +199,14 @@ class Feeder(threading.Thread):
 def _reader(port: int, plan: list[tuple[str, str, str]], every: float, seconds: float,
             seed: int, out: Any) -> None:  # fmt: skip
     """One reader: ``plan``'s requests (label, kind, path) in turn, one every ``every``
-    seconds, for ``seconds``; (label, kind, ms) of each answered 200 put on ``out``."""
+    seconds, for ``seconds``; (label, kind, ms, when it began) of each answered 200 put
+    on ``out``."""
     rng = random.Random(seed)
     # No time-out: a request given up would go on in the server into the next phase
     # (a national page of the full model under ingest took minutes), disturbing what that
     # phase measures; a phase ends once its slowest request is answered.
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=None)
-    found: list[tuple[str, str, float]] = []
+    found: list[tuple[str, str, float, float]] = []
     failed = 0
     deadline = time.monotonic() + seconds
     time.sleep(rng.uniform(0, every))  # not all at once
@@ -198,7 +220,7 @@ def _reader(port: int, plan: list[tuple[str, str, str]], every: float, seconds: 
             response = connection.getresponse()
             response.read()
             if response.status == 200:
-                found.append((label, kind, 1000 * (time.monotonic() - began)))
+                found.append((label, kind, 1000 * (time.monotonic() - began), began))
             else:
                 failed += 1
         except (OSError, http.client.HTTPException):
@@ -287,27 +309,77 @@ def _cursor(country: Country, index: int) -> str:
 # phases -----------------------------------------------------------------------------------
 
 
-def phase(port: int, country: Country, args: argparse.Namespace,
-          feeder: Feeder | None) -> tuple[dict[str, list[float]], dict[str, str], int]:  # fmt: skip
-    """Reads for ``args.seconds`` (while ``feeder`` ingests): ms by request, kind by
-    request, requests that failed."""
+Measured = tuple[dict[str, list[float]], dict[str, str], int]
+"""ms by request, kind by request, requests that failed."""
+
+
+class Alternation(threading.Thread):
+    """The server's thread switch interval taken in turn from ``intervals`` (s), each
+    for about ``every`` seconds, while a phase runs: every setting meets the same moments
+    of a machine whose load moves by the minute. Each turn's length is drawn from
+    [every/2, 3 every/2]: a console asks every ``--think`` seconds, and turns of one
+    length would give each of its requests the same setting every time. ``spans``
+    says which held when."""
+
+    def __init__(self, intervals: list[float], every: float) -> None:
+        super().__init__(name="alternation", daemon=True)
+        self.intervals, self.every = intervals, every
+        self.spans: list[tuple[float, float]] = []
+        """(from (monotonic), interval) in order."""
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        turn = 0
+        rng = random.Random(11)
+        while True:
+            interval = self.intervals[turn % len(self.intervals)]
+            sys.setswitchinterval(interval)
+            self.spans.append((time.monotonic(), interval))
+            turn += 1
+            if self.done.wait(rng.uniform(0.5, 1.5) * self.every):
+                return
+
+    def at(self, when: float) -> float:
+        held = self.spans[0][1]
+        for began, interval in self.spans:
+            if began > when:
+                break
+            held = interval
+        return held
+
+    def seconds(self, interval: float, end: float) -> float:
+        """How long ``interval`` held until ``end``."""
+        bounds = [b for b, _ in self.spans[1:]] + [end]
+        return sum(hi - lo for (lo, i), hi in zip(self.spans, bounds, strict=True) if i == interval)
+
+
+def phase(port: int, country: Country, args: argparse.Namespace, feeder: Feeder | None,
+          alternation: Alternation | None = None) -> dict[float, Measured]:  # fmt: skip
+    """Reads for ``args.seconds`` (while ``feeder`` ingests), by the switch interval that
+    held when each request began."""
     out: Any = multiprocessing.Queue()
     processes = _readers(port, country, args.consoles, args.think, args.seconds, out)
+    if alternation is not None:
+        alternation.start()
     if feeder is not None:
         feeder.start()
-    results: list[tuple[list[tuple[str, str, float]], int]] = []
+    results: list[tuple[list[tuple[str, str, float, float]], int]] = []
     readers = 3 + args.consoles
     while len(results) < readers:
         results.append(out.get(timeout=args.seconds + 600))
     for process in processes:
         process.join()
-    times: dict[str, list[float]] = defaultdict(list)
-    kinds: dict[str, str] = {}
+    if alternation is not None:
+        alternation.done.set()
+    held = alternation.at if alternation is not None else (lambda _: sys.getswitchinterval())
+    measured: dict[float, Measured] = {}
+    failed = sum(failed for _, failed in results)
     for found, _ in results:
-        for label, kind, ms in found:
+        for label, kind, ms, began in found:
+            times, kinds, _ = measured.setdefault(held(began), (defaultdict(list), {}, failed))
             times[label].append(ms)
             kinds[label] = kind
-    return times, kinds, sum(failed for _, failed in results)
+    return measured
 
 
 class Pauses:
@@ -357,8 +429,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def report(names: list[str], measured: list[tuple[dict[str, list[float]], dict[str, str], int]]
-           ) -> None:  # fmt: skip
+def report(names: list[str], measured: list[Measured]) -> None:
     labels = sorted({label for times, _, _ in measured for label in times},
                     key=lambda label: ("floor" not in label, label))  # fmt: skip
     header = "".join(f"{name:>26}" for name in names)
@@ -407,7 +478,21 @@ def main() -> None:
         default="auto",
         help="phase 3 (the model recomputed per request): auto = up to 1,000 communes",
     )
+    parser.add_argument(
+        "--switch-ms",
+        default=None,
+        help="the interpreter's thread switch interval in the server (ms; default: the "
+        "collector's own); several (5,0.5) are taken in turn during each phase, each "
+        "request and batch counted under the one that held when it began",
+    )
+    parser.add_argument(
+        "--alternate-s", type=float, default=2.0, help="how long each --switch-ms holds"
+    )
     args = parser.parse_args()
+    share_between_ingest_and_reads()  # as `run` does
+    intervals = [float(ms) / 1000 for ms in args.switch_ms.split(",")] if args.switch_ms else []
+    if intervals:
+        sys.setswitchinterval(intervals[0])
     full_model = args.full_model == "on" or (args.full_model == "auto" and args.communes <= 1000)
     country = Country(args.communes)
     with tempfile.TemporaryDirectory(prefix="commune-reads-") as tmp:
@@ -429,7 +514,8 @@ def main() -> None:
         print(f"reads under ingest: {args.communes} communes in {len(country.fleets)} provinces, "
               f"{len(country.agents)} agents, {steps + 1} cycles of history built in "
               f"{time.perf_counter() - built:.0f} s; {args.consoles} consoles, "
-              f"{args.rate:.0f} msg/s, {args.seconds:.0f} s a phase", flush=True)  # fmt: skip
+              f"{args.rate:.0f} msg/s, {args.seconds:.0f} s a phase; thread switch interval "
+              f"{1000 * sys.getswitchinterval():g} ms", flush=True)  # fmt: skip
         warming = time.perf_counter()
         live.warm()  # as `run` does at start: every province held, the overviews computed
         warmed = time.perf_counter() - warming
@@ -483,22 +569,38 @@ def main() -> None:
             print(f"  phase: {name} ...", flush=True)
             pauses.reset()
             began = time.monotonic()
+            alternation = Alternation(intervals, args.alternate_s) if len(intervals) > 1 else None
             if model:
-                measured.append(phase(servers[model].port, country, args, feeder))
-                names.append(name)
+                by_interval = phase(servers[model].port, country, args, feeder, alternation)
+                added = len(by_interval)
+                for interval, figures in sorted(by_interval.items(), reverse=True):
+                    names.append(name if alternation is None else f"{name}, {1000 * interval:g} ms")
+                    measured.append(figures)
                 late = time.monotonic() - began - args.seconds
                 print(f"  {name}: its last requests answered {max(0.0, late):.1f} s after "
                       f"its end", flush=True)  # fmt: skip
             elif feeder is not None:  # no reads: what ingest does on its own, for reference
+                if alternation is not None:
+                    alternation.start()
                 feeder.start()
             if feeder is not None:
                 feeder.join()
+            if alternation is not None:
+                alternation.done.set()
+                alternation.join()
             print(f"  {name}: garbage collector: {pauses.summary()}", flush=True)
             if feeder is not None:
                 ingest.append(f"  {name}: {feeder.summary()}")
-                print(ingest[-1], flush=True)
+                if alternation is not None:
+                    for interval in sorted(set(intervals), reverse=True):
+                        ingest.append(f"    {1000 * interval:g} ms: "
+                                      f"{feeder.share(alternation, interval)}")  # fmt: skip
+                print("\n".join(ingest[-1 - (len(set(intervals)) if alternation else 0):]),
+                      flush=True)  # fmt: skip
             if model:
-                report(names[-1:], measured[-1:])
+                report(names[-added:], measured[-added:])
+            if intervals:
+                sys.setswitchinterval(intervals[0])
         print("all phases:")
         report(names, measured)
         print("ingest:")

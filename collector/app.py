@@ -19,6 +19,7 @@ from collector.alerts.rules import Rule, default_rules, load_rules, merge
 from collector.alerts.zalo import ZaloChannel
 from collector.common.gctuning import pace_for_ingest
 from collector.common.sessions import BrokerUptime, SessionWatch
+from collector.common.threadswitch import share_between_ingest_and_reads
 from collector.config import CollectorConfig, RouteSection
 from collector.ingest.ingestor import Ingestor
 from collector.ingest.receipts import ReceiptBook
@@ -443,6 +444,7 @@ class Collector:
     def run(self, stop: threading.Event, every_s: float = 10.0) -> int:
         """Until ``stop`` is set: 0. When a worker died: 1, after stopping the rest."""
         pace_for_ingest()
+        share_between_ingest_and_reads()
         self.start()
         try:
             return self.supervise(stop, every_s)

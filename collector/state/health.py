@@ -401,6 +401,12 @@ class HealthModel:
         """(province, commune) of every agent known."""
         return self.store.places()
 
+    def line_probes(self, province: str, commune: str | None = None) -> list[Subject]:
+        """The dedicated line's probes (link subjects on the ``tslcd`` network) of a
+        province, or of one of its communes, by id."""
+        place = f"{province}/" if commune is None else f"{province}/{commune}/"
+        return [s for s in self.store.subjects("link", place=place) if s.network == "tslcd"]
+
     def agents_in(self, province: str, commune: str) -> list[AgentState]:
         """A commune's agents, by key."""
         place = f"{province}/{commune}/"

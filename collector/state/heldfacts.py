@@ -132,6 +132,27 @@ class HeldFacts:
             copied = [_copy(self._communes.get(place)) for place in places]
         return [_sorted(facts, recent) for facts in copied]
 
+    def subjects(
+        self, province: str, commune: str | None, *, kind: str, network: str
+    ) -> list[Subject]:
+        """The subjects of ``kind`` on ``network`` of a province (or of one commune), by
+        id; their ``last_ts`` as of their last change of state (``snapshot`` says the
+        newer ones)."""
+        with self._lock:
+            if commune is not None:
+                communes = [self._communes.get((province, commune))]
+            else:
+                communes = [held for place, held in self._communes.items() if place[0] == province]
+            found = [
+                subject
+                for held in communes
+                if held is not None
+                for subject in held.subjects.values()
+                if subject.kind == kind and subject.network == network
+            ]
+        found.sort(key=lambda s: s.id)
+        return found
+
     # kept current by the store -----------------------------------------------------
 
     def observe(self, db: sqlite3.Connection, envelopes: Sequence[Envelope], _now: float) -> None:

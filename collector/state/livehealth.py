@@ -206,6 +206,15 @@ class LiveHealth(HealthModel):
         communes = self._some(self.places(province), False, 0, max(WINDOWS.values()))
         return self.totals(province, communes)
 
+    def line_probes(self, province: str, commune: str | None = None) -> list[Subject]:
+        # A province's month of availability read its ~2,650 probes from the store, a
+        # row at a time: under ingest, each row could hand the interpreter to another
+        # thread for a switch interval.
+        if self._writer is None:
+            return super().line_probes(province, commune)
+        self.facts.load(self._writer, [province])
+        return self.facts.subjects(province, commune, kind="link", network="tslcd")
+
     def agents_in(self, province: str, commune: str) -> list[AgentState]:
         if self._writer is None:
             return super().agents_in(province, commune)

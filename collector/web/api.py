@@ -457,9 +457,8 @@ def _province_availability(
     lo, hi, now = window
     place = f"{chosen}/"
     probes: dict[str, list[Subject]] = {}
-    for subject in context.store.subjects(kind="link", place=place):
-        if subject.network == "tslcd":
-            probes.setdefault(subject.agent_key.split("/")[1], []).append(subject)
+    for subject in context.model.line_probes(chosen):
+        probes.setdefault(subject.agent_key.split("/")[1], []).append(subject)
     # The line's probes only: a province's anti-malware and Polycom outages are most rows.
     outages = context.store.outages_under(place, lo, hi, kind="link", network="tslcd")
     inventory = context.model.inventories.get(chosen)

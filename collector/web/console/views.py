@@ -366,8 +366,8 @@ def commune_page(
     now = time.time()
     week = now - 7 * 86400
     place = f"{commune.province}/{commune.slug}/"
-    subjects = [s for s in context.store.subjects("link", place=place) if s.network == "tslcd"]
-    outages = context.store.outages_under(place, week, now)
+    subjects = context.model.line_probes(commune.province, commune.slug)
+    outages = context.store.outages_under(place, week, now, kind="link", network="tslcd")
     combined, since = all_down([(outages.get(s.id, []), s.monitored_since) for s in subjects])
     language = _language(request)
     chart = (
