@@ -418,13 +418,7 @@ class RealAgent(Managed):
                 checks += (f'[[checks.system]]\nname = "{target.check}"\nnetwork = "lan"\n'
                            f'url = "{target.target}"\nkind = "other"\n')  # fmt: skip
         self.config.write_text(
-            f'[agent]\nprovince = "{self.spec.province}"\ncommune = "{self.spec.commune}"\n'
-            f'id = "{self.spec.agent}"\ninterval = "{self.interval}s"\n'
-            f'state_dir = "{self.spec.state_dir}"\n'
-            f'[mqtt]\nurl = "{self.spec.broker_url}"\nusername = "{self.spec.username}"\n'
-            f'password_file = "{self.spec.password_file}"\nca_file = "{self.ca_file}"\n'
-            'keepalive = "5s"\nreconnect_max = "2s"\n'
-            f"[[checks.host]]\n{checks}"
+            agent_sections(self.spec, self.interval, self.ca_file) + f"[[checks.host]]\n{checks}"
         )
 
     def start(self) -> None:
@@ -472,13 +466,8 @@ class LaunchedAgent(Managed):
         self.config = self.spec.home / "agent.toml"
         self.log_path = self.config.with_suffix(".log")
         self.config.write_text(
-            f'[agent]\nprovince = "{self.spec.province}"\ncommune = "{self.spec.commune}"\n'
-            f'id = "{self.spec.agent}"\ninterval = "{self.interval}s"\n'
-            f'state_dir = "{self.spec.state_dir}"\n'
-            f'[mqtt]\nurl = "{self.spec.broker_url}"\nusername = "{self.spec.username}"\n'
-            f'password_file = "{self.spec.password_file}"\nca_file = "{self.ca_file}"\n'
-            'keepalive = "5s"\nreconnect_max = "2s"\n'
-            f'[remote]\nenabled = true\nconfig_key = "{self.config_key}"\n'
+            agent_sections(self.spec, self.interval, self.ca_file)
+            + f'[remote]\nenabled = true\nconfig_key = "{self.config_key}"\n'
             f'[update]\nurl = "{self.releases_url}"\nca_file = "{self.ca_file}"\n'
             'retry_min = "2s"\nretry_max = "10s"\n'
             "[[checks.host]]\n"
@@ -569,3 +558,16 @@ def wait_until(predicate: object, timeout: float, step: float = 0.2) -> bool:
 
 def mosquitto_group() -> int:
     return grp.getgrnam("mosquitto").gr_gid if os.geteuid() == 0 else -1
+
+
+def agent_sections(spec: AgentSpec, interval: float, ca_file: Path | str) -> str:
+    """The ``[agent]`` and ``[mqtt]`` sections of a soak agent's config (as a service or
+    under the launcher alike)."""
+    return (
+        f'[agent]\nprovince = "{spec.province}"\ncommune = "{spec.commune}"\n'
+        f'id = "{spec.agent}"\ninterval = "{interval}s"\n'
+        f'state_dir = "{spec.state_dir}"\n'
+        f'[mqtt]\nurl = "{spec.broker_url}"\nusername = "{spec.username}"\n'
+        f'password_file = "{spec.password_file}"\nca_file = "{ca_file}"\n'
+        'keepalive = "5s"\nreconnect_max = "2s"\n'
+    )
