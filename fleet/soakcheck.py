@@ -12,7 +12,12 @@ After a soak (bench/soak.py) it compares, per agent:
   first and last sample's time, and no series holding a timestamp twice (``duplicated``);
 - the outages the harness caused on probed targets (``truth.jsonl``) with the store's
   availability history: each within one probe interval at each end, and none there
-  that the harness did not cause (on the agents it watched);
+  that the harness did not cause (on the agents it watched). The interval is the one
+  the agent ran: an end a late probe saw (a busy machine runs a probe a fraction of its
+  interval late) still matches when the change lies between the last sample before it
+  and the first after (the store's ``up_seen``/``down_seen``: it could not know better)
+  and those two are less than two intervals apart (no probe was missed). Such ends are
+  counted apart, and the errors reported are the true ones;
 - the recovery time after each kind of fault the nemesis caused;
 - for each agent whose version the soak switched (an update and its rollback, the
   truth's ``version_switch``): its outbox the same file after as before (device and
@@ -98,6 +103,10 @@ class Outage:
     target: str
     start: float
     end: float | None
+    up_seen: float | None = None
+    """Stored outages: the last "up" sample before the start (None: none seen)."""
+    down_seen: float | None = None
+    """Stored outages: the last "down" sample before the end."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,8 @@ class Verdict:
     """Caused by the harness, not in the store (within a probe interval)."""
     outages_unexpected: list[Outage]
     """In the store, on a watched agent, not caused by the harness."""
+    outages_by_late_probe: int
+    """Of the matched, those with an end only a late probe's window places."""
     recovery: dict[str, list[float]]
     probe_interval: float
     switches: list[Switch] = field(default_factory=list)
@@ -219,6 +230,7 @@ class Verdict:
             ("missing from the time series", str(self.points_missing)),
             ("dropped by the sink's spool bound", str(self.spool_dropped)),
             ("outages caused / missed / not caused", self._outage_counts()),
+            ("outages with an end seen by a late probe", str(self.outages_by_late_probe)),
             ("outage start error s (p50/p99/max)", _spread(self.outage_start_errors)),
             ("outage end error s (p50/p99/max)", _spread(self.outage_end_errors)),
         ]
@@ -322,14 +334,14 @@ def store_state(path: Path) -> StoreState:
             "SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'spool_dropped'"
         ).fetchone()
         rows = db.execute(
-            "SELECT s.agent_key, s.kind, s.name, s.target, o.start, o.end "
-            "FROM outages o JOIN subjects s ON s.id = o.subject_id ORDER BY o.start"
+            "SELECT s.agent_key, s.kind, s.name, s.target, o.start, o.end, o.up_seen, "
+            "o.down_seen FROM outages o JOIN subjects s ON s.id = o.subject_id ORDER BY o.start"
         ).fetchall()
     finally:
         db.close()
     outages = [
-        Outage(key, f"{kind}:{name}", target, start, end)
-        for key, kind, name, target, start, end in rows
+        Outage(key, f"{kind}:{name}", target, start, end, up_seen, down_seen)
+        for key, kind, name, target, start, end, up_seen, down_seen in rows
     ]
     return StoreState(applied, refused, int(spool_dropped), outages)
 
@@ -456,38 +468,60 @@ def _same_subject(caused: Outage, stored: Outage) -> bool:
     )
 
 
+@dataclass
+class OutageMatch:
+    start_errors: list[float] = field(default_factory=list)
+    end_errors: list[float] = field(default_factory=list)
+    missed: list[Outage] = field(default_factory=list)
+    """Caused but not in the store."""
+    unexpected: list[Outage] = field(default_factory=list)
+    """Stored but not caused."""
+    by_late_probe: int = 0
+
+
+def _placed(caused: float, stored: float, seen_before: float | None, interval: float) -> str:
+    """How a stored end places a caused one: "near" (within one interval), "late probe"
+    (between the samples either side of the change, less than two intervals apart), or
+    "" (not this change)."""
+    if abs(stored - caused) <= interval:
+        return "near"
+    if seen_before is not None and seen_before <= caused <= stored < seen_before + 2 * interval:
+        return "late probe"
+    return ""
+
+
+def _placing(cause: Outage, candidate: Outage, interval: float) -> list[str]:
+    """How each end of ``candidate`` places ``cause``'s; [] if it is not the same outage."""
+    if not _same_subject(cause, candidate) or (candidate.end is None) != (cause.end is None):
+        return []
+    ends = [_placed(cause.start, candidate.start, candidate.up_seen, interval)]
+    if candidate.end is not None and cause.end is not None:
+        ends.append(_placed(cause.end, candidate.end, candidate.down_seen, interval))
+    return ends if all(ends) else []
+
+
 def match_outages(
     caused: Sequence[Outage], stored: Sequence[Outage], interval: float, watched: frozenset[str]
-) -> tuple[list[float], list[float], list[Outage], list[Outage]]:
-    """(start errors, end errors, caused but missed, stored but not caused): an outage
-    matches when each end is within one probe interval (an open one only an open one)."""
-    starts: list[float] = []
-    ends: list[float] = []
-    missed: list[Outage] = []
-    unused = [s for s in stored if s.agent_key in watched]
+) -> OutageMatch:
+    """Each caused outage with the first stored one placing both its ends (an open one
+    only an open one); the stored outages left over were not caused."""
+    result = OutageMatch(unexpected=[s for s in stored if s.agent_key in watched])
     for cause in sorted(caused, key=lambda o: o.start):
-        found = None
-        for candidate in unused:
-            if not _same_subject(cause, candidate) or abs(candidate.start - cause.start) > interval:
-                continue
-            if (candidate.end is None) != (cause.end is None):
-                continue
-            if (
-                candidate.end is not None
-                and cause.end is not None
-                and abs(candidate.end - cause.end) > interval
-            ):
-                continue
-            found = candidate
-            break
+        found, ends = None, []
+        for candidate in result.unexpected:
+            ends = _placing(cause, candidate, interval)
+            if ends:
+                found = candidate
+                break
         if found is None:
-            missed.append(cause)
+            result.missed.append(cause)
             continue
-        unused.remove(found)
-        starts.append(abs(found.start - cause.start))
+        result.unexpected.remove(found)
+        result.by_late_probe += "late probe" in ends
+        result.start_errors.append(abs(found.start - cause.start))
         if found.end is not None and cause.end is not None:
-            ends.append(abs(found.end - cause.end))
-    return starts, ends, missed, unused
+            result.end_errors.append(abs(found.end - cause.end))
+    return result
 
 
 def points_check(
@@ -538,9 +572,7 @@ def check(run: SoakRun) -> Verdict:
     watched = run.watched_agents
     if watched is None:
         watched = frozenset(o.agent_key for o in caused)
-    starts, ends, missed, unexpected = match_outages(
-        caused, store.outages, run.probe_interval, watched
-    )
+    outages = match_outages(caused, store.outages, run.probe_interval, watched)
     switched = switches(run.truth)
     broken = [
         why
@@ -560,10 +592,11 @@ def check(run: SoakRun) -> Verdict:
         duplicated_points=duplicated,
         points_missing=points_missing,
         spool_dropped=store.spool_dropped,
-        outage_start_errors=starts,
-        outage_end_errors=ends,
-        outages_missed=missed,
-        outages_unexpected=unexpected,
+        outage_start_errors=outages.start_errors,
+        outage_end_errors=outages.end_errors,
+        outages_missed=outages.missed,
+        outages_unexpected=outages.unexpected,
+        outages_by_late_probe=outages.by_late_probe,
         recovery=dict(recovery),
         probe_interval=run.probe_interval,
         switches=switched,

@@ -303,6 +303,34 @@ def test_outages_missing_from_the_store_or_not_caused_are_caught(
     assert len(check(late).outages_missed) == 2
 
 
+def test_an_end_a_late_probe_saw_matches_only_inside_its_samples_window(
+    soak: Path, tmp_path: Path
+) -> None:
+    """A probe run late on a busy machine sees the change past one interval: it still
+    places it if the change lies between the samples either side, less than two
+    intervals apart; a missed probe (a wider window) or a change outside it does not."""
+    run = _copy(soak, tmp_path)
+    caused = json.loads(run.truth.read_text().splitlines()[0])
+    first_down = caused["start"] + 4  # the stored start: the first probe that saw it
+    # That probe ran 2 s late; the change came 1 s after the last "up" sample.
+    _execute(run.store, "UPDATE outages SET start = ?, up_seen = ?", first_down + 2,
+             first_down - INTERVAL)  # fmt: skip
+    truth = [json.dumps(dict(caused, start=first_down - INTERVAL + 1)) + "\n"]
+    run.truth.write_text("".join(truth + run.truth.read_text().splitlines(True)[1:]))
+    verdict = check(run)
+    assert verdict.ok, verdict.table()
+    assert verdict.outage_start_errors == [INTERVAL + 1]  # the true error, reported
+    assert verdict.outages_by_late_probe == 1
+    row = [r for r in verdict.table().splitlines() if r.startswith("outages with an end seen")]
+    assert [r.split("|")[1].strip() for r in row] == ["1"]
+    # A probe missed: the samples either side are two intervals apart.
+    _execute(run.store, "UPDATE outages SET up_seen = ?", first_down + 2 - 2 * INTERVAL)
+    assert len(check(run).outages_missed) == 1
+    # The change before the last "up" sample: the store placed another change.
+    _execute(run.store, "UPDATE outages SET up_seen = ?", first_down - INTERVAL + 1.5)
+    assert len(check(run).outages_missed) == 1
+
+
 def test_a_directory_that_is_not_a_run_is_refused_by_name(tmp_path: Path) -> None:
     result = CliRunner().invoke(soakcheck.main, [str(tmp_path)])
     assert result.exit_code == 1
