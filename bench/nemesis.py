@@ -55,6 +55,22 @@ class Fault:
     """Which one: an agent's, a commune's index (taken modulo how many there are)."""
 
 
+def parse_faults(text: str) -> tuple[Fault, ...]:
+    """``kind@at[+hold]`` separated by commas (seconds; hold 10 unless said): a schedule
+    written out, such as a failure's shortest one. ``kill_vm@30+20,kill_sink@40``."""
+    faults = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, timing = part.partition("@")
+        at, _, hold = timing.partition("+")
+        if kind not in KINDS:
+            raise ValueError(f"no such fault {kind!r}; one of {', '.join(KINDS)}")
+        try:
+            faults.append(Fault(kind, float(at), float(hold or 10.0)))
+        except ValueError:
+            raise ValueError(f"{part!r}: not kind@seconds[+seconds]") from None
+    return tuple(faults)
+
+
 @dataclass(frozen=True)
 class TargetOutage:
     commune: int

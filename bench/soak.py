@@ -4,6 +4,7 @@ full disks, clock jumps, broker restarts and agent updates rolled back (issue 26
 
     python bench/soak.py --seed 7 --minutes 60          # the long soak
     python bench/soak.py --seed 7 --minutes 5 --short   # every fault once, a few hundred agents
+    python bench/soak.py --seed 7 --short --faults kill_vm@30+20,kill_sink@40  # these only
 
 What runs: Mosquitto as deploy/mosquitto/dynsec.conf ships it (as its own user), the
 collector with its sink and its store on a small filesystem of its own, VictoriaMetrics,
@@ -100,6 +101,9 @@ class Options:
     only: tuple[str, ...] = ()
     """Replay only these kinds of the seed's schedule, at their times (a failure's
     shortest schedule); the soak ends 30 s after the last of them."""
+    faults: tuple[Fault, ...] | None = None
+    """These faults instead of the seed's (a failure's shortest schedule written out,
+    ``--faults``); the soak ends 30 s after the last of them."""
 
     @classmethod
     def short_mode(cls, seed: int, run_dir: Path, minutes: float = 5.0) -> Options:
@@ -840,7 +844,7 @@ class Soak:
         self._outages = nemesis.target_schedule(o.seed, window, o.real_communes, len(TARGETS),
                                                 o.interval)  # fmt: skip
         schedule = nemesis.short_schedule if o.short else nemesis.long_schedule
-        faults = schedule(o.seed, window * 0.8)
+        faults = list(o.faults) if o.faults is not None else schedule(o.seed, window * 0.8)
         # An agent dead when its target goes down or up sees it late: the kill's doing,
         # not the availability history's. Its commune's targets hold still meanwhile.
         margin = 3 * o.interval
@@ -963,7 +967,7 @@ def run(options: Options) -> Outcome:
     window = options.minutes * 60
     with soak(options) as running:
         faults, outages = running.plan(window)
-        if options.only:
+        if options.only or options.faults is not None:
             window = min(window, max((f.at + f.hold for f in faults), default=0.0) + 30.0)
             outages = [t for t in outages if t.end <= window]
         running.chaos(faults, outages, window)
@@ -1002,6 +1006,13 @@ def check_again(run_dir: Path) -> tuple[bool, str, tuple[str, ...]]:
         vm.stop()
 
 
+def _faults(text: str) -> tuple[Fault, ...]:
+    try:
+        return nemesis.parse_faults(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -1014,6 +1025,10 @@ def main() -> int:
     parser.add_argument("--sim-per-commune", type=int, default=None)
     parser.add_argument("--only", default="", metavar="KIND,...",
                         help="replay only these faults of the seed's schedule")  # fmt: skip
+    parser.add_argument("--faults", default=None, metavar="KIND@AT[+HOLD],...",
+                        type=_faults,
+                        help="these faults instead of the seed's, e.g. "
+                             "kill_vm@30+20,kill_sink@40")  # fmt: skip
     parser.add_argument("--check", type=Path, metavar="RUN_DIR",
                         help="check a finished run again (no soak)")  # fmt: skip
     arguments = parser.parse_args()
@@ -1034,6 +1049,7 @@ def main() -> int:
     make = Options.short_mode if arguments.short else Options.long_mode
     options = make(arguments.seed, run_dir, arguments.minutes)
     options.only = tuple(k for k in arguments.only.split(",") if k)
+    options.faults = arguments.faults
     unknown = set(options.only) - set(nemesis.KINDS)
     if unknown:
         parser.error(f"--only: no such fault {sorted(unknown)}; one of {', '.join(nemesis.KINDS)}")
