@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.deadline import recv_before
 from agent.wire import Outcome
 
 # An HTTP status code: three ASCII digits (str.isdigit() also accepts "²").
@@ -126,11 +127,7 @@ def icmp_probe(
         sock.sendto(echo_request(identifier, sequence, family), (address, 0))
         deadline = started + timeout
         while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            packet = sock.recv(2048)
+            packet = recv_before(sock, deadline, 2048)
             reply = parse_echo_reply(packet, family)
             if reply is not None and reply[1] == sequence and (not raw or reply[0] == identifier):
                 return ProbeResult("ok", time.perf_counter() - started)
@@ -239,11 +236,7 @@ def _status_line(sock: socket.socket, deadline: float) -> bytes:
     """The first line of the answer, with its end of line (what came: the peer closed)."""
     line = b""
     while b"\n" not in line and len(line) < MAX_STATUS_LINE:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            raise TimeoutError
-        sock.settimeout(remaining)
-        chunk = sock.recv(4096)
+        chunk = recv_before(sock, deadline)
         if not chunk:
             return line
         line += chunk

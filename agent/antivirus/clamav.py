@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from agent.antivirus.model import Product
+from agent.deadline import recv_before
 
 DEFAULT_SOCKETS = (
     "/var/run/clamav/clamd.ctl",
@@ -97,16 +98,12 @@ def _clamd_command(address: str, command: bytes, timeout: float) -> bytes:
     with sock:
         sock.settimeout(timeout)
         sock.sendall(command)
-        deadline = time.monotonic() + timeout
+        deadline = time.perf_counter() + timeout
         answer = b""
         while b"\0" not in answer:
             if len(answer) > MAX_ANSWER:
                 raise ClamdAnswerError(f"an answer longer than {MAX_ANSWER} bytes")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(4096)
+            chunk = recv_before(sock, deadline)
             if not chunk:
                 raise ClamdAnswerError(f"{len(answer)} bytes, then the connection closed")
             answer += chunk
