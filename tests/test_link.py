@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import socket
@@ -153,6 +154,39 @@ def test_http_silence_is_a_timeout(web: str) -> None:
     sample = collect(
         method="http", url=f"{web}/slow", network="internet", count=1, timeout=Duration(0.5)
     )
+    assert sample.outcome == "timeout"
+
+
+@pytest.fixture
+def trickling() -> Iterator[str]:
+    """A server that answers a byte every 50 ms and never ends its status line."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            peer, _ = server.accept()
+            with peer:
+                while not stop.wait(0.05):
+                    peer.sendall(b"H")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    stop.set()
+    server.close()
+    thread.join(5)
+
+
+def test_an_answer_trickling_a_byte_at_a_time_times_out_at_the_probes_deadline(
+    trickling: str,
+) -> None:
+    """Each byte comes well within the timeout: only a deadline for the whole answer ends
+    the probe (a timeout per read would wait for ever)."""
+    sample = collect(method="http", url=trickling, network="internet", count=1,
+                     timeout=Duration(0.5))  # fmt: skip
     assert sample.outcome == "timeout"
 
 
