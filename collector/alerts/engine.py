@@ -300,15 +300,7 @@ class AlertEngine:
                     else:
                         values = values or self._values(db, envelope, sample, key, subject=False)
                         shown = values
-                    self.step(
-                        db,
-                        rule,
-                        sample_subject(envelope, sample),
-                        holds,
-                        sample.ts,
-                        received,
-                        _value_text(rule, shown),
-                    )
+                    self._step_sample(db, rule, envelope, sample, holds, received, shown)
 
     def _step_verdicts(
         self,
@@ -326,15 +318,21 @@ class AlertEngine:
             if not holds and (rule.name, key) not in self._troubled:
                 continue
             values = values or self._values(db, envelope, sample, key, subject=False)
-            self.step(
-                db,
-                rule,
-                sample_subject(envelope, sample),
-                holds,
-                sample.ts,
-                received,
-                _value_text(rule, values),
-            )
+            self._step_sample(db, rule, envelope, sample, holds, received, values)
+
+    def _step_sample(
+        self,
+        db: sqlite3.Connection,
+        rule: Rule,
+        envelope: Envelope,
+        sample: Sample,
+        holds: bool,
+        received: float,
+        shown: dict[str, Any],
+    ) -> None:
+        """One rule's verdict on a sample, stepped for the sample's subject at its time."""
+        subject = sample_subject(envelope, sample)
+        self.step(db, rule, subject, holds, sample.ts, received, _value_text(rule, shown))
 
     def _values(
         self,
