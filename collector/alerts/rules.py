@@ -189,31 +189,13 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             not self.communes or commune in self.communes
         )
 
-    def holds_for(self, sample: Sample) -> bool | None:
-        """``holds`` of a sample's values (its tags, its fields over them, ``outcome`` and
-        ``success`` over both), read where they are: every sample of every batch passes
-        here, and building the merged dict cost more than the test."""
-        results = []
-        for condition in self.when:
-            name = condition.field
-            if name == "outcome":
-                value: Any = sample.outcome
-            elif name == "success":
-                value = sample.outcome == "ok"
-            else:
-                value = sample.fields.get(name, _ABSENT)
-                if value is _ABSENT:
-                    value = sample.tags.get(name)
-            if value is None:
-                return None
-            results.append(_compare(value, condition.op, condition.value))
-        return all(results) if self.match == "all" else any(results)
-
     def sample_test(self) -> Callable[[Sample], bool | None]:
-        """``holds_for`` made once into a function of the sample, the rule's ``tags``
-        filter included (None for a sample without them): every sample of every batch
-        passes through its check's rules, and reading the rule's conditions, ops and
-        tags anew for each cost the ingest more than the comparisons."""
+        """``holds`` of a sample's values (its tags, its fields over them, ``outcome`` and
+        ``success`` over both) made once into a function of the sample, read where they
+        are, the rule's ``tags`` filter included (None for a sample without them): every
+        sample of every batch passes through its check's rules, and building the merged
+        dict, or reading the rule's conditions, ops and tags anew for each, cost the
+        ingest more than the comparisons."""
         wanted = tuple(self.tags.items())
         names = tuple(condition.field for condition in self.when)
         tests = tuple(_comparison(condition) for condition in self.when)
