@@ -1,8 +1,10 @@
-"""Review of 860cdc8: what the server may have lost is written again, whatever the
-outage's length (a fake writer, a fake clock: no server)."""
+"""What the time-series server may have lost is written again, whatever the outage's
+length, and only then (a fake server that loses what it holds in memory when killed,
+a fake clock)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state.sqlite") as opened:
+        yield opened
+
+
 def _sink(store: StateStore, server: Server) -> Sink:
     sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b"))
     sink._writer = server  # type: ignore[assignment]
@@ -77,15 +85,20 @@ def _all_points(store: StateStore) -> set[bytes]:
     return {line for _, p in spool.fetch(10_000) for line in Sink.convert(p).split(b"\n")}
 
 
+def _accepted(store: StateStore, sink: Sink) -> set[bytes]:
+    """Twenty envelopes ingested and written by ``sink`` in one step: their points."""
+    ingest(store, [envelope(seq) for seq in range(20)])
+    points = _all_points(store)
+    assert sink.step(0.0) == 0.0  # accepted, in the server's memory
+    return points
+
+
 def test_an_outage_longer_than_replay_s_still_writes_again_what_the_kill_lost(
-    tmp_path: Path, clock: Clock
+    store: StateStore, clock: Clock
 ) -> None:
-    store = StateStore(tmp_path / "state.sqlite")
     server = Server()
     sink = _sink(store, server)
-    ingest(store, [envelope(seq) for seq in range(20)])
-    first = _all_points(store)
-    assert sink.step(0.0) == 0.0  # accepted, in the server's memory
+    first = _accepted(store, sink)
     server.kill()
     server.up = False  # down for a minute (restarted by systemd, an OOM kill, a reboot)
     ingest(store, [envelope(seq) for seq in range(20, 40)])
@@ -97,14 +110,11 @@ def test_an_outage_longer_than_replay_s_still_writes_again_what_the_kill_lost(
 
 
 def test_a_hang_up_after_a_quiet_spell_writes_again_what_the_kill_lost(
-    tmp_path: Path, clock: Clock
+    store: StateStore, clock: Clock
 ) -> None:
-    store = StateStore(tmp_path / "state.sqlite")
     server = Server()
     sink = _sink(store, server)
-    ingest(store, [envelope(seq) for seq in range(20)])
-    first = _all_points(store)
-    assert sink.step(0.0) == 0.0
+    first = _accepted(store, sink)
     clock.now += 2
     server.kill()  # 2 s after the write, and back at once; nothing to send for 30 s
     _drain(sink, clock, 30)
@@ -115,14 +125,10 @@ def test_a_hang_up_after_a_quiet_spell_writes_again_what_the_kill_lost(
 
 
 def test_a_sink_started_while_the_server_is_down_for_a_while_writes_again(
-    tmp_path: Path, clock: Clock
+    store: StateStore, clock: Clock
 ) -> None:
-    store = StateStore(tmp_path / "state.sqlite")
     server = Server()
-    killed = _sink(store, server)
-    ingest(store, [envelope(seq) for seq in range(20)])
-    first = _all_points(store)
-    assert killed.step(0.0) == 0.0
+    first = _accepted(store, _sink(store, server))
     server.kill()  # a power cut: the sink and the server with it
     server.up = False
     sink = _sink(store, server)  # the collector is back first
@@ -157,12 +163,11 @@ class IdleServer(Server):
 
 @pytest.mark.parametrize("keepalive", [1.0, 60.0])
 def test_a_server_closing_idle_connections_is_not_written_again_and_again(
-    tmp_path: Path, clock: Clock, keepalive: float
+    store: StateStore, clock: Clock, keepalive: float
 ) -> None:
     """An envelope every 1.5 s (the sink's loop: a step at once after a write, 0.5 s
     after an idle one), an envelope a minute later: the server closing idle connections
     after ``keepalive`` s is no restart."""
-    store = StateStore(tmp_path / "state.sqlite")
     server = IdleServer(clock, keepalive)
     sink = _sink(store, server)
     new = 0
@@ -178,21 +183,17 @@ def test_a_server_closing_idle_connections_is_not_written_again_and_again(
 
 
 def test_a_quiet_sink_lets_the_spool_forget_what_is_past_the_flush(
-    tmp_path: Path, clock: Clock
+    store: StateStore, clock: Clock
 ) -> None:
-    store = StateStore(tmp_path / "state.sqlite")
-    server = Server()
-    sink = _sink(store, server)
-    ingest(store, [envelope(seq) for seq in range(20)])
-    assert sink.step(0.0) == 0.0
+    sink = _sink(store, Server())
+    _accepted(store, sink)
     _drain(sink, clock, 3600)  # an hour without an envelope (a night, a sink disabled next)
     assert Spool(store).accepted(100_000) == []
 
 
 def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
-    tmp_path: Path, clock: Clock
+    store: StateStore, clock: Clock
 ) -> None:
-    store = StateStore(tmp_path / "state.sqlite")
     server = Server()
     killed = _sink(store, server)
     for seq in range(0, 600, 20):
