@@ -98,10 +98,6 @@ class Options:
     """The real agents' probe interval (s)."""
     sim_interval: float = 10.0
     short: bool = False
-    bounded_age: float = 0.0
-    """The outbox age bound of the last simulator commune's PCs (0: the usual 72 h). A
-    cut or an outage longer is, to them, what days are to a PC: what they drop by age
-    must be the only gaps in their seqs."""
     only: tuple[str, ...] = ()
     """Replay only these kinds of the seed's schedule, at their times (a failure's
     shortest schedule); the soak ends 30 s after the last of them."""
@@ -111,12 +107,12 @@ class Options:
 
     @classmethod
     def short_mode(cls, seed: int, run_dir: Path, minutes: float = 5.0) -> Options:
-        return cls(seed, minutes, run_dir, 3, 4, 4, 60, 2.0, 10.0, short=True, bounded_age=20.0)
+        return cls(seed, minutes, run_dir, 3, 4, 4, 60, 2.0, 10.0, short=True)
 
     @classmethod
     def long_mode(cls, seed: int, run_dir: Path, minutes: float) -> Options:
         # A few dozen real agents, 600 of the simulator's: what two busy cores carry.
-        return cls(seed, minutes, run_dir, 5, 5, 8, 75, 2.0, 15.0, bounded_age=120.0)
+        return cls(seed, minutes, run_dir, 5, 5, 8, 75, 2.0, 15.0)
 
 
 @dataclass
@@ -332,7 +328,7 @@ class Soak:
                 spec_file = self.root / "agents" / f"{commune.slug}.json"
                 spec_file.write_text(json.dumps({
                     "interval": o.sim_interval, "seed": o.seed, "ca_file": str(self.pki.ca),
-                    "max_age": self.outbox_age(commune), "max_size": 64 << 20,
+                    "max_age": 72 * 3600, "max_size": 64 << 20,
                     "agents": [{"province": s.province, "commune": s.commune, "agent": s.agent,
                                 "username": s.username, "password_file": str(s.password_file),
                                 "broker_url": s.broker_url, "state_dir": str(s.state_dir)}
@@ -841,14 +837,7 @@ class Soak:
             "partition": "link down" + (" (netem available)" if self.netem else
                                         " (no netem in this kernel)"),
             "peak_rss_kib": self.peaks,
-            "bounded_outboxes": {c.slug: self.outbox_age(c) for c in self.sim_communes
-                                 if self.outbox_age(c) < 72 * 3600},
         }  # fmt: skip
-
-    def outbox_age(self, commune: Commune) -> float:
-        """A simulator commune's outbox age bound (``Options.bounded_age``)."""
-        bounded = self.options.bounded_age and commune is self.sim_communes[-1]
-        return self.options.bounded_age if bounded else 72 * 3600.0
 
     def plan(self, window: float) -> tuple[list[Fault], list[TargetOutage]]:
         o = self.options
