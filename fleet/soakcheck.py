@@ -12,12 +12,14 @@ After a soak (bench/soak.py) it compares, per agent:
   first and last sample's time, and no series holding a timestamp twice (``duplicated``);
 - the outages the harness caused on probed targets (``truth.jsonl``) with the store's
   availability history: each within one probe interval at each end, and none there
-  that the harness did not cause (on the agents it watched). The interval is the one
-  the agent ran: an end a late probe saw (a busy machine runs a probe a fraction of its
-  interval late) still matches when the change lies between the last sample before it
-  and the first after (the store's ``up_seen``/``down_seen``: it could not know better)
-  and those two are less than two intervals apart (no probe was missed). Such ends are
-  counted apart, and the errors reported are the true ones;
+  that the harness did not cause (on the agents it watched). A busy machine runs a
+  probe a fraction of its interval late, and the first sample after a change then comes
+  more than one interval after it: such an end still matches when the change lies
+  between the last sample before it (the store's ``up_seen`` for a start,
+  ``down_seen`` for an end) and the stored end (the first sample after it), and those
+  two are at most 1.5 intervals apart (a probe late by less than half its interval,
+  not one missed). Such outages are counted apart; the errors reported are the true
+  ones;
 - the recovery time after each kind of fault the nemesis caused;
 - for each agent whose version the soak switched (an update and its rollback, the
   truth's ``version_switch``): its outbox the same file after as before (device and
@@ -479,15 +481,21 @@ class OutageMatch:
     by_late_probe: int = 0
 
 
+#: Samples either side of a change this many intervals apart at most: one probe run late
+#: (by less than half its interval), never one missed (two intervals, give or take the
+#: milliseconds a wake-up takes).
+LATE_PROBE_SPAN = 1.5
+
+
 def _placed(caused: float, stored: float, seen_before: float | None, interval: float) -> str:
     """How a stored end places a caused one: "near" (within one interval), "late probe"
-    (between the samples either side of the change, less than two intervals apart), or
-    "" (not this change)."""
+    (between the samples either side of the change, a late probe's span apart), or ""
+    (not this change)."""
     if abs(stored - caused) <= interval:
         return "near"
-    if seen_before is not None and seen_before <= caused <= stored < seen_before + 2 * interval:
-        return "late probe"
-    return ""
+    if seen_before is None or not seen_before <= caused <= stored:
+        return ""
+    return "late probe" if stored - seen_before <= LATE_PROBE_SPAN * interval else ""
 
 
 def _placing(cause: Outage, candidate: Outage, interval: float) -> list[str]:

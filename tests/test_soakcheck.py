@@ -303,32 +303,48 @@ def test_outages_missing_from_the_store_or_not_caused_are_caught(
     assert len(check(late).outages_missed) == 2
 
 
+@pytest.mark.parametrize("end", ["start", "end"])
 def test_an_end_a_late_probe_saw_matches_only_inside_its_samples_window(
-    soak: Path, tmp_path: Path
+    soak: Path, tmp_path: Path, end: str
 ) -> None:
     """A probe run late on a busy machine sees the change past one interval: it still
-    places it if the change lies between the samples either side, less than two
-    intervals apart; a missed probe (a wider window) or a change outside it does not."""
+    places it if the change lies between the samples either side, at most 1.5 intervals
+    apart; a missed probe (two intervals), a change outside the window, or an end
+    whose sample before it is unknown does not."""
     run = _copy(soak, tmp_path)
     caused = json.loads(run.truth.read_text().splitlines()[0])
-    first_down = caused["start"] + 4  # the stored start: the first probe that saw it
-    # That probe ran 2 s late; the change came 1 s after the last "up" sample.
-    _execute(run.store, "UPDATE outages SET start = ?, up_seen = ?", first_down + 2,
-             first_down - INTERVAL)  # fmt: skip
-    truth = [json.dumps(dict(caused, start=first_down - INTERVAL + 1)) + "\n"]
-    run.truth.write_text("".join(truth + run.truth.read_text().splitlines(True)[1:]))
+    seen = "up_seen" if end == "start" else "down_seen"
+    (stored,) = _one(run.store, f"SELECT {end} FROM outages")
+    # The probe that saw the change ran 4 s late; the change came 1 s after the sample
+    # before it: 11 s off, in a window of 14 s (1.4 intervals).
+    _execute(run.store, f"UPDATE outages SET {end} = ?, {seen} = ?", stored + 4,
+             stored - INTERVAL)  # fmt: skip
+    first = dict(caused, **{end: stored - INTERVAL + 1})
+    run.truth.write_text(
+        "".join([json.dumps(first) + "\n", *run.truth.read_text().splitlines(True)[1:]])
+    )
     verdict = check(run)
     assert verdict.ok, verdict.table()
-    assert verdict.outage_start_errors == [INTERVAL + 1]  # the true error, reported
+    errors = verdict.outage_start_errors if end == "start" else verdict.outage_end_errors
+    assert errors == [INTERVAL + 3]  # the true error, reported
     assert verdict.outages_by_late_probe == 1
     row = [r for r in verdict.table().splitlines() if r.startswith("outages with an end seen")]
     assert [r.split("|")[1].strip() for r in row] == ["1"]
-    # A probe missed: the samples either side are two intervals apart.
-    _execute(run.store, "UPDATE outages SET up_seen = ?", first_down + 2 - 2 * INTERVAL)
-    assert len(check(run).outages_missed) == 1
-    # The change before the last "up" sample: the store placed another change.
-    _execute(run.store, "UPDATE outages SET up_seen = ?", first_down - INTERVAL + 1.5)
-    assert len(check(run).outages_missed) == 1
+    for window_start in (
+        stored + 4 - 2 * INTERVAL + 0.01,  # a probe missed (and the next a wake-up early)
+        stored - INTERVAL + 1.5,  # the change before the sample before it
+        None,  # the sample before it unknown (a store from before its bounds were kept)
+    ):
+        _execute(run.store, f"UPDATE outages SET {seen} = ?", window_start)
+        assert len(check(run).outages_missed) == 1, window_start
+
+
+def _one(path: Path, query: str) -> tuple[object, ...]:
+    db = sqlite3.connect(path)
+    try:
+        return tuple(db.execute(query).fetchone())
+    finally:
+        db.close()
 
 
 def test_a_directory_that_is_not_a_run_is_refused_by_name(tmp_path: Path) -> None:
