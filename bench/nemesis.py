@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -55,19 +56,22 @@ class Fault:
     """Which one: an agent's, a commune's index (taken modulo how many there are)."""
 
 
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
 def parse_faults(text: str) -> tuple[Fault, ...]:
-    """``kind@at[+hold]`` separated by commas (seconds; hold 10 unless said): a schedule
-    written out, such as a failure's shortest one. ``kill_vm@30+20,kill_sink@40``."""
+    """``kind@at[+hold]`` separated by commas (seconds, plain decimals; hold 10 unless
+    said): a schedule written out, such as a failure's shortest one. At least one.
+    ``kill_vm@30+20,kill_sink@40``."""
     faults = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in (p.strip() for p in text.split(",")):
         kind, _, timing = part.partition("@")
-        at, _, hold = timing.partition("+")
+        at, plus, hold = timing.partition("+")
         if kind not in KINDS:
             raise ValueError(f"no such fault {kind!r}; one of {', '.join(KINDS)}")
-        try:
-            faults.append(Fault(kind, float(at), float(hold or 10.0)))
-        except ValueError:
-            raise ValueError(f"{part!r}: not kind@seconds[+seconds]") from None
+        if not _SECONDS.fullmatch(at) or (plus and not _SECONDS.fullmatch(hold)):
+            raise ValueError(f"{part!r}: not kind@seconds[+seconds]")
+        faults.append(Fault(kind, float(at), float(hold) if plus else 10.0))
     return tuple(faults)
 
 

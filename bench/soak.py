@@ -967,8 +967,12 @@ def run(options: Options) -> Outcome:
     window = options.minutes * 60
     with soak(options) as running:
         faults, outages = running.plan(window)
-        if options.only or options.faults is not None:
-            window = min(window, max((f.at + f.hold for f in faults), default=0.0) + 30.0)
+        last = max((f.at + f.hold for f in faults), default=0.0) + 30.0
+        if options.faults is not None:  # a schedule written out: as long as it needs
+            window = last
+        elif options.only:
+            window = min(window, last)
+        if options.faults is not None or options.only:
             outages = [t for t in outages if t.end <= window]
         running.chaos(faults, outages, window)
         settled = running.settle(600)

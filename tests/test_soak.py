@@ -108,10 +108,10 @@ def test_the_hour_soaks_shortest_failing_schedule_misses_no_point(tmp_path: Path
     options.sim_communes, options.sim_per_commune = 1, 40
     options.faults = nemesis.parse_faults(HOUR_FAILURES)
     outcome = soak.run(options)
-    done = [json.loads(line) for line in (tmp_path / "replay" / "truth.jsonl").open()]
-    assert sorted(r["fault"] for r in done if r["kind"] == "fault") == sorted(
-        f.kind for f in options.faults
-    )
+    truth = (tmp_path / "replay" / "truth.jsonl").read_text().splitlines()
+    done = [r for r in map(json.loads, truth) if r["kind"] == "fault"]
+    assert sorted(r["fault"] for r in done) == sorted(f.kind for f in options.faults)
+    assert all(r["recovered"] for r in done), done  # each done, and healed
     assert outcome.ok, outcome.table
     assert leftovers(tmp_path) == []
 
@@ -141,8 +141,10 @@ def test_a_schedule_written_out_is_read_or_refused_by_name() -> None:
     ]
     with pytest.raises(ValueError, match="no such fault 'kill_all'"):
         nemesis.parse_faults("kill_all@3")
-    with pytest.raises(ValueError, match="not kind@seconds"):
-        nemesis.parse_faults("kill_vm@soon")
+    for wrong in ("kill_vm@soon", "kill_vm@-5", "kill_vm@nan", "kill_vm@inf", "kill_vm@1_0",
+                  "kill_vm@3+-1", "kill_vm@3+", "kill_vm", ""):  # fmt: skip
+        with pytest.raises(ValueError, match=r"not kind@seconds|no such fault"):
+            nemesis.parse_faults(wrong)
 
 
 class _Failing(soak.Soak):
