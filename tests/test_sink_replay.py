@@ -205,3 +205,28 @@ def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
     sink._writer = server  # type: ignore[assignment]
     sink.step(0.0)
     assert server.bodies and all(body.count(b"\n") + 1 <= 2 * 120 for body in server.bodies)
+
+
+@pytest.mark.parametrize("held", [sink_module.REPLAY_BYTES, 4096])
+def test_a_kill_at_more_than_the_countrys_rate_loses_nothing_it_had_accepted(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch, held: int
+) -> None:
+    """25,000 envelopes written in a second (three times the country's rate) are
+    all still to be written again when the server is killed; with the sink's memory
+    bounded to less than a batch, the older ones are read back from the spool."""
+    monkeypatch.setattr(sink_module, "REPLAY_BYTES", held)
+    server = Server()
+    sink = _sink(store, server)
+    for seq in range(100):  # 250 PCs, 100 envelopes each
+        ingest(store, [envelope(seq, agent=f"pc-{pc:03d}") for pc in range(250)])
+        while sink.step(0.0) == 0.0:
+            pass
+        clock.now += 0.01
+    accepted = set(server.memory)
+    assert len(accepted) == 2 * 25_000  # two points an envelope
+    newest = sink._recent[-1].size
+    assert sink._held_bytes <= held + newest  # the memory bound: the newest batch at least
+    server.kill()  # and back at once: it closed the kept-alive connection
+    _drain(sink, clock, 5)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"

@@ -57,5 +57,10 @@ def test_spool_bytes_is_the_size_of_what_waits(sequence, bound) -> None:
                 # what is kept is exactly a suffix of what was accepted
                 kept = [p for _, p in spool.accepted(10_000)]
                 assert kept == everything_sent[len(everything_sent) - len(kept) :]
+                # a starting sink's batches: whole rows, in order, read back as the same
+                batches = spool.accepted_batches(3, 10_000)
+                again = [p for b in batches for _, p in spool.accepted_between(b[0], b[1])]
+                assert again == kept
+                assert all(n == len(spool.accepted_between(f, t)) for f, t, n in batches)
         finally:
             store.close()

@@ -15,16 +15,18 @@ check, the batch is split the same way: a row the healthy server keeps failing
 is dropped alone, counted; the spool never waits for ever behind one row.
 
 A server's acceptance is not its durability: VictoriaMetrics keeps what it accepted in
-memory for up to ``-inmemoryDataFlushInterval`` (5 s) and a kill -9 or a power cut
-loses it (the chaos soak found those points missing). So the batches written in the
-last ``REPLAY_S`` seconds are kept, in memory and in the spool (``Spool.done`` keeps
-them until they are older), and written again before anything new once the server may
-have lost them: a write failed (the server gone, perhaps restarted), the server hung up
-the kept-alive connection (a server killed and started again between two writes), or
-this sink is starting (the one before was killed: the hour-long soak lost 312
-envelopes to a sink killed 1 s after a write and VictoriaMetrics 6 s after). Written
-twice, a point overwrites itself in InfluxDB; VictoriaMetrics needs
-``-dedup.minScrapeInterval=1ms`` to keep it once (deploy/OPERATIONS.md).
+memory for up to ``-inmemoryDataFlushInterval`` (5 s) and a kill -9 or a power cut loses
+it (the chaos soak found those points missing). So the batches written in the last
+``REPLAY_S`` seconds are kept in the spool (``Spool.done`` keeps them until they are
+older; at most ``REPLAY_ENVELOPES``), the newest of them in memory too (at most
+``REPLAY_BYTES``; the others are read back when needed), and written again before
+anything new once the server may have lost them: a write failed (the server gone,
+perhaps restarted), the server hung up the kept-alive connection (a server killed and
+started again between two writes), or this sink is starting (the one before was killed:
+the hour-long soak lost 312 envelopes to a sink killed 1 s after a write and
+VictoriaMetrics 6 s after). Written twice, a point overwrites itself in InfluxDB;
+VictoriaMetrics needs ``-dedup.minScrapeInterval=1ms`` to keep it once
+(deploy/OPERATIONS.md).
 """
 
 from __future__ import annotations
@@ -48,9 +50,13 @@ SUSPECT_AFTER = 3
 #: Batches written this recently are written again after a failed write: longer than
 #: VictoriaMetrics' in-memory flush interval (5 s by default), with room to spare.
 REPLAY_S = 15.0
-#: At most this many recent rows kept for that (a burst after an outage is larger; its
-#: oldest batches are past the server's flush by the time it ends).
-REPLAY_ROWS = 20_000
+#: At most this many recent envelopes kept for that, in the spool: REPLAY_S at 26,000
+#: envelopes a second (three times the country's rate), the server's flush at 80,000 (a
+#: drain after an outage). A count, not a time, bounds the disk they take (~0.4 KB each).
+REPLAY_ENVELOPES = 400_000
+#: Of those, the newest batches' line protocol held in memory too, up to this many bytes;
+#: the older ones are read from the spool again if written again.
+REPLAY_BYTES = 16 << 20
 
 
 @dataclass
@@ -74,6 +80,23 @@ class SinkSettings:
     max_backoff_s: float = 60.0
 
 
+class _Written:
+    """A batch the server accepted lately: its spool rows, and its lines while held."""
+
+    __slots__ = ("at", "envelopes", "first_row", "last_row", "lines", "size")
+
+    def __init__(
+        self, at: float, first_row: int, last_row: int, envelopes: int,
+        lines: list[tuple[int, bytes]] | None,
+    ) -> None:  # fmt: skip
+        self.at = at
+        """When written (monotonic), or written again."""
+        self.first_row, self.last_row, self.envelopes = first_row, last_row, envelopes
+        self.lines = lines
+        """None: left in the spool (``REPLAY_BYTES``)."""
+        self.size = sum(len(line) for _, line in lines) if lines is not None else 0
+
+
 class Sink:
     """One batch at a time (``step``); ``sink_process`` runs it in a process of its own."""
 
@@ -88,12 +111,11 @@ class Sink:
         self._last_error = ""
         self._head = (-1, 0)
         """(first row id of the batch that last failed, failures in a row)."""
-        self._recent: collections.deque[tuple[float, int, list[tuple[int, bytes]]]] = (
-            collections.deque()
-        )
-        """(when written, monotonic; its last spool row; the batch's lines) of the last
-        ``REPLAY_S`` seconds."""
-        self._recent_rows = 0
+        self._recent: collections.deque[_Written] = collections.deque()
+        """The batches of the last ``REPLAY_S`` seconds, oldest first."""
+        self._recent_envelopes = 0
+        self._held_bytes = 0
+        """Lines of ``_recent`` held in memory."""
         self._forget = 0
         """The spool's rows up to this one are past the server's flush: ``done`` lets them go."""
         self._replay = False
@@ -179,10 +201,20 @@ class Sink:
             log.warning("time-series server unavailable (%s); points wait in the spool", reason)
             self._last_error = reason
 
-    def _remember(self, last_row: int, lines: list[tuple[int, bytes]]) -> None:
-        self._recent.append((time.monotonic(), last_row, lines))
-        self._recent_rows += len(lines)
+    def _remember(self, rows: list[tuple[int, bytes]], lines: list[tuple[int, bytes]]) -> None:
+        self._keep(_Written(time.monotonic(), rows[0][0], rows[-1][0], len(rows), lines))
         self._prune()
+
+    def _keep(self, written: _Written) -> None:
+        self._recent.append(written)
+        self._recent_envelopes += written.envelopes
+        self._held_bytes += written.size
+        for older in self._recent:  # over the memory bound: the oldest lines left to the spool
+            if self._held_bytes <= REPLAY_BYTES or older is written:
+                break
+            if older.lines is not None:
+                self._held_bytes -= older.size
+                older.lines, older.size = None, 0
 
     def _prune(self) -> None:
         """Forget the batches past the server's flush, in memory and in the spool.
@@ -192,34 +224,41 @@ class Sink:
         by the clock alone, batches the server lost in a kill would be forgotten once the
         outage outlasted ``REPLAY_S``."""
         since = time.monotonic() - REPLAY_S
-        while self._recent and (self._recent[0][0] < since or self._recent_rows > REPLAY_ROWS):
-            _written, last_row, lines = self._recent.popleft()
-            self._recent_rows -= len(lines)
-            self._forget = max(self._forget, last_row)
+        while self._recent and (
+            self._recent[0].at < since or self._recent_envelopes > REPLAY_ENVELOPES
+        ):
+            gone = self._recent.popleft()
+            self._recent_envelopes -= gone.envelopes
+            self._held_bytes -= gone.size
+            self._forget = max(self._forget, gone.last_row)
 
     def _start(self) -> None:
-        """What the sink before accepted lately: written again first (it may be lost)."""
+        """What the sink before accepted lately: written again first (it may be lost),
+        read from the spool batch by batch when written."""
         self._started = True
-        accepted = self.spool.accepted(REPLAY_ROWS)
         now = time.monotonic()
-        # In batches of the usual size: one write of REPLAY_ROWS envelopes (ten batches)
-        # may outlast the time-out, or pass the server's request size, again and again.
-        for start in range(0, len(accepted), self.batch_rows):
-            rows = accepted[start : start + self.batch_rows]
-            lines = self._as_lines(rows)
-            self._recent.append((now, rows[-1][0], lines))
-            self._recent_rows += len(lines)
+        # In batches of the usual size: one write of everything kept may outlast the
+        # time-out, or pass the server's request size, again and again.
+        for first, last, envelopes in self.spool.accepted_batches(
+            self.batch_rows, REPLAY_ENVELOPES
+        ):
+            self._keep(_Written(now, first, last, envelopes, None))
             self._replay = True
 
     def _send_again(self) -> None:
         """The recent batches, written again (raises as ``_send`` does): all of them, however
         long ago, since the server may have lost them whenever it went; accepted again
         now, each is kept ``REPLAY_S`` from now."""
-        for _written, _last_row, lines in list(self._recent):
+        for written in list(self._recent):
+            lines = written.lines
+            if lines is None:
+                lines = self._as_lines(self.spool.accepted_between(written.first_row,
+                                                                   written.last_row))  # fmt: skip
             self._send(lines, again=True)
             self.stats.replayed_batches += 1
         now = time.monotonic()
-        self._recent = collections.deque((now, row, lines) for _, row, lines in self._recent)
+        for written in self._recent:
+            written.at = now
         self._replay = False
         self._hang_ups = self._writer.hang_ups  # a server that hung up meanwhile: covered
 
@@ -266,7 +305,7 @@ class Sink:
             return min(max(delay * 2, 1.0), self.max_backoff_s)
         if not rows:
             return 0.5
-        self._remember(rows[-1][0], lines)
+        self._remember(rows, lines)
         self._head = (-1, 0)
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")

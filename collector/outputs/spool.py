@@ -200,8 +200,7 @@ class Spool:
 
     def accepted(self, limit: int) -> list[tuple[int, bytes]]:
         """The rows the server accepted and the sink has not yet said are past its flush,
-        newest last, about the newest ``limit`` envelopes: what a sink starting again
-        writes first."""
+        newest last, about the newest ``limit`` envelopes."""
         taken: list[list[tuple[int, bytes]]] = []
         count = 0
         with self.store.reading() as db:
@@ -215,6 +214,38 @@ class Spool:
                 if count >= limit:
                     break
         return [entry for row in reversed(taken) for entry in row]
+
+    def accepted_batches(self, size: int, limit: int) -> list[tuple[int, int, int]]:
+        """The rows ``accepted`` holds, as (first row, last row, envelopes) of whole rows
+        of about ``size`` envelopes each, oldest first, the newest ``limit`` envelopes:
+        what a sink starting again writes first, read when written (``accepted_between``)."""
+        batches: list[tuple[int, int, int]] = []
+        count = 0
+        with self.store.reading() as db:
+            rows = db.execute(
+                "SELECT id, envelopes FROM spool WHERE id <= ? ORDER BY id DESC", (_sent(db),)
+            )
+            for row_id, envelopes in rows:
+                if count >= limit:
+                    break
+                count += int(envelopes)
+                if batches and batches[-1][2] + int(envelopes) <= size:
+                    _first, last, held = batches[-1]
+                    batches[-1] = (int(row_id), last, held + int(envelopes))
+                else:
+                    batches.append((int(row_id), int(row_id), int(envelopes)))
+        return batches[::-1]
+
+    def accepted_between(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        """The accepted envelopes of the rows ``first`` to ``last``, each with its row's id."""
+        with self.store.reading() as db:
+            rows = db.execute(
+                "SELECT id, lines FROM spool WHERE id >= ? AND id <= MIN(?, ?) ORDER BY id",
+                (first, last, _sent(db)),
+            ).fetchall()
+        return [
+            (int(row_id), payload) for row_id, lines in rows for payload in unframe(bytes(lines))
+        ]
 
     def stats(self) -> SpoolStats:
         with self.store.reading() as db:
