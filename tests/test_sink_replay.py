@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.wire import Envelope
+from collector.outputs import recent
 from collector.outputs import sink as sink_module
+from collector.outputs.influx import WriteRefused
 from collector.outputs.sink import Sink, SinkSettings
 from collector.outputs.spool import Spool
 from collector.state.store import StateStore
-from tests.test_sink import envelope, ingest
+from tests.test_sink import T0, envelope, ingest
 
 
 class Clock:
@@ -207,14 +210,14 @@ def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
     assert server.bodies and all(body.count(b"\n") + 1 <= 2 * 120 for body in server.bodies)
 
 
-@pytest.mark.parametrize("held", [sink_module.REPLAY_BYTES, 4096])
+@pytest.mark.parametrize("held", [recent.REPLAY_BYTES, 4096])
 def test_a_kill_at_more_than_the_countrys_rate_loses_nothing_it_had_accepted(
     store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch, held: int
 ) -> None:
     """25,000 envelopes written in a second (three times the country's rate) are
     all still to be written again when the server is killed; with the sink's memory
     bounded to less than a batch, the older ones are read back from the spool."""
-    monkeypatch.setattr(sink_module, "REPLAY_BYTES", held)
+    monkeypatch.setattr(recent, "REPLAY_BYTES", held)
     server = Server()
     sink = _sink(store, server)
     for seq in range(100):  # 250 PCs, 100 envelopes each
@@ -224,9 +227,165 @@ def test_a_kill_at_more_than_the_countrys_rate_loses_nothing_it_had_accepted(
         clock.now += 0.01
     accepted = set(server.memory)
     assert len(accepted) == 2 * 25_000  # two points an envelope
-    newest = sink._recent[-1].size
-    assert sink._held_bytes <= held + newest  # the memory bound: the newest batch at least
+    newest = list(sink._recent)[-1].size
+    assert sink._recent.held_bytes <= max(held, newest)  # the bound, or the newest batch
     server.kill()  # and back at once: it closed the kept-alive connection
     _drain(sink, clock, 5)
     server.flush()
     assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+class KilledMidReplay(Server):
+    """Killed (and back at once) just before accepting write number ``at``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = -1
+
+    def write(self, body: bytes) -> None:
+        if len(self.bodies) == self.at:
+            self.kill()
+        super().write(body)
+
+
+def test_a_server_killed_again_during_a_replay_has_it_all_written_again(
+    store: StateStore, clock: Clock
+) -> None:
+    """A hang-up found by the batch written next starts a replay; the server killed again
+    after one batch of it has the replay started over, the new batch with it."""
+    server = KilledMidReplay()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    for seq in range(0, 100, 20):  # five batches accepted
+        ingest(store, [envelope(s) for s in range(seq, seq + 20)])
+        while sink.step(0.0) == 0.0:
+            pass
+    accepted = set(server.memory)
+    server.kill()  # killed, back at once
+    server.at = len(server.bodies) + 2  # again, after the new batch and one replayed
+    ingest(store, [envelope(s) for s in range(100, 120)])
+    accepted |= {line for _, p in Spool(store).fetch(100) for line in Sink.convert(p).split(b"\n")}
+    _drain(sink, clock, 30)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+def test_a_drain_faster_than_the_bounds_waits_for_the_servers_flush(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the bound of envelopes kept (here 4,000: a backlog drained at 6,000 in a
+    second), the sink waits until the oldest are past the server's flush rather than
+    forget what the server may still hold."""
+    monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 4_000)
+    server = Server()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
+    sink._writer = server  # type: ignore[assignment]
+    for seq in range(30):
+        ingest(store, [envelope(seq, agent=f"pc-{pc:03d}") for pc in range(200)])
+    for _ in range(30):
+        sink.step(0.0)
+        clock.now += 1 / 30  # as fast as it goes: the backlog in about a second
+    accepted = set(server.memory)
+    assert len(accepted) < 2 * 6_000  # it waited
+    server.kill()
+    _drain(sink, clock, 60)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+    assert Spool(store).stats().rows == 0  # and then drained it all
+
+
+class Committing(Server):
+    """The collector commits a batch while the sink's write is in flight."""
+
+    def __init__(self, store: StateStore, batches: list[list[Envelope]]) -> None:
+        super().__init__()
+        self.store, self.batches = store, batches
+
+    def write(self, body: bytes) -> None:
+        super().write(body)
+        if self.batches:
+            ingest(self.store, self.batches.pop(0))
+
+
+def test_rows_being_written_are_not_dropped_by_the_spools_bound(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound drops the oldest waiting rows: not those the sink is writing (the server
+    may accept them, and a replay reads them back from the spool)."""
+    monkeypatch.setattr(recent, "REPLAY_BYTES", 1)  # every older batch read back
+    Spool(store, max_bytes=6_000).attach()  # the collector's spool, small
+    server = Committing(store, [[envelope(s, agent="pc-b") for s in range(20)]])
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    ingest(store, [envelope(s, agent="pc-a") for s in range(20)])
+    assert sink.step(0.0) == 0.0  # written; meanwhile the collector's batch hit the bound
+    accepted = set(server.memory)
+    ingest(store, [envelope(0, agent="pc-c")])
+    while sink.step(0.0) == 0.0:
+        pass
+    server.kill()
+    _drain(sink, clock, 5)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+class Poisoned(Server):
+    """A 500 for any body with envelope 3's link point, while /ping says all is well."""
+
+    poison = f" {int((T0 + 180) * 1000)}".encode()
+
+    def write(self, body: bytes) -> None:
+        if self.up and any(line.endswith(self.poison) for line in body.split(b"\n")):
+            raise WriteRefused(500, "internal")
+        super().write(body)
+
+
+@pytest.mark.parametrize("held", [recent.REPLAY_BYTES, 1])
+def test_a_row_dropped_as_suspect_is_not_written_again_with_its_batch(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch, held: int
+) -> None:
+    """Written again (the server restarted), a batch leaves out the row the healthy server
+    kept failing (dropped and counted once), held in memory or read back from the
+    spool: else the replay fails for ever and the spool never drains."""
+    monkeypatch.setattr(recent, "REPLAY_BYTES", held)
+    server = Poisoned()
+    sink = _sink(store, server)
+    ingest(store, [envelope(s) for s in range(10)])
+    for _ in range(6):
+        sink.step(0.0)
+    ingest(store, [envelope(s) for s in range(10, 20)])  # a second batch: the first read back
+    sink.step(0.0)
+    assert sink.stats.rejected_rows == 1 and Spool(store).stats().rows == 0
+    server.kill()  # a restart: the batches (without the dropped row) written again
+    ingest(store, [envelope(s) for s in range(20, 30)])
+    _drain(sink, clock, 30)
+    assert Spool(store).stats().rows == 0, sink.last_error
+    assert sink.stats.rejected_rows == 1
+    assert sink.stats.replayed_batches >= 2
+
+
+def test_a_row_that_cannot_be_converted_is_counted_once_however_often_replayed(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recent, "REPLAY_BYTES", 1)  # batches read back from the spool
+    converted = Sink.convert
+
+    def convert(payload: bytes) -> bytes:
+        if b'"seq":3,' in payload:
+            raise ValueError("not an envelope we can write")
+        return converted(payload)
+
+    monkeypatch.setattr(Sink, "convert", staticmethod(convert))
+    server = Server()
+    sink = _sink(store, server)
+    ingest(store, [envelope(s) for s in range(10)])
+    ingest(store, [envelope(s) for s in range(10, 20)])
+    while sink.step(0.0) == 0.0:
+        pass
+    assert sink.stats.rejected_rows == 1
+    for restart in range(3):
+        server.kill()
+        ingest(store, [envelope(100 + restart)])
+        sink.step(0.0)
+    assert sink.stats.replayed_batches >= 3
+    assert sink.stats.rejected_rows == 1

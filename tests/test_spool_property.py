@@ -61,6 +61,11 @@ def test_spool_bytes_is_the_size_of_what_waits(sequence, bound) -> None:
                 batches = spool.accepted_batches(3, 10_000)
                 again = [p for b in batches for _, p in spool.accepted_between(b[0], b[1])]
                 assert again == kept
-                assert all(n == len(spool.accepted_between(f, t)) for f, t, n in batches)
+                assert all(n == len(spool.accepted_between(f, t)) for f, t, n, _ in batches)
+                with store.reading() as db:
+                    kept_bytes = db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(lines)), 0) FROM spool WHERE id <= ?", (sent,)
+                    ).fetchone()[0]
+                assert sum(b[3] for b in batches) == kept_bytes
         finally:
             store.close()

@@ -16,22 +16,21 @@ is dropped alone, counted; the spool never waits for ever behind one row.
 
 A server's acceptance is not its durability: VictoriaMetrics keeps what it accepted in
 memory for up to ``-inmemoryDataFlushInterval`` (5 s) and a kill -9 or a power cut loses
-it (the chaos soak found those points missing). So the batches written in the last
-``REPLAY_S`` seconds are kept in the spool (``Spool.done`` keeps them until they are
-older; at most ``REPLAY_ENVELOPES``), the newest of them in memory too (at most
-``REPLAY_BYTES``; the others are read back when needed), and written again before
-anything new once the server may have lost them: a write failed (the server gone,
-perhaps restarted), the server hung up the kept-alive connection (a server killed and
-started again between two writes), or this sink is starting (the one before was killed:
-the hour-long soak lost 312 envelopes to a sink killed 1 s after a write and
-VictoriaMetrics 6 s after). Written twice, a point overwrites itself in InfluxDB;
+it (the chaos soak found those points missing). So the batches written lately are kept
+(collector/outputs/recent.py: 15 s, in the spool, the newest in memory too) and written
+again before anything new once the server may have lost them: a write failed (the server
+gone, perhaps restarted), the server hung up the kept-alive connection (a server killed
+and started again between two writes, or during a replay: it starts over), or this sink
+is starting (the one before was killed: the hour-long soak lost 312 envelopes to a sink
+killed 1 s after a write and VictoriaMetrics 6 s after). A drain faster than what may be
+kept waits for the server's flush. Rows the server refused as bad data are left out when
+written again, and counted once. Written twice, a point overwrites itself in InfluxDB;
 VictoriaMetrics needs ``-dedup.minScrapeInterval=1ms`` to keep it once
 (deploy/OPERATIONS.md).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -39,24 +38,18 @@ from typing import Any
 
 from collector.outputs.influx import InfluxWriter, WriteRefused
 from collector.outputs.lineproto import envelope_lines
+from collector.outputs.recent import REPLAY_ENVELOPES, Lines, Recent, Written
 from collector.outputs.spool import Spool
 from collector.outputs.spooled import decode_spooled
 
 log = logging.getLogger(__name__)
 
+#: Replays started over when the server hangs up during one, before trying later.
+REPLAY_ATTEMPTS = 3
+
 BAD_DATA = (400, 413, 422)
 #: Failures of the same batch before server errors (5xx) are taken for a bad row.
 SUSPECT_AFTER = 3
-#: Batches written this recently are written again after a failed write: longer than
-#: VictoriaMetrics' in-memory flush interval (5 s by default), with room to spare.
-REPLAY_S = 15.0
-#: At most this many recent envelopes kept for that, in the spool: REPLAY_S at 26,000
-#: envelopes a second (three times the country's rate), the server's flush at 80,000 (a
-#: drain after an outage). A count, not a time, bounds the disk they take (~0.4 KB each).
-REPLAY_ENVELOPES = 400_000
-#: Of those, the newest batches' line protocol held in memory too, up to this many bytes;
-#: the older ones are read from the spool again if written again.
-REPLAY_BYTES = 16 << 20
 
 
 @dataclass
@@ -80,23 +73,6 @@ class SinkSettings:
     max_backoff_s: float = 60.0
 
 
-class _Written:
-    """A batch the server accepted lately: its spool rows, and its lines while held."""
-
-    __slots__ = ("at", "envelopes", "first_row", "last_row", "lines", "size")
-
-    def __init__(
-        self, at: float, first_row: int, last_row: int, envelopes: int,
-        lines: list[tuple[int, bytes]] | None,
-    ) -> None:  # fmt: skip
-        self.at = at
-        """When written (monotonic), or written again."""
-        self.first_row, self.last_row, self.envelopes = first_row, last_row, envelopes
-        self.lines = lines
-        """None: left in the spool (``REPLAY_BYTES``)."""
-        self.size = sum(len(line) for _, line in lines) if lines is not None else 0
-
-
 class Sink:
     """One batch at a time (``step``); ``sink_process`` runs it in a process of its own."""
 
@@ -111,11 +87,8 @@ class Sink:
         self._last_error = ""
         self._head = (-1, 0)
         """(first row id of the batch that last failed, failures in a row)."""
-        self._recent: collections.deque[_Written] = collections.deque()
-        """The batches of the last ``REPLAY_S`` seconds, oldest first."""
-        self._recent_envelopes = 0
-        self._held_bytes = 0
-        """Lines of ``_recent`` held in memory."""
+        self._recent = Recent()
+        """What the server accepted lately (collector/outputs/recent.py)."""
         self._forget = 0
         """The spool's rows up to this one are past the server's flush: ``done`` lets them go."""
         self._replay = False
@@ -132,7 +105,9 @@ class Sink:
     def close(self) -> None:
         self._writer.close()
 
-    def _as_lines(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    def _as_lines(self, rows: list[tuple[int, bytes]], first: bool = True) -> Lines:
+        """``first``: the rows' first conversion (a row dropped is counted and said then,
+        not again when its batch is read back to be written again)."""
         converted = []
         for row_id, payload in rows:
             if not payload.startswith(b"{"):
@@ -141,6 +116,8 @@ class Sink:
             try:
                 converted.append((row_id, self.convert(payload)))
             except Exception as exc:  # one row, whatever went wrong: drop it, count it
+                if not first:
+                    continue
                 self.stats.rejected_rows += 1
                 log.error(
                     "a spooled envelope cannot be turned into points (%s: %s); dropped",
@@ -158,16 +135,15 @@ class Sink:
         """Whether the server says it is well (``/ping``), whatever it did to a write."""
         return self._writer.ping()
 
-    def _send(
-        self, rows: list[tuple[int, bytes]], suspect: bool = False, again: bool = False
-    ) -> None:
+    def _send(self, rows: Lines, suspect: bool = False, again: bool = False) -> list[bytes]:
         """Write rows; bad data is bisected and the bad row dropped. Other errors raise.
+        The lines dropped.
 
         ``suspect``: this batch failed with server errors several times: treat them as
         bad data too, and drop a single row only while the server says it is healthy.
         """
         if not rows:
-            return
+            return []
         body = b"\n".join([lines for _, lines in rows])
         try:
             self._writer.write(body)
@@ -184,15 +160,14 @@ class Sink:
                     exc.status,
                     exc.body[:300],
                 )
-                return
+                return [rows[0][1]]
             half = len(rows) // 2
-            self._send(rows[:half], suspect, again)
-            self._send(rows[half:], suspect, again)
-            return
+            return self._send(rows[:half], suspect, again) + self._send(rows[half:], suspect, again)
         if again:  # counted when first accepted: "points written" are distinct points
-            return
+            return []
         self.stats.points_written += body.count(b"\n") + 1  # a line per point
         self.stats.batches_written += 1
+        return []
 
     def _report(self, error: Any) -> None:
         reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
@@ -201,37 +176,6 @@ class Sink:
             log.warning("time-series server unavailable (%s); points wait in the spool", reason)
             self._last_error = reason
 
-    def _remember(self, rows: list[tuple[int, bytes]], lines: list[tuple[int, bytes]]) -> None:
-        self._keep(_Written(time.monotonic(), rows[0][0], rows[-1][0], len(rows), lines))
-        self._prune()
-
-    def _keep(self, written: _Written) -> None:
-        self._recent.append(written)
-        self._recent_envelopes += written.envelopes
-        self._held_bytes += written.size
-        for older in self._recent:  # over the memory bound: the oldest lines left to the spool
-            if self._held_bytes <= REPLAY_BYTES or older is written:
-                break
-            if older.lines is not None:
-                self._held_bytes -= older.size
-                older.lines, older.size = None, 0
-
-    def _prune(self) -> None:
-        """Forget the batches past the server's flush, in memory and in the spool.
-
-        Only right after a request that found the server as it was (no failure, no hang-up
-        since): then it lived ``REPLAY_S`` past these batches, and flushed them. Pruned
-        by the clock alone, batches the server lost in a kill would be forgotten once the
-        outage outlasted ``REPLAY_S``."""
-        since = time.monotonic() - REPLAY_S
-        while self._recent and (
-            self._recent[0].at < since or self._recent_envelopes > REPLAY_ENVELOPES
-        ):
-            gone = self._recent.popleft()
-            self._recent_envelopes -= gone.envelopes
-            self._held_bytes -= gone.size
-            self._forget = max(self._forget, gone.last_row)
-
     def _start(self) -> None:
         """What the sink before accepted lately: written again first (it may be lost),
         read from the spool batch by batch when written."""
@@ -239,28 +183,43 @@ class Sink:
         now = time.monotonic()
         # In batches of the usual size: one write of everything kept may outlast the
         # time-out, or pass the server's request size, again and again.
-        for first, last, envelopes in self.spool.accepted_batches(
+        for first, last, envelopes, size in self.spool.accepted_batches(
             self.batch_rows, REPLAY_ENVELOPES
         ):
-            self._keep(_Written(now, first, last, envelopes, None))
+            self._recent.keep(Written(now, (first, last), envelopes, size, None))
             self._replay = True
 
-    def _send_again(self) -> None:
-        """The recent batches, written again (raises as ``_send`` does): all of them, however
-        long ago, since the server may have lost them whenever it went; accepted again
-        now, each is kept ``REPLAY_S`` from now."""
-        for written in list(self._recent):
-            lines = written.lines
-            if lines is None:
-                lines = self._as_lines(self.spool.accepted_between(written.first_row,
-                                                                   written.last_row))  # fmt: skip
-            self._send(lines, again=True)
-            self.stats.replayed_batches += 1
-        now = time.monotonic()
-        for written in self._recent:
-            written.at = now
+    def _lines_of(self, written: Written) -> Lines:
+        if written.lines is not None:
+            return written.lines
+        rows = self.spool.accepted_between(written.first_row, written.last_row)
+        return [line for line in self._as_lines(rows, first=False)
+                if line[1] not in written.rejected]  # fmt: skip
+
+    def _send_again(self, also: Written | None = None) -> None:
+        """The recent batches written again (raises as ``_send`` does): all of them,
+        however long ago, since the server may have lost them whenever it went; accepted
+        again now, each is kept ``REPLAY_S`` from now. Should the server hang up
+        meanwhile (killed and back again during the replay), the replay starts over,
+        with ``also`` (the batch just written, before the replay): what the server had
+        taken is lost with it."""
+        batches = list(self._recent)
+        for _attempt in range(REPLAY_ATTEMPTS):
+            after_first: int | None = None
+            for written in batches:
+                self._send(self._lines_of(written), again=True)
+                self.stats.replayed_batches += 1
+                if after_first is None:  # the first write may find the hang-up it answers
+                    after_first = self._writer.hang_ups
+            if after_first is None or self._writer.hang_ups == after_first:
+                break
+            if also is not None and also not in batches:  # written to the server just gone
+                batches.append(also)
+        else:
+            raise ConnectionError("the server hung up during each replay")
+        self._recent.touch(time.monotonic())
         self._replay = False
-        self._hang_ups = self._writer.hang_ups  # a server that hung up meanwhile: covered
+        self._hang_ups = self._writer.hang_ups
 
     def _confirm(self) -> None:
         """Nothing to send but batches not yet past the server's flush: ask it whether it
@@ -271,15 +230,18 @@ class Sink:
         if not well or self._writer.hang_ups != self._hang_ups:
             self._replay = True
             return
-        forget = self._forget
-        self._prune()
-        if self._forget != forget:
+        if forgotten := self._recent.prune(time.monotonic()):
+            self._forget = max(self._forget, forgotten)
             self.spool.forget(self._forget)
 
     def step(self, delay: float) -> float:
         """Send one batch from the spool; how long to wait before the next (backoff)."""
         if not self._started:
             self._start()
+        if self._recent.full() and not self._replay:
+            self._confirm()  # forgets what is past the server's flush, if it is still there
+            if self._recent.full() and not self._replay:
+                return 0.5  # a drain faster than the bounds: wait for the server's flush
         rows = self.spool.fetch(self.batch_rows)
         if not rows and not self._replay:
             if self._recent:
@@ -288,24 +250,33 @@ class Sink:
         head, failures = self._head
         suspect = bool(rows) and head == rows[0][0] and failures >= SUSPECT_AFTER
         lines = self._as_lines(rows)
+        written = None
         try:
             if self._replay:
                 self._send_again()
-            self._send(lines, suspect)
+            if rows:
+                self.spool.writing(rows[-1][0])  # the spool's bound leaves them be meanwhile
+                rejected = frozenset(self._send(lines, suspect))
+                kept = [line for line in lines if line[1] not in rejected]
+                size = sum(len(payload) for _, payload in rows)
+                written = Written(time.monotonic(), (rows[0][0], rows[-1][0]), len(rows), size,
+                                  kept, rejected)  # fmt: skip
             if self._writer.hang_ups != self._hang_ups:
                 # The server closed the connection kept alive between two writes: it may
                 # have been killed and started again, without what it held in memory.
                 self._hang_ups = self._writer.hang_ups
-                self._send_again()
+                self._send_again(also=written)
         except Exception as exc:  # connection refused, timeouts, 5xx, auth: retry later
             if rows:
                 self._head = (rows[0][0], failures + 1 if head == rows[0][0] else 1)
             self._replay = bool(self._recent)
             self._report(exc)
             return min(max(delay * 2, 1.0), self.max_backoff_s)
-        if not rows:
+        if written is None:
             return 0.5
-        self._remember(rows, lines)
+        self._recent.keep(written)
+        if forgotten := self._recent.prune(time.monotonic()):  # the server as it was
+            self._forget = max(self._forget, forgotten)
         self._head = (-1, 0)
         if self._last_error:
             log.info("time-series server reachable again; sending the spool")

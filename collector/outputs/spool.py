@@ -79,6 +79,14 @@ def _sent(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _taken(db: sqlite3.Connection) -> int:
+    """The last row the sink has taken to write (``writing``), or accepted."""
+    row = db.execute(
+        "SELECT MAX(value) FROM meta WHERE key IN ('spool_sent', 'spool_writing')"
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 class Spool:
     def __init__(self, store: StateStore, max_bytes: int = 1024**3) -> None:
         self.store = store
@@ -116,9 +124,11 @@ class Spool:
         if excess <= 0:
             return
         dropped_bytes = dropped_rows = 0
+        # Not the rows being written: the server may accept them, and a replay must
+        # find them as they were written.
         victims = db.execute(
             "SELECT id, LENGTH(lines), envelopes FROM spool WHERE id > ? ORDER BY id",
-            (_sent(db),),
+            (_taken(db),),
         ).fetchall()
         for row_id, size, envelopes in victims:
             if dropped_bytes + int(size) > excess and int(envelopes) > 1:
@@ -175,6 +185,15 @@ class Spool:
                     break
         return taken
 
+    def writing(self, up_to_id: int) -> None:
+        """The sink is writing the rows up to this one: the bound drops newer ones first."""
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO meta VALUES ('spool_writing', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (up_to_id,),
+            )
+
     def done(self, up_to_id: int, forget_up_to: int | None = None) -> None:
         """The server accepted everything up to this row; the rows up to ``forget_up_to``
         (all of them by default) are past its flush and go."""
@@ -215,25 +234,27 @@ class Spool:
                     break
         return [entry for row in reversed(taken) for entry in row]
 
-    def accepted_batches(self, size: int, limit: int) -> list[tuple[int, int, int]]:
-        """The rows ``accepted`` holds, as (first row, last row, envelopes) of whole rows
-        of about ``size`` envelopes each, oldest first, the newest ``limit`` envelopes:
-        what a sink starting again writes first, read when written (``accepted_between``)."""
-        batches: list[tuple[int, int, int]] = []
+    def accepted_batches(self, size: int, limit: int) -> list[tuple[int, int, int, int]]:
+        """The rows ``accepted`` holds, as (first row, last row, envelopes, bytes) of whole
+        rows of about ``size`` envelopes each, oldest first, the newest ``limit``
+        envelopes: what a sink starting again writes first, read when written
+        (``accepted_between``)."""
+        batches: list[tuple[int, int, int, int]] = []
         count = 0
         with self.store.reading() as db:
             rows = db.execute(
-                "SELECT id, envelopes FROM spool WHERE id <= ? ORDER BY id DESC", (_sent(db),)
+                "SELECT id, envelopes, LENGTH(lines) FROM spool WHERE id <= ? ORDER BY id DESC",
+                (_sent(db),),
             )
-            for row_id, envelopes in rows:
+            for row_id, envelopes, length in rows:
                 if count >= limit:
                     break
                 count += int(envelopes)
                 if batches and batches[-1][2] + int(envelopes) <= size:
-                    _first, last, held = batches[-1]
-                    batches[-1] = (int(row_id), last, held + int(envelopes))
+                    _first, last, held, size_held = batches[-1]
+                    batches[-1] = (int(row_id), last, held + int(envelopes), size_held + length)
                 else:
-                    batches.append((int(row_id), int(row_id), int(envelopes)))
+                    batches.append((int(row_id), int(row_id), int(envelopes), int(length)))
         return batches[::-1]
 
     def accepted_between(self, first: int, last: int) -> list[tuple[int, bytes]]:
