@@ -389,3 +389,180 @@ def test_a_row_that_cannot_be_converted_is_counted_once_however_often_replayed(
         sink.step(0.0)
     assert sink.stats.replayed_batches >= 3
     assert sink.stats.rejected_rows == 1
+
+
+def _points(store: StateStore) -> set[bytes]:
+    """Every point of what waits in the spool."""
+    rows = Spool(store).fetch(100_000)
+    return {line for _, p in rows for line in Sink.convert(p).split(b"\n")}
+
+
+def test_a_server_killed_between_a_batch_and_the_replay_it_starts_loses_neither(
+    store: StateStore, clock: Clock
+) -> None:
+    server = KilledMidReplay()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    for seq in range(0, 100, 20):
+        ingest(store, [envelope(s) for s in range(seq, seq + 20)])
+        while sink.step(0.0) == 0.0:
+            pass
+    accepted = set(server.memory)
+    server.kill()
+    server.at = len(server.bodies) + 1  # again, after the new batch, before the replay
+    ingest(store, [envelope(s) for s in range(100, 120)])
+    accepted |= _points(store)
+    _drain(sink, clock, 30)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+def test_a_server_killed_while_a_bad_row_is_split_out_loses_no_half(
+    store: StateStore, clock: Clock
+) -> None:
+    """A batch with a bad row goes in several requests; the server killed between two of
+    them loses the halves before: written again."""
+    ingest(store, [envelope(s) for s in range(20)])
+    server = KilledMidReplay()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    while sink.step(0.0) == 0.0:
+        pass  # one batch accepted before (the replay is not empty)
+    ingest(store, [envelope(s) for s in range(20, 40)])
+    rows = Spool(store).fetch(100)
+    bad_envelope = set(Sink.convert(rows[15][1]).split(b"\n"))
+    accepted = _points(store) - bad_envelope
+    bad = min(bad_envelope)
+
+    class Refusing(KilledMidReplay):
+        def write(self, body: bytes) -> None:
+            if len(self.bodies) == self.at:
+                self.kill()
+            if bad in body:
+                self.bodies.append(b"")  # a request all the same
+                raise WriteRefused(400, "bad")
+            super().write(body)
+
+    server.__class__ = Refusing
+    server.at = len(server.bodies) + 2  # the batch refused, its first half taken, killed
+    _drain(sink, clock, 30)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+def test_a_sink_started_again_gets_past_a_row_the_one_before_dropped(
+    store: StateStore, clock: Clock
+) -> None:
+    """The row a healthy server keeps failing, dropped by the sink before, is in what a
+    new sink writes again first: dropped alone again, not a stall for ever."""
+    server = Poisoned()
+    sink = _sink(store, server)
+    ingest(store, [envelope(s) for s in range(10)])
+    for _ in range(6):
+        sink.step(0.0)
+    assert sink.stats.rejected_rows == 1 and Spool(store).stats().rows == 0
+    again = _sink(store, server)  # the sink process restarted (killed, upgraded)
+    ingest(store, [envelope(s) for s in range(10, 20)])
+    _drain(again, clock, 120)
+    assert Spool(store).stats().rows == 0, again.last_error
+
+
+def test_a_bad_row_is_counted_once_by_a_sink_started_again_however_often_replayed(
+    store: StateStore, clock: Clock
+) -> None:
+    ingest(store, [envelope(s) for s in range(10)])
+    bad = Sink.convert(Spool(store).fetch(100)[3][1]).split(b"\n")[0]
+
+    class Refusing(Server):
+        def write(self, body: bytes) -> None:
+            if bad in body:
+                raise WriteRefused(400, "bad")
+            super().write(body)
+
+    server = Refusing()
+    sink = _sink(store, server)
+    while sink.step(0.0) == 0.0:
+        pass
+    assert sink.stats.rejected_rows == 1
+    again = _sink(store, server)
+    for restart in range(3):
+        server.kill()
+        ingest(store, [envelope(100 + restart)])
+        again.step(0.0)
+    assert again.stats.rejected_rows <= 1
+
+
+def test_rows_waiting_while_a_replay_is_written_are_not_dropped_by_the_bound(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recent, "REPLAY_BYTES", 1)
+    Spool(store, max_bytes=6_000).attach()
+    server = Committing(store, [])
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    ingest(store, [envelope(s, agent="pc-a") for s in range(20)])
+    assert sink.step(0.0) == 0.0  # A accepted
+    server.up = False
+    sink.step(0.0)  # idle: the ping fails, a replay is due
+    server.up = True
+    ingest(store, [envelope(s, agent="pc-b") for s in range(20)])  # B waits
+    b_points = _points(store)
+    # The collector commits C while A's replay is written: over the bound.
+    server.batches = [[envelope(s, agent="pc-c") for s in range(20)]]
+    assert sink.step(0.0) == 0.0  # A again, then B
+    assert b_points <= server.memory
+    while sink.step(0.0) == 0.0:  # C: B's lines leave memory
+        pass
+    server.kill()
+    _drain(sink, clock, 5)
+    server.flush()
+    assert b_points <= server.disk, f"{len(b_points - server.disk)} of B's points lost"
+
+
+def test_a_sink_started_again_writes_again_all_the_one_before_kept(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However much that is (the bounds are the sink's to keep while it runs)."""
+    monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 400)
+    server = Server()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
+    sink._writer = server  # type: ignore[assignment]
+    for seq in range(3):
+        ingest(store, [envelope(seq, agent=f"pc-{pc:03d}") for pc in range(200)])
+    for _ in range(3):
+        assert sink.step(0.0) == 0.0
+        clock.now += 0.1
+    accepted = set(server.memory)
+    assert len(accepted) == 2 * 600
+    server.kill()  # a power cut within a second of the writes
+    again = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
+    again._writer = server  # type: ignore[assignment]
+    _drain(again, clock, 30)
+    server.flush()
+    assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
+
+
+class Unpinged(Server):
+    """A proxy passing writes, not ``/ping``."""
+
+    def ping(self) -> bool:
+        return False
+
+
+def test_a_server_whose_ping_fails_is_not_written_to_again_and_again(
+    store: StateStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nor does the sink stall: over the bounds it writes on, what it keeps bounded by
+    its writes' own confirmation."""
+    monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 400)
+    server = Unpinged()
+    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
+    sink._writer = server  # type: ignore[assignment]
+    for seq in range(100):
+        ingest(store, [envelope(s, agent=f"pc-{seq:03d}") for s in range(20)])
+    for _ in range(200):
+        sink.step(0.0)
+        clock.now += 0.1
+    assert Spool(store).stats().rows == 0
+    sent = sum(body.count(b"\n") + 1 for body in server.bodies)
+    assert sent <= 2 * 2 * 2_000, f"{sent} points written for 4,000"

@@ -6,8 +6,10 @@ its rows in the spool, for ``REPLAY_S``, and writes them all again when the serv
 have lost them. Three bounds hold what is kept: ``REPLAY_ENVELOPES`` and
 ``REPLAY_SPOOL_BYTES`` (the spool's disk) and ``REPLAY_BYTES`` (the sink's memory: the
 older batches' lines are read back from the spool instead). A batch is never forgotten
-before ``FLUSH_S``, whatever the first two say: over them, the sink waits (``full``)
-rather than forget what the server may still hold.
+before ``FLUSH_S``, whatever the first two say: over them (by a batch or so), the sink
+waits (``full``) rather than forget what the server may still hold, while the server
+answers its ``/ping``; when it does not, the sink writes on and forgets only what a
+later write found the server alive ``FLUSH_S`` after.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from typing import Any
 
 from collector.outputs.influx import InfluxWriter, WriteRefused
 from collector.outputs.lineproto import envelope_lines
-from collector.outputs.recent import REPLAY_ENVELOPES, Lines, Recent, Written
+from collector.outputs.recent import Lines, Recent, Written
 from collector.outputs.spool import Spool
 from collector.outputs.spooled import decode_spooled
 
@@ -96,6 +96,9 @@ class Sink:
         before the next one."""
         self._started = False
         self._hang_ups = 0
+        self._replay_head = (-1, 0)
+        """(first row of the batch whose replay last failed with a server error, failures)."""
+        self._ping_answered = True
 
     @property
     def last_error(self) -> str:
@@ -177,15 +180,13 @@ class Sink:
             self._last_error = reason
 
     def _start(self) -> None:
-        """What the sink before accepted lately: written again first (it may be lost),
-        read from the spool batch by batch when written."""
+        """What the sink before accepted and had not let go: all written again first (it
+        may be lost), read from the spool batch by batch when written."""
         self._started = True
         now = time.monotonic()
         # In batches of the usual size: one write of everything kept may outlast the
         # time-out, or pass the server's request size, again and again.
-        for first, last, envelopes, size in self.spool.accepted_batches(
-            self.batch_rows, REPLAY_ENVELOPES
-        ):
+        for first, last, envelopes, size in self.spool.accepted_batches(self.batch_rows):
             self._recent.keep(Written(now, (first, last), envelopes, size, None))
             self._replay = True
 
@@ -197,39 +198,61 @@ class Sink:
                 if line[1] not in written.rejected]  # fmt: skip
 
     def _send_again(self, also: Written | None = None) -> None:
-        """The recent batches written again (raises as ``_send`` does): all of them,
-        however long ago, since the server may have lost them whenever it went; accepted
-        again now, each is kept ``REPLAY_S`` from now. Should the server hang up
-        meanwhile (killed and back again during the replay), the replay starts over,
-        with ``also`` (the batch just written, before the replay): what the server had
-        taken is lost with it."""
-        batches = list(self._recent)
+        """The recent batches and ``also`` (the batch just written) written again (raises
+        as ``_send`` does): all of them, however long ago, since the server may have lost
+        them whenever it went; accepted again now, each is kept ``REPLAY_S`` from now.
+        Should the server hang up meanwhile (killed and back during the replay), the
+        replay starts over: what the server had taken is lost with it. A row the
+        server keeps failing is dropped alone (``suspect``), as when first written."""
+        batches = [*self._recent, *([also] if also is not None else [])]
         for _attempt in range(REPLAY_ATTEMPTS):
-            after_first: int | None = None
+            before = self._writer.hang_ups  # any hang-up found from here: it went again
             for written in batches:
-                self._send(self._lines_of(written), again=True)
-                self.stats.replayed_batches += 1
-                if after_first is None:  # the first write may find the hang-up it answers
-                    after_first = self._writer.hang_ups
-            if after_first is None or self._writer.hang_ups == after_first:
+                self._send_once_more(written)
+            if self._writer.hang_ups == before:
                 break
-            if also is not None and also not in batches:  # written to the server just gone
-                batches.append(also)
         else:
             raise ConnectionError("the server hung up during each replay")
         self._recent.touch(time.monotonic())
         self._replay = False
         self._hang_ups = self._writer.hang_ups
 
+    def _send_once_more(self, written: Written) -> None:
+        head, failures = self._replay_head
+        suspect = head == written.first_row and failures >= SUSPECT_AFTER
+        try:
+            dropped = self._send(self._lines_of(written), suspect, again=True)
+        except WriteRefused as exc:
+            if exc.status >= 500:
+                self._replay_head = (
+                    written.first_row,
+                    failures + 1 if head == written.first_row else 1,
+                )
+            raise
+        if dropped:  # left out of its next replays too
+            written.rejected |= frozenset(dropped)
+            if written.lines is not None:
+                written.lines = [line for line in written.lines if line[1] not in written.rejected]
+        self.stats.replayed_batches += 1
+
     def _confirm(self) -> None:
         """Nothing to send but batches not yet past the server's flush: ask it whether it
         is still there. The request keeps the connection alive (an idle time-out would
         look like a restart), a server still there lets them go, and one that hung up or
-        is gone has them written again."""
+        stopped answering has them written again (once: a server whose ``/ping`` a proxy
+        does not pass is not written to again and again)."""
         well = self._writer.ping()
-        if not well or self._writer.hang_ups != self._hang_ups:
+        if self._writer.hang_ups != self._hang_ups:
             self._replay = True
             return
+        if not well:
+            if self._ping_answered:  # gone, perhaps: back later without a hang-up
+                self._replay = True
+                log.warning("the time-series server does not answer /ping; its restarts "
+                            "between writes are found by its connection alone")  # fmt: skip
+            self._ping_answered = False
+            return
+        self._ping_answered = True
         if forgotten := self._recent.prune(time.monotonic()):
             self._forget = max(self._forget, forgotten)
             self.spool.forget(self._forget)
@@ -240,9 +263,9 @@ class Sink:
             self._start()
         if self._recent.full() and not self._replay:
             self._confirm()  # forgets what is past the server's flush, if it is still there
-            if self._recent.full() and not self._replay:
+            if self._recent.full() and not self._replay and self._ping_answered:
                 return 0.5  # a drain faster than the bounds: wait for the server's flush
-        rows = self.spool.fetch(self.batch_rows)
+        rows = self.spool.take(self.batch_rows)  # the spool's bound leaves them be
         if not rows and not self._replay:
             if self._recent:
                 self._confirm()
@@ -255,9 +278,8 @@ class Sink:
             if self._replay:
                 self._send_again()
             if rows:
-                self.spool.writing(rows[-1][0])  # the spool's bound leaves them be meanwhile
                 rejected = frozenset(self._send(lines, suspect))
-                kept = [line for line in lines if line[1] not in rejected]
+                kept = [line for line in lines if line[1] not in rejected] if rejected else lines
                 size = sum(len(payload) for _, payload in rows)
                 written = Written(time.monotonic(), (rows[0][0], rows[-1][0]), len(rows), size,
                                   kept, rejected)  # fmt: skip

@@ -4,7 +4,8 @@ Kept in the state store (its ``spool`` table, and its size and drops in ``meta``
 the collector adds, the sink process takes, each in transactions of its own), and
 written in the same transaction as the state a batch changed: once a batch is
 committed it is both applied and durably queued, and may be acknowledged. Beyond
-``max_bytes`` the oldest rows are dropped and counted.
+``max_bytes`` the oldest rows waiting are dropped and counted, but those the sink is
+writing (``take``: ``meta.spool_writing``).
 
 A batch's envelopes are one row (a frame: a zero byte, then each payload after its
 length in four bytes; its ``envelopes`` column says how many): one row per envelope
@@ -170,29 +171,38 @@ class Spool:
     def fetch(self, limit: int) -> list[tuple[int, bytes]]:
         """The oldest envelopes, about ``limit`` of them in whole rows: each with its
         row's id (a frame's share it)."""
-        taken: list[tuple[int, bytes]] = []
         with self.store.reading() as db:
-            rows = db.execute(
-                "SELECT id, lines, envelopes FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-                (_sent(db), limit),
-            )
-            for row_id, lines, envelopes in rows:
-                if taken and len(taken) + int(envelopes) > limit:
-                    break
-                shared_id = int(row_id)
-                taken += [(shared_id, payload) for payload in unframe(bytes(lines))]
-                if len(taken) >= limit:
-                    break
+            return self._oldest(db, limit)
+
+    @staticmethod
+    def _oldest(db: sqlite3.Connection, limit: int) -> list[tuple[int, bytes]]:
+        taken: list[tuple[int, bytes]] = []
+        rows = db.execute(
+            "SELECT id, lines, envelopes FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+            (_sent(db), limit),
+        )
+        for row_id, lines, envelopes in rows:
+            if taken and len(taken) + int(envelopes) > limit:
+                break
+            shared_id = int(row_id)
+            taken += [(shared_id, payload) for payload in unframe(bytes(lines))]
+            if len(taken) >= limit:
+                break
         return taken
 
-    def writing(self, up_to_id: int) -> None:
-        """The sink is writing the rows up to this one: the bound drops newer ones first."""
+    def take(self, limit: int) -> list[tuple[int, bytes]]:
+        """``fetch``, the rows marked as being written in the same transaction: until the
+        server accepts them (``done``), the bound drops newer rows first (the server may
+        accept these, and a replay reads them back as they were written)."""
         with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO meta VALUES ('spool_writing', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (up_to_id,),
-            )
+            rows = self._oldest(db, limit)
+            if rows:
+                db.execute(
+                    "INSERT INTO meta VALUES ('spool_writing', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (rows[-1][0],),
+                )
+        return rows
 
     def done(self, up_to_id: int, forget_up_to: int | None = None) -> None:
         """The server accepted everything up to this row; the rows up to ``forget_up_to``
@@ -234,11 +244,11 @@ class Spool:
                     break
         return [entry for row in reversed(taken) for entry in row]
 
-    def accepted_batches(self, size: int, limit: int) -> list[tuple[int, int, int, int]]:
+    def accepted_batches(self, size: int, limit: int = 1 << 62) -> list[tuple[int, int, int, int]]:
         """The rows ``accepted`` holds, as (first row, last row, envelopes, bytes) of whole
         rows of about ``size`` envelopes each, oldest first, the newest ``limit``
-        envelopes: what a sink starting again writes first, read when written
-        (``accepted_between``)."""
+        envelopes (all by default): what a sink starting again writes first, read when
+        written (``accepted_between``)."""
         batches: list[tuple[int, int, int, int]] = []
         count = 0
         with self.store.reading() as db:
