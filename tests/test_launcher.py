@@ -225,6 +225,26 @@ def test_leftovers_of_an_interrupted_unpacking_are_removed_at_start(
     assert not partial.exists() and home.version_dir("1.0.0").is_dir()
 
 
+def test_the_unpacking_of_an_update_process_still_at_work_is_left_to_it(
+    tmp_path: Path, bundles: Path
+) -> None:
+    """An update process outlives a launcher killed with its agent (its own process
+    group): its ``.partial-*`` is not removed under it (renamed to ``versions/<v>``
+    meanwhile, it would be emptied, its self-check fail and the version be marked bad)."""
+    from agent.update.lock import UpdateLock
+
+    home = new_home(tmp_path / "home", bundles)
+    partial = home.versions / ".partial-1.1.0-abc"
+    (partial / "agent").mkdir(parents=True)
+    (partial / "agent" / "__init__.py").write_text("half")
+    with UpdateLock(home.state) as lock:
+        assert lock.try_acquire()
+        launcher_for(home).remove_leftovers()
+        assert (partial / "agent" / "__init__.py").is_file()
+    launcher_for(home).remove_leftovers()
+    assert not partial.exists() and home.version_dir("1.0.0").is_dir()
+
+
 def test_a_new_version_using_far_more_memory_or_cpu_is_not_healthy(
     tmp_path: Path, bundles: Path
 ) -> None:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from agent.update import EXIT_UPDATE, HOME_ENV, LAUNCHER_ENV, VERSION_DIR_ENV, bundle, versions
+from agent.update.lock import UpdateLock
 from agent.update.state import Decision, Health, Home, Trial
 
 log = logging.getLogger("commune-launcher")
@@ -291,13 +292,25 @@ class Launcher:
                     record.unlink()
 
     def remove_leftovers(self) -> None:
-        """Half-unpacked versions of an interrupted staging (no agent runs yet)."""
+        """Half-unpacked versions of an interrupted staging (no agent runs yet), only
+        under the update lock: an update process can outlive the agent that started it
+        (its own process group; a launcher killed with its agent), and its
+        ``.partial-*`` may be renamed to ``versions/<v>`` while rmtree empties it. Held:
+        left to that process (it removes its own on failure) or the next start."""
+        lock = UpdateLock(self.home.state)
         try:
-            leftovers = [p for p in self.home.versions.iterdir() if p.name.startswith(".")]
+            if not lock.try_acquire():
+                log.info("an update process is at work: its unpacking is left to it")
+                return
         except OSError:
             return
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+        with lock:
+            try:
+                leftovers = [p for p in self.home.versions.iterdir() if p.name.startswith(".")]
+            except OSError:
+                return
+            for path in leftovers:
+                shutil.rmtree(path, ignore_errors=True)
 
     def judge(self, health: Health | None, pid: int, up_s: float, trial: Trial) -> str:
         """Why the version on trial is not healthy yet ("" when it is)."""
