@@ -71,8 +71,10 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
         yield opened
 
 
-def _sink(store: StateStore, server: Server) -> Sink:
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b"))
+def _sink(store: StateStore, server: Server, batch_rows: int = 2000) -> Sink:
+    """A sink writing to the fake ``server``, ``batch_rows`` envelopes a write."""
+    settings = SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=batch_rows)
+    sink = Sink(Spool(store), settings)
     sink._writer = server  # type: ignore[assignment]
     return sink
 
@@ -204,8 +206,7 @@ def test_a_starting_sink_writes_again_in_batches_of_the_usual_size(
     while killed.step(0.0) == 0.0:
         pass
     server.bodies.clear()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=100))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=100)
     sink.step(0.0)
     assert server.bodies and all(body.count(b"\n") + 1 <= 2 * 120 for body in server.bodies)
 
@@ -254,8 +255,7 @@ def test_a_server_killed_again_during_a_replay_has_it_all_written_again(
     """A hang-up found by the batch written next starts a replay; the server killed again
     after one batch of it has the replay started over, the new batch with it."""
     server = KilledMidReplay()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     for seq in range(0, 100, 20):  # five batches accepted
         ingest(store, [envelope(s) for s in range(seq, seq + 20)])
         while sink.step(0.0) == 0.0:
@@ -278,8 +278,7 @@ def test_a_drain_faster_than_the_bounds_waits_for_the_servers_flush(
     forget what the server may still hold."""
     monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 4_000)
     server = Server()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=200)
     for seq in range(30):
         ingest(store, [envelope(seq, agent=f"pc-{pc:03d}") for pc in range(200)])
     for _ in range(30):
@@ -315,8 +314,7 @@ def test_rows_being_written_are_not_dropped_by_the_spools_bound(
     monkeypatch.setattr(recent, "REPLAY_BYTES", 1)  # every older batch read back
     Spool(store, max_bytes=6_000).attach()  # the collector's spool, small
     server = Committing(store, [[envelope(s, agent="pc-b") for s in range(20)]])
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     ingest(store, [envelope(s, agent="pc-a") for s in range(20)])
     assert sink.step(0.0) == 0.0  # written; meanwhile the collector's batch hit the bound
     accepted = set(server.memory)
@@ -401,8 +399,7 @@ def test_a_server_killed_between_a_batch_and_the_replay_it_starts_loses_neither(
     store: StateStore, clock: Clock
 ) -> None:
     server = KilledMidReplay()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     for seq in range(0, 100, 20):
         ingest(store, [envelope(s) for s in range(seq, seq + 20)])
         while sink.step(0.0) == 0.0:
@@ -424,8 +421,7 @@ def test_a_server_killed_while_a_bad_row_is_split_out_loses_no_half(
     them loses the halves before: written again."""
     ingest(store, [envelope(s) for s in range(20)])
     server = KilledMidReplay()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     while sink.step(0.0) == 0.0:
         pass  # one batch accepted before (the replay is not empty)
     ingest(store, [envelope(s) for s in range(20, 40)])
@@ -498,8 +494,7 @@ def test_rows_waiting_while_a_replay_is_written_are_not_dropped_by_the_bound(
     monkeypatch.setattr(recent, "REPLAY_BYTES", 1)
     Spool(store, max_bytes=6_000).attach()
     server = Committing(store, [])
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     ingest(store, [envelope(s, agent="pc-a") for s in range(20)])
     assert sink.step(0.0) == 0.0  # A accepted
     server.up = False
@@ -525,8 +520,7 @@ def test_a_sink_started_again_writes_again_all_the_one_before_kept(
     """However much that is (the bounds are the sink's to keep while it runs)."""
     monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 400)
     server = Server()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=200)
     for seq in range(3):
         ingest(store, [envelope(seq, agent=f"pc-{pc:03d}") for pc in range(200)])
     for _ in range(3):
@@ -535,8 +529,7 @@ def test_a_sink_started_again_writes_again_all_the_one_before_kept(
     accepted = set(server.memory)
     assert len(accepted) == 2 * 600
     server.kill()  # a power cut within a second of the writes
-    again = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=200))
-    again._writer = server  # type: ignore[assignment]
+    again = _sink(store, server, batch_rows=200)
     _drain(again, clock, 30)
     server.flush()
     assert accepted <= server.disk, f"{len(accepted - server.disk)} points lost"
@@ -556,8 +549,7 @@ def test_a_server_whose_ping_fails_is_not_written_to_again_and_again(
     its writes' own confirmation."""
     monkeypatch.setattr(recent, "REPLAY_ENVELOPES", 400)
     server = Unpinged()
-    sink = Sink(Spool(store), SinkSettings("http://127.0.0.1:9", "", "o", "b", batch_rows=20))
-    sink._writer = server  # type: ignore[assignment]
+    sink = _sink(store, server, batch_rows=20)
     for seq in range(100):
         ingest(store, [envelope(s, agent=f"pc-{seq:03d}") for s in range(20)])
     for _ in range(200):
