@@ -30,6 +30,7 @@ from collector.release.repository import Repository
 from collector.rollout.registry import client_certificates
 from collector.rollout.service import Rollout, RolloutSettings
 from collector.state import applied
+from collector.state.factsfeed import FactsFeed
 from collector.state.housekeeping import Housekeeping, Task, mark_silent, retention
 from collector.state.inventory import Inventory, all_renames, load_inventory
 from collector.state.livehealth import LiveHealth
@@ -40,11 +41,13 @@ from collector.state.systems import SystemFiles
 from collector.web.figures import (
     certificate_figures,
     figures,
+    read_figures,
     release_figures,
     rollout_figures,
     session_figures,
 )
 from collector.web.metrics import Family
+from collector.web.readprocess import ReadProcess, ReadSettings
 
 log = logging.getLogger("collector")
 
@@ -55,7 +58,9 @@ STALL_S = 60.0
 #: Part states that are not a fault of the collector (/healthz stays 200).
 WELL = frozenset({"ok", "reconnecting", "behind"})
 #: Parts shown but never failing /healthz: ingest goes on without them (enrollment waits).
-ADVISORY = frozenset({"dynsec", "profiles", "systems", "configs", "revocations", "crl", "releases"})
+ADVISORY = frozenset(
+    {"read_process", "dynsec", "profiles", "systems", "configs", "revocations", "crl", "releases"}
+)
 
 
 def load_all_rules(config: CollectorConfig) -> list[Rule]:
@@ -254,6 +259,9 @@ class Collector:
             systems=SystemsModel(self.store, self.inventories, self.systems),
         )
         self.engine.install(self.store)
+        # The read process's facts follow what commits (started with the API).
+        self.feed = self._facts_feed()
+        self.reads: ReadProcess | None = None
         # Its last observer: a batch another observer fails is never seen by it.
         self.health.install(self.store)
         alerts = config.alerts
@@ -286,6 +294,14 @@ class Collector:
         self._disconnected_since: float | None = time.monotonic()
         self.housekeeping = self._housekeeping()
         self.started = time.time()
+
+    def _facts_feed(self) -> FactsFeed | None:
+        if not (self.config.api.listen and self.config.api.read_process):
+            return None
+        feed = FactsFeed()
+        self.store.observers.append(feed.observe)
+        self.store.watchers.append(feed)
+        return feed
 
     def _source_settings(self) -> SourceSettings:
         mqtt, collector = self.config.mqtt, self.config.collector
@@ -324,7 +340,8 @@ class Collector:
             log.exception("releases: could not re-sign at start")
         if self.config.api.listen:
             self._start_api()
-            if self.config.console.enabled:
+            # The read process warms its own model: this one only serves while it is away.
+            if self.config.console.enabled and self.reads is None:
                 # The overview's line cache, filled before the first technician looks.
                 threading.Thread(target=self._warm, name="warm-console", daemon=True).start()
 
@@ -368,6 +385,7 @@ class Collector:
             float(section.retry_after),
             section.max_downloads_per_address,
         )
+        reads = ReadProcess(self.feed) if self.feed is not None else None
         app = create_app(
             self.health,
             self.reader,
@@ -380,7 +398,20 @@ class Collector:
             self.config.report.issuing(),
             releases,
             self.systems,
+            read_channel=reads.channel if reads is not None else None,
         )
+        if reads is not None:
+            sessions = getattr(app.state, "sessions", None)
+            reads.start(
+                ReadSettings(
+                    str(self.config.store.path),
+                    tuple(self.inventories),
+                    api,
+                    self.config.console if self.config.console.enabled else None,
+                    sessions.secret if sessions is not None else b"",
+                )
+            )
+            self.reads = reads
         try:
             server.start(app)
         except RuntimeError as exc:
@@ -390,6 +421,10 @@ class Collector:
         self._server, self._server_thread = server.uvicorn_server, server.thread
         scheme = "https" if api.tls_cert_file else "http"
         log.info("API for the IOC on %s://%s/docs", scheme, api.listen)
+
+    def _keep_reads(self, _now: float) -> None:
+        if self.reads is not None:
+            self.reads.ensure_running()
 
     def _send_receipts(self, _now: float) -> None:
         if self.receipts is not None and self.rollout is not None:
@@ -410,6 +445,8 @@ class Collector:
         ]
         if self.sink is not None:
             tasks.append(Task("sink", lambda _: self.sink.ensure_running()))
+        if self.feed is not None:
+            tasks.append(Task("reads", self._keep_reads))
         if self.rollout is not None:
             tasks.append(Task("rollout", self.rollout.tick))  # the shared systems' files too
         if self.receipts is not None and self.rollout is not None:
@@ -474,6 +511,8 @@ class Collector:
             self._server.should_exit = True
             if self._server_thread is not None:
                 self._server_thread.join(timeout=10)
+        if self.reads is not None:
+            self.reads.stop()
         self.source.stop()
         self.notifier.stop()
         if self.rollout is not None:
@@ -529,6 +568,9 @@ class Collector:
             )  # fmt: skip
         if self.rollout is not None:
             parts.update(self.rollout.parts())
+        if self.reads is not None:
+            # Shown, not failing /healthz: the collector answers the reads meanwhile.
+            parts["read_process"] = "ok" if self.reads.running else "restarting"
         if self.config.collector.systems:
             # The file on disk is not what runs (the previous catalogue goes on): see the log.
             parts["systems"] = "invalid" if self.systems.error else "ok"
@@ -557,6 +599,8 @@ class Collector:
         )
         if self.rollout is not None:
             families += rollout_figures(self.rollout)
+        if self.reads is not None:
+            families += read_figures(self.reads)
         return [
             *families,
             *session_figures(self.sessions()),

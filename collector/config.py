@@ -219,6 +219,12 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_connections_per_address: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 32
     """Open connections from one client address (an IPv6 client: its /64). The
     trusted_proxies are exempt: the proxy bounds its own clients (limit_conn)."""
+    read_process: bool = True
+    """Answer the reads of the health model (the IOC's province, communes, availability,
+    alerts, agents; the console's overview, commune, agent and alerts pages) in a
+    process of their own beside ingest (``collector/web/readprocess.py``): under the
+    country's ingest, in the collector's process they and ingest waited for each other.
+    false: all in the collector's process (a small province; memory)."""
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

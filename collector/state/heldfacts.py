@@ -211,6 +211,9 @@ class HeldFacts:
                 self._places = _all_places(db)
                 self.places_version += 1
 
+    def committed(self) -> None:
+        """Nothing to do: what the observer saw is held already."""
+
     def rolled_back(self) -> None:
         """What the observer took from the transaction never was: forget everything."""
         with self._lock:

@@ -78,6 +78,8 @@ class LiveHealth(HealthModel):
         self.figures_bound_s = figures_bound_s
         self.facts = HeldFacts()
         self._writer: StateStore | None = None
+        """Where held facts are read from when not held yet: the writer, or in the read
+        process a store of its own (``follow``)."""
         self._history_db: sqlite3.Connection | None = None
         """Its own connection for the outages: not queued behind the API's other reads."""
         self._history_lock = threading.Lock()
@@ -96,12 +98,21 @@ class LiveHealth(HealthModel):
         """Keep current with what ``writer`` commits. Install it after the other
         observers: one that fails before it rolls the batch back unseen."""
         self._writer = writer
+        self._open_history()
+        writer.observers.append(self.facts.observe)
+        writer.watchers.append(self.facts)
+
+    def follow(self, store: StateStore) -> None:
+        """Keep current in another process than the writer's: its facts are fed what
+        the writer commits (``state/factsfeed.py``), and read afresh through ``store``."""
+        self._writer = store
+        self._open_history()
+
+    def _open_history(self) -> None:
         if self.store.path != Path(":memory:"):
             self._history_db = sqlite3.connect(
                 self.store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
             )
-        writer.observers.append(self.facts.observe)
-        writer.watchers.append(self.facts)
 
     def close(self) -> None:
         if self._history_db is not None:

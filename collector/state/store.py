@@ -103,6 +103,10 @@ class Watcher(Protocol):
     def rolled_back(self) -> None:
         """A write transaction was rolled back: what the observers saw in it never was."""
 
+    def committed(self) -> None:
+        """A write transaction committed: what the observers and watchers saw in it is
+        what other connections now read."""
+
 
 class Queue(Protocol):
     """Takes the payloads a batch admitted, in its transaction (outputs/spool.py)."""
@@ -316,10 +320,15 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 self._rolled_back()
                 raise
+            self._committed()
 
     def _rolled_back(self) -> None:
         for watcher in self.watchers:
             watcher.rolled_back()
+
+    def _committed(self) -> None:
+        for watcher in self.watchers:
+            watcher.committed()
 
     def _agents_changed(self, keys: Sequence[str]) -> None:
         for watcher in self.watchers:
@@ -924,6 +933,7 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 self._rolled_back()
                 raise
+            self._committed()
         return keys
 
     def prune(self, before: float, max_alerts: int | None = None) -> int:
@@ -1135,6 +1145,7 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 self._rolled_back()
                 raise
+            self._committed()
         return [key for (key,) in keys]
 
     def ports(self, place: str = "") -> dict[tuple[str, str, str], Port]:

@@ -25,6 +25,7 @@ from collector.web.api import router
 from collector.web.audit import router as audit_router
 from collector.web.auth import ApiContext, caller_of
 from collector.web.configkeys import router as config_keys_router
+from collector.web.forward import ReadChannel, ReadForwarder
 from collector.web.groups import router as groups_router
 from collector.web.guard import BodyTooLarge, Guard
 from collector.web.maintenance import router as maintenance_router
@@ -76,8 +77,15 @@ def create_app(
     issuer: Issuer | None = None,
     releases: ReleaseFiles | None = None,
     systems: Callable[[], dict[str, Catalogue]] = dict,
+    *,
+    read_channel: ReadChannel | None = None,
+    guard: bool = True,
+    session_secret: bytes | None = None,
 ) -> FastAPI:
-    """``systems``: each province's shared systems, as they are now."""
+    """``systems``: each province's shared systems, as they are now. ``read_channel``:
+    the read process the health model's reads are handed to (``web/forward.py``).
+    ``guard`` False and ``session_secret``: the read process's app, behind the
+    collector's guard and signing the console's cookies as the collector does."""
     # /docs and /redoc with Swagger UI's and ReDoc's files served from here: the IOC on the
     # dedicated network has no route to a CDN.
     app = FastAPIOffline(
@@ -92,7 +100,11 @@ def create_app(
             "rounded to two decimals in the answers."
         ),
     )
-    app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
+    if read_channel is not None:
+        # Added before the guard, so inside it: what is handed over was guarded here.
+        app.add_middleware(ReadForwarder, channel=read_channel)
+    if guard:
+        app.add_middleware(Guard, open_on_loopback=settings.open_on_loopback)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.state.context = ApiContext(
@@ -128,7 +140,12 @@ def create_app(
         from collector.web.console.views import Login, compile_templates, login_redirect
         from collector.web.console.views import router as console_router
 
-        app.state.sessions = Sessions.from_file(console.secret_file, console.session_hours * 3600)
+        lifetime = console.session_hours * 3600
+        app.state.sessions = (
+            Sessions(session_secret, lifetime)
+            if session_secret is not None
+            else Sessions.from_file(console.secret_file, lifetime)
+        )
         app.include_router(console_router)
         app.include_router(system_pages)
         app.include_router(rollout_page)

@@ -18,6 +18,7 @@ from collector.rollout.enrollment import REFUSALS as ENROLL_REFUSALS
 from collector.rollout.service import Rollout
 from collector.state.store import StateStore
 from collector.web.metrics import Family, histogram
+from collector.web.readprocess import ReadProcess
 
 
 def alerts_firing(reader: StateStore) -> Family:
@@ -251,4 +252,36 @@ def release_figures(signer: OnlineSigner) -> list[Family]:
             "counter",
             "Snapshot and timestamp files signed by the collector.",
         ).add(signer.resigned_total),
+    ]
+
+
+def read_figures(reads: ReadProcess) -> list[Family]:
+    """The read process (collector/web/readprocess.py): up, restarts, the reads it
+    answered and those the collector served for it, its facts feed's resets."""
+    channel, feed = reads.channel, reads.feed
+    served = Family(
+        "commune_collector_reads_total", "counter",
+        "Reads of the health model, by who answered: the read process, or the collector "
+        "while the read process was away (read_process), or neither in time (timed_out).",
+    )  # fmt: skip
+    served.add(channel.handed, answered_by="read_process")
+    served.add(channel.kept, answered_by="collector")
+    served.add(channel.timed_out, answered_by="timed_out")
+    up = Family("commune_collector_read_process_up", "gauge", "1 while the read process runs.")
+    restarts = Family(
+        "commune_collector_read_process_restarts_total",
+        "counter",
+        "Times the read process was started again after it ended.",
+    )
+    resets = Family(
+        "commune_collector_read_facts_resets_total",
+        "counter",
+        "Times the read process was so far behind the commits that it read its facts "
+        "afresh from the store.",
+    )
+    return [
+        up.add(float(reads.running)),
+        restarts.add(reads.restarts),
+        served,
+        resets.add(feed.resets),
     ]

@@ -1,0 +1,182 @@
+"""The health model's facts, held current in another process than the writer's.
+
+The read process (``collector/web/readprocess.py``) answers the IOC and the consoles
+from a live health model of its own, so that their requests and ingest do not share
+one interpreter. Its ``HeldFacts`` follow what the writer commits:
+
+- ``FactsFeed`` (the writer's side) is one of the store's observers and watchers: what
+  a write transaction showed it (the batch's admitted envelopes, agents changed
+  outside them) is sent once the transaction has committed, never what was rolled
+  back; from a thread of its own, so that ingest never waits for the other process.
+  It is bounded: when the read process is ``MAX_FRAMES`` transactions behind, what
+  does not fit is dropped and the next frame tells it to forget what it holds
+  (``Reset``): it reads its facts afresh from the store, which has them all.
+- ``follow`` (the read process's side) applies the frames in order to its facts,
+  reading what they read again through a read-only connection of its own: as
+  committed, at least as new as the frame.
+
+A province the read process loads is read under its facts' lock, and the frames are
+applied under it too: a frame applied before the loading was committed before it (the
+loading read it), one applied after is applied on what was loaded (applying again what
+the loading read changes nothing: a sample replaces a held one only when newer, and
+agents, subjects and ports are read as they are now).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import msgspec
+
+from agent.wire import Envelope
+from collector.state.heldfacts import HeldFacts
+
+log = logging.getLogger(__name__)
+
+#: Transactions the read process may be behind before the feed drops and resets.
+MAX_FRAMES = 2000
+
+
+class Batch(msgspec.Struct, tag="e", array_like=True, frozen=True):
+    received: float
+    envelopes: list[Envelope]
+
+
+class AgentsChanged(msgspec.Struct, tag="a", array_like=True, frozen=True):
+    keys: list[str]
+
+
+class Reset(msgspec.Struct, tag="r", array_like=True, frozen=True):
+    """Frames were dropped: forget what is held, read it afresh."""
+
+
+Part = Batch | AgentsChanged | Reset
+_FRAME = msgspec.msgpack.Decoder(list[Part])
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class FactsFeed:
+    """The store's observer and watcher sending each committed transaction's facts to
+    a connection (``attach``); with none attached, it only forgets them."""
+
+    def __init__(self, max_frames: int = MAX_FRAMES) -> None:
+        self._pending: list[Part] = []
+        """What the transaction in progress showed (only its thread touches it)."""
+        self._frames: queue.Queue[list[Part] | None] = queue.Queue(max_frames)
+        self._dropped = False
+        self._attached: Connection | None = None
+        self._sender: threading.Thread | None = None
+        self.frames_sent = 0
+        self.resets = 0
+
+    # the store's observer and watcher ------------------------------------------------
+
+    def observe(self, _db: sqlite3.Connection, envelopes: Sequence[Envelope], now: float) -> None:
+        if self._attached is not None and envelopes:
+            self._pending.append(Batch(now, list(envelopes)))
+
+    def agents_changed(self, _db: sqlite3.Connection, keys: Sequence[str]) -> None:
+        if self._attached is not None and keys:
+            self._pending.append(AgentsChanged(list(keys)))
+
+    def rolled_back(self) -> None:
+        self._pending = []
+
+    def committed(self) -> None:
+        if not self._pending:
+            return
+        parts, self._pending = self._pending, []
+        if self._dropped:
+            parts.insert(0, Reset())
+        try:
+            self._frames.put_nowait(parts)
+        except queue.Full:
+            self._dropped = True
+            return
+        if self._dropped:
+            self._dropped = False
+            self.resets += 1
+
+    # the connection --------------------------------------------------------------------
+
+    def attach(self, connection: Connection) -> None:
+        """Send from now on to ``connection`` (a read process just started: it holds
+        nothing yet, so nothing before matters to it)."""
+        self.detach()
+        self._frames = queue.Queue(self._frames.maxsize)
+        self._dropped = False
+        self._attached = connection
+        self._sender = threading.Thread(
+            target=self._send, args=(connection, self._frames), name="facts-feed", daemon=True
+        )
+        self._sender.start()
+
+    def detach(self) -> None:
+        sender, frames, connection = self._sender, self._frames, self._attached
+        self._attached = self._sender = None
+        if sender is not None and connection is not None:
+            with contextlib.suppress(queue.Full):
+                frames.put_nowait(None)
+            connection.close()  # a sender blocked writing to a stuck process is released
+            sender.join(timeout=5)
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Wait until what committed was sent (or the sender ended); whether it was."""
+        deadline = time.monotonic() + timeout_s
+        while self._frames.unfinished_tasks and self._sender is not None:
+            if not self._sender.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _send(self, connection: Connection, frames: queue.Queue[list[Part] | None]) -> None:
+        while (parts := frames.get()) is not None:
+            try:
+                connection.send_bytes(_ENCODER.encode(parts))
+            except (OSError, ValueError):  # the read process is gone: it starts afresh
+                return
+            finally:
+                frames.task_done()
+            self.frames_sent += 1
+
+
+def follow(facts: HeldFacts, store_path: Path, connection: Connection) -> None:
+    """Apply what the feed sends to ``facts`` until the writer's side closes (the read
+    process's thread)."""
+    db = sqlite3.connect(f"{store_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        while True:
+            try:
+                data = connection.recv_bytes()
+            except (EOFError, OSError):
+                return
+            apply(facts, db, decode_frame(data))
+    finally:
+        db.close()
+
+
+def decode_frame(data: bytes) -> list[Part]:
+    """A frame's parts; one that cannot be read says to read everything afresh."""
+    try:
+        return _FRAME.decode(data)
+    except msgspec.DecodeError:
+        log.exception("a frame of the facts feed could not be read: reading afresh")
+        return [Reset()]
+
+
+def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[Part]) -> None:
+    for part in parts:
+        if isinstance(part, Batch):
+            facts.observe(db, part.envelopes, part.received)
+        elif isinstance(part, AgentsChanged):
+            facts.agents_changed(db, part.keys)
+        else:
+            facts.rolled_back()

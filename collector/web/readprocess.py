@@ -1,0 +1,286 @@
+"""The read process: the IOC's and the consoles' reads of the health model, answered
+beside ingest rather than in its interpreter.
+
+Under the country's ingest, requests answered in the collector's process waited for
+its one interpreter, which ingest holds about half of the time, and ingest waited for
+them: a province's list and month, the national pages and the console's overview
+missed their times, and ingest fell behind the rate while they were read. Here they
+run in a process of their own, on the other core, with:
+
+- a live health model of its own (``LiveHealth.follow``), fed what the collector
+  commits (``state/factsfeed.py``) and reading the rest from the state store (SQLite
+  WAL: it reads while ingest commits);
+- the collector's web application, built as the collector builds it but without its
+  guard (the collector's server already applied it) and with the console's session
+  secret the collector's server uses, so that a cookie one of them made holds in both;
+- a Unix socket in a directory only the collector's user may enter, where the
+  collector's server hands over the reads (``collector/web/forward.py``).
+
+Started with ``spawn`` (the collector has threads and open databases by then). It
+leaves when told to, or when the collector that started it is gone (even after a
+kill -9); the collector's housekeeping starts it again if it died, and serves the
+reads itself meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import gc
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from collector.config import ApiSection, ConsoleSection
+from collector.state.factsfeed import FactsFeed
+from collector.state.inventory import Inventory
+from collector.web.forward import ReadChannel
+from collector.web.readwire import ASK, MAX_REQUEST_BYTES, Answer, Ask, FrameTooLarge, frame
+from collector.web.readwire import read_frame as _read_frame
+
+log = logging.getLogger("collector.reads")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: As the collector's housekeeping: the figures that depend on time, before they are asked.
+REFRESH_S = 10.0
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    store_path: str
+    inventories: tuple[Inventory, ...]
+    api: ApiSection
+    console: ConsoleSection | None
+    session_secret: bytes = b""
+    """The console's cookie secret the collector's server signs with ("": no console)."""
+
+
+class ReadProcess:
+    """The read process as the collector holds it: start, stop, ensure_running, and the
+    ``channel`` its server hands the reads over through."""
+
+    def __init__(self, feed: FactsFeed) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self.feed = feed
+        # Only the collector's user may reach the socket: the reads behind it trust
+        # what the collector's server says of each request (its client's address).
+        self._dir = tempfile.mkdtemp(prefix="commune-reads-")
+        self.socket_path = os.path.join(self._dir, "reads.sock")
+        self._stop = self._context.RawValue(ctypes.c_byte, 0)
+        self._settings: ReadSettings | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.restarts = 0
+        self.channel = ReadChannel(self.socket_path, lambda: self.running)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, settings: ReadSettings) -> None:
+        self._settings = settings
+        self._spawn()
+
+    def _spawn(self) -> None:
+        assert self._settings is not None
+        receiving, sending = self._context.Pipe(duplex=False)
+        self._process = self._context.Process(
+            target=_serve,
+            args=(
+                self._settings,
+                self.socket_path,
+                receiving,
+                self._stop,
+                os.getpid(),
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name="commune-collector-reads",
+            daemon=True,
+        )
+        self._process.start()
+        receiving.close()
+        self.feed.attach(sending)
+
+    def ensure_running(self) -> None:
+        """Start it again if it died (the housekeeping calls this)."""
+        if self._stop.value or self._process is None or self._process.is_alive():
+            return
+        log.error(
+            "the read process ended (exit code %s); starting it again (the collector "
+            "serves the reads meanwhile)",
+            self._process.exitcode,
+        )
+        self.feed.detach()
+        self._spawn()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        self._stop.value = 1
+        self.feed.detach()
+        if self._process is not None and self._process.pid is not None:
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(timeout=5)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# the read process itself ---------------------------------------------------------------
+
+
+def _serve(
+    settings: ReadSettings,
+    socket_path: str,
+    feed: Connection,
+    stop: Any,
+    parent: int,
+    level: int,
+) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    from collector.state.factsfeed import follow
+    from collector.state.livehealth import LiveHealth
+    from collector.state.store import StateStore
+    from collector.web.factory import create_app
+
+    store = StateStore(Path(settings.store_path))
+    model = LiveHealth(store, settings.inventories)
+    model.follow(store)
+    threading.Thread(
+        target=follow, args=(model.facts, store.path, feed), name="facts-feed", daemon=True
+    ).start()
+    app = create_app(
+        model,
+        store,
+        settings.api,
+        console=settings.console,
+        guard=False,
+        session_secret=settings.session_secret or None,
+    )
+    threading.Thread(target=_keep_current, args=(model, stop), name="refresh", daemon=True).start()
+    try:
+        asyncio.run(_listen(app, socket_path, stop, parent))
+    finally:
+        model.close()
+        store.close()
+
+
+def _keep_current(model: Any, stop: Any) -> None:
+    """Warm the overview's figures, then keep what depends on time current."""
+    try:
+        model.warm()
+    except Exception:  # a failure here costs the first requests their speed, no more
+        log.exception("could not warm the console's overview")
+    # What warming built (millions of objects for the country) is left out of the
+    # collector's garbage collections, each of which would stop the requests.
+    gc.freeze()
+    while not stop.value:
+        threading.Event().wait(REFRESH_S)
+        try:
+            model.refresh()
+        except Exception:
+            log.exception("the health figures could not be refreshed")
+
+
+async def _listen(app: Any, socket_path: str, stop: Any, parent: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    open_writers: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
+    server = await asyncio.start_unix_server(
+        functools.partial(_connection, app, open_writers), socket_path
+    )
+    os.chmod(socket_path, 0o600)
+    async with server:
+        # Polled: a collector killed -9 tells no one, and a flag set by another process
+        # wakes no event of this loop.
+        while not stop.value and os.getppid() == parent:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+        # Each connection's handler then ends on its own (not cancelled mid-read).
+        handlers = [task for task in open_writers.values() if task is not None]
+        for writer in list(open_writers):
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def _connection(
+    app: Any,
+    open_writers: dict[asyncio.StreamWriter, asyncio.Task[None] | None],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    open_writers[writer] = asyncio.current_task()
+    try:
+        while True:
+            try:
+                ask = ASK.decode(await _read_frame(reader, MAX_REQUEST_BYTES))
+            except (asyncio.IncompleteReadError, ConnectionError, FrameTooLarge):
+                return
+            except msgspec.DecodeError:
+                log.error("a request from the collector's server could not be read")
+                return
+            writer.write(frame(await answer(app, ask)))
+            await writer.drain()
+    finally:
+        open_writers.pop(writer, None)
+        writer.close()
+
+
+async def answer(app: Any, ask: Ask) -> Answer:
+    """What ``app`` answers to ``ask``, whole."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": ask.http_version,
+        "method": ask.method,
+        "scheme": ask.scheme,
+        "path": ask.path,
+        "raw_path": ask.raw_path,
+        "query_string": ask.query_string,
+        "root_path": "",
+        "headers": ask.headers,
+        "client": ask.client,
+        "server": ask.server,
+        "state": {},
+    }
+    started: dict[str, Any] = {}
+    body: list[bytes] = []
+    asked = False
+    never = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never  # the client stays: a streaming answer is not cut short
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.update(message)
+        elif message["type"] == "http.response.body":
+            body.append(bytes(message.get("body", b"")))
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        log.exception("a read failed")
+        if not started:
+            return Answer(500, [(b"content-type", b"text/plain; charset=utf-8")],
+                          b"Internal Server Error")  # fmt: skip
+    finally:
+        never.cancel()
+    headers = [(bytes(k), bytes(v)) for k, v in started.get("headers", [])]
+    return Answer(int(started.get("status", 500)), headers, b"".join(body))

@@ -1,0 +1,359 @@
+"""The read process: the health model's reads answered beside ingest, as the collector
+would answer them.
+
+- Its facts, fed by what the writer commits, answer as a full recomputation after every
+  change (the live model's property, through the feed and another connection).
+- Served for real (the collector's server handing reads over a Unix socket to a spawned
+  process): the same answers as the collector's own app, current after each commit, the
+  console's cookie holding in both, a logout ending it in both, wrong tokens counted in
+  the collector's one lockout, and the reads served by the collector while the read
+  process is away, then by it again once started afresh.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector.config import ApiSection, ApiToken, ConsoleSection
+from collector.state.factsfeed import MAX_FRAMES, FactsFeed, apply, decode_frame
+from collector.state.livehealth import LiveHealth
+from collector.state.store import StateStore
+from collector.web.auth import token_digest
+from collector.web.factory import create_app
+from collector.web.readprocess import ReadProcess, ReadSettings
+from tests.servers import AppServer
+from tests.test_livehealth import (
+    INVENTORY,
+    T0,
+    Failing,
+    envelope,
+    line,
+    same_answers,
+    status,
+    steps,
+)
+from tests.test_livehealth import apply as apply_step
+
+TOKEN = "ioc-token-for-the-read-process-0123"
+SECRET = b"s" * 32
+
+
+# the feed, in one process ---------------------------------------------------------------
+
+
+class Followed:
+    """A writer with the feed, and a live model following it through a pipe."""
+
+    def __init__(self, tmp_path: Path, feed: FactsFeed | None = None) -> None:
+        self.now = [T0]
+        path = tmp_path / "state.sqlite"
+        self.store = StateStore(path, clock=lambda: self.now[0])
+        self.feed = feed or FactsFeed()
+        self.store.observers.append(self.feed.observe)
+        self.store.watchers.append(self.feed)
+        self.failing = Failing()
+        self.store.observers.append(self.failing)
+        self.reader = StateStore(path, clock=lambda: self.now[0])
+        self.live = LiveHealth(self.reader, [INVENTORY], clock=lambda: self.now[0],
+                               figures_bound_s=0.0)  # fmt: skip
+        self.live.follow(self.reader)
+        self.receiving, sending = multiprocessing.Pipe(duplex=False)
+        self.feed.attach(sending)
+        self.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                  isolation_level=None)  # fmt: skip
+
+    def deliver(self) -> int:
+        """What the feed sent, applied as the read process applies it: frames applied."""
+        self.feed.flush()
+        frames = 0
+        while self.receiving.poll(0):
+            apply(self.live.facts, self.db, decode_frame(self.receiving.recv_bytes()))
+            frames += 1
+        return frames
+
+    def close(self) -> None:
+        self.feed.detach()
+        self.db.close()
+        self.live.close()
+        self.reader.close()
+        self.store.close()
+
+
+@pytest.fixture
+def followed(tmp_path: Path) -> Iterator[Followed]:
+    world = Followed(tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(steps, min_size=1, max_size=20))
+def test_the_followed_model_answers_as_a_full_recomputation(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple[Any, ...]]
+) -> None:
+    world = Followed(tmp_path_factory.mktemp("followed"))
+    try:
+        same_answers(world.store, world.live, world.now[0])
+        for step in sequence:
+            apply_step(world.store, world.failing, world.now, step)
+            world.deliver()
+            same_answers(world.store, world.live, world.now[0])
+    finally:
+        world.close()
+
+
+def test_a_rolled_back_batch_sends_nothing(followed: Followed) -> None:
+    place = ("dong-nai", "la-nga", "pc-1")
+    followed.store.apply(statuses=[(status(place, T0), T0)])
+    assert followed.deliver() == 1
+    followed.failing.fail = True
+    with pytest.raises(RuntimeError):
+        followed.store.apply([envelope(place, T0, [line(T0, "tslcd", "tslcd", False, 0.0)])])
+    assert followed.deliver() == 0
+
+
+def test_a_read_process_too_far_behind_reads_afresh(tmp_path: Path) -> None:
+    """Frames past the bound are dropped; the next one says to forget: the facts held
+    then are read again from the store, which has every commit."""
+    stalled = StalledFeed(max_frames=3)
+    world = Followed(tmp_path, stalled)
+    try:
+        place = ("dong-nai", "la-nga", "pc-1")
+        world.store.apply(statuses=[(status(place, T0), T0)])
+        assert world.live.commune("la-nga", "dong-nai") is not None  # the province held
+        for minute in range(5):  # 5 more commits, 2 fit: the line's last 3 words dropped
+            at = T0 + 60 * (minute + 1)
+            up = minute % 2 == 1
+            world.store.apply([envelope(place, at, [line(at, "tslcd", "tslcd", up, 5.0)])])
+        stalled.gate.set()
+        assert world.feed.flush()
+        assert world.feed.resets == 0  # said with the next frame, not before
+        world.now[0] = at = T0 + 400
+        world.store.apply(statuses=[(status(place, at), at)])
+        assert world.deliver() == 4
+        assert world.feed.resets == 1
+        commune = world.live.commune("la-nga", "dong-nai")
+        assert commune is not None and commune.line.up is False  # as the last, dropped, said
+        same_answers(world.store, world.live, world.now[0])
+    finally:
+        stalled.gate.set()
+        world.close()
+
+
+class StalledFeed(FactsFeed):
+    """A feed whose sender waits at a gate: a read process stuck."""
+
+    def __init__(self, max_frames: int) -> None:
+        super().__init__(max_frames)
+        self.gate = threading.Event()
+
+    def _send(self, connection: Any, frames: Any) -> None:
+        self.gate.wait()
+        super()._send(connection, frames)
+
+
+def test_frames_are_bounded_by_default() -> None:
+    assert MAX_FRAMES >= 100  # seconds of the country's commits, not unbounded
+
+
+# served for real ------------------------------------------------------------------------
+
+
+class Served:
+    """A writer, the collector's app handing reads to a spawned read process, and the
+    same app without it (what the collector answered before), on two servers."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        path = tmp_path / "state.sqlite"
+        self.store = StateStore(path)
+        self.feed = FactsFeed()
+        self.store.observers.append(self.feed.observe)
+        self.store.watchers.append(self.feed)
+        self.reader = StateStore(path)
+        self.live = LiveHealth(self.reader, [INVENTORY])
+        self.live.install(self.store)
+        api = ApiSection(
+            listen="127.0.0.1:0",
+            tokens=[ApiToken(name="ioc", role="technician", sha256=token_digest(TOKEN))],
+            max_auth_failures=3,
+        )
+        console = ConsoleSection()
+        self.reads = ReadProcess(self.feed)
+        self.app = create_app(self.live, self.reader, api, console=console,
+                              read_channel=self.reads.channel, session_secret=SECRET)  # fmt: skip
+        self.reads.start(ReadSettings(str(path), (INVENTORY,), api, console, SECRET))
+        self.server = AppServer(self.app).start()
+        self.alone = AppServer(create_app(self.live, self.reader, api, console=console,
+                                          session_secret=SECRET)).start()  # fmt: skip
+
+    def close(self) -> None:
+        self.server.stop()
+        self.alone.stop()
+        self.reads.stop()
+        self.live.close()
+        self.reader.close()
+        self.store.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    world = Served(tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None,
+        method: str = "GET", body: str = "") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.1)
+
+
+def handed(served: Served, path: str) -> bool:
+    before = served.reads.channel.handed
+    status_code, _, _ = get(served.server.port, path, bearer())
+    return status_code == 200 and served.reads.channel.handed > before
+
+
+def timeless(answer: Any) -> Any:
+    """An answer without when it was made (the two servers answer moments apart)."""
+    if isinstance(answer, dict):
+        return {k: timeless(v) for k, v in answer.items() if not k.startswith("generated_at")}
+    if isinstance(answer, list):
+        return [timeless(v) for v in answer]
+    return answer
+
+
+def line_of(served: Served, port: int) -> Any:
+    _, _, body = get(port, "/api/v1/communes/la-nga?province=dong-nai", bearer())
+    return json.loads(body)["line"]
+
+
+def test_reads_are_answered_by_the_read_process_as_by_the_collector(served: Served) -> None:
+    now = time.time()
+    place = ("dong-nai", "la-nga", "pc-1")
+    served.store.apply(statuses=[(status(place, now), now)])
+    served.store.apply([envelope(place, now, [line(now, "tslcd", "tslcd", True, 7.5)])])
+    wait_for(lambda: handed(served, "/api/v1/province?province=dong-nai"),
+             "the read process answers")  # fmt: skip
+    for path in ("/api/v1/province?province=dong-nai", "/api/v1/communes?province=dong-nai",
+                 "/api/v1/communes/la-nga?province=dong-nai", "/api/v1/alerts",
+                 "/api/v1/agents?province=dong-nai", "/api/v1/communes/nowhere"):  # fmt: skip
+        before = served.reads.channel.handed
+        there = get(served.server.port, path, bearer())
+        here = get(served.alone.port, path, bearer())
+        assert served.reads.channel.handed == before + 1, path
+        assert there[0] == here[0], path
+        assert timeless(json.loads(there[2])) == timeless(json.loads(here[2])), path
+        # The collector's guard still says how the answer may be used.
+        assert there[1]["x-frame-options"] == "DENY", path
+        assert there[1]["content-type"] == here[1]["content-type"], path
+    # A write is the collector's: not handed over.
+    before = served.reads.channel.handed
+    assert get(served.server.port, "/api/v1/silences", bearer())[0] == 200
+    assert served.reads.channel.handed == before
+
+
+def test_the_read_process_is_current_after_each_commit(served: Served) -> None:
+    now = time.time()
+    place = ("dong-nai", "la-nga", "pc-1")
+    served.store.apply(statuses=[(status(place, now), now)])
+    served.store.apply([envelope(place, now, [line(now, "tslcd", "tslcd", True, 7.5)])])
+    wait_for(lambda: handed(served, "/api/v1/province?province=dong-nai"),
+             "the read process answers")  # fmt: skip
+    assert line_of(served, served.server.port)["up"] is True
+    later = now + 1
+    served.store.apply([envelope(place, later, [line(later, "tslcd", "tslcd", False, 0.0)])])
+    wait_for(lambda: line_of(served, served.server.port)["up"] is False, "the line seen down")
+    assert line_of(served, served.alone.port)["up"] is False
+
+
+def test_wrong_tokens_on_reads_count_in_the_collectors_one_lockout(served: Served) -> None:
+    wait_for(lambda: handed(served, "/api/v1/alerts"), "the read process answers")
+    for _ in range(3):
+        assert get(served.server.port, "/api/v1/province", bearer("wrong"))[0] == 401
+    # Locked out on the collector's own routes too, and on the reads, right token or not.
+    assert get(served.server.port, "/api/v1/silences", bearer())[0] == 429
+    assert get(served.server.port, "/api/v1/alerts", bearer())[0] == 429
+
+
+def test_a_console_session_holds_in_both_processes_and_ends_in_both(served: Served) -> None:
+    wait_for(lambda: handed(served, "/api/v1/alerts"), "the read process answers")
+    code, headers, _ = get(
+        served.server.port, "/login", {"Content-Type": "application/x-www-form-urlencoded"},
+        "POST", urllib.parse.urlencode({"token": TOKEN}),
+    )  # fmt: skip
+    assert code == 303
+    cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
+    before = served.reads.channel.handed
+    code, _, body = get(served.server.port, "/", cookie)
+    assert code == 200 and "Xã La Ngà".encode() in body
+    assert served.reads.channel.handed == before + 1
+    assert get(served.server.port, "/logout", cookie, "POST")[0] == 303
+    code, headers, _ = get(served.server.port, "/", cookie)
+    assert code in (302, 303, 307) and headers["location"].startswith("/login")
+
+
+def test_reads_are_served_by_the_collector_while_the_read_process_is_away(
+    served: Served,
+) -> None:
+    now = time.time()
+    place = ("dong-nai", "la-nga", "pc-1")
+    served.store.apply(statuses=[(status(place, now), now)])
+    wait_for(lambda: handed(served, "/api/v1/province?province=dong-nai"),
+             "the read process answers")  # fmt: skip
+    pid = served.reads.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not served.reads.running, "the read process gone")
+    kept = served.reads.channel.kept
+    code, _, body = get(served.server.port, "/api/v1/province?province=dong-nai", bearer())
+    assert code == 200 and json.loads(body)["province"] == "dong-nai"
+    # Not handed over (it is not running): answered here, at once.
+    assert served.reads.channel.kept == kept
+    served.reads.ensure_running()
+    assert served.reads.restarts == 1
+    later = now + 1
+    served.store.apply([envelope(place, later, [line(later, "tslcd", "tslcd", False, 0.0)])])
+    wait_for(lambda: handed(served, "/api/v1/province?province=dong-nai"),
+             "the new read process answers")  # fmt: skip
+    assert line_of(served, served.server.port)["up"] is False
