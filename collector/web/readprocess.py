@@ -169,29 +169,39 @@ def _serve(
         guard=False,
         session_secret=settings.session_secret or None,
     )
-    threading.Thread(target=_keep_current, args=(model, stop), name="refresh", daemon=True).start()
+    leaving = threading.Event()
+    refresher = threading.Thread(
+        target=_keep_current, args=(model, leaving), name="refresh", daemon=True
+    )
+    refresher.start()
     try:
         asyncio.run(_listen(app, socket_path, stop, parent))
     finally:
-        model.close()
-        store.close()
+        leaving.set()
+        # A warming under way (a minute for the country) is not waited for: the
+        # process ends, and the system closes what it held.
+        refresher.join(timeout=2)
+        if not refresher.is_alive():
+            model.close()
+            store.close()
 
 
-def _keep_current(model: Any, stop: Any) -> None:
+def _keep_current(model: Any, leaving: threading.Event) -> None:
     """Warm the overview's figures, then keep what depends on time current."""
     try:
         model.warm()
     except Exception:  # a failure here costs the first requests their speed, no more
-        log.exception("could not warm the console's overview")
+        if not leaving.is_set():
+            log.exception("could not warm the console's overview")
     # What warming built (millions of objects for the country) is left out of the
     # collector's garbage collections, each of which would stop the requests.
     gc.freeze()
-    while not stop.value:
-        threading.Event().wait(REFRESH_S)
+    while not leaving.wait(REFRESH_S):
         try:
             model.refresh()
         except Exception:
-            log.exception("the health figures could not be refreshed")
+            if not leaving.is_set():
+                log.exception("the health figures could not be refreshed")
 
 
 async def _listen(app: Any, socket_path: str, stop: Any, parent: int) -> None:
