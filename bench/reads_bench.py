@@ -30,7 +30,13 @@ Phases of ``--seconds`` each, measured in this run:
    its requests takes about a minute under ingest, so the phase measures a handful of
    them while its readers hold both cores long after ingest stopped
    (``bench/health_bench.py`` measures that model itself);
-4. the same with the live health model (after).
+4. the same with the live health model, answered in the collector's process (before);
+5. the same answered by the read process (``collector/web/readprocess.py``), as ``run``
+   serves them: the collector's server (this process, where ingest runs) hands the
+   reads over to a spawned process holding its own live model, fed what ingest commits.
+
+``--rounds N`` runs phases 4 and 5 N times in turn: the two compared on the same
+minutes of a machine whose load moves.
 
 Each phase measures only itself: a reader stops asking at the phase's end and waits
 for the answer it is owed (no time-out on the client, so no request is given up while
@@ -78,11 +84,13 @@ from collector.common.threadswitch import share_between_ingest_and_reads  # noqa
 from collector.config import ApiSection, ConsoleSection  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
+from collector.state.factsfeed import FactsFeed  # noqa: E402
 from collector.state.health import OVERVIEW_DAYS, HealthModel  # noqa: E402
 from collector.state.inventory import Commune, Inventory  # noqa: E402
 from collector.state.livehealth import LiveHealth  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
 from collector.web.factory import create_app  # noqa: E402
+from collector.web.readprocess import ReadProcess, ReadSettings  # noqa: E402
 from fleet.scenario import Fleet, SimAgent  # noqa: E402
 from tests.servers import AppServer  # noqa: E402
 
@@ -488,6 +496,11 @@ def main() -> None:
     parser.add_argument(
         "--alternate-s", type=float, default=2.0, help="how long each --switch-ms holds"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="phases 4 (reads in the collector's process) and 5 (the read process) this "
+        "many times in turn",
+    )  # fmt: skip
     args = parser.parse_args()
     share_between_ingest_and_reads()  # as `run` does
     intervals = [float(ms) / 1000 for ms in args.switch_ms.split(",")] if args.switch_ms else []
@@ -527,7 +540,23 @@ def main() -> None:
               flush=True)  # fmt: skip
         settings = ApiSection(listen="127.0.0.1:0", open_on_loopback=True)
         console = ConsoleSection()
+        # As `run` wires it: the read process follows what the writer commits.
+        feed = FactsFeed()
+        store.observers.append(feed.observe)
+        store.watchers.append(feed)
+        reads = ReadProcess(feed)
+        handing = create_app(live, reader, settings, console=console,
+                             read_channel=reads.channel)  # fmt: skip
+        warming = time.perf_counter()
+        reads.start(ReadSettings(str(path), tuple(country.inventories), settings, console))
+        while not reads.warmed:
+            if not reads.running:
+                raise SystemExit("the read process ended while warming")
+            time.sleep(0.1)
+        print(f"  read process started and warmed in {time.perf_counter() - warming:.1f} s",
+              flush=True)  # fmt: skip
         servers = {
+            "reads": AppServer(handing).start(),
             "live": AppServer(create_app(live, reader, settings, console=console)).start(),
             "full": AppServer(create_app(HealthModel(reader, country.inventories), reader,
                                          settings, console=console)).start(),
@@ -535,7 +564,7 @@ def main() -> None:
         # A process's first request of a kind imports and builds what the next ones reuse
         # (anyio's thread backend, pydantic's schemas: 50-400 ms once): asked once before
         # the phases, so that a phase's p99 is of the requests that follow.
-        for model in ("live", "full") if full_model else ("live",):
+        for model in ("live", "reads", "full") if full_model else ("live", "reads"):
             _warm_up(servers[model].port, country)
         # As `run`'s housekeeping does every 10 s: the figures that depend on time alone
         # computed again before they pass their bound, off the requests' path.
@@ -552,8 +581,13 @@ def main() -> None:
             ("idle, live model", "live", False),
             ("ingest alone", "", True),
             ("ingest, full model", "full", True),
-            ("ingest, live model", "live", True),
         ]
+        for turn in range(args.rounds):
+            suffix = f" ({turn + 1})" if args.rounds > 1 else ""
+            phases += [
+                (f"ingest, live model{suffix}", "live", True),
+                (f"ingest, read process{suffix}", "reads", True),
+            ]
         if not full_model:
             phases.remove(("ingest, full model", "full", True))
             print("  (no phase with the full model at this size: --full-model on)", flush=True)
@@ -613,6 +647,10 @@ def main() -> None:
         refreshing.set()
         for server in servers.values():
             server.stop()
+        print(f"read process: {reads.channel.handed} reads answered, "
+              f"{reads.channel.kept} served by the collector, {reads.channel.timed_out} "
+              f"timed out; the feed's resets: {feed.resets}")  # fmt: skip
+        reads.stop()
         reader.close()
         store.close()
 

@@ -570,7 +570,9 @@ class Collector:
             parts.update(self.rollout.parts())
         if self.reads is not None:
             # Shown, not failing /healthz: the collector answers the reads meanwhile.
-            parts["read_process"] = "ok" if self.reads.running else "restarting"
+            parts["read_process"] = (
+                "ok" if self.reads.warmed else "warming" if self.reads.running else "restarting"
+            )
         if self.config.collector.systems:
             # The file on disk is not what runs (the previous catalogue goes on): see the log.
             parts["systems"] = "invalid" if self.systems.error else "ok"

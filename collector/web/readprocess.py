@@ -77,6 +77,7 @@ class ReadProcess:
         self._dir = tempfile.mkdtemp(prefix="commune-reads-")
         self.socket_path = os.path.join(self._dir, "reads.sock")
         self._stop = self._context.RawValue(ctypes.c_byte, 0)
+        self._warmed = self._context.RawValue(ctypes.c_byte, 0)
         self._settings: ReadSettings | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.restarts = 0
@@ -85,6 +86,11 @@ class ReadProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.is_alive()
+
+    @property
+    def warmed(self) -> bool:
+        """Whether the running read process has its overview's figures computed."""
+        return self.running and bool(self._warmed.value)
 
     @property
     def pid(self) -> int | None:
@@ -97,6 +103,7 @@ class ReadProcess:
     def _spawn(self) -> None:
         assert self._settings is not None
         receiving, sending = self._context.Pipe(duplex=False)
+        self._warmed.value = 0
         self._process = self._context.Process(
             target=_serve,
             args=(
@@ -104,6 +111,7 @@ class ReadProcess:
                 self.socket_path,
                 receiving,
                 self._stop,
+                self._warmed,
                 os.getpid(),
                 logging.getLogger().getEffectiveLevel(),
             ),
@@ -146,6 +154,7 @@ def _serve(
     socket_path: str,
     feed: Connection,
     stop: Any,
+    warmed: Any,
     parent: int,
     level: int,
 ) -> None:
@@ -171,7 +180,7 @@ def _serve(
     )
     leaving = threading.Event()
     refresher = threading.Thread(
-        target=_keep_current, args=(model, leaving), name="refresh", daemon=True
+        target=_keep_current, args=(model, leaving, warmed), name="refresh", daemon=True
     )
     refresher.start()
     try:
@@ -186,7 +195,7 @@ def _serve(
             store.close()
 
 
-def _keep_current(model: Any, leaving: threading.Event) -> None:
+def _keep_current(model: Any, leaving: threading.Event, warmed: Any) -> None:
     """Warm the overview's figures, then keep what depends on time current."""
     try:
         model.warm()
@@ -196,6 +205,7 @@ def _keep_current(model: Any, leaving: threading.Event) -> None:
     # What warming built (millions of objects for the country) is left out of the
     # collector's garbage collections, each of which would stop the requests.
     gc.freeze()
+    warmed.value = 1
     while not leaving.wait(REFRESH_S):
         try:
             model.refresh()
