@@ -357,3 +357,28 @@ def test_reads_are_served_by_the_collector_while_the_read_process_is_away(
     wait_for(lambda: handed(served, "/api/v1/province?province=dong-nai"),
              "the new read process answers")  # fmt: skip
     assert line_of(served, served.server.port)["up"] is False
+
+
+def test_socket_directories_left_by_a_killed_collector_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import tempfile
+
+    from collector.web.readprocess import sweep_leftovers
+
+    dead_pid = subprocess.Popen(["true"])  # a pid that existed and ended
+    dead_pid.wait()
+    base = Path(tempfile.gettempdir())
+    dead = base / f"commune-reads-{dead_pid.pid}-test"
+    alive = base / f"commune-reads-{os.getpid()}-test"
+    for directory in (dead, alive):
+        directory.mkdir(mode=0o700)
+        (directory / "reads.sock").touch()
+    try:
+        removed = sweep_leftovers()
+        assert str(dead) in removed and not dead.exists()
+        assert alive.exists()
+    finally:
+        for directory in (dead, alive):
+            if directory.exists():
+                (directory / "reads.sock").unlink()
+                directory.rmdir()

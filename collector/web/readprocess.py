@@ -51,6 +51,7 @@ from collector.web.readwire import read_frame as _read_frame
 
 log = logging.getLogger("collector.reads")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_DIR_PREFIX = "commune-reads-"
 #: As the collector's housekeeping: the figures that depend on time, before they are asked.
 REFRESH_S = 10.0
 
@@ -74,7 +75,8 @@ class ReadProcess:
         self.feed = feed
         # Only the collector's user may reach the socket: the reads behind it trust
         # what the collector's server says of each request (its client's address).
-        self._dir = tempfile.mkdtemp(prefix="commune-reads-")
+        sweep_leftovers()
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         self.socket_path = os.path.join(self._dir, "reads.sock")
         self._stop = self._context.RawValue(ctypes.c_byte, 0)
         self._warmed = self._context.RawValue(ctypes.c_byte, 0)
@@ -144,6 +146,24 @@ class ReadProcess:
                 self._process.terminate()
                 self._process.join(timeout=5)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def sweep_leftovers() -> list[str]:
+    """The socket directories of collectors gone without stopping (a kill -9): those of
+    this user whose process is not running. What was removed."""
+    removed = []
+    for entry in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*-*"):
+        pid = entry.name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or entry.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+        except OSError:  # gone meanwhile, or another user's process: not ours to judge
+            continue
+    return removed
 
 
 # the read process itself ---------------------------------------------------------------
