@@ -126,23 +126,29 @@ class Spool:
             return
         dropped_bytes = dropped_rows = 0
         # Not the rows being written: the server may accept them, and a replay must
-        # find them as they were written.
-        victims = db.execute(
-            "SELECT id, LENGTH(lines), envelopes FROM spool WHERE id > ? ORDER BY id",
-            (_taken(db),),
-        ).fetchall()
-        for row_id, size, envelopes in victims:
-            if dropped_bytes + int(size) > excess and int(envelopes) > 1:
-                # The last one needed is a frame: its oldest envelopes go, the rest stay.
-                freed, gone = self._trim(db, int(row_id), excess - dropped_bytes)
-                dropped_bytes += freed
-                dropped_rows += gone
+        # find them as they were written. The oldest few at a time: a full spool holds
+        # thousands of rows, a batch frees about one.
+        after = _taken(db)
+        while dropped_bytes < excess:
+            victims = db.execute(
+                "SELECT id, LENGTH(lines), envelopes FROM spool WHERE id > ? ORDER BY id LIMIT 8",
+                (after,),
+            ).fetchall()
+            if not victims:
                 break
-            db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
-            dropped_bytes += int(size)
-            dropped_rows += int(envelopes)
-            if dropped_bytes >= excess:
-                break
+            for row_id, size, envelopes in victims:
+                after = int(row_id)
+                if dropped_bytes + int(size) > excess and int(envelopes) > 1:
+                    # The last one needed is a frame: its oldest envelopes go, the rest stay.
+                    freed, gone = self._trim(db, int(row_id), excess - dropped_bytes)
+                    dropped_bytes += freed
+                    dropped_rows += gone
+                    break
+                db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
+                dropped_bytes += int(size)
+                dropped_rows += int(envelopes)
+                if dropped_bytes >= excess:
+                    break
         db.execute("UPDATE meta SET value = value + ? WHERE key = 'spool_dropped'", (dropped_rows,))
         self._add_bytes(db, -dropped_bytes)
 
@@ -154,10 +160,13 @@ class Spool:
         payloads = unframe(bytes(row))
         gone = 0
         kept_size = len(row)
+        # A frame is its marker, then each payload after its 4-byte size: what stays is
+        # counted down, not framed again for every envelope dropped.
         while gone < len(payloads) and len(row) - kept_size < at_least:
+            kept_size -= 4 + len(payloads[gone])
             gone += 1
-            kept_size = len(frame(payloads[gone:])) if gone < len(payloads) else 0
         if gone == len(payloads):
+            kept_size = 0
             db.execute("DELETE FROM spool WHERE id = ?", (row_id,))
         else:
             db.execute(
