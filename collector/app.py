@@ -409,6 +409,8 @@ class Collector:
                     api,
                     self.config.console if self.config.console.enabled else None,
                     sessions.secret if sessions is not None else b"",
+                    tuple(self.config.collector.systems),
+                    tuple(r.name for r in self.config.alerts.routes),
                 )
             )
             self.reads = reads
@@ -423,8 +425,13 @@ class Collector:
         log.info("API for the IOC on %s://%s/docs", scheme, api.listen)
 
     def _keep_reads(self, _now: float) -> None:
-        if self.reads is not None:
-            self.reads.ensure_running()
+        if self.reads is None:
+            return
+        self.reads.ensure_running()
+        if self.reads.warmed:
+            # What this process loaded to answer reads while the read process was away
+            # would otherwise be kept current by ingest, and held, for good.
+            self.health.forget()
 
     def _send_receipts(self, _now: float) -> None:
         if self.receipts is not None and self.rollout is not None:

@@ -8,8 +8,9 @@ one interpreter. Its ``HeldFacts`` follow what the writer commits:
   a write transaction showed it (the batch's admitted envelopes, agents changed
   outside them) is sent once the transaction has committed, never what was rolled
   back; from a thread of its own, so that ingest never waits for the other process.
-  It is bounded: when the read process is ``MAX_FRAMES`` transactions behind, what
-  does not fit is dropped and the next frame tells it to forget what it holds
+  It is bounded by what it holds (``MAX_HELD`` envelopes and agents; a batch is up to
+  1,000 envelopes, ~1.6 MB as objects): when the read process is that far behind,
+  what does not fit is dropped and the next frame tells it to forget what it holds
   (``Reset``): it reads its facts afresh from the store, which has them all.
 - ``follow`` (the read process's side) applies the frames in order to its facts,
   reading what they read again through a read-only connection of its own: as
@@ -24,7 +25,6 @@ agents, subjects and ports are read as they are now).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import sqlite3
@@ -41,8 +41,9 @@ from collector.state.heldfacts import HeldFacts
 
 log = logging.getLogger(__name__)
 
-#: Transactions the read process may be behind before the feed drops and resets.
-MAX_FRAMES = 2000
+#: Envelopes (and agents changed) the read process may be behind before the feed drops
+#: and resets: ~12 s of the country's rate, ~160 MB as objects.
+MAX_HELD = 100_000
 
 
 class Batch(msgspec.Struct, tag="e", array_like=True, frozen=True):
@@ -67,10 +68,14 @@ class FactsFeed:
     """The store's observer and watcher sending each committed transaction's facts to
     a connection (``attach``); with none attached, it only forgets them."""
 
-    def __init__(self, max_frames: int = MAX_FRAMES) -> None:
+    def __init__(self, max_held: int = MAX_HELD) -> None:
         self._pending: list[Part] = []
         """What the transaction in progress showed (only its thread touches it)."""
-        self._frames: queue.Queue[list[Part] | None] = queue.Queue(max_frames)
+        self._frames: queue.Queue[tuple[list[Part], int] | None] = queue.Queue()
+        self.max_held = max_held
+        self._held = 0
+        """Envelopes and agents in the frames not sent yet."""
+        self._held_lock = threading.Lock()
         self._dropped = False
         self._attached: Connection | None = None
         self._sender: threading.Thread | None = None
@@ -94,24 +99,32 @@ class FactsFeed:
         if not self._pending:
             return
         parts, self._pending = self._pending, []
+        weight = 1 + sum(
+            len(part.envelopes) if isinstance(part, Batch) else len(part.keys)
+            for part in parts
+            if not isinstance(part, Reset)
+        )
+        with self._held_lock:
+            if self._held + weight > self.max_held:
+                self._dropped = True
+                return
+            self._held += weight
         if self._dropped:
             parts.insert(0, Reset())
-        try:
-            self._frames.put_nowait(parts)
-        except queue.Full:
-            self._dropped = True
-            return
-        if self._dropped:
             self._dropped = False
             self.resets += 1
+        self._frames.put_nowait((parts, weight))
 
     # the connection --------------------------------------------------------------------
 
     def attach(self, connection: Connection) -> None:
         """Send from now on to ``connection`` (a read process just started: it holds
-        nothing yet, so nothing before matters to it)."""
+        nothing yet, so nothing before matters to it). The feed's thread owns it and
+        closes it when done."""
         self.detach()
-        self._frames = queue.Queue(self._frames.maxsize)
+        self._frames = queue.Queue()
+        with self._held_lock:
+            self._held = 0
         self._dropped = False
         self._attached = connection
         self._sender = threading.Thread(
@@ -119,14 +132,16 @@ class FactsFeed:
         )
         self._sender.start()
 
-    def detach(self) -> None:
-        sender, frames, connection = self._sender, self._frames, self._attached
+    def detach(self, timeout_s: float = 5.0) -> bool:
+        """Stop sending; whether the feed's thread ended. One blocked writing to a read
+        process that reads nothing ends when that process does: end it first."""
+        sender, frames = self._sender, self._frames
         self._attached = self._sender = None
-        if sender is not None and connection is not None:
-            with contextlib.suppress(queue.Full):
-                frames.put_nowait(None)
-            connection.close()  # a sender blocked writing to a stuck process is released
-            sender.join(timeout=5)
+        if sender is None:
+            return True
+        frames.put_nowait(None)
+        sender.join(timeout=timeout_s)
+        return not sender.is_alive()
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Wait until what committed was sent (or the sender ended); whether it was."""
@@ -137,15 +152,31 @@ class FactsFeed:
             time.sleep(0.005)
         return True
 
-    def _send(self, connection: Connection, frames: queue.Queue[list[Part] | None]) -> None:
-        while (parts := frames.get()) is not None:
-            try:
-                connection.send_bytes(_ENCODER.encode(parts))
-            except (OSError, ValueError):  # the read process is gone: it starts afresh
-                return
-            finally:
-                frames.task_done()
-            self.frames_sent += 1
+    def _send(
+        self, connection: Connection, frames: queue.Queue[tuple[list[Part], int] | None]
+    ) -> None:
+        try:
+            while True:
+                item = frames.get()
+                if item is None:
+                    frames.task_done()
+                    return
+                parts, weight = item
+                try:
+                    connection.send_bytes(_ENCODER.encode(parts))
+                    self.frames_sent += 1
+                finally:
+                    with self._held_lock:
+                        self._held -= weight
+                    frames.task_done()
+        except OSError:
+            pass  # the read process is gone: the next one starts afresh
+        except Exception:
+            # The connection closed below ends the read process: the housekeeping then
+            # starts one afresh, which reads its facts from the store.
+            log.exception("the facts feed stopped")
+        finally:
+            connection.close()
 
 
 def follow(facts: HeldFacts, store_path: Path, connection: Connection) -> None:
@@ -158,7 +189,11 @@ def follow(facts: HeldFacts, store_path: Path, connection: Connection) -> None:
                 data = connection.recv_bytes()
             except (EOFError, OSError):
                 return
-            apply(facts, db, decode_frame(data))
+            try:
+                apply(facts, db, decode_frame(data))
+            except Exception:  # what is held may be half applied: read it afresh
+                log.exception("a frame of the facts feed could not be applied: reading afresh")
+                facts.rolled_back()
     finally:
         db.close()
 

@@ -115,6 +115,10 @@ class HeldFacts:
         with self._lock:
             return set(places)
 
+    def holds_any(self) -> bool:
+        """Whether a province's facts are held."""
+        return bool(self._provinces)
+
     def generation(self, place: Place) -> int:
         held = self._communes.get(place)
         return 0 if held is None else held.generation

@@ -114,6 +114,17 @@ class LiveHealth(HealthModel):
                 self.store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
             )
 
+    def forget(self) -> None:
+        """Hold nothing (what was held is read again when next asked): the collector's
+        model once the read process answers again."""
+        if not self.facts.holds_any():
+            return
+        self.facts.rolled_back()
+        self._histories.clear()
+        self._results.clear()
+        self._asked.clear()
+        self._targets.clear()
+
     def close(self) -> None:
         if self._history_db is not None:
             self._history_db.close()

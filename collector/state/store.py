@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import logging
 import math
 import sqlite3
 import threading
@@ -88,6 +89,8 @@ _LOSS_UPSERT = """INSERT INTO line_history (place, day, loss)
 #: Buckets remembered at most: two values of the current bucket for every commune of
 #: the country (3,321) several times over.
 _LINE_BEST_ENTRIES = 50_000
+
+log = logging.getLogger(__name__)
 
 Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 
@@ -328,7 +331,10 @@ class StateStore:
 
     def _committed(self) -> None:
         for watcher in self.watchers:
-            watcher.committed()
+            try:
+                watcher.committed()
+            except Exception:  # the transaction stands: its caller must not think otherwise
+                log.exception("a watcher failed after a commit")
 
     def _agents_changed(self, keys: Sequence[str]) -> None:
         for watcher in self.watchers:

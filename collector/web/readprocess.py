@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -42,11 +43,21 @@ from typing import Any
 
 import msgspec
 
+from collector.common.gctuning import pace_for_ingest
 from collector.config import ApiSection, ConsoleSection
 from collector.state.factsfeed import FactsFeed
 from collector.state.inventory import Inventory
+from collector.state.systems import SystemFiles
 from collector.web.forward import ReadChannel
-from collector.web.readwire import ASK, MAX_REQUEST_BYTES, Answer, Ask, FrameTooLarge, frame
+from collector.web.readwire import (
+    ANSWER,
+    ASK,
+    MAX_REQUEST_BYTES,
+    Answer,
+    Ask,
+    FrameTooLarge,
+    frame,
+)
 from collector.web.readwire import read_frame as _read_frame
 
 log = logging.getLogger("collector.reads")
@@ -54,6 +65,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DIR_PREFIX = "commune-reads-"
 #: As the collector's housekeeping: the figures that depend on time, before they are asked.
 REFRESH_S = 10.0
+#: A running read process must answer the housekeeping's ping within this...
+PING_TIMEOUT_S = 10.0
+#: ...or be replaced after this many pings in a row unanswered (a wedged process).
+PINGS_MISSED = 2
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,11 @@ class ReadSettings:
     console: ConsoleSection | None
     session_secret: bytes = b""
     """The console's cookie secret the collector's server signs with ("": no console)."""
+    systems: tuple[str, ...] = ()
+    """The shared systems' catalogue files ([collector] systems), read again when they
+    change, as the collector does."""
+    routes: tuple[str, ...] | None = None
+    """The alert routes a catalogue may name."""
 
 
 class ReadProcess:
@@ -83,6 +103,8 @@ class ReadProcess:
         self._settings: ReadSettings | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.restarts = 0
+        self._missed = 0
+        self.ping_timeout_s = PING_TIMEOUT_S
         self.channel = ReadChannel(self.socket_path, lambda: self.running)
 
     @property
@@ -106,6 +128,9 @@ class ReadProcess:
         assert self._settings is not None
         receiving, sending = self._context.Pipe(duplex=False)
         self._warmed.value = 0
+        self._missed = 0
+        # Attached first: nothing committed from here on is missed by its loading.
+        self.feed.attach(sending)
         self._process = self._context.Process(
             target=_serve,
             args=(
@@ -122,29 +147,64 @@ class ReadProcess:
         )
         self._process.start()
         receiving.close()
-        self.feed.attach(sending)
 
     def ensure_running(self) -> None:
-        """Start it again if it died (the housekeeping calls this)."""
-        if self._stop.value or self._process is None or self._process.is_alive():
+        """Start it again if it died, or if it stopped answering (the housekeeping calls
+        this): the collector serves the reads meanwhile."""
+        if self._stop.value or self._process is None:
             return
-        log.error(
-            "the read process ended (exit code %s); starting it again (the collector "
-            "serves the reads meanwhile)",
-            self._process.exitcode,
-        )
+        if self._process.is_alive():
+            if self.ping():
+                self._missed = 0
+                return
+            self._missed += 1
+            if self._missed < PINGS_MISSED:
+                return
+            log.error("the read process has not answered %d pings in a row: replacing it",
+                      self._missed)  # fmt: skip
+            self._end()
+        else:
+            log.error(
+                "the read process ended (exit code %s); starting it again (the collector "
+                "serves the reads meanwhile)",
+                self._process.exitcode,
+            )
         self.feed.detach()
         self._spawn()
         self.restarts += 1
 
+    def ping(self) -> bool:
+        """Whether the read process answers a request (its /healthz) in time."""
+        ask = Ask("GET", "http", "1.1", "/healthz", b"/healthz", b"", [], None, None)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(self.ping_timeout_s)
+                connection.connect(self.socket_path)
+                connection.sendall(frame(ask))
+                length = int.from_bytes(_receive(connection, 4), "big")
+                if length > MAX_REQUEST_BYTES:
+                    return False
+                return ANSWER.decode(_receive(connection, length)).status == 200
+        except (OSError, EOFError, msgspec.DecodeError):
+            return False
+
+    def _end(self) -> None:
+        """The process ended, whatever it was doing (a stopped one ignores SIGTERM)."""
+        process = self._process
+        if process is None or process.pid is None:
+            return
+        process.join(timeout=5)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
     def stop(self) -> None:
         self._stop.value = 1
+        self._end()  # first: a feed blocked writing to it is released by its end
         self.feed.detach()
-        if self._process is not None and self._process.pid is not None:
-            self._process.join(timeout=5)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(timeout=5)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -166,6 +226,16 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
+def _receive(connection: socket.socket, size: int) -> bytes:
+    received = bytearray()
+    while len(received) < size:
+        chunk = connection.recv(size - len(received))
+        if not chunk:
+            raise EOFError("the read process closed the connection")
+        received += chunk
+    return bytes(received)
+
+
 # the read process itself ---------------------------------------------------------------
 
 
@@ -179,6 +249,8 @@ def _serve(
     level: int,
 ) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    # It decodes what the collector commits as ingest does: the same young collections.
+    pace_for_ingest()
     from collector.state.factsfeed import follow
     from collector.state.livehealth import LiveHealth
     from collector.state.store import StateStore
@@ -187,24 +259,34 @@ def _serve(
     store = StateStore(Path(settings.store_path))
     model = LiveHealth(store, settings.inventories)
     model.follow(store)
-    threading.Thread(
-        target=follow, args=(model.facts, store.path, feed), name="facts-feed", daemon=True
-    ).start()
+    leaving = threading.Event()
+
+    def following() -> None:
+        follow(model.facts, store.path, feed)
+        # The collector closed the feed (stopping, or its feed failed): facts no longer
+        # followed must not be served. The process ends; a new one starts afresh.
+        leaving.set()
+
+    threading.Thread(target=following, name="facts-feed", daemon=True).start()
+    systems = SystemFiles(settings.systems, settings.inventories, settings.routes)
     app = create_app(
         model,
         store,
         settings.api,
         console=settings.console,
+        systems=systems,
         guard=False,
         session_secret=settings.session_secret or None,
     )
-    leaving = threading.Event()
     refresher = threading.Thread(
-        target=_keep_current, args=(model, leaving, warmed), name="refresh", daemon=True
+        target=_keep_current,
+        args=(model, systems, leaving, warmed),
+        name="refresh",
+        daemon=True,
     )
     refresher.start()
     try:
-        asyncio.run(_listen(app, socket_path, stop, parent))
+        asyncio.run(_listen(app, socket_path, stop, parent, leaving))
     finally:
         leaving.set()
         # A warming under way (a minute for the country) is not waited for: the
@@ -215,8 +297,9 @@ def _serve(
             store.close()
 
 
-def _keep_current(model: Any, leaving: threading.Event, warmed: Any) -> None:
-    """Warm the overview's figures, then keep what depends on time current."""
+def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, warmed: Any) -> None:
+    """Warm the overview's figures, then keep what depends on time, and the shared
+    systems' catalogue, current."""
     try:
         model.warm()
     except Exception:  # a failure here costs the first requests their speed, no more
@@ -228,13 +311,16 @@ def _keep_current(model: Any, leaving: threading.Event, warmed: Any) -> None:
     warmed.value = 1
     while not leaving.wait(REFRESH_S):
         try:
+            systems.reload_if_changed()
             model.refresh()
         except Exception:
             if not leaving.is_set():
                 log.exception("the health figures could not be refreshed")
 
 
-async def _listen(app: Any, socket_path: str, stop: Any, parent: int) -> None:
+async def _listen(
+    app: Any, socket_path: str, stop: Any, parent: int, leaving: threading.Event
+) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
     open_writers: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
@@ -245,7 +331,7 @@ async def _listen(app: Any, socket_path: str, stop: Any, parent: int) -> None:
     async with server:
         # Polled: a collector killed -9 tells no one, and a flag set by another process
         # wakes no event of this loop.
-        while not stop.value and os.getppid() == parent:  # noqa: ASYNC110
+        while not (stop.value or leaving.is_set()) and os.getppid() == parent:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         # Each connection's handler then ends on its own (not cancelled mid-read).
         handlers = [task for task in open_writers.values() if task is not None]
