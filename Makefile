@@ -90,6 +90,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/collector_bench.py --communes 200 --rate 3000 --seconds 20
 	$(BIN)/python bench/sink_bench.py --rounds 1 --cycles 1
+	$(BIN)/python bench/spool_bench.py --rounds 1
 	$(BIN)/python bench/round_bench.py --communes 200 --rounds 5 --burst-rounds 2 --burst 100 --batches 10
 	$(BIN)/python bench/report_bench.py --short
 	$(BIN)/python bench/store_year_bench.py --short
