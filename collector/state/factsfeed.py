@@ -207,10 +207,17 @@ def decode_frame(data: bytes) -> list[Part]:
         return [Reset()]
 
 
+#: Envelopes applied under one hold of the facts' lock: a request waits for at most
+#: these (a batch is up to 1,000, each applied alone as the store applied it).
+APPLY_AT_ONCE = 64
+
+
 def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[Part]) -> None:
     for part in parts:
         if isinstance(part, Batch):
-            facts.observe(db, part.envelopes, part.received)
+            envelopes = part.envelopes
+            for start in range(0, len(envelopes), APPLY_AT_ONCE):
+                facts.observe(db, envelopes[start : start + APPLY_AT_ONCE], part.received)
         elif isinstance(part, AgentsChanged):
             facts.agents_changed(db, part.keys)
         else:
