@@ -33,7 +33,9 @@ Phases of ``--seconds`` each, measured in this run:
 4. the same with the live health model, answered in the collector's process (before);
 5. the same answered by the read process (``collector/web/readprocess.py``), as ``run``
    serves them: the collector's server (this process, where ingest runs) hands the
-   reads over to a spawned process holding its own live model, fed what ingest commits.
+   reads over to a spawned process holding its own live model, fed what ingest commits;
+   the collector's own model forgotten meanwhile (warmed again before phase 4). Both
+   phases carry the feed to the read process.
 
 ``--rounds N`` runs phases 4 and 5 N times in turn: the two compared on the same
 minutes of a machine whose load moves.
@@ -595,6 +597,13 @@ def main() -> None:
             waited = quiesce(servers)
             if waited > 0.05:
                 print(f"  (the last requests went on {waited:.1f} s before this phase)")
+            # As `run` holds them: the collector's own model warm only while it answers
+            # the reads itself (before), forgotten while the read process does.
+            if model == "reads":
+                live.forget()
+            elif model == "live" and not live.facts.holds_any():
+                live.warm()
+                live.communes(days=OVERVIEW_DAYS)
             feeder = None
             if ingesting:
                 stream = country.stream(time.time(), args.rate, args.seconds)
