@@ -378,3 +378,18 @@ def test_socket_directories_left_by_a_killed_collector_are_swept(tmp_path: Path)
             if directory.exists():
                 (directory / "reads.sock").unlink()
                 directory.rmdir()
+
+
+def test_a_path_no_route_serves_is_answered_as_by_the_collector(served: Served) -> None:
+    """Not handed over, nor its token looked at: a 404 or the redirect to the path with
+    a slash less, as the collector alone answers; wrong tokens there lock no one out."""
+    wait_for(lambda: handed(served, "/api/v1/alerts"), "the read process answers")
+    before = served.reads.channel.handed
+    for path in ("/api/v1/alerts/", "/api/v1/province/x/y", "/communes/"):
+        there = get(served.server.port, path, bearer("wrong"))
+        here = get(served.alone.port, path, bearer("wrong"))
+        assert there[0] == here[0] and there[0] in (307, 404), path
+        where = [urllib.parse.urlsplit(a[1].get("location", "")).path for a in (there, here)]
+        assert where[0] == where[1], path
+    assert served.reads.channel.handed == before
+    assert get(served.server.port, "/api/v1/alerts", bearer())[0] == 200  # not locked out

@@ -23,6 +23,7 @@ import msgspec
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collector.web.auth import bearer_caller
@@ -151,6 +152,13 @@ def _ask_of(scope: Scope) -> Ask:
     )
 
 
+def _routed(scope: Scope) -> bool:
+    """Whether one of the app's routes takes this request whole: a path none serves
+    (404), or served with a slash more or less (a redirect), is answered here as the
+    collector alone answers it, before any token is looked at."""
+    return any(route.matches(scope)[0] == Match.FULL for route in scope["app"].router.routes)
+
+
 class ReadForwarder:
     """ASGI middleware: the reads ``handed_over`` go to ``channel``'s read process."""
 
@@ -160,7 +168,12 @@ class ReadForwarder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = self.channel
-        if scope["type"] != "http" or not handed_over(scope) or not channel.up():
+        if (
+            scope["type"] != "http"
+            or not handed_over(scope)
+            or not channel.up()
+            or not _routed(scope)
+        ):
             await self.app(scope, receive, send)
             return
         if is_api_read(scope["path"]):
