@@ -544,7 +544,9 @@ class CollectorProcess:
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
             )
-        wait_tcp(self.api_port, 20)
+        # Its read process starts beside it, on the same cores: on a busy machine the
+        # API may take a while.
+        wait_tcp(self.api_port, 60)
         return self
 
     @property

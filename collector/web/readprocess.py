@@ -36,6 +36,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -300,11 +301,15 @@ def _serve(
 def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, warmed: Any) -> None:
     """Warm the overview's figures, then keep what depends on time, and the shared
     systems' catalogue, current."""
+    started = time.monotonic()
     try:
         model.warm()
     except Exception:  # a failure here costs the first requests their speed, no more
         if not leaving.is_set():
             log.exception("could not warm the console's overview")
+    else:
+        log.info("console overview warmed in %.1f s (the read process)",
+                 time.monotonic() - started)  # fmt: skip
     # What warming built (millions of objects for the country) is left out of the
     # collector's garbage collections, each of which would stop the requests.
     gc.freeze()
