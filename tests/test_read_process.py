@@ -12,6 +12,7 @@ would answer them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -31,8 +32,10 @@ from hypothesis import strategies as st
 
 from collector.config import ApiSection, ApiToken, ConsoleSection
 from collector.state.factsfeed import FactsFeed, apply, decode_frame
+from collector.state.inventory import Inventory
 from collector.state.livehealth import LiveHealth
 from collector.state.store import StateStore
+from collector.state.systems import SystemFiles
 from collector.web.auth import token_digest
 from collector.web.factory import create_app
 from collector.web.readprocess import ReadProcess, ReadSettings
@@ -96,11 +99,8 @@ class Followed:
 
 @pytest.fixture
 def followed(tmp_path: Path) -> Iterator[Followed]:
-    world = Followed(tmp_path)
-    try:
+    with contextlib.closing(Followed(tmp_path)) as world:
         yield world
-    finally:
-        world.close()
 
 
 @settings(
@@ -112,15 +112,12 @@ def followed(tmp_path: Path) -> Iterator[Followed]:
 def test_the_followed_model_answers_as_a_full_recomputation(
     tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple[Any, ...]]
 ) -> None:
-    world = Followed(tmp_path_factory.mktemp("followed"))
-    try:
+    with contextlib.closing(Followed(tmp_path_factory.mktemp("followed"))) as world:
         same_answers(world.store, world.live, world.now[0])
         for step in sequence:
             apply_step(world.store, world.failing, world.now, step)
             world.deliver()
             same_answers(world.store, world.live, world.now[0])
-    finally:
-        world.close()
 
 
 def test_a_rolled_back_batch_sends_nothing(followed: Followed) -> None:
@@ -180,28 +177,42 @@ class Served:
     """A writer, the collector's app handing reads to a spawned read process, and the
     same app without it (what the collector answered before), on two servers."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        inventory: Inventory = INVENTORY,
+        token: str = TOKEN,
+        seed: Callable[[StateStore], None] = lambda _: None,
+        catalogues: tuple[str, ...] = (),
+    ) -> None:
+        """``seed`` writes what the store holds before anything reads it;
+        ``catalogues``: the shared systems' files, read by both servers."""
         path = tmp_path / "state.sqlite"
         self.store = StateStore(path)
+        seed(self.store)
         self.feed = FactsFeed()
         self.store.observers.append(self.feed.observe)
         self.store.watchers.append(self.feed)
         self.reader = StateStore(path)
-        self.live = LiveHealth(self.reader, [INVENTORY])
+        self.live = LiveHealth(self.reader, [inventory])
         self.live.install(self.store)
         api = ApiSection(
             listen="127.0.0.1:0",
-            tokens=[ApiToken(name="ioc", role="technician", sha256=token_digest(TOKEN))],
+            tokens=[ApiToken(name="ioc", role="technician", sha256=token_digest(token))],
             max_auth_failures=3,
         )
         console = ConsoleSection()
+        systems = SystemFiles(catalogues, [inventory])
         self.reads = ReadProcess(self.feed)
-        self.app = create_app(self.live, self.reader, api, console=console,
+        self.app = create_app(self.live, self.reader, api, console=console, systems=systems,
                               read_channel=self.reads.channel, session_secret=SECRET)  # fmt: skip
-        self.reads.start(ReadSettings(str(path), (INVENTORY,), api, console, SECRET))
+        self.reads.start(
+            ReadSettings(str(path), (inventory,), api, console, SECRET, systems=catalogues)
+        )
         self.server = AppServer(self.app).start()
-        self.alone = AppServer(create_app(self.live, self.reader, api, console=console,
-                                          session_secret=SECRET)).start()  # fmt: skip
+        alone = create_app(self.live, self.reader, api, console=console, systems=systems,
+                           session_secret=SECRET)  # fmt: skip
+        self.alone = AppServer(alone).start()
 
     def close(self) -> None:
         self.server.stop()
@@ -214,11 +225,8 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    world = Served(tmp_path)
-    try:
+    with contextlib.closing(Served(tmp_path)) as world:
         yield world
-    finally:
-        world.close()
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None,

@@ -24,17 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import ApiSection, ApiToken, ConsoleSection
 from collector.state.factsfeed import MAX_HELD, Batch, FactsFeed
-from collector.state.livehealth import LiveHealth
-from collector.state.store import StateStore
-from collector.state.systems import SystemFiles
-from collector.web.auth import token_digest
-from collector.web.factory import create_app
-from collector.web.readprocess import PINGS_MISSED, ReadProcess, ReadSettings
-from tests.servers import AppServer
+from collector.web.readprocess import PINGS_MISSED
 from tests.test_livehealth import T0, envelope, line
-from tests.test_read_process import SECRET, Served, bearer, get, handed, served, wait_for
+from tests.test_read_process import Served, bearer, get, handed, served, wait_for
 from tests.test_systems_web import INVENTORY as SYSTEMS_INVENTORY
 from tests.test_systems_web import LIS, MOT_CUA, SITES, feed
 
@@ -63,58 +56,18 @@ TOKEN = "systems-through-the-read-process-0123"
 __all__ = ["served"]  # the fixture, shared with test_read_process
 
 
-class WithSystems:
-    """The systems' world of test_systems_web, served by the collector's app handing
-    reads to a read process, and by the same app alone."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        path = tmp_path / "state.sqlite"
-        self.store = StateStore(path)
-        feed(self.store)
-        self.feed = FactsFeed()
-        self.store.observers.append(self.feed.observe)
-        self.store.watchers.append(self.feed)
-        self.reader = StateStore(path)
-        self.live = LiveHealth(self.reader, [SYSTEMS_INVENTORY])
-        self.live.install(self.store)
-        api = ApiSection(
-            listen="127.0.0.1:0",
-            tokens=[ApiToken(name="ioc", role="technician", sha256=token_digest(TOKEN))],
-        )
-        console = ConsoleSection()
-        catalogue = tmp_path / "dong-nai.systems.toml"
-        catalogue.write_text(CATALOGUE_TOML, encoding="utf-8")
-        systems = SystemFiles([str(catalogue)], [SYSTEMS_INVENTORY])
-        self.reads = ReadProcess(self.feed)
-        self.app = create_app(self.live, self.reader, api, console=console, systems=systems,
-                              read_channel=self.reads.channel, session_secret=SECRET)  # fmt: skip
-        self.reads.start(ReadSettings(str(path), (SYSTEMS_INVENTORY,), api, console, SECRET,
-                                      systems=(str(catalogue),)))  # fmt: skip
-        self.server = AppServer(self.app).start()
-        alone = create_app(self.live, self.reader, api, console=console, systems=systems,
-                           session_secret=SECRET)  # fmt: skip
-        self.alone = AppServer(alone).start()
-
-    def close(self) -> None:
-        self.server.stop()
-        self.alone.stop()
-        self.reads.stop()
-        self.live.close()
-        self.reader.close()
-        self.store.close()
-
-
 @pytest.fixture
-def with_systems(tmp_path: Path) -> Iterator[WithSystems]:
-    world = WithSystems(tmp_path)
-    try:
+def with_systems(tmp_path: Path) -> Iterator[Served]:
+    """The systems' world of test_systems_web, with its catalogue as a file."""
+    catalogue = tmp_path / "dong-nai.systems.toml"
+    catalogue.write_text(CATALOGUE_TOML, encoding="utf-8")
+    world = Served(tmp_path, SYSTEMS_INVENTORY, TOKEN, feed, (str(catalogue),))
+    with contextlib.closing(world):
         yield world
-    finally:
-        world.close()
 
 
 def test_a_communes_systems_are_answered_by_the_read_process_as_by_the_collector(
-    with_systems: WithSystems,
+    with_systems: Served,
 ) -> None:
     def answered() -> bool:
         before = with_systems.reads.channel.handed

@@ -79,7 +79,6 @@ class FactsFeed:
         self._dropped = False
         self._attached: Connection | None = None
         self._sender: threading.Thread | None = None
-        self.frames_sent = 0
         self.resets = 0
 
     # the store's observer and watcher ------------------------------------------------
@@ -164,7 +163,6 @@ class FactsFeed:
                 parts, weight = item
                 try:
                     connection.send_bytes(_ENCODER.encode(parts))
-                    self.frames_sent += 1
                 finally:
                     with self._held_lock:
                         self._held -= weight

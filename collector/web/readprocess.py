@@ -70,6 +70,8 @@ REFRESH_S = 10.0
 PING_TIMEOUT_S = 10.0
 #: ...or be replaced after this many pings in a row unanswered (a wedged process).
 PINGS_MISSED = 2
+#: Its /healthz is a few bytes: a longer answer is not one.
+_PING_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class ReadProcess:
                 connection.connect(self.socket_path)
                 connection.sendall(frame(ask))
                 length = int.from_bytes(_receive(connection, 4), "big")
-                if length > MAX_REQUEST_BYTES:
+                if length > _PING_ANSWER_BYTES:
                     return False
                 return ANSWER.decode(_receive(connection, length)).status == 200
         except (OSError, EOFError, msgspec.DecodeError):
