@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from agent.wire import OUTCOMES, FieldValue, Sample
 
@@ -462,7 +462,21 @@ DERIVED: Final[Mapping[str, Field]] = {
 _MOVERS: Final = {key: item.histories for key, item in CATALOGUE.items() if item.histories}
 
 
-def histories(sample: Sample) -> list[tuple[str, UpDown]]:
+class Observed(Protocol):
+    """What ``histories`` reads of a sample: a ``Sample``, or the read process's lighter
+    copy of one (``collector/state/factsfeed.py``)."""
+
+    @property
+    def check(self) -> str: ...
+    @property
+    def item(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def fields(self) -> Mapping[str, FieldValue]: ...
+
+
+def histories(sample: Observed) -> list[tuple[str, UpDown]]:
     """(history, "up"/"down") for the histories a sample moves; none for most samples.
 
     A check that could not run (unsupported, error), a field that is missing or of

@@ -19,12 +19,16 @@ collector's path as ``commune-collector run`` wires it runs in this process
 (MqttSource -> Ingestor -> StateStore + alert rules + spool, and its housekeeping
 rounds every 10 s: silent agents, the agent and commune rules), with the sink in
 its own process writing to VictoriaMetrics; every message is committed before
-it is acknowledged.
+it is acknowledged. The health model's facts follow the commits as in `run`: the
+read process's feed and the read process itself (warmed before the clock starts,
+asked nothing), or with ``--reads collector`` the collector's own model, warm, as
+``[api] read_process = false`` runs.
 
 Reported: the commit path alone (no broker); messages/s and samples/s
 committed (from the first commit to the last); loss (broker-acknowledged
 minus committed); points written; publish-to-commit latency p50/p99; CPU of
-the collector (and of its ingest and network threads) and of its sink process;
+the collector (and of its ingest and network threads), of its read process and of
+its sink process;
 RSS; the store's size and growth per day at the offered rate (pages in use but
 the spool's, from half-time to the end); and, in the same run, the drain rate
 of ``mosquitto_sub`` (C, QoS 1) from the same broker under the same publishers at
@@ -70,9 +74,13 @@ from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.ingest.source import MqttSource, SourceSettings  # noqa: E402
 from collector.outputs.sink import SinkSettings  # noqa: E402
 from collector.outputs.sink_process import SinkProcess  # noqa: E402
+from collector.config import ApiSection  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
+from collector.state.factsfeed import FactsFeed  # noqa: E402
 from collector.state.housekeeping import Housekeeping, Task, mark_silent  # noqa: E402
+from collector.state.livehealth import LiveHealth  # noqa: E402
 from collector.state.store import StateStore  # noqa: E402
+from collector.web.readprocess import ReadProcess, ReadSettings  # noqa: E402
 from fleet.scenario import Fleet  # noqa: E402
 from tests.servers import Mosquitto, VictoriaMetrics, broker_readable  # noqa: E402
 from tests.tls import make_pki  # noqa: E402
@@ -328,6 +336,7 @@ def measure_collector(
     agents: int,
     ca: Path | None = None,
     warm_up: bool = True,
+    reads: str = "process",
 ) -> dict[str, float]:
     vm = VictoriaMetrics(workdir / "vm").start()
     pace_for_ingest()  # as `run` sets the garbage collector
@@ -336,6 +345,15 @@ def measure_collector(
     # The built-in alert rules evaluate every batch in its transaction, as in `run`.
     engine = AlertEngine(default_rules())
     engine.install(store)
+    # The health model's facts follow every commit, as `run` wires them: the read
+    # process's feed, then the collector's own model (its last observer).
+    feed = FactsFeed() if reads == "process" else None
+    if feed is not None:
+        store.observers.append(feed.observe)
+        store.watchers.append(feed)
+    reader = StateStore(path)
+    health = LiveHealth(reader)
+    health.install(store)
     if warm_up:
         started = time.monotonic()
         warmed = warm(store, publishers, agents)
@@ -344,6 +362,24 @@ def measure_collector(
             f"{time.monotonic() - started:.0f} s (not measured)",
             flush=True,
         )
+    read_process = None
+    if feed is not None:
+        # Once it is warm, the collector's own model holds nothing (`run` forgets it).
+        read_process = ReadProcess(feed)
+        read_process.start(ReadSettings(str(path), (), ApiSection(listen="127.0.0.1:0"), None))
+        started = time.monotonic()
+        while not read_process.warmed:
+            if not read_process.running:
+                raise SystemExit("the read process ended while warming")
+            time.sleep(0.1)
+        print(f"  read process (pid {read_process.pid}) warmed in "
+              f"{time.monotonic() - started:.0f} s (not measured)",
+              flush=True)  # fmt: skip
+    elif reads == "collector":
+        started = time.monotonic()
+        health.warm()  # as `run` does at start with `read_process = false`
+        print(f"  the collector's model warmed in {time.monotonic() - started:.0f} s",
+              flush=True)  # fmt: skip
     gc.freeze()  # as `run` does once warm: what start built is left out of every pass
     Spool(store).attach()
     ingestor = MeasuredIngestor(store, "commune")
@@ -377,6 +413,8 @@ def measure_collector(
     assert source.connected.wait(10)
     rounds.start()
     started, cpu_started = time.time(), cpu_seconds()
+    reads_pid = None if read_process is None else read_process.pid
+    reads_started = 0.0 if reads_pid is None else cpu_seconds(reads_pid)
     threads_started = thread_seconds()
     # Store growth is read between half-time and the end: by half-time every agent has
     # reported (its rows exist); what grows after that grows every day.
@@ -397,6 +435,7 @@ def measure_collector(
         time.sleep(0.1)
     timer.join()
     cpu_used = cpu_seconds() - cpu_started - sum(measuring_cpu)
+    reads_cpu = 0.0 if reads_pid is None else cpu_seconds(reads_pid) - reads_started
     threads = {name: cpu - threads_started.get(name, 0.0) for name, cpu in thread_seconds().items()}
     while Spool(store).stats().rows and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -407,7 +446,11 @@ def measure_collector(
     rounds.join()
     source.stop()
     sink.stop()
+    if read_process is not None:
+        read_process.stop()
     points = sink.stats.points_written
+    health.close()
+    reader.close()
     store.close()
     vm.stop()
     # From the first commit: starting the publisher processes is not the collector's time.
@@ -431,12 +474,15 @@ def measure_collector(
         "ingest_cores": threads.get("ingest", 0.0) / span,
         "network_cores": threads.get("mqtt", 0.0) / span,
         "sink_cpu_cores": sink_cpu / (sink_done - started),
+        "reads_cpu_cores": reads_cpu / span,
         # CPU a message committed: what a run that fell behind (a busy machine) still
         # compares by.
         "cpu_us": 1e6 * cpu_used / committed,
         "ingest_us": 1e6 * threads.get("ingest", 0.0) / committed,
         "network_us": 1e6 * threads.get("mqtt", 0.0) / committed,
         "sink_us": 1e6 * sink_cpu / committed,
+        "reads_us": 1e6 * reads_cpu / committed,
+        "feed_us": 1e6 * threads.get("facts-feed", 0.0) / committed,
         "rss_mib": memory_kib("VmRSS") / 1024,
         "peak_rss_mib": memory_kib("VmHWM") / 1024,
         "store_mib": live_bytes(path) / 2**20,
@@ -608,6 +654,14 @@ def report(result: dict[str, float], rate: float) -> None:
         f"{result['ingest_us']:.1f}, network thread {result['network_us']:.1f}), sink "
         f"{result['sink_us']:.1f} us a message committed"
     )
+    if result["reads_us"]:
+        print(
+            f"  reads      the read process following the commits (no request): "
+            f"{result['reads_cpu_cores']:.2f} cores, {result['reads_us']:.1f} us a message (the "
+            f"collector's feed thread {result['feed_us']:.1f} us); "
+            f"collector + read process + sink "
+            f"{result['cpu_cores'] + result['reads_cpu_cores'] + result['sink_cpu_cores']:.2f} cores"
+        )
     per_day = result["growth_per_message"] * rate * 86400 / 2**20
     print(
         f"  store      {result['store_mib']:.0f} MiB of state; grows "
@@ -651,6 +705,14 @@ def main() -> None:
         "(warmed), AGENTS of them sending --cycles cycles: CPU and wall us per message",
     )
     parser.add_argument("--cycles", type=int, default=3, help="with --commit-path")
+    parser.add_argument(
+        "--reads",
+        choices=("process", "collector"),
+        default="process",
+        help="where the health model's facts follow the commits: a read process fed by "
+        "the collector (`run`'s default), or the collector's own model, warm "
+        "([api] read_process = false)",
+    )
     args = parser.parse_args()
     if args.national:
         args.communes = NATIONAL_COMMUNES
@@ -692,6 +754,7 @@ def main() -> None:
                 agents,
                 ca,
                 args.warm,
+                args.reads,
             )
             report(result, args.rate)
             print("ceiling: mosquitto_sub (C, QoS 1), same publishers at full speed", flush=True)

@@ -14,7 +14,12 @@ one interpreter. Its ``HeldFacts`` follow what the writer commits:
   (``Reset``): it reads its facts afresh from the store, which has them all.
 - ``follow`` (the read process's side) applies the frames in order to its facts,
   reading what they read again through a read-only connection of its own: as
-  committed, at least as new as the frame.
+  committed, at least as new as the frame. It decodes each envelope into a lighter
+  copy (``FedEnvelope``): what the held facts read of it, not validated again (the
+  collector admitted it, and only the collector writes to the pipe), a sample's fields
+  decoded only when read (most samples are of checks the roll-up does not hold). The
+  envelopes as the writer has them, validated on decoding, were most of what following
+  the country's commits cost.
 
 A province the read process loads is read under its facts' lock, and the frames are
 applied under it too: a frame applied before the loading was committed before it (the
@@ -33,6 +38,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -60,8 +66,50 @@ class Reset(msgspec.Struct, tag="r", array_like=True, frozen=True):
 
 
 Part = Batch | AgentsChanged | Reset
-_FRAME = msgspec.msgpack.Decoder(list[Part])
 _ENCODER = msgspec.msgpack.Encoder()
+
+# The read process's side: an ``Envelope`` as encoded above, decoded into what the held
+# facts read of it (what else it holds is skipped, not built).
+
+_NO_FIELDS = msgspec.Raw(msgspec.msgpack.encode({}))
+_FIELDS = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+class FedSample(msgspec.Struct, frozen=True, gc=False):
+    """A ``Sample`` as the held facts read it (``HeldSample``)."""
+
+    ts: float
+    check: str
+    name: str
+    outcome: str
+    item: str = ""
+    target: str = ""
+    encoded_fields: msgspec.Raw = msgspec.field(default=_NO_FIELDS, name="fields")
+    error: str = ""
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return _FIELDS.decode(self.encoded_fields)
+
+
+class FedEnvelope(msgspec.Struct, frozen=True, gc=False):
+    """An ``Envelope`` as the held facts read it (``HeldEnvelope``)."""
+
+    agent: str
+    province: str
+    commune: str
+    samples: list[FedSample]
+
+
+class FedBatch(msgspec.Struct, tag="e", array_like=True, frozen=True, gc=False):
+    """A ``Batch`` as the read process decodes it."""
+
+    received: float
+    envelopes: list[FedEnvelope]
+
+
+FedPart = FedBatch | AgentsChanged | Reset
+_FRAME = msgspec.msgpack.Decoder(list[FedPart])
 
 
 class FactsFeed:
@@ -196,7 +244,7 @@ def follow(facts: HeldFacts, store_path: Path, connection: Connection) -> None:
         db.close()
 
 
-def decode_frame(data: bytes) -> list[Part]:
+def decode_frame(data: bytes) -> list[FedPart]:
     """A frame's parts; one that cannot be read says to read everything afresh."""
     try:
         return _FRAME.decode(data)
@@ -210,9 +258,9 @@ def decode_frame(data: bytes) -> list[Part]:
 APPLY_AT_ONCE = 64
 
 
-def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[Part]) -> None:
+def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[FedPart]) -> None:
     for part in parts:
-        if isinstance(part, Batch):
+        if isinstance(part, FedBatch):
             envelopes = part.envelopes
             for start in range(0, len(envelopes), APPLY_AT_ONCE):
                 facts.observe(db, envelopes[start : start + APPLY_AT_ONCE], part.received)

@@ -33,11 +33,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
 
-from agent.catalogue import SNMP_INTERFACE, histories
-from agent.wire import Envelope, Sample
+from agent.catalogue import SNMP_INTERFACE, Observed, histories
 from collector.state.store import AgentState, LatestSample, Port, StateStore, Subject, agent_key
 
 #: The checks the roll-up reads, and their items (others are ignored by it).
@@ -56,6 +56,35 @@ _SUBJECT = """SELECT id, agent_key, kind, name, target, network, monitored_since
 _PORT = "SELECT agent_key, device, port, state, since, first_up FROM ports"
 
 Place = tuple[str, str]
+
+
+class HeldSample(Observed, Protocol):
+    """What the held facts read of an admitted sample: a ``Sample`` in the collector,
+    the feed's lighter copy in the read process (``state/factsfeed.py``)."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+    @property
+    def error(self) -> str: ...
+
+
+class HeldEnvelope(Protocol):
+    @property
+    def province(self) -> str: ...
+    @property
+    def commune(self) -> str: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def samples(self) -> Sequence[HeldSample]: ...
+
+
 SeriesKey = tuple[str, str, str, str]
 """(agent key, name, item, target): a latest row's key."""
 
@@ -159,7 +188,9 @@ class HeldFacts:
 
     # kept current by the store -----------------------------------------------------
 
-    def observe(self, db: sqlite3.Connection, envelopes: Sequence[Envelope], _now: float) -> None:
+    def observe(
+        self, db: sqlite3.Connection, envelopes: Sequence[HeldEnvelope], _now: float
+    ) -> None:
         """The store's observer: a batch's admitted envelopes, inside its transaction."""
         with self._lock:
             places = self._places
@@ -320,7 +351,7 @@ def _read_agent(db: sqlite3.Connection, held: _Commune | None, key: str) -> bool
     return row is not None
 
 
-def _apply(db: sqlite3.Connection, held: _Commune, key: str, sample: Sample) -> bool:
+def _apply(db: sqlite3.Connection, held: _Commune, key: str, sample: HeldSample) -> bool:
     """One admitted sample into a commune's facts; whether they changed."""
     check, item = sample.check, sample.item
     series = (key, sample.name, item, sample.target)
@@ -370,7 +401,7 @@ def _apply(db: sqlite3.Connection, held: _Commune, key: str, sample: Sample) -> 
 
 
 def _apply_history(
-    db: sqlite3.Connection, held: _Commune, key: str, kind: str, sample: Sample, state: str
+    db: sqlite3.Connection, held: _Commune, key: str, kind: str, sample: HeldSample, state: str
 ) -> bool:
     subject = held.subjects.get((key, kind, sample.name, sample.target))
     if subject is not None and subject.state == state:
