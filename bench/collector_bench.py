@@ -69,12 +69,12 @@ from agent.configtypes import BrokerSection  # noqa: E402
 from collector.alerts.engine import AlertEngine  # noqa: E402
 from collector.alerts.rules import default_rules  # noqa: E402
 from collector.common.gctuning import pace_for_ingest  # noqa: E402
+from collector.config import ApiSection  # noqa: E402
 from collector.ingest import codec  # noqa: E402
 from collector.ingest.ingestor import Ingestor, Message  # noqa: E402
 from collector.ingest.source import MqttSource, SourceSettings  # noqa: E402
 from collector.outputs.sink import SinkSettings  # noqa: E402
 from collector.outputs.sink_process import SinkProcess  # noqa: E402
-from collector.config import ApiSection  # noqa: E402
 from collector.outputs.spool import Spool  # noqa: E402
 from collector.state.factsfeed import FactsFeed  # noqa: E402
 from collector.state.housekeeping import Housekeeping, Task, mark_silent  # noqa: E402
@@ -655,12 +655,12 @@ def report(result: dict[str, float], rate: float) -> None:
         f"{result['sink_us']:.1f} us a message committed"
     )
     if result["reads_us"]:
+        cores = result["cpu_cores"] + result["reads_cpu_cores"] + result["sink_cpu_cores"]
         print(
             f"  reads      the read process following the commits (no request): "
             f"{result['reads_cpu_cores']:.2f} cores, {result['reads_us']:.1f} us a message (the "
             f"collector's feed thread {result['feed_us']:.1f} us); "
-            f"collector + read process + sink "
-            f"{result['cpu_cores'] + result['reads_cpu_cores'] + result['sink_cpu_cores']:.2f} cores"
+            f"collector + read process + sink {cores:.2f} cores"
         )
     per_day = result["growth_per_message"] * rate * 86400 / 2**20
     print(
