@@ -45,6 +45,7 @@ from typing import Any
 import msgspec
 
 from collector.common.gctuning import pace_for_ingest
+from collector.common.threadswitch import share_between_ingest_and_reads
 from collector.config import ApiSection, ConsoleSection
 from collector.state.factsfeed import FactsFeed
 from collector.state.inventory import Inventory
@@ -254,6 +255,9 @@ def _serve(
     logging.basicConfig(level=level, format=LOG_FORMAT)
     # It decodes what the collector commits as ingest does: the same young collections.
     pace_for_ingest()
+    # Its requests share the interpreter with the feed's and the refresh's threads, as
+    # the collector's share it with ingest: handed between them as often.
+    share_between_ingest_and_reads()
     from collector.state.factsfeed import follow
     from collector.state.livehealth import LiveHealth
     from collector.state.store import StateStore
