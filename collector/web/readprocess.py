@@ -166,7 +166,7 @@ class ReadProcess:
                 return
             log.error("the read process has not answered %d pings in a row: replacing it",
                       self._missed)  # fmt: skip
-            self._end()
+            self._end(grace_s=0.0)  # nothing told it to leave: no use waiting
         else:
             log.error(
                 "the read process ended (exit code %s); starting it again (the collector "
@@ -192,12 +192,13 @@ class ReadProcess:
         except (OSError, EOFError, msgspec.DecodeError):
             return False
 
-    def _end(self) -> None:
-        """The process ended, whatever it was doing (a stopped one ignores SIGTERM)."""
+    def _end(self, grace_s: float = 5.0) -> None:
+        """The process ended, whatever it was doing (a stopped one ignores SIGTERM),
+        after ``grace_s`` to leave on its own (told to by ``stop``)."""
         process = self._process
         if process is None or process.pid is None:
             return
-        process.join(timeout=5)
+        process.join(timeout=grace_s)
         if process.is_alive():
             process.terminate()
             process.join(timeout=5)
