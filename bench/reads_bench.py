@@ -64,6 +64,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import logging
 import math
 import multiprocessing
 import random
@@ -504,6 +505,10 @@ def main() -> None:
         "many times in turn",
     )  # fmt: skip
     args = parser.parse_args()
+    # The read process says what it does at INFO (warming, its long garbage-collection
+    # passes): it takes this process's level. The collector's parts here stay quiet.
+    logging.basicConfig(level=logging.INFO, format="  %(name)s: %(message)s")
+    logging.getLogger("collector").setLevel(logging.WARNING)
     share_between_ingest_and_reads()  # as `run` does
     intervals = [float(ms) / 1000 for ms in args.switch_ms.split(",")] if args.switch_ms else []
     if intervals:

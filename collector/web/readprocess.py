@@ -44,7 +44,7 @@ from typing import Any
 
 import msgspec
 
-from collector.common.gctuning import pace_for_ingest
+from collector.common.gctuning import FreezeAsItAges, LongestPass, pace_for_ingest
 from collector.common.threadswitch import share_between_ingest_and_reads
 from collector.config import ApiSection, ConsoleSection
 from collector.state.factsfeed import FactsFeed
@@ -67,6 +67,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DIR_PREFIX = "commune-reads-"
 #: As the collector's housekeeping: the figures that depend on time, before they are asked.
 REFRESH_S = 10.0
+#: What survived the young garbage collections is frozen this often (``FreezeAsItAges``).
+FREEZE_EVERY_S = 1.0
+#: A garbage-collection pass this long is logged, once a minute at most.
+LONG_PASS_S = 0.1
+PASSES_TOLD_EVERY_S = 60.0
 #: A running read process must answer the housekeeping's ping within this...
 PING_TIMEOUT_S = 10.0
 #: ...or be replaced after this many pings in a row unanswered (a wedged process).
@@ -307,7 +312,8 @@ def _serve(
 
 def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, warmed: Any) -> None:
     """Warm the overview's figures, then keep what depends on time, and the shared
-    systems' catalogue, current."""
+    systems' catalogue, current, and what ages frozen out of the garbage collector's
+    passes (``FreezeAsItAges``)."""
     started = time.monotonic()
     try:
         model.warm()
@@ -318,16 +324,34 @@ def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, wa
         log.info("console overview warmed in %.1f s (the read process)",
                  time.monotonic() - started)  # fmt: skip
     # What warming built (millions of objects for the country) is left out of the
-    # collector's garbage collections, each of which would stop the requests.
+    # garbage collections, each of which would stop the requests; and so is, as it
+    # ages, what replaces it (an hour's full collection aside).
     gc.freeze()
+    freezer = FreezeAsItAges()
+    passes = LongestPass()
+    passes.take()
     warmed.value = 1
-    while not leaving.wait(REFRESH_S):
-        try:
-            systems.reload_if_changed()
-            model.refresh()
-        except Exception:
-            if not leaving.is_set():
-                log.exception("the health figures could not be refreshed")
+    refreshed = told = time.monotonic()
+    while not leaving.wait(FREEZE_EVERY_S):
+        if time.monotonic() - told >= PASSES_TOLD_EVERY_S:
+            told = time.monotonic()
+            longest, generation = passes.take()
+            if longest >= LONG_PASS_S:
+                log.info("the longest garbage-collection pass of the last minute: %.0f ms "
+                         "(generation %d): the reads waited for it", 1000 * longest,
+                         generation)  # fmt: skip
+        if time.monotonic() - refreshed >= REFRESH_S:
+            refreshed = time.monotonic()
+            try:
+                systems.reload_if_changed()
+                model.refresh()
+            except Exception:
+                if not leaving.is_set():
+                    log.exception("the health figures could not be refreshed")
+        took = freezer.step()
+        if took is not None:
+            log.info("a full garbage collection took %.0f ms (%d objects kept)",
+                     1000 * took, gc.get_freeze_count())  # fmt: skip
 
 
 async def _listen(
