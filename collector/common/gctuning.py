@@ -21,11 +21,13 @@ def pace_for_ingest() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-#: ``FreezeAsItAges``: a full collection at least this often...
-FULL_EVERY_S = 3600.0
-#: ...and as soon as what is frozen has grown by this much since the last one (cyclic
-#: garbage frozen with the rest waits for it: what it may hold is bounded by this).
+#: ``FreezeAsItAges``: a full collection as soon as what is frozen has grown by this much
+#: since the last one (cyclic garbage frozen with the rest waits for it: what it may hold
+#: is bounded by this)...
 FULL_GROWTH = 1.25
+#: ...and at least this often. It walks everything (for the country, the millions of
+#: objects warming built as well): most of a second or more, so rarely.
+FULL_EVERY_S = 86400.0
 
 
 class FreezeAsItAges:
@@ -46,7 +48,8 @@ class FreezeAsItAges:
     objects are still freed by their reference counts (almost all of the model's);
     only cyclic garbage frozen with them waits for the full collection ``step`` makes
     (everything unfrozen, collected, frozen again) when what is frozen has grown by a
-    quarter since the last, or every ``full_every_s`` at least.
+    quarter since the last, or every ``full_every_s`` (a day) at least: one long pass
+    a day, not two a minute.
     """
 
     def __init__(

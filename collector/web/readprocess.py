@@ -325,7 +325,7 @@ def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, wa
                  time.monotonic() - started)  # fmt: skip
     # What warming built (millions of objects for the country) is left out of the
     # garbage collections, each of which would stop the requests; and so is, as it
-    # ages, what replaces it (an hour's full collection aside).
+    # ages, what replaces it (a rare full collection aside).
     gc.freeze()
     freezer = FreezeAsItAges()
     passes = LongestPass()
