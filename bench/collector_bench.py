@@ -395,12 +395,13 @@ def measure_collector(
     )
     # The rounds `run` makes every 10 s beside ingest: silent agents, the agent and
     # commune rules over every agent.
-    housekeeping = Housekeeping(
-        [
-            Task("silence", mark_silent(store, 3.0, 60.0)),
-            Task("alerts", lambda now: engine.tick(store, now)),
-        ]
-    )
+    tasks = [
+        Task("silence", mark_silent(store, 3.0, 60.0)),
+        Task("alerts", lambda now: engine.tick(store, now)),
+    ]
+    if reads == "collector":  # the read process refreshes its own figures
+        tasks.append(Task("health figures", lambda _: health.refresh()))
+    housekeeping = Housekeeping(tasks)
     stop = threading.Event()
 
     def rounds_every_10_s() -> None:
@@ -435,6 +436,8 @@ def measure_collector(
         time.sleep(0.1)
     timer.join()
     cpu_used = cpu_seconds() - cpu_started - sum(measuring_cpu)
+    if feed is not None:
+        feed.flush()  # what the read process has still to follow is its cost too
     reads_cpu = 0.0 if reads_pid is None else cpu_seconds(reads_pid) - reads_started
     threads = {name: cpu - threads_started.get(name, 0.0) for name, cpu in thread_seconds().items()}
     while Spool(store).stats().rows and time.monotonic() < deadline:

@@ -1,5 +1,5 @@
 """The read process's garbage collection: what ages is frozen, cycles still collected
-at the full pass."""
+by the full pass; its longest pass measured."""
 
 from __future__ import annotations
 
@@ -24,33 +24,50 @@ def a_cycle() -> weakref.ref[Node]:
     return weakref.ref(first)
 
 
+def a_held_cycle(holder: list[Node]) -> weakref.ref[Node]:
+    """A cycle reachable while ``holder`` holds it."""
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    holder.append(first)
+    return weakref.ref(first)
+
+
 @pytest.fixture
-def unfrozen() -> Iterator[None]:
+def quiet_gc() -> Iterator[None]:
+    """Nothing frozen, no automatic pass: each pass is one the test asks for (one in
+    the middle could promote a cycle out of reach of the young collection)."""
     gc.unfreeze()
+    gc.disable()
     yield
+    gc.enable()
     gc.unfreeze()
 
 
-def test_a_step_freezes_what_survived_it(unfrozen: None) -> None:
-    clock = [0.0]
-    freezer = FreezeAsItAges(full_every_s=60.0, clock=lambda: clock[0])
+def test_a_step_freezes_what_survived_it(quiet_gc: None) -> None:
+    freezer = FreezeAsItAges(full_every_s=60.0, clock=lambda: 0.0)
     kept = [Node() for _ in range(1000)]
     before = gc.get_freeze_count()
     assert freezer.step() is None
     assert gc.get_freeze_count() >= before + len(kept)
-    # Frozen, the model's objects are out of the oldest generation's passes.
-    assert not any(node is kept[0] for node in gc.get_objects(generation=2))
+    # Frozen, the model's objects are out of every generation's passes.
+    assert not any(node is kept[0] for g in (0, 1, 2) for node in gc.get_objects(generation=g))
 
 
-def test_cyclic_garbage_frozen_with_the_rest_is_freed_by_the_full_pass(unfrozen: None) -> None:
+def test_a_step_collects_the_young_cycles_before_freezing(quiet_gc: None) -> None:
+    freezer = FreezeAsItAges(full_every_s=3600.0, clock=lambda: 0.0)
+    dead = a_cycle()
+    assert dead() is not None
+    freezer.step()
+    assert dead() is None
+
+
+def test_cyclic_garbage_frozen_with_the_rest_is_freed_by_the_full_pass(quiet_gc: None) -> None:
     clock = [0.0]
     freezer = FreezeAsItAges(full_every_s=60.0, clock=lambda: clock[0])
-    holder = [Node()]
-    holder[0].other = Node()
-    holder[0].other.other = holder[0]  # a cycle, reachable while held
-    dead = weakref.ref(holder[0])
+    holder: list[Node] = []
+    dead = a_held_cycle(holder)
     freezer.step()  # frozen while reachable
-    holder.clear()  # now garbage, frozen: no collection sees it
+    holder.clear()  # now garbage, frozen: no pass sees it
     gc.collect()
     assert dead() is not None
     clock[0] = 59.0
@@ -60,39 +77,36 @@ def test_cyclic_garbage_frozen_with_the_rest_is_freed_by_the_full_pass(unfrozen:
     took = freezer.step()
     assert took is not None and took >= 0.0
     assert dead() is None
-    # And frozen again after it: the next steps start from a small oldest generation.
+    # Frozen again after it: the next steps start from a small oldest generation.
     assert gc.get_freeze_count() > 0
 
 
-def test_a_step_collects_the_young_cycles_before_freezing(unfrozen: None) -> None:
-    freezer = FreezeAsItAges(full_every_s=3600.0)
-    dead = a_cycle()
-    assert dead() is not None
-    freezer.step()
-    assert dead() is None
-
-
 def test_what_is_frozen_growing_by_a_quarter_brings_the_full_pass_forward(
-    unfrozen: None,
+    quiet_gc: None,
 ) -> None:
     clock = [0.0]
-    freezer = FreezeAsItAges(full_every_s=3600.0, clock=lambda: clock[0], growth=1.25)
-    holder = [Node()]
-    holder[0].other = Node()
-    holder[0].other.other = holder[0]
-    dead = weakref.ref(holder[0])
-    assert freezer.step() is None
+    freezer = FreezeAsItAges(
+        full_every_s=86400.0, clock=lambda: clock[0], growth=1.25, growth_checked_every_s=600.0
+    )
+    holder: list[Node] = []
+    dead = a_held_cycle(holder)
+    assert freezer.step() is None  # the first step measures what is frozen
     holder.clear()
-    assert freezer.step() is None  # not grown: the cycle waits
-    assert dead() is not None
     kept = [Node() for _ in range(gc.get_freeze_count() // 3)]
-    assert freezer.step() is not None  # grown by more than a quarter: collected now
+    clock[0] = 599.0
+    # Grown by more than a quarter, but the count (a walk of all that is frozen) is
+    # looked at only every 600 s.
+    assert freezer.step() is None
+    assert dead() is not None
+    clock[0] = 600.0
+    assert freezer.step() is not None
     assert dead() is None
-    assert freezer.step() is None  # and measured again from there
-    assert len(kept) > 0
+    clock[0] = 1200.0
+    assert freezer.step() is None  # measured again from the full pass
+    assert kept
 
 
-def test_the_longest_pass_is_measured_and_taken_once() -> None:
+def test_the_longest_pass_is_measured_and_taken_once(quiet_gc: None) -> None:
     passes = LongestPass()
     try:
         garbage = [a_cycle() for _ in range(1000)]
@@ -101,5 +115,7 @@ def test_the_longest_pass_is_measured_and_taken_once() -> None:
         assert took > 0.0 and generation == 2
         assert all(dead() is None for dead in garbage)
         assert passes.take() == (0.0, 0)
+        gc.collect(0)
+        assert passes.take()[1] == 0
     finally:
         passes.close()

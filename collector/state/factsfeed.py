@@ -266,5 +266,7 @@ def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[FedPart]) ->
                 facts.observe(db, envelopes[start : start + APPLY_AT_ONCE], part.received)
         elif isinstance(part, AgentsChanged):
             facts.agents_changed(db, part.keys)
-        else:
+        elif isinstance(part, Reset):
             facts.rolled_back()
+        else:  # the writer's own parts (a ``Batch``) are never applied undecoded
+            raise TypeError(f"not a part of the feed as decoded: {type(part).__name__}")
