@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from tests.servers import REPO, free_port
 
 
@@ -44,6 +46,25 @@ def systems_reached(api: int) -> dict[str, str]:
             break
         time.sleep(1)
     return found
+
+
+def interrupt(script: subprocess.Popen[bytes]) -> str:
+    """Ctrl-C, as a person at the terminal: what the script said. One that has not
+    stopped a minute later fails the test with what was still running (its pipe drained
+    and closed: left open, its warning would fail a later test)."""
+    os.killpg(script.pid, signal.SIGINT)
+    try:
+        return script.communicate(timeout=60)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(
+            ["ps", "-o", "pid,etimes,args", "-s", str(script.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        os.killpg(script.pid, signal.SIGKILL)
+        output = script.communicate()[0].decode(errors="replace")
+        pytest.fail(f"make run still running 60 s after Ctrl-C:\n{left}\n{output[-4000:]}")
 
 
 def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -> None:
@@ -84,8 +105,7 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
             catalogue = json.loads(r.read())
         reach = systems_reached(api)
     finally:
-        os.killpg(script.pid, signal.SIGINT)  # Ctrl-C
-        output = script.communicate(timeout=30)[0].decode(errors="replace")
+        output = interrupt(script)
     assert province["communes"] == 95, output  # the official register's units
     assert province["communes_by_status"]["no_data"] == 95 - 6  # type: ignore[index]
     # 5 fleet communes x 8 PCs + this machine's agent.
