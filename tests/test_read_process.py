@@ -363,6 +363,20 @@ def test_reads_are_served_by_the_collector_while_the_read_process_is_away(
     assert line_of(served, served.server.port)["up"] is False
 
 
+def test_ctrl_c_leaves_the_read_process_to_the_collector(served: Served) -> None:
+    """Ctrl-C at a terminal reaches the whole process group: the read process stays
+    until the collector stops it."""
+    wait_for(served.reads.ping, "the read process answers")
+    pid = served.reads.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    time.sleep(1.0)  # a read process that took it would be gone by now (not a bound)
+    assert served.reads.ping()
+    assert served.reads.running and served.reads.pid == pid
+    served.reads.stop()
+    assert not served.reads.running
+
+
 def test_socket_directories_left_by_a_killed_collector_are_swept(tmp_path: Path) -> None:
     import subprocess
     import tempfile

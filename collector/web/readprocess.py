@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -259,6 +260,10 @@ def _serve(
     level: int,
 ) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    # Ctrl-C at a terminal reaches the whole process group: the read process leaves
+    # when the collector says (or is gone), not before it, which the collector's
+    # housekeeping would take for a death and start it again while stopping.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # It decodes what the collector commits as ingest does: the same young collections.
     pace_for_ingest()
     # Its requests share the interpreter with the feed's and the refresh's threads, as
