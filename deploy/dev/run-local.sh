@@ -210,7 +210,21 @@ PIDS=$!
 "$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$RUN/systems" "$SYSTEMS_PORT" \
   >> "$RUN/systems.log" 2>&1 &
 PIDS="$! $PIDS"
-trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; echo; echo "stopped."' EXIT
+# Stopped with SIGTERM; whatever has not left 10 s later (seen on a loaded machine: the
+# systems' web server) is killed, so that Ctrl-C always ends the script.
+stop_all() {
+  kill $PIDS 2>/dev/null || true
+  for _ in $(seq 50); do
+    local alive=""
+    for pid in $PIDS; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ -z "$alive" ]] && break
+    sleep 0.2
+  done
+  kill -9 $PIDS 2>/dev/null || true
+  wait 2>/dev/null
+  echo; echo "stopped."
+}
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 for _ in $(seq 50); do
   (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
