@@ -69,7 +69,9 @@ Part = Batch | AgentsChanged | Reset
 _ENCODER = msgspec.msgpack.Encoder()
 
 # The read process's side: an ``Envelope`` as encoded above, decoded into what the held
-# facts read of it (what else it holds is skipped, not built).
+# facts read of it (what else it holds is skipped, not built), as the sink decodes the
+# spool into what line protocol reads (``outputs/spooled.py``; gc=False for the same
+# reason: plain data, never a cycle).
 
 _NO_FIELDS = msgspec.Raw(msgspec.msgpack.encode({}))
 _FIELDS = msgspec.msgpack.Decoder(dict[str, Any])
