@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from collector.state.availability import Outage
 from collector.state.health import (
     DAY,
@@ -65,6 +67,18 @@ _Key = tuple[str, str, bool, int, float]
 """(province, commune, detail, days, horizon): one way of computing a commune."""
 
 
+class _HeldTarget(msgspec.Struct, frozen=True, gc=False):
+    """A probe's figures and the inputs they were computed from. Not tracked by the
+    garbage collector (one per probe, replaced as its agent reports; what it holds
+    holds nothing of it), where a pair of tuples was two tracked objects."""
+
+    subject: Subject
+    sample: LatestSample | None
+    up: bool | None
+    availability: Availabilities
+    target: LineTarget
+
+
 class LiveHealth(HealthModel):
     def __init__(
         self,
@@ -90,7 +104,7 @@ class LiveHealth(HealthModel):
         self._places: dict[str | None, tuple[tuple[int, object], list[Place]]] = {}
         """``places(province)`` by province, with the held places' version it was of."""
         self._provinces: tuple[tuple[int, object], list[str]] | None = None
-        self._targets: dict[tuple[int, bool], tuple[tuple[Any, ...], LineTarget]] = {}
+        self._targets: dict[tuple[int, bool], _HeldTarget] = {}
         """Each probe's figures by (subject id, overview), while its inputs are the same
         objects: a commune changes a few probes at a time (the agents that reported)."""
 
@@ -252,17 +266,16 @@ class LiveHealth(HealthModel):
     ) -> LineTarget:
         key = (subject.id, availability is NOT_COMPUTED)
         held = self._targets.get(key)
-        if held is not None:
-            was_subject, was_sample, was_up, was_availability = held[0]
-            if (
-                was_subject is subject
-                and was_sample is sample
-                and was_up is up
-                and was_availability is availability
-            ):
-                return held[1]
+        if (
+            held is not None
+            and held.subject is subject
+            and held.sample is sample
+            and held.up is up
+            and held.availability is availability
+        ):
+            return held.target
         target = super()._target(subject, sample, up, availability)
-        self._targets[key] = ((subject, sample, up, availability), target)
+        self._targets[key] = _HeldTarget(subject, sample, up, availability, target)
         return target
 
     # one commune ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import Field
@@ -78,8 +79,29 @@ class AgentSummary:
 
 
 @dataclass
+class SampleView:
+    """A latest sample as the API shows it (``LatestSample`` is a struct the API's
+    schema cannot describe)."""
+
+    agent_key: str
+    check: str
+    name: str
+    item: str
+    target: str
+    ts: float
+    outcome: str
+    fields: dict[str, Any]
+    tags: dict[str, str]
+    error: str
+
+    @classmethod
+    def of(cls, sample: LatestSample) -> SampleView:
+        return cls(*msgspec.structs.astuple(sample))
+
+
+@dataclass
 class AgentDetail(AgentSummary):
-    samples: list[LatestSample] = field(default_factory=list)
+    samples: list[SampleView] = field(default_factory=list)
 
 
 @dataclass
@@ -371,7 +393,8 @@ def get_agent(who: Reader, context: Context, agent: str, commune: str | None = N
         keys = ", ".join(a.agent_key for a in matches)
         raise HTTPException(409, f"{agent!r} is ambiguous ({keys}): add ?commune=")
     found = matches[0]
-    return AgentDetail(**_summary(found).__dict__, samples=context.store.latest(found.agent_key))
+    samples = [SampleView.of(sample) for sample in context.store.latest(found.agent_key)]
+    return AgentDetail(**_summary(found).__dict__, samples=samples)
 
 
 @router.get("/api/v1/availability", tags=["health"], responses=errors(400, 404))
