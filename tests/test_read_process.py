@@ -44,6 +44,7 @@ from tests.test_livehealth import (
     INVENTORY,
     T0,
     Failing,
+    antivirus,
     envelope,
     line,
     same_answers,
@@ -118,6 +119,49 @@ def test_the_followed_model_answers_as_a_full_recomputation(
             apply_step(world.store, world.failing, world.now, step)
             world.deliver()
             same_answers(world.store, world.live, world.now[0])
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.tuples(steps, st.booleans()), min_size=1, max_size=20))
+def test_a_model_behind_the_writer_answers_as_a_full_recomputation_once_caught_up(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[tuple[tuple[Any, ...], bool]]
+) -> None:
+    """The read process applies a frame after later commits: what it reads again from
+    the store then is newer than the frame (an agent forgotten and back already, a
+    subject changed twice). Once it has applied every frame, it answers as the store."""
+    with contextlib.closing(Followed(tmp_path_factory.mktemp("behind"))) as world:
+        same_answers(world.store, world.live, world.now[0])
+        for step, deliver in sequence:
+            apply_step(world.store, world.failing, world.now, step)
+            if deliver:
+                world.deliver()
+                same_answers(world.store, world.live, world.now[0])
+        world.deliver()
+        same_answers(world.store, world.live, world.now[0])
+
+
+def test_an_agent_forgotten_and_back_before_the_read_process_applied_it(
+    followed: Followed,
+) -> None:
+    """Forgetting took the agent's latest samples; by the time the read process applies
+    that frame the agent is back (its row read again is found): what it held of the
+    agent before must go all the same."""
+    place = ("dong-nai", "la-nga", "pc-1")
+    store = followed.store
+    store.apply([envelope(place, T0, [line(T0, "tslcd", "tslcd", True, 5.0),
+                                      antivirus(T0, "protected")])])  # fmt: skip
+    store.apply(statuses=[(status(place, T0 + 10, "offline"), T0 + 10)])
+    followed.deliver()
+    assert followed.live.commune("la-nga", "dong-nai") is not None  # the province held
+    followed.now[0] = back = T0 + 8000
+    assert store.forget_agents(back - 7200) == ["dong-nai/la-nga/pc-1"]
+    store.apply([envelope(place, back, [line(back, "internet", "internet", True, 9.5)])])
+    followed.deliver()
+    same_answers(store, followed.live, back)
 
 
 def test_a_rolled_back_batch_sends_nothing(followed: Followed) -> None:

@@ -59,6 +59,7 @@ class Batch(msgspec.Struct, tag="e", array_like=True, frozen=True):
 
 class AgentsChanged(msgspec.Struct, tag="a", array_like=True, frozen=True):
     keys: list[str]
+    forgotten: bool = False
 
 
 class Reset(msgspec.Struct, tag="r", array_like=True, frozen=True):
@@ -137,9 +138,11 @@ class FactsFeed:
         if self._attached is not None and envelopes:
             self._pending.append(Batch(now, list(envelopes)))
 
-    def agents_changed(self, _db: sqlite3.Connection, keys: Sequence[str]) -> None:
+    def agents_changed(
+        self, _db: sqlite3.Connection, keys: Sequence[str], forgotten: bool = False
+    ) -> None:
         if self._attached is not None and keys:
-            self._pending.append(AgentsChanged(list(keys)))
+            self._pending.append(AgentsChanged(list(keys), forgotten))
 
     def rolled_back(self) -> None:
         self._pending = []
@@ -267,7 +270,7 @@ def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[FedPart]) ->
             for start in range(0, len(envelopes), APPLY_AT_ONCE):
                 facts.observe(db, envelopes[start : start + APPLY_AT_ONCE], part.received)
         elif isinstance(part, AgentsChanged):
-            facts.agents_changed(db, part.keys)
+            facts.agents_changed(db, part.keys, part.forgotten)
         elif isinstance(part, Reset):
             facts.rolled_back()
         else:  # the writer's own parts (a ``Batch``) are never applied undecoded

@@ -216,9 +216,13 @@ class HeldFacts:
                 if changed:
                     held.generation = next(self._generations)
 
-    def agents_changed(self, db: sqlite3.Connection, keys: Sequence[str]) -> None:
+    def agents_changed(
+        self, db: sqlite3.Connection, keys: Sequence[str], forgotten: bool = False
+    ) -> None:
         """The store's watcher: agents' state changed outside envelopes (a status,
-        silence, forgetting), inside the transaction."""
+        silence, forgetting), inside the transaction, or in the read process after it:
+        there ``db`` may read a later state, an agent forgotten and back already, so
+        what forgetting took is dropped by what the writer says, not by what is read."""
         if not keys:
             return
         with self._lock:
@@ -238,7 +242,7 @@ class HeldFacts:
                 gone = gone or not found
                 if held is None:
                     continue
-                if not found:  # forgotten: its latest rows and ports went with it
+                if forgotten or not found:  # its latest rows and ports went with it
                     held.latest = {k: v for k, v in held.latest.items() if k[0] != key}
                     held.ports = {k: v for k, v in held.ports.items() if k[0] != key}
                 held.generation = next(self._generations)

@@ -99,9 +99,13 @@ class Watcher(Protocol):
     """Told of what changes the agents' state outside a batch's envelopes, and of a
     write transaction rolled back (the live health model, ``state/livehealth.py``)."""
 
-    def agents_changed(self, db: sqlite3.Connection, keys: Sequence[str]) -> None:
+    def agents_changed(
+        self, db: sqlite3.Connection, keys: Sequence[str], forgotten: bool = False
+    ) -> None:
         """Inside the transaction that changed these agents (a status applied, marked
-        silent, forgotten): ``db`` reads them as they will be committed."""
+        silent, forgotten): ``db`` reads them as they will be committed. ``forgotten``:
+        they were forgotten, their latest samples and ports gone with them (one read
+        later than this transaction may find an agent back already, not what it lost)."""
 
     def rolled_back(self) -> None:
         """A write transaction was rolled back: what the observers saw in it never was."""
@@ -340,9 +344,9 @@ class StateStore:
             except Exception:  # the transaction stands: its caller must not think otherwise
                 log.exception("a watcher failed after a commit")
 
-    def _agents_changed(self, keys: Sequence[str]) -> None:
+    def _agents_changed(self, keys: Sequence[str], forgotten: bool = False) -> None:
         for watcher in self.watchers:
-            watcher.agents_changed(self._db, keys)
+            watcher.agents_changed(self._db, keys, forgotten)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -1149,7 +1153,7 @@ class StateStore:
                 keys = [(str(row[0]),) for row in rows]
                 for table in ("latest", "ports", "agent_updates", "agent_refusals", "agents"):
                     self._db.executemany(f"DELETE FROM {table} WHERE agent_key = ?", keys)  # noqa: S608 - fixed names
-                self._agents_changed([key for (key,) in keys])
+                self._agents_changed([key for (key,) in keys], forgotten=True)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
