@@ -96,7 +96,7 @@ class SampleView:
 
     @classmethod
     def of(cls, sample: LatestSample) -> SampleView:
-        return cls(*msgspec.structs.astuple(sample))
+        return cls(**msgspec.structs.asdict(sample))
 
 
 @dataclass

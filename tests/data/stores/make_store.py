@@ -21,6 +21,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import msgspec
+
 from agent.wire import Envelope, Sample, Status, encode
 from collector.alerts.engine import AlertEngine
 from collector.alerts.records import acknowledge, add_silence, list_alerts, list_silences
@@ -43,6 +45,14 @@ try:
     from collector.state import maintenance
 except ImportError:
     registry = tokens = maintenance = None  # type: ignore[assignment]
+
+
+def _as_dict(value: object) -> dict[str, object]:
+    """A record's fields: a dataclass in the releases before, a struct since
+    (``LatestSample``); this script dumps a store with the code of its release."""
+    if isinstance(value, msgspec.Struct):
+        return msgspec.structs.asdict(value)
+    return dataclasses.asdict(value)  # type: ignore[call-overload]
 
 
 def spool_stats(store: StateStore) -> tuple[int, int, int]:
@@ -257,7 +267,7 @@ def dump(path: Path, now: float) -> dict[str, object]:
             ],
             "spool": {"rows": spool[0], "bytes": spool[1], "dropped": spool[2]},
             "latest": {
-                a.agent_key: [dataclasses.asdict(s) for s in store.latest(a.agent_key)]
+                a.agent_key: [_as_dict(s) for s in store.latest(a.agent_key)]
                 for a in store.agents()
             },
             "report": dataclasses.asdict(report),
