@@ -446,6 +446,29 @@ def test_socket_directories_left_by_a_killed_collector_are_swept(tmp_path: Path)
                 directory.rmdir()
 
 
+def test_a_tmpdir_too_deep_for_a_socket_puts_the_read_process_s_under_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket's path is bound to 107 bytes: under a deep TMPDIR the read process could
+    never bind its socket, and was started again every 10 s, the collector answering."""
+    import tempfile
+
+    from collector.web.readprocess import SOCKET_PATH_MAX
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with contextlib.closing(Served(tmp_path)) as world:
+        assert len(os.fsencode(world.reads.socket_path)) <= SOCKET_PATH_MAX
+        assert world.reads.socket_path.startswith("/tmp/commune-reads-")
+        wait_for(lambda: handed(world, "/api/v1/province?province=dong-nai"),
+                 "the read process answers")  # fmt: skip
+        assert world.reads.restarts == 0
+        directory = os.path.dirname(world.reads.socket_path)
+        assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert not os.path.exists(directory)  # removed when it stopped
+
+
 def test_a_path_no_route_serves_is_answered_as_by_the_collector(served: Served) -> None:
     """Not handed over, nor its token looked at: a 404 or the redirect to the path with
     a slash less, as the collector alone answers; wrong tokens there lock no one out."""

@@ -66,6 +66,11 @@ from collector.web.readwire import read_frame as _read_frame
 log = logging.getLogger("collector.reads")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DIR_PREFIX = "commune-reads-"
+_SOCKET_NAME = "reads.sock"
+#: The longest path a Unix socket may have (sun_path: 108 bytes on Linux, with its NUL).
+SOCKET_PATH_MAX = 107
+#: Where the socket's directory goes when the temporary directory's path is too long.
+SHORT_TEMP = "/tmp"  # noqa: S108 - only through mkdtemp: 0700, a random name
 #: As the collector's housekeeping: the figures that depend on time, before they are asked.
 REFRESH_S = 10.0
 #: What survived the young garbage collections is frozen this often (``FreezeAsItAges``).
@@ -106,8 +111,8 @@ class ReadProcess:
         # Only the collector's user may reach the socket: the reads behind it trust
         # what the collector's server says of each request (its client's address).
         sweep_leftovers()
-        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
-        self.socket_path = os.path.join(self._dir, "reads.sock")
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=_socket_base())
+        self.socket_path = os.path.join(self._dir, _SOCKET_NAME)
         self._stop = self._context.RawValue(ctypes.c_byte, 0)
         self._warmed = self._context.RawValue(ctypes.c_byte, 0)
         self._settings: ReadSettings | None = None
@@ -219,11 +224,28 @@ class ReadProcess:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def _socket_base() -> str:
+    """The temporary directory, or ``/tmp`` when a socket's path under it would be too
+    long to bind (a deep TMPDIR): the read process would never start, the collector
+    starting it again every 10 s."""
+    base = tempfile.gettempdir()
+    # mkdtemp's name: the prefix, the pid (at most 2**22 on Linux), a dash and 8 random
+    # characters.
+    longest = os.path.join(base, f"{_DIR_PREFIX}{2**22}-{'x' * 8}", _SOCKET_NAME)
+    if len(os.fsencode(longest)) > SOCKET_PATH_MAX and os.path.isdir(SHORT_TEMP):
+        log.warning("TMPDIR %s is too deep for the read process's socket: it goes under %s",
+                    base, SHORT_TEMP)  # fmt: skip
+        return SHORT_TEMP
+    return base
+
+
 def sweep_leftovers() -> list[str]:
     """The socket directories of collectors gone without stopping (a kill -9): those of
     this user whose process is not running. What was removed."""
     removed = []
-    for entry in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*-*"):
+    bases = sorted({tempfile.gettempdir(), SHORT_TEMP})
+    entries = [entry for base in bases for entry in Path(base).glob(f"{_DIR_PREFIX}*-*")]
+    for entry in entries:
         pid = entry.name[len(_DIR_PREFIX) :].split("-", 1)[0]
         try:
             if not pid.isdigit() or entry.stat().st_uid != os.getuid():
