@@ -610,8 +610,18 @@ def report_maps(watches: list[Watch]) -> None:
           + "".join(f"{mb:11.2f} ({shared:6.2f})" for mb, shared in totals))  # fmt: skip
 
 
-def report_footprint(watches: list[Watch], footprints: list[list[tuple[str, float]]]) -> None:
+def report_footprint(
+    every_watch: list[Watch], every_footprint: list[list[tuple[str, float]] | None]
+) -> None:
     """Where each agent's steady RSS goes: its imports in groups, then the rest."""
+    for watch, found in zip(every_watch, every_footprint, strict=True):
+        if found is None:
+            print(f"  {watch.name}: its imports are not broken down (modules of another layout)")
+    pairs = [(w, f) for w, f in zip(every_watch, every_footprint, strict=True) if f is not None]
+    if not pairs:
+        return
+    watches = [w for w, _ in pairs]
+    footprints = [f for _, f in pairs]
     print("  where the RSS goes (MB; imports loaded in this order into a fresh interpreter of the"
           " same install, a module counted in the first group that loads it; the last line is"
           " the steady RSS less them all):")  # fmt: skip

@@ -539,9 +539,11 @@ def launcher_modules(tree: Path) -> tuple[str, ...]:
     return tuple(sorted(set(re.findall(r"from (agent\.update\.\w+) import", runner))))
 
 
-def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[str, float]]:
+def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[str, float]] | None:
     """(group, MB of RSS) for the agent in ``tree``, as ``FOOTPRINT_GROUPS`` orders them;
-    ``launcher``: the launcher's agent's (the agent's modules with ``launcher_modules``)."""
+    ``launcher``: the launcher's agent's (the agent's modules with ``launcher_modules``).
+    None for an agent whose modules the groups do not name (an older layout, such as
+    the default baseline's): the rest of its run is reported all the same."""
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -551,10 +553,13 @@ def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[st
         (label, modules + (launcher_modules(tree) if launcher else ())),
     )
     agent_modules = json.dumps(groups[-1][1])
-    loaded = subprocess.run(
+    found = subprocess.run(
         [str(python), "-c", LOADED_SCRIPT, agent_modules],
-        capture_output=True, text=True, check=True, cwd=tree, env=env,
-    ).stdout.split()  # fmt: skip
+        capture_output=True, text=True, check=False, cwd=tree, env=env,
+    )  # fmt: skip
+    if found.returncode != 0:
+        return None
+    loaded = found.stdout.split()
     out = subprocess.run(
         [str(python), "-c", FOOTPRINT_SCRIPT, json.dumps(groups), *loaded],
         capture_output=True,
