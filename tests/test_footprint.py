@@ -74,10 +74,9 @@ NOT_FOR_A_PC = {
     "subprocess",  # the signature check's, for a config from the collector (agent/sigcheck.py)
 }
 
-#: What the agent the launcher runs uses besides: the order follower, and the records of
-#: the launcher's state files (dataclasses: those modules are the launcher's too, standard
-#: library only).
-FOR_THE_LAUNCHERS_AGENT = {"agent.update.follow", "dataclasses"}
+#: What the agent the launcher runs uses besides: the order follower (the launcher's
+#: state files' records are named tuples: no dataclasses).
+FOR_THE_LAUNCHERS_AGENT = {"agent.update.follow"}
 
 #: The threads of a PC agent: the scheduler's, the broker's and the outbox's drain; and for
 #: as long as a check runs, its run's own ("run:NAME").

@@ -17,9 +17,8 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.update import versions
 from agent.update.state import fsync_dir
@@ -41,8 +40,7 @@ class BundleError(ValueError):
     """A bundle or an installed version that is not what its manifest says."""
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """A version and the SHA-256 of each of its files."""
 
     version: str

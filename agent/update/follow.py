@@ -27,9 +27,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from agent.update import versions
 from agent.update.state import Home, read_json, write_json
@@ -53,8 +52,7 @@ def spread_delay(agent_id: str, spread_s: float) -> float:
     return fraction * spread_s
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):
     """What the follower does next about a release order, and why."""
 
     state: UpdateState

@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -424,7 +424,7 @@ class Launcher:
                 ran += step
             if trial is not None and (code is not None or now - saved >= TRIAL_SAVE_EVERY_S):
                 saved = now  # the time on trial survives a power cut, give or take this
-                trial = replace(trial, ran_s=ran, waited_s=waited)
+                trial = trial._replace(ran_s=ran, waited_s=waited)
                 self._keep_trial(trial)
             if code is not None:
                 self.child = None
@@ -467,7 +467,7 @@ class Launcher:
             log.warning("%s exited with %s; restarting", version, code)
             self._wait(o.restart_delay_s)
             return
-        trial = replace(trial, exits=trial.exits + 1)
+        trial = trial._replace(exits=trial.exits + 1)
         self._keep_trial(trial)
         if trial.exits >= o.max_exits:
             self.rollback(version, f"exited {trial.exits} times on trial (last code {code})")

@@ -23,7 +23,9 @@ rule, and none of them leads to a rollback or a crash:
 - ``health/<v>.json`` unreadable: not healthy yet (the next reading decides; only T
   without health rolls a version back).
 
-Standard library only: the launcher imports it.
+Standard library only: the launcher imports it. Its records are named tuples, not
+dataclasses: the agent under the launcher reads and writes them too, and loads neither
+the dataclasses module nor the methods it would generate for each class.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from agent.update import versions
 
@@ -154,8 +156,7 @@ def _number(value: object) -> float:
     return number if math.isfinite(number) else 0.0
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The launcher's last decision, as ``state/decision.json`` holds it."""
 
     state: str
@@ -196,8 +197,7 @@ def decision_of(document: dict[str, Any] | None) -> Decision | None:
     )
 
 
-@dataclass(frozen=True)
-class Trial:
+class Trial(NamedTuple):
     """A version on trial: since when (wall clock), how many times it exited, how long it
     ran, and the level of resources its predecessor used (its last health record), to
     compare with."""
@@ -225,8 +225,7 @@ class Trial:
         }
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     """What a running agent says of itself in ``state/health/<v>.json``."""
 
     version: str
@@ -283,12 +282,12 @@ def health_of(document: dict[str, Any] | None) -> Health | None:
     )
 
 
-@dataclass
 class Home:
     """Paths of one agent home (``agent.update``'s layout) and its state files."""
 
-    root: Path
-    clock: Any = field(default=time.time, repr=False)
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.root = root
+        self.clock = clock
 
     @property
     def state(self) -> Path:
