@@ -614,17 +614,17 @@ def report_footprint(
     every_watch: list[Watch], every_footprint: list[list[tuple[str, float]] | None]
 ) -> None:
     """Where each agent's steady RSS goes: its imports in groups, then the rest."""
-    for watch, found in zip(every_watch, every_footprint, strict=True):
-        if found is None:
-            print(f"  {watch.name}: its imports are not broken down (modules of another layout)")
     pairs = [(w, f) for w, f in zip(every_watch, every_footprint, strict=True) if f is not None]
     if not pairs:
         return
     watches = [w for w, _ in pairs]
     footprints = [f for _, f in pairs]
+    skipped = [w.name for w, f in zip(every_watch, every_footprint, strict=True) if f is None]
     print("  where the RSS goes (MB; imports loaded in this order into a fresh interpreter of the"
           " same install, a module counted in the first group that loads it; the last line is"
           " the steady RSS less them all):")  # fmt: skip
+    if skipped:
+        print(f"    (not for {', '.join(skipped)}: modules of another layout, said during the run)")
     print(f"    {'':46}" + "".join(f"{w.name:>16}" for w in watches))
     for row, (label, _mb) in enumerate(footprints[0]):
         print(f"    {label:46}" + "".join(f"{f[row][1]:16.2f}" for f in footprints))

@@ -542,8 +542,9 @@ def launcher_modules(tree: Path) -> tuple[str, ...]:
 def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[str, float]] | None:
     """(group, MB of RSS) for the agent in ``tree``, as ``FOOTPRINT_GROUPS`` orders them;
     ``launcher``: the launcher's agent's (the agent's modules with ``launcher_modules``).
-    None for an agent whose modules the groups do not name (an older layout, such as
-    the default baseline's): the rest of its run is reported all the same."""
+    For another tree than this one's, None when its modules are not the ones the groups
+    name (an older layout, such as the default baseline's; why is printed): the rest of
+    its run is reported all the same. This tree's agent must load them."""
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -558,6 +559,10 @@ def footprint(python: Path, tree: Path, launcher: bool = False) -> list[tuple[st
         capture_output=True, text=True, check=False, cwd=tree, env=env,
     )  # fmt: skip
     if found.returncode != 0:
+        if tree.resolve() == REPO:
+            found.check_returncode()
+        why = (found.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  the agent in {tree}: its imports are not broken down ({why})")
         return None
     loaded = found.stdout.split()
     out = subprocess.run(

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -422,7 +423,6 @@ def test_ctrl_c_leaves_the_read_process_to_the_collector(served: Served) -> None
 
 
 def test_socket_directories_left_by_a_killed_collector_are_swept(tmp_path: Path) -> None:
-    import subprocess
     import tempfile
 
     from collector.web.readprocess import sweep_leftovers
@@ -467,6 +467,55 @@ def test_a_tmpdir_too_deep_for_a_socket_puts_the_read_process_s_under_tmp(
         directory = os.path.dirname(world.reads.socket_path)
         assert os.stat(directory).st_mode & 0o777 == 0o700
     assert not os.path.exists(directory)  # removed when it stopped
+
+
+def test_the_sweep_passes_over_what_anyone_may_put_in_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/tmp is swept too: a link to one of this user's directories (``/proc/self``), a
+    pid too large for ``kill``, a digit ``int`` cannot read, or a file, each named as a
+    leftover, are passed over, and the collector still starts."""
+    from collector.web import readprocess
+
+    monkeypatch.setattr(readprocess, "SHORT_TEMP", str(tmp_path))
+    planted = [
+        tmp_path / "commune-reads-99999999999-x",
+        tmp_path / "commune-reads-\u00b2-x",
+        tmp_path / "commune-reads-1-file",
+    ]
+    planted[0].symlink_to("/proc/self")
+    planted[1].symlink_to("/proc/self")
+    planted[2].write_text("")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f"commune-reads-{dead.pid}-left"
+    leftover.mkdir(mode=0o700)
+    removed = readprocess.sweep_leftovers()  # with any in the real one, of other runs
+    assert str(leftover) in removed and not leftover.exists()
+    assert not [
+        path for path in removed if path.startswith(str(tmp_path)) and path != str(leftover)
+    ]
+    assert all(os.path.lexists(path) for path in planted)
+    readprocess.ReadProcess(FactsFeed()).stop()
+
+
+def test_a_deep_tmpdir_and_no_tmp_leave_the_reads_to_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tempfile
+
+    from collector.web import readprocess
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    monkeypatch.setattr(readprocess, "SHORT_TEMP", str(tmp_path / "no-such-tmp"))
+    reads = readprocess.ReadProcess(FactsFeed())  # the collector starts all the same
+    try:
+        assert reads.socket_path.startswith(str(deep))
+        assert "is not writable: the collector answers the reads" in caplog.text
+    finally:
+        reads.stop()
 
 
 def test_a_path_no_route_serves_is_answered_as_by_the_collector(served: Served) -> None:

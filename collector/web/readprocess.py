@@ -32,9 +32,12 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
+import sys
 import tempfile
 import threading
 import time
@@ -67,8 +70,9 @@ log = logging.getLogger("collector.reads")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DIR_PREFIX = "commune-reads-"
 _SOCKET_NAME = "reads.sock"
-#: The longest path a Unix socket may have (sun_path: 108 bytes on Linux, with its NUL).
-SOCKET_PATH_MAX = 107
+#: The longest path a Unix socket may have (sun_path, with its NUL: 108 bytes on Linux,
+#: 104 on the BSDs and macOS).
+SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 #: Where the socket's directory goes when the temporary directory's path is too long.
 SHORT_TEMP = "/tmp"  # noqa: S108 - only through mkdtemp: 0700, a random name
 #: As the collector's housekeeping: the figures that depend on time, before they are asked.
@@ -227,30 +231,47 @@ class ReadProcess:
 def _socket_base() -> str:
     """The temporary directory, or ``/tmp`` when a socket's path under it would be too
     long to bind (a deep TMPDIR): the read process would never start, the collector
-    starting it again every 10 s."""
+    starting it again every 10 s and answering the reads itself, as it still does when
+    ``/tmp`` is no place either."""
     base = tempfile.gettempdir()
+    if _fits(base):
+        return base
+    if _fits(SHORT_TEMP) and os.access(SHORT_TEMP, os.W_OK | os.X_OK):
+        log.warning("the temporary directory %s is too deep for the read process's socket:"
+                    " it goes under %s", base, SHORT_TEMP)  # fmt: skip
+        return SHORT_TEMP
+    log.error("the temporary directory %s is too deep for the read process's socket, and %s"
+              " is not writable: the collector answers the reads (set TMPDIR)",
+              base, SHORT_TEMP)  # fmt: skip
+    return base
+
+
+def _fits(base: str) -> bool:
     # mkdtemp's name: the prefix, the pid (at most 2**22 on Linux), a dash and 8 random
     # characters.
     longest = os.path.join(base, f"{_DIR_PREFIX}{2**22}-{'x' * 8}", _SOCKET_NAME)
-    if len(os.fsencode(longest)) > SOCKET_PATH_MAX and os.path.isdir(SHORT_TEMP):
-        log.warning("TMPDIR %s is too deep for the read process's socket: it goes under %s",
-                    base, SHORT_TEMP)  # fmt: skip
-        return SHORT_TEMP
-    return base
+    return len(os.fsencode(longest)) <= SOCKET_PATH_MAX
+
+
+#: A socket directory's name as ``ReadProcess`` makes it: the prefix, a pid, a dash.
+_LEFTOVER = re.compile(rf"{re.escape(_DIR_PREFIX)}([0-9]{{1,7}})-[^/]+")
 
 
 def sweep_leftovers() -> list[str]:
     """The socket directories of collectors gone without stopping (a kill -9): those of
     this user whose process is not running. What was removed."""
     removed = []
+    # /tmp too, where a deep TMPDIR puts them. Anyone may write there: only a directory
+    # itself (not a link to one) of this user, named as made, is looked at.
     bases = sorted({tempfile.gettempdir(), SHORT_TEMP})
     entries = [entry for base in bases for entry in Path(base).glob(f"{_DIR_PREFIX}*-*")]
     for entry in entries:
-        pid = entry.name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        named = _LEFTOVER.fullmatch(entry.name)
         try:
-            if not pid.isdigit() or entry.stat().st_uid != os.getuid():
+            found = entry.lstat()
+            if named is None or not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
                 continue
-            os.kill(int(pid), 0)
+            os.kill(int(named.group(1)), 0)
         except ProcessLookupError:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
