@@ -57,7 +57,7 @@ def interrupt(script: subprocess.Popen[bytes]) -> str:
         return script.communicate(timeout=60)[0].decode(errors="replace")
     except subprocess.TimeoutExpired:
         left = subprocess.run(
-            ["ps", "-o", "pid,etimes,args", "-s", str(script.pid)],
+            ["ps", "-o", "pid,stat,etimes,wchan:24,args", "-s", str(script.pid)],
             capture_output=True,
             text=True,
             check=False,

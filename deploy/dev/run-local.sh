@@ -300,4 +300,10 @@ MSG
 "$VENV/bin/commune-agent" check-config -c "$RUN/pc/agent.toml"
 STATE_DIRECTORY="$RUN/pc/state" "$VENV/bin/commune-agent" run -c "$RUN/pc/agent.toml" &
 PIDS="$! $PIDS"
-wait
+# Until Ctrl-C: not a bare `wait` for every child. The shared systems' web server, run in
+# the background by a shell without job control, ignores SIGINT and never ends. Twice in
+# CI, on a loaded machine, the script still waited a minute after Ctrl-C with only that
+# server left: the trap that stops everything had not run, the `wait` (interrupted while
+# it reaped what Ctrl-C ended) waiting on. A sleep at a time ends with Ctrl-C, and a
+# trap held back runs within a second.
+while true; do sleep 1; done
