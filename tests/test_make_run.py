@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,13 @@ def systems_reached(api: int) -> dict[str, str]:
     return found
 
 
+#: Runs its arguments with SIGINT's default action (exec keeps it; an ignored one stays).
+AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 def interrupt(script: subprocess.Popen[bytes]) -> str:
     """Ctrl-C, as a person at the terminal: what the script said. One that has not
     stopped a minute later fails the test with what was still running (its pipe drained
@@ -79,7 +87,16 @@ def test_make_run_shows_the_simulated_province_within_a_minute(tmp_path: Path) -
         "VENV": str(Path(os.sys.executable).parent.parent),  # type: ignore[attr-defined]
     }
     script = subprocess.Popen(
-        ["bash", str(REPO / "deploy" / "dev" / "run-local.sh")],
+        # As from a terminal, Ctrl-C's SIGINT not ignored: a test run started in the
+        # background of a shell without job control (`nohup ... &`) ignores it, and so
+        # would the script's shell, its trap never set (signals ignored on entry stay so).
+        [
+            sys.executable,
+            "-c",
+            AS_FROM_A_TERMINAL,
+            "bash",
+            str(REPO / "deploy" / "dev" / "run-local.sh"),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -210,8 +210,9 @@ PIDS=$!
 "$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$RUN/systems" "$SYSTEMS_PORT" \
   >> "$RUN/systems.log" 2>&1 &
 PIDS="$! $PIDS"
-# Stopped with SIGTERM; whatever has not left 10 s later (seen on a loaded machine: the
-# systems' web server) is killed, so that Ctrl-C always ends the script.
+# Stopped with SIGTERM; whatever has not left 10 s later is killed, so that Ctrl-C always
+# ends the script. (The systems' web server, a background job of a shell without job
+# control, ignores SIGINT: only this stops it.)
 stop_all() {
   kill $PIDS 2>/dev/null || true
   for _ in $(seq 50); do
@@ -300,10 +301,4 @@ MSG
 "$VENV/bin/commune-agent" check-config -c "$RUN/pc/agent.toml"
 STATE_DIRECTORY="$RUN/pc/state" "$VENV/bin/commune-agent" run -c "$RUN/pc/agent.toml" &
 PIDS="$! $PIDS"
-# Until Ctrl-C: not a bare `wait` for every child. The shared systems' web server, run in
-# the background by a shell without job control, ignores SIGINT and never ends. Twice in
-# CI, on a loaded machine, the script still waited a minute after Ctrl-C with only that
-# server left: the trap that stops everything had not run, the `wait` (interrupted while
-# it reaped what Ctrl-C ended) waiting on. A sleep at a time ends with Ctrl-C, and a
-# trap held back runs within a second.
-while true; do sleep 1; done
+wait
