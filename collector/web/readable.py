@@ -128,16 +128,13 @@ def readable_of(value: Any, parts: Parts | None = None) -> Any:
 
 _SCALARS = frozenset({str, int, bool, type(None)})
 _PLANS: dict[type, tuple[tuple[str, bool, str | None], ...]] = {}
-"""Per dataclass or struct: (field, a percentage's name, the name of its ISO twin if a time's)."""
+"""Per dataclass: (field, a percentage's name, the name of its ISO twin if a time's)."""
 
 
 def _plan(kind: type) -> tuple[tuple[str, bool, str | None], ...]:
-    if dataclasses.is_dataclass(kind):
-        names = [f.name for f in dataclasses.fields(kind)]
-    elif issubclass(kind, msgspec.Struct):
-        names = list(kind.__struct_fields__)
-    else:
+    if not dataclasses.is_dataclass(kind):
         raise TypeError(f"not rendered as JSON: {kind.__name__}")
+    names = [f.name for f in dataclasses.fields(kind)]
     plan = tuple(
         (
             name,
