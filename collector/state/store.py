@@ -143,7 +143,7 @@ class AgentLimits:
     """Subjects with up/down history (probed targets, Polycoms, anti-malware)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Port:
     """A router/switch port's operating state, and whether it was ever seen up."""
 
@@ -173,7 +173,7 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subject:
     id: int
     agent_key: str
@@ -191,7 +191,7 @@ class Subject:
     with its state and ``since``, what says its outages are as they were."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentState:
     agent_key: str
     province: str
