@@ -153,6 +153,31 @@ def test_typed_reads_refuse_names_the_catalogue_does_not_give() -> None:
     assert catalogue.ANTIVIRUS.text({"verdict": "safe-ish"}, "verdict") is None  # not a verdict
 
 
+class Count(int):
+    """An int of another type than decoding gives: read by the full rule."""
+
+
+@pytest.mark.parametrize("value", [4, 4.5, -0.0, 2**60, float("nan"), float("inf"), True,
+                                   False, Count(3), "4", None, [1]])  # fmt: skip
+def test_a_number_reads_as_the_full_rule_reads_it(value: Any) -> None:
+    """``number``'s quick path for an int or float of a number field reads every field of
+    every item as the typed read does: a bool, text or another type is unknown, a name
+    that is no number field is a programming error."""
+    for item in CATALOGUE.values():
+        for name in [*item.fields, "not-a-field"]:
+            fields = {name: value}
+            try:
+                typed = item._typed(fields, name, "number")
+            except KeyError:
+                with pytest.raises(KeyError):
+                    item.number(fields, name)
+                continue
+            expected = float(typed) if isinstance(typed, int | float) else None
+            got = item.number(fields, name)
+            assert type(got) is type(expected)
+            assert got == expected or (got != got and expected != expected)  # NaN
+
+
 def os_rule(**rule: Any) -> list[Any]:
     base = {"name": "old_windows", "check": "host"}
     return parse_rules({"rules": [base | rule]}, "rules.toml")

@@ -273,7 +273,7 @@ class HeldFacts:
         shared: dict[str, str] = {}
         share = shared.setdefault
 
-        def texts(row: tuple[Any, ...]) -> list[Any]:  # the few rows of agents and ports
+        def texts(row: tuple[Any, ...]) -> list[Any]:  # agents and ports (fewer rows)
             return [share(v, v) if type(v) is str else v for v in row]
 
         def commune_of(key: str) -> _Commune:
