@@ -106,6 +106,8 @@ class Item:
     histories: tuple[tuple[Field, History], ...] = field(init=False)
     _numbers: frozenset[str] = field(init=False, repr=False, compare=False)
     """The number fields: read at every commune's computing, 50 probes at a time."""
+    _texts: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    """The text fields, with their values when the set is closed (else empty)."""
 
     def __post_init__(self) -> None:
         both = set(self.fields) & set(self.tags)
@@ -115,6 +117,8 @@ class Item:
         object.__setattr__(self, "histories", histories)
         numbers = frozenset(n for n, f in self.fields.items() if f.type == NUMBER)
         object.__setattr__(self, "_numbers", numbers)
+        texts = {n: frozenset(f.values) for n, f in self.fields.items() if f.type == TEXT}
+        object.__setattr__(self, "_texts", texts)
 
     @property
     def label(self) -> str:
@@ -151,8 +155,12 @@ class Item:
         return value if isinstance(value, bool) else None
 
     def text(self, fields: Mapping[str, FieldValue], name: str) -> str | None:
-        value = self._typed(fields, name, TEXT)
-        return value if isinstance(value, str) and value else None
+        value = fields.get(name)
+        # As number's: a text of a text field (each PC's anti-malware verdict).
+        if type(value) is str and value and (closed := self._texts.get(name)) is not None:
+            return None if closed and value not in closed else value
+        typed = self._typed(fields, name, TEXT)
+        return typed if isinstance(typed, str) and typed else None
 
 
 def measurement(check: str, item: str) -> str:

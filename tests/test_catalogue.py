@@ -157,25 +157,37 @@ class Count(int):
     """An int of another type than decoding gives: read by the full rule."""
 
 
-@pytest.mark.parametrize("value", [4, 4.5, -0.0, 2**60, float("nan"), float("inf"), True,
-                                   False, Count(3), "4", None, [1]])  # fmt: skip
-def test_a_number_reads_as_the_full_rule_reads_it(value: Any) -> None:
-    """``number``'s quick path for an int or float of a number field reads every field of
-    every item as the typed read does: a bool, text or another type is unknown, a name
-    that is no number field is a programming error."""
+class Word(str):
+    """A str of another type than decoding gives."""
+
+
+VALUES = [4, 4.5, -0.0, 2**60, float("nan"), float("inf"), True, False, Count(3), "4", "",
+          "protected", "safe-ish", Word("protected"), None, [1]]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_numbers_and_texts_read_as_the_full_rule_reads_them(value: Any) -> None:
+    """The quick paths of ``number`` (an int or float of a number field) and ``text`` (a
+    text of a text field) read every field of every item as the typed read does: another
+    type is unknown, a text outside a closed set too, and a name that is no field of
+    that type is a programming error."""
     for item in CATALOGUE.values():
         for name in [*item.fields, "not-a-field"]:
             fields = {name: value}
-            try:
-                typed = item._typed(fields, name, "number")
-            except KeyError:
-                with pytest.raises(KeyError):
-                    item.number(fields, name)
-                continue
-            expected = float(typed) if isinstance(typed, int | float) else None
-            got = item.number(fields, name)
-            assert type(got) is type(expected)
-            assert got == expected or (got != got and expected != expected)  # NaN
+            for kind, read in (("number", item.number), ("text", item.text)):
+                try:
+                    typed = item._typed(fields, name, kind)  # type: ignore[arg-type]
+                except KeyError:
+                    with pytest.raises(KeyError):
+                        read(fields, name)
+                    continue
+                if kind == "number":
+                    expected = float(typed) if isinstance(typed, int | float) else None
+                else:
+                    expected = typed if isinstance(typed, str) and typed else None
+                got = read(fields, name)
+                assert type(got) is type(expected), (item.label, name, kind)
+                assert got == expected or (got != got and expected != expected)  # NaN
 
 
 def os_rule(**rule: Any) -> list[Any]:
