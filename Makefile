@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/report_bench.py --short
 	$(BIN)/python bench/store_year_bench.py --short
 	$(BIN)/python bench/reads_bench.py --seconds 20 --communes 300
+	$(BIN)/python bench/heldfacts_bench.py --communes 100 --rounds 1
 
 clean:
 	rm -rf $(VENV) run .mypy_cache .ruff_cache .pytest_cache
