@@ -298,7 +298,8 @@ def test_held_facts_share_one_object_for_each_repeated_text(tmp_path: Path) -> N
 
         def held() -> tuple[list[Any], list[Subject], dict[str, Any]]:
             commune = live.facts._communes[("ha-noi", "la-nga")]
-            return list(commune.latest.values()), list(commune.subjects.values()), commune.agents
+            return (list(commune.latest.values()), list(commune.subjects.values()),
+                    dict(commune.agents))  # fmt: skip
 
         latest, subjects, agents = held()
         assert len(latest) == 4 and len(subjects) == 2
@@ -314,11 +315,25 @@ def test_held_facts_share_one_object_for_each_repeated_text(tmp_path: Path) -> N
             apply(
                 store, failing, now, ("envelope", pc, [("line", 0.0, "tslcd", "tslcd", True, 9.5)])
             )
-        fed, _, agents = held()
+        fed, _, _ = held()
         assert sorted(s.ts for s in fed if s.check == "link") == [now[0], now[0]]
         for before, after in zip(sorted(latest, key=id_of), sorted(fed, key=id_of), strict=True):
             assert after.agent_key is before.agent_key and after.target is before.target
             assert after.outcome is before.outcome
+
+        # Read again from the store (a status; a line going down): the texts as held.
+        apply(store, failing, now, ("time", 90.0))
+        apply(store, failing, now, ("status", pcs[0], "offline"))
+        down = [("line", 0.0, "tslcd", "tslcd", False, 0.0)]
+        apply(store, failing, now, ("envelope", pcs[1], down))
+        _, changed, again = held()
+        assert again[pcs[0][0] + "/" + pcs[0][1] + "/" + pcs[0][2]].state == "offline"
+        assert sorted(s.state for s in changed) == ["down", "up"]
+        for key, agent in again.items():
+            assert agent.agent_key is agents[key].agent_key and agent.agent is agents[key].agent
+        for before, after in zip(subjects, changed, strict=True):
+            assert after.agent_key is before.agent_key and after.target is before.target
+            assert after.kind is before.kind and after.network is before.network
         same_answers(store, live, now[0])
 
 

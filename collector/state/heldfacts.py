@@ -370,7 +370,12 @@ def _read_agent(db: sqlite3.Connection, held: _Commune | None, key: str) -> bool
         if row is None:
             held.agents.pop(key, None)
         else:
-            held.agents[key] = AgentState(*row)
+            # Its names as held (shared with its rows, ``_load``), not the row's copies.
+            old = held.agents.get(key)
+            names = (
+                row[:4] if old is None else (old.agent_key, old.province, old.commune, old.agent)
+            )
+            held.agents[key] = AgentState(*names, *row[4:])
     return row is not None
 
 
@@ -419,7 +424,8 @@ def _apply(db: sqlite3.Connection, held: _Commune, key: str, sample: HeldSample)
                 (key, sample.name, sample.target),
             ).fetchone()
             if row is not None:
-                held.ports[(key, sample.name, sample.target)] = Port(*row)
+                names = row[:3] if port is None else (port.agent_key, port.device, port.port)
+                held.ports[(key, sample.name, sample.target)] = Port(*names, *row[3:])
                 changed = True
     elif check in HELD_KINDS:
         for kind, state in histories(sample):
@@ -447,6 +453,9 @@ def _apply_history(
     ).fetchone()
     if row is None:
         return False
+    if subject is not None and subject.network == row[5]:  # its texts as held
+        row = (row[0], subject.agent_key, subject.kind, subject.name, subject.target,
+               subject.network, *row[6:])  # fmt: skip
     fresh = Subject(*row)
     held.subjects[_subject_key(fresh)] = fresh
     held.last_ts.pop(fresh.id, None)
