@@ -150,8 +150,8 @@ def report(
         shown = " / ".join(f"{a:.2f}" if a < 10 else f"{a:.1f}" for a in ours)
         shown_base = " / ".join(f"{b:.2f}" if b < 10 else f"{b:.1f}" for b in theirs)
         ratio = sum(ours) / sum(theirs) if sum(theirs) else float("nan")
-        label = label.replace(str(PAGE), str(min(PAGE, communes)))  # a short run's page
-        print(f"  {label:<48} {shown:>16}  before {shown_base:>16}  x {ratio:.2f}")
+        said = label.replace(str(PAGE), str(min(PAGE, communes)))  # a short run's page
+        print(f"  {said:<48} {shown:>16}  before {shown_base:>16}  x {ratio:.2f}")
 
 
 def main() -> None:
