@@ -169,15 +169,12 @@ def main() -> None:
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.communes)))
         return
+    # Here, not at the top: the measuring process imports the tree it measures first.
+    sys.path.insert(0, str(REPO))
+    from bench.pc_agent import baseline_tree, remove_tree
+
     with tempfile.TemporaryDirectory(prefix="commune-held-") as name:
-        base = args.base
-        if base is None:
-            base = Path(name) / "base"
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
-                 str(base), args.base_ref],
-                check=True,
-            )  # fmt: skip
+        base = args.base or baseline_tree(args.base_ref, Path(name))
         try:
             rounds = []
             for turn in range(args.rounds):
@@ -185,11 +182,8 @@ def main() -> None:
                 rounds.append((run_tree(REPO, args.communes), run_tree(base, args.communes)))
             report(args.communes, rounds, str(args.base or args.base_ref))
         finally:
-            if base.is_relative_to(Path(name)):
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)],
-                    check=False,
-                )
+            if args.base is None:
+                remove_tree(base)
 
 
 if __name__ == "__main__":

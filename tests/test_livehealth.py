@@ -27,7 +27,7 @@ from agent.wire import Envelope, Sample, Status
 from collector.state.health import OVERVIEW_DAYS, HealthModel
 from collector.state.inventory import Commune, Inventory
 from collector.state.livehealth import LiveHealth
-from collector.state.store import StateStore, Subject
+from collector.state.store import StateStore, Subject, agent_key
 
 T0 = 1_795_000_000.0
 PROVINCES = ("dong-nai", "ha-noi")
@@ -327,7 +327,7 @@ def test_held_facts_share_one_object_for_each_repeated_text(tmp_path: Path) -> N
         down = [("line", 0.0, "tslcd", "tslcd", False, 0.0)]
         apply(store, failing, now, ("envelope", pcs[1], down))
         _, changed, again = held()
-        assert again[pcs[0][0] + "/" + pcs[0][1] + "/" + pcs[0][2]].state == "offline"
+        assert again[agent_key(*pcs[0])].state == "offline"
         assert sorted(s.state for s in changed) == ["down", "up"]
         for key, agent in again.items():
             assert agent.agent_key is agents[key].agent_key and agent.agent is agents[key].agent
