@@ -44,6 +44,7 @@ def move_renamed(store: StateStore, renames: Mapping[tuple[str, str], str]) -> d
     if not renames:
         return {}
     with store.transaction() as db:
+        store.release_subjects(db)  # subjects move to new keys: none held under the old
         for province, old, new in pending(db, renames):
             _move_one(db, province, old, new, moved)
             db.execute(

@@ -48,6 +48,7 @@ from agent.catalogue import LINK, SNMP_INTERFACE, SYSTEM, histories
 from agent.wire import Envelope, Sample, Status, UpdateReport, encode
 from collector.state import latesamples, packed, systemtimes
 from collector.state.availability import Outage
+from collector.state.heldsubjects import HeldSubjects, SubjectKey
 from collector.state.migrations import migrate
 from collector.state.seqranges import SeqRanges
 from collector.state.silence import SilenceWatch
@@ -318,6 +319,9 @@ class StateStore:
         """Told of agents changed outside envelopes and of rollbacks (``Watcher``)."""
         self._silence = SilenceWatch()
         """Where agents may have fallen silent (``mark_silent``)."""
+        self._subjects = HeldSubjects()
+        """Each subject's newest observation, its ``last_ts`` written behind it
+        (``state/heldsubjects.py``)."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -334,6 +338,7 @@ class StateStore:
             self._committed()
 
     def _rolled_back(self) -> None:
+        self._subjects.forget()  # what it wrote, and what it held, may have gone with it
         for watcher in self.watchers:
             watcher.rolled_back()
 
@@ -360,6 +365,13 @@ class StateStore:
         with self._read_lock:
             self._reader.close()
         with self._lock:
+            if rows := self._subjects.everything():
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._write_held_subjects(rows)
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:  # left as a crash leaves them: at most the lag behind
+                    log.exception("the subjects' newest observations could not be written")
             self._db.close()
 
     def __enter__(self) -> StateStore:
@@ -430,6 +442,7 @@ class StateStore:
             except Exception as exc:
                 self._db.execute("ROLLBACK TO one")
                 self._db.execute("RELEASE one")
+                self._subjects.forget()
                 self._latest_rows = []
                 self._series_bound.clear()
                 self._line_best.clear()
@@ -468,10 +481,11 @@ class StateStore:
         self._touch_agents(envelopes, now, seqs)
         refused: collections.Counter[tuple[str, str]] = collections.Counter()
         admitted = [
-            self._apply_envelope(envelope, refused, gap)
+            self._apply_envelope(envelope, refused, now, gap)
             for envelope, gap in zip(envelopes, gaps, strict=True)
         ]
         self._write_latest()
+        self._write_held_subjects(self._subjects.due(now))
         for observer in self.observers:
             observer(self._db, admitted, now)
         if spool is not None and self.queues:
@@ -507,6 +521,18 @@ class StateStore:
                WHERE excluded.ts > latest.ts""",
             rows,
         )
+
+    def _write_held_subjects(self, rows: list[tuple[float, int]]) -> None:
+        """Subjects' ``last_ts`` the store holds behind, (last_ts, id) each."""
+        if rows:
+            self._db.executemany("UPDATE subjects SET last_ts = MAX(last_ts, ?) WHERE id = ?", rows)
+
+    def release_subjects(self, db: sqlite3.Connection) -> None:
+        """Inside a transaction, before another writer moves or deletes subjects (a
+        rename): each one's newest observation written, none held."""
+        assert db is self._db, "the store's own transaction"
+        self._write_held_subjects(self._subjects.everything())
+        self._subjects.forget()
 
     def _record_refusals(self, refused: collections.Counter[tuple[str, str]], now: float) -> None:
         """Count refused samples per agent and reason: over the last window for the
@@ -703,11 +729,12 @@ class StateStore:
         self,
         envelope: Envelope,
         refused: collections.Counter[tuple[str, str]],
+        now: float,
         gap: int | None = None,
     ) -> Envelope:
         """Apply what the agent's bounds admit of an envelope; the envelope as admitted
-        (the same object when nothing was refused). ``gap``: the one it fills in its
-        agent's seqs, if sent again after later ones."""
+        (the same object when nothing was refused). ``now``: the batch's time. ``gap``:
+        the one it fills in its agent's seqs, if sent again after later ones."""
         key = agent_key(envelope.province, envelope.commune, envelope.agent)
         samples, over = self._admit_series(key, envelope.samples)
         if over:
@@ -724,7 +751,7 @@ class StateStore:
         kept: list[Sample] = []
         for sample in samples:
             if all(
-                self._apply_updown(key, sample, kind, state, gap)
+                self._apply_updown(key, sample, kind, state, now, gap)
                 for kind, state in histories(sample)
             ):
                 kept.append(sample)
@@ -835,22 +862,44 @@ class StateStore:
         self._line_best[cached] = value if best is None else min(best, value)
 
     def _apply_updown(
-        self, key: str, sample: Sample, kind: str, state: str, gap: int | None = None
+        self,
+        key: str,
+        sample: Sample,
+        kind: str,
+        state: str,
+        now: float,
+        gap: int | None = None,
     ) -> bool:
         """Advance a subject's history; False when it would be a new subject beyond the
-        agent's bound (nothing is written). ``gap``: the envelope's, when it fills one in
-        its agent's seqs (``SeqRanges.gap_end``)."""
+        agent's bound (nothing is written). ``now``: the batch's time. ``gap``: the
+        envelope's, when it fills one in its agent's seqs (``SeqRanges.gap_end``)."""
         ts = sample.ts
         # A shared system's probe silent a long while (its PC off) leaves a gap: its
         # last state must not stand for the time nobody watched.
         watched_since = ts - GAP_MIN_S if kind == "system" else -math.inf
+        subject = (key, kind, sample.name, sample.target)
+        # A shared system's is never held: its answers' freshness and silent gaps are
+        # read from the store (``_new_system_answer``, below).
+        known = None if kind == "system" else self._subjects.get(subject)
+        if known is not None:
+            if known.state == state and known.last_ts < ts:
+                # The common case: no change of state, a newer observation; written later.
+                self._subjects.advance(known, ts, now)
+                return True
+            if ts == known.last_ts:
+                return True  # applied already (what the store would say)
+            # A change, or a sample sent again late: read from the store, brought up to date.
+            if (row := self._subjects.written(known)) is not None:
+                self._write_held_subjects([row])
+            self._subjects.drop(subject)
         # The common case in one statement: no change of state, a newer observation.
-        if self._db.execute(
+        if found := self._db.execute(
             "UPDATE subjects SET last_ts = ? "
             "WHERE agent_key = ? AND kind = ? AND name = ? AND target = ? "
-            "AND state = ? AND last_ts < ? AND last_ts >= ?",
+            "AND state = ? AND last_ts < ? AND last_ts >= ? RETURNING id",
             (ts, key, kind, sample.name, sample.target, state, ts, watched_since),
-        ).rowcount:
+        ).fetchall():
+            self._hold_subject(subject, found[0][0], state, ts)
             return True
         row = self._db.execute(
             "SELECT id, state, last_ts, monitored_since FROM subjects "
@@ -883,6 +932,8 @@ class StateStore:
                 self._db.execute(
                     "INSERT INTO outages (subject_id, start) VALUES (?, ?)", (cursor.lastrowid, ts)
                 )
+            if cursor.lastrowid is not None:
+                self._hold_subject(subject, cursor.lastrowid, state, ts)
             return True
         subject_id, current, last_ts, monitored_since = row
         if ts <= last_ts:  # already applied, or older than what we know: sent again late
@@ -916,7 +967,17 @@ class StateStore:
                 "UPDATE subjects SET state = ?, since = ?, last_ts = ? WHERE id = ?",
                 (state, ts, ts, subject_id),
             )
+        self._hold_subject(subject, subject_id, state, ts)
         return True
+
+    def _hold_subject(self, subject: SubjectKey, subject_id: int, state: str, ts: float) -> None:
+        """A subject just written, held for its next samples (a shared system's never is)."""
+        if subject[1] == "system":
+            return
+        if self._subjects.full:
+            self._write_held_subjects(self._subjects.everything())
+            self._subjects.forget()
+        self._subjects.hold(subject, subject_id, state, ts)
 
     def _gap_after(self, key: str) -> float:
         row = self._db.execute("SELECT interval FROM agents WHERE agent_key = ?", (key,)).fetchone()
@@ -934,6 +995,8 @@ class StateStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # An ingest gone quiet writes nothing: what it held behind is written here.
+                self._write_held_subjects(self._subjects.due(now))
                 keys = self._silence.silent(self._db, now, intervals, default_interval)
                 self._db.executemany(
                     """UPDATE agents SET state = 'offline', reason = 'silent',
@@ -971,6 +1034,9 @@ class StateStore:
             outages = db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
             ).rowcount
+            # Which subjects went quiet before the cut-off is read from their newest
+            # observations; none held after, since some are deleted.
+            self.release_subjects(db)
             gone = [
                 (row[0],)
                 for row in db.execute("SELECT id FROM subjects WHERE last_ts < ?", (before,))
@@ -1187,7 +1253,15 @@ class StateStore:
                 rows = self._reader.execute(
                     query + " AND kind = ? ORDER BY id", (lo, hi, kind)
                 ).fetchall()
-        return [Subject(*row) for row in rows]
+        return [Subject(*self._observed(row)) for row in rows]
+
+    def _observed(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A subject's row as read (id, agent key, kind, name, target, ..., last_ts,
+        revised), its ``last_ts`` the newest when held behind (``_subjects``)."""
+        known = self._subjects.get((row[1], row[2], row[3], row[4]))
+        if known is None or known.id != row[0] or known.last_ts <= row[9]:
+            return row
+        return (*row[:9], known.last_ts, row[10])
 
     def gaps_of(
         self, subject_ids: Sequence[int], start: float, end: float
