@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.wire import Envelope
 from collector.state.heldsubjects import LAST_TS_LAG_S, Held, HeldSubjects, SubjectKey
-from collector.state.store import StateStore, Subject
+from collector.state.store import StateStore
 from tests.factories import envelope, link, system
 
 BASE = 2e9
@@ -43,16 +43,24 @@ def _in_file(path: Path) -> dict[tuple[str, str, str, str], tuple[Any, ...]]:
     """What a crash would leave: the committed rows, read by a connection of its own."""
     with sqlite3.connect(path) as db:
         rows = db.execute(
-            "SELECT agent_key, kind, name, target, id, state, since, monitored_since, last_ts "
-            "FROM subjects"
+            "SELECT agent_key, kind, name, target, id, state, since, monitored_since, revised, "
+            "last_ts FROM subjects"
         ).fetchall()
     return {tuple(row[:4]): tuple(row[4:]) for row in rows}
 
 
-def _histories(store: StateStore) -> list[tuple[Subject, list[Any], list[Any]]]:
-    return [
-        (s, store.outages(s.id), store.gaps_of([s.id], 0, float("inf"))) for s in store.subjects()
-    ]
+def _histories(path: Path) -> list[list[tuple[Any, ...]]]:
+    """Every row of what a subject's history is, as committed, but its ``last_ts``."""
+    with sqlite3.connect(path) as db:
+        return [
+            db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily")
+        ] + [
+            db.execute(
+                "SELECT id, agent_key, kind, name, target, network, monitored_since, state, "
+                "since, revised FROM subjects ORDER BY id"
+            ).fetchall()
+        ]
 
 
 def _samples(step: int, marks: str, agent: str) -> Envelope:
@@ -67,11 +75,33 @@ def _samples(step: int, marks: str, agent: str) -> Envelope:
     )
 
 
+class Poison:
+    """An alert rule that fails on one agent's envelopes: the batch rolls back, then
+    each message is applied alone and that agent's roll back alone (``apply_each``),
+    as the ingest does."""
+
+    def __call__(self, db: object, admitted: Sequence[Envelope], now: float) -> None:
+        if any(e.agent == "pc-bad" for e in admitted):
+            raise RuntimeError("a rule fails")
+
+
+def _apply(store: StateStore, batch: list[Envelope], received: float) -> dict[Any, int]:
+    try:
+        return dict(store.apply(batch, received=received).refused)
+    except RuntimeError:
+        applied = store.apply_each(batch, received=received)
+        assert set(applied.failed_envelopes) == {
+            index for index, e in enumerate(batch) if e.agent == "pc-bad"
+        }
+        return dict(applied.refused)
+
+
 schedules = st.lists(
     st.tuples(
-        st.sampled_from(["pc-01", "pc-02"]),
+        st.sampled_from(["pc-01", "pc-02", "pc-bad"]),
         st.text("ud", min_size=3, max_size=3),
         st.integers(0, 3),  # how many steps later it is delivered (a late sample)
+        st.integers(0, 2),  # how many minutes more the collector's clock moved
     ),
     min_size=1,
     max_size=40,
@@ -81,38 +111,45 @@ schedules = st.lists(
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(schedule=schedules, per_batch=st.integers(1, 4), again=st.booleans())
 def test_histories_are_those_of_writing_every_sample(
-    schedule: list[tuple[str, str, int]], per_batch: int, again: bool, tmp_path_factory: Any
+    schedule: list[tuple[str, str, int, int]],
+    per_batch: int,
+    again: bool,
+    tmp_path_factory: Any,
 ) -> None:
     tmp = tmp_path_factory.mktemp("held")
-    held, written = StateStore(tmp / "held.sqlite"), _reference(tmp / "written.sqlite")
+    paths = tmp / "held.sqlite", tmp / "written.sqlite"
+    held, written = StateStore(paths[0]), _reference(paths[1])
+    for store in (held, written):
+        store.observers.append(Poison())
     made = [
-        (step + delay, _samples(step, marks, agent))
-        for step, (agent, marks, delay) in enumerate(schedule)
+        (step + delay, _samples(step, marks, agent), pause)
+        for step, (agent, marks, delay, pause) in enumerate(schedule)
     ]
-    order = [e for _, e in sorted(made, key=lambda pair: pair[0])]
+    order = [(e, pause) for _, e, pause in sorted(made, key=lambda made: made[0])]
     if again:  # delivered a second time (redelivery after a lost receipt)
         order += order[::2]
     received = BASE
-    truths: list[tuple[float, dict[SubjectKey, float]]] = []
+    truths: list[tuple[float, dict[Any, float]]] = []
     for first in range(0, len(order), per_batch):
-        batch = order[first : first + per_batch]
-        received = max(received, *(e.ts for e in batch)) + 5  # the collector's clock
-        applied = [store.apply(batch, received=received) for store in (held, written)]
-        assert applied[0].refused == applied[1].refused
-        assert _histories(held) == _histories(written)
-        in_file, truth = _in_file(tmp / "held.sqlite"), _in_file(tmp / "written.sqlite")
-        truths.append((received, {key: row[4] for key, row in truth.items()}))
-        assert in_file.keys() == truth.keys()
-        for key, (subject_id, state, since, monitored, last_ts) in in_file.items():
-            assert (subject_id, state, since, monitored) == truth[key][:4]
-            assert last_ts <= truth[key][4]
-        # The store is never behind what was true ``lag`` ago.
+        batch = [e for e, _ in order[first : first + per_batch]]
+        pause = sum(p for _, p in order[first : first + per_batch])
+        received = max(received + pause * STEP, *(e.ts for e in batch)) + 5
+        assert _apply(held, batch, received) == _apply(written, batch, received)
+        assert _histories(paths[0]) == _histories(paths[1])
+        in_file, truth = _in_file(paths[0]), _in_file(paths[1])
+        truths.append((received, {key: row[-1] for key, row in truth.items()}))
+        for key, row in in_file.items():
+            assert row[-1] <= truth[key][-1]
+            # Never the lag behind its newest observation ...
+            assert row[-1] > truth[key][-1] - LAST_TS_LAG_S
+        # ... nor behind what was true the lag ago by the collector's clock.
         lagged = [known for at, known in truths if at <= received - LAST_TS_LAG_S]
         for key, last_ts in (lagged[-1] if lagged else {}).items():
-            assert in_file[key][4] >= last_ts
+            assert in_file[key][-1] >= last_ts
+        assert [s.last_ts for s in held.subjects()] == [s.last_ts for s in written.subjects()]
     held.close()
     written.close()
-    assert _in_file(tmp / "held.sqlite") == _in_file(tmp / "written.sqlite")
+    assert _in_file(paths[0]) == _in_file(paths[1])
 
 
 @pytest.fixture
@@ -134,7 +171,7 @@ def test_a_steady_subject_is_written_once_a_lag_and_is_never_further_behind(
     store._db.set_trace_callback(statements.append)
     for minute in range(30):
         _every_minute(store, [minute])
-        [(_, _, _, _, last_ts)] = _in_file(tmp_path / "s.sqlite").values()
+        [(*_, last_ts)] = _in_file(tmp_path / "s.sqlite").values()
         now = BASE + minute * STEP
         assert now - LAST_TS_LAG_S - STEP <= last_ts <= now
         [subject] = store.subjects()
@@ -181,9 +218,9 @@ def test_a_change_of_state_and_a_late_sample_read_the_newest_observation(
         _every_minute(each, range(5, 8), up=False)
         # Sent again after later ones: placed inside the outage as the store knows it now.
         each.apply([envelope(6, link(BASE + 6.5 * STEP, True))], received=BASE + 8 * STEP)
-    assert _histories(store) == _histories(written)
-    [(_, outages, _)] = _histories(store)
-    assert len(outages) == 2  # the late "up" split the outage
+    assert _histories(tmp_path / "s.sqlite") == _histories(tmp_path / "written.sqlite")
+    [subject] = store.subjects()
+    assert len(store.outages(subject.id)) == 2  # the late "up" split the outage
     [(*_, last_ts)] = _in_file(tmp_path / "s.sqlite").values()
     assert last_ts == BASE + 7 * STEP  # written before the history was read
     written.close()
@@ -204,24 +241,43 @@ def test_pruning_reads_the_newest_observations_and_a_pruned_subject_comes_back(
     assert (back.monitored_since, back.last_ts) == (BASE + 11 * STEP, BASE + 12 * STEP)
 
 
-def test_a_rolled_back_batch_leaves_nothing_held_that_was_not_committed(
-    store: StateStore, tmp_path: Path
-) -> None:
-    _every_minute(store, range(3))
+def test_a_rolled_back_batch_keeps_what_was_committed_before_it(tmp_path: Path) -> None:
+    held, written = StateStore(tmp_path / "s.sqlite"), _reference(tmp_path / "written.sqlite")
 
     def refuse(*_: object) -> None:
         raise RuntimeError("an observer fails")
 
-    store.observers.append(refuse)
-    with pytest.raises(RuntimeError):
-        _every_minute(store, [3])
-    store.observers.remove(refuse)
-    [subject] = store.subjects()
-    assert subject.last_ts <= BASE + 2 * STEP  # minute 3 was not committed
-    _every_minute(store, [4, 5])
-    [subject] = store.subjects()
-    assert subject.last_ts == BASE + 5 * STEP
-    assert store.outages(subject.id) == []
+    for store in (held, written):
+        _every_minute(store, range(4))  # minute 3 held, not written
+        store.observers.append(refuse)
+        with pytest.raises(RuntimeError):
+            _every_minute(store, [4])
+        store.observers.remove(refuse)
+    [subject] = held.subjects()
+    assert subject.last_ts == BASE + 3 * STEP  # minute 4 was not committed; 3 was
+    for store in (held, written):
+        # Late, older than minute 3: placed in the history, not taken as a change.
+        store.apply([envelope(10, link(BASE + 2.5 * STEP, False))], received=BASE + 5 * STEP)
+        _every_minute(store, [5], up=False)
+    assert _histories(tmp_path / "s.sqlite") == _histories(tmp_path / "written.sqlite")
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        assert db.execute("SELECT start, up_seen FROM outages ORDER BY start").fetchall()[-1] == (
+            BASE + 5 * STEP,
+            BASE + 3 * STEP,
+        )
+    held.close()
+    written.close()
+
+
+def test_a_backlog_applied_at_once_is_written_by_its_samples_time(
+    store: StateStore, tmp_path: Path
+) -> None:
+    """Two hours the broker held while the collector was away, applied in one go: the
+    store is never the lag behind the newest sample it committed."""
+    minutes = range(120)
+    store.apply([envelope(m, link(BASE + m * STEP)) for m in minutes], received=BASE + 120 * STEP)
+    [(*_, last_ts)] = _in_file(tmp_path / "s.sqlite").values()
+    assert last_ts > BASE + 119 * STEP - LAST_TS_LAG_S
 
 
 def test_a_full_hold_writes_everything_and_starts_again(tmp_path: Path) -> None:

@@ -338,11 +338,12 @@ class StateStore:
             self._committed()
 
     def _rolled_back(self) -> None:
-        self._subjects.forget()  # what it wrote, and what it held, may have gone with it
+        self._subjects.undo()  # what it held is the committed store's again
         for watcher in self.watchers:
             watcher.rolled_back()
 
     def _committed(self) -> None:
+        self._subjects.committed()
         for watcher in self.watchers:
             try:
                 watcher.committed()
@@ -372,6 +373,7 @@ class StateStore:
                     self._db.execute("COMMIT")
                 except sqlite3.Error:  # left as a crash leaves them: at most the lag behind
                     log.exception("the subjects' newest observations could not be written")
+                self._subjects.committed()
             self._db.close()
 
     def __enter__(self) -> StateStore:
@@ -437,12 +439,13 @@ class StateStore:
 
         def attempt(work: Callable[[], None]) -> str | None:
             self._db.execute("SAVEPOINT one")
+            held = self._subjects.mark()
             try:
                 work()
             except Exception as exc:
                 self._db.execute("ROLLBACK TO one")
                 self._db.execute("RELEASE one")
-                self._subjects.forget()
+                self._subjects.undo(held)
                 self._latest_rows = []
                 self._series_bound.clear()
                 self._line_best.clear()
@@ -464,6 +467,8 @@ class StateStore:
                 )
                 if failed:
                     applied.failed_envelopes[index] = failed
+            # What a message rolled back had written of the subjects' observations.
+            self._write_held_subjects(self._subjects.due(now))
             if operational and len(operational) == len(envelopes) + len(statuses):
                 raise operational[0]
         return applied
@@ -526,6 +531,22 @@ class StateStore:
         """Subjects' ``last_ts`` the store holds behind, (last_ts, id) each."""
         if rows:
             self._db.executemany("UPDATE subjects SET last_ts = MAX(last_ts, ?) WHERE id = ?", rows)
+
+    def _quiet_subjects(self, db: sqlite3.Connection, before: float) -> list[tuple[int]]:
+        """Inside a transaction: the subjects not heard from since ``before``, by their
+        newest observation (the store's may be behind it), no longer held."""
+        quiet: list[tuple[int]] = []
+        for subject_id, *key in db.execute(
+            "SELECT id, agent_key, kind, name, target FROM subjects WHERE last_ts < ?", (before,)
+        ):
+            subject = (str(key[0]), str(key[1]), str(key[2]), str(key[3]))
+            if (known := self._subjects.get(subject)) is not None and known.id == subject_id:
+                if known.last_ts >= before:
+                    continue
+                self._subjects.written(known)  # deleted: nothing to write
+                self._subjects.drop(subject)
+            quiet.append((int(subject_id),))
+        return quiet
 
     def release_subjects(self, db: sqlite3.Connection) -> None:
         """Inside a transaction, before another writer moves or deletes subjects (a
@@ -1034,13 +1055,7 @@ class StateStore:
             outages = db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
             ).rowcount
-            # Which subjects went quiet before the cut-off is read from their newest
-            # observations; none held after, since some are deleted.
-            self.release_subjects(db)
-            gone = [
-                (row[0],)
-                for row in db.execute("SELECT id FROM subjects WHERE last_ts < ?", (before,))
-            ]
+            gone = self._quiet_subjects(db, before)
             for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily"):
                 db.executemany(f"DELETE FROM {table} WHERE subject_id = ?", gone)  # noqa: S608 - fixed names
             db.executemany("DELETE FROM subjects WHERE id = ?", gone)
@@ -1259,7 +1274,8 @@ class StateStore:
         """A subject's row as read (id, agent key, kind, name, target, ..., last_ts,
         revised), its ``last_ts`` the newest when held behind (``_subjects``)."""
         known = self._subjects.get((row[1], row[2], row[3], row[4]))
-        if known is None or known.id != row[0] or known.last_ts <= row[9]:
+        # Read without the writer's lock: a batch not yet committed may have moved it.
+        if known is None or known.id != row[0] or known.state != row[7] or known.last_ts <= row[9]:
             return row
         return (*row[:9], known.last_ts, row[10])
 
