@@ -38,7 +38,7 @@ full speed, as the ceiling.
 the whole run: a store of ``--communes`` warmed as above (its 833,000 latest rows
 for the country), then ``--cycles`` more cycles of AGENTS of its agents committed
 in batches of 500 (decode, state, alert rules, spool; no broker, no sink), each a
-minute after the last: CPU (the thread's) and wall time per message. From the sixth
+minute after the last: CPU (the thread's) and wall time per message. From the fifth
 cycle the subjects' newest observations held behind are written as in a steady hour
 (every five minutes, ``collector/state/heldsubjects.py``): ``--cycles 10`` or more
 measures that too.
@@ -533,7 +533,7 @@ def measure_commit_path(
     AlertEngine(default_rules()).install(store)
     Spool(store).attach()
     # The warm-up's cycle and each measured one a minute apart, the last a minute ago:
-    # from the sixth, the subjects' newest observations held since the first are due
+    # from the fifth, the subjects' newest observations held since the first are due
     # to be written (``state/heldsubjects.py``), as in any steady hour.
     started, warmed_at = time.monotonic(), time.time() - 60 * (cycles + 1)
     warmed = warm(store, 2, communes * 50, at=warmed_at)

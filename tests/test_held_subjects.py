@@ -292,3 +292,42 @@ def test_a_full_hold_writes_everything_and_starts_again(tmp_path: Path) -> None:
             BASE + 4 * STEP,
             BASE + 5 * STEP,
         ]
+
+
+def test_a_transaction_sqlite_rolled_back_itself_is_undone(tmp_path: Path) -> None:
+    """A full disk or an I/O error: SQLite rolls the transaction back itself. The
+    failure is the one raised, and what was held of the transaction goes with it
+    (a subject held under an id that was never committed would write into the next
+    subject given that id)."""
+    held, written = StateStore(tmp_path / "s.sqlite"), _reference(tmp_path / "written.sqlite")
+    both = (
+        link(BASE, target="10.0.0.1"),
+        link(BASE, target="10.0.0.2"),
+    )
+    for store in (held, written):
+        store._db.execute(
+            "CREATE TEMP TRIGGER fail BEFORE INSERT ON subjects WHEN NEW.target = '10.0.0.2' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'as a full disk would'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="as a full disk would"):
+            store.apply([envelope(0, *both)], received=BASE)
+        assert not store._db.in_transaction
+        store._db.execute("DROP TRIGGER fail")
+        store.apply([envelope(0, *both)], received=BASE)  # sent again
+        for minute in range(1, 8):
+            ts = BASE + minute * STEP
+            store.apply(
+                [envelope(minute, link(ts, target="10.0.0.1"), link(ts, target="10.0.0.2"))],
+                received=ts,
+            )
+    held.close()
+    written.close()
+    assert len(_in_file(tmp_path / "s.sqlite")) == 2
+    assert _in_file(tmp_path / "s.sqlite") == _in_file(tmp_path / "written.sqlite")
+
+
+def test_a_clock_gone_back_does_not_hold_writes_back(store: StateStore, tmp_path: Path) -> None:
+    _every_minute(store, range(2))  # behind since minute 1 by the collector's clock
+    store.mark_silent(BASE - 3600)  # the clock stepped back an hour
+    [(*_, last_ts)] = _in_file(tmp_path / "s.sqlite").values()
+    assert last_ts == BASE + STEP

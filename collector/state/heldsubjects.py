@@ -50,7 +50,7 @@ class Held(msgspec.Struct, gc=False):
     written: float
     """``last_ts`` as the store holds it."""
     behind_since: float = -math.inf
-    """The collector's time it fell behind the last time (its record in ``_behind``)."""
+    """The collector's time of its newest record in ``_behind``; -inf: none queued."""
 
 
 _Behind = collections.deque[tuple[float, list[Held]]]
@@ -105,6 +105,9 @@ class HeldSubjects:
     def advance(self, held: Held, ts: float, now: float) -> None:
         """A newer observation of the same state, to be written by ``due``."""
         self._undo.append((held, held.last_ts))
+        # Queued each time it falls behind: a record it left when written since by
+        # sample time is passed over. So the queue holds at most a record for each
+        # sample applied in ``lag`` seconds of the collector's clock.
         if held.written == held.last_ts:
             behind = self._behind
             if not behind or behind[-1][0] != now:
@@ -129,11 +132,14 @@ class HeldSubjects:
         rows = [row for held in self._overdue if (row := self.written(held)) is not None]
         self._overdue.clear()
         behind = self._behind
-        while behind and behind[0][0] <= now - self.lag:
+        # A record later than now: the collector's clock went back; due all the same.
+        while behind and not now - self.lag < behind[0][0] <= now:
             since, helds = behind.popleft()
             for held in helds:
-                # Written since, and behind again later: its later record says when.
-                if held.behind_since == since and (row := self.written(held)) is not None:
+                if held.behind_since != since:
+                    continue  # written since, and behind again later: its later record says
+                held.behind_since = -math.inf
+                if (row := self.written(held)) is not None:
                     rows.append(row)
         return rows
 

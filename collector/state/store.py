@@ -332,10 +332,20 @@ class StateStore:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._rolled_back()
+                self._roll_back()
                 raise
             self._committed()
+
+    def _roll_back(self) -> None:
+        """After a failure inside a transaction: rolled back, and what it changed of the
+        held subjects and the watchers undone. SQLite may have rolled it back itself (a
+        full disk, an I/O error): a second ROLLBACK would raise in place of the failure,
+        and skip the undoing."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._rolled_back()
 
     def _rolled_back(self) -> None:
         self._subjects.undo()  # what it held is the committed store's again
@@ -1028,8 +1038,7 @@ class StateStore:
                 self._agents_changed(keys)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._rolled_back()
+                self._roll_back()
                 raise
             self._committed()
         return keys
@@ -1237,8 +1246,7 @@ class StateStore:
                 self._agents_changed([key for (key,) in keys], forgotten=True)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._rolled_back()
+                self._roll_back()
                 raise
             self._committed()
         return [key for (key,) in keys]
