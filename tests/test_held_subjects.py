@@ -5,6 +5,7 @@ close, a prune, a rollback or an idle ingest."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,8 +41,10 @@ def _reference(path: Path) -> StateStore:
 
 
 def _in_file(path: Path) -> dict[tuple[str, str, str, str], tuple[Any, ...]]:
-    """What a crash would leave: the committed rows, read by a connection of its own."""
-    with sqlite3.connect(path) as db:
+    """What a crash would leave: the committed rows, read by a connection of its own
+    (closed: an unclosed one keeps its files open until a garbage collection, and the
+    property test opens thousands)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute(
             "SELECT agent_key, kind, name, target, id, state, since, monitored_since, revised, "
             "last_ts FROM subjects"
@@ -51,7 +54,7 @@ def _in_file(path: Path) -> dict[tuple[str, str, str, str], tuple[Any, ...]]:
 
 def _histories(path: Path) -> list[list[tuple[Any, ...]]]:
     """Every row of what a subject's history is, as committed, but its ``last_ts``."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return [
             db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
             for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily")
@@ -209,7 +212,7 @@ def test_a_change_of_state_and_a_late_sample_read_the_newest_observation(
     for each in (store, written):
         _every_minute(each, range(4))
         _every_minute(each, [4], up=False)
-    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite")) as db:
         # What bounds the outage: the last "up" seen before it, minute 3 (held, not written).
         assert db.execute("SELECT start, up_seen FROM outages").fetchall() == [
             (BASE + 4 * STEP, BASE + 3 * STEP)
@@ -260,7 +263,7 @@ def test_a_rolled_back_batch_keeps_what_was_committed_before_it(tmp_path: Path) 
         store.apply([envelope(10, link(BASE + 2.5 * STEP, False))], received=BASE + 5 * STEP)
         _every_minute(store, [5], up=False)
     assert _histories(tmp_path / "s.sqlite") == _histories(tmp_path / "written.sqlite")
-    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite")) as db:
         assert db.execute("SELECT start, up_seen FROM outages ORDER BY start").fetchall()[-1] == (
             BASE + 5 * STEP,
             BASE + 3 * STEP,
