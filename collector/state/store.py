@@ -1006,8 +1006,7 @@ class StateStore:
         if subject[1] == "system":
             return
         if self._subjects.full:
-            self._write_held_subjects(self._subjects.everything())
-            self._subjects.forget()
+            self.release_subjects(self._db)
         self._subjects.hold(subject, subject_id, state, ts)
 
     def _gap_after(self, key: str) -> float:
