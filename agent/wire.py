@@ -80,23 +80,24 @@ class _Known:
         self._pattern = pattern
         self._what = what
         self._limit = limit
-        self._passed: set[str] = set()
+        self.passed: set[str] = set()
+        """The strings that passed: cleared when full, never replaced (callers may hold it)."""
 
     def check(self, value: str) -> None:
-        if value in self._passed:
+        if value in self.passed:
             return
         if self._search(value) is None:
             raise ValueError(
                 f"{self._what}: expected `str` matching regex {self._pattern!r}, got {value[:80]!r}"
             )
-        if len(self._passed) >= self._limit:
-            self._passed.clear()
-        self._passed.add(value)
+        if len(self.passed) >= self._limit:
+            self.passed.clear()
+        self.passed.add(value)
 
     def check_all(self, values: dict[str, Any]) -> None:
         """``check`` of each key: one C call when all passed before (a sample's field or
         tag names)."""
-        if not self._passed.issuperset(values):
+        if not self.passed.issuperset(values):
             for value in values:
                 self.check(value)
 
@@ -151,12 +152,16 @@ class Sample(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     """Why the outcome is not ok, in words a technician can act on."""
 
     def __post_init__(self) -> None:
-        _KEYS.check(self.check)
-        if self.item:
+        # Runs for every sample decoded: the names passed before cost a set lookup here,
+        # not a call (``_Known.check`` tests the others).
+        passed = _KEYS.passed
+        if self.check not in passed:
+            _KEYS.check(self.check)
+        if self.item and self.item not in _ITEMS.passed:
             _ITEMS.check(self.item)
-        if self.fields:
+        if self.fields and not passed.issuperset(self.fields):
             _KEYS.check_all(self.fields)
-        if self.tags:
+        if self.tags and not passed.issuperset(self.tags):
             _KEYS.check_all(self.tags)
 
 
@@ -174,8 +179,11 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
 
     def __post_init__(self) -> None:
-        _PLACES.check(self.province)
-        _PLACES.check(self.commune)
+        places = _PLACES.passed
+        if self.province not in places:
+            _PLACES.check(self.province)
+        if self.commune not in places:
+            _PLACES.check(self.commune)
         # Thousands of agents a province: tested every time rather than remembered.
         if _AGENT(self.agent) is None:
             raise ValueError(
@@ -394,13 +402,15 @@ def parse_topic(root: str, name: str) -> TopicIdentity:
     if not name.startswith(prefix):
         raise WireError("bad_topic", f"topic {name!r} is not under {root!r}")
     parts = name[len(prefix) :].split("/")
-    if len(parts) != 4 or parts[3] not in ("status", "data", "config", "receipt"):
+    if len(parts) != 4 or parts[3] not in _TOPIC_KINDS:
         raise WireError("bad_topic", f"topic {name!r} is not <province>/<commune>/<agent>/<kind>")
     province, commune, agent, kind = parts
-    kinds: dict[str, TopicKind] = {
-        "status": "status", "data": "data", "config": "config", "receipt": "receipt"
-    }  # fmt: skip
-    return TopicIdentity(province, commune, agent, kinds[kind])
+    return TopicIdentity(province, commune, agent, _TOPIC_KINDS[kind])
+
+
+_TOPIC_KINDS: Final[dict[str, TopicKind]] = {
+    "status": "status", "data": "data", "config": "config", "receipt": "receipt"
+}  # fmt: skip
 
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)

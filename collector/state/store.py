@@ -774,20 +774,22 @@ class StateStore:
         # envelope comes again.
         timed: dict[tuple[str, str, float], tuple[Sample, int | None]] = {}
         for sample in samples:
+            if sample.check != "system" or sample.outcome != "ok":
+                continue
             answer = (sample.name, sample.target, sample.ts)
-            if sample.check == "system" and sample.outcome == "ok" and answer not in timed:
+            if answer not in timed:
                 fresh, subject_id = self._new_system_answer(key, sample)
                 if fresh:  # the same answer twice in one envelope counts once
                     timed[answer] = (sample, subject_id)
         kept: list[Sample] = []
         for sample in samples:
-            if all(
-                self._apply_updown(key, sample, kind, state, now, gap)
-                for kind, state in histories(sample)
-            ):
-                kept.append(sample)
+            # Most samples move no history: a plain loop, no generator built for them.
+            for kind, state in histories(sample):
+                if not self._apply_updown(key, sample, kind, state, now, gap):
+                    refused[(key, "subject_limit")] += 1
+                    break
             else:
-                refused[(key, "subject_limit")] += 1
+                kept.append(sample)
         self._latest_rows.extend(
             (
                 key,
@@ -798,7 +800,7 @@ class StateStore:
                 sample.ts,
                 sample.outcome,
                 _encode(sample.fields).decode(),
-                _encode(sample.tags).decode(),
+                _encode(sample.tags).decode() if sample.tags else "{}",
                 sample.error,
             )
             for sample in kept
