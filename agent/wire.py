@@ -80,7 +80,7 @@ class _Known:
         self._pattern = pattern
         self._what = what
         self._limit = limit
-        self.passed: set[str] = set()
+        self.passed: Final[set[str]] = set()
         """The strings that passed: cleared when full, never replaced (callers may hold it)."""
 
     def check(self, value: str) -> None:
@@ -396,6 +396,11 @@ def topic(root: str, province: str, commune: str, agent: str, kind: TopicKind) -
     return f"{root}/{province}/{commune}/{agent}/{kind}"
 
 
+_TOPIC_KINDS: Final[dict[str, TopicKind]] = {
+    "status": "status", "data": "data", "config": "config", "receipt": "receipt"
+}  # fmt: skip
+
+
 def parse_topic(root: str, name: str) -> TopicIdentity:
     """Split ``<root>/<province>/<commune>/<agent>/<kind>``, refusing anything else."""
     prefix = root + "/"
@@ -406,11 +411,6 @@ def parse_topic(root: str, name: str) -> TopicIdentity:
         raise WireError("bad_topic", f"topic {name!r} is not <province>/<commune>/<agent>/<kind>")
     province, commune, agent, kind = parts
     return TopicIdentity(province, commune, agent, _TOPIC_KINDS[kind])
-
-
-_TOPIC_KINDS: Final[dict[str, TopicKind]] = {
-    "status": "status", "data": "data", "config": "config", "receipt": "receipt"
-}  # fmt: skip
 
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)

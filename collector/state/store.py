@@ -783,7 +783,7 @@ class StateStore:
                     timed[answer] = (sample, subject_id)
         kept: list[Sample] = []
         for sample in samples:
-            # Most samples move no history: a plain loop, no generator built for them.
+            # Every sample passes here, most moving no history: a plain loop, no generator.
             for kind, state in histories(sample):
                 if not self._apply_updown(key, sample, kind, state, now, gap):
                     refused[(key, "subject_limit")] += 1
