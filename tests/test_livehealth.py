@@ -259,9 +259,9 @@ def test_figures_asked_lately_are_computed_again_before_their_bound(tmp_path: Pa
     store = StateStore(tmp_path / "state.sqlite", clock=lambda: now[0])
     live = LiveHealth(store, [INVENTORY], clock=lambda: now[0], figures_bound_s=60.0)
     live.install(store)
-    computed: list[int] = []
-    history = live.history
-    live.history = lambda *a, **k: (computed.append(1), history(*a, **k))[1]  # type: ignore[method-assign]
+    reads: list[int] = []
+    outages = live._outages
+    live._outages = lambda *a: (reads.append(1), outages(*a))[1]  # type: ignore[method-assign]
     try:
         pc = ("dong-nai", "la-nga", "pc-1")
         store.apply(statuses=[(status(pc, T0), T0)])
@@ -269,71 +269,16 @@ def test_figures_asked_lately_are_computed_again_before_their_bound(tmp_path: Pa
         store.apply([envelope(pc, T0 + 600, [line(T0 + 600, "tslcd", "tslcd", True, 9.0)])])
         now[0] += 1200
         assert live.commune("la-nga", "dong-nai") is not None
-        asked = len(computed)
+        asked = len(reads)
         assert live.refresh() == 0  # fresh: nothing to do
         now[0] += 60  # beyond any commune's bound (30 to 60 s)
-        assert live.refresh() == 1 and len(computed) == asked + 1
+        assert live.refresh() == 1 and len(reads) == asked + 1
         current = live.commune("la-nga", "dong-nai")
-        assert len(computed) == asked + 1  # the request found it computed
+        assert len(reads) == asked + 1  # the request found it computed
         expected = HealthModel(store, [INVENTORY], clock=lambda: now[0]).commune("la-nga")
         assert current == expected
         now[0] += 400  # not asked for longer than ASKED_WITHIN_S: left alone
-        assert live.refresh() == 0 and len(computed) == asked + 1
-    finally:
-        live.close()
-        store.close()
-
-
-def test_figures_computed_again_for_time_alone_reuse_the_outages_read(tmp_path: Path) -> None:
-    """A commune's figures past their bound with no probe changed since are computed from
-    the outages read before, less those ended before the window; a change of state, or one
-    at the very time of the last read (whose outage that read left out), reads them again.
-    The answers are a full recomputation's each time."""
-    now = [T0]
-    store = StateStore(tmp_path / "state.sqlite", clock=lambda: now[0])
-    live = LiveHealth(store, [INVENTORY], clock=lambda: now[0], figures_bound_s=60.0)
-    live.install(store)
-    reads: list[int] = []
-    outages = live._outages
-    live._outages = lambda *a: (reads.append(1), outages(*a))[1]  # type: ignore[method-assign]
-
-    def same() -> None:
-        expected = HealthModel(store, [INVENTORY], clock=lambda: now[0])
-        assert live.commune("la-nga", "dong-nai") == expected.commune("la-nga")
-        assert live.communes("dong-nai", detail=False, days=OVERVIEW_DAYS) == expected.communes(
-            "dong-nai", detail=False, days=OVERVIEW_DAYS
-        )
-
-    try:
-        pc = ("dong-nai", "la-nga", "pc-1")
-        store.apply(statuses=[(status(pc, T0), T0)])
-        store.apply([envelope(pc, T0, [line(T0, "tslcd", "tslcd", False, 0.0)])])
-        store.apply([envelope(pc, T0 + 600, [line(T0 + 600, "tslcd", "tslcd", True, 9.0)])])
-        now[0] += 1200
-        same()
-        first = len(reads)
-        assert first > 0
-        now[0] += 3600  # only time passed
-        same()
-        assert len(reads) == first
-        now[0] += 31 * 86400  # the outage has left every window; the probe still up
-        store.apply([envelope(pc, now[0], [line(now[0], "tslcd", "tslcd", True, 9.0)])])
-        same()
-        assert len(reads) == first
-        # Down at the very time of the next read: that read leaves its outage out (it
-        # begins at the read's end), so the next computation must read it.
-        now[0] += 60
-        store.apply([envelope(pc, now[0], [line(now[0], "tslcd", "tslcd", False, 0.0)])])
-        same()
-        changed = len(reads)
-        assert changed > first
-        now[0] += 3600
-        same()
-        assert len(reads) > changed
-        again = len(reads)
-        now[0] += 3600  # the outage read now: only time passes again
-        same()
-        assert len(reads) == again
+        assert live.refresh() == 0 and len(reads) == asked + 1
     finally:
         live.close()
         store.close()

@@ -65,8 +65,6 @@ ASKED_WITHIN_S = 300.0
 
 _Key = tuple[str, str, bool, int, float]
 """(province, commune, detail, days, horizon): one way of computing a commune."""
-_HeldHistory = tuple[tuple[Any, ...], float, History, dict[int, list[Outage]]]
-"""(signature, computed at, figures, the outages read for them)."""
 
 
 class _HeldTarget(msgspec.Struct, frozen=True, gc=False):
@@ -99,9 +97,7 @@ class LiveHealth(HealthModel):
         self._history_db: sqlite3.Connection | None = None
         """Its own connection for the outages: not queued behind the API's other reads."""
         self._history_lock = threading.Lock()
-        self._histories: dict[_Key, _HeldHistory] = {}
-        """Each way of computing a commune: its subjects' signature, when computed, the
-        figures, and the outages they were computed from."""
+        self._histories: dict[_Key, tuple[tuple[Any, ...], float, History]] = {}
         self._results: dict[_Key, tuple[int, History, CommuneHealth]] = {}
         self._asked: dict[_Key, float] = {}
         """When each way of computing a commune was last asked by a request."""
@@ -382,16 +378,13 @@ class LiveHealth(HealthModel):
         links = [s for s in subjects if s.kind == "link"]
         polycoms = [s for s in subjects if s.kind == "polycom"]
         # A subject's outages change only with its state (and ``since``), or when late
-        # samples revise them; the figures also with the probes' recency and the days.
-        probed = (
-            tuple((s.id, s.state, s.since, s.monitored_since, s.revised) for s in links),
-            tuple((s.id, s.state, s.since, s.monitored_since, s.revised) for s in polycoms),
-        )
+        # samples revise them.
         signature = (
-            probed,
-            tuple(s.last_ts >= start for s in links),
+            tuple((s.id, s.state, s.since, s.monitored_since, s.revised, s.network,
+                   s.last_ts >= start) for s in links),
+            tuple((s.id, s.state, s.since, s.monitored_since, s.revised) for s in polycoms),
             tuple(lo for lo, _ in spans),
-        )
+        )  # fmt: skip
         held = self._histories.get(key)
         if (
             held is not None
@@ -399,26 +392,12 @@ class LiveHealth(HealthModel):
             and now + ahead_s - held[1] <= self._bound(place)
         ):
             return held[2]
-        if (
-            held is not None
-            and held[0][0] == probed
-            and all(s.since < held[1] for s in links)
-            and all(s.since < held[1] for s in polycoms)
-        ):
-            # No probe changed: the outages are those read then (a new or revised outage
-            # changes ``probed``), less the ones ended before the window, which count in
-            # no figure and are not held for ever. Most communes' figures are computed
-            # again only because time passed, and reading their outages was a third of
-            # that. Not when a state changed at or after that read: its outage began at or
-            # after the read's end, which the read leaves out.
-            outages, consistent = _within(held[3], now - horizon), True
-        else:
-            outages, consistent = self._outages(subjects, now - horizon, now)
+        outages, consistent = self._outages(subjects, now - horizon, now)
         history = self.history(
             links, polycoms, outages, now, detail=detail, days=spans, horizon=horizon
         )
         if consistent:
-            self._histories[key] = (signature, now, history, outages)
+            self._histories[key] = (signature, now, history)
         return history
 
     @contextlib.contextmanager
@@ -462,13 +441,3 @@ class LiveHealth(HealthModel):
             finally:
                 db.execute("COMMIT")
         return outages, found == held
-
-
-def _within(outages: dict[int, list[Outage]], start: float) -> dict[int, list[Outage]]:
-    """The outages not ended by ``start``, as ``_outages`` would read them again."""
-    kept: dict[int, list[Outage]] = {}
-    for subject_id, found in outages.items():
-        recent = [o for o in found if o.end is None or o.end > start]
-        if recent:
-            kept[subject_id] = recent
-    return kept
