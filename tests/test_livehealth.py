@@ -2,8 +2,8 @@
 
 Random sequences of what changes the state (envelopes with line probes up and
 down, anti-malware verdicts, Polycoms, router ports; statuses; agents marked
-silent and forgotten; a batch rolled back; time passing) are applied to a store
-that a ``LiveHealth`` observes; after each step its every answer is compared
+silent and forgotten; a batch rolled back; time passing; the retention's prune)
+are applied to a store that a ``LiveHealth`` observes; after each step its every answer is compared
 with a fresh ``HealthModel``'s over the same store at the same time. The live
 model's bound on time-dependent figures is 0 here: what it caches is then kept
 only while the clock stands still and the facts do not change, which is what
@@ -123,6 +123,7 @@ steps = st.one_of(
     st.tuples(st.just("forget"), st.sampled_from([600.0, 7200.0])),
     st.tuples(st.just("failed_batch"), places, st.lists(samples, min_size=1, max_size=2)),
     st.tuples(st.just("time"), st.sampled_from([1.0, 90.0, 3600.0, 86400.0, 31 * 86400.0])),
+    st.tuples(st.just("prune"), st.sampled_from([3600.0, 40 * 86400.0])),
 )
 
 
@@ -158,6 +159,8 @@ def apply(store: StateStore, failing: Failing, now: list[float], step: tuple[Any
         store.mark_silent(now[0], intervals=1.0, default_interval=step[1])
     elif kind == "forget":
         store.forget_agents(now[0] - step[1])
+    elif kind == "prune":  # the retention's cut-off: quiet subjects go, their history too
+        store.prune(now[0] - step[1])
     else:
         now[0] += step[1]
 
@@ -203,6 +206,29 @@ def test_the_live_model_answers_as_a_full_recomputation(
             same_answers(store, live, now[0])
             # Asked again with nothing changed: the cached answers.
             same_answers(store, live, now[0])
+
+
+PRUNED = (
+    ("status", ("dong-nai", "la-nga", "pc-1"), "online"),
+    ("envelope", ("dong-nai", "la-nga", "pc-1"),
+     [("line", 0.0, "tslcd", "tslcd", False, 5.0), ("polycom", 0.0, True, True)]),
+    ("time", 7200.0),
+    ("prune", 3600.0),
+)  # fmt: skip
+"""A line probe down and a Polycom, both silent beyond the retention's cut-off: pruned."""
+
+
+def test_subjects_the_prune_deleted_leave_the_live_model(tmp_path: Path) -> None:
+    """The prune deletes a probe silent beyond the retention with its history: the live
+    model, which held it, drops it too (it listed a probe the store no longer has)."""
+    with world(tmp_path) as (store, live, failing, now):
+        for step in PRUNED[:-1]:
+            apply(store, failing, now, step)
+        same_answers(store, live, now[0])  # held
+        assert store.subjects()
+        apply(store, failing, now, PRUNED[-1])
+        assert not store.subjects()
+        same_answers(store, live, now[0])
 
 
 def test_a_province_first_asked_after_ingest_began_is_read_whole(tmp_path: Path) -> None:

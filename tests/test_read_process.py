@@ -43,6 +43,7 @@ from collector.web.readprocess import ReadProcess, ReadSettings
 from tests.servers import AppServer
 from tests.test_livehealth import (
     INVENTORY,
+    PRUNED,
     T0,
     Failing,
     antivirus,
@@ -163,6 +164,17 @@ def test_an_agent_forgotten_and_back_before_the_read_process_applied_it(
     store.apply([envelope(place, back, [line(back, "internet", "internet", True, 9.5)])])
     followed.deliver()
     same_answers(store, followed.live, back)
+
+
+def test_subjects_the_prune_deleted_leave_the_read_process(followed: Followed) -> None:
+    """The prune's deletions reach the read process through the feed."""
+    for step in PRUNED[:-1]:
+        apply_step(followed.store, followed.failing, followed.now, step)
+    followed.deliver()
+    same_answers(followed.store, followed.live, followed.now[0])  # held
+    apply_step(followed.store, followed.failing, followed.now, PRUNED[-1])
+    assert followed.deliver() == 1
+    same_answers(followed.store, followed.live, followed.now[0])
 
 
 def test_a_rolled_back_batch_sends_nothing(followed: Followed) -> None:

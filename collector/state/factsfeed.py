@@ -6,8 +6,9 @@ one interpreter. Its ``HeldFacts`` follow what the writer commits:
 
 - ``FactsFeed`` (the writer's side) is one of the store's observers and watchers: what
   a write transaction showed it (the batch's admitted envelopes, agents changed
-  outside them) is sent once the transaction has committed, never what was rolled
-  back; from a thread of its own, so that ingest never waits for the other process.
+  outside them, subjects the prune deleted) is sent once the transaction has
+  committed, never what was rolled back; from a thread of its own, so that ingest
+  never waits for the other process.
   It is bounded by what it holds (``MAX_HELD`` envelopes and agents; a batch is up to
   1,000 envelopes, ~1.6 MB as objects): when the read process is that far behind,
   what does not fit is dropped and the next frame tells it to forget what it holds
@@ -62,11 +63,16 @@ class AgentsChanged(msgspec.Struct, tag="a", array_like=True, frozen=True):
     forgotten: bool = False
 
 
+class SubjectsDeleted(msgspec.Struct, tag="s", array_like=True, frozen=True):
+    subjects: list[tuple[int, str, str, str, str]]
+    """(id, agent key, kind, name, target) each."""
+
+
 class Reset(msgspec.Struct, tag="r", array_like=True, frozen=True):
     """Frames were dropped: forget what is held, read it afresh."""
 
 
-Part = Batch | AgentsChanged | Reset
+Part = Batch | AgentsChanged | SubjectsDeleted | Reset
 _ENCODER = msgspec.msgpack.Encoder()
 
 # The read process's side: an ``Envelope`` as encoded above, decoded into what the held
@@ -111,7 +117,7 @@ class FedBatch(msgspec.Struct, tag="e", array_like=True, frozen=True, gc=False):
     envelopes: list[FedEnvelope]
 
 
-FedPart = FedBatch | AgentsChanged | Reset
+FedPart = FedBatch | AgentsChanged | SubjectsDeleted | Reset
 _FRAME = msgspec.msgpack.Decoder(list[FedPart])
 
 
@@ -144,6 +150,10 @@ class FactsFeed:
         if self._attached is not None and keys:
             self._pending.append(AgentsChanged(list(keys), forgotten))
 
+    def subjects_deleted(self, subjects: Sequence[tuple[int, str, str, str, str]]) -> None:
+        if self._attached is not None and subjects:
+            self._pending.append(SubjectsDeleted(list(subjects)))
+
     def rolled_back(self) -> None:
         self._pending = []
 
@@ -151,11 +161,7 @@ class FactsFeed:
         if not self._pending:
             return
         parts, self._pending = self._pending, []
-        weight = 1 + sum(
-            len(part.envelopes) if isinstance(part, Batch) else len(part.keys)
-            for part in parts
-            if not isinstance(part, Reset)
-        )
+        weight = 1 + sum(_weight(part) for part in parts)
         with self._held_lock:
             if self._held + weight > self.max_held:
                 self._dropped = True
@@ -230,6 +236,17 @@ class FactsFeed:
             connection.close()
 
 
+def _weight(part: Part) -> int:
+    """What a part holds of the read process's memory, in envelopes (``MAX_HELD``)."""
+    if isinstance(part, Batch):
+        return len(part.envelopes)
+    if isinstance(part, AgentsChanged):
+        return len(part.keys)
+    if isinstance(part, SubjectsDeleted):
+        return len(part.subjects)
+    return 0
+
+
 def follow(facts: HeldFacts, store_path: Path, connection: Connection) -> None:
     """Apply what the feed sends to ``facts`` until the writer's side closes (the read
     process's thread)."""
@@ -271,6 +288,8 @@ def apply(facts: HeldFacts, db: sqlite3.Connection, parts: Sequence[FedPart]) ->
                 facts.observe(db, envelopes[start : start + APPLY_AT_ONCE], part.received)
         elif isinstance(part, AgentsChanged):
             facts.agents_changed(db, part.keys, part.forgotten)
+        elif isinstance(part, SubjectsDeleted):
+            facts.subjects_deleted(part.subjects)
         elif isinstance(part, Reset):
             facts.rolled_back()
         else:  # the writer's own parts (a ``Batch``) are never applied undecoded

@@ -250,6 +250,23 @@ class HeldFacts:
                 self._places = _all_places(db)
                 self.places_version += 1
 
+    def subjects_deleted(self, subjects: Sequence[tuple[int, str, str, str, str]]) -> None:
+        """The store's watcher: subjects the prune deleted, dropped by what the writer
+        says (in the read process a later state may be read: one back already, with
+        another id, is a later batch's to bring)."""
+        with self._lock:
+            for subject_id, key, kind, name, target in subjects:
+                province, commune, _ = key.split("/", 2)
+                held = self._communes.get((province, commune))
+                if held is None:
+                    continue
+                found = held.subjects.get((key, kind, name, target))
+                if found is None or found.id != subject_id:
+                    continue
+                del held.subjects[(key, kind, name, target)]
+                held.last_ts.pop(subject_id, None)
+                held.generation = next(self._generations)
+
     def committed(self) -> None:
         """Nothing to do: what the observer saw is held already."""
 

@@ -108,6 +108,10 @@ class Watcher(Protocol):
         they were forgotten, their latest samples and ports gone with them (one read
         later than this transaction may find an agent back already, not what it lost)."""
 
+    def subjects_deleted(self, subjects: Sequence[tuple[int, str, str, str, str]]) -> None:
+        """Inside the transaction that deleted these subjects, each (id, agent key, kind,
+        name, target): the prune's, silent beyond the retention, their history with them."""
+
     def rolled_back(self) -> None:
         """A write transaction was rolled back: what the observers saw in it never was."""
 
@@ -542,10 +546,13 @@ class StateStore:
         if rows:
             self._db.executemany("UPDATE subjects SET last_ts = MAX(last_ts, ?) WHERE id = ?", rows)
 
-    def _quiet_subjects(self, db: sqlite3.Connection, before: float) -> list[tuple[int]]:
+    def _quiet_subjects(
+        self, db: sqlite3.Connection, before: float
+    ) -> list[tuple[int, str, str, str, str]]:
         """Inside a transaction: the subjects not heard from since ``before``, by their
-        newest observation (the store's may be behind it), no longer held."""
-        quiet: list[tuple[int]] = []
+        newest observation (the store's may be behind it), no longer held; (id, agent
+        key, kind, name, target) each."""
+        quiet: list[tuple[int, str, str, str, str]] = []
         for subject_id, *key in db.execute(
             "SELECT id, agent_key, kind, name, target FROM subjects WHERE last_ts < ?", (before,)
         ):
@@ -555,7 +562,7 @@ class StateStore:
                     continue
                 self._subjects.written(known)  # deleted: nothing to write
                 self._subjects.drop(subject)
-            quiet.append((int(subject_id),))
+            quiet.append((int(subject_id), *subject))
         return quiet
 
     def release_subjects(self, db: sqlite3.Connection) -> None:
@@ -1065,10 +1072,14 @@ class StateStore:
             outages = db.execute(
                 "DELETE FROM outages WHERE end IS NOT NULL AND end < ?", (before,)
             ).rowcount
-            gone = self._quiet_subjects(db, before)
+            quiet = self._quiet_subjects(db, before)
+            gone = [(subject[0],) for subject in quiet]
             for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily"):
                 db.executemany(f"DELETE FROM {table} WHERE subject_id = ?", gone)  # noqa: S608 - fixed names
             db.executemany("DELETE FROM subjects WHERE id = ?", gone)
+            if quiet:  # the live model holds them too (a probe listed, its figures)
+                for watcher in self.watchers:
+                    watcher.subjects_deleted(quiet)
             db.execute(
                 "DELETE FROM line_history WHERE day < ?",
                 (math.floor((now - RTT_KEEP_S) / packed.DAY_S),),
