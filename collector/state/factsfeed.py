@@ -9,7 +9,7 @@ one interpreter. Its ``HeldFacts`` follow what the writer commits:
   outside them, subjects the prune deleted) is sent once the transaction has
   committed, never what was rolled back; from a thread of its own, so that ingest
   never waits for the other process.
-  It is bounded by what it holds (``MAX_HELD`` envelopes and agents; a batch is up to
+  It is bounded by what it holds (``MAX_HELD`` envelopes, agents and subjects; a batch is up to
   1,000 envelopes, ~1.6 MB as objects): when the read process is that far behind,
   what does not fit is dropped and the next frame tells it to forget what it holds
   (``Reset``): it reads its facts afresh from the store, which has them all.
@@ -48,8 +48,8 @@ from collector.state.heldfacts import HeldFacts
 
 log = logging.getLogger(__name__)
 
-#: Envelopes (and agents changed) the read process may be behind before the feed drops
-#: and resets: ~12 s of the country's rate, ~160 MB as objects.
+#: Envelopes (and agents changed, subjects deleted) the read process may be behind
+#: before the feed drops and resets: ~12 s of the country's rate, ~160 MB as objects.
 MAX_HELD = 100_000
 
 

@@ -6,7 +6,7 @@ Polycoms' up/down subjects and its router ports. A province is read from the
 store once (``load``, under the writer's lock, so that no batch falls between
 the reading and the holding); from then on the store's observer
 (``observe``, inside each batch's transaction) and watcher (``agents_changed``,
-``rolled_back``) keep it as the store holds it:
+``subjects_deleted``, ``rolled_back``) keep it as the store holds it:
 
 - a latest sample replaces the one held when it is newer, exactly as the store's
   upsert does (the store is handed only what it admitted);

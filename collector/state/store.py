@@ -97,8 +97,9 @@ Observer = Callable[[sqlite3.Connection, Sequence[Envelope], float], None]
 
 
 class Watcher(Protocol):
-    """Told of what changes the agents' state outside a batch's envelopes, and of a
-    write transaction rolled back (the live health model, ``state/livehealth.py``)."""
+    """Told of what changes the agents' state outside a batch's envelopes, of the
+    subjects the prune deletes, and of a write transaction rolled back (the live health
+    model, ``state/livehealth.py``)."""
 
     def agents_changed(
         self, db: sqlite3.Connection, keys: Sequence[str], forgotten: bool = False
@@ -1077,9 +1078,6 @@ class StateStore:
             for table in ("outages", "subject_gaps", "system_times_hourly", "system_times_daily"):
                 db.executemany(f"DELETE FROM {table} WHERE subject_id = ?", gone)  # noqa: S608 - fixed names
             db.executemany("DELETE FROM subjects WHERE id = ?", gone)
-            if quiet:  # the live model holds them too (a probe listed, its figures)
-                for watcher in self.watchers:
-                    watcher.subjects_deleted(quiet)
             db.execute(
                 "DELETE FROM line_history WHERE day < ?",
                 (math.floor((now - RTT_KEEP_S) / packed.DAY_S),),
@@ -1096,6 +1094,9 @@ class StateStore:
             self._prune_alerts(db, before, max_alerts)
             db.execute("DELETE FROM alert_subjects WHERE state = 'ok' AND last_ts < ?", (before,))
             db.execute("DELETE FROM silences WHERE ends < ?", (before,))
+            if quiet:  # the live model holds them too (a probe listed, its figures)
+                for watcher in self.watchers:  # last: the nearest to the commit
+                    watcher.subjects_deleted(quiet)
         return int(outages)
 
     @staticmethod
