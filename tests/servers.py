@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,10 +27,39 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set[tuple[int, int]] = set()
+_FIRST_PORT = 10_000
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing holds now, never handed out before by this process, and below
+    the kernel's ephemeral range. A port the kernel picks for port 0 may be picked again at
+    the very next call (`free_port(), free_port()` then names one port twice and the broker
+    exits on its second listener), and one of the ephemeral range may be taken meanwhile as
+    the local port of any outgoing connection — both were seen as "nothing listens"."""
+    ephemeral_low, _ = _ephemeral_ports()
+    last = ephemeral_low - 1 if ephemeral_low > _FIRST_PORT + 1000 else 65_535
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(_FIRST_PORT, last)
+        if (kind, port) in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:  # without SO_REUSEADDR, so a port in TIME_WAIT counts as held too
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add((kind, port))
+        return port
+    raise RuntimeError(f"no free loopback port in {_FIRST_PORT}..{last}")
 
 
 class AppServer:
@@ -60,13 +90,34 @@ class AppServer:
         self.server.stop()
 
 
-def wait_tcp(port: int, timeout: float = 10.0) -> None:
+def wait_tcp(
+    port: int,
+    timeout: float = 10.0,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Until something listens on ``port``. With ``process``, the server meant to: its exit
+    ends the wait at once, and the error carries the tail of its ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"the server meant to listen on 127.0.0.1:{port} exited ({process.returncode})"
+                + _log_tail(log)
+            )
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s" + _log_tail(log))
+
+
+def _log_tail(log: Path | None) -> str:
+    if log is None:
+        return ""
+    try:
+        return "; its log ends:\n" + log.read_text(errors="replace")[-2000:]
+    except OSError as error:
+        return f"; its log cannot be read: {error}"
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -157,8 +208,8 @@ class Mosquitto:
             ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
-            wait_tcp(self.port)
-        except TimeoutError:
+            wait_tcp(self.port, process=self.process)
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise RuntimeError(f"mosquitto did not start: {self.log[-2000:]}") from None
         return self

@@ -156,11 +156,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     password_port, cert_port = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(production_config(etc, var, password_port, cert_port, crl=crl))
-    log = (tmp_path / "mosquitto.log").open("wb")
+    log_path = tmp_path / "mosquitto.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
     try:
-        wait_tcp(password_port)
-        wait_tcp(cert_port)
+        wait_tcp(password_port, process=process, log=log_path)
+        wait_tcp(cert_port, process=process, log=log_path)
         if AS_BROKER_USER:
             status = Path(f"/proc/{process.pid}/status").read_text()
             uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))

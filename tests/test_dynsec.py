@@ -271,8 +271,8 @@ class ShippedBroker:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log,
                                             stderr=log)  # fmt: skip
-        wait_tcp(self.password_port)
-        wait_tcp(self.cert_port)
+        wait_tcp(self.password_port, process=self.process, log=self.log)
+        wait_tcp(self.cert_port, process=self.process, log=self.log)
 
 
 def crl_folder(home: Path) -> Path:
@@ -349,8 +349,8 @@ def shipped_broker(
     broker = ShippedBroker(password_port, cert_port, pki, state, log_path,
                            crl / "client-crl.pem", conf, process)  # fmt: skip
     try:
-        wait_tcp(password_port)
-        wait_tcp(cert_port)
+        wait_tcp(password_port, process=process, log=log_path)
+        wait_tcp(cert_port, process=process, log=log_path)
         yield broker
     finally:
         stop_process(broker.process)

@@ -84,8 +84,8 @@ def static_broker(tmp_path: Path, deploy: Path = DEPLOY) -> Iterator[StaticBroke
     broker = StaticBroker(password_port, cert_port, pki, etc / "passwd", log_path,
                           crl / "client-crl.pem", conf, process, etc)  # fmt: skip
     try:
-        wait_tcp(password_port)
-        wait_tcp(cert_port)
+        wait_tcp(password_port, process=process, log=log_path)
+        wait_tcp(cert_port, process=process, log=log_path)
         yield broker
     finally:
         stop_process(broker.process)
