@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,58 @@ def test_a_province_first_asked_after_ingest_began_is_read_whole(tmp_path: Path)
         apply(store, failing, now, ("envelope", ("ha-noi", "la-nga", "pc-1"), made))
         commune = live.commune("la-nga", "ha-noi")
         assert commune is not None and commune.line.up is True and commune.line.rtt_ms == 5.0
+        same_answers(store, live, now[0])
+
+
+class Holding:
+    """An observer after the live model's that holds its batch's transaction open, once
+    armed, until released."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, db: sqlite3.Connection, envelopes: Sequence[Any], now: float) -> None:
+        if self.armed:
+            self.inside.set()
+            assert self.release.wait(60), "never released"
+
+
+@pytest.mark.parametrize("commune_known", [True, False])
+def test_a_province_first_asked_while_a_batch_commits_misses_none_of_it(
+    tmp_path: Path, commune_known: bool
+) -> None:
+    """A province loaded while a batch's transaction is open: the batch's observer call
+    came before the province was held, its commit after. Read then, the province missed
+    what the batch changed until its series' next samples (and the places, a commune
+    the batch brought); both are read between batches. ``commune_known``: the places
+    were read before (the province's load alone is tested), or the batch brings the
+    commune."""
+    with world(tmp_path) as (store, live, failing, now):
+        if commune_known:
+            apply(store, failing, now, ("status", ("ha-noi", "la-nga", "pc-1"), "online"))
+            assert ("ha-noi", "la-nga") in live.places()
+        holding = Holding()
+        store.observers.append(holding)
+        holding.armed = True
+        made = [("line", 0.0, "tslcd", "tslcd", False, 0.0), ("polycom", 0.0, True, True)]
+        batch = threading.Thread(
+            target=apply,
+            args=(store, failing, now, ("envelope", ("ha-noi", "la-nga", "pc-1"), made)),
+        )
+        batch.start()
+        assert holding.inside.wait(60), "the batch never reached its observers"
+        asked = threading.Thread(target=live.commune, args=("la-nga", "ha-noi"))
+        asked.start()
+        asked.join(1.0)  # read while the batch is open, as it was, the load is over by now
+        holding.armed = False
+        holding.release.set()
+        batch.join(60)
+        asked.join(60)
+        assert not batch.is_alive() and not asked.is_alive()
+        commune = live.commune("la-nga", "ha-noi")
+        assert commune is not None and commune.line.monitored  # the batch's probe
         same_answers(store, live, now[0])
 
 

@@ -129,16 +129,19 @@ class HeldFacts:
 
     def load(self, writer: StateStore, provinces: Iterable[str]) -> None:
         """Hold these provinces' facts (those not held yet), each read under the
-        writer's lock: ingest waits for the reading, and no batch falls between."""
+        writer's lock: ingest waits for the reading, and no batch falls between. (Read
+        while a transaction was open, a province missed what it changed: its observer
+        and watcher calls came before the province was held, its commit after the
+        reading. In the read process nothing writes: its frames come after commits.)"""
         for province in sorted(set(provinces) - self._provinces):
-            with writer.reading() as db, self._lock:
+            with writer.reading_between_batches() as db, self._lock:
                 if province not in self._provinces:
                     self._load(db, province)
 
     def places(self, writer: StateStore) -> set[Place]:
         places = self._places
         if places is None:
-            with writer.reading() as db, self._lock:
+            with writer.reading_between_batches() as db, self._lock:
                 places = self._places = _all_places(db)
                 self.places_version += 1
         with self._lock:

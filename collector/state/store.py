@@ -377,6 +377,16 @@ class StateStore:
         with self._read_lock:
             yield self._reader
 
+    @contextlib.contextmanager
+    def reading_between_batches(self) -> Iterator[sqlite3.Connection]:
+        """The writer's connection, for reading only, while no transaction is open or can
+        open: what is read is the store as the next transaction will find it, and no
+        observer or watcher call falls between (what holds the store's facts in memory
+        loads through it). Writers wait for the reading; the API's reads do not (the
+        read-only connection is not taken: a long read there would hold ingest too)."""
+        with self._lock:
+            yield self._db
+
     def close(self) -> None:
         with self._read_lock:
             self._reader.close()
