@@ -229,9 +229,13 @@ def test_subjects_the_prune_deleted_leave_the_live_model(tmp_path: Path) -> None
             apply(store, failing, now, step)
         same_answers(store, live, now[0])  # held
         assert store.subjects()
+        ids = {subject.id for subject in live.line_probes("dong-nai")}
+        assert ids and any(key[0] in ids for key in live._targets)
         apply(store, failing, now, PRUNED[-1])
         assert not store.subjects()
         same_answers(store, live, now[0])
+        live.refresh()  # what was derived of each probe goes with it
+        assert not any(key[0] in ids for key in live._targets)
 
 
 def test_a_province_first_asked_after_ingest_began_is_read_whole(tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ class HeldFacts:
         """Changed by every change of what ``places`` gives: what was derived from one
         version holds while it is current."""
         self._generations = itertools.count(1)
+        self._deleted: list[int] = []
+        """Ids of held subjects the prune deleted, until ``take_deleted``: what was
+        derived of each subject is dropped by them."""
 
     # reading ---------------------------------------------------------------------
 
@@ -268,7 +271,14 @@ class HeldFacts:
                     continue
                 del held.subjects[(key, kind, name, target)]
                 held.last_ts.pop(subject_id, None)
+                self._deleted.append(subject_id)
                 held.generation = next(self._generations)
+
+    def take_deleted(self) -> list[int]:
+        """The ids of the subjects deleted since last taken (``subjects_deleted``)."""
+        with self._lock:
+            taken, self._deleted = self._deleted, []
+        return taken
 
     def committed(self) -> None:
         """Nothing to do: what the observer saw is held already."""

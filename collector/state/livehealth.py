@@ -209,6 +209,9 @@ class LiveHealth(HealthModel):
         were computed again. The housekeeping runs it every few seconds."""
         if self._writer is None:
             return 0
+        for subject_id in self.facts.take_deleted():  # pruned: never asked for again
+            self._targets.pop((subject_id, True), None)
+            self._targets.pop((subject_id, False), None)
         now = self._now()
         due: list[_Key] = []
         for key, asked in list(self._asked.items()):
