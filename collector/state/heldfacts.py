@@ -139,7 +139,14 @@ class HeldFacts:
         for province in sorted(set(provinces) - self._provinces):
             with writer.reading_between_batches() as db, self._lock:
                 if province not in self._provinces:
-                    self._load(db, province)
+                    # One cursor, closed whatever happens: a reading left open on the
+                    # writer's connection would hold an old snapshot, and the next
+                    # batch could not begin.
+                    cursor = db.cursor()
+                    try:
+                        self._load(cursor, province)
+                    finally:
+                        cursor.close()
 
     def places(self, writer: StateStore) -> set[Place]:
         places = self._places
@@ -293,7 +300,7 @@ class HeldFacts:
 
     # ---------------------------------------------------------------------------------
 
-    def _load(self, db: sqlite3.Connection, province: str) -> None:
+    def _load(self, db: sqlite3.Cursor, province: str) -> None:
         lo, hi = f"{province}/", f"{province}/\U0010ffff"
         communes: dict[Place, _Commune] = {}
         # Every text a row brings is a new object: an agent's key came once per latest

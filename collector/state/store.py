@@ -48,6 +48,7 @@ from agent.catalogue import LINK, SNMP_INTERFACE, SYSTEM, histories
 from agent.wire import Envelope, Sample, Status, UpdateReport, encode
 from collector.state import latesamples, packed, systemtimes
 from collector.state.availability import Outage
+from collector.state.fifolock import FifoLock
 from collector.state.heldsubjects import HeldSubjects, SubjectKey
 from collector.state.migrations import migrate
 from collector.state.seqranges import SeqRanges
@@ -287,7 +288,9 @@ class StateStore:
         rarely lower the bucket's best, so only those that do are written. Forgotten
         with a rolled-back batch (what it said was written may not be)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # Handed out in turn: the live model loading provinces one after another would
+        # otherwise take it again before a waiting batch (``state/fifolock.py``).
+        self._lock = FifoLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the collector (kill -9);
