@@ -45,11 +45,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     the very next call (`free_port(), free_port()` then names one port twice and the broker
     exits on its second listener), and one of the ephemeral range may be taken meanwhile as
     the local port of any outgoing connection — both were seen as "nothing listens"."""
-    ephemeral_low, _ = _ephemeral_ports()
-    last = ephemeral_low - 1 if ephemeral_low > _FIRST_PORT + 1000 else 65_535
+    low, high = _ephemeral_ports()
+    outside = [r for r in (range(_FIRST_PORT, low), range(high + 1, 65_536)) if len(r)]
+    if not outside:
+        raise RuntimeError(f"no port outside the ephemeral range {low}..{high}")
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randint(_FIRST_PORT, last)
+        port = rng.choice(rng.choices(outside, weights=[len(r) for r in outside])[0])
         if (kind, port) in _HANDED_OUT:
             continue
         with socket.socket(socket.AF_INET, kind) as sock:
@@ -59,7 +61,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 continue
         _HANDED_OUT.add((kind, port))
         return port
-    raise RuntimeError(f"no free loopback port in {_FIRST_PORT}..{last}")
+    raise RuntimeError(f"no free loopback port outside the ephemeral range {low}..{high}")
 
 
 class AppServer:
