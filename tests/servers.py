@@ -36,17 +36,19 @@ def _ephemeral_ports() -> tuple[int, int]:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)
     except (OSError, ValueError):
-        return 32_768, 60_999
+        return 32_768, 65_535  # Linux's default, widened to the other systems' range
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nothing holds now, never handed out before by this process, and below
-    the kernel's ephemeral range. A port the kernel picks for port 0 may be picked again at
-    the very next call (`free_port(), free_port()` then names one port twice and the broker
-    exits on its second listener), and one of the ephemeral range may be taken meanwhile as
-    the local port of any outgoing connection — both were seen as "nothing listens"."""
+    """A loopback port nothing holds now, never handed out before by this process, and
+    outside the kernel's ephemeral range. A port the kernel picks for port 0 may be picked
+    again at the very next call (`free_port(), free_port()` then names one port twice, and
+    the broker exits on its second listener), and one of the ephemeral range may be taken
+    meanwhile as the local port of any outgoing connection: either shows as "nothing
+    listens"."""
     low, high = _ephemeral_ports()
-    outside = [r for r in (range(_FIRST_PORT, low), range(high + 1, 65_536)) if len(r)]
+    sides = (range(_FIRST_PORT, low), range(max(high + 1, _FIRST_PORT), 65_536))
+    outside = [side for side in sides if len(side)]
     if not outside:
         raise RuntimeError(f"no port outside the ephemeral range {low}..{high}")
     rng = random.Random()

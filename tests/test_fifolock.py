@@ -94,3 +94,15 @@ def test_a_waiter_interrupted_passes_its_turn_on(monkeypatch: pytest.MonkeyPatch
     assert served.wait(30), "the turn of the one that gave up was never passed on"
     with lock:  # and it is free again
         assert lock.waiting() == 0
+
+
+def test_releasing_it_unheld_is_an_error_and_leaves_it_whole() -> None:
+    """As ``threading.Lock``: a turn passed on by no one's hold would shut out every later
+    taker for good."""
+    lock = FifoLock()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    with lock:
+        assert lock.waiting() == 0
+    with pytest.raises(RuntimeError):
+        lock.release()
