@@ -106,3 +106,43 @@ def test_releasing_it_unheld_is_an_error_and_leaves_it_whole() -> None:
         assert lock.waiting() == 0
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+def test_a_waiter_interrupted_once_served_passes_the_lock_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Woken for its turn, then interrupted before it took it: the next waiter gets it."""
+    lock = FifoLock()
+    condition = lock._state
+    wait = condition.wait
+
+    def woken_then_interrupted(timeout: float | None = None) -> bool:
+        woken = wait(timeout)
+        if threading.current_thread().name == "interrupted":
+            raise KeyboardInterrupt
+        return woken
+
+    monkeypatch.setattr(condition, "wait", woken_then_interrupted)
+    raised: list[BaseException] = []
+    served = threading.Event()
+
+    def gives_up() -> None:
+        try:
+            lock.acquire()
+        except KeyboardInterrupt as error:
+            raised.append(error)
+
+    def patient() -> None:
+        with lock:
+            served.set()
+
+    with lock:
+        interrupted = start(gives_up, "interrupted")
+        wait_for(waiting(lock, 1), 30, "the one to be interrupted never waited")
+        start(patient)
+        wait_for(waiting(lock, 2), 30, "the patient waiter never waited")
+    interrupted.join(30)
+    assert raised, "the wait was not interrupted"
+    assert served.wait(30), "the turn the interrupted one was served was never passed on"
+    with lock:
+        assert lock.waiting() == 0
