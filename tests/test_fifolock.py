@@ -61,16 +61,22 @@ def test_waiters_are_served_in_the_order_they_came() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
-def test_a_waiter_interrupted_passes_its_turn_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One that gives up waiting (an exception in the wait) must not keep the others out."""
+@pytest.mark.parametrize("served_first", [False, True])
+def test_a_waiter_interrupted_passes_its_turn_on(
+    monkeypatch: pytest.MonkeyPatch, served_first: bool
+) -> None:
+    """One that gives up waiting (an exception in the wait) must not keep the others out:
+    interrupted while its turn is still to come, or once woken for it (``served_first``),
+    before it took it."""
     lock = FifoLock()
     condition = lock._state
     wait = condition.wait
 
     def interrupted_wait(timeout: float | None = None) -> bool:
+        woken = wait(timeout) if served_first else False
         if threading.current_thread().name == "interrupted":
             raise KeyboardInterrupt
-        return wait(timeout)
+        return woken or wait(timeout)
 
     monkeypatch.setattr(condition, "wait", interrupted_wait)
     raised: list[BaseException] = []
@@ -87,10 +93,16 @@ def test_a_waiter_interrupted_passes_its_turn_on(monkeypatch: pytest.MonkeyPatch
             served.set()
 
     with lock:
-        start(gives_up, "interrupted").join(30)
-        assert raised, "the wait was not interrupted"
+        interrupted = start(gives_up, "interrupted")
+        if served_first:
+            wait_for(waiting(lock, 1), 30, "the one to be interrupted never waited")
+        else:
+            interrupted.join(30)
+            assert raised, "the wait was not interrupted"
         start(patient)
-        wait_for(lambda: lock.waiting() == 1, 30, "the patient waiter never waited")
+        wait_for(waiting(lock, 1 + served_first), 30, "the patient waiter never waited")
+    interrupted.join(30)
+    assert raised, "the wait was not interrupted"
     assert served.wait(30), "the turn of the one that gave up was never passed on"
     with lock:  # and it is free again
         assert lock.waiting() == 0
@@ -106,43 +118,3 @@ def test_releasing_it_unheld_is_an_error_and_leaves_it_whole() -> None:
         assert lock.waiting() == 0
     with pytest.raises(RuntimeError):
         lock.release()
-
-
-def test_a_waiter_interrupted_once_served_passes_the_lock_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Woken for its turn, then interrupted before it took it: the next waiter gets it."""
-    lock = FifoLock()
-    condition = lock._state
-    wait = condition.wait
-
-    def woken_then_interrupted(timeout: float | None = None) -> bool:
-        woken = wait(timeout)
-        if threading.current_thread().name == "interrupted":
-            raise KeyboardInterrupt
-        return woken
-
-    monkeypatch.setattr(condition, "wait", woken_then_interrupted)
-    raised: list[BaseException] = []
-    served = threading.Event()
-
-    def gives_up() -> None:
-        try:
-            lock.acquire()
-        except KeyboardInterrupt as error:
-            raised.append(error)
-
-    def patient() -> None:
-        with lock:
-            served.set()
-
-    with lock:
-        interrupted = start(gives_up, "interrupted")
-        wait_for(waiting(lock, 1), 30, "the one to be interrupted never waited")
-        start(patient)
-        wait_for(waiting(lock, 2), 30, "the patient waiter never waited")
-    interrupted.join(30)
-    assert raised, "the wait was not interrupted"
-    assert served.wait(30), "the turn the interrupted one was served was never passed on"
-    with lock:
-        assert lock.waiting() == 0
