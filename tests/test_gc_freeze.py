@@ -61,6 +61,20 @@ def test_a_step_collects_the_young_cycles_before_freezing(quiet_gc: None) -> Non
     assert dead() is None
 
 
+def test_a_step_after_a_refresh_freezes_without_a_pass(quiet_gc: None) -> None:
+    clock = [0.0]
+    freezer = FreezeAsItAges(full_every_s=60.0, clock=lambda: clock[0])
+    kept = [Node() for _ in range(1000)]
+    dead = a_cycle()
+    before = gc.get_freeze_count()
+    assert freezer.step(collect=False) is None
+    assert gc.get_freeze_count() >= before + len(kept)
+    assert dead() is not None  # walked by no pass: frozen with what is kept...
+    clock[0] = 60.0
+    assert freezer.step(collect=False) is not None
+    assert dead() is None  # ...until the full pass
+
+
 def test_cyclic_garbage_frozen_with_the_rest_is_freed_by_the_full_pass(quiet_gc: None) -> None:
     clock = [0.0]
     freezer = FreezeAsItAges(full_every_s=60.0, clock=lambda: clock[0])

@@ -70,10 +70,18 @@ class FreezeAsItAges:
         self._after_full: int | None = None
         """What was frozen after the last full collection (or the first step)."""
 
-    def step(self) -> float | None:
+    def step(self, collect: bool = True) -> float | None:
         """Freeze what survived since the last step; when a full collection is due, it
-        too: how long that took (s), else None."""
-        gc.collect(1)
+        too: how long that took (s), else None.
+
+        ``collect=False``: freeze without a pass first, right after work that built many
+        objects meant to last (the model's refresh). A pass then walked all it kept,
+        every thread waiting, to find nothing: 38-174 ms after each refresh of the
+        country's figures, nothing collected, in the middle generation or (the same
+        length) the youngest alone (``reads_bench.py``). Freezing costs no walk; a
+        cycle that became garbage meanwhile is frozen too, freed by the full pass."""
+        if collect:
+            gc.collect(1)
         gc.freeze()
         now = self._clock()
         if now - self._last_full < self.full_every_s and not self._grown(now):

@@ -388,7 +388,8 @@ def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, wa
                 log.info("the longest garbage-collection pass of the last minute: %.0f ms "
                          "(generation %d): the reads waited for it", 1000 * longest,
                          generation)  # fmt: skip
-        if time.monotonic() - refreshed >= REFRESH_S:
+        refreshing = time.monotonic() - refreshed >= REFRESH_S
+        if refreshing:
             refreshed = time.monotonic()
             try:
                 systems.reload_if_changed()
@@ -396,7 +397,7 @@ def _keep_current(model: Any, systems: SystemFiles, leaving: threading.Event, wa
             except Exception:
                 if not leaving.is_set():
                     log.exception("the health figures could not be refreshed")
-        took = freezer.step()
+        took = freezer.step(collect=not refreshing)
         if took is not None:
             log.info("a full garbage collection took %.0f ms (%d objects kept)",
                      1000 * took, gc.get_freeze_count())  # fmt: skip
