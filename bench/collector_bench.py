@@ -33,9 +33,9 @@ minus committed); points written; publish-to-commit latency p50/p99; CPU of
 the collector (and of its ingest and network threads), of its read process and of
 its sink process;
 RSS; the store's size and growth per day at the offered rate (pages in use but
-the spool's, from the clock's start, or from half-time without the warm-up, to the
-end); and, in the same run, the drain rate of ``mosquitto_sub`` (C, QoS 1) from the
-same broker under the same publishers at full speed, as the ceiling.
+the spool's, from the end of the first measured cycle, or from half-time without the
+warm-up, to the end); and, in the same run, the drain rate of ``mosquitto_sub`` (C,
+QoS 1) from the same broker under the same publishers at full speed, as the ceiling.
 
 ``--commit-path AGENTS`` measures the commit path alone, quicker and steadier than
 the whole run: a store of ``--communes`` warmed as above (its 833,000 latest rows
@@ -278,10 +278,18 @@ def run_publishers(
 
 
 def live_bytes(path: Path) -> int:
-    """The state store's pages in use, but the sink's spool's (drained, then reused)."""
+    """The state store's pages in use, but the sink's spool's (drained, then reused):
+    counted from the file's header, the spool's pages alone walked, so that a reading
+    in the middle of a run costs the collector nothing (walking every page, as this
+    did, took a core for a second there: a latency peak of the benchmark's own)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        used = db.execute("SELECT SUM(pgsize) FROM dbstat WHERE name != 'spool'").fetchone()[0]
-    return int(used)
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        (spool,) = db.execute(
+            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name = 'spool'"
+        ).fetchone()
+    return int((pages - free) * size - spool)
 
 
 def memory_kib(field: str) -> int:
@@ -369,6 +377,8 @@ def measure_collector(
     Spool(store).attach()
     sink = SinkProcess(path, SinkSettings(vm.url, "", "bench", "commune", batch_rows=2000))
     sink.start()
+    sink_began = time.monotonic()
+    warmed = 0
     if warm_up:
         started = time.monotonic()
         warmed = warm(store, publishers, agents)
@@ -398,10 +408,13 @@ def measure_collector(
     started = time.monotonic()
     while Spool(store).stats().rows and time.monotonic() - started < 600:
         time.sleep(0.2)
+    if left := Spool(store).stats().rows:
+        raise SystemExit(f"the warm-up's points not written after 600 s ({left} rows left)")
     if warm_up:
         print(f"  time-series server: the warm-up's {sink.stats.points_written} points written "
-              f"in {time.monotonic() - started:.0f} s (not measured; {vm_new_series(vm)} "
-              "series)", flush=True)  # fmt: skip
+              f"{time.monotonic() - sink_began:.0f} s after the sink started (not measured; "
+              f"{known if (known := vm_new_series(vm)) is not None else 'unknown'} series)",
+              flush=True)  # fmt: skip
     gc.freeze()  # as `run` does once warm: what start built is left out of every pass
     ingestor = MeasuredIngestor(store, "commune")
     scheme, host = ("mqtts", "localhost") if ca else ("mqtt", "127.0.0.1")
@@ -436,12 +449,13 @@ def measure_collector(
     source.start()
     assert source.connected.wait(10)
     rounds.start()
-    # Store growth is read from the clock's start to the end once the warm-up's cycle
-    # made every agent's rows; without it, from half-time (by then every agent has
-    # reported): what grows after that grows every day. Reading every page is the
-    # benchmark's own work: read in the middle of a run, it took a core from the
-    # collector for a second, a latency peak of its own.
-    halfway: list[tuple[int, int]] = [(0, live_bytes(path))] if warm_up else []
+    # Store growth is read from the end of the first measured cycle (each agent's first
+    # envelope rewrites its row once: its seqs jump past the warm-up's) or, without the
+    # warm-up, from half-time (by then every agent has reported): what grows after that
+    # grows every day.
+    first_cycle_s = warmed / rate + 5 if warmed else seconds / 2
+    growth_from_s = first_cycle_s if first_cycle_s < 0.9 * seconds else seconds / 2
+    halfway: list[tuple[int, int]] = []
     started, cpu_started = time.time(), cpu_seconds()
     sink_started, points_started = cpu_seconds(sink.pid), sink.stats.points_written
     new_series_started = vm_new_series(vm)
@@ -451,21 +465,18 @@ def measure_collector(
     measuring_cpu: list[float] = []
 
     def at_halfway() -> None:
-        # The benchmark's own reading of the store (every page, once): not the collector's.
+        # The benchmark's own reading of the store: not the collector's.
         started_cpu = time.thread_time()
         halfway.append((ingestor.stats.applied_envelopes, live_bytes(path)))
         measuring_cpu.append(time.thread_time() - started_cpu)
 
-    timer = threading.Timer(seconds / 2, at_halfway)
-    at_half_time = not halfway
-    if at_half_time:
-        timer.start()
+    timer = threading.Timer(growth_from_s, at_halfway)
+    timer.start()
     published = run_publishers(broker.port, publishers, agents, rate, seconds, ca)
     deadline = time.monotonic() + 300
     while ingestor.stats.applied_envelopes < published and time.monotonic() < deadline:
         time.sleep(0.1)
-    if at_half_time:
-        timer.join()
+    timer.join()
     cpu_used = cpu_seconds() - cpu_started - sum(measuring_cpu)
     if feed is not None:
         feed.flush()  # what the read process has still to follow is its cost too
@@ -475,7 +486,12 @@ def measure_collector(
         time.sleep(0.1)
     sink_cpu = cpu_seconds(sink.pid) - sink_started
     sink_done = time.time()
-    new_series = vm_new_series(vm) - new_series_started
+    new_series_now = vm_new_series(vm)
+    new_series = (  # -1: not known
+        -1
+        if new_series_now is None or new_series_started is None
+        else new_series_now - new_series_started
+    )
     spool_left = Spool(store).stats().rows
     stop.set()
     rounds.join()
@@ -523,6 +539,7 @@ def measure_collector(
         "peak_rss_mib": memory_kib("VmHWM") / 1024,
         "store_mib": live_bytes(path) / 2**20,
         "growth_per_message": per_message,
+        "growth_from_s": growth_from_s,
     }
 
 
@@ -664,14 +681,14 @@ def tls_listener(workdir: Path) -> tuple[Path, str]:
     return pki.ca, "\n".join(lines) + "\n"
 
 
-def vm_new_series(vm: VictoriaMetrics) -> int:
+def vm_new_series(vm: VictoriaMetrics) -> int | None:
     """Series VictoriaMetrics has created since it started (its own counter): each costs
-    it an index entry, many times a point's work."""
+    it an index entry, many times a point's work. None: a version without the counter."""
     with urllib.request.urlopen(f"{vm.url}/metrics", timeout=10) as response:
         for line in response.read().decode().splitlines():
             if line.startswith("vm_new_timeseries_created_total "):
                 return int(float(line.split()[1]))
-    return 0
+    return None
 
 
 def report(result: dict[str, float], rate: float) -> None:
@@ -685,7 +702,7 @@ def report(result: dict[str, float], rate: float) -> None:
         f"  sink       {result['points']:.0f} points written to VictoriaMetrics "
         f"({result['sink_rate']:.0f} points/s over the run; "
         f"left in spool {result['spool_left']:.0f}; series new to the server "
-        f"{result['new_series']:.0f})"
+        f"{'unknown' if result['new_series'] < 0 else format(result['new_series'], '.0f')})"
     )
     print(
         f"  latency    publish to commit: p50 {result['p50_ms']:.1f} ms, "
@@ -714,7 +731,8 @@ def report(result: dict[str, float], rate: float) -> None:
     print(
         f"  store      {result['store_mib']:.0f} MiB of state; grows "
         f"{result['growth_per_message']:.1f} bytes/message = {per_day:.0f} MiB/day at "
-        f"{rate:.0f} msg/s (pruned after [store] retention)"
+        f"{rate:.0f} msg/s (from {result['growth_from_s']:.0f} s to the end; pruned after "
+        "[store] retention)"
     )
 
 

@@ -4,6 +4,9 @@ by the full pass; its longest pass measured."""
 from __future__ import annotations
 
 import gc
+import itertools
+import threading
+import types
 import weakref
 from collections.abc import Iterator
 
@@ -133,3 +136,64 @@ def test_the_longest_pass_is_measured_and_taken_once(quiet_gc: None) -> None:
         assert passes.take()[1] == 0
     finally:
         passes.close()
+
+
+class RecordingFreezer:
+    """``FreezeAsItAges`` as ``_keep_current`` drives it: each step's ``collect``, and
+    whether the model refreshed since the step before."""
+
+    def __init__(self, log: list[tuple[str, bool]]) -> None:
+        self.log = log
+
+    def step(self, collect: bool = True) -> float | None:
+        self.log.append(("step", collect))
+        return None
+
+
+class CountingModel:
+    def __init__(self, log: list[tuple[str, bool]], leaving: threading.Event) -> None:
+        self.log = log
+        self.leaving = leaving
+
+    def warm(self) -> None:
+        pass
+
+    def refresh(self) -> None:
+        self.log.append(("refresh", True))
+        if sum(1 for kind, _ in self.log if kind == "refresh") >= 3:
+            self.leaving.set()
+
+
+class QuietSystems:
+    def reload_if_changed(self) -> None:
+        pass
+
+
+def test_the_read_process_freezes_without_a_pass_after_each_refresh_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector.web import readprocess
+
+    log: list[tuple[str, bool]] = []
+    leaving = threading.Event()
+    # Its clock moves 10 ms a reading: a refresh every few steps, however busy the machine.
+    ticks = itertools.count()
+    monkeypatch.setattr(
+        readprocess, "time", types.SimpleNamespace(monotonic=lambda: next(ticks) / 100)
+    )
+    monkeypatch.setattr(readprocess, "FREEZE_EVERY_S", 0.001)
+    monkeypatch.setattr(readprocess, "REFRESH_S", 0.05)
+    monkeypatch.setattr(readprocess, "FreezeAsItAges", lambda: RecordingFreezer(log))
+    monkeypatch.setattr(readprocess.gc, "freeze", lambda: None)
+    warmed = types.SimpleNamespace(value=0)
+    readprocess._keep_current(CountingModel(log, leaving), QuietSystems(), leaving, warmed)
+    steps_after = [
+        (previous[0] == "refresh", step[1])
+        for previous, step in itertools.pairwise(log)
+        if step[0] == "step"
+    ]
+    assert warmed.value == 1
+    assert sum(1 for refreshed, _ in steps_after if refreshed) == 3
+    assert any(not refreshed for refreshed, _ in steps_after)
+    # A step right after a refresh freezes without a pass; every other one collects.
+    assert all(collect is not refreshed for refreshed, collect in steps_after)
