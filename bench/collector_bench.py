@@ -292,6 +292,13 @@ def live_bytes(path: Path) -> int:
     return int((pages - free) * size - spool)
 
 
+def drained(store: StateStore, deadline: float) -> int:
+    """Wait until the sink has written the spool (or ``deadline``, monotonic): rows left."""
+    while (left := Spool(store).stats().rows) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def memory_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -405,10 +412,7 @@ def measure_collector(
         health.warm()  # as `run` does at start with `read_process = false`
         print(f"  the collector's model warmed in {time.monotonic() - started:.0f} s",
               flush=True)  # fmt: skip
-    started = time.monotonic()
-    while Spool(store).stats().rows and time.monotonic() - started < 600:
-        time.sleep(0.2)
-    if left := Spool(store).stats().rows:
+    if left := drained(store, time.monotonic() + 600):
         raise SystemExit(f"the warm-up's points not written after 600 s ({left} rows left)")
     if warm_up:
         print(f"  time-series server: the warm-up's {sink.stats.points_written} points written "
@@ -453,9 +457,11 @@ def measure_collector(
     # envelope rewrites its row once: its seqs jump past the warm-up's) or, without the
     # warm-up, from half-time (by then every agent has reported): what grows after that
     # grows every day.
-    first_cycle_s = warmed / rate + 5 if warmed else seconds / 2
-    growth_from_s = first_cycle_s if first_cycle_s < 0.9 * seconds else seconds / 2
-    halfway: list[tuple[int, int]] = []
+    first_cycle_end_s = warmed / rate + 5
+    growth_from_s = (
+        first_cycle_end_s if warmed and first_cycle_end_s < 0.9 * seconds else seconds / 2
+    )
+    growth_start: list[tuple[int, int]] = []
     started, cpu_started = time.time(), cpu_seconds()
     sink_started, points_started = cpu_seconds(sink.pid), sink.stats.points_written
     new_series_started = vm_new_series(vm)
@@ -464,13 +470,13 @@ def measure_collector(
     threads_started = thread_seconds()
     measuring_cpu: list[float] = []
 
-    def at_halfway() -> None:
+    def at_growth_start() -> None:
         # The benchmark's own reading of the store: not the collector's.
         started_cpu = time.thread_time()
-        halfway.append((ingestor.stats.applied_envelopes, live_bytes(path)))
+        growth_start.append((ingestor.stats.applied_envelopes, live_bytes(path)))
         measuring_cpu.append(time.thread_time() - started_cpu)
 
-    timer = threading.Timer(growth_from_s, at_halfway)
+    timer = threading.Timer(growth_from_s, at_growth_start)
     timer.start()
     published = run_publishers(broker.port, publishers, agents, rate, seconds, ca)
     deadline = time.monotonic() + 300
@@ -482,8 +488,7 @@ def measure_collector(
         feed.flush()  # what the read process has still to follow is its cost too
     reads_cpu = 0.0 if reads_pid is None else cpu_seconds(reads_pid) - reads_started
     threads = {name: cpu - threads_started.get(name, 0.0) for name, cpu in thread_seconds().items()}
-    while Spool(store).stats().rows and time.monotonic() < deadline:
-        time.sleep(0.1)
+    spool_left = drained(store, deadline)
     sink_cpu = cpu_seconds(sink.pid) - sink_started
     sink_done = time.time()
     new_series_now = vm_new_series(vm)
@@ -492,7 +497,6 @@ def measure_collector(
         if new_series_now is None or new_series_started is None
         else new_series_now - new_series_started
     )
-    spool_left = Spool(store).stats().rows
     stop.set()
     rounds.join()
     source.stop()
@@ -508,8 +512,8 @@ def measure_collector(
     span = ingestor.last_commit - ingestor.first_commit
     lat = sorted(ingestor.latencies)
     committed = ingestor.stats.applied_envelopes
-    grown = live_bytes(path) - halfway[0][1]
-    per_message = grown / max(1, committed - halfway[0][0])
+    grown = live_bytes(path) - growth_start[0][1]
+    per_message = grown / max(1, committed - growth_start[0][0])
     return {
         "published": published,
         "committed": committed,

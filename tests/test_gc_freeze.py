@@ -139,8 +139,8 @@ def test_the_longest_pass_is_measured_and_taken_once(quiet_gc: None) -> None:
 
 
 class RecordingFreezer:
-    """``FreezeAsItAges`` as ``_keep_current`` drives it: each step's ``collect``, and
-    whether the model refreshed since the step before."""
+    """``FreezeAsItAges`` as ``_keep_current`` drives it: each step's ``collect``, in
+    the log the model's refreshes go to as well."""
 
     def __init__(self, log: list[tuple[str, bool]]) -> None:
         self.log = log
@@ -185,6 +185,10 @@ def test_the_read_process_freezes_without_a_pass_after_each_refresh_only(
     monkeypatch.setattr(readprocess, "REFRESH_S", 0.05)
     monkeypatch.setattr(readprocess, "FreezeAsItAges", lambda: RecordingFreezer(log))
     monkeypatch.setattr(readprocess.gc, "freeze", lambda: None)
+    # The real one would stay among the collector's callbacks for the rest of the tests.
+    monkeypatch.setattr(
+        readprocess, "LongestPass", lambda: types.SimpleNamespace(take=lambda: (0.0, 0))
+    )
     warmed = types.SimpleNamespace(value=0)
     readprocess._keep_current(CountingModel(log, leaving), QuietSystems(), leaving, warmed)
     steps_after = [
